@@ -1,0 +1,35 @@
+#!/bin/sh
+# Install the Debian 12 packages Legion needs to build, test and benchmark.
+# Idempotent: packages already present are left alone and apt is not run at
+# all when nothing is missing. Must run as root on a fresh machine.
+set -eu
+
+PACKAGES="
+build-essential meson ninja-build pkg-config
+libseccomp-dev libjansson-dev libsqlite3-dev libcmocka-dev
+python3 python3-pytest
+busybox-static runc bubblewrap
+iproute2 procps psmisc valgrind
+"
+
+missing=""
+for p in $PACKAGES; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+                missing="$missing $p"
+        fi
+done
+
+if [ -z "$missing" ]; then
+        exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: missing packages:$missing (run as root to install them)" >&2
+        exit 1
+fi
+
+echo "install-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y --no-install-recommends $missing

@@ -1,0 +1,212 @@
+/* Implementation of the shared helpers declared in util.h. */
+#include "util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+
+int lg_error_set(struct lg_error *err, int errnum, const char *fmt, ...) {
+        if (errnum < 0)
+                errnum = -errnum;
+        if (errnum == 0)
+                errnum = EIO;
+        if (err) {
+                va_list ap;
+                va_start(ap, fmt);
+                int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+                va_end(ap);
+                if (n >= 0 && (size_t) n < sizeof(err->msg))
+                        snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(errnum));
+                err->code = errnum;
+        }
+        return -errnum;
+}
+
+int lg_error_wrap(struct lg_error *err, int ret, const char *fmt, ...) {
+        if (ret >= 0)
+                ret = -EIO;
+        if (err) {
+                char prefix[256], old[sizeof(err->msg)];
+                va_list ap;
+                va_start(ap, fmt);
+                vsnprintf(prefix, sizeof(prefix), fmt, ap);
+                va_end(ap);
+                memcpy(old, err->msg, sizeof(old));
+                if (err->code == 0) {
+                        err->code = -ret;
+                        snprintf(old, sizeof(old), "%s", strerror(-ret));
+                }
+                snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+        }
+        return ret;
+}
+
+int lg_write_all(int fd, const void *buf, size_t len) {
+        const char *p = buf;
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                p += n;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
+ssize_t lg_read_all(int fd, void *buf, size_t len) {
+        char *p = buf;
+        size_t got = 0;
+        while (got < len) {
+                ssize_t n = read(fd, p + got, len - got);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                got += (size_t) n;
+        }
+        return (ssize_t) got;
+}
+
+int lg_write_file_at(int dirfd, const char *path, const char *data, bool create) {
+        int flags = O_WRONLY | O_CLOEXEC | O_NOCTTY;
+        if (create)
+                flags |= O_CREAT | O_TRUNC;
+        _cleanup_close_ int fd = openat(dirfd, path, flags, 0644);
+        if (fd < 0)
+                return -errno;
+        return lg_write_all(fd, data, strlen(data));
+}
+
+ssize_t lg_read_file_at(int dirfd, const char *path, char *buf, size_t cap) {
+        if (cap == 0)
+                return -EINVAL;
+        _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        ssize_t n = lg_read_all(fd, buf, cap - 1);
+        if (n < 0)
+                return n;
+        buf[n] = '\0';
+        if (n > 0 && buf[n - 1] == '\n')
+                buf[--n] = '\0';
+        return n;
+}
+
+int lg_mkdir_p(const char *path, mode_t mode) {
+        char buf[4096];
+        size_t len = strlen(path);
+        if (len == 0 || len >= sizeof(buf))
+                return -ENAMETOOLONG;
+        memcpy(buf, path, len + 1);
+        for (char *p = buf + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = '\0';
+                if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = '/';
+        }
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static int rm_rf_at(int parent_fd, const char *name, dev_t dev) {
+        struct stat st;
+        if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (!S_ISDIR(st.st_mode))
+                return unlinkat(parent_fd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+        if (st.st_dev != dev)
+                return -EBUSY; /* a mount point: never delete through it */
+        int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        int ret = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+                        continue;
+                int r = rm_rf_at(dirfd(d), de->d_name, dev);
+                if (r < 0 && ret == 0)
+                        ret = r;
+        }
+        closedir(d);
+        if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && ret == 0)
+                ret = -errno;
+        return ret;
+}
+
+int lg_rm_rf(const char *path) {
+        struct stat st;
+        if (lstat(path, &st) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        return rm_rf_at(AT_FDCWD, path, st.st_dev);
+}
+
+int lg_parse_size(const char *s, uint64_t *ret) {
+        if (!s || !*s)
+                return -EINVAL;
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno || end == s || *s == '-')
+                return -EINVAL;
+        uint64_t mult = 1;
+        switch (*end) {
+        case '\0': break;
+        case 'k': case 'K': mult = 1ULL << 10; end++; break;
+        case 'm': case 'M': mult = 1ULL << 20; end++; break;
+        case 'g': case 'G': mult = 1ULL << 30; end++; break;
+        case 't': case 'T': mult = 1ULL << 40; end++; break;
+        default: return -EINVAL;
+        }
+        if (*end == 'i')
+                end++;
+        if (*end == 'B' || *end == 'b')
+                end++;
+        if (*end != '\0')
+                return -EINVAL;
+        if (v > UINT64_MAX / mult)
+                return -ERANGE;
+        *ret = v * mult;
+        return 0;
+}
+
+uint64_t lg_now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+}
+
+int lg_random_hex(char *buf, size_t n) {
+        unsigned char raw[64];
+        if (n > sizeof(raw))
+                return -EINVAL;
+        if (getrandom(raw, n, 0) != (ssize_t) n)
+                return -errno;
+        static const char hex[] = "0123456789abcdef";
+        for (size_t i = 0; i < n; i++) {
+                buf[2 * i] = hex[raw[i] >> 4];
+                buf[2 * i + 1] = hex[raw[i] & 15];
+        }
+        buf[2 * n] = '\0';
+        return 0;
+}

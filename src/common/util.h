@@ -1,0 +1,93 @@
+/* Shared helpers for every Legion module: cleanup attributes, ownership
+ * transfer, the one-line error struct, and small file utilities.
+ *
+ * Conventions (see DEVELOPERS.md): functions return >= 0 on success and a
+ * negative errno on failure; where the caller needs context they also fill a
+ * struct lg_error with a single-line message. Library code never logs. */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+
+static inline void lg_freep(void *p) { free(*(void **) p); }
+static inline void lg_closep(int *fd) {
+        if (*fd >= 0) {
+                int saved = errno;
+                close(*fd);
+                errno = saved;
+        }
+}
+static inline void lg_fclosep(FILE **f) {
+        if (*f)
+                fclose(*f);
+}
+
+#define _cleanup_free_ _cleanup_(lg_freep)
+#define _cleanup_close_ _cleanup_(lg_closep)
+#define _cleanup_fclose_ _cleanup_(lg_fclosep)
+
+/* Hand ownership out of a cleanup-scoped variable. */
+#define TAKE_PTR(p)                              \
+        ({                                       \
+                __typeof__(p) _tp_ = (p);        \
+                (p) = NULL;                      \
+                _tp_;                            \
+        })
+#define TAKE_FD(fd)                              \
+        ({                                       \
+                int _tf_ = (fd);                 \
+                (fd) = -1;                       \
+                _tf_;                            \
+        })
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* One-line error with the errno that caused it. */
+struct lg_error {
+        int code; /* positive errno */
+        char msg[512];
+};
+
+/* Fill err (may be NULL) and return -errnum, so callers can write
+ * `return lg_error_set(err, errno, "open `%s`", path);`. errnum <= 0 is
+ * treated as EIO so a failure never turns into success by accident. */
+int lg_error_set(struct lg_error *err, int errnum, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* Prefix an existing message with more context: "ctx: old message". */
+int lg_error_wrap(struct lg_error *err, int ret, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* Write a whole string to dirfd/path (O_WRONLY|O_CLOEXEC, plus
+ * O_CREAT|O_TRUNC when create is true). Returns 0 or -errno. */
+int lg_write_file_at(int dirfd, const char *path, const char *data, bool create);
+
+/* Read at most cap-1 bytes of dirfd/path into buf, NUL-terminated, with a
+ * trailing newline stripped. Returns the length or -errno. */
+ssize_t lg_read_file_at(int dirfd, const char *path, char *buf, size_t cap);
+
+/* write(2)/read(2) the whole buffer, retrying on EINTR and short counts. */
+int lg_write_all(int fd, const void *buf, size_t len);
+ssize_t lg_read_all(int fd, void *buf, size_t len);
+
+/* mkdir -p with the given mode; existing directories are fine. */
+int lg_mkdir_p(const char *path, mode_t mode);
+
+/* Remove a directory tree without following symlinks or crossing mounts. */
+int lg_rm_rf(const char *path);
+
+/* Parse "64M", "1G", "512k", "1048576", "256Mi" into bytes. */
+int lg_parse_size(const char *s, uint64_t *ret);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t lg_now_ns(void);
+
+/* Fill buf with 2*n lowercase hex characters of random data plus NUL. */
+int lg_random_hex(char *buf, size_t n);
