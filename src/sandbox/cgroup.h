@@ -19,7 +19,7 @@ enum lg_cgroup_version {
 };
 
 struct lg_cgroup_limits {
-        uint64_t memory_max;    /* bytes; 0 = no limit. Swap is always off. */
+        uint64_t memory_max;    /* bytes; 0 = no limit. With a limit, swap is off. */
         uint64_t cpu_quota_us;  /* CPU time per period; 0 = no quota */
         uint64_t cpu_period_us; /* 0 = 100000 */
         uint64_t cpu_weight;    /* 1..10000 (v2 scale, 100 = default); 0 = leave */
