@@ -162,7 +162,8 @@ int lg_rm_rf(const char *path) {
 }
 
 int lg_parse_size(const char *s, uint64_t *ret) {
-        if (!s || !*s)
+        /* strtoull would accept leading blanks and signs; sizes are digits. */
+        if (!s || *s < '0' || *s > '9')
                 return -EINVAL;
         char *end;
         errno = 0;

@@ -1,2 +1,830 @@
-/* placeholder, replaced by the real module */
-typedef int lg_placeholder_t;
+/* Sandbox lifecycle: the owner's side (plan, clone, uid maps, cgroup, wait,
+ * destroy) and the sandbox's first process up to the exec of legion-init.
+ *
+ * Order of events, and why:
+ *   owner: clone3(NEWNS|NEWPID|NEWIPC|NEWUTS), into the cgroup
+ *   child: as host root in its new mount ns, build the root and pivot into
+ *          it (host root can bind any path and mknod /dev nodes; an
+ *          unprivileged child could not even reach a bind source under
+ *          /root; layers are mounted idmapped into the sandbox's user
+ *          namespace, which the owner made beforehand with its uid map:
+ *          root inside = an unprivileged host range), then joins that user
+ *          namespace and unshares a network namespace inside it
+ *   owner: runs the network hook (veth) if any
+ *   child: become that root; bring lo up; drop rlimits, capabilities,
+ *          no_new_privs, seccomp; report ready and wait for start
+ *   owner: start -> child execs legion-init, which runs the workload
+ * The mount, pid, ipc and uts namespaces are owned by the host's user
+ * namespace, so the sandbox's root has no capability over them at all: it
+ * cannot mount, unmount or remount anything, whatever capabilities it keeps.
+ * The network namespace is created with the user namespace, so the sandbox
+ * owns its loopback. */
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "common/proto.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/sandbox-internal.h"
+
+struct lg_sandbox {
+        char id[65];
+        char state_root[PATH_MAX];
+        char dir[PATH_MAX];
+        pid_t pid;
+        int pidfd;
+        int sync_fd;      /* owner end, until started */
+        int control_fd;   /* owner end of the legion-init control socket */
+        lg_cgroup *cg;
+        bool has_slot;
+        unsigned slot;
+        uid_t host_uid;
+        bool started, exited;
+        struct lg_sandbox_status status;
+};
+
+static const char *const default_env[] = {
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/root", "LANG=C.UTF-8", NULL,
+};
+
+void lg_sandbox_spec_init(struct lg_sandbox_spec *spec) {
+        memset(spec, 0, sizeof(*spec));
+        spec->stdio_fds[0] = spec->stdio_fds[1] = spec->stdio_fds[2] = -1;
+}
+
+static bool valid_id(const char *id) {
+        size_t n = strlen(id);
+        if (n == 0 || n > 64 || id[0] == '.')
+                return false;
+        for (const char *p = id; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+                        return false;
+        return true;
+}
+
+/* The cgroup manager's view of this host, worked out once. */
+static int host_cgroup(enum lg_cgroup_version *ver, const char **root, const char **parent) {
+        static enum lg_cgroup_version cached;
+        static int result = 1;
+        *root = getenv("LEGION_CGROUP_ROOT");
+        if (!*root || !**root)
+                *root = "/sys/fs/cgroup";
+        *parent = getenv("LEGION_CGROUP_PARENT");
+        if (!*parent || !**parent)
+                *parent = "legion";
+        if (result > 0)
+                result = lg_cgroup_detect(*root, &cached);
+        *ver = cached;
+        return result;
+}
+
+/* legion-init: $LEGION_INIT, else beside the running binary, else in the
+ * libexec directory next to its bin directory. */
+static int open_init(struct lg_error *err) {
+        const char *env = getenv("LEGION_INIT");
+        if (env && *env) {
+                int fd = open(env, O_PATH | O_CLOEXEC);
+                return fd >= 0 ? fd : lg_error_set(err, errno, "open legion-init `%s` ($LEGION_INIT)", env);
+        }
+        char self[PATH_MAX], path[PATH_MAX + 32];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n < 0)
+                return lg_error_set(err, errno, "readlink `/proc/self/exe`");
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash)
+                *slash = '\0';
+        static const char *const rel[] = {"legion-init", "../libexec/legion-init", "../legion-init"};
+        for (size_t i = 0; i < ARRAY_SIZE(rel); i++) {
+                snprintf(path, sizeof(path), "%s/%s", self, rel[i]);
+                int fd = open(path, O_PATH | O_CLOEXEC);
+                if (fd >= 0)
+                        return fd;
+        }
+        return lg_error_set(err, ENOENT, "find legion-init beside `%s` (set $LEGION_INIT)", self);
+}
+
+static void strv_free(char **v) {
+        if (!v)
+                return;
+        for (char **p = v; *p; p++)
+                free(*p);
+        free(v);
+}
+
+static char **init_argv(const struct lg_sandbox_spec *spec) {
+        size_t n = 0;
+        while (spec->argv && spec->argv[n])
+                n++;
+        char **v = calloc(n + 10, sizeof(char *));
+        if (!v)
+                return NULL;
+        size_t i = 0;
+        char num[32];
+        v[i++] = strdup("legion-init");
+        v[i++] = strdup("--control-fd");
+        v[i++] = strdup("3");
+        if (spec->capture_logs) {
+                snprintf(num, sizeof(num), "%llu",
+                         (unsigned long long) (spec->log_max_bytes ? spec->log_max_bytes : 1u << 20));
+                v[i++] = strdup("--log-max");
+                v[i++] = strdup(num);
+        }
+        if (spec->worker_control)
+                v[i++] = strdup("--worker-control");
+        v[i++] = strdup("--");
+        for (size_t k = 0; k < n; k++)
+                v[i++] = strdup(spec->argv[k]);
+        for (size_t k = 0; k < i; k++)
+                if (!v[k]) {
+                        strv_free(v);
+                        return NULL;
+                }
+        return v;
+}
+
+/* Everything the child needs, resolved in the owner. */
+static int build_plan(const struct lg_sandbox_spec *spec, const lg_sandbox *sb,
+                      struct lg_plan *p, struct lg_error *err) {
+        memset(p, 0, sizeof(*p));
+        snprintf(p->mnt, sizeof(p->mnt), "%s/mnt", sb->dir);
+        p->host_rootfs = spec->n_layers == 0;
+        if (p->host_rootfs)
+                snprintf(p->root, sizeof(p->root), "%s", p->mnt);
+        else
+                snprintf(p->root, sizeof(p->root), "%s/root", p->mnt);
+        uint64_t size = spec->rootfs_bytes ? spec->rootfs_bytes : 64ull << 20;
+        snprintf(p->tmpfs_opts, sizeof(p->tmpfs_opts), "size=%llu,mode=0755,uid=%u,gid=%u",
+                 (unsigned long long) size, sb->host_uid, sb->host_uid);
+
+        if (!p->host_rootfs) {
+                size_t off = (size_t) snprintf(p->overlay_opts, sizeof(p->overlay_opts), "lowerdir=");
+                for (size_t i = 0; i < spec->n_layers; i++) {
+                        const char *l = spec->layers[i];
+                        if (l[0] != '/' || strpbrk(l, ":,"))
+                                return lg_error_set(err, EINVAL, "layer `%s` must be an absolute path without ':' or ','", l);
+                        struct stat st;
+                        if (stat(l, &st) < 0 || !S_ISDIR(st.st_mode))
+                                return lg_error_set(err, errno ? errno : ENOTDIR, "layer `%s`", l);
+                        off += (size_t) snprintf(p->overlay_opts + off, sizeof(p->overlay_opts) - off,
+                                                 "%s%s/l%zu", i ? ":" : "", p->mnt, i);
+                        if (off >= sizeof(p->overlay_opts))
+                                return lg_error_set(err, E2BIG, "too many layers");
+                }
+                off += (size_t) snprintf(p->overlay_opts + off, sizeof(p->overlay_opts) - off,
+                                         ",upperdir=%s/upper,workdir=%s/work", p->mnt, p->mnt);
+                if (off >= sizeof(p->overlay_opts))
+                        return lg_error_set(err, E2BIG, "too many layers");
+        }
+        p->layers = spec->layers;
+        p->n_layers = spec->n_layers;
+        p->readonly_root = spec->readonly_root;
+        p->has_lib64 = access("/usr/lib64", F_OK) == 0;
+
+        if (spec->n_binds) {
+                p->binds = calloc(spec->n_binds, sizeof(*p->binds));
+                if (!p->binds)
+                        return lg_error_set(err, ENOMEM, "allocate binds");
+        }
+        for (size_t i = 0; i < spec->n_binds; i++) {
+                const struct lg_bind *b = &spec->binds[i];
+                struct stat st;
+                if (!b->src || !b->dst || b->src[0] != '/' || b->dst[0] != '/')
+                        return lg_error_set(err, EINVAL, "bind `%s:%s`: both paths must be absolute",
+                                            b->src ? b->src : "", b->dst ? b->dst : "");
+                if (strstr(b->dst, "/../") || !strcmp(b->dst + strlen(b->dst) - (strlen(b->dst) >= 3 ? 3 : 0), "/.."))
+                        return lg_error_set(err, EINVAL, "bind destination `%s` contains `..`", b->dst);
+                if (stat(b->src, &st) < 0)
+                        return lg_error_set(err, errno, "bind source `%s`", b->src);
+                const char *dst = b->dst;
+                while (*dst == '/')
+                        dst++;
+                if (!*dst)
+                        return lg_error_set(err, EINVAL, "bind destination `/` is not allowed");
+                snprintf(p->binds[i].src, PATH_MAX, "%s", b->src);
+                snprintf(p->binds[i].dst, PATH_MAX, "%s", dst);
+                p->binds[i].readonly = b->readonly;
+                p->binds[i].is_dir = S_ISDIR(st.st_mode);
+        }
+        p->n_binds = spec->n_binds;
+
+        snprintf(p->hostname, sizeof(p->hostname), "%s", spec->hostname ? spec->hostname : sb->id);
+        const char *cwd = spec->cwd ? spec->cwd : "/";
+        if (cwd[0] != '/')
+                return lg_error_set(err, EINVAL, "working directory `%s` must be absolute", cwd);
+        snprintf(p->cwd, sizeof(p->cwd), "%s", cwd);
+        p->host_uid = sb->host_uid;
+        p->new_net = !spec->share_net;
+        p->new_cgroupns = true;
+        p->nofile = spec->nofile ? spec->nofile : 1024;
+        p->caps_keep = spec->caps_keep;
+        p->cap_last = lg_cap_last();
+        if (!spec->no_seccomp) {
+                int r = lg_seccomp_program(&p->seccomp, err);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int loopback_up(void) {
+        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (s < 0)
+                return -errno;
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof(ifr));
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+        int r = 0;
+        if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+                r = -errno;
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        if (r == 0 && ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+                r = -errno;
+        close(s);
+        return r;
+}
+
+/* Move fd out of the way of 0..3, keeping it open across exec only if
+ * it is placed there by dup2 later. */
+static int lift_fd(int fd) {
+        return fd < 0 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 16);
+}
+
+static int child_read_go(int fd, char expect) {
+        char c;
+        ssize_t n;
+        do
+                n = read(fd, &c, 1);
+        while (n < 0 && errno == EINTR);
+        return n == 1 && c == expect ? 0 : -1;
+}
+
+static int child_setup_fds(const struct lg_plan *p, int ctl, const int stdio[3], struct lg_child_error *e) {
+        for (int i = 0; i < 3; i++) {
+                int fd = stdio[i];
+                if (fd < 0) {
+                        fd = open("/dev/null", (i == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+                        if (fd < 0)
+                                return lg_child_fail(e, errno, "open `/dev/null`");
+                }
+                if (dup2(fd, i) < 0)
+                        return lg_child_fail(e, errno, "dup2 stdio %d", i);
+        }
+        if (dup2(ctl, 3) < 0)
+                return lg_child_fail(e, errno, "dup2 control socket");
+        /* Whatever else the owner had open stays out of the sandbox. */
+        if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+                return lg_child_fail(e, errno, "close_range");
+        (void) p;
+        return 0;
+}
+
+static _Noreturn void child_main(const struct lg_plan *p) {
+        struct lg_child_error e = {0};
+        int sync_fd = p->sync_fd;
+        char msg = LG_CHILD_ERROR;
+
+        /* The sandbox dies with its owner (with the owning thread, strictly). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (child_read_go(sync_fd, LG_OWNER_GO) < 0)
+                _exit(1);
+        setsid();
+        if (p->new_cgroupns && unshare(CLONE_NEWCGROUP) < 0) {
+                lg_child_fail(&e, errno, "unshare cgroup namespace");
+                goto fail;
+        }
+        if (lg_rootfs_enter(p, &e) < 0)
+                goto fail;
+        if (sethostname(p->hostname, strlen(p->hostname)) < 0) {
+                lg_child_fail(&e, errno, "sethostname");
+                goto fail;
+        }
+        if (setns(p->userns_fd, CLONE_NEWUSER) < 0) {
+                lg_child_fail(&e, errno, "join the sandbox's user namespace");
+                goto fail;
+        }
+        /* Made inside the user namespace, the network namespace is the
+         * sandbox's own: it may configure its loopback. */
+        if (p->new_net && unshare(CLONE_NEWNET) < 0) {
+                lg_child_fail(&e, errno, "unshare network namespace");
+                goto fail;
+        }
+        msg = LG_CHILD_USERNS;
+        if (write(sync_fd, &msg, 1) != 1 || child_read_go(sync_fd, LG_OWNER_MAPPED) < 0)
+                _exit(1);
+        if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0) {
+                lg_child_fail(&e, errno, "become root of the user namespace");
+                goto fail;
+        }
+        /* A credential change clears the parent-death signal: set it again.
+         * Should the owner have died in between, the next read on the sync
+         * socket sees EOF and we exit. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (p->new_net) {
+                int r = loopback_up();
+                if (r < 0) {
+                        lg_child_fail(&e, r, "bring up loopback");
+                        goto fail;
+                }
+        }
+        if (chdir(p->cwd) < 0) {
+                lg_child_fail(&e, errno, "chdir `%s`", p->cwd);
+                goto fail;
+        }
+        /* Every fd still needed moves above 0..3 before those are filled,
+         * or dup2 would overwrite one of them. */
+        int stdio[3];
+        for (int i = 0; i < 3; i++)
+                stdio[i] = lift_fd(p->stdio[i]);
+        int ctl = lift_fd(p->control_fd);
+        int init_fd = lift_fd(p->init_fd);
+        sync_fd = lift_fd(sync_fd);
+        if (child_setup_fds(p, ctl, stdio, &e) < 0)
+                goto fail;
+        if (lg_security_apply(p, &e) < 0)
+                goto fail;
+
+        msg = LG_CHILD_READY;
+        if (write(sync_fd, &msg, 1) != 1 || child_read_go(sync_fd, LG_OWNER_START) < 0)
+                _exit(1);
+        syscall(SYS_execveat, init_fd, "", p->init_argv, p->envp, AT_EMPTY_PATH);
+        lg_child_fail(&e, errno, "exec legion-init");
+fail:
+        msg = LG_CHILD_ERROR;
+        {
+                char buf[1 + sizeof(e)];
+                buf[0] = msg;
+                memcpy(buf + 1, &e, sizeof(e));
+                (void) !write(sync_fd, buf, sizeof(buf));
+        }
+        _exit(1);
+}
+
+/* Read the child's next report. Returns the message byte, or -errno with
+ * err filled (the child's own message for LG_CHILD_ERROR). */
+static int owner_read(lg_sandbox *sb, struct lg_error *err) {
+        char buf[1 + sizeof(struct lg_child_error)];
+        ssize_t n;
+        do
+                n = recv(sb->sync_fd, buf, sizeof(buf), 0);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+                return lg_error_set(err, errno, "read from sandbox `%s`", sb->id);
+        if (n == 0)
+                return 0;
+        if (buf[0] == LG_CHILD_ERROR && (size_t) n == sizeof(buf)) {
+                struct lg_child_error e;
+                memcpy(&e, buf + 1, sizeof(e));
+                e.msg[sizeof(e.msg) - 1] = '\0';
+                if (err) {
+                        err->code = e.err ? e.err : EIO;
+                        snprintf(err->msg, sizeof(err->msg), "sandbox `%s`: %s", sb->id, e.msg);
+                }
+                return -(e.err ? e.err : EIO);
+        }
+        return (unsigned char) buf[0];
+}
+
+static int owner_send(lg_sandbox *sb, char c) {
+        return send(sb->sync_fd, &c, 1, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+}
+
+static int write_id_map(pid_t pid, const char *file, uid_t base, struct lg_error *err) {
+        char path[64], map[64];
+        snprintf(path, sizeof(path), "/proc/%d/%s", (int) pid, file);
+        snprintf(map, sizeof(map), "0 %u %u\n", base, LG_UID_RANGE);
+        int r = lg_write_file_at(AT_FDCWD, path, map, false);
+        return r < 0 ? lg_error_set(err, -r, "write `%s`", path) : 0;
+}
+
+/* The sandbox's user namespace, made before the sandbox itself so that its
+ * first process can mount layers idmapped into it while still host root.
+ * A helper process lives just long enough for its maps to be written and
+ * its namespace to be opened. */
+static int make_userns(uid_t base, struct lg_error *err) {
+        int pfd[2];
+        if (pipe2(pfd, O_CLOEXEC) < 0)
+                return lg_error_set(err, errno, "pipe");
+        pid_t pid = (pid_t) syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, NULL, NULL, NULL, NULL);
+        if (pid < 0) {
+                int r = lg_error_set(err, errno, "create user namespace");
+                close(pfd[0]);
+                close(pfd[1]);
+                return r;
+        }
+        if (pid == 0) {
+                char c;
+                close(pfd[1]);
+                (void) !read(pfd[0], &c, 1);
+                _exit(0);
+        }
+        close(pfd[0]);
+        char path[64];
+        int r = write_id_map(pid, "uid_map", base, err);
+        if (r >= 0)
+                r = write_id_map(pid, "gid_map", base, err);
+        int fd = -1;
+        if (r >= 0) {
+                snprintf(path, sizeof(path), "/proc/%d/ns/user", (int) pid);
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        r = lg_error_set(err, errno, "open `%s`", path);
+        }
+        close(pfd[1]);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        return r < 0 ? r : fd;
+}
+
+static pid_t clone_child(int cgroup_fd, int *pidfd) {
+        struct clone_args args;
+        memset(&args, 0, sizeof(args));
+        args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+        args.pidfd = (uint64_t) (uintptr_t) pidfd;
+        args.exit_signal = SIGCHLD;
+        if (cgroup_fd >= 0) {
+                args.flags |= CLONE_INTO_CGROUP;
+                args.cgroup = (uint64_t) cgroup_fd;
+        }
+        return (pid_t) syscall(SYS_clone3, &args, sizeof(args));
+}
+
+static int create_cgroup(const struct lg_sandbox_spec *spec, lg_sandbox *sb, struct lg_error *err) {
+        enum lg_cgroup_version ver;
+        const char *root, *parent;
+        int r = host_cgroup(&ver, &root, &parent);
+        if (r < 0)
+                return lg_error_set(err, r, "no usable cgroup hierarchy at `%s`", root);
+        struct lg_cgroup_limits lim = {
+                .memory_max = spec->memory_bytes,
+                .cpu_quota_us = spec->cpu_millis * 100, /* of a 100 ms period */
+                .cpu_period_us = 100000,
+                .cpu_weight = spec->cpu_weight,
+                .pids_max = spec->pids_max,
+        };
+        char desc[PATH_MAX + 128];
+        snprintf(desc, sizeof(desc), "%d %s %s %s", (int) ver, root, parent, sb->id);
+        /* Record the owner before the cgroup exists: a crash in between leaves
+         * a record gc can follow, never an untracked cgroup. */
+        r = lg_state_write_owner(sb->dir, desc, sb->has_slot ? sb->slot : 0);
+        if (r < 0)
+                return lg_error_set(err, r, "write owner record in `%s`", sb->dir);
+        return lg_cgroup_create(root, ver, parent, sb->id, &lim, &sb->cg, err);
+}
+
+static int open_log(const char *dir, const char *name, struct lg_error *err) {
+        char path[PATH_MAX + 16];
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        /* Read-write: legion-init keeps the newest half when a log hits its cap. */
+        int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
+        return fd >= 0 ? fd : lg_error_set(err, errno, "open log `%s`", path);
+}
+
+int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, struct lg_error *err) {
+        struct lg_plan plan;
+        _cleanup_close_ int init_fd = -1, child_sync = -1, child_ctl = -1, out_log = -1, err_log = -1,
+                            userns_fd = -1;
+        char **argv = NULL;
+        int ctl[2] = {-1, -1}, sync[2] = {-1, -1};
+        int r;
+
+        memset(&plan, 0, sizeof(plan));
+        lg_sandbox *sb = calloc(1, sizeof(*sb));
+        if (!sb)
+                return lg_error_set(err, ENOMEM, "allocate sandbox");
+        sb->pidfd = sb->sync_fd = sb->control_fd = -1;
+        sb->pid = -1;
+
+        if (spec->id) {
+                if (!valid_id(spec->id)) {
+                        free(sb);
+                        return lg_error_set(err, EINVAL, "invalid sandbox id `%s` (1-64 of [A-Za-z0-9_.-])", spec->id);
+                }
+                snprintf(sb->id, sizeof(sb->id), "%s", spec->id);
+        } else if ((r = lg_random_hex(sb->id, 8)) < 0) {
+                free(sb);
+                return lg_error_set(err, r, "generate sandbox id");
+        }
+        r = lg_state_root(spec->state_root, sb->state_root, sizeof(sb->state_root));
+        if (r < 0) {
+                free(sb);
+                return lg_error_set(err, r, "state directory must be an absolute path");
+        }
+
+        /* The sandbox's root walks this path to mount its scratch tmpfs as
+         * host root, but nobody else needs to list it: 0711. */
+        snprintf(sb->dir, sizeof(sb->dir), "%s/sandboxes", sb->state_root);
+        r = lg_mkdir_p(sb->dir, 0711);
+        if (r < 0) {
+                free(sb);
+                return lg_error_set(err, r, "create `%s`", sb->dir);
+        }
+        snprintf(sb->dir, sizeof(sb->dir), "%s/sandboxes/%s", sb->state_root, sb->id);
+        if (mkdir(sb->dir, 0711) < 0) {
+                r = lg_error_set(err, errno, errno == EEXIST ? "sandbox `%s` already exists" : "create sandbox `%s`", sb->id);
+                free(sb);
+                return r;
+        }
+        char mnt[PATH_MAX + 8];
+        snprintf(mnt, sizeof(mnt), "%s/mnt", sb->dir);
+        if (mkdir(mnt, 0755) < 0) {
+                r = lg_error_set(err, errno, "create `%s`", mnt);
+                goto fail;
+        }
+
+        if (spec->host_uid_base) {
+                sb->host_uid = spec->host_uid_base;
+        } else {
+                r = lg_uid_slot_alloc(sb->state_root, sb->id, &sb->slot);
+                if (r < 0) {
+                        r = lg_error_set(err, r, r == -EUSERS ? "all %u uid ranges are in use" : "allocate a uid range",
+                                         LG_UID_SLOTS);
+                        goto fail;
+                }
+                sb->has_slot = true;
+                sb->host_uid = LG_UID_BASE + sb->slot * LG_UID_RANGE;
+        }
+
+        r = create_cgroup(spec, sb, err);
+        if (r < 0)
+                goto fail;
+
+        r = build_plan(spec, sb, &plan, err);
+        if (r < 0)
+                goto fail;
+        init_fd = open_init(err);
+        if (init_fd < 0) {
+                r = init_fd;
+                goto fail;
+        }
+        argv = init_argv(spec);
+        if (!argv) {
+                r = lg_error_set(err, ENOMEM, "build legion-init arguments");
+                goto fail;
+        }
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0 ||
+            socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0) {
+                r = lg_error_set(err, errno, "socketpair");
+                goto fail;
+        }
+        sb->control_fd = ctl[0];
+        child_ctl = ctl[1];
+        sb->sync_fd = sync[0];
+        child_sync = sync[1];
+
+        for (int i = 0; i < 3; i++)
+                plan.stdio[i] = spec->stdio_fds[i];
+        if (spec->capture_logs) {
+                out_log = open_log(sb->dir, "stdout.log", err);
+                if (out_log < 0) {
+                        r = out_log;
+                        goto fail;
+                }
+                err_log = open_log(sb->dir, "stderr.log", err);
+                if (err_log < 0) {
+                        r = err_log;
+                        goto fail;
+                }
+                plan.stdio[0] = -1;
+                plan.stdio[1] = out_log;
+                plan.stdio[2] = err_log;
+        }
+        userns_fd = make_userns(sb->host_uid, err);
+        if (userns_fd < 0) {
+                r = userns_fd;
+                goto fail;
+        }
+        plan.userns_fd = userns_fd;
+        plan.init_fd = init_fd;
+        plan.sync_fd = child_sync;
+        plan.control_fd = child_ctl;
+        plan.init_argv = argv;
+        plan.envp = (char *const *) (spec->envp ? spec->envp : default_env);
+
+        int cgfd = lg_cgroup_dirfd(sb->cg);
+        sb->pid = clone_child(cgfd >= 0 ? cgfd : -1, &sb->pidfd);
+        if (sb->pid < 0) {
+                r = lg_error_set(err, errno, "clone3");
+                goto fail;
+        }
+        if (sb->pid == 0)
+                child_main(&plan);
+
+        /* Owner from here on. */
+        child_sync = (close(child_sync), -1);
+        child_ctl = (close(child_ctl), -1);
+        if (cgfd < 0 && (r = lg_cgroup_add_pid(sb->cg, sb->pid)) < 0) {
+                r = lg_error_set(err, r, "move sandbox `%s` into its cgroup", sb->id);
+                goto fail;
+        }
+        r = owner_send(sb, LG_OWNER_GO);
+        if (r < 0) {
+                r = lg_error_set(err, r, "start sandbox `%s` setup", sb->id);
+                goto fail;
+        }
+        r = owner_read(sb, err);
+        if (r != LG_CHILD_USERNS) {
+                if (r >= 0)
+                        r = lg_error_set(err, EPROTO, "sandbox `%s` died during setup", sb->id);
+                goto fail;
+        }
+        r = 0;
+        if (spec->net_hook)
+                r = spec->net_hook(sb->pid, spec->net_hook_data, err);
+        if (r >= 0 && (r = owner_send(sb, LG_OWNER_MAPPED)) < 0)
+                r = lg_error_set(err, r, "resume sandbox `%s`", sb->id);
+        if (r < 0)
+                goto fail;
+        r = owner_read(sb, err);
+        if (r != LG_CHILD_READY) {
+                if (r >= 0)
+                        r = lg_error_set(err, EPROTO, "sandbox `%s` died during setup", sb->id);
+                goto fail;
+        }
+        free(plan.binds);
+        strv_free(argv);
+        *ret = sb;
+        return 0;
+
+fail:
+        free(plan.binds);
+        strv_free(argv);
+        lg_sandbox_destroy(sb);
+        return r < 0 ? r : -EIO;
+}
+
+int lg_sandbox_start(lg_sandbox *sb, struct lg_error *err) {
+        if (sb->started)
+                return lg_error_set(err, EALREADY, "sandbox `%s` is already started", sb->id);
+        int r = owner_send(sb, LG_OWNER_START);
+        if (r < 0)
+                return lg_error_set(err, r, "start sandbox `%s`", sb->id);
+        /* The sync socket is close-on-exec in the child: EOF means legion-init
+         * is running, a report means exec failed. */
+        r = owner_read(sb, err);
+        close(sb->sync_fd);
+        sb->sync_fd = -1;
+        if (r < 0)
+                return r;
+        if (r != 0)
+                return lg_error_set(err, EPROTO, "unexpected report from sandbox `%s`", sb->id);
+        sb->started = true;
+        return 0;
+}
+
+/* Turn legion-init's own wait status plus its last op=exit report into the
+ * workload's status; SIGKILL with an OOM kill counted is "OOMKilled". */
+static void finish_status(lg_sandbox *sb, const siginfo_t *si) {
+        struct lg_sandbox_status *st = &sb->status;
+        bool have_exit = false;
+        struct lg_msg m;
+        lg_msg_init(&m);
+        while (sb->started && lg_msg_recv(sb->control_fd, &m) == 1) {
+                const char *op = lg_msg_get(&m, "op");
+                long long v;
+                if (op && !strcmp(op, "exit")) {
+                        if (lg_msg_get_int(&m, "signal", &v) == 0) {
+                                st->kind = LG_EXIT_SIGNAL;
+                                st->signal = (int) v;
+                                have_exit = true;
+                        } else if (lg_msg_get_int(&m, "code", &v) == 0) {
+                                st->kind = LG_EXIT_CODE;
+                                st->code = (int) v;
+                                have_exit = true;
+                        }
+                }
+                lg_msg_reset(&m);
+        }
+        lg_msg_free(&m);
+        if (!have_exit) {
+                if (si->si_code == CLD_EXITED) {
+                        st->kind = LG_EXIT_CODE;
+                        st->code = si->si_status;
+                } else {
+                        st->kind = LG_EXIT_SIGNAL;
+                        st->signal = si->si_status;
+                }
+        }
+        if (st->kind == LG_EXIT_SIGNAL && st->signal == SIGKILL) {
+                struct lg_cgroup_stats cs;
+                if (sb->cg && lg_cgroup_get_stats(sb->cg, &cs) == 0 && cs.oom_kills > 0)
+                        st->kind = LG_EXIT_OOM;
+        }
+        st->shell_status = st->kind == LG_EXIT_CODE ? st->code : 128 + st->signal;
+        sb->exited = true;
+}
+
+static int reap(lg_sandbox *sb, int flags, struct lg_sandbox_status *status) {
+        if (!sb->exited) {
+                siginfo_t si;
+                memset(&si, 0, sizeof(si));
+                int r;
+                do
+                        r = waitid(P_PIDFD, (id_t) sb->pidfd, &si, WEXITED | flags);
+                while (r < 0 && errno == EINTR);
+                if (r < 0)
+                        return -errno;
+                if (si.si_pid == 0)
+                        return 0;
+                finish_status(sb, &si);
+        }
+        if (status)
+                *status = sb->status;
+        return 1;
+}
+
+int lg_sandbox_wait(lg_sandbox *sb, struct lg_sandbox_status *status) {
+        if (sb->pidfd < 0)
+                return -ESRCH;
+        int r = reap(sb, 0, status);
+        return r < 0 ? r : 0;
+}
+
+int lg_sandbox_poll(lg_sandbox *sb, struct lg_sandbox_status *status) {
+        return sb->pidfd < 0 ? -ESRCH : reap(sb, WNOHANG, status);
+}
+
+int lg_sandbox_pidfd(lg_sandbox *sb) { return sb->pidfd; }
+int lg_sandbox_control_fd(lg_sandbox *sb) { return sb->control_fd; }
+const char *lg_sandbox_id(const lg_sandbox *sb) { return sb->id; }
+pid_t lg_sandbox_pid(const lg_sandbox *sb) { return sb->pid; }
+uid_t lg_sandbox_host_uid(const lg_sandbox *sb) { return sb->host_uid; }
+const char *lg_sandbox_state_dir(const lg_sandbox *sb) { return sb->dir; }
+
+int lg_sandbox_signal(lg_sandbox *sb, int sig) {
+        if (sb->exited || sb->pidfd < 0)
+                return -ESRCH;
+        return syscall(SYS_pidfd_send_signal, sb->pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
+
+int lg_sandbox_stats(lg_sandbox *sb, struct lg_sandbox_stats *ret) {
+        struct lg_cgroup_stats cs;
+        int r = lg_cgroup_get_stats(sb->cg, &cs);
+        if (r < 0)
+                return r;
+        *ret = (struct lg_sandbox_stats){
+                .cpu_usage_ns = cs.cpu_usage_ns,
+                .memory_current = cs.memory_current,
+                .memory_peak = cs.memory_peak,
+                .oom_kills = cs.oom_kills,
+                .pids_current = cs.pids_current,
+        };
+        return 0;
+}
+
+int lg_sandbox_status_string(const struct lg_sandbox_status *st, char *buf, size_t len) {
+        switch (st->kind) {
+        case LG_EXIT_RUNNING: return snprintf(buf, len, "Running");
+        case LG_EXIT_CODE: return snprintf(buf, len, "Exited(%d)", st->code);
+        case LG_EXIT_SIGNAL: return snprintf(buf, len, "Signaled(%s)", sigabbrev_np(st->signal) ? sigabbrev_np(st->signal) : "?");
+        case LG_EXIT_OOM: return snprintf(buf, len, "OOMKilled");
+        }
+        return snprintf(buf, len, "Unknown");
+}
+
+int lg_sandbox_destroy(lg_sandbox *sb) {
+        if (!sb)
+                return 0;
+        int ret = 0, r;
+        if (sb->pidfd >= 0 && !sb->exited) {
+                /* Killing PID 1 of the pid namespace kills every process in it. */
+                syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
+                siginfo_t si;
+                memset(&si, 0, sizeof(si));
+                while (waitid(P_PIDFD, (id_t) sb->pidfd, &si, WEXITED) < 0 && errno == EINTR)
+                        ;
+        }
+        if (sb->cg) {
+                r = lg_cgroup_destroy(sb->cg);
+                if (r < 0 && ret == 0)
+                        ret = r;
+                lg_cgroup_free(sb->cg);
+        }
+        if (sb->pidfd >= 0)
+                close(sb->pidfd);
+        if (sb->sync_fd >= 0)
+                close(sb->sync_fd);
+        if (sb->control_fd >= 0)
+                close(sb->control_fd);
+        if (sb->dir[0]) {
+                r = lg_rm_rf(sb->dir);
+                if (r < 0 && ret == 0)
+                        ret = r;
+        }
+        if (sb->has_slot)
+                lg_uid_slot_free(sb->state_root, sb->slot);
+        free(sb);
+        return ret;
+}

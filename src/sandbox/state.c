@@ -1,2 +1,210 @@
-/* placeholder, replaced by the real module */
-typedef int lg_placeholder_t;
+/* On-disk state of sandboxes, under a state root (/run/legion by default):
+ *
+ *   <root>/sandboxes/<id>/owner   "pid starttime\ncgroup\nslot\n" of the owner
+ *   <root>/sandboxes/<id>/mnt     scratch mount point (mounted only inside
+ *                                 the sandbox's mount namespace)
+ *   <root>/sandboxes/<id>/std{out,err}.log   captured output
+ *   <root>/uids/<slot>            a taken host uid range, holding the id
+ *
+ * The owner record is what lets gc tell a sandbox whose owner is alive (never
+ * touched) from one left by an owner that died (cleaned). A pid alone could
+ * be reused, so the owner's start time is recorded beside it. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "sandbox/cgroup.h"
+#include "sandbox/sandbox-internal.h"
+
+int lg_state_root(const char *spec_root, char *buf, size_t len) {
+        const char *root = spec_root;
+        if (!root || !*root)
+                root = getenv("LEGION_RUN_DIR");
+        if (!root || !*root)
+                root = "/run/legion";
+        if (root[0] != '/')
+                return -EINVAL;
+        if (strlen(root) > 2048)
+                return -ENAMETOOLONG;
+        if ((size_t) snprintf(buf, len, "%s", root) >= len)
+                return -ENAMETOOLONG;
+        return 0;
+}
+
+/* Field 22 of /proc/<pid>/stat: start time in clock ticks since boot. */
+static int process_start_time(pid_t pid, unsigned long long *ret) {
+        char path[64], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
+        if (n < 0)
+                return (int) n;
+        /* The command name may contain spaces and ')': skip past the last. */
+        char *p = strrchr(buf, ')');
+        if (!p)
+                return -EINVAL;
+        p++;
+        for (int field = 2; field < 22 && p; field++)
+                p = strchr(p + 1, ' ');
+        if (!p)
+                return -EINVAL;
+        *ret = strtoull(p + 1, NULL, 10);
+        return 0;
+}
+
+int lg_state_write_owner(const char *dir, const char *cgroup_desc, unsigned slot) {
+        unsigned long long start = 0;
+        int r = process_start_time(getpid(), &start);
+        if (r < 0)
+                return r;
+        char buf[PATH_MAX + 128];
+        snprintf(buf, sizeof(buf), "%d %llu\n%s\n%u\n", (int) getpid(), start, cgroup_desc, slot);
+        int dfd = open(dir, O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        r = lg_write_file_at(dfd, "owner", buf, true);
+        close(dfd);
+        return r;
+}
+
+int lg_state_read(const char *dir, char *cgroup_desc, size_t len, unsigned *slot) {
+        char path[PATH_MAX], buf[PATH_MAX + 128];
+        snprintf(path, sizeof(path), "%s/owner", dir);
+        ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
+        if (n < 0)
+                return (int) n;
+        char *l2 = strchr(buf, '\n');
+        if (!l2)
+                return -EINVAL;
+        *l2++ = '\0';
+        char *l3 = strchr(l2, '\n');
+        if (!l3)
+                return -EINVAL;
+        *l3++ = '\0';
+        snprintf(cgroup_desc, len, "%s", l2);
+        char *end;
+        unsigned long s = strtoul(l3, &end, 10);
+        if (end == l3 || s >= LG_UID_SLOTS)
+                return -EINVAL;
+        *slot = (unsigned) s;
+        return 0;
+}
+
+/* 1 if the recorded owner still runs, 0 if it is gone, -errno if the record
+ * cannot be read (a sandbox still being created has none yet). */
+int lg_state_owner_alive(const char *dir) {
+        char path[PATH_MAX], buf[256];
+        snprintf(path, sizeof(path), "%s/owner", dir);
+        ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
+        if (n < 0)
+                return (int) n;
+        int pid;
+        unsigned long long start, now;
+        if (sscanf(buf, "%d %llu", &pid, &start) != 2 || pid <= 0)
+                return -EINVAL;
+        if (process_start_time(pid, &now) < 0)
+                return 0;
+        return now == start;
+}
+
+/* Slots are files created with O_EXCL, so owners in different processes
+ * never hand out the same range. The search starts where the last one in
+ * this process ended, so a busy node does not rescan taken slots. */
+int lg_uid_slot_alloc(const char *state_root, const char *id, unsigned *ret) {
+        static _Atomic unsigned hint;
+        char dir[PATH_MAX], name[16];
+        snprintf(dir, sizeof(dir), "%s/uids", state_root);
+        int dfd = open(dir, O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 && errno == ENOENT) {
+                int r = lg_mkdir_p(dir, 0700);
+                if (r < 0)
+                        return r;
+                dfd = open(dir, O_DIRECTORY | O_CLOEXEC);
+        }
+        if (dfd < 0)
+                return -errno;
+        unsigned start = atomic_load(&hint);
+        for (unsigned i = 0; i < LG_UID_SLOTS; i++) {
+                unsigned slot = (start + i) % LG_UID_SLOTS;
+                snprintf(name, sizeof(name), "%u", slot);
+                int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                if (fd < 0) {
+                        if (errno == EEXIST)
+                                continue;
+                        int r = -errno;
+                        close(dfd);
+                        return r;
+                }
+                (void) lg_write_all(fd, id, strlen(id));
+                close(fd);
+                close(dfd);
+                atomic_store(&hint, slot + 1);
+                *ret = slot;
+                return 0;
+        }
+        close(dfd);
+        return -EUSERS; /* every uid range is taken */
+}
+
+void lg_uid_slot_free(const char *state_root, unsigned slot) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/uids/%u", state_root, slot);
+        unlink(path);
+}
+
+/* Clean one sandbox directory whose owner is gone. */
+static int gc_one(const char *state_root, const char *dir) {
+        char desc[PATH_MAX + 128];
+        unsigned slot = 0;
+        int ret = 0;
+        if (lg_state_read(dir, desc, sizeof(desc), &slot) == 0) {
+                int ver;
+                char root[PATH_MAX], parent[256], name[128];
+                if (sscanf(desc, "%d %4095s %255s %127s", &ver, root, parent, name) == 4) {
+                        lg_cgroup *cg = NULL;
+                        if (lg_cgroup_open(root, (enum lg_cgroup_version) ver, parent, name, &cg) == 0) {
+                                ret = lg_cgroup_destroy(cg);
+                                lg_cgroup_free(cg);
+                        }
+                }
+                lg_uid_slot_free(state_root, slot);
+        }
+        int r = lg_rm_rf(dir);
+        return ret < 0 ? ret : r;
+}
+
+int lg_sandbox_gc(const char *spec_root, struct lg_error *err) {
+        char root[PATH_MAX], path[PATH_MAX * 2];
+        int r = lg_state_root(spec_root, root, sizeof(root));
+        if (r < 0)
+                return lg_error_set(err, r, "state directory must be an absolute path");
+        snprintf(path, sizeof(path), "%s/sandboxes", root);
+        DIR *d = opendir(path);
+        if (!d)
+                return errno == ENOENT ? 0 : lg_error_set(err, errno, "open `%s`", path);
+        int cleaned = 0, ret = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "%s/sandboxes/%s", root, de->d_name);
+                int alive = lg_state_owner_alive(path);
+                /* No record yet: a sandbox being created right now, or one
+                 * whose owner died before writing it; only the latter is old. */
+                if (alive == -ENOENT) {
+                        struct stat st;
+                        if (stat(path, &st) < 0 || time(NULL) - st.st_mtime < 60)
+                                continue;
+                } else if (alive != 0) {
+                        continue;
+                }
+                r = gc_one(root, path);
+                if (r < 0 && ret == 0)
+                        ret = lg_error_set(err, r, "clean up sandbox `%s`", de->d_name);
+                cleaned++;
+        }
+        closedir(d);
+        return ret < 0 ? ret : cleaned;
+}

@@ -1,2 +1,608 @@
-/* placeholder */
-int main(void) { return 77; }
+/* Real sandboxes, run as root: isolation, limits, status reporting and
+ * cleanup. Each test runs shell commands from the host's /usr inside a
+ * sandbox and checks both what the sandbox saw and what the host sees.
+ * Skips (exit 77) with a message when not root. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "common/proto.h"
+#include "sandbox/sandbox.h"
+
+static char state_root[256];
+
+struct run {
+        struct lg_sandbox_status st;
+        char out[65536];
+        char err[8192];
+        uid_t host_uid;
+        char dir[4096];
+};
+
+static void read_pipe(int fd, char *buf, size_t cap) {
+        size_t got = 0;
+        ssize_t n;
+        while (got + 1 < cap && (n = read(fd, buf + got, cap - 1 - got)) > 0)
+                got += (size_t) n;
+        buf[got] = '\0';
+        /* Drain the rest so the writer never blocks. */
+        char sink[4096];
+        while (read(fd, sink, sizeof(sink)) > 0)
+                ;
+}
+
+static void base_spec(struct lg_sandbox_spec *spec) {
+        lg_sandbox_spec_init(spec);
+        spec->state_root = state_root;
+}
+
+/* Run `sh -c script` in a sandbox shaped by spec; capture stdout/stderr. */
+static void run_sh(struct lg_sandbox_spec *spec, const char *script, struct run *r) {
+        const char *argv[] = {"/bin/sh", "-c", script, NULL};
+        int out[2], err[2];
+        assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+        assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+        spec->argv = argv;
+        spec->stdio_fds[1] = out[1];
+        spec->stdio_fds[2] = err[1];
+        struct lg_error e = {0};
+        lg_sandbox *sb = NULL;
+        int rc = lg_sandbox_create(spec, &sb, &e);
+        if (rc < 0)
+                fail_msg("create: %s", e.msg);
+        rc = lg_sandbox_start(sb, &e);
+        if (rc < 0)
+                fail_msg("start: %s", e.msg);
+        close(out[1]);
+        close(err[1]);
+        r->host_uid = lg_sandbox_host_uid(sb);
+        snprintf(r->dir, sizeof(r->dir), "%s", lg_sandbox_state_dir(sb));
+        /* stderr is small; read stdout fully first, then stderr. */
+        read_pipe(out[0], r->out, sizeof(r->out));
+        read_pipe(err[0], r->err, sizeof(r->err));
+        close(out[0]);
+        close(err[0]);
+        assert_int_equal(lg_sandbox_wait(sb, &r->st), 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        spec->argv = NULL;
+}
+
+static int count_fds(void) {
+        int n = 0;
+        DIR *d = opendir("/proc/self/fd");
+        assert_non_null(d);
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n;
+}
+
+/* Any process on the host running with uid in [base, base + 65536)? */
+static int processes_with_uid(uid_t base) {
+        int n = 0;
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (de->d_name[0] < '0' || de->d_name[0] > '9')
+                        continue;
+                char path[300], buf[4096];
+                snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+                if (lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) < 0)
+                        continue;
+                char *u = strstr(buf, "\nUid:");
+                unsigned real;
+                if (u && sscanf(u, "\nUid: %u", &real) == 1 && real >= base && real < base + 65536)
+                        n++;
+        }
+        closedir(d);
+        return n;
+}
+
+static bool mountinfo_mentions(const char *s) {
+        char buf[1 << 16];
+        assert_true(lg_read_file_at(AT_FDCWD, "/proc/self/mountinfo", buf, sizeof(buf)) > 0);
+        return strstr(buf, s) != NULL;
+}
+
+static void test_identity(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.hostname = "sbx-host";
+        struct run r;
+        run_sh(&spec, "id -u; id -g; hostname; cat /proc/self/uid_map", &r);
+        assert_int_equal(r.st.kind, LG_EXIT_CODE);
+        assert_int_equal(r.st.code, 0);
+        char expect[256];
+        snprintf(expect, sizeof(expect), "0\n0\nsbx-host\n         0 %10u      65536\n", r.host_uid);
+        assert_string_equal(r.out, expect);
+        assert_true(r.host_uid >= 0x01000000u);
+}
+
+static void test_host_uid_seen_from_host(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        const char *argv[] = {"/bin/sleep", "30", NULL};
+        spec.argv = argv;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        /* legion-init and sleep both run as the mapped uid on the host. */
+        for (int i = 0; i < 100 && processes_with_uid(lg_sandbox_host_uid(sb)) < 2; i++)
+                usleep(10000);
+        assert_int_equal(processes_with_uid(lg_sandbox_host_uid(sb)), 2);
+        uid_t base = lg_sandbox_host_uid(sb);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        assert_int_equal(processes_with_uid(base), 0);
+}
+
+static void test_pid_isolation(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        char script[256];
+        /* The test process itself is a host process the sandbox must not reach. */
+        snprintf(script, sizeof(script),
+                 "ls /proc | grep -c '^[0-9]'; kill -0 %d 2>/dev/null && echo SIGNALED || echo nosuch; "
+                 "cat /proc/1/comm", (int) getpid());
+        struct run r;
+        run_sh(&spec, script, &r);
+        assert_int_equal(r.st.code, 0);
+        int n = atoi(r.out);
+        assert_true(n >= 2 && n <= 5); /* init, sh, ls, grep at most */
+        assert_non_null(strstr(r.out, "nosuch"));
+        assert_non_null(strstr(r.out, "legion-init"));
+}
+
+static void test_cannot_escape(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        struct run r;
+        run_sh(&spec,
+               "mount -t tmpfs x /mnt 2>/dev/null && echo MOUNTED; "
+               "unshare -U true 2>/dev/null && echo USERNS; "
+               "unshare -m true 2>/dev/null && echo MOUNTNS; "
+               "touch /usr/evil 2>/dev/null && echo WROTE_USR; "
+               "echo 1 > /proc/sys/kernel/hostname 2>/dev/null && echo WROTE_PROC; "
+               "echo b > /proc/sysrq-trigger 2>/dev/null && echo SYSRQ; "
+               "cat /proc/kcore 2>/dev/null | head -c 1 | grep -q . && echo KCORE; "
+               "insmod /nonexistent 2>/dev/null; "
+               "python3 -c 'import ctypes,sys; l=ctypes.CDLL(None); "
+               "sys.exit(0 if l.reboot(0x4321fedc)==0 else 1)' && echo REBOOT; "
+               "cat /etc/shadow 2>/dev/null | grep -q root && echo SHADOW; "
+               "echo ok > /tmp/f && cat /tmp/f",
+               &r);
+        assert_int_equal(r.st.code, 0);
+        assert_string_equal(r.out, "ok\n");
+}
+
+static void test_binds(void **state) {
+        (void) state;
+        char dir[] = "/tmp/lg-bind-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        chmod(dir, 0777);
+        char ro[300];
+        snprintf(ro, sizeof(ro), "%s/in", dir);
+        assert_int_equal(lg_write_file_at(AT_FDCWD, ro, "hello\n", true), 0);
+        chmod(ro, 0644);
+        struct lg_bind binds[] = {
+                {dir, "/data", false},
+                {ro, "/etc/input", true},
+        };
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.binds = binds;
+        spec.n_binds = 2;
+        struct run r;
+        run_sh(&spec, "cat /etc/input; echo x > /etc/input 2>/dev/null && echo WROTE_RO; "
+                      "echo out > /data/out && echo wrote", &r);
+        assert_int_equal(r.st.code, 0);
+        assert_string_equal(r.out, "hello\nwrote\n");
+        char out[300];
+        snprintf(out, sizeof(out), "%s/out", dir);
+        struct stat st;
+        assert_int_equal(stat(out, &st), 0);
+        /* Files the sandbox's root writes belong to its mapped uid. */
+        assert_int_equal(st.st_uid, r.host_uid);
+        lg_rm_rf(dir);
+}
+
+static void test_readonly_root(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.readonly_root = true;
+        struct run r;
+        run_sh(&spec, "touch /etc/x 2>/dev/null && echo WROTE; touch /tmp/x && echo tmp-ok", &r);
+        assert_int_equal(r.st.code, 0);
+        assert_string_equal(r.out, "tmp-ok\n");
+}
+
+static void test_layers(void **state) {
+        (void) state;
+        /* A layer with busybox as its only program. */
+        char dir[] = "/tmp/lg-layer-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        chmod(dir, 0755);
+        char path[400];
+        snprintf(path, sizeof(path), "%s/bin", dir);
+        mkdir(path, 0755);
+        snprintf(path, sizeof(path), "cp /bin/busybox %s/bin/busybox && ln -s busybox %s/bin/sh", dir, dir);
+        if (access("/bin/busybox", X_OK) < 0) {
+                lg_rm_rf(dir);
+                skip();
+        }
+        assert_int_equal(system(path), 0);
+        const char *layers[] = {dir};
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.layers = layers;
+        spec.n_layers = 1;
+        struct run r;
+        run_sh(&spec, "/bin/busybox ls /; /bin/busybox touch /bin/new && echo upper-ok; "
+                      "test -e /usr/bin/python3 || echo no-host-usr", &r);
+        assert_int_equal(r.st.code, 0);
+        assert_non_null(strstr(r.out, "upper-ok"));
+        assert_non_null(strstr(r.out, "no-host-usr"));
+        /* The layer itself is untouched. */
+        snprintf(path, sizeof(path), "%s/bin/new", dir);
+        assert_int_equal(access(path, F_OK), -1);
+        lg_rm_rf(dir);
+}
+
+static void test_network(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        struct run r;
+        /* Only lo exists, it is up, and nothing beyond it is reachable. */
+        run_sh(&spec,
+               "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; "
+               "python3 -c 'import socket; s=socket.socket(); s.settimeout(2); "
+               "s.connect((\"10.0.2.2\", 9))' 2>&1 | grep -o 'Network is unreachable'; "
+               "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); "
+               "c=socket.create_connection(s.getsockname()); print(\"lo-ok\")'",
+               &r);
+        assert_int_equal(r.st.code, 0);
+        assert_string_equal(r.out, "lo\nNetwork is unreachable\nlo-ok\n");
+}
+
+static void test_fork_bomb(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.pids_max = 16;
+        struct run r;
+        run_sh(&spec, "exec python3 -c '\nimport os, time\nn = 0\ntry:\n"
+                      "    while True:\n        if os.fork() == 0:\n            time.sleep(5)\n"
+                      "            os._exit(0)\n        n += 1\nexcept OSError as e:\n"
+                      "    print(n, e.strerror)\n'", &r);
+        int n = atoi(r.out);
+        assert_true(n > 0 && n < 16);
+        assert_non_null(strstr(r.out, "Resource temporarily unavailable"));
+        /* The host is fine: we are still here and can fork. */
+        pid_t p = fork();
+        if (p == 0)
+                _exit(0);
+        assert_true(p > 0);
+        waitpid(p, NULL, 0);
+}
+
+static void test_oom(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.memory_bytes = 32 << 20;
+        struct run r;
+        run_sh(&spec, "exec python3 -c 'b = bytearray(256 << 20); print(len(b))'", &r);
+        assert_int_equal(r.st.kind, LG_EXIT_OOM);
+        assert_int_equal(r.st.shell_status, 137);
+        char s[32];
+        lg_sandbox_status_string(&r.st, s, sizeof(s));
+        assert_string_equal(s, "OOMKilled");
+}
+
+static void test_exit_status(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        struct run r;
+        run_sh(&spec, "exit 42", &r);
+        assert_int_equal(r.st.kind, LG_EXIT_CODE);
+        assert_int_equal(r.st.code, 42);
+        run_sh(&spec, "kill -TERM $$", &r);
+        assert_int_equal(r.st.kind, LG_EXIT_SIGNAL);
+        assert_int_equal(r.st.signal, SIGTERM);
+        assert_int_equal(r.st.shell_status, 143);
+}
+
+static void test_missing_command(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        const char *argv[] = {"/no/such/program", NULL};
+        spec.argv = argv;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        struct lg_sandbox_status st;
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(st.kind, LG_EXIT_CODE);
+        assert_int_equal(st.code, 127);
+        lg_sandbox_destroy(sb);
+}
+
+static void test_bad_specs(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        const char *argv[] = {"/bin/true", NULL};
+
+        base_spec(&spec);
+        spec.argv = argv;
+        spec.id = "../escape";
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "invalid sandbox id"));
+
+        base_spec(&spec);
+        spec.argv = argv;
+        const char *layers[] = {"/nonexistent-layer"};
+        spec.layers = layers;
+        spec.n_layers = 1;
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -ENOENT);
+        assert_non_null(strstr(e.msg, "/nonexistent-layer"));
+
+        base_spec(&spec);
+        spec.argv = argv;
+        struct lg_bind b = {"/tmp", "/../x", false};
+        spec.binds = &b;
+        spec.n_binds = 1;
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
+
+        base_spec(&spec);
+        spec.argv = argv;
+        spec.cwd = "/no/such/dir";
+        assert_true(lg_sandbox_create(&spec, &sb, &e) < 0);
+        assert_non_null(strstr(e.msg, "/no/such/dir"));
+
+        base_spec(&spec);
+        spec.argv = argv;
+        spec.id = "dup";
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        lg_sandbox *sb2 = NULL;
+        assert_int_equal(lg_sandbox_create(&spec, &sb2, &e), -EEXIST);
+        assert_non_null(strstr(e.msg, "already exists"));
+        lg_sandbox_destroy(sb);
+
+        /* Nothing of the failed attempts is left. */
+        char path[300];
+        snprintf(path, sizeof(path), "%s/sandboxes", state_root);
+        DIR *d = opendir(path);
+        assert_non_null(d);
+        struct dirent *de;
+        int n = 0;
+        while ((de = readdir(d)))
+                n += de->d_name[0] != '.';
+        closedir(d);
+        assert_int_equal(n, 0);
+}
+
+static void test_destroy_leaves_nothing(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.memory_bytes = 64 << 20;
+        spec.pids_max = 64;
+        spec.capture_logs = true;
+        const char *argv[] = {"/bin/sh", "-c", "sleep 100 & sleep 100 & echo started; wait", NULL};
+        spec.argv = argv;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        char dir[4096], id[80], cg[4200];
+        snprintf(dir, sizeof(dir), "%s", lg_sandbox_state_dir(sb));
+        snprintf(id, sizeof(id), "%s", lg_sandbox_id(sb));
+        uid_t uid = lg_sandbox_host_uid(sb);
+        for (int i = 0; i < 200 && processes_with_uid(uid) < 4; i++)
+                usleep(10000);
+        assert_int_equal(processes_with_uid(uid), 4);
+        struct lg_sandbox_stats stats;
+        assert_int_equal(lg_sandbox_stats(sb, &stats), 0);
+        assert_int_equal(stats.pids_current, 4);
+        assert_true(stats.memory_current > 0);
+
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        assert_int_equal(processes_with_uid(uid), 0);
+        assert_int_equal(access(dir, F_OK), -1);
+        assert_false(mountinfo_mentions(dir));
+        const char *parent = getenv("LEGION_CGROUP_PARENT");
+        snprintf(cg, sizeof(cg), "/sys/fs/cgroup/memory/%s/%s", parent ? parent : "legion", id);
+        assert_int_equal(access(cg, F_OK), -1);
+        snprintf(cg, sizeof(cg), "/sys/fs/cgroup/%s/%s", parent ? parent : "legion", id);
+        assert_int_equal(access(cg, F_OK), -1);
+}
+
+static void test_logs_capped(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.capture_logs = true;
+        spec.log_max_bytes = 16384;
+        const char *argv[] = {"/bin/sh", "-c", "seq 1 20000; echo err >&2", NULL};
+        spec.argv = argv;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        struct lg_sandbox_status st;
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(st.code, 0);
+        char path[4200], buf[32768];
+        snprintf(path, sizeof(path), "%s/stdout.log", lg_sandbox_state_dir(sb));
+        ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
+        assert_true(n > 0 && n <= 16384);
+        const char *last = strrchr(buf, '\n');
+        assert_string_equal(last ? last + 1 : buf, "20000");
+        snprintf(path, sizeof(path), "%s/stderr.log", lg_sandbox_state_dir(sb));
+        assert_true(lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, "err");
+        lg_sandbox_destroy(sb);
+}
+
+/* A placeholder: no workload, init idles; the owner runs commands in it
+ * over the control socket. */
+static void test_placeholder_exec(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        int ctl = lg_sandbox_control_fd(sb);
+        int out[2];
+        assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+        struct lg_msg m;
+        lg_msg_init(&m);
+        assert_int_equal(lg_msg_add(&m, "op", "exec"), 0);
+        assert_int_equal(lg_msg_add(&m, "arg", "/bin/sh"), 0);
+        assert_int_equal(lg_msg_add(&m, "arg", "-c"), 0);
+        assert_int_equal(lg_msg_add(&m, "arg", "echo hi from $(hostname)"), 0);
+        m.fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        m.fds[1] = out[1];
+        m.fds[2] = dup(out[1]);
+        m.nfds = 3;
+        assert_int_equal(lg_msg_send(ctl, &m), 0);
+        lg_msg_free(&m);
+        char buf[256];
+        read_pipe(out[0], buf, sizeof(buf));
+        close(out[0]);
+        char expect[128];
+        snprintf(expect, sizeof(expect), "hi from %s\n", lg_sandbox_id(sb));
+        assert_string_equal(buf, expect);
+        /* The sandbox is still there, idle, until destroyed. */
+        struct lg_sandbox_status st;
+        assert_int_equal(lg_sandbox_poll(sb, &st), 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+}
+
+/* 200 create/destroy cycles leak no fd (and, under ASan, no memory). */
+static void test_cycles(void **state) {
+        (void) state;
+        int before = count_fds();
+        const char *argv[] = {"/bin/true", NULL};
+        for (int i = 0; i < 200; i++) {
+                struct lg_sandbox_spec spec;
+                base_spec(&spec);
+                spec.argv = argv;
+                spec.memory_bytes = 16 << 20;
+                spec.pids_max = 8;
+                lg_sandbox *sb = NULL;
+                struct lg_error e = {0};
+                if (lg_sandbox_create(&spec, &sb, &e) < 0)
+                        fail_msg("cycle %d: %s", i, e.msg);
+                assert_int_equal(lg_sandbox_start(sb, &e), 0);
+                struct lg_sandbox_status st;
+                assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+                assert_int_equal(st.code, 0);
+                assert_int_equal(lg_sandbox_destroy(sb), 0);
+        }
+        assert_int_equal(count_fds(), before);
+}
+
+/* The owner is killed: its sandboxes die with it, and gc removes the rest. */
+static void test_owner_killed(void **state) {
+        (void) state;
+        int p[2];
+        assert_int_equal(pipe(p), 0);
+        pid_t owner = fork();
+        assert_true(owner >= 0);
+        if (owner == 0) {
+                close(p[0]);
+                struct lg_sandbox_spec spec;
+                base_spec(&spec);
+                const char *argv[] = {"/bin/sleep", "1000", NULL};
+                spec.argv = argv;
+                lg_sandbox *sb = NULL;
+                struct lg_error e = {0};
+                if (lg_sandbox_create(&spec, &sb, &e) < 0 || lg_sandbox_start(sb, &e) < 0)
+                        _exit(1);
+                uid_t uid = lg_sandbox_host_uid(sb);
+                (void) !write(p[1], &uid, sizeof(uid));
+                pause();
+                _exit(0);
+        }
+        close(p[1]);
+        uid_t uid = 0;
+        assert_int_equal(read(p[0], &uid, sizeof(uid)), sizeof(uid));
+        close(p[0]);
+        for (int i = 0; i < 200 && processes_with_uid(uid) < 2; i++)
+                usleep(10000);
+        assert_int_equal(processes_with_uid(uid), 2);
+        kill(owner, SIGKILL);
+        waitpid(owner, NULL, 0);
+        for (int i = 0; i < 200 && processes_with_uid(uid) > 0; i++)
+                usleep(10000);
+        assert_int_equal(processes_with_uid(uid), 0);
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_gc(state_root, &e), 1);
+        assert_int_equal(lg_sandbox_gc(state_root, &e), 0);
+}
+
+int main(void) {
+        if (geteuid() != 0) {
+                fprintf(stderr, "SKIP: sandbox tests need root (namespaces, cgroups, mounts)\n");
+                return 77;
+        }
+        snprintf(state_root, sizeof(state_root), "/tmp/lg-test-state-%d", (int) getpid());
+        /* Keep test cgroups apart from a running legiond's. */
+        char parent[64];
+        snprintf(parent, sizeof(parent), "legion-test-%d", (int) getpid());
+        setenv("LEGION_CGROUP_PARENT", parent, 0);
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_identity),
+                cmocka_unit_test(test_host_uid_seen_from_host),
+                cmocka_unit_test(test_pid_isolation),
+                cmocka_unit_test(test_cannot_escape),
+                cmocka_unit_test(test_binds),
+                cmocka_unit_test(test_readonly_root),
+                cmocka_unit_test(test_layers),
+                cmocka_unit_test(test_network),
+                cmocka_unit_test(test_fork_bomb),
+                cmocka_unit_test(test_oom),
+                cmocka_unit_test(test_exit_status),
+                cmocka_unit_test(test_missing_command),
+                cmocka_unit_test(test_bad_specs),
+                cmocka_unit_test(test_destroy_leaves_nothing),
+                cmocka_unit_test(test_logs_capped),
+                cmocka_unit_test(test_placeholder_exec),
+                cmocka_unit_test(test_cycles),
+                cmocka_unit_test(test_owner_killed),
+        };
+        int failed = cmocka_run_group_tests(tests, NULL, NULL);
+        lg_rm_rf(state_root);
+        /* The per-controller test parents are left empty; remove them. */
+        static const char *const ctrls[] = {"memory", "cpu", "cpuacct", "pids", "freezer", ""};
+        for (size_t i = 0; i < sizeof(ctrls) / sizeof(ctrls[0]); i++) {
+                char path[256];
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/%s%s%s", ctrls[i], *ctrls[i] ? "/" : "",
+                         getenv("LEGION_CGROUP_PARENT"));
+                rmdir(path);
+        }
+        return failed ? 1 : 0;
+}

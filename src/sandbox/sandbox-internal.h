@@ -1,0 +1,100 @@
+/* What the sandbox modules share and nobody else sees: the "plan" that the
+ * owner computes before clone and the sandbox's first process carries out.
+ *
+ * Everything the child needs is prepared here, in the owner, so that the
+ * child between clone and exec does nothing but system calls: no malloc, no
+ * locks, nothing a multi-threaded owner could leave half-held. */
+#pragma once
+
+#include <limits.h>
+#include <linux/filter.h>
+
+#include "sandbox/sandbox.h"
+
+/* Host uid/gid ranges: sandbox N maps root to LG_UID_BASE + N * LG_UID_RANGE. */
+#define LG_UID_BASE 0x01000000u
+#define LG_UID_RANGE 65536u
+#define LG_UID_SLOTS 4096u
+
+struct lg_plan_bind {
+        char src[PATH_MAX];
+        char dst[PATH_MAX]; /* relative to the new root, no leading '/' */
+        bool readonly;
+        bool is_dir;
+};
+
+struct lg_plan {
+        /* Paths on the host, in the child's mount namespace. */
+        char mnt[PATH_MAX];   /* scratch tmpfs mount point */
+        char root[PATH_MAX];  /* the new root: mnt or mnt/root */
+        char tmpfs_opts[128];
+        char overlay_opts[8192];
+        /* Layers, each mounted idmapped at <mnt>/l<N> before the overlay. */
+        const char *const *layers;
+        size_t n_layers;
+        bool host_rootfs;
+        bool readonly_root;
+        bool has_lib64;
+        struct lg_plan_bind *binds;
+        size_t n_binds;
+        char hostname[64];
+        char cwd[PATH_MAX];
+        uid_t host_uid;       /* root inside = this uid outside */
+
+        bool new_net;
+        bool new_cgroupns;
+        uint64_t nofile, nproc;
+        uint64_t caps_keep;
+        int cap_last;
+        const struct sock_fprog *seccomp; /* NULL = none */
+
+        /* fds the child uses; all CLOEXEC in the owner. */
+        int init_fd;          /* O_PATH of legion-init */
+        int userns_fd;        /* the sandbox's user namespace, maps written */
+        int sync_fd;          /* child end: reads go-ahead bytes, writes reports */
+        int control_fd;       /* becomes fd 3 in the sandbox */
+        int stdio[3];
+
+        char *const *init_argv;
+        char *const *envp;
+};
+
+/* Report the child sends on sync_fd. */
+enum lg_child_msg {
+        LG_CHILD_USERNS = 'U', /* in its user and net ns: run the net hook */
+        LG_CHILD_READY = 'R',  /* set up; waiting for start */
+        LG_CHILD_ERROR = 'E',  /* followed by struct lg_child_error */
+};
+struct lg_child_error {
+        int err;
+        char msg[256];
+};
+
+/* Go-ahead bytes the owner sends. */
+#define LG_OWNER_GO 'G'      /* in the cgroup: set up the rootfs */
+#define LG_OWNER_MAPPED 'M'  /* net hook done */
+#define LG_OWNER_START 'S'   /* exec legion-init */
+
+/* rootfs.c: run in the child, as host root in its new mount namespace.
+ * Builds the root, pivots into it. On failure fills e and returns -errno. */
+int lg_rootfs_enter(const struct lg_plan *plan, struct lg_child_error *e);
+
+/* security.c */
+/* The compiled seccomp denylist, built once per process. */
+int lg_seccomp_program(const struct sock_fprog **ret, struct lg_error *err);
+int lg_cap_last(void);
+/* In the child: rlimits, bounding set, no_new_privs, seccomp, capabilities. */
+int lg_security_apply(const struct lg_plan *plan, struct lg_child_error *e);
+
+/* state.c: the state directory of each sandbox and the uid ranges. */
+int lg_state_root(const char *spec_root, char *buf, size_t len);
+int lg_uid_slot_alloc(const char *state_root, const char *id, unsigned *ret);
+void lg_uid_slot_free(const char *state_root, unsigned slot);
+/* The owner record lets gc tell a live owner from a dead one. */
+int lg_state_write_owner(const char *dir, const char *cgroup_desc, unsigned slot);
+int lg_state_owner_alive(const char *dir);
+int lg_state_read(const char *dir, char *cgroup_desc, size_t len, unsigned *slot);
+
+/* Set in the child for the failure report; returns -err. */
+int lg_child_fail(struct lg_child_error *e, int err, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));

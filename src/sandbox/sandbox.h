@@ -1,0 +1,150 @@
+/* The sandbox runtime: create, start, wait for, signal, measure and destroy
+ * an isolated sandbox described by a spec.
+ *
+ * A sandbox is a process tree under legion-init (PID 1) in its own user, pid,
+ * mount, ipc, uts, cgroup and (by default) network namespaces, limited by a
+ * cgroup, rooted in an overlay of read-only layers plus a size-limited tmpfs
+ * upper (or, with no layers, a tmpfs root showing the host's /usr read-only),
+ * with seccomp, no_new_privs, no capabilities and rlimits.
+ *
+ * Lifecycle, as in the OCI runtimes: lg_sandbox_create() builds everything and
+ * leaves the sandbox's first process waiting just before it executes
+ * legion-init; lg_sandbox_start() lets it go. Destroy kills every process,
+ * removes the cgroup and the state directory; the mounts die with the mount
+ * namespace. Sandboxes die with their owner (PR_SET_PDEATHSIG and EOF on
+ * the control socket), and lg_sandbox_gc() removes what a dead owner left.
+ *
+ * Handles are not thread-safe; one thread drives one sandbox. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/util.h"
+
+struct lg_bind {
+        const char *src; /* host path */
+        const char *dst; /* absolute path inside the sandbox */
+        bool readonly;
+};
+
+/* Called in the owner after the sandbox's namespaces exist and before its
+ * first process continues: the place to move a veth into the network
+ * namespace (/proc/<pid>/ns/net). Return 0 or -errno. */
+typedef int (*lg_net_hook)(pid_t pid, void *userdata, struct lg_error *err);
+
+struct lg_sandbox_spec {
+        const char *id;          /* [A-Za-z0-9_.-]{1,64}; NULL = random */
+        const char *state_root;  /* NULL = $LEGION_RUN_DIR or /run/legion */
+
+        /* Root filesystem: read-only layers, uppermost first, joined under a
+         * writable tmpfs upper of rootfs_bytes. No layers = host rootfs:
+         * a tmpfs root with /usr of the host bound read-only. */
+        const char *const *layers;
+        size_t n_layers;
+        uint64_t rootfs_bytes;   /* 0 = 64 MiB */
+        bool readonly_root;      /* root mounted read-only; /tmp stays writable */
+        const struct lg_bind *binds;
+        size_t n_binds;
+
+        const char *const *argv; /* NULL = no workload: init idles (placeholder) */
+        const char *const *envp; /* NULL = a minimal PATH/HOME/TERM environment */
+        const char *cwd;         /* NULL = "/" */
+        const char *hostname;    /* NULL = the id, cut to 63 chars */
+
+        /* Resources. 0 means "no limit" / "default". */
+        uint64_t memory_bytes;
+        uint64_t cpu_millis;     /* quota: 500 = half a CPU */
+        uint64_t cpu_weight;     /* 1..10000, 100 = default */
+        uint64_t pids_max;
+        uint64_t nofile;         /* RLIMIT_NOFILE, 0 = 1024 */
+
+        bool share_net;          /* false: own network namespace with lo up */
+        lg_net_hook net_hook;
+        void *net_hook_data;
+
+        uint64_t caps_keep;      /* bit mask of CAP_* to keep; 0 = drop all */
+        bool no_seccomp;         /* for debugging only */
+
+        /* stdio: with capture_logs, stdout/stderr go to <state>/stdout.log and
+         * stderr.log capped at log_max_bytes each (0 = 1 MiB) and stdin is
+         * /dev/null. Otherwise the sandbox uses stdio_fds (-1 = /dev/null). */
+        bool capture_logs;
+        uint64_t log_max_bytes;
+        int stdio_fds[3];
+
+        /* Give the workload a control socket (fd 3) for specialize. */
+        bool worker_control;
+
+        /* Host uid/gid that root inside maps to, with 65536 ids.
+         * 0 = allocate a free range per sandbox. */
+        uid_t host_uid_base;
+};
+
+/* Fill a spec with defaults (stdio to /dev/null, no limits). */
+void lg_sandbox_spec_init(struct lg_sandbox_spec *spec);
+
+enum lg_exit_kind {
+        LG_EXIT_RUNNING = 0,
+        LG_EXIT_CODE,      /* exited normally with code */
+        LG_EXIT_SIGNAL,    /* killed by signal */
+        LG_EXIT_OOM,       /* killed by the memory cgroup: "OOMKilled" */
+};
+
+struct lg_sandbox_status {
+        enum lg_exit_kind kind;
+        int code;    /* exit code for LG_EXIT_CODE */
+        int signal;  /* for LG_EXIT_SIGNAL / LG_EXIT_OOM */
+        /* Conventional shell exit status: code, or 128 + signal. */
+        int shell_status;
+};
+
+struct lg_sandbox_stats {
+        uint64_t cpu_usage_ns;
+        uint64_t memory_current;
+        uint64_t memory_peak;
+        uint64_t oom_kills;
+        uint64_t pids_current;
+};
+
+typedef struct lg_sandbox lg_sandbox;
+
+int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret,
+                      struct lg_error *err);
+int lg_sandbox_start(lg_sandbox *sb, struct lg_error *err);
+
+/* Block until the workload (and so the sandbox) has exited. */
+int lg_sandbox_wait(lg_sandbox *sb, struct lg_sandbox_status *status);
+/* A pidfd of legion-init that polls readable when the sandbox exited. */
+int lg_sandbox_pidfd(lg_sandbox *sb);
+/* Non-blocking: 1 and status filled if exited, 0 if still running. */
+int lg_sandbox_poll(lg_sandbox *sb, struct lg_sandbox_status *status);
+
+/* Send a signal to legion-init, which forwards it to the workload. */
+int lg_sandbox_signal(lg_sandbox *sb, int sig);
+int lg_sandbox_stats(lg_sandbox *sb, struct lg_sandbox_stats *ret);
+
+/* The host end of the control socket (legion-init protocol). Owned by sb. */
+int lg_sandbox_control_fd(lg_sandbox *sb);
+
+const char *lg_sandbox_id(const lg_sandbox *sb);
+pid_t lg_sandbox_pid(const lg_sandbox *sb);       /* legion-init, host pid */
+uid_t lg_sandbox_host_uid(const lg_sandbox *sb);  /* what root inside maps to */
+const char *lg_sandbox_state_dir(const lg_sandbox *sb);
+
+/* Kill every process, remove the cgroup, state directory and uid range, and
+ * free the handle. NULL is fine. Returns the first error met, having still
+ * tried every step. */
+int lg_sandbox_destroy(lg_sandbox *sb);
+
+/* Remove sandboxes under state_root whose owner process is gone: kill what
+ * is left of them, remove their cgroups, state and uid ranges. Returns the
+ * number cleaned or -errno. */
+int lg_sandbox_gc(const char *state_root, struct lg_error *err);
+
+/* "Exited(0)", "Signaled(TERM)", "OOMKilled": how status is shown to people. */
+int lg_sandbox_status_string(const struct lg_sandbox_status *st, char *buf, size_t len);
+
+static inline void lg_sandbox_destroyp(lg_sandbox **p) { lg_sandbox_destroy(*p); }
+#define _cleanup_sandbox_ _cleanup_(lg_sandbox_destroyp)

@@ -1,0 +1,180 @@
+"""`legion sandbox run` as a person or a benchmark uses it: output, exit
+status, limits, binds, errors for bad input, and nothing left behind."""
+import os
+import signal
+import subprocess
+import time
+
+
+def test_runs_command_and_streams_output(legion):
+    p = legion("sandbox", "run", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 3")
+    assert p.returncode == 3
+    assert p.stdout == "out\n"
+    assert p.stderr == "err\n"
+
+
+def test_identity_and_hostname(legion):
+    p = legion("sandbox", "run", "--hostname", "box1", "--", "/bin/sh", "-c",
+               "id -u; hostname; cat /proc/self/uid_map | tr -s ' '", check=0)
+    lines = p.stdout.splitlines()
+    assert lines[0] == "0"
+    assert lines[1] == "box1"
+    inside, outside, count = lines[2].split()
+    assert inside == "0" and int(outside) >= 0x01000000 and count == "65536"
+
+
+def test_env_cwd_and_stdin(legion):
+    p = legion("sandbox", "run", "--env", "FOO=bar baz", "--cwd", "/tmp", "--",
+               "/bin/sh", "-c", 'echo "$FOO"; pwd; cat', input=b"from stdin\n", check=0)
+    assert p.stdout == "bar baz\n/tmp\nfrom stdin\n"
+
+
+def test_bind_ro_and_rw(legion, tmp_path):
+    os.chmod(tmp_path, 0o777)
+    (tmp_path / "in.txt").write_text("data\n")
+    out = tmp_path / "outdir"
+    out.mkdir()
+    os.chmod(out, 0o777)
+    p = legion("sandbox", "run", "--bind", f"{tmp_path}/in.txt:/in.txt:ro",
+               "--bind", f"{out}:/out", "--", "/bin/sh", "-c",
+               "cat /in.txt; echo x >> /in.txt 2>/dev/null || echo denied; echo w > /out/f", check=0)
+    assert p.stdout == "data\ndenied\n"
+    assert (out / "f").read_text() == "w\n"
+    assert (tmp_path / "in.txt").read_text() == "data\n"
+
+
+def test_read_only_root(legion):
+    p = legion("sandbox", "run", "--ro", "--", "/bin/sh", "-c",
+               "touch /etc/x 2>/dev/null || echo ro; touch /tmp/x && echo tmp", check=0)
+    assert p.stdout == "ro\ntmp\n"
+
+
+def test_oom_is_reported(legion):
+    p = legion("sandbox", "run", "--memory", "32M", "--", "python3", "-c",
+               "b = bytearray(512 << 20)")
+    assert p.returncode == 137
+    assert "OOMKilled" in p.stderr
+
+
+FORK_BOMB = """
+import os, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print(n, e.strerror)
+"""
+
+
+def test_pids_limit(legion):
+    p = legion("sandbox", "run", "--pids", "8", "--", "python3", "-c", FORK_BOMB, check=0)
+    forked, reason = p.stdout.split(" ", 1)
+    assert 0 < int(forked) < 8
+    assert reason.strip() == "Resource temporarily unavailable"
+
+
+def test_disk_limit(legion):
+    p = legion("sandbox", "run", "--disk", "8M", "--", "/bin/sh", "-c",
+               "dd if=/dev/zero of=/tmp/big bs=1M count=64 2>&1 | grep -o 'No space left on device'; "
+               "du -m /tmp/big | cut -f1")
+    assert "No space left on device" in p.stdout
+    assert int(p.stdout.splitlines()[-1]) <= 8
+
+
+def test_no_network_beyond_loopback(legion):
+    p = legion("sandbox", "run", "--", "python3", "-c",
+               "import socket\n"
+               "s = socket.socket(); s.settimeout(2)\n"
+               "try:\n    s.connect(('1.1.1.1', 80)); print('connected')\n"
+               "except OSError as e:\n    print(e.strerror)\n")
+    assert p.stdout.strip() == "Network is unreachable"
+
+
+def test_capabilities_dropped_unless_kept(legion):
+    p = legion("sandbox", "run", "--", "/bin/sh", "-c", "grep CapEff /proc/self/status", check=0)
+    assert p.stdout.split()[1] == "0000000000000000"
+    p = legion("sandbox", "run", "--cap", "CAP_CHOWN", "--", "/bin/sh", "-c",
+               "grep CapEff /proc/self/status", check=0)
+    assert p.stdout.split()[1] == "0000000000000001"
+
+
+def test_signal_forwarded(legion):
+    proc = subprocess.Popen([legion.bin, "sandbox", "run", "--", "/bin/sh", "-c",
+                             "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done"],
+                            stdout=subprocess.PIPE, env=legion.env)
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=10)
+    assert out == b"got-term\n"
+    assert proc.returncode == 7
+
+
+def _leftovers(run_dir):
+    d = os.path.join(run_dir, "sandboxes")
+    return os.listdir(d) if os.path.isdir(d) else []
+
+
+def test_killed_cli_leaks_nothing(legion, run_dir):
+    proc = subprocess.Popen([legion.bin, "sandbox", "run", "--", "/bin/sh", "-c",
+                             "echo ready; exec sleep 1000"], stdout=subprocess.PIPE, env=legion.env)
+    assert proc.stdout.readline() == b"ready\n"
+    assert len(_leftovers(run_dir)) == 1
+    proc.kill()
+    proc.wait()
+    # The sandbox died with its owner...
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        r = subprocess.run(["pgrep", "-f", "^sleep 1000$"], capture_output=True)
+        if r.returncode != 0:
+            break
+        time.sleep(0.05)
+    assert r.returncode != 0, "sandbox process survived its owner"
+    # ...and the next run (or `legion sandbox gc`) removes what it left.
+    p = legion("sandbox", "gc", check=0)
+    assert p.stdout == "cleaned 1 sandbox\n"
+    assert _leftovers(run_dir) == []
+
+
+def test_nothing_left_after_run(legion, run_dir):
+    legion("sandbox", "run", "--memory", "64M", "--", "/bin/true", check=0)
+    assert _leftovers(run_dir) == []
+    with open("/proc/self/mountinfo") as f:
+        assert run_dir not in f.read()
+    parent = legion.env["LEGION_CGROUP_PARENT"]
+    for ctrl in ("memory", "pids", "cpu"):
+        d = f"/sys/fs/cgroup/{ctrl}/{parent}"
+        if os.path.isdir(d):
+            assert [e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))] == []
+
+
+def test_bad_input_is_rejected_clearly(legion, run_dir):
+    cases = [
+        (["--memory", "lots"], "invalid --memory value `lots`"),
+        (["--cpus", "-1"], "invalid --cpus value `-1`"),
+        (["--bind", "nocolon"], "invalid --bind"),
+        (["--bind", "/tmp:/x:maybe"], "invalid --bind"),
+        (["--net", "bridge"], "invalid --net"),
+        (["--cap", "CAP_NOPE"], "invalid --cap"),
+        (["--env", "=x"], "invalid --env"),
+        (["--id", "../../etc"], "invalid sandbox id"),
+        (["--rootfs", "/does/not/exist"], "/does/not/exist"),
+        (["--bind", "/does/not/exist:/x"], "/does/not/exist"),
+        (["--cwd", "relative"], "must be absolute"),
+    ]
+    for args, msg in cases:
+        p = legion("sandbox", "run", *args, "--", "/bin/true")
+        assert p.returncode in (2, 125), (args, p.returncode, p.stderr)
+        assert msg in p.stderr, (args, p.stderr)
+        assert _leftovers(run_dir) == [], args
+    p = legion("sandbox", "run")
+    assert p.returncode == 2 and "no command given" in p.stderr
+
+
+def test_missing_program(legion):
+    p = legion("sandbox", "run", "--", "/no/such/binary")
+    assert p.returncode == 127
+    assert "/no/such/binary" in p.stderr
