@@ -507,36 +507,39 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
         sb->pidfd = sb->sync_fd = sb->control_fd = -1;
         sb->pid = -1;
 
-        if (spec->id) {
-                if (!valid_id(spec->id)) {
-                        free(sb);
-                        return lg_error_set(err, EINVAL, "invalid sandbox id `%s` (1-64 of [A-Za-z0-9_.-])", spec->id);
-                }
+        /* Until sb->dir is set, destroy removes nothing on disk: a directory
+         * that already existed belongs to another sandbox. */
+        char dir[PATH_MAX];
+        if (spec->id && !valid_id(spec->id)) {
+                r = lg_error_set(err, EINVAL, "invalid sandbox id `%s` (1-64 of [A-Za-z0-9_.-])", spec->id);
+                goto fail;
+        }
+        if (spec->id)
                 snprintf(sb->id, sizeof(sb->id), "%s", spec->id);
-        } else if ((r = lg_random_hex(sb->id, 8)) < 0) {
-                free(sb);
-                return lg_error_set(err, r, "generate sandbox id");
+        else if ((r = lg_random_hex(sb->id, 8)) < 0) {
+                r = lg_error_set(err, r, "generate sandbox id");
+                goto fail;
         }
         r = lg_state_root(spec->state_root, sb->state_root, sizeof(sb->state_root));
         if (r < 0) {
-                free(sb);
-                return lg_error_set(err, r, "state directory must be an absolute path");
+                r = lg_error_set(err, r, "state directory must be an absolute path of at most 2048 bytes");
+                goto fail;
         }
-
-        /* The sandbox's root walks this path to mount its scratch tmpfs as
-         * host root, but nobody else needs to list it: 0711. */
-        snprintf(sb->dir, sizeof(sb->dir), "%s/sandboxes", sb->state_root);
-        r = lg_mkdir_p(sb->dir, 0711);
+        /* The sandbox's first process walks this path to mount its scratch
+         * tmpfs, but nobody needs to list it: 0711. */
+        snprintf(dir, sizeof(dir), "%s/sandboxes", sb->state_root);
+        r = lg_mkdir_p(dir, 0711);
         if (r < 0) {
-                free(sb);
-                return lg_error_set(err, r, "create `%s`", sb->dir);
+                r = lg_error_set(err, r, "create `%s`", dir);
+                goto fail;
         }
-        snprintf(sb->dir, sizeof(sb->dir), "%s/sandboxes/%s", sb->state_root, sb->id);
-        if (mkdir(sb->dir, 0711) < 0) {
-                r = lg_error_set(err, errno, errno == EEXIST ? "sandbox `%s` already exists" : "create sandbox `%s`", sb->id);
-                free(sb);
-                return r;
+        snprintf(dir, sizeof(dir), "%s/sandboxes/%s", sb->state_root, sb->id);
+        if (mkdir(dir, 0711) < 0) {
+                r = lg_error_set(err, errno, errno == EEXIST ? "sandbox `%s` already exists" : "create sandbox `%s`",
+                                 sb->id);
+                goto fail;
         }
+        snprintf(sb->dir, sizeof(sb->dir), "%s", dir);
         char mnt[PATH_MAX + 8];
         snprintf(mnt, sizeof(mnt), "%s/mnt", sb->dir);
         if (mkdir(mnt, 0755) < 0) {
