@@ -61,11 +61,13 @@ int lg_write_all(int fd, const void *buf, size_t len) {
         return 0;
 }
 
-ssize_t lg_read_all(int fd, void *buf, size_t len) {
+/* read(2) or, with off >= 0, pread(2) until len bytes or EOF. */
+static ssize_t read_full(int fd, void *buf, size_t len, off_t off) {
         char *p = buf;
         size_t got = 0;
         while (got < len) {
-                ssize_t n = read(fd, p + got, len - got);
+                ssize_t n = off < 0 ? read(fd, p + got, len - got)
+                                    : pread(fd, p + got, len - got, off + (off_t) got);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -76,6 +78,12 @@ ssize_t lg_read_all(int fd, void *buf, size_t len) {
                 got += (size_t) n;
         }
         return (ssize_t) got;
+}
+
+ssize_t lg_read_all(int fd, void *buf, size_t len) { return read_full(fd, buf, len, -1); }
+
+ssize_t lg_pread_all(int fd, void *buf, size_t len, off_t off) {
+        return off < 0 ? -EINVAL : read_full(fd, buf, len, off);
 }
 
 int lg_write_file_at(int dirfd, const char *path, const char *data, bool create) {

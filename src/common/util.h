@@ -76,6 +76,8 @@ ssize_t lg_read_file_at(int dirfd, const char *path, char *buf, size_t cap);
 /* write(2)/read(2) the whole buffer, retrying on EINTR and short counts. */
 int lg_write_all(int fd, const void *buf, size_t len);
 ssize_t lg_read_all(int fd, void *buf, size_t len);
+/* pread(2) until len bytes or EOF; returns the count or -errno. */
+ssize_t lg_pread_all(int fd, void *buf, size_t len, off_t off);
 
 /* mkdir -p with the given mode; existing directories are fine. */
 int lg_mkdir_p(const char *path, mode_t mode);

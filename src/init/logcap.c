@@ -37,30 +37,13 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off) {
         return 0;
 }
 
-static ssize_t pread_all(int fd, void *buf, size_t len, uint64_t off) {
-        char *p = buf;
-        size_t got = 0;
-        while (got < len) {
-                ssize_t n = pread(fd, p + got, len - got, (off_t) (off + got));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                got += (size_t) n;
-        }
-        return (ssize_t) got;
-}
-
 /* Position of the first '\n' in S[from, to), -ENOENT if none, or -errno. */
 static int64_t find_newline(const struct lg_logcap *lc, const char *data, uint64_t from, uint64_t to) {
         while (from < to && from < lc->size) {
                 char chunk[512];
                 uint64_t end = to < lc->size ? to : lc->size;
                 size_t n = end - from < sizeof(chunk) ? (size_t) (end - from) : sizeof(chunk);
-                ssize_t k = pread_all(lc->fd, chunk, n, from);
+                ssize_t k = lg_pread_all(lc->fd, chunk, n, (off_t) from);
                 if (k < 0)
                         return k;
                 if (k == 0)
@@ -93,7 +76,7 @@ static int compact(struct lg_logcap *lc, const char *data, size_t len) {
                 char prev = '\n';
                 if (start - 1 >= lc->size)
                         prev = data[start - 1 - lc->size];
-                else if (lc->keep_old && pread_all(lc->fd, &prev, 1, start - 1) != 1)
+                else if (lc->keep_old && lg_pread_all(lc->fd, &prev, 1, (off_t) (start - 1)) != 1)
                         prev = '\n';
                 if (prev != '\n') {
                         uint64_t to = total - start > ALIGN_WINDOW ? start + ALIGN_WINDOW : total;
@@ -111,7 +94,7 @@ static int compact(struct lg_logcap *lc, const char *data, size_t len) {
                 char buf[32768];
                 for (uint64_t src = start; src < lc->size;) {
                         size_t n = lc->size - src < sizeof(buf) ? (size_t) (lc->size - src) : sizeof(buf);
-                        ssize_t k = pread_all(lc->fd, buf, n, src);
+                        ssize_t k = lg_pread_all(lc->fd, buf, n, (off_t) src);
                         if (k < 0)
                                 return (int) k;
                         if ((size_t) k != n)
