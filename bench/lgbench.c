@@ -64,8 +64,7 @@ static long parse_long(const char *s, long min) {
         return v;
 }
 
-/* argv with every %ID% replaced by id; strings are leaked per run, which is
- * fine for the lifetime of a worker only because they are freed below. */
+/* argv with every %ID% replaced by id (free with free_argv). */
 static char **subst_argv(char **argv, int argc, const char *id) {
         char **v = calloc((size_t) argc + 1, sizeof(char *));
         if (!v)

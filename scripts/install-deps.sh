@@ -7,9 +7,10 @@ set -eu
 PACKAGES="
 build-essential meson ninja-build pkg-config
 libseccomp-dev libjansson-dev libsqlite3-dev libcmocka-dev
-python3 python3-pytest
-busybox-static runc bubblewrap
-iproute2 procps psmisc valgrind
+libuv1-dev libhttp-parser-dev libarchive-dev libssl-dev libcurl4-openssl-dev
+python3 python3-pytest nodejs
+busybox-static runc bubblewrap wrk nginx-light
+iproute2 procps psmisc valgrind curl zip
 "
 
 missing=""
