@@ -1,6 +1,6 @@
 /* legion-init: the PID 1 of every Legion sandbox.
  *
- *   legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--] [CMD ARGS...]
+ *   legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--pass-fds N] [--] [CMD ARGS...]
  *
  * The sandbox library has already set up namespaces, mounts, capabilities
  * and seccomp, so init needs no privileges. It starts CMD (the workload),
@@ -336,11 +336,15 @@ __attribute__((format(printf, 2, 3))) static void reply_error(const struct lg_ms
 
 /* ---- processes ---------------------------------------------------------- */
 
+/* How many extra fds (from 4 up) the host may hand to the workload. */
+#define LG_INIT_MAX_PASS_FDS 16
+
 struct spawn {
         char *const *argv;
         char *const *envp;
         const char *cwd;
         int fd[4]; /* what becomes the child's fd 0..3; -1: leave alone */
+        int pass_fds; /* fds 4..4+pass_fds-1 are inherited as they are */
 };
 
 enum { STAGE_SETUP, STAGE_CHDIR, STAGE_EXEC };
@@ -377,6 +381,9 @@ _Noreturn static void spawn_child(const struct spawn *sp, int errfd, pid_t paren
                 if (src == i ? fcntl(i, F_SETFD, 0) < 0 : dup2(src, i) < 0)
                         spawn_fail(errfd, STAGE_SETUP);
         }
+        for (int i = 0; i < sp->pass_fds; i++)
+                if (fcntl(4 + i, F_SETFD, 0) < 0)
+                        spawn_fail(errfd, STAGE_SETUP);
         if (sp->cwd && chdir(sp->cwd) < 0)
                 spawn_fail(errfd, STAGE_CHDIR);
         execvpe(sp->argv[0], sp->argv, sp->envp);
@@ -917,11 +924,12 @@ struct opts {
         int control_fd;
         uint64_t log_max;
         bool worker_control;
+        int pass_fds; /* fds 4.. handed to the workload as they are */
         char **cmd; /* NULL: idle */
 };
 
 static const char usage[] =
-        "usage: legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--] [CMD ARGS...]\n";
+        "usage: legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--pass-fds N] [--] [CMD ARGS...]\n";
 
 /* "--name VALUE" or "--name=VALUE". */
 static bool opt_value(char **argv, int argc, int *i, const char *name, const char **val) {
@@ -961,6 +969,15 @@ static int parse_args(int argc, char **argv, struct opts *o) {
                                 return say("--log-max needs a size of at least %u bytes", LG_LOGCAP_MIN), -EINVAL;
                 } else if (!strcmp(a, "--worker-control")) {
                         o->worker_control = true;
+                } else if (opt_value(argv, argc, &i, "--pass-fds", &v)) {
+                        char *end;
+                        long n = v ? strtol(v, &end, 10) : -1;
+                        if (!v || *end || end == v || n < 0 || n > LG_INIT_MAX_PASS_FDS)
+                                return say("--pass-fds needs a count from 0 to %d", LG_INIT_MAX_PASS_FDS), -EINVAL;
+                        for (long k = 0; k < n; k++)
+                                if (fcntl(4 + (int) k, F_GETFD) < 0)
+                                        return say("--pass-fds: fd %ld is not open", 4 + k), -EINVAL;
+                        o->pass_fds = (int) n;
                 } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
                         (void) lg_write_all(STDOUT_FILENO, usage, sizeof(usage) - 1);
                         _exit(0);
@@ -988,8 +1005,9 @@ static char **worker_env(void) {
         return env;
 }
 
-static void start_workload(char **cmd, bool worker_control) {
-        struct spawn sp = { .argv = cmd, .envp = environ, .fd = { -1, S.child_out, S.child_err, -1 } };
+static void start_workload(char **cmd, bool worker_control, int pass_fds) {
+        struct spawn sp = { .argv = cmd, .envp = environ, .fd = { -1, S.child_out, S.child_err, -1 },
+                            .pass_fds = pass_fds };
         _cleanup_free_ char **env = NULL;
         _cleanup_close_ int child_end = -1;
         if (worker_control) {
@@ -1076,6 +1094,6 @@ int main(int argc, char **argv) {
         if (o.log_max)
                 setup_logs(o.log_max);
         if (o.cmd)
-                start_workload(o.cmd, o.worker_control);
+                start_workload(o.cmd, o.worker_control, o.pass_fds);
         loop();
 }

@@ -319,6 +319,11 @@ int lg_rootfs_enter(const struct lg_plan *p, struct lg_child_error *e) {
         r = mount_binds(p, e);
         if (r < 0)
                 return r;
+        for (size_t i = 0; i < p->n_mount_points; i++) {
+                r = make_mount_point(p, p->mount_points[i] + 1, true);
+                if (r < 0)
+                        return lg_child_fail(e, r, "create mount point `%s`", p->mount_points[i]);
+        }
 
         if (p->readonly_root) {
                 TRY(e, mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, p->tmpfs_opts), "mount `/tmp`");

@@ -37,6 +37,8 @@ struct lg_plan {
         bool has_lib64;
         struct lg_plan_bind *binds;
         size_t n_binds;
+        const char *const *mount_points;
+        size_t n_mount_points;
         char hostname[64];
         char cwd[PATH_MAX];
         uid_t host_uid;       /* root inside = this uid outside */
@@ -54,6 +56,8 @@ struct lg_plan {
         int sync_fd;          /* child end: reads go-ahead bytes, writes reports */
         int control_fd;       /* becomes fd 3 in the sandbox */
         int stdio[3];
+        int extra[16];        /* become fds 4.. in the sandbox */
+        size_t n_extra;
 
         char *const *init_argv;
         char *const *envp;

@@ -21,6 +21,8 @@
  * owns its loopback. */
 #include <fcntl.h>
 #include <grp.h>
+#include <sys/fsuid.h>
+#include <sys/mount.h>
 #include <linux/sched.h>
 #include <net/if.h>
 #include <sched.h>
@@ -46,6 +48,7 @@ struct lg_sandbox {
         int sync_fd;      /* owner end, until started */
         int control_fd;   /* owner end of the legion-init control socket */
         lg_cgroup *cg;
+        struct lg_cgroup_limits limits;
         bool has_slot;
         unsigned slot;
         uid_t host_uid;
@@ -128,7 +131,7 @@ static char **init_argv(const struct lg_sandbox_spec *spec) {
         size_t n = 0;
         while (spec->argv && spec->argv[n])
                 n++;
-        char **v = calloc(n + 10, sizeof(char *));
+        char **v = calloc(n + 12, sizeof(char *));
         if (!v)
                 return NULL;
         size_t i = 0;
@@ -144,6 +147,11 @@ static char **init_argv(const struct lg_sandbox_spec *spec) {
         }
         if (spec->worker_control)
                 v[i++] = strdup("--worker-control");
+        if (spec->n_extra_fds) {
+                snprintf(num, sizeof(num), "%zu", spec->n_extra_fds);
+                v[i++] = strdup("--pass-fds");
+                v[i++] = strdup(num);
+        }
         v[i++] = strdup("--");
         for (size_t k = 0; k < n; k++)
                 v[i++] = strdup(spec->argv[k]);
@@ -219,6 +227,14 @@ static int build_plan(const struct lg_sandbox_spec *spec, const lg_sandbox *sb,
                 p->binds[i].is_dir = S_ISDIR(st.st_mode);
         }
         p->n_binds = spec->n_binds;
+        for (size_t i = 0; i < spec->n_mount_points; i++) {
+                const char *mp = spec->mount_points[i];
+                if (!mp || mp[0] != '/' || strstr(mp, "/..") || !mp[1])
+                        return lg_error_set(err, EINVAL, "mount point `%s` must be an absolute path without `..`",
+                                            mp ? mp : "");
+        }
+        p->mount_points = spec->mount_points;
+        p->n_mount_points = spec->n_mount_points;
 
         snprintf(p->hostname, sizeof(p->hostname), "%s", spec->hostname ? spec->hostname : sb->id);
         const char *cwd = spec->cwd ? spec->cwd : "/";
@@ -256,10 +272,10 @@ static int loopback_up(void) {
         return r;
 }
 
-/* Move fd out of the way of 0..3, keeping it open across exec only if
- * it is placed there by dup2 later. */
+/* Move fd out of the way of 0..3 and the extra fds 4..19, keeping it open
+ * across exec only if it is placed there by dup2 later. */
 static int lift_fd(int fd) {
-        return fd < 0 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 16);
+        return fd < 0 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 64);
 }
 
 static int child_read_go(int fd, char expect) {
@@ -271,7 +287,8 @@ static int child_read_go(int fd, char expect) {
         return n == 1 && c == expect ? 0 : -1;
 }
 
-static int child_setup_fds(const struct lg_plan *p, int ctl, const int stdio[3], struct lg_child_error *e) {
+static int child_setup_fds(const struct lg_plan *p, int ctl, const int stdio[3], const int *extra,
+                           struct lg_child_error *e) {
         for (int i = 0; i < 3; i++) {
                 int fd = stdio[i];
                 if (fd < 0) {
@@ -284,10 +301,12 @@ static int child_setup_fds(const struct lg_plan *p, int ctl, const int stdio[3],
         }
         if (dup2(ctl, 3) < 0)
                 return lg_child_fail(e, errno, "dup2 control socket");
+        for (size_t i = 0; i < p->n_extra; i++)
+                if (dup2(extra[i], 4 + (int) i) < 0)
+                        return lg_child_fail(e, errno, "dup2 extra fd %zu", i);
         /* Whatever else the owner had open stays out of the sandbox. */
-        if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        if (syscall(SYS_close_range, 4 + (unsigned) p->n_extra, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
                 return lg_child_fail(e, errno, "close_range");
-        (void) p;
         return 0;
 }
 
@@ -350,8 +369,11 @@ static _Noreturn void child_main(const struct lg_plan *p) {
                 stdio[i] = lift_fd(p->stdio[i]);
         int ctl = lift_fd(p->control_fd);
         int init_fd = lift_fd(p->init_fd);
+        int extra[16];
+        for (size_t i = 0; i < p->n_extra; i++)
+                extra[i] = lift_fd(p->extra[i]);
         sync_fd = lift_fd(sync_fd);
-        if (child_setup_fds(p, ctl, stdio, &e) < 0)
+        if (child_setup_fds(p, ctl, stdio, extra, &e) < 0)
                 goto fail;
         if (lg_security_apply(p, &e) < 0)
                 goto fail;
@@ -467,7 +489,8 @@ static int create_cgroup(const struct lg_sandbox_spec *spec, lg_sandbox *sb, str
         int r = host_cgroup(&ver, &root, &parent);
         if (r < 0)
                 return lg_error_set(err, r, "no usable cgroup hierarchy at `%s`", root);
-        struct lg_cgroup_limits lim = {
+        struct lg_cgroup_limits *lim = &sb->limits;
+        *lim = (struct lg_cgroup_limits){
                 .memory_max = spec->memory_bytes,
                 .cpu_quota_us = spec->cpu_millis * 100, /* of a 100 ms period */
                 .cpu_period_us = 100000,
@@ -481,7 +504,7 @@ static int create_cgroup(const struct lg_sandbox_spec *spec, lg_sandbox *sb, str
         r = lg_state_write_owner(sb->dir, desc, sb->has_slot ? sb->slot : 0);
         if (r < 0)
                 return lg_error_set(err, r, "write owner record in `%s`", sb->dir);
-        return lg_cgroup_create(root, ver, parent, sb->id, &lim, &sb->cg, err);
+        return lg_cgroup_create(root, ver, parent, sb->id, lim, &sb->cg, err);
 }
 
 static int open_log(const char *dir, const char *name, struct lg_error *err) {
@@ -610,6 +633,13 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
                 goto fail;
         }
         plan.userns_fd = userns_fd;
+        if (spec->n_extra_fds > ARRAY_SIZE(plan.extra)) {
+                r = lg_error_set(err, E2BIG, "at most %zu extra fds", ARRAY_SIZE(plan.extra));
+                goto fail;
+        }
+        for (size_t i = 0; i < spec->n_extra_fds; i++)
+                plan.extra[i] = spec->extra_fds[i];
+        plan.n_extra = spec->n_extra_fds;
         plan.init_fd = init_fd;
         plan.sync_fd = child_sync;
         plan.control_fd = child_ctl;
@@ -784,6 +814,105 @@ int lg_sandbox_stats(lg_sandbox *sb, struct lg_sandbox_stats *ret) {
                 .oom_kills = cs.oom_kills,
                 .pids_current = cs.pids_current,
         };
+        return 0;
+}
+
+int lg_sandbox_set_cpu(lg_sandbox *sb, uint64_t cpu_millis, struct lg_error *err) {
+        struct lg_cgroup_limits lim = sb->limits;
+        lim.cpu_quota_us = cpu_millis * 100;
+        int r = lg_cgroup_set_limits(sb->cg, &lim, err);
+        if (r >= 0)
+                sb->limits = lim;
+        return r;
+}
+
+/* In a helper process: enter the sandbox's mount namespace and attach the
+ * detached tree there. The sandbox's mount namespace belongs to the host's
+ * user namespace, so host root may do this; the sandbox itself may not. */
+static _Noreturn void mount_helper(int pidfd, pid_t pid, int tree, const char *dst, uid_t uid, int report) {
+        int stage = 0, e = 0;
+        char path[PATH_MAX];
+        /* setns puts us at the namespace's original root, not at the root
+         * the sandbox pivoted into: take that from its PID 1 first. */
+        snprintf(path, sizeof(path), "/proc/%d/root", (int) pid);
+        int rootfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0 || setns(pidfd, CLONE_NEWNS) < 0 || fchdir(rootfd) < 0 || chroot(".") < 0) {
+                e = errno;
+                goto out;
+        }
+        stage = 1;
+        /* Mount points made here belong to the sandbox's root, like the
+         * rest of its tree. */
+        setfsuid(uid);
+        setfsgid(uid);
+        snprintf(path, sizeof(path), "%s", dst);
+        for (char *p = path + 1;; p++) {
+                bool last = *p == '\0';
+                if (*p != '/' && !last)
+                        continue;
+                *p = '\0';
+                if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+                        int mkdir_err = errno;
+                        struct stat st;
+                        if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+                                e = mkdir_err;
+                                goto out;
+                        }
+                }
+                if (last)
+                        break;
+                *p = '/';
+        }
+        setfsuid(0);
+        setfsgid(0);
+        stage = 2;
+        if (move_mount(tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                e = errno;
+out:;
+        int msg[2] = {stage, e};
+        (void) !write(report, msg, sizeof(msg));
+        _exit(e ? 1 : 0);
+}
+
+int lg_sandbox_mount(lg_sandbox *sb, const char *src, const char *dst, bool readonly, struct lg_error *err) {
+        static const char *const stages[] = {"enter the mount namespace of", "create the mount point in",
+                                             "attach the mount in"};
+        if (!dst || dst[0] != '/' || strstr(dst, "/..") || strlen(dst) >= PATH_MAX - 1)
+                return lg_error_set(err, EINVAL, "mount destination `%s` must be an absolute path without `..`",
+                                    dst ? dst : "");
+        if (sb->exited || sb->pidfd < 0)
+                return lg_error_set(err, ESRCH, "sandbox `%s` is not running", sb->id);
+        _cleanup_close_ int tree = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+        if (tree < 0)
+                return lg_error_set(err, errno, "open `%s`", src);
+        struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+        if (readonly)
+                attr.attr_set |= MOUNT_ATTR_RDONLY;
+        if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+                return lg_error_set(err, errno, "set mount flags of `%s`", src);
+        int pfd[2];
+        if (pipe2(pfd, O_CLOEXEC) < 0)
+                return lg_error_set(err, errno, "pipe");
+        pid_t pid = fork();
+        if (pid < 0) {
+                int r = lg_error_set(err, errno, "fork");
+                close(pfd[0]);
+                close(pfd[1]);
+                return r;
+        }
+        if (pid == 0)
+                mount_helper(sb->pidfd, sb->pid, tree, dst, sb->host_uid, pfd[1]);
+        close(pfd[1]);
+        int msg[2] = {0, EIO};
+        ssize_t n = lg_read_all(pfd[0], msg, sizeof(msg));
+        close(pfd[0]);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        if (n != (ssize_t) sizeof(msg))
+                return lg_error_set(err, EIO, "mount helper for sandbox `%s` died", sb->id);
+        if (msg[1])
+                return lg_error_set(err, msg[1], "mount `%s` at `%s`: %s sandbox `%s`", src, dst,
+                                    stages[msg[0] < 3 && msg[0] >= 0 ? msg[0] : 0], sb->id);
         return 0;
 }
 

@@ -47,6 +47,10 @@ struct lg_sandbox_spec {
         bool readonly_root;      /* root mounted read-only; /tmp stays writable */
         const struct lg_bind *binds;
         size_t n_binds;
+        /* Empty directories made before the root turns read-only: where
+         * lg_sandbox_mount() will later attach code or data. */
+        const char *const *mount_points;
+        size_t n_mount_points;
 
         const char *const *argv; /* NULL = no workload: init idles (placeholder) */
         const char *const *envp; /* NULL = a minimal PATH/HOME/TERM environment */
@@ -76,6 +80,11 @@ struct lg_sandbox_spec {
 
         /* Give the workload a control socket (fd 3) for specialize. */
         bool worker_control;
+
+        /* Further fds handed to the workload as fds 4, 5, ... (at most 16),
+         * e.g. the listening socket a function instance serves on. */
+        const int *extra_fds;
+        size_t n_extra_fds;
 
         /* Host uid/gid that root inside maps to, with 65536 ids.
          * 0 = allocate a free range per sandbox. */
@@ -124,6 +133,17 @@ int lg_sandbox_poll(lg_sandbox *sb, struct lg_sandbox_status *status);
 /* Send a signal to legion-init, which forwards it to the workload. */
 int lg_sandbox_signal(lg_sandbox *sb, int sig);
 int lg_sandbox_stats(lg_sandbox *sb, struct lg_sandbox_stats *ret);
+
+/* Change the CPU quota (millicores, 0 = none) of a running sandbox: startup
+ * boost gives an instance more CPU for its first seconds, then this. */
+int lg_sandbox_set_cpu(lg_sandbox *sb, uint64_t cpu_millis, struct lg_error *err);
+
+/* Bind host path src at dst inside a running sandbox (delayed mount: the
+ * code package of a placeholder that is being specialized). dst is created
+ * if missing. Done by a short-lived helper that enters the sandbox's mount
+ * namespace, so the caller may be multi-threaded. */
+int lg_sandbox_mount(lg_sandbox *sb, const char *src, const char *dst, bool readonly,
+                     struct lg_error *err);
 
 /* The host end of the control socket (legion-init protocol). Owned by sb. */
 int lg_sandbox_control_fd(lg_sandbox *sb);

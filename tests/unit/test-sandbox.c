@@ -464,6 +464,27 @@ static void test_logs_capped(void **state) {
         lg_sandbox_destroy(sb);
 }
 
+/* Run `sh -c script` in a running sandbox over the control socket and
+ * collect its output. */
+static void exec_in(lg_sandbox *sb, const char *script, char *buf, size_t cap) {
+        int out[2];
+        assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+        struct lg_msg m;
+        lg_msg_init(&m);
+        assert_int_equal(lg_msg_add(&m, "op", "exec"), 0);
+        assert_int_equal(lg_msg_add(&m, "arg", "/bin/sh"), 0);
+        assert_int_equal(lg_msg_add(&m, "arg", "-c"), 0);
+        assert_int_equal(lg_msg_add(&m, "arg", script), 0);
+        m.fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        m.fds[1] = out[1];
+        m.fds[2] = dup(out[1]);
+        m.nfds = 3;
+        assert_int_equal(lg_msg_send(lg_sandbox_control_fd(sb), &m), 0);
+        lg_msg_free(&m);
+        read_pipe(out[0], buf, cap);
+        close(out[0]);
+}
+
 /* A placeholder: no workload, init idles; the owner runs commands in it
  * over the control socket. */
 static void test_placeholder_exec(void **state) {
@@ -474,30 +495,88 @@ static void test_placeholder_exec(void **state) {
         struct lg_error e = {0};
         assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
         assert_int_equal(lg_sandbox_start(sb, &e), 0);
-        int ctl = lg_sandbox_control_fd(sb);
-        int out[2];
-        assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-        struct lg_msg m;
-        lg_msg_init(&m);
-        assert_int_equal(lg_msg_add(&m, "op", "exec"), 0);
-        assert_int_equal(lg_msg_add(&m, "arg", "/bin/sh"), 0);
-        assert_int_equal(lg_msg_add(&m, "arg", "-c"), 0);
-        assert_int_equal(lg_msg_add(&m, "arg", "echo hi from $(hostname)"), 0);
-        m.fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        m.fds[1] = out[1];
-        m.fds[2] = dup(out[1]);
-        m.nfds = 3;
-        assert_int_equal(lg_msg_send(ctl, &m), 0);
-        lg_msg_free(&m);
         char buf[256];
-        read_pipe(out[0], buf, sizeof(buf));
-        close(out[0]);
+        exec_in(sb, "echo hi from $(hostname)", buf, sizeof(buf));
         char expect[128];
         snprintf(expect, sizeof(expect), "hi from %s\n", lg_sandbox_id(sb));
         assert_string_equal(buf, expect);
         /* The sandbox is still there, idle, until destroyed. */
         struct lg_sandbox_status st;
         assert_int_equal(lg_sandbox_poll(sb, &st), 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+}
+
+/* Code arrives after the sandbox exists: mounted into its namespace only. */
+static void test_delayed_mount(void **state) {
+        (void) state;
+        char dir[] = "/tmp/lg-code-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        chmod(dir, 0755);
+        char path[300];
+        snprintf(path, sizeof(path), "%s/main.py", dir);
+        assert_int_equal(lg_write_file_at(AT_FDCWD, path, "print('hi')\n", true), 0);
+        chmod(path, 0644);
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.readonly_root = true;
+        const char *mps[] = {"/code"};
+        spec.mount_points = mps;
+        spec.n_mount_points = 1;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        char buf[256];
+        exec_in(sb, "ls -A /code; echo empty", buf, sizeof(buf));
+        assert_string_equal(buf, "empty\n");
+        /* A read-only root has no room for a new mount point. */
+        assert_int_equal(lg_sandbox_mount(sb, dir, "/elsewhere", true, &e), -EROFS);
+        if (lg_sandbox_mount(sb, dir, "/code", true, &e) < 0)
+                fail_msg("mount: %s", e.msg);
+        exec_in(sb, "python3 /code/main.py; touch /code/x 2>/dev/null || echo ro", buf, sizeof(buf));
+        assert_string_equal(buf, "hi\nro\n");
+        assert_false(mountinfo_mentions(" /code "));
+        assert_int_equal(lg_sandbox_mount(sb, dir, "relative", true, &e), -EINVAL);
+        assert_int_equal(lg_sandbox_mount(sb, "/nonexistent", "/x", true, &e), -ENOENT);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        lg_rm_rf(dir);
+}
+
+/* Extra fds reach the workload as 4, 5, ...; nothing else leaks in. */
+static void test_extra_fds(void **state) {
+        (void) state;
+        int p[2];
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        int extra[] = {p[1]};
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.extra_fds = extra;
+        spec.n_extra_fds = 1;
+        struct run r;
+        run_sh(&spec, "echo via-fd4 >&4; ls /proc/self/fd | tr '\\n' ' '", &r);
+        close(p[1]);
+        char buf[64];
+        read_pipe(p[0], buf, sizeof(buf));
+        close(p[0]);
+        assert_string_equal(buf, "via-fd4\n");
+        /* 0-2, 4, and the fd ls opened for /proc/self/fd. */
+        assert_string_equal(r.out, "0 1 2 3 4 ");
+}
+
+static void test_set_cpu(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.cpu_millis = 2000;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_set_cpu(sb, 250, &e), 0);
+        const char *parent = getenv("LEGION_CGROUP_PARENT");
+        char path[512], buf[64];
+        snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu/%s/%s/cpu.cfs_quota_us", parent, lg_sandbox_id(sb));
+        if (lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0)
+                assert_string_equal(buf, "25000");
         assert_int_equal(lg_sandbox_destroy(sb), 0);
 }
 
@@ -591,6 +670,9 @@ int main(void) {
                 cmocka_unit_test(test_destroy_leaves_nothing),
                 cmocka_unit_test(test_logs_capped),
                 cmocka_unit_test(test_placeholder_exec),
+                cmocka_unit_test(test_delayed_mount),
+                cmocka_unit_test(test_extra_fds),
+                cmocka_unit_test(test_set_cpu),
                 cmocka_unit_test(test_cycles),
                 cmocka_unit_test(test_owner_killed),
         };
