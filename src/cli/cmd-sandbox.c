@@ -131,6 +131,16 @@ static void print_file(const char *path, FILE *to) {
         fclose(f);
 }
 
+/* Paths on the command line may be relative to where the user stands;
+ * the library wants absolute ones. A path that does not resolve is passed
+ * on as it is, so that the library's error names it. */
+static const char *absolute(const char *path) {
+        if (path[0] == '/')
+                return path;
+        char *abs = realpath(path, NULL);
+        return abs ? abs : path; /* freed with the process */
+}
+
 /* Wait for the sandbox, forwarding the signals a terminal user sends. */
 static int wait_forwarding(lg_sandbox *sb, struct lg_sandbox_status *st) {
         sigset_t mask;
@@ -199,7 +209,7 @@ static int sandbox_run(int argc, char **argv) {
                 case 'r':
                 case 'l':
                         if (spec.n_layers >= MAX_ITEMS) { r = -E2BIG; what = "--layer"; break; }
-                        layers[spec.n_layers++] = optarg;
+                        layers[spec.n_layers++] = absolute(optarg);
                         break;
                 case 'R': spec.readonly_root = true; break;
                 case 'd': r = lg_parse_size(optarg, &spec.rootfs_bytes); what = "--disk"; break;
@@ -217,7 +227,7 @@ static int sandbox_run(int argc, char **argv) {
                         if (spec.n_binds >= MAX_ITEMS) { r = -E2BIG; what = "--bind"; break; }
                         r = parse_bind(optarg, &binds[spec.n_binds]);
                         if (r == 0)
-                                spec.n_binds++;
+                                binds[spec.n_binds].src = absolute(binds[spec.n_binds].src), spec.n_binds++;
                         what = "--bind (SRC:DST[:ro])";
                         break;
                 case 'e': r = add_env(env, &n_env, optarg); what = "--env (K=V)"; break;

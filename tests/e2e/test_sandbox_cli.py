@@ -43,6 +43,22 @@ def test_bind_ro_and_rw(legion, tmp_path):
     assert (tmp_path / "in.txt").read_text() == "data\n"
 
 
+def test_relative_paths(legion, tmp_path):
+    layer = tmp_path / "layer"
+    (layer / "bin").mkdir(parents=True)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(layer, 0o755)
+    (layer / "hello.txt").write_text("from the layer\n")
+    os.chmod(layer / "hello.txt", 0o644)
+    import shutil
+    shutil.copy("/bin/busybox", layer / "bin" / "busybox")
+    p = subprocess.run([legion.bin, "sandbox", "run", "--rootfs", "layer", "--bind", "./layer:/mnt/l:ro", "--",
+                        "/bin/busybox", "cat", "/hello.txt", "/mnt/l/hello.txt"],
+                       cwd=tmp_path, capture_output=True, env=legion.env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b"from the layer\nfrom the layer\n"
+
+
 def test_read_only_root(legion):
     p = legion("sandbox", "run", "--ro", "--", "/bin/sh", "-c",
                "touch /etc/x 2>/dev/null || echo ro; touch /tmp/x && echo tmp", check=0)
