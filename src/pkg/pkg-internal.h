@@ -1,0 +1,35 @@
+/* Helpers shared by the files of the pkg module; not part of its interface. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pkg/pkg.h"
+
+/* Prefix of every temporary name in a store's directories. */
+#define LG_PKG_TMP_PREFIX ".tmp-"
+
+/* Why a symlink whose parent directory is parent_depth components below the
+ * root may not point at target, or NULL if it may. The target must be
+ * relative, and of the form (../)*(name/)*: its leading `..` components may
+ * climb at most to the root, and no `..` may follow a name (after a name
+ * that is itself a symlink, a lexical `..` would not be the real one).
+ * `.` and empty components are ignored. */
+const char *lg_pkg_symlink_unsafe(size_t parent_depth, const char *target);
+
+/* "100 MiB" when size is a whole number of KiB/MiB/GiB, else "N bytes". */
+void lg_pkg_fmt_size(uint64_t size, char *buf, size_t cap);
+
+/* Copy of s fit for a one-line message that may end up in JSON: control
+ * bytes, backquotes and bytes that are not UTF-8 become '?', and a long
+ * name is cut with "...". */
+void lg_pkg_printable(const char *s, char *buf, size_t cap);
+
+/* mkstemp-like name: prefix + 16 random hex characters. */
+int lg_pkg_tmp_name(char *buf, size_t cap, const char *what);
+
+/* renameat2(RENAME_NOREPLACE) within dfd, with a fallback for file systems
+ * without it (link(2) for files, plain rename(2) for directories, which only
+ * replaces an empty one). Returns 0 when renamed, 1 when name existed (tmp
+ * is left in place), or -errno. */
+int lg_pkg_rename_noreplace(int dfd, const char *tmp, const char *name, bool is_dir);
