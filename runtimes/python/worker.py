@@ -1,0 +1,577 @@
+"""Legion Python language worker (docs/runtimes.md).
+
+Started by legion-init in a placeholder sandbox as
+
+    python3 -I /opt/legion/runtime/python/worker.py
+
+with the control channel on fd 3 (LEGION_CONTROL_FD). It imports what every
+function needs, says `op=ready phase=placeholder`, and waits for
+`op=specialize`. Then it applies the app's env, changes to /code, imports
+the handler ("module:function", default "main:main"), says
+`op=ready phase=specialized` and serves HTTP/1.1 on the listening socket
+that came with specialize (or LEGION_LISTEN_FD): a thread per connection,
+keep-alive, async handlers on one shared event loop.
+
+Standard library only: the sandbox sees the host's /usr and nothing else."""
+import time
+
+T_START = time.monotonic()
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+import legion_control as lc  # noqa: E402
+sys.path.remove(_HERE)
+
+# The expensive part of a cold start, done before any app exists. These are
+# also the modules functions most often use, so specialization finds them
+# in sys.modules.
+import asyncio  # noqa: E402,F401
+import base64  # noqa: E402,F401
+import collections  # noqa: E402,F401
+import dataclasses  # noqa: E402,F401
+import datetime  # noqa: E402,F401
+import hashlib  # noqa: E402,F401
+import importlib  # noqa: E402
+import importlib.machinery  # noqa: E402
+import importlib.util  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402,F401
+import re  # noqa: E402,F401
+import signal  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+import traceback  # noqa: E402
+import typing  # noqa: E402,F401
+import urllib.parse  # noqa: E402
+from http import HTTPStatus  # noqa: E402
+
+MAX_LINE = 16 * 1024          # request line or one header line
+MAX_HEADERS = 64 * 1024       # all header lines together
+MAX_HEADER_COUNT = 200
+MAX_BODY = int(os.environ.get("LEGION_MAX_BODY", str(64 << 20)))
+
+_SELF_FILES = {os.path.abspath(__file__), os.path.abspath(lc.__file__)}
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# ---- requests and responses ------------------------------------------------
+
+class Headers(dict):
+    """Request headers: keys are lower-case, lookups are case-insensitive.
+    A repeated header's values are joined with ", "."""
+
+    def __getitem__(self, key):
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key):
+        return dict.__contains__(self, key.lower() if isinstance(key, str) else key)
+
+    def get(self, key, default=None):
+        return dict.get(self, key.lower(), default)
+
+
+class Request:
+    __slots__ = ("method", "url", "path", "raw_query", "query", "query_all", "headers", "body",
+                 "http_version")
+
+    def json(self):
+        """The body parsed as JSON (None for an empty body)."""
+        if not self.body:
+            return None
+        return json.loads(self.body)
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return "<Request %s %s>" % (self.method, self.url)
+
+
+class BadRequest(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class ResponseError(Exception):
+    """The function returned something that is not a response."""
+
+
+def _header_items(headers):
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        items = headers.items()
+    elif isinstance(headers, (list, tuple)):
+        items = headers
+    else:
+        raise ResponseError("response headers must be a dict or a list of pairs, not %s" % type(headers).__name__)
+    out = []
+    for item in items:
+        try:
+            k, v = item
+        except (TypeError, ValueError):
+            raise ResponseError("response header %r is not a (name, value) pair" % (item,))
+        if not isinstance(k, str) or not _TOKEN.match(k):
+            raise ResponseError("invalid response header name %r" % (k,))
+        values = v if isinstance(v, (list, tuple)) else (v,)
+        for one in values:
+            if isinstance(one, bool) or not isinstance(one, (str, int, float)):
+                raise ResponseError("response header %s: value %r is not a string" % (k, one))
+            s = str(one)
+            if "\r" in s or "\n" in s or "\0" in s:
+                raise ResponseError("response header %s contains a line break" % k)
+            out.append((k, s))
+    return out
+
+
+def normalize(result):
+    """The function's return value as (status, [(name, value)], body bytes)."""
+    if isinstance(result, dict) and ("status" in result or "body" in result):
+        status = result.get("status", 200)
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+            raise ResponseError("response status must be an integer from 200 to 599, not %r" % (status,))
+        headers = _header_items(result.get("headers"))
+        body = result.get("body")
+    elif result is None:
+        return 204, [], b""
+    else:
+        status, headers, body = 200, [], result
+    ctype = None
+    if body is None:
+        data = b""
+    elif isinstance(body, str):
+        data, ctype = body.encode("utf-8"), "text/plain; charset=utf-8"
+    elif isinstance(body, (bytes, bytearray, memoryview)):
+        data, ctype = bytes(body), "application/octet-stream"
+    else:
+        try:
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise ResponseError("response body is not JSON-serializable: %s" % e)
+        ctype = "application/json"
+    if ctype and not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(("Content-Type", ctype))
+    return status, headers, data
+
+
+_HOP = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive"))
+
+
+def render(status, headers, body, keep, http10, head):
+    lines = ["HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Status"))]
+    for k, v in headers:
+        lk = k.lower()
+        if lk in _HOP:
+            if lk == "connection" and v.lower() == "close":
+                keep = False
+            continue
+        lines.append("%s: %s\r\n" % (k, v))
+    if status != 204 and status != 304:
+        lines.append("Content-Length: %d\r\n" % len(body))
+    else:
+        body = b""
+    if not keep:
+        lines.append("Connection: close\r\n")
+    elif http10:
+        lines.append("Connection: keep-alive\r\n")
+    lines.append("\r\n")
+    head_bytes = "".join(lines).encode("latin-1", "replace")
+    return (head_bytes if head else head_bytes + body), keep
+
+
+def error_body(code, message):
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+# ---- the server ------------------------------------------------------------
+
+class Server:
+    def __init__(self, handler, is_async, listener):
+        self.handler = handler
+        self.listener = listener
+        self.loop = None
+        self.loop_lock = threading.Lock()
+        if is_async:
+            self._event_loop()
+        self.active = 0
+        self.active_lock = threading.Lock()
+        self.draining = False
+
+    def _event_loop(self):
+        with self.loop_lock:
+            if self.loop is None:
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=loop.run_forever, name="legion-asyncio", daemon=True)
+                t.start()
+                self.loop = loop
+            return self.loop
+
+    def call(self, req):
+        result = self.handler(req)
+        if inspect.isawaitable(result):
+            result = asyncio.run_coroutine_threadsafe(_await(result), self._event_loop()).result()
+        return result
+
+    def serve_forever(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if self.draining:
+                    return
+                if e.errno in (24, 23, 105, 12):  # EMFILE ENFILE ENOBUFS ENOMEM
+                    lc.log("accept: %s" % e)
+                    time.sleep(0.05)
+                    continue
+                lc.log("accept: %s; not serving any more" % e)
+                return
+            t = threading.Thread(target=self.connection, args=(conn,), daemon=True)
+            t.start()
+
+    def connection(self, conn):
+        rfile = conn.makefile("rb", 65536)
+        try:
+            while self.one_request(conn, rfile):
+                pass
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                rfile.close()
+                conn.close()
+            except OSError:
+                pass
+
+    def one_request(self, conn, rfile):
+        try:
+            req, keep = self.read_request(conn, rfile)
+        except BadRequest as e:
+            out, _ = render(e.status, [("Content-Type", "application/json")],
+                            error_body("BadRequest", str(e)), False, False, False)
+            conn.sendall(out)
+            return False
+        if req is None:
+            return False
+        with self.active_lock:
+            self.active += 1
+        try:
+            try:
+                status, headers, body = normalize(self.call(req))
+            except BaseException as e:  # sys.exit() in a function fails that request only
+                self.report(req, e)
+                status, headers = 500, [("Content-Type", "application/json")]
+                kind = "InvalidResponse" if isinstance(e, ResponseError) else "FunctionError"
+                body = error_body(kind, "the function %s %s (traceback in the app's logs)" % (
+                    "returned an invalid response:" if kind == "InvalidResponse" else "raised",
+                    str(e) if kind == "InvalidResponse" else type(e).__name__))
+            if self.draining:
+                keep = False
+            out, keep = render(status, headers, body, keep, req.http_version == "HTTP/1.0",
+                               req.method == "HEAD")
+            conn.sendall(out)
+        finally:
+            with self.active_lock:
+                self.active -= 1
+        return keep
+
+    def report(self, req, exc):
+        try:
+            text = lc.format_exception_for(exc, _SELF_FILES)
+            sys.stderr.write("legion: function error in %s %s:\n%s" % (req.method, req.path, text))
+            sys.stderr.flush()
+        except Exception:
+            pass
+
+    def read_request(self, conn, rfile):
+        line = rfile.readline(MAX_LINE + 1)
+        blank = 0
+        while line in (b"\r\n", b"\n"):
+            blank += 1
+            if blank > 8:
+                raise BadRequest(400, "blank lines before the request")
+            line = rfile.readline(MAX_LINE + 1)
+        if not line:
+            return None, False
+        if len(line) > MAX_LINE:
+            raise BadRequest(414, "request line too long")
+        parts = line.split()
+        if len(parts) != 3:
+            raise BadRequest(400, "malformed request line")
+        method, target, version = (p.decode("latin-1") for p in parts)
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            raise BadRequest(505 if version.startswith("HTTP/") else 400, "unsupported HTTP version")
+        if not _TOKEN.match(method):
+            raise BadRequest(400, "malformed method")
+
+        headers = Headers()
+        total = 0
+        while True:
+            h = rfile.readline(MAX_LINE + 1)
+            if not h:
+                return None, False
+            total += len(h)
+            if total > MAX_HEADERS or len(headers) >= MAX_HEADER_COUNT:
+                raise BadRequest(431, "request headers too large")
+            if h == b"\r\n" or h == b"\n":
+                break
+            if h[:1] in (b" ", b"\t"):
+                raise BadRequest(400, "folded header lines are not supported")
+            name, sep, value = h.partition(b":")
+            if not sep or not name or name != name.strip():
+                raise BadRequest(400, "malformed header line")
+            k = name.decode("latin-1").lower()
+            v = value.strip().decode("latin-1")
+            if k in headers:
+                dict.__setitem__(headers, k, dict.__getitem__(headers, k) + ", " + v)
+            else:
+                dict.__setitem__(headers, k, v)
+
+        conn_hdr = dict.get(headers, "connection", "").lower()
+        if version == "HTTP/1.1":
+            keep = "close" not in conn_hdr
+        else:
+            keep = "keep-alive" in conn_hdr
+
+        te = dict.get(headers, "transfer-encoding")
+        cl = dict.get(headers, "content-length")
+        expect = dict.get(headers, "expect", "").lower() == "100-continue" and version == "HTTP/1.1"
+        if te is not None:
+            if cl is not None:
+                raise BadRequest(400, "both Transfer-Encoding and Content-Length")
+            if te.strip().lower() != "chunked":
+                raise BadRequest(501, "unsupported Transfer-Encoding")
+            if expect:
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = self.read_chunked(rfile)
+        elif cl is not None:
+            if not cl.isdigit():
+                raise BadRequest(400, "malformed Content-Length")
+            n = int(cl)
+            if n > MAX_BODY:
+                raise BadRequest(413, "request body larger than %d bytes" % MAX_BODY)
+            if expect and n:
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = rfile.read(n) if n else b""
+            if len(body) < n:
+                return None, False
+        else:
+            body = b""
+
+        req = Request()
+        req.method = method
+        req.url = target
+        req.http_version = version
+        if target.startswith("/"):
+            path, _, raw_query = target.partition("?")
+        elif "://" in target:
+            u = urllib.parse.urlsplit(target)
+            path, raw_query = u.path or "/", u.query
+        else:
+            path, raw_query = target, ""
+        path = path.partition("#")[0]
+        req.path = urllib.parse.unquote(path) if "%" in path else path
+        req.raw_query = raw_query
+        if raw_query:
+            q, qa = {}, {}
+            for k, v in urllib.parse.parse_qsl(raw_query, keep_blank_values=True):
+                if k in qa:
+                    qa[k].append(v)
+                else:
+                    qa[k] = [v]
+                    q[k] = v
+            req.query, req.query_all = q, qa
+        else:
+            req.query, req.query_all = {}, {}
+        req.headers = headers
+        req.body = body
+        return req, keep
+
+    def read_chunked(self, rfile):
+        parts = []
+        size = 0
+        while True:
+            line = rfile.readline(MAX_LINE + 1)
+            if not line:
+                raise BadRequest(400, "truncated chunked body")
+            try:
+                n = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise BadRequest(400, "malformed chunk size")
+            if n < 0:
+                raise BadRequest(400, "malformed chunk size")
+            if n == 0:
+                while True:  # trailers, ignored
+                    t = rfile.readline(MAX_LINE + 1)
+                    if not t or t in (b"\r\n", b"\n"):
+                        break
+                return b"".join(parts)
+            size += n
+            if size > MAX_BODY:
+                raise BadRequest(413, "request body larger than %d bytes" % MAX_BODY)
+            data = rfile.read(n)
+            if len(data) < n:
+                raise BadRequest(400, "truncated chunked body")
+            parts.append(data)
+            rfile.readline(MAX_LINE + 1)  # CRLF after the chunk
+
+    def drain_and_exit(self):
+        """SIGTERM: stop accepting, finish the requests in flight, exit 0."""
+        self.draining = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        while True:
+            with self.active_lock:
+                if self.active == 0:
+                    break
+            time.sleep(0.01)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os._exit(0)
+
+
+async def _await(aw):
+    return await aw
+
+
+# ---- specialization --------------------------------------------------------
+
+def load_handler(workdir, entrypoint):
+    """Import the app's module and return (function, is_async, module file)."""
+    modname, sep, attr = entrypoint.partition(":")
+    modname, attr = modname.strip(), (attr.strip() if sep else "main")
+    if modname.endswith(".py"):
+        modname = modname[:-3]
+    modname = modname.replace("/", ".")
+    if not modname or not all(_IDENT.match(p) for p in modname.split(".")) or \
+            not attr or not all(_IDENT.match(p) for p in attr.split(".")):
+        raise lc.SpecializeError("InvalidEntrypoint",
+                                 "entrypoint `%s` is not `module:function` (e.g. `main:main`)" % entrypoint)
+
+    base = os.path.join(workdir, *modname.split("."))
+    candidates = [base + ".py", os.path.join(base, "__init__.py")]
+    candidates += [base + s for s in importlib.machinery.EXTENSION_SUFFIXES]
+    path = next((c for c in candidates if os.path.isfile(c)), None)
+    if path is None:
+        rel = os.path.relpath(base + ".py", workdir)
+        raise lc.SpecializeError("EntrypointNotFound",
+                                 "entrypoint `%s`: no file `%s` in %s" % (entrypoint, rel, workdir),
+                                 exception="FileNotFoundError")
+
+    try:
+        if "." in modname:
+            module = importlib.import_module(modname)
+        else:
+            is_pkg = path.endswith("__init__.py")
+            spec = importlib.util.spec_from_file_location(
+                modname, path, submodule_search_locations=[os.path.dirname(path)] if is_pkg else None)
+            module = importlib.util.module_from_spec(spec)
+            # A name the worker already imported (say the app has a
+            # `json.py`) keeps the real module in sys.modules.
+            if modname not in sys.modules:
+                sys.modules[modname] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                if sys.modules.get(modname) is module:
+                    del sys.modules[modname]
+                raise
+    except BaseException as e:  # SyntaxError, ImportError, exceptions and exit() at import
+        raise lc.SpecializeError("ImportError", "importing `%s` (%s) failed: %s: %s" % (
+            modname, os.path.relpath(path, workdir), type(e).__name__, e),
+            tb=lc.format_exception_for(e, _SELF_FILES), exception=type(e).__name__)
+
+    fn = module
+    for part in attr.split("."):
+        try:
+            fn = getattr(fn, part)
+        except AttributeError:
+            raise lc.SpecializeError("HandlerNotFound", "module `%s` (%s) has no `%s`" % (
+                modname, os.path.relpath(path, workdir), attr), exception="AttributeError")
+    if not callable(fn):
+        raise lc.SpecializeError("HandlerNotFound", "`%s` in `%s` is a %s, not a function" % (
+            attr, modname, type(fn).__name__), exception="TypeError")
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return fn, is_async, path
+
+
+def specialize(frame):
+    t0 = time.monotonic()
+    app, revision = lc.parse_revision(frame)
+    listener = lc.listen_socket(frame)
+    lc.apply_env(frame)
+    workdir = frame.get("workdir") or "/code"
+    try:
+        os.chdir(workdir)
+    except OSError as e:
+        raise lc.SpecializeError("EntrypointNotFound", "working directory %s: %s" % (workdir, e.strerror))
+    workdir = os.getcwd()
+    # App settings may carry PYTHONPATH: the interpreter is already running,
+    # so honour it here (package-relative entries are relative to /code).
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+    for p in reversed(extra):
+        sys.path.insert(0, os.path.join(workdir, p))
+    sys.path.insert(0, workdir)
+    importlib.invalidate_caches()
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+    except Exception:
+        pass
+    fn, is_async, _ = load_handler(workdir, frame.get("entrypoint") or "main:main")
+    return Server(fn, is_async, listener), lc.now_ms(t0), app, revision
+
+
+def main():
+    ctl = lc.Control.from_env()
+    ctl.send("ready", phase="placeholder", runtime="python",
+             version="%d.%d.%d" % sys.version_info[:3], ms="%.1f" % lc.now_ms(T_START))
+
+    while True:
+        try:
+            frame = ctl.recv()
+        except lc.ProtocolError as e:
+            lc.log("control channel: %s" % e)
+            sys.exit(1)
+        if frame is None:  # the host went away before specializing us
+            sys.exit(0)
+        if frame.op == "specialize":
+            break
+        frame.close_fds()
+        ctl.send_fields("error", [("id", frame.get("id")), ("message", "unknown op `%s`" % frame.op)])
+
+    try:
+        server, ms, app, revision = specialize(frame)
+    except lc.SpecializeError as e:
+        lc.report_specialize_error(ctl, frame, e)
+        os._exit(1)
+    except Exception as e:
+        lc.report_specialize_error(ctl, frame, lc.SpecializeError(
+            "InternalError", "%s: %s" % (type(e).__name__, e), tb=traceback.format_exc()))
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.drain_and_exit, daemon=True).start())
+    threading.Thread(target=server.serve_forever, name="legion-accept", daemon=True).start()
+    lc.log("specialized app=%s revision=%s in %.1f ms" % (app, revision, ms))
+    ctl.send_fields("ready", [("id", frame.get("id")), ("phase", "specialized"), ("app", app),
+                              ("revision", revision), ("ms", "%.1f" % ms)])
+    lc.control_loop(ctl)
+    # The channel closed: keep serving until init ends us.
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
