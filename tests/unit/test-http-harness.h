@@ -1,0 +1,102 @@
+/* Shared pieces of the HTTP tests: a test application (the handler behind
+ * the routes below), a server running its own loop in a thread, and a raw
+ * blocking socket client for byte-exact and hostile input.
+ *
+ * Routes of the test application:
+ *   GET  /hello                  200 "hello"
+ *   *    /echo                   BUFFER; echoes the body (Content-Type kept)
+ *   *    /stream-echo            STREAM; echoes the body as it arrives, with
+ *                                backpressure (pause, write, resume)
+ *   *    /stream-reject          STREAM; answers 403 without reading the body
+ *   *    /upload                 STREAM; counts body bytes, answers the count
+ *   GET  /big?n=N                N pattern bytes, chunked, copied writes
+ *   GET  /big-cl?n=N             N (<= 1 MiB) pattern bytes, Content-Length, zero copy
+ *   *    /flaky                  answers the first request of a connection, cuts
+ *                                the connection on the next one
+ *   GET  /hold?ms=N              answers "held" after N ms
+ *   GET  /hang                   never answers; ends the request on abort
+ *   GET  /follow                 a line every 5 ms until the client goes away
+ *   GET  /abort-mid              Content-Length 1000, 10 bytes, then abort
+ *   GET  /abort-now              closes the connection without a response
+ *   *    /info/...               text dump of what the server parsed
+ *   GET  /peer                   the peer address
+ */
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "http/http.h"
+
+/* Counters the application keeps (atomic: read from the test thread). */
+struct app_stats {
+        atomic_int requests;
+        atomic_int aborts;      /* abort callbacks */
+        atomic_int ended;       /* requests ended by the handler */
+        atomic_int follow_lines;
+        atomic_int last_abort_reason;
+};
+extern struct app_stats app_stats;
+
+/* Fill cfg with the application's callbacks (userdata = loop). */
+void app_config(struct lg_http_server_config *cfg, uv_loop_t *loop);
+/* Requests still held by the application (hold/hang/follow): answered or
+ * ended when the server closes them. */
+int app_outstanding(void);
+
+/* Deterministic pattern byte i of a body. */
+static inline char pattern_byte(size_t i) { return (char) ('a' + (i * 7 + i / 251) % 26); }
+
+/* A server on 127.0.0.1:<ephemeral> and <dir>/http.sock, loop in a thread. */
+struct harness {
+        uv_loop_t loop;
+        uv_async_t async;
+        pthread_t thread;
+        struct lg_http_server *srv;
+        int port;
+        char dir[64];
+        char sock[128];
+        atomic_bool closed;
+        int close_calls;
+};
+void harness_start(struct harness *h, struct lg_http_server_config *cfg);
+/* Graceful close (and abort if `abort_too`), join, check the loop is empty. */
+void harness_stop(struct harness *h, bool abort_too);
+
+/* Raw blocking client. */
+struct raw {
+        int fd;
+        char *buf;
+        size_t len, cap;
+};
+struct raw_resp {
+        int status;
+        int nhdrs;
+        char names[64][64];
+        char values[64][512];
+        char *body;
+        size_t body_len;
+        bool keep_alive;
+        bool chunked;
+};
+int raw_tcp(struct raw *r, int port);
+/* With a small receive buffer set before connecting (a client that reads slowly). */
+int raw_tcp_rcvbuf(struct raw *r, int port, int rcvbuf);
+int raw_unix(struct raw *r, const char *path);
+void raw_close(struct raw *r);
+int raw_write(struct raw *r, const void *data, size_t len);
+int raw_puts(struct raw *r, const char *s);
+/* Read one response (a 1xx counts as one). head: the request was HEAD.
+ * Returns 0, or -1 on EOF/timeout/garbage. */
+int raw_response(struct raw *r, struct raw_resp *resp, bool head);
+void raw_resp_free(struct raw_resp *resp);
+const char *raw_header(const struct raw_resp *resp, const char *name);
+/* True when the server closes the connection (EOF or reset) within 10 s;
+ * data arriving meanwhile is dropped. */
+bool raw_wait_close(struct raw *r);
+/* Send everything, shut down writing, read until EOF (or 10 s): for
+ * fire-and-forget hostile input. Returns the bytes read (first `cap` kept). */
+ssize_t raw_oneshot(int port, const void *data, size_t len, char *out, size_t cap);
