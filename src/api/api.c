@@ -1,0 +1,671 @@
+/* legiond's HTTP API: routing, authentication, and the resources other
+ * than apps (namespaces, tokens, packages, pool groups). Conventions
+ * (docs/api.md): JSON bodies, errors as {"error":{"code","message"}} with
+ * the right status, bearer tokens scoped to a namespace, 404 rather than
+ * 403 across namespaces so that names do not leak. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api-internal.h"
+
+/* ---- helpers ------------------------------------------------------------- */
+
+bool api_is_admin(const struct api_call *c) { return !strcmp(c->token.namespace, LG_TOKEN_ADMIN); }
+
+bool api_ns_allowed(struct api_call *c, const char *ns) {
+        if (api_is_admin(c) || !strcmp(c->token.namespace, ns))
+                return true;
+        lg_http_respond_error(c->req, 404, "NotFound", "namespace `%s` not found", ns);
+        return false;
+}
+
+bool api_ns_exists(struct api_call *c, const char *ns) {
+        if (!api_ns_allowed(c, ns))
+                return false;
+        struct lg_resource *r = NULL;
+        int rc = lg_store_get(c->d->store, LG_KEY("Namespace", "", ns), &r, NULL);
+        lg_resource_free(r);
+        if (rc < 0) {
+                lg_http_respond_error(c->req, 404, "NotFound", "namespace `%s` not found", ns);
+                return false;
+        }
+        return true;
+}
+
+int api_json(struct lg_http_request *req, int status, json_t *doc) {
+        char *s = json_dumps(doc, JSON_COMPACT);
+        json_decref(doc);
+        if (!s)
+                return lg_http_respond_error(req, 500, "Internal", "%s", "cannot encode the response");
+        size_t n = strlen(s);
+        s[n] = '\n'; /* the NUL is not needed by respond; a newline reads better */
+        static const struct lg_http_header h[] = {{"Content-Type", "application/json"}};
+        int r = lg_http_respond(req, status, h, 1, s, n + 1);
+        free(s);
+        return r;
+}
+
+void api_store_error(struct lg_http_request *req, int r, const struct lg_error *err) {
+        /* "App default/x not found: No such file or directory" reads better
+         * without the errno text the store appends. */
+        char buf[sizeof(err->msg)];
+        snprintf(buf, sizeof(buf), "%s", err && err->msg[0] ? err->msg : strerror(-r));
+        char suffix[128];
+        snprintf(suffix, sizeof(suffix), ": %s", strerror(-r));
+        size_t bl = strlen(buf), sl = strlen(suffix);
+        if (bl > sl && !strcmp(buf + bl - sl, suffix))
+                buf[bl - sl] = '\0';
+        const char *msg = buf;
+        switch (r) {
+        case -ENOENT: lg_http_respond_error(req, 404, "NotFound", "%s", msg); break;
+        case -EEXIST: lg_http_respond_error(req, 409, "Conflict", "%s", msg); break;
+        case -ESTALE: lg_http_respond_error(req, 409, "Conflict", "%s", msg); break;
+        case -EBUSY: lg_http_respond_error(req, 409, "Conflict", "%s", msg); break;
+        case -EINVAL: lg_http_respond_error(req, 400, "BadRequest", "%s", msg); break;
+        case -EFBIG:
+        case -E2BIG: lg_http_respond_error(req, 413, "TooLarge", "%s", msg); break;
+        default: lg_http_respond_error(req, 500, "Internal", "%s", msg); break;
+        }
+}
+
+json_t *api_body_json(struct lg_http_request *req) {
+        size_t len = 0;
+        const char *body = lg_http_request_body(req, &len);
+        if (!body || len == 0) {
+                lg_http_respond_error(req, 400, "BadRequest", "%s", "a JSON object body is required");
+                return NULL;
+        }
+        json_error_t je;
+        json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+        if (!doc) {
+                lg_http_respond_error(req, 400, "BadRequest", "malformed JSON at line %d column %d: %s", je.line,
+                                      je.column, je.text);
+                return NULL;
+        }
+        if (!json_is_object(doc)) {
+                json_decref(doc);
+                lg_http_respond_error(req, 400, "BadRequest", "%s", "the body must be a JSON object");
+                return NULL;
+        }
+        return doc;
+}
+
+bool api_only_fields(struct lg_http_request *req, const json_t *obj, const char *what,
+                     const char *const *allowed) {
+        char bad[512] = "";
+        size_t off = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *) obj, k, v) {
+                bool ok = false;
+                for (size_t i = 0; allowed[i] && !ok; i++)
+                        ok = !strcmp(k, allowed[i]);
+                if (!ok && off < sizeof(bad) - 1)
+                        off += (size_t) snprintf(bad + off, sizeof(bad) - off, "%s`%.64s`", off ? ", " : "", k);
+        }
+        if (!off)
+                return true;
+        lg_http_respond_error(req, 400, "BadRequest", "unknown field%s in %s: %s", strchr(bad, ',') ? "s" : "",
+                              what, bad);
+        return false;
+}
+
+int api_parse_cpu(const json_t *v, uint64_t *ret) {
+        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 1024) {
+                *ret = (uint64_t) json_integer_value(v) * 1000;
+                return 0;
+        }
+        if (json_is_real(v) && json_real_value(v) > 0 && json_real_value(v) <= 1024) {
+                *ret = (uint64_t) (json_real_value(v) * 1000 + 0.5);
+                return *ret ? 0 : -EINVAL;
+        }
+        if (!json_is_string(v))
+                return -EINVAL;
+        const char *s = json_string_value(v);
+        char *end;
+        errno = 0;
+        double x = strtod(s, &end);
+        if (errno || end == s || x <= 0 || x > 1024000)
+                return -EINVAL;
+        if (!strcmp(end, "m"))
+                *ret = (uint64_t) x;
+        else if (!*end)
+                *ret = (uint64_t) (x * 1000 + 0.5);
+        else
+                return -EINVAL;
+        return *ret ? 0 : -EINVAL;
+}
+
+int api_parse_memory(const json_t *v, uint64_t *ret) {
+        if (json_is_integer(v) && json_integer_value(v) > 0) {
+                *ret = (uint64_t) json_integer_value(v);
+        } else if (!json_is_string(v) || lg_parse_size(json_string_value(v), ret) < 0) {
+                return -EINVAL;
+        }
+        return *ret >= (4u << 20) && *ret <= (64ull << 30) ? 0 : -ERANGE;
+}
+
+/* ---- namespaces ------------------------------------------------------------ */
+
+static json_t *namespace_json(const struct lg_resource *r) {
+        char t[32];
+        lg_store_format_time(r->created_at, t, sizeof(t));
+        return json_pack("{s:s, s:s}", "name", r->name, "createdAt", t);
+}
+
+static void api_namespaces(struct api_call *c) {
+        const char *m = lg_http_request_method(c->req);
+        struct lg_error err = {0};
+        if (!strcmp(m, "GET")) {
+                struct lg_resource_list l = {0};
+                int r = lg_store_list(c->d->store, "Namespace", "", NULL, &l, &err);
+                if (r < 0)
+                        return api_store_error(c->req, r, &err);
+                json_t *items = json_array();
+                for (size_t i = 0; i < l.n; i++)
+                        if (api_is_admin(c) || !strcmp(l.items[i]->name, c->token.namespace))
+                                json_array_append_new(items, namespace_json(l.items[i]));
+                lg_resource_list_free(&l);
+                api_json(c->req, 200, json_pack("{s:o}", "items", items));
+                return;
+        }
+        if (strcmp(m, "POST")) {
+                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET or POST");
+                return;
+        }
+        if (!api_is_admin(c)) {
+                lg_http_respond_error(c->req, 403, "Forbidden", "%s", "creating namespaces needs an admin token");
+                return;
+        }
+        json_t *body = api_body_json(c->req);
+        if (!body)
+                return;
+        static const char *const fields[] = {"name", NULL};
+        const char *name = json_string_value(json_object_get(body, "name"));
+        if (!api_only_fields(c->req, body, "a namespace", fields)) {
+                json_decref(body);
+                return;
+        }
+        if (!name || !lg_store_valid_name(name)) {
+                lg_http_respond_error(c->req, 400, "BadRequest",
+                                      "invalid namespace name `%s`: 1-63 of [a-z0-9-], starting and ending "
+                                      "with a letter or digit",
+                                      name ? name : "");
+                json_decref(body);
+                return;
+        }
+        struct lg_resource *res = NULL;
+        int r = lg_store_apply(c->d->store, LG_KEY("Namespace", "", name), NULL, NULL, &res, &err);
+        json_decref(body);
+        if (r < 0)
+                return api_store_error(c->req, r, &err);
+        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, namespace_json(res));
+        lg_resource_free(res);
+}
+
+static void api_namespace(struct api_call *c, const char *ns) {
+        const char *m = lg_http_request_method(c->req);
+        if (!api_ns_exists(c, ns))
+                return;
+        struct lg_error err = {0};
+        struct lg_resource *res = NULL;
+        if (!strcmp(m, "GET")) {
+                int r = lg_store_get(c->d->store, LG_KEY("Namespace", "", ns), &res, &err);
+                if (r < 0)
+                        return api_store_error(c->req, r, &err);
+                api_json(c->req, 200, namespace_json(res));
+                lg_resource_free(res);
+                return;
+        }
+        if (strcmp(m, "DELETE")) {
+                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET or DELETE");
+                return;
+        }
+        if (!api_is_admin(c)) {
+                lg_http_respond_error(c->req, 403, "Forbidden", "%s", "deleting namespaces needs an admin token");
+                return;
+        }
+        struct lg_resource_list l = {0};
+        int r = lg_store_list(c->d->store, "App", ns, NULL, &l, &err);
+        size_t n = l.n;
+        lg_resource_list_free(&l);
+        if (r < 0)
+                return api_store_error(c->req, r, &err);
+        if (n) {
+                lg_http_respond_error(c->req, 409, "Conflict", "namespace `%s` still has %zu app%s", ns, n,
+                                      n == 1 ? "" : "s");
+                return;
+        }
+        r = lg_store_delete(c->d->store, LG_KEY("Namespace", "", ns), 0, NULL, &err);
+        if (r < 0)
+                return api_store_error(c->req, r, &err);
+        lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
+}
+
+/* ---- tokens --------------------------------------------------------------- */
+
+static json_t *token_json(const struct lg_token *t) {
+        char ct[32];
+        lg_store_format_time(t->created_at, ct, sizeof(ct));
+        return json_pack("{s:s, s:s, s:s, s:s}", "id", t->id, "namespace", t->namespace, "description",
+                         t->description, "createdAt", ct);
+}
+
+static void api_tokens(struct api_call *c, const char *ns, const char *id) {
+        const char *m = lg_http_request_method(c->req);
+        struct lg_error err = {0};
+        if (!api_ns_exists(c, ns))
+                return;
+        if (id) {
+                if (strcmp(m, "DELETE")) {
+                        lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use DELETE");
+                        return;
+                }
+                struct lg_token_list l = {0};
+                int r = lg_store_token_list(c->d->store, ns, &l, &err);
+                bool found = false;
+                for (size_t i = 0; r >= 0 && i < l.n; i++)
+                        found |= !strcmp(l.items[i].id, id);
+                lg_token_list_free(&l);
+                if (!found) {
+                        lg_http_respond_error(c->req, 404, "NotFound", "token `%s` not found", id);
+                        return;
+                }
+                r = lg_store_token_delete(c->d->store, id, &err);
+                if (r < 0)
+                        return api_store_error(c->req, r, &err);
+                lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
+                return;
+        }
+        if (!strcmp(m, "GET")) {
+                struct lg_token_list l = {0};
+                int r = lg_store_token_list(c->d->store, ns, &l, &err);
+                if (r < 0)
+                        return api_store_error(c->req, r, &err);
+                json_t *items = json_array();
+                for (size_t i = 0; i < l.n; i++)
+                        json_array_append_new(items, token_json(&l.items[i]));
+                lg_token_list_free(&l);
+                api_json(c->req, 200, json_pack("{s:o}", "items", items));
+                return;
+        }
+        if (strcmp(m, "POST")) {
+                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET or POST");
+                return;
+        }
+        size_t len = 0;
+        lg_http_request_body(c->req, &len);
+        json_t *body = len ? api_body_json(c->req) : json_object();
+        if (!body)
+                return;
+        static const char *const fields[] = {"description", NULL};
+        if (!api_only_fields(c->req, body, "a token", fields)) {
+                json_decref(body);
+                return;
+        }
+        const char *desc = json_string_value(json_object_get(body, "description"));
+        struct lg_token t;
+        char secret[LG_TOKEN_SECRET_SIZE];
+        int r = lg_store_token_create(c->d->store, ns, desc ? desc : "", 0, &t, secret, &err);
+        json_decref(body);
+        if (r < 0)
+                return api_store_error(c->req, r, &err);
+        json_t *doc = token_json(&t);
+        json_object_set_new(doc, "token", json_string(secret));
+        api_json(c->req, 201, doc);
+}
+
+/* ---- packages (streamed upload into the blob store) ------------------------ */
+
+struct upload {
+        struct api_call c;
+        char ns[LG_STORE_NAME_MAX + 1];
+        struct lg_blob_writer *w;
+        struct lg_error err;
+        int failed;
+};
+
+static void upload_data(struct lg_http_request *req, const char *data, size_t len, void *ud) {
+        struct upload *u = ud;
+        (void) req;
+        if (u->failed)
+                return;
+        int r = lg_blob_write(u->w, data, len, &u->err);
+        if (r < 0)
+                u->failed = r;
+}
+
+static void upload_end(struct lg_http_request *req, void *ud) {
+        struct upload *u = ud;
+        struct lg_daemon *d = u->c.d;
+        struct lg_digest dg;
+        struct lg_pkg_info info = {0};
+        int r = u->failed;
+        if (r < 0) {
+                lg_blob_abort(u->w);
+        } else {
+                r = lg_blob_commit(u->w, NULL, &dg, &u->err);
+        }
+        u->w = NULL;
+        /* Extract now: a bad archive is refused at upload, with the entry
+         * that is wrong, and nothing of it is kept. */
+        if (r >= 0) {
+                struct lg_blob known;
+                bool recorded = lg_store_blob_get(d->store, dg.hex, &known, NULL) == 0;
+                r = lg_blob_extract(d->blobs, dg.hex, NULL, &info, &u->err);
+                if (r < 0 && !recorded)
+                        lg_blob_delete(d->blobs, dg.hex, NULL);
+        }
+        if (r >= 0) {
+                char path[4096];
+                lg_blob_path(d->blobs, dg.hex, path, sizeof(path));
+                struct stat st;
+                uint64_t size = stat(path, &st) == 0 ? (uint64_t) st.st_size : 0;
+                r = lg_store_blob_put(d->store, dg.hex, size, "application/octet-stream", NULL, &u->err);
+                if (r >= 0) {
+                        json_t *top = json_array();
+                        for (size_t i = 0; i < info.n_top; i++)
+                                json_array_append_new(top, json_string(info.top[i]));
+                        api_json(req, 201,
+                                 json_pack("{s:s, s:I, s:I, s:I, s:o}", "digest", dg.hex, "size", (json_int_t) size,
+                                           "files", (json_int_t) info.n_files, "bytes",
+                                           (json_int_t) info.total_bytes, "top", top));
+                }
+        }
+        lg_pkg_info_free(&info);
+        if (r < 0) {
+                if (r == -EFBIG || r == -E2BIG)
+                        lg_http_respond_error(req, 413, "TooLarge", "%s", u->err.msg);
+                else if (r == -EINVAL || r == -EPERM || r == -EBADMSG || r == -ELOOP || r == -ENAMETOOLONG ||
+                         r == -EILSEQ || r == -ENOTDIR || r == -EEXIST || r == -EPROTO)
+                        lg_http_respond_error(req, 400, "BadPackage", "%s", u->err.msg);
+                else
+                        lg_http_respond_error(req, 500, "Internal", "%s", u->err.msg[0] ? u->err.msg : strerror(-r));
+        }
+        free(u);
+}
+
+static void upload_abort(struct lg_http_request *req, int reason, void *ud) {
+        struct upload *u = ud;
+        (void) reason;
+        if (u->w)
+                lg_blob_abort(u->w);
+        free(u);
+        lg_http_response_abort(req);
+}
+
+static void api_packages(struct api_call *c, const char *ns) {
+        const char *m = lg_http_request_method(c->req);
+        if (!api_ns_exists(c, ns))
+                return;
+        if (strcmp(m, "POST")) {
+                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s",
+                                      "POST a zip or tar.gz archive as the request body");
+                return;
+        }
+        struct upload *u = calloc(1, sizeof(*u));
+        if (!u) {
+                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
+                return;
+        }
+        u->c = *c;
+        snprintf(u->ns, sizeof(u->ns), "%s", ns);
+        int r = lg_blob_begin(c->d->blobs, &u->w, &u->err);
+        if (r < 0) {
+                lg_http_respond_error(c->req, 500, "Internal", "%s", u->err.msg);
+                free(u);
+                return;
+        }
+        lg_http_request_set_body_limit(c->req, lg_blobstore_max_bytes(c->d->blobs));
+        lg_http_request_on_abort(c->req, upload_abort, u);
+        if (lg_http_request_read(c->req, upload_data, upload_end, u) < 0) {
+                /* The server answered 413 itself; abort will follow. */
+        }
+}
+
+/* ---- pool groups ------------------------------------------------------------ */
+
+static const char *const pool_fields[] = {"runtime", "ready", "cpu", "memory", "startupBoost", NULL};
+
+/* Validate a pool group spec and fill the node's view of it. */
+static int pool_from_spec(struct lg_http_request *req, const char *name, const json_t *spec,
+                          struct lg_pool_spec *ps) {
+        memset(ps, 0, sizeof(*ps));
+        ps->name = name;
+        if (req && !api_only_fields(req, spec, "a pool group", pool_fields))
+                return -EINVAL;
+        ps->runtime = json_string_value(json_object_get(spec, "runtime"));
+        const char *err = NULL;
+        if (!ps->runtime || (strcmp(ps->runtime, "python3") && strcmp(ps->runtime, "node") && strcmp(ps->runtime, "custom")))
+                err = "`runtime` must be python3, node or custom";
+        json_t *ready = json_object_get(spec, "ready");
+        if (!err && ready && (!json_is_integer(ready) || json_integer_value(ready) < 0 || json_integer_value(ready) > 1000))
+                err = "`ready` must be an integer from 0 to 1000";
+        ps->ready = ready ? (unsigned) json_integer_value(ready) : 1;
+        json_t *v;
+        if (!err && (v = json_object_get(spec, "cpu")) && api_parse_cpu(v, &ps->cpu_millis) < 0)
+                err = "`cpu` must be CPUs (0.5) or millicores (\"500m\")";
+        if (!err && (v = json_object_get(spec, "memory")) && api_parse_memory(v, &ps->memory_bytes) < 0)
+                err = "`memory` must be a size from 4Mi to 64Gi (\"256Mi\")";
+        json_t *boost = json_object_get(spec, "startupBoost");
+        if (!err && boost) {
+                static const char *const bf[] = {"cpu", "seconds", NULL};
+                if (!json_is_object(boost))
+                        err = "`startupBoost` must be an object {cpu, seconds}";
+                else if (req && !api_only_fields(req, boost, "startupBoost", bf))
+                        return -EINVAL;
+                else if (!(v = json_object_get(boost, "cpu")) || api_parse_cpu(v, &ps->boost_cpu_millis) < 0)
+                        err = "`startupBoost.cpu` must be CPUs or millicores";
+                else if (!json_is_integer(v = json_object_get(boost, "seconds")) || json_integer_value(v) < 1 ||
+                         json_integer_value(v) > 3600)
+                        err = "`startupBoost.seconds` must be an integer from 1 to 3600";
+                else
+                        ps->boost_seconds = (unsigned) json_integer_value(v);
+        }
+        if (err) {
+                if (req)
+                        lg_http_respond_error(req, 400, "BadRequest", "pool group `%s`: %s", name, err);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static json_t *pool_json(struct lg_daemon *d, const struct lg_resource *r) {
+        json_t *doc = json_pack("{s:s, s:O}", "name", r->name, "spec", r->spec);
+        struct lg_pool_stats ps;
+        if (lg_node_pool_stats(d->node, r->name, &ps) == 0)
+                json_object_set_new(doc, "status",
+                                    json_pack("{s:i, s:i, s:I, s:I, s:I}", "ready", ps.ready, "starting", ps.starting,
+                                              "created", (json_int_t) ps.created, "taken", (json_int_t) ps.taken,
+                                              "onDemand", (json_int_t) ps.on_demand));
+        return doc;
+}
+
+static void api_pools(struct api_call *c, const char *name) {
+        const char *m = lg_http_request_method(c->req);
+        struct lg_error err = {0};
+        if (!name) {
+                if (strcmp(m, "GET")) {
+                        lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET");
+                        return;
+                }
+                struct lg_resource_list l = {0};
+                int r = lg_store_list(c->d->store, "PoolGroup", "", NULL, &l, &err);
+                if (r < 0)
+                        return api_store_error(c->req, r, &err);
+                json_t *items = json_array();
+                for (size_t i = 0; i < l.n; i++)
+                        json_array_append_new(items, pool_json(c->d, l.items[i]));
+                lg_resource_list_free(&l);
+                api_json(c->req, 200, json_pack("{s:o}", "items", items));
+                return;
+        }
+        if (!strcmp(m, "GET")) {
+                struct lg_resource *res = NULL;
+                int r = lg_store_get(c->d->store, LG_KEY("PoolGroup", "", name), &res, &err);
+                if (r < 0)
+                        return api_store_error(c->req, r, &err);
+                api_json(c->req, 200, pool_json(c->d, res));
+                lg_resource_free(res);
+                return;
+        }
+        if (!api_is_admin(c)) {
+                lg_http_respond_error(c->req, 403, "Forbidden", "%s", "changing pool groups needs an admin token");
+                return;
+        }
+        if (!strcmp(m, "DELETE")) {
+                int r = lg_store_delete(c->d->store, LG_KEY("PoolGroup", "", name), 0, NULL, &err);
+                if (r < 0)
+                        return api_store_error(c->req, r, &err);
+                lg_node_pool_delete(c->d->node, name);
+                lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
+                return;
+        }
+        if (strcmp(m, "PUT")) {
+                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET, PUT or DELETE");
+                return;
+        }
+        if (!lg_store_valid_name(name)) {
+                lg_http_respond_error(c->req, 400, "BadRequest", "invalid pool group name `%s`", name);
+                return;
+        }
+        json_t *spec = api_body_json(c->req);
+        if (!spec)
+                return;
+        struct lg_pool_spec ps;
+        if (pool_from_spec(c->req, name, spec, &ps) < 0) {
+                json_decref(spec);
+                return;
+        }
+        struct lg_resource *res = NULL;
+        int r = lg_store_apply(c->d->store, LG_KEY("PoolGroup", "", name), NULL, spec, &res, &err);
+        json_decref(spec);
+        if (r < 0)
+                return api_store_error(c->req, r, &err);
+        pool_from_spec(NULL, name, res->spec, &ps);
+        lg_node_pool_set(c->d->node, &ps, NULL);
+        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, pool_json(c->d, res));
+        lg_resource_free(res);
+}
+
+/* ---- routing ------------------------------------------------------------- */
+
+static bool is_data_path(struct lg_http_request *req, const char **ns, const char **app) {
+        const char *const *seg;
+        int n = lg_http_request_segments(req, &seg);
+        if (n >= 3 && !strcmp(seg[0], "fn")) {
+                *ns = seg[1];
+                *app = seg[2];
+                return true;
+        }
+        return false;
+}
+
+enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdata) {
+        (void) userdata;
+        const char *ns, *app;
+        const char *const *seg;
+        int n = lg_http_request_segments(req, &seg);
+        if (is_data_path(req, &ns, &app))
+                return LG_HTTP_BODY_STREAM;
+        /* POST /v1/namespaces/{ns}/packages: archives are streamed to disk. */
+        if (n == 4 && !strcmp(seg[0], "v1") && !strcmp(seg[3], "packages") &&
+            !strcmp(lg_http_request_method(req), "POST"))
+                return LG_HTTP_BODY_STREAM;
+        return LG_HTTP_BODY_BUFFER;
+}
+
+static bool authenticate(struct lg_daemon *d, struct lg_http_request *req, struct lg_token *tok) {
+        const char *h = lg_http_request_header(req, "Authorization");
+        if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+                lg_http_respond_error(req, 401, "Unauthorized", "%s",
+                                      "missing `Authorization: Bearer <token>` (see $LEGION_HOME/admin.token)");
+                return false;
+        }
+        struct lg_error err = {0};
+        int r = lg_store_token_lookup(d->store, h + 7, tok, &err);
+        if (r == -EKEYEXPIRED) {
+                lg_http_respond_error(req, 401, "Unauthorized", "%s", "the token has expired");
+                return false;
+        }
+        if (r < 0) {
+                lg_http_respond_error(req, 401, "Unauthorized", "%s", "invalid token");
+                return false;
+        }
+        return true;
+}
+
+void lg_api_on_request(struct lg_http_request *req, void *userdata) {
+        struct lg_daemon *d = userdata;
+        const char *const *seg;
+        int n = lg_http_request_segments(req, &seg);
+        if (n == 1 && !strcmp(seg[0], "healthz")) {
+                api_json(req, 200, json_pack("{s:s}", "status", "ok"));
+                return;
+        }
+        struct api_call c = {.d = d, .req = req, .seg = seg, .nseg = n};
+        if (!authenticate(d, req, &c.token))
+                return;
+        const char *ns, *app;
+        if (is_data_path(req, &ns, &app)) {
+                if (!api_ns_allowed(&c, ns))
+                        return;
+                /* The function sees the path after /fn/{ns}/{app}. */
+                const char *target = lg_http_request_target(req);
+                const char *p = target;
+                for (int i = 0; i < 3 && p; i++)
+                        p = strchr(p + 1, '/');
+                const char *q = strchr(target, '?');
+                char buf[8192];
+                if (!p || (q && p > q))
+                        snprintf(buf, sizeof(buf), "/%s", q ? q : "");
+                else
+                        snprintf(buf, sizeof(buf), "%s", p);
+                api_data_path(d, req, ns, app, buf);
+                return;
+        }
+        if (n < 2 || strcmp(seg[0], "v1")) {
+                lg_http_respond_error(req, 404, "NotFound", "no such endpoint `%s`", lg_http_request_path(req));
+                return;
+        }
+        if (!strcmp(seg[1], "namespaces")) {
+                if (n == 2)
+                        return api_namespaces(&c);
+                if (n == 3)
+                        return api_namespace(&c, seg[2]);
+                if (n >= 4 && !strcmp(seg[3], "tokens") && n <= 5)
+                        return api_tokens(&c, seg[2], n == 5 ? seg[4] : NULL);
+                if (n == 4 && !strcmp(seg[3], "packages"))
+                        return api_packages(&c, seg[2]);
+                if (n == 4 && !strcmp(seg[3], "apps"))
+                        return api_apps(&c, seg[2]);
+                if (n == 5 && !strcmp(seg[3], "apps"))
+                        return api_app(&c, seg[2], seg[4]);
+                if (n == 6 && !strcmp(seg[3], "apps") && !strcmp(seg[5], "logs"))
+                        return api_app_logs(&c, seg[2], seg[4]);
+        }
+        if (!strcmp(seg[1], "poolgroups") && n <= 3)
+                return api_pools(&c, n == 3 ? seg[2] : NULL);
+        lg_http_respond_error(req, 404, "NotFound", "no such endpoint `%s`", lg_http_request_path(req));
+}
+
+int lg_api_restore(struct lg_daemon *d, struct lg_error *err) {
+        struct lg_resource_list l = {0};
+        int r = lg_store_list(d->store, "PoolGroup", "", NULL, &l, err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < l.n; i++) {
+                struct lg_pool_spec ps;
+                if (pool_from_spec(NULL, l.items[i]->name, l.items[i]->spec, &ps) == 0)
+                        lg_node_pool_set(d->node, &ps, NULL);
+        }
+        lg_resource_list_free(&l);
+        r = lg_store_list(d->store, "App", NULL, NULL, &l, err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < l.n; i++)
+                api_app_activate(d, l.items[i]->namespace, l.items[i]->name, NULL);
+        lg_resource_list_free(&l);
+        return 0;
+}

@@ -1,0 +1,31 @@
+/* State shared by legiond's parts: the store, blobs, node agent, router and
+ * API server of one single-node legiond, all on one libuv loop. */
+#pragma once
+
+#include <uv.h>
+
+#include "http/http.h"
+#include "node/node.h"
+#include "pkg/pkg.h"
+#include "router/router.h"
+#include "store/store.h"
+
+struct lg_daemon {
+        uv_loop_t *loop;
+        char *home;          /* $LEGION_HOME */
+        char *runtimes_dir;
+        char *logs_dir;      /* <home>/logs/<ns>/<app>.log */
+        lg_store *store;
+        struct lg_blobstore *blobs;
+        lg_node *node;
+        lg_router *router;
+        struct lg_http_server *http;
+};
+
+/* api.c */
+enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdata);
+void lg_api_on_request(struct lg_http_request *req, void *userdata);
+/* Load pool groups and apps from the store into the node and router. */
+int lg_api_restore(struct lg_daemon *d, struct lg_error *err);
+/* The router's log sink: <logs>/<ns>/<app>.log, capped. */
+void lg_api_app_log(const char *key, const char *line, void *userdata);

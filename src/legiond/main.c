@@ -1,0 +1,215 @@
+/* legiond: with no arguments, a whole single-node Legion in one process:
+ * the HTTP API and router, the store (SQLite under $LEGION_HOME), the node
+ * agent with its warm pools. The only place that logs: one line per event
+ * on stderr. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "legiond/daemon.h"
+
+#ifndef LG_RUNTIMES_DIR
+#define LG_RUNTIMES_DIR "/usr/lib/legion/runtimes"
+#endif
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+        char ts[32];
+        time_t now = time(NULL);
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+        fprintf(stderr, "%s legiond: ", ts);
+        va_list ap;
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+}
+
+static void usage(FILE *f) {
+        fputs("usage: legiond [--home DIR] [--listen HOST:PORT] [--runtimes DIR]\n"
+              "\n"
+              "  --home DIR          state: store, packages, logs (default $LEGION_HOME or ./var/legion)\n"
+              "  --listen HOST:PORT  API and function endpoint (default 127.0.0.1:7070)\n"
+              "  --runtimes DIR      language workers (default: the build's runtimes/)\n",
+              f);
+}
+
+/* The admin token: $LEGION_HOME/admin.token (0600), made on first start or
+ * whenever the store no longer knows the one in the file. */
+static int ensure_admin_token(struct lg_daemon *d, struct lg_error *err) {
+        char path[4096], buf[256];
+        snprintf(path, sizeof(path), "%s/admin.token", d->home);
+        struct lg_token t;
+        if (lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0 && lg_store_token_lookup(d->store, buf, &t, NULL) == 0)
+                return 0;
+        char secret[LG_TOKEN_SECRET_SIZE];
+        int r = lg_store_token_create(d->store, LG_TOKEN_ADMIN, "admin (made by legiond at first start)", 0, &t,
+                                      secret, err);
+        if (r < 0)
+                return r;
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return lg_error_set(err, errno, "write `%s`", path);
+        fchmod(fd, 0600);
+        r = lg_write_all(fd, secret, strlen(secret));
+        if (r >= 0)
+                r = lg_write_all(fd, "\n", 1);
+        close(fd);
+        if (r < 0)
+                return lg_error_set(err, r, "write `%s`", path);
+        say("admin token written to %s", path);
+        return 0;
+}
+
+/* First start: a `default` namespace and a warm pool per runtime. */
+static int bootstrap(struct lg_daemon *d, struct lg_error *err) {
+        int r = lg_store_apply(d->store, LG_KEY("Namespace", "", "default"), NULL, NULL, NULL, err);
+        if (r < 0)
+                return r;
+        struct lg_resource_list l = {0};
+        r = lg_store_list(d->store, "PoolGroup", "", NULL, &l, err);
+        size_t n = l.n;
+        lg_resource_list_free(&l);
+        if (r < 0 || n > 0)
+                return r;
+        static const struct { const char *name; int ready; } pools[] = {
+                {"python3", 2}, {"node", 1}, {"custom", 0},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(pools); i++) {
+                json_t *spec = json_pack("{s:s, s:i, s:s, s:s, s:{s:s, s:i}}", "runtime", pools[i].name, "ready",
+                                         pools[i].ready, "cpu", "1000m", "memory", "256Mi", "startupBoost", "cpu",
+                                         "2000m", "seconds", 10);
+                r = lg_store_apply(d->store, LG_KEY("PoolGroup", "", pools[i].name), NULL, spec, NULL, err);
+                json_decref(spec);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static struct lg_daemon daemon_state;
+static uv_signal_t sig_term, sig_int;
+static int stopping;
+
+static void on_closed(void *ud) {
+        struct lg_daemon *d = ud;
+        uv_stop(d->loop);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+        struct lg_daemon *d = h->data;
+        if (stopping++) {
+                say("second signal: exiting now");
+                exit(1);
+        }
+        say("%s: shutting down", strsignal(signum));
+        lg_router_free(d->router);
+        d->router = NULL;
+        lg_http_server_close(d->http, on_closed, d);
+}
+
+int main(int argc, char **argv) {
+        static const struct option opts[] = {
+                {"home", required_argument, NULL, 'h'},
+                {"listen", required_argument, NULL, 'l'},
+                {"runtimes", required_argument, NULL, 'r'},
+                {"help", no_argument, NULL, '?' + 256},
+                {0, 0, 0, 0},
+        };
+        const char *home = getenv("LEGION_HOME");
+        const char *listen = "127.0.0.1:7070";
+        const char *runtimes = getenv("LEGION_RUNTIMES");
+        int c;
+        while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+                switch (c) {
+                case 'h': home = optarg; break;
+                case 'l': listen = optarg; break;
+                case 'r': runtimes = optarg; break;
+                case '?' + 256: usage(stdout); return 0;
+                default: usage(stderr); return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "legiond: unexpected argument `%s`\n", argv[optind]);
+                usage(stderr);
+                return 2;
+        }
+        if (geteuid() != 0) {
+                fprintf(stderr, "legiond: must run as root (sandboxes need namespaces, cgroups and mounts)\n");
+                return 1;
+        }
+        char host[256];
+        unsigned port;
+        const char *colon = strrchr(listen, ':');
+        if (!colon || colon == listen || (size_t) (colon - listen) >= sizeof(host) || sscanf(colon + 1, "%u", &port) != 1 ||
+            port == 0 || port > 65535) {
+                fprintf(stderr, "legiond: --listen wants HOST:PORT, got `%s`\n", listen);
+                return 2;
+        }
+        snprintf(host, sizeof(host), "%.*s", (int) (colon - listen), listen);
+
+        struct lg_daemon *d = &daemon_state;
+        struct lg_error err = {0};
+        d->loop = uv_default_loop();
+        if (lg_mkdir_p(home ? home : "var/legion", 0700) < 0 || !(d->home = realpath(home ? home : "var/legion", NULL))) {
+                fprintf(stderr, "legiond: cannot create the home directory `%s`: %s\n", home ? home : "var/legion",
+                        strerror(errno));
+                return 1;
+        }
+        if (!runtimes)
+                runtimes = LG_RUNTIMES_DIR;
+        if (!(d->runtimes_dir = realpath(runtimes, NULL))) {
+                fprintf(stderr, "legiond: runtimes directory `%s`: %s\n", runtimes, strerror(errno));
+                return 1;
+        }
+        char path[4096];
+        int r = asprintf(&d->logs_dir, "%s/logs", d->home);
+        snprintf(path, sizeof(path), "%s/legion.db", d->home);
+        if (r >= 0)
+                r = lg_store_open(path, NULL, &d->store, &err);
+        snprintf(path, sizeof(path), "%s/packages", d->home);
+        if (r >= 0)
+                r = lg_blobstore_open(path, &d->blobs, &err);
+        if (r >= 0)
+                r = bootstrap(d, &err);
+        if (r >= 0)
+                r = ensure_admin_token(d, &err);
+        snprintf(path, sizeof(path), "%s/run", d->home);
+        struct lg_node_config nc = {.loop = d->loop, .run_dir = path, .runtimes_dir = d->runtimes_dir};
+        if (r >= 0)
+                r = lg_node_new(&nc, &d->node, &err);
+        if (r >= 0)
+                r = lg_router_new(d->loop, d->node, lg_api_app_log, d, &d->router, &err);
+        struct lg_http_server_config hc = {
+                .on_head = lg_api_on_head,
+                .on_request = lg_api_on_request,
+                .userdata = d,
+                .max_connections = 4096,
+        };
+        if (r >= 0)
+                r = lg_http_server_new(d->loop, &hc, &d->http, &err);
+        if (r >= 0)
+                r = lg_http_server_listen_tcp(d->http, host, (uint16_t) port, &err);
+        if (r >= 0)
+                r = lg_api_restore(d, &err);
+        if (r < 0) {
+                say("%s", err.msg);
+                return 1;
+        }
+        signal(SIGPIPE, SIG_IGN);
+        uv_signal_init(d->loop, &sig_term);
+        uv_signal_init(d->loop, &sig_int);
+        sig_term.data = sig_int.data = d;
+        uv_signal_start(&sig_term, on_signal, SIGTERM);
+        uv_signal_start(&sig_int, on_signal, SIGINT);
+        say("listening on http://%s:%d (home %s)", host, lg_http_server_port(d->http), d->home);
+        uv_run(d->loop, UV_RUN_DEFAULT);
+        lg_node_free(d->node);
+        lg_blobstore_close(d->blobs);
+        lg_store_close(d->store);
+        say("stopped");
+        return 0;
+}

@@ -1,0 +1,752 @@
+/* The node agent: placeholder pools and instance specialization (node.h).
+ *
+ * Every sandbox here runs a language worker under legion-init with
+ * --worker-control: the worker's frames reach us on the sandbox's control
+ * socket marked via=worker. Frames are read without ever blocking, since
+ * after specialization the worker runs code we do not trust: a half frame
+ * must not stall the daemon.
+ *
+ * A sandbox goes STARTING (worker importing) -> READY (placeholder in its
+ * pool) -> SPECIALIZING (code mounted, specialize sent) -> SERVING, or to
+ * DEAD from any state. Each has a listening Unix socket made by us and
+ * handed to it as fd 4, on which the worker serves HTTP once specialized. */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "common/proto.h"
+#include "node/node.h"
+#include "sandbox/sandbox.h"
+
+enum inst_state { ST_STARTING, ST_READY, ST_SPECIALIZING, ST_SERVING, ST_DEAD };
+
+struct pool;
+
+struct lg_instance {
+        lg_node *node;
+        struct pool *pool;          /* while a placeholder */
+        struct lg_instance *next;   /* in the pool's list */
+        enum inst_state state;
+        lg_sandbox *sb;
+        char id[40];
+        char sock[256];
+        uv_poll_t ctl_poll, exit_poll;
+        uv_timer_t timer;           /* specialize deadline, then boost end */
+        uv_work_t work;             /* sandbox creation, off the loop */
+        struct lg_sandbox_spec sspec; /* what the work creates */
+        int listen_fd;
+        int create_result;
+        struct lg_error create_err;
+        bool creating;              /* work queued, handles not yet set up */
+        bool cancelled;             /* destroyed while creating */
+        struct lg_instance_spec *want; /* specialize once created (on demand) */
+        int handles_open;
+        char *rbuf;                 /* partial frame from the control socket */
+        size_t rlen, rcap;
+        bool cold;
+        uint64_t t_start;
+        uint64_t ready_ns;
+        uint64_t cpu_millis;
+        uint64_t boost_ms;          /* boosted CPU until this long after ready */
+        lg_instance_ready_cb ready_cb;
+        lg_instance_exit_cb exit_cb;
+        void *userdata;
+};
+
+struct pool {
+        struct pool *next;
+        char *name, *runtime;
+        struct lg_pool_spec spec;
+        lg_instance *placeholders;  /* STARTING and READY */
+        unsigned n_ready, n_starting;
+        uint64_t created, taken, on_demand;
+        bool deleted;
+};
+
+struct lg_node {
+        uv_loop_t *loop;
+        char *run_dir, *sandbox_dir, *sock_dir, *runtimes_dir;
+        uint64_t specialize_timeout_ms;
+        struct pool *pools;
+        struct lg_bind runtime_bind; /* runtimes_dir at /opt/legion/runtime */
+        uv_idle_t refill;
+        bool refill_active;
+        unsigned live;              /* instances not yet freed */
+};
+
+static const struct {
+        const char *runtime;
+        const char *argv[4];
+} runtimes[] = {
+        {"python3", {"python3", "-I", "/opt/legion/runtime/python/worker.py", NULL}},
+        {"node", {"node", "/opt/legion/runtime/node/worker.js", NULL, NULL}},
+        {"custom", {"python3", "-I", "/opt/legion/runtime/custom/worker.py", NULL}},
+};
+
+static const char *const *runtime_argv(const char *runtime) {
+        for (size_t i = 0; i < ARRAY_SIZE(runtimes); i++)
+                if (!strcmp(runtimes[i].runtime, runtime))
+                        return runtimes[i].argv;
+        return NULL;
+}
+
+static void schedule_refill(lg_node *node);
+static void spec_free(struct lg_instance_spec *s);
+static void instance_kill(lg_instance *inst, const char *why);
+static void on_boost_end(uv_timer_t *t);
+
+/* ---- instance lifetime ---------------------------------------------- */
+
+static void handle_closed(uv_handle_t *h) {
+        lg_instance *inst = h->data;
+        if (--inst->handles_open > 0)
+                return;
+        inst->node->live--;
+        free(inst->rbuf);
+        free(inst);
+}
+
+/* Tear the sandbox down now; the struct goes when its handles are closed. */
+static void instance_release(lg_instance *inst) {
+        if (inst->creating) {
+                /* create_done finishes the job on the loop. */
+                inst->cancelled = true;
+                inst->state = ST_DEAD;
+                return;
+        }
+        if (inst->state == ST_DEAD && !inst->sb)
+                return;
+        inst->state = ST_DEAD;
+        if (inst->sb) {
+                uv_poll_stop(&inst->ctl_poll);
+                uv_poll_stop(&inst->exit_poll);
+                uv_timer_stop(&inst->timer);
+                lg_sandbox_destroy(inst->sb);
+                inst->sb = NULL;
+        }
+        unlink(inst->sock);
+        spec_free(inst->want);
+        inst->want = NULL;
+        inst->handles_open = 3;
+        uv_close((uv_handle_t *) &inst->ctl_poll, handle_closed);
+        uv_close((uv_handle_t *) &inst->exit_poll, handle_closed);
+        uv_close((uv_handle_t *) &inst->timer, handle_closed);
+}
+
+static void pool_unlink(lg_instance *inst) {
+        struct pool *p = inst->pool;
+        if (!p)
+                return;
+        for (lg_instance **pp = &p->placeholders; *pp; pp = &(*pp)->next)
+                if (*pp == inst) {
+                        *pp = inst->next;
+                        break;
+                }
+        if (inst->state == ST_READY)
+                p->n_ready--;
+        else if (inst->state == ST_STARTING)
+                p->n_starting--;
+        inst->pool = NULL;
+        inst->next = NULL;
+}
+
+static void fail_ready(lg_instance *inst, int status, const char *message) {
+        lg_instance_ready_cb cb = inst->ready_cb;
+        inst->ready_cb = NULL;
+        if (cb)
+                cb(inst, status, message, inst->userdata);
+}
+
+/* An instance or placeholder is gone or must go: tell whoever waits. */
+static void instance_kill(lg_instance *inst, const char *why) {
+        enum inst_state was = inst->state;
+        lg_node *node = inst->node;
+        if (was == ST_DEAD)
+                return;
+        if (inst->pool) {
+                pool_unlink(inst);
+                schedule_refill(node);
+        }
+        lg_instance_exit_cb exit_cb = was == ST_SERVING ? inst->exit_cb : NULL;
+        instance_release(inst);
+        if (was == ST_SPECIALIZING)
+                fail_ready(inst, -EIO, why);
+        else if (exit_cb)
+                exit_cb(inst, why, inst->userdata);
+}
+
+void lg_instance_destroy(lg_instance *inst) {
+        if (!inst)
+                return;
+        inst->ready_cb = NULL;
+        inst->exit_cb = NULL;
+        if (inst->pool)
+                pool_unlink(inst);
+        instance_release(inst);
+}
+
+/* ---- control socket ----------------------------------------------------- */
+
+static void on_frame(lg_instance *inst, struct lg_msg *m) {
+        const char *op = lg_msg_get(m, "op");
+        const char *via = lg_msg_get(m, "via");
+        const char *phase = lg_msg_get(m, "phase");
+        if (!op)
+                return;
+        if (via && !strcmp(via, "worker")) {
+                if (!strcmp(op, "ready") && phase && !strcmp(phase, "placeholder") && inst->state == ST_STARTING) {
+                        struct pool *p = inst->pool;
+                        inst->state = ST_READY;
+                        if (p) {
+                                p->n_starting--;
+                                p->n_ready++;
+                        }
+                        return;
+                }
+                if (!strcmp(op, "ready") && phase && !strcmp(phase, "specialized") &&
+                    inst->state == ST_SPECIALIZING) {
+                        inst->state = ST_SERVING;
+                        inst->ready_ns = lg_now_ns() - inst->t_start;
+                        uv_timer_stop(&inst->timer);
+                        if (inst->boost_ms)
+                                uv_timer_start(&inst->timer, on_boost_end, inst->boost_ms, 0);
+                        fail_ready(inst, 0, NULL);
+                        return;
+                }
+                if (!strcmp(op, "error")) {
+                        const char *msg = lg_msg_get(m, "message");
+                        const char *type = lg_msg_get(m, "type");
+                        char text[1024];
+                        snprintf(text, sizeof(text), "%s%s%s", type ? type : "", type ? ": " : "",
+                                 msg ? msg : "the worker reported an error");
+                        instance_kill(inst, text);
+                }
+                return;
+        }
+        /* legion-init's own report: the workload is gone. */
+        if (!strcmp(op, "exit")) {
+                long long v;
+                char text[128];
+                if (lg_msg_get_int(m, "signal", &v) == 0)
+                        snprintf(text, sizeof(text), "worker killed by signal %lld", v);
+                else if (lg_msg_get_int(m, "code", &v) == 0)
+                        snprintf(text, sizeof(text), "worker exited with code %lld", v);
+                else
+                        snprintf(text, sizeof(text), "worker exited");
+                instance_kill(inst, text);
+        }
+}
+
+/* Read what is there, parse every whole frame, keep the rest. */
+static void on_control(uv_poll_t *h, int status, int events) {
+        lg_instance *inst = h->data;
+        (void) events;
+        if (status < 0 || inst->state == ST_DEAD) {
+                instance_kill(inst, "control socket failed");
+                return;
+        }
+        int fd = lg_sandbox_control_fd(inst->sb);
+        for (;;) {
+                if (inst->rcap - inst->rlen < 4096) {
+                        size_t cap = inst->rcap ? inst->rcap * 2 : 8192;
+                        if (cap > LG_PROTO_MAX + 8) {
+                                instance_kill(inst, "control frame too large");
+                                return;
+                        }
+                        char *b = realloc(inst->rbuf, cap);
+                        if (!b) {
+                                instance_kill(inst, "out of memory");
+                                return;
+                        }
+                        inst->rbuf = b;
+                        inst->rcap = cap;
+                }
+                /* fds are never expected from a sandbox: MSG_CMSG_CLOEXEC and
+                 * a zero-size control buffer make the kernel drop them. */
+                ssize_t n = recv(fd, inst->rbuf + inst->rlen, inst->rcap - inst->rlen,
+                                 MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                        break;
+                if (n <= 0) {
+                        instance_kill(inst, n == 0 ? "sandbox closed its control socket" : "control socket error");
+                        return;
+                }
+                inst->rlen += (size_t) n;
+                while (inst->rlen >= 4 && inst->state != ST_DEAD) {
+                        uint32_t len = (uint32_t) (unsigned char) inst->rbuf[0] |
+                                       (uint32_t) (unsigned char) inst->rbuf[1] << 8 |
+                                       (uint32_t) (unsigned char) inst->rbuf[2] << 16 |
+                                       (uint32_t) (unsigned char) inst->rbuf[3] << 24;
+                        if (len == 0 || len > LG_PROTO_MAX) {
+                                instance_kill(inst, "malformed control frame");
+                                return;
+                        }
+                        if (inst->rlen < 4 + (size_t) len)
+                                break;
+                        struct lg_msg m;
+                        lg_msg_init(&m);
+                        if (lg_msg_parse(&m, inst->rbuf + 4, len) < 0) {
+                                lg_msg_free(&m);
+                                instance_kill(inst, "malformed control frame");
+                                return;
+                        }
+                        memmove(inst->rbuf, inst->rbuf + 4 + len, inst->rlen - 4 - len);
+                        inst->rlen -= 4 + (size_t) len;
+                        on_frame(inst, &m);
+                        lg_msg_free(&m);
+                }
+                if (inst->state == ST_DEAD)
+                        return;
+        }
+}
+
+static void on_exit_poll(uv_poll_t *h, int status, int events) {
+        lg_instance *inst = h->data;
+        (void) status;
+        (void) events;
+        if (inst->state == ST_DEAD)
+                return;
+        /* Drain what the sandbox said last (op=exit) before deciding why. */
+        on_control(&inst->ctl_poll, 0, UV_READABLE);
+        if (inst->state == ST_DEAD)
+                return;
+        struct lg_sandbox_status st;
+        char text[64] = "sandbox exited";
+        if (lg_sandbox_poll(inst->sb, &st) == 1)
+                lg_sandbox_status_string(&st, text, sizeof(text));
+        instance_kill(inst, text);
+}
+
+/* ---- making sandboxes ------------------------------------------------- */
+
+static int listen_socket(const char *path, struct lg_error *err) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return lg_error_set(err, ENAMETOOLONG, "socket path `%s`", path);
+        strcpy(sa.sun_path, path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return lg_error_set(err, errno, "socket");
+        unlink(path);
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(fd, 512) < 0) {
+                int r = lg_error_set(err, errno, "listen on `%s`", path);
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+static const char *const placeholder_env[] = {
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/tmp", "LANG=C.UTF-8", "LEGION_LISTEN_FD=4", "PYTHONDONTWRITEBYTECODE=1", NULL,
+};
+static const char *const placeholder_mount_points[] = {"/code"};
+
+static void spec_free(struct lg_instance_spec *s) {
+        if (!s)
+                return;
+        free((char *) s->pool);
+        free((char *) s->app);
+        free((char *) s->entrypoint);
+        free((char *) s->code_dir);
+        if (s->env)
+                for (size_t i = 0; s->env[i]; i++)
+                        free((char *) s->env[i]);
+        free((void *) s->env);
+        free(s);
+}
+
+static struct lg_instance_spec *spec_dup(const struct lg_instance_spec *in) {
+        struct lg_instance_spec *s = calloc(1, sizeof(*s));
+        if (!s)
+                return NULL;
+        *s = *in;
+        size_t n = 0;
+        while (in->env && in->env[n])
+                n++;
+        s->pool = strdup(in->pool);
+        s->app = strdup(in->app);
+        s->entrypoint = in->entrypoint ? strdup(in->entrypoint) : NULL;
+        s->code_dir = strdup(in->code_dir);
+        const char **env = calloc(n + 1, sizeof(char *));
+        s->env = env;
+        bool ok = s->pool && s->app && s->code_dir && env && (!in->entrypoint || s->entrypoint);
+        for (size_t i = 0; ok && i < n; i++)
+                ok = (env[i] = strdup(in->env[i])) != NULL;
+        if (!ok) {
+                spec_free(s);
+                return NULL;
+        }
+        return s;
+}
+
+static int specialize(lg_instance *inst, const struct lg_instance_spec *spec, struct lg_error *err);
+
+/* In a thread-pool thread: the slow part (namespaces, mounts, exec).
+ * Sandboxes die with the thread that made them; libuv's pool threads live
+ * as long as the process. */
+static void create_work(uv_work_t *w) {
+        lg_instance *inst = w->data;
+        inst->create_result = lg_sandbox_create(&inst->sspec, &inst->sb, &inst->create_err);
+        if (inst->create_result >= 0)
+                inst->create_result = lg_sandbox_start(inst->sb, &inst->create_err);
+}
+
+static void create_done(uv_work_t *w, int status) {
+        lg_instance *inst = w->data;
+        lg_node *node = inst->node;
+        inst->creating = false;
+        if (inst->listen_fd >= 0)
+                close(inst->listen_fd);
+        inst->listen_fd = -1;
+        if (status < 0 && inst->create_result >= 0)
+                inst->create_result = status;
+        if (inst->cancelled || inst->create_result < 0) {
+                char why[600];
+                snprintf(why, sizeof(why), "cannot create a sandbox: %s",
+                         inst->create_err.msg[0] ? inst->create_err.msg : strerror(-inst->create_result));
+                bool cancelled = inst->cancelled;
+                if (inst->pool) {
+                        /* A failing pool must not spin: stop refilling it. */
+                        inst->pool->spec.ready = 0;
+                        pool_unlink(inst);
+                }
+                lg_sandbox_destroy(inst->sb);
+                inst->sb = NULL;
+                unlink(inst->sock);
+                spec_free(inst->want);
+                inst->want = NULL;
+                inst->state = ST_DEAD;
+                if (!cancelled)
+                        fail_ready(inst, inst->create_result < 0 ? inst->create_result : -ECANCELED, why);
+                /* Only the timer was set up; the struct goes with it. */
+                inst->handles_open = 1;
+                uv_close((uv_handle_t *) &inst->timer, handle_closed);
+                return;
+        }
+        uv_poll_init(node->loop, &inst->ctl_poll, lg_sandbox_control_fd(inst->sb));
+        uv_poll_init(node->loop, &inst->exit_poll, lg_sandbox_pidfd(inst->sb));
+        inst->ctl_poll.data = inst->exit_poll.data = inst;
+        uv_poll_start(&inst->ctl_poll, UV_READABLE, on_control);
+        uv_poll_start(&inst->exit_poll, UV_READABLE, on_exit_poll);
+        if (inst->want) {
+                struct lg_error err = {0};
+                int r = specialize(inst, inst->want, &err);
+                spec_free(inst->want);
+                inst->want = NULL;
+                if (r < 0)
+                        instance_kill(inst, err.msg);
+        }
+}
+
+/* Start making a sandbox for pool p; it becomes usable in create_done. */
+static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct lg_error *err) {
+        const char *const *argv = runtime_argv(p->runtime);
+        if (!argv)
+                return lg_error_set(err, EINVAL, "unknown runtime `%s`", p->runtime);
+        lg_instance *inst = calloc(1, sizeof(*inst));
+        if (!inst)
+                return lg_error_set(err, ENOMEM, "allocate instance");
+        inst->node = node;
+        inst->t_start = lg_now_ns();
+        inst->listen_fd = -1;
+        char hex[17];
+        lg_random_hex(hex, 8);
+        snprintf(inst->id, sizeof(inst->id), "i-%s", hex);
+        snprintf(inst->sock, sizeof(inst->sock), "%s/%s.sock", node->sock_dir, inst->id);
+        inst->listen_fd = listen_socket(inst->sock, err);
+        if (inst->listen_fd < 0) {
+                int r = inst->listen_fd;
+                free(inst);
+                return r;
+        }
+        struct lg_sandbox_spec *spec = &inst->sspec;
+        lg_sandbox_spec_init(spec);
+        spec->id = inst->id;
+        spec->state_root = node->sandbox_dir;
+        spec->binds = &node->runtime_bind;
+        spec->n_binds = 1;
+        spec->mount_points = placeholder_mount_points;
+        spec->n_mount_points = 1;
+        spec->argv = argv;
+        spec->envp = placeholder_env;
+        spec->cwd = "/tmp";
+        /* Code and runtime are read-only; /tmp is the sandbox's scratch. */
+        spec->readonly_root = true;
+        spec->memory_bytes = p->spec.memory_bytes ? p->spec.memory_bytes : 256ull << 20;
+        spec->cpu_millis = p->spec.boost_cpu_millis ? p->spec.boost_cpu_millis : p->spec.cpu_millis;
+        spec->pids_max = 256;
+        spec->capture_logs = true;
+        spec->worker_control = true;
+        spec->extra_fds = &inst->listen_fd;
+        spec->n_extra_fds = 1;
+        uv_timer_init(node->loop, &inst->timer);
+        inst->timer.data = inst;
+        inst->work.data = inst;
+        inst->creating = true;
+        node->live++;
+        p->created++;
+        uv_queue_work(node->loop, &inst->work, create_work, create_done);
+        *ret = inst;
+        return 0;
+}
+
+/* ---- pools ------------------------------------------------------------- */
+
+static struct pool *find_pool(lg_node *node, const char *name) {
+        for (struct pool *p = node->pools; p; p = p->next)
+                if (!p->deleted && !strcmp(p->name, name))
+                        return p;
+        return NULL;
+}
+
+/* Make missing placeholders, one per loop turn so requests interleave. */
+static void on_refill(uv_idle_t *h) {
+        lg_node *node = h->data;
+        for (struct pool *p = node->pools; p; p = p->next) {
+                if (p->deleted || p->n_ready + p->n_starting >= p->spec.ready)
+                        continue;
+                lg_instance *inst;
+                struct lg_error err = {0};
+                if (make_sandbox(node, p, &inst, &err) < 0) {
+                        /* Retried on the next change; a failing pool must not spin. */
+                        p->spec.ready = p->n_ready + p->n_starting;
+                        continue;
+                }
+                inst->state = ST_STARTING;
+                inst->pool = p;
+                inst->next = p->placeholders;
+                p->placeholders = inst;
+                p->n_starting++;
+                return;
+        }
+        uv_idle_stop(h);
+        node->refill_active = false;
+}
+
+static void schedule_refill(lg_node *node) {
+        if (node->refill_active)
+                return;
+        node->refill_active = true;
+        uv_idle_start(&node->refill, on_refill);
+}
+
+int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_error *err) {
+        if (!spec->name || !spec->runtime || !runtime_argv(spec->runtime))
+                return lg_error_set(err, EINVAL, "unknown runtime `%s` (python3, node or custom)",
+                                    spec->runtime ? spec->runtime : "");
+        struct pool *p = find_pool(node, spec->name);
+        if (!p) {
+                p = calloc(1, sizeof(*p));
+                if (!p || !(p->name = strdup(spec->name))) {
+                        free(p);
+                        return lg_error_set(err, ENOMEM, "allocate pool");
+                }
+                p->next = node->pools;
+                node->pools = p;
+        }
+        bool changed = p->runtime && (strcmp(p->runtime, spec->runtime) || p->spec.cpu_millis != spec->cpu_millis ||
+                                      p->spec.memory_bytes != spec->memory_bytes ||
+                                      p->spec.boost_cpu_millis != spec->boost_cpu_millis);
+        free(p->runtime);
+        p->runtime = strdup(spec->runtime);
+        p->spec = *spec;
+        p->spec.name = p->name;
+        p->spec.runtime = p->runtime;
+        /* Placeholders of an older shape are replaced; extra ones trimmed. */
+        lg_instance *inst = p->placeholders;
+        unsigned keep = 0;
+        while (inst) {
+                lg_instance *next = inst->next;
+                if (changed || keep >= spec->ready)
+                        lg_instance_destroy(inst);
+                else
+                        keep++;
+                inst = next;
+        }
+        schedule_refill(node);
+        return 0;
+}
+
+int lg_node_pool_delete(lg_node *node, const char *name) {
+        struct pool *p = find_pool(node, name);
+        if (!p)
+                return -ENOENT;
+        while (p->placeholders)
+                lg_instance_destroy(p->placeholders);
+        p->deleted = true; /* kept until the node goes: instances may point at it */
+        return 0;
+}
+
+int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *ret) {
+        struct pool *p = find_pool(node, name);
+        if (!p)
+                return -ENOENT;
+        *ret = (struct lg_pool_stats){p->n_ready, p->n_starting, p->created, p->taken, p->on_demand};
+        return 0;
+}
+
+/* ---- specialization -------------------------------------------------- */
+
+static void on_boost_end(uv_timer_t *t) {
+        lg_instance *inst = t->data;
+        if (inst->sb)
+                lg_sandbox_set_cpu(inst->sb, inst->cpu_millis, NULL);
+}
+
+static void on_specialize_timeout(uv_timer_t *t) {
+        lg_instance *inst = t->data;
+        if (inst->state == ST_STARTING || inst->state == ST_SPECIALIZING) {
+                inst->state = ST_SPECIALIZING;
+                instance_kill(inst, "timed out waiting for the worker to become ready");
+        }
+}
+
+static int send_specialize(lg_instance *inst, const struct lg_instance_spec *spec, struct lg_error *err) {
+        struct lg_msg m;
+        char rev[16];
+        lg_msg_init(&m);
+        snprintf(rev, sizeof(rev), "%u", spec->revision);
+        int r = lg_msg_add(&m, "op", "specialize");
+        if (r >= 0)
+                r = lg_msg_add(&m, "app", spec->app);
+        if (r >= 0)
+                r = lg_msg_add(&m, "revision", rev);
+        if (r >= 0 && spec->entrypoint && *spec->entrypoint)
+                r = lg_msg_add(&m, "entrypoint", spec->entrypoint);
+        if (r >= 0)
+                r = lg_msg_add(&m, "workdir", "/code");
+        for (size_t i = 0; r >= 0 && spec->env && spec->env[i]; i++)
+                r = lg_msg_add(&m, "env", spec->env[i]);
+        if (r >= 0)
+                r = lg_msg_send(lg_sandbox_control_fd(inst->sb), &m);
+        lg_msg_free(&m);
+        return r < 0 ? lg_error_set(err, r, "send specialize to `%s`", inst->id) : 0;
+}
+
+/* The placeholder is up (or was already): mount the code and specialize. */
+static int specialize(lg_instance *inst, const struct lg_instance_spec *spec, struct lg_error *err) {
+        int r = lg_sandbox_mount(inst->sb, spec->code_dir, "/code", true, err);
+        if (r >= 0)
+                r = send_specialize(inst, spec, err);
+        return r;
+}
+
+int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
+                           lg_instance_ready_cb ready_cb, lg_instance_exit_cb exit_cb,
+                           void *userdata, lg_instance **ret, struct lg_error *err) {
+        struct pool *p = find_pool(node, spec->pool);
+        if (!p)
+                return lg_error_set(err, ENOENT, "pool group `%s` does not exist", spec->pool);
+        lg_instance *inst = NULL;
+        for (lg_instance *i = p->placeholders; i; i = i->next)
+                if (i->state == ST_READY) {
+                        inst = i;
+                        break;
+                }
+        int r;
+        if (inst) {
+                pool_unlink(inst);
+                p->taken++;
+        } else {
+                /* Empty pool, or a burst larger than it: make one now. The
+                 * worker's imports and the specialize are then sequential,
+                 * but the request still succeeds. */
+                r = make_sandbox(node, p, &inst, err);
+                if (r < 0)
+                        return r;
+                inst->cold = true;
+                p->on_demand++;
+        }
+        schedule_refill(node);
+        inst->t_start = lg_now_ns();
+        inst->ready_cb = ready_cb;
+        inst->exit_cb = exit_cb;
+        inst->userdata = userdata;
+        inst->cpu_millis = spec->cpu_millis;
+        /* The placeholder runs with the pool's boosted CPU; the instance
+         * keeps it for boost_seconds after it is ready, then gets its own. */
+        inst->boost_ms = p->spec.boost_cpu_millis ? (uint64_t) p->spec.boost_seconds * 1000 : 0;
+        if (!inst->boost_ms && spec->cpu_millis != p->spec.cpu_millis && inst->sb)
+                lg_sandbox_set_cpu(inst->sb, spec->cpu_millis, NULL);
+        /* On demand, the specialize frame waits in the socket until the
+         * worker finishes its imports and reads it. */
+        inst->state = ST_SPECIALIZING;
+        if (inst->creating) {
+                inst->want = spec_dup(spec);
+                r = inst->want ? 0 : lg_error_set(err, ENOMEM, "copy instance spec");
+        } else {
+                r = specialize(inst, spec, err);
+        }
+        if (r < 0) {
+                inst->ready_cb = NULL;
+                instance_release(inst);
+                return r;
+        }
+        uv_timer_start(&inst->timer, on_specialize_timeout, node->specialize_timeout_ms, 0);
+        *ret = inst;
+        return 0;
+}
+
+/* ---- accessors and setup ------------------------------------------------ */
+
+const char *lg_instance_id(const lg_instance *inst) { return inst->id; }
+const char *lg_instance_socket(const lg_instance *inst) { return inst->sock; }
+bool lg_instance_cold(const lg_instance *inst) { return inst->cold; }
+uint64_t lg_instance_start_ns(const lg_instance *inst) { return inst->ready_ns; }
+const char *lg_instance_log_dir(const lg_instance *inst) {
+        return inst->sb ? lg_sandbox_state_dir(inst->sb) : NULL;
+}
+
+int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error *err) {
+        lg_node *node = calloc(1, sizeof(*node));
+        if (!node)
+                return lg_error_set(err, ENOMEM, "allocate node");
+        node->loop = cfg->loop;
+        node->specialize_timeout_ms = cfg->specialize_timeout_ms ? cfg->specialize_timeout_ms : 30000;
+        if (asprintf(&node->run_dir, "%s", cfg->run_dir) < 0 ||
+            asprintf(&node->sandbox_dir, "%s/sandboxes-root", cfg->run_dir) < 0 ||
+            asprintf(&node->sock_dir, "%s/sockets", cfg->run_dir) < 0 ||
+            asprintf(&node->runtimes_dir, "%s", cfg->runtimes_dir) < 0) {
+                lg_node_free(node);
+                return lg_error_set(err, ENOMEM, "allocate node");
+        }
+        int r = lg_mkdir_p(node->sock_dir, 0700);
+        if (r < 0) {
+                r = lg_error_set(err, r, "create `%s`", node->sock_dir);
+                lg_node_free(node);
+                return r;
+        }
+        /* Sandboxes of a previous run of this node are gone with it (they
+         * die with their owner); clean up what they left. */
+        lg_sandbox_gc(node->sandbox_dir, NULL);
+        node->runtime_bind = (struct lg_bind){node->runtimes_dir, "/opt/legion/runtime", true};
+        uv_idle_init(node->loop, &node->refill);
+        node->refill.data = node;
+        *ret = node;
+        return 0;
+}
+
+void lg_node_free(lg_node *node) {
+        if (!node)
+                return;
+        for (struct pool *p = node->pools, *next; p; p = next) {
+                next = p->next;
+                while (p->placeholders)
+                        lg_instance_destroy(p->placeholders);
+                free(p->name);
+                free(p->runtime);
+                free(p);
+        }
+        if (node->refill.loop) {
+                uv_idle_stop(&node->refill);
+                uv_close((uv_handle_t *) &node->refill, NULL);
+        }
+        free(node->run_dir);
+        free(node->sandbox_dir);
+        free(node->sock_dir);
+        free(node->runtimes_dir);
+        free(node);
+}

@@ -1,0 +1,83 @@
+/* The node agent: warm pools of placeholder sandboxes and their
+ * specialization into instances of an app revision.
+ *
+ * A pool group keeps `ready` placeholders: sandboxes already created with a
+ * language worker started, its imports done, waiting on its control socket.
+ * Specializing takes one (or creates one on demand when the pool is empty),
+ * mounts the app's code at /code inside it, sends `specialize` and reports
+ * when the worker is ready to serve HTTP on the instance's Unix socket. An
+ * instance belongs to its app revision for the rest of its life.
+ *
+ * Everything runs on one libuv loop; callbacks run on it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/util.h"
+
+typedef struct lg_node lg_node;
+typedef struct lg_instance lg_instance;
+
+struct lg_node_config {
+        uv_loop_t *loop;
+        const char *run_dir;      /* sandbox state and instance sockets */
+        const char *runtimes_dir; /* runtimes/ of this installation */
+        uint64_t specialize_timeout_ms; /* 0 = 30 s */
+};
+
+struct lg_pool_spec {
+        const char *name;
+        const char *runtime;      /* "python3", "node", "custom" */
+        unsigned ready;           /* placeholders kept warm */
+        uint64_t cpu_millis;      /* 0 = no quota */
+        uint64_t memory_bytes;    /* 0 = 256 MiB */
+        uint64_t boost_cpu_millis;/* startup boost; 0 = none */
+        unsigned boost_seconds;
+};
+
+struct lg_pool_stats {
+        unsigned ready;           /* placeholders waiting */
+        unsigned starting;        /* placeholders being made */
+        uint64_t created, taken, on_demand;
+};
+
+/* What an instance is made for. */
+struct lg_instance_spec {
+        const char *pool;         /* pool group to take a placeholder from */
+        const char *app;          /* "namespace/name" */
+        unsigned revision;
+        const char *entrypoint;   /* runtime-specific; NULL = the default */
+        const char *const *env;   /* K=V, NULL-terminated; may be NULL */
+        const char *code_dir;     /* host directory mounted at /code (ro) */
+        uint64_t cpu_millis;      /* the instance's own limit after boost */
+};
+
+/* status < 0: failed, and message says why (the instance is gone). */
+typedef void (*lg_instance_ready_cb)(lg_instance *inst, int status, const char *message, void *userdata);
+/* The instance died on its own (crash, OOM): status text, e.g. "OOMKilled". */
+typedef void (*lg_instance_exit_cb)(lg_instance *inst, const char *status, void *userdata);
+
+int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error *err);
+/* Destroy every placeholder and instance. */
+void lg_node_free(lg_node *node);
+
+/* Create or update a pool group; placeholders are made in the background. */
+int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_error *err);
+int lg_node_pool_delete(lg_node *node, const char *name);
+int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *ret);
+
+/* Start specializing an instance; ready_cb runs exactly once, unless the
+ * instance is destroyed first. exit_cb runs if it dies later. */
+int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
+                           lg_instance_ready_cb ready_cb, lg_instance_exit_cb exit_cb,
+                           void *userdata, lg_instance **ret, struct lg_error *err);
+/* Destroy: kill the sandbox, remove its socket. NULL is fine. */
+void lg_instance_destroy(lg_instance *inst);
+
+const char *lg_instance_id(const lg_instance *inst);
+const char *lg_instance_socket(const lg_instance *inst); /* HTTP on this Unix socket */
+bool lg_instance_cold(const lg_instance *inst);          /* no placeholder was ready */
+uint64_t lg_instance_start_ns(const lg_instance *inst);  /* time to ready */
+const char *lg_instance_log_dir(const lg_instance *inst);

@@ -1,0 +1,795 @@
+/* The router (router.h): per-app instances, concurrency slots, the request
+ * queue, forwarding with streaming in both directions, and scaling.
+ *
+ * Lifetimes: an app owns its instances (struct rinst) and its queue. A
+ * forwarded request (struct fwd) references its instance; an instance is
+ * freed only once no forward references it. Forwards stream without
+ * copying: each body piece is written with a completion callback while the
+ * source is paused, and the source resumes when the write is done. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "router/router.h"
+
+#define STABLE_WINDOW_S 60
+
+enum rstate { R_STARTING, R_READY, R_DRAINING, R_DEAD };
+
+struct app;
+
+struct rinst {
+        struct app *app;
+        struct rinst *next;
+        lg_instance *inst;
+        struct lg_http_upstream *up;
+        enum rstate state;
+        unsigned revision;
+        unsigned active;
+        unsigned refs;          /* forwards pointing here */
+        uint64_t last_used;
+        uint64_t t_start;
+        bool first_served;
+};
+
+struct pending {
+        struct pending *next, *prev;
+        struct app *app;
+        struct lg_http_request *req;
+        uv_timer_t deadline;
+        uint64_t arrived;
+        char target[];
+};
+
+struct fwd {
+        struct app *app;
+        struct rinst *ri;
+        struct lg_http_request *req;
+        struct lg_http_call *call;
+        uint64_t arrived;
+        unsigned writes;        /* zero-copy writes not yet completed */
+        bool req_ended, call_done, response_started, cold, counted;
+};
+
+struct app {
+        struct app *next;
+        lg_router *router;
+        char *key, *pool, *entrypoint, *code_dir;
+        char **env;
+        struct lg_route_config cfg;
+        struct rinst *instances;
+        struct pending *qhead, *qtail;
+        unsigned queued, active;
+        bool removed;
+        unsigned samples[STABLE_WINDOW_S]; /* concurrency each second */
+        unsigned sample_pos, sample_n;
+        unsigned peak_this_second;
+        struct lg_route_stats st;
+};
+
+struct lg_router {
+        uv_loop_t *loop;
+        lg_node *node;
+        struct lg_http_client *client;
+        struct app *apps;
+        uv_timer_t tick;
+        lg_router_log_fn log;
+        void *log_data;
+};
+
+static void dispatch(struct app *a);
+static void app_maybe_free(struct app *a);
+static void pending_remove(struct pending *p);
+
+static void app_log(struct app *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void app_log(struct app *a, const char *fmt, ...) {
+        if (!a->router->log)
+                return;
+        char line[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof(line), fmt, ap);
+        va_end(ap);
+        a->router->log(a->key, line, a->router->log_data);
+}
+
+static uint64_t now_ms(void) { return lg_now_ns() / 1000000; }
+
+static unsigned concurrency(const struct app *a) { return a->cfg.concurrency ? a->cfg.concurrency : 1; }
+static unsigned max_instances(const struct app *a) { return a->cfg.max_instances ? a->cfg.max_instances : 10; }
+static unsigned queue_max(const struct app *a) {
+        return a->cfg.queue_max ? a->cfg.queue_max : 100 * max_instances(a);
+}
+static unsigned timeout_s(const struct app *a) { return a->cfg.timeout_s ? a->cfg.timeout_s : 60; }
+static unsigned idle_timeout_s(const struct app *a) {
+        return a->cfg.idle_timeout_s ? a->cfg.idle_timeout_s : 300;
+}
+
+/* ---- instances ---------------------------------------------------------- */
+
+static void rinst_free_if_unused(struct rinst *ri) {
+        if (ri->state != R_DEAD || ri->refs > 0)
+                return;
+        struct app *a = ri->app;
+        for (struct rinst **pp = &a->instances; *pp; pp = &(*pp)->next)
+                if (*pp == ri) {
+                        *pp = ri->next;
+                        break;
+                }
+        if (ri->up)
+                lg_http_upstream_free(ri->up);
+        free(ri);
+        app_maybe_free(a);
+}
+
+static void rinst_kill(struct rinst *ri, const char *why) {
+        if (ri->state == R_DEAD)
+                return;
+        if (why)
+                app_log(ri->app, "instance %s removed: %s", lg_instance_id(ri->inst), why);
+        ri->state = R_DEAD;
+        lg_instance_destroy(ri->inst);
+        ri->inst = NULL;
+        rinst_free_if_unused(ri);
+}
+
+static void on_instance_ready(lg_instance *inst, int status, const char *message, void *ud) {
+        struct rinst *ri = ud;
+        struct app *a = ri->app;
+        if (status < 0) {
+                app_log(a, "instance %s failed to start: %s", lg_instance_id(inst), message ? message : "error");
+                ri->inst = NULL; /* the node already destroyed it */
+                ri->state = R_DEAD;
+                /* Requests waiting for this revision would only meet the same
+                 * failure: answer them now rather than loop on new instances. */
+                bool others = false;
+                for (struct rinst *o = a->instances; o; o = o->next)
+                        others |= o != ri && (o->state == R_READY || o->state == R_STARTING);
+                if (!others)
+                        while (a->qhead) {
+                                struct lg_http_request *req = a->qhead->req;
+                                pending_remove(a->qhead);
+                                a->st.errors_5xx++;
+                                lg_http_respond_error(req, 502, "InstanceFailed", "app `%s` failed to start: %s",
+                                                      a->key, message ? message : "error");
+                        }
+                rinst_free_if_unused(ri);
+                return;
+        }
+        struct lg_error err = {0};
+        char addr[300];
+        snprintf(addr, sizeof(addr), "unix:%s", lg_instance_socket(inst));
+        if (lg_http_upstream_new(a->router->client, addr, &ri->up, &err) < 0) {
+                rinst_kill(ri, err.msg);
+                return;
+        }
+        ri->state = ri->revision == a->cfg.revision && !a->removed ? R_READY : R_DRAINING;
+        ri->last_used = now_ms();
+        uint64_t ns = lg_instance_start_ns(inst);
+        app_log(a, "instance %s ready in %.1f ms (%s)", lg_instance_id(inst), ns / 1e6,
+                lg_instance_cold(inst) ? "no placeholder ready" : "from a placeholder");
+        if (ri->state == R_DRAINING && ri->active == 0) {
+                rinst_kill(ri, NULL);
+                return;
+        }
+        dispatch(a);
+}
+
+static void on_instance_exit(lg_instance *inst, const char *status, void *ud) {
+        struct rinst *ri = ud;
+        (void) inst;
+        ri->inst = NULL; /* gone already */
+        app_log(ri->app, "instance exited: %s", status);
+        struct app *a = ri->app;
+        ri->state = R_DEAD;
+        rinst_free_if_unused(ri);
+        /* In-flight forwards see their connection fail (502); what is
+         * queued gets a new instance. */
+        dispatch(a);
+}
+
+static int start_instance(struct app *a) {
+        struct rinst *ri = calloc(1, sizeof(*ri));
+        if (!ri)
+                return -ENOMEM;
+        ri->app = a;
+        ri->revision = a->cfg.revision;
+        ri->state = R_STARTING;
+        ri->t_start = lg_now_ns();
+        struct lg_instance_spec spec = {
+                .pool = a->pool,
+                .app = a->key,
+                .revision = a->cfg.revision,
+                .entrypoint = a->entrypoint,
+                .env = (const char *const *) a->env,
+                .code_dir = a->code_dir,
+                .cpu_millis = a->cfg.cpu_millis,
+        };
+        struct lg_error err = {0};
+        ri->next = a->instances;
+        a->instances = ri;
+        int r = lg_node_instance_start(a->router->node, &spec, on_instance_ready, on_instance_exit, ri,
+                                       &ri->inst, &err);
+        if (r < 0) {
+                app_log(a, "cannot start an instance: %s", err.msg);
+                ri->state = R_DEAD;
+                ri->inst = NULL;
+                rinst_free_if_unused(ri);
+                return r;
+        }
+        a->st.cold_starts++;
+        return 0;
+}
+
+/* Instances of the current revision, and the slots they will offer. */
+static void capacity(const struct app *a, unsigned *live, unsigned *free_slots) {
+        *live = 0;
+        *free_slots = 0;
+        for (struct rinst *ri = a->instances; ri; ri = ri->next) {
+                if (ri->state != R_READY && ri->state != R_STARTING)
+                        continue;
+                (*live)++;
+                *free_slots += concurrency(a) - (ri->active < concurrency(a) ? ri->active : concurrency(a));
+        }
+}
+
+static void scale_up(struct app *a) {
+        unsigned live, free_slots;
+        capacity(a, &live, &free_slots);
+        while (a->queued > free_slots && live < max_instances(a) && !a->removed) {
+                if (start_instance(a) < 0)
+                        break;
+                live++;
+                free_slots += concurrency(a);
+        }
+}
+
+/* ---- forwarding --------------------------------------------------------- */
+
+static void fwd_maybe_free(struct fwd *f) {
+        if (!f->req_ended || !f->call_done || f->writes > 0)
+                return;
+        struct rinst *ri = f->ri;
+        struct app *a = f->app;
+        ri->refs--;
+        free(f);
+        if (ri->state == R_DRAINING && ri->active == 0)
+                rinst_kill(ri, NULL);
+        else
+                rinst_free_if_unused(ri);
+        dispatch(a);
+}
+
+/* The instance slot is free again once the response is complete. */
+static void fwd_release_slot(struct fwd *f) {
+        if (f->counted) {
+                f->counted = false;
+                f->ri->active--;
+                f->app->active--;
+                f->ri->last_used = now_ms();
+        }
+}
+
+static void fwd_end_request(struct fwd *f, int status, const char *code, const char *fmt, const char *detail) {
+        if (f->req_ended)
+                return;
+        f->req_ended = true;
+        if (status && !f->response_started) {
+                f->app->st.errors_5xx++;
+                if (status == 504)
+                        f->app->st.timeouts_504++;
+                lg_http_respond_error(f->req, status, code, fmt, detail);
+        } else if (status) {
+                lg_http_response_abort(f->req);
+        } else {
+                lg_http_response_end(f->req);
+        }
+}
+
+static void on_resp_written(void *ud, int status) {
+        struct fwd *f = ud;
+        f->writes--;
+        if (status == 0 && !f->call_done)
+                lg_http_call_resume(f->call);
+        fwd_maybe_free(f);
+}
+
+static void on_call_response(struct lg_http_call *call, void *ud) {
+        struct fwd *f = ud;
+        const struct lg_http_header *hdrs;
+        size_t n = lg_http_call_headers(call, &hdrs);
+        int status = lg_http_call_status(call);
+        if (f->req_ended)
+                return;
+        if (lg_http_response_start(f->req, status, hdrs, n, lg_http_call_content_length(call)) < 0) {
+                lg_http_call_cancel(call);
+                f->call_done = true;
+                fwd_release_slot(f);
+                fwd_end_request(f, 502, "BadGateway", "%s", "cannot relay the response");
+                fwd_maybe_free(f);
+                return;
+        }
+        f->response_started = true;
+        if (f->cold && f->ri && !f->ri->first_served) {
+                uint64_t ns = lg_now_ns() - f->arrived;
+                struct lg_route_stats *st = &f->app->st;
+                st->cold_start_ns_last = ns;
+                st->cold_start_ns_total += ns;
+                if (!st->cold_start_ns_min || ns < st->cold_start_ns_min)
+                        st->cold_start_ns_min = ns;
+                if (ns > st->cold_start_ns_max)
+                        st->cold_start_ns_max = ns;
+        }
+        if (f->ri)
+                f->ri->first_served = true;
+}
+
+static void on_call_data(struct lg_http_call *call, const char *data, size_t len, void *ud) {
+        struct fwd *f = ud;
+        if (f->req_ended)
+                return;
+        lg_http_call_pause(call);
+        f->writes++;
+        if (lg_http_response_write(f->req, data, len, on_resp_written, f) < 0) {
+                f->writes--;
+                lg_http_call_resume(call);
+        }
+}
+
+static void on_call_done(struct lg_http_call *call, int error, void *ud) {
+        struct fwd *f = ud;
+        f->call_done = true;
+        f->call = NULL;
+        fwd_release_slot(f);
+        if (error == 0) {
+                fwd_end_request(f, 0, NULL, NULL, NULL);
+        } else if (error == -ETIMEDOUT) {
+                fwd_end_request(f, 504, "Timeout", "%s", "the function did not answer in time");
+        } else {
+                /* The instance broke mid-request: it is not trusted again. */
+                char why[256];
+                snprintf(why, sizeof(why), "request failed: %s", lg_http_call_error(call));
+                fwd_end_request(f, 502, "BadGateway", "the function failed: %s", lg_http_call_error(call));
+                if (error != -ECANCELED && f->ri->state != R_DEAD)
+                        rinst_kill(f->ri, why);
+        }
+        fwd_maybe_free(f);
+}
+
+static const struct lg_http_call_ops call_ops = {
+        .on_response = on_call_response,
+        .on_data = on_call_data,
+        .on_done = on_call_done,
+};
+
+static void on_req_written(void *ud, int status) {
+        struct fwd *f = ud;
+        f->writes--;
+        if (status == 0 && !f->req_ended)
+                lg_http_request_resume(f->req);
+        fwd_maybe_free(f);
+}
+
+static void on_req_data(struct lg_http_request *req, const char *data, size_t len, void *ud) {
+        struct fwd *f = ud;
+        if (f->call_done)
+                return;
+        lg_http_request_pause(req);
+        f->writes++;
+        if (lg_http_call_write(f->call, data, len, on_req_written, f) < 0) {
+                f->writes--;
+                lg_http_request_resume(req);
+        }
+}
+
+static void on_req_end(struct lg_http_request *req, void *ud) {
+        struct fwd *f = ud;
+        (void) req;
+        if (!f->call_done && f->call)
+                lg_http_call_end(f->call);
+}
+
+static void on_req_abort(struct lg_http_request *req, int reason, void *ud) {
+        struct fwd *f = ud;
+        (void) reason;
+        (void) req;
+        if (!f->call_done && f->call) {
+                lg_http_call_cancel(f->call);
+                f->call = NULL;
+                f->call_done = true;
+                fwd_release_slot(f);
+        }
+        if (!f->req_ended) {
+                f->req_ended = true;
+                lg_http_response_abort(f->req);
+        }
+        fwd_maybe_free(f);
+}
+
+static void forward(struct app *a, struct rinst *ri, struct lg_http_request *req, const char *target,
+                    uint64_t arrived, bool cold) {
+        struct fwd *f = calloc(1, sizeof(*f));
+        if (!f) {
+                lg_http_respond_error(req, 503, "Overloaded", "%s", "out of memory");
+                return;
+        }
+        f->app = a;
+        f->ri = ri;
+        f->req = req;
+        f->arrived = arrived;
+        f->cold = cold;
+        f->counted = true;
+        ri->active++;
+        ri->refs++;
+        a->active++;
+        a->st.requests++;
+        const struct lg_http_header *all;
+        size_t n_all = lg_http_request_headers(req, &all);
+        /* The caller's token is for legiond, not for the function. */
+        struct lg_http_header hdrs[128];
+        size_t n = 0;
+        for (size_t i = 0; i < n_all && n < ARRAY_SIZE(hdrs); i++)
+                if (strcasecmp(all[i].name, "Authorization") != 0)
+                        hdrs[n++] = all[i];
+        int64_t len = lg_http_request_content_length(req);
+        lg_http_request_on_abort(req, on_req_abort, f);
+        int r = lg_http_call_start(ri->up, lg_http_request_method(req), target, hdrs, n, len, &call_ops, f,
+                                   &f->call);
+        if (r < 0) {
+                f->call_done = true;
+                fwd_release_slot(f);
+                fwd_end_request(f, 502, "BadGateway", "cannot reach the function: %s", strerror(-r));
+                fwd_maybe_free(f);
+                return;
+        }
+        lg_http_call_set_timeout(f->call, (uint64_t) timeout_s(a) * 1000);
+        if (len != 0 && lg_http_request_read(req, on_req_data, on_req_end, f) < 0)
+                on_req_abort(req, -EFBIG, f);
+}
+
+/* The least busy ready instance with a free slot. */
+static struct rinst *pick(struct app *a) {
+        struct rinst *best = NULL;
+        for (struct rinst *ri = a->instances; ri; ri = ri->next)
+                if (ri->state == R_READY && ri->active < concurrency(a) && (!best || ri->active < best->active))
+                        best = ri;
+        return best;
+}
+
+static void pending_closed(uv_handle_t *h) { free(h->data); }
+
+static void pending_remove(struct pending *p) {
+        struct app *a = p->app;
+        if (p->prev)
+                p->prev->next = p->next;
+        else
+                a->qhead = p->next;
+        if (p->next)
+                p->next->prev = p->prev;
+        else
+                a->qtail = p->prev;
+        a->queued--;
+        uv_timer_stop(&p->deadline);
+        uv_close((uv_handle_t *) &p->deadline, pending_closed);
+}
+
+static void dispatch(struct app *a) {
+        while (a->qhead) {
+                struct rinst *ri = pick(a);
+                if (!ri)
+                        break;
+                struct pending *p = a->qhead;
+                struct lg_http_request *req = p->req;
+                uint64_t arrived = p->arrived;
+                char target[4096];
+                snprintf(target, sizeof(target), "%s", p->target);
+                pending_remove(p);
+                forward(a, ri, req, target, arrived, !ri->first_served);
+        }
+        if (a->qhead)
+                scale_up(a);
+        unsigned c = a->active + a->queued;
+        if (c > a->peak_this_second)
+                a->peak_this_second = c;
+}
+
+static void on_deadline(uv_timer_t *t) {
+        struct pending *p = t->data;
+        struct app *a = p->app;
+        struct lg_http_request *req = p->req;
+        pending_remove(p);
+        a->st.timeouts_504++;
+        a->st.errors_5xx++;
+        lg_http_respond_error(req, 504, "Timeout", "no instance of `%s` could take the request within %u s",
+                              a->key, timeout_s(a));
+}
+
+static void on_pending_abort(struct lg_http_request *req, int reason, void *ud) {
+        struct pending *p = ud;
+        (void) reason;
+        pending_remove(p);
+        lg_http_response_abort(req);
+}
+
+/* ---- apps ---------------------------------------------------------------- */
+
+static struct app *find_app(lg_router *r, const char *key) {
+        for (struct app *a = r->apps; a; a = a->next)
+                if (!a->removed && !strcmp(a->key, key))
+                        return a;
+        return NULL;
+}
+
+void lg_router_handle(lg_router *r, struct lg_http_request *req, const char *key, const char *target) {
+        struct app *a = find_app(r, key);
+        if (!a) {
+                lg_http_respond_error(req, 404, "NotFound", "app `%s` not found", key);
+                return;
+        }
+        uint64_t arrived = lg_now_ns();
+        if (!a->qhead) {
+                struct rinst *ri = pick(a);
+                if (ri) {
+                        forward(a, ri, req, target, arrived, false);
+                        return;
+                }
+        }
+        if (a->queued >= queue_max(a)) {
+                a->st.rejected_429++;
+                lg_http_respond_error(req, 429, "QueueFull",
+                                      "app `%s`: request queue is full (%u waiting, limit %u); retry later",
+                                      a->key, a->queued, queue_max(a));
+                return;
+        }
+        size_t tl = strlen(target);
+        struct pending *p = calloc(1, sizeof(*p) + tl + 1);
+        if (!p) {
+                lg_http_respond_error(req, 503, "Overloaded", "%s", "out of memory");
+                return;
+        }
+        memcpy(p->target, target, tl + 1);
+        p->app = a;
+        p->req = req;
+        p->arrived = arrived;
+        p->prev = a->qtail;
+        if (a->qtail)
+                a->qtail->next = p;
+        else
+                a->qhead = p;
+        a->qtail = p;
+        a->queued++;
+        uv_timer_init(r->loop, &p->deadline);
+        p->deadline.data = p;
+        uv_timer_start(&p->deadline, on_deadline, (uint64_t) timeout_s(a) * 1000, 0);
+        lg_http_request_on_abort(req, on_pending_abort, p);
+        dispatch(a);
+}
+
+static void free_cfg_strings(struct app *a) {
+        free(a->pool);
+        free(a->entrypoint);
+        free(a->code_dir);
+        if (a->env)
+                for (char **e = a->env; *e; e++)
+                        free(*e);
+        free(a->env);
+        a->pool = a->entrypoint = a->code_dir = NULL;
+        a->env = NULL;
+}
+
+static int copy_cfg(struct app *a, const struct lg_route_config *cfg) {
+        free_cfg_strings(a);
+        size_t n = 0;
+        while (cfg->env && cfg->env[n])
+                n++;
+        a->env = calloc(n + 1, sizeof(char *));
+        a->pool = strdup(cfg->pool ? cfg->pool : "");
+        a->entrypoint = cfg->entrypoint ? strdup(cfg->entrypoint) : NULL;
+        a->code_dir = strdup(cfg->code_dir ? cfg->code_dir : "");
+        bool ok = a->env && a->pool && a->code_dir && (!cfg->entrypoint || a->entrypoint);
+        for (size_t i = 0; ok && i < n; i++)
+                ok = (a->env[i] = strdup(cfg->env[i])) != NULL;
+        a->cfg = *cfg;
+        a->cfg.key = a->key;
+        return ok ? 0 : -ENOMEM;
+}
+
+int lg_router_set(lg_router *r, const struct lg_route_config *cfg, struct lg_error *err) {
+        struct app *a = find_app(r, cfg->key);
+        if (!a) {
+                a = calloc(1, sizeof(*a));
+                if (!a || !(a->key = strdup(cfg->key))) {
+                        free(a);
+                        return lg_error_set(err, ENOMEM, "allocate app");
+                }
+                a->router = r;
+                a->next = r->apps;
+                r->apps = a;
+        }
+        bool new_revision = a->cfg.revision != cfg->revision;
+        if (copy_cfg(a, cfg) < 0)
+                return lg_error_set(err, ENOMEM, "copy app settings");
+        a->st.revision = cfg->revision;
+        if (new_revision) {
+                /* Old instances finish what they have and go; they are never
+                 * specialized again nor given new requests. */
+                for (struct rinst *ri = a->instances, *next; ri; ri = next) {
+                        next = ri->next;
+                        if (ri->revision == cfg->revision || ri->state == R_DEAD)
+                                continue;
+                        if (ri->state == R_STARTING) {
+                                ri->state = R_DRAINING; /* killed when it reports */
+                                continue;
+                        }
+                        ri->state = R_DRAINING;
+                        if (ri->active == 0)
+                                rinst_kill(ri, "replaced by a new revision");
+                }
+        }
+        dispatch(a);
+        return 0;
+}
+
+static void app_maybe_free(struct app *a) {
+        if (!a->removed || a->instances || a->qhead)
+                return;
+        lg_router *r = a->router;
+        for (struct app **pp = &r->apps; *pp; pp = &(*pp)->next)
+                if (*pp == a) {
+                        *pp = a->next;
+                        break;
+                }
+        free_cfg_strings(a);
+        free(a->key);
+        free(a);
+}
+
+void lg_router_remove(lg_router *r, const char *key) {
+        struct app *a = find_app(r, key);
+        if (!a)
+                return;
+        /* Marked removed only after its instances are dealt with: killing
+         * the last one must not free the app under us. */
+        while (a->qhead) {
+                struct pending *p = a->qhead;
+                struct lg_http_request *req = p->req;
+                pending_remove(p);
+                lg_http_respond_error(req, 404, "NotFound", "app `%s` was deleted", key);
+        }
+        for (struct rinst *ri = a->instances, *next; ri; ri = next) {
+                next = ri->next;
+                if (ri->state == R_READY && ri->active == 0)
+                        rinst_kill(ri, "app deleted");
+                else if (ri->state != R_DEAD)
+                        ri->state = R_DRAINING;
+        }
+        a->removed = true;
+        app_maybe_free(a);
+}
+
+/* Once a second: record concurrency, keep minInstances, retire idle ones
+ * beyond what the stable window needs. */
+static void on_tick(uv_timer_t *t) {
+        lg_router *r = t->data;
+        uint64_t now = now_ms();
+        for (struct app *a = r->apps, *next; a; a = next) {
+                next = a->next;
+                if (a->removed)
+                        continue;
+                a->samples[a->sample_pos] = a->peak_this_second;
+                a->sample_pos = (a->sample_pos + 1) % STABLE_WINDOW_S;
+                if (a->sample_n < STABLE_WINDOW_S)
+                        a->sample_n++;
+                a->peak_this_second = a->active + a->queued;
+                uint64_t sum = 0;
+                /* The window is the idle timeout when that is shorter: an
+                 * app that may idle 1 s must not be kept warm for 60. */
+                unsigned window = idle_timeout_s(a) < STABLE_WINDOW_S ? idle_timeout_s(a) : STABLE_WINDOW_S;
+                unsigned used = a->sample_n < window ? a->sample_n : window;
+                sum = 0;
+                for (unsigned i = 0; i < used; i++)
+                        sum += a->samples[(a->sample_pos + STABLE_WINDOW_S - 1 - i) % STABLE_WINDOW_S];
+                double avg = used ? (double) sum / used : 0;
+                unsigned stable = (unsigned) ceil(avg / concurrency(a));
+                unsigned keep = stable > a->cfg.min_instances ? stable : a->cfg.min_instances;
+
+                unsigned live = 0, free_slots;
+                capacity(a, &live, &free_slots);
+                for (struct rinst *ri = a->instances, *rn; ri && live > keep; ri = rn) {
+                        rn = ri->next;
+                        if (ri->state != R_READY || ri->active > 0 ||
+                            now - ri->last_used < (uint64_t) idle_timeout_s(a) * 1000)
+                                continue;
+                        char why[64];
+                        snprintf(why, sizeof(why), "idle for %u s", idle_timeout_s(a));
+                        rinst_kill(ri, why);
+                        live--;
+                }
+                while (live < a->cfg.min_instances && live < max_instances(a)) {
+                        if (start_instance(a) < 0)
+                                break;
+                        live++;
+                }
+        }
+}
+
+int lg_router_stats(lg_router *r, const char *key, struct lg_route_stats *ret) {
+        struct app *a = find_app(r, key);
+        if (!a)
+                return -ENOENT;
+        *ret = a->st;
+        ret->instances = ret->starting = ret->draining = 0;
+        for (struct rinst *ri = a->instances; ri; ri = ri->next) {
+                ret->instances += ri->state == R_READY;
+                ret->starting += ri->state == R_STARTING;
+                ret->draining += ri->state == R_DRAINING;
+        }
+        ret->active = a->active;
+        ret->queued = a->queued;
+        return 0;
+}
+
+int lg_router_each_instance(lg_router *r, const char *key,
+                            void (*fn)(const char *instance_id, const char *log_dir, void *ud), void *ud) {
+        struct app *a = find_app(r, key);
+        int n = 0;
+        if (!a)
+                return 0;
+        for (struct rinst *ri = a->instances; ri; ri = ri->next)
+                if (ri->inst && lg_instance_log_dir(ri->inst)) {
+                        fn(lg_instance_id(ri->inst), lg_instance_log_dir(ri->inst), ud);
+                        n++;
+                }
+        return n;
+}
+
+int lg_router_new(uv_loop_t *loop, lg_node *node, lg_router_log_fn log, void *log_data, lg_router **ret,
+                  struct lg_error *err) {
+        lg_router *r = calloc(1, sizeof(*r));
+        if (!r)
+                return lg_error_set(err, ENOMEM, "allocate router");
+        r->loop = loop;
+        r->node = node;
+        r->log = log;
+        r->log_data = log_data;
+        struct lg_http_client_config cc = {.max_idle = 64};
+        int rc = lg_http_client_new(loop, &cc, &r->client, err);
+        if (rc < 0) {
+                free(r);
+                return rc;
+        }
+        uv_timer_init(loop, &r->tick);
+        r->tick.data = r;
+        uv_timer_start(&r->tick, on_tick, 1000, 1000);
+        *ret = r;
+        return 0;
+}
+
+void lg_router_free(lg_router *r) {
+        if (!r)
+                return;
+        for (struct app *a = r->apps; a; a = a->next) {
+                while (a->qhead) {
+                        struct pending *p = a->qhead;
+                        struct lg_http_request *req = p->req;
+                        pending_remove(p);
+                        lg_http_respond_error(req, 503, "ShuttingDown", "%s", "legiond is shutting down");
+                }
+                for (struct rinst *ri = a->instances; ri; ri = ri->next)
+                        if (ri->state != R_DEAD) {
+                                ri->state = R_DEAD;
+                                lg_instance_destroy(ri->inst);
+                                ri->inst = NULL;
+                        }
+        }
+        uv_timer_stop(&r->tick);
+        uv_close((uv_handle_t *) &r->tick, NULL);
+        lg_http_client_close(r->client, NULL, NULL);
+        /* Apps and instances still referenced by forwards are freed as the
+         * client cancels them; what is left goes with the process. */
+        for (struct app *a = r->apps, *next; a; a = next) {
+                next = a->next;
+                a->removed = true;
+        }
+}

@@ -1,0 +1,72 @@
+/* The router: the data path of functions. For each app revision it keeps
+ * its instances, forwards requests to them over keep-alive Unix-socket
+ * connections with a hard per-instance concurrency limit, holds what they
+ * cannot take in a bounded queue with a deadline (429 when full, 504 when
+ * the deadline passes), answers 502 when an instance fails mid-request and
+ * replaces it, scales out under load and back to zero when idle.
+ *
+ * Scaling: a request that finds no free slot starts instances at once for
+ * the excess (the "panic" reaction, as Knative's panic window), up to
+ * maxInstances. Idle instances (past idleTimeoutSeconds without a request)
+ * are destroyed, but never below minInstances nor below what the average
+ * concurrency over the stable window (60 s) needs. */
+#pragma once
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/util.h"
+#include "http/http.h"
+#include "node/node.h"
+
+typedef struct lg_router lg_router;
+
+struct lg_route_config {
+        const char *key;          /* "namespace/name" */
+        unsigned revision;
+        const char *pool;         /* pool group of its placeholders */
+        const char *entrypoint;
+        const char *const *env;   /* K=V, NULL-terminated */
+        const char *code_dir;
+        uint64_t cpu_millis;
+        unsigned concurrency;     /* per instance; 0 = 1 */
+        unsigned min_instances;
+        unsigned max_instances;   /* 0 = 10 */
+        unsigned idle_timeout_s;  /* 0 = 300 */
+        unsigned timeout_s;       /* request deadline incl. queueing; 0 = 60 */
+        unsigned queue_max;       /* 0 = 100 per allowed instance */
+};
+
+struct lg_route_stats {
+        unsigned revision;
+        unsigned instances, starting, draining;
+        unsigned active, queued;
+        uint64_t requests, cold_starts, errors_5xx, rejected_429, timeouts_504;
+        uint64_t cold_start_ns_last, cold_start_ns_total;
+        uint64_t cold_start_ns_min, cold_start_ns_max;
+};
+
+/* Called with app log lines (instance events, specialization errors). */
+typedef void (*lg_router_log_fn)(const char *key, const char *line, void *userdata);
+
+int lg_router_new(uv_loop_t *loop, lg_node *node, lg_router_log_fn log, void *log_data,
+                  lg_router **ret, struct lg_error *err);
+/* Destroy every instance, fail queued requests with 503. */
+void lg_router_free(lg_router *r);
+
+/* Add an app or move it to a new revision: the old revision's instances
+ * finish their requests (drain) and are destroyed, never reused. The same
+ * revision again only updates scaling settings. */
+int lg_router_set(lg_router *r, const struct lg_route_config *cfg, struct lg_error *err);
+/* Remove an app: queued requests get 404, instances are drained. */
+void lg_router_remove(lg_router *r, const char *key);
+
+/* Forward a request (in LG_HTTP_BODY_STREAM mode) to key's instances;
+ * target is the path and query the function sees ("/", "/x?y=1"). */
+void lg_router_handle(lg_router *r, struct lg_http_request *req, const char *key, const char *target);
+
+int lg_router_stats(lg_router *r, const char *key, struct lg_route_stats *ret);
+/* Log directories of the app's live instances, for `legion app logs`:
+ * calls fn for each; returns how many. */
+int lg_router_each_instance(lg_router *r, const char *key,
+                            void (*fn)(const char *instance_id, const char *log_dir, void *ud), void *ud);
