@@ -3,3 +3,10 @@
 #pragma once
 
 int cmd_sandbox(int argc, char **argv);
+
+/* Clients of legiond's HTTP API (client.h): */
+int cmd_app(int argc, char **argv);
+int cmd_invoke(int argc, char **argv);
+int cmd_pool(int argc, char **argv);
+int cmd_ns(int argc, char **argv);
+int cmd_token(int argc, char **argv);

@@ -4,12 +4,18 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/client.h"
 
 static const struct {
         const char *name;
         int (*run)(int argc, char **argv);
         const char *help;
 } groups[] = {
+        {"app", cmd_app, "deploy, list, show, change and delete apps; their logs"},
+        {"invoke", cmd_invoke, "send a request to an app"},
+        {"pool", cmd_pool, "warm pool groups"},
+        {"ns", cmd_ns, "namespaces"},
+        {"token", cmd_token, "API tokens of a namespace"},
         {"sandbox", cmd_sandbox, "run one-off sandboxes, clean up leftovers"},
 };
 
@@ -17,10 +23,13 @@ static void usage(FILE *f) {
         fprintf(f, "usage: legion <command> [args...]\n\ncommands:\n");
         for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
                 fprintf(f, "  %-10s %s\n", groups[i].name, groups[i].help);
-        fprintf(f, "\nRun `legion <command> --help` for details.\n");
+        fprintf(f, "\nRun `legion <command> --help` for details.\n%s", CLI_GLOBAL_HELP);
 }
 
 int main(int argc, char **argv) {
+        /* --api, --token, --ns, --json may also come before the command. */
+        if (cli_take_globals(&argc, argv))
+                return 2;
         if (argc < 2) {
                 usage(stderr);
                 return 2;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <time.h>
 
@@ -109,6 +110,24 @@ ssize_t lg_read_file_at(int dirfd, const char *path, char *buf, size_t cap) {
         if (n > 0 && buf[n - 1] == '\n')
                 buf[--n] = '\0';
         return n;
+}
+
+void lg_close_all_except(const int *keep, size_t n) {
+        /* Ascending walk over the kept fds, closing the gaps between them. */
+        unsigned from = 3;
+        for (;;) {
+                unsigned next = ~0U;
+                for (size_t i = 0; i < n; i++)
+                        if (keep[i] >= (int) from && (unsigned) keep[i] < next)
+                                next = (unsigned) keep[i];
+                if (next == ~0U) {
+                        syscall(SYS_close_range, from, ~0U, 0);
+                        return;
+                }
+                if (next > from)
+                        syscall(SYS_close_range, from, next - 1, 0);
+                from = next + 1;
+        }
 }
 
 int lg_mkdir_p(const char *path, mode_t mode) {

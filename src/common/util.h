@@ -79,6 +79,11 @@ ssize_t lg_read_all(int fd, void *buf, size_t len);
 /* pread(2) until len bytes or EOF; returns the count or -errno. */
 ssize_t lg_pread_all(int fd, void *buf, size_t len, off_t off);
 
+/* Close every fd from 3 up except those in keep (for a freshly forked child,
+ * so that it holds no copy of the parent's sockets, listeners included).
+ * System calls only: safe between fork and exec. */
+void lg_close_all_except(const int *keep, size_t n);
+
 /* mkdir -p with the given mode; existing directories are fine. */
 int lg_mkdir_p(const char *path, mode_t mode);
 

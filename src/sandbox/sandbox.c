@@ -317,6 +317,13 @@ static _Noreturn void child_main(const struct lg_plan *p) {
 
         /* The sandbox dies with its owner (with the owning thread, strictly). */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Drop every other fd of the owner now: a listener held here would
+         * outlive a crashed owner and block its restart. */
+        int keep[24] = {p->sync_fd, p->control_fd, p->init_fd, p->userns_fd, p->stdio[0], p->stdio[1], p->stdio[2]};
+        size_t nkeep = 7;
+        for (size_t i = 0; i < p->n_extra; i++)
+                keep[nkeep++] = p->extra[i];
+        lg_close_all_except(keep, nkeep);
         if (child_read_go(sync_fd, LG_OWNER_GO) < 0)
                 _exit(1);
         setsid();
@@ -448,7 +455,7 @@ static int make_userns(uid_t base, struct lg_error *err) {
         }
         if (pid == 0) {
                 char c;
-                close(pfd[1]);
+                lg_close_all_except(&pfd[0], 1);
                 (void) !read(pfd[0], &c, 1);
                 _exit(0);
         }
@@ -900,8 +907,11 @@ int lg_sandbox_mount(lg_sandbox *sb, const char *src, const char *dst, bool read
                 close(pfd[1]);
                 return r;
         }
-        if (pid == 0)
+        if (pid == 0) {
+                int keep[] = {sb->pidfd, tree, pfd[1]};
+                lg_close_all_except(keep, ARRAY_SIZE(keep));
                 mount_helper(sb->pidfd, sb->pid, tree, dst, sb->host_uid, pfd[1]);
+        }
         close(pfd[1]);
         int msg[2] = {0, EIO};
         ssize_t n = lg_read_all(pfd[0], msg, sizeof(msg));

@@ -46,4 +46,11 @@ def legion(legion_bin, run_dir):
 
     run.env = env
     run.bin = legion_bin
-    return run
+    yield run
+    # The per-test cgroup parent is left empty by destroy; remove it.
+    for ctrl in ("memory", "cpu", "cpuacct", "pids", "freezer", "unified", ""):
+        d = os.path.join("/sys/fs/cgroup", ctrl, env["LEGION_CGROUP_PARENT"])
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass

@@ -1,0 +1,589 @@
+/* `legion app`: deploy, list, show, set, delete and logs of apps, through
+ * legiond's API (docs/api.md). */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "pkg/pkg.h"
+
+static void app_usage(FILE *f) {
+        fputs("usage: legion app <command> [options]\n"
+              "\n"
+              "commands:\n"
+              "  deploy NAME --runtime R [--dir DIR] [options]  pack DIR, upload it, create or update the app\n"
+              "  list [-l KEY=VALUE]                            apps of the namespace\n"
+              "  show NAME                                      an app's spec and status\n"
+              "  set NAME K=V... [--unset K]...                 change settings (a new revision)\n"
+              "  delete NAME...                                 delete apps\n"
+              "  logs NAME [--follow] [--tail N]                legiond's events and the instances' output\n"
+              "\n"
+              "Run `legion app <command> --help` for a command's options.\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+static void deploy_usage(FILE *f) {
+        fputs("usage: legion app deploy NAME --runtime python3|node|custom [options]\n"
+              "\n"
+              "Pack DIR into a tar.gz (leaving out .git and __pycache__), upload it and\n"
+              "create or replace the app NAME. deploy sets the whole spec from its flags:\n"
+              "what is not given goes back to its default (use `legion app set` to change\n"
+              "settings alone).\n"
+              "\n"
+              "  --runtime R          python3, node or custom (required)\n"
+              "  --dir DIR            the code (default: the current directory)\n"
+              "  --entrypoint E       python \"module:function\", node \"file.js:export\",\n"
+              "                       custom \"command args\" (default: the runtime's)\n"
+              "  --set K=V            a setting (environment variable); repeatable\n"
+              "  --concurrency N      requests at once per instance (default 10)\n"
+              "  --min N              instances kept running (default 0)\n"
+              "  --max N              most instances (default 10)\n"
+              "  --idle-timeout S     an idle instance goes after S seconds (default 300)\n"
+              "  --timeout S          a request's deadline in seconds (default 60)\n"
+              "  --cpu C              CPUs (0.5) or millicores (500m) after startup\n"
+              "  --memory M           memory, e.g. 128Mi (at most the pool group's)\n"
+              "  --pool P             pool group (default: the one named after the runtime)\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+static void list_usage(FILE *f) {
+        fputs("usage: legion app list [-l KEY=VALUE[,...]]\n"
+              "\n"
+              "  -l, --selector S     only apps whose labels match S\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+static void show_usage(FILE *f) { fputs("usage: legion app show NAME\n" CLI_GLOBAL_HELP, f); }
+static void delete_usage(FILE *f) { fputs("usage: legion app delete NAME...\n" CLI_GLOBAL_HELP, f); }
+
+static void set_usage(FILE *f) {
+        fputs("usage: legion app set NAME [K=V]... [--unset K]...\n"
+              "\n"
+              "Change the app's settings (its functions' environment) and keep the rest\n"
+              "of its spec. A change makes a new revision.\n"
+              "\n"
+              "  --unset K            remove setting K; repeatable\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+static void logs_usage(FILE *f) {
+        fputs("usage: legion app logs NAME [--follow] [--tail N]\n"
+              "\n"
+              "  -f, --follow         keep printing new lines until interrupted\n"
+              "  -n, --tail N         only the last N lines\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+#define _cleanup_json_ _cleanup_(json_decrefp) /* jansson.h has json_decrefp */
+
+/* "/v1/namespaces/{ns}/apps/{name}" */
+static void app_path(char *buf, size_t cap, const char *name) {
+        snprintf(buf, cap, "/v1/namespaces/%s/apps/%s", cli_ns(), name);
+}
+
+static const char *app_url(const json_t *app, const char *name, char *buf, size_t cap) {
+        const char *u = cli_jstr(app, "status.url");
+        if (u && u[0] == '/')
+                snprintf(buf, cap, "%s%s", cli_api(), u);
+        else if (u)
+                snprintf(buf, cap, "%s", u);
+        else
+                snprintf(buf, cap, "%s/fn/%s/%s/", cli_api(), cli_ns(), name);
+        return buf;
+}
+
+static int add_setting(json_t *settings, const char *kv, void (*usage)(FILE *)) {
+        const char *eq = strchr(kv, '=');
+        if (!eq || eq == kv)
+                return cli_usage_error(usage, "a setting is K=V, not `%s`", kv);
+        char key[256];
+        snprintf(key, sizeof(key), "%.*s", (int) (eq - kv), kv);
+        json_object_set_new(settings, key, json_string(eq + 1));
+        return 0;
+}
+
+/* ---- deploy -------------------------------------------------------------------- */
+
+static bool skip_entry(const char *relpath, bool is_dir, void *ud) {
+        (void) ud;
+        const char *base = strrchr(relpath, '/');
+        base = base ? base + 1 : relpath;
+        return is_dir && (!strcmp(base, ".git") || !strcmp(base, "__pycache__"));
+}
+
+/* Pack dir and upload it; the package's digest goes to digest. */
+static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error *err) {
+        _cleanup_close_ int fd = memfd_create("legion-package", MFD_CLOEXEC);
+        if (fd < 0)
+                return lg_error_set(err, errno, "memfd_create");
+        if (fd == 0) { /* 0 means "no body" to cli_request() */
+                int fd2 = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (fd2 < 0)
+                        return lg_error_set(err, errno, "dup");
+                close(fd);
+                fd = fd2;
+        }
+        struct lg_pkg_pack_opts opts = {.skip = skip_entry};
+        struct lg_pkg_pack_info info = {0};
+        int r = lg_pkg_pack_dir(dir, fd, &opts, &info, err);
+        if (r < 0)
+                return lg_error_wrap(err, r, "pack `%s`", dir);
+        if (info.n_files == 0)
+                return cli_error(err, ENOENT, "`%s` has no files to deploy", dir);
+        struct stat st;
+        if (fstat(fd, &st) < 0 || lseek(fd, 0, SEEK_SET) < 0)
+                return lg_error_set(err, errno, "package of `%s`", dir);
+        if (st.st_size > (off_t) LG_BLOB_DEFAULT_MAX_BYTES)
+                return cli_error(err, EFBIG, "package of `%s` is %lld bytes: legiond takes at most 100 MiB",
+                                    dir, (long long) st.st_size);
+        if (isatty(STDERR_FILENO)) {
+                char a[32], b[32];
+                fprintf(stderr, "packed %llu file%s (%s) from %s: %s\n", (unsigned long long) info.n_files,
+                        info.n_files == 1 ? "" : "s", cli_fmt_bytes(info.total_bytes, a, sizeof(a)), dir,
+                        cli_fmt_bytes((uint64_t) st.st_size, b, sizeof(b)));
+        }
+        char path[512];
+        snprintf(path, sizeof(path), "/v1/namespaces/%s/packages", cli_ns());
+        struct cli_request rq = {
+                .method = "POST",
+                .path = path,
+                .body_fd = fd,
+                .body_len = (size_t) st.st_size,
+                .content_type = "application/gzip",
+                .progress = true,
+        };
+        struct cli_response resp = {0};
+        r = cli_request(&rq, &resp, err);
+        if (r < 0)
+                return r;
+        if (resp.status < 200 || resp.status >= 300) {
+                r = cli_http_error(&resp, err);
+                cli_response_done(&resp);
+                return r;
+        }
+        json_t *doc = json_loadb(resp.body ? resp.body : "", resp.len, 0, NULL);
+        const char *d = cli_jstr(doc, "digest");
+        if (!d || !lg_digest_valid(d))
+                r = cli_error(err, EBADMSG, "legiond's answer to the upload has no digest");
+        else
+                snprintf(digest->hex, sizeof(digest->hex), "%s", d);
+        json_decref(doc);
+        cli_response_done(&resp);
+        return r;
+}
+
+static int app_deploy(int argc, char **argv, struct lg_error *err) {
+        enum {
+                OPT_RUNTIME = 1, OPT_DIR, OPT_SET, OPT_ENTRY, OPT_CONC, OPT_MIN,
+                OPT_MAX, OPT_IDLE, OPT_TIMEOUT, OPT_CPU, OPT_MEM, OPT_POOL,
+        };
+        static const struct option opts[] = {
+                {"runtime", required_argument, NULL, OPT_RUNTIME}, {"dir", required_argument, NULL, OPT_DIR},
+                {"set", required_argument, NULL, OPT_SET},         {"entrypoint", required_argument, NULL, OPT_ENTRY},
+                {"concurrency", required_argument, NULL, OPT_CONC}, {"min", required_argument, NULL, OPT_MIN},
+                {"max", required_argument, NULL, OPT_MAX},         {"idle-timeout", required_argument, NULL, OPT_IDLE},
+                {"timeout", required_argument, NULL, OPT_TIMEOUT}, {"cpu", required_argument, NULL, OPT_CPU},
+                {"memory", required_argument, NULL, OPT_MEM},      {"pool", required_argument, NULL, OPT_POOL},
+                {"help", no_argument, NULL, 'h'},                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        static const struct {
+                int code;
+                const char *field, *flag;
+                long long max;
+        } ints[] = {
+                {OPT_CONC, "concurrency", "--concurrency", 1000000},
+                {OPT_MIN, "minInstances", "--min", 1000000},
+                {OPT_MAX, "maxInstances", "--max", 1000000},
+                {OPT_IDLE, "idleTimeoutSeconds", "--idle-timeout", 100000000},
+                {OPT_TIMEOUT, "timeoutSeconds", "--timeout", 100000000},
+        };
+        _cleanup_json_ json_t *spec = json_object();
+        _cleanup_json_ json_t *settings = json_object();
+        const char *dir = ".";
+        int c;
+        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+                switch (c) {
+                case OPT_RUNTIME: json_object_set_new(spec, "runtime", json_string(optarg)); break;
+                case OPT_DIR: dir = optarg; break;
+                case OPT_SET:
+                        if (add_setting(settings, optarg, deploy_usage))
+                                return 2;
+                        break;
+                case OPT_ENTRY: json_object_set_new(spec, "entrypoint", json_string(optarg)); break;
+                case OPT_CPU: json_object_set_new(spec, "cpu", json_string(optarg)); break;
+                case OPT_MEM: json_object_set_new(spec, "memory", json_string(optarg)); break;
+                case OPT_POOL: json_object_set_new(spec, "poolGroup", json_string(optarg)); break;
+                case OPT_CONC:
+                case OPT_MIN:
+                case OPT_MAX:
+                case OPT_IDLE:
+                case OPT_TIMEOUT:
+                        for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
+                                long long v;
+                                if (ints[i].code != c)
+                                        continue;
+                                if (cli_parse_uint(optarg, ints[i].max, &v) < 0)
+                                        return cli_usage_error(deploy_usage, "%s needs a whole number, not `%s`",
+                                                               ints[i].flag, optarg);
+                                json_object_set_new(spec, ints[i].field, json_integer(v));
+                        }
+                        break;
+                case 'h': deploy_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, deploy_usage);
+                }
+        }
+        if (optind != argc - 1)
+                return cli_usage_error(deploy_usage, optind >= argc ? "no app name given" : "too many arguments");
+        const char *name = argv[optind];
+        if (!json_object_get(spec, "runtime"))
+                return cli_usage_error(deploy_usage, "--runtime is required (python3, node or custom)");
+        int r = cli_check_name("app", name, err);
+        if (r < 0)
+                return r;
+        if (json_object_size(settings))
+                json_object_set(spec, "settings", settings);
+
+        struct lg_digest digest;
+        r = upload_dir(dir, &digest, err);
+        if (r < 0)
+                return r;
+        json_object_set_new(spec, "package", json_string(digest.hex));
+
+        char path[512], url[1024];
+        app_path(path, sizeof(path), name);
+        struct cli_response resp = {0};
+        r = cli_call("PUT", path, spec, &resp, err);
+        if (r < 0) {
+                cli_response_done(&resp);
+                return r;
+        }
+        if (cli_globals.json) {
+                cli_print_json_body(&resp);
+        } else {
+                long long rev = cli_jint(resp.json, "status.revision", -1);
+                char revs[32] = "";
+                if (rev >= 0)
+                        snprintf(revs, sizeof(revs), " revision %lld", rev);
+                printf("deployed %s/%s%s: %s\n", cli_ns(), name, revs, app_url(resp.json, name, url, sizeof(url)));
+        }
+        cli_response_done(&resp);
+        return 0;
+}
+
+/* ---- list, show, delete ---------------------------------------------------------- */
+
+static int app_list(int argc, char **argv, struct lg_error *err) {
+        static const struct option opts[] = {
+                {"selector", required_argument, NULL, 'l'},
+                {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        const char *selector = NULL;
+        int c;
+        while ((c = cli_getopt(argc, argv, ":hl:", opts)) != -1) {
+                switch (c) {
+                case 'l': selector = optarg; break;
+                case 'h': list_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, list_usage);
+                }
+        }
+        if (optind != argc)
+                return cli_usage_error(list_usage, "unexpected argument `%s`", argv[optind]);
+        char path[1024];
+        snprintf(path, sizeof(path), "/v1/namespaces/%s/apps", cli_ns());
+        if (selector) {
+                _cleanup_free_ char *q = cli_url_escape(selector);
+                if (!q)
+                        return lg_error_set(err, ENOMEM, "selector");
+                snprintf(path + strlen(path), sizeof(path) - strlen(path), "?labelSelector=%s", q);
+        }
+        struct cli_response resp = {0};
+        int r = cli_call("GET", path, NULL, &resp, err);
+        if (r >= 0 && cli_globals.json) {
+                cli_print_json_body(&resp);
+        } else if (r >= 0) {
+                static const char *const head[] = {"NAME",      "RUNTIME",  "PACKAGE", "REVISION",
+                                                   "INSTANCES", "REQUESTS", "URL"};
+                struct cli_table *t = cli_table_new(ARRAY_SIZE(head), head);
+                json_t *items = json_object_get(resp.json, "items");
+                size_t i;
+                json_t *app;
+                json_array_foreach(items, i, app) {
+                        char pkg[16], rev[24], inst[24], reqs[24], url[1024];
+                        const char *name = cli_jstr(app, "metadata.name");
+                        snprintf(pkg, sizeof(pkg), "%.12s", cli_jstr(app, "spec.package") ?: "-");
+                        cli_jtext(app, "status.revision", rev, sizeof(rev));
+                        cli_jtext(app, "status.instances", inst, sizeof(inst));
+                        cli_jtext(app, "status.requests", reqs, sizeof(reqs));
+                        const char *row[] = {name, cli_jstr(app, "spec.runtime"), pkg, rev, inst, reqs,
+                                             app_url(app, name ?: "?", url, sizeof(url))};
+                        cli_table_add(t, row);
+                }
+                if (json_array_size(items))
+                        cli_table_print(t, stdout);
+                else
+                        fprintf(stderr, "no apps in namespace `%s`\n", cli_ns());
+                cli_table_free(t);
+        }
+        cli_response_done(&resp);
+        return r;
+}
+
+static void print_show(const json_t *app, const char *name) {
+        char buf[1024], a[64], b[64];
+        const json_t *spec = json_object_get(app, "spec");
+        printf("name:         %s/%s\n", cli_jstr(app, "metadata.namespace") ?: cli_ns(), name);
+        printf("runtime:      %s\n", cli_jstr(spec, "runtime") ?: "-");
+        if (cli_jstr(spec, "entrypoint"))
+                printf("entrypoint:   %s\n", cli_jstr(spec, "entrypoint"));
+        printf("package:      %.12s\n", cli_jstr(spec, "package") ?: "-");
+        if (cli_jstr(spec, "poolGroup"))
+                printf("pool group:   %s\n", cli_jstr(spec, "poolGroup"));
+        else
+                printf("pool group:   %s (the runtime's)\n", cli_jstr(spec, "runtime") ?: "-");
+        printf("revision:     %s\n", cli_jtext(app, "status.revision", a, sizeof(a)));
+        printf("url:          %s\n", app_url(app, name, buf, sizeof(buf)));
+        printf("instances:    %lld ready, %lld starting, %lld draining\n", cli_jint(app, "status.instances", 0),
+               cli_jint(app, "status.starting", 0), cli_jint(app, "status.draining", 0));
+        printf("requests:     %lld (%lld active, %lld queued; %lld 5xx, %lld 429, %lld 504)\n",
+               cli_jint(app, "status.requests", 0), cli_jint(app, "status.activeRequests", 0),
+               cli_jint(app, "status.queuedRequests", 0), cli_jint(app, "status.errors5xx", 0),
+               cli_jint(app, "status.rejected429", 0), cli_jint(app, "status.timeouts504", 0));
+        long long cold = cli_jint(app, "status.coldStarts.count", 0);
+        printf("cold starts:  %lld", cold);
+        if (cli_jnum(app, "status.coldStarts.lastMs", -1) >= 0)
+                printf(" (last %.1f ms, min %.1f ms, max %.1f ms)", cli_jnum(app, "status.coldStarts.lastMs", 0),
+                       cli_jnum(app, "status.coldStarts.minMs", 0), cli_jnum(app, "status.coldStarts.maxMs", 0));
+        putchar('\n');
+        const json_t *settings = json_object_get(spec, "settings");
+        const char *k;
+        json_t *v;
+        bool first = true;
+        printf("settings:     ");
+        json_object_foreach((json_t *) settings, k, v) {
+                printf("%s%s=%s\n", first ? "" : "              ", k, json_string_value(v) ?: "");
+                first = false;
+        }
+        if (first)
+                printf("(none)\n");
+        printf("limits:       concurrency %lld, instances %lld..%lld, idle timeout %lld s, timeout %lld s,\n",
+               cli_jint(spec, "concurrency", 10), cli_jint(spec, "minInstances", 0),
+               cli_jint(spec, "maxInstances", 10), cli_jint(spec, "idleTimeoutSeconds", 300),
+               cli_jint(spec, "timeoutSeconds", 60));
+        printf("              cpu %s, memory %s\n",
+               json_object_get(spec, "cpu") ? cli_jtext(spec, "cpu", a, sizeof(a)) : "(the pool group's)",
+               json_object_get(spec, "memory") ? cli_jtext(spec, "memory", b, sizeof(b)) : "(the pool group's)");
+        const json_t *labels = json_object_get(json_object_get(app, "metadata"), "labels");
+        if (json_object_size(labels)) {
+                first = true;
+                printf("labels:       ");
+                json_object_foreach((json_t *) labels, k, v) {
+                        printf("%s%s=%s", first ? "" : ", ", k, json_string_value(v) ?: "");
+                        first = false;
+                }
+                putchar('\n');
+        }
+        if (cli_jstr(app, "metadata.creationTimestamp"))
+                printf("created:      %s\n", cli_jstr(app, "metadata.creationTimestamp"));
+        if (cli_jstr(app, "metadata.updateTimestamp"))
+                printf("updated:      %s\n", cli_jstr(app, "metadata.updateTimestamp"));
+}
+
+/* Verbs that take exactly one app name and only the global options. */
+static int one_name(int argc, char **argv, void (*usage)(FILE *), const char **name, struct lg_error *err) {
+        static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, CLI_GLOBAL_OPTIONS, {0, 0, 0, 0}};
+        int c;
+        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+                if (c == 'h') {
+                        usage(stdout);
+                        return 1;
+                }
+                return cli_bad_option(c, argv, usage);
+        }
+        if (optind != argc - 1)
+                return cli_usage_error(usage, optind >= argc ? "no app name given" : "too many arguments");
+        *name = argv[optind];
+        return cli_check_name("app", *name, err);
+}
+
+static int app_show(int argc, char **argv, struct lg_error *err) {
+        const char *name = NULL;
+        int r = one_name(argc, argv, show_usage, &name, err);
+        if (r != 0)
+                return r == 1 ? 0 : r;
+        char path[512];
+        app_path(path, sizeof(path), name);
+        struct cli_response resp = {0};
+        r = cli_call("GET", path, NULL, &resp, err);
+        if (r >= 0) {
+                if (cli_globals.json)
+                        cli_print_json_body(&resp);
+                else
+                        print_show(resp.json, name);
+        }
+        cli_response_done(&resp);
+        return r;
+}
+
+static int app_delete(int argc, char **argv, struct lg_error *err) {
+        static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, CLI_GLOBAL_OPTIONS, {0, 0, 0, 0}};
+        int c;
+        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+                if (c == 'h') {
+                        delete_usage(stdout);
+                        return 0;
+                }
+                return cli_bad_option(c, argv, delete_usage);
+        }
+        if (optind >= argc)
+                return cli_usage_error(delete_usage, "no app name given");
+        for (int i = optind; i < argc; i++) {
+                int r = cli_check_name("app", argv[i], err);
+                if (r < 0)
+                        return r;
+        }
+        for (int i = optind; i < argc; i++) {
+                char path[512];
+                app_path(path, sizeof(path), argv[i]);
+                struct cli_response resp = {0};
+                int r = cli_call("DELETE", path, NULL, &resp, err);
+                cli_response_done(&resp);
+                if (r < 0)
+                        return r;
+                if (!cli_globals.json)
+                        printf("deleted app %s/%s\n", cli_ns(), argv[i]);
+        }
+        return 0;
+}
+
+/* ---- set ------------------------------------------------------------------------ */
+
+static int app_set(int argc, char **argv, struct lg_error *err) {
+        static const struct option opts[] = {
+                {"unset", required_argument, NULL, 'u'},
+                {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        _cleanup_json_ json_t *set = json_object();
+        _cleanup_json_ json_t *unset = json_array();
+        int c;
+        while ((c = cli_getopt(argc, argv, ":hu:", opts)) != -1) {
+                switch (c) {
+                case 'u': json_array_append_new(unset, json_string(optarg)); break;
+                case 'h': set_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, set_usage);
+                }
+        }
+        if (optind >= argc)
+                return cli_usage_error(set_usage, "no app name given");
+        const char *name = argv[optind];
+        for (int i = optind + 1; i < argc; i++)
+                if (add_setting(set, argv[i], set_usage))
+                        return 2;
+        if (!json_object_size(set) && !json_array_size(unset))
+                return cli_usage_error(set_usage, "nothing to change: give K=V or --unset K");
+        int r = cli_check_name("app", name, err);
+        if (r < 0)
+                return r;
+
+        char path[512];
+        app_path(path, sizeof(path), name);
+        struct cli_response resp = {0};
+        r = cli_call("GET", path, NULL, &resp, err);
+        if (r < 0) {
+                cli_response_done(&resp);
+                return r;
+        }
+        _cleanup_json_ json_t *spec = json_deep_copy(json_object_get(resp.json, "spec"));
+        cli_response_done(&resp);
+        if (!json_is_object(spec))
+                return cli_error(err, EBADMSG, "app `%s/%s` has no spec", cli_ns(), name);
+        json_t *settings = json_object_get(spec, "settings");
+        if (!json_is_object(settings)) {
+                settings = json_object();
+                json_object_set_new(spec, "settings", settings);
+        }
+        size_t i;
+        json_t *k;
+        json_array_foreach(unset, i, k) json_object_del(settings, json_string_value(k));
+        json_object_update(settings, set);
+        if (!json_object_size(settings))
+                json_object_del(spec, "settings");
+
+        r = cli_call("PUT", path, spec, &resp, err);
+        if (r >= 0) {
+                if (cli_globals.json)
+                        cli_print_json_body(&resp);
+                else
+                        printf("updated %s/%s: revision %s\n", cli_ns(), name,
+                               cli_jtext(resp.json, "status.revision", path, sizeof(path)));
+        }
+        cli_response_done(&resp);
+        return r;
+}
+
+/* ---- logs ----------------------------------------------------------------------- */
+
+static int app_logs(int argc, char **argv, struct lg_error *err) {
+        static const struct option opts[] = {
+                {"follow", no_argument, NULL, 'f'},
+                {"tail", required_argument, NULL, 'n'},
+                {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        bool follow = false;
+        long long tail = -1;
+        int c;
+        while ((c = cli_getopt(argc, argv, ":hfn:", opts)) != -1) {
+                switch (c) {
+                case 'f': follow = true; break;
+                case 'n':
+                        if (cli_parse_uint(optarg, 100000000, &tail) < 0)
+                                return cli_usage_error(logs_usage, "--tail needs a whole number, not `%s`", optarg);
+                        break;
+                case 'h': logs_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, logs_usage);
+                }
+        }
+        if (optind != argc - 1)
+                return cli_usage_error(logs_usage, optind >= argc ? "no app name given" : "too many arguments");
+        const char *name = argv[optind];
+        int r = cli_check_name("app", name, err);
+        if (r < 0)
+                return r;
+        char path[600];
+        app_path(path, sizeof(path), name);
+        size_t n = strlen(path);
+        snprintf(path + n, sizeof(path) - n, "/logs");
+        if (tail >= 0 || follow) {
+                n = strlen(path);
+                if (tail >= 0)
+                        snprintf(path + n, sizeof(path) - n, "?tail=%lld%s", tail, follow ? "&follow=1" : "");
+                else
+                        snprintf(path + n, sizeof(path) - n, "?follow=1");
+        }
+        /* Lines are written as they arrive; a follow lasts until ^C or until
+         * legiond closes the stream. */
+        struct cli_request rq = {.method = "GET", .path = path, .stream_2xx = stdout, .timeout_s = follow ? 0 : -1};
+        struct cli_response resp = {0};
+        r = cli_request(&rq, &resp, err);
+        if (r >= 0 && (resp.status < 200 || resp.status >= 300))
+                r = cli_http_error(&resp, err);
+        cli_response_done(&resp);
+        return r;
+}
+
+int cmd_app(int argc, char **argv) {
+        static const struct cli_verb verbs[] = {
+                {"deploy", app_deploy}, {"list", app_list},     {"ls", app_list},       {"show", app_show},
+                {"get", app_show},      {"set", app_set},       {"delete", app_delete}, {"rm", app_delete},
+                {"logs", app_logs},
+        };
+        return cli_run_group("app", verbs, ARRAY_SIZE(verbs), app_usage, argc, argv);
+}

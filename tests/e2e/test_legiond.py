@@ -1,0 +1,341 @@
+"""legiond end to end, as a user runs it: the real daemon (as root, real
+sandboxes) driven by the real `legion` CLI and by plain HTTP. Each test gets
+its own LEGION_HOME and port; the daemon is killed and its leftovers checked
+after."""
+import concurrent.futures
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.request
+import zipfile
+
+import pytest
+
+from conftest import BUILD
+
+LEGIOND = os.path.abspath(os.path.join(BUILD, "legiond"))
+LEGION = os.path.abspath(os.path.join(BUILD, "legion"))
+
+PY_APP = '''
+import os, socket, time
+def main(req):
+    if req.path.startswith("/sleep"):
+        time.sleep(float(req.query.get("s", "0.2")))
+    if req.path.startswith("/crash"):
+        os._exit(3)
+    return {"a": os.environ.get("A"), "b": os.environ.get("B"), "pid": socket.gethostname(),
+            "path": req.path, "method": req.method, "data": req.body.decode()}
+'''
+
+NODE_APP = '''
+module.exports.handler = async (req) => ({
+  status: 200,
+  headers: {"content-type": "application/json"},
+  body: JSON.stringify({greeting: process.env.GREETING || "hello", path: req.path, method: req.method}),
+});
+'''
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Legiond:
+    def __init__(self, home, port):
+        self.home, self.port = home, port
+        self.proc = None
+        self.env = dict(os.environ, LEGION_HOME=home, LEGION_API=f"http://127.0.0.1:{port}",
+                        LEGION_CGROUP_PARENT=f"legion-e2e-d{os.getpid()}")
+        self.log = open(os.path.join(home, "legiond.log"), "ab")
+
+    def start(self):
+        self.proc = subprocess.Popen([LEGIOND, "--home", self.home, "--listen", f"127.0.0.1:{self.port}"],
+                                     env=self.env, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                if self.http("GET", "/healthz", auth=False)[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("legiond did not start: " + open(os.path.join(self.home, "legiond.log")).read())
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    @property
+    def token(self):
+        return open(os.path.join(self.home, "admin.token")).read().strip()
+
+    def http(self, method, path, body=None, token=None, auth=True, headers=None, timeout=60):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        h = dict(headers or {})
+        if auth:
+            h["Authorization"] = "Bearer " + (token or self.token)
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, data
+
+    def cli(self, *args, check=0, input=None, timeout=60):
+        p = subprocess.run([LEGION, *args], env=self.env, capture_output=True, input=input, timeout=timeout)
+        out, err = p.stdout.decode(), p.stderr.decode()
+        if check is not None:
+            assert p.returncode == check, (args, p.returncode, out, err)
+        return out, err
+
+    def wait_for(self, pred, timeout=30, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def app(self, name, ns="default"):
+        st, body = self.http("GET", f"/v1/namespaces/{ns}/apps/{name}")
+        assert st == 200, body
+        return json.loads(body)
+
+
+@pytest.fixture()
+def legiond(legion_bin, tmp_path):
+    if not os.path.exists(LEGIOND):
+        pytest.fail(f"{LEGIOND} is not built")
+    home = str(tmp_path / "home")
+    os.makedirs(home)
+    d = Legiond(home, free_port())
+    d.start()
+    yield d
+    d.stop(signal.SIGKILL)
+    # Sandboxes die with legiond; the next start (or this check) finds none.
+    r = subprocess.run(["pgrep", "-f", "/opt/legion/runtime/"], capture_output=True, text=True)
+    deadline = time.time() + 10
+    while r.returncode == 0 and time.time() < deadline:
+        time.sleep(0.1)
+        r = subprocess.run(["pgrep", "-f", "/opt/legion/runtime/"], capture_output=True, text=True)
+
+
+def write_app(tmp_path, name, files):
+    d = tmp_path / name
+    d.mkdir()
+    for fname, text in files.items():
+        (d / fname).write_text(text)
+    return str(d)
+
+
+def test_deploy_python_and_node_and_invoke(legiond, tmp_path):
+    py = write_app(tmp_path, "py", {"main.py": PY_APP})
+    node = write_app(tmp_path, "node", {"index.js": NODE_APP})
+    out, _ = legiond.cli("app", "deploy", "pyapp", "--runtime", "python3", "--dir", py, "--set", "A=1")
+    assert "revision 1" in out
+    legiond.cli("app", "deploy", "nodeapp", "--runtime", "node", "--dir", node, "--set", "GREETING=hej")
+    out, _ = legiond.cli("invoke", "pyapp", "--path", "/x/y?z=1", "--data", "payload")
+    doc = json.loads(out)
+    assert doc["a"] == "1" and doc["path"] == "/x/y" and doc["method"] == "POST" and doc["data"] == "payload"
+    st, body = legiond.http("GET", "/fn/default/nodeapp/hi")
+    assert st == 200 and json.loads(body) == {"greeting": "hej", "path": "/hi", "method": "GET"}
+    # The function never sees the caller's token.
+    echo = write_app(tmp_path, "echo", {"main.py": "def main(req):\n    return dict(req.headers)\n"})
+    legiond.cli("app", "deploy", "echo", "--runtime", "python3", "--dir", echo)
+    st, body = legiond.http("GET", "/fn/default/echo/", headers={"X-Test": "yes"})
+    headers = {k.lower(): v for k, v in json.loads(body).items()}
+    assert st == 200 and headers.get("x-test") == "yes" and "authorization" not in headers
+    out, _ = legiond.cli("app", "show", "pyapp")
+    assert "python3" in out
+    app = legiond.app("pyapp")
+    assert app["status"]["coldStarts"]["count"] >= 1
+    assert app["status"]["revision"] == 1
+
+
+def test_bad_handler_gives_clear_error(legiond, tmp_path):
+    bad = write_app(tmp_path, "bad", {"main.py": "import no_such_module\ndef main(req):\n    return 'x'\n"})
+    legiond.cli("app", "deploy", "bad", "--runtime", "python3", "--dir", bad)
+    st, body = legiond.http("GET", "/fn/default/bad/")
+    assert st == 502
+    err = json.loads(body)["error"]
+    assert "no_such_module" in err["message"], err
+    out, _ = legiond.cli("app", "logs", "bad")
+    assert "no_such_module" in out
+    # A handler that crashes mid-request: 502, and the instance is replaced.
+    crash = write_app(tmp_path, "crash", {"main.py": PY_APP})
+    legiond.cli("app", "deploy", "crash", "--runtime", "python3", "--dir", crash)
+    assert legiond.http("GET", "/fn/default/crash/")[0] == 200
+    st, body = legiond.http("GET", "/fn/default/crash/crash")
+    assert st == 502, body
+    assert legiond.http("GET", "/fn/default/crash/")[0] == 200
+
+
+def test_settings_change_is_a_new_revision_never_mixed(legiond, tmp_path):
+    d = write_app(tmp_path, "rev", {"main.py": PY_APP})
+    legiond.cli("app", "deploy", "rev", "--runtime", "python3", "--dir", d, "--set", "A=old", "--set", "B=old",
+                "--concurrency", "4")
+    seen = set()
+    stop = time.time() + 4
+
+    def hammer():
+        pairs = set()
+        while time.time() < stop:
+            st, body = legiond.http("GET", "/fn/default/rev/")
+            assert st == 200, body
+            doc = json.loads(body)
+            pairs.add((doc["a"], doc["b"]))
+        return pairs
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        futs = [ex.submit(hammer) for _ in range(4)]
+        time.sleep(1)
+        out, _ = legiond.cli("app", "set", "rev", "A=new", "B=new")
+        assert "revision 2" in out
+        for f in futs:
+            seen |= f.result()
+    assert seen <= {("old", "old"), ("new", "new")}, seen
+    assert ("new", "new") in seen
+    assert legiond.app("rev")["status"]["revision"] == 2
+
+
+def test_burst_scales_out_with_concurrency_one(legiond, tmp_path):
+    d = write_app(tmp_path, "burst", {"main.py": PY_APP})
+    legiond.cli("app", "deploy", "burst", "--runtime", "python3", "--dir", d, "--concurrency", "1", "--max", "10")
+
+    def call(i):
+        return legiond.http("GET", "/fn/default/burst/sleep?s=0.3")
+
+    with concurrent.futures.ThreadPoolExecutor(50) as ex:
+        results = list(ex.map(call, range(50)))
+    assert all(st == 200 for st, _ in results), [r for r in results if r[0] != 200][:3]
+    pids = {json.loads(b)["pid"] for _, b in results}
+    status = legiond.app("burst")["status"]
+    assert status["coldStarts"]["count"] > 1
+    assert len(pids) > 1
+
+
+def test_scale_to_zero_and_back(legiond, tmp_path):
+    d = write_app(tmp_path, "idle", {"main.py": PY_APP})
+    legiond.cli("app", "deploy", "idle", "--runtime", "python3", "--dir", d, "--idle-timeout", "1")
+    assert legiond.http("GET", "/fn/default/idle/")[0] == 200
+    assert legiond.app("idle")["status"]["instances"] == 1
+    legiond.wait_for(lambda: legiond.app("idle")["status"]["instances"] == 0, timeout=20, what="scale to zero")
+    st, _ = legiond.http("GET", "/fn/default/idle/")
+    assert st == 200
+    assert legiond.app("idle")["status"]["coldStarts"]["count"] == 2
+
+
+def test_kill_9_and_restart_keeps_every_app(legiond, tmp_path):
+    apps = []
+    for i in range(3):
+        d = write_app(tmp_path, f"k{i}", {"main.py": PY_APP})
+        legiond.cli("app", "deploy", f"k{i}", "--runtime", "python3", "--dir", d, "--set", f"A={i}")
+        apps.append(f"k{i}")
+    stop = time.time() + 1.5
+
+    def traffic():
+        n = 0
+        while time.time() < stop:
+            try:
+                legiond.http("GET", "/fn/default/k0/", timeout=5)
+                n += 1
+            except OSError:
+                pass
+        return n
+
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        f = ex.submit(traffic)
+        time.sleep(0.7)
+        legiond.stop(signal.SIGKILL)
+        f.result()
+    legiond.start()
+    for i, a in enumerate(apps):
+        st, body = legiond.http("GET", f"/fn/default/{a}/")
+        assert st == 200, body
+        assert json.loads(body)["a"] == str(i)
+
+
+def test_bad_input_gets_the_right_error_and_changes_nothing(legiond, tmp_path):
+    h = legiond.http
+    assert h("GET", "/v1/namespaces", auth=False)[0] == 401
+    assert h("GET", "/v1/namespaces", token="lgn_" + "0" * 64)[0] == 401
+    st, body = h("PUT", "/v1/namespaces/default/apps/x", body=b"{not json")
+    assert st == 400 and b"malformed JSON" in body
+    st, body = h("PUT", "/v1/namespaces/default/apps/x", body={"runtime": "python3", "packag": "x"})
+    assert st == 400 and b"packag" in body
+    st, body = h("PUT", "/v1/namespaces/default/apps/Bad_Name", body={"runtime": "python3"})
+    assert st == 400
+    st, body = h("PUT", "/v1/namespaces/default/apps/x", body=b"x" * (9 << 20))
+    assert st == 413
+    assert json.loads(h("GET", "/v1/namespaces/default/apps")[1])["items"] == []
+
+    # Another namespace's app is invisible: 404, not 403.
+    assert h("POST", "/v1/namespaces", body={"name": "team-a"})[0] == 201
+    assert h("POST", "/v1/namespaces", body={"name": "team-b"})[0] == 201
+    st, body = h("POST", "/v1/namespaces/team-a/tokens", body={})
+    tok_a = json.loads(body)["token"]
+    d = write_app(tmp_path, "b", {"main.py": PY_APP})
+    legiond.cli("--ns", "team-b", "app", "deploy", "secret", "--runtime", "python3", "--dir", d)
+    assert h("GET", "/v1/namespaces/team-b/apps/secret", token=tok_a)[0] == 404
+    assert h("GET", "/fn/team-b/secret/", token=tok_a)[0] == 404
+    assert h("GET", "/v1/namespaces/team-b/apps", token=tok_a)[0] == 404
+    assert h("POST", "/v1/namespaces", body={"name": "x"}, token=tok_a)[0] == 403
+    assert h("GET", "/v1/namespaces/team-a/apps", token=tok_a)[0] == 200
+
+    # Hostile packages are refused and nothing is kept of them.
+    def zip_with(name, data=b"x"):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(name, data)
+        return buf.getvalue()
+
+    def tar_with_symlink():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            info = tarfile.TarInfo("evil")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/shadow"
+            t.addfile(info)
+        return buf.getvalue()
+
+    def bomb():
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            with z.open("zeros", "w", force_zip64=True) as f:
+                chunk = b"\0" * (1 << 20)
+                for _ in range(1024):
+                    f.write(chunk)
+        return buf.getvalue()
+
+    pkgdir = os.path.join(legiond.home, "packages")
+    before = sorted(os.listdir(os.path.join(pkgdir, "blobs", "sha256"))) if os.path.isdir(
+        os.path.join(pkgdir, "blobs", "sha256")) else []
+    for payload in (zip_with("../../escape.py"), zip_with("/abs.py"), tar_with_symlink(), bomb(), b"not an archive"):
+        st, body = h("POST", "/v1/namespaces/default/packages", body=payload)
+        assert st in (400, 413), (st, body)
+        assert json.loads(body)["error"]["message"]
+    after = sorted(os.listdir(os.path.join(pkgdir, "blobs", "sha256")))
+    assert after == before
+    assert not os.path.exists("/escape.py") and not os.path.exists(os.path.join(legiond.home, "escape.py"))
+
+
+def test_delete_app(legiond, tmp_path):
+    d = write_app(tmp_path, "del", {"main.py": PY_APP})
+    legiond.cli("app", "deploy", "del", "--runtime", "python3", "--dir", d)
+    assert legiond.http("GET", "/fn/default/del/")[0] == 200
+    legiond.cli("app", "delete", "del")
+    assert legiond.http("GET", "/fn/default/del/")[0] == 404
+    assert legiond.http("GET", "/v1/namespaces/default/apps/del")[0] == 404
+    assert legiond.http("GET", "/healthz", auth=False)[0] == 200
