@@ -57,7 +57,9 @@ struct lg_sandbox_spec {
         const char *cwd;         /* NULL = "/" */
         const char *hostname;    /* NULL = the id, cut to 63 chars */
 
-        /* Resources. 0 means "no limit" / "default". */
+        /* Resources. 0 means "no limit" / "default". A sandbox with no limit
+         * at all gets no cgroup (its pid namespace holds it together); then
+         * lg_sandbox_stats answers -ENODATA. */
         uint64_t memory_bytes;
         uint64_t cpu_millis;     /* quota: 500 = half a CPU */
         uint64_t cpu_weight;     /* 1..10000, 100 = default */
@@ -132,6 +134,7 @@ int lg_sandbox_poll(lg_sandbox *sb, struct lg_sandbox_status *status);
 
 /* Send a signal to legion-init, which forwards it to the workload. */
 int lg_sandbox_signal(lg_sandbox *sb, int sig);
+/* -ENODATA for a sandbox made without limits (it has no cgroup). */
 int lg_sandbox_stats(lg_sandbox *sb, struct lg_sandbox_stats *ret);
 
 /* Change the CPU quota (millicores, 0 = none) of a running sandbox: startup

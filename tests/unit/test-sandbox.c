@@ -142,6 +142,12 @@ static void test_host_uid_seen_from_host(void **state) {
         for (int i = 0; i < 100 && processes_with_uid(lg_sandbox_host_uid(sb)) < 2; i++)
                 usleep(10000);
         assert_int_equal(processes_with_uid(lg_sandbox_host_uid(sb)), 2);
+        /* Made without limits: no cgroup, and stats say so. */
+        struct lg_sandbox_stats stats;
+        assert_int_equal(lg_sandbox_stats(sb, &stats), -ENODATA);
+        char cg[512];
+        snprintf(cg, sizeof(cg), "/sys/fs/cgroup/memory/%s/%s", getenv("LEGION_CGROUP_PARENT"), lg_sandbox_id(sb));
+        assert_int_equal(access(cg, F_OK), -1);
         uid_t base = lg_sandbox_host_uid(sb);
         assert_int_equal(lg_sandbox_destroy(sb), 0);
         assert_int_equal(processes_with_uid(base), 0);
