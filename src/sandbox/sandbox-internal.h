@@ -92,8 +92,8 @@ int lg_security_apply(const struct lg_plan *plan, struct lg_child_error *e);
 
 /* state.c: the state directory of each sandbox and the uid ranges. */
 int lg_state_root(const char *spec_root, char *buf, size_t len);
-int lg_uid_slot_alloc(const char *state_root, const char *id, unsigned *ret);
-void lg_uid_slot_free(const char *state_root, unsigned slot);
+int lg_uid_slot_alloc(const char *id, unsigned *ret);
+void lg_uid_slot_free(unsigned slot);
 /* The owner record lets gc tell a live owner from a dead one. */
 int lg_state_write_owner(const char *dir, const char *cgroup_desc, unsigned slot);
 int lg_state_owner_alive(const char *dir);

@@ -588,7 +588,7 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
         if (spec->host_uid_base) {
                 sb->host_uid = spec->host_uid_base;
         } else {
-                r = lg_uid_slot_alloc(sb->state_root, sb->id, &sb->slot);
+                r = lg_uid_slot_alloc(sb->id, &sb->slot);
                 if (r < 0) {
                         r = lg_error_set(err, r, r == -EUSERS ? "all %u uid ranges are in use" : "allocate a uid range",
                                          LG_UID_SLOTS);
@@ -978,7 +978,7 @@ int lg_sandbox_destroy(lg_sandbox *sb) {
                         ret = r;
         }
         if (sb->has_slot)
-                lg_uid_slot_free(sb->state_root, sb->slot);
+                lg_uid_slot_free(sb->slot);
         free(sb);
         return ret;
 }

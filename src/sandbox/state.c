@@ -4,7 +4,8 @@
  *   <root>/sandboxes/<id>/mnt     scratch mount point (mounted only inside
  *                                 the sandbox's mount namespace)
  *   <root>/sandboxes/<id>/std{out,err}.log   captured output
- *   <root>/uids/<slot>            a taken host uid range, holding the id
+ *   /run/legion/uids/<slot>       a taken host uid range, holding the id:
+ *                                 one registry per host, whatever the root
  *
  * The owner record is what lets gc tell a sandbox whose owner is alive (never
  * touched) from one left by an owner that died (cleaned). A pid alone could
@@ -112,10 +113,19 @@ int lg_state_owner_alive(const char *dir) {
 /* Slots are files created with O_EXCL, so owners in different processes
  * never hand out the same range. The search starts where the last one in
  * this process ended, so a busy node does not rescan taken slots. */
-int lg_uid_slot_alloc(const char *state_root, const char *id, unsigned *ret) {
+/* Host uid ranges must be unique on the host, not per state root: two
+ * owners with different state roots (legiond and a `legion sandbox run`)
+ * share one registry. It lives in /run so that it goes with a reboot, as the
+ * sandboxes do. */
+static const char *uid_dir(void) {
+        const char *d = getenv("LEGION_UID_DIR");
+        return d && d[0] == '/' ? d : "/run/legion/uids";
+}
+
+int lg_uid_slot_alloc(const char *id, unsigned *ret) {
         static _Atomic unsigned hint;
         char dir[PATH_MAX], name[16];
-        snprintf(dir, sizeof(dir), "%s/uids", state_root);
+        snprintf(dir, sizeof(dir), "%s", uid_dir());
         int dfd = open(dir, O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0 && errno == ENOENT) {
                 int r = lg_mkdir_p(dir, 0700);
@@ -137,7 +147,12 @@ int lg_uid_slot_alloc(const char *state_root, const char *id, unsigned *ret) {
                         close(dfd);
                         return r;
                 }
-                (void) lg_write_all(fd, id, strlen(id));
+                /* Who holds it: gc frees slots whose holder is gone. */
+                char rec[128];
+                unsigned long long start = 0;
+                process_start_time(getpid(), &start);
+                snprintf(rec, sizeof(rec), "%d %llu\n%s\n", (int) getpid(), start, id);
+                (void) lg_write_all(fd, rec, strlen(rec));
                 close(fd);
                 close(dfd);
                 atomic_store(&hint, slot + 1);
@@ -148,14 +163,37 @@ int lg_uid_slot_alloc(const char *state_root, const char *id, unsigned *ret) {
         return -EUSERS; /* every uid range is taken */
 }
 
-void lg_uid_slot_free(const char *state_root, unsigned slot) {
+void lg_uid_slot_free(unsigned slot) {
         char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/uids/%u", state_root, slot);
+        snprintf(path, sizeof(path), "%s/%u", uid_dir(), slot);
         unlink(path);
 }
 
+/* Free uid ranges whose holder died before it could record a sandbox
+ * (the slot file names the holder the same way an owner record does). */
+static void gc_uid_slots(void) {
+        DIR *d = opendir(uid_dir());
+        if (!d)
+                return;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (de->d_name[0] < '0' || de->d_name[0] > '9')
+                        continue;
+                char path[PATH_MAX], buf[256];
+                snprintf(path, sizeof(path), "%s/%s", uid_dir(), de->d_name);
+                int pid;
+                unsigned long long start, now;
+                if (lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) <= 0 ||
+                    sscanf(buf, "%d %llu", &pid, &start) != 2)
+                        continue;
+                if (process_start_time(pid, &now) < 0 || now != start)
+                        unlink(path);
+        }
+        closedir(d);
+}
+
 /* Clean one sandbox directory whose owner is gone. */
-static int gc_one(const char *state_root, const char *dir) {
+static int gc_one(const char *dir) {
         char desc[PATH_MAX + 128];
         unsigned slot = 0;
         int ret = 0;
@@ -169,7 +207,7 @@ static int gc_one(const char *state_root, const char *dir) {
                                 lg_cgroup_free(cg);
                         }
                 }
-                lg_uid_slot_free(state_root, slot);
+                lg_uid_slot_free(slot);
         }
         int r = lg_rm_rf(dir);
         return ret < 0 ? ret : r;
@@ -186,6 +224,7 @@ int lg_sandbox_gc(const char *spec_root, struct lg_error *err) {
                 return errno == ENOENT ? 0 : lg_error_set(err, errno, "open `%s`", path);
         int cleaned = 0, ret = 0;
         struct dirent *de;
+        gc_uid_slots();
         while ((de = readdir(d))) {
                 if (de->d_name[0] == '.')
                         continue;
@@ -200,7 +239,7 @@ int lg_sandbox_gc(const char *spec_root, struct lg_error *err) {
                 } else if (alive != 0) {
                         continue;
                 }
-                r = gc_one(root, path);
+                r = gc_one(path);
                 if (r < 0 && ret == 0)
                         ret = lg_error_set(err, r, "clean up sandbox `%s`", de->d_name);
                 cleaned++;
