@@ -820,13 +820,8 @@ static void cconn_arm(struct cconn *c) {
         if (c->closing)
                 return;
         uint64_t d = cconn_deadline(c);
-        if (d == UINT64_MAX) {
-                if (c->timer_on) {
-                        uv_timer_stop(&c->timer);
-                        c->timer_on = false;
-                }
-                return;
-        }
+        if (d == UINT64_MAX)
+                return; /* a running timer fires once, finds nothing and stays off */
         if (c->timer_on && c->timer_due <= d)
                 return;
         uint64_t now = cnow(c->up->cl);

@@ -133,11 +133,15 @@ int lg_http_request_peer(const struct lg_http_request *req, char *buf, size_t ca
 int lg_http_request_peer_cred(const struct lg_http_request *req, pid_t *pid, uid_t *uid, gid_t *gid);
 
 /* Called (from the loop) when the request can no longer be answered: the
- * client closed or reset the connection (-ECONNRESET), the server answered
- * it itself (-EFBIG body over the limit, -ETIMEDOUT, -EPROTO malformed
- * body), or the server is being aborted (-ECANCELED). The handler must still
- * end the request (lg_http_respond etc. then just release it). Never called
- * after the handler ended the request. */
+ * client closed or reset the connection (-ECONNRESET; as in nginx, an EOF
+ * from the client while its request is pending counts, so a client must not
+ * half-close), the server answered it itself (-EFBIG body over the limit,
+ * -ETIMEDOUT body or write timeout, -EPROTO malformed body), or the server is
+ * being aborted (-ECANCELED). The handler must still end the request
+ * (lg_http_respond etc. then just release it). Never called after the
+ * handler ended the request; when the connection closes with response writes
+ * pending, their callbacks (status < 0) run first, and a handler that ends
+ * the request there gets no abort callback. */
 typedef void (*lg_http_abort_cb)(struct lg_http_request *req, int reason, void *ud);
 void lg_http_request_on_abort(struct lg_http_request *req, lg_http_abort_cb cb, void *ud);
 /* 0, or the reason the request was aborted. */
@@ -147,7 +151,8 @@ int lg_http_request_aborted(const struct lg_http_request *req);
 typedef void (*lg_http_data_cb)(struct lg_http_request *req, const char *data, size_t len, void *ud);
 typedef void (*lg_http_end_cb)(struct lg_http_request *req, void *ud);
 /* Start reading the body: on_data for each piece, then on_end once (also for
- * an empty body). Sends "100 Continue" when the client asked for it.
+ * an empty body). Sends "100 Continue" when the client asked for it (call it
+ * before lg_http_response_start, or the response says Connection: close).
  * `data` is valid during on_data only -- unless the handler calls
  * lg_http_request_pause() in on_data, in which case it stays valid until
  * lg_http_request_resume(). Fails with -EFBIG (and the server answers 413)
@@ -260,9 +265,11 @@ struct lg_http_call_ops {
  * Content-Length, Transfer-Encoding, Keep-Alive, TE, Trailer, Upgrade,
  * Expect, Proxy-Connection are dropped) and adds Host when missing.
  * body_length: 0 no body; > 0 Content-Length; -1 chunked. Everything passed
- * is copied. `ops` must stay valid for the life of the call. Idempotent
- * requests without a body that fail on a reused connection before any byte
- * of response are retried once on a new connection. */
+ * is copied. `ops` must stay valid for the life of the call. A call that
+ * fails on a reused pooled connection before any byte of response is retried
+ * once on a new connection when that is safe: nothing of it had been sent,
+ * or it is idempotent (GET HEAD PUT DELETE OPTIONS TRACE) and none of its
+ * body had been sent. Never calls back from inside this function. */
 int lg_http_call_start(struct lg_http_upstream *up, const char *method, const char *target,
                        const struct lg_http_header *hdrs, size_t nhdrs, int64_t body_length,
                        const struct lg_http_call_ops *ops, void *ud, struct lg_http_call **ret);

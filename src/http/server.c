@@ -1198,13 +1198,8 @@ static void conn_arm(struct lg_http_request *c) {
         if (c->closing)
                 return;
         uint64_t d = conn_deadline(c);
-        if (d == UINT64_MAX) {
-                if (c->timer_on) {
-                        uv_timer_stop(&c->timer);
-                        c->timer_on = false;
-                }
-                return;
-        }
+        if (d == UINT64_MAX)
+                return; /* a running timer fires once, finds nothing and stays off */
         if (c->timer_on && c->timer_due <= d)
                 return; /* fires early and re-arms */
         uint64_t now = now_ms(c->srv);

@@ -662,6 +662,155 @@ static void test_helpers(void **state) {
 }
 
 /* ------------------------------------------------------------------------
+ * The client against a scripted upstream
+ * --------------------------------------------------------------------- */
+
+/* A thread that accepts one connection per script entry, reads the request
+ * head, writes the canned bytes, then reads until the client closes. */
+struct script {
+        int lfd, port;
+        const char *const *answers;
+        const size_t *lens;
+        int n;
+        pthread_t th;
+};
+
+static void *script_thread(void *arg) {
+        struct script *sc = arg;
+        for (int i = 0; i < sc->n; i++) {
+                int fd = accept(sc->lfd, NULL, NULL);
+                if (fd < 0)
+                        break;
+                char buf[65536];
+                size_t got = 0;
+                while (got < sizeof(buf) - 1) {
+                        ssize_t k = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+                        if (k <= 0)
+                                break;
+                        got += (size_t) k;
+                        buf[got] = '\0';
+                        if (strstr(buf, "\r\n\r\n"))
+                                break;
+                }
+                size_t len = sc->lens && sc->lens[i] ? sc->lens[i] : strlen(sc->answers[i]);
+                (void) !send(fd, sc->answers[i], len, MSG_NOSIGNAL);
+                shutdown(fd, SHUT_WR);
+                if (i == sc->n - 1) /* the last one reads the body it did not wait for */
+                        while (recv(fd, buf, sizeof(buf), 0) > 0)
+                                ;
+                close(fd);
+        }
+        return NULL;
+}
+
+static void script_start(struct script *sc, const char *const *answers, const size_t *lens, int n) {
+        sc->answers = answers;
+        sc->lens = lens;
+        sc->n = n;
+        sc->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        assert_int_equal(bind(sc->lfd, (struct sockaddr *) &a, sizeof(a)), 0);
+        assert_int_equal(listen(sc->lfd, 16), 0);
+        socklen_t al = sizeof(a);
+        getsockname(sc->lfd, (struct sockaddr *) &a, &al);
+        sc->port = ntohs(a.sin_port);
+        assert_int_equal(pthread_create(&sc->th, NULL, script_thread, sc), 0);
+}
+
+static void script_stop(struct script *sc) {
+        pthread_join(sc->th, NULL);
+        close(sc->lfd);
+}
+
+static void test_client_scripted(void **state) {
+        (void) state;
+        static char bighead[100000];
+        memcpy(bighead, "HTTP/1.1 200 OK\r\nX-Big: ", 25);
+        memset(bighead + 25, 'x', sizeof(bighead) - 30);
+        memcpy(bighead + sizeof(bighead) - 5, "\r\n\r\n", 5);
+        static const char *const answers[] = {
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok",
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nclose-delimited body",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3\r\n!!!\r\n0\r\nX-T: 1\r\n\r\n",
+                "garbage\r\n\r\n",
+                bighead,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+                "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!",
+        };
+        static const size_t lens[] = {0, 0, 0, 0, sizeof(bighead), 0, 0, 0};
+        struct script sc;
+        script_start(&sc, answers, lens, (int) ARRAY_SIZE(answers));
+        struct env e;
+        env_start(&e, NULL, NULL);
+        char addr[64];
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", sc.port);
+        struct lg_http_upstream *up = NULL;
+        struct lg_error err = {0};
+        /* A new upstream (so a new connection) for every answer. */
+#define NEXT_UPSTREAM()                                                            \
+        do {                                                                       \
+                if (up)                                                            \
+                        lg_http_upstream_free(up);                                 \
+                assert_int_equal(lg_http_upstream_new(e.cl, addr, &up, &err), 0); \
+        } while (0)
+        struct res r;
+        NEXT_UPSTREAM();
+        /* 1xx responses are skipped. */
+        res_init(&r, &e);
+        do_call(up, &r, "GET", "/", NULL, 0, false);
+        assert_int_equal(r.err, 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "ok");
+        res_free(&r);
+        NEXT_UPSTREAM();
+        res_init(&r, &e);
+        do_call(up, &r, "GET", "/", NULL, 0, false);
+        assert_int_equal(r.err, 0);
+        assert_int_equal(r.cl, -1);
+        assert_string_equal(r.body, "close-delimited body");
+        res_free(&r);
+        NEXT_UPSTREAM();
+        res_init(&r, &e);
+        do_call(up, &r, "GET", "/", NULL, 0, false);
+        assert_int_equal(r.err, 0);
+        assert_string_equal(r.body, "ok!!!");
+        res_free(&r);
+        static const int want[] = {-EPROTO, -EPROTO, -EPROTO, -ECONNRESET};
+        for (int i = 0; i < 4; i++) {
+                NEXT_UPSTREAM();
+                res_init(&r, &e);
+                do_call(up, &r, "POST", "/", NULL, 0, false);
+                if (r.err != want[i])
+                        fail_msg("answer %d: error %d (%s)", 3 + i, r.err, r.errmsg);
+                res_free(&r);
+        }
+        /* Answered while the body is still being written: done with the
+         * answer, every write callback before on_done. */
+        NEXT_UPSTREAM();
+        res_init(&r, &e);
+        char *body = make_pattern(1 << 20);
+        struct lg_http_call *call;
+        assert_int_equal(lg_http_call_start(up, "POST", "/", NULL, 0, 4 << 20, &res_ops, &r, &call), 0);
+        assert_int_equal(lg_http_call_write(call, body, 1 << 20, count_write, &r), 0);
+        while (!r.got_response)
+                uv_run(&e.loop, UV_RUN_ONCE);
+        if (!r.done)
+                assert_int_equal(lg_http_call_write(call, body, 1 << 20, count_write, &r), 0);
+        int issued = r.done ? 1 : 2;
+        run_until(&e, &r.done);
+        assert_int_equal(r.err, 0);
+        assert_int_equal(r.status, 413);
+        assert_string_equal(r.body, "big!");
+        assert_int_equal(r.writes_done, issued);
+        res_free(&r);
+        free(body);
+        env_stop(&e);
+        script_stop(&sc);
+}
+
+/* ------------------------------------------------------------------------
  * Raw client against the threaded server
  * --------------------------------------------------------------------- */
 
@@ -708,6 +857,18 @@ static void test_raw_keepalive(void **state) {
         assert_int_equal(raw_response(&c, &resp, false), 0);
         assert_non_null(strstr(resp.body, "path=/info/3\n"));
         raw_resp_free(&resp);
+        /* Answered without reading a small body: it is dropped and the
+         * connection goes on. */
+        get(&c, "PUT /stream-reject HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789", &resp, 403);
+        assert_null(raw_header(&resp, "Connection"));
+        raw_resp_free(&resp);
+        get(&c, "PUT /stream-reject HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            &resp, 403);
+        assert_string_equal(raw_header(&resp, "Connection"), "close");
+        raw_resp_free(&resp);
+        assert_true(raw_wait_close(&c));
+        raw_close(&c);
+        assert_int_equal(raw_tcp(&c, h.port), 0);
         /* Connection: close is honoured. */
         get(&c, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &resp, 200);
         assert_string_equal(raw_header(&resp, "Connection"), "close");
@@ -999,7 +1160,7 @@ static void test_raw_max_connections(void **state) {
         /* Once one goes, another gets in (the server may need a moment). */
         raw_close(&c[0]);
         bool ok = false;
-        for (int i = 0; i < 500 && !ok; i++) {
+        for (int i = 0; i < 2000 && !ok; i++) {
                 assert_int_equal(raw_tcp(&extra, h.port), 0);
                 assert_int_equal(raw_puts(&extra, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
                 if (raw_response(&extra, &resp, false) == 0 && resp.status == 200)
@@ -1065,6 +1226,7 @@ int main(void) {
                 cmocka_unit_test(test_stale_retry),
                 cmocka_unit_test(test_client_close_inflight),
                 cmocka_unit_test(test_graceful_close),
+                cmocka_unit_test(test_client_scripted),
                 cmocka_unit_test(test_raw_keepalive),
                 cmocka_unit_test(test_raw_parsing),
                 cmocka_unit_test(test_raw_expect),
