@@ -1,5 +1,5 @@
 # Two entry points for people and CI (see README):
-#   make run   - install what is missing, build, start the demo
+#   make run   - install what is missing, build, start legiond with a sample app
 #   make test  - install what is missing, build (plain and ASan/UBSan), run every test
 # Everything else here is a building block of those two.
 
@@ -9,7 +9,7 @@ BUILD_ASAN ?= build-asan
 # python3 comes first on PATH.
 PYTHON     ?= /usr/bin/python3
 
-.PHONY: all deps build build-asan run test test-unit test-asan test-e2e bench clean
+.PHONY: all deps build build-asan run sandbox-demo test test-unit test-asan test-e2e bench clean
 
 all: build
 
@@ -29,7 +29,10 @@ build-asan: deps $(BUILD_ASAN)/build.ninja
 	ninja -C $(BUILD_ASAN)
 
 run: build
-	./scripts/demo.sh $(BUILD)
+	./scripts/run.sh $(BUILD)
+
+sandbox-demo: build
+	./scripts/sandbox-demo.sh $(BUILD)
 
 test-unit: build
 	meson test -C $(BUILD) --print-errorlogs

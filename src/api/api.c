@@ -551,6 +551,23 @@ static void api_pools(struct api_call *c, const char *name) {
 
 /* ---- routing ------------------------------------------------------------- */
 
+/* The Host-header form: "APP.NS.fn.<anything>[:port]" (for example
+ * hello.default.fn.localhost:7070) routes like /fn/NS/APP with the whole
+ * path. Names are DNS labels, so they fit in a host name as they are. */
+static bool host_route(struct lg_http_request *req, char *ns, char *app) {
+        const char *host = lg_http_request_header(req, "Host");
+        const char *fn = host ? strstr(host, ".fn.") : NULL;
+        if (!fn)
+                return false;
+        const char *dot = memchr(host, '.', (size_t) (fn - host));
+        if (!dot || dot == host || fn - dot - 1 <= 0 || dot - host > LG_STORE_NAME_MAX ||
+            fn - dot - 1 > LG_STORE_NAME_MAX)
+                return false;
+        snprintf(app, LG_STORE_NAME_MAX + 1, "%.*s", (int) (dot - host), host);
+        snprintf(ns, LG_STORE_NAME_MAX + 1, "%.*s", (int) (fn - dot - 1), dot + 1);
+        return true;
+}
+
 static bool is_data_path(struct lg_http_request *req, const char **ns, const char **app) {
         const char *const *seg;
         int n = lg_http_request_segments(req, &seg);
@@ -567,7 +584,8 @@ enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdat
         const char *ns, *app;
         const char *const *seg;
         int n = lg_http_request_segments(req, &seg);
-        if (is_data_path(req, &ns, &app))
+        char hns[LG_STORE_NAME_MAX + 1], happ[LG_STORE_NAME_MAX + 1];
+        if (is_data_path(req, &ns, &app) || host_route(req, hns, happ))
                 return LG_HTTP_BODY_STREAM;
         /* POST /v1/namespaces/{ns}/packages: archives are streamed to disk. */
         if (n == 4 && !strcmp(seg[0], "v1") && !strcmp(seg[3], "packages") &&
@@ -608,6 +626,13 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
         if (!authenticate(d, req, &c.token))
                 return;
         const char *ns, *app;
+        char hns[LG_STORE_NAME_MAX + 1], happ[LG_STORE_NAME_MAX + 1];
+        if (host_route(req, hns, happ)) {
+                if (!api_ns_allowed(&c, hns))
+                        return;
+                api_data_path(d, req, hns, happ, lg_http_request_target(req));
+                return;
+        }
         if (is_data_path(req, &ns, &app)) {
                 if (!api_ns_allowed(&c, ns))
                         return;

@@ -341,6 +341,9 @@ static _Noreturn void child_main(const struct lg_plan *p) {
                 lg_child_fail(&e, errno, "join the sandbox's user namespace");
                 goto fail;
         }
+        /* Joining a user namespace changes credentials, which clears the
+         * parent-death signal: arm it again before waiting on the owner. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         /* Made inside the user namespace, the network namespace is the
          * sandbox's own: it may configure its loopback. */
         if (p->new_net && unshare(CLONE_NEWNET) < 0) {
@@ -455,7 +458,10 @@ static int make_userns(uid_t base, struct lg_error *err) {
         }
         if (pid == 0) {
                 char c;
+                /* Only its own pipe: a copy of another thread's pipe would
+                 * keep that helper from ever seeing EOF. */
                 lg_close_all_except(&pfd[0], 1);
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 (void) !read(pfd[0], &c, 1);
                 _exit(0);
         }
@@ -922,6 +928,7 @@ int lg_sandbox_mount(lg_sandbox *sb, const char *src, const char *dst, bool read
         if (pid == 0) {
                 int keep[] = {sb->pidfd, tree, pfd[1]};
                 lg_close_all_except(keep, ARRAY_SIZE(keep));
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 mount_helper(sb->pidfd, sb->pid, tree, dst, sb->host_uid, pfd[1]);
         }
         close(pfd[1]);

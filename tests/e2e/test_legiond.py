@@ -124,12 +124,16 @@ def legiond(legion_bin, tmp_path):
     d.start()
     yield d
     d.stop(signal.SIGKILL)
-    # Sandboxes die with legiond; the next start (or this check) finds none.
-    r = subprocess.run(["pgrep", "-f", "/opt/legion/runtime/"], capture_output=True, text=True)
+    # Nothing outlives a killed legiond: no sandbox, and no helper process
+    # forked from it (those would still show legiond's command line).
+    def leftovers():
+        r = subprocess.run(["pgrep", "-f", f"--home {home} "], capture_output=True, text=True)
+        return r.stdout.split()
+
     deadline = time.time() + 10
-    while r.returncode == 0 and time.time() < deadline:
+    while leftovers() and time.time() < deadline:
         time.sleep(0.1)
-        r = subprocess.run(["pgrep", "-f", "/opt/legion/runtime/"], capture_output=True, text=True)
+    assert leftovers() == [], "processes outlived legiond"
 
 
 def write_app(tmp_path, name, files):
@@ -157,6 +161,9 @@ def test_deploy_python_and_node_and_invoke(legiond, tmp_path):
     st, body = legiond.http("GET", "/fn/default/echo/", headers={"X-Test": "yes"})
     headers = {k.lower(): v for k, v in json.loads(body).items()}
     assert st == 200 and headers.get("x-test") == "yes" and "authorization" not in headers
+    # The Host-header form of the data path.
+    st, body = legiond.http("GET", "/a/b?c=d", headers={"Host": f"pyapp.default.fn.localhost:{legiond.port}"})
+    assert st == 200 and json.loads(body)["path"] == "/a/b", body
     out, _ = legiond.cli("app", "show", "pyapp")
     assert "python3" in out
     app = legiond.app("pyapp")

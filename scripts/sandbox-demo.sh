@@ -1,6 +1,6 @@
 #!/bin/sh
-# `make run`: until legiond exists (issue 3), show the sandbox runtime at
-# work with a few one-off sandboxes, each command printed before it runs.
+# `make sandbox-demo`: the sandbox runtime at
+# work, with a few one-off sandboxes, each command printed before it runs.
 set -u
 BUILD=${1:-build}
 LEGION="$BUILD/legion"

@@ -1,0 +1,46 @@
+#!/bin/sh
+# `make run`: a single-node legiond (embedded SQLite under $LEGION_HOME,
+# default ./var/legion) on 127.0.0.1:7070, with the sample app `hello`
+# deployed from examples/python-hello. legiond stays in the foreground;
+# Ctrl-C stops it (its sandboxes go with it; apps stay in the store).
+set -eu
+BUILD=${1:-build}
+export LEGION_HOME="${LEGION_HOME:-$PWD/var/legion}"
+LISTEN="${LEGION_LISTEN:-127.0.0.1:7070}"
+export LEGION_API="http://$LISTEN"
+if [ "$(id -u)" != 0 ]; then
+        echo "make run needs root: sandboxes use namespaces, cgroups and mounts" >&2
+        exit 1
+fi
+
+"$BUILD/legiond" --home "$LEGION_HOME" --listen "$LISTEN" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true' INT TERM
+i=0
+until curl -fsS "$LEGION_API/healthz" >/dev/null 2>&1; do
+        i=$((i + 1))
+        if [ $i -gt 100 ] || ! kill -0 $pid 2>/dev/null; then
+                echo "legiond did not start" >&2
+                exit 1
+        fi
+        sleep 0.1
+done
+
+"$BUILD/legion" app deploy hello --runtime python3 --dir examples/python-hello --set GREETING=Hello
+echo
+echo "\$ legion invoke hello --path '/?name=Legion'"
+"$BUILD/legion" invoke hello --path '/?name=Legion'
+echo
+cat <<MSG
+
+legiond is running on $LEGION_API (state in $LEGION_HOME). Try:
+
+  $BUILD/legion app list
+  $BUILD/legion invoke hello --data '{"name": "you"}'
+  curl -H "Authorization: Bearer \$(cat $LEGION_HOME/admin.token)" $LEGION_API/fn/default/hello/?name=curl
+  $BUILD/legion app deploy mine --runtime node --dir examples/node-hello
+  $BUILD/legion app logs hello --follow
+
+Ctrl-C stops legiond.
+MSG
+wait $pid
