@@ -665,12 +665,13 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
         inst->ready_cb = ready_cb;
         inst->exit_cb = exit_cb;
         inst->userdata = userdata;
-        inst->cpu_millis = spec->cpu_millis;
+        /* An app without its own cpu gets the pool group's once boosted. */
+        inst->cpu_millis = spec->cpu_millis ? spec->cpu_millis : p->spec.cpu_millis;
         /* The placeholder runs with the pool's boosted CPU; the instance
          * keeps it for boost_seconds after it is ready, then gets its own. */
         inst->boost_ms = p->spec.boost_cpu_millis ? (uint64_t) p->spec.boost_seconds * 1000 : 0;
-        if (!inst->boost_ms && spec->cpu_millis != p->spec.cpu_millis && inst->sb)
-                lg_sandbox_set_cpu(inst->sb, spec->cpu_millis, NULL);
+        if (!inst->boost_ms && inst->cpu_millis != p->spec.cpu_millis && inst->sb)
+                lg_sandbox_set_cpu(inst->sb, inst->cpu_millis, NULL);
         /* On demand, the specialize frame waits in the socket until the
          * worker finishes its imports and reads it. */
         inst->state = ST_SPECIALIZING;

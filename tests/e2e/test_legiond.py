@@ -346,3 +346,36 @@ def test_delete_app(legiond, tmp_path):
     assert legiond.http("GET", "/fn/default/del/")[0] == 404
     assert legiond.http("GET", "/v1/namespaces/default/apps/del")[0] == 404
     assert legiond.http("GET", "/healthz", auth=False)[0] == 200
+
+
+def instance_cgroups(legiond):
+    d = f"/sys/fs/cgroup/cpu/{legiond.env['LEGION_CGROUP_PARENT']}"
+    if not os.path.isdir(d):
+        pytest.skip("needs the cgroup v1 cpu hierarchy to read quotas")
+    return {e: os.path.join(d, e) for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))}
+
+
+def test_startup_boost_then_own_cpu(legiond, tmp_path):
+    st, body = legiond.http("PUT", "/v1/poolgroups/boosted", body={
+        "runtime": "python3", "ready": 1, "cpu": "500m", "memory": "128Mi",
+        "startupBoost": {"cpu": "2000m", "seconds": 1}})
+    assert st == 201, body
+    d = write_app(tmp_path, "boost", {"main.py": PY_APP})
+    legiond.cli("app", "deploy", "boost", "--runtime", "python3", "--dir", d, "--pool", "boosted", "--cpu", "250m")
+    assert legiond.http("GET", "/fn/default/boost/")[0] == 200
+    import re
+    out, _ = legiond.cli("app", "logs", "boost")
+    inst = re.search(r"instance (i-[0-9a-f]+) ready", out).group(1)
+    quota = os.path.join(instance_cgroups(legiond)[inst], "cpu.cfs_quota_us")
+    read = lambda: open(quota).read().strip()
+    # Boosted while starting (2 CPUs), its own 250m after the boost seconds.
+    assert read() == "200000"
+    legiond.wait_for(lambda: read() == "25000", timeout=15, what="the end of the startup boost")
+
+
+def test_min_instances_kept_warm(legiond, tmp_path):
+    d = write_app(tmp_path, "warm", {"main.py": PY_APP})
+    legiond.cli("app", "deploy", "warm", "--runtime", "python3", "--dir", d, "--min", "2", "--idle-timeout", "1")
+    legiond.wait_for(lambda: legiond.app("warm")["status"]["instances"] == 2, timeout=20, what="2 instances")
+    time.sleep(3)
+    assert legiond.app("warm")["status"]["instances"] == 2
