@@ -42,12 +42,14 @@ static int process_start_time(pid_t pid, unsigned long long *ret) {
         ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
         if (n < 0)
                 return (int) n;
-        /* The command name may contain spaces and ')': skip past the last. */
+        /* The command name may contain spaces and ')': skip past the last.
+         * p then stands on the blank before field 3; 19 more blanks lead
+         * to the one before field 22. */
         char *p = strrchr(buf, ')');
         if (!p)
                 return -EINVAL;
         p++;
-        for (int field = 2; field < 22 && p; field++)
+        for (int field = 3; field < 22 && p; field++)
                 p = strchr(p + 1, ' ');
         if (!p)
                 return -EINVAL;

@@ -610,6 +610,31 @@ static void test_cycles(void **state) {
         assert_int_equal(count_fds(), before);
 }
 
+/* gc never touches the sandboxes of a live owner, however the owner changes
+ * (a start time misread from /proc/PID/stat once made it look dead as soon
+ * as its memory size moved). */
+static void test_gc_spares_live_owner(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        const char *argv[] = {"/bin/sleep", "30", NULL};
+        spec.argv = argv;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        /* Grow: a different vsize and RSS than at create. */
+        size_t n = 64 << 20;
+        char *big = malloc(n);
+        assert_non_null(big);
+        memset(big, 1, n);
+        assert_int_equal(lg_sandbox_gc(state_root, &e), 0);
+        struct lg_sandbox_status st;
+        assert_int_equal(lg_sandbox_poll(sb, &st), 0);
+        free(big);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+}
+
 /* The owner is killed: its sandboxes die with it, and gc removes the rest. */
 static void test_owner_killed(void **state) {
         (void) state;
@@ -680,6 +705,7 @@ int main(void) {
                 cmocka_unit_test(test_extra_fds),
                 cmocka_unit_test(test_set_cpu),
                 cmocka_unit_test(test_cycles),
+                cmocka_unit_test(test_gc_spares_live_owner),
                 cmocka_unit_test(test_owner_killed),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
