@@ -1,12 +1,14 @@
 /* lgbench: time a command run N times, sequentially or in P parallel workers.
  *
- *   lgbench [-n N] [-p P] [-w WARMUP] [-l LABEL] [-q] -- CMD [ARGS...]
+ *   lgbench [-n N] [-p P] [-w WARMUP] [-l LABEL] [-q] [-e NAME=VALUE]... -- CMD [ARGS...]
  *
  * Each run is posix_spawn + waitpid of the whole command, timed with
  * CLOCK_MONOTONIC from just before the spawn to the return of waitpid: the
  * CLI's own start-up is part of the figure, as it is for runc and bwrap.
  * An argument containing %ID% gets it replaced by an id unique to the run
- * (runc needs one per container).
+ * (runc needs one per container). -e sets an environment variable for the
+ * runs, with %W% in VALUE replaced by the worker's number (0.., and "warmup"
+ * for the warm-up runs): e.g. a state directory per worker.
  *
  * Every run must exit 0: on the first that does not, its command line, wait
  * status and output (stdout and stderr go to a memfd per worker, emptied
@@ -36,8 +38,12 @@
 
 extern char **environ;
 
+#define MAX_ENV 16
+
 struct opts {
         long n, p, warmup;
+        const char *env[MAX_ENV];
+        int n_env;
         const char *label;
         bool quiet;
         char **argv;
@@ -51,8 +57,32 @@ static double now_s(void) {
 }
 
 static void usage(void) {
-        fputs("usage: lgbench [-n N] [-p P] [-w WARMUP] [-l LABEL] [-q] -- CMD [ARGS...]\n", stderr);
+        fputs("usage: lgbench [-n N] [-p P] [-w WARMUP] [-l LABEL] [-q] [-e NAME=VALUE]... -- CMD [ARGS...]\n",
+              stderr);
         exit(2);
+}
+
+/* Apply the -e settings for worker w (-1: warm-up). */
+static void apply_env(const struct opts *o, long w) {
+        char num[32];
+        if (w < 0)
+                snprintf(num, sizeof(num), "warmup");
+        else
+                snprintf(num, sizeof(num), "%ld", w);
+        for (int i = 0; i < o->n_env; i++) {
+                const char *kv = o->env[i], *eq = strchr(kv, '=');
+                char name[256], value[4096];
+                snprintf(name, sizeof(name), "%.*s", (int) (eq - kv), kv);
+                const char *v = eq + 1, *hit = strstr(v, "%W%");
+                if (hit)
+                        snprintf(value, sizeof(value), "%.*s%s%s", (int) (hit - v), v, num, hit + 3);
+                else
+                        snprintf(value, sizeof(value), "%s", v);
+                if (setenv(name, value, 1) < 0) {
+                        perror("lgbench: setenv");
+                        exit(1);
+                }
+        }
 }
 
 static long parse_long(const char *s, long min) {
@@ -187,8 +217,13 @@ static void json_str(const char *s) {
 int main(int argc, char **argv) {
         struct opts o = {.n = 100, .p = 1, .warmup = 10, .label = ""};
         int c;
-        while ((c = getopt(argc, argv, "+n:p:w:l:q")) != -1) {
+        while ((c = getopt(argc, argv, "+n:p:w:l:qe:")) != -1) {
                 switch (c) {
+                case 'e':
+                        if (o.n_env >= MAX_ENV || !strchr(optarg, '=') || optarg[0] == '=')
+                                usage();
+                        o.env[o.n_env++] = optarg;
+                        break;
                 case 'n': o.n = parse_long(optarg, 1); break;
                 case 'p': o.p = parse_long(optarg, 1); break;
                 case 'w': o.warmup = parse_long(optarg, 0); break;
@@ -208,6 +243,7 @@ int main(int argc, char **argv) {
                 return 1;
         }
         /* Untimed warm-up: page cache, dentries, lazy kernel state. */
+        apply_env(&o, -1);
         for (long i = 0; i < o.warmup; i++)
                 if (run_once(&o, 99, i, outfd) < 0)
                         return 1;
@@ -236,6 +272,7 @@ int main(int argc, char **argv) {
                 if (pid == 0) {
                         close(go[1]);
                         char b;
+                        apply_env(&o, w);
                         (void) !read(go[0], &b, 1); /* EOF = go */
                         int fd = memfd_create("lgbench-out", MFD_CLOEXEC);
                         if (fd < 0)
@@ -314,5 +351,8 @@ int main(int argc, char **argv) {
                 printf("]");
         }
         printf("}\n");
+        free(sorted);
+        free(workers);
+        munmap(lat, total * sizeof(double));
         return 0;
 }
