@@ -591,6 +591,8 @@ enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdat
         if (n == 4 && !strcmp(seg[0], "v1") && !strcmp(seg[3], "packages") &&
             !strcmp(lg_http_request_method(req), "POST"))
                 return LG_HTTP_BODY_STREAM;
+        if (api_sessions_streams(req))
+                return LG_HTTP_BODY_STREAM;
         return LG_HTTP_BODY_BUFFER;
 }
 
@@ -672,6 +674,8 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
         }
         if (!strcmp(seg[1], "poolgroups") && n <= 3)
                 return api_pools(&c, n == 3 ? seg[2] : NULL);
+        if (!strcmp(seg[1], "sessionpools"))
+                return api_sessions(&c);
         lg_http_respond_error(req, 404, "NotFound", "no such endpoint `%s`", lg_http_request_path(req));
 }
 
@@ -692,5 +696,5 @@ int lg_api_restore(struct lg_daemon *d, struct lg_error *err) {
         for (size_t i = 0; i < l.n; i++)
                 api_app_activate(d, l.items[i]->namespace, l.items[i]->name, NULL);
         lg_resource_list_free(&l);
-        return 0;
+        return api_sessions_restore(d, err);
 }

@@ -58,6 +58,7 @@ struct lg_instance {
 struct pool {
         struct pool *next;
         char *name, *runtime;
+        char **env;                 /* placeholder_env plus the pool's own */
         struct lg_pool_spec spec;
         lg_instance *placeholders;  /* STARTING and READY */
         unsigned n_ready, n_starting;
@@ -83,6 +84,7 @@ static const struct {
         {"python3", {"python3", "-I", "/opt/legion/runtime/python/worker.py", NULL}},
         {"node", {"node", "/opt/legion/runtime/node/worker.js", NULL, NULL}},
         {"custom", {"python3", "-I", "/opt/legion/runtime/custom/worker.py", NULL}},
+        {"session", {"python3", "-I", "/opt/legion/runtime/session/supervisor.py", NULL}},
 };
 
 static const char *const *runtime_argv(const char *runtime) {
@@ -94,6 +96,14 @@ static const char *const *runtime_argv(const char *runtime) {
 
 static void schedule_refill(lg_node *node);
 static void spec_free(struct lg_instance_spec *s);
+
+static void env_free(char **env) {
+        if (!env)
+                return;
+        for (char **e = env; *e; e++)
+                free(*e);
+        free(env);
+}
 static void instance_kill(lg_instance *inst, const char *why);
 static void on_boost_end(uv_timer_t *t);
 
@@ -351,6 +361,7 @@ static void spec_free(struct lg_instance_spec *s) {
         free((char *) s->app);
         free((char *) s->entrypoint);
         free((char *) s->code_dir);
+        free((char *) s->identifier);
         if (s->env)
                 for (size_t i = 0; s->env[i]; i++)
                         free((char *) s->env[i]);
@@ -369,10 +380,12 @@ static struct lg_instance_spec *spec_dup(const struct lg_instance_spec *in) {
         s->pool = strdup(in->pool);
         s->app = strdup(in->app);
         s->entrypoint = in->entrypoint ? strdup(in->entrypoint) : NULL;
-        s->code_dir = strdup(in->code_dir);
+        s->code_dir = in->code_dir ? strdup(in->code_dir) : NULL;
+        s->identifier = in->identifier ? strdup(in->identifier) : NULL;
         const char **env = calloc(n + 1, sizeof(char *));
         s->env = env;
-        bool ok = s->pool && s->app && s->code_dir && env && (!in->entrypoint || s->entrypoint);
+        bool ok = s->pool && s->app && env && (!in->entrypoint || s->entrypoint) &&
+                  (!in->code_dir || s->code_dir) && (!in->identifier || s->identifier);
         for (size_t i = 0; ok && i < n; i++)
                 ok = (env[i] = strdup(in->env[i])) != NULL;
         if (!ok) {
@@ -471,10 +484,13 @@ static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct
         spec->mount_points = placeholder_mount_points;
         spec->n_mount_points = 1;
         spec->argv = argv;
-        spec->envp = placeholder_env;
+        spec->envp = p->env ? (const char *const *) p->env : placeholder_env;
         spec->cwd = "/tmp";
-        /* Code and runtime are read-only; /tmp is the sandbox's scratch. */
-        spec->readonly_root = true;
+        /* Code and runtime are read-only; /tmp is the sandbox's scratch.
+         * Session pools keep files under /mnt/data: a writable root. */
+        spec->readonly_root = !p->spec.writable_root;
+        spec->rootfs_bytes = p->spec.disk_bytes;
+        spec->share_net = p->spec.egress;
         spec->memory_bytes = p->spec.memory_bytes ? p->spec.memory_bytes : 256ull << 20;
         spec->cpu_millis = p->spec.boost_cpu_millis ? p->spec.boost_cpu_millis : p->spec.cpu_millis;
         spec->pids_max = 256;
@@ -535,7 +551,7 @@ static void schedule_refill(lg_node *node) {
 
 int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_error *err) {
         if (!spec->name || !spec->runtime || !runtime_argv(spec->runtime))
-                return lg_error_set(err, EINVAL, "unknown runtime `%s` (python3, node or custom)",
+                return lg_error_set(err, EINVAL, "unknown runtime `%s` (python3, node, custom or session)",
                                     spec->runtime ? spec->runtime : "");
         struct pool *p = find_pool(node, spec->name);
         if (!p) {
@@ -552,9 +568,26 @@ int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_e
                                       p->spec.boost_cpu_millis != spec->boost_cpu_millis);
         free(p->runtime);
         p->runtime = strdup(spec->runtime);
+        changed |= p->spec.writable_root != spec->writable_root || p->spec.egress != spec->egress ||
+                   p->spec.disk_bytes != spec->disk_bytes;
+        env_free(p->env);
+        p->env = NULL;
+        if (spec->env && spec->env[0]) {
+                size_t n = 0, m = 0;
+                while (spec->env[n])
+                        n++;
+                while (placeholder_env[m])
+                        m++;
+                p->env = calloc(n + m + 1, sizeof(char *));
+                for (size_t i = 0; p->env && i < m; i++)
+                        p->env[i] = strdup(placeholder_env[i]);
+                for (size_t i = 0; p->env && i < n; i++)
+                        p->env[m + i] = strdup(spec->env[i]);
+        }
         p->spec = *spec;
         p->spec.name = p->name;
         p->spec.runtime = p->runtime;
+        p->spec.env = NULL;
         /* Placeholders of an older shape are replaced; extra ones trimmed. */
         lg_instance *inst = p->placeholders;
         unsigned keep = 0;
@@ -616,8 +649,10 @@ static int send_specialize(lg_instance *inst, const struct lg_instance_spec *spe
                 r = lg_msg_add(&m, "revision", rev);
         if (r >= 0 && spec->entrypoint && *spec->entrypoint)
                 r = lg_msg_add(&m, "entrypoint", spec->entrypoint);
-        if (r >= 0)
+        if (r >= 0 && spec->code_dir)
                 r = lg_msg_add(&m, "workdir", "/code");
+        if (r >= 0 && spec->identifier)
+                r = lg_msg_add(&m, "identifier", spec->identifier);
         for (size_t i = 0; r >= 0 && spec->env && spec->env[i]; i++)
                 r = lg_msg_add(&m, "env", spec->env[i]);
         if (r >= 0)
@@ -628,7 +663,7 @@ static int send_specialize(lg_instance *inst, const struct lg_instance_spec *spe
 
 /* The placeholder is up (or was already): mount the code and specialize. */
 static int specialize(lg_instance *inst, const struct lg_instance_spec *spec, struct lg_error *err) {
-        int r = lg_sandbox_mount(inst->sb, spec->code_dir, "/code", true, err);
+        int r = spec->code_dir ? lg_sandbox_mount(inst->sb, spec->code_dir, "/code", true, err) : 0;
         if (r >= 0)
                 r = send_specialize(inst, spec, err);
         return r;
@@ -739,6 +774,7 @@ void lg_node_free(lg_node *node) {
                         lg_instance_destroy(p->placeholders);
                 free(p->name);
                 free(p->runtime);
+                env_free(p->env);
                 free(p);
         }
         if (node->refill.loop) {

@@ -29,12 +29,19 @@ struct lg_node_config {
 
 struct lg_pool_spec {
         const char *name;
-        const char *runtime;      /* "python3", "node", "custom" */
+        const char *runtime;      /* "python3", "node", "custom", "session" */
         unsigned ready;           /* placeholders kept warm */
         uint64_t cpu_millis;      /* 0 = no quota */
         uint64_t memory_bytes;    /* 0 = 256 MiB */
         uint64_t boost_cpu_millis;/* startup boost; 0 = none */
         unsigned boost_seconds;
+        /* Session pools: a writable root of disk_bytes (files under
+         * /mnt/data live there), the host's network when egress is on,
+         * and extra environment for the worker. */
+        bool writable_root;
+        bool egress;
+        uint64_t disk_bytes;
+        const char *const *env;   /* K=V, NULL-terminated; may be NULL */
 };
 
 struct lg_pool_stats {
@@ -50,7 +57,8 @@ struct lg_instance_spec {
         unsigned revision;
         const char *entrypoint;   /* runtime-specific; NULL = the default */
         const char *const *env;   /* K=V, NULL-terminated; may be NULL */
-        const char *code_dir;     /* host directory mounted at /code (ro) */
+        const char *code_dir;     /* host directory mounted at /code (ro); NULL = none */
+        const char *identifier;   /* sessions: the identifier bound to it */
         uint64_t cpu_millis;      /* the instance's own limit after boost */
 };
 

@@ -55,7 +55,7 @@ struct fwd {
 struct app {
         struct app *next;
         lg_router *router;
-        char *key, *pool, *entrypoint, *code_dir;
+        char *key, *pool, *entrypoint, *code_dir, *identifier;
         char **env;
         struct lg_route_config cfg;
         struct rinst *instances;
@@ -204,6 +204,7 @@ static int start_instance(struct app *a) {
                 .entrypoint = a->entrypoint,
                 .env = (const char *const *) a->env,
                 .code_dir = a->code_dir,
+                .identifier = a->identifier,
                 .cpu_millis = a->cfg.cpu_millis,
         };
         struct lg_error err = {0};
@@ -570,11 +571,12 @@ static void free_cfg_strings(struct app *a) {
         free(a->pool);
         free(a->entrypoint);
         free(a->code_dir);
+        free(a->identifier);
         if (a->env)
                 for (char **e = a->env; *e; e++)
                         free(*e);
         free(a->env);
-        a->pool = a->entrypoint = a->code_dir = NULL;
+        a->pool = a->entrypoint = a->code_dir = a->identifier = NULL;
         a->env = NULL;
 }
 
@@ -586,8 +588,10 @@ static int copy_cfg(struct app *a, const struct lg_route_config *cfg) {
         a->env = calloc(n + 1, sizeof(char *));
         a->pool = strdup(cfg->pool ? cfg->pool : "");
         a->entrypoint = cfg->entrypoint ? strdup(cfg->entrypoint) : NULL;
-        a->code_dir = strdup(cfg->code_dir ? cfg->code_dir : "");
-        bool ok = a->env && a->pool && a->code_dir && (!cfg->entrypoint || a->entrypoint);
+        a->code_dir = cfg->code_dir ? strdup(cfg->code_dir) : NULL;
+        a->identifier = cfg->identifier ? strdup(cfg->identifier) : NULL;
+        bool ok = a->env && a->pool && (!cfg->code_dir || a->code_dir) && (!cfg->entrypoint || a->entrypoint) &&
+                  (!cfg->identifier || a->identifier);
         for (size_t i = 0; ok && i < n; i++)
                 ok = (a->env[i] = strdup(cfg->env[i])) != NULL;
         a->cfg = *cfg;

@@ -27,7 +27,8 @@ struct lg_route_config {
         const char *pool;         /* pool group of its placeholders */
         const char *entrypoint;
         const char *const *env;   /* K=V, NULL-terminated */
-        const char *code_dir;
+        const char *code_dir;     /* NULL: no code (sessions) */
+        const char *identifier;   /* sessions: sent with specialize */
         uint64_t cpu_millis;
         unsigned concurrency;     /* per instance; 0 = 1 */
         unsigned min_instances;

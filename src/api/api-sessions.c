@@ -1,0 +1,477 @@
+/* Session pools and sessions: sandboxes for untrusted code, keyed by an
+ * identifier (docs/api.md, "Sessions").
+ *
+ * A session pool is a node pool group of session-worker placeholders
+ * (runtimes/session): a writable root whose /mnt/data holds the session's
+ * files, no network beyond loopback unless egress is on. A session is a
+ * router entry "ns/pool/identifier" with one instance and concurrency 1: the
+ * router gives it a placeholder on first use (bound to that identifier for
+ * good), serializes its executions in a bounded queue with deadlines, and
+ * streams file transfers. Everything runs on the one loop, so concurrent
+ * first calls with the same identifier meet the same entry and exactly one
+ * sandbox is bound. The manager here counts sessions against maxSessions,
+ * keeps each one's cooldown, and ends it (sandbox and files gone) when the
+ * cooldown passes without a call. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/api-internal.h"
+
+#define SESSION_KEY_MAX (LG_STORE_NAME_MAX * 2 + 130)
+
+struct session {
+        struct session *next;
+        char key[SESSION_KEY_MAX];   /* ns/pool/identifier */
+        char pool[2 * LG_STORE_NAME_MAX + 2]; /* ns/pool */
+        char identifier[129];
+        int64_t created_at, last_used; /* wall clock, seconds */
+        uint64_t executions;
+        unsigned cooldown_s;
+        uv_timer_t cooldown;
+        struct lg_daemon *d;
+        bool ended;
+};
+
+static struct session *sessions;
+
+static const char *const pool_fields[] = {
+        "name", "runtime", "ready", "maxSessions", "cooldownSeconds", "egress", "cpu", "memory",
+        "maxFileBytes", "maxSessionBytes", NULL,
+};
+
+static bool valid_identifier(const char *s) {
+        size_t n = strlen(s);
+        if (n < 4 || n > 128)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                      *p == '-' || *p == '_' || *p == '.' || *p == ':'))
+                        return false;
+        return true;
+}
+
+/* The namespace of a /v1/sessionpools call: ?namespace=, else the token's,
+ * else (admin) "default". */
+static const char *call_ns(struct api_call *c) {
+        const char *ns = lg_http_request_param(c->req, "namespace");
+        if (ns && *ns)
+                return ns;
+        return api_is_admin(c) ? "default" : c->token.namespace;
+}
+
+static void node_pool_name(char *buf, size_t cap, const char *ns, const char *pool) {
+        snprintf(buf, cap, "sessions/%s/%s", ns, pool);
+}
+
+static unsigned spec_uint(const json_t *spec, const char *k, unsigned def) {
+        json_t *v = json_object_get(spec, k);
+        return json_is_integer(v) ? (unsigned) json_integer_value(v) : def;
+}
+
+/* Validate a pool spec (answering 400 when req is given) and register its
+ * placeholders with the node. */
+static int pool_apply_node(struct lg_daemon *d, struct lg_http_request *req, const char *ns, const char *name,
+                           const json_t *spec) {
+        char err[256] = "", pname[160];
+        uint64_t cpu = 0, mem = 256ull << 20, max_file = 100ull << 20, max_bytes = 1ull << 30;
+        json_t *v;
+        const char *rt = json_string_value(json_object_get(spec, "runtime"));
+        if (rt && strcmp(rt, "python3"))
+                snprintf(err, sizeof(err), "`runtime` must be python3");
+        static const struct { const char *k; long long lo, hi; } ints[] = {
+                {"ready", 0, 1000}, {"maxSessions", 1, 100000}, {"cooldownSeconds", 1, 86400},
+        };
+        for (size_t i = 0; !err[0] && i < ARRAY_SIZE(ints); i++) {
+                v = json_object_get(spec, ints[i].k);
+                if (v && (!json_is_integer(v) || json_integer_value(v) < ints[i].lo ||
+                          json_integer_value(v) > ints[i].hi))
+                        snprintf(err, sizeof(err), "`%s` must be an integer from %lld to %lld", ints[i].k,
+                                 ints[i].lo, ints[i].hi);
+        }
+        v = json_object_get(spec, "egress");
+        if (!err[0] && v && !json_is_boolean(v))
+                snprintf(err, sizeof(err), "`egress` must be true or false");
+        if (!err[0] && (v = json_object_get(spec, "cpu")) && api_parse_cpu(v, &cpu) < 0)
+                snprintf(err, sizeof(err), "`cpu` must be CPUs (0.5) or millicores (\"500m\")");
+        if (!err[0] && (v = json_object_get(spec, "memory")) && api_parse_memory(v, &mem) < 0)
+                snprintf(err, sizeof(err), "`memory` must be a size from 4Mi to 64Gi");
+        if (!err[0] && (v = json_object_get(spec, "maxFileBytes")) && api_parse_memory(v, &max_file) < 0)
+                snprintf(err, sizeof(err), "`maxFileBytes` must be a size from 4Mi to 64Gi");
+        if (!err[0] && (v = json_object_get(spec, "maxSessionBytes")) && api_parse_memory(v, &max_bytes) < 0)
+                snprintf(err, sizeof(err), "`maxSessionBytes` must be a size from 4Mi to 64Gi");
+        if (err[0]) {
+                if (req)
+                        lg_http_respond_error(req, 400, "BadRequest", "session pool `%s`: %s", name, err);
+                return -EINVAL;
+        }
+        char e_file[64], e_bytes[64];
+        snprintf(e_file, sizeof(e_file), "LEGION_SESSION_MAX_FILE=%llu", (unsigned long long) max_file);
+        snprintf(e_bytes, sizeof(e_bytes), "LEGION_SESSION_MAX_BYTES=%llu", (unsigned long long) max_bytes);
+        const char *env[] = {e_file, e_bytes, NULL};
+        node_pool_name(pname, sizeof(pname), ns, name);
+        struct lg_pool_spec ps = {
+                .name = pname,
+                .runtime = "session",
+                .ready = spec_uint(spec, "ready", 1),
+                .cpu_millis = cpu,
+                .memory_bytes = mem,
+                .writable_root = true,
+                .egress = json_is_true(json_object_get(spec, "egress")),
+                /* The files' tmpfs, with room for the interpreter's /tmp. */
+                .disk_bytes = max_bytes + (64ull << 20),
+                .env = env,
+        };
+        return lg_node_pool_set(d->node, &ps, NULL);
+}
+
+static struct session *find_session(const char *key) {
+        for (struct session *s = sessions; s; s = s->next)
+                if (!s->ended && !strcmp(s->key, key))
+                        return s;
+        return NULL;
+}
+
+static unsigned count_sessions(const char *pool) {
+        unsigned n = 0;
+        for (struct session *s = sessions; s; s = s->next)
+                n += !s->ended && !strcmp(s->pool, pool);
+        return n;
+}
+
+static void session_closed(uv_handle_t *h) { free(h->data); }
+
+static void session_end(struct session *s, const char *why) {
+        if (s->ended)
+                return;
+        s->ended = true;
+        lg_api_app_log(s->pool, why, s->d);
+        lg_router_remove(s->d->router, s->key);
+        for (struct session **pp = &sessions; *pp; pp = &(*pp)->next)
+                if (*pp == s) {
+                        *pp = s->next;
+                        break;
+                }
+        uv_timer_stop(&s->cooldown);
+        uv_close((uv_handle_t *) &s->cooldown, session_closed);
+}
+
+static void on_cooldown(uv_timer_t *t) {
+        struct session *s = t->data;
+        char why[300];
+        snprintf(why, sizeof(why), "session `%s` ended after %u s without a call", s->identifier, s->cooldown_s);
+        session_end(s, why);
+}
+
+static void session_touch(struct session *s) {
+        s->last_used = time(NULL);
+        uv_timer_start(&s->cooldown, on_cooldown, (uint64_t) s->cooldown_s * 1000, 0);
+}
+
+static json_t *session_json(const struct session *s) {
+        char created[32], last[32], expires[32];
+        lg_store_format_time(s->created_at, created, sizeof(created));
+        lg_store_format_time(s->last_used, last, sizeof(last));
+        lg_store_format_time(s->last_used + s->cooldown_s, expires, sizeof(expires));
+        return json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "identifier", s->identifier, "createdAt", created,
+                         "lastActivity", last, "expiresAt", expires, "executions", (json_int_t) s->executions,
+                         "cooldownSeconds", s->cooldown_s);
+}
+
+/* The session for (pool, identifier), bound on first use. Answers the
+ * request itself (404 / 400 / 429) and returns NULL when it cannot. */
+static struct session *get_session(struct api_call *c, const char *ns, const struct lg_resource *pool,
+                                   bool create) {
+        const char *id = lg_http_request_param(c->req, "identifier");
+        if (!id || !valid_identifier(id)) {
+                lg_http_respond_error(c->req, 400, "BadRequest",
+                                      "`identifier` must be 4 to 128 of [A-Za-z0-9._:-], given `%.40s`",
+                                      id ? id : "");
+                return NULL;
+        }
+        char key[SESSION_KEY_MAX], pkey[sizeof(((struct session *) 0)->pool)];
+        snprintf(pkey, sizeof(pkey), "%s/%s", ns, pool->name);
+        snprintf(key, sizeof(key), "%s/%s", pkey, id);
+        struct session *s = find_session(key);
+        if (s) {
+                session_touch(s);
+                return s;
+        }
+        if (!create) {
+                lg_http_respond_error(c->req, 404, "NotFound", "no session `%s` in pool `%s`", id, pool->name);
+                return NULL;
+        }
+        unsigned max = spec_uint(pool->spec, "maxSessions", 100), n = count_sessions(pkey);
+        if (n >= max) {
+                lg_http_respond_error(c->req, 429, "TooManySessions",
+                                      "session pool `%s` has reached maxSessions (%u of %u in use); end a session "
+                                      "or wait for one to cool down",
+                                      pool->name, n, max);
+                return NULL;
+        }
+        s = calloc(1, sizeof(*s));
+        if (!s) {
+                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
+                return NULL;
+        }
+        snprintf(s->key, sizeof(s->key), "%s", key);
+        snprintf(s->pool, sizeof(s->pool), "%s", pkey);
+        snprintf(s->identifier, sizeof(s->identifier), "%s", id);
+        s->d = c->d;
+        s->created_at = time(NULL);
+        s->cooldown_s = spec_uint(pool->spec, "cooldownSeconds", 300);
+        char pname[160];
+        node_pool_name(pname, sizeof(pname), ns, pool->name);
+        struct lg_route_config cfg = {
+                .key = key,
+                .revision = 1,
+                .pool = pname,
+                .identifier = id,
+                .concurrency = 1,
+                .min_instances = 0,
+                .max_instances = 1,
+                /* The session ends by its cooldown here, never by the router. */
+                .idle_timeout_s = s->cooldown_s + 3600,
+                .timeout_s = 660,
+                .queue_max = 16,
+        };
+        struct lg_error err = {0};
+        if (lg_router_set(c->d->router, &cfg, &err) < 0) {
+                free(s);
+                lg_http_respond_error(c->req, 500, "Internal", "%s", err.msg);
+                return NULL;
+        }
+        uv_timer_init(c->d->loop, &s->cooldown);
+        s->cooldown.data = s;
+        s->next = sessions;
+        sessions = s;
+        session_touch(s);
+        char line[300];
+        snprintf(line, sizeof(line), "session `%s` started", id);
+        lg_api_app_log(pkey, line, c->d);
+        return s;
+}
+
+/* A session whose sandbox died (not just its interpreter, which the worker
+ * restarts itself) has lost everything: say so rather than hand out a
+ * fresh sandbox under the same identifier without a word. */
+static bool session_lost(struct api_call *c, struct session *s) {
+        struct lg_route_stats st;
+        if (s->executions == 0 || lg_router_stats(c->d->router, s->key, &st) < 0)
+                return false;
+        if (st.instances + st.starting > 0)
+                return false;
+        lg_http_respond_error(c->req, 410, "SessionLost",
+                              "session `%s` lost its sandbox; its variables and files are gone. The next call "
+                              "starts a new session",
+                              s->identifier);
+        session_end(s, "session lost its sandbox");
+        return true;
+}
+
+static void api_session_pool(struct api_call *c, const char *ns, const char *name, const char *sub,
+                             const char *rest) {
+        struct lg_error err = {0};
+        struct lg_resource *pool = NULL;
+        const char *m = lg_http_request_method(c->req);
+        int r = lg_store_get(c->d->store, LG_KEY("SessionPool", ns, name), &pool, &err);
+        if (r < 0 && !(sub == NULL && !strcmp(m, "PUT")))
+                return api_store_error(c->req, r, &err);
+        if (!sub) {
+                if (!strcmp(m, "GET")) {
+                        json_t *doc = lg_resource_to_json(pool);
+                        char pkey[160], pname[160];
+                        snprintf(pkey, sizeof(pkey), "%s/%s", ns, name);
+                        node_pool_name(pname, sizeof(pname), ns, name);
+                        struct lg_pool_stats ps = {0};
+                        lg_node_pool_stats(c->d->node, pname, &ps);
+                        json_object_set_new(doc, "status",
+                                            json_pack("{s:i, s:i, s:i}", "ready", ps.ready, "starting", ps.starting,
+                                                      "sessions", count_sessions(pkey)));
+                        api_json(c->req, 200, doc);
+                } else if (!strcmp(m, "DELETE")) {
+                        char pkey[160], pname[160];
+                        snprintf(pkey, sizeof(pkey), "%s/%s", ns, name);
+                        for (struct session *s = sessions, *next; s; s = next) {
+                                next = s->next;
+                                if (!strcmp(s->pool, pkey))
+                                        session_end(s, "session pool deleted");
+                        }
+                        node_pool_name(pname, sizeof(pname), ns, name);
+                        lg_node_pool_delete(c->d->node, pname);
+                        r = lg_store_delete(c->d->store, LG_KEY("SessionPool", ns, name), 0, NULL, &err);
+                        if (r < 0)
+                                api_store_error(c->req, r, &err);
+                        else
+                                lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
+                } else {
+                        lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET or DELETE");
+                }
+                lg_resource_free(pool);
+                return;
+        }
+        if (!strcmp(sub, "sessions")) {
+                char pkey[160];
+                snprintf(pkey, sizeof(pkey), "%s/%s", ns, name);
+                if (!rest) {
+                        json_t *items = json_array();
+                        for (struct session *s = sessions; s; s = s->next)
+                                if (!strcmp(s->pool, pkey))
+                                        json_array_append_new(items, session_json(s));
+                        api_json(c->req, 200, json_pack("{s:o}", "items", items));
+                } else {
+                        char key[SESSION_KEY_MAX];
+                        snprintf(key, sizeof(key), "%s/%s", pkey, rest);
+                        struct session *s = find_session(key);
+                        if (!s)
+                                lg_http_respond_error(c->req, 404, "NotFound", "no session `%.128s` in pool `%s`",
+                                                      rest, name);
+                        else if (!strcmp(m, "DELETE")) {
+                                session_end(s, "session deleted");
+                                lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
+                        } else
+                                api_json(c->req, 200, session_json(s));
+                }
+                lg_resource_free(pool);
+                return;
+        }
+        bool exec = !strcmp(sub, "executions");
+        if (!exec && strcmp(sub, "files")) {
+                lg_resource_free(pool);
+                lg_http_respond_error(c->req, 404, "NotFound", "no such endpoint `%s`", lg_http_request_path(c->req));
+                return;
+        }
+        if (exec && strcmp(m, "POST")) {
+                lg_resource_free(pool);
+                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "POST {\"code\": ...}");
+                return;
+        }
+        /* Only executions and uploads make a session; reading files or
+         * deleting them in one that does not exist is a 404. */
+        bool create = exec || !strcmp(m, "PUT") || !strcmp(m, "POST");
+        struct session *s = get_session(c, ns, pool, create);
+        lg_resource_free(pool);
+        if (!s || session_lost(c, s))
+                return;
+        s->executions += exec;
+        char target[4200];
+        if (exec)
+                snprintf(target, sizeof(target), "/execute");
+        else
+                snprintf(target, sizeof(target), "/files%s%s", rest ? "/" : "", rest ? rest : "");
+        lg_router_handle(c->d->router, c->req, s->key, target);
+}
+
+static void api_session_pools_root(struct api_call *c, const char *ns) {
+        struct lg_error err = {0};
+        const char *m = lg_http_request_method(c->req);
+        if (!strcmp(m, "GET")) {
+                struct lg_resource_list l = {0};
+                int r = lg_store_list(c->d->store, "SessionPool", ns, NULL, &l, &err);
+                if (r < 0)
+                        return api_store_error(c->req, r, &err);
+                json_t *items = json_array();
+                for (size_t i = 0; i < l.n; i++) {
+                        json_t *doc = lg_resource_to_json(l.items[i]);
+                        char pkey[160];
+                        snprintf(pkey, sizeof(pkey), "%s/%s", ns, l.items[i]->name);
+                        json_object_set_new(doc, "status", json_pack("{s:i}", "sessions", count_sessions(pkey)));
+                        json_array_append_new(items, doc);
+                }
+                lg_resource_list_free(&l);
+                api_json(c->req, 200, json_pack("{s:o}", "items", items));
+                return;
+        }
+        lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET, or PUT /v1/sessionpools/NAME");
+}
+
+static void pool_put(struct api_call *c, const char *ns, const char *name) {
+        if (!lg_store_valid_name(name)) {
+                lg_http_respond_error(c->req, 400, "BadRequest", "invalid session pool name `%s`", name);
+                return;
+        }
+        json_t *spec = api_body_json(c->req);
+        if (!spec)
+                return;
+        json_object_del(spec, "name");
+        if (!api_only_fields(c->req, spec, "a session pool", pool_fields) ||
+            pool_apply_node(c->d, c->req, ns, name, spec) < 0) {
+                json_decref(spec);
+                return;
+        }
+        if (!json_object_get(spec, "runtime"))
+                json_object_set_new(spec, "runtime", json_string("python3"));
+        struct lg_error err = {0};
+        struct lg_resource *res = NULL;
+        int r = lg_store_apply(c->d->store, LG_KEY("SessionPool", ns, name), NULL, spec, &res, &err);
+        json_decref(spec);
+        if (r < 0)
+                return api_store_error(c->req, r, &err);
+        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, lg_resource_to_json(res));
+        lg_resource_free(res);
+}
+
+/* /v1/sessionpools[/{pool}[/{sub}[/{rest...}]]] */
+void api_sessions(struct api_call *c) {
+        const char *ns = call_ns(c);
+        if (!api_ns_exists(c, ns))
+                return;
+        if (c->nseg == 2) {
+                if (!strcmp(lg_http_request_method(c->req), "POST")) {
+                        /* POST with the name in the body, like PUT .../{name}. */
+                        size_t len = 0;
+                        const char *body = lg_http_request_body(c->req, &len);
+                        json_t *doc = body ? json_loadb(body, len, 0, NULL) : NULL;
+                        const char *name = json_string_value(json_object_get(doc, "name"));
+                        char nm[LG_STORE_NAME_MAX + 1];
+                        snprintf(nm, sizeof(nm), "%s", name ? name : "");
+                        json_decref(doc);
+                        if (!nm[0]) {
+                                lg_http_respond_error(c->req, 400, "BadRequest", "%s",
+                                                      "a session pool needs a `name`");
+                                return;
+                        }
+                        return pool_put(c, ns, nm);
+                }
+                return api_session_pools_root(c, ns);
+        }
+        const char *name = c->seg[2];
+        if (c->nseg == 3 && !strcmp(lg_http_request_method(c->req), "PUT"))
+                return pool_put(c, ns, name);
+        const char *sub = c->nseg >= 4 ? c->seg[3] : NULL;
+        /* The rest of the path, as sent (still percent-encoded), for files;
+         * its decoded segments must not climb out. */
+        const char *rest = NULL;
+        if (c->nseg >= 5) {
+                for (int i = 4; i < c->nseg; i++)
+                        if (!strcmp(c->seg[i], "..") || !strcmp(c->seg[i], ".") || !c->seg[i][0] ||
+                            strchr(c->seg[i], '/')) {
+                                lg_http_respond_error(c->req, 400, "BadPath", "%s",
+                                                      "file paths may not contain `..`, `.`, empty or encoded `/` parts");
+                                return;
+                        }
+                const char *path = lg_http_request_path(c->req);
+                for (int i = 0; i < 4 && path; i++)
+                        path = strchr(path + 1, '/');
+                rest = path ? path + 1 : NULL;
+        }
+        api_session_pool(c, ns, name, sub, rest);
+}
+
+int api_sessions_restore(struct lg_daemon *d, struct lg_error *err) {
+        struct lg_resource_list l = {0};
+        int r = lg_store_list(d->store, "SessionPool", NULL, NULL, &l, err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < l.n; i++)
+                pool_apply_node(d, NULL, l.items[i]->namespace, l.items[i]->name, l.items[i]->spec);
+        lg_resource_list_free(&l);
+        return 0;
+}
+
+bool api_sessions_streams(struct lg_http_request *req) {
+        const char *const *seg;
+        int n = lg_http_request_segments(req, &seg);
+        return n >= 4 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "sessionpools") &&
+               (!strcmp(seg[3], "executions") || !strcmp(seg[3], "files"));
+}
