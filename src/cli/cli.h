@@ -10,3 +10,5 @@ int cmd_invoke(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
 int cmd_ns(int argc, char **argv);
 int cmd_token(int argc, char **argv);
+int cmd_sessionpool(int argc, char **argv);
+int cmd_session(int argc, char **argv);

@@ -16,13 +16,15 @@ static const struct {
         {"pool", cmd_pool, "warm pool groups"},
         {"ns", cmd_ns, "namespaces"},
         {"token", cmd_token, "API tokens of a namespace"},
+        {"sessionpool", cmd_sessionpool, "pools of code-interpreter sessions"},
+        {"session", cmd_session, "run code in a session; its files; list and end sessions"},
         {"sandbox", cmd_sandbox, "run one-off sandboxes, clean up leftovers"},
 };
 
 static void usage(FILE *f) {
         fprintf(f, "usage: legion <command> [args...]\n\ncommands:\n");
         for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
-                fprintf(f, "  %-10s %s\n", groups[i].name, groups[i].help);
+                fprintf(f, "  %-12s %s\n", groups[i].name, groups[i].help);
         fprintf(f, "\nRun `legion <command> --help` for details.\n%s", CLI_GLOBAL_HELP);
 }
 

@@ -352,7 +352,7 @@ static const char *const placeholder_env[] = {
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME=/tmp", "LANG=C.UTF-8", "LEGION_LISTEN_FD=4", "PYTHONDONTWRITEBYTECODE=1", NULL,
 };
-static const char *const placeholder_mount_points[] = {"/code"};
+static const char *const placeholder_mount_points[] = {"/code", "/mnt/data"};
 
 static void spec_free(struct lg_instance_spec *s) {
         if (!s)
@@ -481,8 +481,10 @@ static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct
         spec->state_root = node->sandbox_dir;
         spec->binds = &node->runtime_bind;
         spec->n_binds = 1;
+        /* Sessions keep their files in /mnt/data, made owned by the
+         * sandbox's root on its writable root. */
         spec->mount_points = placeholder_mount_points;
-        spec->n_mount_points = 1;
+        spec->n_mount_points = p->spec.writable_root ? 2 : 1;
         spec->argv = argv;
         spec->envp = p->env ? (const char *const *) p->env : placeholder_env;
         spec->cwd = "/tmp";
