@@ -37,17 +37,23 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 
-def _oom_first():
-    # Under memory pressure the kernel must pick this process, not the
-    # supervisor (raising one's own score needs no privilege).
+def _oom_score_adj(value):
+    # Under memory pressure the kernel's OOM killer must take this process
+    # rather than the supervisor (which keeps 0), and copies of it that the
+    # user's code forks (1000, see _after_fork_in_child) rather than it: a
+    # fork bomb then loses its children, not the session's state. Any value
+    # from 0 up needs no privilege.
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
+        fd = os.open(b"/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value)
+        finally:
+            os.close(fd)
     except OSError:
         pass
 
 
-_oom_first()
+_oom_score_adj(b"500")
 
 import ast  # noqa: E402
 import faulthandler  # noqa: E402
@@ -99,7 +105,7 @@ REAP_R, REAP_W = _hi(_r), _hi(_w)
 del _r, _w
 # The end-of-output marker's secret part, chosen by the supervisor.
 MARK = (os.environ.pop("LEGION_SESSION_MARK", "") or os.urandom(8).hex()).encode()
-MAX_RESULT = int(os.environ.get("LEGION_SESSION_MAX_OUTPUT", str(1 << 20)))
+MAX_RESULT = int(os.environ.pop("LEGION_SESSION_MAX_OUTPUT", "") or (1 << 20))
 
 
 def _streams():
@@ -142,6 +148,7 @@ _PID = os.getpid()
 
 def _after_fork_in_child():
     _state.child = True
+    _oom_score_adj(b"1000")
     # A copy of us made by the user's code leads a process group of its own
     # (its descendants inherit it): after a timeout the supervisor kills
     # such groups whole, which a fork bomb cannot race (kill(-pgrp) is

@@ -845,8 +845,11 @@ class Session:
     def health(self):
         i = self.interp
         state = "running" if i is not None and not i.dead else ("starting" if self.lock.locked() else "dead")
-        return {"interpreter": state, "executions": self.executions, "restarts": self.restarts,
-                "identifier": self.identifier, "pid": i.pid if i is not None else None}
+        doc = {"interpreter": state, "executions": self.executions, "restarts": self.restarts,
+               "identifier": self.identifier, "pid": i.pid if i is not None else None}
+        if state != "running" and self.start_error:
+            doc["error"] = self.start_error
+        return doc
 
 
 SESSION = Session()
@@ -1313,15 +1316,17 @@ class Connection:
 
     def linger(self, body):
         """Before closing on a body we did not read (a refused upload): read
-        a bit more of it, so that a client still sending it gets to read our
-        answer instead of EPIPE. Not when it waits for 100 Continue."""
+        and drop the rest of it (up to 1 GiB and 5 s), so that a client that
+        sends it all before reading gets our answer instead of EPIPE. Not
+        when it waits for 100 Continue: it will not send the body."""
         if body.expect:
             return
         try:
             self.sock.settimeout(1.0)
-            left = 4 << 20
-            while left > 0:
-                data = body.read(min(left, 1 << 16))
+            left = 1 << 30
+            deadline = time.monotonic() + 5.0
+            while left > 0 and time.monotonic() < deadline:
+                data = body.read(min(left, 1 << 18))
                 if not data:
                     break
                 left -= len(data)

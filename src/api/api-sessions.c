@@ -105,10 +105,13 @@ static int pool_apply_node(struct lg_daemon *d, struct lg_http_request *req, con
                         lg_http_respond_error(req, 400, "BadRequest", "session pool `%s`: %s", name, err);
                 return -EINVAL;
         }
-        char e_file[64], e_bytes[64];
+        char e_file[64], e_bytes[64], e_mem[64];
         snprintf(e_file, sizeof(e_file), "LEGION_SESSION_MAX_FILE=%llu", (unsigned long long) max_file);
         snprintf(e_bytes, sizeof(e_bytes), "LEGION_SESSION_MAX_BYTES=%llu", (unsigned long long) max_bytes);
-        const char *env[] = {e_file, e_bytes, NULL};
+        /* The sandbox cannot read its cgroup: tell the worker its memory
+         * limit so that "out of memory" can name it. */
+        snprintf(e_mem, sizeof(e_mem), "LEGION_SESSION_MEMORY_LIMIT=%llu", (unsigned long long) mem);
+        const char *env[] = {e_file, e_bytes, e_mem, NULL};
         node_pool_name(pname, sizeof(pname), ns, name);
         struct lg_pool_spec ps = {
                 .name = pname,

@@ -25,6 +25,7 @@
 #include <sys/mount.h>
 #include <linux/sched.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -780,16 +781,32 @@ static void finish_status(lg_sandbox *sb, const siginfo_t *si) {
         sb->exited = true;
 }
 
+/* waitid on a pidfd. An event loop may have made the pidfd non-blocking
+ * (libuv does, to poll it), and then waitid answers EAGAIN instead of
+ * waiting: wait for it to become readable, as blocking would have. */
+static int wait_pidfd(int pidfd, siginfo_t *si, int flags) {
+        for (;;) {
+                memset(si, 0, sizeof(*si));
+                if (waitid(P_PIDFD, (id_t) pidfd, si, WEXITED | flags) == 0)
+                        return 0;
+                if (errno == EINTR)
+                        continue;
+                if (errno != EAGAIN)
+                        return -errno;
+                if (flags & WNOHANG)
+                        return 0; /* still running: si_pid stays 0 */
+                struct pollfd pfd = {pidfd, POLLIN, 0};
+                if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                        return -errno;
+        }
+}
+
 static int reap(lg_sandbox *sb, int flags, struct lg_sandbox_status *status) {
         if (!sb->exited) {
                 siginfo_t si;
-                memset(&si, 0, sizeof(si));
-                int r;
-                do
-                        r = waitid(P_PIDFD, (id_t) sb->pidfd, &si, WEXITED | flags);
-                while (r < 0 && errno == EINTR);
+                int r = wait_pidfd(sb->pidfd, &si, flags);
                 if (r < 0)
-                        return -errno;
+                        return r;
                 if (si.si_pid == 0)
                         return 0;
                 finish_status(sb, &si);
@@ -963,9 +980,9 @@ int lg_sandbox_destroy(lg_sandbox *sb) {
                 /* Killing PID 1 of the pid namespace kills every process in it. */
                 syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
                 siginfo_t si;
-                memset(&si, 0, sizeof(si));
-                while (waitid(P_PIDFD, (id_t) sb->pidfd, &si, WEXITED) < 0 && errno == EINTR)
-                        ;
+                /* Reaped before the uid range is freed: a zombie still
+                 * holds its uid. */
+                wait_pidfd(sb->pidfd, &si, 0);
         }
         if (sb->cg) {
                 r = lg_cgroup_destroy(sb->cg);

@@ -586,6 +586,31 @@ static void test_set_cpu(void **state) {
         assert_int_equal(lg_sandbox_destroy(sb), 0);
 }
 
+/* An event loop makes the pidfd non-blocking to poll it; destroy must
+ * still reap legion-init, or a zombie keeps the uid range. */
+static void test_destroy_reaps_with_nonblocking_pidfd(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        const char *argv[] = {"/bin/sleep", "30", NULL};
+        spec.argv = argv;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        int fd = lg_sandbox_pidfd(sb);
+        assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+        struct lg_sandbox_status st;
+        assert_int_equal(lg_sandbox_poll(sb, &st), 0); /* running, not an error */
+        pid_t pid = lg_sandbox_pid(sb);
+        uid_t uid = lg_sandbox_host_uid(sb);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d", (int) pid);
+        assert_int_equal(access(path, F_OK), -1); /* reaped, not a zombie */
+        assert_int_equal(processes_with_uid(uid), 0);
+}
+
 /* 200 create/destroy cycles leak no fd (and, under ASan, no memory). */
 static void test_cycles(void **state) {
         (void) state;
@@ -704,6 +729,7 @@ int main(void) {
                 cmocka_unit_test(test_delayed_mount),
                 cmocka_unit_test(test_extra_fds),
                 cmocka_unit_test(test_set_cpu),
+                cmocka_unit_test(test_destroy_reaps_with_nonblocking_pidfd),
                 cmocka_unit_test(test_cycles),
                 cmocka_unit_test(test_gc_spares_live_owner),
                 cmocka_unit_test(test_owner_killed),
