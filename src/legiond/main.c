@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -200,6 +201,14 @@ int main(int argc, char **argv) {
                 return 1;
         }
         signal(SIGPIPE, SIG_IGN);
+        /* Each sandbox holds a dozen fds here (pidfd, control socket,
+         * listener, cgroup directories): the default soft limit of 1024
+         * would stop a node at a few dozen sandboxes. */
+        struct rlimit nofile;
+        if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+                nofile.rlim_cur = nofile.rlim_max;
+                setrlimit(RLIMIT_NOFILE, &nofile);
+        }
         uv_signal_init(d->loop, &sig_term);
         uv_signal_init(d->loop, &sig_int);
         sig_term.data = sig_int.data = d;
