@@ -9,11 +9,12 @@
  * computed from all of them (no histogram buckets).
  *
  *   httpload [-t THREADS] [-c CONNS] [-d SECONDS] [-w WARMUP_SECONDS]
- *            [-H 'Name: value']... [-l LABEL] [-b] TARGET PATH
+ *            [-H 'Name: value']... [-l LABEL] [-b [-B]] TARGET PATH
  *
  * TARGET is HOST:PORT or unix:/path.sock. -b (burst): CONNS connections are
  * opened first, then each sends one request at the same moment; the result
- * adds the time from the first send to the last answer. Prints one JSON
+ * adds the time from the first send to the last answer; with -B it also
+ * lists each answer's status and body (cut at 127 bytes). Prints one JSON
  * object on stdout. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -43,7 +44,7 @@ static bool is_unix;
 static char *request;
 static size_t request_len;
 static uint64_t t_warm_end, t_end; /* ns, monotonic */
-static bool burst;
+static bool burst, keep_bodies;
 
 struct conn {
         int fd;
@@ -53,6 +54,8 @@ struct conn {
         uint64_t t_send;
         bool busy;      /* a request is out */
         bool done;      /* burst: answered */
+        int status;     /* burst: the answer's status */
+        char body[128]; /* burst, -B: the answer's body, cut */
 };
 
 struct worker {
@@ -62,6 +65,7 @@ struct worker {
         uint64_t *lat;
         size_t nlat, caplat;
         uint64_t requests, errors, conn_errors, reconnects;
+        uint64_t completed; /* answers, warm-up included */
         uint64_t status[6]; /* 1xx..5xx, [0] = other */
         uint64_t first_send, last_done;
         uint64_t bytes;
@@ -271,6 +275,7 @@ static void *run(void *arg) {
                         uint64_t done = now_ns();
                         if (pr == 1) {
                                 w->last_done = done;
+                                w->completed++;
                                 if (done >= t_warm_end || burst) {
                                         w->requests++;
                                         w->bytes += consumed;
@@ -289,6 +294,16 @@ static void *run(void *arg) {
                         if (burst) {
                                 c->done = true;
                                 c->busy = false;
+                                c->status = pr == 1 ? status : 0;
+                                if (pr == 1 && keep_bodies) {
+                                        const char *h = memmem(c->buf, c->len, "\r\n\r\n", 4);
+                                        size_t off = (size_t) (h - c->buf) + 4;
+                                        size_t bl = consumed - off;
+                                        if (bl > sizeof(c->body) - 1)
+                                                bl = sizeof(c->body) - 1;
+                                        memcpy(c->body, c->buf + off, bl);
+                                        c->body[bl] = '\0';
+                                }
                                 live--;
                                 continue;
                         }
@@ -341,7 +356,7 @@ int main(int argc, char **argv) {
         char headers[8192] = "";
         size_t hl = 0;
         int opt;
-        while ((opt = getopt(argc, argv, "t:c:d:w:H:l:b")) != -1) {
+        while ((opt = getopt(argc, argv, "t:c:d:w:H:l:bB")) != -1) {
                 switch (opt) {
                 case 't': threads = atoi(optarg); break;
                 case 'c': conns = atoi(optarg); break;
@@ -349,6 +364,7 @@ int main(int argc, char **argv) {
                 case 'w': warmup = atof(optarg); break;
                 case 'l': label = optarg; break;
                 case 'b': burst = true; break;
+                case 'B': keep_bodies = true; break;
                 case 'H':
                         if (hl + strlen(optarg) + 3 > sizeof(headers))
                                 die("%s", "too many headers");
@@ -409,11 +425,12 @@ int main(int argc, char **argv) {
         t_end = t_warm_end + (uint64_t) (duration * 1e9);
         for (int t = 0; t < threads; t++)
                 pthread_create(&ws[t].th, NULL, run, &ws[t]);
-        uint64_t req = 0, err = 0, cerr = 0, reconn = 0, st[6] = {0}, first = 0, last = 0, bytes = 0;
+        uint64_t completed = 0, req = 0, err = 0, cerr = 0, reconn = 0, st[6] = {0}, first = 0, last = 0, bytes = 0;
         size_t n = 0;
         for (int t = 0; t < threads; t++) {
                 pthread_join(ws[t].th, NULL);
                 req += ws[t].requests;
+                completed += ws[t].completed;
                 err += ws[t].errors;
                 cerr += ws[t].conn_errors;
                 reconn += ws[t].reconnects;
@@ -445,14 +462,25 @@ int main(int argc, char **argv) {
         printf(", \"mode\": \"%s\", \"threads\": %d, \"connections\": %d, \"duration_s\": %.3f, \"warmup_s\": %.3f,"
                " \"requests\": %llu, \"errors\": %llu, \"connection_errors\": %llu, \"reconnects\": %llu,"
                " \"status\": {\"1xx\": %llu, \"2xx\": %llu, \"3xx\": %llu, \"4xx\": %llu, \"5xx\": %llu, \"other\": %llu},"
-               " \"bytes\": %llu, \"rps\": %.1f,",
+               " \"bytes\": %llu, \"rps\": %.1f, \"completed_with_warmup\": %llu,",
                burst ? "burst" : "closed-loop", threads, conns, window, burst ? 0.0 : warmup,
                (unsigned long long) req, (unsigned long long) err, (unsigned long long) cerr,
                (unsigned long long) reconn, (unsigned long long) st[1], (unsigned long long) st[2],
                (unsigned long long) st[3], (unsigned long long) st[4], (unsigned long long) st[5],
-               (unsigned long long) st[0], (unsigned long long) bytes, window > 0 ? (double) req / window : 0);
+               (unsigned long long) st[0], (unsigned long long) bytes, window > 0 ? (double) req / window : 0,
+               (unsigned long long) completed);
         if (burst)
                 printf(" \"all_answered_ms\": %.3f,", (double) (last - first) / 1e6);
+        if (burst && keep_bodies) {
+                printf(" \"answers\": [");
+                for (int t = 0, k2 = 0; t < threads; t++)
+                        for (int i = 0; i < ws[t].nconn; i++, k2++) {
+                                printf("%s{\"status\": %d, \"body\": ", k2 ? ", " : "", ws[t].conns[i].status);
+                                json_str(ws[t].conns[i].body);
+                                putchar('}');
+                        }
+                printf("],");
+        }
         printf(" \"latency_us\": {\"n\": %zu, \"min\": %.1f, \"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f,"
                " \"p999\": %.1f, \"max\": %.1f, \"mean\": %.1f}}\n",
                n, n ? (double) all[0] / 1000.0 : 0, pct(all, n, 50), pct(all, n, 90), pct(all, n, 99),

@@ -353,6 +353,7 @@ static const char *const placeholder_env[] = {
         "HOME=/tmp", "LANG=C.UTF-8", "LEGION_LISTEN_FD=4", "PYTHONDONTWRITEBYTECODE=1", NULL,
 };
 static const char *const placeholder_mount_points[] = {"/code", "/mnt/data"};
+#define PLACEHOLDER_CPU_WEIGHT 10
 
 static void spec_free(struct lg_instance_spec *s) {
         if (!s)
@@ -446,6 +447,7 @@ static void create_done(uv_work_t *w, int status) {
         uv_poll_start(&inst->exit_poll, UV_READABLE, on_exit_poll);
         if (inst->want) {
                 struct lg_error err = {0};
+                lg_sandbox_set_cpu_weight(inst->sb, 100, NULL);
                 int r = specialize(inst, inst->want, &err);
                 spec_free(inst->want);
                 inst->want = NULL;
@@ -496,6 +498,10 @@ static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct
         spec->memory_bytes = p->spec.memory_bytes ? p->spec.memory_bytes : 256ull << 20;
         spec->cpu_millis = p->spec.boost_cpu_millis ? p->spec.boost_cpu_millis : p->spec.cpu_millis;
         spec->pids_max = 256;
+        /* Placeholders import at a low CPU weight: refilling the pool must
+         * not slow down the one being specialized right now. Taken, an
+         * instance gets the normal weight. */
+        spec->cpu_weight = PLACEHOLDER_CPU_WEIGHT;
         spec->capture_logs = true;
         spec->worker_control = true;
         spec->extra_fds = &inst->listen_fd;
@@ -702,6 +708,9 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
         inst->ready_cb = ready_cb;
         inst->exit_cb = exit_cb;
         inst->userdata = userdata;
+        /* Still being created (on demand): create_done raises it. */
+        if (inst->sb && !inst->creating)
+                lg_sandbox_set_cpu_weight(inst->sb, 100, NULL);
         /* An app without its own cpu gets the pool group's once boosted. */
         inst->cpu_millis = spec->cpu_millis ? spec->cpu_millis : p->spec.cpu_millis;
         /* The placeholder runs with the pool's boosted CPU; the instance

@@ -235,13 +235,22 @@ static void capacity(const struct app *a, unsigned *live, unsigned *free_slots) 
         }
 }
 
+/* At most this many instances of one app start at once: a burst of 200
+ * requests would otherwise start maxInstances sandboxes together, each
+ * slowed by the others, while the first few placeholders could already
+ * have answered most of the burst. More start as these come up. */
+#define MAX_STARTING 4
+
 static void scale_up(struct app *a) {
-        unsigned live, free_slots;
+        unsigned live, free_slots, starting = 0;
         capacity(a, &live, &free_slots);
-        while (a->queued > free_slots && live < max_instances(a) && !a->removed) {
+        for (struct rinst *ri = a->instances; ri; ri = ri->next)
+                starting += ri->state == R_STARTING;
+        while (a->queued > free_slots && live < max_instances(a) && starting < MAX_STARTING && !a->removed) {
                 if (start_instance(a) < 0)
                         break;
                 live++;
+                starting++;
                 free_slots += concurrency(a);
         }
 }
@@ -277,9 +286,12 @@ static void fwd_end_request(struct fwd *f, int status, const char *code, const c
                 return;
         f->req_ended = true;
         if (status && !f->response_started) {
-                f->app->st.errors_5xx++;
-                if (status == 504)
-                        f->app->st.timeouts_504++;
+                /* Counted only when someone is there to receive it. */
+                if (!lg_http_request_aborted(f->req)) {
+                        f->app->st.errors_5xx++;
+                        if (status == 504)
+                                f->app->st.timeouts_504++;
+                }
                 lg_http_respond_error(f->req, status, code, fmt, detail);
         } else if (status) {
                 lg_http_response_abort(f->req);

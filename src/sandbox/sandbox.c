@@ -868,6 +868,17 @@ int lg_sandbox_set_cpu(lg_sandbox *sb, uint64_t cpu_millis, struct lg_error *err
         return r;
 }
 
+int lg_sandbox_set_cpu_weight(lg_sandbox *sb, uint64_t weight, struct lg_error *err) {
+        if (!sb->cg)
+                return lg_error_set(err, ENODATA, "sandbox `%s` was made without limits", sb->id);
+        struct lg_cgroup_limits lim = sb->limits;
+        lim.cpu_weight = weight;
+        int r = lg_cgroup_set_limits(sb->cg, &lim, err);
+        if (r >= 0)
+                sb->limits = lim;
+        return r;
+}
+
 /* In a helper process: enter the sandbox's mount namespace and attach the
  * detached tree there. The sandbox's mount namespace belongs to the host's
  * user namespace, so host root may do this; the sandbox itself may not. */

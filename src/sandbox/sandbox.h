@@ -140,6 +140,8 @@ int lg_sandbox_stats(lg_sandbox *sb, struct lg_sandbox_stats *ret);
 /* Change the CPU quota (millicores, 0 = none) of a running sandbox: startup
  * boost gives an instance more CPU for its first seconds, then this. */
 int lg_sandbox_set_cpu(lg_sandbox *sb, uint64_t cpu_millis, struct lg_error *err);
+/* Change the CPU weight (1..10000, 100 = default) of a running sandbox. */
+int lg_sandbox_set_cpu_weight(lg_sandbox *sb, uint64_t weight, struct lg_error *err);
 
 /* Bind host path src at dst inside a running sandbox (delayed mount: the
  * code package of a placeholder that is being specialized). dst is created

@@ -1,0 +1,562 @@
+#!/usr/bin/python3
+"""The functions benchmark's driver (bench/functions/run.sh starts legiond
+and runs this; see run.sh for the whole picture).
+
+Three parts, each writing raw JSON into OUT:
+  cold   cold starts with a placeholder ready and without (on demand)
+  warm   wrk and httpload through the router, straight to the instance's
+         socket, and through nginx to the same instance
+  burst  200 requests at once at an app with no instance
+
+Every figure in the report comes from these files."""
+import argparse
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def log(*a):
+    print("bench/functions:", *a, file=sys.stderr, flush=True)
+
+
+class Api:
+    """legiond's API over one keep-alive connection (re-opened if dropped)."""
+
+    def __init__(self, port, token):
+        self.port, self.token = port, token
+        self.c = None
+
+    def call(self, method, path, body=None, ok=(200, 201, 204), raw=False):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        for attempt in range(2):
+            if self.c is None:
+                self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            try:
+                self.c.request(method, path, body=body, headers={"Authorization": "Bearer " + self.token})
+                r = self.c.getresponse()
+                data = r.read()
+                break
+            except (http.client.HTTPException, OSError):
+                self.c.close()
+                self.c = None
+                if attempt:
+                    raise
+        if ok and r.status not in ok:
+            raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
+        if raw:
+            return r.status, data
+        return r.status, (json.loads(data) if data and data[:1] in (b"{", b"[") else data)
+
+    def pool(self, name):
+        return self.call("GET", f"/v1/poolgroups/{name}")[1]
+
+    def app(self, name):
+        return self.call("GET", f"/v1/namespaces/default/apps/{name}")[1]
+
+    def put_app(self, name, spec):
+        return self.call("PUT", f"/v1/namespaces/default/apps/{name}", spec)[1]
+
+    def delete_app(self, name):
+        self.call("DELETE", f"/v1/namespaces/default/apps/{name}")
+
+    def upload(self, directory):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            for f in sorted(os.listdir(directory)):
+                t.add(os.path.join(directory, f), arcname=f)
+        return self.call("POST", "/v1/namespaces/default/packages", buf.getvalue())[1]["digest"]
+
+    def wait_pool(self, name, pred, timeout=60, what="pool"):
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.pool(name)["status"]
+            if pred(st):
+                return st
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}: {st}")
+            time.sleep(0.002)
+
+
+class RawConn:
+    """One keep-alive HTTP/1.1 connection with as little client code on the
+    timed path as possible: a prebuilt request, sendall, recv until the
+    Content-Length is in."""
+
+    def __init__(self, port):
+        self.port = port
+        self.s = None
+        self.connect()
+
+    def connect(self):
+        if self.s:
+            self.s.close()
+        self.s = socket.create_connection(("127.0.0.1", self.port))
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def request(self, raw):
+        """Send raw, read one response: (ns from send to last byte, status, body)."""
+        s = self.s
+        buf = b""
+        t0 = time.perf_counter_ns()
+        s.sendall(raw)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError("connection closed")
+            buf += chunk
+            h = buf.find(b"\r\n\r\n")
+            if h < 0:
+                continue
+            m = re.search(rb"(?im)^content-length:\s*(\d+)", buf[:h])
+            n = int(m.group(1)) if m else 0
+            if len(buf) >= h + 4 + n:
+                break
+        t1 = time.perf_counter_ns()
+        status = int(buf[9:12])
+        if re.search(rb"(?im)^connection:\s*close", buf[:h]):
+            self.connect()
+        return t1 - t0, status, buf[h + 4:h + 4 + n]
+
+
+def summary(values):
+    v = sorted(values)
+    n = len(v)
+    if not n:
+        return {"n": 0}
+
+    def q(p):  # nearest rank
+        k = max(1, min(n, int(-(-p * n // 100))))
+        return v[k - 1]
+
+    return {"n": n, "min": v[0], "p50": q(50), "p90": q(90), "p99": q(99), "max": v[-1],
+            "mean": statistics.fmean(v), "stdev": statistics.pstdev(v)}
+
+
+def get_request(path, token=None, host="127.0.0.1"):
+    h = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n"
+    if token:
+        h += f"Authorization: Bearer {token}\r\n"
+    return (h + "\r\n").encode()
+
+
+# ---- 1. cold starts ----------------------------------------------------------
+
+def cold(args, api, out):
+    n = args.cold_n
+    py = api.pool("python3")
+    spec = dict(py["spec"])
+    spec["ready"] = args.pool_ready
+    api.call("PUT", "/v1/poolgroups/python3", spec)
+    cold_spec = dict(py["spec"])
+    cold_spec["ready"] = 0
+    api.call("PUT", "/v1/poolgroups/cold", cold_spec)
+    target = args.pool_ready
+
+    def at_rest(st):
+        return st["ready"] >= target and st["starting"] == 0
+
+    api.wait_pool("python3", at_rest, what="python3 pool full")
+    digest = api.upload(os.path.join(ROOT, "examples", "python-hello"))
+    conn = RawConn(args.port)
+    # Apps are deleted right after their measurement (DELETE destroys the
+    # instance at once), so at most one bench app is alive at a time.
+    variants = [
+        # name, pool group, wait before each request
+        ("placeholder", "python3", "rest"),
+        ("on-demand", "cold", "rest"),
+        ("placeholder-back-to-back", "python3", "ready>=1"),
+    ]
+    results = {"n": n, "pool_ready": target, "pool_spec": spec, "cold_pool_spec": cold_spec,
+               "client": "Python raw socket (bench/functions/bench.py RawConn), one keep-alive TCP "
+                         "connection to legiond for all apps; time.perf_counter_ns around sendall + reading "
+                         "the whole response",
+               "variants": {}}
+    seq = 0
+    for name, pool, wait in variants:
+        rows = []
+        failures = []
+        warmup = 3
+        t_variant = time.monotonic()
+        for i in range(-warmup, n):
+            seq += 1
+            app = f"cs-{seq}"
+            api.put_app(app, {"runtime": "python3", "package": digest, "poolGroup": pool})
+            if wait == "rest":
+                before = api.wait_pool("python3", at_rest, what="python3 pool full")
+            else:
+                before = api.wait_pool("python3", lambda st: st["ready"] >= 1, what="a placeholder")
+            pbefore = before if pool == "python3" else api.pool(pool)["status"]
+            ns, status, body = conn.request(get_request(f"/fn/default/{app}/", args.token))
+            warm_ns, warm_status, _ = conn.request(get_request(f"/fn/default/{app}/", args.token))
+            doc = api.app(app)
+            pafter = api.pool(pool)["status"]
+            _, text = api.call("GET", f"/v1/namespaces/default/apps/{app}/logs", raw=True)
+            m = re.search(rb"ready in ([\d.]+) ms \((from a placeholder|no placeholder ready)\)", text)
+            api.delete_app(app)
+            if i < 0:
+                continue
+            cs = doc["status"]["coldStarts"]
+            row = {"i": i, "app": app, "ms": ns / 1e6, "status": status, "warm_ms": warm_ns / 1e6,
+                   "warm_status": warm_status, "cold_starts": cs["count"], "server_ms": cs.get("lastMs"),
+                   "instance_ready_ms": float(m.group(1)) if m else None,
+                   "instance_from": m.group(2).decode() if m else None,
+                   "pool_ready_before": before["ready"], "pool_starting_before": before["starting"],
+                   "taken": pafter["taken"] - pbefore["taken"], "on_demand": pafter["onDemand"] - pbefore["onDemand"]}
+            rows.append(row)
+            ok = (status == 200 and warm_status == 200 and cs["count"] == 1 and
+                  (row["taken"] == 1 and row["on_demand"] == 0 and row["instance_from"] == "from a placeholder"
+                   if pool == "python3" else
+                   row["on_demand"] == 1 and row["instance_from"] == "no placeholder ready"))
+            if not ok:
+                failures.append(row)
+        results["variants"][name] = {
+            "pool": pool, "wait": wait, "rows": rows, "failures": failures,
+            "client_ms": summary([r["ms"] for r in rows]),
+            "server_ms": summary([r["server_ms"] for r in rows if r["server_ms"] is not None]),
+            "warm_ms": summary([r["warm_ms"] for r in rows]),
+            "instance_ready_ms": summary([r["instance_ready_ms"] for r in rows if r["instance_ready_ms"] is not None]),
+            "elapsed_s": time.monotonic() - t_variant,
+        }
+        s = results["variants"][name]["client_ms"]
+        log(f"cold {name}: n={s['n']} p50={s['p50']:.2f} ms p99={s['p99']:.2f} ms, "
+            f"{len(failures)} failed checks")
+    api.call("DELETE", "/v1/poolgroups/cold")
+    conn.s.close()
+    json.dump(results, open(os.path.join(out, "cold.json"), "w"), indent=1)
+
+
+# ---- 2. warm path ------------------------------------------------------------
+
+NGINX_CONF = """# written by bench/functions/bench.py
+worker_processes {workers};
+# The instance sockets are in legiond's root-only run directory.
+user root;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+{upstreams}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        keepalive_requests 1000000;
+{locations}
+    }}
+}}
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def parse_wrk(text):
+    def dur(v):
+        m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+        return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[m.group(2)]
+
+    lat = {}
+    for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", text, re.M):
+        lat["p" + p] = dur(v)
+    m = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    if m:
+        lat["mean"], lat["stdev"], lat["max"] = dur(m.group(1)), dur(m.group(2)), dur(m.group(3))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    req = int(re.search(r"(\d+) requests in", text).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: (.*)", text)
+    return {"tool": "wrk", "rps": rps, "requests": req, "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": sock.group(1) if sock else "", "latency_us": lat}
+
+
+def cpu_ns(pids):
+    """On-CPU time of every thread of these processes, ns (schedstat)."""
+    total = 0
+    for pid in pids:
+        try:
+            for t in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def children(pid):
+    try:
+        out = []
+        for t in os.listdir(f"/proc/{pid}/task"):
+            out += open(f"/proc/{pid}/task/{t}/children").read().split()
+        return [int(x) for x in out]
+    except FileNotFoundError:
+        return []
+
+
+def instance_socket(api, home, app):
+    _, text = api.call("GET", f"/v1/namespaces/default/apps/{app}/logs", raw=True)
+    ids = re.findall(rb"instance (i-[0-9a-f]+) ready", text)
+    if len(ids) != 1:
+        raise RuntimeError(f"{app}: expected one instance in the logs, found {ids}")
+    path = os.path.join(home, "run", "sockets", ids[0].decode() + ".sock")
+    if not os.path.exists(path):
+        raise RuntimeError(f"{path} does not exist")
+    return ids[0].decode(), path
+
+
+def unix_get(path, target):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        data += c
+    s.close()
+    h = data.find(b"\r\n\r\n")
+    return int(data[9:12]), data[h + 4:]
+
+
+def warm(args, api, out):
+    backends = [("python", "python3", "python-hello"), ("node", "node", "node-hello")]
+    if args.backends:
+        backends = [b for b in backends if b[0] in args.backends.split(",")]
+    conn = RawConn(args.port)
+    info = {"backends": {}, "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
+            "concurrency": [1, args.conns], "wrk": {"threads": 2, "connections": args.conns}}
+    for name, runtime, example in backends:
+        digest = api.upload(os.path.join(ROOT, "examples", example))
+        app = f"hello-{name}"
+        spec = {"runtime": runtime, "package": digest, "concurrency": 64, "minInstances": 1, "maxInstances": 1}
+        api.put_app(app, spec)
+        for _ in range(200):
+            _, st, body = conn.request(get_request(f"/fn/default/{app}/", args.token))
+            assert st == 200, (st, body)
+        iid, sock = instance_socket(api, args.home, app)
+        info["backends"][name] = {"app": app, "spec": spec, "instance": iid, "socket": sock,
+                                  "body": body.decode(errors="replace")}
+    conn.s.close()
+
+    # nginx: one worker (legiond is one event loop on one thread), no access
+    # log, keep-alive connections to the instance socket.
+    prefix = os.path.join(out, "nginx")
+    shutil.rmtree(prefix, ignore_errors=True)
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(prefix, "tmp", d))
+    nport = free_port()
+    ups, locs = "", ""
+    for name, b in info["backends"].items():
+        ups += f"    upstream {name} {{ server unix:{b['socket']}; keepalive 64; }}\n"
+        locs += (f"        location /{name}/ {{\n"
+                 f"            proxy_pass http://{name}/;\n"
+                 f"            proxy_http_version 1.1;\n"
+                 f"            proxy_set_header Connection \"\";\n"
+                 f"            proxy_set_header Authorization \"\";\n"
+                 f"        }}\n")
+    conf = NGINX_CONF.format(workers=args.nginx_workers, prefix=prefix, port=nport, upstreams=ups, locations=locs)
+    conf_path = os.path.join(prefix, "nginx.conf")
+    open(conf_path, "w").write(conf)
+    info["nginx"] = {"conf": conf_path, "workers": args.nginx_workers, "port": nport,
+                     "version": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()}
+    nginx_log = open(os.path.join(prefix, "stderr.log"), "w")
+    ng = subprocess.Popen(["nginx", "-p", prefix, "-c", conf_path, "-e", os.path.join(prefix, "error.log")],
+                          stdout=nginx_log, stderr=nginx_log, start_new_session=True)
+    open(os.path.join(out, "nginx.pid.bench"), "w").write(str(ng.pid))
+    runs = []
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", nport)).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or ng.poll() is not None:
+                    raise RuntimeError("nginx did not start: " + open(os.path.join(prefix, "error.log")).read())
+                time.sleep(0.05)
+        auth = f"Authorization: Bearer {args.token}"
+        # Whose CPU time is the proxy's: legiond's, or nginx's workers'.
+        nginx_workers = children(ng.pid)
+        proxy_pids = {"router": [args.legiond_pid], "nginx": nginx_workers, "direct": []}
+        info["nginx"]["worker_pids"] = nginx_workers
+        targets = {}
+        for name, b in info["backends"].items():
+            targets[name] = {
+                "router": (f"127.0.0.1:{args.port}", f"/fn/default/{b['app']}/"),
+                "direct": (f"unix:{b['socket']}", "/"),
+                "nginx": (f"127.0.0.1:{nport}", f"/{name}/"),
+            }
+            # Same answer from the three.
+            c = http.client.HTTPConnection("127.0.0.1", args.port)
+            c.request("GET", targets[name]["router"][1], headers={"Authorization": "Bearer " + args.token})
+            r1 = c.getresponse().read()
+            c = http.client.HTTPConnection("127.0.0.1", nport)
+            c.request("GET", targets[name]["nginx"][1])
+            r3 = c.getresponse().read()
+            st, r2 = unix_get(b["socket"], "/")
+            if not (r1 == r2 == r3 and st == 200):
+                raise RuntimeError(f"{name}: the three targets disagree: {r1!r} {r2!r} {r3!r}")
+        order = ["router", "direct", "nginx"]
+        for rnd in range(args.rounds):
+            rot = order[rnd % 3:] + order[:rnd % 3]  # who goes first changes each round
+            for name in info["backends"]:
+                for c in (1, args.conns):
+                    for tg in rot:
+                        addr, path = targets[name][tg]
+                        cmd = [args.httpload, "-t", "1" if c == 1 else "2", "-c", str(c), "-d", str(args.duration),
+                               "-w", str(args.warmup), "-l", f"{name}/{tg}/c{c}"]
+                        if tg == "router":
+                            cmd += ["-H", auth]
+                        c0 = cpu_ns(proxy_pids[tg])
+                        p = subprocess.run(cmd + [addr, path], capture_output=True, text=True, check=True)
+                        doc = json.loads(p.stdout)
+                        doc.update({"round": rnd, "backend": name, "target": tg, "conns": c,
+                                    "proxy_cpu_ns": cpu_ns(proxy_pids[tg]) - c0 if proxy_pids[tg] else None,
+                                    "loadavg": open("/proc/loadavg").read().split()[0]})
+                        runs.append(doc)
+                        log(f"round {rnd + 1} {name:6} {tg:6} c={c:<3} httpload: {doc['rps']:9.0f} req/s "
+                            f"p50 {doc['latency_us']['p50']:8.1f} us p99 {doc['latency_us']['p99']:8.1f} us "
+                            f"errors {doc['errors']}")
+                # wrk against the two TCP targets, same settings.
+                for tg in [t for t in rot if t != "direct"]:
+                    addr, path = targets[name][tg]
+                    cmd = ["wrk", "-t2", f"-c{args.conns}", f"-d{args.wrk_duration}s", "--latency",
+                           "-H", auth, f"http://{addr}{path}"]
+                    c0 = cpu_ns(proxy_pids[tg])
+                    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                    doc = parse_wrk(p.stdout)
+                    doc.update({"proxy_cpu_ns": cpu_ns(proxy_pids[tg]) - c0,
+                                "loadavg": open("/proc/loadavg").read().split()[0]})
+                    doc.update({"round": rnd, "backend": name, "target": tg, "conns": args.conns,
+                                "threads": 2, "duration_s": args.wrk_duration, "raw": p.stdout})
+                    runs.append(doc)
+                    log(f"round {rnd + 1} {name:6} {tg:6} c={args.conns:<3} wrk:      {doc['rps']:9.0f} req/s "
+                        f"p50 {doc['latency_us'].get('p50', 0):8.1f} us p99 {doc['latency_us'].get('p99', 0):8.1f} us "
+                        f"non-2xx {doc['non2xx']}")
+    finally:
+        ng.send_signal(signal.SIGTERM)
+        try:
+            ng.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            ng.kill()
+            ng.wait()
+        os.unlink(os.path.join(out, "nginx.pid.bench"))
+    for name, b in info["backends"].items():
+        st = api.app(b["app"])["status"]
+        b["status_after"] = st
+        api.delete_app(b["app"])
+    info["runs"] = runs
+    json.dump(info, open(os.path.join(out, "warm.json"), "w"), indent=1)
+
+
+# ---- 3. burst ----------------------------------------------------------------
+
+def burst(args, api, out):
+    digest = api.upload(os.path.join(ROOT, "bench", "functions", "apps", "burst"))
+    target = api.pool("python3")["spec"]["ready"]
+    # (concurrency, maxInstances, seconds the function sleeps)
+    variants = [(10, 10, 0), (10, 20, 0), (1, 50, 0), (1, 200, 0), (10, 20, 0.1), (1, 200, 0.1)]
+    res = {"requests": args.burst_n, "pool_ready": target, "variants": []}
+    for conc, mx, sleep in variants:
+        api.wait_pool("python3", lambda st: st["ready"] >= target and st["starting"] == 0, what="pool full")
+        time.sleep(1)
+        load = open("/proc/loadavg").read().split()[:3]
+        app = f"burst-c{conc}-m{mx}" + (f"-s{int(sleep * 1000)}ms" if sleep else "")
+        api.put_app(app, {"runtime": "python3", "package": digest, "concurrency": conc, "maxInstances": mx})
+        p0 = api.pool("python3")["status"]
+        path = f"/fn/default/{app}/" + (f"?sleep={sleep}" if sleep else "")
+        p = subprocess.run([args.httpload, "-b", "-B", "-c", str(args.burst_n), "-t", "1", "-l", app,
+                            "-H", f"Authorization: Bearer {args.token}",
+                            f"127.0.0.1:{args.port}", path], capture_output=True, text=True, check=True)
+        t_done = time.monotonic()
+        doc = json.loads(p.stdout)
+        st = api.app(app)["status"]
+        p1 = api.pool("python3")["status"]
+        served = {}
+        for a in doc.pop("answers"):
+            try:
+                iid = json.loads(a["body"])["instance"]
+            except ValueError:
+                iid = None
+            served[iid] = served.get(iid, 0) + 1
+        # Instances still starting finish (nothing waits for them), then count.
+        deadline = time.monotonic() + 60
+        while True:
+            st2 = api.app(app)["status"]
+            if st2["starting"] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        settle = time.monotonic() - t_done
+        _, text = api.call("GET", f"/v1/namespaces/default/apps/{app}/logs", raw=True)
+        ready_ms = [float(x) for x in re.findall(rb"ready in ([\d.]+) ms \(from a placeholder\)", text)]
+        ready_cold_ms = [float(x) for x in re.findall(rb"ready in ([\d.]+) ms \(no placeholder ready\)", text)]
+        api.delete_app(app)
+        v = {"app": app, "concurrency": conc, "maxInstances": mx, "sleep_s": sleep, "load_before": load,
+             "httpload": doc, "status_right_after": st, "status_settled": st2, "settle_s": settle,
+             "instances_that_answered": len([k for k in served if k]), "answers_per_instance": served,
+             "pool_taken": p1["taken"] - p0["taken"], "pool_on_demand": p1["onDemand"] - p0["onDemand"],
+             "pool_ready_before": p0["ready"],
+             "instance_ready_ms_placeholder": summary(ready_ms), "instance_ready_ms_on_demand": summary(ready_cold_ms)}
+        res["variants"].append(v)
+        log(f"burst {app}: {doc['requests']} answered ({doc['status']['2xx']} 2xx) in {doc['all_answered_ms']:.1f} ms "
+            f"by {v['instances_that_answered']} instances; right after: {st['instances']} ready + {st['starting']} "
+            f"starting, {st['coldStarts']['count']} cold starts; all started {settle:.2f} s later")
+    json.dump(res, open(os.path.join(out, "burst.json"), "w"), indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--httpload", required=True)
+    ap.add_argument("--legiond-pid", type=int, required=True)
+    ap.add_argument("--parts", default="cold,warm,burst")
+    ap.add_argument("--cold-n", type=int, default=200)
+    ap.add_argument("--pool-ready", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=4)
+    ap.add_argument("--warmup", type=float, default=1)
+    ap.add_argument("--wrk-duration", type=int, default=5)
+    ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--nginx-workers", default="1")
+    ap.add_argument("--backends", default="")
+    ap.add_argument("--burst-n", type=int, default=200)
+    args = ap.parse_args()
+    args.token = open(os.path.join(args.home, "admin.token")).read().strip()
+    api = Api(args.port, args.token)
+    parts = args.parts.split(",")
+    for part, fn in (("cold", cold), ("warm", warm), ("burst", burst)):
+        if part in parts:
+            t = time.monotonic()
+            log(f"{part}: start")
+            fn(args, api, args.out)
+            log(f"{part}: done in {time.monotonic() - t:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
