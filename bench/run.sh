@@ -292,4 +292,20 @@ cat >"$RES/meta.json" <<EOF
  "git_dirty": $( [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)}
 EOF
 "$PY" "$BENCH_DIR/report.py" --results "$RES" --out "$BENCH_DIR/RESULTS.md"
+
+# Functions (issue 3) and sessions (issue 4) run against a real legiond and
+# write their own sections; BENCH_PARTS picks which run (default all).
+for part in functions sessions; do
+        case " ${BENCH_PARTS:-functions sessions} " in *" $part "*) ;; *) continue ;; esac
+        if [ -x "$BENCH_DIR/$part/run.sh" ]; then
+                echo "bench: $part"
+                "$BENCH_DIR/$part/run.sh" "$BUILD" || status=1
+        fi
+done
+for part in functions sessions; do
+        if [ -f "$ROOT/bench/out/$part.md" ]; then
+                printf '\n' >>"$BENCH_DIR/RESULTS.md"
+                cat "$ROOT/bench/out/$part.md" >>"$BENCH_DIR/RESULTS.md"
+        fi
+done
 exit $status
