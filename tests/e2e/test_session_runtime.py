@@ -3,7 +3,7 @@ bind, executions in a persistent interpreter (state, output capture and its
 cap, errors, timeouts, crashes, memory and fork bombs), and files under
 /mnt/data (upload, list, download, delete, traversal, size limits).
 
-A small C driver (session_driver.c, a copy of worker_driver.c that can also
+A small C driver (worker_driver.c, which can also
 bind a writable /mnt/data and set a pids limit) creates each sandbox with a
 worker control channel, the listening socket inherited as fd 4, a read-only
 root, and relays the legion-init control protocol to the test."""
@@ -39,12 +39,12 @@ def driver():
         if not os.path.exists(lib):
             pytest.fail(f"{lib} is not built: run `ninja -C build` first")
     out_dir = tempfile.mkdtemp(prefix="lg-sdrv-")
-    out = os.path.join(out_dir, "session_driver")
+    out = os.path.join(out_dir, "worker_driver_s")
     p = subprocess.run(["cc", "-std=gnu11", "-O1", "-Wall", "-I", os.path.join(ROOT, "src"),
-                        os.path.join(HERE, "session_driver.c"), *libs, "-lseccomp", "-o", out],
+                        os.path.join(HERE, "worker_driver.c"), *libs, "-o", out],
                        capture_output=True, text=True)
     if p.returncode != 0:
-        pytest.fail("cannot build session_driver.c:\n" + p.stderr)
+        pytest.fail("cannot build worker_driver.c:\n" + p.stderr)
     yield out
     shutil.rmtree(out_dir, ignore_errors=True)
 

@@ -1,4 +1,14 @@
-/* Test driver for language workers: runs one real sandbox with a worker
+/* Test driver for the session worker (tests/e2e/test_session_runtime.py), a
+ * copy of worker_driver.c with three more options:
+ *
+ *   --data DIR      DIR is bound read-write at /mnt/data and, once the
+ *                   sandbox exists, chowned (recursively) to the host uid its
+ *                   root maps to, so the session can write there as the
+ *                   node agent's writable /mnt/data allows;
+ *   --pids N        pids limit of the sandbox (cgroup);
+ *   --cpu MILLIS    cpu quota.
+ *
+ * What follows is worker_driver.c's description. Runs one real sandbox with a worker
  * control channel, set up the way the node agent sets up a placeholder
  * (read-only root, /code made as a mount point and mounted only when
  * specialize is sent), and relays the legion-init control protocol between
@@ -117,7 +127,9 @@ int main(int argc, char **argv) {
                 {"stdout", required_argument, NULL, 'o'}, {"stderr", required_argument, NULL, 'E'},
                 {"listen", required_argument, NULL, 'l'}, {"listen-mode", required_argument, NULL, 'L'},
                 {"mount-at-specialize", required_argument, NULL, 'M'},
-                {"memory", required_argument, NULL, 'm'}, {0, 0, 0, 0},
+                {"memory", required_argument, NULL, 'm'}, {"data", required_argument, NULL, 'D'},
+                {"pids", required_argument, NULL, 'P'}, {"cpu", required_argument, NULL, 'C'},
+                {0, 0, 0, 0},
         };
         struct lg_bind binds[MAX_ITEMS];
         const char *env[MAX_ITEMS + 4] = {
@@ -128,7 +140,8 @@ int main(int argc, char **argv) {
         const char *out_path = NULL, *err_path = NULL, *listen_path = NULL, *mode = "specialize";
         struct lg_bind late = {0};
         bool have_late = false;
-        unsigned long long memory = 0;
+        unsigned long long memory = 0, pids = 0, cpu = 0;
+        const char *data_dir = NULL;
         int c;
 
         signal(SIGPIPE, SIG_IGN);
@@ -164,6 +177,17 @@ int main(int argc, char **argv) {
                         have_late = true;
                         break;
                 case 'm': memory = strtoull(optarg, NULL, 10); break;
+                case 'P': pids = strtoull(optarg, NULL, 10); break;
+                case 'C': cpu = strtoull(optarg, NULL, 10); break;
+                case 'D':
+                        if (n_binds >= MAX_ITEMS)
+                                return 2;
+                        data_dir = optarg;
+                        binds[n_binds].src = optarg;
+                        binds[n_binds].dst = "/mnt/data";
+                        binds[n_binds].readonly = false;
+                        n_binds++;
+                        break;
                 default: return 2;
                 }
         }
@@ -179,6 +203,8 @@ int main(int argc, char **argv) {
         spec.argv = (const char *const *) argv + optind;
         spec.worker_control = true;
         spec.memory_bytes = memory;
+        spec.pids_max = pids;
+        spec.cpu_millis = cpu;
         int outfd = -1, errfd = -1, lfd = -1;
         if (out_path && (outfd = open(out_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
                 return 2;
@@ -215,6 +241,15 @@ int main(int argc, char **argv) {
                 return 1;
         }
         sb = g_sb;
+        if (data_dir) {
+                char cmd[4200];
+                snprintf(cmd, sizeof(cmd), "chown -R %u:%u '%s'", (unsigned) lg_sandbox_host_uid(sb),
+                         (unsigned) lg_sandbox_host_uid(sb), data_dir);
+                if (system(cmd) != 0) {
+                        event("error", "message", "chown of --data failed");
+                        bail(1);
+                }
+        }
         event("created", NULL, NULL);
         if (lg_sandbox_start(sb, &err) < 0) {
                 event("error", "message", err.msg);
