@@ -27,127 +27,8 @@
 
 #include "http/http-internal.h"
 
-#define DEF_MAX_BODY (8u << 20)
-#define DEF_MAX_HEAD (64u << 10)
-#define PARSER_MAX_HEAD (80u << 10)
-#define DEF_MAX_HEADERS 100u
-#define DEF_MAX_CONNS 1024u
-#define DEF_HEADER_TIMEOUT 10000u
-#define DEF_IDLE_TIMEOUT 60000u
-#define DEF_BODY_TIMEOUT 60000u
-#define DEF_WRITE_TIMEOUT 60000u
-#define LINGER_MS 2000u
-#define DISCARD_MAX (256u << 10)
-#define BODY_KEEP_MAX (64u << 10)
-#define MAX_LISTENERS 8
+#include "http/server-internal.h"
 
-union stream_u {
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-        uv_stream_t stream;
-        uv_handle_t handle;
-};
-
-struct listener {
-        union stream_u h;
-        struct lg_http_server *srv;
-        bool is_unix;
-        char *path;
-};
-
-enum conn_state {
-        C_IDLE,   /* no byte of the next request yet */
-        C_HEAD,   /* reading a head */
-        C_ACTIVE, /* head complete: body, handler, response */
-};
-
-struct lg_http_server {
-        uv_loop_t *loop;
-        struct lg_http_server_config cfg;
-        struct listener *listeners[MAX_LISTENERS];
-        size_t nlisteners;
-        unsigned listeners_open; /* listener handles not yet closed */
-        struct lg_http_request *conns;
-        unsigned nconns; /* open sockets */
-        unsigned nlive;  /* allocated connection structs */
-        uv_idle_t kick;
-        bool kick_on;
-        struct lg_http_request *kick_head, *kick_tail;
-        struct http_pool rbufs;
-        struct http_wr_pool wrs;
-        char *scratch;
-        size_t scratch_cap;
-        int closing; /* 0, 1 graceful, 2 abort */
-        bool finishing;
-        void (*done)(void *ud);
-        void *done_ud;
-};
-
-struct lg_http_request {
-        union stream_u h;
-        uv_timer_t timer;
-        uv_shutdown_t shutdown_req;
-        struct lg_http_server *srv;
-        struct lg_http_request *prev, *next, *kick_next;
-        http_parser parser;
-        int refs;
-        bool is_unix;
-
-        /* connection state */
-        bool closing;       /* uv_close called */
-        bool lingering;     /* final response queued, draining input */
-        bool in_kick, in_parse;
-        bool parse_stopped; /* nothing more is parsed on this connection */
-        bool reading;
-        bool fresh;         /* no request yet on this connection */
-        bool timer_on;
-        bool msg_begun;
-        enum conn_state state;
-        uint64_t timer_due, state_since, last_read, write_since, linger_until;
-        char *rbuf;
-        size_t rpos, rlen;
-        bool pinned; /* bytes before rpos are still referenced */
-        struct http_head head;
-        size_t trailer_bytes;
-
-        /* the request */
-        const char *target, *path, *query;
-        const char **segs;
-        size_t segcap;
-        int nsegs;
-        struct lg_http_header *params;
-        size_t paramcap;
-        int nparams;
-        int version;
-        int64_t content_length;
-        bool expect_continue, continue_sent, is_head, keep_alive;
-        enum lg_http_body_mode mode;
-        bool dispatched; /* on_request was called */
-        bool owned;      /* ... and the handler has not ended it */
-        bool body_done, body_reading, paused, discard;
-        uint64_t body_limit, body_received;
-        char *body;
-        size_t body_cap;
-        const char *body_ptr;
-        size_t body_len;
-        void *userdata;
-        lg_http_abort_cb on_abort;
-        void *abort_ud;
-        lg_http_data_cb on_data;
-        lg_http_end_cb on_end;
-        void *body_ud;
-        int aborted;
-        bool abort_pending;
-
-        /* the response */
-        bool resp_started, resp_ended, resp_chunked, resp_no_body, close_after, head_pending;
-        int64_t resp_cl;
-        uint64_t resp_written;
-        char *hbuf;
-        size_t hcap, hlen;
-        unsigned writes;
-        struct http_wr *done_wrs;
-};
 
 static int on_message_begin(http_parser *p);
 static int on_url(http_parser *p, const char *at, size_t len);
@@ -171,7 +52,7 @@ static void conn_process(struct lg_http_request *c);
 static void conn_check(struct lg_http_request *c);
 static void conn_after_io(struct lg_http_request *c);
 static void conn_arm(struct lg_http_request *c);
-static void conn_close(struct lg_http_request *c, int reason);
+void http_srv_conn_close(struct lg_http_request *c, int reason);
 static void conn_unref(struct lg_http_request *c);
 static void server_maybe_done(struct lg_http_server *srv);
 
@@ -183,7 +64,7 @@ static inline uint64_t now_ms(const struct lg_http_server *srv) { return uv_now(
 
 static void on_kick(uv_idle_t *h);
 
-static void conn_kick(struct lg_http_request *c) {
+void http_srv_conn_kick(struct lg_http_request *c) {
         struct lg_http_server *srv = c->srv;
         if (c->in_kick)
                 return;
@@ -209,7 +90,7 @@ static void conn_notify_abort(struct lg_http_request *c) {
                 c->on_abort(c, c->aborted, c->abort_ud);
 }
 
-static void conn_flush_head(struct lg_http_request *c);
+void http_srv_conn_flush_head(struct lg_http_request *c);
 
 static void conn_run_deferred(struct lg_http_request *c) {
         while (c->done_wrs) {
@@ -225,7 +106,7 @@ static void conn_run_deferred(struct lg_http_request *c) {
         if (c->closing)
                 return;
         if (c->head_pending && c->resp_started)
-                conn_flush_head(c);
+                http_srv_conn_flush_head(c);
         conn_check(c);
         conn_process(c);
 }
@@ -296,7 +177,7 @@ static void on_timer_closed(uv_handle_t *h) { conn_unref(h->data); }
 
 /* Close now. reason: what the handler's abort callback gets if it still
  * owns the request (0 = -ECONNRESET). */
-static void conn_close(struct lg_http_request *c, int reason) {
+void http_srv_conn_close(struct lg_http_request *c, int reason) {
         if (c->closing)
                 return;
         c->closing = true;
@@ -314,7 +195,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
         if (c->closing)
                 return;
         if (status < 0) {
-                conn_close(c, 0);
+                http_srv_conn_close(c, 0);
                 return;
         }
         /* Everything is written: now give the client LINGER_MS. */
@@ -333,7 +214,7 @@ static void conn_linger(struct lg_http_request *c) {
         c->linger_until = UINT64_MAX; /* set once the writes are out */
         c->shutdown_req.data = c;
         if (uv_shutdown(&c->shutdown_req, &c->h.stream, on_shutdown) < 0) {
-                conn_close(c, 0);
+                http_srv_conn_close(c, 0);
                 return;
         }
         if (!c->pinned)
@@ -343,7 +224,7 @@ static void conn_linger(struct lg_http_request *c) {
 }
 
 /* The handler is done with the request (ended or aborted it). */
-static void conn_release(struct lg_http_request *c) {
+void http_srv_conn_release(struct lg_http_request *c) {
         c->resp_ended = true;
         c->owned = false;
         c->on_abort = NULL;
@@ -358,7 +239,7 @@ static void conn_release(struct lg_http_request *c) {
                         c->pinned = false;
                 }
                 if (!c->in_parse)
-                        conn_kick(c);
+                        http_srv_conn_kick(c);
         }
         conn_unref(c);
 }
@@ -377,7 +258,7 @@ static void on_write(uv_write_t *w, int status) {
         c->write_since = now_ms(srv);
         http_wr_put(&srv->wrs, wr);
         if (status < 0 && !c->closing)
-                conn_close(c, -ECONNRESET);
+                http_srv_conn_close(c, -ECONNRESET);
         if (cb)
                 cb(ud, status);
         if (!c->closing) {
@@ -389,7 +270,7 @@ static void on_write(uv_write_t *w, int status) {
 
 /* Submit wr (bufs filled). Without a callback the bytes are tried at once and
  * what remains is copied (unless `stable`: the buffers outlive the write). */
-static int conn_submit(struct lg_http_request *c, struct http_wr *wr, bool stable) {
+int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool stable) {
         struct lg_http_server *srv = c->srv;
         size_t total = 0;
         for (unsigned i = 0; i < wr->nbufs; i++)
@@ -404,14 +285,14 @@ static int conn_submit(struct lg_http_request *c, struct http_wr *wr, bool stabl
                 }
                 if (r < 0 && r != UV_EAGAIN) {
                         http_wr_put(&srv->wrs, wr);
-                        conn_close(c, -ECONNRESET);
+                        http_srv_conn_close(c, -ECONNRESET);
                         return -ECONNRESET;
                 }
                 if (r > 0 || !stable) {
                         int q = http_wr_copy_rest(wr, r > 0 ? (size_t) r : 0);
                         if (q < 0) {
                                 http_wr_put(&srv->wrs, wr);
-                                conn_close(c, -ENOMEM);
+                                http_srv_conn_close(c, -ENOMEM);
                                 return q;
                         }
                 }
@@ -425,7 +306,7 @@ static int conn_submit(struct lg_http_request *c, struct http_wr *wr, bool stabl
         int r = uv_write(&wr->req, &c->h.stream, wr->bufs, wr->nbufs, on_write);
         if (r < 0) {
                 http_wr_put(&srv->wrs, wr);
-                conn_close(c, -ECONNRESET);
+                http_srv_conn_close(c, -ECONNRESET);
                 return -ECONNRESET;
         }
         if (c->writes++ == 0)
@@ -439,10 +320,10 @@ static int conn_write_static(struct lg_http_request *c, const char *s, size_t le
                 return -ENOMEM;
         wr->bufs[0] = uv_buf_init((char *) s, (unsigned) len);
         wr->nbufs = 1;
-        return conn_submit(c, wr, true);
+        return http_srv_conn_submit(c, wr, true);
 }
 
-static void conn_send_continue(struct lg_http_request *c) {
+void http_srv_conn_send_continue(struct lg_http_request *c) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (!c->expect_continue || c->continue_sent || c->closing || (c->resp_started && !c->head_pending))
                 return;
@@ -469,7 +350,7 @@ static bool status_has_no_body(int status) { return status < 200 || status == 20
 
 /* Format a response head into *buf. cl: Content-Length, or -1 for chunked /
  * close-delimited. Sets the response framing fields of c. */
-static ssize_t conn_format_head(struct lg_http_request *c, char **buf, size_t *cap, int status,
+ssize_t http_srv_conn_format_head(struct lg_http_request *c, char **buf, size_t *cap, int status,
                                 const struct lg_http_header *hdrs, size_t n, int64_t cl,
                                 const char *content_type) {
         if (status < 200 || status > 999)
@@ -541,7 +422,7 @@ static void conn_error(struct lg_http_request *c, int status, const char *code, 
         if (c->owned && !c->aborted) {
                 c->aborted = abort_reason;
                 c->abort_pending = true;
-                conn_kick(c);
+                http_srv_conn_kick(c);
         }
         if (c->resp_ended && !c->owned) {
                 /* The handler's response is complete (maybe still being
@@ -552,7 +433,7 @@ static void conn_error(struct lg_http_request *c, int status, const char *code, 
         }
         if (c->resp_started) {
                 /* A response is under way: all we can do is cut it. */
-                conn_close(c, abort_reason);
+                http_srv_conn_close(c, abort_reason);
                 return;
         }
         char msg[256], body[512];
@@ -563,37 +444,37 @@ static void conn_error(struct lg_http_request *c, int status, const char *code, 
         size_t blen = lg_http_error_json(body, sizeof(body), code, msg);
         c->close_after = true;
         struct lg_http_server *srv = c->srv;
-        ssize_t hl = conn_format_head(c, &srv->scratch, &srv->scratch_cap, status, NULL, 0, (int64_t) blen,
+        ssize_t hl = http_srv_conn_format_head(c, &srv->scratch, &srv->scratch_cap, status, NULL, 0, (int64_t) blen,
                                       "application/json");
         if (hl < 0) {
-                conn_close(c, abort_reason);
+                http_srv_conn_close(c, abort_reason);
                 return;
         }
         c->resp_started = true;
         struct http_wr *wr = http_wr_get(&srv->wrs);
         if (!wr) {
-                conn_close(c, abort_reason);
+                http_srv_conn_close(c, abort_reason);
                 return;
         }
         wr->bufs[0] = uv_buf_init(srv->scratch, (unsigned) hl);
         wr->nbufs = 1;
         if (!c->resp_no_body)
                 wr->bufs[wr->nbufs++] = uv_buf_init(body, (unsigned) blen);
-        if (conn_submit(c, wr, false) < 0)
+        if (http_srv_conn_submit(c, wr, false) < 0)
                 return;
         conn_linger(c);
 }
 
-static void conn_flush_head(struct lg_http_request *c) {
+void http_srv_conn_flush_head(struct lg_http_request *c) {
         c->head_pending = false;
         struct http_wr *wr = http_wr_get(&c->srv->wrs);
         if (!wr) {
-                conn_close(c, -ENOMEM);
+                http_srv_conn_close(c, -ENOMEM);
                 return;
         }
         wr->bufs[0] = uv_buf_init(c->hbuf, (unsigned) c->hlen);
         wr->nbufs = 1;
-        (void) conn_submit(c, wr, true);
+        (void) http_srv_conn_submit(c, wr, true);
 }
 
 /* ------------------------------------------------------------------------
@@ -732,7 +613,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         }
         /* EOF or error: the client is gone (an EOF while a response is
          * pending counts as going away, as in nginx). */
-        conn_close(c, -ECONNRESET);
+        http_srv_conn_close(c, -ECONNRESET);
 }
 
 /* ------------------------------------------------------------------------
@@ -1021,7 +902,7 @@ static int on_headers_complete(http_parser *p) {
                                    srv->cfg.max_body);
                         return -1;
                 }
-                conn_send_continue(c);
+                http_srv_conn_send_continue(c);
                 return 0;
         }
         conn_dispatch(c);
@@ -1032,7 +913,7 @@ static int on_headers_complete(http_parser *p) {
         return 0;
 }
 
-static int body_too_large(struct lg_http_request *c, uint64_t limit) {
+int http_srv_body_too_large(struct lg_http_request *c, uint64_t limit) {
         conn_error(c, 413, "TooLarge", -EFBIG, "request body exceeds %llu bytes", (unsigned long long) limit);
         return -1;
 }
@@ -1045,7 +926,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
         if (c->mode == LG_HTTP_BODY_BUFFER) {
                 size_t max = c->srv->cfg.max_body;
                 if (c->body_received > max)
-                        return body_too_large(c, max);
+                        return http_srv_body_too_large(c, max);
                 if (c->body_received == len && c->content_length == (int64_t) len) {
                         /* The whole body in one piece: use it in place. */
                         c->body_ptr = at;
@@ -1063,7 +944,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
                 return 0;
         }
         if (c->body_received > c->body_limit)
-                return body_too_large(c, c->body_limit);
+                return http_srv_body_too_large(c, c->body_limit);
         if (c->on_data)
                 c->on_data(c, at, len, c->body_ud);
         if (c->closing || c->parse_stopped)
@@ -1160,7 +1041,7 @@ static void conn_check(struct lg_http_request *c) {
         }
         conn_reset_request(c);
         if (!c->in_parse && c->rpos < c->rlen)
-                conn_kick(c);
+                http_srv_conn_kick(c);
         if (!c->in_parse)
                 conn_after_io(c);
 }
@@ -1214,20 +1095,20 @@ static void on_timer(uv_timer_t *t) {
         c->timer_on = false;
         uint64_t now = now_ms(c->srv);
         if (c->writes > 0 && now >= add_ms(c->write_since, cfg->write_timeout_ms)) {
-                conn_close(c, -ETIMEDOUT);
+                http_srv_conn_close(c, -ETIMEDOUT);
                 return;
         } else if (c->lingering) {
                 if (now >= c->linger_until) {
-                        conn_close(c, 0);
+                        http_srv_conn_close(c, 0);
                         return;
                 }
         } else if (c->state == C_IDLE &&
                    now >= add_ms(c->state_since, c->fresh ? cfg->header_timeout_ms : cfg->idle_timeout_ms)) {
-                conn_close(c, 0);
+                http_srv_conn_close(c, 0);
                 return;
         } else if (c->state == C_HEAD && now >= add_ms(c->state_since, cfg->header_timeout_ms)) {
                 if (!c->msg_begun) {
-                        conn_close(c, 0); /* only stray line breaks */
+                        http_srv_conn_close(c, 0); /* only stray line breaks */
                         return;
                 }
                 conn_error(c, 408, "RequestTimeout", -ETIMEDOUT, "request head not received within %llu ms",
@@ -1277,7 +1158,7 @@ static void on_connection(uv_stream_t *ls, int status) {
         c->fresh = true;
         c->state_since = now_ms(srv);
         if (uv_accept(ls, &c->h.stream) < 0) {
-                conn_close(c, 0);
+                http_srv_conn_close(c, 0);
                 return;
         }
         if (srv->closing || srv->nconns > srv->cfg.max_connections) {
@@ -1290,7 +1171,7 @@ static void on_connection(uv_stream_t *ls, int status) {
                                  sizeof(body) - 1, body);
                 uv_buf_t b = uv_buf_init(busy, (unsigned) n);
                 (void) uv_try_write(&c->h.stream, &b, 1);
-                conn_close(c, 0);
+                http_srv_conn_close(c, 0);
                 return;
         }
         if (!l->is_unix)
@@ -1477,7 +1358,7 @@ void lg_http_server_close(struct lg_http_server *srv, void (*done)(void *ud), vo
                 for (struct lg_http_request *c = srv->conns, *n; c; c = n) {
                         n = c->next;
                         if (c->state != C_ACTIVE && !c->lingering)
-                                conn_close(c, 0);
+                                http_srv_conn_close(c, 0);
                 }
         } else {
                 srv->closing = 2;
@@ -1487,316 +1368,8 @@ void lg_http_server_close(struct lg_http_server *srv, void (*done)(void *ud), vo
                 }
                 for (struct lg_http_request *c = srv->conns, *n; c; c = n) {
                         n = c->next;
-                        conn_close(c, -ECANCELED);
+                        http_srv_conn_close(c, -ECANCELED);
                 }
         }
         server_maybe_done(srv);
-}
-
-/* ------------------------------------------------------------------------
- * Request accessors
- * --------------------------------------------------------------------- */
-
-const char *lg_http_request_method(const struct lg_http_request *req) {
-        return http_method_str((enum http_method) req->parser.method);
-}
-const char *lg_http_request_target(const struct lg_http_request *req) { return req->target; }
-const char *lg_http_request_path(const struct lg_http_request *req) { return req->path; }
-const char *lg_http_request_query(const struct lg_http_request *req) { return req->query; }
-
-int lg_http_request_segments(const struct lg_http_request *req, const char *const **segs) {
-        if (segs)
-                *segs = req->nsegs > 0 ? req->segs : NULL;
-        return req->nsegs;
-}
-
-int lg_http_request_params(const struct lg_http_request *req, const struct lg_http_header **params) {
-        if (params)
-                *params = req->nparams > 0 ? req->params : NULL;
-        return req->nparams;
-}
-
-const char *lg_http_request_param(const struct lg_http_request *req, const char *name) {
-        for (int i = 0; i < req->nparams; i++)
-                if (strcmp(req->params[i].name, name) == 0)
-                        return req->params[i].value;
-        return NULL;
-}
-
-const char *lg_http_request_header(const struct lg_http_request *req, const char *name) {
-        return http_head_get(&req->head, name);
-}
-
-size_t lg_http_request_headers(const struct lg_http_request *req, const struct lg_http_header **hdrs) {
-        if (hdrs)
-                *hdrs = req->head.hdrs;
-        return req->head.n;
-}
-
-int lg_http_request_version(const struct lg_http_request *req) { return req->version; }
-int64_t lg_http_request_content_length(const struct lg_http_request *req) { return req->content_length; }
-
-const void *lg_http_request_body(const struct lg_http_request *req, size_t *len) {
-        if (len)
-                *len = req->body_len;
-        return req->body_len ? req->body_ptr : NULL;
-}
-
-void lg_http_request_set_userdata(struct lg_http_request *req, void *userdata) { req->userdata = userdata; }
-void *lg_http_request_userdata(const struct lg_http_request *req) { return req->userdata; }
-
-int lg_http_request_peer(const struct lg_http_request *req, char *buf, size_t cap) {
-        if (req->is_unix) {
-                snprintf(buf, cap, "unix");
-                return 0;
-        }
-        struct sockaddr_storage ss;
-        int len = sizeof(ss);
-        int r = uv_tcp_getpeername(&req->h.tcp, (struct sockaddr *) &ss, &len);
-        if (r < 0)
-                return r;
-        char ip[INET6_ADDRSTRLEN];
-        if (ss.ss_family == AF_INET) {
-                struct sockaddr_in *a = (struct sockaddr_in *) &ss;
-                inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-                snprintf(buf, cap, "%s:%u", ip, ntohs(a->sin_port));
-        } else {
-                struct sockaddr_in6 *a = (struct sockaddr_in6 *) &ss;
-                inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-                snprintf(buf, cap, "[%s]:%u", ip, ntohs(a->sin6_port));
-        }
-        return 0;
-}
-
-int lg_http_request_peer_cred(const struct lg_http_request *req, pid_t *pid, uid_t *uid, gid_t *gid) {
-        if (!req->is_unix)
-                return -ENOTSOCK;
-        uv_os_fd_t fd;
-        int r = uv_fileno(&req->h.handle, &fd);
-        if (r < 0)
-                return r;
-        struct ucred uc;
-        socklen_t l = sizeof(uc);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &l) < 0)
-                return -errno;
-        if (pid)
-                *pid = uc.pid;
-        if (uid)
-                *uid = uc.uid;
-        if (gid)
-                *gid = uc.gid;
-        return 0;
-}
-
-void lg_http_request_on_abort(struct lg_http_request *req, lg_http_abort_cb cb, void *ud) {
-        req->on_abort = cb;
-        req->abort_ud = ud;
-        if (cb && req->aborted && req->owned && !req->closing) {
-                /* Aborted before the callback was set: still tell. */
-                req->abort_pending = true;
-                conn_kick(req);
-        }
-}
-
-int lg_http_request_aborted(const struct lg_http_request *req) { return req->aborted; }
-
-/* ------------------------------------------------------------------------
- * Streamed bodies
- * --------------------------------------------------------------------- */
-
-int lg_http_request_read(struct lg_http_request *req, lg_http_data_cb on_data, lg_http_end_cb on_end, void *ud) {
-        struct lg_http_request *c = req;
-        if (!c->owned || c->mode != LG_HTTP_BODY_STREAM || c->body_reading)
-                return -EINVAL;
-        if (c->aborted || c->closing)
-                return -ECONNRESET;
-        if (c->content_length > 0 && (uint64_t) c->content_length > c->body_limit) {
-                body_too_large(c, c->body_limit);
-                return -EFBIG;
-        }
-        c->body_reading = true;
-        c->on_data = on_data;
-        c->on_end = on_end;
-        c->body_ud = ud;
-        conn_send_continue(c);
-        if (!c->in_parse)
-                conn_kick(c);
-        return 0;
-}
-
-void lg_http_request_set_body_limit(struct lg_http_request *req, uint64_t max) { req->body_limit = max; }
-
-void lg_http_request_pause(struct lg_http_request *req) {
-        if (req->owned && req->mode == LG_HTTP_BODY_STREAM)
-                req->paused = true;
-}
-
-void lg_http_request_resume(struct lg_http_request *req) {
-        if (!req->paused)
-                return;
-        req->paused = false;
-        req->pinned = false;
-        if (!req->closing && !req->in_parse)
-                conn_kick(req);
-}
-
-/* ------------------------------------------------------------------------
- * Responses
- * --------------------------------------------------------------------- */
-
-/* Common checks; returns 1 to go on, or <= 0 (the request is released when
- * `release`). */
-static int resp_precheck(struct lg_http_request *c, bool release) {
-        if (!c->owned)
-                return -EINVAL;
-        if (c->aborted || c->closing || c->lingering) {
-                if (release)
-                        conn_release(c);
-                return -ECONNRESET;
-        }
-        return 1;
-}
-
-static int resp_fail(struct lg_http_request *c, int r) {
-        conn_close(c, r);
-        conn_release(c);
-        return r;
-}
-
-int lg_http_respond(struct lg_http_request *req, int status, const struct lg_http_header *hdrs, size_t nhdrs,
-                    const void *body, size_t len) {
-        struct lg_http_request *c = req;
-        int r = resp_precheck(c, true);
-        if (r <= 0)
-                return r;
-        if (c->resp_started)
-                return resp_fail(c, -EINVAL);
-        struct lg_http_server *srv = c->srv;
-        ssize_t hl = conn_format_head(c, &srv->scratch, &srv->scratch_cap, status, hdrs, nhdrs, (int64_t) len, NULL);
-        if (hl < 0)
-                return resp_fail(c, (int) hl);
-        c->resp_started = true;
-        struct http_wr *wr = http_wr_get(&srv->wrs);
-        if (!wr)
-                return resp_fail(c, -ENOMEM);
-        wr->bufs[0] = uv_buf_init(srv->scratch, (unsigned) hl);
-        wr->nbufs = 1;
-        if (!c->resp_no_body && len > 0)
-                wr->bufs[wr->nbufs++] = uv_buf_init((char *) body, (unsigned) len);
-        r = conn_submit(c, wr, false);
-        conn_release(c);
-        return r;
-}
-
-int lg_http_respond_error(struct lg_http_request *req, int status, const char *code, const char *fmt, ...) {
-        char msg[1024], body[2048];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-        size_t blen = lg_http_error_json(body, sizeof(body), code, msg);
-        const struct lg_http_header h = {"Content-Type", "application/json"};
-        return lg_http_respond(req, status, &h, 1, body, blen);
-}
-
-int lg_http_response_start(struct lg_http_request *req, int status, const struct lg_http_header *hdrs,
-                           size_t nhdrs, int64_t content_length) {
-        struct lg_http_request *c = req;
-        int r = resp_precheck(c, false);
-        if (r <= 0)
-                return r;
-        if (c->resp_started)
-                return -EINVAL;
-        ssize_t hl = conn_format_head(c, &c->hbuf, &c->hcap, status, hdrs, nhdrs, content_length, NULL);
-        if (hl < 0)
-                return (int) hl;
-        c->hlen = (size_t) hl;
-        c->resp_started = true;
-        c->head_pending = true;
-        c->resp_written = 0;
-        conn_kick(c);
-        return 0;
-}
-
-int lg_http_response_write(struct lg_http_request *req, const void *data, size_t len, lg_http_write_cb cb,
-                           void *ud) {
-        struct lg_http_request *c = req;
-        if (!c->owned || !c->resp_started)
-                return -EINVAL;
-        if (c->aborted || c->closing || c->lingering)
-                return -ECONNRESET;
-        if (c->resp_cl >= 0 && !c->resp_no_body && c->resp_written + len > (uint64_t) c->resp_cl)
-                return -EINVAL;
-        struct http_wr *wr = http_wr_get(&c->srv->wrs);
-        if (!wr)
-                return -ENOMEM;
-        wr->cb = cb;
-        wr->ud = ud;
-        if (c->resp_no_body || len == 0) {
-                /* Nothing to send: complete from the loop. */
-                wr->next = c->done_wrs;
-                c->done_wrs = wr;
-                conn_kick(c);
-                return 0;
-        }
-        if (c->head_pending) {
-                wr->bufs[wr->nbufs++] = uv_buf_init(c->hbuf, (unsigned) c->hlen);
-                c->head_pending = false;
-        }
-        if (c->resp_chunked) {
-                size_t pl = http_chunk_prefix(wr->chunk, len);
-                wr->bufs[wr->nbufs++] = uv_buf_init(wr->chunk, (unsigned) pl);
-        }
-        wr->bufs[wr->nbufs++] = uv_buf_init((char *) data, (unsigned) len);
-        if (c->resp_chunked)
-                wr->bufs[wr->nbufs++] = uv_buf_init((char *) "\r\n", 2);
-        c->resp_written += len;
-        return conn_submit(c, wr, false);
-}
-
-size_t lg_http_response_queued(const struct lg_http_request *req) {
-        return req->closing ? 0 : uv_stream_get_write_queue_size(&req->h.stream);
-}
-
-int lg_http_response_end(struct lg_http_request *req) {
-        struct lg_http_request *c = req;
-        int r = resp_precheck(c, true);
-        if (r <= 0)
-                return r;
-        if (!c->resp_started)
-                return resp_fail(c, -EINVAL);
-        int ret = 0;
-        if (c->resp_chunked) {
-                static const char last[] = "0\r\n\r\n";
-                struct http_wr *wr = http_wr_get(&c->srv->wrs);
-                if (!wr)
-                        return resp_fail(c, -ENOMEM);
-                if (c->head_pending) {
-                        wr->bufs[wr->nbufs++] = uv_buf_init(c->hbuf, (unsigned) c->hlen);
-                        c->head_pending = false;
-                }
-                wr->bufs[wr->nbufs++] = uv_buf_init((char *) last, sizeof(last) - 1);
-                ret = conn_submit(c, wr, true);
-        } else if (c->head_pending) {
-                conn_flush_head(c);
-        }
-        if (!c->closing && c->resp_cl >= 0 && !c->resp_no_body && c->resp_written < (uint64_t) c->resp_cl) {
-                /* Short: the client must see the connection end. */
-                c->close_after = true;
-                ret = -EPIPE;
-        }
-        conn_release(c);
-        return ret;
-}
-
-void lg_http_response_abort(struct lg_http_request *req) {
-        struct lg_http_request *c = req;
-        if (!c->owned)
-                return;
-        c->on_abort = NULL;
-        c->abort_pending = false;
-        if (!c->closing)
-                conn_close(c, 0);
-        c->abort_pending = false;
-        conn_release(c);
 }
