@@ -1,0 +1,701 @@
+#!/usr/bin/python3
+"""The sessions benchmark's driver (bench/sessions/run.sh starts legiond and
+runs this; see run.sh for the whole picture).
+
+Three parts, each writing raw JSON into OUT:
+  first    time from the first execution request for a new identifier to its
+           answer (`print(1)`), with a ready pool and without one
+  tput     executions per second on one warm session (through legiond and
+           straight to the worker's socket) and across 50 sessions at once
+  density  memory per idle ready session, the pool grown in steps to 1,000
+
+Every figure in the report comes from these files."""
+import argparse
+import glob
+import http.client
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(*a):
+    print("bench/sessions:", *a, file=sys.stderr, flush=True)
+
+
+class Api:
+    """legiond's API over one keep-alive connection (re-opened if dropped)."""
+
+    def __init__(self, port, token):
+        self.port, self.token = port, token
+        self.c = None
+
+    def call(self, method, path, body=None, ok=(200, 201, 204)):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        for attempt in range(2):
+            if self.c is None:
+                self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            try:
+                self.c.request(method, path, body=body, headers={"Authorization": "Bearer " + self.token})
+                r = self.c.getresponse()
+                data = r.read()
+                break
+            except (http.client.HTTPException, OSError):
+                self.c.close()
+                self.c = None
+                if attempt:
+                    raise
+        if ok and r.status not in ok:
+            raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
+        return r.status, (json.loads(data) if data and data[:1] in (b"{", b"[") else data)
+
+    def put_pool(self, name, spec):
+        return self.call("PUT", f"/v1/sessionpools/{name}", spec)[1]
+
+    def pool_status(self, name):
+        return self.call("GET", f"/v1/sessionpools/{name}")[1]["status"]
+
+    def delete_pool(self, name):
+        self.call("DELETE", f"/v1/sessionpools/{name}")
+
+    def execute(self, pool, ident, code):
+        st, doc = self.call("POST", f"/v1/sessionpools/{pool}/executions?identifier={ident}", {"code": code})
+        if doc.get("status") != "Succeeded":
+            raise RuntimeError(f"execution in {ident} failed: {doc}")
+        return doc
+
+    def delete_session(self, pool, ident):
+        self.call("DELETE", f"/v1/sessionpools/{pool}/sessions/{ident}")
+
+
+class RawConn:
+    """One keep-alive HTTP/1.1 connection with as little client code on the
+    timed path as possible: a prebuilt request, sendall, recv until the
+    Content-Length is in."""
+
+    def __init__(self, port=None, unix=None):
+        self.port, self.unix = port, unix
+        self.s = None
+        self.connect()
+
+    def connect(self):
+        if self.s:
+            self.s.close()
+        if self.unix:
+            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.s.connect(self.unix)
+        else:
+            self.s = socket.create_connection(("127.0.0.1", self.port))
+            self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def request(self, raw):
+        """Send raw, read one response: (ns from send to last byte, status, body)."""
+        s = self.s
+        buf = b""
+        t0 = time.perf_counter_ns()
+        s.sendall(raw)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError("connection closed")
+            buf += chunk
+            h = buf.find(b"\r\n\r\n")
+            if h < 0:
+                continue
+            m = re.search(rb"(?im)^content-length:\s*(\d+)", buf[:h])
+            n = int(m.group(1)) if m else 0
+            if len(buf) >= h + 4 + n:
+                break
+        t1 = time.perf_counter_ns()
+        status = int(buf[9:12])
+        if re.search(rb"(?im)^connection:\s*close", buf[:h]):
+            self.connect()
+        return t1 - t0, status, buf[h + 4:h + 4 + n]
+
+
+def request_bytes(method, path, token=None, body=None):
+    h = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if token:
+        h += f"Authorization: Bearer {token}\r\n"
+    if body is not None:
+        h += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (h + "\r\n").encode() + (body or b"")
+
+
+def summary(values):
+    v = sorted(values)
+    n = len(v)
+    if not n:
+        return {"n": 0}
+
+    def q(p):  # nearest rank
+        k = max(1, min(n, int(-(-p * n // 100))))
+        return v[k - 1]
+
+    return {"n": n, "min": v[0], "p50": q(50), "p90": q(90), "p99": q(99), "max": v[-1],
+            "mean": statistics.fmean(v), "stdev": statistics.pstdev(v)}
+
+
+# ---- the machine -------------------------------------------------------------
+
+class Host:
+    def __init__(self, cgroup_parent, legiond_pid, home):
+        self.cg = f"/sys/fs/cgroup/memory/{cgroup_parent}"
+        self.cgroup_parent = cgroup_parent
+        self.pid = legiond_pid
+        self.home = home
+
+    def sandboxes(self):
+        """The sandboxes' memory cgroups (one per sandbox, named by the instance)."""
+        return sorted(glob.glob(os.path.join(self.cg, "i-*")))
+
+    def cg_usage(self):
+        """(count, sum of memory.usage_in_bytes) over the sandboxes' cgroups."""
+        n = total = 0
+        for d in self.sandboxes():
+            try:
+                with open(os.path.join(d, "memory.usage_in_bytes")) as f:
+                    total += int(f.read())
+                n += 1
+            except OSError:
+                pass
+        return n, total
+
+    def cg_parent(self):
+        out = {}
+        for f in ("memory.usage_in_bytes", "memory.kmem.usage_in_bytes"):
+            try:
+                with open(os.path.join(self.cg, f)) as fh:
+                    out[f] = int(fh.read())
+            except OSError:
+                pass
+        try:
+            with open(os.path.join(self.cg, "memory.stat")) as fh:
+                st = dict(line.split() for line in fh)
+            for k in ("total_rss", "total_cache", "total_shmem", "total_mapped_file", "total_kernel_stack"):
+                if k in st:
+                    out[k] = int(st[k])
+        except OSError:
+            pass
+        return out
+
+    @staticmethod
+    def meminfo():
+        out = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                k, v = line.split(":", 1)
+                out[k] = int(v.split()[0])  # KiB
+        return out
+
+    def legiond(self):
+        out = {}
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    k, v = line.split(":", 1)
+                    if k in ("VmRSS", "Threads"):
+                        out[k] = int(v.split()[0])
+            out["fds"] = len(os.listdir(f"/proc/{self.pid}/fd"))
+            with open(f"/proc/{self.pid}/limits") as f:
+                for line in f:
+                    if line.startswith("Max open files"):
+                        out["nofile_soft"], out["nofile_hard"] = line.split()[3:5]
+            out["cpu_s"] = self.legiond_cpu()
+        except OSError as e:
+            out["error"] = str(e)
+        return out
+
+    def legiond_cpu(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    @staticmethod
+    def cpu_busy():
+        """(busy, total) jiffies of the whole machine."""
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]
+        return sum(v) - idle, sum(v)
+
+    @staticmethod
+    def tasks():
+        with open("/proc/loadavg") as f:
+            la = f.read().split()
+        return {"loadavg": la[:3], "tasks": int(la[3].split("/")[1])}
+
+    def runtime_processes(self):
+        """Processes of session workers (any legiond's, as the brief asks)."""
+        r = subprocess.run(["pgrep", "-f", "/opt/legion/runtime/"], capture_output=True, text=True)
+        return [int(p) for p in r.stdout.split()]
+
+    def our_processes(self):
+        """Processes in our cgroup parent (sandbox processes do not show
+        legiond's command line)."""
+        pids = []
+        for d in self.sandboxes():
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    pids += [int(p) for p in f.read().split()]
+            except OSError:
+                pass
+        return pids
+
+
+def wait(pred, timeout, what, interval=0.002):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def write_json(out, name, doc):
+    with open(os.path.join(out, name), "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+# ---- 1. first execution ------------------------------------------------------
+
+def first(args, api, host, out):
+    ready = args.ready
+    base = {"runtime": "python3", "maxSessions": 1000, "cooldownSeconds": 600}
+    conn = RawConn(args.port)
+    code = json.dumps({"code": "print(1)"}).encode()
+    results = {"ready": ready, "pool_spec": dict(base, ready=ready),
+               "client": "Python raw socket: one keep-alive TCP connection to legiond for all the timed "
+                         "requests; time.perf_counter_ns around sendall + reading the whole response",
+               "code": "print(1)", "variants": {}}
+    # The client's and legiond's floor on this connection: GET /healthz.
+    hz = request_bytes("GET", "/healthz")
+    for _ in range(50):
+        conn.request(hz)
+    results["floor_healthz"] = summary([conn.request(hz)[0] / 1e6 for _ in range(args.first_n)])
+
+    seq = [0]
+
+    def one(pool, wait_fn):
+        """Wait as told, time one first execution, end the session."""
+        seq[0] += 1
+        ident = f"first-{seq[0]:05d}"
+        t_wait = time.monotonic()
+        before = wait_fn()
+        waited = time.monotonic() - t_wait
+        raw = request_bytes("POST", f"/v1/sessionpools/{pool}/executions?identifier={ident}", args.token, code)
+        ns, status, body = conn.request(raw)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = {}
+        ok = status == 200 and doc.get("status") == "Succeeded" and doc.get("stdout") == "1\n"
+        api.delete_session(pool, ident)
+        return {"identifier": ident, "ms": ns / 1e6, "status": status, "ok": ok,
+                "worker_ms": doc.get("executionTimeMs"), "execution": doc.get("execution"),
+                "waited_s": round(waited, 4), "before": before,
+                "body": None if ok else body[:300].decode(errors="replace")}
+
+    def quiet(pool, n_ready):
+        """The pool is full and nothing is starting or being torn down: as
+        many sandbox cgroups as ready placeholders, no more."""
+        def pred():
+            st = api.pool_status(pool)
+            if st["ready"] == n_ready and st["starting"] == 0 and len(host.sandboxes()) == n_ready:
+                return st
+            return None
+        return lambda: wait(pred, 30, f"pool {pool} at rest")
+
+    def run_variant(name, pool, spec, n, wait_fn, warmup=5):
+        api.put_pool(pool, spec)
+        wait(lambda: api.pool_status(pool)["ready"] >= spec["ready"] and len(host.sandboxes()) == spec["ready"],
+             60, f"pool {pool} filled")
+        cpu0, busy0 = host.legiond_cpu(), host.cpu_busy()
+        t0 = time.monotonic()
+        for _ in range(warmup):
+            one(pool, wait_fn)
+        rows = [one(pool, wait_fn) for _ in range(n)]
+        elapsed = time.monotonic() - t0
+        busy1 = host.cpu_busy()
+        api.delete_pool(pool)
+        wait(lambda: not host.sandboxes(), 60, f"pool {pool}'s sandboxes to go")
+        good = [r["ms"] for r in rows if r["ok"]]
+        v = {"pool": pool, "spec": spec, "n": n, "warmup": warmup, "wait": wait_fn.__doc__, "rows": rows,
+             "failures": [r for r in rows if not r["ok"]], "ms": summary(good),
+             "worker_ms": summary([r["worker_ms"] for r in rows if r["ok"] and r["worker_ms"] is not None]),
+             "elapsed_s": round(elapsed, 2), "legiond_cpu_s": round(host.legiond_cpu() - cpu0, 2),
+             "machine_busy": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 3),
+             "loadavg_end": host.tasks()["loadavg"]}
+        results["variants"][name] = v
+        log(f"first execution, {name}: n={len(good)} p50 {v['ms'].get('p50', 0):.2f} ms "
+            f"p99 {v['ms'].get('p99', 0):.2f} ms ({len(v['failures'])} failed)")
+
+    w = quiet("first-ready", ready)
+    w.__doc__ = f"pool full (ready == {ready}, starting == 0) and no other sandbox cgroup"
+    run_variant("ready", "first-ready", dict(base, ready=ready), args.first_n, w)
+
+    def b2b():
+        """status.ready >= 1 only (refills and teardowns of earlier ones may run)"""
+        return wait(lambda: (lambda st: st if st["ready"] >= 1 else None)(api.pool_status("first-b2b")), 30,
+                    "a ready placeholder")
+    run_variant("ready-back-to-back", "first-b2b", dict(base, ready=ready), args.b2b_n, b2b)
+
+    w0 = quiet("first-ondemand", 0)
+    w0.__doc__ = "no sandbox at all (ready 0, the previous session's sandbox gone)"
+    run_variant("on-demand", "first-ondemand", dict(base, ready=0), args.cold_n, w0, warmup=3)
+
+    r, o = results["variants"]["ready"]["ms"], results["variants"]["on-demand"]["ms"]
+    if r.get("n") and o.get("n"):
+        results["ratio_p50"] = o["p50"] / r["p50"]
+        results["ratio_p99"] = o["p99"] / r["p99"]
+    write_json(out, "first.json", results)
+
+
+# ---- 2. executions per second ------------------------------------------------
+
+def sessload(args, target, path, conns, headers=()):
+    cmd = [args.sessload, "-c", str(conns), "-d", str(args.duration), "-w", str(args.warmup),
+           "-b", json.dumps({"code": "x += 1"})]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd += [target, path]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + args.warmup + 180)
+    if r.returncode != 0:
+        raise RuntimeError(f"sessload failed: {r.stderr}")
+    return json.loads(r.stdout)
+
+
+def worker_socket(home, ident):
+    """The Unix socket of the sandbox bound to ident: each bound worker
+    answers GET /health with its identifier."""
+    for sock in glob.glob(os.path.join(home, "run", "sockets", "*.sock")):
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(0.3)
+            s.connect(sock)
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            body = data.split(b"\r\n\r\n", 1)[1]
+            if json.loads(body).get("identifier") == ident:
+                return sock
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def tput(args, api, host, out):
+    pool = "tput"
+    spec = {"runtime": "python3", "ready": args.ready, "maxSessions": 200, "cooldownSeconds": 600}
+    api.put_pool(pool, spec)
+    wait(lambda: api.pool_status(pool)["ready"] >= args.ready, 60, "pool tput filled")
+    auth = "Authorization: Bearer " + args.token
+    res = {"pool_spec": spec, "code": "x += 1", "duration_s": args.duration, "warmup_s": args.warmup,
+           "client": "bench/sessions/sessload (C, one thread, epoll, closed loop, keep-alive, "
+                     "latency send to last byte)", "runs": {}}
+
+    def measured(name, fn):
+        cpu0, busy0 = host.legiond_cpu(), host.cpu_busy()
+        r = fn()
+        busy1 = host.cpu_busy()
+        r["legiond_cpu_s"] = round(host.legiond_cpu() - cpu0, 2)
+        r["machine_busy"] = round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 3)
+        r["loadavg_end"] = host.tasks()["loadavg"]
+        res["runs"][name] = r
+        log(f"executions/s, {name}: {r['good_rate']:.0f}/s, p50 {r['latency_ms']['p50']:.3f} ms, "
+            f"p99 {r['latency_ms']['p99']:.3f} ms, {r['bad_status'] + r['bad_body']} bad")
+        return r
+
+    # One warm session through legiond, then straight to its worker.
+    one = "tput-one"
+    api.execute(pool, one, "x = 0")
+    r = measured("one-session", lambda: sessload(args, f"127.0.0.1:{args.port}",
+                                                  f"/v1/sessionpools/{pool}/executions?identifier={one}", 1, [auth]))
+    x = int(api.execute(pool, one, "x")["result"])
+    r["x_check"] = {"x": x, "answered": r["sent"][0], "ok": x == r["sent"][0]}
+    sock = worker_socket(args.home, one)
+    if sock:
+        x0 = x
+        r = measured("one-session-direct", lambda: sessload(args, "unix:" + sock, "/execute", 1))
+        r["socket"] = os.path.relpath(sock, args.home)
+        x = int(api.execute(pool, one, "x")["result"])
+        r["x_check"] = {"x": x - x0, "answered": r["sent"][0], "ok": x - x0 == r["sent"][0]}
+    else:
+        res["direct_error"] = "the worker's socket was not found"
+    api.delete_session(pool, one)
+
+    # Many sessions at once: each connection drives its own identifier.
+    n = args.conns
+    t0 = time.monotonic()
+    for i in range(n):
+        api.execute(pool, f"tput-{i}", "x = 0")
+    res["bind_s"] = round(time.monotonic() - t0, 2)
+    r = measured(f"{n}-sessions", lambda: sessload(
+        args, f"127.0.0.1:{args.port}", f"/v1/sessionpools/{pool}/executions?identifier=tput-%d", n, [auth]))
+    # Each session's x counts its executions: none lost, none doubled.
+    bad = []
+    for i in range(n):
+        x = int(api.execute(pool, f"tput-{i}", "x")["result"])
+        if x != r["sent"][i]:
+            bad.append((i, x, r["sent"][i]))
+    r["x_check"] = {"ok": not bad, "mismatches": bad}
+    # The idle bound sessions' memory: no placeholders left, only sessions.
+    api.put_pool(pool, dict(spec, ready=0))
+    sessions = api.pool_status(pool)["sessions"]
+    wait(lambda: len(host.sandboxes()) == sessions, 30, "placeholders to go")
+    time.sleep(2)
+    cnt, total = host.cg_usage()
+    res["idle_bound"] = {"sessions": sessions, "cgroups": cnt, "usage_bytes": total,
+                         "per_session_kib": total / cnt / 1024 if cnt else None,
+                         "note": "after the throughput run: each session bound, with a few thousand executions"}
+    api.delete_pool(pool)
+    wait(lambda: not host.sandboxes(), 60, "tput sandboxes to go")
+    write_json(out, "tput.json", res)
+
+
+# ---- 3. density --------------------------------------------------------------
+
+# What the sandboxes' processes and kernel objects take, by /proc/meminfo's
+# own accounting: unlike MemFree/MemAvailable it does not depend on when the
+# kernel gets freed pages back on its free lists.
+ACCOUNTED = ("AnonPages", "Shmem", "Slab", "PageTables", "KernelStack", "Percpu")
+PAGE_REPORTING = "/sys/module/page_reporting/parameters"
+
+
+def page_reporting():
+    """This VM's free page reporting (virtio-balloon): freed pages are handed
+    to the host and only then counted as free again."""
+    out = {}
+    for k in ("reported_kib", "max_waiting_mib", "passes"):
+        try:
+            with open(os.path.join(PAGE_REPORTING, k)) as f:
+                out[k] = int(f.read())
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def snapshot(host, api=None, pool=None):
+    mi = host.meminfo()
+    cnt, total = host.cg_usage()
+    snap = {"t": time.time(), "MemAvailable_kib": mi["MemAvailable"], "MemFree_kib": mi["MemFree"],
+            "Slab_kib": mi["Slab"], "SUnreclaim_kib": mi.get("SUnreclaim"), "Shmem_kib": mi.get("Shmem"),
+            "KernelStack_kib": mi.get("KernelStack"), "PageTables_kib": mi.get("PageTables"),
+            "AnonPages_kib": mi.get("AnonPages"), "Percpu_kib": mi.get("Percpu"),
+            "accounted_kib": sum(mi.get(k, 0) for k in ACCOUNTED),
+            "page_reporting": page_reporting(),
+            "cgroups": cnt, "cg_usage_bytes": total, "cg_parent": host.cg_parent(),
+            "legiond": host.legiond(), **host.tasks()}
+    if api and pool:
+        snap["pool_status"] = api.pool_status(pool)
+    return snap
+
+
+def density(args, api, host, out):
+    pool = "dense"
+    spec = {"runtime": "python3", "maxSessions": 100, "cooldownSeconds": 600}
+    res = {"pool_spec": spec, "steps": [], "settle_s": args.settle}
+    wait(lambda: not host.sandboxes(), 60, "no sandbox before the density part")
+    # Pages freed by the earlier parts come back to the free lists only after
+    # this VM's free page reporting has handed them to the host: wait until
+    # MemAvailable stops rising, so that the baseline is not low.
+    res["quiesce"] = mem_quiet(host, None, 120)
+    time.sleep(args.settle)
+    base = snapshot(host)
+    res["baseline"] = base
+    log(f"density: baseline MemAvailable {base['MemAvailable_kib'] / 1048576:.2f} GiB (waited "
+        f"{res['quiesce']['s']} s for it to stop rising)")
+    t_start = time.monotonic()
+    for target in args.density_steps:
+        # Never drive the machine out of memory: ~20 MiB a session and 1.5 GiB to spare.
+        have = host.meminfo()["MemAvailable"]
+        need = (target - len(host.sandboxes())) * 20 * 1024 + 1536 * 1024
+        step = {"target": target}
+        if have < need:
+            step["skipped"] = f"MemAvailable {have} KiB < {need} KiB needed"
+            res["steps"].append(step)
+            log(f"density: step {target} skipped: {step['skipped']}")
+            break
+        t0 = time.monotonic()
+        api.put_pool(pool, dict(spec, ready=target))
+        series = []
+        last_ready, last_progress = -1, time.monotonic()
+        while True:
+            st = api.pool_status(pool)
+            now = time.monotonic()
+            mem = host.meminfo()["MemAvailable"]
+            series.append([round(now - t0, 2), st["ready"], st["starting"], mem])
+            if st["ready"] != last_ready:
+                last_ready, last_progress = st["ready"], now
+            if st["ready"] >= target:
+                break
+            if now - last_progress > args.stall:
+                step["stalled"] = {"after_s": round(now - t0, 1), "status": st,
+                                   "note": f"no progress for {args.stall} s"}
+                break
+            if now - t0 > args.step_timeout:
+                step["stalled"] = {"after_s": round(now - t0, 1), "status": st, "note": "step timeout"}
+                break
+            if mem < 1024 * 1024:
+                step["stalled"] = {"after_s": round(now - t0, 1), "status": st,
+                                   "note": "MemAvailable below 1 GiB: stopped"}
+                break
+            time.sleep(0.25)
+        step["fill_s"] = round(time.monotonic() - t0, 2)
+        step["series"] = series
+        t_settle = time.monotonic()
+        time.sleep(args.settle)
+        snap = snapshot(host, api, pool)
+        step["snapshot"] = snap
+        n = snap["pool_status"]["ready"]
+        step["ready"] = n
+        if n:
+            step["per_session_kib"] = {
+                "memavailable": (base["MemAvailable_kib"] - snap["MemAvailable_kib"]) / n,
+                "slab": (snap["Slab_kib"] - base["Slab_kib"]) / n,
+                "accounted": (snap["accounted_kib"] - base["accounted_kib"]) / n,
+                "cgroup": snap["cg_usage_bytes"] / 1024 / snap["cgroups"] if snap["cgroups"] else None,
+            }
+        # A ready placeholder of the full pool still answers at once.
+        try:
+            conn = RawConn(args.port)
+            raw = request_bytes("POST", f"/v1/sessionpools/{pool}/executions?identifier=dense-probe-{target}",
+                                args.token, json.dumps({"code": "print(1)"}).encode())
+            ns, status, body = conn.request(raw)
+            step["probe"] = {"ms": ns / 1e6, "status": status, "ok": status == 200 and b"Succeeded" in body}
+            conn.s.close()
+            api.delete_session(pool, f"dense-probe-{target}")
+        except (OSError, RuntimeError) as e:
+            step["probe"] = {"error": str(e)}
+        step["settle_and_probe_s"] = round(time.monotonic() - t_settle, 2)
+        res["steps"].append(step)
+        psk = step.get("per_session_kib", {})
+        log(f"density: {n} ready of {target} in {step['fill_s']} s; MemAvailable -{psk.get('memavailable', 0):.0f} "
+            f"KiB each, cgroup {psk.get('cgroup') or 0:.0f} KiB each" + (" STALLED" if "stalled" in step else ""))
+        if "stalled" in step:
+            step["legiond_log_tail"] = tail(os.path.join(args.out, "legiond.log"), 40)
+            break
+    res["fill_total_s"] = round(time.monotonic() - t_start, 2)
+    # Shrink to nothing: every sandbox goes, the memory comes back.
+    t0 = time.monotonic()
+    api.put_pool(pool, dict(spec, ready=0))
+    try:
+        wait(lambda: not host.sandboxes() and not host.our_processes(), 180, "the placeholders to go", 0.1)
+        res["shrink_s"] = round(time.monotonic() - t0, 2)
+    except RuntimeError as e:
+        res["shrink_error"] = str(e)
+        res["shrink_left"] = len(host.sandboxes())
+    api.delete_pool(pool)
+    time.sleep(args.settle)
+    res["after_shrink"] = snapshot(host)
+    # MemAvailable comes back as fast as the VM's page reporting returns the
+    # freed pages: follow it until it is within 128 MiB of the baseline or
+    # has stopped rising (for at most 150 s).
+    q = mem_quiet(host, base["MemAvailable_kib"] - 128 * 1024, 150)
+    res["recovery"] = q
+    if q.get("reached"):
+        res["returned_within_128mib_s"] = q["s"] + args.settle
+    after = snapshot(host)
+    res["after"] = after
+    res["returned_kib"] = after["MemAvailable_kib"] - base["MemAvailable_kib"]
+    log(f"density: shrunk to 0 in {res.get('shrink_s')} s; MemAvailable "
+        f"{res['returned_kib'] / 1024:+.0f} MiB against the baseline after {q['s'] + args.settle:.0f} s, "
+        f"accounted memory {(after['accounted_kib'] - base['accounted_kib']) / 1024:+.0f} MiB")
+    write_json(out, "density.json", res)
+
+
+def mem_quiet(host, target_kib, timeout):
+    """Sample MemAvailable every second until it reaches target_kib (if
+    given) or rose less than 16 MiB in the last 5 s; the samples."""
+    t0 = time.monotonic()
+    pr0 = page_reporting().get("reported_kib")
+    series = []
+    out = {}
+    while True:
+        now = time.monotonic() - t0
+        mem = host.meminfo()["MemAvailable"]
+        series.append([round(now, 1), mem])
+        if target_kib is not None and mem >= target_kib:
+            out["reached"] = True
+            break
+        if len(series) > 5 and mem - series[-6][1] < 16 * 1024:
+            out["flat"] = True
+            break
+        if now > timeout:
+            out["timeout"] = True
+            break
+        time.sleep(1)
+    pr1 = page_reporting().get("reported_kib")
+    out.update({"s": round(time.monotonic() - t0, 1), "series": series,
+                "rose_kib": series[-1][1] - series[0][1],
+                "page_reported_kib": pr1 - pr0 if pr0 is not None and pr1 is not None else None})
+    return out
+
+
+def tail(path, n):
+    try:
+        with open(path, errors="replace") as f:
+            return f.readlines()[-n:]
+    except OSError:
+        return []
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--sessload", required=True)
+    ap.add_argument("--legiond-pid", type=int, required=True)
+    ap.add_argument("--cgroup-parent", required=True)
+    ap.add_argument("--parts", default="first,tput,density")
+    ap.add_argument("--ready", type=int, default=4)
+    ap.add_argument("--first-n", type=int, default=200)
+    ap.add_argument("--b2b-n", type=int, default=100)
+    ap.add_argument("--cold-n", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=5)
+    ap.add_argument("--warmup", type=float, default=1)
+    ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--density-steps", default="250,500,1000")
+    ap.add_argument("--settle", type=float, default=3)
+    ap.add_argument("--stall", type=float, default=30)
+    ap.add_argument("--step-timeout", type=float, default=240)
+    args = ap.parse_args()
+    args.density_steps = [int(s) for s in args.density_steps.split(",") if s]
+    args.token = open(os.path.join(args.home, "admin.token")).read().strip()
+    api = Api(args.port, args.token)
+    host = Host(args.cgroup_parent, args.legiond_pid, args.home)
+    # Only session sandboxes on this legiond: the function pool groups are
+    # emptied, so every sandbox cgroup below is a session's.
+    groups = {}
+    for g in api.call("GET", "/v1/poolgroups")[1]["items"]:
+        groups[g["name"]] = g["spec"]
+        if g["spec"].get("ready"):
+            api.call("PUT", f"/v1/poolgroups/{g['name']}", dict(g["spec"], ready=0))
+    wait(lambda: not host.sandboxes(), 60, "the function placeholders to go")
+    write_json(args.out, "setup.json", {"function_pool_groups_before": groups, "legiond": host.legiond(),
+                                         "parts": args.parts})
+    parts = args.parts.split(",")
+    for name, fn in (("first", first), ("tput", tput), ("density", density)):
+        if name in parts:
+            t0 = time.monotonic()
+            fn(args, api, host, args.out)
+            log(f"{name} took {time.monotonic() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
