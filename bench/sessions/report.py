@@ -97,7 +97,7 @@ def main():
       f"CPU pressure (PSI some avg60) {meta.get('psi_start')} at the start, {meta.get('psi_end')} at the end")
     p(f"- other legiond processes on the machine (tests, other benchmarks; they compete for the 2 CPUs): "
       f"{meta.get('other_legiond_start')} at the start, {meta.get('other_legiond_end')} at the end; "
-      f"processes under `/opt/legion/runtime/` before the run: {meta.get('runtime_processes_start')}")
+      f"processes under `/opt/legion/runtime/` (anyone's) before the run: {meta.get('runtime_processes_start')}")
     p(f"- legion at git {meta.get('git')}{' (with uncommitted changes)' if meta.get('git_dirty') else ''}, "
       f"{buildinfo(meta.get('build', ''))}; Python {meta.get('python')} (the session worker's)")
     lg = setup.get("legiond", {})
@@ -109,8 +109,8 @@ def main():
       f"so every sandbox in its cgroup parent is a session's")
     p(f"- end: legiond stopped with SIGTERM (exit status {meta.get('legiond_exit')}, "
       f"{meta.get('legiond_stop_s')} s); processes left: {meta.get('leftover_processes') or 'none'}; "
-      f"cgroups left: {meta.get('leftover_cgroups') or 'none'}; processes under `/opt/legion/runtime/` "
-      f"after: {meta.get('runtime_processes_end')}")
+      f"cgroups left: {meta.get('leftover_cgroups') or 'none'}; processes under `/opt/legion/runtime/` on "
+      f"the whole machine after it (other legionds' and tests' included): {meta.get('runtime_processes_end')}")
     p("")
 
     # ---- first execution
@@ -163,6 +163,9 @@ def main():
         p("|---|---|---|---|---|---|---|---|---|---|")
         labels = {"one-session": "one warm session, through legiond",
                   "one-session-direct": "the same session, straight to its worker's Unix socket (`POST /execute`, no legiond)"}
+        for k in tput["runs"]:
+            if k.endswith("-sessions-direct"):
+                labels[k] = "the same sessions, each straight to its worker's socket (no legiond)"
         for k, r in tput["runs"].items():
             lat = r["latency_ms"]
             total = sum(r["sent"])
@@ -176,6 +179,7 @@ def main():
         runs = tput["runs"]
         one, direct = runs.get("one-session"), runs.get("one-session-direct")
         many = [r for k, r in runs.items() if k.endswith("-sessions")]
+        many_direct = [r for k, r in runs.items() if k.endswith("-sessions-direct")]
         if one and direct:
             p(f"- legiond in the path costs {(one['latency_ms']['p50'] - direct['latency_ms']['p50']) * 1000:.0f} µs "
               f"per execution at p50 (one session: {one['good_rate'] / direct['good_rate'] * 100:.0f}% of the "
@@ -186,6 +190,17 @@ def main():
               f"session, with the CPUs {m['machine_busy'] * 100:.0f}% busy; executions per session over the run "
               f"ranged from {m['sent_min']:,} to {m['sent_max']:,} (the scheduler does not share the CPUs evenly "
               f"among {m['conns']} supervisors and interpreters).")
+        if many and many_direct:
+            m, md = many[0], many_direct[0]
+            p(f"- The same {m['conns']} sessions without legiond: {md['good_rate']:,.0f} executions/s, p99 "
+              f"{ms(md['latency_ms']['p99'])} ms, max {ms(md['latency_ms']['max'])} ms (through legiond: "
+              f"{m['good_rate']:,.0f}/s, p99 {ms(m['latency_ms']['p99'])} ms, max {ms(m['latency_ms']['max'])} ms)"
+              + (f": the long tail comes with {m['conns']} busy sandboxes (a supervisor and an interpreter each) on "
+                 f"{meta.get('cpus')} CPUs, with or without legiond in the path."
+                 if md["latency_ms"]["p99"] >= 0.5 * m["latency_ms"]["p99"] else
+                 ": legiond adds most of the tail."))
+        if tput.get("direct_many_error"):
+            p(f"- {tput['direct_many_error']}: no direct run of the many sessions")
         ib = tput.get("idle_bound")
         if ib and ib.get("per_session_kib"):
             p(f"- memory of an idle bound session (after these runs; cgroup `memory.usage_in_bytes`): "
