@@ -631,8 +631,8 @@ def density(args, api, host, out):
     res["after_shrink"] = snapshot(host)
     # MemAvailable comes back as fast as the VM's page reporting returns the
     # freed pages: follow it until it is within 128 MiB of the baseline or
-    # has stopped rising (for at most 150 s).
-    q = mem_quiet(host, base["MemAvailable_kib"] - 128 * 1024, 150)
+    # has stopped rising (checked from 30 s on, for at most 150 s).
+    q = mem_quiet(host, base["MemAvailable_kib"] - 128 * 1024, 150, min_s=30)
     res["recovery"] = q
     if q.get("reached"):
         res["returned_within_128mib_s"] = q["s"] + args.settle
@@ -645,9 +645,9 @@ def density(args, api, host, out):
     write_json(out, "density.json", res)
 
 
-def mem_quiet(host, target_kib, timeout):
+def mem_quiet(host, target_kib, timeout, min_s=10):
     """Sample MemAvailable every second until it reaches target_kib (if
-    given) or rose less than 16 MiB in the last 5 s; the samples."""
+    given) or, after min_s, rose less than 16 MiB in the last 10 s."""
     t0 = time.monotonic()
     pr0 = page_reporting().get("reported_kib")
     series = []
@@ -659,7 +659,7 @@ def mem_quiet(host, target_kib, timeout):
         if target_kib is not None and mem >= target_kib:
             out["reached"] = True
             break
-        if len(series) > 5 and mem - series[-6][1] < 16 * 1024:
+        if now >= min_s and len(series) > 10 and mem - series[-11][1] < 16 * 1024:
             out["flat"] = True
             break
         if now > timeout:

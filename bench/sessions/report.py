@@ -95,6 +95,14 @@ def main():
       f"{meta.get('nofile')}")
     p(f"- load average (1, 5, 15 min) at the start: {meta.get('load_start')}; at the end: {meta.get('load_end')}; "
       f"CPU pressure (PSI some avg60) {meta.get('psi_start')} at the start, {meta.get('psi_end')} at the end")
+    try:
+        busy = float(meta.get("load_start", "0").split()[0]) > (meta.get("cpus") or 1)
+    except ValueError:
+        busy = False
+    if busy:
+        p(f"- **the machine was not idle**: its 1-minute load average ({meta['load_start'].split()[0]}) was above "
+          f"its {meta.get('cpus')} CPUs when the run started; other work competed with the benchmark, so latencies "
+          "and rates here are pessimistic and vary from run to run")
     p(f"- other legiond processes on the machine (tests, other benchmarks; they compete for the 2 CPUs): "
       f"{meta.get('other_legiond_start')} at the start, {meta.get('other_legiond_end')} at the end; "
       f"processes under `/opt/legion/runtime/` (anyone's) before the run: {meta.get('runtime_processes_start')}")
@@ -195,10 +203,9 @@ def main():
             p(f"- The same {m['conns']} sessions without legiond: {md['good_rate']:,.0f} executions/s, p99 "
               f"{ms(md['latency_ms']['p99'])} ms, max {ms(md['latency_ms']['max'])} ms (through legiond: "
               f"{m['good_rate']:,.0f}/s, p99 {ms(m['latency_ms']['p99'])} ms, max {ms(m['latency_ms']['max'])} ms)"
-              + (f": the long tail comes with {m['conns']} busy sandboxes (a supervisor and an interpreter each) on "
-                 f"{meta.get('cpus')} CPUs, with or without legiond in the path."
-                 if md["latency_ms"]["p99"] >= 0.5 * m["latency_ms"]["p99"] else
-                 ": legiond adds most of the tail."))
+              + f": p99 through legiond is {m['latency_ms']['p99'] / md['latency_ms']['p99']:.1f}x the direct one; "
+              f"the tail of hundreds of milliseconds is there without legiond too ({m['conns']} busy sandboxes, a "
+              f"supervisor and an interpreter each, on {meta.get('cpus')} CPUs).")
         if tput.get("direct_many_error"):
             p(f"- {tput['direct_many_error']}: no direct run of the many sessions")
         ib = tput.get("idle_bound")

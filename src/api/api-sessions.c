@@ -291,6 +291,10 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
                         json_object_set_new(doc, "status",
                                             json_pack("{s:i, s:i, s:i}", "ready", ps.ready, "starting", ps.starting,
                                                       "sessions", count_sessions(pkey)));
+                        if (ps.failures)
+                                json_object_set_new(json_object_get(doc, "status"), "lastError",
+                                                    json_pack("{s:i, s:s}", "failures", ps.failures, "message",
+                                                              ps.last_error));
                         api_json(c->req, 200, doc);
                 } else if (!strcmp(m, "DELETE")) {
                         char pkey[160], pname[160];

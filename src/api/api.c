@@ -479,6 +479,9 @@ static json_t *pool_json(struct lg_daemon *d, const struct lg_resource *r) {
                                     json_pack("{s:i, s:i, s:I, s:I, s:I}", "ready", ps.ready, "starting", ps.starting,
                                               "created", (json_int_t) ps.created, "taken", (json_int_t) ps.taken,
                                               "onDemand", (json_int_t) ps.on_demand));
+        if (ps.failures)
+                json_object_set_new(json_object_get(doc, "status"), "lastError",
+                                    json_pack("{s:i, s:s}", "failures", ps.failures, "message", ps.last_error));
         return doc;
 }
 

@@ -63,6 +63,11 @@ struct pool {
         lg_instance *placeholders;  /* STARTING and READY */
         unsigned n_ready, n_starting;
         uint64_t created, taken, on_demand;
+        /* A creation that fails does not shrink the pool: it is retried
+         * with backoff, and the reason is in the pool's status. */
+        unsigned failures;
+        uint64_t retry_at_ms;
+        char last_error[256];
         bool deleted;
 };
 
@@ -74,6 +79,7 @@ struct lg_node {
         struct lg_bind runtime_bind; /* runtimes_dir at /opt/legion/runtime */
         uv_idle_t refill;
         bool refill_active;
+        uv_timer_t retry;           /* wakes the refill after a backoff */
         unsigned live;              /* instances not yet freed */
 };
 
@@ -96,6 +102,16 @@ static const char *const *runtime_argv(const char *runtime) {
 
 static void schedule_refill(lg_node *node);
 static void spec_free(struct lg_instance_spec *s);
+
+static void pool_failed(struct pool *p, const char *why) {
+        p->failures++;
+        unsigned shift = p->failures < 9 ? p->failures : 9;
+        uint64_t delay = 100ull << shift;
+        if (delay > 30000)
+                delay = 30000;
+        p->retry_at_ms = uv_hrtime() / 1000000 + delay;
+        snprintf(p->last_error, sizeof(p->last_error), "%s", why);
+}
 
 static void env_free(char **env) {
         if (!env)
@@ -176,6 +192,10 @@ static void instance_kill(lg_instance *inst, const char *why) {
         if (was == ST_DEAD)
                 return;
         if (inst->pool) {
+                /* A worker that dies before it is ready would die again:
+                 * back off rather than recreate it in a tight loop. */
+                if (was == ST_STARTING)
+                        pool_failed(inst->pool, why);
                 pool_unlink(inst);
                 schedule_refill(node);
         }
@@ -423,9 +443,10 @@ static void create_done(uv_work_t *w, int status) {
                          inst->create_err.msg[0] ? inst->create_err.msg : strerror(-inst->create_result));
                 bool cancelled = inst->cancelled;
                 if (inst->pool) {
-                        /* A failing pool must not spin: stop refilling it. */
-                        inst->pool->spec.ready = 0;
+                        if (!cancelled)
+                                pool_failed(inst->pool, why);
                         pool_unlink(inst);
+                        schedule_refill(node);
                 }
                 lg_sandbox_destroy(inst->sb);
                 inst->sb = NULL;
@@ -440,6 +461,8 @@ static void create_done(uv_work_t *w, int status) {
                 uv_close((uv_handle_t *) &inst->timer, handle_closed);
                 return;
         }
+        if (inst->pool)
+                inst->pool->failures = 0, inst->pool->last_error[0] = '\0';
         uv_poll_init(node->loop, &inst->ctl_poll, lg_sandbox_control_fd(inst->sb));
         uv_poll_init(node->loop, &inst->exit_poll, lg_sandbox_pidfd(inst->sb));
         inst->ctl_poll.data = inst->exit_poll.data = inst;
@@ -527,16 +550,26 @@ static struct pool *find_pool(lg_node *node, const char *name) {
 }
 
 /* Make missing placeholders, one per loop turn so requests interleave. */
+static void on_retry(uv_timer_t *t) { schedule_refill(t->data); }
+
 static void on_refill(uv_idle_t *h) {
         lg_node *node = h->data;
+        uint64_t now = uv_hrtime() / 1000000, wake = 0;
         for (struct pool *p = node->pools; p; p = p->next) {
                 if (p->deleted || p->n_ready + p->n_starting >= p->spec.ready)
                         continue;
+                if (p->retry_at_ms > now) {
+                        /* Backing off after failures: come back then. */
+                        if (!wake || p->retry_at_ms < wake)
+                                wake = p->retry_at_ms;
+                        continue;
+                }
                 lg_instance *inst;
                 struct lg_error err = {0};
                 if (make_sandbox(node, p, &inst, &err) < 0) {
-                        /* Retried on the next change; a failing pool must not spin. */
-                        p->spec.ready = p->n_ready + p->n_starting;
+                        pool_failed(p, err.msg);
+                        if (!wake || p->retry_at_ms < wake)
+                                wake = p->retry_at_ms;
                         continue;
                 }
                 inst->state = ST_STARTING;
@@ -548,6 +581,8 @@ static void on_refill(uv_idle_t *h) {
         }
         uv_idle_stop(h);
         node->refill_active = false;
+        if (wake)
+                uv_timer_start(&node->retry, on_retry, wake - now, 0);
 }
 
 static void schedule_refill(lg_node *node) {
@@ -593,6 +628,7 @@ int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_e
                         p->env[m + i] = strdup(spec->env[i]);
         }
         p->spec = *spec;
+        p->retry_at_ms = 0;
         p->spec.name = p->name;
         p->spec.runtime = p->runtime;
         p->spec.env = NULL;
@@ -625,7 +661,9 @@ int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *re
         struct pool *p = find_pool(node, name);
         if (!p)
                 return -ENOENT;
-        *ret = (struct lg_pool_stats){p->n_ready, p->n_starting, p->created, p->taken, p->on_demand};
+        *ret = (struct lg_pool_stats){p->n_ready, p->n_starting, p->created, p->taken, p->on_demand,
+                                      p->failures, ""};
+        snprintf(ret->last_error, sizeof(ret->last_error), "%s", p->last_error);
         return 0;
 }
 
@@ -772,6 +810,8 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
         node->runtime_bind = (struct lg_bind){node->runtimes_dir, "/opt/legion/runtime", true};
         uv_idle_init(node->loop, &node->refill);
         node->refill.data = node;
+        uv_timer_init(node->loop, &node->retry);
+        node->retry.data = node;
         *ret = node;
         return 0;
 }
@@ -791,6 +831,8 @@ void lg_node_free(lg_node *node) {
         if (node->refill.loop) {
                 uv_idle_stop(&node->refill);
                 uv_close((uv_handle_t *) &node->refill, NULL);
+                uv_timer_stop(&node->retry);
+                uv_close((uv_handle_t *) &node->retry, NULL);
         }
         free(node->run_dir);
         free(node->sandbox_dir);

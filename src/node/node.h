@@ -48,6 +48,8 @@ struct lg_pool_stats {
         unsigned ready;           /* placeholders waiting */
         unsigned starting;        /* placeholders being made */
         uint64_t created, taken, on_demand;
+        unsigned failures;        /* creations failed in a row (0 once one succeeds) */
+        char last_error[256];     /* why the last creation failed, "" if none */
 };
 
 /* What an instance is made for. */

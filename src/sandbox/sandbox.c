@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -246,6 +247,10 @@ static int build_plan(const struct lg_sandbox_spec *spec, const lg_sandbox *sb,
         p->new_net = !spec->share_net;
         p->new_cgroupns = true;
         p->nofile = spec->nofile ? spec->nofile : 1024;
+        /* Never above what the owner may grant: the child cannot raise it. */
+        struct rlimit hard;
+        if (getrlimit(RLIMIT_NOFILE, &hard) == 0 && hard.rlim_max != RLIM_INFINITY && p->nofile > hard.rlim_max)
+                p->nofile = hard.rlim_max;
         p->caps_keep = spec->caps_keep;
         p->cap_last = lg_cap_last();
         if (!spec->no_seccomp) {

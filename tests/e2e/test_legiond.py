@@ -379,3 +379,22 @@ def test_min_instances_kept_warm(legiond, tmp_path):
     legiond.wait_for(lambda: legiond.app("warm")["status"]["instances"] == 2, timeout=20, what="2 instances")
     time.sleep(3)
     assert legiond.app("warm")["status"]["instances"] == 2
+
+
+def test_failing_pool_backs_off_says_why_and_recovers(legiond):
+    # Too little memory for the Python worker to start: every placeholder dies.
+    st, body = legiond.http("PUT", "/v1/poolgroups/tiny", body={"runtime": "python3", "ready": 2, "memory": "4Mi"})
+    assert st == 201, body
+
+    def status():
+        return json.loads(legiond.http("GET", "/v1/poolgroups/tiny")[1])["status"]
+
+    err = legiond.wait_for(lambda: status().get("lastError"), timeout=20, what="the failure to be reported")
+    assert err["failures"] >= 1 and err["message"]
+    time.sleep(2)
+    assert status()["lastError"]["failures"] < 20  # backing off, not spinning
+    assert json.loads(legiond.http("GET", "/v1/poolgroups/tiny")[1])["spec"]["ready"] == 2
+    # Fixed, the pool fills to its target and the error goes.
+    st, _ = legiond.http("PUT", "/v1/poolgroups/tiny", body={"runtime": "python3", "ready": 2, "memory": "128Mi"})
+    assert st == 200
+    legiond.wait_for(lambda: status()["ready"] == 2 and "lastError" not in status(), timeout=30, what="the pool to fill")
