@@ -10,21 +10,6 @@
 
 struct cli_globals cli_globals;
 
-int cli_error(struct lg_error *err, int errnum, const char *fmt, ...) {
-        if (errnum < 0)
-                errnum = -errnum;
-        if (errnum == 0)
-                errnum = EIO;
-        if (err) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-                va_end(ap);
-                err->code = errnum;
-        }
-        return -errnum;
-}
-
 /* ---- global options --------------------------------------------------------- */
 
 bool cli_global_option(int code, const char *arg) {
@@ -240,14 +225,14 @@ static int transport_error(CURLcode rc, const struct cli_request *rq, const stru
         case CURLE_COULDNT_CONNECT:
         case CURLE_COULDNT_RESOLVE_HOST:
         case CURLE_COULDNT_RESOLVE_PROXY:
-                return cli_error(err, ECONNREFUSED, "cannot reach legiond at %s: %s (is it running? make run)",
+                return lg_error_setm(err, ECONNREFUSED, "cannot reach legiond at %s: %s (is it running? make run)",
                                     cli_api(), why);
         case CURLE_OPERATION_TIMEDOUT:
                 if (connect_us == 0 && status == 0)
-                        return cli_error(err, ETIMEDOUT,
+                        return lg_error_setm(err, ETIMEDOUT,
                                             "cannot reach legiond at %s: %s (is it running? make run)", cli_api(),
                                             why);
-                return cli_error(err, ETIMEDOUT, "%s %s: no answer within %ld s", rq->method, rq->path,
+                return lg_error_setm(err, ETIMEDOUT, "%s %s: no answer within %ld s", rq->method, rq->path,
                                  rq->timeout_s > 0 ? rq->timeout_s : 120);
         case CURLE_WRITE_ERROR:
                 if (s->write_errno)
@@ -255,16 +240,16 @@ static int transport_error(CURLcode rc, const struct cli_request *rq, const stru
                 break;
         case CURLE_URL_MALFORMAT:
         case CURLE_UNSUPPORTED_PROTOCOL:
-                return cli_error(err, EINVAL, "invalid API URL `%s`: %s", cli_api(), why);
+                return lg_error_setm(err, EINVAL, "invalid API URL `%s`: %s", cli_api(), why);
         case CURLE_GOT_NOTHING:
-                return cli_error(err, ECONNRESET, "%s %s: legiond closed the connection without answering", rq->method,
+                return lg_error_setm(err, ECONNRESET, "%s %s: legiond closed the connection without answering", rq->method,
                                  rq->path);
         case CURLE_ABORTED_BY_CALLBACK:
         case CURLE_READ_ERROR:
-                return cli_error(err, EIO, "read the request body: %s", why);
+                return lg_error_setm(err, EIO, "read the request body: %s", why);
         default: break;
         }
-        return cli_error(err, EIO, "%s %s%s: %s", rq->method, cli_api(), rq->path, why);
+        return lg_error_setm(err, EIO, "%s %s%s: %s", rq->method, cli_api(), rq->path, why);
 }
 
 int cli_request(const struct cli_request *rq_in, struct cli_response *resp, struct lg_error *err) {
@@ -368,12 +353,12 @@ int cli_http_error(const struct cli_response *resp, struct lg_error *err) {
                 msg = line;
         }
         if (resp->status == 401 && !cli_token())
-                cli_error(err, EACCES,
+                lg_error_setm(err, EACCES,
                              "%s; no token: use --token, set LEGION_TOKEN, or set LEGION_HOME to legiond's "
                              "home (cannot read %s: %s)",
                              msg, token_file, strerror(token_file_errno));
         else
-                cli_error(err, EIO, "%s", msg);
+                lg_error_setm(err, EIO, "%s", msg);
         json_decref(doc);
         return -EIO;
 }
@@ -402,7 +387,7 @@ int cli_call(const char *method, const char *path, json_t *body, struct cli_resp
                 json_error_t je;
                 resp->json = json_loadb(resp->body, resp->len, 0, &je);
                 if (!resp->json)
-                        return cli_error(err, EBADMSG, "%s %s: legiond sent malformed JSON: %s",
+                        return lg_error_setm(err, EBADMSG, "%s %s: legiond sent malformed JSON: %s",
                                          method ? method : "GET", path, je.text);
         }
         return 0;
@@ -423,7 +408,7 @@ int cli_check_name(const char *what, const char *name, struct lg_error *err) {
                 ok = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
                      (name[i] >= '0' && name[i] <= '9') || name[i] == '-' || name[i] == '.' || name[i] == '_';
         if (!ok)
-                return cli_error(err, EINVAL,
+                return lg_error_setm(err, EINVAL,
                                  "invalid %s name `%s`: 1-63 of [a-z0-9-], starting and ending with a letter or digit",
                                  what, name);
         return 0;

@@ -45,9 +45,8 @@ enum { CLI_OPT_API = 1000, CLI_OPT_TOKEN, CLI_OPT_NS, CLI_OPT_JSON };
         "  --ns NS        namespace (env LEGION_NAMESPACE, default `default`)\n"                    \
         "  --json         print the API's JSON instead of tables\n"
 
-/* Like lg_error_set(), without the errno's text after the message: for
- * messages that say it all (the API's, curl's). Returns -errnum. */
-int cli_error(struct lg_error *err, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Errors whose message says it all (the API's, curl's) are made with
+ * lg_error_setm() (common/util.h). */
 
 /* Handle a getopt code from CLI_GLOBAL_OPTIONS; false for any other code. */
 bool cli_global_option(int code, const char *arg);

@@ -131,12 +131,12 @@ static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error
         if (r < 0)
                 return lg_error_wrap(err, r, "pack `%s`", dir);
         if (info.n_files == 0)
-                return cli_error(err, ENOENT, "`%s` has no files to deploy", dir);
+                return lg_error_setm(err, ENOENT, "`%s` has no files to deploy", dir);
         struct stat st;
         if (fstat(fd, &st) < 0 || lseek(fd, 0, SEEK_SET) < 0)
                 return lg_error_set(err, errno, "package of `%s`", dir);
         if (st.st_size > (off_t) LG_BLOB_DEFAULT_MAX_BYTES)
-                return cli_error(err, EFBIG, "package of `%s` is %lld bytes: legiond takes at most 100 MiB",
+                return lg_error_setm(err, EFBIG, "package of `%s` is %lld bytes: legiond takes at most 100 MiB",
                                     dir, (long long) st.st_size);
         if (isatty(STDERR_FILENO)) {
                 char a[32], b[32];
@@ -166,7 +166,7 @@ static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error
         json_t *doc = json_loadb(resp.body ? resp.body : "", resp.len, 0, NULL);
         const char *d = cli_jstr(doc, "digest");
         if (!d || !lg_digest_valid(d))
-                r = cli_error(err, EBADMSG, "legiond's answer to the upload has no digest");
+                r = lg_error_setm(err, EBADMSG, "legiond's answer to the upload has no digest");
         else
                 snprintf(digest->hex, sizeof(digest->hex), "%s", d);
         json_decref(doc);
@@ -502,7 +502,7 @@ static int app_set(int argc, char **argv, struct lg_error *err) {
         _cleanup_json_ json_t *spec = json_deep_copy(json_object_get(resp.json, "spec"));
         cli_response_done(&resp);
         if (!json_is_object(spec))
-                return cli_error(err, EBADMSG, "app `%s/%s` has no spec", cli_ns(), name);
+                return lg_error_setm(err, EBADMSG, "app `%s/%s` has no spec", cli_ns(), name);
         json_t *settings = json_object_get(spec, "settings");
         if (!json_is_object(settings)) {
                 settings = json_object();

@@ -156,7 +156,7 @@ static int token_create(int argc, char **argv, struct lg_error *err) {
         } else if (r >= 0) {
                 const char *tok = cli_jstr(resp.json, "token");
                 if (!tok) {
-                        r = cli_error(err, EBADMSG, "legiond's answer has no token");
+                        r = lg_error_setm(err, EBADMSG, "legiond's answer has no token");
                 } else {
                         /* The secret alone on stdout: TOKEN=$(legion token create). */
                         fprintf(stderr, "token %s for namespace %s (the secret is shown only now):\n",

@@ -148,7 +148,7 @@ static int check_id(const char *id, struct lg_error *err) {
         for (size_t i = 0; ok && i < n; i++)
                 ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
                      (id[i] >= '0' && id[i] <= '9') || strchr("-_.:", id[i]);
-        return ok ? 0 : cli_error(err, EINVAL, "invalid session identifier `%s`: 4 to 128 of [A-Za-z0-9._:-]", id);
+        return ok ? 0 : lg_error_setm(err, EINVAL, "invalid session identifier `%s`: 4 to 128 of [A-Za-z0-9._:-]", id);
 }
 
 /* A file path relative to /mnt/data ("/mnt/data/" and leading slashes
@@ -172,7 +172,7 @@ static int encode_remote(const char *remote, char **out, struct lg_error *err) {
         do {
                 size_t len = strcspn(s, "/");
                 if (len == 0 || (len == 1 && s[0] == '.') || (len == 2 && !strncmp(s, "..", 2)))
-                        return cli_error(err, EINVAL, "invalid file path `%s`: no empty, `.` or `..` parts", remote);
+                        return lg_error_setm(err, EINVAL, "invalid file path `%s`: no empty, `.` or `..` parts", remote);
                 _cleanup_free_ char *seg = strndup(s, len);
                 _cleanup_free_ char *e = seg ? cli_url_escape(seg) : NULL;
                 if (!e)
@@ -550,7 +550,7 @@ static int session_exec(int argc, char **argv, struct lg_error *err) {
                 return r;
         _cleanup_json_ json_t *body = json_pack("{s:s%}", "code", file ? buf : code, len);
         if (!body)
-                return cli_error(err, EINVAL, "the code is not UTF-8 text");
+                return lg_error_setm(err, EINVAL, "the code is not UTF-8 text");
         if (timeout > 0)
                 json_object_set_new(body, "timeoutSeconds", json_integer(timeout));
         _cleanup_free_ char *text = json_dumps(body, JSON_COMPACT);
@@ -576,7 +576,7 @@ static int session_exec(int argc, char **argv, struct lg_error *err) {
         }
         _cleanup_json_ json_t *x = json_loadb(resp.body ?: "", resp.len, 0, NULL);
         if (!json_is_object(x))
-                r = cli_error(err, EBADMSG, "legiond's answer to the execution is not a JSON object");
+                r = lg_error_setm(err, EBADMSG, "legiond's answer to the execution is not a JSON object");
         else if (cli_globals.json)
                 cli_print_json_body(&resp);
         if (r >= 0)

@@ -28,6 +28,21 @@ int lg_error_set(struct lg_error *err, int errnum, const char *fmt, ...) {
         return -errnum;
 }
 
+int lg_error_setm(struct lg_error *err, int errnum, const char *fmt, ...) {
+        if (errnum < 0)
+                errnum = -errnum;
+        if (errnum == 0)
+                errnum = EIO;
+        if (err) {
+                va_list ap;
+                va_start(ap, fmt);
+                vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+                va_end(ap);
+                err->code = errnum;
+        }
+        return -errnum;
+}
+
 int lg_error_wrap(struct lg_error *err, int ret, const char *fmt, ...) {
         if (ret >= 0)
                 ret = -EIO;
@@ -47,10 +62,11 @@ int lg_error_wrap(struct lg_error *err, int ret, const char *fmt, ...) {
         return ret;
 }
 
-int lg_write_all(int fd, const void *buf, size_t len) {
+/* write(2) or, with off >= 0, pwrite(2) until the whole buffer is out. */
+static int write_full(int fd, const void *buf, size_t len, off_t off) {
         const char *p = buf;
         while (len > 0) {
-                ssize_t n = write(fd, p, len);
+                ssize_t n = off < 0 ? write(fd, p, len) : pwrite(fd, p, len, off);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -58,8 +74,16 @@ int lg_write_all(int fd, const void *buf, size_t len) {
                 }
                 p += n;
                 len -= (size_t) n;
+                if (off >= 0)
+                        off += n;
         }
         return 0;
+}
+
+int lg_write_all(int fd, const void *buf, size_t len) { return write_full(fd, buf, len, -1); }
+
+int lg_pwrite_all(int fd, const void *buf, size_t len, off_t off) {
+        return off < 0 ? -EINVAL : write_full(fd, buf, len, off);
 }
 
 /* read(2) or, with off >= 0, pread(2) until len bytes or EOF. */

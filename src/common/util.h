@@ -61,6 +61,11 @@ struct lg_error {
 int lg_error_set(struct lg_error *err, int errnum, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
+/* The same without the errno text: for errors whose message says it all
+ * ("app `x` not found"). */
+int lg_error_setm(struct lg_error *err, int errnum, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
 /* Prefix an existing message with more context: "ctx: old message". */
 int lg_error_wrap(struct lg_error *err, int ret, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
@@ -76,6 +81,8 @@ ssize_t lg_read_file_at(int dirfd, const char *path, char *buf, size_t cap);
 /* write(2)/read(2) the whole buffer, retrying on EINTR and short counts. */
 int lg_write_all(int fd, const void *buf, size_t len);
 ssize_t lg_read_all(int fd, void *buf, size_t len);
+/* pwrite(2) the whole buffer at off. Returns 0 or -errno. */
+int lg_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 /* pread(2) until len bytes or EOF; returns the count or -errno. */
 ssize_t lg_pread_all(int fd, void *buf, size_t len, off_t off);
 

@@ -21,22 +21,6 @@
 /* How far we look for a line start before accepting a cut mid-line. */
 #define ALIGN_WINDOW 4096u
 
-static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off) {
-        const char *p = buf;
-        while (len > 0) {
-                ssize_t n = pwrite(fd, p, len, (off_t) off);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                p += n;
-                len -= (size_t) n;
-                off += (uint64_t) n;
-        }
-        return 0;
-}
-
 /* Position of the first '\n' in S[from, to), -ENOENT if none, or -errno. */
 static int64_t find_newline(const struct lg_logcap *lc, const char *data, uint64_t from, uint64_t to) {
         while (from < to && from < lc->size) {
@@ -99,7 +83,7 @@ static int compact(struct lg_logcap *lc, const char *data, size_t len) {
                                 return (int) k;
                         if ((size_t) k != n)
                                 return -EIO; /* the file shrank under us */
-                        r = pwrite_all(lc->fd, buf, n, dst);
+                        r = lg_pwrite_all(lc->fd, buf, n, (off_t) dst);
                         if (r < 0)
                                 return r;
                         src += n;
@@ -113,11 +97,11 @@ static int compact(struct lg_logcap *lc, const char *data, size_t len) {
                 lc->size = 0;
         }
 
-        r = pwrite_all(lc->fd, LG_LOGCAP_MARKER, MARKER_LEN, 0);
+        r = lg_pwrite_all(lc->fd, LG_LOGCAP_MARKER, MARKER_LEN, (off_t) 0);
         if (r < 0)
                 return r;
         uint64_t from_data = start > total - len ? start - (total - len) : 0;
-        r = pwrite_all(lc->fd, data + from_data, len - from_data, dst);
+        r = lg_pwrite_all(lc->fd, data + from_data, len - from_data, (off_t) dst);
         if (r < 0)
                 return r;
         dst += len - from_data;
@@ -168,7 +152,7 @@ int lg_logcap_write(struct lg_logcap *lc, const void *buf, size_t len) {
         if (len == 0)
                 return 0;
         if (lc->size <= lc->cap && len <= lc->cap - lc->size) {
-                r = pwrite_all(lc->fd, buf, len, lc->size);
+                r = lg_pwrite_all(lc->fd, buf, len, (off_t) lc->size);
                 if (r >= 0) {
                         lc->size += len;
                         return 0;
