@@ -516,21 +516,7 @@ static void call_flush(struct lg_http_call *call) {
 static void on_calloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         (void) suggested;
         struct cconn *c = h->data;
-        struct lg_http_client *cl = c->up->cl;
-        if (!c->rbuf) {
-                c->rbuf = http_pool_get(&cl->rbufs);
-                c->rpos = c->rlen = 0;
-                if (!c->rbuf) {
-                        *buf = uv_buf_init(NULL, 0);
-                        return;
-                }
-        }
-        if (c->rlen == HTTP_RBUF_SIZE && c->rpos > 0 && !c->pinned) {
-                memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
-                c->rlen -= c->rpos;
-                c->rpos = 0;
-        }
-        *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned) (HTTP_RBUF_SIZE - c->rlen));
+        http_rbuf_alloc(&c->up->cl->rbufs, &c->rbuf, &c->rpos, &c->rlen, c->pinned, buf);
 }
 
 static void on_cread(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);

@@ -520,3 +520,21 @@ size_t lg_http_error_json(char *buf, size_t cap, const char *code, const char *m
         buf[pos] = '\0';
         return pos;
 }
+
+void http_rbuf_alloc(struct http_pool *pool, char **rbuf, size_t *rpos, size_t *rlen, bool pinned,
+                     uv_buf_t *buf) {
+        if (!*rbuf) {
+                *rbuf = http_pool_get(pool);
+                *rpos = *rlen = 0;
+                if (!*rbuf) {
+                        *buf = uv_buf_init(NULL, 0);
+                        return;
+                }
+        }
+        if (*rlen == HTTP_RBUF_SIZE && *rpos > 0 && !pinned) {
+                memmove(*rbuf, *rbuf + *rpos, *rlen - *rpos);
+                *rlen -= *rpos;
+                *rpos = 0;
+        }
+        *buf = uv_buf_init(*rbuf + *rlen, (unsigned) (HTTP_RBUF_SIZE - *rlen));
+}

@@ -19,6 +19,14 @@ struct http_pool {
         size_t size;
 };
 void *http_pool_get(struct http_pool *p);
+
+/* libuv's alloc callback for a connection's read buffer, server or client:
+ * the buffer comes from the pool when there is none; when it is full and
+ * nothing before rpos is referenced any more (!pinned), what is left is
+ * moved to the front. A NULL buffer (pool exhausted) makes libuv report
+ * ENOBUFS. */
+void http_rbuf_alloc(struct http_pool *pool, char **rbuf, size_t *rpos, size_t *rlen, bool pinned,
+                     uv_buf_t *buf);
 void http_pool_put(struct http_pool *p, void *buf);
 void http_pool_clear(struct http_pool *p);
 

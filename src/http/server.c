@@ -496,20 +496,7 @@ static bool conn_can_parse(const struct lg_http_request *c) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         (void) suggested;
         struct lg_http_request *c = h->data;
-        if (!c->rbuf) {
-                c->rbuf = http_pool_get(&c->srv->rbufs);
-                c->rpos = c->rlen = 0;
-                if (!c->rbuf) {
-                        *buf = uv_buf_init(NULL, 0);
-                        return;
-                }
-        }
-        if (c->rlen == HTTP_RBUF_SIZE && c->rpos > 0 && !c->pinned) {
-                memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
-                c->rlen -= c->rpos;
-                c->rpos = 0;
-        }
-        *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned) (HTTP_RBUF_SIZE - c->rlen));
+        http_rbuf_alloc(&c->srv->rbufs, &c->rbuf, &c->rpos, &c->rlen, c->pinned, buf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
