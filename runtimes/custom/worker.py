@@ -31,7 +31,6 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
-import traceback  # noqa: E402
 
 DEFAULT_PORT = 8080
 BUF = 256 * 1024
@@ -193,28 +192,9 @@ def specialize(frame):
 def main():
     ctl = lc.Control.from_env()
     ctl.send("ready", phase="placeholder", runtime="custom", ms="%.1f" % lc.now_ms(T_START))
-    while True:
-        try:
-            frame = ctl.recv()
-        except lc.ProtocolError as e:
-            lc.log("control channel: %s" % e)
-            sys.exit(1)
-        if frame is None:
-            sys.exit(0)
-        if frame.op == "specialize":
-            break
-        frame.close_fds()
-        ctl.send_fields("error", [("id", frame.get("id")), ("message", "unknown op `%s`" % frame.op)])
+    frame = lc.wait_for_specialize(ctl)
 
-    try:
-        proxy, ms, app, revision = specialize(frame)
-    except lc.SpecializeError as e:
-        lc.report_specialize_error(ctl, frame, e)
-        os._exit(1)
-    except Exception as e:
-        lc.report_specialize_error(ctl, frame, lc.SpecializeError(
-            "InternalError", "%s: %s" % (type(e).__name__, e), tb=traceback.format_exc()))
-        os._exit(1)
+    proxy, ms, app, revision = lc.run_specialize(ctl, frame, specialize)
 
     proc = proxy.proc
 

@@ -290,5 +290,38 @@ def control_loop(ctl, on_other=None):
             ctl.send_fields("error", [("id", f.get("id")), ("message", "unknown op `%s`" % f.op)])
 
 
+def wait_for_specialize(ctl):
+    """Answer the host until `specialize` comes, and return that frame.
+
+    Any other op gets an error; a broken channel or the host going away
+    before it specialized us ends the worker."""
+    while True:
+        try:
+            frame = ctl.recv()
+        except ProtocolError as e:
+            log("control channel: %s" % e)
+            sys.exit(1)
+        if frame is None:  # the host went away before specializing us
+            sys.exit(0)
+        if frame.op == "specialize":
+            return frame
+        frame.close_fds()
+        ctl.send_fields("error", [("id", frame.get("id")), ("message", "unknown op `%s`" % frame.op)])
+
+
+def run_specialize(ctl, frame, specialize):
+    """specialize(frame), or report why it failed to the host and exit: a
+    worker that could not load its app is never used."""
+    try:
+        return specialize(frame)
+    except SpecializeError as e:
+        report_specialize_error(ctl, frame, e)
+        os._exit(1)
+    except Exception as e:
+        report_specialize_error(ctl, frame, SpecializeError(
+            "InternalError", "%s: %s" % (type(e).__name__, e), tb=traceback.format_exc()))
+        os._exit(1)
+
+
 def now_ms(t0):
     return (time.monotonic() - t0) * 1000.0

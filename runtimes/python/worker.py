@@ -44,7 +44,7 @@ import re  # noqa: E402,F401
 import signal  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
-import traceback  # noqa: E402
+import traceback  # noqa: E402,F401
 import typing  # noqa: E402,F401
 import urllib.parse  # noqa: E402
 from http import HTTPStatus  # noqa: E402
@@ -540,28 +540,9 @@ def main():
     ctl.send("ready", phase="placeholder", runtime="python",
              version="%d.%d.%d" % sys.version_info[:3], ms="%.1f" % lc.now_ms(T_START))
 
-    while True:
-        try:
-            frame = ctl.recv()
-        except lc.ProtocolError as e:
-            lc.log("control channel: %s" % e)
-            sys.exit(1)
-        if frame is None:  # the host went away before specializing us
-            sys.exit(0)
-        if frame.op == "specialize":
-            break
-        frame.close_fds()
-        ctl.send_fields("error", [("id", frame.get("id")), ("message", "unknown op `%s`" % frame.op)])
+    frame = lc.wait_for_specialize(ctl)
 
-    try:
-        server, ms, app, revision = specialize(frame)
-    except lc.SpecializeError as e:
-        lc.report_specialize_error(ctl, frame, e)
-        os._exit(1)
-    except Exception as e:
-        lc.report_specialize_error(ctl, frame, lc.SpecializeError(
-            "InternalError", "%s: %s" % (type(e).__name__, e), tb=traceback.format_exc()))
-        os._exit(1)
+    server, ms, app, revision = lc.run_specialize(ctl, frame, specialize)
 
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.drain_and_exit, daemon=True).start())
     threading.Thread(target=server.serve_forever, name="legion-accept", daemon=True).start()

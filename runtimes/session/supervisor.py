@@ -1694,18 +1694,7 @@ def main():
     ctl.send("ready", phase="placeholder", runtime="session", version=i.version,
              ms="%.1f" % lc.now_ms(T_START), interpreter_ms="%.1f" % i.startup_ms)
 
-    while True:
-        try:
-            frame = ctl.recv()
-        except lc.ProtocolError as e:
-            lc.log("control channel: %s" % e)
-            sys.exit(1)
-        if frame is None:
-            sys.exit(0)
-        if frame.op == "specialize":
-            break
-        frame.close_fds()
-        ctl.send_fields("error", [("id", frame.get("id")), ("message", "unknown op `%s`" % frame.op)])
+    frame = lc.wait_for_specialize(ctl)
 
     t0 = time.monotonic()
     try:
