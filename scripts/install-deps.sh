@@ -11,6 +11,7 @@ libuv1-dev libhttp-parser-dev libarchive-dev libssl-dev libcurl4-openssl-dev
 python3 python3-pytest nodejs
 busybox-static runc bubblewrap wrk nginx-light
 iproute2 procps psmisc valgrind curl zip
+docker-registry skopeo zstd apache2-utils
 "
 
 missing=""
@@ -19,6 +20,16 @@ for p in $PACKAGES; do
                 missing="$missing $p"
         fi
 done
+
+# kubectl for the Pod API tests: Debian's kubernetes-client, unless a
+# kubectl from another package (Google's apt repository) is installed; the
+# two conflict on /usr/bin/kubectl.
+if ! command -v kubectl >/dev/null 2>&1; then
+        PACKAGES="$PACKAGES kubernetes-client"
+        if ! dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed"; then
+                missing="$missing kubernetes-client"
+        fi
+fi
 
 if [ -z "$missing" ]; then
         exit 0

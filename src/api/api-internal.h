@@ -47,3 +47,14 @@ void api_sessions(struct api_call *c);
 int api_sessions_restore(struct lg_daemon *d, struct lg_error *err);
 /* Executions and file transfers are streamed through the router. */
 bool api_sessions_streams(struct lg_http_request *req);
+
+/* api-kube.c: the Kubernetes-compatible API under /api, /apis, /openapi,
+ * /version (discovery, then pods in api-pods.c). */
+void api_kube(struct api_call *c);
+/* True for paths api_kube serves. */
+bool api_kube_path(const char *const *seg, int nseg);
+
+/* api-images.c: /v1/images. */
+void api_images(struct api_call *c);
+/* Image archive uploads are streamed to disk. */
+bool api_images_streams(struct lg_http_request *req);

@@ -594,7 +594,7 @@ enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdat
         if (n == 4 && !strcmp(seg[0], "v1") && !strcmp(seg[3], "packages") &&
             !strcmp(lg_http_request_method(req), "POST"))
                 return LG_HTTP_BODY_STREAM;
-        if (api_sessions_streams(req))
+        if (api_sessions_streams(req) || api_images_streams(req))
                 return LG_HTTP_BODY_STREAM;
         return LG_HTTP_BODY_BUFFER;
 }
@@ -655,6 +655,10 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
                 api_data_path(d, req, ns, app, buf);
                 return;
         }
+        if (api_kube_path(seg, n))
+                return api_kube(&c);
+        if (n >= 2 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "images"))
+                return api_images(&c);
         if (n < 2 || strcmp(seg[0], "v1")) {
                 lg_http_respond_error(req, 404, "NotFound", "no such endpoint `%s`", lg_http_request_path(req));
                 return;
@@ -699,5 +703,8 @@ int lg_api_restore(struct lg_daemon *d, struct lg_error *err) {
         for (size_t i = 0; i < l.n; i++)
                 api_app_activate(d, l.items[i]->namespace, l.items[i]->name, NULL);
         lg_resource_list_free(&l);
-        return api_sessions_restore(d, err);
+        r = api_sessions_restore(d, err);
+        if (r < 0)
+                return r;
+        return lg_pods_restore(d->pods, err);
 }

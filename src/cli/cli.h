@@ -12,3 +12,5 @@ int cmd_ns(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_sessionpool(int argc, char **argv);
 int cmd_session(int argc, char **argv);
+int cmd_image(int argc, char **argv);
+int cmd_pod(int argc, char **argv);

@@ -18,6 +18,8 @@ static const struct {
         {"token", cmd_token, "API tokens of a namespace"},
         {"sessionpool", cmd_sessionpool, "pools of code-interpreter sessions"},
         {"session", cmd_session, "run code in a session; its files; list and end sessions"},
+        {"image", cmd_image, "import, pull, list, inspect and remove OCI images"},
+        {"pod", cmd_pod, "run pods from images (the Kubernetes Pod API; kubectl works too)"},
         {"sandbox", cmd_sandbox, "run one-off sandboxes, clean up leftovers"},
 };
 

@@ -5,8 +5,10 @@
 #include <uv.h>
 
 #include "http/http.h"
+#include "image/image.h"
 #include "node/node.h"
 #include "pkg/pkg.h"
+#include "pod/pod.h"
 #include "router/router.h"
 #include "store/store.h"
 
@@ -17,6 +19,8 @@ struct lg_daemon {
         char *logs_dir;      /* <home>/logs/<ns>/<app>.log */
         lg_store *store;
         struct lg_blobstore *blobs;
+        lg_image_store *images; /* <home>/images */
+        lg_pods *pods;
         lg_node *node;
         lg_router *router;
         struct lg_http_server *http;

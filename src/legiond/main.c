@@ -174,6 +174,9 @@ int main(int argc, char **argv) {
         snprintf(path, sizeof(path), "%s/packages", d->home);
         if (r >= 0)
                 r = lg_blobstore_open(path, &d->blobs, &err);
+        snprintf(path, sizeof(path), "%s/images", d->home);
+        if (r >= 0)
+                r = lg_image_store_open(path, &d->images, &err);
         if (r >= 0)
                 r = bootstrap(d, &err);
         if (r >= 0)
@@ -184,6 +187,12 @@ int main(int argc, char **argv) {
                 r = lg_node_new(&nc, &d->node, &err);
         if (r >= 0)
                 r = lg_router_new(d->loop, d->node, lg_api_app_log, d, &d->router, &err);
+        char pod_logs[4096];
+        snprintf(pod_logs, sizeof(pod_logs), "%s/pods", d->logs_dir ? d->logs_dir : "");
+        struct lg_pods_config pc = {.loop = d->loop, .store = d->store, .images = d->images,
+                                    .run_dir = path, .logs_dir = pod_logs};
+        if (r >= 0)
+                r = lg_pods_new(&pc, &d->pods, &err);
         struct lg_http_server_config hc = {
                 .on_head = lg_api_on_head,
                 .on_request = lg_api_on_request,
@@ -216,7 +225,9 @@ int main(int argc, char **argv) {
         uv_signal_start(&sig_int, on_signal, SIGINT);
         say("listening on http://%s:%d (home %s)", host, lg_http_server_port(d->http), d->home);
         uv_run(d->loop, UV_RUN_DEFAULT);
+        lg_pods_free(d->pods);
         lg_node_free(d->node);
+        lg_image_store_close(d->images);
         lg_blobstore_close(d->blobs);
         lg_store_close(d->store);
         say("stopped");

@@ -1,0 +1,163 @@
+/* OCI images: a content-addressed store of blobs and extracted layers on
+ * disk, import of image archives (docker save, OCI layout / oci-archive),
+ * pull from an OCI registry (registry.c), and the image config that a
+ * sandbox is made from. docs/images.md describes the layout and formats.
+ *
+ * On-disk layout under <dir> ($LEGION_HOME/images):
+ *
+ *   lock                         flock: shared while a handle is open,
+ *                                exclusive while cleaning at open / GC
+ *   blobs/sha256/<hex>           manifests, configs and compressed layers,
+ *                                mode 0444, verified against their digest
+ *   layers/<hex>/                the extracted tree of layer blob <hex>, in
+ *                                overlayfs form (whiteouts as 0/0 char
+ *                                devices, opaque dirs with the
+ *                                trusted.overlay.opaque xattr), read-only,
+ *                                used as an overlay lower dir by sandboxes
+ *   layers/<hex>.json            { "diffId": "sha256:...", "size": N }
+ *   images.json                  name -> manifest digest; replaced by
+ *                                rename, so it is never half-written
+ *   tmp/                         downloads and extractions in progress;
+ *                                emptied at open
+ *
+ * Names are normalized as Docker does: "busybox" is
+ * "docker.io/library/busybox:latest"; "127.0.0.1:5000/x:1" keeps its
+ * registry. An image is also found by its id (the config digest,
+ * "sha256:<hex>" or a unique prefix of at least 12 hex digits).
+ *
+ * Threading: a store handle may be used from several threads at once
+ * (legiond imports and pulls on its thread pool); the index is updated
+ * under an internal mutex plus the flock, so a CLI and a daemon may share a
+ * store.
+ *
+ * Errors: >= 0 on success, negative errno with err filled:
+ *   -ENOENT    no such image or blob
+ *   -EINVAL    bad reference, manifest, config or unsafe archive entry
+ *              (the message names the entry and the reason)
+ *   -EBADMSG   corrupt archive; a digest that does not match
+ *   -EFBIG     a size limit (blob, layer, total, compression ratio)
+ *   -ENOTSUP   a media type, platform or manifest schema not supported
+ *   -EACCES    registry authentication failed (401/403)
+ *   -EHOSTUNREACH / -ECONNREFUSED / -ETIMEDOUT  registry unreachable
+ *   -EBUSY     image in use (rm without force) */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+typedef struct lg_image_store lg_image_store;
+
+/* What a sandbox needs of an image, and what `legion image inspect` shows. */
+struct lg_image {
+        char id[72];            /* "sha256:<config hex>" */
+        char digest[72];        /* "sha256:<manifest hex>" */
+        char **names;           /* normalized names pointing at it, NULL-terminated */
+        uint64_t size;          /* sum of the compressed layer sizes */
+        int64_t created;        /* from the config, seconds since the epoch; 0 = unknown */
+        char os[32], architecture[32];
+        /* Host paths of the extracted layers, uppermost first (as
+         * lg_sandbox_spec.layers wants them). */
+        char **layer_dirs;
+        size_t n_layers;
+        char **layer_digests;   /* "sha256:..." compressed, same order */
+        /* From the image config; NULL when the image does not set them. */
+        char **entrypoint;      /* NULL-terminated */
+        char **cmd;             /* NULL-terminated */
+        char **env;             /* "K=V", NULL-terminated */
+        char *working_dir;
+        char *user;             /* "uid[:gid]" or "name[:group]", as in the config */
+};
+void lg_image_free(struct lg_image *img);
+static inline void lg_image_freep(struct lg_image **p) { lg_image_free(*p); }
+#define _cleanup_image_ _cleanup_(lg_image_freep)
+
+/* Progress of an import or pull, for progress bars: phase is "read",
+ * "download", "extract" or "done"; what names the blob or file; done and
+ * total are bytes (total 0 when unknown). Called from the thread doing the
+ * work, often; keep it cheap. */
+typedef void (*lg_image_progress_cb)(void *ud, const char *phase, const char *what,
+                                     uint64_t done, uint64_t total);
+
+int lg_image_store_open(const char *dir, lg_image_store **ret, struct lg_error *err);
+void lg_image_store_close(lg_image_store *st); /* NULL is fine */
+static inline void lg_image_store_closep(lg_image_store **p) { lg_image_store_close(*p); }
+#define _cleanup_image_store_ _cleanup_(lg_image_store_closep)
+
+/* Normalize a reference: "busybox" -> "docker.io/library/busybox:latest";
+ * keeps "@sha256:..." digests. -EINVAL for a malformed one. */
+int lg_image_normalize(const char *ref, char *buf, size_t cap, struct lg_error *err);
+
+/* Import a `docker save` tar or an OCI image layout tar (oci-archive),
+ * plain or gzip-compressed. name (may be NULL) tags the image; without it
+ * the archive's own tags (RepoTags / org.opencontainers.image.ref.name) are
+ * used, and an archive with neither is imported untagged (found by id).
+ * An archive with several images imports them all; ret describes the
+ * first. Layers and blobs already present are not written again. */
+int lg_image_import(lg_image_store *st, const char *path, const char *name,
+                    lg_image_progress_cb progress, void *ud, struct lg_image **ret,
+                    struct lg_error *err);
+
+/* Registry credentials. A NULL/empty username means anonymous; a bearer
+ * token challenge is answered with these as basic credentials at the realm. */
+struct lg_registry_auth {
+        const char *username;
+        const char *password;
+        bool insecure;          /* plain http (default for 127.0.0.1/localhost) */
+        const char *ca_file;    /* extra CA for https; NULL = system */
+};
+
+/* Pull ref from its registry (distribution API v2): an image index or
+ * manifest list is resolved to linux/amd64; Docker schema 2 and OCI
+ * manifests; gzip, zstd and uncompressed layers; every blob verified
+ * against its digest. Blobs and layers present are not fetched again. */
+int lg_image_pull(lg_image_store *st, const char *ref, const struct lg_registry_auth *auth,
+                  lg_image_progress_cb progress, void *ud, struct lg_image **ret,
+                  struct lg_error *err);
+
+/* Find an image by name (normalized first) or id. */
+int lg_image_get(lg_image_store *st, const char *ref, struct lg_image **ret,
+                 struct lg_error *err);
+
+/* Every image, by first name; images with several names appear once. */
+int lg_image_list(lg_image_store *st, struct lg_image ***ret, size_t *n, struct lg_error *err);
+void lg_image_list_free(struct lg_image **list, size_t n);
+
+/* Remove a name (an image given by id loses every name). The image's blobs
+ * and layers stay until lg_image_gc. */
+int lg_image_remove(lg_image_store *st, const char *ref, struct lg_error *err);
+
+/* Remove blobs and layers that no named image refers to, skipping the
+ * layers in keep (extracted layer dirs of sandboxes still running; may be
+ * NULL). Reports what went. */
+struct lg_image_gc_result {
+        uint64_t blobs_removed, layers_removed, bytes_freed;
+};
+int lg_image_gc(lg_image_store *st, const char *const *keep, size_t n_keep,
+                struct lg_image_gc_result *ret, struct lg_error *err);
+
+/* ---- ingest: the steps import and pull share ---------------------------- */
+
+/* Write a blob into the store, verifying it against expect ("sha256:<hex>",
+ * required). Returns 0 stored, 1 already present (the fd was not read). */
+struct lg_image_blob_writer;
+int lg_image_blob_begin(lg_image_store *st, const char *expect, uint64_t max_bytes,
+                        struct lg_image_blob_writer **ret, struct lg_error *err);
+int lg_image_blob_write(struct lg_image_blob_writer *w, const void *buf, size_t len,
+                        struct lg_error *err);
+int lg_image_blob_commit(struct lg_image_blob_writer *w, struct lg_error *err);
+void lg_image_blob_abort(struct lg_image_blob_writer *w); /* NULL is fine */
+/* 1 if the blob "sha256:<hex>" is in the store, 0 if not. */
+int lg_image_blob_exists(lg_image_store *st, const char *digest);
+/* Read a stored blob (at most max bytes) into a NUL-terminated buffer. */
+int lg_image_blob_read(lg_image_store *st, const char *digest, uint64_t max, char **ret,
+                       size_t *len, struct lg_error *err);
+
+/* Record an image whose manifest, config and layer blobs are all stored:
+ * parse the manifest (OCI or Docker schema 2) and config, extract each
+ * layer not yet extracted (verifying its diff id), and point name (may be
+ * NULL) at it. */
+int lg_image_commit(lg_image_store *st, const char *manifest_digest, const char *name,
+                    lg_image_progress_cb progress, void *ud, struct lg_image **ret,
+                    struct lg_error *err);

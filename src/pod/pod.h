@@ -1,0 +1,101 @@
+/* Pods: the Kubernetes v1 Pod subset Legion runs (docs/pods.md).
+ *
+ * Two halves:
+ *   - lg_podspec_*: validate and default a Pod's spec as the API receives
+ *     it. Every field outside the supported subset is named in one error,
+ *     so that the API answers 422 listing them all, instead of ignoring
+ *     them.
+ *   - lg_pods: the pod manager on legiond's loop. It reads Pod objects from
+ *     the store and makes them real: images resolved (pulled when absent and
+ *     the reference names a registry), one sandbox per container, all of a
+ *     pod's containers in one network and IPC namespace, restarts with
+ *     back-off per restartPolicy, activeDeadlineSeconds, graceful deletion,
+ *     and the status Kubernetes reports (phase, conditions, containerStatuses
+ *     with state, reason, exitCode, restartCount, times), written back to the
+ *     store so that watches see every change.
+ *
+ * Store shape of a Pod (kind "Pod", namespaced):
+ *   labels = metadata.labels
+ *   spec   = {"spec": <PodSpec, defaulted>, "annotations": {...}}
+ *   status = {"status": <PodStatus>, "deletionTimestamp": "RFC3339",
+ *             "deletionGracePeriodSeconds": N}   (the latter two while deleting)
+ * lg_pod_to_json() builds the Kubernetes document from that.
+ *
+ * Logs: <logs_dir>/<ns>/<pod>/<container>.log (stdout and stderr
+ * interleaved, capped), and <container>.previous.log for the run before the
+ * last restart. They go with the pod. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/util.h"
+#include "image/image.h"
+#include "store/store.h"
+
+/* ---- spec ------------------------------------------------------------------ */
+
+/* Validate a PodSpec (the "spec" of a Pod) and return a defaulted deep copy
+ * (restartPolicy Always, terminationGracePeriodSeconds 30,
+ * imagePullPolicy, terminationMessagePath/Policy, dnsPolicy, schedulerName,
+ * ...), as the API server would store it. -EINVAL with err naming every
+ * unsupported field ("spec.volumes, spec.containers[0].securityContext") or
+ * the first invalid value. */
+int lg_podspec_validate(const json_t *spec, json_t **ret, struct lg_error *err);
+
+/* Validate the parts of metadata that Legion stores: name (DNS-1123),
+ * labels, annotations (<= 256 KiB in all). Unknown metadata fields that
+ * Kubernetes clients send and the server owns (uid, resourceVersion,
+ * creationTimestamp, managedFields, generation, selfLink) are ignored;
+ * others that change behaviour (ownerReferences, finalizers,
+ * generateName) are rejected. */
+int lg_pod_validate_metadata(const json_t *metadata, struct lg_error *err);
+
+/* The Kubernetes Pod document for a stored Pod: apiVersion, kind,
+ * metadata (name, namespace, uid, resourceVersion, creationTimestamp,
+ * labels, annotations, deletionTimestamp, deletionGracePeriodSeconds),
+ * spec and status. NULL only when out of memory. */
+json_t *lg_pod_to_json(const struct lg_resource *r);
+
+/* ---- manager --------------------------------------------------------------- */
+
+typedef struct lg_pods lg_pods;
+
+struct lg_pods_config {
+        uv_loop_t *loop;
+        lg_store *store;
+        lg_image_store *images;
+        const char *run_dir;   /* sandbox state root */
+        const char *logs_dir;  /* <logs_dir>/<ns>/<pod>/<container>.log */
+        const char *node_name; /* spec.nodeName and status.hostIP source; NULL = hostname */
+        uint64_t log_max_bytes;/* per container log; 0 = 10 MiB */
+};
+
+int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error *err);
+/* Kill every pod's sandboxes (the objects stay in the store). NULL is fine. */
+void lg_pods_free(lg_pods *pods);
+
+/* Look at the Pod ns/name in the store and act on it: start it if new,
+ * begin its graceful stop if it carries a deletionTimestamp, forget it if
+ * it is gone. The API calls this after every write to a Pod. Idempotent. */
+int lg_pods_sync(lg_pods *pods, const char *ns, const char *name, struct lg_error *err);
+
+/* At legiond start: every stored Pod is looked at again. Containers that
+ * were running when legiond stopped are gone; they are restarted as their
+ * restartPolicy says (restartCount + 1), or reported terminated. */
+int lg_pods_restore(lg_pods *pods, struct lg_error *err);
+
+/* The log file of a container (current run, or the previous one), for
+ * pods/log. -ENOENT when the pod or container is unknown. */
+int lg_pods_log_path(lg_pods *pods, const char *ns, const char *pod, const char *container,
+                     bool previous, char *buf, size_t cap);
+/* 1 while the container may still write to its log (created or running, or
+ * waiting to restart), 0 when it never will again: log -f stops then. */
+int lg_pods_container_active(lg_pods *pods, const char *ns, const char *pod,
+                             const char *container);
+
+/* Sandboxes running now, and the layer dirs they use (for image GC's keep
+ * list); the array and strings belong to the caller (free each, then it). */
+int lg_pods_layers_in_use(lg_pods *pods, char ***ret, size_t *n);
