@@ -12,6 +12,7 @@ python3 python3-pytest nodejs
 busybox-static runc bubblewrap wrk nginx-light
 iproute2 procps psmisc valgrind curl zip
 docker-registry skopeo zstd apache2-utils
+libyaml-dev
 "
 
 missing=""
