@@ -59,6 +59,13 @@ int lg_pod_validate_metadata(const json_t *metadata, struct lg_error *err);
  * spec and status. NULL only when out of memory. */
 json_t *lg_pod_to_json(const struct lg_resource *r);
 
+/* The same checks as lg_podspec_validate / lg_pod_validate_metadata, with
+ * every problem appended to causes (a JSON array) as a Kubernetes
+ * StatusCause {"field", "reason", "message"}: the API's 422 details.
+ * -EINVAL when any was added. */
+int lg_podspec_check(const json_t *spec, json_t **ret, json_t *causes);
+int lg_pod_check_metadata(const json_t *metadata, json_t *causes);
+
 /* ---- manager --------------------------------------------------------------- */
 
 typedef struct lg_pods lg_pods;
