@@ -140,7 +140,12 @@ int lg_image_gc(lg_image_store *st, const char *const *keep, size_t n_keep,
 /* ---- ingest: the steps import and pull share ---------------------------- */
 
 /* Write a blob into the store, verifying it against expect ("sha256:<hex>",
- * required). Returns 0 stored, 1 already present (the fd was not read). */
+ * required). Returns 0 with *ret a writer, or 1 when the blob is already
+ * present (*ret is NULL: skip the data). A blob larger than max_bytes
+ * (0 = the store's default) fails with -EFBIG. blob_commit checks the
+ * digest and moves the blob into place; commit and abort both free w
+ * (never call abort after commit). Blobs written or found present stay
+ * safe from lg_image_gc in this handle until lg_image_commit uses them. */
 struct lg_image_blob_writer;
 int lg_image_blob_begin(lg_image_store *st, const char *expect, uint64_t max_bytes,
                         struct lg_image_blob_writer **ret, struct lg_error *err);
