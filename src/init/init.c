@@ -1,6 +1,7 @@
 /* legion-init: the PID 1 of every Legion sandbox.
  *
- *   legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--pass-fds N] [--] [CMD ARGS...]
+ *   legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--pass-fds N]
+ *               [--user UID:GID] [--] [CMD ARGS...]
  *
  * The sandbox library has already set up namespaces, mounts, capabilities
  * and seccomp, so init needs no privileges. It starts CMD (the workload),
@@ -22,6 +23,8 @@
  * - Startup is on the hot path of every sandbox start: a handful of
  *   syscalls, no stdio, almost no allocation before the workload runs. */
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -30,6 +33,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -88,6 +92,9 @@ static struct {
         size_t nlogs;
         int child_out, child_err; /* log pipe write ends, or -1: inherit 1/2 */
         int devnull;
+        bool run_as;              /* --user: children run as run_uid/run_gid */
+        uid_t run_uid;
+        gid_t run_gid;
         uint64_t deadline;        /* shutdown grace expiry, 0: none */
         char *shutdown_id;
 } S = {
@@ -347,7 +354,7 @@ struct spawn {
         int pass_fds; /* fds 4..4+pass_fds-1 are inherited as they are */
 };
 
-enum { STAGE_SETUP, STAGE_CHDIR, STAGE_EXEC };
+enum { STAGE_SETUP, STAGE_CHDIR, STAGE_EXEC, STAGE_USER };
 struct spawn_err {
         int stage;
         int err;
@@ -357,6 +364,19 @@ _Noreturn static void spawn_fail(int errfd, int stage) {
         struct spawn_err e = { stage, errno };
         (void) !write(errfd, &e, sizeof(e));
         _exit(e.err == ENOENT ? 127 : 126);
+}
+
+/* In a child: become run_uid/run_gid with no supplementary groups, and
+ * give up every capability (init holds CAP_SETUID/SETGID for this; a
+ * run_uid of 0 must not keep them either). */
+static int drop_to_user(void) {
+        if (setgroups(0, NULL) < 0 || setresgid(S.run_gid, S.run_gid, S.run_gid) < 0 ||
+            setresuid(S.run_uid, S.run_uid, S.run_uid) < 0)
+                return -errno;
+        struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+        struct __user_cap_data_struct data[2];
+        memset(data, 0, sizeof(data));
+        return syscall(SYS_capset, &hdr, data) < 0 ? -errno : 0;
 }
 
 _Noreturn static void spawn_child(const struct spawn *sp, int errfd, pid_t parent) {
@@ -384,6 +404,8 @@ _Noreturn static void spawn_child(const struct spawn *sp, int errfd, pid_t paren
         for (int i = 0; i < sp->pass_fds; i++)
                 if (fcntl(4 + i, F_SETFD, 0) < 0)
                         spawn_fail(errfd, STAGE_SETUP);
+        if (S.run_as && drop_to_user() < 0)
+                spawn_fail(errfd, STAGE_USER);
         if (sp->cwd && chdir(sp->cwd) < 0)
                 spawn_fail(errfd, STAGE_CHDIR);
         execvpe(sp->argv[0], sp->argv, sp->envp);
@@ -421,7 +443,7 @@ static pid_t spawn(const struct spawn *sp, struct spawn_err *e) {
 }
 
 static const char *stage_name(int stage) {
-        return stage == STAGE_EXEC ? "exec" : stage == STAGE_CHDIR ? "chdir" : "start";
+        return stage == STAGE_EXEC ? "exec" : stage == STAGE_CHDIR ? "chdir" : stage == STAGE_USER ? "set user for" : "start";
 }
 
 static struct kid *find_kid(pid_t pid) {
@@ -929,7 +951,8 @@ struct opts {
 };
 
 static const char usage[] =
-        "usage: legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--pass-fds N] [--] [CMD ARGS...]\n";
+        "usage: legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--pass-fds N]\n"
+        "                   [--user UID:GID] [--] [CMD ARGS...]\n";
 
 /* "--name VALUE" or "--name=VALUE". */
 static bool opt_value(char **argv, int argc, int *i, const char *name, const char **val) {
@@ -978,6 +1001,20 @@ static int parse_args(int argc, char **argv, struct opts *o) {
                                 if (fcntl(4 + (int) k, F_GETFD) < 0)
                                         return say("--pass-fds: fd %ld is not open", 4 + k), -EINVAL;
                         o->pass_fds = (int) n;
+                } else if (opt_value(argv, argc, &i, "--user", &v)) {
+                        char *end;
+                        unsigned long u = v ? strtoul(v, &end, 10) : 0, g = 0;
+                        bool ok = v && end != v && *end == ':' && v[0] != '-';
+                        if (ok) {
+                                const char *gs = end + 1;
+                                g = strtoul(gs, &end, 10);
+                                ok = end != gs && !*end && gs[0] != '-' && u < UINT32_MAX && g < UINT32_MAX;
+                        }
+                        if (!ok)
+                                return say("--user needs UID:GID"), -EINVAL;
+                        S.run_as = true;
+                        S.run_uid = (uid_t) u;
+                        S.run_gid = (gid_t) g;
                 } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
                         (void) lg_write_all(STDOUT_FILENO, usage, sizeof(usage) - 1);
                         _exit(0);

@@ -44,9 +44,15 @@ struct lg_plan {
         uid_t host_uid;       /* root inside = this uid outside */
 
         bool new_net;
+        int join_net_fd;      /* setns into these as host root; -1 = none */
+        int join_ipc_fd;
+        int sysctl_fd;        /* O_PATH of the host's /proc/sys, for the
+                               * new network namespace's sysctls; -1 = none */
         bool new_cgroupns;
         uint64_t nofile, nproc;
         uint64_t caps_keep;
+        uint64_t caps_init;   /* held by legion-init only (not in the bounding
+                               * set): CAP_SETUID/SETGID to drop to run_uid */
         int cap_last;
         const struct sock_fprog *seccomp; /* NULL = none */
 

@@ -21,6 +21,7 @@
  * owns its loopback. */
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <sys/fsuid.h>
 #include <sys/mount.h>
 #include <linux/sched.h>
@@ -66,6 +67,7 @@ static const char *const default_env[] = {
 void lg_sandbox_spec_init(struct lg_sandbox_spec *spec) {
         memset(spec, 0, sizeof(*spec));
         spec->stdio_fds[0] = spec->stdio_fds[1] = spec->stdio_fds[2] = -1;
+        spec->join_netns_fd = spec->join_ipcns_fd = -1;
 }
 
 static bool valid_id(const char *id) {
@@ -133,7 +135,7 @@ static char **init_argv(const struct lg_sandbox_spec *spec) {
         size_t n = 0;
         while (spec->argv && spec->argv[n])
                 n++;
-        char **v = calloc(n + 12, sizeof(char *));
+        char **v = calloc(n + 14, sizeof(char *));
         if (!v)
                 return NULL;
         size_t i = 0;
@@ -149,6 +151,11 @@ static char **init_argv(const struct lg_sandbox_spec *spec) {
         }
         if (spec->worker_control)
                 v[i++] = strdup("--worker-control");
+        if (spec->run_as_set) {
+                snprintf(num, sizeof(num), "%u:%u", (unsigned) spec->run_uid, (unsigned) spec->run_gid);
+                v[i++] = strdup("--user");
+                v[i++] = strdup(num);
+        }
         if (spec->n_extra_fds) {
                 snprintf(num, sizeof(num), "%zu", spec->n_extra_fds);
                 v[i++] = strdup("--pass-fds");
@@ -244,7 +251,16 @@ static int build_plan(const struct lg_sandbox_spec *spec, const lg_sandbox *sb,
                 return lg_error_set(err, EINVAL, "working directory `%s` must be absolute", cwd);
         snprintf(p->cwd, sizeof(p->cwd), "%s", cwd);
         p->host_uid = sb->host_uid;
-        p->new_net = !spec->share_net;
+        p->new_net = !spec->share_net && spec->join_netns_fd < 0;
+        p->join_net_fd = spec->join_netns_fd;
+        p->join_ipc_fd = spec->join_ipcns_fd;
+        p->sysctl_fd = -1;
+        if (spec->run_as_set) {
+                if (spec->run_uid >= LG_UID_RANGE || spec->run_gid >= LG_UID_RANGE)
+                        return lg_error_set(err, EINVAL, "user %u:%u is outside the sandbox's %u ids",
+                                            (unsigned) spec->run_uid, (unsigned) spec->run_gid, LG_UID_RANGE);
+                p->caps_init = (1ULL << CAP_SETUID) | (1ULL << CAP_SETGID);
+        }
         p->new_cgroupns = true;
         p->nofile = spec->nofile ? spec->nofile : 1024;
         /* Never above what the owner may grant: the child cannot raise it. */
@@ -259,6 +275,29 @@ static int build_plan(const struct lg_sandbox_spec *spec, const lg_sandbox *sb,
                         return r;
         }
         return 0;
+}
+
+/* Best effort, in the child's new network namespace: workloads without
+ * capabilities may bind ports below 1024 (Kubernetes images expect port
+ * 80) and use ICMP echo sockets. The sandbox's /proc/sys is read-only, so
+ * the host's is used through an fd the owner opened: a net sysctl is
+ * looked up in the network namespace of whoever opens it. */
+static void net_sysctls(int sysctl_fd) {
+        static const struct {
+                const char *path, *value;
+        } vals[] = {
+                {"net/ipv4/ip_unprivileged_port_start", "0"},
+                {"net/ipv4/ping_group_range", "0 65535"},
+        };
+        if (sysctl_fd < 0)
+                return;
+        for (size_t i = 0; i < ARRAY_SIZE(vals); i++) {
+                int fd = openat(sysctl_fd, vals[i].path, O_WRONLY | O_CLOEXEC);
+                if (fd < 0)
+                        continue;
+                (void) !write(fd, vals[i].value, strlen(vals[i].value));
+                close(fd);
+        }
 }
 
 static int loopback_up(void) {
@@ -325,8 +364,9 @@ static _Noreturn void child_main(const struct lg_plan *p) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         /* Drop every other fd of the owner now: a listener held here would
          * outlive a crashed owner and block its restart. */
-        int keep[24] = {p->sync_fd, p->control_fd, p->init_fd, p->userns_fd, p->stdio[0], p->stdio[1], p->stdio[2]};
-        size_t nkeep = 7;
+        int keep[28] = {p->sync_fd,  p->control_fd, p->init_fd,     p->userns_fd, p->stdio[0],
+                        p->stdio[1], p->stdio[2],   p->join_net_fd, p->join_ipc_fd, p->sysctl_fd};
+        size_t nkeep = 10;
         for (size_t i = 0; i < p->n_extra; i++)
                 keep[nkeep++] = p->extra[i];
         lg_close_all_except(keep, nkeep);
@@ -343,6 +383,16 @@ static _Noreturn void child_main(const struct lg_plan *p) {
                 lg_child_fail(&e, errno, "sethostname");
                 goto fail;
         }
+        /* Another sandbox's namespaces are owned by its user namespace:
+         * only host root may join them, so before we join our own. */
+        if (p->join_ipc_fd >= 0 && setns(p->join_ipc_fd, CLONE_NEWIPC) < 0) {
+                lg_child_fail(&e, errno, "join the IPC namespace");
+                goto fail;
+        }
+        if (p->join_net_fd >= 0 && setns(p->join_net_fd, CLONE_NEWNET) < 0) {
+                lg_child_fail(&e, errno, "join the network namespace");
+                goto fail;
+        }
         if (setns(p->userns_fd, CLONE_NEWUSER) < 0) {
                 lg_child_fail(&e, errno, "join the sandbox's user namespace");
                 goto fail;
@@ -356,6 +406,8 @@ static _Noreturn void child_main(const struct lg_plan *p) {
                 lg_child_fail(&e, errno, "unshare network namespace");
                 goto fail;
         }
+        if (p->new_net)
+                net_sysctls(p->sysctl_fd);
         msg = LG_CHILD_USERNS;
         if (write(sync_fd, &msg, 1) != 1 || child_read_go(sync_fd, LG_OWNER_MAPPED) < 0)
                 _exit(1);
@@ -489,10 +541,12 @@ static int make_userns(uid_t base, struct lg_error *err) {
         return r < 0 ? r : fd;
 }
 
-static pid_t clone_child(int cgroup_fd, int *pidfd) {
+static pid_t clone_child(int cgroup_fd, bool new_ipc, int *pidfd) {
         struct clone_args args;
         memset(&args, 0, sizeof(args));
-        args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+        args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_PIDFD;
+        if (new_ipc)
+                args.flags |= CLONE_NEWIPC;
         args.pidfd = (uint64_t) (uintptr_t) pidfd;
         args.exit_signal = SIGCHLD;
         if (cgroup_fd >= 0) {
@@ -545,7 +599,7 @@ static int open_log(const char *dir, const char *name, struct lg_error *err) {
 int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, struct lg_error *err) {
         struct lg_plan plan;
         _cleanup_close_ int init_fd = -1, child_sync = -1, child_ctl = -1, out_log = -1, err_log = -1,
-                            userns_fd = -1;
+                            userns_fd = -1, sysctl_fd = -1;
         char **argv = NULL;
         int ctl[2] = {-1, -1}, sync[2] = {-1, -1};
         int r;
@@ -639,7 +693,17 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
 
         for (int i = 0; i < 3; i++)
                 plan.stdio[i] = spec->stdio_fds[i];
-        if (spec->capture_logs) {
+        if (spec->capture_logs && spec->log_file) {
+                /* One file for both: legion-init sees the same inode on 1
+                 * and 2 and feeds both through one pipe, in order. */
+                out_log = open(spec->log_file, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+                if (out_log < 0) {
+                        r = lg_error_set(err, errno, "open log `%s`", spec->log_file);
+                        goto fail;
+                }
+                plan.stdio[0] = -1;
+                plan.stdio[1] = plan.stdio[2] = out_log;
+        } else if (spec->capture_logs) {
                 out_log = open_log(sb->dir, "stdout.log", err);
                 if (out_log < 0) {
                         r = out_log;
@@ -660,6 +724,10 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
                 goto fail;
         }
         plan.userns_fd = userns_fd;
+        if (plan.new_net) {
+                sysctl_fd = open("/proc/sys", O_PATH | O_DIRECTORY | O_CLOEXEC);
+                plan.sysctl_fd = sysctl_fd; /* -1: sysctls left as they are */
+        }
         if (spec->n_extra_fds > ARRAY_SIZE(plan.extra)) {
                 r = lg_error_set(err, E2BIG, "at most %zu extra fds", ARRAY_SIZE(plan.extra));
                 goto fail;
@@ -674,7 +742,7 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
         plan.envp = (char *const *) (spec->envp ? spec->envp : default_env);
 
         int cgfd = sb->cg ? lg_cgroup_dirfd(sb->cg) : -1;
-        sb->pid = clone_child(cgfd >= 0 ? cgfd : -1, &sb->pidfd);
+        sb->pid = clone_child(cgfd >= 0 ? cgfd : -1, plan.join_ipc_fd < 0, &sb->pidfd);
         if (sb->pid < 0) {
                 r = lg_error_set(err, errno, "clone3");
                 goto fail;

@@ -67,6 +67,12 @@ struct lg_sandbox_spec {
         uint64_t nofile;         /* RLIMIT_NOFILE, 0 = 1024 */
 
         bool share_net;          /* false: own network namespace with lo up */
+        /* Join another sandbox's network / IPC namespace (an fd of
+         * /proc/<pid>/ns/net, ns/ipc) instead of making one: the containers
+         * of a pod. -1 = own (lg_sandbox_spec_init sets -1). join_netns_fd
+         * wins over share_net. The fds stay the caller's. */
+        int join_netns_fd;
+        int join_ipcns_fd;
         lg_net_hook net_hook;
         void *net_hook_data;
 
@@ -78,7 +84,18 @@ struct lg_sandbox_spec {
          * /dev/null. Otherwise the sandbox uses stdio_fds (-1 = /dev/null). */
         bool capture_logs;
         uint64_t log_max_bytes;
+        /* With capture_logs: stdout and stderr both go, interleaved in
+         * order, to this host file instead (O_APPEND|O_CREAT, 0640; kept
+         * after destroy), capped at log_max_bytes like the state logs. */
+        const char *log_file;
         int stdio_fds[3];
+
+        /* The workload (and processes started with op=exec) run as this
+         * uid/gid inside the sandbox, with no supplementary groups;
+         * legion-init stays root and drops for them. */
+        bool run_as_set;
+        uid_t run_uid;
+        gid_t run_gid;
 
         /* Give the workload a control socket (fd 3) for specialize. */
         bool worker_control;

@@ -57,6 +57,19 @@ int lg_security_apply(const struct lg_plan *p, struct lg_child_error *e) {
                         return lg_child_fail(e, errno, "setrlimit NPROC");
         }
 
+        /* A capability enters the inheritable set only while it is in the
+         * bounding set: put caps_init there before the bounding set drops it. */
+        struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct data[2];
+        if (p->caps_init) {
+                memset(data, 0, sizeof(data));
+                if (syscall(SYS_capget, &hdr, data) < 0)
+                        return lg_child_fail(e, errno, "get capabilities");
+                for (int i = 0; i < 2; i++)
+                        data[i].inheritable |= (uint32_t) (p->caps_init >> (32 * i));
+                if (syscall(SYS_capset, &hdr, data) < 0)
+                        return lg_child_fail(e, errno, "set inheritable capabilities");
+        }
         for (int cap = 0; cap <= p->cap_last; cap++) {
                 if (p->caps_keep & (1ULL << cap))
                         continue;
@@ -70,11 +83,12 @@ int lg_security_apply(const struct lg_plan *p, struct lg_child_error *e) {
         if (p->seccomp && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, p->seccomp, 0, 0) < 0)
                 return lg_child_fail(e, errno, "load seccomp filter");
 
-        struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
-        struct __user_cap_data_struct data[2];
         memset(data, 0, sizeof(data));
         for (int i = 0; i < 2; i++) {
-                uint32_t keep = (uint32_t) (p->caps_keep >> (32 * i));
+                /* caps_init is in the inheritable set but not the bounding
+                 * set: exec'd as root, legion-init gets it; its children
+                 * drop every set when they change to the run user. */
+                uint32_t keep = (uint32_t) ((p->caps_keep | p->caps_init) >> (32 * i));
                 data[i].effective = data[i].permitted = data[i].inheritable = keep;
         }
         if (syscall(SYS_capset, &hdr, data) < 0)

@@ -846,7 +846,31 @@ static void test_bad_options(void **state) {
         const char *o4[] = { "--control-fd", "77", NULL }; /* not open */
         ip = start_init(o4, cmd, -1, devnull, false);
         assert_exit_code(wait_exit(ip.pid), 125);
+        static const char *const bad_users[] = { "1000", "x:1", "1:", ":1", "-1:0", "1:2x", "99999999999:0" };
+        for (size_t i = 0; i < sizeof(bad_users) / sizeof(bad_users[0]); i++) {
+                const char *o5[] = { "--user", bad_users[i], NULL };
+                ip = start_init(o5, cmd, -1, devnull, false);
+                assert_exit_code(wait_exit(ip.pid), 125);
+        }
         close(devnull);
+}
+
+/* --user: the workload runs as that uid/gid with no supplementary groups
+ * (the test runs as root, so init may switch). */
+static void test_run_as_user(void **state) {
+        (void) state;
+        if (geteuid() != 0)
+                skip();
+        int log = tmpfile_rw();
+        const char *opts[] = { "--user", "65534:65533", NULL };
+        const char *cmd[] = { "sh", "-c", "id -u; id -g; id -G", NULL };
+        struct initproc ip = start_init(opts, cmd, log, -1, false);
+        assert_exit_code(wait_exit(ip.pid), 0);
+        size_t len;
+        char *buf = read_whole(log, &len);
+        assert_string_equal(buf, "65534\n65533\n65533\n");
+        free(buf);
+        close(log);
 }
 
 /* ---- lg_logcap directly ------------------------------------------------- */
@@ -1031,6 +1055,7 @@ int main(void) {
                 cmocka_unit_test(test_log_max),
                 cmocka_unit_test(test_log_max_shared),
                 cmocka_unit_test(test_bad_options),
+                cmocka_unit_test(test_run_as_user),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

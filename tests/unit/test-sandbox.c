@@ -699,6 +699,149 @@ static void test_owner_killed(void **state) {
         assert_int_equal(lg_sandbox_gc(state_root, &e), 0);
 }
 
+/* A second sandbox joins the first one's network and IPC namespaces; the
+ * first (own network) lets unprivileged workloads bind low ports. */
+static void test_join_namespaces(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        const char *argv[] = {"/bin/sleep", "30", NULL};
+        spec.argv = argv;
+        lg_sandbox *a = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &a, &e), 0);
+        assert_int_equal(lg_sandbox_start(a, &e), 0);
+        char path[64], want[256];
+        struct stat net, ipc;
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) lg_sandbox_pid(a));
+        int netfd = open(path, O_RDONLY | O_CLOEXEC);
+        assert_true(netfd >= 0);
+        assert_int_equal(fstat(netfd, &net), 0);
+        snprintf(path, sizeof(path), "/proc/%d/ns/ipc", (int) lg_sandbox_pid(a));
+        int ipcfd = open(path, O_RDONLY | O_CLOEXEC);
+        assert_true(ipcfd >= 0);
+        assert_int_equal(fstat(ipcfd, &ipc), 0);
+
+        struct lg_sandbox_spec js;
+        base_spec(&js);
+        js.join_netns_fd = netfd;
+        js.join_ipcns_fd = ipcfd;
+        struct run r;
+        run_sh(&js, "readlink /proc/self/ns/net /proc/self/ns/ipc; cat /proc/sys/net/ipv4/ip_unprivileged_port_start", &r);
+        assert_int_equal(r.st.code, 0);
+        snprintf(want, sizeof(want), "net:[%lu]\nipc:[%lu]\n0\n", (unsigned long) net.st_ino,
+                 (unsigned long) ipc.st_ino);
+        assert_string_equal(r.out, want);
+
+        /* Without joining: other namespaces. */
+        struct lg_sandbox_spec own;
+        base_spec(&own);
+        run_sh(&own, "readlink /proc/self/ns/net /proc/self/ns/ipc", &r);
+        assert_int_equal(r.st.code, 0);
+        snprintf(want, sizeof(want), "net:[%lu]", (unsigned long) net.st_ino);
+        assert_null(strstr(r.out, want));
+        snprintf(want, sizeof(want), "ipc:[%lu]", (unsigned long) ipc.st_ino);
+        assert_null(strstr(r.out, want));
+
+        /* A joined fd that is not a namespace fails the create cleanly. */
+        struct lg_sandbox_spec bad;
+        base_spec(&bad);
+        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        bad.join_netns_fd = devnull;
+        bad.argv = argv;
+        lg_sandbox *b = NULL;
+        assert_true(lg_sandbox_create(&bad, &b, &e) < 0);
+        assert_non_null(strstr(e.msg, "join the network namespace"));
+        close(devnull);
+        close(netfd);
+        close(ipcfd);
+        assert_int_equal(lg_sandbox_destroy(a), 0);
+}
+
+/* log_file: stdout and stderr in one host file, in order, kept after
+ * destroy, appended to by the next run. */
+static void test_log_file(void **state) {
+        (void) state;
+        char dir[] = "/tmp/lg-test-logXXXXXX", path[128], buf[4096];
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/c.log", dir);
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.capture_logs = true;
+        spec.log_file = path;
+        const char *argv[] = {"/bin/sh", "-c", "echo one; echo two >&2; echo three", NULL};
+        spec.argv = argv;
+        for (int round = 0; round < 2; round++) {
+                lg_sandbox *sb = NULL;
+                struct lg_error e = {0};
+                assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+                assert_int_equal(lg_sandbox_start(sb, &e), 0);
+                struct lg_sandbox_status st;
+                assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+                assert_int_equal(st.code, 0);
+                assert_int_equal(lg_sandbox_destroy(sb), 0);
+        }
+        assert_true(lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, "one\ntwo\nthree\none\ntwo\nthree");
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0640);
+
+        /* Capped like the state logs: the newest output survives. */
+        spec.log_max_bytes = 4096;
+        const char *chatty[] = {"/bin/sh", "-c", "seq 1 5000; echo last >&2", NULL};
+        spec.argv = chatty;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        struct lg_sandbox_status xs;
+        assert_int_equal(lg_sandbox_wait(sb, &xs), 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
+        assert_true(n > 0 && n <= 4096);
+        assert_non_null(strstr(buf, "5000\nlast"));
+
+        /* A log file that cannot be opened fails the create. */
+        snprintf(path, sizeof(path), "%s/missing/c.log", dir);
+        assert_true(lg_sandbox_create(&spec, &sb, &e) < 0);
+        assert_non_null(strstr(e.msg, "open log"));
+        lg_rm_rf(dir);
+}
+
+/* run_uid/run_gid: the workload runs as that user with no groups and no
+ * capabilities, while legion-init stays root. */
+static void test_run_as(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.run_as_set = true;
+        spec.run_uid = 1000;
+        spec.run_gid = 2000;
+        struct run r;
+        run_sh(&spec, "id -u; id -g; id -G; grep -E '^Cap(Eff|Prm|Inh)' /proc/self/status; "
+                      "grep '^Uid' /proc/1/status | cut -f2", &r);
+        assert_int_equal(r.st.code, 0);
+        assert_string_equal(r.out, "1000\n2000\n2000\nCapInh:\t0000000000000000\n"
+                                   "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n0\n");
+
+        /* Root with another group: still no capabilities kept. */
+        spec.run_uid = 0;
+        spec.run_gid = 5;
+        run_sh(&spec, "id -u; id -g; grep -E '^CapEff' /proc/self/status", &r);
+        assert_int_equal(r.st.code, 0);
+        assert_string_equal(r.out, "0\n5\nCapEff:\t0000000000000000\n");
+
+        /* Outside the sandbox's ids: refused before anything is made. */
+        spec.run_uid = 70000;
+        const char *argv[] = {"/bin/true", NULL};
+        spec.argv = argv;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
+        assert_null(sb);
+}
+
 int main(void) {
         if (geteuid() != 0) {
                 fprintf(stderr, "SKIP: sandbox tests need root (namespaces, cgroups, mounts)\n");
@@ -733,6 +876,9 @@ int main(void) {
                 cmocka_unit_test(test_cycles),
                 cmocka_unit_test(test_gc_spares_live_owner),
                 cmocka_unit_test(test_owner_killed),
+                cmocka_unit_test(test_join_namespaces),
+                cmocka_unit_test(test_log_file),
+                cmocka_unit_test(test_run_as),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
         lg_rm_rf(state_root);
