@@ -53,6 +53,27 @@ bool api_sessions_streams(struct lg_http_request *req);
 void api_kube(struct api_call *c);
 /* True for paths api_kube serves. */
 bool api_kube_path(const char *const *seg, int nseg);
+/* Kubernetes responses (api-kube.c): JSON, and metav1.Status errors
+ * (details is stolen, may be NULL). */
+int kube_json(struct lg_http_request *req, int status, json_t *doc); /* steals doc */
+json_t *kube_status_doc(int code, const char *reason, json_t *details, const char *msg);
+void kube_status(struct lg_http_request *req, int code, const char *reason, json_t *details, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
+void kube_not_found(struct lg_http_request *req, const char *kind, const char *name);
+/* A store error as a Status about the pod name. */
+void kube_store_error(struct lg_http_request *req, int r, const struct lg_error *err, const char *name);
+/* The namespace exists and the caller may use it (404 Status otherwise). */
+bool kube_ns(struct api_call *c, const char *ns);
+bool kube_wants_table(struct lg_http_request *req);
+void kube_age(int64_t since, char *buf, size_t cap);
+/* kubectl's STATUS column, READY count and RESTARTS of a Pod document. */
+const char *kube_pod_reason(const json_t *pod, char *buf, size_t cap, int *ready, int64_t *restarts);
+/* A meta.k8s.io/v1 Table of pods; include is the includeObject parameter. */
+json_t *kube_pod_table(json_t *const *pods, size_t n, const char *rv, const char *include);
+
+/* api-pods.c: /api/v1/namespaces/{ns}/pods[/{name}[/{sub}]]; ns NULL for
+ * /api/v1/pods. */
+void api_pods(struct api_call *c, const char *ns, const char *name, const char *sub);
 
 /* api-images.c: /v1/images. */
 void api_images(struct api_call *c);

@@ -628,6 +628,9 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
                 return;
         }
         struct api_call c = {.d = d, .req = req, .seg = seg, .nseg = n};
+        /* The Kubernetes API authenticates itself: its 401 is a Status. */
+        if (api_kube_path(seg, n))
+                return api_kube(&c);
         if (!authenticate(d, req, &c.token))
                 return;
         const char *ns, *app;
@@ -655,8 +658,6 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
                 api_data_path(d, req, ns, app, buf);
                 return;
         }
-        if (api_kube_path(seg, n))
-                return api_kube(&c);
         if (n >= 2 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "images"))
                 return api_images(&c);
         if (n < 2 || strcmp(seg[0], "v1")) {
