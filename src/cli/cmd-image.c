@@ -1,11 +1,524 @@
-/* legion image: import, pull, list, inspect, rm and gc of OCI images.
- * STUB: being written. */
+/* `legion image`: import, pull, list, inspect, rm and gc of OCI images
+ * through legiond's API (docs/api.md, "Images").
+ *
+ * import and pull ask for the NDJSON answer (Accept: application/x-ndjson)
+ * and show its progress lines as they come: a bar rewritten in place when
+ * stderr is a terminal (after libcurl's own upload progress for import),
+ * otherwise one line per phase and blob. The stream's last line carries the
+ * image or the error. */
+#include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/client.h"
+
+#define _cleanup_json_ _cleanup_(json_decrefp)
+
+/* ---- usage ---------------------------------------------------------------------- */
+
+static void image_usage(FILE *f) {
+        fputs("usage: legion image <command> [options]\n"
+              "\n"
+              "commands:\n"
+              "  import FILE [--name REPO:TAG]      load a `docker save` or OCI archive (tar, tar.gz)\n"
+              "  pull REF [--username U --password-stdin] [--insecure]\n"
+              "                                     pull REF from its registry (linux/amd64)\n"
+              "  list                               images in legiond's store\n"
+              "  inspect REF...                     an image's config, layers and names (JSON)\n"
+              "  rm REF... [--force]                remove names (blobs go at the next gc)\n"
+              "  gc                                 delete blobs and layers no image needs\n"
+              "\n"
+              "REF is a name (busybox, 127.0.0.1:5000/app:1) or an id (sha256:..., or at\n"
+              "least 12 of its hex digits).\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+static void import_usage(FILE *f) {
+        fputs("usage: legion image import FILE [--name REPO:TAG]\n"
+              "\n"
+              "Upload FILE, a `docker save` archive or an OCI image layout tar (plain or\n"
+              "gzip), and import its images into legiond's store.\n"
+              "\n"
+              "  -n, --name REPO:TAG  name the image (default: the archive's own tags)\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+static void pull_usage(FILE *f) {
+        fputs("usage: legion image pull REF [--username U --password-stdin] [--insecure]\n"
+              "\n"
+              "legiond pulls REF from its registry; an index is resolved to linux/amd64.\n"
+              "\n"
+              "  -u, --username U     registry user name\n"
+              "      --password-stdin read the registry password from stdin\n"
+              "      --insecure       plain http (the default for localhost and 127.0.0.1)\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+static void list_usage(FILE *f) { fputs("usage: legion image list\n" CLI_GLOBAL_HELP, f); }
+static void inspect_usage(FILE *f) { fputs("usage: legion image inspect REF...\n" CLI_GLOBAL_HELP, f); }
+static void rm_usage(FILE *f) {
+        fputs("usage: legion image rm REF... [--force]\n"
+              "\n"
+              "Remove names; an id removes every name of its image. The last name of an\n"
+              "image a running pod uses needs --force. Blobs and layers stay until\n"
+              "`legion image gc`.\n"
+              "\n"
+              "  -f, --force          remove it even when a running pod uses it\n" CLI_GLOBAL_HELP,
+              f);
+}
+static void gc_usage(FILE *f) {
+        fputs("usage: legion image gc\n"
+              "\n"
+              "Delete the blobs and extracted layers that no named image refers to\n"
+              "(layers of running sandboxes stay).\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+/* ---- NDJSON progress ------------------------------------------------------------------ */
+
+struct stream {
+        bool tty;
+        bool shown;          /* a progress line is on the terminal */
+        char last[160];      /* phase and what of the last plain line */
+        char *line;          /* a partial line */
+        size_t len;
+        json_t *image, *error;
+        bool bad;            /* a line that is not JSON */
+};
+
+static void show_progress(struct stream *s, const json_t *doc) {
+        const char *phase = cli_jstr(doc, "phase") ?: "";
+        const char *what = cli_jstr(doc, "what") ?: "";
+        long long done = cli_jint(doc, "done", 0), total = cli_jint(doc, "total", 0);
+        if (s->tty) {
+                char a[32], b[32];
+                fprintf(stderr, "\r\033[K%s %s", phase, what);
+                if (total > 0)
+                        fprintf(stderr, " %s / %s (%d%%)", cli_fmt_bytes((uint64_t) done, a, sizeof(a)),
+                                cli_fmt_bytes((uint64_t) total, b, sizeof(b)),
+                                (int) (done >= total ? 100 : done * 100 / total));
+                else if (done > 0)
+                        fprintf(stderr, " %s", cli_fmt_bytes((uint64_t) done, a, sizeof(a)));
+                fflush(stderr);
+                s->shown = true;
+                return;
+        }
+        char key[160];
+        snprintf(key, sizeof(key), "%s %s", phase, what);
+        if (!strcmp(key, s->last))
+                return;
+        snprintf(s->last, sizeof(s->last), "%s", key);
+        fprintf(stderr, "%s\n", key);
+}
+
+static void stream_line(struct stream *s, const char *line, size_t n) {
+        if (n == 0)
+                return;
+        json_t *doc = json_loadb(line, n, 0, NULL);
+        if (!json_is_object(doc)) {
+                s->bad = true;
+        } else if (json_object_get(doc, "image")) {
+                json_decref(s->image);
+                s->image = json_incref(json_object_get(doc, "image"));
+        } else if (json_object_get(doc, "error")) {
+                json_decref(s->error);
+                s->error = json_incref(json_object_get(doc, "error"));
+        } else if (json_object_get(doc, "phase")) {
+                show_progress(s, doc);
+        }
+        json_decref(doc);
+}
+
+static ssize_t stream_write(void *cookie, const char *buf, size_t size) {
+        struct stream *s = cookie;
+        char *p = realloc(s->line, s->len + size + 1);
+        if (!p)
+                return -1;
+        s->line = p;
+        memcpy(p + s->len, buf, size);
+        s->len += size;
+        size_t start = 0;
+        for (size_t i = 0; i < s->len; i++)
+                if (p[i] == '\n') {
+                        stream_line(s, p + start, i - start);
+                        start = i + 1;
+                }
+        memmove(p, p + start, s->len - start);
+        s->len -= start;
+        return (ssize_t) size;
+}
+
+static void stream_done(struct stream *s) {
+        if (s->shown) {
+                fputs("\r\033[K", stderr);
+                fflush(stderr);
+        }
+        free(s->line);
+        json_decref(s->image);
+        json_decref(s->error);
+}
+
+/* Run a request whose 2xx answer is the NDJSON stream; print the image. */
+static int run_streamed(struct cli_request *rq, const char *verb, struct lg_error *err) {
+        struct stream s = {.tty = isatty(STDERR_FILENO)};
+        static const cookie_io_functions_t io = {.write = stream_write};
+        FILE *f = fopencookie(&s, "w", io);
+        if (!f)
+                return lg_error_set(err, errno, "stream");
+        setvbuf(f, NULL, _IONBF, 0);
+        static const char *const hdrs[] = {"Accept: application/x-ndjson", NULL};
+        rq->headers = hdrs;
+        rq->stream_2xx = f;
+        rq->timeout_s = 0; /* pulls and imports of large images take long */
+        struct cli_response resp = {0};
+        int r = cli_request(rq, &resp, err);
+        fclose(f);
+        if (r >= 0 && (resp.status < 200 || resp.status >= 300))
+                r = cli_http_error(&resp, err);
+        if (r >= 0 && s.len) /* a last line without its newline */
+                stream_line(&s, s.line, s.len);
+        if (s.shown) {
+                fputs("\r\033[K", stderr);
+                fflush(stderr);
+                s.shown = false;
+        }
+        if (r >= 0 && s.error) {
+                r = lg_error_setm(err, EIO, "%s", cli_jstr(s.error, "message") ?: "failed");
+        } else if (r >= 0 && !s.image) {
+                r = lg_error_setm(err, EPROTO, "legiond ended the %s without a result%s", verb,
+                                  s.bad ? " (malformed progress stream)" : "");
+        } else if (r >= 0 && cli_globals.json) {
+                char *text = json_dumps(s.image, JSON_COMPACT);
+                if (text)
+                        printf("%s\n", text);
+                free(text);
+        } else if (r >= 0) {
+                json_t *names = json_object_get(s.image, "names");
+                const char *name = json_string_value(json_array_get(names, 0));
+                const char *id = cli_jstr(s.image, "id") ?: "?";
+                char size[32];
+                printf("%s %s (id %.19s, %s)\n", verb, name ? name : "an untagged image", id,
+                       cli_fmt_bytes((uint64_t) cli_jint(s.image, "size", 0), size, sizeof(size)));
+        }
+        cli_response_done(&resp);
+        stream_done(&s);
+        return r;
+}
+
+/* ---- verbs ---------------------------------------------------------------------------- */
+
+static int image_import(int argc, char **argv, struct lg_error *err) {
+        static const struct option opts[] = {
+                {"name", required_argument, NULL, 'n'},
+                {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        const char *name = NULL;
+        int c;
+        while ((c = cli_getopt(argc, argv, ":hn:", opts)) != -1) {
+                switch (c) {
+                case 'n': name = optarg; break;
+                case 'h': import_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, import_usage);
+                }
+        }
+        if (optind + 1 != argc)
+                return cli_usage_error(import_usage, optind == argc ? "FILE is required" : "unexpected argument `%s`",
+                                       argv[optind + (optind < argc)]);
+        const char *file = argv[optind];
+        _cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return lg_error_set(err, errno, "open `%s`", file);
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return lg_error_set(err, errno, "stat `%s`", file);
+        if (!S_ISREG(st.st_mode))
+                return lg_error_setm(err, EINVAL, "`%s` is not a regular file", file);
+        _cleanup_free_ char *path = NULL;
+        _cleanup_free_ char *q = name ? cli_url_escape(name) : NULL;
+        if ((name && !q) || asprintf(&path, "/v1/images/import%s%s", q ? "?name=" : "", q ? q : "") < 0)
+                return lg_error_set(err, ENOMEM, "path");
+        struct cli_request rq = {
+                .method = "POST",
+                .path = path,
+                .body_fd = fd,
+                .body_len = (size_t) st.st_size,
+                .progress = true,
+                .content_type = "application/x-tar",
+        };
+        return run_streamed(&rq, "imported", err);
+}
+
+static int read_stdin(char **ret, struct lg_error *err) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        if (!m)
+                return lg_error_set(err, errno, "read stdin");
+        char chunk[4096];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0 && len < (1u << 20))
+                fwrite(chunk, 1, n, m);
+        bool bad = ferror(stdin);
+        fclose(m);
+        if (bad) {
+                free(buf);
+                return lg_error_set(err, EIO, "read the password from stdin");
+        }
+        while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+                buf[--len] = '\0';
+        *ret = buf;
+        return 0;
+}
+
+static int image_pull(int argc, char **argv, struct lg_error *err) {
+        enum { OPT_PASSWORD_STDIN = 1, OPT_INSECURE };
+        static const struct option opts[] = {
+                {"username", required_argument, NULL, 'u'},
+                {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
+                {"insecure", no_argument, NULL, OPT_INSECURE},
+                {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        const char *user = NULL;
+        bool pw_stdin = false, insecure = false;
+        int c;
+        while ((c = cli_getopt(argc, argv, ":hu:", opts)) != -1) {
+                switch (c) {
+                case 'u': user = optarg; break;
+                case OPT_PASSWORD_STDIN: pw_stdin = true; break;
+                case OPT_INSECURE: insecure = true; break;
+                case 'h': pull_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, pull_usage);
+                }
+        }
+        if (optind + 1 != argc)
+                return cli_usage_error(pull_usage, optind == argc ? "REF is required" : "unexpected argument `%s`",
+                                       argv[optind + (optind < argc)]);
+        if (pw_stdin && !user)
+                return cli_usage_error(pull_usage, "--password-stdin needs --username");
+        _cleanup_free_ char *password = NULL;
+        if (pw_stdin) {
+                int r = read_stdin(&password, err);
+                if (r < 0)
+                        return r;
+        }
+        _cleanup_json_ json_t *body = json_pack("{s:s}", "image", argv[optind]);
+        if (!body)
+                return lg_error_set(err, ENOMEM, "request");
+        if (user)
+                json_object_set_new(body, "username", json_string(user));
+        if (password)
+                json_object_set_new(body, "password", json_string(password));
+        if (insecure)
+                json_object_set_new(body, "insecure", json_true());
+        _cleanup_free_ char *text = json_dumps(body, JSON_COMPACT);
+        if (password)
+                explicit_bzero(password, strlen(password));
+        if (!text)
+                return lg_error_set(err, ENOMEM, "request");
+        struct cli_request rq = {
+                .method = "POST",
+                .path = "/v1/images/pull",
+                .body = text,
+                .body_len = strlen(text),
+                .content_type = "application/json",
+        };
+        int r = run_streamed(&rq, "pulled", err);
+        explicit_bzero(text, strlen(text));
+        return r;
+}
+
+static void created_text(const char *created, char *buf, size_t cap) {
+        /* "2024-05-01T10:00:00Z" -> "2024-05-01 10:00" */
+        if (!created || strlen(created) < 16) {
+                snprintf(buf, cap, "-");
+                return;
+        }
+        snprintf(buf, cap, "%.10s %.5s", created, created + 11);
+}
+
+static int image_list(int argc, char **argv, struct lg_error *err) {
+        static const struct option opts[] = {
+                {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        int c;
+        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+                switch (c) {
+                case 'h': list_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, list_usage);
+                }
+        }
+        if (optind != argc)
+                return cli_usage_error(list_usage, "unexpected argument `%s`", argv[optind]);
+        struct cli_response resp = {0};
+        int r = cli_call("GET", "/v1/images", NULL, &resp, err);
+        if (r >= 0 && cli_globals.json) {
+                cli_print_json_body(&resp);
+        } else if (r >= 0) {
+                static const char *const head[] = {"NAME", "ID", "SIZE", "CREATED"};
+                struct cli_table *t = cli_table_new(ARRAY_SIZE(head), head);
+                json_t *items = json_object_get(resp.json, "items");
+                size_t i;
+                json_t *img;
+                json_array_foreach(items, i, img) {
+                        char id[16], size[32], created[32];
+                        const char *full = cli_jstr(img, "id") ?: "";
+                        snprintf(id, sizeof(id), "%.12s", !strncmp(full, "sha256:", 7) ? full + 7 : full);
+                        cli_fmt_bytes((uint64_t) cli_jint(img, "size", 0), size, sizeof(size));
+                        created_text(cli_jstr(img, "created"), created, sizeof(created));
+                        json_t *names = json_object_get(img, "names");
+                        if (!json_array_size(names)) {
+                                const char *row[] = {"<none>", id, size, created};
+                                cli_table_add(t, row);
+                        }
+                        size_t k;
+                        json_t *nm;
+                        json_array_foreach(names, k, nm) {
+                                const char *row[] = {json_string_value(nm), id, size, created};
+                                cli_table_add(t, row);
+                        }
+                }
+                if (json_array_size(items))
+                        cli_table_print(t, stdout);
+                else
+                        fprintf(stderr, "no images\n");
+                cli_table_free(t);
+        }
+        cli_response_done(&resp);
+        return r;
+}
+
+static char *image_path(const char *ref, const char *query) {
+        _cleanup_free_ char *e = cli_url_escape(ref);
+        char *p = NULL;
+        if (!e || asprintf(&p, "/v1/images/%s%s", e, query ? query : "") < 0)
+                return NULL;
+        return p;
+}
+
+static int image_inspect(int argc, char **argv, struct lg_error *err) {
+        static const struct option opts[] = {
+                {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        int c;
+        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+                switch (c) {
+                case 'h': inspect_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, inspect_usage);
+                }
+        }
+        if (optind == argc)
+                return cli_usage_error(inspect_usage, "REF is required");
+        int ret = 0;
+        for (int i = optind; i < argc; i++) {
+                _cleanup_free_ char *path = image_path(argv[i], NULL);
+                if (!path)
+                        return lg_error_set(err, ENOMEM, "path");
+                struct cli_response resp = {0};
+                int r = cli_call("GET", path, NULL, &resp, err);
+                if (r >= 0 && cli_globals.json) {
+                        cli_print_json_body(&resp);
+                } else if (r >= 0) {
+                        char *text = json_dumps(resp.json, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+                        if (text)
+                                printf("%s\n", text);
+                        free(text);
+                }
+                cli_response_done(&resp);
+                if (r < 0) {
+                        /* Several refs: say which failed, go on with the rest. */
+                        if (argc - optind == 1)
+                                return r;
+                        fprintf(stderr, "legion: %s\n", err->msg);
+                        ret = 1;
+                }
+        }
+        return ret;
+}
+
+static int image_rm(int argc, char **argv, struct lg_error *err) {
+        static const struct option opts[] = {
+                {"force", no_argument, NULL, 'f'},
+                {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        bool force = false;
+        int c;
+        while ((c = cli_getopt(argc, argv, ":hf", opts)) != -1) {
+                switch (c) {
+                case 'f': force = true; break;
+                case 'h': rm_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, rm_usage);
+                }
+        }
+        if (optind == argc)
+                return cli_usage_error(rm_usage, "REF is required");
+        int ret = 0;
+        for (int i = optind; i < argc; i++) {
+                _cleanup_free_ char *path = image_path(argv[i], force ? "?force=true" : NULL);
+                if (!path)
+                        return lg_error_set(err, ENOMEM, "path");
+                struct cli_response resp = {0};
+                int r = cli_call("DELETE", path, NULL, &resp, err);
+                cli_response_done(&resp);
+                if (r >= 0) {
+                        printf("removed %s\n", argv[i]);
+                } else {
+                        if (argc - optind == 1)
+                                return r;
+                        fprintf(stderr, "legion: %s\n", err->msg);
+                        ret = 1;
+                }
+        }
+        return ret;
+}
+
+static int image_gc(int argc, char **argv, struct lg_error *err) {
+        static const struct option opts[] = {
+                {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
+                {0, 0, 0, 0},
+        };
+        int c;
+        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+                switch (c) {
+                case 'h': gc_usage(stdout); return 0;
+                default: return cli_bad_option(c, argv, gc_usage);
+                }
+        }
+        if (optind != argc)
+                return cli_usage_error(gc_usage, "unexpected argument `%s`", argv[optind]);
+        struct cli_response resp = {0};
+        int r = cli_call("POST", "/v1/images/gc", NULL, &resp, err);
+        if (r >= 0 && cli_globals.json) {
+                cli_print_json_body(&resp);
+        } else if (r >= 0) {
+                char freed[32];
+                long long blobs = cli_jint(resp.json, "blobsRemoved", 0), layers = cli_jint(resp.json, "layersRemoved", 0);
+                printf("removed %lld blob%s and %lld layer%s, freed %s\n", blobs, blobs == 1 ? "" : "s", layers,
+                       layers == 1 ? "" : "s",
+                       cli_fmt_bytes((uint64_t) cli_jint(resp.json, "bytesFreed", 0), freed, sizeof(freed)));
+        }
+        cli_response_done(&resp);
+        return r;
+}
 
 int cmd_image(int argc, char **argv) {
-        (void) argc, (void) argv;
-        fprintf(stderr, "legion image: not implemented yet\n");
-        return 1;
+        static const struct cli_verb verbs[] = {
+                {"import", image_import}, {"load", image_import},     {"pull", image_pull}, {"list", image_list},
+                {"ls", image_list},       {"inspect", image_inspect}, {"rm", image_rm},     {"remove", image_rm},
+                {"gc", image_gc},
+        };
+        return cli_run_group("image", verbs, ARRAY_SIZE(verbs), image_usage, argc, argv);
 }
