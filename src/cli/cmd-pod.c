@@ -143,7 +143,10 @@ static char *pods_path(const char *ns, const char *name, const char *sub) {
 static int kube_error(const struct cli_response *resp, struct lg_error *err) {
         _cleanup_json_ json_t *doc = resp->body ? json_loadb(resp->body, resp->len, 0, NULL) : NULL;
         const char *msg = cli_jstr(doc, "message");
-        if (msg && *msg && resp->status != 401)
+        if (msg && *msg && resp->status == 401)
+                return lg_error_setm(err, EACCES, "%s (the API token: --token, LEGION_TOKEN, or "
+                                     "$LEGION_HOME/admin.token)", msg);
+        if (msg && *msg)
                 return lg_error_setm(err, resp->status == 404 ? ENOENT : EIO, "%s", msg);
         return cli_http_error(resp, err);
 }
