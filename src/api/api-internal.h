@@ -74,6 +74,28 @@ json_t *kube_pod_table(json_t *const *pods, size_t n, const char *rv, const char
 /* api-pods.c: /api/v1/namespaces/{ns}/pods[/{name}[/{sub}]]; ns NULL for
  * /api/v1/pods. */
 void api_pods(struct api_call *c, const char *ns, const char *name, const char *sub);
+/* Pod field selectors: metadata.name, status.phase, ... with = == !=. */
+struct kube_fsel {
+        struct kube_freq {
+                char field[32];
+                char value[256];
+                bool neg;
+        } req[8];
+        size_t n;
+};
+int kube_field_selector_parse(const char *s, struct kube_fsel *fs, struct lg_error *err);
+bool kube_field_selector_matches(const struct kube_fsel *fs, const json_t *pod);
+/* labelSelector and fieldSelector of the request (400 Status when bad). */
+bool kube_selectors(struct api_call *c, struct lg_selector **sel, struct kube_fsel *fs);
+/* spec.nodeName of every pod: this host's name. */
+const char *kube_node_name(void);
+
+/* api-pods-stream.c: watch and logs. */
+bool kube_param_true(struct lg_http_request *req, const char *name);
+void kube_watch_pods(struct api_call *c, const char *ns);
+void kube_pod_log(struct api_call *c, const char *ns, const char *name);
+/* Register the store commit hook that wakes watches (from lg_api_restore). */
+void api_kube_init(struct lg_daemon *d);
 
 /* api-images.c: /v1/images. */
 void api_images(struct api_call *c);

@@ -347,7 +347,7 @@ static void discovery(struct api_call *c) {
         if (n == 2 && !strcmp(seg[0], "api") && !strcmp(seg[1], "v1")) {
                 json_t *res = json_array();
                 json_array_append_new(
-                        res, resource("pods", "Pod", true, "create delete deletecollection get list patch update watch",
+                        res, resource("pods", "Pod", true, "create delete get list patch update watch",
                                       true));
                 json_array_append_new(res, resource("pods/log", "Pod", true, "get", false));
                 json_array_append_new(res, resource("pods/status", "Pod", true, "get", false));

@@ -688,6 +688,7 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
 }
 
 int lg_api_restore(struct lg_daemon *d, struct lg_error *err) {
+        api_kube_init(d);
         struct lg_resource_list l = {0};
         int r = lg_store_list(d->store, "PoolGroup", "", NULL, &l, err);
         if (r < 0)

@@ -1,0 +1,459 @@
+/* The streaming parts of the Pod API (docs/pods.md, "API"): watch
+ * (?watch=true: one JSON event per line over a chunked response) and
+ * pods/log (with follow).
+ *
+ * Watches are woken by the store's commit hook: it only arms a zero
+ * timer, and the timer reads the events since each watch's bookmark
+ * (lg_store_events_since), so that a burst of writes costs one read per
+ * watch and no watch work runs inside another request's handler. */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "api/api-internal.h"
+
+bool kube_param_true(struct lg_http_request *req, const char *name) {
+        const char *v = lg_http_request_param(req, name);
+        return v && (!strcmp(v, "true") || !strcmp(v, "1") || !*v);
+}
+
+/* ---- watch -------------------------------------------------------------------------- */
+
+struct watch {
+        struct watch *next;
+        struct lg_daemon *d;
+        struct lg_http_request *req;
+        char ns[LG_STORE_NAME_MAX + 1]; /* "" = all namespaces */
+        struct lg_selector *sel;
+        struct kube_fsel fs;
+        bool table;
+        char include[16];
+        int64_t rv;
+        json_t *seen; /* names ("ns/name") that matched the last time we looked */
+        uv_timer_t timer; /* timeoutSeconds */
+        bool timer_on, done;
+};
+
+static struct watch *watches;
+static uv_timer_t kick;
+static bool kick_init;
+
+static void watch_closed(uv_handle_t *h) {
+        struct watch *w = h->data;
+        lg_selector_free(w->sel);
+        json_decref(w->seen);
+        free(w);
+}
+
+/* Unlink and free (the request has been ended or aborted by the caller). */
+static void watch_free(struct watch *w) {
+        if (w->done)
+                return;
+        w->done = true;
+        for (struct watch **p = &watches; *p; p = &(*p)->next)
+                if (*p == w) {
+                        *p = w->next;
+                        break;
+                }
+        if (w->timer_on) {
+                uv_timer_stop(&w->timer);
+                uv_close((uv_handle_t *) &w->timer, watch_closed);
+        } else {
+                watch_closed((uv_handle_t *) &w->timer);
+        }
+}
+
+static void watch_end(struct watch *w) {
+        lg_http_response_end(w->req);
+        watch_free(w);
+}
+
+/* Send one event; false when the client is gone or too slow. */
+static bool watch_send(struct watch *w, const char *type, json_t *obj /* stolen */) {
+        if (obj && w->table) {
+                json_t *t = kube_pod_table(&obj, 1,
+                                           json_string_value(json_object_get(json_object_get(obj, "metadata"),
+                                                                             "resourceVersion")),
+                                           w->include);
+                json_decref(obj);
+                obj = t;
+        }
+        json_t *ev = json_pack("{s:s, s:o}", "type", type, "object", obj ? obj : json_object());
+        char *s = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+        json_decref(ev);
+        if (!s)
+                return false;
+        size_t n = strlen(s);
+        s[n] = '\n';
+        int r = lg_http_response_write(w->req, s, n + 1, NULL, NULL);
+        free(s);
+        /* A client that reads nothing must not make legiond buffer forever. */
+        return r >= 0 && lg_http_response_queued(w->req) < (16u << 20);
+}
+
+static bool watch_matches(struct watch *w, const struct lg_resource *r, json_t *doc) {
+        return lg_selector_matches(w->sel, r->labels) && kube_field_selector_matches(&w->fs, doc);
+}
+
+/* Deliver the events after w->rv; false when the watch ended. */
+static bool watch_pump(struct watch *w) {
+        struct lg_event_list l = {0};
+        struct lg_error err = {0};
+        int r = lg_store_events_since(w->d->store, w->rv, "Pod", w->ns[0] ? w->ns : NULL, 0, &l, &err);
+        if (r == -EIDRM) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "too old resource version: %lld", (long long) w->rv);
+                watch_send(w, "ERROR", kube_status_doc(410, "Expired", NULL, msg));
+                watch_end(w);
+                return false;
+        }
+        if (r < 0) {
+                watch_send(w, "ERROR", kube_status_doc(500, "InternalError", NULL, err.msg));
+                watch_end(w);
+                return false;
+        }
+        bool ok = true;
+        for (size_t i = 0; i < l.n && ok; i++) {
+                struct lg_event *e = &l.items[i];
+                char key[2 * LG_STORE_NAME_MAX + 2];
+                snprintf(key, sizeof(key), "%s/%s", e->object->namespace, e->object->name);
+                json_t *doc = lg_pod_to_json(e->object);
+                bool match = doc && watch_matches(w, e->object, doc);
+                bool was = json_object_get(w->seen, key) != NULL;
+                if (e->type == LG_EVENT_DELETED) {
+                        if (match || was)
+                                ok = watch_send(w, "DELETED", json_incref(doc));
+                        json_object_del(w->seen, key);
+                } else if (match) {
+                        ok = watch_send(w, was ? "MODIFIED" : "ADDED", json_incref(doc));
+                        json_object_set_new(w->seen, key, json_true());
+                } else if (was) {
+                        /* It stopped matching: gone from this watch's view. */
+                        ok = watch_send(w, "DELETED", json_incref(doc));
+                        json_object_del(w->seen, key);
+                }
+                json_decref(doc);
+        }
+        w->rv = l.resource_version > w->rv ? l.resource_version : w->rv;
+        lg_event_list_free(&l);
+        if (!ok) {
+                lg_http_response_abort(w->req);
+                watch_free(w);
+                return false;
+        }
+        return true;
+}
+
+static void on_kick(uv_timer_t *t) {
+        (void) t;
+        struct watch *next;
+        for (struct watch *w = watches; w; w = next) {
+                next = w->next;
+                watch_pump(w);
+        }
+}
+
+static void on_commit(void *ud, int64_t rv) {
+        (void) ud, (void) rv;
+        if (watches && !uv_is_active((uv_handle_t *) &kick))
+                uv_timer_start(&kick, on_kick, 0, 0);
+}
+
+void api_kube_init(struct lg_daemon *d) {
+        if (!kick_init) {
+                uv_timer_init(d->loop, &kick);
+                uv_unref((uv_handle_t *) &kick);
+                kick_init = true;
+        }
+        lg_store_set_commit_hook(d->store, on_commit, d);
+}
+
+static void watch_timeout(uv_timer_t *t) { watch_end(t->data); }
+
+static void watch_abort(struct lg_http_request *req, int reason, void *ud) {
+        (void) reason;
+        lg_http_response_abort(req);
+        watch_free(ud);
+}
+
+void kube_watch_pods(struct api_call *c, const char *ns) {
+        struct watch *w = calloc(1, sizeof(*w));
+        if (!w)
+                return kube_status(c->req, 500, "InternalError", NULL, "out of memory");
+        w->d = c->d;
+        w->req = c->req;
+        w->timer.data = w;
+        snprintf(w->ns, sizeof(w->ns), "%s", ns ? ns : "");
+        w->seen = json_object();
+        if (!kube_selectors(c, &w->sel, &w->fs)) {
+                watch_closed((uv_handle_t *) &w->timer);
+                return;
+        }
+        w->table = kube_wants_table(c->req);
+        const char *inc = lg_http_request_param(c->req, "includeObject");
+        snprintf(w->include, sizeof(w->include), "%s", inc ? inc : "");
+        const char *rvs = lg_http_request_param(c->req, "resourceVersion");
+        char *end = NULL;
+        int64_t from = rvs && *rvs ? strtoll(rvs, &end, 10) : 0;
+        if (from < 0 || (end && *end)) {
+                watch_closed((uv_handle_t *) &w->timer);
+                return kube_status(c->req, 400, "BadRequest", NULL, "invalid resourceVersion `%.64s`", rvs);
+        }
+        const char *ts = lg_http_request_param(c->req, "timeoutSeconds");
+        long timeout = ts ? strtol(ts, NULL, 10) : 0;
+        /* What matches now: sent as ADDED when starting from "now", and in
+         * every case what "stopped matching" is measured against. */
+        struct lg_resource_list l = {0};
+        struct lg_error err = {0};
+        int r = lg_store_list(c->d->store, "Pod", ns, w->sel, &l, &err);
+        if (r < 0) {
+                watch_closed((uv_handle_t *) &w->timer);
+                return kube_store_error(c->req, r, &err, "");
+        }
+        static const struct lg_http_header h[] = {{"Content-Type", "application/json"}};
+        lg_http_response_start(c->req, 200, h, 1, -1);
+        bool ok = true;
+        for (size_t i = 0; i < l.n && ok; i++) {
+                json_t *doc = lg_pod_to_json(l.items[i]);
+                if (!doc || !kube_field_selector_matches(&w->fs, doc)) {
+                        json_decref(doc);
+                        continue;
+                }
+                char key[2 * LG_STORE_NAME_MAX + 2];
+                snprintf(key, sizeof(key), "%s/%s", l.items[i]->namespace, l.items[i]->name);
+                json_object_set_new(w->seen, key, json_true());
+                if (from == 0)
+                        ok = watch_send(w, "ADDED", doc);
+                else
+                        json_decref(doc);
+        }
+        w->rv = from ? from : l.resource_version;
+        lg_resource_list_free(&l);
+        w->next = watches;
+        watches = w;
+        if (!ok) {
+                lg_http_response_abort(c->req);
+                watch_free(w);
+                return;
+        }
+        lg_http_request_on_abort(c->req, watch_abort, w);
+        if (timeout > 0) {
+                uv_timer_init(c->d->loop, &w->timer);
+                w->timer_on = true;
+                uv_timer_start(&w->timer, watch_timeout, (uint64_t) timeout * 1000, 0);
+        }
+        /* Events already past `from` go out now. */
+        if (from)
+                watch_pump(w);
+}
+
+/* ---- logs -------------------------------------------------------------------------------- */
+
+struct logf {
+        struct lg_daemon *d;
+        struct lg_http_request *req;
+        char ns[LG_STORE_NAME_MAX + 1], pod[LG_STORE_NAME_MAX + 1], container[LG_STORE_NAME_MAX + 1];
+        char path[4096];
+        off_t off;
+        int64_t limit; /* bytes still allowed; -1 = no limit */
+        uv_timer_t timer;
+        bool done;
+};
+
+static void logf_closed(uv_handle_t *h) { free(h->data); }
+
+static void logf_stop(struct logf *f) {
+        if (f->done)
+                return;
+        f->done = true;
+        uv_timer_stop(&f->timer);
+        uv_close((uv_handle_t *) &f->timer, logf_closed);
+}
+
+/* New bytes of the file since f->off (at most cap). */
+static ssize_t logf_read(struct logf *f, char *buf, size_t cap) {
+        int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        struct stat st;
+        /* A capped log was compacted under us: start over. */
+        if (fstat(fd, &st) == 0 && st.st_size < f->off)
+                f->off = 0;
+        ssize_t n = lg_pread_all(fd, buf, cap, f->off);
+        close(fd);
+        if (n > 0)
+                f->off += n;
+        return n;
+}
+
+static void logf_tick(uv_timer_t *t) {
+        struct logf *f = t->data;
+        static char buf[256 << 10];
+        for (;;) {
+                ssize_t n = logf_read(f, buf, sizeof(buf));
+                if (n <= 0)
+                        break;
+                if (f->limit >= 0 && n > f->limit)
+                        n = (ssize_t) f->limit;
+                if (f->limit >= 0)
+                        f->limit -= n;
+                if (lg_http_response_write(f->req, buf, (size_t) n, NULL, NULL) < 0 ||
+                    lg_http_response_queued(f->req) > (16u << 20)) {
+                        lg_http_response_abort(f->req);
+                        logf_stop(f);
+                        return;
+                }
+                if (f->limit == 0)
+                        break;
+        }
+        if (f->limit == 0 || lg_pods_container_active(f->d->pods, f->ns, f->pod, f->container) <= 0) {
+                /* One last read: what was written before it stopped. */
+                ssize_t n = f->limit == 0 ? 0 : logf_read(f, buf, sizeof(buf));
+                if (n > 0 && f->limit >= 0 && n > f->limit)
+                        n = (ssize_t) f->limit;
+                if (n > 0)
+                        lg_http_response_write(f->req, buf, (size_t) n, NULL, NULL);
+                lg_http_response_end(f->req);
+                logf_stop(f);
+        }
+}
+
+static void logf_abort(struct lg_http_request *req, int reason, void *ud) {
+        (void) reason;
+        lg_http_response_abort(req);
+        logf_stop(ud);
+}
+
+/* The waiting reason of a container in a Pod document, NULL if it ran. */
+static const char *container_waiting(const json_t *pod, const char *container) {
+        size_t i;
+        json_t *cs;
+        json_array_foreach(json_object_get(json_object_get(pod, "status"), "containerStatuses"), i, cs) {
+                const char *n = json_string_value(json_object_get(cs, "name"));
+                if (!n || strcmp(n, container))
+                        continue;
+                json_t *state = json_object_get(cs, "state");
+                json_t *w = json_object_get(state, "waiting");
+                if (w && !json_object_get(cs, "lastState")) {
+                        const char *r = json_string_value(json_object_get(w, "reason"));
+                        return r ? r : "ContainerCreating";
+                }
+                return NULL;
+        }
+        return "ContainerCreating";
+}
+
+void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
+        struct lg_resource *res = NULL;
+        struct lg_error err = {0};
+        int r = lg_store_get(c->d->store, LG_KEY("Pod", ns, name), &res, &err);
+        if (r < 0)
+                return kube_store_error(c->req, r, &err, name);
+        json_t *pod = lg_pod_to_json(res);
+        lg_resource_free(res);
+        json_t *containers = json_object_get(json_object_get(pod, "spec"), "containers");
+        const char *container = lg_http_request_param(c->req, "container");
+        if (!container || !*container) {
+                if (json_array_size(containers) != 1) {
+                        char names[1024] = "";
+                        size_t off = 0, i;
+                        json_t *ct;
+                        json_array_foreach(containers, i, ct) if (off < sizeof(names)) off += (size_t) snprintf(
+                                names + off, sizeof(names) - off, "%s%s", i ? " " : "",
+                                json_string_value(json_object_get(ct, "name")));
+                        kube_status(c->req, 400, "BadRequest", NULL,
+                                    "a container name must be specified for pod %s, choose one of: [%s]", name, names);
+                        json_decref(pod);
+                        return;
+                }
+                container = json_string_value(json_object_get(json_array_get(containers, 0), "name"));
+        }
+        bool known = false;
+        size_t i;
+        json_t *ct;
+        json_array_foreach(containers, i, ct) known |= !strcmp(json_string_value(json_object_get(ct, "name")), container);
+        if (!known) {
+                kube_status(c->req, 400, "BadRequest", NULL, "container %.64s is not valid for pod %s", container, name);
+                json_decref(pod);
+                return;
+        }
+        bool previous = kube_param_true(c->req, "previous");
+        struct logf *f = calloc(1, sizeof(*f));
+        if (!f) {
+                json_decref(pod);
+                return kube_status(c->req, 500, "InternalError", NULL, "out of memory");
+        }
+        f->d = c->d;
+        f->req = c->req;
+        snprintf(f->ns, sizeof(f->ns), "%s", ns);
+        snprintf(f->pod, sizeof(f->pod), "%s", name);
+        snprintf(f->container, sizeof(f->container), "%s", container);
+        const char *waiting = container_waiting(pod, container);
+        r = lg_pods_log_path(c->d->pods, ns, name, container, previous, f->path, sizeof(f->path));
+        struct stat st;
+        if (r < 0 || stat(f->path, &st) < 0) {
+                if (previous)
+                        kube_status(c->req, 400, "BadRequest", NULL,
+                                    "previous terminated container \"%s\" in pod \"%s\" not found", container, name);
+                else if (waiting)
+                        kube_status(c->req, 400, "BadRequest", NULL,
+                                    "container \"%s\" in pod \"%s\" is waiting to start: %s", container, name, waiting);
+                else
+                        kube_status(c->req, 404, "NotFound", NULL, "no log for container \"%s\" in pod \"%s\"",
+                                    container, name);
+                json_decref(pod);
+                free(f);
+                return;
+        }
+        json_decref(pod);
+        const char *lb = lg_http_request_param(c->req, "limitBytes");
+        const char *tl = lg_http_request_param(c->req, "tailLines");
+        f->limit = lb ? strtoll(lb, NULL, 10) : -1;
+        if (lb && f->limit <= 0) {
+                free(f);
+                return kube_status(c->req, 422, "Invalid", NULL, "limitBytes: Invalid value: must be greater than 0");
+        }
+        /* The start: the whole file, or its last tailLines lines. */
+        char *data = NULL;
+        size_t len = 0;
+        int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && fstat(fd, &st) == 0 && (data = malloc((size_t) st.st_size + 1))) {
+                ssize_t n = lg_pread_all(fd, data, (size_t) st.st_size, 0);
+                len = n > 0 ? (size_t) n : 0;
+        }
+        if (fd >= 0)
+                close(fd);
+        f->off = (off_t) len;
+        size_t skip = 0;
+        if (tl && data) {
+                long want = strtol(tl, NULL, 10);
+                size_t lines = 0;
+                skip = want <= 0 ? len : 0;
+                for (size_t j = len; want > 0 && j > 0; j--)
+                        if (data[j - 1] == '\n' && j != len && ++lines == (size_t) want) {
+                                skip = j;
+                                break;
+                        }
+        }
+        size_t out = len - skip;
+        if (f->limit >= 0 && out > (size_t) f->limit)
+                out = (size_t) f->limit;
+        if (f->limit >= 0)
+                f->limit -= (int64_t) out;
+        static const struct lg_http_header h[] = {{"Content-Type", "text/plain"}};
+        if (!kube_param_true(c->req, "follow") || f->limit == 0) {
+                lg_http_respond(c->req, 200, h, 1, data ? data + skip : "", out);
+                free(data);
+                free(f);
+                return;
+        }
+        lg_http_response_start(c->req, 200, h, 1, -1);
+        if (out)
+                lg_http_response_write(c->req, data + skip, out, NULL, NULL);
+        free(data);
+        uv_timer_init(c->d->loop, &f->timer);
+        f->timer.data = f;
+        uv_timer_start(&f->timer, logf_tick, 100, 100);
+        lg_http_request_on_abort(c->req, logf_abort, f);
+}
