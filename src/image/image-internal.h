@@ -1,0 +1,134 @@
+/* Pieces shared by the files of the image module (store.c, manifest.c,
+ * layer.c, import.c, ref.c); not part of its interface, except the limits
+ * setter that tests use. */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "image/image.h"
+
+#define LG_DIGEST_MAX 72 /* "sha256:" + 64 hex + NUL, rounded */
+
+/* Size and shape limits of a store; 0 fields take the defaults. */
+struct lg_image_limits {
+        uint64_t blob_bytes;      /* one blob (compressed layer): 8 GiB */
+        uint64_t json_bytes;      /* a manifest, index or config: 4 MiB */
+        uint64_t layer_bytes;     /* a layer's uncompressed tar stream: 16 GiB */
+        uint64_t layer_entries;   /* entries of one layer: 1,000,000 */
+        uint64_t archive_entries; /* entries of an imported archive: 100,000 */
+        unsigned path_len;        /* a path inside a layer: 4,096 bytes */
+        unsigned depth;           /* its components: 256 */
+        unsigned max_layers;      /* layers of one image: 256 */
+};
+void lg_image_store_set_limits(lg_image_store *st, const struct lg_image_limits *lim);
+
+/* A digest seen by a writer or commit of this handle, not yet recorded in
+ * the index: GC leaves it alone. */
+struct lg_image_pending {
+        char hex[65];
+        unsigned n;
+};
+
+struct lg_image_store {
+        char *dir;
+        int dirfd;
+        int lockfd;     /* <dir>/lock: shared flock while open */
+        pthread_mutex_t mu; /* index, pending set */
+        struct lg_image_limits lim;
+        struct lg_image_pending *pending;
+        size_t n_pending, cap_pending;
+};
+
+/* ---- store.c ---- */
+
+/* "sha256:<64 lowercase hex>" -> hex (65 bytes with NUL). -ENOTSUP for
+ * another algorithm, -EINVAL for a malformed digest. what names it for the
+ * message. */
+int lg_image_digest_hex(const char *digest, char hex[65], const char *what, struct lg_error *err);
+bool lg_image_is_hex(const char *s, size_t n);
+
+/* Protect hex from GC (count it up) / release it once (all: entirely). */
+int lg_image_pending_add(lg_image_store *st, const char *hex);
+void lg_image_pending_drop(lg_image_store *st, const char *hex, bool all);
+
+/* The blob's size, or -ENOENT. */
+int lg_image_blob_stat(lg_image_store *st, const char *hex, uint64_t *size);
+
+/* Writer with no expected digest: the digest is whatever was written;
+ * commit returns it in digest_out (and 1 when it was present already). */
+int lg_image_blob_begin_any(lg_image_store *st, uint64_t max_bytes, struct lg_image_blob_writer **ret,
+                            struct lg_error *err);
+int lg_image_blob_commit_any(struct lg_image_blob_writer *w, char digest_out[LG_DIGEST_MAX],
+                             struct lg_error *err);
+/* Store a whole buffer as a blob; digest_out gets its digest. */
+int lg_image_blob_put(lg_image_store *st, const void *buf, size_t len, char digest_out[LG_DIGEST_MAX],
+                      struct lg_error *err);
+
+/* Record manifest (with config id) in the index, pointing name (NULL: only
+ * make sure the image is recorded) at it. */
+int lg_image_index_add(lg_image_store *st, const char *manifest, const char *config, const char *name,
+                       struct lg_error *err);
+
+/* A temporary name in tmp/: "<what><16 hex>". */
+int lg_image_tmp_name(char *buf, size_t cap, const char *what);
+
+/* renameat2(RENAME_NOREPLACE) from tmp/<tmp> to <dir>/<name>: 0 renamed,
+ * 1 name existed (tmp left in place), -errno. */
+int lg_image_rename_noreplace(lg_image_store *st, const char *tmp, const char *name);
+
+/* Remove a tree below dfd without following symlinks, making directories
+ * writable first (layer trees may hold 0555 directories). */
+int lg_image_rm_tree_at(int dfd, const char *name);
+
+/* Copy of s fit for a one-line message. */
+void lg_image_printable(const char *s, char *buf, size_t cap);
+
+/* ---- manifest.c ---- */
+
+struct lg_image_layer_desc {
+        char digest[LG_DIGEST_MAX];
+        char media_type[128];
+        uint64_t size;
+        char diff_id[LG_DIGEST_MAX]; /* from the config */
+};
+
+struct lg_image_manifest {
+        char config[LG_DIGEST_MAX];
+        uint64_t config_size;
+        struct lg_image_layer_desc *layers;
+        size_t n_layers;
+};
+void lg_image_manifest_free(struct lg_image_manifest *m);
+
+/* Parse a manifest (OCI or Docker schema 2); -ENOTSUP for an index, a
+ * schema 1 manifest, or an unknown media type. */
+int lg_image_manifest_parse(const lg_image_store *st, const char *json, size_t len, struct lg_image_manifest *m,
+                            struct lg_error *err);
+
+/* Free what img holds (not img itself). */
+void lg_image_clear(struct lg_image *img);
+
+/* Fill img from the manifest and config blobs named by manifest_digest:
+ * everything but names. With m non-NULL, the parsed manifest (with the
+ * config's diff ids) is returned too. */
+int lg_image_load(lg_image_store *st, const char *manifest_digest, struct lg_image *img,
+                  struct lg_image_manifest *m, struct lg_error *err);
+
+/* ---- layer.c ---- */
+
+/* Extract layer blob hex (of media type media_type) into layers/<hex>/
+ * unless it is there, checking its uncompressed digest against diff_id.
+ * 0 extracted, 1 present already. */
+int lg_image_layer_extract(lg_image_store *st, const struct lg_image_layer_desc *l,
+                           lg_image_progress_cb progress, void *ud, struct lg_error *err);
+
+/* The compression a layer media type uses: 0 none, 1 gzip, 2 zstd; -1 not
+ * a layer type. */
+int lg_image_layer_compression(const char *media_type);
+
+/* ---- ref.c ---- */
+
+/* Split a normalized name into repository (up to ':' tag / '@' digest). */
+bool lg_image_ref_is_digest(const char *s);
