@@ -23,7 +23,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
-#include "image/image.h"
+#include "image/image-internal.h"
 
 #define MANIFEST_MAX (4u << 20)     /* manifests and indexes */
 #define CONFIG_MAX (16u << 20)      /* image configs */
@@ -65,7 +65,27 @@ struct pull {
 
         CURL *curl;
         char authz[4096];       /* "Authorization: ..." for the registry's origin, or "" */
+
+        /* Blobs this pull has pinned against GC (blob_begin and
+         * blob_exists pin; lg_image_commit unpins what it uses): a pull
+         * that fails before the commit unpins them, so GC can take them. */
+        char (*pins)[65];
+        size_t n_pins, cap_pins;
 };
+
+static void pinned(struct pull *p, const char *digest) {
+        if (p->n_pins == p->cap_pins) {
+                size_t cap = p->cap_pins ? 2 * p->cap_pins : 16;
+                char(*np)[65] = realloc(p->pins, cap * sizeof(*np));
+                if (!np)
+                        return; /* it stays pinned until legiond restarts: harmless */
+                p->pins = np;
+                p->cap_pins = cap;
+        }
+        snprintf(p->pins[p->n_pins++], 65, "%s", digest + 7);
+}
+
+
 
 /* One HTTP exchange's response. */
 struct xfer {
@@ -684,6 +704,7 @@ static int pick_platform(struct pull *p, const struct manifest *idx, char ret[72
 static int store_bytes(struct pull *p, const char *digest, const void *buf, size_t len) {
         struct lg_image_blob_writer *w = NULL;
         int r = lg_image_blob_begin(p->st, digest, len, &w, p->err);
+        pinned(p, digest);
         if (r < 0 || r == 1 || !w)
                 return r < 0 ? r : 0;
         r = lg_image_blob_write(w, buf, len, p->err);
@@ -700,12 +721,14 @@ static int fetch_blob(struct pull *p, const char *digest, uint64_t size, const c
         char what[16];
         snprintf(what, sizeof(what), "%s", short_digest(digest));
         if (lg_image_blob_exists(p->st, digest) == 1) {
+                pinned(p, digest);
                 if (p->progress)
                         p->progress(p->ud, "download", what, size, size);
                 return 0;
         }
         struct lg_image_blob_writer *w = NULL;
         int r = lg_image_blob_begin(p->st, digest, size, &w, p->err);
+        pinned(p, digest);
         if (r < 0)
                 return lg_error_wrap(p->err, r, "%s %s", kind, what);
         if (r == 1 || !w)
@@ -847,8 +870,20 @@ static int do_pull(struct pull *p, struct lg_image **ret) {
                 r = store_bytes(p, idx.digest, idx.buf, idx.len);
         if (r >= 0)
                 r = store_bytes(p, man.digest, man.buf, man.len);
-        if (r >= 0)
+        if (r >= 0) {
                 r = lg_image_commit(p->st, man.digest, p->name, p->progress, p->ud, ret, p->err);
+                /* The commit unpinned what the image uses; the index is
+                 * not part of it. */
+                bool had_idx = false;
+                for (size_t i = 0; idx.buf && i < p->n_pins && !had_idx; i++)
+                        had_idx = !strcmp(p->pins[i], idx.digest + 7);
+                p->n_pins = 0;
+                if (had_idx)
+                        pinned(p, idx.digest);
+        }
+        for (size_t i = 0; i < p->n_pins; i++)
+                lg_image_pending_drop(p->st, p->pins[i], false);
+        p->n_pins = 0;
         manifest_done(&idx);
         manifest_done(&man);
         return r;
@@ -892,6 +927,7 @@ int lg_image_pull(lg_image_store *st, const char *ref, const struct lg_registry_
         if (p->curl)
                 curl_easy_cleanup(p->curl);
         explicit_bzero(p->authz, sizeof(p->authz));
+        free(p->pins);
         free(p);
         return r;
 }
