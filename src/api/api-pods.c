@@ -392,6 +392,9 @@ static void list_pods(struct api_call *c, const char *ns) {
 
 /* ---- update and patch ---------------------------------------------------------------------- */
 
+/* json_equal, with two absent values equal. */
+static bool same_value(const json_t *a, const json_t *b) { return (!a && !b) || json_equal(a, b); }
+
 /* Write new labels and annotations of res if the rest of new_doc equals
  * the stored pod (Kubernetes allows no other change here); answer. */
 static void update_meta(struct api_call *c, const struct lg_resource *res, json_t *new_doc, int64_t expected_rv,
@@ -425,7 +428,7 @@ static void update_meta(struct api_call *c, const struct lg_resource *res, json_
                 const char *uid = json_string_value(json_object_get(nmd, "uid"));
                 same = same && !strcmp(json_string_value(json_object_get(nmd, "name")), res->name) &&
                        (!nns || !strcmp(nns, res->namespace)) &&
-                       json_equal(json_object_get(nmd, "deletionTimestamp"), json_object_get(om, "deletionTimestamp"));
+                       same_value(json_object_get(nmd, "deletionTimestamp"), json_object_get(om, "deletionTimestamp"));
                 if (uid && strcmp(uid, res->uid)) {
                         json_decref(old);
                         json_decref(causes);
