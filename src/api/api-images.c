@@ -45,8 +45,10 @@ static json_t *image_json(const struct lg_image *img) {
                 strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
         }
         json_t *layers = json_array();
-        for (size_t i = 0; i < img->n_layers && img->layer_digests; i++)
-                json_array_append_new(layers, json_string(img->layer_digests[i]));
+        /* Manifest order (lowest first), as registries and tools show it;
+         * the store keeps them uppermost first for overlayfs. */
+        for (size_t i = img->n_layers; i > 0 && img->layer_digests; i--)
+                json_array_append_new(layers, json_string(img->layer_digests[i - 1]));
         json_t *names = strv_json(img->names);
         if (json_is_null(names))
                 names = json_array();

@@ -585,7 +585,8 @@ static int status_error(struct pull *p, const struct xfer *x, const char *what) 
         case 403:
                 return lg_error_setm(p->err, EACCES, "authentication to %s failed: HTTP %ld for %s%s%s%s", p->host,
                                      x->status, what, sep, m,
-                                     have_creds(p) ? "" : " (no credentials were given)");
+                                     have_creds(p) ? " (check the username and password)"
+                                                   : " (no credentials were given)");
         case 404:
                 return lg_error_setm(p->err, ENOENT, "%s not found on %s%s%s", what, p->host, sep, m);
         case 429:
