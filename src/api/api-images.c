@@ -247,9 +247,9 @@ static void write_line(struct job *j, json_t *doc) {
 }
 
 /* On the loop: send the latest progress unless it is too soon after the
- * previous line (a new phase or blob always goes out). */
-static void on_async(uv_async_t *h) {
-        struct job *j = h->data;
+ * previous line (a new phase or blob always goes out, and so does the last
+ * one when forced). */
+static void flush_progress(struct job *j, bool force) {
         if (j->aborted)
                 return;
         pthread_mutex_lock(&j->mu);
@@ -264,7 +264,7 @@ static void on_async(uv_async_t *h) {
                 return;
         uint64_t now = lg_now_ns();
         bool changed = strcmp(phase, j->sent_phase) || strcmp(what, j->sent_what);
-        if (!changed && now - j->sent_ns < PROGRESS_NS && !(total && done >= total)) {
+        if (!force && !changed && now - j->sent_ns < PROGRESS_NS && !(total && done >= total)) {
                 /* Too soon: keep it for the next wake-up (the worker's next
                  * report, or the final line). */
                 pthread_mutex_lock(&j->mu);
@@ -279,6 +279,8 @@ static void on_async(uv_async_t *h) {
         write_line(j, json_pack("{s:s, s:s, s:I, s:I}", "phase", phase, "what", what, "done", (json_int_t) done,
                                 "total", (json_int_t) total));
 }
+
+static void on_async(uv_async_t *h) { flush_progress(h->data, false); }
 
 static void job_work(uv_work_t *w) {
         struct job *j = w->data;
@@ -316,7 +318,7 @@ static void job_done(uv_work_t *w, int status) {
         }
         bool registry = j->kind == JOB_PULL;
         if (j->ndjson) {
-                on_async(&j->async); /* the last progress, if it is still pending */
+                flush_progress(j, true); /* the last progress, if it is still pending */
                 if (j->r >= 0) {
                         write_line(j, json_pack("{s:o}", "image", image_json(j->img)));
                 } else {
