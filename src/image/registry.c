@@ -160,6 +160,9 @@ static int split_ref(struct pull *p, const char *ref) {
         if (!slash || slash == p->name || (size_t) (slash - p->name) >= sizeof(p->host))
                 return lg_error_setm(p->err, EINVAL, "invalid image reference `%s`: no registry", ref);
         snprintf(p->host, sizeof(p->host), "%.*s", (int) (slash - p->name), p->name);
+        for (const char *c = p->host; *c; c++)
+                if (!(isalnum((unsigned char) *c) || strchr(".-:[]", *c)))
+                        return lg_error_setm(p->err, EINVAL, "invalid image reference `%s`: bad registry host", ref);
         const char *rest = slash + 1;
         const char *at = strchr(rest, '@');
         const char *last = strrchr(rest, '/');
