@@ -18,6 +18,7 @@ struct lg_image_limits {
         uint64_t layer_bytes;     /* a layer's uncompressed tar stream: 16 GiB */
         uint64_t layer_entries;   /* entries of one layer: 1,000,000 */
         uint64_t archive_entries; /* entries of an imported archive: 100,000 */
+        uint64_t archive_bytes;   /* its uncompressed content: 64 GiB */
         unsigned path_len;        /* a path inside a layer: 4,096 bytes */
         unsigned depth;           /* its components: 256 */
         unsigned max_layers;      /* layers of one image: 256 */

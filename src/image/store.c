@@ -19,6 +19,7 @@
 #define DEFAULT_LAYER (16ull << 30)
 #define DEFAULT_LAYER_ENTRIES 1000000ull
 #define DEFAULT_ARCHIVE_ENTRIES 100000ull
+#define DEFAULT_ARCHIVE_BYTES (64ull << 30)
 #define DEFAULT_PATH_LEN 4096u
 #define DEFAULT_DEPTH 256u
 #define DEFAULT_MAX_LAYERS 256u
@@ -35,6 +36,8 @@ void lg_image_store_set_limits(lg_image_store *st, const struct lg_image_limits 
                 l.layer_entries = DEFAULT_LAYER_ENTRIES;
         if (!l.archive_entries)
                 l.archive_entries = DEFAULT_ARCHIVE_ENTRIES;
+        if (!l.archive_bytes)
+                l.archive_bytes = DEFAULT_ARCHIVE_BYTES;
         if (!l.path_len || l.path_len > PATH_MAX - 1)
                 l.path_len = DEFAULT_PATH_LEN < PATH_MAX - 1 ? DEFAULT_PATH_LEN : PATH_MAX - 1;
         if (!l.depth)
