@@ -718,7 +718,10 @@ static void patch_pod(struct api_call *c, const char *ns, const char *name) {
                 json_decref(patch);
                 return kube_store_error(c->req, r, &err, name);
         }
-        json_t *doc = lg_pod_to_json(res);
+        /* A copy: the document shares its spec and labels with res. */
+        json_t *shared = lg_pod_to_json(res);
+        json_t *doc = json_deep_copy(shared);
+        json_decref(shared);
         char bad[400] = "";
         r = jsonp ? json_patch(doc, patch, bad, sizeof(bad)) : merge_patch(doc, patch, strategic, bad, sizeof(bad));
         json_decref(patch);
