@@ -761,8 +761,14 @@ static void delete_pod(struct api_call *c, const char *ns, const char *name) {
                 return kube_store_error(c->req, r, &err, name);
         }
         json_t *pre = json_object_get(opts, "preconditions");
+        char uidbuf[64], rvbuf[32];
         const char *puid = json_string_value(json_object_get(pre, "uid"));
         const char *prv = json_string_value(json_object_get(pre, "resourceVersion"));
+        /* Copies: opts goes before they are used. */
+        if (puid)
+                puid = (snprintf(uidbuf, sizeof(uidbuf), "%s", puid), uidbuf);
+        if (prv)
+                prv = (snprintf(rvbuf, sizeof(rvbuf), "%s", prv), rvbuf);
         json_t *grace_v = json_object_get(opts, "gracePeriodSeconds");
         const char *qgrace = lg_http_request_param(c->req, "gracePeriodSeconds");
         json_int_t grace = json_integer_value(json_object_get(json_object_get(res->spec, "spec"),
