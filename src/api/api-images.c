@@ -220,6 +220,9 @@ static void job_progress(void *ud, const char *phase, const char *what, uint64_t
                 return;
         pthread_mutex_lock(&j->mu);
         snprintf(j->phase, sizeof(j->phase), "%s", phase ? phase : "");
+        /* The upload's /proc path means nothing to the client. */
+        if (what && j->fd_path[0] && !strcmp(what, j->fd_path))
+                what = "archive";
         snprintf(j->what, sizeof(j->what), "%s", what ? what : "");
         j->done = done;
         j->total = total;
