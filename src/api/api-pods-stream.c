@@ -325,7 +325,8 @@ static void logf_abort(struct lg_http_request *req, int reason, void *ud) {
         logf_stop(ud);
 }
 
-/* The waiting reason of a container in a Pod document, NULL if it ran. */
+/* The waiting reason of a container in a Pod document (NULL when it is
+ * not waiting), for the error when it has no log yet. */
 static const char *container_waiting(const json_t *pod, const char *container) {
         size_t i;
         json_t *cs;
@@ -335,7 +336,7 @@ static const char *container_waiting(const json_t *pod, const char *container) {
                         continue;
                 json_t *state = json_object_get(cs, "state");
                 json_t *w = json_object_get(state, "waiting");
-                if (w && !json_object_get(cs, "lastState")) {
+                if (w) {
                         const char *r = json_string_value(json_object_get(w, "reason"));
                         return r ? r : "ContainerCreating";
                 }
