@@ -400,7 +400,8 @@ int lg_image_list(lg_image_store *st, struct lg_image ***ret, size_t *n, struct 
         pthread_mutex_unlock(&st->mu);
         if (r < 0)
                 return r;
-        qsort(x.v, x.n, sizeof(*x.v), cmp_rec);
+        if (x.n)
+                qsort(x.v, x.n, sizeof(*x.v), cmp_rec);
         struct lg_image **list = calloc(x.n + 1, sizeof(*list));
         if (!list) {
                 idx_free(&x);
