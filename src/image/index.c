@@ -443,8 +443,16 @@ int lg_image_remove(lg_image_store *st, const char *ref, struct lg_error *err) {
                 rec_del_name(&x.v[at], norm);
                 if (x.v[at].n_names == 0)
                         idx_del(&x, at);
+        } else if (!strcmp(x.v[at].manifest, ref)) {
+                idx_del(&x, at); /* by manifest digest: that image */
         } else {
-                idx_del(&x, at);
+                /* By id: every image with that config (the same image
+                 * imported from two archives has two manifests). */
+                char id[LG_DIGEST_MAX];
+                snprintf(id, sizeof(id), "%s", x.v[at].id);
+                for (size_t i = x.n; i-- > 0;)
+                        if (!strcmp(x.v[i].id, id))
+                                idx_del(&x, i);
         }
         r = idx_save(st, &x, err);
 out:

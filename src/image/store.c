@@ -211,8 +211,9 @@ int lg_image_store_open(const char *dir, lg_image_store **ret, struct lg_error *
         st->dirfd = st->lockfd = -1;
         pthread_mutex_init(&st->mu, NULL);
         lg_image_store_set_limits(st, NULL);
-        if (!(st->dir = strdup(dir))) {
-                r = lg_error_set(err, ENOMEM, "allocate image store");
+        /* Absolute: layer dirs are handed to sandboxes as paths. */
+        if (!(st->dir = realpath(dir, NULL))) {
+                r = lg_error_set(err, errno, "resolve `%s`", dir);
                 goto fail;
         }
         st->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -624,6 +624,20 @@ static void test_import_docker_save(void **state) {
         assert_int_equal(lg_image_list(st, &list, &n, &err), 0);
         assert_int_equal(n, 1);
         lg_image_list_free(list, n);
+
+        /* The same image from an OCI archive: another manifest, the same id.
+         * Removing by id removes both. */
+        pathf(arch, "%s/img-oci.tar", W);
+        write_oci(arch, &im, "example.com/team/app:oci", false, 0);
+        assert_int_equal(lg_image_import(st, arch, NULL, NULL, NULL, NULL, &err), 0);
+        assert_int_equal(lg_image_list(st, &list, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(list[0]->id, list[1]->id);
+        lg_image_list_free(list, n);
+        assert_int_equal(lg_image_remove(st, id, &err), 0);
+        assert_int_equal(lg_image_list(st, &list, &n, &err), 0);
+        assert_int_equal(n, 0);
+        lg_image_list_free(list, n);
         lg_image_store_close(st);
         free_image(&im);
 }
