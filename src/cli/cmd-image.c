@@ -92,6 +92,11 @@ struct stream {
 static void show_progress(struct stream *s, const json_t *doc) {
         const char *phase = cli_jstr(doc, "phase") ?: "";
         const char *what = cli_jstr(doc, "what") ?: "";
+        char shortw[16];
+        if (!strncmp(what, "sha256:", 7) && strlen(what) > 19) { /* digests: 12 hex digits say enough */
+                snprintf(shortw, sizeof(shortw), "%.12s", what + 7);
+                what = shortw;
+        }
         long long done = cli_jint(doc, "done", 0), total = cli_jint(doc, "total", 0);
         if (s->tty) {
                 char a[32], b[32];
