@@ -456,6 +456,14 @@ static int do_entry(struct lctx *x, struct archive_entry *e) {
                 x->root_set = true;
                 return skip_data(x);
         }
+        /* Inside an aufs bookkeeping directory (.wh..wh.plnk/...): skipped
+         * with it. */
+        for (const char *p = x->path; (p = strstr(p, ".wh..wh.")); p++)
+                if (p == x->path || p[-1] == '/') {
+                        if (strchr(p, '/'))
+                                return skip_data(x);
+                        break;
+                }
         char *slash = strrchr(x->path, '/');
         size_t plen = slash ? (size_t) (slash - x->path) : 0;
         const char *name = slash ? slash + 1 : x->path;

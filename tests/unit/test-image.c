@@ -743,6 +743,7 @@ static void test_whiteouts_overlay(void **state) {
                 {"o/.wh..wh..opq", F, "", 0, 0, 0, 0},
                 {"o/new", F, "new\n", 0, 0, 0, 0},
                 {".wh..wh.plnk", D, NULL, 0, 0, 0, 0},
+                {".wh..wh.plnk/123.456", F, "aufs", 0, 0, 0, 0},
         };
         struct timg im = {0};
         make_layer(&im, lower, ARRAY_SIZE(lower), 1);
