@@ -415,7 +415,8 @@ class FakeRegistry:
             def do_GET(self):
                 if self.headers.get("Authorization") != fake.expect:
                     self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Basic realm="fake"')
+                    self.send_header("WWW-Authenticate", 'Negotiate xyz' if fake.mode == "weird-challenge"
+                                     else 'Basic realm="fake"')
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -432,6 +433,11 @@ class FakeRegistry:
                         digest = "sha256:" + "0" * 64
                     if fake.mode == "huge-manifest":
                         body = b" " * (5 << 20)
+                    if fake.mode == "bad-layer-type":
+                        m = json.loads(body)
+                        m["layers"][0]["mediaType"] = "application/x-evil"
+                        body = json.dumps(m).encode()
+                        digest = "sha256:" + hashlib.sha256(body).hexdigest()
                     self.send_response(200)
                     self.send_header("Content-Type", mt)
                     self.send_header("Docker-Content-Digest", digest)
@@ -440,9 +446,13 @@ class FakeRegistry:
                     self.wfile.write(body)
                     return
                 if "/blobs/" in self.path:
+                    loc = f"http://127.0.0.1:{fake.storage.server_port}/data/{self.path.rsplit('/', 1)[-1]}"
+                    if fake.mode == "redirect-file":
+                        loc = "file:///etc/passwd"
+                    if fake.mode == "redirect-loop":
+                        loc = self.path
                     self.send_response(307)
-                    self.send_header("Location", f"http://127.0.0.1:{fake.storage.server_port}/data"
-                                                 f"/{self.path.rsplit('/', 1)[-1]}")
+                    self.send_header("Location", loc)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -477,6 +487,10 @@ def test_pull_redirected_blobs_get_no_credentials(legiond, bb):
     ("lying-digest", 400, "digest mismatch"),
     ("schema1", 422, "schema 1"),
     ("huge-manifest", 413, "larger than"),
+    ("bad-layer-type", 422, "unsupported media type"),
+    ("weird-challenge", 422, "unsupported scheme"),
+    ("redirect-file", 502, "not https"),
+    ("redirect-loop", 502, "too many redirects"),
 ])
 def test_pull_hostile_registry(legiond, bb, mode, status, words):
     img = Image([bb], config=CONFIG)
