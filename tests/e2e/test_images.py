@@ -281,6 +281,30 @@ def test_pull_anonymous_by_tag_and_digest(legiond, tmp_path, bb):
         assert st == 404, body
 
 
+def test_concurrent_pulls_and_gc(legiond, tmp_path, bb):
+    imgs = [Image([bb, tar_layer([("n", "file", str(i).encode())])], config=CONFIG) for i in range(3)]
+    with Registry(str(tmp_path)) as reg:
+        refs = [reg.push(img, "many", str(i)) for i, img in enumerate(imgs)]
+        results = []
+
+        def go(ref, ndjson):
+            h = {"Accept": "application/x-ndjson"} if ndjson else {}
+            results.append(legiond.http("POST", "/v1/images/pull", body={"image": ref}, headers=h, timeout=120))
+
+        threads = [threading.Thread(target=go, args=(refs[i % 3], i % 2 == 0)) for i in range(8)]
+        threads.append(threading.Thread(target=lambda: results.append(legiond.http("POST", "/v1/images/gc"))))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(st in (200, 201) for st, _ in results), results
+        for st, body in results:  # the NDJSON answers end with the image, not an error
+            assert "image" in json.loads(body.decode().splitlines()[-1]) or "blobsRemoved" in json.loads(body), body
+        assert sorted(i["id"] for i in images(legiond)) == sorted(img.id for img in imgs)
+        for img, ref in zip(imgs, refs):
+            assert inspect(legiond, ref)["id"] == img.id
+
+
 def test_pull_index_resolves_linux_amd64_with_zstd_layers(legiond, tmp_path, bb):
     amd = Image([bb, tar_layer([("arch", "file", b"amd64\n")])], config=CONFIG, compression="zstd")
     arm = Image([tar_layer([("arch", "file", b"arm64\n")])], arch="arm64")
