@@ -55,6 +55,7 @@ struct ictx {
         const char *shown;
         int fd;
         uint64_t size, done, total_out;
+        uint64_t mem_total; /* JSON kept in memory */
         struct archive *a;
         struct ent *ents;
         size_t n_ents, cap_ents;
@@ -166,18 +167,8 @@ static int resolve_symlink(const char *link, const char *target, char *out, size
         return len ? 0 : -EINVAL;
 }
 
+/* A later entry of the same path wins, as in tar: lookup takes the last. */
 static struct ent *new_ent(struct ictx *x, const char *path) {
-        for (size_t i = 0; i < x->n_ents; i++)
-                if (!strcmp(x->ents[i].path, path)) {
-                        /* A later entry replaces an earlier one, as in tar. */
-                        struct ent *e = &x->ents[i];
-                        free(e->alias);
-                        free(e->mem);
-                        char *p = e->path;
-                        memset(e, 0, sizeof(*e));
-                        e->path = p;
-                        return e;
-                }
         if (x->n_ents == x->cap_ents) {
                 size_t ncap = x->cap_ents ? x->cap_ents * 2 : 64;
                 struct ent *nv = realloc(x->ents, ncap * sizeof(*nv));
@@ -201,7 +192,7 @@ static const struct ent *lookup(const struct ictx *x, const char *path) {
         const char *want = norm;
         for (int hop = 0; hop <= MAX_ALIAS_HOPS; hop++) {
                 const struct ent *e = NULL;
-                for (size_t i = 0; i < x->n_ents; i++)
+                for (size_t i = x->n_ents; i-- > 0 && !e;)
                         if (!strcmp(x->ents[i].path, want))
                                 e = &x->ents[i];
                 if (!e || !e->alias)
@@ -271,6 +262,12 @@ static int read_mem(struct ictx *x, struct ent *e) {
                         return data_error(x);
                 }
                 len += (size_t) n;
+                x->mem_total += (uint64_t) n;
+                if (x->mem_total > 16 * x->lim.json_bytes) {
+                        free(buf);
+                        return lg_error_setm(x->err, EFBIG, "archive `%s` has more than %" PRIu64 " bytes of JSON files",
+                                             x->shown, 16 * x->lim.json_bytes);
+                }
                 int r = count_out(x, (size_t) n);
                 if (r < 0) {
                         free(buf);
