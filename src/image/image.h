@@ -7,6 +7,7 @@
  *
  *   lock                         flock: shared while a handle is open,
  *                                exclusive while cleaning at open / GC
+ *   index.lock                   flock: exclusive while images.json changes
  *   blobs/sha256/<hex>           manifests, configs and compressed layers,
  *                                mode 0444, verified against their digest
  *   layers/<hex>/                the extracted tree of layer blob <hex>, in
