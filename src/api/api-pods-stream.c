@@ -255,6 +255,7 @@ struct logf {
         struct lg_http_request *req;
         char ns[LG_STORE_NAME_MAX + 1], pod[LG_STORE_NAME_MAX + 1], container[LG_STORE_NAME_MAX + 1];
         char path[4096];
+        int fd; /* the log of the run being followed */
         off_t off;
         int64_t limit; /* bytes still allowed; -1 = no limit */
         uv_timer_t timer;
@@ -267,24 +268,29 @@ static void logf_stop(struct logf *f) {
         if (f->done)
                 return;
         f->done = true;
+        close(f->fd);
         uv_timer_stop(&f->timer);
         uv_close((uv_handle_t *) &f->timer, logf_closed);
 }
 
 /* New bytes of the file since f->off (at most cap). */
 static ssize_t logf_read(struct logf *f, char *buf, size_t cap) {
-        int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
         struct stat st;
         /* A capped log was compacted under us: start over. */
-        if (fstat(fd, &st) == 0 && st.st_size < f->off)
+        if (fstat(f->fd, &st) == 0 && st.st_size < f->off)
                 f->off = 0;
-        ssize_t n = lg_pread_all(fd, buf, cap, f->off);
-        close(fd);
+        ssize_t n = lg_pread_all(f->fd, buf, cap, f->off);
         if (n > 0)
                 f->off += n;
         return n;
+}
+
+/* The manager renames the log to .previous.log when the container
+ * restarts: the run being followed is over (as in Kubernetes, a follow is
+ * of one run). */
+static bool logf_rotated(struct logf *f) {
+        struct stat a, b;
+        return stat(f->path, &a) < 0 || fstat(f->fd, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev;
 }
 
 static void logf_tick(uv_timer_t *t) {
@@ -307,7 +313,8 @@ static void logf_tick(uv_timer_t *t) {
                 if (f->limit == 0)
                         break;
         }
-        if (f->limit == 0 || lg_pods_container_active(f->d->pods, f->ns, f->pod, f->container) <= 0) {
+        if (f->limit == 0 || logf_rotated(f) ||
+            lg_pods_container_active(f->d->pods, f->ns, f->pod, f->container) <= 0) {
                 /* One last read: what was written before it stopped. */
                 ssize_t n = f->limit == 0 ? 0 : logf_read(f, buf, sizeof(buf));
                 if (n > 0 && f->limit >= 0 && n > f->limit)
@@ -418,13 +425,16 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
         /* The start: the whole file, or its last tailLines lines. */
         char *data = NULL;
         size_t len = 0;
-        int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0 && fstat(fd, &st) == 0 && (data = malloc((size_t) st.st_size + 1))) {
-                ssize_t n = lg_pread_all(fd, data, (size_t) st.st_size, 0);
+        f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
+        if (f->fd < 0) {
+                free(f);
+                return kube_status(c->req, 404, "NotFound", NULL, "no log for container \"%s\" in pod \"%s\"",
+                                   container, name);
+        }
+        if (fstat(f->fd, &st) == 0 && (data = malloc((size_t) st.st_size + 1))) {
+                ssize_t n = lg_pread_all(f->fd, data, (size_t) st.st_size, 0);
                 len = n > 0 ? (size_t) n : 0;
         }
-        if (fd >= 0)
-                close(fd);
         f->off = (off_t) len;
         size_t skip = 0;
         if (tl && data) {
@@ -446,6 +456,7 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
         if (!kube_param_true(c->req, "follow") || f->limit == 0) {
                 lg_http_respond(c->req, 200, h, 1, data ? data + skip : "", out);
                 free(data);
+                close(f->fd);
                 free(f);
                 return;
         }

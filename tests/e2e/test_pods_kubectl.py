@@ -443,3 +443,25 @@ def test_graceful_and_forced_delete(kc, cluster, runs):
     while name2 in pod_names(cluster) and time.time() < deadline:
         time.sleep(0.1)
     assert name2 not in pod_names(cluster)
+
+
+def test_restarts_and_previous_logs(kc, cluster, runs):
+    name = f"crash-{kc.tag}"
+    apply(kc, manifest(name, restart="OnFailure", command=["sh", "-c", "echo a; echo b; exit 3"]))
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            cs = get_json(kc, name)["status"].get("containerStatuses") or [{}]
+            if cs[0].get("restartCount", 0) >= 1:
+                break
+            time.sleep(0.2)
+        assert cs[0]["restartCount"] >= 1, cs
+        assert cs[0]["lastState"]["terminated"]["exitCode"] == 3
+        # Following one run ends with that run, restarts or not.
+        assert kc("logs", name, "-f", timeout=60).stdout in ("a\nb\n", "")
+        assert kc("logs", name, "--previous").stdout == "a\nb\n"
+        assert kc("logs", name, "--limit-bytes=1", "--previous").stdout == "a"
+        row = next(l.split() for l in kc("get", "pods").stdout.splitlines() if l.startswith(name + " "))
+        assert row[2] in ("CrashLoopBackOff", "Error", "Running", "ContainerCreating") and int(row[3]) >= 1, row
+    finally:
+        cleanup(kc, name)
