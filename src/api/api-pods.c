@@ -868,7 +868,10 @@ void api_pods(struct api_call *c, const char *ns, const char *name, const char *
                 return kube_pod_log(c, ns, name);
         }
         if (sub && strcmp(sub, "status"))
-                return kube_status(c->req, 404, "NotFound", NULL, "the server could not find the requested resource");
+                return kube_status(c->req, 404, "NotFound", NULL,
+                                   "the server could not find the requested resource (pods/%.32s is not supported "
+                                   "by Legion)",
+                                   sub);
         if (!strcmp(m, "GET"))
                 return get_pod(c, ns, name);
         if (sub)
