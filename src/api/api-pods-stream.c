@@ -71,7 +71,7 @@ static void watch_end(struct watch *w) {
 
 /* Send one event; false when the client is gone or too slow. */
 static bool watch_send(struct watch *w, const char *type, json_t *obj /* stolen */) {
-        if (obj && w->table) {
+        if (obj && w->table && strcmp(type, "ERROR")) {
                 json_t *t = kube_pod_table(&obj, 1,
                                            json_string_value(json_object_get(json_object_get(obj, "metadata"),
                                                                              "resourceVersion")),
@@ -126,7 +126,7 @@ static bool watch_pump(struct watch *w) {
                                 ok = watch_send(w, "DELETED", json_incref(doc));
                         json_object_del(w->seen, key);
                 } else if (match) {
-                        ok = watch_send(w, was ? "MODIFIED" : "ADDED", json_incref(doc));
+                        ok = watch_send(w, was && e->type != LG_EVENT_ADDED ? "MODIFIED" : "ADDED", json_incref(doc));
                         json_object_set_new(w->seen, key, json_true());
                 } else if (was) {
                         /* It stopped matching: gone from this watch's view. */

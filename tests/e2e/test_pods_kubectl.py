@@ -84,9 +84,10 @@ def manifest(name, command=None, labels=None, extra_spec=None, containers=None, 
     md = {"name": name, "labels": labels or {"app": "demo"}}
     if ns:
         md["namespace"] = ns
-    spec = {"restartPolicy": restart,
-            "containers": containers or [{"name": "main", "image": IMAGE,
+    spec = {"containers": containers or [{"name": "main", "image": IMAGE,
                                           "command": command or ["sh", "-c", "echo hello; sleep 1"]}]}
+    if restart:
+        spec["restartPolicy"] = restart
     spec.update(extra_spec or {})
     return {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": spec}
 
@@ -465,3 +466,74 @@ def test_restarts_and_previous_logs(kc, cluster, runs):
         assert row[2] in ("CrashLoopBackOff", "Error", "Running", "ContainerCreating") and int(row[3]) >= 1, row
     finally:
         cleanup(kc, name)
+
+
+QUANTITY_OK = ["500m", "1", "1.5", 2, "0.25", "1e3", "64Mi", "1G", "128974848", "129e6", "123Ki", "1Ei"]
+QUANTITY_BAD = ["1.2.3", "Mi", "-1", "1Qi", "", "1 Mi", "abc", "0x10", "1e", True, None]
+
+
+def dry_create(cluster, doc):
+    st, body = cluster.http("POST", "/api/v1/namespaces/default/pods?dryRun=All", doc)
+    return st, json.loads(body)
+
+
+def test_validation_dry_run(cluster):
+    before = pod_names(cluster)
+    for q in QUANTITY_OK:
+        doc = manifest("q", containers=[{"name": "c", "image": IMAGE,
+                                         "resources": {"limits": {"cpu": q, "memory": q}}}])
+        st, s = dry_create(cluster, doc)
+        assert st == 201, (q, s)
+        # Requests default to the limits.
+        assert s["spec"]["containers"][0]["resources"]["requests"] == {"cpu": q, "memory": q}
+        assert s["status"]["qosClass"] == "Guaranteed"
+    for q in QUANTITY_BAD:
+        doc = manifest("q", containers=[{"name": "c", "image": IMAGE, "resources": {"limits": {"memory": q}}}])
+        st, s = dry_create(cluster, doc)
+        assert st == 422 and s["details"]["causes"][0]["field"] == "spec.containers[0].resources.limits[memory]", (q, s)
+    cases = [
+        ({"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]}, "spec.containers[0].env[0].valueFrom"),
+        ({"env": [{"name": "1BAD", "value": "x"}]}, "spec.containers[0].env[0].name"),
+        ({"ports": [{"containerPort": 80, "hostPort": 8080}]}, "spec.containers[0].ports[0].hostPort"),
+        ({"ports": [{"containerPort": 70000}]}, "spec.containers[0].ports[0].containerPort"),
+        ({"ports": [{"containerPort": 80, "protocol": "HTTP"}]}, "spec.containers[0].ports[0].protocol"),
+        ({"stdin": True}, "spec.containers[0].stdin"),
+        ({"imagePullPolicy": "Sometimes"}, "spec.containers[0].imagePullPolicy"),
+        ({"workingDir": "relative"}, "spec.containers[0].workingDir"),
+        ({"command": "sh -c x"}, "spec.containers[0].command"),
+        ({"volumeMounts": [{"name": "v", "mountPath": "/v"}]}, "spec.containers[0].volumeMounts"),
+        ({"resources": {"limits": {"nvidia.com/gpu": 1}}}, "spec.containers[0].resources.limits[nvidia.com/gpu]"),
+        ({"resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}},
+         "spec.containers[0].resources.requests"),
+    ]
+    for extra, field in cases:
+        c = {"name": "c", "image": IMAGE}
+        c.update(extra)
+        st, s = dry_create(cluster, manifest("v", containers=[c]))
+        assert st == 422 and field in [x["field"] for x in s["details"]["causes"]], (extra, s)
+    spec_cases = [
+        ({"restartPolicy": "Sometimes"}, "spec.restartPolicy"),
+        ({"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds"),
+        ({"terminationGracePeriodSeconds": -1}, "spec.terminationGracePeriodSeconds"),
+        ({"securityContext": {"runAsUser": 0}}, "spec.securityContext"),
+        ({"initContainers": [{"name": "i", "image": IMAGE}]}, "spec.initContainers"),
+        ({"nodeName": "some-other-node"}, "spec.nodeName"),
+        ({"hostPID": True}, "spec.hostPID"),
+        ({"containers": []}, "spec.containers"),
+        ({"containers": [{"name": f"c{i}", "image": IMAGE} for i in range(65)]}, "spec.containers"),
+    ]
+    for extra, field in spec_cases:
+        st, s = dry_create(cluster, manifest("v", extra_spec=extra))
+        assert st == 422 and field in [x["field"] for x in s["details"]["causes"]], (extra, s)
+    # Defaults as Kubernetes stores them.
+    st, s = dry_create(cluster, manifest("d", containers=[{"name": "c", "image": "busybox"},
+                                                          {"name": "e", "image": "x/y:latest", "ports": [{"containerPort": 1}]}],
+                                         restart=None))
+    assert st == 201, s
+    spec = s["spec"]
+    assert spec["restartPolicy"] == "Always" and spec["dnsPolicy"] == "ClusterFirst"
+    assert spec["schedulerName"] == "default-scheduler" and spec["nodeName"]
+    assert [c["imagePullPolicy"] for c in spec["containers"]] == ["Always", "Always"]
+    assert spec["containers"][1]["ports"][0]["protocol"] == "TCP"
+    assert s["status"]["qosClass"] == "BestEffort"
+    assert pod_names(cluster) == before
