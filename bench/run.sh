@@ -293,16 +293,18 @@ cat >"$RES/meta.json" <<EOF
 EOF
 "$PY" "$BENCH_DIR/report.py" --results "$RES" --out "$BENCH_DIR/RESULTS.md"
 
-# Functions (issue 3) and sessions (issue 4) run against a real legiond and
-# write their own sections; BENCH_PARTS picks which run (default all).
-for part in functions sessions; do
-        case " ${BENCH_PARTS:-functions sessions} " in *" $part "*) ;; *) continue ;; esac
+# Functions (issue 3), sessions (issue 4) and pods (issue 5) run against a
+# real legiond and write their own sections; BENCH_PARTS picks which run
+# (default all). Pods' section is appended here, not by bench/pods/run.sh.
+export PODS_NO_MERGE=1
+for part in functions sessions pods; do
+        case " ${BENCH_PARTS:-functions sessions pods} " in *" $part "*) ;; *) continue ;; esac
         if [ -x "$BENCH_DIR/$part/run.sh" ]; then
                 echo "bench: $part"
                 "$BENCH_DIR/$part/run.sh" "$BUILD" || status=1
         fi
 done
-for part in functions sessions; do
+for part in functions sessions pods; do
         if [ -f "$ROOT/bench/out/$part.md" ]; then
                 printf '\n' >>"$BENCH_DIR/RESULTS.md"
                 cat "$ROOT/bench/out/$part.md" >>"$BENCH_DIR/RESULTS.md"

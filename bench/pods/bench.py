@@ -1,0 +1,369 @@
+#!/usr/bin/python3
+"""The pods benchmark's driver (bench/pods/run.sh starts legiond and runs
+this; see run.sh for the whole picture).
+
+Parts, each writing raw JSON into OUT:
+  start   pod create -> container running and pod create -> exit (/bin/true,
+          restartPolicy Never, until phase Succeeded) through legiond's Pod
+          API, against `runc run -d` and `runc run` on a bundle whose rootfs
+          is the same image's extracted layers; interleaved run by run
+  image   import of a ~100 MB image (`legion image import`), pull of the
+          same image from a docker-registry on 127.0.0.1 (`legion image
+          pull`), cold and with every layer present, against `skopeo copy`
+          of the image to an OCI directory (and `umoci unpack` of it)
+
+Every figure in the report comes from these files."""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+import oci_kit  # noqa: E402
+
+NS = "default"
+IMAGE = "busybox:bench"
+BIG = "big:bench"
+
+
+def log(*a):
+    print("bench/pods:", *a, file=sys.stderr, flush=True)
+
+
+class Api:
+    """legiond's API over one keep-alive connection (re-opened if dropped)."""
+
+    def __init__(self, port, token):
+        self.port, self.token = port, token
+        self.c = None
+
+    def call(self, method, path, body=None, ok=(200, 201, 202, 204), ctype="application/json"):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        for attempt in range(2):
+            if self.c is None:
+                self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+            try:
+                h = {"Authorization": "Bearer " + self.token, "Accept": "application/json"}
+                if body is not None:
+                    h["Content-Type"] = ctype
+                self.c.request(method, path, body=body, headers=h)
+                r = self.c.getresponse()
+                data = r.read()
+                break
+            except (http.client.HTTPException, OSError):
+                self.c.close()
+                self.c = None
+                if attempt:
+                    raise
+        if ok and r.status not in ok:
+            raise RuntimeError(f"{method} {path}: {r.status} {data[:400]!r}")
+        return r.status, (json.loads(data) if data[:1] in (b"{", b"[") else data)
+
+
+class Watch:
+    """A watch of one pod on its own connection, read as it streams
+    (chunked transfer decoded here, so no client library sits on the timed
+    path)."""
+
+    def __init__(self, port, token, name, rv):
+        q = urllib.parse.urlencode({"watch": "true", "fieldSelector": f"metadata.name={name}",
+                                    "resourceVersion": rv, "timeoutSeconds": "600"})
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.s.sendall((f"GET /api/v1/namespaces/{NS}/pods?{q} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        f"Authorization: Bearer {token}\r\nAccept: application/json\r\n\r\n").encode())
+        self.f = self.s.makefile("rb")
+        self.chunked = None
+        self.buf = b""
+
+    def _head(self):
+        line = self.f.readline()
+        if not line.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"watch: {line!r} {self.f.read1(400)!r}")
+        self.chunked = False
+        while True:
+            h = self.f.readline()
+            if h in (b"\r\n", b"\n", b""):
+                break
+            if h.lower().startswith(b"transfer-encoding:") and b"chunked" in h.lower():
+                self.chunked = True
+
+    def next(self):
+        """The next event, or None when the stream ended."""
+        if self.chunked is None:
+            self._head()
+        while b"\n" not in self.buf:
+            if self.chunked:
+                size = int(self.f.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    return None
+                data = self.f.read(size)
+                self.f.readline()
+            else:
+                data = self.f.read1(65536)
+                if not data:
+                    return None
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line) if line.strip() else self.next()
+
+    def close(self):
+        self.f.close()
+        self.s.close()
+
+
+def running(pod):
+    for cs in pod.get("status", {}).get("containerStatuses") or []:
+        if "running" in (cs.get("state") or {}):
+            return True
+    return pod.get("status", {}).get("phase") == "Running"
+
+
+def succeeded(pod):
+    return pod.get("status", {}).get("phase") == "Succeeded"
+
+
+def pod_once(api, args, name, cmd, until):
+    """Seconds from the create request to until(pod) in the watch; then the
+    pod is deleted (untimed) and its DELETED event awaited."""
+    _, lst = api.call("GET", f"/api/v1/namespaces/{NS}/pods?fieldSelector=metadata.name%3D{name}")
+    w = Watch(args.port, api.token, name, lst["metadata"]["resourceVersion"])
+    doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"bench": "pods"}},
+           "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "c", "image": IMAGE, "command": cmd}]}}
+    try:
+        t0 = time.perf_counter()
+        api.call("POST", f"/api/v1/namespaces/{NS}/pods", doc)
+        dt = None
+        while dt is None:
+            ev = w.next()
+            if ev is None:
+                raise RuntimeError(f"pod {name}: the watch ended before the pod was ready")
+            obj = ev.get("object") or {}
+            if ev.get("type") == "ERROR":
+                raise RuntimeError(f"pod {name}: watch error {obj}")
+            if until(obj):
+                dt = time.perf_counter() - t0
+            elif obj.get("status", {}).get("phase") == "Failed":
+                raise RuntimeError(f"pod {name} failed: {json.dumps(obj.get('status'))[:600]}")
+        api.call("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}?gracePeriodSeconds=0",
+                 {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
+        while True:
+            ev = w.next()
+            if ev is None or ev.get("type") == "DELETED":
+                break
+        return dt
+    finally:
+        w.close()
+
+
+class Runc:
+    """runc on a bundle whose rootfs is the image's extracted layers, copied
+    (cp -a) lowest first into one directory."""
+
+    def __init__(self, out, layer_dirs):
+        self.root = os.path.join(out, "runc-root")
+        self.rootfs = os.path.join(out, "runc-rootfs")
+        shutil.rmtree(self.rootfs, ignore_errors=True)
+        os.makedirs(self.rootfs)
+        os.makedirs(self.root, exist_ok=True)
+        for d in layer_dirs:  # lowest first
+            subprocess.run(["cp", "-a", d + "/.", self.rootfs + "/"], check=True)
+        self.bundles = {}
+        for key, argv in (("true", ["/bin/true"]), ("sleep", ["/bin/sleep", "3600"])):
+            b = os.path.join(out, f"runc-bundle-{key}")
+            shutil.rmtree(b, ignore_errors=True)
+            os.makedirs(b)
+            subprocess.run(["runc", "spec"], cwd=b, check=True)
+            cfgp = os.path.join(b, "config.json")
+            cfg = json.load(open(cfgp))
+            cfg["root"] = {"path": self.rootfs, "readonly": False}
+            cfg["process"]["args"] = argv
+            cfg["process"]["terminal"] = False
+            json.dump(cfg, open(cfgp, "w"), indent=1)
+            self.bundles[key] = b
+        self.n = 0
+
+    def _id(self):
+        self.n += 1
+        return f"lgbench-{os.getpid()}-{self.n}"
+
+    def run_exit(self):
+        cid = self._id()
+        t0 = time.perf_counter()
+        p = subprocess.run(["runc", "--root", self.root, "run", "--bundle", self.bundles["true"], cid],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        dt = time.perf_counter() - t0
+        if p.returncode:
+            raise RuntimeError(f"runc run: {p.returncode} {p.stderr.decode()[:400]}")
+        return dt
+
+    def run_running(self):
+        cid = self._id()
+        # The detached container keeps runc's stdio: a file, not a pipe
+        # that would never reach EOF.
+        with open(os.path.join(self.root, "run-d.err"), "w+b") as err:
+            t0 = time.perf_counter()
+            p = subprocess.run(["runc", "--root", self.root, "run", "-d", "--bundle", self.bundles["sleep"], cid],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            dt = time.perf_counter() - t0
+            if p.returncode:
+                err.seek(0)
+                raise RuntimeError(f"runc run -d: {p.returncode} {err.read().decode()[:400]}")
+        subprocess.run(["runc", "--root", self.root, "delete", "-f", cid], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return dt
+
+    def cleanup(self):
+        p = subprocess.run(["runc", "--root", self.root, "list", "-q"], capture_output=True, text=True)
+        for cid in p.stdout.split():
+            subprocess.run(["runc", "--root", self.root, "delete", "-f", cid], capture_output=True)
+
+
+def legion(args, *argv, check=True, input=None):
+    env = dict(os.environ, LEGION_API=f"http://127.0.0.1:{args.port}", LEGION_HOME=args.home)
+    t0 = time.perf_counter()
+    p = subprocess.run([args.legion, *argv], env=env, capture_output=True, input=input)
+    dt = time.perf_counter() - t0
+    if check and p.returncode:
+        raise RuntimeError(f"legion {' '.join(argv)}: {p.returncode} {p.stderr.decode()[:600]}")
+    return dt, p
+
+
+def write(out, name, doc):
+    with open(os.path.join(out, name), "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+def part_start(args, api):
+    img = oci_kit.Image([oci_kit.busybox_layer()], config={"Cmd": ["/bin/sh"]})
+    archive = os.path.join(args.out, "busybox.tar")
+    oci_kit.write_docker_archive(archive, [(img, [IMAGE])])
+    dt, _ = legion(args, "image", "import", archive)
+    log(f"imported {IMAGE} in {dt * 1000:.0f} ms")
+    layer_dirs = [os.path.join(args.home, "images", "layers", d["digest"].split(":")[1]) for d in img.layer_descs]
+    for d in layer_dirs:
+        if not os.path.isdir(d):
+            raise RuntimeError(f"{d}: the image's extracted layer is not where docs/images.md says")
+    runc = Runc(args.out, layer_dirs)
+    res = {"n": args.n, "warmup": args.warmup, "legion_running": [], "legion_exit": [], "runc_running": [],
+           "runc_exit": [], "image": IMAGE, "layers": len(layer_dirs)}
+    try:
+        for i in range(-args.warmup, args.n):
+            a = pod_once(api, args, f"run-{i + args.warmup}", ["/bin/sleep", "3600"], running)
+            b = runc.run_running()
+            c = pod_once(api, args, f"true-{i + args.warmup}", ["/bin/true"], succeeded)
+            d = runc.run_exit()
+            if i >= 0:
+                res["legion_running"].append(a)
+                res["runc_running"].append(b)
+                res["legion_exit"].append(c)
+                res["runc_exit"].append(d)
+            if (i + 1) % 50 == 0:
+                log(f"start: {i + 1}/{args.n}")
+    finally:
+        runc.cleanup()
+    write(args.out, "start.json", res)
+
+
+def timed(cmd, env=None):
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, env=env)
+    dt = time.perf_counter() - t0
+    if p.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: {p.returncode} {p.stderr.decode()[:600]}")
+    return dt
+
+
+def forget(args, ref):
+    """Remove the image and collect its blobs and layers (untimed)."""
+    legion(args, "image", "rm", ref, check=False)
+    legion(args, "image", "gc")
+
+
+def part_image(args):
+    size = args.big_mb * 1000 * 1000
+    log(f"building a {args.big_mb} MB image (busybox + random data)")
+    big = oci_kit.Image([oci_kit.busybox_layer(), oci_kit.random_layer(size)], config={"Cmd": ["/bin/sh"]})
+    archive = os.path.join(args.out, "big.tar")
+    oci_kit.write_oci_archive(archive, big, BIG)
+    res = {"runs": args.image_n, "archive_bytes": os.path.getsize(archive),
+           "image_bytes": sum(d["size"] for d in big.layer_descs), "import": [], "pull": [],
+           "pull_cached": [], "skopeo": [], "skopeo_cached": [], "umoci_unpack": []}
+    for i in range(args.image_n):
+        forget(args, BIG)
+        res["import"].append(legion(args, "image", "import", archive, "--name", BIG)[0])
+    forget(args, BIG)
+    work = os.path.join(args.out, "registry")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    reg = oci_kit.Registry(work)
+    try:
+        ref = reg.push(big, "big", "bench")
+        log(f"pushed {ref}")
+        for i in range(args.image_n):
+            forget(args, ref)
+            res["pull"].append(legion(args, "image", "pull", ref)[0])
+        for i in range(args.image_n):
+            res["pull_cached"].append(legion(args, "image", "pull", ref)[0])
+        forget(args, ref)
+        for i in range(args.image_n):
+            dest = os.path.join(args.out, "skopeo-oci")
+            shutil.rmtree(dest, ignore_errors=True)
+            src = f"docker://{ref}"
+            res["skopeo"].append(timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", src,
+                                        f"oci:{dest}:bench"]))
+            if shutil.which("umoci"):
+                bundle = os.path.join(args.out, "umoci-bundle")
+                shutil.rmtree(bundle, ignore_errors=True)
+                res["umoci_unpack"].append(timed(["umoci", "unpack", "--image", f"{dest}:bench", bundle]))
+                shutil.rmtree(bundle, ignore_errors=True)
+        for i in range(args.image_n):
+            res["skopeo_cached"].append(timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                                               f"docker://{ref}", f"oci:{dest}:bench"]))
+        shutil.rmtree(dest, ignore_errors=True)
+    finally:
+        reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        os.unlink(archive)
+    write(args.out, "image.json", res)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--legion", required=True)
+    ap.add_argument("--parts", default="start,image")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--image-n", type=int, default=3)
+    ap.add_argument("--big-mb", type=int, default=100)
+    args = ap.parse_args()
+    token = open(os.path.join(args.home, "admin.token")).read().strip()
+    api = Api(args.port, token)
+    parts = args.parts.split(",")
+    failed = False
+    for part in ("start", "image"):
+        if part not in parts:
+            continue
+        log(f"part {part}")
+        try:
+            part_start(args, api) if part == "start" else part_image(args)
+        except Exception as e:  # noqa: BLE001 -- recorded for the report, then the next part
+            failed = True
+            log(f"part {part} failed: {e}")
+            write(args.out, f"{part}-error.json", {"error": str(e)})
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

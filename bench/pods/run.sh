@@ -1,0 +1,134 @@
+#!/bin/bash
+# The pods benchmark: bench/pods/run.sh [BUILD_DIR] (default build).
+#
+# Starts its own legiond on 127.0.0.1 (a free port) with a private
+# LEGION_HOME under bench/out/ and LEGION_CGROUP_PARENT=legion-bench-pods,
+# then bench/pods/bench.py measures:
+#   1. pod start: pod create -> container running, and pod create -> exit
+#      of /bin/true (restartPolicy Never, phase Succeeded), through the Pod
+#      API with a watch; against `runc run -d` and `runc run` on a bundle
+#      whose rootfs is the same image's extracted layers. Interleaved run by
+#      run; p50/p99 and ratios.
+#   2. images: `legion image import` of a ~100 MB image, `legion image pull`
+#      of it from a docker-registry on 127.0.0.1 (cold, and with every layer
+#      present), against `skopeo copy` to an OCI dir (and `umoci unpack`).
+# Raw JSON goes to bench/out/pods/, the Markdown section to bench/out/pods.md
+# and bench/pods/RESULTS.md (bench/pods/report.py). Run alone, the script
+# also puts the section into bench/RESULTS.md (replacing an older "## Pods");
+# bench/run.sh sets PODS_NO_MERGE=1 and appends it itself.
+#
+# Environment (defaults in brackets):
+#   PODS_PARTS [start,image]
+#   PODS_N [200]        timed runs of each start measurement
+#   PODS_WARMUP [5]     untimed runs first
+#   PODS_IMAGE_N [3]    runs of each import / pull measurement
+#   PODS_BIG_MB [100]   size of the random layer of the big image
+set -euo pipefail
+
+PODS_DIR=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$PODS_DIR/../.." && pwd)
+BUILD=$(cd "$ROOT" && realpath -m "${1:-build}")
+PY=/usr/bin/python3
+OUT=$ROOT/bench/out
+RES=$OUT/pods
+HOME_DIR=$OUT/pods-home
+export LEGION_CGROUP_PARENT=legion-bench-pods
+
+die() { echo "bench/pods: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (legiond makes sandboxes, runc)"
+[ -x "$PY" ] || die "$PY is missing"
+for t in runc skopeo docker-registry busybox curl; do
+        command -v $t >/dev/null || die "$t is not installed (scripts/install-deps.sh)"
+done
+if pgrep -f -- "--home $HOME_DIR " >/dev/null; then
+        die "a legiond with home $HOME_DIR is already running"
+fi
+
+ninja -C "$BUILD" legiond legion legion-client legion-init >/dev/null
+[ -x "$BUILD/legiond" ] || die "$BUILD/legiond was not built"
+rm -rf "$RES" "$HOME_DIR" "$OUT/pods.md"
+mkdir -p "$RES" "$HOME_DIR"
+
+PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+LEGIOND_PID=
+
+# shellcheck disable=SC2317 # run by the trap
+cleanup() {
+        if [ -n "$LEGIOND_PID" ] && kill -0 "$LEGIOND_PID" 2>/dev/null; then
+                kill -TERM "$LEGIOND_PID"
+                for _ in $(seq 600); do kill -0 "$LEGIOND_PID" 2>/dev/null || break; sleep 0.1; done
+                kill -KILL "$LEGIOND_PID" 2>/dev/null || true
+        fi
+        if [ -d "$RES/runc-root" ]; then
+                for id in $(runc --root "$RES/runc-root" list -q 2>/dev/null); do
+                        runc --root "$RES/runc-root" delete -f "$id" >/dev/null 2>&1 || true
+                done
+        fi
+}
+trap cleanup EXIT
+
+cut -d' ' -f1-3 /proc/loadavg >"$RES/load-start.txt"
+OTHERS=$(pgrep -x legiond | wc -l || true)
+date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
+T0=$(date +%s)
+echo "bench/pods: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
+"$BUILD/legiond" --home "$HOME_DIR" --listen "127.0.0.1:$PORT" >"$RES/legiond.log" 2>&1 &
+LEGIOND_PID=$!
+for i in $(seq 200); do
+        curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+        kill -0 $LEGIOND_PID 2>/dev/null || die "legiond exited: $(cat "$RES/legiond.log")"
+        [ "$i" -lt 200 ] || die "legiond did not answer /healthz"
+        sleep 0.05
+done
+
+brc=0
+"$PY" "$PODS_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" --legion "$BUILD/legion" \
+        --parts "${PODS_PARTS:-start,image}" --n "${PODS_N:-200}" --warmup "${PODS_WARMUP:-5}" \
+        --image-n "${PODS_IMAGE_N:-3}" --big-mb "${PODS_BIG_MB:-100}" || brc=$?
+
+kill -TERM $LEGIOND_PID
+rc=0
+wait $LEGIOND_PID || rc=$?
+LEGIOND_PID=
+sleep 0.5
+left=$(pgrep -f -- "--home $HOME_DIR " | tr '\n' ' ' || true)
+left_sb=$(grep -l -- "$LEGION_CGROUP_PARENT" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | tr '\n' ' ' || true)
+left=$(echo $left $left_sb)
+for c in /sys/fs/cgroup/*/"$LEGION_CGROUP_PARENT" /sys/fs/cgroup/"$LEGION_CGROUP_PARENT"; do
+        if [ -d "$c" ]; then rmdir "$c" 2>/dev/null || true; fi
+done
+cat >"$RES/meta.json" <<EOF
+{"date": "$(cat "$RES/date.txt")", "elapsed_s": $(( $(date +%s) - T0 )),
+ "load_start": "$(cat "$RES/load-start.txt")", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
+ "other_legiond": $OTHERS, "legiond_exit": $rc, "bench_exit": $brc,
+ "leftover_processes": "$left",
+ "cpus": $(nproc), "cpu_model": "$(lscpu | sed -n 's/^Model name: *//p' | head -1)",
+ "kernel": "$(uname -r)", "mem_gib": $(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo),
+ "cgroup": "$( [ -d /sys/fs/cgroup/memory ] && echo v1 || echo v2)", "build": "$BUILD",
+ "git": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "git_dirty": $( [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)}
+EOF
+"$PY" "$PODS_DIR/report.py" "$RES" >"$OUT/pods.md"
+cp "$OUT/pods.md" "$PODS_DIR/RESULTS.md"
+if [ "${PODS_NO_MERGE:-0}" != 1 ] && [ -f "$ROOT/bench/RESULTS.md" ]; then
+        # Replace the "## Pods" section of bench/RESULTS.md (up to the next
+        # "## " heading), or append it.
+        "$PY" - "$ROOT/bench/RESULTS.md" "$OUT/pods.md" <<'PYEOF'
+import sys
+path, sec = sys.argv[1], open(sys.argv[2]).read().rstrip("\n") + "\n"
+lines = open(path).read().splitlines(keepends=True)
+start = next((i for i, l in enumerate(lines) if l.rstrip("\n") == "## Pods"), None)
+if start is None:
+    text = "".join(lines).rstrip("\n") + "\n\n" + sec
+else:
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    text = "".join(lines[:start]) + sec + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
+open(path, "w").write(text)
+PYEOF
+fi
+cat "$OUT/pods.md"
+echo "bench/pods: done in $(( $(date +%s) - T0 )) s; $OUT/pods.md"
+[ -z "$left" ] || die "processes outlived legiond: $left"
+[ "$rc" = 0 ] || die "legiond exited with status $rc"
+[ "$brc" = 0 ] || die "bench.py failed (status $brc); the report shows what was measured"
