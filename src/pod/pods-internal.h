@@ -1,0 +1,186 @@
+/* What the pod manager's files share (pods.c: the manager, pod lifetime,
+ * deletion and deadlines; pods-run.c: one container's images, sandbox and
+ * restarts; pods-status.c: the PodStatus written to the store; pods-spec.c:
+ * turning a container spec and an image config into a sandbox spec).
+ *
+ * Everything runs on legiond's loop except the bodies of uv_work_t jobs
+ * (image pulls, sandbox creation), which touch only their own job fields.
+ *
+ * Lifetimes: a pod is unlinked from the manager's list when it is gone
+ * from the store (deleted by us, or found missing), but its memory stays
+ * until no job is queued for it and every libuv handle of it is closed
+ * (pod_release). A container's handles live as long as its pod. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "pod/pod.h"
+#include "sandbox/sandbox.h"
+
+struct pod;
+
+/* Where a container is in its life. */
+enum ctr_phase {
+        C_IDLE,      /* nothing happening: about to be advanced */
+        C_PULLING,   /* image pull job queued */
+        C_PULL_WAIT, /* pull failed: timer until the next try */
+        C_BLOCKED,   /* waiting (config error, image never pulled): stays until deleted */
+        C_WAIT_NS,   /* waiting for the pod's first container to make the namespaces */
+        C_CREATING,  /* sandbox creation job queued */
+        C_RUNNING,   /* sandbox started; exit_poll armed */
+        C_BACKOFF,   /* exited, restart timer armed */
+        C_DONE,      /* terminated for good */
+};
+
+struct ctr {
+        struct pod *pod;
+        size_t idx;
+        char *name;
+        const json_t *spec;        /* the container's spec, inside pod->spec */
+        enum ctr_phase phase;
+
+        /* Status pieces, kept as the JSON the PodStatus shows. */
+        json_t *state;             /* {"waiting": {...}} | {"running": ...} | {"terminated": ...} */
+        json_t *last_state;        /* {} or {"terminated": {...}} */
+        unsigned restart_count;
+        bool started_once;
+        char image_id[80];
+        char container_id[96];     /* "legion://<sandbox id>", "" before the first */
+
+        /* Image. */
+        struct lg_image *img;      /* resolved; kept while a sandbox uses its layers */
+        bool pulled_this_start;    /* imagePullPolicy Always: pulled for this start */
+        unsigned pull_failures;
+        int pull_stage;            /* in C_PULL_WAIT: ErrImagePull shown, then ImagePullBackOff */
+
+        /* Pull job (fields written by the worker thread until done). */
+        uv_work_t pull_work;
+        char *pull_ref;
+        struct lg_image *pull_img;
+        int pull_result;
+        struct lg_error pull_err;
+
+        /* Sandbox creation job. */
+        uv_work_t create_work;
+        struct lg_sandbox_spec sspec;
+        char **argv, **envp;       /* owned, for sspec */
+        char *cwd, *log_path;
+        bool makes_ns;             /* this creation opens the pod's namespaces */
+        lg_sandbox *new_sb;
+        int ns_net, ns_ipc;        /* opened by the job for the pod */
+        int create_result;
+        struct lg_error create_err;
+
+        lg_sandbox *sb;            /* created (and started) sandbox */
+        struct exit_poll *exit_poll; /* pidfd watch of the current run */
+        uv_timer_t timer;          /* restart back-off, pull retry */
+        int64_t run_started;       /* time the current run started (epoch s) */
+        uint64_t run_started_ms;   /* loop time of the same */
+        unsigned crash_streak;     /* restarts since the last long run: back-off exponent */
+};
+
+struct pod {
+        lg_pods *mgr;
+        struct pod *next;
+        char ns[LG_STORE_NAME_MAX + 1];
+        char name[LG_STORE_NAME_MAX + 1];
+        char uid[40];
+        json_t *spec;              /* PodSpec (defaulted) */
+        struct ctr *ctrs;
+        size_t n_ctrs;
+        char restart_policy[16];   /* Always, OnFailure, Never */
+        bool host_network;
+
+        int64_t start_time;        /* status.startTime */
+        char reason[64], message[256]; /* pod-level (DeadlineExceeded) */
+        bool deadline_exceeded;
+        bool deleting;
+        bool unlinked;             /* out of the manager's list */
+        bool finished;             /* every container DONE at restore: nothing to run */
+
+        /* The pod's shared namespaces (fds of /proc/<pid>/ns/...), from
+         * the first container made; -1 until then. */
+        int netns_fd, ipcns_fd;
+        bool ns_pending;           /* a creation making them is queued */
+
+        /* Conditions' last transition times and values. */
+        struct {
+                bool value;
+                bool set;
+                int64_t since;
+        } cond[4];
+
+        uv_timer_t deadline_timer; /* activeDeadlineSeconds */
+        uv_timer_t grace_timer;    /* deletion grace period */
+        int jobs;                  /* uv_work_t queued for this pod */
+        int handles;               /* libuv handles not yet closed */
+        bool handles_closing;
+        int quiet;                 /* > 0: pod_changed writes nothing (batch) */
+};
+
+struct lg_pods {
+        uv_loop_t *loop;
+        lg_store *store;
+        lg_image_store *images;
+        char *state_root;          /* sandboxes of pods */
+        char *logs_dir;
+        char node_name[256];
+        char host_ip[64];
+        uint64_t log_max_bytes;
+        uint64_t backoff_ms;       /* first restart back-off (10 s; LEGION_POD_BACKOFF_MS) */
+        struct pod *pods;
+        struct pod *zombies;       /* unlinked, waiting for jobs and handles */
+};
+
+/* pods.c */
+/* Something changed in the pod: write status, finish a deletion when
+ * everything stopped. May free nothing; the caller may still use pod. */
+void pod_changed(struct pod *pod);
+void pod_release(struct pod *pod); /* free when no job and no handle remains */
+void pod_log_dir(const struct pod *pod, char *buf, size_t cap);
+int64_t pod_now(void);
+
+/* pods-run.c */
+void ctr_init_handles(struct ctr *c);
+/* Do the next thing for a container that is C_IDLE (resolve or pull its
+ * image, create its sandbox). */
+void ctr_advance(struct ctr *c);
+/* Kill a running container's sandbox now; it becomes terminated with
+ * exitCode 137 and reason; no restart. */
+void ctr_kill(struct ctr *c, const char *reason, const char *message);
+/* SIGTERM to the workload (graceful deletion). */
+void ctr_term(struct ctr *c);
+/* Stop timers; a container in back-off or blocked becomes DONE. */
+void ctr_stop(struct ctr *c);
+void ctr_close_handles(struct ctr *c);
+void ctr_free(struct ctr *c);
+/* Wake every C_WAIT_NS container of the pod (the namespaces exist now, or
+ * their maker failed). */
+void pod_wake_ns_waiters(struct pod *pod);
+bool ctr_active(const struct ctr *c);
+/* Would a container that exited with exit_code be started again? */
+bool ctr_will_restart(const struct ctr *c, int exit_code);
+/* Start it again now (restore). */
+void ctr_restart_now(struct ctr *c);
+void ctr_set_waiting(struct ctr *c, const char *reason, const char *message);
+
+/* pods-spec.c */
+/* Build c->sspec (and the strings it points to) from the container spec
+ * and c->img. On failure returns -errno with reason set to the Kubernetes
+ * waiting reason (CreateContainerConfigError, CreateContainerError) and
+ * err to the message. */
+int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *err);
+void ctr_free_sandbox_spec(struct ctr *c);
+/* Kubernetes quantities: "64Mi", "1G", "1e6", "500m". Rounded up. -EINVAL. */
+int lg_quantity_bytes(const json_t *q, uint64_t *ret);
+int lg_quantity_millis(const json_t *q, uint64_t *ret);
+
+/* pods-status.c */
+json_t *pod_status_json(struct pod *pod);
+/* Write the status if it changed. */
+int pod_write_status(struct pod *pod);
+/* Load what a stored status says (restore). */
+void pod_load_status(struct pod *pod, const json_t *status);

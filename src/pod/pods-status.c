@@ -1,0 +1,242 @@
+/* The PodStatus of a pod as Kubernetes shapes it (phase by kubelet's rules,
+ * conditions with transition times, qosClass, containerStatuses), written
+ * back to the store read-modify-write so the API's deletionTimestamp and
+ * deletionGracePeriodSeconds stay, and only when something changed. */
+#include <errno.h>
+#include <string.h>
+
+#include "pod/pods-internal.h"
+
+enum { COND_INITIALIZED, COND_READY, COND_CONTAINERS_READY, COND_SCHEDULED };
+static const char *const cond_names[] = {"Initialized", "Ready", "ContainersReady", "PodScheduled"};
+
+static const char *pod_phase(const struct pod *pod) {
+        if (pod->deadline_exceeded)
+                return "Failed";
+        unsigned waiting = 0, running = 0, stopped = 0, succeeded = 0;
+        for (size_t i = 0; i < pod->n_ctrs; i++) {
+                const struct ctr *c = &pod->ctrs[i];
+                const json_t *term = json_object_get(c->state, "terminated");
+                if (json_object_get(c->state, "running"))
+                        running++;
+                else if (term) {
+                        stopped++;
+                        if (json_integer_value(json_object_get(term, "exitCode")) == 0)
+                                succeeded++;
+                } else if (json_object_get(c->last_state, "terminated"))
+                        stopped++;
+                else
+                        waiting++;
+        }
+        if (waiting > 0)
+                return "Pending";
+        if (running > 0)
+                return "Running";
+        if (stopped == 0)
+                return "Pending";
+        if (!strcmp(pod->restart_policy, "Always"))
+                return "Running";
+        if (stopped == succeeded)
+                return "Succeeded";
+        if (!strcmp(pod->restart_policy, "Never"))
+                return "Failed";
+        return "Running";
+}
+
+static bool quantity_eq(const json_t *a, const json_t *b) {
+        uint64_t x, y;
+        if (!a || !b)
+                return !a && !b;
+        return lg_quantity_millis(a, &x) == 0 && lg_quantity_millis(b, &y) == 0 && x == y;
+}
+
+static bool quantity_set(const json_t *q) {
+        uint64_t v;
+        return q && lg_quantity_millis(q, &v) == 0 && v > 0;
+}
+
+/* Kubernetes' QoS classes from cpu and memory requests and limits. */
+static const char *qos_class(const struct pod *pod) {
+        static const char *const res[] = {"cpu", "memory"};
+        bool any = false, guaranteed = true;
+        for (size_t i = 0; i < pod->n_ctrs; i++) {
+                const json_t *r = json_object_get(pod->ctrs[i].spec, "resources");
+                const json_t *lim = json_object_get(r, "limits"), *req = json_object_get(r, "requests");
+                for (size_t k = 0; k < 2; k++) {
+                        const json_t *l = json_object_get(lim, res[k]), *q = json_object_get(req, res[k]);
+                        if (quantity_set(l) || quantity_set(q))
+                                any = true;
+                        if (!quantity_set(l) || (q && !quantity_eq(l, q)))
+                                guaranteed = false;
+                }
+        }
+        return !any ? "BestEffort" : guaranteed ? "Guaranteed" : "Burstable";
+}
+
+static json_t *container_status(const struct ctr *c) {
+        bool running = json_object_get(c->state, "running") != NULL;
+        json_t *cs = json_pack("{s:s, s:O, s:O, s:b, s:i, s:s, s:s, s:b}", "name", c->name, "state", c->state,
+                               "lastState", c->last_state, "ready", running, "restartCount", (int) c->restart_count,
+                               "image", json_string_value(json_object_get(c->spec, "image")), "imageID",
+                               c->image_id, "started", running);
+        if (cs && c->container_id[0])
+                json_object_set_new(cs, "containerID", json_string(c->container_id));
+        return cs;
+}
+
+static void set_cond(struct pod *pod, int i, bool value, int64_t now) {
+        if (!pod->cond[i].set || pod->cond[i].value != value) {
+                pod->cond[i].set = true;
+                pod->cond[i].value = value;
+                pod->cond[i].since = now;
+        }
+}
+
+json_t *pod_status_json(struct pod *pod) {
+        int64_t now = pod_now();
+        const char *phase = pod_phase(pod);
+        bool completed = !strcmp(phase, "Succeeded") || !strcmp(phase, "Failed");
+        bool all_ready = pod->n_ctrs > 0;
+        char unready[1024] = "";
+        size_t off = 0;
+        json_t *statuses = json_array();
+        for (size_t i = 0; i < pod->n_ctrs; i++) {
+                const struct ctr *c = &pod->ctrs[i];
+                json_array_append_new(statuses, container_status(c));
+                if (!json_object_get(c->state, "running")) {
+                        all_ready = false;
+                        if (off < sizeof(unready))
+                                off += (size_t) snprintf(unready + off, sizeof(unready) - off, "%s%s", off ? " " : "",
+                                                         c->name);
+                }
+        }
+        set_cond(pod, COND_INITIALIZED, true, pod->start_time);
+        set_cond(pod, COND_SCHEDULED, true, pod->start_time);
+        set_cond(pod, COND_READY, all_ready, now);
+        set_cond(pod, COND_CONTAINERS_READY, all_ready, now);
+
+        json_t *conds = json_array();
+        for (int i = 0; i < 4; i++) {
+                char t[40];
+                lg_store_format_time(pod->cond[i].since, t, sizeof(t));
+                json_t *cj = json_pack("{s:s, s:s, s:n, s:s}", "type", cond_names[i], "status",
+                                       pod->cond[i].value ? "True" : "False", "lastProbeTime", "lastTransitionTime", t);
+                if (!pod->cond[i].value) {
+                        if (completed) {
+                                json_object_set_new(cj, "reason", json_string("PodCompleted"));
+                        } else {
+                                char msg[1100];
+                                snprintf(msg, sizeof(msg), "containers with unready status: [%s]", unready);
+                                json_object_set_new(cj, "reason", json_string("ContainersNotReady"));
+                                json_object_set_new(cj, "message", json_string(msg));
+                        }
+                }
+                json_array_append_new(conds, cj);
+        }
+
+        char start[40];
+        lg_store_format_time(pod->start_time, start, sizeof(start));
+        const char *ip = pod->mgr->host_ip;
+        json_t *st = json_pack("{s:s, s:o, s:s, s:[{s:s}], s:s, s:s, s:o}", "phase", phase, "conditions", conds,
+                               "hostIP", ip, "hostIPs", "ip", ip, "startTime", start, "qosClass", qos_class(pod),
+                               "containerStatuses", statuses);
+        if (pod->host_network) {
+                json_object_set_new(st, "podIP", json_string(ip));
+                json_object_set_new(st, "podIPs", json_pack("[{s:s}]", "ip", ip));
+        }
+        if (pod->reason[0])
+                json_object_set_new(st, "reason", json_string(pod->reason));
+        if (pod->message[0])
+                json_object_set_new(st, "message", json_string(pod->message));
+        return st;
+}
+
+int pod_write_status(struct pod *pod) {
+        lg_pods *m = pod->mgr;
+        for (int attempt = 0; attempt < 3; attempt++) {
+                _cleanup_resource_ struct lg_resource *r = NULL;
+                int rc = lg_store_get(m->store, LG_KEY("Pod", pod->ns, pod->name), &r, NULL);
+                if (rc < 0)
+                        return rc;
+                if (strcmp(r->uid, pod->uid))
+                        return -ENOENT; /* another pod of that name now */
+                json_t *st = pod_status_json(pod);
+                if (!st)
+                        return -ENOMEM;
+                if (json_equal(json_object_get(r->status, "status"), st)) {
+                        json_decref(st);
+                        return 0;
+                }
+                json_t *doc = json_deep_copy(r->status);
+                if (!doc) {
+                        json_decref(st);
+                        return -ENOMEM;
+                }
+                json_object_set_new(doc, "status", st);
+                rc = lg_store_update_status(m->store, LG_KEY("Pod", pod->ns, pod->name), r->resource_version, doc,
+                                            NULL, NULL);
+                json_decref(doc);
+                if (rc != -ESTALE)
+                        return rc;
+        }
+        return -ESTALE;
+}
+
+void pod_load_status(struct pod *pod, const json_t *doc) {
+        const json_t *st = json_object_get(doc, "status");
+        int64_t t;
+        const char *s = json_string_value(json_object_get(st, "startTime"));
+        if (s && lg_store_parse_time(s, &t) == 0)
+                pod->start_time = t;
+        s = json_string_value(json_object_get(st, "reason"));
+        if (s)
+                snprintf(pod->reason, sizeof(pod->reason), "%s", s);
+        s = json_string_value(json_object_get(st, "message"));
+        if (s)
+                snprintf(pod->message, sizeof(pod->message), "%s", s);
+        if (!strcmp(pod->reason, "DeadlineExceeded"))
+                pod->deadline_exceeded = true;
+        size_t i;
+        const json_t *x;
+        json_array_foreach(json_object_get(st, "conditions"), i, x) {
+                const char *type = json_string_value(json_object_get(x, "type"));
+                const char *val = json_string_value(json_object_get(x, "status"));
+                const char *lt = json_string_value(json_object_get(x, "lastTransitionTime"));
+                for (int k = 0; k < 4; k++)
+                        if (type && val && lt && !strcmp(type, cond_names[k]) && lg_store_parse_time(lt, &t) == 0) {
+                                pod->cond[k].set = true;
+                                pod->cond[k].value = !strcmp(val, "True");
+                                pod->cond[k].since = t;
+                        }
+        }
+        json_array_foreach(json_object_get(st, "containerStatuses"), i, x) {
+                const char *name = json_string_value(json_object_get(x, "name"));
+                for (size_t k = 0; name && k < pod->n_ctrs; k++) {
+                        struct ctr *c = &pod->ctrs[k];
+                        if (strcmp(c->name, name))
+                                continue;
+                        const json_t *state = json_object_get(x, "state");
+                        const json_t *last = json_object_get(x, "lastState");
+                        if (json_is_object(state)) {
+                                json_decref(c->state);
+                                c->state = json_deep_copy(state);
+                        }
+                        if (json_is_object(last)) {
+                                json_decref(c->last_state);
+                                c->last_state = json_deep_copy(last);
+                        }
+                        json_int_t rc = json_integer_value(json_object_get(x, "restartCount"));
+                        c->restart_count = rc > 0 && rc < 1000000 ? (unsigned) rc : 0;
+                        s = json_string_value(json_object_get(x, "imageID"));
+                        snprintf(c->image_id, sizeof(c->image_id), "%s", s ? s : "");
+                        s = json_string_value(json_object_get(x, "containerID"));
+                        snprintf(c->container_id, sizeof(c->container_id), "%s", s ? s : "");
+                        c->started_once = json_object_get(c->state, "running") || json_object_get(c->state, "terminated") ||
+                                          json_object_get(c->last_state, "terminated") || c->restart_count > 0;
+                        const json_t *run = json_object_get(c->state, "running");
+                        s = json_string_value(json_object_get(run, "startedAt"));
+                        if (s && lg_store_parse_time(s, &t) == 0)
+                                c->run_started = t;
+                }
+        }
+}
