@@ -248,7 +248,10 @@ def part_start(args, api):
     oci_kit.write_docker_archive(archive, [(img, [IMAGE])])
     dt, _ = legion(args, "image", "import", archive)
     log(f"imported {IMAGE} in {dt * 1000:.0f} ms")
-    layer_dirs = [os.path.join(args.home, "images", "layers", d["digest"].split(":")[1]) for d in img.layer_descs]
+    # The store's layer dirs are named by the stored blob: ask legiond which
+    # blobs the imported image has (uppermost first; copied lowest first).
+    _, doc = api.call("GET", "/v1/images/" + urllib.parse.quote(IMAGE, safe=""))
+    layer_dirs = [os.path.join(args.home, "images", "layers", d.split(":")[1]) for d in reversed(doc["layers"])]
     for d in layer_dirs:
         if not os.path.isdir(d):
             raise RuntimeError(f"{d}: the image's extracted layer is not where docs/images.md says")
@@ -266,7 +269,7 @@ def part_start(args, api):
                 res["runc_running"].append(b)
                 res["legion_exit"].append(c)
                 res["runc_exit"].append(d)
-            if (i + 1) % 50 == 0:
+            if i >= 0 and (i + 1) % 50 == 0:
                 log(f"start: {i + 1}/{args.n}")
     finally:
         runc.cleanup()
