@@ -436,6 +436,24 @@ def test_apply_bad_manifests(fake, tmp_path):
         _, err = fake.run("apply", "-f", str(m), "--ns", "team", check=1)
         assert msg in err, (text, err)
         assert err.count("\n") <= 2, err
+    # Hostile input: deep nesting, binary, NUL bytes, a huge file.
+    hostile = [
+        (b"a: " + b"[" * 200 + b"]" * 200 + b"\n", "nested too deeply"),
+        (bytes(range(256)) * 4, "YAML line"),
+        (b"a: \"x\\0y\"\n", "NUL character"),
+        (b"a: \xff\xfe\n", "YAML line"),
+        (b"{" * 100000, "line 1"),
+    ]
+    for data, msg in hostile:
+        m = tmp_path / "h.yaml"
+        m.write_bytes(data)
+        _, err = fake.run("apply", "-f", str(m), check=1)
+        assert msg in err, (data[:40], err)
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as f:
+        f.truncate(17 << 20)
+    _, err = fake.run("apply", "-f", str(big), check=1)
+    assert "larger than 16 MiB" in err
     assert not [r for r in fake.requests if r[0] != "GET"]
     _, err = fake.run("apply", check=2)
     assert "no manifest given" in err
