@@ -730,3 +730,34 @@ def test_oom_and_rejections_on_legiond(legiond, tmp_path):  # noqa: F811
     assert legiond.http("GET", "/api/v1/namespaces/default/pods/x")[0] == 404
     _, err = legiond.cli("pod", "logs", "nope", check=1)
     assert "not found" in err
+
+
+def test_list_matches_kubectl(legiond, tmp_path):  # noqa: F811
+    import kube_kit
+    import_busybox(legiond, tmp_path)
+    legiond.cli("pod", "run", "up", "--image", IMAGE, "--", "sleep", "600")
+    legiond.cli("pod", "run", "ok", "--image", IMAGE, "--restart", "Never", "--", "true")
+    legiond.cli("pod", "run", "bad", "--image", IMAGE, "--restart", "Never", "--", "sh", "-c", "exit 3")
+    legiond.cli("pod", "run", "oom", "--image", IMAGE, "--restart", "Never", "--memory", "16Mi", "--",
+                "sh", "-c", "x=a; while true; do x=$x$x; done")
+    legiond.cli("pod", "wait", "up", "--for", "phase=Running", "--timeout", "60", timeout=90)
+    legiond.cli("pod", "wait", "ok", "--for", "phase=Succeeded", "--timeout", "60", timeout=90)
+    for name in ("bad", "oom"):
+        legiond.cli("pod", "wait", name, "--for", "phase=Failed", "--timeout", "60", timeout=90)
+    # A manifest kubectl applied: legion sees nothing to change (kubectl's
+    # own annotation is left alone).
+    m = tmp_path / "k.yaml"
+    m.write_text(f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: kapplied\n  labels: {{app: k}}\nspec:\n"
+                 f"  containers:\n  - name: main\n    image: {IMAGE}\n    args: [sleep, '600']\n")
+    mine = [r[:4] for r in table(legiond.cli("pod", "list")[0])]
+    for binary in kube_kit.kubectls():
+        kc = kube_kit.Kubectl(binary, kube_kit.write_kubeconfig(str(tmp_path / "kubeconfig"), legiond.port,
+                                                               legiond.token))
+        theirs = [r[:4] for r in table(kc("get", "pods").stdout) if r[0] != "kapplied"]
+        assert theirs == mine, (binary, theirs, mine)
+        kc("apply", "-f", str(m))
+        assert legiond.cli("pod", "apply", "-f", str(m))[0] == "pod/kapplied unchanged\n"
+        legiond.cli("pod", "delete", "kapplied", "--now", timeout=90)
+    rows = {r[0]: r for r in mine}
+    assert rows["up"][1:3] == ["1/1", "Running"] and rows["ok"][2] == "Completed"
+    assert rows["oom"][2] == "OOMKilled" and rows["bad"][2] == "Error"
