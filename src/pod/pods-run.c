@@ -227,9 +227,9 @@ static void on_exit_poll(uv_poll_t *h, int status, int events) {
 void ctr_kill(struct ctr *c, const char *reason, const char *message) {
         switch (c->phase) {
         case C_RUNNING: {
+                stop_exit_poll(c); /* before destroy closes the pidfd it watches */
                 lg_sandbox_destroy(c->sb); /* SIGKILL to legion-init: everything dies */
                 c->sb = NULL;
-                stop_exit_poll(c);
                 c->phase = C_DONE; /* before ctr_exited: no restart either way */
                 ctr_exited(c, 137, SIGKILL, reason, message);
                 break;
