@@ -446,6 +446,16 @@ static _Noreturn void child_main(const struct lg_plan *p) {
         if (lg_security_apply(p, &e) < 0)
                 goto fail;
 
+        /* PID 1 of a pid namespace drops signals it has no handler for,
+         * even the owner's: a SIGTERM sent right after start would be lost
+         * before legion-init blocks it and opens its signalfd. Blocked
+         * signals stay pending across exec, so block them here. */
+        sigset_t fwd;
+        sigemptyset(&fwd);
+        static const int fwd_sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
+        for (size_t i = 0; i < ARRAY_SIZE(fwd_sigs); i++)
+                sigaddset(&fwd, fwd_sigs[i]);
+        sigprocmask(SIG_BLOCK, &fwd, NULL);
         msg = LG_CHILD_READY;
         if (write(sync_fd, &msg, 1) != 1 || child_read_go(sync_fd, LG_OWNER_START) < 0)
                 _exit(1);

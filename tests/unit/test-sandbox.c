@@ -842,6 +842,28 @@ static void test_run_as(void **state) {
         assert_null(sb);
 }
 
+/* A SIGTERM sent the moment start returns reaches the workload: legion-init
+ * (PID 1, which drops signals it has no handler for) starts with it blocked. */
+static void test_term_right_after_start(void **state) {
+        (void) state;
+        for (int i = 0; i < 20; i++) {
+                struct lg_sandbox_spec spec;
+                base_spec(&spec);
+                const char *argv[] = {"/bin/sleep", "60", NULL};
+                spec.argv = argv;
+                lg_sandbox *sb = NULL;
+                struct lg_error e = {0};
+                assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+                assert_int_equal(lg_sandbox_start(sb, &e), 0);
+                assert_int_equal(lg_sandbox_signal(sb, SIGTERM), 0);
+                struct lg_sandbox_status st;
+                assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+                assert_int_equal(st.kind, LG_EXIT_SIGNAL);
+                assert_int_equal(st.signal, SIGTERM);
+                assert_int_equal(lg_sandbox_destroy(sb), 0);
+        }
+}
+
 int main(void) {
         if (geteuid() != 0) {
                 fprintf(stderr, "SKIP: sandbox tests need root (namespaces, cgroups, mounts)\n");
@@ -879,6 +901,7 @@ int main(void) {
                 cmocka_unit_test(test_join_namespaces),
                 cmocka_unit_test(test_log_file),
                 cmocka_unit_test(test_run_as),
+                cmocka_unit_test(test_term_right_after_start),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
         lg_rm_rf(state_root);
