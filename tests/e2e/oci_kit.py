@@ -47,7 +47,7 @@ LAYER_TYPES = {
 
 BUSYBOX = "/bin/busybox"
 BUSYBOX_APPLETS = ["sh", "true", "false", "echo", "cat", "sleep", "id", "env", "pwd", "ls", "nc",
-                   "httpd", "wget", "head", "tail", "dd", "ipcs", "ipcmk", "kill", "trap", "ps",
+                   "httpd", "wget", "head", "tail", "dd", "kill", "ps",
                    "hostname", "printf", "test", "yes", "seq", "wc", "grep", "touch", "rm", "mkdir"]
 
 
