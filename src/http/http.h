@@ -92,8 +92,20 @@ int lg_http_server_listen_tcp(struct lg_http_server *srv, const char *host, uint
 /* Listen on a Unix socket; an existing socket file at path is replaced, and
  * the file is removed on close. */
 int lg_http_server_listen_unix(struct lg_http_server *srv, const char *path, struct lg_error *err);
-/* The bound port of the first TCP listener, or -ENOENT. */
+/* Listen with TLS (1.2 or 1.3; OpenSSL) on host and port: cert_file is a
+ * PEM chain, the server's certificate first; key_file its PEM private key
+ * (EC or RSA). Requests come to the same on_head/on_request as plain ones,
+ * and everything (streamed bodies, zero-copy writes, whose callbacks run
+ * once the encrypted bytes are written, pause, keep-alive) works the same.
+ * ALPN: "http/1.1" when offered, else none (never h2). The TLS handshake
+ * must finish within header_timeout_ms of the accept, with the first
+ * request head. Errors (bad files, key not matching) leave nothing open. */
+int lg_http_server_listen_tls(struct lg_http_server *srv, const char *host, uint16_t port, const char *cert_file,
+                              const char *key_file, struct lg_error *err);
+/* The bound port of the first plain TCP listener, or -ENOENT. */
 int lg_http_server_port(const struct lg_http_server *srv);
+/* The bound port of the first TLS listener, or -ENOENT. */
+int lg_http_server_tls_port(const struct lg_http_server *srv);
 /* Number of open connections (for metrics and tests). */
 unsigned lg_http_server_connections(const struct lg_http_server *srv);
 /* First call: stop listening, close idle connections, let requests in flight
@@ -129,6 +141,8 @@ void lg_http_request_set_userdata(struct lg_http_request *req, void *userdata);
 void *lg_http_request_userdata(const struct lg_http_request *req);
 /* Peer: "127.0.0.1:4242", "[::1]:4242" or "unix". */
 int lg_http_request_peer(const struct lg_http_request *req, char *buf, size_t cap);
+/* Did the request come over TLS? */
+bool lg_http_request_tls(const struct lg_http_request *req);
 /* Credentials of the peer process on a Unix socket (-ENOTSOCK on TCP). */
 int lg_http_request_peer_cred(const struct lg_http_request *req, pid_t *pid, uid_t *uid, gid_t *gid);
 

@@ -29,11 +29,15 @@ union stream_u {
         uv_handle_t handle;
 };
 
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
+struct http_tls;   /* tls.c: a connection's TLS state */
+
 struct listener {
         union stream_u h;
         struct lg_http_server *srv;
         bool is_unix;
         char *path;
+        struct ssl_ctx_st *tls_ctx; /* a TLS listener's context, else NULL */
 };
 
 enum conn_state {
@@ -73,6 +77,7 @@ struct lg_http_request {
         http_parser parser;
         int refs;
         bool is_unix;
+        struct http_tls *tls; /* NULL for plain connections */
 
         /* connection state */
         bool closing;       /* uv_close called */
@@ -140,3 +145,18 @@ void http_srv_conn_kick(struct lg_http_request *c);
 void http_srv_conn_release(struct lg_http_request *c);
 void http_srv_conn_send_continue(struct lg_http_request *c);
 int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool stable);
+void http_srv_on_write(uv_write_t *w, int status);
+
+/* tls.c: TLS under a connection (see there). The server calls the read
+ * start/stop, submit and close_notify functions instead of libuv's on TLS
+ * connections, and http_tls_drain from its deferred kick. */
+int http_tls_ctx_new(const char *cert_file, const char *key_file, struct ssl_ctx_st **ret,
+                     struct lg_error *err);
+void http_tls_ctx_free(struct ssl_ctx_st *ctx);
+int http_tls_conn_new(struct lg_http_request *c, struct ssl_ctx_st *ctx);
+void http_tls_conn_free(struct http_tls *t);
+int http_tls_read_start(struct lg_http_request *c, uv_alloc_cb alloc_cb, uv_read_cb read_cb);
+void http_tls_read_stop(struct lg_http_request *c);
+void http_tls_drain(struct lg_http_request *c);
+int http_tls_submit(struct lg_http_request *c, struct http_wr *wr);
+void http_tls_close_notify(struct lg_http_request *c);

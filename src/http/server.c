@@ -109,6 +109,8 @@ static void conn_run_deferred(struct lg_http_request *c) {
                 http_srv_conn_flush_head(c);
         conn_check(c);
         conn_process(c);
+        if (c->tls && !c->closing)
+                http_tls_drain(c); /* plaintext TLS held while the server did not read */
 }
 
 static void on_kick(uv_idle_t *h) {
@@ -146,6 +148,7 @@ static void conn_free(struct lg_http_request *c) {
         free(c->params);
         free(c->body);
         free(c->hbuf);
+        http_tls_conn_free(c->tls);
         while (c->done_wrs) {
                 struct http_wr *wr = c->done_wrs;
                 c->done_wrs = wr->next;
@@ -213,6 +216,11 @@ static void conn_linger(struct lg_http_request *c) {
         c->parse_stopped = true;
         c->linger_until = UINT64_MAX; /* set once the writes are out */
         c->shutdown_req.data = c;
+        if (c->tls) {
+                http_tls_close_notify(c); /* queued before the FIN */
+                if (c->closing)
+                        return;
+        }
         if (uv_shutdown(&c->shutdown_req, &c->h.stream, on_shutdown) < 0) {
                 http_srv_conn_close(c, 0);
                 return;
@@ -248,7 +256,7 @@ void http_srv_conn_release(struct lg_http_request *c) {
  * Writing
  * --------------------------------------------------------------------- */
 
-static void on_write(uv_write_t *w, int status) {
+void http_srv_on_write(uv_write_t *w, int status) {
         struct http_wr *wr = container_of(w, struct http_wr, req);
         struct lg_http_request *c = wr->owner;
         struct lg_http_server *srv = c->srv;
@@ -277,6 +285,8 @@ int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool sta
                 total += wr->bufs[i].len;
         wr->len = total;
         wr->owner = c;
+        if (c->tls)
+                return http_tls_submit(c, wr);
         if (!wr->cb && c->writes == 0 && uv_stream_get_write_queue_size(&c->h.stream) == 0) {
                 int r = uv_try_write(&c->h.stream, wr->bufs, wr->nbufs);
                 if (r == (int) total) {
@@ -303,7 +313,7 @@ int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool sta
                         return q;
                 }
         }
-        int r = uv_write(&wr->req, &c->h.stream, wr->bufs, wr->nbufs, on_write);
+        int r = uv_write(&wr->req, &c->h.stream, wr->bufs, wr->nbufs, http_srv_on_write);
         if (r < 0) {
                 http_wr_put(&srv->wrs, wr);
                 http_srv_conn_close(c, -ECONNRESET);
@@ -510,10 +520,14 @@ static void conn_update_reading(struct lg_http_request *c) {
         else
                 want = !c->rbuf || c->rlen < HTTP_RBUF_SIZE || (!c->pinned && c->rpos > 0);
         if (want && !c->reading) {
-                if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0)
+                if ((c->tls ? http_tls_read_start(c, on_alloc, on_read)
+                            : uv_read_start(&c->h.stream, on_alloc, on_read)) == 0)
                         c->reading = true;
         } else if (!want && c->reading) {
-                uv_read_stop(&c->h.stream);
+                if (c->tls)
+                        http_tls_read_stop(c);
+                else
+                        uv_read_stop(&c->h.stream);
                 c->reading = false;
         }
 }
@@ -594,7 +608,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         if (nread == 0)
                 return;
         if (nread == UV_ENOBUFS) {
-                uv_read_stop(s);
+                if (c->tls)
+                        http_tls_read_stop(c);
+                else
+                        uv_read_stop(s);
                 c->reading = false;
                 return;
         }
@@ -1157,7 +1174,12 @@ static void on_connection(uv_stream_t *ls, int status) {
                                  "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
                                  sizeof(body) - 1, body);
                 uv_buf_t b = uv_buf_init(busy, (unsigned) n);
-                (void) uv_try_write(&c->h.stream, &b, 1);
+                if (!l->tls_ctx) /* a TLS client could not read it */
+                        (void) uv_try_write(&c->h.stream, &b, 1);
+                http_srv_conn_close(c, 0);
+                return;
+        }
+        if (l->tls_ctx && http_tls_conn_new(c, l->tls_ctx) < 0) {
                 http_srv_conn_close(c, 0);
                 return;
         }
@@ -1215,6 +1237,7 @@ static void on_listener_closed(uv_handle_t *h) {
         if (l->path)
                 unlink(l->path);
         free(l->path);
+        http_tls_ctx_free(l->tls_ctx);
         free(l);
         srv->listeners_open--;
         server_maybe_done(srv);
@@ -1232,25 +1255,36 @@ static int listener_add(struct lg_http_server *srv, struct listener *l, struct l
         return 0;
 }
 
-int lg_http_server_listen_tcp(struct lg_http_server *srv, const char *host, uint16_t port, struct lg_error *err) {
-        if (srv->closing || srv->nlisteners >= MAX_LISTENERS)
+/* tls_ctx (may be NULL) belongs to the listener from here on, also when
+ * this fails. */
+static int listen_tcp(struct lg_http_server *srv, const char *host, uint16_t port, struct ssl_ctx_st *tls_ctx,
+                      struct lg_error *err) {
+        if (srv->closing || srv->nlisteners >= MAX_LISTENERS) {
+                http_tls_ctx_free(tls_ctx);
                 return lg_error_set(err, EBUSY, "http server: cannot add a listener");
+        }
         if (!host || strcmp(host, "localhost") == 0)
                 host = "127.0.0.1";
         struct sockaddr_storage ss;
         memset(&ss, 0, sizeof(ss));
         if (uv_ip4_addr(host, port, (struct sockaddr_in *) &ss) != 0 &&
-            uv_ip6_addr(host, port, (struct sockaddr_in6 *) &ss) != 0)
+            uv_ip6_addr(host, port, (struct sockaddr_in6 *) &ss) != 0) {
+                http_tls_ctx_free(tls_ctx);
                 return lg_error_set(err, EINVAL, "invalid listen address `%s`", host);
+        }
         struct listener *l = calloc(1, sizeof(*l));
-        if (!l)
+        if (!l) {
+                http_tls_ctx_free(tls_ctx);
                 return lg_error_set(err, ENOMEM, "listener");
+        }
         l->srv = srv;
         int r = uv_tcp_init(srv->loop, &l->h.tcp);
         if (r < 0) {
                 free(l);
+                http_tls_ctx_free(tls_ctx);
                 return lg_error_set(err, -r, "tcp handle");
         }
+        l->tls_ctx = tls_ctx;
         l->h.handle.data = l;
         srv->listeners_open++;
         char what[96];
@@ -1261,6 +1295,21 @@ int lg_http_server_listen_tcp(struct lg_http_server *srv, const char *host, uint
                 return lg_error_set(err, -r, "bind %s", what);
         }
         return listener_add(srv, l, err, what);
+}
+
+int lg_http_server_listen_tcp(struct lg_http_server *srv, const char *host, uint16_t port, struct lg_error *err) {
+        return listen_tcp(srv, host, port, NULL, err);
+}
+
+int lg_http_server_listen_tls(struct lg_http_server *srv, const char *host, uint16_t port, const char *cert_file,
+                              const char *key_file, struct lg_error *err) {
+        if (srv->closing || srv->nlisteners >= MAX_LISTENERS)
+                return lg_error_set(err, EBUSY, "http server: cannot add a listener");
+        struct ssl_ctx_st *ctx;
+        int r = http_tls_ctx_new(cert_file, key_file, &ctx, err);
+        if (r < 0)
+                return r;
+        return listen_tcp(srv, host, port, ctx, err);
 }
 
 int lg_http_server_listen_unix(struct lg_http_server *srv, const char *path, struct lg_error *err) {
@@ -1292,10 +1341,10 @@ int lg_http_server_listen_unix(struct lg_http_server *srv, const char *path, str
         return listener_add(srv, l, err, path);
 }
 
-int lg_http_server_port(const struct lg_http_server *srv) {
+static int listener_port(const struct lg_http_server *srv, bool tls) {
         for (size_t i = 0; i < srv->nlisteners; i++) {
                 const struct listener *l = srv->listeners[i];
-                if (l->is_unix)
+                if (l->is_unix || (l->tls_ctx != NULL) != tls)
                         continue;
                 struct sockaddr_storage ss;
                 int len = sizeof(ss);
@@ -1308,6 +1357,10 @@ int lg_http_server_port(const struct lg_http_server *srv) {
         }
         return -ENOENT;
 }
+
+int lg_http_server_port(const struct lg_http_server *srv) { return listener_port(srv, false); }
+
+int lg_http_server_tls_port(const struct lg_http_server *srv) { return listener_port(srv, true); }
 
 unsigned lg_http_server_connections(const struct lg_http_server *srv) { return srv->nconns; }
 

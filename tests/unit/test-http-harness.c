@@ -388,14 +388,27 @@ static void on_async(uv_async_t *a) {
 }
 
 void harness_start(struct harness *h, struct lg_http_server_config *cfg) {
+        harness_start_tls(h, cfg, NULL, NULL);
+}
+
+void harness_start_tls(struct harness *h, struct lg_http_server_config *cfg, const char *cert, const char *key) {
         memset(h, 0, sizeof(*h));
         assert_int_equal(uv_loop_init(&h->loop), 0);
         app_config(cfg, &h->loop);
         struct lg_error err = {0};
         assert_int_equal(lg_http_server_new(&h->loop, cfg, &h->srv, &err), 0);
+        if (cert) {
+                /* The TLS listener first: the plain port must still be found. */
+                int r = lg_http_server_listen_tls(h->srv, "127.0.0.1", 0, cert, key, &err);
+                if (r < 0)
+                        fail_msg("listen_tls: %s", err.msg);
+                h->tls_port = lg_http_server_tls_port(h->srv);
+                assert_true(h->tls_port > 0);
+        }
         assert_int_equal(lg_http_server_listen_tcp(h->srv, "127.0.0.1", 0, &err), 0);
         h->port = lg_http_server_port(h->srv);
         assert_true(h->port > 0);
+        assert_int_not_equal(h->port, h->tls_port);
         snprintf(h->dir, sizeof(h->dir), "/tmp/lg-http-XXXXXX");
         assert_non_null(mkdtemp(h->dir));
         snprintf(h->sock, sizeof(h->sock), "%s/http.sock", h->dir);

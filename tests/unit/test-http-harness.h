@@ -57,12 +57,15 @@ struct harness {
         pthread_t thread;
         struct lg_http_server *srv;
         int port;
+        int tls_port; /* harness_start_tls only */
         char dir[64];
         char sock[128];
         atomic_bool closed;
         int close_calls;
 };
 void harness_start(struct harness *h, struct lg_http_server_config *cfg);
+/* The same plus a TLS listener on 127.0.0.1:<ephemeral> (h->tls_port). */
+void harness_start_tls(struct harness *h, struct lg_http_server_config *cfg, const char *cert, const char *key);
 /* Graceful close (and abort if `abort_too`), join, check the loop is empty. */
 void harness_stop(struct harness *h, bool abort_too);
 
