@@ -14,3 +14,4 @@ int cmd_sessionpool(int argc, char **argv);
 int cmd_session(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_pod(int argc, char **argv);
+int cmd_kubeconfig(int argc, char **argv);

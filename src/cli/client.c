@@ -86,7 +86,7 @@ const char *cli_api(void) {
 static char token_file[4200];
 static int token_file_errno;
 
-static const char *cli_token(void) {
+const char *cli_token(void) {
         static char buf[512];
         static bool done;
         if (cli_globals.token && *cli_globals.token)

@@ -57,6 +57,9 @@ int cli_take_globals(int *argc, char **argv);
 /* The effective namespace and API base URL (no trailing slash). */
 const char *cli_ns(void);
 const char *cli_api(void);
+/* The effective token (--token, $LEGION_TOKEN, $LEGION_HOME/admin.token),
+ * NULL when there is none. */
+const char *cli_token(void);
 
 /* A response: status, and the body (NUL-terminated) unless it was streamed. */
 struct cli_response {

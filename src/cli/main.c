@@ -20,6 +20,7 @@ static const struct {
         {"session", cmd_session, "run code in a session; its files; list and end sessions"},
         {"image", cmd_image, "import, pull, list, inspect and remove OCI images"},
         {"pod", cmd_pod, "run pods from images (the Kubernetes Pod API; kubectl works too)"},
+        {"kubeconfig", cmd_kubeconfig, "print a kubeconfig for kubectl (HTTPS, legiond's CA, the token)"},
         {"sandbox", cmd_sandbox, "run one-off sandboxes, clean up leftovers"},
 };
 

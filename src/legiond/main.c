@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "legiond/daemon.h"
+#include "legiond/tls-cert.h"
 
 #ifndef LG_RUNTIMES_DIR
 #define LG_RUNTIMES_DIR "/usr/lib/legion/runtimes"
@@ -30,11 +31,13 @@ static void say(const char *fmt, ...) {
 }
 
 static void usage(FILE *f) {
-        fputs("usage: legiond [--home DIR] [--listen HOST:PORT] [--runtimes DIR]\n"
+        fputs("usage: legiond [--home DIR] [--listen HOST:PORT] [--listen-tls HOST:PORT|off] [--runtimes DIR]\n"
               "\n"
-              "  --home DIR          state: store, packages, logs (default $LEGION_HOME or ./var/legion)\n"
-              "  --listen HOST:PORT  API and function endpoint (default 127.0.0.1:7070)\n"
-              "  --runtimes DIR      language workers (default: the build's runtimes/)\n",
+              "  --home DIR              state: store, packages, logs (default $LEGION_HOME or ./var/legion)\n"
+              "  --listen HOST:PORT      API and function endpoint, plain HTTP (default 127.0.0.1:7070)\n"
+              "  --listen-tls HOST:PORT  the same API over HTTPS, for kubectl (default 127.0.0.1:6443;\n"
+              "                          `off`: none); certificates in <home>/tls, made at first start\n"
+              "  --runtimes DIR          language workers (default: the build's runtimes/)\n",
               f);
 }
 
@@ -91,6 +94,41 @@ static int bootstrap(struct lg_daemon *d, struct lg_error *err) {
         return 0;
 }
 
+/* "HOST:PORT" into host and port; false when malformed. */
+static bool parse_hostport(const char *s, char *host, size_t cap, unsigned *port) {
+        const char *colon = strrchr(s, ':');
+        if (!colon || colon == s || (size_t) (colon - s) >= cap || sscanf(colon + 1, "%u", port) != 1 || *port == 0 ||
+            *port > 65535)
+                return false;
+        snprintf(host, cap, "%.*s", (int) (colon - s), s);
+        /* "[::1]:6443" */
+        size_t l = strlen(host);
+        if (l >= 2 && host[0] == '[' && host[l - 1] == ']') {
+                memmove(host, host + 1, l - 2);
+                host[l - 2] = '\0';
+        }
+        return true;
+}
+
+/* The TLS listener with <home>/tls/server.{crt,key}, made (with their CA)
+ * when missing. */
+static int listen_tls(struct lg_daemon *d, const char *host, unsigned port, struct lg_error *err) {
+        char dir[4096], hostname[256] = "";
+        snprintf(dir, sizeof(dir), "%s/tls", d->home);
+        if (gethostname(hostname, sizeof(hostname) - 1) < 0)
+                hostname[0] = '\0';
+        struct lg_tls_files files;
+        int made = 0;
+        int r = lg_tls_ensure(dir, hostname, &files, &made, err);
+        if (r < 0)
+                return r;
+        if (made == 2)
+                say("TLS: new CA %s and server certificate %s", files.ca_crt, files.server_crt);
+        else if (made == 1)
+                say("TLS: new server certificate %s", files.server_crt);
+        return lg_http_server_listen_tls(d->http, host, (uint16_t) port, files.server_crt, files.server_key, err);
+}
+
 static struct lg_daemon daemon_state;
 static uv_signal_t sig_term, sig_int;
 static int stopping;
@@ -116,18 +154,22 @@ int main(int argc, char **argv) {
         static const struct option opts[] = {
                 {"home", required_argument, NULL, 'h'},
                 {"listen", required_argument, NULL, 'l'},
+                {"listen-tls", required_argument, NULL, 't'},
                 {"runtimes", required_argument, NULL, 'r'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
         const char *home = getenv("LEGION_HOME");
         const char *listen = "127.0.0.1:7070";
+        const char *listen_tls_at = "127.0.0.1:6443";
+        bool tls_explicit = false;
         const char *runtimes = getenv("LEGION_RUNTIMES");
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
                 case 'h': home = optarg; break;
                 case 'l': listen = optarg; break;
+                case 't': listen_tls_at = optarg; tls_explicit = true; break;
                 case 'r': runtimes = optarg; break;
                 case '?' + 256: usage(stdout); return 0;
                 default: usage(stderr); return 2;
@@ -142,15 +184,16 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "legiond: must run as root (sandboxes need namespaces, cgroups and mounts)\n");
                 return 1;
         }
-        char host[256];
-        unsigned port;
-        const char *colon = strrchr(listen, ':');
-        if (!colon || colon == listen || (size_t) (colon - listen) >= sizeof(host) || sscanf(colon + 1, "%u", &port) != 1 ||
-            port == 0 || port > 65535) {
+        char host[256], tls_host[256] = "";
+        unsigned port, tls_port = 0;
+        if (!parse_hostport(listen, host, sizeof(host), &port)) {
                 fprintf(stderr, "legiond: --listen wants HOST:PORT, got `%s`\n", listen);
                 return 2;
         }
-        snprintf(host, sizeof(host), "%.*s", (int) (colon - listen), listen);
+        if (strcmp(listen_tls_at, "off") != 0 && !parse_hostport(listen_tls_at, tls_host, sizeof(tls_host), &tls_port)) {
+                fprintf(stderr, "legiond: --listen-tls wants HOST:PORT or off, got `%s`\n", listen_tls_at);
+                return 2;
+        }
 
         struct lg_daemon *d = &daemon_state;
         struct lg_error err = {0};
@@ -203,6 +246,16 @@ int main(int argc, char **argv) {
                 r = lg_http_server_new(d->loop, &hc, &d->http, &err);
         if (r >= 0)
                 r = lg_http_server_listen_tcp(d->http, host, (uint16_t) port, &err);
+        if (r >= 0 && tls_port) {
+                r = listen_tls(d, tls_host, tls_port, &err);
+                /* The default port may be another legiond's: go on without
+                 * TLS then, but not when it was asked for. */
+                if (r == -EADDRINUSE && !tls_explicit) {
+                        say("warning: no HTTPS listener: %s (see --listen-tls)", err.msg);
+                        tls_port = 0;
+                        r = 0;
+                }
+        }
         if (r >= 0)
                 r = lg_api_restore(d, &err);
         if (r < 0) {
@@ -224,6 +277,9 @@ int main(int argc, char **argv) {
         uv_signal_start(&sig_term, on_signal, SIGTERM);
         uv_signal_start(&sig_int, on_signal, SIGINT);
         say("listening on http://%s:%d (home %s)", host, lg_http_server_port(d->http), d->home);
+        if (tls_port)
+                say("listening on https://%s%s%s:%d (CA %s/tls/ca.crt)", strchr(tls_host, ':') ? "[" : "", tls_host,
+                    strchr(tls_host, ':') ? "]" : "", lg_http_server_tls_port(d->http), d->home);
         uv_run(d->loop, UV_RUN_DEFAULT);
         lg_pods_free(d->pods);
         lg_node_free(d->node);
