@@ -102,21 +102,20 @@ bool kube_ns(struct api_call *c, const char *ns) {
         return true;
 }
 
-/* The bearer token, or the one in the path prefix /k8s/{token}/: kubectl
- * sends no credentials to a plain-HTTP server (client-go applies a
- * kubeconfig's user only over TLS), so a kubeconfig for legiond names the
- * token in its server URL (docs/pods.md). */
-static bool kube_authenticate(struct api_call *c, const char *path_token) {
+/* The bearer token. kubectl sends a kubeconfig's token only over TLS,
+ * so kubeconfigs point at legiond's HTTPS listener (`legion kubeconfig`,
+ * docs/pods.md). */
+static bool kube_authenticate(struct api_call *c) {
         const char *h = lg_http_request_header(c->req, "Authorization");
         const char *secret = NULL;
         if (h && strncasecmp(h, "Bearer ", 7) == 0)
                 secret = h + 7;
-        else if (path_token)
-                secret = path_token;
         if (!secret) {
                 kube_status(c->req, 401, "Unauthorized", NULL, "%s",
-                            "Unauthorized: missing `Authorization: Bearer <token>` (or a server URL "
-                            "http://HOST:PORT/k8s/<token>)");
+                            lg_http_request_tls(c->req)
+                                    ? "Unauthorized: missing `Authorization: Bearer <token>`"
+                                    : "Unauthorized: missing `Authorization: Bearer <token>` (kubectl sends "
+                                      "tokens only over HTTPS: see `legion kubeconfig`)");
                 return false;
         }
         int r = lg_store_token_lookup(c->d->store, secret, &c->token, NULL);
@@ -481,20 +480,11 @@ static void openapi(struct api_call *c) {
 
 bool api_kube_path(const char *const *seg, int nseg) {
         return nseg >= 1 && (!strcmp(seg[0], "api") || !strcmp(seg[0], "apis") || !strcmp(seg[0], "openapi") ||
-                             !strcmp(seg[0], "version") || !strcmp(seg[0], "k8s"));
+                             !strcmp(seg[0], "version"));
 }
 
 void api_kube(struct api_call *c) {
-        const char *path_token = NULL;
-        if (!strcmp(c->seg[0], "k8s")) {
-                if (c->nseg < 3)
-                        return kube_status(c->req, 404, "NotFound", NULL,
-                                           "the server could not find the requested resource");
-                path_token = c->seg[1];
-                c->seg += 2;
-                c->nseg -= 2;
-        }
-        if (!kube_authenticate(c, path_token))
+        if (!kube_authenticate(c))
                 return;
         const char *const *seg = c->seg;
         int n = c->nseg;

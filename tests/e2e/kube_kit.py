@@ -1,8 +1,9 @@
 """kubectl against legiond: which kubectls to run, kubeconfigs, and a runner.
 
-kubectl sends no credentials to a plain-HTTP server (client-go applies a
-kubeconfig's user only over TLS), so legiond takes the token in the server
-URL instead: http://127.0.0.1:PORT/k8s/<token> (docs/pods.md).
+kubectl sends a kubeconfig's token only over TLS (client-go applies the user's
+credentials only then), so kubeconfigs point at legiond's HTTPS listener
+(`--listen-tls`, the harness's tls_port) and trust legiond's CA
+(<home>/tls/ca.crt), as `legion kubeconfig` does (docs/pods.md).
 """
 import os
 import shutil
@@ -33,8 +34,13 @@ def kubectl_id(path):
         return os.path.basename(path)
 
 
-def write_kubeconfig(path, port, token, namespace="default"):
-    server = f"http://127.0.0.1:{port}/k8s/{token}"
+def write_kubeconfig(path, legiond, token, namespace="default"):
+    """A kubeconfig for `legiond` (a test_legiond.Legiond, or the plain port of
+    one) with `token` and the context's namespace."""
+    if isinstance(legiond, int):
+        from test_legiond import Legiond
+        legiond = Legiond.by_port[legiond]
+    server = f"https://127.0.0.1:{legiond.tls_port}"
     with open(path, "w") as f:
         f.write(f"""apiVersion: v1
 kind: Config
@@ -42,9 +48,11 @@ clusters:
 - name: legion
   cluster:
     server: "{server}"
+    certificate-authority: "{legiond.ca_file}"
 users:
 - name: legion
-  user: {{}}
+  user:
+    token: "{token}"
 contexts:
 - name: legion
   context:

@@ -51,15 +51,22 @@ def free_port():
 
 
 class Legiond:
+    by_port = {}  # plain port -> Legiond, for helpers given only a port (kube_kit)
+
     def __init__(self, home, port):
         self.home, self.port = home, port
+        # The HTTPS listener (kubectl): same API, certificates in <home>/tls.
+        self.tls_port = free_port()
+        Legiond.by_port[port] = self
         self.proc = None
         self.env = dict(os.environ, LEGION_HOME=home, LEGION_API=f"http://127.0.0.1:{port}",
+                        LEGION_KUBE_API=f"https://127.0.0.1:{self.tls_port}",
                         LEGION_CGROUP_PARENT=f"legion-e2e-d{os.getpid()}")
         self.log = open(os.path.join(home, "legiond.log"), "ab")
 
     def start(self):
-        self.proc = subprocess.Popen([LEGIOND, "--home", self.home, "--listen", f"127.0.0.1:{self.port}"],
+        self.proc = subprocess.Popen([LEGIOND, "--home", self.home, "--listen", f"127.0.0.1:{self.port}",
+                                      "--listen-tls", f"127.0.0.1:{self.tls_port}"],
                                      env=self.env, stdout=self.log, stderr=self.log)
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -74,6 +81,11 @@ class Legiond:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
+
+    @property
+    def ca_file(self):
+        """legiond's CA, which signed its HTTPS certificate."""
+        return os.path.join(self.home, "tls", "ca.crt")
 
     @property
     def token(self):

@@ -43,9 +43,9 @@ def cluster():
     st, body = d.http("POST", "/v1/namespaces/team/tokens", {"description": "kubectl"})
     assert st == 201, body
     d.team_token = json.loads(body)["token"]
-    d.kc_admin = kube_kit.write_kubeconfig(os.path.join(top, "admin.kubeconfig"), d.port, d.token)
-    d.kc_team = kube_kit.write_kubeconfig(os.path.join(top, "team.kubeconfig"), d.port, d.team_token, "team")
-    d.kc_bad = kube_kit.write_kubeconfig(os.path.join(top, "bad.kubeconfig"), d.port, "lgn_" + "0" * 64)
+    d.kc_admin = kube_kit.write_kubeconfig(os.path.join(top, "admin.kubeconfig"), d, d.token)
+    d.kc_team = kube_kit.write_kubeconfig(os.path.join(top, "team.kubeconfig"), d, d.team_token, "team")
+    d.kc_bad = kube_kit.write_kubeconfig(os.path.join(top, "bad.kubeconfig"), d, "lgn_" + "0" * 64)
     d.top = top
     d.image_error = import_busybox(d, top)
     yield d
