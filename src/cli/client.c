@@ -609,6 +609,57 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
         }
 }
 
+int cli_no_options(int argc, char **argv, void (*usage)(FILE *)) {
+        static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, CLI_GLOBAL_OPTIONS, {0, 0, 0, 0}};
+        int c = cli_getopt(argc, argv, ":h", opts);
+        if (c == -1)
+                return 0;
+        if (c != 'h')
+                return cli_bad_option(c, argv, usage);
+        usage(stdout);
+        return 1;
+}
+
+/* ---- input files ------------------------------------------------------------------ */
+
+int cli_read_fd(int fd, const char *file, size_t max_mib, char **ret, size_t *len, struct lg_error *err) {
+        size_t cap = 1 << 16, n = 0;
+        _cleanup_free_ char *buf = malloc(cap);
+        for (;;) {
+                if (!buf)
+                        return lg_error_set(err, ENOMEM, "read `%s`", file);
+                ssize_t k = read(fd, buf + n, cap - n - 1);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return lg_error_set(err, errno, "read `%s`", file);
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+                if (max_mib && n > max_mib << 20)
+                        return lg_error_setm(err, EFBIG, "`%s` is larger than %zu MiB", file, max_mib);
+                if (n + 1 == cap) {
+                        char *p = realloc(buf, cap *= 2);
+                        if (!p)
+                                return lg_error_set(err, ENOMEM, "read `%s`", file);
+                        buf = p;
+                }
+        }
+        buf[n] = '\0';
+        *len = n;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+int cli_read_file(const char *file, size_t max_mib, char **ret, size_t *len, struct lg_error *err) {
+        _cleanup_close_ int fd = strcmp(file, "-") ? open(file, O_RDONLY | O_CLOEXEC) : dup(STDIN_FILENO);
+        if (fd < 0)
+                return lg_error_set(err, errno, "read `%s`", file);
+        return cli_read_fd(fd, file, max_mib, ret, len, err);
+}
+
+/* ---- dispatch --------------------------------------------------------------------- */
+
 int cli_run_verb(int (*run)(int argc, char **argv, struct lg_error *err), int argc, char **argv) {
         struct lg_error err = {0};
         optind = 0;

@@ -130,6 +130,17 @@ void cli_table_free(struct cli_table *t);
 /* Parse a non-negative decimal integer argument: 0, or -EINVAL. */
 int cli_parse_uint(const char *s, long long max, long long *ret);
 
+/* For verbs with no options of their own: parse --help and the global
+ * options. Returns 0 (operands start at argv[optind]), 1 after printing the
+ * usage for --help, or 2 after a usage error. */
+int cli_no_options(int argc, char **argv, void (*usage)(FILE *));
+
+/* All of fd in memory, NUL-terminated (file names it in messages); more
+ * than max_mib MiB (0: no limit) fails with EFBIG. */
+int cli_read_fd(int fd, const char *file, size_t max_mib, char **ret, size_t *len, struct lg_error *err);
+/* The same for a file by name, `-` meaning stdin. */
+int cli_read_file(const char *file, size_t max_mib, char **ret, size_t *len, struct lg_error *err);
+
 /* Print a usage error for a verb: "legion: <msg>" and the usage; returns 2. */
 int cli_usage_error(void (*usage)(FILE *), const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The same for what getopt_long() returned ('?' or ':'; optstring must start

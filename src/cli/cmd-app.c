@@ -395,15 +395,9 @@ static void print_show(const json_t *app, const char *name) {
 
 /* Verbs that take exactly one app name and only the global options. */
 static int one_name(int argc, char **argv, void (*usage)(FILE *), const char **name, struct lg_error *err) {
-        static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, CLI_GLOBAL_OPTIONS, {0, 0, 0, 0}};
-        int c;
-        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-                if (c == 'h') {
-                        usage(stdout);
-                        return 1;
-                }
-                return cli_bad_option(c, argv, usage);
-        }
+        int r = cli_no_options(argc, argv, usage);
+        if (r)
+                return r;
         if (optind != argc - 1)
                 return cli_usage_error(usage, optind >= argc ? "no app name given" : "too many arguments");
         *name = argv[optind];
@@ -430,27 +424,20 @@ static int app_show(int argc, char **argv, struct lg_error *err) {
 }
 
 static int app_delete(int argc, char **argv, struct lg_error *err) {
-        static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, CLI_GLOBAL_OPTIONS, {0, 0, 0, 0}};
-        int c;
-        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-                if (c == 'h') {
-                        delete_usage(stdout);
-                        return 0;
-                }
-                return cli_bad_option(c, argv, delete_usage);
-        }
+        int r = cli_no_options(argc, argv, delete_usage);
+        if (r)
+                return r == 1 ? 0 : r;
         if (optind >= argc)
                 return cli_usage_error(delete_usage, "no app name given");
         for (int i = optind; i < argc; i++) {
-                int r = cli_check_name("app", argv[i], err);
-                if (r < 0)
+                if ((r = cli_check_name("app", argv[i], err)) < 0)
                         return r;
         }
         for (int i = optind; i < argc; i++) {
                 char path[512];
                 app_path(path, sizeof(path), argv[i]);
                 struct cli_response resp = {0};
-                int r = cli_call("DELETE", path, NULL, &resp, err);
+                r = cli_call("DELETE", path, NULL, &resp, err);
                 cli_response_done(&resp);
                 if (r < 0)
                         return r;

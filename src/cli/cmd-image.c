@@ -349,22 +349,13 @@ static void created_text(const char *created, char *buf, size_t cap) {
 }
 
 static int image_list(int argc, char **argv, struct lg_error *err) {
-        static const struct option opts[] = {
-                {"help", no_argument, NULL, 'h'},
-                CLI_GLOBAL_OPTIONS,
-                {0, 0, 0, 0},
-        };
-        int c;
-        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-                switch (c) {
-                case 'h': list_usage(stdout); return 0;
-                default: return cli_bad_option(c, argv, list_usage);
-                }
-        }
+        int r = cli_no_options(argc, argv, list_usage);
+        if (r)
+                return r == 1 ? 0 : r;
         if (optind != argc)
                 return cli_usage_error(list_usage, "unexpected argument `%s`", argv[optind]);
         struct cli_response resp = {0};
-        int r = cli_call("GET", "/v1/images", NULL, &resp, err);
+        r = cli_call("GET", "/v1/images", NULL, &resp, err);
         if (r >= 0 && cli_globals.json) {
                 cli_print_json_body(&resp);
         } else if (r >= 0) {
@@ -409,39 +400,14 @@ static char *image_path(const char *ref, const char *query) {
         return p;
 }
 
-static int image_inspect(int argc, char **argv, struct lg_error *err) {
-        static const struct option opts[] = {
-                {"help", no_argument, NULL, 'h'},
-                CLI_GLOBAL_OPTIONS,
-                {0, 0, 0, 0},
-        };
-        int c;
-        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-                switch (c) {
-                case 'h': inspect_usage(stdout); return 0;
-                default: return cli_bad_option(c, argv, inspect_usage);
-                }
-        }
-        if (optind == argc)
-                return cli_usage_error(inspect_usage, "REF is required");
+/* Run one() for each REF operand. With one REF its error is the verb's;
+ * with several, each failure is said and the rest still run (exit 1). */
+static int each_ref(int argc, char **argv, bool force, int (*one)(const char *ref, bool force, struct lg_error *err),
+                    struct lg_error *err) {
         int ret = 0;
         for (int i = optind; i < argc; i++) {
-                _cleanup_free_ char *path = image_path(argv[i], NULL);
-                if (!path)
-                        return lg_error_set(err, ENOMEM, "path");
-                struct cli_response resp = {0};
-                int r = cli_call("GET", path, NULL, &resp, err);
-                if (r >= 0 && cli_globals.json) {
-                        cli_print_json_body(&resp);
-                } else if (r >= 0) {
-                        char *text = json_dumps(resp.json, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-                        if (text)
-                                printf("%s\n", text);
-                        free(text);
-                }
-                cli_response_done(&resp);
+                int r = one(argv[i], force, err);
                 if (r < 0) {
-                        /* Several refs: say which failed, go on with the rest. */
                         if (argc - optind == 1)
                                 return r;
                         fprintf(stderr, "legion: %s\n", err->msg);
@@ -449,6 +415,46 @@ static int image_inspect(int argc, char **argv, struct lg_error *err) {
                 }
         }
         return ret;
+}
+
+static int inspect_one(const char *ref, bool force, struct lg_error *err) {
+        (void) force;
+        _cleanup_free_ char *path = image_path(ref, NULL);
+        if (!path)
+                return lg_error_set(err, ENOMEM, "path");
+        struct cli_response resp = {0};
+        int r = cli_call("GET", path, NULL, &resp, err);
+        if (r >= 0 && cli_globals.json) {
+                cli_print_json_body(&resp);
+        } else if (r >= 0) {
+                char *text = json_dumps(resp.json, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+                if (text)
+                        printf("%s\n", text);
+                free(text);
+        }
+        cli_response_done(&resp);
+        return r;
+}
+
+static int image_inspect(int argc, char **argv, struct lg_error *err) {
+        int r = cli_no_options(argc, argv, inspect_usage);
+        if (r)
+                return r == 1 ? 0 : r;
+        if (optind == argc)
+                return cli_usage_error(inspect_usage, "REF is required");
+        return each_ref(argc, argv, false, inspect_one, err);
+}
+
+static int rm_one(const char *ref, bool force, struct lg_error *err) {
+        _cleanup_free_ char *path = image_path(ref, force ? "?force=true" : NULL);
+        if (!path)
+                return lg_error_set(err, ENOMEM, "path");
+        struct cli_response resp = {0};
+        int r = cli_call("DELETE", path, NULL, &resp, err);
+        cli_response_done(&resp);
+        if (r >= 0)
+                printf("removed %s\n", ref);
+        return r;
 }
 
 static int image_rm(int argc, char **argv, struct lg_error *err) {
@@ -469,43 +475,17 @@ static int image_rm(int argc, char **argv, struct lg_error *err) {
         }
         if (optind == argc)
                 return cli_usage_error(rm_usage, "REF is required");
-        int ret = 0;
-        for (int i = optind; i < argc; i++) {
-                _cleanup_free_ char *path = image_path(argv[i], force ? "?force=true" : NULL);
-                if (!path)
-                        return lg_error_set(err, ENOMEM, "path");
-                struct cli_response resp = {0};
-                int r = cli_call("DELETE", path, NULL, &resp, err);
-                cli_response_done(&resp);
-                if (r >= 0) {
-                        printf("removed %s\n", argv[i]);
-                } else {
-                        if (argc - optind == 1)
-                                return r;
-                        fprintf(stderr, "legion: %s\n", err->msg);
-                        ret = 1;
-                }
-        }
-        return ret;
+        return each_ref(argc, argv, force, rm_one, err);
 }
 
 static int image_gc(int argc, char **argv, struct lg_error *err) {
-        static const struct option opts[] = {
-                {"help", no_argument, NULL, 'h'},
-                CLI_GLOBAL_OPTIONS,
-                {0, 0, 0, 0},
-        };
-        int c;
-        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-                switch (c) {
-                case 'h': gc_usage(stdout); return 0;
-                default: return cli_bad_option(c, argv, gc_usage);
-                }
-        }
+        int r = cli_no_options(argc, argv, gc_usage);
+        if (r)
+                return r == 1 ? 0 : r;
         if (optind != argc)
                 return cli_usage_error(gc_usage, "unexpected argument `%s`", argv[optind]);
         struct cli_response resp = {0};
-        int r = cli_call("POST", "/v1/images/gc", NULL, &resp, err);
+        r = cli_call("POST", "/v1/images/gc", NULL, &resp, err);
         if (r >= 0 && cli_globals.json) {
                 cli_print_json_body(&resp);
         } else if (r >= 0) {

@@ -1,6 +1,5 @@
 /* `legion invoke`: one request to an app's endpoint /fn/{ns}/{app}/..., the
  * answer's body on stdout as it arrives. */
-#include <fcntl.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -31,33 +30,7 @@ static int read_data(const char *arg, char **ret, size_t *len, struct lg_error *
                 *ret = strdup(arg);
                 return *ret ? 0 : lg_error_set(err, ENOMEM, "--data");
         }
-        const char *file = arg + 1;
-        _cleanup_close_ int fd = strcmp(file, "-") ? open(file, O_RDONLY | O_CLOEXEC) : dup(STDIN_FILENO);
-        if (fd < 0)
-                return lg_error_set(err, errno, "read `%s`", file);
-        size_t cap = 1 << 16, n = 0;
-        _cleanup_free_ char *buf = malloc(cap);
-        for (;;) {
-                if (!buf)
-                        return lg_error_set(err, ENOMEM, "read `%s`", file);
-                ssize_t k = read(fd, buf + n, cap - n);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return lg_error_set(err, errno, "read `%s`", file);
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-                if (n == cap) {
-                        char *p = realloc(buf, cap *= 2);
-                        if (!p)
-                                return lg_error_set(err, ENOMEM, "read `%s`", file);
-                        buf = p;
-                }
-        }
-        *len = n;
-        *ret = TAKE_PTR(buf);
-        return 0;
+        return cli_read_file(arg + 1, 0, ret, len, err);
 }
 
 /* The answer was not 2xx: the API's message when it sent one (an error of

@@ -4,7 +4,6 @@
  * their message is what the user sees. The table of `list` computes STATUS,
  * READY and RESTARTS from the pod's status the way kubectl does, so both
  * tools show the same words for the same pod. */
-#include <fcntl.h>
 #include <math.h>
 #include <string.h>
 #include <time.h>
@@ -530,42 +529,11 @@ static int wait_for(const char *ns, struct waiter *w, long long timeout_s, struc
 
 /* ---- apply ---------------------------------------------------------------------- */
 
-static int read_input(const char *file, char **ret, size_t *len, struct lg_error *err) {
-        _cleanup_close_ int fd = strcmp(file, "-") ? open(file, O_RDONLY | O_CLOEXEC) : dup(STDIN_FILENO);
-        if (fd < 0)
-                return lg_error_set(err, errno, "read `%s`", file);
-        size_t cap = 0, n = 0;
-        _cleanup_free_ char *buf = NULL;
-        for (;;) {
-                if (n + 4096 > cap) {
-                        if (cap >= 16u << 20)
-                                return lg_error_setm(err, EFBIG, "`%s` is larger than 16 MiB", file);
-                        cap = cap ? cap * 2 : 65536;
-                        char *p = realloc(buf, cap + 1);
-                        if (!p)
-                                return lg_error_set(err, ENOMEM, "read `%s`", file);
-                        buf = p;
-                }
-                ssize_t k = read(fd, buf + n, cap - n);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return lg_error_set(err, errno, "read `%s`", file);
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-        }
-        buf[n] = '\0';
-        *len = n;
-        *ret = TAKE_PTR(buf);
-        return 0;
-}
-
 /* The documents of a manifest, as an array; Lists are flattened. */
 static int parse_manifest(const char *file, json_t **ret, struct lg_error *err) {
         _cleanup_free_ char *buf = NULL;
         size_t len = 0;
-        int r = read_input(file, &buf, &len, err);
+        int r = cli_read_file(file, 16, &buf, &len, err);
         if (r < 0)
                 return r;
         size_t i = strspn(buf, " \t\r\n");
@@ -1117,17 +1085,11 @@ static int one_name(int argc, char **argv, void (*usage)(FILE *), const char **n
 }
 
 static int pod_get(int argc, char **argv, struct lg_error *err) {
-        static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, CLI_GLOBAL_OPTIONS, {0, 0, 0, 0}};
-        int c;
-        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-                if (c != 'h')
-                        return cli_bad_option(c, argv, get_usage);
-                get_usage(stdout);
-                return 0;
-        }
-        const char *name;
-        int r = one_name(argc, argv, get_usage, &name, err);
+        int r = cli_no_options(argc, argv, get_usage);
         if (r)
+                return r == 1 ? 0 : r;
+        const char *name;
+        if ((r = one_name(argc, argv, get_usage, &name, err)))
                 return r;
         _cleanup_free_ char *path = pods_path(cli_ns(), name, NULL);
         struct cli_response resp = {0};

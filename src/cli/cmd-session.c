@@ -194,55 +194,14 @@ static const char *base_name(const char *p) {
         return b;
 }
 
-/* All of fd (named file, for messages) in memory. */
-static int read_fd(int fd, const char *file, char **ret, size_t *len, struct lg_error *err) {
-        size_t cap = 1 << 16, n = 0;
-        _cleanup_free_ char *buf = malloc(cap);
-        for (;;) {
-                if (!buf)
-                        return lg_error_set(err, ENOMEM, "read `%s`", file);
-                ssize_t k = read(fd, buf + n, cap - n - 1);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return lg_error_set(err, errno, "read `%s`", file);
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-                if (n + 1 == cap) {
-                        char *p = realloc(buf, cap *= 2);
-                        if (!p)
-                                return lg_error_set(err, ENOMEM, "read `%s`", file);
-                        buf = p;
-                }
-        }
-        buf[n] = '\0';
-        *len = n;
-        *ret = TAKE_PTR(buf);
-        return 0;
-}
-
-/* All of a file (`-`: stdin) in memory. */
-static int read_all(const char *file, char **ret, size_t *len, struct lg_error *err) {
-        _cleanup_close_ int fd = strcmp(file, "-") ? open(file, O_RDONLY | O_CLOEXEC) : dup(STDIN_FILENO);
-        if (fd < 0)
-                return lg_error_set(err, errno, "read `%s`", file);
-        return read_fd(fd, file, ret, len, err);
-}
-
 /* Verbs with only --help and the global options; operands start at
  * argv[optind]: POOL, then ID when id is given, both checked. Returns 0, 1
  * after --help, 2 after a usage error, or a negative errno. */
 static int args(int argc, char **argv, void (*usage)(FILE *), int min, int max, const char *missing,
                 const char **pool, const char **id, struct lg_error *err) {
-        static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, CLI_GLOBAL_OPTIONS, {0, 0, 0, 0}};
-        int c, r;
-        while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-                if (c != 'h')
-                        return cli_bad_option(c, argv, usage);
-                usage(stdout);
-                return 1;
-        }
+        int r = cli_no_options(argc, argv, usage);
+        if (r)
+                return r;
         int n = argc - optind;
         if (n < min)
                 return cli_usage_error(usage, "%s", missing);
@@ -546,7 +505,7 @@ static int session_exec(int argc, char **argv, struct lg_error *err) {
                 return r;
         _cleanup_free_ char *buf = NULL;
         size_t len = code ? strlen(code) : 0;
-        if (file && (r = read_all(file, &buf, &len, err)) < 0)
+        if (file && (r = cli_read_file(file, 0, &buf, &len, err)) < 0)
                 return r;
         _cleanup_json_ json_t *body = json_pack("{s:s%}", "code", file ? buf : code, len);
         if (!body)
@@ -619,7 +578,7 @@ static int session_upload(int argc, char **argv, struct lg_error *err) {
                         return lg_error_set(err, errno, "dup");
         }
         if (from_stdin || !S_ISREG(st.st_mode)) {
-                if ((r = from_stdin ? read_all("-", &buf, &len, err) : read_fd(fd, local, &buf, &len, err)) < 0)
+                if ((r = from_stdin ? cli_read_file("-", 0, &buf, &len, err) : cli_read_fd(fd, local, 0, &buf, &len, err)) < 0)
                         return r;
         } else {
                 len = (size_t) st.st_size;
