@@ -90,8 +90,14 @@ static int idx_load(lg_image_store *st, struct idx *x, struct lg_error *err) {
                         return 0;
                 return lg_error_set(err, errno, "open `%s/images.json`", st->dir);
         }
+        /* Through stdio: jansson reads a bare fd one byte per read(2),
+         * and this runs for every container start. */
+        _cleanup_fclose_ FILE *f = fdopen(fd, "r");
+        if (!f)
+                return lg_error_set(err, errno, "read `%s/images.json`", st->dir);
+        fd = -1;
         json_error_t je;
-        json_t *root = json_loadfd(fd, JSON_REJECT_DUPLICATES, &je);
+        json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
         if (!root)
                 return lg_error_setm(err, EBADMSG, "`%s/images.json` is corrupt: %s", st->dir, je.text);
         int r = 0;

@@ -133,6 +133,7 @@ struct lg_pods {
         uint64_t backoff_ms;       /* first restart back-off (10 s; LEGION_POD_BACKOFF_MS) */
         struct pod *pods;
         struct pod *zombies;       /* unlinked, waiting for jobs and handles */
+        int dynmods_fd;            /* lg_sandbox_favor_dynmods(), -1 = none */
 };
 
 /* pods.c */

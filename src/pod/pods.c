@@ -280,6 +280,7 @@ int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error
         lg_pods *m = calloc(1, sizeof(*m));
         if (!m)
                 return lg_error_set(err, ENOMEM, "out of memory");
+        m->dynmods_fd = -1;
         m->loop = cfg->loop;
         m->store = cfg->store;
         m->images = cfg->images;
@@ -312,6 +313,13 @@ int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error
         }
         /* Sandboxes a previous legiond left behind. */
         lg_sandbox_gc(m->state_root, NULL);
+        /* Every container with limits is moved into its cgroups; on cgroup
+         * v1 that waits for an RCU grace period unless this is held, which
+         * was most of a pod's start when the machine was busy. Best effort;
+         * LEGION_CGROUP_FAVOR_DYNMODS=0 leaves the kernel as it is. */
+        const char *fd = getenv("LEGION_CGROUP_FAVOR_DYNMODS");
+        if (!fd || strcmp(fd, "0"))
+                m->dynmods_fd = lg_sandbox_favor_dynmods(NULL);
         *ret = m;
         return 0;
 }
@@ -324,6 +332,8 @@ void lg_pods_free(lg_pods *m) {
         /* Close callbacks and queued jobs finish on the loop. */
         while (m->zombies)
                 uv_run(m->loop, UV_RUN_ONCE);
+        if (m->dynmods_fd >= 0)
+                close(m->dynmods_fd);
         free(m->state_root);
         free(m->logs_dir);
         free(m);

@@ -97,6 +97,32 @@ static int host_cgroup(enum lg_cgroup_version *ver, const char **root, const cha
         return result;
 }
 
+int lg_sandbox_favor_dynmods(struct lg_error *err) {
+        enum lg_cgroup_version ver;
+        const char *root, *parent;
+        int r = host_cgroup(&ver, &root, &parent);
+        if (r < 0 || ver != LG_CGROUP_V1)
+                return lg_error_set(err, EOPNOTSUPP, "favordynmods is only needed on cgroup v1");
+        _cleanup_close_ int fs = fsopen("cgroup", FSOPEN_CLOEXEC);
+        if (fs < 0)
+                return lg_error_set(err, errno, "fsopen cgroup");
+        /* "none" with a name: a hierarchy with no controller, so it never
+         * competes with the host's. Every legiond shares the one of this
+         * name; the kernel counts the favoring per hierarchy. */
+        if (fsconfig(fs, FSCONFIG_SET_FLAG, "none", NULL, 0) < 0 ||
+            fsconfig(fs, FSCONFIG_SET_STRING, "name", "legion-favordynmods", 0) < 0)
+                return lg_error_set(err, errno, "configure a named cgroup hierarchy");
+        if (fsconfig(fs, FSCONFIG_SET_FLAG, "favordynmods", NULL, 0) < 0)
+                return lg_error_set(err, errno == EINVAL ? EOPNOTSUPP : errno,
+                                    "this kernel has no favordynmods cgroup option");
+        if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+                return lg_error_set(err, errno, "create a favordynmods cgroup hierarchy");
+        int m = fsmount(fs, FSMOUNT_CLOEXEC, 0);
+        if (m < 0)
+                return lg_error_set(err, errno, "mount a favordynmods cgroup hierarchy");
+        return m;
+}
+
 /* legion-init: $LEGION_INIT, else beside the running binary, else in the
  * libexec directory next to its bin directory. */
 static int open_init(struct lg_error *err) {

@@ -180,6 +180,22 @@ const char *lg_sandbox_state_dir(const lg_sandbox *sb);
  * tried every step. */
 int lg_sandbox_destroy(lg_sandbox *sb);
 
+/* On cgroup v1, moving a process into a cgroup (every sandbox with
+ * limits) takes the kernel's cgroup threadgroup rwsem for writing, and the
+ * writer first waits for a normal RCU grace period unless that rwsem is in
+ * its "favor dynamic modifications" mode: a millisecond when the machine is
+ * idle, tens of them when another CPU is busy in the kernel (a network
+ * namespace being torn down). This turns the mode on for as long as the
+ * returned fd stays open, by holding a detached mount (fsmount, attached
+ * nowhere) of an empty named v1 hierarchy made with the favordynmods
+ * option; closing the fd, or the process dying, destroys the hierarchy and
+ * turns the mode back off. Host-wide price: forks and exits use a shared
+ * counter instead of a per-CPU one while it is on. Turning it on waits for
+ * one grace period. Returns the fd, or -EOPNOTSUPP where it is not needed
+ * (cgroup v2 clones straight into the cgroup) or the kernel has no such
+ * option (before 6.0), or another -errno. */
+int lg_sandbox_favor_dynmods(struct lg_error *err);
+
 /* Remove sandboxes under state_root whose owner process is gone: kill what
  * is left of them, remove their cgroups, state and uid ranges. Returns the
  * number cleaned or -errno. */
