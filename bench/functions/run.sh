@@ -35,6 +35,8 @@ HOME_DIR=$OUT/functions-home
 export LEGION_CGROUP_PARENT=legion-bench-fn
 
 die() { echo "bench/functions: $*" >&2; exit 1; }
+# shellcheck source=bench/lib/common.sh
+. "$ROOT/bench/lib/common.sh"
 
 [ "$(id -u)" = 0 ] || die "must run as root (legiond makes sandboxes)"
 for t in wrk nginx cc; do
@@ -51,7 +53,7 @@ rm -rf "$RES" "$HOME_DIR" "$OUT/functions.md"
 mkdir -p "$RES" "$HOME_DIR"
 cc -O2 -Wall -Wextra -o "$RES/httpload" "$FN_DIR/httpload.c" -lpthread
 
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(bench_free_port)
 LEGIOND_PID=
 
 # shellcheck disable=SC2317 # run by the trap
@@ -60,28 +62,16 @@ cleanup() {
                 kill -TERM "$(cat "$RES/nginx.pid.bench")" 2>/dev/null || true
                 rm -f "$RES/nginx.pid.bench"
         fi
-        if [ -n "$LEGIOND_PID" ] && kill -0 "$LEGIOND_PID" 2>/dev/null; then
-                kill -TERM "$LEGIOND_PID"
-                for _ in $(seq 300); do kill -0 "$LEGIOND_PID" 2>/dev/null || break; sleep 0.1; done
-                kill -KILL "$LEGIOND_PID" 2>/dev/null || true
-        fi
+        bench_kill_legiond 300
 }
 trap cleanup EXIT
 
-psi() { sed -n 's/^some avg10=[0-9.]* avg60=\([0-9.]*\).*/\1%/p' /proc/pressure/cpu 2>/dev/null || echo n/a; }
 cut -d' ' -f1-3 /proc/loadavg >"$RES/load-start.txt"
 PSI_START=$(psi)
 date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
 T0=$(date +%s)
 echo "bench/functions: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
-"$BUILD/legiond" --home "$HOME_DIR" --listen "127.0.0.1:$PORT" >"$RES/legiond.log" 2>&1 &
-LEGIOND_PID=$!
-for i in $(seq 200); do
-        curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-        kill -0 $LEGIOND_PID 2>/dev/null || die "legiond exited: $(cat "$RES/legiond.log")"
-        [ "$i" -lt 200 ] || die "legiond did not answer /healthz"
-        sleep 0.05
-done
+bench_start_legiond "$PORT"
 
 "$PY" "$FN_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" --httpload "$RES/httpload" --legiond-pid $LEGIOND_PID \
         --parts "${FN_PARTS:-cold,warm,burst}" --cold-n "${FN_COLD_N:-200}" --pool-ready "${FN_POOL_READY:-4}" \
@@ -95,16 +85,10 @@ wait $LEGIOND_PID || rc=$?
 LEGIOND_PID=
 sleep 0.5
 left=$(pgrep -f -- "--home $HOME_DIR " || true)
-# The parent cgroups legiond made stay behind, empty; remove them.
-for c in /sys/fs/cgroup/*/"$LEGION_CGROUP_PARENT" /sys/fs/cgroup/"$LEGION_CGROUP_PARENT"; do
-        if [ -d "$c" ]; then rmdir "$c" 2>/dev/null || true; fi
-done
+bench_rm_cgroup_parents
 left_cg=$(find /sys/fs/cgroup -maxdepth 2 -name "$LEGION_CGROUP_PARENT" -type d 2>/dev/null || true)
 left_nginx=$(pgrep -f -- "nginx -p $RES/nginx" || true)
-# Sandbox processes do not show legiond's command line: find them by cgroup.
-left_sb=$(grep -l -- "$LEGION_CGROUP_PARENT" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | tr '\n' ' ' || true)
-# One line of space-separated words.
-words() { tr -s ' \n' '  ' <<<"$*" | sed 's/^ //; s/ $//'; }
+left_sb=$(bench_sandbox_pids)
 left=$(words "$left $left_sb")
 left_nginx=$(words "$left_nginx")
 left_cg=$(words "$left_cg")
@@ -114,14 +98,11 @@ cat >"$RES/meta.json" <<EOF
  "psi_start": "$PSI_START", "psi_end": "$(psi)",
  "legiond_exit": $rc, "leftover_processes": "$(words "$left $left_nginx")",
  "leftover_cgroups": "$left_cg",
- "cpus": $(nproc), "cpu_model": "$(lscpu | sed -n 's/^Model name: *//p' | head -1)",
- "kernel": "$(uname -r)", "mem_gib": $(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo),
- "cgroup": "$( [ -d /sys/fs/cgroup/memory ] && echo v1 || echo v2)",
+ $(bench_meta_machine 0)
  "wrk": "$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)", "nginx": "$(nginx -v 2>&1 | cut -d' ' -f3)",
  "python": "$($PY --version | cut -d' ' -f2)", "node": "$(node --version 2>/dev/null || echo none)",
  "build": "$BUILD",
- "git": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
- "git_dirty": $( [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)}
+ $(bench_meta_git)}
 EOF
 "$PY" "$FN_DIR/report.py" "$RES" >"$OUT/functions.md"
 echo "bench/functions: done in $(( $(date +%s) - T0 )) s; $OUT/functions.md"

@@ -35,6 +35,8 @@ HOME_DIR=$OUT/pods-home
 export LEGION_CGROUP_PARENT=legion-bench-pods
 
 die() { echo "bench/pods: $*" >&2; exit 1; }
+# shellcheck source=bench/lib/common.sh
+. "$ROOT/bench/lib/common.sh"
 
 [ "$(id -u)" = 0 ] || die "must run as root (legiond makes sandboxes, runc)"
 [ -x "$PY" ] || die "$PY is missing"
@@ -50,16 +52,12 @@ ninja -C "$BUILD" legiond legion legion-client legion-init >/dev/null
 rm -rf "$RES" "$HOME_DIR" "$OUT/pods.md"
 mkdir -p "$RES" "$HOME_DIR"
 
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(bench_free_port)
 LEGIOND_PID=
 
 # shellcheck disable=SC2317 # run by the trap
 cleanup() {
-        if [ -n "$LEGIOND_PID" ] && kill -0 "$LEGIOND_PID" 2>/dev/null; then
-                kill -TERM "$LEGIOND_PID"
-                for _ in $(seq 600); do kill -0 "$LEGIOND_PID" 2>/dev/null || break; sleep 0.1; done
-                kill -KILL "$LEGIOND_PID" 2>/dev/null || true
-        fi
+        bench_kill_legiond 600
         if [ -d "$RES/runc-root" ]; then
                 for id in $(runc --root "$RES/runc-root" list -q 2>/dev/null); do
                         runc --root "$RES/runc-root" delete -f "$id" >/dev/null 2>&1 || true
@@ -73,14 +71,7 @@ OTHERS=$(pgrep -x legiond | wc -l || true)
 date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
 T0=$(date +%s)
 echo "bench/pods: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
-"$BUILD/legiond" --home "$HOME_DIR" --listen "127.0.0.1:$PORT" >"$RES/legiond.log" 2>&1 &
-LEGIOND_PID=$!
-for i in $(seq 200); do
-        curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-        kill -0 $LEGIOND_PID 2>/dev/null || die "legiond exited: $(cat "$RES/legiond.log")"
-        [ "$i" -lt 200 ] || die "legiond did not answer /healthz"
-        sleep 0.05
-done
+bench_start_legiond "$PORT"
 
 brc=0
 "$PY" "$PODS_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" --legion "$BUILD/legion" \
@@ -93,21 +84,16 @@ wait $LEGIOND_PID || rc=$?
 LEGIOND_PID=
 sleep 0.5
 left=$(pgrep -f -- "--home $HOME_DIR " | tr '\n' ' ' || true)
-left_sb=$(grep -l -- "$LEGION_CGROUP_PARENT" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | tr '\n' ' ' || true)
+left_sb=$(bench_sandbox_pids)
 left=$(echo $left $left_sb)
-for c in /sys/fs/cgroup/*/"$LEGION_CGROUP_PARENT" /sys/fs/cgroup/"$LEGION_CGROUP_PARENT"; do
-        if [ -d "$c" ]; then rmdir "$c" 2>/dev/null || true; fi
-done
+bench_rm_cgroup_parents
 cat >"$RES/meta.json" <<EOF
 {"date": "$(cat "$RES/date.txt")", "elapsed_s": $(( $(date +%s) - T0 )),
  "load_start": "$(cat "$RES/load-start.txt")", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
  "other_legiond": $OTHERS, "legiond_exit": $rc, "bench_exit": $brc,
  "leftover_processes": "$left",
- "cpus": $(nproc), "cpu_model": "$(lscpu | sed -n 's/^Model name: *//p' | head -1)",
- "kernel": "$(uname -r)", "mem_gib": $(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo),
- "cgroup": "$( [ -d /sys/fs/cgroup/memory ] && echo v1 || echo v2)", "build": "$BUILD",
- "git": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
- "git_dirty": $( [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)}
+ $(bench_meta_machine) "build": "$BUILD",
+ $(bench_meta_git)}
 EOF
 "$PY" "$PODS_DIR/report.py" "$RES" >"$OUT/pods.md"
 cp "$OUT/pods.md" "$PODS_DIR/RESULTS.md"

@@ -39,6 +39,8 @@ HOME_DIR=$OUT/sessions-home
 export LEGION_CGROUP_PARENT=legion-bench-sess
 
 die() { echo "bench/sessions: $*" >&2; exit 1; }
+# shellcheck source=bench/lib/common.sh
+. "$ROOT/bench/lib/common.sh"
 
 [ "$(id -u)" = 0 ] || die "must run as root (legiond makes sandboxes)"
 command -v cc >/dev/null || die "cc is not installed (Debian package gcc)"
@@ -56,20 +58,15 @@ rm -rf "$RES" "$HOME_DIR" "$OUT/sessions.md"
 mkdir -p "$RES" "$HOME_DIR"
 cc -O2 -Wall -Wextra -o "$RES/sessload" "$SESS_DIR/sessload.c"
 
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(bench_free_port)
 LEGIOND_PID=
 
 # shellcheck disable=SC2317 # run by the trap
 cleanup() {
-        if [ -n "$LEGIOND_PID" ] && kill -0 "$LEGIOND_PID" 2>/dev/null; then
-                kill -TERM "$LEGIOND_PID"
-                for _ in $(seq 600); do kill -0 "$LEGIOND_PID" 2>/dev/null || break; sleep 0.1; done
-                kill -KILL "$LEGIOND_PID" 2>/dev/null || true
-        fi
+        bench_kill_legiond 600
 }
 trap cleanup EXIT
 
-psi() { sed -n 's/^some avg10=[0-9.]* avg60=\([0-9.]*\).*/\1%/p' /proc/pressure/cpu 2>/dev/null || echo n/a; }
 # Other legiond processes (tests, other benchmarks) compete for the CPUs.
 others() { pgrep -x legiond | wc -l || true; }
 cut -d' ' -f1-3 /proc/loadavg >"$RES/load-start.txt"
@@ -79,14 +76,7 @@ RUNTIME_START=$(pgrep -f /opt/legion/runtime/ | wc -l || true)
 date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
 T0=$(date +%s)
 echo "bench/sessions: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
-"$BUILD/legiond" --home "$HOME_DIR" --listen "127.0.0.1:$PORT" >"$RES/legiond.log" 2>&1 &
-LEGIOND_PID=$!
-for i in $(seq 200); do
-        curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-        kill -0 $LEGIOND_PID 2>/dev/null || die "legiond exited: $(cat "$RES/legiond.log")"
-        [ "$i" -lt 200 ] || die "legiond did not answer /healthz"
-        sleep 0.05
-done
+bench_start_legiond "$PORT"
 
 brc=0
 "$PY" "$SESS_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" --sessload "$RES/sessload" \
@@ -106,15 +96,10 @@ LEGIOND_PID=
 STOP_S=$(awk -v a="$T_STOP" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
 sleep 0.5
 left=$(pgrep -f -- "--home $HOME_DIR " || true)
-# Sandbox processes do not show legiond's command line: find them by cgroup.
-left_sb=$(grep -l -- "$LEGION_CGROUP_PARENT" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | tr '\n' ' ' || true)
+left_sb=$(bench_sandbox_pids)
 RUNTIME_END=$(pgrep -f /opt/legion/runtime/ | wc -l || true)
-# The parent cgroups legiond made stay behind, empty; remove them.
-for c in /sys/fs/cgroup/*/"$LEGION_CGROUP_PARENT" /sys/fs/cgroup/"$LEGION_CGROUP_PARENT"; do
-        if [ -d "$c" ]; then rmdir "$c" 2>/dev/null || true; fi
-done
+bench_rm_cgroup_parents
 left_cg=$(find /sys/fs/cgroup -maxdepth 2 -name "$LEGION_CGROUP_PARENT" -type d 2>/dev/null || true)
-words() { tr -s ' \n' '  ' <<<"$*" | sed 's/^ //; s/ $//'; }
 left=$(words "$left $left_sb")
 left_cg=$(words "$left_cg")
 cat >"$RES/meta.json" <<EOF
@@ -125,13 +110,10 @@ cat >"$RES/meta.json" <<EOF
  "runtime_processes_start": $RUNTIME_START, "runtime_processes_end": $RUNTIME_END,
  "legiond_exit": $rc, "legiond_stop_s": $STOP_S, "bench_exit": $brc,
  "leftover_processes": "$left", "leftover_cgroups": "$left_cg",
- "cpus": $(nproc), "cpu_model": "$(lscpu | sed -n 's/^Model name: *//p' | head -1)",
- "kernel": "$(uname -r)", "mem_gib": $(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo),
+ $(bench_meta_machine)
  "pid_max": $(cat /proc/sys/kernel/pid_max), "nofile": "$(ulimit -Sn)/$(ulimit -Hn)",
- "cgroup": "$( [ -d /sys/fs/cgroup/memory ] && echo v1 || echo v2)",
  "python": "$($PY --version | cut -d' ' -f2)", "build": "$BUILD",
- "git": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
- "git_dirty": $( [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)}
+ $(bench_meta_git)}
 EOF
 "$PY" "$SESS_DIR/report.py" "$RES" >"$OUT/sessions.md"
 echo "bench/sessions: done in $(( $(date +%s) - T0 )) s; $OUT/sessions.md"

@@ -1,0 +1,65 @@
+# shellcheck shell=bash
+# What the benchmarks that start their own legiond share (bench/pods,
+# bench/sessions, bench/functions run.sh). Source it after setting PY, BUILD,
+# HOME_DIR, RES and LEGION_CGROUP_PARENT and defining die().
+
+# A free TCP port on 127.0.0.1.
+bench_free_port() {
+        "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Start legiond on 127.0.0.1:$1 with home $HOME_DIR, its output in
+# $RES/legiond.log; sets LEGIOND_PID and returns once /healthz answers.
+bench_start_legiond() {
+        "$BUILD/legiond" --home "$HOME_DIR" --listen "127.0.0.1:$1" >"$RES/legiond.log" 2>&1 &
+        LEGIOND_PID=$!
+        local i
+        for i in $(seq 200); do
+                curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && break
+                kill -0 "$LEGIOND_PID" 2>/dev/null || die "legiond exited: $(cat "$RES/legiond.log")"
+                [ "$i" -lt 200 ] || die "legiond did not answer /healthz"
+                sleep 0.05
+        done
+}
+
+# For exit traps: SIGTERM to a legiond still running, SIGKILL after $1
+# tenths of a second.
+bench_kill_legiond() {
+        if [ -n "${LEGIOND_PID:-}" ] && kill -0 "$LEGIOND_PID" 2>/dev/null; then
+                kill -TERM "$LEGIOND_PID"
+                for _ in $(seq "$1"); do kill -0 "$LEGIOND_PID" 2>/dev/null || break; sleep 0.1; done
+                kill -KILL "$LEGIOND_PID" 2>/dev/null || true
+        fi
+}
+
+# Processes in a cgroup below $LEGION_CGROUP_PARENT (sandbox processes do
+# not show legiond's command line), space-separated.
+bench_sandbox_pids() {
+        grep -l -- "$LEGION_CGROUP_PARENT" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | tr '\n' ' ' || true
+}
+
+# The parent cgroups legiond made stay behind, empty; remove them.
+bench_rm_cgroup_parents() {
+        local c
+        for c in /sys/fs/cgroup/*/"$LEGION_CGROUP_PARENT" /sys/fs/cgroup/"$LEGION_CGROUP_PARENT"; do
+                if [ -d "$c" ]; then rmdir "$c" 2>/dev/null || true; fi
+        done
+}
+
+# One line of space-separated words.
+words() { tr -s ' \n' '  ' <<<"$*" | sed 's/^ //; s/ $//'; }
+
+# The CPU pressure (some, avg60), or n/a.
+psi() { sed -n 's/^some avg10=[0-9.]* avg60=\([0-9.]*\).*/\1%/p' /proc/pressure/cpu 2>/dev/null || echo n/a; }
+
+# meta.json fields on the machine (memory in GiB with $1 decimals, default
+# 1) and on the tree ($ROOT's commit, uncommitted changes), for a heredoc.
+bench_meta_machine() {
+        echo "\"cpus\": $(nproc), \"cpu_model\": \"$(lscpu | sed -n 's/^Model name: *//p' | head -1)\","
+        echo " \"kernel\": \"$(uname -r)\", \"mem_gib\": $(awk -v d="${1:-1}" '/MemTotal/ {printf "%.*f", d, $2/1048576}' /proc/meminfo),"
+        echo " \"cgroup\": \"$( [ -d /sys/fs/cgroup/memory ] && echo v1 || echo v2)\","
+}
+bench_meta_git() {
+        echo "\"git\": \"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)\","
+        echo " \"git_dirty\": $( [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)"
+}
