@@ -18,48 +18,20 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tarfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
+import harness  # noqa: E402
+
+log = harness.logger("bench/functions")
+RawConn, summary, free_port = harness.RawConn, harness.summary, harness.free_port
 
 
-def log(*a):
-    print("bench/functions:", *a, file=sys.stderr, flush=True)
-
-
-class Api:
-    """legiond's API over one keep-alive connection (re-opened if dropped)."""
-
-    def __init__(self, port, token):
-        self.port, self.token = port, token
-        self.c = None
-
-    def call(self, method, path, body=None, ok=(200, 201, 204), raw=False):
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-        for attempt in range(2):
-            if self.c is None:
-                self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-            try:
-                self.c.request(method, path, body=body, headers={"Authorization": "Bearer " + self.token})
-                r = self.c.getresponse()
-                data = r.read()
-                break
-            except (http.client.HTTPException, OSError):
-                self.c.close()
-                self.c = None
-                if attempt:
-                    raise
-        if ok and r.status not in ok:
-            raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
-        if raw:
-            return r.status, data
-        return r.status, (json.loads(data) if data and data[:1] in (b"{", b"[") else data)
-
+class Api(harness.Api):
     def pool(self, name):
         return self.call("GET", f"/v1/poolgroups/{name}")[1]
 
@@ -88,61 +60,6 @@ class Api:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}: {st}")
             time.sleep(0.002)
-
-
-class RawConn:
-    """One keep-alive HTTP/1.1 connection with as little client code on the
-    timed path as possible: a prebuilt request, sendall, recv until the
-    Content-Length is in."""
-
-    def __init__(self, port):
-        self.port = port
-        self.s = None
-        self.connect()
-
-    def connect(self):
-        if self.s:
-            self.s.close()
-        self.s = socket.create_connection(("127.0.0.1", self.port))
-        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def request(self, raw):
-        """Send raw, read one response: (ns from send to last byte, status, body)."""
-        s = self.s
-        buf = b""
-        t0 = time.perf_counter_ns()
-        s.sendall(raw)
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise RuntimeError("connection closed")
-            buf += chunk
-            h = buf.find(b"\r\n\r\n")
-            if h < 0:
-                continue
-            m = re.search(rb"(?im)^content-length:\s*(\d+)", buf[:h])
-            n = int(m.group(1)) if m else 0
-            if len(buf) >= h + 4 + n:
-                break
-        t1 = time.perf_counter_ns()
-        status = int(buf[9:12])
-        if re.search(rb"(?im)^connection:\s*close", buf[:h]):
-            self.connect()
-        return t1 - t0, status, buf[h + 4:h + 4 + n]
-
-
-def summary(values):
-    v = sorted(values)
-    n = len(v)
-    if not n:
-        return {"n": 0}
-
-    def q(p):  # nearest rank
-        k = max(1, min(n, int(-(-p * n // 100))))
-        return v[k - 1]
-
-    return {"n": n, "min": v[0], "p50": q(50), "p90": q(90), "p99": q(99), "max": v[-1],
-            "mean": statistics.fmean(v), "stdev": statistics.pstdev(v)}
 
 
 def get_request(path, token=None, host="127.0.0.1"):
@@ -264,14 +181,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def parse_wrk(text):
@@ -547,7 +456,7 @@ def main():
     ap.add_argument("--backends", default="")
     ap.add_argument("--burst-n", type=int, default=200)
     args = ap.parse_args()
-    args.token = open(os.path.join(args.home, "admin.token")).read().strip()
+    args.token = harness.read_token(args.home)
     api = Api(args.port, args.token)
     parts = args.parts.split(",")
     for part, fn in (("cold", cold), ("warm", warm), ("burst", burst)):

@@ -14,7 +14,6 @@ Parts, each writing raw JSON into OUT:
 
 Every figure in the report comes from these files."""
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -26,6 +25,8 @@ import urllib.parse
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
+import harness  # noqa: E402
 import oci_kit  # noqa: E402
 
 NS = "default"
@@ -33,39 +34,21 @@ IMAGE = "busybox:bench"
 BIG = "big:bench"
 
 
-def log(*a):
-    print("bench/pods:", *a, file=sys.stderr, flush=True)
+log = harness.logger("bench/pods")
+write = harness.write_json
 
 
-class Api:
-    """legiond's API over one keep-alive connection (re-opened if dropped)."""
+class Api(harness.Api):
+    """The pods' API calls: JSON asked for, long image operations allowed."""
 
-    def __init__(self, port, token):
-        self.port, self.token = port, token
-        self.c = None
+    timeout = 300
+    ok = (200, 201, 202, 204)
 
-    def call(self, method, path, body=None, ok=(200, 201, 202, 204), ctype="application/json"):
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-        for attempt in range(2):
-            if self.c is None:
-                self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-            try:
-                h = {"Authorization": "Bearer " + self.token, "Accept": "application/json"}
-                if body is not None:
-                    h["Content-Type"] = ctype
-                self.c.request(method, path, body=body, headers=h)
-                r = self.c.getresponse()
-                data = r.read()
-                break
-            except (http.client.HTTPException, OSError):
-                self.c.close()
-                self.c = None
-                if attempt:
-                    raise
-        if ok and r.status not in ok:
-            raise RuntimeError(f"{method} {path}: {r.status} {data[:400]!r}")
-        return r.status, (json.loads(data) if data[:1] in (b"{", b"[") else data)
+    def headers(self, body, ctype):
+        h = {"Authorization": "Bearer " + self.token, "Accept": "application/json"}
+        if body is not None:
+            h["Content-Type"] = ctype
+        return h
 
 
 class Watch:
@@ -237,11 +220,6 @@ def legion(args, *argv, check=True, input=None):
     return dt, p
 
 
-def write(out, name, doc):
-    with open(os.path.join(out, name), "w") as f:
-        json.dump(doc, f, indent=1)
-
-
 def part_start(args, api):
     img = oci_kit.Image([oci_kit.busybox_layer()], config={"Cmd": ["/bin/sh"]})
     archive = os.path.join(args.out, "busybox.tar")
@@ -351,7 +329,7 @@ def main():
     ap.add_argument("--image-n", type=int, default=3)
     ap.add_argument("--big-mb", type=int, default=100)
     args = ap.parse_args()
-    token = open(os.path.join(args.home, "admin.token")).read().strip()
+    token = harness.read_token(args.home)
     api = Api(args.port, token)
     parts = args.parts.split(",")
     failed = False

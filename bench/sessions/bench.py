@@ -12,50 +12,23 @@ Three parts, each writing raw JSON into OUT:
 Every figure in the report comes from these files."""
 import argparse
 import glob
-import http.client
 import json
 import os
-import re
 import socket
-import statistics
 import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+import harness  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+log = harness.logger("bench/sessions")
+RawConn, summary, write_json = harness.RawConn, harness.summary, harness.write_json
 
-def log(*a):
-    print("bench/sessions:", *a, file=sys.stderr, flush=True)
 
-
-class Api:
-    """legiond's API over one keep-alive connection (re-opened if dropped)."""
-
-    def __init__(self, port, token):
-        self.port, self.token = port, token
-        self.c = None
-
-    def call(self, method, path, body=None, ok=(200, 201, 204)):
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-        for attempt in range(2):
-            if self.c is None:
-                self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-            try:
-                self.c.request(method, path, body=body, headers={"Authorization": "Bearer " + self.token})
-                r = self.c.getresponse()
-                data = r.read()
-                break
-            except (http.client.HTTPException, OSError):
-                self.c.close()
-                self.c = None
-                if attempt:
-                    raise
-        if ok and r.status not in ok:
-            raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
-        return r.status, (json.loads(data) if data and data[:1] in (b"{", b"[") else data)
-
+class Api(harness.Api):
     def put_pool(self, name, spec):
         return self.call("PUT", f"/v1/sessionpools/{name}", spec)[1]
 
@@ -75,51 +48,6 @@ class Api:
         self.call("DELETE", f"/v1/sessionpools/{pool}/sessions/{ident}")
 
 
-class RawConn:
-    """One keep-alive HTTP/1.1 connection with as little client code on the
-    timed path as possible: a prebuilt request, sendall, recv until the
-    Content-Length is in."""
-
-    def __init__(self, port=None, unix=None):
-        self.port, self.unix = port, unix
-        self.s = None
-        self.connect()
-
-    def connect(self):
-        if self.s:
-            self.s.close()
-        if self.unix:
-            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.s.connect(self.unix)
-        else:
-            self.s = socket.create_connection(("127.0.0.1", self.port))
-            self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def request(self, raw):
-        """Send raw, read one response: (ns from send to last byte, status, body)."""
-        s = self.s
-        buf = b""
-        t0 = time.perf_counter_ns()
-        s.sendall(raw)
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise RuntimeError("connection closed")
-            buf += chunk
-            h = buf.find(b"\r\n\r\n")
-            if h < 0:
-                continue
-            m = re.search(rb"(?im)^content-length:\s*(\d+)", buf[:h])
-            n = int(m.group(1)) if m else 0
-            if len(buf) >= h + 4 + n:
-                break
-        t1 = time.perf_counter_ns()
-        status = int(buf[9:12])
-        if re.search(rb"(?im)^connection:\s*close", buf[:h]):
-            self.connect()
-        return t1 - t0, status, buf[h + 4:h + 4 + n]
-
-
 def request_bytes(method, path, token=None, body=None):
     h = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     if token:
@@ -127,20 +55,6 @@ def request_bytes(method, path, token=None, body=None):
     if body is not None:
         h += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return (h + "\r\n").encode() + (body or b"")
-
-
-def summary(values):
-    v = sorted(values)
-    n = len(v)
-    if not n:
-        return {"n": 0}
-
-    def q(p):  # nearest rank
-        k = max(1, min(n, int(-(-p * n // 100))))
-        return v[k - 1]
-
-    return {"n": n, "min": v[0], "p50": q(50), "p90": q(90), "p99": q(99), "max": v[-1],
-            "mean": statistics.fmean(v), "stdev": statistics.pstdev(v)}
 
 
 # ---- the machine -------------------------------------------------------------
@@ -259,11 +173,6 @@ def wait(pred, timeout, what, interval=0.002):
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(interval)
-
-
-def write_json(out, name, doc):
-    with open(os.path.join(out, name), "w") as f:
-        json.dump(doc, f, indent=1)
 
 
 # ---- 1. first execution ------------------------------------------------------
@@ -703,7 +612,7 @@ def main():
     ap.add_argument("--step-timeout", type=float, default=240)
     args = ap.parse_args()
     args.density_steps = [int(s) for s in args.density_steps.split(",") if s]
-    args.token = open(os.path.join(args.home, "admin.token")).read().strip()
+    args.token = harness.read_token(args.home)
     api = Api(args.port, args.token)
     host = Host(args.cgroup_parent, args.legiond_pid, args.home)
     # Only session sandboxes on this legiond: the function pool groups are
