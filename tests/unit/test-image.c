@@ -150,15 +150,21 @@ static void add_entry(struct archive *a, const struct te *t) {
         archive_entry_free(e);
 }
 
-/* comp: 0 none, 1 gzip, 2 zstd. Files named in fs (path, data) follow es. */
-static void make_tar(const struct te *es, size_t n, int comp, struct buf *out) {
-        memset(out, 0, sizeof(*out));
+/* A pax tar writer; comp: 0 none, 1 gzip, 2 zstd. */
+static struct archive *new_writer(int comp) {
         struct archive *a = archive_write_new();
         assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
         if (comp == 1)
                 assert_int_equal(archive_write_add_filter_gzip(a), ARCHIVE_OK);
         else if (comp == 2)
                 assert_int_equal(archive_write_add_filter_zstd(a), ARCHIVE_OK);
+        return a;
+}
+
+/* comp as for new_writer(). Files named in fs (path, data) follow es. */
+static void make_tar(const struct te *es, size_t n, int comp, struct buf *out) {
+        memset(out, 0, sizeof(*out));
+        struct archive *a = new_writer(comp);
         assert_int_equal(archive_write_set_bytes_in_last_block(a, 1), ARCHIVE_OK);
         assert_int_equal(archive_write_open(a, out, NULL, wcb, NULL), ARCHIVE_OK);
         for (size_t i = 0; i < n; i++)
@@ -312,12 +318,7 @@ static void tar_symlink(struct archive *a, const char *path, const char *target)
 }
 
 static struct archive *open_archive(const char *path, int comp) {
-        struct archive *a = archive_write_new();
-        assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
-        if (comp == 1)
-                assert_int_equal(archive_write_add_filter_gzip(a), ARCHIVE_OK);
-        else if (comp == 2)
-                assert_int_equal(archive_write_add_filter_zstd(a), ARCHIVE_OK);
+        struct archive *a = new_writer(comp);
         assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
         return a;
 }
@@ -458,6 +459,16 @@ static void make_basic(struct timg *im, int comp, bool docker) {
         make_layer(im, BASE, ARRAY_SIZE(BASE), comp);
         make_layer(im, TOP, ARRAY_SIZE(TOP), comp);
         finish_image(im, CFG, docker);
+}
+
+/* a = BASE + TOP, b = BASE + another top: BASE is shared. */
+static void make_pair(struct timg *a, struct timg *b) {
+        static const struct te other[] = {{"etc/other", F, "o\n", 0, 0, 0, 0}};
+        make_basic(a, 1, false);
+        memset(b, 0, sizeof(*b));
+        make_layer(b, BASE, ARRAY_SIZE(BASE), 1);
+        make_layer(b, other, 1, 1);
+        finish_image(b, NULL, false);
 }
 
 static void check_basic(const struct lg_image *img, const struct timg *im) {
@@ -1168,13 +1179,8 @@ static void test_remove_gc(void **state) {
         lg_image_store *st;
         struct lg_error err = {0};
         assert_int_equal(lg_image_store_open(STORE, &st, &err), 0);
-        /* a = BASE + TOP, b = BASE + another top: BASE is shared. */
-        static const struct te other[] = {{"etc/other", F, "o\n", 0, 0, 0, 0}};
-        struct timg a, b = {0};
-        make_basic(&a, 1, false);
-        make_layer(&b, BASE, ARRAY_SIZE(BASE), 1);
-        make_layer(&b, other, 1, 1);
-        finish_image(&b, NULL, false);
+        struct timg a, b;
+        make_pair(&a, &b);
         struct lg_image *ia = NULL, *ib = NULL;
         assert_int_equal(commit_image(st, &a, "a:1", &ia, &err), 0);
         assert_int_equal(commit_image(st, &b, "b:1", &ib, &err), 0);
@@ -1321,13 +1327,9 @@ static void test_concurrent_commits(void **state) {
         lg_image_store *st;
         struct lg_error err = {0};
         assert_int_equal(lg_image_store_open(STORE, &st, &err), 0);
-        static const struct te other[] = {{"etc/other", F, "o\n", 0, 0, 0, 0}};
         for (int round = 0; round < 4; round++) {
-                struct timg a, b = {0};
-                make_basic(&a, 1, false);
-                make_layer(&b, BASE, ARRAY_SIZE(BASE), 1);
-                make_layer(&b, other, 1, 1);
-                finish_image(&b, NULL, false);
+                struct timg a, b;
+                make_pair(&a, &b);
                 ingest(st, &a);
                 ingest(st, &b);
                 struct thr ta = {st, &a, "a:1", 0, {0}}, tb = {st, &b, "b:1", 0, {0}};
