@@ -45,6 +45,17 @@ static void base_spec(struct lg_sandbox_spec *spec) {
         spec->state_root = state_root;
 }
 
+/* A sandbox made from spec and started (the test fails otherwise). */
+static lg_sandbox *start_sandbox(const struct lg_sandbox_spec *spec) {
+        struct lg_error e = {0};
+        lg_sandbox *sb = NULL;
+        if (lg_sandbox_create(spec, &sb, &e) < 0)
+                fail_msg("create: %s", e.msg);
+        if (lg_sandbox_start(sb, &e) < 0)
+                fail_msg("start: %s", e.msg);
+        return sb;
+}
+
 /* Run `sh -c script` in a sandbox shaped by spec; capture stdout/stderr. */
 static void run_sh(struct lg_sandbox_spec *spec, const char *script, struct run *r) {
         const char *argv[] = {"/bin/sh", "-c", script, NULL};
@@ -54,14 +65,7 @@ static void run_sh(struct lg_sandbox_spec *spec, const char *script, struct run 
         spec->argv = argv;
         spec->stdio_fds[1] = out[1];
         spec->stdio_fds[2] = err[1];
-        struct lg_error e = {0};
-        lg_sandbox *sb = NULL;
-        int rc = lg_sandbox_create(spec, &sb, &e);
-        if (rc < 0)
-                fail_msg("create: %s", e.msg);
-        rc = lg_sandbox_start(sb, &e);
-        if (rc < 0)
-                fail_msg("start: %s", e.msg);
+        lg_sandbox *sb = start_sandbox(spec);
         close(out[1]);
         close(err[1]);
         r->host_uid = lg_sandbox_host_uid(sb);
@@ -134,10 +138,7 @@ static void test_host_uid_seen_from_host(void **state) {
         base_spec(&spec);
         const char *argv[] = {"/bin/sleep", "30", NULL};
         spec.argv = argv;
-        lg_sandbox *sb = NULL;
-        struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        lg_sandbox *sb = start_sandbox(&spec);
         /* legion-init and sleep both run as the mapped uid on the host. */
         for (int i = 0; i < 100 && processes_with_uid(lg_sandbox_host_uid(sb)) < 2; i++)
                 usleep(10000);
@@ -340,10 +341,7 @@ static void test_missing_command(void **state) {
         base_spec(&spec);
         const char *argv[] = {"/no/such/program", NULL};
         spec.argv = argv;
-        lg_sandbox *sb = NULL;
-        struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        lg_sandbox *sb = start_sandbox(&spec);
         struct lg_sandbox_status st;
         assert_int_equal(lg_sandbox_wait(sb, &st), 0);
         assert_int_equal(st.kind, LG_EXIT_CODE);
@@ -416,10 +414,7 @@ static void test_destroy_leaves_nothing(void **state) {
         spec.capture_logs = true;
         const char *argv[] = {"/bin/sh", "-c", "sleep 100 & sleep 100 & echo started; wait", NULL};
         spec.argv = argv;
-        lg_sandbox *sb = NULL;
-        struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        lg_sandbox *sb = start_sandbox(&spec);
         char dir[4096], id[80], cg[4200];
         snprintf(dir, sizeof(dir), "%s", lg_sandbox_state_dir(sb));
         snprintf(id, sizeof(id), "%s", lg_sandbox_id(sb));
@@ -451,10 +446,7 @@ static void test_logs_capped(void **state) {
         spec.log_max_bytes = 16384;
         const char *argv[] = {"/bin/sh", "-c", "seq 1 20000; echo err >&2", NULL};
         spec.argv = argv;
-        lg_sandbox *sb = NULL;
-        struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        lg_sandbox *sb = start_sandbox(&spec);
         struct lg_sandbox_status st;
         assert_int_equal(lg_sandbox_wait(sb, &st), 0);
         assert_int_equal(st.code, 0);
@@ -497,10 +489,7 @@ static void test_placeholder_exec(void **state) {
         (void) state;
         struct lg_sandbox_spec spec;
         base_spec(&spec);
-        lg_sandbox *sb = NULL;
-        struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        lg_sandbox *sb = start_sandbox(&spec);
         char buf[256];
         exec_in(sb, "echo hi from $(hostname)", buf, sizeof(buf));
         char expect[128];
@@ -528,10 +517,8 @@ static void test_delayed_mount(void **state) {
         const char *mps[] = {"/code"};
         spec.mount_points = mps;
         spec.n_mount_points = 1;
-        lg_sandbox *sb = NULL;
+        lg_sandbox *sb = start_sandbox(&spec);
         struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-        assert_int_equal(lg_sandbox_start(sb, &e), 0);
         char buf[256];
         exec_in(sb, "ls -A /code; echo empty", buf, sizeof(buf));
         assert_string_equal(buf, "empty\n");
@@ -594,10 +581,7 @@ static void test_destroy_reaps_with_nonblocking_pidfd(void **state) {
         base_spec(&spec);
         const char *argv[] = {"/bin/sleep", "30", NULL};
         spec.argv = argv;
-        lg_sandbox *sb = NULL;
-        struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-        assert_int_equal(lg_sandbox_start(sb, &e), 0);
+        lg_sandbox *sb = start_sandbox(&spec);
         int fd = lg_sandbox_pidfd(sb);
         assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
         struct lg_sandbox_status st;
@@ -644,10 +628,8 @@ static void test_gc_spares_live_owner(void **state) {
         base_spec(&spec);
         const char *argv[] = {"/bin/sleep", "30", NULL};
         spec.argv = argv;
-        lg_sandbox *sb = NULL;
+        lg_sandbox *sb = start_sandbox(&spec);
         struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-        assert_int_equal(lg_sandbox_start(sb, &e), 0);
         /* Grow: a different vsize and RSS than at create. */
         size_t n = 64 << 20;
         char *big = malloc(n);
@@ -707,10 +689,8 @@ static void test_join_namespaces(void **state) {
         base_spec(&spec);
         const char *argv[] = {"/bin/sleep", "30", NULL};
         spec.argv = argv;
-        lg_sandbox *a = NULL;
+        lg_sandbox *a = start_sandbox(&spec);
         struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &a, &e), 0);
-        assert_int_equal(lg_sandbox_start(a, &e), 0);
         char path[64], want[256];
         struct stat net, ipc;
         snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) lg_sandbox_pid(a));
@@ -772,10 +752,7 @@ static void test_log_file(void **state) {
         const char *argv[] = {"/bin/sh", "-c", "echo one; echo two >&2; echo three", NULL};
         spec.argv = argv;
         for (int round = 0; round < 2; round++) {
-                lg_sandbox *sb = NULL;
-                struct lg_error e = {0};
-                assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-                assert_int_equal(lg_sandbox_start(sb, &e), 0);
+                lg_sandbox *sb = start_sandbox(&spec);
                 struct lg_sandbox_status st;
                 assert_int_equal(lg_sandbox_wait(sb, &st), 0);
                 assert_int_equal(st.code, 0);
@@ -791,10 +768,8 @@ static void test_log_file(void **state) {
         spec.log_max_bytes = 4096;
         const char *chatty[] = {"/bin/sh", "-c", "seq 1 5000; echo last >&2", NULL};
         spec.argv = chatty;
-        lg_sandbox *sb = NULL;
+        lg_sandbox *sb = start_sandbox(&spec);
         struct lg_error e = {0};
-        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-        assert_int_equal(lg_sandbox_start(sb, &e), 0);
         struct lg_sandbox_status xs;
         assert_int_equal(lg_sandbox_wait(sb, &xs), 0);
         assert_int_equal(lg_sandbox_destroy(sb), 0);
@@ -851,10 +826,7 @@ static void test_term_right_after_start(void **state) {
                 base_spec(&spec);
                 const char *argv[] = {"/bin/sleep", "60", NULL};
                 spec.argv = argv;
-                lg_sandbox *sb = NULL;
-                struct lg_error e = {0};
-                assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
-                assert_int_equal(lg_sandbox_start(sb, &e), 0);
+                lg_sandbox *sb = start_sandbox(&spec);
                 assert_int_equal(lg_sandbox_signal(sb, SIGTERM), 0);
                 struct lg_sandbox_status st;
                 assert_int_equal(lg_sandbox_wait(sb, &st), 0);
