@@ -180,6 +180,46 @@ static void ctr_exited(struct ctr *c, int exit_code, int signal, const char *rea
         json_decref(term);
 }
 
+/* Removing an exited sandbox (cgroups, state directory, uid range) is
+ * done on the thread pool after the terminated state is written: on a busy
+ * machine those rmdirs took milliseconds, and the client waits for the
+ * status, not for the cleanup. Its processes are gone already (legion-init
+ * was reaped), so nothing of it runs or holds the image's layers. */
+struct destroy_job {
+        uv_work_t w;
+        struct pod *pod;
+        lg_sandbox *sb;
+};
+
+static void destroy_work(uv_work_t *w) {
+        struct destroy_job *j = w->data;
+        lg_sandbox_destroy(j->sb);
+}
+
+static void destroy_done(uv_work_t *w, int status) {
+        (void) status;
+        struct destroy_job *j = w->data;
+        struct pod *pod = j->pod;
+        free(j);
+        pod->jobs--;
+        pod_release(pod);
+}
+
+static void destroy_later(struct pod *pod, lg_sandbox *sb) {
+        struct destroy_job *j = calloc(1, sizeof(*j));
+        if (j) {
+                j->pod = pod;
+                j->sb = sb;
+                j->w.data = j;
+                if (uv_queue_work(pod->mgr->loop, &j->w, destroy_work, destroy_done) == 0) {
+                        pod->jobs++;
+                        return;
+                }
+                free(j);
+        }
+        lg_sandbox_destroy(sb);
+}
+
 static void take_exit(struct ctr *c, const struct lg_sandbox_status *st) {
         int code = 0, sig = 0;
         const char *reason;
@@ -203,8 +243,10 @@ static void take_exit(struct ctr *c, const struct lg_sandbox_status *st) {
         struct lg_sandbox_stats stats;
         if (st->kind != LG_EXIT_OOM && code != 0 && lg_sandbox_stats(c->sb, &stats) == 0 && stats.oom_kills > 0)
                 reason = "OOMKilled";
-        stop_exit_poll(c);
-        lg_sandbox_destroy(c->sb);
+        stop_exit_poll(c); /* before destroy closes the pidfd it watches */
+        /* Queued first: the job keeps the pod's memory while ctr_exited
+         * may finish a deletion. */
+        destroy_later(c->pod, c->sb);
         c->sb = NULL;
         ctr_exited(c, code, sig, reason, NULL);
 }
