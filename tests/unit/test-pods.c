@@ -199,6 +199,12 @@ static bool gone(const json_t *st, const void *arg) {
         return st == NULL;
 }
 
+/* Delete a pod with grace seconds and wait until it is gone. */
+static void delete_and_wait(const char *name, int grace) {
+        delete_pod(name, grace);
+        assert_null(wait_for(name, gone, NULL));
+}
+
 static char *read_log(const char *pod, const char *ctr, bool previous) {
         char path[1024];
         assert_int_equal(lg_pods_log_path(pods, "default", pod, ctr, previous, path, sizeof(path)), 0);
@@ -252,8 +258,7 @@ static void test_failed_exit_code(void **state) {
         assert_int_equal(exit_code(st, "c"), 3);
         assert_string_equal(term_reason(st, "c"), "Error");
         json_decref(st);
-        delete_pod("bad", 0);
-        wait_for("bad", gone, NULL);
+        delete_and_wait("bad", 0);
 }
 
 static void test_oom(void **state) {
@@ -266,8 +271,7 @@ static void test_oom(void **state) {
         assert_string_equal(term_reason(st, "c"), "OOMKilled");
         assert_string_equal(json_string_value(json_object_get(st, "qosClass")), "Burstable");
         json_decref(st);
-        delete_pod("oom", 0);
-        wait_for("oom", gone, NULL);
+        delete_and_wait("oom", 0);
 }
 
 static bool restarted_twice(const json_t *st, const void *arg) {
@@ -295,8 +299,7 @@ static void test_restart_backoff(void **state) {
         assert_string_equal(log, "run\n");
         free(log);
         json_decref(st);
-        delete_pod("crash", 0);
-        wait_for("crash", gone, NULL);
+        delete_and_wait("crash", 0);
 }
 
 static bool client_done(const json_t *st, const void *arg) {
@@ -330,8 +333,7 @@ static void test_shared_namespaces(void **state) {
         free(slog);
         free(log);
         json_decref(st);
-        delete_pod("duo", 5);
-        wait_for("duo", gone, NULL);
+        delete_and_wait("duo", 5);
 }
 
 static void test_deadline(void **state) {
@@ -344,8 +346,7 @@ static void test_deadline(void **state) {
                             "Pod was active on the node longer than the specified deadline");
         assert_non_null(term_of(st, "c"));
         json_decref(st);
-        delete_pod("late", 0);
-        wait_for("late", gone, NULL);
+        delete_and_wait("late", 0);
 }
 
 static bool running(const json_t *st, const void *arg) {
@@ -391,8 +392,7 @@ static void test_graceful_delete(void **state) {
                              "\"-c\", \"trap 'echo bye; exit 0' TERM; echo up; while true; do sleep 0.1; done\"]}]}");
         json_decref(wait_for("polite", running, "c"));
         wait_log("polite", "c", "up");
-        delete_pod("polite", 60);
-        wait_for("polite", gone, NULL);
+        delete_and_wait("polite", 60);
         json_t *st = last_status_of("polite");
         if (exit_code(st, "c") != 0)
                 fail_msg("polite: %s", json_dumps(st, JSON_INDENT(1)));
@@ -403,8 +403,7 @@ static void test_graceful_delete(void **state) {
                                "\"-c\", \"trap '' TERM; echo up; while true; do sleep 0.1; done\"]}]}");
         json_decref(wait_for("stubborn", running, "c"));
         wait_log("stubborn", "c", "up");
-        delete_pod("stubborn", 1);
-        wait_for("stubborn", gone, NULL);
+        delete_and_wait("stubborn", 1);
         st = last_status_of("stubborn");
         assert_int_equal(exit_code(st, "c"), 137);
         json_decref(st);
@@ -426,8 +425,7 @@ static void test_image_user(void **state) {
         assert_string_equal(log, "1234\n2345\n");
         free(log);
         json_decref(st);
-        delete_pod("user", 0);
-        wait_for("user", gone, NULL);
+        delete_and_wait("user", 0);
 }
 
 static bool waiting_reason(const json_t *st, const void *arg) {
@@ -444,31 +442,27 @@ static void test_config_errors(void **state) {
         assert_non_null(strstr(json_string_value(json_object_get(w, "message")), "ghost"));
         assert_string_equal(json_string_value(json_object_get(st, "phase")), "Pending");
         json_decref(st);
-        delete_pod("nouser", 30); /* nothing runs: goes at once */
-        wait_for("nouser", gone, NULL);
+        delete_and_wait("nouser", 30); /* nothing runs: goes at once */
 
         create_pod("nocmd", "{\"containers\": [{\"name\": \"c\", \"image\": \"test/nocmd:1\"}]}");
         st = wait_for("nocmd", waiting_reason, "CreateContainerError");
         w = json_object_get(json_object_get(ctr_status(st, "c"), "state"), "waiting");
         assert_non_null(strstr(json_string_value(json_object_get(w, "message")), "no command"));
         json_decref(st);
-        delete_pod("nocmd", 0);
-        wait_for("nocmd", gone, NULL);
+        delete_and_wait("nocmd", 0);
 
         /* Not in the store, policy Never: ErrImageNeverPull. */
         create_pod("never", "{\"containers\": [{\"name\": \"c\", \"image\": \"test/absent:1\", "
                             "\"imagePullPolicy\": \"Never\"}]}");
         json_decref(wait_for("never", waiting_reason, "ErrImageNeverPull"));
-        delete_pod("never", 0);
-        wait_for("never", gone, NULL);
+        delete_and_wait("never", 0);
 
         /* Not in the store and the registry unreachable: ErrImagePull, then
          * ImagePullBackOff. */
         create_pod("nopull", "{\"containers\": [{\"name\": \"c\", \"image\": \"127.0.0.1:9/absent:1\"}]}");
         json_decref(wait_for("nopull", waiting_reason, "ErrImagePull"));
         json_decref(wait_for("nopull", waiting_reason, "ImagePullBackOff"));
-        delete_pod("nopull", 0);
-        wait_for("nopull", gone, NULL);
+        delete_and_wait("nopull", 0);
 }
 
 /* Kubernetes' command/args/ENTRYPOINT/CMD rules, env and workingDir. */
@@ -497,8 +491,7 @@ static void test_command_env_cwd(void **state) {
                 free(log);
         }
         json_decref(st);
-        delete_pod("argv", 0);
-        wait_for("argv", gone, NULL);
+        delete_and_wait("argv", 0);
 }
 
 static bool restarted_once_running(const json_t *st, const void *arg) {
@@ -544,8 +537,7 @@ static void test_quantities(void **state) {
         json_t *st = wait_for("qty", phase_is, "Succeeded");
         assert_string_equal(json_string_value(json_object_get(st, "qosClass")), "Guaranteed");
         json_decref(st);
-        delete_pod("qty", 0);
-        wait_for("qty", gone, NULL);
+        delete_and_wait("qty", 0);
 }
 
 static int setup(void **state) {
