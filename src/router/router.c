@@ -76,6 +76,7 @@ struct lg_router {
         uv_timer_t tick;
         lg_router_log_fn log;
         void *log_data;
+        int closing; /* handles still closing after lg_router_free */
 };
 
 static void dispatch(struct app *a);
@@ -782,30 +783,51 @@ int lg_router_new(uv_loop_t *loop, lg_node *node, lg_router_log_fn log, void *lo
         return 0;
 }
 
+/* The router itself goes once both its timer and its HTTP client are
+ * closed; they close on the loop, in either order. */
+static void router_release(lg_router *r) {
+        if (--r->closing == 0)
+                free(r);
+}
+static void router_tick_closed(uv_handle_t *h) { router_release(h->data); }
+static void router_client_closed(void *ud) { router_release(ud); }
+
 void lg_router_free(lg_router *r) {
         if (!r)
                 return;
-        for (struct app *a = r->apps; a; a = a->next) {
+        for (struct app *a = r->apps, *next_app; a; a = next_app) {
+                next_app = a->next;
                 while (a->qhead) {
                         struct pending *p = a->qhead;
                         struct lg_http_request *req = p->req;
                         pending_remove(p);
                         lg_http_respond_error(req, 503, "ShuttingDown", "%s", "legiond is shutting down");
                 }
-                for (struct rinst *ri = a->instances; ri; ri = ri->next)
+                /* Removed first, so that freeing its last instance frees
+                 * the app; instances a forward still points at go when the
+                 * client below cancels that forward. */
+                a->removed = true;
+                struct rinst *ri = a->instances;
+                bool has_instances = ri != NULL;
+                while (ri) {
+                        struct rinst *next = ri->next;
                         if (ri->state != R_DEAD) {
                                 ri->state = R_DEAD;
                                 lg_instance_destroy(ri->inst);
                                 ri->inst = NULL;
                         }
+                        bool last = next == NULL;
+                        rinst_free_if_unused(ri); /* may free a with the last one */
+                        if (last)
+                                break;
+                        ri = next;
+                }
+                if (!has_instances)
+                        app_maybe_free(a);
         }
         uv_timer_stop(&r->tick);
-        uv_close((uv_handle_t *) &r->tick, NULL);
-        lg_http_client_close(r->client, NULL, NULL);
-        /* Apps and instances still referenced by forwards are freed as the
-         * client cancels them; what is left goes with the process. */
-        for (struct app *a = r->apps, *next; a; a = next) {
-                next = a->next;
-                a->removed = true;
-        }
+        r->tick.data = r;
+        r->closing = 2;
+        uv_close((uv_handle_t *) &r->tick, router_tick_closed);
+        lg_http_client_close(r->client, router_client_closed, r);
 }
