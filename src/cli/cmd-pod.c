@@ -655,6 +655,20 @@ static void patch_map(json_t *meta_patch, const char *field, const json_t *want,
                 json_decref(p);
 }
 
+/* Send a pod (or a patch of one) and say what became of it: the answer
+ * with --json, else "pod/NAME done". */
+static int send_pod(const char *method, const char *path, const json_t *body, const char *ctype, const char *name,
+                    const char *done, struct lg_error *err) {
+        struct cli_response resp = {0};
+        int r = kcall(method, path, body, ctype, &resp, err);
+        if (r >= 0 && cli_globals.json)
+                cli_print_json_body(&resp);
+        else if (r >= 0)
+                printf("pod/%s %s\n", name, done);
+        cli_response_done(&resp);
+        return r;
+}
+
 static int apply_one(json_t *doc, struct lg_error *err) {
         if (!json_is_object(doc))
                 return lg_error_setm(err, EINVAL, "an object in the manifest is not a mapping");
@@ -680,14 +694,7 @@ static int apply_one(json_t *doc, struct lg_error *err) {
         r = get_pod(ns, name, &live, err);
         if (r == -ENOENT) {
                 _cleanup_free_ char *path = pods_path(ns, NULL, NULL);
-                struct cli_response resp = {0};
-                r = kcall("POST", path, doc, NULL, &resp, err);
-                if (r >= 0 && cli_globals.json)
-                        cli_print_json_body(&resp);
-                else if (r >= 0)
-                        printf("pod/%s created\n", name);
-                cli_response_done(&resp);
-                return r;
+                return send_pod("POST", path, doc, NULL, name, "created", err);
         }
         if (r < 0)
                 return r;
@@ -711,14 +718,7 @@ static int apply_one(json_t *doc, struct lg_error *err) {
         }
         _cleanup_json_ json_t *patch = json_pack("{s:O}", "metadata", mp);
         _cleanup_free_ char *path = pods_path(ns, name, NULL);
-        struct cli_response resp = {0};
-        r = kcall("PATCH", path, patch, "application/merge-patch+json", &resp, err);
-        if (r >= 0 && cli_globals.json)
-                cli_print_json_body(&resp);
-        else if (r >= 0)
-                printf("pod/%s configured\n", name);
-        cli_response_done(&resp);
-        return r;
+        return send_pod("PATCH", path, patch, "application/merge-patch+json", name, "configured", err);
 }
 
 static int pod_apply(int argc, char **argv, struct lg_error *err) {
@@ -885,14 +885,7 @@ static int pod_run(int argc, char **argv, struct lg_error *err) {
                 return 0;
         }
         _cleanup_free_ char *path = pods_path(cli_ns(), NULL, NULL);
-        struct cli_response resp = {0};
-        r = kcall("POST", path, pod, NULL, &resp, err);
-        if (r >= 0 && cli_globals.json)
-                cli_print_json_body(&resp);
-        else if (r >= 0)
-                printf("pod/%s created\n", name);
-        cli_response_done(&resp);
-        return r;
+        return send_pod("POST", path, pod, NULL, name, "created", err);
 }
 
 /* ---- list, get -------------------------------------------------------------------- */
