@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from oci_kit import free_port
+
 BUILD = os.environ.get("LEGION_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ADMIN = "lgn_admin_secret"
@@ -570,12 +572,6 @@ def test_upload_progress_on_a_terminal(cli, fake, src):
 
 
 # ---- against a real legiond -----------------------------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture()
 def real_legiond(legion_client_bin):

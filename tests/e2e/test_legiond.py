@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import tarfile
 import time
@@ -18,6 +17,7 @@ import zipfile
 import pytest
 
 from conftest import BUILD
+from oci_kit import free_port
 
 LEGIOND = os.path.abspath(os.path.join(BUILD, "legiond"))
 LEGION = os.path.abspath(os.path.join(BUILD, "legion"))
@@ -40,14 +40,6 @@ module.exports.handler = async (req) => ({
   body: JSON.stringify({greeting: process.env.GREETING || "hello", path: req.path, method: req.method}),
 });
 '''
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Legiond:
