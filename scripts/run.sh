@@ -1,7 +1,9 @@
 #!/bin/sh
 # `make run`: a single-node legiond (embedded SQLite under $LEGION_HOME,
 # default ./var/legion) on 127.0.0.1:7070, with the sample app `hello`
-# deployed from examples/python-hello. legiond stays in the foreground;
+# deployed from examples/python-hello, a busybox image imported as
+# legion.local/busybox:1 and the pod examples/pods/hello.yaml started.
+# It also serves HTTPS on 127.0.0.1:6443 for kubectl. legiond stays in the foreground;
 # Ctrl-C stops it (its sandboxes go with it; apps stay in the store).
 set -eu
 BUILD=${1:-build}
@@ -31,6 +33,12 @@ echo
 echo "\$ legion invoke hello --path '/?name=Legion'"
 "$BUILD/legion" invoke hello --path '/?name=Legion'
 echo
+image=$(mktemp /tmp/legion-busybox.XXXXXX.tar)
+/usr/bin/python3 scripts/busybox-image.py "$image" legion.local/busybox:1
+"$BUILD/legion" image import "$image"
+rm -f "$image"
+"$BUILD/legion" pod apply -f examples/pods/hello.yaml
+echo
 cat <<MSG
 
 legiond is running on $LEGION_API (state in $LEGION_HOME). Try:
@@ -40,6 +48,9 @@ legiond is running on $LEGION_API (state in $LEGION_HOME). Try:
   curl -H "Authorization: Bearer \$(cat $LEGION_HOME/admin.token)" $LEGION_API/fn/default/hello/?name=curl
   $BUILD/legion app deploy mine --runtime node --dir examples/node-hello
   $BUILD/legion app logs hello --follow
+  $BUILD/legion pod list
+  $BUILD/legion pod logs hello -c client --tail 3
+  $BUILD/legion kubeconfig > ~/.kube/config && kubectl get pods   (legion kubeconfig uses LEGION_HOME=$LEGION_HOME)
 
 Ctrl-C stops legiond.
 MSG
