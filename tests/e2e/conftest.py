@@ -54,3 +54,25 @@ def legion(legion_bin, run_dir):
             os.rmdir(d)
         except OSError:
             pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_cgroup_parents():
+    """legiond killed with SIGKILL cannot remove its sandboxes' cgroups (the
+    sandboxes die with it; a legiond restarted on the same home would collect
+    them). Tests use throwaway homes, so remove this run's cgroup parents,
+    deepest first, once every test is done: thousands of empty cgroups make
+    every later cgroup operation on the host slower."""
+    yield
+    pid = os.getpid()
+    names = (f"legion-e2e-{pid}", f"legion-e2e-d{pid}")
+    for root in ["/sys/fs/cgroup/" + c for c in os.listdir("/sys/fs/cgroup")] + ["/sys/fs/cgroup"]:
+        for name in names:
+            top = os.path.join(root, name)
+            if not os.path.isdir(top):
+                continue
+            for d, _, _ in sorted(os.walk(top), key=lambda t: -t[0].count("/")):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
