@@ -396,7 +396,12 @@ def test_failing_pool_backs_off_says_why_and_recovers(legiond):
     err = legiond.wait_for(lambda: status().get("lastError"), timeout=20, what="the failure to be reported")
     assert err["failures"] >= 1 and err["message"]
     time.sleep(2)
-    assert status()["lastError"]["failures"] < 20  # backing off, not spinning
+    # Backing off, not spinning. (Now and then a worker does fit in 4 MiB:
+    # pages of python3 already in the host's page cache are charged to the
+    # cgroup that first read them, not to this one. A success resets the
+    # count and the error, which is right too.)
+    s = status()
+    assert "lastError" not in s or s["lastError"]["failures"] < 20, s
     assert json.loads(legiond.http("GET", "/v1/poolgroups/tiny")[1])["spec"]["ready"] == 2
     # Fixed, the pool fills to its target and the error goes.
     st, _ = legiond.http("PUT", "/v1/poolgroups/tiny", body={"runtime": "python3", "ready": 2, "memory": "128Mi"})
