@@ -7,6 +7,7 @@
 #pragma once
 
 #include <limits.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 
 #include "sandbox/sandbox.h"
@@ -110,8 +111,14 @@ int lg_rootfs_enter(const struct lg_plan *plan, struct lg_child_error *e);
 /* The compiled seccomp denylist, built once per process. */
 int lg_seccomp_program(const struct sock_fprog **ret, struct lg_error *err);
 int lg_cap_last(void);
-/* In the child: rlimits, bounding set, no_new_privs, seccomp, capabilities. */
-int lg_security_apply(const struct lg_plan *plan, struct lg_child_error *e);
+/* In the child, before ready: rlimits but nofile, bounding set,
+ * no_new_privs, the seccomp denylist but sethostname/setdomainname. */
+int lg_security_prepare(const struct lg_plan *plan, struct lg_child_error *e);
+/* After the launch (hostname set): nofile, a second seccomp filter for
+ * sethostname/setdomainname, the final capability sets. */
+int lg_security_finish(const struct lg_plan *plan, struct lg_child_error *e);
+/* What legion-init may keep to drop to a run user (inheritable only). */
+#define LG_CAPS_INIT ((1ULL << CAP_SETUID) | (1ULL << CAP_SETGID))
 
 /* state.c: the state directory of each sandbox and the uid ranges. */
 int lg_state_root(const char *spec_root, char *buf, size_t len);

@@ -485,12 +485,15 @@ static _Noreturn void child_main(struct lg_plan *p) {
         for (size_t i = 0; i < ARRAY_SIZE(fwd_sigs); i++)
                 sigaddset(&fwd, fwd_sigs[i]);
         sigprocmask(SIG_BLOCK, &fwd, NULL);
+        if (lg_security_prepare(p, &e) < 0)
+                goto fail;
 
-        /* Ready: everything that does not depend on the workload is built.
-         * What does (hostname, working directory, stdio, run user, rlimits)
-         * comes with the launch, and the capability drop, no_new_privs and
-         * seccomp follow it: all before legion-init, so nothing the
-         * workload runs ever sees more. */
+        /* Ready: everything that does not depend on the workload is built,
+         * the bounding set dropped, no_new_privs and the seccomp denylist
+         * on. What does depend on it (hostname, working directory, stdio,
+         * run user, nofile) comes with the launch; then the hostname
+         * filter and the final capability sets: all before legion-init,
+         * so nothing the workload runs ever sees more. */
         msg = LG_CHILD_READY;
         if (write(sync_fd, &msg, 1) != 1)
                 _exit(1);
@@ -528,8 +531,8 @@ static _Noreturn void child_main(struct lg_plan *p) {
         if (child_setup_fds(p, ctl, stdio, extra, &e) < 0)
                 goto fail;
         p->nofile = l.nofile;
-        p->caps_init = l.setids ? (1ULL << CAP_SETUID) | (1ULL << CAP_SETGID) : 0;
-        if (lg_security_apply(p, &e) < 0)
+        p->caps_init = l.setids ? LG_CAPS_INIT : 0;
+        if (lg_security_finish(p, &e) < 0)
                 goto fail;
         syscall(SYS_execveat, init_fd, "", l.argv, l.envp, AT_EMPTY_PATH);
         lg_child_fail(&e, errno, "exec legion-init");

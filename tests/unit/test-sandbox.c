@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <linux/capability.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -893,6 +894,27 @@ static void test_start_with(void **state) {
         assert_true(lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0);
         assert_string_equal(buf, "given-at-start\n1234\n4321\n/tmp\nhello warm\n256\n"
                                  "CapEff:\t0000000000000000\nSeccomp:\t2\nNoNewPrivs:\t1\noops");
+
+        /* Even holding CAP_SYS_ADMIN in its own user namespace, which owns
+         * its UTS namespace, the workload cannot change the hostname: the
+         * second seccomp filter, loaded after the launch set it. */
+        spec.caps_keep = 1ULL << CAP_SYS_ADMIN;
+        sb = create_warm(&spec);
+        spec.caps_keep = 0;
+        lg_sandbox_launch_init(&l);
+        const char *argv_h[] = {"/bin/sh", "-c", "grep CapEff /proc/self/status; hostname evil || echo denied; "
+                                "hostname; domainname evil || echo denied too", NULL};
+        l.argv = argv_h;
+        l.hostname = "fixed";
+        l.log_file = path;
+        unlink(path);
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), 0);
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        assert_true(lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0);
+        assert_non_null(strstr(buf, "CapEff:\t0000000000200000\n"));
+        assert_non_null(strstr(buf, "denied\nfixed\n"));
+        assert_non_null(strstr(buf, "denied too"));
 
         /* A log fd of the caller's instead of a path; no user, no env. */
         int pfd[2];
