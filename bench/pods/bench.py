@@ -5,8 +5,12 @@ this; see run.sh for the whole picture).
 Parts, each writing raw JSON into OUT:
   start   pod create -> container running and pod create -> exit (/bin/true,
           restartPolicy Never, until phase Succeeded) through legiond's Pod
-          API, against `runc run -d` and `runc run` on a bundle whose rootfs
-          is the same image's extracted layers; interleaved run by run
+          API, on a legiond with warm pod sandboxes (the default; before
+          each pod, untimed, until its image's warm sandbox is ready, and
+          whether the pod took it is recorded) and on one with
+          LEGION_POD_WARM=0 (the cold path), against `runc run -d` and
+          `runc run` on a bundle whose rootfs is the same image's extracted
+          layers; interleaved run by run
   image   import of a ~100 MB image (`legion image import`), pull of the
           same image from a docker-registry on 127.0.0.1 (`legion image
           pull`), cold and with every layer present, against `skopeo copy`
@@ -113,11 +117,30 @@ def succeeded(pod):
     return pod.get("status", {}).get("phase") == "Succeeded"
 
 
-def pod_once(api, args, name, cmd, until):
+def warm_state(api):
+    """(taken so far, ready warm sandboxes of any image, images in the pool)
+    on that legiond."""
+    _, doc = api.call("GET", "/v1/pods/warm")
+    return doc["taken"], sum(i["ready"] for i in doc["images"]), len(doc["images"])
+
+
+def wait_warm_ready(api, timeout=5.0):
+    """Untimed: until a warm sandbox is ready (the pool refilled after the
+    last pod), at most timeout seconds; then the pod goes anyway. Nothing
+    to wait for before the image's first pod."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, ready, images = warm_state(api)
+        if ready > 0 or images == 0:
+            return
+        time.sleep(0.002)
+
+
+def pod_once(api, args, name, cmd, until, port=None):
     """Seconds from the create request to until(pod) in the watch; then the
     pod is deleted (untimed) and its DELETED event awaited."""
     _, lst = api.call("GET", f"/api/v1/namespaces/{NS}/pods?fieldSelector=metadata.name%3D{name}")
-    w = Watch(args.port, api.token, name, lst["metadata"]["resourceVersion"])
+    w = Watch(port or args.port, api.token, name, lst["metadata"]["resourceVersion"])
     doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"bench": "pods"}},
            "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
                     "containers": [{"name": "c", "image": IMAGE, "command": cmd}]}}
@@ -210,8 +233,9 @@ class Runc:
             subprocess.run(["runc", "--root", self.root, "delete", "-f", cid], capture_output=True)
 
 
-def legion(args, *argv, check=True, input=None):
-    env = dict(os.environ, LEGION_API=f"http://127.0.0.1:{args.port}", LEGION_HOME=args.home)
+def legion(args, *argv, check=True, input=None, cold=False):
+    port, home = (args.cold_port, args.cold_home) if cold else (args.port, args.home)
+    env = dict(os.environ, LEGION_API=f"http://127.0.0.1:{port}", LEGION_HOME=home)
     t0 = time.perf_counter()
     p = subprocess.run([args.legion, *argv], env=env, capture_output=True, input=input)
     dt = time.perf_counter() - t0
@@ -220,12 +244,16 @@ def legion(args, *argv, check=True, input=None):
     return dt, p
 
 
-def part_start(args, api):
+def part_start(args, api, cold):
     img = oci_kit.Image([oci_kit.busybox_layer()], config={"Cmd": ["/bin/sh"]})
     archive = os.path.join(args.out, "busybox.tar")
     oci_kit.write_docker_archive(archive, [(img, [IMAGE])])
     dt, _ = legion(args, "image", "import", archive)
+    legion(args, "image", "import", archive, cold=True)
     log(f"imported {IMAGE} in {dt * 1000:.0f} ms")
+    _, doc = cold.call("GET", "/v1/pods/warm")
+    if doc["perImage"] != 0:
+        raise RuntimeError("the cold legiond has warm pod sandboxes on (LEGION_POD_WARM=0 expected)")
     # The store's layer dirs are named by the stored blob: ask legiond which
     # blobs the imported image has (uppermost first; copied lowest first).
     _, doc = api.call("GET", "/v1/images/" + urllib.parse.quote(IMAGE, safe=""))
@@ -235,17 +263,33 @@ def part_start(args, api):
             raise RuntimeError(f"{d}: the image's extracted layer is not where docs/images.md says")
     runc = Runc(args.out, layer_dirs)
     res = {"n": args.n, "warmup": args.warmup, "legion_running": [], "legion_exit": [], "runc_running": [],
-           "runc_exit": [], "image": IMAGE, "layers": len(layer_dirs)}
+           "runc_exit": [], "cold_running": [], "cold_exit": [], "warm_taken_running": [], "warm_taken_exit": [],
+           "image": IMAGE, "layers": len(layer_dirs)}
+
+    def warm_pod(name, cmd, until):
+        """A pod on the warm legiond: (seconds, whether it took a warm sandbox)."""
+        wait_warm_ready(api)
+        before = warm_state(api)[0]
+        dt = pod_once(api, args, name, cmd, until)
+        return dt, warm_state(api)[0] > before
+
     try:
         for i in range(-args.warmup, args.n):
-            a = pod_once(api, args, f"run-{i + args.warmup}", ["/bin/sleep", "3600"], running)
+            k = i + args.warmup
+            a, a_warm = warm_pod(f"run-{k}", ["/bin/sleep", "3600"], running)
+            ac = pod_once(cold, args, f"run-{k}", ["/bin/sleep", "3600"], running, port=args.cold_port)
             b = runc.run_running()
-            c = pod_once(api, args, f"true-{i + args.warmup}", ["/bin/true"], succeeded)
+            c, c_warm = warm_pod(f"true-{k}", ["/bin/true"], succeeded)
+            cc = pod_once(cold, args, f"true-{k}", ["/bin/true"], succeeded, port=args.cold_port)
             d = runc.run_exit()
             if i >= 0:
                 res["legion_running"].append(a)
+                res["warm_taken_running"].append(a_warm)
+                res["cold_running"].append(ac)
                 res["runc_running"].append(b)
                 res["legion_exit"].append(c)
+                res["warm_taken_exit"].append(c_warm)
+                res["cold_exit"].append(cc)
                 res["runc_exit"].append(d)
             if i >= 0 and (i + 1) % 50 == 0:
                 log(f"start: {i + 1}/{args.n}")
@@ -323,6 +367,8 @@ def main():
     ap.add_argument("--home", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--legion", required=True)
+    ap.add_argument("--cold-port", type=int, required=True)
+    ap.add_argument("--cold-home", required=True)
     ap.add_argument("--parts", default="start,image")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=5)
@@ -331,6 +377,7 @@ def main():
     args = ap.parse_args()
     token = harness.read_token(args.home)
     api = Api(args.port, token)
+    cold = Api(args.cold_port, harness.read_token(args.cold_home))
     parts = args.parts.split(",")
     failed = False
     for part in ("start", "image"):
@@ -338,7 +385,7 @@ def main():
             continue
         log(f"part {part}")
         try:
-            part_start(args, api) if part == "start" else part_image(args)
+            part_start(args, api, cold) if part == "start" else part_image(args)
         except Exception as e:  # noqa: BLE001 -- recorded for the report, then the next part
             failed = True
             log(f"part {part} failed: {e}")

@@ -539,8 +539,9 @@ static void api_images_gc(struct api_call *c) {
                 return;
         }
         j->ndjson = false;
-        /* Layers of running sandboxes stay, whatever names point at them. */
-        if (c->d->pods && lg_pods_layers_in_use(c->d->pods, &j->keep, &j->n_keep) < 0) {
+        /* Layers of running (and warm) sandboxes stay, whatever names
+         * point at them. */
+        if (c->d->pods && lg_pods_layers_in_use(c->d->pods, true, &j->keep, &j->n_keep) < 0) {
                 j->keep = NULL;
                 j->n_keep = 0;
         }
@@ -566,7 +567,7 @@ static void api_images_list(struct api_call *c) {
 static bool image_in_use(struct lg_daemon *d, const struct lg_image *img) {
         char **used = NULL;
         size_t n = 0;
-        if (!d->pods || img->n_layers == 0 || lg_pods_layers_in_use(d->pods, &used, &n) < 0)
+        if (!d->pods || img->n_layers == 0 || lg_pods_layers_in_use(d->pods, false, &used, &n) < 0)
                 return false;
         bool all = true;
         for (size_t i = 0; all && i < img->n_layers; i++) {
@@ -615,10 +616,15 @@ static void api_image_one(struct api_call *c, const char *ref) {
                 lg_image_free(img);
                 return;
         }
+        char id[sizeof(img->id)];
+        snprintf(id, sizeof(id), "%s", img->id);
         lg_image_free(img);
         r = lg_image_remove(c->d->images, ref, &err);
         if (r < 0)
                 return respond_image_error(c->req, r, &err, false);
+        /* Warm pod sandboxes of the image go with any of its names: made
+         * again at its next use if it is still there. */
+        lg_pods_image_removed(c->d->pods, id);
         lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
 }
 

@@ -154,6 +154,24 @@ static json_t *namespace_json(const struct lg_resource *r) {
         return json_pack("{s:s, s:s}", "name", r->name, "createdAt", t);
 }
 
+/* GET /v1/pods/warm (admin): the warm pod sandboxes (docs/pods.md). */
+static void api_pods_warm(struct api_call *c) {
+        if (strcmp(lg_http_request_method(c->req), "GET")) {
+                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET");
+                return;
+        }
+        if (!api_is_admin(c)) {
+                lg_http_respond_error(c->req, 403, "Forbidden", "%s", "the warm pod sandboxes need an admin token");
+                return;
+        }
+        json_t *doc = lg_pods_warm_json(c->d->pods);
+        if (!doc) {
+                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
+                return;
+        }
+        api_json(c->req, 200, doc);
+}
+
 static void api_namespaces(struct api_call *c) {
         const char *m = lg_http_request_method(c->req);
         struct lg_error err = {0};
@@ -660,6 +678,8 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
         }
         if (n >= 2 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "images"))
                 return api_images(&c);
+        if (n == 3 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "pods") && !strcmp(seg[2], "warm"))
+                return api_pods_warm(&c);
         if (n < 2 || strcmp(seg[0], "v1")) {
                 lg_http_respond_error(req, 404, "NotFound", "no such endpoint `%s`", lg_http_request_path(req));
                 return;

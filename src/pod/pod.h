@@ -103,6 +103,16 @@ int lg_pods_log_path(lg_pods *pods, const char *ns, const char *pod, const char 
 int lg_pods_container_active(lg_pods *pods, const char *ns, const char *pod,
                              const char *container);
 
-/* Sandboxes running now, and the layer dirs they use (for image GC's keep
- * list); the array and strings belong to the caller (free each, then it). */
-int lg_pods_layers_in_use(lg_pods *pods, char ***ret, size_t *n);
+/* The layer dirs that containers' sandboxes use, and with warm those of
+ * warm sandboxes too (image GC's keep list; "in use by a running pod"
+ * leaves them out); the array and strings belong to the caller (free
+ * each, then it). */
+int lg_pods_layers_in_use(lg_pods *pods, bool warm, char ***ret, size_t *n);
+
+/* Warm sandboxes (src/pod/pods-warm.c): an image was removed (or
+ * untagged), its warm sandboxes go now, before GC may remove its layers. */
+void lg_pods_image_removed(lg_pods *pods, const char *image_id);
+/* GET /v1/pods/warm: {"perImage", "maxImages", "idleSeconds", "taken",
+ * "missed", "images": [{"imageID", "ready", "making", "taken", "made",
+ * "failed", "idleSeconds"}]}. NULL pods: an empty pool. */
+json_t *lg_pods_warm_json(lg_pods *pods);

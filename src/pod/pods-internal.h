@@ -9,7 +9,10 @@
  * Lifetimes: a pod is unlinked from the manager's list when it is gone
  * from the store (deleted by us, or found missing), but its memory stays
  * until no job is queued for it and every libuv handle of it is closed
- * (pod_release). A container's handles live as long as its pod. */
+ * (pod_release). A container's handles live as long as its pod.
+ *
+ * pods-warm.c keeps warm sandboxes: made ahead for the images pods
+ * recently used, taken by a pod's first container instead of a new one. */
 #pragma once
 
 #include <jansson.h>
@@ -65,10 +68,12 @@ struct ctr {
 
         /* Sandbox creation job. */
         uv_work_t create_work;
-        struct lg_sandbox_spec sspec;
-        char **argv, **envp;       /* owned, for sspec */
+        struct lg_sandbox_spec sspec;   /* the sandbox (limits, namespaces) */
+        struct lg_sandbox_launch launch; /* the workload, given at start */
+        char **argv, **envp;       /* owned, for launch */
         char *cwd, *log_path;
         bool makes_ns;             /* this creation opens the pod's namespaces */
+        bool warm_fit;             /* could run in a warm sandbox (pods-warm.c) */
         lg_sandbox *new_sb;
         int ns_net, ns_ipc;        /* opened by the job for the pod */
         int create_result;
@@ -134,7 +139,10 @@ struct lg_pods {
         struct pod *pods;
         struct pod *zombies;       /* unlinked, waiting for jobs and handles */
         int dynmods_fd;            /* lg_sandbox_favor_dynmods(), -1 = none */
+        struct warm_pool *warm;    /* pods-warm.c */
 };
+
+#define POD_DEFAULT_ROOTFS (1ull << 30)
 
 /* pods.c */
 /* Something changed in the pod: write status, finish a deletion when
@@ -168,7 +176,27 @@ bool ctr_will_restart(const struct ctr *c, int exit_code);
 void ctr_restart_now(struct ctr *c);
 void ctr_set_waiting(struct ctr *c, const char *reason, const char *message);
 
+/* pods-warm.c */
+int warm_new(lg_pods *m, struct lg_error *err);
+/* Destroy every warm sandbox, waiting for the jobs making them. */
+void warm_free(lg_pods *m);
+/* Can c, about to be created, run in a warm sandbox? Its pod's first
+ * container (the sandbox's namespaces become the pod's), not hostNetwork,
+ * the default rootfs size, warm sandboxes enabled. */
+bool warm_fits(const struct ctr *c);
+/* Take a ready warm sandbox for c's image, with fds of its network and
+ * IPC namespaces. 1 = taken, 0 = none ready. */
+int warm_take(lg_pods *m, const struct lg_image *img, lg_sandbox **sb, int *netns, int *ipcns);
+/* A container that fits started (warm or not): keep its image warm,
+ * making what is missing on the thread pool. */
+void warm_used(lg_pods *m, const struct lg_image *img);
+/* Append the layer dirs of warm sandboxes (and of those being made). */
+int warm_layers(lg_pods *m, char ***v, size_t *len, size_t *cap);
+
 /* pods-spec.c */
+/* What every container's sandbox has, warm or not: state root, the
+ * image's layers, the rootfs size, the pids limit. */
+void pods_base_spec(lg_pods *m, const struct lg_image *img, uint64_t rootfs_bytes, struct lg_sandbox_spec *s);
 /* Build c->sspec (and the strings it points to) from the container spec
  * and c->img. On failure returns -errno with reason set to the Kubernetes
  * waiting reason (CreateContainerConfigError, CreateContainerError) and

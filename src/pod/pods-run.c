@@ -434,6 +434,9 @@ static void create_failed(struct ctr *c, const char *msg) {
         ctr_exited(c, 128, 0, "ContainerCannotRun", msg);
 }
 
+static int ctr_start(struct ctr *c, lg_sandbox *sb, struct lg_error *err);
+static void ctr_running(struct ctr *c, lg_sandbox *sb);
+
 static void create_done(uv_work_t *w, int status) {
         struct ctr *c = w->data;
         struct pod *pod = c->pod;
@@ -473,15 +476,30 @@ static void create_done(uv_work_t *w, int status) {
                 return;
         }
         struct lg_error err = {0};
-        c->run_started = pod_now();
-        c->run_started_ms = uv_now(pod->mgr->loop);
-        snprintf(c->container_id, sizeof(c->container_id), "legion://%s", lg_sandbox_id(sb));
-        if (lg_sandbox_start(sb, &err) < 0) {
+        if (ctr_start(c, sb, &err) < 0) {
                 lg_sandbox_destroy(sb);
                 create_failed(c, err.msg);
                 pod_wake_ns_waiters(pod);
                 return;
         }
+        ctr_running(c, sb);
+}
+
+/* Limits and workload into a created (or warm) sandbox: it runs. */
+static int ctr_start(struct ctr *c, lg_sandbox *sb, struct lg_error *err) {
+        const struct lg_sandbox_spec *s = &c->sspec;
+        c->run_started = pod_now();
+        c->run_started_ms = uv_now(c->pod->mgr->loop);
+        snprintf(c->container_id, sizeof(c->container_id), "legion://%s", lg_sandbox_id(sb));
+        int r = lg_sandbox_set_limits(sb, s->memory_bytes, s->cpu_millis, s->cpu_weight, s->pids_max, err);
+        if (r < 0)
+                return r;
+        return lg_sandbox_start_with(sb, &c->launch, err);
+}
+
+/* A started sandbox: watch it, show it running. */
+static void ctr_running(struct ctr *c, lg_sandbox *sb) {
+        struct pod *pod = c->pod;
         struct exit_poll *p = calloc(1, sizeof(*p));
         if (!p || uv_poll_init(pod->mgr->loop, &p->h, lg_sandbox_pidfd(sb)) < 0) {
                 free(p);
@@ -503,6 +521,39 @@ static void create_done(uv_work_t *w, int status) {
         uv_poll_start(&p->h, UV_READABLE, on_exit_poll);
         pod_wake_ns_waiters(pod);
         pod_changed(pod);
+        /* After the status is written: the next pod of this image finds
+         * a warm sandbox (made at low priority on the thread pool). */
+        if (c->warm_fit && c->img)
+                warm_used(pod->mgr, c->img);
+}
+
+/* The pod's first container in a warm sandbox of its image: its
+ * namespaces become the pod's. 1 = running, 0 = none could be used (the
+ * caller makes one). */
+static int start_warm(struct ctr *c) {
+        struct pod *pod = c->pod;
+        lg_sandbox *sb;
+        int netns, ipcns;
+        if (!warm_take(pod->mgr, c->img, &sb, &netns, &ipcns))
+                return 0;
+        struct lg_error err = {0};
+        char last_id[sizeof(c->container_id)];
+        memcpy(last_id, c->container_id, sizeof(last_id));
+        if (ctr_start(c, sb, &err) < 0) {
+                /* It died waiting, say: a new one is made as usual. */
+                lg_sandbox_destroy(sb);
+                close(netns);
+                close(ipcns);
+                memcpy(c->container_id, last_id, sizeof(last_id));
+                return 0;
+        }
+        c->makes_ns = false;
+        pod->ns_pending = false;
+        pod->netns_fd = netns;
+        pod->ipcns_fd = ipcns;
+        c->phase = C_CREATING;
+        ctr_running(c, sb);
+        return 1;
 }
 
 void pod_wake_ns_waiters(struct pod *pod) {
@@ -555,6 +606,9 @@ static void start_create(struct ctr *c) {
         }
         if (!c->started_once && !json_object_get(c->state, "terminated"))
                 ctr_set_waiting(c, "ContainerCreating", NULL);
+        c->warm_fit = warm_fits(c);
+        if (c->warm_fit && start_warm(c))
+                return;
         c->new_sb = NULL;
         c->ns_net = c->ns_ipc = -1;
         c->create_result = 0;

@@ -14,7 +14,6 @@
 
 #include "pod/pods-internal.h"
 
-#define DEFAULT_ROOTFS (1ull << 30)
 #define DEFAULT_PIDS 4096
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -376,6 +375,18 @@ void ctr_free_sandbox_spec(struct ctr *c) {
         c->argv = c->envp = NULL;
         c->cwd = c->log_path = NULL;
         lg_sandbox_spec_init(&c->sspec);
+        lg_sandbox_launch_init(&c->launch);
+}
+
+void pods_base_spec(lg_pods *m, const struct lg_image *img, uint64_t rootfs_bytes, struct lg_sandbox_spec *s) {
+        lg_sandbox_spec_init(s);
+        s->state_root = m->state_root;
+        s->layers = (const char *const *) img->layer_dirs;
+        s->n_layers = img->n_layers;
+        s->rootfs_bytes = rootfs_bytes;
+        /* pids: every container has a cgroup, which OOM detection and
+         * limits set on a warm sandbox need. */
+        s->pids_max = DEFAULT_PIDS;
 }
 
 int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *err) {
@@ -383,6 +394,7 @@ int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *
         lg_pods *m = pod->mgr;
         const struct lg_image *img = c->img;
         struct lg_sandbox_spec *s = &c->sspec;
+        struct lg_sandbox_launch *l = &c->launch;
         int r;
         ctr_free_sandbox_spec(c);
         *reason = "CreateContainerError";
@@ -400,27 +412,29 @@ int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *
         if (!(c->cwd = strdup(wd)))
                 return lg_error_set(err, ENOMEM, "out of memory");
 
-        s->state_root = m->state_root;
-        s->layers = (const char *const *) img->layer_dirs;
-        s->n_layers = img->n_layers;
-        s->argv = (const char *const *) c->argv;
-        s->envp = (const char *const *) c->envp;
-        s->cwd = c->cwd;
-        s->hostname = pod->name;
+        const json_t *res = json_object_get(c->spec, "resources");
+        const json_t *lim = json_object_get(res, "limits"), *req = json_object_get(res, "requests");
+        const json_t *q;
+        uint64_t v, rootfs = POD_DEFAULT_ROOTFS;
+        if ((q = json_object_get(lim, "ephemeral-storage")) && lg_quantity_bytes(q, &v) == 0 && v >= (1u << 20))
+                rootfs = v;
+        pods_base_spec(m, img, rootfs, s);
 
+        /* The workload: given at start (lg_sandbox_start_with), so that a
+         * warm sandbox made before it was known can take it. */
+        l->argv = (const char *const *) c->argv;
+        l->envp = (const char *const *) c->envp;
+        l->cwd = c->cwd;
+        l->hostname = pod->name;
         if (img->user && *img->user) {
-                r = resolve_user(img, img->user, &s->run_uid, &s->run_gid, err);
+                r = resolve_user(img, img->user, &l->run_uid, &l->run_gid, err);
                 if (r < 0) {
                         *reason = "CreateContainerConfigError";
                         return r;
                 }
-                s->run_as_set = true;
+                l->run_as_set = true;
         }
 
-        const json_t *res = json_object_get(c->spec, "resources");
-        const json_t *lim = json_object_get(res, "limits"), *req = json_object_get(res, "requests");
-        const json_t *q;
-        uint64_t v;
         if ((q = json_object_get(lim, "memory")) && lg_quantity_bytes(q, &v) == 0)
                 s->memory_bytes = v;
         if ((q = json_object_get(lim, "cpu")) && lg_quantity_millis(q, &v) == 0)
@@ -435,10 +449,6 @@ int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *
                         shares = 262144;
                 s->cpu_weight = 1 + (shares - 2) * 9999 / 262142;
         }
-        s->rootfs_bytes = DEFAULT_ROOTFS;
-        if ((q = json_object_get(lim, "ephemeral-storage")) && lg_quantity_bytes(q, &v) == 0 && v >= (1u << 20))
-                s->rootfs_bytes = v;
-        s->pids_max = DEFAULT_PIDS;
 
         char dir[4096];
         pod_log_dir(pod, dir, sizeof(dir));
@@ -446,9 +456,8 @@ int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *
                 c->log_path = NULL;
                 return lg_error_set(err, ENOMEM, "out of memory");
         }
-        s->capture_logs = true;
-        s->log_file = c->log_path;
-        s->log_max_bytes = m->log_max_bytes;
+        l->log_file = c->log_path;
+        l->log_max_bytes = m->log_max_bytes;
 
         s->share_net = pod->host_network;
         s->join_netns_fd = pod->host_network ? -1 : pod->netns_fd;

@@ -313,6 +313,11 @@ int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error
         }
         /* Sandboxes a previous legiond left behind. */
         lg_sandbox_gc(m->state_root, NULL);
+        r = warm_new(m, err);
+        if (r < 0) {
+                lg_pods_free(m);
+                return r;
+        }
         /* Every container with limits is moved into its cgroups; on cgroup
          * v1 that waits for an RCU grace period unless this is held, which
          * was most of a pod's start when the machine was busy. Best effort;
@@ -332,6 +337,7 @@ void lg_pods_free(lg_pods *m) {
         /* Close callbacks and queued jobs finish on the loop. */
         while (m->zombies)
                 uv_run(m->loop, UV_RUN_ONCE);
+        warm_free(m);
         if (m->dynmods_fd >= 0)
                 close(m->dynmods_fd);
         free(m->state_root);
@@ -448,7 +454,7 @@ int lg_pods_container_active(lg_pods *m, const char *ns, const char *pod_name, c
         return c && !pod->deleting && ctr_active(c) ? 1 : c && pod->deleting && c->phase == C_RUNNING ? 1 : 0;
 }
 
-int lg_pods_layers_in_use(lg_pods *m, char ***ret, size_t *n) {
+int lg_pods_layers_in_use(lg_pods *m, bool warm, char ***ret, size_t *n) {
         *ret = NULL;
         *n = 0;
         if (!m)
@@ -476,6 +482,8 @@ int lg_pods_layers_in_use(lg_pods *m, char ***ret, size_t *n) {
                                         len++;
                                 }
                         }
+        if (warm && warm_layers(m, &v, &len, &cap) < 0)
+                goto oom;
         *ret = v;
         *n = len;
         return 0;

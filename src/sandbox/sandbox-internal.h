@@ -7,6 +7,7 @@
 #pragma once
 
 #include <limits.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 
 #include "sandbox/sandbox.h"
@@ -39,8 +40,7 @@ struct lg_plan {
         size_t n_binds;
         const char *const *mount_points;
         size_t n_mount_points;
-        char hostname[64];
-        char cwd[PATH_MAX];
+        char hostname[64];    /* for the host-rootfs /etc/hostname and /etc/hosts */
         uid_t host_uid;       /* root inside = this uid outside */
 
         bool new_net;
@@ -49,10 +49,11 @@ struct lg_plan {
         int sysctl_fd;        /* O_PATH of the host's /proc/sys, for the
                                * new network namespace's sysctls; -1 = none */
         bool new_cgroupns;
-        uint64_t nofile, nproc;
+        uint64_t nofile, nproc; /* nofile: set by the child from the launch */
         uint64_t caps_keep;
         uint64_t caps_init;   /* held by legion-init only (not in the bounding
-                               * set): CAP_SETUID/SETGID to drop to run_uid */
+                               * set): CAP_SETUID/SETGID to drop to run_uid;
+                               * set by the child from the launch */
         int cap_last;
         const struct sock_fprog *seccomp; /* NULL = none */
 
@@ -64,9 +65,6 @@ struct lg_plan {
         int stdio[3];
         int extra[16];        /* become fds 4.. in the sandbox */
         size_t n_extra;
-
-        char *const *init_argv;
-        char *const *envp;
 };
 
 /* Report the child sends on sync_fd. */
@@ -83,7 +81,27 @@ struct lg_child_error {
 /* Go-ahead bytes the owner sends. */
 #define LG_OWNER_GO 'G'      /* in the cgroup: set up the rootfs */
 #define LG_OWNER_MAPPED 'M'  /* net hook done */
-#define LG_OWNER_START 'S'   /* exec legion-init */
+/* Then, to start, the owner sends the launch (launch.c); EOF on the sync
+ * socket (it is close-on-exec) means legion-init runs. */
+
+/* launch.c: the workload hand-off on the sync socket. */
+struct lg_msg;
+/* Owner: send a launch payload (proto fields, "op=launch" first) and the
+ * log fd (-1 = none) on the sync socket. */
+int lg_launch_send(int sync_fd, const struct lg_msg *m, int log_fd);
+/* What the child takes from a launch; the strings live in its memory. */
+struct lg_child_launch {
+        const char *hostname;
+        const char *cwd;
+        char *const *argv;    /* legion-init's whole command line */
+        char *const *envp;
+        uint64_t nofile;
+        bool setids;          /* legion-init drops to a run user: keep SETUID/SETGID for it */
+        int log_fd;           /* stdout and stderr; -1 = the spec's stdio */
+};
+/* Child: wait for the launch. 1 = received, 0 = EOF (the owner is gone or
+ * destroys the sandbox), -errno with e filled. System calls only. */
+int lg_launch_recv(int sync_fd, struct lg_child_launch *ret, struct lg_child_error *e);
 
 /* rootfs.c: run in the child, as host root in its new mount namespace.
  * Builds the root, pivots into it. On failure fills e and returns -errno. */
@@ -93,8 +111,14 @@ int lg_rootfs_enter(const struct lg_plan *plan, struct lg_child_error *e);
 /* The compiled seccomp denylist, built once per process. */
 int lg_seccomp_program(const struct sock_fprog **ret, struct lg_error *err);
 int lg_cap_last(void);
-/* In the child: rlimits, bounding set, no_new_privs, seccomp, capabilities. */
-int lg_security_apply(const struct lg_plan *plan, struct lg_child_error *e);
+/* In the child, before ready: rlimits but nofile, bounding set,
+ * no_new_privs, the seccomp denylist but sethostname/setdomainname. */
+int lg_security_prepare(const struct lg_plan *plan, struct lg_child_error *e);
+/* After the launch (hostname set): nofile, a second seccomp filter for
+ * sethostname/setdomainname, the final capability sets. */
+int lg_security_finish(const struct lg_plan *plan, struct lg_child_error *e);
+/* What legion-init may keep to drop to a run user (inheritable only). */
+#define LG_CAPS_INIT ((1ULL << CAP_SETUID) | (1ULL << CAP_SETGID))
 
 /* state.c: the state directory of each sandbox and the uid ranges. */
 int lg_state_root(const char *spec_root, char *buf, size_t len);

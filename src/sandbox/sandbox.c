@@ -2,23 +2,30 @@
  * destroy) and the sandbox's first process up to the exec of legion-init.
  *
  * Order of events, and why:
- *   owner: clone3(NEWNS|NEWPID|NEWIPC|NEWUTS), into the cgroup
+ *   owner: clone3(NEWNS|NEWPID|NEWIPC), into the cgroup
  *   child: as host root in its new mount ns, build the root and pivot into
  *          it (host root can bind any path and mknod /dev nodes; an
  *          unprivileged child could not even reach a bind source under
  *          /root; layers are mounted idmapped into the sandbox's user
  *          namespace, which the owner made beforehand with its uid map:
  *          root inside = an unprivileged host range), then joins that user
- *          namespace and unshares a network namespace inside it
+ *          namespace and unshares UTS and network namespaces inside it
  *   owner: runs the network hook (veth) if any
- *   child: become that root; bring lo up; drop rlimits, capabilities,
- *          no_new_privs, seccomp; report ready and wait for start
- *   owner: start -> child execs legion-init, which runs the workload
- * The mount, pid, ipc and uts namespaces are owned by the host's user
+ *   child: become that root; bring lo up; report ready and wait for the
+ *          launch (lg_sandbox_create returns here)
+ *   owner: start: sends the launch (launch.c): command line, environment,
+ *          working directory, hostname, run user, log fd
+ *   child: set the hostname, chdir, stdio; drop rlimits, capabilities,
+ *          no_new_privs, seccomp; exec legion-init, which runs the workload
+ * Everything that depends on the workload comes after the launch, so a
+ * sandbox can be made before its workload is known (warm pod sandboxes);
+ * the drop still comes before anything of the workload runs.
+ * The mount, pid and ipc namespaces are owned by the host's user
  * namespace, so the sandbox's root has no capability over them at all: it
  * cannot mount, unmount or remount anything, whatever capabilities it keeps.
- * The network namespace is created with the user namespace, so the sandbox
- * owns its loopback. */
+ * The network and UTS namespaces are created in the user namespace, so the
+ * sandbox owns its loopback (its hostname stays fixed: sethostname is in
+ * the seccomp denylist). */
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -57,6 +64,16 @@ struct lg_sandbox {
         uid_t host_uid;
         bool started, exited;
         struct lg_sandbox_status status;
+
+        /* What a launch needs from the spec: legion-init's fixed options
+         * and the defaults of what the launch leaves out. */
+        bool worker_control;
+        size_t n_extra;
+        bool capture_logs;
+        uint64_t log_max;
+        uint64_t nofile;
+        /* The spec's own workload, sent by lg_sandbox_start. */
+        struct lg_msg launch;
 };
 
 static const char *const default_env[] = {
@@ -149,53 +166,75 @@ static int open_init(struct lg_error *err) {
         return lg_error_set(err, ENOENT, "find legion-init beside `%s` (set $LEGION_INIT)", self);
 }
 
-static void strv_free(char **v) {
-        if (!v)
-                return;
-        for (char **p = v; *p; p++)
-                free(*p);
-        free(v);
+void lg_sandbox_launch_init(struct lg_sandbox_launch *l) {
+        memset(l, 0, sizeof(*l));
+        l->log_fd = -1;
 }
 
-static char **init_argv(const struct lg_sandbox_spec *spec) {
-        size_t n = 0;
-        while (spec->argv && spec->argv[n])
-                n++;
-        char **v = calloc(n + 14, sizeof(char *));
-        if (!v)
-                return NULL;
-        size_t i = 0;
-        char num[32];
-        v[i++] = strdup("legion-init");
-        v[i++] = strdup("--control-fd");
-        v[i++] = strdup("3");
-        if (spec->capture_logs) {
-                snprintf(num, sizeof(num), "%llu",
-                         (unsigned long long) (spec->log_max_bytes ? spec->log_max_bytes : 1u << 20));
-                v[i++] = strdup("--log-max");
-                v[i++] = strdup(num);
+/* The launch payload (launch.c): legion-init's whole command line, the
+ * environment, and what the child applies itself before exec. */
+static int build_launch(const lg_sandbox *sb, const struct lg_sandbox_launch *l, struct lg_msg *m,
+                        struct lg_error *err) {
+        const char *cwd = l->cwd ? l->cwd : "/";
+        if (cwd[0] != '/')
+                return lg_error_set(err, EINVAL, "working directory `%s` must be absolute", cwd);
+        if (strlen(cwd) >= PATH_MAX)
+                return lg_error_set(err, ENAMETOOLONG, "working directory is too long");
+        if (l->run_as_set && (l->run_uid >= LG_UID_RANGE || l->run_gid >= LG_UID_RANGE))
+                return lg_error_set(err, EINVAL, "user %u:%u is outside the sandbox's %u ids", (unsigned) l->run_uid,
+                                    (unsigned) l->run_gid, LG_UID_RANGE);
+        char host[64];
+        snprintf(host, sizeof(host), "%s", l->hostname && *l->hostname ? l->hostname : sb->id);
+        uint64_t nofile = l->nofile ? l->nofile : sb->nofile;
+        /* Never above what the owner may grant: the child cannot raise it. */
+        struct rlimit hard;
+        if (getrlimit(RLIMIT_NOFILE, &hard) == 0 && hard.rlim_max != RLIM_INFINITY && nofile > hard.rlim_max)
+                nofile = hard.rlim_max;
+        bool logs = l->log_file || l->log_fd >= 0;
+        uint64_t log_max = logs ? l->log_max_bytes : sb->capture_logs ? sb->log_max : 0;
+        if ((logs || sb->capture_logs) && !log_max)
+                log_max = 1u << 20;
+
+        int r = 0;
+        lg_msg_reset(m);
+#define ADD(k, v) \
+        if (r >= 0) \
+        r = lg_msg_add(m, k, v)
+#define ADDF(k, ...) \
+        if (r >= 0) \
+        r = lg_msg_addf(m, k, __VA_ARGS__)
+        ADD("op", "launch");
+        ADD("hostname", host);
+        ADD("cwd", cwd);
+        ADDF("nofile", "%llu", (unsigned long long) nofile);
+        ADD("setids", l->run_as_set ? "1" : "0");
+        ADD("arg", "legion-init");
+        ADD("arg", "--control-fd");
+        ADD("arg", "3");
+        if (log_max) {
+                ADD("arg", "--log-max");
+                ADDF("arg", "%llu", (unsigned long long) log_max);
         }
-        if (spec->worker_control)
-                v[i++] = strdup("--worker-control");
-        if (spec->run_as_set) {
-                snprintf(num, sizeof(num), "%u:%u", (unsigned) spec->run_uid, (unsigned) spec->run_gid);
-                v[i++] = strdup("--user");
-                v[i++] = strdup(num);
+        if (sb->worker_control)
+                ADD("arg", "--worker-control");
+        if (l->run_as_set) {
+                ADD("arg", "--user");
+                ADDF("arg", "%u:%u", (unsigned) l->run_uid, (unsigned) l->run_gid);
         }
-        if (spec->n_extra_fds) {
-                snprintf(num, sizeof(num), "%zu", spec->n_extra_fds);
-                v[i++] = strdup("--pass-fds");
-                v[i++] = strdup(num);
+        if (sb->n_extra) {
+                ADD("arg", "--pass-fds");
+                ADDF("arg", "%zu", sb->n_extra);
         }
-        v[i++] = strdup("--");
-        for (size_t k = 0; k < n; k++)
-                v[i++] = strdup(spec->argv[k]);
-        for (size_t k = 0; k < i; k++)
-                if (!v[k]) {
-                        strv_free(v);
-                        return NULL;
-                }
-        return v;
+        ADD("arg", "--");
+        for (size_t i = 0; l->argv && l->argv[i]; i++)
+                ADD("arg", l->argv[i]);
+        for (const char *const *e = l->envp ? l->envp : default_env; *e; e++)
+                ADD("env", *e);
+#undef ADD
+#undef ADDF
+        if (r == -EMSGSIZE)
+                return lg_error_set(err, E2BIG, "the command line and environment exceed %u bytes", LG_PROTO_MAX);
+        return r < 0 ? lg_error_set(err, -r, "build the launch") : 0;
 }
 
 /* Everything the child needs, resolved in the owner. */
@@ -272,27 +311,12 @@ static int build_plan(const struct lg_sandbox_spec *spec, const lg_sandbox *sb,
         p->n_mount_points = spec->n_mount_points;
 
         snprintf(p->hostname, sizeof(p->hostname), "%s", spec->hostname ? spec->hostname : sb->id);
-        const char *cwd = spec->cwd ? spec->cwd : "/";
-        if (cwd[0] != '/')
-                return lg_error_set(err, EINVAL, "working directory `%s` must be absolute", cwd);
-        snprintf(p->cwd, sizeof(p->cwd), "%s", cwd);
         p->host_uid = sb->host_uid;
         p->new_net = !spec->share_net && spec->join_netns_fd < 0;
         p->join_net_fd = spec->join_netns_fd;
         p->join_ipc_fd = spec->join_ipcns_fd;
         p->sysctl_fd = -1;
-        if (spec->run_as_set) {
-                if (spec->run_uid >= LG_UID_RANGE || spec->run_gid >= LG_UID_RANGE)
-                        return lg_error_set(err, EINVAL, "user %u:%u is outside the sandbox's %u ids",
-                                            (unsigned) spec->run_uid, (unsigned) spec->run_gid, LG_UID_RANGE);
-                p->caps_init = (1ULL << CAP_SETUID) | (1ULL << CAP_SETGID);
-        }
         p->new_cgroupns = true;
-        p->nofile = spec->nofile ? spec->nofile : 1024;
-        /* Never above what the owner may grant: the child cannot raise it. */
-        struct rlimit hard;
-        if (getrlimit(RLIMIT_NOFILE, &hard) == 0 && hard.rlim_max != RLIM_INFINITY && p->nofile > hard.rlim_max)
-                p->nofile = hard.rlim_max;
         p->caps_keep = spec->caps_keep;
         p->cap_last = lg_cap_last();
         if (!spec->no_seccomp) {
@@ -381,7 +405,7 @@ static int child_setup_fds(const struct lg_plan *p, int ctl, const int stdio[3],
         return 0;
 }
 
-static _Noreturn void child_main(const struct lg_plan *p) {
+static _Noreturn void child_main(struct lg_plan *p) {
         struct lg_child_error e = {0};
         int sync_fd = p->sync_fd;
         char msg = LG_CHILD_ERROR;
@@ -405,10 +429,6 @@ static _Noreturn void child_main(const struct lg_plan *p) {
         }
         if (lg_rootfs_enter(p, &e) < 0)
                 goto fail;
-        if (sethostname(p->hostname, strlen(p->hostname)) < 0) {
-                lg_child_fail(&e, errno, "sethostname");
-                goto fail;
-        }
         /* Another sandbox's namespaces are owned by its user namespace:
          * only host root may join them, so before we join our own. */
         if (p->join_ipc_fd >= 0 && setns(p->join_ipc_fd, CLONE_NEWIPC) < 0) {
@@ -427,9 +447,12 @@ static _Noreturn void child_main(const struct lg_plan *p) {
          * parent-death signal: arm it again before waiting on the owner. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         /* Made inside the user namespace, the network namespace is the
-         * sandbox's own: it may configure its loopback. */
-        if (p->new_net && unshare(CLONE_NEWNET) < 0) {
-                lg_child_fail(&e, errno, "unshare network namespace");
+         * sandbox's own: it may configure its loopback. So is the UTS
+         * namespace, so that the hostname, known only at start, can be set
+         * after the credentials changed (the workload still cannot:
+         * sethostname is in the seccomp denylist). */
+        if (unshare(CLONE_NEWUTS | (p->new_net ? CLONE_NEWNET : 0)) < 0) {
+                lg_child_fail(&e, errno, "unshare UTS and network namespaces");
                 goto fail;
         }
         if (p->new_net)
@@ -452,26 +475,6 @@ static _Noreturn void child_main(const struct lg_plan *p) {
                         goto fail;
                 }
         }
-        if (chdir(p->cwd) < 0) {
-                lg_child_fail(&e, errno, "chdir `%s`", p->cwd);
-                goto fail;
-        }
-        /* Every fd still needed moves above 0..3 before those are filled,
-         * or dup2 would overwrite one of them. */
-        int stdio[3];
-        for (int i = 0; i < 3; i++)
-                stdio[i] = lift_fd(p->stdio[i]);
-        int ctl = lift_fd(p->control_fd);
-        int init_fd = lift_fd(p->init_fd);
-        int extra[16];
-        for (size_t i = 0; i < p->n_extra; i++)
-                extra[i] = lift_fd(p->extra[i]);
-        sync_fd = lift_fd(sync_fd);
-        if (child_setup_fds(p, ctl, stdio, extra, &e) < 0)
-                goto fail;
-        if (lg_security_apply(p, &e) < 0)
-                goto fail;
-
         /* PID 1 of a pid namespace drops signals it has no handler for,
          * even the owner's: a SIGTERM sent right after start would be lost
          * before legion-init blocks it and opens its signalfd. Blocked
@@ -482,10 +485,56 @@ static _Noreturn void child_main(const struct lg_plan *p) {
         for (size_t i = 0; i < ARRAY_SIZE(fwd_sigs); i++)
                 sigaddset(&fwd, fwd_sigs[i]);
         sigprocmask(SIG_BLOCK, &fwd, NULL);
+        if (lg_security_prepare(p, &e) < 0)
+                goto fail;
+
+        /* Ready: everything that does not depend on the workload is built,
+         * the bounding set dropped, no_new_privs and the seccomp denylist
+         * on. What does depend on it (hostname, working directory, stdio,
+         * run user, nofile) comes with the launch; then the hostname
+         * filter and the final capability sets: all before legion-init,
+         * so nothing the workload runs ever sees more. */
         msg = LG_CHILD_READY;
-        if (write(sync_fd, &msg, 1) != 1 || child_read_go(sync_fd, LG_OWNER_START) < 0)
+        if (write(sync_fd, &msg, 1) != 1)
                 _exit(1);
-        syscall(SYS_execveat, init_fd, "", p->init_argv, p->envp, AT_EMPTY_PATH);
+        struct lg_child_launch l;
+        int r = lg_launch_recv(sync_fd, &l, &e);
+        if (r == 0)
+                _exit(1);
+        if (r < 0)
+                goto fail;
+        if (sethostname(l.hostname, strlen(l.hostname)) < 0) {
+                lg_child_fail(&e, errno, "sethostname");
+                goto fail;
+        }
+        if (chdir(l.cwd) < 0) {
+                lg_child_fail(&e, errno, "chdir `%s`", l.cwd);
+                goto fail;
+        }
+        /* Every fd still needed moves above 0..3 before those are filled,
+         * or dup2 would overwrite one of them. */
+        int stdio[3];
+        if (l.log_fd >= 0) {
+                int log = lift_fd(l.log_fd);
+                stdio[0] = -1;
+                stdio[1] = stdio[2] = log;
+        } else {
+                for (int i = 0; i < 3; i++)
+                        stdio[i] = lift_fd(p->stdio[i]);
+        }
+        int ctl = lift_fd(p->control_fd);
+        int init_fd = lift_fd(p->init_fd);
+        int extra[16];
+        for (size_t i = 0; i < p->n_extra; i++)
+                extra[i] = lift_fd(p->extra[i]);
+        sync_fd = lift_fd(sync_fd);
+        if (child_setup_fds(p, ctl, stdio, extra, &e) < 0)
+                goto fail;
+        p->nofile = l.nofile;
+        p->caps_init = l.setids ? LG_CAPS_INIT : 0;
+        if (lg_security_finish(p, &e) < 0)
+                goto fail;
+        syscall(SYS_execveat, init_fd, "", l.argv, l.envp, AT_EMPTY_PATH);
         lg_child_fail(&e, errno, "exec legion-init");
 fail:
         msg = LG_CHILD_ERROR;
@@ -580,7 +629,9 @@ static int make_userns(uid_t base, struct lg_error *err) {
 static pid_t clone_child(int cgroup_fd, bool new_ipc, int *pidfd) {
         struct clone_args args;
         memset(&args, 0, sizeof(args));
-        args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_PIDFD;
+        /* No CLONE_NEWUTS: the child makes its UTS namespace inside the
+         * sandbox's user namespace, where it can set the hostname at start. */
+        args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_PIDFD;
         if (new_ipc)
                 args.flags |= CLONE_NEWIPC;
         args.pidfd = (uint64_t) (uintptr_t) pidfd;
@@ -636,7 +687,6 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
         struct lg_plan plan;
         _cleanup_close_ int init_fd = -1, child_sync = -1, child_ctl = -1, out_log = -1, err_log = -1,
                             userns_fd = -1, sysctl_fd = -1;
-        char **argv = NULL;
         int ctl[2] = {-1, -1}, sync[2] = {-1, -1};
         int r;
 
@@ -646,6 +696,7 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
                 return lg_error_set(err, ENOMEM, "allocate sandbox");
         sb->pidfd = sb->sync_fd = sb->control_fd = -1;
         sb->pid = -1;
+        lg_msg_init(&sb->launch);
 
         /* Until sb->dir is set, destroy removes nothing on disk: a directory
          * that already existed belongs to another sandbox. */
@@ -712,11 +763,24 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
                 r = init_fd;
                 goto fail;
         }
-        argv = init_argv(spec);
-        if (!argv) {
-                r = lg_error_set(err, ENOMEM, "build legion-init arguments");
+        sb->worker_control = spec->worker_control;
+        sb->n_extra = spec->n_extra_fds;
+        sb->capture_logs = spec->capture_logs;
+        sb->log_max = spec->log_max_bytes;
+        sb->nofile = spec->nofile ? spec->nofile : 1024;
+        struct lg_sandbox_launch own = {
+                .argv = spec->argv,
+                .envp = spec->envp,
+                .cwd = spec->cwd,
+                .hostname = spec->hostname,
+                .run_as_set = spec->run_as_set,
+                .run_uid = spec->run_uid,
+                .run_gid = spec->run_gid,
+                .log_fd = -1,
+        };
+        r = build_launch(sb, &own, &sb->launch, err);
+        if (r < 0)
                 goto fail;
-        }
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0 ||
             socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0) {
                 r = lg_error_set(err, errno, "socketpair");
@@ -774,8 +838,6 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
         plan.init_fd = init_fd;
         plan.sync_fd = child_sync;
         plan.control_fd = child_ctl;
-        plan.init_argv = argv;
-        plan.envp = (char *const *) (spec->envp ? spec->envp : default_env);
 
         int cgfd = sb->cg ? lg_cgroup_dirfd(sb->cg) : -1;
         sb->pid = clone_child(cgfd >= 0 ? cgfd : -1, plan.join_ipc_fd < 0, &sb->pidfd);
@@ -818,34 +880,86 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
                 goto fail;
         }
         free(plan.binds);
-        strv_free(argv);
         *ret = sb;
         return 0;
 
 fail:
         free(plan.binds);
-        strv_free(argv);
         lg_sandbox_destroy(sb);
         return r < 0 ? r : -EIO;
 }
 
-int lg_sandbox_start(lg_sandbox *sb, struct lg_error *err) {
+/* Hand the waiting child its launch; EOF on the sync socket (close-on-exec
+ * in the child) means legion-init is running, a report means it failed. */
+static int launch(lg_sandbox *sb, const struct lg_msg *m, int log_fd, struct lg_error *err) {
         if (sb->started)
                 return lg_error_set(err, EALREADY, "sandbox `%s` is already started", sb->id);
-        int r = owner_send(sb, LG_OWNER_START);
-        if (r < 0)
-                return lg_error_set(err, r, "start sandbox `%s`", sb->id);
-        /* The sync socket is close-on-exec in the child: EOF means legion-init
-         * is running, a report means exec failed. */
-        r = owner_read(sb, err);
+        if (sb->sync_fd < 0)
+                return lg_error_set(err, ESRCH, "sandbox `%s` is not waiting to start", sb->id);
+        int r = lg_launch_send(sb->sync_fd, m, log_fd), rr = 0;
+        /* A child that failed or died has reported it before its end of
+         * the socket closed: prefer that to the send's EPIPE. A send that
+         * failed otherwise leaves the child waiting; the caller destroys. */
+        struct pollfd pfd = {sb->sync_fd, POLLIN, 0};
+        if (r >= 0 || poll(&pfd, 1, 0) == 1)
+                rr = owner_read(sb, err);
         close(sb->sync_fd);
         sb->sync_fd = -1;
+        lg_msg_free(&sb->launch);
+        if (rr < 0)
+                return rr;
         if (r < 0)
-                return r;
-        if (r != 0)
+                return lg_error_set(err, -r, "start sandbox `%s`", sb->id);
+        if (rr != 0)
                 return lg_error_set(err, EPROTO, "unexpected report from sandbox `%s`", sb->id);
         sb->started = true;
         return 0;
+}
+
+int lg_sandbox_start(lg_sandbox *sb, struct lg_error *err) {
+        return launch(sb, &sb->launch, -1, err);
+}
+
+int lg_sandbox_start_with(lg_sandbox *sb, const struct lg_sandbox_launch *l, struct lg_error *err) {
+        if (sb->started)
+                return lg_error_set(err, EALREADY, "sandbox `%s` is already started", sb->id);
+        struct lg_msg m;
+        lg_msg_init(&m);
+        int r = build_launch(sb, l, &m, err);
+        _cleanup_close_ int log = -1;
+        if (r >= 0 && l->log_file) {
+                log = open(l->log_file, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+                if (log < 0)
+                        r = lg_error_set(err, errno, "open log `%s`", l->log_file);
+        }
+        if (r >= 0)
+                r = launch(sb, &m, l->log_file ? log : l->log_fd, err);
+        lg_msg_free(&m);
+        return r;
+}
+
+int lg_sandbox_set_limits(lg_sandbox *sb, uint64_t memory_bytes, uint64_t cpu_millis, uint64_t cpu_weight,
+                          uint64_t pids_max, struct lg_error *err) {
+        if (!sb->cg)
+                return lg_error_set(err, ENODATA, "sandbox `%s` was made without limits", sb->id);
+        struct lg_cgroup_limits lim = sb->limits;
+        lim.memory_max = memory_bytes;
+        lim.cpu_quota_us = cpu_millis * 100; /* of a 100 ms period */
+        lim.cpu_period_us = 100000;
+        /* 0 leaves the group's weight as it is: the default, unless one
+         * was set before, which goes back to the default. */
+        lim.cpu_weight = cpu_weight ? cpu_weight : sb->limits.cpu_weight ? 100 : 0;
+        lim.pids_max = pids_max;
+        /* Unchanged limits cost nothing: a warm sandbox taken for a
+         * workload with the limits it was made with. */
+        if (lim.memory_max == sb->limits.memory_max && lim.cpu_quota_us == sb->limits.cpu_quota_us &&
+            lim.cpu_period_us == sb->limits.cpu_period_us && lim.cpu_weight == sb->limits.cpu_weight &&
+            lim.pids_max == sb->limits.pids_max)
+                return 0;
+        int r = lg_cgroup_set_limits(sb->cg, &lim, err);
+        if (r >= 0)
+                sb->limits = lim;
+        return r;
 }
 
 /* Turn legion-init's own wait status plus its last op=exit report into the
@@ -1123,6 +1237,7 @@ int lg_sandbox_destroy(lg_sandbox *sb) {
         }
         if (sb->has_slot)
                 lg_uid_slot_free(sb->slot);
+        lg_msg_free(&sb->launch);
         free(sb);
         return ret;
 }

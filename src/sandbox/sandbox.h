@@ -7,9 +7,10 @@
  * upper (or, with no layers, a tmpfs root showing the host's /usr read-only),
  * with seccomp, no_new_privs, no capabilities and rlimits.
  *
- * Lifecycle, as in the OCI runtimes: lg_sandbox_create() builds everything and
- * leaves the sandbox's first process waiting just before it executes
- * legion-init; lg_sandbox_start() lets it go. Destroy kills every process,
+ * Lifecycle, as in the OCI runtimes: lg_sandbox_create() builds everything
+ * that does not depend on the workload and leaves the sandbox's first
+ * process waiting for it; lg_sandbox_start() (the spec's workload) or
+ * lg_sandbox_start_with() (one given now) lets it go. Destroy kills every process,
  * removes the cgroup and the state directory; the mounts die with the mount
  * namespace. Sandboxes die with their owner (PR_SET_PDEATHSIG and EOF on
  * the control socket), and lg_sandbox_gc() removes what a dead owner left.
@@ -140,7 +141,50 @@ typedef struct lg_sandbox lg_sandbox;
 
 int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret,
                       struct lg_error *err);
+/* Start the workload of the spec (argv, envp, cwd, hostname, run user,
+ * stdio). Errors of those (a working directory that does not exist)
+ * show here. */
 int lg_sandbox_start(lg_sandbox *sb, struct lg_error *err);
+
+/* A workload given at start instead of the spec's: a sandbox made before
+ * its workload was known (a warm pod sandbox) receives it here. Its
+ * first process applies it (hostname, working directory, stdio, rlimits,
+ * run user), then drops capabilities, sets no_new_privs and seccomp, and
+ * executes legion-init: the workload never runs with more than a spec'd
+ * sandbox's would. The spec's argv, envp, cwd, hostname and run user are
+ * ignored; its binds, layers, namespaces, caps_keep, worker_control and
+ * extra fds stay. With the host rootfs, /etc/hostname and /etc/hosts
+ * keep the spec's hostname (they are written at create); the kernel's
+ * hostname is the launch's. At most 1 MiB (LG_PROTO_MAX) of command line
+ * and environment. */
+struct lg_sandbox_launch {
+        const char *const *argv; /* NULL = no workload: init idles */
+        const char *const *envp; /* NULL = a minimal PATH/HOME/LANG environment */
+        const char *cwd;         /* NULL = "/" */
+        const char *hostname;    /* NULL = the sandbox id, cut to 63 chars */
+        bool run_as_set;         /* as in the spec */
+        uid_t run_uid;
+        gid_t run_gid;
+        /* stdout and stderr, interleaved in order, to this host file
+         * (opened O_APPEND|O_CREAT, 0640, by the library) or to log_fd (the
+         * caller's; -1 = none), capped at log_max_bytes (0 = 1 MiB) by
+         * legion-init; stdin is /dev/null. Neither: the spec's stdio. */
+        const char *log_file;
+        int log_fd;
+        uint64_t log_max_bytes;
+        uint64_t nofile;         /* RLIMIT_NOFILE; 0 = the spec's */
+};
+/* Zero, log_fd -1. */
+void lg_sandbox_launch_init(struct lg_sandbox_launch *l);
+int lg_sandbox_start_with(lg_sandbox *sb, const struct lg_sandbox_launch *l, struct lg_error *err);
+
+/* Set every cgroup limit of a sandbox (made with at least one limit, so
+ * that it has a cgroup; -ENODATA otherwise), as in the spec: memory bytes
+ * (swap off), CPU quota in millicores, weight 1..10000 (0 = default),
+ * pids; 0 = none. Meant for the time between create and start (a warm
+ * sandbox taken for a workload), but works at any time. */
+int lg_sandbox_set_limits(lg_sandbox *sb, uint64_t memory_bytes, uint64_t cpu_millis, uint64_t cpu_weight,
+                          uint64_t pids_max, struct lg_error *err);
 
 /* Block until the workload (and so the sandbox) has exited. */
 int lg_sandbox_wait(lg_sandbox *sb, struct lg_sandbox_status *status);

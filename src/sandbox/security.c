@@ -1,10 +1,13 @@
 /* Hardening of the sandbox's processes: rlimits, the capability bounding
- * set, no_new_privs, a seccomp denylist and the final capability sets.
+ * set, no_new_privs, a seccomp denylist and the final capability sets; in
+ * two steps, before the sandbox reports ready (most of it, and the costly
+ * filter load) and after its launch (what depends on the workload).
  *
  * The seccomp filter is compiled by libseccomp at build time (seccomp-gen)
  * into a classic BPF program; each sandbox loads it with one prctl, so no
  * compiler runs, and libseccomp is not even loaded, on the start path. */
 #include <fcntl.h>
+#include <stddef.h>
 #include <linux/capability.h>
 #include <linux/seccomp.h>
 #include <string.h>
@@ -41,14 +44,24 @@ int lg_cap_last(void) {
         return cached;
 }
 
-/* In the child, after it became root of its own user namespace: nothing it
- * holds from here on is worth anything outside, and what remains is cut to
- * what the spec keeps. */
-int lg_security_apply(const struct lg_plan *p, struct lg_child_error *e) {
-        struct rlimit rl = {p->nofile, p->nofile};
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-                return lg_child_fail(e, errno, "setrlimit NOFILE");
-        rl = (struct rlimit){0, 0};
+/* The second filter: sethostname and setdomainname, which the first one
+ * leaves to it because the first process sets the hostname after the
+ * launch, with the first filter loaded. Filters stack and the strictest
+ * answer wins; the first one already refuses every foreign ABI. */
+static const struct sock_filter hostname_filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sethostname, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_setdomainname, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+};
+
+/* In the child, after it became root of its own user namespace and before
+ * it reports ready: what does not depend on the workload. Nothing it holds
+ * from here on is worth anything outside; the effective capabilities stay
+ * (in its own namespaces) until lg_security_finish. */
+int lg_security_prepare(const struct lg_plan *p, struct lg_child_error *e) {
+        struct rlimit rl = {0, 0};
         if (setrlimit(RLIMIT_CORE, &rl) < 0)
                 return lg_child_fail(e, errno, "setrlimit CORE");
         if (p->nproc) {
@@ -58,18 +71,17 @@ int lg_security_apply(const struct lg_plan *p, struct lg_child_error *e) {
         }
 
         /* A capability enters the inheritable set only while it is in the
-         * bounding set: put caps_init there before the bounding set drops it. */
+         * bounding set: put caps_init there before the bounding set drops
+         * it (the launch says whether legion-init keeps it). */
         struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
         struct __user_cap_data_struct data[2];
-        if (p->caps_init) {
-                memset(data, 0, sizeof(data));
-                if (syscall(SYS_capget, &hdr, data) < 0)
-                        return lg_child_fail(e, errno, "get capabilities");
-                for (int i = 0; i < 2; i++)
-                        data[i].inheritable |= (uint32_t) (p->caps_init >> (32 * i));
-                if (syscall(SYS_capset, &hdr, data) < 0)
-                        return lg_child_fail(e, errno, "set inheritable capabilities");
-        }
+        memset(data, 0, sizeof(data));
+        if (syscall(SYS_capget, &hdr, data) < 0)
+                return lg_child_fail(e, errno, "get capabilities");
+        for (int i = 0; i < 2; i++)
+                data[i].inheritable |= (uint32_t) (LG_CAPS_INIT >> (32 * i));
+        if (syscall(SYS_capset, &hdr, data) < 0)
+                return lg_child_fail(e, errno, "set inheritable capabilities");
         for (int cap = 0; cap <= p->cap_last; cap++) {
                 if (p->caps_keep & (1ULL << cap))
                         continue;
@@ -80,9 +92,28 @@ int lg_security_apply(const struct lg_plan *p, struct lg_child_error *e) {
                 return lg_child_fail(e, errno, "clear ambient capabilities");
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
                 return lg_child_fail(e, errno, "set no_new_privs");
+        /* The big filter is loaded (and compiled by the kernel) here, off
+         * the start path. */
         if (p->seccomp && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, p->seccomp, 0, 0) < 0)
                 return lg_child_fail(e, errno, "load seccomp filter");
+        return 0;
+}
 
+/* After the launch, once the hostname is set: the nofile limit, the
+ * hostname filter, and the final capability sets. */
+int lg_security_finish(const struct lg_plan *p, struct lg_child_error *e) {
+        struct rlimit rl = {p->nofile, p->nofile};
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return lg_child_fail(e, errno, "setrlimit NOFILE");
+        static const struct sock_fprog hostname_prog = {
+                .len = ARRAY_SIZE(hostname_filter),
+                .filter = (struct sock_filter *) hostname_filter,
+        };
+        if (p->seccomp && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &hostname_prog, 0, 0) < 0)
+                return lg_child_fail(e, errno, "load seccomp filter");
+
+        struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct data[2];
         memset(data, 0, sizeof(data));
         for (int i = 0; i < 2; i++) {
                 /* caps_init is in the inheritable set but not the bounding

@@ -540,6 +540,128 @@ static void test_quantities(void **state) {
         delete_and_wait("qty", 0);
 }
 
+/* ---- warm sandboxes ---------------------------------------------------------- */
+
+/* A field of the image's entry in the warm pool, -1 when it has none. */
+static json_int_t warm_field(const char *ref, const char *field) {
+        struct lg_image *img = NULL;
+        struct lg_error e = {0};
+        if (lg_image_get(images, ref, &img, &e) < 0)
+                fail_msg("image %s: %s", ref, e.msg);
+        json_t *doc = lg_pods_warm_json(pods);
+        assert_non_null(doc);
+        json_int_t v = -1;
+        size_t i;
+        json_t *x;
+        json_array_foreach(json_object_get(doc, "images"), i, x) if (
+                !strcmp(json_string_value(json_object_get(x, "imageID")), img->id)) v =
+                json_integer_value(json_object_get(x, field));
+        json_decref(doc);
+        lg_image_free(img);
+        return v;
+}
+
+static void wait_warm_ready(const char *ref) {
+        uv_timer_t tick;
+        uv_timer_init(&loop, &tick);
+        uv_timer_start(&tick, on_tick, 20, 20);
+        for (int i = 0; i < 6000 && warm_field(ref, "ready") < 1; i++)
+                uv_run(&loop, UV_RUN_ONCE);
+        uv_close((uv_handle_t *) &tick, NULL);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        assert_int_equal(warm_field(ref, "ready"), 1);
+}
+
+/* Is a layer dir of the image in lg_pods_layers_in_use? */
+static bool layers_in_use(const char *ref, bool warm) {
+        struct lg_image *img = NULL;
+        assert_int_equal(lg_image_get(images, ref, &img, NULL), 0);
+        char **v = NULL;
+        size_t n = 0;
+        assert_int_equal(lg_pods_layers_in_use(pods, warm, &v, &n), 0);
+        bool found = false;
+        for (size_t i = 0; i < n; i++) {
+                found |= !strcmp(v[i], img->layer_dirs[0]);
+                free(v[i]);
+        }
+        free(v);
+        lg_image_free(img);
+        return found;
+}
+
+static const char *ctr_id(const json_t *st, const char *ctr) {
+        return json_string_value(json_object_get(ctr_status(st, ctr), "containerID"));
+}
+
+/* A pod's first container takes a warm sandbox of its image, made after
+ * the image's last pod started: workload, hostname, user, cwd, logs and
+ * limits are those of the pod; image removal drops them. */
+static void test_warm(void **state) {
+        (void) state;
+        make_image("test/warm:1", "{\"Env\": [\"PATH=/bin\"], \"User\": \"1234\", \"WorkingDir\": \"/etc\"}");
+        assert_int_equal(warm_field("test/warm:1", "ready"), -1);
+        create_pod("w1", "{\"containers\": [{\"name\": \"c\", \"image\": \"test/warm:1\", \"command\": [\"sleep\", "
+                         "\"1000\"]}]}");
+        json_t *st1 = wait_for("w1", running, "c");
+        /* The first one was made cold; one is made for the next. */
+        wait_warm_ready("test/warm:1");
+        assert_int_equal(warm_field("test/warm:1", "taken"), 0);
+        assert_true(layers_in_use("test/warm:1", true));
+
+        /* Taken by the next pod of the image; a second container joins
+         * its namespaces. */
+        create_pod("w2", "{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\": "
+                         "\"test/warm:1\", \"command\": [\"sh\", \"-c\", \"echo warm-$(cat /proc/sys/kernel/hostname) "
+                         "$HOSTNAME; id -u; pwd; readlink /proc/self/ns/net; echo err >&2\"]},"
+                         "{\"name\": \"d\", \"image\": \"test/bb:1\", \"command\": [\"readlink\", "
+                         "\"/proc/self/ns/net\"]}]}");
+        json_t *st2 = wait_for("w2", phase_is, "Succeeded");
+        assert_int_equal(warm_field("test/warm:1", "taken"), 1);
+        assert_string_equal(term_reason(st2, "c"), "Completed");
+        assert_string_not_equal(ctr_id(st1, "c"), ctr_id(st2, "c"));
+        char *log = read_log("w2", "c", false), *dlog = read_log("w2", "d", false);
+        assert_true(!strncmp(log, "warm-w2 w2\n1234\n/etc\nnet:[", 26));
+        assert_non_null(strstr(log, dlog)); /* one network namespace */
+        assert_non_null(strstr(log, "\nerr\n"));
+        free(log);
+        free(dlog);
+        json_decref(st1);
+        json_decref(st2);
+
+        /* Limits are set on a warm sandbox's cgroup when it is taken. */
+        wait_warm_ready("test/warm:1");
+        create_pod("w3", "{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\": \"test/warm:1\","
+                         " \"command\": [\"tail\", \"/dev/zero\"],"
+                         " \"resources\": {\"limits\": {\"memory\": \"16Mi\"}}}]}");
+        json_t *st = wait_for("w3", phase_is, "Failed");
+        assert_int_equal(warm_field("test/warm:1", "taken"), 2);
+        assert_string_equal(term_reason(st, "c"), "OOMKilled");
+        assert_int_equal(exit_code(st, "c"), 137);
+        json_decref(st);
+
+        /* Not the default rootfs size: made as before, the warm one stays. */
+        wait_warm_ready("test/warm:1");
+        create_pod("w4", "{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\": \"test/warm:1\","
+                         " \"command\": [\"true\"], \"resources\": {\"limits\": {\"ephemeral-storage\": \"64Mi\"}}}]}");
+        json_decref(wait_for("w4", phase_is, "Succeeded"));
+        assert_int_equal(warm_field("test/warm:1", "taken"), 2);
+        assert_int_equal(warm_field("test/warm:1", "ready"), 1);
+
+        delete_and_wait("w1", 0);
+        delete_and_wait("w2", 0);
+        delete_and_wait("w3", 0);
+        delete_and_wait("w4", 0);
+        /* Only the warm sandbox uses the image now. */
+        assert_false(layers_in_use("test/warm:1", false));
+        assert_true(layers_in_use("test/warm:1", true));
+        struct lg_image *img = NULL;
+        assert_int_equal(lg_image_get(images, "test/warm:1", &img, NULL), 0);
+        lg_pods_image_removed(pods, img->id);
+        lg_image_free(img);
+        assert_int_equal(warm_field("test/warm:1", "ready"), -1);
+        assert_false(layers_in_use("test/warm:1", true));
+}
+
 static int setup(void **state) {
         (void) state;
         snprintf(tmp, sizeof(tmp), "/tmp/lg-test-pods-%d", (int) getpid());
@@ -608,6 +730,7 @@ int main(void) {
                 cmocka_unit_test(test_config_errors),
                 cmocka_unit_test(test_command_env_cwd),
                 cmocka_unit_test(test_quantities),
+                cmocka_unit_test(test_warm),
                 cmocka_unit_test(test_restore),
         };
         int failed = cmocka_run_group_tests(tests, setup, teardown);

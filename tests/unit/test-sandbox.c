@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <linux/capability.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -377,11 +378,18 @@ static void test_bad_specs(void **state) {
         spec.n_binds = 1;
         assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
 
+        /* The working directory is entered at start (it belongs to the
+         * workload, which a warm sandbox receives only then). */
         base_spec(&spec);
         spec.argv = argv;
         spec.cwd = "/no/such/dir";
-        assert_true(lg_sandbox_create(&spec, &sb, &e) < 0);
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), 0);
+        assert_true(lg_sandbox_start(sb, &e) < 0);
         assert_non_null(strstr(e.msg, "/no/such/dir"));
+        lg_sandbox_destroy(sb);
+        sb = NULL;
+        spec.cwd = "relative";
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
 
         base_spec(&spec);
         spec.argv = argv;
@@ -865,6 +873,223 @@ static void test_term_right_after_start(void **state) {
         }
 }
 
+/* A warm sandbox: made with no workload, its launch given at start. */
+static lg_sandbox *create_warm(struct lg_sandbox_spec *spec) {
+        struct lg_error e = {0};
+        lg_sandbox *sb = NULL;
+        if (lg_sandbox_create(spec, &sb, &e) < 0)
+                fail_msg("create: %s", e.msg);
+        return sb;
+}
+
+static void test_start_with(void **state) {
+        (void) state;
+        char dir[] = "/tmp/lg-test-launchXXXXXX", path[128], buf[8192];
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/w.log", dir);
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.pids_max = 64; /* a cgroup, as pods have */
+        spec.hostname = "made-as";
+        lg_sandbox *sb = create_warm(&spec);
+
+        struct lg_sandbox_launch l;
+        lg_sandbox_launch_init(&l);
+        const char *argv[] = {"/bin/sh", "-c",
+                              "hostname; id -u; id -g; pwd; echo \"$GREETING\"; ulimit -n; "
+                              "grep -E '^CapEff' /proc/self/status; grep Seccomp: /proc/self/status; "
+                              "grep NoNewPrivs /proc/self/status; echo oops >&2",
+                              NULL};
+        const char *envp[] = {"PATH=/usr/bin:/bin", "GREETING=hello warm", NULL};
+        l.argv = argv;
+        l.envp = envp;
+        l.cwd = "/tmp";
+        l.hostname = "given-at-start";
+        l.run_as_set = true;
+        l.run_uid = 1234;
+        l.run_gid = 4321;
+        l.log_file = path;
+        l.nofile = 256;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), 0);
+        /* Started once only. */
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), -EALREADY);
+        assert_int_equal(lg_sandbox_start(sb, &e), -EALREADY);
+        struct lg_sandbox_status st;
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(st.kind, LG_EXIT_CODE);
+        assert_int_equal(st.code, 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        assert_true(lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, "given-at-start\n1234\n4321\n/tmp\nhello warm\n256\n"
+                                 "CapEff:\t0000000000000000\nSeccomp:\t2\nNoNewPrivs:\t1\noops");
+
+        /* Even holding CAP_SYS_ADMIN in its own user namespace, which owns
+         * its UTS namespace, the workload cannot change the hostname: the
+         * second seccomp filter, loaded after the launch set it. */
+        spec.caps_keep = 1ULL << CAP_SYS_ADMIN;
+        sb = create_warm(&spec);
+        spec.caps_keep = 0;
+        lg_sandbox_launch_init(&l);
+        const char *argv_h[] = {"/bin/sh", "-c", "grep CapEff /proc/self/status; hostname evil || echo denied; "
+                                "hostname; domainname evil || echo denied too", NULL};
+        l.argv = argv_h;
+        l.hostname = "fixed";
+        l.log_file = path;
+        unlink(path);
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), 0);
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        assert_true(lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0);
+        assert_non_null(strstr(buf, "CapEff:\t0000000000200000\n"));
+        assert_non_null(strstr(buf, "denied\nfixed\n"));
+        assert_non_null(strstr(buf, "denied too"));
+
+        /* A log fd of the caller's instead of a path; no user, no env. */
+        int pfd[2];
+        assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+        sb = create_warm(&spec);
+        lg_sandbox_launch_init(&l);
+        const char *argv2[] = {"/bin/sh", "-c", "hostname; id -u; pwd; echo $PATH", NULL};
+        l.argv = argv2;
+        l.log_fd = pfd[1];
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), 0);
+        close(pfd[1]);
+        read_pipe(pfd[0], buf, sizeof(buf));
+        close(pfd[0]);
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(st.code, 0);
+        /* The hostname defaults to the id, not the spec's. */
+        char want[512];
+        snprintf(want, sizeof(want), "%s\n0\n/\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
+                 lg_sandbox_id(sb));
+        assert_string_equal(buf, want);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+
+        /* Bad launches: refused, and the sandbox can still be destroyed. */
+        sb = create_warm(&spec);
+        lg_sandbox_launch_init(&l);
+        l.argv = argv2;
+        l.cwd = "rel";
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), -EINVAL);
+        l.cwd = NULL;
+        l.run_as_set = true;
+        l.run_uid = 70000;
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), -EINVAL);
+        l.run_as_set = false;
+        l.log_file = "/nonexistent-dir/x.log";
+        assert_true(lg_sandbox_start_with(sb, &l, &e) < 0);
+        assert_non_null(strstr(e.msg, "open log"));
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+
+        /* A working directory missing in the sandbox: reported by start. */
+        sb = create_warm(&spec);
+        lg_sandbox_launch_init(&l);
+        l.argv = argv2;
+        l.cwd = "/no/such/dir";
+        assert_true(lg_sandbox_start_with(sb, &l, &e) < 0);
+        assert_non_null(strstr(e.msg, "/no/such/dir"));
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+
+        /* A large environment travels in several records. */
+        sb = create_warm(&spec);
+        lg_sandbox_launch_init(&l);
+        static char big[300000];
+        memset(big, 'x', sizeof(big) - 1);
+        memcpy(big, "BIG=", 4);
+        const char *envbig[] = {big, NULL};
+        const char *argv3[] = {"/bin/sh", "-c", "echo ${#BIG}", NULL};
+        l.argv = argv3;
+        l.envp = envbig;
+        assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+        l.log_fd = pfd[1];
+        /* One string above the kernel's 128 KiB per string: exec fails,
+         * and says so. */
+        assert_true(lg_sandbox_start_with(sb, &l, &e) < 0);
+        assert_non_null(strstr(e.msg, "exec legion-init"));
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        sb = create_warm(&spec);
+        big[100000] = '\0';
+        const char *envbig2[] = {big, big, big, NULL};
+        l.envp = envbig2;
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), 0);
+        close(pfd[1]);
+        read_pipe(pfd[0], buf, sizeof(buf));
+        close(pfd[0]);
+        assert_string_equal(buf, "99996\n");
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        lg_rm_rf(dir);
+}
+
+/* Limits set between create and start apply to the workload. */
+static void test_set_limits_warm(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.pids_max = 4096;
+        lg_sandbox *sb = create_warm(&spec);
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_set_limits(sb, 32 << 20, 500, 50, 16, &e), 0);
+        struct lg_sandbox_launch l;
+        lg_sandbox_launch_init(&l);
+        const char *argv[] = {"/bin/sh", "-c", "exec python3 -c 'b = bytearray(256 << 20); print(len(b))'", NULL};
+        l.argv = argv;
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), 0);
+        struct lg_sandbox_status st;
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(st.kind, LG_EXIT_OOM);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+
+        /* pids: a fork bomb stops at the limit set after create. */
+        sb = create_warm(&spec);
+        assert_int_equal(lg_sandbox_set_limits(sb, 0, 0, 0, 8, &e), 0);
+        int pfd[2];
+        char buf[8192];
+        assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+        const char *argv2[] = {"/usr/bin/python3", "-c",
+                               "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
+                               "            time.sleep(5)\n            os._exit(0)\n        n += 1\n"
+                               "except OSError as e:\n    print(n, e.strerror)\n",
+                               NULL};
+        l.argv = argv2;
+        l.log_fd = pfd[1];
+        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), 0);
+        close(pfd[1]);
+        read_pipe(pfd[0], buf, sizeof(buf));
+        close(pfd[0]);
+        assert_non_null(strstr(buf, "Resource temporarily unavailable"));
+        assert_true(atoi(buf) > 0 && atoi(buf) < 8);
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+
+        /* No cgroup, no limits to set. */
+        base_spec(&spec);
+        sb = create_warm(&spec);
+        assert_int_equal(lg_sandbox_set_limits(sb, 1 << 20, 0, 0, 0, &e), -ENODATA);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+}
+
+/* A warm sandbox never started: destroy leaves nothing, like any other. */
+static void test_destroy_warm(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.pids_max = 64;
+        int fds = count_fds();
+        lg_sandbox *sb = create_warm(&spec);
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s", lg_sandbox_state_dir(sb));
+        uid_t uid = lg_sandbox_host_uid(sb);
+        pid_t pid = lg_sandbox_pid(sb);
+        assert_int_equal(kill(pid, 0), 0);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        assert_true(kill(pid, 0) < 0);
+        assert_int_equal(access(dir, F_OK), -1);
+        assert_int_equal(processes_with_uid(uid), 0);
+        assert_int_equal(count_fds(), fds);
+}
+
 int main(void) {
         if (geteuid() != 0) {
                 fprintf(stderr, "SKIP: sandbox tests need root (namespaces, cgroups, mounts)\n");
@@ -904,6 +1129,9 @@ int main(void) {
                 cmocka_unit_test(test_run_as),
                 cmocka_unit_test(test_term_right_after_start),
                 cmocka_unit_test(test_favor_dynmods),
+                cmocka_unit_test(test_start_with),
+                cmocka_unit_test(test_set_limits_warm),
+                cmocka_unit_test(test_destroy_warm),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
         lg_rm_rf(state_root);
