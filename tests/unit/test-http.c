@@ -189,8 +189,10 @@ static struct lg_http_call *start_call(struct lg_http_upstream *up, struct res *
         return call;
 }
 
-static void do_call(struct lg_http_upstream *up, struct res *r, const char *method, const char *target,
+/* A fresh result, the whole call, and its end. */
+static void do_call(struct env *e, struct lg_http_upstream *up, struct res *r, const char *method, const char *target,
                     const char *body, size_t len, bool chunked) {
+        res_init(r, e);
         start_call(up, r, method, target, NULL, 0, body, len, chunked, 100000);
         run_until(r->e, &r->done);
 }
@@ -211,8 +213,7 @@ static void test_hello(void **state) {
         struct lg_http_upstream *ups[] = {e.tcp, e.unx};
         for (size_t i = 0; i < 2; i++) {
                 struct res r;
-                res_init(&r, &e);
-                do_call(ups[i], &r, "GET", "/hello", NULL, 0, false);
+                do_call(&e, ups[i], &r, "GET", "/hello", NULL, 0, false);
                 assert_int_equal(r.err, 0);
                 assert_int_equal(r.status, 200);
                 assert_int_equal(r.cl, 5);
@@ -221,8 +222,7 @@ static void test_hello(void **state) {
                 res_free(&r);
         }
         struct res r;
-        res_init(&r, &e);
-        do_call(e.tcp, &r, "GET", "/nope", NULL, 0, false);
+        do_call(&e, e.tcp, &r, "GET", "/nope", NULL, 0, false);
         assert_int_equal(r.status, 404);
         assert_string_equal(r.body, "{\"error\":{\"code\":\"NotFound\",\"message\":\"no route for /nope\"}}");
         assert_string_equal(r.ctype, "application/json");
@@ -240,8 +240,7 @@ static void test_echo_buffered(void **state) {
                         for (int u = 0; u < 2; u++) {
                                 char *body = make_pattern(sizes[i]);
                                 struct res r;
-                                res_init(&r, &e);
-                                do_call(u ? e.unx : e.tcp, &r, "POST", "/echo", body, sizes[i], chunked);
+                                do_call(&e, u ? e.unx : e.tcp, &r, "POST", "/echo", body, sizes[i], chunked);
                                 assert_int_equal(r.err, 0);
                                 assert_int_equal(r.status, 200);
                                 assert_int_equal(r.len, sizes[i]);
@@ -310,23 +309,22 @@ static void test_download(void **state) {
         struct res r;
         res_init(&r, &e);
         r.pause_every = 5;
-        do_call(e.tcp, &r, "GET", "/big?n=6000000", NULL, 0, false);
+        start_call(e.tcp, &r, "GET", "/big?n=6000000", NULL, 0, NULL, 0, false, 1);
+        run_until(&e, &r.done);
         assert_int_equal(r.err, 0);
         assert_int_equal(r.cl, -1);
         assert_int_equal(r.len, 6000000);
         char *want = make_pattern(6000000);
         assert_memory_equal(r.body, want, 6000000);
         res_free(&r);
-        res_init(&r, &e);
-        do_call(e.unx, &r, "GET", "/big-cl?n=1048576", NULL, 0, false);
+        do_call(&e, e.unx, &r, "GET", "/big-cl?n=1048576", NULL, 0, false);
         assert_int_equal(r.err, 0);
         assert_int_equal(r.cl, 1048576);
         assert_int_equal(r.len, 1048576);
         assert_memory_equal(r.body, want, 1048576);
         res_free(&r);
         /* HEAD: a length, no body. */
-        res_init(&r, &e);
-        do_call(e.tcp, &r, "HEAD", "/hello", NULL, 0, false);
+        do_call(&e, e.tcp, &r, "HEAD", "/hello", NULL, 0, false);
         assert_int_equal(r.err, 0);
         assert_int_equal(r.cl, 5);
         assert_int_equal(r.len, 0);
@@ -342,8 +340,7 @@ static void test_keepalive_reuse(void **state) {
         char first[128] = "";
         for (int i = 0; i < 20; i++) {
                 struct res r;
-                res_init(&r, &e);
-                do_call(e.tcp, &r, i % 2 ? "GET" : "POST", "/peer", NULL, 0, false);
+                do_call(&e, e.tcp, &r, i % 2 ? "GET" : "POST", "/peer", NULL, 0, false);
                 assert_int_equal(r.err, 0);
                 if (i == 0)
                         snprintf(first, sizeof(first), "%s", r.body);
@@ -470,8 +467,7 @@ static void test_upstream_errors(void **state) {
         struct lg_http_upstream *ups[] = {dead, missing};
         for (int i = 0; i < 2; i++) {
                 struct res r;
-                res_init(&r, &e);
-                do_call(ups[i], &r, "POST", "/echo", "abc", 3, i == 1);
+                do_call(&e, ups[i], &r, "POST", "/echo", "abc", 3, i == 1);
                 assert_int_equal(r.err, -ECONNREFUSED);
                 assert_int_equal(r.status, 0);
                 assert_int_equal(r.writes_done, 1); /* before on_done */
@@ -483,14 +479,12 @@ static void test_upstream_errors(void **state) {
 
         /* Closed before any response. */
         struct res r;
-        res_init(&r, &e);
-        do_call(e.tcp, &r, "GET", "/abort-now", NULL, 0, false);
+        do_call(&e, e.tcp, &r, "GET", "/abort-now", NULL, 0, false);
         assert_int_equal(r.err, -ECONNRESET);
         assert_int_equal(r.status, 0);
         res_free(&r);
         /* Closed in the middle of the response. */
-        res_init(&r, &e);
-        do_call(e.unx, &r, "GET", "/abort-mid", NULL, 0, false);
+        do_call(&e, e.unx, &r, "GET", "/abort-mid", NULL, 0, false);
         assert_int_equal(r.err, -ECONNRESET);
         assert_int_equal(r.status, 200);
         assert_int_equal(r.len, 10);
@@ -506,8 +500,7 @@ static void test_upstream_errors(void **state) {
         res_free(&r);
         run_until_count(&e, &app_stats.aborts, aborts + 1);
         /* Still fine afterwards. */
-        res_init(&r, &e);
-        do_call(e.tcp, &r, "GET", "/hello", NULL, 0, false);
+        do_call(&e, e.tcp, &r, "GET", "/hello", NULL, 0, false);
         assert_int_equal(r.err, 0);
         res_free(&r);
         env_stop(&e);
@@ -520,12 +513,10 @@ static void test_stale_retry(void **state) {
         struct env e;
         env_start(&e, NULL, NULL);
         struct res r;
-        res_init(&r, &e);
-        do_call(e.tcp, &r, "GET", "/flaky", NULL, 0, false);
+        do_call(&e, e.tcp, &r, "GET", "/flaky", NULL, 0, false);
         assert_string_equal(r.body, "fresh");
         res_free(&r);
-        res_init(&r, &e);
-        do_call(e.tcp, &r, "GET", "/flaky", NULL, 0, false);
+        do_call(&e, e.tcp, &r, "GET", "/flaky", NULL, 0, false);
         assert_int_equal(r.err, 0);
         assert_string_equal(r.body, "fresh");
         res_free(&r);
@@ -533,8 +524,7 @@ static void test_stale_retry(void **state) {
         lg_http_upstream_stats(e.tcp, &st);
         assert_int_equal(st.connects, 2);
         assert_int_equal(st.reuses, 1);
-        res_init(&r, &e);
-        do_call(e.tcp, &r, "POST", "/flaky", "x", 1, false);
+        do_call(&e, e.tcp, &r, "POST", "/flaky", "x", 1, false);
         assert_int_equal(r.err, -ECONNRESET);
         res_free(&r);
         env_stop(&e);
@@ -573,8 +563,7 @@ static void test_graceful_close(void **state) {
         env_start(&e, NULL, NULL);
         /* An idle keep-alive connection and a held request. */
         struct res r;
-        res_init(&r, &e);
-        do_call(e.unx, &r, "GET", "/hello", NULL, 0, false);
+        do_call(&e, e.unx, &r, "GET", "/hello", NULL, 0, false);
         res_free(&r);
         int reqs = atomic_load(&app_stats.requests);
         res_init(&r, &e);
@@ -588,8 +577,7 @@ static void test_graceful_close(void **state) {
         res_free(&r);
         run_until(&e, &e.srv_closed);
         /* Nobody listens any more. */
-        res_init(&r, &e);
-        do_call(e.tcp, &r, "GET", "/hello", NULL, 0, false);
+        do_call(&e, e.tcp, &r, "GET", "/hello", NULL, 0, false);
         assert_int_equal(r.err, -ECONNREFUSED);
         res_free(&r);
         lg_http_client_close(e.cl, on_cl_closed, &e);
@@ -758,30 +746,26 @@ static void test_client_scripted(void **state) {
         struct res r;
         NEXT_UPSTREAM();
         /* 1xx responses are skipped. */
-        res_init(&r, &e);
-        do_call(up, &r, "GET", "/", NULL, 0, false);
+        do_call(&e, up, &r, "GET", "/", NULL, 0, false);
         assert_int_equal(r.err, 0);
         assert_int_equal(r.status, 200);
         assert_string_equal(r.body, "ok");
         res_free(&r);
         NEXT_UPSTREAM();
-        res_init(&r, &e);
-        do_call(up, &r, "GET", "/", NULL, 0, false);
+        do_call(&e, up, &r, "GET", "/", NULL, 0, false);
         assert_int_equal(r.err, 0);
         assert_int_equal(r.cl, -1);
         assert_string_equal(r.body, "close-delimited body");
         res_free(&r);
         NEXT_UPSTREAM();
-        res_init(&r, &e);
-        do_call(up, &r, "GET", "/", NULL, 0, false);
+        do_call(&e, up, &r, "GET", "/", NULL, 0, false);
         assert_int_equal(r.err, 0);
         assert_string_equal(r.body, "ok!!!");
         res_free(&r);
         static const int want[] = {-EPROTO, -EPROTO, -EPROTO, -ECONNRESET};
         for (int i = 0; i < 4; i++) {
                 NEXT_UPSTREAM();
-                res_init(&r, &e);
-                do_call(up, &r, "POST", "/", NULL, 0, false);
+                do_call(&e, up, &r, "POST", "/", NULL, 0, false);
                 if (r.err != want[i])
                         fail_msg("answer %d: error %d (%s)", 3 + i, r.err, r.errmsg);
                 res_free(&r);
