@@ -46,15 +46,33 @@ static void base_spec(struct lg_sandbox_spec *spec) {
         spec->state_root = state_root;
 }
 
-/* A sandbox made from spec and started (the test fails otherwise). */
-static lg_sandbox *start_sandbox(const struct lg_sandbox_spec *spec) {
+/* A sandbox made from spec, not started (a warm one when spec has no
+ * workload: its launch is given at start); the test fails otherwise. */
+static lg_sandbox *create_sandbox(const struct lg_sandbox_spec *spec) {
         struct lg_error e = {0};
         lg_sandbox *sb = NULL;
         if (lg_sandbox_create(spec, &sb, &e) < 0)
                 fail_msg("create: %s", e.msg);
+        return sb;
+}
+
+/* A sandbox made from spec and started (the test fails otherwise). */
+static lg_sandbox *start_sandbox(const struct lg_sandbox_spec *spec) {
+        lg_sandbox *sb = create_sandbox(spec);
+        struct lg_error e = {0};
         if (lg_sandbox_start(sb, &e) < 0)
                 fail_msg("start: %s", e.msg);
         return sb;
+}
+
+/* A started sandbox that sleeps `secs` seconds (the launch is copied at
+ * create, so the spec need not outlive this). */
+static lg_sandbox *start_sleeper(const char *secs) {
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        const char *argv[] = {"/bin/sleep", secs, NULL};
+        spec.argv = argv;
+        return start_sandbox(&spec);
 }
 
 /* Run `sh -c script` in a sandbox shaped by spec; capture stdout/stderr. */
@@ -135,11 +153,7 @@ static void test_identity(void **state) {
 
 static void test_host_uid_seen_from_host(void **state) {
         (void) state;
-        struct lg_sandbox_spec spec;
-        base_spec(&spec);
-        const char *argv[] = {"/bin/sleep", "30", NULL};
-        spec.argv = argv;
-        lg_sandbox *sb = start_sandbox(&spec);
+        lg_sandbox *sb = start_sleeper("30");
         /* legion-init and sleep both run as the mapped uid on the host. */
         for (int i = 0; i < 100 && processes_with_uid(lg_sandbox_host_uid(sb)) < 2; i++)
                 usleep(10000);
@@ -585,11 +599,7 @@ static void test_set_cpu(void **state) {
  * still reap legion-init, or a zombie keeps the uid range. */
 static void test_destroy_reaps_with_nonblocking_pidfd(void **state) {
         (void) state;
-        struct lg_sandbox_spec spec;
-        base_spec(&spec);
-        const char *argv[] = {"/bin/sleep", "30", NULL};
-        spec.argv = argv;
-        lg_sandbox *sb = start_sandbox(&spec);
+        lg_sandbox *sb = start_sleeper("30");
         int fd = lg_sandbox_pidfd(sb);
         assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
         struct lg_sandbox_status st;
@@ -632,11 +642,7 @@ static void test_cycles(void **state) {
  * as its memory size moved). */
 static void test_gc_spares_live_owner(void **state) {
         (void) state;
-        struct lg_sandbox_spec spec;
-        base_spec(&spec);
-        const char *argv[] = {"/bin/sleep", "30", NULL};
-        spec.argv = argv;
-        lg_sandbox *sb = start_sandbox(&spec);
+        lg_sandbox *sb = start_sleeper("30");
         struct lg_error e = {0};
         /* Grow: a different vsize and RSS than at create. */
         size_t n = 64 << 20;
@@ -693,11 +699,7 @@ static void test_owner_killed(void **state) {
  * first (own network) lets unprivileged workloads bind low ports. */
 static void test_join_namespaces(void **state) {
         (void) state;
-        struct lg_sandbox_spec spec;
-        base_spec(&spec);
-        const char *argv[] = {"/bin/sleep", "30", NULL};
-        spec.argv = argv;
-        lg_sandbox *a = start_sandbox(&spec);
+        lg_sandbox *a = start_sleeper("30");
         struct lg_error e = {0};
         char path[64], want[256];
         struct stat net, ipc;
@@ -736,6 +738,7 @@ static void test_join_namespaces(void **state) {
         base_spec(&bad);
         int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
         bad.join_netns_fd = devnull;
+        const char *argv[] = {"/bin/sleep", "30", NULL};
         bad.argv = argv;
         lg_sandbox *b = NULL;
         assert_true(lg_sandbox_create(&bad, &b, &e) < 0);
@@ -825,8 +828,6 @@ static void test_run_as(void **state) {
         assert_null(sb);
 }
 
-/* A SIGTERM sent the moment start returns reaches the workload: legion-init
- * (PID 1, which drops signals it has no handler for) starts with it blocked. */
 /* favordynmods: an fd holding the mode on cgroup v1 (EOPNOTSUPP on v2 or
  * an older kernel); taking it twice works (the hierarchy is shared), and a
  * sandbox still runs while it is held. */
@@ -856,14 +857,12 @@ static void test_favor_dynmods(void **state) {
         close(b);
 }
 
+/* A SIGTERM sent the moment start returns reaches the workload: legion-init
+ * (PID 1, which drops signals it has no handler for) starts with it blocked. */
 static void test_term_right_after_start(void **state) {
         (void) state;
         for (int i = 0; i < 20; i++) {
-                struct lg_sandbox_spec spec;
-                base_spec(&spec);
-                const char *argv[] = {"/bin/sleep", "60", NULL};
-                spec.argv = argv;
-                lg_sandbox *sb = start_sandbox(&spec);
+                lg_sandbox *sb = start_sleeper("60");
                 assert_int_equal(lg_sandbox_signal(sb, SIGTERM), 0);
                 struct lg_sandbox_status st;
                 assert_int_equal(lg_sandbox_wait(sb, &st), 0);
@@ -873,13 +872,16 @@ static void test_term_right_after_start(void **state) {
         }
 }
 
-/* A warm sandbox: made with no workload, its launch given at start. */
-static lg_sandbox *create_warm(struct lg_sandbox_spec *spec) {
+/* Start sb with launch l, its output to a pipe read into buf. */
+static void start_with_output(lg_sandbox *sb, struct lg_sandbox_launch *l, char *buf, size_t cap) {
+        int pfd[2];
+        assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+        l->log_fd = pfd[1];
         struct lg_error e = {0};
-        lg_sandbox *sb = NULL;
-        if (lg_sandbox_create(spec, &sb, &e) < 0)
-                fail_msg("create: %s", e.msg);
-        return sb;
+        assert_int_equal(lg_sandbox_start_with(sb, l, &e), 0);
+        close(pfd[1]);
+        read_pipe(pfd[0], buf, cap);
+        close(pfd[0]);
 }
 
 static void test_start_with(void **state) {
@@ -891,7 +893,7 @@ static void test_start_with(void **state) {
         base_spec(&spec);
         spec.pids_max = 64; /* a cgroup, as pods have */
         spec.hostname = "made-as";
-        lg_sandbox *sb = create_warm(&spec);
+        lg_sandbox *sb = create_sandbox(&spec);
 
         struct lg_sandbox_launch l;
         lg_sandbox_launch_init(&l);
@@ -928,7 +930,7 @@ static void test_start_with(void **state) {
          * its UTS namespace, the workload cannot change the hostname: the
          * second seccomp filter, loaded after the launch set it. */
         spec.caps_keep = 1ULL << CAP_SYS_ADMIN;
-        sb = create_warm(&spec);
+        sb = create_sandbox(&spec);
         spec.caps_keep = 0;
         lg_sandbox_launch_init(&l);
         const char *argv_h[] = {"/bin/sh", "-c", "grep CapEff /proc/self/status; hostname evil || echo denied; "
@@ -946,17 +948,11 @@ static void test_start_with(void **state) {
         assert_non_null(strstr(buf, "denied too"));
 
         /* A log fd of the caller's instead of a path; no user, no env. */
-        int pfd[2];
-        assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
-        sb = create_warm(&spec);
+        sb = create_sandbox(&spec);
         lg_sandbox_launch_init(&l);
         const char *argv2[] = {"/bin/sh", "-c", "hostname; id -u; pwd; echo $PATH", NULL};
         l.argv = argv2;
-        l.log_fd = pfd[1];
-        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), 0);
-        close(pfd[1]);
-        read_pipe(pfd[0], buf, sizeof(buf));
-        close(pfd[0]);
+        start_with_output(sb, &l, buf, sizeof(buf));
         assert_int_equal(lg_sandbox_wait(sb, &st), 0);
         assert_int_equal(st.code, 0);
         /* The hostname defaults to the id, not the spec's. */
@@ -967,7 +963,7 @@ static void test_start_with(void **state) {
         assert_int_equal(lg_sandbox_destroy(sb), 0);
 
         /* Bad launches: refused, and the sandbox can still be destroyed. */
-        sb = create_warm(&spec);
+        sb = create_sandbox(&spec);
         lg_sandbox_launch_init(&l);
         l.argv = argv2;
         l.cwd = "rel";
@@ -983,7 +979,7 @@ static void test_start_with(void **state) {
         assert_int_equal(lg_sandbox_destroy(sb), 0);
 
         /* A working directory missing in the sandbox: reported by start. */
-        sb = create_warm(&spec);
+        sb = create_sandbox(&spec);
         lg_sandbox_launch_init(&l);
         l.argv = argv2;
         l.cwd = "/no/such/dir";
@@ -992,7 +988,7 @@ static void test_start_with(void **state) {
         assert_int_equal(lg_sandbox_destroy(sb), 0);
 
         /* A large environment travels in several records. */
-        sb = create_warm(&spec);
+        sb = create_sandbox(&spec);
         lg_sandbox_launch_init(&l);
         static char big[300000];
         memset(big, 'x', sizeof(big) - 1);
@@ -1001,6 +997,7 @@ static void test_start_with(void **state) {
         const char *argv3[] = {"/bin/sh", "-c", "echo ${#BIG}", NULL};
         l.argv = argv3;
         l.envp = envbig;
+        int pfd[2];
         assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
         l.log_fd = pfd[1];
         /* One string above the kernel's 128 KiB per string: exec fails,
@@ -1008,7 +1005,7 @@ static void test_start_with(void **state) {
         assert_true(lg_sandbox_start_with(sb, &l, &e) < 0);
         assert_non_null(strstr(e.msg, "exec legion-init"));
         assert_int_equal(lg_sandbox_destroy(sb), 0);
-        sb = create_warm(&spec);
+        sb = create_sandbox(&spec);
         big[100000] = '\0';
         const char *envbig2[] = {big, big, big, NULL};
         l.envp = envbig2;
@@ -1028,7 +1025,7 @@ static void test_set_limits_warm(void **state) {
         struct lg_sandbox_spec spec;
         base_spec(&spec);
         spec.pids_max = 4096;
-        lg_sandbox *sb = create_warm(&spec);
+        lg_sandbox *sb = create_sandbox(&spec);
         struct lg_error e = {0};
         assert_int_equal(lg_sandbox_set_limits(sb, 32 << 20, 500, 50, 16, &e), 0);
         struct lg_sandbox_launch l;
@@ -1042,22 +1039,16 @@ static void test_set_limits_warm(void **state) {
         assert_int_equal(lg_sandbox_destroy(sb), 0);
 
         /* pids: a fork bomb stops at the limit set after create. */
-        sb = create_warm(&spec);
+        sb = create_sandbox(&spec);
         assert_int_equal(lg_sandbox_set_limits(sb, 0, 0, 0, 8, &e), 0);
-        int pfd[2];
         char buf[8192];
-        assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
         const char *argv2[] = {"/usr/bin/python3", "-c",
                                "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
                                "            time.sleep(5)\n            os._exit(0)\n        n += 1\n"
                                "except OSError as e:\n    print(n, e.strerror)\n",
                                NULL};
         l.argv = argv2;
-        l.log_fd = pfd[1];
-        assert_int_equal(lg_sandbox_start_with(sb, &l, &e), 0);
-        close(pfd[1]);
-        read_pipe(pfd[0], buf, sizeof(buf));
-        close(pfd[0]);
+        start_with_output(sb, &l, buf, sizeof(buf));
         assert_non_null(strstr(buf, "Resource temporarily unavailable"));
         assert_true(atoi(buf) > 0 && atoi(buf) < 8);
         assert_int_equal(lg_sandbox_wait(sb, &st), 0);
@@ -1065,7 +1056,7 @@ static void test_set_limits_warm(void **state) {
 
         /* No cgroup, no limits to set. */
         base_spec(&spec);
-        sb = create_warm(&spec);
+        sb = create_sandbox(&spec);
         assert_int_equal(lg_sandbox_set_limits(sb, 1 << 20, 0, 0, 0, &e), -ENODATA);
         assert_int_equal(lg_sandbox_destroy(sb), 0);
 }
@@ -1077,7 +1068,7 @@ static void test_destroy_warm(void **state) {
         base_spec(&spec);
         spec.pids_max = 64;
         int fds = count_fds();
-        lg_sandbox *sb = create_warm(&spec);
+        lg_sandbox *sb = create_sandbox(&spec);
         char dir[4096];
         snprintf(dir, sizeof(dir), "%s", lg_sandbox_state_dir(sb));
         uid_t uid = lg_sandbox_host_uid(sb);
