@@ -117,6 +117,17 @@ static bool procs_has(const char *path, pid_t pid) {
         return false;
 }
 
+/* Every statistic of cg, read from a fake tree, as want says. */
+static void check_stats(lg_cgroup *cg, struct lg_cgroup_stats want) {
+        struct lg_cgroup_stats st;
+        assert_int_equal(lg_cgroup_get_stats(cg, &st), 0);
+        assert_int_equal(st.cpu_usage_ns, want.cpu_usage_ns);
+        assert_int_equal(st.memory_current, want.memory_current);
+        assert_int_equal(st.memory_peak, want.memory_peak);
+        assert_int_equal(st.oom_kills, want.oom_kills);
+        assert_int_equal(st.pids_current, want.pids_current);
+}
+
 /* ---- pure functions and validation ---- */
 
 static void test_weight_to_shares(void **state) {
@@ -218,13 +229,8 @@ static void test_fake_v2(void **state) {
                            { "legion/sb1/cpu.max", "50000 100000" }, { "legion/sb1/cpu.weight", "100" },
                            { "legion/sb1/pids.max", "16" }));
 
-        struct lg_cgroup_stats st;
-        assert_int_equal(lg_cgroup_get_stats(cg, &st), 0);
-        assert_int_equal(st.cpu_usage_ns, 1500000);
-        assert_int_equal(st.memory_current, 4096);
-        assert_int_equal(st.memory_peak, 8192);
-        assert_int_equal(st.oom_kills, 3);
-        assert_int_equal(st.pids_current, 2);
+        check_stats(cg, (struct lg_cgroup_stats) { .cpu_usage_ns = 1500000, .memory_current = 4096, .memory_peak = 8192,
+                                                   .oom_kills = 3, .pids_current = 2 });
 
         assert_int_equal(lg_cgroup_add_pid(cg, FAKE_PID), 0);
         assert_string_equal(get(root, "legion/sb1/cgroup.procs"), "4194305");
@@ -306,13 +312,8 @@ static void test_fake_v2_missing_controllers(void **state) {
         put(root, "a/b/g/cgroup.procs", "");
         assert_int_equal(lg_cgroup_create_flags(root, LG_CGROUP_V2, "a/b", "g", NULL,
                                                 LG_CGROUP_CREATE_ADOPT, &cg, &err), 0);
-        struct lg_cgroup_stats st;
-        assert_int_equal(lg_cgroup_get_stats(cg, &st), 0);
-        assert_int_equal(st.cpu_usage_ns, 7000);
-        assert_int_equal(st.memory_current, 0);
-        assert_int_equal(st.memory_peak, 0);
-        assert_int_equal(st.oom_kills, 0);
-        assert_int_equal(st.pids_current, 0);
+        check_stats(cg, (struct lg_cgroup_stats) { .cpu_usage_ns = 7000, .memory_current = 0, .memory_peak = 0,
+                                                   .oom_kills = 0, .pids_current = 0 });
         /* Lifting limits that cannot exist is not an error. */
         struct lg_cgroup_limits none = { 0 };
         assert_int_equal(lg_cgroup_set_limits(cg, &none, &err), 0);
@@ -377,13 +378,8 @@ static void test_fake_v1(void **state) {
                            { "pids/legion/sb1/cgroup.procs", "4194305" },
                            { "freezer/legion/sb1/cgroup.procs", "4194305" }));
 
-        struct lg_cgroup_stats st;
-        assert_int_equal(lg_cgroup_get_stats(cg, &st), 0);
-        assert_int_equal(st.cpu_usage_ns, 123456789);
-        assert_int_equal(st.memory_current, 1000);
-        assert_int_equal(st.memory_peak, 2000);
-        assert_int_equal(st.oom_kills, 2);
-        assert_int_equal(st.pids_current, 3);
+        check_stats(cg, (struct lg_cgroup_stats) { .cpu_usage_ns = 123456789, .memory_current = 1000, .memory_peak = 2000,
+                                                   .oom_kills = 2, .pids_current = 3 });
 
         put_all(root, KV({ "memory/legion/sb1/memory.limit_in_bytes", "" },
                          { "memory/legion/sb1/memory.memsw.limit_in_bytes", "" },
