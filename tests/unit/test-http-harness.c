@@ -440,21 +440,21 @@ static void set_timeouts(int fd) {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-int raw_tcp(struct raw *r, int port) { return raw_tcp_rcvbuf(r, port, 0); }
-
-int raw_tcp_rcvbuf(struct raw *r, int port, int rcvbuf) {
+/* A blocking stream socket connected to a (rcvbuf > 0: that receive buffer,
+ * set before connecting); r->fd is -1 on failure. */
+static int raw_connect(struct raw *r, const struct sockaddr *a, socklen_t alen, int rcvbuf) {
         memset(r, 0, sizeof(*r));
-        r->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        r->fd = socket(a->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (r->fd < 0)
                 return -errno;
         if (rcvbuf > 0)
                 setsockopt(r->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         set_timeouts(r->fd);
-        int one = 1;
-        setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (connect(r->fd, (struct sockaddr *) &a, sizeof(a)) < 0) {
+        if (a->sa_family == AF_INET) {
+                int one = 1;
+                setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        if (connect(r->fd, a, alen) < 0) {
                 int e = -errno;
                 close(r->fd);
                 r->fd = -1;
@@ -463,21 +463,18 @@ int raw_tcp_rcvbuf(struct raw *r, int port, int rcvbuf) {
         return 0;
 }
 
+int raw_tcp(struct raw *r, int port) { return raw_tcp_rcvbuf(r, port, 0); }
+
+int raw_tcp_rcvbuf(struct raw *r, int port, int rcvbuf) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        return raw_connect(r, (struct sockaddr *) &a, sizeof(a), rcvbuf);
+}
+
 int raw_unix(struct raw *r, const char *path) {
-        memset(r, 0, sizeof(*r));
-        r->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (r->fd < 0)
-                return -errno;
         struct sockaddr_un a = {.sun_family = AF_UNIX};
         snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-        set_timeouts(r->fd);
-        if (connect(r->fd, (struct sockaddr *) &a, sizeof(a)) < 0) {
-                int e = -errno;
-                close(r->fd);
-                r->fd = -1;
-                return e;
-        }
-        return 0;
+        return raw_connect(r, (struct sockaddr *) &a, sizeof(a), 0);
 }
 
 void raw_close(struct raw *r) {
