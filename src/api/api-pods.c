@@ -825,11 +825,7 @@ static void delete_pod(struct api_call *c, const char *ns, const char *name) {
         lg_resource_free(res);
         if (r < 0)
                 return kube_store_error(c->req, r, &err, name);
-        r = lg_pods_sync(c->d->pods, ns, name, &err);
-        if (r == -ENOSYS) {
-                /* No pod manager to stop containers: gone at once. */
-                lg_store_delete(c->d->store, LG_KEY("Pod", ns, name), 0, NULL, NULL);
-        }
+        sync_pod(c, ns, name);
         respond_pod(c, 200, out);
         lg_resource_free(out);
 }
