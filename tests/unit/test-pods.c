@@ -399,16 +399,16 @@ static void test_graceful_delete(void **state) {
         json_decref(st);
 
         /* Ignores TERM: killed when the grace period ends. */
-        create_pod("stubborn", "{\"containers\": [{\"name\": \"c\", \"image\": \"test/bb:1\", \"command\": [\"sh\", "
-                               "\"-c\", \"trap '' TERM; echo up; while true; do sleep 0.1; done\"]}]}");
-        json_decref(wait_for("stubborn", running, "c"));
-        wait_log("stubborn", "c", "up");
-        delete_and_wait("stubborn", 1);
-        st = last_status_of("stubborn");
+        create_pod("ignores-term", "{\"containers\": [{\"name\": \"c\", \"image\": \"test/bb:1\", \"command\": [\"sh\", "
+                                   "\"-c\", \"trap '' TERM; echo up; while true; do sleep 0.1; done\"]}]}");
+        json_decref(wait_for("ignores-term", running, "c"));
+        wait_log("ignores-term", "c", "up");
+        delete_and_wait("ignores-term", 1);
+        st = last_status_of("ignores-term");
         assert_int_equal(exit_code(st, "c"), 137);
         json_decref(st);
         char dir[600];
-        snprintf(dir, sizeof(dir), "%s/logs/default/stubborn", tmp);
+        snprintf(dir, sizeof(dir), "%s/logs/default/ignores-term", tmp);
         assert_int_equal(access(dir, F_OK), -1);
 }
 
