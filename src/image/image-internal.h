@@ -108,6 +108,11 @@ void lg_image_manifest_free(struct lg_image_manifest *m);
 int lg_image_manifest_parse(const lg_image_store *st, const char *json, size_t len, struct lg_image_manifest *m,
                             struct lg_error *err);
 
+/* Free a NULL-terminated string array (NULL is fine) / copy one (NULL
+ * stays NULL); -ENOMEM. */
+void lg_image_strv_free(char **v);
+int lg_image_strv_dup(char *const *v, char ***ret);
+
 /* Free what img holds (not img itself). */
 void lg_image_clear(struct lg_image *img);
 

@@ -67,14 +67,6 @@ struct ictx {
         unsigned char rbuf[BUF_SIZE], dbuf[BUF_SIZE];
 };
 
-static void strv_free(char **v) {
-        if (!v)
-                return;
-        for (size_t i = 0; v[i]; i++)
-                free(v[i]);
-        free(v);
-}
-
 static int touch(struct ictx *x, const char *digest) {
         if (x->n_touched == x->cap_touched) {
                 size_t ncap = x->cap_touched ? x->cap_touched * 2 : 32;
@@ -711,7 +703,7 @@ int lg_image_import(lg_image_store *st, const char *path, const char *name, lg_i
         if (r < 0)
                 goto out;
         if (norm[0]) {
-                strv_free(x->jobs[0].names);
+                lg_image_strv_free(x->jobs[0].names);
                 if (!(x->jobs[0].names = calloc(1, sizeof(char *)))) {
                         r = lg_error_set(err, ENOMEM, "import");
                         goto out;
@@ -762,7 +754,7 @@ out:
                 free(x->ents[i].mem);
         }
         for (size_t i = 0; i < x->n_jobs; i++)
-                strv_free(x->jobs[i].names);
+                lg_image_strv_free(x->jobs[i].names);
         free(x->jobs);
         free(x->ents);
         free(x->touched);

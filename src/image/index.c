@@ -31,17 +31,9 @@ struct idx {
         size_t n;
 };
 
-static void strv_free(char **v) {
-        if (!v)
-                return;
-        for (size_t i = 0; v[i]; i++)
-                free(v[i]);
-        free(v);
-}
-
 static void idx_free(struct idx *x) {
         for (size_t i = 0; i < x->n; i++)
-                strv_free(x->v[i].names);
+                lg_image_strv_free(x->v[i].names);
         free(x->v);
         x->v = NULL;
         x->n = 0;
@@ -77,7 +69,7 @@ static int rec_del_name(struct rec *r, const char *name) {
 }
 
 static void idx_del(struct idx *x, size_t i) {
-        strv_free(x->v[i].names);
+        lg_image_strv_free(x->v[i].names);
         memmove(x->v + i, x->v + i + 1, (x->n - i - 1) * sizeof(*x->v));
         x->n--;
 }
@@ -350,15 +342,10 @@ static int make_image(lg_image_store *st, const struct rec *rc, struct lg_image 
                 lg_image_free(img);
                 return r;
         }
-        if (!(img->names = calloc(rc->n_names + 1, sizeof(char *)))) {
+        if (lg_image_strv_dup(rc->names, &img->names) < 0) {
                 lg_image_free(img);
                 return lg_error_set(err, ENOMEM, "allocate image");
         }
-        for (size_t k = 0; k < rc->n_names; k++)
-                if (!(img->names[k] = strdup(rc->names[k]))) {
-                        lg_image_free(img);
-                        return lg_error_set(err, ENOMEM, "allocate image");
-                }
         *ret = img;
         return 0;
 }

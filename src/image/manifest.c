@@ -49,7 +49,7 @@ void lg_image_manifest_free(struct lg_image_manifest *m) {
         m->n_layers = 0;
 }
 
-static void strv_free(char **v) {
+void lg_image_strv_free(char **v) {
         if (!v)
                 return;
         for (size_t i = 0; v[i]; i++)
@@ -57,15 +57,34 @@ static void strv_free(char **v) {
         free(v);
 }
 
+int lg_image_strv_dup(char *const *v, char ***ret) {
+        *ret = NULL;
+        if (!v)
+                return 0;
+        size_t n = 0;
+        while (v[n])
+                n++;
+        char **c = calloc(n + 1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (!(c[i] = strdup(v[i]))) {
+                        lg_image_strv_free(c);
+                        return -ENOMEM;
+                }
+        *ret = c;
+        return 0;
+}
+
 void lg_image_clear(struct lg_image *img) {
         if (!img)
                 return;
-        strv_free(img->names);
-        strv_free(img->layer_dirs);
-        strv_free(img->layer_digests);
-        strv_free(img->entrypoint);
-        strv_free(img->cmd);
-        strv_free(img->env);
+        lg_image_strv_free(img->names);
+        lg_image_strv_free(img->layer_dirs);
+        lg_image_strv_free(img->layer_digests);
+        lg_image_strv_free(img->entrypoint);
+        lg_image_strv_free(img->cmd);
+        lg_image_strv_free(img->env);
         free(img->working_dir);
         free(img->user);
         memset(img, 0, sizeof(*img));
@@ -230,11 +249,11 @@ static int strv_from_json(json_t *a, char ***ret, const char *what, struct lg_er
         for (size_t i = 0; i < n; i++) {
                 const char *s = json_string_value(json_array_get(a, i));
                 if (!s) {
-                        strv_free(v);
+                        lg_image_strv_free(v);
                         return lg_error_setm(err, EINVAL, "config: %s[%zu] is not a string", what, i);
                 }
                 if (!(v[i] = strdup(s))) {
-                        strv_free(v);
+                        lg_image_strv_free(v);
                         return lg_error_set(err, ENOMEM, "parse config");
                 }
         }
