@@ -22,8 +22,16 @@ enum {
         LG_CGROUP_CREATE_ADOPT = 1u << 0,
 };
 
-/* Fresh groups start without limits, so on create the backends skip every
- * field that is 0; a later set_limits writes 0 as "no limit" instead. */
+/* The fields of a set_limits: the dispatcher passes only those that differ
+ * from what the group has (a fresh group has no limit at all), so that a
+ * change of one limit on the start path is one write. */
+enum {
+        LG_CG_MEMORY = 1u << 0,     /* memory_max (and swap with it) */
+        LG_CG_CPU_MAX = 1u << 1,    /* cpu_quota_us and cpu_period_us */
+        LG_CG_CPU_WEIGHT = 1u << 2, /* cpu_weight, never 0 here */
+        LG_CG_PIDS = 1u << 3,       /* pids_max */
+};
+
 struct lg_cgroup_ops {
         enum lg_cgroup_version version;
         /* mkdir the group (and the parent on demand) and open it. */
@@ -31,8 +39,9 @@ struct lg_cgroup_ops {
                       unsigned flags, lg_cgroup **ret, struct lg_error *err);
         int (*open)(const char *mount_root, const char *parent, const char *name,
                     lg_cgroup **ret);
+        /* Write the fields in `which` (LG_CG_*), 0 as "no limit". */
         int (*set_limits)(lg_cgroup *cg, const struct lg_cgroup_limits *limits,
-                          bool initial, struct lg_error *err);
+                          unsigned which, struct lg_error *err);
         int (*add_pid)(lg_cgroup *cg, pid_t pid);
         int (*dirfd)(lg_cgroup *cg);
         int (*get_stats)(lg_cgroup *cg, struct lg_cgroup_stats *ret);
@@ -56,6 +65,10 @@ struct lg_cgroup {
         char *root;
         char *parent;
         char *name;
+        /* What the group's limits are, as far as known: set by create and
+         * each set_limits that succeeded; an opened group's are unknown. */
+        struct lg_cgroup_limits applied;
+        bool applied_known;
 };
 
 /* create with flags (see LG_CGROUP_CREATE_ADOPT); lg_cgroup_create is this

@@ -314,14 +314,14 @@ static int v1_missing(struct v1_cgroup *c, const char *ctrl, struct lg_error *er
                             ctrl, c->head.root);
 }
 
-static int v1_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, bool initial,
+static int v1_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, unsigned which,
                          struct lg_error *err) {
         struct v1_cgroup *c = V1(cg);
         struct v1_hier *h;
         char v[32];
         int r;
 
-        if (l->memory_max || !initial) {
+        if (which & LG_CG_MEMORY) {
                 h = hier(c, V1_MEMORY);
                 if (h) {
                         r = v1_set_memory(c, h, l->memory_max, err);
@@ -331,18 +331,18 @@ static int v1_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, bool i
                         return v1_missing(c, "memory", err);
         }
 
-        if (l->cpu_quota_us || l->cpu_weight || !initial) {
+        if (which & (LG_CG_CPU_MAX | LG_CG_CPU_WEIGHT)) {
                 h = hier(c, V1_CPU);
                 if (!h) {
                         if (l->cpu_quota_us || l->cpu_weight)
                                 return v1_missing(c, "cpu", err);
                 } else {
-                        if (l->cpu_quota_us || !initial) {
+                        if (which & LG_CG_CPU_MAX) {
                                 r = v1_set_cpu_max(c, h, l->cpu_quota_us, l->cpu_period_us, err);
                                 if (r < 0)
                                         return r;
                         }
-                        if (l->cpu_weight) {
+                        if (which & LG_CG_CPU_WEIGHT) {
                                 snprintf(v, sizeof(v), "%llu",
                                          (unsigned long long) lg_cgroup_weight_to_shares(l->cpu_weight));
                                 r = v1_write(c, h, "cpu.shares", v, err);
@@ -352,7 +352,7 @@ static int v1_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, bool i
                 }
         }
 
-        if (l->pids_max || !initial) {
+        if (which & LG_CG_PIDS) {
                 h = hier(c, V1_PIDS);
                 if (h) {
                         if (l->pids_max)

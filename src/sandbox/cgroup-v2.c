@@ -237,13 +237,13 @@ static int v2_write_limit(struct v2_cgroup *c, const char *ctrl, const char *fil
         return 0;
 }
 
-static int v2_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, bool initial,
+static int v2_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, unsigned which,
                          struct lg_error *err) {
         struct v2_cgroup *c = V2(cg);
         char v[64];
         int r;
 
-        if (l->memory_max || !initial) {
+        if (which & LG_CG_MEMORY) {
                 if (l->memory_max)
                         snprintf(v, sizeof(v), "%llu", (unsigned long long) l->memory_max);
                 else
@@ -260,7 +260,7 @@ static int v2_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, bool i
                 }
         }
 
-        if (l->cpu_quota_us || !initial) {
+        if (which & LG_CG_CPU_MAX) {
                 if (l->cpu_quota_us)
                         snprintf(v, sizeof(v), "%llu %llu", (unsigned long long) l->cpu_quota_us,
                                  (unsigned long long) l->cpu_period_us);
@@ -271,14 +271,14 @@ static int v2_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, bool i
                         return r;
         }
 
-        if (l->cpu_weight) {
+        if (which & LG_CG_CPU_WEIGHT) {
                 snprintf(v, sizeof(v), "%llu", (unsigned long long) l->cpu_weight);
                 r = v2_write_limit(c, "cpu", "cpu.weight", v, true, err);
                 if (r < 0)
                         return r;
         }
 
-        if (l->pids_max || !initial) {
+        if (which & LG_CG_PIDS) {
                 if (l->pids_max)
                         snprintf(v, sizeof(v), "%llu", (unsigned long long) l->pids_max);
                 else

@@ -122,6 +122,38 @@ static int normalize_limits(const struct lg_cgroup_limits *in, struct lg_cgroup_
         return 0;
 }
 
+/* The fields of l that differ from old (NULL: not known, so all of them).
+ * A cpu_weight of 0 leaves the weight as it is: never a change. */
+static unsigned changed_fields(const struct lg_cgroup_limits *l, const struct lg_cgroup_limits *old) {
+        unsigned which = 0;
+        if (!old || l->memory_max != old->memory_max)
+                which |= LG_CG_MEMORY;
+        if (!old || l->cpu_quota_us != old->cpu_quota_us || l->cpu_period_us != old->cpu_period_us)
+                which |= LG_CG_CPU_MAX;
+        if (l->cpu_weight && (!old || l->cpu_weight != old->cpu_weight))
+                which |= LG_CG_CPU_WEIGHT;
+        if (!old || l->pids_max != old->pids_max)
+                which |= LG_CG_PIDS;
+        return which;
+}
+
+/* Apply the changed fields of l (normalized) and remember what the group
+ * has now; after a failure part of it may have been written: unknown. */
+static int apply_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, const struct lg_cgroup_limits *old,
+                        struct lg_error *err) {
+        unsigned which = changed_fields(l, old);
+        int r = which ? cg->ops->set_limits(cg, l, which, err) : 0;
+        if (r < 0) {
+                cg->applied_known = false;
+                return r;
+        }
+        uint64_t weight = l->cpu_weight ? l->cpu_weight : old ? old->cpu_weight : 0;
+        cg->applied = *l;
+        cg->applied.cpu_weight = weight;
+        cg->applied_known = true;
+        return 0;
+}
+
 int lg_cgroup_create_flags(const char *mount_root, enum lg_cgroup_version version,
                            const char *parent, const char *name,
                            const struct lg_cgroup_limits *limits, unsigned flags,
@@ -144,7 +176,9 @@ int lg_cgroup_create_flags(const char *mount_root, enum lg_cgroup_version versio
         r = ops->create(mount_root, parent, name, flags, &cg, err);
         if (r < 0)
                 return r;
-        r = ops->set_limits(cg, &l, true, err);
+        /* A fresh group has no limit: only what is asked for is written. */
+        const struct lg_cgroup_limits fresh = {.cpu_period_us = 100000};
+        r = apply_limits(cg, &l, &fresh, err);
         if (r < 0) {
                 ops->rollback(cg);
                 return r;
@@ -188,7 +222,7 @@ int lg_cgroup_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *limits,
         int r = normalize_limits(limits, &l, err);
         if (r < 0)
                 return r;
-        return cg->ops->set_limits(cg, &l, false, err);
+        return apply_limits(cg, &l, cg->applied_known ? &cg->applied : NULL, err);
 }
 
 int lg_cgroup_get_stats(lg_cgroup *cg, struct lg_cgroup_stats *ret) {

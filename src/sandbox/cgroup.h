@@ -59,7 +59,9 @@ int lg_cgroup_add_pid(lg_cgroup *cg, pid_t pid);
  * CLONE_INTO_CGROUP; -EOPNOTSUPP on v1. The fd stays owned by cg. */
 int lg_cgroup_dirfd(lg_cgroup *cg);
 
-/* Change limits of a live group (startup boost lowers cpu later). */
+/* Change limits of a live group (startup boost lowers cpu later). Only
+ * the limits that differ from those create or the last set_limits applied
+ * are written (all of them on a group from lg_cgroup_open). */
 int lg_cgroup_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *limits,
                          struct lg_error *err);
 
