@@ -643,6 +643,18 @@ static pid_t clone_child(int cgroup_fd, bool new_ipc, int *pidfd) {
         return (pid_t) syscall(SYS_clone3, &args, sizeof(args));
 }
 
+/* The cgroup limits of a sandbox's resources. */
+static struct lg_cgroup_limits limits_of(uint64_t memory_bytes, uint64_t cpu_millis, uint64_t cpu_weight,
+                                         uint64_t pids_max) {
+        return (struct lg_cgroup_limits){
+                .memory_max = memory_bytes,
+                .cpu_quota_us = cpu_millis * 100, /* of a 100 ms period */
+                .cpu_period_us = 100000,
+                .cpu_weight = cpu_weight,
+                .pids_max = pids_max,
+        };
+}
+
 static int create_cgroup(const struct lg_sandbox_spec *spec, lg_sandbox *sb, struct lg_error *err) {
         enum lg_cgroup_version ver;
         const char *root, *parent;
@@ -650,13 +662,7 @@ static int create_cgroup(const struct lg_sandbox_spec *spec, lg_sandbox *sb, str
         if (r < 0)
                 return lg_error_set(err, r, "no usable cgroup hierarchy at `%s`", root);
         struct lg_cgroup_limits *lim = &sb->limits;
-        *lim = (struct lg_cgroup_limits){
-                .memory_max = spec->memory_bytes,
-                .cpu_quota_us = spec->cpu_millis * 100, /* of a 100 ms period */
-                .cpu_period_us = 100000,
-                .cpu_weight = spec->cpu_weight,
-                .pids_max = spec->pids_max,
-        };
+        *lim = limits_of(spec->memory_bytes, spec->cpu_millis, spec->cpu_weight, spec->pids_max);
         char desc[PATH_MAX + 128];
         /* No limit asked for, no cgroup: the pid namespace already keeps
          * every process together and kills them with legion-init, so a
@@ -938,28 +944,25 @@ int lg_sandbox_start_with(lg_sandbox *sb, const struct lg_sandbox_launch *l, str
         return r;
 }
 
-int lg_sandbox_set_limits(lg_sandbox *sb, uint64_t memory_bytes, uint64_t cpu_millis, uint64_t cpu_weight,
-                          uint64_t pids_max, struct lg_error *err) {
+/* The cgroup writes only the limits that changed: raising the weight of a
+ * taken placeholder is one write. */
+static int apply_limits(lg_sandbox *sb, const struct lg_cgroup_limits *lim, struct lg_error *err) {
         if (!sb->cg)
                 return lg_error_set(err, ENODATA, "sandbox `%s` was made without limits", sb->id);
-        struct lg_cgroup_limits lim = sb->limits;
-        lim.memory_max = memory_bytes;
-        lim.cpu_quota_us = cpu_millis * 100; /* of a 100 ms period */
-        lim.cpu_period_us = 100000;
+        int r = lg_cgroup_set_limits(sb->cg, lim, err);
+        if (r >= 0)
+                sb->limits = *lim;
+        return r;
+}
+
+int lg_sandbox_set_limits(lg_sandbox *sb, uint64_t memory_bytes, uint64_t cpu_millis, uint64_t cpu_weight,
+                          uint64_t pids_max, struct lg_error *err) {
         /* 0 leaves the group's weight as it is: the default, unless one
          * was set before, which goes back to the default. */
-        lim.cpu_weight = cpu_weight ? cpu_weight : sb->limits.cpu_weight ? 100 : 0;
-        lim.pids_max = pids_max;
-        /* Unchanged limits cost nothing: a warm sandbox taken for a
-         * workload with the limits it was made with. */
-        if (lim.memory_max == sb->limits.memory_max && lim.cpu_quota_us == sb->limits.cpu_quota_us &&
-            lim.cpu_period_us == sb->limits.cpu_period_us && lim.cpu_weight == sb->limits.cpu_weight &&
-            lim.pids_max == sb->limits.pids_max)
-                return 0;
-        int r = lg_cgroup_set_limits(sb->cg, &lim, err);
-        if (r >= 0)
-                sb->limits = lim;
-        return r;
+        if (!cpu_weight && sb->limits.cpu_weight)
+                cpu_weight = 100;
+        struct lg_cgroup_limits lim = limits_of(memory_bytes, cpu_millis, cpu_weight, pids_max);
+        return apply_limits(sb, &lim, err);
 }
 
 /* Turn legion-init's own wait status plus its last op=exit report into the
@@ -1081,25 +1084,15 @@ int lg_sandbox_stats(lg_sandbox *sb, struct lg_sandbox_stats *ret) {
 }
 
 int lg_sandbox_set_cpu(lg_sandbox *sb, uint64_t cpu_millis, struct lg_error *err) {
-        if (!sb->cg)
-                return lg_error_set(err, ENODATA, "sandbox `%s` was made without limits", sb->id);
         struct lg_cgroup_limits lim = sb->limits;
         lim.cpu_quota_us = cpu_millis * 100;
-        int r = lg_cgroup_set_limits(sb->cg, &lim, err);
-        if (r >= 0)
-                sb->limits = lim;
-        return r;
+        return apply_limits(sb, &lim, err);
 }
 
 int lg_sandbox_set_cpu_weight(lg_sandbox *sb, uint64_t weight, struct lg_error *err) {
-        if (!sb->cg)
-                return lg_error_set(err, ENODATA, "sandbox `%s` was made without limits", sb->id);
         struct lg_cgroup_limits lim = sb->limits;
         lim.cpu_weight = weight;
-        int r = lg_cgroup_set_limits(sb->cg, &lim, err);
-        if (r >= 0)
-                sb->limits = lim;
-        return r;
+        return apply_limits(sb, &lim, err);
 }
 
 /* In a helper process: enter the sandbox's mount namespace and attach the
