@@ -32,6 +32,8 @@ struct lg_image_pending {
         unsigned n;
 };
 
+struct lg_image_index_cache;
+
 struct lg_image_store {
         char *dir;
         int dirfd;
@@ -40,6 +42,7 @@ struct lg_image_store {
         struct lg_image_limits lim;
         struct lg_image_pending *pending;
         size_t n_pending, cap_pending;
+        struct lg_image_index_cache *cache; /* lg_image_get's, under mu (index.c) */
 };
 
 /* ---- store.c ---- */
@@ -71,6 +74,9 @@ int lg_image_blob_put(lg_image_store *st, const void *buf, size_t len, char dige
  * make sure the image is recorded) at it. */
 int lg_image_index_add(lg_image_store *st, const char *manifest, const char *config, const char *name,
                        struct lg_error *err);
+
+/* Free lg_image_get's cache (NULL is fine). */
+void lg_image_index_cache_free(struct lg_image_index_cache *c);
 
 /* A temporary name in tmp/: "<what><16 hex>". */
 int lg_image_tmp_name(char *buf, size_t cap, const char *what);
@@ -112,6 +118,9 @@ int lg_image_manifest_parse(const lg_image_store *st, const char *json, size_t l
  * stays NULL); -ENOMEM. */
 void lg_image_strv_free(char **v);
 int lg_image_strv_dup(char *const *v, char ***ret);
+
+/* A copy of src with names (NULL-terminated) for its names; -ENOMEM. */
+int lg_image_copy(const struct lg_image *src, char *const *names, struct lg_image **ret);
 
 /* Free what img holds (not img itself). */
 void lg_image_clear(struct lg_image *img);

@@ -4,7 +4,8 @@
  *
  * images.json is {"images": [{"manifest": "sha256:..", "id": "sha256:..",
  * "names": [...]}]}. It is re-read for every operation (another process may
- * have changed it) and replaced by rename; changes happen under the
+ * have changed it; lookups parse it again only when it changed, see struct
+ * lg_image_index_cache) and replaced by rename; changes happen under the
  * handle's mutex and an exclusive flock of index.lock, so that two
  * processes never lose each other's updates. An image with no names is
  * kept only when it was imported untagged; an image whose last name moves
@@ -74,22 +75,39 @@ static void idx_del(struct idx *x, size_t i) {
         x->n--;
 }
 
-static int idx_load(lg_image_store *st, struct idx *x, struct lg_error *err) {
-        memset(x, 0, sizeof(*x));
+/* images.json's bytes, NUL-terminated (*ret NULL when there is none). */
+static int idx_read(lg_image_store *st, char **ret, size_t *len, struct lg_error *err) {
+        *ret = NULL;
+        *len = 0;
         _cleanup_close_ int fd = openat(st->dirfd, "images.json", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
                 if (errno == ENOENT)
                         return 0;
                 return lg_error_set(err, errno, "open `%s/images.json`", st->dir);
         }
-        /* Through stdio: jansson reads a bare fd one byte per read(2),
-         * and this runs for every container start. */
-        _cleanup_fclose_ FILE *f = fdopen(fd, "r");
-        if (!f)
+        struct stat s;
+        if (fstat(fd, &s) < 0)
                 return lg_error_set(err, errno, "read `%s/images.json`", st->dir);
-        fd = -1;
+        _cleanup_free_ char *buf = malloc((size_t) s.st_size + 1);
+        if (!buf)
+                return lg_error_set(err, ENOMEM, "read `%s/images.json`", st->dir);
+        /* Replaced by rename, never written in place: the size holds. */
+        ssize_t n = lg_read_all(fd, buf, (size_t) s.st_size);
+        if (n < 0)
+                return lg_error_set(err, (int) n, "read `%s/images.json`", st->dir);
+        buf[n] = '\0';
+        *len = (size_t) n;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+/* Parse images.json's text (NULL: no file, no images). */
+static int idx_parse(lg_image_store *st, const char *text, size_t len, struct idx *x, struct lg_error *err) {
+        memset(x, 0, sizeof(*x));
+        if (!text)
+                return 0;
         json_error_t je;
-        json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
+        json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
         if (!root)
                 return lg_error_setm(err, EBADMSG, "`%s/images.json` is corrupt: %s", st->dir, je.text);
         int r = 0;
@@ -136,6 +154,17 @@ out:
         if (r < 0)
                 idx_free(x);
         return r;
+}
+
+static int idx_load(lg_image_store *st, struct idx *x, struct lg_error *err) {
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+        int r = idx_read(st, &text, &len, err);
+        if (r < 0) {
+                memset(x, 0, sizeof(*x));
+                return r;
+        }
+        return idx_parse(st, text, len, x, err);
 }
 
 static int idx_save(lg_image_store *st, const struct idx *x, struct lg_error *err) {
@@ -350,19 +379,77 @@ static int make_image(lg_image_store *st, const struct rec *rc, struct lg_image 
         return 0;
 }
 
-int lg_image_get(lg_image_store *st, const char *ref, struct lg_image **ret, struct lg_error *err) {
-        *ret = NULL;
-        struct idx x;
-        pthread_mutex_lock(&st->mu);
-        int r = idx_load(st, &x, err);
-        pthread_mutex_unlock(&st->mu);
+/* The lookups' view of the index, under st->mu. images.json is re-read
+ * for every lookup (another process may have changed it), but parsed, and
+ * the images of its records loaded from their manifests and configs, only
+ * when its bytes differ from the last time: this runs for every container
+ * start. An image loaded for a manifest digest stays valid as long as the
+ * index names that digest, since blobs are content-addressed and GC only
+ * takes blobs that the index does not name. */
+struct lg_image_index_cache {
+        char *text; /* images.json as parsed; NULL: there was none */
+        size_t len;
+        struct idx idx;
+        struct lg_image **loaded; /* per record: its image without names, or NULL until asked for */
+};
+
+void lg_image_index_cache_free(struct lg_image_index_cache *c) {
+        if (!c)
+                return;
+        for (size_t i = 0; i < c->idx.n; i++)
+                lg_image_free(c->loaded[i]);
+        free(c->loaded);
+        idx_free(&c->idx);
+        free(c->text);
+        free(c);
+}
+
+static int cache_refresh(lg_image_store *st, struct lg_error *err) {
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+        int r = idx_read(st, &text, &len, err);
         if (r < 0)
                 return r;
+        struct lg_image_index_cache *c = st->cache;
+        if (c && (c->text ? text && c->len == len && !memcmp(c->text, text, len) : !text))
+                return 0;
+        lg_image_index_cache_free(TAKE_PTR(st->cache));
+        if (!(c = calloc(1, sizeof(*c))))
+                return lg_error_set(err, ENOMEM, "load the image index");
+        r = idx_parse(st, text, len, &c->idx, err);
+        if (r < 0) {
+                free(c);
+                return r;
+        }
+        if (!(c->loaded = calloc(c->idx.n + 1, sizeof(*c->loaded)))) {
+                lg_image_index_cache_free(c);
+                return lg_error_set(err, ENOMEM, "load the image index");
+        }
+        c->text = TAKE_PTR(text);
+        c->len = len;
+        st->cache = c;
+        return 0;
+}
+
+int lg_image_get(lg_image_store *st, const char *ref, struct lg_image **ret, struct lg_error *err) {
+        *ret = NULL;
+        pthread_mutex_lock(&st->mu);
         size_t at;
-        r = find(&x, ref, &at, err);
+        int r = cache_refresh(st, err);
         if (r >= 0)
-                r = make_image(st, &x.v[at], ret, err);
-        idx_free(&x);
+                r = find(&st->cache->idx, ref, &at, err);
+        if (r >= 0 && !st->cache->loaded[at]) {
+                struct lg_image *img = calloc(1, sizeof(*img));
+                r = img ? lg_image_load(st, st->cache->idx.v[at].manifest, img, NULL, err)
+                        : lg_error_set(err, ENOMEM, "allocate image");
+                if (r < 0)
+                        free(img);
+                else
+                        st->cache->loaded[at] = img;
+        }
+        if (r >= 0 && lg_image_copy(st->cache->loaded[at], st->cache->idx.v[at].names, ret) < 0)
+                r = lg_error_set(err, ENOMEM, "allocate image");
+        pthread_mutex_unlock(&st->mu);
         return r < 0 ? r : 0;
 }
 

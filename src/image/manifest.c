@@ -76,6 +76,7 @@ int lg_image_strv_dup(char *const *v, char ***ret) {
         return 0;
 }
 
+/* Keep lg_image_clear and lg_image_copy in step with struct lg_image. */
 void lg_image_clear(struct lg_image *img) {
         if (!img)
                 return;
@@ -93,6 +94,31 @@ void lg_image_clear(struct lg_image *img) {
 void lg_image_free(struct lg_image *img) {
         lg_image_clear(img);
         free(img);
+}
+
+static int strdup_opt(const char *s, char **ret) {
+        *ret = NULL;
+        return s && !(*ret = strdup(s)) ? -ENOMEM : 0;
+}
+
+int lg_image_copy(const struct lg_image *src, char *const *names, struct lg_image **ret) {
+        *ret = NULL;
+        struct lg_image *img = malloc(sizeof(*img));
+        if (!img)
+                return -ENOMEM;
+        *img = *src;
+        img->names = img->layer_dirs = img->layer_digests = img->entrypoint = img->cmd = img->env = NULL;
+        img->working_dir = img->user = NULL;
+        if (lg_image_strv_dup(names, &img->names) < 0 || lg_image_strv_dup(src->layer_dirs, &img->layer_dirs) < 0 ||
+            lg_image_strv_dup(src->layer_digests, &img->layer_digests) < 0 ||
+            lg_image_strv_dup(src->entrypoint, &img->entrypoint) < 0 || lg_image_strv_dup(src->cmd, &img->cmd) < 0 ||
+            lg_image_strv_dup(src->env, &img->env) < 0 || strdup_opt(src->working_dir, &img->working_dir) < 0 ||
+            strdup_opt(src->user, &img->user) < 0) {
+                lg_image_free(img);
+                return -ENOMEM;
+        }
+        *ret = img;
+        return 0;
 }
 
 /* A descriptor's digest and size; what names it in messages. */

@@ -46,6 +46,8 @@ void lg_image_store_set_limits(lg_image_store *st, const struct lg_image_limits 
                 l.max_layers = DEFAULT_MAX_LAYERS;
         pthread_mutex_lock(&st->mu);
         st->lim = l;
+        /* What was loaded under other limits might not load under these. */
+        lg_image_index_cache_free(TAKE_PTR(st->cache));
         pthread_mutex_unlock(&st->mu);
 }
 
@@ -264,6 +266,7 @@ void lg_image_store_close(lg_image_store *st) {
         if (st->dirfd >= 0)
                 close(st->dirfd);
         pthread_mutex_destroy(&st->mu);
+        lg_image_index_cache_free(st->cache);
         free(st->pending);
         free(st->dir);
         free(st);
