@@ -18,13 +18,12 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from conftest import BUILD, runner
 from oci_kit import free_port
-
-BUILD = os.environ.get("LEGION_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ADMIN = "lgn_admin_secret"
 NS_TOKEN = "lgn_team_a_secret"
@@ -215,25 +214,9 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
 
 
-@pytest.fixture(scope="module")
-def legion_client_bin():
-    path = os.path.abspath(os.path.join(BUILD, "legion"))
-    if not os.path.exists(path):
-        pytest.fail(f"{path} is not built: run `make build` first")
-    return path
-
-
 @pytest.fixture()
-def fake():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    srv.api = FakeLegiond()
-    srv.api.url = "http://127.0.0.1:%d" % srv.server_address[1]
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv.api
-    srv.shutdown()
-    srv.server_close()
+def fake(serve_fake):
+    return serve_fake(Handler, FakeLegiond())
 
 
 @pytest.fixture()
@@ -249,20 +232,7 @@ def cli(legion_client_bin, fake, home, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEGION_")}
     env["LEGION_HOME"] = str(home)
     env["LEGION_API"] = fake.url
-
-    def run(*args, input=None, check=None, env_extra=None, cwd=None):
-        e = dict(env, **(env_extra or {}))
-        p = subprocess.run([legion_client_bin, *args], input=input, capture_output=True, timeout=30, env=e,
-                           cwd=cwd or tmp_path)
-        p.stdout = p.stdout.decode(errors="replace")
-        p.stderr = p.stderr.decode(errors="replace")
-        if check is not None:
-            assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-        return p
-
-    run.env = env
-    run.bin = legion_client_bin
-    return run
+    return runner(legion_client_bin, env, timeout=30, cwd=tmp_path)
 
 
 @pytest.fixture()
@@ -600,13 +570,7 @@ def real_legiond(legion_client_bin):
             pytest.fail("legiond did not start: " + open(os.path.join(home, "legiond.log")).read())
         env = dict(env, LEGION_HOME=home, LEGION_API=url)
 
-        def run(*args, check=None):
-            p = subprocess.run([legion_client_bin, *args], capture_output=True, timeout=90, env=env)
-            p.stdout, p.stderr = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-            if check is not None:
-                assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-            return p
-
+        run = runner(legion_client_bin, env, timeout=90)
         run.url = url
         yield run
     finally:

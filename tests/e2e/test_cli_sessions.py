@@ -9,15 +9,15 @@ import io
 import json
 import os
 import re
-import subprocess
 import threading
 import traceback
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-BUILD = os.environ.get("LEGION_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+from conftest import runner
+
 ADMIN = "lgn_admin_secret"
 NS_TOKEN = "lgn_team_a_secret"
 ID_RE = re.compile(r"^[A-Za-z0-9._:-]{4,128}$")
@@ -208,40 +208,18 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture()
-def fake():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    srv.api = Fake()
-    srv.api.url = "http://127.0.0.1:%d" % srv.server_address[1]
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv.api
-    srv.shutdown()
-    srv.server_close()
+def fake(serve_fake):
+    return serve_fake(Handler, Fake())
 
 
 @pytest.fixture()
-def cli(fake, tmp_path):
-    binary = os.path.abspath(os.path.join(BUILD, "legion"))
-    if not os.path.exists(binary):
-        pytest.fail(f"{binary} is not built: run `make build` first")
+def cli(legion_client_bin, fake, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / "admin.token").write_text(ADMIN + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEGION_")}
     env.update(LEGION_HOME=str(home), LEGION_API=fake.url)
-
-    def run(*args, input=None, check=None, env_extra=None, binary_out=False):
-        p = subprocess.run([binary, *args], input=input, capture_output=True, timeout=30,
-                           env=dict(env, **(env_extra or {})), cwd=tmp_path)
-        if not binary_out:
-            p.stdout = p.stdout.decode(errors="replace")
-        p.stderr = p.stderr.decode(errors="replace")
-        if check is not None:
-            assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
-        return p
-
-    return run
+    return runner(legion_client_bin, env, timeout=30, cwd=tmp_path)
 
 
 @pytest.fixture()
