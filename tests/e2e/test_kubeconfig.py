@@ -15,19 +15,14 @@ import warnings
 import pytest
 
 import kube_kit
-from test_legiond import LEGIOND, Legiond, free_port
+from test_legiond import LEGIOND, Legiond, free_port, start_legiond
 
 KUBECTLS = kube_kit.kubectls()
 
 
 @pytest.fixture()
 def legiond(legion_bin, tmp_path):
-    if not os.path.exists(LEGIOND):
-        pytest.fail(f"{LEGIOND} is not built")
-    home = str(tmp_path / "home")
-    os.makedirs(home)
-    d = Legiond(home, free_port())
-    d.start()
+    d = start_legiond(tmp_path)
     yield d
     d.stop()
 

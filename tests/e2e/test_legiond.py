@@ -118,20 +118,26 @@ class Legiond:
         return json.loads(body)
 
 
-@pytest.fixture()
-def legiond(legion_bin, tmp_path):
+def start_legiond(tmp_path):
+    """A started legiond with its home in tmp_path/home."""
     if not os.path.exists(LEGIOND):
         pytest.fail(f"{LEGIOND} is not built")
     home = str(tmp_path / "home")
     os.makedirs(home)
     d = Legiond(home, free_port())
     d.start()
+    return d
+
+
+@pytest.fixture()
+def legiond(legion_bin, tmp_path):
+    d = start_legiond(tmp_path)
     yield d
     d.stop(signal.SIGKILL)
     # Nothing outlives a killed legiond: no sandbox, and no helper process
     # forked from it (those would still show legiond's command line).
     def leftovers():
-        r = subprocess.run(["pgrep", "-f", f"--home {home} "], capture_output=True, text=True)
+        r = subprocess.run(["pgrep", "-f", f"--home {d.home} "], capture_output=True, text=True)
         return r.stdout.split()
 
     deadline = time.time() + 10
