@@ -265,76 +265,97 @@ static int fail(struct sqlite_store *ss, int rc, struct lg_error *err, const cha
         return lg_error_set(err, e, "%s: %s", what, sqlite3_errmsg(ss->db));
 }
 
-static void stmt_resetp(sqlite3_stmt **s) {
-        if (*s) {
-                sqlite3_reset(*s);
-                sqlite3_clear_bindings(*s);
-        }
-}
-#define _cleanup_stmt_ _cleanup_(stmt_resetp)
-
-static int stmt(struct sqlite_store *ss, enum stmt_id id, sqlite3_stmt **ret,
-                struct lg_error *err) {
-        if (!ss->stmts[id]) {
-                int rc = sqlite3_prepare_v3(ss->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
-                                            &ss->stmts[id], NULL);
-                if (rc != SQLITE_OK)
-                        return fail(ss, rc, err, "prepare statement");
-        }
-        *ret = ss->stmts[id];
-        return 0;
-}
-
-/* Binds values in order of call; the first error sticks. Strings are bound
- * SQLITE_STATIC: they outlive the statement's use (the statement is reset
- * by its cleanup before any caller's buffer goes away). */
-struct binder {
+/* One use of a statement: prepared, bound, stepped, and reset (a cached
+ * one) or finalized (a one-off) by its cleanup. The first error of
+ * preparing or binding sticks and is reported by the step, so that an op is
+ * query(), its binds and one step call. Strings are bound SQLITE_STATIC:
+ * they outlive the statement's use (the cleanup resets it before any
+ * caller's buffer goes away). */
+struct query {
+        struct sqlite_store *ss;
         sqlite3_stmt *s;
-        int rc;
+        int rc;           /* SQLITE_OK, or the first error of prepare or bind */
+        const char *what; /* names the op in an error message */
+        bool one_off;     /* s is not in the cache: finalize it */
 };
-static void bind_text(struct binder *b, int i, const char *v) {
-        if (b->rc == SQLITE_OK)
-                b->rc = sqlite3_bind_text(b->s, i, v, -1, SQLITE_STATIC);
-}
-static void bind_int(struct binder *b, int i, int64_t v) {
-        if (b->rc == SQLITE_OK)
-                b->rc = sqlite3_bind_int64(b->s, i, v);
-}
-static void bind_key(struct binder *b, const struct lg_resource_key *k) {
-        bind_text(b, 1, k->kind);
-        bind_text(b, 2, k->namespace);
-        bind_text(b, 3, k->name);
+
+/* A statement of the cache, prepared on first use and kept. */
+static struct query query(struct sqlite_store *ss, enum stmt_id id, const char *what) {
+        struct query q = {ss, ss->stmts[id], SQLITE_OK, what, false};
+        if (!q.s) {
+                q.rc = sqlite3_prepare_v3(ss->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                          &ss->stmts[id], NULL);
+                q.s = ss->stmts[id];
+                if (q.rc != SQLITE_OK)
+                        q.what = "prepare statement";
+        }
+        return q;
 }
 
-/* Step a statement that returns no rows (or whose first row is ignored). */
-static int run(struct sqlite_store *ss, sqlite3_stmt *s, int bind_rc, struct lg_error *err,
-               const char *what) {
-        if (bind_rc != SQLITE_OK)
-                return fail(ss, bind_rc, err, what);
-        int rc = sqlite3_step(s);
-        if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-                return fail(ss, rc, err, what);
-        return 0;
+/* A statement run once (schema, pragmas, checks), outside the cache. */
+static struct query query_sql(struct sqlite_store *ss, const char *sql, const char *what) {
+        struct query q = {ss, NULL, SQLITE_OK, what, true};
+        q.rc = sqlite3_prepare_v2(ss->db, sql, -1, &q.s, NULL);
+        return q;
 }
 
-static int run_id(struct sqlite_store *ss, enum stmt_id id, struct lg_error *err,
-                  const char *what) {
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, id, &s, err);
-        return r < 0 ? r : run(ss, s, SQLITE_OK, err, what);
+static void query_done(struct query *q) {
+        if (q->one_off)
+                sqlite3_finalize(q->s);
+        else if (q->s) {
+                sqlite3_reset(q->s);
+                sqlite3_clear_bindings(q->s);
+        }
+}
+#define _cleanup_query_ _cleanup_(query_done)
+
+static void bind_text(struct query *q, int i, const char *v) {
+        if (q->rc == SQLITE_OK)
+                q->rc = sqlite3_bind_text(q->s, i, v, -1, SQLITE_STATIC);
+}
+static void bind_int(struct query *q, int i, int64_t v) {
+        if (q->rc == SQLITE_OK)
+                q->rc = sqlite3_bind_int64(q->s, i, v);
+}
+static void bind_key(struct query *q, const struct lg_resource_key *k) {
+        bind_text(q, 1, k->kind);
+        bind_text(q, 2, k->namespace);
+        bind_text(q, 3, k->name);
 }
 
-/* Step to the single row of a query: 1 with a row, 0 without. */
-static int step_row(struct sqlite_store *ss, sqlite3_stmt *s, int bind_rc, struct lg_error *err,
-                    const char *what) {
-        if (bind_rc != SQLITE_OK)
-                return fail(ss, bind_rc, err, what);
-        int rc = sqlite3_step(s);
+/* Step to the next row: 1 with a row, 0 at the end. */
+static int query_step(struct query *q, struct lg_error *err) {
+        int rc = q->rc == SQLITE_OK ? sqlite3_step(q->s) : q->rc;
         if (rc == SQLITE_ROW)
                 return 1;
         if (rc == SQLITE_DONE)
                 return 0;
-        return fail(ss, rc, err, what);
+        return fail(q->ss, rc, err, q->what);
+}
+
+/* Step a statement that returns no rows (or whose first row is ignored). */
+static int query_run(struct query *q, struct lg_error *err) {
+        int r = query_step(q, err);
+        return r < 0 ? r : 0;
+}
+
+/* The same for a write: how many rows it changed. */
+static int query_write(struct query *q, struct lg_error *err) {
+        int r = query_step(q, err);
+        return r < 0 ? r : sqlite3_changes(q->ss->db);
+}
+
+/* A count of rows read or changed, for an op about one row: 0, or -ENOENT
+ * (without a message) for none. */
+static int found(int r) { return r < 0 ? r : r > 0 ? 0 : -ENOENT; }
+
+/* Step to the single row of a query: 0 with the row, -ENOENT without. */
+static int query_row(struct query *q, struct lg_error *err) { return found(query_step(q, err)); }
+
+static int run_id(struct sqlite_store *ss, enum stmt_id id, struct lg_error *err,
+                  const char *what) {
+        _cleanup_query_ struct query q = query(ss, id, what);
+        return query_run(&q, err);
 }
 
 static const char *col_text(sqlite3_stmt *s, int i) {
@@ -383,33 +404,33 @@ static void sq_rollback_to(lg_store *st) {
 /* A query of one integer, run outside the statement cache (rare queries). */
 static int query_int(struct sqlite_store *ss, const char *sql, int64_t *ret,
                      struct lg_error *err) {
-        sqlite3_stmt *s;
-        int rc = sqlite3_prepare_v2(ss->db, sql, -1, &s, NULL);
-        if (rc != SQLITE_OK)
-                return fail(ss, rc, err, "prepare query");
-        rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW)
-                *ret = sqlite3_column_int64(s, 0);
-        int r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : fail(ss, rc, err, "query");
-        sqlite3_finalize(s);
+        _cleanup_query_ struct query q = query_sql(ss, sql, "query");
+        int r = query_row(&q, err);
+        if (r >= 0)
+                *ret = sqlite3_column_int64(q.s, 0);
         return r;
+}
+
+/* The text of the first row of a one-off query, copied to buf; "" when
+ * there is none. */
+static int query_text(struct sqlite_store *ss, const char *sql, char *buf, size_t size,
+                      struct lg_error *err, const char *what) {
+        _cleanup_query_ struct query q = query_sql(ss, sql, what);
+        int r = query_step(&q, err);
+        if (r < 0)
+                return r;
+        snprintf(buf, size, "%s", r > 0 && col_text(q.s, 0) ? col_text(q.s, 0) : "");
+        return 0;
 }
 
 static int sq_check(lg_store *st, struct lg_error *err) {
         struct sqlite_store *ss = SS(st);
-        sqlite3_stmt *s;
-        int rc = sqlite3_prepare_v2(ss->db, "PRAGMA integrity_check", -1, &s, NULL);
-        if (rc != SQLITE_OK)
-                return fail(ss, rc, err, "integrity check");
-        rc = sqlite3_step(s);
-        int r = 0;
-        if (rc != SQLITE_ROW)
-                r = fail(ss, rc, err, "integrity check");
-        else if (strcmp(col_text(s, 0) ? col_text(s, 0) : "", "ok") != 0)
-                r = lg_error_set(err, EUCLEAN, "integrity check: %.200s", col_text(s, 0));
-        sqlite3_finalize(s);
+        char res[201];
+        int r = query_text(ss, "PRAGMA integrity_check", res, sizeof(res), err, "integrity check");
         if (r < 0)
                 return r;
+        if (strcmp(res, "ok") != 0)
+                return lg_error_set(err, EUCLEAN, "integrity check: %s", res);
 
         int64_t n = 0;
         r = query_int(ss, "SELECT count(*) FROM pragma_foreign_key_check", &n, err);
@@ -434,14 +455,13 @@ static int sq_check(lg_store *st, struct lg_error *err) {
 
 static int read_int(lg_store *st, enum stmt_id id, int64_t *ret, struct lg_error *err,
                     const char *what) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, id, &s, err);
-        if (r < 0 || (r = step_row(ss, s, SQLITE_OK, err, what)) < 0)
-                return r;
-        if (r == 0)
+        _cleanup_query_ struct query q = query(SS(st), id, what);
+        int r = query_row(&q, err);
+        if (r == -ENOENT)
                 return lg_error_set(err, EUCLEAN, "%s: row missing", what);
-        *ret = sqlite3_column_int64(s, 0);
+        if (r < 0)
+                return r;
+        *ret = sqlite3_column_int64(q.s, 0);
         return 0;
 }
 
@@ -489,91 +509,57 @@ static int read_resource(sqlite3_stmt *s, struct lg_resource **ret, struct lg_er
 
 static int sq_res_get(lg_store *st, const struct lg_resource_key *key, struct lg_resource **ret,
                       struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_RES_GET, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_key(&b, key);
-        if ((r = step_row(ss, s, b.rc, err, "read resource")) <= 0)
-                return r < 0 ? r : -ENOENT;
-        return read_resource(s, ret, err);
+        _cleanup_query_ struct query q = query(SS(st), S_RES_GET, "read resource");
+        bind_key(&q, key);
+        int r = query_row(&q, err);
+        return r < 0 ? r : read_resource(q.s, ret, err);
 }
 
 static int sq_res_list(lg_store *st, const char *kind, const char *namespace,
                        lg_store_resource_fn fn, void *userdata, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, namespace ? S_RES_LIST_NS : S_RES_LIST, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_text(&b, 1, kind);
+        _cleanup_query_ struct query q =
+                query(SS(st), namespace ? S_RES_LIST_NS : S_RES_LIST, "list resources");
+        bind_text(&q, 1, kind);
         if (namespace)
-                bind_text(&b, 2, namespace);
-        if (b.rc != SQLITE_OK)
-                return fail(ss, b.rc, err, "list resources");
-        for (;;) {
-                int rc = sqlite3_step(s);
-                if (rc == SQLITE_DONE)
-                        return 0;
-                if (rc != SQLITE_ROW)
-                        return fail(ss, rc, err, "list resources");
+                bind_text(&q, 2, namespace);
+        int r;
+        while ((r = query_step(&q, err)) > 0) {
                 struct lg_resource *res;
-                if ((r = read_resource(s, &res, err)) < 0 || (r = fn(res, userdata)) < 0)
+                if ((r = read_resource(q.s, &res, err)) < 0 || (r = fn(res, userdata)) < 0)
                         return r;
         }
+        return r;
 }
 
-static void bind_row(struct binder *b, const struct lg_store_row *row) {
+static void bind_row(struct query *q, const struct lg_store_row *row) {
         const struct lg_resource *r = row->r;
-        bind_key(b, &(struct lg_resource_key){r->kind, r->namespace, r->name});
-        bind_text(b, 4, r->uid);
-        bind_int(b, 5, r->resource_version);
-        bind_int(b, 6, r->generation);
-        bind_text(b, 7, row->labels);
-        bind_text(b, 8, row->spec);
-        bind_text(b, 9, row->status);
-        bind_int(b, 10, r->created_at);
-        bind_int(b, 11, r->updated_at);
+        bind_key(q, &(struct lg_resource_key){r->kind, r->namespace, r->name});
+        bind_text(q, 4, r->uid);
+        bind_int(q, 5, r->resource_version);
+        bind_int(q, 6, r->generation);
+        bind_text(q, 7, row->labels);
+        bind_text(q, 8, row->spec);
+        bind_text(q, 9, row->status);
+        bind_int(q, 10, r->created_at);
+        bind_int(q, 11, r->updated_at);
 }
 
 static int sq_res_insert(lg_store *st, const struct lg_store_row *row, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_RES_INSERT, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_row(&b, row);
-        return run(ss, s, b.rc, err, "insert resource");
+        _cleanup_query_ struct query q = query(SS(st), S_RES_INSERT, "insert resource");
+        bind_row(&q, row);
+        return query_run(&q, err);
 }
 
 static int sq_res_update(lg_store *st, const struct lg_store_row *row, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_RES_UPDATE, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_row(&b, row); /* ?4 (uid) and ?10 (created_at) are bound but unused */
-        if ((r = run(ss, s, b.rc, err, "update resource")) < 0)
-                return r;
-        return sqlite3_changes(ss->db) > 0 ? 0 : -ENOENT;
+        _cleanup_query_ struct query q = query(SS(st), S_RES_UPDATE, "update resource");
+        bind_row(&q, row); /* ?4 (uid) and ?10 (created_at) are bound but unused */
+        return found(query_write(&q, err));
 }
 
 static int sq_res_delete(lg_store *st, const struct lg_resource_key *key, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_RES_DELETE, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_key(&b, key);
-        if ((r = run(ss, s, b.rc, err, "delete resource")) < 0)
-                return r;
-        return sqlite3_changes(ss->db) > 0 ? 0 : -ENOENT;
+        _cleanup_query_ struct query q = query(SS(st), S_RES_DELETE, "delete resource");
+        bind_key(&q, key);
+        return found(query_write(&q, err));
 }
 
 /* ---- events --------------------------------------------------------------- */
@@ -581,40 +567,28 @@ static int sq_res_delete(lg_store *st, const struct lg_resource_key *key, struct
 static int sq_event_append(lg_store *st, int64_t rv, enum lg_event_type type,
                            const struct lg_resource *res, const char *object_json,
                            struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_EV_APPEND, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_int(&b, 1, rv);
-        bind_text(&b, 2, lg_event_type_name(type));
-        bind_text(&b, 3, res->kind);
-        bind_text(&b, 4, res->namespace);
-        bind_text(&b, 5, res->name);
-        bind_text(&b, 6, object_json);
-        r = run(ss, s, b.rc, err, "append event");
+        _cleanup_query_ struct query q = query(SS(st), S_EV_APPEND, "append event");
+        bind_int(&q, 1, rv);
+        bind_text(&q, 2, lg_event_type_name(type));
+        bind_text(&q, 3, res->kind);
+        bind_text(&q, 4, res->namespace);
+        bind_text(&q, 5, res->name);
+        bind_text(&q, 6, object_json);
+        int r = query_run(&q, err);
         return r == -EEXIST ? lg_error_set(err, EUCLEAN, "event %" PRId64 " exists twice", rv) : r;
 }
 
+/* A statement whose one parameter is an integer. */
+static int run_int(struct sqlite_store *ss, enum stmt_id id, int64_t v, struct lg_error *err,
+                   const char *what) {
+        _cleanup_query_ struct query q = query(ss, id, what);
+        bind_int(&q, 1, v);
+        return query_run(&q, err);
+}
+
 static int sq_event_trim(lg_store *st, int64_t upto, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        int r;
-        {
-                _cleanup_stmt_ sqlite3_stmt *s = NULL;
-                if ((r = stmt(ss, S_EV_TRIM, &s, err)) < 0)
-                        return r;
-                struct binder b = {s, SQLITE_OK};
-                bind_int(&b, 1, upto);
-                if ((r = run(ss, s, b.rc, err, "trim events")) < 0)
-                        return r;
-        }
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        if ((r = stmt(ss, S_EV_RAISE_FLOOR, &s, err)) < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_int(&b, 1, upto);
-        return run(ss, s, b.rc, err, "record event floor");
+        int r = run_int(SS(st), S_EV_TRIM, upto, err, "trim events");
+        return r < 0 ? r : run_int(SS(st), S_EV_RAISE_FLOOR, upto, err, "record event floor");
 }
 
 static int sq_event_floor(lg_store *st, int64_t *ret, struct lg_error *err) {
@@ -633,36 +607,26 @@ static int parse_event_type(const char *s, enum lg_event_type *ret) {
 static int sq_event_list(lg_store *st, int64_t after, const char *kind, const char *namespace,
                          size_t limit, lg_store_event_fn fn, void *userdata,
                          struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
         enum stmt_id id = kind ? (namespace ? S_EV_LIST_KIND_NS : S_EV_LIST_KIND)
                                : (namespace ? S_EV_LIST_NS : S_EV_LIST);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, id, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_int(&b, 1, after);
+        _cleanup_query_ struct query q = query(SS(st), id, "list events");
+        bind_int(&q, 1, after);
         if (kind)
-                bind_text(&b, 2, kind);
+                bind_text(&q, 2, kind);
         if (namespace)
-                bind_text(&b, 3, namespace);
+                bind_text(&q, 3, namespace);
         /* LIMIT -1 is no limit in SQLite. */
-        bind_int(&b, 4, limit > 0 && limit <= INT64_MAX ? (int64_t) limit : -1);
-        if (b.rc != SQLITE_OK)
-                return fail(ss, b.rc, err, "list events");
-        for (;;) {
-                int rc = sqlite3_step(s);
-                if (rc == SQLITE_DONE)
-                        return 0;
-                if (rc != SQLITE_ROW)
-                        return fail(ss, rc, err, "list events");
+        bind_int(&q, 4, limit > 0 && limit <= INT64_MAX ? (int64_t) limit : -1);
+        int r;
+        while ((r = query_step(&q, err)) > 0) {
                 enum lg_event_type type;
-                const char *obj = col_text(s, 2);
-                if (parse_event_type(col_text(s, 1), &type) < 0 || !obj)
+                const char *obj = col_text(q.s, 2);
+                if (parse_event_type(col_text(q.s, 1), &type) < 0 || !obj)
                         return corrupt(err, "events");
-                if ((r = fn(sqlite3_column_int64(s, 0), type, obj, userdata)) < 0)
+                if ((r = fn(sqlite3_column_int64(q.s, 0), type, obj, userdata)) < 0)
                         return r;
         }
+        return r;
 }
 
 /* ---- revisions ------------------------------------------------------------ */
@@ -684,71 +648,44 @@ static int read_revision(sqlite3_stmt *s, struct lg_revision **ret, struct lg_er
 
 static int sq_rev_get(lg_store *st, const struct lg_resource_key *key, int64_t number,
                       struct lg_revision **ret, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, number ? S_REV_GET : S_REV_LATEST, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_key(&b, key);
+        _cleanup_query_ struct query q =
+                query(SS(st), number ? S_REV_GET : S_REV_LATEST, "read revision");
+        bind_key(&q, key);
         if (number)
-                bind_int(&b, 4, number);
-        if ((r = step_row(ss, s, b.rc, err, "read revision")) <= 0)
-                return r < 0 ? r : -ENOENT;
-        return read_revision(s, ret, err);
+                bind_int(&q, 4, number);
+        int r = query_row(&q, err);
+        return r < 0 ? r : read_revision(q.s, ret, err);
 }
 
 static int sq_rev_insert(lg_store *st, const struct lg_resource_key *key, int64_t number,
                          int64_t created_at, const char *spec, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_REV_INSERT, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_key(&b, key);
-        bind_int(&b, 4, number);
-        bind_int(&b, 5, created_at);
-        bind_text(&b, 6, spec);
-        return run(ss, s, b.rc, err, "insert revision");
+        _cleanup_query_ struct query q = query(SS(st), S_REV_INSERT, "insert revision");
+        bind_key(&q, key);
+        bind_int(&q, 4, number);
+        bind_int(&q, 5, created_at);
+        bind_text(&q, 6, spec);
+        return query_run(&q, err);
 }
 
 static int sq_rev_list(lg_store *st, const struct lg_resource_key *key, lg_store_revision_fn fn,
                        void *userdata, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_REV_LIST, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_key(&b, key);
-        if (b.rc != SQLITE_OK)
-                return fail(ss, b.rc, err, "list revisions");
-        for (;;) {
-                int rc = sqlite3_step(s);
-                if (rc == SQLITE_DONE)
-                        return 0;
-                if (rc != SQLITE_ROW)
-                        return fail(ss, rc, err, "list revisions");
+        _cleanup_query_ struct query q = query(SS(st), S_REV_LIST, "list revisions");
+        bind_key(&q, key);
+        int r;
+        while ((r = query_step(&q, err)) > 0) {
                 struct lg_revision *rev;
-                if ((r = read_revision(s, &rev, err)) < 0 || (r = fn(rev, userdata)) < 0)
+                if ((r = read_revision(q.s, &rev, err)) < 0 || (r = fn(rev, userdata)) < 0)
                         return r;
         }
+        return r;
 }
 
 static int sq_rev_prune(lg_store *st, const struct lg_resource_key *key, int64_t below,
                         struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_REV_PRUNE, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_key(&b, key);
-        bind_int(&b, 4, below);
-        if ((r = run(ss, s, b.rc, err, "prune revisions")) < 0)
-                return r;
-        return sqlite3_changes(ss->db);
+        _cleanup_query_ struct query q = query(SS(st), S_REV_PRUNE, "prune revisions");
+        bind_key(&q, key);
+        bind_int(&q, 4, below);
+        return query_write(&q, err);
 }
 
 /* ---- tokens --------------------------------------------------------------- */
@@ -766,72 +703,45 @@ static int read_token(sqlite3_stmt *s, struct lg_token *t, struct lg_error *err)
 
 static int sq_tok_insert(lg_store *st, const struct lg_token *t, const char *hash,
                          struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_TOK_INSERT, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_text(&b, 1, t->id);
-        bind_text(&b, 2, hash);
-        bind_text(&b, 3, t->namespace);
-        bind_text(&b, 4, t->description);
-        bind_int(&b, 5, t->created_at);
-        bind_int(&b, 6, t->expires_at);
-        return run(ss, s, b.rc, err, "insert token");
+        _cleanup_query_ struct query q = query(SS(st), S_TOK_INSERT, "insert token");
+        bind_text(&q, 1, t->id);
+        bind_text(&q, 2, hash);
+        bind_text(&q, 3, t->namespace);
+        bind_text(&q, 4, t->description);
+        bind_int(&q, 5, t->created_at);
+        bind_int(&q, 6, t->expires_at);
+        return query_run(&q, err);
 }
 
 static int sq_tok_find(lg_store *st, const char *hash, struct lg_token *ret,
                        struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_TOK_FIND, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_text(&b, 1, hash);
-        if ((r = step_row(ss, s, b.rc, err, "find token")) <= 0)
-                return r < 0 ? r : -ENOENT;
-        return read_token(s, ret, err);
+        _cleanup_query_ struct query q = query(SS(st), S_TOK_FIND, "find token");
+        bind_text(&q, 1, hash);
+        int r = query_row(&q, err);
+        return r < 0 ? r : read_token(q.s, ret, err);
 }
 
 static int sq_tok_list(lg_store *st, const char *namespace, lg_store_token_fn fn,
                        void *userdata, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, namespace ? S_TOK_LIST_NS : S_TOK_LIST, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
+        _cleanup_query_ struct query q =
+                query(SS(st), namespace ? S_TOK_LIST_NS : S_TOK_LIST, "list tokens");
         if (namespace)
-                bind_text(&b, 1, namespace);
-        if (b.rc != SQLITE_OK)
-                return fail(ss, b.rc, err, "list tokens");
-        for (;;) {
-                int rc = sqlite3_step(s);
-                if (rc == SQLITE_DONE)
-                        return 0;
-                if (rc != SQLITE_ROW)
-                        return fail(ss, rc, err, "list tokens");
+                bind_text(&q, 1, namespace);
+        int r;
+        while ((r = query_step(&q, err)) > 0) {
                 struct lg_token t;
-                if ((r = read_token(s, &t, err)) < 0 || (r = fn(&t, userdata)) < 0)
+                if ((r = read_token(q.s, &t, err)) < 0 || (r = fn(&t, userdata)) < 0)
                         return r;
         }
+        return r;
 }
 
 /* A DELETE by one text column: 0, or -ENOENT when no row went. */
 static int delete_by(lg_store *st, enum stmt_id id, const char *value, struct lg_error *err,
                      const char *what) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, id, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_text(&b, 1, value);
-        if ((r = run(ss, s, b.rc, err, what)) < 0)
-                return r;
-        return sqlite3_changes(ss->db) > 0 ? 0 : -ENOENT;
+        _cleanup_query_ struct query q = query(SS(st), id, what);
+        bind_text(&q, 1, value);
+        return found(query_write(&q, err));
 }
 
 static int sq_tok_delete(lg_store *st, const char *id, struct lg_error *err) {
@@ -853,74 +763,47 @@ static int read_blob(sqlite3_stmt *s, struct lg_blob *b, struct lg_error *err) {
 }
 
 static int sq_blob_insert(lg_store *st, const struct lg_blob *blob, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_BLOB_INSERT, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_text(&b, 1, blob->digest);
-        bind_int(&b, 2, (int64_t) blob->size);
-        bind_text(&b, 3, blob->media_type);
-        bind_int(&b, 4, blob->created_at);
-        return run(ss, s, b.rc, err, "insert blob");
+        _cleanup_query_ struct query q = query(SS(st), S_BLOB_INSERT, "insert blob");
+        bind_text(&q, 1, blob->digest);
+        bind_int(&q, 2, (int64_t) blob->size);
+        bind_text(&q, 3, blob->media_type);
+        bind_int(&q, 4, blob->created_at);
+        return query_run(&q, err);
 }
 
 static int sq_blob_get(lg_store *st, const char *digest, struct lg_blob *ret,
                        struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_BLOB_GET, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_text(&b, 1, digest);
-        if ((r = step_row(ss, s, b.rc, err, "read blob")) <= 0)
-                return r < 0 ? r : -ENOENT;
-        return read_blob(s, ret, err);
+        _cleanup_query_ struct query q = query(SS(st), S_BLOB_GET, "read blob");
+        bind_text(&q, 1, digest);
+        int r = query_row(&q, err);
+        return r < 0 ? r : read_blob(q.s, ret, err);
 }
 
 static int sq_blob_list(lg_store *st, const struct lg_blob_filter *filter, lg_store_blob_fn fn,
                         void *userdata, struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_BLOB_LIST, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_int(&b, 1, filter->unreferenced);
-        bind_int(&b, 2, filter->created_before);
-        if (b.rc != SQLITE_OK)
-                return fail(ss, b.rc, err, "list blobs");
-        for (;;) {
-                int rc = sqlite3_step(s);
-                if (rc == SQLITE_DONE)
-                        return 0;
-                if (rc != SQLITE_ROW)
-                        return fail(ss, rc, err, "list blobs");
+        _cleanup_query_ struct query q = query(SS(st), S_BLOB_LIST, "list blobs");
+        bind_int(&q, 1, filter->unreferenced);
+        bind_int(&q, 2, filter->created_before);
+        int r;
+        while ((r = query_step(&q, err)) > 0) {
                 struct lg_blob blob;
-                if ((r = read_blob(s, &blob, err)) < 0 || (r = fn(&blob, userdata)) < 0)
+                if ((r = read_blob(q.s, &blob, err)) < 0 || (r = fn(&blob, userdata)) < 0)
                         return r;
         }
+        return r;
 }
 
 static int sq_blob_delete(lg_store *st, const char *digest, struct lg_error *err) {
         return delete_by(st, S_BLOB_DELETE, digest, err, "delete blob");
 }
 
+/* Insert or delete the reference of key to digest; how many rows changed. */
 static int ref_write(lg_store *st, enum stmt_id id, const char *digest,
                      const struct lg_resource_key *key, struct lg_error *err, const char *what) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, id, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_key(&b, key);
-        bind_text(&b, 4, digest);
-        if ((r = run(ss, s, b.rc, err, what)) < 0)
-                return r;
-        return sqlite3_changes(ss->db);
+        _cleanup_query_ struct query q = query(SS(st), id, what);
+        bind_key(&q, key);
+        bind_text(&q, 4, digest);
+        return query_write(&q, err);
 }
 
 static int sq_ref_insert(lg_store *st, const char *digest, const struct lg_resource_key *key,
@@ -930,35 +813,28 @@ static int sq_ref_insert(lg_store *st, const char *digest, const struct lg_resou
 
 static int sq_ref_delete(lg_store *st, const char *digest, const struct lg_resource_key *key,
                          struct lg_error *err) {
-        int r = ref_write(st, S_REF_DELETE, digest, key, err, "delete blob reference");
-        return r == 0 ? -ENOENT : r < 0 ? r : 0;
+        return found(ref_write(st, S_REF_DELETE, digest, key, err, "delete blob reference"));
+}
+
+static int read_ref(sqlite3_stmt *s, struct lg_resource_ref *ref, struct lg_error *err) {
+        if (lg_store_copy_field(ref->kind, sizeof(ref->kind), col_text(s, 0)) < 0 ||
+            lg_store_copy_field(ref->namespace, sizeof(ref->namespace), col_text(s, 1)) < 0 ||
+            lg_store_copy_field(ref->name, sizeof(ref->name), col_text(s, 2)) < 0)
+                return corrupt(err, "blob_refs");
+        return 0;
 }
 
 static int sq_ref_list(lg_store *st, const char *digest, lg_store_ref_fn fn, void *userdata,
                        struct lg_error *err) {
-        struct sqlite_store *ss = SS(st);
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = stmt(ss, S_REF_LIST, &s, err);
-        if (r < 0)
-                return r;
-        struct binder b = {s, SQLITE_OK};
-        bind_text(&b, 1, digest);
-        if (b.rc != SQLITE_OK)
-                return fail(ss, b.rc, err, "list blob references");
-        for (;;) {
-                int rc = sqlite3_step(s);
-                if (rc == SQLITE_DONE)
-                        return 0;
-                if (rc != SQLITE_ROW)
-                        return fail(ss, rc, err, "list blob references");
+        _cleanup_query_ struct query q = query(SS(st), S_REF_LIST, "list blob references");
+        bind_text(&q, 1, digest);
+        int r;
+        while ((r = query_step(&q, err)) > 0) {
                 struct lg_resource_ref ref;
-                if (lg_store_copy_field(ref.kind, sizeof(ref.kind), col_text(s, 0)) < 0 ||
-                    lg_store_copy_field(ref.namespace, sizeof(ref.namespace), col_text(s, 1)) < 0 ||
-                    lg_store_copy_field(ref.name, sizeof(ref.name), col_text(s, 2)) < 0)
-                        return corrupt(err, "blob_refs");
-                if ((r = fn(&ref, userdata)) < 0)
+                if ((r = read_ref(q.s, &ref, err)) < 0 || (r = fn(&ref, userdata)) < 0)
                         return r;
         }
+        return r;
 }
 
 /* ---- opening -------------------------------------------------------------- */
@@ -1060,16 +936,13 @@ static int migrate_locked(struct sqlite_store *ss, int target, struct lg_error *
                 if ((r = exec(ss, m->sql, err, "schema migration")) < 0)
                         return lg_error_wrap(err, r, "to version %d", m->version);
         }
-        sqlite3_stmt *s;
-        int rc = sqlite3_prepare_v2(ss->db,
-                                    "INSERT INTO legion_meta (key, value) VALUES ('schema_version', ?1) "
-                                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                                    -1, &s, NULL);
-        if (rc != SQLITE_OK)
-                return fail(ss, rc, err, "record schema version");
-        r = run(ss, s, sqlite3_bind_int(s, 1, target), err, "record schema version");
-        sqlite3_finalize(s);
-        return r;
+        _cleanup_query_ struct query q =
+                query_sql(ss,
+                          "INSERT INTO legion_meta (key, value) VALUES ('schema_version', ?1) "
+                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                          "record schema version");
+        bind_int(&q, 1, target);
+        return query_run(&q, err);
 }
 
 static int migrate(struct sqlite_store *ss, int target, struct lg_error *err) {
@@ -1089,17 +962,12 @@ static int configure(struct sqlite_store *ss, const struct lg_store_options *opt
         sqlite3_busy_timeout(ss->db, opts->busy_timeout_ms ? (int) opts->busy_timeout_ms : 5000);
         sqlite3_db_config(ss->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
         sqlite3_db_config(ss->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
-        sqlite3_stmt *s;
-        int rc = sqlite3_prepare_v2(ss->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
-        if (rc != SQLITE_OK)
-                return fail(ss, rc, err, "open database");
-        rc = sqlite3_step(s);
-        bool wal = rc == SQLITE_ROW && col_text(s, 0) && strcmp(col_text(s, 0), "wal") == 0;
-        int r = rc == SQLITE_ROW ? 0 : fail(ss, rc, err, "set WAL mode");
-        sqlite3_finalize(s);
+        char mode[8];
+        int r = query_text(ss, "PRAGMA journal_mode = WAL", mode, sizeof(mode), err,
+                           "set WAL mode");
         if (r < 0)
                 return r;
-        if (!wal)
+        if (strcmp(mode, "wal") != 0)
                 return lg_error_set(err, EIO, "the database refused WAL mode");
         int k;
         if ((k = exec(ss,
