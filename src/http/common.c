@@ -82,6 +82,12 @@ void http_wr_pool_clear(struct http_wr_pool *p) {
 
 int http_wr_copy_rest(struct http_wr *wr, size_t skip) {
         size_t rest = wr->len - skip;
+        /* The data is already wr's own (TLS ciphertext): skip in place. */
+        if (wr->copy && wr->nbufs == 1) {
+                wr->bufs[0] = uv_buf_init(wr->bufs[0].base + skip, (unsigned) rest);
+                wr->len = rest;
+                return 0;
+        }
         char *copy = malloc(rest ? rest : 1);
         if (!copy)
                 return -ENOMEM;

@@ -54,7 +54,7 @@ struct http_wr *http_wr_get(struct http_wr_pool *p);
 void http_wr_put(struct http_wr_pool *p, struct http_wr *wr);
 void http_wr_pool_clear(struct http_wr_pool *p);
 /* Copy the bytes of wr->bufs from offset `skip` on into wr->copy and make it
- * the only buffer. Returns 0 or -ENOMEM. */
+ * the only buffer (if it already is, just skip). Returns 0 or -ENOMEM. */
 int http_wr_copy_rest(struct http_wr *wr, size_t skip);
 /* Fill wr->chunk with "%zx\r\n"; returns its length. */
 size_t http_chunk_prefix(char *buf, size_t len);

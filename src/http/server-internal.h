@@ -148,8 +148,9 @@ int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool sta
 void http_srv_on_write(uv_write_t *w, int status);
 
 /* tls.c: TLS under a connection (see there). The server calls the read
- * start/stop, submit and close_notify functions instead of libuv's on TLS
- * connections, and http_tls_drain from its deferred kick. */
+ * start/stop and close_notify functions instead of libuv's on TLS
+ * connections, encrypts what it submits, and calls http_tls_drain from
+ * its deferred kick. */
 int http_tls_ctx_new(const char *cert_file, const char *key_file, struct ssl_ctx_st **ret,
                      struct lg_error *err);
 void http_tls_ctx_free(struct ssl_ctx_st *ctx);
@@ -158,5 +159,5 @@ void http_tls_conn_free(struct http_tls *t);
 int http_tls_read_start(struct lg_http_request *c, uv_alloc_cb alloc_cb, uv_read_cb read_cb);
 void http_tls_read_stop(struct lg_http_request *c);
 void http_tls_drain(struct lg_http_request *c);
-int http_tls_submit(struct lg_http_request *c, struct http_wr *wr);
+int http_tls_encrypt(struct lg_http_request *c, struct http_wr *wr);
 void http_tls_close_notify(struct lg_http_request *c);

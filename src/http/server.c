@@ -280,13 +280,18 @@ void http_srv_on_write(uv_write_t *w, int status) {
  * what remains is copied (unless `stable`: the buffers outlive the write). */
 int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool stable) {
         struct lg_http_server *srv = c->srv;
+        wr->owner = c;
+        /* TLS: what goes out is the ciphertext, in wr's own copy. */
+        if (c->tls) {
+                int r = http_tls_encrypt(c, wr);
+                if (r < 0)
+                        return r;
+                stable = true;
+        }
         size_t total = 0;
         for (unsigned i = 0; i < wr->nbufs; i++)
                 total += wr->bufs[i].len;
         wr->len = total;
-        wr->owner = c;
-        if (c->tls)
-                return http_tls_submit(c, wr);
         if (!wr->cb && c->writes == 0 && uv_stream_get_write_queue_size(&c->h.stream) == 0) {
                 int r = uv_try_write(&c->h.stream, wr->bufs, wr->nbufs);
                 if (r == (int) total) {

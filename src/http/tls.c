@@ -6,7 +6,8 @@
  *   socket -> tls_on_read -> BIO_write(rbio) -> SSL_read -> the server's
  *             on_alloc/on_read (the parser path, as if read from the socket)
  *   http_wr (plaintext) -> SSL_write -> wbio -> one ciphertext buffer in
- *             wr->copy -> uv_try_write / uv_write -> the server's on_write
+ *             wr->copy -> the server's submit (uv_try_write / uv_write, as
+ *             for a plain write) -> the server's on_write
  *
  * Write callbacks thus run once the encrypted bytes are handed to the
  * kernel, and the write queue (backpressure, write timeout) counts
@@ -138,13 +139,13 @@ bool lg_http_request_tls(const struct lg_http_request *req) { return req->tls !=
  * --------------------------------------------------------------------- */
 
 /* Encrypt wr's buffers (there may be none: then it carries what TLS wrote
- * by itself) and send all pending ciphertext; wr completes through
- * http_srv_on_write like a plain write, or at once when the kernel took
- * everything and wr has no callback. */
-int http_tls_submit(struct lg_http_request *c, struct http_wr *wr) {
+ * by itself) and make all pending ciphertext wr's only buffer, in its own
+ * copy: http_srv_conn_submit then writes it like a plain write, and wr
+ * completes through http_srv_on_write. On failure wr is put back and the
+ * connection closed. */
+int http_tls_encrypt(struct lg_http_request *c, struct http_wr *wr) {
         struct http_tls *t = c->tls;
         struct lg_http_server *srv = c->srv;
-        wr->owner = c;
         for (unsigned i = 0; i < wr->nbufs; i++) {
                 if (wr->bufs[i].len == 0)
                         continue;
@@ -171,33 +172,8 @@ int http_tls_submit(struct lg_http_request *c, struct http_wr *wr) {
                 return -EIO;
         }
         wr->copy = copy;
-        wr->len = n;
-        size_t off = 0;
-        if (!wr->cb && c->writes == 0 && uv_stream_get_write_queue_size(&c->h.stream) == 0) {
-                uv_buf_t b = uv_buf_init(copy, (unsigned) n);
-                int r = n > 0 ? uv_try_write(&c->h.stream, &b, 1) : 0;
-                if (r == (int) n) {
-                        http_wr_put(&srv->wrs, wr);
-                        return 0;
-                }
-                if (r < 0 && r != UV_EAGAIN) {
-                        http_wr_put(&srv->wrs, wr);
-                        http_srv_conn_close(c, -ECONNRESET);
-                        return -ECONNRESET;
-                }
-                if (r > 0)
-                        off = (size_t) r;
-        }
-        wr->bufs[0] = uv_buf_init(copy + off, (unsigned) (n - off));
+        wr->bufs[0] = uv_buf_init(copy, (unsigned) n);
         wr->nbufs = 1;
-        int r = uv_write(&wr->req, &c->h.stream, wr->bufs, 1, http_srv_on_write);
-        if (r < 0) {
-                http_wr_put(&srv->wrs, wr);
-                http_srv_conn_close(c, -ECONNRESET);
-                return -ECONNRESET;
-        }
-        if (c->writes++ == 0)
-                c->write_since = uv_now(srv->loop);
         return 0;
 }
 
@@ -210,7 +186,7 @@ static void tls_flush(struct lg_http_request *c) {
                 http_srv_conn_close(c, -ENOMEM);
                 return;
         }
-        (void) http_tls_submit(c, wr);
+        (void) http_srv_conn_submit(c, wr, true);
 }
 
 void http_tls_close_notify(struct lg_http_request *c) {
