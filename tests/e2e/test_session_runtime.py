@@ -20,6 +20,7 @@ import pytest
 
 from sandbox_kit import (RUNTIMES, DriverSandbox, UnixHTTPConnection, cgroup_parent,  # noqa: F401
                          driver, env)
+from test_runtimes import read_response
 
 ARGV = ["python3", "-I", "/opt/legion/runtime/session/supervisor.py"]
 MiB = 1 << 20
@@ -106,18 +107,9 @@ class Session(DriverSandbox):
         s.settimeout(timeout)
         s.connect(self.sock_path)
         s.sendall(data)
-        f = s.makefile("rb")
-        line = f.readline()
-        headers = {}
-        while True:
-            h = f.readline()
-            if h in (b"\r\n", b"\n", b""):
-                break
-            k, _, v = h.decode("latin-1").partition(":")
-            headers[k.strip().lower()] = v.strip()
-        body = f.read(int(headers.get("content-length", "0")))
+        status, _, body = read_response(s.makefile("rb"))
         s.close()
-        return int(line.split()[1]), body
+        return status, body
 
 
     def close(self):
