@@ -247,8 +247,9 @@ static json_t *annotations_of(const json_t *body) {
         return a ? json_incref(a) : json_object();
 }
 
-static void sync_pod(struct api_call *c, const char *ns, const char *name) {
-        lg_pods_sync(c->d->pods, ns, name, NULL);
+/* res: the Pod as the write returned it. */
+static void sync_pod(struct api_call *c, const struct lg_resource *res) {
+        lg_pods_sync(c->d->pods, res, NULL);
 }
 
 static bool dry_run(struct lg_http_request *req) {
@@ -305,7 +306,7 @@ static void create_pod(struct api_call *c, const char *ns) {
         }
         json_decref(body);
         if (!dry_run(c->req))
-                sync_pod(c, ns, res->name);
+                sync_pod(c, res);
         kube_json(c->req, 201, lg_pod_to_json(res));
         lg_resource_free(res);
 }
@@ -461,7 +462,7 @@ static void update_meta(struct api_call *c, const struct lg_resource *res, json_
         if (r < 0)
                 return kube_store_error(c->req, r, &err, res->name);
         if (r > 0)
-                sync_pod(c, res->namespace, res->name);
+                sync_pod(c, out);
         respond_pod(c, ok_status, out ? out : res);
         lg_resource_free(out);
 }
@@ -825,7 +826,7 @@ static void delete_pod(struct api_call *c, const char *ns, const char *name) {
         lg_resource_free(res);
         if (r < 0)
                 return kube_store_error(c->req, r, &err, name);
-        sync_pod(c, ns, name);
+        sync_pod(c, out);
         respond_pod(c, 200, out);
         lg_resource_free(out);
 }

@@ -84,10 +84,13 @@ int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error
 /* Kill every pod's sandboxes (the objects stay in the store). NULL is fine. */
 void lg_pods_free(lg_pods *pods);
 
-/* Look at the Pod ns/name in the store and act on it: start it if new,
- * begin its graceful stop if it carries a deletionTimestamp, forget it if
- * it is gone. The API calls this after every write to a Pod. Idempotent. */
-int lg_pods_sync(lg_pods *pods, const char *ns, const char *name, struct lg_error *err);
+/* Act on the Pod r that the API has just written (created, relabelled,
+ * its deletion begun): start it if new, begin its graceful stop if it
+ * carries a deletionTimestamp. The API calls this after every write to a
+ * Pod, with the object the write returned: the manager keeps its resource
+ * version and status as what its next status write builds on, instead of
+ * reading the Pod back from the store. Idempotent. */
+int lg_pods_sync(lg_pods *pods, const struct lg_resource *r, struct lg_error *err);
 
 /* At legiond start: every stored Pod is looked at again. Containers that
  * were running when legiond stopped are gone; they are restarted as their

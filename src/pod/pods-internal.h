@@ -94,6 +94,12 @@ struct pod {
         char name[LG_STORE_NAME_MAX + 1];
         char uid[40];
         json_t *spec;              /* PodSpec (defaulted) */
+        /* The Pod as stored, as far as status writes need it: its
+         * resource version and status document (with the API's
+         * deletionTimestamp). Kept from the object each write returns, so
+         * that a write does not read the Pod back first; NULL = read it. */
+        int64_t rv;
+        json_t *stored_status;
         struct ctr *ctrs;
         size_t n_ctrs;
         char restart_policy[16];   /* Always, OnFailure, Never */
@@ -211,5 +217,7 @@ int lg_quantity_millis(const json_t *q, uint64_t *ret);
 json_t *pod_status_json(struct pod *pod);
 /* Write the status if it changed. */
 int pod_write_status(struct pod *pod);
+/* r is the pod's object as the store has it now: status writes build on it. */
+void pod_set_stored(struct pod *pod, const struct lg_resource *r);
 /* Load what a stored status says (restore). */
 void pod_load_status(struct pod *pod, const json_t *status);

@@ -151,35 +151,64 @@ json_t *pod_status_json(struct pod *pod) {
         return st;
 }
 
+void pod_set_stored(struct pod *pod, const struct lg_resource *r) {
+        if (r->resource_version < pod->rv)
+                return; /* older than what a status write of ours returned */
+        json_decref(pod->stored_status);
+        /* A copy: the caller's documents may be shared with its response. */
+        pod->stored_status = json_deep_copy(r->status);
+        pod->rv = r->resource_version;
+}
+
 int pod_write_status(struct pod *pod) {
         lg_pods *m = pod->mgr;
-        for (int attempt = 0; attempt < 3; attempt++) {
-                _cleanup_resource_ struct lg_resource *r = NULL;
-                int rc = lg_store_get(m->store, LG_KEY("Pod", pod->ns, pod->name), &r, NULL);
-                if (rc < 0)
-                        return rc;
-                if (strcmp(r->uid, pod->uid))
-                        return -ENOENT; /* another pod of that name now */
-                json_t *st = pod_status_json(pod);
-                if (!st)
-                        return -ENOMEM;
-                if (json_equal(json_object_get(r->status, "status"), st)) {
-                        json_decref(st);
-                        return 0;
+        json_t *st = pod_status_json(pod);
+        if (!st)
+                return -ENOMEM;
+        int rc = -ESTALE;
+        for (int attempt = 0; attempt < 3 && rc == -ESTALE; attempt++) {
+                if (!pod->stored_status) {
+                        /* Written since by someone who did not tell us. */
+                        _cleanup_resource_ struct lg_resource *r = NULL;
+                        rc = lg_store_get(m->store, LG_KEY("Pod", pod->ns, pod->name), &r, NULL);
+                        if (rc < 0)
+                                break;
+                        if (strcmp(r->uid, pod->uid)) {
+                                rc = -ENOENT; /* another pod of that name now */
+                                break;
+                        }
+                        pod_set_stored(pod, r);
+                        if (!pod->stored_status) {
+                                rc = -ENOMEM;
+                                break;
+                        }
                 }
-                json_t *doc = json_deep_copy(r->status);
-                if (!doc) {
-                        json_decref(st);
-                        return -ENOMEM;
+                if (json_equal(json_object_get(pod->stored_status, "status"), st)) {
+                        rc = 0;
+                        break;
                 }
-                json_object_set_new(doc, "status", st);
-                rc = lg_store_update_status(m->store, LG_KEY("Pod", pod->ns, pod->name), r->resource_version, doc,
-                                            NULL, NULL);
+                json_t *doc = json_copy(pod->stored_status);
+                if (!doc || json_object_set(doc, "status", st) < 0) {
+                        json_decref(doc);
+                        rc = -ENOMEM;
+                        break;
+                }
+                /* Conditional on the version we build on: a write we were
+                 * not told of makes it -ESTALE, and the next try reads. */
+                struct lg_resource *out = NULL;
+                rc = lg_store_update_status(m->store, LG_KEY("Pod", pod->ns, pod->name), pod->rv, doc, &out, NULL);
                 json_decref(doc);
-                if (rc != -ESTALE)
-                        return rc;
+                json_decref(pod->stored_status);
+                pod->stored_status = NULL;
+                if (rc >= 0) {
+                        /* The store's own copy of what it now holds. */
+                        pod->stored_status = json_incref(out->status);
+                        pod->rv = out->resource_version;
+                }
+                lg_resource_free(out);
         }
-        return -ESTALE;
+        json_decref(st);
+        return rc;
 }
 
 void pod_load_status(struct pod *pod, const json_t *doc) {

@@ -56,6 +56,7 @@ static void pod_free(struct pod *pod) {
                 ctr_free(&pod->ctrs[i]);
         free(pod->ctrs);
         json_decref(pod->spec);
+        json_decref(pod->stored_status);
         free(pod);
 }
 
@@ -211,6 +212,7 @@ static int pod_new(lg_pods *m, const struct lg_resource *r, struct pod **ret, st
         pod->spec = json_deep_copy(spec);
         pod->ctrs = calloc(n, sizeof(*pod->ctrs));
         pod->netns_fd = pod->ipcns_fd = -1;
+        pod_set_stored(pod, r);
         if (!pod->spec || !pod->ctrs) {
                 pod_free(pod);
                 return lg_error_set(err, ENOMEM, "out of memory");
@@ -345,21 +347,11 @@ void lg_pods_free(lg_pods *m) {
         free(m);
 }
 
-int lg_pods_sync(lg_pods *m, const char *ns, const char *name, struct lg_error *err) {
+int lg_pods_sync(lg_pods *m, const struct lg_resource *r, struct lg_error *err) {
         if (!m)
                 return lg_error_set(err, ENOSYS, "pods are not enabled");
-        _cleanup_resource_ struct lg_resource *r = NULL;
+        const char *ns = r->namespace, *name = r->name;
         struct pod *pod = find_pod(m, ns, name);
-        int rc = lg_store_get(m->store, LG_KEY("Pod", ns, name), &r, err);
-        if (rc == -ENOENT) {
-                if (pod) {
-                        pod_unlink(pod);
-                        remove_logs(m, ns, name);
-                }
-                return 0;
-        }
-        if (rc < 0)
-                return rc;
         if (pod && strcmp(pod->uid, r->uid)) {
                 /* Deleted and made again between two syncs. */
                 pod_unlink(pod);
@@ -373,12 +365,13 @@ int lg_pods_sync(lg_pods *m, const char *ns, const char *name, struct lg_error *
                         remove_logs(m, ns, name);
                         return 0;
                 }
-                rc = pod_new(m, r, &pod, err);
+                int rc = pod_new(m, r, &pod, err);
                 if (rc < 0)
                         return rc;
                 start_pod(pod);
                 return 0;
         }
+        pod_set_stored(pod, r);
         if (has_deletion(r))
                 begin_delete(pod, grace_of(r));
         return 0;

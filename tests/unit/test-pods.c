@@ -123,11 +123,13 @@ static void create_pod(const char *name, const char *spec_text) {
         if (lg_podspec_validate(spec, &def, &e) < 0)
                 fail_msg("spec: %s", e.msg);
         json_t *doc = json_pack("{s:o}", "spec", def);
-        if (lg_store_create(store, LG_KEY("Pod", "default", name), NULL, doc, NULL, NULL, &e) < 0)
+        struct lg_resource *r = NULL;
+        if (lg_store_create(store, LG_KEY("Pod", "default", name), NULL, doc, NULL, &r, &e) < 0)
                 fail_msg("create: %s", e.msg);
         json_decref(doc);
         json_decref(spec);
-        assert_int_equal(lg_pods_sync(pods, "default", name, &e), 0);
+        assert_int_equal(lg_pods_sync(pods, r, &e), 0);
+        lg_resource_free(r);
 }
 
 /* As the API does for DELETE: deletionTimestamp and grace in the status doc. */
@@ -137,11 +139,13 @@ static void delete_pod(const char *name, int grace) {
         json_t *doc = json_deep_copy(r->status);
         json_object_set_new(doc, "deletionTimestamp", json_string("2026-01-01T00:00:00Z"));
         json_object_set_new(doc, "deletionGracePeriodSeconds", json_integer(grace));
-        assert_true(lg_store_update_status(store, LG_KEY("Pod", "default", name), 0, doc, NULL, NULL) >= 0);
+        struct lg_resource *out = NULL;
+        assert_true(lg_store_update_status(store, LG_KEY("Pod", "default", name), 0, doc, &out, NULL) >= 0);
         json_decref(doc);
         lg_resource_free(r);
         struct lg_error e = {0};
-        assert_int_equal(lg_pods_sync(pods, "default", name, &e), 0);
+        assert_int_equal(lg_pods_sync(pods, out, &e), 0);
+        lg_resource_free(out);
 }
 
 static void on_tick(uv_timer_t *t) { (void) t; }
