@@ -159,6 +159,15 @@ void pod_log_dir(const struct pod *pod, char *buf, size_t cap);
 int64_t pod_now(void);
 
 /* pods-run.c */
+/* lg_sandbox_destroy(sb) on the thread pool, then done(arg) on the loop.
+ * false when it could not be queued: sb was destroyed here and done will
+ * not be called. */
+bool pods_destroy_later(uv_loop_t *loop, lg_sandbox *sb, void (*done)(void *arg), void *arg);
+/* The IPC (and with net the network) namespace of a sandbox just created,
+ * opened while it surely lives (it waits for its start): the pod's
+ * namespaces, which its other containers join. On failure the fds that
+ * did open are still set (the caller closes them). */
+int pods_open_ns(lg_sandbox *sb, bool net, int *ipcns, int *netns, struct lg_error *err);
 void ctr_init_handles(struct ctr *c);
 /* Do the next thing for a container that is C_IDLE (resolve or pull its
  * image, create its sandbox). */

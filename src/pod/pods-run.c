@@ -180,15 +180,11 @@ static void ctr_exited(struct ctr *c, int exit_code, int signal, const char *rea
         json_decref(term);
 }
 
-/* Removing an exited sandbox (cgroups, state directory, uid range) is
- * done on the thread pool after the terminated state is written: on a busy
- * machine those rmdirs took milliseconds, and the client waits for the
- * status, not for the cleanup. Its processes are gone already (legion-init
- * was reaped), so nothing of it runs or holds the image's layers. */
 struct destroy_job {
         uv_work_t w;
-        struct pod *pod;
         lg_sandbox *sb;
+        void (*done)(void *arg);
+        void *arg;
 };
 
 static void destroy_work(uv_work_t *w) {
@@ -199,25 +195,39 @@ static void destroy_work(uv_work_t *w) {
 static void destroy_done(uv_work_t *w, int status) {
         (void) status;
         struct destroy_job *j = w->data;
-        struct pod *pod = j->pod;
+        void (*done)(void *) = j->done;
+        void *arg = j->arg;
         free(j);
+        done(arg);
+}
+
+bool pods_destroy_later(uv_loop_t *loop, lg_sandbox *sb, void (*done)(void *arg), void *arg) {
+        struct destroy_job *j = calloc(1, sizeof(*j));
+        if (j) {
+                *j = (struct destroy_job){.sb = sb, .done = done, .arg = arg};
+                j->w.data = j;
+                if (uv_queue_work(loop, &j->w, destroy_work, destroy_done) == 0)
+                        return true;
+                free(j);
+        }
+        lg_sandbox_destroy(sb);
+        return false;
+}
+
+static void exited_destroyed(void *arg) {
+        struct pod *pod = arg;
         pod->jobs--;
         pod_release(pod);
 }
 
+/* Removing an exited sandbox (cgroups, state directory, uid range) is
+ * done on the thread pool after the terminated state is written: on a busy
+ * machine those rmdirs took milliseconds, and the client waits for the
+ * status, not for the cleanup. Its processes are gone already (legion-init
+ * was reaped), so nothing of it runs or holds the image's layers. */
 static void destroy_later(struct pod *pod, lg_sandbox *sb) {
-        struct destroy_job *j = calloc(1, sizeof(*j));
-        if (j) {
-                j->pod = pod;
-                j->sb = sb;
-                j->w.data = j;
-                if (uv_queue_work(pod->mgr->loop, &j->w, destroy_work, destroy_done) == 0) {
-                        pod->jobs++;
-                        return;
-                }
-                free(j);
-        }
-        lg_sandbox_destroy(sb);
+        if (pods_destroy_later(pod->mgr->loop, sb, exited_destroyed, pod))
+                pod->jobs++;
 }
 
 static void take_exit(struct ctr *c, const struct lg_sandbox_status *st) {
@@ -415,19 +425,21 @@ static int open_ns(pid_t pid, const char *ns) {
         return open(path, O_RDONLY | O_CLOEXEC);
 }
 
+int pods_open_ns(lg_sandbox *sb, bool net, int *ipcns, int *netns, struct lg_error *err) {
+        pid_t pid = lg_sandbox_pid(sb);
+        *ipcns = open_ns(pid, "ipc");
+        *netns = net ? open_ns(pid, "net") : -1;
+        if (*ipcns < 0 || (net && *netns < 0))
+                return lg_error_set(err, errno, "open the namespaces of sandbox `%s`", lg_sandbox_id(sb));
+        return 0;
+}
+
 static void create_work(uv_work_t *w) {
         struct ctr *c = w->data;
         c->create_result = lg_sandbox_create(&c->sspec, &c->new_sb, &c->create_err);
-        if (c->create_result < 0 || !c->makes_ns)
-                return;
-        /* The pod's namespaces, opened while the sandbox is sure to be alive
-         * (it waits for start): every other container joins them. */
-        pid_t pid = lg_sandbox_pid(c->new_sb);
-        c->ns_ipc = open_ns(pid, "ipc");
-        c->ns_net = c->sspec.share_net ? -1 : open_ns(pid, "net");
-        if (c->ns_ipc < 0 || (!c->sspec.share_net && c->ns_net < 0))
-                c->create_result = lg_error_set(&c->create_err, errno, "open the namespaces of sandbox `%s`",
-                                                lg_sandbox_id(c->new_sb));
+        if (c->create_result >= 0 && c->makes_ns)
+                c->create_result = pods_open_ns(c->new_sb, !c->sspec.share_net, &c->ns_ipc, &c->ns_net,
+                                                &c->create_err);
 }
 
 static void create_failed(struct ctr *c, const char *msg) {

@@ -21,10 +21,10 @@
  * starting; they go back to legiond's priority when taken. They are
  * destroyed when their image is removed, and at lg_pods_free.
  *
- * Everything here runs on legiond's loop except make_work and kill_work,
- * which touch only their job. */
+ * Everything here runs on legiond's loop except make_work (and the
+ * destruction of dropped sandboxes, pods_destroy_later), which touch only
+ * their job. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -111,22 +111,8 @@ static void close_ws(struct warm_sb *ws) {
                 close(ws->ipcns);
 }
 
-struct kill_job {
-        uv_work_t w;
-        struct warm_image *wi;
-        lg_sandbox *sb;
-};
-
-static void kill_work(uv_work_t *w) {
-        struct kill_job *k = w->data;
-        lg_sandbox_destroy(k->sb);
-}
-
-static void kill_done(uv_work_t *w, int status) {
-        (void) status;
-        struct kill_job *k = w->data;
-        struct warm_image *wi = k->wi;
-        free(k);
+static void killed(void *arg) {
+        struct warm_image *wi = arg;
         wi->n_killing--;
         release_dropped(wi);
 }
@@ -150,19 +136,10 @@ static void drop_image(struct warm_image *wi, bool now) {
                 wi->ready = ws->next;
                 wi->n_ready--;
                 close_ws(ws);
-                struct kill_job *k = now ? NULL : calloc(1, sizeof(*k));
-                if (k) {
-                        k->wi = wi;
-                        k->sb = ws->sb;
-                        k->w.data = k;
-                        if (uv_queue_work(p->m->loop, &k->w, kill_work, kill_done) == 0) {
-                                wi->n_killing++;
-                                free(ws);
-                                continue;
-                        }
-                        free(k);
-                }
-                lg_sandbox_destroy(ws->sb);
+                if (now)
+                        lg_sandbox_destroy(ws->sb);
+                else if (pods_destroy_later(p->m->loop, ws->sb, killed, wi))
+                        wi->n_killing++;
                 free(ws);
         }
         release_dropped(wi);
@@ -180,12 +157,6 @@ struct make_job {
         struct lg_error err;
 };
 
-static int open_ns(pid_t pid, const char *ns) {
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int) pid, ns);
-        return open(path, O_RDONLY | O_CLOEXEC);
-}
-
 static void make_work(uv_work_t *w) {
         struct make_job *j = w->data;
         /* A lower priority for this thread while it works, and so for the
@@ -198,16 +169,8 @@ static void make_work(uv_work_t *w) {
         bool reniced = !(old == -1 && errno) &&
                        setpriority(PRIO_PROCESS, (id_t) tid, old + WARM_NICE > 19 ? 19 : old + WARM_NICE) == 0;
         j->result = lg_sandbox_create(&j->spec, &j->sb, &j->err);
-        if (j->result >= 0) {
-                /* Opened while the sandbox surely lives (it waits for its
-                 * launch): the pod that takes it keeps them. */
-                pid_t pid = lg_sandbox_pid(j->sb);
-                j->ipcns = open_ns(pid, "ipc");
-                j->netns = open_ns(pid, "net");
-                if (j->ipcns < 0 || j->netns < 0)
-                        j->result = lg_error_set(&j->err, errno, "open the namespaces of sandbox `%s`",
-                                                 lg_sandbox_id(j->sb));
-        }
+        if (j->result >= 0) /* the pod that takes it keeps them */
+                j->result = pods_open_ns(j->sb, true, &j->ipcns, &j->netns, &j->err);
         if (reniced)
                 setpriority(PRIO_PROCESS, (id_t) tid, old);
 }
