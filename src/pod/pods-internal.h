@@ -150,6 +150,17 @@ struct lg_pods {
 
 #define POD_DEFAULT_ROOTFS (1ull << 30)
 
+/* Take x out of the singly linked list that starts at head (linked by
+ * ->next), if it is on it. */
+#define POD_LIST_UNLINK(head, x)                                                   \
+        do {                                                                       \
+                for (__typeof__(x) *pp_ = &(head); *pp_; pp_ = &(*pp_)->next)      \
+                        if (*pp_ == (x)) {                                         \
+                                *pp_ = (x)->next;                                  \
+                                break;                                             \
+                        }                                                          \
+        } while (0)
+
 /* pods.c */
 /* Something changed in the pod: write status, finish a deletion when
  * everything stopped. May free nothing; the caller may still use pod. */

@@ -89,11 +89,7 @@ static void image_free(struct warm_image *wi) {
 static void release_dropped(struct warm_image *wi) {
         if (!wi->dropped || wi->n_making || wi->n_killing)
                 return;
-        for (struct warm_image **pp = &wi->pool->dropped; *pp; pp = &(*pp)->next)
-                if (*pp == wi) {
-                        *pp = wi->next;
-                        break;
-                }
+        POD_LIST_UNLINK(wi->pool->dropped, wi);
         image_free(wi);
 }
 
@@ -123,11 +119,7 @@ static void killed(void *arg) {
  * pod); those being made are destroyed when done. */
 static void drop_image(struct warm_image *wi, bool now) {
         struct warm_pool *p = wi->pool;
-        for (struct warm_image **pp = &p->images; *pp; pp = &(*pp)->next)
-                if (*pp == wi) {
-                        *pp = wi->next;
-                        break;
-                }
+        POD_LIST_UNLINK(p->images, wi);
         wi->dropped = true;
         wi->next = p->dropped;
         p->dropped = wi;
@@ -316,12 +308,7 @@ void warm_used(lg_pods *m, const struct lg_image *img) {
                 return;
         struct warm_image *wi = find_image(p, img->id);
         if (wi) {
-                /* Most recently used first. */
-                for (struct warm_image **pp = &p->images; *pp; pp = &(*pp)->next)
-                        if (*pp == wi) {
-                                *pp = wi->next;
-                                break;
-                        }
+                POD_LIST_UNLINK(p->images, wi); /* back in first: most recently used */
         } else {
                 wi = calloc(1, sizeof(*wi));
                 if (!wi)

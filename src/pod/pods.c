@@ -63,12 +63,7 @@ static void pod_free(struct pod *pod) {
 void pod_release(struct pod *pod) {
         if (!pod->unlinked || !pod->handles_closing || pod->jobs > 0 || pod->handles > 0)
                 return;
-        lg_pods *m = pod->mgr;
-        for (struct pod **pp = &m->zombies; *pp; pp = &(*pp)->next)
-                if (*pp == pod) {
-                        *pp = pod->next;
-                        break;
-                }
+        POD_LIST_UNLINK(pod->mgr->zombies, pod);
         pod_free(pod);
 }
 
@@ -84,11 +79,7 @@ static void pod_unlink(struct pod *pod) {
         lg_pods *m = pod->mgr;
         if (pod->unlinked)
                 return;
-        for (struct pod **pp = &m->pods; *pp; pp = &(*pp)->next)
-                if (*pp == pod) {
-                        *pp = pod->next;
-                        break;
-                }
+        POD_LIST_UNLINK(m->pods, pod);
         pod->unlinked = true;
         pod->next = m->zombies;
         m->zombies = pod;
