@@ -130,18 +130,11 @@ static json_t *body_json(struct lg_http_request *req) {
 /* 422 Invalid: `Pod "x" is invalid: f: m` or `[f1: m1, f2: m2]`. Steals causes. */
 static void invalid(struct lg_http_request *req, const char *name, json_t *causes) {
         char msg[1800];
-        size_t off = 0, n = json_array_size(causes);
-        off += (size_t) snprintf(msg, sizeof(msg), "Pod \"%s\" is invalid: %s", name, n > 1 ? "[" : "");
-        size_t i;
-        json_t *c;
-        json_array_foreach(causes, i, c) {
-                if (off >= sizeof(msg) - 8)
-                        break;
-                off += (size_t) snprintf(msg + off, sizeof(msg) - off, "%s%s: %s", i ? ", " : "",
-                                         json_string_value(json_object_get(c, "field")),
-                                         json_string_value(json_object_get(c, "message")));
-        }
-        if (n > 1 && off < sizeof(msg) - 2)
+        size_t n = json_array_size(causes);
+        /* name is at most 253 characters: the prefix leaves room. */
+        size_t off = (size_t) snprintf(msg, sizeof(msg), "Pod \"%s\" is invalid: %s", name, n > 1 ? "[" : "");
+        off += lg_pod_causes_format(causes, msg + off, sizeof(msg) - off - 7);
+        if (n > 1)
                 snprintf(msg + off, sizeof(msg) - off, "]");
         kube_json(req, 422,
                   kube_status_doc(422, "Invalid", json_pack("{s:s, s:s, s:o}", "name", name, "kind", "Pod", "causes", causes),

@@ -65,6 +65,9 @@ json_t *lg_pod_to_json(const struct lg_resource *r);
  * -EINVAL when any was added. */
 int lg_podspec_check(const json_t *spec, json_t **ret, json_t *causes);
 int lg_pod_check_metadata(const json_t *metadata, json_t *causes);
+/* Such causes as "f1: m1, f2: m2" (kubectl's form) into buf, as much as
+ * fits in cap (> 0) bytes; the length written. */
+size_t lg_pod_causes_format(const json_t *causes, char *buf, size_t cap);
 
 /* ---- manager --------------------------------------------------------------- */
 

@@ -55,20 +55,25 @@ static void unsupported(json_t *causes, const json_t *v, const char *const *allo
                                                 msg, "field", field));
 }
 
-/* Fill err with "f1: m1, f2: m2" (as much as fits). */
-static int causes_error(const json_t *causes, struct lg_error *err) {
-        char buf[sizeof(err->msg)];
+size_t lg_pod_causes_format(const json_t *causes, char *buf, size_t cap) {
         size_t off = 0;
         buf[0] = '\0';
         size_t i;
         json_t *c;
         json_array_foreach(causes, i, c) {
-                if (off >= sizeof(buf) - 1)
+                if (off >= cap - 1)
                         break;
-                off += (size_t) snprintf(buf + off, sizeof(buf) - off, "%s%s: %s", i ? ", " : "",
+                off += (size_t) snprintf(buf + off, cap - off, "%s%s: %s", i ? ", " : "",
                                          json_string_value(json_object_get(c, "field")),
                                          json_string_value(json_object_get(c, "message")));
         }
+        return off < cap ? off : cap - 1;
+}
+
+/* Fill err with "f1: m1, f2: m2" (as much as fits). */
+static int causes_error(const json_t *causes, struct lg_error *err) {
+        char buf[sizeof(err->msg)];
+        lg_pod_causes_format(causes, buf, sizeof(buf));
         return lg_error_setm(err, EINVAL, "%s", buf);
 }
 
