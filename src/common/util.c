@@ -262,3 +262,130 @@ int lg_random_hex(char *buf, size_t n) {
         buf[2 * n] = '\0';
         return 0;
 }
+
+int lg_archive_path(const char *raw, char *out, unsigned max_len, unsigned max_depth, size_t *depth, char *why,
+                    size_t why_cap) {
+        size_t len = 0, d = 0;
+        for (const char *p = raw; *p;) {
+                const char *end = strchrnul(p, '/');
+                size_t n = (size_t) (end - p);
+                if (n == 2 && p[0] == '.' && p[1] == '.') {
+                        snprintf(why, why_cap, "path has a `..` component");
+                        return -EINVAL;
+                }
+                if (n > 0 && !(n == 1 && p[0] == '.')) {
+                        if (n > NAME_MAX) {
+                                snprintf(why, why_cap, "a path component is longer than %d bytes", NAME_MAX);
+                                return -ENAMETOOLONG;
+                        }
+                        if (++d > max_depth) {
+                                snprintf(why, why_cap, "path is deeper than %u components", max_depth);
+                                return -ENAMETOOLONG;
+                        }
+                        if (len + (len ? 1 : 0) + n > max_len) {
+                                snprintf(why, why_cap, "path is longer than %u bytes", max_len);
+                                return -ENAMETOOLONG;
+                        }
+                        if (len)
+                                out[len++] = '/';
+                        memcpy(out + len, p, n);
+                        len += n;
+                }
+                p = *end ? end + 1 : end;
+        }
+        out[len] = '\0';
+        *depth = d;
+        return 0;
+}
+
+void lg_tree_walk_init(struct lg_tree_walk *w, int rootfd) {
+        w->rootfd = rootfd;
+        w->fd = -1;
+        w->len = 0;
+        w->n_created = 0;
+}
+
+void lg_tree_walk_forget(struct lg_tree_walk *w) {
+        if (w->fd >= 0)
+                close(w->fd);
+        w->fd = -1;
+        w->len = 0;
+}
+
+/* A walk's failure at path[0..len): fail set, -errnum returned. */
+static int tree_fail(struct lg_tree_walk *w, enum lg_tree_fail fail, int errnum, const char *path, size_t len) {
+        w->fail = fail;
+        memcpy(w->fail_path, path, len);
+        w->fail_path[len] = '\0';
+        return -errnum;
+}
+
+/* Enter dfd/name (path[0..len) below the root); see lg_tree_walk_to. */
+static int tree_enter(struct lg_tree_walk *w, int dfd, const char *name, bool create, const char *path, size_t len) {
+        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT && create) {
+                if (mkdirat(dfd, name, 0755) < 0 && errno != EEXIST)
+                        return tree_fail(w, LG_TREE_CREATE, errno, path, len);
+                fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (fd >= 0) {
+                        if (fchmod(fd, 0755) < 0) { /* the umask may have taken bits away */
+                                int e = errno;
+                                close(fd);
+                                return tree_fail(w, LG_TREE_CHMOD, e, path, len);
+                        }
+                        w->n_created++;
+                }
+        }
+        if (fd >= 0)
+                return fd;
+        int e = errno;
+        if (e == ENOENT && !create)
+                return -ENOENT;
+        struct stat s;
+        if (fstatat(dfd, name, &s, AT_SYMLINK_NOFOLLOW) == 0) {
+                if (S_ISLNK(s.st_mode))
+                        return tree_fail(w, LG_TREE_SYMLINK, EINVAL, path, len);
+                if (!S_ISDIR(s.st_mode))
+                        return tree_fail(w, LG_TREE_NOT_DIR, EINVAL, path, len);
+        }
+        return tree_fail(w, LG_TREE_OPEN, e, path, len);
+}
+
+int lg_tree_walk_to(struct lg_tree_walk *w, const char *path, size_t plen, bool create) {
+        if (plen == 0)
+                return w->rootfd;
+        if (w->fd >= 0 && w->len == plen && memcmp(w->path, path, plen) == 0)
+                return w->fd;
+        int fd = w->rootfd;
+        size_t pos = 0;
+        if (w->fd >= 0 && w->len < plen && path[w->len] == '/' && memcmp(w->path, path, w->len) == 0) {
+                fd = w->fd;
+                pos = w->len + 1;
+        }
+        bool owned = false;
+        while (pos < plen) {
+                const char *p = path + pos;
+                const char *end = memchr(p, '/', plen - pos);
+                size_t n = end ? (size_t) (end - p) : plen - pos;
+                char comp[NAME_MAX + 1];
+                if (n > NAME_MAX)
+                        return tree_fail(w, LG_TREE_OPEN, ENAMETOOLONG, path, pos + n);
+                memcpy(comp, p, n);
+                comp[n] = '\0';
+                int nfd = tree_enter(w, fd, comp, create, path, pos + n);
+                if (owned)
+                        close(fd);
+                if (nfd < 0)
+                        return nfd;
+                fd = nfd;
+                owned = true;
+                pos += n + 1;
+        }
+        if (w->fd >= 0)
+                close(w->fd);
+        w->fd = fd;
+        memcpy(w->path, path, plen);
+        w->path[plen] = '\0';
+        w->len = plen;
+        return fd;
+}

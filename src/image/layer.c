@@ -72,9 +72,7 @@ struct lctx {
         char amsg[200];
         char path[PATH_MAX];  /* normalized */
         size_t depth;
-        char cache_path[PATH_MAX];
-        size_t cache_len;
-        int cache_fd;
+        struct lg_tree_walk walk; /* below rootfd */
         unsigned char rbuf[BUF_SIZE]; /* compressed, from the blob */
         unsigned char ubuf[BUF_SIZE]; /* uncompressed, to the tar reader */
         unsigned char dbuf[BUF_SIZE]; /* file data */
@@ -151,98 +149,27 @@ static la_ssize_t cb_tar_read(struct archive *a, void *ud, const void **buf) {
 
 /* ---- paths ---- */
 
-static int normalize(struct lctx *x, const char *raw, char *out, size_t *depth_out) {
-        size_t len = 0, depth = 0;
-        for (const char *p = raw; *p;) {
-                const char *end = strchrnul(p, '/');
-                size_t n = (size_t) (end - p);
-                if (n == 2 && p[0] == '.' && p[1] == '.')
-                        return entry_error(x, EINVAL, "path has a `..` component");
-                if (n > 0 && !(n == 1 && p[0] == '.')) {
-                        if (n > NAME_MAX)
-                                return entry_error(x, ENAMETOOLONG, "a path component is longer than %d bytes", NAME_MAX);
-                        if (++depth > x->lim.depth)
-                                return entry_error(x, ENAMETOOLONG, "path is deeper than %u components", x->lim.depth);
-                        if (len + (len ? 1 : 0) + n > x->lim.path_len)
-                                return entry_error(x, ENAMETOOLONG, "path is longer than %u bytes", x->lim.path_len);
-                        if (len)
-                                out[len++] = '/';
-                        memcpy(out + len, p, n);
-                        len += n;
-                }
-                p = *end ? end + 1 : end;
-        }
-        out[len] = '\0';
-        *depth_out = depth;
-        return 0;
+static int normalize(struct lctx *x, const char *raw, char *out, size_t *depth) {
+        char why[96];
+        int r = lg_archive_path(raw, out, x->lim.path_len, x->lim.depth, depth, why, sizeof(why));
+        return r < 0 ? entry_error(x, -r, "%s", why) : 0;
 }
 
-static void drop_cache(struct lctx *x) {
-        if (x->cache_fd >= 0)
-                close(x->cache_fd);
-        x->cache_fd = -1;
-        x->cache_len = 0;
-}
-
-static int not_a_dir(struct lctx *x, int dfd, const char *name, const char *shown, int errnum) {
-        struct stat s;
-        if (fstatat(dfd, name, &s, AT_SYMLINK_NOFOLLOW) == 0) {
-                if (S_ISLNK(s.st_mode))
-                        return entry_error(x, EINVAL, "path goes through the symlink `%s`", shown);
-                if (!S_ISDIR(s.st_mode))
-                        return entry_error(x, EINVAL, "path goes through the non-directory `%s`", shown);
-        }
-        return entry_error(x, errnum, "open directory `%s`: %s", shown, strerror(errnum));
-}
-
-/* The directory fd (owned by the cache, borrowed) of path[0..plen):
- * entered one component at a time without following symlinks, created
- * 0755 root-owned where missing when create is set. */
+/* The directory fd of path[0..plen) (borrowed, see lg_tree_walk_to),
+ * missing directories created 0755 root-owned when create is set, else
+ * -ENOENT with no message. */
 static int open_parent(struct lctx *x, const char *path, size_t plen, bool create) {
-        if (plen == 0)
-                return x->rootfd;
-        if (x->cache_fd >= 0 && x->cache_len == plen && memcmp(x->cache_path, path, plen) == 0)
-                return x->cache_fd;
-        int fd = x->rootfd;
-        size_t pos = 0;
-        while (pos < plen) {
-                const char *p = path + pos;
-                const char *end = memchr(p, '/', plen - pos);
-                size_t n = end ? (size_t) (end - p) : plen - pos;
-                char comp[NAME_MAX + 1], shown[PATH_MAX];
-                memcpy(comp, p, n);
-                comp[n] = '\0';
-                memcpy(shown, path, pos + n);
-                shown[pos + n] = '\0';
-                int nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (nfd < 0 && errno == ENOENT && create) {
-                        if (mkdirat(fd, comp, 0755) < 0 && errno != EEXIST) {
-                                int r = entry_error(x, errno, "create directory `%s`: %s", shown, strerror(errno));
-                                if (fd != x->rootfd)
-                                        close(fd);
-                                return r;
-                        }
-                        nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        if (nfd >= 0)
-                                (void) fchmod(nfd, 0755); /* the umask may have taken bits */
-                }
-                if (nfd < 0) {
-                        int r = errno == ENOENT && !create ? -ENOENT : not_a_dir(x, fd, comp, shown, errno);
-                        if (fd != x->rootfd)
-                                close(fd);
-                        return r;
-                }
-                if (fd != x->rootfd)
-                        close(fd);
-                fd = nfd;
-                pos += n + 1;
+        int fd = lg_tree_walk_to(&x->walk, path, plen, create);
+        if (fd >= 0 || fd == -ENOENT)
+                return fd;
+        const char *at = x->walk.fail_path;
+        switch (x->walk.fail) {
+        case LG_TREE_SYMLINK: return entry_error(x, EINVAL, "path goes through the symlink `%s`", at);
+        case LG_TREE_NOT_DIR: return entry_error(x, EINVAL, "path goes through the non-directory `%s`", at);
+        case LG_TREE_CREATE: return entry_error(x, -fd, "create directory `%s`: %s", at, strerror(-fd));
+        case LG_TREE_CHMOD: return entry_error(x, -fd, "chmod directory `%s`: %s", at, strerror(-fd));
+        default: return entry_error(x, -fd, "open directory `%s`: %s", at, strerror(-fd));
         }
-        drop_cache(x);
-        x->cache_fd = fd;
-        memcpy(x->cache_path, path, plen);
-        x->cache_path[plen] = '\0';
-        x->cache_len = plen;
-        return fd;
 }
 
 /* Make room for a new entry at pfd/name: 1 when a directory is there and
@@ -254,7 +181,7 @@ static int make_room(struct lctx *x, int pfd, const char *name, bool keep_dir) {
         if (S_ISDIR(s.st_mode)) {
                 if (keep_dir)
                         return 1;
-                drop_cache(x); /* the cached parent may be inside it */
+                lg_tree_walk_forget(&x->walk); /* the kept parent may be inside it */
         }
         int r = lg_image_rm_tree_at(pfd, name);
         if (r < 0)
@@ -381,8 +308,8 @@ static int make_hardlink(struct lctx *x, const char *rawtarget, int pfd, const c
         char *slash = strrchr(target, '/');
         size_t plen = slash ? (size_t) (slash - target) : 0;
         const char *tname = slash ? slash + 1 : target;
-        /* The link's own parent fd may be the cache, which the target's walk
-         * replaces: keep a copy. */
+        /* The link's own parent fd may be the directory the walk keeps,
+         * which the walk to the target replaces: keep a copy. */
         _cleanup_close_ int own = pfd == x->rootfd ? -1 : fcntl(pfd, F_DUPFD_CLOEXEC, 3);
         if (pfd != x->rootfd && own < 0)
                 return entry_error(x, errno, "dup: %s", strerror(errno));
@@ -401,7 +328,7 @@ static int make_hardlink(struct lctx *x, const char *rawtarget, int pfd, const c
         r = make_room(x, pfd, name, false);
         if (r < 0)
                 return r;
-        /* make_room may have dropped the cache: walk to the target again. */
+        /* make_room may have made the walk forget it: walk to the target again. */
         tfd = open_parent(x, target, plen, false);
         if (tfd < 0)
                 return tfd == -ENOENT ? entry_error(x, EINVAL, "hard link to `%s`, which it replaced", shown) : tfd;
@@ -620,7 +547,8 @@ int lg_image_layer_extract(lg_image_store *st, const struct lg_image_layer_desc 
         x->l = l;
         x->progress = progress;
         x->ud = ud;
-        x->rootfd = x->cache_fd = x->blobfd = -1;
+        x->rootfd = x->blobfd = -1;
+        lg_tree_walk_init(&x->walk, -1);
         pthread_mutex_lock(&st->mu);
         x->lim = st->lim;
         pthread_mutex_unlock(&st->mu);
@@ -656,6 +584,7 @@ int lg_image_layer_extract(lg_image_store *st, const struct lg_image_layer_desc 
                 r = lg_error_set(err, errno, "open `%s/%s`", st->dir, tmp);
                 goto out;
         }
+        lg_tree_walk_init(&x->walk, x->rootfd);
         r = run(x);
         if (r < 0)
                 goto out;
@@ -689,8 +618,7 @@ out:
         EVP_MD_CTX_free(x->md);
         if (x->blobfd >= 0)
                 close(x->blobfd);
-        if (x->cache_fd >= 0)
-                close(x->cache_fd);
+        lg_tree_walk_forget(&x->walk);
         if (x->rootfd >= 0)
                 close(x->rootfd);
         if (tmp[0])

@@ -85,9 +85,7 @@ struct xctx {
         char amsg[200];         /* libarchive's last message, printable */
         char path[PATH_MAX];    /* its normalized path */
         size_t depth;
-        char cache_path[PATH_MAX]; /* last parent directory walked to */
-        size_t cache_len;
-        int cache_fd;
+        struct lg_tree_walk walk; /* below rootfd */
         unsigned char buf[DATA_BUF];
         unsigned char rbuf[READ_BUF];
 };
@@ -201,118 +199,30 @@ static int read_data(struct xctx *x, int out_fd) {
         }
 }
 
-/* Normalize raw into x->path: drop empty and `.` components, refuse
- * absolute paths and `..`, enforce the length and depth limits. */
+/* Normalize raw into x->path: refuse absolute paths, then see
+ * lg_archive_path. */
 static int normalize(struct xctx *x, const char *raw) {
         if (raw[0] == '/')
                 return entry_error(x, EINVAL, "absolute path");
-        size_t len = 0, depth = 0;
-        const char *p = raw;
-        while (*p) {
-                const char *end = strchrnul(p, '/');
-                size_t n = (size_t) (end - p);
-                if (n == 2 && p[0] == '.' && p[1] == '.')
-                        return entry_error(x, EINVAL, "path has a `..` component");
-                if (n > 0 && !(n == 1 && p[0] == '.')) {
-                        if (n > NAME_MAX)
-                                return entry_error(x, ENAMETOOLONG, "a path component is longer than %d bytes",
-                                                   NAME_MAX);
-                        if (++depth > x->lim.max_depth)
-                                return entry_error(x, ENAMETOOLONG, "path is deeper than %u components",
-                                                   x->lim.max_depth);
-                        size_t need = len + (len ? 1 : 0) + n;
-                        if (need > x->lim.max_path_len)
-                                return entry_error(x, ENAMETOOLONG, "path is longer than %u bytes",
-                                                   x->lim.max_path_len);
-                        if (len)
-                                x->path[len++] = '/';
-                        memcpy(x->path + len, p, n);
-                        len += n;
-                }
-                p = *end ? end + 1 : end;
-        }
-        x->path[len] = '\0';
-        x->depth = depth;
-        return 0;
+        char why[96];
+        int r = lg_archive_path(raw, x->path, x->lim.max_path_len, x->lim.max_depth, &x->depth, why, sizeof(why));
+        return r < 0 ? entry_error(x, -r, "%s", why) : 0;
 }
 
-/* Why dfd/name could not be entered as a directory. */
-static int not_a_dir(struct xctx *x, int dfd, const char *name, const char *shown, int errnum) {
-        struct stat st;
-        if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-                if (S_ISLNK(st.st_mode))
-                        return entry_error(x, EINVAL, "path goes through the symlink `%s`", shown);
-                if (!S_ISDIR(st.st_mode))
-                        return entry_error(x, EINVAL, "path goes through the file `%s`", shown);
-        }
-        return entry_error(x, errnum, "open directory `%s`", shown);
-}
-
-/* Enter (creating it 0755 if missing) the directory dfd/name, never through a
- * symlink. shown is its path for messages. */
-static int enter_dir(struct xctx *x, int dfd, const char *name, const char *shown) {
-        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+/* The directory fd of x->path[0..len), borrowed (see lg_tree_walk_to);
+ * missing directories are created. */
+static int walk_to(struct xctx *x, size_t len) {
+        int fd = lg_tree_walk_to(&x->walk, x->path, len, true);
         if (fd >= 0)
                 return fd;
-        if (errno != ENOENT)
-                return not_a_dir(x, dfd, name, shown, errno);
-        if (mkdirat(dfd, name, 0755) < 0 && errno != EEXIST)
-                return entry_error(x, errno, "create directory `%s`", shown);
-        fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return not_a_dir(x, dfd, name, shown, errno);
-        if (fchmod(fd, 0755) < 0) { /* the umask may have taken bits away */
-                int r = entry_error(x, errno, "chmod directory `%s`", shown);
-                close(fd);
-                return r;
+        const char *at = x->walk.fail_path;
+        switch (x->walk.fail) {
+        case LG_TREE_SYMLINK: return entry_error(x, EINVAL, "path goes through the symlink `%s`", at);
+        case LG_TREE_NOT_DIR: return entry_error(x, EINVAL, "path goes through the file `%s`", at);
+        case LG_TREE_CREATE: return entry_error(x, -fd, "create directory `%s`", at);
+        case LG_TREE_CHMOD: return entry_error(x, -fd, "chmod directory `%s`", at);
+        default: return entry_error(x, -fd, "open directory `%s`", at);
         }
-        x->info.n_dirs++;
-        return fd;
-}
-
-/* The directory fd of x->path's parent (x->path[0..plen)), borrowed: the
- * root, or the cached last parent. Missing directories are created. */
-static int open_parent(struct xctx *x, size_t plen) {
-        if (plen == 0)
-                return x->rootfd;
-        if (x->cache_fd >= 0 && x->cache_len == plen && memcmp(x->cache_path, x->path, plen) == 0)
-                return x->cache_fd;
-
-        int fd = x->rootfd;
-        size_t pos = 0;
-        /* Entries come mostly depth-first: start below the cached parent. */
-        if (x->cache_fd >= 0 && x->cache_len < plen && x->path[x->cache_len] == '/' &&
-            memcmp(x->cache_path, x->path, x->cache_len) == 0) {
-                fd = x->cache_fd;
-                pos = x->cache_len + 1;
-        }
-        bool owned = false;
-        char shown[PATH_MAX];
-        while (pos < plen) {
-                const char *p = x->path + pos;
-                const char *end = memchr(p, '/', plen - pos);
-                size_t n = end ? (size_t) (end - p) : plen - pos;
-                char comp[NAME_MAX + 1];
-                memcpy(comp, p, n);
-                comp[n] = '\0';
-                memcpy(shown, x->path, pos + n);
-                shown[pos + n] = '\0';
-                int nfd = enter_dir(x, fd, comp, shown);
-                if (owned)
-                        close(fd);
-                if (nfd < 0)
-                        return nfd;
-                fd = nfd;
-                owned = true;
-                pos += n + 1;
-        }
-        if (x->cache_fd >= 0)
-                close(x->cache_fd);
-        x->cache_fd = fd;
-        memcpy(x->cache_path, x->path, plen);
-        x->cache_path[plen] = '\0';
-        x->cache_len = plen;
-        return fd;
 }
 
 static int make_file(struct xctx *x, struct archive_entry *e, int pfd, const char *name) {
@@ -362,13 +272,11 @@ static int make_symlink(struct xctx *x, struct archive_entry *e, int pfd, const 
         return read_data(x, -1);
 }
 
-static int make_dir(struct xctx *x, int pfd, const char *name) {
-        int fd = enter_dir(x, pfd, name, x->path);
-        if (fd < 0)
-                return fd;
-        /* Explicit directory entries may come after their contents. */
-        close(fd);
-        return read_data(x, -1);
+/* Explicit directory entries may come after their contents: one that
+ * exists is fine. */
+static int make_dir(struct xctx *x) {
+        int fd = walk_to(x, strlen(x->path));
+        return fd < 0 ? fd : read_data(x, -1);
 }
 
 static int do_entry(struct xctx *x, struct archive_entry *e) {
@@ -416,14 +324,12 @@ static int do_entry(struct xctx *x, struct archive_entry *e) {
         char *slash = strrchr(x->path, '/');
         size_t plen = slash ? (size_t) (slash - x->path) : 0;
         const char *name = slash ? slash + 1 : x->path;
-        int pfd = open_parent(x, plen);
+        if (type == AE_IFDIR)
+                return make_dir(x);
+        int pfd = walk_to(x, plen);
         if (pfd < 0)
                 return pfd;
-        switch (type) {
-        case AE_IFREG: return make_file(x, e, pfd, name);
-        case AE_IFLNK: return make_symlink(x, e, pfd, name);
-        default: return make_dir(x, pfd, name);
-        }
+        return type == AE_IFREG ? make_file(x, e, pfd, name) : make_symlink(x, e, pfd, name);
 }
 
 static bool filter_available(int code) {
@@ -661,7 +567,8 @@ int lg_pkg_extract(const char *blob_path, const char *dest_dir, const struct lg_
         if (!x)
                 return lg_error_set(err, ENOMEM, "allocate extraction");
         x->err = err;
-        x->rootfd = x->cache_fd = -1;
+        x->rootfd = -1;
+        lg_tree_walk_init(&x->walk, -1);
         lg_pkg_limits_resolve(limits, &x->lim);
         char tmp[64], tmp_path[PATH_MAX + 80] = "";
         x->fd = open(blob_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -699,10 +606,12 @@ int lg_pkg_extract(const char *blob_path, const char *dest_dir, const struct lg_
                 r = lg_error_set(err, errno, "open `%s`", tmp_path);
                 goto out;
         }
+        lg_tree_walk_init(&x->walk, x->rootfd);
 
         r = run(x);
         if (r < 0)
                 goto out;
+        x->info.n_dirs = x->walk.n_created;
         x->info.total_bytes = x->total;
         r = read_top(x->rootfd, &x->info);
         if (r < 0) {
@@ -733,8 +642,7 @@ out:
                 archive_read_free(x->a);
         if (x->fd >= 0)
                 close(x->fd);
-        if (x->cache_fd >= 0)
-                close(x->cache_fd);
+        lg_tree_walk_forget(&x->walk);
         if (x->rootfd >= 0)
                 close(x->rootfd);
         if (tmp_path[0])
