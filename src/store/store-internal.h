@@ -158,3 +158,16 @@ int lg_store_tx_leave(lg_store *st, int r, struct lg_error *err);
 int lg_store_check_key(const struct lg_resource_key *key, struct lg_error *err);
 /* "App default/web" or "Namespace web", for messages. */
 const char *lg_store_key_str(const struct lg_resource_key *key, char buf[static 200]);
+
+/* A growable array of fixed-size items that a list callback fills, handed
+ * over to the caller's list at the end. err and what are for the message of
+ * a failed push, made there rather than guessed from -ENOMEM later (a
+ * backend's -ENOMEM comes with its own message). */
+struct lg_store_vec {
+        void *items;
+        size_t n, cap, size;
+        struct lg_error *err;
+        const char *what;
+};
+/* Append a copy of the size bytes at item: 0, or -ENOMEM with err filled. */
+int lg_store_vec_push(struct lg_store_vec *v, const void *item);

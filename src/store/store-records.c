@@ -115,39 +115,20 @@ void lg_token_list_free(struct lg_token_list *l) {
         *l = (struct lg_token_list){0};
 }
 
-/* A growable array of fixed-size records, handed to the caller's list at
- * the end. */
-struct vec {
-        void *items;
-        size_t n, cap, size;
-};
-
-static int vec_push(struct vec *v, const void *item) {
-        if (v->n == v->cap) {
-                size_t cap = v->cap ? v->cap * 2 : 16;
-                void *items = realloc(v->items, cap * v->size);
-                if (!items)
-                        return -ENOMEM;
-                v->items = items;
-                v->cap = cap;
-        }
-        memcpy((char *) v->items + v->n * v->size, item, v->size);
-        v->n++;
-        return 0;
+static int token_one(const struct lg_token *t, void *userdata) {
+        return lg_store_vec_push(userdata, t);
 }
-
-static int token_one(const struct lg_token *t, void *userdata) { return vec_push(userdata, t); }
 
 int lg_store_token_list(lg_store *st, const char *namespace, struct lg_token_list *ret,
                         struct lg_error *err) {
         *ret = (struct lg_token_list){0};
         if (namespace && strcmp(namespace, LG_TOKEN_ADMIN) != 0 && !lg_store_valid_name(namespace))
                 return lg_error_set(err, EINVAL, "token scope must be a namespace name or `*`");
-        struct vec v = {.size = sizeof(*ret->items)};
+        struct lg_store_vec v = {.size = sizeof(*ret->items), .err = err, .what = "tokens"};
         int r = st->ops->tok_list(st, namespace, token_one, &v, err);
         if (r < 0) {
                 free(v.items);
-                return r == -ENOMEM ? lg_error_set(err, ENOMEM, "tokens") : r;
+                return r;
         }
         *ret = (struct lg_token_list){v.items, v.n};
         return 0;
@@ -229,17 +210,19 @@ void lg_blob_list_free(struct lg_blob_list *l) {
         *l = (struct lg_blob_list){0};
 }
 
-static int blob_one(const struct lg_blob *b, void *userdata) { return vec_push(userdata, b); }
+static int blob_one(const struct lg_blob *b, void *userdata) {
+        return lg_store_vec_push(userdata, b);
+}
 
 int lg_store_blob_list(lg_store *st, const struct lg_blob_filter *filter,
                        struct lg_blob_list *ret, struct lg_error *err) {
         *ret = (struct lg_blob_list){0};
         struct lg_blob_filter f = filter ? *filter : (struct lg_blob_filter){0};
-        struct vec v = {.size = sizeof(*ret->items)};
+        struct lg_store_vec v = {.size = sizeof(*ret->items), .err = err, .what = "blobs"};
         int r = st->ops->blob_list(st, &f, blob_one, &v, err);
         if (r < 0) {
                 free(v.items);
-                return r == -ENOMEM ? lg_error_set(err, ENOMEM, "blobs") : r;
+                return r;
         }
         *ret = (struct lg_blob_list){v.items, v.n};
         return 0;
@@ -303,7 +286,7 @@ void lg_resource_ref_list_free(struct lg_resource_ref_list *l) {
 }
 
 static int ref_one(const struct lg_resource_ref *ref, void *userdata) {
-        return vec_push(userdata, ref);
+        return lg_store_vec_push(userdata, ref);
 }
 
 int lg_store_blob_referrers(lg_store *st, const char *digest, struct lg_resource_ref_list *ret,
@@ -313,12 +296,10 @@ int lg_store_blob_referrers(lg_store *st, const char *digest, struct lg_resource
         if ((r = check_digest(digest, err)) < 0 || (r = lg_store_tx_enter(st, false, err)) < 0)
                 return r;
         struct lg_blob b;
-        struct vec v = {.size = sizeof(*ret->items)};
-        if ((r = blob_get_locked(st, digest, &b, err)) >= 0) {
+        struct lg_store_vec v = {
+                .size = sizeof(*ret->items), .err = err, .what = "blob referrers"};
+        if ((r = blob_get_locked(st, digest, &b, err)) >= 0)
                 r = st->ops->ref_list(st, digest, ref_one, &v, err);
-                if (r == -ENOMEM)
-                        lg_error_set(err, ENOMEM, "blob referrers");
-        }
         r = lg_store_tx_leave(st, r, err);
         if (r < 0) {
                 free(v.items);

@@ -364,10 +364,23 @@ int lg_store_get(lg_store *st, const struct lg_resource_key *key, struct lg_reso
         return 0;
 }
 
+int lg_store_vec_push(struct lg_store_vec *v, const void *item) {
+        if (v->n == v->cap) {
+                size_t cap = v->cap ? v->cap * 2 : 16;
+                void *items = realloc(v->items, cap * v->size);
+                if (!items)
+                        return lg_error_set(v->err, ENOMEM, "%s", v->what);
+                v->items = items;
+                v->cap = cap;
+        }
+        memcpy((char *) v->items + v->n * v->size, item, v->size);
+        v->n++;
+        return 0;
+}
+
 struct list_ctx {
         const struct lg_selector *sel;
-        struct lg_resource_list *l;
-        size_t cap;
+        struct lg_store_vec v; /* of struct lg_resource * */
 };
 
 static int list_one(struct lg_resource *r, void *userdata) {
@@ -376,18 +389,10 @@ static int list_one(struct lg_resource *r, void *userdata) {
                 lg_resource_free(r);
                 return 0;
         }
-        if (c->l->n == c->cap) {
-                size_t cap = c->cap ? c->cap * 2 : 16;
-                struct lg_resource **items = realloc(c->l->items, cap * sizeof(*items));
-                if (!items) {
-                        lg_resource_free(r);
-                        return -ENOMEM;
-                }
-                c->l->items = items;
-                c->cap = cap;
-        }
-        c->l->items[c->l->n++] = r;
-        return 0;
+        int k = lg_store_vec_push(&c->v, &r);
+        if (k < 0)
+                lg_resource_free(r);
+        return k;
 }
 
 int lg_store_list(lg_store *st, const char *kind, const char *namespace,
@@ -399,13 +404,13 @@ int lg_store_list(lg_store *st, const char *kind, const char *namespace,
             (r = check_namespace(namespace, true, err)) < 0 ||
             (r = lg_store_tx_enter(st, false, err)) < 0)
                 return r;
-        struct list_ctx c = {.sel = sel, .l = ret};
+        struct list_ctx c = {sel, {.size = sizeof(*ret->items), .err = err, .what = "list"}};
         r = st->ops->current_rv(st, &ret->resource_version, err);
         if (r >= 0)
                 r = st->ops->res_list(st, kind, namespace, list_one, &c, err);
-        if (r == -ENOMEM)
-                lg_error_set(err, ENOMEM, "list");
         r = lg_store_tx_leave(st, r, err);
+        ret->items = c.v.items;
+        ret->n = c.v.n;
         if (r < 0)
                 lg_resource_list_free(ret);
         return r;
@@ -496,36 +501,22 @@ void lg_event_list_free(struct lg_event_list *l) {
         *l = (struct lg_event_list){0};
 }
 
-struct event_ctx {
-        struct lg_event_list *l;
-        size_t cap;
-        struct lg_error *err;
-};
-
+/* userdata is a struct lg_store_vec of struct lg_event. */
 static int event_one(int64_t rv, enum lg_event_type type, const char *object_json,
                      void *userdata) {
-        struct event_ctx *c = userdata;
+        struct lg_store_vec *v = userdata;
         json_error_t je;
         json_t *doc = json_loads(object_json, JSON_ALLOW_NUL, &je);
         if (!doc)
-                return lg_error_set(c->err, EUCLEAN, "event %" PRId64 " holds bad JSON", rv);
+                return lg_error_set(v->err, EUCLEAN, "event %" PRId64 " holds bad JSON", rv);
         struct lg_resource *obj;
-        int r = lg_resource_from_json(doc, &obj, c->err);
+        int r = lg_resource_from_json(doc, &obj, v->err);
         json_decref(doc);
         if (r < 0)
-                return lg_error_wrap(c->err, -EUCLEAN, "event %" PRId64, rv);
-        if (c->l->n == c->cap) {
-                size_t cap = c->cap ? c->cap * 2 : 16;
-                struct lg_event *items = realloc(c->l->items, cap * sizeof(*items));
-                if (!items) {
-                        lg_resource_free(obj);
-                        return lg_error_set(c->err, ENOMEM, "events");
-                }
-                c->l->items = items;
-                c->cap = cap;
-        }
-        c->l->items[c->l->n++] = (struct lg_event){rv, type, obj};
-        return 0;
+                return lg_error_wrap(v->err, -EUCLEAN, "event %" PRId64, rv);
+        if ((r = lg_store_vec_push(v, &(struct lg_event){rv, type, obj})) < 0)
+                lg_resource_free(obj);
+        return r;
 }
 
 int lg_store_events_since(lg_store *st, int64_t after_rv, const char *kind,
@@ -540,7 +531,7 @@ int lg_store_events_since(lg_store *st, int64_t after_rv, const char *kind,
             (r = lg_store_tx_enter(st, false, err)) < 0)
                 return r;
         int64_t floor = 0, current = 0;
-        struct event_ctx c = {.l = ret, .err = err};
+        struct lg_store_vec v = {.size = sizeof(*ret->items), .err = err, .what = "events"};
         if ((r = st->ops->event_floor(st, &floor, err)) >= 0 &&
             (r = st->ops->current_rv(st, &current, err)) >= 0) {
                 if (after_rv < floor)
@@ -549,10 +540,12 @@ int lg_store_events_since(lg_store *st, int64_t after_rv, const char *kind,
                                          "up to %" PRId64 " are gone; list again",
                                          after_rv, floor);
                 else
-                        r = st->ops->event_list(st, after_rv, kind, namespace, limit, event_one, &c,
+                        r = st->ops->event_list(st, after_rv, kind, namespace, limit, event_one, &v,
                                                 err);
         }
         r = lg_store_tx_leave(st, r, err);
+        ret->items = v.items;
+        ret->n = v.n;
         if (r < 0) {
                 lg_event_list_free(ret);
                 return r;
@@ -652,24 +645,13 @@ int lg_store_revision_get(lg_store *st, const struct lg_resource_key *key, int64
         return 0;
 }
 
-struct rev_ctx {
-        struct lg_revision_list *l;
-        size_t cap;
-};
-
+/* userdata is a struct lg_store_vec of struct lg_revision. */
 static int rev_one(struct lg_revision *rev, void *userdata) {
-        struct rev_ctx *c = userdata;
-        if (c->l->n == c->cap) {
-                size_t cap = c->cap ? c->cap * 2 : 8;
-                struct lg_revision *items = realloc(c->l->items, cap * sizeof(*items));
-                if (!items) {
-                        lg_revision_free(rev);
-                        return -ENOMEM;
-                }
-                c->l->items = items;
-                c->cap = cap;
+        int r = lg_store_vec_push(userdata, rev);
+        if (r < 0) {
+                lg_revision_free(rev);
+                return r;
         }
-        c->l->items[c->l->n++] = *rev;
         free(rev); /* the spec moved into the list */
         return 0;
 }
@@ -680,13 +662,12 @@ int lg_store_revision_list(lg_store *st, const struct lg_resource_key *key,
         *ret = (struct lg_revision_list){0};
         if ((r = lg_store_check_key(key, err)) < 0 || (r = lg_store_tx_enter(st, false, err)) < 0)
                 return r;
-        struct rev_ctx c = {.l = ret};
-        if ((r = must_exist(st, key, err)) >= 0) {
-                r = st->ops->rev_list(st, key, rev_one, &c, err);
-                if (r == -ENOMEM)
-                        lg_error_set(err, ENOMEM, "revisions");
-        }
+        struct lg_store_vec v = {.size = sizeof(*ret->items), .err = err, .what = "revisions"};
+        if ((r = must_exist(st, key, err)) >= 0)
+                r = st->ops->rev_list(st, key, rev_one, &v, err);
         r = lg_store_tx_leave(st, r, err);
+        ret->items = v.items;
+        ret->n = v.n;
         if (r < 0)
                 lg_revision_list_free(ret);
         return r;
