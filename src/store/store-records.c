@@ -30,11 +30,11 @@ static bool hex_string(const char *s, size_t len) {
 }
 
 /* sha256 of the secret as lowercase hex: what the store keeps. */
-static int token_hash(const char *secret, size_t len, char out[static 65]) {
+static int token_hash(const char *secret, size_t len, char out[static 65], struct lg_error *err) {
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int mdlen = 0;
         if (!EVP_Digest(secret, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
-                return -EIO;
+                return lg_error_set(err, EIO, "sha256");
         static const char hex[] = "0123456789abcdef";
         for (unsigned i = 0; i < mdlen; i++) {
                 out[2 * i] = hex[md[i] >> 4];
@@ -72,12 +72,12 @@ int lg_store_token_create(lg_store *st, const char *namespace, const char *descr
                 explicit_bzero(secret, LG_TOKEN_SECRET_SIZE);
                 return lg_error_set(err, r, "random token");
         }
-        if ((r = token_hash(secret, strlen(secret), hash)) < 0 ||
+        if ((r = token_hash(secret, strlen(secret), hash, err)) < 0 ||
             (r = st->ops->tok_insert(st, &t, hash, err)) < 0) {
                 explicit_bzero(secret, LG_TOKEN_SECRET_SIZE);
                 if (r == -EEXIST)
                         return lg_error_set(err, EEXIST, "token id collision, try again");
-                return r == -EIO ? lg_error_set(err, EIO, "sha256") : r;
+                return r;
         }
         if (ret)
                 *ret = t;
@@ -92,9 +92,9 @@ int lg_store_token_lookup(lg_store *st, const char *secret, struct lg_token *ret
         if (len > TOKEN_PRESENTED_MAX)
                 return lg_error_set(err, ENOENT, "unknown token");
         char hash[65];
-        int r = token_hash(secret, len, hash);
+        int r = token_hash(secret, len, hash, err);
         if (r < 0)
-                return lg_error_set(err, r, "sha256");
+                return r;
         struct lg_token t;
         r = st->ops->tok_find(st, hash, &t, err);
         if (r == -ENOENT)
