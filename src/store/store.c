@@ -416,19 +416,27 @@ int lg_store_list(lg_store *st, const char *kind, const char *namespace,
         return r;
 }
 
-int lg_store_update(lg_store *st, const struct lg_resource_key *key, int64_t expected_rv,
-                    const json_t *labels, const json_t *spec, struct lg_resource **ret,
-                    struct lg_error *err) {
+/* Write the given documents (NULL = keep) over the object if it is at
+ * expected_rv (<= 0: any). */
+static int update(lg_store *st, const struct lg_resource_key *key, int64_t expected_rv,
+                  const json_t *labels, const json_t *spec, const json_t *status,
+                  struct lg_resource **ret, struct lg_error *err) {
         int r;
-        if ((r = lg_store_check_key(key, err)) < 0 ||
-            (r = check_docs(labels, spec, NULL, err)) < 0 ||
+        if ((r = check_docs(labels, spec, status, err)) < 0 ||
             (r = lg_store_tx_enter(st, true, err)) < 0)
                 return r;
         struct lg_resource *cur = NULL;
         if ((r = get_locked(st, key, &cur, err)) >= 0 && (r = check_rv(cur, expected_rv, err)) >= 0)
-                r = modify_locked(st, TAKE_PTR(cur), labels, spec, NULL, ret, err);
+                r = modify_locked(st, TAKE_PTR(cur), labels, spec, status, ret, err);
         lg_resource_free(cur);
         return lg_store_tx_leave(st, r, err);
+}
+
+int lg_store_update(lg_store *st, const struct lg_resource_key *key, int64_t expected_rv,
+                    const json_t *labels, const json_t *spec, struct lg_resource **ret,
+                    struct lg_error *err) {
+        int r = lg_store_check_key(key, err);
+        return r < 0 ? r : update(st, key, expected_rv, labels, spec, NULL, ret, err);
 }
 
 int lg_store_update_status(lg_store *st, const struct lg_resource_key *key,
@@ -439,14 +447,7 @@ int lg_store_update_status(lg_store *st, const struct lg_resource_key *key,
                 return r;
         if (!status)
                 return lg_error_set(err, EINVAL, "no status");
-        if ((r = check_docs(NULL, NULL, status, err)) < 0 ||
-            (r = lg_store_tx_enter(st, true, err)) < 0)
-                return r;
-        struct lg_resource *cur = NULL;
-        if ((r = get_locked(st, key, &cur, err)) >= 0 && (r = check_rv(cur, expected_rv, err)) >= 0)
-                r = modify_locked(st, TAKE_PTR(cur), NULL, NULL, status, ret, err);
-        lg_resource_free(cur);
-        return lg_store_tx_leave(st, r, err);
+        return update(st, key, expected_rv, NULL, NULL, status, ret, err);
 }
 
 int lg_store_delete(lg_store *st, const struct lg_resource_key *key, int64_t expected_rv,
