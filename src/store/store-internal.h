@@ -156,6 +156,8 @@ int lg_store_tx_leave(lg_store *st, int r, struct lg_error *err);
 /* -EINVAL with a message unless kind, namespace ("" allowed) and name are
  * valid. */
 int lg_store_check_key(const struct lg_resource_key *key, struct lg_error *err);
+/* 0, or -ENOENT with "<key> not found" unless the object exists. */
+int lg_store_must_exist(lg_store *st, const struct lg_resource_key *key, struct lg_error *err);
 /* "App default/web" or "Namespace web", for messages. */
 const char *lg_store_key_str(const struct lg_resource_key *key, char buf[static 200]);
 

@@ -250,15 +250,8 @@ int lg_store_blob_ref(lg_store *st, const char *digest, const struct lg_resource
             (r = lg_store_tx_enter(st, true, err)) < 0)
                 return r;
         struct lg_blob b;
-        struct lg_resource *res = NULL;
-        if ((r = blob_get_locked(st, digest, &b, err)) >= 0) {
-                r = st->ops->res_get(st, key, &res, err);
-                lg_resource_free(res);
-                if (r == -ENOENT) {
-                        char kb[200];
-                        r = lg_error_set(err, ENOENT, "%s not found", lg_store_key_str(key, kb));
-                }
-        }
+        if ((r = blob_get_locked(st, digest, &b, err)) >= 0)
+                r = lg_store_must_exist(st, key, err);
         if (r >= 0)
                 r = st->ops->ref_insert(st, digest, key, err);
         return lg_store_tx_leave(st, r, err);

@@ -576,8 +576,7 @@ void lg_revision_list_free(struct lg_revision_list *l) {
         *l = (struct lg_revision_list){0};
 }
 
-/* -ENOENT with a message unless the object exists. */
-static int must_exist(lg_store *st, const struct lg_resource_key *key, struct lg_error *err) {
+int lg_store_must_exist(lg_store *st, const struct lg_resource_key *key, struct lg_error *err) {
         struct lg_resource *r = NULL;
         int k = get_locked(st, key, &r, err);
         lg_resource_free(r);
@@ -600,7 +599,7 @@ int lg_store_revision_add(lg_store *st, const struct lg_resource_key *key, const
                 return r;
         _cleanup_revision_ struct lg_revision *latest = NULL;
         int64_t number = 1;
-        if ((r = must_exist(st, key, err)) >= 0) {
+        if ((r = lg_store_must_exist(st, key, err)) >= 0) {
                 r = st->ops->rev_get(st, key, 0, &latest, err);
                 if (r == -ENOENT)
                         r = 0;
@@ -664,7 +663,7 @@ int lg_store_revision_list(lg_store *st, const struct lg_resource_key *key,
         if ((r = lg_store_check_key(key, err)) < 0 || (r = lg_store_tx_enter(st, false, err)) < 0)
                 return r;
         struct lg_store_vec v = {.size = sizeof(*ret->items), .err = err, .what = "revisions"};
-        if ((r = must_exist(st, key, err)) >= 0)
+        if ((r = lg_store_must_exist(st, key, err)) >= 0)
                 r = st->ops->rev_list(st, key, rev_one, &v, err);
         r = lg_store_tx_leave(st, r, err);
         ret->items = v.items;
