@@ -63,10 +63,7 @@ void lg_pkg_limits_resolve(const struct lg_pkg_limits *in, struct lg_pkg_limits 
 void lg_pkg_info_free(struct lg_pkg_info *info) {
         if (!info)
                 return;
-        if (info->top)
-                for (size_t i = 0; info->top[i]; i++)
-                        free(info->top[i]);
-        free(info->top);
+        lg_pkg_names_free(info->top);
         info->top = NULL;
         info->n_top = 0;
 }
@@ -413,57 +410,6 @@ static int run(struct xctx *x) {
         return 0;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *) a, *(char *const *) b); }
-
-/* The sorted top-level names of dfd into info. */
-static int read_top(int dfd, struct lg_pkg_info *info) {
-        int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        DIR *d = fdopendir(fd);
-        if (!d) {
-                close(fd);
-                return -ENOMEM;
-        }
-        char **v = NULL;
-        size_t n = 0, cap = 0;
-        int r = 0;
-        struct dirent *de;
-        while ((de = readdir(d))) {
-                if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-                        continue;
-                if (n + 1 >= cap) {
-                        size_t ncap = cap ? cap * 2 : 16;
-                        char **nv = realloc(v, ncap * sizeof(*v));
-                        if (!nv) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        v = nv;
-                        cap = ncap;
-                }
-                if (!(v[n] = strdup(de->d_name))) {
-                        r = -ENOMEM;
-                        break;
-                }
-                n++;
-        }
-        closedir(d);
-        if (r < 0) {
-                for (size_t i = 0; i < n; i++)
-                        free(v[i]);
-                free(v);
-                return r;
-        }
-        if (!v && !(v = calloc(1, sizeof(*v))))
-                return -ENOMEM;
-        qsort(v, n, sizeof(*v), cmp_str);
-        v[n] = NULL;
-        info->top = v;
-        info->n_top = n;
-        return 0;
-}
-
 /* Count what an existing tree holds (extraction skipped as a no-op). */
 static int walk(int dfd, unsigned depth, struct lg_pkg_info *info) {
         if (depth > 4096)
@@ -513,7 +459,7 @@ static int describe_existing(int pfd, const char *base, struct lg_pkg_info *info
         _cleanup_close_ int fd = openat(pfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         int r = fd < 0 ? -errno : walk(fd, 0, info);
         if (r >= 0)
-                r = read_top(fd, info);
+                r = lg_pkg_list_dir(fd, &info->top, &info->n_top);
         if (r < 0) {
                 lg_pkg_info_free(info);
                 memset(info, 0, sizeof(*info));
@@ -613,7 +559,7 @@ int lg_pkg_extract(const char *blob_path, const char *dest_dir, const struct lg_
                 goto out;
         x->info.n_dirs = x->walk.n_created;
         x->info.total_bytes = x->total;
-        r = read_top(x->rootfd, &x->info);
+        r = lg_pkg_list_dir(x->rootfd, &x->info.top, &x->info.n_top);
         if (r < 0) {
                 r = lg_error_set(err, r, "list `%s`", tmp_path);
                 goto out;

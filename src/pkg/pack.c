@@ -4,7 +4,6 @@
  * accept them. */
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
@@ -26,63 +25,6 @@ struct pctx {
         ino_t out_ino;
         char buf[64 * 1024];
 };
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *) a, *(char *const *) b); }
-
-static void free_names(char **v, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                free(v[i]);
-        free(v);
-}
-
-/* The sorted names of dfd (not consumed). */
-static int list_dir(int dfd, char ***ret, size_t *ret_n) {
-        int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        DIR *d = fdopendir(fd);
-        if (!d) {
-                close(fd);
-                return -ENOMEM;
-        }
-        char **v = NULL;
-        size_t n = 0, cap = 0;
-        struct dirent *de;
-        int r = 0;
-        errno = 0;
-        while ((de = readdir(d))) {
-                if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-                        continue;
-                if (n == cap) {
-                        size_t ncap = cap ? cap * 2 : 32;
-                        char **nv = realloc(v, ncap * sizeof(*v));
-                        if (!nv) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        v = nv;
-                        cap = ncap;
-                }
-                if (!(v[n] = strdup(de->d_name))) {
-                        r = -ENOMEM;
-                        break;
-                }
-                n++;
-                errno = 0;
-        }
-        if (r == 0 && errno != 0)
-                r = -errno;
-        closedir(d);
-        if (r < 0) {
-                free_names(v, n);
-                return r;
-        }
-        if (n > 1)
-                qsort(v, n, sizeof(*v), cmp_str);
-        *ret = v;
-        *ret_n = n;
-        return 0;
-}
 
 static int write_header(struct pctx *p, const char *rel, mode_t type, mode_t perm, int64_t size,
                         const char *target) {
@@ -139,7 +81,7 @@ static int pack_dir(struct pctx *p, int dfd, const char *prefix, size_t depth) {
                 return lg_error_set(p->err, ELOOP, "`%s/%s` is nested too deep", p->src, prefix);
         char **names = NULL;
         size_t n = 0;
-        int r = list_dir(dfd, &names, &n);
+        int r = lg_pkg_list_dir(dfd, &names, &n);
         if (r < 0)
                 return lg_error_set(p->err, r, "list `%s/%s`", p->src, prefix);
         for (size_t i = 0; i < n && r >= 0; i++) {
@@ -198,7 +140,7 @@ static int pack_dir(struct pctx *p, int dfd, const char *prefix, size_t depth) {
                         p->info.n_skipped++; /* devices, FIFOs, sockets */
                 }
         }
-        free_names(names, n);
+        lg_pkg_names_free(names);
         return r;
 }
 

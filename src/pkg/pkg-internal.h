@@ -33,3 +33,8 @@ int lg_pkg_tmp_name(char *buf, size_t cap, const char *what);
  * replaces an empty one). Returns 0 when renamed, 1 when name existed (tmp
  * is left in place), or -errno. */
 int lg_pkg_rename_noreplace(int dfd, const char *tmp, const char *name, bool is_dir);
+
+/* The names in directory dfd (not consumed) but `.` and `..`, sorted
+ * bytewise, NULL-terminated (*n of them); free with lg_pkg_names_free. */
+int lg_pkg_list_dir(int dfd, char ***ret, size_t *n);
+void lg_pkg_names_free(char **v);
