@@ -71,46 +71,32 @@ static bool value_char(char c) {
         return alnum(c) || c == '-' || c == '_' || c == '.';
 }
 
-/* A run of characters accepted by ok(), copied out. */
-static int take(struct parser *p, bool (*ok)(char), char **ret) {
+/* A run of characters accepted by ok() that valid() takes, copied out; an
+ * error points at its start. */
+static int parse_word(struct parser *p, bool (*ok)(char), bool (*valid)(const char *),
+                      const char *invalid, char **ret) {
         size_t start = p->pos;
         while (ok(p->s[p->pos]))
                 p->pos++;
-        char *v = strndup(p->s + start, p->pos - start);
-        if (!v)
+        _cleanup_free_ char *w = strndup(p->s + start, p->pos - start);
+        if (!w)
                 return lg_error_set(p->err, ENOMEM, "label selector");
-        *ret = v;
+        if (!valid(w)) {
+                p->pos = start;
+                return fail(p, invalid);
+        }
+        *ret = TAKE_PTR(w);
         return 0;
 }
 
 static int parse_key(struct parser *p, char **ret) {
-        size_t start = p->pos;
-        _cleanup_free_ char *k = NULL;
-        int r = take(p, key_char, &k);
-        if (r < 0)
-                return r;
-        if (!k[0])
+        if (!key_char(p->s[p->pos]))
                 return fail(p, "expected a label key");
-        if (!lg_store_valid_label_key(k)) {
-                p->pos = start;
-                return fail(p, "invalid label key");
-        }
-        *ret = TAKE_PTR(k);
-        return 0;
+        return parse_word(p, key_char, lg_store_valid_label_key, "invalid label key", ret);
 }
 
 static int parse_value(struct parser *p, char **ret) {
-        size_t start = p->pos;
-        _cleanup_free_ char *v = NULL;
-        int r = take(p, value_char, &v);
-        if (r < 0)
-                return r;
-        if (!lg_store_valid_label_value(v)) {
-                p->pos = start;
-                return fail(p, "invalid label value");
-        }
-        *ret = TAKE_PTR(v);
-        return 0;
+        return parse_word(p, value_char, lg_store_valid_label_value, "invalid label value", ret);
 }
 
 static int add_value(struct parser *p, struct sel_req *req, char *v) {
