@@ -49,14 +49,10 @@ import typing  # noqa: E402,F401
 import urllib.parse  # noqa: E402
 from http import HTTPStatus  # noqa: E402
 
-MAX_LINE = 16 * 1024          # request line or one header line
-MAX_HEADERS = 64 * 1024       # all header lines together
-MAX_HEADER_COUNT = 200
 MAX_BODY = int(os.environ.get("LEGION_MAX_BODY", str(64 << 20)))
 
 _SELF_FILES = {os.path.abspath(__file__), os.path.abspath(lc.__file__)}
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -94,10 +90,7 @@ class Request:
         return "<Request %s %s>" % (self.method, self.url)
 
 
-class BadRequest(Exception):
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
+BadRequest = lc.BadRequest
 
 
 class ResponseError(Exception):
@@ -119,7 +112,7 @@ def _header_items(headers):
             k, v = item
         except (TypeError, ValueError):
             raise ResponseError("response header %r is not a (name, value) pair" % (item,))
-        if not isinstance(k, str) or not _TOKEN.match(k):
+        if not isinstance(k, str) or not lc.HTTP_TOKEN.match(k):
             raise ResponseError("invalid response header name %r" % (k,))
         values = v if isinstance(v, (list, tuple)) else (v,)
         for one in values:
@@ -293,70 +286,18 @@ class Server:
             pass
 
     def read_request(self, conn, rfile):
-        line = rfile.readline(MAX_LINE + 1)
-        blank = 0
-        while line in (b"\r\n", b"\n"):
-            blank += 1
-            if blank > 8:
-                raise BadRequest(400, "blank lines before the request")
-            line = rfile.readline(MAX_LINE + 1)
-        if not line:
-            return None, False
-        if len(line) > MAX_LINE:
-            raise BadRequest(414, "request line too long")
-        parts = line.split()
-        if len(parts) != 3:
-            raise BadRequest(400, "malformed request line")
-        method, target, version = (p.decode("latin-1") for p in parts)
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise BadRequest(505 if version.startswith("HTTP/") else 400, "unsupported HTTP version")
-        if not _TOKEN.match(method):
-            raise BadRequest(400, "malformed method")
-
         headers = Headers()
-        total = 0
-        while True:
-            h = rfile.readline(MAX_LINE + 1)
-            if not h:
-                return None, False
-            total += len(h)
-            if total > MAX_HEADERS or len(headers) >= MAX_HEADER_COUNT:
-                raise BadRequest(431, "request headers too large")
-            if h == b"\r\n" or h == b"\n":
-                break
-            if h[:1] in (b" ", b"\t"):
-                raise BadRequest(400, "folded header lines are not supported")
-            name, sep, value = h.partition(b":")
-            if not sep or not name or name != name.strip():
-                raise BadRequest(400, "malformed header line")
-            k = name.decode("latin-1").lower()
-            v = value.strip().decode("latin-1")
-            if k in headers:
-                dict.__setitem__(headers, k, dict.__getitem__(headers, k) + ", " + v)
-            else:
-                dict.__setitem__(headers, k, v)
-
-        conn_hdr = dict.get(headers, "connection", "").lower()
-        if version == "HTTP/1.1":
-            keep = "close" not in conn_hdr
-        else:
-            keep = "keep-alive" in conn_hdr
-
-        te = dict.get(headers, "transfer-encoding")
-        cl = dict.get(headers, "content-length")
-        expect = dict.get(headers, "expect", "").lower() == "100-continue" and version == "HTTP/1.1"
-        if te is not None:
-            if cl is not None:
-                raise BadRequest(400, "both Transfer-Encoding and Content-Length")
-            if te.strip().lower() != "chunked":
-                raise BadRequest(501, "unsupported Transfer-Encoding")
+        head = lc.read_head(rfile, headers)
+        if head is None:
+            return None, False
+        method, target, version = head
+        keep = lc.keep_alive(headers, version)
+        chunked, n, expect = lc.body_framing(headers, version)
+        if chunked:
             if expect:
                 conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = self.read_chunked(rfile)
-        elif cl is not None:
-            if not cl.isdigit():
-                raise BadRequest(400, "malformed Content-Length")
-            n = int(cl)
+        elif n is not None:
             if n > MAX_BODY:
                 raise BadRequest(413, "request body larger than %d bytes" % MAX_BODY)
             if expect and n:
@@ -400,20 +341,8 @@ class Server:
         parts = []
         size = 0
         while True:
-            line = rfile.readline(MAX_LINE + 1)
-            if not line:
-                raise BadRequest(400, "truncated chunked body")
-            try:
-                n = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadRequest(400, "malformed chunk size")
-            if n < 0:
-                raise BadRequest(400, "malformed chunk size")
+            n = lc.read_chunk_size(rfile)
             if n == 0:
-                while True:  # trailers, ignored
-                    t = rfile.readline(MAX_LINE + 1)
-                    if not t or t in (b"\r\n", b"\n"):
-                        break
                 return b"".join(parts)
             size += n
             if size > MAX_BODY:
@@ -422,7 +351,7 @@ class Server:
             if len(data) < n:
                 raise BadRequest(400, "truncated chunked body")
             parts.append(data)
-            rfile.readline(MAX_LINE + 1)  # CRLF after the chunk
+            rfile.readline(lc.HTTP_MAX_LINE + 1)  # CRLF after the chunk
 
     def drain_and_exit(self):
         """SIGTERM: stop accepting, finish the requests in flight, exit 0."""
@@ -511,15 +440,7 @@ def load_handler(workdir, entrypoint):
 
 def specialize(frame):
     t0 = time.monotonic()
-    app, revision = lc.parse_revision(frame)
-    listener = lc.listen_socket(frame)
-    lc.apply_env(frame)
-    workdir = frame.get("workdir") or "/code"
-    try:
-        os.chdir(workdir)
-    except OSError as e:
-        raise lc.SpecializeError("EntrypointNotFound", "working directory %s: %s" % (workdir, e.strerror))
-    workdir = os.getcwd()
+    app, revision, listener, workdir = lc.prepare_specialize(frame)
     # App settings may carry PYTHONPATH: the interpreter is already running,
     # so honour it here (package-relative entries are relative to /code).
     extra = [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
@@ -546,12 +467,7 @@ def main():
 
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.drain_and_exit, daemon=True).start())
     threading.Thread(target=server.serve_forever, name="legion-accept", daemon=True).start()
-    lc.log("specialized app=%s revision=%s in %.1f ms" % (app, revision, ms))
-    ctl.send_fields("ready", [("id", frame.get("id")), ("phase", "specialized"), ("app", app),
-                              ("revision", revision), ("ms", "%.1f" % ms)])
-    lc.control_loop(ctl)
-    # The channel closed: keep serving until init ends us.
-    threading.Event().wait()
+    lc.serve_specialized(ctl, frame, app, revision, ms)
 
 
 if __name__ == "__main__":

@@ -52,14 +52,10 @@ import urllib.parse  # noqa: E402
 INTERPRETER = os.path.join(_HERE, "interpreter.py")
 PYTHON = sys.executable or "/usr/bin/python3"
 
-MAX_LINE = 16 * 1024
-MAX_HEADERS = 64 * 1024
-MAX_HEADER_COUNT = 200
 MAX_PATH_BYTES = 1024
 MAX_NAME_BYTES = 255
 MAX_LIST = 100000
 UPLOAD_PREFIX = ".legion-upload-"
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
             413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
@@ -1161,10 +1157,7 @@ class Upload:
 
 # ---- HTTP ------------------------------------------------------------------------
 
-class BadRequest(Exception):
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
+BadRequest = lc.BadRequest
 
 
 class Body:
@@ -1173,27 +1166,10 @@ class Body:
     def __init__(self, conn, rfile, headers, version):
         self.conn = conn
         self.rfile = rfile
-        te = headers.get("transfer-encoding")
-        cl = headers.get("content-length")
-        self.expect = headers.get("expect", "").lower() == "100-continue" and version == "HTTP/1.1"
-        self.chunked = False
-        self.length = None
-        self.left = 0
-        self.done = False
-        if te is not None:
-            if cl is not None:
-                raise BadRequest(400, "both Transfer-Encoding and Content-Length")
-            if te.strip().lower() != "chunked":
-                raise BadRequest(501, "unsupported Transfer-Encoding")
-            self.chunked = True
-        elif cl is not None:
-            if not cl.isdigit():
-                raise BadRequest(400, "malformed Content-Length")
-            self.length = self.left = int(cl)
-            self.done = self.left == 0
-        else:
-            self.length = 0
-            self.done = True
+        self.chunked, length, self.expect = lc.body_framing(headers, version)
+        self.length = None if self.chunked else length or 0
+        self.left = self.length or 0
+        self.done = not self.chunked and self.left == 0
 
     def go_ahead(self):
         if self.expect and not self.done:
@@ -1214,20 +1190,8 @@ class Body:
                 self.done = True
             return data
         if self.left == 0:
-            line = self.rfile.readline(MAX_LINE + 1)
-            if not line:
-                raise BadRequest(400, "truncated chunked body")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadRequest(400, "malformed chunk size")
-            if size < 0:
-                raise BadRequest(400, "malformed chunk size")
+            size = lc.read_chunk_size(self.rfile)
             if size == 0:
-                while True:
-                    t = self.rfile.readline(MAX_LINE + 1)
-                    if not t or t in (b"\r\n", b"\n"):
-                        break
                 self.done = True
                 return b""
             self.left = size
@@ -1236,7 +1200,7 @@ class Body:
             raise BadRequest(400, "truncated chunked body")
         self.left -= len(data)
         if self.left == 0:
-            self.rfile.readline(MAX_LINE + 1)  # the CRLF after the chunk
+            self.rfile.readline(lc.HTTP_MAX_LINE + 1)  # the CRLF after the chunk
         return data
 
     def chunks(self):
@@ -1357,46 +1321,14 @@ class Connection:
 
     def read_request(self):
         rfile = self.rfile
-        line = rfile.readline(MAX_LINE + 1)
-        blank = 0
-        while line in (b"\r\n", b"\n"):
-            blank += 1
-            if blank > 8:
-                raise BadRequest(400, "blank lines before the request")
-            line = rfile.readline(MAX_LINE + 1)
-        if not line:
-            return None
-        if len(line) > MAX_LINE:
-            raise BadRequest(414, "request line too long")
-        parts = line.split()
-        if len(parts) != 3:
-            raise BadRequest(400, "malformed request line")
-        method, target, version = (p.decode("latin-1") for p in parts)
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise BadRequest(505 if version.startswith("HTTP/") else 400, "unsupported HTTP version")
-        if not _TOKEN.match(method):
-            raise BadRequest(400, "malformed method")
         headers = {}
-        total = 0
-        while True:
-            h = rfile.readline(MAX_LINE + 1)
-            if not h:
-                return None
-            total += len(h)
-            if total > MAX_HEADERS or len(headers) >= MAX_HEADER_COUNT:
-                raise BadRequest(431, "request headers too large")
-            if h in (b"\r\n", b"\n"):
-                break
-            name, sep, value = h.partition(b":")
-            if not sep or not name or name != name.strip() or h[:1] in (b" ", b"\t"):
-                raise BadRequest(400, "malformed header line")
-            k = name.decode("latin-1").lower()
-            v = value.strip().decode("latin-1")
-            headers[k] = headers[k] + ", " + v if k in headers else v
+        head = lc.read_head(rfile, headers)
+        if head is None:
+            return None
+        method, target, version = head
         req = Request()
         req.method, req.target, req.version, req.headers = method, target, version, headers
-        conn_hdr = headers.get("connection", "").lower()
-        req.keep = ("close" not in conn_hdr) if version == "HTTP/1.1" else ("keep-alive" in conn_hdr)
+        req.keep = lc.keep_alive(headers, version)
         req.body = Body(self.sock, rfile, headers, version)
         path, _, query = target.partition("?")
         req.path = path.partition("#")[0]
@@ -1696,20 +1628,16 @@ def main():
 
     frame = lc.wait_for_specialize(ctl)
 
-    t0 = time.monotonic()
-    try:
+    def bind(frame):
         listener = lc.listen_socket(frame)
         lc.apply_env(frame)
         CONFIG.load()
         pool, identifier = frame.get("app", ""), frame.get("identifier", "")
         SESSION.bind(pool, identifier)
-    except lc.SpecializeError as e:
-        lc.report_specialize_error(ctl, frame, e)
-        os._exit(1)
-    except Exception as e:
-        lc.report_specialize_error(ctl, frame, lc.SpecializeError(
-            "InternalError", "%s: %s" % (type(e).__name__, e), tb=traceback.format_exc()))
-        os._exit(1)
+        return listener, pool, identifier
+
+    t0 = time.monotonic()
+    listener, pool, identifier = lc.run_specialize(ctl, frame, bind)
     ms = lc.now_ms(t0)
     threading.Thread(target=serve_forever, args=(listener,), name="legion-accept", daemon=True).start()
     lc.log("session bound: pool=%s identifier=%s in %.1f ms" % (pool, identifier, ms))
