@@ -389,3 +389,24 @@ int lg_tree_walk_to(struct lg_tree_walk *w, const char *path, size_t plen, bool 
         w->len = plen;
         return fd;
 }
+
+int lg_rename_noreplace_at(int dfd, const char *tmp, const char *name) {
+        if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) == 0)
+                return 0;
+        if (errno == EEXIST)
+                return 1;
+        if (errno != EINVAL && errno != ENOSYS)
+                return -errno;
+        struct stat s;
+        if (fstatat(dfd, tmp, &s, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        if (S_ISDIR(s.st_mode)) {
+                if (renameat(dfd, tmp, dfd, name) == 0)
+                        return 0;
+                return errno == EEXIST || errno == ENOTEMPTY ? 1 : -errno;
+        }
+        if (linkat(dfd, tmp, dfd, name, 0) < 0)
+                return errno == EEXIST ? 1 : -errno;
+        unlinkat(dfd, tmp, 0);
+        return 0;
+}

@@ -148,3 +148,9 @@ void lg_tree_walk_forget(struct lg_tree_walk *w);
  * 0755 when create is set, else the walk fails with -ENOENT alone. Other
  * failures: -errno with fail and fail_path (up to the component at fault). */
 int lg_tree_walk_to(struct lg_tree_walk *w, const char *path, size_t plen, bool create);
+
+/* renameat2(RENAME_NOREPLACE) of tmp to name within dfd, with a fallback for
+ * file systems without it (link(2) for a file, plain rename(2) for a
+ * directory, which replaces only an empty one). 0 renamed, 1 name existed
+ * (tmp is left in place), or -errno. */
+int lg_rename_noreplace_at(int dfd, const char *tmp, const char *name);

@@ -81,10 +81,6 @@ void lg_image_index_cache_free(struct lg_image_index_cache *c);
 /* A temporary name in tmp/: "<what><16 hex>". */
 int lg_image_tmp_name(char *buf, size_t cap, const char *what);
 
-/* renameat2(RENAME_NOREPLACE) from tmp/<tmp> to <dir>/<name>: 0 renamed,
- * 1 name existed (tmp left in place), -errno. */
-int lg_image_rename_noreplace(lg_image_store *st, const char *tmp, const char *name);
-
 /* Remove a tree below dfd without following symlinks, making directories
  * writable first (layer trees may hold 0555 directories). */
 int lg_image_rm_tree_at(int dfd, const char *name);

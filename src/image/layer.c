@@ -596,7 +596,7 @@ int lg_image_layer_extract(lg_image_store *st, const struct lg_image_layer_desc 
         r = write_meta(st, l, x->ustream, err);
         if (r < 0)
                 goto out;
-        r = lg_image_rename_noreplace(st, tmp, dst);
+        r = lg_rename_noreplace_at(st->dirfd, tmp, dst);
         if (r < 0) {
                 r = lg_error_set(err, r, "move layer %s into place", l->digest);
                 goto out;

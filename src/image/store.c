@@ -105,29 +105,6 @@ int lg_image_tmp_name(char *buf, size_t cap, const char *what) {
         return 0;
 }
 
-int lg_image_rename_noreplace(lg_image_store *st, const char *tmp, const char *name) {
-        if (renameat2(st->dirfd, tmp, st->dirfd, name, RENAME_NOREPLACE) == 0)
-                return 0;
-        if (errno == EEXIST)
-                return 1;
-        if (errno != EINVAL && errno != ENOSYS)
-                return -errno;
-        /* A file system without RENAME_NOREPLACE: rename(2) replaces only an
-         * empty directory; for files link(2) refuses an existing name. */
-        struct stat s;
-        if (fstatat(st->dirfd, tmp, &s, AT_SYMLINK_NOFOLLOW) < 0)
-                return -errno;
-        if (S_ISDIR(s.st_mode)) {
-                if (renameat(st->dirfd, tmp, st->dirfd, name) == 0)
-                        return 0;
-                return errno == EEXIST || errno == ENOTEMPTY ? 1 : -errno;
-        }
-        if (linkat(st->dirfd, tmp, st->dirfd, name, 0) < 0)
-                return errno == EEXIST ? 1 : -errno;
-        unlinkat(st->dirfd, tmp, 0);
-        return 0;
-}
-
 static int rm_children(int fd, unsigned depth) {
         if (depth > 4096)
                 return -ELOOP;
@@ -458,7 +435,7 @@ static int finish(struct lg_image_blob_writer *w, char hex_out[65], struct lg_er
                 (void) lg_image_pending_add(st, hex);
         char dst[96];
         blob_path(hex, dst, sizeof(dst));
-        r = lg_image_rename_noreplace(st, w->tmp, dst);
+        r = lg_rename_noreplace_at(st->dirfd, w->tmp, dst);
         if (r < 0) {
                 r = lg_error_set(err, r, "move blob sha256:%s into place", hex);
                 goto out;

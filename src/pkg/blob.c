@@ -293,7 +293,7 @@ int lg_blob_commit(struct lg_blob_writer *w, const char *expect, struct lg_diges
                 r = lg_error_set(err, errno, "sync `%s/blobs/sha256/%s`", bs->root, w->tmp);
                 goto out;
         }
-        r = lg_pkg_rename_noreplace(bs->blob_dfd, w->tmp, d.hex, false);
+        r = lg_rename_noreplace_at(bs->blob_dfd, w->tmp, d.hex);
         if (r < 0) {
                 r = lg_error_set(err, r, "rename blob to `%s/blobs/sha256/%s`", bs->root, d.hex);
                 goto out;

@@ -569,7 +569,7 @@ int lg_pkg_extract(const char *blob_path, const char *dest_dir, const struct lg_
                 r = lg_error_set(err, errno, "sync `%s`", tmp_path);
                 goto out;
         }
-        r = lg_pkg_rename_noreplace(pfd, tmp, base, true);
+        r = lg_rename_noreplace_at(pfd, tmp, base);
         if (r < 0) {
                 r = lg_error_set(err, r, "rename `%s` to `%s`", tmp_path, dest_dir);
                 goto out;

@@ -28,11 +28,6 @@ void lg_pkg_printable(const char *s, char *buf, size_t cap);
 /* mkstemp-like name: prefix + 16 random hex characters. */
 int lg_pkg_tmp_name(char *buf, size_t cap, const char *what);
 
-/* renameat2(RENAME_NOREPLACE) within dfd, with a fallback for file systems
- * without it (link(2) for files, plain rename(2) for directories, which only
- * replaces an empty one). Returns 0 when renamed, 1 when name existed (tmp
- * is left in place), or -errno. */
-int lg_pkg_rename_noreplace(int dfd, const char *tmp, const char *name, bool is_dir);
 
 /* The names in directory dfd (not consumed) but `.` and `..`, sorted
  * bytewise, NULL-terminated (*n of them); free with lg_pkg_names_free. */

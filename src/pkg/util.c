@@ -114,24 +114,6 @@ int lg_pkg_tmp_name(char *buf, size_t cap, const char *what) {
         return 0;
 }
 
-int lg_pkg_rename_noreplace(int dfd, const char *tmp, const char *name, bool is_dir) {
-        if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) == 0)
-                return 0;
-        if (errno == EEXIST)
-                return 1;
-        if (errno != EINVAL && errno != ENOSYS)
-                return -errno;
-        if (is_dir) {
-                if (renameat(dfd, tmp, dfd, name) == 0)
-                        return 0;
-                return errno == EEXIST || errno == ENOTEMPTY ? 1 : -errno;
-        }
-        if (linkat(dfd, tmp, dfd, name, 0) < 0)
-                return errno == EEXIST ? 1 : -errno;
-        unlinkat(dfd, tmp, 0);
-        return 0;
-}
-
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *) a, *(char *const *) b); }
 
 void lg_pkg_names_free(char **v) {
