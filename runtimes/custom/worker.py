@@ -163,15 +163,7 @@ def wait_for_port(proc, port, timeout, entrypoint):
 
 def specialize(frame):
     t0 = time.monotonic()
-    app, revision = lc.parse_revision(frame)
-    listener = lc.listen_socket(frame)
-    lc.apply_env(frame)
-    workdir = frame.get("workdir") or "/code"
-    try:
-        os.chdir(workdir)
-    except OSError as e:
-        raise lc.SpecializeError("EntrypointNotFound", "working directory %s: %s" % (workdir, e.strerror))
-    workdir = os.getcwd()
+    app, revision, listener, workdir = lc.prepare_specialize(frame)
     try:
         port = int(os.environ.get("PORT") or DEFAULT_PORT)
         if not 0 < port < 65536:
@@ -218,11 +210,7 @@ def main():
 
     threading.Thread(target=watch, name="legion-watch", daemon=True).start()
     threading.Thread(target=proxy.serve_forever, name="legion-accept", daemon=True).start()
-    lc.log("specialized app=%s revision=%s in %.1f ms" % (app, revision, ms))
-    ctl.send_fields("ready", [("id", frame.get("id")), ("phase", "specialized"), ("app", app),
-                              ("revision", revision), ("ms", "%.1f" % ms)])
-    lc.control_loop(ctl)
-    threading.Event().wait()
+    lc.serve_specialized(ctl, frame, app, revision, ms)
 
 
 if __name__ == "__main__":
