@@ -494,12 +494,11 @@ static void dispatch(struct app *a) {
                 if (!ri)
                         break;
                 struct pending *p = a->qhead;
-                struct lg_http_request *req = p->req;
-                uint64_t arrived = p->arrived;
-                char target[4096];
-                snprintf(target, sizeof(target), "%s", p->target);
+                /* Off the queue before forward, which may dispatch again;
+                 * p itself (and its target) is freed only once its timer
+                 * has closed, on a later turn of the loop. */
                 pending_remove(p);
-                forward(a, ri, req, target, arrived, !ri->first_served);
+                forward(a, ri, p->req, p->target, p->arrived, !ri->first_served);
         }
         if (a->qhead)
                 scale_up(a);
