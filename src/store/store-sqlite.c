@@ -1016,7 +1016,8 @@ int lg_store_sqlite_open(const char *path, const struct lg_store_options *opts_i
         if (rc != SQLITE_OK) {
                 if (!ss->db)
                         return lg_error_set(err, ENOMEM, "open store `%s`", path);
-                return lg_error_wrap(err, fail(ss, rc, err, "sqlite"), "open store `%s`", path);
+                return lg_error_set(err, errno_of(ss->db, rc), "open store `%s`: sqlite: %s", path,
+                                    sqlite3_errmsg(ss->db));
         }
         int r;
         if ((r = configure(ss, opts, err)) < 0 || (r = migrate(ss, target_version, err)) < 0)
