@@ -98,26 +98,12 @@ static la_ssize_t cb_read(struct archive *a, void *ud, const void **buf) {
         }
 }
 
-/* Archive paths: no leading '/' or "./", no `..`. */
+/* Archive paths: no leading '/' or "./", no `..`, never empty. */
 static int normalize(const char *raw, char *out, size_t cap) {
-        size_t len = 0;
-        for (const char *p = raw; *p;) {
-                const char *end = strchrnul(p, '/');
-                size_t n = (size_t) (end - p);
-                if (n == 2 && p[0] == '.' && p[1] == '.')
-                        return -EINVAL;
-                if (n > 0 && !(n == 1 && p[0] == '.')) {
-                        if (len + n + 2 > cap)
-                                return -ENAMETOOLONG;
-                        if (len)
-                                out[len++] = '/';
-                        memcpy(out + len, p, n);
-                        len += n;
-                }
-                p = *end ? end + 1 : end;
-        }
-        out[len] = '\0';
-        return len ? 0 : -EINVAL;
+        char why[96];
+        size_t depth;
+        int r = lg_archive_path(raw, out, (unsigned) cap - 1, UINT_MAX, &depth, why, sizeof(why));
+        return r < 0 ? r : depth ? 0 : -EINVAL;
 }
 
 /* A symlink target, relative to the link's directory, as an archive path. */
