@@ -30,7 +30,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -42,6 +41,7 @@
 #include <unistd.h>
 
 #include "sandbox/sandbox.h"
+#include "lib/stats.h"
 
 extern char **environ;
 
@@ -232,35 +232,12 @@ static void print_slab_growth(const struct slabsnap *a, const struct slabsnap *b
         printf("]");
 }
 
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *) a, y = *(const double *) b;
-        return x < y ? -1 : x > y;
-}
-
-static double pct(const double *sorted, size_t n, double p) {
-        size_t k = (size_t) ceil(p / 100.0 * (double) n);
-        return sorted[(k < 1 ? 1 : k) - 1];
-}
 
 static void print_meminfo(const char *name, const struct meminfo *m) {
         printf("\"%s\": {", name);
         for (size_t i = 0; i < N_KEYS; i++)
                 printf("%s\"%s\": %lld", i ? ", " : "", mem_keys[i], m->kb[i]);
         printf("}");
-}
-
-static void json_escape(const char *s) {
-        putchar('"');
-        for (; *s; s++) {
-                unsigned char c = (unsigned char) *s;
-                if (c == '"' || c == '\\')
-                        printf("\\%c", c);
-                else if (c < 0x20)
-                        printf("\\u%04x", c);
-                else
-                        putchar(c);
-        }
-        putchar('"');
 }
 
 static void usage(void) {
@@ -623,23 +600,23 @@ int main(int argc, char **argv) {
                 nofile = (long) own[k].rep.nofile;
         }
 
-        qsort(lat, (size_t) (started ? started : 1), sizeof(double), cmp_double);
+        qsort(lat, (size_t) (started ? started : 1), sizeof(double), bench_cmp_double);
         printf("{\"mode\": \"%s\", \"net_host\": %s, \"requested\": %ld, \"started\": %ld, "
                "\"settle_s\": %.1f, ", legion ? "legion" : "cmd", net_host ? "true" : "false", n, started,
                settle);
         printf("\"argv\": [");
         if (legion) {
                 printf("\"lg_sandbox_create+start\", ");
-                json_escape(rootfs);
+                bench_json_str(rootfs);
         } else {
                 for (char **a = cmd; *a; a++) {
                         printf("%s", a == cmd ? "" : ", ");
-                        json_escape(*a);
+                        bench_json_str(*a);
                 }
         }
         printf("], \"error\": ");
         if (errmsg[0])
-                json_escape(errmsg);
+                bench_json_str(errmsg);
         else
                 printf("null");
         printf(", \"owners\": %ld, \"owner_nofile\": %ld, \"owner_fds_added\": %ld, \"owner_rss_added_kb\": %lld, ",
@@ -648,7 +625,7 @@ int main(int argc, char **argv) {
                started ? (double) started / start_wall : 0.0);
         if (started)
                 printf("\"start_p50_ms\": %.3f, \"start_p99_ms\": %.3f, \"start_max_ms\": %.3f, ",
-                       pct(lat, (size_t) started, 50) * 1e3, pct(lat, (size_t) started, 99) * 1e3,
+                       lat[bench_rank((size_t) started, 50)] * 1e3, lat[bench_rank((size_t) started, 99)] * 1e3,
                        lat[started - 1] * 1e3);
         printf("\"destroy_wall_s\": %.4f, \"destroy_per_s\": %.2f, \"destroy_errors\": %d, ",
                destroy_wall, started ? (double) started / destroy_wall : 0.0, destroy_errors);

@@ -36,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/stats.h"
+
 extern char **environ;
 
 #define MAX_ENV 16
@@ -187,33 +189,6 @@ static double run_once(const struct opts *o, int worker, long i, int outfd) {
         return t1 - t0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *) a, y = *(const double *) b;
-        return x < y ? -1 : x > y;
-}
-
-/* Nearest rank: the smallest value with at least p% of values at or below. */
-static double percentile(const double *sorted, size_t n, double p) {
-        size_t k = (size_t) ceil(p / 100.0 * (double) n);
-        if (k < 1)
-                k = 1;
-        return sorted[k - 1];
-}
-
-static void json_str(const char *s) {
-        putchar('"');
-        for (; *s; s++) {
-                unsigned char c = (unsigned char) *s;
-                if (c == '"' || c == '\\')
-                        printf("\\%c", c);
-                else if (c < 0x20)
-                        printf("\\u%04x", c);
-                else
-                        putchar(c);
-        }
-        putchar('"');
-}
-
 int main(int argc, char **argv) {
         struct opts o = {.n = 100, .p = 1, .warmup = 10, .label = ""};
         int c;
@@ -319,7 +294,7 @@ int main(int argc, char **argv) {
         if (!sorted)
                 return 1;
         memcpy(sorted, lat, total * sizeof(double));
-        qsort(sorted, total, sizeof(double), cmp_double);
+        qsort(sorted, total, sizeof(double), bench_cmp_double);
         double sum = 0, sq = 0;
         for (size_t i = 0; i < total; i++)
                 sum += sorted[i];
@@ -329,20 +304,20 @@ int main(int argc, char **argv) {
         double stdev = total > 1 ? sqrt(sq / (double) (total - 1)) : 0;
 
         printf("{\"label\": ");
-        json_str(o.label);
+        bench_json_str(o.label);
         printf(", \"argv\": [");
         for (int i = 0; i < o.argc; i++) {
                 if (i)
                         printf(", ");
-                json_str(o.argv[i]);
+                bench_json_str(o.argv[i]);
         }
         printf("], \"n\": %ld, \"parallel\": %ld, \"warmup\": %ld, \"runs\": %zu, "
                "\"wall_s\": %.6f, \"runs_per_s\": %.2f, "
                "\"p50_ms\": %.4f, \"p90_ms\": %.4f, \"p99_ms\": %.4f, \"mean_ms\": %.4f, "
                "\"min_ms\": %.4f, \"max_ms\": %.4f, \"stdev_ms\": %.4f",
                o.n, o.p, o.warmup, total, wall, (double) total / wall,
-               percentile(sorted, total, 50) * 1e3, percentile(sorted, total, 90) * 1e3,
-               percentile(sorted, total, 99) * 1e3, mean * 1e3, sorted[0] * 1e3,
+               sorted[bench_rank(total, 50)] * 1e3, sorted[bench_rank(total, 90)] * 1e3,
+               sorted[bench_rank(total, 99)] * 1e3, mean * 1e3, sorted[0] * 1e3,
                sorted[total - 1] * 1e3, stdev * 1e3);
         if (!o.quiet) {
                 printf(", \"lat_us\": [");

@@ -21,13 +21,13 @@
  * milliseconds, and every run's figures in microseconds ("raw_us", in run
  * order) for merging batches. */
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "sandbox/sandbox.h"
+#include "lib/stats.h"
 
 enum { P_CREATE, P_START, P_WAIT, P_DESTROY, P_TOTAL, NP };
 static const char *const names[NP] = {"create", "start", "wait", "destroy", "total"};
@@ -36,16 +36,6 @@ static double now_s(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *) a, y = *(const double *) b;
-        return x < y ? -1 : x > y;
-}
-
-static double pct(const double *sorted, size_t n, double p) {
-        size_t k = (size_t) ceil(p / 100.0 * (double) n);
-        return sorted[(k < 1 ? 1 : k) - 1];
 }
 
 int main(int argc, char **argv) {
@@ -151,10 +141,10 @@ int main(int argc, char **argv) {
                 double sum = 0;
                 for (long i = 0; i < n; i++)
                         sum += t[p][i];
-                qsort(t[p], (size_t) n, sizeof(double), cmp_double);
+                qsort(t[p], (size_t) n, sizeof(double), bench_cmp_double);
                 printf(", \"%s\": {\"p50_ms\": %.4f, \"p90_ms\": %.4f, \"p99_ms\": %.4f, \"mean_ms\": %.4f}",
-                       names[p], pct(t[p], (size_t) n, 50) * 1e3, pct(t[p], (size_t) n, 90) * 1e3,
-                       pct(t[p], (size_t) n, 99) * 1e3, sum / (double) n * 1e3);
+                       names[p], t[p][bench_rank((size_t) n, 50)] * 1e3, t[p][bench_rank((size_t) n, 90)] * 1e3,
+                       t[p][bench_rank((size_t) n, 99)] * 1e3, sum / (double) n * 1e3);
         }
         printf("}\n");
         for (int p = 0; p < NP; p++)

@@ -35,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../lib/stats.h"
+
 #define MAX_THREADS 64
 #define BUF_CAP (256 * 1024)
 
@@ -319,34 +321,9 @@ static void *run(void *arg) {
         return NULL;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return x < y ? -1 : x > y;
-}
-
+/* The p-th percentile of n sorted latencies in ns, in µs. */
 static double pct(const uint64_t *v, size_t n, double p) {
-        if (!n)
-                return 0;
-        /* nearest rank */
-        size_t k = (size_t) (p / 100.0 * (double) n + 0.999999);
-        if (k < 1)
-                k = 1;
-        if (k > n)
-                k = n;
-        return (double) v[k - 1] / 1000.0;
-}
-
-static void json_str(const char *s) {
-        putchar('"');
-        for (; *s; s++) {
-                if (*s == '"' || *s == '\\')
-                        printf("\\%c", *s);
-                else if ((unsigned char) *s < 0x20)
-                        printf("\\u%04x", *s);
-                else
-                        putchar(*s);
-        }
-        putchar('"');
+        return n ? (double) v[bench_rank(n, p)] / 1000.0 : 0;
 }
 
 int main(int argc, char **argv) {
@@ -451,14 +428,14 @@ int main(int argc, char **argv) {
                         all[k++] = ws[t].lat[i];
                         sum += (double) ws[t].lat[i];
                 }
-        qsort(all, n, sizeof(uint64_t), cmp_u64);
+        qsort(all, n, sizeof(uint64_t), bench_cmp_u64);
         double window = burst ? (double) (last - first) / 1e9 : duration;
         printf("{\"tool\": \"httpload\", \"label\": ");
-        json_str(label);
+        bench_json_str(label);
         printf(", \"target\": ");
-        json_str(target);
+        bench_json_str(target);
         printf(", \"path\": ");
-        json_str(path);
+        bench_json_str(path);
         printf(", \"mode\": \"%s\", \"threads\": %d, \"connections\": %d, \"duration_s\": %.3f, \"warmup_s\": %.3f,"
                " \"requests\": %llu, \"errors\": %llu, \"connection_errors\": %llu, \"reconnects\": %llu,"
                " \"status\": {\"1xx\": %llu, \"2xx\": %llu, \"3xx\": %llu, \"4xx\": %llu, \"5xx\": %llu, \"other\": %llu},"
@@ -476,7 +453,7 @@ int main(int argc, char **argv) {
                 for (int t = 0, k2 = 0; t < threads; t++)
                         for (int i = 0; i < ws[t].nconn; i++, k2++) {
                                 printf("%s{\"status\": %d, \"body\": ", k2 ? ", " : "", ws[t].conns[i].status);
-                                json_str(ws[t].conns[i].body);
+                                bench_json_str(ws[t].conns[i].body);
                                 putchar('}');
                         }
                 printf("],");

@@ -35,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../lib/stats.h"
+
 #define BUF_CAP (1024 * 1024)
 #define MAX_HEADERS 16
 
@@ -94,20 +96,9 @@ static int connect_target(int idx) {
         return fd;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return x < y ? -1 : x > y;
-}
-
+/* The p-th percentile of n sorted latencies in ns, in ms. */
 static double pct(const uint64_t *v, size_t n, double p) {
-        if (!n)
-                return 0;
-        size_t rank = (size_t) (p / 100.0 * (double) n + 0.999999);
-        if (rank < 1)
-                rank = 1;
-        if (rank > n)
-                rank = n;
-        return (double) v[rank - 1] / 1e6;
+        return n ? (double) v[bench_rank(n, p)] / 1e6 : 0;
 }
 
 /* The whole answer is in c->buf: its length, or 0 if not yet, -1 if bad. */
@@ -285,7 +276,7 @@ int main(int argc, char **argv) {
                 }
         }
         uint64_t t_last = now_ns();
-        qsort(lat, lat_n, sizeof(*lat), cmp_u64);
+        qsort(lat, lat_n, sizeof(*lat), bench_cmp_u64);
         double sum = 0;
         for (size_t i = 0; i < lat_n; i++)
                 sum += (double) lat[i] / 1e6;
