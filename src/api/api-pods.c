@@ -158,22 +158,6 @@ static bool check_type(struct lg_http_request *req, const json_t *body) {
         return true;
 }
 
-static const char *qos_class(const json_t *spec) {
-        bool any = false, guaranteed = true;
-        size_t i;
-        json_t *c;
-        json_array_foreach(json_object_get(spec, "containers"), i, c) {
-                json_t *res = json_object_get(c, "resources");
-                json_t *lim = json_object_get(res, "limits"), *req = json_object_get(res, "requests");
-                any |= json_object_size(lim) || json_object_size(req);
-                if (!json_object_get(lim, "cpu") || !json_object_get(lim, "memory") ||
-                    !json_equal(json_object_get(lim, "cpu"), json_object_get(req, "cpu")) ||
-                    !json_equal(json_object_get(lim, "memory"), json_object_get(req, "memory")))
-                        guaranteed = false;
-        }
-        return !any ? "BestEffort" : guaranteed ? "Guaranteed" : "Burstable";
-}
-
 /* Validate a Pod document (create and update): the defaulted spec, or NULL
  * with the request answered. */
 static json_t *validate_pod(struct lg_http_request *req, const char *ns, const char *url_name, json_t *body) {
@@ -264,7 +248,7 @@ static void create_pod(struct api_call *c, const char *ns) {
         const char *name = json_string_value(json_object_get(json_object_get(body, "metadata"), "name"));
         json_t *labels = labels_of(body);
         json_t *sdoc = json_pack("{s:o, s:o}", "spec", spec, "annotations", annotations_of(body));
-        json_t *status = json_pack("{s:{s:s, s:s}}", "status", "phase", "Pending", "qosClass", qos_class(spec));
+        json_t *status = json_pack("{s:{s:s, s:s}}", "status", "phase", "Pending", "qosClass", lg_pod_qos_class(spec));
         struct lg_resource *res = NULL;
         struct lg_error err = {0};
         int r;

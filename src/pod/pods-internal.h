@@ -229,9 +229,6 @@ void pods_base_spec(lg_pods *m, const struct lg_image *img, uint64_t rootfs_byte
  * err to the message. */
 int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *err);
 void ctr_free_sandbox_spec(struct ctr *c);
-/* Kubernetes quantities: "64Mi", "1G", "1e6", "500m". Rounded up. -EINVAL. */
-int lg_quantity_bytes(const json_t *q, uint64_t *ret);
-int lg_quantity_millis(const json_t *q, uint64_t *ret);
 
 /* pods-status.c */
 json_t *pod_status_json(struct pod *pod);

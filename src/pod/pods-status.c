@@ -43,36 +43,6 @@ static const char *pod_phase(const struct pod *pod) {
         return "Running";
 }
 
-static bool quantity_eq(const json_t *a, const json_t *b) {
-        uint64_t x, y;
-        if (!a || !b)
-                return !a && !b;
-        return lg_quantity_millis(a, &x) == 0 && lg_quantity_millis(b, &y) == 0 && x == y;
-}
-
-static bool quantity_set(const json_t *q) {
-        uint64_t v;
-        return q && lg_quantity_millis(q, &v) == 0 && v > 0;
-}
-
-/* Kubernetes' QoS classes from cpu and memory requests and limits. */
-static const char *qos_class(const struct pod *pod) {
-        static const char *const res[] = {"cpu", "memory"};
-        bool any = false, guaranteed = true;
-        for (size_t i = 0; i < pod->n_ctrs; i++) {
-                const json_t *r = json_object_get(pod->ctrs[i].spec, "resources");
-                const json_t *lim = json_object_get(r, "limits"), *req = json_object_get(r, "requests");
-                for (size_t k = 0; k < 2; k++) {
-                        const json_t *l = json_object_get(lim, res[k]), *q = json_object_get(req, res[k]);
-                        if (quantity_set(l) || quantity_set(q))
-                                any = true;
-                        if (!quantity_set(l) || (q && !quantity_eq(l, q)))
-                                guaranteed = false;
-                }
-        }
-        return !any ? "BestEffort" : guaranteed ? "Guaranteed" : "Burstable";
-}
-
 static json_t *container_status(const struct ctr *c) {
         bool running = json_object_get(c->state, "running") != NULL;
         json_t *cs = json_pack("{s:s, s:O, s:O, s:b, s:i, s:s, s:s, s:b}", "name", c->name, "state", c->state,
@@ -138,7 +108,7 @@ json_t *pod_status_json(struct pod *pod) {
         lg_store_format_time(pod->start_time, start, sizeof(start));
         const char *ip = pod->mgr->host_ip;
         json_t *st = json_pack("{s:s, s:o, s:s, s:[{s:s}], s:s, s:s, s:o}", "phase", phase, "conditions", conds,
-                               "hostIP", ip, "hostIPs", "ip", ip, "startTime", start, "qosClass", qos_class(pod),
+                               "hostIP", ip, "hostIPs", "ip", ip, "startTime", start, "qosClass", lg_pod_qos_class(pod->spec),
                                "containerStatuses", statuses);
         if (pod->host_network) {
                 json_object_set_new(st, "podIP", json_string(ip));

@@ -86,63 +86,138 @@ static bool one_of(const char *s, const char *const *allowed) {
 
 /* ---- value checks ---------------------------------------------------------------- */
 
-/* Kubernetes resource.Quantity: [+-]digits[.digits] then a binary SI
- * suffix (Ki..Ei), a decimal SI one (n u m "" k M G T P E) or an exponent
- * (e3, E-2). Sets *val to the value in base units. */
-static bool parse_quantity(const json_t *v, double *val) {
-        if (json_is_integer(v) || json_is_real(v)) {
-                *val = json_number_value(v);
-                return isfinite(*val);
+/* Thousandths, rounded up: "0.5" and "500m" compare equal here although
+ * 500 * 1e-3L is not exactly 0.5. */
+static long double millis_of(long double v) { return ceill(v * 1000 - 1e-9L); }
+
+int lg_quantity_parse(const json_t *q, long double *ret) {
+        if (json_is_integer(q)) {
+                *ret = (long double) json_integer_value(q);
+                return 0;
         }
-        const char *s = json_string_value(v);
+        if (json_is_real(q)) {
+                *ret = (long double) json_real_value(q);
+                return isfinite((double) *ret) ? 0 : -EINVAL;
+        }
+        const char *s = json_string_value(q);
         if (!s || !*s || strlen(s) > 64)
-                return false;
+                return -EINVAL;
         const char *p = s;
         if (*p == '+' || *p == '-')
                 p++;
-        const char *num = p;
+        const char *digits = p;
         while (isdigit((unsigned char) *p))
                 p++;
-        bool digits = p > num;
         if (*p == '.') {
                 p++;
-                const char *frac = p;
                 while (isdigit((unsigned char) *p))
                         p++;
-                digits |= p > frac;
         }
-        if (!digits)
-                return false;
-        char numbuf[80];
-        snprintf(numbuf, sizeof(numbuf), "%.*s", (int) (p - s), s);
-        double x = strtod(numbuf, NULL);
+        if (p == digits || (p == digits + 1 && *digits == '.'))
+                return -EINVAL;
+        char num[64];
+        if ((size_t) (p - s) >= sizeof(num))
+                return -EINVAL;
+        memcpy(num, s, (size_t) (p - s));
+        num[p - s] = '\0';
+        long double v = strtold(num, NULL);
+        /* "1e3" / "1E3" is a decimal exponent; "1E" alone is exa. */
+        if ((*p == 'e' || *p == 'E') && (isdigit((unsigned char) p[1]) ||
+                                         ((p[1] == '+' || p[1] == '-') && isdigit((unsigned char) p[2])))) {
+                char *end;
+                long e = strtol(p + 1, &end, 10);
+                if (*end || e > 30 || e < -30)
+                        return -EINVAL;
+                *ret = v * powl(10, (long double) e);
+                return 0;
+        }
         static const struct {
                 const char *sfx;
-                double mul;
+                long double mul;
         } sfx[] = {
-                {"Ki", 0x1p10}, {"Mi", 0x1p20}, {"Gi", 0x1p30}, {"Ti", 0x1p40}, {"Pi", 0x1p50}, {"Ei", 0x1p60},
-                {"n", 1e-9},    {"u", 1e-6},    {"m", 1e-3},    {"", 1},        {"k", 1e3},     {"M", 1e6},
-                {"G", 1e9},     {"T", 1e12},    {"P", 1e15},    {"E", 1e18},
+                {"", 1},           {"n", 1e-9},         {"u", 1e-6},         {"m", 1e-3},
+                {"k", 1e3},        {"M", 1e6},          {"G", 1e9},          {"T", 1e12},
+                {"P", 1e15},       {"E", 1e18},         {"Ki", 1024.0L},     {"Mi", 1048576.0L},
+                {"Gi", 1073741824.0L}, {"Ti", 1099511627776.0L}, {"Pi", 1125899906842624.0L},
+                {"Ei", 1152921504606846976.0L},
         };
         for (size_t i = 0; i < ARRAY_SIZE(sfx); i++)
                 if (!strcmp(p, sfx[i].sfx)) {
-                        *val = x * sfx[i].mul;
-                        return true;
+                        *ret = v * sfx[i].mul;
+                        return 0;
                 }
-        if (*p == 'e' || *p == 'E') {
-                const char *e = p + 1;
-                if (*e == '+' || *e == '-')
-                        e++;
-                if (!isdigit((unsigned char) *e))
-                        return false;
-                while (isdigit((unsigned char) *e))
-                        e++;
-                if (*e || strlen(p) > 5)
-                        return false;
-                *val = x * pow(10, atoi(p + 1));
-                return isfinite(*val);
+        return -EINVAL;
+}
+
+
+int lg_quantity_bytes(const json_t *q, uint64_t *ret) {
+        long double v;
+        int r = lg_quantity_parse(q, &v);
+        if (r < 0)
+                return r;
+        if (v < 0)
+                return -EINVAL;
+        long double c = ceill(v - 1e-9L);
+        if (c < 0)
+                c = 0;
+        if (c >= 18446744073709551615.0L)
+                return -ERANGE;
+        *ret = (uint64_t) c;
+        return 0;
+}
+
+int lg_quantity_millis(const json_t *q, uint64_t *ret) {
+        long double v;
+        int r = lg_quantity_parse(q, &v);
+        if (r < 0)
+                return r;
+        if (v < 0)
+                return -EINVAL;
+        long double c = millis_of(v);
+        if (c < 0)
+                c = 0;
+        if (c >= 1e18L)
+                return -ERANGE;
+        *ret = (uint64_t) c;
+        return 0;
+}
+
+/* In thousandths, rounded up as the limits are, but without their range
+ * check: "1Ei" of cpu is absurd, yet it is a set limit. -1 when malformed
+ * or absent. */
+static long double quantity_millis_any(const json_t *q) {
+        long double v;
+        if (!q || lg_quantity_parse(q, &v) < 0 || v < 0)
+                return -1;
+        return millis_of(v);
+}
+
+static bool quantity_eq(const json_t *a, const json_t *b) {
+        if (!a || !b)
+                return !a && !b;
+        long double x = quantity_millis_any(a);
+        return x >= 0 && x == quantity_millis_any(b);
+}
+
+static bool quantity_set(const json_t *q) { return quantity_millis_any(q) > 0; }
+
+const char *lg_pod_qos_class(const json_t *spec) {
+        static const char *const res[] = {"cpu", "memory"};
+        bool any = false, guaranteed = true;
+        size_t i;
+        const json_t *c;
+        json_array_foreach(json_object_get(spec, "containers"), i, c) {
+                const json_t *r = json_object_get(c, "resources");
+                const json_t *lim = json_object_get(r, "limits"), *req = json_object_get(r, "requests");
+                for (size_t k = 0; k < 2; k++) {
+                        const json_t *l = json_object_get(lim, res[k]), *q = json_object_get(req, res[k]);
+                        if (quantity_set(l) || quantity_set(q))
+                                any = true;
+                        if (!quantity_set(l) || (q && !quantity_eq(l, q)))
+                                guaranteed = false;
+                }
         }
-        return false;
+        return !any ? "BestEffort" : guaranteed ? "Guaranteed" : "Burstable";
 }
 
 /* Environment variable names as Kubernetes accepts them. */
@@ -210,13 +285,13 @@ static void check_resources(json_t *res, size_t ci, json_t *causes) {
                 json_object_foreach(v, rk, q) {
                         char f[200];
                         snprintf(f, sizeof(f), "spec.containers[%zu].resources.%s[%s]", ci, k, rk);
-                        double x;
+                        long double x;
                         if (!one_of(rk, names))
                                 add_cause(causes, "FieldValueNotSupported",
                                           "Unsupported value: only cpu, memory and ephemeral-storage are supported "
                                           "by Legion",
                                           "%s", f);
-                        else if (!parse_quantity(q, &x))
+                        else if (lg_quantity_parse(q, &x) < 0)
                                 invalid(causes, q, "must be a quantity (e.g. \"500m\", \"64Mi\")", f);
                         else if (x < 0)
                                 invalid(causes, q, "must be greater than or equal to 0", f);
@@ -234,10 +309,11 @@ static void check_resources(json_t *res, size_t ci, json_t *causes) {
                 return;
         json_object_foreach(lim, k, v) {
                 json_t *r = json_object_get(req, k);
-                double l, rq;
+                long double l, rq;
                 if (!r)
                         json_object_set(req, k, v);
-                else if (parse_quantity(v, &l) && parse_quantity(r, &rq) && rq > l) {
+                else if (lg_quantity_parse(v, &l) == 0 && lg_quantity_parse(r, &rq) == 0 &&
+                         millis_of(rq) > millis_of(l)) {
                         char f[200], why[128];
                         snprintf(f, sizeof(f), "spec.containers[%zu].resources.requests", ci);
                         snprintf(why, sizeof(why), "must be less than or equal to %s limit", k);
