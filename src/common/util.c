@@ -11,36 +11,35 @@
 #include <sys/vfs.h>
 #include <time.h>
 
-int lg_error_set(struct lg_error *err, int errnum, const char *fmt, ...) {
+/* The message, with ": strerror" after it when with_errno. */
+static int error_vset(struct lg_error *err, int errnum, bool with_errno, const char *fmt, va_list ap) {
         if (errnum < 0)
                 errnum = -errnum;
         if (errnum == 0)
                 errnum = EIO;
         if (err) {
-                va_list ap;
-                va_start(ap, fmt);
                 int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-                va_end(ap);
-                if (n >= 0 && (size_t) n < sizeof(err->msg))
+                if (with_errno && n >= 0 && (size_t) n < sizeof(err->msg))
                         snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(errnum));
                 err->code = errnum;
         }
         return -errnum;
 }
 
+int lg_error_set(struct lg_error *err, int errnum, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        int r = error_vset(err, errnum, true, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
 int lg_error_setm(struct lg_error *err, int errnum, const char *fmt, ...) {
-        if (errnum < 0)
-                errnum = -errnum;
-        if (errnum == 0)
-                errnum = EIO;
-        if (err) {
-                va_list ap;
-                va_start(ap, fmt);
-                vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-                va_end(ap);
-                err->code = errnum;
-        }
-        return -errnum;
+        va_list ap;
+        va_start(ap, fmt);
+        int r = error_vset(err, errnum, false, fmt, ap);
+        va_end(ap);
+        return r;
 }
 
 int lg_error_wrap(struct lg_error *err, int ret, const char *fmt, ...) {
