@@ -50,6 +50,14 @@ static const char *const proc_masked[] = {
         "proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug",
         "proc/latency_stats", "proc/sysrq-trigger",
 };
+/* legion-init's memory (this process is PID 1, and execs legion-init).
+ * legion-init is non-dumpable, but a workload that keeps CAP_SYS_PTRACE in
+ * the sandbox's user namespace passes the kernel's access check anyway, and
+ * could write legion-init's code through these files. They are sealed
+ * with a nodev, read-only /dev/null: any open fails with EACCES. */
+static const char *const proc_sealed[] = {
+        "proc/1/mem", "proc/1/task/1/mem",
+};
 static const char *const proc_readonly[] = {
         "proc/sys", "proc/irq", "proc/bus", "proc/fs",
 };
@@ -178,6 +186,12 @@ static int mount_proc(struct lg_child_error *e) {
                 if (access(proc_masked[i], F_OK) < 0)
                         continue;
                 TRY(e, mount("dev/null", proc_masked[i], NULL, MS_BIND, NULL), "mask `/%s`", proc_masked[i]);
+        }
+        for (size_t i = 0; i < ARRAY_SIZE(proc_sealed); i++) {
+                TRY(e, mount("dev/null", proc_sealed[i], NULL, MS_BIND, NULL), "seal `/%s`", proc_sealed[i]);
+                TRY(e, mount(NULL, proc_sealed[i], NULL,
+                             MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
+                    "seal `/%s`", proc_sealed[i]);
         }
         for (size_t i = 0; i < ARRAY_SIZE(proc_readonly); i++) {
                 if (access(proc_readonly[i], F_OK) < 0)

@@ -30,8 +30,12 @@ static const char *const denied_syscalls[] = {
         /* kernel and module loading, rebooting */
         "kexec_load", "kexec_file_load", "init_module", "finit_module",
         "delete_module", "create_module", "reboot",
-        /* tracing, introspection of other processes, kernel memory */
-        "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+        /* tracing, introspection of other processes, kernel memory;
+         * pidfd_getfd would take legion-init's control socket from a
+         * workload that kept CAP_SYS_PTRACE, process_madvise reaches into
+         * another process's memory the same way */
+        "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+        "process_madvise",
         "perf_event_open", "bpf", "lookup_dcookie", "syslog",
         /* keys, handles, userfaultfd: frequent in kernel exploits */
         "keyctl", "add_key", "request_key", "open_by_handle_at",
@@ -42,8 +46,9 @@ static const char *const denied_syscalls[] = {
         "swapon", "swapoff", "acct", "quotactl", "quotactl_fd",
         "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
         /* (sethostname and setdomainname too, by a second filter that the
-         * sandbox's first process loads once it has set the hostname:
-         * hostname_filter in security.c) */
+         * sandbox's first process loads once it has set the hostname; the
+         * address families a sandbox may open sockets of are checked there
+         * as well: late_filter in security.c) */
         "vhangup", "iopl", "ioperm",
         "nfsservctl", "uselib", "ustat", "sysfs", "_sysctl",
         "get_kernel_syms", "query_module", "vm86", "vm86old",

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -44,16 +45,40 @@ int lg_cap_last(void) {
         return cached;
 }
 
-/* The second filter: sethostname and setdomainname, which the first one
- * leaves to it because the first process sets the hostname after the
- * launch, with the first filter loaded. Filters stack and the strictest
- * answer wins; the first one already refuses every foreign ABI. */
-static const struct sock_filter hostname_filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sethostname, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_setdomainname, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+/* The second filter, loaded by the sandbox's first process once it has
+ * set the hostname (filters stack and the strictest answer wins; the first
+ * one already refuses every foreign ABI, so nr and the arguments here are
+ * the native ABI's):
+ *   - sethostname and setdomainname: EPERM, which the first filter leaves
+ *     to this one because the launch sets the hostname with it loaded;
+ *   - socket and socketpair: only the address families a function, a
+ *     session or a pod has a use for. The others reach past the sandbox's
+ *     network namespace (AF_VSOCK talks to the host and the hypervisor
+ *     whatever the netns) or are rarely used kernel code (AF_PACKET,
+ *     AF_KEY, AF_TIPC, AF_RDS, AF_ALG, AF_BLUETOOTH, ...): EAFNOSUPPORT,
+ *     what a kernel without them answers, so programs fall back quietly.
+ * The family is an int: only the low 32 bits of the argument count, as
+ * the kernel reads them. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ARG0_LOW offsetof(struct seccomp_data, args[0])
+#else
+#define ARG0_LOW (offsetof(struct seccomp_data, args[0]) + sizeof(uint32_t))
+#endif
+static const struct sock_filter late_filter[] = {
+        /* 0 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        /* 1 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_sethostname, 11, 0),
+        /* 2 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_setdomainname, 10, 0),
+        /* 3 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 2, 0),
+        /* 4 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, 1, 0),
+        /* 5 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        /* 6 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG0_LOW),
+        /* 7 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 4, 0),
+        /* 8 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET, 3, 0),
+        /* 9 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_INET6, 2, 0),
+        /* 10 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_NETLINK, 1, 0),
+        /* 11 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EAFNOSUPPORT & SECCOMP_RET_DATA)),
+        /* 12 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        /* 13 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
 };
 
 /* In the child, after it became root of its own user namespace and before
@@ -100,16 +125,16 @@ int lg_security_prepare(const struct lg_plan *p, struct lg_child_error *e) {
 }
 
 /* After the launch, once the hostname is set: the nofile limit, the
- * hostname filter, and the final capability sets. */
+ * late filter, and the final capability sets. */
 int lg_security_finish(const struct lg_plan *p, struct lg_child_error *e) {
         struct rlimit rl = {p->nofile, p->nofile};
         if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
                 return lg_child_fail(e, errno, "setrlimit NOFILE");
-        static const struct sock_fprog hostname_prog = {
-                .len = ARRAY_SIZE(hostname_filter),
-                .filter = (struct sock_filter *) hostname_filter,
+        static const struct sock_fprog late_prog = {
+                .len = ARRAY_SIZE(late_filter),
+                .filter = (struct sock_filter *) late_filter,
         };
-        if (p->seccomp && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &hostname_prog, 0, 0) < 0)
+        if (p->seccomp && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &late_prog, 0, 0) < 0)
                 return lg_child_fail(e, errno, "load seccomp filter");
 
         struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
