@@ -246,6 +246,18 @@ static void create_pod(struct api_call *c, const char *ns) {
                 return;
         }
         const char *name = json_string_value(json_object_get(json_object_get(body, "metadata"), "name"));
+        /* The host's network namespace reaches legiond's own API and every
+         * host listener on loopback: Kubernetes' restricted Pod Security
+         * Standard forbids it to tenants, and so do we. */
+        if (json_is_true(json_object_get(spec, "hostNetwork")) && !api_is_admin(c)) {
+                kube_status(c->req, 403, "Forbidden", json_pack("{s:s, s:s}", "name", name, "kind", "pods"),
+                            "pods \"%s\" is forbidden: host namespaces (hostNetwork=true) need an admin token; "
+                            "a namespace token may not run pods on the host's network",
+                            name);
+                json_decref(spec);
+                json_decref(body);
+                return;
+        }
         json_t *labels = labels_of(body);
         json_t *sdoc = json_pack("{s:o, s:o}", "spec", spec, "annotations", annotations_of(body));
         json_t *status = json_pack("{s:{s:s, s:s}}", "status", "phase", "Pending", "qosClass", lg_pod_qos_class(spec));

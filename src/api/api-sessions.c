@@ -3,7 +3,7 @@
  *
  * A session pool is a node pool group of session-worker placeholders
  * (runtimes/session): a writable root whose /mnt/data holds the session's
- * files, no network beyond loopback unless egress is on. A session is a
+ * files, no network beyond loopback. A session is a
  * router entry "ns/pool/identifier" with one instance and concurrency 1: the
  * router gives it a placeholder on first use (bound to that identifier for
  * good), serializes its executions in a bounded queue with deadlines, and
@@ -92,6 +92,14 @@ static int pool_apply_node(struct lg_daemon *d, struct lg_http_request *req, con
         v = json_object_get(spec, "egress");
         if (!err[0] && v && !json_is_boolean(v))
                 snprintf(err, sizeof(err), "`egress` must be true or false");
+        /* Sessions have no egress of their own yet (no NAT'd network), and
+         * the host's network namespace is no substitute: it reaches
+         * legiond's API and every host listener on loopback. A pool stored
+         * with it by an older legiond is restored without it (req NULL). */
+        if (!err[0] && req && json_is_true(v))
+                snprintf(err, sizeof(err), "%s",
+                         "`egress: true` is not available: sessions have no network of their own yet, and "
+                         "Legion will not run untrusted code on the host's network");
         if (!err[0] && (v = json_object_get(spec, "cpu")) && api_parse_cpu(v, &cpu) < 0)
                 snprintf(err, sizeof(err), "`cpu` must be CPUs (0.5) or millicores (\"500m\")");
         if (!err[0] && (v = json_object_get(spec, "memory")) && api_parse_memory(v, &mem) < 0)
@@ -120,7 +128,6 @@ static int pool_apply_node(struct lg_daemon *d, struct lg_http_request *req, con
                 .cpu_millis = cpu,
                 .memory_bytes = mem,
                 .writable_root = true,
-                .egress = json_is_true(json_object_get(spec, "egress")),
                 /* The files' tmpfs, with room for the interpreter's /tmp. */
                 .disk_bytes = max_bytes + (64ull << 20),
                 .env = env,

@@ -517,7 +517,6 @@ static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct
          * Session pools keep files under /mnt/data: a writable root. */
         spec->readonly_root = !p->spec.writable_root;
         spec->rootfs_bytes = p->spec.disk_bytes;
-        spec->share_net = p->spec.egress;
         spec->memory_bytes = p->spec.memory_bytes ? p->spec.memory_bytes : 256ull << 20;
         spec->cpu_millis = p->spec.boost_cpu_millis ? p->spec.boost_cpu_millis : p->spec.cpu_millis;
         spec->pids_max = 256;
@@ -611,7 +610,7 @@ int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_e
                                       p->spec.boost_cpu_millis != spec->boost_cpu_millis);
         free(p->runtime);
         p->runtime = strdup(spec->runtime);
-        changed |= p->spec.writable_root != spec->writable_root || p->spec.egress != spec->egress ||
+        changed |= p->spec.writable_root != spec->writable_root ||
                    p->spec.disk_bytes != spec->disk_bytes;
         env_free(p->env);
         p->env = NULL;

@@ -36,10 +36,10 @@ struct lg_pool_spec {
         uint64_t boost_cpu_millis;/* startup boost; 0 = none */
         unsigned boost_seconds;
         /* Session pools: a writable root of disk_bytes (files under
-         * /mnt/data live there), the host's network when egress is on,
-         * and extra environment for the worker. */
+         * /mnt/data live there) and extra environment for the worker.
+         * Placeholders always get a network namespace of their own with
+         * only loopback: never the host's. */
         bool writable_root;
-        bool egress;
         uint64_t disk_bytes;
         const char *const *env;   /* K=V, NULL-terminated; may be NULL */
 };
