@@ -116,25 +116,15 @@ int api_parse_cpu(const json_t *v, uint64_t *ret) {
                 *ret = (uint64_t) json_integer_value(v) * 1000;
                 return 0;
         }
+        /* jansson holds no NaN or infinity; the comparisons refuse them
+         * anyway. */
         if (json_is_real(v) && json_real_value(v) > 0 && json_real_value(v) <= 1024) {
                 *ret = (uint64_t) (json_real_value(v) * 1000 + 0.5);
                 return *ret ? 0 : -EINVAL;
         }
         if (!json_is_string(v))
                 return -EINVAL;
-        const char *s = json_string_value(v);
-        char *end;
-        errno = 0;
-        double x = strtod(s, &end);
-        if (errno || end == s || x <= 0 || x > 1024000)
-                return -EINVAL;
-        if (!strcmp(end, "m"))
-                *ret = (uint64_t) x;
-        else if (!*end)
-                *ret = (uint64_t) (x * 1000 + 0.5);
-        else
-                return -EINVAL;
-        return *ret ? 0 : -EINVAL;
+        return lg_parse_millis(json_string_value(v), 1024000, ret);
 }
 
 int api_parse_memory(const json_t *v, uint64_t *ret) {

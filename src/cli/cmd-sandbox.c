@@ -62,16 +62,6 @@ static int parse_cap(const char *s, uint64_t *mask) {
         return -EINVAL;
 }
 
-static int parse_cpus(const char *s, uint64_t *millis) {
-        char *end;
-        errno = 0;
-        double v = strtod(s, &end);
-        if (errno || end == s || *end || v <= 0 || v > 4096)
-                return -EINVAL;
-        *millis = (uint64_t) (v * 1000 + 0.5);
-        return *millis ? 0 : -EINVAL;
-}
-
 static int parse_u64(const char *s, uint64_t *ret) {
         char *end;
         errno = 0;
@@ -214,7 +204,7 @@ static int sandbox_run(int argc, char **argv) {
                 case 'R': spec.readonly_root = true; break;
                 case 'd': r = lg_parse_size(optarg, &spec.rootfs_bytes); what = "--disk"; break;
                 case 'm': r = lg_parse_size(optarg, &spec.memory_bytes); what = "--memory"; break;
-                case 'c': r = parse_cpus(optarg, &spec.cpu_millis); what = "--cpus"; break;
+                case 'c': r = lg_parse_millis(optarg, 4096000, &spec.cpu_millis); what = "--cpus"; break;
                 case 'w':
                         r = parse_u64(optarg, &spec.cpu_weight);
                         if (r == 0 && (spec.cpu_weight < 1 || spec.cpu_weight > 10000))

@@ -241,6 +241,42 @@ int lg_parse_size(const char *s, uint64_t *ret) {
         return 0;
 }
 
+int lg_parse_millis(const char *s, uint64_t max, uint64_t *ret) {
+        if (!s)
+                return -EINVAL;
+        uint64_t whole = 0, frac = 0;
+        size_t nwhole = 0, nfrac = 0;
+        const char *p = s;
+        for (; *p >= '0' && *p <= '9'; p++, nwhole++) {
+                if (whole > (UINT64_MAX - 9) / 10000)
+                        return -ERANGE;
+                whole = whole * 10 + (uint64_t) (*p - '0');
+        }
+        bool point = *p == '.';
+        if (point)
+                for (p++; *p >= '0' && *p <= '9'; p++, nfrac++)
+                        if (nfrac < 4)
+                                frac = frac * 10 + (uint64_t) (*p - '0');
+        bool millis = *p == 'm' && !point;
+        if (millis)
+                p++;
+        if (*p || nwhole + nfrac == 0)
+                return -EINVAL;
+        uint64_t v;
+        if (millis)
+                v = whole;
+        else {
+                /* Four digits of the fraction, rounded half up to three. */
+                for (size_t i = nfrac; i < 4; i++)
+                        frac *= 10;
+                v = whole * 1000 + (frac + 5) / 10;
+        }
+        if (v == 0 || v > max)
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
 uint64_t lg_now_ns(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -100,6 +100,13 @@ int lg_rm_rf(const char *path);
 /* Parse "64M", "1G", "512k", "1048576", "256Mi" into bytes. */
 int lg_parse_size(const char *s, uint64_t *ret);
 
+/* Parse a decimal amount into thousandths: "2" and "0.5" (rounded half up
+ * to a thousandth), or "500m" (thousandths as a whole number), as CPUs are
+ * written. Plain digits and one '.' only: no sign, blank, exponent, hex,
+ * "nan" or "inf", which strtod would take. -EINVAL when malformed, -ERANGE
+ * when zero or above max. */
+int lg_parse_millis(const char *s, uint64_t max, uint64_t *ret);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t lg_now_ns(void);
 

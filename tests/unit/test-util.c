@@ -34,6 +34,39 @@ static void test_parse_size(void **state) {
         assert_true(lg_parse_size(NULL, &v) < 0);
 }
 
+static void test_parse_millis(void **state) {
+        (void) state;
+        static const struct {
+                const char *s;
+                uint64_t want;
+        } good[] = {
+                {"1", 1000}, {"0.5", 500}, {"2.25", 2250}, {"500m", 500}, {"1m", 1}, {".5", 500},
+                {"3.", 3000}, {"0.0005", 1}, {"0.1234", 123}, {"0.1235", 124}, {"1024", 1024000},
+                {"0.333333333333333333333333", 333},
+        };
+        uint64_t v;
+        for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+                assert_int_equal(lg_parse_millis(good[i].s, 1024000, &v), 0);
+                assert_int_equal(v, good[i].want);
+        }
+        /* What strtod would take, and more: never a value. */
+        static const char *const bad[] = {
+                "", ".", "m", "nan", "NaN", "-nan", "inf", "-inf", "Infinity", "1e3", "1E-3", "0x10", "0x1p4",
+                "-1", "+1", " 1", "1 ", "1.5m", "1.2.3", "1mm", "1k", "1,5", "١",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                v = 77;
+                assert_int_equal(lg_parse_millis(bad[i], 1024000, &v), -EINVAL);
+                assert_int_equal(v, 77);
+        }
+        static const char *const out_of_range[] = {
+                "0", "0m", "0.0004", "1025", "1024001m", "99999999999999999999999", "18446744073709551615m",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(out_of_range); i++)
+                assert_int_equal(lg_parse_millis(out_of_range[i], 1024000, &v), -ERANGE);
+        assert_int_equal(lg_parse_millis(NULL, 1024000, &v), -EINVAL);
+}
+
 static void test_error(void **state) {
         (void) state;
         struct lg_error e = {0};
@@ -88,6 +121,7 @@ static void test_random_hex(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_size),
+                cmocka_unit_test(test_parse_millis),
                 cmocka_unit_test(test_error),
                 cmocka_unit_test(test_mkdir_rm),
                 cmocka_unit_test(test_random_hex),
