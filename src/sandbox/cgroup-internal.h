@@ -2,7 +2,7 @@
  * (cgroup-v1.c, cgroup-v2.c): the ops table each backend fills in, the common
  * head of every handle, and small cgroupfs helpers. Nothing here is for
  * callers outside src/sandbox/cgroup*.c except the unit test, which uses the
- * ADOPT flag and the weight conversion. */
+ * ADOPT flag, the weight conversion and the command line check. */
 #pragma once
 
 #include <stdbool.h>
@@ -83,6 +83,12 @@ int lg_cgroup_create_flags(const char *mount_root, enum lg_cgroup_version versio
  *     shares = 2 + ((weight - 1) * 262142) / 9999
  * (crun's inverse is weight = 1 + ((shares - 2) * 9999) / 262142). */
 uint64_t lg_cgroup_weight_to_shares(uint64_t weight);
+
+/* Whether a kernel command line (the text of /proc/cmdline) turns socket
+ * memory accounting off for v2 memory cgroups: a cgroup.memory= argument
+ * with a "nosocket" item. Arguments after "--" are init's and do not count.
+ * (cgroup-v2.c) */
+bool lg_cg_cmdline_nosocket(const char *cmdline);
 
 /* Fill the common head (strdup of the three strings). */
 int lg_cg_head_init(struct lg_cgroup *h, const struct lg_cgroup_ops *ops,

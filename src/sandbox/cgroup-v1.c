@@ -8,6 +8,9 @@
  * Controllers that are not mounted are skipped; asking for a limit that
  * needs one fails with -EOPNOTSUPP, and statistics from one read as 0.
  *
+ * With a memory limit, socket buffers are limited as well, through
+ * memory.kmem.tcp.limit_in_bytes (v1_set_sock).
+ *
  * Killing uses the freezer (as runc and crun do) so that nothing can fork or
  * exit-and-recycle its pid between reading cgroup.procs and the kill. */
 #include "sandbox/cgroup-internal.h"
@@ -241,6 +244,14 @@ static int v1_open(const char *root, const char *parent, const char *name, lg_cg
         return 0;
 }
 
+/* A byte limit as the memory files take it: -1 is none. */
+static void v1_bytes(char *v, size_t size, uint64_t max) {
+        if (max)
+                snprintf(v, size, "%llu", (unsigned long long) max);
+        else
+                snprintf(v, size, "-1");
+}
+
 /* memory.memsw.limit_in_bytes (memory + swap) must never be below
  * memory.limit_in_bytes, so the order depends on the direction: lowering
  * writes the limit first, raising must move memsw first. Rather than read
@@ -254,10 +265,7 @@ static int v1_set_memory(struct v1_cgroup *c, struct v1_hier *h, uint64_t max,
                          struct lg_error *err) {
         char v[32];
         bool memsw_done = false;
-        if (max)
-                snprintf(v, sizeof(v), "%llu", (unsigned long long) max);
-        else
-                snprintf(v, sizeof(v), "-1");
+        v1_bytes(v, sizeof(v), max);
 
         int r = lg_write_file_at(h->fd, "memory.limit_in_bytes", v, false);
         if (r == -EINVAL) {
@@ -280,6 +288,42 @@ static int v1_set_memory(struct v1_cgroup *c, struct v1_hier *h, uint64_t max,
         }
         if (r < 0)
                 return v1_fail(c, h, "memory.memsw.limit_in_bytes", v, r, err);
+        return 0;
+}
+
+/* v1 charges socket buffers (TCP and UDP; AF_UNIX ones count as kmem in
+ * the memory counter) to a counter of their own, memory.kmem.tcp.*, and
+ * only in groups whose memory.kmem.tcp.limit_in_bytes has been written
+ * once: that first write turns the accounting on for sockets made after
+ * it (mm/memcontrol-v1.c, memcg_update_tcp_max). Without it a sandbox's
+ * unread buffers are bounded by nothing but the host-wide tcp_mem, so one
+ * sandbox can starve TCP for the whole host. The limit is the memory limit:
+ * a workload that fits in v2, where both share one counter, fits here too,
+ * and the worst case is twice the limit (plus about a page per socket the
+ * kernel lets through over the limit; the sockets themselves are kmem, in
+ * the memory limit). Written after the memory limit, before any process
+ * is in a fresh group.
+ *
+ * The kernel cannot lower the limit below what sockets already hold
+ * (EBUSY; nothing reclaims socket buffers), and a kernel without the file
+ * cannot bound them: both are errors when a limit is asked for. */
+static int v1_set_sock(struct v1_cgroup *c, struct v1_hier *h, uint64_t max,
+                       struct lg_error *err) {
+        char v[32];
+        v1_bytes(v, sizeof(v), max);
+        int r = lg_write_file_at(h->fd, "memory.kmem.tcp.limit_in_bytes", v, false);
+        if (r == -ENOENT && !max)
+                return 0;
+        if (r == -ENOENT)
+                return lg_error_set(err, EOPNOTSUPP,
+                                    "no memory.kmem.tcp.limit_in_bytes in `%s/%s/%s/%s`: this kernel cannot charge socket buffers to a v1 memory cgroup, so a memory limit would not bound them",
+                                    c->head.root, h->dir, c->head.parent, c->head.name);
+        if (r == -EBUSY)
+                return lg_error_set(err, EBUSY,
+                                    "write `%s` to `%s/%s/%s/%s/memory.kmem.tcp.limit_in_bytes`: the group's sockets hold more than that",
+                                    v, c->head.root, h->dir, c->head.parent, c->head.name);
+        if (r < 0)
+                return v1_fail(c, h, "memory.kmem.tcp.limit_in_bytes", v, r, err);
         return 0;
 }
 
@@ -325,6 +369,9 @@ static int v1_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, unsign
                 h = hier(c, V1_MEMORY);
                 if (h) {
                         r = v1_set_memory(c, h, l->memory_max, err);
+                        if (r < 0)
+                                return r;
+                        r = v1_set_sock(c, h, l->memory_max, err);
                         if (r < 0)
                                 return r;
                 } else if (l->memory_max)
@@ -409,6 +456,19 @@ static int v1_get_stats(lg_cgroup *cg, struct lg_cgroup_stats *s) {
                                    &s->memory_peak);
                 if (r < 0)
                         return r;
+                /* Socket buffers are a counter apart on v1 (v1_set_sock);
+                 * add them, as v2's memory.current has them. The sum of
+                 * the two peaks is an upper bound of the real peak. */
+                uint64_t sock, sock_peak;
+                r = lg_cg_optional(lg_cg_read_u64_at(h->fd, "memory.kmem.tcp.usage_in_bytes", &sock), &sock);
+                if (r < 0)
+                        return r;
+                r = lg_cg_optional(lg_cg_read_u64_at(h->fd, "memory.kmem.tcp.max_usage_in_bytes", &sock_peak),
+                                   &sock_peak);
+                if (r < 0)
+                        return r;
+                s->memory_current += sock;
+                s->memory_peak += sock_peak;
                 r = lg_cg_optional(lg_cg_read_keyed_at(h->fd, "memory.oom_control", "oom_kill", &s->oom_kills),
                                    &s->oom_kills);
                 if (r < 0)

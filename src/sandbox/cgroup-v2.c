@@ -8,6 +8,10 @@
  * control file being absent, which is how the kernel says "not enabled",
  * instead of reading cgroup.controllers on every create.
  *
+ * Socket buffers are charged to memory.current, so the memory limit bounds
+ * them, unless the kernel was booted with cgroup.memory=nosocket: then a
+ * memory limit is refused (v2_sock_charged).
+ *
  * The group's directory fd is kept open for clone3(CLONE_INTO_CGROUP), which
  * places the child in the group atomically at fork. */
 #include "sandbox/cgroup-internal.h"
@@ -237,11 +241,77 @@ static int v2_write_limit(struct v2_cgroup *c, const char *ctrl, const char *fil
         return 0;
 }
 
+/* Strip one pair of double quotes, as the kernel does around an argument
+ * (`"a=b"`) or a value (`a="b"`). */
+static void unquote(const char **s, const char **end) {
+        if (*s < *end && **s == '"') {
+                (*s)++;
+                if (*end > *s && (*end)[-1] == '"')
+                        (*end)--;
+        }
+}
+
+bool lg_cg_cmdline_nosocket(const char *cmdline) {
+        static const char param[] = "cgroup.memory=";
+        const size_t plen = sizeof(param) - 1;
+        for (const char *p = cmdline;;) {
+                p += strspn(p, " \t\n");
+                size_t len = strcspn(p, " \t\n");
+                if (len == 0)
+                        return false;
+                /* What follows "--" is for init, not the kernel. */
+                if (len == 2 && p[0] == '-' && p[1] == '-')
+                        return false;
+                const char *arg = p, *end = p + len;
+                p = end;
+                unquote(&arg, &end);
+                if ((size_t) (end - arg) < plen || strncmp(arg, param, plen) != 0)
+                        continue;
+                const char *tok = arg + plen;
+                unquote(&tok, &end);
+                for (;;) {
+                        const char *comma = memchr(tok, ',', (size_t) (end - tok));
+                        const char *tend = comma ? comma : end;
+                        if (tend - tok == 8 && strncmp(tok, "nosocket", 8) == 0)
+                                return true;
+                        if (!comma)
+                                break;
+                        tok = comma + 1;
+                }
+        }
+}
+
+/* Whether this kernel charges socket buffers to v2 memory cgroups: it
+ * does, into the same memory.current the limit bounds, unless booted with
+ * cgroup.memory=nosocket (mm/memcontrol.c enables socket accounting for
+ * each new group only without it). memory.stat shows a "sock" line either
+ * way, so the command line is the only witness. Read once per process: it
+ * cannot change before the next boot. An unreadable /proc/cmdline is taken
+ * as the default. */
+static bool v2_sock_charged(void) {
+        static int known; /* 0 not read yet, 1 charged, 2 not */
+        int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+        if (v == 0) {
+                char buf[8192];
+                ssize_t n = lg_read_file_at(AT_FDCWD, "/proc/cmdline", buf, sizeof(buf));
+                v = n >= 0 && lg_cg_cmdline_nosocket(buf) ? 2 : 1;
+                __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+        }
+        return v == 1;
+}
+
 static int v2_set_limits(lg_cgroup *cg, const struct lg_cgroup_limits *l, unsigned which,
                          struct lg_error *err) {
         struct v2_cgroup *c = V2(cg);
         char v[64];
         int r;
+
+        /* A memory limit that socket buffers escape would let one sandbox
+         * starve TCP for the whole host (the only bound left is tcp_mem). */
+        if ((which & LG_CG_MEMORY) && l->memory_max && !v2_sock_charged())
+                return lg_error_set(err, EOPNOTSUPP,
+                                    "memory limit for `%s/%s/%s`: the kernel was booted with cgroup.memory=nosocket, so socket buffers would escape it",
+                                    c->head.root, c->head.parent, c->head.name);
 
         if (which & LG_CG_MEMORY) {
                 if (l->memory_max)

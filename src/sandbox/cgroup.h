@@ -19,7 +19,10 @@ enum lg_cgroup_version {
 };
 
 struct lg_cgroup_limits {
-        uint64_t memory_max;    /* bytes; 0 = no limit. With a limit, swap is off. */
+        uint64_t memory_max;    /* bytes; 0 = no limit. With a limit, swap is off
+                                 * and socket buffers count (on v1 against a
+                                 * limit of their own of the same size, for
+                                 * sockets made after the first limit). */
         uint64_t cpu_quota_us;  /* CPU time per period; 0 = no quota */
         uint64_t cpu_period_us; /* 0 = 100000 */
         uint64_t cpu_weight;    /* 1..10000 (v2 scale, 100 = default); 0 = leave */
@@ -28,8 +31,8 @@ struct lg_cgroup_limits {
 
 struct lg_cgroup_stats {
         uint64_t cpu_usage_ns;
-        uint64_t memory_current;
-        uint64_t memory_peak;
+        uint64_t memory_current; /* socket buffers included, on v1 too */
+        uint64_t memory_peak;    /* v1: sum of the memory and socket peaks */
         uint64_t oom_kills;
         uint64_t pids_current;
 };

@@ -323,6 +323,33 @@ static void test_fake_v2_missing_controllers(void **state) {
         rmtree(root);
 }
 
+/* cgroup.memory=nosocket, the boot option that keeps v2 from charging
+ * socket buffers, found among the kernel's arguments and only there. */
+static void test_cmdline_nosocket(void **state) {
+        (void) state;
+        static const struct {
+                const char *cmdline;
+                bool nosocket;
+        } cases[] = {
+                { "", false },
+                { "BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro quiet", false },
+                { "root=/dev/vda1 cgroup.memory=nosocket", true },
+                { "cgroup.memory=nokmem,nosocket quiet", true },
+                { "cgroup.memory=nosocket,nokmem\n", true },
+                { "\"cgroup.memory=nosocket\"", true },
+                { "cgroup.memory=\"nokmem,nosocket\"", true },
+                { "cgroup.memory=nosocket,", true },
+                { "cgroup.memory=nokmem", false },
+                { "cgroup.memory=nosockets cgroup.memory=xnosocket", false },
+                { "xcgroup.memory=nosocket", false },
+                { "cgroup.memory= nosocket", false },
+                { "quiet -- cgroup.memory=nosocket", false },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+                if (lg_cg_cmdline_nosocket(cases[i].cmdline) != cases[i].nosocket)
+                        fail_msg("\"%s\": want %d", cases[i].cmdline, cases[i].nosocket);
+}
+
 /* ---- fake v1 ---- */
 
 static void test_fake_v1(void **state) {
@@ -336,8 +363,11 @@ static void test_fake_v1(void **state) {
         put_all(root, KV({ "memory/legion/memory.use_hierarchy", "1\n" },
                          { "memory/legion/sb1/memory.limit_in_bytes", "" },
                          { "memory/legion/sb1/memory.memsw.limit_in_bytes", "" },
+                         { "memory/legion/sb1/memory.kmem.tcp.limit_in_bytes", "" },
                          { "memory/legion/sb1/memory.usage_in_bytes", "1000\n" },
                          { "memory/legion/sb1/memory.max_usage_in_bytes", "2000\n" },
+                         { "memory/legion/sb1/memory.kmem.tcp.usage_in_bytes", "300\n" },
+                         { "memory/legion/sb1/memory.kmem.tcp.max_usage_in_bytes", "400\n" },
                          { "memory/legion/sb1/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n" },
                          { "memory/legion/sb1/cgroup.procs", "" },
                          { "cpu,cpuacct/legion/sb1/cpu.cfs_quota_us", "" },
@@ -367,6 +397,7 @@ static void test_fake_v1(void **state) {
                 fail_msg("create: %s", err.msg);
         check_all(root, KV({ "memory/legion/sb1/memory.limit_in_bytes", "33554432" },
                            { "memory/legion/sb1/memory.memsw.limit_in_bytes", "33554432" },
+                           { "memory/legion/sb1/memory.kmem.tcp.limit_in_bytes", "33554432" },
                            { "cpu/legion/sb1/cpu.cfs_quota_us", "50000" },
                            { "cpu/legion/sb1/cpu.cfs_period_us", "100000" },
                            { "cpu/legion/sb1/cpu.shares", "2597" }, { "pids/legion/sb1/pids.max", "16" }));
@@ -378,17 +409,31 @@ static void test_fake_v1(void **state) {
                            { "pids/legion/sb1/cgroup.procs", "4194305" },
                            { "freezer/legion/sb1/cgroup.procs", "4194305" }));
 
-        check_stats(cg, (struct lg_cgroup_stats) { .cpu_usage_ns = 123456789, .memory_current = 1000, .memory_peak = 2000,
+        /* Socket buffers count in the memory figures, as on v2. */
+        check_stats(cg, (struct lg_cgroup_stats) { .cpu_usage_ns = 123456789, .memory_current = 1300, .memory_peak = 2400,
                                                    .oom_kills = 2, .pids_current = 3 });
+
+        /* A change of the cpu quota alone writes neither memory file. */
+        put_all(root, KV({ "memory/legion/sb1/memory.limit_in_bytes", "" },
+                         { "memory/legion/sb1/memory.kmem.tcp.limit_in_bytes", "" },
+                         { "cpu,cpuacct/legion/sb1/cpu.cfs_quota_us", "" }));
+        struct lg_cgroup_limits cpu_only = test_limits;
+        cpu_only.cpu_quota_us = 20000;
+        assert_int_equal(lg_cgroup_set_limits(cg, &cpu_only, &err), 0);
+        check_all(root, KV({ "memory/legion/sb1/memory.limit_in_bytes", "" },
+                           { "memory/legion/sb1/memory.kmem.tcp.limit_in_bytes", "" },
+                           { "cpu/legion/sb1/cpu.cfs_quota_us", "20000" }));
 
         put_all(root, KV({ "memory/legion/sb1/memory.limit_in_bytes", "" },
                          { "memory/legion/sb1/memory.memsw.limit_in_bytes", "" },
+                         { "memory/legion/sb1/memory.kmem.tcp.limit_in_bytes", "" },
                          { "cpu,cpuacct/legion/sb1/cpu.cfs_quota_us", "" },
                          { "pids/legion/sb1/pids.max", "" }));
         struct lg_cgroup_limits none = { 0 };
         assert_int_equal(lg_cgroup_set_limits(cg, &none, &err), 0);
         check_all(root, KV({ "memory/legion/sb1/memory.limit_in_bytes", "-1" },
                            { "memory/legion/sb1/memory.memsw.limit_in_bytes", "-1" },
+                           { "memory/legion/sb1/memory.kmem.tcp.limit_in_bytes", "-1" },
                            { "cpu/legion/sb1/cpu.cfs_quota_us", "-1" }, { "pids/legion/sb1/pids.max", "max" }));
 
         char **names = NULL;
@@ -401,6 +446,36 @@ static void test_fake_v1(void **state) {
         }
         assert_true(sb1 && other);
         lg_strv_free(names);
+        rmtree(root);
+}
+
+/* A kernel without memory.kmem.tcp.limit_in_bytes cannot bound socket
+ * buffers: a memory limit is refused, while a group without one (or
+ * lifting it) needs no such file. */
+static void test_fake_v1_no_sock_limit(void **state) {
+        (void) state;
+        char *root = mktree();
+        struct lg_error err = { 0 };
+        put_all(root, KV({ "memory/legion/memory.use_hierarchy", "1\n" },
+                         { "memory/legion/sb1/memory.limit_in_bytes", "" },
+                         { "memory/legion/sb1/cgroup.procs", "" }));
+
+        lg_cgroup *cg = NULL;
+        struct lg_cgroup_limits mem = { .memory_max = 16 * MiB };
+        assert_int_equal(lg_cgroup_create_flags(root, LG_CGROUP_V1, "legion", "sb1", &mem,
+                                                LG_CGROUP_CREATE_ADOPT, &cg, &err), -EOPNOTSUPP);
+        assert_non_null(strstr(err.msg, "memory.kmem.tcp.limit_in_bytes"));
+        assert_null(cg);
+
+        assert_int_equal(lg_cgroup_create_flags(root, LG_CGROUP_V1, "legion", "sb1", NULL,
+                                                LG_CGROUP_CREATE_ADOPT, &cg, &err), 0);
+        assert_int_equal(lg_cgroup_set_limits(cg, &mem, &err), -EOPNOTSUPP);
+        assert_non_null(strstr(err.msg, "socket buffers"));
+        put(root, "memory/legion/sb1/memory.limit_in_bytes", "");
+        struct lg_cgroup_limits none = { 0 };
+        assert_int_equal(lg_cgroup_set_limits(cg, &none, &err), 0);
+        check_all(root, KV({ "memory/legion/sb1/memory.limit_in_bytes", "-1" }));
+        lg_cgroup_free(cg);
         rmtree(root);
 }
 
@@ -542,7 +617,8 @@ static void test_real_v1(void **state) {
                 fail_msg("create: %s", err.msg);
 
         snprintf(dir, sizeof(dir), "%s/memory/%s/t1", R.root, R.parent);
-        check_all(dir, KV({ "memory.limit_in_bytes", "33554432" }));
+        check_all(dir, KV({ "memory.limit_in_bytes", "33554432" },
+                          { "memory.kmem.tcp.limit_in_bytes", "33554432" }));
         if (exists(dir, "memory.memsw.limit_in_bytes")) /* swap accounting on */
                 check_all(dir, KV({ "memory.memsw.limit_in_bytes", "33554432" }));
         snprintf(dir, sizeof(dir), "%s/cpu/%s/t1", R.root, R.parent);
@@ -561,10 +637,12 @@ static void test_real_v1(void **state) {
                 fail_msg("set_limits: %s", err.msg);
         snprintf(dir, sizeof(dir), "%s/memory/%s/t1", R.root, R.parent);
         assert_string_equal(get(dir, "memory.limit_in_bytes"), "67108864");
+        assert_string_equal(get(dir, "memory.kmem.tcp.limit_in_bytes"), "67108864");
         r = lg_cgroup_set_limits(R.cgs[0], &test_limits, &err);
         if (r < 0)
                 fail_msg("set_limits: %s", err.msg);
         assert_string_equal(get(dir, "memory.limit_in_bytes"), "33554432");
+        assert_string_equal(get(dir, "memory.kmem.tcp.limit_in_bytes"), "33554432");
 
         R.kids[0] = spawn_sleeper();
         assert_int_equal(lg_cgroup_add_pid(R.cgs[0], R.kids[0]), 0);
@@ -814,7 +892,9 @@ int main(void) {
                 cmocka_unit_test(test_detect),
                 cmocka_unit_test(test_fake_v2),
                 cmocka_unit_test(test_fake_v2_missing_controllers),
+                cmocka_unit_test(test_cmdline_nosocket),
                 cmocka_unit_test(test_fake_v1),
+                cmocka_unit_test(test_fake_v1_no_sock_limit),
                 cmocka_unit_test(test_fake_v1_layout),
                 cmocka_unit_test_setup_teardown(test_real_v1, real_setup, real_teardown),
                 cmocka_unit_test_setup_teardown(test_real_v1_oom, real_setup, real_teardown),
