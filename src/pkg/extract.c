@@ -29,7 +29,6 @@
 
 #define DEFAULT_TOTAL (512ull << 20)
 #define DEFAULT_FILE (256ull << 20)
-#define DEFAULT_ENTRIES 100000ull
 #define DEFAULT_PATH_LEN 1024u
 #define DEFAULT_DEPTH 64u
 #define DEFAULT_RATIO 200u
@@ -46,7 +45,7 @@ void lg_pkg_limits_resolve(const struct lg_pkg_limits *in, struct lg_pkg_limits 
         if (l.max_file_bytes > l.max_total_bytes)
                 l.max_file_bytes = l.max_total_bytes;
         if (!l.max_entries)
-                l.max_entries = DEFAULT_ENTRIES;
+                l.max_entries = LG_PKG_DEFAULT_MAX_ENTRIES;
         if (!l.max_path_len)
                 l.max_path_len = DEFAULT_PATH_LEN;
         if (l.max_path_len > PATH_MAX - 1)
@@ -282,8 +281,8 @@ static int do_entry(struct xctx *x, struct archive_entry *e) {
                 raw = archive_entry_pathname_utf8(e);
         lg_pkg_printable(raw, x->name, sizeof(x->name));
         if (++x->n_entries > x->lim.max_entries)
-                return lg_error_set(x->err, E2BIG, "archive has more than %" PRIu64 " entries",
-                                    x->lim.max_entries);
+                return lg_error_setm(x->err, E2BIG, "package has more than %" PRIu64 " entries",
+                                     x->lim.max_entries);
         if (!raw || !*raw)
                 return entry_error(x, EINVAL, "entry without a name");
         if (archive_entry_hardlink(e) || archive_entry_hardlink_utf8(e)) {

@@ -18,7 +18,8 @@
  * the optional struct lg_error with a one-line message. Errors a caller maps
  * to an HTTP status:
  *   -EFBIG        a size limit (blob size, file, total, compression ratio)
- *   -E2BIG        too many entries in the archive
+ *   -E2BIG        too many entries in the archive ("package has more than
+ *                 N entries")
  *   -ENAMETOOLONG a path longer or deeper than the limits
  *   -EINVAL       a bad digest, or an unsafe or unsupported archive entry
  *                 (the message names the entry and the reason), or a
@@ -40,6 +41,12 @@
 
 #define LG_DIGEST_HEX_LEN 64
 #define LG_BLOB_DEFAULT_MAX_BYTES (100ull << 20)
+/* Entries a package may have by default: what a zip without Zip64 can count
+ * (a 16-bit field), so any archive a plain zip tool makes fits, and well
+ * above the production node_modules or site-packages of typical functions.
+ * It bounds the work (files created, then removed) a hostile package can
+ * cause. */
+#define LG_PKG_DEFAULT_MAX_ENTRIES 65536ull
 
 /* A sha256 digest as 64 lowercase hex characters and a NUL. */
 struct lg_digest {
@@ -96,7 +103,7 @@ int lg_blob_list(struct lg_blobstore *bs, struct lg_digest **ret, size_t *n, str
 struct lg_pkg_limits {
         uint64_t max_total_bytes;   /* sum of file sizes, counted as written: 512 MiB */
         uint64_t max_file_bytes;    /* one file: 256 MiB (never above the total) */
-        uint64_t max_entries;       /* archive entries: 100000 */
+        uint64_t max_entries;       /* archive entries: LG_PKG_DEFAULT_MAX_ENTRIES */
         uint32_t max_path_len;      /* bytes of a normalized path: 1024 */
         uint32_t max_depth;         /* components of a path: 64 */
         uint32_t max_ratio;         /* bytes out per byte of archive: 200 ... */

@@ -1023,6 +1023,41 @@ static void test_limits(void **state) {
         expect_fail(a, EINVAL, "more than one compression layer");
 }
 
+/* The default entry limit, LG_PKG_DEFAULT_MAX_ENTRIES: a package of exactly
+ * that many (empty files, as tar.gz) is extracted whole; one more entry
+ * fails with the limit named and nothing left behind. */
+static void test_entry_limit(void **state) {
+        (void) state;
+        const unsigned n = (unsigned) LG_PKG_DEFAULT_MAX_ENTRIES;
+        struct lg_pkg_limits lim;
+        lg_pkg_limits_resolve(NULL, &lim);
+        assert_int_equal(lim.max_entries, LG_PKG_DEFAULT_MAX_ENTRIES);
+        char a[PATH_MAX], p[PATH_MAX];
+        arch_path(a, "at-limit.tgz");
+        build_zeros(a, F_TGZ, n, 0);
+        struct lg_error err;
+        struct lg_pkg_info info;
+        int r = extract(a, NULL, &info, &err);
+        if (r != 0)
+                fail_msg("%u entries: %s", n, err.msg);
+        assert_int_equal(info.n_files, n);
+        lg_pkg_info_free(&info);
+        pathf(p, "%s/pkg", W);
+        assert_int_equal(count_entries(p, NULL), n);
+        assert_int_equal(lg_rm_rf(p), 0);
+        unlink(a);
+
+        arch_path(a, "over-limit.tgz");
+        build_zeros(a, F_TGZ, n + 1, 0);
+        char want[64];
+        snprintf(want, sizeof(want), "package has more than %u entries", n);
+        expect_fail(a, E2BIG, want); /* and nothing left behind */
+        /* The message is the limit alone, without an errno's text. */
+        assert_int_equal(extract(a, NULL, NULL, &err), -E2BIG);
+        assert_string_equal(err.msg, want);
+        unlink(a);
+}
+
 static void test_corrupt(void **state) {
         (void) state;
         char a[PATH_MAX], p[PATH_MAX];
@@ -1593,6 +1628,7 @@ int main(void) {
                 T(test_hostile_types),
                 T(test_lying_headers),
                 T(test_limits),
+                T(test_entry_limit),
                 T(test_corrupt),
                 T(test_bombs),
                 T(test_fuzz),
