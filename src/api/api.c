@@ -326,13 +326,54 @@ static void api_tokens(struct api_call *c, const char *ns, const char *id) {
 
 /* ---- packages (streamed upload into the blob store) ------------------------ */
 
+/* The body goes into a blob writer chunk by chunk on the loop (each chunk's
+ * sha256 and write are cheap). What can take seconds -- the commit's fsync,
+ * the extraction (up to LG_PKG_DEFAULT_MAX_ENTRIES files) and the removal of
+ * a refused tree -- runs on libuv's thread pool, as image imports do
+ * (api-images.c), and the request is answered from the completion callback.
+ * Package jobs run one at a time, the others waiting in arrival order: the
+ * pool has four threads, shared with sandbox creation and image jobs, and
+ * uploads in parallel must not be able to take them all. */
 struct upload {
         struct api_call c;
         char ns[LG_STORE_NAME_MAX + 1];
         struct lg_blob_writer *w;
         struct lg_error err;
         int failed;
+        uv_work_t work;
+        struct upload *next;  /* in the wait list */
+        bool queued;          /* waiting or running: its job ends the request */
+        bool aborted;         /* the client went away while it ran */
+        /* the job's results */
+        int r;
+        bool committed;       /* dg is the blob's digest */
+        struct lg_digest dg;
+        uint64_t size;
+        struct lg_pkg_info info;
 };
+
+/* legiond has one API on one loop: the package job running and the ones
+ * waiting for it. */
+static struct {
+        struct upload *running;
+        struct upload *head, **tail;
+} pkg_jobs = {.tail = &pkg_jobs.head};
+
+static void upload_free(struct upload *u) {
+        lg_blob_abort(u->w);
+        lg_pkg_info_free(&u->info);
+        free(u);
+}
+
+static void upload_error(struct lg_http_request *req, int r, const struct lg_error *err) {
+        if (r == -EFBIG)
+                lg_http_respond_error(req, 413, "TooLarge", "%s", err->msg);
+        else if (r == -E2BIG || r == -EINVAL || r == -EPERM || r == -EBADMSG || r == -ELOOP ||
+                 r == -ENAMETOOLONG || r == -EILSEQ || r == -ENOTDIR || r == -EEXIST || r == -EPROTO)
+                lg_http_respond_error(req, 400, "BadPackage", "%s", err->msg);
+        else
+                lg_http_respond_error(req, 500, "Internal", "%s", err->msg[0] ? err->msg : strerror(-r));
+}
 
 static void upload_data(struct lg_http_request *req, const char *data, size_t len, void *ud) {
         struct upload *u = ud;
@@ -344,62 +385,102 @@ static void upload_data(struct lg_http_request *req, const char *data, size_t le
                 u->failed = r;
 }
 
-static void upload_end(struct lg_http_request *req, void *ud) {
-        struct upload *u = ud;
-        struct lg_daemon *d = u->c.d;
-        struct lg_digest dg;
-        struct lg_pkg_info info = {0};
-        int r = u->failed;
-        if (r < 0) {
-                lg_blob_abort(u->w);
-        } else {
-                r = lg_blob_commit(u->w, NULL, &dg, &u->err);
-        }
-        u->w = NULL;
+/* On the thread pool: only the blob store, never the store or the request. */
+static void upload_work(uv_work_t *w) {
+        struct upload *u = w->data;
+        int r = lg_blob_commit(TAKE_PTR(u->w), NULL, &u->dg, &u->err);
+        u->committed = r >= 0;
         /* Extract now: a bad archive is refused at upload, with the entry
-         * that is wrong, and nothing of it is kept. */
+         * that is wrong, and its half-built tree is removed here. */
+        if (r >= 0)
+                r = lg_blob_extract(u->c.d->blobs, u->dg.hex, NULL, &u->info, &u->err);
+        u->r = r;
+}
+
+static void upload_run_next(void);
+
+static void upload_done(uv_work_t *w, int status) {
+        struct upload *u = w->data;
+        struct lg_daemon *d = u->c.d;
+        int r = u->r;
+        if (status < 0 && r >= 0)
+                r = lg_error_setm(&u->err, -status, "the upload was cancelled");
         if (r >= 0) {
+                /* Kept even if the client has gone: the package is good. */
+                r = lg_store_blob_put(d->store, u->dg.hex, u->size, "application/octet-stream", NULL, &u->err);
+        } else if (u->committed) {
+                /* Refused: nothing of it is kept, unless the same bytes were
+                 * uploaded before (jobs run one at a time, so no other
+                 * upload can record this digest meanwhile). */
                 struct lg_blob known;
-                bool recorded = lg_store_blob_get(d->store, dg.hex, &known, NULL) == 0;
-                r = lg_blob_extract(d->blobs, dg.hex, NULL, &info, &u->err);
-                if (r < 0 && !recorded)
-                        lg_blob_delete(d->blobs, dg.hex, NULL);
+                if (lg_store_blob_get(d->store, u->dg.hex, &known, NULL) < 0)
+                        lg_blob_delete(d->blobs, u->dg.hex, NULL);
         }
-        if (r >= 0) {
-                char path[4096];
-                lg_blob_path(d->blobs, dg.hex, path, sizeof(path));
-                struct stat st;
-                uint64_t size = stat(path, &st) == 0 ? (uint64_t) st.st_size : 0;
-                r = lg_store_blob_put(d->store, dg.hex, size, "application/octet-stream", NULL, &u->err);
-                if (r >= 0) {
-                        json_t *top = json_array();
-                        for (size_t i = 0; i < info.n_top; i++)
-                                json_array_append_new(top, json_string(info.top[i]));
-                        api_json(req, 201,
-                                 json_pack("{s:s, s:I, s:I, s:I, s:o}", "digest", dg.hex, "size", (json_int_t) size,
-                                           "files", (json_int_t) info.n_files, "bytes",
-                                           (json_int_t) info.total_bytes, "top", top));
+        struct lg_http_request *req = u->c.req;
+        if (u->aborted) {
+                lg_http_response_abort(req);
+        } else if (r < 0) {
+                upload_error(req, r, &u->err);
+        } else {
+                json_t *top = json_array();
+                for (size_t i = 0; i < u->info.n_top; i++)
+                        json_array_append_new(top, json_string(u->info.top[i]));
+                api_json(req, 201,
+                         json_pack("{s:s, s:I, s:I, s:I, s:o}", "digest", u->dg.hex, "size", (json_int_t) u->size,
+                                   "files", (json_int_t) u->info.n_files, "bytes", (json_int_t) u->info.total_bytes,
+                                   "top", top));
+        }
+        pkg_jobs.running = NULL;
+        upload_free(u);
+        upload_run_next();
+}
+
+static void upload_run_next(void) {
+        while (!pkg_jobs.running && pkg_jobs.head) {
+                struct upload *u = pkg_jobs.head;
+                pkg_jobs.head = u->next;
+                if (!pkg_jobs.head)
+                        pkg_jobs.tail = &pkg_jobs.head;
+                pkg_jobs.running = u;
+                u->work.data = u;
+                int r = uv_queue_work(u->c.d->loop, &u->work, upload_work, upload_done);
+                if (r < 0) {
+                        u->r = lg_error_setm(&u->err, ENOMEM, "cannot queue the package: %s", uv_strerror(r));
+                        upload_done(&u->work, 0);
                 }
         }
-        lg_pkg_info_free(&info);
-        if (r < 0) {
-                if (r == -EFBIG || r == -E2BIG)
-                        lg_http_respond_error(req, 413, "TooLarge", "%s", u->err.msg);
-                else if (r == -EINVAL || r == -EPERM || r == -EBADMSG || r == -ELOOP || r == -ENAMETOOLONG ||
-                         r == -EILSEQ || r == -ENOTDIR || r == -EEXIST || r == -EPROTO)
-                        lg_http_respond_error(req, 400, "BadPackage", "%s", u->err.msg);
-                else
-                        lg_http_respond_error(req, 500, "Internal", "%s", u->err.msg[0] ? u->err.msg : strerror(-r));
+}
+
+static void upload_end(struct lg_http_request *req, void *ud) {
+        struct upload *u = ud;
+        if (u->failed < 0) {
+                upload_error(req, u->failed, &u->err);
+                upload_free(u);
+                return;
         }
-        free(u);
+        u->size = lg_blob_written(u->w);
+        u->queued = true;
+        *pkg_jobs.tail = u;
+        pkg_jobs.tail = &u->next;
+        upload_run_next();
 }
 
 static void upload_abort(struct lg_http_request *req, int reason, void *ud) {
         struct upload *u = ud;
         (void) reason;
-        if (u->w)
-                lg_blob_abort(u->w);
-        free(u);
+        if (pkg_jobs.running == u) {
+                u->aborted = true; /* upload_done ends the request */
+                return;
+        }
+        if (u->queued) {
+                struct upload **p = &pkg_jobs.head;
+                while (*p != u)
+                        p = &(*p)->next;
+                *p = u->next;
+                if (!*p)
+                        pkg_jobs.tail = p;
+        }
+        upload_free(u);
         lg_http_response_abort(req);
 }
 
