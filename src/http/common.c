@@ -81,6 +81,11 @@ void http_wr_pool_clear(struct http_wr_pool *p) {
 }
 
 int http_wr_copy_rest(struct http_wr *wr, size_t skip) {
+        /* The length is the buffers': a write queued before its connection
+         * was up (the client's call_push) has not been measured yet. */
+        wr->len = 0;
+        for (unsigned i = 0; i < wr->nbufs; i++)
+                wr->len += wr->bufs[i].len;
         size_t rest = wr->len - skip;
         /* The data is already wr's own (TLS ciphertext): skip in place. */
         if (wr->copy && wr->nbufs == 1) {
