@@ -19,6 +19,15 @@
 #include "api/api-internal.h"
 
 #define SESSION_KEY_MAX (LG_STORE_NAME_MAX * 2 + 130)
+/* Limits of an execution, checked here and handed to the worker, which
+ * checks them too (LEGION_SESSION_MAX_CODE, LEGION_SESSION_MAX_TIMEOUT). */
+#define SESSION_MAX_CODE (16u << 20)
+#define SESSION_MAX_TIMEOUT_S 600
+/* The worker's file path rules (runtimes/session/supervisor.py,
+ * split_path and the reserved upload prefix), checked here first. */
+#define SESSION_FILE_NAME_MAX 255
+#define SESSION_FILE_PATH_MAX 1024
+#define SESSION_UPLOAD_PREFIX ".legion-upload-"
 
 struct session {
         struct session *next;
@@ -113,13 +122,15 @@ static int pool_apply_node(struct lg_daemon *d, struct lg_http_request *req, con
                         lg_http_respond_error(req, 400, "BadRequest", "session pool `%s`: %s", name, err);
                 return -EINVAL;
         }
-        char e_file[64], e_bytes[64], e_mem[64];
+        char e_file[64], e_bytes[64], e_mem[64], e_code[64], e_timeout[64];
+        snprintf(e_code, sizeof(e_code), "LEGION_SESSION_MAX_CODE=%u", SESSION_MAX_CODE);
+        snprintf(e_timeout, sizeof(e_timeout), "LEGION_SESSION_MAX_TIMEOUT=%u", SESSION_MAX_TIMEOUT_S);
         snprintf(e_file, sizeof(e_file), "LEGION_SESSION_MAX_FILE=%llu", (unsigned long long) max_file);
         snprintf(e_bytes, sizeof(e_bytes), "LEGION_SESSION_MAX_BYTES=%llu", (unsigned long long) max_bytes);
         /* The sandbox cannot read its cgroup: tell the worker its memory
          * limit so that "out of memory" can name it. */
         snprintf(e_mem, sizeof(e_mem), "LEGION_SESSION_MEMORY_LIMIT=%llu", (unsigned long long) mem);
-        const char *env[] = {e_file, e_bytes, e_mem, NULL};
+        const char *env[] = {e_file, e_bytes, e_mem, e_code, e_timeout, NULL};
         node_pool_name(pname, sizeof(pname), ns, name);
         struct lg_pool_spec ps = {
                 .name = pname,
@@ -188,10 +199,8 @@ static json_t *session_json(const struct session *s) {
                          "cooldownSeconds", s->cooldown_s);
 }
 
-/* The session for (pool, identifier), bound on first use. Answers the
- * request itself (404 / 400 / 429) and returns NULL when it cannot. */
-static struct session *get_session(struct api_call *c, const char *ns, const struct lg_resource *pool,
-                                   bool create) {
+/* The call's identifier, or NULL with 400 answered. */
+static const char *call_identifier(struct api_call *c) {
         const char *id = lg_http_request_param(c->req, "identifier");
         if (!id || !valid_identifier(id)) {
                 lg_http_respond_error(c->req, 400, "BadRequest",
@@ -199,8 +208,17 @@ static struct session *get_session(struct api_call *c, const char *ns, const str
                                       id ? id : "");
                 return NULL;
         }
+        return id;
+}
+
+/* The session for (pool, identifier), bound on first use. Answers the
+ * request itself (404 / 429) and returns NULL when it cannot. Everything
+ * that can refuse the request must be checked before: binding is what a
+ * refused request must not do. */
+static struct session *get_session(struct api_call *c, const char *ns, const char *pool_name,
+                                   const json_t *pool_spec, const char *id, bool create) {
         char key[SESSION_KEY_MAX], pkey[sizeof(((struct session *) 0)->pool)];
-        snprintf(pkey, sizeof(pkey), "%s/%s", ns, pool->name);
+        snprintf(pkey, sizeof(pkey), "%s/%s", ns, pool_name);
         snprintf(key, sizeof(key), "%s/%s", pkey, id);
         struct session *s = find_session(key);
         if (s) {
@@ -208,15 +226,15 @@ static struct session *get_session(struct api_call *c, const char *ns, const str
                 return s;
         }
         if (!create) {
-                lg_http_respond_error(c->req, 404, "NotFound", "no session `%s` in pool `%s`", id, pool->name);
+                lg_http_respond_error(c->req, 404, "NotFound", "no session `%s` in pool `%s`", id, pool_name);
                 return NULL;
         }
-        unsigned max = spec_uint(pool->spec, "maxSessions", 100), n = count_sessions(pkey);
+        unsigned max = spec_uint(pool_spec, "maxSessions", 100), n = count_sessions(pkey);
         if (n >= max) {
                 lg_http_respond_error(c->req, 429, "TooManySessions",
                                       "session pool `%s` has reached maxSessions (%u of %u in use); end a session "
                                       "or wait for one to cool down",
-                                      pool->name, n, max);
+                                      pool_name, n, max);
                 return NULL;
         }
         s = calloc(1, sizeof(*s));
@@ -229,9 +247,9 @@ static struct session *get_session(struct api_call *c, const char *ns, const str
         snprintf(s->identifier, sizeof(s->identifier), "%s", id);
         s->d = c->d;
         s->created_at = time(NULL);
-        s->cooldown_s = spec_uint(pool->spec, "cooldownSeconds", 300);
+        s->cooldown_s = spec_uint(pool_spec, "cooldownSeconds", 300);
         char pname[160];
-        node_pool_name(pname, sizeof(pname), ns, pool->name);
+        node_pool_name(pname, sizeof(pname), ns, pool_name);
         struct lg_route_config cfg = {
                 .key = key,
                 .revision = 1,
@@ -277,6 +295,156 @@ static bool session_lost(struct api_call *c, struct session *s) {
                               s->identifier);
         session_end(s, "session lost its sandbox");
         return true;
+}
+
+/* The worker's rules for the path of a file written with PUT (segments
+ * after /files, decoded), so that an upload it would refuse binds no
+ * session. A multipart POST names its files in the body, which the worker
+ * reads as it streams: those names are checked there only. */
+static bool upload_path_ok(struct api_call *c) {
+        size_t total = 0;
+        for (int i = 4; i < c->nseg; i++) {
+                size_t n = strlen(c->seg[i]);
+                if (n > SESSION_FILE_NAME_MAX) {
+                        lg_http_respond_error(c->req, 400, "NameTooLong", "a file name is longer than %d bytes",
+                                              SESSION_FILE_NAME_MAX);
+                        return false;
+                }
+                total += n + (i > 4);
+        }
+        if (total > SESSION_FILE_PATH_MAX) {
+                lg_http_respond_error(c->req, 400, "NameTooLong", "the file path is longer than %d bytes",
+                                      SESSION_FILE_PATH_MAX);
+                return false;
+        }
+        if (c->nseg > 4 && !strncmp(c->seg[c->nseg - 1], SESSION_UPLOAD_PREFIX, strlen(SESSION_UPLOAD_PREFIX))) {
+                lg_http_respond_error(c->req, 400, "InvalidPath", "names starting with `%s` are reserved",
+                                      SESSION_UPLOAD_PREFIX);
+                return false;
+        }
+        return true;
+}
+
+/* An execution. Its body is read and checked here, as the worker would
+ * check it, before the session is bound: a request that is refused binds
+ * no sandbox to its identifier and counts against no maxSessions. Then the
+ * body goes to the session's sandbox through the router. */
+struct execution {
+        struct api_call c;
+        char ns[LG_STORE_NAME_MAX + 1], pool[LG_STORE_NAME_MAX + 1];
+        char *body;
+        size_t len, cap;
+        bool out_of_memory;
+};
+
+static void execution_free(struct execution *x) {
+        if (!x)
+                return;
+        free(x->body);
+        free(x);
+}
+
+static void execution_data(struct lg_http_request *req, const char *data, size_t len, void *ud) {
+        struct execution *x = ud;
+        (void) req;
+        if (x->out_of_memory)
+                return;
+        if (len > x->cap - x->len) {
+                /* The server enforces SESSION_MAX_CODE: len fits. */
+                size_t cap = x->cap ? x->cap : 4096;
+                while (cap - x->len < len)
+                        cap *= 2;
+                char *b = realloc(x->body, cap);
+                if (!b) {
+                        x->out_of_memory = true;
+                        return;
+                }
+                x->body = b;
+                x->cap = cap;
+        }
+        memcpy(x->body + x->len, data, len);
+        x->len += len;
+}
+
+/* The worker's checks of an execution body (runtimes/session/supervisor.py,
+ * do_execute), with its messages. */
+static bool execution_body_ok(struct lg_http_request *req, const char *body, size_t len) {
+        json_error_t jerr;
+        _cleanup_(json_decrefp) json_t *doc = json_loadb(body ? body : "", len, 0, &jerr);
+        if (!doc) {
+                lg_http_respond_error(req, 400, "BadRequest", "the body is not JSON: %s", jerr.text);
+                return false;
+        }
+        if (!json_is_object(doc)) {
+                lg_http_respond_error(req, 400, "BadRequest", "%s",
+                                      "the body must be a JSON object {\"code\": \"...\", \"timeoutSeconds\": 30}");
+                return false;
+        }
+        if (!json_is_string(json_object_get(doc, "code"))) {
+                lg_http_respond_error(req, 400, "BadRequest", "%s", "`code` must be a string");
+                return false;
+        }
+        json_t *t = json_object_get(doc, "timeoutSeconds");
+        if (t && !json_is_null(t) &&
+            !(json_is_number(t) && json_number_value(t) > 0 && json_number_value(t) <= SESSION_MAX_TIMEOUT_S)) {
+                lg_http_respond_error(req, 400, "BadRequest",
+                                      "`timeoutSeconds` must be a number above 0 and at most %d",
+                                      SESSION_MAX_TIMEOUT_S);
+                return false;
+        }
+        return true;
+}
+
+static void execution_end(struct lg_http_request *req, void *ud) {
+        struct execution *x = ud;
+        if (x->out_of_memory) {
+                lg_http_respond_error(req, 503, "Overloaded", "%s", "out of memory");
+                return execution_free(x);
+        }
+        if (!execution_body_ok(req, x->body, x->len))
+                return execution_free(x);
+        /* The pool may have gone while the body came. */
+        struct lg_error err = {0};
+        struct lg_resource *pool = NULL;
+        int r = lg_store_get(x->c.d->store, LG_KEY("SessionPool", x->ns, x->pool), &pool, &err);
+        if (r < 0) {
+                api_store_error(req, r, &err);
+                return execution_free(x);
+        }
+        const char *id = lg_http_request_param(req, "identifier");
+        struct session *s = get_session(&x->c, x->ns, x->pool, pool->spec, id, true);
+        lg_resource_free(pool);
+        if (!s || session_lost(&x->c, s))
+                return execution_free(x);
+        s->executions++;
+        struct lg_router_body body = {TAKE_PTR(x->body), x->len};
+        lg_router_handle_body(x->c.d->router, req, s->key, "/execute", body);
+        execution_free(x);
+}
+
+static void execution_abort(struct lg_http_request *req, int reason, void *ud) {
+        (void) reason;
+        execution_free(ud);
+        lg_http_response_abort(req);
+}
+
+static void execution_read(struct api_call *c, const char *ns, const char *pool) {
+        struct execution *x = calloc(1, sizeof(*x));
+        if (!x) {
+                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
+                return;
+        }
+        x->c = *c;
+        /* The call's segments and token live in the dispatcher's frame. */
+        x->c.seg = NULL;
+        x->c.nseg = 0;
+        snprintf(x->ns, sizeof(x->ns), "%s", ns);
+        snprintf(x->pool, sizeof(x->pool), "%s", pool);
+        lg_http_request_set_body_limit(c->req, SESSION_MAX_CODE);
+        lg_http_request_on_abort(c->req, execution_abort, x);
+        if (lg_http_request_read(c->req, execution_data, execution_end, x) < 0) {
+                /* The server answered 413 itself; abort follows. */
+        }
 }
 
 static void api_session_pool(struct api_call *c, const char *ns, const char *name, const char *sub,
@@ -360,19 +528,29 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
                 lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "POST {\"code\": ...}");
                 return;
         }
-        /* Only executions and uploads make a session; reading files or
-         * deleting them in one that does not exist is a 404. */
-        bool create = exec || !strcmp(m, "PUT") || !strcmp(m, "POST");
-        struct session *s = get_session(c, ns, pool, create);
+        const char *id = call_identifier(c);
+        if (!id) {
+                lg_resource_free(pool);
+                return;
+        }
+        if (exec) {
+                execution_read(c, ns, pool->name);
+                lg_resource_free(pool);
+                return;
+        }
+        /* Uploads make a session; reading files or deleting them in one
+         * that does not exist is a 404. */
+        bool create = !strcmp(m, "PUT") || !strcmp(m, "POST");
+        if (create && !upload_path_ok(c)) {
+                lg_resource_free(pool);
+                return;
+        }
+        struct session *s = get_session(c, ns, pool->name, pool->spec, id, create);
         lg_resource_free(pool);
         if (!s || session_lost(c, s))
                 return;
-        s->executions += exec;
         char target[4200];
-        if (exec)
-                snprintf(target, sizeof(target), "/execute");
-        else
-                snprintf(target, sizeof(target), "/files%s%s", rest ? "/" : "", rest ? rest : "");
+        snprintf(target, sizeof(target), "/files%s%s", rest ? "/" : "", rest ? rest : "");
         lg_router_handle(c->d->router, c->req, s->key, target);
 }
 

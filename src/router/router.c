@@ -39,6 +39,7 @@ struct pending {
         struct lg_http_request *req;
         uv_timer_t deadline;
         uint64_t arrived;
+        struct lg_router_body body; /* read by the caller; owned here */
         char target[];
 };
 
@@ -421,8 +422,11 @@ static void on_req_abort(struct lg_http_request *req, int reason, void *ud) {
         fwd_maybe_free(f);
 }
 
+/* body: the caller's copy of the request body (freed here), or none
+ * (data NULL) to stream the request's own. */
 static void forward(struct app *a, struct rinst *ri, struct lg_http_request *req, const char *target,
-                    uint64_t arrived, bool cold) {
+                    struct lg_router_body body, uint64_t arrived, bool cold) {
+        _cleanup_free_ char *body_data = body.data;
         struct fwd *f = calloc(1, sizeof(*f));
         if (!f) {
                 lg_http_respond_error(req, 503, "Overloaded", "%s", "out of memory");
@@ -446,7 +450,7 @@ static void forward(struct app *a, struct rinst *ri, struct lg_http_request *req
         for (size_t i = 0; i < n_all && n < ARRAY_SIZE(hdrs); i++)
                 if (strcasecmp(all[i].name, "Authorization") != 0)
                         hdrs[n++] = all[i];
-        int64_t len = lg_http_request_content_length(req);
+        int64_t len = body_data ? (int64_t) body.len : lg_http_request_content_length(req);
         lg_http_request_on_abort(req, on_req_abort, f);
         int r = lg_http_call_start(ri->up, lg_http_request_method(req), target, hdrs, n, len, &call_ops, f,
                                    &f->call);
@@ -458,7 +462,13 @@ static void forward(struct app *a, struct rinst *ri, struct lg_http_request *req
                 return;
         }
         lg_http_call_set_timeout(f->call, (uint64_t) timeout_s(a) * 1000);
-        if (len != 0 && lg_http_request_read(req, on_req_data, on_req_end, f) < 0)
+        if (body_data) {
+                /* Without a write callback the client copies what it
+                 * cannot write at once: the body can go right away. */
+                if (lg_http_call_write(f->call, body_data, body.len, NULL, NULL) < 0 ||
+                    lg_http_call_end(f->call) < 0)
+                        on_req_abort(req, -EIO, f);
+        } else if (len != 0 && lg_http_request_read(req, on_req_data, on_req_end, f) < 0)
                 on_req_abort(req, -EFBIG, f);
 }
 
@@ -471,7 +481,11 @@ static struct rinst *pick(struct app *a) {
         return best;
 }
 
-static void pending_closed(uv_handle_t *h) { free(h->data); }
+static void pending_closed(uv_handle_t *h) {
+        struct pending *p = h->data;
+        free(p->body.data);
+        free(p);
+}
 
 static void pending_remove(struct pending *p) {
         struct app *a = p->app;
@@ -498,7 +512,9 @@ static void dispatch(struct app *a) {
                  * p itself (and its target) is freed only once its timer
                  * has closed, on a later turn of the loop. */
                 pending_remove(p);
-                forward(a, ri, p->req, p->target, p->arrived, !ri->first_served);
+                struct lg_router_body body = p->body;
+                p->body = (struct lg_router_body){0};
+                forward(a, ri, p->req, p->target, body, p->arrived, !ri->first_served);
         }
         if (a->qhead)
                 scale_up(a);
@@ -535,19 +551,27 @@ static struct app *find_app(lg_router *r, const char *key) {
 }
 
 void lg_router_handle(lg_router *r, struct lg_http_request *req, const char *key, const char *target) {
+        lg_router_handle_body(r, req, key, target, (struct lg_router_body){0});
+}
+
+void lg_router_handle_body(lg_router *r, struct lg_http_request *req, const char *key, const char *target,
+                           struct lg_router_body body) {
+        _cleanup_free_ char *body_data = body.data;
         struct app *a = find_app(r, key);
         if (!a) {
                 lg_http_respond_error(req, 404, "NotFound", "app `%s` not found", key);
                 return;
         }
         uint64_t arrived = lg_now_ns();
+        body.data = TAKE_PTR(body_data);
         if (!a->qhead) {
                 struct rinst *ri = pick(a);
                 if (ri) {
-                        forward(a, ri, req, target, arrived, false);
+                        forward(a, ri, req, target, body, arrived, false);
                         return;
                 }
         }
+        body_data = body.data;
         if (a->queued >= queue_max(a)) {
                 a->st.rejected_429++;
                 lg_http_respond_error(req, 429, "QueueFull",
@@ -565,6 +589,8 @@ void lg_router_handle(lg_router *r, struct lg_http_request *req, const char *key
         p->app = a;
         p->req = req;
         p->arrived = arrived;
+        p->body.data = TAKE_PTR(body_data);
+        p->body.len = body.len;
         p->prev = a->qtail;
         if (a->qtail)
                 a->qtail->next = p;

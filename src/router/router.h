@@ -65,6 +65,17 @@ void lg_router_remove(lg_router *r, const char *key);
 /* Forward a request (in LG_HTTP_BODY_STREAM mode) to key's instances;
  * target is the path and query the function sees ("/", "/x?y=1"). */
 void lg_router_handle(lg_router *r, struct lg_http_request *req, const char *key, const char *target);
+/* A request body the caller has already read (to check it before it
+ * commits to anything). */
+struct lg_router_body {
+        char *data; /* malloc'd; NULL for none */
+        size_t len;
+};
+/* The same with the body read by the caller: it is sent instead of the
+ * request's own, and always freed by the router (also when the request is
+ * refused or aborted). */
+void lg_router_handle_body(lg_router *r, struct lg_http_request *req, const char *key, const char *target,
+                           struct lg_router_body body);
 
 int lg_router_stats(lg_router *r, const char *key, struct lg_route_stats *ret);
 /* Log directories of the app's live instances, for `legion app logs`:
