@@ -76,9 +76,27 @@ struct lg_http_server_config {
         size_t max_head;            /* request line + headers, default 64 KiB, at
                                      * most 80 KiB (431; 414 for the target) */
         unsigned max_headers;       /* default 100 (431) */
-        unsigned max_connections;   /* default 1024; more are answered 503 and closed */
+        /* Default 1024. A connection beyond it is let in by closing the
+         * one that never authenticated (lg_http_request_set_authenticated)
+         * and has waited longest without a request in flight (idle, or
+         * still sending its head); when there is none, it is answered 503
+         * TooManyConnections and closed. */
+        unsigned max_connections;
+        /* Default 256; UINT_MAX: no limit. Connections open at once from one
+         * client address: an IPv4 address (also as ::ffff:a.b.c.d), or an
+         * IPv6 /64 network (one client is usually given a whole /64).
+         * Beyond it a new connection from that address is answered 429
+         * TooManyConnections and closed; other addresses are not affected.
+         * Unix-socket connections are not counted. */
+        unsigned max_connections_per_addr;
         uint64_t header_timeout_ms; /* default 10 s for the whole head (408 + close) */
         uint64_t idle_timeout_ms;   /* default 60 s between keep-alive requests */
+        /* Default 0: none. Otherwise connections that never authenticated
+         * are closed after this long without a request in progress (from the
+         * accept, and between requests), where authenticated ones get
+         * header_timeout_ms and idle_timeout_ms. Set it only when the
+         * handler calls lg_http_request_set_authenticated. */
+        uint64_t unauth_idle_timeout_ms;
         uint64_t body_timeout_ms;   /* default 60 s without body bytes while reading (408) */
         uint64_t write_timeout_ms;  /* default 60 s for a write to complete (abort) */
 };
@@ -99,7 +117,8 @@ int lg_http_server_listen_unix(struct lg_http_server *srv, const char *path, str
  * once the encrypted bytes are written, pause, keep-alive) works the same.
  * ALPN: "http/1.1" when offered, else none (never h2). The TLS handshake
  * must finish within header_timeout_ms of the accept, with the first
- * request head. Errors (bad files, key not matching) leave nothing open. */
+ * request head (or within unauth_idle_timeout_ms, when that is shorter).
+ * Errors (bad files, key not matching) leave nothing open. */
 int lg_http_server_listen_tls(struct lg_http_server *srv, const char *host, uint16_t port, const char *cert_file,
                               const char *key_file, struct lg_error *err);
 /* The bound port of the first plain TCP listener, or -ENOENT. */
@@ -145,6 +164,13 @@ int lg_http_request_peer(const struct lg_http_request *req, char *buf, size_t ca
 bool lg_http_request_tls(const struct lg_http_request *req);
 /* Credentials of the peer process on a Unix socket (-ENOTSOCK on TCP). */
 int lg_http_request_peer_cred(const struct lg_http_request *req, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/* The request proved who sent it (e.g. a valid token): its connection
+ * counts as authenticated from now on, for the rest of its life. Such
+ * connections get idle_timeout_ms instead of unauth_idle_timeout_ms and are
+ * never closed to make room under max_connections. Only the handler that
+ * owns req may call it. */
+void lg_http_request_set_authenticated(struct lg_http_request *req);
 
 /* Called (from the loop) when the request can no longer be answered: the
  * client closed or reset the connection (-ECONNRESET; as in nginx, an EOF

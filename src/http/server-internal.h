@@ -13,6 +13,7 @@
 #define PARSER_MAX_HEAD (80u << 10)
 #define DEF_MAX_HEADERS 100u
 #define DEF_MAX_CONNS 1024u
+#define DEF_MAX_CONNS_PER_ADDR 256u
 #define DEF_HEADER_TIMEOUT 10000u
 #define DEF_IDLE_TIMEOUT 60000u
 #define DEF_BODY_TIMEOUT 60000u
@@ -40,6 +41,19 @@ struct listener {
         struct ssl_ctx_st *tls_ctx; /* a TLS listener's context, else NULL */
 };
 
+/* A client address as the per-address limit counts it (server-limits.c). */
+struct peer_addr {
+        uint8_t b[16];
+};
+
+/* Open connections per client address: open addressing, linear probing,
+ * at most half full; a slot with n == 0 is empty. */
+struct peer_table {
+        struct peer_slot *slots;
+        size_t cap, used;
+        uint64_t seed[2]; /* SipHash key, random: nobody can aim at one probe chain */
+};
+
 enum conn_state {
         C_IDLE,   /* no byte of the next request yet */
         C_HEAD,   /* reading a head */
@@ -55,6 +69,10 @@ struct lg_http_server {
         struct lg_http_request *conns;
         unsigned nconns; /* open sockets */
         unsigned nlive;  /* allocated connection structs */
+        struct peer_table peers;
+        /* Connections never authenticated and without a request in flight,
+         * longest there first: the ones closed to make room (server-limits.c). */
+        struct lg_http_request *anon_head, *anon_tail;
         uv_idle_t kick;
         bool kick_on;
         struct lg_http_request *kick_head, *kick_tail;
@@ -88,6 +106,11 @@ struct lg_http_request {
         bool fresh;         /* no request yet on this connection */
         bool timer_on;
         bool msg_begun;
+        bool authenticated; /* lg_http_request_set_authenticated was called */
+        bool peer_counted;  /* counted in srv->peers under `peer` */
+        bool in_anon;       /* on the srv->anon_* list */
+        struct peer_addr peer;
+        struct lg_http_request *anon_prev, *anon_next;
         enum conn_state state;
         uint64_t timer_due, state_since, last_read, write_since, linger_until;
         char *rbuf;
@@ -146,6 +169,17 @@ void http_srv_conn_release(struct lg_http_request *c);
 void http_srv_conn_send_continue(struct lg_http_request *c);
 int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool stable);
 void http_srv_on_write(uv_write_t *w, int status);
+
+/* server-limits.c: who may connect. http_srv_admit decides on a connection
+ * just accepted (per-address and global limits, making room by closing the
+ * longest idle unauthenticated connection) and answers and closes it when
+ * refused (false). http_srv_anon_update keeps the anon list true after a
+ * change of state, authenticated, lingering or closing;
+ * http_srv_peer_release uncounts a closed connection. */
+bool http_srv_admit(struct listener *l, struct lg_http_request *c);
+void http_srv_anon_update(struct lg_http_request *c);
+void http_srv_peer_release(struct lg_http_request *c);
+void http_srv_peers_free(struct lg_http_server *srv);
 
 /* tls.c: TLS under a connection (see there). The server calls the read
  * start/stop and close_notify functions instead of libuv's on TLS

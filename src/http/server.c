@@ -167,6 +167,7 @@ static void conn_unref(struct lg_http_request *c) {
 static void on_stream_closed(uv_handle_t *h) {
         struct lg_http_request *c = h->data;
         c->srv->nconns--;
+        http_srv_peer_release(c);
         /* A held request may still point into the read buffer. */
         if (!c->owned) {
                 http_pool_put(&c->srv->rbufs, c->rbuf);
@@ -185,6 +186,7 @@ void http_srv_conn_close(struct lg_http_request *c, int reason) {
                 return;
         c->closing = true;
         c->reading = false;
+        http_srv_anon_update(c);
         if (c->owned && !c->aborted) {
                 c->aborted = reason ? reason : -ECONNRESET;
                 c->abort_pending = true;
@@ -214,6 +216,7 @@ static void conn_linger(struct lg_http_request *c) {
                 return;
         c->lingering = true;
         c->parse_stopped = true;
+        http_srv_anon_update(c);
         c->linger_until = UINT64_MAX; /* set once the writes are out */
         c->shutdown_req.data = c;
         if (c->tls) {
@@ -839,6 +842,7 @@ static int on_headers_complete(http_parser *p) {
         if (r < 0)
                 return head_error(c, r, false);
         c->state = C_ACTIVE;
+        http_srv_anon_update(c);
         c->last_read = now_ms(srv);
         c->version = p->http_major * 10 + p->http_minor;
         c->is_head = p->method == HTTP_HEAD;
@@ -998,6 +1002,7 @@ static int on_message_complete(http_parser *p) {
 static void conn_reset_request(struct lg_http_request *c) {
         struct lg_http_server *srv = c->srv;
         c->state = C_IDLE;
+        http_srv_anon_update(c);
         c->state_since = now_ms(srv);
         c->msg_begun = false;
         c->target = c->path = c->query = NULL;
@@ -1065,6 +1070,17 @@ static bool conn_body_wait(const struct lg_http_request *c) {
         return c->state == C_ACTIVE && !c->body_done && conn_can_parse(c) && c->rpos == c->rlen;
 }
 
+/* How long a connection may wait for its next request to begin: the head
+ * timeout before the first, idle_timeout_ms after -- or less while no
+ * request on it was authenticated (unauth_idle_timeout_ms). */
+static uint64_t conn_idle_ms(const struct lg_http_request *c) {
+        const struct lg_http_server_config *cfg = &c->srv->cfg;
+        uint64_t t = c->fresh ? cfg->header_timeout_ms : cfg->idle_timeout_ms;
+        if (!c->authenticated && cfg->unauth_idle_timeout_ms && cfg->unauth_idle_timeout_ms < t)
+                t = cfg->unauth_idle_timeout_ms;
+        return t;
+}
+
 static uint64_t conn_deadline(const struct lg_http_request *c) {
         const struct lg_http_server_config *cfg = &c->srv->cfg;
         uint64_t d = UINT64_MAX;
@@ -1074,7 +1090,7 @@ static uint64_t conn_deadline(const struct lg_http_request *c) {
                 return c->linger_until < d ? c->linger_until : d;
         uint64_t s = UINT64_MAX;
         if (c->state == C_IDLE)
-                s = add_ms(c->state_since, c->fresh ? cfg->header_timeout_ms : cfg->idle_timeout_ms);
+                s = add_ms(c->state_since, conn_idle_ms(c));
         else if (c->state == C_HEAD)
                 s = add_ms(c->state_since, cfg->header_timeout_ms);
         else if (conn_body_wait(c))
@@ -1111,8 +1127,7 @@ static void on_timer(uv_timer_t *t) {
                         http_srv_conn_close(c, 0);
                         return;
                 }
-        } else if (c->state == C_IDLE &&
-                   now >= add_ms(c->state_since, c->fresh ? cfg->header_timeout_ms : cfg->idle_timeout_ms)) {
+        } else if (c->state == C_IDLE && now >= add_ms(c->state_since, conn_idle_ms(c))) {
                 http_srv_conn_close(c, 0);
                 return;
         } else if (c->state == C_HEAD && now >= add_ms(c->state_since, cfg->header_timeout_ms)) {
@@ -1170,20 +1185,8 @@ static void on_connection(uv_stream_t *ls, int status) {
                 http_srv_conn_close(c, 0);
                 return;
         }
-        if (srv->closing || srv->nconns > srv->cfg.max_connections) {
-                static const char body[] =
-                        "{\"error\":{\"code\":\"TooManyConnections\",\"message\":\"too many connections\"}}";
-                char busy[256];
-                int n = snprintf(busy, sizeof(busy),
-                                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                 "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
-                                 sizeof(body) - 1, body);
-                uv_buf_t b = uv_buf_init(busy, (unsigned) n);
-                if (!l->tls_ctx) /* a TLS client could not read it */
-                        (void) uv_try_write(&c->h.stream, &b, 1);
-                http_srv_conn_close(c, 0);
+        if (!http_srv_admit(l, c))
                 return;
-        }
         if (l->tls_ctx && http_tls_conn_new(c, l->tls_ctx) < 0) {
                 http_srv_conn_close(c, 0);
                 return;
@@ -1217,6 +1220,8 @@ int lg_http_server_new(uv_loop_t *loop, const struct lg_http_server_config *cfg,
                 c->max_headers = DEF_MAX_HEADERS;
         if (!c->max_connections)
                 c->max_connections = DEF_MAX_CONNS;
+        if (!c->max_connections_per_addr)
+                c->max_connections_per_addr = DEF_MAX_CONNS_PER_ADDR;
         if (!c->header_timeout_ms)
                 c->header_timeout_ms = DEF_HEADER_TIMEOUT;
         if (!c->idle_timeout_ms)
@@ -1375,6 +1380,7 @@ static void on_kick_closed(uv_handle_t *h) {
         void *ud = srv->done_ud;
         http_pool_clear(&srv->rbufs);
         http_wr_pool_clear(&srv->wrs);
+        http_srv_peers_free(srv);
         free(srv->scratch);
         free(srv);
         if (done)

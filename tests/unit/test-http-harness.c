@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <http_parser.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -261,6 +262,9 @@ static void app_on_request(struct lg_http_request *req, void *ud) {
         pthread_once(&pattern_once, pattern_init);
         if (!strcmp(p, "/hello")) {
                 lg_http_respond(req, 200, &text, 1, "hello", 5);
+        } else if (!strcmp(p, "/auth")) {
+                lg_http_request_set_authenticated(req);
+                lg_http_respond(req, 200, &text, 1, "authenticated", 13);
         } else if (!strcmp(p, "/echo")) {
                 size_t len;
                 const void *b = lg_http_request_body(req, &len);
@@ -441,8 +445,10 @@ static void set_timeouts(int fd) {
 }
 
 /* A blocking stream socket connected to a (rcvbuf > 0: that receive buffer,
- * set before connecting); r->fd is -1 on failure. */
-static int raw_connect(struct raw *r, const struct sockaddr *a, socklen_t alen, int rcvbuf) {
+ * set before connecting; from: bound to that address first); r->fd is -1 on
+ * failure. */
+static int raw_connect(struct raw *r, const struct sockaddr *a, socklen_t alen, int rcvbuf,
+                       const struct sockaddr_in *from) {
         memset(r, 0, sizeof(*r));
         r->fd = socket(a->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (r->fd < 0)
@@ -454,7 +460,8 @@ static int raw_connect(struct raw *r, const struct sockaddr *a, socklen_t alen, 
                 int one = 1;
                 setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         }
-        if (connect(r->fd, a, alen) < 0) {
+        if ((from && bind(r->fd, (const struct sockaddr *) from, sizeof(*from)) < 0) ||
+            connect(r->fd, a, alen) < 0) {
                 int e = -errno;
                 close(r->fd);
                 r->fd = -1;
@@ -465,16 +472,28 @@ static int raw_connect(struct raw *r, const struct sockaddr *a, socklen_t alen, 
 
 int raw_tcp(struct raw *r, int port) { return raw_tcp_rcvbuf(r, port, 0); }
 
+int raw_tcp_from(struct raw *r, const char *src, int port) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        struct sockaddr_in from = {.sin_family = AF_INET};
+        if (inet_pton(AF_INET, src, &from.sin_addr) != 1) {
+                memset(r, 0, sizeof(*r));
+                r->fd = -1;
+                return -EINVAL;
+        }
+        return raw_connect(r, (struct sockaddr *) &a, sizeof(a), 0, &from);
+}
+
 int raw_tcp_rcvbuf(struct raw *r, int port, int rcvbuf) {
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port),
                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        return raw_connect(r, (struct sockaddr *) &a, sizeof(a), rcvbuf);
+        return raw_connect(r, (struct sockaddr *) &a, sizeof(a), rcvbuf, NULL);
 }
 
 int raw_unix(struct raw *r, const char *path) {
         struct sockaddr_un a = {.sun_family = AF_UNIX};
         snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-        return raw_connect(r, (struct sockaddr *) &a, sizeof(a), 0);
+        return raw_connect(r, (struct sockaddr *) &a, sizeof(a), 0, NULL);
 }
 
 void raw_close(struct raw *r) {

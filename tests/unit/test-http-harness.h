@@ -4,6 +4,8 @@
  *
  * Routes of the test application:
  *   GET  /hello                  200 "hello"
+ *   GET  /auth                   marks the connection authenticated
+ *                                (lg_http_request_set_authenticated); 200
  *   *    /echo                   BUFFER; echoes the body (Content-Type kept)
  *   *    /stream-echo            STREAM; echoes the body as it arrives, with
  *                                backpressure (pause, write, resume)
@@ -88,6 +90,9 @@ struct raw_resp {
 int raw_tcp(struct raw *r, int port);
 /* With a small receive buffer set before connecting (a client that reads slowly). */
 int raw_tcp_rcvbuf(struct raw *r, int port, int rcvbuf);
+/* From a given local IPv4 address (127.0.0.0/8 gives many: tests of
+ * per-address limits). */
+int raw_tcp_from(struct raw *r, const char *src, int port);
 int raw_unix(struct raw *r, const char *path);
 void raw_close(struct raw *r);
 int raw_write(struct raw *r, const void *data, size_t len);
