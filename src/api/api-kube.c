@@ -124,6 +124,7 @@ static bool kube_authenticate(struct api_call *c) {
                             r == -EKEYEXPIRED ? "the token has expired" : "invalid token");
                 return false;
         }
+        lg_http_request_set_authenticated(c->req);
         return true;
 }
 

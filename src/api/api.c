@@ -705,6 +705,8 @@ static bool authenticate(struct lg_daemon *d, struct lg_http_request *req, struc
                 lg_http_respond_error(req, 401, "Unauthorized", "%s", "invalid token");
                 return false;
         }
+        /* Its connection now gets the full keep-alive time (http.h). */
+        lg_http_request_set_authenticated(req);
         return true;
 }
 

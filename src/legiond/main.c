@@ -2,7 +2,9 @@
  * the HTTP API and router, the store (SQLite under $LEGION_HOME), the node
  * agent with its warm pools. The only place that logs: one line per event
  * on stderr. */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,12 +34,22 @@ static void say(const char *fmt, ...) {
 
 static void usage(FILE *f) {
         fputs("usage: legiond [--home DIR] [--listen HOST:PORT] [--listen-tls HOST:PORT|off] [--runtimes DIR]\n"
+              "               [--max-connections N] [--max-connections-per-addr N] [--unauth-idle-timeout-ms MS]\n"
               "\n"
               "  --home DIR              state: store, packages, logs (default $LEGION_HOME or ./var/legion)\n"
               "  --listen HOST:PORT      API and function endpoint, plain HTTP (default 127.0.0.1:7070)\n"
               "  --listen-tls HOST:PORT  the same API over HTTPS, for kubectl (default 127.0.0.1:6443;\n"
               "                          `off`: none); certificates in <home>/tls, made at first start\n"
-              "  --runtimes DIR          language workers (default: the build's runtimes/)\n",
+              "  --runtimes DIR          language workers (default: the build's runtimes/)\n"
+              "  --max-connections N     open API connections in all (default 4096); when full, the\n"
+              "                          unauthenticated one idle longest is closed for a new one\n"
+              "  --max-connections-per-addr N\n"
+              "                          from one client address, IPv4 or IPv6 /64 (default 256; 0: no\n"
+              "                          limit); more are answered 429\n"
+              "  --unauth-idle-timeout-ms MS\n"
+              "                          a connection that never sent a valid token is closed after this\n"
+              "                          long without a request (default 5000; 0: as authenticated\n"
+              "                          ones, 60 s)\n",
               f);
 }
 
@@ -92,6 +104,22 @@ static int bootstrap(struct lg_daemon *d, struct lg_error *err) {
                         return r;
         }
         return 0;
+}
+
+/* A decimal number in [min, max]; false when it is not one. */
+static bool parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(s, &end, 10);
+        if (*s < '0' || *s > '9' || errno || *end || v < min || v > max)
+                return false;
+        *ret = v;
+        return true;
+}
+
+static int bad_number(const char *flag, const char *value) {
+        fprintf(stderr, "legiond: --%s wants a number, got `%s`\n", flag, value);
+        return 2;
 }
 
 /* "HOST:PORT" into host and port; false when malformed. */
@@ -156,6 +184,9 @@ int main(int argc, char **argv) {
                 {"listen", required_argument, NULL, 'l'},
                 {"listen-tls", required_argument, NULL, 't'},
                 {"runtimes", required_argument, NULL, 'r'},
+                {"max-connections", required_argument, NULL, 'c'},
+                {"max-connections-per-addr", required_argument, NULL, 'a'},
+                {"unauth-idle-timeout-ms", required_argument, NULL, 'u'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
@@ -164,6 +195,9 @@ int main(int argc, char **argv) {
         const char *listen_tls_at = "127.0.0.1:6443";
         bool tls_explicit = false;
         const char *runtimes = getenv("LEGION_RUNTIMES");
+        /* A client that holds idle connections must not lock the API: see
+         * docs/api.md, "Connections". */
+        unsigned long max_conns = 4096, max_per_addr = 256, unauth_idle_ms = 5000;
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
@@ -171,6 +205,18 @@ int main(int argc, char **argv) {
                 case 'l': listen = optarg; break;
                 case 't': listen_tls_at = optarg; tls_explicit = true; break;
                 case 'r': runtimes = optarg; break;
+                case 'c':
+                        if (!parse_uint(optarg, 1, 1000000, &max_conns))
+                                return bad_number("max-connections", optarg);
+                        break;
+                case 'a':
+                        if (!parse_uint(optarg, 0, 1000000, &max_per_addr))
+                                return bad_number("max-connections-per-addr", optarg);
+                        break;
+                case 'u':
+                        if (!parse_uint(optarg, 0, 86400000, &unauth_idle_ms))
+                                return bad_number("unauth-idle-timeout-ms", optarg);
+                        break;
                 case '?' + 256: usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -240,7 +286,9 @@ int main(int argc, char **argv) {
                 .on_head = lg_api_on_head,
                 .on_request = lg_api_on_request,
                 .userdata = d,
-                .max_connections = 4096,
+                .max_connections = (unsigned) max_conns,
+                .max_connections_per_addr = max_per_addr ? (unsigned) max_per_addr : UINT_MAX,
+                .unauth_idle_timeout_ms = unauth_idle_ms,
         };
         if (r >= 0)
                 r = lg_http_server_new(d->loop, &hc, &d->http, &err);

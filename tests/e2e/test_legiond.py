@@ -45,8 +45,9 @@ module.exports.handler = async (req) => ({
 class Legiond:
     by_port = {}  # plain port -> Legiond, for helpers given only a port (kube_kit)
 
-    def __init__(self, home, port):
+    def __init__(self, home, port, args=()):
         self.home, self.port = home, port
+        self.args = list(args)  # more legiond flags
         # The HTTPS listener (kubectl): same API, certificates in <home>/tls.
         self.tls_port = free_port()
         Legiond.by_port[port] = self
@@ -58,7 +59,7 @@ class Legiond:
 
     def start(self):
         self.proc = subprocess.Popen([LEGIOND, "--home", self.home, "--listen", f"127.0.0.1:{self.port}",
-                                      "--listen-tls", f"127.0.0.1:{self.tls_port}"],
+                                      "--listen-tls", f"127.0.0.1:{self.tls_port}", *self.args],
                                      env=self.env, stdout=self.log, stderr=self.log)
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -118,13 +119,13 @@ class Legiond:
         return json.loads(body)
 
 
-def start_legiond(tmp_path):
-    """A started legiond with its home in tmp_path/home."""
+def start_legiond(tmp_path, args=()):
+    """A started legiond with its home in tmp_path/home (args: more flags)."""
     if not os.path.exists(LEGIOND):
         pytest.fail(f"{LEGIOND} is not built")
     home = str(tmp_path / "home")
     os.makedirs(home)
-    d = Legiond(home, free_port())
+    d = Legiond(home, free_port(), args)
     d.start()
     return d
 
@@ -133,6 +134,10 @@ def start_legiond(tmp_path):
 def legiond(legion_bin, tmp_path):
     d = start_legiond(tmp_path)
     yield d
+    kill_legiond(d)
+
+
+def kill_legiond(d):
     d.stop(signal.SIGKILL)
     # Nothing outlives a killed legiond: no sandbox, and no helper process
     # forked from it (those would still show legiond's command line).
