@@ -8,7 +8,7 @@
  *                layer belong to the sandbox's root, with nothing chowned)
  *   <mnt>/root   overlay of the layers with <mnt>/upper on top,
  *                or with no layers <mnt> itself is the root and the host's
- *                /usr is bound read-only into it
+ *                /usr is seen through a read-only overlay of its own
  *
  * then /proc (private to the pid namespace, with the usual paths masked),
  * a minimal /dev, extra binds, an optional read-only root, and pivot_root.
@@ -127,9 +127,19 @@ static int populate_host_root(const struct lg_plan *p, int rootfd, struct lg_chi
         setfsuid(0);
         setfsgid(0);
 
-        TRY(e, mount("/usr", "usr", NULL, MS_BIND | MS_REC, NULL), "bind `/usr`");
-        TRY(e, mount(NULL, "usr", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL),
-            "remount `/usr` read-only");
+        /* Not a bind of /usr: inotify and fanotify watches attach to
+         * inodes, and a bind shares the host's, so a watch on /usr/bin/X
+         * would see the host and every other sandbox run X. An overlay has
+         * inodes of its own: opening a file through it notifies the
+         * overlay's inode and the host's, never another overlay's, and no
+         * sandbox can reach the host's inode. Without an upper layer it is
+         * read-only and needs two lower ones; the second is the empty mount
+         * point it covers (relative: the cwd is the new root). It is mounted
+         * by host root without an idmap, so the host's root-owned files show
+         * as nobody's, as they did through the bind; unlike the bind, it
+         * shows no mounts under the host's /usr. */
+        TRY(e, mount("overlay", "usr", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, "lowerdir=/usr:usr"),
+            "mount the overlay of `/usr`");
         return 0;
 }
 

@@ -5,6 +5,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 
 def test_runs_command_and_streams_output(legion):
     p = legion("sandbox", "run", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 3")
@@ -194,3 +196,134 @@ def test_missing_program(legion):
     p = legion("sandbox", "run", "--", "/no/such/binary")
     assert p.returncode == 127
     assert "/no/such/binary" in p.stderr
+
+
+# Watches that see a file opened, read and closed (IN_OPEN, IN_ACCESS,
+# IN_CLOSE_NOWRITE): inotify, and fanotify's unprivileged kind (inode mark,
+# FAN_REPORT_FID) where allowed. Python run as it is by a sandbox (the script
+# below), a session (executions) or the test itself (exec).
+FILE_WATCH = r'''
+import ctypes, os, struct
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+_MASK = 0x1 | 0x20 | 0x10
+
+def watch(path):
+    ino = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if ino < 0 or _libc.inotify_add_watch(ino, path.encode(), _MASK) < 0:
+        raise OSError(ctypes.get_errno(), "inotify watch on " + path)
+    fan = _libc.fanotify_init(0x200 | 0x2 | 0x1, os.O_RDONLY)  # FAN_REPORT_FID|FAN_NONBLOCK|FAN_CLOEXEC
+    if fan >= 0 and _libc.fanotify_mark(fan, 1, _MASK, -100, path.encode()) < 0:
+        os.close(fan)
+        fan = -1
+    return ino, fan
+
+def events(fds):
+    """What the watches queued so far: ('inotify' or 'fanotify', mask)."""
+    seen = []
+    for kind, fd in zip(("inotify", "fanotify"), fds):
+        while fd >= 0:
+            try:
+                buf = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            off = 0
+            while off < len(buf):
+                if kind == "inotify":
+                    _, mask, _, name_len = struct.unpack_from("iIII", buf, off)
+                    off += 16 + name_len
+                else:
+                    event_len, _, _, _, mask = struct.unpack_from("IBBHQ", buf, off)
+                    off += event_len
+                seen.append((kind, mask))
+    return seen
+'''
+
+# Watches argv[1], says "ready", and on a line from stdin prints what the
+# watches saw meanwhile, then what they see of its own run of argv[1]: the
+# proof that they work where it runs.
+WATCH_SCRIPT = FILE_WATCH + r'''
+import subprocess, sys
+fds = watch(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+seen = events(fds)
+subprocess.run([sys.argv[1]], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+print(repr((seen, events(fds))), flush=True)
+'''
+
+
+def start_watch(legion, path, *run_args):
+    p = subprocess.Popen([legion.bin, "sandbox", "run", *run_args, "--", "/usr/bin/python3", "-c", WATCH_SCRIPT,
+                          path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=legion.env)
+    assert p.stdout.readline() == "ready\n"
+    return p
+
+
+def watch_result(p):
+    out, _ = p.communicate("go\n", timeout=30)
+    assert p.returncode == 0, out
+    return eval(out)
+
+
+@pytest.fixture()
+def host_watch():
+    """host_watch(path): the same watches, set by the test on the host;
+    returns a function giving what they queued since it last did."""
+    ns, all_fds = {}, []
+    exec(FILE_WATCH, ns)
+
+    def watch(path):
+        fds = ns["watch"](path)
+        all_fds.extend(fd for fd in fds if fd >= 0)
+        return lambda: ns["events"](fds)
+
+    yield watch
+    for fd in all_fds:
+        os.close(fd)
+
+
+def test_usr_does_not_show_what_the_host_runs(legion, host_watch):
+    # The host's /usr is shared read-only, but not its inodes: a watch on
+    # /usr/bin/tac inside does not see the host run tac, which a watch on
+    # the host does (fsnotify queues events before open and close return).
+    on_host = host_watch("/usr/bin/tac")
+    inside = start_watch(legion, "/usr/bin/tac")
+    subprocess.run(["/usr/bin/tac"], stdin=subprocess.DEVNULL, check=True)
+    host_seen = on_host()
+    seen, own = watch_result(inside)
+    assert {k for k, _ in host_seen} == {"inotify", "fanotify"}, host_seen
+    assert seen == []
+    assert own, "the watch inside sees nothing at all"
+
+
+def test_usr_does_not_show_what_other_sandboxes_run(legion, host_watch):
+    on_host = host_watch("/usr/bin/tac")
+    a = start_watch(legion, "/usr/bin/tac")
+    legion("sandbox", "run", "--", "/usr/bin/tac", input=b"", check=0)
+    # B ran the host's very file...
+    assert on_host() != []
+    # ...and A's watch on it saw only A's own run.
+    seen, own = watch_result(a)
+    assert seen == [] and own
+
+
+def test_shared_image_layer_does_not_show_what_other_sandboxes_run(legion, host_watch, tmp_path):
+    # Every sandbox of an image shares its layer directories (overlay lower
+    # layers), yet watches inside one see only that sandbox's own overlay.
+    layer = tmp_path / "layer"
+    for d in ("usr", "data", "tmp"):
+        (layer / d).mkdir(parents=True)
+    for link in ("bin", "lib", "lib64"):
+        os.symlink("usr/" + link, layer / link)
+    import shutil
+    shutil.copy("/usr/bin/tac", layer / "data" / "tac")
+    for d in (tmp_path, layer, layer / "data"):
+        os.chmod(d, 0o755)
+    image = ["--rootfs", str(layer), "--bind", "/usr:/usr:ro"]
+    on_host = host_watch(str(layer / "data" / "tac"))
+    a = start_watch(legion, "/data/tac", *image)
+    legion("sandbox", "run", *image, "--", "/data/tac", input=b"", check=0)
+    assert on_host() != []
+    seen, own = watch_result(a)
+    assert seen == [] and own

@@ -4,12 +4,14 @@ test_legiond.py)."""
 import concurrent.futures
 import json
 import socket
+import subprocess
 import time
 import urllib.parse
 
 import pytest
 
 from test_legiond import legiond  # noqa: F401  (the fixture)
+from test_sandbox_cli import FILE_WATCH, host_watch  # noqa: F401  (host_watch: a fixture)
 
 
 def make_pool(d, name="py", **spec):
@@ -100,6 +102,22 @@ def test_sessions_are_isolated_from_each_other_and_the_host(legiond):
             f"import os\n[os.path.exists(p) for p in ({legiond.home!r}, {legiond.home + '/admin.token'!r}, "
             "'/etc/shadow', '/root/.bash_history')]")
     assert eval(r["result"]) == [False, False, False, False]
+
+
+def test_sessions_do_not_see_what_the_host_or_other_sessions_run(legiond, host_watch):
+    make_pool(legiond)
+    on_host = host_watch("/usr/bin/tac")
+    run(legiond, "watch-01", FILE_WATCH + "\nfds = watch('/usr/bin/tac')")
+    subprocess.run(["/usr/bin/tac"], stdin=subprocess.DEVNULL, check=True)
+    assert on_host() != []
+    run(legiond, "other-01", "import subprocess; subprocess.run(['/usr/bin/tac'], stdin=subprocess.DEVNULL)")
+    assert on_host() != [], "the other session did not open the host's file"
+    r = run(legiond, "watch-01",
+            "import subprocess\nseen = events(fds)\n"
+            "subprocess.run(['/usr/bin/tac'], stdin=subprocess.DEVNULL)\n(seen, events(fds))")
+    seen, own = eval(r["result"])
+    assert seen == []
+    assert own, "the session's watch sees nothing at all"
 
 
 def test_no_egress_by_default(legiond):
