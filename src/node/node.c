@@ -806,7 +806,10 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
         /* Sandboxes of a previous run of this node are gone with it (they
          * die with their owner); clean up what they left. */
         lg_sandbox_gc(node->sandbox_dir, NULL);
-        node->runtime_bind = (struct lg_bind){node->runtimes_dir, "/opt/legion/runtime", true};
+        /* Its own inodes: a session watching the workers' files would see
+         * other instances start. */
+        node->runtime_bind = (struct lg_bind){.src = node->runtimes_dir, .dst = "/opt/legion/runtime",
+                                              .readonly = true, .private_inodes = true};
         uv_idle_init(node->loop, &node->refill);
         node->refill.data = node;
         uv_timer_init(node->loop, &node->retry);

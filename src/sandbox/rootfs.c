@@ -180,6 +180,15 @@ static int mount_binds(const struct lg_plan *p, struct lg_child_error *e) {
                 int r = make_mount_point(p, b->dst, b->is_dir);
                 if (r < 0)
                         return lg_child_fail(e, r, "create mount point `/%s`", b->dst);
+                if (b->private_inodes) {
+                        /* As /usr (populate_host_root): the second lower
+                         * layer is the empty mount point it covers. */
+                        char opts[2 * PATH_MAX + 16];
+                        snprintf(opts, sizeof(opts), "lowerdir=%s:%s", b->src, b->dst);
+                        TRY(e, mount("overlay", b->dst, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts),
+                            "mount the overlay of `%s` on `/%s`", b->src, b->dst);
+                        continue;
+                }
                 TRY(e, mount(b->src, b->dst, NULL, MS_BIND | MS_REC, NULL),
                     "bind `%s` to `/%s`", b->src, b->dst);
                 unsigned long fl = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV;

@@ -22,6 +22,7 @@ struct lg_plan_bind {
         char dst[PATH_MAX]; /* relative to the new root, no leading '/' */
         bool readonly;
         bool is_dir;
+        bool private_inodes; /* an overlay, not a bind (struct lg_bind) */
 };
 
 struct lg_plan {

@@ -295,10 +295,16 @@ static int build_plan(const struct lg_sandbox_spec *spec, const lg_sandbox *sb,
                         dst++;
                 if (!*dst)
                         return lg_error_set(err, EINVAL, "bind destination `/` is not allowed");
+                if (b->private_inodes && (!b->readonly || !S_ISDIR(st.st_mode) || strpbrk(b->src, ":,\\")))
+                        return lg_error_set(err, EINVAL,
+                                            "bind `%s`: private inodes need a read-only directory whose path has "
+                                            "no `:`, `,` or `\\`",
+                                            b->src);
                 snprintf(p->binds[i].src, PATH_MAX, "%s", b->src);
                 snprintf(p->binds[i].dst, PATH_MAX, "%s", dst);
                 p->binds[i].readonly = b->readonly;
                 p->binds[i].is_dir = S_ISDIR(st.st_mode);
+                p->binds[i].private_inodes = b->private_inodes;
         }
         p->n_binds = spec->n_binds;
         for (size_t i = 0; i < spec->n_mount_points; i++) {

@@ -28,6 +28,14 @@ struct lg_bind {
         const char *src; /* host path */
         const char *dst; /* absolute path inside the sandbox */
         bool readonly;
+        /* A read-only directory seen through an overlay of its own rather
+         * than bound: the same files and page cache, but inodes of this
+         * sandbox's own, so an inotify or fanotify watch inside does not
+         * see the host or other sandboxes open them (a bind shares the
+         * host's inodes, and their events). The price: the overlay caches
+         * lookups, so a file the host adds later may stay unseen. src must
+         * not contain ':', ',' or '\\' (overlay option syntax). */
+        bool private_inodes;
 };
 
 /* Called in the owner after the sandbox's namespaces exist and before its

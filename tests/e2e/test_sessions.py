@@ -3,6 +3,7 @@ code in real sandboxes. Each test gets its own legiond (fixture shared with
 test_legiond.py)."""
 import concurrent.futures
 import json
+import os
 import socket
 import subprocess
 import time
@@ -115,6 +116,30 @@ def test_sessions_do_not_see_what_the_host_or_other_sessions_run(legiond, host_w
     r = run(legiond, "watch-01",
             "import subprocess\nseen = events(fds)\n"
             "subprocess.run(['/usr/bin/tac'], stdin=subprocess.DEVNULL)\n(seen, events(fds))")
+    seen, own = eval(r["result"])
+    assert seen == []
+    assert own, "the session's watch sees nothing at all"
+
+
+RUNTIMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "runtimes")
+
+
+def test_sessions_do_not_see_other_sessions_start(legiond, host_watch):
+    # Every session sandbox gets the workers' directory at
+    # /opt/legion/runtime; a new placeholder opens supervisor.py there.
+    make_pool(legiond, ready=1)
+    on_host = host_watch(os.path.join(RUNTIMES, "session", "supervisor.py"))
+    run(legiond, "watch-02", FILE_WATCH + "\nfds = watch('/opt/legion/runtime/session/supervisor.py')")
+    on_host()
+    # Another session takes the ready placeholder; the pool makes a new one,
+    # whose worker opens the host's file (the calibration)...
+    run(legiond, "other-02", "1")
+    legiond.wait_for(lambda: json.loads(legiond.http("GET", "/v1/sessionpools/py")[1])["status"]["ready"] >= 1,
+                     timeout=30, what="a new placeholder")
+    assert on_host() != [], "no new placeholder opened the host's supervisor.py"
+    # ...and the first session's watch saw none of it, only its own open.
+    r = run(legiond, "watch-02", "seen = events(fds)\nopen('/opt/legion/runtime/session/supervisor.py').close()\n"
+                                 "(seen, events(fds))")
     seen, own = eval(r["result"])
     assert seen == []
     assert own, "the session's watch sees nothing at all"

@@ -220,18 +220,22 @@ static void test_binds(void **state) {
         assert_int_equal(lg_write_file_at(AT_FDCWD, ro, "hello\n", true), 0);
         chmod(ro, 0644);
         struct lg_bind binds[] = {
-                {dir, "/data", false},
-                {ro, "/etc/input", true},
+                {.src = dir, .dst = "/data"},
+                {.src = ro, .dst = "/etc/input", .readonly = true},
+                /* The same directory, through an overlay of its own. */
+                {.src = dir, .dst = "/opt/own", .readonly = true, .private_inodes = true},
         };
         struct lg_sandbox_spec spec;
         base_spec(&spec);
         spec.binds = binds;
-        spec.n_binds = 2;
+        spec.n_binds = 3;
         struct run r;
         run_sh(&spec, "cat /etc/input; echo x > /etc/input 2>/dev/null && echo WROTE_RO; "
+                      "cat /opt/own/in; echo x > /opt/own/in 2>/dev/null && echo WROTE_OWN; "
+                      "grep -q ' /opt/own overlay ro,' /proc/self/mounts && echo overlay; "
                       "echo out > /data/out && echo wrote", &r);
         assert_int_equal(r.st.code, 0);
-        assert_string_equal(r.out, "hello\nwrote\n");
+        assert_string_equal(r.out, "hello\nhello\noverlay\nwrote\n");
         char out[300];
         snprintf(out, sizeof(out), "%s/out", dir);
         struct stat st;
@@ -387,10 +391,22 @@ static void test_bad_specs(void **state) {
 
         base_spec(&spec);
         spec.argv = argv;
-        struct lg_bind b = {"/tmp", "/../x", false};
+        struct lg_bind b = {.src = "/tmp", .dst = "/../x"};
         spec.binds = &b;
         spec.n_binds = 1;
         assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
+        /* Private inodes: read-only directories whose path the overlay's
+         * option syntax can carry. */
+        b = (struct lg_bind){.src = "/tmp", .dst = "/x", .private_inodes = true};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
+        b = (struct lg_bind){.src = "/etc/hostname", .dst = "/x", .readonly = true, .private_inodes = true};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
+        char odd[] = "/tmp/lg-odd:dir-XXXXXX";
+        assert_non_null(mkdtemp(odd));
+        b = (struct lg_bind){.src = odd, .dst = "/x", .readonly = true, .private_inodes = true};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "private inodes"));
+        rmdir(odd);
 
         /* The working directory is entered at start (it belongs to the
          * workload, which a warm sandbox receives only then). */
