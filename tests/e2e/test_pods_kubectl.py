@@ -7,6 +7,7 @@ Tests marked `runs` need the pod manager to run containers from an
 imported busybox image."""
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -356,8 +357,16 @@ def test_watch_http(cluster):
 
 def test_run_logs_watch(kc, cluster, runs):
     name = f"job-{kc.tag}"
+    # kubectl's watch starts from the list it prints first: once the header
+    # is out, a pod made after it is seen from its first state, however
+    # slowly kubectl started. A pod that is there makes the list print one.
+    sentinel = f"sentinel-{kc.tag}"
+    apply(kc, manifest(sentinel, command=["sleep", "3600"]))
     w = kc.popen("get", "pods", "-w")
     try:
+        ready, _, _ = select.select([w.stdout], [], [], 60)
+        assert ready, "kubectl get pods -w printed nothing"
+        assert w.stdout.readline().startswith("NAME")
         apply(kc, manifest(name, command=["sh", "-c", "for i in 1 2 3 4; do echo line$i; done; sleep 1"]))
         seen = []
         deadline = time.time() + 90
@@ -375,6 +384,7 @@ def test_run_logs_watch(kc, cluster, runs):
     finally:
         w.kill()
         w.wait()
+        kc("delete", "pod", sentinel, "--grace-period=1", timeout=120)
     pod = get_json(kc, name)
     assert pod["status"]["phase"] == "Succeeded"
     cs = pod["status"]["containerStatuses"][0]
