@@ -529,6 +529,13 @@ void api_app_logs(struct api_call *c, const char *ns, const char *name) {
         lg_resource_free(res);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
+        const char *tail = lg_http_request_param(c->req, "tail");
+        long long want = 0;
+        if (tail && lg_parse_int(tail, 0, INT32_MAX, &want) < 0) {
+                lg_http_respond_error(c->req, 400, "BadRequest", "`tail` must be a whole number of lines, given `%.32s`",
+                                      tail);
+                return;
+        }
         struct follow *f = calloc(1, sizeof(*f));
         if (!f) {
                 lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
@@ -544,10 +551,8 @@ void api_app_logs(struct api_call *c, const char *ns, const char *name) {
         char *out = NULL;
         size_t len = 0;
         follow_collect(f, &out, &len);
-        const char *tail = lg_http_request_param(c->req, "tail");
         size_t skip = 0;
         if (tail && out) {
-                long want = atol(tail);
                 size_t lines = 0;
                 for (size_t i = len; i > 0 && want > 0; i--)
                         if (out[i - 1] == '\n' && i != len && ++lines == (size_t) want) {

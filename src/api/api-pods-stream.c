@@ -201,7 +201,11 @@ void kube_watch_pods(struct api_call *c, const char *ns) {
                 return kube_status(c->req, 400, "BadRequest", NULL, "invalid resourceVersion `%.64s`", rvs);
         }
         const char *ts = lg_http_request_param(c->req, "timeoutSeconds");
-        long timeout = ts ? strtol(ts, NULL, 10) : 0;
+        long long timeout = 0;
+        if (ts && lg_parse_int(ts, 0, INT32_MAX, &timeout) < 0) {
+                watch_closed((uv_handle_t *) &w->timer);
+                return kube_status(c->req, 400, "BadRequest", NULL, "invalid timeoutSeconds `%.64s`", ts);
+        }
         /* What matches now: sent as ADDED when starting from "now", and in
          * every case what "stopped matching" is measured against. */
         struct lg_resource_list l = {0};
@@ -417,11 +421,16 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
         json_decref(pod);
         const char *lb = lg_http_request_param(c->req, "limitBytes");
         const char *tl = lg_http_request_param(c->req, "tailLines");
-        f->limit = lb ? strtoll(lb, NULL, 10) : -1;
-        if (lb && f->limit <= 0) {
+        long long limit = -1, want = 0;
+        if (lb && (lg_parse_int(lb, 1, INT64_MAX, &limit) < 0)) {
                 free(f);
                 return kube_status(c->req, 422, "Invalid", NULL, "limitBytes: Invalid value: must be greater than 0");
         }
+        if (tl && lg_parse_int(tl, LLONG_MIN, LLONG_MAX, &want) < 0) {
+                free(f);
+                return kube_status(c->req, 400, "BadRequest", NULL, "tailLines: `%.32s` is not a whole number", tl);
+        }
+        f->limit = limit;
         /* The start: the whole file, or its last tailLines lines. */
         char *data = NULL;
         size_t len = 0;
@@ -438,7 +447,6 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
         f->off = (off_t) len;
         size_t skip = 0;
         if (tl && data) {
-                long want = strtol(tl, NULL, 10);
                 size_t lines = 0;
                 skip = want <= 0 ? len : 0;
                 for (size_t j = len; want > 0 && j > 0; j--)

@@ -241,6 +241,23 @@ int lg_parse_size(const char *s, uint64_t *ret) {
         return 0;
 }
 
+int lg_parse_int(const char *s, long long lo, long long hi, long long *ret) {
+        if (!s)
+                return -EINVAL;
+        const char *digits = s + (*s == '-');
+        if (*digits < '0' || *digits > '9')
+                return -EINVAL;
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (*end)
+                return -EINVAL;
+        if (errno == ERANGE || v < lo || v > hi)
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
 int lg_parse_millis(const char *s, uint64_t max, uint64_t *ret) {
         if (!s)
                 return -EINVAL;

@@ -100,6 +100,11 @@ int lg_rm_rf(const char *path);
 /* Parse "64M", "1G", "512k", "1048576", "256Mi" into bytes. */
 int lg_parse_size(const char *s, uint64_t *ret);
 
+/* Parse a whole decimal number in [lo, hi]: an optional '-' and digits
+ * only (strtoll alone takes blanks, '+' and trailing junk). -EINVAL when
+ * malformed, -ERANGE outside the range. */
+int lg_parse_int(const char *s, long long lo, long long hi, long long *ret);
+
 /* Parse a decimal amount into thousandths: "2" and "0.5" (rounded half up
  * to a thousandth), or "500m" (thousandths as a whole number), as CPUs are
  * written. Plain digits and one '.' only: no sign, blank, exponent, hex,

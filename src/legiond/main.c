@@ -108,12 +108,10 @@ static int bootstrap(struct lg_daemon *d, struct lg_error *err) {
 
 /* A decimal number in [min, max]; false when it is not one. */
 static bool parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret) {
-        char *end;
-        errno = 0;
-        unsigned long v = strtoul(s, &end, 10);
-        if (*s < '0' || *s > '9' || errno || *end || v < min || v > max)
+        long long v;
+        if (lg_parse_int(s, (long long) min, (long long) max, &v) < 0)
                 return false;
-        *ret = v;
+        *ret = (unsigned long) v;
         return true;
 }
 

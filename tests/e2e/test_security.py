@@ -266,6 +266,17 @@ def test_nan_and_infinities_are_refused_in_every_numeric_field(legiond):
     # And the same fields take numbers written plainly.
     st, body = h("PUT", "/v1/poolgroups/nan", body=dict(group, cpu="0.5", memory="128Mi"))
     assert st == 201, body
+    st, body = h("PUT", "/v1/namespaces/default/apps/nan", body=dict(app, cpu="0.25", timeoutSeconds=30))
+    assert st == 201, body
+    # Numbers in query parameters too.
+    for bad in NOT_NUMBERS + ["", "12abc"]:
+        q = urllib.parse.quote(bad)
+        st, body = h("GET", f"/v1/namespaces/default/apps/nan/logs?tail={q}")
+        assert st == 400 and b"tail" in body, (bad, st, body)
+        st, body = h("GET", f"/api/v1/namespaces/default/pods?watch=1&timeoutSeconds={q}")
+        assert st == 400 and b"timeoutSeconds" in body, (bad, st, body)
+    assert h("GET", "/v1/namespaces/default/apps/nan/logs?tail=5")[0] == 200
+    assert h("GET", "/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1")[0] == 200
 
 
 def test_cli_refuses_nan_cpus(legion):

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -67,6 +68,24 @@ static void test_parse_millis(void **state) {
         assert_int_equal(lg_parse_millis(NULL, 1024000, &v), -EINVAL);
 }
 
+static void test_parse_int(void **state) {
+        (void) state;
+        long long v;
+        assert_int_equal(lg_parse_int("0", 0, 10, &v), 0);
+        assert_int_equal(v, 0);
+        assert_int_equal(lg_parse_int("-7", -10, 10, &v), 0);
+        assert_int_equal(v, -7);
+        assert_int_equal(lg_parse_int("9223372036854775807", 0, LLONG_MAX, &v), 0);
+        assert_true(v == LLONG_MAX);
+        static const char *const bad[] = {"", "-", "+1", " 1", "1 ", "1x", "nan", "inf", "0x10", "1e3", "1.0", "--1"};
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+                assert_int_equal(lg_parse_int(bad[i], LLONG_MIN, LLONG_MAX, &v), -EINVAL);
+        assert_int_equal(lg_parse_int("11", 0, 10, &v), -ERANGE);
+        assert_int_equal(lg_parse_int("-1", 0, 10, &v), -ERANGE);
+        assert_int_equal(lg_parse_int("99999999999999999999", LLONG_MIN, LLONG_MAX, &v), -ERANGE);
+        assert_int_equal(lg_parse_int(NULL, 0, 1, &v), -EINVAL);
+}
+
 static void test_error(void **state) {
         (void) state;
         struct lg_error e = {0};
@@ -122,6 +141,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_size),
                 cmocka_unit_test(test_parse_millis),
+                cmocka_unit_test(test_parse_int),
                 cmocka_unit_test(test_error),
                 cmocka_unit_test(test_mkdir_rm),
                 cmocka_unit_test(test_random_hex),
