@@ -367,27 +367,74 @@ void app_config(struct lg_http_server_config *cfg, uv_loop_t *loop) {
  * Threaded server
  * --------------------------------------------------------------------- */
 
+/* What the loop thread touches; see test-http-harness.h. */
+struct harness_run {
+        uv_loop_t loop;
+        uv_async_t async;
+        pthread_t thread;
+        struct lg_http_server *srv;
+        atomic_bool closed;
+        int close_calls;
+        char dir[64];
+        struct harness_run *next; /* on `running` */
+};
+
+/* Servers whose thread runs and that no harness_join has taken yet (the
+ * test thread's only). */
+static struct harness_run *running;
+
 static void *loop_thread(void *arg) {
-        struct harness *h = arg;
-        uv_run(&h->loop, UV_RUN_DEFAULT);
+        struct harness_run *run = arg;
+        uv_run(&run->loop, UV_RUN_DEFAULT);
         return NULL;
 }
 
 static void on_async_closed(uv_handle_t *hd) { (void) hd; }
 
 static void on_server_closed(void *ud) {
-        struct harness *h = ud;
-        atomic_store(&h->closed, true);
-        uv_close((uv_handle_t *) &h->async, on_async_closed);
+        struct harness_run *run = ud;
+        atomic_store(&run->closed, true);
+        uv_close((uv_handle_t *) &run->async, on_async_closed);
 }
 
 static void on_async(uv_async_t *a) {
-        struct harness *h = a->data;
-        if (atomic_load(&h->closed))
+        struct harness_run *run = a->data;
+        if (atomic_load(&run->closed))
                 return;
-        while (h->close_calls > 0) {
-                h->close_calls--;
-                lg_http_server_close(h->srv, on_server_closed, h);
+        while (run->close_calls > 0) {
+                run->close_calls--;
+                lg_http_server_close(run->srv, on_server_closed, run);
+        }
+}
+
+/* Take run off `running` and join its thread; true when it ended cleanly
+ * (server closed, loop empty), and then run is freed. */
+static bool run_join(struct harness_run *run) {
+        for (struct harness_run **p = &running; *p; p = &(*p)->next)
+                if (*p == run) {
+                        *p = run->next;
+                        break;
+                }
+        pthread_join(run->thread, NULL);
+        bool ok = atomic_load(&run->closed) && uv_loop_close(&run->loop) == 0;
+        if (ok)
+                free(run); /* else leaked: handles may still point into it */
+        return ok;
+}
+
+/* Servers of tests that failed (their harness_stop never came): abort,
+ * so that their handlers end what they hold, and join. */
+static void harness_reap(void) {
+        while (running) {
+                struct harness_run *run = running;
+                if (!atomic_load(&run->closed)) {
+                        run->close_calls = 2;
+                        uv_async_send(&run->async);
+                }
+                char dir[sizeof(run->dir)];
+                memcpy(dir, run->dir, sizeof(dir));
+                (void) run_join(run);
+                rmdir(dir);
         }
 }
 
@@ -396,11 +443,22 @@ void harness_start(struct harness *h, struct lg_http_server_config *cfg) {
 }
 
 void harness_start_tls(struct harness *h, struct lg_http_server_config *cfg, const char *cert, const char *key) {
+        static bool at_exit;
+        if (!at_exit) {
+                /* Before the exit's other handlers (OpenSSL's) run. */
+                atexit(harness_reap);
+                at_exit = true;
+        }
+        harness_reap();
         memset(h, 0, sizeof(*h));
-        assert_int_equal(uv_loop_init(&h->loop), 0);
-        app_config(cfg, &h->loop);
+        struct harness_run *run = calloc(1, sizeof(*run));
+        assert_non_null(run);
+        h->run = run;
+        assert_int_equal(uv_loop_init(&run->loop), 0);
+        app_config(cfg, &run->loop);
         struct lg_error err = {0};
-        assert_int_equal(lg_http_server_new(&h->loop, cfg, &h->srv, &err), 0);
+        assert_int_equal(lg_http_server_new(&run->loop, cfg, &h->srv, &err), 0);
+        run->srv = h->srv;
         if (cert) {
                 /* The TLS listener first: the plain port must still be found. */
                 int r = lg_http_server_listen_tls(h->srv, "127.0.0.1", 0, cert, key, &err);
@@ -417,21 +475,33 @@ void harness_start_tls(struct harness *h, struct lg_http_server_config *cfg, con
         assert_non_null(mkdtemp(h->dir));
         snprintf(h->sock, sizeof(h->sock), "%s/http.sock", h->dir);
         assert_int_equal(lg_http_server_listen_unix(h->srv, h->sock, &err), 0);
-        assert_int_equal(uv_async_init(&h->loop, &h->async, on_async), 0);
-        h->async.data = h;
-        assert_int_equal(pthread_create(&h->thread, NULL, loop_thread, h), 0);
+        memcpy(run->dir, h->dir, sizeof(run->dir));
+        assert_int_equal(uv_async_init(&run->loop, &run->async, on_async), 0);
+        run->async.data = run;
+        assert_int_equal(pthread_create(&run->thread, NULL, loop_thread, run), 0);
+        run->next = running;
+        running = run;
+}
+
+/* close_calls is read by the loop thread only inside on_async, after
+ * uv_async_send's barrier. */
+void harness_close(struct harness *h) {
+        h->run->close_calls = 1;
+        uv_async_send(&h->run->async);
+}
+
+void harness_join(struct harness *h) {
+        struct harness_run *run = h->run;
+        h->run = NULL;
+        assert_true(run_join(run));
+        assert_int_equal(access(h->sock, F_OK), -1); /* removed on close */
+        rmdir(h->dir);
 }
 
 void harness_stop(struct harness *h, bool abort_too) {
-        /* close_calls is read by the loop thread only inside on_async, after
-         * uv_async_send's barrier. */
-        h->close_calls = abort_too ? 2 : 1;
-        uv_async_send(&h->async);
-        pthread_join(h->thread, NULL);
-        assert_true(atomic_load(&h->closed));
-        assert_int_equal(uv_loop_close(&h->loop), 0);
-        assert_int_equal(access(h->sock, F_OK), -1); /* removed on close */
-        rmdir(h->dir);
+        h->run->close_calls = abort_too ? 2 : 1;
+        uv_async_send(&h->run->async);
+        harness_join(h);
 }
 
 /* ------------------------------------------------------------------------

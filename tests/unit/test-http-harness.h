@@ -52,24 +52,30 @@ int app_outstanding(void);
 /* Deterministic pattern byte i of a body. */
 static inline char pattern_byte(size_t i) { return (char) ('a' + (i * 7 + i / 251) % 26); }
 
-/* A server on 127.0.0.1:<ephemeral> and <dir>/http.sock, loop in a thread. */
+/* A server on 127.0.0.1:<ephemeral> and <dir>/http.sock, loop in a thread.
+ * What the thread uses (loop, server) is on the heap, not in the caller's
+ * struct harness: a failing assertion leaves the test by longjmp with the
+ * server still running, and its thread must not go on using a dead stack
+ * frame. The next harness_start, or the exit, aborts and joins such a
+ * server. */
+struct harness_run;
 struct harness {
-        uv_loop_t loop;
-        uv_async_t async;
-        pthread_t thread;
+        struct harness_run *run;
         struct lg_http_server *srv;
         int port;
         int tls_port; /* harness_start_tls only */
         char dir[64];
         char sock[128];
-        atomic_bool closed;
-        int close_calls;
 };
 void harness_start(struct harness *h, struct lg_http_server_config *cfg);
 /* The same plus a TLS listener on 127.0.0.1:<ephemeral> (h->tls_port). */
 void harness_start_tls(struct harness *h, struct lg_http_server_config *cfg, const char *cert, const char *key);
 /* Graceful close (and abort if `abort_too`), join, check the loop is empty. */
 void harness_stop(struct harness *h, bool abort_too);
+/* harness_stop(h, false) in two halves, for a test that acts in between:
+ * begin the graceful close; wait for the server to be gone and check. */
+void harness_close(struct harness *h);
+void harness_join(struct harness *h);
 
 /* Raw blocking client. */
 struct raw {

@@ -1179,8 +1179,7 @@ static void test_raw_close_with_clients(void **state) {
                 struct timespec ts = {0, 1000 * 1000};
                 nanosleep(&ts, NULL);
         }
-        h.close_calls = 1;
-        uv_async_send(&h.async);
+        harness_close(&h);
         assert_true(raw_wait_close(&a));
         assert_int_equal(raw_response(&b, &resp, false), 0);
         assert_int_equal(resp.status, 200);
@@ -1190,10 +1189,7 @@ static void test_raw_close_with_clients(void **state) {
         assert_true(raw_wait_close(&b));
         raw_close(&a);
         raw_close(&b);
-        pthread_join(h.thread, NULL);
-        assert_true(atomic_load(&h.closed));
-        assert_int_equal(uv_loop_close(&h.loop), 0);
-        rmdir(h.dir);
+        harness_join(&h);
 }
 
 int main(void) {
