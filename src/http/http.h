@@ -237,7 +237,10 @@ size_t lg_http_response_queued(const struct lg_http_request *req);
  * connection is closed and -EPIPE returned. */
 int lg_http_response_end(struct lg_http_request *req);
 /* Give up: close the connection (a started response is cut short) and
- * release the request. */
+ * release the request. When the server answered the request itself (413,
+ * 408, 400 while the body was read: the abort callback's -EFBIG,
+ * -ETIMEDOUT, -EPROTO), it only releases it: that answer and the graceful
+ * close after it go on, so that a client still sending reads the answer. */
 void lg_http_response_abort(struct lg_http_request *req);
 
 /* ------------------------------------------------------------------------

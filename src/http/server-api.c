@@ -309,7 +309,13 @@ void lg_http_response_abort(struct lg_http_request *req) {
                 return;
         c->on_abort = NULL;
         c->abort_pending = false;
-        if (!c->closing)
+        /* Lingering while the handler still owns the request means the
+         * server answered it itself (413, 408, ...): that answer is whole
+         * and on its way, and the lingering close is what lets a client
+         * still sending read it. Closing now would reset the connection
+         * under it, so the handler's abort, typically from its abort
+         * callback, only releases the request. */
+        if (!c->closing && !c->lingering)
                 http_srv_conn_close(c, 0);
         c->abort_pending = false;
         http_srv_conn_release(c);

@@ -182,9 +182,10 @@ void http_srv_peer_release(struct lg_http_request *c);
 void http_srv_peers_free(struct lg_http_server *srv);
 
 /* tls.c: TLS under a connection (see there). The server calls the read
- * start/stop and close_notify functions instead of libuv's on TLS
- * connections, encrypts what it submits, and calls http_tls_drain from
- * its deferred kick. */
+ * start/stop functions instead of libuv's on TLS connections, encrypts what
+ * it submits, calls http_tls_drain from its deferred kick, and
+ * http_tls_linger when it begins a lingering close (close_notify, queued
+ * before the FIN; from then on its own callbacks read the socket raw). */
 int http_tls_ctx_new(const char *cert_file, const char *key_file, struct ssl_ctx_st **ret,
                      struct lg_error *err);
 void http_tls_ctx_free(struct ssl_ctx_st *ctx);
@@ -194,4 +195,4 @@ int http_tls_read_start(struct lg_http_request *c, uv_alloc_cb alloc_cb, uv_read
 void http_tls_read_stop(struct lg_http_request *c);
 void http_tls_drain(struct lg_http_request *c);
 int http_tls_encrypt(struct lg_http_request *c, struct http_wr *wr);
-void http_tls_close_notify(struct lg_http_request *c);
+void http_tls_linger(struct lg_http_request *c);

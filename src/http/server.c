@@ -220,7 +220,7 @@ static void conn_linger(struct lg_http_request *c) {
         c->linger_until = UINT64_MAX; /* set once the writes are out */
         c->shutdown_req.data = c;
         if (c->tls) {
-                http_tls_close_notify(c); /* queued before the FIN */
+                http_tls_linger(c); /* close_notify, queued before the FIN */
                 if (c->closing)
                         return;
         }

@@ -19,6 +19,12 @@
  * again is delivered from the loop (the server's deferred "kick"), never
  * from inside the call that asked.
  *
+ * A lingering close (the server's final response is queued, the client may
+ * still be sending) sends close_notify and from then on reads the socket
+ * raw: the server drops whatever comes unread, so it is never decrypted,
+ * and nothing the client sends can make TLS fail, alert or end the drain
+ * before the client's EOF (nginx does the same).
+ *
  * The handshake runs while the connection is new, so the server's head
  * timeout for a fresh connection (header_timeout_ms from accept) bounds it.
  * Renegotiation is refused; TLS 1.2 is the minimum; ALPN selects http/1.1
@@ -35,6 +41,7 @@ struct http_tls {
         uv_read_cb read_cb;
         bool want_read; /* the server reads */
         bool established;
+        bool raw;       /* lingering: the server reads the socket itself */
         ssize_t eof; /* UV_EOF or an error from the socket, not yet delivered */
 };
 
@@ -189,14 +196,28 @@ static void tls_flush(struct lg_http_request *c) {
         (void) http_srv_conn_submit(c, wr, true);
 }
 
-void http_tls_close_notify(struct lg_http_request *c) {
+void http_tls_linger(struct lg_http_request *c) {
         struct http_tls *t = c->tls;
-        if (!t->established || c->closing)
+        if (c->closing || t->raw)
                 return;
-        ERR_clear_error();
-        (void) SSL_shutdown(t->ssl);
-        ERR_clear_error();
-        tls_flush(c);
+        if (t->established) {
+                ERR_clear_error();
+                (void) SSL_shutdown(t->ssl);
+                ERR_clear_error();
+                tls_flush(c);
+                if (c->closing)
+                        return;
+        }
+        t->raw = true;
+        /* Maybe called from inside tls_pump (a parser callback): it stops
+         * there, and libuv takes the new callbacks for its next read. */
+        if (t->want_read) {
+                uv_read_stop(&c->h.stream);
+                if (!t->eof && uv_read_start(&c->h.stream, t->alloc_cb, t->read_cb) < 0)
+                        t->eof = UV_EIO;
+                if (t->eof)
+                        http_srv_conn_kick(c); /* -> http_tls_drain delivers it */
+        }
 }
 
 /* ------------------------------------------------------------------------
@@ -226,7 +247,7 @@ static void tls_fail(struct lg_http_request *c) {
 /* Move what the socket gave through TLS to the server while it reads. */
 static void tls_pump(struct lg_http_request *c) {
         struct http_tls *t = c->tls;
-        if (c->closing)
+        if (c->closing || t->raw)
                 return;
         if (!t->established) {
                 ERR_clear_error();
@@ -244,7 +265,7 @@ static void tls_pump(struct lg_http_request *c) {
                 }
                 t->established = true;
         }
-        while (t->want_read && !c->closing) {
+        while (t->want_read && !c->closing && !t->raw) {
                 char b;
                 ERR_clear_error();
                 /* Peek first, so that a read buffer is taken only when
@@ -316,11 +337,12 @@ int http_tls_read_start(struct lg_http_request *c, uv_alloc_cb alloc_cb, uv_read
         t->read_cb = read_cb;
         t->want_read = true;
         if (!t->eof) {
-                int r = uv_read_start(&c->h.stream, tls_alloc, tls_on_read);
+                int r = t->raw ? uv_read_start(&c->h.stream, alloc_cb, read_cb)
+                               : uv_read_start(&c->h.stream, tls_alloc, tls_on_read);
                 if (r < 0 && r != UV_EALREADY)
                         return r;
         }
-        if (SSL_has_pending(t->ssl) || BIO_ctrl_pending(t->rbio) > 0 || t->eof)
+        if (t->raw ? t->eof != 0 : (SSL_has_pending(t->ssl) || BIO_ctrl_pending(t->rbio) > 0 || t->eof))
                 http_srv_conn_kick(c); /* -> http_tls_drain */
         return 0;
 }
@@ -331,6 +353,14 @@ void http_tls_read_stop(struct lg_http_request *c) {
 }
 
 void http_tls_drain(struct lg_http_request *c) {
-        if (c->tls->want_read)
-                tls_pump(c);
+        struct http_tls *t = c->tls;
+        if (!t->want_read)
+                return;
+        if (t->raw) {
+                /* The socket's EOF or error, seen before the switch. */
+                if (t->eof)
+                        tls_deliver(c, t->eof);
+                return;
+        }
+        tls_pump(c);
 }
