@@ -12,10 +12,13 @@
 
 #include "sandbox/sandbox.h"
 
-/* Host uid/gid ranges: sandbox N maps root to LG_UID_BASE + N * LG_UID_RANGE. */
+/* Host uid/gid ranges: sandbox N maps root to LG_UID_BASE + N * LG_UID_RANGE.
+ * As many ranges as the 32-bit id space holds above the base, less the
+ * last one, which would contain (uid_t) -1, "no id" to the kernel: 65,279,
+ * so that a host can hold more than 10,000 sandboxes. */
 #define LG_UID_BASE 0x01000000u
 #define LG_UID_RANGE 65536u
-#define LG_UID_SLOTS 4096u
+#define LG_UID_SLOTS ((unsigned) ((0x100000000ull - LG_UID_BASE) / LG_UID_RANGE - 1))
 
 struct lg_plan_bind {
         char src[PATH_MAX];

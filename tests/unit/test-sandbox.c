@@ -245,6 +245,61 @@ static void test_binds(void **state) {
         lg_rm_rf(dir);
 }
 
+/* A host holds more than 10,000 sandboxes: 65,279 uid ranges of 65,536 ids
+ * above 16,777,216, the last ending just below (uid_t) -1. With every other
+ * range taken (in a registry of the test's own), a sandbox gets the last
+ * one and runs in it; one more is refused, naming the limit. */
+static void test_uid_ranges(void **state) {
+        (void) state;
+        enum { SLOTS = 65279 };
+        char dir[] = "/tmp/lg-uids-XXXXXX";
+        assert_non_null(mkdtemp(dir));
+        int dfd = open(dir, O_DIRECTORY | O_CLOEXEC);
+        assert_true(dfd >= 0);
+        char name[16];
+        for (unsigned i = 0; i < SLOTS - 1; i++) {
+                snprintf(name, sizeof(name), "%u", i);
+                int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                assert_true(fd >= 0);
+                close(fd);
+        }
+        const char *old = getenv("LEGION_UID_DIR");
+        char *saved = old ? strdup(old) : NULL;
+        setenv("LEGION_UID_DIR", dir, 1);
+
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        struct run r;
+        run_sh(&spec, "cat /proc/self/uid_map | tr -s ' '; id -u", &r);
+        assert_int_equal(r.st.code, 0);
+        unsigned long long last = 16777216ull + (SLOTS - 1) * 65536ull;
+        assert_int_equal(r.host_uid, last);
+        assert_true(last + 65535 < 0xffffffffull);
+        char want[96];
+        snprintf(want, sizeof(want), " 0 %llu 65536\n0\n", last);
+        assert_string_equal(r.out, want);
+
+        /* Every range taken: the next sandbox is refused, and says why. */
+        snprintf(name, sizeof(name), "%u", SLOTS - 1);
+        int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        close(fd);
+        const char *argv[] = {"/bin/true", NULL};
+        spec.argv = argv;
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EUSERS);
+        assert_non_null(strstr(e.msg, "all 65279 uid ranges are in use"));
+
+        if (saved)
+                setenv("LEGION_UID_DIR", saved, 1);
+        else
+                unsetenv("LEGION_UID_DIR");
+        free(saved);
+        close(dfd);
+        lg_rm_rf(dir);
+}
+
 static void test_readonly_root(void **state) {
         (void) state;
         struct lg_sandbox_spec spec;
@@ -1113,6 +1168,7 @@ int main(void) {
                 cmocka_unit_test(test_pid_isolation),
                 cmocka_unit_test(test_cannot_escape),
                 cmocka_unit_test(test_binds),
+                cmocka_unit_test(test_uid_ranges),
                 cmocka_unit_test(test_readonly_root),
                 cmocka_unit_test(test_layers),
                 cmocka_unit_test(test_network),
