@@ -563,15 +563,14 @@ void lg_router_handle_body(lg_router *r, struct lg_http_request *req, const char
                 return;
         }
         uint64_t arrived = lg_now_ns();
-        body.data = TAKE_PTR(body_data);
         if (!a->qhead) {
                 struct rinst *ri = pick(a);
                 if (ri) {
-                        forward(a, ri, req, target, body, arrived, false);
+                        forward(a, ri, req, target, (struct lg_router_body){TAKE_PTR(body_data), body.len},
+                                arrived, false);
                         return;
                 }
         }
-        body_data = body.data;
         if (a->queued >= queue_max(a)) {
                 a->st.rejected_429++;
                 lg_http_respond_error(req, 429, "QueueFull",
@@ -589,8 +588,7 @@ void lg_router_handle_body(lg_router *r, struct lg_http_request *req, const char
         p->app = a;
         p->req = req;
         p->arrived = arrived;
-        p->body.data = TAKE_PTR(body_data);
-        p->body.len = body.len;
+        p->body = (struct lg_router_body){TAKE_PTR(body_data), body.len};
         p->prev = a->qtail;
         if (a->qtail)
                 a->qtail->next = p;
