@@ -71,6 +71,33 @@ static const struct devnode devnodes[] = {
         {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
 };
 
+/* The host directory src, read-only at dst (relative to the new root), with
+ * inodes of this sandbox's own. Not a bind: inotify and fanotify watches
+ * attach to inodes, and a bind shares the host's, so a watch on dst/X
+ * would see the host and every other sandbox open X. An overlay has inodes
+ * of its own: opening a file through it notifies the overlay's inode and
+ * the host's, never another overlay's, and no sandbox can reach the host's
+ * inode. Without an upper layer it is read-only and needs two lower ones;
+ * the second is the empty mount point it covers. It is mounted by host
+ * root without an idmap, so the host's root-owned files show as nobody's,
+ * as through a bind; unlike a bind, it shows no mounts under src. */
+static int mount_private_view(const char *src, const char *dst, struct lg_child_error *e) {
+        char opts[2 * PATH_MAX + 16];
+        snprintf(opts, sizeof(opts), "lowerdir=%s:%s", src, dst);
+        TRY(e, mount("overlay", dst, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts),
+            "mount the overlay of `%s` on `/%s`", src, dst);
+        return 0;
+}
+
+/* Bind src on dst and make that read-only, nosuid, nodev and noexec
+ * (a nodev /dev/null cannot even be opened). */
+static int bind_sealed(const char *src, const char *dst, unsigned long rec, struct lg_child_error *e) {
+        TRY(e, mount(src, dst, NULL, MS_BIND | rec, NULL), "bind `%s` on `/%s`", src, dst);
+        TRY(e, mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
+            "remount `/%s` read-only", dst);
+        return 0;
+}
+
 static int write_small_file(int dirfd, const char *path, const char *data, mode_t mode) {
         int fd = openat(dirfd, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
         if (fd < 0)
@@ -127,20 +154,7 @@ static int populate_host_root(const struct lg_plan *p, int rootfd, struct lg_chi
         setfsuid(0);
         setfsgid(0);
 
-        /* Not a bind of /usr: inotify and fanotify watches attach to
-         * inodes, and a bind shares the host's, so a watch on /usr/bin/X
-         * would see the host and every other sandbox run X. An overlay has
-         * inodes of its own: opening a file through it notifies the
-         * overlay's inode and the host's, never another overlay's, and no
-         * sandbox can reach the host's inode. Without an upper layer it is
-         * read-only and needs two lower ones; the second is the empty mount
-         * point it covers (relative: the cwd is the new root). It is mounted
-         * by host root without an idmap, so the host's root-owned files show
-         * as nobody's, as they did through the bind; unlike the bind, it
-         * shows no mounts under the host's /usr. */
-        TRY(e, mount("overlay", "usr", "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, "lowerdir=/usr:usr"),
-            "mount the overlay of `/usr`");
-        return 0;
+        return mount_private_view("/usr", "usr", e);
 }
 
 /* mkdir -p relative to the new root, as the sandbox's root, for a mount
@@ -181,12 +195,9 @@ static int mount_binds(const struct lg_plan *p, struct lg_child_error *e) {
                 if (r < 0)
                         return lg_child_fail(e, r, "create mount point `/%s`", b->dst);
                 if (b->private_inodes) {
-                        /* As /usr (populate_host_root): the second lower
-                         * layer is the empty mount point it covers. */
-                        char opts[2 * PATH_MAX + 16];
-                        snprintf(opts, sizeof(opts), "lowerdir=%s:%s", b->src, b->dst);
-                        TRY(e, mount("overlay", b->dst, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts),
-                            "mount the overlay of `%s` on `/%s`", b->src, b->dst);
+                        r = mount_private_view(b->src, b->dst, e);
+                        if (r < 0)
+                                return r;
                         continue;
                 }
                 TRY(e, mount(b->src, b->dst, NULL, MS_BIND | MS_REC, NULL),
@@ -207,19 +218,16 @@ static int mount_proc(struct lg_child_error *e) {
                 TRY(e, mount("dev/null", proc_masked[i], NULL, MS_BIND, NULL), "mask `/%s`", proc_masked[i]);
         }
         for (size_t i = 0; i < ARRAY_SIZE(proc_sealed); i++) {
-                TRY(e, mount("dev/null", proc_sealed[i], NULL, MS_BIND, NULL), "seal `/%s`", proc_sealed[i]);
-                TRY(e, mount(NULL, proc_sealed[i], NULL,
-                             MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
-                    "seal `/%s`", proc_sealed[i]);
+                int r = bind_sealed("dev/null", proc_sealed[i], 0, e);
+                if (r < 0)
+                        return r;
         }
         for (size_t i = 0; i < ARRAY_SIZE(proc_readonly); i++) {
                 if (access(proc_readonly[i], F_OK) < 0)
                         continue;
-                TRY(e, mount(proc_readonly[i], proc_readonly[i], NULL, MS_BIND | MS_REC, NULL),
-                    "bind `/%s`", proc_readonly[i]);
-                TRY(e, mount(NULL, proc_readonly[i], NULL,
-                             MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL),
-                    "remount `/%s` read-only", proc_readonly[i]);
+                int r = bind_sealed(proc_readonly[i], proc_readonly[i], MS_REC, e);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
