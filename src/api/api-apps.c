@@ -98,7 +98,7 @@ static int check_app_spec(struct lg_daemon *d, const json_t *spec, char *err, si
         }
         uint64_t u;
         json_t *v;
-        if ((v = json_object_get(spec, "cpu")) && api_parse_cpu(v, &u) < 0) {
+        if ((v = json_object_get(spec, "cpu")) && lg_spec_cpu(v, &u) < 0) {
                 snprintf(err, errlen, "`cpu` must be CPUs (0.5) or millicores (\"500m\")");
                 return -EINVAL;
         }
@@ -122,8 +122,8 @@ static int check_app_spec(struct lg_daemon *d, const json_t *spec, char *err, si
         uint64_t pool_mem = 256ull << 20;
         json_t *pm = json_object_get(pr->spec, "memory");
         if (pm)
-                api_parse_memory(pm, &pool_mem);
-        if (!r && mem && (api_parse_memory(mem, &u) < 0 || u > pool_mem)) {
+                lg_spec_memory(pm, &pool_mem);
+        if (!r && mem && (lg_spec_memory(mem, &u) < 0 || u > pool_mem)) {
                 snprintf(err, errlen, "`memory` must be a size up to the pool group's %llu bytes",
                          (unsigned long long) pool_mem);
                 r = -EINVAL;
@@ -185,7 +185,7 @@ int api_app_activate(struct lg_daemon *d, const char *ns, const char *name, stru
         uint64_t cpu = 0;
         json_t *cv = json_object_get(rs, "cpu");
         if (cv)
-                api_parse_cpu(cv, &cpu);
+                lg_spec_cpu(cv, &cpu);
         snprintf(key, sizeof(key), "%s/%s", ns, name);
         struct lg_route_config cfg = {
                 .key = key,

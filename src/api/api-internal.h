@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 
+#include "common/spec.h"
 #include "legiond/daemon.h"
 
 /* Who is calling: the namespace their token is for, or "*" for admin. */
@@ -29,10 +30,6 @@ json_t *api_body_json(struct lg_http_request *req);
 /* Reject fields of obj not in allowed (NULL-terminated): 400 listing them. */
 bool api_only_fields(struct lg_http_request *req, const json_t *obj, const char *what,
                      const char *const *allowed);
-
-/* "500m", "0.5", 2 -> millicores; "256Mi", "1G", 1048576 -> bytes. */
-int api_parse_cpu(const json_t *v, uint64_t *ret);
-int api_parse_memory(const json_t *v, uint64_t *ret);
 
 /* api-apps.c */
 void api_apps(struct api_call *c, const char *ns);

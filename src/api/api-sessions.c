@@ -1,64 +1,11 @@
-/* Session pools and sessions: sandboxes for untrusted code, keyed by an
- * identifier (docs/api.md, "Sessions").
- *
- * A session pool is a node pool group of session-worker placeholders
- * (runtimes/session): a writable root whose /mnt/data holds the session's
- * files, no network beyond loopback. A session is a
- * router entry "ns/pool/identifier" with one instance and concurrency 1: the
- * router gives it a placeholder on first use (bound to that identifier for
- * good), serializes its executions in a bounded queue with deadlines, and
- * streams file transfers. Everything runs on the one loop, so concurrent
- * first calls with the same identifier meet the same entry and exactly one
- * sandbox is bound. The manager here counts sessions against maxSessions,
- * keeps each one's cooldown, and ends it (sandbox and files gone) when the
- * cooldown passes without a call. */
+/* /v1/sessionpools: session pools and sessions over HTTP. The session
+ * manager is src/session (lg_sessions); here the calls are read, checked as
+ * far as HTTP goes, and handed to it, and executions and file transfers go
+ * to the session's sandbox through the router (docs/api.md, "Sessions"). */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "api/api-internal.h"
-
-#define SESSION_KEY_MAX (LG_STORE_NAME_MAX * 2 + 130)
-/* Limits of an execution, checked here and handed to the worker, which
- * checks them too (LEGION_SESSION_MAX_CODE, LEGION_SESSION_MAX_TIMEOUT). */
-#define SESSION_MAX_CODE (16u << 20)
-#define SESSION_MAX_TIMEOUT_S 600
-/* The worker's file path rules (runtimes/session/supervisor.py,
- * split_path and the reserved upload prefix), checked here first. */
-#define SESSION_FILE_NAME_MAX 255
-#define SESSION_FILE_PATH_MAX 1024
-#define SESSION_UPLOAD_PREFIX ".legion-upload-"
-
-struct session {
-        struct session *next;
-        char key[SESSION_KEY_MAX];   /* ns/pool/identifier */
-        char pool[2 * LG_STORE_NAME_MAX + 2]; /* ns/pool */
-        char identifier[129];
-        int64_t created_at, last_used; /* wall clock, seconds */
-        uint64_t executions;
-        unsigned cooldown_s;
-        uv_timer_t cooldown;
-        struct lg_daemon *d;
-        bool ended;
-};
-
-static struct session *sessions;
-
-static const char *const pool_fields[] = {
-        "name", "runtime", "ready", "maxSessions", "cooldownSeconds", "egress", "cpu", "memory",
-        "maxFileBytes", "maxSessionBytes", NULL,
-};
-
-static bool valid_identifier(const char *s) {
-        size_t n = strlen(s);
-        if (n < 4 || n > 128)
-                return false;
-        for (const char *p = s; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                      *p == '-' || *p == '_' || *p == '.' || *p == ':'))
-                        return false;
-        return true;
-}
 
 /* The namespace of a /v1/sessionpools call: ?namespace=, else the token's,
  * else (admin) "default". */
@@ -69,232 +16,35 @@ static const char *call_ns(struct api_call *c) {
         return api_is_admin(c) ? "default" : c->token.namespace;
 }
 
-static void node_pool_name(char *buf, size_t cap, const char *ns, const char *pool) {
-        snprintf(buf, cap, "sessions/%s/%s", ns, pool);
-}
-
-static unsigned spec_uint(const json_t *spec, const char *k, unsigned def) {
-        json_t *v = json_object_get(spec, k);
-        return json_is_integer(v) ? (unsigned) json_integer_value(v) : def;
-}
-
-/* Validate a pool spec (answering 400 when req is given) and register its
- * placeholders with the node. */
-static int pool_apply_node(struct lg_daemon *d, struct lg_http_request *req, const char *ns, const char *name,
-                           const json_t *spec) {
-        char err[256] = "", pname[160];
-        uint64_t cpu = 0, mem = 256ull << 20, max_file = 100ull << 20, max_bytes = 1ull << 30;
-        json_t *v;
-        const char *rt = json_string_value(json_object_get(spec, "runtime"));
-        if (rt && strcmp(rt, "python3"))
-                snprintf(err, sizeof(err), "`runtime` must be python3");
-        static const struct { const char *k; long long lo, hi; } ints[] = {
-                {"ready", 0, 1000}, {"maxSessions", 1, 100000}, {"cooldownSeconds", 1, 86400},
-        };
-        for (size_t i = 0; !err[0] && i < ARRAY_SIZE(ints); i++) {
-                v = json_object_get(spec, ints[i].k);
-                if (v && (!json_is_integer(v) || json_integer_value(v) < ints[i].lo ||
-                          json_integer_value(v) > ints[i].hi))
-                        snprintf(err, sizeof(err), "`%s` must be an integer from %lld to %lld", ints[i].k,
-                                 ints[i].lo, ints[i].hi);
-        }
-        v = json_object_get(spec, "egress");
-        if (!err[0] && v && !json_is_boolean(v))
-                snprintf(err, sizeof(err), "`egress` must be true or false");
-        /* Sessions have no egress of their own yet (no NAT'd network), and
-         * the host's network namespace is no substitute: it reaches
-         * legiond's API and every host listener on loopback. A pool stored
-         * with it by an older legiond is restored without it (req NULL). */
-        if (!err[0] && req && json_is_true(v))
-                snprintf(err, sizeof(err), "%s",
-                         "`egress: true` is not available: sessions have no network of their own yet, and "
-                         "Legion will not run untrusted code on the host's network");
-        if (!err[0] && (v = json_object_get(spec, "cpu")) && api_parse_cpu(v, &cpu) < 0)
-                snprintf(err, sizeof(err), "`cpu` must be CPUs (0.5) or millicores (\"500m\")");
-        if (!err[0] && (v = json_object_get(spec, "memory")) && api_parse_memory(v, &mem) < 0)
-                snprintf(err, sizeof(err), "`memory` must be a size from 4Mi to 64Gi");
-        if (!err[0] && (v = json_object_get(spec, "maxFileBytes")) && api_parse_memory(v, &max_file) < 0)
-                snprintf(err, sizeof(err), "`maxFileBytes` must be a size from 4Mi to 64Gi");
-        if (!err[0] && (v = json_object_get(spec, "maxSessionBytes")) && api_parse_memory(v, &max_bytes) < 0)
-                snprintf(err, sizeof(err), "`maxSessionBytes` must be a size from 4Mi to 64Gi");
-        if (err[0]) {
-                if (req)
-                        lg_http_respond_error(req, 400, "BadRequest", "session pool `%s`: %s", name, err);
-                return -EINVAL;
-        }
-        char e_file[64], e_bytes[64], e_mem[64], e_code[64], e_timeout[64];
-        snprintf(e_code, sizeof(e_code), "LEGION_SESSION_MAX_CODE=%u", SESSION_MAX_CODE);
-        snprintf(e_timeout, sizeof(e_timeout), "LEGION_SESSION_MAX_TIMEOUT=%u", SESSION_MAX_TIMEOUT_S);
-        snprintf(e_file, sizeof(e_file), "LEGION_SESSION_MAX_FILE=%llu", (unsigned long long) max_file);
-        snprintf(e_bytes, sizeof(e_bytes), "LEGION_SESSION_MAX_BYTES=%llu", (unsigned long long) max_bytes);
-        /* The sandbox cannot read its cgroup: tell the worker its memory
-         * limit so that "out of memory" can name it. */
-        snprintf(e_mem, sizeof(e_mem), "LEGION_SESSION_MEMORY_LIMIT=%llu", (unsigned long long) mem);
-        const char *env[] = {e_file, e_bytes, e_mem, e_code, e_timeout, NULL};
-        node_pool_name(pname, sizeof(pname), ns, name);
-        struct lg_pool_spec ps = {
-                .name = pname,
-                .runtime = "session",
-                .ready = spec_uint(spec, "ready", 1),
-                .cpu_millis = cpu,
-                .memory_bytes = mem,
-                .writable_root = true,
-                /* The files' tmpfs, with room for the interpreter's /tmp. */
-                .disk_bytes = max_bytes + (64ull << 20),
-                .env = env,
-        };
-        return lg_node_pool_set(d->node, &ps, NULL);
-}
-
-static struct session *find_session(const char *key) {
-        for (struct session *s = sessions; s; s = s->next)
-                if (!s->ended && !strcmp(s->key, key))
-                        return s;
-        return NULL;
-}
-
-static unsigned count_sessions(const char *pool) {
-        unsigned n = 0;
-        for (struct session *s = sessions; s; s = s->next)
-                n += !s->ended && !strcmp(s->pool, pool);
-        return n;
-}
-
-static void session_closed(uv_handle_t *h) { free(h->data); }
-
-static void session_end(struct session *s, const char *why) {
-        if (s->ended)
-                return;
-        s->ended = true;
-        lg_api_app_log(s->pool, why, s->d);
-        lg_router_remove(s->d->router, s->key);
-        for (struct session **pp = &sessions; *pp; pp = &(*pp)->next)
-                if (*pp == s) {
-                        *pp = s->next;
-                        break;
-                }
-        uv_timer_stop(&s->cooldown);
-        uv_close((uv_handle_t *) &s->cooldown, session_closed);
-}
-
-static void on_cooldown(uv_timer_t *t) {
-        struct session *s = t->data;
-        char why[300];
-        snprintf(why, sizeof(why), "session `%s` ended after %u s without a call", s->identifier, s->cooldown_s);
-        session_end(s, why);
-}
-
-static void session_touch(struct session *s) {
-        s->last_used = time(NULL);
-        uv_timer_start(&s->cooldown, on_cooldown, (uint64_t) s->cooldown_s * 1000, 0);
-}
-
-static json_t *session_json(const struct session *s) {
-        char created[32], last[32], expires[32];
-        lg_store_format_time(s->created_at, created, sizeof(created));
-        lg_store_format_time(s->last_used, last, sizeof(last));
-        lg_store_format_time(s->last_used + s->cooldown_s, expires, sizeof(expires));
-        return json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "identifier", s->identifier, "createdAt", created,
-                         "lastActivity", last, "expiresAt", expires, "executions", (json_int_t) s->executions,
-                         "cooldownSeconds", s->cooldown_s);
-}
-
 /* The call's identifier, or NULL with 400 answered. */
 static const char *call_identifier(struct api_call *c) {
         const char *id = lg_http_request_param(c->req, "identifier");
-        if (!id || !valid_identifier(id)) {
-                lg_http_respond_error(c->req, 400, "BadRequest",
-                                      "`identifier` must be 4 to 128 of [A-Za-z0-9._:-], given `%.40s`",
-                                      id ? id : "");
+        struct lg_error err = {0};
+        if (lg_session_id_check(id, &err) < 0) {
+                lg_http_respond_error(c->req, 400, "BadRequest", "%s", err.msg);
                 return NULL;
         }
         return id;
 }
 
-/* The session for (pool, identifier), bound on first use. Answers the
- * request itself (404 / 429) and returns NULL when it cannot. Everything
- * that can refuse the request must be checked before: binding is what a
- * refused request must not do. */
-static struct session *get_session(struct api_call *c, const char *ns, const char *pool_name,
-                                   const json_t *pool_spec, const char *id, bool create) {
-        char key[SESSION_KEY_MAX], pkey[sizeof(((struct session *) 0)->pool)];
-        snprintf(pkey, sizeof(pkey), "%s/%s", ns, pool_name);
-        snprintf(key, sizeof(key), "%s/%s", pkey, id);
-        struct session *s = find_session(key);
-        if (s) {
-                session_touch(s);
-                return s;
-        }
-        if (!create) {
-                lg_http_respond_error(c->req, 404, "NotFound", "no session `%s` in pool `%s`", id, pool_name);
-                return NULL;
-        }
-        unsigned max = spec_uint(pool_spec, "maxSessions", 100), n = count_sessions(pkey);
-        if (n >= max) {
-                lg_http_respond_error(c->req, 429, "TooManySessions",
-                                      "session pool `%s` has reached maxSessions (%u of %u in use); end a session "
-                                      "or wait for one to cool down",
-                                      pool_name, n, max);
-                return NULL;
-        }
-        s = calloc(1, sizeof(*s));
-        if (!s) {
-                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
-                return NULL;
-        }
-        snprintf(s->key, sizeof(s->key), "%s", key);
-        snprintf(s->pool, sizeof(s->pool), "%s", pkey);
-        snprintf(s->identifier, sizeof(s->identifier), "%s", id);
-        s->d = c->d;
-        s->created_at = time(NULL);
-        s->cooldown_s = spec_uint(pool_spec, "cooldownSeconds", 300);
-        char pname[160];
-        node_pool_name(pname, sizeof(pname), ns, pool_name);
-        struct lg_route_config cfg = {
-                .key = key,
-                .revision = 1,
-                .pool = pname,
-                .identifier = id,
-                .concurrency = 1,
-                .min_instances = 0,
-                .max_instances = 1,
-                /* The session ends by its cooldown here, never by the router. */
-                .idle_timeout_s = s->cooldown_s + 3600,
-                .timeout_s = 660,
-                .queue_max = 16,
-        };
+/* The session for (pool, identifier), bound on first use (see
+ * lg_sessions_open). Answers the request itself (404, 429, 410) and returns
+ * NULL when it cannot. */
+static lg_session *open_session(struct api_call *c, const char *ns, const char *pool, const json_t *pool_spec,
+                                const char *id, unsigned flags) {
         struct lg_error err = {0};
-        if (lg_router_set(c->d->router, &cfg, &err) < 0) {
-                free(s);
-                lg_http_respond_error(c->req, 500, "Internal", "%s", err.msg);
-                return NULL;
+        lg_session *s = NULL;
+        int r = lg_sessions_open(c->d->sessions, ns, pool, pool_spec, id, flags, &s, &err);
+        switch (r) {
+        case 0: return s;
+        case -ENOENT: lg_http_respond_error(c->req, 404, "NotFound", "%s", err.msg); break;
+        case -EUSERS: lg_http_respond_error(c->req, 429, "TooManySessions", "%s", err.msg); break;
+        case -ENOLINK: lg_http_respond_error(c->req, 410, "SessionLost", "%s", err.msg); break;
+        case -EINVAL: lg_http_respond_error(c->req, 400, "BadRequest", "%s", err.msg); break;
+        case -ENOMEM: lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory"); break;
+        default: lg_http_respond_error(c->req, 500, "Internal", "%s", err.msg); break;
         }
-        uv_timer_init(c->d->loop, &s->cooldown);
-        s->cooldown.data = s;
-        s->next = sessions;
-        sessions = s;
-        session_touch(s);
-        char line[300];
-        snprintf(line, sizeof(line), "session `%s` started", id);
-        lg_api_app_log(pkey, line, c->d);
-        return s;
-}
-
-/* A session whose sandbox died (not just its interpreter, which the worker
- * restarts itself) has lost everything: say so rather than hand out a
- * fresh sandbox under the same identifier without a word. */
-static bool session_lost(struct api_call *c, struct session *s) {
-        struct lg_route_stats st;
-        if (s->executions == 0 || lg_router_stats(c->d->router, s->key, &st) < 0)
-                return false;
-        if (st.instances + st.starting > 0)
-                return false;
-        lg_http_respond_error(c->req, 410, "SessionLost",
-                              "session `%s` lost its sandbox; its variables and files are gone. The next call "
-                              "starts a new session",
-                              s->identifier);
-        session_end(s, "session lost its sandbox");
-        return true;
+        return NULL;
 }
 
 /* The worker's rules for the path of a file written with PUT (segments
@@ -302,27 +52,13 @@ static bool session_lost(struct api_call *c, struct session *s) {
  * session. A multipart POST names its files in the body, which the worker
  * reads as it streams: those names are checked there only. */
 static bool upload_path_ok(struct api_call *c) {
-        size_t total = 0;
-        for (int i = 4; i < c->nseg; i++) {
-                size_t n = strlen(c->seg[i]);
-                if (n > SESSION_FILE_NAME_MAX) {
-                        lg_http_respond_error(c->req, 400, "NameTooLong", "a file name is longer than %d bytes",
-                                              SESSION_FILE_NAME_MAX);
-                        return false;
-                }
-                total += n + (i > 4);
-        }
-        if (total > SESSION_FILE_PATH_MAX) {
-                lg_http_respond_error(c->req, 400, "NameTooLong", "the file path is longer than %d bytes",
-                                      SESSION_FILE_PATH_MAX);
-                return false;
-        }
-        if (c->nseg > 4 && !strncmp(c->seg[c->nseg - 1], SESSION_UPLOAD_PREFIX, strlen(SESSION_UPLOAD_PREFIX))) {
-                lg_http_respond_error(c->req, 400, "InvalidPath", "names starting with `%s` are reserved",
-                                      SESSION_UPLOAD_PREFIX);
-                return false;
-        }
-        return true;
+        struct lg_error err = {0};
+        int r = lg_session_file_path_check(c->seg + 4, c->nseg > 4 ? c->nseg - 4 : 0, &err);
+        if (r == -ENAMETOOLONG)
+                lg_http_respond_error(c->req, 400, "NameTooLong", "%s", err.msg);
+        else if (r < 0)
+                lg_http_respond_error(c->req, 400, "InvalidPath", "%s", err.msg);
+        return r >= 0;
 }
 
 /* An execution. Its body is read and checked here, as the worker would
@@ -350,7 +86,7 @@ static void execution_data(struct lg_http_request *req, const char *data, size_t
         if (x->out_of_memory)
                 return;
         if (len > x->cap - x->len) {
-                /* The server enforces SESSION_MAX_CODE: len fits. */
+                /* The server enforces LG_SESSION_MAX_CODE: len fits. */
                 size_t cap = x->cap ? x->cap : 4096;
                 while (cap - x->len < len)
                         cap *= 2;
@@ -366,45 +102,19 @@ static void execution_data(struct lg_http_request *req, const char *data, size_t
         x->len += len;
 }
 
-/* The worker's checks of an execution body (runtimes/session/supervisor.py,
- * do_execute), with its messages. */
-static bool execution_body_ok(struct lg_http_request *req, const char *body, size_t len) {
-        json_error_t jerr;
-        _cleanup_(json_decrefp) json_t *doc = json_loadb(body ? body : "", len, 0, &jerr);
-        if (!doc) {
-                lg_http_respond_error(req, 400, "BadRequest", "the body is not JSON: %s", jerr.text);
-                return false;
-        }
-        if (!json_is_object(doc)) {
-                lg_http_respond_error(req, 400, "BadRequest", "%s",
-                                      "the body must be a JSON object {\"code\": \"...\", \"timeoutSeconds\": 30}");
-                return false;
-        }
-        if (!json_is_string(json_object_get(doc, "code"))) {
-                lg_http_respond_error(req, 400, "BadRequest", "%s", "`code` must be a string");
-                return false;
-        }
-        json_t *t = json_object_get(doc, "timeoutSeconds");
-        if (t && !json_is_null(t) &&
-            !(json_is_number(t) && json_number_value(t) > 0 && json_number_value(t) <= SESSION_MAX_TIMEOUT_S)) {
-                lg_http_respond_error(req, 400, "BadRequest",
-                                      "`timeoutSeconds` must be a number above 0 and at most %d",
-                                      SESSION_MAX_TIMEOUT_S);
-                return false;
-        }
-        return true;
-}
-
 static void execution_end(struct lg_http_request *req, void *ud) {
         struct execution *x = ud;
         if (x->out_of_memory) {
                 lg_http_respond_error(req, 503, "Overloaded", "%s", "out of memory");
                 return execution_free(x);
         }
-        if (!execution_body_ok(req, x->body, x->len))
-                return execution_free(x);
-        /* The pool may have gone while the body came. */
+        /* The worker's checks, with its messages. */
         struct lg_error err = {0};
+        if (lg_session_execution_check(x->body, x->len, &err) < 0) {
+                lg_http_respond_error(req, 400, "BadRequest", "%s", err.msg);
+                return execution_free(x);
+        }
+        /* The pool may have gone while the body came. */
         struct lg_resource *pool = NULL;
         int r = lg_store_get(x->c.d->store, LG_KEY("SessionPool", x->ns, x->pool), &pool, &err);
         if (r < 0) {
@@ -412,13 +122,12 @@ static void execution_end(struct lg_http_request *req, void *ud) {
                 return execution_free(x);
         }
         const char *id = lg_http_request_param(req, "identifier");
-        struct session *s = get_session(&x->c, x->ns, x->pool, pool->spec, id, true);
+        lg_session *s = open_session(&x->c, x->ns, x->pool, pool->spec, id, LG_SESSION_CREATE | LG_SESSION_EXECUTE);
         lg_resource_free(pool);
-        if (!s || session_lost(&x->c, s))
+        if (!s)
                 return execution_free(x);
-        s->executions++;
         struct lg_router_body body = {TAKE_PTR(x->body), x->len};
-        lg_router_handle_body(x->c.d->router, req, s->key, "/execute", body);
+        lg_router_handle_body(x->c.d->router, req, lg_session_key(s), "/execute", body);
         execution_free(x);
 }
 
@@ -440,7 +149,7 @@ static void execution_read(struct api_call *c, const char *ns, const char *pool)
         x->c.nseg = 0;
         snprintf(x->ns, sizeof(x->ns), "%s", ns);
         snprintf(x->pool, sizeof(x->pool), "%s", pool);
-        lg_http_request_set_body_limit(c->req, SESSION_MAX_CODE);
+        lg_http_request_set_body_limit(c->req, LG_SESSION_MAX_CODE);
         lg_http_request_on_abort(c->req, execution_abort, x);
         if (lg_http_request_read(c->req, execution_data, execution_end, x) < 0) {
                 /* The server answered 413 itself; abort follows. */
@@ -458,29 +167,10 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
         if (!sub) {
                 if (!strcmp(m, "GET")) {
                         json_t *doc = lg_resource_to_json(pool);
-                        char pkey[160], pname[160];
-                        snprintf(pkey, sizeof(pkey), "%s/%s", ns, name);
-                        node_pool_name(pname, sizeof(pname), ns, name);
-                        struct lg_pool_stats ps = {0};
-                        lg_node_pool_stats(c->d->node, pname, &ps);
-                        json_object_set_new(doc, "status",
-                                            json_pack("{s:i, s:i, s:i}", "ready", ps.ready, "starting", ps.starting,
-                                                      "sessions", count_sessions(pkey)));
-                        if (ps.failures)
-                                json_object_set_new(json_object_get(doc, "status"), "lastError",
-                                                    json_pack("{s:i, s:s}", "failures", ps.failures, "message",
-                                                              ps.last_error));
+                        json_object_set_new(doc, "status", lg_sessions_pool_status(c->d->sessions, ns, name, true));
                         api_json(c->req, 200, doc);
                 } else if (!strcmp(m, "DELETE")) {
-                        char pkey[160], pname[160];
-                        snprintf(pkey, sizeof(pkey), "%s/%s", ns, name);
-                        for (struct session *s = sessions, *next; s; s = next) {
-                                next = s->next;
-                                if (!strcmp(s->pool, pkey))
-                                        session_end(s, "session pool deleted");
-                        }
-                        node_pool_name(pname, sizeof(pname), ns, name);
-                        lg_node_pool_delete(c->d->node, pname);
+                        lg_sessions_pool_delete(c->d->sessions, ns, name);
                         r = lg_store_delete(c->d->store, LG_KEY("SessionPool", ns, name), 0, NULL, &err);
                         if (r < 0)
                                 api_store_error(c->req, r, &err);
@@ -493,26 +183,18 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
                 return;
         }
         if (!strcmp(sub, "sessions")) {
-                char pkey[160];
-                snprintf(pkey, sizeof(pkey), "%s/%s", ns, name);
                 if (!rest) {
-                        json_t *items = json_array();
-                        for (struct session *s = sessions; s; s = s->next)
-                                if (!strcmp(s->pool, pkey))
-                                        json_array_append_new(items, session_json(s));
-                        api_json(c->req, 200, json_pack("{s:o}", "items", items));
+                        api_json(c->req, 200, lg_sessions_list_json(c->d->sessions, ns, name));
                 } else {
-                        char key[SESSION_KEY_MAX];
-                        snprintf(key, sizeof(key), "%s/%s", pkey, rest);
-                        struct session *s = find_session(key);
+                        lg_session *s = lg_sessions_find(c->d->sessions, ns, name, rest);
                         if (!s)
                                 lg_http_respond_error(c->req, 404, "NotFound", "no session `%.128s` in pool `%s`",
                                                       rest, name);
                         else if (!strcmp(m, "DELETE")) {
-                                session_end(s, "session deleted");
+                                lg_sessions_end(c->d->sessions, s, "session deleted");
                                 lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
                         } else
-                                api_json(c->req, 200, session_json(s));
+                                api_json(c->req, 200, lg_session_json(s));
                 }
                 lg_resource_free(pool);
                 return;
@@ -545,13 +227,13 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
                 lg_resource_free(pool);
                 return;
         }
-        struct session *s = get_session(c, ns, pool->name, pool->spec, id, create);
+        lg_session *s = open_session(c, ns, pool->name, pool->spec, id, create ? LG_SESSION_CREATE : 0);
         lg_resource_free(pool);
-        if (!s || session_lost(c, s))
+        if (!s)
                 return;
         char target[4200];
         snprintf(target, sizeof(target), "/files%s%s", rest ? "/" : "", rest ? rest : "");
-        lg_router_handle(c->d->router, c->req, s->key, target);
+        lg_router_handle(c->d->router, c->req, lg_session_key(s), target);
 }
 
 static void api_session_pools_root(struct api_call *c, const char *ns) {
@@ -565,9 +247,8 @@ static void api_session_pools_root(struct api_call *c, const char *ns) {
                 json_t *items = json_array();
                 for (size_t i = 0; i < l.n; i++) {
                         json_t *doc = lg_resource_to_json(l.items[i]);
-                        char pkey[160];
-                        snprintf(pkey, sizeof(pkey), "%s/%s", ns, l.items[i]->name);
-                        json_object_set_new(doc, "status", json_pack("{s:i}", "sessions", count_sessions(pkey)));
+                        json_object_set_new(doc, "status",
+                                            lg_sessions_pool_status(c->d->sessions, ns, l.items[i]->name, false));
                         json_array_append_new(items, doc);
                 }
                 lg_resource_list_free(&l);
@@ -586,16 +267,24 @@ static void pool_put(struct api_call *c, const char *ns, const char *name) {
         if (!spec)
                 return;
         json_object_del(spec, "name");
-        if (!api_only_fields(c->req, spec, "a session pool", pool_fields) ||
-            pool_apply_node(c->d, c->req, ns, name, spec) < 0) {
+        struct lg_error err = {0};
+        if (!api_only_fields(c->req, spec, "a session pool", lg_session_pool_fields)) {
+                json_decref(spec);
+                return;
+        }
+        int r = lg_sessions_pool_apply(c->d->sessions, ns, name, spec, false, &err);
+        if (r < 0) {
+                if (r == -EINVAL)
+                        lg_http_respond_error(c->req, 400, "BadRequest", "session pool `%s`: %s", name, err.msg);
+                else
+                        lg_http_respond_error(c->req, 500, "Internal", "%s", err.msg);
                 json_decref(spec);
                 return;
         }
         if (!json_object_get(spec, "runtime"))
                 json_object_set_new(spec, "runtime", json_string("python3"));
-        struct lg_error err = {0};
         struct lg_resource *res = NULL;
-        int r = lg_store_apply(c->d->store, LG_KEY("SessionPool", ns, name), NULL, spec, &res, &err);
+        r = lg_store_apply(c->d->store, LG_KEY("SessionPool", ns, name), NULL, spec, &res, &err);
         json_decref(spec);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
@@ -656,7 +345,8 @@ int api_sessions_restore(struct lg_daemon *d, struct lg_error *err) {
         if (r < 0)
                 return r;
         for (size_t i = 0; i < l.n; i++)
-                pool_apply_node(d, NULL, l.items[i]->namespace, l.items[i]->name, l.items[i]->spec);
+                lg_sessions_pool_apply(d->sessions, l.items[i]->namespace, l.items[i]->name, l.items[i]->spec, true,
+                                       NULL);
         lg_resource_list_free(&l);
         return 0;
 }

@@ -111,31 +111,6 @@ bool api_only_fields(struct lg_http_request *req, const json_t *obj, const char 
         return false;
 }
 
-int api_parse_cpu(const json_t *v, uint64_t *ret) {
-        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 1024) {
-                *ret = (uint64_t) json_integer_value(v) * 1000;
-                return 0;
-        }
-        /* jansson holds no NaN or infinity; the comparisons refuse them
-         * anyway. */
-        if (json_is_real(v) && json_real_value(v) > 0 && json_real_value(v) <= 1024) {
-                *ret = (uint64_t) (json_real_value(v) * 1000 + 0.5);
-                return *ret ? 0 : -EINVAL;
-        }
-        if (!json_is_string(v))
-                return -EINVAL;
-        return lg_parse_millis(json_string_value(v), 1024000, ret);
-}
-
-int api_parse_memory(const json_t *v, uint64_t *ret) {
-        if (json_is_integer(v) && json_integer_value(v) > 0) {
-                *ret = (uint64_t) json_integer_value(v);
-        } else if (!json_is_string(v) || lg_parse_size(json_string_value(v), ret) < 0) {
-                return -EINVAL;
-        }
-        return *ret >= (4u << 20) && *ret <= (64ull << 30) ? 0 : -ERANGE;
-}
-
 /* ---- namespaces ------------------------------------------------------------ */
 
 static json_t *namespace_json(const struct lg_resource *r) {
@@ -533,9 +508,9 @@ static int pool_from_spec(struct lg_http_request *req, const char *name, const j
                 err = "`ready` must be an integer from 0 to 1000";
         ps->ready = ready ? (unsigned) json_integer_value(ready) : 1;
         json_t *v;
-        if (!err && (v = json_object_get(spec, "cpu")) && api_parse_cpu(v, &ps->cpu_millis) < 0)
+        if (!err && (v = json_object_get(spec, "cpu")) && lg_spec_cpu(v, &ps->cpu_millis) < 0)
                 err = "`cpu` must be CPUs (0.5) or millicores (\"500m\")";
-        if (!err && (v = json_object_get(spec, "memory")) && api_parse_memory(v, &ps->memory_bytes) < 0)
+        if (!err && (v = json_object_get(spec, "memory")) && lg_spec_memory(v, &ps->memory_bytes) < 0)
                 err = "`memory` must be a size from 4Mi to 64Gi (\"256Mi\")";
         json_t *boost = json_object_get(spec, "startupBoost");
         if (!err && boost) {
@@ -544,7 +519,7 @@ static int pool_from_spec(struct lg_http_request *req, const char *name, const j
                         err = "`startupBoost` must be an object {cpu, seconds}";
                 else if (req && !api_only_fields(req, boost, "startupBoost", bf))
                         return -EINVAL;
-                else if (!(v = json_object_get(boost, "cpu")) || api_parse_cpu(v, &ps->boost_cpu_millis) < 0)
+                else if (!(v = json_object_get(boost, "cpu")) || lg_spec_cpu(v, &ps->boost_cpu_millis) < 0)
                         err = "`startupBoost.cpu` must be CPUs or millicores";
                 else if (!json_is_integer(v = json_object_get(boost, "seconds")) || json_integer_value(v) < 1 ||
                          json_integer_value(v) > 3600)

@@ -10,6 +10,7 @@
 #include "pkg/pkg.h"
 #include "pod/pod.h"
 #include "router/router.h"
+#include "session/session.h"
 #include "store/store.h"
 
 struct lg_daemon {
@@ -23,6 +24,7 @@ struct lg_daemon {
         lg_pods *pods;
         lg_node *node;
         lg_router *router;
+        lg_sessions *sessions;
         struct lg_http_server *http;
 };
 

@@ -155,6 +155,54 @@ static int listen_tls(struct lg_daemon *d, const char *host, unsigned port, stru
         return lg_http_server_listen_tls(d->http, host, (uint16_t) port, files.server_crt, files.server_key, err);
 }
 
+/* The session manager's view of the node and the router. */
+static int sessions_pool_set(void *ud, const struct lg_pool_spec *spec, struct lg_error *err) {
+        struct lg_daemon *d = ud;
+        return lg_node_pool_set(d->node, spec, err);
+}
+
+static void sessions_pool_delete(void *ud, const char *name) {
+        struct lg_daemon *d = ud;
+        lg_node_pool_delete(d->node, name);
+}
+
+static int sessions_pool_stats(void *ud, const char *name, struct lg_pool_stats *ret) {
+        struct lg_daemon *d = ud;
+        return lg_node_pool_stats(d->node, name, ret);
+}
+
+static int sessions_route_set(void *ud, const struct lg_route_config *cfg, struct lg_error *err) {
+        struct lg_daemon *d = ud;
+        return lg_router_set(d->router, cfg, err);
+}
+
+static void sessions_route_remove(void *ud, const char *key) {
+        struct lg_daemon *d = ud;
+        /* The router goes first at shutdown. */
+        if (d->router)
+                lg_router_remove(d->router, key);
+}
+
+static int sessions_route_sandboxes(void *ud, const char *key) {
+        struct lg_daemon *d = ud;
+        struct lg_route_stats st;
+        if (!d->router || lg_router_stats(d->router, key, &st) < 0)
+                return -ENOENT;
+        return (int) (st.instances + st.starting);
+}
+
+static void sessions_log(void *ud, const char *pool_key, const char *line) { lg_api_app_log(pool_key, line, ud); }
+
+static const struct lg_sessions_ops sessions_ops = {
+        .pool_set = sessions_pool_set,
+        .pool_delete = sessions_pool_delete,
+        .pool_stats = sessions_pool_stats,
+        .route_set = sessions_route_set,
+        .route_remove = sessions_route_remove,
+        .route_sandboxes = sessions_route_sandboxes,
+        .log = sessions_log,
+};
+
 static struct lg_daemon daemon_state;
 static uv_signal_t sig_term, sig_int;
 static int stopping;
@@ -274,6 +322,8 @@ int main(int argc, char **argv) {
                 r = lg_node_new(&nc, &d->node, &err);
         if (r >= 0)
                 r = lg_router_new(d->loop, d->node, lg_api_app_log, d, &d->router, &err);
+        if (r >= 0)
+                r = lg_sessions_new(d->loop, &sessions_ops, d, &d->sessions, &err);
         char pod_logs[4096];
         snprintf(pod_logs, sizeof(pod_logs), "%s/pods", d->logs_dir ? d->logs_dir : "");
         struct lg_pods_config pc = {.loop = d->loop, .store = d->store, .images = d->images,
@@ -327,6 +377,7 @@ int main(int argc, char **argv) {
                 say("listening on https://%s%s%s:%d (CA %s/tls/ca.crt)", strchr(tls_host, ':') ? "[" : "", tls_host,
                     strchr(tls_host, ':') ? "]" : "", lg_http_server_tls_port(d->http), d->home);
         uv_run(d->loop, UV_RUN_DEFAULT);
+        lg_sessions_free(d->sessions);
         lg_pods_free(d->pods);
         lg_node_free(d->node);
         lg_image_store_close(d->images);
