@@ -62,9 +62,6 @@ void kube_store_error(struct lg_http_request *req, int r, const struct lg_error 
 /* The namespace exists and the caller may use it (404 Status otherwise). */
 bool kube_ns(struct api_call *c, const char *ns);
 bool kube_wants_table(struct lg_http_request *req);
-void kube_age(int64_t since, char *buf, size_t cap);
-/* kubectl's STATUS column, READY count and RESTARTS of a Pod document. */
-const char *kube_pod_reason(const json_t *pod, char *buf, size_t cap, int *ready, int64_t *restarts);
 /* A meta.k8s.io/v1 Table of pods; include is the includeObject parameter. */
 json_t *kube_pod_table(json_t *const *pods, size_t n, const char *rv, const char *include);
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "api/api-internal.h"
+#include "kube/kube.h"
 
 #define KUBE_VERSION_MAJOR "1"
 #define KUBE_VERSION_MINOR "29"
@@ -153,90 +154,6 @@ bool kube_wants_table(struct lg_http_request *req) {
         return false;
 }
 
-/* Kubernetes' duration.HumanDuration. */
-void kube_age(int64_t since, char *buf, size_t cap) {
-        int64_t s = (int64_t) time(NULL) - since;
-        if (s < -1) {
-                snprintf(buf, cap, "<invalid>");
-                return;
-        }
-        if (s < 0)
-                s = 0;
-        int64_t m = s / 60, h = s / 3600, d = h / 24, y = d / 365;
-        if (s < 120)
-                snprintf(buf, cap, "%llds", (long long) s);
-        else if (m < 10)
-                s % 60 ? snprintf(buf, cap, "%lldm%llds", (long long) m, (long long) (s % 60))
-                       : snprintf(buf, cap, "%lldm", (long long) m);
-        else if (m < 180)
-                snprintf(buf, cap, "%lldm", (long long) m);
-        else if (h < 8)
-                m % 60 ? snprintf(buf, cap, "%lldh%lldm", (long long) h, (long long) (m % 60))
-                       : snprintf(buf, cap, "%lldh", (long long) h);
-        else if (h < 48)
-                snprintf(buf, cap, "%lldh", (long long) h);
-        else if (h < 24 * 8)
-                h % 24 ? snprintf(buf, cap, "%lldd%lldh", (long long) d, (long long) (h % 24))
-                       : snprintf(buf, cap, "%lldd", (long long) d);
-        else if (d < 365 * 2)
-                snprintf(buf, cap, "%lldd", (long long) d);
-        else if (d < 365 * 8)
-                d % 365 ? snprintf(buf, cap, "%lldy%lldd", (long long) y, (long long) (d % 365))
-                        : snprintf(buf, cap, "%lldy", (long long) y);
-        else
-                snprintf(buf, cap, "%lldy", (long long) y);
-}
-
-/* STATUS as kubectl computes it (printPod in Kubernetes' printers). */
-const char *kube_pod_reason(const json_t *pod, char *buf, size_t cap, int *ready, int64_t *restarts) {
-        const json_t *status = json_object_get(pod, "status");
-        const char *reason = json_string_value(json_object_get(status, "reason"));
-        if (!reason)
-                reason = json_string_value(json_object_get(status, "phase"));
-        snprintf(buf, cap, "%s", reason ? reason : "Pending");
-        json_t *cs = json_object_get(status, "containerStatuses");
-        bool running = false;
-        *ready = 0;
-        *restarts = 0;
-        for (size_t i = json_array_size(cs); i-- > 0;) {
-                json_t *c = json_array_get(cs, i), *state = json_object_get(c, "state");
-                *restarts += json_integer_value(json_object_get(c, "restartCount"));
-                json_t *w = json_object_get(state, "waiting"), *t = json_object_get(state, "terminated");
-                const char *wr = json_string_value(json_object_get(w, "reason"));
-                const char *tr = json_string_value(json_object_get(t, "reason"));
-                if (wr && *wr)
-                        snprintf(buf, cap, "%s", wr);
-                else if (tr && *tr)
-                        snprintf(buf, cap, "%s", tr);
-                else if (t) {
-                        json_int_t sig = json_integer_value(json_object_get(t, "signal"));
-                        if (sig)
-                                snprintf(buf, cap, "Signal:%lld", (long long) sig);
-                        else
-                                snprintf(buf, cap, "ExitCode:%lld",
-                                         (long long) json_integer_value(json_object_get(t, "exitCode")));
-                } else if (json_is_true(json_object_get(c, "ready")) && json_object_get(state, "running")) {
-                        running = true;
-                        (*ready)++;
-                }
-        }
-        if (!strcmp(buf, "Completed") && running) {
-                bool pod_ready = false;
-                size_t i;
-                json_t *cond;
-                json_array_foreach(json_object_get(status, "conditions"), i, cond) {
-                        const char *t = json_string_value(json_object_get(cond, "type"));
-                        const char *s = json_string_value(json_object_get(cond, "status"));
-                        if (t && s && !strcmp(t, "Ready") && !strcmp(s, "True"))
-                                pod_ready = true;
-                }
-                snprintf(buf, cap, "%s", pod_ready ? "Running" : "NotReady");
-        }
-        if (json_object_get(json_object_get(pod, "metadata"), "deletionTimestamp"))
-                snprintf(buf, cap, "Terminating");
-        return buf;
-}
-
 static json_t *column(const char *name, const char *type, const char *format, int priority, const char *desc) {
         return json_pack("{s:s, s:s, s:s, s:s, s:i}", "name", name, "type", type, "format", format, "description",
                          desc, "priority", priority);
@@ -264,22 +181,19 @@ json_t *kube_pod_table(json_t *const *pods, size_t n, const char *rv, const char
         for (size_t i = 0; i < n; i++) {
                 const json_t *pod = pods[i];
                 json_t *md = json_object_get(pod, "metadata");
-                char reason[128], ready[48], restarts[32], age[32];
-                int nready;
-                int64_t nrestarts;
-                kube_pod_reason(pod, reason, sizeof(reason), &nready, &nrestarts);
-                snprintf(ready, sizeof(ready), "%d/%zu", nready,
-                         json_array_size(json_object_get(json_object_get(pod, "spec"), "containers")));
-                snprintf(restarts, sizeof(restarts), "%lld", (long long) nrestarts);
-                int64_t created = 0;
-                lg_store_parse_time(json_string_value(json_object_get(md, "creationTimestamp")), &created);
-                kube_age(created, age, sizeof(age));
+                char ready[48], restarts[64], age[32];
+                struct lg_kube_pod_summary sum;
+                int64_t now = (int64_t) time(NULL);
+                lg_kube_pod_summarize(pod, &sum);
+                snprintf(ready, sizeof(ready), "%d/%d", sum.ready, sum.total);
+                lg_kube_pod_restarts(&sum, now, restarts, sizeof(restarts));
+                lg_kube_age(json_string_value(json_object_get(md, "creationTimestamp")), now, age, sizeof(age));
                 const char *ip = json_string_value(json_object_get(json_object_get(pod, "status"), "podIP"));
                 const char *node = json_string_value(json_object_get(json_object_get(pod, "spec"), "nodeName"));
                 const char *nom =
                         json_string_value(json_object_get(json_object_get(pod, "status"), "nominatedNodeName"));
                 json_t *cells = json_pack("[s, s, s, s, s, s, s, s, s]", json_string_value(json_object_get(md, "name")),
-                                          ready, reason, restarts, age, ip && *ip ? ip : "<none>",
+                                          ready, sum.status, restarts, age, ip && *ip ? ip : "<none>",
                                           node && *node ? node : "<none>", nom && *nom ? nom : "<none>", "<none>");
                 json_t *row = json_pack("{s:o}", "cells", cells);
                 if (include && !strcmp(include, "Object"))
@@ -378,10 +292,9 @@ static json_t *namespace_table(json_t *items, const char *rv) {
         json_t *ns;
         json_array_foreach(items, i, ns) {
                 json_t *md = json_object_get(ns, "metadata");
-                int64_t created = 0;
                 char age[32];
-                lg_store_parse_time(json_string_value(json_object_get(md, "creationTimestamp")), &created);
-                kube_age(created, age, sizeof(age));
+                lg_kube_age(json_string_value(json_object_get(md, "creationTimestamp")), (int64_t) time(NULL), age,
+                            sizeof(age));
                 json_array_append_new(
                         rows, json_pack("{s:[s, s, s], s:{s:s, s:s, s:O}}", "cells",
                                         json_string_value(json_object_get(md, "name")), "Active", age, "object", "kind",

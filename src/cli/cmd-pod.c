@@ -2,15 +2,15 @@
  * legiond's Kubernetes-compatible Pod API (/api/v1/namespaces/{ns}/pods,
  * docs/pods.md). The API answers errors with Kubernetes Status documents;
  * their message is what the user sees. The table of `list` computes STATUS,
- * READY and RESTARTS from the pod's status the way kubectl does, so both
- * tools show the same words for the same pod. */
-#include <math.h>
+ * READY and RESTARTS with src/kube, the code of the Table legiond gives
+ * kubectl, so both tools show the same words for the same pod. */
 #include <string.h>
 #include <time.h>
 
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/yaml2json.h"
+#include "kube/kube.h"
 
 #define _cleanup_json_ _cleanup_(json_decrefp)
 
@@ -197,56 +197,8 @@ static int get_pod(const char *ns, const char *name, json_t **ret, struct lg_err
 
 /* ---- times -------------------------------------------------------------------- */
 
-static bool parse_time(const char *s, time_t *ret) {
-        struct tm tm = {0};
-        const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
-        if (!end)
-                return false;
-        if (*end == '.')
-                for (end++; *end >= '0' && *end <= '9'; end++) {}
-        if (*end != 'Z' && *end != '\0')
-                return false;
-        *ret = timegm(&tm);
-        return true;
-}
-
-/* A duration as kubectl shows ages: 45s, 3m20s, 17m, 5h12m, 3d4h, 2y10d. */
-static const char *human_duration(long long s, char *buf, size_t cap) {
-        if (s < -1) {
-                snprintf(buf, cap, "<invalid>");
-                return buf;
-        }
-        if (s < 0)
-                s = 0;
-        long long m = s / 60, h = s / 3600, d = h / 24;
-        if (s < 120)
-                snprintf(buf, cap, "%llds", s);
-        else if (m < 10)
-                s % 60 ? snprintf(buf, cap, "%lldm%llds", m, s % 60) : snprintf(buf, cap, "%lldm", m);
-        else if (m < 180)
-                snprintf(buf, cap, "%lldm", m);
-        else if (h < 8)
-                m % 60 ? snprintf(buf, cap, "%lldh%lldm", h, m % 60) : snprintf(buf, cap, "%lldh", h);
-        else if (h < 48)
-                snprintf(buf, cap, "%lldh", h);
-        else if (h < 24 * 8)
-                h % 24 ? snprintf(buf, cap, "%lldd%lldh", d, h % 24) : snprintf(buf, cap, "%lldd", d);
-        else if (h < 24 * 365 * 2)
-                snprintf(buf, cap, "%lldd", d);
-        else if (h < 24 * 365 * 8)
-                d % 365 ? snprintf(buf, cap, "%lldy%lldd", d / 365, d % 365) : snprintf(buf, cap, "%lldy", d / 365);
-        else
-                snprintf(buf, cap, "%lldy", d / 365);
-        return buf;
-}
-
 static const char *age(const char *stamp, char *buf, size_t cap) {
-        time_t t;
-        if (!parse_time(stamp, &t)) {
-                snprintf(buf, cap, "<unknown>");
-                return buf;
-        }
-        return human_duration((long long) (time(NULL) - t), buf, cap);
+        return lg_kube_age(stamp, (int64_t) time(NULL), buf, cap);
 }
 
 /* "2026-01-02T03:04:05Z (5m ago)", or "-". */
@@ -257,66 +209,6 @@ static const char *when(const char *stamp, char *buf, size_t cap) {
         else
                 snprintf(buf, cap, "%s (%s ago)", stamp, age(stamp, a, sizeof(a)));
         return buf;
-}
-
-/* ---- status as kubectl shows it ------------------------------------------------- */
-
-struct pod_summary {
-        char status[96];
-        int ready, total;
-        long long restarts;
-        const char *last_restart; /* the latest lastState.terminated.finishedAt */
-};
-
-static void summarize(const json_t *pod, struct pod_summary *s) {
-        *s = (struct pod_summary){0};
-        const json_t *st = json_object_get(pod, "status");
-        const char *reason = cli_jstr(st, "reason") ?: cli_jstr(st, "phase") ?: "Unknown";
-        snprintf(s->status, sizeof(s->status), "%s", reason);
-        s->total = (int) json_array_size(json_object_get(json_object_get(pod, "spec"), "containers"));
-        const json_t *cs = json_object_get(st, "containerStatuses");
-        bool has_running = false;
-        time_t last = 0;
-        /* Last to first, as kubectl: the first container's state wins. */
-        for (size_t i = json_array_size(cs); i-- > 0;) {
-                const json_t *c = json_array_get(cs, i);
-                const json_t *state = json_object_get(c, "state");
-                const json_t *waiting = json_object_get(state, "waiting");
-                const json_t *term = json_object_get(state, "terminated");
-                s->restarts += cli_jint(c, "restartCount", 0);
-                const char *fin = cli_jstr(c, "lastState.terminated.finishedAt");
-                time_t t;
-                if (fin && parse_time(fin, &t) && t >= last) {
-                        last = t;
-                        s->last_restart = fin;
-                }
-                if (waiting && cli_jstr(waiting, "reason") && *cli_jstr(waiting, "reason")) {
-                        snprintf(s->status, sizeof(s->status), "%s", cli_jstr(waiting, "reason"));
-                } else if (term && cli_jstr(term, "reason") && *cli_jstr(term, "reason")) {
-                        snprintf(s->status, sizeof(s->status), "%s", cli_jstr(term, "reason"));
-                } else if (term) {
-                        long long sig = cli_jint(term, "signal", 0);
-                        if (sig)
-                                snprintf(s->status, sizeof(s->status), "Signal:%lld", sig);
-                        else
-                                snprintf(s->status, sizeof(s->status), "ExitCode:%lld", cli_jint(term, "exitCode", 0));
-                } else if (json_is_true(json_object_get(c, "ready")) && json_object_get(state, "running")) {
-                        has_running = true;
-                        s->ready++;
-                }
-        }
-        if (!strcmp(s->status, "Completed") && has_running) {
-                bool ready = false;
-                size_t i;
-                json_t *cond;
-                json_array_foreach(json_object_get(st, "conditions"), i, cond)
-                        if (!strcmp(cli_jstr(cond, "type") ?: "", "Ready") && !strcmp(cli_jstr(cond, "status") ?: "", "True"))
-                                ready = true;
-                snprintf(s->status, sizeof(s->status), "%s", ready ? "Running" : "NotReady");
-        }
-        if (cli_jstr(pod, "metadata.deletionTimestamp"))
-                snprintf(s->status, sizeof(s->status), "%s",
-                         !strcmp(cli_jstr(st, "reason") ?: "", "NodeLost") ? "Unknown" : "Terminating");
 }
 
 /* ---- watching ------------------------------------------------------------------- */
@@ -427,8 +319,8 @@ static bool terminal(const char *phase) { return !strcmp(phase, "Succeeded") || 
 
 static int check(struct waiter *w, const json_t *pod, struct lg_error *err) {
         const char *phase = cli_jstr(pod, "status.phase") ?: "Pending";
-        struct pod_summary s;
-        summarize(pod, &s);
+        struct lg_kube_pod_summary s;
+        lg_kube_pod_summarize(pod, &s);
         snprintf(w->last, sizeof(w->last), "%s (%s)", phase, s.status);
         if (!strcmp(phase, s.status))
                 snprintf(w->last, sizeof(w->last), "%s", phase);
@@ -568,27 +460,6 @@ static int parse_manifest(const char *file, json_t **ret, struct lg_error *err) 
         return 0;
 }
 
-/* Kubernetes quantities ("500m", "0.5", "64Mi", "1e3") as numbers; NAN if
- * it is not one. */
-static double quantity(const char *s) {
-        static const struct {
-                const char *suffix;
-                double mult;
-        } units[] = {
-                {"Ki", 1024.0}, {"Mi", 1048576.0}, {"Gi", 1073741824.0}, {"Ti", 1099511627776.0},
-                {"Pi", 1125899906842624.0}, {"Ei", 1152921504606846976.0}, {"n", 1e-9}, {"u", 1e-6},
-                {"m", 1e-3}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"P", 1e15}, {"E", 1e18}, {"", 1},
-        };
-        char *end;
-        double v = strtod(s, &end);
-        if (end == s)
-                return NAN;
-        for (size_t i = 0; i < ARRAY_SIZE(units); i++)
-                if (!strcmp(end, units[i].suffix))
-                        return v * units[i].mult;
-        return NAN;
-}
-
 static bool empty(const json_t *v) {
         return !v || json_is_null(v) || (json_is_object(v) && !json_object_size(v)) ||
                (json_is_array(v) && !json_array_size(v));
@@ -628,12 +499,8 @@ static bool same_fields(const json_t *want, const json_t *have, char *path, size
         if (json_is_number(want) && json_is_number(have))
                 return json_number_value(want) == json_number_value(have);
         /* Quantities the server wrote in another form: "0.5" and "500m". */
-        char a[64], b[64];
-        cli_jtext(want, "", a, sizeof(a));
-        cli_jtext(have, "", b, sizeof(b));
-        double qa = quantity(a), qb = quantity(b);
-        double diff = qa > qb ? qa - qb : qb - qa, scale = qa < 0 ? -qa : qa;
-        if (!isnan(qa) && !isnan(qb) && diff <= 1e-9 * (scale > 1 ? scale : 1))
+        int cmp;
+        if (lg_kube_quantity_cmp(want, have, &cmp) == 0 && cmp == 0)
                 return true;
         return empty(want) && empty(have);
 }
@@ -934,15 +801,11 @@ static int pod_list(int argc, char **argv, struct lg_error *err) {
                 json_t *items = json_object_get(resp.json, "items"), *pod;
                 size_t i;
                 json_array_foreach(items, i, pod) {
-                        struct pod_summary s;
-                        summarize(pod, &s);
-                        char ready[32], restarts[64], a[32], b[32];
+                        struct lg_kube_pod_summary s;
+                        lg_kube_pod_summarize(pod, &s);
+                        char ready[32], restarts[64], a[32];
                         snprintf(ready, sizeof(ready), "%d/%d", s.ready, s.total);
-                        if (s.last_restart && s.restarts)
-                                snprintf(restarts, sizeof(restarts), "%lld (%s ago)", s.restarts,
-                                         age(s.last_restart, b, sizeof(b)));
-                        else
-                                snprintf(restarts, sizeof(restarts), "%lld", s.restarts);
+                        lg_kube_pod_restarts(&s, (int64_t) time(NULL), restarts, sizeof(restarts));
                         const char *row[] = {cli_jstr(pod, "metadata.namespace"), cli_jstr(pod, "metadata.name"), ready,
                                              s.status, restarts,
                                              age(cli_jstr(pod, "metadata.creationTimestamp"), a, sizeof(a))};
@@ -1009,13 +872,13 @@ static void print_pod(const json_t *pod) {
         char a[96], b[96];
         const json_t *meta = json_object_get(pod, "metadata"), *spec = json_object_get(pod, "spec"),
                      *st = json_object_get(pod, "status");
-        struct pod_summary s;
-        summarize(pod, &s);
+        struct lg_kube_pod_summary s;
+        lg_kube_pod_summarize(pod, &s);
         printf("%-15s %s\n", "Name:", cli_jstr(meta, "name") ?: "-");
         printf("%-15s %s\n", "Namespace:", cli_jstr(meta, "namespace") ?: "-");
         print_map("Labels:", json_object_get(meta, "labels"));
         printf("%-15s %s (%s; %d/%d ready, %lld restarts)\n", "Status:", s.status, cli_jstr(st, "phase") ?: "-",
-               s.ready, s.total, s.restarts);
+               s.ready, s.total, (long long) s.restarts);
         if (cli_jstr(st, "reason"))
                 printf("%-15s %s\n", "Reason:", cli_jstr(st, "reason"));
         if (cli_jstr(st, "message"))

@@ -69,16 +69,6 @@ int lg_pod_check_metadata(const json_t *metadata, json_t *causes);
  * fits in cap (> 0) bytes; the length written. */
 size_t lg_pod_causes_format(const json_t *causes, char *buf, size_t cap);
 
-/* A Kubernetes resource.Quantity ("500m", "64Mi", "1e3", "1E", 2, 0.5) in
- * base units, negative values included (callers say why they refuse
- * them). The one parser for validation and for the sandbox limits, so
- * that what the API accepts is what the pod manager applies. -EINVAL. */
-int lg_quantity_parse(const json_t *q, long double *ret);
-/* Non-negative quantities in bytes / thousandths ("500m" cpu = 500),
- * rounded up. -EINVAL for a negative or malformed one, -ERANGE. */
-int lg_quantity_bytes(const json_t *q, uint64_t *ret);
-int lg_quantity_millis(const json_t *q, uint64_t *ret);
-
 /* Kubernetes' QoS class of a PodSpec: BestEffort without any cpu or memory
  * request or limit, Guaranteed when every container's cpu and memory
  * limits are set and its requests (if given) equal them by value,

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kube/kube.h"
 #include "pod/pods-internal.h"
 
 #define DEFAULT_PIDS 4096
@@ -326,7 +327,7 @@ int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *
         const json_t *lim = json_object_get(res, "limits"), *req = json_object_get(res, "requests");
         const json_t *q;
         uint64_t v, rootfs = POD_DEFAULT_ROOTFS;
-        if ((q = json_object_get(lim, "ephemeral-storage")) && lg_quantity_bytes(q, &v) == 0 && v >= (1u << 20))
+        if ((q = json_object_get(lim, "ephemeral-storage")) && lg_kube_quantity_bytes(q, &v) == 0 && v >= (1u << 20))
                 rootfs = v;
         pods_base_spec(m, img, rootfs, s);
 
@@ -345,11 +346,11 @@ int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *
                 l->run_as_set = true;
         }
 
-        if ((q = json_object_get(lim, "memory")) && lg_quantity_bytes(q, &v) == 0)
+        if ((q = json_object_get(lim, "memory")) && lg_kube_quantity_bytes(q, &v) == 0)
                 s->memory_bytes = v;
-        if ((q = json_object_get(lim, "cpu")) && lg_quantity_millis(q, &v) == 0)
+        if ((q = json_object_get(lim, "cpu")) && lg_kube_quantity_millis(q, &v) == 0)
                 s->cpu_millis = v ? v : 1;
-        if ((q = json_object_get(req, "cpu")) && lg_quantity_millis(q, &v) == 0) {
+        if ((q = json_object_get(req, "cpu")) && lg_kube_quantity_millis(q, &v) == 0) {
                 /* kubelet: shares = millis * 1024 / 1000 (min 2), then the
                  * cgroup v2 weight 1 + (shares - 2) * 9999 / 262142. */
                 uint64_t shares = v * 1024 / 1000;

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "kube/kube.h"
 #include "pod/pod.h"
 
 /* ---- causes ------------------------------------------------------------------ */
@@ -86,120 +87,17 @@ static bool one_of(const char *s, const char *const *allowed) {
 
 /* ---- value checks ---------------------------------------------------------------- */
 
-/* Thousandths, rounded up: "0.5" and "500m" compare equal here although
- * 500 * 1e-3L is not exactly 0.5. */
-static long double millis_of(long double v) { return ceill(v * 1000 - 1e-9L); }
-
-int lg_quantity_parse(const json_t *q, long double *ret) {
-        if (json_is_integer(q)) {
-                *ret = (long double) json_integer_value(q);
-                return 0;
-        }
-        if (json_is_real(q)) {
-                *ret = (long double) json_real_value(q);
-                return isfinite((double) *ret) ? 0 : -EINVAL;
-        }
-        const char *s = json_string_value(q);
-        if (!s || !*s || strlen(s) > 64)
-                return -EINVAL;
-        const char *p = s;
-        if (*p == '+' || *p == '-')
-                p++;
-        const char *digits = p;
-        while (isdigit((unsigned char) *p))
-                p++;
-        if (*p == '.') {
-                p++;
-                while (isdigit((unsigned char) *p))
-                        p++;
-        }
-        if (p == digits || (p == digits + 1 && *digits == '.'))
-                return -EINVAL;
-        char num[64];
-        if ((size_t) (p - s) >= sizeof(num))
-                return -EINVAL;
-        memcpy(num, s, (size_t) (p - s));
-        num[p - s] = '\0';
-        long double v = strtold(num, NULL);
-        /* "1e3" / "1E3" is a decimal exponent; "1E" alone is exa. */
-        if ((*p == 'e' || *p == 'E') && (isdigit((unsigned char) p[1]) ||
-                                         ((p[1] == '+' || p[1] == '-') && isdigit((unsigned char) p[2])))) {
-                char *end;
-                long e = strtol(p + 1, &end, 10);
-                if (*end || e > 30 || e < -30)
-                        return -EINVAL;
-                *ret = v * powl(10, (long double) e);
-                return 0;
-        }
-        static const struct {
-                const char *sfx;
-                long double mul;
-        } sfx[] = {
-                {"", 1},           {"n", 1e-9},         {"u", 1e-6},         {"m", 1e-3},
-                {"k", 1e3},        {"M", 1e6},          {"G", 1e9},          {"T", 1e12},
-                {"P", 1e15},       {"E", 1e18},         {"Ki", 1024.0L},     {"Mi", 1048576.0L},
-                {"Gi", 1073741824.0L}, {"Ti", 1099511627776.0L}, {"Pi", 1125899906842624.0L},
-                {"Ei", 1152921504606846976.0L},
-        };
-        for (size_t i = 0; i < ARRAY_SIZE(sfx); i++)
-                if (!strcmp(p, sfx[i].sfx)) {
-                        *ret = v * sfx[i].mul;
-                        return 0;
-                }
-        return -EINVAL;
-}
-
-
-int lg_quantity_bytes(const json_t *q, uint64_t *ret) {
+/* A cpu or memory quantity that is set (above zero); Kubernetes' QoS
+ * compares requests and limits by value (Quantity.Cmp). */
+static bool quantity_set(const json_t *q) {
         long double v;
-        int r = lg_quantity_parse(q, &v);
-        if (r < 0)
-                return r;
-        if (v < 0)
-                return -EINVAL;
-        long double c = ceill(v - 1e-9L);
-        if (c < 0)
-                c = 0;
-        if (c >= 18446744073709551615.0L)
-                return -ERANGE;
-        *ret = (uint64_t) c;
-        return 0;
-}
-
-int lg_quantity_millis(const json_t *q, uint64_t *ret) {
-        long double v;
-        int r = lg_quantity_parse(q, &v);
-        if (r < 0)
-                return r;
-        if (v < 0)
-                return -EINVAL;
-        long double c = millis_of(v);
-        if (c < 0)
-                c = 0;
-        if (c >= 1e18L)
-                return -ERANGE;
-        *ret = (uint64_t) c;
-        return 0;
-}
-
-/* In thousandths, rounded up as the limits are, but without their range
- * check: "1Ei" of cpu is absurd, yet it is a set limit. -1 when malformed
- * or absent. */
-static long double quantity_millis_any(const json_t *q) {
-        long double v;
-        if (!q || lg_quantity_parse(q, &v) < 0 || v < 0)
-                return -1;
-        return millis_of(v);
+        return q && lg_kube_quantity_parse(q, &v) == 0 && v > 0;
 }
 
 static bool quantity_eq(const json_t *a, const json_t *b) {
-        if (!a || !b)
-                return !a && !b;
-        long double x = quantity_millis_any(a);
-        return x >= 0 && x == quantity_millis_any(b);
+        int c;
+        return lg_kube_quantity_cmp(a, b, &c) == 0 && c == 0;
 }
-
-static bool quantity_set(const json_t *q) { return quantity_millis_any(q) > 0; }
 
 const char *lg_pod_qos_class(const json_t *spec) {
         static const char *const res[] = {"cpu", "memory"};
@@ -291,7 +189,7 @@ static void check_resources(json_t *res, size_t ci, json_t *causes) {
                                           "Unsupported value: only cpu, memory and ephemeral-storage are supported "
                                           "by Legion",
                                           "%s", f);
-                        else if (lg_quantity_parse(q, &x) < 0)
+                        else if (lg_kube_quantity_parse(q, &x) < 0)
                                 invalid(causes, q, "must be a quantity (e.g. \"500m\", \"64Mi\")", f);
                         else if (x < 0)
                                 invalid(causes, q, "must be greater than or equal to 0", f);
@@ -309,11 +207,10 @@ static void check_resources(json_t *res, size_t ci, json_t *causes) {
                 return;
         json_object_foreach(lim, k, v) {
                 json_t *r = json_object_get(req, k);
-                long double l, rq;
+                int cmp;
                 if (!r)
                         json_object_set(req, k, v);
-                else if (lg_quantity_parse(v, &l) == 0 && lg_quantity_parse(r, &rq) == 0 &&
-                         millis_of(rq) > millis_of(l)) {
+                else if (lg_kube_quantity_cmp(r, v, &cmp) == 0 && cmp > 0) {
                         char f[200], why[128];
                         snprintf(f, sizeof(f), "spec.containers[%zu].resources.requests", ci);
                         snprintf(why, sizeof(why), "must be less than or equal to %s limit", k);
