@@ -1,8 +1,8 @@
 /* CPU and memory as the API's specs write them (apps, pool groups, session
  * pools): one reading for every module that accepts them, so that what the
  * API validates is what the node is given. Pure functions; negative errno
- * on failure. (Kubernetes quantities of pods are src/pod's
- * lg_quantity_*: a different grammar.) */
+ * on failure. (Kubernetes quantities of pods are src/kube's
+ * lg_kube_quantity_*: a different grammar.) */
 #pragma once
 
 #include <jansson.h>
