@@ -122,6 +122,8 @@ struct lg_store {
         int64_t saved_rv;    /* pending_rv when the current savepoint began */
         void (*hook)(void *userdata, int64_t rv);
         void *hook_userdata;
+        struct lg_token_cache *tokens; /* made at the first lookup */
+        int64_t (*clock)(void);        /* NULL: lg_store_now; tests set it */
 };
 
 /* The SQLite backend. target_version 0 = the latest schema; the tests pass
@@ -144,6 +146,36 @@ char *lg_store_dump(const json_t *doc);
 int lg_store_copy_field(char *dst, size_t size, const char *src);
 /* Current time, seconds since the epoch. */
 int64_t lg_store_now(void);
+/* The handle's clock for token expiry: lg_store_now unless a test set one
+ * with lg_store_set_clock. */
+int64_t lg_store_clock(const lg_store *st);
+void lg_store_set_clock(lg_store *st, int64_t (*now)(void));
+
+/* ---- the token cache (token-cache.c) ------------------------------------ */
+
+/* Tokens found by lg_store_token_lookup, keyed by the SHA-256 of their
+ * secret; bounded, least recently used out. One per handle, same thread. */
+#define LG_TOKEN_DIGEST_SIZE 32
+struct lg_token_cache;
+struct lg_token_cache_stats {
+        uint64_t hits, misses; /* lookups answered from the cache, or not */
+        uint64_t entries;      /* tokens held now */
+};
+int lg_token_cache_new(struct lg_token_cache **ret); /* 0 or -ENOMEM */
+void lg_token_cache_free(struct lg_token_cache *tc);
+/* SHA-256 of a presented secret (with the cache's own digest context). */
+int lg_token_cache_digest(struct lg_token_cache *tc, const char *secret, size_t len,
+                          unsigned char md[static LG_TOKEN_DIGEST_SIZE]);
+/* true with *ret filled on a hit. Expiry is the caller's to check. */
+bool lg_token_cache_get(struct lg_token_cache *tc, const unsigned char md[static LG_TOKEN_DIGEST_SIZE],
+                        struct lg_token *ret);
+void lg_token_cache_put(struct lg_token_cache *tc, const unsigned char md[static LG_TOKEN_DIGEST_SIZE],
+                        const struct lg_token *t);
+/* Drop the entry of token id, if any. tc may be NULL. */
+void lg_token_cache_forget(struct lg_token_cache *tc, const char *id);
+/* For the tests: the handle's cache counters (zero before the first
+ * lookup). */
+void lg_token_cache_stats(const struct lg_token_cache *tc, struct lg_token_cache_stats *ret);
 
 /* ---- the generic layer's own helpers (store.c) --------------------------- */
 

@@ -29,20 +29,28 @@ static bool hex_string(const char *s, size_t len) {
         return true;
 }
 
+static void hex_of(const unsigned char *md, size_t n, char *out) {
+        static const char hex[] = "0123456789abcdef";
+        for (size_t i = 0; i < n; i++) {
+                out[2 * i] = hex[md[i] >> 4];
+                out[2 * i + 1] = hex[md[i] & 15];
+        }
+        out[2 * n] = '\0';
+}
+
 /* sha256 of the secret as lowercase hex: what the store keeps. */
 static int token_hash(const char *secret, size_t len, char out[static 65], struct lg_error *err) {
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int mdlen = 0;
         if (!EVP_Digest(secret, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
                 return lg_error_set(err, EIO, "sha256");
-        static const char hex[] = "0123456789abcdef";
-        for (unsigned i = 0; i < mdlen; i++) {
-                out[2 * i] = hex[md[i] >> 4];
-                out[2 * i + 1] = hex[md[i] & 15];
-        }
-        out[64] = '\0';
+        hex_of(md, mdlen, out);
         return 0;
 }
+
+int64_t lg_store_clock(const lg_store *st) { return st->clock ? st->clock() : lg_store_now(); }
+
+void lg_store_set_clock(lg_store *st, int64_t (*now)(void)) { st->clock = now; }
 
 int lg_store_token_create(lg_store *st, const char *namespace, const char *description,
                           int64_t expires_at, struct lg_token *ret,
@@ -84,6 +92,8 @@ int lg_store_token_create(lg_store *st, const char *namespace, const char *descr
         return 0;
 }
 
+/* Tokens found are kept in the handle's cache (token-cache.c), so that a
+ * request with a known token costs a SHA-256 and no database read. */
 int lg_store_token_lookup(lg_store *st, const char *secret, struct lg_token *ret,
                           struct lg_error *err) {
         if (!secret)
@@ -91,17 +101,27 @@ int lg_store_token_lookup(lg_store *st, const char *secret, struct lg_token *ret
         size_t len = strnlen(secret, TOKEN_PRESENTED_MAX + 1);
         if (len > TOKEN_PRESENTED_MAX)
                 return lg_error_set(err, ENOENT, "unknown token");
-        char hash[65];
-        int r = token_hash(secret, len, hash, err);
-        if (r < 0)
-                return r;
+        int r;
+        if (!st->tokens && (r = lg_token_cache_new(&st->tokens)) < 0)
+                return lg_error_set(err, -r, "token cache");
+        unsigned char md[LG_TOKEN_DIGEST_SIZE];
+        if (lg_token_cache_digest(st->tokens, secret, len, md) < 0)
+                return lg_error_set(err, EIO, "sha256");
         struct lg_token t;
-        r = st->ops->tok_find(st, hash, &t, err);
-        if (r == -ENOENT)
-                return lg_error_set(err, ENOENT, "unknown token");
-        if (r < 0)
-                return r;
-        if (t.expires_at && lg_store_now() >= t.expires_at)
+        if (!lg_token_cache_get(st->tokens, md, &t)) {
+                char hash[2 * LG_TOKEN_DIGEST_SIZE + 1];
+                hex_of(md, sizeof(md), hash);
+                r = st->ops->tok_find(st, hash, &t, err);
+                if (r == -ENOENT)
+                        return lg_error_set(err, ENOENT, "unknown token");
+                if (r < 0)
+                        return r;
+                /* Not from inside a transaction, which may still be rolled
+                 * back: the cache holds only committed tokens. */
+                if (!st->in_tx)
+                        lg_token_cache_put(st->tokens, md, &t);
+        }
+        if (t.expires_at && lg_store_clock(st) >= t.expires_at)
                 return lg_error_set(err, EKEYEXPIRED, "token %s has expired", t.id);
         if (ret)
                 *ret = t;
@@ -137,6 +157,9 @@ int lg_store_token_list(lg_store *st, const char *namespace, struct lg_token_lis
 int lg_store_token_delete(lg_store *st, const char *id, struct lg_error *err) {
         if (!hex_string(id, LG_TOKEN_ID_SIZE - 1))
                 return lg_error_set(err, EINVAL, "a token id is 16 hex digits");
+        /* Refused from the next lookup on, also when this delete is part of
+         * a transaction: one rolled back only costs a database read. */
+        lg_token_cache_forget(st->tokens, id);
         int r = st->ops->tok_delete(st, id, err);
         if (r == -ENOENT)
                 return lg_error_set(err, ENOENT, "token %s not found", id);

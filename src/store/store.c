@@ -31,6 +31,7 @@ void lg_store_close(lg_store *st) {
                 return;
         if (st->in_tx)
                 st->ops->rollback(st);
+        lg_token_cache_free(st->tokens);
         st->ops->close(st);
 }
 
