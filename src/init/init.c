@@ -1,14 +1,17 @@
 /* legion-init: the PID 1 of every Legion sandbox.
  *
- *   legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--pass-fds N]
- *               [--user UID:GID] [--] [CMD ARGS...]
+ *   legion-init [--control-fd N] [--attach-fd N] [--log-max BYTES] [--worker-control]
+ *               [--pass-fds N] [--user UID:GID] [--] [CMD ARGS...]
  *
  * The sandbox library has already set up namespaces, mounts, capabilities
  * and seccomp, so init needs no privileges. It starts CMD (the workload),
  * reaps every process, forwards signals, serves the host's control socket
  * (docs/init-protocol.md), optionally caps the workload's log files, and
  * relays frames between the host and a language worker. When the workload
- * exits, or the host goes away, everything in the sandbox is killed.
+ * exits, or the host goes away, everything in the sandbox is killed; with
+ * --attach-fd (a detachable sandbox) the host may go away instead: init
+ * keeps running, accepts the next host on that listening socket, and keeps
+ * the workload's exit status until a host collects it.
  *
  * Design notes:
  * - One poll() loop, no threads, no signal handlers: signals arrive through
@@ -82,6 +85,7 @@ static struct {
         bool pid1;
         int sigfd;
         struct conn host, worker;
+        int attach_fd;           /* listening socket for a new host; -1: none */
         pid_t workload;          /* 0: none (idle placeholder) */
         bool workload_running;   /* started, not yet reaped */
         bool workload_exited;    /* reaped, wstatus valid */
@@ -99,6 +103,7 @@ static struct {
         char *shutdown_id;
 } S = {
         .sigfd = -1,
+        .attach_fd = -1,
         .host = { .fd = -1 },
         .worker = { .fd = -1 },
         .child_out = -1,
@@ -316,6 +321,16 @@ static int conn_read(struct conn *c, struct lg_msg *out) {
                 lg_msg_init(&c->in);
                 return 1;
         }
+}
+
+/* The host's end of the control socket is gone (EOF, an error, or a frame
+ * from it that makes no sense). Without an attach socket that is the end
+ * of the sandbox; with one, the sandbox carries on detached until the next
+ * host attaches. */
+static void host_lost(void) {
+        if (S.attach_fd < 0)
+                finish(true, EXIT_HOST_LOST, NULL);
+        conn_close(&S.host);
 }
 
 /* Queue a frame for the host and push it out right away when possible. */
@@ -596,6 +611,54 @@ static void host_flush_final(void) {
         }
 }
 
+/* A host connects on the attach socket and replaces the current one (whose
+ * queued frames are dropped): the newest host wins, so a host that died
+ * without our noticing yet never locks out its successor. As PID 1 only
+ * a peer outside the sandbox's pid namespace is taken (its pid reads 0
+ * here): nothing inside can reach the socket's path on the host, and this
+ * makes sure of it. The host's first frame is op=attached. */
+static bool accept_host(void) {
+        int fd = accept4(S.attach_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+                return false;
+        struct ucred cr;
+        socklen_t cl = sizeof(cr);
+        if (S.pid1 && (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.pid != 0)) {
+                close(fd);
+                return false;
+        }
+        conn_close(&S.host);
+        S.host.fd = fd;
+        struct lg_msg m;
+        msg_start(&m, "attached", NULL);
+        if (S.workload_running)
+                lg_msg_addf(&m, "workload", "%d", (int) S.workload);
+        send_host(&m);
+        return true;
+}
+
+/* Detached and done: keep the exit status until a host attaches to
+ * collect it. SIGTERM or SIGINT (nothing is left inside to send them)
+ * gives up and exits without a report. */
+static void await_host(void) {
+        while (S.host.fd < 0) {
+                struct pollfd p[2] = {{S.attach_fd, POLLIN, 0}, {S.sigfd, POLLIN, 0}};
+                if (poll(p, 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return;
+                }
+                if (p[1].revents) {
+                        struct signalfd_siginfo si;
+                        while (read(S.sigfd, &si, sizeof(si)) == (ssize_t) sizeof(si))
+                                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+                                        return;
+                }
+                if (p[0].revents)
+                        accept_host();
+        }
+}
+
 /* Kill everything, collect the last log output, report and exit. With
  * host_lost the host is gone: no report, exit 137. Otherwise the exit code
  * is the workload's (N or 128+S) if it ran, else code. op=exit is sent only
@@ -609,6 +672,11 @@ _Noreturn static void finish(bool host_lost, int code, const char *message) {
                 _exit(EXIT_HOST_LOST);
         if (S.workload_exited)
                 code = status_code(S.wstatus);
+        if (S.attach_fd >= 0) {
+                if (S.host.broken)
+                        conn_close(&S.host);
+                await_host();
+        }
         if (S.host.fd >= 0 && !S.host.broken) {
                 struct lg_msg m;
                 msg_start(&m, "exit", NULL);
@@ -856,8 +924,10 @@ static void handle_host(short revents) {
                         /* EOF: the host died. Anything else from the only
                          * trusted peer means it is confused: same answer. */
                         if (r != -ESHUTDOWN && r != -ECONNRESET)
-                                say("control socket: %s, killing the sandbox", strerror(-r));
-                        finish(true, EXIT_HOST_LOST, NULL);
+                                say("control socket: %s, %s", strerror(-r),
+                                    S.attach_fd < 0 ? "killing the sandbox" : "detaching");
+                        host_lost();
+                        return;
                 }
                 host_frame(&m);
                 lg_msg_free(&m);
@@ -889,10 +959,10 @@ static void handle_worker(short revents) {
 }
 
 _Noreturn static void loop(void) {
-        enum { P_SIG, P_HOST, P_WORKER, P_LOG0, P_LOG1, P_N };
+        enum { P_SIG, P_HOST, P_WORKER, P_LOG0, P_LOG1, P_ATTACH, P_N };
         for (;;) {
                 if (S.host.broken)
-                        finish(true, EXIT_HOST_LOST, NULL);
+                        host_lost();
                 if (S.worker.broken)
                         worker_closed(NULL);
                 if (S.workload_exited)
@@ -904,6 +974,7 @@ _Noreturn static void loop(void) {
                         [P_WORKER] = { -1, 0, 0 },
                         [P_LOG0] = { S.nlogs > 0 ? S.logs[0].rfd : -1, POLLIN, 0 },
                         [P_LOG1] = { S.nlogs > 1 ? S.logs[1].rfd : -1, POLLIN, 0 },
+                        [P_ATTACH] = { S.attach_fd, POLLIN, 0 },
                 };
                 /* With the host backlogged, leave the worker out entirely
                  * (not just POLLIN) so its POLLHUP cannot make us spin. */
@@ -933,8 +1004,10 @@ _Noreturn static void loop(void) {
                 for (size_t i = 0; i < S.nlogs; i++)
                         if (p[P_LOG0 + i].revents)
                                 lg_logpipe_pump(&S.logs[i], false);
-                if (p[P_HOST].revents)
+                if (p[P_HOST].revents && S.host.fd >= 0)
                         handle_host(p[P_HOST].revents);
+                if (p[P_ATTACH].revents)
+                        accept_host();
                 if (p[P_WORKER].revents && S.worker.fd >= 0)
                         handle_worker(p[P_WORKER].revents);
         }
@@ -944,6 +1017,7 @@ _Noreturn static void loop(void) {
 
 struct opts {
         int control_fd;
+        int attach_fd;
         uint64_t log_max;
         bool worker_control;
         int pass_fds; /* fds 4.. handed to the workload as they are */
@@ -951,8 +1025,8 @@ struct opts {
 };
 
 static const char usage[] =
-        "usage: legion-init [--control-fd N] [--log-max BYTES] [--worker-control] [--pass-fds N]\n"
-        "                   [--user UID:GID] [--] [CMD ARGS...]\n";
+        "usage: legion-init [--control-fd N] [--attach-fd N] [--log-max BYTES] [--worker-control]\n"
+        "                   [--pass-fds N] [--user UID:GID] [--] [CMD ARGS...]\n";
 
 /* "--name VALUE" or "--name=VALUE". */
 static bool opt_value(char **argv, int argc, int *i, const char *name, const char **val) {
@@ -971,7 +1045,7 @@ static bool opt_value(char **argv, int argc, int *i, const char *name, const cha
 }
 
 static int parse_args(int argc, char **argv, struct opts *o) {
-        *o = (struct opts){ .control_fd = -1 };
+        *o = (struct opts){ .control_fd = -1, .attach_fd = -1 };
         int i = 1;
         for (; i < argc; i++) {
                 const char *a = argv[i], *v = NULL;
@@ -987,6 +1061,12 @@ static int parse_args(int argc, char **argv, struct opts *o) {
                         if (!v || *end || end == v || fd < 3 || fd > INT32_MAX)
                                 return say("--control-fd needs a descriptor number >= 3"), -EINVAL;
                         o->control_fd = (int) fd;
+                } else if (opt_value(argv, argc, &i, "--attach-fd", &v)) {
+                        char *end;
+                        long fd = v ? strtol(v, &end, 10) : -1;
+                        if (!v || *end || end == v || fd < 3 || fd > INT32_MAX)
+                                return say("--attach-fd needs a descriptor number >= 3"), -EINVAL;
+                        o->attach_fd = (int) fd;
                 } else if (opt_value(argv, argc, &i, "--log-max", &v)) {
                         if (!v || lg_parse_size(v, &o->log_max) < 0 || o->log_max < LG_LOGCAP_MIN)
                                 return say("--log-max needs a size of at least %u bytes", LG_LOGCAP_MIN), -EINVAL;
@@ -1122,6 +1202,18 @@ int main(int argc, char **argv) {
                         return EXIT_SETUP;
                 }
                 S.host.fd = o.control_fd;
+        }
+        if (o.attach_fd >= 0) {
+                /* A listening stream socket, or no detaching: the EOF rule
+                 * would then be the only safe answer to a lost host. */
+                int listening = 0;
+                socklen_t ll = sizeof(listening);
+                if (getsockopt(o.attach_fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || !listening ||
+                    fcntl(o.attach_fd, F_SETFL, O_NONBLOCK) < 0) {
+                        say("--attach-fd %d is not a listening socket", o.attach_fd);
+                        return EXIT_SETUP;
+                }
+                S.attach_fd = o.attach_fd;
         }
         S.host.tail = &S.host.head;
         S.worker.tail = &S.worker.head;

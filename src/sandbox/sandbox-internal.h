@@ -7,10 +7,45 @@
 #pragma once
 
 #include <limits.h>
+#include <signal.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 
+#include "common/proto.h"
+#include "sandbox/cgroup.h"
 #include "sandbox/sandbox.h"
+
+/* The handle (sandbox.c: create, start and the rest; adopt.c: adopt and
+ * detach). */
+struct lg_sandbox {
+        char id[65];
+        char state_root[PATH_MAX];
+        char dir[PATH_MAX];
+        pid_t pid;
+        int pidfd;
+        int sync_fd;      /* owner end, until started */
+        int control_fd;   /* owner end of the legion-init control socket */
+        lg_cgroup *cg;
+        struct lg_cgroup_limits limits;
+        bool has_slot;
+        unsigned slot;
+        uid_t host_uid;
+        bool started, exited;
+        /* Detachable (spec->detachable): outlives this handle. Adopted:
+         * made by another owner, so not our child (no waitid). */
+        bool detachable, adopted;
+        struct lg_sandbox_status status;
+
+        /* What a launch needs from the spec: legion-init's fixed options
+         * and the defaults of what the launch leaves out. */
+        bool worker_control;
+        size_t n_extra;
+        bool capture_logs;
+        uint64_t log_max;
+        uint64_t nofile;
+        /* The spec's own workload, sent by lg_sandbox_start. */
+        struct lg_msg launch;
+};
 
 /* Host uid/gid ranges: sandbox N maps root to LG_UID_BASE + N * LG_UID_RANGE.
  * As many ranges as the 32-bit id space holds above the base, less the
@@ -66,6 +101,8 @@ struct lg_plan {
         int userns_fd;        /* the sandbox's user namespace, maps written */
         int sync_fd;          /* child end: reads go-ahead bytes, writes reports */
         int control_fd;       /* becomes fd 3 in the sandbox */
+        int attach_fd;        /* detachable: legion-init's listening socket
+                               * (after the extra fds); -1 = none */
         int stdio[3];
         int extra[16];        /* become fds 4.. in the sandbox */
         size_t n_extra;
@@ -132,6 +169,49 @@ void lg_uid_slot_free(unsigned slot);
 int lg_state_write_owner(const char *dir, const char *cgroup_desc, unsigned slot);
 int lg_state_owner_alive(const char *dir);
 int lg_state_read(const char *dir, char *cgroup_desc, size_t len, unsigned *slot);
+/* Field 22 of /proc/<pid>/stat: with the pid, names one process for good. */
+int lg_process_start_time(pid_t pid, unsigned long long *ret);
+/* The uid range's holder becomes pid (a detachable sandbox's legion-init,
+ * which outlives the owner that allocated it). */
+int lg_uid_slot_hold(unsigned slot, pid_t pid, const char *id);
+/* The cgroup of an owner record's description; *ret NULL for a sandbox
+ * made without one. */
+int lg_state_open_cgroup(const char *desc, lg_cgroup **ret);
+/* Remove what is left of a sandbox whose legion-init is dead or killed:
+ * its cgroup (killing what is in it), uid range and state directory. */
+int lg_state_remove(const char *dir);
+
+/* The record of a detachable sandbox, <dir>/sandbox: what an adopting
+ * owner needs that the owner record does not hold. Written at create and
+ * whenever the limits change. */
+struct lg_state_record {
+        pid_t pid;                 /* legion-init, and its start time */
+        unsigned long long start;
+        uid_t host_uid;
+        bool worker_control, capture_logs;
+        size_t n_extra;
+        uint64_t log_max, nofile;
+        struct lg_cgroup_limits limits;
+};
+int lg_state_write_record(const char *dir, const struct lg_state_record *rec);
+int lg_state_read_record(const char *dir, struct lg_state_record *rec);
+/* 1 if dir holds a detachable sandbox whose legion-init still runs. */
+int lg_state_adoptable(const char *dir);
+/* The socket a new owner connects to, relative to the state directory. */
+#define LG_ATTACH_SOCKET "control.sock"
+
+bool lg_sandbox_valid_id(const char *id);
+
+/* adopt.c */
+/* Bound at <dir>/control.sock, 0600, listening: legion-init's attach
+ * socket. Returns the fd (close-on-exec) or -errno with err filled. */
+int lg_attach_listen(const char *dir, struct lg_error *err);
+/* Write a detachable sandbox's record from its handle. */
+int lg_sandbox_write_record(const lg_sandbox *sb);
+/* wait_pidfd for a sandbox that is not our child: wait (or, with WNOHANG,
+ * look) until its legion-init has exited; si_pid stays 0 while it runs.
+ * Its status comes from op=exit; si says SIGKILL when there was none. */
+int lg_adopted_wait(int pidfd, siginfo_t *si, int flags);
 
 /* Set in the child for the failure report; returns -err. */
 int lg_child_fail(struct lg_child_error *e, int err, const char *fmt, ...)

@@ -49,33 +49,6 @@
 #include "sandbox/cgroup.h"
 #include "sandbox/sandbox-internal.h"
 
-struct lg_sandbox {
-        char id[65];
-        char state_root[PATH_MAX];
-        char dir[PATH_MAX];
-        pid_t pid;
-        int pidfd;
-        int sync_fd;      /* owner end, until started */
-        int control_fd;   /* owner end of the legion-init control socket */
-        lg_cgroup *cg;
-        struct lg_cgroup_limits limits;
-        bool has_slot;
-        unsigned slot;
-        uid_t host_uid;
-        bool started, exited;
-        struct lg_sandbox_status status;
-
-        /* What a launch needs from the spec: legion-init's fixed options
-         * and the defaults of what the launch leaves out. */
-        bool worker_control;
-        size_t n_extra;
-        bool capture_logs;
-        uint64_t log_max;
-        uint64_t nofile;
-        /* The spec's own workload, sent by lg_sandbox_start. */
-        struct lg_msg launch;
-};
-
 static const char *const default_env[] = {
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME=/root", "LANG=C.UTF-8", NULL,
@@ -87,7 +60,7 @@ void lg_sandbox_spec_init(struct lg_sandbox_spec *spec) {
         spec->join_netns_fd = spec->join_ipcns_fd = -1;
 }
 
-static bool valid_id(const char *id) {
+bool lg_sandbox_valid_id(const char *id) {
         size_t n = strlen(id);
         if (n == 0 || n > 64 || id[0] == '.')
                 return false;
@@ -225,6 +198,10 @@ static int build_launch(const lg_sandbox *sb, const struct lg_sandbox_launch *l,
                 ADD("arg", "--pass-fds");
                 ADDF("arg", "%zu", sb->n_extra);
         }
+        if (sb->detachable) {
+                ADD("arg", "--attach-fd");
+                ADDF("arg", "%zu", 4 + sb->n_extra);
+        }
         ADD("arg", "--");
         for (size_t i = 0; l->argv && l->argv[i]; i++)
                 ADD("arg", l->argv[i]);
@@ -322,6 +299,7 @@ static int build_plan(const struct lg_sandbox_spec *spec, const lg_sandbox *sb,
         p->join_net_fd = spec->join_netns_fd;
         p->join_ipc_fd = spec->join_ipcns_fd;
         p->sysctl_fd = -1;
+        p->attach_fd = -1;
         p->new_cgroupns = true;
         p->caps_keep = spec->caps_keep;
         p->cap_last = lg_cap_last();
@@ -388,7 +366,7 @@ static int child_read_go(int fd, char expect) {
         return n == 1 && c == expect ? 0 : -1;
 }
 
-static int child_setup_fds(const struct lg_plan *p, int ctl, const int stdio[3], const int *extra,
+static int child_setup_fds(const struct lg_plan *p, int ctl, const int stdio[3], const int *extra, int attach,
                            struct lg_child_error *e) {
         for (int i = 0; i < 3; i++) {
                 int fd = stdio[i];
@@ -405,8 +383,13 @@ static int child_setup_fds(const struct lg_plan *p, int ctl, const int stdio[3],
         for (size_t i = 0; i < p->n_extra; i++)
                 if (dup2(extra[i], 4 + (int) i) < 0)
                         return lg_child_fail(e, errno, "dup2 extra fd %zu", i);
+        /* legion-init's attach socket comes after the workload's fds
+         * (--attach-fd); init keeps it from the workload. */
+        unsigned next = 4 + (unsigned) p->n_extra;
+        if (attach >= 0 && dup2(attach, (int) next++) < 0)
+                return lg_child_fail(e, errno, "dup2 attach socket");
         /* Whatever else the owner had open stays out of the sandbox. */
-        if (syscall(SYS_close_range, 4 + (unsigned) p->n_extra, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        if (syscall(SYS_close_range, next, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
                 return lg_child_fail(e, errno, "close_range");
         return 0;
 }
@@ -420,9 +403,9 @@ static _Noreturn void child_main(struct lg_plan *p) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         /* Drop every other fd of the owner now: a listener held here would
          * outlive a crashed owner and block its restart. */
-        int keep[28] = {p->sync_fd,  p->control_fd, p->init_fd,     p->userns_fd, p->stdio[0],
-                        p->stdio[1], p->stdio[2],   p->join_net_fd, p->join_ipc_fd, p->sysctl_fd};
-        size_t nkeep = 10;
+        int keep[28] = {p->sync_fd,  p->control_fd, p->init_fd,     p->userns_fd,   p->stdio[0], p->stdio[1],
+                        p->stdio[2], p->join_net_fd, p->join_ipc_fd, p->sysctl_fd, p->attach_fd};
+        size_t nkeep = 11;
         for (size_t i = 0; i < p->n_extra; i++)
                 keep[nkeep++] = p->extra[i];
         lg_close_all_except(keep, nkeep);
@@ -509,6 +492,11 @@ static _Noreturn void child_main(struct lg_plan *p) {
                 _exit(1);
         if (r < 0)
                 goto fail;
+        /* Launched: a detachable sandbox no longer dies with its owner
+         * (legion-init takes a new one on its attach socket). Before the
+         * launch it does: a half-made sandbox has nobody to adopt it. */
+        if (p->attach_fd >= 0)
+                prctl(PR_SET_PDEATHSIG, 0);
         if (sethostname(l.hostname, strlen(l.hostname)) < 0) {
                 lg_child_fail(&e, errno, "sethostname");
                 goto fail;
@@ -530,11 +518,12 @@ static _Noreturn void child_main(struct lg_plan *p) {
         }
         int ctl = lift_fd(p->control_fd);
         int init_fd = lift_fd(p->init_fd);
+        int attach = lift_fd(p->attach_fd);
         int extra[16];
         for (size_t i = 0; i < p->n_extra; i++)
                 extra[i] = lift_fd(p->extra[i]);
         sync_fd = lift_fd(sync_fd);
-        if (child_setup_fds(p, ctl, stdio, extra, &e) < 0)
+        if (child_setup_fds(p, ctl, stdio, extra, attach, &e) < 0)
                 goto fail;
         p->nofile = l.nofile;
         p->caps_init = l.setids ? LG_CAPS_INIT : 0;
@@ -698,7 +687,7 @@ static int open_log(const char *dir, const char *name, struct lg_error *err) {
 int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, struct lg_error *err) {
         struct lg_plan plan;
         _cleanup_close_ int init_fd = -1, child_sync = -1, child_ctl = -1, out_log = -1, err_log = -1,
-                            userns_fd = -1, sysctl_fd = -1;
+                            userns_fd = -1, sysctl_fd = -1, attach_fd = -1;
         int ctl[2] = {-1, -1}, sync[2] = {-1, -1};
         int r;
 
@@ -713,7 +702,7 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
         /* Until sb->dir is set, destroy removes nothing on disk: a directory
          * that already existed belongs to another sandbox. */
         char dir[PATH_MAX];
-        if (spec->id && !valid_id(spec->id)) {
+        if (spec->id && !lg_sandbox_valid_id(spec->id)) {
                 r = lg_error_set(err, EINVAL, "invalid sandbox id `%s` (1-64 of [A-Za-z0-9_.-])", spec->id);
                 goto fail;
         }
@@ -776,6 +765,7 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
                 goto fail;
         }
         sb->worker_control = spec->worker_control;
+        sb->detachable = spec->detachable;
         sb->n_extra = spec->n_extra_fds;
         sb->capture_logs = spec->capture_logs;
         sb->log_max = spec->log_max_bytes;
@@ -847,6 +837,14 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
         for (size_t i = 0; i < spec->n_extra_fds; i++)
                 plan.extra[i] = spec->extra_fds[i];
         plan.n_extra = spec->n_extra_fds;
+        if (sb->detachable) {
+                attach_fd = lg_attach_listen(sb->dir, err);
+                if (attach_fd < 0) {
+                        r = attach_fd;
+                        goto fail;
+                }
+                plan.attach_fd = attach_fd;
+        }
         plan.init_fd = init_fd;
         plan.sync_fd = child_sync;
         plan.control_fd = child_ctl;
@@ -863,6 +861,15 @@ int lg_sandbox_create(const struct lg_sandbox_spec *spec, lg_sandbox **ret, stru
         /* Owner from here on. */
         child_sync = (close(child_sync), -1);
         child_ctl = (close(child_ctl), -1);
+        attach_fd = (attach_fd >= 0 ? close(attach_fd) : 0, -1);
+        /* Detachable: the record an adopting owner reads, and the uid
+         * range held in legion-init's name, not ours (gc frees ranges
+         * whose holder is gone). */
+        if (sb->detachable && ((r = lg_sandbox_write_record(sb)) < 0 ||
+                               (sb->has_slot && (r = lg_uid_slot_hold(sb->slot, sb->pid, sb->id)) < 0))) {
+                r = lg_error_set(err, r, "record detachable sandbox `%s`", sb->id);
+                goto fail;
+        }
         if (sb->cg && cgfd < 0 && (r = lg_cgroup_add_pid(sb->cg, sb->pid)) < 0) {
                 r = lg_error_set(err, r, "move sandbox `%s` into its cgroup", sb->id);
                 goto fail;
@@ -956,9 +963,13 @@ static int apply_limits(lg_sandbox *sb, const struct lg_cgroup_limits *lim, stru
         if (!sb->cg)
                 return lg_error_set(err, ENODATA, "sandbox `%s` was made without limits", sb->id);
         int r = lg_cgroup_set_limits(sb->cg, lim, err);
-        if (r >= 0)
-                sb->limits = *lim;
-        return r;
+        if (r < 0)
+                return r;
+        sb->limits = *lim;
+        /* An adopting owner must know them: it writes all it knows. */
+        if (sb->detachable && (r = lg_sandbox_write_record(sb)) < 0)
+                return lg_error_set(err, r, "record the limits of sandbox `%s`", sb->id);
+        return 0;
 }
 
 int lg_sandbox_set_limits(lg_sandbox *sb, uint64_t memory_bytes, uint64_t cpu_millis, uint64_t cpu_weight,
@@ -1036,7 +1047,7 @@ static int wait_pidfd(int pidfd, siginfo_t *si, int flags) {
 static int reap(lg_sandbox *sb, int flags, struct lg_sandbox_status *status) {
         if (!sb->exited) {
                 siginfo_t si;
-                int r = wait_pidfd(sb->pidfd, &si, flags);
+                int r = sb->adopted ? lg_adopted_wait(sb->pidfd, &si, flags) : wait_pidfd(sb->pidfd, &si, flags);
                 if (r < 0)
                         return r;
                 if (si.si_pid == 0)
@@ -1214,8 +1225,12 @@ int lg_sandbox_destroy(lg_sandbox *sb) {
                 syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
                 siginfo_t si;
                 /* Reaped before the uid range is freed: a zombie still
-                 * holds its uid. */
-                wait_pidfd(sb->pidfd, &si, 0);
+                 * holds its uid. An adopted one is reaped by whoever
+                 * adopted the orphan (the host's init); gone is enough. */
+                if (sb->adopted)
+                        lg_adopted_wait(sb->pidfd, &si, 0);
+                else
+                        wait_pidfd(sb->pidfd, &si, 0);
         }
         if (sb->cg) {
                 r = lg_cgroup_destroy(sb->cg);

@@ -15,6 +15,30 @@
  * namespace. Sandboxes die with their owner (PR_SET_PDEATHSIG and EOF on
  * the control socket), and lg_sandbox_gc() removes what a dead owner left.
  *
+ * Detachable sandboxes (spec.detachable) outlive their owner once started,
+ * so that a daemon can be restarted or upgraded, even after kill -9,
+ * without killing its workloads:
+ * - Owner gone (exit, crash, lg_sandbox_detach): legion-init keeps the
+ *   sandbox running and listens on <state>/sandboxes/<id>/control.sock
+ *   (0600, bound by the owner, the path outside the sandbox's mount
+ *   namespace; init takes only peers outside its pid namespace).
+ * - lg_sandbox_adopt() connects there and gives a handle equivalent to the
+ *   created one: signal, control socket (exec, specialize), stats, limits,
+ *   mount, poll/wait with the workload's status, destroy. The newest
+ *   controller wins: an older handle's control socket reads EOF.
+ * - A workload that exits while nobody is attached: init kills the rest,
+ *   then keeps its exit status and waits for an owner; the adopter reads
+ *   op=exit and wait/poll report the status as for a created sandbox.
+ * - Not adoptable (legion-init gone, record damaged, no answer): adopt
+ *   destroys what is left (cgroup, uid range, state) and says why.
+ * - Not started yet (a warm sandbox waiting for its launch): dies with its
+ *   owner as before; gc removes it.
+ * An adopted sandbox is not the adopter's child: the host's init (or the
+ * nearest subreaper) reaps its legion-init after it exits; the status
+ * comes from legion-init's op=exit, or reads as killed (SIGKILL) when
+ * legion-init itself was killed. lg_sandbox_list() names the sandboxes a
+ * previous owner left; adopt and destroy is how to stop one on purpose.
+ *
  * Handles are not thread-safe; one thread drives one sandbox. */
 #pragma once
 
@@ -108,6 +132,9 @@ struct lg_sandbox_spec {
 
         /* Give the workload a control socket (fd 3) for specialize. */
         bool worker_control;
+
+        /* Outlives its owner once started (see the top of this file). */
+        bool detachable;
 
         /* Further fds handed to the workload as fds 4, 5, ... (at most 16),
          * e.g. the listening socket a function instance serves on. */
@@ -249,9 +276,30 @@ int lg_sandbox_destroy(lg_sandbox *sb);
 int lg_sandbox_favor_dynmods(struct lg_error *err);
 
 /* Remove sandboxes under state_root whose owner process is gone: kill what
- * is left of them, remove their cgroups, state and uid ranges. Returns the
- * number cleaned or -errno. */
+ * is left of them, remove their cgroups, state and uid ranges. Detachable
+ * sandboxes whose legion-init still runs are left to be adopted. Returns
+ * the number cleaned or -errno. */
 int lg_sandbox_gc(const char *state_root, struct lg_error *err);
+
+/* Take over a detachable sandbox left by an owner that is gone (or that
+ * still runs: the newest owner wins), by id under state_root (NULL = as
+ * in the spec). Blocks until legion-init answers on its attach socket
+ * (at most LG_SANDBOX_ADOPT_TIMEOUT_MS). On failure the sandbox is
+ * destroyed (-ENOENT: there was none) and err says why. */
+#define LG_SANDBOX_ADOPT_TIMEOUT_MS 10000
+int lg_sandbox_adopt(const char *state_root, const char *id, lg_sandbox **ret, struct lg_error *err);
+
+/* Free the handle and leave the sandbox running for the next owner to
+ * adopt: for an owner about to exit (a still-running owner would keep
+ * its legion-init as an unreaped child once it exits). A sandbox that is
+ * not detachable, not started or has exited is destroyed instead. */
+int lg_sandbox_detach(lg_sandbox *sb);
+
+/* The ids of the sandboxes under state_root whose owner is gone: the ones
+ * to adopt, or to adopt and destroy. *ret is NULL-terminated, freed with
+ * lg_sandbox_list_free. Returns how many. */
+int lg_sandbox_list(const char *state_root, char ***ret, struct lg_error *err);
+void lg_sandbox_list_free(char **ids);
 
 /* "Exited(0)", "Signaled(TERM)", "OOMKilled": how status is shown to people. */
 int lg_sandbox_status_string(const struct lg_sandbox_status *st, char *buf, size_t len);

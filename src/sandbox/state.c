@@ -4,12 +4,19 @@
  *   <root>/sandboxes/<id>/mnt     scratch mount point (mounted only inside
  *                                 the sandbox's mount namespace)
  *   <root>/sandboxes/<id>/std{out,err}.log   captured output
+ *   <root>/sandboxes/<id>/sandbox  a detachable sandbox's record: its
+ *                                 legion-init (pid, start time), uid, the
+ *                                 launch options and cgroup limits
+ *   <root>/sandboxes/<id>/control.sock   where a new owner attaches
  *   /run/legion/uids/<slot>       a taken host uid range, holding the id:
  *                                 one registry per host, whatever the root
  *
  * The owner record is what lets gc tell a sandbox whose owner is alive (never
  * touched) from one left by an owner that died (cleaned). A pid alone could
- * be reused, so the owner's start time is recorded beside it. */
+ * be reused, so the owner's start time is recorded beside it. A detachable
+ * sandbox whose owner is gone is not garbage while its legion-init runs:
+ * it waits to be adopted (adopt.c), and its uid range is held in the name
+ * of its legion-init, not of the owner that allocated it. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -36,7 +43,7 @@ int lg_state_root(const char *spec_root, char *buf, size_t len) {
 }
 
 /* Field 22 of /proc/<pid>/stat: start time in clock ticks since boot. */
-static int process_start_time(pid_t pid, unsigned long long *ret) {
+int lg_process_start_time(pid_t pid, unsigned long long *ret) {
         char path[64], buf[1024];
         snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
         ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
@@ -59,7 +66,7 @@ static int process_start_time(pid_t pid, unsigned long long *ret) {
 
 int lg_state_write_owner(const char *dir, const char *cgroup_desc, unsigned slot) {
         unsigned long long start = 0;
-        int r = process_start_time(getpid(), &start);
+        int r = lg_process_start_time(getpid(), &start);
         if (r < 0)
                 return r;
         char buf[PATH_MAX + 128];
@@ -107,7 +114,7 @@ int lg_state_owner_alive(const char *dir) {
         unsigned long long start, now;
         if (sscanf(buf, "%d %llu", &pid, &start) != 2 || pid <= 0)
                 return -EINVAL;
-        if (process_start_time(pid, &now) < 0)
+        if (lg_process_start_time(pid, &now) < 0)
                 return 0;
         return now == start;
 }
@@ -152,7 +159,7 @@ int lg_uid_slot_alloc(const char *id, unsigned *ret) {
                 /* Who holds it: gc frees slots whose holder is gone. */
                 char rec[128];
                 unsigned long long start = 0;
-                process_start_time(getpid(), &start);
+                lg_process_start_time(getpid(), &start);
                 snprintf(rec, sizeof(rec), "%d %llu\n%s\n", (int) getpid(), start, id);
                 (void) lg_write_all(fd, rec, strlen(rec));
                 close(fd);
@@ -163,6 +170,17 @@ int lg_uid_slot_alloc(const char *id, unsigned *ret) {
         }
         close(dfd);
         return -EUSERS; /* every uid range is taken */
+}
+
+int lg_uid_slot_hold(unsigned slot, pid_t pid, const char *id) {
+        char path[PATH_MAX], rec[128];
+        unsigned long long start = 0;
+        int r = lg_process_start_time(pid, &start);
+        if (r < 0)
+                return r;
+        snprintf(path, sizeof(path), "%s/%u", uid_dir(), slot);
+        snprintf(rec, sizeof(rec), "%d %llu\n%s\n", (int) pid, start, id);
+        return lg_write_file_at(AT_FDCWD, path, rec, true);
 }
 
 void lg_uid_slot_free(unsigned slot) {
@@ -188,31 +206,88 @@ static void gc_uid_slots(void) {
                 if (lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) <= 0 ||
                     sscanf(buf, "%d %llu", &pid, &start) != 2)
                         continue;
-                if (process_start_time(pid, &now) < 0 || now != start)
+                if (lg_process_start_time(pid, &now) < 0 || now != start)
                         unlink(path);
         }
         closedir(d);
 }
 
-/* Clean one sandbox directory whose owner is gone. */
-static int gc_one(const char *dir) {
+int lg_state_open_cgroup(const char *desc, lg_cgroup **ret) {
+        int ver;
+        char root[PATH_MAX], parent[256], name[128];
+        *ret = NULL;
+        if (sscanf(desc, "%d %4095s %255s %127s", &ver, root, parent, name) != 4)
+                return -EINVAL;
+        if (ver == 0)
+                return 0; /* made without limits: no cgroup */
+        return lg_cgroup_open(root, (enum lg_cgroup_version) ver, parent, name, ret);
+}
+
+int lg_state_remove(const char *dir) {
         char desc[PATH_MAX + 128];
         unsigned slot = 0;
         int ret = 0;
         if (lg_state_read(dir, desc, sizeof(desc), &slot) == 0) {
-                int ver;
-                char root[PATH_MAX], parent[256], name[128];
-                if (sscanf(desc, "%d %4095s %255s %127s", &ver, root, parent, name) == 4) {
-                        lg_cgroup *cg = NULL;
-                        if (lg_cgroup_open(root, (enum lg_cgroup_version) ver, parent, name, &cg) == 0) {
-                                ret = lg_cgroup_destroy(cg);
-                                lg_cgroup_free(cg);
-                        }
+                lg_cgroup *cg = NULL;
+                if (lg_state_open_cgroup(desc, &cg) == 0 && cg) {
+                        ret = lg_cgroup_destroy(cg);
+                        lg_cgroup_free(cg);
                 }
                 lg_uid_slot_free(slot);
         }
         int r = lg_rm_rf(dir);
         return ret < 0 ? ret : r;
+}
+
+/* One line, versioned, written to a temporary file and renamed so that a
+ * crash never leaves half a record. */
+int lg_state_write_record(const char *dir, const struct lg_state_record *rec) {
+        char buf[512], tmp[PATH_MAX + 32], path[PATH_MAX + 32];
+        const struct lg_cgroup_limits *l = &rec->limits;
+        snprintf(buf, sizeof(buf), "1 %d %llu %u %d %d %zu %llu %llu %llu %llu %llu %llu %llu\n", (int) rec->pid,
+                 rec->start, (unsigned) rec->host_uid, rec->worker_control, rec->capture_logs, rec->n_extra,
+                 (unsigned long long) rec->log_max, (unsigned long long) rec->nofile,
+                 (unsigned long long) l->memory_max, (unsigned long long) l->cpu_quota_us,
+                 (unsigned long long) l->cpu_period_us, (unsigned long long) l->cpu_weight,
+                 (unsigned long long) l->pids_max);
+        snprintf(tmp, sizeof(tmp), "%s/.sandbox.tmp", dir);
+        snprintf(path, sizeof(path), "%s/sandbox", dir);
+        int r = lg_write_file_at(AT_FDCWD, tmp, buf, true);
+        if (r >= 0 && rename(tmp, path) < 0)
+                r = -errno;
+        return r;
+}
+
+int lg_state_read_record(const char *dir, struct lg_state_record *rec) {
+        char path[PATH_MAX + 32], buf[512];
+        snprintf(path, sizeof(path), "%s/sandbox", dir);
+        ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
+        if (n < 0)
+                return (int) n;
+        int ver, pid, wc, cl;
+        unsigned uid;
+        unsigned long long v[7];
+        memset(rec, 0, sizeof(*rec));
+        if (sscanf(buf, "%d %d %llu %u %d %d %zu %llu %llu %llu %llu %llu %llu %llu", &ver, &pid, &rec->start, &uid,
+                   &wc, &cl, &rec->n_extra, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]) != 14 ||
+            ver != 1 || pid <= 1 || rec->n_extra > 16)
+                return -EINVAL;
+        rec->pid = pid;
+        rec->host_uid = uid;
+        rec->worker_control = wc;
+        rec->capture_logs = cl;
+        rec->log_max = v[0];
+        rec->nofile = v[1];
+        rec->limits = (struct lg_cgroup_limits){v[2], v[3], v[4], v[5], v[6]};
+        return 0;
+}
+
+int lg_state_adoptable(const char *dir) {
+        struct lg_state_record rec;
+        unsigned long long now;
+        if (lg_state_read_record(dir, &rec) < 0)
+                return 0;
+        return lg_process_start_time(rec.pid, &now) == 0 && now == rec.start;
 }
 
 int lg_sandbox_gc(const char *spec_root, struct lg_error *err) {
@@ -238,10 +313,10 @@ int lg_sandbox_gc(const char *spec_root, struct lg_error *err) {
                         struct stat st;
                         if (stat(path, &st) < 0 || time(NULL) - st.st_mtime < 60)
                                 continue;
-                } else if (alive != 0) {
+                } else if (alive != 0 || lg_state_adoptable(path)) {
                         continue;
                 }
-                r = gc_one(path);
+                r = lg_state_remove(path);
                 if (r < 0 && ret == 0)
                         ret = lg_error_set(err, r, "clean up sandbox `%s`", de->d_name);
                 cleaned++;

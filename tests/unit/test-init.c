@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -33,6 +34,10 @@
 #define MLEN (sizeof(MARKER) - 1)
 
 /* ---- helpers ------------------------------------------------------------ */
+
+/* Handed to init as fd 11 when >= 0 (the --attach-fd tests). */
+static int attach_listen = -1;
+#define ATTACH_FD 11
 
 struct initproc {
         pid_t pid;
@@ -68,6 +73,8 @@ static struct initproc start_init(const char *const *opts, const char *const *cm
         assert_true(pid >= 0);
         if (pid == 0) {
                 if (control && dup2(sv[1], CTL_FD) < 0)
+                        _exit(99);
+                if (attach_listen >= 0 && dup2(attach_listen, ATTACH_FD) < 0)
                         _exit(99);
                 if (out >= 0 && dup2(out, 1) < 0)
                         _exit(99);
@@ -830,6 +837,79 @@ static void test_log_max_shared(void **state) {
         close(log);
 }
 
+/* A listening socket at a fresh path, and a client connected to it. */
+static int listen_at(struct sockaddr_un *a) {
+        memset(a, 0, sizeof(*a));
+        a->sun_family = AF_UNIX;
+        snprintf(a->sun_path, sizeof(a->sun_path), "/tmp/lg-attach-%d.sock", (int) getpid());
+        unlink(a->sun_path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        assert_int_equal(bind(fd, (struct sockaddr *) a, sizeof(*a)), 0);
+        assert_int_equal(listen(fd, 4), 0);
+        return fd;
+}
+
+static int attach_to(const struct sockaddr_un *a, struct lg_msg *m) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(connect(fd, (const struct sockaddr *) a, sizeof(*a)), 0);
+        lg_msg_init(m);
+        assert_int_equal(recv_frame(fd, m), 1);
+        assert_string_equal(lg_msg_get(m, "op"), "attached");
+        return fd;
+}
+
+/* --attach-fd: losing the host detaches instead of killing; a new host
+ * attaches (the newest wins), and a workload that ended meanwhile has its
+ * status kept for the next host. */
+static void test_attach(void **state) {
+        (void) state;
+        struct sockaddr_un a;
+        attach_listen = listen_at(&a);
+        const char *opts[] = { "--attach-fd", "11", NULL };
+        const char *cmd[] = { "sleep", "1000", NULL };
+        struct initproc ip = start_init(opts, cmd, -1, -1, true);
+        close(attach_listen);
+        attach_listen = -1;
+        pid_t w = ping_workload(ip.ctl);
+        close(ip.ctl);
+        struct lg_msg m;
+        int h1 = attach_to(&a, &m);
+        assert_int_equal(get_int(&m, "workload"), w);
+        lg_msg_free(&m);
+        assert_false(gone(w));
+        int h2 = attach_to(&a, &m);
+        lg_msg_free(&m);
+        assert_int_equal(recv_frame(h1, &m), 0); /* replaced: EOF */
+        close(h1);
+        assert_int_equal(ping_workload(h2), w);
+        /* Detached again; the workload dies meanwhile. */
+        close(h2);
+        kill(w, SIGKILL);
+        assert_true(wait_gone(w)); /* reaped by init, which now waits */
+        int h3 = attach_to(&a, &m);
+        assert_false(lg_msg_get(&m, "workload"));
+        lg_msg_free(&m);
+        expect_op(h3, "exit", &m);
+        assert_int_equal(get_int(&m, "signal"), SIGKILL);
+        lg_msg_free(&m);
+        assert_exit_code(wait_exit(ip.pid), 128 + SIGKILL);
+        close(h3);
+        unlink(a.sun_path);
+
+        /* Not a listening socket: no detaching, init refuses to start. */
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        attach_listen = sv[0];
+        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        ip = start_init(opts, cmd, -1, devnull, false);
+        assert_exit_code(wait_exit(ip.pid), 125);
+        attach_listen = -1;
+        close(sv[0]);
+        close(sv[1]);
+        close(devnull);
+}
+
 static void test_bad_options(void **state) {
         (void) state;
         int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -1048,6 +1128,7 @@ int main(void) {
                 cmocka_unit_test(test_signal_verb),
                 cmocka_unit_test(test_signal_workload_default),
                 cmocka_unit_test(test_shutdown_grace),
+                cmocka_unit_test(test_attach),
                 cmocka_unit_test(test_eof_kills_everything),
                 cmocka_unit_test(test_protocol_violation),
                 cmocka_unit_test(test_orphans_reaped),

@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -727,9 +728,11 @@ static void test_gc_spares_live_owner(void **state) {
         assert_int_equal(lg_sandbox_destroy(sb), 0);
 }
 
-/* The owner is killed: its sandboxes die with it, and gc removes the rest. */
-static void test_owner_killed(void **state) {
-        (void) state;
+/* A sandbox running `sh -c script` (with bind_dir at /w, if any), made
+ * and started by a child process (the owner), which is then killed with
+ * SIGKILL. Returns the sandbox's id in id and its host uid. */
+static uid_t sandbox_of_killed_owner(bool detachable, const char *script, const char *bind_dir, char *id,
+                                     size_t len) {
         int p[2];
         assert_int_equal(pipe(p), 0);
         pid_t owner = fork();
@@ -738,26 +741,46 @@ static void test_owner_killed(void **state) {
                 close(p[0]);
                 struct lg_sandbox_spec spec;
                 base_spec(&spec);
-                const char *argv[] = {"/bin/sleep", "1000", NULL};
+                spec.detachable = detachable;
+                spec.memory_bytes = 64 << 20;
+                spec.pids_max = 64;
+                spec.capture_logs = true;
+                struct lg_bind b = {.src = bind_dir, .dst = "/w", .readonly = true};
+                spec.binds = &b;
+                spec.n_binds = bind_dir ? 1 : 0;
+                const char *argv[] = {"/bin/sh", "-c", script, NULL};
                 spec.argv = argv;
                 lg_sandbox *sb = NULL;
                 struct lg_error e = {0};
                 if (lg_sandbox_create(&spec, &sb, &e) < 0 || lg_sandbox_start(sb, &e) < 0)
                         _exit(1);
-                uid_t uid = lg_sandbox_host_uid(sb);
-                (void) !write(p[1], &uid, sizeof(uid));
+                char rec[128];
+                snprintf(rec, sizeof(rec), "%u %s", (unsigned) lg_sandbox_host_uid(sb), lg_sandbox_id(sb));
+                (void) !write(p[1], rec, strlen(rec) + 1);
                 pause();
                 _exit(0);
         }
         close(p[1]);
-        uid_t uid = 0;
-        assert_int_equal(read(p[0], &uid, sizeof(uid)), sizeof(uid));
+        char rec[128] = "";
+        assert_true(read(p[0], rec, sizeof(rec) - 1) > 0);
         close(p[0]);
+        unsigned uid = 0;
+        char sid[80];
+        assert_int_equal(sscanf(rec, "%u %79s", &uid, sid), 2);
+        snprintf(id, len, "%s", sid);
         for (int i = 0; i < 200 && processes_with_uid(uid) < 2; i++)
                 usleep(10000);
-        assert_int_equal(processes_with_uid(uid), 2);
+        assert_true(processes_with_uid(uid) >= 2);
         kill(owner, SIGKILL);
         waitpid(owner, NULL, 0);
+        return uid;
+}
+
+/* The owner is killed: its sandboxes die with it, and gc removes the rest. */
+static void test_owner_killed(void **state) {
+        (void) state;
+        char id[80];
+        uid_t uid = sandbox_of_killed_owner(false, "exec sleep 1000", NULL, id, sizeof(id));
         for (int i = 0; i < 200 && processes_with_uid(uid) > 0; i++)
                 usleep(10000);
         assert_int_equal(processes_with_uid(uid), 0);
@@ -1152,6 +1175,176 @@ static void test_destroy_warm(void **state) {
         assert_int_equal(count_fds(), fds);
 }
 
+/* ---- detachable sandboxes: they outlive their owner and are adopted ---- */
+
+/* A uid range file naming this sandbox id? */
+static bool uid_slot_of(const char *id) {
+        const char *dir = getenv("LEGION_UID_DIR") ? getenv("LEGION_UID_DIR") : "/run/legion/uids";
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        bool found = false;
+        while (d && (de = readdir(d)) && !found) {
+                char path[4200], buf[256];
+                snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+                if (de->d_name[0] != '.' && lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0) {
+                        char *nl = strchr(buf, '\n');
+                        found = nl && !strcmp(nl + 1, id);
+                }
+        }
+        if (d)
+                closedir(d);
+        return found;
+}
+
+static void assert_nothing_left(const char *id, uid_t uid) {
+        char dir[4200], cg[4400];
+        snprintf(dir, sizeof(dir), "%s/sandboxes/%s", state_root, id);
+        assert_int_equal(processes_with_uid(uid), 0);
+        assert_int_equal(access(dir, F_OK), -1);
+        assert_false(mountinfo_mentions(dir));
+        assert_false(uid_slot_of(id));
+        const char *parent = getenv("LEGION_CGROUP_PARENT");
+        snprintf(cg, sizeof(cg), "/sys/fs/cgroup/memory/%s/%s", parent, id);
+        assert_int_equal(access(cg, F_OK), -1);
+        snprintf(cg, sizeof(cg), "/sys/fs/cgroup/%s/%s", parent, id);
+        assert_int_equal(access(cg, F_OK), -1);
+}
+
+/* The owner is killed with SIGKILL: the sandbox runs on, gc leaves it,
+ * and another process adopts it and drives it like its own (exec,
+ * stats, signal, the workload's exit status, destroy). This process plays
+ * the host's init (a subreaper), so that the orphaned legion-init is
+ * reaped and "nothing left" includes zombies. */
+static void test_adopt_after_owner_killed(void **state) {
+        (void) state;
+        prctl(PR_SET_CHILD_SUBREAPER, 1);
+        char id[80];
+        uid_t uid = sandbox_of_killed_owner(true, "trap 'exit 7' TERM; echo up; while :; do sleep 0.05; done", NULL, id,
+                                             sizeof(id));
+        /* Still running without an owner: legion-init, sh, sleep. */
+        usleep(200000);
+        assert_true(processes_with_uid(uid) >= 2);
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_gc(state_root, &e), 0);
+        assert_true(processes_with_uid(uid) >= 2);
+        char **ids = NULL;
+        assert_int_equal(lg_sandbox_list(state_root, &ids, &e), 1);
+        assert_string_equal(ids[0], id);
+        lg_sandbox_list_free(ids);
+
+        lg_sandbox *sb = NULL;
+        if (lg_sandbox_adopt(state_root, id, &sb, &e) < 0)
+                fail_msg("adopt: %s", e.msg);
+        assert_string_equal(lg_sandbox_id(sb), id);
+        assert_int_equal(lg_sandbox_host_uid(sb), uid);
+        /* Adopted, it is no longer anyone's leftover. */
+        assert_int_equal(lg_sandbox_list(state_root, &ids, &e), 0);
+        lg_sandbox_list_free(ids);
+        char buf[256], expect[128];
+        exec_in(sb, "echo hi from $(hostname)", buf, sizeof(buf));
+        snprintf(expect, sizeof(expect), "hi from %s\n", id);
+        assert_string_equal(buf, expect);
+        struct lg_sandbox_stats stats;
+        assert_int_equal(lg_sandbox_stats(sb, &stats), 0);
+        assert_true(stats.pids_current >= 2);
+        assert_int_equal(lg_sandbox_set_cpu(sb, 500, &e), 0);
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/stdout.log", lg_sandbox_state_dir(sb));
+        assert_true(lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, "up");
+        struct lg_sandbox_status st;
+        assert_int_equal(lg_sandbox_poll(sb, &st), 0);
+        assert_int_equal(lg_sandbox_signal(sb, SIGTERM), 0);
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(st.kind, LG_EXIT_CODE);
+        assert_int_equal(st.code, 7);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        assert_nothing_left(id, uid);
+        prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+/* The workload exits while nobody is attached: legion-init keeps its
+ * status until the next owner collects it. Then a sandbox whose
+ * legion-init was killed meanwhile cannot be adopted and is destroyed. */
+static void test_adopt_collects_exit(void **state) {
+        (void) state;
+        prctl(PR_SET_CHILD_SUBREAPER, 1);
+        char id[80];
+        char go[] = "/tmp/lg-go-XXXXXX", path[64];
+        assert_non_null(mkdtemp(go));
+        assert_int_equal(chmod(go, 0755), 0);
+        uid_t uid = sandbox_of_killed_owner(true, "until [ -e /w/go ]; do sleep 0.05; done; exit 3", go, id, sizeof(id));
+        /* The owner is gone; now the workload ends, and legion-init alone
+         * is left, waiting. */
+        snprintf(path, sizeof(path), "%s/go", go);
+        assert_int_equal(lg_write_file_at(AT_FDCWD, path, "", true), 0);
+        for (int i = 0; i < 500 && processes_with_uid(uid) != 1; i++)
+                usleep(10000);
+        assert_int_equal(processes_with_uid(uid), 1);
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        if (lg_sandbox_adopt(state_root, id, &sb, &e) < 0)
+                fail_msg("adopt: %s", e.msg);
+        struct lg_sandbox_status st;
+        assert_int_equal(lg_sandbox_wait(sb, &st), 0);
+        assert_int_equal(st.kind, LG_EXIT_CODE);
+        assert_int_equal(st.code, 3);
+        assert_int_equal(lg_sandbox_destroy(sb), 0);
+        assert_nothing_left(id, uid);
+
+        unlink(path);
+        rmdir(go);
+        uid = sandbox_of_killed_owner(true, "sleep 1000", NULL, id, sizeof(id));
+        char dir[4200], rec[256];
+        snprintf(dir, sizeof(dir), "%s/sandboxes/%s/sandbox", state_root, id);
+        assert_true(lg_read_file_at(AT_FDCWD, dir, rec, sizeof(rec)) > 0);
+        int ver, pid;
+        assert_int_equal(sscanf(rec, "%d %d", &ver, &pid), 2);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        assert_int_equal(lg_sandbox_adopt(state_root, id, &sb, &e), -ESRCH);
+        assert_non_null(strstr(e.msg, "cannot be adopted, destroyed"));
+        assert_nothing_left(id, uid);
+        assert_int_equal(lg_sandbox_adopt(state_root, id, &sb, &e), -ENOENT);
+        prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+/* Detach, adopt again in the same process, and a second adopter takes
+ * over from the first (whose control socket reads EOF). */
+static void test_detach_and_take_over(void **state) {
+        (void) state;
+        struct lg_sandbox_spec spec;
+        base_spec(&spec);
+        spec.detachable = true;
+        spec.pids_max = 64;
+        lg_sandbox *sb = start_sandbox(&spec);
+        char id[80];
+        snprintf(id, sizeof(id), "%s", lg_sandbox_id(sb));
+        uid_t uid = lg_sandbox_host_uid(sb);
+        pid_t pid = lg_sandbox_pid(sb);
+        assert_int_equal(lg_sandbox_detach(sb), 0);
+        assert_int_equal(kill(pid, 0), 0);
+        struct lg_error e = {0};
+        lg_sandbox *a = NULL, *b = NULL;
+        if (lg_sandbox_adopt(state_root, id, &a, &e) < 0)
+                fail_msg("adopt: %s", e.msg);
+        if (lg_sandbox_adopt(state_root, id, &b, &e) < 0)
+                fail_msg("adopt again: %s", e.msg);
+        struct lg_msg m;
+        lg_msg_init(&m);
+        assert_int_equal(lg_msg_recv(lg_sandbox_control_fd(a), &m), 0);
+        lg_msg_free(&m);
+        char buf[64];
+        exec_in(b, "echo still", buf, sizeof(buf));
+        assert_string_equal(buf, "still\n");
+        assert_int_equal(lg_sandbox_detach(a), 0);
+        assert_int_equal(lg_sandbox_destroy(b), 0);
+        /* Our own child after all: reap it, as destroy of an adopted one
+         * leaves that to the reaper of orphans. */
+        waitpid(pid, NULL, 0);
+        assert_nothing_left(id, uid);
+}
+
 int main(void) {
         if (geteuid() != 0) {
                 fprintf(stderr, "SKIP: sandbox tests need root (namespaces, cgroups, mounts)\n");
@@ -1195,6 +1388,9 @@ int main(void) {
                 cmocka_unit_test(test_start_with),
                 cmocka_unit_test(test_set_limits_warm),
                 cmocka_unit_test(test_destroy_warm),
+                cmocka_unit_test(test_adopt_after_owner_killed),
+                cmocka_unit_test(test_adopt_collects_exit),
+                cmocka_unit_test(test_detach_and_take_over),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
         lg_rm_rf(state_root);
