@@ -37,7 +37,6 @@ void api_app(struct api_call *c, const char *ns, const char *name);
 void api_app_logs(struct api_call *c, const char *ns, const char *name);
 void api_data_path(struct lg_daemon *d, struct lg_http_request *req, const char *ns, const char *app,
                    const char *target);
-int api_app_activate(struct lg_daemon *d, const char *ns, const char *name, struct lg_error *err);
 
 /* api-sessions.c */
 void api_sessions(struct api_call *c);

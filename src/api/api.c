@@ -93,21 +93,10 @@ json_t *api_body_json(struct lg_http_request *req) {
 
 bool api_only_fields(struct lg_http_request *req, const json_t *obj, const char *what,
                      const char *const *allowed) {
-        char bad[512] = "";
-        size_t off = 0;
-        const char *k;
-        json_t *v;
-        json_object_foreach((json_t *) obj, k, v) {
-                bool ok = false;
-                for (size_t i = 0; allowed[i] && !ok; i++)
-                        ok = !strcmp(k, allowed[i]);
-                if (!ok && off < sizeof(bad) - 1)
-                        off += (size_t) snprintf(bad + off, sizeof(bad) - off, "%s`%.64s`", off ? ", " : "", k);
-        }
-        if (!off)
+        struct lg_error err = {0};
+        if (lg_spec_only_fields(obj, what, allowed, &err) == 0)
                 return true;
-        lg_http_respond_error(req, 400, "BadRequest", "unknown field%s in %s: %s", strchr(bad, ',') ? "s" : "",
-                              what, bad);
+        lg_http_respond_error(req, 400, "BadRequest", "%s", err.msg);
         return false;
 }
 
@@ -299,46 +288,7 @@ static void api_tokens(struct api_call *c, const char *ns, const char *id) {
         api_json(c->req, 201, doc);
 }
 
-/* ---- packages (streamed upload into the blob store) ------------------------ */
-
-/* The body goes into a blob writer chunk by chunk on the loop (each chunk's
- * sha256 and write are cheap). What can take seconds -- the commit's fsync,
- * the extraction (up to LG_PKG_DEFAULT_MAX_ENTRIES files) and the removal of
- * a refused tree -- runs on libuv's thread pool, as image imports do
- * (api-images.c), and the request is answered from the completion callback.
- * Package jobs run one at a time, the others waiting in arrival order: the
- * pool has four threads, shared with sandbox creation and image jobs, and
- * uploads in parallel must not be able to take them all. */
-struct upload {
-        struct api_call c;
-        char ns[LG_STORE_NAME_MAX + 1];
-        struct lg_blob_writer *w;
-        struct lg_error err;
-        int failed;
-        uv_work_t work;
-        struct upload *next;  /* in the wait list */
-        bool queued;          /* waiting or running: its job ends the request */
-        bool aborted;         /* the client went away while it ran */
-        /* the job's results */
-        int r;
-        bool committed;       /* dg is the blob's digest */
-        struct lg_digest dg;
-        uint64_t size;
-        struct lg_pkg_info info;
-};
-
-/* legiond has one API on one loop: the package job running and the ones
- * waiting for it. */
-static struct {
-        struct upload *running;
-        struct upload *head, **tail;
-} pkg_jobs = {.tail = &pkg_jobs.head};
-
-static void upload_free(struct upload *u) {
-        lg_blob_abort(u->w);
-        lg_pkg_info_free(&u->info);
-        free(u);
-}
+/* ---- packages (streamed upload, see lg_apps_upload_*) ----------------------- */
 
 static void upload_error(struct lg_http_request *req, int r, const struct lg_error *err) {
         if (r == -EFBIG)
@@ -351,111 +301,32 @@ static void upload_error(struct lg_http_request *req, int r, const struct lg_err
 }
 
 static void upload_data(struct lg_http_request *req, const char *data, size_t len, void *ud) {
-        struct upload *u = ud;
         (void) req;
-        if (u->failed)
-                return;
-        int r = lg_blob_write(u->w, data, len, &u->err);
-        if (r < 0)
-                u->failed = r;
+        lg_apps_upload_write(ud, data, len);
 }
 
-/* On the thread pool: only the blob store, never the store or the request. */
-static void upload_work(uv_work_t *w) {
-        struct upload *u = w->data;
-        int r = lg_blob_commit(TAKE_PTR(u->w), NULL, &u->dg, &u->err);
-        u->committed = r >= 0;
-        /* Extract now: a bad archive is refused at upload, with the entry
-         * that is wrong, and its half-built tree is removed here. */
-        if (r >= 0)
-                r = lg_blob_extract(u->c.d->blobs, u->dg.hex, NULL, &u->info, &u->err);
-        u->r = r;
-}
-
-static void upload_run_next(void);
-
-static void upload_done(uv_work_t *w, int status) {
-        struct upload *u = w->data;
-        struct lg_daemon *d = u->c.d;
-        int r = u->r;
-        if (status < 0 && r >= 0)
-                r = lg_error_setm(&u->err, -status, "the upload was cancelled");
-        if (r >= 0) {
-                /* Kept even if the client has gone: the package is good. */
-                r = lg_store_blob_put(d->store, u->dg.hex, u->size, "application/octet-stream", NULL, &u->err);
-        } else if (u->committed) {
-                /* Refused: nothing of it is kept, unless the same bytes were
-                 * uploaded before (jobs run one at a time, so no other
-                 * upload can record this digest meanwhile). */
-                struct lg_blob known;
-                if (lg_store_blob_get(d->store, u->dg.hex, &known, NULL) < 0)
-                        lg_blob_delete(d->blobs, u->dg.hex, NULL);
-        }
-        struct lg_http_request *req = u->c.req;
-        if (u->aborted) {
-                lg_http_response_abort(req);
-        } else if (r < 0) {
-                upload_error(req, r, &u->err);
-        } else {
-                json_t *top = json_array();
-                for (size_t i = 0; i < u->info.n_top; i++)
-                        json_array_append_new(top, json_string(u->info.top[i]));
-                api_json(req, 201,
-                         json_pack("{s:s, s:I, s:I, s:I, s:o}", "digest", u->dg.hex, "size", (json_int_t) u->size,
-                                   "files", (json_int_t) u->info.n_files, "bytes", (json_int_t) u->info.total_bytes,
-                                   "top", top));
-        }
-        pkg_jobs.running = NULL;
-        upload_free(u);
-        upload_run_next();
-}
-
-static void upload_run_next(void) {
-        while (!pkg_jobs.running && pkg_jobs.head) {
-                struct upload *u = pkg_jobs.head;
-                pkg_jobs.head = u->next;
-                if (!pkg_jobs.head)
-                        pkg_jobs.tail = &pkg_jobs.head;
-                pkg_jobs.running = u;
-                u->work.data = u;
-                int r = uv_queue_work(u->c.d->loop, &u->work, upload_work, upload_done);
-                if (r < 0) {
-                        u->r = lg_error_setm(&u->err, ENOMEM, "cannot queue the package: %s", uv_strerror(r));
-                        upload_done(&u->work, 0);
-                }
-        }
+static void upload_done(int status, const struct lg_package *pkg, const struct lg_error *err, void *ud) {
+        struct lg_http_request *req = ud;
+        if (status < 0)
+                return upload_error(req, status, err);
+        json_t *top = json_array();
+        for (size_t i = 0; i < pkg->info->n_top; i++)
+                json_array_append_new(top, json_string(pkg->info->top[i]));
+        api_json(req, 201,
+                 json_pack("{s:s, s:I, s:I, s:I, s:o}", "digest", pkg->digest, "size", (json_int_t) pkg->size, "files",
+                           (json_int_t) pkg->info->n_files, "bytes", (json_int_t) pkg->info->total_bytes, "top", top));
 }
 
 static void upload_end(struct lg_http_request *req, void *ud) {
-        struct upload *u = ud;
-        if (u->failed < 0) {
-                upload_error(req, u->failed, &u->err);
-                upload_free(u);
-                return;
-        }
-        u->size = lg_blob_written(u->w);
-        u->queued = true;
-        *pkg_jobs.tail = u;
-        pkg_jobs.tail = &u->next;
-        upload_run_next();
+        struct lg_error err = {0};
+        int r = lg_apps_upload_finish(ud, upload_done, req, &err);
+        if (r < 0)
+                upload_error(req, r, &err);
 }
 
 static void upload_abort(struct lg_http_request *req, int reason, void *ud) {
-        struct upload *u = ud;
         (void) reason;
-        if (pkg_jobs.running == u) {
-                u->aborted = true; /* upload_done ends the request */
-                return;
-        }
-        if (u->queued) {
-                struct upload **p = &pkg_jobs.head;
-                while (*p != u)
-                        p = &(*p)->next;
-                *p = u->next;
-                if (!*p)
-                        pkg_jobs.tail = p;
-        }
-        upload_free(u);
+        lg_apps_upload_cancel(ud);
         lg_http_response_abort(req);
 }
 
@@ -468,20 +339,14 @@ static void api_packages(struct api_call *c, const char *ns) {
                                       "POST a zip or tar.gz archive as the request body");
                 return;
         }
-        struct upload *u = calloc(1, sizeof(*u));
-        if (!u) {
-                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
-                return;
-        }
-        u->c = *c;
-        snprintf(u->ns, sizeof(u->ns), "%s", ns);
-        int r = lg_blob_begin(c->d->blobs, &u->w, &u->err);
+        struct lg_error err = {0};
+        lg_apps_upload *u = NULL;
+        int r = lg_apps_upload_begin(c->d->apps, &u, &err);
         if (r < 0) {
-                lg_http_respond_error(c->req, 500, "Internal", "%s", u->err.msg);
-                free(u);
+                lg_http_respond_error(c->req, 500, "Internal", "%s", err.msg);
                 return;
         }
-        lg_http_request_set_body_limit(c->req, lg_blobstore_max_bytes(c->d->blobs));
+        lg_http_request_set_body_limit(c->req, lg_apps_upload_max_bytes(c->d->apps));
         lg_http_request_on_abort(c->req, upload_abort, u);
         if (lg_http_request_read(c->req, upload_data, upload_end, u) < 0) {
                 /* The server answered 413 itself; abort will follow. */
@@ -489,65 +354,6 @@ static void api_packages(struct api_call *c, const char *ns) {
 }
 
 /* ---- pool groups ------------------------------------------------------------ */
-
-static const char *const pool_fields[] = {"runtime", "ready", "cpu", "memory", "startupBoost", NULL};
-
-/* Validate a pool group spec and fill the node's view of it. */
-static int pool_from_spec(struct lg_http_request *req, const char *name, const json_t *spec,
-                          struct lg_pool_spec *ps) {
-        memset(ps, 0, sizeof(*ps));
-        ps->name = name;
-        if (req && !api_only_fields(req, spec, "a pool group", pool_fields))
-                return -EINVAL;
-        ps->runtime = json_string_value(json_object_get(spec, "runtime"));
-        const char *err = NULL;
-        if (!ps->runtime || (strcmp(ps->runtime, "python3") && strcmp(ps->runtime, "node") && strcmp(ps->runtime, "custom")))
-                err = "`runtime` must be python3, node or custom";
-        json_t *ready = json_object_get(spec, "ready");
-        if (!err && ready && (!json_is_integer(ready) || json_integer_value(ready) < 0 || json_integer_value(ready) > 1000))
-                err = "`ready` must be an integer from 0 to 1000";
-        ps->ready = ready ? (unsigned) json_integer_value(ready) : 1;
-        json_t *v;
-        if (!err && (v = json_object_get(spec, "cpu")) && lg_spec_cpu(v, &ps->cpu_millis) < 0)
-                err = "`cpu` must be CPUs (0.5) or millicores (\"500m\")";
-        if (!err && (v = json_object_get(spec, "memory")) && lg_spec_memory(v, &ps->memory_bytes) < 0)
-                err = "`memory` must be a size from 4Mi to 64Gi (\"256Mi\")";
-        json_t *boost = json_object_get(spec, "startupBoost");
-        if (!err && boost) {
-                static const char *const bf[] = {"cpu", "seconds", NULL};
-                if (!json_is_object(boost))
-                        err = "`startupBoost` must be an object {cpu, seconds}";
-                else if (req && !api_only_fields(req, boost, "startupBoost", bf))
-                        return -EINVAL;
-                else if (!(v = json_object_get(boost, "cpu")) || lg_spec_cpu(v, &ps->boost_cpu_millis) < 0)
-                        err = "`startupBoost.cpu` must be CPUs or millicores";
-                else if (!json_is_integer(v = json_object_get(boost, "seconds")) || json_integer_value(v) < 1 ||
-                         json_integer_value(v) > 3600)
-                        err = "`startupBoost.seconds` must be an integer from 1 to 3600";
-                else
-                        ps->boost_seconds = (unsigned) json_integer_value(v);
-        }
-        if (err) {
-                if (req)
-                        lg_http_respond_error(req, 400, "BadRequest", "pool group `%s`: %s", name, err);
-                return -EINVAL;
-        }
-        return 0;
-}
-
-static json_t *pool_json(struct lg_daemon *d, const struct lg_resource *r) {
-        json_t *doc = json_pack("{s:s, s:O}", "name", r->name, "spec", r->spec);
-        struct lg_pool_stats ps;
-        if (lg_node_pool_stats(d->node, r->name, &ps) == 0)
-                json_object_set_new(doc, "status",
-                                    json_pack("{s:i, s:i, s:I, s:I, s:I}", "ready", ps.ready, "starting", ps.starting,
-                                              "created", (json_int_t) ps.created, "taken", (json_int_t) ps.taken,
-                                              "onDemand", (json_int_t) ps.on_demand));
-        if (ps.failures)
-                json_object_set_new(json_object_get(doc, "status"), "lastError",
-                                    json_pack("{s:i, s:s}", "failures", ps.failures, "message", ps.last_error));
-        return doc;
-}
 
 static void api_pools(struct api_call *c, const char *name) {
         const char *m = lg_http_request_method(c->req);
@@ -563,7 +369,7 @@ static void api_pools(struct api_call *c, const char *name) {
                         return api_store_error(c->req, r, &err);
                 json_t *items = json_array();
                 for (size_t i = 0; i < l.n; i++)
-                        json_array_append_new(items, pool_json(c->d, l.items[i]));
+                        json_array_append_new(items, lg_apps_pool_json(c->d->apps, l.items[i]));
                 lg_resource_list_free(&l);
                 api_json(c->req, 200, json_pack("{s:o}", "items", items));
                 return;
@@ -573,7 +379,7 @@ static void api_pools(struct api_call *c, const char *name) {
                 int r = lg_store_get(c->d->store, LG_KEY("PoolGroup", "", name), &res, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
-                api_json(c->req, 200, pool_json(c->d, res));
+                api_json(c->req, 200, lg_apps_pool_json(c->d->apps, res));
                 lg_resource_free(res);
                 return;
         }
@@ -582,10 +388,9 @@ static void api_pools(struct api_call *c, const char *name) {
                 return;
         }
         if (!strcmp(m, "DELETE")) {
-                int r = lg_store_delete(c->d->store, LG_KEY("PoolGroup", "", name), 0, NULL, &err);
+                int r = lg_apps_pool_delete(c->d->apps, name, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
-                lg_node_pool_delete(c->d->node, name);
                 lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
                 return;
         }
@@ -600,19 +405,12 @@ static void api_pools(struct api_call *c, const char *name) {
         json_t *spec = api_body_json(c->req);
         if (!spec)
                 return;
-        struct lg_pool_spec ps;
-        if (pool_from_spec(c->req, name, spec, &ps) < 0) {
-                json_decref(spec);
-                return;
-        }
         struct lg_resource *res = NULL;
-        int r = lg_store_apply(c->d->store, LG_KEY("PoolGroup", "", name), NULL, spec, &res, &err);
+        int r = lg_apps_pool_put(c->d->apps, name, spec, &res, &err);
         json_decref(spec);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
-        pool_from_spec(NULL, name, res->spec, &ps);
-        lg_node_pool_set(c->d->node, &ps, NULL);
-        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, pool_json(c->d, res));
+        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, lg_apps_pool_json(c->d->apps, res));
         lg_resource_free(res);
 }
 
@@ -761,17 +559,14 @@ int lg_api_restore(struct lg_daemon *d, struct lg_error *err) {
         int r = lg_store_list(d->store, "PoolGroup", "", NULL, &l, err);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < l.n; i++) {
-                struct lg_pool_spec ps;
-                if (pool_from_spec(NULL, l.items[i]->name, l.items[i]->spec, &ps) == 0)
-                        lg_node_pool_set(d->node, &ps, NULL);
-        }
+        for (size_t i = 0; i < l.n; i++)
+                lg_apps_restore_pool(d->apps, l.items[i], NULL);
         lg_resource_list_free(&l);
         r = lg_store_list(d->store, "App", NULL, NULL, &l, err);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < l.n; i++)
-                api_app_activate(d, l.items[i]->namespace, l.items[i]->name, NULL);
+                lg_apps_restore_app(d->apps, l.items[i], NULL);
         lg_resource_list_free(&l);
         r = api_sessions_restore(d, err);
         if (r < 0)

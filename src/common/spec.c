@@ -1,5 +1,8 @@
 /* CPU and memory fields of API specs (see spec.h). */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "common/spec.h"
 #include "common/util.h"
@@ -27,4 +30,21 @@ int lg_spec_memory(const json_t *v, uint64_t *ret) {
                 return -EINVAL;
         }
         return *ret >= (4u << 20) && *ret <= (64ull << 30) ? 0 : -ERANGE;
+}
+
+int lg_spec_only_fields(const json_t *obj, const char *what, const char *const *allowed, struct lg_error *err) {
+        char bad[512] = "";
+        size_t off = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *) obj, k, v) {
+                bool ok = false;
+                for (size_t i = 0; allowed[i] && !ok; i++)
+                        ok = !strcmp(k, allowed[i]);
+                if (!ok && off < sizeof(bad) - 1)
+                        off += (size_t) snprintf(bad + off, sizeof(bad) - off, "%s`%.64s`", off ? ", " : "", k);
+        }
+        if (!off)
+                return 0;
+        return lg_error_setm(err, EINVAL, "unknown field%s in %s: %s", strchr(bad, ',') ? "s" : "", what, bad);
 }

@@ -4,6 +4,7 @@
 
 #include <uv.h>
 
+#include "apps/apps.h"
 #include "http/http.h"
 #include "image/image.h"
 #include "node/node.h"
@@ -25,6 +26,7 @@ struct lg_daemon {
         lg_node *node;
         lg_router *router;
         lg_sessions *sessions;
+        lg_apps *apps;
         struct lg_http_server *http;
 };
 
@@ -33,5 +35,3 @@ enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdat
 void lg_api_on_request(struct lg_http_request *req, void *userdata);
 /* Load pool groups and apps from the store into the node and router. */
 int lg_api_restore(struct lg_daemon *d, struct lg_error *err);
-/* The router's log sink: <logs>/<ns>/<app>.log, capped. */
-void lg_api_app_log(const char *key, const char *line, void *userdata);

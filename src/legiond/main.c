@@ -155,52 +155,69 @@ static int listen_tls(struct lg_daemon *d, const char *host, unsigned port, stru
         return lg_http_server_listen_tls(d->http, host, (uint16_t) port, files.server_crt, files.server_key, err);
 }
 
-/* The session manager's view of the node and the router. */
-static int sessions_pool_set(void *ud, const struct lg_pool_spec *spec, struct lg_error *err) {
+/* The application modules' view of the node and the router (their ops
+ * tables): the router goes first at shutdown, so it may be NULL. */
+static int wire_pool_set(void *ud, const struct lg_pool_spec *spec, struct lg_error *err) {
         struct lg_daemon *d = ud;
         return lg_node_pool_set(d->node, spec, err);
 }
 
-static void sessions_pool_delete(void *ud, const char *name) {
+static void wire_pool_delete(void *ud, const char *name) {
         struct lg_daemon *d = ud;
         lg_node_pool_delete(d->node, name);
 }
 
-static int sessions_pool_stats(void *ud, const char *name, struct lg_pool_stats *ret) {
+static int wire_pool_stats(void *ud, const char *name, struct lg_pool_stats *ret) {
         struct lg_daemon *d = ud;
         return lg_node_pool_stats(d->node, name, ret);
 }
 
-static int sessions_route_set(void *ud, const struct lg_route_config *cfg, struct lg_error *err) {
+static int wire_route_set(void *ud, const struct lg_route_config *cfg, struct lg_error *err) {
         struct lg_daemon *d = ud;
+        if (!d->router)
+                return lg_error_setm(err, ESHUTDOWN, "legiond is stopping");
         return lg_router_set(d->router, cfg, err);
 }
 
-static void sessions_route_remove(void *ud, const char *key) {
+static void wire_route_remove(void *ud, const char *key) {
         struct lg_daemon *d = ud;
-        /* The router goes first at shutdown. */
         if (d->router)
                 lg_router_remove(d->router, key);
 }
 
-static int sessions_route_sandboxes(void *ud, const char *key) {
+static int wire_route_stats(void *ud, const char *key, struct lg_route_stats *ret) {
         struct lg_daemon *d = ud;
-        struct lg_route_stats st;
-        if (!d->router || lg_router_stats(d->router, key, &st) < 0)
-                return -ENOENT;
-        return (int) (st.instances + st.starting);
+        return d->router ? lg_router_stats(d->router, key, ret) : -ENOENT;
 }
 
-static void sessions_log(void *ud, const char *pool_key, const char *line) { lg_api_app_log(pool_key, line, ud); }
+static int wire_route_sandboxes(void *ud, const char *key) {
+        struct lg_route_stats st;
+        int r = wire_route_stats(ud, key, &st);
+        return r < 0 ? r : (int) (st.instances + st.starting);
+}
+
+static void wire_log(void *ud, const char *pool_key, const char *line) {
+        struct lg_daemon *d = ud;
+        lg_apps_log(pool_key, line, d->apps);
+}
 
 static const struct lg_sessions_ops sessions_ops = {
-        .pool_set = sessions_pool_set,
-        .pool_delete = sessions_pool_delete,
-        .pool_stats = sessions_pool_stats,
-        .route_set = sessions_route_set,
-        .route_remove = sessions_route_remove,
-        .route_sandboxes = sessions_route_sandboxes,
-        .log = sessions_log,
+        .pool_set = wire_pool_set,
+        .pool_delete = wire_pool_delete,
+        .pool_stats = wire_pool_stats,
+        .route_set = wire_route_set,
+        .route_remove = wire_route_remove,
+        .route_sandboxes = wire_route_sandboxes,
+        .log = wire_log,
+};
+
+static const struct lg_apps_ops apps_ops = {
+        .pool_set = wire_pool_set,
+        .pool_delete = wire_pool_delete,
+        .pool_stats = wire_pool_stats,
+        .route_set = wire_route_set,
+        .route_remove = wire_route_remove,
+        .route_stats = wire_route_stats,
 };
 
 static struct lg_daemon daemon_state;
@@ -320,8 +337,12 @@ int main(int argc, char **argv) {
         struct lg_node_config nc = {.loop = d->loop, .run_dir = path, .runtimes_dir = d->runtimes_dir};
         if (r >= 0)
                 r = lg_node_new(&nc, &d->node, &err);
+        struct lg_apps_config ac = {.loop = d->loop, .store = d->store, .blobs = d->blobs,
+                                    .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d};
         if (r >= 0)
-                r = lg_router_new(d->loop, d->node, lg_api_app_log, d, &d->router, &err);
+                r = lg_apps_new(&ac, &d->apps, &err);
+        if (r >= 0)
+                r = lg_router_new(d->loop, d->node, lg_apps_log, d->apps, &d->router, &err);
         if (r >= 0)
                 r = lg_sessions_new(d->loop, &sessions_ops, d, &d->sessions, &err);
         char pod_logs[4096];
@@ -378,6 +399,7 @@ int main(int argc, char **argv) {
                     strchr(tls_host, ':') ? "]" : "", lg_http_server_tls_port(d->http), d->home);
         uv_run(d->loop, UV_RUN_DEFAULT);
         lg_sessions_free(d->sessions);
+        lg_apps_free(d->apps);
         lg_pods_free(d->pods);
         lg_node_free(d->node);
         lg_image_store_close(d->images);

@@ -1,0 +1,21 @@
+/* The layout of lg_apps, shared by apps.c and apps-upload.c. */
+#pragma once
+
+#include "apps/apps.h"
+
+struct lg_apps {
+        uv_loop_t *loop;
+        lg_store *store;
+        struct lg_blobstore *blobs;
+        char *logs_dir;
+        const struct lg_apps_ops *ops;
+        void *ud;
+        /* Package jobs: the one running and the ones waiting for it. */
+        struct {
+                lg_apps_upload *running;
+                lg_apps_upload *head, **tail;
+        } jobs;
+};
+
+/* lg_apps_free: drop the uploads waiting for their job. */
+void apps_upload_drop_queued(lg_apps *a);

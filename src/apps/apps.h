@@ -1,0 +1,149 @@
+/* Function apps: specs, revisions and their activation in the router,
+ * pool groups (the warm placeholders apps start from), the app event logs,
+ * and the package upload pipeline (docs/api.md, "Apps", "Packages").
+ *
+ * What a revision is: the part of an app's spec that needs new instances
+ * (runtime, package, entrypoint, settings, cpu, memory, pool group).
+ * Changing it makes revision N+1, and activating it has the router drain
+ * revision N; scaling settings (concurrency, min/max instances, timeouts)
+ * change in place. Apps, their revisions and pool groups live in the store
+ * (kinds "App", "PoolGroup"); the router and the node hold what is active,
+ * reached through lg_apps_ops only, so that the module runs without them.
+ *
+ * Threading: one libuv loop, not thread-safe; package jobs run on libuv's
+ * thread pool one at a time and touch only the blob store there.
+ * Callbacks: the ops are called synchronously from inside the lg_apps_*
+ * calls and must not call back into the module; an upload's completion
+ * callback runs from the loop, never from inside the call that started it.
+ * Memory: the library never logs (apps' events go to their log files, see
+ * lg_apps_log); functions return >= 0 or a negative errno with err set;
+ * strings and JSON given are borrowed for the call; JSON and resources
+ * returned belong to the caller. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/util.h"
+#include "node/node.h"
+#include "pkg/pkg.h"
+#include "router/router.h"
+#include "store/store.h"
+
+typedef struct lg_apps lg_apps;
+
+/* What the module needs of the node and the router. */
+struct lg_apps_ops {
+        int (*pool_set)(void *ud, const struct lg_pool_spec *spec, struct lg_error *err);
+        void (*pool_delete)(void *ud, const char *name);
+        /* < 0 when the node has no such pool. */
+        int (*pool_stats)(void *ud, const char *name, struct lg_pool_stats *ret);
+        int (*route_set)(void *ud, const struct lg_route_config *cfg, struct lg_error *err);
+        void (*route_remove)(void *ud, const char *key);
+        /* < 0 when there is no such route. */
+        int (*route_stats)(void *ud, const char *key, struct lg_route_stats *ret);
+};
+
+struct lg_apps_config {
+        uv_loop_t *loop;
+        lg_store *store;
+        struct lg_blobstore *blobs;
+        const char *logs_dir; /* <logs_dir>/<ns>/<app>.log */
+        const struct lg_apps_ops *ops;
+        void *ud;             /* the ops' */
+};
+
+int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error *err);
+/* Uploads not yet running are dropped (their callbacks never run); one
+ * whose job runs must be let finish first. NULL is fine. */
+void lg_apps_free(lg_apps *a);
+
+/* ---- apps -------------------------------------------------------------------- */
+
+/* The fields an app spec may have. */
+extern const char *const lg_app_fields[];
+
+/* Store spec (and labels, may be NULL) as app ns/name: checked first
+ * (-EINVAL "app `x`: `runtime` must be ..."; the package must be uploaded
+ * and the pool group exist and run the same runtime), then in one
+ * transaction the object, a new revision when the revision's fields
+ * changed, and the package references; the newest 20 revisions are kept.
+ * Returns the store's LG_STORE_CREATED, _UPDATED or _UNCHANGED; *ret (may
+ * be NULL) the object.
+ * It is not routed yet: lg_apps_activate does that. */
+int lg_apps_put(lg_apps *a, const char *ns, const char *name, const json_t *labels, const json_t *spec,
+                struct lg_resource **ret, struct lg_error *err);
+/* Route app ns/name's latest revision (its package extracted again if
+ * the tree has gone): a new revision drains the instances of the old. */
+int lg_apps_activate(lg_apps *a, const char *ns, const char *name, struct lg_error *err);
+/* Remove the app from the store and the router. */
+int lg_apps_delete(lg_apps *a, const char *ns, const char *name, struct lg_error *err);
+/* The API document of a stored app: the resource with status.url and,
+ * while routed, the router's figures. NULL when out of memory. */
+json_t *lg_apps_json(lg_apps *a, const struct lg_resource *app);
+
+/* ---- pool groups --------------------------------------------------------------- */
+
+/* Check a pool group spec (unknown fields included), store it, and declare
+ * its placeholders to the node. -EINVAL with err saying what is wrong;
+ * the store's errors. *ret (may be NULL) the stored object. */
+int lg_apps_pool_put(lg_apps *a, const char *name, const json_t *spec, struct lg_resource **ret,
+                     struct lg_error *err);
+int lg_apps_pool_delete(lg_apps *a, const char *name, struct lg_error *err);
+/* {"name", "spec", "status"?: {"ready", "starting", "created", "taken",
+ * "onDemand", "lastError"?}}. NULL when out of memory. */
+json_t *lg_apps_pool_json(lg_apps *a, const struct lg_resource *pool);
+
+/* ---- restore ------------------------------------------------------------------- */
+
+/* At start: a stored pool group or app made active again, as the store
+ * has it (what was stored is not checked again beyond what the node needs). */
+int lg_apps_restore_pool(lg_apps *a, const struct lg_resource *pool, struct lg_error *err);
+int lg_apps_restore_app(lg_apps *a, const struct lg_resource *app, struct lg_error *err);
+
+/* ---- logs ------------------------------------------------------------------------ */
+
+/* Append "<time> legion: line" to the log of key "ns/name" (an app, or a
+ * session pool), capped: at 1 MiB it moves to .1 and starts again. Best
+ * effort, as a log is. Fits lg_router_log_fn with a as userdata. */
+void lg_apps_log(const char *key, const char *line, void *a);
+/* That log's path. -EINVAL for a key without '/', -ENAMETOOLONG. */
+int lg_apps_log_path(lg_apps *a, const char *key, char *buf, size_t cap);
+
+/* ---- package uploads ----------------------------------------------------------- */
+
+/* A package arrives chunk by chunk into the blob store (each chunk's
+ * sha256 and write are cheap, on the loop). What can take seconds -- the
+ * commit's fsync, the extraction and the removal of a refused tree -- is a
+ * job on libuv's thread pool. Jobs run one at a time in arrival order: the
+ * pool has four threads, shared with sandbox creation and image jobs, and
+ * uploads in parallel must not take them all. A good package is recorded
+ * in the store (and kept, even if the client has gone); a refused one is
+ * removed unless the same bytes were uploaded before. */
+typedef struct lg_apps_upload lg_apps_upload;
+
+struct lg_package {
+        const char *digest; /* sha256 hex */
+        uint64_t size;      /* of the archive */
+        const struct lg_pkg_info *info;
+};
+
+/* Exactly once per finished upload, from the loop, unless cancelled first.
+ * status 0: kept; < 0: refused (-EFBIG, -EINVAL, -ELOOP, ... as pkg.h says; err
+ * tells why); pkg is NULL then. The upload is freed after it returns. */
+typedef void (*lg_apps_upload_cb)(int status, const struct lg_package *pkg, const struct lg_error *err,
+                                  void *ud);
+
+int lg_apps_upload_begin(lg_apps *a, lg_apps_upload **ret, struct lg_error *err);
+/* The largest archive accepted (bytes). */
+uint64_t lg_apps_upload_max_bytes(lg_apps *a);
+/* A chunk of the body. A failure is kept and reported by finish. */
+void lg_apps_upload_write(lg_apps_upload *u, const void *data, size_t len);
+/* The body is complete: queue its job. < 0 when a write had failed: the
+ * upload is freed, and cb is never called. */
+int lg_apps_upload_finish(lg_apps_upload *u, lg_apps_upload_cb cb, void *ud, struct lg_error *err);
+/* The client went away: the callback will not run. A job already running
+ * finishes (a good package is kept); otherwise the upload is dropped. */
+void lg_apps_upload_cancel(lg_apps_upload *u);

@@ -1,0 +1,508 @@
+/* Unit tests of the apps module (src/apps) against a real store and blob
+ * store in a temporary directory, on a real libuv loop, with recording ops
+ * in place of the node and the router: pool groups, the package upload
+ * pipeline (good, refused and cancelled uploads), app specs, the revision
+ * rules of activation, deletion and the event logs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "apps/apps.h"
+
+struct rec {
+        int pool_sets, pool_deletes, route_sets, route_removes;
+        struct lg_pool_spec pool;
+        char pool_name[64], pool_deleted[64], removed[160];
+        char key[160], code_dir[4096], entrypoint[64], env[4][64], route_pool[64];
+        unsigned revision, concurrency, min_instances, max_instances;
+        uint64_t cpu_millis;
+        bool routed; /* route_stats answers for key */
+};
+
+static int rec_pool_set(void *ud, const struct lg_pool_spec *ps, struct lg_error *err) {
+        (void) err;
+        struct rec *r = ud;
+        r->pool_sets++;
+        r->pool = *ps;
+        snprintf(r->pool_name, sizeof(r->pool_name), "%s", ps->name);
+        r->pool.name = r->pool.runtime = NULL;
+        return 0;
+}
+
+static void rec_pool_delete(void *ud, const char *name) {
+        struct rec *r = ud;
+        r->pool_deletes++;
+        snprintf(r->pool_deleted, sizeof(r->pool_deleted), "%s", name);
+}
+
+static int rec_pool_stats(void *ud, const char *name, struct lg_pool_stats *ret) {
+        (void) ud;
+        if (strcmp(name, "python3"))
+                return -ENOENT;
+        *ret = (struct lg_pool_stats){.ready = 2, .taken = 5};
+        return 0;
+}
+
+static int rec_route_set(void *ud, const struct lg_route_config *cfg, struct lg_error *err) {
+        (void) err;
+        struct rec *r = ud;
+        r->route_sets++;
+        r->routed = true;
+        snprintf(r->key, sizeof(r->key), "%s", cfg->key);
+        snprintf(r->code_dir, sizeof(r->code_dir), "%s", cfg->code_dir ? cfg->code_dir : "");
+        snprintf(r->entrypoint, sizeof(r->entrypoint), "%s", cfg->entrypoint ? cfg->entrypoint : "");
+        snprintf(r->route_pool, sizeof(r->route_pool), "%s", cfg->pool);
+        memset(r->env, 0, sizeof(r->env));
+        for (size_t i = 0; cfg->env && cfg->env[i] && i < 4; i++)
+                snprintf(r->env[i], sizeof(r->env[i]), "%s", cfg->env[i]);
+        r->revision = cfg->revision;
+        r->concurrency = cfg->concurrency;
+        r->min_instances = cfg->min_instances;
+        r->max_instances = cfg->max_instances;
+        r->cpu_millis = cfg->cpu_millis;
+        return 0;
+}
+
+static void rec_route_remove(void *ud, const char *key) {
+        struct rec *r = ud;
+        r->route_removes++;
+        r->routed = false;
+        snprintf(r->removed, sizeof(r->removed), "%s", key);
+}
+
+static int rec_route_stats(void *ud, const char *key, struct lg_route_stats *ret) {
+        struct rec *r = ud;
+        if (!r->routed || strcmp(key, r->key))
+                return -ENOENT;
+        *ret = (struct lg_route_stats){.revision = r->revision, .instances = 1, .requests = 7};
+        return 0;
+}
+
+static const struct lg_apps_ops ops = {
+        .pool_set = rec_pool_set,
+        .pool_delete = rec_pool_delete,
+        .pool_stats = rec_pool_stats,
+        .route_set = rec_route_set,
+        .route_remove = rec_route_remove,
+        .route_stats = rec_route_stats,
+};
+
+struct fx {
+        char dir[64];
+        uv_loop_t loop;
+        lg_store *store;
+        struct lg_blobstore *blobs;
+        lg_apps *apps;
+        struct rec rec;
+        char pkg[80];  /* digest of a good package */
+        char pkg2[80]; /* of another */
+};
+
+#define OK(call)                                                                 \
+        do {                                                                     \
+                int r_ = (call);                                                 \
+                if (r_ < 0)                                                      \
+                        fail_msg("%s = %d: %s", #call, r_, err.msg);             \
+        } while (0)
+
+static json_t *js(const char *text) {
+        json_error_t je;
+        json_t *j = json_loads(text, 0, &je);
+        if (!j)
+                fail_msg("bad test JSON %s: %s", text, je.text);
+        return j;
+}
+
+/* ---- uploads ------------------------------------------------------------------ */
+
+struct result {
+        int calls, status;
+        char digest[80], msg[512];
+        uint64_t files;
+};
+
+static void on_upload(int status, const struct lg_package *pkg, const struct lg_error *err, void *ud) {
+        struct result *res = ud;
+        res->calls++;
+        res->status = status;
+        if (pkg) {
+                snprintf(res->digest, sizeof(res->digest), "%s", pkg->digest);
+                res->files = pkg->info->n_files;
+        } else {
+                snprintf(res->msg, sizeof(res->msg), "%s", err->msg);
+        }
+}
+
+/* The bytes of a tar.gz of a directory holding main.py with text. */
+static char *make_package(struct fx *f, const char *text, size_t *len) {
+        char src[128], out[128];
+        snprintf(src, sizeof(src), "%s/src", f->dir);
+        snprintf(out, sizeof(out), "%s/pkg.tgz", f->dir);
+        mkdir(src, 0700);
+        char path[160];
+        snprintf(path, sizeof(path), "%s/main.py", src);
+        FILE *fp = fopen(path, "w");
+        fputs(text, fp);
+        fclose(fp);
+        int fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        struct lg_error err = {0};
+        OK(lg_pkg_pack_dir(src, fd, NULL, NULL, &err));
+        struct stat st;
+        fstat(fd, &st);
+        char *buf = malloc((size_t) st.st_size);
+        assert_int_equal(pread(fd, buf, (size_t) st.st_size, 0), st.st_size);
+        close(fd);
+        *len = (size_t) st.st_size;
+        return buf;
+}
+
+/* Upload bytes in chunks and run the loop until its job is done. */
+static void upload(struct fx *f, const char *data, size_t len, struct result *res) {
+        struct lg_error err = {0};
+        lg_apps_upload *u = NULL;
+        OK(lg_apps_upload_begin(f->apps, &u, &err));
+        for (size_t off = 0; off < len; off += 100)
+                lg_apps_upload_write(u, data + off, len - off < 100 ? len - off : 100);
+        OK(lg_apps_upload_finish(u, on_upload, res, &err));
+        assert_int_equal(res->calls, 0); /* never from inside the call */
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(res->calls, 1);
+}
+
+static int setup(void **state) {
+        struct fx *f = calloc(1, sizeof(*f));
+        strcpy(f->dir, "/tmp/lg-apps-XXXXXX");
+        if (!mkdtemp(f->dir))
+                return -1;
+        struct lg_error err = {0};
+        char path[160], logs[160];
+        uv_loop_init(&f->loop);
+        snprintf(path, sizeof(path), "%s/legion.db", f->dir);
+        if (lg_store_open(path, NULL, &f->store, &err) < 0)
+                return -1;
+        snprintf(path, sizeof(path), "%s/packages", f->dir);
+        if (lg_blobstore_open(path, &f->blobs, &err) < 0)
+                return -1;
+        snprintf(logs, sizeof(logs), "%s/logs", f->dir);
+        struct lg_apps_config cfg = {.loop = &f->loop, .store = f->store, .blobs = f->blobs, .logs_dir = logs,
+                                     .ops = &ops, .ud = &f->rec};
+        if (lg_apps_new(&cfg, &f->apps, &err) < 0)
+                return -1;
+        *state = f;
+        return 0;
+}
+
+/* A pool group python3 and two uploaded packages. */
+static int setup_app(void **state) {
+        if (setup(state) < 0)
+                return -1;
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        json_t *pool = js("{\"runtime\": \"python3\", \"ready\": 1, \"memory\": \"256Mi\"}");
+        int r = lg_apps_pool_put(f->apps, "python3", pool, NULL, &err);
+        json_decref(pool);
+        if (r < 0)
+                return -1;
+        const char *texts[2] = {"print(1)\n", "print(2)\n"};
+        char *digests[2] = {f->pkg, f->pkg2};
+        for (int i = 0; i < 2; i++) {
+                size_t len;
+                char *data = make_package(f, texts[i], &len);
+                struct result res = {0};
+                upload(f, data, len, &res);
+                free(data);
+                if (res.status < 0)
+                        return -1;
+                snprintf(digests[i], sizeof(f->pkg), "%s", res.digest);
+        }
+        return 0;
+}
+
+static int teardown(void **state) {
+        struct fx *f = *state;
+        lg_apps_free(f->apps);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&f->loop), 0);
+        lg_blobstore_close(f->blobs);
+        lg_store_close(f->store);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+        assert_int_equal(system(cmd), 0);
+        free(f);
+        return 0;
+}
+
+static void test_uploads(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        size_t len;
+        char *data = make_package(f, "print('hi')\n", &len);
+        struct result good = {0};
+        upload(f, data, len, &good);
+        assert_int_equal(good.status, 0);
+        assert_int_equal(good.files, 1);
+        struct lg_blob b;
+        OK(lg_store_blob_get(f->store, good.digest, &b, &err));
+        assert_int_equal(b.size, len);
+        assert_int_equal(lg_blob_exists(f->blobs, good.digest), 1);
+
+        /* Not an archive: refused, and nothing of it kept. */
+        static const char junk[] = "this is no archive at all, just words and words";
+        struct lg_digest *list = NULL;
+        size_t before = 0, after = 0;
+        OK(lg_blob_list(f->blobs, &list, &before, &err));
+        free(list);
+        struct result bad = {0};
+        upload(f, junk, sizeof(junk), &bad);
+        assert_true(bad.status < 0);
+        assert_true(bad.msg[0] != '\0');
+        OK(lg_blob_list(f->blobs, &list, &after, &err));
+        free(list);
+        assert_int_equal(after, before);
+        /* The same good bytes again: the same package, still kept. */
+        struct result again = {0};
+        upload(f, data, len, &again);
+        assert_int_equal(again.status, 0);
+        assert_string_equal(again.digest, good.digest);
+
+        /* Two finished, the second cancelled while it waits for the first:
+         * only the first reports. */
+        lg_apps_upload *u1 = NULL, *u2 = NULL, *u3 = NULL;
+        struct result r1 = {0}, r2 = {0};
+        OK(lg_apps_upload_begin(f->apps, &u1, &err));
+        OK(lg_apps_upload_begin(f->apps, &u2, &err));
+        OK(lg_apps_upload_begin(f->apps, &u3, &err));
+        lg_apps_upload_write(u1, data, len);
+        lg_apps_upload_write(u2, data, len);
+        OK(lg_apps_upload_finish(u1, on_upload, &r1, &err));
+        OK(lg_apps_upload_finish(u2, on_upload, &r2, &err));
+        lg_apps_upload_cancel(u2);
+        lg_apps_upload_cancel(u3); /* still being written */
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(r1.calls, 1);
+        assert_int_equal(r1.status, 0);
+        assert_int_equal(r2.calls, 0);
+        free(data);
+}
+
+static void test_upload_too_large(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        lg_blobstore_set_max_bytes(f->blobs, 1000);
+        assert_int_equal(lg_apps_upload_max_bytes(f->apps), 1000);
+        lg_apps_upload *u = NULL;
+        OK(lg_apps_upload_begin(f->apps, &u, &err));
+        char buf[600] = {0};
+        lg_apps_upload_write(u, buf, sizeof(buf));
+        lg_apps_upload_write(u, buf, sizeof(buf));
+        struct result res = {0};
+        err = (struct lg_error){0};
+        assert_int_equal(lg_apps_upload_finish(u, on_upload, &res, &err), -EFBIG);
+        assert_true(err.msg[0] != '\0');
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(res.calls, 0);
+}
+
+static void test_pool_groups(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        json_t *s = js("{\"runtime\": \"python3\", \"ready\": 3, \"cpu\": \"500m\", \"memory\": \"128Mi\", "
+                       "\"startupBoost\": {\"cpu\": 2, \"seconds\": 10}}");
+        struct lg_resource *res = NULL;
+        assert_int_equal(lg_apps_pool_put(f->apps, "python3", s, &res, &err), LG_STORE_CREATED);
+        json_decref(s);
+        assert_string_equal(f->rec.pool_name, "python3");
+        assert_int_equal(f->rec.pool.ready, 3);
+        assert_int_equal(f->rec.pool.cpu_millis, 500);
+        assert_int_equal(f->rec.pool.memory_bytes, 128ull << 20);
+        assert_int_equal(f->rec.pool.boost_cpu_millis, 2000);
+        assert_int_equal(f->rec.pool.boost_seconds, 10);
+        json_t *doc = lg_apps_pool_json(f->apps, res);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "status"), "taken")), 5);
+        json_decref(doc);
+        lg_resource_free(res);
+
+        int sets = f->rec.pool_sets;
+        static const struct { const char *spec, *word; } bad[] = {
+                {"{\"runtime\": \"python3\", \"color\": 1}", "unknown field in a pool group: `color`"},
+                {"{\"runtime\": \"python3\", \"startupBoost\": {\"cpu\": 1, \"seconds\": 1, \"x\": 1}}",
+                 "unknown field in startupBoost: `x`"},
+                {"{\"runtime\": \"ruby\"}", "`runtime`"},
+                {"{}", "`runtime`"},
+                {"{\"runtime\": \"node\", \"ready\": 1001}", "`ready`"},
+                {"{\"runtime\": \"node\", \"ready\": -1}", "`ready`"},
+                {"{\"runtime\": \"node\", \"cpu\": \"0m\"}", "`cpu`"},
+                {"{\"runtime\": \"node\", \"memory\": \"1Ki\"}", "`memory`"},
+                {"{\"runtime\": \"node\", \"startupBoost\": 5}", "`startupBoost`"},
+                {"{\"runtime\": \"node\", \"startupBoost\": {\"cpu\": 1}}", "`startupBoost.seconds`"},
+                {"{\"runtime\": \"node\", \"startupBoost\": {\"cpu\": 1, \"seconds\": 3601}}",
+                 "`startupBoost.seconds`"},
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                s = js(bad[i].spec);
+                err = (struct lg_error){0};
+                int r = lg_apps_pool_put(f->apps, "bad", s, NULL, &err);
+                json_decref(s);
+                if (r != -EINVAL || !strstr(err.msg, bad[i].word))
+                        fail_msg("%s: %d `%s`", bad[i].spec, r, err.msg);
+        }
+        assert_int_equal(f->rec.pool_sets, sets);
+        assert_int_equal(lg_store_get(f->store, LG_KEY("PoolGroup", "", "bad"), NULL, NULL), -ENOENT);
+
+        OK(lg_apps_pool_delete(f->apps, "python3", &err));
+        assert_string_equal(f->rec.pool_deleted, "python3");
+        assert_int_equal(lg_apps_pool_delete(f->apps, "python3", &err), -ENOENT);
+        assert_int_equal(f->rec.pool_deletes, 1);
+}
+
+static int put(struct fx *f, const char *name, const char *spec_fmt, const char *pkg, struct lg_error *err) {
+        char text[1024];
+        snprintf(text, sizeof(text), spec_fmt, pkg);
+        json_t *s = js(text);
+        int r = lg_apps_put(f->apps, "ns", name, NULL, s, NULL, err);
+        json_decref(s);
+        return r;
+}
+
+static void test_revisions(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        const char *v1 = "{\"runtime\": \"python3\", \"package\": \"%s\", \"settings\": {\"A\": \"1\"}}";
+        assert_int_equal(put(f, "web", v1, f->pkg, &err), LG_STORE_CREATED);
+        /* Stored, not routed until activated. */
+        assert_int_equal(f->rec.route_sets, 0);
+        OK(lg_apps_activate(f->apps, "ns", "web", &err));
+        assert_string_equal(f->rec.key, "ns/web");
+        assert_int_equal(f->rec.revision, 1);
+        assert_string_equal(f->rec.route_pool, "python3");
+        assert_string_equal(f->rec.env[0], "A=1");
+        assert_int_equal(f->rec.concurrency, 10);
+        assert_int_equal(f->rec.max_instances, 10);
+        char main_py[4200];
+        snprintf(main_py, sizeof(main_py), "%s/main.py", f->rec.code_dir);
+        assert_int_equal(access(main_py, R_OK), 0);
+
+        /* The same spec again: no new revision. */
+        assert_int_equal(put(f, "web", v1, f->pkg, &err), LG_STORE_UNCHANGED);
+        OK(lg_apps_activate(f->apps, "ns", "web", &err));
+        assert_int_equal(f->rec.revision, 1);
+        /* Scaling settings change in place. */
+        const char *scaled = "{\"runtime\": \"python3\", \"package\": \"%s\", \"settings\": {\"A\": \"1\"}, "
+                             "\"concurrency\": 3, \"minInstances\": 1, \"maxInstances\": 4, \"timeoutSeconds\": 5}";
+        assert_int_equal(put(f, "web", scaled, f->pkg, &err), LG_STORE_UPDATED);
+        OK(lg_apps_activate(f->apps, "ns", "web", &err));
+        assert_int_equal(f->rec.revision, 1);
+        assert_int_equal(f->rec.concurrency, 3);
+        assert_int_equal(f->rec.min_instances, 1);
+        assert_int_equal(f->rec.max_instances, 4);
+        /* Settings, code, cpu, entrypoint: each a new revision. */
+        const char *changes[] = {
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"settings\": {\"A\": \"2\"}}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"settings\": {\"A\": \"2\"}, \"cpu\": \"250m\"}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"settings\": {\"A\": \"2\"}, \"cpu\": \"250m\", "
+                "\"entrypoint\": \"main:app\"}",
+        };
+        for (unsigned i = 0; i < 3; i++) {
+                assert_int_equal(put(f, "web", changes[i], f->pkg, &err), LG_STORE_UPDATED);
+                OK(lg_apps_activate(f->apps, "ns", "web", &err));
+                assert_int_equal(f->rec.revision, 2 + i);
+        }
+        assert_int_equal(f->rec.cpu_millis, 250);
+        assert_string_equal(f->rec.entrypoint, "main:app");
+        assert_int_equal(put(f, "web", changes[2], f->pkg2, &err), LG_STORE_UPDATED);
+        OK(lg_apps_activate(f->apps, "ns", "web", &err));
+        assert_int_equal(f->rec.revision, 5);
+        /* The old package is no longer referenced by the app. */
+        struct lg_blob b;
+        OK(lg_store_blob_get(f->store, f->pkg, &b, &err));
+        assert_int_equal(b.refs, 0);
+
+        /* Refused specs change nothing. */
+        static const char *const bad[] = {
+                "{\"runtime\": \"node\", \"package\": \"%s\"}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"poolGroup\": \"none\"}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"minInstances\": 5, \"maxInstances\": 2}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"settings\": {\"LEGION_X\": \"1\"}}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"settings\": {\"1A\": \"1\"}}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"settings\": {\"A\": 1}}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"memory\": \"1Gi\"}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"cpu\": \"fast\"}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"concurrency\": 0}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"color\": \"red\"}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"entrypoint\": 5}",
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                err = (struct lg_error){0};
+                int r = put(f, "web", bad[i], f->pkg, &err);
+                if (r != -EINVAL || !err.msg[0])
+                        fail_msg("%s: %d `%s`", bad[i], r, err.msg);
+        }
+        char missing[80];
+        memset(missing, 'a', 64);
+        missing[64] = '\0';
+        assert_int_equal(put(f, "web", "{\"runtime\": \"python3\", \"package\": \"%s\"}", missing, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "was not uploaded"));
+        assert_int_equal(put(f, "web", "{\"runtime\": \"python3\", \"package\": \"%s\"}", "../../etc", &err),
+                         -EINVAL);
+        json_t *notobj = js("[1]");
+        assert_int_equal(lg_apps_put(f->apps, "ns", "web", NULL, notobj, NULL, &err), -EINVAL);
+        json_decref(notobj);
+        OK(lg_apps_activate(f->apps, "ns", "web", &err));
+        assert_int_equal(f->rec.revision, 5);
+
+        /* The package's tree went missing: activation extracts it again. */
+        OK(lg_blob_delete_extracted(f->blobs, f->pkg2, &err));
+        OK(lg_apps_activate(f->apps, "ns", "web", &err));
+        snprintf(main_py, sizeof(main_py), "%s/main.py", f->rec.code_dir);
+        assert_int_equal(access(main_py, R_OK), 0);
+
+        struct lg_resource *res = NULL;
+        OK(lg_store_get(f->store, LG_KEY("App", "ns", "web"), &res, &err));
+        json_t *doc = lg_apps_json(f->apps, res);
+        json_t *st = json_object_get(doc, "status");
+        assert_string_equal(json_string_value(json_object_get(st, "url")), "/fn/ns/web/");
+        assert_int_equal(json_integer_value(json_object_get(st, "revision")), 5);
+        assert_int_equal(json_integer_value(json_object_get(st, "requests")), 7);
+        json_decref(doc);
+        lg_resource_free(res);
+
+        OK(lg_apps_delete(f->apps, "ns", "web", &err));
+        assert_string_equal(f->rec.removed, "ns/web");
+        assert_int_equal(lg_apps_activate(f->apps, "ns", "web", &err), -ENOENT);
+        assert_int_equal(lg_apps_delete(f->apps, "ns", "web", &err), -ENOENT);
+        assert_int_equal(f->rec.route_removes, 1);
+}
+
+static void test_logs(void **state) {
+        struct fx *f = *state;
+        lg_apps_log("ns/web", "instance i-1 started", f->apps);
+        lg_apps_log("no-slash", "ignored", f->apps);
+        char path[256], buf[256] = "";
+        assert_int_equal(lg_apps_log_path(f->apps, "ns/web", path, sizeof(path)), 0);
+        FILE *fp = fopen(path, "r");
+        assert_non_null(fp);
+        assert_non_null(fgets(buf, sizeof(buf), fp));
+        fclose(fp);
+        assert_non_null(strstr(buf, " legion: instance i-1 started\n"));
+        assert_int_equal(lg_apps_log_path(f->apps, "no-slash", path, sizeof(path)), -EINVAL);
+        assert_int_equal(lg_apps_log_path(f->apps, "ns/web", path, 8), -ENAMETOOLONG);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_uploads, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_upload_too_large, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pool_groups, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_revisions, setup_app, teardown),
+                cmocka_unit_test_setup_teardown(test_logs, setup, teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
