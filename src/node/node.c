@@ -9,7 +9,14 @@
  * A sandbox goes STARTING (worker importing) -> READY (placeholder in its
  * pool) -> SPECIALIZING (code mounted, specialize sent) -> SERVING, or to
  * DEAD from any state. Each has a listening Unix socket made by us and
- * handed to it as fd 4, on which the worker serves HTTP once specialized. */
+ * handed to it as fd 4, on which the worker serves HTTP once specialized.
+ *
+ * The sandboxes themselves are the node agent's (agent.h): creating,
+ * mounting the code, changing the CPU, reading the exit status and
+ * destroying are requests that run off the loop. An instance's memory
+ * lives while a request of it is under way or a handle of it is open
+ * (refs), so that lg_instance_destroy may come at any moment: it closes
+ * the handles and queues the destroy behind whatever runs. */
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,6 +24,7 @@
 #include <sys/un.h>
 
 #include "common/proto.h"
+#include "node/agent.h"
 #include "node/node.h"
 #include "sandbox/sandbox.h"
 
@@ -28,21 +36,23 @@ struct lg_instance {
         lg_node *node;
         struct pool *pool;          /* while a placeholder */
         struct lg_instance *next;   /* in the pool's list */
+        struct lg_instance *all_prev, *all_next; /* every live instance of the node */
         enum inst_state state;
-        lg_sandbox *sb;
         char id[40];
         char sock[256];
-        uv_poll_t ctl_poll, exit_poll;
+        uv_poll_t ctl_poll, exit_poll; /* set up once the sandbox exists (polls) */
         uv_timer_t timer;           /* specialize deadline, then boost end */
-        uv_work_t work;             /* sandbox creation, off the loop */
-        struct lg_sandbox_spec sspec; /* what the work creates */
+        struct lg_sandbox_spec sspec; /* what the create request makes */
         int listen_fd;
-        int create_result;
-        struct lg_error create_err;
-        bool creating;              /* work queued, handles not yet set up */
-        bool cancelled;             /* destroyed while creating */
-        struct lg_instance_spec *want; /* specialize once created (on demand) */
-        int handles_open;
+        bool creating;              /* create request under way */
+        bool polls;                 /* ctl_poll and exit_poll open */
+        bool released;              /* handles closed, destroy queued */
+        bool status_asked;          /* status request under way (it exited) */
+        int control_fd, pidfd;      /* the agent's, until the destroy is queued */
+        lg_agent_req create_req, mount_req, status_req, destroy_req;
+        unsigned refs;              /* requests under way and open handles */
+        struct lg_instance_spec *want; /* specialize with this: kept until sent */
+        bool set_cpu_on_take;       /* its own CPU quota at once (no boost) */
         char *rbuf;                 /* partial frame from the control socket */
         size_t rlen, rcap;
         bool cold;
@@ -73,6 +83,9 @@ struct pool {
 
 struct lg_node {
         uv_loop_t *loop;
+        lg_agent *agent;
+        bool own_agent;
+        lg_instance *all;           /* every live instance (lg_node_free) */
         char *run_dir, *sandbox_dir, *sock_dir, *runtimes_dir;
         uint64_t specialize_timeout_ms;
         struct pool *pools;
@@ -81,6 +94,7 @@ struct lg_node {
         bool refill_active;
         uv_timer_t retry;           /* wakes the refill after a backoff */
         unsigned live;              /* instances not yet freed */
+        uint64_t spawned;           /* instances ever made (ids) */
 };
 
 static const struct {
@@ -125,40 +139,78 @@ static void on_boost_end(uv_timer_t *t);
 
 /* ---- instance lifetime ---------------------------------------------- */
 
-static void handle_closed(uv_handle_t *h) {
-        lg_instance *inst = h->data;
-        if (--inst->handles_open > 0)
+static void unref(lg_instance *inst) {
+        if (--inst->refs > 0)
                 return;
-        inst->node->live--;
+        lg_node *node = inst->node;
+        if (inst->all_prev)
+                inst->all_prev->all_next = inst->all_next;
+        else
+                node->all = inst->all_next;
+        if (inst->all_next)
+                inst->all_next->all_prev = inst->all_prev;
+        node->live--;
         free(inst->rbuf);
         free(inst);
 }
 
-/* Tear the sandbox down now; the struct goes when its handles are closed. */
+static void handle_closed(uv_handle_t *h) { unref(h->data); }
+static void req_done(lg_agent_req *req) { unref(req->data); }
+
+/* Tear the sandbox down: close our handles (the polls first let go of
+ * its fds), then queue its destroy behind whatever request of it runs
+ * (a create still under way included). The struct goes when the last
+ * request and handle are done. */
 static void instance_release(lg_instance *inst) {
-        if (inst->creating) {
-                /* create_done finishes the job on the loop. */
-                inst->cancelled = true;
-                inst->state = ST_DEAD;
+        if (inst->released)
                 return;
-        }
-        if (inst->state == ST_DEAD && !inst->sb)
-                return;
+        inst->released = true;
         inst->state = ST_DEAD;
-        if (inst->sb) {
-                uv_poll_stop(&inst->ctl_poll);
-                uv_poll_stop(&inst->exit_poll);
-                uv_timer_stop(&inst->timer);
-                lg_sandbox_destroy(inst->sb);
-                inst->sb = NULL;
+        if (inst->polls) {
+                uv_close((uv_handle_t *) &inst->ctl_poll, handle_closed);
+                uv_close((uv_handle_t *) &inst->exit_poll, handle_closed);
+                inst->polls = false;
         }
+        uv_close((uv_handle_t *) &inst->timer, handle_closed);
+        inst->control_fd = inst->pidfd = -1;
+        /* -ESRCH: its create failed, nothing to destroy. */
+        inst->destroy_req.data = inst;
+        if (lg_agent_destroy(inst->node->agent, &inst->destroy_req, inst->id, req_done) == 0)
+                inst->refs++;
         unlink(inst->sock);
         spec_free(inst->want);
         inst->want = NULL;
-        inst->handles_open = 3;
-        uv_close((uv_handle_t *) &inst->ctl_poll, handle_closed);
-        uv_close((uv_handle_t *) &inst->exit_poll, handle_closed);
-        uv_close((uv_handle_t *) &inst->timer, handle_closed);
+}
+
+/* A request changing the sandbox's CPU that nothing waits for. A failure
+ * leaves it the share it had (a placeholder's low weight, the boosted
+ * quota): it still serves, and the next instance is not affected. */
+static void updated(lg_agent_req *req) {
+        lg_instance *inst = req->data;
+        free(req);
+        unref(inst);
+}
+
+static void instance_update(lg_instance *inst, unsigned set, uint64_t cpu_millis, uint64_t cpu_weight) {
+        if (inst->released || !set)
+                return;
+        lg_agent_req *req = calloc(1, sizeof(*req));
+        if (!req)
+                return;
+        req->data = inst;
+        struct lg_agent_limits lim = {.set = set, .cpu_millis = cpu_millis, .cpu_weight = cpu_weight};
+        if (lg_agent_update(inst->node->agent, req, inst->id, &lim, updated) < 0) {
+                free(req);
+                return;
+        }
+        inst->refs++;
+}
+
+/* Taken from its pool: the normal CPU weight, and its own quota at once
+ * when there is no startup boost. */
+static void instance_taken_update(lg_instance *inst) {
+        instance_update(inst, LG_AGENT_SET_WEIGHT | (inst->set_cpu_on_take ? LG_AGENT_SET_CPU : 0),
+                        inst->cpu_millis, 100);
 }
 
 static void pool_unlink(lg_instance *inst) {
@@ -201,10 +253,13 @@ static void instance_kill(lg_instance *inst, const char *why) {
         }
         lg_instance_exit_cb exit_cb = was == ST_SERVING ? inst->exit_cb : NULL;
         instance_release(inst);
+        /* The callbacks may destroy it: it lives until we are done. */
+        inst->refs++;
         if (was == ST_SPECIALIZING)
                 fail_ready(inst, -EIO, why);
         else if (exit_cb)
                 exit_cb(inst, why, inst->userdata);
+        unref(inst);
 }
 
 void lg_instance_destroy(lg_instance *inst) {
@@ -277,7 +332,7 @@ static void on_control(uv_poll_t *h, int status, int events) {
                 instance_kill(inst, "control socket failed");
                 return;
         }
-        int fd = lg_sandbox_control_fd(inst->sb);
+        int fd = inst->control_fd;
         for (;;) {
                 if (inst->rcap - inst->rlen < 4096) {
                         size_t cap = inst->rcap ? inst->rcap * 2 : 8192;
@@ -332,21 +387,38 @@ static void on_control(uv_poll_t *h, int status, int events) {
         }
 }
 
+/* The agent reaps it and says how it ended. */
+static void on_status(lg_agent_req *req) {
+        lg_instance *inst = req->data;
+        inst->status_asked = false;
+        if (inst->state != ST_DEAD) {
+                /* Drain what the sandbox said last (op=exit) before deciding why. */
+                on_control(&inst->ctl_poll, 0, UV_READABLE);
+        }
+        if (inst->state != ST_DEAD) {
+                char text[64] = "sandbox exited";
+                if (req->result >= 0 && req->out.exited == 1)
+                        lg_sandbox_status_string(&req->out.status, text, sizeof(text));
+                instance_kill(inst, text);
+        }
+        unref(inst);
+}
+
 static void on_exit_poll(uv_poll_t *h, int status, int events) {
         lg_instance *inst = h->data;
         (void) status;
         (void) events;
-        if (inst->state == ST_DEAD)
+        if (inst->state == ST_DEAD || inst->status_asked)
                 return;
-        /* Drain what the sandbox said last (op=exit) before deciding why. */
-        on_control(&inst->ctl_poll, 0, UV_READABLE);
-        if (inst->state == ST_DEAD)
+        /* Level-triggered: quiet until the agent answers. */
+        uv_poll_stop(&inst->exit_poll);
+        inst->status_req.data = inst;
+        if (lg_agent_status(inst->node->agent, &inst->status_req, inst->id, on_status) < 0) {
+                instance_kill(inst, "sandbox exited");
                 return;
-        struct lg_sandbox_status st;
-        char text[64] = "sandbox exited";
-        if (lg_sandbox_poll(inst->sb, &st) == 1)
-                lg_sandbox_status_string(&st, text, sizeof(text));
-        instance_kill(inst, text);
+        }
+        inst->status_asked = true;
+        inst->refs++;
 }
 
 /* ---- making sandboxes ------------------------------------------------- */
@@ -416,67 +488,53 @@ static struct lg_instance_spec *spec_dup(const struct lg_instance_spec *in) {
         return s;
 }
 
-static int specialize(lg_instance *inst, const struct lg_instance_spec *spec, struct lg_error *err);
+static int specialize(lg_instance *inst, struct lg_error *err);
 
-/* In a thread-pool thread: the slow part (namespaces, mounts, exec).
- * Sandboxes die with the thread that made them; libuv's pool threads live
- * as long as the process. */
-static void create_work(uv_work_t *w) {
-        lg_instance *inst = w->data;
-        inst->create_result = lg_sandbox_create(&inst->sspec, &inst->sb, &inst->create_err);
-        if (inst->create_result >= 0)
-                inst->create_result = lg_sandbox_start(inst->sb, &inst->create_err);
-}
-
-static void create_done(uv_work_t *w, int status) {
-        lg_instance *inst = w->data;
+/* The agent made the sandbox and started the worker (or could not). */
+static void create_done(lg_agent_req *req) {
+        lg_instance *inst = req->data;
         lg_node *node = inst->node;
         inst->creating = false;
         if (inst->listen_fd >= 0)
-                close(inst->listen_fd);
+                close(inst->listen_fd); /* the sandbox has its own copy */
         inst->listen_fd = -1;
-        if (status < 0 && inst->create_result >= 0)
-                inst->create_result = status;
-        if (inst->cancelled || inst->create_result < 0) {
+        if (inst->released) {
+                unref(inst);
+                return;
+        }
+        if (req->result < 0) {
                 char why[600];
                 snprintf(why, sizeof(why), "cannot create a sandbox: %s",
-                         inst->create_err.msg[0] ? inst->create_err.msg : strerror(-inst->create_result));
-                bool cancelled = inst->cancelled;
+                         req->err.msg[0] ? req->err.msg : strerror(-req->result));
                 if (inst->pool) {
-                        if (!cancelled)
-                                pool_failed(inst->pool, why);
+                        pool_failed(inst->pool, why);
                         pool_unlink(inst);
                         schedule_refill(node);
                 }
-                lg_sandbox_destroy(inst->sb);
-                inst->sb = NULL;
-                unlink(inst->sock);
-                spec_free(inst->want);
-                inst->want = NULL;
-                inst->state = ST_DEAD;
-                if (!cancelled)
-                        fail_ready(inst, inst->create_result < 0 ? inst->create_result : -ECANCELED, why);
-                /* Only the timer was set up; the struct goes with it. */
-                inst->handles_open = 1;
-                uv_close((uv_handle_t *) &inst->timer, handle_closed);
+                instance_release(inst);
+                fail_ready(inst, req->result, why);
+                unref(inst);
                 return;
         }
         if (inst->pool)
                 inst->pool->failures = 0, inst->pool->last_error[0] = '\0';
-        uv_poll_init(node->loop, &inst->ctl_poll, lg_sandbox_control_fd(inst->sb));
-        uv_poll_init(node->loop, &inst->exit_poll, lg_sandbox_pidfd(inst->sb));
+        inst->control_fd = req->out.control_fd;
+        inst->pidfd = req->out.pidfd;
+        uv_poll_init(node->loop, &inst->ctl_poll, inst->control_fd);
+        uv_poll_init(node->loop, &inst->exit_poll, inst->pidfd);
         inst->ctl_poll.data = inst->exit_poll.data = inst;
+        inst->polls = true;
+        inst->refs += 2;
         uv_poll_start(&inst->ctl_poll, UV_READABLE, on_control);
         uv_poll_start(&inst->exit_poll, UV_READABLE, on_exit_poll);
         if (inst->want) {
+                /* Taken while being made (on demand). */
                 struct lg_error err = {0};
-                lg_sandbox_set_cpu_weight(inst->sb, 100, NULL);
-                int r = specialize(inst, inst->want, &err);
-                spec_free(inst->want);
-                inst->want = NULL;
-                if (r < 0)
+                if (specialize(inst, &err) < 0)
                         instance_kill(inst, err.msg);
+                instance_taken_update(inst);
         }
+        unref(inst);
 }
 
 /* Start making a sandbox for pool p; it becomes usable in create_done. */
@@ -489,7 +547,7 @@ static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct
                 return lg_error_set(err, ENOMEM, "allocate instance");
         inst->node = node;
         inst->t_start = lg_now_ns();
-        inst->listen_fd = -1;
+        inst->listen_fd = inst->control_fd = inst->pidfd = -1;
         char hex[17];
         lg_random_hex(hex, 8);
         snprintf(inst->id, sizeof(inst->id), "i-%s", hex);
@@ -528,13 +586,25 @@ static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct
         spec->worker_control = true;
         spec->extra_fds = &inst->listen_fd;
         spec->n_extra_fds = 1;
+        inst->create_req.data = inst;
+        int r = lg_agent_create(node->agent, &inst->create_req, inst->id, spec, LG_AGENT_START_NOW, create_done);
+        if (r < 0) {
+                lg_error_set(err, -r, "create sandbox `%s`", inst->id);
+                close(inst->listen_fd);
+                unlink(inst->sock);
+                free(inst);
+                return r;
+        }
         uv_timer_init(node->loop, &inst->timer);
         inst->timer.data = inst;
-        inst->work.data = inst;
+        inst->refs = 2; /* the timer, the create */
         inst->creating = true;
+        inst->all_next = node->all;
+        if (node->all)
+                node->all->all_prev = inst;
+        node->all = inst;
         node->live++;
         p->created++;
-        uv_queue_work(node->loop, &inst->work, create_work, create_done);
         *ret = inst;
         return 0;
 }
@@ -670,8 +740,7 @@ int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *re
 
 static void on_boost_end(uv_timer_t *t) {
         lg_instance *inst = t->data;
-        if (inst->sb)
-                lg_sandbox_set_cpu(inst->sb, inst->cpu_millis, NULL);
+        instance_update(inst, LG_AGENT_SET_CPU, inst->cpu_millis, 0);
 }
 
 static void on_specialize_timeout(uv_timer_t *t) {
@@ -701,17 +770,45 @@ static int send_specialize(lg_instance *inst, const struct lg_instance_spec *spe
         for (size_t i = 0; r >= 0 && spec->env && spec->env[i]; i++)
                 r = lg_msg_add(&m, "env", spec->env[i]);
         if (r >= 0)
-                r = lg_msg_send(lg_sandbox_control_fd(inst->sb), &m);
+                r = lg_msg_send(inst->control_fd, &m);
         lg_msg_free(&m);
         return r < 0 ? lg_error_set(err, r, "send specialize to `%s`", inst->id) : 0;
 }
 
-/* The placeholder is up (or was already): mount the code and specialize. */
-static int specialize(lg_instance *inst, const struct lg_instance_spec *spec, struct lg_error *err) {
-        int r = spec->code_dir ? lg_sandbox_mount(inst->sb, spec->code_dir, "/code", true, err) : 0;
-        if (r >= 0)
-                r = send_specialize(inst, spec, err);
-        return r;
+/* The code is at /code (or there is none): send specialize. */
+static void mounted(lg_agent_req *req) {
+        lg_instance *inst = req->data;
+        if (!inst->released) {
+                struct lg_error err = {0};
+                int r = req->result;
+                if (r < 0)
+                        err = req->err;
+                else
+                        r = send_specialize(inst, inst->want, &err);
+                spec_free(inst->want);
+                inst->want = NULL;
+                if (r < 0)
+                        instance_kill(inst, err.msg);
+        }
+        unref(inst);
+}
+
+/* The placeholder is up (or was already): mount the code (a helper
+ * forks into its mount namespace: off the loop), then specialize. */
+static int specialize(lg_instance *inst, struct lg_error *err) {
+        if (!inst->want->code_dir) {
+                int r = send_specialize(inst, inst->want, err);
+                spec_free(inst->want);
+                inst->want = NULL;
+                return r;
+        }
+        inst->mount_req.data = inst;
+        int r = lg_agent_mount(inst->node->agent, &inst->mount_req, inst->id, inst->want->code_dir, "/code", true,
+                               mounted);
+        if (r < 0)
+                return lg_error_set(err, -r, "mount the code in `%s`", inst->id);
+        inst->refs++;
+        return 0;
 }
 
 int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
@@ -745,24 +842,21 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
         inst->ready_cb = ready_cb;
         inst->exit_cb = exit_cb;
         inst->userdata = userdata;
-        /* Still being created (on demand): create_done raises it. */
-        if (inst->sb && !inst->creating)
-                lg_sandbox_set_cpu_weight(inst->sb, 100, NULL);
         /* An app without its own cpu gets the pool group's once boosted. */
         inst->cpu_millis = spec->cpu_millis ? spec->cpu_millis : p->spec.cpu_millis;
         /* The placeholder runs with the pool's boosted CPU; the instance
          * keeps it for boost_seconds after it is ready, then gets its own. */
         inst->boost_ms = p->spec.boost_cpu_millis ? (uint64_t) p->spec.boost_seconds * 1000 : 0;
-        if (!inst->boost_ms && inst->cpu_millis != p->spec.cpu_millis && inst->sb)
-                lg_sandbox_set_cpu(inst->sb, inst->cpu_millis, NULL);
+        inst->set_cpu_on_take = !inst->boost_ms && inst->cpu_millis != p->spec.cpu_millis;
         /* On demand, the specialize frame waits in the socket until the
-         * worker finishes its imports and reads it. */
+         * worker finishes its imports and reads it; create_done sends it. */
         inst->state = ST_SPECIALIZING;
-        if (inst->creating) {
-                inst->want = spec_dup(spec);
-                r = inst->want ? 0 : lg_error_set(err, ENOMEM, "copy instance spec");
-        } else {
-                r = specialize(inst, spec, err);
+        inst->want = spec_dup(spec);
+        r = inst->want ? 0 : lg_error_set(err, ENOMEM, "copy instance spec");
+        if (r >= 0 && !inst->creating) {
+                /* The mount first: the request waits on it. */
+                r = specialize(inst, err);
+                instance_taken_update(inst);
         }
         if (r < 0) {
                 inst->ready_cb = NULL;
@@ -781,7 +875,7 @@ const char *lg_instance_socket(const lg_instance *inst) { return inst->sock; }
 bool lg_instance_cold(const lg_instance *inst) { return inst->cold; }
 uint64_t lg_instance_start_ns(const lg_instance *inst) { return inst->ready_ns; }
 const char *lg_instance_log_dir(const lg_instance *inst) {
-        return inst->sb ? lg_sandbox_state_dir(inst->sb) : NULL;
+        return inst->released || inst->creating ? NULL : lg_agent_state_dir(inst->node->agent, inst->id);
 }
 
 int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error *err) {
@@ -789,6 +883,7 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
         if (!node)
                 return lg_error_set(err, ENOMEM, "allocate node");
         node->loop = cfg->loop;
+        node->agent = cfg->agent;
         node->specialize_timeout_ms = cfg->specialize_timeout_ms ? cfg->specialize_timeout_ms : 30000;
         if (asprintf(&node->run_dir, "%s", cfg->run_dir) < 0 ||
             asprintf(&node->sandbox_dir, "%s/sandboxes-root", cfg->run_dir) < 0 ||
@@ -806,6 +901,14 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
         /* Sandboxes of a previous run of this node are gone with it (they
          * die with their owner); clean up what they left. */
         lg_sandbox_gc(node->sandbox_dir, NULL);
+        if (!node->agent) {
+                r = lg_agent_local_new(node->loop, node->sandbox_dir, &node->agent, err);
+                if (r < 0) {
+                        lg_node_free(node);
+                        return r;
+                }
+                node->own_agent = true;
+        }
         /* Its own inodes: a session watching the workers' files would see
          * other instances start. */
         node->runtime_bind = (struct lg_bind){.src = node->runtimes_dir, .dst = "/opt/legion/runtime",
@@ -821,14 +924,15 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
 void lg_node_free(lg_node *node) {
         if (!node)
                 return;
-        for (struct pool *p = node->pools, *next; p; p = next) {
-                next = p->next;
+        for (struct pool *p = node->pools; p; p = p->next)
                 while (p->placeholders)
                         lg_instance_destroy(p->placeholders);
-                free(p->name);
-                free(p->runtime);
-                env_free(p->env);
-                free(p);
+        /* Instances still serving (the router is not freed at exit) go
+         * too, nobody told; their destroys run off the loop, waited for. */
+        for (lg_instance *inst = node->all; inst; inst = inst->all_next) {
+                inst->ready_cb = NULL;
+                inst->exit_cb = NULL;
+                instance_release(inst);
         }
         if (node->refill.loop) {
                 uv_idle_stop(&node->refill);
@@ -836,6 +940,17 @@ void lg_node_free(lg_node *node) {
                 uv_timer_stop(&node->retry);
                 uv_close((uv_handle_t *) &node->retry, NULL);
         }
+        while (node->live)
+                uv_run(node->loop, UV_RUN_ONCE);
+        for (struct pool *p = node->pools, *next; p; p = next) {
+                next = p->next;
+                free(p->name);
+                free(p->runtime);
+                env_free(p->env);
+                free(p);
+        }
+        if (node->own_agent)
+                lg_agent_free(node->agent);
         free(node->run_dir);
         free(node->sandbox_dir);
         free(node->sock_dir);

@@ -8,7 +8,9 @@
  * when the worker is ready to serve HTTP on the instance's Unix socket. An
  * instance belongs to its app revision for the rest of its life.
  *
- * Everything runs on one libuv loop; callbacks run on it. */
+ * Everything runs on one libuv loop; callbacks run on it. The sandboxes
+ * are made, mounted into, changed and destroyed through the node agent's
+ * requests (node/agent.h), off the loop: no call here blocks. */
 #pragma once
 
 #include <stdbool.h>
@@ -20,8 +22,11 @@
 typedef struct lg_node lg_node;
 typedef struct lg_instance lg_instance;
 
+struct lg_agent;
+
 struct lg_node_config {
         uv_loop_t *loop;
+        struct lg_agent *agent;   /* sandboxes (node/agent.h); NULL = a local one of its own */
         const char *run_dir;      /* sandbox state and instance sockets */
         const char *runtimes_dir; /* runtimes/ of this installation */
         uint64_t specialize_timeout_ms; /* 0 = 30 s */
@@ -70,7 +75,8 @@ typedef void (*lg_instance_ready_cb)(lg_instance *inst, int status, const char *
 typedef void (*lg_instance_exit_cb)(lg_instance *inst, const char *status, void *userdata);
 
 int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error *err);
-/* Destroy every placeholder and instance. */
+/* Destroy every placeholder and instance, waiting (running the loop)
+ * for their destroys; then the agent, if it is the node's own. */
 void lg_node_free(lg_node *node);
 
 /* Create or update a pool group; placeholders are made in the background. */
@@ -83,7 +89,8 @@ int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *re
 int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
                            lg_instance_ready_cb ready_cb, lg_instance_exit_cb exit_cb,
                            void *userdata, lg_instance **ret, struct lg_error *err);
-/* Destroy: kill the sandbox, remove its socket. NULL is fine. */
+/* Destroy: remove its socket and queue the destroy of its sandbox (off
+ * the loop); returns at once, no callback runs after. NULL is fine. */
 void lg_instance_destroy(lg_instance *inst);
 
 const char *lg_instance_id(const lg_instance *inst);

@@ -1,0 +1,224 @@
+/* The node agent on a real loop and real sandboxes (root): its requests
+ * run off the loop (a destroy that cannot end until the loop acts still
+ * ends), one at a time per sandbox in order, and what comes behind a
+ * failed create or a destroy is refused. Skips (77) when not root. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "node/agent.h"
+
+static char state_root[256];
+
+struct ctx {
+        uv_loop_t loop;
+        lg_agent *agent;
+        int done;
+        int order[16];
+        int n_order;
+};
+
+static void setup_ctx(struct ctx *c) {
+        memset(c, 0, sizeof(*c));
+        assert_int_equal(uv_loop_init(&c->loop), 0);
+        struct lg_error err = {0};
+        assert_int_equal(lg_agent_local_new(&c->loop, state_root, &c->agent, &err), 0);
+}
+
+static void teardown_ctx(struct ctx *c) {
+        lg_agent_free(c->agent);
+        assert_int_equal(uv_run(&c->loop, UV_RUN_NOWAIT), 0);
+        assert_int_equal(uv_loop_close(&c->loop), 0);
+}
+
+static void run_until(struct ctx *c, int n) {
+        while (c->done < n)
+                uv_run(&c->loop, UV_RUN_ONCE);
+}
+
+static void note(lg_agent_req *req) {
+        struct ctx *c = req->data;
+        c->order[c->n_order++] = req->op;
+        c->done++;
+}
+
+static void sleeper_spec(struct lg_sandbox_spec *s, const char *const *argv) {
+        lg_sandbox_spec_init(s);
+        s->argv = argv;
+        s->pids_max = 64; /* a cgroup: destroy has rmdirs to do */
+}
+
+/* ---- a destroy does not block the loop --------------------------------------- */
+
+struct slow {
+        struct ctx c;
+        lg_agent_req destroy;
+        uv_timer_t tick;
+        pid_t tracee;
+        int ticks_while_destroying, tracee_sig;
+};
+
+/* The loop must turn while the destroy runs: the destroy cannot end
+ * before this reaps the tracee. */
+static void on_tick(uv_timer_t *t) {
+        struct slow *s = t->data;
+        if (s->c.done)
+                return;
+        s->ticks_while_destroying++;
+        if (s->tracee > 0) {
+                int st = 0;
+                pid_t r;
+                while ((r = waitpid(s->tracee, &st, __WALL)) < 0 && errno == EINTR)
+                        ;
+                if (r == s->tracee && WIFSIGNALED(st))
+                        s->tracee_sig = WTERMSIG(st);
+                s->tracee = 0;
+        }
+}
+
+static pid_t first_child(pid_t pid) {
+        char path[64], buf[256];
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int) pid, (int) pid);
+        for (int i = 0; i < 2000; i++) {
+                FILE *f = fopen(path, "r");
+                if (f) {
+                        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+                        fclose(f);
+                        buf[n] = '\0';
+                        if (n > 0)
+                                return (pid_t) atoi(buf);
+                }
+                usleep(1000);
+        }
+        return -1;
+}
+
+static void test_destroy_off_loop(void **state) {
+        (void) state;
+        struct slow s;
+        memset(&s, 0, sizeof(s));
+        setup_ctx(&s.c);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, argv);
+        lg_agent_req create = {.data = &s.c};
+        assert_int_equal(lg_agent_create(s.c.agent, &create, "agent-slow", &spec, LG_AGENT_START_NOW, note), 0);
+        run_until(&s.c, 1);
+        assert_int_equal(create.result, 0);
+        assert_true(create.out.pid > 0 && create.out.pidfd >= 0 && create.out.control_fd >= 0);
+        /* The workload, traced from here: when the destroy's SIGKILL ends
+         * it, it stays a zombie until its tracer (this test, on the
+         * loop) reaps it, and its pid namespace's init, which the destroy
+         * waits for, cannot finish dying before that. A destroy that
+         * blocked the loop would wait forever (the alarm fails the test). */
+        s.tracee = first_child(create.out.pid);
+        assert_true(s.tracee > 0);
+        assert_int_equal(ptrace(PTRACE_SEIZE, s.tracee, NULL, NULL), 0);
+        s.c.done = 0;
+        uv_timer_init(&s.c.loop, &s.tick);
+        s.tick.data = &s;
+        uv_timer_start(&s.tick, on_tick, 1, 1);
+        s.destroy.data = &s.c;
+        alarm(60);
+        assert_int_equal(lg_agent_destroy(s.c.agent, &s.destroy, "agent-slow", note), 0);
+        run_until(&s.c, 1);
+        alarm(0);
+        assert_int_equal(s.destroy.result, 0);
+        assert_true(s.ticks_while_destroying >= 1);
+        assert_int_equal(s.tracee_sig, SIGKILL);
+        assert_null(lg_agent_state_dir(s.c.agent, "agent-slow"));
+        uv_close((uv_handle_t *) &s.tick, NULL);
+        uv_run(&s.c.loop, UV_RUN_NOWAIT);
+        teardown_ctx(&s.c);
+}
+
+/* ---- order, and what is refused --------------------------------------------------- */
+
+static void test_order(void **state) {
+        (void) state;
+        struct ctx c;
+        setup_ctx(&c);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, argv);
+        lg_agent_req create = {.data = &c}, sig = {.data = &c}, status = {.data = &c}, destroy = {.data = &c};
+        lg_agent_req late = {.data = &c};
+        /* All queued at once: each waits for the one before. */
+        assert_int_equal(lg_agent_create(c.agent, &create, "agent-order", &spec, LG_AGENT_START_NOW, note), 0);
+        assert_int_equal(lg_agent_create(c.agent, &late, "agent-order", &spec, 0, note), -EEXIST);
+        assert_int_equal(lg_agent_signal(c.agent, &sig, "agent-order", SIGTERM, note), 0);
+        assert_int_equal(lg_agent_status(c.agent, &status, "agent-order", note), 0);
+        assert_int_equal(lg_agent_destroy(c.agent, &destroy, "agent-order", note), 0);
+        assert_int_equal(lg_agent_signal(c.agent, &late, "agent-order", SIGTERM, note), -ESRCH);
+        assert_int_equal(lg_agent_pending(c.agent), 4);
+        run_until(&c, 4);
+        int want[] = {LG_AGENT_CREATE, LG_AGENT_SIGNAL, LG_AGENT_STATUS, LG_AGENT_DESTROY};
+        assert_int_equal(c.n_order, 4);
+        assert_memory_equal(c.order, want, sizeof(want));
+        assert_int_equal(create.result, 0);
+        assert_int_equal(sig.result, 0);
+        assert_int_equal(status.result, 0);
+        assert_int_equal(destroy.result, 0);
+        assert_int_equal(lg_agent_pending(c.agent), 0);
+        /* The id is free again. */
+        c.done = 0;
+        assert_int_equal(lg_agent_create(c.agent, &create, "agent-order", &spec, LG_AGENT_START_NOW, note), 0);
+        run_until(&c, 1);
+        assert_int_equal(create.result, 0);
+        teardown_ctx(&c); /* destroys it */
+}
+
+static void test_failed_create(void **state) {
+        (void) state;
+        struct ctx c;
+        setup_ctx(&c);
+        const char *argv[] = {"/bin/true", NULL};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, argv);
+        spec.cwd = "/does/not/exist";
+        lg_agent_req create = {.data = &c}, mount = {.data = &c}, destroy = {.data = &c};
+        assert_int_equal(lg_agent_create(c.agent, &create, "agent-fail", &spec, LG_AGENT_START_NOW, note), 0);
+        assert_int_equal(lg_agent_mount(c.agent, &mount, "agent-fail", "/usr", "/code", true, note), 0);
+        assert_int_equal(lg_agent_destroy(c.agent, &destroy, "agent-fail", note), 0);
+        run_until(&c, 3);
+        assert_true(create.result < 0);
+        assert_true(create.err.msg[0] != '\0');
+        assert_int_equal(mount.result, -ESRCH);
+        assert_int_equal(destroy.result, -ESRCH);
+        /* Nothing of it is left on disk. */
+        char path[512];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/sandboxes/agent-fail", state_root);
+        assert_int_equal(stat(path, &st), -1);
+        assert_int_equal(lg_agent_adopt(c.agent, &create, "", note), -EINVAL);
+        teardown_ctx(&c);
+}
+
+int main(void) {
+        if (geteuid() != 0) {
+                fprintf(stderr, "SKIP: node agent tests need root (namespaces, cgroups, mounts)\n");
+                return 77;
+        }
+        snprintf(state_root, sizeof(state_root), "/tmp/lg-test-agent-%d", (int) getpid());
+        char parent[64];
+        snprintf(parent, sizeof(parent), "legion-test-%d", (int) getpid());
+        setenv("LEGION_CGROUP_PARENT", parent, 0);
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_destroy_off_loop),
+                cmocka_unit_test(test_order),
+                cmocka_unit_test(test_failed_create),
+        };
+        int r = cmocka_run_group_tests(tests, NULL, NULL);
+        lg_rm_rf(state_root);
+        return r;
+}
