@@ -182,9 +182,15 @@ static void work(uv_work_t *w) {
                 r = do_create(L, e, req);
                 break;
         case LG_AGENT_ADOPT:
-                /* The seat for re-attaching a sandbox a previous legiond
-                 * left running: src/sandbox cannot do it yet. */
-                r = lg_error_setm(&req->err, EOPNOTSUPP, "adopting sandbox `%s`: not supported by this node", e->id);
+                /* Blocks until its legion-init answers (seconds at most). */
+                r = lg_sandbox_adopt(L->state_root, e->id, &e->sb, &req->err);
+                if (r >= 0) {
+                        req->out.pid = lg_sandbox_pid(e->sb);
+                        req->out.control_fd = lg_sandbox_control_fd(e->sb);
+                        req->out.pidfd = lg_sandbox_pidfd(e->sb);
+                } else {
+                        e->sb = NULL;
+                }
                 break;
         case LG_AGENT_START:
                 r = req->in.start.launch ? lg_sandbox_start_with(e->sb, req->in.start.launch, &req->err)
@@ -211,6 +217,12 @@ static void work(uv_work_t *w) {
                 req->out.exited = r;
                 req->out.stats_result = lg_sandbox_stats(e->sb, &req->out.stats);
                 r = 0;
+                break;
+        case LG_AGENT_DETACH:
+                r = lg_sandbox_detach(e->sb);
+                e->sb = NULL;
+                if (r < 0)
+                        lg_error_set(&req->err, -r, "detach sandbox `%s`", e->id);
                 break;
         case LG_AGENT_DESTROY:
                 r = lg_sandbox_destroy(e->sb);
@@ -250,7 +262,7 @@ static void done(uv_work_t *w, int status) {
                 if (req->result < 0)
                         e->gone = true;
         }
-        if (req->op == LG_AGENT_DESTROY)
+        if (req->op == LG_AGENT_DESTROY || req->op == LG_AGENT_DETACH)
                 e->gone = true;
         if (e->gone) {
                 /* What waits behind a failed create: nothing left to act
@@ -294,7 +306,7 @@ static int local_submit(lg_agent *a, lg_agent_req *req) {
                 if (!e || e->destroying || e->gone)
                         return -ESRCH;
         }
-        if (req->op == LG_AGENT_DESTROY)
+        if (req->op == LG_AGENT_DESTROY || req->op == LG_AGENT_DETACH)
                 e->destroying = true;
         req->entry = e;
         if (e->tail)

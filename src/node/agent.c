@@ -98,6 +98,10 @@ int lg_agent_status(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent
         return submit(agent, req, LG_AGENT_STATUS, id, cb);
 }
 
+int lg_agent_detach(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb) {
+        return submit(agent, req, LG_AGENT_DETACH, id, cb);
+}
+
 int lg_agent_destroy(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb) {
         bool owned = !req;
         if (owned && !(req = calloc(1, sizeof(*req))))

@@ -24,7 +24,9 @@
  * time); requests for different sandboxes run in parallel. A request
  * submitted behind a destroy of its sandbox, or behind a create or adopt
  * that failed, completes with -ESRCH. Destroy never fails to run: it is
- * the last word on a sandbox, and the id is free again once it is done.
+ * the last word on a sandbox, and the id is free again once it is done;
+ * so is a detach (the sandbox, if detachable and started, runs on for
+ * the next agent to adopt; otherwise it is destroyed).
  *
  * Threading: every call, and every callback, on the agent's loop.
  * Memory: the agent owns its sandboxes; lg_agent_free() waits (running
@@ -54,6 +56,7 @@ enum lg_agent_op {
         LG_AGENT_SIGNAL,  /* a signal to its workload */
         LG_AGENT_STATUS,  /* has it exited, how; its cgroup's counters */
         LG_AGENT_DESTROY, /* kill everything, remove cgroup, state and uid range */
+        LG_AGENT_DETACH,  /* let go of it, running, for the next owner to adopt */
 };
 
 /* Create flags. */
@@ -153,7 +156,10 @@ const char *lg_agent_state_dir(lg_agent *agent, const char *id);
 /* The operations. id NULL or "" for create: a random one. */
 int lg_agent_create(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_sandbox_spec *spec,
                     unsigned flags, lg_agent_cb cb);
+/* A detachable sandbox a previous owner left (lg_sandbox_adopt): out as
+ * for create. What cannot be adopted is destroyed, and err says why. */
 int lg_agent_adopt(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);
+int lg_agent_detach(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);
 int lg_agent_start(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_sandbox_launch *launch,
                    lg_agent_cb cb);
 int lg_agent_mount(lg_agent *agent, lg_agent_req *req, const char *id, const char *src, const char *dst,

@@ -1,7 +1,8 @@
 /* The node agent on a real loop and real sandboxes (root): its requests
  * run off the loop (a destroy that cannot end until the loop acts still
  * ends), one at a time per sandbox in order, and what comes behind a
- * failed create or a destroy is refused. Skips (77) when not root. */
+ * failed create or a destroy is refused; a detached sandbox is adopted by
+ * the next agent. Skips (77) when not root. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -204,6 +205,43 @@ static void test_failed_create(void **state) {
         teardown_ctx(&c);
 }
 
+/* Detached by one agent, adopted by the next: as a restarted legiond. */
+static void test_detach_adopt(void **state) {
+        (void) state;
+        struct ctx a, b;
+        setup_ctx(&a);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, argv);
+        spec.detachable = true;
+        lg_agent_req create = {.data = &a}, detach = {.data = &a};
+        assert_int_equal(lg_agent_create(a.agent, &create, "agent-adopt", &spec, LG_AGENT_START_NOW, note), 0);
+        assert_int_equal(lg_agent_detach(a.agent, &detach, "agent-adopt", note), 0);
+        run_until(&a, 2);
+        assert_int_equal(create.result, 0);
+        assert_int_equal(detach.result, 0);
+        pid_t pid = create.out.pid;
+        teardown_ctx(&a); /* nothing of it left to destroy */
+        assert_int_equal(kill(pid, 0), 0);
+
+        setup_ctx(&b);
+        lg_agent_req adopt = {.data = &b}, status = {.data = &b}, destroy = {.data = &b}, missing = {.data = &b};
+        assert_int_equal(lg_agent_adopt(b.agent, &adopt, "agent-adopt", note), 0);
+        assert_int_equal(lg_agent_status(b.agent, &status, "agent-adopt", note), 0);
+        assert_int_equal(lg_agent_destroy(b.agent, &destroy, "agent-adopt", note), 0);
+        assert_int_equal(lg_agent_adopt(b.agent, &missing, "agent-none", note), 0);
+        run_until(&b, 4);
+        assert_int_equal(adopt.result, 0);
+        assert_int_equal(adopt.out.pid, pid);
+        assert_int_equal(status.result, 0);
+        assert_int_equal(status.out.exited, 0);
+        assert_int_equal(destroy.result, 0);
+        assert_true(missing.result < 0);
+        waitpid(pid, NULL, 0); /* made by this process's first agent */
+        assert_int_equal(kill(pid, 0), -1);
+        teardown_ctx(&b);
+}
+
 int main(void) {
         if (geteuid() != 0) {
                 fprintf(stderr, "SKIP: node agent tests need root (namespaces, cgroups, mounts)\n");
@@ -217,6 +255,7 @@ int main(void) {
                 cmocka_unit_test(test_destroy_off_loop),
                 cmocka_unit_test(test_order),
                 cmocka_unit_test(test_failed_create),
+                cmocka_unit_test(test_detach_adopt),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
         lg_rm_rf(state_root);
