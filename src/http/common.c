@@ -116,6 +116,22 @@ int http_wr_copy_rest(struct http_wr *wr, size_t skip) {
         return 0;
 }
 
+void http_wr_skip(struct http_wr *wr, size_t skip) {
+        unsigned k = 0;
+        wr->len = 0;
+        for (unsigned i = 0; i < wr->nbufs; i++) {
+                uv_buf_t b = wr->bufs[i];
+                if (skip >= b.len) {
+                        skip -= b.len;
+                        continue;
+                }
+                wr->bufs[k++] = uv_buf_init(b.base + skip, (unsigned) (b.len - skip));
+                wr->len += b.len - skip;
+                skip = 0;
+        }
+        wr->nbufs = k;
+}
+
 size_t http_chunk_prefix(char *buf, size_t len) {
         static const char hex[] = "0123456789abcdef";
         char tmp[20];

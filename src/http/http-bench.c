@@ -82,12 +82,12 @@ static void px_on_response(struct lg_http_call *call, void *ud) {
 
 static void px_on_data(struct lg_http_call *call, const char *data, size_t len, void *ud) {
         struct px *p = ud;
-        lg_http_call_pause(call);
         p->writes++;
-        if (lg_http_response_write(p->req, data, len, px_resp_written, p) < 0) {
+        int r = lg_http_response_write(p->req, data, len, px_resp_written, p);
+        if (r < 0)
                 p->writes--;
-                lg_http_call_resume(call);
-        }
+        else if (r == 0)
+                lg_http_call_pause(call);
 }
 
 static void px_on_done(struct lg_http_call *call, int err, void *ud) {

@@ -56,6 +56,9 @@ void http_wr_pool_clear(struct http_wr_pool *p);
 /* Copy the bytes of wr->bufs from offset `skip` on into wr->copy and make it
  * the only buffer (if it already is, just skip). Returns 0 or -ENOMEM. */
 int http_wr_copy_rest(struct http_wr *wr, size_t skip);
+/* Drop the first `skip` bytes of wr->bufs in place: for buffers that stay
+ * valid until the write completes (a caller's zero-copy data). */
+void http_wr_skip(struct http_wr *wr, size_t skip);
 /* Fill wr->chunk with "%zx\r\n"; returns its length. */
 size_t http_chunk_prefix(char *buf, size_t len);
 

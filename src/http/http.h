@@ -227,7 +227,9 @@ int lg_http_respond_error(struct lg_http_request *req, int status, const char *c
 int lg_http_response_start(struct lg_http_request *req, int status, const struct lg_http_header *hdrs,
                            size_t nhdrs, int64_t content_length);
 /* Write body data (see "Writes" above). -ECONNRESET once aborted; -EINVAL
- * beyond the Content-Length. Empty writes are allowed. */
+ * beyond the Content-Length. Empty writes are allowed. With cb, returns 1
+ * when the data went to the kernel at once: cb still runs from the loop, but
+ * a proxy need not pause its source until then (0: queued, wait for cb). */
 int lg_http_response_write(struct lg_http_request *req, const void *data, size_t len, lg_http_write_cb cb,
                            void *ud);
 /* Bytes accepted by response writes but not yet handed to the kernel. */

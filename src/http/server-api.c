@@ -248,9 +248,7 @@ int lg_http_response_write(struct lg_http_request *req, const void *data, size_t
         wr->ud = ud;
         if (c->resp_no_body || len == 0) {
                 /* Nothing to send: complete from the loop. */
-                wr->next = c->done_wrs;
-                c->done_wrs = wr;
-                http_srv_conn_kick(c);
+                http_srv_conn_defer_wr(c, wr);
                 return 0;
         }
         if (c->head_pending) {

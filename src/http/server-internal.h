@@ -167,7 +167,11 @@ ssize_t http_srv_conn_format_head(struct lg_http_request *c, char **buf, size_t 
 void http_srv_conn_kick(struct lg_http_request *c);
 void http_srv_conn_release(struct lg_http_request *c);
 void http_srv_conn_send_continue(struct lg_http_request *c);
+/* 0 queued or written, 1 written at once with wr->cb (which runs from the
+ * loop), < 0 failed (wr->cb will not run). */
 int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool stable);
+/* Complete wr (its callback) from the loop, after those deferred before. */
+void http_srv_conn_defer_wr(struct lg_http_request *c, struct http_wr *wr);
 void http_srv_on_write(uv_write_t *w, int status);
 
 /* server-limits.c: who may connect. http_srv_admit decides on a connection

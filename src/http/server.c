@@ -15,8 +15,8 @@
  * is finished.
  *
  * Writing: uv_try_write when nothing is queued (the common, synchronous
- * case), the rest copied; zero copy through uv_write when the caller gives a
- * callback. */
+ * case); the rest copied, or zero copy through uv_write when the caller gives
+ * a callback, which runs from the loop also when the bytes went out at once. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -92,7 +92,18 @@ static void conn_notify_abort(struct lg_http_request *c) {
 
 void http_srv_conn_flush_head(struct lg_http_request *c);
 
-static void conn_run_deferred(struct lg_http_request *c) {
+void http_srv_conn_defer_wr(struct lg_http_request *c, struct http_wr *wr) {
+        struct http_wr **pp = &c->done_wrs;
+        while (*pp)
+                pp = &(*pp)->next;
+        wr->next = NULL;
+        *pp = wr;
+        http_srv_conn_kick(c);
+}
+
+/* The callbacks of writes completed before the loop could run them, in the
+ * order the writes were made. */
+static void conn_run_done_wrs(struct lg_http_request *c) {
         while (c->done_wrs) {
                 struct http_wr *wr = c->done_wrs;
                 c->done_wrs = wr->next;
@@ -102,6 +113,10 @@ static void conn_run_deferred(struct lg_http_request *c) {
                 if (cb)
                         cb(ud, c->closing ? -ECANCELED : 0);
         }
+}
+
+static void conn_run_deferred(struct lg_http_request *c) {
+        conn_run_done_wrs(c);
         conn_notify_abort(c);
         if (c->closing)
                 return;
@@ -270,6 +285,8 @@ void http_srv_on_write(uv_write_t *w, int status) {
         http_wr_put(&srv->wrs, wr);
         if (status < 0 && !c->closing)
                 http_srv_conn_close(c, -ECONNRESET);
+        /* Writes made before this one and written at once come first. */
+        conn_run_done_wrs(c);
         if (cb)
                 cb(ud, status);
         if (!c->closing) {
@@ -279,8 +296,13 @@ void http_srv_on_write(uv_write_t *w, int status) {
         }
 }
 
-/* Submit wr (bufs filled). Without a callback the bytes are tried at once and
- * what remains is copied (unless `stable`: the buffers outlive the write). */
+/* Submit wr (bufs filled). The bytes are tried at once when nothing is
+ * queued. Without a callback what remains is copied (unless `stable`: the
+ * buffers outlive the write). With one, what remains is written from the
+ * caller's buffers, and a write that went out whole completes from the loop
+ * (http_srv_conn_defer_wr) and returns 1: the caller need not wait for it to
+ * read more (a proxy need not pause its source), and no uv_write is queued,
+ * whose completion costs libuv an epoll_ctl. */
 int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool stable) {
         struct lg_http_server *srv = c->srv;
         wr->owner = c;
@@ -295,18 +317,24 @@ int http_srv_conn_submit(struct lg_http_request *c, struct http_wr *wr, bool sta
         for (unsigned i = 0; i < wr->nbufs; i++)
                 total += wr->bufs[i].len;
         wr->len = total;
-        if (!wr->cb && c->writes == 0 && uv_stream_get_write_queue_size(&c->h.stream) == 0) {
+        if (c->writes == 0 && uv_stream_get_write_queue_size(&c->h.stream) == 0) {
                 int r = uv_try_write(&c->h.stream, wr->bufs, wr->nbufs);
                 if (r == (int) total) {
-                        http_wr_put(&srv->wrs, wr);
-                        return 0;
+                        if (!wr->cb) {
+                                http_wr_put(&srv->wrs, wr);
+                                return 0;
+                        }
+                        http_srv_conn_defer_wr(c, wr);
+                        return 1;
                 }
                 if (r < 0 && r != UV_EAGAIN) {
                         http_wr_put(&srv->wrs, wr);
                         http_srv_conn_close(c, -ECONNRESET);
                         return -ECONNRESET;
                 }
-                if (r > 0 || !stable) {
+                if (r > 0 && wr->cb) {
+                        http_wr_skip(wr, (size_t) r);
+                } else if (!wr->cb && (r > 0 || !stable)) {
                         int q = http_wr_copy_rest(wr, r > 0 ? (size_t) r : 0);
                         if (q < 0) {
                                 http_wr_put(&srv->wrs, wr);

@@ -344,12 +344,12 @@ static void on_call_data(struct lg_http_call *call, const char *data, size_t len
         struct fwd *f = ud;
         if (f->req_ended)
                 return;
-        lg_http_call_pause(call);
         f->writes++;
-        if (lg_http_response_write(f->req, data, len, on_resp_written, f) < 0) {
+        int r = lg_http_response_write(f->req, data, len, on_resp_written, f);
+        if (r < 0)
                 f->writes--;
-                lg_http_call_resume(call);
-        }
+        else if (r == 0)
+                lg_http_call_pause(call); /* queued: on_resp_written resumes */
 }
 
 static void on_call_done(struct lg_http_call *call, int error, void *ud) {

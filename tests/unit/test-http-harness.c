@@ -190,6 +190,55 @@ static void bigcl_written(void *ud, int status) {
                 job_maybe_free(j);
 }
 
+/* /zc-order: each write's callback must come from the loop, after the
+ * callbacks of the writes made before it. */
+struct zc_write {
+        struct job *j;
+        int idx;
+};
+
+static int zc_next; /* the index whose callback is due (loop thread only) */
+static bool zc_in_write;
+
+static void zc_written(void *ud, int status) {
+        struct zc_write *w = ud;
+        struct job *j = w->j;
+        if (zc_in_write)
+                atomic_fetch_add(&app_stats.zc_inside, 1);
+        if (w->idx != zc_next)
+                atomic_fetch_add(&app_stats.zc_out_of_order, 1);
+        zc_next = w->idx + 1;
+        free(w);
+        bigcl_written(j, status);
+}
+
+static void zc_order(struct lg_http_request *req, uv_loop_t *loop) {
+        static const char small[] = "0123456789";
+        static const struct lg_http_header text = {"Content-Type", "text/plain"};
+        struct job *j = job_new(req, loop);
+        lg_http_request_on_abort(req, job_on_abort, j);
+        assert_int_equal(lg_http_response_start(req, 200, &text, 1, 5 * 10 + 4 * (int64_t) sizeof(pattern)), 0);
+        zc_next = 0;
+        for (int i = 0; i < 9 && !j->ended; i++) {
+                struct zc_write *w = calloc(1, sizeof(*w));
+                assert_non_null(w);
+                *w = (struct zc_write){j, i};
+                bool big = i >= 3 && i < 7;
+                j->writes++;
+                zc_in_write = true;
+                int r = lg_http_response_write(req, big ? pattern : small, big ? sizeof(pattern) : 10, zc_written, w);
+                zc_in_write = false;
+                if (r < 0) {
+                        free(w);
+                        j->writes--;
+                        job_end(j, 1);
+                        return;
+                }
+                atomic_fetch_add(r == 1 ? &app_stats.zc_at_once : &app_stats.zc_queued, 1);
+        }
+        job_end(j, 0);
+}
+
 /* /hold */
 static void hold_fire(uv_timer_t *t) {
         struct job *j = t->data;
@@ -312,6 +361,8 @@ static void app_on_request(struct lg_http_request *req, void *ud) {
                         off += len;
                 }
                 job_end(j, 0);
+        } else if (!strcmp(p, "/zc-order")) {
+                zc_order(req, loop);
         } else if (!strcmp(p, "/hold")) {
                 struct job *j = job_new(req, loop);
                 lg_http_request_on_abort(req, job_on_abort, j);

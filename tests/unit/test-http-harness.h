@@ -13,6 +13,8 @@
  *   *    /upload                 STREAM; counts body bytes, answers the count
  *   GET  /big?n=N                N pattern bytes, chunked, copied writes
  *   GET  /big-cl?n=N             N (<= 1 MiB) pattern bytes, Content-Length, zero copy
+ *   GET  /zc-order               3 x "0123456789", 4 x 1 MiB of pattern, 2 x
+ *                                "0123456789", all zero copy; counts in app_stats
  *   *    /flaky                  answers the first request of a connection, cuts
  *                                the connection on the next one
  *   GET  /hold?ms=N              answers "held" after N ms
@@ -40,6 +42,9 @@ struct app_stats {
         atomic_int ended;       /* requests ended by the handler */
         atomic_int follow_lines;
         atomic_int last_abort_reason;
+        /* /zc-order: writes that went out at once (1) or were queued (0),
+         * callbacks run inside lg_http_response_write or out of order. */
+        atomic_int zc_at_once, zc_queued, zc_inside, zc_out_of_order;
 };
 extern struct app_stats app_stats;
 

@@ -333,6 +333,38 @@ static void test_download(void **state) {
         env_stop(&e);
 }
 
+/* Zero-copy response writes (the router's): one the socket takes whole
+ * returns 1, so that a proxy need not pause its source, and still calls back
+ * from the loop; callbacks run in the order of the writes, also across
+ * writes that went out at once and writes that were queued. */
+static void test_zero_copy_at_once(void **state) {
+        (void) state;
+        struct env e;
+        env_start(&e, NULL, NULL);
+        struct res r;
+        for (int t = 0; t < 2; t++) {
+                atomic_store(&app_stats.zc_at_once, 0);
+                atomic_store(&app_stats.zc_queued, 0);
+                do_call(&e, t ? e.unx : e.tcp, &r, "GET", "/zc-order", NULL, 0, false);
+                assert_int_equal(r.err, 0);
+                assert_int_equal(r.len, 5 * 10 + 4 * (1 << 20));
+                assert_memory_equal(r.body, "0123456789012345678901234567890123456789", 30);
+                char *want = make_pattern(1 << 20);
+                for (int i = 0; i < 4; i++)
+                        assert_memory_equal(r.body + 30 + ((size_t) i << 20), want, 1 << 20);
+                assert_memory_equal(r.body + 30 + (4u << 20), "01234567890123456789", 20);
+                free(want);
+                res_free(&r);
+                /* The first three go out at once into an empty socket; 4 MiB
+                 * do not: what follows them is queued. */
+                assert_int_equal(atomic_load(&app_stats.zc_at_once) >= 3, 1);
+                assert_int_equal(atomic_load(&app_stats.zc_at_once) + atomic_load(&app_stats.zc_queued), 9);
+                assert_int_equal(atomic_load(&app_stats.zc_inside), 0);
+                assert_int_equal(atomic_load(&app_stats.zc_out_of_order), 0);
+        }
+        env_stop(&e);
+}
+
 static void test_keepalive_reuse(void **state) {
         (void) state;
         struct env e;
@@ -1200,6 +1232,7 @@ int main(void) {
                 cmocka_unit_test(test_echo_buffered),
                 cmocka_unit_test(test_stream_echo),
                 cmocka_unit_test(test_download),
+                cmocka_unit_test(test_zero_copy_at_once),
                 cmocka_unit_test(test_keepalive_reuse),
                 cmocka_unit_test(test_concurrent),
                 cmocka_unit_test(test_held),
