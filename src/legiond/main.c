@@ -14,6 +14,7 @@
 
 #include "legiond/daemon.h"
 #include "legiond/tls-cert.h"
+#include "node/node-provider.h"
 
 #ifndef LG_RUNTIMES_DIR
 #define LG_RUNTIMES_DIR "/usr/lib/legion/runtimes"
@@ -342,7 +343,10 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = lg_apps_new(&ac, &d->apps, &err);
         if (r >= 0)
-                r = lg_router_new(d->loop, d->node, lg_apps_log, d->apps, &d->router, &err);
+                r = lg_router_new(&(struct lg_router_config){.loop = d->loop, .provider = &lg_node_provider_ops,
+                                                             .provider_data = d->node, .log = lg_apps_log,
+                                                             .log_data = d->apps},
+                                  &d->router, &err);
         if (r >= 0)
                 r = lg_sessions_new(d->loop, &sessions_ops, d, &d->sessions, &err);
         char pod_logs[4096];

@@ -13,7 +13,8 @@
 
 #include "router/router.h"
 
-#define STABLE_WINDOW_S 60
+/* Concurrency samples kept, one per tick: 60 s at the default tick. */
+#define STABLE_WINDOW 60
 
 enum rstate { R_STARTING, R_READY, R_DRAINING, R_DEAD };
 
@@ -22,7 +23,9 @@ struct app;
 struct rinst {
         struct app *app;
         struct rinst *next;
-        lg_instance *inst;
+        uint64_t handle;        /* the provider's name for it, while live */
+        bool live;              /* started and neither destroyed nor gone */
+        char *id, *log_dir;     /* from the provider once ready */
         struct lg_http_upstream *up;
         enum rstate state;
         unsigned revision;
@@ -63,7 +66,7 @@ struct app {
         struct pending *qhead, *qtail;
         unsigned queued, active;
         bool removed;
-        unsigned samples[STABLE_WINDOW_S]; /* concurrency each second */
+        unsigned samples[STABLE_WINDOW]; /* peak concurrency of each tick */
         unsigned sample_pos, sample_n;
         unsigned peak_this_second;
         struct lg_route_stats st;
@@ -71,7 +74,9 @@ struct app {
 
 struct lg_router {
         uv_loop_t *loop;
-        lg_node *node;
+        const struct lg_router_provider_ops *provider;
+        void *provider_data;
+        unsigned tick_ms;
         struct lg_http_client *client;
         struct app *apps;
         uv_timer_t tick;
@@ -104,8 +109,10 @@ static unsigned queue_max(const struct app *a) {
         return a->cfg.queue_max ? a->cfg.queue_max : 100 * max_instances(a);
 }
 static unsigned timeout_s(const struct app *a) { return a->cfg.timeout_s ? a->cfg.timeout_s : 60; }
-static unsigned idle_timeout_s(const struct app *a) {
-        return a->cfg.idle_timeout_s ? a->cfg.idle_timeout_s : 300;
+static uint64_t idle_timeout_ms(const struct app *a) {
+        if (a->cfg.idle_timeout_ms)
+                return a->cfg.idle_timeout_ms;
+        return (uint64_t) (a->cfg.idle_timeout_s ? a->cfg.idle_timeout_s : 300) * 1000;
 }
 
 /* ---- instances ---------------------------------------------------------- */
@@ -121,27 +128,36 @@ static void rinst_free_if_unused(struct rinst *ri) {
                 }
         if (ri->up)
                 lg_http_upstream_free(ri->up);
+        free(ri->id);
+        free(ri->log_dir);
         free(ri);
         app_maybe_free(a);
+}
+
+/* Tell the provider to destroy it, unless it is gone already. */
+static void rinst_destroy(struct rinst *ri) {
+        if (ri->live) {
+                ri->live = false;
+                ri->app->router->provider->destroy(ri->app->router->provider_data, ri->handle);
+        }
 }
 
 static void rinst_kill(struct rinst *ri, const char *why) {
         if (ri->state == R_DEAD)
                 return;
         if (why)
-                app_log(ri->app, "instance %s removed: %s", lg_instance_id(ri->inst), why);
+                app_log(ri->app, "instance %s removed: %s", ri->id ? ri->id : "(starting)", why);
         ri->state = R_DEAD;
-        lg_instance_destroy(ri->inst);
-        ri->inst = NULL;
+        rinst_destroy(ri);
         rinst_free_if_unused(ri);
 }
 
-static void on_instance_ready(lg_instance *inst, int status, const char *message, void *ud) {
+static void on_instance_ready(void *ud, int status, const char *message, const struct lg_router_instance_info *info) {
         struct rinst *ri = ud;
         struct app *a = ri->app;
         if (status < 0) {
-                app_log(a, "instance %s failed to start: %s", lg_instance_id(inst), message ? message : "error");
-                ri->inst = NULL; /* the node already destroyed it */
+                app_log(a, "an instance failed to start: %s", message ? message : "error");
+                ri->live = false; /* the provider already destroyed it */
                 ri->state = R_DEAD;
                 /* Requests waiting for this revision would only meet the same
                  * failure: answer them now rather than loop on new instances. */
@@ -160,17 +176,20 @@ static void on_instance_ready(lg_instance *inst, int status, const char *message
                 return;
         }
         struct lg_error err = {0};
-        char addr[300];
-        snprintf(addr, sizeof(addr), "unix:%s", lg_instance_socket(inst));
-        if (lg_http_upstream_new(a->router->client, addr, &ri->up, &err) < 0) {
+        ri->id = strdup(info->id);
+        ri->log_dir = info->log_dir ? strdup(info->log_dir) : NULL;
+        if (!ri->id || (info->log_dir && !ri->log_dir)) {
+                rinst_kill(ri, "out of memory");
+                return;
+        }
+        if (lg_http_upstream_new(a->router->client, info->address, &ri->up, &err) < 0) {
                 rinst_kill(ri, err.msg);
                 return;
         }
         ri->state = ri->revision == a->cfg.revision && !a->removed ? R_READY : R_DRAINING;
         ri->last_used = now_ms();
-        uint64_t ns = lg_instance_start_ns(inst);
-        app_log(a, "instance %s ready in %.1f ms (%s)", lg_instance_id(inst), ns / 1e6,
-                lg_instance_cold(inst) ? "no placeholder ready" : "from a placeholder");
+        app_log(a, "instance %s ready in %.1f ms (%s)", ri->id, info->start_ns / 1e6,
+                info->cold ? "no placeholder ready" : "from a placeholder");
         if (ri->state == R_DRAINING && ri->active == 0) {
                 rinst_kill(ri, NULL);
                 return;
@@ -178,11 +197,10 @@ static void on_instance_ready(lg_instance *inst, int status, const char *message
         dispatch(a);
 }
 
-static void on_instance_exit(lg_instance *inst, const char *status, void *ud) {
+static void on_instance_exit(void *ud, const char *status) {
         struct rinst *ri = ud;
-        (void) inst;
-        ri->inst = NULL; /* gone already */
-        app_log(ri->app, "instance exited: %s", status);
+        ri->live = false; /* gone already */
+        app_log(ri->app, "instance %s exited: %s", ri->id ? ri->id : "(starting)", status);
         struct app *a = ri->app;
         ri->state = R_DEAD;
         rinst_free_if_unused(ri);
@@ -199,7 +217,7 @@ static int start_instance(struct app *a) {
         ri->revision = a->cfg.revision;
         ri->state = R_STARTING;
         ri->t_start = lg_now_ns();
-        struct lg_instance_spec spec = {
+        struct lg_router_instance_spec spec = {
                 .pool = a->pool,
                 .app = a->key,
                 .revision = a->cfg.revision,
@@ -212,15 +230,16 @@ static int start_instance(struct app *a) {
         struct lg_error err = {0};
         ri->next = a->instances;
         a->instances = ri;
-        int r = lg_node_instance_start(a->router->node, &spec, on_instance_ready, on_instance_exit, ri,
-                                       &ri->inst, &err);
-        if (r < 0) {
+        lg_router *r = a->router;
+        int rc = r->provider->start(r->provider_data, &spec, on_instance_ready, on_instance_exit, ri, &ri->handle,
+                                    &err);
+        if (rc < 0) {
                 app_log(a, "cannot start an instance: %s", err.msg);
                 ri->state = R_DEAD;
-                ri->inst = NULL;
                 rinst_free_if_unused(ri);
-                return r;
+                return rc;
         }
+        ri->live = true;
         a->st.cold_starts++;
         return 0;
 }
@@ -708,8 +727,8 @@ void lg_router_remove(lg_router *r, const char *key) {
         app_maybe_free(a);
 }
 
-/* Once a second: record concurrency, keep minInstances, retire idle ones
- * beyond what the stable window needs. */
+/* Each tick (a second by default): record concurrency, keep minInstances,
+ * retire idle ones beyond what the stable window needs. */
 static void on_tick(uv_timer_t *t) {
         lg_router *r = t->data;
         uint64_t now = now_ms();
@@ -718,18 +737,19 @@ static void on_tick(uv_timer_t *t) {
                 if (a->removed)
                         continue;
                 a->samples[a->sample_pos] = a->peak_this_second;
-                a->sample_pos = (a->sample_pos + 1) % STABLE_WINDOW_S;
-                if (a->sample_n < STABLE_WINDOW_S)
+                a->sample_pos = (a->sample_pos + 1) % STABLE_WINDOW;
+                if (a->sample_n < STABLE_WINDOW)
                         a->sample_n++;
                 a->peak_this_second = a->active + a->queued;
                 uint64_t sum = 0;
                 /* The window is the idle timeout when that is shorter: an
                  * app that may idle 1 s must not be kept warm for 60. */
-                unsigned window = idle_timeout_s(a) < STABLE_WINDOW_S ? idle_timeout_s(a) : STABLE_WINDOW_S;
+                uint64_t idle_ticks = (idle_timeout_ms(a) + r->tick_ms - 1) / r->tick_ms;
+                unsigned window = idle_ticks < STABLE_WINDOW ? (unsigned) idle_ticks : STABLE_WINDOW;
                 unsigned used = a->sample_n < window ? a->sample_n : window;
                 sum = 0;
                 for (unsigned i = 0; i < used; i++)
-                        sum += a->samples[(a->sample_pos + STABLE_WINDOW_S - 1 - i) % STABLE_WINDOW_S];
+                        sum += a->samples[(a->sample_pos + STABLE_WINDOW - 1 - i) % STABLE_WINDOW];
                 double avg = used ? (double) sum / used : 0;
                 unsigned stable = (unsigned) ceil(avg / concurrency(a));
                 unsigned keep = stable > a->cfg.min_instances ? stable : a->cfg.min_instances;
@@ -739,10 +759,10 @@ static void on_tick(uv_timer_t *t) {
                 for (struct rinst *ri = a->instances, *rn; ri && live > keep; ri = rn) {
                         rn = ri->next;
                         if (ri->state != R_READY || ri->active > 0 ||
-                            now - ri->last_used < (uint64_t) idle_timeout_s(a) * 1000)
+                            now - ri->last_used < idle_timeout_ms(a))
                                 continue;
                         char why[64];
-                        snprintf(why, sizeof(why), "idle for %u s", idle_timeout_s(a));
+                        snprintf(why, sizeof(why), "idle for %.3g s", idle_timeout_ms(a) / 1e3);
                         rinst_kill(ri, why);
                         live--;
                 }
@@ -777,23 +797,27 @@ int lg_router_each_instance(lg_router *r, const char *key,
         if (!a)
                 return 0;
         for (struct rinst *ri = a->instances; ri; ri = ri->next)
-                if (ri->inst && lg_instance_log_dir(ri->inst)) {
-                        fn(lg_instance_id(ri->inst), lg_instance_log_dir(ri->inst), ud);
+                if (ri->live && ri->id && ri->log_dir) {
+                        fn(ri->id, ri->log_dir, ud);
                         n++;
                 }
         return n;
 }
 
-int lg_router_new(uv_loop_t *loop, lg_node *node, lg_router_log_fn log, void *log_data, lg_router **ret,
-                  struct lg_error *err) {
+int lg_router_new(const struct lg_router_config *cfg, lg_router **ret, struct lg_error *err) {
+        if (!cfg->loop || !cfg->provider || !cfg->provider->start || !cfg->provider->destroy)
+                return lg_error_set(err, EINVAL, "router: a loop and a provider with start and destroy are needed");
         lg_router *r = calloc(1, sizeof(*r));
         if (!r)
                 return lg_error_set(err, ENOMEM, "allocate router");
-        r->loop = loop;
-        r->node = node;
-        r->log = log;
-        r->log_data = log_data;
+        r->loop = cfg->loop;
+        r->provider = cfg->provider;
+        r->provider_data = cfg->provider_data;
+        r->tick_ms = cfg->tick_ms ? cfg->tick_ms : 1000;
+        r->log = cfg->log;
+        r->log_data = cfg->log_data;
         struct lg_http_client_config cc = {.max_idle = 64};
+        uv_loop_t *loop = r->loop;
         int rc = lg_http_client_new(loop, &cc, &r->client, err);
         if (rc < 0) {
                 free(r);
@@ -801,7 +825,7 @@ int lg_router_new(uv_loop_t *loop, lg_node *node, lg_router_log_fn log, void *lo
         }
         uv_timer_init(loop, &r->tick);
         r->tick.data = r;
-        uv_timer_start(&r->tick, on_tick, 1000, 1000);
+        uv_timer_start(&r->tick, on_tick, r->tick_ms, r->tick_ms);
         *ret = r;
         return 0;
 }
@@ -836,8 +860,7 @@ void lg_router_free(lg_router *r) {
                         struct rinst *next = ri->next;
                         if (ri->state != R_DEAD) {
                                 ri->state = R_DEAD;
-                                lg_instance_destroy(ri->inst);
-                                ri->inst = NULL;
+                                rinst_destroy(ri);
                         }
                         bool last = next == NULL;
                         rinst_free_if_unused(ri); /* may free a with the last one */

@@ -9,7 +9,15 @@
  * the excess (the "panic" reaction, as Knative's panic window), up to
  * maxInstances. Idle instances (past idleTimeoutSeconds without a request)
  * are destroyed, but never below minInstances nor below what the average
- * concurrency over the stable window (60 s) needs. */
+ * concurrency over the stable window (60 s) needs.
+ *
+ * Instances come from a provider (struct lg_router_provider_ops below), so
+ * the router knows nothing of sandboxes and runs in tests against a fake.
+ *
+ * Threading: one libuv loop, not thread-safe. Callbacks (log, provider
+ * start/destroy) run on it. Memory: everything passed in is copied; the
+ * router never logs except through log. Errors: >= 0 or a negative errno,
+ * with struct lg_error. */
 #pragma once
 
 #include <stdint.h>
@@ -17,9 +25,69 @@
 
 #include "common/util.h"
 #include "http/http.h"
-#include "node/node.h"
 
 typedef struct lg_router lg_router;
+
+/* Called with app log lines (instance events, specialization errors). */
+typedef void (*lg_router_log_fn)(const char *key, const char *line, void *userdata);
+
+/* ---- where instances come from ------------------------------------------
+ * The router asks a provider (legiond: the node agent through
+ * src/node/node-provider.h; tests: a fake) for instances through this ops
+ * table. Calls carry everything the provider needs and name an instance by
+ * the handle start returns; the provider never sees the router's structures
+ * (ud is only handed back). All on the router's loop; callbacks never run
+ * from inside start or destroy. */
+
+/* What an instance is made for (copied by start as it needs). */
+struct lg_router_instance_spec {
+        const char *pool;         /* pool group to take a placeholder from */
+        const char *app;          /* "namespace/name" */
+        unsigned revision;
+        const char *entrypoint;   /* NULL = the runtime's default */
+        const char *const *env;   /* K=V, NULL-terminated; may be NULL */
+        const char *code_dir;     /* host directory mounted at /code; NULL = none */
+        const char *identifier;   /* sessions: the identifier bound to it */
+        uint64_t cpu_millis;
+};
+
+/* A ready instance; the strings are valid during the callback only. */
+struct lg_router_instance_info {
+        const char *id;           /* for logs and `legion app logs` */
+        const char *address;      /* its HTTP server: "unix:/path" (see lg_http_upstream_new) */
+        const char *log_dir;      /* NULL: none */
+        bool cold;                /* no placeholder was ready */
+        uint64_t start_ns;        /* how long the provider took to make it ready */
+};
+
+/* Exactly once per start unless destroy comes first: status 0 and info, or
+ * status < 0 and message (the instance is then gone: no destroy). */
+typedef void (*lg_router_ready_cb)(void *ud, int status, const char *message,
+                                   const struct lg_router_instance_info *info);
+/* A ready instance died on its own (crash, OOM): status text, e.g.
+ * "OOMKilled". It is gone: no destroy. */
+typedef void (*lg_router_exit_cb)(void *ud, const char *status);
+
+struct lg_router_provider_ops {
+        /* Start making an instance; *handle names it from now on. On
+         * failure (< 0, err set) no callback runs. */
+        int (*start)(void *provider, const struct lg_router_instance_spec *spec, lg_router_ready_cb ready,
+                     lg_router_exit_cb exited, void *ud, uint64_t *handle, struct lg_error *err);
+        /* Destroy a live instance (starting or ready); no callback for it
+         * runs afterwards. */
+        void (*destroy)(void *provider, uint64_t handle);
+};
+
+struct lg_router_config {
+        uv_loop_t *loop;
+        const struct lg_router_provider_ops *provider; /* must outlive the router */
+        void *provider_data;
+        lg_router_log_fn log;     /* may be NULL */
+        void *log_data;
+        /* Period of the scaling tick (concurrency samples, idle and
+         * minInstances checks); 0 = 1000. Tests use a few ms. */
+        unsigned tick_ms;
+};
 
 struct lg_route_config {
         const char *key;          /* "namespace/name" */
@@ -34,6 +102,7 @@ struct lg_route_config {
         unsigned min_instances;
         unsigned max_instances;   /* 0 = 10 */
         unsigned idle_timeout_s;  /* 0 = 300 */
+        unsigned idle_timeout_ms; /* when set, instead of idle_timeout_s (tests) */
         unsigned timeout_s;       /* request deadline incl. queueing; 0 = 60 */
         unsigned queue_max;       /* 0 = 100 per allowed instance */
 };
@@ -47,11 +116,7 @@ struct lg_route_stats {
         uint64_t cold_start_ns_min, cold_start_ns_max;
 };
 
-/* Called with app log lines (instance events, specialization errors). */
-typedef void (*lg_router_log_fn)(const char *key, const char *line, void *userdata);
-
-int lg_router_new(uv_loop_t *loop, lg_node *node, lg_router_log_fn log, void *log_data,
-                  lg_router **ret, struct lg_error *err);
+int lg_router_new(const struct lg_router_config *cfg, lg_router **ret, struct lg_error *err);
 /* Destroy every instance, fail queued requests with 503. */
 void lg_router_free(lg_router *r);
 

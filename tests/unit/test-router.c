@@ -1,0 +1,721 @@
+/* The router (src/router) on a real libuv loop, with a fake provider whose
+ * instances are real HTTP servers (src/http) on Unix sockets. Everything
+ * runs on one loop in the test's thread: a front server hands requests to
+ * the router, the test's HTTP client sends them, the fake's instances
+ * answer them.
+ *
+ * Routes of a fake instance (the body of a 200 is the instance's id):
+ *   /          answers at once
+ *   /hold      held until the test releases it (fake_release_all)
+ *   /sleep?ms=N answers after N ms
+ * A request for /<app>/<rest> reaches app "t/<app>" with target /<rest>.
+ *
+ * No assertion depends on how fast anything is: the test waits for states
+ * (run_until); a guard timer only stops a test that would hang. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "router/router.h"
+
+#define GUARD_MS 20000
+
+/* ---- the fake provider -------------------------------------------------- */
+
+struct fake;
+
+struct fake_req {
+        struct fake_req *next;
+        struct fake_inst *inst;
+        struct lg_http_request *req;
+        uv_timer_t timer; /* /sleep */
+        bool held;
+};
+
+struct fake_inst {
+        struct fake *fk;
+        struct fake_inst *next;
+        uint64_t handle;
+        char app[64];
+        unsigned revision;
+        char id[32];
+        char sock[160];
+        struct lg_http_server *srv;
+        uv_timer_t start_timer;
+        lg_router_ready_cb ready;
+        lg_router_exit_cb exited;
+        void *ud;
+        bool live;       /* started, neither destroyed nor reported exited */
+        bool is_ready, destroyed, crashed;
+        unsigned active, max_active, served;
+        struct fake_req *reqs;
+};
+
+struct fake {
+        uv_loop_t *loop;
+        char dir[64];
+        struct fake_inst *insts;
+        unsigned started, destroyed;
+        unsigned start_delay_ms; /* before an instance is ready */
+};
+
+static void freq_closed(uv_handle_t *h) { free(h->data); }
+
+static void freq_end(struct fake_req *fr) {
+        struct fake_inst *fi = fr->inst;
+        for (struct fake_req **pp = &fi->reqs; *pp; pp = &(*pp)->next)
+                if (*pp == fr) {
+                        *pp = fr->next;
+                        break;
+                }
+        fi->active--;
+        uv_timer_stop(&fr->timer);
+        uv_close((uv_handle_t *) &fr->timer, freq_closed);
+}
+
+static void freq_answer(struct fake_req *fr) {
+        struct fake_inst *fi = fr->inst;
+        struct lg_http_request *req = fr->req;
+        freq_end(fr);
+        lg_http_respond(req, 200, NULL, 0, fi->id, strlen(fi->id));
+}
+
+static void on_sleep_done(uv_timer_t *t) { freq_answer(t->data); }
+
+static void on_freq_abort(struct lg_http_request *req, int reason, void *ud) {
+        (void) reason;
+        freq_end(ud);
+        lg_http_response_abort(req);
+}
+
+static void inst_on_request(struct lg_http_request *req, void *ud) {
+        struct fake_inst *fi = ud;
+        struct fake_req *fr = calloc(1, sizeof(*fr));
+        assert_non_null(fr);
+        fr->inst = fi;
+        fr->req = req;
+        uv_timer_init(fi->fk->loop, &fr->timer);
+        fr->timer.data = fr;
+        fr->next = fi->reqs;
+        fi->reqs = fr;
+        fi->served++;
+        if (++fi->active > fi->max_active)
+                fi->max_active = fi->active;
+        lg_http_request_on_abort(req, on_freq_abort, fr);
+        const char *path = lg_http_request_path(req);
+        if (!strcmp(path, "/hold")) {
+                fr->held = true;
+        } else if (!strcmp(path, "/sleep")) {
+                const char *ms = lg_http_request_param(req, "ms");
+                uv_timer_start(&fr->timer, on_sleep_done, ms ? strtoull(ms, NULL, 10) : 0, 0);
+        } else {
+                freq_answer(fr);
+        }
+}
+
+static void inst_server_closed(void *ud) {
+        struct fake_inst *fi = ud;
+        fi->srv = NULL;
+}
+
+/* Close its server and abort its connections, as a process that is gone. */
+static void inst_close(struct fake_inst *fi) {
+        if (!fi->srv)
+                return;
+        lg_http_server_close(fi->srv, inst_server_closed, fi);
+        if (fi->srv)
+                lg_http_server_close(fi->srv, inst_server_closed, fi);
+}
+
+static void on_inst_start(uv_timer_t *t) {
+        struct fake_inst *fi = t->data;
+        struct lg_http_server_config cfg = {.on_request = inst_on_request, .userdata = fi};
+        struct lg_error err = {0};
+        assert_int_equal(lg_http_server_new(fi->fk->loop, &cfg, &fi->srv, &err), 0);
+        assert_int_equal(lg_http_server_listen_unix(fi->srv, fi->sock, &err), 0);
+        char addr[200];
+        snprintf(addr, sizeof(addr), "unix:%s", fi->sock);
+        fi->is_ready = true;
+        struct lg_router_instance_info info = {.id = fi->id, .address = addr, .start_ns = 1};
+        fi->ready(fi->ud, 0, NULL, &info);
+}
+
+static int fake_start(void *provider, const struct lg_router_instance_spec *spec, lg_router_ready_cb ready,
+                      lg_router_exit_cb exited, void *ud, uint64_t *handle, struct lg_error *err) {
+        struct fake *fk = provider;
+        (void) err;
+        struct fake_inst *fi = calloc(1, sizeof(*fi));
+        assert_non_null(fi);
+        fi->fk = fk;
+        fi->handle = ++fk->started;
+        snprintf(fi->app, sizeof(fi->app), "%s", spec->app);
+        fi->revision = spec->revision;
+        snprintf(fi->id, sizeof(fi->id), "i%u-r%u", fk->started, spec->revision);
+        snprintf(fi->sock, sizeof(fi->sock), "%s/%s.sock", fk->dir, fi->id);
+        fi->ready = ready;
+        fi->exited = exited;
+        fi->ud = ud;
+        fi->live = true;
+        uv_timer_init(fk->loop, &fi->start_timer);
+        fi->start_timer.data = fi;
+        uv_timer_start(&fi->start_timer, on_inst_start, fk->start_delay_ms, 0);
+        fi->next = fk->insts;
+        fk->insts = fi;
+        *handle = fi->handle;
+        return 0;
+}
+
+static struct fake_inst *fake_find(struct fake *fk, uint64_t handle) {
+        for (struct fake_inst *fi = fk->insts; fi; fi = fi->next)
+                if (fi->handle == handle)
+                        return fi;
+        return NULL;
+}
+
+static void fake_destroy(void *provider, uint64_t handle) {
+        struct fake_inst *fi = fake_find(provider, handle);
+        assert_non_null(fi);
+        /* Never twice, never after its exit was reported. */
+        assert_true(fi->live);
+        fi->live = false;
+        fi->destroyed = true;
+        fi->fk->destroyed++;
+        uv_timer_stop(&fi->start_timer);
+        inst_close(fi);
+}
+
+static const struct lg_router_provider_ops fake_ops = {.start = fake_start, .destroy = fake_destroy};
+
+/* The instance's process dies: its connections go. */
+static void fake_crash(struct fake_inst *fi) {
+        assert_true(fi->live && fi->is_ready);
+        fi->crashed = true;
+        inst_close(fi);
+}
+
+/* The provider notices and reports the exit, unless the router destroyed
+ * the instance first. */
+static void fake_report_exit(struct fake_inst *fi) {
+        if (!fi->live)
+                return;
+        fi->live = false;
+        fi->exited(fi->ud, "crashed");
+}
+
+static unsigned fake_live(struct fake *fk, const char *app) {
+        unsigned n = 0;
+        for (struct fake_inst *fi = fk->insts; fi; fi = fi->next)
+                n += fi->live && (!app || !strcmp(fi->app, app));
+        return n;
+}
+
+static unsigned fake_started(struct fake *fk, const char *app) {
+        unsigned n = 0;
+        for (struct fake_inst *fi = fk->insts; fi; fi = fi->next)
+                n += !strcmp(fi->app, app);
+        return n;
+}
+
+static unsigned fake_held(struct fake *fk) {
+        unsigned n = 0;
+        for (struct fake_inst *fi = fk->insts; fi; fi = fi->next)
+                for (struct fake_req *fr = fi->reqs; fr; fr = fr->next)
+                        n += fr->held;
+        return n;
+}
+
+static void fake_release_all(struct fake *fk) {
+        for (struct fake_inst *fi = fk->insts; fi; fi = fi->next)
+                for (struct fake_req *fr = fi->reqs, *next; fr; fr = next) {
+                        next = fr->next;
+                        if (fr->held)
+                                freq_answer(fr);
+                }
+}
+
+static struct fake_inst *fake_by_id(struct fake *fk, const char *id) {
+        for (struct fake_inst *fi = fk->insts; fi; fi = fi->next)
+                if (!strcmp(fi->id, id))
+                        return fi;
+        return NULL;
+}
+
+/* ---- the test bench: loop, front server, router, client ----------------- */
+
+struct call {
+        struct t *t;
+        int status;
+        int err;
+        bool done;
+        char body[512];
+        size_t len;
+};
+
+struct t {
+        uv_loop_t loop;
+        struct fake fk;
+        lg_router *router;
+        struct lg_http_server *front;
+        struct lg_http_client *client;
+        struct lg_http_upstream *up;
+        char front_sock[128];
+        uv_timer_t guard;
+        bool guard_fired;
+        struct call calls[256];
+        unsigned ncalls;
+};
+
+static void test_log(const char *key, const char *line, void *ud) {
+        (void) ud;
+        if (getenv("ROUTER_TEST_LOG"))
+                fprintf(stderr, "[%s] %s\n", key, line);
+}
+
+static enum lg_http_body_mode front_on_head(struct lg_http_request *req, void *ud) {
+        (void) req;
+        (void) ud;
+        return LG_HTTP_BODY_STREAM;
+}
+
+static void front_on_request(struct lg_http_request *req, void *ud) {
+        struct t *t = ud;
+        const char *target = lg_http_request_target(req);
+        const char *slash = strchr(target + 1, '/');
+        char key[64];
+        snprintf(key, sizeof(key), "t/%.*s", slash ? (int) (slash - target - 1) : 0, target + 1);
+        lg_router_handle(t->router, req, key, slash ? slash : "/");
+}
+
+static void on_guard(uv_timer_t *h) {
+        struct t *t = h->data;
+        t->guard_fired = true;
+}
+
+/* Run the loop until pred(t, arg) holds; fail if that takes GUARD_MS. */
+static void run_until_(struct t *t, bool (*pred)(struct t *, const void *), const void *arg, const char *what) {
+        t->guard_fired = false;
+        uv_timer_start(&t->guard, on_guard, GUARD_MS, 0);
+        while (!pred(t, arg) && !t->guard_fired)
+                uv_run(&t->loop, UV_RUN_ONCE);
+        uv_timer_stop(&t->guard);
+        if (t->guard_fired)
+                fail_msg("still waiting for: %s", what);
+}
+#define run_until(t, pred, arg) run_until_(t, pred, arg, #pred "(" #arg ")")
+
+static struct t *t_new(unsigned tick_ms) {
+        struct t *t = calloc(1, sizeof(*t));
+        assert_non_null(t);
+        assert_int_equal(uv_loop_init(&t->loop), 0);
+        t->fk.loop = &t->loop;
+        snprintf(t->fk.dir, sizeof(t->fk.dir), "/tmp/lg-test-router-XXXXXX");
+        assert_non_null(mkdtemp(t->fk.dir));
+        struct lg_error err = {0};
+        struct lg_router_config rc = {.loop = &t->loop, .provider = &fake_ops, .provider_data = &t->fk,
+                                      .log = test_log, .tick_ms = tick_ms};
+        assert_int_equal(lg_router_new(&rc, &t->router, &err), 0);
+        struct lg_http_server_config sc = {.on_head = front_on_head, .on_request = front_on_request, .userdata = t};
+        assert_int_equal(lg_http_server_new(&t->loop, &sc, &t->front, &err), 0);
+        snprintf(t->front_sock, sizeof(t->front_sock), "%s/front.sock", t->fk.dir);
+        assert_int_equal(lg_http_server_listen_unix(t->front, t->front_sock, &err), 0);
+        struct lg_http_client_config cc = {0};
+        assert_int_equal(lg_http_client_new(&t->loop, &cc, &t->client, &err), 0);
+        assert_int_equal(lg_http_upstream_new(t->client, t->front_sock, &t->up, &err), 0);
+        uv_timer_init(&t->loop, &t->guard);
+        t->guard.data = t;
+        return t;
+}
+
+static void front_closed(void *ud) {
+        struct t *t = ud;
+        t->front = NULL;
+}
+
+
+
+static void t_free(struct t *t) {
+        lg_router_free(t->router);
+        lg_http_upstream_free(t->up);
+        lg_http_client_close(t->client, NULL, NULL);
+        lg_http_server_close(t->front, front_closed, t);
+        if (t->front)
+                lg_http_server_close(t->front, front_closed, t);
+        for (struct fake_inst *fi = t->fk.insts; fi; fi = fi->next) {
+                inst_close(fi);
+                uv_close((uv_handle_t *) &fi->start_timer, NULL);
+        }
+        uv_close((uv_handle_t *) &t->guard, NULL);
+        uv_run(&t->loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&t->loop), 0);
+        for (struct fake_inst *fi = t->fk.insts, *next; fi; fi = next) {
+                next = fi->next;
+                assert_null(fi->reqs);
+                free(fi);
+        }
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", t->fk.dir);
+        assert_int_equal(system(cmd), 0);
+        free(t);
+}
+
+static void call_on_response(struct lg_http_call *call, void *ud) {
+        struct call *c = ud;
+        c->status = lg_http_call_status(call);
+}
+
+static void call_on_data(struct lg_http_call *call, const char *data, size_t len, void *ud) {
+        struct call *c = ud;
+        (void) call;
+        size_t n = len < sizeof(c->body) - 1 - c->len ? len : sizeof(c->body) - 1 - c->len;
+        memcpy(c->body + c->len, data, n);
+        c->len += n;
+        c->body[c->len] = '\0';
+}
+
+static void call_on_done(struct lg_http_call *call, int error, void *ud) {
+        struct call *c = ud;
+        c->err = error;
+        c->status = lg_http_call_status(call);
+        c->done = true;
+}
+
+static const struct lg_http_call_ops call_ops = {call_on_response, call_on_data, call_on_done};
+
+/* GET /<app><target> through the front server; the result fills in later. */
+static struct call *send_get(struct t *t, const char *app, const char *target) {
+        assert_true(t->ncalls < sizeof(t->calls) / sizeof(t->calls[0]));
+        struct call *c = &t->calls[t->ncalls++];
+        c->t = t;
+        char path[256];
+        snprintf(path, sizeof(path), "/%s%s", app, target);
+        struct lg_http_call *call;
+        assert_int_equal(lg_http_call_start(t->up, "GET", path, NULL, 0, 0, &call_ops, c, &call), 0);
+        return c;
+}
+
+static void set_app(struct t *t, const struct lg_route_config *cfg) {
+        struct lg_error err = {0};
+        assert_int_equal(lg_router_set(t->router, cfg, &err), 0);
+}
+
+static struct lg_route_stats stats(struct t *t, const char *key) {
+        struct lg_route_stats st;
+        assert_int_equal(lg_router_stats(t->router, key, &st), 0);
+        return st;
+}
+
+/* ---- predicates for run_until ------------------------------------------- */
+
+static bool is_done(struct t *t, const void *c) {
+        (void) t;
+        return ((const struct call *) c)->done;
+}
+static bool all_done(struct t *t, const void *arg) {
+        (void) arg;
+        for (unsigned i = 0; i < t->ncalls; i++)
+                if (!t->calls[i].done)
+                        return false;
+        return true;
+}
+static bool n_held(struct t *t, const void *n) { return fake_held(&t->fk) >= *(const unsigned *) n; }
+static bool n_queued(struct t *t, const void *n) {
+        return stats(t, "t/a").queued >= *(const unsigned *) n;
+}
+static bool is_destroyed(struct t *t, const void *fi) {
+        (void) t;
+        return ((const struct fake_inst *) fi)->destroyed;
+}
+static bool none_live(struct t *t, const void *app) { return fake_live(&t->fk, app) == 0; }
+
+static void on_run_for(uv_timer_t *h) { ((struct t *) h->data)->guard_fired = true; }
+
+/* Let the loop run for ms (to show that something does NOT happen). */
+static void run_for(struct t *t, uint64_t ms) {
+        t->guard_fired = false;
+        uv_timer_start(&t->guard, on_run_for, ms, 0);
+        while (!t->guard_fired)
+                uv_run(&t->loop, UV_RUN_ONCE);
+}
+
+/* Release held requests until every call is answered. */
+static void release_until_all_done(struct t *t) {
+        static const unsigned one = 1;
+        while (!all_done(t, NULL)) {
+                fake_release_all(&t->fk);
+                t->guard_fired = false;
+                uv_timer_start(&t->guard, on_guard, GUARD_MS, 0);
+                while (!all_done(t, NULL) && !n_held(t, &one) && !t->guard_fired)
+                        uv_run(&t->loop, UV_RUN_ONCE);
+                uv_timer_stop(&t->guard);
+                if (t->guard_fired)
+                        fail_msg("calls still not answered");
+        }
+}
+
+static struct lg_route_config app_cfg(const char *key, unsigned revision) {
+        return (struct lg_route_config){.key = key, .revision = revision, .pool = "p", .idle_timeout_s = 300};
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+/* An instance never has more requests than its concurrency; the rest wait
+ * in the queue and go as slots free up. */
+static void test_concurrency_limit(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.concurrency = 2;
+        cfg.max_instances = 1;
+        set_app(t, &cfg);
+        for (int i = 0; i < 6; i++)
+                send_get(t, "a", "/hold");
+        unsigned two = 2, four = 4;
+        run_until(t, n_held, &two);
+        run_until(t, n_queued, &four);
+        assert_int_equal(stats(t, "t/a").active, 2);
+        release_until_all_done(t);
+        assert_int_equal(t->fk.started, 1);
+        assert_int_equal(t->fk.insts->served, 6);
+        assert_int_equal(t->fk.insts->max_active, 2);
+        for (unsigned i = 0; i < t->ncalls; i++) {
+                assert_int_equal(t->calls[i].status, 200);
+                assert_string_equal(t->calls[i].body, t->fk.insts->id);
+        }
+        t_free(t);
+}
+
+/* A full queue answers 429 naming its limit; the rest are served. */
+static void test_queue_full(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.max_instances = 1;
+        cfg.queue_max = 2;
+        set_app(t, &cfg);
+        send_get(t, "a", "/hold");
+        unsigned one = 1, two = 2;
+        run_until(t, n_held, &one);
+        send_get(t, "a", "/");
+        send_get(t, "a", "/");
+        run_until(t, n_queued, &two);
+        struct call *over = send_get(t, "a", "/");
+        run_until(t, is_done, over);
+        assert_int_equal(over->status, 429);
+        assert_non_null(strstr(over->body, "QueueFull"));
+        assert_non_null(strstr(over->body, "limit 2"));
+        release_until_all_done(t);
+        for (unsigned i = 0; i < 3; i++)
+                assert_int_equal(t->calls[i].status, 200);
+        assert_int_equal(stats(t, "t/a").rejected_429, 1);
+        t_free(t);
+}
+
+/* A request that waits in the queue past the app's deadline gets 504:
+ * here its instance never gets ready. So does one that its instance does
+ * not answer in time. */
+static void test_deadline(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        t->fk.start_delay_ms = 10 * GUARD_MS;
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.max_instances = 1;
+        cfg.timeout_s = 1;
+        set_app(t, &cfg);
+        struct call *queued = send_get(t, "a", "/");
+        run_until(t, is_done, queued);
+        assert_int_equal(queued->status, 504);
+        assert_non_null(strstr(queued->body, "\"Timeout\""));
+        assert_non_null(strstr(queued->body, "within 1 s"));
+        assert_int_equal(stats(t, "t/a").timeouts_504, 1);
+        assert_int_equal(stats(t, "t/a").queued, 0);
+        t_free(t);
+
+        t = t_new(0);
+        set_app(t, &cfg);
+        struct call *held = send_get(t, "a", "/hold");
+        run_until(t, is_done, held);
+        assert_int_equal(held->status, 504);
+        assert_non_null(strstr(held->body, "did not answer in time"));
+        assert_int_equal(stats(t, "t/a").timeouts_504, 1);
+        t_free(t);
+}
+
+/* An instance that dies mid-request: that request gets 502, the instance
+ * is not used again, and what waits gets a replacement. Both orders of
+ * what the router learns first (the connection failing, the exit). */
+static void test_crash(void **state) {
+        (void) state;
+        for (int exit_first = 0; exit_first <= 1; exit_first++) {
+                struct t *t = t_new(0);
+                struct lg_route_config cfg = app_cfg("t/a", 1);
+                cfg.max_instances = 1;
+                set_app(t, &cfg);
+                struct call *victim = send_get(t, "a", "/hold");
+                unsigned one = 1;
+                run_until(t, n_held, &one);
+                struct call *waiting = send_get(t, "a", "/");
+                run_until(t, n_queued, &one);
+                struct fake_inst *first = t->fk.insts;
+                fake_crash(first);
+                if (exit_first)
+                        fake_report_exit(first);
+                else
+                        run_until(t, is_done, victim);
+                run_until(t, all_done, NULL);
+                fake_report_exit(first);
+                assert_int_equal(victim->status, 502);
+                assert_non_null(strstr(victim->body, "BadGateway"));
+                assert_int_equal(waiting->status, 200);
+                assert_int_equal(t->fk.started, 2);
+                assert_string_not_equal(waiting->body, first->id);
+                assert_true(fake_by_id(&t->fk, waiting->body)->live);
+                /* Gone on its own, or destroyed by the router on the 502
+                 * (before the exit was known); not both. */
+                assert_int_equal(first->destroyed, !exit_first);
+                /* The replacement takes what comes next. */
+                struct call *next = send_get(t, "a", "/");
+                run_until(t, is_done, next);
+                assert_string_equal(next->body, waiting->body);
+                t_free(t);
+        }
+}
+
+/* An idle instance that dies is not given the next request. */
+static void test_crash_idle(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        set_app(t, &cfg);
+        struct call *c = send_get(t, "a", "/");
+        run_until(t, is_done, c);
+        struct fake_inst *first = t->fk.insts;
+        fake_crash(first);
+        fake_report_exit(first);
+        struct call *next = send_get(t, "a", "/");
+        run_until(t, is_done, next);
+        assert_int_equal(next->status, 200);
+        assert_string_not_equal(next->body, first->id);
+        assert_int_equal(t->fk.started, 2);
+        assert_false(first->destroyed);
+        t_free(t);
+}
+
+/* A new revision: the old instance finishes its request, takes no new one,
+ * and is destroyed; new requests go to an instance of the new revision. */
+static void test_drain_new_revision(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.concurrency = 2;
+        cfg.max_instances = 2;
+        set_app(t, &cfg);
+        struct call *warm = send_get(t, "a", "/");
+        run_until(t, is_done, warm);
+        struct fake_inst *old = fake_by_id(&t->fk, warm->body);
+        assert_non_null(old);
+        struct call *inflight = send_get(t, "a", "/hold");
+        unsigned one = 1;
+        run_until(t, n_held, &one);
+        assert_int_equal(old->active, 1);
+
+        cfg.revision = 2;
+        set_app(t, &cfg);
+        /* old has a free slot, but belongs to the old revision. */
+        struct call *after = send_get(t, "a", "/");
+        run_until(t, is_done, after);
+        assert_int_equal(after->status, 200);
+        struct fake_inst *fresh = fake_by_id(&t->fk, after->body);
+        assert_non_null(fresh);
+        assert_ptr_not_equal(fresh, old);
+        assert_int_equal(fresh->revision, 2);
+        assert_false(old->destroyed); /* still has a request */
+        assert_int_equal(stats(t, "t/a").draining, 1);
+
+        fake_release_all(&t->fk);
+        run_until(t, is_done, inflight);
+        assert_int_equal(inflight->status, 200);
+        assert_string_equal(inflight->body, old->id);
+        run_until(t, is_destroyed, old);
+        assert_int_equal(old->served, 2);
+        struct call *later = send_get(t, "a", "/");
+        run_until(t, is_done, later);
+        assert_string_equal(later->body, fresh->id);
+        assert_int_equal(stats(t, "t/a").draining, 0);
+        t_free(t);
+}
+
+/* A queue the instances cannot take starts more, up to maxInstances. */
+static void test_scale_up_under_queue(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.max_instances = 3;
+        set_app(t, &cfg);
+        for (int i = 0; i < 5; i++)
+                send_get(t, "a", "/hold");
+        unsigned three = 3;
+        run_until(t, n_held, &three);
+        assert_int_equal(t->fk.started, 3);
+        assert_int_equal(fake_live(&t->fk, "t/a"), 3);
+        release_until_all_done(t);
+        for (unsigned i = 0; i < t->ncalls; i++)
+                assert_int_equal(t->calls[i].status, 200);
+        assert_int_equal(t->fk.started, 3);
+        for (struct fake_inst *fi = t->fk.insts; fi; fi = fi->next)
+                assert_int_equal(fi->max_active, 1);
+        t_free(t);
+}
+
+/* Idle instances go after the idle timeout, down to zero, but never below
+ * minInstances. */
+static void test_scale_to_zero(void **state) {
+        (void) state;
+        struct t *t = t_new(5);
+        struct lg_route_config zero = app_cfg("t/z", 1);
+        zero.idle_timeout_ms = 30;
+        set_app(t, &zero);
+        struct lg_route_config keep = app_cfg("t/m", 1);
+        keep.idle_timeout_ms = 30;
+        keep.min_instances = 1;
+        set_app(t, &keep);
+        struct call *m = send_get(t, "m", "/");
+        struct call *z = send_get(t, "z", "/");
+        run_until(t, all_done, NULL);
+        assert_int_equal(z->status, 200);
+        assert_int_equal(m->status, 200);
+        run_until(t, none_live, "t/z");
+        assert_int_equal(fake_started(&t->fk, "t/z"), 1);
+        assert_int_equal(stats(t, "t/z").instances, 0);
+        /* Both were idle for as long; the kept one stays, the same one,
+         * however many more idle timeouts pass. */
+        run_for(t, 4 * 30);
+        assert_int_equal(fake_live(&t->fk, "t/m"), 1);
+        assert_int_equal(fake_started(&t->fk, "t/m"), 1);
+        /* And a request after zero starts one again. */
+        struct call *again = send_get(t, "z", "/");
+        run_until(t, is_done, again);
+        assert_int_equal(again->status, 200);
+        assert_int_equal(fake_started(&t->fk, "t/z"), 2);
+        t_free(t);
+}
+
+int main(void) {
+        signal(SIGPIPE, SIG_IGN);
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_concurrency_limit),
+                cmocka_unit_test(test_queue_full),
+                cmocka_unit_test(test_deadline),
+                cmocka_unit_test(test_crash),
+                cmocka_unit_test(test_crash_idle),
+                cmocka_unit_test(test_drain_new_revision),
+                cmocka_unit_test(test_scale_up_under_queue),
+                cmocka_unit_test(test_scale_to_zero),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
