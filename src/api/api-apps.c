@@ -23,13 +23,13 @@ void api_apps(struct api_call *c, const char *ns) {
                 return;
         }
         struct lg_resource_list l = {0};
-        int r = lg_store_list(c->d->store, "App", ns, sel, &l, &err);
+        int r = lg_store_list(c->api->store, "App", ns, sel, &l, &err);
         lg_selector_free(sel);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
         json_t *items = json_array();
         for (size_t i = 0; i < l.n; i++)
-                json_array_append_new(items, lg_apps_json(c->d->apps, l.items[i]));
+                json_array_append_new(items, lg_apps_json(c->api->apps, l.items[i]));
         lg_resource_list_free(&l);
         api_json(c->req, 200, json_pack("{s:o}", "items", items));
 }
@@ -58,16 +58,16 @@ static void app_put(struct api_call *c, const char *ns, const char *name) {
         }
         struct lg_error err = {0};
         struct lg_resource *res = NULL;
-        int applied = lg_apps_put(c->d->apps, ns, name, labels, spec, &res, &err);
+        int applied = lg_apps_put(c->api->apps, ns, name, labels, spec, &res, &err);
         if (applied < 0)
                 return api_store_error(c->req, applied, &err);
-        int r = lg_apps_activate(c->d->apps, ns, name, &err);
+        int r = lg_apps_activate(c->api->apps, ns, name, &err);
         if (r < 0) {
                 lg_resource_free(res);
                 lg_http_respond_error(c->req, 500, "Internal", "%s", err.msg);
                 return;
         }
-        api_json(c->req, applied == LG_STORE_CREATED ? 201 : 200, lg_apps_json(c->d->apps, res));
+        api_json(c->req, applied == LG_STORE_CREATED ? 201 : 200, lg_apps_json(c->api->apps, res));
         lg_resource_free(res);
 }
 
@@ -81,10 +81,10 @@ void api_app(struct api_call *c, const char *ns, const char *name) {
         struct lg_resource *res = NULL;
         const struct lg_resource_key *key = LG_KEY("App", ns, name);
         if (!strcmp(m, "GET")) {
-                int r = lg_store_get(c->d->store, key, &res, &err);
+                int r = lg_store_get(c->api->store, key, &res, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
-                api_json(c->req, 200, lg_apps_json(c->d->apps, res));
+                api_json(c->req, 200, lg_apps_json(c->api->apps, res));
                 lg_resource_free(res);
                 return;
         }
@@ -92,7 +92,7 @@ void api_app(struct api_call *c, const char *ns, const char *name) {
                 lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET, PUT or DELETE");
                 return;
         }
-        int r = lg_apps_delete(c->d->apps, ns, name, &err);
+        int r = lg_apps_delete(c->api->apps, ns, name, &err);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
         lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
@@ -109,7 +109,7 @@ struct follow_src {
 };
 
 struct follow {
-        struct lg_daemon *d;
+        struct lg_api *api;
         struct lg_http_request *req;
         char key[160];
         uv_timer_t timer;
@@ -180,7 +180,7 @@ static void follow_stop(struct follow *f) {
 
 static void follow_tick(uv_timer_t *t) {
         struct follow *f = t->data;
-        lg_router_each_instance(f->d->router, f->key, add_instance, f);
+        lg_router_each_instance(f->api->router, f->key, add_instance, f);
         char *out = NULL;
         size_t len = 0;
         follow_collect(f, &out, &len);
@@ -203,7 +203,7 @@ void api_app_logs(struct api_call *c, const char *ns, const char *name) {
                 return;
         struct lg_resource *res = NULL;
         struct lg_error err = {0};
-        int r = lg_store_get(c->d->store, LG_KEY("App", ns, name), &res, &err);
+        int r = lg_store_get(c->api->store, LG_KEY("App", ns, name), &res, &err);
         lg_resource_free(res);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
@@ -219,13 +219,13 @@ void api_app_logs(struct api_call *c, const char *ns, const char *name) {
                 lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
                 return;
         }
-        f->d = c->d;
+        f->api = c->api;
         f->req = c->req;
         snprintf(f->key, sizeof(f->key), "%s/%s", ns, name);
         char path[4096];
-        if (lg_apps_log_path(c->d->apps, f->key, path, sizeof(path)) == 0)
+        if (lg_apps_log_path(c->api->apps, f->key, path, sizeof(path)) == 0)
                 follow_add(f, path, "", 0);
-        lg_router_each_instance(c->d->router, f->key, add_instance, f);
+        lg_router_each_instance(c->api->router, f->key, add_instance, f);
         char *out = NULL;
         size_t len = 0;
         follow_collect(f, &out, &len);
@@ -252,7 +252,7 @@ void api_app_logs(struct api_call *c, const char *ns, const char *name) {
         if (out && len > skip)
                 lg_http_response_write(c->req, out + skip, len - skip, NULL, NULL);
         free(out);
-        uv_timer_init(c->d->loop, &f->timer);
+        uv_timer_init(c->api->loop, &f->timer);
         f->timer.data = f;
         uv_timer_start(&f->timer, follow_tick, 250, 250);
         lg_http_request_on_abort(c->req, follow_abort, f);
@@ -260,7 +260,7 @@ void api_app_logs(struct api_call *c, const char *ns, const char *name) {
 
 /* ---- data path ------------------------------------------------------------ */
 
-void api_data_path(struct lg_daemon *d, struct lg_http_request *req, const char *ns, const char *app,
+void api_data_path(struct lg_api *api, struct lg_http_request *req, const char *ns, const char *app,
                    const char *target) {
         char key[160];
         if (!lg_store_valid_name(ns) || !lg_store_valid_name(app)) {
@@ -268,5 +268,5 @@ void api_data_path(struct lg_daemon *d, struct lg_http_request *req, const char 
                 return;
         }
         snprintf(key, sizeof(key), "%s/%s", ns, app);
-        lg_router_handle(d->router, req, key, target);
+        lg_router_handle(api->router, req, key, target);
 }

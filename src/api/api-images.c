@@ -133,7 +133,7 @@ enum job_kind { JOB_IMPORT, JOB_PULL, JOB_GC };
 
 struct job {
         enum job_kind kind;
-        struct lg_daemon *d;
+        struct lg_api *api;
         struct lg_http_request *req;
         bool ndjson;
         bool aborted;          /* the client went away */
@@ -204,7 +204,7 @@ static struct job *job_new(struct api_call *c, enum job_kind kind) {
         if (!j)
                 return NULL;
         j->kind = kind;
-        j->d = c->d;
+        j->api = c->api;
         j->req = c->req;
         j->fd = -1;
         j->async.data = j;
@@ -287,7 +287,7 @@ static void on_async(uv_async_t *h) { flush_progress(h->data, false); }
 
 static void job_work(uv_work_t *w) {
         struct job *j = w->data;
-        lg_image_store *st = j->d->images;
+        lg_image_store *st = j->api->images;
         switch (j->kind) {
         case JOB_IMPORT:
                 j->r = lg_image_import(st, j->fd_path, j->name, job_progress, j, &j->img, &j->err);
@@ -358,7 +358,7 @@ static void job_abort(struct lg_http_request *req, int reason, void *ud) {
 /* Queue the job; the NDJSON response starts now. */
 static void job_start(struct job *j) {
         if (j->ndjson) {
-                if (uv_async_init(j->d->loop, &j->async, on_async) == 0)
+                if (uv_async_init(j->api->loop, &j->async, on_async) == 0)
                         j->async_open = true;
                 else
                         j->ndjson = false;
@@ -370,7 +370,7 @@ static void job_start(struct job *j) {
         }
         j->queued = true;
         j->work.data = j;
-        int r = uv_queue_work(j->d->loop, &j->work, job_work, job_done);
+        int r = uv_queue_work(j->api->loop, &j->work, job_work, job_done);
         if (r < 0) {
                 j->r = lg_error_setm(&j->err, ENOMEM, "cannot queue the work: %s", uv_strerror(r));
                 job_done(&j->work, 0);
@@ -426,7 +426,7 @@ static void api_images_import(struct api_call *c) {
                 }
         }
         char dir[4096];
-        snprintf(dir, sizeof(dir), "%s/tmp", c->d->home);
+        snprintf(dir, sizeof(dir), "%s", c->api->tmp_dir);
         int r = lg_mkdir_p(dir, 0700);
         if (r < 0) {
                 lg_http_respond_error(c->req, 500, "Internal", "cannot create `%s`: %s", dir, strerror(-r));
@@ -541,7 +541,7 @@ static void api_images_gc(struct api_call *c) {
         j->ndjson = false;
         /* Layers of running (and warm) sandboxes stay, whatever names
          * point at them. */
-        if (c->d->pods && lg_pods_layers_in_use(c->d->pods, true, &j->keep, &j->n_keep) < 0) {
+        if (c->api->pods && lg_pods_layers_in_use(c->api->pods, true, &j->keep, &j->n_keep) < 0) {
                 j->keep = NULL;
                 j->n_keep = 0;
         }
@@ -553,7 +553,7 @@ static void api_images_list(struct api_call *c) {
         struct lg_image **list = NULL;
         size_t n = 0;
         struct lg_error err = {0};
-        int r = lg_image_list(c->d->images, &list, &n, &err);
+        int r = lg_image_list(c->api->images, &list, &n, &err);
         if (r < 0)
                 return respond_image_error(c->req, r, &err, false);
         json_t *items = json_array();
@@ -564,10 +564,10 @@ static void api_images_list(struct api_call *c) {
 }
 
 /* True when every layer of img is in use by a running sandbox. */
-static bool image_in_use(struct lg_daemon *d, const struct lg_image *img) {
+static bool image_in_use(struct lg_api *api, const struct lg_image *img) {
         char **used = NULL;
         size_t n = 0;
-        if (!d->pods || img->n_layers == 0 || lg_pods_layers_in_use(d->pods, false, &used, &n) < 0)
+        if (!api->pods || img->n_layers == 0 || lg_pods_layers_in_use(api->pods, false, &used, &n) < 0)
                 return false;
         bool all = true;
         for (size_t i = 0; all && i < img->n_layers; i++) {
@@ -584,7 +584,7 @@ static void api_image_one(struct api_call *c, const char *ref) {
         const char *m = lg_http_request_method(c->req);
         struct lg_error err = {0};
         struct lg_image *img = NULL;
-        int r = lg_image_get(c->d->images, ref, &img, &err);
+        int r = lg_image_get(c->api->images, ref, &img, &err);
         if (r < 0)
                 return respond_image_error(c->req, r, &err, false);
         if (!strcmp(m, "GET")) {
@@ -610,7 +610,7 @@ static void api_image_one(struct api_call *c, const char *ref) {
         bool last = n_names <= 1 || !strncmp(ref, "sha256:", 7) || !strcmp(ref, img->id);
         const char *force = lg_http_request_param(c->req, "force");
         bool forced = force && (!strcmp(force, "true") || !strcmp(force, "1") || !*force);
-        if (last && !forced && image_in_use(c->d, img)) {
+        if (last && !forced && image_in_use(c->api, img)) {
                 lg_http_respond_error(c->req, 409, "Conflict", "image `%s` is used by a running pod (?force=true removes it anyway)",
                                       ref);
                 lg_image_free(img);
@@ -619,12 +619,12 @@ static void api_image_one(struct api_call *c, const char *ref) {
         char id[sizeof(img->id)];
         snprintf(id, sizeof(id), "%s", img->id);
         lg_image_free(img);
-        r = lg_image_remove(c->d->images, ref, &err);
+        r = lg_image_remove(c->api->images, ref, &err);
         if (r < 0)
                 return respond_image_error(c->req, r, &err, false);
         /* Warm pod sandboxes of the image go with any of its names: made
          * again at its next use if it is still there. */
-        lg_pods_image_removed(c->d->pods, id);
+        lg_pods_image_removed(c->api->pods, id);
         lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
 }
 
@@ -644,7 +644,7 @@ void api_images(struct api_call *c) {
         const char *m = lg_http_request_method(c->req);
         const char *const *seg = c->seg;
         int n = c->nseg;
-        if (!c->d->images) {
+        if (!c->api->images) {
                 lg_http_respond_error(c->req, 503, "Unavailable", "%s", "the image store is not open");
                 return;
         }

@@ -1,14 +1,31 @@
-/* Helpers shared by the API handlers (api.c, api-apps.c). */
+/* The API's state and the helpers its handlers share (api*.c). */
 #pragma once
 
 #include <jansson.h>
 
+#include "api/api.h"
 #include "common/spec.h"
-#include "legiond/daemon.h"
+
+struct watch;
+
+struct lg_api {
+        uv_loop_t *loop;
+        lg_store *store;
+        lg_apps *apps;
+        lg_sessions *sessions;
+        lg_pods *pods;
+        lg_image_store *images;
+        lg_router *router;
+        char *tmp_dir;
+        /* Pod watches (api-pods-stream.c), woken by the store's commit
+         * hook through the kick timer. */
+        struct watch *watches;
+        uv_timer_t kick;
+};
 
 /* Who is calling: the namespace their token is for, or "*" for admin. */
 struct api_call {
-        struct lg_daemon *d;
+        struct lg_api *api;
         struct lg_http_request *req;
         const char *const *seg;
         int nseg;
@@ -35,12 +52,11 @@ bool api_only_fields(struct lg_http_request *req, const json_t *obj, const char 
 void api_apps(struct api_call *c, const char *ns);
 void api_app(struct api_call *c, const char *ns, const char *name);
 void api_app_logs(struct api_call *c, const char *ns, const char *name);
-void api_data_path(struct lg_daemon *d, struct lg_http_request *req, const char *ns, const char *app,
+void api_data_path(struct lg_api *api, struct lg_http_request *req, const char *ns, const char *app,
                    const char *target);
 
 /* api-sessions.c */
 void api_sessions(struct api_call *c);
-int api_sessions_restore(struct lg_daemon *d, struct lg_error *err);
 /* Executions and file transfers are streamed through the router. */
 bool api_sessions_streams(struct lg_http_request *req);
 
@@ -87,8 +103,8 @@ const char *kube_node_name(void);
 bool kube_param_true(struct lg_http_request *req, const char *name);
 void kube_watch_pods(struct api_call *c, const char *ns);
 void kube_pod_log(struct api_call *c, const char *ns, const char *name);
-/* Register the store commit hook that wakes watches (from lg_api_restore). */
-void api_kube_init(struct lg_daemon *d);
+/* Register the store commit hook that wakes watches (from lg_api_new). */
+void api_kube_init(struct lg_api *api);
 
 /* api-images.c: /v1/images. */
 void api_images(struct api_call *c);

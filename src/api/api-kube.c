@@ -94,7 +94,7 @@ bool kube_ns(struct api_call *c, const char *ns) {
                 return false;
         }
         struct lg_resource *r = NULL;
-        int rc = lg_store_get(c->d->store, LG_KEY("Namespace", "", ns), &r, NULL);
+        int rc = lg_store_get(c->api->store, LG_KEY("Namespace", "", ns), &r, NULL);
         lg_resource_free(r);
         if (rc < 0) {
                 kube_not_found(c->req, "namespaces", ns);
@@ -119,7 +119,7 @@ static bool kube_authenticate(struct api_call *c) {
                                       "tokens only over HTTPS: see `legion kubeconfig`)");
                 return false;
         }
-        int r = lg_store_token_lookup(c->d->store, secret, &c->token, NULL);
+        int r = lg_store_token_lookup(c->api->store, secret, &c->token, NULL);
         if (r < 0) {
                 kube_status(c->req, 401, "Unauthorized", NULL, "Unauthorized: %s",
                             r == -EKEYEXPIRED ? "the token has expired" : "invalid token");
@@ -317,7 +317,7 @@ static void namespaces(struct api_call *c, const char *name) {
                 if (!kube_ns(c, name))
                         return;
                 struct lg_resource *r = NULL;
-                int rc = lg_store_get(c->d->store, LG_KEY("Namespace", "", name), &r, &err);
+                int rc = lg_store_get(c->api->store, LG_KEY("Namespace", "", name), &r, &err);
                 if (rc < 0)
                         return kube_not_found(c->req, "namespaces", name);
                 json_t *doc = namespace_doc(r);
@@ -334,7 +334,7 @@ static void namespaces(struct api_call *c, const char *name) {
                 return;
         }
         struct lg_resource_list l = {0};
-        int rc = lg_store_list(c->d->store, "Namespace", "", NULL, &l, &err);
+        int rc = lg_store_list(c->api->store, "Namespace", "", NULL, &l, &err);
         if (rc < 0)
                 return kube_store_error(c->req, rc, &err, "");
         json_t *items = json_array();
@@ -360,7 +360,7 @@ static void events(struct api_call *c) {
         if (strcmp(lg_http_request_method(c->req), "GET"))
                 return kube_status(c->req, 405, "MethodNotAllowed", NULL, "events are read-only");
         int64_t rv = 0;
-        lg_store_current_rv(c->d->store, &rv, NULL);
+        lg_store_current_rv(c->api->store, &rv, NULL);
         char rvs[24];
         snprintf(rvs, sizeof(rvs), "%lld", (long long) rv);
         kube_json(c->req, 200,

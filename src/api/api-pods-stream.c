@@ -22,7 +22,7 @@ bool kube_param_true(struct lg_http_request *req, const char *name) {
 
 struct watch {
         struct watch *next;
-        struct lg_daemon *d;
+        struct lg_api *api;
         struct lg_http_request *req;
         char ns[LG_STORE_NAME_MAX + 1]; /* "" = all namespaces */
         struct lg_selector *sel;
@@ -35,9 +35,6 @@ struct watch {
         bool timer_on, done;
 };
 
-static struct watch *watches;
-static uv_timer_t kick;
-static bool kick_init;
 
 static void watch_closed(uv_handle_t *h) {
         struct watch *w = h->data;
@@ -51,7 +48,7 @@ static void watch_free(struct watch *w) {
         if (w->done)
                 return;
         w->done = true;
-        for (struct watch **p = &watches; *p; p = &(*p)->next)
+        for (struct watch **p = &w->api->watches; *p; p = &(*p)->next)
                 if (*p == w) {
                         *p = w->next;
                         break;
@@ -100,7 +97,7 @@ static bool watch_matches(struct watch *w, const struct lg_resource *r, json_t *
 static bool watch_pump(struct watch *w) {
         struct lg_event_list l = {0};
         struct lg_error err = {0};
-        int r = lg_store_events_since(w->d->store, w->rv, "Pod", w->ns[0] ? w->ns : NULL, 0, &l, &err);
+        int r = lg_store_events_since(w->api->store, w->rv, "Pod", w->ns[0] ? w->ns : NULL, 0, &l, &err);
         if (r == -EIDRM) {
                 char msg[128];
                 snprintf(msg, sizeof(msg), "too old resource version: %lld", (long long) w->rv);
@@ -146,27 +143,26 @@ static bool watch_pump(struct watch *w) {
 }
 
 static void on_kick(uv_timer_t *t) {
-        (void) t;
+        struct lg_api *api = t->data;
         struct watch *next;
-        for (struct watch *w = watches; w; w = next) {
+        for (struct watch *w = api->watches; w; w = next) {
                 next = w->next;
                 watch_pump(w);
         }
 }
 
 static void on_commit(void *ud, int64_t rv) {
-        (void) ud, (void) rv;
-        if (watches && !uv_is_active((uv_handle_t *) &kick))
-                uv_timer_start(&kick, on_kick, 0, 0);
+        struct lg_api *api = ud;
+        (void) rv;
+        if (api->watches && !uv_is_active((uv_handle_t *) &api->kick))
+                uv_timer_start(&api->kick, on_kick, 0, 0);
 }
 
-void api_kube_init(struct lg_daemon *d) {
-        if (!kick_init) {
-                uv_timer_init(d->loop, &kick);
-                uv_unref((uv_handle_t *) &kick);
-                kick_init = true;
-        }
-        lg_store_set_commit_hook(d->store, on_commit, d);
+void api_kube_init(struct lg_api *api) {
+        uv_timer_init(api->loop, &api->kick);
+        api->kick.data = api;
+        uv_unref((uv_handle_t *) &api->kick);
+        lg_store_set_commit_hook(api->store, on_commit, api);
 }
 
 static void watch_timeout(uv_timer_t *t) { watch_end(t->data); }
@@ -181,7 +177,7 @@ void kube_watch_pods(struct api_call *c, const char *ns) {
         struct watch *w = calloc(1, sizeof(*w));
         if (!w)
                 return kube_status(c->req, 500, "InternalError", NULL, "out of memory");
-        w->d = c->d;
+        w->api = c->api;
         w->req = c->req;
         w->timer.data = w;
         snprintf(w->ns, sizeof(w->ns), "%s", ns ? ns : "");
@@ -210,7 +206,7 @@ void kube_watch_pods(struct api_call *c, const char *ns) {
          * every case what "stopped matching" is measured against. */
         struct lg_resource_list l = {0};
         struct lg_error err = {0};
-        int r = lg_store_list(c->d->store, "Pod", ns, w->sel, &l, &err);
+        int r = lg_store_list(c->api->store, "Pod", ns, w->sel, &l, &err);
         if (r < 0) {
                 watch_closed((uv_handle_t *) &w->timer);
                 return kube_store_error(c->req, r, &err, "");
@@ -234,8 +230,8 @@ void kube_watch_pods(struct api_call *c, const char *ns) {
         }
         w->rv = from ? from : l.resource_version;
         lg_resource_list_free(&l);
-        w->next = watches;
-        watches = w;
+        w->next = c->api->watches;
+        c->api->watches = w;
         if (!ok) {
                 lg_http_response_abort(c->req);
                 watch_free(w);
@@ -243,7 +239,7 @@ void kube_watch_pods(struct api_call *c, const char *ns) {
         }
         lg_http_request_on_abort(c->req, watch_abort, w);
         if (timeout > 0) {
-                uv_timer_init(c->d->loop, &w->timer);
+                uv_timer_init(c->api->loop, &w->timer);
                 w->timer_on = true;
                 uv_timer_start(&w->timer, watch_timeout, (uint64_t) timeout * 1000, 0);
         }
@@ -255,7 +251,7 @@ void kube_watch_pods(struct api_call *c, const char *ns) {
 /* ---- logs -------------------------------------------------------------------------------- */
 
 struct logf {
-        struct lg_daemon *d;
+        struct lg_api *api;
         struct lg_http_request *req;
         char ns[LG_STORE_NAME_MAX + 1], pod[LG_STORE_NAME_MAX + 1], container[LG_STORE_NAME_MAX + 1];
         char path[4096];
@@ -318,7 +314,7 @@ static void logf_tick(uv_timer_t *t) {
                         break;
         }
         if (f->limit == 0 || logf_rotated(f) ||
-            lg_pods_container_active(f->d->pods, f->ns, f->pod, f->container) <= 0) {
+            lg_pods_container_active(f->api->pods, f->ns, f->pod, f->container) <= 0) {
                 /* One last read: what was written before it stopped. */
                 ssize_t n = f->limit == 0 ? 0 : logf_read(f, buf, sizeof(buf));
                 if (n > 0 && f->limit >= 0 && n > f->limit)
@@ -359,7 +355,7 @@ static const char *container_waiting(const json_t *pod, const char *container) {
 void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
         struct lg_resource *res = NULL;
         struct lg_error err = {0};
-        int r = lg_store_get(c->d->store, LG_KEY("Pod", ns, name), &res, &err);
+        int r = lg_store_get(c->api->store, LG_KEY("Pod", ns, name), &res, &err);
         if (r < 0)
                 return kube_store_error(c->req, r, &err, name);
         json_t *pod = lg_pod_to_json(res);
@@ -396,13 +392,13 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
                 json_decref(pod);
                 return kube_status(c->req, 500, "InternalError", NULL, "out of memory");
         }
-        f->d = c->d;
+        f->api = c->api;
         f->req = c->req;
         snprintf(f->ns, sizeof(f->ns), "%s", ns);
         snprintf(f->pod, sizeof(f->pod), "%s", name);
         snprintf(f->container, sizeof(f->container), "%s", container);
         const char *waiting = container_waiting(pod, container);
-        r = lg_pods_log_path(c->d->pods, ns, name, container, previous, f->path, sizeof(f->path));
+        r = lg_pods_log_path(c->api->pods, ns, name, container, previous, f->path, sizeof(f->path));
         struct stat st;
         if (r < 0 || stat(f->path, &st) < 0) {
                 if (previous)
@@ -472,7 +468,7 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
         if (out)
                 lg_http_response_write(c->req, data + skip, out, NULL, NULL);
         free(data);
-        uv_timer_init(c->d->loop, &f->timer);
+        uv_timer_init(c->api->loop, &f->timer);
         f->timer.data = f;
         uv_timer_start(&f->timer, logf_tick, 100, 100);
         lg_http_request_on_abort(c->req, logf_abort, f);

@@ -226,7 +226,7 @@ static json_t *annotations_of(const json_t *body) {
 
 /* res: the Pod as the write returned it. */
 static void sync_pod(struct api_call *c, const struct lg_resource *res) {
-        lg_pods_sync(c->d->pods, res, NULL);
+        lg_pods_sync(c->api->pods, res, NULL);
 }
 
 static bool dry_run(struct lg_http_request *req) {
@@ -266,7 +266,7 @@ static void create_pod(struct api_call *c, const char *ns) {
         int r;
         if (dry_run(c->req)) {
                 /* Everything a create checks, without the write. */
-                r = lg_store_get(c->d->store, LG_KEY("Pod", ns, name), NULL, NULL);
+                r = lg_store_get(c->api->store, LG_KEY("Pod", ns, name), NULL, NULL);
                 if (r == 0)
                         r = -EEXIST;
                 else {
@@ -283,7 +283,7 @@ static void create_pod(struct api_call *c, const char *ns) {
                         }
                 }
         } else {
-                r = lg_store_create(c->d->store, LG_KEY("Pod", ns, name), labels, sdoc, status, &res, &err);
+                r = lg_store_create(c->api->store, LG_KEY("Pod", ns, name), labels, sdoc, status, &res, &err);
         }
         json_decref(labels);
         json_decref(sdoc);
@@ -317,7 +317,7 @@ static void respond_pod(struct api_call *c, int status, const struct lg_resource
 static void get_pod(struct api_call *c, const char *ns, const char *name) {
         struct lg_resource *res = NULL;
         struct lg_error err = {0};
-        int r = lg_store_get(c->d->store, LG_KEY("Pod", ns, name), &res, &err);
+        int r = lg_store_get(c->api->store, LG_KEY("Pod", ns, name), &res, &err);
         if (r < 0)
                 return kube_store_error(c->req, r, &err, name);
         respond_pod(c, 200, res);
@@ -347,7 +347,7 @@ static void list_pods(struct api_call *c, const char *ns) {
                 return;
         struct lg_resource_list l = {0};
         struct lg_error err = {0};
-        int r = lg_store_list(c->d->store, "Pod", ns, sel, &l, &err);
+        int r = lg_store_list(c->api->store, "Pod", ns, sel, &l, &err);
         if (r < 0)
                 return kube_store_error(c->req, r, &err, "");
         json_t **docs = calloc(l.n ? l.n : 1, sizeof(*docs));
@@ -444,7 +444,7 @@ static void update_meta(struct api_call *c, const struct lg_resource *res, json_
         struct lg_resource *out = NULL;
         struct lg_error err = {0};
         int r = dry_run(c->req) ? 0
-                                : lg_store_update(c->d->store, LG_KEY("Pod", res->namespace, res->name), expected_rv,
+                                : lg_store_update(c->api->store, LG_KEY("Pod", res->namespace, res->name), expected_rv,
                                                   labels, sdoc, &out, &err);
         json_decref(labels);
         json_decref(sdoc);
@@ -471,7 +471,7 @@ static void replace_pod(struct api_call *c, const char *ns, const char *name) {
         }
         struct lg_resource *res = NULL;
         struct lg_error err = {0};
-        int r = lg_store_get(c->d->store, LG_KEY("Pod", ns, name), &res, &err);
+        int r = lg_store_get(c->api->store, LG_KEY("Pod", ns, name), &res, &err);
         if (r < 0) {
                 json_decref(body);
                 return kube_store_error(c->req, r, &err, name);
@@ -703,7 +703,7 @@ static void patch_pod(struct api_call *c, const char *ns, const char *name) {
         }
         struct lg_resource *res = NULL;
         struct lg_error err = {0};
-        int r = lg_store_get(c->d->store, LG_KEY("Pod", ns, name), &res, &err);
+        int r = lg_store_get(c->api->store, LG_KEY("Pod", ns, name), &res, &err);
         if (r < 0) {
                 json_decref(patch);
                 return kube_store_error(c->req, r, &err, name);
@@ -745,7 +745,7 @@ static void delete_pod(struct api_call *c, const char *ns, const char *name) {
         }
         struct lg_resource *res = NULL;
         struct lg_error err = {0};
-        int r = lg_store_get(c->d->store, LG_KEY("Pod", ns, name), &res, &err);
+        int r = lg_store_get(c->api->store, LG_KEY("Pod", ns, name), &res, &err);
         if (r < 0) {
                 json_decref(opts);
                 return kube_store_error(c->req, r, &err, name);
@@ -810,7 +810,7 @@ static void delete_pod(struct api_call *c, const char *ns, const char *name) {
         }
         json_object_set_new(st, "deletionGracePeriodSeconds", json_integer(grace));
         struct lg_resource *out = NULL;
-        r = lg_store_update_status(c->d->store, LG_KEY("Pod", ns, name), res->resource_version, st, &out, &err);
+        r = lg_store_update_status(c->api->store, LG_KEY("Pod", ns, name), res->resource_version, st, &out, &err);
         json_decref(st);
         lg_resource_free(res);
         if (r < 0)

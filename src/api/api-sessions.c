@@ -34,7 +34,7 @@ static lg_session *open_session(struct api_call *c, const char *ns, const char *
                                 const char *id, unsigned flags) {
         struct lg_error err = {0};
         lg_session *s = NULL;
-        int r = lg_sessions_open(c->d->sessions, ns, pool, pool_spec, id, flags, &s, &err);
+        int r = lg_sessions_open(c->api->sessions, ns, pool, pool_spec, id, flags, &s, &err);
         switch (r) {
         case 0: return s;
         case -ENOENT: lg_http_respond_error(c->req, 404, "NotFound", "%s", err.msg); break;
@@ -116,7 +116,7 @@ static void execution_end(struct lg_http_request *req, void *ud) {
         }
         /* The pool may have gone while the body came. */
         struct lg_resource *pool = NULL;
-        int r = lg_store_get(x->c.d->store, LG_KEY("SessionPool", x->ns, x->pool), &pool, &err);
+        int r = lg_store_get(x->c.api->store, LG_KEY("SessionPool", x->ns, x->pool), &pool, &err);
         if (r < 0) {
                 api_store_error(req, r, &err);
                 return execution_free(x);
@@ -127,7 +127,7 @@ static void execution_end(struct lg_http_request *req, void *ud) {
         if (!s)
                 return execution_free(x);
         struct lg_router_body body = {TAKE_PTR(x->body), x->len};
-        lg_router_handle_body(x->c.d->router, req, lg_session_key(s), "/execute", body);
+        lg_router_handle_body(x->c.api->router, req, lg_session_key(s), "/execute", body);
         execution_free(x);
 }
 
@@ -161,17 +161,17 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
         struct lg_error err = {0};
         struct lg_resource *pool = NULL;
         const char *m = lg_http_request_method(c->req);
-        int r = lg_store_get(c->d->store, LG_KEY("SessionPool", ns, name), &pool, &err);
+        int r = lg_store_get(c->api->store, LG_KEY("SessionPool", ns, name), &pool, &err);
         if (r < 0 && !(sub == NULL && !strcmp(m, "PUT")))
                 return api_store_error(c->req, r, &err);
         if (!sub) {
                 if (!strcmp(m, "GET")) {
                         json_t *doc = lg_resource_to_json(pool);
-                        json_object_set_new(doc, "status", lg_sessions_pool_status(c->d->sessions, ns, name, true));
+                        json_object_set_new(doc, "status", lg_sessions_pool_status(c->api->sessions, ns, name, true));
                         api_json(c->req, 200, doc);
                 } else if (!strcmp(m, "DELETE")) {
-                        lg_sessions_pool_delete(c->d->sessions, ns, name);
-                        r = lg_store_delete(c->d->store, LG_KEY("SessionPool", ns, name), 0, NULL, &err);
+                        lg_sessions_pool_delete(c->api->sessions, ns, name);
+                        r = lg_store_delete(c->api->store, LG_KEY("SessionPool", ns, name), 0, NULL, &err);
                         if (r < 0)
                                 api_store_error(c->req, r, &err);
                         else
@@ -184,14 +184,14 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
         }
         if (!strcmp(sub, "sessions")) {
                 if (!rest) {
-                        api_json(c->req, 200, lg_sessions_list_json(c->d->sessions, ns, name));
+                        api_json(c->req, 200, lg_sessions_list_json(c->api->sessions, ns, name));
                 } else {
-                        lg_session *s = lg_sessions_find(c->d->sessions, ns, name, rest);
+                        lg_session *s = lg_sessions_find(c->api->sessions, ns, name, rest);
                         if (!s)
                                 lg_http_respond_error(c->req, 404, "NotFound", "no session `%.128s` in pool `%s`",
                                                       rest, name);
                         else if (!strcmp(m, "DELETE")) {
-                                lg_sessions_end(c->d->sessions, s, "session deleted");
+                                lg_sessions_end(c->api->sessions, s, "session deleted");
                                 lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
                         } else
                                 api_json(c->req, 200, lg_session_json(s));
@@ -233,7 +233,7 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
                 return;
         char target[4200];
         snprintf(target, sizeof(target), "/files%s%s", rest ? "/" : "", rest ? rest : "");
-        lg_router_handle(c->d->router, c->req, lg_session_key(s), target);
+        lg_router_handle(c->api->router, c->req, lg_session_key(s), target);
 }
 
 static void api_session_pools_root(struct api_call *c, const char *ns) {
@@ -241,14 +241,14 @@ static void api_session_pools_root(struct api_call *c, const char *ns) {
         const char *m = lg_http_request_method(c->req);
         if (!strcmp(m, "GET")) {
                 struct lg_resource_list l = {0};
-                int r = lg_store_list(c->d->store, "SessionPool", ns, NULL, &l, &err);
+                int r = lg_store_list(c->api->store, "SessionPool", ns, NULL, &l, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
                 json_t *items = json_array();
                 for (size_t i = 0; i < l.n; i++) {
                         json_t *doc = lg_resource_to_json(l.items[i]);
                         json_object_set_new(doc, "status",
-                                            lg_sessions_pool_status(c->d->sessions, ns, l.items[i]->name, false));
+                                            lg_sessions_pool_status(c->api->sessions, ns, l.items[i]->name, false));
                         json_array_append_new(items, doc);
                 }
                 lg_resource_list_free(&l);
@@ -272,7 +272,7 @@ static void pool_put(struct api_call *c, const char *ns, const char *name) {
                 json_decref(spec);
                 return;
         }
-        int r = lg_sessions_pool_apply(c->d->sessions, ns, name, spec, false, &err);
+        int r = lg_sessions_pool_apply(c->api->sessions, ns, name, spec, false, &err);
         if (r < 0) {
                 if (r == -EINVAL)
                         lg_http_respond_error(c->req, 400, "BadRequest", "session pool `%s`: %s", name, err.msg);
@@ -284,7 +284,7 @@ static void pool_put(struct api_call *c, const char *ns, const char *name) {
         if (!json_object_get(spec, "runtime"))
                 json_object_set_new(spec, "runtime", json_string("python3"));
         struct lg_resource *res = NULL;
-        r = lg_store_apply(c->d->store, LG_KEY("SessionPool", ns, name), NULL, spec, &res, &err);
+        r = lg_store_apply(c->api->store, LG_KEY("SessionPool", ns, name), NULL, spec, &res, &err);
         json_decref(spec);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
@@ -337,18 +337,6 @@ void api_sessions(struct api_call *c) {
                 rest = path ? path + 1 : NULL;
         }
         api_session_pool(c, ns, name, sub, rest);
-}
-
-int api_sessions_restore(struct lg_daemon *d, struct lg_error *err) {
-        struct lg_resource_list l = {0};
-        int r = lg_store_list(d->store, "SessionPool", NULL, NULL, &l, err);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < l.n; i++)
-                lg_sessions_pool_apply(d->sessions, l.items[i]->namespace, l.items[i]->name, l.items[i]->spec, true,
-                                       NULL);
-        lg_resource_list_free(&l);
-        return 0;
 }
 
 bool api_sessions_streams(struct lg_http_request *req) {

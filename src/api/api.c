@@ -24,7 +24,7 @@ bool api_ns_exists(struct api_call *c, const char *ns) {
         if (!api_ns_allowed(c, ns))
                 return false;
         struct lg_resource *r = NULL;
-        int rc = lg_store_get(c->d->store, LG_KEY("Namespace", "", ns), &r, NULL);
+        int rc = lg_store_get(c->api->store, LG_KEY("Namespace", "", ns), &r, NULL);
         lg_resource_free(r);
         if (rc < 0) {
                 lg_http_respond_error(c->req, 404, "NotFound", "namespace `%s` not found", ns);
@@ -118,7 +118,7 @@ static void api_pods_warm(struct api_call *c) {
                 lg_http_respond_error(c->req, 403, "Forbidden", "%s", "the warm pod sandboxes need an admin token");
                 return;
         }
-        json_t *doc = lg_pods_warm_json(c->d->pods);
+        json_t *doc = lg_pods_warm_json(c->api->pods);
         if (!doc) {
                 lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
                 return;
@@ -131,7 +131,7 @@ static void api_namespaces(struct api_call *c) {
         struct lg_error err = {0};
         if (!strcmp(m, "GET")) {
                 struct lg_resource_list l = {0};
-                int r = lg_store_list(c->d->store, "Namespace", "", NULL, &l, &err);
+                int r = lg_store_list(c->api->store, "Namespace", "", NULL, &l, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
                 json_t *items = json_array();
@@ -168,7 +168,7 @@ static void api_namespaces(struct api_call *c) {
                 return;
         }
         struct lg_resource *res = NULL;
-        int r = lg_store_apply(c->d->store, LG_KEY("Namespace", "", name), NULL, NULL, &res, &err);
+        int r = lg_store_apply(c->api->store, LG_KEY("Namespace", "", name), NULL, NULL, &res, &err);
         json_decref(body);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
@@ -183,7 +183,7 @@ static void api_namespace(struct api_call *c, const char *ns) {
         struct lg_error err = {0};
         struct lg_resource *res = NULL;
         if (!strcmp(m, "GET")) {
-                int r = lg_store_get(c->d->store, LG_KEY("Namespace", "", ns), &res, &err);
+                int r = lg_store_get(c->api->store, LG_KEY("Namespace", "", ns), &res, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
                 api_json(c->req, 200, namespace_json(res));
@@ -199,7 +199,7 @@ static void api_namespace(struct api_call *c, const char *ns) {
                 return;
         }
         struct lg_resource_list l = {0};
-        int r = lg_store_list(c->d->store, "App", ns, NULL, &l, &err);
+        int r = lg_store_list(c->api->store, "App", ns, NULL, &l, &err);
         size_t n = l.n;
         lg_resource_list_free(&l);
         if (r < 0)
@@ -209,7 +209,7 @@ static void api_namespace(struct api_call *c, const char *ns) {
                                       n == 1 ? "" : "s");
                 return;
         }
-        r = lg_store_delete(c->d->store, LG_KEY("Namespace", "", ns), 0, NULL, &err);
+        r = lg_store_delete(c->api->store, LG_KEY("Namespace", "", ns), 0, NULL, &err);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
         lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
@@ -235,7 +235,7 @@ static void api_tokens(struct api_call *c, const char *ns, const char *id) {
                         return;
                 }
                 struct lg_token_list l = {0};
-                int r = lg_store_token_list(c->d->store, ns, &l, &err);
+                int r = lg_store_token_list(c->api->store, ns, &l, &err);
                 bool found = false;
                 for (size_t i = 0; r >= 0 && i < l.n; i++)
                         found |= !strcmp(l.items[i].id, id);
@@ -244,7 +244,7 @@ static void api_tokens(struct api_call *c, const char *ns, const char *id) {
                         lg_http_respond_error(c->req, 404, "NotFound", "token `%s` not found", id);
                         return;
                 }
-                r = lg_store_token_delete(c->d->store, id, &err);
+                r = lg_store_token_delete(c->api->store, id, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
                 lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
@@ -252,7 +252,7 @@ static void api_tokens(struct api_call *c, const char *ns, const char *id) {
         }
         if (!strcmp(m, "GET")) {
                 struct lg_token_list l = {0};
-                int r = lg_store_token_list(c->d->store, ns, &l, &err);
+                int r = lg_store_token_list(c->api->store, ns, &l, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
                 json_t *items = json_array();
@@ -279,7 +279,7 @@ static void api_tokens(struct api_call *c, const char *ns, const char *id) {
         const char *desc = json_string_value(json_object_get(body, "description"));
         struct lg_token t;
         char secret[LG_TOKEN_SECRET_SIZE];
-        int r = lg_store_token_create(c->d->store, ns, desc ? desc : "", 0, &t, secret, &err);
+        int r = lg_store_token_create(c->api->store, ns, desc ? desc : "", 0, &t, secret, &err);
         json_decref(body);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
@@ -341,12 +341,12 @@ static void api_packages(struct api_call *c, const char *ns) {
         }
         struct lg_error err = {0};
         lg_apps_upload *u = NULL;
-        int r = lg_apps_upload_begin(c->d->apps, &u, &err);
+        int r = lg_apps_upload_begin(c->api->apps, &u, &err);
         if (r < 0) {
                 lg_http_respond_error(c->req, 500, "Internal", "%s", err.msg);
                 return;
         }
-        lg_http_request_set_body_limit(c->req, lg_apps_upload_max_bytes(c->d->apps));
+        lg_http_request_set_body_limit(c->req, lg_apps_upload_max_bytes(c->api->apps));
         lg_http_request_on_abort(c->req, upload_abort, u);
         if (lg_http_request_read(c->req, upload_data, upload_end, u) < 0) {
                 /* The server answered 413 itself; abort will follow. */
@@ -364,22 +364,22 @@ static void api_pools(struct api_call *c, const char *name) {
                         return;
                 }
                 struct lg_resource_list l = {0};
-                int r = lg_store_list(c->d->store, "PoolGroup", "", NULL, &l, &err);
+                int r = lg_store_list(c->api->store, "PoolGroup", "", NULL, &l, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
                 json_t *items = json_array();
                 for (size_t i = 0; i < l.n; i++)
-                        json_array_append_new(items, lg_apps_pool_json(c->d->apps, l.items[i]));
+                        json_array_append_new(items, lg_apps_pool_json(c->api->apps, l.items[i]));
                 lg_resource_list_free(&l);
                 api_json(c->req, 200, json_pack("{s:o}", "items", items));
                 return;
         }
         if (!strcmp(m, "GET")) {
                 struct lg_resource *res = NULL;
-                int r = lg_store_get(c->d->store, LG_KEY("PoolGroup", "", name), &res, &err);
+                int r = lg_store_get(c->api->store, LG_KEY("PoolGroup", "", name), &res, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
-                api_json(c->req, 200, lg_apps_pool_json(c->d->apps, res));
+                api_json(c->req, 200, lg_apps_pool_json(c->api->apps, res));
                 lg_resource_free(res);
                 return;
         }
@@ -388,7 +388,7 @@ static void api_pools(struct api_call *c, const char *name) {
                 return;
         }
         if (!strcmp(m, "DELETE")) {
-                int r = lg_apps_pool_delete(c->d->apps, name, &err);
+                int r = lg_apps_pool_delete(c->api->apps, name, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
                 lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
@@ -406,11 +406,11 @@ static void api_pools(struct api_call *c, const char *name) {
         if (!spec)
                 return;
         struct lg_resource *res = NULL;
-        int r = lg_apps_pool_put(c->d->apps, name, spec, &res, &err);
+        int r = lg_apps_pool_put(c->api->apps, name, spec, &res, &err);
         json_decref(spec);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
-        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, lg_apps_pool_json(c->d->apps, res));
+        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, lg_apps_pool_json(c->api->apps, res));
         lg_resource_free(res);
 }
 
@@ -461,7 +461,7 @@ enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdat
         return LG_HTTP_BODY_BUFFER;
 }
 
-static bool authenticate(struct lg_daemon *d, struct lg_http_request *req, struct lg_token *tok) {
+static bool authenticate(struct lg_api *api, struct lg_http_request *req, struct lg_token *tok) {
         const char *h = lg_http_request_header(req, "Authorization");
         if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
                 lg_http_respond_error(req, 401, "Unauthorized", "%s",
@@ -469,7 +469,7 @@ static bool authenticate(struct lg_daemon *d, struct lg_http_request *req, struc
                 return false;
         }
         struct lg_error err = {0};
-        int r = lg_store_token_lookup(d->store, h + 7, tok, &err);
+        int r = lg_store_token_lookup(api->store, h + 7, tok, &err);
         if (r == -EKEYEXPIRED) {
                 lg_http_respond_error(req, 401, "Unauthorized", "%s", "the token has expired");
                 return false;
@@ -484,25 +484,25 @@ static bool authenticate(struct lg_daemon *d, struct lg_http_request *req, struc
 }
 
 void lg_api_on_request(struct lg_http_request *req, void *userdata) {
-        struct lg_daemon *d = userdata;
+        struct lg_api *api = userdata;
         const char *const *seg;
         int n = lg_http_request_segments(req, &seg);
         if (n == 1 && !strcmp(seg[0], "healthz")) {
                 api_json(req, 200, json_pack("{s:s}", "status", "ok"));
                 return;
         }
-        struct api_call c = {.d = d, .req = req, .seg = seg, .nseg = n};
+        struct api_call c = {.api = api, .req = req, .seg = seg, .nseg = n};
         /* The Kubernetes API authenticates itself: its 401 is a Status. */
         if (api_kube_path(seg, n))
                 return api_kube(&c);
-        if (!authenticate(d, req, &c.token))
+        if (!authenticate(api, req, &c.token))
                 return;
         const char *ns, *app;
         char hns[LG_STORE_NAME_MAX + 1], happ[LG_STORE_NAME_MAX + 1];
         if (host_route(req, hns, happ)) {
                 if (!api_ns_allowed(&c, hns))
                         return;
-                api_data_path(d, req, hns, happ, lg_http_request_target(req));
+                api_data_path(api, req, hns, happ, lg_http_request_target(req));
                 return;
         }
         if (is_data_path(req, &ns, &app)) {
@@ -519,7 +519,7 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
                         snprintf(buf, sizeof(buf), "/%s", q ? q : "");
                 else
                         snprintf(buf, sizeof(buf), "%s", p);
-                api_data_path(d, req, ns, app, buf);
+                api_data_path(api, req, ns, app, buf);
                 return;
         }
         if (n >= 2 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "images"))
@@ -553,23 +553,34 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
         lg_http_respond_error(req, 404, "NotFound", "no such endpoint `%s`", lg_http_request_path(req));
 }
 
-int lg_api_restore(struct lg_daemon *d, struct lg_error *err) {
-        api_kube_init(d);
-        struct lg_resource_list l = {0};
-        int r = lg_store_list(d->store, "PoolGroup", "", NULL, &l, err);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < l.n; i++)
-                lg_apps_restore_pool(d->apps, l.items[i], NULL);
-        lg_resource_list_free(&l);
-        r = lg_store_list(d->store, "App", NULL, NULL, &l, err);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < l.n; i++)
-                lg_apps_restore_app(d->apps, l.items[i], NULL);
-        lg_resource_list_free(&l);
-        r = api_sessions_restore(d, err);
-        if (r < 0)
-                return r;
-        return lg_pods_restore(d->pods, err);
+int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *err) {
+        lg_api *api = calloc(1, sizeof(*api));
+        if (!api || !(api->tmp_dir = strdup(cfg->tmp_dir))) {
+                free(api);
+                return lg_error_set(err, ENOMEM, "api");
+        }
+        api->loop = cfg->loop;
+        api->store = cfg->store;
+        api->apps = cfg->apps;
+        api->sessions = cfg->sessions;
+        api->pods = cfg->pods;
+        api->images = cfg->images;
+        api->router = cfg->router;
+        api_kube_init(api);
+        *ret = api;
+        return 0;
+}
+
+static void api_closed(uv_handle_t *h) {
+        lg_api *api = h->data;
+        free(api->tmp_dir);
+        free(api);
+}
+
+void lg_api_free(lg_api *api) {
+        if (!api)
+                return;
+        lg_store_set_commit_hook(api->store, NULL, NULL);
+        api->kick.data = api;
+        uv_close((uv_handle_t *) &api->kick, api_closed);
 }

@@ -1,9 +1,12 @@
-/* State shared by legiond's parts: the store, blobs, node agent, router and
- * API server of one single-node legiond, all on one libuv loop. */
+/* What legiond's main holds: the store, blobs, node agent, router, the
+ * application modules and the API server of one single-node legiond, all on
+ * one libuv loop. Only src/legiond includes this: the modules are given
+ * the handles they need. */
 #pragma once
 
 #include <uv.h>
 
+#include "api/api.h"
 #include "apps/apps.h"
 #include "http/http.h"
 #include "image/image.h"
@@ -27,11 +30,7 @@ struct lg_daemon {
         lg_router *router;
         lg_sessions *sessions;
         lg_apps *apps;
+        lg_api *api;
         struct lg_http_server *http;
 };
 
-/* api.c */
-enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdata);
-void lg_api_on_request(struct lg_http_request *req, void *userdata);
-/* Load pool groups and apps from the store into the node and router. */
-int lg_api_restore(struct lg_daemon *d, struct lg_error *err);

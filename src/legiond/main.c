@@ -15,6 +15,7 @@
 #include "legiond/daemon.h"
 #include "legiond/tls-cert.h"
 #include "node/node-provider.h"
+#include "replay/replay.h"
 
 #ifndef LG_RUNTIMES_DIR
 #define LG_RUNTIMES_DIR "/usr/lib/legion/runtimes"
@@ -221,6 +222,12 @@ static const struct lg_apps_ops apps_ops = {
         .route_stats = wire_route_stats,
 };
 
+/* An object of the store that could not be made live at start. */
+static void replay_report(const char *kind, const struct lg_resource *r, const struct lg_error *why, void *ud) {
+        (void) ud;
+        say("restore: %s %s%s%s: %s", kind, r->namespace, r->namespace[0] ? "/" : "", r->name, why->msg);
+}
+
 static struct lg_daemon daemon_state;
 static uv_signal_t sig_term, sig_int;
 static int stopping;
@@ -355,10 +362,16 @@ int main(int argc, char **argv) {
                                     .run_dir = path, .logs_dir = pod_logs};
         if (r >= 0)
                 r = lg_pods_new(&pc, &d->pods, &err);
+        char tmp_dir[4096];
+        snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", d->home);
+        struct lg_api_config apic = {.loop = d->loop, .store = d->store, .apps = d->apps, .sessions = d->sessions,
+                                     .pods = d->pods, .images = d->images, .router = d->router, .tmp_dir = tmp_dir};
+        if (r >= 0)
+                r = lg_api_new(&apic, &d->api, &err);
         struct lg_http_server_config hc = {
                 .on_head = lg_api_on_head,
                 .on_request = lg_api_on_request,
-                .userdata = d,
+                .userdata = d->api,
                 .max_connections = (unsigned) max_conns,
                 .max_connections_per_addr = max_per_addr ? (unsigned) max_per_addr : UINT_MAX,
                 .unauth_idle_timeout_ms = unauth_idle_ms,
@@ -377,8 +390,9 @@ int main(int argc, char **argv) {
                         r = 0;
                 }
         }
+        struct lg_replay_targets rt = {.store = d->store, .apps = d->apps, .sessions = d->sessions, .pods = d->pods};
         if (r >= 0)
-                r = lg_api_restore(d, &err);
+                r = lg_replay(&rt, replay_report, NULL, NULL, &err);
         if (r < 0) {
                 say("%s", err.msg);
                 return 1;
@@ -402,6 +416,7 @@ int main(int argc, char **argv) {
                 say("listening on https://%s%s%s:%d (CA %s/tls/ca.crt)", strchr(tls_host, ':') ? "[" : "", tls_host,
                     strchr(tls_host, ':') ? "]" : "", lg_http_server_tls_port(d->http), d->home);
         uv_run(d->loop, UV_RUN_DEFAULT);
+        lg_api_free(d->api);
         lg_sessions_free(d->sessions);
         lg_apps_free(d->apps);
         lg_pods_free(d->pods);

@@ -1,0 +1,48 @@
+/* legiond's HTTP API: thin adapters from HTTP to the modules that hold the
+ * logic -- apps (src/apps), sessions (src/session), pods (src/pod), images
+ * (src/image), the store -- and the data path /fn/... into the router.
+ * Routing, authentication (bearer tokens scoped to a namespace), JSON
+ * bodies and errors ({"error":{"code","message"}} with the status that
+ * fits, 404 rather than 403 across namespaces): docs/api.md; the
+ * Kubernetes Pod API: docs/pods.md.
+ *
+ * Threading: everything runs on cfg->loop, not thread-safe; image jobs
+ * run on libuv's thread pool and report back to the loop. Callbacks:
+ * lg_api_on_head and lg_api_on_request are the HTTP server's (userdata
+ * the lg_api); the API registers the store's commit hook (wakes pod
+ * watches). Memory: the API never logs; the handles in cfg are borrowed
+ * and must outlive it, strings in cfg are copied. */
+#pragma once
+
+#include <uv.h>
+
+#include "apps/apps.h"
+#include "common/util.h"
+#include "http/http.h"
+#include "image/image.h"
+#include "pod/pod.h"
+#include "router/router.h"
+#include "session/session.h"
+#include "store/store.h"
+
+typedef struct lg_api lg_api;
+
+struct lg_api_config {
+        uv_loop_t *loop;
+        lg_store *store;
+        lg_apps *apps;
+        lg_sessions *sessions;
+        lg_pods *pods;          /* NULL: no warm pods, no layers in use */
+        lg_image_store *images; /* NULL: /v1/images answers 503 */
+        lg_router *router;      /* the data path of apps and sessions */
+        const char *tmp_dir;    /* image archives being uploaded (unlinked files) */
+};
+
+int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *err);
+/* Requests still running must have ended (the server is closed). Its
+ * memory goes on the loop's next turn. NULL is fine. */
+void lg_api_free(lg_api *api);
+
+/* The HTTP server's on_head and on_request, with the lg_api as userdata. */
+enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *api);
+void lg_api_on_request(struct lg_http_request *req, void *api);
