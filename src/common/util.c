@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/random.h>
@@ -239,6 +240,19 @@ int lg_parse_size(const char *s, uint64_t *ret) {
                 return -ERANGE;
         *ret = v * mult;
         return 0;
+}
+
+void lg_fmt_size(uint64_t size, char *buf, size_t cap) {
+        static const char *const units[] = {"GiB", "MiB", "KiB"};
+        static const unsigned shifts[] = {30, 20, 10};
+        for (size_t i = 0; i < 3; i++) {
+                uint64_t unit = 1ull << shifts[i];
+                if (size >= unit && size % unit == 0) {
+                        snprintf(buf, cap, "%" PRIu64 " %s", size / unit, units[i]);
+                        return;
+                }
+        }
+        snprintf(buf, cap, "%" PRIu64 " bytes", size);
 }
 
 int lg_parse_int(const char *s, long long lo, long long hi, long long *ret) {

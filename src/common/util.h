@@ -100,6 +100,10 @@ int lg_rm_rf(const char *path);
 /* Parse "64M", "1G", "512k", "1048576", "256Mi" into bytes. */
 int lg_parse_size(const char *s, uint64_t *ret);
 
+/* "100 MiB" when size is a whole number of KiB/MiB/GiB, else "N bytes"
+ * (for messages about limits). */
+void lg_fmt_size(uint64_t size, char *buf, size_t cap);
+
 /* Parse a whole decimal number in [lo, hi]: an optional '-' and digits
  * only (strtoll alone takes blanks, '+' and trailing junk). -EINVAL when
  * malformed, -ERANGE outside the range. */

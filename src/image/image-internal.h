@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cas/cas.h"
 #include "image/image.h"
 
 #define LG_DIGEST_MAX 72 /* "sha256:" + 64 hex + NUL, rounded */
@@ -37,7 +38,7 @@ struct lg_image_index_cache;
 struct lg_image_store {
         char *dir;
         int dirfd;
-        int lockfd;     /* <dir>/lock: shared flock while open */
+        lg_cas *cas;    /* blobs/sha256, tmp/ and the store's lock */
         pthread_mutex_t mu; /* index, pending set */
         struct lg_image_limits lim;
         struct lg_image_pending *pending;

@@ -432,10 +432,8 @@ static int ent_blob(struct ictx *x, const char *path, char digest[LG_DIGEST_MAX]
 }
 
 static const char *layer_type(struct ictx *x, const char *digest) {
-        char p[96];
         unsigned char m[4] = {0};
-        snprintf(p, sizeof(p), "blobs/sha256/%s", digest + 7);
-        int fd = openat(x->st->dirfd, p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = lg_cas_get(x->st->cas, digest + 7, NULL);
         if (fd >= 0) {
                 (void) lg_pread_all(fd, m, sizeof(m), 0);
                 close(fd);

@@ -568,6 +568,8 @@ static bool hexset_has(const struct hexset *s, const char *hex) {
         return false;
 }
 
+static bool hexset_keeps(const char *hex, void *ud) { return hexset_has(ud, hex); }
+
 /* Bytes of the regular files below dfd/name. */
 static uint64_t du_at(int dfd, const char *name, unsigned depth) {
         struct stat s;
@@ -648,27 +650,13 @@ static int gc_locked(lg_image_store *st, const char *const *keep, size_t n_keep,
         if (r < 0)
                 goto out;
         /* Blobs. */
-        int bfd = openat(st->dirfd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        DIR *d = bfd >= 0 ? fdopendir(bfd) : NULL;
-        if (!d) {
-                r = lg_error_set(err, errno, "open `%s/blobs/sha256`", st->dir);
-                if (bfd >= 0)
-                        close(bfd);
+        struct lg_cas_gc_result cres;
+        if ((r = lg_cas_gc(st->cas, hexset_keeps, &refd, &cres, err)) < 0)
                 goto out;
-        }
+        res->blobs_removed += cres.removed;
+        res->bytes_freed += cres.bytes_freed;
         struct dirent *de;
-        while ((de = readdir(d))) {
-                if (strlen(de->d_name) != 64 || !lg_image_is_hex(de->d_name, 64) || hexset_has(&refd, de->d_name))
-                        continue;
-                struct stat s;
-                if (fstatat(dirfd(d), de->d_name, &s, AT_SYMLINK_NOFOLLOW) < 0)
-                        continue;
-                if (unlinkat(dirfd(d), de->d_name, 0) == 0) {
-                        res->blobs_removed++;
-                        res->bytes_freed += (uint64_t) s.st_size;
-                }
-        }
-        closedir(d);
+        DIR *d;
         /* Layers: moved into tmp/ here (a crash never leaves half a layer
          * visible), removed after the lock is released. */
         int lfd = openat(st->dirfd, "layers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -717,18 +705,14 @@ int lg_image_gc(lg_image_store *st, const char *const *keep, size_t n_keep, stru
                 *ret = res;
         /* Another process with the store open may be between writing a blob
          * and committing its image: GC only when alone. */
-        if (flock(st->lockfd, LOCK_EX | LOCK_NB) < 0) {
-                int e = errno;
-                while (flock(st->lockfd, LOCK_SH) < 0 && errno == EINTR) {
-                }
-                if (e == EWOULDBLOCK)
-                        return lg_error_setm(err, EBUSY, "image store `%s` is open in another process; GC skipped",
-                                             st->dir);
-                return lg_error_set(err, e, "lock `%s/lock`", st->dir);
-        }
+        int r = lg_cas_lock_alone(st->cas, err);
+        if (r == -EBUSY)
+                return lg_error_setm(err, EBUSY, "image store `%s` is open in another process; GC skipped", st->dir);
+        if (r < 0)
+                return r;
         struct hexset trash = {0};
         int lfd = index_lock(st, err);
-        int r = lfd;
+        r = lfd;
         if (lfd >= 0) {
                 r = gc_locked(st, keep, n_keep, &res, &trash, err);
                 index_unlock(st, lfd);
@@ -740,8 +724,7 @@ int lg_image_gc(lg_image_store *st, const char *const *keep, size_t n_keep, stru
                 (void) lg_image_rm_tree_at(st->dirfd, p);
         }
         free(trash.v);
-        while (flock(st->lockfd, LOCK_SH) < 0 && errno == EINTR) {
-        }
+        lg_cas_unlock_alone(st->cas);
         if (ret)
                 *ret = res;
         return r < 0 ? r : 0;

@@ -552,11 +552,10 @@ int lg_image_layer_extract(lg_image_store *st, const struct lg_image_layer_desc 
         pthread_mutex_lock(&st->mu);
         x->lim = st->lim;
         pthread_mutex_unlock(&st->mu);
-        char tmp[64] = "", bpath[96];
-        snprintf(bpath, sizeof(bpath), "blobs/sha256/%s", hex);
-        x->blobfd = openat(st->dirfd, bpath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        char tmp[64] = "";
+        x->blobfd = lg_cas_get(st->cas, hex, err);
         if (x->blobfd < 0) {
-                r = lg_error_set(err, errno, "open layer blob %s", l->digest);
+                r = x->blobfd;
                 goto out;
         }
         if (fstat(x->blobfd, &s) < 0) {

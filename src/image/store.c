@@ -163,18 +163,15 @@ int lg_image_rm_tree_at(int dfd, const char *name) {
 
 /* ---- open / close ------------------------------------------------------- */
 
-static int mkdir_at(int dfd, const char *name, mode_t mode) {
-        if (mkdirat(dfd, name, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
-}
-
-/* Empty tmp/ (only with the exclusive lock: nobody else is writing there). */
-static int clean_tmp(int dirfd) {
-        int fd = openat(dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+/* Alone with the store (nobody holds it open): what a crash left in tmp/
+ * is garbage. Otherwise it may be someone's download. */
+static int clean_tmp(int rootfd, void *ud, struct lg_error *err) {
+        (void) ud;
+        int fd = openat(rootfd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
-                return errno == ENOENT ? 0 : -errno;
-        return rm_children(fd, 0);
+                return errno == ENOENT ? 0 : lg_error_set(err, errno, "open `tmp`");
+        int r = rm_children(fd, 0);
+        return r < 0 ? lg_error_set(err, r, "clean `tmp`") : 0;
 }
 
 int lg_image_store_open(const char *dir, lg_image_store **ret, struct lg_error *err) {
@@ -187,7 +184,7 @@ int lg_image_store_open(const char *dir, lg_image_store **ret, struct lg_error *
         lg_image_store *st = calloc(1, sizeof(*st));
         if (!st)
                 return lg_error_set(err, ENOMEM, "allocate image store");
-        st->dirfd = st->lockfd = -1;
+        st->dirfd = -1;
         pthread_mutex_init(&st->mu, NULL);
         lg_image_store_set_limits(st, NULL);
         /* Absolute: layer dirs are handed to sandboxes as paths. */
@@ -195,39 +192,22 @@ int lg_image_store_open(const char *dir, lg_image_store **ret, struct lg_error *
                 r = lg_error_set(err, errno, "resolve `%s`", dir);
                 goto fail;
         }
-        st->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (mkdirat(AT_FDCWD, dir, 0755) < 0 && errno != EEXIST) {
+                r = lg_error_set(err, errno, "create `%s`", dir);
+                goto fail;
+        }
+        st->dirfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (st->dirfd < 0) {
                 r = lg_error_set(err, errno, "open `%s`", dir);
                 goto fail;
         }
-        st->lockfd = openat(st->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (st->lockfd < 0) {
-                r = lg_error_set(err, errno, "open `%s/lock`", dir);
+        if (mkdirat(st->dirfd, "layers", 0755) < 0 && errno != EEXIST) {
+                r = lg_error_set(err, errno, "create `%s/layers`", dir);
                 goto fail;
         }
-        static const char *const dirs[] = {"blobs", "blobs/sha256", "layers", "tmp"};
-        for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-                r = mkdir_at(st->dirfd, dirs[i], !strcmp(dirs[i], "tmp") ? 0700 : 0755);
-                if (r < 0) {
-                        r = lg_error_set(err, r, "create `%s/%s`", dir, dirs[i]);
-                        goto fail;
-                }
-        }
-        /* Alone with the store (nobody holds it open): what a crash left in
-         * tmp/ is garbage. Otherwise it may be someone's download. */
-        if (flock(st->lockfd, LOCK_EX | LOCK_NB) == 0) {
-                r = clean_tmp(st->dirfd);
-                if (r < 0) {
-                        r = lg_error_set(err, r, "clean `%s/tmp`", dir);
-                        goto fail;
-                }
-        }
-        while (flock(st->lockfd, LOCK_SH) < 0) {
-                if (errno != EINTR) {
-                        r = lg_error_set(err, errno, "lock `%s/lock`", dir);
-                        goto fail;
-                }
-        }
+        struct lg_cas_options o = {.tmp_dir = "tmp", .max_bytes = DEFAULT_BLOB, .on_alone = clean_tmp};
+        if ((r = lg_cas_open(st->dir, &o, &st->cas, err)) < 0)
+                goto fail;
         *ret = st;
         return 0;
 fail:
@@ -238,8 +218,7 @@ fail:
 void lg_image_store_close(lg_image_store *st) {
         if (!st)
                 return;
-        if (st->lockfd >= 0)
-                close(st->lockfd); /* drops the flock */
+        lg_cas_close(st->cas); /* drops the flock */
         if (st->dirfd >= 0)
                 close(st->dirfd);
         pthread_mutex_destroy(&st->mu);
@@ -287,31 +266,15 @@ void lg_image_pending_drop(lg_image_store *st, const char *hex, bool all) {
         pthread_mutex_unlock(&st->mu);
 }
 
-/* ---- blobs -------------------------------------------------------------- */
+/* ---- blobs: the content-addressed store of src/cas ----------------------- */
 
 struct lg_image_blob_writer {
         lg_image_store *st;
-        int fd;
-        char tmp[64];
+        lg_cas_writer *w;
         char expect[65]; /* "" = any */
-        uint64_t size, max;
-        EVP_MD_CTX *md;
 };
 
-static void blob_path(const char *hex, char *buf, size_t cap) { snprintf(buf, cap, "blobs/sha256/%s", hex); }
-
-int lg_image_blob_stat(lg_image_store *st, const char *hex, uint64_t *size) {
-        char p[96];
-        blob_path(hex, p, sizeof(p));
-        struct stat s;
-        if (fstatat(st->dirfd, p, &s, AT_SYMLINK_NOFOLLOW) < 0)
-                return -errno;
-        if (!S_ISREG(s.st_mode))
-                return -EBADMSG;
-        if (size)
-                *size = (uint64_t) s.st_size;
-        return 0;
-}
+int lg_image_blob_stat(lg_image_store *st, const char *hex, uint64_t *size) { return lg_cas_stat(st->cas, hex, size); }
 
 int lg_image_blob_exists(lg_image_store *st, const char *digest) {
         char hex[65];
@@ -330,27 +293,15 @@ static int begin(lg_image_store *st, const char *hex, uint64_t max_bytes, struct
         if (!w)
                 return lg_error_set(err, ENOMEM, "allocate blob writer");
         w->st = st;
-        w->fd = -1;
-        pthread_mutex_lock(&st->mu);
-        w->max = max_bytes ? max_bytes : st->lim.blob_bytes;
-        pthread_mutex_unlock(&st->mu);
         if (hex)
                 memcpy(w->expect, hex, 65);
-        int r = lg_image_tmp_name(w->tmp, sizeof(w->tmp), "blob-");
+        if (!max_bytes) {
+                pthread_mutex_lock(&st->mu);
+                max_bytes = st->lim.blob_bytes;
+                pthread_mutex_unlock(&st->mu);
+        }
+        int r = lg_cas_begin(st->cas, max_bytes, &w->w, err);
         if (r < 0) {
-                free(w);
-                return lg_error_set(err, r, "make a temporary name");
-        }
-        w->md = EVP_MD_CTX_new();
-        if (!w->md || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
-                EVP_MD_CTX_free(w->md);
-                free(w);
-                return lg_error_setm(err, ENOMEM, "sha256 init failed");
-        }
-        w->fd = openat(st->dirfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (w->fd < 0) {
-                r = lg_error_set(err, errno, "create `%s/%s`", st->dir, w->tmp);
-                EVP_MD_CTX_free(w->md);
                 free(w);
                 return r;
         }
@@ -380,76 +331,33 @@ int lg_image_blob_begin_any(lg_image_store *st, uint64_t max_bytes, struct lg_im
 }
 
 int lg_image_blob_write(struct lg_image_blob_writer *w, const void *buf, size_t len, struct lg_error *err) {
-        if (len > w->max || w->size > w->max - len) {
-                char shown[80];
-                lg_image_printable(w->expect[0] ? w->expect : "(new)", shown, sizeof(shown));
-                return lg_error_setm(err, EFBIG, "blob sha256:%s is larger than the limit of %" PRIu64 " bytes",
-                                     shown, w->max);
-        }
-        if (EVP_DigestUpdate(w->md, buf, len) != 1)
-                return lg_error_setm(err, EIO, "sha256 update failed");
-        int r = lg_write_all(w->fd, buf, len);
-        if (r < 0)
-                return lg_error_set(err, r, "write `%s/%s`", w->st->dir, w->tmp);
-        w->size += len;
-        return 0;
+        return lg_cas_write(w->w, buf, len, err);
 }
 
 void lg_image_blob_abort(struct lg_image_blob_writer *w) {
         if (!w)
                 return;
-        if (w->fd >= 0)
-                close(w->fd);
-        if (w->tmp[0])
-                unlinkat(w->st->dirfd, w->tmp, 0);
-        EVP_MD_CTX_free(w->md);
+        lg_cas_abort(w->w);
         free(w);
 }
 
-/* Finish w: check the digest, make the file durable and read-only, move it
- * into place. 1 when the blob was there already. Frees w. */
+/* Commit w (frees it): 1 when the blob was there already. A blob with no
+ * expected digest is protected from GC before it becomes visible. */
 static int finish(struct lg_image_blob_writer *w, char hex_out[65], struct lg_error *err) {
         lg_image_store *st = w->st;
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned mdlen = 0;
-        int r;
-        if (EVP_DigestFinal_ex(w->md, md, &mdlen) != 1 || mdlen != 32) {
-                r = lg_error_setm(err, EIO, "sha256 final failed");
-                goto out;
-        }
-        char hex[65];
-        for (unsigned i = 0; i < 32; i++)
-                snprintf(hex + 2 * i, 3, "%02x", md[i]);
-        if (w->expect[0] && strcmp(hex, w->expect) != 0) {
-                r = lg_error_setm(err, EBADMSG, "blob digest mismatch: expected sha256:%s, got sha256:%s",
-                                  w->expect, hex);
-                goto out;
-        }
+        lg_cas_writer *cw = TAKE_PTR(w->w);
+        bool any = !w->expect[0];
+        char expect[65];
+        memcpy(expect, w->expect, sizeof(expect));
+        free(w);
+        struct lg_digest d;
+        int r = lg_cas_commit(cw, any ? NULL : expect, &d, err);
+        if (r < 0)
+                return r;
+        if (any)
+                (void) lg_image_pending_add(st, d.hex);
         if (hex_out)
-                memcpy(hex_out, hex, 65);
-        if (fchmod(w->fd, 0444) < 0 || fsync(w->fd) < 0) {
-                r = lg_error_set(err, errno, "sync `%s/%s`", st->dir, w->tmp);
-                goto out;
-        }
-        if (!w->expect[0])
-                (void) lg_image_pending_add(st, hex);
-        char dst[96];
-        blob_path(hex, dst, sizeof(dst));
-        r = lg_rename_noreplace_at(st->dirfd, w->tmp, dst);
-        if (r < 0) {
-                r = lg_error_set(err, r, "move blob sha256:%s into place", hex);
-                goto out;
-        }
-        if (r == 0) {
-                w->tmp[0] = '\0';
-                int dfd = openat(st->dirfd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                if (dfd >= 0) {
-                        (void) fsync(dfd);
-                        close(dfd);
-                }
-        }
-out:
-        lg_image_blob_abort(w);
+                memcpy(hex_out, d.hex, 65);
         return r;
 }
 
@@ -486,36 +394,14 @@ int lg_image_blob_read(lg_image_store *st, const char *digest, uint64_t max, cha
         *ret = NULL;
         if (len)
                 *len = 0;
-        char hex[65], p[96];
+        char hex[65];
         int r = lg_image_digest_hex(digest, hex, "blob", err);
         if (r < 0)
                 return r;
-        blob_path(hex, p, sizeof(p));
-        _cleanup_close_ int fd = openat(st->dirfd, p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-                if (errno == ENOENT)
-                        return lg_error_setm(err, ENOENT, "blob %s is not in the store", digest);
-                return lg_error_set(err, errno, "open blob %s", digest);
-        }
-        struct stat s;
-        if (fstat(fd, &s) < 0)
-                return lg_error_set(err, errno, "stat blob %s", digest);
-        if (!max)
+        if (!max) {
+                pthread_mutex_lock(&st->mu);
                 max = st->lim.json_bytes;
-        if ((uint64_t) s.st_size > max)
-                return lg_error_setm(err, EFBIG, "blob %s is %" PRIu64 " bytes, more than the limit of %" PRIu64,
-                                     digest, (uint64_t) s.st_size, max);
-        _cleanup_free_ char *buf = malloc((size_t) s.st_size + 1);
-        if (!buf)
-                return lg_error_set(err, ENOMEM, "read blob %s", digest);
-        ssize_t n = lg_read_all(fd, buf, (size_t) s.st_size);
-        if (n < 0)
-                return lg_error_set(err, (int) n, "read blob %s", digest);
-        if (n != s.st_size)
-                return lg_error_setm(err, EBADMSG, "blob %s changed while read", digest);
-        buf[n] = '\0';
-        if (len)
-                *len = (size_t) n;
-        *ret = TAKE_PTR(buf);
-        return 0;
+                pthread_mutex_unlock(&st->mu);
+        }
+        return lg_cas_read(st->cas, hex, max, ret, len, err);
 }

@@ -156,7 +156,7 @@ static int check_ratio(struct xctx *x) {
         if (out <= allowed)
                 return 0;
         char size[32];
-        lg_pkg_fmt_size(x->archive_size, size, sizeof(size));
+        lg_fmt_size(x->archive_size, size, sizeof(size));
         return entry_error(x, EFBIG,
                            "package expands to more than %u times its archive's size of %s "
                            "(decompression bomb?)",
@@ -177,11 +177,11 @@ static int read_data(struct xctx *x, int out_fd) {
                 x->total += (uint64_t) n;
                 char lim[32];
                 if (mine > x->lim.max_file_bytes) {
-                        lg_pkg_fmt_size(x->lim.max_file_bytes, lim, sizeof(lim));
+                        lg_fmt_size(x->lim.max_file_bytes, lim, sizeof(lim));
                         return entry_error(x, EFBIG, "file is larger than the limit of %s", lim);
                 }
                 if (x->total > x->lim.max_total_bytes) {
-                        lg_pkg_fmt_size(x->lim.max_total_bytes, lim, sizeof(lim));
+                        lg_fmt_size(x->lim.max_total_bytes, lim, sizeof(lim));
                         return entry_error(x, EFBIG, "package expands to more than the limit of %s", lim);
                 }
                 int r = check_ratio(x);
@@ -313,7 +313,7 @@ static int do_entry(struct xctx *x, struct archive_entry *e) {
             (uint64_t) archive_entry_size(e) > x->lim.max_file_bytes) {
                 /* Early refusal only: the real check counts the data. */
                 char lim[32];
-                lg_pkg_fmt_size(x->lim.max_file_bytes, lim, sizeof(lim));
+                lg_fmt_size(x->lim.max_file_bytes, lim, sizeof(lim));
                 return entry_error(x, EFBIG, "file is larger than the limit of %s", lim);
         }
 

@@ -17,9 +17,6 @@
  * `.` and empty components are ignored. */
 const char *lg_pkg_symlink_unsafe(size_t parent_depth, const char *target);
 
-/* "100 MiB" when size is a whole number of KiB/MiB/GiB, else "N bytes". */
-void lg_pkg_fmt_size(uint64_t size, char *buf, size_t cap);
-
 /* Copy of s fit for a one-line message that may end up in JSON: control
  * bytes, backquotes and bytes that are not UTF-8 become '?', and a long
  * name is cut with "...". */

@@ -37,9 +37,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "cas/cas.h"
 #include "common/util.h"
 
-#define LG_DIGEST_HEX_LEN 64
 #define LG_BLOB_DEFAULT_MAX_BYTES (100ull << 20)
 /* Entries a package may have by default: what a zip without Zip64 can count
  * (a 16-bit field), so any archive a plain zip tool makes fits, and well
@@ -47,14 +47,6 @@
  * It bounds the work (files created, then removed) a hostile package can
  * cause. */
 #define LG_PKG_DEFAULT_MAX_ENTRIES 65536ull
-
-/* A sha256 digest as 64 lowercase hex characters and a NUL. */
-struct lg_digest {
-        char hex[LG_DIGEST_HEX_LEN + 1];
-};
-
-/* True for exactly 64 characters of [0-9a-f]. */
-bool lg_digest_valid(const char *hex);
 
 struct lg_blobstore;
 struct lg_blob_writer;

@@ -34,19 +34,6 @@ const char *lg_pkg_symlink_unsafe(size_t parent_depth, const char *target) {
         return NULL;
 }
 
-void lg_pkg_fmt_size(uint64_t size, char *buf, size_t cap) {
-        static const char *const units[] = {"GiB", "MiB", "KiB"};
-        static const unsigned shifts[] = {30, 20, 10};
-        for (size_t i = 0; i < 3; i++) {
-                uint64_t unit = 1ull << shifts[i];
-                if (size >= unit && size % unit == 0) {
-                        snprintf(buf, cap, "%" PRIu64 " %s", size / unit, units[i]);
-                        return;
-                }
-        }
-        snprintf(buf, cap, "%" PRIu64 " bytes", size);
-}
-
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
 static size_t utf8_len(const unsigned char *s, size_t n) {
         unsigned char c = s[0];

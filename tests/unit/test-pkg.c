@@ -1563,11 +1563,11 @@ static void test_symlink_rule(void **state) {
         assert_non_null(lg_pkg_symlink_unsafe(3, ""));
         assert_non_null(lg_pkg_symlink_unsafe(3, NULL));
         char buf[16];
-        lg_pkg_fmt_size(100 << 20, buf, sizeof(buf));
+        lg_fmt_size(100 << 20, buf, sizeof(buf));
         assert_string_equal(buf, "100 MiB");
-        lg_pkg_fmt_size(1 << 30, buf, sizeof(buf));
+        lg_fmt_size(1 << 30, buf, sizeof(buf));
         assert_string_equal(buf, "1 GiB");
-        lg_pkg_fmt_size(1000, buf, sizeof(buf));
+        lg_fmt_size(1000, buf, sizeof(buf));
         assert_string_equal(buf, "1000 bytes");
         lg_pkg_printable("a\nb`c", buf, sizeof(buf));
         assert_string_equal(buf, "a?b?c");
