@@ -99,12 +99,13 @@ struct lg_node {
 
 static const struct {
         const char *runtime;
-        const char *argv[4];
+        const char *argv[5];
 } runtimes[] = {
-        {"python3", {"python3", "-I", "/opt/legion/runtime/python/worker.py", NULL}},
-        {"node", {"node", "/opt/legion/runtime/node/worker.js", NULL, NULL}},
-        {"custom", {"python3", "-I", "/opt/legion/runtime/custom/worker.py", NULL}},
-        {"session", {"python3", "-I", "/opt/legion/runtime/session/supervisor.py", NULL}},
+        /* Running the directory puts it, with the legion_runtime package, on sys.path. */
+        {"python3", {"python3", "-I", "/opt/legion/runtime/python", "python", NULL}},
+        {"node", {"node", "/opt/legion/runtime/node/worker.js", NULL}},
+        {"custom", {"python3", "-I", "/opt/legion/runtime/python", "custom", NULL}},
+        {"session", {"python3", "-I", "/opt/legion/runtime/python", "session", NULL}},
 };
 
 static const char *const *runtime_argv(const char *runtime) {

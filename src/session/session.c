@@ -15,8 +15,8 @@
 #define SESSION_ID_MAX 128
 #define POOL_KEY_MAX (2 * LG_STORE_NAME_MAX + 2)
 #define SESSION_KEY_MAX (POOL_KEY_MAX + SESSION_ID_MAX + 1)
-/* The worker's file path rules (runtimes/session/supervisor.py,
- * split_path and the reserved upload prefix), checked here first. */
+/* The worker's file path rules (runtimes/python/legion_runtime/session/
+ * files.py, split_path and the reserved upload prefix), checked here first. */
 #define SESSION_FILE_NAME_MAX 255
 #define SESSION_FILE_PATH_MAX 1024
 #define SESSION_UPLOAD_PREFIX ".legion-upload-"

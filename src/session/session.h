@@ -2,8 +2,8 @@
  * identifier (docs/api.md, "Sessions").
  *
  * A session pool is a node pool of session-worker placeholders
- * (runtimes/session): a writable root whose /mnt/data holds the session's
- * files, no network beyond loopback. A session is a route
+ * (runtimes/python/legion_runtime/session): a writable root whose /mnt/data
+ * holds the session's files, no network beyond loopback. A session is a route
  * "ns/pool/identifier" with one instance and concurrency 1: the data path
  * gives it a placeholder on first use (bound to that identifier for good),
  * serializes its executions in a bounded queue with deadlines, and streams
@@ -117,8 +117,8 @@ json_t *lg_session_json(const lg_session *s);
 
 /* ---- what the worker would refuse --------------------------------------- */
 
-/* An execution body as the worker checks it (runtimes/session/
- * supervisor.py, do_execute): a JSON object with a string "code" and an
+/* An execution body as the worker checks it (runtimes/python/legion_runtime/
+ * session/api.py, do_execute): a JSON object with a string "code" and an
  * optional "timeoutSeconds" above 0 and at most LG_SESSION_MAX_TIMEOUT_S.
  * -EINVAL with the worker's message. */
 int lg_session_execution_check(const char *body, size_t len, struct lg_error *err);

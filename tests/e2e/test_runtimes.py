@@ -24,9 +24,9 @@ from sandbox_kit import (RUNTIMES, ROOT, DriverSandbox, UnixHTTPConnection, cgro
 EXAMPLES = os.path.join(ROOT, "examples")
 
 WORKER_ARGV = {
-    "python": ["python3", "-I", "/opt/legion/runtime/python/worker.py"],
+    "python": ["python3", "-I", "/opt/legion/runtime/python", "python"],
     "node": ["node", "/opt/legion/runtime/node/worker.js"],
-    "custom": ["python3", "-I", "/opt/legion/runtime/custom/worker.py"],
+    "custom": ["python3", "-I", "/opt/legion/runtime/python", "custom"],
 }
 
 
@@ -430,7 +430,7 @@ def test_function_error_is_500_with_traceback_in_log(sandboxes, tmp_path, runtim
     assert "kaboom-t1" in log
     if runtime == "python":
         assert "Traceback (most recent call last)" in log and 'File "/code/main.py"' in log
-        assert "worker.py" not in log  # the worker's own frames are trimmed
+        assert "legion_runtime" not in log  # the worker's own frames are trimmed
     else:
         assert "/code/index.js" in log
     # stdout of the function goes to the instance's stdout log

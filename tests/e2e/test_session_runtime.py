@@ -1,7 +1,7 @@
-"""The session worker (runtimes/session/) in real sandboxes: placeholder,
-bind, executions in a persistent interpreter (state, output capture and its
-cap, errors, timeouts, crashes, memory and fork bombs), and files under
-/mnt/data (upload, list, download, delete, traversal, size limits).
+"""The session worker (runtimes/python/legion_runtime/session/) in real
+sandboxes: placeholder, bind, executions in a persistent interpreter (state,
+output capture and its cap, errors, timeouts, crashes, memory and fork
+bombs), and files under /mnt/data (upload, list, download, delete, traversal, size limits).
 
 A small C driver (worker_driver.c, which can also
 bind a writable /mnt/data and set a pids limit) creates each sandbox with a
@@ -22,7 +22,7 @@ from sandbox_kit import (RUNTIMES, DriverSandbox, UnixHTTPConnection, cgroup_par
                          driver, env)
 from test_runtimes import read_response
 
-ARGV = ["python3", "-I", "/opt/legion/runtime/session/supervisor.py"]
+ARGV = ["python3", "-I", "/opt/legion/runtime/python", "session"]
 MiB = 1 << 20
 
 

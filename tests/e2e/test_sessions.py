@@ -122,14 +122,15 @@ def test_sessions_do_not_see_what_the_host_or_other_sessions_run(legiond, host_w
 
 
 RUNTIMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "runtimes")
+SUPERVISOR = "python/legion_runtime/session/supervisor.py"
 
 
 def test_sessions_do_not_see_other_sessions_start(legiond, host_watch):
     # Every session sandbox gets the workers' directory at
     # /opt/legion/runtime; a new placeholder opens supervisor.py there.
     make_pool(legiond, ready=1)
-    on_host = host_watch(os.path.join(RUNTIMES, "session", "supervisor.py"))
-    run(legiond, "watch-02", FILE_WATCH + "\nfds = watch('/opt/legion/runtime/session/supervisor.py')")
+    on_host = host_watch(os.path.join(RUNTIMES, SUPERVISOR))
+    run(legiond, "watch-02", FILE_WATCH + "\nfds = watch('/opt/legion/runtime/%s')" % SUPERVISOR)
     on_host()
     # Another session takes the ready placeholder; the pool makes a new one,
     # whose worker opens the host's file (the calibration)...
@@ -138,8 +139,8 @@ def test_sessions_do_not_see_other_sessions_start(legiond, host_watch):
                      timeout=30, what="a new placeholder")
     assert on_host() != [], "no new placeholder opened the host's supervisor.py"
     # ...and the first session's watch saw none of it, only its own open.
-    r = run(legiond, "watch-02", "seen = events(fds)\nopen('/opt/legion/runtime/session/supervisor.py').close()\n"
-                                 "(seen, events(fds))")
+    r = run(legiond, "watch-02", "seen = events(fds)\nopen('/opt/legion/runtime/%s').close()\n"
+                                 "(seen, events(fds))" % SUPERVISOR)
     seen, own = eval(r["result"])
     assert seen == []
     assert own, "the session's watch sees nothing at all"

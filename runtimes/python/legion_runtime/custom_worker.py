@@ -3,7 +3,7 @@
 For apps in any language: the package brings an executable that serves
 HTTP on 127.0.0.1:$PORT. Started by legion-init in a placeholder sandbox as
 
-    python3 -I /opt/legion/runtime/custom/worker.py
+    python3 -I /opt/legion/runtime/python custom
 
 it says `op=ready phase=placeholder` and waits. On `op=specialize` it applies
 the app's env, starts the entrypoint command ("cmd args...", split like a
@@ -14,23 +14,18 @@ the host's listening socket to 127.0.0.1:PORT, byte for byte (keep-alive and
 all). When the command exits, the worker exits with its status.
 
 The sandbox has its own network namespace: the port is private to it."""
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 
-T_START = time.monotonic()
-
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
-import legion_control as lc  # noqa: E402
-sys.path.pop(0)
-
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import threading  # noqa: E402
+from legion_runtime import control as lc
+from legion_runtime import httpd
 
 DEFAULT_PORT = 8080
 BUF = 256 * 1024
@@ -68,18 +63,7 @@ class Proxy:
         self.proc = proc
 
     def serve_forever(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if e.errno in (24, 23, 105, 12):
-                    time.sleep(0.05)
-                    continue
-                lc.log("accept: %s; not serving any more" % e)
-                return
-            threading.Thread(target=self.relay, args=(conn,), daemon=True).start()
+        httpd.accept_loop(self.listener, self.relay)
 
     def relay(self, conn):
         try:
@@ -181,9 +165,9 @@ def specialize(frame):
     return Proxy(listener, port, proc), lc.now_ms(t0), app, revision
 
 
-def main():
+def main(t_start):
     ctl = lc.Control.from_env()
-    ctl.send("ready", phase="placeholder", runtime="custom", ms="%.1f" % lc.now_ms(T_START))
+    ctl.send("ready", phase="placeholder", runtime="custom", ms="%.1f" % lc.now_ms(t_start))
     frame = lc.wait_for_specialize(ctl)
 
     proxy, ms, app, revision = lc.run_specialize(ctl, frame, specialize)
@@ -212,6 +196,3 @@ def main():
     threading.Thread(target=proxy.serve_forever, name="legion-accept", daemon=True).start()
     lc.serve_specialized(ctl, frame, app, revision, ms)
 
-
-if __name__ == "__main__":
-    main()

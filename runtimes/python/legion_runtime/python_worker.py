@@ -2,7 +2,7 @@
 
 Started by legion-init in a placeholder sandbox as
 
-    python3 -I /opt/legion/runtime/python/worker.py
+    python3 -I /opt/legion/runtime/python python
 
 with the control channel on fd 3 (LEGION_CONTROL_FD). It imports what every
 function needs, says `op=ready phase=placeholder`, and waits for
@@ -13,45 +13,41 @@ that came with specialize (or LEGION_LISTEN_FD): a thread per connection,
 keep-alive, async handlers on one shared event loop.
 
 Standard library only: the sandbox sees the host's /usr and nothing else."""
-import time
-
-T_START = time.monotonic()
-
 import os
 import sys
+import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, _HERE)
-import legion_control as lc  # noqa: E402
-sys.path.remove(_HERE)
+from legion_runtime import control as lc
+from legion_runtime import httpd
 
 # The expensive part of a cold start, done before any app exists. These are
 # also the modules functions most often use, so specialization finds them
 # in sys.modules.
-import asyncio  # noqa: E402,F401
-import base64  # noqa: E402,F401
-import collections  # noqa: E402,F401
-import dataclasses  # noqa: E402,F401
-import datetime  # noqa: E402,F401
-import hashlib  # noqa: E402,F401
-import importlib  # noqa: E402
-import importlib.machinery  # noqa: E402
-import importlib.util  # noqa: E402
-import inspect  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402,F401
-import re  # noqa: E402,F401
-import signal  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import traceback  # noqa: E402,F401
-import typing  # noqa: E402,F401
-import urllib.parse  # noqa: E402
-from http import HTTPStatus  # noqa: E402
+import asyncio  # noqa: F401
+import base64  # noqa: F401
+import collections  # noqa: F401
+import dataclasses  # noqa: F401
+import datetime  # noqa: F401
+import hashlib  # noqa: F401
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import json
+import logging  # noqa: F401
+import re  # noqa: F401
+import signal
+import socket
+import threading
+import traceback  # noqa: F401
+import typing  # noqa: F401
+import urllib.parse
+from http import HTTPStatus
 
 MAX_BODY = int(os.environ.get("LEGION_MAX_BODY", str(64 << 20)))
 
-_SELF_FILES = {os.path.abspath(__file__), os.path.abspath(lc.__file__)}
+# The worker's own frames, left out of the tracebacks the app's logs show.
+_SELF_FILES = {os.path.abspath(m.__file__) for m in (sys.modules[__name__], lc, httpd)}
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -90,7 +86,7 @@ class Request:
         return "<Request %s %s>" % (self.method, self.url)
 
 
-BadRequest = lc.BadRequest
+BadRequest = httpd.BadRequest
 
 
 class ResponseError(Exception):
@@ -112,7 +108,7 @@ def _header_items(headers):
             k, v = item
         except (TypeError, ValueError):
             raise ResponseError("response header %r is not a (name, value) pair" % (item,))
-        if not isinstance(k, str) or not lc.HTTP_TOKEN.match(k):
+        if not isinstance(k, str) or not httpd.HTTP_TOKEN.match(k):
             raise ResponseError("invalid response header name %r" % (k,))
         values = v if isinstance(v, (list, tuple)) else (v,)
         for one in values:
@@ -159,29 +155,24 @@ _HOP = frozenset(("content-length", "transfer-encoding", "connection", "keep-ali
 
 
 def render(status, headers, body, keep, http10, head):
-    lines = ["HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Status"))]
+    out = []
     for k, v in headers:
         lk = k.lower()
         if lk in _HOP:
             if lk == "connection" and v.lower() == "close":
                 keep = False
             continue
-        lines.append("%s: %s\r\n" % (k, v))
+        out.append((k, v))
     if status != 204 and status != 304:
-        lines.append("Content-Length: %d\r\n" % len(body))
+        length = len(body)
     else:
-        body = b""
-    if not keep:
-        lines.append("Connection: close\r\n")
-    elif http10:
-        lines.append("Connection: keep-alive\r\n")
-    lines.append("\r\n")
-    head_bytes = "".join(lines).encode("latin-1", "replace")
+        length, body = None, b""
+    head_bytes = httpd.response_head(status, _REASONS.get(status, "Status"), out, length, keep, http10)
     return (head_bytes if head else head_bytes + body), keep
 
 
 def error_body(code, message):
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
+    return json.dumps(httpd.error_doc(code, message)).encode()
 
 
 # ---- the server ------------------------------------------------------------
@@ -214,36 +205,10 @@ class Server:
         return result
 
     def serve_forever(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if self.draining:
-                    return
-                if e.errno in (24, 23, 105, 12):  # EMFILE ENFILE ENOBUFS ENOMEM
-                    lc.log("accept: %s" % e)
-                    time.sleep(0.05)
-                    continue
-                lc.log("accept: %s; not serving any more" % e)
-                return
-            t = threading.Thread(target=self.connection, args=(conn,), daemon=True)
-            t.start()
+        httpd.accept_loop(self.listener, self.connection, lambda: self.draining)
 
     def connection(self, conn):
-        rfile = conn.makefile("rb", 65536)
-        try:
-            while self.one_request(conn, rfile):
-                pass
-        except (OSError, ValueError):
-            pass
-        finally:
-            try:
-                rfile.close()
-                conn.close()
-            except OSError:
-                pass
+        httpd.serve_connection(conn, lambda rfile: self.one_request(conn, rfile))
 
     def one_request(self, conn, rfile):
         try:
@@ -287,12 +252,12 @@ class Server:
 
     def read_request(self, conn, rfile):
         headers = Headers()
-        head = lc.read_head(rfile, headers)
+        head = httpd.read_head(rfile, headers)
         if head is None:
             return None, False
         method, target, version = head
-        keep = lc.keep_alive(headers, version)
-        chunked, n, expect = lc.body_framing(headers, version)
+        keep = httpd.keep_alive(headers, version)
+        chunked, n, expect = httpd.body_framing(headers, version)
         if chunked:
             if expect:
                 conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -341,7 +306,7 @@ class Server:
         parts = []
         size = 0
         while True:
-            n = lc.read_chunk_size(rfile)
+            n = httpd.read_chunk_size(rfile)
             if n == 0:
                 return b"".join(parts)
             size += n
@@ -351,7 +316,7 @@ class Server:
             if len(data) < n:
                 raise BadRequest(400, "truncated chunked body")
             parts.append(data)
-            rfile.readline(lc.HTTP_MAX_LINE + 1)  # CRLF after the chunk
+            rfile.readline(httpd.HTTP_MAX_LINE + 1)  # CRLF after the chunk
 
     def drain_and_exit(self):
         """SIGTERM: stop accepting, finish the requests in flight, exit 0."""
@@ -456,10 +421,10 @@ def specialize(frame):
     return Server(fn, is_async, listener), lc.now_ms(t0), app, revision
 
 
-def main():
+def main(t_start):
     ctl = lc.Control.from_env()
     ctl.send("ready", phase="placeholder", runtime="python",
-             version="%d.%d.%d" % sys.version_info[:3], ms="%.1f" % lc.now_ms(T_START))
+             version="%d.%d.%d" % sys.version_info[:3], ms="%.1f" % lc.now_ms(t_start))
 
     frame = lc.wait_for_specialize(ctl)
 
@@ -469,6 +434,3 @@ def main():
     threading.Thread(target=server.serve_forever, name="legion-accept", daemon=True).start()
     lc.serve_specialized(ctl, frame, app, revision, ms)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """The worker side of the legion-init control channel (docs/init-protocol.md,
 docs/runtimes.md), shared by the Python and the custom-handler workers and
-the session supervisor; and the HTTP/1.1 request reading that the Python
-worker and the session supervisor share.
+the session supervisor: framing, the wait for specialize, the specialize
+steps every worker takes, and the reports to the host.
 
 A frame is a u32 little-endian payload length, then the payload: NUL
 terminated "key=value" fields, the first one "op=<verb>". File descriptors
@@ -9,7 +9,6 @@ come as SCM_RIGHTS with the first byte of a frame (at most 3). Standard
 library only: this runs inside placeholders before any user code exists."""
 import array
 import os
-import re
 import socket
 import struct
 import sys
@@ -353,110 +352,3 @@ def run_specialize(ctl, frame, specialize):
 
 def now_ms(t0):
     return (time.monotonic() - t0) * 1000.0
-
-
-# ---- HTTP/1.1 requests (the Python worker and the session supervisor) ------
-
-HTTP_MAX_LINE = 16 * 1024       # request line or one header line
-HTTP_MAX_HEADERS = 64 * 1024    # all header lines together
-HTTP_MAX_HEADER_COUNT = 200
-HTTP_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
-
-class BadRequest(Exception):
-    """A request answered with `status` (and the connection closed)."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-
-
-def read_head(rfile, headers):
-    """Read a request line and its headers into the dict `headers` (names
-    lower-case, a repeated header's values joined with ", "). Returns
-    (method, target, version), or None if the connection ends first."""
-    line = rfile.readline(HTTP_MAX_LINE + 1)
-    blank = 0
-    while line in (b"\r\n", b"\n"):
-        blank += 1
-        if blank > 8:
-            raise BadRequest(400, "blank lines before the request")
-        line = rfile.readline(HTTP_MAX_LINE + 1)
-    if not line:
-        return None
-    if len(line) > HTTP_MAX_LINE:
-        raise BadRequest(414, "request line too long")
-    parts = line.split()
-    if len(parts) != 3:
-        raise BadRequest(400, "malformed request line")
-    method, target, version = (p.decode("latin-1") for p in parts)
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise BadRequest(505 if version.startswith("HTTP/") else 400, "unsupported HTTP version")
-    if not HTTP_TOKEN.match(method):
-        raise BadRequest(400, "malformed method")
-    total = 0
-    while True:
-        h = rfile.readline(HTTP_MAX_LINE + 1)
-        if not h:
-            return None
-        total += len(h)
-        if total > HTTP_MAX_HEADERS or len(headers) >= HTTP_MAX_HEADER_COUNT:
-            raise BadRequest(431, "request headers too large")
-        if h in (b"\r\n", b"\n"):
-            return method, target, version
-        if h[:1] in (b" ", b"\t"):
-            raise BadRequest(400, "folded header lines are not supported")
-        name, sep, value = h.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise BadRequest(400, "malformed header line")
-        k = name.decode("latin-1").lower()
-        v = value.strip().decode("latin-1")
-        # dict's own methods: headers may be a subclass with lookups of its own.
-        if dict.__contains__(headers, k):
-            v = dict.__getitem__(headers, k) + ", " + v
-        dict.__setitem__(headers, k, v)
-
-
-def keep_alive(headers, version):
-    """Whether the connection stays open after this request."""
-    conn = dict.get(headers, "connection", "").lower()
-    return "close" not in conn if version == "HTTP/1.1" else "keep-alive" in conn
-
-
-def body_framing(headers, version):
-    """(chunked, Content-Length or None, expects 100-continue) of a request;
-    BadRequest for a framing we do not take."""
-    te = dict.get(headers, "transfer-encoding")
-    cl = dict.get(headers, "content-length")
-    expect = dict.get(headers, "expect", "").lower() == "100-continue" and version == "HTTP/1.1"
-    if te is not None:
-        if cl is not None:
-            raise BadRequest(400, "both Transfer-Encoding and Content-Length")
-        if te.strip().lower() != "chunked":
-            raise BadRequest(501, "unsupported Transfer-Encoding")
-        return True, None, expect
-    if cl is not None:
-        if not cl.isdigit():
-            raise BadRequest(400, "malformed Content-Length")
-        return False, int(cl), expect
-    return False, None, expect
-
-
-def read_chunk_size(rfile):
-    """The size of the next chunk of a chunked body; after the last one (0)
-    the trailers are read and ignored."""
-    line = rfile.readline(HTTP_MAX_LINE + 1)
-    if not line:
-        raise BadRequest(400, "truncated chunked body")
-    try:
-        n = int(line.split(b";", 1)[0].strip(), 16)
-    except ValueError:
-        raise BadRequest(400, "malformed chunk size")
-    if n < 0:
-        raise BadRequest(400, "malformed chunk size")
-    if n == 0:
-        while True:
-            t = rfile.readline(HTTP_MAX_LINE + 1)
-            if not t or t in (b"\r\n", b"\n"):
-                break
-    return n
