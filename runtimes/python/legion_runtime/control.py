@@ -144,7 +144,9 @@ class Control:
                         a = array.array("i")
                         a.frombytes(data[: len(data) - (len(data) % a.itemsize)])
                         fds.extend(a)
-                if mflags & socket.MSG_CTRUNC:
+                # CMSG_SPACE rounds up: one fd more than the maximum fits
+                # without MSG_CTRUNC.
+                if mflags & socket.MSG_CTRUNC or len(fds) > PROTO_MAX_FDS:
                     for fd in fds:
                         os.close(fd)
                     raise ProtocolError("too many fds with a frame")
@@ -198,14 +200,17 @@ def listen_socket(frame):
     try:
         s = socket.socket(fileno=fd)
     except OSError as e:
+        os.close(fd)
         raise SpecializeError("ListenError", "listening fd %d: %s" % (fd, e))
     s.set_inheritable(False)
     s.setblocking(True)
     try:
         if s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM or \
                 not s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            s.close()
             raise SpecializeError("ListenError", "fd %d is not a listening stream socket" % fd)
     except OSError as e:
+        s.close()
         raise SpecializeError("ListenError", "fd %d is not a socket: %s" % (fd, e))
     return s
 

@@ -76,6 +76,8 @@ def read_head(rfile, headers):
         total += len(h)
         if total > HTTP_MAX_HEADERS or len(headers) >= HTTP_MAX_HEADER_COUNT:
             raise BadRequest(431, "request headers too large")
+        if len(h) > HTTP_MAX_LINE:  # else its tail would be read as a header line of its own
+            raise BadRequest(431, "request header line too long")
         if h in (b"\r\n", b"\n"):
             return method, target, version
         if h[:1] in (b" ", b"\t"):
@@ -110,7 +112,7 @@ def body_framing(headers, version):
             raise BadRequest(501, "unsupported Transfer-Encoding")
         return True, None, expect
     if cl is not None:
-        if not cl.isdigit():
+        if not (cl.isascii() and cl.isdigit()):  # "²" is a digit to isdigit(), not to int()
             raise BadRequest(400, "malformed Content-Length")
         return False, int(cl), expect
     return False, None, expect
@@ -122,12 +124,11 @@ def read_chunk_size(rfile):
     line = rfile.readline(HTTP_MAX_LINE + 1)
     if not line:
         raise BadRequest(400, "truncated chunked body")
-    try:
-        n = int(line.split(b";", 1)[0].strip(), 16)
-    except ValueError:
+    size = line.split(b";", 1)[0].strip()
+    # Hex digits only: int() also takes "+5", "0x5" and "1_0".
+    if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
         raise BadRequest(400, "malformed chunk size")
-    if n < 0:
-        raise BadRequest(400, "malformed chunk size")
+    n = int(size, 16)
     if n == 0:
         while True:
             t = rfile.readline(HTTP_MAX_LINE + 1)

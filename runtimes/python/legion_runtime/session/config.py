@@ -7,7 +7,7 @@ import time
 
 from legion_runtime.control import log
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(|k|K|Ki|KiB|M|Mi|MiB|G|Gi|GiB|T|Ti|TiB)\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(|k|K|Ki|KiB|M|Mi|MiB|G|Gi|GiB|T|Ti|TiB)\s*$", re.ASCII)
 _UNITS = {"": 1, "k": 1000, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4,
           "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
           "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}

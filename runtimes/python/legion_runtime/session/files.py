@@ -169,6 +169,8 @@ def open_file(raw):
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise ApiError(403, "PathOutsideData", "`%s` changed into a symbolic link" % raw)
+        if e.errno == errno.ENXIO:  # a Unix socket
+            raise ApiError(400, "NotARegularFile", "`%s` is not a regular file" % raw)
         raise
     finally:
         os.close(dfd)
