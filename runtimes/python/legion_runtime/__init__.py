@@ -2,7 +2,8 @@
 legion-init starts in placeholder sandboxes, and what they share.
 
     control        the worker side of the control channel (fd 3)
-    httpd          HTTP/1.1 serving (accept, request heads, bodies)
+    serving        the accept loop and the loop over a connection's requests
+    httpd          HTTP/1.1: request heads, bodies, response heads
     python_worker  the `python` runtime: a module:function handler
     custom_worker  the `custom` runtime: relays to a command's port
     session        the `session` runtime: the supervisor of a session

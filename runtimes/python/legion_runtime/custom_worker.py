@@ -25,7 +25,7 @@ import threading
 import time
 
 from legion_runtime import control as lc
-from legion_runtime import httpd
+from legion_runtime import serving
 
 DEFAULT_PORT = 8080
 BUF = 256 * 1024
@@ -63,7 +63,7 @@ class Proxy:
         self.proc = proc
 
     def serve_forever(self):
-        httpd.accept_loop(self.listener, self.relay)
+        serving.accept_loop(self.listener, self.relay)
 
     def relay(self, conn):
         try:

@@ -1,16 +1,11 @@
-"""HTTP/1.1 serving shared by the in-sandbox workers (docs/runtimes.md,
-docs/sessions-runtime.md): the accept loop (a thread per connection), the
-connection loop, request heads and body framing read with limits, and
-response heads. The Python worker and the session supervisor serve HTTP
-with it; the custom worker only accepts with it (it relays bytes).
+"""HTTP/1.1 shared by the Python worker and the session supervisor
+(docs/runtimes.md, docs/sessions-runtime.md): request heads and body
+framing read with limits, bodies streamed, response heads. The connections
+come from serving.py.
 
 Every parser here takes hostile input: what it does not take it answers
 with BadRequest(status), and the connection is closed after the answer."""
 import re
-import threading
-import time
-
-from legion_runtime.control import log
 
 HTTP_MAX_LINE = 16 * 1024       # request line or one header line
 HTTP_MAX_HEADERS = 64 * 1024    # all header lines together
@@ -217,52 +212,3 @@ def response_head(status, reason, headers, length, keep, http10):
         lines.append("Connection: keep-alive\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1", "replace")
-
-
-# ---- serving ------------------------------------------------------------------
-
-# accept() errors that pass (out of descriptors or memory for now): wait a
-# little and accept again instead of giving up serving.
-_TRANSIENT = (24, 23, 105, 12)  # EMFILE ENFILE ENOBUFS ENOMEM
-
-
-def accept_loop(listener, handle, stopping=lambda: False):
-    """Accept connections until the listener fails (or is shut down while
-    stopping() says so), each served by handle(sock) on a thread of its
-    own. With no thread to be had (the sandbox's pids are used up) the
-    connection is served here; the others wait."""
-    while True:
-        try:
-            sock, _ = listener.accept()
-        except InterruptedError:
-            continue
-        except OSError as e:
-            if stopping():
-                return
-            if e.errno in _TRANSIENT:
-                log("accept: %s" % e)
-                time.sleep(0.05)
-                continue
-            log("accept: %s; not serving any more" % e)
-            return
-        try:
-            threading.Thread(target=handle, args=(sock,), daemon=True).start()
-        except RuntimeError:
-            handle(sock)
-
-
-def serve_connection(sock, one):
-    """Requests on one connection: one(rfile) answers the next and says
-    whether the connection stays open. Closes the socket at the end."""
-    rfile = sock.makefile("rb", 65536)
-    try:
-        while one(rfile):
-            pass
-    except (OSError, ValueError):
-        pass
-    finally:
-        try:
-            rfile.close()
-            sock.close()
-        except OSError:
-            pass

@@ -18,7 +18,7 @@ import sys
 import time
 
 from legion_runtime import control as lc
-from legion_runtime import httpd
+from legion_runtime import httpd, serving
 
 # The expensive part of a cold start, done before any app exists. These are
 # also the modules functions most often use, so specialization finds them
@@ -47,7 +47,7 @@ from http import HTTPStatus
 MAX_BODY = int(os.environ.get("LEGION_MAX_BODY", str(64 << 20)))
 
 # The worker's own frames, left out of the tracebacks the app's logs show.
-_SELF_FILES = {os.path.abspath(m.__file__) for m in (sys.modules[__name__], lc, httpd)}
+_SELF_FILES = {os.path.abspath(m.__file__) for m in (sys.modules[__name__], lc, httpd, serving)}
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -205,10 +205,10 @@ class Server:
         return result
 
     def serve_forever(self):
-        httpd.accept_loop(self.listener, self.connection, lambda: self.draining)
+        serving.accept_loop(self.listener, self.connection, lambda: self.draining)
 
     def connection(self, conn):
-        httpd.serve_connection(conn, lambda rfile: self.one_request(conn, rfile))
+        serving.serve_connection(conn, lambda rfile: self.one_request(conn, rfile))
 
     def one_request(self, conn, rfile):
         try:

@@ -1,5 +1,6 @@
-"""HTTP/1.1 serving shared by the workers (runtimes/python/legion_runtime/httpd.py):
-request heads, body framing, chunked bodies and responses, with hostile input."""
+"""HTTP/1.1 shared by the workers (runtimes/python/legion_runtime/httpd.py):
+request heads, body framing, chunked bodies and responses, with hostile
+input; and the accept and connection loops (serving.py)."""
 import contextlib
 import errno
 import io
@@ -7,7 +8,7 @@ import socket
 import threading
 import unittest
 
-from legion_runtime import httpd
+from legion_runtime import httpd, serving
 from legion_runtime.httpd import ApiError, BadRequest
 
 
@@ -190,7 +191,7 @@ class Serving(unittest.TestCase):
 
         log = io.StringIO()
         with contextlib.redirect_stderr(log):
-            httpd.accept_loop(FakeListener([InterruptedError(), OSError(errno.EMFILE, "Too many open files"),
+            serving.accept_loop(FakeListener([InterruptedError(), OSError(errno.EMFILE, "Too many open files"),
                                             "conn", OSError(errno.EBADF, "Bad file descriptor")]), handle)
         self.assertIn("not serving any more", log.getvalue())
         self.assertTrue(done.wait(5))
@@ -205,7 +206,7 @@ class Serving(unittest.TestCase):
             lines.append(rfile.readline())
             return len(lines) < 2
 
-        httpd.serve_connection(b, one)
+        serving.serve_connection(b, one)
         self.assertEqual(lines, [b"one\n", b"two\n"])
         self.assertEqual(b.fileno(), -1)  # closed
         a.close()

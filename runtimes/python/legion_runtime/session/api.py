@@ -4,11 +4,10 @@ and to its files (list, upload, download, delete)."""
 import json
 import os
 import time
-import traceback
 import urllib.parse
 
-from legion_runtime import httpd
-from legion_runtime.control import log
+from legion_runtime import httpd, serving
+from legion_runtime.control import format_exc, log
 from legion_runtime.httpd import ApiError, BadRequest, error_doc
 from legion_runtime.session import files, multipart, session
 from legion_runtime.session.config import CONFIG
@@ -38,7 +37,7 @@ class Connection:
         self.rfile = None
 
     def serve(self):
-        httpd.serve_connection(self.sock, self.one)
+        serving.serve_connection(self.sock, self.one)
 
     def head(self, status, headers, length, keep, version):
         return httpd.response_head(status, _REASONS.get(status, "Unknown"), headers, length, keep,
@@ -96,7 +95,7 @@ class Connection:
         except (BrokenPipeError, ConnectionResetError):
             return False
         except Exception as e:
-            log("internal error in %s %s:\n%s" % (req.method, req.path, traceback.format_exc()))
+            log("internal error in %s %s:\n%s" % (req.method, req.path, format_exc()))
             req.keep = False
             return self.send(req, 500, obj=error_doc("InternalError", "%s: %s" % (type(e).__name__, e)))
 

@@ -16,9 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 
-from legion_runtime.control import log
+from legion_runtime.control import format_exc, log
 from legion_runtime.session.config import CONFIG
 from legion_runtime.session.procs import describe_death, kill_everything_else
 
@@ -290,7 +289,7 @@ class Interpreter:
         try:
             self.on_death(self)
         except Exception:
-            log("on interpreter death: %s" % traceback.format_exc())
+            log("on interpreter death: %s" % format_exc())
 
     # -- used by the session, under its lock --
 

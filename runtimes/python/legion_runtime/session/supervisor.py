@@ -32,7 +32,7 @@ import threading
 import time
 
 from legion_runtime import control as lc
-from legion_runtime import httpd
+from legion_runtime import serving
 from legion_runtime.session import api
 from legion_runtime.session.config import CONFIG
 from legion_runtime.session.interp import InterpreterError
@@ -93,7 +93,7 @@ def main(t_start):
     t0 = time.monotonic()
     listener, pool, identifier = lc.run_specialize(ctl, frame, bind)
     ms = lc.now_ms(t0)
-    threading.Thread(target=httpd.accept_loop, args=(listener, api.serve), name="legion-accept", daemon=True).start()
+    threading.Thread(target=serving.accept_loop, args=(listener, api.serve), name="legion-accept", daemon=True).start()
     lc.log("session bound: pool=%s identifier=%s in %.1f ms" % (pool, identifier, ms))
     ctl.send_fields("ready", [("id", frame.get("id")), ("phase", "specialized"), ("app", pool),
                               ("identifier", identifier), ("ms", "%.1f" % ms)])
