@@ -26,6 +26,7 @@
 #include "common/proto.h"
 #include "node/agent.h"
 #include "node/node.h"
+#include "node/warm.h"
 #include "sandbox/sandbox.h"
 
 enum inst_state { ST_STARTING, ST_READY, ST_SPECIALIZING, ST_SERVING, ST_DEAD };
@@ -33,9 +34,8 @@ enum inst_state { ST_STARTING, ST_READY, ST_SPECIALIZING, ST_SERVING, ST_DEAD };
 struct pool;
 
 struct lg_instance {
+        lg_warm_item witem;         /* in its pool group's warm pool while a placeholder */
         lg_node *node;
-        struct pool *pool;          /* while a placeholder */
-        struct lg_instance *next;   /* in the pool's list */
         struct lg_instance *all_prev, *all_next; /* every live instance of the node */
         enum inst_state state;
         char id[40];
@@ -67,17 +67,15 @@ struct lg_instance {
 
 struct pool {
         struct pool *next;
+        lg_node *node;
         char *name, *runtime;
         char **env;                 /* placeholder_env plus the pool's own */
         struct lg_pool_spec spec;
-        lg_instance *placeholders;  /* STARTING and READY */
-        unsigned n_ready, n_starting;
-        uint64_t created, taken, on_demand;
-        /* A creation that fails does not shrink the pool: it is retried
+        /* Its placeholders (STARTING and READY), keyed by their shape.
+         * A creation that fails does not shrink the pool: it is retried
          * with backoff, and the reason is in the pool's status. */
-        unsigned failures;
-        uint64_t retry_at_ms;
-        char last_error[256];
+        lg_warm_pool *warm;
+        uint64_t created, on_demand;
         bool deleted;
 };
 
@@ -90,11 +88,8 @@ struct lg_node {
         uint64_t specialize_timeout_ms;
         struct pool *pools;
         struct lg_bind runtime_bind; /* runtimes_dir at /opt/legion/runtime */
-        uv_idle_t refill;
-        bool refill_active;
-        uv_timer_t retry;           /* wakes the refill after a backoff */
+        lg_warm *warm;              /* the pool groups' placeholders */
         unsigned live;              /* instances not yet freed */
-        uint64_t spawned;           /* instances ever made (ids) */
 };
 
 static const struct {
@@ -115,18 +110,7 @@ static const char *const *runtime_argv(const char *runtime) {
         return NULL;
 }
 
-static void schedule_refill(lg_node *node);
 static void spec_free(struct lg_instance_spec *s);
-
-static void pool_failed(struct pool *p, const char *why) {
-        p->failures++;
-        unsigned shift = p->failures < 9 ? p->failures : 9;
-        uint64_t delay = 100ull << shift;
-        if (delay > 30000)
-                delay = 30000;
-        p->retry_at_ms = uv_hrtime() / 1000000 + delay;
-        snprintf(p->last_error, sizeof(p->last_error), "%s", why);
-}
 
 static void env_free(char **env) {
         if (!env)
@@ -214,23 +198,6 @@ static void instance_taken_update(lg_instance *inst) {
                         inst->cpu_millis, 100);
 }
 
-static void pool_unlink(lg_instance *inst) {
-        struct pool *p = inst->pool;
-        if (!p)
-                return;
-        for (lg_instance **pp = &p->placeholders; *pp; pp = &(*pp)->next)
-                if (*pp == inst) {
-                        *pp = inst->next;
-                        break;
-                }
-        if (inst->state == ST_READY)
-                p->n_ready--;
-        else if (inst->state == ST_STARTING)
-                p->n_starting--;
-        inst->pool = NULL;
-        inst->next = NULL;
-}
-
 static void fail_ready(lg_instance *inst, int status, const char *message) {
         lg_instance_ready_cb cb = inst->ready_cb;
         inst->ready_cb = NULL;
@@ -241,17 +208,14 @@ static void fail_ready(lg_instance *inst, int status, const char *message) {
 /* An instance or placeholder is gone or must go: tell whoever waits. */
 static void instance_kill(lg_instance *inst, const char *why) {
         enum inst_state was = inst->state;
-        lg_node *node = inst->node;
         if (was == ST_DEAD)
                 return;
-        if (inst->pool) {
-                /* A worker that dies before it is ready would die again:
-                 * back off rather than recreate it in a tight loop. */
-                if (was == ST_STARTING)
-                        pool_failed(inst->pool, why);
-                pool_unlink(inst);
-                schedule_refill(node);
-        }
+        /* A worker that dies before it is ready would die again: back
+         * off rather than recreate it in a tight loop. */
+        if (was == ST_STARTING)
+                lg_warm_failed(&inst->witem, why);
+        else
+                lg_warm_remove(&inst->witem);
         lg_instance_exit_cb exit_cb = was == ST_SERVING ? inst->exit_cb : NULL;
         instance_release(inst);
         /* The callbacks may destroy it: it lives until we are done. */
@@ -268,8 +232,7 @@ void lg_instance_destroy(lg_instance *inst) {
                 return;
         inst->ready_cb = NULL;
         inst->exit_cb = NULL;
-        if (inst->pool)
-                pool_unlink(inst);
+        lg_warm_remove(&inst->witem);
         instance_release(inst);
 }
 
@@ -283,12 +246,8 @@ static void on_frame(lg_instance *inst, struct lg_msg *m) {
                 return;
         if (via && !strcmp(via, "worker")) {
                 if (!strcmp(op, "ready") && phase && !strcmp(phase, "placeholder") && inst->state == ST_STARTING) {
-                        struct pool *p = inst->pool;
                         inst->state = ST_READY;
-                        if (p) {
-                                p->n_starting--;
-                                p->n_ready++;
-                        }
+                        lg_warm_ready(&inst->witem);
                         return;
                 }
                 if (!strcmp(op, "ready") && phase && !strcmp(phase, "specialized") &&
@@ -507,18 +466,12 @@ static void create_done(lg_agent_req *req) {
                 char why[600];
                 snprintf(why, sizeof(why), "cannot create a sandbox: %s",
                          req->err.msg[0] ? req->err.msg : strerror(-req->result));
-                if (inst->pool) {
-                        pool_failed(inst->pool, why);
-                        pool_unlink(inst);
-                        schedule_refill(node);
-                }
+                lg_warm_failed(&inst->witem, why);
                 instance_release(inst);
                 fail_ready(inst, req->result, why);
                 unref(inst);
                 return;
         }
-        if (inst->pool)
-                inst->pool->failures = 0, inst->pool->last_error[0] = '\0';
         inst->control_fd = req->out.control_fd;
         inst->pidfd = req->out.pidfd;
         uv_poll_init(node->loop, &inst->ctl_poll, inst->control_fd);
@@ -619,47 +572,43 @@ static struct pool *find_pool(lg_node *node, const char *name) {
         return NULL;
 }
 
-/* Make missing placeholders, one per loop turn so requests interleave. */
-static void on_retry(uv_timer_t *t) { schedule_refill(t->data); }
-
-static void on_refill(uv_idle_t *h) {
-        lg_node *node = h->data;
-        uint64_t now = uv_hrtime() / 1000000, wake = 0;
-        for (struct pool *p = node->pools; p; p = p->next) {
-                if (p->deleted || p->n_ready + p->n_starting >= p->spec.ready)
-                        continue;
-                if (p->retry_at_ms > now) {
-                        /* Backing off after failures: come back then. */
-                        if (!wake || p->retry_at_ms < wake)
-                                wake = p->retry_at_ms;
-                        continue;
-                }
-                lg_instance *inst;
-                struct lg_error err = {0};
-                if (make_sandbox(node, p, &inst, &err) < 0) {
-                        pool_failed(p, err.msg);
-                        if (!wake || p->retry_at_ms < wake)
-                                wake = p->retry_at_ms;
-                        continue;
-                }
-                inst->state = ST_STARTING;
-                inst->pool = p;
-                inst->next = p->placeholders;
-                p->placeholders = inst;
-                p->n_starting++;
-                return;
-        }
-        uv_idle_stop(h);
-        node->refill_active = false;
-        if (wake)
-                uv_timer_start(&node->retry, on_retry, wake - now, 0);
+/* The pool group's warm pool wants one more placeholder. */
+static int warm_make(lg_warm_pool *wp, void *data, struct lg_error *err) {
+        struct pool *p = data;
+        lg_instance *inst;
+        int r = make_sandbox(p->node, p, &inst, err);
+        if (r < 0)
+                return r;
+        inst->state = ST_STARTING;
+        lg_warm_add(wp, &inst->witem);
+        return 0;
 }
 
-static void schedule_refill(lg_node *node) {
-        if (node->refill_active)
-                return;
-        node->refill_active = true;
-        uv_idle_start(&node->refill, on_refill);
+/* A placeholder no longer wanted (fewer ready, the group reshaped or deleted). */
+static void warm_discard(lg_warm_item *item, void *data) {
+        (void) data;
+        lg_instance *inst = (lg_instance *) item;
+        lg_instance_destroy(inst);
+}
+
+static const struct lg_warm_ops warm_ops = {.make = warm_make, .discard = warm_discard};
+
+/* What a group's placeholders are made from: a sandbox made for one key
+ * never serves another. The group's name is part of it: a declared pool
+ * group owns its placeholders (its ready count and its counters are its
+ * own, as the API shows them). */
+static void pool_key(const struct pool *p, char *buf, size_t cap) {
+        uint64_t h = 1469598103934665603ull; /* FNV-1a of the environment */
+        for (char **e = p->env; e && *e; e++)
+                for (const char *c = *e; ; c++) {
+                        h = (h ^ (unsigned char) *c) * 1099511628211ull;
+                        if (!*c)
+                                break;
+                }
+        snprintf(buf, cap, "worker:%s cpu=%llu boost=%llu mem=%llu disk=%llu rw=%d env=%016llx group=%s", p->runtime,
+                 (unsigned long long) p->spec.cpu_millis, (unsigned long long) p->spec.boost_cpu_millis,
+                 (unsigned long long) p->spec.memory_bytes, (unsigned long long) p->spec.disk_bytes,
+                 p->spec.writable_root, (unsigned long long) h, p->name);
 }
 
 int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_error *err) {
@@ -673,16 +622,15 @@ int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_e
                         free(p);
                         return lg_error_set(err, ENOMEM, "allocate pool");
                 }
+                p->node = node;
                 p->next = node->pools;
                 node->pools = p;
         }
-        bool changed = p->runtime && (strcmp(p->runtime, spec->runtime) || p->spec.cpu_millis != spec->cpu_millis ||
-                                      p->spec.memory_bytes != spec->memory_bytes ||
-                                      p->spec.boost_cpu_millis != spec->boost_cpu_millis);
+        char *runtime = strdup(spec->runtime);
+        if (!runtime)
+                return lg_error_set(err, ENOMEM, "allocate pool");
         free(p->runtime);
-        p->runtime = strdup(spec->runtime);
-        changed |= p->spec.writable_root != spec->writable_root ||
-                   p->spec.disk_bytes != spec->disk_bytes;
+        p->runtime = runtime;
         env_free(p->env);
         p->env = NULL;
         if (spec->env && spec->env[0]) {
@@ -698,32 +646,29 @@ int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_e
                         p->env[m + i] = strdup(spec->env[i]);
         }
         p->spec = *spec;
-        p->retry_at_ms = 0;
         p->spec.name = p->name;
         p->spec.runtime = p->runtime;
         p->spec.env = NULL;
-        /* Placeholders of an older shape are replaced; extra ones trimmed. */
-        lg_instance *inst = p->placeholders;
-        unsigned keep = 0;
-        while (inst) {
-                lg_instance *next = inst->next;
-                if (changed || keep >= spec->ready)
-                        lg_instance_destroy(inst);
-                else
-                        keep++;
-                inst = next;
+        /* Placeholders of an older shape are replaced (another key, so
+         * another warm pool); extra ones are trimmed by the warm pool. */
+        char key[1024];
+        pool_key(p, key, sizeof(key));
+        if (p->warm && strcmp(lg_warm_pool_key(p->warm), key)) {
+                lg_warm_pool_delete(p->warm);
+                p->warm = NULL;
         }
-        schedule_refill(node);
-        return 0;
+        struct lg_warm_pool_config wc = {.key = key, .target = spec->ready, .retry = LG_WARM_RETRY_BACKOFF,
+                                         .ops = &warm_ops, .data = p};
+        return lg_warm_pool_set(node->warm, &wc, &p->warm, err);
 }
 
 int lg_node_pool_delete(lg_node *node, const char *name) {
         struct pool *p = find_pool(node, name);
         if (!p)
                 return -ENOENT;
-        while (p->placeholders)
-                lg_instance_destroy(p->placeholders);
-        p->deleted = true; /* kept until the node goes: instances may point at it */
+        lg_warm_pool_delete(p->warm);
+        p->warm = NULL;
+        p->deleted = true; /* kept until the node goes: instances point at it */
         return 0;
 }
 
@@ -731,9 +676,11 @@ int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *re
         struct pool *p = find_pool(node, name);
         if (!p)
                 return -ENOENT;
-        *ret = (struct lg_pool_stats){p->n_ready, p->n_starting, p->created, p->taken, p->on_demand,
-                                      p->failures, ""};
-        snprintf(ret->last_error, sizeof(ret->last_error), "%s", p->last_error);
+        struct lg_warm_stats ws = {0};
+        if (p->warm)
+                lg_warm_pool_stats(p->warm, &ws);
+        *ret = (struct lg_pool_stats){ws.ready, ws.starting, p->created, ws.taken, p->on_demand, ws.failures, ""};
+        snprintf(ret->last_error, sizeof(ret->last_error), "%s", ws.last_error);
         return 0;
 }
 
@@ -818,17 +765,9 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
         struct pool *p = find_pool(node, spec->pool);
         if (!p)
                 return lg_error_set(err, ENOENT, "pool group `%s` does not exist", spec->pool);
-        lg_instance *inst = NULL;
-        for (lg_instance *i = p->placeholders; i; i = i->next)
-                if (i->state == ST_READY) {
-                        inst = i;
-                        break;
-                }
+        lg_instance *inst = p->warm ? (lg_instance *) lg_warm_take(p->warm) : NULL;
         int r;
-        if (inst) {
-                pool_unlink(inst);
-                p->taken++;
-        } else {
+        if (!inst) {
                 /* Empty pool, or a burst larger than it: make one now. The
                  * worker's imports and the specialize are then sequential,
                  * but the request still succeeds. */
@@ -838,7 +777,6 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
                 inst->cold = true;
                 p->on_demand++;
         }
-        schedule_refill(node);
         inst->t_start = lg_now_ns();
         inst->ready_cb = ready_cb;
         inst->exit_cb = exit_cb;
@@ -914,10 +852,11 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
          * other instances start. */
         node->runtime_bind = (struct lg_bind){.src = node->runtimes_dir, .dst = "/opt/legion/runtime",
                                               .readonly = true, .private_inodes = true};
-        uv_idle_init(node->loop, &node->refill);
-        node->refill.data = node;
-        uv_timer_init(node->loop, &node->retry);
-        node->retry.data = node;
+        r = lg_warm_new(node->loop, &node->warm, err);
+        if (r < 0) {
+                lg_node_free(node);
+                return r;
+        }
         *ret = node;
         return 0;
 }
@@ -925,9 +864,8 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
 void lg_node_free(lg_node *node) {
         if (!node)
                 return;
-        for (struct pool *p = node->pools; p; p = p->next)
-                while (p->placeholders)
-                        lg_instance_destroy(p->placeholders);
+        /* Placeholders are discarded with their warm pools. */
+        lg_warm_free(node->warm);
         /* Instances still serving (the router is not freed at exit) go
          * too, nobody told; their destroys run off the loop, waited for. */
         for (lg_instance *inst = node->all; inst; inst = inst->all_next) {
@@ -935,14 +873,9 @@ void lg_node_free(lg_node *node) {
                 inst->exit_cb = NULL;
                 instance_release(inst);
         }
-        if (node->refill.loop) {
-                uv_idle_stop(&node->refill);
-                uv_close((uv_handle_t *) &node->refill, NULL);
-                uv_timer_stop(&node->retry);
-                uv_close((uv_handle_t *) &node->retry, NULL);
-        }
         while (node->live)
                 uv_run(node->loop, UV_RUN_ONCE);
+        uv_run(node->loop, UV_RUN_NOWAIT); /* the warm pools' handles close */
         for (struct pool *p = node->pools, *next; p; p = next) {
                 next = p->next;
                 free(p->name);

@@ -2,7 +2,9 @@
  * run off the loop (a destroy that cannot end until the loop acts still
  * ends), one at a time per sandbox in order, and what comes behind a
  * failed create or a destroy is refused; a detached sandbox is adopted by
- * the next agent. Skips (77) when not root. */
+ * the next agent. Warm pools (warm.h) of real sandboxes made through it:
+ * refill, backoff after failed makes with the last error, and a sandbox
+ * made for one key never taken for another. Skips (77) when not root. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #include "node/agent.h"
+#include "node/warm.h"
 
 static char state_root[256];
 
@@ -242,6 +245,192 @@ static void test_detach_adopt(void **state) {
         teardown_ctx(&b);
 }
 
+/* ---- warm pools ------------------------------------------------------------------ */
+
+struct wctx {
+        struct ctx c;
+        lg_warm *warm;
+        const struct lg_sandbox_spec *spec[2]; /* per pool */
+        unsigned makes, discards;
+};
+
+struct pool_data {
+        struct wctx *w;
+        int key;
+};
+
+struct witem {
+        lg_warm_item wi;     /* first: the pool gives it back */
+        lg_agent_req req;
+        struct wctx *w;
+        int key;             /* which pool made it */
+};
+
+static void made(lg_agent_req *req) {
+        struct witem *it = req->data;
+        if (req->result < 0) {
+                lg_warm_failed(&it->wi, req->err.msg);
+                free(it);
+                return;
+        }
+        if (it->wi.pool)
+                lg_warm_ready(&it->wi);
+        else /* discarded while being made */
+                lg_agent_destroy(it->w->c.agent, NULL, it->req.id, NULL), free(it);
+}
+
+static int w_make(lg_warm_pool *p, void *data, struct lg_error *err) {
+        struct pool_data *d = data;
+        struct wctx *w = d->w;
+        int key = d->key;
+        struct witem *it = calloc(1, sizeof(*it));
+        if (!it)
+                return lg_error_set(err, ENOMEM, "out of memory");
+        it->w = w;
+        it->key = key;
+        it->req.data = it;
+        int r = lg_agent_create(w->c.agent, &it->req, NULL, w->spec[key], LG_AGENT_START_NOW | LG_AGENT_LOW_PRIO,
+                                made);
+        if (r < 0) {
+                free(it);
+                return lg_error_set(err, -r, "create");
+        }
+        w->makes++;
+        lg_warm_add(p, &it->wi);
+        return 0;
+}
+
+static void w_discard(lg_warm_item *item, void *data) {
+        struct wctx *w = ((struct pool_data *) data)->w;
+        struct witem *it = (struct witem *) item;
+        w->discards++;
+        if (it->req.result == 0 && it->req.out.pid > 0) { /* made: else made() sees it has no pool */
+                lg_agent_destroy(w->c.agent, NULL, it->req.id, NULL);
+                free(it);
+        }
+}
+
+static const struct lg_warm_ops w_ops = {.make = w_make, .discard = w_discard};
+
+static void run_until_ready(struct wctx *w, lg_warm_pool *p, unsigned n) {
+        struct lg_warm_stats st;
+        for (;;) {
+                lg_warm_pool_stats(p, &st);
+                if (st.ready >= n)
+                        return;
+                uv_run(&w->c.loop, UV_RUN_ONCE);
+        }
+}
+
+static void w_setup(struct wctx *w) {
+        memset(w, 0, sizeof(*w));
+        setup_ctx(&w->c);
+        struct lg_error err = {0};
+        assert_int_equal(lg_warm_new(&w->c.loop, &w->warm, &err), 0);
+}
+
+static void w_teardown(struct wctx *w) {
+        lg_warm_free(w->warm);
+        uv_run(&w->c.loop, UV_RUN_NOWAIT);
+        teardown_ctx(&w->c);
+}
+
+static void test_warm_keyed_refill(void **state) {
+        (void) state;
+        struct wctx w;
+        w_setup(&w);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, argv);
+        w.spec[0] = w.spec[1] = &spec; /* the same shape, two keys: still never mixed */
+        struct pool_data da = {&w, 0}, db = {&w, 1};
+        lg_warm_pool *a, *b;
+        struct lg_error err = {0};
+        struct lg_warm_pool_config ca = {.key = "worker:sleep cpu=0 mem=0 a", .target = 2, .ops = &w_ops, .data = &da};
+        struct lg_warm_pool_config cb = {.key = "worker:sleep cpu=0 mem=0 b", .target = 1, .ops = &w_ops, .data = &db};
+        assert_int_equal(lg_warm_pool_set(w.warm, &ca, &a, &err), 0);
+        assert_int_equal(lg_warm_pool_set(w.warm, &cb, &b, &err), 0);
+        assert_ptr_equal(lg_warm_pool_find(w.warm, ca.key), a);
+        run_until_ready(&w, a, 2);
+        run_until_ready(&w, b, 1);
+        /* Keyed: a's two, then none, although b has one ready. */
+        struct witem *t1 = (struct witem *) lg_warm_take(a);
+        struct witem *t2 = (struct witem *) lg_warm_take(a);
+        assert_non_null(t1);
+        assert_non_null(t2);
+        assert_int_equal(t1->key, 0);
+        assert_int_equal(t2->key, 0);
+        assert_null(lg_warm_take(a));
+        struct lg_warm_stats st;
+        lg_warm_pool_stats(a, &st);
+        assert_int_equal(st.taken, 2);
+        assert_int_equal(st.missed, 1);
+        lg_warm_pool_stats(b, &st);
+        assert_int_equal(st.ready, 1);
+        assert_int_equal(st.taken, 0);
+        /* Refilled. */
+        run_until_ready(&w, a, 2);
+        lg_warm_pool_stats(a, &st);
+        assert_int_equal(st.made, 4);
+        assert_int_equal(st.failures, 0);
+        /* A lower target gives up the extra one. */
+        ca.target = 1;
+        assert_int_equal(lg_warm_pool_set(w.warm, &ca, NULL, &err), 0);
+        lg_warm_pool_stats(a, &st);
+        assert_int_equal(st.ready, 1);
+        assert_int_equal(w.discards, 1);
+        lg_agent_destroy(w.c.agent, NULL, t1->req.id, NULL);
+        lg_agent_destroy(w.c.agent, NULL, t2->req.id, NULL);
+        free(t1);
+        free(t2);
+        w_teardown(&w);
+}
+
+static void test_warm_backoff(void **state) {
+        (void) state;
+        struct wctx w;
+        w_setup(&w);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec bad, good;
+        sleeper_spec(&bad, argv);
+        bad.cwd = "/does/not/exist";
+        sleeper_spec(&good, argv);
+        w.spec[0] = &bad;
+        struct pool_data d = {&w, 0};
+        lg_warm_pool *p;
+        struct lg_error err = {0};
+        struct lg_warm_pool_config c = {.key = "worker:broken", .target = 1, .ops = &w_ops, .data = &d};
+        assert_int_equal(lg_warm_pool_set(w.warm, &c, &p, &err), 0);
+        /* Fails, and is tried again (after a backoff) with the reason kept. */
+        struct lg_warm_stats st;
+        do {
+                uv_run(&w.c.loop, UV_RUN_ONCE);
+                lg_warm_pool_stats(p, &st);
+        } while (st.failures < 2);
+        assert_int_equal(st.ready, 0);
+        assert_non_null(strstr(st.last_error, "/does/not/exist"));
+        assert_true(w.makes >= 2);
+        /* Once, then only when used again. */
+        c.retry = LG_WARM_RETRY_WHEN_USED;
+        assert_int_equal(lg_warm_pool_set(w.warm, &c, NULL, &err), 0);
+        do {
+                uv_run(&w.c.loop, UV_RUN_ONCE);
+                lg_warm_pool_stats(p, &st);
+        } while (st.failures < 3);
+        unsigned makes = w.makes;
+        /* Nothing armed: the loop has nothing left to do. */
+        assert_int_equal(uv_run(&w.c.loop, UV_RUN_DEFAULT), 0);
+        assert_int_equal(w.makes, makes);
+        /* The shape fixed, a use: made, and the error is gone. */
+        w.spec[0] = &good;
+        lg_warm_used(p);
+        run_until_ready(&w, p, 1);
+        lg_warm_pool_stats(p, &st);
+        assert_int_equal(st.failures, 0);
+        assert_string_equal(st.last_error, "");
+        w_teardown(&w);
+}
+
 int main(void) {
         if (geteuid() != 0) {
                 fprintf(stderr, "SKIP: node agent tests need root (namespaces, cgroups, mounts)\n");
@@ -256,6 +445,8 @@ int main(void) {
                 cmocka_unit_test(test_order),
                 cmocka_unit_test(test_failed_create),
                 cmocka_unit_test(test_detach_adopt),
+                cmocka_unit_test(test_warm_keyed_refill),
+                cmocka_unit_test(test_warm_backoff),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
         lg_rm_rf(state_root);
