@@ -1,11 +1,7 @@
 /* /v1/images: import, pull, list, inspect, remove and GC of OCI images
- * (docs/api.md, "Images").
- *
- * Import and pull take seconds to minutes, so they run on libuv's thread
- * pool (lg_image_import / lg_image_pull block) while the loop keeps serving.
- * An import's archive is streamed to an unlinked temporary file under
- * <home>/tmp first (the import reads it back through /proc/self/fd, so no
- * file is left behind whatever happens).
+ * (docs/api.md, "Images"). Import, pull and GC are jobs of src/image's
+ * lg_image_jobs (on libuv's thread pool); here they are started from
+ * requests and their progress and results written as responses.
  *
  * Two ways to answer them: plain JSON with a status (201 and the image, or
  * an error with the status that fits) by default, or, when the client sends
@@ -13,17 +9,11 @@
  * line: progress lines {"phase","what","done","total"} at most ~10 a second
  * (posted from the worker thread to the loop with a uv_async_t), then one
  * final {"image":{...}} or {"error":{"code","message","status"}}. */
-#include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "api/api-internal.h"
-
-#define IMPORT_MAX (16ull << 30) /* archive upload limit */
-#define PROGRESS_NS 100000000ull /* 10 lines a second at most */
 
 /* ---- JSON --------------------------------------------------------------------- */
 
@@ -101,137 +91,33 @@ static struct status_map image_status(int r, bool registry) {
         }
 }
 
-/* err's message without the trailing ": <strerror>" lg_error_set adds, and
- * with the temporary file's /proc path said as "the archive". */
-static void error_message(int r, const struct lg_error *err, const char *tmp_path, char *buf, size_t cap) {
+/* err's message without the trailing ": <strerror>" lg_error_set adds. */
+static void error_message(int r, const struct lg_error *err, char *buf, size_t cap) {
         snprintf(buf, cap, "%s", err && err->msg[0] ? err->msg : strerror(-r));
         char suffix[128];
         snprintf(suffix, sizeof(suffix), ": %s", strerror(-r));
         size_t bl = strlen(buf), sl = strlen(suffix);
         if (bl > sl && !strcmp(buf + bl - sl, suffix))
                 buf[bl - sl] = '\0';
-        if (tmp_path && tmp_path[0]) {
-                char *at = strstr(buf, tmp_path);
-                if (at) {
-                        char rest[512];
-                        snprintf(rest, sizeof(rest), "%s", at + strlen(tmp_path));
-                        snprintf(at, cap - (size_t) (at - buf), "the archive%s", rest);
-                }
-        }
 }
 
 static void respond_image_error(struct lg_http_request *req, int r, const struct lg_error *err, bool registry) {
         char msg[600];
-        error_message(r, err, NULL, msg, sizeof(msg));
+        error_message(r, err, msg, sizeof(msg));
         struct status_map s = image_status(r, registry);
         lg_http_respond_error(req, s.status, s.code, "%s", msg);
 }
 
-/* ---- jobs on the thread pool ------------------------------------------------------ */
+/* ---- jobs (lg_image_jobs) ----------------------------------------------------------- */
 
-enum job_kind { JOB_IMPORT, JOB_PULL, JOB_GC };
-
-struct job {
-        enum job_kind kind;
-        struct lg_api *api;
+/* A request waiting for its job: plain JSON at the end, or NDJSON lines. */
+struct job_req {
         struct lg_http_request *req;
+        lg_image_job *job;
         bool ndjson;
-        bool aborted;          /* the client went away */
-        bool queued;           /* on the thread pool: free in after_work */
-        bool async_open;
-
-        uv_work_t work;
-        uv_async_t async;
-
-        /* import */
-        int fd;
-        char fd_path[64];
-        char *name;
-        uint64_t received;
-        int write_err;
-        /* pull */
-        char *ref;
-        char *username, *password;
-        bool insecure;
-        /* gc */
-        char **keep;
-        size_t n_keep;
-        struct lg_image_gc_result gc;
-
-        /* results */
-        int r;
-        struct lg_error err;
-        struct lg_image *img;
-
-        /* progress: written by the worker, read by the loop */
-        pthread_mutex_t mu;
-        char phase[16], what[128];
-        uint64_t done, total;
-        bool fresh;
-        /* what the loop last sent */
-        char sent_phase[16], sent_what[128];
-        uint64_t sent_ns;
 };
 
-static void job_closed(uv_handle_t *h) {
-        struct job *j = h->data;
-        pthread_mutex_destroy(&j->mu);
-        free(j);
-}
-
-static void job_free(struct job *j) {
-        if (j->fd >= 0)
-                close(j->fd);
-        free(j->name);
-        free(j->ref);
-        free(j->username);
-        if (j->password) {
-                explicit_bzero(j->password, strlen(j->password));
-                free(j->password);
-        }
-        for (size_t i = 0; i < j->n_keep; i++)
-                free(j->keep[i]);
-        free(j->keep);
-        lg_image_free(j->img);
-        if (j->async_open)
-                uv_close((uv_handle_t *) &j->async, job_closed);
-        else
-                job_closed((uv_handle_t *) &j->async);
-}
-
-static struct job *job_new(struct api_call *c, enum job_kind kind) {
-        struct job *j = calloc(1, sizeof(*j));
-        if (!j)
-                return NULL;
-        j->kind = kind;
-        j->api = c->api;
-        j->req = c->req;
-        j->fd = -1;
-        j->async.data = j;
-        pthread_mutex_init(&j->mu, NULL);
-        const char *acc = lg_http_request_header(c->req, "Accept");
-        j->ndjson = acc && strstr(acc, "application/x-ndjson");
-        return j;
-}
-
-static void job_progress(void *ud, const char *phase, const char *what, uint64_t done, uint64_t total) {
-        struct job *j = ud;
-        if (!j->ndjson)
-                return;
-        pthread_mutex_lock(&j->mu);
-        snprintf(j->phase, sizeof(j->phase), "%s", phase ? phase : "");
-        /* The upload's /proc path means nothing to the client. */
-        if (what && j->fd_path[0] && !strcmp(what, j->fd_path))
-                what = "archive";
-        snprintf(j->what, sizeof(j->what), "%s", what ? what : "");
-        j->done = done;
-        j->total = total;
-        j->fresh = true;
-        pthread_mutex_unlock(&j->mu);
-        uv_async_send(&j->async);
-}
-
-static void write_line(struct job *j, json_t *doc) {
+static void write_line(struct lg_http_request *req, json_t *doc) {
         char *s = json_dumps(doc, JSON_COMPACT);
         json_decref(doc);
         if (!s)
@@ -245,63 +131,14 @@ static void write_line(struct job *j, json_t *doc) {
         line[n] = '\n';
         line[n + 1] = '\0';
         /* Copied when it cannot go at once (cb NULL). */
-        lg_http_response_write(j->req, line, n + 1, NULL, NULL);
+        lg_http_response_write(req, line, n + 1, NULL, NULL);
         free(line);
 }
 
-/* On the loop: send the latest progress unless it is too soon after the
- * previous line (a new phase or blob always goes out, and so does the last
- * one when forced). */
-static void flush_progress(struct job *j, bool force) {
-        if (j->aborted)
-                return;
-        pthread_mutex_lock(&j->mu);
-        char phase[16], what[128];
-        uint64_t done = j->done, total = j->total;
-        bool fresh = j->fresh;
-        j->fresh = false;
-        memcpy(phase, j->phase, sizeof(phase));
-        memcpy(what, j->what, sizeof(what));
-        pthread_mutex_unlock(&j->mu);
-        if (!fresh)
-                return;
-        uint64_t now = lg_now_ns();
-        bool changed = strcmp(phase, j->sent_phase) || strcmp(what, j->sent_what);
-        if (!force && !changed && now - j->sent_ns < PROGRESS_NS && !(total && done >= total)) {
-                /* Too soon: keep it for the next wake-up (the worker's next
-                 * report, or the final line). */
-                pthread_mutex_lock(&j->mu);
-                if (!j->fresh)
-                        j->fresh = true;
-                pthread_mutex_unlock(&j->mu);
-                return;
-        }
-        j->sent_ns = now;
-        memcpy(j->sent_phase, phase, sizeof(phase));
-        memcpy(j->sent_what, what, sizeof(what));
-        write_line(j, json_pack("{s:s, s:s, s:I, s:I}", "phase", phase, "what", what, "done", (json_int_t) done,
-                                "total", (json_int_t) total));
-}
-
-static void on_async(uv_async_t *h) { flush_progress(h->data, false); }
-
-static void job_work(uv_work_t *w) {
-        struct job *j = w->data;
-        lg_image_store *st = j->api->images;
-        switch (j->kind) {
-        case JOB_IMPORT:
-                j->r = lg_image_import(st, j->fd_path, j->name, job_progress, j, &j->img, &j->err);
-                break;
-        case JOB_PULL: {
-                struct lg_registry_auth auth = {.username = j->username, .password = j->password,
-                                                .insecure = j->insecure};
-                j->r = lg_image_pull(st, j->ref, &auth, job_progress, j, &j->img, &j->err);
-                break;
-        }
-        case JOB_GC:
-                j->r = lg_image_gc(st, (const char *const *) j->keep, j->n_keep, &j->gc, &j->err);
-                break;
-        }
+static void on_progress(const struct lg_image_progress *p, void *ud) {
+        struct job_req *jr = ud;
+        write_line(jr->req, json_pack("{s:s, s:s, s:I, s:I}", "phase", p->phase, "what", p->what, "done",
+                                      (json_int_t) p->done, "total", (json_int_t) p->total));
 }
 
 static json_t *gc_json(const struct lg_image_gc_result *g) {
@@ -309,106 +146,92 @@ static json_t *gc_json(const struct lg_image_gc_result *g) {
                          (json_int_t) g->layers_removed, "bytesFreed", (json_int_t) g->bytes_freed);
 }
 
-static void job_done(uv_work_t *w, int status) {
-        struct job *j = w->data;
-        struct lg_http_request *req = j->req;
-        if (status < 0 && j->r >= 0)
-                j->r = lg_error_setm(&j->err, -status, "the job was cancelled");
-        if (j->aborted) {
-                lg_http_response_abort(req);
-                job_free(j);
-                return;
-        }
-        bool registry = j->kind == JOB_PULL;
-        if (j->ndjson) {
-                flush_progress(j, true); /* the last progress, if it is still pending */
-                if (j->r >= 0) {
-                        write_line(j, json_pack("{s:o}", "image", image_json(j->img)));
-                } else {
-                        char msg[600];
-                        error_message(j->r, &j->err, j->fd_path, msg, sizeof(msg));
-                        struct status_map s = image_status(j->r, registry);
-                        write_line(j, json_pack("{s:{s:s, s:s, s:i}}", "error", "code", s.code, "message", msg,
-                                                "status", s.status));
-                }
+static void on_done(const struct lg_image_job_result *res, void *ud) {
+        struct job_req *jr = ud;
+        struct lg_http_request *req = jr->req;
+        char msg[600];
+        if (res->status < 0)
+                error_message(res->status, res->err, msg, sizeof(msg));
+        struct status_map s = image_status(res->status, res->registry);
+        if (jr->ndjson) {
+                if (res->status >= 0)
+                        write_line(req, json_pack("{s:o}", "image", image_json(res->img)));
+                else
+                        write_line(req, json_pack("{s:{s:s, s:s, s:i}}", "error", "code", s.code, "message", msg,
+                                                  "status", s.status));
                 lg_http_response_end(req);
-        } else if (j->r < 0) {
-                char msg[600];
-                error_message(j->r, &j->err, j->fd_path, msg, sizeof(msg));
-                struct status_map s = image_status(j->r, registry);
+        } else if (res->status < 0) {
                 lg_http_respond_error(req, s.status, s.code, "%s", msg);
-        } else if (j->kind == JOB_GC) {
-                api_json(req, 200, gc_json(&j->gc));
+        } else if (res->gc) {
+                api_json(req, 200, gc_json(res->gc));
         } else {
-                api_json(req, 201, image_json(j->img));
+                api_json(req, 201, image_json(res->img));
         }
-        job_free(j);
+        free(jr);
 }
 
 static void job_abort(struct lg_http_request *req, int reason, void *ud) {
-        struct job *j = ud;
+        struct job_req *jr = ud;
         (void) reason;
-        j->aborted = true;
-        if (!j->queued) { /* still reading the upload */
-                lg_http_response_abort(req);
-                job_free(j);
+        lg_image_job_cancel(jr->job);
+        free(jr);
+        lg_http_response_abort(req);
+}
+
+static struct job_req *job_req_new(struct api_call *c, bool progress) {
+        struct job_req *jr = calloc(1, sizeof(*jr));
+        if (!jr) {
+                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
+                return NULL;
+        }
+        jr->req = c->req;
+        const char *acc = lg_http_request_header(c->req, "Accept");
+        jr->ndjson = progress && acc && strstr(acc, "application/x-ndjson");
+        return jr;
+}
+
+/* The job has started: the NDJSON response starts now. */
+static void job_started(struct job_req *jr) {
+        lg_http_request_on_abort(jr->req, job_abort, jr);
+        if (jr->ndjson) {
+                static const struct lg_http_header h[] = {{"Content-Type", "application/x-ndjson"},
+                                                          {"Cache-Control", "no-cache"}};
+                lg_http_response_start(jr->req, 200, h, ARRAY_SIZE(h), -1);
         }
 }
 
-/* Queue the job; the NDJSON response starts now. */
-static void job_start(struct job *j) {
-        if (j->ndjson) {
-                if (uv_async_init(j->api->loop, &j->async, on_async) == 0)
-                        j->async_open = true;
-                else
-                        j->ndjson = false;
-        }
-        if (j->ndjson) {
-                static const struct lg_http_header h[] = {{"Content-Type", "application/x-ndjson"},
-                                                          {"Cache-Control", "no-cache"}};
-                lg_http_response_start(j->req, 200, h, ARRAY_SIZE(h), -1);
-        }
-        j->queued = true;
-        j->work.data = j;
-        int r = uv_queue_work(j->api->loop, &j->work, job_work, job_done);
-        if (r < 0) {
-                j->r = lg_error_setm(&j->err, ENOMEM, "cannot queue the work: %s", uv_strerror(r));
-                job_done(&j->work, 0);
-        }
+/* A job that could not start. */
+static void job_failed(struct job_req *jr, int r, const struct lg_error *err) {
+        if (r == -ENOMEM)
+                lg_http_respond_error(jr->req, 503, "Overloaded", "%s", "out of memory");
+        else
+                lg_http_respond_error(jr->req, 500, "Internal", "%s", err->msg);
+        free(jr);
 }
 
 /* ---- import (streamed upload) ------------------------------------------------------- */
 
 static void import_data(struct lg_http_request *req, const char *data, size_t len, void *ud) {
-        struct job *j = ud;
+        struct job_req *jr = ud;
         (void) req;
-        if (j->write_err)
-                return;
-        int r = lg_write_all(j->fd, data, len);
-        if (r < 0)
-                j->write_err = r;
-        j->received += len;
+        lg_image_import_write(jr->job, data, len);
 }
 
 static void import_end(struct lg_http_request *req, void *ud) {
-        struct job *j = ud;
-        if (j->write_err) {
-                int r = j->write_err;
-                if (r == -ENOSPC)
-                        lg_http_respond_error(req, 507, "InsufficientStorage", "%s",
-                                              "no space left for the archive on legiond's disk");
-                else
-                        lg_http_respond_error(req, 500, "Internal", "cannot store the archive: %s", strerror(-r));
-                job_free(j);
+        struct job_req *jr = ud;
+        struct lg_error err = {0};
+        int r = lg_image_import_finish(jr->job, jr->ndjson ? on_progress : NULL, on_done, jr, &err);
+        if (r == -ENOSPC)
+                lg_http_respond_error(req, 507, "InsufficientStorage", "%s", err.msg);
+        else if (r == -ENODATA)
+                lg_http_respond_error(req, 400, "BadImage", "%s", err.msg);
+        if (r < 0) {
+                if (r != -ENOSPC && r != -ENODATA)
+                        lg_http_respond_error(req, 500, "Internal", "%s", err.msg);
+                free(jr);
                 return;
         }
-        if (j->received == 0) {
-                lg_http_respond_error(req, 400, "BadImage", "%s",
-                                      "the request body must be an image archive (docker save or OCI layout tar)");
-                job_free(j);
-                return;
-        }
-        job_start(j);
+        job_started(jr);
 }
 
 static void api_images_import(struct api_call *c) {
@@ -425,42 +248,21 @@ static void api_images_import(struct api_call *c) {
                         return;
                 }
         }
-        char dir[4096];
-        snprintf(dir, sizeof(dir), "%s", c->api->tmp_dir);
-        int r = lg_mkdir_p(dir, 0700);
-        if (r < 0) {
-                lg_http_respond_error(c->req, 500, "Internal", "cannot create `%s`: %s", dir, strerror(-r));
-                return;
-        }
-        struct job *j = job_new(c, JOB_IMPORT);
-        if (!j || (name && *name && !(j->name = strdup(norm)))) {
-                if (j)
-                        job_free(j);
-                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
-                return;
-        }
-        char tmpl[4200];
-        snprintf(tmpl, sizeof(tmpl), "%s/import-XXXXXX", dir);
-        j->fd = mkostemp(tmpl, O_CLOEXEC);
-        if (j->fd < 0) {
-                lg_http_respond_error(c->req, 500, "Internal", "cannot create a temporary file in `%s`: %s", dir,
-                                      strerror(errno));
-                job_free(j);
-                return;
-        }
-        /* Unlinked at once: nothing is left behind, even after a crash. */
-        unlink(tmpl);
-        snprintf(j->fd_path, sizeof(j->fd_path), "/proc/self/fd/%d", j->fd);
         int64_t cl = lg_http_request_content_length(c->req);
-        if (cl > 0 && (uint64_t) cl > IMPORT_MAX) {
+        if (cl > 0 && (uint64_t) cl > LG_IMAGE_IMPORT_MAX) {
                 lg_http_respond_error(c->req, 413, "TooLarge", "the archive is over the limit of %llu GiB",
-                                      (unsigned long long) (IMPORT_MAX >> 30));
-                job_free(j);
+                                      (unsigned long long) (LG_IMAGE_IMPORT_MAX >> 30));
                 return;
         }
-        lg_http_request_set_body_limit(c->req, IMPORT_MAX);
-        lg_http_request_on_abort(c->req, job_abort, j);
-        if (lg_http_request_read(c->req, import_data, import_end, j) < 0) {
+        struct job_req *jr = job_req_new(c, true);
+        if (!jr)
+                return;
+        int r = lg_image_import_begin(c->api->image_jobs, name && *name ? norm : NULL, &jr->job, &err);
+        if (r < 0)
+                return job_failed(jr, r, &err);
+        lg_http_request_set_body_limit(c->req, LG_IMAGE_IMPORT_MAX);
+        lg_http_request_on_abort(c->req, job_abort, jr);
+        if (lg_http_request_read(c->req, import_data, import_end, jr) < 0) {
                 /* The server answered 413 itself; abort follows. */
         }
 }
@@ -501,52 +303,35 @@ static void api_images_pull(struct api_call *c) {
                 json_decref(body);
                 return respond_image_error(c->req, r, &err, false);
         }
-        struct job *j = job_new(c, JOB_PULL);
-        bool ok = j && (j->ref = strdup(image));
-        if (ok && json_string_value(user))
-                ok = (j->username = strdup(json_string_value(user)));
-        if (ok && json_string_value(pass))
-                ok = (j->password = strdup(json_string_value(pass)));
-        if (j)
-                j->insecure = json_is_true(insecure);
+        struct lg_registry_auth auth = {.username = json_string_value(user), .password = json_string_value(pass),
+                                        .insecure = json_is_true(insecure)};
+        struct job_req *jr = job_req_new(c, true);
+        if (jr)
+                r = lg_image_pull_start(c->api->image_jobs, image, &auth, jr->ndjson ? on_progress : NULL, on_done, jr,
+                                        &jr->job, &err);
         /* The password lives on in the request body buffer until the request
-         * ends; the parsed copy is scrubbed now. */
+         * ends; the parsed copy is scrubbed now (the job keeps its own). */
         if (json_string_value(pass))
                 explicit_bzero((char *) json_string_value(pass), strlen(json_string_value(pass)));
         json_decref(body);
-        if (!ok) {
-                if (j)
-                        job_free(j);
-                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
+        if (!jr)
                 return;
-        }
-        lg_http_request_on_abort(c->req, job_abort, j);
-        job_start(j);
+        if (r < 0)
+                return job_failed(jr, r, &err);
+        job_started(jr);
 }
 
 /* ---- gc, list, inspect, remove ------------------------------------------------------- */
 
-static void free_strv_n(char **v, size_t n) {
-        for (size_t i = 0; v && i < n; i++)
-                free(v[i]);
-        free(v);
-}
-
 static void api_images_gc(struct api_call *c) {
-        struct job *j = job_new(c, JOB_GC);
-        if (!j) {
-                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
+        struct job_req *jr = job_req_new(c, false);
+        if (!jr)
                 return;
-        }
-        j->ndjson = false;
-        /* Layers of running (and warm) sandboxes stay, whatever names
-         * point at them. */
-        if (c->api->pods && lg_pods_layers_in_use(c->api->pods, true, &j->keep, &j->n_keep) < 0) {
-                j->keep = NULL;
-                j->n_keep = 0;
-        }
-        lg_http_request_on_abort(c->req, job_abort, j);
-        job_start(j);
+        struct lg_error err = {0};
+        int r = lg_image_gc_start(c->api->image_jobs, on_done, jr, &jr->job, &err);
+        if (r < 0)
+                return job_failed(jr, r, &err);
+        job_started(jr);
 }
 
 static void api_images_list(struct api_call *c) {
@@ -561,23 +346,6 @@ static void api_images_list(struct api_call *c) {
                 json_array_append_new(items, image_json(list[i]));
         lg_image_list_free(list, n);
         api_json(c->req, 200, json_pack("{s:o}", "items", items));
-}
-
-/* True when every layer of img is in use by a running sandbox. */
-static bool image_in_use(struct lg_api *api, const struct lg_image *img) {
-        char **used = NULL;
-        size_t n = 0;
-        if (!api->pods || img->n_layers == 0 || lg_pods_layers_in_use(api->pods, false, &used, &n) < 0)
-                return false;
-        bool all = true;
-        for (size_t i = 0; all && i < img->n_layers; i++) {
-                bool found = false;
-                for (size_t k = 0; !found && k < n; k++)
-                        found = used[k] && !strcmp(used[k], img->layer_dirs[i]);
-                all = found;
-        }
-        free_strv_n(used, n);
-        return all;
 }
 
 static void api_image_one(struct api_call *c, const char *ref) {
@@ -602,29 +370,12 @@ static void api_image_one(struct api_call *c, const char *ref) {
                 lg_http_respond_error(c->req, 403, "Forbidden", "%s", "removing images needs an admin token");
                 return;
         }
-        size_t n_names = 0;
-        for (size_t i = 0; img->names && img->names[i]; i++)
-                n_names++;
-        /* Removing one of several names only untags; the last name (or the
-         * id) of an image a running pod uses needs force. */
-        bool last = n_names <= 1 || !strncmp(ref, "sha256:", 7) || !strcmp(ref, img->id);
+        lg_image_free(img);
         const char *force = lg_http_request_param(c->req, "force");
         bool forced = force && (!strcmp(force, "true") || !strcmp(force, "1") || !*force);
-        if (last && !forced && image_in_use(c->api, img)) {
-                lg_http_respond_error(c->req, 409, "Conflict", "image `%s` is used by a running pod (?force=true removes it anyway)",
-                                      ref);
-                lg_image_free(img);
-                return;
-        }
-        char id[sizeof(img->id)];
-        snprintf(id, sizeof(id), "%s", img->id);
-        lg_image_free(img);
-        r = lg_image_remove(c->api->images, ref, &err);
+        r = lg_image_jobs_remove(c->api->image_jobs, ref, forced, &err);
         if (r < 0)
                 return respond_image_error(c->req, r, &err, false);
-        /* Warm pod sandboxes of the image go with any of its names: made
-         * again at its next use if it is still there. */
-        lg_pods_image_removed(c->api->pods, id);
         lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
 }
 

@@ -15,8 +15,8 @@ struct lg_api {
         lg_sessions *sessions;
         lg_pods *pods;
         lg_image_store *images;
+        lg_image_jobs *image_jobs;
         lg_router *router;
-        char *tmp_dir;
         /* Pod watches (api-pods-stream.c), woken by the store's commit
          * hook through the kick timer. */
         struct watch *watches;

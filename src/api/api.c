@@ -555,27 +555,22 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
 
 int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *err) {
         lg_api *api = calloc(1, sizeof(*api));
-        if (!api || !(api->tmp_dir = strdup(cfg->tmp_dir))) {
-                free(api);
+        if (!api)
                 return lg_error_set(err, ENOMEM, "api");
-        }
         api->loop = cfg->loop;
         api->store = cfg->store;
         api->apps = cfg->apps;
         api->sessions = cfg->sessions;
         api->pods = cfg->pods;
         api->images = cfg->images;
+        api->image_jobs = cfg->image_jobs;
         api->router = cfg->router;
         api_kube_init(api);
         *ret = api;
         return 0;
 }
 
-static void api_closed(uv_handle_t *h) {
-        lg_api *api = h->data;
-        free(api->tmp_dir);
-        free(api);
-}
+static void api_closed(uv_handle_t *h) { free(h->data); }
 
 void lg_api_free(lg_api *api) {
         if (!api)

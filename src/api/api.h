@@ -11,7 +11,7 @@
  * lg_api_on_head and lg_api_on_request are the HTTP server's (userdata
  * the lg_api); the API registers the store's commit hook (wakes pod
  * watches). Memory: the API never logs; the handles in cfg are borrowed
- * and must outlive it, strings in cfg are copied. */
+ * and must outlive it. */
 #pragma once
 
 #include <uv.h>
@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "http/http.h"
 #include "image/image.h"
+#include "image/jobs.h"
 #include "pod/pod.h"
 #include "router/router.h"
 #include "session/session.h"
@@ -34,8 +35,8 @@ struct lg_api_config {
         lg_sessions *sessions;
         lg_pods *pods;          /* NULL: no warm pods, no layers in use */
         lg_image_store *images; /* NULL: /v1/images answers 503 */
+        lg_image_jobs *image_jobs; /* import, pull, GC, remove of images */
         lg_router *router;      /* the data path of apps and sessions */
-        const char *tmp_dir;    /* image archives being uploaded (unlinked files) */
 };
 
 int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *err);

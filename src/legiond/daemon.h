@@ -25,6 +25,7 @@ struct lg_daemon {
         lg_store *store;
         struct lg_blobstore *blobs;
         lg_image_store *images; /* <home>/images */
+        lg_image_jobs *image_jobs;
         lg_pods *pods;
         lg_node *node;
         lg_router *router;

@@ -222,6 +222,22 @@ static const struct lg_apps_ops apps_ops = {
         .route_stats = wire_route_stats,
 };
 
+/* The image jobs' view of the pod manager's sandboxes. */
+static int wire_layers_in_use(void *ud, bool warm, char ***ret, size_t *n) {
+        struct lg_daemon *d = ud;
+        return lg_pods_layers_in_use(d->pods, warm, ret, n);
+}
+
+static void wire_image_removed(void *ud, const char *image_id) {
+        struct lg_daemon *d = ud;
+        lg_pods_image_removed(d->pods, image_id);
+}
+
+static const struct lg_image_jobs_ops image_jobs_ops = {
+        .layers_in_use = wire_layers_in_use,
+        .image_removed = wire_image_removed,
+};
+
 /* An object of the store that could not be made live at start. */
 static void replay_report(const char *kind, const struct lg_resource *r, const struct lg_error *why, void *ud) {
         (void) ud;
@@ -364,8 +380,13 @@ int main(int argc, char **argv) {
                 r = lg_pods_new(&pc, &d->pods, &err);
         char tmp_dir[4096];
         snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", d->home);
+        struct lg_image_jobs_config ijc = {.loop = d->loop, .images = d->images, .tmp_dir = tmp_dir,
+                                           .ops = &image_jobs_ops, .ud = d};
+        if (r >= 0)
+                r = lg_image_jobs_new(&ijc, &d->image_jobs, &err);
         struct lg_api_config apic = {.loop = d->loop, .store = d->store, .apps = d->apps, .sessions = d->sessions,
-                                     .pods = d->pods, .images = d->images, .router = d->router, .tmp_dir = tmp_dir};
+                                     .pods = d->pods, .images = d->images, .image_jobs = d->image_jobs,
+                                     .router = d->router};
         if (r >= 0)
                 r = lg_api_new(&apic, &d->api, &err);
         struct lg_http_server_config hc = {
@@ -419,6 +440,7 @@ int main(int argc, char **argv) {
         lg_api_free(d->api);
         lg_sessions_free(d->sessions);
         lg_apps_free(d->apps);
+        lg_image_jobs_free(d->image_jobs);
         lg_pods_free(d->pods);
         lg_node_free(d->node);
         lg_image_store_close(d->images);
