@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "test-ok.h"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,13 +107,6 @@ struct fx {
         char pkg[80];  /* digest of a good package */
         char pkg2[80]; /* of another */
 };
-
-#define OK(call)                                                                 \
-        do {                                                                     \
-                int r_ = (call);                                                 \
-                if (r_ < 0)                                                      \
-                        fail_msg("%s = %d: %s", #call, r_, err.msg);             \
-        } while (0)
 
 static json_t *js(const char *text) {
         json_error_t je;

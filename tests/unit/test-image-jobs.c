@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "test-ok.h"
+
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,13 +71,6 @@ static void on_progress(const struct lg_image_progress *p, void *ud) {
         (void) p;
         ((struct done *) ud)->progress++;
 }
-
-#define OK(call)                                                                 \
-        do {                                                                     \
-                int r_ = (call);                                                 \
-                if (r_ < 0)                                                      \
-                        fail_msg("%s = %d: %s", #call, r_, err.msg);             \
-        } while (0)
 
 static int setup(void **state) {
         struct fx *f = calloc(1, sizeof(*f));

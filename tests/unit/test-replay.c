@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "test-ok.h"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,13 +77,6 @@ static void on_report(const char *kind, const struct lg_resource *r, const struc
         if (rep->n < 8)
                 snprintf(rep->what[rep->n++], sizeof(rep->what[0]), "%s %s/%s", kind, r->namespace, r->name);
 }
-
-#define OK(call)                                                                 \
-        do {                                                                     \
-                int r_ = (call);                                                 \
-                if (r_ < 0)                                                      \
-                        fail_msg("%s = %d: %s", #call, r_, err.msg);             \
-        } while (0)
 
 static json_t *js(const char *fmt, const char *arg) {
         char text[1024];
