@@ -32,6 +32,7 @@ struct lg_warm {
         uv_idle_t refill;
         bool refill_active;
         uv_timer_t retry;          /* wakes the refill after a backoff */
+        int open_handles;          /* while closing: the memory goes with the last */
 };
 
 static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
@@ -252,7 +253,7 @@ int lg_warm_new(uv_loop_t *loop, lg_warm **ret, struct lg_error *err) {
 
 static void closed(uv_handle_t *h) {
         lg_warm *w = h->data;
-        if (h == (uv_handle_t *) &w->retry)
+        if (--w->open_handles == 0)
                 free(w);
 }
 
@@ -261,6 +262,7 @@ void lg_warm_free(lg_warm *w) {
                 return;
         while (w->pools)
                 lg_warm_pool_delete(w->pools);
-        uv_close((uv_handle_t *) &w->refill, NULL);
+        w->open_handles = 2;
+        uv_close((uv_handle_t *) &w->refill, closed);
         uv_close((uv_handle_t *) &w->retry, closed);
 }

@@ -73,7 +73,8 @@ struct lg_warm_stats {
 };
 
 int lg_warm_new(uv_loop_t *loop, lg_warm **ret, struct lg_error *err);
-/* Delete every pool (discarding its items) and close the handles. */
+/* Delete every pool (discarding its items) and close the handles; the
+ * memory goes once the loop has run their close callbacks. */
 void lg_warm_free(lg_warm *w);
 
 /* Create the pool of key, or change its target (and ops, data): beyond
