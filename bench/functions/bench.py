@@ -386,7 +386,14 @@ def warm(args, api, out):
 
 def burst(args, api, out):
     digest = api.upload(os.path.join(ROOT, "bench", "functions", "apps", "burst"))
-    target = api.pool("python3")["spec"]["ready"]
+    # The cold part sets the python3 pool group's ready count; run alone
+    # (FN_PARTS=burst), the burst part sets it the same way.
+    py = api.pool("python3")
+    if py["spec"]["ready"] != args.pool_ready:
+        spec = dict(py["spec"])
+        spec["ready"] = args.pool_ready
+        api.call("PUT", "/v1/poolgroups/python3", spec)
+    target = args.pool_ready
     # (concurrency, maxInstances, seconds the function sleeps)
     variants = [(10, 10, 0), (10, 20, 0), (1, 50, 0), (1, 200, 0), (10, 20, 0.1), (1, 200, 0.1)]
     res = {"requests": args.burst_n, "pool_ready": target, "variants": []}

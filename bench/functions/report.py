@@ -40,6 +40,34 @@ def rng(xs, f):
     return f"{f(min(xs))}–{f(max(xs))}" if xs else ""
 
 
+BURST_COLUMNS = ("all answered ms | 2xx | latency p50 / p99 ms | instances that answered "
+                 "| right after: ready + starting | cold starts | placeholders taken / on demand "
+                 "| on-demand instances ready after, ms: first / p50 / last | all instances up, s after the last answer")
+
+
+def burst_header(first=("concurrency / maxInstances", "function")):
+    """The burst table's head; first: the columns before BURST_COLUMNS."""
+    n = len(first) + BURST_COLUMNS.count("|") + 1
+    return ["| " + " | ".join(first) + " | " + BURST_COLUMNS + " |", "|" + "---|" * n]
+
+
+def burst_row(v, requests, first=None):
+    """One variant of burst.json as a row; first: the leading cells (default
+    concurrency / maxInstances and the function)."""
+    h = v["httpload"]
+    st = v["status_right_after"]
+    if first is None:
+        fn = f"sleeps {v['sleep_s'] * 1000:.0f} ms" if v["sleep_s"] else "hello (no sleep)"
+        first = (f"{v['concurrency']} / {v['maxInstances']}", fn)
+    o = v["instance_ready_ms_on_demand"]
+    od = f"{o['min']:.0f} / {o['p50']:.0f} / {o['max']:.0f}" if o.get("n") else "none"
+    return (f"| {' | '.join(first)} | {h['all_answered_ms']:.1f} | "
+            f"{h['status']['2xx']}/{requests} | {h['latency_us']['p50'] / 1000:.1f} / "
+            f"{h['latency_us']['p99'] / 1000:.1f} | {v['instances_that_answered']} | "
+            f"{st['instances']} + {st['starting']} | {st['coldStarts']['count']} | "
+            f"{v['pool_taken']} / {v['pool_on_demand']} | {od} | {v['settle_s']:.2f} |")
+
+
 def main():
     d = sys.argv[1]
     meta = load(d, "meta.json") or {}
@@ -325,21 +353,9 @@ def main():
                  f"nothing is starting. The python3 pool group had `ready: {burst['pool_ready']}` (all ready before "
                  f"each burst); a new app per variant, deleted after.")
         s.append("")
-        s.append("| concurrency / maxInstances | function | all answered ms | 2xx | latency p50 / p99 ms "
-                 "| instances that answered | right after: ready + starting | cold starts | placeholders taken / on demand "
-                 "| on-demand instances ready after, ms: first / p50 / last | all instances up, s after the last answer |")
-        s.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        s += burst_header()
         for v in burst["variants"]:
-            h = v["httpload"]
-            st = v["status_right_after"]
-            fn = f"sleeps {v['sleep_s'] * 1000:.0f} ms" if v["sleep_s"] else "hello (no sleep)"
-            o = v["instance_ready_ms_on_demand"]
-            od = f"{o['min']:.0f} / {o['p50']:.0f} / {o['max']:.0f}" if o.get("n") else "none"
-            s.append(f"| {v['concurrency']} / {v['maxInstances']} | {fn} | {h['all_answered_ms']:.1f} | "
-                     f"{h['status']['2xx']}/{burst['requests']} | {h['latency_us']['p50'] / 1000:.1f} / "
-                     f"{h['latency_us']['p99'] / 1000:.1f} | {v['instances_that_answered']} | "
-                     f"{st['instances']} + {st['starting']} | {st['coldStarts']['count']} | "
-                     f"{v['pool_taken']} / {v['pool_on_demand']} | {od} | {v['settle_s']:.2f} |")
+            s.append(burst_row(v, burst["requests"]))
         s.append("")
         waste = [v for v in burst["variants"]
                  if v["status_right_after"]["coldStarts"]["count"] > v["instances_that_answered"]]

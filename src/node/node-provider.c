@@ -77,7 +77,13 @@ static void provider_destroy(void *provider, uint64_t handle) {
         free(rec);
 }
 
+static unsigned provider_placeholders(void *provider, const char *pool) {
+        struct lg_pool_stats ps;
+        return lg_node_pool_stats(provider, pool, &ps) == 0 ? ps.ready : 0;
+}
+
 const struct lg_router_provider_ops lg_node_provider_ops = {
         .start = provider_start,
         .destroy = provider_destroy,
+        .placeholders = provider_placeholders,
 };

@@ -33,6 +33,7 @@ struct rinst {
         unsigned refs;          /* forwards pointing here */
         uint64_t last_used;
         uint64_t t_start;
+        uint64_t expect_ready_ns; /* when it was expected to be ready (lg_now_ns) */
         bool first_served;
 };
 
@@ -49,9 +50,11 @@ struct pending {
 struct fwd {
         struct app *app;
         struct rinst *ri;
+        struct fwd *prev, *next; /* in the app's in-flight list, while counted */
         struct lg_http_request *req;
         struct lg_http_call *call;
         uint64_t arrived;
+        uint64_t sent;          /* when it went to its instance */
         unsigned writes;        /* zero-copy writes not yet completed */
         bool req_ended, call_done, response_started, cold, counted;
 };
@@ -64,7 +67,9 @@ struct app {
         struct lg_route_config cfg;
         struct rinst *instances;
         struct pending *qhead, *qtail;
+        struct fwd *fhead, *ftail; /* in flight, oldest first */
         unsigned queued, active;
+        uint64_t service_ns;       /* average time an instance takes per request; 0 = none yet */
         bool removed;
         unsigned samples[STABLE_WINDOW]; /* peak concurrency of each tick */
         unsigned sample_pos, sample_n;
@@ -80,6 +85,10 @@ struct lg_router {
         struct lg_http_client *client;
         struct app *apps;
         uv_timer_t tick;
+        uv_timer_t recheck;        /* scale_up again while a queue waits (scale_up) */
+        /* How long instances took to be ready, as the router saw it, with
+         * a placeholder and without; 0 = none seen yet. */
+        uint64_t start_warm_ns, start_cold_ns;
         lg_router_log_fn log;
         void *log_data;
         int closing; /* handles still closing after lg_router_free */
@@ -102,6 +111,14 @@ static void app_log(struct app *a, const char *fmt, ...) {
 }
 
 static uint64_t now_ms(void) { return lg_now_ns() / 1000000; }
+
+/* Running average: the first sample, then 1/weight of each new one. */
+static void ewma(uint64_t *avg, uint64_t sample, unsigned weight) {
+        if (!*avg)
+                *avg = sample ? sample : 1;
+        else
+                *avg = (uint64_t) ((int64_t) *avg + ((int64_t) sample - (int64_t) *avg) / (int64_t) weight);
+}
 
 static unsigned concurrency(const struct app *a) { return a->cfg.concurrency ? a->cfg.concurrency : 1; }
 static unsigned max_instances(const struct app *a) { return a->cfg.max_instances ? a->cfg.max_instances : 10; }
@@ -188,6 +205,8 @@ static void on_instance_ready(void *ud, int status, const char *message, const s
         }
         ri->state = ri->revision == a->cfg.revision && !a->removed ? R_READY : R_DRAINING;
         ri->last_used = now_ms();
+        uint64_t *learnt = info->cold ? &a->router->start_cold_ns : &a->router->start_warm_ns;
+        ewma(learnt, lg_now_ns() - ri->t_start, 4);
         app_log(a, "instance %s ready in %.1f ms (%s)", ri->id, info->start_ns / 1e6,
                 info->cold ? "no placeholder ready" : "from a placeholder");
         if (ri->state == R_DRAINING && ri->active == 0) {
@@ -209,7 +228,8 @@ static void on_instance_exit(void *ud, const char *status) {
         dispatch(a);
 }
 
-static int start_instance(struct app *a) {
+/* expect_ns: how long it should take to be ready (start_expect_ns). */
+static int start_instance(struct app *a, uint64_t expect_ns) {
         struct rinst *ri = calloc(1, sizeof(*ri));
         if (!ri)
                 return -ENOMEM;
@@ -217,6 +237,7 @@ static int start_instance(struct app *a) {
         ri->revision = a->cfg.revision;
         ri->state = R_STARTING;
         ri->t_start = lg_now_ns();
+        ri->expect_ready_ns = ri->t_start + expect_ns;
         struct lg_router_instance_spec spec = {
                 .pool = a->pool,
                 .app = a->key,
@@ -256,24 +277,115 @@ static void capacity(const struct app *a, unsigned *live, unsigned *free_slots) 
         }
 }
 
-/* At most this many instances of one app start at once: a burst of 200
- * requests would otherwise start maxInstances sandboxes together, each
- * slowed by the others, while the first few placeholders could already
- * have answered most of the burst. More start as these come up. */
+/* ---- scaling out ---------------------------------------------------------
+ * A request that finds no free slot waits in the queue, and capacity
+ * already on its way counts: the free slots of instances still starting
+ * (as Knative's activator counts capacity in flight). Beyond that, an
+ * instance is started only when waiting for it beats waiting for a slot:
+ * when the queue, worked off by the ready and starting instances at the
+ * observed time per request (each starting one from when it should be
+ * ready), would take longer to drain than a new instance takes to be ready
+ * (the start times seen so far, with a placeholder when the provider has
+ * one waiting, else without). A burst that the placeholders answer within
+ * milliseconds so starts no instance that would come up after it is over;
+ * slow requests start as many as their queue needs. Before any request was
+ * answered, the age of the oldest one in flight is the time per request
+ * (a lower bound that grows), re-checked every RECHECK_MS while a queue
+ * waits. */
+
+/* At most this many instances of one app start at once: instances started
+ * together share the CPUs and are all late; more start as these come up. */
 #define MAX_STARTING 4
+#define RECHECK_MS 5
+/* Start times assumed before any was seen. */
+#define DEFAULT_START_WARM_NS (20 * 1000000ull)
+#define DEFAULT_START_COLD_NS (500 * 1000000ull)
+
+static uint64_t start_expect_ns(const lg_router *r, bool placeholder) {
+        if (placeholder)
+                return r->start_warm_ns ? r->start_warm_ns : DEFAULT_START_WARM_NS;
+        return r->start_cold_ns ? r->start_cold_ns : DEFAULT_START_COLD_NS;
+}
+
+/* Time per request: the average so far, or longer when a request in flight
+ * has taken longer already; 0 when nothing is known. */
+static uint64_t service_ns(const struct app *a, uint64_t now) {
+        uint64_t s = a->service_ns;
+        if (a->fhead && now - a->fhead->sent > s)
+                s = now - a->fhead->sent;
+        return s;
+}
+
+static int cmp_u64(const void *x, const void *y) {
+        uint64_t a = *(const uint64_t *) x, b = *(const uint64_t *) y;
+        return a < b ? -1 : a > b;
+}
+
+/* From now, how long until the queue is worked off: each slot takes a
+ * request every svc ns, those of starting instances from when they are
+ * expected ready. */
+static uint64_t drain_ns(const struct app *a, uint64_t now, uint64_t svc) {
+        uint64_t at[64];
+        size_t n = 0;
+        double slots = 0, conc = concurrency(a);
+        for (const struct rinst *ri = a->instances; ri; ri = ri->next) {
+                if (ri->state == R_READY && ri->revision == a->cfg.revision)
+                        slots += conc;
+                else if (ri->state == R_STARTING && n < ARRAY_SIZE(at))
+                        at[n++] = ri->expect_ready_ns > now ? ri->expect_ready_ns - now : 0;
+        }
+        qsort(at, n, sizeof(at[0]), cmp_u64);
+        double work = (double) a->queued * (double) svc; /* slot-ns */
+        double t = 0;
+        for (size_t i = 0; i <= n; i++) {
+                double until = i < n ? (double) at[i] : INFINITY;
+                if (slots > 0 && work <= slots * (until - t))
+                        return (uint64_t) (t + work / slots);
+                if (i == n)
+                        break;
+                work -= slots * (until - t);
+                t = until;
+                slots += conc;
+        }
+        return UINT64_MAX; /* no capacity at all */
+}
+
+static void on_recheck(uv_timer_t *h);
 
 static void scale_up(struct app *a) {
+        lg_router *r = a->router;
         unsigned live, free_slots, starting = 0;
         capacity(a, &live, &free_slots);
         for (struct rinst *ri = a->instances; ri; ri = ri->next)
                 starting += ri->state == R_STARTING;
-        while (a->queued > free_slots && live < max_instances(a) && starting < MAX_STARTING && !a->removed) {
-                if (start_instance(a) < 0)
+        if (a->queued <= free_slots || live >= max_instances(a) || starting >= MAX_STARTING || a->removed)
+                return;
+        uint64_t now = lg_now_ns();
+        uint64_t svc = service_ns(a, now);
+        unsigned warm = r->provider->placeholders ? r->provider->placeholders(r->provider_data, a->pool) : 0;
+        while (a->queued > free_slots && live < max_instances(a) && starting < MAX_STARTING) {
+                uint64_t expect = start_expect_ns(r, warm > 0);
+                /* Someone has to serve the queue; beyond that, start one
+                 * only if the queue would still be there when it is ready. */
+                if (live > 0 && drain_ns(a, now, svc) <= expect) {
+                        if (!uv_is_active((uv_handle_t *) &r->recheck))
+                                uv_timer_start(&r->recheck, on_recheck, RECHECK_MS, 0);
+                        return;
+                }
+                if (start_instance(a, expect) < 0)
                         break;
+                warm -= warm > 0;
                 live++;
                 starting++;
                 free_slots += concurrency(a);
         }
+}
+
+static void on_recheck(uv_timer_t *h) {
+        lg_router *r = h->data;
+        for (struct app *a = r->apps; a; a = a->next)
+                if (a->qhead && !a->removed)
+                        scale_up(a);
 }
 
 /* ---- forwarding --------------------------------------------------------- */
@@ -295,6 +407,15 @@ static void fwd_maybe_free(struct fwd *f) {
 /* The instance slot is free again once the response is complete. */
 static void fwd_release_slot(struct fwd *f) {
         if (f->counted) {
+                struct app *a = f->app;
+                if (f->prev)
+                        f->prev->next = f->next;
+                else
+                        a->fhead = f->next;
+                if (f->next)
+                        f->next->prev = f->prev;
+                else
+                        a->ftail = f->prev;
                 f->counted = false;
                 f->ri->active--;
                 f->app->active--;
@@ -375,6 +496,8 @@ static void on_call_done(struct lg_http_call *call, int error, void *ud) {
         struct fwd *f = ud;
         f->call_done = true;
         f->call = NULL;
+        if (error == 0 && f->counted)
+                ewma(&f->app->service_ns, lg_now_ns() - f->sent, 8);
         fwd_release_slot(f);
         if (error == 0) {
                 fwd_end_request(f, 0, NULL, NULL, NULL);
@@ -457,6 +580,13 @@ static void forward(struct app *a, struct rinst *ri, struct lg_http_request *req
         f->arrived = arrived;
         f->cold = cold;
         f->counted = true;
+        f->sent = lg_now_ns();
+        f->prev = a->ftail;
+        if (a->ftail)
+                a->ftail->next = f;
+        else
+                a->fhead = f;
+        a->ftail = f;
         ri->active++;
         ri->refs++;
         a->active++;
@@ -767,7 +897,7 @@ static void on_tick(uv_timer_t *t) {
                         live--;
                 }
                 while (live < a->cfg.min_instances && live < max_instances(a)) {
-                        if (start_instance(a) < 0)
+                        if (start_instance(a, start_expect_ns(r, false)) < 0)
                                 break;
                         live++;
                 }
@@ -826,12 +956,14 @@ int lg_router_new(const struct lg_router_config *cfg, lg_router **ret, struct lg
         uv_timer_init(loop, &r->tick);
         r->tick.data = r;
         uv_timer_start(&r->tick, on_tick, r->tick_ms, r->tick_ms);
+        uv_timer_init(loop, &r->recheck);
+        r->recheck.data = r;
         *ret = r;
         return 0;
 }
 
-/* The router itself goes once both its timer and its HTTP client are
- * closed; they close on the loop, in either order. */
+/* The router itself goes once its timers and its HTTP client are closed;
+ * they close on the loop, in any order. */
 static void router_release(lg_router *r) {
         if (--r->closing == 0)
                 free(r);
@@ -873,7 +1005,8 @@ void lg_router_free(lg_router *r) {
         }
         uv_timer_stop(&r->tick);
         r->tick.data = r;
-        r->closing = 2;
+        r->closing = 3;
         uv_close((uv_handle_t *) &r->tick, router_tick_closed);
+        uv_close((uv_handle_t *) &r->recheck, router_tick_closed);
         lg_http_client_close(r->client, router_client_closed, r);
 }

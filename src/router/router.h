@@ -5,9 +5,18 @@
  * the deadline passes), answers 502 when an instance fails mid-request and
  * replaces it, scales out under load and back to zero when idle.
  *
- * Scaling: a request that finds no free slot starts instances at once for
- * the excess (the "panic" reaction, as Knative's panic window), up to
- * maxInstances. Idle instances (past idleTimeoutSeconds without a request)
+ * Scaling out: a request that finds no free slot waits in the queue, and
+ * the free slots of instances still starting count as capacity (as
+ * Knative's activator counts capacity in flight). Beyond that, an instance
+ * is started only when waiting for it beats waiting for a slot: when the
+ * queue, worked off by the ready and starting instances at the observed
+ * time per request, would take longer to drain than a new instance takes
+ * to be ready (start times seen so far, with a placeholder when the
+ * provider has one waiting, else without); at most 4 start at once, up to
+ * maxInstances. So a burst that the first instances answer within
+ * milliseconds starts none that would come up after it is over, and slow
+ * requests start as many as their queue needs.
+ * Scaling in: idle instances (past idleTimeoutSeconds without a request)
  * are destroyed, but never below minInstances nor below what the average
  * concurrency over the stable window (60 s) needs.
  *
@@ -76,6 +85,10 @@ struct lg_router_provider_ops {
         /* Destroy a live instance (starting or ready); no callback for it
          * runs afterwards. */
         void (*destroy)(void *provider, uint64_t handle);
+        /* Optional (NULL: none assumed): how many instances of pool could
+         * be ready at once, i.e. placeholders waiting. Scaling uses it to
+         * tell how soon a new instance would be ready. */
+        unsigned (*placeholders)(void *provider, const char *pool);
 };
 
 struct lg_router_config {

@@ -52,7 +52,7 @@ struct fake_inst {
         lg_router_exit_cb exited;
         void *ud;
         bool live;       /* started, neither destroyed nor reported exited */
-        bool is_ready, destroyed, crashed;
+        bool is_ready, destroyed, crashed, cold;
         unsigned active, max_active, served;
         struct fake_req *reqs;
 };
@@ -63,6 +63,8 @@ struct fake {
         struct fake_inst *insts;
         unsigned started, destroyed;
         unsigned start_delay_ms; /* before an instance is ready */
+        unsigned placeholders;   /* ready at once (not cold), then start_delay_ms */
+        unsigned cold_started;
 };
 
 static void freq_closed(uv_handle_t *h) { free(h->data); }
@@ -142,7 +144,7 @@ static void on_inst_start(uv_timer_t *t) {
         char addr[200];
         snprintf(addr, sizeof(addr), "unix:%s", fi->sock);
         fi->is_ready = true;
-        struct lg_router_instance_info info = {.id = fi->id, .address = addr, .start_ns = 1};
+        struct lg_router_instance_info info = {.id = fi->id, .address = addr, .start_ns = 1, .cold = fi->cold};
         fi->ready(fi->ud, 0, NULL, &info);
 }
 
@@ -164,7 +166,10 @@ static int fake_start(void *provider, const struct lg_router_instance_spec *spec
         fi->live = true;
         uv_timer_init(fk->loop, &fi->start_timer);
         fi->start_timer.data = fi;
-        uv_timer_start(&fi->start_timer, on_inst_start, fk->start_delay_ms, 0);
+        fi->cold = fk->placeholders == 0;
+        fk->placeholders -= !fi->cold;
+        fk->cold_started += fi->cold;
+        uv_timer_start(&fi->start_timer, on_inst_start, fi->cold ? fk->start_delay_ms : 0, 0);
         fi->next = fk->insts;
         fk->insts = fi;
         *handle = fi->handle;
@@ -190,7 +195,13 @@ static void fake_destroy(void *provider, uint64_t handle) {
         inst_close(fi);
 }
 
-static const struct lg_router_provider_ops fake_ops = {.start = fake_start, .destroy = fake_destroy};
+static unsigned fake_placeholders(void *provider, const char *pool) {
+        (void) pool;
+        return ((struct fake *) provider)->placeholders;
+}
+
+static const struct lg_router_provider_ops fake_ops = {
+        .start = fake_start, .destroy = fake_destroy, .placeholders = fake_placeholders};
 
 /* The instance's process dies: its connections go. */
 static void fake_crash(struct fake_inst *fi) {
@@ -304,8 +315,13 @@ static void run_until_(struct t *t, bool (*pred)(struct t *, const void *), cons
         while (!pred(t, arg) && !t->guard_fired)
                 uv_run(&t->loop, UV_RUN_ONCE);
         uv_timer_stop(&t->guard);
-        if (t->guard_fired)
+        if (t->guard_fired) {
+                struct lg_route_stats st;
+                if (lg_router_stats(t->router, "t/a", &st) == 0)
+                        fprintf(stderr, "t/a: %u ready, %u starting, %u active, %u queued; %u started\n",
+                                st.instances, st.starting, st.active, st.queued, t->fk.started);
                 fail_msg("still waiting for: %s", what);
+        }
 }
 #define run_until(t, pred, arg) run_until_(t, pred, arg, #pred "(" #arg ")")
 
@@ -705,6 +721,75 @@ static void test_scale_to_zero(void **state) {
         t_free(t);
 }
 
+/* How many different instances answered. */
+static unsigned answered_by(struct t *t) {
+        unsigned n = 0;
+        for (unsigned i = 0; i < t->ncalls; i++) {
+                bool seen = false;
+                for (unsigned j = 0; j < i && !seen; j++)
+                        seen = !strcmp(t->calls[j].body, t->calls[i].body);
+                n += !seen;
+        }
+        return n;
+}
+
+/* A burst of quick requests at an app whose instances take long (1 s) to
+ * start: the first instance answers the whole burst long before a second
+ * one could be ready, so (nearly) none is started; the router once started
+ * 4 at a time, up to maxInstances, all ready after the burst was over.
+ * (A machine so loaded that 30 requests take as long as a start might
+ * start one more.) */
+static void test_burst_no_overshoot(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        t->fk.start_delay_ms = 1000;
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.max_instances = 100;
+        set_app(t, &cfg);
+        for (int i = 0; i < 30; i++)
+                send_get(t, "a", "/");
+        run_until(t, all_done, NULL);
+        for (unsigned i = 0; i < t->ncalls; i++)
+                assert_int_equal(t->calls[i].status, 200);
+        assert_true(t->fk.started <= 2);
+        assert_int_equal(stats(t, "t/a").starting, 0);
+        t_free(t);
+
+        /* With placeholders: those may be taken, but no instance that
+         * would be made without one (as slow as above). */
+        t = t_new(0);
+        t->fk.start_delay_ms = 1000;
+        t->fk.placeholders = 2;
+        set_app(t, &cfg);
+        for (int i = 0; i < 20; i++)
+                send_get(t, "a", "/");
+        run_until(t, all_done, NULL);
+        for (unsigned i = 0; i < t->ncalls; i++)
+                assert_int_equal(t->calls[i].status, 200);
+        assert_int_equal(t->fk.cold_started, 0);
+        assert_int_equal(answered_by(t), t->fk.started);
+        t_free(t);
+}
+
+/* Slow requests: waiting for a slot is longer than waiting for a new
+ * instance, so the queue does start more, past one batch of starts. */
+static void test_slow_requests_scale_out(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        t->fk.start_delay_ms = 20;
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.max_instances = 10;
+        set_app(t, &cfg);
+        for (int i = 0; i < 10; i++)
+                send_get(t, "a", "/sleep?ms=300");
+        run_until(t, all_done, NULL);
+        for (unsigned i = 0; i < t->ncalls; i++)
+                assert_int_equal(t->calls[i].status, 200);
+        assert_true(t->fk.started >= 5);
+        assert_true(answered_by(t) >= 5);
+        t_free(t);
+}
+
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         const struct CMUnitTest tests[] = {
@@ -716,6 +801,8 @@ int main(void) {
                 cmocka_unit_test(test_drain_new_revision),
                 cmocka_unit_test(test_scale_up_under_queue),
                 cmocka_unit_test(test_scale_to_zero),
+                cmocka_unit_test(test_burst_no_overshoot),
+                cmocka_unit_test(test_slow_requests_scale_out),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
