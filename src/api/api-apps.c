@@ -180,7 +180,8 @@ static void follow_stop(struct follow *f) {
 
 static void follow_tick(uv_timer_t *t) {
         struct follow *f = t->data;
-        lg_router_each_instance(f->api->router, f->key, add_instance, f);
+        if (f->api->router)
+                lg_router_each_instance(f->api->router, f->key, add_instance, f);
         char *out = NULL;
         size_t len = 0;
         follow_collect(f, &out, &len);
@@ -225,7 +226,8 @@ void api_app_logs(struct api_call *c, const char *ns, const char *name) {
         char path[4096];
         if (lg_apps_log_path(c->api->apps, f->key, path, sizeof(path)) == 0)
                 follow_add(f, path, "", 0);
-        lg_router_each_instance(c->api->router, f->key, add_instance, f);
+        if (c->api->router)
+                lg_router_each_instance(c->api->router, f->key, add_instance, f);
         char *out = NULL;
         size_t len = 0;
         follow_collect(f, &out, &len);
@@ -268,5 +270,7 @@ void api_data_path(struct lg_api *api, struct lg_http_request *req, const char *
                 return;
         }
         snprintf(key, sizeof(key), "%s/%s", ns, app);
-        lg_router_handle(api->router, req, key, target);
+        lg_router *router = api_router(api, req);
+        if (router)
+                lg_router_handle(router, req, key, target);
 }

@@ -33,6 +33,8 @@ struct api_call {
 };
 
 bool api_is_admin(const struct api_call *c);
+/* The router, or NULL with 503 answered once legiond is stopping. */
+lg_router *api_router(lg_api *api, struct lg_http_request *req);
 /* True when the caller may act in namespace ns. Otherwise the request has
  * been answered 404 (never 403: names in other namespaces must not leak). */
 bool api_ns_allowed(struct api_call *c, const char *ns);

@@ -126,8 +126,11 @@ static void execution_end(struct lg_http_request *req, void *ud) {
         lg_resource_free(pool);
         if (!s)
                 return execution_free(x);
+        lg_router *router = api_router(x->c.api, req);
+        if (!router)
+                return execution_free(x);
         struct lg_router_body body = {TAKE_PTR(x->body), x->len};
-        lg_router_handle_body(x->c.api->router, req, lg_session_key(s), "/execute", body);
+        lg_router_handle_body(router, req, lg_session_key(s), "/execute", body);
         execution_free(x);
 }
 
@@ -233,7 +236,9 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
                 return;
         char target[4200];
         snprintf(target, sizeof(target), "/files%s%s", rest ? "/" : "", rest ? rest : "");
-        lg_router_handle(c->api->router, c->req, lg_session_key(s), target);
+        lg_router *router = api_router(c->api, c->req);
+        if (router)
+                lg_router_handle(router, c->req, lg_session_key(s), target);
 }
 
 static void api_session_pools_root(struct api_call *c, const char *ns) {

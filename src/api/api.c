@@ -572,6 +572,14 @@ int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *e
 
 static void api_closed(uv_handle_t *h) { free(h->data); }
 
+void lg_api_stop(lg_api *api) { api->router = NULL; }
+
+lg_router *api_router(lg_api *api, struct lg_http_request *req) {
+        if (!api->router)
+                lg_http_respond_error(req, 503, "Unavailable", "%s", "legiond is stopping");
+        return api->router;
+}
+
 void lg_api_free(lg_api *api) {
         if (!api)
                 return;

@@ -44,6 +44,11 @@ int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *e
  * memory goes on the loop's next turn. NULL is fine. */
 void lg_api_free(lg_api *api);
 
+/* legiond is stopping and frees the router next: requests still in flight
+ * (lg_http_server_close lets them finish) are answered 503 instead of
+ * reaching it. */
+void lg_api_stop(lg_api *api);
+
 /* The HTTP server's on_head and on_request, with the lg_api as userdata. */
 enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *api);
 void lg_api_on_request(struct lg_http_request *req, void *api);

@@ -75,8 +75,9 @@ static bool int_field(const json_t *spec, const char *name, long long lo, long l
         return true;
 }
 
-/* Everything about an app spec that can be checked, with one message. */
-static int check_app_spec(lg_apps *a, const json_t *spec, char *err, size_t errlen) {
+/* Everything about an app spec that can be checked: -EINVAL with one
+ * message in err; the store's failures (other than "not found") in serr. */
+static int check_app_spec(lg_apps *a, const json_t *spec, char *err, size_t errlen, struct lg_error *serr) {
         const char *runtime = json_string_value(json_object_get(spec, "runtime"));
         if (!runtime || (strcmp(runtime, "python3") && strcmp(runtime, "node") && strcmp(runtime, "custom"))) {
                 snprintf(err, errlen, "`runtime` must be python3, node or custom");
@@ -88,10 +89,13 @@ static int check_app_spec(lg_apps *a, const json_t *spec, char *err, size_t errl
                 return -EINVAL;
         }
         struct lg_blob b;
-        if (lg_store_blob_get(a->store, pkg, &b, NULL) < 0) {
+        int r = lg_store_blob_get(a->store, pkg, &b, serr);
+        if (r == -ENOENT) {
                 snprintf(err, errlen, "package `%.12s` was not uploaded", pkg);
                 return -EINVAL;
         }
+        if (r < 0)
+                return r;
         json_t *ep = json_object_get(spec, "entrypoint");
         if (ep && (!json_is_string(ep) || json_string_length(ep) > 1024)) {
                 snprintf(err, errlen, "`entrypoint` must be a string");
@@ -139,12 +143,15 @@ static int check_app_spec(lg_apps *a, const json_t *spec, char *err, size_t errl
                 return -EINVAL;
         }
         struct lg_resource *pr = NULL;
-        if (lg_store_get(a->store, LG_KEY("PoolGroup", "", pool ? pool : runtime), &pr, NULL) < 0) {
+        r = lg_store_get(a->store, LG_KEY("PoolGroup", "", pool ? pool : runtime), &pr, serr);
+        if (r == -ENOENT) {
                 snprintf(err, errlen, "pool group `%s` does not exist", pool ? pool : runtime);
                 return -EINVAL;
         }
+        if (r < 0)
+                return r;
+        r = 0;
         const char *prt = json_string_value(json_object_get(pr->spec, "runtime"));
-        int r = 0;
         if (!prt || strcmp(prt, runtime)) {
                 snprintf(err, errlen, "pool group `%s` runs %s, not %s", pr->name, prt ? prt : "?", runtime);
                 r = -EINVAL;
@@ -188,14 +195,19 @@ int lg_apps_put(lg_apps *a, const char *ns, const char *name, const json_t *labe
                 return r;
         if (labels && (r = lg_store_check_labels(labels, err)) < 0)
                 return r;
-        if (check_app_spec(a, spec, msg, sizeof(msg)) < 0)
+        r = check_app_spec(a, spec, msg, sizeof(msg), err);
+        if (r == -EINVAL)
                 return lg_error_setm(err, EINVAL, "app `%s`: %s", name, msg);
+        if (r < 0)
+                return r;
         const struct lg_resource_key *key = LG_KEY("App", ns, name);
         _cleanup_(json_decrefp) json_t *rev = revision_spec(spec);
         if (!rev)
                 return lg_error_set(err, ENOMEM, "app `%s`", name);
         struct lg_resource *old = NULL, *res = NULL;
-        lg_store_get(a->store, key, &old, NULL);
+        r = lg_store_get(a->store, key, &old, err);
+        if (r < 0 && r != -ENOENT)
+                return r;
         int64_t number = 0;
         r = lg_store_begin(a->store, err);
         if (r >= 0)

@@ -260,6 +260,7 @@ static void on_signal(uv_signal_t *h, int signum) {
                 exit(1);
         }
         say("%s: shutting down", strsignal(signum));
+        lg_api_stop(d->api);
         lg_router_free(d->router);
         d->router = NULL;
         lg_http_server_close(d->http, on_closed, d);

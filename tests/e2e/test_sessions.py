@@ -5,6 +5,7 @@ import concurrent.futures
 import json
 import os
 import socket
+import signal
 import subprocess
 import time
 import urllib.parse
@@ -227,3 +228,36 @@ def test_max_sessions_cooldown_and_bad_input(legiond):
     assert legiond.http("GET", "/v1/sessionpools/py", token=tok)[0] == 404
     assert legiond.http("POST", "/v1/sessionpools/py/executions?identifier=x-other", body={"code": "1"},
                         token=tok)[0] == 404
+
+
+def test_execution_in_flight_when_legiond_stops_is_answered(legiond):
+    """SIGTERM while an execution's body is still coming: legiond lets the
+    request finish, and the router is gone by then, so it is answered 503
+    and legiond exits cleanly (it used to hand the body to the freed router)."""
+    make_pool(legiond, ready=1)
+    run(legiond, "stop-0001", "x = 1")  # the session is bound
+    body = json.dumps({"code": "x + 1"}).encode()
+    head = ("POST /v1/sessionpools/py/executions?identifier=stop-0001 HTTP/1.1\r\nHost: legiond\r\n"
+            f"Authorization: Bearer {legiond.token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    s = socket.create_connection(("127.0.0.1", legiond.port), timeout=30)
+    s.sendall(head + body[:5])
+    # The head must have been read before the signal, or the connection
+    # counts as idle and is closed: a health check on another connection
+    # goes through the loop after it.
+    time.sleep(0.5)
+    assert legiond.http("GET", "/healthz", auth=False)[0] == 200
+    legiond.proc.send_signal(signal.SIGTERM)
+    log = os.path.join(legiond.home, "legiond.log")
+    legiond.wait_for(lambda: "shutting down" in open(log).read(), what="legiond to begin stopping")
+    s.sendall(body[5:])
+    reply = b""
+    while True:  # a stopping server closes the connection after it
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    s.close()
+    assert reply.startswith(b"HTTP/1.1 503 "), reply[:200]
+    assert b"legiond is stopping" in reply
+    assert legiond.proc.wait(timeout=30) == 0
