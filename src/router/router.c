@@ -13,6 +13,8 @@
 
 #include "router/router.h"
 
+/* Request times kept per app for scaling out. */
+#define SERVICE_SAMPLES 8
 /* Concurrency samples kept, one per tick: 60 s at the default tick. */
 #define STABLE_WINDOW 60
 
@@ -69,7 +71,10 @@ struct app {
         struct pending *qhead, *qtail;
         struct fwd *fhead, *ftail; /* in flight, oldest first */
         unsigned queued, active;
-        uint64_t service_ns;       /* average time an instance takes per request; 0 = none yet */
+        /* The last SERVICE_SAMPLES times an instance took per request,
+         * first requests of an instance left out (scale_up). */
+        uint64_t service[SERVICE_SAMPLES];
+        unsigned service_n;
         bool removed;
         unsigned samples[STABLE_WINDOW]; /* peak concurrency of each tick */
         unsigned sample_pos, sample_n;
@@ -288,10 +293,10 @@ static void capacity(const struct app *a, unsigned *live, unsigned *free_slots) 
  * (the start times seen so far, with a placeholder when the provider has
  * one waiting, else without). A burst that the placeholders answer within
  * milliseconds so starts no instance that would come up after it is over;
- * slow requests start as many as their queue needs. Before any request was
- * answered, the age of the oldest one in flight is the time per request
- * (a lower bound that grows), re-checked every RECHECK_MS while a queue
- * waits. */
+ * slow requests start as many as their queue needs. The time per request
+ * is known from requests answered and from the age of the oldest one in
+ * flight (service_ns), which grows: re-checked every RECHECK_MS while a
+ * queue waits. */
 
 /* At most this many instances of one app start at once: instances started
  * together share the CPUs and are all late; more start as these come up. */
@@ -307,18 +312,31 @@ static uint64_t start_expect_ns(const lg_router *r, bool placeholder) {
         return r->start_cold_ns ? r->start_cold_ns : DEFAULT_START_COLD_NS;
 }
 
-/* Time per request: the average so far, or longer when a request in flight
- * has taken longer already; 0 when nothing is known. */
-static uint64_t service_ns(const struct app *a, uint64_t now) {
-        uint64_t s = a->service_ns;
-        if (a->fhead && now - a->fhead->sent > s)
-                s = now - a->fhead->sent;
-        return s;
-}
-
 static int cmp_u64(const void *x, const void *y) {
         uint64_t a = *(const uint64_t *) x, b = *(const uint64_t *) y;
         return a < b ? -1 : a > b;
+}
+
+/* Time per request, for deciding on a start expected to take expect ns;
+ * 0 when nothing is known. Evidence: the median of the recent request
+ * times, from 3 on (an instance's first requests are left out: on a
+ * loaded machine they are several times slower, and counting them made a
+ * burst of quick requests look slow); and the oldest request in flight,
+ * whose age is a lower bound -- always for a placeholder (cheap, ready in
+ * milliseconds), else once it is older than the start would take. */
+static uint64_t service_ns(const struct app *a, uint64_t now, uint64_t expect, bool placeholder) {
+        uint64_t s = 0;
+        unsigned n = a->service_n < SERVICE_SAMPLES ? a->service_n : SERVICE_SAMPLES;
+        if (n >= 3) {
+                uint64_t v[SERVICE_SAMPLES];
+                memcpy(v, a->service, n * sizeof(v[0]));
+                qsort(v, n, sizeof(v[0]), cmp_u64);
+                s = v[n / 2];
+        }
+        uint64_t age = a->fhead ? now - a->fhead->sent : 0;
+        if ((placeholder || age >= expect) && age > s)
+                s = age;
+        return s;
 }
 
 /* From now, how long until the queue is worked off: each slot takes a
@@ -361,10 +379,10 @@ static void scale_up(struct app *a) {
         if (a->queued <= free_slots || live >= max_instances(a) || starting >= MAX_STARTING || a->removed)
                 return;
         uint64_t now = lg_now_ns();
-        uint64_t svc = service_ns(a, now);
         unsigned warm = r->provider->placeholders ? r->provider->placeholders(r->provider_data, a->pool) : 0;
         while (a->queued > free_slots && live < max_instances(a) && starting < MAX_STARTING) {
                 uint64_t expect = start_expect_ns(r, warm > 0);
+                uint64_t svc = service_ns(a, now, expect, warm > 0);
                 /* Someone has to serve the queue; beyond that, start one
                  * only if the queue would still be there when it is ready. */
                 if (live > 0 && drain_ns(a, now, svc) <= expect) {
@@ -496,8 +514,12 @@ static void on_call_done(struct lg_http_call *call, int error, void *ud) {
         struct fwd *f = ud;
         f->call_done = true;
         f->call = NULL;
-        if (error == 0 && f->counted)
-                ewma(&f->app->service_ns, lg_now_ns() - f->sent, 8);
+        if (error == 0 && f->counted && !f->cold) {
+                struct app *a = f->app;
+                a->service[a->service_n++ % SERVICE_SAMPLES] = lg_now_ns() - f->sent;
+                if (a->service_n == 2 * SERVICE_SAMPLES)
+                        a->service_n = SERVICE_SAMPLES; /* same slot, no wrap */
+        }
         fwd_release_slot(f);
         if (error == 0) {
                 fwd_end_request(f, 0, NULL, NULL, NULL);
