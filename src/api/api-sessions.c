@@ -30,14 +30,14 @@ static const char *call_identifier(struct api_call *c) {
 /* The session for (pool, identifier), bound on first use (see
  * lg_sessions_open). Answers the request itself (404, 429, 410) and returns
  * NULL when it cannot. */
-static lg_session *open_session(struct api_call *c, const char *ns, const char *pool, const json_t *pool_spec,
-                                const char *id, unsigned flags) {
+static lg_session *open_session(struct api_call *c, const char *ns, const char *pool, const char *id,
+                                unsigned flags) {
         struct lg_error err = {0};
         lg_session *s = NULL;
-        int r = lg_sessions_open(c->api->sessions, ns, pool, pool_spec, id, flags, &s, &err);
+        int r = lg_sessions_open(c->api->sessions, ns, pool, id, flags, &s, &err);
         switch (r) {
         case 0: return s;
-        case -ENOENT: lg_http_respond_error(c->req, 404, "NotFound", "%s", err.msg); break;
+        case -ENOENT: api_store_error(c->req, r, &err); break;
         case -EUSERS: lg_http_respond_error(c->req, 429, "TooManySessions", "%s", err.msg); break;
         case -ENOLINK: lg_http_respond_error(c->req, 410, "SessionLost", "%s", err.msg); break;
         case -EINVAL: lg_http_respond_error(c->req, 400, "BadRequest", "%s", err.msg); break;
@@ -114,16 +114,8 @@ static void execution_end(struct lg_http_request *req, void *ud) {
                 lg_http_respond_error(req, 400, "BadRequest", "%s", err.msg);
                 return execution_free(x);
         }
-        /* The pool may have gone while the body came. */
-        struct lg_resource *pool = NULL;
-        int r = lg_store_get(x->c.api->store, LG_KEY("SessionPool", x->ns, x->pool), &pool, &err);
-        if (r < 0) {
-                api_store_error(req, r, &err);
-                return execution_free(x);
-        }
         const char *id = lg_http_request_param(req, "identifier");
-        lg_session *s = open_session(&x->c, x->ns, x->pool, pool->spec, id, LG_SESSION_CREATE | LG_SESSION_EXECUTE);
-        lg_resource_free(pool);
+        lg_session *s = open_session(&x->c, x->ns, x->pool, id, LG_SESSION_CREATE | LG_SESSION_EXECUTE);
         if (!s)
                 return execution_free(x);
         lg_router *router = api_router(x->c.api, req);
@@ -173,8 +165,7 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
                         json_object_set_new(doc, "status", lg_sessions_pool_status(c->api->sessions, ns, name, true));
                         api_json(c->req, 200, doc);
                 } else if (!strcmp(m, "DELETE")) {
-                        lg_sessions_pool_delete(c->api->sessions, ns, name);
-                        r = lg_store_delete(c->api->store, LG_KEY("SessionPool", ns, name), 0, NULL, &err);
+                        r = lg_sessions_pool_delete(c->api->sessions, ns, name, &err);
                         if (r < 0)
                                 api_store_error(c->req, r, &err);
                         else
@@ -230,7 +221,7 @@ static void api_session_pool(struct api_call *c, const char *ns, const char *nam
                 lg_resource_free(pool);
                 return;
         }
-        lg_session *s = open_session(c, ns, pool->name, pool->spec, id, create ? LG_SESSION_CREATE : 0);
+        lg_session *s = open_session(c, ns, pool->name, id, create ? LG_SESSION_CREATE : 0);
         lg_resource_free(pool);
         if (!s)
                 return;
@@ -268,29 +259,12 @@ static void pool_put(struct api_call *c, const char *ns, const char *name) {
                 lg_http_respond_error(c->req, 400, "BadRequest", "invalid session pool name `%s`", name);
                 return;
         }
-        json_t *spec = api_body_json(c->req);
+        _cleanup_(json_decrefp) json_t *spec = api_body_json(c->req);
         if (!spec)
                 return;
-        json_object_del(spec, "name");
         struct lg_error err = {0};
-        if (!api_only_fields(c->req, spec, "a session pool", lg_session_pool_fields)) {
-                json_decref(spec);
-                return;
-        }
-        int r = lg_sessions_pool_apply(c->api->sessions, ns, name, spec, false, &err);
-        if (r < 0) {
-                if (r == -EINVAL)
-                        lg_http_respond_error(c->req, 400, "BadRequest", "session pool `%s`: %s", name, err.msg);
-                else
-                        lg_http_respond_error(c->req, 500, "Internal", "%s", err.msg);
-                json_decref(spec);
-                return;
-        }
-        if (!json_object_get(spec, "runtime"))
-                json_object_set_new(spec, "runtime", json_string("python3"));
         struct lg_resource *res = NULL;
-        r = lg_store_apply(c->api->store, LG_KEY("SessionPool", ns, name), NULL, spec, &res, &err);
-        json_decref(spec);
+        int r = lg_sessions_pool_put(c->api->sessions, ns, name, spec, &res, &err);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
         api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, lg_resource_to_json(res));

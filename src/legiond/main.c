@@ -372,7 +372,7 @@ int main(int argc, char **argv) {
                                                              .log_data = d->apps},
                                   &d->router, &err);
         if (r >= 0)
-                r = lg_sessions_new(d->loop, &sessions_ops, d, &d->sessions, &err);
+                r = lg_sessions_new(d->loop, d->store, &sessions_ops, d, &d->sessions, &err);
         char pod_logs[4096];
         snprintf(pod_logs, sizeof(pod_logs), "%s/pods", d->logs_dir ? d->logs_dir : "");
         struct lg_pods_config pc = {.loop = d->loop, .store = d->store, .images = d->images,

@@ -11,7 +11,7 @@ static int restore_pool_group(const struct lg_replay_targets *t, const struct lg
  * (`egress: true`): restored without it. */
 static int restore_session_pool(const struct lg_replay_targets *t, const struct lg_resource *r,
                                 struct lg_error *err) {
-        return lg_sessions_pool_apply(t->sessions, r->namespace, r->name, r->spec, true, err);
+        return lg_sessions_restore_pool(t->sessions, r, err);
 }
 
 static int restore_app(const struct lg_replay_targets *t, const struct lg_resource *r, struct lg_error *err) {

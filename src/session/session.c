@@ -35,22 +35,24 @@ struct lg_session {
 
 struct lg_sessions {
         uv_loop_t *loop;
+        lg_store *store;
         const struct lg_sessions_ops *ops;
         void *ud;
         struct lg_session *head;
 };
 
-const char *const lg_session_pool_fields[] = {
+static const char *const pool_fields[] = {
         "name", "runtime", "ready", "maxSessions", "cooldownSeconds", "egress", "cpu", "memory",
         "maxFileBytes", "maxSessionBytes", NULL,
 };
 
-int lg_sessions_new(uv_loop_t *loop, const struct lg_sessions_ops *ops, void *ud, lg_sessions **ret,
-                    struct lg_error *err) {
+int lg_sessions_new(uv_loop_t *loop, lg_store *store, const struct lg_sessions_ops *ops, void *ud,
+                    lg_sessions **ret, struct lg_error *err) {
         lg_sessions *m = calloc(1, sizeof(*m));
         if (!m)
                 return lg_error_set(err, ENOMEM, "session manager");
         m->loop = loop;
+        m->store = store;
         m->ops = ops;
         m->ud = ud;
         *ret = m;
@@ -89,8 +91,9 @@ static unsigned spec_uint(const json_t *spec, const char *k, unsigned def) {
 
 /* ---- pools ----------------------------------------------------------------- */
 
-int lg_sessions_pool_apply(lg_sessions *m, const char *ns, const char *pool, const json_t *spec, bool restoring,
-                           struct lg_error *err) {
+/* Check a pool spec and (re)declare its placeholders to the node. */
+static int pool_apply(lg_sessions *m, const char *ns, const char *pool, const json_t *spec, bool restoring,
+                      struct lg_error *err) {
         char pname[160];
         uint64_t cpu = 0, mem = 256ull << 20, max_file = 100ull << 20, max_bytes = 1ull << 30;
         json_t *v;
@@ -150,7 +153,28 @@ int lg_sessions_pool_apply(lg_sessions *m, const char *ns, const char *pool, con
         return m->ops->pool_set(m->ud, &ps, err);
 }
 
-void lg_sessions_pool_delete(lg_sessions *m, const char *ns, const char *pool) {
+int lg_sessions_pool_put(lg_sessions *m, const char *ns, const char *pool, const json_t *spec,
+                         struct lg_resource **ret, struct lg_error *err) {
+        _cleanup_(json_decrefp) json_t *s = json_deep_copy(spec);
+        if (!s)
+                return lg_error_set(err, ENOMEM, "session pool `%s`", pool);
+        json_object_del(s, "name");
+        int r = lg_spec_only_fields(s, "a session pool", pool_fields, err);
+        if (r < 0)
+                return r;
+        r = pool_apply(m, ns, pool, s, false, err);
+        if (r < 0)
+                return lg_error_wrap(err, r, "session pool `%s`", pool);
+        if (!json_object_get(s, "runtime"))
+                json_object_set_new(s, "runtime", json_string("python3"));
+        return lg_store_apply(m->store, LG_KEY("SessionPool", ns, pool), NULL, s, ret, err);
+}
+
+int lg_sessions_restore_pool(lg_sessions *m, const struct lg_resource *pool, struct lg_error *err) {
+        return pool_apply(m, pool->namespace, pool->name, pool->spec, true, err);
+}
+
+int lg_sessions_pool_delete(lg_sessions *m, const char *ns, const char *pool, struct lg_error *err) {
         char pkey[POOL_KEY_MAX], pname[160];
         pool_key(pkey, sizeof(pkey), ns, pool);
         for (struct lg_session *s = m->head, *next; s; s = next) {
@@ -160,6 +184,7 @@ void lg_sessions_pool_delete(lg_sessions *m, const char *ns, const char *pool) {
         }
         node_pool_name(pname, sizeof(pname), ns, pool);
         m->ops->pool_delete(m->ud, pname);
+        return lg_store_delete(m->store, LG_KEY("SessionPool", ns, pool), 0, NULL, err);
 }
 
 json_t *lg_sessions_pool_status(lg_sessions *m, const char *ns, const char *pool, bool node) {
@@ -251,8 +276,8 @@ static int session_lost(lg_sessions *m, struct lg_session *s, struct lg_error *e
         return -ENOLINK;
 }
 
-int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const json_t *pool_spec, const char *id,
-                     unsigned flags, lg_session **ret, struct lg_error *err) {
+int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const char *id, unsigned flags,
+                     lg_session **ret, struct lg_error *err) {
         char pkey[POOL_KEY_MAX], key[SESSION_KEY_MAX + 64];
         pool_key(pkey, sizeof(pkey), ns, pool);
         int r = lg_session_id_check(id, err);
@@ -271,6 +296,12 @@ int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const jso
         }
         if (!(flags & LG_SESSION_CREATE))
                 return lg_error_setm(err, ENOENT, "no session `%s` in pool `%s`", id, pool);
+        /* The pool may have gone while the call's body came. */
+        _cleanup_(lg_resource_freep) struct lg_resource *pr = NULL;
+        r = lg_store_get(m->store, LG_KEY("SessionPool", ns, pool), &pr, err);
+        if (r < 0)
+                return r;
+        const json_t *pool_spec = pr->spec;
         unsigned max = spec_uint(pool_spec, "maxSessions", 100), n = lg_sessions_count(m, ns, pool);
         if (n >= max)
                 return lg_error_setm(err, EUSERS,

@@ -9,8 +9,8 @@
  * serializes its executions in a bounded queue with deadlines, and streams
  * file transfers. The manager here counts sessions against maxSessions,
  * keeps each one's cooldown, and ends it (route removed: sandbox and files
- * gone) when the cooldown passes without a call. The pool specs themselves
- * live in the store (kind "SessionPool"); the caller reads and writes them.
+ * gone) when the cooldown passes without a call. Pools are stored as kind
+ * "SessionPool"; sessions live in memory only.
  *
  * The manager reaches the node's pools and the router through
  * lg_sessions_ops only, so that it runs without either (unit tests).
@@ -33,6 +33,7 @@
 #include "common/util.h"
 #include "node/node.h"
 #include "router/router.h"
+#include "store/store.h"
 
 /* Limits of an execution, checked here and handed to the worker, which
  * checks them too (LEGION_SESSION_MAX_CODE, LEGION_SESSION_MAX_TIMEOUT). */
@@ -56,25 +57,28 @@ struct lg_sessions_ops {
         void (*log)(void *ud, const char *pool_key, const char *line);
 };
 
-int lg_sessions_new(uv_loop_t *loop, const struct lg_sessions_ops *ops, void *ud, lg_sessions **ret,
-                    struct lg_error *err);
+int lg_sessions_new(uv_loop_t *loop, lg_store *store, const struct lg_sessions_ops *ops, void *ud,
+                    lg_sessions **ret, struct lg_error *err);
 /* Forget every session without calling ops (the router goes with the
  * process); their timers close on the loop's next turn. NULL is fine. */
 void lg_sessions_free(lg_sessions *m);
 
 /* ---- pools ----------------------------------------------------------------- */
 
-/* The fields a session pool spec may have. */
-extern const char *const lg_session_pool_fields[];
-
-/* Check a pool spec and (re)declare its placeholders to the node. -EINVAL
- * with err saying what is wrong ("`ready` must be ..."). restoring: the
- * spec comes from the store, written by an older legiond: what is no
- * longer accepted (`egress: true`) is ignored instead of refused. */
-int lg_sessions_pool_apply(lg_sessions *m, const char *ns, const char *pool, const json_t *spec, bool restoring,
-                           struct lg_error *err);
-/* End the pool's sessions and remove its placeholders. */
-void lg_sessions_pool_delete(lg_sessions *m, const char *ns, const char *pool);
+/* Check a pool spec (a "name" field in it is ignored), (re)declare its
+ * placeholders to the node, and store it (runtime python3 by default).
+ * -EINVAL with err saying what is wrong ("session pool `p`: `ready` must
+ * be ..."); the store's errors. Returns the store's LG_STORE_CREATED,
+ * _UPDATED or _UNCHANGED; *ret (may be NULL) the stored object. */
+int lg_sessions_pool_put(lg_sessions *m, const char *ns, const char *pool, const json_t *spec,
+                         struct lg_resource **ret, struct lg_error *err);
+/* At start: a stored pool's placeholders declared again. What an older
+ * legiond stored and is no longer accepted (`egress: true`) is ignored
+ * instead of refused. */
+int lg_sessions_restore_pool(lg_sessions *m, const struct lg_resource *pool, struct lg_error *err);
+/* End the pool's sessions, remove its placeholders, and delete it from the
+ * store (the store's errors, -ENOENT). */
+int lg_sessions_pool_delete(lg_sessions *m, const char *ns, const char *pool, struct lg_error *err);
 /* {"ready", "starting", "sessions", "lastError"?: {"failures","message"}};
  * only "sessions" when node is false. NULL when out of memory. */
 json_t *lg_sessions_pool_status(lg_sessions *m, const char *ns, const char *pool, bool node);
@@ -89,18 +93,17 @@ enum {
         LG_SESSION_EXECUTE = 1 << 1, /* the call is an execution: count it */
 };
 
-/* The session id of pool ns/pool (whose stored spec is pool_spec, for
- * maxSessions and cooldownSeconds), its cooldown restarted (-EINVAL for
- * an invalid id). Everything
- * that can refuse the call must be checked before: binding is what a
- * refused call must not do. Errors:
- *   -ENOENT   no such session and no LG_SESSION_CREATE;
+/* The session id of pool ns/pool, its cooldown restarted (-EINVAL for an
+ * invalid id). A new one gets the stored pool's maxSessions and
+ * cooldownSeconds. Everything that can refuse the call must be checked
+ * before: binding is what a refused call must not do. Errors:
+ *   -ENOENT   no such session and no LG_SESSION_CREATE, or no such pool;
  *   -EUSERS   the pool is at maxSessions (err names the limit and count);
  *   -ENOLINK  the session had run code and its sandbox is gone: it has
  *             ended now, and the next call starts a new one;
  *   others    from ops->route_set, or -ENOMEM. */
-int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const json_t *pool_spec, const char *id,
-                     unsigned flags, lg_session **ret, struct lg_error *err);
+int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const char *id, unsigned flags,
+                     lg_session **ret, struct lg_error *err);
 /* The session, or NULL. Does not count as a call. */
 lg_session *lg_sessions_find(lg_sessions *m, const char *ns, const char *pool, const char *id);
 /* End a session now; why goes to the pool's log. */

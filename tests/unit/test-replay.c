@@ -130,7 +130,7 @@ static void test_replay(void **state) {
         lg_sessions *sessions = NULL;
         struct lg_apps_config ac = {.loop = &loop, .store = st, .blobs = bs, .logs_dir = logs, .ops = &apps_ops};
         OK(lg_apps_new(&ac, &apps, &err));
-        OK(lg_sessions_new(&loop, &sessions_ops, NULL, &sessions, &err));
+        OK(lg_sessions_new(&loop, st, &sessions_ops, NULL, &sessions, &err));
 
         /* What an earlier legiond stored. */
         json_t *s = js("{\"runtime\": \"%s\", \"ready\": 2}", "python3");

@@ -1,8 +1,8 @@
-/* Unit tests of the session manager (src/session) on a real libuv loop with
- * recording ops in place of the node and the router: identifiers, pool
- * specs (hostile ones too), binding on first use and only then, maxSessions,
- * a lost sandbox (410), cooldown expiry, pool deletion, and the worker's
- * checks of executions and file paths. */
+/* Unit tests of the session manager (src/session) on a real libuv loop and
+ * store with recording ops in place of the node and the router:
+ * identifiers, pool specs (hostile ones too), binding on first use and
+ * only then, maxSessions, a lost sandbox (410), cooldown expiry, pool
+ * deletion, and the worker's checks of executions and file paths. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "session/session.h"
+#include "test-ok.h"
 
 /* What the manager asked of the node and the router. */
 struct rec {
@@ -93,7 +94,9 @@ static const struct lg_sessions_ops ops = {
 };
 
 struct fx {
+        char dir[64];
         uv_loop_t loop;
+        lg_store *store;
         struct rec rec;
         lg_sessions *m;
 };
@@ -101,9 +104,16 @@ struct fx {
 static int setup(void **state) {
         struct fx *f = calloc(1, sizeof(*f));
         struct lg_error err = {0};
+        strcpy(f->dir, "/tmp/lg-sessions-XXXXXX");
+        if (!mkdtemp(f->dir))
+                return -1;
+        char path[96];
+        snprintf(path, sizeof(path), "%s/legion.db", f->dir);
+        if (lg_store_open(path, NULL, &f->store, &err) < 0)
+                return -1;
         uv_loop_init(&f->loop);
         f->rec.sandboxes = 1;
-        if (lg_sessions_new(&f->loop, &ops, &f->rec, &f->m, &err) < 0)
+        if (lg_sessions_new(&f->loop, f->store, &ops, &f->rec, &f->m, &err) < 0)
                 return -1;
         *state = f;
         return 0;
@@ -114,6 +124,10 @@ static int teardown(void **state) {
         lg_sessions_free(f->m);
         uv_run(&f->loop, UV_RUN_DEFAULT); /* the sessions' timers close */
         assert_int_equal(uv_loop_close(&f->loop), 0);
+        lg_store_close(f->store);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+        assert_int_equal(system(cmd), 0);
         free(f);
         return 0;
 }
@@ -124,6 +138,14 @@ static json_t *spec(const char *text) {
         if (!j)
                 fail_msg("bad test JSON %s: %s", text, je.text);
         return j;
+}
+
+/* Store pool ns/name with the spec text. */
+static void put_pool(struct fx *f, const char *name, const char *text) {
+        struct lg_error err = {0};
+        json_t *s = spec(text);
+        OK(lg_sessions_pool_put(f->m, "ns", name, s, NULL, &err));
+        json_decref(s);
 }
 
 static void test_identifiers(void **state) {
@@ -149,12 +171,16 @@ static void test_identifiers(void **state) {
         assert_int_equal(lg_session_id_check(NULL, &err), -EINVAL);
 }
 
-static void test_pool_apply(void **state) {
+static void test_pool_put(void **state) {
         struct fx *f = *state;
         struct lg_error err = {0};
-        json_t *s = spec("{}");
-        assert_int_equal(lg_sessions_pool_apply(f->m, "ns", "p", s, false, &err), 0);
+        json_t *s = spec("{\"name\": \"p\"}");
+        struct lg_resource *res = NULL;
+        assert_int_equal(lg_sessions_pool_put(f->m, "ns", "p", s, &res, &err), LG_STORE_CREATED);
         json_decref(s);
+        assert_string_equal(json_string_value(json_object_get(res->spec, "runtime")), "python3");
+        assert_null(json_object_get(res->spec, "name"));
+        lg_resource_free(res);
         assert_string_equal(f->rec.pool_name, "sessions/ns/p");
         assert_int_equal(f->rec.pool.ready, 1);
         assert_int_equal(f->rec.pool.memory_bytes, 256ull << 20);
@@ -164,7 +190,7 @@ static void test_pool_apply(void **state) {
         assert_string_equal(f->rec.env[2], "LEGION_SESSION_MEMORY_LIMIT=268435456");
 
         s = spec("{\"ready\": 0, \"cpu\": \"500m\", \"memory\": \"64Mi\", \"maxSessionBytes\": \"16Mi\"}");
-        assert_int_equal(lg_sessions_pool_apply(f->m, "ns", "p", s, false, &err), 0);
+        assert_int_equal(lg_sessions_pool_put(f->m, "ns", "p", s, NULL, &err), LG_STORE_UPDATED);
         json_decref(s);
         assert_int_equal(f->rec.pool.ready, 0);
         assert_int_equal(f->rec.pool.cpu_millis, 500);
@@ -173,7 +199,8 @@ static void test_pool_apply(void **state) {
 
         int sets = f->rec.pool_sets;
         static const struct { const char *spec, *word; } bad[] = {
-                {"{\"runtime\": \"node\"}", "`runtime`"},
+                {"{\"color\": \"red\"}", "unknown field in a session pool: `color`"},
+                {"{\"runtime\": \"node\"}", "session pool `q`: `runtime`"},
                 {"{\"ready\": -1}", "`ready`"},
                 {"{\"ready\": 1001}", "`ready`"},
                 {"{\"ready\": \"5\"}", "`ready`"},
@@ -195,23 +222,27 @@ static void test_pool_apply(void **state) {
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 s = spec(bad[i].spec);
                 err = (struct lg_error){0};
-                int r = lg_sessions_pool_apply(f->m, "ns", "p", s, false, &err);
+                int r = lg_sessions_pool_put(f->m, "ns", "q", s, NULL, &err);
                 json_decref(s);
                 if (r != -EINVAL || !strstr(err.msg, bad[i].word))
                         fail_msg("%s: %d `%s`", bad[i].spec, r, err.msg);
         }
         assert_int_equal(f->rec.pool_sets, sets);
+        assert_int_equal(lg_store_get(f->store, LG_KEY("SessionPool", "ns", "q"), NULL, NULL), -ENOENT);
         /* Stored by an older legiond: restored without egress. */
         s = spec("{\"egress\": true}");
-        assert_int_equal(lg_sessions_pool_apply(f->m, "ns", "p", s, true, &err), 0);
+        OK(lg_store_apply(f->store, LG_KEY("SessionPool", "ns", "old"), NULL, s, &res, &err));
         json_decref(s);
+        assert_int_equal(lg_sessions_restore_pool(f->m, res, &err), 0);
+        lg_resource_free(res);
         assert_int_equal(f->rec.pool_sets, sets + 1);
+        assert_string_equal(f->rec.pool_name, "sessions/ns/old");
 }
 
-static lg_session *open_ok(struct fx *f, const char *pool, const json_t *ps, const char *id, unsigned flags) {
+static lg_session *open_ok(struct fx *f, const char *pool, const char *id, unsigned flags) {
         struct lg_error err = {0};
         lg_session *s = NULL;
-        int r = lg_sessions_open(f->m, "ns", pool, ps, id, flags, &s, &err);
+        int r = lg_sessions_open(f->m, "ns", pool, id, flags, &s, &err);
         if (r < 0)
                 fail_msg("open %s: %d %s", id, r, err.msg);
         return s;
@@ -220,16 +251,16 @@ static lg_session *open_ok(struct fx *f, const char *pool, const json_t *ps, con
 static void test_bind_once(void **state) {
         struct fx *f = *state;
         struct lg_error err = {0};
-        json_t *ps = spec("{\"cooldownSeconds\": 60}");
+        put_pool(f, "p", "{\"cooldownSeconds\": 60}");
         lg_session *s = NULL;
         /* Reading files of a session that is not there binds nothing. */
-        assert_int_equal(lg_sessions_open(f->m, "ns", "p", ps, "user-1", 0, &s, &err), -ENOENT);
+        assert_int_equal(lg_sessions_open(f->m, "ns", "p", "user-1", 0, &s, &err), -ENOENT);
         assert_non_null(strstr(err.msg, "no session `user-1` in pool `p`"));
         assert_int_equal(f->rec.route_sets, 0);
-        assert_int_equal(lg_sessions_open(f->m, "ns", "p", ps, "a/b/c", LG_SESSION_CREATE, &s, &err), -EINVAL);
+        assert_int_equal(lg_sessions_open(f->m, "ns", "p", "a/b/c", LG_SESSION_CREATE, &s, &err), -EINVAL);
         assert_int_equal(f->rec.route_sets, 0);
 
-        s = open_ok(f, "p", ps, "user-1", LG_SESSION_CREATE);
+        s = open_ok(f, "p", "user-1", LG_SESSION_CREATE);
         assert_int_equal(f->rec.route_sets, 1);
         assert_string_equal(f->rec.route_key, "ns/p/user-1");
         assert_string_equal(lg_session_key(s), "ns/p/user-1");
@@ -240,8 +271,8 @@ static void test_bind_once(void **state) {
         assert_true(f->rec.idle_timeout_s > 60);
         assert_string_equal(f->rec.log, "ns/p: session `user-1` started");
         /* The same identifier meets the same session. */
-        assert_ptr_equal(open_ok(f, "p", ps, "user-1", LG_SESSION_CREATE | LG_SESSION_EXECUTE), s);
-        assert_ptr_equal(open_ok(f, "p", ps, "user-1", 0), s);
+        assert_ptr_equal(open_ok(f, "p", "user-1", LG_SESSION_CREATE | LG_SESSION_EXECUTE), s);
+        assert_ptr_equal(open_ok(f, "p", "user-1", 0), s);
         assert_int_equal(f->rec.route_sets, 1);
         assert_ptr_equal(lg_sessions_find(f->m, "ns", "p", "user-1"), s);
         assert_null(lg_sessions_find(f->m, "ns", "q", "user-1"));
@@ -264,28 +295,27 @@ static void test_bind_once(void **state) {
         assert_null(lg_sessions_find(f->m, "ns", "p", "user-1"));
         /* A router that refuses: no session is counted. */
         f->rec.route_set_fail = -ENOMEM;
-        assert_int_equal(lg_sessions_open(f->m, "ns", "p", ps, "user-2", LG_SESSION_CREATE, &s, &err), -ENOMEM);
+        assert_int_equal(lg_sessions_open(f->m, "ns", "p", "user-2", LG_SESSION_CREATE, &s, &err), -ENOMEM);
         assert_int_equal(lg_sessions_count(f->m, "ns", "p"), 0);
-        json_decref(ps);
 }
 
 static void test_max_sessions(void **state) {
         struct fx *f = *state;
         struct lg_error err = {0};
-        json_t *ps = spec("{\"maxSessions\": 2}");
-        json_t *other = spec("{}");
-        lg_session *a = open_ok(f, "p", ps, "aaaa", LG_SESSION_CREATE);
-        open_ok(f, "p", ps, "bbbb", LG_SESSION_CREATE);
-        open_ok(f, "q", other, "cccc", LG_SESSION_CREATE); /* another pool does not count */
+        put_pool(f, "p", "{\"maxSessions\": 2}");
+        put_pool(f, "q", "{}");
+        lg_session *a = open_ok(f, "p", "aaaa", LG_SESSION_CREATE);
+        open_ok(f, "p", "bbbb", LG_SESSION_CREATE);
+        open_ok(f, "q", "cccc", LG_SESSION_CREATE); /* another pool does not count */
         assert_int_equal(lg_sessions_count(f->m, "ns", "p"), 2);
         lg_session *s = NULL;
-        assert_int_equal(lg_sessions_open(f->m, "ns", "p", ps, "dddd", LG_SESSION_CREATE, &s, &err), -EUSERS);
+        assert_int_equal(lg_sessions_open(f->m, "ns", "p", "dddd", LG_SESSION_CREATE, &s, &err), -EUSERS);
         assert_non_null(strstr(err.msg, "maxSessions (2 of 2 in use)"));
         assert_int_equal(f->rec.route_sets, 3);
         /* The ones it has still answer. */
-        assert_ptr_equal(open_ok(f, "p", ps, "aaaa", LG_SESSION_CREATE), a);
+        assert_ptr_equal(open_ok(f, "p", "aaaa", LG_SESSION_CREATE), a);
         lg_sessions_end(f->m, a, "session deleted");
-        open_ok(f, "p", ps, "dddd", LG_SESSION_CREATE);
+        open_ok(f, "p", "dddd", LG_SESSION_CREATE);
 
         json_t *st = lg_sessions_pool_status(f->m, "ns", "p", true);
         assert_int_equal(json_integer_value(json_object_get(st, "sessions")), 2);
@@ -298,30 +328,30 @@ static void test_max_sessions(void **state) {
         json_decref(st);
 
         /* Deleting pool p ends its sessions only. */
-        lg_sessions_pool_delete(f->m, "ns", "p");
+        OK(lg_sessions_pool_delete(f->m, "ns", "p", &err));
+        assert_int_equal(lg_store_get(f->store, LG_KEY("SessionPool", "ns", "p"), NULL, NULL), -ENOENT);
+        assert_int_equal(lg_sessions_open(f->m, "ns", "p", "aaaa", LG_SESSION_CREATE, &s, &err), -ENOENT);
         assert_string_equal(f->rec.pool_deleted, "sessions/ns/p");
         assert_int_equal(lg_sessions_count(f->m, "ns", "p"), 0);
         assert_int_equal(lg_sessions_count(f->m, "ns", "q"), 1);
-        json_decref(ps);
-        json_decref(other);
 }
 
 static void test_lost(void **state) {
         struct fx *f = *state;
         struct lg_error err = {0};
-        json_t *ps = spec("{}");
+        put_pool(f, "p", "{}");
         /* Files only, no code ran: a session whose sandbox is not up yet is
          * not lost. */
-        open_ok(f, "p", ps, "files", LG_SESSION_CREATE);
+        open_ok(f, "p", "files", LG_SESSION_CREATE);
         f->rec.sandboxes = 0;
-        open_ok(f, "p", ps, "files", 0);
+        open_ok(f, "p", "files", 0);
         f->rec.sandboxes = 1;
-        open_ok(f, "p", ps, "exec", LG_SESSION_CREATE | LG_SESSION_EXECUTE);
+        open_ok(f, "p", "exec", LG_SESSION_CREATE | LG_SESSION_EXECUTE);
         f->rec.sandboxes = -ENOENT; /* no route at all: nothing to say */
-        open_ok(f, "p", ps, "exec", LG_SESSION_EXECUTE);
+        open_ok(f, "p", "exec", LG_SESSION_EXECUTE);
         f->rec.sandboxes = 0;
         lg_session *s = NULL;
-        assert_int_equal(lg_sessions_open(f->m, "ns", "p", ps, "exec", LG_SESSION_CREATE | LG_SESSION_EXECUTE, &s,
+        assert_int_equal(lg_sessions_open(f->m, "ns", "p", "exec", LG_SESSION_CREATE | LG_SESSION_EXECUTE, &s,
                                           &err),
                          -ENOLINK);
         assert_non_null(strstr(err.msg, "session `exec` lost its sandbox"));
@@ -329,16 +359,14 @@ static void test_lost(void **state) {
         assert_null(lg_sessions_find(f->m, "ns", "p", "exec"));
         /* The next call starts a new session. */
         int sets = f->rec.route_sets;
-        open_ok(f, "p", ps, "exec", LG_SESSION_CREATE | LG_SESSION_EXECUTE);
+        open_ok(f, "p", "exec", LG_SESSION_CREATE | LG_SESSION_EXECUTE);
         assert_int_equal(f->rec.route_sets, sets + 1);
-        json_decref(ps);
 }
 
 static void test_cooldown(void **state) {
         struct fx *f = *state;
-        json_t *ps = spec("{\"cooldownSeconds\": 1}");
-        open_ok(f, "p", ps, "short", LG_SESSION_CREATE);
-        json_decref(ps);
+        put_pool(f, "p", "{\"cooldownSeconds\": 1}");
+        open_ok(f, "p", "short", LG_SESSION_CREATE);
         /* The cooldown timer is the loop's only handle: the loop returns
          * once it has fired and the session has ended. */
         uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -402,7 +430,7 @@ static void test_file_paths(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_identifiers),
-                cmocka_unit_test_setup_teardown(test_pool_apply, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_pool_put, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bind_once, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_max_sessions, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_lost, setup, teardown),
