@@ -255,6 +255,63 @@ void lg_fmt_size(uint64_t size, char *buf, size_t cap) {
         snprintf(buf, cap, "%" PRIu64 " bytes", size);
 }
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n) {
+        unsigned char c = s[0];
+        size_t len;
+        unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
+        if (c >= 0xc2 && c <= 0xdf)
+                len = 2;
+        else if (c >= 0xe0 && c <= 0xef) {
+                len = 3;
+                if (c == 0xe0)
+                        lo = 0xa0; /* overlong */
+                else if (c == 0xed)
+                        hi = 0x9f; /* surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+                len = 4;
+                if (c == 0xf0)
+                        lo = 0x90;
+                else if (c == 0xf4)
+                        hi = 0x8f;
+        } else
+                return 0;
+        if (len > n || s[1] < lo || s[1] > hi)
+                return 0;
+        for (size_t i = 2; i < len; i++)
+                if (s[i] < 0x80 || s[i] > 0xbf)
+                        return 0;
+        return len;
+}
+
+void lg_printable(const char *s, char *buf, size_t cap) {
+        if (cap == 0)
+                return;
+        if (!s)
+                s = "(no name)";
+        const unsigned char *p = (const unsigned char *) s;
+        size_t len = strlen(s), n = 0, i = 0;
+        size_t room = len > cap - 1 && cap > 4 ? cap - 4 : cap - 1; /* keep 3 for "..." */
+        while (i < len) {
+                size_t l = p[i] < 0x80 ? 1 : utf8_len(p + i, len - i);
+                size_t out = l ? l : 1;
+                if (n + out > room)
+                        break;
+                if (l == 1)
+                        buf[n] = (p[i] < 0x20 || p[i] == 0x7f || p[i] == '`') ? '?' : (char) p[i];
+                else if (l > 1)
+                        memcpy(buf + n, p + i, l);
+                else
+                        buf[n] = '?'; /* not UTF-8: messages end up in JSON */
+                n += out;
+                i += l ? l : 1;
+        }
+        if (i < len)
+                for (size_t k = 0; k < 3 && n < cap - 1; k++)
+                        buf[n++] = '.';
+        buf[n] = '\0';
+}
+
 int lg_parse_int(const char *s, long long lo, long long hi, long long *ret) {
         if (!s)
                 return -EINVAL;
@@ -326,153 +383,5 @@ int lg_random_hex(char *buf, size_t n) {
                 buf[2 * i + 1] = hex[raw[i] & 15];
         }
         buf[2 * n] = '\0';
-        return 0;
-}
-
-int lg_archive_path(const char *raw, char *out, unsigned max_len, unsigned max_depth, size_t *depth, char *why,
-                    size_t why_cap) {
-        size_t len = 0, d = 0;
-        for (const char *p = raw; *p;) {
-                const char *end = strchrnul(p, '/');
-                size_t n = (size_t) (end - p);
-                if (n == 2 && p[0] == '.' && p[1] == '.') {
-                        snprintf(why, why_cap, "path has a `..` component");
-                        return -EINVAL;
-                }
-                if (n > 0 && !(n == 1 && p[0] == '.')) {
-                        if (n > NAME_MAX) {
-                                snprintf(why, why_cap, "a path component is longer than %d bytes", NAME_MAX);
-                                return -ENAMETOOLONG;
-                        }
-                        if (++d > max_depth) {
-                                snprintf(why, why_cap, "path is deeper than %u components", max_depth);
-                                return -ENAMETOOLONG;
-                        }
-                        if (len + (len ? 1 : 0) + n > max_len) {
-                                snprintf(why, why_cap, "path is longer than %u bytes", max_len);
-                                return -ENAMETOOLONG;
-                        }
-                        if (len)
-                                out[len++] = '/';
-                        memcpy(out + len, p, n);
-                        len += n;
-                }
-                p = *end ? end + 1 : end;
-        }
-        out[len] = '\0';
-        *depth = d;
-        return 0;
-}
-
-void lg_tree_walk_init(struct lg_tree_walk *w, int rootfd) {
-        w->rootfd = rootfd;
-        w->fd = -1;
-        w->len = 0;
-        w->n_created = 0;
-}
-
-void lg_tree_walk_forget(struct lg_tree_walk *w) {
-        if (w->fd >= 0)
-                close(w->fd);
-        w->fd = -1;
-        w->len = 0;
-}
-
-/* A walk's failure at path[0..len): fail set, -errnum returned. */
-static int tree_fail(struct lg_tree_walk *w, enum lg_tree_fail fail, int errnum, const char *path, size_t len) {
-        w->fail = fail;
-        memcpy(w->fail_path, path, len);
-        w->fail_path[len] = '\0';
-        return -errnum;
-}
-
-/* Enter dfd/name (path[0..len) below the root); see lg_tree_walk_to. */
-static int tree_enter(struct lg_tree_walk *w, int dfd, const char *name, bool create, const char *path, size_t len) {
-        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 && errno == ENOENT && create) {
-                if (mkdirat(dfd, name, 0755) < 0 && errno != EEXIST)
-                        return tree_fail(w, LG_TREE_CREATE, errno, path, len);
-                fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (fd >= 0) {
-                        if (fchmod(fd, 0755) < 0) { /* the umask may have taken bits away */
-                                int e = errno;
-                                close(fd);
-                                return tree_fail(w, LG_TREE_CHMOD, e, path, len);
-                        }
-                        w->n_created++;
-                }
-        }
-        if (fd >= 0)
-                return fd;
-        int e = errno;
-        if (e == ENOENT && !create)
-                return -ENOENT;
-        struct stat s;
-        if (fstatat(dfd, name, &s, AT_SYMLINK_NOFOLLOW) == 0) {
-                if (S_ISLNK(s.st_mode))
-                        return tree_fail(w, LG_TREE_SYMLINK, EINVAL, path, len);
-                if (!S_ISDIR(s.st_mode))
-                        return tree_fail(w, LG_TREE_NOT_DIR, EINVAL, path, len);
-        }
-        return tree_fail(w, LG_TREE_OPEN, e, path, len);
-}
-
-int lg_tree_walk_to(struct lg_tree_walk *w, const char *path, size_t plen, bool create) {
-        if (plen == 0)
-                return w->rootfd;
-        if (w->fd >= 0 && w->len == plen && memcmp(w->path, path, plen) == 0)
-                return w->fd;
-        int fd = w->rootfd;
-        size_t pos = 0;
-        if (w->fd >= 0 && w->len < plen && path[w->len] == '/' && memcmp(w->path, path, w->len) == 0) {
-                fd = w->fd;
-                pos = w->len + 1;
-        }
-        bool owned = false;
-        while (pos < plen) {
-                const char *p = path + pos;
-                const char *end = memchr(p, '/', plen - pos);
-                size_t n = end ? (size_t) (end - p) : plen - pos;
-                char comp[NAME_MAX + 1];
-                if (n > NAME_MAX)
-                        return tree_fail(w, LG_TREE_OPEN, ENAMETOOLONG, path, pos + n);
-                memcpy(comp, p, n);
-                comp[n] = '\0';
-                int nfd = tree_enter(w, fd, comp, create, path, pos + n);
-                if (owned)
-                        close(fd);
-                if (nfd < 0)
-                        return nfd;
-                fd = nfd;
-                owned = true;
-                pos += n + 1;
-        }
-        if (w->fd >= 0)
-                close(w->fd);
-        w->fd = fd;
-        memcpy(w->path, path, plen);
-        w->path[plen] = '\0';
-        w->len = plen;
-        return fd;
-}
-
-int lg_rename_noreplace_at(int dfd, const char *tmp, const char *name) {
-        if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) == 0)
-                return 0;
-        if (errno == EEXIST)
-                return 1;
-        if (errno != EINVAL && errno != ENOSYS)
-                return -errno;
-        struct stat s;
-        if (fstatat(dfd, tmp, &s, AT_SYMLINK_NOFOLLOW) < 0)
-                return -errno;
-        if (S_ISDIR(s.st_mode)) {
-                if (renameat(dfd, tmp, dfd, name) == 0)
-                        return 0;
-                return errno == EEXIST || errno == ENOTEMPTY ? 1 : -errno;
-        }
-        if (linkat(dfd, tmp, dfd, name, 0) < 0)
-                return errno == EEXIST ? 1 : -errno;
-        unlinkat(dfd, tmp, 0);
         return 0;
 }

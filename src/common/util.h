@@ -104,6 +104,11 @@ int lg_parse_size(const char *s, uint64_t *ret);
  * (for messages about limits). */
 void lg_fmt_size(uint64_t size, char *buf, size_t cap);
 
+/* Copy of s fit for a one-line message that may end up in JSON: control
+ * bytes, backquotes and bytes that are not UTF-8 become '?', and a long
+ * string is cut with "...". NULL is "(no name)". */
+void lg_printable(const char *s, char *buf, size_t cap);
+
 /* Parse a whole decimal number in [lo, hi]: an optional '-' and digits
  * only (strtoll alone takes blanks, '+' and trailing junk). -EINVAL when
  * malformed, -ERANGE outside the range. */
@@ -121,52 +126,3 @@ uint64_t lg_now_ns(void);
 
 /* Fill buf with 2*n lowercase hex characters of random data plus NUL. */
 int lg_random_hex(char *buf, size_t n);
-
-/* ---- extracting archives safely (pkg/extract.c, image/layer.c) ---------- */
-
-#include <limits.h>
-
-/* An archive entry's path in normal form: empty and `.` components go (a
- * leading '/' with them), `..` is refused, and so are a component over
- * NAME_MAX bytes, more than max_depth components and more than max_len
- * bytes (max_len < PATH_MAX). 0 with out and *depth (the components) set,
- * or -EINVAL / -ENAMETOOLONG with why set to the reason, for a message
- * ("path has a `..` component"). */
-int lg_archive_path(const char *raw, char *out, unsigned max_len, unsigned max_depth, size_t *depth, char *why,
-                    size_t why_cap);
-
-/* The directories of a tree being extracted below rootfd, entered without
- * ever following a symlink: each component is opened from its parent with
- * O_NOFOLLOW|O_DIRECTORY. The last directory entered stays open, and a walk
- * starts below it when it can (entries come mostly depth-first). */
-enum lg_tree_fail {
-        LG_TREE_SYMLINK, /* a component is a symlink (-EINVAL) */
-        LG_TREE_NOT_DIR, /* a component is neither directory nor symlink (-EINVAL) */
-        LG_TREE_OPEN,    /* opening a directory failed otherwise (its errno) */
-        LG_TREE_CREATE,  /* creating one failed (its errno) */
-        LG_TREE_CHMOD,   /* setting the mode of one it created failed (its errno) */
-};
-struct lg_tree_walk {
-        int rootfd;           /* not owned */
-        int fd;               /* the last directory entered (owned), or -1 */
-        size_t len;
-        char path[PATH_MAX];  /* its path below the root */
-        uint64_t n_created;   /* directories the walks created */
-        enum lg_tree_fail fail; /* after a failure: why, and where */
-        char fail_path[PATH_MAX];
-};
-void lg_tree_walk_init(struct lg_tree_walk *w, int rootfd);
-/* Close the directory kept open: at the end, or before removing a
- * directory it may be in. */
-void lg_tree_walk_forget(struct lg_tree_walk *w);
-/* The fd of directory path[0..plen) (borrowed: the root, or the directory
- * kept open, valid until the next walk). A missing directory is created
- * 0755 when create is set, else the walk fails with -ENOENT alone. Other
- * failures: -errno with fail and fail_path (up to the component at fault). */
-int lg_tree_walk_to(struct lg_tree_walk *w, const char *path, size_t plen, bool create);
-
-/* renameat2(RENAME_NOREPLACE) of tmp to name within dfd, with a fallback for
- * file systems without it (link(2) for a file, plain rename(2) for a
- * directory, which replaces only an empty one). 0 renamed, 1 name existed
- * (tmp is left in place), or -errno. */
-int lg_rename_noreplace_at(int dfd, const char *tmp, const char *name);

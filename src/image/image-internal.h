@@ -82,10 +82,6 @@ void lg_image_index_cache_free(struct lg_image_index_cache *c);
 /* A temporary name in tmp/: "<what><16 hex>". */
 int lg_image_tmp_name(char *buf, size_t cap, const char *what);
 
-/* Remove a tree below dfd without following symlinks, making directories
- * writable first (layer trees may hold 0555 directories). */
-int lg_image_rm_tree_at(int dfd, const char *name);
-
 /* Copy of s fit for a one-line message. */
 void lg_image_printable(const char *s, char *buf, size_t cap);
 

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "extract/extract.h"
 #include "image/image-internal.h"
 
 #define BUF_SIZE (64 * 1024)
@@ -102,7 +103,7 @@ static la_ssize_t cb_read(struct archive *a, void *ud, const void **buf) {
 static int normalize(const char *raw, char *out, size_t cap) {
         char why[96];
         size_t depth;
-        int r = lg_archive_path(raw, out, (unsigned) cap - 1, UINT_MAX, &depth, why, sizeof(why));
+        int r = lg_extract_path(raw, out, (unsigned) cap - 1, UINT_MAX, &depth, why, sizeof(why));
         return r < 0 ? r : depth ? 0 : -EINVAL;
 }
 

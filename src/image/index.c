@@ -18,6 +18,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "extract/extract.h"
 #include "image/image-internal.h"
 
 struct rec {
@@ -689,7 +690,7 @@ static int gc_locked(lg_image_store *st, const char *const *keep, size_t n_keep,
                 if (renameat(st->dirfd, src, st->dirfd, tmp) == 0) {
                         res->layers_removed++;
                         if (hexset_add(trash, tmp + 4) < 0) /* "tmp/" + name fits 65 */
-                                (void) lg_image_rm_tree_at(st->dirfd, tmp);
+                                (void) lg_extract_rm_tree_at(st->dirfd, tmp);
                 }
         }
         closedir(d);
@@ -721,7 +722,7 @@ int lg_image_gc(lg_image_store *st, const char *const *keep, size_t n_keep, stru
                 char p[96];
                 snprintf(p, sizeof(p), "tmp/%s", trash.v[i]);
                 res.bytes_freed += du_at(st->dirfd, p, 0);
-                (void) lg_image_rm_tree_at(st->dirfd, p);
+                (void) lg_extract_rm_tree_at(st->dirfd, p);
         }
         free(trash.v);
         lg_cas_unlock_alone(st->cas);

@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "extract/extract.h"
 #include "image/image-internal.h"
 
 #define DEFAULT_BLOB (8ull << 30)
@@ -105,62 +106,6 @@ int lg_image_tmp_name(char *buf, size_t cap, const char *what) {
         return 0;
 }
 
-static int rm_children(int fd, unsigned depth) {
-        if (depth > 4096)
-                return -ELOOP;
-        DIR *d = fdopendir(fd);
-        if (!d) {
-                close(fd);
-                return -ENOMEM;
-        }
-        int r = 0;
-        struct dirent *de;
-        while ((de = readdir(d))) {
-                if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-                        continue;
-                if (unlinkat(dirfd(d), de->d_name, 0) == 0)
-                        continue;
-                if (errno != EISDIR && errno != EPERM) {
-                        if (errno != ENOENT && r == 0)
-                                r = -errno;
-                        continue;
-                }
-                int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (sub < 0) {
-                        if (r == 0)
-                                r = -errno;
-                        continue;
-                }
-                (void) fchmod(sub, 0700);
-                int q = rm_children(sub, depth + 1);
-                if (q < 0 && r == 0)
-                        r = q;
-                if (unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) < 0 && r == 0)
-                        r = -errno;
-                /* A directory may be rewound; entries already gone are fine. */
-                rewinddir(d);
-        }
-        closedir(d);
-        return r;
-}
-
-int lg_image_rm_tree_at(int dfd, const char *name) {
-        if (unlinkat(dfd, name, 0) == 0)
-                return 0;
-        if (errno == ENOENT)
-                return 0;
-        if (errno != EISDIR && errno != EPERM)
-                return -errno;
-        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        (void) fchmod(fd, 0700);
-        int r = rm_children(fd, 0);
-        if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && r == 0)
-                r = -errno;
-        return r;
-}
-
 /* ---- open / close ------------------------------------------------------- */
 
 /* Alone with the store (nobody holds it open): what a crash left in tmp/
@@ -168,9 +113,18 @@ int lg_image_rm_tree_at(int dfd, const char *name) {
 static int clean_tmp(int rootfd, void *ud, struct lg_error *err) {
         (void) ud;
         int fd = openat(rootfd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (!d) {
+                if (fd >= 0)
+                        close(fd);
                 return errno == ENOENT ? 0 : lg_error_set(err, errno, "open `tmp`");
-        int r = rm_children(fd, 0);
+        }
+        int r = 0;
+        struct dirent *de;
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && r == 0)
+                        r = lg_extract_rm_tree_at(dirfd(d), de->d_name);
+        closedir(d);
         return r < 0 ? lg_error_set(err, r, "clean `tmp`") : 0;
 }
 

@@ -22,7 +22,7 @@ static int check_digest(const char *digest, struct lg_error *err) {
         if (lg_digest_valid(digest))
                 return 0;
         char p[80];
-        lg_pkg_printable(digest, p, sizeof(p));
+        lg_printable(digest, p, sizeof(p));
         return lg_error_set(err, EINVAL, "invalid digest `%s` (want 64 lowercase hex characters)", p);
 }
 

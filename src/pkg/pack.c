@@ -129,7 +129,7 @@ static int pack_dir(struct pctx *p, int dfd, const char *prefix, size_t depth) {
                                 break;
                         }
                         target[tl] = '\0';
-                        if (lg_pkg_symlink_unsafe(depth, target)) {
+                        if (lg_extract_symlink_unsafe(depth, target)) {
                                 p->info.n_skipped++;
                                 continue;
                         }
