@@ -2,11 +2,13 @@
 """The functions benchmark's driver (bench/functions/run.sh starts legiond
 and runs this; see run.sh for the whole picture).
 
-Three parts, each writing raw JSON into OUT:
+Four parts, each writing raw JSON into OUT:
   cold   cold starts with a placeholder ready and without (on demand)
   warm   wrk and httpload through the router, straight to the instance's
          socket, and through nginx to the same instance
   burst  200 requests at once at an app with no instance
+  scale  0 to N (500) instances of one app: N requests at once that each
+         hold an instance (concurrency 1) until all can have come up
 
 Every figure in the report comes from these files."""
 import argparse
@@ -384,6 +386,27 @@ def warm(args, api, out):
 
 # ---- 3. burst ----------------------------------------------------------------
 
+def served_by(doc):
+    """Answers per instance id (None: no id) of a burst's httpload -B result;
+    takes the answers out of doc."""
+    served = {}
+    for a in doc.pop("answers"):
+        try:
+            iid = json.loads(a["body"])["instance"]
+        except ValueError:
+            iid = None
+        served[iid] = served.get(iid, 0) + 1
+    return served
+
+
+def ready_times(api, app):
+    """The app's instance ready times from its log, ms: (from a placeholder,
+    made on demand), and the log's text."""
+    _, text = api.call("GET", f"/v1/namespaces/default/apps/{app}/logs", raw=True)
+    return ([float(x) for x in re.findall(rb"ready in ([\d.]+) ms \(from a placeholder\)", text)],
+            [float(x) for x in re.findall(rb"ready in ([\d.]+) ms \(no placeholder ready\)", text)], text)
+
+
 def burst(args, api, out):
     digest = api.upload(os.path.join(ROOT, "bench", "functions", "apps", "burst"))
     # The cold part sets the python3 pool group's ready count; run alone
@@ -412,13 +435,7 @@ def burst(args, api, out):
         doc = json.loads(p.stdout)
         st = api.app(app)["status"]
         p1 = api.pool("python3")["status"]
-        served = {}
-        for a in doc.pop("answers"):
-            try:
-                iid = json.loads(a["body"])["instance"]
-            except ValueError:
-                iid = None
-            served[iid] = served.get(iid, 0) + 1
+        served = served_by(doc)
         # Instances still starting finish (nothing waits for them), then count.
         deadline = time.monotonic() + 60
         while True:
@@ -427,9 +444,7 @@ def burst(args, api, out):
                 break
             time.sleep(0.02)
         settle = time.monotonic() - t_done
-        _, text = api.call("GET", f"/v1/namespaces/default/apps/{app}/logs", raw=True)
-        ready_ms = [float(x) for x in re.findall(rb"ready in ([\d.]+) ms \(from a placeholder\)", text)]
-        ready_cold_ms = [float(x) for x in re.findall(rb"ready in ([\d.]+) ms \(no placeholder ready\)", text)]
+        ready_ms, ready_cold_ms, _ = ready_times(api, app)
         api.delete_app(app)
         v = {"app": app, "concurrency": conc, "maxInstances": mx, "sleep_s": sleep, "load_before": load,
              "httpload": doc, "status_right_after": st, "status_settled": st2, "settle_s": settle,
@@ -442,6 +457,90 @@ def burst(args, api, out):
             f"by {v['instances_that_answered']} instances; right after: {st['instances']} ready + {st['starting']} "
             f"starting, {st['coldStarts']['count']} cold starts; all started {settle:.2f} s later")
     json.dump(res, open(os.path.join(out, "burst.json"), "w"), indent=1)
+
+
+# ---- 4. scale: 0 to N instances ------------------------------------------------
+
+def meminfo():
+    m = {}
+    for line in open("/proc/meminfo"):
+        k, v = line.split(":", 1)
+        m[k] = int(v.split()[0]) * 1024
+    return m
+
+
+def scale(args, api, out):
+    """N requests at once at an app with concurrency 1 and maxInstances N,
+    each holding its instance for --scale-hold seconds: the router must bring
+    up N instances for all of them to be served before the first frees one.
+    The app's status is polled meanwhile: time until N are ready, and the
+    host's memory, pids and legiond's fds at that point."""
+    n = args.scale_n
+    digest = api.upload(os.path.join(ROOT, "bench", "functions", "apps", "burst"))
+    target = api.pool("python3")["spec"]["ready"]
+    api.wait_pool("python3", lambda st: st["ready"] >= target and st["starting"] == 0, what="pool full")
+    time.sleep(1)
+    app = f"scale-{n}"
+    spec = {"runtime": "python3", "package": digest, "concurrency": 1, "maxInstances": n,
+            "timeoutSeconds": 3600, "idleTimeoutSeconds": 3600}
+    api.put_app(app, spec)
+    mem0, load0 = meminfo(), open("/proc/loadavg").read().split()
+    fds0 = len(os.listdir(f"/proc/{args.legiond_pid}/fd"))
+    p0 = api.pool("python3")["status"]
+    # legiond takes at most 256 connections from one address (docs/api.md):
+    # the N clients come from as many loopback addresses as that needs.
+    sources = (n + 199) // 200
+    cmd = [args.httpload, "-b", "-B", "-c", str(n), "-t", "4", "-s", str(sources), "-l", app,
+           "-H", f"Authorization: Bearer {args.token}", f"127.0.0.1:{args.port}",
+           f"/fn/default/{app}/?sleep={args.scale_hold}"]
+    t0 = time.monotonic()
+    hl = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples, t_all_up, peak = [], None, None
+    while hl.poll() is None:
+        st = api.app(app)["status"]
+        t = time.monotonic() - t0
+        m = meminfo()
+        used = mem0["MemAvailable"] - m["MemAvailable"]
+        samples.append({"t": t, "ready": st["instances"], "starting": st["starting"], "queued": st.get("queued"),
+                        "mem_used": used})
+        if t_all_up is None and st["instances"] >= n:
+            t_all_up = t
+            peak = {"t": t, "mem_available_drop": used, "mem_available": m["MemAvailable"],
+                    "pids": int(open("/proc/loadavg").read().split()[3].split("/")[1]),
+                    "legiond_fds": len(os.listdir(f"/proc/{args.legiond_pid}/fd"))}
+            log(f"scale: {n} instances ready after {t:.1f} s")
+        time.sleep(0.2)
+    stdout, stderr = hl.communicate()
+    if hl.returncode != 0:
+        raise RuntimeError(f"httpload failed: {stderr}")
+    doc = json.loads(stdout)
+    served = served_by(doc)
+    st = api.app(app)["status"]
+    p1 = api.pool("python3")["status"]
+    ready_ms, ready_cold_ms, text = ready_times(api, app)
+    failed = len(re.findall(rb"failed to start", text))
+    t_del = time.monotonic()
+    api.delete_app(app)
+    # Deleting the app destroys its instances: wait for their memory to
+    # come back (as far as it does) so that what follows starts clean.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and meminfo()["MemAvailable"] < mem0["MemAvailable"] - (256 << 20):
+        time.sleep(0.5)
+    res = {"n": n, "hold_s": args.scale_hold, "spec": spec, "pool_ready": target, "sources": sources,
+           "command": " ".join(["bench/functions/httpload"] + cmd[1:-4] + ["-H", "'Authorization: Bearer ...'"] + cmd[-2:]),
+           "httpload": doc, "status_after": st, "instances_that_answered": len([k for k in served if k]),
+           "answers_per_instance_max": max(served.values()) if served else 0,
+           "t_all_up_s": t_all_up, "at_all_up": peak, "samples": samples,
+           "pool_taken": p1["taken"] - p0["taken"], "pool_on_demand": p1["onDemand"] - p0["onDemand"],
+           "instance_ready_ms_placeholder": summary(ready_ms), "instance_ready_ms_on_demand": summary(ready_cold_ms),
+           "instances_failed_to_start": failed, "mem_total": mem0["MemTotal"], "mem_available_before": mem0["MemAvailable"],
+           "mem_available_after_delete": meminfo()["MemAvailable"], "delete_settle_s": time.monotonic() - t_del,
+           "legiond_fds_before": fds0, "load_before": load0[:3], "pid_max": int(open("/proc/sys/kernel/pid_max").read()),
+           "legiond_nofile": open(f"/proc/{args.legiond_pid}/limits").read()}
+    log(f"scale: {doc['status']['2xx']}/{n} answered 2xx in {doc['all_answered_ms'] / 1000:.1f} s by "
+        f"{res['instances_that_answered']} instances; all {n} up after "
+        f"{'never' if t_all_up is None else f'{t_all_up:.1f} s'}")
+    json.dump(res, open(os.path.join(out, "scale.json"), "w"), indent=1)
 
 
 def main():
@@ -462,11 +561,13 @@ def main():
     ap.add_argument("--nginx-workers", default="1")
     ap.add_argument("--backends", default="")
     ap.add_argument("--burst-n", type=int, default=200)
+    ap.add_argument("--scale-n", type=int, default=500)
+    ap.add_argument("--scale-hold", type=float, default=300)
     args = ap.parse_args()
     args.token = harness.read_token(args.home)
     api = Api(args.port, args.token)
     parts = args.parts.split(",")
-    for part, fn in (("cold", cold), ("warm", warm), ("burst", burst)):
+    for part, fn in (("cold", cold), ("warm", warm), ("burst", burst), ("scale", scale)):
         if part in parts:
             t = time.monotonic()
             log(f"{part}: start")

@@ -9,13 +9,15 @@
  * computed from all of them (no histogram buckets).
  *
  *   httpload [-t THREADS] [-c CONNS] [-d SECONDS] [-w WARMUP_SECONDS]
- *            [-H 'Name: value']... [-l LABEL] [-b [-B]] TARGET PATH
+ *            [-H 'Name: value']... [-l LABEL] [-b [-B]] [-s SOURCES] TARGET PATH
  *
  * TARGET is HOST:PORT or unix:/path.sock. -b (burst): CONNS connections are
  * opened first, then each sends one request at the same moment; the result
  * adds the time from the first send to the last answer; with -B it also
- * lists each answer's status and body (cut at 127 bytes). Prints one JSON
- * object on stdout. */
+ * lists each answer's status and body (cut at 127 bytes). -s N spreads the
+ * TCP connections over the source addresses 127.0.0.1 .. 127.0.0.N, as N
+ * clients (legiond takes at most 256 connections from one address). Prints
+ * one JSON object on stdout. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -47,6 +49,7 @@ static char *request;
 static size_t request_len;
 static uint64_t t_warm_end, t_end; /* ns, monotonic */
 static bool burst, keep_bodies;
+static int sources = 1;
 
 struct conn {
         int fd;
@@ -58,6 +61,7 @@ struct conn {
         bool done;      /* burst: answered */
         int status;     /* burst: the answer's status */
         char body[128]; /* burst, -B: the answer's body, cut */
+        int src;        /* source address: 127.0.0.(1 + src) */
 };
 
 struct worker {
@@ -86,10 +90,18 @@ static void die(const char *fmt, const char *arg) {
         exit(2);
 }
 
-static int open_conn(void) {
+static int open_conn(int src) {
         int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -1;
+        if (!is_unix && sources > 1) {
+                struct sockaddr_in sa = {.sin_family = AF_INET,
+                                         .sin_addr.s_addr = htonl(0x7f000001u + (uint32_t) src)};
+                if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
+                        close(fd);
+                        return -1;
+                }
+        }
         if (connect(fd, (struct sockaddr *) &addr, addr_len) < 0) {
                 close(fd);
                 return -1;
@@ -205,7 +217,7 @@ static int reconnect(struct worker *w, struct conn *c, int ep) {
                 epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
                 close(c->fd);
         }
-        c->fd = open_conn();
+        c->fd = open_conn(c->src);
         c->busy = false;
         c->len = 0;
         if (c->fd < 0) {
@@ -333,7 +345,7 @@ int main(int argc, char **argv) {
         char headers[8192] = "";
         size_t hl = 0;
         int opt;
-        while ((opt = getopt(argc, argv, "t:c:d:w:H:l:bB")) != -1) {
+        while ((opt = getopt(argc, argv, "t:c:d:w:H:l:bBs:")) != -1) {
                 switch (opt) {
                 case 't': threads = atoi(optarg); break;
                 case 'c': conns = atoi(optarg); break;
@@ -342,6 +354,7 @@ int main(int argc, char **argv) {
                 case 'l': label = optarg; break;
                 case 'b': burst = true; break;
                 case 'B': keep_bodies = true; break;
+                case 's': sources = atoi(optarg); break;
                 case 'H':
                         if (hl + strlen(optarg) + 3 > sizeof(headers))
                                 die("%s", "too many headers");
@@ -349,7 +362,7 @@ int main(int argc, char **argv) {
                         break;
                 default:
                         fprintf(stderr, "usage: httpload [-t N] [-c N] [-d S] [-w S] [-H 'K: V']... [-l LABEL] [-b] "
-                                        "HOST:PORT|unix:PATH PATH\n");
+                                        "[-s N] HOST:PORT|unix:PATH PATH\n");
                         return 2;
                 }
         }
@@ -358,6 +371,8 @@ int main(int argc, char **argv) {
         const char *target = argv[optind], *path = argv[optind + 1];
         if (threads < 1 || threads > MAX_THREADS || conns < threads)
                 die("%s", "need 1 <= threads <= 64 and conns >= threads");
+        if (sources < 1 || sources > 254)
+                die("%s", "need 1 <= sources <= 254");
         char host[256] = "localhost";
         if (!strncmp(target, "unix:", 5)) {
                 is_unix = true;
@@ -385,12 +400,13 @@ int main(int argc, char **argv) {
         request_len = strlen(request);
 
         struct worker *ws = calloc((size_t) threads, sizeof(*ws));
-        int open_fail = 0;
+        int open_fail = 0, nopen = 0;
         for (int t = 0; t < threads; t++) {
                 ws[t].nconn = conns / threads + (t < conns % threads);
                 ws[t].conns = calloc((size_t) ws[t].nconn, sizeof(struct conn));
                 for (int i = 0; i < ws[t].nconn; i++) {
-                        ws[t].conns[i].fd = open_conn();
+                        ws[t].conns[i].src = nopen++ % sources;
+                        ws[t].conns[i].fd = open_conn(ws[t].conns[i].src);
                         if (ws[t].conns[i].fd < 0)
                                 open_fail++;
                 }

@@ -74,6 +74,7 @@ def main():
     cold = load(d, "cold.json")
     warm = load(d, "warm.json")
     burst = load(d, "burst.json")
+    scale = load(d, "scale.json")
     out = []
     w = out.append
     w("## Functions")
@@ -380,13 +381,50 @@ def main():
             s.append("")
         sections += s
 
+    if scale:
+        s = []
+        n = scale["n"]
+        h = scale["httpload"]
+        up = scale["at_all_up"]
+        s.append(f"### 4. Scale: 0 to {n} instances of one app")
+        s.append("")
+        s.append(f"`FN_PARTS=scale bench/functions/run.sh`: {n} requests at once (`{scale['command']}`, "
+                 f"from {scale['sources']} loopback source address{'es' if scale['sources'] > 1 else ''}: legiond takes at "
+                 f"most 256 connections from one) at a new "
+                 f"Python app with `concurrency: 1`, `maxInstances: {n}`, whose function "
+                 f"(`bench/functions/apps/burst`) holds its instance {scale['hold_s']:g} s and answers with the "
+                 f"instance's id: each request needs an instance of its own until the first ones are done. The app's "
+                 f"status was polled every 0.2 s (\"all up\": the first poll with {n} ready, counted from the start "
+                 f"of the load generator). The python3 pool group had `ready: {scale['pool_ready']}`. Memory is "
+                 f"`MemAvailable` of the host against the value before the app existed.")
+        s.append("")
+        s.append("| requests | 2xx | instances that answered | all up after, s | all answered, s | "
+                 "placeholders taken / on demand | instance ready ms p50 / p99 (on demand) | failed to start | "
+                 "memory used at all up | host tasks / legiond fds at all up |")
+        s.append("|---|---|---|---|---|---|---|---|---|---|")
+        o = scale["instance_ready_ms_on_demand"]
+        od = f"{o['p50']:.0f} / {o['p99']:.0f}" if o.get("n") else "none"
+        mem = f"{up['mem_available_drop'] / 2**30:.1f} GiB of {scale['mem_total'] / 2**30:.1f}" if up else "-"
+        fds = f"{up['pids']} / {up['legiond_fds']}" if up else "-"
+        t_up = "never" if scale["t_all_up_s"] is None else f"{scale['t_all_up_s']:.1f}"
+        s.append(f"| {n} | {h['status']['2xx']}/{n} | {scale['instances_that_answered']} | {t_up} | "
+                 f"{h['all_answered_ms'] / 1000:.1f} | {scale['pool_taken']} / {scale['pool_on_demand']} | {od} | "
+                 f"{scale['instances_failed_to_start']} | {mem} | {fds} |")
+        s.append("")
+        sections += s
+
     w("### Goals")
     w("")
     w("| part | goal | measured | |")
     w("|---|---|---|---|")
     for g in goals:
         w(f"| {g[0]} | {g[1]} | {g[2]} | {g[3]} |")
-    w("| 3 | burst: time until all answered, instances it took | see below | no target set |")
+    if burst:
+        w("| 3 | burst: time until all answered, instances it took | see below | no target set |")
+    if scale:
+        w(f"| 4 | 0 to {scale['n']} instances of one app: all answered, all serving | "
+          f"{scale['httpload']['status']['2xx']}/{scale['n']} answered by {scale['instances_that_answered']} "
+          f"instances | {yes(scale['httpload']['status']['2xx'] == scale['n'] and scale['instances_that_answered'] == scale['n'])} |")
     w("")
     out += sections
     if meta.get("leftover_processes") or meta.get("leftover_cgroups"):

@@ -2,14 +2,18 @@
 # The functions benchmark: bench/functions/run.sh [BUILD_DIR] (default build).
 #
 # Starts its own legiond on 127.0.0.1 (a free port) with a private
-# LEGION_HOME under bench/out/ and LEGION_CGROUP_PARENT=legion-bench-fn, then
+# LEGION_HOME under bench/out/ and LEGION_CGROUP_PARENT=legion-bench-fn-PID (the
+# script's: another run at the same time has its own, and the check for
+# leftovers at the end does not see that run's sandboxes), then
 # bench/functions/bench.py measures:
 #   1. cold start: one request to a new Python hello app, with a placeholder
 #      ready and with every instance made on demand (pool group `ready: 0`);
 #   2. warm path: wrk and bench/functions/httpload through the router,
 #      straight to the instance's Unix socket, and through nginx to the same
 #      instance;
-#   3. burst: 200 requests at once at an app with no instance.
+#   3. burst: 200 requests at once at an app with no instance;
+#   4. scale (only when asked for: FN_PARTS=scale): 0 to FN_SCALE_N instances
+#      of one app, FN_SCALE_N requests at once that each hold an instance.
 # Raw JSON goes to bench/out/functions/, the Markdown section to
 # bench/out/functions.md (bench/functions/report.py). legiond and nginx are
 # stopped at the end and the script checks that nothing of them is left.
@@ -22,7 +26,9 @@
 #   FN_WRK_DURATION [4]  seconds per wrk run
 #   FN_CONNS [32]        connections of the loaded warm runs (wrk -t2 -cN)
 #   FN_NGINX_WORKERS [1] nginx worker_processes
-#   FN_PARTS [cold,warm,burst]
+#   FN_PARTS [cold,warm,burst]  (and scale)
+#   FN_SCALE_N [500]     instances of the scale part
+#   FN_SCALE_HOLD [300]   seconds each of its requests holds an instance
 set -euo pipefail
 
 FN_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -32,7 +38,7 @@ PY=/usr/bin/python3
 OUT=$ROOT/bench/out
 RES=$OUT/functions
 HOME_DIR=$OUT/functions-home
-export LEGION_CGROUP_PARENT=legion-bench-fn
+export LEGION_CGROUP_PARENT=legion-bench-fn-$$
 
 die() { echo "bench/functions: $*" >&2; exit 1; }
 # shellcheck source=bench/lib/common.sh
@@ -76,7 +82,8 @@ bench_start_legiond "$PORT"
 "$PY" "$FN_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" --httpload "$RES/httpload" --legiond-pid $LEGIOND_PID \
         --parts "${FN_PARTS:-cold,warm,burst}" --cold-n "${FN_COLD_N:-200}" --pool-ready "${FN_POOL_READY:-4}" \
         --rounds "${FN_ROUNDS:-5}" --duration "${FN_DURATION:-3}" --warmup "${FN_WARMUP:-0.5}" \
-        --wrk-duration "${FN_WRK_DURATION:-4}" --conns "${FN_CONNS:-32}" --nginx-workers "${FN_NGINX_WORKERS:-1}"
+        --wrk-duration "${FN_WRK_DURATION:-4}" --conns "${FN_CONNS:-32}" --nginx-workers "${FN_NGINX_WORKERS:-1}" \
+        --scale-n "${FN_SCALE_N:-500}" --scale-hold "${FN_SCALE_HOLD:-300}"
 
 # Stop legiond the polite way and check that nothing outlived it.
 kill -TERM $LEGIOND_PID
