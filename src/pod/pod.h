@@ -78,6 +78,7 @@ const char *lg_pod_qos_class(const json_t *spec);
 /* ---- manager --------------------------------------------------------------- */
 
 typedef struct lg_pods lg_pods;
+struct lg_agent;
 
 struct lg_pods_config {
         uv_loop_t *loop;
@@ -87,6 +88,7 @@ struct lg_pods_config {
         const char *logs_dir;  /* <logs_dir>/<ns>/<pod>/<container>.log */
         const char *node_name; /* spec.nodeName and status.hostIP source; NULL = hostname */
         uint64_t log_max_bytes;/* per container log; 0 = 10 MiB */
+        struct lg_agent *agent;/* the node agent (node/agent.h); NULL = a local one of its own */
 };
 
 int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error *err);

@@ -4,7 +4,11 @@
  * turning a container spec and an image config into a sandbox spec).
  *
  * Everything runs on legiond's loop except the bodies of uv_work_t jobs
- * (image pulls, sandbox creation), which touch only their own job fields.
+ * (image pulls), which touch only their own job fields. Sandboxes are
+ * the node agent's (node/agent.h): a container names its sandbox by id
+ * and creates, starts, asks the exit status of and destroys it with
+ * requests that run off the loop; each request under way counts as a
+ * job of its pod.
  *
  * Lifetimes: a pod is unlinked from the manager's list when it is gone
  * from the store (deleted by us, or found missing), but its memory stays
@@ -20,6 +24,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "node/agent.h"
 #include "pod/pod.h"
 #include "sandbox/sandbox.h"
 
@@ -52,6 +57,7 @@ struct ctr {
         bool started_once;
         char image_id[80];
         char container_id[96];     /* "legion://<sandbox id>", "" before the first */
+        char prev_container_id[96]; /* kept while a warm sandbox starts */
 
         /* Image. */
         struct lg_image *img;      /* resolved; kept while a sandbox uses its layers */
@@ -66,20 +72,24 @@ struct ctr {
         int pull_result;
         struct lg_error pull_err;
 
-        /* Sandbox creation job. */
-        uv_work_t create_work;
+        /* Sandbox creation: create, then limits and start (C_CREATING). */
+        lg_agent_req create_req, limits_req, start_req, status_req, kill_req;
         struct lg_sandbox_spec sspec;   /* the sandbox (limits, namespaces) */
         struct lg_sandbox_launch launch; /* the workload, given at start */
         char **argv, **envp;       /* owned, for launch */
         char *cwd, *log_path;
         bool makes_ns;             /* this creation opens the pod's namespaces */
         bool warm_fit;             /* could run in a warm sandbox (pods-warm.c) */
-        lg_sandbox *new_sb;
-        int ns_net, ns_ipc;        /* opened by the job for the pod */
-        int create_result;
-        struct lg_error create_err;
+        bool from_warm;            /* this start is a warm sandbox's */
+        bool warm_tried;           /* a warm one failed to start: make one */
+        int ns_net, ns_ipc;        /* the pod's namespaces once this one runs */
+        bool killing;              /* killed (ctr_kill): its destroy under way */
 
-        lg_sandbox *sb;            /* created (and started) sandbox */
+        /* The sandbox: its id at the agent, while it exists (created, no
+         * destroy queued); pidfd is the agent's until then. */
+        char sb_id[LG_AGENT_ID_MAX];
+        bool has_sb;
+        int pidfd;
         struct exit_poll *exit_poll; /* pidfd watch of the current run */
         uv_timer_t timer;          /* restart back-off, pull retry */
         int64_t run_started;       /* time the current run started (epoch s) */
@@ -145,6 +155,8 @@ struct lg_pods {
         struct pod *pods;
         struct pod *zombies;       /* unlinked, waiting for jobs and handles */
         int dynmods_fd;            /* lg_sandbox_favor_dynmods(), -1 = none */
+        lg_agent *agent;           /* every sandbox of pods */
+        bool own_agent;
         struct warm_pool *warm;    /* pods-warm.c */
 };
 
@@ -170,15 +182,10 @@ void pod_log_dir(const struct pod *pod, char *buf, size_t cap);
 int64_t pod_now(void);
 
 /* pods-run.c */
-/* lg_sandbox_destroy(sb) on the thread pool, then done(arg) on the loop.
- * false when it could not be queued: sb was destroyed here and done will
- * not be called. */
-bool pods_destroy_later(uv_loop_t *loop, lg_sandbox *sb, void (*done)(void *arg), void *arg);
-/* The IPC (and with net the network) namespace of a sandbox just created,
- * opened while it surely lives (it waits for its start): the pod's
- * namespaces, which its other containers join. On failure the fds that
- * did open are still set (the caller closes them). */
-int pods_open_ns(lg_sandbox *sb, bool net, int *ipcns, int *netns, struct lg_error *err);
+/* Queue the destroy of sandbox id at the agent, then done(arg) on the
+ * loop (done may be NULL). false when it could not be queued (there is
+ * no such sandbox): done will not be called. */
+bool pods_destroy(lg_pods *m, const char *id, void (*done)(void *arg), void *arg);
 void ctr_init_handles(struct ctr *c);
 /* Do the next thing for a container that is C_IDLE (resolve or pull its
  * image, create its sandbox). */
@@ -210,9 +217,10 @@ void warm_free(lg_pods *m);
  * container (the sandbox's namespaces become the pod's), not hostNetwork,
  * the default rootfs size, warm sandboxes enabled. */
 bool warm_fits(const struct ctr *c);
-/* Take a ready warm sandbox for c's image, with fds of its network and
- * IPC namespaces. 1 = taken, 0 = none ready. */
-int warm_take(lg_pods *m, const struct lg_image *img, lg_sandbox **sb, int *netns, int *ipcns);
+/* Take a ready warm sandbox for c's image: its id (LG_AGENT_ID_MAX),
+ * pidfd, and fds of its network and IPC namespaces. 1 = taken, 0 = none
+ * ready. */
+int warm_take(lg_pods *m, const struct lg_image *img, char *id, int *pidfd, int *netns, int *ipcns);
 /* A container that fits started (warm or not): keep its image warm,
  * making what is missing on the thread pool. */
 void warm_used(lg_pods *m, const struct lg_image *img);

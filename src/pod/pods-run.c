@@ -1,7 +1,8 @@
 /* One container of a pod, on legiond's loop: resolve or pull its image
  * (pulls on the thread pool, retried with back-off as kubelet does:
- * ErrImagePull, then ImagePullBackOff), create its sandbox on the thread
- * pool, start it, watch its pidfd, and on exit record the terminated state
+ * ErrImagePull, then ImagePullBackOff), create and start its sandbox with
+ * the node agent's requests (off the loop), watch its pidfd, ask the agent
+ * how it ended, and on exit record the terminated state
  * and restart it per restartPolicy with kubelet's back-off (CrashLoopBackOff:
  * immediately the first time, then base, 2 x base, ... up to 30 x base;
  * back to immediate after a run of 10 minutes). */
@@ -181,36 +182,32 @@ static void ctr_exited(struct ctr *c, int exit_code, int signal, const char *rea
 }
 
 struct destroy_job {
-        uv_work_t w;
-        lg_sandbox *sb;
+        lg_agent_req req;
         void (*done)(void *arg);
         void *arg;
 };
 
-static void destroy_work(uv_work_t *w) {
-        struct destroy_job *j = w->data;
-        lg_sandbox_destroy(j->sb);
-}
-
-static void destroy_done(uv_work_t *w, int status) {
-        (void) status;
-        struct destroy_job *j = w->data;
+static void destroyed(lg_agent_req *req) {
+        struct destroy_job *j = req->data;
         void (*done)(void *) = j->done;
         void *arg = j->arg;
         free(j);
-        done(arg);
+        if (done)
+                done(arg);
 }
 
-bool pods_destroy_later(uv_loop_t *loop, lg_sandbox *sb, void (*done)(void *arg), void *arg) {
+bool pods_destroy(lg_pods *m, const char *id, void (*done)(void *arg), void *arg) {
         struct destroy_job *j = calloc(1, sizeof(*j));
         if (j) {
-                *j = (struct destroy_job){.sb = sb, .done = done, .arg = arg};
-                j->w.data = j;
-                if (uv_queue_work(loop, &j->w, destroy_work, destroy_done) == 0)
+                j->done = done;
+                j->arg = arg;
+                j->req.data = j;
+                if (lg_agent_destroy(m->agent, &j->req, id, destroyed) == 0)
                         return true;
                 free(j);
         }
-        lg_sandbox_destroy(sb);
+        /* Out of memory: the agent still destroys it, nobody told. */
+        lg_agent_destroy(m->agent, NULL, id, NULL);
         return false;
 }
 
@@ -220,17 +217,25 @@ static void exited_destroyed(void *arg) {
         pod_release(pod);
 }
 
-/* Removing an exited sandbox (cgroups, state directory, uid range) is
- * done on the thread pool after the terminated state is written: on a busy
- * machine those rmdirs took milliseconds, and the client waits for the
- * status, not for the cleanup. Its processes are gone already (legion-init
- * was reaped), so nothing of it runs or holds the image's layers. */
-static void destroy_later(struct pod *pod, lg_sandbox *sb) {
-        if (pods_destroy_later(pod->mgr->loop, sb, exited_destroyed, pod))
-                pod->jobs++;
+/* Its destroy queued at the agent (cgroups, state directory, uid range
+ * removed off the loop): on a busy machine those rmdirs took
+ * milliseconds, and the client waits for the status, not for the
+ * cleanup. The pod's memory stays until it is done. */
+static void destroy_sandbox(struct ctr *c) {
+        if (!c->has_sb)
+                return;
+        stop_exit_poll(c); /* before the destroy closes the pidfd it watches */
+        c->has_sb = false;
+        c->pidfd = -1;
+        if (pods_destroy(c->pod->mgr, c->sb_id, exited_destroyed, c->pod))
+                c->pod->jobs++;
 }
 
-static void take_exit(struct ctr *c, const struct lg_sandbox_status *st) {
+static void take_exit(struct ctr *c, const lg_agent_req *req) {
+        const struct lg_sandbox_status *st = &req->out.status;
+        struct lg_sandbox_status killed = {.kind = LG_EXIT_SIGNAL, .signal = SIGKILL};
+        if (req->result < 0 || req->out.exited != 1)
+                st = &killed;
         int code = 0, sig = 0;
         const char *reason;
         switch (st->kind) {
@@ -250,38 +255,78 @@ static void take_exit(struct ctr *c, const struct lg_sandbox_status *st) {
         }
         /* As containerd reports it: any OOM kill in the container's cgroup
          * (the workload's shell may survive the process it lost). */
-        struct lg_sandbox_stats stats;
-        if (st->kind != LG_EXIT_OOM && code != 0 && lg_sandbox_stats(c->sb, &stats) == 0 && stats.oom_kills > 0)
+        if (st->kind != LG_EXIT_OOM && code != 0 && req->out.stats_result == 0 && req->out.stats.oom_kills > 0)
                 reason = "OOMKilled";
-        stop_exit_poll(c); /* before destroy closes the pidfd it watches */
         /* Queued first: the job keeps the pod's memory while ctr_exited
          * may finish a deletion. */
-        destroy_later(c->pod, c->sb);
-        c->sb = NULL;
+        destroy_sandbox(c);
         ctr_exited(c, code, sig, reason, NULL);
 }
 
+static void on_exit_poll(uv_poll_t *h, int status, int events);
+
+static void on_status(lg_agent_req *req) {
+        struct ctr *c = req->data;
+        struct pod *pod = c->pod;
+        pod->jobs--;
+        if (c->phase != C_RUNNING || !c->has_sb) {
+                /* Killed meanwhile: ctr_kill took it. */
+                pod_release(pod);
+                return;
+        }
+        if (req->result >= 0 && req->out.exited == 0 && c->exit_poll) {
+                /* Not yet: watch again. */
+                uv_poll_start(&c->exit_poll->h, UV_READABLE, on_exit_poll);
+                return;
+        }
+        take_exit(c, req);
+}
+
+/* legion-init's pidfd is readable: the agent reaps it and says how it
+ * ended. Level-triggered: quiet until it answers. */
 static void on_exit_poll(uv_poll_t *h, int status, int events) {
         (void) events;
+        (void) status;
         struct exit_poll *p = (struct exit_poll *) h;
         struct ctr *c = p->c;
-        struct lg_sandbox_status st;
-        if (!c->sb)
+        if (!c->has_sb)
                 return;
-        int r = lg_sandbox_poll(c->sb, &st);
-        if (r == 0 && status >= 0)
-                return; /* not yet */
-        if (r < 0)
-                st = (struct lg_sandbox_status){.kind = LG_EXIT_SIGNAL, .signal = SIGKILL};
-        take_exit(c, &st);
+        uv_poll_stop(&p->h);
+        c->status_req.data = c;
+        if (lg_agent_status(c->pod->mgr->agent, &c->status_req, c->sb_id, on_status) < 0) {
+                c->status_req.result = -ESRCH;
+                take_exit(c, &c->status_req);
+                return;
+        }
+        c->pod->jobs++;
+}
+
+/* The killed container's sandbox is gone: a deletion may finish. */
+static void kill_done(lg_agent_req *req) {
+        struct ctr *c = req->data;
+        struct pod *pod = c->pod;
+        pod->jobs--;
+        c->killing = false;
+        if (pod->unlinked)
+                pod_release(pod);
+        else
+                pod_changed(pod);
 }
 
 void ctr_kill(struct ctr *c, const char *reason, const char *message) {
         switch (c->phase) {
         case C_RUNNING: {
-                stop_exit_poll(c); /* before destroy closes the pidfd it watches */
-                lg_sandbox_destroy(c->sb); /* SIGKILL to legion-init: everything dies */
-                c->sb = NULL;
+                /* SIGKILL to legion-init, everything dies, off the loop.
+                 * Terminated now; a deletion finishes once it is gone
+                 * (killing holds it). */
+                stop_exit_poll(c); /* before the destroy closes the pidfd it watches */
+                c->has_sb = false;
+                c->pidfd = -1;
+                c->kill_req.data = c;
+                if (lg_agent_destroy(c->pod->mgr->agent, &c->kill_req, c->sb_id, kill_done) == 0) {
+                        c->pod->jobs++;
+                        c->killing = true;
+                }
                 c->phase = C_DONE; /* before ctr_exited: no restart either way */
                 ctr_exited(c, 137, SIGKILL, reason, message);
                 break;
@@ -299,11 +344,17 @@ void ctr_kill(struct ctr *c, const char *reason, const char *message) {
         }
 }
 
+static void signalled(lg_agent_req *req) { free(req); }
+
 void ctr_term(struct ctr *c) {
-        if (c->phase == C_RUNNING && c->sb)
-                lg_sandbox_signal(c->sb, SIGTERM);
-        else
+        if (c->phase == C_RUNNING && c->has_sb) {
+                /* Gone already, or no memory: the grace period ends in a kill. */
+                lg_agent_req *req = calloc(1, sizeof(*req));
+                if (req && lg_agent_signal(c->pod->mgr->agent, req, c->sb_id, SIGTERM, signalled) < 0)
+                        free(req);
+        } else {
                 ctr_stop(c);
+        }
 }
 
 void ctr_stop(struct ctr *c) {
@@ -419,103 +470,69 @@ static void on_timer(uv_timer_t *t) {
 
 /* ---- sandbox creation ------------------------------------------------------ */
 
-static int open_ns(pid_t pid, const char *ns) {
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int) pid, ns);
-        return open(path, O_RDONLY | O_CLOEXEC);
-}
-
-int pods_open_ns(lg_sandbox *sb, bool net, int *ipcns, int *netns, struct lg_error *err) {
-        pid_t pid = lg_sandbox_pid(sb);
-        *ipcns = open_ns(pid, "ipc");
-        *netns = net ? open_ns(pid, "net") : -1;
-        if (*ipcns < 0 || (net && *netns < 0))
-                return lg_error_set(err, errno, "open the namespaces of sandbox `%s`", lg_sandbox_id(sb));
-        return 0;
-}
-
-static void create_work(uv_work_t *w) {
-        struct ctr *c = w->data;
-        c->create_result = lg_sandbox_create(&c->sspec, &c->new_sb, &c->create_err);
-        if (c->create_result >= 0 && c->makes_ns)
-                c->create_result = pods_open_ns(c->new_sb, !c->sspec.share_net, &c->ns_ipc, &c->ns_net,
-                                                &c->create_err);
-}
-
 static void create_failed(struct ctr *c, const char *msg) {
         ctr_exited(c, 128, 0, "ContainerCannotRun", msg);
 }
 
-static int ctr_start(struct ctr *c, lg_sandbox *sb, struct lg_error *err);
-static void ctr_running(struct ctr *c, lg_sandbox *sb);
-
-static void create_done(uv_work_t *w, int status) {
-        struct ctr *c = w->data;
-        struct pod *pod = c->pod;
-        pod->jobs--;
-        if (status < 0 && c->create_result >= 0)
-                c->create_result = lg_error_set(&c->create_err, -status, "sandbox creation cancelled");
-        if (c->makes_ns) {
-                c->makes_ns = false;
-                pod->ns_pending = false;
-                if (c->create_result >= 0 && !pod->unlinked) {
-                        pod->ipcns_fd = c->ns_ipc;
-                        pod->netns_fd = c->ns_net;
-                } else {
-                        if (c->ns_ipc >= 0)
-                                close(c->ns_ipc);
-                        if (c->ns_net >= 0)
-                                close(c->ns_net);
-                }
-                c->ns_ipc = c->ns_net = -1;
-        }
-        lg_sandbox *sb = c->new_sb;
-        c->new_sb = NULL;
-        if (pod->unlinked || pod->deleting || pod->deadline_exceeded) {
-                lg_sandbox_destroy(sb);
-                c->phase = C_DONE;
-                if (pod->unlinked) {
-                        pod_release(pod);
-                        return;
-                }
-                pod_wake_ns_waiters(pod);
-                pod_changed(pod);
-                return;
-        }
-        if (c->create_result < 0) {
-                create_failed(c, c->create_err.msg[0] ? c->create_err.msg : strerror(-c->create_result));
-                pod_wake_ns_waiters(pod);
-                return;
-        }
-        struct lg_error err = {0};
-        if (ctr_start(c, sb, &err) < 0) {
-                lg_sandbox_destroy(sb);
-                create_failed(c, err.msg);
-                pod_wake_ns_waiters(pod);
-                return;
-        }
-        ctr_running(c, sb);
+static void close_fd(int *fd) {
+        if (*fd >= 0)
+                close(*fd);
+        *fd = -1;
 }
 
-/* Limits and workload into a created (or warm) sandbox: it runs. */
-static int ctr_start(struct ctr *c, lg_sandbox *sb, struct lg_error *err) {
-        const struct lg_sandbox_spec *s = &c->sspec;
-        c->run_started = pod_now();
-        c->run_started_ms = uv_now(c->pod->mgr->loop);
-        snprintf(c->container_id, sizeof(c->container_id), "legion://%s", lg_sandbox_id(sb));
-        int r = lg_sandbox_set_limits(sb, s->memory_bytes, s->cpu_millis, s->cpu_weight, s->pids_max, err);
-        if (r < 0)
-                return r;
-        return lg_sandbox_start_with(sb, &c->launch, err);
+static void create_new(struct ctr *c);
+
+/* The pod went away (deleted, past its deadline, unlinked) while a
+ * request of this creation ran: its sandbox goes. true when it did. */
+static bool creation_abandoned(struct ctr *c) {
+        struct pod *pod = c->pod;
+        if (!(pod->unlinked || pod->deleting || pod->deadline_exceeded))
+                return false;
+        destroy_sandbox(c);
+        if (c->from_warm) {
+                c->from_warm = false;
+                close_fd(&c->ns_net);
+                close_fd(&c->ns_ipc);
+                c->makes_ns = false;
+                pod->ns_pending = false;
+        }
+        c->phase = C_DONE;
+        if (pod->unlinked) {
+                pod_release(pod);
+                return true;
+        }
+        pod_wake_ns_waiters(pod);
+        pod_changed(pod);
+        return true;
+}
+
+/* Limits or start failed: the sandbox goes. A warm one died waiting,
+ * say: a new one is made as usual. */
+static void start_failed(struct ctr *c, const lg_agent_req *req) {
+        struct pod *pod = c->pod;
+        char msg[600];
+        snprintf(msg, sizeof(msg), "%s", req->err.msg[0] ? req->err.msg : strerror(-req->result));
+        destroy_sandbox(c);
+        if (c->from_warm) {
+                c->from_warm = false;
+                c->warm_tried = true;
+                close_fd(&c->ns_net);
+                close_fd(&c->ns_ipc);
+                memcpy(c->container_id, c->prev_container_id, sizeof(c->container_id));
+                create_new(c);
+                return;
+        }
+        create_failed(c, msg);
+        pod_wake_ns_waiters(pod);
 }
 
 /* A started sandbox: watch it, show it running. */
-static void ctr_running(struct ctr *c, lg_sandbox *sb) {
+static void ctr_running(struct ctr *c) {
         struct pod *pod = c->pod;
         struct exit_poll *p = calloc(1, sizeof(*p));
-        if (!p || uv_poll_init(pod->mgr->loop, &p->h, lg_sandbox_pidfd(sb)) < 0) {
+        if (!p || uv_poll_init(pod->mgr->loop, &p->h, c->pidfd) < 0) {
                 free(p);
-                lg_sandbox_destroy(sb);
+                destroy_sandbox(c);
                 create_failed(c, "cannot watch the sandbox");
                 pod_wake_ns_waiters(pod);
                 return;
@@ -523,7 +540,6 @@ static void ctr_running(struct ctr *c, lg_sandbox *sb) {
         p->c = c;
         pod->handles++;
         c->exit_poll = p;
-        c->sb = sb;
         c->phase = C_RUNNING;
         c->started_once = true;
         char now[40];
@@ -539,32 +555,138 @@ static void ctr_running(struct ctr *c, lg_sandbox *sb) {
                 warm_used(pod->mgr, c->img);
 }
 
+static void start_done(lg_agent_req *req) {
+        struct ctr *c = req->data;
+        struct pod *pod = c->pod;
+        pod->jobs--;
+        if (creation_abandoned(c))
+                return;
+        if (req->result < 0) {
+                start_failed(c, req);
+                return;
+        }
+        if (c->from_warm) {
+                /* Its namespaces become the pod's. */
+                c->from_warm = false;
+                c->makes_ns = false;
+                pod->ns_pending = false;
+                pod->netns_fd = c->ns_net;
+                pod->ipcns_fd = c->ns_ipc;
+                c->ns_net = c->ns_ipc = -1;
+        }
+        ctr_running(c);
+}
+
+static void limits_done(lg_agent_req *req) {
+        struct ctr *c = req->data;
+        struct pod *pod = c->pod;
+        pod->jobs--;
+        if (creation_abandoned(c))
+                return;
+        int r = req->result;
+        if (r >= 0) {
+                c->start_req.data = c;
+                r = lg_agent_start(pod->mgr->agent, &c->start_req, c->sb_id, &c->launch, start_done);
+                if (r >= 0) {
+                        pod->jobs++;
+                        return;
+                }
+                lg_error_set(&req->err, -r, "start sandbox `%s`", c->sb_id);
+                req->result = r;
+        }
+        start_failed(c, req);
+}
+
+/* Limits, then the workload, into a created (or warm) sandbox: it runs
+ * (start_done). A warm one goes back to legiond's priority. */
+static void ctr_start(struct ctr *c) {
+        const struct lg_sandbox_spec *s = &c->sspec;
+        struct pod *pod = c->pod;
+        c->run_started = pod_now();
+        c->run_started_ms = uv_now(pod->mgr->loop);
+        snprintf(c->container_id, sizeof(c->container_id), "legion://%s", c->sb_id);
+        struct lg_agent_limits lim = {.set = LG_AGENT_SET_LIMITS | (c->from_warm ? LG_AGENT_SET_PRIO : 0),
+                                      .memory_bytes = s->memory_bytes, .cpu_millis = s->cpu_millis,
+                                      .cpu_weight = s->cpu_weight, .pids_max = s->pids_max};
+        c->limits_req.data = c;
+        int r = lg_agent_update(pod->mgr->agent, &c->limits_req, c->sb_id, &lim, limits_done);
+        if (r >= 0) {
+                pod->jobs++;
+                return;
+        }
+        c->limits_req.result = lg_error_set(&c->limits_req.err, -r, "set the limits of sandbox `%s`", c->sb_id);
+        start_failed(c, &c->limits_req);
+}
+
+static void create_done(lg_agent_req *req) {
+        struct ctr *c = req->data;
+        struct pod *pod = c->pod;
+        pod->jobs--;
+        bool ok = req->result >= 0;
+        if (ok) {
+                snprintf(c->sb_id, sizeof(c->sb_id), "%s", req->id);
+                c->has_sb = true;
+                c->pidfd = req->out.pidfd;
+        }
+        if (c->makes_ns) {
+                c->makes_ns = false;
+                pod->ns_pending = false;
+                if (ok && !pod->unlinked) {
+                        pod->ipcns_fd = req->out.ipcns_fd;
+                        pod->netns_fd = req->out.netns_fd;
+                } else {
+                        close_fd(&req->out.ipcns_fd);
+                        close_fd(&req->out.netns_fd);
+                }
+        }
+        if (creation_abandoned(c))
+                return;
+        if (!ok) {
+                create_failed(c, req->err.msg[0] ? req->err.msg : strerror(-req->result));
+                pod_wake_ns_waiters(pod);
+                return;
+        }
+        ctr_start(c);
+}
+
+/* A new sandbox for c (create_done); makes_ns: it opens the pod's
+ * namespaces. */
+static void create_new(struct ctr *c) {
+        struct pod *pod = c->pod;
+        c->ns_net = c->ns_ipc = -1;
+        c->phase = C_CREATING;
+        c->create_req.data = c;
+        int r = lg_agent_create(pod->mgr->agent, &c->create_req, NULL, &c->sspec, c->makes_ns ? LG_AGENT_OPEN_NS : 0,
+                                create_done);
+        if (r < 0) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "queue sandbox creation: %s", strerror(-r));
+                if (c->makes_ns) {
+                        c->makes_ns = false;
+                        pod->ns_pending = false;
+                }
+                create_failed(c, msg);
+                pod_wake_ns_waiters(pod);
+                return;
+        }
+        pod->jobs++;
+        pod_changed(pod);
+}
+
 /* The pod's first container in a warm sandbox of its image: its
- * namespaces become the pod's. 1 = running, 0 = none could be used (the
- * caller makes one). */
+ * namespaces become the pod's once it runs. 1 = taken, 0 = none ready
+ * (the caller makes one). */
 static int start_warm(struct ctr *c) {
         struct pod *pod = c->pod;
-        lg_sandbox *sb;
-        int netns, ipcns;
-        if (!warm_take(pod->mgr, c->img, &sb, &netns, &ipcns))
+        if (!warm_take(pod->mgr, c->img, c->sb_id, &c->pidfd, &c->ns_net, &c->ns_ipc))
                 return 0;
-        struct lg_error err = {0};
-        char last_id[sizeof(c->container_id)];
-        memcpy(last_id, c->container_id, sizeof(last_id));
-        if (ctr_start(c, sb, &err) < 0) {
-                /* It died waiting, say: a new one is made as usual. */
-                lg_sandbox_destroy(sb);
-                close(netns);
-                close(ipcns);
-                memcpy(c->container_id, last_id, sizeof(last_id));
-                return 0;
-        }
-        c->makes_ns = false;
-        pod->ns_pending = false;
-        pod->netns_fd = netns;
-        pod->ipcns_fd = ipcns;
+        c->has_sb = true;
+        c->from_warm = true;
+        memcpy(c->prev_container_id, c->container_id, sizeof(c->container_id));
         c->phase = C_CREATING;
-        ctr_running(c, sb);
+        ctr_start(c);
+        if (c->phase == C_CREATING)
+                pod_changed(pod);
         return 1;
 }
 
@@ -619,22 +741,10 @@ static void start_create(struct ctr *c) {
         if (!c->started_once && !json_object_get(c->state, "terminated"))
                 ctr_set_waiting(c, "ContainerCreating", NULL);
         c->warm_fit = warm_fits(c);
+        c->warm_tried = false;
         if (c->warm_fit && start_warm(c))
                 return;
-        c->new_sb = NULL;
-        c->ns_net = c->ns_ipc = -1;
-        c->create_result = 0;
-        c->create_err = (struct lg_error){0};
-        c->phase = C_CREATING;
-        c->create_work.data = c;
-        pod->jobs++;
-        int r = uv_queue_work(pod->mgr->loop, &c->create_work, create_work, create_done);
-        if (r < 0) {
-                c->create_result = lg_error_set(&c->create_err, -r, "queue sandbox creation");
-                create_done(&c->create_work, 0);
-                return;
-        }
-        pod_changed(pod);
+        create_new(c);
 }
 
 void ctr_advance(struct ctr *c) {

@@ -21,25 +21,35 @@
  * starting; they go back to legiond's priority when taken. They are
  * destroyed when their image is removed, and at lg_pods_free.
  *
- * Everything here runs on legiond's loop except make_work (and the
- * destruction of dropped sandboxes, pods_destroy_later), which touch only
- * their job. */
+ * The pool itself is the node's warm-pool component (node/warm.h), one
+ * pool per image keyed "image:<id>", retried only when the image is used
+ * again (a broken image makes one attempt per pod, not a loop); this file
+ * keeps which images have one (most recently used, idle) and makes and
+ * destroys their sandboxes with the node agent's requests (off the loop,
+ * creation at nice +10: LG_AGENT_LOW_PRIO). Everything here runs on
+ * legiond's loop. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
+#include "node/warm.h"
 #include "pod/pods-internal.h"
 
 #define DEFAULT_PER_IMAGE 1
 #define DEFAULT_IMAGES 4
 #define DEFAULT_IDLE_S 300
-#define WARM_NICE 10
 
+struct warm_image;
+
+/* One warm sandbox: being made (req under way), then ready. */
 struct warm_sb {
-        struct warm_sb *next;
-        lg_sandbox *sb;
+        lg_warm_item wi;           /* first: the pool gives it back */
+        struct warm_image *img;
+        lg_agent_req req;          /* its create */
+        struct lg_sandbox_spec spec;
+        bool made;                 /* the create is done */
+        bool discarded;            /* out of the pool while being made */
         int netns, ipcns;
 };
 
@@ -49,18 +59,19 @@ struct warm_image {
         /* Only id and layer_dirs are set (owned here): all a warm
          * sandbox's spec needs, and what image GC must keep. */
         struct lg_image img;
+        lg_warm_pool *wp;          /* NULL once dropped */
         uint64_t last_used;        /* loop time, ms */
-        struct warm_sb *ready;
-        unsigned n_ready, n_making, n_killing;
-        uint64_t taken, made, failed;
-        bool dropped;              /* on pool->dropped until its jobs are done */
+        unsigned n_making, n_killing;
+        uint64_t made, failed;
+        bool dropped;              /* on pool->dropped until its requests are done */
+        bool removed;              /* dropped because the image was removed */
 };
 
 struct warm_pool {
         lg_pods *m;
+        lg_warm *warm;
         unsigned per_image, max_images;
         uint64_t idle_ms;
-        int nice;                  /* legiond's own: taken sandboxes go back to it */
         struct warm_image *images; /* most recently used first */
         struct warm_image *dropped;
         uv_timer_t idle_timer;
@@ -100,120 +111,93 @@ static struct warm_image *find_image(struct warm_pool *p, const char *id) {
         return NULL;
 }
 
-static void close_ws(struct warm_sb *ws) {
-        if (ws->netns >= 0)
-                close(ws->netns);
-        if (ws->ipcns >= 0)
-                close(ws->ipcns);
-}
-
 static void killed(void *arg) {
         struct warm_image *wi = arg;
         wi->n_killing--;
         release_dropped(wi);
 }
 
-/* Out of the pool: its ready sandboxes are destroyed now (now = on this
- * thread: an image being removed, whose layers GC may delete next) or on
- * the thread pool (idle, least recently used: the loop may be starting a
- * pod); those being made are destroyed when done. */
-static void drop_image(struct warm_image *wi, bool now) {
+/* A made sandbox nobody will take: destroyed off the loop; its image's
+ * layers count as used until that is done. */
+static void kill_ws(struct warm_sb *ws) {
+        struct warm_image *wi = ws->img;
+        if (ws->netns >= 0)
+                close(ws->netns);
+        if (ws->ipcns >= 0)
+                close(ws->ipcns);
+        if (pods_destroy(wi->pool->m, ws->req.id, killed, wi))
+                wi->n_killing++;
+        free(ws);
+}
+
+/* Out of the pool (idle, least recently used, removed): its sandboxes
+ * are destroyed, those being made when their create is done. */
+static void drop_image(struct warm_image *wi, bool removed) {
         struct warm_pool *p = wi->pool;
         POD_LIST_UNLINK(p->images, wi);
         wi->dropped = true;
+        wi->removed = removed;
         wi->next = p->dropped;
         p->dropped = wi;
-        while (wi->ready) {
-                struct warm_sb *ws = wi->ready;
-                wi->ready = ws->next;
-                wi->n_ready--;
-                close_ws(ws);
-                if (now)
-                        lg_sandbox_destroy(ws->sb);
-                else if (pods_destroy_later(p->m->loop, ws->sb, killed, wi))
-                        wi->n_killing++;
-                free(ws);
-        }
+        lg_warm_pool_delete(wi->wp);
+        wi->wp = NULL;
         release_dropped(wi);
 }
 
 /* ---- making ------------------------------------------------------------------ */
 
-struct make_job {
-        uv_work_t w;
-        struct warm_image *wi;
-        struct lg_sandbox_spec spec;
-        lg_sandbox *sb;
-        int netns, ipcns;
-        int result;
-        struct lg_error err;
-};
-
-static void make_work(uv_work_t *w) {
-        struct make_job *j = w->data;
-        /* A lower priority for this thread while it works, and so for the
-         * sandbox's first process it clones (which does most of the work,
-         * the mounts): a warm sandbox is made right after a pod started,
-         * while that pod's status is still on its way to the client. */
-        pid_t tid = gettid();
-        errno = 0;
-        int old = getpriority(PRIO_PROCESS, (id_t) tid);
-        bool reniced = !(old == -1 && errno) &&
-                       setpriority(PRIO_PROCESS, (id_t) tid, old + WARM_NICE > 19 ? 19 : old + WARM_NICE) == 0;
-        j->result = lg_sandbox_create(&j->spec, &j->sb, &j->err);
-        if (j->result >= 0) /* the pod that takes it keeps them */
-                j->result = pods_open_ns(j->sb, true, &j->ipcns, &j->netns, &j->err);
-        if (reniced)
-                setpriority(PRIO_PROCESS, (id_t) tid, old);
-}
-
-static void make_done(uv_work_t *w, int status) {
-        struct make_job *j = w->data;
-        struct warm_image *wi = j->wi;
+static void made(lg_agent_req *req) {
+        struct warm_sb *ws = req->data;
+        struct warm_image *wi = ws->img;
         wi->n_making--;
-        if (status < 0 && j->result >= 0)
-                j->result = status; /* cancelled: never ran */
-        struct warm_sb *ws = NULL;
-        if (j->result >= 0 && !wi->dropped && (ws = calloc(1, sizeof(*ws)))) {
-                ws->sb = j->sb;
-                ws->netns = j->netns;
-                ws->ipcns = j->ipcns;
-                ws->next = wi->ready;
-                wi->ready = ws;
-                wi->n_ready++;
-                wi->made++;
+        ws->made = true;
+        if (req->result < 0) {
+                wi->failed++;
+                lg_warm_failed(&ws->wi, req->err.msg);
+                free(ws);
         } else {
-                if (j->result < 0)
-                        wi->failed++;
-                if (j->netns >= 0)
-                        close(j->netns);
-                if (j->ipcns >= 0)
-                        close(j->ipcns);
-                lg_sandbox_destroy(j->sb);
+                ws->netns = req->out.netns_fd;
+                ws->ipcns = req->out.ipcns_fd;
+                wi->made++;
+                if (ws->discarded)
+                        kill_ws(ws);
+                else
+                        lg_warm_ready(&ws->wi);
         }
-        free(j);
         release_dropped(wi);
 }
 
-/* Queue what is missing. A failure is not retried until the image is
- * used again: a broken image makes one attempt per pod, not a loop. */
-static void fill(struct warm_image *wi) {
-        struct warm_pool *p = wi->pool;
-        while (wi->n_ready + wi->n_making < p->per_image) {
-                struct make_job *j = calloc(1, sizeof(*j));
-                if (!j)
-                        return;
-                j->wi = wi;
-                j->netns = j->ipcns = -1;
-                pods_base_spec(p->m, &wi->img, POD_DEFAULT_ROOTFS, &j->spec);
-                j->w.data = j;
-                if (uv_queue_work(p->m->loop, &j->w, make_work, make_done) < 0) {
-                        free(j);
-                        return;
-                }
-                wi->n_making++;
+static int warm_make(lg_warm_pool *wp, void *data, struct lg_error *err) {
+        struct warm_image *wi = data;
+        struct warm_sb *ws = calloc(1, sizeof(*ws));
+        if (!ws)
+                return lg_error_set(err, ENOMEM, "out of memory");
+        ws->img = wi;
+        ws->netns = ws->ipcns = -1;
+        pods_base_spec(wi->pool->m, &wi->img, POD_DEFAULT_ROOTFS, &ws->spec);
+        ws->req.data = ws;
+        /* The pod that takes it keeps its namespaces. */
+        int r = lg_agent_create(wi->pool->m->agent, &ws->req, NULL, &ws->spec, LG_AGENT_LOW_PRIO | LG_AGENT_OPEN_NS,
+                                made);
+        if (r < 0) {
+                free(ws);
+                return lg_error_set(err, -r, "create a warm sandbox of image `%s`", wi->img.id);
         }
+        wi->n_making++;
+        lg_warm_add(wp, &ws->wi);
+        return 0;
 }
+
+static void warm_discard(lg_warm_item *item, void *data) {
+        (void) data;
+        struct warm_sb *ws = (struct warm_sb *) item;
+        if (ws->made)
+                kill_ws(ws);
+        else
+                ws->discarded = true; /* made() destroys it */
+}
+
+static const struct lg_warm_ops warm_ops = {.make = warm_make, .discard = warm_discard};
 
 /* ---- the pool ---------------------------------------------------------------- */
 
@@ -231,6 +215,11 @@ int warm_new(lg_pods *m, struct lg_error *err) {
         struct warm_pool *p = calloc(1, sizeof(*p));
         if (!p)
                 return lg_error_set(err, ENOMEM, "out of memory");
+        int r = lg_warm_new(m->loop, &p->warm, err);
+        if (r < 0) {
+                free(p);
+                return r;
+        }
         p->m = m;
         p->per_image = env_uint("LEGION_POD_WARM", DEFAULT_PER_IMAGE, 16);
         p->max_images = env_uint("LEGION_POD_WARM_IMAGES", DEFAULT_IMAGES, 64);
@@ -239,10 +228,6 @@ int warm_new(lg_pods *m, struct lg_error *err) {
         p->idle_ms = (uint64_t) env_uint("LEGION_POD_WARM_IDLE_S", DEFAULT_IDLE_S, 86400) * 1000;
         if (p->idle_ms == 0)
                 p->idle_ms = 1000;
-        errno = 0;
-        p->nice = getpriority(PRIO_PROCESS, 0);
-        if (p->nice == -1 && errno)
-                p->nice = 0;
         uv_timer_init(m->loop, &p->idle_timer);
         p->idle_timer.data = p;
         uint64_t every = p->idle_ms / 4 < 1000 ? 1000 : p->idle_ms / 4 > 60000 ? 60000 : p->idle_ms / 4;
@@ -264,11 +249,13 @@ void warm_free(lg_pods *m) {
         if (!p)
                 return;
         while (p->images)
-                drop_image(p->images, true);
+                drop_image(p->images, false);
+        lg_warm_free(p->warm);
         uv_close((uv_handle_t *) &p->idle_timer, timer_closed);
-        /* Jobs still making sandboxes: their done callbacks destroy them. */
+        /* Sandboxes being made or destroyed: wait for their requests. */
         while (p->dropped || !p->timer_closed)
                 uv_run(m->loop, UV_RUN_ONCE);
+        uv_run(m->loop, UV_RUN_NOWAIT); /* lg_warm's handles close */
         free(p);
         m->warm = NULL;
 }
@@ -279,26 +266,22 @@ bool warm_fits(const struct ctr *c) {
                c->sspec.rootfs_bytes == POD_DEFAULT_ROOTFS;
 }
 
-int warm_take(lg_pods *m, const struct lg_image *img, lg_sandbox **sb, int *netns, int *ipcns) {
+int warm_take(lg_pods *m, const struct lg_image *img, char *id, int *pidfd, int *netns, int *ipcns) {
         struct warm_pool *p = m->warm;
         struct warm_image *wi = p ? find_image(p, img->id) : NULL;
-        if (!wi || !wi->ready) {
+        struct warm_sb *ws = wi ? (struct warm_sb *) lg_warm_take(wi->wp) : NULL;
+        if (!ws) {
                 if (p)
                         p->missed++;
                 return 0;
         }
-        struct warm_sb *ws = wi->ready;
-        wi->ready = ws->next;
-        wi->n_ready--;
-        wi->taken++;
         p->taken++;
         wi->last_used = uv_now(m->loop);
-        *sb = ws->sb;
+        snprintf(id, LG_AGENT_ID_MAX, "%s", ws->req.id);
+        *pidfd = ws->req.out.pidfd;
         *netns = ws->netns;
         *ipcns = ws->ipcns;
         free(ws);
-        /* Made at a lower priority: the workload runs at legiond's. */
-        setpriority(PRIO_PROCESS, (id_t) lg_sandbox_pid(*sb), p->nice);
         return 1;
 }
 
@@ -321,7 +304,11 @@ void warm_used(lg_pods *m, const struct lg_image *img) {
                         ok = (wi->img.layer_dirs[i] = strdup(img->layer_dirs[i])) != NULL;
                         wi->img.n_layers += ok;
                 }
-                if (!ok) {
+                char key[sizeof(wi->img.id) + 8];
+                snprintf(key, sizeof(key), "image:%s", img->id);
+                struct lg_warm_pool_config wc = {.key = key, .target = p->per_image,
+                                                 .retry = LG_WARM_RETRY_WHEN_USED, .ops = &warm_ops, .data = wi};
+                if (!ok || lg_warm_pool_set(p->warm, &wc, &wi->wp, NULL) < 0) {
                         image_free(wi);
                         return;
                 }
@@ -329,7 +316,7 @@ void warm_used(lg_pods *m, const struct lg_image *img) {
         wi->next = p->images;
         p->images = wi;
         wi->last_used = uv_now(m->loop);
-        fill(wi);
+        lg_warm_used(wi->wp);
         /* Beyond max_images, the least recently used go. */
         unsigned n = 0;
         for (struct warm_image *x = p->images, *next; x; x = next) {
@@ -361,7 +348,13 @@ int warm_layers(lg_pods *m, char ***v, size_t *len, size_t *cap) {
         struct warm_image *lists[2] = {p->images, p->dropped};
         for (int l = 0; l < 2; l++)
                 for (struct warm_image *wi = lists[l]; wi; wi = wi->next) {
-                        if (!wi->n_ready && !wi->n_making && !wi->n_killing)
+                        struct lg_warm_stats st = {0};
+                        if (wi->wp)
+                                lg_warm_pool_stats(wi->wp, &st);
+                        /* An image removed: its warm sandboxes are being
+                         * destroyed, and nothing of a workload ever ran in
+                         * them; image GC need not wait for that. */
+                        if ((!st.ready && !wi->n_making && !wi->n_killing) || wi->removed)
                                 continue;
                         for (size_t i = 0; i < wi->img.n_layers; i++)
                                 if (add_str(v, len, cap, wi->img.layer_dirs[i]) < 0)
@@ -383,12 +376,17 @@ json_t *lg_pods_warm_json(lg_pods *m) {
         struct warm_pool *p = m ? m->warm : NULL;
         json_t *items = json_array();
         uint64_t now = m ? uv_now(m->loop) : 0;
-        for (struct warm_image *wi = p ? p->images : NULL; wi; wi = wi->next)
-                json_array_append_new(items, json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I}", "imageID", wi->img.id,
-                                                       "ready", (int) wi->n_ready, "making", (int) wi->n_making,
-                                                       "taken", (json_int_t) wi->taken, "made", (json_int_t) wi->made,
-                                                       "failed", (json_int_t) wi->failed, "idleSeconds",
-                                                       (json_int_t) ((now - wi->last_used) / 1000)));
+        for (struct warm_image *wi = p ? p->images : NULL; wi; wi = wi->next) {
+                struct lg_warm_stats st;
+                lg_warm_pool_stats(wi->wp, &st);
+                json_t *o = json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I}", "imageID", wi->img.id, "ready",
+                                      (int) st.ready, "making", (int) wi->n_making, "taken", (json_int_t) st.taken,
+                                      "made", (json_int_t) wi->made, "failed", (json_int_t) wi->failed,
+                                      "idleSeconds", (json_int_t) ((now - wi->last_used) / 1000));
+                if (o && st.last_error[0])
+                        json_object_set_new(o, "lastError", json_string(st.last_error));
+                json_array_append_new(items, o);
+        }
         return json_pack("{s:i, s:i, s:I, s:I, s:I, s:o}", "perImage", p ? (int) p->per_image : 0, "maxImages",
                          p ? (int) p->max_images : 0, "idleSeconds", (json_int_t) (p ? p->idle_ms / 1000 : 0),
                          "taken", (json_int_t) (p ? p->taken : 0), "missed", (json_int_t) (p ? p->missed : 0),

@@ -102,7 +102,8 @@ static void pod_unlink(struct pod *pod) {
 
 static bool any_running(const struct pod *pod) {
         for (size_t i = 0; i < pod->n_ctrs; i++)
-                if (pod->ctrs[i].phase == C_RUNNING || pod->ctrs[i].phase == C_CREATING)
+                if (pod->ctrs[i].phase == C_RUNNING || pod->ctrs[i].phase == C_CREATING ||
+                    pod->ctrs[i].killing)
                         return true;
         return false;
 }
@@ -220,6 +221,7 @@ static int pod_new(lg_pods *m, const struct lg_resource *r, struct pod **ret, st
                 const char *name = json_string_value(json_object_get(c->spec, "name"));
                 c->name = strdup(name ? name : "");
                 c->ns_net = c->ns_ipc = -1;
+                c->pidfd = -1;
                 lg_sandbox_spec_init(&c->sspec);
                 c->last_state = json_object();
                 pod->n_ctrs++;
@@ -306,6 +308,15 @@ int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error
         }
         /* Sandboxes a previous legiond left behind. */
         lg_sandbox_gc(m->state_root, NULL);
+        m->agent = cfg->agent;
+        if (!m->agent) {
+                r = lg_agent_local_new(m->loop, m->state_root, &m->agent, err);
+                if (r < 0) {
+                        lg_pods_free(m);
+                        return r;
+                }
+                m->own_agent = true;
+        }
         r = warm_new(m, err);
         if (r < 0) {
                 lg_pods_free(m);
@@ -331,6 +342,8 @@ void lg_pods_free(lg_pods *m) {
         while (m->zombies)
                 uv_run(m->loop, UV_RUN_ONCE);
         warm_free(m);
+        if (m->own_agent)
+                lg_agent_free(m->agent);
         if (m->dynmods_fd >= 0)
                 close(m->dynmods_fd);
         free(m->state_root);
@@ -450,7 +463,7 @@ int lg_pods_layers_in_use(lg_pods *m, bool warm, char ***ret, size_t *n) {
                 for (struct pod *pod = lists[l]; pod; pod = pod->next)
                         for (size_t i = 0; i < pod->n_ctrs; i++) {
                                 const struct ctr *c = &pod->ctrs[i];
-                                if (!c->img || (!c->sb && c->phase != C_CREATING))
+                                if (!c->img || (!c->has_sb && c->phase != C_CREATING && !c->killing))
                                         continue;
                                 for (size_t k = 0; k < c->img->n_layers; k++) {
                                         if (len == cap) {
