@@ -17,5 +17,9 @@ struct lg_apps {
         } jobs;
 };
 
+/* Extract package digest again as a package job on the thread pool (never
+ * on the loop), then lg_apps_activate app key ("ns/name"); a failure goes
+ * to the app's log. 0 when queued. */
+int apps_reextract(lg_apps *a, const char *key, const char *digest, struct lg_error *err);
 /* lg_apps_free: drop the uploads waiting for their job. */
 void apps_upload_drop_queued(lg_apps *a);

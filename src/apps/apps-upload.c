@@ -2,7 +2,9 @@
  * blob writer on the loop, then commit and extraction as jobs on libuv's
  * thread pool, one at a time in arrival order, and the result recorded in
  * the store from the loop. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "apps/apps-internal.h"
 
@@ -23,6 +25,9 @@ struct lg_apps_upload {
         struct lg_digest dg;
         uint64_t size;
         struct lg_pkg_info info;
+        /* A package extracted again for lg_apps_activate (no writer, no
+         * callback): the app to activate once its tree is back. */
+        char reextract_app[160];
 };
 
 static void upload_free(lg_apps_upload *u) {
@@ -58,8 +63,11 @@ void lg_apps_upload_write(lg_apps_upload *u, const void *data, size_t len) {
 /* On the thread pool: only the blob store, never the store. */
 static void upload_work(uv_work_t *w) {
         lg_apps_upload *u = w->data;
-        int r = lg_blob_commit(TAKE_PTR(u->w), NULL, &u->dg, &u->err);
-        u->committed = r >= 0;
+        int r = 0;
+        if (!u->reextract_app[0]) {
+                r = lg_blob_commit(TAKE_PTR(u->w), NULL, &u->dg, &u->err);
+                u->committed = r >= 0;
+        }
         /* Extract now: a bad archive is refused at upload, with the entry
          * that is wrong, and its half-built tree is removed here. */
         if (r >= 0)
@@ -69,13 +77,31 @@ static void upload_work(uv_work_t *w) {
 
 static void run_next(lg_apps *a);
 
+/* A re-extraction done: activate its app now that the tree is back, or
+ * say in the app's log why not. */
+static void reextract_done(lg_apps_upload *u, int r) {
+        char line[700];
+        const char *slash = strchr(u->reextract_app, '/');
+        if (r >= 0 && slash) {
+                char ns[160];
+                snprintf(ns, sizeof(ns), "%.*s", (int) (slash - u->reextract_app), u->reextract_app);
+                r = lg_apps_activate(u->a, ns, slash + 1, &u->err);
+        }
+        if (r < 0) {
+                snprintf(line, sizeof(line), "package %.19s could not be extracted again: %s", u->dg.hex, u->err.msg);
+                lg_apps_log(u->reextract_app, line, u->a);
+        }
+}
+
 static void upload_done(uv_work_t *w, int status) {
         lg_apps_upload *u = w->data;
         lg_apps *a = u->a;
         int r = u->r;
         if (status < 0 && r >= 0)
                 r = lg_error_setm(&u->err, -status, "the upload was cancelled");
-        if (r >= 0) {
+        if (u->reextract_app[0]) {
+                reextract_done(u, r);
+        } else if (r >= 0) {
                 /* Kept even if the client has gone: the package is good. */
                 r = lg_store_blob_put(a->store, u->dg.hex, u->size, "application/octet-stream", NULL, &u->err);
         } else if (u->committed) {
@@ -87,7 +113,7 @@ static void upload_done(uv_work_t *w, int status) {
                 if (lg_store_blob_get(a->store, u->dg.hex, &known, NULL) < 0)
                         (void) lg_blob_delete(a->blobs, u->dg.hex, &del_err); /* the refusal is what is said */
         }
-        if (!u->cancelled) {
+        if (!u->cancelled && !u->reextract_app[0]) {
                 r = r < 0 ? r : 0;
                 struct lg_package pkg = {.digest = u->dg.hex, .size = u->size, .info = &u->info};
                 u->cb(r, r < 0 ? NULL : &pkg, &u->err, u->ud);
@@ -124,6 +150,22 @@ int lg_apps_upload_finish(lg_apps_upload *u, lg_apps_upload_cb cb, void *ud, str
         u->cb = cb;
         u->ud = ud;
         u->size = lg_blob_written(u->w);
+        u->queued = true;
+        *a->jobs.tail = u;
+        a->jobs.tail = &u->next;
+        run_next(a);
+        return 0;
+}
+
+int apps_reextract(lg_apps *a, const char *key, const char *digest, struct lg_error *err) {
+        if (!lg_digest_valid(digest))
+                return lg_error_setm(err, EINVAL, "package of app `%s` is no digest", key);
+        lg_apps_upload *u = calloc(1, sizeof(*u));
+        if (!u)
+                return lg_error_set(err, ENOMEM, "package of app `%s`", key);
+        u->a = a;
+        snprintf(u->dg.hex, sizeof(u->dg.hex), "%s", digest);
+        snprintf(u->reextract_app, sizeof(u->reextract_app), "%s", key);
         u->queued = true;
         *a->jobs.tail = u;
         a->jobs.tail = &u->next;

@@ -250,14 +250,15 @@ static int activate(lg_apps *a, const struct lg_resource *app, const struct lg_r
         const char *pool = json_string_value(json_object_get(rs, "poolGroup"));
         const char *pkg = json_string_value(json_object_get(rs, "package"));
         char code[4096], key[160];
-        struct lg_pkg_info info = {0};
-        /* Extracted at upload; again here if the directory went missing. */
-        if (lg_blob_extracted_path(a->blobs, pkg ? pkg : "", code, sizeof(code)) < 0 ||
-            (access(code, F_OK) < 0 && lg_blob_extract(a->blobs, pkg, NULL, &info, err) < 0)) {
-                lg_pkg_info_free(&info);
+        /* Extracted at upload. If the tree went missing, it is extracted
+         * again as a package job, off the loop, which activates the app
+         * when it is back: routed a little later. */
+        if (lg_blob_extracted_path(a->blobs, pkg ? pkg : "", code, sizeof(code)) < 0)
                 return lg_error_set(err, ENOENT, "package of app `%s/%s` is missing", ns, name);
+        if (access(code, F_OK) < 0) {
+                app_key(key, sizeof(key), ns, name);
+                return apps_reextract(a, key, pkg, err);
         }
-        lg_pkg_info_free(&info);
         json_t *settings = json_object_get(rs, "settings");
         size_t n = json_object_size(settings);
         char **env = calloc(n + 1, sizeof(char *));

@@ -75,8 +75,11 @@ extern const char *const lg_app_fields[];
  * It is not routed yet: lg_apps_activate does that. */
 int lg_apps_put(lg_apps *a, const char *ns, const char *name, const json_t *labels, const json_t *spec,
                 struct lg_resource **ret, struct lg_error *err);
-/* Route app ns/name's latest revision (its package extracted again if
- * the tree has gone): a new revision drains the instances of the old. */
+/* Route app ns/name's latest revision: a new revision drains the
+ * instances of the old. If its package's tree has gone, the package is
+ * extracted again on the thread pool (never on the loop) and the app is
+ * routed once that is done (0 returned meanwhile; a failure goes to the
+ * app's log). */
 int lg_apps_activate(lg_apps *a, const char *ns, const char *name, struct lg_error *err);
 /* Remove the app from the store and the router. */
 int lg_apps_delete(lg_apps *a, const char *ns, const char *name, struct lg_error *err);

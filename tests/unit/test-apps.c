@@ -453,11 +453,35 @@ static void test_revisions(void **state) {
         OK(lg_apps_activate(f->apps, "ns", "web", &err));
         assert_int_equal(f->rec.revision, 5);
 
-        /* The package's tree went missing: activation extracts it again. */
+        /* The package's tree went missing: activation extracts it again,
+         * on the thread pool, never on the loop, and routes the app once
+         * the tree is back. */
         OK(lg_blob_delete_extracted(f->blobs, f->pkg2, &err));
+        int sets = f->rec.route_sets;
+        char tree[256];
+        OK(lg_blob_extracted_path(f->blobs, f->pkg2, tree, sizeof(tree)));
         OK(lg_apps_activate(f->apps, "ns", "web", &err));
+        assert_int_equal(access(tree, F_OK), -1);
+        assert_int_equal(f->rec.route_sets, sets);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->rec.route_sets, sets + 1);
         snprintf(main_py, sizeof(main_py), "%s/main.py", f->rec.code_dir);
         assert_int_equal(access(main_py, R_OK), 0);
+        /* A tree that cannot come back (the blob is gone too): the app's
+         * log says why, nothing is routed. */
+        OK(lg_blob_delete_extracted(f->blobs, f->pkg2, &err));
+        OK(lg_blob_delete(f->blobs, f->pkg2, &err));
+        OK(lg_apps_activate(f->apps, "ns", "web", &err));
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->rec.route_sets, sets + 1);
+        char logp[256], logbuf[1024] = "";
+        OK(lg_apps_log_path(f->apps, "ns/web", logp, sizeof(logp)));
+        FILE *lf = fopen(logp, "r");
+        assert_non_null(lf);
+        size_t got = fread(logbuf, 1, sizeof(logbuf) - 1, lf);
+        fclose(lf);
+        logbuf[got] = '\0';
+        assert_non_null(strstr(logbuf, "could not be extracted again"));
 
         struct lg_resource *res = NULL;
         OK(lg_store_get(f->store, LG_KEY("App", "ns", "web"), &res, &err));
