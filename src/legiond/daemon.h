@@ -27,6 +27,7 @@ struct lg_daemon {
         lg_image_store *images; /* <home>/images */
         lg_image_jobs *image_jobs;
         lg_pods *pods;
+        struct lg_agent *agent; /* the node agent: every sandbox of this node */
         lg_node *node;
         lg_router *router;
         lg_sessions *sessions;

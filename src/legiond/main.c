@@ -14,6 +14,7 @@
 
 #include "legiond/daemon.h"
 #include "legiond/tls-cert.h"
+#include "node/agent.h"
 #include "node/node-provider.h"
 #include "replay/replay.h"
 
@@ -359,7 +360,15 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = ensure_admin_token(d, &err);
         snprintf(path, sizeof(path), "%s/run", d->home);
-        struct lg_node_config nc = {.loop = d->loop, .run_dir = path, .runtimes_dir = d->runtimes_dir};
+        /* One node agent for function instances, sessions and pods: the
+         * only code that creates, starts and destroys their sandboxes.
+         * Each spec names its own state root; adopt looks in this one. */
+        char sandboxes_root[4200];
+        snprintf(sandboxes_root, sizeof(sandboxes_root), "%s/sandboxes-root", path);
+        if (r >= 0)
+                r = lg_agent_local_new(d->loop, sandboxes_root, &d->agent, &err);
+        struct lg_node_config nc = {.loop = d->loop, .agent = d->agent, .run_dir = path,
+                                    .runtimes_dir = d->runtimes_dir};
         if (r >= 0)
                 r = lg_node_new(&nc, &d->node, &err);
         struct lg_apps_config ac = {.loop = d->loop, .store = d->store, .blobs = d->blobs,
@@ -376,7 +385,7 @@ int main(int argc, char **argv) {
         char pod_logs[4096];
         snprintf(pod_logs, sizeof(pod_logs), "%s/pods", d->logs_dir ? d->logs_dir : "");
         struct lg_pods_config pc = {.loop = d->loop, .store = d->store, .images = d->images,
-                                    .run_dir = path, .logs_dir = pod_logs};
+                                    .run_dir = path, .logs_dir = pod_logs, .agent = d->agent};
         if (r >= 0)
                 r = lg_pods_new(&pc, &d->pods, &err);
         char tmp_dir[4096];
@@ -444,6 +453,7 @@ int main(int argc, char **argv) {
         lg_image_jobs_free(d->image_jobs);
         lg_pods_free(d->pods);
         lg_node_free(d->node);
+        lg_agent_free(d->agent);
         lg_image_store_close(d->images);
         lg_blobstore_close(d->blobs);
         lg_store_close(d->store);
