@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -450,5 +451,17 @@ int main(void) {
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
         lg_rm_rf(state_root);
+        /* The now empty parent cgroup of this run, in each hierarchy. */
+        char path[512];
+        snprintf(path, sizeof(path), "/sys/fs/cgroup/%s", parent);
+        rmdir(path);
+        DIR *d = opendir("/sys/fs/cgroup");
+        for (struct dirent *de; d && (de = readdir(d));) {
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s", de->d_name, parent);
+                if (de->d_name[0] != '.')
+                        rmdir(path);
+        }
+        if (d)
+                closedir(d);
         return r;
 }
