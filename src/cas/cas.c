@@ -50,10 +50,7 @@ bool lg_digest_valid(const char *hex) {
 /* The digest for a message: printable, cut. */
 static int bad_digest(const char *hex, struct lg_error *err) {
         char shown[80];
-        size_t n = 0;
-        for (const char *p = hex ? hex : "(none)"; *p && n < sizeof(shown) - 4; p++)
-                shown[n++] = (unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f || *p == '`' ? '?' : *p;
-        shown[n] = '\0';
+        lg_printable(hex, shown, sizeof(shown));
         return lg_error_setm(err, EINVAL, "invalid digest `%s` (want 64 lowercase hex characters)", shown);
 }
 

@@ -82,9 +82,6 @@ void lg_image_index_cache_free(struct lg_image_index_cache *c);
 /* A temporary name in tmp/: "<what><16 hex>". */
 int lg_image_tmp_name(char *buf, size_t cap, const char *what);
 
-/* Copy of s fit for a one-line message. */
-void lg_image_printable(const char *s, char *buf, size_t cap);
-
 /* ---- manifest.c ---- */
 
 struct lg_image_layer_desc {

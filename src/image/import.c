@@ -274,7 +274,7 @@ static int do_entry(struct ictx *x, struct archive_entry *ae) {
         const char *raw = archive_entry_pathname(ae);
         if (!raw)
                 raw = archive_entry_pathname_utf8(ae);
-        lg_image_printable(raw, x->name, sizeof(x->name));
+        lg_printable(raw, x->name, sizeof(x->name));
         char path[PATH_MAX];
         mode_t type = archive_entry_filetype(ae);
         if (!raw || normalize(raw, path, sizeof(path)) < 0) {
@@ -415,7 +415,7 @@ static int job_name(struct ictx *x, struct job *j, const char *ref) {
 static int ent_blob(struct ictx *x, const char *path, char digest[LG_DIGEST_MAX], uint64_t *size, const char *what) {
         const struct ent *e = lookup(x, path);
         char shown[160];
-        lg_image_printable(path, shown, sizeof(shown));
+        lg_printable(path, shown, sizeof(shown));
         if (!e)
                 return lg_error_setm(x->err, EINVAL, "archive `%s`: %s `%s` is missing", x->shown, what, shown);
         if (e->mem) {
@@ -648,7 +648,7 @@ int lg_image_import(lg_image_store *st, const char *path, const char *name, lg_i
         if (!x)
                 return lg_error_set(err, ENOMEM, "import");
         char shown[160];
-        lg_image_printable(path, shown, sizeof(shown));
+        lg_printable(path, shown, sizeof(shown));
         x->st = st;
         x->err = err;
         x->progress = progress;

@@ -305,7 +305,7 @@ out:
  * the record in *at; -ENOENT / -EINVAL (ambiguous, malformed). */
 static int find(const struct idx *x, const char *ref, size_t *at, struct lg_error *err) {
         char shown[200];
-        lg_image_printable(ref, shown, sizeof(shown));
+        lg_printable(ref, shown, sizeof(shown));
         if (!ref || !*ref)
                 return lg_error_setm(err, EINVAL, "no image given");
         const char *hex = NULL;

@@ -173,7 +173,7 @@ int lg_image_manifest_parse(const lg_image_store *st, const char *text, size_t l
         }
         if (mt && strcmp(mt, MT_OCI_MANIFEST) != 0 && strcmp(mt, MT_DOCKER_MANIFEST) != 0) {
                 char shown[128];
-                lg_image_printable(mt, shown, sizeof(shown));
+                lg_printable(mt, shown, sizeof(shown));
                 r = lg_error_setm(err, ENOTSUP, "manifest media type `%s` is not supported", shown);
                 goto out;
         }
@@ -184,7 +184,7 @@ int lg_image_manifest_parse(const lg_image_store *st, const char *text, size_t l
         const char *cmt = json_string_value(json_object_get(cfg, "mediaType"));
         if (!cmt || (strcmp(cmt, MT_OCI_CONFIG) != 0 && strcmp(cmt, MT_DOCKER_CONFIG) != 0)) {
                 char shown[128];
-                lg_image_printable(cmt, shown, sizeof(shown));
+                lg_printable(cmt, shown, sizeof(shown));
                 r = lg_error_setm(err, ENOTSUP, "config media type `%s` is not supported (not a container image?)",
                                   shown);
                 goto out;
@@ -215,7 +215,7 @@ int lg_image_manifest_parse(const lg_image_store *st, const char *text, size_t l
                 const char *lmt = json_string_value(json_object_get(l, "mediaType"));
                 if (lg_image_layer_compression(lmt) < 0) {
                         char shown[128];
-                        lg_image_printable(lmt, shown, sizeof(shown));
+                        lg_printable(lmt, shown, sizeof(shown));
                         r = lg_error_setm(err, ENOTSUP, "manifest: layer %zu media type `%s` is not supported", i,
                                           shown);
                         goto out;

@@ -92,7 +92,7 @@ bool lg_image_ref_is_digest(const char *s) {
 
 int lg_image_normalize(const char *ref, char *buf, size_t cap, struct lg_error *err) {
         char shown[200];
-        lg_image_printable(ref, shown, sizeof(shown));
+        lg_printable(ref, shown, sizeof(shown));
         if (!ref || !*ref)
                 return lg_error_setm(err, EINVAL, "empty image reference");
         if (strlen(ref) > 1024)

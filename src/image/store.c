@@ -63,7 +63,7 @@ bool lg_image_is_hex(const char *s, size_t n) {
 
 int lg_image_digest_hex(const char *digest, char hex[65], const char *what, struct lg_error *err) {
         char shown[100];
-        lg_image_printable(digest, shown, sizeof(shown));
+        lg_printable(digest, shown, sizeof(shown));
         if (!digest || !*digest)
                 return lg_error_setm(err, EINVAL, "%s: no digest", what);
         const char *colon = strchr(digest, ':');
@@ -76,24 +76,6 @@ int lg_image_digest_hex(const char *digest, char hex[65], const char *what, stru
                 return lg_error_setm(err, EINVAL, "%s: malformed digest `%s`", what, shown);
         memcpy(hex, colon + 1, 65);
         return 0;
-}
-
-void lg_image_printable(const char *s, char *buf, size_t cap) {
-        if (!cap)
-                return;
-        if (!s)
-                s = "(none)";
-        size_t n = 0, i = 0, len = strlen(s);
-        size_t room = len > cap - 1 && cap > 4 ? cap - 4 : cap - 1;
-        for (; i < len && n < room; i++) {
-                unsigned char c = (unsigned char) s[i];
-                /* Bytes beyond ASCII become '?': messages end up in JSON. */
-                buf[n++] = c < 0x20 || c >= 0x7f || c == '`' ? '?' : (char) c;
-        }
-        if (i < len)
-                for (int k = 0; k < 3 && n < cap - 1; k++)
-                        buf[n++] = '.';
-        buf[n] = '\0';
 }
 
 int lg_image_tmp_name(char *buf, size_t cap, const char *what) {

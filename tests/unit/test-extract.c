@@ -53,93 +53,9 @@ static int teardown(void **state) {
 
 /* ---- building archives ---------------------------------------------------- */
 
-struct buf {
-        char *p;
-        size_t len, cap;
-};
+#include "archive-kit.h"
 
-static la_ssize_t wcb(struct archive *a, void *ud, const void *d, size_t n) {
-        (void) a;
-        struct buf *b = ud;
-        if (b->len + n > b->cap) {
-                b->cap = (b->len + n) * 2 + 4096;
-                b->p = realloc(b->p, b->cap);
-                assert_non_null(b->p);
-        }
-        memcpy(b->p + b->len, d, n);
-        b->len += n;
-        return (la_ssize_t) n;
-}
-
-enum { F = 1, D, L, H, C, B, P };
-
-struct te {
-        const char *path;
-        int type;
-        const char *data; /* F: contents; L, H: target */
-        unsigned mode;    /* 0: 0644 / 0755 */
-        long uid, gid;
-        uint64_t zeros;   /* F: this many zero bytes instead of data */
-};
-
-static void add_entry(struct archive *a, const struct te *t) {
-        struct archive_entry *e = archive_entry_new();
-        archive_entry_set_pathname(e, t->path);
-        archive_entry_set_mtime(e, 1700000000, 0);
-        archive_entry_set_uid(e, t->uid);
-        archive_entry_set_gid(e, t->gid);
-        uint64_t size = 0;
-        static const mode_t types[] = {[F] = AE_IFREG, [D] = AE_IFDIR, [L] = AE_IFLNK, [H] = AE_IFREG,
-                                       [C] = AE_IFCHR, [B] = AE_IFBLK, [P] = AE_IFIFO};
-        archive_entry_set_filetype(e, types[t->type]);
-        archive_entry_set_perm(e, t->mode ? t->mode : t->type == D ? 0755 : 0644);
-        if (t->type == F) {
-                size = t->zeros ? t->zeros : t->data ? strlen(t->data) : 0;
-                archive_entry_set_size(e, (la_int64_t) size);
-        } else if (t->type == L) {
-                archive_entry_set_symlink(e, t->data);
-        } else if (t->type == H) {
-                archive_entry_set_hardlink(e, t->data);
-                archive_entry_set_size(e, 0);
-        } else if (t->type == C || t->type == B) {
-                archive_entry_set_rdevmajor(e, 1);
-                archive_entry_set_rdevminor(e, 3);
-        }
-        assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
-        if (t->type == F && t->zeros) {
-                static const char z[65536];
-                for (uint64_t left = t->zeros; left;) {
-                        size_t n = left > sizeof(z) ? sizeof(z) : (size_t) left;
-                        assert_int_equal(archive_write_data(a, z, n), (la_ssize_t) n);
-                        left -= n;
-                }
-        } else if (size) {
-                assert_int_equal(archive_write_data(a, t->data, size), (la_ssize_t) size);
-        }
-        archive_entry_free(e);
-}
-
-enum fmt { TAR, TGZ, TZST, ZIP };
-
-static void make(const struct te *es, size_t n, enum fmt f, struct buf *out) {
-        memset(out, 0, sizeof(*out));
-        struct archive *a = archive_write_new();
-        if (f == ZIP) {
-                assert_int_equal(archive_write_set_format_zip(a), ARCHIVE_OK);
-        } else {
-                assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
-                if (f == TGZ)
-                        assert_int_equal(archive_write_add_filter_gzip(a), ARCHIVE_OK);
-                if (f == TZST)
-                        assert_int_equal(archive_write_add_filter_zstd(a), ARCHIVE_OK);
-        }
-        assert_int_equal(archive_write_set_bytes_in_last_block(a, 1), ARCHIVE_OK);
-        assert_int_equal(archive_write_open(a, out, NULL, wcb, NULL), ARCHIVE_OK);
-        for (size_t i = 0; i < n; i++)
-                add_entry(a, &es[i]);
-        assert_int_equal(archive_write_close(a), ARCHIVE_OK);
-        archive_write_free(a);
-}
+enum fmt { TAR, TGZ, TZST, ZIP }; /* new_writer's comp */
 
 /* ---- running ---------------------------------------------------------------- */
 
@@ -214,7 +130,7 @@ static const struct lg_extract_opts LAYER = {.flags = LG_EXTRACT_OCI_LAYER, .wha
 
 static int run(const struct te *es, size_t n, enum fmt f, const struct lg_extract_opts *o, struct lg_error *err) {
         struct buf b;
-        make(es, n, f, &b);
+        make_tar(es, n, f, &b);
         struct lg_extract_info info;
         int r = run_buf(b.p, b.len, o, &info, err);
         free(b.p);
@@ -458,7 +374,7 @@ static void test_corrupt_and_fuzz(void **state) {
         unsigned refused = 0, taken = 0;
         for (size_t fi = 0; fi < sizeof(fmts) / sizeof(fmts[0]); fi++) {
                 struct buf b;
-                make(good, sizeof(good) / sizeof(good[0]), fmts[fi], &b);
+                make_tar(good, sizeof(good) / sizeof(good[0]), fmts[fi], &b);
                 for (int mode = 0; mode < 2; mode++) {
                         if (mode && fmts[fi] == ZIP)
                                 continue;
@@ -507,8 +423,8 @@ static void test_diff_id(void **state) {
         (void) state;
         static const struct te es[] = {{"a", F, "a"}};
         struct buf tar, gz;
-        make(es, 1, TAR, &tar);
-        make(es, 1, TGZ, &gz);
+        make_tar(es, 1, TAR, &tar);
+        make_tar(es, 1, TGZ, &gz);
         unsigned char md[32];
         unsigned len = 0;
         EVP_Digest(tar.p, tar.len, md, &len, EVP_sha256(), NULL);
