@@ -8,7 +8,9 @@
  * entry's handle while its request runs; the loop touches the queue and
  * the table, and reads the handle only between two requests. Sandboxes
  * die with the thread that made them (PR_SET_PDEATHSIG): libuv's pool
- * threads live as long as the process, so that is legiond's life. */
+ * threads live as long as the process, so that is legiond's life.
+ * At most MAX_DESTROYS destroys run at once; the others wait their turn
+ * at the head of their sandbox's queue. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -19,6 +21,10 @@
 #include "node/agent-backend.h"
 
 #define LOW_PRIO_NICE 10
+/* Destroys running at once: the rest wait, so that a wave of them (scale
+ * to zero, a pool reshaped) cannot take every thread of libuv's pool
+ * (4 by default) from the creates and mounts a request waits for. */
+#define MAX_DESTROYS 2
 
 struct entry {
         struct entry *hnext;
@@ -37,6 +43,8 @@ struct local {
         struct entry **buckets;
         size_t n_buckets, n_entries;
         int nice;                  /* legiond's own */
+        unsigned destroys;         /* running on the pool */
+        lg_agent_req *waiting, *waiting_tail; /* destroys waiting for a turn (linked by next) */
 };
 
 static struct local *to_local(lg_agent *a) { return (struct local *) a; }
@@ -240,7 +248,22 @@ static void done(uv_work_t *w, int status);
 
 static void run(lg_agent_req *req) {
         struct entry *e = req->entry;
+        struct local *L = to_local(req->agent);
         e->busy = true;
+        if (req->op == LG_AGENT_DESTROY) {
+                if (L->destroys >= MAX_DESTROYS) {
+                        /* It is the last of its sandbox's queue (nothing
+                         * is taken after a destroy): next is free. */
+                        req->next = NULL;
+                        if (L->waiting_tail)
+                                L->waiting_tail->next = req;
+                        else
+                                L->waiting = req;
+                        L->waiting_tail = req;
+                        return;
+                }
+                L->destroys++;
+        }
         req->work.data = req;
         int r = uv_queue_work(req->agent->loop, &req->work, work, done);
         if (r < 0) /* cannot happen with both callbacks given; never silently */
@@ -252,6 +275,17 @@ static void done(uv_work_t *w, int status) {
         lg_agent_req *req = w->data;
         struct entry *e = req->entry;
         struct local *L = to_local(req->agent);
+        if (req->op == LG_AGENT_DESTROY) {
+                L->destroys--;
+                lg_agent_req *next = L->waiting;
+                if (next) {
+                        L->waiting = next->next;
+                        if (!L->waiting)
+                                L->waiting_tail = NULL;
+                        next->next = NULL;
+                        run(next);
+                }
+        }
         e->head = req->next;
         if (!e->head)
                 e->tail = NULL;

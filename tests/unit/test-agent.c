@@ -147,6 +147,73 @@ static void test_destroy_off_loop(void **state) {
         teardown_ctx(&s.c);
 }
 
+/* ---- a wave of destroys leaves threads to the rest ---------------------------------- */
+
+#define WAVE 4 /* libuv's default thread pool */
+
+struct wave {
+        struct ctx c;
+        uv_timer_t tick;
+        pid_t tracee[WAVE];
+        bool reap;
+};
+
+static void on_wave_tick(uv_timer_t *t) {
+        struct wave *w = t->data;
+        for (int i = 0; w->reap && i < WAVE; i++)
+                if (w->tracee[i] > 0 && waitpid(w->tracee[i], NULL, __WALL | WNOHANG) == w->tracee[i])
+                        w->tracee[i] = 0;
+}
+
+/* WAVE destroys that cannot end until the test reaps their workloads:
+ * a create submitted after them must still get a thread and finish. */
+static void test_destroy_wave(void **state) {
+        (void) state;
+        struct wave w;
+        memset(&w, 0, sizeof(w));
+        setup_ctx(&w.c);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, argv);
+        lg_agent_req create[WAVE + 1], destroy[WAVE];
+        char id[16];
+        for (int i = 0; i < WAVE; i++) {
+                create[i] = (lg_agent_req){.data = &w.c};
+                snprintf(id, sizeof(id), "wave-%d", i);
+                assert_int_equal(lg_agent_create(w.c.agent, &create[i], id, &spec, LG_AGENT_START_NOW, note), 0);
+        }
+        run_until(&w.c, WAVE);
+        for (int i = 0; i < WAVE; i++) {
+                assert_int_equal(create[i].result, 0);
+                w.tracee[i] = first_child(create[i].out.pid);
+                assert_true(w.tracee[i] > 0);
+                assert_int_equal(ptrace(PTRACE_SEIZE, w.tracee[i], NULL, NULL), 0);
+        }
+        uv_timer_init(&w.c.loop, &w.tick);
+        w.tick.data = &w;
+        uv_timer_start(&w.tick, on_wave_tick, 1, 1);
+        w.c.done = 0;
+        alarm(60);
+        for (int i = 0; i < WAVE; i++) {
+                destroy[i] = (lg_agent_req){.data = &w.c};
+                assert_int_equal(lg_agent_destroy(w.c.agent, &destroy[i], create[i].id, note), 0);
+        }
+        create[WAVE] = (lg_agent_req){.data = &w.c};
+        assert_int_equal(lg_agent_create(w.c.agent, &create[WAVE], "wave-new", &spec, LG_AGENT_START_NOW, note), 0);
+        run_until(&w.c, 1);
+        assert_int_equal(w.c.order[0], LG_AGENT_CREATE);
+        assert_int_equal(create[WAVE].result, 0);
+        /* Now let the destroys end. */
+        w.reap = true;
+        run_until(&w.c, WAVE + 1);
+        alarm(0);
+        for (int i = 0; i < WAVE; i++)
+                assert_int_equal(destroy[i].result, 0);
+        uv_close((uv_handle_t *) &w.tick, NULL);
+        uv_run(&w.c.loop, UV_RUN_NOWAIT);
+        teardown_ctx(&w.c);
+}
+
 /* ---- order, and what is refused --------------------------------------------------- */
 
 static void test_order(void **state) {
@@ -443,6 +510,7 @@ int main(void) {
         setenv("LEGION_CGROUP_PARENT", parent, 0);
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_destroy_off_loop),
+                cmocka_unit_test(test_destroy_wave),
                 cmocka_unit_test(test_order),
                 cmocka_unit_test(test_failed_create),
                 cmocka_unit_test(test_detach_adopt),
