@@ -17,6 +17,7 @@
 #include "node/agent.h"
 #include "node/node-provider.h"
 #include "replay/replay.h"
+#include "sandbox/sandbox.h"
 
 #ifndef LG_RUNTIMES_DIR
 #define LG_RUNTIMES_DIR "/usr/lib/legion/runtimes"
@@ -38,6 +39,7 @@ static void say(const char *fmt, ...) {
 static void usage(FILE *f) {
         fputs("usage: legiond [--home DIR] [--listen HOST:PORT] [--listen-tls HOST:PORT|off] [--runtimes DIR]\n"
               "               [--max-connections N] [--max-connections-per-addr N] [--unauth-idle-timeout-ms MS]\n"
+              "       legiond [--home DIR] --stop-all\n"
               "\n"
               "  --home DIR              state: store, packages, logs (default $LEGION_HOME or ./var/legion)\n"
               "  --listen HOST:PORT      API and function endpoint, plain HTTP (default 127.0.0.1:7070)\n"
@@ -52,7 +54,11 @@ static void usage(FILE *f) {
               "  --unauth-idle-timeout-ms MS\n"
               "                          a connection that never sent a valid token is closed after this\n"
               "                          long without a request (default 5000; 0: as authenticated\n"
-              "                          ones, 60 s)\n",
+              "                          ones, 60 s)\n"
+              "  --stop-all              stop every workload this home left running (function instances,\n"
+              "                          sessions, pods) and exit; with legiond stopped. SIGTERM and\n"
+              "                          SIGINT stop legiond but not its workloads: the next legiond\n"
+              "                          takes them back (docs/sandbox.md)\n",
               f);
 }
 
@@ -158,6 +164,50 @@ static int listen_tls(struct lg_daemon *d, const char *host, unsigned port, stru
         return lg_http_server_listen_tls(d->http, host, (uint16_t) port, files.server_crt, files.server_key, err);
 }
 
+static void adopted_log(const char *app, const char *line, void *ud) {
+        struct lg_daemon *d = ud;
+        say("%s: %s", app, line);
+        lg_apps_log(app, line, d->apps);
+}
+
+/* --stop-all: every sandbox of this home, adopted and destroyed, and the
+ * instance records and sockets that went with them. */
+static int stop_all(const char *home) {
+        static const char *const roots[] = {"run/sandboxes-root", "run/pod-sandboxes"};
+        int stopped = 0, failed = 0;
+        char path[4200];
+        for (size_t i = 0; i < ARRAY_SIZE(roots); i++) {
+                snprintf(path, sizeof(path), "%s/%s", home, roots[i]);
+                struct lg_error err = {0};
+                lg_sandbox_gc(path, NULL);
+                char **ids = NULL;
+                if (lg_sandbox_list(path, &ids, &err) < 0) {
+                        say("%s", err.msg);
+                        return 1;
+                }
+                for (char **id = ids; *id; id++) {
+                        lg_sandbox *sb = NULL;
+                        if (lg_sandbox_adopt(path, *id, &sb, &err) < 0) {
+                                say("%s", err.msg);
+                                failed++;
+                        } else if (lg_sandbox_destroy(sb) < 0) {
+                                failed++;
+                        } else {
+                                stopped++;
+                        }
+                }
+                lg_sandbox_list_free(ids);
+        }
+        static const char *const dirs[] = {"run/instances", "run/sockets"};
+        for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+                snprintf(path, sizeof(path), "%s/%s", home, dirs[i]);
+                lg_rm_rf(path);
+        }
+        say("stopped %d sandbox%s of %s%s", stopped, stopped == 1 ? "" : "es", home,
+            failed ? " (some could not be adopted, and were destroyed)" : "");
+        return 0;
+}
+
 /* The application modules' view of the node and the router (their ops
  * tables): the router goes first at shutdown, so it may be NULL. */
 static int wire_pool_set(void *ud, const struct lg_pool_spec *spec, struct lg_error *err) {
@@ -260,8 +310,9 @@ static void on_signal(uv_signal_t *h, int signum) {
                 say("second signal: exiting now");
                 exit(1);
         }
-        say("%s: shutting down", strsignal(signum));
+        say("%s: shutting down; workloads keep running (legiond --stop-all stops them)", strsignal(signum));
         lg_api_stop(d->api);
+        lg_node_detach_all(d->node);
         lg_router_free(d->router);
         d->router = NULL;
         lg_http_server_close(d->http, on_closed, d);
@@ -276,13 +327,14 @@ int main(int argc, char **argv) {
                 {"max-connections", required_argument, NULL, 'c'},
                 {"max-connections-per-addr", required_argument, NULL, 'a'},
                 {"unauth-idle-timeout-ms", required_argument, NULL, 'u'},
+                {"stop-all", no_argument, NULL, 's'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
         const char *home = getenv("LEGION_HOME");
         const char *listen = "127.0.0.1:7070";
         const char *listen_tls_at = "127.0.0.1:6443";
-        bool tls_explicit = false;
+        bool tls_explicit = false, stop = false;
         const char *runtimes = getenv("LEGION_RUNTIMES");
         /* A client that holds idle connections must not lock the API: see
          * docs/api.md, "Connections". */
@@ -294,6 +346,7 @@ int main(int argc, char **argv) {
                 case 'l': listen = optarg; break;
                 case 't': listen_tls_at = optarg; tls_explicit = true; break;
                 case 'r': runtimes = optarg; break;
+                case 's': stop = true; break;
                 case 'c':
                         if (!parse_uint(optarg, 1, 1000000, &max_conns))
                                 return bad_number("max-connections", optarg);
@@ -338,6 +391,8 @@ int main(int argc, char **argv) {
                         strerror(errno));
                 return 1;
         }
+        if (stop)
+                return stop_all(d->home);
         if (!runtimes)
                 runtimes = LG_RUNTIMES_DIR;
         if (!(d->runtimes_dir = realpath(runtimes, NULL))) {
@@ -424,6 +479,11 @@ int main(int argc, char **argv) {
         struct lg_replay_targets rt = {.store = d->store, .apps = d->apps, .sessions = d->sessions, .pods = d->pods};
         if (r >= 0)
                 r = lg_replay(&rt, replay_report, NULL, NULL, &err);
+        if (r >= 0) {
+                /* Apps took their instances back in the replay; what
+                 * nobody took goes. */
+                lg_node_adopted_release(d->node, adopted_log, d);
+        }
         if (r < 0) {
                 say("%s", err.msg);
                 return 1;

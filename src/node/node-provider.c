@@ -82,8 +82,34 @@ static unsigned provider_placeholders(void *provider, const char *pool) {
         return lg_node_pool_stats(provider, pool, &ps) == 0 ? ps.ready : 0;
 }
 
+static int provider_adopt(void *provider, const char *app, unsigned revision, lg_router_ready_cb ready,
+                          lg_router_exit_cb exited, void *ud, uint64_t *handle, struct lg_router_instance_info *info) {
+        static char addr[300]; /* valid until the next call, as the interface says */
+        struct nprov_inst *rec = calloc(1, sizeof(*rec));
+        if (!rec)
+                return -ENOMEM;
+        rec->ready = ready;
+        rec->exited = exited;
+        rec->ud = ud;
+        int r = lg_node_instance_adopt(provider, app, revision, on_ready, on_instance_exit, rec, &rec->inst);
+        if (r <= 0) {
+                free(rec);
+                return r;
+        }
+        snprintf(addr, sizeof(addr), "unix:%s", lg_instance_socket(rec->inst));
+        *info = (struct lg_router_instance_info){
+                .id = lg_instance_id(rec->inst),
+                .address = addr,
+                .log_dir = lg_instance_log_dir(rec->inst),
+                .adopted = true,
+        };
+        *handle = (uint64_t) (uintptr_t) rec;
+        return 1;
+}
+
 const struct lg_router_provider_ops lg_node_provider_ops = {
         .start = provider_start,
         .destroy = provider_destroy,
         .placeholders = provider_placeholders,
+        .adopt = provider_adopt,
 };

@@ -16,8 +16,21 @@
  * destroying are requests that run off the loop. An instance's memory
  * lives while a request of it is under way or a handle of it is open
  * (refs), so that lg_instance_destroy may come at any moment: it closes
- * the handles and queues the destroy behind whatever runs. */
+ * the handles and queues the destroy behind whatever runs.
+ *
+ * Surviving a restart: every sandbox is detachable. A SERVING instance has
+ * a record, <run>/instances/<id> (app, revision, pool, identifier, cpu),
+ * written when it becomes ready and removed when it goes. At start the
+ * node adopts (through the agent) the sandboxes a previous legiond left
+ * and holds those with a record until their app revision claims them
+ * (lg_node_instance_adopt); the rest (placeholders, instances still
+ * specializing) are destroyed, those that cannot be adopted are "lost",
+ * and the adopted ones no app claims go too (lg_node_adopted_release).
+ * lg_node_detach_all leaves SERVING instances running for the next
+ * legiond; their socket files and records stay with them. */
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -63,6 +76,13 @@ struct lg_instance {
         lg_instance_ready_cb ready_cb;
         lg_instance_exit_cb exit_cb;
         void *userdata;
+        /* What it serves, for its record; set when it is specialized. */
+        char *app, *identifier, *pool_name;
+        unsigned revision;
+        bool adopted;               /* taken over from a previous legiond */
+        bool detached;              /* left running for the next one */
+        bool has_record;            /* adopting: it was serving */
+        lg_instance *anext;         /* node->adopted, until claimed */
 };
 
 struct pool {
@@ -90,6 +110,11 @@ struct lg_node {
         struct lg_bind runtime_bind; /* runtimes_dir at /opt/legion/runtime */
         lg_warm *warm;              /* the pool groups' placeholders */
         unsigned live;              /* instances not yet freed */
+        char *inst_dir;             /* <run>/instances: records of SERVING instances */
+        lg_instance *adopted;       /* adopted, serving, not yet claimed */
+        unsigned adopting;          /* adopt requests under way (start) */
+        struct lg_node_lost *lost;  /* records whose sandbox could not be adopted */
+        size_t n_lost;
 };
 
 static const struct {
@@ -136,10 +161,43 @@ static void unref(lg_instance *inst) {
                 inst->all_next->all_prev = inst->all_prev;
         node->live--;
         free(inst->rbuf);
+        free(inst->app);
+        free(inst->identifier);
+        free(inst->pool_name);
         free(inst);
 }
 
+static void record_path(const lg_instance *inst, char *buf, size_t cap) {
+        snprintf(buf, cap, "%s/%s", inst->node->inst_dir, inst->id);
+}
+
+/* The record of a SERVING instance: a few lines, written once. */
+static int record_write(lg_instance *inst) {
+        char path[PATH_MAX], tmp[PATH_MAX + 8], buf[4096];
+        record_path(inst, path, sizeof(path));
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        int n = snprintf(buf, sizeof(buf), "app=%s\nrevision=%u\npool=%s\nidentifier=%s\ncpu=%llu\n",
+                         inst->app ? inst->app : "", inst->revision, inst->pool_name ? inst->pool_name : "",
+                         inst->identifier ? inst->identifier : "", (unsigned long long) inst->cpu_millis);
+        if (n < 0 || (size_t) n >= sizeof(buf))
+                return -ENAMETOOLONG;
+        int r = lg_write_file_at(AT_FDCWD, tmp, buf, true);
+        if (r >= 0 && rename(tmp, path) < 0)
+                r = -errno;
+        return r;
+}
+
 static void handle_closed(uv_handle_t *h) { unref(h->data); }
+
+/* A new instance among the node's live ones (freed by unref). */
+static void all_link(lg_instance *inst) {
+        lg_node *node = inst->node;
+        inst->all_next = node->all;
+        if (node->all)
+                node->all->all_prev = inst;
+        node->all = inst;
+        node->live++;
+}
 static void req_done(lg_agent_req *req) { unref(req->data); }
 
 /* Tear the sandbox down: close our handles (the polls first let go of
@@ -158,11 +216,18 @@ static void instance_release(lg_instance *inst) {
         }
         uv_close((uv_handle_t *) &inst->timer, handle_closed);
         inst->control_fd = inst->pidfd = -1;
-        /* -ESRCH: its create failed, nothing to destroy. */
+        /* -ESRCH: its create failed, nothing to destroy. Detached: it
+         * runs on, with its socket and record, for the next legiond. */
         inst->destroy_req.data = inst;
-        if (lg_agent_destroy(inst->node->agent, &inst->destroy_req, inst->id, req_done) == 0)
+        if ((inst->detached ? lg_agent_detach(inst->node->agent, &inst->destroy_req, inst->id, req_done)
+                            : lg_agent_destroy(inst->node->agent, &inst->destroy_req, inst->id, req_done)) == 0)
                 inst->refs++;
-        unlink(inst->sock);
+        if (!inst->detached) {
+                char path[PATH_MAX];
+                record_path(inst, path, sizeof(path));
+                unlink(path);
+                unlink(inst->sock);
+        }
         spec_free(inst->want);
         inst->want = NULL;
 }
@@ -254,6 +319,9 @@ static void on_frame(lg_instance *inst, struct lg_msg *m) {
                     inst->state == ST_SPECIALIZING) {
                         inst->state = ST_SERVING;
                         inst->ready_ns = lg_now_ns() - inst->t_start;
+                        /* Without its record the next legiond would not
+                         * know what it serves: it would be replaced. */
+                        (void) record_write(inst);
                         uv_timer_stop(&inst->timer);
                         if (inst->boost_ms)
                                 uv_timer_start(&inst->timer, on_boost_end, inst->boost_ms, 0);
@@ -450,10 +518,21 @@ static struct lg_instance_spec *spec_dup(const struct lg_instance_spec *in) {
 
 static int specialize(lg_instance *inst, struct lg_error *err);
 
+/* Watch its control socket and its exit. */
+static void watch(lg_instance *inst) {
+        uv_loop_t *loop = inst->node->loop;
+        uv_poll_init(loop, &inst->ctl_poll, inst->control_fd);
+        uv_poll_init(loop, &inst->exit_poll, inst->pidfd);
+        inst->ctl_poll.data = inst->exit_poll.data = inst;
+        inst->polls = true;
+        inst->refs += 2;
+        uv_poll_start(&inst->ctl_poll, UV_READABLE, on_control);
+        uv_poll_start(&inst->exit_poll, UV_READABLE, on_exit_poll);
+}
+
 /* The agent made the sandbox and started the worker (or could not). */
 static void create_done(lg_agent_req *req) {
         lg_instance *inst = req->data;
-        lg_node *node = inst->node;
         inst->creating = false;
         if (inst->listen_fd >= 0)
                 close(inst->listen_fd); /* the sandbox has its own copy */
@@ -474,13 +553,7 @@ static void create_done(lg_agent_req *req) {
         }
         inst->control_fd = req->out.control_fd;
         inst->pidfd = req->out.pidfd;
-        uv_poll_init(node->loop, &inst->ctl_poll, inst->control_fd);
-        uv_poll_init(node->loop, &inst->exit_poll, inst->pidfd);
-        inst->ctl_poll.data = inst->exit_poll.data = inst;
-        inst->polls = true;
-        inst->refs += 2;
-        uv_poll_start(&inst->ctl_poll, UV_READABLE, on_control);
-        uv_poll_start(&inst->exit_poll, UV_READABLE, on_exit_poll);
+        watch(inst);
         if (inst->want) {
                 /* Taken while being made (on demand). */
                 struct lg_error err = {0};
@@ -538,6 +611,7 @@ static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct
         spec->cpu_weight = PLACEHOLDER_CPU_WEIGHT;
         spec->capture_logs = true;
         spec->worker_control = true;
+        spec->detachable = true;
         spec->extra_fds = &inst->listen_fd;
         spec->n_extra_fds = 1;
         inst->create_req.data = inst;
@@ -553,11 +627,7 @@ static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct
         inst->timer.data = inst;
         inst->refs = 2; /* the timer, the create */
         inst->creating = true;
-        inst->all_next = node->all;
-        if (node->all)
-                node->all->all_prev = inst;
-        node->all = inst;
-        node->live++;
+        all_link(inst);
         p->created++;
         *ret = inst;
         return 0;
@@ -781,6 +851,13 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
         inst->ready_cb = ready_cb;
         inst->exit_cb = exit_cb;
         inst->userdata = userdata;
+        free(inst->app);
+        free(inst->identifier);
+        free(inst->pool_name);
+        inst->app = strdup(spec->app);
+        inst->identifier = spec->identifier ? strdup(spec->identifier) : NULL;
+        inst->pool_name = strdup(spec->pool);
+        inst->revision = spec->revision;
         /* An app without its own cpu gets the pool group's once boosted. */
         inst->cpu_millis = spec->cpu_millis ? spec->cpu_millis : p->spec.cpu_millis;
         /* The placeholder runs with the pool's boosted CPU; the instance
@@ -807,6 +884,226 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
         return 0;
 }
 
+/* ---- surviving a restart ------------------------------------------------ */
+
+/* One key=value line of a record (buf is cut there). */
+static const char *record_get(char *buf, const char *key) {
+        size_t k = strlen(key);
+        for (char *line = buf; line && *line;) {
+                char *nl = strchr(line, '\n');
+                if (!strncmp(line, key, k) && line[k] == '=') {
+                        if (nl)
+                                *nl = '\0';
+                        return line + k + 1;
+                }
+                line = nl ? nl + 1 : NULL;
+        }
+        return NULL;
+}
+
+/* A record into an instance's fields; -EINVAL when damaged. */
+static int record_read(lg_node *node, const char *id, lg_instance *inst) {
+        char path[PATH_MAX], buf[4096], copy[4096];
+        snprintf(path, sizeof(path), "%s/%s", node->inst_dir, id);
+        ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
+        if (n < 0)
+                return (int) n;
+        static const char *const keys[] = {"app", "revision", "pool", "identifier", "cpu"};
+        char *vals[5] = {0};
+        bool ok = true;
+        for (size_t i = 0; i < 5 && ok; i++) {
+                memcpy(copy, buf, sizeof(copy));
+                const char *v = record_get(copy, keys[i]);
+                ok = v && (vals[i] = strdup(v));
+        }
+        long long rev = 0, cpu = 0;
+        ok = ok && *vals[0] && lg_parse_int(vals[1], 0, UINT32_MAX, &rev) == 0 &&
+             lg_parse_int(vals[4], 0, INT64_MAX, &cpu) == 0;
+        if (ok) {
+                inst->app = TAKE_PTR(vals[0]);
+                inst->pool_name = TAKE_PTR(vals[2]);
+                inst->identifier = *vals[3] ? TAKE_PTR(vals[3]) : NULL;
+                inst->revision = (unsigned) rev;
+                inst->cpu_millis = (uint64_t) cpu;
+        }
+        for (size_t i = 0; i < 5; i++)
+                free(vals[i]);
+        return ok ? 0 : -EINVAL;
+}
+
+static void lost_add(lg_node *node, const lg_instance *inst, const char *why) {
+        struct lg_node_lost *l = realloc(node->lost, (node->n_lost + 1) * sizeof(*l));
+        if (!l)
+                return; /* not reported: the session starts afresh */
+        node->lost = l;
+        l = &node->lost[node->n_lost++];
+        *l = (struct lg_node_lost){.revision = inst->revision};
+        snprintf(l->id, sizeof(l->id), "%s", inst->id);
+        snprintf(l->app, sizeof(l->app), "%s", inst->app);
+        snprintf(l->identifier, sizeof(l->identifier), "%s", inst->identifier ? inst->identifier : "");
+        snprintf(l->why, sizeof(l->why), "%s", why);
+}
+
+static void adopt_done(lg_agent_req *req) {
+        lg_instance *inst = req->data;
+        lg_node *node = inst->node;
+        node->adopting--;
+        if (req->result < 0) {
+                /* The agent destroyed what was left of it. */
+                if (inst->has_record)
+                        lost_add(node, inst, req->err.msg);
+                instance_release(inst);
+        } else if (!inst->has_record) {
+                /* A placeholder or an instance not yet serving: replaced. */
+                instance_release(inst);
+        } else {
+                inst->control_fd = req->out.control_fd;
+                inst->pidfd = req->out.pidfd;
+                inst->state = ST_SERVING;
+                inst->adopted = true;
+                inst->anext = node->adopted;
+                node->adopted = inst;
+        }
+        unref(inst);
+}
+
+/* Submit the adoption of one sandbox a previous legiond left. */
+static void adopt_one(lg_node *node, const char *id) {
+        lg_instance *inst = calloc(1, sizeof(*inst));
+        if (!inst)
+                return;
+        inst->node = node;
+        inst->listen_fd = inst->control_fd = inst->pidfd = -1;
+        inst->state = ST_STARTING;
+        snprintf(inst->id, sizeof(inst->id), "%s", id);
+        snprintf(inst->sock, sizeof(inst->sock), "%s/%s.sock", node->sock_dir, id);
+        inst->has_record = record_read(node, id, inst) == 0;
+        inst->create_req.data = inst;
+        if (lg_agent_adopt(node->agent, &inst->create_req, id, adopt_done) < 0) {
+                free(inst->app);
+                free(inst->identifier);
+                free(inst->pool_name);
+                free(inst);
+                return;
+        }
+        uv_timer_init(node->loop, &inst->timer);
+        inst->timer.data = inst;
+        inst->refs = 2; /* the timer, the adopt */
+        all_link(inst);
+        node->adopting++;
+}
+
+/* Whatever a previous legiond left in the run directory: its sandboxes
+ * (adopted when they served an app, destroyed otherwise), records of
+ * instances whose sandbox is gone (lost), socket files of neither. At
+ * start, before anything else runs on the loop: it waits for the agent. */
+static void adopt_left(lg_node *node) {
+        char **ids = NULL;
+        if (lg_sandbox_list(node->sandbox_dir, &ids, NULL) >= 0)
+                for (char **id = ids; *id; id++)
+                        adopt_one(node, *id);
+        lg_sandbox_list_free(ids);
+        while (node->adopting)
+                uv_run(node->loop, UV_RUN_ONCE);
+        const char *dirs[] = {node->inst_dir, node->sock_dir};
+        for (size_t k = 0; k < 2; k++) {
+                DIR *d = opendir(dirs[k]);
+                struct dirent *de;
+                while (d && (de = readdir(d))) {
+                        if (de->d_name[0] == '.')
+                                continue;
+                        char id[64];
+                        snprintf(id, sizeof(id), "%.*s", (int) strcspn(de->d_name, "."), de->d_name);
+                        bool kept = false;
+                        for (lg_instance *i = node->adopted; i && !kept; i = i->anext)
+                                kept = !strcmp(i->id, id);
+                        if (kept)
+                                continue;
+                        if (k == 0) {
+                                bool known = false;
+                                for (size_t l = 0; l < node->n_lost && !known; l++)
+                                        known = !strcmp(node->lost[l].id, id);
+                                lg_instance rec = {.node = node};
+                                snprintf(rec.id, sizeof(rec.id), "%s", id);
+                                if (!known && record_read(node, id, &rec) == 0)
+                                        lost_add(node, &rec, "its sandbox was gone");
+                                free(rec.app);
+                                free(rec.identifier);
+                                free(rec.pool_name);
+                        }
+                        unlinkat(dirfd(d), de->d_name, 0);
+                }
+                if (d)
+                        closedir(d);
+        }
+}
+
+int lg_node_instance_adopt(lg_node *node, const char *app, unsigned revision, lg_instance_ready_cb ready_cb,
+                           lg_instance_exit_cb exit_cb, void *userdata, lg_instance **ret) {
+        for (lg_instance **pp = &node->adopted; *pp; pp = &(*pp)->anext) {
+                lg_instance *inst = *pp;
+                if (strcmp(inst->app, app) || inst->revision != revision)
+                        continue;
+                *pp = inst->anext;
+                inst->anext = NULL;
+                inst->ready_cb = ready_cb;
+                inst->exit_cb = exit_cb;
+                inst->userdata = userdata;
+                watch(inst);
+                *ret = inst;
+                return 1;
+        }
+        return 0;
+}
+
+void lg_node_each_adopted(lg_node *node, void (*fn)(const char *app, unsigned revision, const char *identifier,
+                                                   const char *lost_why, void *ud),
+                          void *ud) {
+        for (lg_instance *i = node->adopted; i; i = i->anext)
+                fn(i->app, i->revision, i->identifier, NULL, ud);
+        for (size_t k = 0; k < node->n_lost; k++) {
+                const struct lg_node_lost *l = &node->lost[k];
+                fn(l->app, l->revision, l->identifier[0] ? l->identifier : NULL, l->why, ud);
+        }
+}
+
+void lg_node_adopted_release(lg_node *node, void (*log)(const char *app, const char *line, void *ud), void *ud) {
+        char line[800];
+        while (node->adopted) {
+                lg_instance *inst = node->adopted;
+                node->adopted = inst->anext;
+                inst->anext = NULL;
+                if (log && !inst->released) {
+                        snprintf(line, sizeof(line),
+                                 "instance %s (revision %u) was not taken back after the restart: destroyed", inst->id,
+                                 inst->revision);
+                        log(inst->app, line, ud);
+                }
+                instance_release(inst);
+        }
+        for (size_t k = 0; log && k < node->n_lost; k++) {
+                const struct lg_node_lost *l = &node->lost[k];
+                snprintf(line, sizeof(line), "instance %s (revision %u) was lost in the restart: %s", l->id,
+                         l->revision, l->why);
+                log(l->app, line, ud);
+        }
+        free(node->lost);
+        node->lost = NULL;
+        node->n_lost = 0;
+}
+
+void lg_node_detach_all(lg_node *node) {
+        for (lg_instance *inst = node->all; inst; inst = inst->all_next)
+                if (inst->state == ST_SERVING && !inst->released) {
+                        inst->detached = true;
+                        inst->ready_cb = NULL;
+                        inst->exit_cb = NULL;
+                        instance_release(inst);
+                }
+}
+
+bool lg_instance_adopted(const lg_instance *inst) { return inst->adopted; }
+
 /* ---- accessors and setup ------------------------------------------------ */
 
 const char *lg_instance_id(const lg_instance *inst) { return inst->id; }
@@ -832,13 +1129,17 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
                 return lg_error_set(err, ENOMEM, "allocate node");
         }
         int r = lg_mkdir_p(node->sock_dir, 0700);
+        if (r >= 0 && asprintf(&node->inst_dir, "%s/instances", cfg->run_dir) < 0)
+                r = -ENOMEM;
+        if (r >= 0)
+                r = lg_mkdir_p(node->inst_dir, 0700);
         if (r < 0) {
                 r = lg_error_set(err, r, "create `%s`", node->sock_dir);
                 lg_node_free(node);
                 return r;
         }
-        /* Sandboxes of a previous run of this node are gone with it (they
-         * die with their owner); clean up what they left. */
+        /* What a previous run left: sandboxes whose legion-init is gone
+         * are removed here; those still running are adopted below. */
         lg_sandbox_gc(node->sandbox_dir, NULL);
         if (!node->agent) {
                 r = lg_agent_local_new(node->loop, node->sandbox_dir, &node->agent, err);
@@ -857,6 +1158,7 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
                 lg_node_free(node);
                 return r;
         }
+        adopt_left(node);
         *ret = node;
         return 0;
 }
@@ -866,6 +1168,7 @@ void lg_node_free(lg_node *node) {
                 return;
         /* Placeholders are discarded with their warm pools. */
         lg_warm_free(node->warm);
+        lg_node_adopted_release(node, NULL, NULL);
         /* Instances still serving (the router is not freed at exit) go
          * too, nobody told; their destroys run off the loop, waited for. */
         for (lg_instance *inst = node->all; inst; inst = inst->all_next) {
@@ -889,5 +1192,7 @@ void lg_node_free(lg_node *node) {
         free(node->sandbox_dir);
         free(node->sock_dir);
         free(node->runtimes_dir);
+        free(node->inst_dir);
+        free(node->lost);
         free(node);
 }

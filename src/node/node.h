@@ -93,7 +93,37 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
  * the loop); returns at once, no callback runs after. NULL is fine. */
 void lg_instance_destroy(lg_instance *inst);
 
+/* ---- surviving a restart (node.c, "Surviving a restart") ----
+ * lg_node_new adopts the sandboxes a previous legiond left: instances that
+ * were serving an app revision wait for it here; placeholders and
+ * instances not yet serving are destroyed (replaced); instances whose
+ * sandbox could not be adopted are "lost". */
+
+/* Take an adopted instance of app's revision, if one waits: 1 and *ret,
+ * already serving (ready_cb is never called for it; exit_cb as usual), or
+ * 0 when none is left. */
+int lg_node_instance_adopt(lg_node *node, const char *app, unsigned revision, lg_instance_ready_cb ready_cb,
+                           lg_instance_exit_cb exit_cb, void *userdata, lg_instance **ret);
+/* Each adopted instance not yet taken (lost_why NULL) and each lost one
+ * (lost_why says why); identifier is that of a session, or NULL. */
+void lg_node_each_adopted(lg_node *node, void (*fn)(const char *app, unsigned revision, const char *identifier,
+                                                   const char *lost_why, void *ud),
+                          void *ud);
+/* After every app and session was restored: destroy the adopted instances
+ * nobody took, and report them and the lost ones to log (app, line). */
+void lg_node_adopted_release(lg_node *node, void (*log)(const char *app, const char *line, void *ud), void *ud);
+/* Shutting down without stopping the workloads: every serving instance is
+ * left running (its sandbox detached, its socket and record kept) for the
+ * next legiond; destroying its handle afterwards only frees it. */
+void lg_node_detach_all(lg_node *node);
+
+struct lg_node_lost {
+        char id[40], app[400], identifier[160], why[600];
+        unsigned revision;
+};
+
 const char *lg_instance_id(const lg_instance *inst);
+bool lg_instance_adopted(const lg_instance *inst);       /* taken over after a restart */
 const char *lg_instance_socket(const lg_instance *inst); /* HTTP on this Unix socket */
 bool lg_instance_cold(const lg_instance *inst);          /* no placeholder was ready */
 uint64_t lg_instance_start_ns(const lg_instance *inst);  /* time to ready */

@@ -210,10 +210,15 @@ static void on_instance_ready(void *ud, int status, const char *message, const s
         }
         ri->state = ri->revision == a->cfg.revision && !a->removed ? R_READY : R_DRAINING;
         ri->last_used = now_ms();
+        /* An instance taken back says nothing of how long a start takes. */
         uint64_t *learnt = info->cold ? &a->router->start_cold_ns : &a->router->start_warm_ns;
-        ewma(learnt, lg_now_ns() - ri->t_start, 4);
-        app_log(a, "instance %s ready in %.1f ms (%s)", ri->id, info->start_ns / 1e6,
-                info->cold ? "no placeholder ready" : "from a placeholder");
+        if (!info->adopted)
+                ewma(learnt, lg_now_ns() - ri->t_start, 4);
+        if (info->adopted)
+                app_log(a, "instance %s taken back after a legiond restart", ri->id);
+        else
+                app_log(a, "instance %s ready in %.1f ms (%s)", ri->id, info->start_ns / 1e6,
+                        info->cold ? "no placeholder ready" : "from a placeholder");
         if (ri->state == R_DRAINING && ri->active == 0) {
                 rinst_kill(ri, NULL);
                 return;
@@ -231,6 +236,30 @@ static void on_instance_exit(void *ud, const char *status) {
         /* In-flight forwards see their connection fail (502); what is
          * queued gets a new instance. */
         dispatch(a);
+}
+
+/* Instances of this revision that a previous legiond left running. */
+static void take_adopted(struct app *a) {
+        lg_router *r = a->router;
+        while (r->provider->adopt && !a->removed) {
+                struct rinst *ri = calloc(1, sizeof(*ri));
+                if (!ri)
+                        return;
+                struct lg_router_instance_info info;
+                if (r->provider->adopt(r->provider_data, a->key, a->cfg.revision, on_instance_ready, on_instance_exit,
+                                       ri, &ri->handle, &info) <= 0) {
+                        free(ri);
+                        return;
+                }
+                ri->app = a;
+                ri->revision = a->cfg.revision;
+                ri->state = R_STARTING;
+                ri->t_start = lg_now_ns();
+                ri->live = true;
+                ri->next = a->instances;
+                a->instances = ri;
+                on_instance_ready(ri, 0, NULL, &info);
+        }
 }
 
 /* expect_ns: how long it should take to be ready (start_expect_ns). */
@@ -838,6 +867,7 @@ int lg_router_set(lg_router *r, const struct lg_route_config *cfg, struct lg_err
                                 rinst_kill(ri, "replaced by a new revision");
                 }
         }
+        take_adopted(a);
         dispatch(a);
         return 0;
 }

@@ -66,6 +66,7 @@ struct lg_router_instance_info {
         const char *address;      /* its HTTP server: "unix:/path" (see lg_http_upstream_new) */
         const char *log_dir;      /* NULL: none */
         bool cold;                /* no placeholder was ready */
+        bool adopted;             /* running since before a legiond restart */
         uint64_t start_ns;        /* how long the provider took to make it ready */
 };
 
@@ -89,6 +90,13 @@ struct lg_router_provider_ops {
          * be ready at once, i.e. placeholders waiting. Scaling uses it to
          * tell how soon a new instance would be ready. */
         unsigned (*placeholders)(void *provider, const char *pool);
+        /* Take back an instance of app's revision that a previous legiond
+         * left running (may be NULL: none ever). 1 with *handle and *info
+         * (its strings valid until the next call on the provider) for an
+         * instance already ready; 0 when none is left. No callback runs
+         * from inside; exited may run later, as for a started one. */
+        int (*adopt)(void *provider, const char *app, unsigned revision, lg_router_ready_cb ready,
+                     lg_router_exit_cb exited, void *ud, uint64_t *handle, struct lg_router_instance_info *info);
 };
 
 struct lg_router_config {

@@ -580,6 +580,8 @@ def real_legiond(legion_client_bin):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # Its workloads outlive it: stop them too.
+        subprocess.run([daemon, "--home", home, "--stop-all"], env=env, stdout=log, stderr=log, timeout=120)
         log.close()
         shutil.rmtree(home, ignore_errors=True)
 

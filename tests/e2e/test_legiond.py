@@ -42,6 +42,12 @@ module.exports.handler = async (req) => ({
 '''
 
 
+def stop_workloads(home, env, log=None):
+    """`legiond --stop-all` on home: every sandbox a legiond left there."""
+    p = subprocess.run([LEGIOND, "--home", home, "--stop-all"], env=env, stdout=log, stderr=log, timeout=120)
+    assert p.returncode == 0
+
+
 class Legiond:
     by_port = {}  # plain port -> Legiond, for helpers given only a port (kube_kit)
 
@@ -70,10 +76,31 @@ class Legiond:
                 time.sleep(0.05)
         raise AssertionError("legiond did not start: " + open(os.path.join(self.home, "legiond.log")).read())
 
-    def stop(self, sig=signal.SIGTERM):
+    def sandbox_inits(self):
+        """pid -> state dir of every sandbox of this home whose legion-init
+        still runs (zombies are dead: the host's init reaps them)."""
+        found = {}
+        for root in ("sandboxes-root", "pod-sandboxes"):
+            top = os.path.join(self.home, "run", root, "sandboxes")
+            for name in os.listdir(top) if os.path.isdir(top) else []:
+                try:
+                    pid = int(open(os.path.join(top, name, "sandbox")).read().split()[1])
+                    state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+                except (OSError, ValueError, IndexError):
+                    continue
+                if state != "Z":
+                    found[pid] = os.path.join(top, name)
+        return found
+
+    def stop(self, sig=signal.SIGTERM, keep=False):
+        """Stop legiond with sig. Its workloads outlive it (the next legiond
+        on this home takes them back): unless keep, they are stopped too,
+        with `legiond --stop-all`, as a test that is done wants."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
+        if not keep:
+            stop_workloads(self.home, self.env, self.log)
 
     @property
     def ca_file(self):
@@ -280,7 +307,7 @@ def test_kill_9_and_restart_keeps_every_app(legiond, tmp_path):
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
         f = ex.submit(traffic)
         time.sleep(0.7)
-        legiond.stop(signal.SIGKILL)
+        legiond.stop(signal.SIGKILL, keep=True)
         f.result()
     legiond.start()
     for i, a in enumerate(apps):
