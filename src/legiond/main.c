@@ -164,6 +164,26 @@ static int listen_tls(struct lg_daemon *d, const char *host, unsigned port, stru
         return lg_http_server_listen_tls(d->http, host, (uint16_t) port, files.server_crt, files.server_key, err);
 }
 
+/* Sessions whose sandbox a previous legiond left: the session goes on, or
+ * answers that it was lost. */
+static void adopt_session(const char *app, unsigned revision, const char *identifier, const char *lost_why,
+                          void *ud) {
+        struct lg_daemon *d = ud;
+        (void) revision;
+        char ns[256], pool[256];
+        const char *slash = strchr(app, '/'), *slash2 = slash ? strchr(slash + 1, '/') : NULL;
+        if (!identifier || !slash2 || (size_t) (slash - app) >= sizeof(ns) ||
+            (size_t) (slash2 - slash - 1) >= sizeof(pool))
+                return;
+        snprintf(ns, sizeof(ns), "%.*s", (int) (slash - app), app);
+        snprintf(pool, sizeof(pool), "%.*s", (int) (slash2 - slash - 1), slash + 1);
+        struct lg_error err = {0};
+        /* -ENOENT: the pool is gone, its sandbox goes unclaimed. */
+        int r = lg_sessions_adopt(d->sessions, ns, pool, identifier, lost_why != NULL, &err);
+        if (r < 0 && r != -ENOENT)
+                say("session `%s` of pool %s/%s: %s", identifier, ns, pool, err.msg);
+}
+
 static void adopted_log(const char *app, const char *line, void *ud) {
         struct lg_daemon *d = ud;
         say("%s: %s", app, line);
@@ -480,8 +500,9 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = lg_replay(&rt, replay_report, NULL, NULL, &err);
         if (r >= 0) {
-                /* Apps took their instances back in the replay; what
-                 * nobody took goes. */
+                /* Apps took their instances back in the replay; sessions
+                 * now; what nobody took goes. */
+                lg_node_each_adopted(d->node, adopt_session, d);
                 lg_node_adopted_release(d->node, adopted_log, d);
         }
         if (r < 0) {

@@ -29,6 +29,7 @@ struct lg_session {
         int64_t created_at, last_used; /* wall clock, seconds */
         uint64_t executions;
         unsigned cooldown_s;
+        bool lost;                   /* its sandbox did not survive a restart */
         uv_timer_t cooldown;
         lg_sessions *m;
 };
@@ -262,11 +263,14 @@ static void session_touch(struct lg_session *s) {
         uv_timer_start(&s->cooldown, on_cooldown, (uint64_t) s->cooldown_s * 1000, 0);
 }
 
+static int session_bind(lg_sessions *m, const char *ns, const char *pool, const json_t *pool_spec, const char *id,
+                        bool lost, struct lg_session **ret, struct lg_error *err);
+
 /* A session whose sandbox died (not just its interpreter, which the worker
  * restarts itself) has lost everything: say so rather than hand out a
  * fresh sandbox under the same identifier without a word. */
 static int session_lost(lg_sessions *m, struct lg_session *s, struct lg_error *err) {
-        if (s->executions == 0 || m->ops->route_sandboxes(m->ud, s->key) != 0)
+        if (!s->lost && (s->executions == 0 || m->ops->route_sandboxes(m->ud, s->key) != 0))
                 return 0;
         lg_error_setm(err, ENOLINK,
                       "session `%s` lost its sandbox; its variables and files are gone. The next call starts a "
@@ -276,15 +280,27 @@ static int session_lost(lg_sessions *m, struct lg_session *s, struct lg_error *e
         return -ENOLINK;
 }
 
-int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const char *id, unsigned flags,
-                     lg_session **ret, struct lg_error *err) {
-        char pkey[POOL_KEY_MAX], key[SESSION_KEY_MAX + 64];
-        pool_key(pkey, sizeof(pkey), ns, pool);
+/* The session of pool ns/pool with identifier id, if any: *ret, with
+ * the pool's key in pkey; -EINVAL for an invalid id. */
+static int session_find(lg_sessions *m, const char *ns, const char *pool, const char *id, char *pkey,
+                        struct lg_session **ret, struct lg_error *err) {
+        char key[SESSION_KEY_MAX + 64];
+        pool_key(pkey, POOL_KEY_MAX, ns, pool);
         int r = lg_session_id_check(id, err);
         if (r < 0)
                 return r;
         snprintf(key, sizeof(key), "%s/%s", pkey, id);
-        struct lg_session *s = find_key(m, key);
+        *ret = find_key(m, key);
+        return 0;
+}
+
+int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const char *id, unsigned flags,
+                     lg_session **ret, struct lg_error *err) {
+        char pkey[POOL_KEY_MAX];
+        struct lg_session *s;
+        int r = session_find(m, ns, pool, id, pkey, &s, err);
+        if (r < 0)
+                return r;
         if (s) {
                 session_touch(s);
                 r = session_lost(m, s, err);
@@ -308,7 +324,50 @@ int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const cha
                                      "session pool `%s` has reached maxSessions (%u of %u in use); end a session "
                                      "or wait for one to cool down",
                                      pool, n, max);
-        s = calloc(1, sizeof(*s));
+        r = session_bind(m, ns, pool, pool_spec, id, false, &s, err);
+        if (r < 0)
+                return r;
+        s->executions += !!(flags & LG_SESSION_EXECUTE);
+        char line[300];
+        snprintf(line, sizeof(line), "session `%s` started", id);
+        m->ops->log(m->ud, pkey, line);
+        *ret = s;
+        return 0;
+}
+
+int lg_sessions_adopt(lg_sessions *m, const char *ns, const char *pool, const char *id, bool lost,
+                      struct lg_error *err) {
+        char pkey[POOL_KEY_MAX];
+        struct lg_session *s;
+        int r = session_find(m, ns, pool, id, pkey, &s, err);
+        if (r < 0 || s)
+                return r;
+        _cleanup_(lg_resource_freep) struct lg_resource *pr = NULL;
+        r = lg_store_get(m->store, LG_KEY("SessionPool", ns, pool), &pr, err);
+        if (r < 0)
+                return r; /* the pool is gone: its sandbox goes unclaimed */
+        r = session_bind(m, ns, pool, pr->spec, id, lost, &s, err);
+        if (r < 0)
+                return r;
+        /* It had run code, as far as anyone can tell: losing its sandbox
+         * from now on is a loss too. */
+        s->executions = 1;
+        char line[300];
+        snprintf(line, sizeof(line), lost ? "session `%s` lost its sandbox in a legiond restart"
+                                          : "session `%s` taken back after a legiond restart", id);
+        m->ops->log(m->ud, pkey, line);
+        return 0;
+}
+
+/* A new session bound to a route of its own (whose sandbox the router
+ * takes from the pool, or back from before a restart). lost: none is
+ * bound, the next call answers that the session was lost. */
+static int session_bind(lg_sessions *m, const char *ns, const char *pool, const json_t *pool_spec, const char *id,
+                        bool lost, struct lg_session **ret, struct lg_error *err) {
+        char pkey[POOL_KEY_MAX], key[SESSION_KEY_MAX + 64];
+        pool_key(pkey, sizeof(pkey), ns, pool);
+        snprintf(key, sizeof(key), "%s/%s", pkey, id);
+        struct lg_session *s = calloc(1, sizeof(*s));
         if (!s)
                 return lg_error_setm(err, ENOMEM, "out of memory");
         snprintf(s->key, sizeof(s->key), "%s", key);
@@ -332,7 +391,8 @@ int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const cha
                 .timeout_s = 660,
                 .queue_max = 16,
         };
-        r = m->ops->route_set(m->ud, &cfg, err);
+        s->lost = lost;
+        int r = lost ? 0 : m->ops->route_set(m->ud, &cfg, err);
         if (r < 0) {
                 free(s);
                 return r;
@@ -342,10 +402,6 @@ int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const cha
         s->next = m->head;
         m->head = s;
         session_touch(s);
-        s->executions += !!(flags & LG_SESSION_EXECUTE);
-        char line[300];
-        snprintf(line, sizeof(line), "session `%s` started", id);
-        m->ops->log(m->ud, pkey, line);
         *ret = s;
         return 0;
 }

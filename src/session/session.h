@@ -104,6 +104,14 @@ enum {
  *   others    from ops->route_set, or -ENOMEM. */
 int lg_sessions_open(lg_sessions *m, const char *ns, const char *pool, const char *id, unsigned flags,
                      lg_session **ret, struct lg_error *err);
+/* After a legiond restart: the session id of ns/pool (a stored pool)
+ * had a sandbox that the node adopted (lost false: the session goes on,
+ * with its variables and files, as its route takes the sandbox back) or
+ * that did not survive (lost true: its next call answers -ENOLINK, as a
+ * session whose sandbox died). Its cooldown starts now. 0 when the session
+ * exists already; -ENOENT when the pool is gone. */
+int lg_sessions_adopt(lg_sessions *m, const char *ns, const char *pool, const char *id, bool lost,
+                      struct lg_error *err);
 /* The session, or NULL. Does not count as a call. */
 lg_session *lg_sessions_find(lg_sessions *m, const char *ns, const char *pool, const char *id);
 /* End a session now; why goes to the pool's log. */
