@@ -333,6 +333,7 @@ static void on_signal(uv_signal_t *h, int signum) {
         say("%s: shutting down; workloads keep running (legiond --stop-all stops them)", strsignal(signum));
         lg_api_stop(d->api);
         lg_node_detach_all(d->node);
+        lg_pods_detach_all(d->pods);
         lg_router_free(d->router);
         d->router = NULL;
         lg_http_server_close(d->http, on_closed, d);

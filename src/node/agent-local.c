@@ -191,7 +191,8 @@ static void work(uv_work_t *w) {
                 break;
         case LG_AGENT_ADOPT:
                 /* Blocks until its legion-init answers (seconds at most). */
-                r = lg_sandbox_adopt(L->state_root, e->id, &e->sb, &req->err);
+                r = lg_sandbox_adopt(req->in.adopt.state_root ? req->in.adopt.state_root : L->state_root, e->id,
+                                     &e->sb, &req->err);
                 if (r >= 0) {
                         req->out.pid = lg_sandbox_pid(e->sb);
                         req->out.control_fd = lg_sandbox_control_fd(e->sb);

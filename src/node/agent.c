@@ -60,8 +60,13 @@ int lg_agent_create(lg_agent *agent, lg_agent_req *req, const char *id, const st
 }
 
 int lg_agent_adopt(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb) {
+        return lg_agent_adopt_in(agent, req, NULL, id, cb);
+}
+
+int lg_agent_adopt_in(lg_agent *agent, lg_agent_req *req, const char *state_root, const char *id, lg_agent_cb cb) {
         if (!id || !*id)
                 return -EINVAL;
+        req->in.adopt.state_root = state_root;
         return submit(agent, req, LG_AGENT_ADOPT, id, cb);
 }
 

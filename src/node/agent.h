@@ -97,6 +97,9 @@ struct lg_agent_req {
                         const struct lg_sandbox_launch *launch; /* NULL = the spec's workload */
                 } start;
                 struct {
+                        const char *state_root; /* local; NULL = the agent's; valid until the callback */
+                } adopt;
+                struct {
                         char *src, *dst; /* copies */
                         bool readonly;
                 } mount;
@@ -159,6 +162,9 @@ int lg_agent_create(lg_agent *agent, lg_agent_req *req, const char *id, const st
 /* A detachable sandbox a previous owner left (lg_sandbox_adopt): out as
  * for create. What cannot be adopted is destroyed, and err says why. */
 int lg_agent_adopt(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);
+/* The same for a sandbox made with a state root of its own in its spec
+ * (pods: <run>/pod-sandboxes): local. */
+int lg_agent_adopt_in(lg_agent *agent, lg_agent_req *req, const char *state_root, const char *id, lg_agent_cb cb);
 int lg_agent_detach(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);
 int lg_agent_start(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_sandbox_launch *launch,
                    lg_agent_cb cb);

@@ -104,9 +104,14 @@ void lg_pods_free(lg_pods *pods);
 int lg_pods_sync(lg_pods *pods, const struct lg_resource *r, struct lg_error *err);
 
 /* At legiond start: every stored Pod is looked at again. Containers that
- * were running when legiond stopped are gone; they are restarted as their
- * restartPolicy says (restartCount + 1), or reported terminated. */
+ * were running when legiond stopped run on: their sandboxes are taken
+ * back, restartCount unchanged. Those whose sandbox is gone are restarted
+ * as their restartPolicy says (restartCount + 1), or reported terminated.
+ * Sandboxes left that no container takes back are destroyed. */
 int lg_pods_restore(lg_pods *pods, struct lg_error *err);
+/* Shutting down without stopping the workloads: running containers'
+ * sandboxes are left for the next legiond (lg_pods_free then only frees). */
+void lg_pods_detach_all(lg_pods *pods);
 
 /* The log file of a container (current run, or the previous one), for
  * pods/log. -ENOENT when the pod or container is unknown. */

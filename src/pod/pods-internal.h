@@ -207,6 +207,14 @@ bool ctr_active(const struct ctr *c);
 bool ctr_will_restart(const struct ctr *c, int exit_code);
 /* Start it again now (restore). */
 void ctr_restart_now(struct ctr *c);
+/* Restore: take back (through the agent) the sandbox of a container that
+ * was running when legiond stopped; it goes on running, restartCount
+ * unchanged, or, when its sandbox did not survive, is restarted as before.
+ * -errno when nothing was submitted (the caller restarts it). */
+int ctr_adopt(struct ctr *c);
+/* Shutting down: leave a running container's sandbox for the next
+ * legiond; the container shows nothing more here (C_DONE, no status). */
+void ctr_detach(struct ctr *c);
 void ctr_set_waiting(struct ctr *c, const char *reason, const char *message);
 
 /* pods-warm.c */

@@ -673,6 +673,86 @@ static void create_new(struct ctr *c) {
         pod_changed(pod);
 }
 
+/* ---- taken back after a legiond restart ------------------------------------ */
+
+static void adopt_done(lg_agent_req *req) {
+        struct ctr *c = req->data;
+        struct pod *pod = c->pod;
+        lg_pods *m = pod->mgr;
+        pod->jobs--;
+        bool ok = req->result >= 0;
+        if (ok) {
+                snprintf(c->sb_id, sizeof(c->sb_id), "%s", req->id);
+                c->has_sb = true;
+                c->pidfd = req->out.pidfd;
+        }
+        if (c->makes_ns) {
+                /* Its namespaces become the pod's, for the containers
+                 * that start again later. */
+                c->makes_ns = false;
+                pod->ns_pending = false;
+                if (ok && !pod->unlinked) {
+                        char path[64];
+                        snprintf(path, sizeof(path), "/proc/%d/ns/ipc", (int) req->out.pid);
+                        pod->ipcns_fd = open(path, O_RDONLY | O_CLOEXEC);
+                        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) req->out.pid);
+                        pod->netns_fd = pod->host_network ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+                }
+        }
+        if (creation_abandoned(c))
+                return;
+        if (!ok) {
+                /* Its sandbox did not survive: restarted as before. */
+                pod_wake_ns_waiters(pod);
+                ctr_restart_now(c);
+                return;
+        }
+        /* Its layers stay in use (image GC's keep list); best effort. */
+        const char *image = json_string_value(json_object_get(c->spec, "image"));
+        if (!c->img && image && m->images)
+                lg_image_get(m->images, image, &c->img, NULL);
+        c->run_started_ms = uv_now(m->loop);
+        ctr_running(c);
+}
+
+int ctr_adopt(struct ctr *c) {
+        struct pod *pod = c->pod;
+        if (strncmp(c->container_id, "legion://", 9))
+                return -ENOENT;
+        if (pod->ipcns_fd < 0 && !pod->ns_pending) {
+                pod->ns_pending = true;
+                c->makes_ns = true;
+        }
+        c->phase = C_CREATING;
+        c->create_req.data = c;
+        int r = lg_agent_adopt_in(pod->mgr->agent, &c->create_req, pod->mgr->state_root, c->container_id + 9,
+                                  adopt_done);
+        if (r < 0) {
+                if (c->makes_ns) {
+                        c->makes_ns = false;
+                        pod->ns_pending = false;
+                }
+                c->phase = C_IDLE;
+                return r;
+        }
+        pod->jobs++;
+        return 0;
+}
+
+static void detached(lg_agent_req *req) { free(req); }
+
+void ctr_detach(struct ctr *c) {
+        if (c->phase != C_RUNNING || !c->has_sb)
+                return;
+        stop_exit_poll(c); /* before the agent closes the pidfd it watches */
+        lg_agent_req *req = calloc(1, sizeof(*req));
+        if (req && lg_agent_detach(c->pod->mgr->agent, req, c->sb_id, detached) < 0)
+                free(req);
+        c->has_sb = false;
+        c->pidfd = -1;
+        c->phase = C_DONE;
+}
+
 /* The pod's first container in a warm sandbox of its image: its
  * namespaces become the pod's once it runs. 1 = taken, 0 = none ready
  * (the caller makes one). */

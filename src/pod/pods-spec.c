@@ -298,6 +298,8 @@ void pods_base_spec(lg_pods *m, const struct lg_image *img, uint64_t rootfs_byte
         /* pids: every container has a cgroup, which OOM detection and
          * limits set on a warm sandbox need. */
         s->pids_max = DEFAULT_PIDS;
+        /* Started, it outlives legiond; the next one adopts it (restore). */
+        s->detachable = true;
 }
 
 int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *err) {

@@ -381,6 +381,28 @@ int lg_pods_sync(lg_pods *m, const struct lg_resource *r, struct lg_error *err) 
         return 0;
 }
 
+/* Sandboxes a previous legiond left that no restored container took
+ * back (its pod deleted, or not running): destroyed. */
+static void unclaimed_adopted(lg_agent_req *req) {
+        if (req->result >= 0)
+                lg_agent_destroy(req->agent, NULL, req->id, NULL);
+        free(req);
+}
+
+static void destroy_unclaimed(lg_pods *m) {
+        char **ids = NULL;
+        if (lg_sandbox_list(m->state_root, &ids, NULL) < 0)
+                return;
+        for (char **id = ids; *id; id++) {
+                /* -EEXIST: a container is taking it back. A failed adopt
+                 * destroys what is left. */
+                lg_agent_req *req = calloc(1, sizeof(*req));
+                if (req && lg_agent_adopt_in(m->agent, req, m->state_root, *id, unclaimed_adopted) < 0)
+                        free(req);
+        }
+        lg_sandbox_list_free(ids);
+}
+
 int lg_pods_restore(lg_pods *m, struct lg_error *err) {
         if (!m)
                 return 0;
@@ -411,7 +433,10 @@ int lg_pods_restore(lg_pods *m, struct lg_error *err) {
                         if (over) {
                                 c->phase = C_DONE;
                         } else if (json_object_get(c->state, "running")) {
-                                ctr_restart_now(c);
+                                /* Still running, unless its sandbox
+                                 * did not survive: then restarted. */
+                                if (ctr_adopt(c) < 0)
+                                        ctr_restart_now(c);
                         } else if (term && !ctr_will_restart(c, (int) json_integer_value(json_object_get(term, "exitCode")))) {
                                 c->phase = C_DONE;
                         } else {
@@ -426,7 +451,16 @@ int lg_pods_restore(lg_pods *m, struct lg_error *err) {
                 }
         }
         lg_resource_list_free(&list);
+        destroy_unclaimed(m);
         return 0;
+}
+
+void lg_pods_detach_all(lg_pods *m) {
+        if (!m)
+                return;
+        for (struct pod *pod = m->pods; pod; pod = pod->next)
+                for (size_t i = 0; i < pod->n_ctrs; i++)
+                        ctr_detach(&pod->ctrs[i]);
 }
 
 int lg_pods_log_path(lg_pods *m, const char *ns, const char *pod_name, const char *container, bool previous,

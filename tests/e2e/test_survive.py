@@ -12,8 +12,34 @@ import threading
 import time
 import urllib.parse
 
+import oci_kit
 from test_legiond import PY_APP, legiond, write_app  # noqa: F401  (legiond: the fixture)
 from test_sessions import make_pool, run
+
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def run_pod(d, tmp_path, name):
+    img = oci_kit.Image([oci_kit.busybox_layer()], config={"Cmd": ["/bin/sh"]})
+    path = str(tmp_path / "busybox.tar")
+    oci_kit.write_docker_archive(path, [(img, ["legion.local/busybox:1"])])
+    with open(path, "rb") as f:
+        st, body = d.http("POST", "/v1/images/import", f.read(), headers={"Content-Type": "application/x-tar"},
+                          timeout=120)
+    assert st in (200, 201), body
+    doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "main", "image": "legion.local/busybox:1",
+                                    "command": ["sh", "-c", "while :; do echo tick; sleep 0.2; done"]}]}}
+    st, body = d.http("POST", PODS, doc)
+    assert st == 201, body
+    return d.wait_for(lambda: running(d, name), what="the pod running")
+
+
+def running(d, name):
+    """The container's status while it runs, else None."""
+    st, body = d.http("GET", f"{PODS}/{name}")
+    cs = json.loads(body)["status"].get("containerStatuses", []) if st == 200 else []
+    return cs[0] if cs and "running" in cs[0]["state"] else None
 
 
 def instance_of(d, app):
@@ -99,10 +125,12 @@ def test_kill_9_under_traffic_keeps_instance_session_and_pod(legiond, tmp_path):
     d.cli("app", "deploy", "keep", "--runtime", "python3", "--dir", app, "--set", "A=kept")
     make_pool(d)
     assert run(d, "user-0001", "x = 41")["status"] == "Succeeded"
+    pod = run_pod(d, tmp_path, "ticker")
     before = instance_of(d, "keep")
     ident = urllib.parse.urlencode({"identifier": "user-0001"})
     fn = Traffic(d, "GET", "/fn/default/keep/")
     sess = Traffic(d, "POST", f"/v1/sessionpools/py/executions?{ident}", {"code": "x"})
+    pods = Traffic(d, "GET", f"{PODS}/ticker/log?tailLines=1", threads=1)
     time.sleep(1)
     d.stop(signal.SIGKILL, keep=True)
     killed = time.time()  # legiond is dead and reaped: its listener is gone
@@ -114,10 +142,15 @@ def test_kill_9_under_traffic_keeps_instance_session_and_pod(legiond, tmp_path):
     time.sleep(1)
     ok_fn, failed_fn = fn.finish()
     ok_s, failed_s = sess.finish()
-    assert ok_fn > 0 and ok_s > 0
+    ok_p, failed_p = pods.finish()
+    assert ok_fn > 0 and ok_s > 0 and ok_p > 0
     # Failed: only what was in flight when legiond died.
-    assert all(started < killed for started, _ in failed_fn + failed_s), (failed_fn, failed_s)
+    failed = failed_fn + failed_s + failed_p
+    assert all(started < killed for started, _ in failed), failed
     assert instance_of(d, "keep") == before
+    after = running(d, "ticker")
+    assert after and after["containerID"] == pod["containerID"], (pod, after)
+    assert after["restartCount"] == 0 and after["state"] == pod["state"], (pod, after)
     r = run(d, "user-0001", "x + 1")
     assert r["result"] == "42", r
     log, _ = d.cli("app", "logs", "keep")
@@ -137,7 +170,8 @@ def test_sigterm_keeps_workloads_and_a_lost_session_says_so(legiond, tmp_path): 
     # user-0003's sandbox dies while legiond is down.
     inits = d.sandbox_inits()
     for pid, path in inits.items():
-        if open(os.path.join(path, "..", "..", "..", "instances", os.path.basename(path))).read().count("user-0003"):
+        rec = os.path.join(d.home, "run", "instances", os.path.basename(path))
+        if os.path.exists(rec) and "identifier=user-0003" in open(rec).read():  # placeholders have none
             os.kill(pid, signal.SIGKILL)
     d.start()
     assert run(d, "user-0002", "y")["result"] == "'still here'"
