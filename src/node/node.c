@@ -565,7 +565,7 @@ static void create_done(lg_agent_req *req) {
 }
 
 /* Start making a sandbox for pool p; it becomes usable in create_done. */
-static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct lg_error *err) {
+static int make_sandbox(lg_node *node, struct pool *p, bool placeholder, lg_instance **ret, struct lg_error *err) {
         const char *const *argv = runtime_argv(p->runtime);
         if (!argv)
                 return lg_error_set(err, EINVAL, "unknown runtime `%s`", p->runtime);
@@ -615,7 +615,11 @@ static int make_sandbox(lg_node *node, struct pool *p, lg_instance **ret, struct
         spec->extra_fds = &inst->listen_fd;
         spec->n_extra_fds = 1;
         inst->create_req.data = inst;
-        int r = lg_agent_create(node->agent, &inst->create_req, inst->id, spec, LG_AGENT_START_NOW, create_done);
+        /* A placeholder is also created at a lower priority: the refill
+         * that a take starts must not slow the specialization (its mount
+         * runs on the thread pool too). On demand, a request waits. */
+        int r = lg_agent_create(node->agent, &inst->create_req, inst->id, spec,
+                                LG_AGENT_START_NOW | (placeholder ? LG_AGENT_LOW_PRIO : 0), create_done);
         if (r < 0) {
                 lg_error_set(err, -r, "create sandbox `%s`", inst->id);
                 close(inst->listen_fd);
@@ -646,7 +650,7 @@ static struct pool *find_pool(lg_node *node, const char *name) {
 static int warm_make(lg_warm_pool *wp, void *data, struct lg_error *err) {
         struct pool *p = data;
         lg_instance *inst;
-        int r = make_sandbox(p->node, p, &inst, err);
+        int r = make_sandbox(p->node, p, true, &inst, err);
         if (r < 0)
                 return r;
         inst->state = ST_STARTING;
@@ -841,7 +845,7 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
                 /* Empty pool, or a burst larger than it: make one now. The
                  * worker's imports and the specialize are then sequential,
                  * but the request still succeeds. */
-                r = make_sandbox(node, p, &inst, err);
+                r = make_sandbox(node, p, false, &inst, err);
                 if (r < 0)
                         return r;
                 inst->cold = true;
