@@ -324,11 +324,8 @@ def main():
       "placeholder below.")
     if a.shared_run_dir != "1":
         w("- In the parallel runs each legion worker has its own `LEGION_RUN_DIR` (`bench/out/run-w0`, "
-          "`-w1`): with a shared one, the `gc` that every `legion sandbox run` does first can kill the "
-          "other worker's live sandbox, because the owner's start time is read from field 23 (vsize) of "
-          "/proc/PID/stat instead of field 22 (src/sandbox/state.c, `process_start_time`), so an owner "
-          "whose address space changed since it wrote its record looks dead (the uid-range records "
-          "share the flaw). `BENCH_SHARED_RUN_DIR=1` shares one again.")
+          "`-w1`), so that neither worker's `gc` scan walks the other's sandboxes. "
+          "`BENCH_SHARED_RUN_DIR=1` shares one.")
     w("- runc: `runc spec` with root = R (read-only), args `/bin/true`, terminal false; a unique "
       "container id per run (`%ID%` below); no cgroupsPath, so runc makes `/<id>` in each hierarchy.")
     for label, c in rn.items():

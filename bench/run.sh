@@ -20,10 +20,9 @@
 #   DENSITY_N         idle sandboxes for the density test (default 2000, 0 = skip)
 #   DENSITY_PEER      1 = also measure bwrap density (default 1)
 #   BENCH_SHARED_RUN_DIR  1 = the 2 parallel workers share one LEGION_RUN_DIR.
-#                     Default 0: one each, because `legion sandbox run`'s gc
-#                     can take a live sandbox of another owner for a dead
-#                     one (the owner's start time is read from the wrong
-#                     field of /proc/PID/stat, src/sandbox/state.c) and kill it.
+#                     Default 0: one each, so that neither worker's gc scan
+#                     (every `legion sandbox run` does one) walks the other's
+#                     sandboxes.
 #   BENCH_SETTLE      seconds of quiet between batches, for the kernel's
 #                     deferred clean-up (network namespaces, cgroups) of one
 #                     configuration not to land on the next (default 0.3)
