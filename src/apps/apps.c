@@ -256,6 +256,10 @@ static int activate(lg_apps *a, const struct lg_resource *app, const struct lg_r
         if (lg_blob_extracted_path(a->blobs, pkg ? pkg : "", code, sizeof(code)) < 0)
                 return lg_error_set(err, ENOENT, "package of app `%s/%s` is missing", ns, name);
         if (access(code, F_OK) < 0) {
+                /* Only a tree can come back, from the package's bytes:
+                 * without them the app cannot be made live, said now. */
+                if (lg_blob_exists(a->blobs, pkg) <= 0)
+                        return lg_error_set(err, ENOENT, "package of app `%s/%s` is missing", ns, name);
                 app_key(key, sizeof(key), ns, name);
                 return apps_reextract(a, key, pkg, err);
         }
