@@ -155,8 +155,10 @@ static void test_identity(void **state) {
 static void test_host_uid_seen_from_host(void **state) {
         (void) state;
         lg_sandbox *sb = start_sleeper("30");
-        /* legion-init and sleep both run as the mapped uid on the host. */
-        for (int i = 0; i < 100 && processes_with_uid(lg_sandbox_host_uid(sb)) < 2; i++)
+        /* legion-init and sleep both run as the mapped uid on the host.
+         * The workload's fork may come late on a loaded machine: wait for
+         * it as long as the sleeper lives, not a fixed short while. */
+        for (int i = 0; i < 2500 && processes_with_uid(lg_sandbox_host_uid(sb)) < 2; i++)
                 usleep(10000);
         assert_int_equal(processes_with_uid(lg_sandbox_host_uid(sb)), 2);
         /* Made without limits: no cgroup, and stats say so. */
