@@ -59,10 +59,15 @@ static void pool_failed(lg_warm_pool *p, const char *why) {
 
 static bool wants(const lg_warm_pool *p) { return p->n_ready + p->n_starting < p->target; }
 
-/* Make what is missing, one per loop turn. */
+static void trim(lg_warm_pool *p);
+
+/* Give up what a lower target left over, then make what is missing, one
+ * per loop turn. */
 static void on_refill(uv_idle_t *h) {
         lg_warm *w = h->data;
         uint64_t now = now_ms(), wake = 0;
+        for (lg_warm_pool *p = w->pools; p; p = p->next)
+                trim(p);
         for (lg_warm_pool *p = w->pools; p; p = p->next) {
                 if (!wants(p) || p->wait_use)
                         continue;
@@ -124,6 +129,11 @@ void lg_warm_ready(lg_warm_item *item) {
         p->n_ready++;
         p->failures = 0;
         p->last_error[0] = '\0';
+        /* Made while the target went down (a pool set to `ready: 0` while
+         * its placeholders were starting): given up from the refill, not
+         * here, since the owner is still in its own callback. */
+        if (p->n_ready + p->n_starting > p->target)
+                schedule(p->w);
 }
 
 void lg_warm_failed(lg_warm_item *item, const char *why) {

@@ -454,6 +454,41 @@ static void test_warm_keyed_refill(void **state) {
         w_teardown(&w);
 }
 
+/* A target lowered while sandboxes are still being made: those made after
+ * it are given up too, not kept beyond the target (a pool group set to
+ * `ready: 0` right after legiond started kept its placeholders). */
+static void test_warm_target_lowered_while_making(void **state) {
+        (void) state;
+        struct wctx w;
+        w_setup(&w);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, argv);
+        w.spec[0] = &spec;
+        struct pool_data d = {&w, 0};
+        lg_warm_pool *p;
+        struct lg_error err = {0};
+        struct lg_warm_pool_config c = {.key = "worker:sleep lowered", .target = 2, .ops = &w_ops, .data = &d};
+        assert_int_equal(lg_warm_pool_set(w.warm, &c, &p, &err), 0);
+        struct lg_warm_stats st;
+        do {
+                uv_run(&w.c.loop, UV_RUN_ONCE);
+                lg_warm_pool_stats(p, &st);
+        } while (st.made < 2);
+        assert_true(st.starting > 0);
+        c.target = 0;
+        assert_int_equal(lg_warm_pool_set(w.warm, &c, NULL, &err), 0);
+        do {
+                uv_run(&w.c.loop, UV_RUN_ONCE);
+                lg_warm_pool_stats(p, &st);
+        } while (st.starting > 0);
+        uv_run(&w.c.loop, UV_RUN_NOWAIT);
+        lg_warm_pool_stats(p, &st);
+        assert_int_equal(st.ready, 0);
+        assert_int_equal(w.discards, 2);
+        w_teardown(&w);
+}
+
 static void test_warm_backoff(void **state) {
         (void) state;
         struct wctx w;
@@ -515,6 +550,7 @@ int main(void) {
                 cmocka_unit_test(test_failed_create),
                 cmocka_unit_test(test_detach_adopt),
                 cmocka_unit_test(test_warm_keyed_refill),
+                cmocka_unit_test(test_warm_target_lowered_while_making),
                 cmocka_unit_test(test_warm_backoff),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
