@@ -362,9 +362,9 @@ def main():
                  if v["status_right_after"]["coldStarts"]["count"] > v["instances_that_answered"]]
         if waste:
             x = max(waste, key=lambda v: v["status_right_after"]["coldStarts"]["count"] - v["instances_that_answered"])
-            s.append(f"Scaling starts as many instances as the queue asks for (up to `maxInstances`) at once, and "
-                     f"requests go to whichever instance is ready first: with the placeholders answering quickly, "
-                     f"most instances started for a burst serve none of it (worst here: `{x['app']}`, "
+            s.append(f"The router starts an instance only when waiting for one beats waiting for a slot of "
+                     f"those ready or starting (src/router/router.h), and requests go to whichever instance is "
+                     f"ready first. Some instances started for a burst still serve none of it (worst here: `{x['app']}`, "
                      f"{x['status_right_after']['coldStarts']['count']} instances started, "
                      f"{x['instances_that_answered']} answered, the rest came up "
                      f"{x['settle_s']:.1f} s later and idle until `idleTimeoutSeconds`).")
@@ -373,11 +373,11 @@ def main():
         big = max(cands, key=lambda v: v["instance_ready_ms_on_demand"].get("n", 0))
         o = big["instance_ready_ms_on_demand"]
         if o.get("n"):
-            s.append(f"The on-demand instances are all made at once: in `{big['app']}`, {o['n']} sandboxes started "
-                     f"together on {meta.get('cpus', '?')} CPUs, and the first of them was ready after "
+            s.append(f"On-demand instances start at most 4 at a time per app: in `{big['app']}`, {o['n']} sandboxes "
+                     f"were made on {meta.get('cpus', '?')} CPUs, and the first of them was ready after "
                      f"{o['min']:.0f} ms (p50 {o['p50']:.0f} ms, last {o['max']:.0f} ms; one alone takes about "
                      f"{(cold['variants']['on-demand']['instance_ready_ms']['p50'] if cold else float('nan')):.0f} ms, "
-                     f"part 1), so requests that needed a new instance waited for all of them to share the CPUs.")
+                     f"part 1): those starting together share the CPUs.")
             s.append("")
         sections += s
 
