@@ -263,7 +263,18 @@ static void instance_taken_update(lg_instance *inst) {
                         inst->cpu_millis, 100);
 }
 
+static struct pool *find_pool(lg_node *node, const char *name);
+
+/* A taken placeholder's specialization is over (served or failed): its
+ * pool makes the replacement now, not beside the specialization. */
+static void refill_after_take(lg_instance *inst) {
+        struct pool *p = inst->pool_name ? find_pool(inst->node, inst->pool_name) : NULL;
+        if (p && p->warm)
+                lg_warm_used(p->warm);
+}
+
 static void fail_ready(lg_instance *inst, int status, const char *message) {
+        refill_after_take(inst);
         lg_instance_ready_cb cb = inst->ready_cb;
         inst->ready_cb = NULL;
         if (cb)
@@ -319,6 +330,7 @@ static void on_frame(lg_instance *inst, struct lg_msg *m) {
                     inst->state == ST_SPECIALIZING) {
                         inst->state = ST_SERVING;
                         inst->ready_ns = lg_now_ns() - inst->t_start;
+                        refill_after_take(inst);
                         /* Without its record the next legiond would not
                          * know what it serves: it would be replaced. */
                         (void) record_write(inst);
@@ -880,6 +892,7 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
         }
         if (r < 0) {
                 inst->ready_cb = NULL;
+                refill_after_take(inst);
                 instance_release(inst);
                 return r;
         }

@@ -95,7 +95,9 @@ static void on_refill(uv_idle_t *h) {
 
 /* ---- items -------------------------------------------------------------------- */
 
-static void unlink_item(lg_warm_item *item) {
+/* refill: make its replacement now (a removal or failure); a take
+ * leaves that to lg_warm_used, once the taker's start is done. */
+static void unlink_item_refill(lg_warm_item *item, bool refill) {
         lg_warm_pool *p = item->pool;
         for (lg_warm_item **pp = &p->items; *pp; pp = &(*pp)->next)
                 if (*pp == item) {
@@ -109,8 +111,11 @@ static void unlink_item(lg_warm_item *item) {
         item->pool = NULL;
         item->next = NULL;
         item->ready = false;
-        schedule(p->w);
+        if (refill)
+                schedule(p->w);
 }
+
+static void unlink_item(lg_warm_item *item) { unlink_item_refill(item, true); }
 
 void lg_warm_add(lg_warm_pool *p, lg_warm_item *item) {
         item->pool = p;
@@ -160,7 +165,7 @@ lg_warm_item *lg_warm_take(lg_warm_pool *p) {
                 schedule(p->w);
                 return NULL;
         }
-        unlink_item(found);
+        unlink_item_refill(found, false);
         p->taken++;
         return found;
 }

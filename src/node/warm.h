@@ -87,10 +87,13 @@ void lg_warm_pool_delete(lg_warm_pool *p);
 const char *lg_warm_pool_key(const lg_warm_pool *p);
 void lg_warm_pool_stats(const lg_warm_pool *p, struct lg_warm_stats *ret);
 
-/* A ready item, out of the pool (the caller's now), and a refill; NULL
- * when none is ready (counted as missed). */
+/* A ready item, out of the pool (the caller's now); NULL when none is
+ * ready (counted as missed, and the refill starts). A take does not start
+ * the refill: call lg_warm_used once what was taken has started, so that
+ * making its replacement does not compete with that start for the CPUs. */
 lg_warm_item *lg_warm_take(lg_warm_pool *p);
-/* The pool's key was used (taken or not): RETRY_WHEN_USED may try again. */
+/* The pool's key was used (taken or not): refill, and RETRY_WHEN_USED may
+ * try again. */
 void lg_warm_used(lg_warm_pool *p);
 
 void lg_warm_add(lg_warm_pool *p, lg_warm_item *item);
