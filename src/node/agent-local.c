@@ -164,8 +164,7 @@ static int do_create(struct local *L, struct entry *e, lg_agent_req *req) {
         return 0;
 }
 
-static int do_update(struct local *L, struct entry *e, lg_agent_req *req) {
-        const struct lg_agent_limits *l = &req->in.update;
+static int do_update(struct local *L, struct entry *e, lg_agent_req *req, const struct lg_agent_limits *l) {
         int r = 0;
         if (l->set & LG_AGENT_SET_LIMITS)
                 r = lg_sandbox_set_limits(e->sb, l->memory_bytes, l->cpu_millis, l->cpu_weight, l->pids_max,
@@ -202,15 +201,17 @@ static void work(uv_work_t *w) {
                 }
                 break;
         case LG_AGENT_START:
-                r = req->in.start.launch ? lg_sandbox_start_with(e->sb, req->in.start.launch, &req->err)
-                                         : lg_sandbox_start(e->sb, &req->err);
+                r = do_update(L, e, req, &req->in.start.limits);
+                if (r >= 0)
+                        r = req->in.start.launch ? lg_sandbox_start_with(e->sb, req->in.start.launch, &req->err)
+                                                 : lg_sandbox_start(e->sb, &req->err);
                 break;
         case LG_AGENT_MOUNT:
                 r = lg_sandbox_mount(e->sb, req->in.mount.src, req->in.mount.dst, req->in.mount.readonly,
                                      &req->err);
                 break;
         case LG_AGENT_UPDATE:
-                r = do_update(L, e, req);
+                r = do_update(L, e, req, &req->in.update);
                 break;
         case LG_AGENT_SIGNAL:
                 r = lg_sandbox_signal(e->sb, req->in.signal);

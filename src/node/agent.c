@@ -71,8 +71,9 @@ int lg_agent_adopt_in(lg_agent *agent, lg_agent_req *req, const char *state_root
 }
 
 int lg_agent_start(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_sandbox_launch *launch,
-                   lg_agent_cb cb) {
+                   const struct lg_agent_limits *lim, lg_agent_cb cb) {
         req->in.start.launch = launch;
+        req->in.start.limits = lim ? *lim : (struct lg_agent_limits){0};
         return submit(agent, req, LG_AGENT_START, id, cb);
 }
 

@@ -95,6 +95,7 @@ struct lg_agent_req {
                 } create;
                 struct {
                         const struct lg_sandbox_launch *launch; /* NULL = the spec's workload */
+                        struct lg_agent_limits limits;          /* set = 0: none */
                 } start;
                 struct {
                         const char *state_root; /* local; NULL = the agent's; valid until the callback */
@@ -166,8 +167,10 @@ int lg_agent_adopt(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_
  * (pods: <run>/pod-sandboxes): local. */
 int lg_agent_adopt_in(lg_agent *agent, lg_agent_req *req, const char *state_root, const char *id, lg_agent_cb cb);
 int lg_agent_detach(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);
+/* lim (may be NULL): applied as lg_agent_update would, in the same trip
+ * to the thread pool, before the workload starts (a warm sandbox's). */
 int lg_agent_start(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_sandbox_launch *launch,
-                   lg_agent_cb cb);
+                   const struct lg_agent_limits *lim, lg_agent_cb cb);
 int lg_agent_mount(lg_agent *agent, lg_agent_req *req, const char *id, const char *src, const char *dst,
                    bool readonly, lg_agent_cb cb);
 int lg_agent_update(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_agent_limits *lim,

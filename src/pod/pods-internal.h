@@ -73,7 +73,7 @@ struct ctr {
         struct lg_error pull_err;
 
         /* Sandbox creation: create, then limits and start (C_CREATING). */
-        lg_agent_req create_req, limits_req, start_req, status_req, kill_req;
+        lg_agent_req create_req, start_req, status_req, kill_req;
         struct lg_sandbox_spec sspec;   /* the sandbox (limits, namespaces) */
         struct lg_sandbox_launch launch; /* the workload, given at start */
         char **argv, **envp;       /* owned, for launch */

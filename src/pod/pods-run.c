@@ -577,28 +577,9 @@ static void start_done(lg_agent_req *req) {
         ctr_running(c);
 }
 
-static void limits_done(lg_agent_req *req) {
-        struct ctr *c = req->data;
-        struct pod *pod = c->pod;
-        pod->jobs--;
-        if (creation_abandoned(c))
-                return;
-        int r = req->result;
-        if (r >= 0) {
-                c->start_req.data = c;
-                r = lg_agent_start(pod->mgr->agent, &c->start_req, c->sb_id, &c->launch, start_done);
-                if (r >= 0) {
-                        pod->jobs++;
-                        return;
-                }
-                lg_error_set(&req->err, -r, "start sandbox `%s`", c->sb_id);
-                req->result = r;
-        }
-        start_failed(c, req);
-}
-
-/* Limits, then the workload, into a created (or warm) sandbox: it runs
- * (start_done). A warm one goes back to legiond's priority. */
+/* Limits, then the workload, into a created (or warm) sandbox, in one
+ * request: it runs (start_done). A warm one goes back to legiond's
+ * priority. */
 static void ctr_start(struct ctr *c) {
         const struct lg_sandbox_spec *s = &c->sspec;
         struct pod *pod = c->pod;
@@ -608,14 +589,14 @@ static void ctr_start(struct ctr *c) {
         struct lg_agent_limits lim = {.set = LG_AGENT_SET_LIMITS | (c->from_warm ? LG_AGENT_SET_PRIO : 0),
                                       .memory_bytes = s->memory_bytes, .cpu_millis = s->cpu_millis,
                                       .cpu_weight = s->cpu_weight, .pids_max = s->pids_max};
-        c->limits_req.data = c;
-        int r = lg_agent_update(pod->mgr->agent, &c->limits_req, c->sb_id, &lim, limits_done);
+        c->start_req.data = c;
+        int r = lg_agent_start(pod->mgr->agent, &c->start_req, c->sb_id, &c->launch, &lim, start_done);
         if (r >= 0) {
                 pod->jobs++;
                 return;
         }
-        c->limits_req.result = lg_error_set(&c->limits_req.err, -r, "set the limits of sandbox `%s`", c->sb_id);
-        start_failed(c, &c->limits_req);
+        c->start_req.result = lg_error_set(&c->start_req.err, -r, "start sandbox `%s`", c->sb_id);
+        start_failed(c, &c->start_req);
 }
 
 static void create_done(lg_agent_req *req) {
