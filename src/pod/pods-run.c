@@ -599,16 +599,22 @@ static void ctr_start(struct ctr *c) {
         start_failed(c, &c->start_req);
 }
 
+/* A create or adopt request answered: the container holds its sandbox
+ * when it succeeded. */
+static bool took_sandbox(struct ctr *c, const lg_agent_req *req) {
+        if (req->result < 0)
+                return false;
+        snprintf(c->sb_id, sizeof(c->sb_id), "%s", req->id);
+        c->has_sb = true;
+        c->pidfd = req->out.pidfd;
+        return true;
+}
+
 static void create_done(lg_agent_req *req) {
         struct ctr *c = req->data;
         struct pod *pod = c->pod;
         pod->jobs--;
-        bool ok = req->result >= 0;
-        if (ok) {
-                snprintf(c->sb_id, sizeof(c->sb_id), "%s", req->id);
-                c->has_sb = true;
-                c->pidfd = req->out.pidfd;
-        }
+        bool ok = took_sandbox(c, req);
         if (c->makes_ns) {
                 c->makes_ns = false;
                 pod->ns_pending = false;
@@ -661,12 +667,7 @@ static void adopt_done(lg_agent_req *req) {
         struct pod *pod = c->pod;
         lg_pods *m = pod->mgr;
         pod->jobs--;
-        bool ok = req->result >= 0;
-        if (ok) {
-                snprintf(c->sb_id, sizeof(c->sb_id), "%s", req->id);
-                c->has_sb = true;
-                c->pidfd = req->out.pidfd;
-        }
+        bool ok = took_sandbox(c, req);
         if (c->makes_ns) {
                 /* Its namespaces become the pod's, for the containers
                  * that start again later. */
