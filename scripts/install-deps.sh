@@ -13,6 +13,7 @@ busybox-static runc bubblewrap wrk nginx-light
 iproute2 procps psmisc valgrind curl zip
 docker-registry skopeo zstd apache2-utils
 libyaml-dev
+libmnl-dev libnftables-dev nftables
 "
 
 missing=""

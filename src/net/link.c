@@ -1,0 +1,3 @@
+/* Links, addresses, routes and rules through netlink (libmnl): see
+ * net-internal.h. */
+#include "net/net-internal.h"

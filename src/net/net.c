@@ -1,0 +1,2 @@
+/* The node's sandbox network: addresses, namespaces, policies (net.h). */
+#include "net/net.h"
