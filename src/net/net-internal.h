@@ -87,7 +87,8 @@ void lg_nft_close(lg_nft *nft);
 int lg_nft_drop_table(lg_nft *nft, struct lg_error *err);
 
 /* A sandbox's elements: ip -> ns_mark, ns_mark . ip, ip -> policy_id
- * (replacing any it had). del: removes whichever exist. */
+ * (replacing any it had; ns_mark 0 / policy_id 0: none of those, as for a
+ * warm sandbox). del: removes whichever exist. */
 int lg_nft_sandbox_add(lg_nft *nft, const char *ip, uint32_t ns_mark, uint32_t policy_id, struct lg_error *err);
 int lg_nft_sandbox_del(lg_nft *nft, const char *ip, struct lg_error *err);
 

@@ -1,0 +1,438 @@
+/* Tests for the nftables layer of the sandbox network (src/net/nft.c).
+ *
+ * Root only. The whole test runs in a network namespace of its own (made
+ * at start with unshare), so its table `tnft<pid>`, links and forwarding
+ * switch touch nothing of the host's and vanish with the process even if
+ * it dies half way. The table is read back with `nft -j list table`.
+ *
+ * The packet test builds, with `ip`, what net.c builds with netlink: a
+ * dummy `tnfs0` holding the gateway 10.252.0.1, sandboxes (child processes
+ * in their own network namespaces) on routed /32s behind host ends
+ * `tnfs<n>`, and an "upstream" namespace at 198.51.100.1 behind `tnfu0`
+ * (its host end must not match the table's link prefix `tnfs`). Probes are
+ * TCP connects from inside a sandbox's namespace; servers answer with the
+ * source address they saw. A probe expected to fail waits 1 s for an
+ * answer a dropped SYN never gets; calibration runs the same probes with
+ * no table and sees them succeed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "net/net-internal.h"
+#include "test-ok.h"
+
+#define NS_A 0x4c000001u
+#define NS_B 0x4c000002u
+
+static char table[32];
+static bool skip_all;
+static const char *skip_why = "";
+
+static struct lg_nft_config config(void) {
+        return (struct lg_nft_config){
+                .table = table, .cidr = "10.252.0.0/24", .gateway = "10.252.0.1", .link_prefix = "tnfs"};
+}
+
+/* ---- reading the table back with the nft CLI ---- */
+
+static json_t *list_table(void) {
+        char c[128];
+        snprintf(c, sizeof(c), "nft -j list table inet %s 2>/dev/null", table);
+        FILE *f = popen(c, "r");
+        assert_non_null(f);
+        json_error_t jerr;
+        json_t *root = json_loadf(f, 0, &jerr);
+        int st = pclose(f);
+        if (st != 0) {
+                json_decref(root);
+                return NULL;
+        }
+        assert_non_null(root);
+        return root;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *) a, *(char *const *) b); }
+
+/* The elements of a set or map, each compact JSON, sorted, joined by ' '
+ * ("" when empty; "<no table>" without a table). */
+static char *elems(const char *set) {
+        json_t *root = list_table();
+        if (!root)
+                return strdup("<no table>");
+        char *parts[4096];
+        size_t n = 0, i, j;
+        json_t *it, *e;
+        json_array_foreach(json_object_get(root, "nftables"), i, it) {
+                json_t *s = json_object_get(it, "set");
+                if (!s)
+                        s = json_object_get(it, "map");
+                if (!s || strcmp(json_string_value(json_object_get(s, "name")), set) != 0)
+                        continue;
+                json_array_foreach(json_object_get(s, "elem"), j, e) {
+                        assert_true(n < ARRAY_SIZE(parts));
+                        parts[n++] = json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
+                }
+        }
+        json_decref(root);
+        qsort(parts, n, sizeof(parts[0]), cmp_str);
+        size_t len = 1;
+        for (i = 0; i < n; i++)
+                len += strlen(parts[i]) + 1;
+        char *out = calloc(1, len);
+        for (i = 0; i < n; i++) {
+                if (i)
+                        strcat(out, " ");
+                strcat(out, parts[i]);
+                free(parts[i]);
+        }
+        return out;
+}
+
+#define ELEMS_EQ(set, want)                          \
+        do {                                         \
+                char *got_ = elems(set);             \
+                assert_string_equal(got_, want);     \
+                free(got_);                          \
+        } while (0)
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...) {
+        char c[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c, sizeof(c), fmt, ap);
+        va_end(ap);
+        int st = system(c);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define SH(...) assert_int_equal(sh(__VA_ARGS__), 0)
+
+/* ---- table contents ---- */
+
+/* Setup and teardown: the table, open (state NULL when skipping). */
+static int table_up(void **state) {
+        *state = NULL;
+        if (skip_all)
+                return 0;
+        struct lg_error err = {0};
+        struct lg_nft_config cfg = config();
+        lg_nft *nft = NULL;
+        if (lg_nft_open(&cfg, &nft, &err) < 0) {
+                fprintf(stderr, "lg_nft_open: %s\n", err.msg);
+                return -1;
+        }
+        *state = nft;
+        return 0;
+}
+
+static int table_down(void **state) {
+        struct lg_error err = {0};
+        if (*state && lg_nft_drop_table(*state, &err) < 0)
+                fprintf(stderr, "lg_nft_drop_table: %s\n", err.msg);
+        lg_nft_close(*state);
+        return 0;
+}
+
+static void test_open_replaces_table(void **state) {
+        (void) state;
+        if (skip_all)
+                skip();
+        struct lg_error err = {0};
+        struct lg_nft_config cfg = config();
+        lg_nft *nft = NULL;
+        OK(lg_nft_open(&cfg, &nft, &err));
+        OK(lg_nft_sandbox_add(nft, "10.252.0.9", NS_A, 3, &err));
+        /* Something a previous legiond left, in a set and as an extra rule. */
+        SH("nft add rule inet %s input counter", table);
+        unsigned rules, n;
+        OK(lg_nft_count(nft, &rules, &n, &err));
+        lg_nft_close(nft);
+        nft = NULL;
+
+        OK(lg_nft_open(&cfg, &nft, &err));
+        unsigned rules2, n2;
+        OK(lg_nft_count(nft, &rules2, &n2, &err));
+        assert_int_equal(rules2, rules - 1);
+        assert_int_equal(n, 3);
+        assert_int_equal(n2, 0);
+        ELEMS_EQ("ns_of", "");
+        OK(lg_nft_drop_table(nft, &err));
+        ELEMS_EQ("ns_of", "<no table>");
+        OK(lg_nft_drop_table(nft, &err)); /* gone already: fine */
+        lg_nft_close(nft);
+}
+
+static void test_bad_config(void **state) {
+        (void) state;
+        if (skip_all)
+                skip();
+        struct lg_error err = {0};
+        lg_nft *nft = NULL;
+        const char *tables[] = {"", "a b", "x; flush ruleset", "1abc", NULL};
+        for (size_t i = 0; i < ARRAY_SIZE(tables); i++) {
+                struct lg_nft_config cfg = config();
+                cfg.table = tables[i];
+                assert_int_equal(lg_nft_open(&cfg, &nft, &err), -EINVAL);
+        }
+        struct lg_nft_config cfg = config();
+        cfg.cidr = "10.252.0.1/24"; /* host bits */
+        assert_int_equal(lg_nft_open(&cfg, &nft, &err), -EINVAL);
+        cfg = config();
+        cfg.link_prefix = "a\"*";
+        assert_int_equal(lg_nft_open(&cfg, &nft, &err), -EINVAL);
+        cfg = config();
+        cfg.gateway = "10.252.0.256";
+        assert_int_equal(lg_nft_open(&cfg, &nft, &err), -EINVAL);
+        ELEMS_EQ("ns_of", "<no table>");
+}
+
+static void test_sandbox_elements(void **state) {
+        lg_nft *nft = *state;
+        if (!nft)
+                skip();
+        struct lg_error err = {0};
+
+        OK(lg_nft_sandbox_add(nft, "10.252.0.5", NS_A, 7, &err));
+        ELEMS_EQ("ns_of", "[\"10.252.0.5\",1275068417]");
+        ELEMS_EQ("ns_members", "{\"concat\":[1275068417,\"10.252.0.5\"]}");
+        ELEMS_EQ("policy_of", "[\"10.252.0.5\",7]");
+
+        /* Replacing: namespace and policy change, in one call. */
+        OK(lg_nft_sandbox_add(nft, "10.252.0.5", NS_B, 8, &err));
+        ELEMS_EQ("ns_of", "[\"10.252.0.5\",1275068418]");
+        ELEMS_EQ("ns_members", "{\"concat\":[1275068418,\"10.252.0.5\"]}");
+        ELEMS_EQ("policy_of", "[\"10.252.0.5\",8]");
+        OK(lg_nft_sandbox_add(nft, "10.252.0.5", NS_B, 8, &err)); /* the same again */
+
+        /* No tenant (a warm sandbox): no elements. */
+        OK(lg_nft_sandbox_add(nft, "10.252.0.6", 0, 0, &err));
+        OK(lg_nft_sandbox_add(nft, "10.252.0.7", NS_A, 0, &err));
+        ELEMS_EQ("ns_of", "[\"10.252.0.5\",1275068418] [\"10.252.0.7\",1275068417]");
+        ELEMS_EQ("policy_of", "[\"10.252.0.5\",8]");
+        OK(lg_nft_sandbox_add(nft, "10.252.0.7", 0, 0, &err));
+        ELEMS_EQ("ns_of", "[\"10.252.0.5\",1275068418]");
+
+        OK(lg_nft_sandbox_del(nft, "10.252.0.5", &err));
+        OK(lg_nft_sandbox_del(nft, "10.252.0.5", &err)); /* unknown: fine */
+        ELEMS_EQ("ns_of", "");
+        ELEMS_EQ("ns_members", "");
+        ELEMS_EQ("policy_of", "");
+
+        /* Hostile addresses never reach nft. */
+        const char *bad[] = {"10.252.0.300", "", "10.252.0.5 } ; flush ruleset", "0.0.0.0", "::1", NULL};
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                err.msg[0] = '\0';
+                assert_int_equal(lg_nft_sandbox_add(nft, bad[i], NS_A, 1, &err), -EINVAL);
+                assert_non_null(strstr(err.msg, "bad sandbox address"));
+        }
+        ELEMS_EQ("ns_of", "");
+}
+
+/* A transaction the kernel refuses half way changes nothing: the third
+ * element conflicts with one put there behind the module's back. */
+static void test_all_or_nothing(void **state) {
+        lg_nft *nft = *state;
+        if (!nft)
+                skip();
+        struct lg_error err = {0};
+        OK(lg_nft_sandbox_add(nft, "10.252.0.4", NS_A, 2, &err));
+        SH("nft add element inet %s policy_of '{ 10.252.0.5 : 0x63 }'", table);
+        err.msg[0] = '\0';
+        int r = lg_nft_sandbox_add(nft, "10.252.0.5", NS_A, 2, &err);
+        assert_true(r < 0);
+        /* One line, nft's own words, nothing printed. */
+        assert_non_null(strstr(err.msg, "nft table `tnft"));
+        assert_null(strchr(err.msg, '\n'));
+        ELEMS_EQ("ns_of", "[\"10.252.0.4\",1275068417]");
+        ELEMS_EQ("ns_members", "{\"concat\":[1275068417,\"10.252.0.4\"]}");
+        ELEMS_EQ("policy_of", "[\"10.252.0.4\",2] [\"10.252.0.5\",99]");
+
+        /* The module's view did not change either: a later del of .5 has
+         * nothing to delete, and .4 still goes whole. */
+        OK(lg_nft_sandbox_del(nft, "10.252.0.5", &err));
+        OK(lg_nft_sandbox_del(nft, "10.252.0.4", &err));
+        ELEMS_EQ("policy_of", "[\"10.252.0.5\",99]");
+        ELEMS_EQ("ns_of", "");
+
+        /* A policy whose elements fail half way (one made to conflict). */
+        struct lg_net_policy p = {.egress = LG_NET_EGRESS_ALLOW, .n_allow = 2};
+        p.allow[0] = (struct lg_net_allow){.addr = 0xC6336400, .prefix_len = 24};            /* 198.51.100.0/24 */
+        p.allow[1] = (struct lg_net_allow){.addr = 0xCB007105, .prefix_len = 32, .port_lo = 443, .port_hi = 443};
+        SH("nft add element inet %s allow_port '{ 0x5 . 203.0.113.0/24 . 400-500 }'", table);
+        assert_true(lg_nft_policy_set(nft, 5, &p, &err) < 0);
+        ELEMS_EQ("allow_any", "");
+}
+
+static void test_policy_and_namespace_elements(void **state) {
+        lg_nft *nft = *state;
+        if (!nft)
+                skip();
+        struct lg_error err = {0};
+
+        struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON}, off = {.egress = LG_NET_EGRESS_OFF};
+        OK(lg_nft_policy_set(nft, 1, &on, &err));
+        OK(lg_nft_policy_set(nft, 2, &off, &err));
+        ELEMS_EQ("egress_on", "1");
+
+        /* Allowlist with overlaps the kernel would refuse as they are. */
+        struct lg_net_policy p = {.egress = LG_NET_EGRESS_ALLOW};
+        struct lg_net_allow a[] = {
+                {.addr = 0x0A000000, .prefix_len = 8, .port_lo = 80, .port_hi = 90},     /* 10/8:80-90 */
+                {.addr = 0x0A010000, .prefix_len = 16, .port_lo = 85, .port_hi = 95},    /* 10.1/16:85-95 */
+                {.addr = 0x0A010000, .prefix_len = 16, .port_lo = 70, .port_hi = 100},   /* 10.1/16:70-100 */
+                {.addr = 0xC6336400, .prefix_len = 24},                                   /* 198.51.100/24 */
+                {.addr = 0xC6336405, .prefix_len = 32},                                   /* inside it */
+                {.addr = 0xC6336407, .prefix_len = 32, .port_lo = 443, .port_hi = 443},  /* inside it */
+                {.addr = 0xCB007105, .prefix_len = 32, .port_lo = 443, .port_hi = 443},  /* 203.0.113.5:443 */
+                {.addr = 0xCB007105, .prefix_len = 32, .port_lo = 443, .port_hi = 443},  /* twice */
+        };
+        memcpy(p.allow, a, sizeof(a));
+        p.n_allow = ARRAY_SIZE(a);
+        OK(lg_nft_policy_set(nft, 3, &p, &err));
+        ELEMS_EQ("allow_any", "{\"concat\":[3,{\"prefix\":{\"addr\":\"198.51.100.0\",\"len\":24}}]}");
+        ELEMS_EQ("allow_port", "{\"concat\":[3,\"203.0.113.5\",443]} "
+                               "{\"concat\":[3,{\"prefix\":{\"addr\":\"10.0.0.0\",\"len\":8}},{\"range\":[80,90]}]} "
+                               "{\"concat\":[3,{\"prefix\":{\"addr\":\"10.1.0.0\",\"len\":16}},{\"range\":[70,79]}]} "
+                               "{\"concat\":[3,{\"prefix\":{\"addr\":\"10.1.0.0\",\"len\":16}},{\"range\":[91,100]}]}");
+
+        /* Prefix 0 and a port range; replaces what 3 had. */
+        struct lg_net_policy q = {.egress = LG_NET_EGRESS_ALLOW, .n_allow = 2};
+        q.allow[0] = (struct lg_net_allow){.addr = 0, .prefix_len = 0, .port_lo = 8000, .port_hi = 8999};
+        q.allow[1] = (struct lg_net_allow){.addr = 0, .prefix_len = 0};
+        OK(lg_nft_policy_set(nft, 3, &q, &err));
+        ELEMS_EQ("allow_any", "{\"concat\":[3,{\"prefix\":{\"addr\":\"0.0.0.0\",\"len\":0}}]}");
+        ELEMS_EQ("allow_port", "");
+        q.n_allow = 1;
+        OK(lg_nft_policy_set(nft, 3, &q, &err));
+        ELEMS_EQ("allow_any", "");
+        ELEMS_EQ("allow_port", "{\"concat\":[3,{\"prefix\":{\"addr\":\"0.0.0.0\",\"len\":0}},{\"range\":[8000,8999]}]}");
+
+        /* on -> allow -> off. */
+        OK(lg_nft_policy_set(nft, 1, &q, &err));
+        ELEMS_EQ("egress_on", "");
+        OK(lg_nft_policy_set(nft, 1, &off, &err));
+        ELEMS_EQ("allow_port", "{\"concat\":[3,{\"prefix\":{\"addr\":\"0.0.0.0\",\"len\":0}},{\"range\":[8000,8999]}]}");
+        OK(lg_nft_policy_del(nft, 3, &err));
+        OK(lg_nft_policy_del(nft, 3, &err));
+        ELEMS_EQ("allow_port", "");
+
+        /* Bad allowlist entries. */
+        struct lg_net_policy bad = {.egress = LG_NET_EGRESS_ALLOW, .n_allow = 1};
+        bad.allow[0] = (struct lg_net_allow){.addr = 0x0A000000, .prefix_len = 33};
+        assert_int_equal(lg_nft_policy_set(nft, 4, &bad, &err), -EINVAL);
+        bad.allow[0] = (struct lg_net_allow){.addr = 0x0A000000, .prefix_len = 8, .port_lo = 9, .port_hi = 8};
+        assert_int_equal(lg_nft_policy_set(nft, 4, &bad, &err), -EINVAL);
+        assert_int_equal(lg_nft_policy_set(nft, 0, &on, &err), -EINVAL);
+
+        /* Namespaces. */
+        OK(lg_nft_namespace_set(nft, NS_A, true, "", &err));
+        OK(lg_nft_namespace_set(nft, NS_B, false, "198.51.100.9", &err));
+        ELEMS_EQ("isolated_ns", "1275068417");
+        ELEMS_EQ("ns_snat", "[1275068418,\"198.51.100.9\"]");
+        OK(lg_nft_namespace_set(nft, NS_A, false, "198.51.100.8", &err));
+        OK(lg_nft_namespace_set(nft, NS_B, true, NULL, &err));
+        ELEMS_EQ("isolated_ns", "1275068418");
+        ELEMS_EQ("ns_snat", "[1275068417,\"198.51.100.8\"]");
+        assert_int_equal(lg_nft_namespace_set(nft, NS_A, false, "198.51.100.8 }", &err), -EINVAL);
+        assert_int_equal(lg_nft_namespace_set(nft, NS_A, false, "999.1.1.1", &err), -EINVAL);
+        ELEMS_EQ("ns_snat", "[1275068417,\"198.51.100.8\"]");
+        OK(lg_nft_namespace_del(nft, NS_A, &err));
+        OK(lg_nft_namespace_del(nft, NS_B, &err));
+        OK(lg_nft_namespace_del(nft, NS_B, &err));
+        ELEMS_EQ("isolated_ns", "");
+        ELEMS_EQ("ns_snat", "");
+
+        unsigned rules, n;
+        OK(lg_nft_count(nft, &rules, &n, &err));
+        assert_int_equal(n, 0);
+}
+
+/* The rule count does not grow with sandboxes; elements are 3 each. */
+static void test_rule_count_fixed(void **state) {
+        (void) state;
+        if (skip_all)
+                skip();
+        struct lg_error err = {0};
+        struct lg_nft_config cfg = config();
+        lg_nft *nft = NULL;
+        cfg.cidr = "10.252.0.0/20";
+        OK(lg_nft_open(&cfg, &nft, &err));
+        unsigned rules0, n0, rules, n;
+        OK(lg_nft_count(nft, &rules0, &n0, &err));
+        assert_true(rules0 > 10);
+        assert_int_equal(n0, 0);
+        const unsigned counts[] = {10, 1000};
+        unsigned done = 0;
+        for (size_t c = 0; c < ARRAY_SIZE(counts); c++) {
+                for (; done < counts[c]; done++) {
+                        char ip[LG_NET_IP_MAX];
+                        snprintf(ip, sizeof(ip), "10.252.%u.%u", 1 + done / 250, 1 + done % 250);
+                        OK(lg_nft_sandbox_add(nft, ip, NS_A + done % 3, 1 + done % 5, &err));
+                }
+                OK(lg_nft_count(nft, &rules, &n, &err));
+                assert_int_equal(rules, rules0);
+                assert_int_equal(n, 3 * counts[c]);
+        }
+        for (unsigned i = 0; i < done; i++) {
+                char ip[LG_NET_IP_MAX];
+                snprintf(ip, sizeof(ip), "10.252.%u.%u", 1 + i / 250, 1 + i % 250);
+                OK(lg_nft_sandbox_del(nft, ip, &err));
+        }
+        OK(lg_nft_count(nft, &rules, &n, &err));
+        assert_int_equal(rules, rules0);
+        assert_int_equal(n, 0);
+        OK(lg_nft_drop_table(nft, &err));
+        lg_nft_close(nft);
+}
+
+/* PACKETS */
+static void test_packets(void **state) { (void) state; skip(); }
+
+int main(void) {
+        snprintf(table, sizeof(table), "tnft%d", (int) getpid());
+        if (geteuid() != 0) {
+                skip_all = true;
+                skip_why = "not root";
+        } else if (unshare(CLONE_NEWNET) < 0) {
+                skip_all = true;
+                skip_why = "cannot make a network namespace";
+        } else {
+                struct lg_error err = {0};
+                struct lg_nft_config cfg = config();
+                lg_nft *nft = NULL;
+                if (system("ip link set lo up") != 0 || lg_nft_open(&cfg, &nft, &err) < 0) {
+                        skip_all = true;
+                        skip_why = err.msg[0] ? err.msg : "no loopback";
+                } else {
+                        lg_nft_drop_table(nft, &err);
+                        lg_nft_close(nft);
+                }
+        }
+        if (skip_all)
+                fprintf(stderr, "test-net-nft: skipping: %s (needs root and nf_tables)\n", skip_why);
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_open_replaces_table),
+                cmocka_unit_test(test_bad_config),
+                cmocka_unit_test_setup_teardown(test_sandbox_elements, table_up, table_down),
+                cmocka_unit_test_setup_teardown(test_all_or_nothing, table_up, table_down),
+                cmocka_unit_test_setup_teardown(test_policy_and_namespace_elements, table_up, table_down),
+                cmocka_unit_test(test_rule_count_fixed),
+                cmocka_unit_test(test_packets),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
