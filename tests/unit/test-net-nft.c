@@ -400,8 +400,228 @@ static void test_rule_count_fixed(void **state) {
         lg_nft_close(nft);
 }
 
-/* PACKETS */
-static void test_packets(void **state) { (void) state; skip(); }
+/* ---- packets ---- */
+
+static pid_t kids[16];
+
+static int enter_netns(pid_t pid) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) pid);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        return fd < 0 || setns(fd, CLONE_NEWNET) < 0 ? -1 : 0;
+}
+static size_t n_kids;
+
+/* A child in the network namespace of ns_pid (0: this one) or, with
+ * own_ns, in a new one; it runs fn and is killed with the test. */
+static pid_t child(pid_t ns_pid, bool own_ns, int (*fn)(void *)) {
+        int p[2];
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                close(p[0]);
+                if (ns_pid && enter_netns(ns_pid) < 0)
+                        _exit(120);
+                if (own_ns && unshare(CLONE_NEWNET) < 0)
+                        _exit(121);
+                _exit(fn ? fn(&p[1]) : (write(p[1], "r", 1) == 1 ? pause() : 122));
+        }
+        close(p[1]);
+        char c;
+        assert_int_equal(read(p[0], &c, 1), 1); /* ready (or the child failed: EOF) */
+        close(p[0]);
+        assert_true(n_kids < ARRAY_SIZE(kids));
+        kids[n_kids++] = pid;
+        return pid;
+}
+
+static uint16_t serve_port;
+static char serve_ip[LG_NET_IP_MAX];
+
+/* A TCP server answering each connection with the source address it saw. */
+static int serve(void *arg) {
+        int ready = *(int *) arg;
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(serve_port)};
+        inet_pton(AF_INET, serve_ip[0] ? serve_ip : "0.0.0.0", &a.sin_addr);
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(s, (struct sockaddr *) &a, sizeof(a)) < 0 || listen(s, 16) < 0)
+                return 123;
+        if (write(ready, "r", 1) != 1)
+                return 124;
+        for (;;) {
+                struct sockaddr_in peer;
+                socklen_t len = sizeof(peer);
+                int c = accept4(s, (struct sockaddr *) &peer, &len, SOCK_CLOEXEC);
+                if (c < 0)
+                        continue;
+                char ip[LG_NET_IP_MAX];
+                inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip));
+                (void) !write(c, ip, strlen(ip));
+                close(c);
+        }
+}
+
+static void server(pid_t ns_pid, const char *ip, uint16_t port) {
+        serve_port = port;
+        snprintf(serve_ip, sizeof(serve_ip), "%s", ip ? ip : "");
+        child(ns_pid, false, serve);
+}
+
+/* Connect from the namespace of ns_pid to ip:port. true and the source
+ * address the server saw when it answered; false when nothing answered
+ * within wait_ms (a dropped SYN) or the connection was refused. */
+static bool reach(pid_t ns_pid, const char *ip, uint16_t port, int wait_ms, char seen[LG_NET_IP_MAX]) {
+        int p[2];
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (enter_netns(ns_pid) < 0)
+                        _exit(120);
+                int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+                inet_pton(AF_INET, ip, &a.sin_addr);
+                if (connect(s, (struct sockaddr *) &a, sizeof(a)) < 0 && errno != EINPROGRESS)
+                        _exit(1);
+                struct pollfd pf = {.fd = s, .events = POLLIN};
+                if (poll(&pf, 1, wait_ms) != 1)
+                        _exit(2);
+                char buf[LG_NET_IP_MAX] = "";
+                ssize_t n = read(s, buf, sizeof(buf) - 1);
+                if (n <= 0)
+                        _exit(3);
+                (void) !write(p[1], buf, (size_t) n);
+                _exit(0);
+        }
+        close(p[1]);
+        char buf[LG_NET_IP_MAX] = "";
+        ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+        close(p[0]);
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) < 100);
+        if (seen)
+                snprintf(seen, LG_NET_IP_MAX, "%s", n > 0 ? buf : "");
+        return WEXITSTATUS(st) == 0 && n > 0;
+}
+
+#define REACHES(from, ip, port) assert_true(reach(from, ip, port, 5000, NULL))
+#define BLOCKED(from, ip, port) assert_false(reach(from, ip, port, 1000, NULL))
+#define SEEN_AS(from, ip, port, src)                                  \
+        do {                                                          \
+                char seen_[LG_NET_IP_MAX];                            \
+                assert_true(reach(from, ip, port, 5000, seen_));      \
+                assert_string_equal(seen_, src);                      \
+        } while (0)
+
+/* A sandbox's network as net.c makes it (routed /32, host end tnfs<n>). */
+static void attach(pid_t pid, unsigned n) {
+        SH("ip link add tnfs%u type veth peer name eth0 netns %d", n, (int) pid);
+        SH("ip link set tnfs%u address ee:ee:ee:ee:ee:ee up && ip route add 10.252.0.%u/32 dev tnfs%u", n, n, n);
+        SH("nsenter -t %d -n sh -c 'ip link set lo up && ip addr add 10.252.0.%u/32 dev eth0 && ip link set eth0 up "
+           "&& ip route add 169.254.1.1 dev eth0 scope link && ip route add default via 169.254.1.1 dev eth0 onlink "
+           "&& ip neigh add 169.254.1.1 lladdr ee:ee:ee:ee:ee:ee dev eth0 nud permanent'",
+           (int) pid, n);
+}
+
+static int kill_kids(void **state) {
+        (void) state;
+        for (size_t i = 0; i < n_kids; i++) {
+                kill(kids[i], SIGKILL);
+                waitpid(kids[i], NULL, 0);
+        }
+        n_kids = 0;
+        /* The veths die with the sandboxes' namespaces; the rest with ours. */
+        (void) !system("ip link del tnfs0 2>/dev/null; ip link del tnfu0 2>/dev/null");
+        return 0;
+}
+
+static void test_packets(void **state) {
+        (void) state;
+        if (skip_all)
+                skip();
+        struct lg_error err = {0};
+        /* The gateway's link: a dummy, or (kernels without the dummy
+         * driver, as link.c does) a bridge without ports. */
+        SH("{ ip link add tnfs0 type dummy 2>/dev/null || ip link add tnfs0 type bridge; } "
+           "&& ip addr add 10.252.0.1/32 dev tnfs0 && ip link set tnfs0 up");
+        assert_int_equal(lg_write_file_at(AT_FDCWD, "/proc/sys/net/ipv4/ip_forward", "1", false), 0);
+        pid_t s1 = child(0, true, NULL), s2 = child(0, true, NULL), s3 = child(0, true, NULL);
+        pid_t up = child(0, true, NULL);
+        attach(s1, 5);
+        attach(s2, 6);
+        attach(s3, 7);
+        SH("ip link add tnfu0 type veth peer name eth0 netns %d && ip addr add 198.51.100.254/24 dev tnfu0 "
+           "&& ip addr add 198.51.100.253/32 dev tnfu0 && ip link set tnfu0 up", (int) up);
+        SH("nsenter -t %d -n sh -c 'ip link set lo up && ip addr add 198.51.100.1/24 dev eth0 "
+           "&& ip addr add 169.254.169.254/32 dev eth0 && ip link set eth0 up "
+           "&& ip route add default via 198.51.100.254'", (int) up);
+        /* Without NAT (calibration) the upstream answers sandboxes directly. */
+        SH("ip route add 169.254.169.254/32 via 198.51.100.1");
+        server(up, NULL, 8080);
+        server(up, NULL, 8081);
+        server(s2, NULL, 7000);
+        server(s3, NULL, 7000);
+        server(0, NULL, 7001);
+        server(0, "10.252.0.1", 53);
+
+        /* Calibration: no table, everything goes. */
+        REACHES(s1, "10.252.0.1", 7001);
+        REACHES(s1, "169.254.169.254", 8080);
+        REACHES(s3, "10.252.0.6", 7000);
+        REACHES(up, "10.252.0.6", 7000);
+        SEEN_AS(s2, "198.51.100.1", 8080, "10.252.0.6");
+
+        struct lg_nft_config cfg = config();
+        lg_nft *nft = NULL;
+        OK(lg_nft_open(&cfg, &nft, &err));
+        struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON}, off = {.egress = LG_NET_EGRESS_OFF};
+        struct lg_net_policy allow = {.egress = LG_NET_EGRESS_ALLOW, .n_allow = 1};
+        allow.allow[0] = (struct lg_net_allow){.addr = 0xC6336401, .prefix_len = 32, .port_lo = 8081, .port_hi = 8081};
+        OK(lg_nft_policy_set(nft, 1, &on, &err));
+        OK(lg_nft_policy_set(nft, 2, &off, &err));
+        OK(lg_nft_policy_set(nft, 3, &allow, &err));
+        OK(lg_nft_namespace_set(nft, NS_A, false, "", &err));
+        OK(lg_nft_namespace_set(nft, NS_B, false, "", &err));
+        OK(lg_nft_sandbox_add(nft, "10.252.0.5", NS_A, 1, &err));
+        OK(lg_nft_sandbox_add(nft, "10.252.0.6", NS_A, 2, &err));
+        OK(lg_nft_sandbox_add(nft, "10.252.0.7", NS_B, 3, &err));
+
+        /* Namespaces: within reaches, across does not, either way. */
+        REACHES(s1, "10.252.0.6", 7000);
+        BLOCKED(s3, "10.252.0.6", 7000);
+        BLOCKED(s1, "10.252.0.7", 7000);
+        /* The host: DNS only; no metadata; nothing from outside in. */
+        BLOCKED(s1, "10.252.0.1", 7001);
+        REACHES(s1, "10.252.0.1", 53);
+        BLOCKED(s1, "169.254.169.254", 8080);
+        BLOCKED(up, "10.252.0.6", 7000);
+        /* Egress on (masqueraded), off, allowlist. */
+        SEEN_AS(s1, "198.51.100.1", 8080, "198.51.100.254");
+        BLOCKED(s2, "198.51.100.1", 8080);
+        SEEN_AS(s3, "198.51.100.1", 8081, "198.51.100.254");
+        BLOCKED(s3, "198.51.100.1", 8080);
+
+        /* Changes apply at once: a policy turned on, SNAT, isolation, a
+         * sandbox's elements gone. */
+        OK(lg_nft_policy_set(nft, 2, &on, &err));
+        SEEN_AS(s2, "198.51.100.1", 8080, "198.51.100.254");
+        OK(lg_nft_namespace_set(nft, NS_B, false, "198.51.100.253", &err));
+        SEEN_AS(s3, "198.51.100.1", 8081, "198.51.100.253");
+        OK(lg_nft_namespace_set(nft, NS_A, true, "", &err));
+        BLOCKED(s1, "10.252.0.6", 7000);
+        OK(lg_nft_sandbox_del(nft, "10.252.0.5", &err));
+        BLOCKED(s1, "198.51.100.1", 8080);
+        REACHES(s1, "10.252.0.1", 53);
+
+        OK(lg_nft_drop_table(nft, &err));
+        lg_nft_close(nft);
+        REACHES(s1, "10.252.0.1", 7001); /* and back without the table */
+}
 
 int main(void) {
         snprintf(table, sizeof(table), "tnft%d", (int) getpid());
@@ -432,7 +652,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_all_or_nothing, table_up, table_down),
                 cmocka_unit_test_setup_teardown(test_policy_and_namespace_elements, table_up, table_down),
                 cmocka_unit_test(test_rule_count_fixed),
-                cmocka_unit_test(test_packets),
+                cmocka_unit_test_teardown(test_packets, kill_kids),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
