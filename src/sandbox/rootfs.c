@@ -111,6 +111,51 @@ static int write_small_file(int dirfd, const char *path, const char *data, mode_
         return 0;
 }
 
+/* /etc/hosts and /etc/resolv.conf in etcfd, as the sandbox's root (fsuid
+ * set by the caller): the hostname on the sandbox's network address (or on
+ * 127.0.1.1 without one) and the nameserver it may reach (none without
+ * one). Whatever was there (an image's file, or its symlink into /run as
+ * systemd-resolved images have) is replaced, so an image's resolver never
+ * points at an address the sandbox cannot reach. */
+static int write_hosts_resolv(const struct lg_plan *p, int etcfd, struct lg_child_error *e) {
+        char hosts[256], resolv[128] = "";
+        snprintf(hosts, sizeof(hosts), "127.0.0.1\tlocalhost\n::1\tlocalhost\n%s\t%s\n",
+                 p->net_address[0] ? p->net_address : "127.0.1.1", p->hostname);
+        /* timeout:2: the forwarder answers at once or tries its next
+         * upstream; the resolver's default of 5 s only delays failure. */
+        if (p->nameserver[0])
+                snprintf(resolv, sizeof(resolv), "nameserver %s\noptions timeout:2 attempts:2\n", p->nameserver);
+        static const char *const names[] = {"hosts", "resolv.conf"};
+        const char *data[] = {hosts, resolv};
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+                if (unlinkat(etcfd, names[i], 0) < 0 && errno != ENOENT)
+                        return lg_child_fail(e, errno, "replace `/etc/%s`", names[i]);
+                TRY(e, write_small_file(etcfd, names[i], data[i], 0644), "write `/etc/%s`", names[i]);
+        }
+        return 0;
+}
+
+/* An image root on the sandbox's network: its /etc/hosts and resolv.conf
+ * written through the overlay, so into the upper (the layers are shared
+ * and read-only), as the sandbox's root. */
+static int image_net_etc(const struct lg_plan *p, int rootfd, struct lg_child_error *e) {
+        setfsuid(p->host_uid);
+        setfsgid(p->host_uid);
+        int r = 0;
+        if (mkdirat(rootfd, "etc", 0755) < 0 && errno != EEXIST)
+                r = lg_child_fail(e, errno, "mkdir `/etc`");
+        int etcfd = r < 0 ? -1 : openat(rootfd, "etc", O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (r == 0 && etcfd < 0)
+                r = lg_child_fail(e, errno, "open `/etc` (not a directory in the image?)");
+        if (r == 0)
+                r = write_hosts_resolv(p, etcfd, e);
+        if (etcfd >= 0)
+                close(etcfd);
+        setfsuid(0);
+        setfsgid(0);
+        return r;
+}
+
 /* The skeleton of a root made from the host's /usr: the usual merged-/usr
  * links, empty mount points and a minimal /etc. Created with the sandbox's
  * root as fsuid so that the sandbox owns (and may change) all of it. */
@@ -123,8 +168,6 @@ static int populate_host_root(const struct lg_plan *p, int rootfd, struct lg_chi
         static const struct { const char *target, *link; } links[] = {
                 {"usr/bin", "bin"}, {"usr/sbin", "sbin"}, {"usr/lib", "lib"},
         };
-        char hosts[256];
-
         setfsuid(p->host_uid);
         setfsgid(p->host_uid);
         for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
@@ -138,19 +181,24 @@ static int populate_host_root(const struct lg_plan *p, int rootfd, struct lg_chi
         if (p->has_lib64)
                 TRY(e, symlinkat("usr/lib64", rootfd, "lib64"), "symlink `/lib64`");
 
-        snprintf(hosts, sizeof(hosts), "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s\n", p->hostname);
         TRY(e, write_small_file(rootfd, "etc/passwd",
                                 "root:x:0:0:root:/root:/bin/sh\n"
                                 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", 0644),
             "write `/etc/passwd`");
         TRY(e, write_small_file(rootfd, "etc/group", "root:x:0:\nnogroup:x:65534:\n", 0644),
             "write `/etc/group`");
-        TRY(e, write_small_file(rootfd, "etc/hosts", hosts, 0644), "write `/etc/hosts`");
         TRY(e, write_small_file(rootfd, "etc/hostname", p->hostname, 0644), "write `/etc/hostname`");
         TRY(e, write_small_file(rootfd, "etc/nsswitch.conf",
-                                "passwd: files\ngroup: files\nhosts: files\n", 0644),
+                                p->nameserver[0] ? "passwd: files\ngroup: files\nhosts: files dns\n"
+                                                 : "passwd: files\ngroup: files\nhosts: files\n", 0644),
             "write `/etc/nsswitch.conf`");
-        TRY(e, write_small_file(rootfd, "etc/resolv.conf", "", 0644), "write `/etc/resolv.conf`");
+        int etcfd = openat(rootfd, "etc", O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (etcfd < 0)
+                return lg_child_fail(e, errno, "open `/etc`");
+        int r = write_hosts_resolv(p, etcfd, e);
+        close(etcfd);
+        if (r < 0)
+                return r;
         setfsuid(0);
         setfsgid(0);
 
@@ -337,6 +385,8 @@ int lg_rootfs_enter(const struct lg_plan *p, struct lg_child_error *e) {
         int r = fchdir(rootfd);
         if (r == 0 && p->host_rootfs)
                 r = populate_host_root(p, rootfd, e);
+        else if (r == 0 && (p->net_address[0] || p->nameserver[0]))
+                r = image_net_etc(p, rootfd, e);
         else if (r < 0)
                 r = lg_child_fail(e, errno, "chdir `%s`", p->root);
         close(rootfd);

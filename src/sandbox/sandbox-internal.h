@@ -7,6 +7,7 @@
 #pragma once
 
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -80,6 +81,8 @@ struct lg_plan {
         const char *const *mount_points;
         size_t n_mount_points;
         char hostname[64];    /* for the host-rootfs /etc/hostname and /etc/hosts */
+        char net_address[INET6_ADDRSTRLEN]; /* "" = none (spec.net_address) */
+        char nameserver[INET6_ADDRSTRLEN];  /* "" = none (spec.nameserver) */
         uid_t host_uid;       /* root inside = this uid outside */
 
         bool new_net;

@@ -26,6 +26,7 @@
  * The network and UTS namespaces are created in the user namespace, so the
  * sandbox owns its loopback (its hostname stays fixed: sethostname is in
  * the seccomp denylist). */
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -294,6 +295,19 @@ static int build_plan(const struct lg_sandbox_spec *spec, const lg_sandbox *sb,
         p->n_mount_points = spec->n_mount_points;
 
         snprintf(p->hostname, sizeof(p->hostname), "%s", spec->hostname ? spec->hostname : sb->id);
+        const struct { const char *what, *val; char *dst; } addrs[] = {
+                {"net_address", spec->net_address, p->net_address},
+                {"nameserver", spec->nameserver, p->nameserver},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(addrs); i++) {
+                unsigned char bin[sizeof(struct in6_addr)];
+                const char *v = addrs[i].val;
+                if (!v)
+                        continue;
+                if (inet_pton(AF_INET, v, bin) != 1 && inet_pton(AF_INET6, v, bin) != 1)
+                        return lg_error_setm(err, EINVAL, "%s `%.64s` is not an IP address", addrs[i].what, v);
+                snprintf(addrs[i].dst, INET6_ADDRSTRLEN, "%s", v);
+        }
         p->host_uid = sb->host_uid;
         p->new_net = !spec->share_net && spec->join_netns_fd < 0;
         p->join_net_fd = spec->join_netns_fd;

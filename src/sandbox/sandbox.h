@@ -108,6 +108,18 @@ struct lg_sandbox_spec {
         int join_ipcns_fd;
         lg_net_hook net_hook;
         void *net_hook_data;
+        /* A sandbox with an address on the node's network (net.h): its
+         * address and the resolver it may reach (the DNS forwarder on the
+         * gateway, dns.h), both IP literals. Either set: /etc/hosts has
+         * localhost and "<net_address>\t<hostname>", /etc/resolv.conf
+         * "nameserver <nameserver>" (host rootfs: nsswitch resolves hosts
+         * by files then dns). With layers the files are written into the
+         * writable upper (the layers stay untouched), replacing the
+         * image's. NULL, NULL = as without a network: the host rootfs gets
+         * 127.0.1.1 for the hostname and an empty resolv.conf, an image
+         * keeps its own files. */
+        const char *net_address;
+        const char *nameserver;
 
         uint64_t caps_keep;      /* bit mask of CAP_* to keep; 0 = drop all */
         bool no_seccomp;         /* for debugging only */

@@ -314,21 +314,29 @@ static void test_readonly_root(void **state) {
         assert_string_equal(r.out, "tmp-ok\n");
 }
 
+/* A busybox-only layer in a fresh directory (dir: "/tmp/lg-layer-XXXXXX");
+ * false when the host has no busybox. */
+static bool make_busybox_layer(char *dir) {
+        assert_non_null(mkdtemp(dir));
+        chmod(dir, 0755);
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "mkdir -p %s/bin && cp /bin/busybox %s/bin/busybox && ln -s busybox %s/bin/sh",
+                 dir, dir, dir);
+        if (access("/bin/busybox", X_OK) < 0)
+                return false;
+        assert_int_equal(system(cmd), 0);
+        return true;
+}
+
 static void test_layers(void **state) {
         (void) state;
         /* A layer with busybox as its only program. */
         char dir[] = "/tmp/lg-layer-XXXXXX";
-        assert_non_null(mkdtemp(dir));
-        chmod(dir, 0755);
-        char path[400];
-        snprintf(path, sizeof(path), "%s/bin", dir);
-        mkdir(path, 0755);
-        snprintf(path, sizeof(path), "cp /bin/busybox %s/bin/busybox && ln -s busybox %s/bin/sh", dir, dir);
-        if (access("/bin/busybox", X_OK) < 0) {
+        if (!make_busybox_layer(dir)) {
                 lg_rm_rf(dir);
                 skip();
         }
-        assert_int_equal(system(path), 0);
+        char path[400];
         const char *layers[] = {dir};
         struct lg_sandbox_spec spec;
         base_spec(&spec);
@@ -344,6 +352,100 @@ static void test_layers(void **state) {
         snprintf(path, sizeof(path), "%s/bin/new", dir);
         assert_int_equal(access(path, F_OK), -1);
         lg_rm_rf(dir);
+}
+
+/* A sandbox on the node's network sees its address and hostname in
+ * /etc/hosts and the forwarder in /etc/resolv.conf, with the host rootfs
+ * and with an image's layers (whose own files, even a symlink into /run,
+ * are replaced in the upper while the layer stays untouched). Without a
+ * network: 127.0.1.1 and no nameserver, and an image keeps its files. */
+static void test_net_etc(void **state) {
+        (void) state;
+        const char *want_hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost\n10.99.0.7\tnet-host\n";
+        const char *want_resolv = "nameserver 10.99.0.1\noptions timeout:2 attempts:2\n";
+        char want[512];
+        struct lg_sandbox_spec spec;
+        struct run r;
+
+        base_spec(&spec);
+        spec.hostname = "net-host";
+        spec.net_address = "10.99.0.7";
+        spec.nameserver = "10.99.0.1";
+        run_sh(&spec, "cat /etc/hosts; echo --; cat /etc/resolv.conf; echo --; grep hosts: /etc/nsswitch.conf", &r);
+        assert_int_equal(r.st.code, 0);
+        snprintf(want, sizeof(want), "%s--\n%s--\nhosts: files dns\n", want_hosts, want_resolv);
+        assert_string_equal(r.out, want);
+
+        base_spec(&spec);
+        spec.hostname = "net-host";
+        run_sh(&spec, "cat /etc/hosts; echo --; cat /etc/resolv.conf; echo --; grep hosts: /etc/nsswitch.conf", &r);
+        assert_int_equal(r.st.code, 0);
+        assert_string_equal(r.out, "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tnet-host\n--\n--\nhosts: files\n");
+
+        char dir[] = "/tmp/lg-layer-XXXXXX";
+        if (!make_busybox_layer(dir)) {
+                lg_rm_rf(dir);
+                skip();
+        }
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "mkdir %s/etc && echo '192.0.2.1 image' > %s/etc/hosts && "
+                 "ln -s ../run/systemd/resolve/stub-resolv.conf %s/etc/resolv.conf", dir, dir, dir);
+        assert_int_equal(system(cmd), 0);
+        const char *layers[] = {dir};
+        const char *script = "/bin/busybox cat /etc/hosts; echo --; /bin/busybox cat /etc/resolv.conf; echo --; "
+                             "/bin/busybox ls -ln /etc/hosts | /bin/busybox awk '{print $3}'";
+        base_spec(&spec);
+        spec.layers = layers;
+        spec.n_layers = 1;
+        spec.hostname = "net-host";
+        spec.net_address = "10.99.0.7";
+        spec.nameserver = "10.99.0.1";
+        run_sh(&spec, script, &r);
+        assert_int_equal(r.st.code, 0);
+        /* Owned by the sandbox's root, which may change it. */
+        snprintf(want, sizeof(want), "%s--\n%s--\n0\n", want_hosts, want_resolv);
+        assert_string_equal(r.out, want);
+        char path[400], buf[256];
+        snprintf(path, sizeof(path), "%s/etc/hosts", dir);
+        assert_true(lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0);
+        assert_string_equal(buf, "192.0.2.1 image");
+        snprintf(path, sizeof(path), "%s/etc/resolv.conf", dir);
+        ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+        assert_true(n > 0);
+        buf[n] = '\0';
+        assert_string_equal(buf, "../run/systemd/resolve/stub-resolv.conf");
+
+        /* No network: the image's own hosts. */
+        base_spec(&spec);
+        spec.layers = layers;
+        spec.n_layers = 1;
+        run_sh(&spec, "/bin/busybox cat /etc/hosts", &r);
+        assert_int_equal(r.st.code, 0);
+        assert_string_equal(r.out, "192.0.2.1 image\n");
+
+        /* An image without /etc gets one. */
+        snprintf(cmd, sizeof(cmd), "rm -r %s/etc", dir);
+        assert_int_equal(system(cmd), 0);
+        base_spec(&spec);
+        spec.layers = layers;
+        spec.n_layers = 1;
+        spec.nameserver = "10.99.0.1";
+        run_sh(&spec, "/bin/busybox cat /etc/resolv.conf", &r);
+        assert_int_equal(r.st.code, 0);
+        assert_string_equal(r.out, want_resolv);
+        lg_rm_rf(dir);
+
+        /* Not an address: refused at create. */
+        base_spec(&spec);
+        spec.net_address = "10.99.0.7\n1.2.3.4 evil";
+        lg_sandbox *sb = NULL;
+        struct lg_error e = {0};
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "net_address"));
+        base_spec(&spec);
+        spec.nameserver = "dns.example";
+        assert_int_equal(lg_sandbox_create(&spec, &sb, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "nameserver"));
 }
 
 static void test_network(void **state) {
@@ -1367,6 +1469,7 @@ int main(void) {
                 cmocka_unit_test(test_readonly_root),
                 cmocka_unit_test(test_layers),
                 cmocka_unit_test(test_network),
+                cmocka_unit_test(test_net_etc),
                 cmocka_unit_test(test_fork_bomb),
                 cmocka_unit_test(test_oom),
                 cmocka_unit_test(test_exit_status),
