@@ -11,6 +11,7 @@
 #include "net/dns.h"
 
 #define HDR 12
+#define LG_DNS_TCP_UNREAD_MAX (256 * 1024) /* answers queued to a TCP client that does not read */
 #define DEFAULT_PORT 53
 
 struct pending {
@@ -25,11 +26,16 @@ struct pending {
         struct pending *prev, *next;  /* FIFO by deadline */
 };
 
+struct tcp_conn;
+
 struct lg_dns {
         uv_loop_t *loop;
         uv_udp_t listen, up4, up6;
         uv_timer_t timer;
-        bool has_up4, has_up6;
+        uv_tcp_t tcp;                 /* TCP listener, same address and port */
+        bool has_up4, has_up6, has_tcp;
+        struct tcp_conn *conns;       /* TCP clients */
+        unsigned n_conns;
         unsigned open_handles;
         bool freeing;
 
@@ -380,6 +386,379 @@ static void on_answer(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const str
         arm_timer(dns);
 }
 
+/* ---- TCP ---------------------------------------------------------------- *
+ * Clients retry truncated answers over TCP (RFC 7766): messages with a
+ * two-byte length. Each client connection handles one query at a time
+ * (reading stops while it is in flight), each over a connection of its
+ * own to an upstream, so the ID stays the client's. One timer per client:
+ * the idle limit while it reads, the upstream try's timeout while a query
+ * is in flight. */
+
+struct tcp_try {
+        struct tcp_conn *conn;        /* NULL once abandoned: only closing remains */
+        uv_tcp_t h;
+        uv_connect_t connect;
+        uv_write_t write;
+        uint8_t out[2 + LG_DNS_QUERY_MAX];
+        uint8_t lenbuf[2];
+        uint8_t *ans;                 /* the answer's length bytes, then the answer */
+        size_t got, need;             /* of the answer, length bytes included */
+};
+
+struct tcp_conn {
+        lg_dns *dns;
+        uv_tcp_t h;
+        uv_timer_t timer;
+        unsigned handles;
+        bool closing, reading;
+        uint8_t in[2 + LG_DNS_QUERY_MAX];
+        size_t in_len;
+        struct tcp_try *try;
+        size_t qlen, qend;            /* the query in flight, at in + 2 */
+        unsigned upstream, tries;
+        struct tcp_conn *prev, *next;
+};
+
+struct tcp_write {
+        uv_write_t req;
+        uint8_t data[];
+};
+
+static void try_closed(uv_handle_t *h) {
+        struct tcp_try *t = h->data;
+        free(t->ans);
+        free(t);
+}
+
+static void try_abandon(struct tcp_try *t) {
+        t->conn->try = NULL;
+        t->conn = NULL;
+        uv_close((uv_handle_t *) &t->h, try_closed);
+}
+
+static void conn_closed(uv_handle_t *h) {
+        struct tcp_conn *c = h->data;
+        if (--c->handles == 0)
+                free(c);
+}
+
+static void conn_close(struct tcp_conn *c) {
+        if (c->closing)
+                return;
+        c->closing = true;
+        if (c->try)
+                try_abandon(c->try);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                c->dns->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        c->dns->n_conns--;
+        uv_close((uv_handle_t *) &c->h, conn_closed);
+        uv_close((uv_handle_t *) &c->timer, conn_closed);
+}
+
+static void on_conn_timer(uv_timer_t *tm);
+static void conn_next_query(struct tcp_conn *c);
+
+static void written(uv_write_t *req, int status) {
+        (void) status;
+        free(req);
+}
+
+/* Send len bytes of msg to the client, with the length before them. */
+static void conn_reply(struct tcp_conn *c, const uint8_t *msg, size_t len) {
+        struct tcp_write *w = malloc(sizeof(*w) + 2 + len);
+        if (!w) {
+                c->dns->st.dropped++;
+                conn_close(c);
+                return;
+        }
+        w->data[0] = (uint8_t) (len >> 8);
+        w->data[1] = (uint8_t) len;
+        memcpy(w->data + 2, msg, len);
+        uv_buf_t b = uv_buf_init((char *) w->data, (unsigned) (2 + len));
+        if (uv_write(&w->req, (uv_stream_t *) &c->h, &b, 1, written) < 0) {
+                free(w);
+                c->dns->st.dropped++;
+                conn_close(c);
+        }
+}
+
+/* The query at c->in + 2 is answered (or failed): drop it, read on. */
+static void conn_done(struct tcp_conn *c) {
+        size_t used = 2 + c->qlen;
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= used;
+        c->qlen = 0;
+        conn_next_query(c);
+}
+
+static void tcp_try_upstream(struct tcp_conn *c);
+
+static void try_failed(struct tcp_try *t) {
+        struct tcp_conn *c = t->conn;
+        try_abandon(t);
+        c->upstream = (c->upstream + 1) % c->dns->n_upstreams;
+        tcp_try_upstream(c);
+}
+
+static void try_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+        (void) suggested;
+        struct tcp_try *t = h->data;
+        if (t->got < 2)
+                *buf = uv_buf_init((char *) t->lenbuf + t->got, (unsigned) (2 - t->got));
+        else
+                *buf = uv_buf_init((char *) t->ans + t->got, (unsigned) (t->need - t->got));
+}
+
+static void try_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
+        (void) buf;
+        struct tcp_try *t = h->data;
+        if (!t->conn || nread == 0)
+                return;
+        if (nread < 0) {
+                try_failed(t);
+                return;
+        }
+        t->got += (size_t) nread;
+        if (t->got == 2 && !t->ans) {
+                t->need = 2 + ((size_t) t->lenbuf[0] << 8 | t->lenbuf[1]);
+                t->ans = t->need >= 2 + HDR ? malloc(t->need) : NULL;
+                if (!t->ans) {
+                        t->conn->dns->st.dropped++;
+                        try_failed(t);
+                        return;
+                }
+                memcpy(t->ans, t->lenbuf, 2);
+        }
+        if (!t->ans || t->got < t->need)
+                return;
+        struct tcp_conn *c = t->conn;
+        lg_dns *dns = c->dns;
+        const uint8_t *a = t->ans + 2, *q = c->in + 2;
+        size_t alen = t->need - 2;
+        if (!(a[2] & 0x80) || memcmp(a, q, 2) != 0 || u16(a + 4) != 1 || alen < c->qend ||
+            memcmp(a + HDR, q + HDR, c->qend - HDR) != 0) {
+                dns->st.dropped++;
+                try_failed(t);
+                return;
+        }
+        dns->st.answers++;
+        dns->preferred = c->upstream;
+        conn_reply(c, a, alen);
+        if (c->closing)
+                return;
+        try_abandon(t);
+        conn_done(c);
+}
+
+static void try_written(uv_write_t *req, int status) {
+        struct tcp_try *t = req->data;
+        if (status < 0 && t->conn)
+                try_failed(t);
+}
+
+static void try_connected(uv_connect_t *req, int status) {
+        struct tcp_try *t = req->data;
+        if (!t->conn)
+                return;
+        if (status < 0) {
+                try_failed(t);
+                return;
+        }
+        uv_buf_t b = uv_buf_init((char *) t->out, (unsigned) (2 + t->conn->qlen));
+        t->write.data = t;
+        if (uv_read_start((uv_stream_t *) &t->h, try_alloc, try_read) < 0 ||
+            uv_write(&t->write, (uv_stream_t *) &t->h, &b, 1, try_written) < 0)
+                try_failed(t);
+}
+
+static void tcp_try_upstream(struct tcp_conn *c) {
+        lg_dns *dns = c->dns;
+        while (c->tries < dns->n_upstreams) {
+                c->tries++;
+                struct tcp_try *t = calloc(1, sizeof(*t));
+                if (!t)
+                        break;
+                t->conn = c;
+                t->h.data = t;
+                t->connect.data = t;
+                t->out[0] = (uint8_t) (c->qlen >> 8);
+                t->out[1] = (uint8_t) c->qlen;
+                memcpy(t->out + 2, c->in + 2, c->qlen);
+                if (uv_tcp_init(dns->loop, &t->h) < 0) {
+                        free(t);
+                        break;
+                }
+                c->try = t;
+                if (uv_tcp_connect(&t->connect, &t->h, (const struct sockaddr *) &dns->upstreams[c->upstream],
+                                   try_connected) < 0) {
+                        dns->st.dropped++;
+                        try_abandon(t);
+                        c->upstream = (c->upstream + 1) % dns->n_upstreams;
+                        continue;
+                }
+                uv_timer_start(&c->timer, on_conn_timer, dns->timeout_ms, 0);
+                return;
+        }
+        /* SERVFAIL, as over UDP. */
+        uint8_t m[LG_DNS_QUERY_MAX];
+        memcpy(m, c->in + 2, c->qend);
+        m[2] = 0x80 | (m[2] & 0x01);
+        m[3] = 0x80 | 2;
+        memset(m + 6, 0, 6);
+        dns->st.failed++;
+        conn_reply(c, m, c->qend);
+        if (!c->closing)
+                conn_done(c);
+}
+
+static void on_conn_timer(uv_timer_t *tm) {
+        struct tcp_conn *c = tm->data;
+        if (!c->try) {
+                conn_close(c);         /* idle, or a query that never completed */
+                return;
+        }
+        c->dns->st.timeouts++;
+        try_failed(c->try);
+}
+
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+        (void) suggested;
+        struct tcp_conn *c = h->data;
+        *buf = uv_buf_init((char *) c->in + c->in_len, (unsigned) (sizeof(c->in) - c->in_len));
+}
+
+static void conn_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
+        (void) buf;
+        struct tcp_conn *c = h->data;
+        if (nread < 0) {
+                conn_close(c);
+                return;
+        }
+        c->in_len += (size_t) nread;
+        conn_next_query(c);
+}
+
+/* Start the next complete query in c->in, or read on for it. The idle
+ * timer runs from the end of the previous query (or the connection), not
+ * from the last byte: a client trickling a query byte by byte is closed
+ * as well. */
+static void conn_next_query(struct tcp_conn *c) {
+        lg_dns *dns = c->dns;
+        /* A client that sends queries and does not read the answers. */
+        if (uv_stream_get_write_queue_size((uv_stream_t *) &c->h) > LG_DNS_TCP_UNREAD_MAX) {
+                dns->st.dropped++;
+                conn_close(c);
+                return;
+        }
+        if (c->in_len >= 2) {
+                size_t len = u16(c->in);
+                size_t qend = len <= LG_DNS_QUERY_MAX && c->in_len >= 2 + len ? plausible_query(c->in + 2, len) : 0;
+                if (len > LG_DNS_QUERY_MAX || (c->in_len >= 2 + len && !qend)) {
+                        /* Framing lost or hostile: nothing more from it makes sense. */
+                        dns->st.dropped++;
+                        conn_close(c);
+                        return;
+                }
+                if (qend) {
+                        uv_read_stop((uv_stream_t *) &c->h);
+                        c->reading = false;
+                        dns->st.queries++;
+                        c->qlen = len;
+                        c->qend = qend;
+                        c->tries = 0;
+                        c->upstream = dns->preferred;
+                        tcp_try_upstream(c);
+                        return;
+                }
+        }
+        if (c->reading)
+                return;
+        if (uv_read_start((uv_stream_t *) &c->h, conn_alloc, conn_read) < 0) {
+                conn_close(c);
+                return;
+        }
+        c->reading = true;
+        uv_timer_start(&c->timer, on_conn_timer, LG_DNS_TCP_IDLE_MS, 0);
+}
+
+static void on_tcp_connection(uv_stream_t *server, int status) {
+        lg_dns *dns = server->data;
+        if (status < 0)
+                return;
+        struct tcp_conn *c = calloc(1, sizeof(*c));
+        if (!c || uv_tcp_init(dns->loop, &c->h) < 0) {
+                free(c);
+                return;
+        }
+        c->dns = dns;
+        c->h.data = c;
+        c->timer.data = c;
+        c->handles = 2;
+        uv_timer_init(dns->loop, &c->timer);
+        c->next = dns->conns;
+        if (dns->conns)
+                dns->conns->prev = c;
+        dns->conns = c;
+        dns->n_conns++;
+        if (uv_accept(server, (uv_stream_t *) &c->h) < 0) {
+                conn_close(c);
+                return;
+        }
+        if (dns->n_conns > LG_DNS_TCP_CONNS_MAX) {
+                dns->st.full++;
+                conn_close(c);
+                return;
+        }
+        conn_next_query(c);
+}
+
+static int bound_socket(int family, int type, const struct sockaddr_storage *a) {
+        _cleanup_close_ int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd < 0 || (type == SOCK_STREAM && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) ||
+            (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+            bind(fd, (const struct sockaddr *) a,
+                 family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) < 0)
+                return -errno;
+        return TAKE_FD(fd);
+}
+
+/* A UDP and a TCP socket bound to the same address and port. Port 0 (tests):
+ * the port UDP gets may be taken in TCP's space; then another. Plain
+ * sockets, so that a pair that does not fit is closed at once, not through
+ * the loop. */
+static int bind_pair(struct sockaddr_storage *self, int *udp, int *tcp) {
+        in_port_t *port = self->ss_family == AF_INET ? &((struct sockaddr_in *) self)->sin_port
+                                                     : &((struct sockaddr_in6 *) self)->sin6_port;
+        bool any_port = *port == 0;
+        for (int attempt = 0;; attempt++) {
+                _cleanup_close_ int u = bound_socket(self->ss_family, SOCK_DGRAM, self);
+                if (u < 0)
+                        return u;
+                if (any_port) {
+                        struct sockaddr_storage got;
+                        socklen_t len = sizeof(got);
+                        if (getsockname(u, (struct sockaddr *) &got, &len) < 0)
+                                return -errno;
+                        *port = got.ss_family == AF_INET ? ((struct sockaddr_in *) &got)->sin_port
+                                                         : ((struct sockaddr_in6 *) &got)->sin6_port;
+                }
+                int t = bound_socket(self->ss_family, SOCK_STREAM, self);
+                if (t >= 0) {
+                        *udp = TAKE_FD(u);
+                        *tcp = t;
+                        return 0;
+                }
+                if (t != -EADDRINUSE || !any_port || attempt == 16)
+                        return t;
+                *port = 0;
+        }
+}
+
 /* ---- life cycle --------------------------------------------------------- */
 
 static void on_closed(uv_handle_t *h) {
@@ -397,9 +776,11 @@ void lg_dns_free(lg_dns *dns) {
         dns->freeing = true;
         while (dns->head)
                 release(dns, dns->head);
+        while (dns->conns)
+                conn_close(dns->conns);
         uv_handle_t *hs[] = {(uv_handle_t *) &dns->listen, (uv_handle_t *) &dns->up4, (uv_handle_t *) &dns->up6,
-                             (uv_handle_t *) &dns->timer};
-        bool open[] = {true, dns->has_up4, dns->has_up6, true};
+                             (uv_handle_t *) &dns->timer, (uv_handle_t *) &dns->tcp};
+        bool open[] = {true, dns->has_up4, dns->has_up6, true, dns->has_tcp};
         /* Count first: a close callback must not see zero early. */
         dns->open_handles = 0;
         for (size_t i = 0; i < ARRAY_SIZE(hs); i++)
@@ -483,7 +864,7 @@ int lg_dns_new(uv_loop_t *loop, const char *listen_ip, uint16_t port, const char
         dns->has_up4 = dns->has_up6 = false;
         uv_timer_init(loop, &dns->timer);
         dns->timer.data = dns;
-        int r = uv_udp_init_ex(loop, &dns->listen, self.ss_family);
+        int r = uv_udp_init(loop, &dns->listen);
         if (r < 0) {
                 /* Nothing to close but the timer. */
                 dns->freeing = true;
@@ -492,11 +873,29 @@ int lg_dns_new(uv_loop_t *loop, const char *listen_ip, uint16_t port, const char
                 return lg_error_set(err, -r, "DNS listen socket");
         }
         dns->listen.data = dns;
-        r = uv_udp_bind(&dns->listen, (struct sockaddr *) &self, self.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
-        if (r < 0)
+        dns->tcp.data = dns;
+        int ufd = -1, tfd = -1;
+        r = uv_tcp_init(loop, &dns->tcp);
+        dns->has_tcp = r == 0;
+        if (r < 0) {
+                r = lg_error_set(err, -r, "DNS TCP socket");
+        } else if ((r = bind_pair(&self, &ufd, &tfd)) < 0) {
                 r = lg_error_set(err, -r, "bind DNS forwarder to %s port %u", listen_ip, port);
-        else if ((r = uv_udp_recv_start(&dns->listen, on_alloc, on_query)) < 0)
-                r = lg_error_set(err, -r, "DNS listen socket");
+        } else {
+                if ((r = uv_udp_open(&dns->listen, ufd)) < 0)
+                        close(ufd);
+                int r2 = uv_tcp_open(&dns->tcp, tfd);
+                if (r2 < 0)
+                        close(tfd);
+                if (r == 0)
+                        r = r2;
+                if (r == 0)
+                        r = uv_udp_recv_start(&dns->listen, on_alloc, on_query);
+                if (r == 0)
+                        r = uv_listen((uv_stream_t *) &dns->tcp, 128, on_tcp_connection);
+                if (r < 0)
+                        r = lg_error_set(err, -r, "DNS listen sockets");
+        }
         if (r == 0 && up4)
                 r = open_upstream_socket(dns, &dns->up4, AF_INET, &dns->has_up4, err);
         if (r == 0 && up6)

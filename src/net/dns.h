@@ -4,8 +4,7 @@
  * /etc/resolv.conf can name an address it is allowed to reach while the
  * answers come from the host's own resolver configuration.
  *
- * What it does with a datagram (UDP only; TCP is not served yet, so a
- * client that gets a truncated answer cannot retry over TCP here):
+ * What it does with a datagram (UDP; TCP below):
  * - A query is accepted only when it is a plausible standard query: 17 to
  *   LG_DNS_QUERY_MAX bytes, QR clear, opcode QUERY, one question with a
  *   well-formed uncompressed name (labels up to 63, name up to 255 bytes),
@@ -27,6 +26,15 @@
  *   upper bound LG_DNS_PENDING_MAX). When it is full a new query is
  *   dropped (counted as `full`); the client's resolver retries. Queries in
  *   flight are never evicted for newer ones.
+ * - TCP on the same address and port (clients retry truncated answers
+ *   over it): the same checks on each length-prefixed query; a bad length
+ *   or a malformed query closes the connection. A connection handles one
+ *   query at a time, each over a fresh connection to an upstream (the
+ *   client's ID kept), with the same timeout and next-upstream order.
+ *   At most LG_DNS_TCP_CONNS_MAX client connections (more are closed at
+ *   once, counted as `full`); one that has not sent a whole query within
+ *   LG_DNS_TCP_IDLE_MS of its previous answer (or of connecting) is
+ *   closed, and so is one that leaves over 256 KiB of answers unread.
  *
  * Threading: everything runs on the loop given to lg_dns_new and is not
  * thread-safe. The loop never blocks: sends are non-blocking
@@ -57,6 +65,8 @@
 #define LG_DNS_QUERY_MAX 1232    /* bytes; EDNS's safe UDP size */
 #define LG_DNS_TIMEOUT_MS 2000   /* per upstream try */
 #define LG_DNS_ADDR_MAX 56       /* "[IPv6]:PORT" and the NUL */
+#define LG_DNS_TCP_CONNS_MAX 128 /* TCP clients at once */
+#define LG_DNS_TCP_IDLE_MS 10000
 
 typedef struct lg_dns lg_dns;
 
@@ -64,13 +74,14 @@ struct lg_dns_stats {
         uint64_t queries;   /* accepted from clients and forwarded */
         uint64_t answers;   /* relayed to clients */
         uint64_t dropped;   /* malformed or unexpected datagrams, from either side, and failed sends */
-        uint64_t full;      /* queries dropped because the pending table was full */
+        uint64_t full;      /* queries dropped because the pending table was full; TCP
+                             * connections closed for being over the limit */
         uint64_t timeouts;  /* upstream tries that got no answer in time */
         uint64_t failed;    /* queries answered SERVFAIL: every upstream timed out or was unreachable */
         unsigned pending;   /* queries in flight now */
 };
 
-/* Listen on listen_ip (IPv4 or IPv6 literal) UDP port and forward to
+/* Listen on listen_ip (IPv4 or IPv6 literal) UDP and TCP port and forward to
  * upstreams, a NULL-terminated list of "IP", "IP:PORT", "[IPv6]" or
  * "[IPv6]:PORT" (port 53 by default; at most LG_DNS_UPSTREAMS_MAX; the
  * listening address itself is refused: it would forward to itself).
@@ -93,7 +104,8 @@ int lg_dns_resolv_conf(const char *path, const char *listen_ip, uint16_t listen_
  * (1..LG_DNS_PENDING_MAX); 0 keeps a value. Applies to queries from now. */
 int lg_dns_set_limits(lg_dns *dns, unsigned timeout_ms, unsigned max_pending, struct lg_error *err);
 
-/* The bound listening address, with the port the kernel chose for port 0. */
+/* The bound listening address, with the port the kernel chose for port 0
+ * (UDP's; TCP listens on the same). */
 int lg_dns_address(const lg_dns *dns, char *ip, size_t ip_size, uint16_t *port);
 
 void lg_dns_stats(const lg_dns *dns, struct lg_dns_stats *out);

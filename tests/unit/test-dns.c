@@ -10,6 +10,9 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <string.h>
 #include <uv.h>
 
@@ -17,13 +20,32 @@
 
 #define MAXQ 16
 
+struct upstream;
+
+/* A TCP connection of the tests, either side: reads length-prefixed
+ * messages into msgs. */
+struct tconn {
+        uv_tcp_t h;
+        uv_connect_t connect;
+        struct upstream *server;      /* a fake upstream's accepted connection */
+        uint8_t buf[70000];
+        size_t len;
+        int got;                      /* messages complete */
+        bool eof, connected;
+        uint8_t msgs[MAXQ][600];
+        size_t mlen[MAXQ];
+};
+
 /* A fake upstream: answers each query with an A record 192.0.2.<first
  * byte of the name's first label>, or holds them (hold) to answer later,
  * or never answers (silent). */
 struct upstream {
         uv_udp_t sock;
         char addr[64];
-        bool hold, silent;
+        bool hold, silent, truncate, mangle;
+        uv_tcp_t tcp;                 /* on the same port */
+        struct tconn tc[4];
+        int n_tc, tcp_got;
         int got;
         uint8_t q[MAXQ][512];
         size_t qlen[MAXQ];
@@ -51,6 +73,8 @@ static size_t make_answer(const uint8_t *q, size_t len, uint8_t *out) {
         memcpy(out, q, len);
         out[2] |= 0x80;
         out[3] = 0x80;
+        if (out[2] & 0x02)
+                return len;                          /* truncated: no records */
         out[7] = 1;                                  /* one answer */
         uint8_t rr[] = {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, q[13]};
         memcpy(out + len, rr, sizeof(rr));
@@ -64,6 +88,8 @@ static void send_raw(uv_udp_t *s, const void *data, size_t len, const struct soc
 
 static void answer(struct upstream *u, int i) {
         uint8_t out[600];
+        if (u->truncate)
+                u->q[i][2] |= 0x02;
         size_t n = make_answer(u->q[i], u->qlen[i], out);
         send_raw(&u->sock, out, n, (struct sockaddr *) &u->from[i]);
 }
@@ -101,13 +127,120 @@ static void bind_any(uv_udp_t *s, void *data, uv_udp_recv_cb cb) {
         assert_int_equal(uv_udp_recv_start(s, on_alloc, cb), 0);
 }
 
+static void tconn_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
+        (void) s;
+        struct tconn *t = h->data;
+        *b = uv_buf_init((char *) t->buf + t->len, (unsigned) (sizeof(t->buf) - t->len));
+}
+
+static void send_tcp(struct tconn *t, const uint8_t *msg, size_t len) {
+        uint8_t m[2100];
+        m[0] = (uint8_t) (len >> 8);
+        m[1] = (uint8_t) len;
+        memcpy(m + 2, msg, len);
+        uv_buf_t b = uv_buf_init((char *) m, (unsigned) (len + 2));
+        assert_int_equal(uv_try_write((uv_stream_t *) &t->h, &b, 1), (int) (len + 2));
+}
+
+static void tconn_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b) {
+        (void) b;
+        struct tconn *t = h->data;
+        if (n < 0) {
+                t->eof = true;
+                uv_read_stop(h);
+                return;
+        }
+        t->len += (size_t) n;
+        while (t->len >= 2 && t->len >= 2 + (size_t) (t->buf[0] << 8 | t->buf[1])) {
+                size_t ml = (size_t) (t->buf[0] << 8 | t->buf[1]);
+                assert_true(t->got < MAXQ && ml <= 600);
+                memcpy(t->msgs[t->got], t->buf + 2, ml);
+                t->mlen[t->got++] = ml;
+                memmove(t->buf, t->buf + 2 + ml, t->len - 2 - ml);
+                t->len -= 2 + ml;
+                struct upstream *u = t->server;
+                if (u) {
+                        u->tcp_got++;
+                        if (!u->silent) {
+                                uint8_t out[600];
+                                size_t on = make_answer(t->msgs[t->got - 1], ml, out);
+                                if (u->mangle)
+                                        out[13] ^= 0x20;     /* another name */
+                                send_tcp(t, out, on);
+                        }
+                }
+        }
+}
+
+static void on_upstream_tcp(uv_stream_t *server, int status) {
+        struct upstream *u = server->data;
+        assert_int_equal(status, 0);
+        assert_true(u->n_tc < 4);
+        struct tconn *t = &u->tc[u->n_tc++];
+        memset(t, 0, sizeof(*t));
+        t->server = u;
+        t->h.data = t;
+        assert_int_equal(uv_tcp_init(&loop, &t->h), 0);
+        assert_int_equal(uv_accept(server, (uv_stream_t *) &t->h), 0);
+        assert_int_equal(uv_read_start((uv_stream_t *) &t->h, tconn_alloc, tconn_read), 0);
+}
+
+/* UDP and TCP on one loopback port: the port UDP gets may be taken in
+ * TCP's space (the test's own connections use ephemeral ports), then
+ * another. */
 static void upstream_init(struct upstream *u) {
         memset(u, 0, sizeof(*u));
-        bind_any(&u->sock, u, on_upstream);
         struct sockaddr_in a;
-        int alen = sizeof(a);
-        assert_int_equal(uv_udp_getsockname(&u->sock, (struct sockaddr *) &a, &alen), 0);
+        socklen_t alen = sizeof(a);
+        int one = 1, ufd, tfd;
+        do {
+                uv_ip4_addr("127.0.0.1", 0, &a);
+                ufd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                assert_true(ufd >= 0);
+                assert_int_equal(bind(ufd, (struct sockaddr *) &a, sizeof(a)), 0);
+                assert_int_equal(getsockname(ufd, (struct sockaddr *) &a, &alen), 0);
+                tfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+                assert_true(tfd >= 0);
+                setsockopt(tfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                if (bind(tfd, (struct sockaddr *) &a, sizeof(a)) < 0) {
+                        assert_int_equal(errno, EADDRINUSE);
+                        close(ufd);
+                        close(tfd);
+                        ufd = -1;
+                }
+        } while (ufd < 0);
+        assert_int_equal(uv_udp_init(&loop, &u->sock), 0);
+        u->sock.data = u;
+        assert_int_equal(uv_udp_open(&u->sock, ufd), 0);
+        assert_int_equal(uv_udp_recv_start(&u->sock, on_alloc, on_upstream), 0);
+        assert_int_equal(uv_tcp_init(&loop, &u->tcp), 0);
+        u->tcp.data = u;
+        assert_int_equal(uv_tcp_open(&u->tcp, tfd), 0);
+        assert_int_equal(uv_listen((uv_stream_t *) &u->tcp, 8, on_upstream_tcp), 0);
         snprintf(u->addr, sizeof(u->addr), "127.0.0.1:%u", ntohs(a.sin_port));
+}
+
+/* Stop the fake upstream's TCP side: connections to it are refused. */
+static void upstream_no_tcp(struct upstream *u) {
+        uv_close((uv_handle_t *) &u->tcp, NULL);
+}
+
+static void on_tconn_connected(uv_connect_t *req, int status) {
+        struct tconn *t = req->data;
+        assert_int_equal(status, 0);
+        t->connected = true;
+        assert_int_equal(uv_read_start((uv_stream_t *) &t->h, tconn_alloc, tconn_read), 0);
+}
+
+/* A TCP client of the forwarder, connected. */
+static void tcp_client(struct tconn *t) {
+        memset(t, 0, sizeof(*t));
+        t->h.data = t;
+        t->connect.data = t;
+        assert_int_equal(uv_tcp_init(&loop, &t->h), 0);
+        assert_int_equal(uv_tcp_connect(&t->connect, &t->h, (struct sockaddr *) &fwd, on_tconn_connected), 0);
+        while (!t->connected)
+                uv_run(&loop, UV_RUN_ONCE);
 }
 
 static void client_init(struct client *c) {
@@ -476,6 +609,160 @@ static void test_table_full(void **state) {
         assert_int_equal(u.got, 2);
 }
 
+/* A truncated answer over UDP is relayed as it is; the client's retry
+ * over TCP gets the whole answer from the upstream's TCP side, also for
+ * two queries sent back to back on one connection. */
+static void test_tcp_retry(void **state) {
+        (void) state;
+        static struct upstream u;
+        static struct client c;
+        static struct tconn t;
+        upstream_init(&u);
+        u.truncate = true;
+        client_init(&c);
+        const char *ups[] = {u.addr, NULL};
+        start(ups);
+
+        query(&c, 0x5151, "mike");
+        run_until(&c.got, 1);
+        uint8_t q[300], q2[300];
+        size_t n = make_query(0x5151, "mike", q);
+        assert_int_equal(c.alen[0], n);
+        assert_true(c.a[0][2] & 0x02);
+        assert_int_equal(id_of(c.a[0]), 0x5151);
+
+        tcp_client(&t);
+        size_t n2 = make_query(0x5152, "november", q2);
+        uint8_t both[700];
+        both[0] = 0, both[1] = (uint8_t) n;
+        memcpy(both + 2, q, n);
+        both[2 + n] = 0, both[3 + n] = (uint8_t) n2;
+        memcpy(both + 4 + n, q2, n2);
+        uv_buf_t b = uv_buf_init((char *) both, (unsigned) (4 + n + n2));
+        assert_int_equal(uv_try_write((uv_stream_t *) &t.h, &b, 1), (int) (4 + n + n2));
+        run_until(&t.got, 2);
+        assert_answer(t.msgs[0], t.mlen[0], 0x5151, "mike");
+        assert_answer(t.msgs[1], t.mlen[1], 0x5152, "november");
+        assert_int_equal(u.tcp_got, 2);
+
+        /* A query in pieces, the loop running in between. */
+        both[1] = (uint8_t) n2;
+        memcpy(both + 2, q2, n2);
+        size_t cut[] = {0, 1, 2, 9, n2 + 2};
+        for (size_t i = 0; i + 1 < ARRAY_SIZE(cut); i++) {
+                b = uv_buf_init((char *) both + cut[i], (unsigned) (cut[i + 1] - cut[i]));
+                assert_int_equal(uv_try_write((uv_stream_t *) &t.h, &b, 1), (int) (cut[i + 1] - cut[i]));
+                for (int k = 0; k < 5; k++)
+                        uv_run(&loop, UV_RUN_NOWAIT);
+        }
+        run_until(&t.got, 3);
+        assert_answer(t.msgs[2], t.mlen[2], 0x5152, "november");
+
+        struct lg_dns_stats st;
+        lg_dns_stats(dns, &st);
+        assert_int_equal(st.queries, 4);
+        assert_int_equal(st.answers, 4);
+        assert_int_equal(st.dropped, 0);
+}
+
+/* Over TCP: an upstream refusing connections and one that never answers
+ * are passed over; all failing gives SERVFAIL. */
+static void test_tcp_next_upstream(void **state) {
+        (void) state;
+        static struct upstream refusing, silent, live;
+        static struct tconn t;
+        upstream_init(&refusing);
+        upstream_no_tcp(&refusing);
+        upstream_init(&silent);
+        silent.silent = true;
+        upstream_init(&live);
+        const char *ups[] = {refusing.addr, silent.addr, live.addr, NULL};
+        start(ups);
+        assert_int_equal(lg_dns_set_limits(dns, 50, 0, NULL), 0);
+
+        tcp_client(&t);
+        uint8_t q[300];
+        size_t n = make_query(0x6161, "oscar", q);
+        send_tcp(&t, q, n);
+        run_until(&t.got, 1);
+        assert_answer(t.msgs[0], t.mlen[0], 0x6161, "oscar");
+        assert_int_equal(silent.tcp_got, 1);
+        assert_int_equal(live.tcp_got, 1);
+        struct lg_dns_stats st;
+        lg_dns_stats(dns, &st);
+        assert_int_equal(st.timeouts, 1);
+        assert_int_equal(st.answers, 1);
+
+        /* live answered: it comes first now; make it silent too. */
+        live.silent = true;
+        n = make_query(0x6162, "papa", q);
+        send_tcp(&t, q, n);
+        run_until(&t.got, 2);
+        assert_int_equal(t.mlen[1], n);
+        assert_int_equal(id_of(t.msgs[1]), 0x6162);
+        assert_int_equal(t.msgs[1][3] & 0x0f, 2);
+        lg_dns_stats(dns, &st);
+        assert_int_equal(st.failed, 1);
+        assert_int_equal(st.timeouts, 3);
+}
+
+/* An upstream answering over TCP for another question: dropped, the next
+ * upstream asked. */
+static void test_tcp_wrong_answer(void **state) {
+        (void) state;
+        static struct upstream bad, live;
+        static struct tconn t;
+        upstream_init(&bad);
+        bad.mangle = true;
+        upstream_init(&live);
+        const char *ups[] = {bad.addr, live.addr, NULL};
+        start(ups);
+
+        tcp_client(&t);
+        uint8_t q[300];
+        size_t n = make_query(0x7171, "romeo", q);
+        send_tcp(&t, q, n);
+        run_until(&t.got, 1);
+        assert_answer(t.msgs[0], t.mlen[0], 0x7171, "romeo");
+        assert_int_equal(bad.tcp_got, 1);
+        struct lg_dns_stats st;
+        lg_dns_stats(dns, &st);
+        assert_int_equal(st.dropped, 1);
+        assert_int_equal(st.answers, 1);
+}
+
+/* Hostile TCP clients: a bad length or a malformed query closes the
+ * connection, counted; nothing reaches the upstream. */
+static void test_tcp_garbage(void **state) {
+        (void) state;
+        static struct upstream u;
+        static struct tconn t[4];
+        upstream_init(&u);
+        const char *ups[] = {u.addr, NULL};
+        start(ups);
+
+        uint8_t q[300];
+        size_t n = make_query(1, "quebec", q);
+        const uint8_t zero[] = {0, 0}, huge[] = {0xff, 0xff}, big[] = {0x04, 0xd1};
+        const struct { const uint8_t *data; size_t len; } bad[] = {
+                {zero, 2}, {huge, 2}, {big, 2}, {q, n},   /* the last: the query's own bytes as a length */
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                tcp_client(&t[i]);
+                uv_buf_t b = uv_buf_init((char *) bad[i].data, (unsigned) bad[i].len);
+                assert_int_equal(uv_try_write((uv_stream_t *) &t[i].h, &b, 1), (int) bad[i].len);
+                while (!t[i].eof)
+                        uv_run(&loop, UV_RUN_ONCE);
+                assert_int_equal(t[i].got, 0);
+        }
+        struct lg_dns_stats st;
+        lg_dns_stats(dns, &st);
+        assert_int_equal(st.dropped, ARRAY_SIZE(bad));
+        assert_int_equal(st.queries, 0);
+        assert_int_equal(u.tcp_got, 0);
+        assert_int_equal(u.got, 0);
+}
+
 static void test_resolv_conf(void **state) {
         (void) state;
         char path[] = "/tmp/lg-resolv-XXXXXX";
@@ -561,6 +848,10 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_garbage_dropped, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_upstream_spoof_dropped, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_table_full, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_tcp_retry, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_tcp_next_upstream, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_tcp_wrong_answer, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_tcp_garbage, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_resolv_conf, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
         };
