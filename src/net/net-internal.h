@@ -48,7 +48,10 @@ int lg_nl_routes_list(lg_nl_route_cb cb, void *data, struct lg_error *err);
 typedef int (*lg_nl_link_cb)(const char *ifname, void *data);
 int lg_nl_links_list(const char *prefix, lg_nl_link_cb cb, void *data, struct lg_error *err);
 
-/* A dummy link `ifname`, up, holding ip/32 (made if missing, kept if right). */
+/* A dummy link `ifname`, up, holding ip/32 (made if missing, kept if right;
+ * other IPv4 addresses on it go). On a kernel without the dummy driver
+ * (CONFIG_DUMMY off, as on this project's test host) it is a bridge
+ * without ports. -EEXIST: the name is a link of another kind. */
 int lg_nl_dummy_ensure(const char *ifname, const char *ip, struct lg_error *err);
 /* ifindex of a host link; -ENODEV if none. */
 int lg_nl_ifindex(const char *ifname, struct lg_error *err);
@@ -60,6 +63,8 @@ int lg_nl_ifindex(const char *ifname, struct lg_error *err);
 int lg_nl_rule_set(uint32_t mark, uint32_t table, struct lg_error *err);
 int lg_nl_rule_delete(uint32_t mark, struct lg_error *err);
 int lg_nl_table_default_route(uint32_t table, const char *ifname, const char *gateway, struct lg_error *err);
+/* Only the table's routes with protocol LG_NL_PROTO go (an admin's
+ * via_table may hold routes of theirs). */
 int lg_nl_table_flush(uint32_t table, struct lg_error *err);
 /* Delete every rule with protocol LG_NL_PROTO (start-up: net.c sets
  * again those the namespaces ask for). */
