@@ -200,15 +200,18 @@ static bool ident_ok(const char *s, size_t max) {
  *   reverse path (the source must be routed back out of the link it came
  *   in on: no spoofing another sandbox or the gateway); the source in the
  *   CIDR; the namespace mark from the source (0 first: a sandbox without a
- *   namespace, a map miss, keeps mark 0); a new connection's ct mark = the
- *   sandbox's policy (a miss leaves a new conntrack's 0).
+ *   namespace, a map miss, keeps mark 0); the connection's ct mark = the
+ *   sandbox's policy, set again on every packet from the sandbox (0 when it
+ *   has none, never a transient 0 when it has one), so that a policy change
+ *   or a release applies to open connections at once, not only to new ones.
  * input: from our host ends only what is already established (replies to
  *   the host's own connections into sandboxes) and DNS to the gateway.
  * forward: only packets entering or leaving through our host ends are
  *   judged (the rest of the host's forwarding is left alone): metadata
- *   range out; replies in; no new connection from outside to a sandbox;
- *   sandbox to sandbox by namespace mark; no other address of the CIDR;
- *   then egress by policy (ct mark), else drop.
+ *   range out; replies into sandboxes; no new connection from outside to a
+ *   sandbox; then every packet a sandbox sends (not only a connection's
+ *   first): to a sandbox by namespace mark, no other address of the CIDR,
+ *   out by policy (ct mark), else drop.
  * postrouting: sandboxes' traffic leaving through anything but our host
  *   ends is NATed: SNAT to the namespace's address, else (map miss)
  *   masquerade. */
@@ -235,7 +238,8 @@ static void build_ruleset(lg_nft *nft, const struct lg_nft_config *cfg) {
             "  ip saddr != %s drop\n"
             "  meta mark set 0\n"
             "  meta mark set ip saddr map @ns_of\n"
-            "  ct state new ct mark set ip saddr map @policy_of\n"
+            "  ip saddr != @policy_of ct mark set 0\n"
+            "  ct mark set ip saddr map @policy_of\n"
             " }\n",
             p, c);
         cmd(nft,
@@ -257,7 +261,6 @@ static void build_ruleset(lg_nft *nft, const struct lg_nft_config *cfg) {
             " chain forward {\n"
             "  type filter hook forward priority filter; policy accept;\n"
             "  iifname \"%s*\" ip daddr 169.254.0.0/16 drop\n"
-            "  iifname \"%s*\" ct state established,related accept\n"
             "  oifname \"%s*\" ct state established,related accept\n"
             "  oifname \"%s*\" iifname != \"%s*\" drop\n"
             "  iifname != \"%s*\" return\n"
@@ -268,7 +271,7 @@ static void build_ruleset(lg_nft *nft, const struct lg_nft_config *cfg) {
             "  meta l4proto { tcp, udp } ct mark . ip daddr . th dport @allow_port accept\n"
             "  drop\n"
             " }\n",
-            p, p, p, p, p, p, p, c);
+            p, p, p, p, p, p, c);
         cmd(nft,
             " chain postrouting {\n"
             "  type nat hook postrouting priority srcnat; policy accept;\n"

@@ -440,17 +440,22 @@ static pid_t child(pid_t ns_pid, bool own_ns, int (*fn)(void *)) {
 static uint16_t serve_port;
 static char serve_ip[LG_NET_IP_MAX];
 
-/* A TCP server answering each connection with the source address it saw. */
-static int serve(void *arg) {
-        int ready = *(int *) arg;
+/* A listening socket on ip ("": any):serve_port, then a byte to ready. */
+static int listen_ready(int ready, const char *ip) {
         int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(serve_port)};
-        inet_pton(AF_INET, serve_ip[0] ? serve_ip : "0.0.0.0", &a.sin_addr);
+        inet_pton(AF_INET, ip[0] ? ip : "0.0.0.0", &a.sin_addr);
         setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(s, (struct sockaddr *) &a, sizeof(a)) < 0 || listen(s, 16) < 0)
+        if (bind(s, (struct sockaddr *) &a, sizeof(a)) < 0 || listen(s, 16) < 0 || write(ready, "r", 1) != 1)
+                return -1;
+        return s;
+}
+
+/* A TCP server answering each connection with the source address it saw. */
+static int serve(void *arg) {
+        int s = listen_ready(*(int *) arg, serve_ip);
+        if (s < 0)
                 return 123;
-        if (write(ready, "r", 1) != 1)
-                return 124;
         for (;;) {
                 struct sockaddr_in peer;
                 socklen_t len = sizeof(peer);
@@ -462,6 +467,55 @@ static int serve(void *arg) {
                 (void) !write(c, ip, strlen(ip));
                 close(c);
         }
+}
+
+/* An echo server on serve_port (one connection at a time). */
+static int echo_serve(void *arg) {
+        int s = listen_ready(*(int *) arg, "");
+        if (s < 0)
+                return 123;
+        for (;;) {
+                int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
+                char buf[64];
+                ssize_t n;
+                while (c >= 0 && (n = read(c, buf, sizeof(buf))) > 0)
+                        (void) !write(c, buf, (size_t) n);
+                if (c >= 0)
+                        close(c);
+        }
+}
+
+/* An open connection to serve_ip:serve_port, driven over hold_ctl: a byte
+ * 'l' (long wait) or 's' (short) sends a byte and answers '1' when it came
+ * back within 5 s or 1 s, '0' when not. */
+static int hold_ctl[2];
+
+static int hold(void *arg) {
+        int ready = *(int *) arg;
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(serve_port)};
+        inet_pton(AF_INET, serve_ip, &a.sin_addr);
+        if (connect(s, (struct sockaddr *) &a, sizeof(a)) < 0)
+                return 125;
+        if (write(ready, "r", 1) != 1)
+                return 124;
+        char cmd;
+        while (read(hold_ctl[1], &cmd, 1) == 1) {
+                char b = 'x', ok = '0';
+                struct pollfd pf = {.fd = s, .events = POLLIN};
+                if (write(s, &b, 1) == 1 && poll(&pf, 1, cmd == 'l' ? 5000 : 1000) == 1 && read(s, &b, 1) == 1)
+                        ok = '1';
+                if (write(hold_ctl[1], &ok, 1) != 1)
+                        return 124;
+        }
+        return 0;
+}
+
+static bool hold_echo(char wait) {
+        char r = 0;
+        assert_int_equal(write(hold_ctl[0], &wait, 1), 1);
+        assert_int_equal(read(hold_ctl[0], &r, 1), 1);
+        return r == '1';
 }
 
 static void server(pid_t ns_pid, const char *ip, uint16_t port) {
@@ -610,6 +664,18 @@ static void test_packets(void **state) {
          * sandbox's elements gone. */
         OK(lg_nft_policy_set(nft, 2, &on, &err));
         SEEN_AS(s2, "198.51.100.1", 8080, "198.51.100.254");
+        /* ... and to connections already open: egress off cuts them. */
+        serve_port = 8082;
+        child(up, false, echo_serve);
+        snprintf(serve_ip, sizeof(serve_ip), "198.51.100.1");
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, hold_ctl), 0);
+        child(s2, false, hold);
+        assert_true(hold_echo('l'));
+        OK(lg_nft_policy_set(nft, 2, &off, &err));
+        assert_false(hold_echo('s'));
+        close(hold_ctl[0]);
+        close(hold_ctl[1]);
+        OK(lg_nft_policy_set(nft, 2, &on, &err));
         OK(lg_nft_namespace_set(nft, NS_B, false, "198.51.100.253", &err));
         SEEN_AS(s3, "198.51.100.1", 8081, "198.51.100.253");
         OK(lg_nft_namespace_set(nft, NS_A, true, "", &err));
