@@ -116,8 +116,8 @@ struct lg_net_stats {
  * around entries allowed (parse_mode: the CLI's and the pod annotation's
  * form). -EINVAL and err naming the entry on anything else: host bits set
  * in a CIDR, a port 0 or above 65535, LO > HI, an empty list, more than
- * LG_NET_ALLOW_MAX entries, two entries that overlap (both without ports,
- * or both with ports that meet). out is written only on success. */
+ * LG_NET_ALLOW_MAX entries. Entries may overlap. out is written only on
+ * success. */
 int lg_net_policy_parse_mode(const char *mode, struct lg_net_policy *out, struct lg_error *err);
 int lg_net_policy_parse_allow(const char *const *entries, size_t n, struct lg_net_policy *out,
                               struct lg_error *err);

@@ -1,14 +1,36 @@
 /* Unit tests of the sandbox network (src/net): egress policy parsing with
- * hostile and mutated input, and the address bookkeeping, unprivileged. */
+ * hostile and mutated input, the address bookkeeping and the checks of
+ * lg_net_new's configuration, unprivileged; then, as root, the network
+ * itself (net.c over link.c and nft.c).
+ *
+ * As root the whole test runs in a network namespace of its own (made at
+ * start with unshare), so its table, links, rules and forwarding switch
+ * touch nothing of the host's (lg_net_new flushes every rule with our
+ * protocol) and vanish with the process even if it dies half way; each
+ * test still tears its network down (and checks that it did). Sandboxes
+ * are child processes in network namespaces of their own, each listening
+ * on TCP port 8080 (a listener answers a SYN without accept()). Probes are
+ * TCP connects from inside a namespace (a forked child that setns()
+ * there); a probe expected to fail waits 1 s for the answer a dropped SYN
+ * never gets, one expected to pass up to 10 s. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 
 #include "common/util.h"
 #include "net/ipam.h"
+#include "net/net-internal.h"
 #include "net/net.h"
 #include "test-ok.h"
 
@@ -62,7 +84,7 @@ static void test_policy_good(void **state) {
         char buf[256];
         lg_net_policy_format(&p, buf, sizeof(buf));
         assert_string_equal(buf, "allow 198.51.100.0/24, 203.0.113.5/32:443, 10.0.0.0/8:8000-8999");
-        /* An entry with ports and one without do not overlap (two sets). */
+        /* Entries with and without ports side by side. */
         const char *both[] = {"10.0.0.0/8", "10.1.2.3:443", "10.1.2.3:80-442", "11.0.0.0/8"};
         OK(lg_net_policy_parse_allow(both, 4, &p, &err));
         assert_int_equal(p.n_allow, 4);
@@ -162,15 +184,11 @@ static void test_policy_bad(void **state) {
         assert_int_equal(lg_net_policy_parse_mode(joined, &p, &err), -EINVAL);
         assert_non_null(strstr(err.msg, "at most 64"));
 
-        /* Overlaps name both entries. */
-        const char *ov[] = {"10.0.0.0/8", "10.1.0.0/16"};
-        assert_int_equal(lg_net_policy_parse_allow(ov, 2, &p, &err), -EINVAL);
-        assert_non_null(strstr(err.msg, "10.0.0.0/8"));
-        assert_non_null(strstr(err.msg, "10.1.0.0/16"));
-        const char *ovp[] = {"10.0.0.0/8:80-443", "10.1.0.0/16:443"};
-        assert_int_equal(lg_net_policy_parse_allow(ovp, 2, &p, &err), -EINVAL);
-        const char *dup[] = {"1.2.3.4", "1.2.3.4/32"};
-        assert_int_equal(lg_net_policy_parse_allow(dup, 2, &p, &err), -EINVAL);
+        /* Overlaps are fine (nft.c makes them disjoint). */
+        const char *ov[] = {"10.0.0.0/8", "10.1.0.0/16", "10.0.0.0/8:80-443", "10.1.0.0/16:443", "1.2.3.4",
+                            "1.2.3.4/32"};
+        OK(lg_net_policy_parse_allow(ov, ARRAY_SIZE(ov), &p, &err));
+        assert_int_equal(p.n_allow, ARRAY_SIZE(ov));
 
         /* Empty lists and entries, NULLs. */
         assert_int_equal(lg_net_policy_parse_allow(NULL, 0, &p, &err), -EINVAL);
@@ -388,7 +406,566 @@ static void test_ipam_large(void **state) {
         lg_ipam_free(ipam);
 }
 
+/* ---- lg_net_new's configuration (checked before anything is touched) ---- */
+
+static void expect_bad_config(const char *cidr, const char *table, const char *prefix, const char *names) {
+        struct lg_error err = {0};
+        lg_net *net = (lg_net *) 1;
+        struct lg_net_config cfg = {.cidr = cidr, .table = table ? table : "tnetx", .link_prefix = prefix ? prefix : "tnx"};
+        int r = lg_net_new(&cfg, &net, &err);
+        if (r != -EINVAL)
+                fail_msg("config %s %s %s: %d, want -EINVAL", cidr, table, prefix, r);
+        assert_ptr_equal(net, (lg_net *) 1);
+        if (!strstr(err.msg, names))
+                fail_msg("message `%s` does not name `%s`", err.msg, names);
+}
+
+static void test_config_bad(void **state) {
+        (void) state;
+        static const char *const cidrs[] = {
+                "10.253.0.1/24", "10.253.0.0/29", "10.253.0.0/32", "10.0.0.0/7", "0.0.0.0/0", "127.0.0.0/8",
+                "127.1.0.0/16", "169.254.0.0/16", "169.0.0.0/8", "224.0.0.0/8", "240.0.0.0/8", "0.1.0.0/16",
+                "junk", "10.253.0.0", "10.253.0.0/24x", "10.253.0.0/024", "10.253.0.0/ 24", " 10.253.0.0/24",
+                "10.253.0.0/24 ", "", "/24", "10.253.0/24", "10.253.0.0.0/24", "0x0a.0.0.0/8",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cidrs); i++) {
+                char shown[64];
+                lg_printable(cidrs[i], shown, sizeof(shown));
+                expect_bad_config(cidrs[i], NULL, NULL, shown);
+        }
+        char longc[300];
+        memset(longc, '1', sizeof(longc) - 1);
+        longc[sizeof(longc) - 1] = '\0';
+        expect_bad_config(longc, NULL, NULL, "too long");
+        static const char *const tables[] = {"", "1abc", "a-b", "a b", "a;b", "tabletabletabletabletabletable123",
+                                             "a\n"};
+        for (size_t i = 0; i < ARRAY_SIZE(tables); i++)
+                expect_bad_config("10.253.0.0/24", tables[i], NULL, "nft table name");
+        static const char *const prefixes[] = {"", "toolong", "a-b", "9ab", "a_b", "a*", "lg\xff"};
+        for (size_t i = 0; i < ARRAY_SIZE(prefixes); i++)
+                expect_bad_config("10.253.0.0/24", NULL, prefixes[i], "link prefix");
+}
+
+/* ---- the network, as root ---- */
+
+#define CIDR "10.253.0.0/24"
+#define PORT 8080
+
+static bool is_root;
+static char table[32];
+static lg_net *net;
+static pid_t kids[256];
+static size_t n_kids;
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...) {
+        char c[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c, sizeof(c), fmt, ap);
+        va_end(ap);
+        int st = system(c);
+        if (st != 0)
+                fail_msg("`%s`: status %d", c, st);
+}
+
+/* The output of a command (the first 8 KiB). */
+static void sh_out(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void sh_out(char *buf, size_t size, const char *fmt, ...) {
+        char c[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c, sizeof(c), fmt, ap);
+        va_end(ap);
+        FILE *f = popen(c, "r");
+        assert_non_null(f);
+        size_t n = fread(buf, 1, size - 1, f);
+        buf[n] = '\0';
+        pclose(f);
+}
+
+/* A sandbox stand-in: a child in a network namespace of its own,
+ * listening on PORT. */
+static pid_t kid(void) {
+        int p[2];
+        assert_int_equal(pipe(p), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                close(p[0]);
+                if (unshare(CLONE_NEWNET) < 0)
+                        _exit(1);
+                int s = socket(AF_INET, SOCK_STREAM, 0);
+                struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(PORT)};
+                if (s < 0 || bind(s, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(s, 64) < 0)
+                        _exit(1);
+                if (write(p[1], "k", 1) != 1)
+                        _exit(1);
+                for (;;)
+                        pause();
+        }
+        close(p[1]);
+        char c;
+        assert_int_equal(read(p[0], &c, 1), 1);
+        close(p[0]);
+        assert_true(n_kids < ARRAY_SIZE(kids));
+        kids[n_kids++] = pid;
+        return pid;
+}
+
+static void kill_kids(void) {
+        for (size_t i = 0; i < n_kids; i++) {
+                kill(kids[i], SIGKILL);
+                waitpid(kids[i], NULL, 0);
+        }
+        n_kids = 0;
+}
+
+/* A TCP connect to ip:port from the network namespace of pid (0: the
+ * test's own), waiting up to wait_ms. */
+static bool reach(pid_t pid, const char *ip, int port, int wait_ms) {
+        pid_t c = fork();
+        assert_true(c >= 0);
+        if (c == 0) {
+                if (pid) {
+                        char path[64];
+                        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) pid);
+                        int fd = open(path, O_RDONLY | O_CLOEXEC);
+                        if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
+                                _exit(2);
+                }
+                int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+                struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port)};
+                inet_pton(AF_INET, ip, &sa.sin_addr);
+                if (connect(s, (struct sockaddr *) &sa, sizeof(sa)) == 0)
+                        _exit(0);
+                if (errno != EINPROGRESS)
+                        _exit(1);
+                struct pollfd pfd = {.fd = s, .events = POLLOUT};
+                if (poll(&pfd, 1, wait_ms) != 1)
+                        _exit(1);
+                int e = 0;
+                socklen_t len = sizeof(e);
+                getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &len);
+                _exit(e == 0 ? 0 : 1);
+        }
+        int st;
+        assert_int_equal(waitpid(c, &st, 0), c);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) != 2);
+        return WEXITSTATUS(st) == 0;
+}
+
+#define REACHES(pid, ip) assert_true(reach(pid, ip, PORT, 10000))
+#define BLOCKED(pid, ip) assert_false(reach(pid, ip, PORT, 1000))
+
+static struct lg_net_config config(void) {
+        return (struct lg_net_config){.cidr = CIDR, .table = table, .link_prefix = "tnt"};
+}
+
+static int net_setup(void **state) {
+        (void) state;
+        if (!is_root)
+                return 0;
+        struct lg_error err = {0};
+        struct lg_net_config cfg = config();
+        int r = lg_net_new(&cfg, &net, &err);
+        if (r < 0) {
+                fprintf(stderr, "lg_net_new: %s\n", err.msg);
+                return -1;
+        }
+        return 0;
+}
+
+/* Tear down, and check nothing is left: table, links, rules. */
+static int net_teardown(void **state) {
+        (void) state;
+        if (!is_root)
+                return 0;
+        kill_kids();
+        struct lg_error err = {0};
+        int r = net ? lg_net_teardown(net, &err) : 0;
+        lg_net_free(net);
+        net = NULL;
+        if (r < 0) {
+                fprintf(stderr, "lg_net_teardown: %s\n", err.msg);
+                return -1;
+        }
+        char out[8192];
+        sh_out(out, sizeof(out), "nft list tables; ip -o link show; ip -4 rule show; ip -4 route show table all");
+        if (strstr(out, table) || strstr(out, "tnt") || strstr(out, "0x4c0000")) {
+                fprintf(stderr, "left after teardown:\n%s\n", out);
+                return -1;
+        }
+        return 0;
+}
+
+#define NEED_ROOT()                                                      \
+        do {                                                             \
+                if (!is_root)                                            \
+                        skip();                                          \
+        } while (0)
+
+/* reserve + attach (pid > 0) + assign (namespace != NULL). */
+static struct lg_net_addr sandbox(pid_t pid, const char *namespace, const char *policy) {
+        struct lg_error err = {0};
+        struct lg_net_addr a;
+        OK(lg_net_reserve(net, &a, &err));
+        if (pid)
+                OK(lg_net_attach(net, pid, &a, &err));
+        if (namespace)
+                OK(lg_net_assign(net, a.ip, namespace, policy, &err));
+        return a;
+}
+
+static void ns_set(const char *name, bool isolate, enum lg_net_egress egress) {
+        struct lg_error err = {0};
+        struct lg_net_namespace ns = {.isolate_sandboxes = isolate};
+        struct lg_net_policy p = {.egress = egress};
+        OK(lg_net_namespace_set(net, name, &ns, &p, &err));
+}
+
+static void test_reach(void **state) {
+        (void) state;
+        NEED_ROOT();
+        ns_set("a", false, LG_NET_EGRESS_ON);
+        ns_set("b", false, LG_NET_EGRESS_ON);
+        pid_t a1 = kid(), a2 = kid(), b1 = kid(), w = kid();
+        struct lg_net_addr A1 = sandbox(a1, "a", NULL), A2 = sandbox(a2, "a", NULL), B1 = sandbox(b1, "b", NULL),
+                           W = sandbox(w, NULL, NULL);
+        assert_string_equal(A1.ip, "10.253.0.2");
+        assert_string_equal(A1.host_if, "tnt2");
+        assert_string_equal(lg_net_gateway(net), "10.253.0.1");
+        assert_string_equal(lg_net_cidr(net), CIDR);
+
+        /* Pod to pod within a namespace; the host reaches sandboxes. */
+        REACHES(a1, A2.ip);
+        REACHES(a2, A1.ip);
+        REACHES(0, B1.ip);
+        /* Not across namespaces, either way; not to or from a sandbox
+         * with no tenant yet. */
+        BLOCKED(a1, B1.ip);
+        BLOCKED(b1, A1.ip);
+        BLOCKED(w, A1.ip);
+        BLOCKED(a1, W.ip);
+        /* Not the host: a listener on every address of the test's
+         * namespace, the gateway's included. */
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(PORT + 1)};
+        assert_int_equal(bind(s, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        assert_int_equal(listen(s, 8), 0);
+        assert_true(reach(0, lg_net_gateway(net), PORT + 1, 10000));
+        assert_false(reach(a1, lg_net_gateway(net), PORT + 1, 1000));
+        close(s);
+
+        /* A namespace isolating its sandboxes, at once; and back. */
+        ns_set("a", true, LG_NET_EGRESS_ON);
+        BLOCKED(a1, A2.ip);
+        ns_set("a", false, LG_NET_EGRESS_ON);
+        REACHES(a1, A2.ip);
+        /* Reassigned to b: b's pods now. */
+        struct lg_error err = {0};
+        OK(lg_net_assign(net, A2.ip, "b", NULL, &err));
+        REACHES(b1, A2.ip);
+        BLOCKED(a1, A2.ip);
+
+        /* Release: the link goes with it, the address is not handed out
+         * again at once. */
+        OK(lg_net_release(net, &A1, &err));
+        assert_int_equal(lg_nl_ifindex(A1.host_if, &err), -ENODEV);
+        OK(lg_net_release(net, &A1, &err)); /* unknown now: fine */
+        struct lg_net_addr n1 = sandbox(0, NULL, NULL);
+        assert_string_not_equal(n1.ip, A1.ip);
+        /* Attach of an address not reserved. */
+        assert_int_equal(lg_net_attach(net, a1, &A1, &err), -ENOENT);
+        assert_int_equal(lg_net_assign(net, A1.ip, "a", NULL, &err), -ENOENT);
+        assert_int_equal(lg_net_assign(net, "10.9.9.9", "a", NULL, &err), -ENOENT);
+        assert_int_equal(lg_net_assign(net, "10.253.0.3x", "a", NULL, &err), -EINVAL);
+        assert_int_equal(lg_net_assign(net, B1.ip, "nosuch", NULL, &err), -ENOENT);
+        assert_non_null(strstr(err.msg, "nosuch"));
+        assert_int_equal(lg_net_assign(net, B1.ip, "b", "nosuch", &err), -ENOENT);
+}
+
+/* After a restart: what live sandboxes hold stays theirs; reclaimed is
+ * kept, the rest swept. */
+static void test_reclaim_sweep(void **state) {
+        (void) state;
+        NEED_ROOT();
+        struct lg_error err = {0};
+        ns_set("a", false, LG_NET_EGRESS_ON);
+        pid_t k1 = kid(), k2 = kid(), k3 = kid();
+        struct lg_net_addr K1 = sandbox(k1, "a", NULL), K2 = sandbox(k2, NULL, NULL);
+        lg_net_free(net);
+        net = NULL;
+        struct lg_net_config cfg = config();
+        OK(lg_net_new(&cfg, &net, &err));
+        struct lg_net_stats st;
+        OK(lg_net_stats(net, &st, &err));
+        assert_int_equal(st.addresses_used, 2);
+        assert_int_equal(st.links, 2);
+        assert_int_equal(st.elements, 0); /* the table starts empty */
+
+        /* Every other address, then none: never theirs. */
+        unsigned n = 0;
+        struct lg_net_addr a, all[256];
+        while (lg_net_reserve(net, &a, &err) == 0) {
+                assert_string_not_equal(a.ip, K1.ip);
+                assert_string_not_equal(a.ip, K2.ip);
+                all[n++] = a;
+        }
+        assert_int_equal(n, st.addresses_total - 2);
+        assert_int_equal(err.code, ENOSPC);
+        for (unsigned i = 0; i < n; i++)
+                OK(lg_net_release(net, &all[i], &err));
+
+        struct lg_net_addr r1;
+        OK(lg_net_reclaim(net, k1, &r1, &err));
+        assert_string_equal(r1.ip, K1.ip);
+        assert_string_equal(r1.host_if, K1.host_if);
+        assert_int_equal(lg_net_reclaim(net, k3, &r1, &err), -ENOENT); /* no network */
+        OK(lg_net_sweep(net, &err));
+        assert_int_equal(lg_nl_ifindex(K2.host_if, &err), -ENODEV);
+        assert_true(lg_nl_ifindex(K1.host_if, &err) > 0);
+        OK(lg_net_stats(net, &st, &err));
+        assert_int_equal(st.addresses_used, 1);
+        assert_int_equal(st.links, 1);
+        /* The reclaimed one works once it has its namespace again. */
+        ns_set("a", false, LG_NET_EGRESS_ON);
+        OK(lg_net_assign(net, K1.ip, "a", NULL, &err));
+        REACHES(0, K1.ip);
+        OK(lg_net_sweep(net, &err)); /* nothing left to sweep */
+        OK(lg_net_stats(net, &st, &err));
+        assert_int_equal(st.addresses_used, 1);
+}
+
+static void test_exhaustion(void **state) {
+        (void) state;
+        NEED_ROOT();
+        struct lg_error err = {0};
+        char t[40];
+        snprintf(t, sizeof(t), "%sx", table);
+        struct lg_net_config cfg = {.cidr = "10.253.1.0/28", .table = t, .link_prefix = "tnx"};
+        lg_net *small;
+        OK(lg_net_new(&cfg, &small, &err));
+        struct lg_net_addr a;
+        for (int i = 0; i < 13; i++)
+                OK(lg_net_reserve(small, &a, &err));
+        assert_string_equal(a.ip, "10.253.1.14");
+        assert_int_equal(lg_net_reserve(small, &a, &err), -ENOSPC);
+        assert_string_equal(err.msg, "pod CIDR 10.253.1.0/28 is exhausted (13 addresses in use)");
+        OK(lg_net_release(small, &(struct lg_net_addr){.ip = "10.253.1.9"}, &err));
+        OK(lg_net_reserve(small, &a, &err));
+        assert_string_equal(a.ip, "10.253.1.9");
+        OK(lg_net_teardown(small, &err));
+        lg_net_free(small);
+}
+
+static void test_namespace_bad(void **state) {
+        (void) state;
+        NEED_ROOT();
+        struct lg_error err = {0};
+        ns_set("a", false, LG_NET_EGRESS_ON);
+        struct lg_net_addr a = sandbox(0, "a", NULL);
+        struct lg_net_stats before, after;
+        OK(lg_net_stats(net, &before, &err));
+        char rules_before[4096], rules_after[4096];
+        sh_out(rules_before, sizeof(rules_before), "ip -4 rule show; ip -4 route show table all");
+
+        struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON};
+        struct lg_net_namespace bad = {0};
+        snprintf(bad.via_interface, sizeof(bad.via_interface), "tnnosuch");
+        assert_int_equal(lg_net_namespace_set(net, "a", &bad, &on, &err), -ENODEV);
+        assert_non_null(strstr(err.msg, "interface `tnnosuch` does not exist"));
+        assert_int_equal(lg_net_namespace_set(net, "c", &bad, &on, &err), -ENODEV);
+        assert_int_equal(lg_net_assign(net, a.ip, "c", NULL, &err), -ENOENT); /* c was not made */
+
+        static const struct lg_net_namespace bads[] = {
+                {.snat = "1.2.3"}, {.snat = "1.2.3.4 "}, {.via_gateway = "10.0.0.1"}, {.via_table = 20005},
+                {.via_table = 255}, {.via_interface = "lo", .via_table = 100}, {.via_interface = "tnt0"},
+                {.via_interface = "lo", .via_gateway = "x"},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bads); i++)
+                assert_int_equal(lg_net_namespace_set(net, "a", &bads[i], &on, &err), -EINVAL);
+        struct lg_net_policy badp = {.egress = 7};
+        assert_int_equal(lg_net_namespace_set(net, "a", &(struct lg_net_namespace){0}, &badp, &err), -EINVAL);
+        badp = (struct lg_net_policy){.egress = LG_NET_EGRESS_ALLOW, .n_allow = 1, .allow = {{.addr = 1, .prefix_len = 24}}};
+        assert_int_equal(lg_net_namespace_set(net, "a", &(struct lg_net_namespace){0}, &badp, &err), -EINVAL);
+        assert_int_equal(lg_net_namespace_set(net, "", &(struct lg_net_namespace){0}, &on, &err), -EINVAL);
+        assert_int_equal(lg_net_namespace_set(net, "a\nb", &(struct lg_net_namespace){0}, &on, &err), -EINVAL);
+        char longname[100];
+        memset(longname, 'n', sizeof(longname) - 1);
+        longname[sizeof(longname) - 1] = '\0';
+        assert_int_equal(lg_net_namespace_set(net, longname, &(struct lg_net_namespace){0}, &on, &err), -EINVAL);
+
+        OK(lg_net_stats(net, &after, &err));
+        assert_int_equal(after.rules, before.rules);
+        assert_int_equal(after.elements, before.elements);
+        sh_out(rules_after, sizeof(rules_after), "ip -4 rule show; ip -4 route show table all");
+        assert_string_equal(rules_before, rules_after);
+        OK(lg_net_assign(net, a.ip, "a", NULL, &err)); /* a is as it was */
+
+        /* Policies: unknown namespace, a name another has, a namespace's own. */
+        assert_int_equal(lg_net_policy_set(net, "nosuch", "nosuch/app/x", &on, &err), -ENOENT);
+        ns_set("b", false, LG_NET_EGRESS_OFF);
+        assert_int_equal(lg_net_policy_set(net, "a", "b", &on, &err), -EEXIST);
+        OK(lg_net_policy_set(net, "b", "b/app/x", &on, &err));
+        assert_int_equal(lg_net_policy_set(net, "a", "b/app/x", &on, &err), -EEXIST);
+        assert_int_equal(lg_net_assign(net, a.ip, "a", "b/app/x", &err), -ENOENT);
+        assert_int_equal(lg_net_policy_delete(net, "a", &err), -EBUSY);
+        assert_int_equal(lg_net_policy_delete(net, "nosuch", &err), -ENOENT);
+        assert_int_equal(lg_net_namespace_set(net, "b/app/x", &(struct lg_net_namespace){0}, &on, &err), -EEXIST);
+        OK(lg_net_namespace_delete(net, "b", &err));
+        assert_int_equal(lg_net_namespace_delete(net, "b", &err), -ENOENT);
+        OK(lg_net_namespace_delete(net, "a", &err));
+}
+
+/* VNET injection: the mark's rule and the namespace's own table, and gone
+ * again when the namespace goes back to the host's routes. */
+static void test_namespace_via(void **state) {
+        (void) state;
+        NEED_ROOT();
+        struct lg_error err = {0};
+        sh("ip link add tnvia type veth peer name tnvib && ip link set tnvia up");
+        struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON};
+        ns_set("z", false, LG_NET_EGRESS_ON); /* n = 1 */
+        struct lg_net_namespace via = {0};
+        snprintf(via.via_interface, sizeof(via.via_interface), "tnvia");
+        OK(lg_net_namespace_set(net, "v", &via, &on, &err)); /* n = 2 */
+        char out[4096];
+        sh_out(out, sizeof(out), "ip -4 rule show; ip -4 route show table 20002");
+        assert_non_null(strstr(out, "fwmark 0x4c000002 lookup 20002"));
+        assert_non_null(strstr(out, "default dev tnvia"));
+        assert_null(strstr(out, "0x4c000001"));
+        via = (struct lg_net_namespace){.via_table = 100};
+        OK(lg_net_namespace_set(net, "v", &via, &on, &err));
+        sh_out(out, sizeof(out), "ip -4 rule show; ip -4 route show table 20002");
+        assert_non_null(strstr(out, "fwmark 0x4c000002 lookup 100"));
+        assert_null(strstr(out, "20002"));
+        assert_null(strstr(out, "default dev"));
+        OK(lg_net_namespace_set(net, "v", &(struct lg_net_namespace){0}, &on, &err));
+        sh_out(out, sizeof(out), "ip -4 rule show");
+        assert_null(strstr(out, "0x4c000002"));
+        snprintf(via.via_interface, sizeof(via.via_interface), "tnvia");
+        via.via_table = 0;
+        OK(lg_net_namespace_set(net, "v", &via, &on, &err));
+        OK(lg_net_namespace_delete(net, "v", &err));
+        sh_out(out, sizeof(out), "ip -4 rule show; ip -4 route show table 20002");
+        assert_null(strstr(out, "0x4c000002"));
+        assert_null(strstr(out, "tnvia"));
+        sh("ip link del tnvia");
+}
+
+/* The policy id of a sandbox in the table (0: none). */
+static unsigned long policy_of(const char *ip) {
+        char out[8192], key[32];
+        sh_out(out, sizeof(out), "nft list map inet %s policy_of", table);
+        snprintf(key, sizeof(key), " %s : ", ip);
+        const char *at = strstr(out, key);
+        return at ? strtoul(at + strlen(key), NULL, 0) : 0;
+}
+
+/* A namespace's deletion takes its policies, its sandboxes' elements and
+ * its rules; other namespaces keep theirs. */
+static void test_namespace_delete(void **state) {
+        (void) state;
+        NEED_ROOT();
+        struct lg_error err = {0};
+        struct lg_net_stats empty, st;
+        OK(lg_net_stats(net, &empty, &err));
+        assert_int_equal(empty.elements, 0);
+        ns_set("keep", false, LG_NET_EGRESS_ON);
+        struct lg_net_addr k = sandbox(0, "keep", NULL);
+        struct lg_net_stats kept;
+        OK(lg_net_stats(net, &kept, &err));
+
+        struct lg_net_namespace ns = {.isolate_sandboxes = true, .snat = "192.0.2.1", .via_table = 100};
+        struct lg_net_policy p;
+        OK(lg_net_policy_parse_mode("198.51.100.0/24,203.0.113.5:443", &p, &err));
+        OK(lg_net_namespace_set(net, "gone", &ns, &p, &err));
+        OK(lg_net_policy_set(net, "gone", "gone/app/x", &p, &err));
+        OK(lg_net_policy_parse_mode("on", &p, &err));
+        OK(lg_net_policy_set(net, "gone", "gone/pool/y", &p, &err));
+        struct lg_net_addr s1 = sandbox(0, "gone", NULL), s2 = sandbox(0, "gone", "gone/app/x"),
+                           s3 = sandbox(0, "gone", "gone/pool/y");
+        OK(lg_net_stats(net, &st, &err));
+        assert_true(st.elements > kept.elements);
+        assert_int_equal(st.rules, empty.rules);
+        /* A policy deleted: its sandbox falls back to the namespace's. */
+        assert_int_not_equal(policy_of(s3.ip), policy_of(s1.ip));
+        OK(lg_net_policy_delete(net, "gone/pool/y", &err));
+        assert_int_equal(policy_of(s3.ip), policy_of(s1.ip));
+        assert_int_equal(lg_net_assign(net, s3.ip, "gone", "gone/pool/y", &err), -ENOENT);
+
+        OK(lg_net_namespace_delete(net, "gone", &err));
+        OK(lg_net_stats(net, &st, &err));
+        assert_int_equal(st.elements, kept.elements);
+        assert_int_equal(st.rules, empty.rules);
+        char out[4096];
+        sh_out(out, sizeof(out), "ip -4 rule show");
+        assert_null(strstr(out, "0x4c0000"));
+        assert_int_equal(lg_net_assign(net, s1.ip, "gone", NULL, &err), -ENOENT);
+        assert_int_equal(lg_net_policy_delete(net, "gone/app/x", &err), -ENOENT);
+        /* The addresses are still held until released. */
+        assert_int_equal(st.addresses_used, 4);
+        OK(lg_net_release(net, &s1, &err));
+        OK(lg_net_release(net, &s2, &err));
+        OK(lg_net_release(net, &s3, &err));
+        OK(lg_net_release(net, &k, &err));
+        OK(lg_net_namespace_delete(net, "keep", &err));
+        OK(lg_net_stats(net, &st, &err));
+        assert_int_equal(st.elements, 0);
+        assert_int_equal(st.addresses_used, 0);
+}
+
+/* The rule count does not grow with sandboxes; their elements do, three
+ * each. */
+static void test_stats_constant(void **state) {
+        (void) state;
+        NEED_ROOT();
+        struct lg_error err = {0};
+        ns_set("a", false, LG_NET_EGRESS_ON);
+        struct lg_net_stats s0, s10, s100;
+        OK(lg_net_stats(net, &s0, &err));
+        assert_true(s0.rules > 0);
+        struct lg_net_addr a[100];
+        for (int i = 0; i < 10; i++)
+                a[i] = sandbox(0, "a", NULL);
+        OK(lg_net_stats(net, &s10, &err));
+        for (int i = 10; i < 100; i++)
+                a[i] = sandbox(0, "a", NULL);
+        OK(lg_net_stats(net, &s100, &err));
+        assert_int_equal(s10.rules, s0.rules);
+        assert_int_equal(s100.rules, s0.rules);
+        assert_int_equal(s10.elements - s0.elements, 30);
+        assert_int_equal(s100.elements - s0.elements, 300);
+        assert_int_equal(s100.addresses_used, 100);
+        assert_int_equal(s100.addresses_total, 253);
+        assert_int_equal(s100.links, 0);
+        pid_t k = kid();
+        struct lg_net_addr ka = sandbox(k, "a", NULL);
+        OK(lg_net_stats(net, &s100, &err));
+        assert_int_equal(s100.links, 1);
+        OK(lg_net_release(net, &ka, &err));
+        for (int i = 0; i < 100; i++)
+                OK(lg_net_release(net, &a[i], &err));
+        OK(lg_net_stats(net, &s100, &err));
+        assert_int_equal(s100.elements, s0.elements);
+        assert_int_equal(s100.links, 0);
+        assert_int_equal(s100.addresses_used, 0);
+}
+
 int main(void) {
+        is_root = geteuid() == 0;
+        if (is_root) {
+                /* Everything in a network namespace of the test's own. */
+                if (unshare(CLONE_NEWNET) < 0 || system("ip link set lo up") != 0) {
+                        fprintf(stderr, "cannot make a network namespace: %s\n", strerror(errno));
+                        return 1;
+                }
+                snprintf(table, sizeof(table), "tnet%d", (int) getpid());
+        } else {
+                fprintf(stderr, "not root: the network tests are skipped (parsing and bookkeeping run)\n");
+        }
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_policy_good),
                 cmocka_unit_test(test_policy_bad),
@@ -396,6 +973,14 @@ int main(void) {
                 cmocka_unit_test(test_ipam_small),
                 cmocka_unit_test(test_ipam_next_fit),
                 cmocka_unit_test(test_ipam_large),
+                cmocka_unit_test(test_config_bad),
+                cmocka_unit_test_setup_teardown(test_reach, net_setup, net_teardown),
+                cmocka_unit_test_setup_teardown(test_reclaim_sweep, net_setup, net_teardown),
+                cmocka_unit_test_setup_teardown(test_exhaustion, net_setup, net_teardown),
+                cmocka_unit_test_setup_teardown(test_namespace_bad, net_setup, net_teardown),
+                cmocka_unit_test_setup_teardown(test_namespace_via, net_setup, net_teardown),
+                cmocka_unit_test_setup_teardown(test_namespace_delete, net_setup, net_teardown),
+                cmocka_unit_test_setup_teardown(test_stats_constant, net_setup, net_teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
