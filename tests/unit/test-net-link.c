@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 
 #include "net/net-internal.h"
+#include "netns-kit.h"
 #include "test-ok.h"
 
 #define PORT 7311
@@ -74,22 +75,6 @@ static void child_stop(struct child *c) {
         c->pid = 0;
 }
 
-/* Output of a shell command (run in the test's namespace). */
-static char *sh(const char *fmt, ...) {
-        static char out[16384];
-        char cmd[1024];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(cmd, sizeof(cmd), fmt, ap);
-        va_end(ap);
-        FILE *f = popen(cmd, "r");
-        assert_non_null(f);
-        size_t n = fread(out, 1, sizeof(out) - 1, f);
-        out[n] = '\0';
-        pclose(f);
-        return out;
-}
-
 /* A TCP socket in the network namespace of pid (0: the test's own). */
 static int socket_in(pid_t pid) {
         if (pid == 0)
@@ -133,7 +118,7 @@ static int tcp_connect(pid_t from, const char *ip, int port) {
         return r;
 }
 
-static bool has_link(const char *name) { return sh("ip -o link show dev %s 2>/dev/null", name)[0] != '\0'; }
+static bool has_link(const char *name) { return sh_out("ip -o link show dev %s 2>/dev/null", name)[0] != '\0'; }
 
 struct seen {
         char items[64][48];
@@ -178,21 +163,21 @@ static void test_attach(void **state) {
         OK(lg_nl_veth_attach(c.pid, "tnl5", "10.251.0.5", &err));
 
         /* Inside: eth0 with the address, the gateway's neighbour entry, routes. */
-        assert_non_null(strstr(sh("nsenter -t %d -n ip -o -4 addr show dev eth0", c.pid), "inet 10.251.0.5/32"));
-        assert_non_null(strstr(sh("nsenter -t %d -n ip -o link show dev eth0", c.pid), ",UP"));
-        assert_non_null(strstr(sh("nsenter -t %d -n ip neigh show dev eth0", c.pid),
+        assert_non_null(strstr(sh_out("nsenter -t %d -n ip -o -4 addr show dev eth0", c.pid), "inet 10.251.0.5/32"));
+        assert_non_null(strstr(sh_out("nsenter -t %d -n ip -o link show dev eth0", c.pid), ",UP"));
+        assert_non_null(strstr(sh_out("nsenter -t %d -n ip neigh show dev eth0", c.pid),
                                "169.254.1.1 lladdr ee:ee:ee:ee:ee:ee PERMANENT"));
-        char *routes = sh("nsenter -t %d -n ip -4 route show", c.pid);
+        char *routes = sh_out("nsenter -t %d -n ip -4 route show", c.pid);
         assert_non_null(strstr(routes, "default via 169.254.1.1 dev eth0 proto 76 onlink"));
         assert_non_null(strstr(routes, "169.254.1.1 dev eth0 proto 76 scope link"));
         /* The host: the end up with its MAC, the route, no IPv6 on either end. */
-        char *link = sh("ip -o link show dev tnl5");
+        char *link = sh_out("ip -o link show dev tnl5");
         assert_non_null(strstr(link, "link/ether ee:ee:ee:ee:ee:ee"));
         assert_non_null(strstr(link, ",UP"));
-        assert_non_null(strstr(sh("ip -4 route show 10.251.0.5/32"), "10.251.0.5 dev tnl5 proto 76 scope link"));
+        assert_non_null(strstr(sh_out("ip -4 route show 10.251.0.5/32"), "10.251.0.5 dev tnl5 proto 76 scope link"));
         usleep(100 * 1000); /* a link-local address would be there by now */
-        assert_string_equal(sh("ip -6 addr show dev tnl5"), "");
-        assert_string_equal(sh("nsenter -t %d -n ip -6 addr show dev eth0", c.pid), "");
+        assert_string_equal(sh_out("ip -6 addr show dev tnl5"), "");
+        assert_string_equal(sh_out("nsenter -t %d -n ip -6 addr show dev eth0", c.pid), "");
 
         /* Traffic both ways: host -> sandbox, sandbox -> host's address. */
         assert_int_equal(tcp_connect(0, "10.251.0.5", PORT), 0);
@@ -223,7 +208,7 @@ static void test_attach(void **state) {
         /* Delete: the pair goes, and its routes; again: -ENODEV. */
         OK(lg_nl_link_delete("tnl5", &err));
         assert_false(has_link("tnl5"));
-        assert_string_equal(sh("nsenter -t %d -n ip -o link show dev eth0 2>/dev/null", c.pid), "");
+        assert_string_equal(sh_out("nsenter -t %d -n ip -o link show dev eth0 2>/dev/null", c.pid), "");
         s.n = 0;
         OK(lg_nl_routes_list(route_cb, &s, &err));
         assert_false(seen_has(&s, "10.251.0.5 tnl5"));
@@ -293,29 +278,29 @@ static void test_dummy(void **state) {
         struct lg_error err = {0};
         OK(lg_nl_dummy_ensure("tnl0", "10.251.0.1", &err));
         OK(lg_nl_dummy_ensure("tnl0", "10.251.0.1", &err));
-        char *out = sh("ip -o -4 addr show dev tnl0");
+        char *out = sh_out("ip -o -4 addr show dev tnl0");
         assert_non_null(strstr(out, "inet 10.251.0.1/32"));
         assert_null(strchr(strchr(out, '\n') + 1, '\n')); /* one address */
         /* A dummy link, or a bridge on kernels without the dummy driver. */
-        out = sh("ip -o -d link show dev tnl0");
+        out = sh_out("ip -o -d link show dev tnl0");
         assert_true(strstr(out, "dummy") || strstr(out, "bridge"));
         /* Another address: the old one goes; down: it comes up again. */
-        sh("ip link set tnl0 down");
+        sh_out("ip link set tnl0 down");
         OK(lg_nl_dummy_ensure("tnl0", "10.251.0.2", &err));
-        out = sh("ip -o -4 addr show dev tnl0");
+        out = sh_out("ip -o -4 addr show dev tnl0");
         assert_non_null(strstr(out, "inet 10.251.0.2/32"));
         assert_null(strstr(out, "10.251.0.1"));
-        assert_non_null(strstr(sh("ip -o link show dev tnl0"), ",UP"));
+        assert_non_null(strstr(sh_out("ip -o link show dev tnl0"), ",UP"));
 
         int idx = lg_nl_ifindex("tnl0", &err);
         assert_true(idx > 0);
-        assert_int_equal(idx, atoi(sh("ip -o link show dev tnl0")));
+        assert_int_equal(idx, atoi(sh_out("ip -o link show dev tnl0")));
         assert_int_equal(lg_nl_ifindex("tnlnone", &err), -ENODEV);
 
         /* A name taken by a link of another kind. */
-        sh("ip link add tnlb type veth peer name tnlbp");
+        sh_out("ip link add tnlb type veth peer name tnlbp");
         assert_int_equal(lg_nl_dummy_ensure("tnlb", "10.251.0.3", &err), -EEXIST);
-        assert_string_equal(sh("ip -o -4 addr show dev tnlb"), "");
+        assert_string_equal(sh_out("ip -o -4 addr show dev tnlb"), "");
         OK(lg_nl_link_delete("tnlb", &err));
         assert_int_equal(lg_nl_dummy_ensure("tnl0", "10.251.0", &err), -EINVAL);
         OK(lg_nl_link_delete("tnl0", &err));
@@ -333,21 +318,21 @@ static void test_rules(void **state) {
         (void) state;
         struct lg_error err = {0};
         OK(lg_nl_rule_set(0x4c000001, 29001, &err));
-        char *out = sh("ip -4 rule show");
+        char *out = sh_out("ip -4 rule show");
         assert_int_equal(count_lines(out, "1000:\tfrom all fwmark 0x4c000001 lookup 29001 proto 76"), 1);
         /* Again: still one; another table: replaced. */
         OK(lg_nl_rule_set(0x4c000001, 29001, &err));
-        assert_int_equal(count_lines(sh("ip -4 rule show"), "fwmark 0x4c000001"), 1);
+        assert_int_equal(count_lines(sh_out("ip -4 rule show"), "fwmark 0x4c000001"), 1);
         OK(lg_nl_rule_set(0x4c000001, 29002, &err));
-        out = sh("ip -4 rule show");
+        out = sh_out("ip -4 rule show");
         assert_int_equal(count_lines(out, "fwmark 0x4c000001"), 1);
         assert_int_equal(count_lines(out, "fwmark 0x4c000001 lookup 29002 proto 76"), 1);
 
         /* A rule of someone else's for the same mark stays. */
-        sh("ip rule add pref 1000 fwmark 0x4c000001 lookup 29003");
+        sh_out("ip rule add pref 1000 fwmark 0x4c000001 lookup 29003");
         OK(lg_nl_rule_set(0x4c000002, 29004, &err));
         OK(lg_nl_rule_delete(0x4c000001, &err));
-        out = sh("ip -4 rule show");
+        out = sh_out("ip -4 rule show");
         assert_int_equal(count_lines(out, "lookup 29002"), 0);
         assert_int_equal(count_lines(out, "lookup 29003"), 1);
         assert_int_equal(count_lines(out, "fwmark 0x4c000002 lookup 29004 proto 76"), 1);
@@ -356,11 +341,11 @@ static void test_rules(void **state) {
         /* Flush: all of ours, only ours. */
         OK(lg_nl_rule_set(0x4c000003, 29005, &err));
         OK(lg_nl_rules_flush(&err));
-        out = sh("ip -4 rule show");
+        out = sh_out("ip -4 rule show");
         assert_int_equal(count_lines(out, "proto 76"), 0);
         assert_int_equal(count_lines(out, "lookup 29003"), 1);
         assert_int_equal(count_lines(out, "lookup main"), 1);
-        sh("ip rule del pref 1000 fwmark 0x4c000001 lookup 29003");
+        sh_out("ip rule del pref 1000 fwmark 0x4c000001 lookup 29003");
 
         assert_int_equal(lg_nl_rule_set(0, 29001, &err), -EINVAL);
         assert_int_equal(lg_nl_rule_set(1, 0, &err), -EINVAL);
@@ -369,24 +354,24 @@ static void test_rules(void **state) {
 static void test_tables(void **state) {
         (void) state;
         struct lg_error err = {0};
-        sh("ip link add tnlu type bridge && ip link set tnlu up && ip addr add 10.251.0.129/25 dev tnlu");
+        sh_out("ip link add tnlu type bridge && ip link set tnlu up && ip addr add 10.251.0.129/25 dev tnlu");
         OK(lg_nl_table_default_route(29010, "tnlu", "", &err));
-        assert_non_null(strstr(sh("ip route show table 29010"), "default dev tnlu proto 76 scope link"));
+        assert_non_null(strstr(sh_out("ip route show table 29010"), "default dev tnlu proto 76 scope link"));
         /* Replaced by one via a gateway. */
         OK(lg_nl_table_default_route(29010, "tnlu", "10.251.0.130", &err));
-        char *out = sh("ip route show table 29010");
+        char *out = sh_out("ip route show table 29010");
         assert_non_null(strstr(out, "default via 10.251.0.130 dev tnlu proto 76"));
         assert_int_equal(count_lines(out, "default"), 1);
         OK(lg_nl_table_default_route(29011, "tnlu", "", &err));
 
         /* Flush: ours go, a route of someone else's in the table stays,
          * other tables are untouched. */
-        sh("ip route add 10.251.0.200/32 dev tnlu table 29010");
+        sh_out("ip route add 10.251.0.200/32 dev tnlu table 29010");
         OK(lg_nl_table_flush(29010, &err));
-        out = sh("ip route show table 29010");
+        out = sh_out("ip route show table 29010");
         assert_null(strstr(out, "default"));
         assert_non_null(strstr(out, "10.251.0.200 dev tnlu"));
-        assert_non_null(strstr(sh("ip route show table 29011"), "default dev tnlu"));
+        assert_non_null(strstr(sh_out("ip route show table 29011"), "default dev tnlu"));
         OK(lg_nl_table_flush(29010, &err));
         OK(lg_nl_table_flush(29012, &err)); /* empty */
 
@@ -396,15 +381,15 @@ static void test_tables(void **state) {
         assert_int_equal(lg_nl_table_default_route(29010, "tnlu", "10.99.0.1", &err), -ENETUNREACH);
         assert_non_null(strstr(err.msg, "table 29010"));
         OK(lg_nl_link_delete("tnlu", &err));
-        assert_string_equal(sh("ip route show table 29011"), "");
+        assert_string_equal(sh_out("ip route show table 29011"), "");
 }
 
 static void test_forwarding(void **state) {
         (void) state;
         struct lg_error err = {0};
-        sh("sysctl -qw net.ipv4.ip_forward=0");
+        sh_out("sysctl -qw net.ipv4.ip_forward=0");
         OK(lg_nl_enable_forwarding(&err));
-        assert_string_equal(sh("cat /proc/sys/net/ipv4/ip_forward"), "1\n");
+        assert_string_equal(sh_out("cat /proc/sys/net/ipv4/ip_forward"), "1\n");
         OK(lg_nl_enable_forwarding(&err));
 }
 

@@ -33,6 +33,7 @@
 #include <sys/wait.h>
 
 #include "net/net-internal.h"
+#include "netns-kit.h"
 #include "test-ok.h"
 
 #define NS_A 0x4c000001u
@@ -108,19 +109,6 @@ static char *elems(const char *set) {
                 assert_string_equal(got_, want);     \
                 free(got_);                          \
         } while (0)
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-        char c[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c, sizeof(c), fmt, ap);
-        va_end(ap);
-        int st = system(c);
-        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-#define SH(...) assert_int_equal(sh(__VA_ARGS__), 0)
 
 /* ---- table contents ---- */
 
@@ -402,73 +390,6 @@ static void test_rule_count_fixed(void **state) {
 
 /* ---- packets ---- */
 
-static pid_t kids[16];
-
-static int enter_netns(pid_t pid) {
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) pid);
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-        return fd < 0 || setns(fd, CLONE_NEWNET) < 0 ? -1 : 0;
-}
-static size_t n_kids;
-
-/* A child in the network namespace of ns_pid (0: this one) or, with
- * own_ns, in a new one; it runs fn and is killed with the test. */
-static pid_t child(pid_t ns_pid, bool own_ns, int (*fn)(void *)) {
-        int p[2];
-        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                close(p[0]);
-                if (ns_pid && enter_netns(ns_pid) < 0)
-                        _exit(120);
-                if (own_ns && unshare(CLONE_NEWNET) < 0)
-                        _exit(121);
-                _exit(fn ? fn(&p[1]) : (write(p[1], "r", 1) == 1 ? pause() : 122));
-        }
-        close(p[1]);
-        char c;
-        assert_int_equal(read(p[0], &c, 1), 1); /* ready (or the child failed: EOF) */
-        close(p[0]);
-        assert_true(n_kids < ARRAY_SIZE(kids));
-        kids[n_kids++] = pid;
-        return pid;
-}
-
-static uint16_t serve_port;
-static char serve_ip[LG_NET_IP_MAX];
-
-/* A listening socket on ip ("": any):serve_port, then a byte to ready. */
-static int listen_ready(int ready, const char *ip) {
-        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(serve_port)};
-        inet_pton(AF_INET, ip[0] ? ip : "0.0.0.0", &a.sin_addr);
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(s, (struct sockaddr *) &a, sizeof(a)) < 0 || listen(s, 16) < 0 || write(ready, "r", 1) != 1)
-                return -1;
-        return s;
-}
-
-/* A TCP server answering each connection with the source address it saw. */
-static int serve(void *arg) {
-        int s = listen_ready(*(int *) arg, serve_ip);
-        if (s < 0)
-                return 123;
-        for (;;) {
-                struct sockaddr_in peer;
-                socklen_t len = sizeof(peer);
-                int c = accept4(s, (struct sockaddr *) &peer, &len, SOCK_CLOEXEC);
-                if (c < 0)
-                        continue;
-                char ip[LG_NET_IP_MAX];
-                inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip));
-                (void) !write(c, ip, strlen(ip));
-                close(c);
-        }
-}
-
 /* An echo server on serve_port (one connection at a time). */
 static int echo_serve(void *arg) {
         int s = listen_ready(*(int *) arg, "");
@@ -518,60 +439,6 @@ static bool hold_echo(char wait) {
         return r == '1';
 }
 
-static void server(pid_t ns_pid, const char *ip, uint16_t port) {
-        serve_port = port;
-        snprintf(serve_ip, sizeof(serve_ip), "%s", ip ? ip : "");
-        child(ns_pid, false, serve);
-}
-
-/* Connect from the namespace of ns_pid to ip:port. true and the source
- * address the server saw when it answered; false when nothing answered
- * within wait_ms (a dropped SYN) or the connection was refused. */
-static bool reach(pid_t ns_pid, const char *ip, uint16_t port, int wait_ms, char seen[LG_NET_IP_MAX]) {
-        int p[2];
-        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                if (enter_netns(ns_pid) < 0)
-                        _exit(120);
-                int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-                struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-                inet_pton(AF_INET, ip, &a.sin_addr);
-                if (connect(s, (struct sockaddr *) &a, sizeof(a)) < 0 && errno != EINPROGRESS)
-                        _exit(1);
-                struct pollfd pf = {.fd = s, .events = POLLIN};
-                if (poll(&pf, 1, wait_ms) != 1)
-                        _exit(2);
-                char buf[LG_NET_IP_MAX] = "";
-                ssize_t n = read(s, buf, sizeof(buf) - 1);
-                if (n <= 0)
-                        _exit(3);
-                (void) !write(p[1], buf, (size_t) n);
-                _exit(0);
-        }
-        close(p[1]);
-        char buf[LG_NET_IP_MAX] = "";
-        ssize_t n = read(p[0], buf, sizeof(buf) - 1);
-        close(p[0]);
-        int st;
-        assert_int_equal(waitpid(pid, &st, 0), pid);
-        assert_true(WIFEXITED(st) && WEXITSTATUS(st) < 100);
-        if (seen)
-                snprintf(seen, LG_NET_IP_MAX, "%s", n > 0 ? buf : "");
-        return WEXITSTATUS(st) == 0 && n > 0;
-}
-
-#define REACHES(from, ip, port) assert_true(reach(from, ip, port, 5000, NULL))
-#define BLOCKED(from, ip, port) assert_false(reach(from, ip, port, 1000, NULL))
-#define SEEN_AS(from, ip, port, src)                                  \
-        do {                                                          \
-                char seen_[LG_NET_IP_MAX];                            \
-                assert_true(reach(from, ip, port, 5000, seen_));      \
-                assert_string_equal(seen_, src);                      \
-        } while (0)
-
 /* A sandbox's network as net.c makes it (routed /32, host end tnfs<n>). */
 static void attach(pid_t pid, unsigned n) {
         SH("ip link add tnfs%u type veth peer name eth0 netns %d", n, (int) pid);
@@ -584,11 +451,7 @@ static void attach(pid_t pid, unsigned n) {
 
 static int kill_kids(void **state) {
         (void) state;
-        for (size_t i = 0; i < n_kids; i++) {
-                kill(kids[i], SIGKILL);
-                waitpid(kids[i], NULL, 0);
-        }
-        n_kids = 0;
+        kids_kill();
         /* The veths die with the sandboxes' namespaces; the rest with ours. */
         (void) !system("ip link del tnfs0 2>/dev/null; ip link del tnfu0 2>/dev/null");
         return 0;

@@ -8,30 +8,23 @@
  * touch nothing of the host's (lg_net_new flushes every rule with our
  * protocol) and vanish with the process even if it dies half way; each
  * test still tears its network down (and checks that it did). Sandboxes
- * are child processes in network namespaces of their own, each listening
- * on TCP port 8080 (a listener answers a SYN without accept()). Probes are
- * TCP connects from inside a namespace (a forked child that setns()
- * there); a probe expected to fail waits 1 s for the answer a dropped SYN
- * never gets, one expected to pass up to 10 s. */
+ * are child processes in network namespaces of their own, each with a
+ * server on TCP port 8080; probes are TCP connects from inside a namespace
+ * (netns-kit.h): one expected to fail waits 1 s for the answer a dropped
+ * SYN never gets. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
-#include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 
 #include "common/util.h"
 #include "net/ipam.h"
 #include "net/net-internal.h"
 #include "net/net.h"
+#include "netns-kit.h"
 #include "test-ok.h"
 
 #define IP(a, b, c, d) ((uint32_t) (a) << 24 | (uint32_t) (b) << 16 | (uint32_t) (c) << 8 | (uint32_t) (d))
@@ -454,110 +447,13 @@ static void test_config_bad(void **state) {
 static bool is_root;
 static char table[32];
 static lg_net *net;
-static pid_t kids[256];
-static size_t n_kids;
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...) {
-        char c[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c, sizeof(c), fmt, ap);
-        va_end(ap);
-        int st = system(c);
-        if (st != 0)
-                fail_msg("`%s`: status %d", c, st);
-}
-
-/* The output of a command (the first 8 KiB). */
-static void sh_out(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void sh_out(char *buf, size_t size, const char *fmt, ...) {
-        char c[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c, sizeof(c), fmt, ap);
-        va_end(ap);
-        FILE *f = popen(c, "r");
-        assert_non_null(f);
-        size_t n = fread(buf, 1, size - 1, f);
-        buf[n] = '\0';
-        pclose(f);
-}
-
-/* A sandbox stand-in: a child in a network namespace of its own,
- * listening on PORT. */
+/* A sandbox stand-in: a child in a network namespace of its own with a
+ * server on PORT. */
 static pid_t kid(void) {
-        int p[2];
-        assert_int_equal(pipe(p), 0);
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                close(p[0]);
-                if (unshare(CLONE_NEWNET) < 0)
-                        _exit(1);
-                int s = socket(AF_INET, SOCK_STREAM, 0);
-                struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(PORT)};
-                if (s < 0 || bind(s, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(s, 64) < 0)
-                        _exit(1);
-                if (write(p[1], "k", 1) != 1)
-                        _exit(1);
-                for (;;)
-                        pause();
-        }
-        close(p[1]);
-        char c;
-        assert_int_equal(read(p[0], &c, 1), 1);
-        close(p[0]);
-        assert_true(n_kids < ARRAY_SIZE(kids));
-        kids[n_kids++] = pid;
-        return pid;
+        serve_port = PORT;
+        serve_ip[0] = '\0';
+        return child(0, true, serve);
 }
-
-static void kill_kids(void) {
-        for (size_t i = 0; i < n_kids; i++) {
-                kill(kids[i], SIGKILL);
-                waitpid(kids[i], NULL, 0);
-        }
-        n_kids = 0;
-}
-
-/* A TCP connect to ip:port from the network namespace of pid (0: the
- * test's own), waiting up to wait_ms. */
-static bool reach(pid_t pid, const char *ip, int port, int wait_ms) {
-        pid_t c = fork();
-        assert_true(c >= 0);
-        if (c == 0) {
-                if (pid) {
-                        char path[64];
-                        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) pid);
-                        int fd = open(path, O_RDONLY | O_CLOEXEC);
-                        if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
-                                _exit(2);
-                }
-                int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-                struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port)};
-                inet_pton(AF_INET, ip, &sa.sin_addr);
-                if (connect(s, (struct sockaddr *) &sa, sizeof(sa)) == 0)
-                        _exit(0);
-                if (errno != EINPROGRESS)
-                        _exit(1);
-                struct pollfd pfd = {.fd = s, .events = POLLOUT};
-                if (poll(&pfd, 1, wait_ms) != 1)
-                        _exit(1);
-                int e = 0;
-                socklen_t len = sizeof(e);
-                getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &len);
-                _exit(e == 0 ? 0 : 1);
-        }
-        int st;
-        assert_int_equal(waitpid(c, &st, 0), c);
-        assert_true(WIFEXITED(st) && WEXITSTATUS(st) != 2);
-        return WEXITSTATUS(st) == 0;
-}
-
-#define REACHES(pid, ip) assert_true(reach(pid, ip, PORT, 10000))
-#define BLOCKED(pid, ip) assert_false(reach(pid, ip, PORT, 1000))
 
 static struct lg_net_config config(void) {
         return (struct lg_net_config){.cidr = CIDR, .table = table, .link_prefix = "tnt"};
@@ -582,7 +478,7 @@ static int net_teardown(void **state) {
         (void) state;
         if (!is_root)
                 return 0;
-        kill_kids();
+        kids_kill();
         struct lg_error err = {0};
         int r = net ? lg_net_teardown(net, &err) : 0;
         lg_net_free(net);
@@ -591,8 +487,7 @@ static int net_teardown(void **state) {
                 fprintf(stderr, "lg_net_teardown: %s\n", err.msg);
                 return -1;
         }
-        char out[8192];
-        sh_out(out, sizeof(out), "nft list tables; ip -o link show; ip -4 rule show; ip -4 route show table all");
+        const char *out = sh_out("nft list tables; ip -o link show; ip -4 rule show; ip -4 route show table all");
         if (strstr(out, table) || strstr(out, "tnt") || strstr(out, "0x4c0000")) {
                 fprintf(stderr, "left after teardown:\n%s\n", out);
                 return -1;
@@ -639,35 +534,31 @@ static void test_reach(void **state) {
         assert_string_equal(lg_net_cidr(net), CIDR);
 
         /* Pod to pod within a namespace; the host reaches sandboxes. */
-        REACHES(a1, A2.ip);
-        REACHES(a2, A1.ip);
-        REACHES(0, B1.ip);
+        REACHES(a1, A2.ip, PORT);
+        REACHES(a2, A1.ip, PORT);
+        REACHES(0, B1.ip, PORT);
         /* Not across namespaces, either way; not to or from a sandbox
          * with no tenant yet. */
-        BLOCKED(a1, B1.ip);
-        BLOCKED(b1, A1.ip);
-        BLOCKED(w, A1.ip);
-        BLOCKED(a1, W.ip);
-        /* Not the host: a listener on every address of the test's
+        BLOCKED(a1, B1.ip, PORT);
+        BLOCKED(b1, A1.ip, PORT);
+        BLOCKED(w, A1.ip, PORT);
+        BLOCKED(a1, W.ip, PORT);
+        /* Not the host: a server on every address of the test's
          * namespace, the gateway's included. */
-        int s = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(PORT + 1)};
-        assert_int_equal(bind(s, (struct sockaddr *) &sa, sizeof(sa)), 0);
-        assert_int_equal(listen(s, 8), 0);
-        assert_true(reach(0, lg_net_gateway(net), PORT + 1, 10000));
-        assert_false(reach(a1, lg_net_gateway(net), PORT + 1, 1000));
-        close(s);
+        server(0, NULL, PORT + 1);
+        REACHES(0, lg_net_gateway(net), PORT + 1);
+        BLOCKED(a1, lg_net_gateway(net), PORT + 1);
 
         /* A namespace isolating its sandboxes, at once; and back. */
         ns_set("a", true, LG_NET_EGRESS_ON);
-        BLOCKED(a1, A2.ip);
+        BLOCKED(a1, A2.ip, PORT);
         ns_set("a", false, LG_NET_EGRESS_ON);
-        REACHES(a1, A2.ip);
+        REACHES(a1, A2.ip, PORT);
         /* Reassigned to b: b's pods now. */
         struct lg_error err = {0};
         OK(lg_net_assign(net, A2.ip, "b", NULL, &err));
-        REACHES(b1, A2.ip);
-        BLOCKED(a1, A2.ip);
+        REACHES(b1, A2.ip, PORT);
+        BLOCKED(a1, A2.ip, PORT);
 
         /* Release: the link goes with it, the address is not handed out
          * again at once. */
@@ -732,7 +623,7 @@ static void test_reclaim_sweep(void **state) {
         /* The reclaimed one works once it has its namespace again. */
         ns_set("a", false, LG_NET_EGRESS_ON);
         OK(lg_net_assign(net, K1.ip, "a", NULL, &err));
-        REACHES(0, K1.ip);
+        REACHES(0, K1.ip, PORT);
         OK(lg_net_sweep(net, &err)); /* nothing left to sweep */
         OK(lg_net_stats(net, &st, &err));
         assert_int_equal(st.addresses_used, 1);
@@ -768,8 +659,7 @@ static void test_namespace_bad(void **state) {
         struct lg_net_addr a = sandbox(0, "a", NULL);
         struct lg_net_stats before, after;
         OK(lg_net_stats(net, &before, &err));
-        char rules_before[4096], rules_after[4096];
-        sh_out(rules_before, sizeof(rules_before), "ip -4 rule show; ip -4 route show table all");
+        _cleanup_free_ char *rules_before = strdup(sh_out("ip -4 rule show; ip -4 route show table all"));
 
         struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON};
         struct lg_net_namespace bad = {0};
@@ -800,8 +690,7 @@ static void test_namespace_bad(void **state) {
         OK(lg_net_stats(net, &after, &err));
         assert_int_equal(after.rules, before.rules);
         assert_int_equal(after.elements, before.elements);
-        sh_out(rules_after, sizeof(rules_after), "ip -4 rule show; ip -4 route show table all");
-        assert_string_equal(rules_before, rules_after);
+        assert_string_equal(rules_before, sh_out("ip -4 rule show; ip -4 route show table all"));
         OK(lg_net_assign(net, a.ip, "a", NULL, &err)); /* a is as it was */
 
         /* Policies: unknown namespace, a name another has, a namespace's own. */
@@ -825,40 +714,39 @@ static void test_namespace_via(void **state) {
         (void) state;
         NEED_ROOT();
         struct lg_error err = {0};
-        sh("ip link add tnvia type veth peer name tnvib && ip link set tnvia up");
+        SH("ip link add tnvia type veth peer name tnvib && ip link set tnvia up");
         struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON};
         ns_set("z", false, LG_NET_EGRESS_ON); /* n = 1 */
         struct lg_net_namespace via = {0};
         snprintf(via.via_interface, sizeof(via.via_interface), "tnvia");
         OK(lg_net_namespace_set(net, "v", &via, &on, &err)); /* n = 2 */
-        char out[4096];
-        sh_out(out, sizeof(out), "ip -4 rule show; ip -4 route show table 20002");
+        const char *out = sh_out("ip -4 rule show; ip -4 route show table 20002");
         assert_non_null(strstr(out, "fwmark 0x4c000002 lookup 20002"));
         assert_non_null(strstr(out, "default dev tnvia"));
         assert_null(strstr(out, "0x4c000001"));
         via = (struct lg_net_namespace){.via_table = 100};
         OK(lg_net_namespace_set(net, "v", &via, &on, &err));
-        sh_out(out, sizeof(out), "ip -4 rule show; ip -4 route show table 20002");
+        out = sh_out("ip -4 rule show; ip -4 route show table 20002");
         assert_non_null(strstr(out, "fwmark 0x4c000002 lookup 100"));
         assert_null(strstr(out, "20002"));
         assert_null(strstr(out, "default dev"));
         OK(lg_net_namespace_set(net, "v", &(struct lg_net_namespace){0}, &on, &err));
-        sh_out(out, sizeof(out), "ip -4 rule show");
+        out = sh_out("ip -4 rule show");
         assert_null(strstr(out, "0x4c000002"));
         snprintf(via.via_interface, sizeof(via.via_interface), "tnvia");
         via.via_table = 0;
         OK(lg_net_namespace_set(net, "v", &via, &on, &err));
         OK(lg_net_namespace_delete(net, "v", &err));
-        sh_out(out, sizeof(out), "ip -4 rule show; ip -4 route show table 20002");
+        out = sh_out("ip -4 rule show; ip -4 route show table 20002");
         assert_null(strstr(out, "0x4c000002"));
         assert_null(strstr(out, "tnvia"));
-        sh("ip link del tnvia");
+        SH("ip link del tnvia");
 }
 
 /* The policy id of a sandbox in the table (0: none). */
 static unsigned long policy_of(const char *ip) {
-        char out[8192], key[32];
-        sh_out(out, sizeof(out), "nft list map inet %s policy_of", table);
+        char key[32];
+        const char *out = sh_out("nft list map inet %s policy_of", table);
         snprintf(key, sizeof(key), " %s : ", ip);
         const char *at = strstr(out, key);
         return at ? strtoul(at + strlen(key), NULL, 0) : 0;
@@ -878,7 +766,7 @@ static void test_namespace_delete(void **state) {
         struct lg_net_stats kept;
         OK(lg_net_stats(net, &kept, &err));
 
-        struct lg_net_namespace ns = {.isolate_sandboxes = true, .snat = "192.0.2.1", .via_table = 100};
+        struct lg_net_namespace ns = {.isolate_sandboxes = true, .snat = "203.0.113.77", .via_table = 100};
         struct lg_net_policy p;
         OK(lg_net_policy_parse_mode("198.51.100.0/24,203.0.113.5:443", &p, &err));
         OK(lg_net_namespace_set(net, "gone", &ns, &p, &err));
@@ -900,8 +788,7 @@ static void test_namespace_delete(void **state) {
         OK(lg_net_stats(net, &st, &err));
         assert_int_equal(st.elements, kept.elements);
         assert_int_equal(st.rules, empty.rules);
-        char out[4096];
-        sh_out(out, sizeof(out), "ip -4 rule show");
+        const char *out = sh_out("ip -4 rule show");
         assert_null(strstr(out, "0x4c0000"));
         assert_int_equal(lg_net_assign(net, s1.ip, "gone", NULL, &err), -ENOENT);
         assert_int_equal(lg_net_policy_delete(net, "gone/app/x", &err), -ENOENT);
