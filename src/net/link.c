@@ -1084,6 +1084,44 @@ int lg_nl_rules_flush(struct lg_error *err) {
         return 0;
 }
 
+/* `to ip/prefix_len lookup main`, added (one there already is fine) or
+ * deleted (a missing one is fine). */
+static int rule_to_main(bool add, const char *ip, unsigned prefix_len, struct lg_error *err) {
+        struct in_addr a;
+        int r = parse_ip(ip, &a, err);
+        if (r < 0)
+                return r;
+        if (prefix_len > 32)
+                return lg_error_setm(err, EINVAL, "rule: prefix length %u", prefix_len);
+        _cleanup_nl_ struct nl *nl = NULL;
+        r = nl_open(&nl, err);
+        if (r < 0)
+                return r;
+        struct nlmsghdr *nlh = nl_msg(nl, add ? RTM_NEWRULE : RTM_DELRULE, add ? NLM_F_CREATE | NLM_F_EXCL : 0,
+                                      add ? "add the rule" : "delete the rule", add ? EEXIST : ENOENT);
+        struct fib_rule_hdr *frh = mnl_nlmsg_put_extra_header(nlh, sizeof(*frh));
+        frh->family = AF_INET;
+        frh->action = FR_ACT_TO_TBL;
+        frh->table = RT_TABLE_MAIN;
+        frh->dst_len = (uint8_t) prefix_len;
+        mnl_attr_put_u32(nlh, FRA_TABLE, RT_TABLE_MAIN);
+        mnl_attr_put(nlh, FRA_DST, 4, &a);
+        mnl_attr_put_u32(nlh, FRA_PRIORITY, LG_NL_RULE_PREF - 1);
+        mnl_attr_put_u8(nlh, FRA_PROTOCOL, LG_NL_PROTO);
+        r = nl_run(nl, NULL, NULL, err);
+        if (r < 0)
+                return lg_error_wrap(err, r, "rule to %s/%u lookup main", ip, prefix_len);
+        return 0;
+}
+
+int lg_nl_rule_to_main(const char *ip, unsigned prefix_len, struct lg_error *err) {
+        return rule_to_main(true, ip, prefix_len, err);
+}
+
+int lg_nl_rule_to_main_delete(const char *ip, unsigned prefix_len, struct lg_error *err) {
+        return rule_to_main(false, ip, prefix_len, err);
+}
+
 /* ---- route tables ---- */
 
 static int check_table(uint32_t table, struct lg_error *err) {

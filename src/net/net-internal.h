@@ -66,6 +66,13 @@ int lg_nl_table_default_route(uint32_t table, const char *ifname, const char *ga
 /* Only the table's routes with protocol LG_NL_PROTO go (an admin's
  * via_table may hold routes of theirs). */
 int lg_nl_table_flush(uint32_t table, struct lg_error *err);
+/* `ip rule to ip/prefix_len lookup main pref LG_NL_RULE_PREF-1 proto
+ * LG_NL_PROTO`: the pod CIDR through the main table ahead of the
+ * namespaces' fwmark rules, so that pod-to-pod traffic of a namespace
+ * whose egress goes out of another interface or table stays on the host.
+ * Adding one that exists and deleting one that does not are fine. */
+int lg_nl_rule_to_main(const char *ip, unsigned prefix_len, struct lg_error *err);
+int lg_nl_rule_to_main_delete(const char *ip, unsigned prefix_len, struct lg_error *err);
 /* Delete every rule with protocol LG_NL_PROTO (start-up: net.c sets
  * again those the namespaces ask for). */
 int lg_nl_rules_flush(struct lg_error *err);

@@ -297,7 +297,9 @@ struct lg_net {
          * netlink calls (taken before lock). */
         pthread_mutex_t cfg_lock;
         char cidr[24], gateway[LG_NET_IP_MAX], prefix[8];
+        char network_ip[LG_NET_IP_MAX];
         uint32_t network;
+        unsigned prefix_len;
         lg_ipam *ipam;
         lg_nft *nft;
         void *namespaces, *policies; /* tsearch(3) trees, by name */
@@ -444,6 +446,8 @@ int lg_net_new(const struct lg_net_config *cfg, lg_net **ret, struct lg_error *e
         pthread_mutex_init(&net->lock, NULL);
         pthread_mutex_init(&net->cfg_lock, NULL);
         net->network = network;
+        net->prefix_len = prefix_len;
+        format_ipv4(network, net->network_ip);
         net->next_policy_id = 1;
         snprintf(net->cidr, sizeof(net->cidr), "%s", cidr);
         format_ipv4(network + 1, net->gateway);
@@ -459,6 +463,7 @@ int lg_net_new(const struct lg_net_config *cfg, lg_net **ret, struct lg_error *e
         struct lg_nft_config nc = {.table = table, .cidr = net->cidr, .gateway = net->gateway, .link_prefix = prefix};
         if ((r = lg_nl_enable_forwarding(err)) < 0 || (r = lg_nl_dummy_ensure(dummy, net->gateway, err)) < 0 ||
             (r = lg_nft_open(&nc, &net->nft, err)) < 0 || (r = lg_nl_rules_flush(err)) < 0 ||
+            (r = lg_nl_rule_to_main(net->network_ip, prefix_len, err)) < 0 ||
             (r = lg_nl_routes_list(found_cb, net, err)) < 0)
                 goto fail;
         *ret = net;
@@ -547,6 +552,8 @@ int lg_net_teardown(lg_net *net, struct lg_error *err) {
                 r = lg_nl_table_flush(NS_TABLE_BASE + n, &e);
                 keep_first(&ret, r, err, &e);
         }
+        r = lg_nl_rule_to_main_delete(net->network_ip, net->prefix_len, &e);
+        keep_first(&ret, r, err, &e);
         struct links l = {.prefix = net->prefix};
         r = lg_nl_links_list(net->prefix, links_cb, &l, &e);
         keep_first(&ret, r, err, &e);

@@ -488,7 +488,7 @@ static int net_teardown(void **state) {
                 return -1;
         }
         const char *out = sh_out("nft list tables; ip -o link show; ip -4 rule show; ip -4 route show table all");
-        if (strstr(out, table) || strstr(out, "tnt") || strstr(out, "0x4c0000")) {
+        if (strstr(out, table) || strstr(out, "tnt") || strstr(out, "0x4c0000") || strstr(out, "10.253.")) {
                 fprintf(stderr, "left after teardown:\n%s\n", out);
                 return -1;
         }
@@ -736,6 +736,14 @@ static void test_namespace_via(void **state) {
         snprintf(via.via_interface, sizeof(via.via_interface), "tnvia");
         via.via_table = 0;
         OK(lg_net_namespace_set(net, "v", &via, &on, &err));
+        /* Pod to pod stays on the host: the CIDR's rule goes ahead. */
+        assert_non_null(strstr(sh_out("ip -4 rule show"), "999:\tfrom all to 10.253.0.0/24 lookup main"));
+        pid_t v1 = kid(), v2 = kid();
+        struct lg_net_addr V1 = sandbox(v1, "v", NULL), V2 = sandbox(v2, "v", NULL);
+        REACHES(v1, V2.ip, PORT);
+        REACHES(0, V1.ip, PORT);
+        OK(lg_net_release(net, &V1, &err));
+        OK(lg_net_release(net, &V2, &err));
         OK(lg_net_namespace_delete(net, "v", &err));
         out = sh_out("ip -4 rule show; ip -4 route show table 20002");
         assert_null(strstr(out, "0x4c000002"));
