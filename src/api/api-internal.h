@@ -12,6 +12,7 @@ struct lg_api {
         uv_loop_t *loop;
         lg_store *store;
         lg_apps *apps;
+        lg_tenants *tenants;
         lg_sessions *sessions;
         lg_pods *pods;
         lg_image_store *images;

@@ -100,12 +100,15 @@ bool api_only_fields(struct lg_http_request *req, const json_t *obj, const char 
         return false;
 }
 
-/* ---- namespaces ------------------------------------------------------------ */
+/* ---- namespaces (lg_tenants: the namespace and its network) ---------------- */
 
-static json_t *namespace_json(const struct lg_resource *r) {
-        char t[32];
-        lg_store_format_time(r->created_at, t, sizeof(t));
-        return json_pack("{s:s, s:s}", "name", r->name, "createdAt", t);
+/* A refused namespace change: a bad value or an interface the host does
+ * not have are the caller's (400); the rest as the store's. */
+static void tenant_error(struct lg_http_request *req, int r, const struct lg_error *err) {
+        if (r == -ENODEV || r == -EINVAL)
+                lg_http_respond_error(req, 400, "BadRequest", "%s", err->msg);
+        else
+                api_store_error(req, r, err);
 }
 
 /* GET /v1/pods/warm (admin): the warm pod sandboxes (docs/pods.md). */
@@ -137,7 +140,7 @@ static void api_namespaces(struct api_call *c) {
                 json_t *items = json_array();
                 for (size_t i = 0; i < l.n; i++)
                         if (api_is_admin(c) || !strcmp(l.items[i]->name, c->token.namespace))
-                                json_array_append_new(items, namespace_json(l.items[i]));
+                                json_array_append_new(items, lg_tenants_json(l.items[i]));
                 lg_resource_list_free(&l);
                 api_json(c->req, 200, json_pack("{s:o}", "items", items));
                 return;
@@ -153,26 +156,18 @@ static void api_namespaces(struct api_call *c) {
         json_t *body = api_body_json(c->req);
         if (!body)
                 return;
-        static const char *const fields[] = {"name", NULL};
-        const char *name = json_string_value(json_object_get(body, "name"));
+        static const char *const fields[] = {"name", "network", NULL};
         if (!api_only_fields(c->req, body, "a namespace", fields)) {
                 json_decref(body);
                 return;
         }
-        if (!name || !lg_store_valid_name(name)) {
-                lg_http_respond_error(c->req, 400, "BadRequest",
-                                      "invalid namespace name `%s`: 1-63 of [a-z0-9-], starting and ending "
-                                      "with a letter or digit",
-                                      name ? name : "");
-                json_decref(body);
-                return;
-        }
         struct lg_resource *res = NULL;
-        int r = lg_store_apply(c->api->store, LG_KEY("Namespace", "", name), NULL, NULL, &res, &err);
+        int r = lg_tenants_create(c->api->tenants, json_string_value(json_object_get(body, "name")),
+                                  json_object_get(body, "network"), &res, &err);
         json_decref(body);
         if (r < 0)
-                return api_store_error(c->req, r, &err);
-        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, namespace_json(res));
+                return tenant_error(c->req, r, &err);
+        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, lg_tenants_json(res));
         lg_resource_free(res);
 }
 
@@ -186,30 +181,45 @@ static void api_namespace(struct api_call *c, const char *ns) {
                 int r = lg_store_get(c->api->store, LG_KEY("Namespace", "", ns), &res, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
-                api_json(c->req, 200, namespace_json(res));
+                api_json(c->req, 200, lg_tenants_json(res));
                 lg_resource_free(res);
                 return;
         }
-        if (strcmp(m, "DELETE")) {
-                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET or DELETE");
+        if (strcmp(m, "DELETE") && strcmp(m, "PUT")) {
+                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET, PUT or DELETE");
                 return;
         }
         if (!api_is_admin(c)) {
-                lg_http_respond_error(c->req, 403, "Forbidden", "%s", "deleting namespaces needs an admin token");
+                lg_http_respond_error(c->req, 403, "Forbidden", "%s namespaces needs an admin token",
+                                      strcmp(m, "PUT") ? "deleting" : "changing");
                 return;
         }
-        struct lg_resource_list l = {0};
-        int r = lg_store_list(c->api->store, "App", ns, NULL, &l, &err);
-        size_t n = l.n;
-        lg_resource_list_free(&l);
-        if (r < 0)
-                return api_store_error(c->req, r, &err);
-        if (n) {
-                lg_http_respond_error(c->req, 409, "Conflict", "namespace `%s` still has %zu app%s", ns, n,
-                                      n == 1 ? "" : "s");
+        if (!strcmp(m, "PUT")) {
+                json_t *body = api_body_json(c->req);
+                if (!body)
+                        return;
+                /* A name in the body, as POST has it, must be this one. */
+                static const char *const fields[] = {"name", "network", NULL};
+                const char *name = json_string_value(json_object_get(body, "name"));
+                if (!api_only_fields(c->req, body, "a namespace", fields)) {
+                        json_decref(body);
+                        return;
+                }
+                if (json_object_get(body, "name") && (!name || strcmp(name, ns))) {
+                        lg_http_respond_error(c->req, 400, "BadRequest", "`name` must be `%s` (the path's) if given",
+                                              ns);
+                        json_decref(body);
+                        return;
+                }
+                int r = lg_tenants_set(c->api->tenants, ns, json_object_get(body, "network"), &res, &err);
+                json_decref(body);
+                if (r < 0)
+                        return tenant_error(c->req, r, &err);
+                api_json(c->req, 200, lg_tenants_json(res));
+                lg_resource_free(res);
                 return;
         }
-        r = lg_store_delete(c->api->store, LG_KEY("Namespace", "", ns), 0, NULL, &err);
+        int r = lg_tenants_delete(c->api->tenants, ns, &err);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
         lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
@@ -560,6 +570,7 @@ int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *e
         api->loop = cfg->loop;
         api->store = cfg->store;
         api->apps = cfg->apps;
+        api->tenants = cfg->tenants;
         api->sessions = cfg->sessions;
         api->pods = cfg->pods;
         api->images = cfg->images;

@@ -25,6 +25,7 @@
 #include "router/router.h"
 #include "session/session.h"
 #include "store/store.h"
+#include "tenant/tenant.h"
 
 typedef struct lg_api lg_api;
 
@@ -32,6 +33,7 @@ struct lg_api_config {
         uv_loop_t *loop;
         lg_store *store;
         lg_apps *apps;
+        lg_tenants *tenants;    /* namespaces and their network */
         lg_sessions *sessions;
         lg_pods *pods;          /* NULL: no warm pods, no layers in use */
         lg_image_store *images; /* NULL: /v1/images answers 503 */

@@ -10,6 +10,7 @@ struct lg_apps {
         char *logs_dir;
         const struct lg_apps_ops *ops;
         void *ud;
+        lg_tenants *tenants;
         /* Package jobs: the one running and the ones waiting for it. */
         struct {
                 lg_apps_upload *running;

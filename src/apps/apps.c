@@ -14,8 +14,9 @@
 
 const char *const lg_app_fields[] = {
         "runtime", "package", "entrypoint", "settings", "concurrency", "minInstances", "maxInstances",
-        "idleTimeoutSeconds", "timeoutSeconds", "cpu", "memory", "poolGroup", NULL,
+        "idleTimeoutSeconds", "timeoutSeconds", "cpu", "memory", "poolGroup", "egress", NULL,
 };
+/* Not "egress": its policy changes in place, the instances follow at once. */
 static const char *const revision_fields[] = {
         "runtime", "package", "entrypoint", "settings", "cpu", "memory", "poolGroup", NULL,
 };
@@ -36,6 +37,7 @@ int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error
         a->blobs = cfg->blobs;
         a->ops = cfg->ops;
         a->ud = cfg->ud;
+        a->tenants = cfg->tenants;
         a->jobs.tail = &a->jobs.head;
         *ret = a;
         return 0;
@@ -135,6 +137,12 @@ static int check_app_spec(lg_apps *a, const json_t *spec, char *err, size_t errl
         json_t *v;
         if ((v = json_object_get(spec, "cpu")) && lg_spec_cpu(v, &u) < 0) {
                 snprintf(err, errlen, "`cpu` must be CPUs (0.5) or millicores (\"500m\")");
+                return -EINVAL;
+        }
+        struct lg_net_policy np;
+        struct lg_error perr = {0};
+        if ((v = json_object_get(spec, "egress")) && lg_tenant_policy_parse(v, 0, "`egress`", &np, &perr) < 0) {
+                snprintf(err, errlen, "%s", perr.msg);
                 return -EINVAL;
         }
         const char *pool = json_string_value(json_object_get(spec, "poolGroup"));
@@ -278,6 +286,14 @@ static int activate(lg_apps *a, const struct lg_resource *app, const struct lg_r
         if (cv)
                 lg_spec_cpu(cv, &cpu);
         app_key(key, sizeof(key), ns, name);
+        /* Its instances' policy, before any is started or taken back. */
+        int r = lg_tenants_egress_set(a->tenants, ns, "app", name, json_object_get(app->spec, "egress"), err);
+        if (r < 0) {
+                for (size_t j = 0; env && j < i; j++)
+                        free(env[j]);
+                free(env);
+                return r;
+        }
         struct lg_route_config cfg = {
                 .key = key,
                 .revision = (unsigned) rev->number,
@@ -292,7 +308,7 @@ static int activate(lg_apps *a, const struct lg_resource *app, const struct lg_r
                 .idle_timeout_s = (unsigned) spec_int(app->spec, "idleTimeoutSeconds", 300),
                 .timeout_s = (unsigned) spec_int(app->spec, "timeoutSeconds", 60),
         };
-        int r = env && i == n ? a->ops->route_set(a->ud, &cfg, err) : lg_error_set(err, ENOMEM, "settings");
+        r = env && i == n ? a->ops->route_set(a->ud, &cfg, err) : lg_error_set(err, ENOMEM, "settings");
         for (size_t j = 0; env && j < i; j++)
                 free(env[j]);
         free(env);
@@ -321,6 +337,10 @@ int lg_apps_delete(lg_apps *a, const char *ns, const char *name, struct lg_error
         char key[160];
         app_key(key, sizeof(key), ns, name);
         a->ops->route_remove(a->ud, key);
+        /* Its instances are drained under it: gone with them in lg_net
+         * (sandboxes assigned to a deleted policy are unassigned). */
+        struct lg_error ignored = {0};
+        lg_tenants_policy_set(a->tenants, ns, "app", name, NULL, &ignored);
         return 0;
 }
 

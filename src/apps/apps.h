@@ -31,6 +31,7 @@
 #include "pkg/pkg.h"
 #include "router/router.h"
 #include "store/store.h"
+#include "tenant/tenant.h"
 
 typedef struct lg_apps lg_apps;
 
@@ -53,6 +54,7 @@ struct lg_apps_config {
         const char *logs_dir; /* <logs_dir>/<ns>/<app>.log */
         const struct lg_apps_ops *ops;
         void *ud;             /* the ops' */
+        lg_tenants *tenants;  /* apps' egress policies; NULL: none */
 };
 
 int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error *err);

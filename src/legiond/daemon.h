@@ -16,6 +16,7 @@
 #include "router/router.h"
 #include "session/session.h"
 #include "store/store.h"
+#include "tenant/tenant.h"
 
 struct lg_daemon {
         uv_loop_t *loop;
@@ -32,6 +33,7 @@ struct lg_daemon {
         lg_router *router;
         lg_sessions *sessions;
         lg_apps *apps;
+        lg_tenants *tenants; /* namespaces and their network */
         lg_api *api;
         struct lg_http_server *http;
 };

@@ -447,8 +447,11 @@ int main(int argc, char **argv) {
                                     .runtimes_dir = d->runtimes_dir};
         if (r >= 0)
                 r = lg_node_new(&nc, &d->node, &err);
+        if (r >= 0)
+                r = lg_tenants_new(d->store, NULL, &d->tenants, &err);
         struct lg_apps_config ac = {.loop = d->loop, .store = d->store, .blobs = d->blobs,
-                                    .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d};
+                                    .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d,
+                                    .tenants = d->tenants};
         if (r >= 0)
                 r = lg_apps_new(&ac, &d->apps, &err);
         if (r >= 0)
@@ -470,9 +473,9 @@ int main(int argc, char **argv) {
                                            .ops = &image_jobs_ops, .ud = d};
         if (r >= 0)
                 r = lg_image_jobs_new(&ijc, &d->image_jobs, &err);
-        struct lg_api_config apic = {.loop = d->loop, .store = d->store, .apps = d->apps, .sessions = d->sessions,
-                                     .pods = d->pods, .images = d->images, .image_jobs = d->image_jobs,
-                                     .router = d->router};
+        struct lg_api_config apic = {.loop = d->loop, .store = d->store, .apps = d->apps, .tenants = d->tenants,
+                                     .sessions = d->sessions, .pods = d->pods, .images = d->images,
+                                     .image_jobs = d->image_jobs, .router = d->router};
         if (r >= 0)
                 r = lg_api_new(&apic, &d->api, &err);
         struct lg_http_server_config hc = {
@@ -497,7 +500,8 @@ int main(int argc, char **argv) {
                         r = 0;
                 }
         }
-        struct lg_replay_targets rt = {.store = d->store, .apps = d->apps, .sessions = d->sessions, .pods = d->pods};
+        struct lg_replay_targets rt = {.store = d->store, .tenants = d->tenants, .apps = d->apps,
+                                       .sessions = d->sessions, .pods = d->pods};
         if (r >= 0)
                 r = lg_replay(&rt, replay_report, NULL, NULL, &err);
         if (r >= 0) {
@@ -532,6 +536,7 @@ int main(int argc, char **argv) {
         lg_api_free(d->api);
         lg_sessions_free(d->sessions);
         lg_apps_free(d->apps);
+        lg_tenants_free(d->tenants);
         lg_image_jobs_free(d->image_jobs);
         lg_pods_free(d->pods);
         lg_node_free(d->node);

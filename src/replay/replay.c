@@ -3,12 +3,17 @@
 
 #include "replay/replay.h"
 
+/* Its network (rules, default policy, routing) in lg_net. */
+static int restore_namespace(const struct lg_replay_targets *t, const struct lg_resource *r, struct lg_error *err) {
+        return t->tenants ? lg_tenants_restore(t->tenants, r, err) : 0;
+}
+
 static int restore_pool_group(const struct lg_replay_targets *t, const struct lg_resource *r, struct lg_error *err) {
         return lg_apps_restore_pool(t->apps, r, err);
 }
 
-/* A pool stored by an older legiond may hold what is no longer accepted
- * (`egress: true`): restored without it. */
+/* Its placeholders and egress policy (`egress: true` stored by an older
+ * legiond gets a network of its own, never the host's). */
 static int restore_session_pool(const struct lg_replay_targets *t, const struct lg_resource *r,
                                 struct lg_error *err) {
         return lg_sessions_restore_pool(t->sessions, r, err);
@@ -23,6 +28,7 @@ static const struct {
         const char *ns; /* "" for cluster-scoped kinds, NULL: every namespace */
         int (*restore)(const struct lg_replay_targets *t, const struct lg_resource *r, struct lg_error *err);
 } kinds[] = {
+        {"Namespace", "", restore_namespace},
         {"PoolGroup", "", restore_pool_group},
         {"SessionPool", NULL, restore_session_pool},
         {"App", NULL, restore_app},

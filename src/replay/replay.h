@@ -1,7 +1,10 @@
 /* Start-up: one replay of the store into the application modules, so that
  * what was declared before a restart is live again: pool groups and
  * session pools (warm placeholders on the node), apps (their latest
- * revision routed), pods (the pod manager looks at each again). Kinds go
+ * revision routed), pods (the pod manager looks at each again), and first
+ * of all namespaces: their networks are in the node's lg_net before any
+ * sandbox is given a tenant (apps, sessions and pods taking back their
+ * sandboxes assign them). Kinds go
  * in the order they depend on each other -- pools before the apps that
  * start from them -- and one object that cannot be made live (an app whose
  * package has gone) is reported and skipped, never a reason to stop: it
@@ -16,9 +19,11 @@
 #include "pod/pod.h"
 #include "session/session.h"
 #include "store/store.h"
+#include "tenant/tenant.h"
 
 struct lg_replay_targets {
         lg_store *store;
+        lg_tenants *tenants;   /* Namespace; NULL: none */
         lg_apps *apps;         /* PoolGroup, App */
         lg_sessions *sessions; /* SessionPool */
         lg_pods *pods;         /* Pod; NULL: none */

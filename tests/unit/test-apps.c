@@ -433,13 +433,22 @@ static void test_revisions(void **state) {
                 "{\"runtime\": \"python3\", \"package\": \"%s\", \"concurrency\": 0}",
                 "{\"runtime\": \"python3\", \"package\": \"%s\", \"color\": \"red\"}",
                 "{\"runtime\": \"python3\", \"package\": \"%s\", \"entrypoint\": 5}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"egress\": true}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"egress\": \"198.51.100.0/24\"}",
+                "{\"runtime\": \"python3\", \"package\": \"%s\", \"egress\": {\"allow\": [\"10.0.0.1/8\"]}}",
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 err = (struct lg_error){0};
                 int r = put(f, "web", bad[i], f->pkg, &err);
-                if (r != -EINVAL || !err.msg[0])
+                if (r != -EINVAL || !err.msg[0] || (strstr(bad[i], "egress") && !strstr(err.msg, "`egress`")))
                         fail_msg("%s: %d `%s`", bad[i], r, err.msg);
         }
+        /* A good egress is no new revision: its policy changes in place. */
+        assert_int_equal(put(f, "web", "{\"runtime\": \"python3\", \"package\": \"%s\", \"settings\": {\"A\": "
+                                       "\"2\"}, \"cpu\": \"250m\", \"entrypoint\": \"main:app\", \"egress\": "
+                                       "{\"allow\": [\"198.51.100.0/24:443\"]}}",
+                             f->pkg2, &err),
+                         LG_STORE_UPDATED);
         char missing[80];
         memset(missing, 'a', 64);
         missing[64] = '\0';

@@ -1,7 +1,8 @@
 /* Unit test of the start-up replay (src/replay): a store written as a
- * legiond would leave it -- pool groups, session pools (one from an older
- * legiond with egress, one broken), apps with several revisions, one whose
- * package has gone -- replayed into real lg_apps and lg_sessions whose ops
+ * legiond would leave it -- namespaces (one with a network no legiond
+ * would accept), pool groups, session pools (one broken), apps with
+ * several revisions, one whose package has gone -- replayed into real
+ * lg_tenants (without a node network), lg_apps and lg_sessions whose ops
  * record, in order, what reached the node and the router. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -133,10 +134,16 @@ static void test_replay(void **state) {
         OK(lg_sessions_new(&loop, st, &sessions_ops, NULL, &sessions, &err));
 
         /* What an earlier legiond stored. */
+        lg_tenants *tenants = NULL;
+        OK(lg_tenants_new(st, NULL, &tenants, &err));
+        OK(lg_tenants_create(tenants, "team", NULL, NULL, &err));
+        json_t *bad = js("{\"network\": {\"isolation\": \"%s\"}}", "nobody");
+        OK(lg_store_apply(st, LG_KEY("Namespace", "", "odd"), NULL, bad, NULL, &err));
+        json_decref(bad);
         json_t *s = js("{\"runtime\": \"%s\", \"ready\": 2}", "python3");
         OK(lg_store_apply(st, LG_KEY("PoolGroup", "", "python3"), NULL, s, NULL, &err));
         json_decref(s);
-        s = js("{\"runtime\": \"%s\", \"ready\": 1, \"egress\": true}", "python3");
+        s = js("{\"runtime\": \"%s\", \"ready\": 1, \"egress\": false}", "python3");
         OK(lg_store_apply(st, LG_KEY("SessionPool", "team", "old"), NULL, s, NULL, &err));
         json_decref(s);
         s = js("{\"ready\": \"%s\"}", "many");
@@ -163,13 +170,15 @@ static void test_replay(void **state) {
 
         struct report rep = {0};
         struct lg_replay_stats stats = {0};
-        struct lg_replay_targets t = {.store = st, .apps = apps, .sessions = sessions, .pods = NULL};
+        struct lg_replay_targets t = {
+                .store = st, .tenants = tenants, .apps = apps, .sessions = sessions, .pods = NULL};
         OK(lg_replay(&t, on_report, &rep, &stats, &err));
-        assert_int_equal(stats.restored, 3);
-        assert_int_equal(stats.failed, 2);
-        assert_int_equal(rep.n, 2);
-        assert_string_equal(rep.what[0], "SessionPool team/broken");
-        assert_string_equal(rep.what[1], "App default/lost");
+        assert_int_equal(stats.restored, 4);
+        assert_int_equal(stats.failed, 3);
+        assert_int_equal(rep.n, 3);
+        assert_string_equal(rep.what[0], "Namespace /odd");
+        assert_string_equal(rep.what[1], "SessionPool team/broken");
+        assert_string_equal(rep.what[2], "App default/lost");
         /* The latest revision is routed, after the pools it starts from. */
         int pool = find_event("pool:python3");
         int spool = find_event("pool:sessions/team/old");
@@ -180,6 +189,7 @@ static void test_replay(void **state) {
 
         lg_sessions_free(sessions);
         lg_apps_free(apps);
+        lg_tenants_free(tenants);
         uv_run(&loop, UV_RUN_DEFAULT);
         assert_int_equal(uv_loop_close(&loop), 0);
         lg_blobstore_close(bs);

@@ -1,0 +1,104 @@
+"""The network's API shapes (docs/networking.md, docs/api.md): a namespace's
+network (POST, PUT, GET), the egress policy of apps, session pools and pods,
+the addresses in their status. Bad input gets a 4xx naming the problem and
+changes nothing. What the policies do to traffic is tests/e2e/test_network.py's."""
+import json
+
+import pytest
+
+from test_legiond import PY_APP, legiond, write_app  # noqa: F401  (the fixture)
+
+DEFAULTS = {"egress": "on", "isolation": "namespace"}
+
+
+def ns_get(d, name, token=None):
+    st, body = d.http("GET", f"/v1/namespaces/{name}", token=token)
+    assert st == 200, body
+    return json.loads(body)
+
+
+def message(body):
+    return json.loads(body)["error"]["message"]
+
+
+def test_namespace_network_shapes(legiond):
+    h = legiond.http
+    # Defaults, also for the namespace legiond made itself.
+    assert ns_get(legiond, "default")["network"] == DEFAULTS
+    st, body = h("POST", "/v1/namespaces", body={"name": "team-a"})
+    assert st == 201, body
+    assert json.loads(body)["network"] == DEFAULTS
+    net = {"egress": {"allow": ["198.51.100.0/24", "203.0.113.5:443", "10.0.0.0/8:8000-8999"]},
+           "isolation": "sandbox", "snat": "192.0.2.10"}
+    st, body = h("POST", "/v1/namespaces", body={"name": "team-b", "network": net})
+    assert st == 201, body
+    assert ns_get(legiond, "team-b")["network"] == net
+    # PUT changes it; a namespace token reads it but cannot change it.
+    st, body = h("PUT", "/v1/namespaces/team-a", body={"network": {"egress": "off"}})
+    assert st == 200, body
+    assert json.loads(body)["network"] == {"egress": "off", "isolation": "namespace"}
+    st, body = h("POST", "/v1/namespaces/team-a/tokens", body={})
+    tok = json.loads(body)["token"]
+    assert ns_get(legiond, "team-a", token=tok)["network"]["egress"] == "off"
+    st, body = h("PUT", "/v1/namespaces/team-a", body={"network": {"egress": "on"}}, token=tok)
+    assert st == 403, body
+    assert ns_get(legiond, "team-a")["network"]["egress"] == "off"
+    items = json.loads(h("GET", "/v1/namespaces")[1])["items"]
+    assert {i["name"]: i["network"]["egress"] for i in items} == {"default": "on", "team-a": "off",
+                                                                  "team-b": net["egress"]}
+    # POST of an existing namespace without a network keeps what it has.
+    assert h("POST", "/v1/namespaces", body={"name": "team-a"})[0] == 200
+    assert ns_get(legiond, "team-a")["network"]["egress"] == "off"
+    assert h("PUT", "/v1/namespaces/nope", body={"network": {}})[0] == 404
+    # Deleting removes it; the name is free again, with the defaults.
+    assert h("DELETE", "/v1/namespaces/team-b")[0] == 204
+    assert h("GET", "/v1/namespaces/team-b")[0] == 404
+    st, body = h("POST", "/v1/namespaces", body={"name": "team-b"})
+    assert st == 201 and json.loads(body)["network"] == DEFAULTS
+
+
+BAD_NETWORKS = [
+    ({"egress": {"allow": ["198.51.100.0/33"]}}, "network.egress"),
+    ({"egress": {"allow": ["198.51.100.1/24"]}}, "network.egress"),
+    ({"egress": {"allow": ["198.51.100.0/24:0"]}}, "network.egress"),
+    ({"egress": {"allow": ["198.51.100.0/24:70000"]}}, "network.egress"),
+    ({"egress": {"allow": ["example.com"]}}, "network.egress"),
+    ({"egress": {"allow": "198.51.100.0/24"}}, "allow"),
+    ({"egress": {"allow": [f"198.51.100.{i}" for i in range(65)]}}, "at most 64"),
+    ({"egress": "maybe"}, "network.egress"),
+    ({"egress": True}, "network.egress"),
+    ({"isolation": "none"}, "network.isolation"),
+    ({"snat": "192.0.2.300"}, "network.snat"),
+    ({"via": {"interface": "eth0", "table": 100}}, "network.via"),
+    ({"via": {"table": 254}}, "network.via.table"),
+    ({"via": {"interface": "../x"}}, "network.via.interface"),
+    ({"via": {"table": 100, "gateway": "192.0.2.1"}}, "network.via.gateway"),
+    ({"egres": "on"}, "egres"),
+    ("on", "network"),
+]
+
+
+@pytest.mark.parametrize("net,says", BAD_NETWORKS)
+def test_bad_network_is_refused_and_changes_nothing(legiond, net, says):
+    h = legiond.http
+    st, body = h("POST", "/v1/namespaces", body={"name": "team-c", "network": net})
+    assert st == 400 and says in message(body), (st, body)
+    assert h("GET", "/v1/namespaces/team-c")[0] == 404
+    before = ns_get(legiond, "default")
+    st, body = h("PUT", "/v1/namespaces/default", body={"network": net})
+    assert st == 400 and says in message(body), (st, body)
+    assert ns_get(legiond, "default") == before
+
+
+def test_unknown_interface_is_refused(legiond):
+    """Only the node's network knows its interfaces: 400 naming it, and
+    nothing stored."""
+    h = legiond.http
+    net = {"via": {"interface": "lgtnoneth9"}}
+    st, body = h("POST", "/v1/namespaces", body={"name": "team-d", "network": net})
+    assert st == 400 and "lgtnoneth9" in message(body), (st, body)
+    assert h("GET", "/v1/namespaces/team-d")[0] == 404
+    before = ns_get(legiond, "default")
+    st, body = h("PUT", "/v1/namespaces/default", body={"network": net})
+    assert st == 400 and "lgtnoneth9" in message(body), (st, body)
+    assert ns_get(legiond, "default") == before
