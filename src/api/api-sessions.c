@@ -265,6 +265,8 @@ static void pool_put(struct api_call *c, const char *ns, const char *name) {
         struct lg_error err = {0};
         struct lg_resource *res = NULL;
         int r = lg_sessions_pool_put(c->api->sessions, ns, name, spec, &res, &err);
+        if (r == -EOPNOTSUPP) /* egress on a node without networking */
+                return (void) lg_http_respond_error(c->req, 409, "Conflict", "%s", err.msg);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
         api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, lg_resource_to_json(res));

@@ -461,6 +461,8 @@ int main(int argc, char **argv) {
                                   &d->router, &err);
         if (r >= 0)
                 r = lg_sessions_new(d->loop, d->store, &sessions_ops, d, &d->sessions, &err);
+        if (r >= 0)
+                lg_sessions_set_tenants(d->sessions, d->tenants);
         char pod_logs[4096];
         snprintf(pod_logs, sizeof(pod_logs), "%s/pods", d->logs_dir ? d->logs_dir : "");
         struct lg_pods_config pc = {.loop = d->loop, .store = d->store, .images = d->images,

@@ -47,6 +47,12 @@ struct lg_pool_spec {
         bool writable_root;
         uint64_t disk_bytes;
         const char *const *env;   /* K=V, NULL-terminated; may be NULL */
+        /* An address on the node's network (lg_node_config.net; ignored
+         * when NULL): a placeholder gets one while it waits, with no
+         * tenant (it reaches DNS only); an instance is assigned to its
+         * app's namespace (lg_instance_spec) before its code runs.
+         * Otherwise the sandbox's network namespace has loopback only. */
+        bool network;
 };
 
 struct lg_pool_stats {

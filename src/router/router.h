@@ -119,6 +119,7 @@ struct lg_route_config {
         const char *code_dir;     /* NULL: no code (sessions) */
         const char *identifier;   /* sessions: sent with specialize */
         uint64_t cpu_millis;
+        const char *net_policy;   /* instances' egress policy; NULL = the namespace's */
         unsigned concurrency;     /* per instance; 0 = 1 */
         unsigned min_instances;
         unsigned max_instances;   /* 0 = 10 */

@@ -39,6 +39,7 @@ struct lg_sessions {
         lg_store *store;
         const struct lg_sessions_ops *ops;
         void *ud;
+        lg_tenants *tenants; /* pools' egress policies; NULL: none */
         struct lg_session *head;
 };
 
@@ -59,6 +60,8 @@ int lg_sessions_new(uv_loop_t *loop, lg_store *store, const struct lg_sessions_o
         *ret = m;
         return 0;
 }
+
+void lg_sessions_set_tenants(lg_sessions *m, lg_tenants *t) { m->tenants = t; }
 
 static void session_closed(uv_handle_t *h) { free(h->data); }
 
@@ -93,8 +96,7 @@ static unsigned spec_uint(const json_t *spec, const char *k, unsigned def) {
 /* ---- pools ----------------------------------------------------------------- */
 
 /* Check a pool spec and (re)declare its placeholders to the node. */
-static int pool_apply(lg_sessions *m, const char *ns, const char *pool, const json_t *spec, bool restoring,
-                      struct lg_error *err) {
+static int pool_apply(lg_sessions *m, const char *ns, const char *pool, const json_t *spec, struct lg_error *err) {
         char pname[160];
         uint64_t cpu = 0, mem = 256ull << 20, max_file = 100ull << 20, max_bytes = 1ull << 30;
         json_t *v;
@@ -111,17 +113,21 @@ static int pool_apply(lg_sessions *m, const char *ns, const char *pool, const js
                         return lg_error_setm(err, EINVAL, "`%s` must be an integer from %lld to %lld", ints[i].k,
                                              ints[i].lo, ints[i].hi);
         }
-        v = json_object_get(spec, "egress");
-        if (v && !json_is_boolean(v))
-                return lg_error_setm(err, EINVAL, "`egress` must be true or false");
-        /* Sessions have no egress of their own yet (no NAT'd network), and
-         * the host's network namespace is no substitute: it reaches
-         * legiond's API and every host listener on loopback. A pool stored
-         * with it by an older legiond is restored without it. */
-        if (!restoring && json_is_true(v))
-                return lg_error_setm(err, EINVAL, "%s",
-                                     "`egress: true` is not available: sessions have no network of their own yet, "
-                                     "and Legion will not run untrusted code on the host's network");
+        /* Egress: off (the default) keeps the placeholders on loopback
+         * only; otherwise they get an address while they wait and, at
+         * take, their tenant: the pool's namespace with the pool's policy
+         * "<ns>/pool/<pool>" (an allowlist), or for true and "on" the
+         * namespace's own. Never the host's network namespace. */
+        struct lg_net_policy np;
+        json_t *egress = json_object_get(spec, "egress");
+        int r = egress ? lg_tenant_policy_parse(egress, LG_TENANT_POLICY_BOOL, "`egress`", &np, err) : 0;
+        if (r < 0)
+                return r;
+        bool net = egress && !json_is_false(egress) &&
+                   !(json_is_string(egress) && !strcmp(json_string_value(egress), "off"));
+        if (net && !(m->tenants && lg_tenants_net(m->tenants)))
+                return lg_error_setm(err, EOPNOTSUPP, "%s",
+                                     "`egress` needs the node's network, and networking is off on this node");
         if ((v = json_object_get(spec, "cpu")) && lg_spec_cpu(v, &cpu) < 0)
                 return lg_error_setm(err, EINVAL, "`cpu` must be CPUs (0.5) or millicores (\"500m\")");
         if ((v = json_object_get(spec, "memory")) && lg_spec_memory(v, &mem) < 0)
@@ -150,8 +156,10 @@ static int pool_apply(lg_sessions *m, const char *ns, const char *pool, const js
                 /* The files' tmpfs, with room for the interpreter's /tmp. */
                 .disk_bytes = max_bytes + (64ull << 20),
                 .env = env,
+                .network = net,
         };
-        return m->ops->pool_set(m->ud, &ps, err);
+        r = lg_tenants_egress_set(m->tenants, ns, "pool", pool, json_is_object(egress) ? egress : NULL, err);
+        return r < 0 ? r : m->ops->pool_set(m->ud, &ps, err);
 }
 
 int lg_sessions_pool_put(lg_sessions *m, const char *ns, const char *pool, const json_t *spec,
@@ -163,7 +171,7 @@ int lg_sessions_pool_put(lg_sessions *m, const char *ns, const char *pool, const
         int r = lg_spec_only_fields(s, "a session pool", pool_fields, err);
         if (r < 0)
                 return r;
-        r = pool_apply(m, ns, pool, s, false, err);
+        r = pool_apply(m, ns, pool, s, err);
         if (r < 0)
                 return lg_error_wrap(err, r, "session pool `%s`", pool);
         if (!json_object_get(s, "runtime"))
@@ -172,7 +180,7 @@ int lg_sessions_pool_put(lg_sessions *m, const char *ns, const char *pool, const
 }
 
 int lg_sessions_restore_pool(lg_sessions *m, const struct lg_resource *pool, struct lg_error *err) {
-        return pool_apply(m, pool->namespace, pool->name, pool->spec, true, err);
+        return pool_apply(m, pool->namespace, pool->name, pool->spec, err);
 }
 
 int lg_sessions_pool_delete(lg_sessions *m, const char *ns, const char *pool, struct lg_error *err) {
@@ -185,6 +193,8 @@ int lg_sessions_pool_delete(lg_sessions *m, const char *ns, const char *pool, st
         }
         node_pool_name(pname, sizeof(pname), ns, pool);
         m->ops->pool_delete(m->ud, pname);
+        struct lg_error ignored = {0};
+        lg_tenants_policy_set(m->tenants, ns, "pool", pool, NULL, &ignored);
         return lg_store_delete(m->store, LG_KEY("SessionPool", ns, pool), 0, NULL, err);
 }
 
@@ -378,11 +388,17 @@ static int session_bind(lg_sessions *m, const char *ns, const char *pool, const 
         s->cooldown_s = spec_uint(pool_spec, "cooldownSeconds", 300);
         char pname[160];
         node_pool_name(pname, sizeof(pname), ns, pool);
+        /* An allowlist of its own is the pool's policy; "on" the
+         * namespace's (pool_apply registered it). */
+        char policy[LG_NET_NAME_MAX];
+        json_t *egress = json_object_get(pool_spec, "egress");
+        lg_tenant_policy_name(policy, sizeof(policy), ns, "pool", pool);
         struct lg_route_config cfg = {
                 .key = key,
                 .revision = 1,
                 .pool = pname,
                 .identifier = id,
+                .net_policy = json_is_object(egress) ? policy : NULL,
                 .concurrency = 1,
                 .min_instances = 0,
                 .max_instances = 1,

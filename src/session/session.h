@@ -3,7 +3,9 @@
  *
  * A session pool is a node pool of session-worker placeholders
  * (runtimes/python/legion_runtime/session): a writable root whose /mnt/data
- * holds the session's files, no network beyond loopback. A session is a route
+ * holds the session's files; no network beyond loopback unless the pool has
+ * egress, and then an address on the node's network (never the host's
+ * network namespace) under the pool's policy. A session is a route
  * "ns/pool/identifier" with one instance and concurrency 1: the data path
  * gives it a placeholder on first use (bound to that identifier for good),
  * serializes its executions in a bounded queue with deadlines, and streams
@@ -34,6 +36,7 @@
 #include "node/node.h"
 #include "router/router.h"
 #include "store/store.h"
+#include "tenant/tenant.h"
 
 /* Limits of an execution, checked here and handed to the worker, which
  * checks them too (LEGION_SESSION_MAX_CODE, LEGION_SESSION_MAX_TIMEOUT). */
@@ -59,6 +62,9 @@ struct lg_sessions_ops {
 
 int lg_sessions_new(uv_loop_t *loop, lg_store *store, const struct lg_sessions_ops *ops, void *ud,
                     lg_sessions **ret, struct lg_error *err);
+/* The pools' egress policies go to t (tenant.h). Without it (or without
+ * its lg_net) a pool with egress is refused: -EOPNOTSUPP. */
+void lg_sessions_set_tenants(lg_sessions *m, lg_tenants *t);
 /* Forget every session without calling ops (the router goes with the
  * process); their timers close on the loop's next turn. NULL is fine. */
 void lg_sessions_free(lg_sessions *m);
@@ -66,15 +72,17 @@ void lg_sessions_free(lg_sessions *m);
 /* ---- pools ----------------------------------------------------------------- */
 
 /* Check a pool spec (a "name" field in it is ignored), (re)declare its
- * placeholders to the node, and store it (runtime python3 by default).
+ * placeholders (and its egress policy, see lg_tenants_egress_set) to the
+ * node, and store it (runtime python3 by default).
  * -EINVAL with err saying what is wrong ("session pool `p`: `ready` must
  * be ..."); the store's errors. Returns the store's LG_STORE_CREATED,
  * _UPDATED or _UNCHANGED; *ret (may be NULL) the stored object. */
 int lg_sessions_pool_put(lg_sessions *m, const char *ns, const char *pool, const json_t *spec,
                          struct lg_resource **ret, struct lg_error *err);
-/* At start: a stored pool's placeholders declared again. What an older
- * legiond stored and is no longer accepted (`egress: true`) is ignored
- * instead of refused. */
+/* At start: a stored pool's placeholders and policy declared again (a
+ * pool stored with `egress: true` by a legiond that refused it, or one
+ * before that which gave sessions the host's network, gets a network of
+ * its own under its namespace's policy). */
 int lg_sessions_restore_pool(lg_sessions *m, const struct lg_resource *pool, struct lg_error *err);
 /* End the pool's sessions, remove its placeholders, and delete it from the
  * store (the store's errors, -ENOENT). */
