@@ -477,6 +477,50 @@ const char *cli_jtext(const json_t *obj, const char *path, char *buf, size_t cap
         return buf;
 }
 
+json_t *cli_egress_json(const char *arg) {
+        if (!strcmp(arg, "on") || !strcmp(arg, "off"))
+                return json_string(arg);
+        /* What an allowlist can hold; anything else is a typo, said at
+         * once rather than by legiond. */
+        if (!*arg || strspn(arg, "0123456789./:-, ") != strlen(arg))
+                return NULL;
+        json_t *allow = json_array();
+        for (const char *p = arg; allow;) {
+                const char *comma = strchr(p, ',');
+                const char *end = comma ? comma : p + strlen(p);
+                while (p < end && *p == ' ')
+                        p++;
+                const char *q = end;
+                while (q > p && q[-1] == ' ')
+                        q--;
+                json_array_append_new(allow, json_stringn(p, (size_t) (q - p)));
+                if (!comma)
+                        break;
+                p = comma + 1;
+        }
+        return allow ? json_pack("{s:o}", "allow", allow) : NULL;
+}
+
+const char *cli_egress_text(const json_t *v, const char *dflt, char *buf, size_t cap) {
+        if (!v)
+                snprintf(buf, cap, "%s", dflt);
+        else if (json_is_boolean(v))
+                snprintf(buf, cap, "%s", json_is_true(v) ? "on" : "off");
+        else if (json_is_string(v))
+                snprintf(buf, cap, "%s", json_string_value(v));
+        else {
+                size_t at = (size_t) snprintf(buf, cap, "allow");
+                size_t i;
+                json_t *e;
+                json_array_foreach(json_object_get(v, "allow"), i, e) {
+                        if (at < cap)
+                                at += (size_t) snprintf(buf + at, cap - at, "%s%s", i ? ", " : " ",
+                                                        json_string_value(e) ?: "?");
+                }
+        }
+        return buf;
+}
+
 const char *cli_fmt_bytes(uint64_t n, char *buf, size_t cap) {
         static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
         double v = (double) n;

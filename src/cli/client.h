@@ -120,6 +120,14 @@ const char *cli_jtext(const json_t *obj, const char *path, char *buf, size_t cap
 /* "1.5 MiB" */
 const char *cli_fmt_bytes(uint64_t n, char *buf, size_t cap);
 
+/* An --egress flag as the API's value: "on" and "off" as strings, a
+ * comma-separated "CIDR[:PORT[-PORT]],..." as {"allow": [...]} (legiond
+ * checks the entries). NULL when arg is none of these. */
+json_t *cli_egress_json(const char *arg);
+/* An egress value as text: "on", "off", "allow 198.51.100.0/24, ..."
+ * (true and false as on and off; dflt when v is NULL). */
+const char *cli_egress_text(const json_t *v, const char *dflt, char *buf, size_t cap);
+
 /* A table printed with aligned columns; cells are copied. */
 struct cli_table;
 struct cli_table *cli_table_new(size_t ncols, const char *const *headers);

@@ -44,7 +44,9 @@ static void deploy_usage(FILE *f) {
               "  --timeout S          a request's deadline in seconds (default 60)\n"
               "  --cpu C              CPUs (0.5) or millicores (500m) after startup\n"
               "  --memory M           memory, e.g. 128Mi (at most the pool group's)\n"
-              "  --pool P             pool group (default: the one named after the runtime)\n" CLI_GLOBAL_HELP,
+              "  --pool P             pool group (default: the one named after the runtime)\n"
+              "  --egress E           on, off or CIDR[:PORT[-PORT]],...: where its instances may\n"
+              "                       connect (default: the namespace's policy)\n" CLI_GLOBAL_HELP,
               f);
 }
 
@@ -177,7 +179,7 @@ static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error
 static int app_deploy(int argc, char **argv, struct lg_error *err) {
         enum {
                 OPT_RUNTIME = 1, OPT_DIR, OPT_SET, OPT_ENTRY, OPT_CONC, OPT_MIN,
-                OPT_MAX, OPT_IDLE, OPT_TIMEOUT, OPT_CPU, OPT_MEM, OPT_POOL,
+                OPT_MAX, OPT_IDLE, OPT_TIMEOUT, OPT_CPU, OPT_MEM, OPT_POOL, OPT_EGRESS,
         };
         static const struct option opts[] = {
                 {"runtime", required_argument, NULL, OPT_RUNTIME}, {"dir", required_argument, NULL, OPT_DIR},
@@ -186,7 +188,8 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                 {"max", required_argument, NULL, OPT_MAX},         {"idle-timeout", required_argument, NULL, OPT_IDLE},
                 {"timeout", required_argument, NULL, OPT_TIMEOUT}, {"cpu", required_argument, NULL, OPT_CPU},
                 {"memory", required_argument, NULL, OPT_MEM},      {"pool", required_argument, NULL, OPT_POOL},
-                {"help", no_argument, NULL, 'h'},                CLI_GLOBAL_OPTIONS,
+                {"egress", required_argument, NULL, OPT_EGRESS},   {"help", no_argument, NULL, 'h'},
+                CLI_GLOBAL_OPTIONS,
                 {0, 0, 0, 0},
         };
         static const struct {
@@ -216,6 +219,15 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                 case OPT_CPU: json_object_set_new(spec, "cpu", json_string(optarg)); break;
                 case OPT_MEM: json_object_set_new(spec, "memory", json_string(optarg)); break;
                 case OPT_POOL: json_object_set_new(spec, "poolGroup", json_string(optarg)); break;
+                case OPT_EGRESS: {
+                        json_t *e = cli_egress_json(optarg);
+                        if (!e)
+                                return cli_usage_error(deploy_usage,
+                                                       "--egress is on, off or CIDR[:PORT[-PORT]],..., not `%s`",
+                                                       optarg);
+                        json_object_set_new(spec, "egress", e);
+                        break;
+                }
                 case OPT_CONC:
                 case OPT_MIN:
                 case OPT_MAX:
@@ -345,6 +357,8 @@ static void print_show(const json_t *app, const char *name) {
                 printf("pool group:   %s\n", cli_jstr(spec, "poolGroup"));
         else
                 printf("pool group:   %s (the runtime's)\n", cli_jstr(spec, "runtime") ?: "-");
+        printf("egress:       %s\n",
+               cli_egress_text(json_object_get(spec, "egress"), "the namespace's", buf, sizeof(buf)));
         printf("revision:     %s\n", cli_jtext(app, "status.revision", a, sizeof(a)));
         printf("url:          %s\n", app_url(app, name, buf, sizeof(buf)));
         printf("instances:    %lld ready, %lld starting, %lld draining\n", cli_jint(app, "status.instances", 0),

@@ -46,8 +46,9 @@ static void pool_create_usage(FILE *f) {
               "  --ready N                sandboxes kept ready for new sessions (default 1)\n"
               "  --max-sessions N         sessions at once (default 100)\n"
               "  --cooldown S             a session ends after S seconds without a call (default 300)\n"
-              "  --egress on|off          network access from the sandboxes (default off; on is\n"
-              "                           refused until sessions have a network of their own)\n"
+              "  --egress on|off|CIDR[:PORT[-PORT]],...\n"
+              "                           the sandboxes' network (default off: loopback only; on:\n"
+              "                           the namespace's egress policy; or an allowlist)\n"
               "  --cpu C                  CPUs (0.5) or millicores (500m) of a sandbox\n"
               "  --memory M               memory of a sandbox (default 256Mi)\n"
               "  --max-file-bytes B       largest file under /mnt/data (default 100Mi)\n"
@@ -288,10 +289,15 @@ static int pool_create(int argc, char **argv, struct lg_error *err) {
                         json_object_set_new(spec, fields[c], json_integer(v));
                         break;
                 case O_EGRESS: {
+                        /* on and off as the booleans pools always took. */
                         bool on = !strcmp(optarg, "on") || !strcmp(optarg, "true") || !strcmp(optarg, "yes");
-                        if (!on && strcmp(optarg, "off") && strcmp(optarg, "false") && strcmp(optarg, "no"))
-                                return cli_usage_error(pool_create_usage, "--egress is on or off, not `%s`", optarg);
-                        json_object_set_new(spec, "egress", json_boolean(on));
+                        bool off = !strcmp(optarg, "off") || !strcmp(optarg, "false") || !strcmp(optarg, "no");
+                        json_t *e = on || off ? json_boolean(on) : cli_egress_json(optarg);
+                        if (!e)
+                                return cli_usage_error(pool_create_usage,
+                                                       "--egress is on, off or CIDR[:PORT[-PORT]],..., not `%s`",
+                                                       optarg);
+                        json_object_set_new(spec, "egress", e);
                         break;
                 }
                 case O_RUNTIME:
@@ -317,11 +323,12 @@ static int pool_create(int argc, char **argv, struct lg_error *err) {
                 cli_print_json_body(&resp);
         } else if (r >= 0) {
                 const json_t *s = json_object_get(resp.json, "spec");
+                char eg[1024];
                 printf("%s session pool %s/%s (%s, %lld ready, at most %lld sessions, cooldown %lld s, egress %s)\n",
                        resp.status == 201 ? "created" : "updated",
                        cli_jstr(resp.json, "metadata.namespace") ?: cli_ns(), name, cli_jstr(s, "runtime") ?: "python3",
                        cli_jint(s, "ready", 1), cli_jint(s, "maxSessions", 100), cli_jint(s, "cooldownSeconds", 300),
-                       json_is_true(json_object_get(s, "egress")) ? "on" : "off");
+                       cli_egress_text(json_object_get(s, "egress"), "off", eg, sizeof(eg)));
         }
         cli_response_done(&resp);
         return r;
@@ -341,7 +348,7 @@ static int pool_list(int argc, char **argv, struct lg_error *err) {
                 size_t i;
                 json_array_foreach(items, i, p) {
                         const json_t *s = json_object_get(p, "spec");
-                        char ready[48], sess[48], cool[32], files[80], a[32], b[32], cpu[32], mem[32];
+                        char ready[48], sess[48], cool[32], files[80], a[32], b[32], cpu[32], mem[32], eg[1024];
                         int n = snprintf(ready, sizeof(ready), "%lld", cli_jint(p, "status.ready", -1));
                         snprintf(ready + n, sizeof(ready) - (size_t) n, "/%lld", cli_jint(s, "ready", 1));
                         snprintf(sess, sizeof(sess), "%lld/%lld", cli_jint(p, "status.sessions", 0),
@@ -351,7 +358,7 @@ static int pool_list(int argc, char **argv, struct lg_error *err) {
                                  spec_or(s, "maxSessionBytes", "1Gi", b, sizeof(b)));
                         const char *row[] = {cli_jstr(p, "metadata.name"), cli_jstr(s, "runtime") ?: "python3",
                                              strncmp(ready, "-1/", 3) ? ready : ready + 3, sess, cool,
-                                             json_is_true(json_object_get(s, "egress")) ? "on" : "off",
+                                             cli_egress_text(json_object_get(s, "egress"), "off", eg, sizeof(eg)),
                                              spec_or(s, "cpu", "-", cpu, sizeof(cpu)),
                                              spec_or(s, "memory", "256Mi", mem, sizeof(mem)), files};
                         cli_table_add(t, row);
@@ -383,7 +390,8 @@ static int pool_show(int argc, char **argv, struct lg_error *err) {
                 printf("sessions:      %lld of at most %lld\n", cli_jint(d, "status.sessions", 0),
                        cli_jint(s, "maxSessions", 100));
                 printf("cooldown:      %lld s\n", cli_jint(s, "cooldownSeconds", 300));
-                printf("egress:        %s\n", json_is_true(json_object_get(s, "egress")) ? "on" : "off");
+                char eg[1024];
+                printf("egress:        %s\n", cli_egress_text(json_object_get(s, "egress"), "off", eg, sizeof(eg)));
                 printf("cpu, memory:   %s, %s\n", spec_or(s, "cpu", "-", a, sizeof(a)),
                        spec_or(s, "memory", "256Mi", b, sizeof(b)));
                 printf("files:         %s per file, ", spec_or(s, "maxFileBytes", "100Mi", a, sizeof(a)));

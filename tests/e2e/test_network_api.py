@@ -102,3 +102,78 @@ def test_unknown_interface_is_refused(legiond):
     st, body = h("PUT", "/v1/namespaces/default", body={"network": net})
     assert st == 400 and "lgtnoneth9" in message(body), (st, body)
     assert ns_get(legiond, "default") == before
+
+
+def test_app_egress(legiond, tmp_path):
+    h = legiond.http
+    d = write_app(tmp_path, "py", {"main.py": PY_APP})
+    legiond.cli("app", "deploy", "web", "--runtime", "python3", "--dir", d)
+    spec = legiond.app("web")["spec"]
+    assert "egress" not in spec
+    for bad, says in (("198.51.100.0/24", "`egress`"), (True, "`egress`"), ({"allow": ["198.51.100.0/33"]}, "/33"),
+                      ({"allow": []}, "`egress`"), ({"deny": ["198.51.100.0/24"]}, "deny")):
+        st, body = h("PUT", "/v1/namespaces/default/apps/web", body=dict(spec, egress=bad))
+        assert st == 400 and says in message(body), (bad, st, body)
+    assert "egress" not in legiond.app("web")["spec"]
+    allow = {"allow": ["198.51.100.0/24:80"]}
+    st, body = h("PUT", "/v1/namespaces/default/apps/web", body=dict(spec, egress=allow))
+    assert st == 200, body
+    app = legiond.app("web")
+    assert app["spec"]["egress"] == allow
+    # The policy changes in place: no new revision.
+    assert app["status"]["revision"] == 1
+    st, body = h("GET", "/fn/default/web/")
+    assert st == 200, body
+
+
+def test_session_pool_egress(legiond):
+    h = legiond.http
+    for bad in ("maybe", 1, {"allow": ["example.com"]}, {"allow": []}):
+        st, body = h("PUT", "/v1/sessionpools/p", body={"egress": bad, "ready": 0})
+        assert st == 400 and "egress" in message(body), (bad, st, body)
+        assert h("GET", "/v1/sessionpools/p")[0] == 404
+    for good in (False, "off", True, "on", {"allow": ["198.51.100.0/24:443"]}):
+        st, body = h("PUT", "/v1/sessionpools/p", body={"egress": good, "ready": 0})
+        assert st in (200, 201), (good, st, body)
+        st, body = h("GET", "/v1/sessionpools/p")
+        assert json.loads(body)["spec"]["egress"] == good
+
+
+def test_cli_namespace_network(legiond):
+    cli = legiond.cli
+    out, _ = cli("ns", "create", "team-e", "--egress", "198.51.100.0/24, 203.0.113.5:443", "--isolation", "sandbox",
+                 "--via-table", "100")
+    assert out == "created namespace team-e\n"
+    net = ns_get(legiond, "team-e")["network"]
+    assert net == {"egress": {"allow": ["198.51.100.0/24", "203.0.113.5:443"]}, "isolation": "sandbox",
+                   "via": {"table": 100}}
+    out, _ = cli("ns", "get", "team-e")
+    assert "egress:     allow 198.51.100.0/24, 203.0.113.5:443\n" in out
+    assert "isolation:  sandbox\n" in out and "via:        route table 100\n" in out
+    # set changes what it is given and keeps the rest.
+    out, _ = cli("ns", "set", "team-e", "--egress", "off", "--via-table", "none", "--snat", "203.0.113.9")
+    assert "egress:     off\n" in out and "snat:       203.0.113.9\n" in out and "the host's routes" in out
+    assert ns_get(legiond, "team-e")["network"] == {"egress": "off", "isolation": "sandbox", "snat": "203.0.113.9"}
+    # Refused by the CLI, or by legiond naming the field; nothing changed.
+    for args in (["--egress", "maybe"], ["--isolation", "none"], ["--via-table", "x"], ["--via-gateway", "1.2.3.4"],
+                 []):
+        _, err = cli("ns", "set", "team-e", *args, check=2)
+        assert err
+    _, err = cli("ns", "set", "team-e", "--egress", "198.51.100.1/24", check=1)
+    assert "network.egress" in err
+    _, err = cli("ns", "create", "team-f", "--snat", "300.1.1.1", check=1)
+    assert "network.snat" in err
+    assert legiond.http("GET", "/v1/namespaces/team-f")[0] == 404
+    assert ns_get(legiond, "team-e")["network"]["egress"] == "off"
+
+
+def test_cli_app_egress(legiond, tmp_path):
+    d = write_app(tmp_path, "py", {"main.py": PY_APP})
+    legiond.cli("app", "deploy", "web", "--runtime", "python3", "--dir", d, "--egress", "198.51.100.0/24:80-90")
+    assert legiond.app("web")["spec"]["egress"] == {"allow": ["198.51.100.0/24:80-90"]}
+    out, _ = legiond.cli("app", "show", "web")
+    assert "egress:       allow 198.51.100.0/24:80-90\n" in out
+    legiond.cli("app", "deploy", "web", "--runtime", "python3", "--dir", d)
+    out, _ = legiond.cli("app", "show", "web")
+    assert "egress:       the namespace's\n" in out
+    legiond.cli("app", "deploy", "web", "--runtime", "python3", "--dir", d, "--egress", "sometimes", check=2)
