@@ -27,6 +27,7 @@
 #include "node/agent.h"
 #include "pod/pod.h"
 #include "sandbox/sandbox.h"
+#include "tenant/tenant.h"
 
 struct pod;
 
@@ -114,6 +115,10 @@ struct pod {
         size_t n_ctrs;
         char restart_policy[16];   /* Always, OnFailure, Never */
         bool host_network;
+        /* Its egress policy: "<ns>/pod/<name>" (annotation
+         * legion.dev/egress, registered while the pod lives), "" = the
+         * namespace's. */
+        char net_policy[LG_NET_NAME_MAX];
 
         int64_t start_time;        /* status.startTime */
         char reason[64], message[256]; /* pod-level (DeadlineExceeded) */
@@ -156,6 +161,7 @@ struct lg_pods {
         struct pod *zombies;       /* unlinked, waiting for jobs and handles */
         int dynmods_fd;            /* lg_sandbox_favor_dynmods(), -1 = none */
         lg_agent *agent;           /* every sandbox of pods */
+        lg_tenants *tenants;       /* pods' egress policies; NULL = none */
         bool own_agent;
         struct warm_pool *warm;    /* pods-warm.c */
 };

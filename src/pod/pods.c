@@ -51,6 +51,29 @@ static struct ctr *find_ctr(struct pod *pod, const char *name) {
 
 /* ---- lifetime ---------------------------------------------------------------- */
 
+/* The pod's egress policy from its annotation, registered (the API
+ * checked it; one stored before it was checked is refused here). */
+static int pod_policy_set(struct pod *pod, const json_t *annotations, struct lg_error *err) {
+        const char *text = json_string_value(json_object_get(annotations, LG_TENANT_EGRESS_ANNOTATION));
+        if (!text || pod->host_network)
+                return 0;
+        struct lg_net_policy p;
+        int r = lg_tenant_policy_parse_text(text, "annotation " LG_TENANT_EGRESS_ANNOTATION, &p, err);
+        if (r >= 0)
+                r = lg_tenants_policy_set(pod->mgr->tenants, pod->ns, "pod", pod->name, &p, err);
+        if (r >= 0)
+                lg_tenant_policy_name(pod->net_policy, sizeof(pod->net_policy), pod->ns, "pod", pod->name);
+        return r;
+}
+
+/* Gone for good (deleted, or replaced by a pod of the same name). */
+static void pod_policy_delete(struct pod *pod) {
+        struct lg_error ignored = {0};
+        if (pod->net_policy[0])
+                lg_tenants_policy_set(pod->mgr->tenants, pod->ns, "pod", pod->name, NULL, &ignored);
+        pod->net_policy[0] = '\0';
+}
+
 static void pod_free(struct pod *pod) {
         for (size_t i = 0; i < pod->n_ctrs; i++)
                 ctr_free(&pod->ctrs[i]);
@@ -116,6 +139,7 @@ static void finish_delete(struct pod *pod) {
         if (lg_store_get(m->store, LG_KEY("Pod", pod->ns, pod->name), &r, NULL) >= 0 && !strcmp(r->uid, pod->uid))
                 lg_store_delete(m->store, LG_KEY("Pod", pod->ns, pod->name), r->resource_version, NULL, NULL);
         remove_logs(m, pod->ns, pod->name);
+        pod_policy_delete(pod);
         pod_unlink(pod);
 }
 
@@ -213,6 +237,11 @@ static int pod_new(lg_pods *m, const struct lg_resource *r, struct pod **ret, st
         snprintf(pod->restart_policy, sizeof(pod->restart_policy), "%s", rp ? rp : "Always");
         pod->host_network = json_is_true(json_object_get(spec, "hostNetwork"));
         pod->start_time = pod_now();
+        int rc = pod_policy_set(pod, json_object_get(r->spec, "annotations"), err);
+        if (rc < 0) {
+                pod_free(pod);
+                return rc;
+        }
         for (size_t i = 0; i < n; i++) {
                 struct ctr *c = &pod->ctrs[i];
                 c->pod = pod;
@@ -279,6 +308,7 @@ int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error
         m->loop = cfg->loop;
         m->store = cfg->store;
         m->images = cfg->images;
+        m->tenants = cfg->tenants;
         m->log_max_bytes = cfg->log_max_bytes ? cfg->log_max_bytes : DEFAULT_LOG_MAX;
         m->backoff_ms = DEFAULT_BACKOFF_MS;
         const char *b = getenv("LEGION_POD_BACKOFF_MS");
@@ -358,6 +388,7 @@ int lg_pods_sync(lg_pods *m, const struct lg_resource *r, struct lg_error *err) 
         struct pod *pod = find_pod(m, ns, name);
         if (pod && strcmp(pod->uid, r->uid)) {
                 /* Deleted and made again between two syncs. */
+                pod_policy_delete(pod);
                 pod_unlink(pod);
                 remove_logs(m, ns, name);
                 pod = NULL;

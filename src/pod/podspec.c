@@ -16,6 +16,7 @@
 
 #include "kube/kube.h"
 #include "pod/pod.h"
+#include "tenant/tenant.h"
 
 /* ---- causes ------------------------------------------------------------------ */
 
@@ -576,6 +577,11 @@ int lg_pod_check_metadata(const json_t *md, json_t *causes) {
                                         invalid(causes, av, "must be a string", af);
                                 else
                                         total += strlen(ak) + json_string_length(av);
+                                struct lg_net_policy np;
+                                struct lg_error e = {0};
+                                if (json_is_string(av) && !strcmp(ak, LG_TENANT_EGRESS_ANNOTATION) &&
+                                    lg_tenant_policy_parse_text(json_string_value(av), NULL, &np, &e) < 0)
+                                        invalid(causes, av, e.msg, af);
                         }
                         if (total > ANNOTATIONS_MAX)
                                 add_cause(causes, "FieldValueTooLong", "Too long: must have at most 262144 bytes",

@@ -2,10 +2,14 @@
 network (POST, PUT, GET), the egress policy of apps, session pools and pods,
 the addresses in their status. Bad input gets a 4xx naming the problem and
 changes nothing. What the policies do to traffic is tests/e2e/test_network.py's."""
+import ipaddress
 import json
+import os
+import time
 
 import pytest
 
+import oci_kit
 from test_legiond import PY_APP, legiond, write_app  # noqa: F401  (the fixture)
 
 DEFAULTS = {"egress": "on", "isolation": "namespace"}
@@ -177,3 +181,51 @@ def test_cli_app_egress(legiond, tmp_path):
     out, _ = legiond.cli("app", "show", "web")
     assert "egress:       the namespace's\n" in out
     legiond.cli("app", "deploy", "web", "--runtime", "python3", "--dir", d, "--egress", "sometimes", check=2)
+
+
+PODS = "/api/v1/namespaces/default/pods"
+
+
+def pod_doc(name, annotations=None, **spec):
+    md = {"name": name}
+    if annotations is not None:
+        md["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": md,
+            "spec": dict({"containers": [{"name": "c", "image": "lgt/busybox:1", "command": ["sleep", "600"]},
+                                         {"name": "d", "image": "lgt/busybox:1", "command": ["sleep", "600"]}]},
+                         **spec)}
+
+
+def test_pod_egress_annotation_and_pod_ip(legiond, tmp_path):
+    h = legiond.http
+    # A bad annotation: 422 naming it, nothing stored.
+    for bad in ("maybe", "198.51.100.1/24", "198.51.100.0/24:0", "", "on,off"):
+        st, body = h("POST", PODS, body=pod_doc("p", {"legion.dev/egress": bad}))
+        assert st == 422, (bad, st, body)
+        assert "metadata.annotations[legion.dev/egress]" in body.decode(), body
+        assert h("GET", f"{PODS}/p")[0] == 404
+    if not os.path.exists(oci_kit.BUSYBOX):
+        pytest.skip("needs busybox-static")
+    img = oci_kit.Image([oci_kit.busybox_layer()], config={"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]})
+    archive = str(tmp_path / "bb.tar")
+    oci_kit.write_docker_archive(archive, [(img, ["lgt/busybox:1"])])
+    legiond.cli("image", "import", archive)
+    for name, ann in (("p1", None), ("p2", {"legion.dev/egress": "198.51.100.0/24, 203.0.113.5:443"}),
+                      ("p3", {"legion.dev/egress": "off"})):
+        st, body = h("POST", PODS, body=pod_doc(name, ann))
+        assert st == 201, body
+    ips = set()
+    for name in ("p1", "p2", "p3"):
+        deadline, pod = time.time() + 60, None
+        while time.time() < deadline:
+            pod = json.loads(h("GET", f"{PODS}/{name}")[1])
+            if pod["status"].get("phase") == "Running" and pod["status"].get("podIP"):
+                break
+            time.sleep(0.1)
+        st = pod["status"]
+        assert st.get("phase") == "Running" and st.get("podIP"), st
+        assert st["podIPs"] == [{"ip": st["podIP"]}]
+        assert st["podIP"] != st["hostIP"]
+        assert ipaddress.ip_address(st["podIP"]).is_private
+        ips.add(st["podIP"])
+    assert len(ips) == 3
