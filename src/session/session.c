@@ -424,14 +424,21 @@ static int session_bind(lg_sessions *m, const char *ns, const char *pool, const 
 
 const char *lg_session_key(const lg_session *s) { return s->key; }
 
+static void set_address(const char *address, void *ud) {
+        json_object_set_new(ud, "address", json_string(address));
+}
+
 json_t *lg_session_json(const lg_session *s) {
         char created[32], last[32], expires[32];
         lg_store_format_time(s->created_at, created, sizeof(created));
         lg_store_format_time(s->last_used, last, sizeof(last));
         lg_store_format_time(s->last_used + s->cooldown_s, expires, sizeof(expires));
-        return json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "identifier", s->identifier, "createdAt", created,
-                         "lastActivity", last, "expiresAt", expires, "executions", (json_int_t) s->executions,
-                         "cooldownSeconds", s->cooldown_s);
+        json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "identifier", s->identifier, "createdAt", created,
+                                "lastActivity", last, "expiresAt", expires, "executions",
+                                (json_int_t) s->executions, "cooldownSeconds", s->cooldown_s);
+        if (doc && s->m->ops->route_addresses)
+                s->m->ops->route_addresses(s->m->ud, s->key, set_address, doc);
+        return doc;
 }
 
 json_t *lg_sessions_list_json(lg_sessions *m, const char *ns, const char *pool) {

@@ -58,6 +58,9 @@ struct lg_sessions_ops {
         int (*route_sandboxes)(void *ud, const char *key);
         /* An event of pool "ns/pool" for its log ("session `x` started"). */
         void (*log)(void *ud, const char *pool_key, const char *line);
+        /* fn for the network address of each ready instance of the route
+         * (a session's "address"); may be NULL. */
+        void (*route_addresses)(void *ud, const char *key, void (*fn)(const char *address, void *fud), void *fud);
 };
 
 int lg_sessions_new(uv_loop_t *loop, lg_store *store, const struct lg_sessions_ops *ops, void *ud,
@@ -131,7 +134,8 @@ json_t *lg_sessions_list_json(lg_sessions *m, const char *ns, const char *pool);
 /* The route key "ns/pool/identifier" the data path serves it under. */
 const char *lg_session_key(const lg_session *s);
 /* {"identifier","createdAt","lastActivity","expiresAt","executions",
- * "cooldownSeconds"}. */
+ * "cooldownSeconds","address"?} (address: its sandbox's on the node's
+ * network, when the pool has egress and the sandbox is bound). */
 json_t *lg_session_json(const lg_session *s);
 
 /* ---- what the worker would refuse --------------------------------------- */

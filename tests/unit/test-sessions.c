@@ -83,7 +83,15 @@ static void rec_log(void *ud, const char *pool_key, const char *line) {
         snprintf(r->log, sizeof(r->log), "%s: %s", pool_key, line);
 }
 
+/* The route's instances' network addresses: one, for the route "ns/p/user-1". */
+static void rec_route_addresses(void *ud, const char *key, void (*fn)(const char *address, void *fud), void *fud) {
+        (void) ud;
+        if (!strcmp(key, "ns/p/user-1"))
+                fn("10.200.0.9", fud);
+}
+
 static const struct lg_sessions_ops ops = {
+        .route_addresses = rec_route_addresses,
         .pool_set = rec_pool_set,
         .pool_delete = rec_pool_delete,
         .pool_stats = rec_pool_stats,
@@ -305,6 +313,7 @@ static void test_bind_once(void **state) {
         assert_string_equal(json_string_value(json_object_get(doc, "identifier")), "user-1");
         assert_int_equal(json_integer_value(json_object_get(doc, "executions")), 1);
         assert_int_equal(json_integer_value(json_object_get(doc, "cooldownSeconds")), 60);
+        assert_string_equal(json_string_value(json_object_get(doc, "address")), "10.200.0.9");
         assert_non_null(json_object_get(doc, "expiresAt"));
         json_decref(doc);
         doc = lg_sessions_list_json(f->m, "ns", "p");
