@@ -1,6 +1,15 @@
 #!/bin/bash
-# The sandbox benchmark: `make bench` (or bench/run.sh [BUILD_DIR]).
+# The benchmarks: `make bench` (or bench/run.sh [BUILD_DIR]). BENCH_PARTS
+# picks which run (default all: "sandbox functions sessions pods net"):
+#   sandbox    this file's own part, below; writes bench/RESULTS.md whole
+#   functions, sessions, pods   bench/<part>/run.sh, each with its own legiond
+#   net        bench/net/run.sh: the network attach, sandboxes with a
+#              network, throughput through NAT
+# Each part other than sandbox writes bench/out/<part>.md; a run with the
+# sandbox part appends those files (also ones left by earlier runs) to
+# RESULTS.md. Without the sandbox part RESULTS.md is left alone.
 #
+# The sandbox part:
 # Latency: the same rootfs and the same command (/bin/true) through
 # `legion sandbox run`, `bwrap --unshare-all` and `runc run`, N runs
 # sequentially and N in each of 2 parallel workers, in interleaved rounds so
@@ -43,6 +52,30 @@ SETTLE=${BENCH_SETTLE:-0.3}
 SHARED_RUN_DIR=${BENCH_SHARED_RUN_DIR:-0}
 
 die() { echo "bench: $*" >&2; exit 1; }
+# shellcheck source=bench/lib/common.sh
+. "$BENCH_DIR/lib/common.sh"
+
+PARTS=${BENCH_PARTS:-sandbox functions sessions pods net}
+OTHER_PARTS="functions sessions pods net"
+has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+# The parts with a run.sh of their own. Pods' section is appended here, not
+# by bench/pods/run.sh.
+run_parts() {
+        local part st=0
+        export PODS_NO_MERGE=1
+        for part in $OTHER_PARTS; do
+                has_part "$part" || continue
+                if [ -x "$BENCH_DIR/$part/run.sh" ]; then
+                        echo "bench: $part"
+                        "$BENCH_DIR/$part/run.sh" "$BUILD" || st=1
+                fi
+        done
+        return $st
+}
+if ! has_part sandbox; then
+        run_parts
+        exit $?
+fi
 
 [ "$(id -u)" = 0 ] || die "must run as root (sandboxes, cgroups, runc)"
 for t in runc bwrap busybox; do
@@ -89,15 +122,9 @@ trap cleanup EXIT
 
 # --- the common rootfs: static busybox, /bin/true and /bin/sh links ------
 R=$OUT/rootfs
-rm -rf "$R" "$RES" "$OUT/runc-bundle" "$OUT/runc-bundle-userns" "$OUT"/run-w*
-mkdir -p "$R/bin" "$RES" "$LEGION_RUN_DIR"
-cp "$(command -v busybox)" "$R/bin/busybox"
-for l in true false sh sleep; do ln -s busybox "$R/bin/$l"; done
-# Mount points every runtime uses (runc would otherwise create them in R).
-mkdir -p "$R/proc" "$R/dev" "$R/tmp" "$R/etc" "$R/sys"
-chmod -R u=rwX,go=rX "$R"
-chmod 0755 "$R" "$R"/*
-! readelf -l "$R/bin/busybox" | grep -q INTERP || die "$R/bin/busybox is not static (install busybox-static)"
+rm -rf "$RES" "$OUT/runc-bundle" "$OUT/runc-bundle-userns" "$OUT"/run-w*
+bench_make_rootfs "$R"
+mkdir -p "$RES" "$LEGION_RUN_DIR"
 
 # --- runc bundles: `runc spec`, /bin/true, no terminal, root = R ----------
 make_bundle() { # dir userns(0|1)
@@ -292,18 +319,10 @@ cat >"$RES/meta.json" <<EOF
 EOF
 "$PY" "$BENCH_DIR/report.py" --results "$RES" --out "$BENCH_DIR/RESULTS.md"
 
-# Functions (issue 3), sessions (issue 4) and pods (issue 5) run against a
-# real legiond and write their own sections; BENCH_PARTS picks which run
-# (default all). Pods' section is appended here, not by bench/pods/run.sh.
-export PODS_NO_MERGE=1
-for part in functions sessions pods; do
-        case " ${BENCH_PARTS:-functions sessions pods} " in *" $part "*) ;; *) continue ;; esac
-        if [ -x "$BENCH_DIR/$part/run.sh" ]; then
-                echo "bench: $part"
-                "$BENCH_DIR/$part/run.sh" "$BUILD" || status=1
-        fi
-done
-for part in functions sessions pods; do
+# Functions (issue 3), sessions (issue 4), pods (issue 5) and the network
+# (issue 11) write their own sections.
+run_parts || status=1
+for part in $OTHER_PARTS; do
         if [ -f "$ROOT/bench/out/$part.md" ]; then
                 printf '\n' >>"$BENCH_DIR/RESULTS.md"
                 cat "$ROOT/bench/out/$part.md" >>"$BENCH_DIR/RESULTS.md"

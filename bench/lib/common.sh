@@ -65,3 +65,19 @@ bench_meta_git() {
         echo "\"git\": \"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)\","
         echo " \"git_dirty\": $( [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)"
 }
+
+# The sandbox benchmarks' rootfs in $1 (made afresh): static busybox with
+# /bin/true, false, sh and sleep, empty mount points, 0755 (bench/run.sh,
+# bench/net/run.sh).
+bench_make_rootfs() {
+        local r=$1 l
+        rm -rf "$r"
+        mkdir -p "$r/bin"
+        cp "$(command -v busybox)" "$r/bin/busybox"
+        for l in true false sh sleep; do ln -s busybox "$r/bin/$l"; done
+        # Mount points every runtime uses (runc would otherwise create them in R).
+        mkdir -p "$r/proc" "$r/dev" "$r/tmp" "$r/etc" "$r/sys"
+        chmod -R u=rwX,go=rX "$r"
+        chmod 0755 "$r" "$r"/*
+        ! readelf -l "$r/bin/busybox" | grep -q INTERP || die "$r/bin/busybox is not static (install busybox-static)"
+}

@@ -31,6 +31,23 @@ def read_token(home):
         return f.read().strip()
 
 
+def load_json(d, name):
+    """d/name parsed, or None when it is missing or not JSON (a part that did
+    not run): for the report.py scripts."""
+    try:
+        with open(os.path.join(d, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def ms(v):
+    """Milliseconds for a report: 3 decimals below 1, 2 below 100."""
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}"
+
+
 def write_json(out, name, doc):
     with open(os.path.join(out, name), "w") as f:
         json.dump(doc, f, indent=1)

@@ -7,19 +7,11 @@ import json
 import os
 import sys
 
-
-def load(d, name):
-    try:
-        with open(os.path.join(d, name)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+import harness  # noqa: E402
 
 
-def ms(v):
-    if v is None:
-        return "n/a"
-    return f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}"
+load, ms = harness.load_json, harness.ms
 
 
 def kib(v):
