@@ -442,7 +442,7 @@ int main(int argc, char **argv) {
         char sandboxes_root[4200];
         snprintf(sandboxes_root, sizeof(sandboxes_root), "%s/sandboxes-root", path);
         if (r >= 0)
-                r = lg_agent_local_new(d->loop, sandboxes_root, &d->agent, &err);
+                r = lg_agent_local_new(d->loop, sandboxes_root, NULL, &d->agent, &err);
         struct lg_node_config nc = {.loop = d->loop, .agent = d->agent, .run_dir = path,
                                     .runtimes_dir = d->runtimes_dir};
         if (r >= 0)

@@ -10,12 +10,21 @@
  * die with the thread that made them (PR_SET_PDEATHSIG): libuv's pool
  * threads live as long as the process, so that is legiond's life.
  * At most MAX_DESTROYS destroys run at once; the others wait their turn
- * at the head of their sandbox's queue. */
+ * at the head of their sandbox's queue.
+ *
+ * Network: an entry holds its sandbox's address (reserved at create,
+ * reclaimed at adopt) and releases it on the same pool thread that
+ * destroyed the sandbox. Only a sandbox that made its network namespace
+ * holds one: a pod's container that joined another's namespace sees the
+ * same eth0 after a restart, and must not take the address too. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/nsfs.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "node/agent-backend.h"
@@ -31,6 +40,7 @@ struct entry {
         char id[LG_AGENT_ID_MAX];
         char *state_dir;
         lg_sandbox *sb;
+        struct lg_net_addr addr;   /* ip "" = none; the pool thread's, as sb */
         lg_agent_req *head, *tail; /* head runs while busy */
         bool busy;
         bool destroying;           /* a destroy is queued: nothing more is taken */
@@ -40,6 +50,7 @@ struct entry {
 struct local {
         struct lg_agent base;
         char *state_root;
+        lg_net *net;               /* NULL = no networking */
         struct entry **buckets;
         size_t n_buckets, n_entries;
         int nice;                  /* legiond's own */
@@ -115,12 +126,113 @@ static int open_ns(pid_t pid, const char *ns) {
         return open(path, O_RDONLY | O_CLOEXEC);
 }
 
+/* The sandbox's namespaces exist, its first process waits: the veth. */
+struct attach {
+        lg_net *net;
+        const struct lg_net_addr *addr;
+};
+
+static int attach_hook(pid_t pid, void *data, struct lg_error *err) {
+        struct attach *a = data;
+        return lg_net_attach(a->net, pid, a->addr, err);
+}
+
+static int networking_off(struct lg_error *err) {
+        return lg_error_setm(err, EOPNOTSUPP, "networking is off on this node");
+}
+
+/* The sandbox's address to a tenant: namespace "" = none asked. */
+static int assign(struct local *L, struct entry *e, const struct lg_agent_net *net, struct lg_error *err) {
+        if (!net->namespace[0])
+                return 0;
+        if (!L->net)
+                return networking_off(err);
+        if (!e->addr.ip[0])
+                return lg_error_setm(err, ENOENT, "sandbox `%s` has no network address", e->id);
+        int r = lg_net_assign(L->net, e->addr.ip, net->namespace, net->policy[0] ? net->policy : NULL, err);
+        return r < 0 ? lg_error_wrap(err, r, "sandbox `%s`", e->id) : r;
+}
+
+/* Give the address back (the sandbox is gone, or never came to be). */
+static int release(struct local *L, struct entry *e, struct lg_error *err) {
+        if (!e->addr.ip[0])
+                return 0;
+        int r = lg_net_release(L->net, &e->addr, err);
+        e->addr = (struct lg_net_addr){0};
+        return r;
+}
+
+/* 1 when pid's network namespace is its own (made in its own user
+ * namespace, as src/sandbox makes it), 0 when joined or the host's. */
+static int owns_netns(pid_t pid) {
+        char path[64];
+        struct stat user, owner;
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", (int) pid);
+        if (stat(path, &user) < 0)
+                return -errno;
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        int ufd = ioctl(fd, NS_GET_USERNS);
+        int r = ufd < 0 ? -errno : 0;
+        close(fd);
+        if (r < 0)
+                return r == -EPERM ? 0 : r; /* EPERM: owned by an ancestor of ours (the host's) */
+        r = fstat(ufd, &owner) < 0 ? -errno : owner.st_ino == user.st_ino && owner.st_dev == user.st_dev;
+        close(ufd);
+        return r;
+}
+
+/* After lg_sandbox_adopt: the address its namespace holds, held again. */
+static int reclaim(struct local *L, struct entry *e, struct lg_error *err) {
+        if (!L->net)
+                return 0;
+        pid_t pid = lg_sandbox_pid(e->sb);
+        int r = owns_netns(pid);
+        if (r < 0)
+                return lg_error_set(err, -r, "the network namespace of sandbox `%s`", e->id);
+        if (r == 0)
+                return 0;
+        struct lg_error why = {0};
+        r = lg_net_reclaim(L->net, pid, &e->addr, &why);
+        if (r == -ENOENT) { /* made without an address */
+                e->addr = (struct lg_net_addr){0};
+                return 0;
+        }
+        if (r < 0) {
+                e->addr = (struct lg_net_addr){0};
+                *err = why;
+                return lg_error_wrap(err, r, "take back the address of sandbox `%s`", e->id);
+        }
+        return 0;
+}
+
 static int do_create(struct local *L, struct entry *e, lg_agent_req *req) {
         struct lg_sandbox_spec spec = *req->in.create.spec;
         unsigned flags = req->in.create.flags;
+        const struct lg_agent_net *net = &req->in.create.net;
         spec.id = e->id;
         if (!spec.state_root)
                 spec.state_root = L->state_root;
+        struct attach at = {L->net, &e->addr};
+        if (net->attach) {
+                if (!L->net)
+                        return networking_off(&req->err);
+                if (spec.share_net || spec.join_netns_fd >= 0 || spec.net_hook)
+                        return lg_error_setm(&req->err, EINVAL,
+                                             "sandbox `%s`: an address needs a network namespace of its own", e->id);
+                int r = lg_net_reserve(L->net, &e->addr, &req->err);
+                if (r < 0)
+                        return r;
+                /* /etc/hosts and /etc/resolv.conf inside say so. */
+                spec.net_address = e->addr.ip;
+                spec.nameserver = lg_net_gateway(L->net);
+                spec.net_hook = attach_hook;
+                spec.net_hook_data = &at;
+        } else if (net->namespace[0]) {
+                return lg_error_setm(&req->err, EINVAL, "sandbox `%s`: a namespace without an address", e->id);
+        }
         /* A lower priority for this thread while it works, and so for the
          * sandbox's first process it clones (which does most of the
          * work, the mounts): made ahead, it must compete little with the
@@ -135,6 +247,9 @@ static int do_create(struct local *L, struct entry *e, lg_agent_req *req) {
                           setpriority(PRIO_PROCESS, (id_t) tid, old + LOW_PRIO_NICE > 19 ? 19 : old + LOW_PRIO_NICE) == 0;
         }
         int r = lg_sandbox_create(&spec, &e->sb, &req->err);
+        /* Its policy before its workload's first packet. */
+        if (r >= 0)
+                r = assign(L, e, net, &req->err);
         if (r >= 0 && (flags & LG_AGENT_START_NOW))
                 r = lg_sandbox_start(e->sb, &req->err);
         if (r >= 0 && (flags & LG_AGENT_OPEN_NS)) {
@@ -156,8 +271,14 @@ static int do_create(struct local *L, struct entry *e, lg_agent_req *req) {
                 req->out.ipcns_fd = req->out.netns_fd = -1;
                 lg_sandbox_destroy(e->sb);
                 e->sb = NULL;
+                /* The create's error is the one to tell; an address whose
+                 * release fails stays held until legiond restarts (its
+                 * link went with the namespace). */
+                struct lg_error ignored = {0};
+                release(L, e, &ignored);
                 return r;
         }
+        req->out.net = e->addr;
         req->out.pid = lg_sandbox_pid(e->sb);
         req->out.control_fd = lg_sandbox_control_fd(e->sb);
         req->out.pidfd = lg_sandbox_pidfd(e->sb);
@@ -192,16 +313,25 @@ static void work(uv_work_t *w) {
                 /* Blocks until its legion-init answers (seconds at most). */
                 r = lg_sandbox_adopt(req->in.adopt.state_root ? req->in.adopt.state_root : L->state_root, e->id,
                                      &e->sb, &req->err);
+                if (r >= 0 && (r = reclaim(L, e, &req->err)) < 0) {
+                        /* Kept running, it would lose its address to the
+                         * sweep and to the next sandbox. */
+                        lg_sandbox_destroy(e->sb);
+                        e->sb = NULL;
+                }
                 if (r >= 0) {
                         req->out.pid = lg_sandbox_pid(e->sb);
                         req->out.control_fd = lg_sandbox_control_fd(e->sb);
                         req->out.pidfd = lg_sandbox_pidfd(e->sb);
+                        req->out.net = e->addr;
                 } else {
                         e->sb = NULL;
                 }
                 break;
         case LG_AGENT_START:
                 r = do_update(L, e, req, &req->in.start.limits);
+                if (r >= 0)
+                        r = assign(L, e, &req->in.start.net, &req->err);
                 if (r >= 0)
                         r = req->in.start.launch ? lg_sandbox_start_with(e->sb, req->in.start.launch, &req->err)
                                                  : lg_sandbox_start(e->sb, &req->err);
@@ -234,11 +364,19 @@ static void work(uv_work_t *w) {
                 if (r < 0)
                         lg_error_set(&req->err, -r, "detach sandbox `%s`", e->id);
                 break;
+        case LG_AGENT_NET_ASSIGN:
+                r = assign(L, e, &req->in.assign, &req->err);
+                break;
         case LG_AGENT_DESTROY:
                 r = lg_sandbox_destroy(e->sb);
                 e->sb = NULL;
-                if (r < 0)
+                if (r < 0) {
                         lg_error_set(&req->err, -r, "destroy sandbox `%s`", e->id);
+                        struct lg_error ignored = {0}; /* the first error is the one told */
+                        release(L, e, &ignored);
+                } else if ((r = release(L, e, &req->err)) < 0) {
+                        lg_error_wrap(&req->err, r, "release the address of sandbox `%s`", e->id);
+                }
                 break;
         }
         req->result = r;
@@ -381,11 +519,12 @@ static const struct lg_agent_ops local_ops = {
         .state_dir = local_state_dir,
 };
 
-int lg_agent_local_new(uv_loop_t *loop, const char *state_root, lg_agent **ret, struct lg_error *err) {
+int lg_agent_local_new(uv_loop_t *loop, const char *state_root, lg_net *net, lg_agent **ret, struct lg_error *err) {
         struct local *L = calloc(1, sizeof(*L));
         if (!L)
                 return lg_error_set(err, ENOMEM, "allocate the node agent");
         L->base.ops = &local_ops;
+        L->net = net;
         L->base.loop = loop;
         L->n_buckets = 256;
         L->buckets = calloc(L->n_buckets, sizeof(*L->buckets));

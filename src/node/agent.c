@@ -24,6 +24,7 @@ static int submit_owned(lg_agent *agent, lg_agent_req *req, enum lg_agent_op op,
         req->out.control_fd = req->out.pidfd = req->out.ipcns_fd = req->out.netns_fd = -1;
         req->out.exited = 0;
         req->out.stats_result = -ENODATA;
+        req->out.net = (struct lg_net_addr){0};
         int r = agent->ops->submit(agent, req);
         if (r >= 0)
                 agent->pending++;
@@ -52,10 +53,18 @@ void lg_agent_complete(lg_agent_req *req) {
                 req->cb(req);
 }
 
+/* The caller filled net's arrays: a string cut short rather than one
+ * read past its end. */
+static void terminate(struct lg_agent_net *net) {
+        net->namespace[sizeof(net->namespace) - 1] = '\0';
+        net->policy[sizeof(net->policy) - 1] = '\0';
+}
+
 int lg_agent_create(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_sandbox_spec *spec,
                     unsigned flags, lg_agent_cb cb) {
         req->in.create.spec = spec;
         req->in.create.flags = flags;
+        terminate(&req->in.create.net);
         return submit(agent, req, LG_AGENT_CREATE, id, cb);
 }
 
@@ -74,6 +83,7 @@ int lg_agent_start(lg_agent *agent, lg_agent_req *req, const char *id, const str
                    const struct lg_agent_limits *lim, lg_agent_cb cb) {
         req->in.start.launch = launch;
         req->in.start.limits = lim ? *lim : (struct lg_agent_limits){0};
+        terminate(&req->in.start.net);
         return submit(agent, req, LG_AGENT_START, id, cb);
 }
 
@@ -106,6 +116,22 @@ int lg_agent_status(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent
 
 int lg_agent_detach(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb) {
         return submit(agent, req, LG_AGENT_DETACH, id, cb);
+}
+
+/* dst (size cap) from s (NULL = ""): false when it does not fit. */
+static bool copy_name(char *dst, size_t cap, const char *s) {
+        return snprintf(dst, cap, "%s", s ? s : "") < (int) cap;
+}
+
+int lg_agent_net_assign(lg_agent *agent, lg_agent_req *req, const char *id, const char *namespace, const char *policy,
+                        lg_agent_cb cb) {
+        req->in.assign.attach = false;
+        if (!namespace || !*namespace)
+                return -EINVAL;
+        if (!copy_name(req->in.assign.namespace, sizeof(req->in.assign.namespace), namespace) ||
+            !copy_name(req->in.assign.policy, sizeof(req->in.assign.policy), policy))
+                return -ENAMETOOLONG;
+        return submit(agent, req, LG_AGENT_NET_ASSIGN, id, cb);
 }
 
 int lg_agent_destroy(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb) {

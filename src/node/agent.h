@@ -28,9 +28,26 @@
  * so is a detach (the sandbox, if detachable and started, runs on for
  * the next agent to adopt; otherwise it is destroyed).
  *
+ * Network (net/net.h): an agent made with an lg_net gives sandboxes an
+ * address on the node's network. A create with in.create.net.attach
+ * reserves one, and the sandbox's network namespace gets it (through
+ * spec.net_hook, before its first process goes on: the spec's own hook
+ * must be NULL, and it must have a network namespace of its own); with a
+ * namespace named, the address is assigned to it (and its policy) before
+ * the workload starts. A start with in.start.net.namespace assigns in the
+ * same trip (a warm sandbox taken by a tenant); lg_agent_net_assign does
+ * it alone (an adopted sandbox). Adopt takes back the address the
+ * sandbox's namespace holds (lg_net_reclaim). Destroy releases it, on the
+ * thread pool, after the sandbox is gone; detach leaves it to the next
+ * agent. What fails after the reservation releases it. Without an lg_net
+ * a create with attach, a start naming a namespace and an assign fail
+ * with -EOPNOTSUPP ("networking is off on this node").
+ *
  * Threading: every call, and every callback, on the agent's loop.
- * Memory: the agent owns its sandboxes; lg_agent_free() waits (running
- * the loop) for the requests under way, then destroys what is left. */
+ * Memory: the agent owns its sandboxes and their addresses; the lg_net is
+ * the caller's and must outlive the agent. lg_agent_free() waits
+ * (running the loop) for the requests under way, then destroys what is
+ * left. */
 #pragma once
 
 #include <stdbool.h>
@@ -39,6 +56,7 @@
 #include <uv.h>
 
 #include "common/util.h"
+#include "net/net.h"
 #include "sandbox/sandbox.h"
 
 #define LG_AGENT_ID_MAX 65 /* 64 characters and the NUL */
@@ -57,6 +75,7 @@ enum lg_agent_op {
         LG_AGENT_STATUS,  /* has it exited, how; its cgroup's counters */
         LG_AGENT_DESTROY, /* kill everything, remove cgroup, state and uid range */
         LG_AGENT_DETACH,  /* let go of it, running, for the next owner to adopt */
+        LG_AGENT_NET_ASSIGN, /* its address to a namespace and policy */
 };
 
 /* Create flags. */
@@ -79,6 +98,13 @@ struct lg_agent_limits {
         uint64_t memory_bytes, cpu_millis, cpu_weight, pids_max;
 };
 
+/* A sandbox's place on the node's network (see the top of this file). */
+struct lg_agent_net {
+        bool attach;                  /* create: an address of its own */
+        char namespace[64];           /* "" = no tenant yet (it reaches DNS only) */
+        char policy[LG_NET_NAME_MAX]; /* "" = the namespace's own policy */
+};
+
 struct lg_agent_req {
         /* Public: data is the caller's; the rest is read-only for it. */
         void *data;
@@ -87,16 +113,22 @@ struct lg_agent_req {
         int result;               /* in the callback: >= 0 or -errno */
         struct lg_error err;
 
-        /* The arguments, copied or pointed to until the callback. */
-        union {
+        /* The arguments, copied or pointed to until the callback. net of
+         * create and start is the caller's to fill before the call (a
+         * zeroed request: none); the calls keep it. A struct, not a union:
+         * a request used for a create and then a start keeps each one's. */
+        struct {
                 struct {
                         const struct lg_sandbox_spec *spec; /* valid until the callback */
                         unsigned flags;
+                        struct lg_agent_net net;
                 } create;
                 struct {
                         const struct lg_sandbox_launch *launch; /* NULL = the spec's workload */
                         struct lg_agent_limits limits;          /* set = 0: none */
+                        struct lg_agent_net net;                /* namespace "": no assignment */
                 } start;
+                struct lg_agent_net assign;     /* lg_agent_net_assign's (attach unused) */
                 struct {
                         const char *state_root; /* local; NULL = the agent's; valid until the callback */
                 } adopt;
@@ -123,6 +155,9 @@ struct lg_agent_req {
                 struct lg_sandbox_status status;
                 struct lg_sandbox_stats stats;
                 int stats_result;
+                /* Create and adopt: its address ("" = none), the host
+                 * end of its veth (local). */
+                struct lg_net_addr net;
         } out;
 
         /* Private. */
@@ -146,8 +181,9 @@ struct lg_agent_ops {
 
 /* An agent driving sandboxes on this machine from loop's thread pool.
  * state_root: where their state lives (lg_sandbox_spec.state_root;
- * specs without one get it). */
-int lg_agent_local_new(uv_loop_t *loop, const char *state_root, lg_agent **ret, struct lg_error *err);
+ * specs without one get it). net: the node's network (NULL = no
+ * networking: sandboxes have loopback only). */
+int lg_agent_local_new(uv_loop_t *loop, const char *state_root, lg_net *net, lg_agent **ret, struct lg_error *err);
 void lg_agent_free(lg_agent *agent);
 const char *lg_agent_name(const lg_agent *agent);
 /* Requests submitted and not yet called back. */
@@ -161,14 +197,19 @@ const char *lg_agent_state_dir(lg_agent *agent, const char *id);
 int lg_agent_create(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_sandbox_spec *spec,
                     unsigned flags, lg_agent_cb cb);
 /* A detachable sandbox a previous owner left (lg_sandbox_adopt): out as
- * for create. What cannot be adopted is destroyed, and err says why. */
+ * for create, out.net its address if it has one (taken back, to be
+ * assigned again with lg_agent_net_assign: the assignment is not kept
+ * across a restart). What cannot be adopted is destroyed, and err says
+ * why. */
 int lg_agent_adopt(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);
 /* The same for a sandbox made with a state root of its own in its spec
  * (pods: <run>/pod-sandboxes): local. */
 int lg_agent_adopt_in(lg_agent *agent, lg_agent_req *req, const char *state_root, const char *id, lg_agent_cb cb);
 int lg_agent_detach(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);
-/* lim (may be NULL): applied as lg_agent_update would, in the same trip
- * to the thread pool, before the workload starts (a warm sandbox's). */
+/* lim (may be NULL): applied as lg_agent_update would, and
+ * req->in.start.net (namespace set) assigned as lg_agent_net_assign
+ * would, in the same trip to the thread pool, before the workload starts
+ * (a warm sandbox's). */
 int lg_agent_start(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_sandbox_launch *launch,
                    const struct lg_agent_limits *lim, lg_agent_cb cb);
 int lg_agent_mount(lg_agent *agent, lg_agent_req *req, const char *id, const char *src, const char *dst,
@@ -179,6 +220,13 @@ int lg_agent_signal(lg_agent *agent, lg_agent_req *req, const char *id, int sig,
 /* Whether it exited (reaping it then: watch pidfd, then ask), and its
  * counters: out.exited, out.status, out.stats, out.stats_result. */
 int lg_agent_status(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);
+/* Its address to namespace (must exist: lg_net_namespace_set) with
+ * policy (NULL or "" = the namespace's), replacing what it had: for a
+ * sandbox adopted after a restart (out.net said its address). -ENOENT: it
+ * has no address, or no such namespace or policy; -ENAMETOOLONG. */
+int lg_agent_net_assign(lg_agent *agent, lg_agent_req *req, const char *id, const char *namespace, const char *policy,
+                        lg_agent_cb cb);
 /* req may be NULL (and then cb too): the agent keeps its own request and
- * nobody is told; lg_agent_free still waits for it. */
+ * nobody is told; lg_agent_free still waits for it. Its address, if it
+ * has one, is released once the sandbox is gone. */
 int lg_agent_destroy(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);

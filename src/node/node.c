@@ -1159,7 +1159,7 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
          * are removed here; those still running are adopted below. */
         lg_sandbox_gc(node->sandbox_dir, NULL);
         if (!node->agent) {
-                r = lg_agent_local_new(node->loop, node->sandbox_dir, &node->agent, err);
+                r = lg_agent_local_new(node->loop, node->sandbox_dir, NULL, &node->agent, err);
                 if (r < 0) {
                         lg_node_free(node);
                         return r;

@@ -340,7 +340,7 @@ int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error
         lg_sandbox_gc(m->state_root, NULL);
         m->agent = cfg->agent;
         if (!m->agent) {
-                r = lg_agent_local_new(m->loop, m->state_root, &m->agent, err);
+                r = lg_agent_local_new(m->loop, m->state_root, NULL, &m->agent, err);
                 if (r < 0) {
                         lg_pods_free(m);
                         return r;

@@ -4,7 +4,10 @@
  * failed create or a destroy is refused; a detached sandbox is adopted by
  * the next agent. Warm pools (warm.h) of real sandboxes made through it:
  * refill, backoff after failed makes with the last error, and a sandbox
- * made for one key never taken for another. Skips (77) when not root. */
+ * made for one key never taken for another. The network (net.h, a table,
+ * link prefix and CIDR of the test's own): an address and eth0 for a
+ * create that asks, its tenant at create or start, released at destroy,
+ * taken back at adopt. Skips (77) when not root. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,18 +30,23 @@ static char state_root[256];
 
 struct ctx {
         uv_loop_t loop;
+        lg_net *net; /* the agent's */
         lg_agent *agent;
         int done;
         int order[16];
         int n_order;
 };
 
-static void setup_ctx(struct ctx *c) {
+/* An agent on the node's network net (NULL: none). */
+static void setup_ctx_net(struct ctx *c, lg_net *net) {
         memset(c, 0, sizeof(*c));
+        c->net = net;
         assert_int_equal(uv_loop_init(&c->loop), 0);
         struct lg_error err = {0};
-        assert_int_equal(lg_agent_local_new(&c->loop, state_root, &c->agent, &err), 0);
+        assert_int_equal(lg_agent_local_new(&c->loop, state_root, c->net, &c->agent, &err), 0);
 }
+
+static void setup_ctx(struct ctx *c) { setup_ctx_net(c, NULL); }
 
 static void teardown_ctx(struct ctx *c) {
         lg_agent_free(c->agent);
@@ -53,7 +61,8 @@ static void run_until(struct ctx *c, int n) {
 
 static void note(lg_agent_req *req) {
         struct ctx *c = req->data;
-        c->order[c->n_order++] = req->op;
+        if (c->n_order < (int) ARRAY_SIZE(c->order)) /* the first ones: what test_order looks at */
+                c->order[c->n_order++] = req->op;
         c->done++;
 }
 
@@ -313,6 +322,305 @@ static void test_detach_adopt(void **state) {
         teardown_ctx(&b);
 }
 
+/* ---- the network ------------------------------------------------------------------ */
+
+/* Tests' own table, link prefix and CIDR (never a real legiond's): a /28,
+ * 13 sandbox addresses, so that one not released runs it out. */
+#define NET_TABLE "lg_test_agent"
+#define NET_PREFIX "lgta"
+#define NET_CIDR "10.202.7.0/28"
+#define NET_ADDRESSES 13
+
+static lg_net *cur_net; /* up: net_down, or net_teardown when a test failed */
+
+/* The network with namespace "tenant"; fresh: without what a failed run
+ * left (the table, links of its sandboxes would hold addresses), else as
+ * a restarted legiond finds it. */
+static lg_net *net_open(bool fresh) {
+        struct lg_net_config cfg = {.cidr = NET_CIDR, .table = NET_TABLE, .link_prefix = NET_PREFIX};
+        struct lg_error err = {0};
+        lg_net *net = NULL;
+        int r = 0;
+        if (fresh) {
+                r = lg_net_new(&cfg, &net, &err);
+                if (r >= 0)
+                        r = lg_net_teardown(net, &err);
+                lg_net_free(net);
+        }
+        if (r >= 0)
+                r = lg_net_new(&cfg, &net, &err);
+        if (r < 0)
+                fprintf(stderr, "lg_net_new: %s\n", err.msg);
+        assert_int_equal(r, 0);
+        cur_net = net;
+        struct lg_net_namespace ns = {0};
+        struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON};
+        assert_int_equal(lg_net_namespace_set(net, "tenant", &ns, &on, &err), 0);
+        return net;
+}
+
+static lg_net *net_up(void) { return net_open(true); }
+
+static void net_down(lg_net *net) {
+        struct lg_error err = {0};
+        cur_net = NULL;
+        int r = lg_net_teardown(net, &err);
+        lg_net_free(net);
+        assert_int_equal(r, 0);
+}
+
+/* After each network test, passed or failed: nothing of its network stays. */
+static int net_teardown(void **state) {
+        (void) state;
+        if (cur_net)
+                net_down(cur_net);
+        return 0;
+}
+
+static bool link_exists(const char *ifname) {
+        char path[128];
+        snprintf(path, sizeof(path), "/sys/class/net/%s", ifname);
+        return access(path, F_OK) == 0;
+}
+
+/* Whether /proc/<pid>/<file> (seen from the sandbox's namespaces) holds s. */
+static bool proc_has(pid_t pid, const char *file, const char *s) {
+        char path[128], buf[65536];
+        snprintf(path, sizeof(path), "/proc/%d/%s", (int) pid, file);
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return false;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        return strstr(buf, s) != NULL;
+}
+
+static unsigned net_used(lg_net *net) {
+        struct lg_net_stats st;
+        struct lg_error err = {0};
+        assert_int_equal(lg_net_stats(net, &st, &err), 0);
+        return st.addresses_used;
+}
+
+static unsigned net_elements(lg_net *net) {
+        struct lg_net_stats st;
+        struct lg_error err = {0};
+        assert_int_equal(lg_net_stats(net, &st, &err), 0);
+        return st.elements;
+}
+
+/* An agent without a network says so; with one, a create that asks gets
+ * an address, eth0 inside with it, the host end of its veth, and its
+ * tenant before its workload runs. */
+static void test_net_create(void **state) {
+        (void) state;
+        struct ctx c;
+        setup_ctx(&c);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, argv);
+        lg_agent_req create = {.data = &c};
+        create.in.create.net.attach = true;
+        assert_int_equal(lg_agent_create(c.agent, &create, "net-off", &spec, LG_AGENT_START_NOW, note), 0);
+        run_until(&c, 1);
+        assert_int_equal(create.result, -EOPNOTSUPP);
+        assert_string_equal(create.err.msg, "networking is off on this node");
+        teardown_ctx(&c);
+
+        lg_net *net = net_up();
+        setup_ctx_net(&c, net);
+        unsigned elements = net_elements(net);
+        create = (lg_agent_req){.data = &c};
+        create.in.create.net.attach = true;
+        snprintf(create.in.create.net.namespace, sizeof(create.in.create.net.namespace), "tenant");
+        assert_int_equal(lg_agent_create(c.agent, &create, "net-on", &spec, LG_AGENT_START_NOW, note), 0);
+        run_until(&c, 1);
+        if (create.result < 0)
+                fprintf(stderr, "create: %s\n", create.err.msg);
+        assert_int_equal(create.result, 0);
+        assert_true(!strncmp(create.out.net.ip, "10.202.7.", 9));
+        assert_true(!strncmp(create.out.net.host_if, NET_PREFIX, strlen(NET_PREFIX)));
+        assert_true(link_exists(create.out.net.host_if));
+        assert_true(proc_has(create.out.pid, "net/dev", "eth0:"));
+        assert_true(proc_has(create.out.pid, "net/fib_trie", create.out.net.ip));
+        assert_int_equal(net_used(net), 1);
+        assert_true(net_elements(net) > elements); /* assigned: its tenant's elements */
+
+        /* A namespace that does not exist: nothing of the sandbox or its
+         * address is left. */
+        lg_agent_req bad = {.data = &c};
+        bad.in.create.net.attach = true;
+        snprintf(bad.in.create.net.namespace, sizeof(bad.in.create.net.namespace), "nobody");
+        c.done = 0;
+        assert_int_equal(lg_agent_create(c.agent, &bad, "net-bad", &spec, LG_AGENT_START_NOW, note), 0);
+        run_until(&c, 1);
+        assert_int_equal(bad.result, -ENOENT);
+        assert_string_equal(bad.out.net.ip, "");
+        assert_int_equal(net_used(net), 1);
+        /* Sharing the host's network: no address of its own. */
+        spec.share_net = true;
+        bad = (lg_agent_req){.data = &c};
+        bad.in.create.net.attach = true;
+        c.done = 0;
+        assert_int_equal(lg_agent_create(c.agent, &bad, "net-host", &spec, LG_AGENT_START_NOW, note), 0);
+        run_until(&c, 1);
+        assert_int_equal(bad.result, -EINVAL);
+        assert_int_equal(net_used(net), 1);
+        teardown_ctx(&c); /* destroys net-on, releasing its address */
+        assert_false(link_exists(create.out.net.host_if));
+        assert_int_equal(net_used(net), 0);
+        assert_int_equal(net_elements(net), elements);
+        net_down(net);
+}
+
+/* A warm sandbox gets its address while it waits and its tenant with
+ * its start; destroy gives the address back and removes the host end:
+ * more sandboxes than the CIDR holds, one after another, all get one. */
+static void test_net_start_destroy(void **state) {
+        (void) state;
+        lg_net *net = net_up();
+        struct ctx c;
+        setup_ctx_net(&c, net);
+        unsigned elements = net_elements(net);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, argv);
+        lg_agent_req create = {.data = &c}, start = {.data = &c}, destroy = {.data = &c};
+        create.in.create.net.attach = true;
+        assert_int_equal(lg_agent_create(c.agent, &create, "net-warm", &spec, LG_AGENT_LOW_PRIO, note), 0);
+        run_until(&c, 1);
+        assert_int_equal(create.result, 0);
+        assert_true(create.out.net.ip[0] != '\0');
+        assert_true(proc_has(create.out.pid, "net/fib_trie", create.out.net.ip));
+        assert_int_equal(net_elements(net), elements); /* no tenant yet */
+        snprintf(start.in.start.net.namespace, sizeof(start.in.start.net.namespace), "tenant");
+        c.done = 0;
+        assert_int_equal(lg_agent_start(c.agent, &start, "net-warm", NULL, NULL, note), 0);
+        run_until(&c, 1);
+        assert_int_equal(start.result, 0);
+        assert_true(net_elements(net) > elements);
+        c.done = 0;
+        assert_int_equal(lg_agent_destroy(c.agent, &destroy, "net-warm", note), 0);
+        run_until(&c, 1);
+        assert_int_equal(destroy.result, 0);
+        assert_false(link_exists(create.out.net.host_if));
+        assert_int_equal(net_used(net), 0);
+        assert_int_equal(net_elements(net), elements);
+
+        char first[LG_NET_IP_MAX];
+        memcpy(first, create.out.net.ip, sizeof(first));
+        bool reused = false;
+        for (int i = 0; i < NET_ADDRESSES + 2; i++) {
+                create = (lg_agent_req){.data = &c};
+                destroy = (lg_agent_req){.data = &c};
+                create.in.create.net.attach = true;
+                c.done = 0;
+                assert_int_equal(lg_agent_create(c.agent, &create, "net-cycle", &spec, LG_AGENT_START_NOW, note), 0);
+                assert_int_equal(lg_agent_destroy(c.agent, &destroy, "net-cycle", note), 0);
+                run_until(&c, 2);
+                if (create.result < 0)
+                        fprintf(stderr, "cycle %d: %s\n", i, create.err.msg);
+                assert_int_equal(create.result, 0);
+                assert_int_equal(destroy.result, 0);
+                assert_false(link_exists(create.out.net.host_if));
+                reused |= !strcmp(create.out.net.ip, first);
+        }
+        assert_true(reused);
+        assert_int_equal(net_used(net), 0);
+
+        /* A start for a sandbox without an address cannot assign it. */
+        create = (lg_agent_req){.data = &c};
+        start = (lg_agent_req){.data = &c};
+        snprintf(start.in.start.net.namespace, sizeof(start.in.start.net.namespace), "tenant");
+        c.done = 0;
+        assert_int_equal(lg_agent_create(c.agent, &create, "net-none", &spec, 0, note), 0);
+        assert_int_equal(lg_agent_start(c.agent, &start, "net-none", NULL, NULL, note), 0);
+        run_until(&c, 2);
+        assert_int_equal(create.result, 0);
+        assert_int_equal(start.result, -ENOENT);
+        teardown_ctx(&c);
+        net_down(net);
+}
+
+/* After a restart (a new lg_net finds the live sandboxes' routes, a new
+ * agent adopts them): the sandbox that made its network namespace gets
+ * its address back, the sweep leaves it alone, an assign works; a pod's
+ * container that joined that namespace takes nothing. */
+static void test_net_adopt(void **state) {
+        (void) state;
+        lg_net *net = net_up();
+        struct ctx a, b;
+        setup_ctx_net(&a, net);
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_sandbox_spec spec, joined;
+        sleeper_spec(&spec, argv);
+        spec.detachable = true;
+        lg_agent_req create = {.data = &a}, create2 = {.data = &a}, detach = {.data = &a}, detach2 = {.data = &a};
+        create.in.create.net.attach = true;
+        snprintf(create.in.create.net.namespace, sizeof(create.in.create.net.namespace), "tenant");
+        assert_int_equal(lg_agent_create(a.agent, &create, "net-adopt", &spec, LG_AGENT_START_NOW | LG_AGENT_OPEN_NS,
+                                         note),
+                         0);
+        run_until(&a, 1);
+        assert_int_equal(create.result, 0);
+        joined = spec;
+        joined.join_netns_fd = create.out.netns_fd;
+        a.done = 0;
+        assert_int_equal(lg_agent_create(a.agent, &create2, "net-joined", &joined, LG_AGENT_START_NOW, note), 0);
+        run_until(&a, 1);
+        assert_int_equal(create2.result, 0);
+        close(create.out.netns_fd);
+        close(create.out.ipcns_fd);
+        assert_string_equal(create2.out.net.ip, "");
+        a.done = 0;
+        assert_int_equal(lg_agent_detach(a.agent, &detach, "net-adopt", note), 0);
+        assert_int_equal(lg_agent_detach(a.agent, &detach2, "net-joined", note), 0);
+        run_until(&a, 2);
+        assert_int_equal(detach.result, 0);
+        assert_int_equal(detach2.result, 0);
+        teardown_ctx(&a);
+        assert_true(link_exists(create.out.net.host_if)); /* detached: kept */
+        lg_net_free(net);
+        cur_net = NULL;
+
+        net = net_open(false);
+        setup_ctx_net(&b, net);
+        lg_agent_req adopt = {.data = &b}, adopt2 = {.data = &b}, assign = {.data = &b}, destroy = {.data = &b};
+        lg_agent_req destroy2 = {.data = &b};
+        assert_int_equal(lg_agent_adopt(b.agent, &adopt, "net-adopt", note), 0);
+        assert_int_equal(lg_agent_adopt(b.agent, &adopt2, "net-joined", note), 0);
+        run_until(&b, 2);
+        assert_int_equal(adopt.result, 0);
+        assert_int_equal(adopt2.result, 0);
+        assert_string_equal(adopt.out.net.ip, create.out.net.ip);
+        assert_string_equal(adopt.out.net.host_if, create.out.net.host_if);
+        assert_string_equal(adopt2.out.net.ip, "");
+        struct lg_error err = {0};
+        assert_int_equal(lg_net_sweep(net, &err), 0);
+        assert_true(link_exists(create.out.net.host_if));
+        assert_int_equal(net_used(net), 1);
+        unsigned elements = net_elements(net);
+        b.done = 0;
+        assert_int_equal(lg_agent_net_assign(b.agent, &assign, "net-adopt", "tenant", NULL, note), 0);
+        run_until(&b, 1);
+        assert_int_equal(assign.result, 0);
+        assert_true(net_elements(net) > elements);
+        /* The container first, as a pod goes: the namespace lives on. */
+        b.done = 0;
+        assert_int_equal(lg_agent_destroy(b.agent, &destroy2, "net-joined", note), 0);
+        assert_int_equal(lg_agent_destroy(b.agent, &destroy, "net-adopt", note), 0);
+        run_until(&b, 2);
+        assert_int_equal(destroy.result, 0);
+        assert_int_equal(destroy2.result, 0);
+        assert_false(link_exists(create.out.net.host_if));
+        assert_int_equal(net_used(net), 0);
+        waitpid(create.out.pid, NULL, 0); /* made by this process's first agent */
+        waitpid(create2.out.pid, NULL, 0);
+        teardown_ctx(&b);
+        net_down(net);
+}
+
 /* ---- warm pools ------------------------------------------------------------------ */
 
 struct wctx {
@@ -557,11 +865,24 @@ int main(void) {
                 cmocka_unit_test(test_order),
                 cmocka_unit_test(test_failed_create),
                 cmocka_unit_test(test_detach_adopt),
+                cmocka_unit_test_teardown(test_net_create, net_teardown),
+                cmocka_unit_test_teardown(test_net_start_destroy, net_teardown),
+                cmocka_unit_test_teardown(test_net_adopt, net_teardown),
                 cmocka_unit_test(test_warm_keyed_refill),
                 cmocka_unit_test(test_warm_target_lowered_while_making),
                 cmocka_unit_test(test_warm_backoff),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
+        /* Detachable sandboxes of a test that failed outlive it. */
+        char **left = NULL;
+        lg_sandbox_gc(state_root, NULL);
+        if (lg_sandbox_list(state_root, &left, NULL) > 0)
+                for (char **id = left; *id; id++) {
+                        lg_sandbox *sb = NULL;
+                        if (lg_sandbox_adopt(state_root, *id, &sb, NULL) >= 0)
+                                lg_sandbox_destroy(sb);
+                }
+        lg_sandbox_list_free(left);
         lg_rm_rf(state_root);
         /* The now empty parent cgroup of this run, in each hierarchy. */
         char path[512];
