@@ -11,6 +11,7 @@
 
 #include "apps/apps-internal.h"
 #include "common/spec.h"
+#include "net/net.h"
 
 const char *const lg_app_fields[] = {
         "runtime", "package", "entrypoint", "settings", "concurrency", "minInstances", "maxInstances",
@@ -294,8 +295,13 @@ static int activate(lg_apps *a, const struct lg_resource *app, const struct lg_r
                 free(env);
                 return r;
         }
+        /* Its instances are assigned that policy; none: their namespace's. */
+        char policy[LG_NET_NAME_MAX];
+        lg_tenant_policy_name(policy, sizeof(policy), ns, "app", name);
+        bool own_egress = json_object_get(app->spec, "egress") != NULL;
         struct lg_route_config cfg = {
                 .key = key,
+                .net_policy = own_egress ? policy : NULL,
                 .revision = (unsigned) rev->number,
                 .pool = pool ? pool : runtime,
                 .entrypoint = json_string_value(json_object_get(rs, "entrypoint")),
@@ -344,6 +350,8 @@ int lg_apps_delete(lg_apps *a, const char *ns, const char *name, struct lg_error
         return 0;
 }
 
+static void add_address(const char *address, void *ud) { json_array_append_new(ud, json_string(address)); }
+
 json_t *lg_apps_json(lg_apps *a, const struct lg_resource *r) {
         json_t *doc = lg_resource_to_json(r);
         if (!doc)
@@ -377,6 +385,10 @@ json_t *lg_apps_json(lg_apps *a, const struct lg_resource *r) {
                         json_object_set_new(cs, "maxMs", json_real(st.cold_start_ns_max / 1e6));
                 }
                 json_object_set_new(status, "coldStarts", cs);
+                json_t *addresses = json_array();
+                if (a->ops->route_addresses)
+                        a->ops->route_addresses(a->ud, key, add_address, addresses);
+                json_object_set_new(status, "addresses", addresses);
         }
         return doc;
 }
@@ -393,6 +405,8 @@ static int pool_from_spec(const char *name, const json_t *spec, bool strict, str
         if (strict && (r = lg_spec_only_fields(spec, "a pool group", pool_fields, err)) < 0)
                 return r;
         ps->runtime = json_string_value(json_object_get(spec, "runtime"));
+        /* Function instances are on the node's network (when it has one). */
+        ps->network = true;
         const char *bad = NULL;
         if (!ps->runtime ||
             (strcmp(ps->runtime, "python3") && strcmp(ps->runtime, "node") && strcmp(ps->runtime, "custom")))

@@ -45,6 +45,9 @@ struct lg_apps_ops {
         void (*route_remove)(void *ud, const char *key);
         /* < 0 when there is no such route. */
         int (*route_stats)(void *ud, const char *key, struct lg_route_stats *ret);
+        /* fn for the network address of each ready instance of the route
+         * (status "addresses"); may be NULL. */
+        void (*route_addresses)(void *ud, const char *key, void (*fn)(const char *address, void *fud), void *fud);
 };
 
 struct lg_apps_config {

@@ -10,6 +10,7 @@
 #include "apps/apps.h"
 #include "http/http.h"
 #include "image/image.h"
+#include "net/net.h"
 #include "node/node.h"
 #include "pkg/pkg.h"
 #include "pod/pod.h"
@@ -28,6 +29,8 @@ struct lg_daemon {
         lg_image_store *images; /* <home>/images */
         lg_image_jobs *image_jobs;
         lg_pods *pods;
+        lg_net *net;         /* the node's sandbox network; NULL = --network off */
+        struct lg_dns *dns;  /* the sandboxes' DNS forwarder on its gateway */
         struct lg_agent *agent; /* the node agent: every sandbox of this node */
         lg_node *node;
         lg_router *router;

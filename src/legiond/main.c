@@ -14,6 +14,7 @@
 
 #include "legiond/daemon.h"
 #include "legiond/tls-cert.h"
+#include "net/dns.h"
 #include "node/agent.h"
 #include "node/node-provider.h"
 #include "replay/replay.h"
@@ -39,7 +40,10 @@ static void say(const char *fmt, ...) {
 static void usage(FILE *f) {
         fputs("usage: legiond [--home DIR] [--listen HOST:PORT] [--listen-tls HOST:PORT|off] [--runtimes DIR]\n"
               "               [--max-connections N] [--max-connections-per-addr N] [--unauth-idle-timeout-ms MS]\n"
-              "       legiond [--home DIR] --stop-all\n"
+              "               [--network on|off] [--pod-cidr CIDR] [--dns-upstream IP[:PORT]]...\n"
+              "               [--net-table NAME] [--net-link-prefix P]\n"
+              "       legiond [--home DIR] [--network on|off] [--pod-cidr CIDR] [--net-table NAME]\n"
+              "               [--net-link-prefix P] --stop-all\n"
               "\n"
               "  --home DIR              state: store, packages, logs (default $LEGION_HOME or ./var/legion)\n"
               "  --listen HOST:PORT      API and function endpoint, plain HTTP (default 127.0.0.1:7070)\n"
@@ -55,10 +59,21 @@ static void usage(FILE *f) {
               "                          a connection that never sent a valid token is closed after this\n"
               "                          long without a request (default 5000; 0: as authenticated\n"
               "                          ones, 60 s)\n"
+              "  --network on|off        the sandbox network (default on): an address per sandbox from the\n"
+              "                          pod CIDR, NAT'd egress under its namespace's policy, DNS through\n"
+              "                          the gateway (docs/networking.md); off: sandboxes have loopback only.\n"
+              "                          On, and it cannot be set up: legiond exits saying why\n"
+              "  --pod-cidr CIDR         sandbox addresses (default " LG_NET_DEFAULT_CIDR "); the first is the host's\n"
+              "  --dns-upstream IP[:PORT]\n"
+              "                          where the sandboxes' DNS forwarder sends queries (repeatable, at\n"
+              "                          most 8; default: the nameservers of the host's /etc/resolv.conf)\n"
+              "  --net-table NAME        the nftables table (family inet) legiond owns (default legion)\n"
+              "  --net-link-prefix P     host network links are named P0, P<n> (default lgv; 1-6 chars)\n"
               "  --stop-all              stop every workload this home left running (function instances,\n"
-              "                          sessions, pods) and exit; with legiond stopped. SIGTERM and\n"
-              "                          SIGINT stop legiond but not its workloads: the next legiond\n"
-              "                          takes them back (docs/sandbox.md)\n",
+              "                          sessions, pods), remove the sandbox network (the table, links\n"
+              "                          and rules the network flags name) and exit; with legiond\n"
+              "                          stopped. SIGTERM and SIGINT stop legiond but not its workloads:\n"
+              "                          the next legiond takes them back (docs/sandbox.md)\n",
               f);
 }
 
@@ -190,9 +205,75 @@ static void adopted_log(const char *app, const char *line, void *ud) {
         lg_apps_log(app, line, d->apps);
 }
 
+/* The sandbox network's flags. */
+struct net_opts {
+        bool off;
+        struct lg_net_config cfg;
+        const char *upstreams[LG_DNS_UPSTREAMS_MAX + 1]; /* NULL-terminated; none = resolv.conf's */
+        size_t n_upstreams;
+};
+
+/* "a, b, c" of the forwarder's upstreams, for the log. */
+static void upstreams_text(const struct net_opts *o, const char *gateway, char *buf, size_t cap) {
+        char found[LG_DNS_UPSTREAMS_MAX][LG_DNS_ADDR_MAX];
+        const char *list[LG_DNS_UPSTREAMS_MAX];
+        size_t n = o->n_upstreams;
+        for (size_t i = 0; i < n; i++)
+                list[i] = o->upstreams[i];
+        if (!n) {
+                /* What lg_dns_new read a moment ago. */
+                struct lg_error err = {0};
+                int r = lg_dns_resolv_conf(NULL, gateway, 53, found, LG_DNS_UPSTREAMS_MAX, &err);
+                if (r < 0) {
+                        snprintf(buf, cap, "unknown (%s)", err.msg);
+                        return;
+                }
+                for (int i = 0; i < r; i++)
+                        list[n++] = found[i];
+        }
+        size_t len = 0;
+        buf[0] = '\0';
+        for (size_t i = 0; i < n && len < cap; i++)
+                len += (size_t) snprintf(buf + len, cap - len, "%s%s", i ? ", " : "", list[i]);
+        if (n && !o->n_upstreams && len < cap)
+                snprintf(buf + len, cap - len, " (/etc/resolv.conf)");
+}
+
+/* The node's sandbox network and the DNS forwarder on its gateway. */
+static int network_up(struct lg_daemon *d, const struct net_opts *o, struct lg_error *err) {
+        int r = lg_net_new(&o->cfg, &d->net, err);
+        if (r < 0)
+                return r;
+        const char *gw = lg_net_gateway(d->net);
+        r = lg_dns_new(d->loop, gw, 53, o->n_upstreams ? o->upstreams : NULL, &d->dns, err);
+        if (r < 0)
+                return lg_error_wrap(err, r, "DNS forwarder on %s", gw);
+        char ups[512];
+        upstreams_text(o, gw, ups, sizeof(ups));
+        say("network: pod CIDR %s, gateway %s, DNS upstream %s", lg_net_cidr(d->net), gw, ups);
+        return 0;
+}
+
+/* --stop-all: the network's table, dummy link, rules and every host end
+ * its flags name (found by lg_net_new, then removed). */
+static int network_teardown(const struct net_opts *o) {
+        struct lg_error err = {0};
+        lg_net *net = NULL;
+        int r = lg_net_new(&o->cfg, &net, &err);
+        if (r >= 0)
+                r = lg_net_teardown(net, &err);
+        lg_net_free(net);
+        if (r < 0) {
+                say("network: %s", err.msg);
+                return r;
+        }
+        say("removed the sandbox network (table %s)", o->cfg.table ? o->cfg.table : "legion");
+        return 0;
+}
+
 /* --stop-all: every sandbox of this home, adopted and destroyed, and the
  * instance records and sockets that went with them. */
-static int stop_all(const char *home) {
+static int stop_all(const char *home, const struct net_opts *net) {
         static const char *const roots[] = {"run/sandboxes-root", "run/pod-sandboxes"};
         int stopped = 0, failed = 0;
         char path[4200];
@@ -225,7 +306,7 @@ static int stop_all(const char *home) {
         }
         say("stopped %d sandbox%s of %s%s", stopped, stopped == 1 ? "" : "es", home,
             failed ? " (some could not be adopted, and were destroyed)" : "");
-        return 0;
+        return net->off || network_teardown(net) >= 0 ? 0 : 1;
 }
 
 /* The application modules' view of the node and the router (their ops
@@ -263,6 +344,12 @@ static int wire_route_stats(void *ud, const char *key, struct lg_route_stats *re
         return d->router ? lg_router_stats(d->router, key, ret) : -ENOENT;
 }
 
+static void wire_route_addresses(void *ud, const char *key, void (*fn)(const char *address, void *fud), void *fud) {
+        struct lg_daemon *d = ud;
+        if (d->router)
+                lg_router_each_address(d->router, key, fn, fud);
+}
+
 static int wire_route_sandboxes(void *ud, const char *key) {
         struct lg_route_stats st;
         int r = wire_route_stats(ud, key, &st);
@@ -281,6 +368,7 @@ static const struct lg_sessions_ops sessions_ops = {
         .route_set = wire_route_set,
         .route_remove = wire_route_remove,
         .route_sandboxes = wire_route_sandboxes,
+        .route_addresses = wire_route_addresses,
         .log = wire_log,
 };
 
@@ -291,6 +379,7 @@ static const struct lg_apps_ops apps_ops = {
         .route_set = wire_route_set,
         .route_remove = wire_route_remove,
         .route_stats = wire_route_stats,
+        .route_addresses = wire_route_addresses,
 };
 
 /* The image jobs' view of the pod manager's sandboxes. */
@@ -349,6 +438,11 @@ int main(int argc, char **argv) {
                 {"max-connections-per-addr", required_argument, NULL, 'a'},
                 {"unauth-idle-timeout-ms", required_argument, NULL, 'u'},
                 {"stop-all", no_argument, NULL, 's'},
+                {"network", required_argument, NULL, 'N'},
+                {"pod-cidr", required_argument, NULL, 'P'},
+                {"dns-upstream", required_argument, NULL, 'D'},
+                {"net-table", required_argument, NULL, 'T'},
+                {"net-link-prefix", required_argument, NULL, 'X'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
@@ -360,6 +454,7 @@ int main(int argc, char **argv) {
         /* A client that holds idle connections must not lock the API: see
          * docs/api.md, "Connections". */
         unsigned long max_conns = 4096, max_per_addr = 256, unauth_idle_ms = 5000;
+        struct net_opts net = {0};
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
@@ -368,6 +463,23 @@ int main(int argc, char **argv) {
                 case 't': listen_tls_at = optarg; tls_explicit = true; break;
                 case 'r': runtimes = optarg; break;
                 case 's': stop = true; break;
+                case 'N':
+                        if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                                fprintf(stderr, "legiond: --network wants on or off, got `%s`\n", optarg);
+                                return 2;
+                        }
+                        net.off = !strcmp(optarg, "off");
+                        break;
+                case 'P': net.cfg.cidr = optarg; break;
+                case 'T': net.cfg.table = optarg; break;
+                case 'X': net.cfg.link_prefix = optarg; break;
+                case 'D':
+                        if (net.n_upstreams == LG_DNS_UPSTREAMS_MAX) {
+                                fprintf(stderr, "legiond: at most %d --dns-upstream\n", LG_DNS_UPSTREAMS_MAX);
+                                return 2;
+                        }
+                        net.upstreams[net.n_upstreams++] = optarg;
+                        break;
                 case 'c':
                         if (!parse_uint(optarg, 1, 1000000, &max_conns))
                                 return bad_number("max-connections", optarg);
@@ -413,7 +525,7 @@ int main(int argc, char **argv) {
                 return 1;
         }
         if (stop)
-                return stop_all(d->home);
+                return stop_all(d->home, &net);
         if (!runtimes)
                 runtimes = LG_RUNTIMES_DIR;
         if (!(d->runtimes_dir = realpath(runtimes, NULL))) {
@@ -436,19 +548,25 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = ensure_admin_token(d, &err);
         snprintf(path, sizeof(path), "%s/run", d->home);
+        /* Before the agent: adopting a sandbox takes its address back. */
+        if (r >= 0 && !net.off && (r = network_up(d, &net, &err)) < 0) {
+                char why[sizeof(err.msg)];
+                snprintf(why, sizeof(why), "%s", err.msg);
+                lg_error_setm(&err, -r, "cannot set up the sandbox network: %s (--network off runs without one)", why);
+        }
         /* One node agent for function instances, sessions and pods: the
          * only code that creates, starts and destroys their sandboxes.
          * Each spec names its own state root; adopt looks in this one. */
         char sandboxes_root[4200];
         snprintf(sandboxes_root, sizeof(sandboxes_root), "%s/sandboxes-root", path);
         if (r >= 0)
-                r = lg_agent_local_new(d->loop, sandboxes_root, NULL, &d->agent, &err);
-        struct lg_node_config nc = {.loop = d->loop, .agent = d->agent, .run_dir = path,
+                r = lg_agent_local_new(d->loop, sandboxes_root, d->net, &d->agent, &err);
+        struct lg_node_config nc = {.loop = d->loop, .agent = d->agent, .net = d->net, .run_dir = path,
                                     .runtimes_dir = d->runtimes_dir};
         if (r >= 0)
                 r = lg_node_new(&nc, &d->node, &err);
         if (r >= 0)
-                r = lg_tenants_new(d->store, NULL, &d->tenants, &err);
+                r = lg_tenants_new(d->store, d->net, &d->tenants, &err);
         struct lg_apps_config ac = {.loop = d->loop, .store = d->store, .blobs = d->blobs,
                                     .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d,
                                     .tenants = d->tenants};
@@ -512,6 +630,12 @@ int main(int argc, char **argv) {
                  * now; what nobody took goes. */
                 lg_node_each_adopted(d->node, adopt_session, d);
                 lg_node_adopted_release(d->node, adopted_log, d);
+                /* Every surviving sandbox took its address back: what
+                 * was left of the others goes. Not fatal: the leftovers
+                 * hold addresses, nothing runs with them. */
+                struct lg_error why = {0};
+                if (d->net && lg_net_sweep(d->net, &why) < 0)
+                        say("network: %s", why.msg);
         }
         if (r < 0) {
                 say("%s", err.msg);
@@ -542,11 +666,14 @@ int main(int argc, char **argv) {
         lg_tenants_free(d->tenants);
         lg_image_jobs_free(d->image_jobs);
         lg_pods_free(d->pods);
+        lg_dns_free(d->dns);
         lg_node_free(d->node);
         lg_agent_free(d->agent);
+        lg_net_free(d->net); /* its table and links stay for the sandboxes that run on */
         lg_image_store_close(d->images);
         lg_blobstore_close(d->blobs);
         lg_store_close(d->store);
+        uv_run(d->loop, UV_RUN_NOWAIT); /* the forwarder's sockets close */
         say("stopped");
         return 0;
 }

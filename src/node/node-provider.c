@@ -28,6 +28,7 @@ static void on_ready(lg_instance *inst, int status, const char *message, void *u
                 .id = lg_instance_id(inst),
                 .address = addr,
                 .log_dir = lg_instance_log_dir(inst),
+                .net_address = lg_instance_address(inst),
                 .cold = lg_instance_cold(inst),
                 .start_ns = lg_instance_start_ns(inst),
         };
@@ -62,6 +63,7 @@ static int provider_start(void *provider, const struct lg_router_instance_spec *
                 .code_dir = spec->code_dir,
                 .identifier = spec->identifier,
                 .cpu_millis = spec->cpu_millis,
+                .net_policy = spec->net_policy,
         };
         int r = lg_node_instance_start(provider, &ns, on_ready, on_instance_exit, rec, &rec->inst, err);
         if (r < 0)
@@ -101,6 +103,7 @@ static int provider_adopt(void *provider, const char *app, unsigned revision, lg
                 .id = lg_instance_id(rec->inst),
                 .address = addr,
                 .log_dir = lg_instance_log_dir(rec->inst),
+                .net_address = lg_instance_address(rec->inst),
                 .adopted = true,
         };
         *handle = (uint64_t) (uintptr_t) rec;

@@ -62,7 +62,9 @@ struct lg_instance {
         bool released;              /* handles closed, destroy queued */
         bool status_asked;          /* status request under way (it exited) */
         int control_fd, pidfd;      /* the agent's, until the destroy is queued */
-        lg_agent_req create_req, mount_req, status_req, destroy_req;
+        lg_agent_req create_req, mount_req, status_req, destroy_req, net_req;
+        char ip[LG_NET_IP_MAX];     /* its address on the node's network, "" = none */
+        bool assign;                /* taken with an address and no tenant: assign before the code */
         unsigned refs;              /* requests under way and open handles */
         struct lg_instance_spec *want; /* specialize with this: kept until sent */
         bool set_cpu_on_take;       /* its own CPU quota at once (no boost) */
@@ -78,6 +80,7 @@ struct lg_instance {
         void *userdata;
         /* What it serves, for its record; set when it is specialized. */
         char *app, *identifier, *pool_name;
+        char *net_policy;           /* NULL = its namespace's */
         unsigned revision;
         bool adopted;               /* taken over from a previous legiond */
         bool detached;              /* left running for the next one */
@@ -103,6 +106,7 @@ struct lg_node {
         uv_loop_t *loop;
         lg_agent *agent;
         bool own_agent;
+        lg_net *net;                /* NULL: sandboxes have loopback only */
         lg_instance *all;           /* every live instance (lg_node_free) */
         char *run_dir, *sandbox_dir, *sock_dir, *runtimes_dir;
         uint64_t specialize_timeout_ms;
@@ -164,6 +168,7 @@ static void unref(lg_instance *inst) {
         free(inst->app);
         free(inst->identifier);
         free(inst->pool_name);
+        free(inst->net_policy);
         free(inst);
 }
 
@@ -176,9 +181,10 @@ static int record_write(lg_instance *inst) {
         char path[PATH_MAX], tmp[PATH_MAX + 8], buf[4096];
         record_path(inst, path, sizeof(path));
         snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-        int n = snprintf(buf, sizeof(buf), "app=%s\nrevision=%u\npool=%s\nidentifier=%s\ncpu=%llu\n",
+        int n = snprintf(buf, sizeof(buf), "app=%s\nrevision=%u\npool=%s\nidentifier=%s\ncpu=%llu\npolicy=%s\n",
                          inst->app ? inst->app : "", inst->revision, inst->pool_name ? inst->pool_name : "",
-                         inst->identifier ? inst->identifier : "", (unsigned long long) inst->cpu_millis);
+                         inst->identifier ? inst->identifier : "", (unsigned long long) inst->cpu_millis,
+                         inst->net_policy ? inst->net_policy : "");
         if (n < 0 || (size_t) n >= sizeof(buf))
                 return -ENAMETOOLONG;
         int r = lg_write_file_at(AT_FDCWD, tmp, buf, true);
@@ -495,6 +501,7 @@ static void spec_free(struct lg_instance_spec *s) {
         free((char *) s->entrypoint);
         free((char *) s->code_dir);
         free((char *) s->identifier);
+        free((char *) s->net_policy);
         if (s->env)
                 for (size_t i = 0; s->env[i]; i++)
                         free((char *) s->env[i]);
@@ -515,10 +522,12 @@ static struct lg_instance_spec *spec_dup(const struct lg_instance_spec *in) {
         s->entrypoint = in->entrypoint ? strdup(in->entrypoint) : NULL;
         s->code_dir = in->code_dir ? strdup(in->code_dir) : NULL;
         s->identifier = in->identifier ? strdup(in->identifier) : NULL;
+        s->net_policy = in->net_policy ? strdup(in->net_policy) : NULL;
         const char **env = calloc(n + 1, sizeof(char *));
         s->env = env;
         bool ok = s->pool && s->app && env && (!in->entrypoint || s->entrypoint) &&
-                  (!in->code_dir || s->code_dir) && (!in->identifier || s->identifier);
+                  (!in->code_dir || s->code_dir) && (!in->identifier || s->identifier) &&
+                  (!in->net_policy || s->net_policy);
         for (size_t i = 0; ok && i < n; i++)
                 ok = (env[i] = strdup(in->env[i])) != NULL;
         if (!ok) {
@@ -565,6 +574,7 @@ static void create_done(lg_agent_req *req) {
         }
         inst->control_fd = req->out.control_fd;
         inst->pidfd = req->out.pidfd;
+        memcpy(inst->ip, req->out.net.ip, sizeof(inst->ip));
         watch(inst);
         if (inst->want) {
                 /* Taken while being made (on demand). */
@@ -576,8 +586,24 @@ static void create_done(lg_agent_req *req) {
         unref(inst);
 }
 
-/* Start making a sandbox for pool p; it becomes usable in create_done. */
-static int make_sandbox(lg_node *node, struct pool *p, bool placeholder, lg_instance **ret, struct lg_error *err) {
+/* The tenant of an instance of app ("namespace/..."): its namespace and
+ * policy (NULL = the namespace's). */
+static int net_tenant(const char *app, const char *policy, struct lg_agent_net *net, struct lg_error *err) {
+        size_t n = strcspn(app, "/");
+        if (n == 0 || n >= sizeof(net->namespace) || (policy && strlen(policy) >= sizeof(net->policy)))
+                return lg_error_setm(err, EINVAL, "`%s`: no namespace to put its network address in", app);
+        snprintf(net->namespace, sizeof(net->namespace), "%.*s", (int) n, app);
+        snprintf(net->policy, sizeof(net->policy), "%s", policy ? policy : "");
+        return 0;
+}
+
+static bool pool_network(const struct pool *p) { return p->spec.network && p->node->net; }
+
+/* Start making a sandbox for pool p; it becomes usable in create_done.
+ * for: the instance it is made for (on demand), NULL for a placeholder. */
+static int make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_spec *for_spec, lg_instance **ret,
+                        struct lg_error *err) {
+        bool placeholder = !for_spec;
         const char *const *argv = runtime_argv(p->runtime);
         if (!argv)
                 return lg_error_set(err, EINVAL, "unknown runtime `%s`", p->runtime);
@@ -627,6 +653,15 @@ static int make_sandbox(lg_node *node, struct pool *p, bool placeholder, lg_inst
         spec->extra_fds = &inst->listen_fd;
         spec->n_extra_fds = 1;
         inst->create_req.data = inst;
+        /* Its address while it waits; on demand, its tenant too. */
+        inst->create_req.in.create.net = (struct lg_agent_net){.attach = pool_network(p)};
+        if (pool_network(p) && for_spec &&
+            net_tenant(for_spec->app, for_spec->net_policy, &inst->create_req.in.create.net, err) < 0) {
+                close(inst->listen_fd);
+                unlink(inst->sock);
+                free(inst);
+                return -EINVAL;
+        }
         /* A placeholder is also created at a lower priority: the refill
          * that a take starts must not slow the specialization (its mount
          * runs on the thread pool too). On demand, a request waits. */
@@ -662,7 +697,7 @@ static struct pool *find_pool(lg_node *node, const char *name) {
 static int warm_make(lg_warm_pool *wp, void *data, struct lg_error *err) {
         struct pool *p = data;
         lg_instance *inst;
-        int r = make_sandbox(p->node, p, true, &inst, err);
+        int r = make_sandbox(p->node, p, NULL, &inst, err);
         if (r < 0)
                 return r;
         inst->state = ST_STARTING;
@@ -691,10 +726,10 @@ static void pool_key(const struct pool *p, char *buf, size_t cap) {
                         if (!*c)
                                 break;
                 }
-        snprintf(buf, cap, "worker:%s cpu=%llu boost=%llu mem=%llu disk=%llu rw=%d env=%016llx group=%s", p->runtime,
-                 (unsigned long long) p->spec.cpu_millis, (unsigned long long) p->spec.boost_cpu_millis,
+        snprintf(buf, cap, "worker:%s cpu=%llu boost=%llu mem=%llu disk=%llu rw=%d net=%d env=%016llx group=%s",
+                 p->runtime, (unsigned long long) p->spec.cpu_millis, (unsigned long long) p->spec.boost_cpu_millis,
                  (unsigned long long) p->spec.memory_bytes, (unsigned long long) p->spec.disk_bytes,
-                 p->spec.writable_root, (unsigned long long) h, p->name);
+                 p->spec.writable_root, pool_network(p), (unsigned long long) h, p->name);
 }
 
 int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_error *err) {
@@ -809,28 +844,68 @@ static int send_specialize(lg_instance *inst, const struct lg_instance_spec *spe
         return r < 0 ? lg_error_set(err, r, "send specialize to `%s`", inst->id) : 0;
 }
 
-/* The code is at /code (or there is none): send specialize. */
-static void mounted(lg_agent_req *req) {
+/* A step on the way to specialize is over (failed: why, after prefix):
+ * the last one sends specialize; a failure ends the instance. */
+static void step_done(lg_agent_req *req, const char *prefix, bool last) {
         lg_instance *inst = req->data;
         if (!inst->released) {
                 struct lg_error err = {0};
                 int r = req->result;
                 if (r < 0)
-                        err = req->err;
-                else
+                        lg_error_setm(&err, -r, "%s%s", prefix, req->err.msg);
+                else if (last && inst->want)
                         r = send_specialize(inst, inst->want, &err);
-                spec_free(inst->want);
-                inst->want = NULL;
+                if (r < 0 || last) {
+                        spec_free(inst->want);
+                        inst->want = NULL;
+                }
                 if (r < 0)
                         instance_kill(inst, err.msg);
         }
         unref(inst);
 }
 
-/* The placeholder is up (or was already): mount the code (a helper
- * forks into its mount namespace: off the loop), then specialize. */
+/* The code is at /code: send specialize. */
+static void mounted(lg_agent_req *req) { step_done(req, "", true); }
+
+/* A taken placeholder's address is its tenant's now (the mount, if any,
+ * waits behind this in the sandbox's queue; an adopted instance wants
+ * nothing more). */
+static void assigned(lg_agent_req *req) {
+        lg_instance *inst = req->data;
+        step_done(req, "cannot give its network address to its namespace: ",
+                  !inst->released && inst->want && !inst->want->code_dir);
+}
+
+/* Submit the assignment of its address to the tenant of app. */
+static int assign_tenant(lg_instance *inst, const char *app, const char *policy, struct lg_error *err) {
+        struct lg_agent_net t;
+        int r = net_tenant(app, policy, &t, err);
+        if (r < 0)
+                return r;
+        inst->net_req.data = inst;
+        r = lg_agent_net_assign(inst->node->agent, &inst->net_req, inst->id, t.namespace, t.policy, assigned);
+        if (r < 0)
+                return lg_error_set(err, -r, "give the network address of `%s` to namespace `%s`", inst->id,
+                                    t.namespace);
+        inst->refs++;
+        return 0;
+}
+
+/* The placeholder is up (or was already): its address to its tenant,
+ * mount the code (a helper forks into its mount namespace: off the
+ * loop), then specialize. */
 static int specialize(lg_instance *inst, struct lg_error *err) {
+        bool assigning = inst->assign;
+        if (assigning) {
+                inst->assign = false;
+                int r = assign_tenant(inst, inst->want->app, inst->want->net_policy, err);
+                if (r < 0)
+                        return r;
+        }
         if (!inst->want->code_dir) {
+                if (assigning)
+                        return 0; /* assigned() sends it */
                 int r = send_specialize(inst, inst->want, err);
                 spec_free(inst->want);
                 inst->want = NULL;
@@ -857,7 +932,7 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
                 /* Empty pool, or a burst larger than it: make one now. The
                  * worker's imports and the specialize are then sequential,
                  * but the request still succeeds. */
-                r = make_sandbox(node, p, false, &inst, err);
+                r = make_sandbox(node, p, spec, &inst, err);
                 if (r < 0)
                         return r;
                 inst->cold = true;
@@ -874,6 +949,10 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
         inst->identifier = spec->identifier ? strdup(spec->identifier) : NULL;
         inst->pool_name = strdup(spec->pool);
         inst->revision = spec->revision;
+        free(inst->net_policy);
+        inst->net_policy = spec->net_policy ? strdup(spec->net_policy) : NULL;
+        /* A placeholder's address had no tenant; made on demand, it has. */
+        inst->assign = !inst->creating && inst->ip[0];
         /* An app without its own cpu gets the pool group's once boosted. */
         inst->cpu_millis = spec->cpu_millis ? spec->cpu_millis : p->spec.cpu_millis;
         /* The placeholder runs with the pool's boosted CPU; the instance
@@ -936,6 +1015,11 @@ static int record_read(lg_node *node, const char *id, lg_instance *inst) {
         long long rev = 0, cpu = 0;
         ok = ok && *vals[0] && lg_parse_int(vals[1], 0, UINT32_MAX, &rev) == 0 &&
              lg_parse_int(vals[4], 0, INT64_MAX, &cpu) == 0;
+        /* A record from before networking has no policy: the namespace's. */
+        memcpy(copy, buf, sizeof(copy));
+        const char *policy = record_get(copy, "policy");
+        if (ok && policy && *policy && !(inst->net_policy = strdup(policy)))
+                ok = false;
         if (ok) {
                 inst->app = TAKE_PTR(vals[0]);
                 inst->pool_name = TAKE_PTR(vals[2]);
@@ -976,6 +1060,7 @@ static void adopt_done(lg_agent_req *req) {
         } else {
                 inst->control_fd = req->out.control_fd;
                 inst->pidfd = req->out.pidfd;
+                memcpy(inst->ip, req->out.net.ip, sizeof(inst->ip));
                 inst->state = ST_SERVING;
                 inst->adopted = true;
                 inst->anext = node->adopted;
@@ -1000,6 +1085,7 @@ static void adopt_one(lg_node *node, const char *id) {
                 free(inst->app);
                 free(inst->identifier);
                 free(inst->pool_name);
+                free(inst->net_policy);
                 free(inst);
                 return;
         }
@@ -1047,6 +1133,7 @@ static void adopt_left(lg_node *node) {
                                 free(rec.app);
                                 free(rec.identifier);
                                 free(rec.pool_name);
+                                free(rec.net_policy);
                         }
                         unlinkat(dirfd(d), de->d_name, 0);
                 }
@@ -1063,6 +1150,15 @@ int lg_node_instance_adopt(lg_node *node, const char *app, unsigned revision, lg
                         continue;
                 *pp = inst->anext;
                 inst->anext = NULL;
+                /* The network's assignments did not survive the restart
+                 * (its table is made anew): its tenant again. Failing
+                 * later ends it (assigned), as it would end a new one;
+                 * failing now (a name too long), it is not taken. */
+                struct lg_error err = {0};
+                if (inst->ip[0] && assign_tenant(inst, inst->app, inst->net_policy, &err) < 0) {
+                        instance_release(inst);
+                        return lg_node_instance_adopt(node, app, revision, ready_cb, exit_cb, userdata, ret);
+                }
                 inst->ready_cb = ready_cb;
                 inst->exit_cb = exit_cb;
                 inst->userdata = userdata;
@@ -1127,6 +1223,7 @@ const char *lg_instance_id(const lg_instance *inst) { return inst->id; }
 const char *lg_instance_socket(const lg_instance *inst) { return inst->sock; }
 bool lg_instance_cold(const lg_instance *inst) { return inst->cold; }
 uint64_t lg_instance_start_ns(const lg_instance *inst) { return inst->ready_ns; }
+const char *lg_instance_address(const lg_instance *inst) { return inst->ip[0] ? inst->ip : NULL; }
 const char *lg_instance_log_dir(const lg_instance *inst) {
         return inst->released || inst->creating ? NULL : lg_agent_state_dir(inst->node->agent, inst->id);
 }
@@ -1137,6 +1234,7 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
                 return lg_error_set(err, ENOMEM, "allocate node");
         node->loop = cfg->loop;
         node->agent = cfg->agent;
+        node->net = cfg->net;
         node->specialize_timeout_ms = cfg->specialize_timeout_ms ? cfg->specialize_timeout_ms : 30000;
         if (asprintf(&node->run_dir, "%s", cfg->run_dir) < 0 ||
             asprintf(&node->sandbox_dir, "%s/sandboxes-root", cfg->run_dir) < 0 ||
@@ -1159,7 +1257,7 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
          * are removed here; those still running are adopted below. */
         lg_sandbox_gc(node->sandbox_dir, NULL);
         if (!node->agent) {
-                r = lg_agent_local_new(node->loop, node->sandbox_dir, NULL, &node->agent, err);
+                r = lg_agent_local_new(node->loop, node->sandbox_dir, node->net, &node->agent, err);
                 if (r < 0) {
                         lg_node_free(node);
                         return r;

@@ -10,7 +10,14 @@
  *
  * Everything runs on one libuv loop; callbacks run on it. The sandboxes
  * are made, mounted into, changed and destroyed through the node agent's
- * requests (node/agent.h), off the loop: no call here blocks. */
+ * requests (node/agent.h), off the loop: no call here blocks.
+ *
+ * Network: placeholders of a pool with `network` get an address while
+ * they wait; taking one assigns it to the app's namespace and policy
+ * before the code is mounted and the worker specialized, so the code's
+ * first packet goes out under its tenant's rules. An instance adopted
+ * after a restart keeps its address and is assigned again when its app
+ * takes it back. */
 #pragma once
 
 #include <stdbool.h>
@@ -23,10 +30,12 @@ typedef struct lg_node lg_node;
 typedef struct lg_instance lg_instance;
 
 struct lg_agent;
+struct lg_net;
 
 struct lg_node_config {
         uv_loop_t *loop;
         struct lg_agent *agent;   /* sandboxes (node/agent.h); NULL = a local one of its own */
+        struct lg_net *net;       /* the node's network (net/net.h; the agent's); NULL = off */
         const char *run_dir;      /* sandbox state and instance sockets */
         const char *runtimes_dir; /* runtimes/ of this installation */
         uint64_t specialize_timeout_ms; /* 0 = 30 s */
@@ -73,6 +82,10 @@ struct lg_instance_spec {
         const char *code_dir;     /* host directory mounted at /code (ro); NULL = none */
         const char *identifier;   /* sessions: the identifier bound to it */
         uint64_t cpu_millis;      /* the instance's own limit after boost */
+        /* Pools with network: the instance's egress policy (net.h; a
+         * policy of the app's namespace, the part of app before its first
+         * '/'), NULL = the namespace's own. */
+        const char *net_policy;
 };
 
 /* status < 0: failed, and message says why (the instance is gone). */
@@ -134,3 +147,5 @@ const char *lg_instance_socket(const lg_instance *inst); /* HTTP on this Unix so
 bool lg_instance_cold(const lg_instance *inst);          /* no placeholder was ready */
 uint64_t lg_instance_start_ns(const lg_instance *inst);  /* time to ready */
 const char *lg_instance_log_dir(const lg_instance *inst);
+/* Its address on the node's network ("10.200.0.7"), NULL when it has none. */
+const char *lg_instance_address(const lg_instance *inst);

@@ -28,9 +28,11 @@ struct rinst {
         uint64_t handle;        /* the provider's name for it, while live */
         bool live;              /* started and neither destroyed nor gone */
         char *id, *log_dir;     /* from the provider once ready */
+        char net_address[16];   /* "" = none */
         struct lg_http_upstream *up;
         enum rstate state;
         unsigned revision;
+        unsigned gen;           /* the app's gen when it started: current while equal */
         unsigned active;
         unsigned refs;          /* forwards pointing here */
         uint64_t last_used;
@@ -64,9 +66,13 @@ struct fwd {
 struct app {
         struct app *next;
         lg_router *router;
-        char *key, *pool, *entrypoint, *code_dir, *identifier;
+        char *key, *pool, *entrypoint, *code_dir, *identifier, *net_policy;
         char **env;
         struct lg_route_config cfg;
+        /* Bumped by a new revision, or a new egress policy name (the
+         * instances' network assignment is made once, at their start):
+         * instances of an older gen drain. */
+        unsigned gen;
         struct rinst *instances;
         struct pending *qhead, *qtail;
         struct fwd *fhead, *ftail; /* in flight, oldest first */
@@ -200,6 +206,7 @@ static void on_instance_ready(void *ud, int status, const char *message, const s
         struct lg_error err = {0};
         ri->id = strdup(info->id);
         ri->log_dir = info->log_dir ? strdup(info->log_dir) : NULL;
+        snprintf(ri->net_address, sizeof(ri->net_address), "%s", info->net_address ? info->net_address : "");
         if (!ri->id || (info->log_dir && !ri->log_dir)) {
                 rinst_kill(ri, "out of memory");
                 return;
@@ -208,7 +215,7 @@ static void on_instance_ready(void *ud, int status, const char *message, const s
                 rinst_kill(ri, err.msg);
                 return;
         }
-        ri->state = ri->revision == a->cfg.revision && !a->removed ? R_READY : R_DRAINING;
+        ri->state = ri->gen == a->gen && !a->removed ? R_READY : R_DRAINING;
         ri->last_used = now_ms();
         /* An instance taken back says nothing of how long a start takes. */
         uint64_t *learnt = info->cold ? &a->router->start_cold_ns : &a->router->start_warm_ns;
@@ -253,6 +260,7 @@ static void take_adopted(struct app *a) {
                 }
                 ri->app = a;
                 ri->revision = a->cfg.revision;
+                ri->gen = a->gen;
                 ri->state = R_STARTING;
                 ri->t_start = lg_now_ns();
                 ri->live = true;
@@ -269,6 +277,7 @@ static int start_instance(struct app *a, uint64_t expect_ns) {
                 return -ENOMEM;
         ri->app = a;
         ri->revision = a->cfg.revision;
+        ri->gen = a->gen;
         ri->state = R_STARTING;
         ri->t_start = lg_now_ns();
         ri->expect_ready_ns = ri->t_start + expect_ns;
@@ -281,6 +290,7 @@ static int start_instance(struct app *a, uint64_t expect_ns) {
                 .code_dir = a->code_dir,
                 .identifier = a->identifier,
                 .cpu_millis = a->cfg.cpu_millis,
+                .net_policy = a->net_policy,
         };
         struct lg_error err = {0};
         ri->next = a->instances;
@@ -376,7 +386,7 @@ static uint64_t drain_ns(const struct app *a, uint64_t now, uint64_t svc) {
         size_t n = 0;
         double slots = 0, conc = concurrency(a);
         for (const struct rinst *ri = a->instances; ri; ri = ri->next) {
-                if (ri->state == R_READY && ri->revision == a->cfg.revision)
+                if (ri->state == R_READY && ri->gen == a->gen)
                         slots += conc;
                 else if (ri->state == R_STARTING && n < ARRAY_SIZE(at))
                         at[n++] = ri->expect_ready_ns > now ? ri->expect_ready_ns - now : 0;
@@ -808,11 +818,12 @@ static void free_cfg_strings(struct app *a) {
         free(a->entrypoint);
         free(a->code_dir);
         free(a->identifier);
+        free(a->net_policy);
         if (a->env)
                 for (char **e = a->env; *e; e++)
                         free(*e);
         free(a->env);
-        a->pool = a->entrypoint = a->code_dir = a->identifier = NULL;
+        a->pool = a->entrypoint = a->code_dir = a->identifier = a->net_policy = NULL;
         a->env = NULL;
 }
 
@@ -826,12 +837,14 @@ static int copy_cfg(struct app *a, const struct lg_route_config *cfg) {
         a->entrypoint = cfg->entrypoint ? strdup(cfg->entrypoint) : NULL;
         a->code_dir = cfg->code_dir ? strdup(cfg->code_dir) : NULL;
         a->identifier = cfg->identifier ? strdup(cfg->identifier) : NULL;
+        a->net_policy = cfg->net_policy ? strdup(cfg->net_policy) : NULL;
         bool ok = a->env && a->pool && (!cfg->code_dir || a->code_dir) && (!cfg->entrypoint || a->entrypoint) &&
-                  (!cfg->identifier || a->identifier);
+                  (!cfg->identifier || a->identifier) && (!cfg->net_policy || a->net_policy);
         for (size_t i = 0; ok && i < n; i++)
                 ok = (a->env[i] = strdup(cfg->env[i])) != NULL;
         a->cfg = *cfg;
         a->cfg.key = a->key;
+        a->cfg.net_policy = a->net_policy;
         return ok ? 0 : -ENOMEM;
 }
 
@@ -848,15 +861,17 @@ int lg_router_set(lg_router *r, const struct lg_route_config *cfg, struct lg_err
                 r->apps = a;
         }
         bool new_revision = a->cfg.revision != cfg->revision;
+        bool new_policy = strcmp(a->net_policy ? a->net_policy : "", cfg->net_policy ? cfg->net_policy : "") != 0;
         if (copy_cfg(a, cfg) < 0)
                 return lg_error_set(err, ENOMEM, "copy app settings");
         a->st.revision = cfg->revision;
-        if (new_revision) {
+        if (new_revision || new_policy) {
+                a->gen++;
                 /* Old instances finish what they have and go; they are never
                  * specialized again nor given new requests. */
                 for (struct rinst *ri = a->instances, *next; ri; ri = next) {
                         next = ri->next;
-                        if (ri->revision == cfg->revision || ri->state == R_DEAD)
+                        if (ri->gen == a->gen || ri->state == R_DEAD)
                                 continue;
                         if (ri->state == R_STARTING) {
                                 ri->state = R_DRAINING; /* killed when it reports */
@@ -864,7 +879,8 @@ int lg_router_set(lg_router *r, const struct lg_route_config *cfg, struct lg_err
                         }
                         ri->state = R_DRAINING;
                         if (ri->active == 0)
-                                rinst_kill(ri, "replaced by a new revision");
+                                rinst_kill(ri, new_revision ? "replaced by a new revision"
+                                                            : "replaced: the app's egress policy is another");
                 }
         }
         take_adopted(a);
@@ -981,6 +997,17 @@ int lg_router_each_instance(lg_router *r, const char *key,
         for (struct rinst *ri = a->instances; ri; ri = ri->next)
                 if (ri->live && ri->id && ri->log_dir) {
                         fn(ri->id, ri->log_dir, ud);
+                        n++;
+                }
+        return n;
+}
+
+int lg_router_each_address(lg_router *r, const char *key, void (*fn)(const char *address, void *ud), void *ud) {
+        struct app *a = find_app(r, key);
+        int n = 0;
+        for (struct rinst *ri = a ? a->instances : NULL; ri; ri = ri->next)
+                if (ri->live && ri->state == R_READY && ri->net_address[0]) {
+                        fn(ri->net_address, ud);
                         n++;
                 }
         return n;

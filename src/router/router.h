@@ -58,6 +58,7 @@ struct lg_router_instance_spec {
         const char *code_dir;     /* host directory mounted at /code; NULL = none */
         const char *identifier;   /* sessions: the identifier bound to it */
         uint64_t cpu_millis;
+        const char *net_policy;   /* its egress policy (net.h); NULL = its namespace's */
 };
 
 /* A ready instance; the strings are valid during the callback only. */
@@ -65,6 +66,7 @@ struct lg_router_instance_info {
         const char *id;           /* for logs and `legion app logs` */
         const char *address;      /* its HTTP server: "unix:/path" (see lg_http_upstream_new) */
         const char *log_dir;      /* NULL: none */
+        const char *net_address;  /* its address on the node's network; NULL: none */
         bool cold;                /* no placeholder was ready */
         bool adopted;             /* running since before a legiond restart */
         uint64_t start_ns;        /* how long the provider took to make it ready */
@@ -119,7 +121,9 @@ struct lg_route_config {
         const char *code_dir;     /* NULL: no code (sessions) */
         const char *identifier;   /* sessions: sent with specialize */
         uint64_t cpu_millis;
-        const char *net_policy;   /* instances' egress policy; NULL = the namespace's */
+        const char *net_policy;   /* instances' egress policy; NULL = the namespace's. Another
+                                   * name (not another content) replaces the instances, as a
+                                   * new revision does */
         unsigned concurrency;     /* per instance; 0 = 1 */
         unsigned min_instances;
         unsigned max_instances;   /* 0 = 10 */
@@ -169,3 +173,6 @@ int lg_router_stats(lg_router *r, const char *key, struct lg_route_stats *ret);
  * calls fn for each; returns how many. */
 int lg_router_each_instance(lg_router *r, const char *key,
                             void (*fn)(const char *instance_id, const char *log_dir, void *ud), void *ud);
+/* The network addresses of the app's ready instances (those that have
+ * one), for its status: calls fn for each; returns how many. */
+int lg_router_each_address(lg_router *r, const char *key, void (*fn)(const char *address, void *ud), void *ud);

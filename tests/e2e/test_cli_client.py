@@ -24,6 +24,7 @@ import pytest
 
 from conftest import BUILD, runner
 from oci_kit import free_port
+from test_legiond import E2eNet
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ADMIN = "lgn_admin_secret"
 NS_TOKEN = "lgn_team_a_secret"
@@ -554,8 +555,9 @@ def real_legiond(legion_client_bin):
     port = free_port()
     log = open(os.path.join(home, "legiond.log"), "wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEGION_")}
-    proc = subprocess.Popen([daemon, "--home", home, "--listen", "127.0.0.1:%d" % port], stdout=log, stderr=log,
-                            env=env)
+    net = E2eNet()  # never the machine's own legiond's network
+    proc = subprocess.Popen([daemon, "--home", home, "--listen", "127.0.0.1:%d" % port, *net.args], stdout=log,
+                            stderr=log, env=env)
     url = "http://127.0.0.1:%d" % port
     try:
         for _ in range(100):
@@ -581,7 +583,8 @@ def real_legiond(legion_client_bin):
             proc.kill()
             proc.wait()
         # Its workloads outlive it: stop them too.
-        subprocess.run([daemon, "--home", home, "--stop-all"], env=env, stdout=log, stderr=log, timeout=120)
+        subprocess.run([daemon, "--home", home, *net.args, "--stop-all"], env=env, stdout=log, stderr=log,
+                       timeout=120)
         log.close()
         shutil.rmtree(home, ignore_errors=True)
 

@@ -199,8 +199,8 @@ def test_listen_tls_flag(legion_bin, tmp_path):
     os.makedirs(home)
     d = Legiond(home, free_port())
     # off: no HTTPS listener, no certificates made.
-    d.proc = subprocess.Popen([LEGIOND, "--home", home, "--listen", f"127.0.0.1:{d.port}", "--listen-tls", "off"],
-                              env=d.env, stdout=d.log, stderr=d.log)
+    d.proc = subprocess.Popen([LEGIOND, "--home", home, "--listen", f"127.0.0.1:{d.port}", "--listen-tls", "off",
+                               *d.net_args], env=d.env, stdout=d.log, stderr=d.log)
     try:
         d.wait_for(lambda: _up(d), what="legiond")
         assert not os.path.exists(os.path.join(home, "tls"))
@@ -216,8 +216,8 @@ def test_listen_tls_flag(legion_bin, tmp_path):
     busy.listen()
     try:
         p = subprocess.run([LEGIOND, "--home", home, "--listen", f"127.0.0.1:{free_port()}", "--listen-tls",
-                            f"127.0.0.1:{busy.getsockname()[1]}"], env=d.env, capture_output=True, text=True,
-                           timeout=60)
+                            f"127.0.0.1:{busy.getsockname()[1]}", *d.net_args], env=d.env, capture_output=True,
+                           text=True, timeout=60)
         assert p.returncode == 1 and "Address already in use" in p.stderr, p.stderr
     finally:
         busy.close()

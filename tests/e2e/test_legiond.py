@@ -3,8 +3,10 @@ sandboxes) driven by the real `legion` CLI and by plain HTTP. Each test gets
 its own LEGION_HOME and port; the daemon is killed and its leftovers checked
 after."""
 import concurrent.futures
+import fcntl
 import http.client
 import io
+import ipaddress
 import json
 import os
 import signal
@@ -42,9 +44,39 @@ module.exports.handler = async (req) => ({
 '''
 
 
-def stop_workloads(home, env, log=None):
-    """`legiond --stop-all` on home: every sandbox a legiond left there."""
-    p = subprocess.run([LEGIOND, "--home", home, "--stop-all"], env=env, stdout=log, stderr=log, timeout=120)
+class E2eNet:
+    """A sandbox network for one test legiond that no other legiond on this
+    machine uses (a real one, or another test run's: each would replace the
+    other's nft table and sweep its links): nft table legion_e2e_N, link
+    prefix lgeXY, pod CIDR 10.201.N.0/24 of 10.201.0.0/16, N held by a lock
+    file for as long as this object lives."""
+
+    def __init__(self):
+        for n in range(256):
+            fd = os.open(f"/tmp/legion-e2e-net-{n}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self.lock, self.n = fd, n
+            self.table = f"legion_e2e_{n}"
+            self.prefix = "lge" + chr(ord("a") + n // 26) + chr(ord("a") + n % 26)
+            self.cidr = f"10.201.{n}.0/24"
+            self.gateway = f"10.201.{n}.1"
+            self.args = ["--net-table", self.table, "--net-link-prefix", self.prefix, "--pod-cidr", self.cidr]
+            return
+        raise AssertionError("no free test network (256 in use)")
+
+    def __del__(self):
+        os.close(self.lock)
+
+
+def stop_workloads(home, env, log=None, net_args=()):
+    """`legiond --stop-all` on home: every sandbox a legiond left there, and
+    the sandbox network net_args name."""
+    p = subprocess.run([LEGIOND, "--home", home, *net_args, "--stop-all"], env=env, stdout=log, stderr=log,
+                       timeout=120)
     assert p.returncode == 0
 
 
@@ -53,7 +85,9 @@ class Legiond:
 
     def __init__(self, home, port, args=()):
         self.home, self.port = home, port
-        self.args = list(args)  # more legiond flags
+        self.net = E2eNet()
+        self.net_args = self.net.args
+        self.args = list(args)  # more legiond flags (after net_args: they win)
         # The HTTPS listener (kubectl): same API, certificates in <home>/tls.
         self.tls_port = free_port()
         Legiond.by_port[port] = self
@@ -65,7 +99,7 @@ class Legiond:
 
     def start(self):
         self.proc = subprocess.Popen([LEGIOND, "--home", self.home, "--listen", f"127.0.0.1:{self.port}",
-                                      "--listen-tls", f"127.0.0.1:{self.tls_port}", *self.args],
+                                      "--listen-tls", f"127.0.0.1:{self.tls_port}", *self.net_args, *self.args],
                                      env=self.env, stdout=self.log, stderr=self.log)
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -100,7 +134,7 @@ class Legiond:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
         if not keep:
-            stop_workloads(self.home, self.env, self.log)
+            stop_workloads(self.home, self.env, self.log, self.net_args)
 
     @property
     def ca_file(self):
@@ -445,3 +479,68 @@ def test_failing_pool_backs_off_says_why_and_recovers(legiond):
     st, _ = legiond.http("PUT", "/v1/poolgroups/tiny", body={"runtime": "python3", "ready": 2, "memory": "128Mi"})
     assert st == 200
     legiond.wait_for(lambda: status()["ready"] == 2 and "lastError" not in status(), timeout=30, what="the pool to fill")
+
+
+NET_APP = '''
+import socket
+def main(req):
+    return {"host": socket.gethostname(), "hosts": open("/etc/hosts").read(), "resolv": open("/etc/resolv.conf").read(),
+            "ifaces": sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])}
+'''
+
+
+def host_links(prefix):
+    return [name for name in os.listdir("/sys/class/net") if name.startswith(prefix)]
+
+
+def ns_of(table):
+    """The sandbox -> namespace map of legiond's nft table (text)."""
+    return subprocess.run(["nft", "list", "map", "inet", table, "ns_of"], capture_output=True, text=True).stdout
+
+
+def test_network_addresses_survive_restart_and_stop_all(legiond, tmp_path):
+    net = legiond.net
+    log = open(os.path.join(legiond.home, "legiond.log")).read()
+    assert f"network: pod CIDR {net.cidr}, gateway {net.gateway}, DNS upstream " in log, log
+    legiond.cli("app", "deploy", "netfn", "--runtime", "python3", "--dir", write_app(tmp_path, "n", {"main.py": NET_APP}))
+    doc = json.loads(legiond.cli("invoke", "netfn")[0])
+    addrs = legiond.app("netfn")["status"]["addresses"]
+    assert len(addrs) == 1 and ipaddress.ip_address(addrs[0]) in ipaddress.ip_network(net.cidr), addrs
+    assert doc["ifaces"] == ["eth0", "lo"], doc
+    assert f"{addrs[0]}\t{doc['host']}" in doc["hosts"] and f"nameserver {net.gateway}" in doc["resolv"], doc
+    assert addrs[0] in ns_of(net.table)  # in its namespace
+    # kill -9: the same instance, with the same address, in its namespace again
+    # (the next legiond makes its table anew).
+    legiond.stop(signal.SIGKILL, keep=True)
+    legiond.start()
+    again = json.loads(legiond.cli("invoke", "netfn")[0])
+    assert again["host"] == doc["host"]
+    assert legiond.app("netfn")["status"]["addresses"] == addrs
+    assert addrs[0] in ns_of(net.table)
+    assert host_links(net.prefix)
+    # --stop-all takes the network away with the workloads.
+    legiond.stop()
+    assert host_links(net.prefix) == []
+    assert subprocess.run(["nft", "list", "table", "inet", net.table], capture_output=True).returncode != 0
+
+
+def test_network_off_and_a_network_that_cannot_be(legion_bin, tmp_path):
+    d = start_legiond(tmp_path, ["--network", "off"])
+    try:
+        legiond_log = open(os.path.join(d.home, "legiond.log")).read()
+        assert "network:" not in legiond_log
+        d.cli("app", "deploy", "netfn", "--runtime", "python3", "--dir", write_app(tmp_path, "n", {"main.py": NET_APP}))
+        doc = json.loads(d.cli("invoke", "netfn")[0])
+        assert doc["ifaces"] == ["lo"] and d.app("netfn")["status"]["addresses"] == []
+        assert host_links(d.net.prefix) == []
+    finally:
+        kill_legiond(d)
+    # On, and it cannot be set up: legiond exits saying why.
+    p = subprocess.run([LEGIOND, "--home", d.home, "--listen", f"127.0.0.1:{free_port()}", "--listen-tls", "off",
+                        *d.net_args, "--pod-cidr", "10.201.0.0/33"], env=d.env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1 and "cannot set up the sandbox network" in p.stderr and "10.201.0.0/33" in p.stderr, \
+        p.stderr
+    assert "--network off" in p.stderr
+    p = subprocess.run([LEGIOND, "--home", d.home, "--network", "maybe"], env=d.env, capture_output=True, text=True)
+    assert p.returncode == 2 and "--network wants on or off" in p.stderr

@@ -88,6 +88,14 @@ static int rec_route_stats(void *ud, const char *key, struct lg_route_stats *ret
         return 0;
 }
 
+static void rec_route_addresses(void *ud, const char *key, void (*fn)(const char *address, void *fud), void *fud) {
+        struct rec *r = ud;
+        if (r->routed && !strcmp(key, r->key)) {
+                fn("10.200.0.5", fud);
+                fn("10.200.0.9", fud);
+        }
+}
+
 static const struct lg_apps_ops ops = {
         .pool_set = rec_pool_set,
         .pool_delete = rec_pool_delete,
@@ -95,6 +103,7 @@ static const struct lg_apps_ops ops = {
         .route_set = rec_route_set,
         .route_remove = rec_route_remove,
         .route_stats = rec_route_stats,
+        .route_addresses = rec_route_addresses,
 };
 
 struct fx {
@@ -320,6 +329,7 @@ static void test_pool_groups(void **state) {
         assert_int_equal(f->rec.pool.memory_bytes, 128ull << 20);
         assert_int_equal(f->rec.pool.boost_cpu_millis, 2000);
         assert_int_equal(f->rec.pool.boost_seconds, 10);
+        assert_true(f->rec.pool.network); /* function instances get an address */
         json_t *doc = lg_apps_pool_json(f->apps, res);
         assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "status"), "taken")), 5);
         json_decref(doc);
@@ -493,6 +503,11 @@ static void test_revisions(void **state) {
         assert_string_equal(json_string_value(json_object_get(st, "url")), "/fn/ns/web/");
         assert_int_equal(json_integer_value(json_object_get(st, "revision")), 5);
         assert_int_equal(json_integer_value(json_object_get(st, "requests")), 7);
+        /* The network address of each running instance. */
+        json_t *addresses = json_object_get(st, "addresses");
+        assert_int_equal(json_array_size(addresses), 2);
+        assert_string_equal(json_string_value(json_array_get(addresses, 0)), "10.200.0.5");
+        assert_string_equal(json_string_value(json_array_get(addresses, 1)), "10.200.0.9");
         json_decref(doc);
         lg_resource_free(res);
 

@@ -63,7 +63,8 @@ static int route_sandboxes(void *ud, const char *key) {
 }
 static void log_line(void *ud, const char *key, const char *line) { (void) ud, (void) key, (void) line; }
 
-static const struct lg_apps_ops apps_ops = {pool_set, pool_delete, pool_stats, route_set, route_remove, route_stats};
+static const struct lg_apps_ops apps_ops = {pool_set,     pool_delete, pool_stats, route_set,
+                                            route_remove, route_stats, NULL};
 static const struct lg_sessions_ops sessions_ops = {
         .pool_set = pool_set,         .pool_delete = pool_delete,         .pool_stats = pool_stats,
         .route_set = route_set,       .route_remove = route_remove,       .route_sandboxes = route_sandboxes,

@@ -44,6 +44,7 @@ struct fake_inst {
         uint64_t handle;
         char app[64];
         unsigned revision;
+        char net_policy[64];
         char id[32];
         char sock[160];
         struct lg_http_server *srv;
@@ -158,6 +159,7 @@ static int fake_start(void *provider, const struct lg_router_instance_spec *spec
         fi->handle = ++fk->started;
         snprintf(fi->app, sizeof(fi->app), "%s", spec->app);
         fi->revision = spec->revision;
+        snprintf(fi->net_policy, sizeof(fi->net_policy), "%s", spec->net_policy ? spec->net_policy : "");
         snprintf(fi->id, sizeof(fi->id), "i%u-r%u", fk->started, spec->revision);
         snprintf(fi->sock, sizeof(fi->sock), "%s/%s.sock", fk->dir, fi->id);
         fi->ready = ready;
@@ -666,6 +668,37 @@ static void test_drain_new_revision(void **state) {
         t_free(t);
 }
 
+/* An app that gets an egress policy of its own (another policy name, same
+ * revision): its instances were assigned the namespace's at their start,
+ * so new ones replace them; the same name again changes nothing. */
+static void test_drain_new_policy(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        set_app(t, &cfg);
+        struct call *first = send_get(t, "a", "/");
+        run_until(t, is_done, first);
+        struct fake_inst *old = fake_by_id(&t->fk, first->body);
+        assert_non_null(old);
+        assert_string_equal(old->net_policy, "");
+        set_app(t, &cfg); /* the same: kept */
+        cfg.net_policy = "t/app/a";
+        set_app(t, &cfg);
+        run_until(t, is_destroyed, old);
+        struct call *after = send_get(t, "a", "/");
+        run_until(t, is_done, after);
+        struct fake_inst *fresh = fake_by_id(&t->fk, after->body);
+        assert_non_null(fresh);
+        assert_ptr_not_equal(fresh, old);
+        assert_string_equal(fresh->net_policy, "t/app/a");
+        set_app(t, &cfg);
+        struct call *again = send_get(t, "a", "/");
+        run_until(t, is_done, again);
+        assert_string_equal(again->body, fresh->id);
+        assert_false(fresh->destroyed);
+        t_free(t);
+}
+
 /* A queue the instances cannot take starts more, up to maxInstances. */
 static void test_scale_up_under_queue(void **state) {
         (void) state;
@@ -799,6 +832,7 @@ int main(void) {
                 cmocka_unit_test(test_crash),
                 cmocka_unit_test(test_crash_idle),
                 cmocka_unit_test(test_drain_new_revision),
+                cmocka_unit_test(test_drain_new_policy),
                 cmocka_unit_test(test_scale_up_under_queue),
                 cmocka_unit_test(test_scale_to_zero),
                 cmocka_unit_test(test_burst_no_overshoot),
