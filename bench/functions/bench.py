@@ -64,6 +64,7 @@ class Api(harness.Api):
             time.sleep(0.002)
 
 
+
 def get_request(path, token=None, host="127.0.0.1"):
     h = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n"
     if token:
@@ -92,27 +93,33 @@ def cold(args, api, out):
     conn = RawConn(args.port)
     # Apps are deleted right after their measurement (DELETE destroys the
     # instance at once), so at most one bench app is alive at a time.
-    variants = [
-        # name, pool group, wait before each request
-        ("placeholder", "python3", "rest"),
-        ("on-demand", "cold", "rest"),
-        ("placeholder-back-to-back", "python3", "ready>=1"),
+    # Variants of one group alternate app by app, so that drift on the
+    # machine hits them alike: with legiond's network on, the app's egress
+    # "on" (functions' default, the namespace's policy) against "off".
+    egress = args.egress == "on"
+    groups = [
+        # (name, pool group, wait before each request, extra app spec), ...
+        [("placeholder", "python3", "rest", {})] +
+        ([("placeholder-egress-off", "python3", "rest", {"egress": "off"})] if egress else []),
+        [("on-demand", "cold", "rest", {})] +
+        ([("on-demand-egress-off", "cold", "rest", {"egress": "off"})] if egress else []),
+        [("placeholder-back-to-back", "python3", "ready>=1", {})],
     ]
     results = {"n": n, "pool_ready": target, "pool_spec": spec, "cold_pool_spec": cold_spec,
                "client": "Python raw socket (bench/functions/bench.py RawConn), one keep-alive TCP "
                          "connection to legiond for all apps; time.perf_counter_ns around sendall + reading "
                          "the whole response",
-               "variants": {}}
+               "network": egress, "variants": {}}
     seq = 0
-    for name, pool, wait in variants:
-        rows = []
-        failures = []
+    for group in groups:
+        rows = {v[0]: [] for v in group}
+        failures = {v[0]: [] for v in group}
         warmup = 3
         t_variant = time.monotonic()
-        for i in range(-warmup, n):
+        for i, (name, pool, wait, extra) in ((i, v) for i in range(-warmup, n) for v in group):
             seq += 1
             app = f"cs-{seq}"
-            api.put_app(app, {"runtime": "python3", "package": digest, "poolGroup": pool})
+            api.put_app(app, dict({"runtime": "python3", "package": digest, "poolGroup": pool}, **extra))
             if wait == "rest":
                 before = api.wait_pool("python3", at_rest, what="python3 pool full")
             else:
@@ -134,24 +141,30 @@ def cold(args, api, out):
                    "instance_from": m.group(2).decode() if m else None,
                    "pool_ready_before": before["ready"], "pool_starting_before": before["starting"],
                    "taken": pafter["taken"] - pbefore["taken"], "on_demand": pafter["onDemand"] - pbefore["onDemand"]}
-            rows.append(row)
+            if egress:
+                row["address"] = (doc["status"].get("addresses") or [None])[0]
+            rows[name].append(row)
             ok = (status == 200 and warm_status == 200 and cs["count"] == 1 and
                   (row["taken"] == 1 and row["on_demand"] == 0 and row["instance_from"] == "from a placeholder"
                    if pool == "python3" else
                    row["on_demand"] == 1 and row["instance_from"] == "no placeholder ready"))
             if not ok:
-                failures.append(row)
-        results["variants"][name] = {
-            "pool": pool, "wait": wait, "rows": rows, "failures": failures,
-            "client_ms": summary([r["ms"] for r in rows]),
-            "server_ms": summary([r["server_ms"] for r in rows if r["server_ms"] is not None]),
-            "warm_ms": summary([r["warm_ms"] for r in rows]),
-            "instance_ready_ms": summary([r["instance_ready_ms"] for r in rows if r["instance_ready_ms"] is not None]),
-            "elapsed_s": time.monotonic() - t_variant,
-        }
-        s = results["variants"][name]["client_ms"]
-        log(f"cold {name}: n={s['n']} p50={s['p50']:.2f} ms p99={s['p99']:.2f} ms, "
-            f"{len(failures)} failed checks")
+                failures[name].append(row)
+        for name, pool, wait, extra in group:
+            r = rows[name]
+            results["variants"][name] = {
+                "pool": pool, "wait": wait, "app_spec": extra, "rows": r, "failures": failures[name],
+                "interleaved_with": [v[0] for v in group if v[0] != name],
+                "client_ms": summary([x["ms"] for x in r]),
+                "server_ms": summary([x["server_ms"] for x in r if x["server_ms"] is not None]),
+                "warm_ms": summary([x["warm_ms"] for x in r]),
+                "instance_ready_ms": summary([x["instance_ready_ms"] for x in r
+                                              if x["instance_ready_ms"] is not None]),
+                "elapsed_s": time.monotonic() - t_variant,
+            }
+            s = results["variants"][name]["client_ms"]
+            log(f"cold {name}: n={s['n']} p50={s['p50']:.2f} ms p99={s['p99']:.2f} ms, "
+                f"{len(failures[name])} failed checks")
     api.call("DELETE", "/v1/poolgroups/cold")
     conn.s.close()
     json.dump(results, open(os.path.join(out, "cold.json"), "w"), indent=1)
@@ -552,6 +565,9 @@ def main():
     ap.add_argument("--legiond-pid", type=int, required=True)
     ap.add_argument("--parts", default="cold,warm,burst")
     ap.add_argument("--cold-n", type=int, default=200)
+    ap.add_argument("--egress", choices=("on", "off"), default="off",
+                    help="cold: also apps with egress off, alternating with the default (on); "
+                         "for a legiond with its network on (issue 11)")
     ap.add_argument("--pool-ready", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=4)

@@ -115,6 +115,11 @@ def main():
         s.append("- **on-demand**: the same, with the app in pool group `cold`;")
         s.append("- **placeholder-back-to-back**: wait only until `status.ready >= 1`, so the refill of the "
                  "placeholders taken just before (sandbox + Python imports) runs while the request is served.")
+        if cold.get("network"):
+            s.append("- legiond's network is on (issue 11): every instance has an address. The variants above have "
+                     "the functions' default egress (on, the namespace's policy); **placeholder-egress-off** and "
+                     "**on-demand-egress-off** are the same with the app's `\"egress\": \"off\"`, alternating app "
+                     "by app with their egress-on twin.")
         s.append("")
         s.append("| variant | n | p50 ms | p90 ms | p99 ms | mean ms | min ms | max ms | legiond's p50 / p99 ms "
                  "| specialize p50 ms | warm request after, p50 ms | failed checks |")
@@ -128,6 +133,18 @@ def main():
         s.append("Checks on every app: both answers 200, `status.coldStarts.count == 1`, the pool group's "
                  "`taken` went up by one and `onDemand` did not (placeholder variants) or `onDemand` went up by one "
                  "(on-demand), and the instance's log line says which.")
+        for on, off in (("placeholder", "placeholder-egress-off"), ("on-demand", "on-demand-egress-off")):
+            if on in v and off in v:
+                a_, b_ = v[on]["client_ms"], v[off]["client_ms"]
+                s.append("")
+                addr = [sum(1 for r in v[x]["rows"] if r.get("address")) for x in (on, off)]
+                s.append(f"{on}, egress on / off (same run, alternating): p50 {ms(a_['p50'])} / {ms(b_['p50'])} ms "
+                         f"= {a_['p50'] / b_['p50']:.2f}, p99 {ms(a_['p99'])} / {ms(b_['p99'])} ms "
+                         f"= {a_['p99'] / b_['p99']:.2f}; instances with an address (app status `addresses`): "
+                         f"{addr[0]} of {len(v[on]['rows'])} / {addr[1]} of {len(v[off]['rows'])}.")
+                goals.append(("1", f"cold start ({on}) with egress on, against egress off",
+                              f"p50 {ms(a_['p50'])} / {ms(b_['p50'])} ms, p99 {ms(a_['p99'])} / {ms(b_['p99'])} ms",
+                              "(no goal)"))
         p, o = v.get("placeholder"), v.get("on-demand")
         b = v.get("placeholder-back-to-back")
         if p and o:

@@ -27,6 +27,9 @@
 #   FN_CONNS [32]        connections of the loaded warm runs (wrk -t2 -cN)
 #   FN_NGINX_WORKERS [1] nginx worker_processes
 #   FN_PARTS [cold,warm,burst]  (and scale)
+#   FN_EGRESS [auto]     cold: also apps with egress off, alternating app by
+#                        app with the default (on); auto = when legiond's
+#                        network is on (issue 11), off = not
 #   FN_SCALE_N [500]     instances of the scale part
 #   FN_SCALE_HOLD [300]   seconds each of its requests holds an instance
 set -euo pipefail
@@ -43,6 +46,7 @@ export LEGION_CGROUP_PARENT=legion-bench-fn-$$
 die() { echo "bench/functions: $*" >&2; exit 1; }
 # shellcheck source=bench/lib/common.sh
 . "$ROOT/bench/lib/common.sh"
+BENCH_NET_NAME=f BENCH_NET_OCTET=250
 
 [ "$(id -u)" = 0 ] || die "must run as root (legiond makes sandboxes)"
 for t in wrk nginx cc; do
@@ -69,6 +73,7 @@ cleanup() {
                 rm -f "$RES/nginx.pid.bench"
         fi
         bench_kill_legiond 300
+        bench_net_cleanup
 }
 trap cleanup EXIT
 
@@ -78,9 +83,16 @@ date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
 T0=$(date +%s)
 echo "bench/functions: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
 bench_start_legiond "$PORT"
+# The egress variants (issue 11) where legiond has its network.
+EGRESS=${FN_EGRESS:-auto}
+if [ "$EGRESS" = auto ]; then
+        EGRESS=off
+        [ ${#BENCH_NET_ARGS[@]} = 0 ] || EGRESS=on
+fi
 
 "$PY" "$FN_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" --httpload "$RES/httpload" --legiond-pid $LEGIOND_PID \
-        --parts "${FN_PARTS:-cold,warm,burst}" --cold-n "${FN_COLD_N:-200}" --pool-ready "${FN_POOL_READY:-4}" \
+        --parts "${FN_PARTS:-cold,warm,burst}" --cold-n "${FN_COLD_N:-200}" --egress "$EGRESS" \
+        --pool-ready "${FN_POOL_READY:-4}" \
         --rounds "${FN_ROUNDS:-5}" --duration "${FN_DURATION:-3}" --warmup "${FN_WARMUP:-0.5}" \
         --wrk-duration "${FN_WRK_DURATION:-4}" --conns "${FN_CONNS:-32}" --nginx-workers "${FN_NGINX_WORKERS:-1}" \
         --scale-n "${FN_SCALE_N:-500}" --scale-hold "${FN_SCALE_HOLD:-300}"
@@ -93,6 +105,7 @@ LEGIOND_PID=
 sleep 0.5
 left=$(pgrep -f -- "--home $HOME_DIR " || true)
 bench_rm_cgroup_parents
+bench_net_cleanup
 left_cg=$(find /sys/fs/cgroup -maxdepth 2 -name "$LEGION_CGROUP_PARENT" -type d 2>/dev/null || true)
 left_nginx=$(pgrep -f -- "nginx -p $RES/nginx" || true)
 left_sb=$(bench_sandbox_pids)

@@ -8,12 +8,44 @@ bench_free_port() {
         "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# legiond's sandbox network (issue 11), when this legiond has one, on an nft
+# table, link prefix and pod CIDR of the benchmark's own, never legiond's
+# defaults (legion, lgv, 10.200.0.0/16) that a legiond or test on the
+# machine may use: BENCH_NET_NAME (a letter per benchmark; default x) and
+# BENCH_NET_OCTET (the CIDR's second octet; default 250) and the count of
+# legiond started so far make them unique. Sets BENCH_NET_ARGS.
+# bench_net_cleanup removes what they left (a stopped legiond leaves its
+# table and links for the sandboxes that outlive it).
+BENCH_NET_N=0
+BENCH_NET_MADE=()
+bench_net_args() {
+        BENCH_NET_ARGS=()
+        "$BUILD/legiond" --help 2>/dev/null | grep -q -- '--net-table' || return 0
+        local i=$BENCH_NET_N id=${BENCH_NET_NAME:-x}
+        BENCH_NET_N=$((i + 1))
+        BENCH_NET_ARGS=(--net-table "lgbench_$id$i" --net-link-prefix "lgb$id$i"
+                --pod-cidr "10.${BENCH_NET_OCTET:-250}.$((i * 16)).0/20")
+        BENCH_NET_MADE+=("lgbench_$id$i lgb$id$i")
+}
+bench_net_cleanup() {
+        local m table prefix l
+        for m in "${BENCH_NET_MADE[@]}"; do
+                read -r table prefix <<<"$m"
+                nft delete table inet "$table" 2>/dev/null || true
+                for l in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep "^${prefix}[0-9]" || true); do
+                        ip link del "$l" 2>/dev/null || true
+                done
+        done
+}
+
 # Start legiond on 127.0.0.1:$1 with home $HOME_DIR, its output in
 # $RES/legiond.log; sets LEGIOND_PID and returns once /healthz answers. No
 # HTTPS listener: none of the benchmarks uses it, and its default port would
 # keep a second benchmark running at the same time from starting.
 bench_start_legiond() {
-        "$BUILD/legiond" --home "$HOME_DIR" --listen "127.0.0.1:$1" --listen-tls off >"$RES/legiond.log" 2>&1 &
+        bench_net_args
+        "$BUILD/legiond" --home "$HOME_DIR" --listen "127.0.0.1:$1" --listen-tls off "${BENCH_NET_ARGS[@]}" \
+                >"$RES/legiond.log" 2>&1 &
         LEGIOND_PID=$!
         local i
         for i in $(seq 200); do

@@ -40,6 +40,7 @@ export LEGION_CGROUP_PARENT=legion-bench-pods
 die() { echo "bench/pods: $*" >&2; exit 1; }
 # shellcheck source=bench/lib/common.sh
 . "$ROOT/bench/lib/common.sh"
+BENCH_NET_NAME=p BENCH_NET_OCTET=252
 
 [ "$(id -u)" = 0 ] || die "must run as root (legiond makes sandboxes, runc)"
 [ -x "$PY" ] || die "$PY is missing"
@@ -74,6 +75,7 @@ cleanup() {
                         runc --root "$RES/runc-root" delete -f "$id" >/dev/null 2>&1 || true
                 done
         fi
+        bench_net_cleanup
 }
 trap cleanup EXIT
 
@@ -110,6 +112,7 @@ left=$(pgrep -f -- "--home ($HOME_DIR|$HOME_COLD) " | tr '\n' ' ' || true)
 left_sb=$(bench_sandbox_pids)
 left=$(echo $left $left_sb)
 bench_rm_cgroup_parents
+bench_net_cleanup
 cat >"$RES/meta.json" <<EOF
 {"date": "$(cat "$RES/date.txt")", "elapsed_s": $(( $(date +%s) - T0 )),
  "load_start": "$(cat "$RES/load-start.txt")", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",

@@ -164,6 +164,7 @@ class Host:
         return pids
 
 
+
 def wait(pred, timeout, what, interval=0.002):
     deadline = time.monotonic() + timeout
     while True:
@@ -208,49 +209,87 @@ def first(args, api, host, out):
         except ValueError:
             doc = {}
         ok = status == 200 and doc.get("status") == "Succeeded" and doc.get("stdout") == "1\n"
+        address = None
+        if results.get("network"):
+            address = api.call("GET", f"/v1/sessionpools/{pool}/sessions/{ident}", ok=())[1]
+            address = address.get("address") if isinstance(address, dict) else None
         api.delete_session(pool, ident)
-        return {"identifier": ident, "ms": ns / 1e6, "status": status, "ok": ok,
+        return {"identifier": ident, "ms": ns / 1e6, "status": status, "ok": ok, "address": address,
                 "worker_ms": doc.get("executionTimeMs"), "execution": doc.get("execution"),
                 "waited_s": round(waited, 4), "before": before,
                 "body": None if ok else body[:300].decode(errors="replace")}
 
-    def quiet(pool, n_ready):
+    def quiet(pool, n_ready, n_sandboxes=None):
         """The pool is full and nothing is starting or being torn down: as
-        many sandbox cgroups as ready placeholders, no more."""
+        many sandbox cgroups as ready placeholders (n_sandboxes: of every
+        pool in the run), no more."""
         def pred():
             st = api.pool_status(pool)
-            if st["ready"] == n_ready and st["starting"] == 0 and len(host.sandboxes()) == n_ready:
+            if st["ready"] == n_ready and st["starting"] == 0 and \
+                    len(host.sandboxes()) == (n_ready if n_sandboxes is None else n_sandboxes):
                 return st
             return None
         return lambda: wait(pred, 30, f"pool {pool} at rest")
 
-    def run_variant(name, pool, spec, n, wait_fn, warmup=5):
-        api.put_pool(pool, spec)
-        wait(lambda: api.pool_status(pool)["ready"] >= spec["ready"] and len(host.sandboxes()) == spec["ready"],
-             60, f"pool {pool} filled")
+    def run_variants(variants, n, warmup=5):
+        """variants: [(name, pool, spec, wait_fn)], measured in turn one
+        request each, so that drift on the machine hits them alike."""
+        for _, pool, spec, _ in variants:
+            api.put_pool(pool, spec)
+        total = sum(spec["ready"] for _, _, spec, _ in variants)
+        wait(lambda: all(api.pool_status(pool)["ready"] >= spec["ready"] for _, pool, spec, _ in variants) and
+             len(host.sandboxes()) == total, 60, "pools " + ", ".join(v[1] for v in variants) + " filled")
         cpu0, busy0 = host.legiond_cpu(), host.cpu_busy()
         t0 = time.monotonic()
         for _ in range(warmup):
-            one(pool, wait_fn)
-        rows = [one(pool, wait_fn) for _ in range(n)]
+            for _, pool, _, wait_fn in variants:
+                one(pool, wait_fn)
+        rows = {name: [] for name, *_ in variants}
+        for _ in range(n):
+            for name, pool, _, wait_fn in variants:
+                rows[name].append(one(pool, wait_fn))
         elapsed = time.monotonic() - t0
         busy1 = host.cpu_busy()
-        api.delete_pool(pool)
-        wait(lambda: not host.sandboxes(), 60, f"pool {pool}'s sandboxes to go")
-        good = [r["ms"] for r in rows if r["ok"]]
-        v = {"pool": pool, "spec": spec, "n": n, "warmup": warmup, "wait": wait_fn.__doc__, "rows": rows,
-             "failures": [r for r in rows if not r["ok"]], "ms": summary(good),
-             "worker_ms": summary([r["worker_ms"] for r in rows if r["ok"] and r["worker_ms"] is not None]),
-             "elapsed_s": round(elapsed, 2), "legiond_cpu_s": round(host.legiond_cpu() - cpu0, 2),
-             "machine_busy": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 3),
-             "loadavg_end": host.tasks()["loadavg"]}
-        results["variants"][name] = v
-        log(f"first execution, {name}: n={len(good)} p50 {v['ms'].get('p50', 0):.2f} ms "
-            f"p99 {v['ms'].get('p99', 0):.2f} ms ({len(v['failures'])} failed)")
+        for _, pool, _, _ in variants:
+            api.delete_pool(pool)
+        wait(lambda: not host.sandboxes(), 60, "the pools' sandboxes to go")
+        for name, pool, spec, wait_fn in variants:
+            r = rows[name]
+            good = [x["ms"] for x in r if x["ok"]]
+            v = {"pool": pool, "spec": spec, "n": n, "warmup": warmup, "wait": wait_fn.__doc__, "rows": r,
+                 "interleaved_with": [x[0] for x in variants if x[0] != name],
+                 "failures": [x for x in r if not x["ok"]], "ms": summary(good),
+                 "worker_ms": summary([x["worker_ms"] for x in r if x["ok"] and x["worker_ms"] is not None]),
+                 "elapsed_s": round(elapsed, 2), "legiond_cpu_s": round(host.legiond_cpu() - cpu0, 2),
+                 "machine_busy": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 3),
+                 "loadavg_end": host.tasks()["loadavg"]}
+            if any(x.get("address") for x in r):
+                v["addresses"] = len({x["address"] for x in r if x.get("address")})
+            results["variants"][name] = v
+            log(f"first execution, {name}: n={len(good)} p50 {v['ms'].get('p50', 0):.2f} ms "
+                f"p99 {v['ms'].get('p99', 0):.2f} ms ({len(v['failures'])} failed)")
 
-    w = quiet("first-ready", ready)
-    w.__doc__ = f"pool full (ready == {ready}, starting == 0) and no other sandbox cgroup"
-    run_variant("ready", "first-ready", dict(base, ready=ready), args.first_n, w)
+    def run_variant(name, pool, spec, n, wait_fn, warmup=5):
+        run_variants([(name, pool, spec, wait_fn)], n, warmup)
+
+    # With legiond's network on (issue 11), a pool with egress on (its
+    # sessions get an address, NAT'd egress) alternates request by request
+    # with the default pool (egress off: loopback only).
+    egress = args.egress == "on"
+    results["network"] = egress
+    if egress:
+        w = quiet("first-ready", ready, 2 * ready)
+        w.__doc__ = (f"pool full (ready == {ready}, starting == 0) and no sandbox cgroup but the two "
+                     "pools' placeholders")
+        we = quiet("first-egress", ready, 2 * ready)
+        we.__doc__ = w.__doc__
+        run_variants([("ready", "first-ready", dict(base, ready=ready), w),
+                      ("ready-egress-on", "first-egress", dict(base, ready=ready, egress="on"), we)],
+                     args.first_n)
+    else:
+        w = quiet("first-ready", ready)
+        w.__doc__ = f"pool full (ready == {ready}, starting == 0) and no other sandbox cgroup"
+        run_variant("ready", "first-ready", dict(base, ready=ready), args.first_n, w)
 
     def b2b():
         """status.ready >= 1 only (refills and teardowns of earlier ones may run)"""
@@ -601,6 +640,9 @@ def main():
     ap.add_argument("--parts", default="first,tput,density")
     ap.add_argument("--ready", type=int, default=4)
     ap.add_argument("--first-n", type=int, default=200)
+    ap.add_argument("--egress", choices=("on", "off"), default="off",
+                    help="first: also a pool with egress on, alternating with the default (off); "
+                         "for a legiond with its network on (issue 11)")
     ap.add_argument("--b2b-n", type=int, default=100)
     ap.add_argument("--cold-n", type=int, default=100)
     ap.add_argument("--duration", type=float, default=5)

@@ -61,6 +61,10 @@ def main():
           f"(n = {r['n']}, pool at rest before each){extra} | {yes(r['p50'] <= 10)} |")
     else:
         p("| first execution p50 <= 10 ms with a ready pool | not measured | **no** |")
+    e = first["variants"].get("ready-egress-on", {}).get("ms", {}) if first else {}
+    if e.get("n"):
+        p(f"| the same with egress on (issue 11) | p50 {ms(e['p50'])} ms, p99 {ms(e['p99'])} ms (n = {e['n']}, "
+          f"alternating with the pool above) | {yes(e['p50'] <= 10)} |")
     if dens and dens.get("steps"):
         last = [s for s in dens["steps"] if "ready" in s]
         top = last[-1] if last else None
@@ -125,6 +129,7 @@ def main():
         p("|---|---|---|---|---|---|---|---|---|---|")
         names = {"ready": f"ready pool (`ready: {first['ready']}`)",
                  "ready-back-to-back": f"ready pool (`ready: {first['ready']}`), back to back",
+                 "ready-egress-on": f"ready pool (`ready: {first['ready']}`), `egress: on`",
                  "on-demand": "no ready pool (`ready: 0`)"}
         for k, v in first["variants"].items():
             m = v["ms"]
@@ -144,6 +149,14 @@ def main():
               "while the request waits. Back to back (the next request as soon as `status.ready >= 1`), the "
               "refill of the pool and the teardown of the previous session run at the same time on the 2 CPUs; "
               "that is the difference to the pool at rest.")
+        on, off = first["variants"].get("ready-egress-on"), first["variants"].get("ready")
+        if on and off and on["ms"].get("n") and off["ms"].get("n"):
+            p(f"legiond's network is on (issue 11): the pool with `egress: on` (its sessions get an address "
+              f"from the pod CIDR and NAT'd egress under the namespace's policy; {on.get('addresses', 0)} "
+              "distinct addresses seen) alternated request by request with the default pool (egress off, "
+              f"loopback only). First execution with egress on / off: p50 {ms(on['ms']['p50'])} / "
+              f"{ms(off['ms']['p50'])} ms = {on['ms']['p50'] / off['ms']['p50']:.2f}, p99 {ms(on['ms']['p99'])} / "
+              f"{ms(off['ms']['p99'])} ms = {on['ms']['p99'] / off['ms']['p99']:.2f}.")
         for k, v in first["variants"].items():
             if v["failures"]:
                 p(f"- {names.get(k, k)}: {len(v['failures'])} failed, e.g. status {v['failures'][0]['status']} "

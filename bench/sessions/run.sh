@@ -22,6 +22,9 @@
 #   SESS_PARTS [first,tput,density]
 #   SESS_READY [4]              the pool's `ready` in parts 1 and 2
 #   SESS_FIRST_N [200]          timed first executions with the pool at rest
+#   SESS_EGRESS [auto]          first: also a pool with egress on, alternating
+#                               with the default (off); auto = when legiond's
+#                               network is on (issue 11), off = not
 #   SESS_B2B_N [100]            ... back to back (waiting only for ready >= 1)
 #   SESS_COLD_N [100]           ... without a ready pool
 #   SESS_DURATION [5]           seconds per throughput run (+ SESS_WARMUP [1] untimed)
@@ -41,6 +44,7 @@ export LEGION_CGROUP_PARENT=legion-bench-sess
 die() { echo "bench/sessions: $*" >&2; exit 1; }
 # shellcheck source=bench/lib/common.sh
 . "$ROOT/bench/lib/common.sh"
+BENCH_NET_NAME=s BENCH_NET_OCTET=251
 
 [ "$(id -u)" = 0 ] || die "must run as root (legiond makes sandboxes)"
 command -v cc >/dev/null || die "cc is not installed (Debian package gcc)"
@@ -64,6 +68,7 @@ LEGIOND_PID=
 # shellcheck disable=SC2317 # run by the trap
 cleanup() {
         bench_kill_legiond 600
+        bench_net_cleanup
 }
 trap cleanup EXIT
 
@@ -77,12 +82,18 @@ date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
 T0=$(date +%s)
 echo "bench/sessions: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
 bench_start_legiond "$PORT"
+# The egress variants (issue 11) where legiond has its network.
+EGRESS=${SESS_EGRESS:-auto}
+if [ "$EGRESS" = auto ]; then
+        EGRESS=off
+        [ ${#BENCH_NET_ARGS[@]} = 0 ] || EGRESS=on
+fi
 
 brc=0
 "$PY" "$SESS_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" --sessload "$RES/sessload" \
         --legiond-pid $LEGIOND_PID --cgroup-parent "$LEGION_CGROUP_PARENT" \
         --parts "${SESS_PARTS:-first,tput,density}" --ready "${SESS_READY:-4}" \
-        --first-n "${SESS_FIRST_N:-200}" --b2b-n "${SESS_B2B_N:-100}" --cold-n "${SESS_COLD_N:-100}" \
+        --first-n "${SESS_FIRST_N:-200}" --egress "$EGRESS" --b2b-n "${SESS_B2B_N:-100}" --cold-n "${SESS_COLD_N:-100}" \
         --duration "${SESS_DURATION:-5}" --warmup "${SESS_WARMUP:-1}" --conns "${SESS_CONNS:-50}" \
         --density-steps "${SESS_DENSITY_STEPS:-250,500,1000}" || brc=$?
 OTHERS_END=$(others)
@@ -99,6 +110,7 @@ left=$(pgrep -f -- "--home $HOME_DIR " || true)
 left_sb=$(bench_sandbox_pids)
 RUNTIME_END=$(pgrep -f /opt/legion/runtime/ | wc -l || true)
 bench_rm_cgroup_parents
+bench_net_cleanup
 left_cg=$(find /sys/fs/cgroup -maxdepth 2 -name "$LEGION_CGROUP_PARENT" -type d 2>/dev/null || true)
 left=$(words "$left $left_sb")
 left_cg=$(words "$left_cg")
