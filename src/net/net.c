@@ -604,6 +604,16 @@ int lg_net_attach(lg_net *net, pid_t pid, const struct lg_net_addr *addr, struct
                 return lg_error_setm(err, ENOENT, "address %s is not reserved", addr->ip);
         char host_if[LG_NET_IFNAME_MAX];
         host_if_of(net, a, host_if);
+        r = lg_nl_veth_attach(pid, host_if, addr->ip, err);
+        if (r != -EEXIST)
+                return r;
+        /* The host end of a sandbox that had this address before and
+         * whose network namespace the kernel has not removed yet (or
+         * that something still holds): the address is ours again, the
+         * link is stale. */
+        r = lg_nl_link_delete(host_if, err);
+        if (r < 0 && r != -ENODEV)
+                return lg_error_wrap(err, r, "remove the stale host end of %s", addr->ip);
         return lg_nl_veth_attach(pid, host_if, addr->ip, err);
 }
 
@@ -720,23 +730,16 @@ int lg_net_release(lg_net *net, const struct lg_net_addr *addr, struct lg_error 
                 pthread_mutex_unlock(&net->lock);
                 return 0;
         }
-        uint8_t was = slot->state;
-        slot->state = LG_IPAM_RELEASING;
-        pthread_mutex_unlock(&net->lock);
-
-        char host_if[LG_NET_IFNAME_MAX];
-        host_if_of(net, a, host_if);
-        r = lg_nl_link_delete(host_if, err);
-        pthread_mutex_lock(&net->lock);
-        slot = lg_ipam_slot(net->ipam, a); /* still in use: the same slot */
-        if (r == -ENODEV)
-                r = 0;
-        if (r >= 0 && slot->ns_mark)
-                r = lg_nft_sandbox_del(net->nft, addr->ip, err);
+        /* The host end is not deleted here: it goes with the sandbox's
+         * network namespace, which the kernel removes in batches off
+         * everyone's path, where a delete here would cost ~35 ms of this
+         * thread (RTNL, RCU grace periods). Without its elements the
+         * address reaches nothing; lg_net_attach removes a link still
+         * there when the address is handed out again (next-fit makes
+         * that late). */
+        r = slot->ns_mark ? lg_nft_sandbox_del(net->nft, addr->ip, err) : 0;
         if (r >= 0)
                 lg_ipam_put(net->ipam, a);
-        else
-                slot->state = was;
         pthread_mutex_unlock(&net->lock);
         return r;
 }

@@ -157,8 +157,12 @@ int lg_net_sweep(lg_net *net, struct lg_error *err);
  * replaces a previous assignment. -ENOENT: no such namespace (see
  * lg_net_namespace_set) or policy. */
 int lg_net_assign(lg_net *net, const char *ip, const char *namespace, const char *policy, struct lg_error *err);
-/* End of a sandbox: its elements, its host link (if the netns is still
- * alive), its address. Unknown address: 0. */
+/* End of a sandbox: its elements (it reaches nothing from here on) and
+ * its address. Its host link goes with its network namespace: the kernel
+ * removes it, batched, off the caller's path (deleting it here would
+ * cost tens of ms of the calling thread); should the address be handed
+ * out again before that, lg_net_attach deletes the stale link. Unknown
+ * address: 0. */
 int lg_net_release(lg_net *net, const struct lg_net_addr *addr, struct lg_error *err);
 
 /* Create or change a namespace (its default policy is `policy`). -ENODEV:

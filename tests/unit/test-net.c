@@ -560,10 +560,12 @@ static void test_reach(void **state) {
         REACHES(b1, A2.ip, PORT);
         BLOCKED(a1, A2.ip, PORT);
 
-        /* Release: the link goes with it, the address is not handed out
-         * again at once. */
+        /* Release: its elements go at once (a1 reaches nothing), its host
+         * end stays while a1's namespace lives (the kernel removes it with
+         * the namespace), the address is not handed out again at once. */
         OK(lg_net_release(net, &A1, &err));
-        assert_int_equal(lg_nl_ifindex(A1.host_if, &err), -ENODEV);
+        BLOCKED(a1, A2.ip, PORT);
+        assert_true(lg_nl_ifindex(A1.host_if, &err) > 0);
         OK(lg_net_release(net, &A1, &err)); /* unknown now: fine */
         struct lg_net_addr n1 = sandbox(0, NULL, NULL);
         assert_string_not_equal(n1.ip, A1.ip);
@@ -647,6 +649,35 @@ static void test_exhaustion(void **state) {
         OK(lg_net_release(small, &(struct lg_net_addr){.ip = "10.253.1.9"}, &err));
         OK(lg_net_reserve(small, &a, &err));
         assert_string_equal(a.ip, "10.253.1.9");
+        OK(lg_net_teardown(small, &err));
+        lg_net_free(small);
+}
+
+/* An address handed out again while the host end of its previous
+ * sandbox is still there (its namespace alive): the stale link goes, the
+ * new sandbox gets the address. */
+static void test_stale_link(void **state) {
+        (void) state;
+        NEED_ROOT();
+        struct lg_error err = {0};
+        char t[40];
+        snprintf(t, sizeof(t), "%ss", table);
+        struct lg_net_config cfg = {.cidr = "10.253.2.0/28", .table = t, .link_prefix = "tns"};
+        lg_net *small;
+        OK(lg_net_new(&cfg, &small, &err));
+        pid_t old = kid(), young = kid();
+        struct lg_net_addr a, b;
+        OK(lg_net_reserve(small, &a, &err));
+        OK(lg_net_attach(small, old, &a, &err));
+        OK(lg_net_release(small, &a, &err));
+        assert_true(lg_nl_ifindex(a.host_if, &err) > 0); /* old's namespace holds it */
+        for (int i = 0; i < 12; i++) /* next-fit: every other address first */
+                OK(lg_net_reserve(small, &b, &err));
+        OK(lg_net_reserve(small, &b, &err));
+        assert_string_equal(b.ip, a.ip);
+        OK(lg_net_attach(small, young, &b, &err));
+        assert_non_null(strstr(sh_out("nsenter -t %d -n ip -o -4 addr show dev eth0", young), a.ip));
+        assert_string_equal(sh_out("nsenter -t %d -n ip -o link show dev eth0 2>/dev/null", old), "");
         OK(lg_net_teardown(small, &err));
         lg_net_free(small);
 }
@@ -845,8 +876,18 @@ static void test_stats_constant(void **state) {
                 OK(lg_net_release(net, &a[i], &err));
         OK(lg_net_stats(net, &s100, &err));
         assert_int_equal(s100.elements, s0.elements);
-        assert_int_equal(s100.links, 0);
         assert_int_equal(s100.addresses_used, 0);
+        /* The host end goes with the sandbox's namespace, removed by the
+         * kernel shortly after its last process. */
+        kill(k, SIGKILL);
+        waitpid(k, NULL, 0);
+        for (int i = 0; i < 1000; i++) {
+                OK(lg_net_stats(net, &s100, &err));
+                if (s100.links == 0)
+                        break;
+                usleep(10 * 1000);
+        }
+        assert_int_equal(s100.links, 0);
 }
 
 int main(void) {
@@ -872,6 +913,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_reach, net_setup, net_teardown),
                 cmocka_unit_test_setup_teardown(test_reclaim_sweep, net_setup, net_teardown),
                 cmocka_unit_test_setup_teardown(test_exhaustion, net_setup, net_teardown),
+                cmocka_unit_test_setup_teardown(test_stale_link, net_setup, net_teardown),
                 cmocka_unit_test_setup_teardown(test_namespace_bad, net_setup, net_teardown),
                 cmocka_unit_test_setup_teardown(test_namespace_via, net_setup, net_teardown),
                 cmocka_unit_test_setup_teardown(test_namespace_delete, net_setup, net_teardown),
