@@ -186,10 +186,9 @@ def sandbox(d, p, meta, goals):
         p(f"Until the workload's exit status (create + start + wait, run by run; without the teardown, which "
           f"legiond does off its event loop): with a network p50 {ms(a['p50'])} ms, p99 {ms(a['p99'])} ms; "
           f"loopback only p50 {ms(b['p50'])} ms, p99 {ms(b['p99'])} ms: {a['p50'] / b['p50']:.2f}x at p50, "
-          f"{a['p99'] / b['p99']:.2f}x at p99. The destroy with a network includes lg_net_release, whose "
-          "deletion of the host end of the veth waits for the kernel's unregistering of the device (see the "
-          "release column in part 1); a loopback-only namespace is torn down by the kernel after the "
-          "process is gone, outside the timed run.\n")
+          f"{a['p99'] / b['p99']:.2f}x at p99. The destroy with a network includes lg_net_release (its time "
+          "alone is the release column in part 1); the kernel removes a network namespace, and the veth "
+          "with it, after the last process is gone, outside the timed run.\n")
         goals.append(("sandbox create to exit with a network / loopback only (library, p50)",
                       f"to the exit status {ms(a['p50'])} / {ms(b['p50'])} ms = {a['p50'] / b['p50']:.2f}x; "
                       f"with the teardown {ms(s['legion-net']['p50'])} / {ms(s['legion-loopback']['p50'])} ms = "

@@ -151,7 +151,7 @@ def main():
               "that is the difference to the pool at rest.")
         on, off = first["variants"].get("ready-egress-on"), first["variants"].get("ready")
         if on and off and on["ms"].get("n") and off["ms"].get("n"):
-            p(f"legiond's network is on (issue 11): the pool with `egress: on` (its sessions get an address "
+            p(f"\nlegiond's network is on (issue 11): the pool with `egress: on` (its sessions get an address "
               f"from the pod CIDR and NAT'd egress under the namespace's policy; {on.get('addresses', 0)} "
               "distinct addresses seen) alternated request by request with the default pool (egress off, "
               f"loopback only). First execution with egress on / off: p50 {ms(on['ms']['p50'])} / "
