@@ -89,6 +89,7 @@ struct lg_pods_config {
         const char *node_name; /* spec.nodeName and status.hostIP source; NULL = hostname */
         uint64_t log_max_bytes;/* per container log; 0 = 10 MiB */
         struct lg_agent *agent;/* the node agent (node/agent.h); NULL = a local one of its own */
+        struct lg_net *net;    /* the node's network (net/net.h; the agent's); NULL = off */
         struct lg_tenants *tenants; /* policies of pods with legion.dev/egress (tenant.h); NULL = none */
 };
 

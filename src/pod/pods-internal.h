@@ -119,6 +119,7 @@ struct pod {
          * legion.dev/egress, registered while the pod lives), "" = the
          * namespace's. */
         char net_policy[LG_NET_NAME_MAX];
+        char pod_ip[LG_NET_IP_MAX]; /* its address on the node's network, "" = none (yet) */
 
         int64_t start_time;        /* status.startTime */
         char reason[64], message[256]; /* pod-level (DeadlineExceeded) */
@@ -161,6 +162,7 @@ struct lg_pods {
         struct pod *zombies;       /* unlinked, waiting for jobs and handles */
         int dynmods_fd;            /* lg_sandbox_favor_dynmods(), -1 = none */
         lg_agent *agent;           /* every sandbox of pods */
+        lg_net *net;               /* the node's network (the agent's); NULL = off */
         lg_tenants *tenants;       /* pods' egress policies; NULL = none */
         bool own_agent;
         struct warm_pool *warm;    /* pods-warm.c */
@@ -223,6 +225,12 @@ int ctr_adopt(struct ctr *c);
 void ctr_detach(struct ctr *c);
 void ctr_set_waiting(struct ctr *c, const char *reason, const char *message);
 
+/* pods-run.c: the pod's place on the node's network (none for
+ * hostNetwork, or with networking off), and its tenant for the agent:
+ * the pod's namespace and policy. */
+bool pod_networked(const struct pod *pod);
+void pod_tenant(const struct pod *pod, struct lg_agent_net *net);
+
 /* pods-warm.c */
 int warm_new(lg_pods *m, struct lg_error *err);
 /* Destroy every warm sandbox, waiting for the jobs making them. */
@@ -232,9 +240,10 @@ void warm_free(lg_pods *m);
  * the default rootfs size, warm sandboxes enabled. */
 bool warm_fits(const struct ctr *c);
 /* Take a ready warm sandbox for c's image: its id (LG_AGENT_ID_MAX),
- * pidfd, and fds of its network and IPC namespaces. 1 = taken, 0 = none
+ * pidfd, fds of its network and IPC namespaces, and its address on the
+ * node's network (ip, LG_NET_IP_MAX; "" = none). 1 = taken, 0 = none
  * ready. */
-int warm_take(lg_pods *m, const struct lg_image *img, char *id, int *pidfd, int *netns, int *ipcns);
+int warm_take(lg_pods *m, const struct lg_image *img, char *id, int *pidfd, int *netns, int *ipcns, char *ip);
 /* A container that fits started (warm or not): keep its image warm,
  * making what is missing on the thread pool. */
 void warm_used(lg_pods *m, const struct lg_image *img);

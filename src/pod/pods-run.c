@@ -590,6 +590,10 @@ static void ctr_start(struct ctr *c) {
                                       .memory_bytes = s->memory_bytes, .cpu_millis = s->cpu_millis,
                                       .cpu_weight = s->cpu_weight, .pids_max = s->pids_max};
         c->start_req.data = c;
+        /* A warm sandbox has its address: its tenant comes with the start. */
+        c->start_req.in.start.net = (struct lg_agent_net){0};
+        if (c->from_warm && pod->pod_ip[0] && pod_networked(pod))
+                pod_tenant(pod, &c->start_req.in.start.net);
         int r = lg_agent_start(pod->mgr->agent, &c->start_req, c->sb_id, &c->launch, &lim, start_done);
         if (r >= 0) {
                 pod->jobs++;
@@ -610,6 +614,13 @@ static bool took_sandbox(struct ctr *c, const lg_agent_req *req) {
         return true;
 }
 
+bool pod_networked(const struct pod *pod) { return !pod->host_network && pod->mgr->net; }
+
+void pod_tenant(const struct pod *pod, struct lg_agent_net *net) {
+        snprintf(net->namespace, sizeof(net->namespace), "%s", pod->ns);
+        snprintf(net->policy, sizeof(net->policy), "%s", pod->net_policy);
+}
+
 static void create_done(lg_agent_req *req) {
         struct ctr *c = req->data;
         struct pod *pod = c->pod;
@@ -621,6 +632,7 @@ static void create_done(lg_agent_req *req) {
                 if (ok && !pod->unlinked) {
                         pod->ipcns_fd = req->out.ipcns_fd;
                         pod->netns_fd = req->out.netns_fd;
+                        snprintf(pod->pod_ip, sizeof(pod->pod_ip), "%s", req->out.net.ip);
                 } else {
                         close_fd(&req->out.ipcns_fd);
                         close_fd(&req->out.netns_fd);
@@ -643,6 +655,12 @@ static void create_new(struct ctr *c) {
         c->ns_net = c->ns_ipc = -1;
         c->phase = C_CREATING;
         c->create_req.data = c;
+        /* The sandbox that makes the pod's network namespace gives it its
+         * address, assigned to the pod's tenant before the workload runs;
+         * the pod's other containers join it. */
+        c->create_req.in.create.net = (struct lg_agent_net){.attach = c->makes_ns && pod_networked(pod)};
+        if (c->create_req.in.create.net.attach)
+                pod_tenant(pod, &c->create_req.in.create.net);
         int r = lg_agent_create(pod->mgr->agent, &c->create_req, NULL, &c->sspec, c->makes_ns ? LG_AGENT_OPEN_NS : 0,
                                 create_done);
         if (r < 0) {
@@ -662,6 +680,16 @@ static void create_new(struct ctr *c) {
 
 /* ---- taken back after a legiond restart ------------------------------------ */
 
+static void assigned(lg_agent_req *req) { free(req); }
+
+/* An adopted pod's address back to its tenant (assignments do not
+ * survive a restart). Best effort: without it the pod reaches DNS only. */
+static void reassign(struct pod *pod, const char *sb_id) {
+        lg_agent_req *req = calloc(1, sizeof(*req));
+        if (req && lg_agent_net_assign(pod->mgr->agent, req, sb_id, pod->ns, pod->net_policy, assigned) < 0)
+                free(req);
+}
+
 static void adopt_done(lg_agent_req *req) {
         struct ctr *c = req->data;
         struct pod *pod = c->pod;
@@ -679,6 +707,9 @@ static void adopt_done(lg_agent_req *req) {
                         pod->ipcns_fd = open(path, O_RDONLY | O_CLOEXEC);
                         snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) req->out.pid);
                         pod->netns_fd = pod->host_network ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+                        snprintf(pod->pod_ip, sizeof(pod->pod_ip), "%s", req->out.net.ip);
+                        if (pod->pod_ip[0] && pod_networked(pod))
+                                reassign(pod, req->id);
                 }
         }
         if (creation_abandoned(c))
@@ -740,8 +771,10 @@ void ctr_detach(struct ctr *c) {
  * (the caller makes one). */
 static int start_warm(struct ctr *c) {
         struct pod *pod = c->pod;
-        if (!warm_take(pod->mgr, c->img, c->sb_id, &c->pidfd, &c->ns_net, &c->ns_ipc))
+        char ip[LG_NET_IP_MAX];
+        if (!warm_take(pod->mgr, c->img, c->sb_id, &c->pidfd, &c->ns_net, &c->ns_ipc, ip))
                 return 0;
+        snprintf(pod->pod_ip, sizeof(pod->pod_ip), "%s", ip);
         c->has_sb = true;
         c->from_warm = true;
         memcpy(c->prev_container_id, c->container_id, sizeof(c->container_id));

@@ -110,9 +110,12 @@ json_t *pod_status_json(struct pod *pod) {
         json_t *st = json_pack("{s:s, s:o, s:s, s:[{s:s}], s:s, s:s, s:o}", "phase", phase, "conditions", conds,
                                "hostIP", ip, "hostIPs", "ip", ip, "startTime", start, "qosClass", lg_pod_qos_class(pod->spec),
                                "containerStatuses", statuses);
-        if (pod->host_network) {
-                json_object_set_new(st, "podIP", json_string(ip));
-                json_object_set_new(st, "podIPs", json_pack("[{s:s}]", "ip", ip));
+        /* hostNetwork: the host's; otherwise the pod's own, once its
+         * network namespace has it. */
+        const char *pod_ip = pod->host_network ? ip : pod->pod_ip[0] ? pod->pod_ip : NULL;
+        if (pod_ip) {
+                json_object_set_new(st, "podIP", json_string(pod_ip));
+                json_object_set_new(st, "podIPs", json_pack("[{s:s}]", "ip", pod_ip));
         }
         if (pod->reason[0])
                 json_object_set_new(st, "reason", json_string(pod->reason));

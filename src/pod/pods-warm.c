@@ -176,6 +176,9 @@ static int warm_make(lg_warm_pool *wp, void *data, struct lg_error *err) {
         ws->netns = ws->ipcns = -1;
         pods_base_spec(wi->pool->m, &wi->img, POD_DEFAULT_ROOTFS, &ws->spec);
         ws->req.data = ws;
+        /* Its address while it waits (no tenant yet: it reaches DNS
+         * only); the pod that takes it gets it. */
+        ws->req.in.create.net = (struct lg_agent_net){.attach = wi->pool->m->net != NULL};
         /* The pod that takes it keeps its namespaces. */
         int r = lg_agent_create(wi->pool->m->agent, &ws->req, NULL, &ws->spec, LG_AGENT_LOW_PRIO | LG_AGENT_OPEN_NS,
                                 made);
@@ -266,7 +269,7 @@ bool warm_fits(const struct ctr *c) {
                c->sspec.rootfs_bytes == POD_DEFAULT_ROOTFS;
 }
 
-int warm_take(lg_pods *m, const struct lg_image *img, char *id, int *pidfd, int *netns, int *ipcns) {
+int warm_take(lg_pods *m, const struct lg_image *img, char *id, int *pidfd, int *netns, int *ipcns, char *ip) {
         struct warm_pool *p = m->warm;
         struct warm_image *wi = p ? find_image(p, img->id) : NULL;
         struct warm_sb *ws = wi ? (struct warm_sb *) lg_warm_take(wi->wp) : NULL;
@@ -281,6 +284,7 @@ int warm_take(lg_pods *m, const struct lg_image *img, char *id, int *pidfd, int 
         *pidfd = ws->req.out.pidfd;
         *netns = ws->netns;
         *ipcns = ws->ipcns;
+        snprintf(ip, LG_NET_IP_MAX, "%s", ws->req.out.net.ip);
         free(ws);
         return 1;
 }

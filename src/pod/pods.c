@@ -309,6 +309,7 @@ int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error
         m->store = cfg->store;
         m->images = cfg->images;
         m->tenants = cfg->tenants;
+        m->net = cfg->net;
         m->log_max_bytes = cfg->log_max_bytes ? cfg->log_max_bytes : DEFAULT_LOG_MAX;
         m->backoff_ms = DEFAULT_BACKOFF_MS;
         const char *b = getenv("LEGION_POD_BACKOFF_MS");
@@ -340,7 +341,7 @@ int lg_pods_new(const struct lg_pods_config *cfg, lg_pods **ret, struct lg_error
         lg_sandbox_gc(m->state_root, NULL);
         m->agent = cfg->agent;
         if (!m->agent) {
-                r = lg_agent_local_new(m->loop, m->state_root, NULL, &m->agent, err);
+                r = lg_agent_local_new(m->loop, m->state_root, m->net, &m->agent, err);
                 if (r < 0) {
                         lg_pods_free(m);
                         return r;

@@ -18,8 +18,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include "image/image-internal.h"
+#include "net/net.h"
 #include "pod/pod.h"
+#include "tenant/tenant.h"
 
 static char tmp[256];
 static lg_store *store;
@@ -666,6 +673,164 @@ static void test_warm(void **state) {
         assert_false(layers_in_use("test/warm:1", true));
 }
 
+
+/* ---- the node's network -------------------------------------------------------- */
+
+/* The test's own table, link prefix and CIDR (never a real legiond's). */
+#define NET_TABLE "lg_test_pods"
+#define NET_PREFIX "lgtp"
+#define NET_CIDR "10.202.8.0/28"
+
+static lg_net *pods_net;
+static lg_tenants *pods_tenants;
+
+/* The manager again, on the network net (NULL: none). */
+static void pods_again(lg_net *net, lg_tenants *t) {
+        lg_pods_free(pods);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        char run[300], logs[300];
+        snprintf(run, sizeof(run), "%s/run", tmp);
+        snprintf(logs, sizeof(logs), "%s/logs", tmp);
+        struct lg_pods_config cfg = {.loop = &loop, .store = store, .images = images, .run_dir = run, .logs_dir = logs,
+                                     .net = net, .tenants = t};
+        struct lg_error e = {0};
+        if (lg_pods_new(&cfg, &pods, &e) < 0)
+                fail_msg("pods: %s", e.msg);
+}
+
+/* After the test, passed or failed: its pods' sandboxes, then nothing of
+ * its network stays. */
+static int net_teardown(void **state) {
+        (void) state;
+        pods_again(NULL, NULL);
+        struct lg_error e = {0};
+        if (pods_net && lg_net_teardown(pods_net, &e) < 0)
+                fprintf(stderr, "net teardown: %s\n", e.msg);
+        lg_net_free(pods_net);
+        lg_tenants_free(pods_tenants);
+        pods_net = NULL;
+        pods_tenants = NULL;
+        return 0;
+}
+
+static bool has_pod_ip(const json_t *st, const void *arg) {
+        return running(st, arg) && json_string_value(json_object_get(st, "podIP"));
+}
+
+/* GET / from ip:port, from this host: the answer's last line. */
+static void http_get(const char *ip, int port, char *buf, size_t cap) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port)};
+        struct timeval tv = {.tv_sec = 5};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        assert_int_equal(inet_pton(AF_INET, ip, &a.sin_addr), 1);
+        buf[0] = '\0';
+        if (connect(fd, (struct sockaddr *) &a, sizeof(a)) < 0) {
+                snprintf(buf, cap, "connect: %s", strerror(errno));
+                close(fd);
+                return;
+        }
+        static const char req[] = "GET / HTTP/1.0\r\n\r\n";
+        assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t) sizeof(req) - 1);
+        size_t n = 0;
+        ssize_t k;
+        while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
+                n += (size_t) k;
+        buf[n] = '\0';
+        close(fd);
+}
+
+static bool in_cidr(const char *ip) {
+        struct in_addr a, net;
+        inet_pton(AF_INET, "10.202.8.0", &net);
+        return ip && inet_pton(AF_INET, ip, &a) == 1 && (ntohl(a.s_addr) & ~0xfu) == ntohl(net.s_addr);
+}
+
+/* Pods on the node's network: the pod's address in its status, a
+ * container port reachable from the host at it, a warm sandbox's address
+ * taken with it, the annotation's policy registered (the assignment
+ * needs it), and every address released with the pods. */
+static void test_network(void **state) {
+        (void) state;
+        struct lg_net_config nc = {.cidr = NET_CIDR, .table = NET_TABLE, .link_prefix = NET_PREFIX};
+        struct lg_error e = {0};
+        /* Fresh: without what a failed run left. */
+        if (lg_net_new(&nc, &pods_net, &e) >= 0)
+                lg_net_teardown(pods_net, &e);
+        lg_net_free(pods_net);
+        pods_net = NULL;
+        if (lg_net_new(&nc, &pods_net, &e) < 0)
+                fail_msg("lg_net_new: %s", e.msg);
+        assert_int_equal(lg_tenants_new(store, pods_net, &pods_tenants, &e), 0);
+        if (lg_tenants_create(pods_tenants, "default", NULL, NULL, &e) < 0)
+                fail_msg("namespace: %s", e.msg);
+        pods_again(pods_net, pods_tenants);
+
+        create_pod("net1", "{\"containers\": [{\"name\": \"c\", \"image\": \"test/bb:1\", \"command\": [\"sh\", \"-c\","
+                           " \"mkdir -p /www && echo hi-net1 > /www/index.html && exec httpd -f -p 8080 -h /www\"]},"
+                           "{\"name\": \"d\", \"image\": \"test/bb:1\", \"command\": [\"sleep\", \"1000\"]}]}");
+        json_t *st = wait_for("net1", has_pod_ip, "c");
+        const char *ip = json_string_value(json_object_get(st, "podIP"));
+        if (!in_cidr(ip))
+                fail_msg("podIP %s is not in %s", ip ? ip : "(none)", NET_CIDR);
+        const json_t *ips = json_object_get(st, "podIPs");
+        assert_int_equal(json_array_size(ips), 1);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(ips, 0), "ip")), ip);
+        char got[2048] = "";
+        for (int i = 0; i < 50 && !strstr(got, "hi-net1"); i++) {
+                http_get(ip, 8080, got, sizeof(got));
+                if (!strstr(got, "hi-net1"))
+                        usleep(100000);
+        }
+        if (!strstr(got, "hi-net1"))
+                fail_msg("GET http://%s:8080/ from the host: `%.200s`", ip, got);
+        char ip1[LG_NET_IP_MAX];
+        snprintf(ip1, sizeof(ip1), "%s", ip);
+        json_decref(st);
+
+        /* The next pod of the image takes the warm sandbox made meanwhile,
+         * with its address; its annotation names its policy. */
+        wait_warm_ready("test/bb:1");
+        json_int_t taken = warm_field("test/bb:1", "taken");
+        json_error_t je;
+        json_t *spec = json_loads("{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\":"
+                                  " \"test/bb:1\", \"command\": [\"sleep\", \"1000\"]}]}",
+                                  0, &je);
+        json_t *def = NULL;
+        assert_int_equal(lg_podspec_validate(spec, &def, &e), 0);
+        json_decref(spec);
+        json_t *doc = json_pack("{s:o, s:{s:s}}", "spec", def, "annotations", LG_TENANT_EGRESS_ANNOTATION,
+                                "198.51.100.0/24:443");
+        struct lg_resource *r = NULL;
+        assert_int_equal(lg_store_create(store, LG_KEY("Pod", "default", "net2"), NULL, doc, NULL, &r, &e), 0);
+        json_decref(doc);
+        assert_int_equal(lg_pods_sync(pods, r, &e), 0);
+        lg_resource_free(r);
+        st = wait_for("net2", has_pod_ip, "c");
+        assert_int_equal(warm_field("test/bb:1", "taken"), taken + 1);
+        ip = json_string_value(json_object_get(st, "podIP"));
+        assert_true(in_cidr(ip));
+        assert_string_not_equal(ip, ip1);
+        json_decref(st);
+        struct lg_net_stats ns;
+        assert_int_equal(lg_net_stats(pods_net, &ns, &e), 0);
+        assert_true(ns.addresses_used >= 2);
+
+        /* Gone with the pods (and the warm sandbox with its image's pool). */
+        delete_and_wait("net1", 0);
+        delete_and_wait("net2", 0);
+        pods_again(pods_net, pods_tenants); /* the warm sandboxes go with the manager */
+        uv_timer_t tick;
+        uv_timer_init(&loop, &tick);
+        uv_timer_start(&tick, on_tick, 20, 20);
+        for (int i = 0; i < 3000 && lg_net_stats(pods_net, &ns, &e) >= 0 && ns.addresses_used > 0; i++)
+                uv_run(&loop, UV_RUN_ONCE);
+        uv_close((uv_handle_t *) &tick, NULL);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        assert_int_equal(ns.addresses_used, 0);
+}
+
 static int setup(void **state) {
         (void) state;
         snprintf(tmp, sizeof(tmp), "/tmp/lg-test-pods-%d", (int) getpid());
@@ -736,6 +901,7 @@ int main(void) {
                 cmocka_unit_test(test_quantities),
                 cmocka_unit_test(test_warm),
                 cmocka_unit_test(test_restore),
+                cmocka_unit_test_teardown(test_network, net_teardown),
         };
         int failed = cmocka_run_group_tests(tests, setup, teardown);
         static const char *const ctrls[] = {"memory", "cpu", "cpuacct", "pids", "freezer", ""};
