@@ -109,7 +109,8 @@ int lg_pods_sync(lg_pods *pods, const struct lg_resource *r, struct lg_error *er
  * were running when legiond stopped run on: their sandboxes are taken
  * back, restartCount unchanged. Those whose sandbox is gone are restarted
  * as their restartPolicy says (restartCount + 1), or reported terminated.
- * Sandboxes left that no container takes back are destroyed. */
+ * Sandboxes left that no container takes back are destroyed. Returns
+ * once the running containers' sandboxes are back (running the loop). */
 int lg_pods_restore(lg_pods *pods, struct lg_error *err);
 /* Shutting down without stopping the workloads: running containers'
  * sandboxes are left for the next legiond (lg_pods_free then only frees). */

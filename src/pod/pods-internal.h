@@ -164,6 +164,7 @@ struct lg_pods {
         lg_agent *agent;           /* every sandbox of pods */
         lg_net *net;               /* the node's network (the agent's); NULL = off */
         lg_tenants *tenants;       /* pods' egress policies; NULL = none */
+        unsigned adopting;         /* containers' adopts under way (lg_pods_restore waits) */
         bool own_agent;
         struct warm_pool *warm;    /* pods-warm.c */
 };

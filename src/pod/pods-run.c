@@ -695,6 +695,7 @@ static void adopt_done(lg_agent_req *req) {
         struct pod *pod = c->pod;
         lg_pods *m = pod->mgr;
         pod->jobs--;
+        m->adopting--;
         bool ok = took_sandbox(c, req);
         if (c->makes_ns) {
                 /* Its namespaces become the pod's, for the containers
@@ -749,6 +750,7 @@ int ctr_adopt(struct ctr *c) {
                 return r;
         }
         pod->jobs++;
+        pod->mgr->adopting++;
         return 0;
 }
 

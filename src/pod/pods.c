@@ -484,6 +484,11 @@ int lg_pods_restore(lg_pods *m, struct lg_error *err) {
         }
         lg_resource_list_free(&list);
         destroy_unclaimed(m);
+        /* The running containers' sandboxes are back, with their
+         * addresses (lg_net_reclaim), before legiond sweeps the addresses
+         * nobody took back. */
+        while (m->adopting)
+                uv_run(m->loop, UV_RUN_ONCE);
         return 0;
 }
 

@@ -812,10 +812,43 @@ static void test_network(void **state) {
         ip = json_string_value(json_object_get(st, "podIP"));
         assert_true(in_cidr(ip));
         assert_string_not_equal(ip, ip1);
+        char ip2[LG_NET_IP_MAX];
+        snprintf(ip2, sizeof(ip2), "%s", ip);
         json_decref(st);
         struct lg_net_stats ns;
         assert_int_equal(lg_net_stats(pods_net, &ns, &e), 0);
         assert_true(ns.addresses_used >= 2);
+
+        /* legiond restarts (a new lg_net finds the live sandboxes'
+         * addresses): the pod's sandboxes are taken back with theirs, and
+         * a sweep after the restore leaves them; its tenant again. */
+        lg_pods_detach_all(pods);
+        lg_pods_free(pods);
+        pods = NULL;
+        lg_net_free(pods_net);
+        pods_net = NULL;
+        if (lg_net_new(&nc, &pods_net, &e) < 0)
+                fail_msg("lg_net_new again: %s", e.msg);
+        lg_tenants_free(pods_tenants);
+        assert_int_equal(lg_tenants_new(store, pods_net, &pods_tenants, &e), 0);
+        struct lg_resource *nsr = NULL;
+        assert_int_equal(lg_store_get(store, LG_KEY("Namespace", "", "default"), &nsr, &e), 0);
+        assert_int_equal(lg_tenants_restore(pods_tenants, nsr, &e), 0);
+        lg_resource_free(nsr);
+        pods_again(pods_net, pods_tenants);
+        assert_int_equal(lg_pods_restore(pods, &e), 0);
+        assert_int_equal(lg_net_sweep(pods_net, &e), 0);
+        st = wait_for("net1", has_pod_ip, "c");
+        assert_string_equal(json_string_value(json_object_get(st, "podIP")), ip1);
+        assert_int_equal(json_integer_value(json_object_get(ctr_status(st, "c"), "restartCount")), 0);
+        json_decref(st);
+        st = wait_for("net2", has_pod_ip, "c");
+        assert_string_equal(json_string_value(json_object_get(st, "podIP")), ip2);
+        json_decref(st);
+        got[0] = '\0';
+        http_get(ip1, 8080, got, sizeof(got));
+        if (!strstr(got, "hi-net1"))
+                fail_msg("after the restart, GET http://%s:8080/ from the host: `%.200s`", ip1, got);
 
         /* Gone with the pods (and the warm sandbox with its image's pool). */
         delete_and_wait("net1", 0);
