@@ -585,7 +585,7 @@ int main(int argc, char **argv) {
         snprintf(pod_logs, sizeof(pod_logs), "%s/pods", d->logs_dir ? d->logs_dir : "");
         struct lg_pods_config pc = {.loop = d->loop, .store = d->store, .images = d->images,
                                     .run_dir = path, .logs_dir = pod_logs, .agent = d->agent,
-                                    .tenants = d->tenants};
+                                    .net = d->net, .tenants = d->tenants};
         if (r >= 0)
                 r = lg_pods_new(&pc, &d->pods, &err);
         char tmp_dir[4096];
