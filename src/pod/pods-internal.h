@@ -120,6 +120,11 @@ struct pod {
          * namespace's. */
         char net_policy[LG_NET_NAME_MAX];
         char pod_ip[LG_NET_IP_MAX]; /* its address on the node's network, "" = none (yet) */
+        /* The sandbox that made its network namespace holds the address
+         * (the agent releases it with the sandbox): destroyed only with
+         * the pod, also when its container restarts (net_sb_kept). */
+        char net_sb[LG_AGENT_ID_MAX];
+        bool net_sb_kept;
 
         int64_t start_time;        /* status.startTime */
         char reason[64], message[256]; /* pod-level (DeadlineExceeded) */
@@ -230,6 +235,8 @@ void ctr_set_waiting(struct ctr *c, const char *reason, const char *message);
  * hostNetwork, or with networking off), and its tenant for the agent:
  * the pod's namespace and policy. */
 bool pod_networked(const struct pod *pod);
+/* pod_unlink: the kept sandbox that held the pod's address goes now. */
+void pod_net_sb_destroy(struct pod *pod);
 void pod_tenant(const struct pod *pod, struct lg_agent_net *net);
 
 /* pods-warm.c */

@@ -227,8 +227,22 @@ static void destroy_sandbox(struct ctr *c) {
         stop_exit_poll(c); /* before the destroy closes the pidfd it watches */
         c->has_sb = false;
         c->pidfd = -1;
-        if (pods_destroy(c->pod->mgr, c->sb_id, exited_destroyed, c->pod))
-                c->pod->jobs++;
+        struct pod *pod = c->pod;
+        if (!pod->unlinked && pod->net_sb[0] && !strcmp(c->sb_id, pod->net_sb)) {
+                /* Its address is the pod's while the pod's network
+                 * namespace lives: kept until the pod goes. */
+                pod->net_sb_kept = true;
+                return;
+        }
+        if (pods_destroy(pod->mgr, c->sb_id, exited_destroyed, pod))
+                pod->jobs++;
+}
+
+void pod_net_sb_destroy(struct pod *pod) {
+        if (pod->net_sb_kept && pods_destroy(pod->mgr, pod->net_sb, exited_destroyed, pod))
+                pod->jobs++;
+        pod->net_sb_kept = false;
+        pod->net_sb[0] = '\0';
 }
 
 static void take_exit(struct ctr *c, const lg_agent_req *req) {
@@ -573,6 +587,8 @@ static void start_done(lg_agent_req *req) {
                 pod->netns_fd = c->ns_net;
                 pod->ipcns_fd = c->ns_ipc;
                 c->ns_net = c->ns_ipc = -1;
+                if (pod->pod_ip[0])
+                        snprintf(pod->net_sb, sizeof(pod->net_sb), "%s", c->sb_id);
         }
         ctr_running(c);
 }
@@ -633,6 +649,8 @@ static void create_done(lg_agent_req *req) {
                         pod->ipcns_fd = req->out.ipcns_fd;
                         pod->netns_fd = req->out.netns_fd;
                         snprintf(pod->pod_ip, sizeof(pod->pod_ip), "%s", req->out.net.ip);
+                        if (pod->pod_ip[0])
+                                snprintf(pod->net_sb, sizeof(pod->net_sb), "%s", req->id);
                 } else {
                         close_fd(&req->out.ipcns_fd);
                         close_fd(&req->out.netns_fd);
@@ -709,6 +727,8 @@ static void adopt_done(lg_agent_req *req) {
                         snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) req->out.pid);
                         pod->netns_fd = pod->host_network ? -1 : open(path, O_RDONLY | O_CLOEXEC);
                         snprintf(pod->pod_ip, sizeof(pod->pod_ip), "%s", req->out.net.ip);
+                        if (pod->pod_ip[0])
+                                snprintf(pod->net_sb, sizeof(pod->net_sb), "%s", req->id);
                         if (pod->pod_ip[0] && pod_networked(pod))
                                 reassign(pod, req->id);
                 }

@@ -109,6 +109,7 @@ static void pod_unlink(struct pod *pod) {
         pod->quiet++;
         for (size_t i = 0; i < pod->n_ctrs; i++)
                 ctr_kill(&pod->ctrs[i], "Error", NULL);
+        pod_net_sb_destroy(pod);
         if (pod->netns_fd >= 0)
                 close(pod->netns_fd);
         if (pod->ipcns_fd >= 0)

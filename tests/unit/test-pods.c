@@ -850,6 +850,28 @@ static void test_network(void **state) {
         if (!strstr(got, "hi-net1"))
                 fail_msg("after the restart, GET http://%s:8080/ from the host: `%.200s`", ip1, got);
 
+        /* The container that made the pod's namespaces restarts: the pod
+         * keeps its address (its first sandbox holds it until the pod
+         * goes), the other container still answers at it. */
+        create_pod("net3", "{\"containers\": [{\"name\": \"c\", \"image\": \"test/bb:1\", \"command\": [\"sh\","
+                           " \"-c\", \"sleep 1; exit 1\"]}, {\"name\": \"d\", \"image\": \"test/bb:1\", \"command\":"
+                           " [\"sh\", \"-c\", \"mkdir -p /www && echo hi-net3 > /www/index.html && exec httpd -f -p 8081"
+                           " -h /www\"]}]}");
+        st = wait_for("net3", has_pod_ip, "d");
+        char ip3[LG_NET_IP_MAX];
+        snprintf(ip3, sizeof(ip3), "%s", json_string_value(json_object_get(st, "podIP")));
+        json_decref(st);
+        json_decref(wait_for("net3", restarted_once_running, NULL));
+        got[0] = '\0';
+        for (int i = 0; i < 50 && !strstr(got, "hi-net3"); i++) {
+                http_get(ip3, 8081, got, sizeof(got));
+                if (!strstr(got, "hi-net3"))
+                        usleep(100000);
+        }
+        if (!strstr(got, "hi-net3"))
+                fail_msg("after its first container restarted, GET http://%s:8081/: `%.200s`", ip3, got);
+        delete_and_wait("net3", 0);
+
         /* Gone with the pods (and the warm sandbox with its image's pool). */
         delete_and_wait("net1", 0);
         delete_and_wait("net2", 0);
