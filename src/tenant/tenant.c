@@ -277,12 +277,22 @@ int lg_tenants_delete(lg_tenants *t, const char *name, struct lg_error *err) {
         int r = lg_store_get(t->store, LG_KEY("Namespace", "", name), &old, err);
         if (r < 0)
                 return r == -ENOENT ? lg_error_setm(err, ENOENT, "namespace `%s` not found", name) : r;
-        _cleanup_(lg_resource_list_free) struct lg_resource_list apps = {0};
-        if ((r = lg_store_list(t->store, "App", name, NULL, &apps, err)) < 0)
-                return r;
-        if (apps.n)
-                return lg_error_setm(err, EBUSY, "namespace `%s` still has %zu app%s", name, apps.n,
-                                     apps.n == 1 ? "" : "s");
+        /* Not while anything in it could hold an address or name its
+         * policies: its sandboxes would be left without a tenant. */
+        static const struct {
+                const char *kind, *what;
+        } holders[] = {{"App", "app"}, {"SessionPool", "session pool"}, {"Pod", "pod"}};
+        char busy[192] = "";
+        for (size_t i = 0; i < ARRAY_SIZE(holders); i++) {
+                _cleanup_(lg_resource_list_free) struct lg_resource_list l = {0};
+                if ((r = lg_store_list(t->store, holders[i].kind, name, NULL, &l, err)) < 0)
+                        return r;
+                if (l.n)
+                        snprintf(busy + strlen(busy), sizeof(busy) - strlen(busy), "%s%zu %s%s", busy[0] ? ", " : "",
+                                 l.n, holders[i].what, l.n == 1 ? "" : "s");
+        }
+        if (busy[0])
+                return lg_error_setm(err, EBUSY, "namespace `%s` still has %s", name, busy);
         if (t->net && (r = lg_net_namespace_delete(t->net, name, err)) < 0 && r != -ENOENT)
                 return lg_error_wrap(err, r, "namespace `%s`", name);
         r = lg_store_delete(t->store, LG_KEY("Namespace", "", name), old->resource_version, NULL, err);

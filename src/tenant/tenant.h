@@ -24,7 +24,7 @@
  * and resources returned are the caller's. Errors: >= 0 or -errno with
  * err saying why in one line: -EINVAL bad input (the message names the
  * field and the value), -ENODEV an interface the host does not have,
- * -ENOENT, -EBUSY (a namespace that still has apps), the store's. */
+ * -ENOENT, -EBUSY (a namespace that still has apps, session pools or pods), the store's. */
 #pragma once
 
 #include <jansson.h>

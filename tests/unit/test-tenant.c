@@ -271,11 +271,24 @@ static void test_namespaces(void **state) {
         OK(lg_tenants_restore(f->t, r, &err));
         lg_resource_free(r);
 
-        /* Delete: not while it has apps. */
+        /* Delete: not while it has apps, session pools or pods. */
         OK(lg_store_create(f->store, LG_KEY("App", "team-a", "hello"), NULL, NULL, NULL, NULL, &err));
         assert_int_equal(lg_tenants_delete(f->t, "team-a", &err), -EBUSY);
         assert_non_null(strstr(err.msg, "1 app"));
+        OK(lg_store_create(f->store, LG_KEY("SessionPool", "team-a", "interp"), NULL, NULL, NULL, NULL, &err));
+        OK(lg_store_create(f->store, LG_KEY("Pod", "team-a", "web"), NULL, NULL, NULL, NULL, &err));
+        OK(lg_store_create(f->store, LG_KEY("Pod", "team-a", "db"), NULL, NULL, NULL, NULL, &err));
+        assert_int_equal(lg_tenants_delete(f->t, "team-a", &err), -EBUSY);
+        assert_string_equal(err.msg, "namespace `team-a` still has 1 app, 1 session pool, 2 pods");
         OK(lg_store_delete(f->store, LG_KEY("App", "team-a", "hello"), 0, NULL, &err));
+        OK(lg_store_delete(f->store, LG_KEY("SessionPool", "team-a", "interp"), 0, NULL, &err));
+        assert_int_equal(lg_tenants_delete(f->t, "team-a", &err), -EBUSY);
+        assert_string_equal(err.msg, "namespace `team-a` still has 2 pods");
+        OK(lg_store_delete(f->store, LG_KEY("Pod", "team-a", "web"), 0, NULL, &err));
+        OK(lg_store_delete(f->store, LG_KEY("Pod", "team-a", "db"), 0, NULL, &err));
+        char *kept = stored_network(f, "team-a"); /* refused: nothing changed */
+        assert_non_null(kept);
+        free(kept);
         OK(lg_tenants_delete(f->t, "team-a", &err));
         assert_null(stored_network(f, "team-a"));
         assert_int_equal(lg_tenants_delete(f->t, "team-a", &err), -ENOENT);
