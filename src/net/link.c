@@ -191,22 +191,15 @@ static int nl_run(struct nl *nl, mnl_cb_t cb, void *data, struct lg_error *err) 
 
 /* A dump: cb sees every message; it returns MNL_CB_OK or MNL_CB_ERROR
  * with errno set. -EINTR when the kernel says the dump was interrupted by
- * a change (NLM_F_DUMP_INTR): the caller reads it again. */
-struct nl_dump_ctx {
-        mnl_cb_t cb;
-        void *data;
-        bool intr;
-};
-
-static int nl_dump_cb(const struct nlmsghdr *nlh, void *data) {
-        struct nl_dump_ctx *c = data;
-        if (nlh->nlmsg_flags & NLM_F_DUMP_INTR)
-                c->intr = true;
-        return c->cb(nlh, c->data);
-}
-
-/* Send the request being written (made by nl_msg with NLM_F_DUMP) and
- * read the whole answer. */
+ * a change (NLM_F_DUMP_INTR): the caller reads it again.
+ *
+ * The answer is read here to its end (NLMSG_DONE or an error) whatever
+ * happens on the way, not with mnl_cb_run: libmnl stops at the first
+ * message flagged NLM_F_DUMP_INTR without calling cb, which left the rest
+ * of the dump in the socket, to be read by the next dump on it (the retry)
+ * as messages of another sequence number: EPROTO, "list the links:
+ * Protocol error", whenever links came or went during a dump. Read to its
+ * end, an interrupted dump also shows cb every object that stayed. */
 static int nl_dump(struct nl *nl, mnl_cb_t cb, void *data, struct lg_error *err) {
         nl_finish_cur(nl);
         const char *step = nl->step[0];
@@ -215,24 +208,42 @@ static int nl_dump(struct nl *nl, mnl_cb_t cb, void *data, struct lg_error *err)
         nl->n = 0;
         nl->len = 0;
         nl->seq0 = nl->seq;
-        struct nl_dump_ctx c = {cb, data, false};
         if (mnl_socket_sendto(nl->sock, nl->out, len) < 0)
                 return lg_error_set(err, errno, "netlink send (%s)", step);
-        for (;;) {
+        bool intr = false, done = false;
+        int first_err = 0;
+        while (!done) {
                 ssize_t r = mnl_socket_recvfrom(nl->sock, nl->in, sizeof(nl->in));
                 if (r < 0) {
                         if (errno == EINTR)
                                 continue;
                         return lg_error_set(err, errno, "netlink receive (%s)", step);
                 }
-                errno = 0;
-                int ret = mnl_cb_run(nl->in, r, seq, nl->portid, nl_dump_cb, &c);
-                if (ret < 0)
-                        return lg_error_set(err, errno ? errno : EIO, "%s", step);
-                if (ret == MNL_CB_STOP)
-                        break;
+                int left = (int) r;
+                for (struct nlmsghdr *nlh = (struct nlmsghdr *) nl->in; !done && mnl_nlmsg_ok(nlh, left);
+                     nlh = mnl_nlmsg_next(nlh, &left)) {
+                        if (nlh->nlmsg_seq != seq || (nlh->nlmsg_pid && nlh->nlmsg_pid != nl->portid))
+                                continue; /* not this dump's */
+                        if (nlh->nlmsg_flags & NLM_F_DUMP_INTR)
+                                intr = true;
+                        if (nlh->nlmsg_type == NLMSG_DONE || nlh->nlmsg_type == NLMSG_ERROR) {
+                                /* The end; both may carry an error (an int, or a struct nlmsgerr). */
+                                done = true;
+                                const int *e = mnl_nlmsg_get_payload(nlh);
+                                if (nlh->nlmsg_len >= MNL_NLMSG_HDRLEN + sizeof(int) && *e < 0 && !first_err)
+                                        first_err = *e;
+                                continue;
+                        }
+                        if (nlh->nlmsg_type < NLMSG_MIN_TYPE || first_err)
+                                continue; /* NOOP or OVERRUN; or cb failed: read on to the end only */
+                        errno = 0;
+                        if (cb(nlh, data) < MNL_CB_OK)
+                                first_err = errno ? -errno : -EIO;
+                }
         }
-        if (c.intr)
+        if (first_err)
+                return lg_error_set(err, -first_err, "%s", step);
+        if (intr)
                 return lg_error_setm(err, EINTR, "%s: interrupted by a change", step);
         return 0;
 }
