@@ -3,8 +3,9 @@
 # picks which run (default all: "sandbox functions sessions pods net"):
 #   sandbox    this file's own part, below; writes bench/RESULTS.md whole
 #   functions, sessions, pods   bench/<part>/run.sh, each with its own legiond
-#   net        bench/net/run.sh: the network attach, sandboxes with a
-#              network, throughput through NAT
+#   net        bench/net/run.sh: the network attach (routed and bridged),
+#              sandboxes with a network, throughput through NAT, sandbox
+#              to sandbox routed and bridged
 # Each part other than sandbox writes bench/out/<part>.md; a run with the
 # sandbox part appends those files (also ones left by earlier runs) to
 # RESULTS.md. Without the sandbox part RESULTS.md is left alone.

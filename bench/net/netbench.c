@@ -3,6 +3,7 @@
  * script, costs). Run by bench/net/run.sh.
  *
  *   netbench attach [-n N] [-r ROUNDS] [-w WARMUP] [-b 10,1000] TABLE PREFIX CIDR
+ *   netbench pair [-t SECONDS] [-r ROUNDS] TABLE PREFIX CIDR
  *   netbench hold TABLE PREFIX CIDR
  *
  * attach: one lg_net (its own nft table, link prefix and CIDR); for each
@@ -19,6 +20,11 @@
  *                 `nft -f -` adding the sandbox's three set elements
  *   ip-batch      the same steps in three processes: `ip -batch -`,
  *                 `nsenter -t PID -n ip -batch -`, `nft -f -`
+ *   ip-batch-bridge  a bridge instead: the same three processes, the host
+ *                 end enslaved to `<prefix>br` (the gateway as /16 on it),
+ *                 eth0 with ip/16 and the default route via the gateway
+ * The background at each level is B routed (lg_net) and B bridged
+ * (ip-batch-bridge) namespaces.
  * The peers' address comes from lg_net_reserve, untimed (a CNI IPAM
  * plugin's is one more process). "Fresh namespace" is a child process
  * that unshare(CLONE_NEWNET)s and waits; it is made before its batch and
@@ -29,14 +35,28 @@
  * count, from lg_net_stats and independently from `nft -j list table`,
  * and its set elements. Prints one JSON object.
  *
+ * pair: in a network namespace of its own (standing for the host, gone
+ * when we exit; its bridge-nf-call-iptables is ours to switch), one
+ * lg_net and the bridge; two sandboxes attached by lg_net (routed), two
+ * by ip-batch-bridge, all in one namespace. A TCP server in the first of
+ * each pair; from the second, ROUNDS interleaved rounds (after a short
+ * untimed one) of SECONDS of 64-byte request/response, then SECONDS of
+ * a one-way stream: routed, bridged with bridge-nf-call-iptables 0 (a
+ * host without br_netfilter: bridged frames never reach the inet
+ * hooks) and 1. Then the namespace isolates its sandboxes from each
+ * other, and each pair's connect is tried again. Prints one JSON object.
+ *
  * hold: the same lg_net, a namespace "bench" with egress on, one attached
  * network namespace; prints "PID IP" and waits for EOF on stdin (the
  * throughput part downloads from inside it with nsenter), then cleans up.
  *
  * Every invocation removes its table, links and namespaces at the end
  * (lg_net_teardown), also after a failure. Root only. */
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
@@ -44,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -223,6 +244,66 @@ static void peer_batch(const struct child *c) {
         nft_elements(ip, "add");
 }
 
+/* A bridge instead of routed /32s: the host end is a port of the bridge
+ * `<prefix>br`, which holds the gateway as /16 (bridge_new); eth0 has
+ * ip/16 and the default route via the gateway. Same tool, same number of
+ * processes and the same set elements as peer_batch. */
+static char gateway[LG_NET_IP_MAX], bridge[32];
+
+static void peer_bridge(const struct child *c) {
+        const char *h = c->addr.host_if, *ip = c->addr.ip;
+        char pid[16], in[1024];
+        snprintf(pid, sizeof(pid), "%d", (int) c->pid);
+        snprintf(in, sizeof(in),
+                 "link add %s type veth peer name eth0 netns %s\n"
+                 "link set dev %s addrgenmode none\n"
+                 "link set dev %s master %s\n"
+                 "link set dev %s up\n",
+                 h, pid, h, h, bridge, h);
+        run((const char *const[]) {"ip", "-batch", "-", NULL}, in);
+        snprintf(in, sizeof(in),
+                 "link set dev eth0 addrgenmode none\n"
+                 "addr add %s/16 dev eth0\n"
+                 "link set dev eth0 up\n"
+                 "route add default via %s dev eth0\n",
+                 ip, gateway);
+        run((const char *const[]) {"nsenter", "-t", pid, "-n", "ip", "-batch", "-", NULL}, in);
+        nft_elements(ip, "add");
+}
+
+/* The bridge of peer_bridge, untimed: its gateway is the CIDR's first
+ * address (as lg_net's). */
+static void bridge_new(const char *cidr) {
+        char net[64];
+        snprintf(net, sizeof(net), "%s", cidr);
+        char *slash = strchr(net, '/');
+        if (slash)
+                *slash = '\0';
+        struct in_addr a;
+        if (inet_pton(AF_INET, net, &a) != 1)
+                die("the CIDR", NULL);
+        a.s_addr = htonl(ntohl(a.s_addr) + 1);
+        inet_ntop(AF_INET, &a, gateway, sizeof(gateway));
+        snprintf(bridge, sizeof(bridge), "%sbr", prefix);
+        char in[512];
+        snprintf(in, sizeof(in),
+                 "link add %s type bridge\n"
+                 "link set dev %s addrgenmode none\n"
+                 "addr add %s/16 dev %s\n"
+                 "link set dev %s up\n",
+                 bridge, bridge, gateway, bridge, bridge);
+        run((const char *const[]) {"ip", "-batch", "-", NULL}, in);
+}
+
+/* From atexit too: no die() here. */
+static void bridge_del(void) {
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "ip link del %s 2>/dev/null", bridge);
+        if (bridge[0] && system(cmd) != 0)
+                fprintf(stderr, "netbench: `%s` failed\n", cmd);
+        bridge[0] = '\0';
+}
+
 /* ---- the table's size ---------------------------------------------------- */
 
 /* Rules in the table as `nft -j list table` shows them: independent of
@@ -259,8 +340,8 @@ static long nft_rules(void) {
 
 /* ---- attach ----------------------------------------------------------------- */
 
-enum { C_LGNET, C_PER_STEP, C_BATCH, NCONF };
-static const char *const conf_names[NCONF] = {"lg_net", "ip-per-step", "ip-batch"};
+enum { C_LGNET, C_PER_STEP, C_BATCH, C_BRIDGE, NCONF };
+static const char *const conf_names[NCONF] = {"lg_net", "ip-per-step", "ip-batch", "ip-batch-bridge"};
 enum { S_RESERVE, S_ATTACH, S_ASSIGN, NSTEP };
 static const char *const step_names[NSTEP] = {"reserve", "attach", "assign"};
 /* Per configuration: the steps, their total, and (lg_net, untimed in the
@@ -300,7 +381,7 @@ static void attach_one(lg_net *net, int conf, struct child *c, double t[NSTEP]) 
                         die("lg_net_reserve", &err);
                 c->peer = true;
                 double a = now_s();
-                (conf == C_PER_STEP ? peer_per_step : peer_batch)(c);
+                (conf == C_PER_STEP ? peer_per_step : conf == C_BATCH ? peer_batch : peer_bridge)(c);
                 t[S_RESERVE] = t[S_ASSIGN] = 0;
                 t[S_ATTACH] = now_s() - a;
                 return;
@@ -342,7 +423,9 @@ static lg_net *net_open(const char *cidr, bool egress) {
 }
 
 static lg_net *the_net;
+static void bridge_del(void);
 static void teardown(void) {
+        bridge_del();
         if (!the_net)
                 return;
         struct lg_error err = {0};
@@ -377,7 +460,10 @@ static int cmd_attach(int argc, char **argv) {
 
         the_net = net_open(cidr, true);
         atexit(teardown);
-        struct child *bg = NULL;
+        bridge_new(cidr);
+        /* The background: at each level, that many routed (lg_net) and
+         * as many bridged (ports of the bridge) namespaces. */
+        struct child *bg = NULL, *bgb = NULL;
         long n_bg = 0;
         struct child *fresh = calloc((size_t) (per_round + warmup), sizeof(*fresh));
         double *t[NCONF][NT];
@@ -403,17 +489,21 @@ static int cmd_attach(int argc, char **argv) {
                 if (level < n_bg)
                         die("background levels must grow", NULL);
                 struct child *nb = realloc(bg, (size_t) level * sizeof(*bg) + 1);
-                if (!nb)
+                struct child *nbb = realloc(bgb, (size_t) level * sizeof(*bgb) + 1);
+                if (!nb || !nbb)
                         die("realloc", NULL);
                 bg = nb;
-                double tb = now_s();
+                bgb = nbb;
+                double tb = now_s(), fill_s = 0;
                 for (; n_bg < level; n_bg++) {
                         double dummy[NSTEP];
-                        if (child_new(&bg[n_bg]) < 0)
+                        if (child_new(&bg[n_bg]) < 0 || child_new(&bgb[n_bg]) < 0)
                                 die("a network namespace for the background", NULL);
                         attach_one(the_net, C_LGNET, &bg[n_bg], dummy);
+                        fill_s += now_s() - tb;
+                        attach_one(the_net, C_BRIDGE, &bgb[n_bg], dummy);
+                        tb = now_s();
                 }
-                double fill_s = now_s() - tb;
                 fprintf(stderr, "netbench: %ld attached network namespaces in the background (%.1f s to add)\n",
                         level, fill_s);
                 sleep_ms(SETTLE_MS);
@@ -475,9 +565,12 @@ static int cmd_attach(int argc, char **argv) {
         /* The background's veths go with their namespaces (the kernel
          * batches that), the rest with the table: quicker than 1,000
          * releases, each of which waits for its link's deletion. */
-        for (long i = 0; i < n_bg; i++)
+        for (long i = 0; i < n_bg; i++) {
                 child_end(&bg[i]);
+                child_end(&bgb[i]);
+        }
         free(bg);
+        free(bgb);
         free(fresh);
         for (int k = 0; k < NCONF; k++)
                 for (int s = 0; s < NT; s++)
@@ -511,14 +604,332 @@ static int cmd_hold(int argc, char **argv) {
         return 0;
 }
 
+
+/* ---- pair: sandbox to sandbox, routed and bridged ------------------------- */
+
+#define PAIR_PORT 7011
+#define RR_BYTES 64
+#define STREAM_CHUNK (128 * 1024)
+
+static void enter_netns(pid_t pid) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int) pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
+                die("setns", NULL);
+        close(fd);
+}
+
+static int full_io(int fd, void *buf, size_t len, bool wr) {
+        for (size_t done = 0; done < len;) {
+                ssize_t n = wr ? write(fd, (char *) buf + done, len - done) : read(fd, (char *) buf + done, len - done);
+                if (n <= 0)
+                        return -1;
+                done += (size_t) n;
+        }
+        return 0;
+}
+
+/* A server in the network namespace of pid, on ip:PAIR_PORT: per
+ * connection, the first byte says what: 'r' echoes RR_BYTES messages
+ * until EOF; 's' reads until EOF and answers the byte count (8 bytes).
+ * Killed by the caller. */
+static pid_t server_start(pid_t ns_pid, const char *ip) {
+        int ready[2];
+        if (pipe(ready) < 0)
+                die("pipe", NULL);
+        pid_t pid = fork();
+        if (pid < 0)
+                die("fork", NULL);
+        if (pid > 0) {
+                close(ready[1]);
+                char b = 0;
+                if (read(ready[0], &b, 1) != 1 || b != 'y')
+                        die("the server did not start", NULL);
+                close(ready[0]);
+                return pid;
+        }
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(ready[0]);
+        enter_netns(ns_pid);
+        int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(PAIR_PORT)};
+        inet_pton(AF_INET, ip, &sa.sin_addr);
+        setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (ls < 0 || bind(ls, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(ls, 8) < 0)
+                _exit(1);
+        if (write(ready[1], "y", 1) != 1)
+                _exit(1);
+        close(ready[1]);
+        static char buf[STREAM_CHUNK];
+        for (;;) {
+                int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+                if (c < 0)
+                        continue;
+                setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                char mode = 0;
+                if (read(c, &mode, 1) == 1 && mode == 'r') {
+                        while (full_io(c, buf, RR_BYTES, false) == 0 && full_io(c, buf, RR_BYTES, true) == 0)
+                                ;
+                } else if (mode == 's') {
+                        uint64_t total = 0;
+                        ssize_t n;
+                        while ((n = read(c, buf, sizeof(buf))) > 0)
+                                total += (uint64_t) n;
+                        if (full_io(c, &total, sizeof(total), true) < 0)
+                                _exit(1);
+                }
+                close(c);
+        }
+}
+
+struct pair_result {
+        double *rr; /* seconds per request/response */
+        long n_rr, cap_rr;
+        double bytes, stream_s;
+        bool ok;
+};
+
+/* A client in a forked process in the namespace of from_pid, so that
+ * netbench itself stays in its own: runs mode for secs seconds against
+ * ip and writes its samples into a pipe. Connect failures count as
+ * "not reached" (ok = false), not as a benchmark failure. */
+static int client_connect(const char *ip, char mode, double timeout_s) {
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(PAIR_PORT)};
+        inet_pton(AF_INET, ip, &sa.sin_addr);
+        struct timeval tv = {(time_t) timeout_s, 0};
+        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (c < 0 || connect(c, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return -1;
+        struct timeval none = {0, 0};
+        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
+        setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (write(c, &mode, 1) != 1) {
+                close(c);
+                return -1;
+        }
+        return c;
+}
+
+static void pair_run(pid_t from_pid, const char *ip, double secs, struct pair_result *res) {
+        int p[2];
+        if (pipe(p) < 0)
+                die("pipe", NULL);
+        pid_t pid = fork();
+        if (pid < 0)
+                die("fork", NULL);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                close(p[0]);
+                enter_netns(from_pid);
+                static char buf[STREAM_CHUNK];
+                /* Request/response: one RR_BYTES message each way. */
+                int c = client_connect(ip, 'r', 2);
+                if (c < 0)
+                        _exit(3);
+                double end = now_s() + secs;
+                for (double a = now_s(); a < end;) {
+                        if (full_io(c, buf, RR_BYTES, true) < 0 || full_io(c, buf, RR_BYTES, false) < 0)
+                                _exit(1);
+                        double b = now_s();
+                        double d = b - a;
+                        if (write(p[1], &d, sizeof(d)) != sizeof(d))
+                                _exit(1);
+                        a = b;
+                }
+                close(c);
+                /* Stream: as much as fits in secs, then the server's count. */
+                if ((c = client_connect(ip, 's', 2)) < 0)
+                        _exit(3);
+                double a = now_s();
+                end = a + secs;
+                uint64_t sent = 0, got = 0;
+                while (now_s() < end) {
+                        if (full_io(c, buf, sizeof(buf), true) < 0)
+                                _exit(1);
+                        sent += sizeof(buf);
+                }
+                shutdown(c, SHUT_WR);
+                if (full_io(c, &got, sizeof(got), false) < 0 || got != sent)
+                        _exit(1);
+                double s[2] = {-1, now_s() - a};
+                s[0] = -(double) got; /* negative: the stream's bytes, then its seconds */
+                if (write(p[1], s, sizeof(s)) != sizeof(s))
+                        _exit(1);
+                _exit(0);
+        }
+        close(p[1]);
+        double d;
+        bool stream = false;
+        while (read(p[0], &d, sizeof(d)) == sizeof(d)) {
+                if (d < 0 && !stream) {
+                        res->bytes += -d;
+                        stream = true;
+                        continue;
+                }
+                if (stream) {
+                        res->stream_s += d;
+                        continue;
+                }
+                if (res->n_rr == res->cap_rr) {
+                        res->cap_rr = res->cap_rr ? 2 * res->cap_rr : 65536;
+                        if (!(res->rr = realloc(res->rr, (size_t) res->cap_rr * sizeof(double))))
+                                die("realloc", NULL);
+                }
+                res->rr[res->n_rr++] = d;
+        }
+        close(p[0]);
+        int st;
+        waitpid(pid, &st, 0);
+        if (!WIFEXITED(st) || (WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != 3))
+                die("the client failed", NULL);
+        res->ok = WEXITSTATUS(st) == 0;
+}
+
+/* Can from reach ip:PAIR_PORT now (a TCP connect within 1 s)? */
+static bool reaches(pid_t from_pid, const char *ip) {
+        pid_t pid = fork();
+        if (pid < 0)
+                die("fork", NULL);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                enter_netns(from_pid);
+                _exit(client_connect(ip, 'x', 1) < 0 ? 1 : 0);
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static void write_sysctl(const char *path, const char *v) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, v, strlen(v)) != (ssize_t) strlen(v))
+                die(path, NULL);
+        close(fd);
+}
+
+static bool read_sysctl(const char *path) {
+        char b = '0';
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && read(fd, &b, 1) != 1)
+                b = '0';
+        if (fd >= 0)
+                close(fd);
+        return b == '1';
+}
+
+#define BRNF "/proc/sys/net/bridge/bridge-nf-call-iptables"
+
+static int cmd_pair(int argc, char **argv) {
+        double secs = 1;
+        long rounds = 3;
+        int c;
+        while ((c = getopt(argc, argv, "+t:r:")) != -1) {
+                switch (c) {
+                case 't': secs = strtod(optarg, NULL); break;
+                case 'r': rounds = strtol(optarg, NULL, 10); break;
+                default: return 2;
+                }
+        }
+        if (argc - optind != 3 || secs <= 0 || rounds < 1) {
+                fputs("usage: netbench pair [-t SECONDS] [-r ROUNDS] TABLE PREFIX CIDR\n", stderr);
+                return 2;
+        }
+        table = argv[optind];
+        prefix = argv[optind + 1];
+        const char *cidr = argv[optind + 2];
+        /* A network namespace of our own as "the host": its bridge-nf
+         * switch is ours to turn (the host's stays as it is), and what
+         * we make goes with it when we exit. */
+        bool host_brnf = read_sysctl(BRNF);
+        if (unshare(CLONE_NEWNET) < 0)
+                die("unshare(CLONE_NEWNET)", NULL);
+        run((const char *const[]) {"ip", "link", "set", "lo", "up", NULL}, NULL);
+        write_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
+        bool have_brnf = access(BRNF, W_OK) == 0;
+        the_net = net_open(cidr, true);
+        atexit(teardown);
+        bridge_new(cidr);
+        struct child r[2], b[2];
+        double dummy[NSTEP];
+        for (int i = 0; i < 2; i++) {
+                if (child_new(&r[i]) < 0 || child_new(&b[i]) < 0)
+                        die("a network namespace", NULL);
+                attach_one(the_net, C_LGNET, &r[i], dummy);
+                attach_one(the_net, C_BRIDGE, &b[i], dummy);
+        }
+        pid_t srv_r = server_start(r[0].pid, r[0].addr.ip), srv_b = server_start(b[0].pid, b[0].addr.ip);
+        enum { P_ROUTED, P_BRIDGE, P_BRIDGE_NF, NP };
+        static const char *const names[NP] = {"routed", "bridge", "bridge-brnf"};
+        int np = have_brnf ? NP : P_BRIDGE_NF;
+        struct pair_result res[NP] = {0};
+        for (long round = 0; round <= rounds; round++) { /* round 0: warm-up, not kept */
+                for (int j = 0; j < np; j++) {
+                        int k = round % 2 ? np - 1 - j : j;
+                        if (have_brnf)
+                                write_sysctl(BRNF, k == P_BRIDGE_NF ? "1" : "0");
+                        struct child *s = k == P_ROUTED ? r : b;
+                        struct pair_result warm = {0}, *out = round ? &res[k] : &warm;
+                        pair_run(s[1].pid, s[0].addr.ip, round ? secs : secs / 4, out);
+                        free(warm.rr);
+                        if (!out->ok)
+                                die("a sandbox did not reach the other", NULL);
+                }
+                fprintf(stderr, "netbench: pair round %ld/%ld done\n", round, rounds);
+        }
+        /* Isolation: the namespace isolating its sandboxes from each other
+         * (isolation "sandbox"); does the second still reach the first? */
+        struct lg_error err = {0};
+        struct lg_net_namespace iso = {.isolate_sandboxes = true};
+        struct lg_net_policy pol = {.egress = LG_NET_EGRESS_ON};
+        if (lg_net_namespace_set(the_net, NS_NAME, &iso, &pol, &err) < 0)
+                die("lg_net_namespace_set", &err);
+        bool reach[NP];
+        for (int k = 0; k < np; k++) {
+                if (have_brnf)
+                        write_sysctl(BRNF, k == P_BRIDGE_NF ? "1" : "0");
+                struct child *s = k == P_ROUTED ? r : b;
+                reach[k] = reaches(s[1].pid, s[0].addr.ip);
+        }
+        printf("{\"secs\": %g, \"rounds\": %ld, \"rr_bytes\": %d, \"chunk\": %d, \"host_brnf\": %s, "
+               "\"brnf_switchable\": %s, \"routed\": [\"%s\", \"%s\"], \"bridged\": [\"%s\", \"%s\"], "
+               "\"bridge\": \"%s\", \"gateway\": \"%s\", \"configs\": {",
+               secs, rounds, RR_BYTES, STREAM_CHUNK, host_brnf ? "true" : "false", have_brnf ? "true" : "false",
+               r[0].addr.ip, r[1].addr.ip, b[0].addr.ip, b[1].addr.ip, bridge, gateway);
+        for (int k = 0; k < np; k++) {
+                double sum = 0;
+                for (long i = 0; i < res[k].n_rr; i++)
+                        sum += res[k].rr[i];
+                printf("%s\"%s\": {\"rr_per_s\": %.0f, ", k ? ", " : "", names[k],
+                       (double) res[k].n_rr / sum);
+                print_summary("rr", res[k].rr, res[k].n_rr);
+                printf(", \"stream_mb_s\": %.1f, \"stream_bytes\": %.0f, \"reached_when_isolated\": %s}",
+                       res[k].bytes / res[k].stream_s / 1e6, res[k].bytes, reach[k] ? "true" : "false");
+                free(res[k].rr);
+        }
+        printf("}}\n");
+        kill(srv_r, SIGKILL);
+        kill(srv_b, SIGKILL);
+        waitpid(srv_r, NULL, 0);
+        waitpid(srv_b, NULL, 0);
+        for (int i = 0; i < 2; i++) {
+                child_end(&r[i]);
+                child_end(&b[i]);
+        }
+        return 0;
+}
+
 int main(int argc, char **argv) {
         /* Killed: the children die with us (PR_SET_PDEATHSIG) and their
          * veths with their namespaces; bench/net/run.sh removes the table. */
         signal(SIGPIPE, SIG_IGN);
         if (argc >= 2 && !strcmp(argv[1], "attach"))
                 return cmd_attach(argc - 1, argv + 1);
+        if (argc >= 2 && !strcmp(argv[1], "pair"))
+                return cmd_pair(argc - 1, argv + 1);
         if (argc >= 2 && !strcmp(argv[1], "hold"))
                 return cmd_hold(argc - 1, argv + 1);
-        fputs("usage: netbench attach|hold ...\n", stderr);
+        fputs("usage: netbench attach|pair|hold ...\n", stderr);
         return 2;
 }

@@ -32,6 +32,9 @@ ATTACH_WHAT = {
     "lg_net": "src/net in this process: lg_net_reserve + lg_net_attach (netlink) + lg_net_assign (nft set elements)",
     "ip-per-step": "one process per step: 4 `ip` on the host end, 6 `nsenter -t PID -n ip` inside, 1 `nft -f -`",
     "ip-batch": "the same steps in 3 processes: `ip -batch -`, `nsenter -t PID -n ip -batch -`, `nft -f -`",
+    "ip-batch-bridge": "a bridge instead, the same 3 processes: the host end enslaved to the bridge `<prefix>br` "
+                       "(which holds the gateway as /16), eth0 with ip/16 and the default route via the gateway; "
+                       "the same set elements",
 }
 
 
@@ -44,7 +47,8 @@ def attach(d, p, goals):
       f"unshared its network namespace and waits), in {a['rounds']} interleaved batches whose order alternates; "
       f"{a['warmup']} untimed before the first batch of each; a {a['settle_ms']} ms pause after each batch "
       "(the kernel tears network namespaces down later, off the caller). The background namespaces are "
-      "attached and assigned and stay so while the level is measured. The peers take their address from "
+      "attached and assigned and stay so while the level is measured: at each level that many routed (lg_net) "
+      "and as many bridged (ports of the bridge, by ip-batch-bridge) namespaces. The peers take their address from "
       "lg_net_reserve, untimed; their set elements go into the same table. "
       f"Table `{a['table']}`, link prefix `{a['prefix']}`, CIDR {a['cidr']}.\n")
     p("| configuration | what |")
@@ -74,7 +78,7 @@ def attach(d, p, goals):
     e = a["empty"]
     p("The table with the background namespaces attached (after the timed batches were released): rules as "
       "lg_net_stats counts them and as `nft -j list table` lists them, set and map elements, host ends "
-      "(`<prefix>N` links).\n")
+      "(`<prefix>*` links: the routed and the bridged namespaces' and the bridge).\n")
     p("| attached namespaces present | rules (lg_net_stats) | rules (`nft -j list table`) | elements | links | "
       "time to attach them all |")
     p("|---:|---:|---:|---:|---:|---:|")
@@ -98,6 +102,14 @@ def attach(d, p, goals):
         goals.append((f"attach by `ip`/`nft` processes / lg_net, {lv['background']:,} attached (p50)",
                       f"one per step {ratio(c['ip-per-step']['total']['p50_ms'], c['lg_net']['total']['p50_ms'])}, "
                       f"batched {ratio(c['ip-batch']['total']['p50_ms'], c['lg_net']['total']['p50_ms'])}", None))
+    for lv in a["levels"]:
+        c = lv["configs"]
+        if "ip-batch-bridge" in c:
+            r_, b_ = c["ip-batch"]["total"], c["ip-batch-bridge"]["total"]
+            goals.append((f"attach, bridge / routed /32 (both `ip -batch`), {lv['background']:,} attached",
+                          f"p50 {ms(b_['p50_ms'])} / {ms(r_['p50_ms'])} ms = {ratio(b_['p50_ms'], r_['p50_ms'])}, "
+                          f"p99 {ms(b_['p99_ms'])} / {ms(r_['p99_ms'])} ms = {ratio(b_['p99_ms'], r_['p99_ms'])}",
+                          None))
 
 
 # ---- 2. sandbox create to exit ---------------------------------------------------
@@ -248,6 +260,87 @@ def tput(d, p, goals):
     goals.append(("the upstream sees the host's address, not the sandbox's (NAT)", seen, nat_ok))
 
 
+# ---- 4. routed or bridged --------------------------------------------------------
+
+PAIR_WHAT = {
+    "routed": "what src/net builds: eth0 ip/32, through the host's routing (veth, host, veth) and the table's "
+              "prerouting and forward chains (pod_to_pod: same namespace, accepted), conntrack",
+    "bridge": "two ports of one bridge, eth0 ip/16: L2 inside the bridge; bridge-nf-call-iptables 0 (as on a host "
+              "without br_netfilter): no inet hook sees the frames",
+    "bridge-brnf": "the same bridge with bridge-nf-call-iptables 1 (br_netfilter on): bridged IPv4 frames go "
+                   "through the inet hooks too",
+}
+
+
+def pair(d, p, attach_json, goals):
+    j = load(d, "pair.json")
+    if not j:
+        p("Not run in this run (NET_PARTS).\n")
+        return
+    c = j["configs"]
+    p(f"Two sandboxes of one namespace talking TCP, {j['rounds']} interleaved rounds (order alternating, after a "
+      f"short untimed one) of {j['secs']:g} s per configuration and kind, all in a network namespace made by "
+      "bench/netbench standing for the host (so that its bridge-nf switch could be turned; this host's own is "
+      f"{'on' if j['host_brnf'] else 'off'}). Request/response: {j['rr_bytes']} bytes each way, one at a time, "
+      f"TCP_NODELAY, each timed; stream: {j['chunk'] // 1024} KiB writes for the time given, bytes counted by the "
+      f"receiver. Routed {', '.join(j['routed'])} (attached by src/net); bridged {', '.join(j['bridged'])} "
+      f"(ports of `{j['bridge']}`, gateway {j['gateway']}/16, attached as ip-batch-bridge). Then the namespace "
+      "was set to isolate its sandboxes from each other (isolation \"sandbox\") and each pair tried a connect "
+      "again.\n")
+    p("| configuration | what | requests/s | RR p50 ms | RR p90 ms | RR p99 ms | stream MB/s | "
+      "reaches the other when isolated |")
+    p("|---|---|---:|---:|---:|---:|---:|---|")
+    for k, what in PAIR_WHAT.items():
+        if k in c:
+            v = c[k]
+            p(f"| {k} | {what} | {v['rr_per_s']:,.0f} | {ms(v['rr']['p50_ms'])} | {ms(v['rr']['p90_ms'])} | "
+              f"{ms(v['rr']['p99_ms'])} | {v['stream_mb_s']:,.0f} | "
+              f"{'**yes**' if v['reached_when_isolated'] else 'no (dropped)'} |")
+    p("")
+    r, b = c["routed"], c["bridge"]
+    goals.append(("sandbox to sandbox, bridged (no br_netfilter) / routed: RR p50, stream",
+                  f"{ms(b['rr']['p50_ms'])} / {ms(r['rr']['p50_ms'])} ms = "
+                  f"{ratio(b['rr']['p50_ms'], r['rr']['p50_ms'])}; {b['stream_mb_s']:,.0f} / "
+                  f"{r['stream_mb_s']:,.0f} MB/s = {ratio(b['stream_mb_s'], r['stream_mb_s'])}", None))
+    goals.append(("isolation between sandboxes holds, routed", "reached" if r["reached_when_isolated"]
+                  else "dropped", not r["reached_when_isolated"]))
+    # Why: every figure from this run.
+    att = ""
+    if attach_json:
+        parts = []
+        for lv in attach_json["levels"]:
+            cf = lv["configs"]
+            if "ip-batch-bridge" in cf:
+                parts.append(f"{lv['background']:,} attached: p50 {ms(cf['ip-batch-bridge']['total']['p50_ms'])} "
+                             f"ms bridged, {ms(cf['ip-batch']['total']['p50_ms'])} ms routed, "
+                             f"{ms(cf['lg_net']['total']['p50_ms'])} ms routed by src/net's netlink")
+        att = ("Attach (part 1, same tool, same three processes): " + "; ".join(parts) + ". ") if parts else ""
+    brnf = c.get("bridge-brnf")
+    p("**Why routed /32.** " + att +
+      f"Between two sandboxes: request/response p50 {ms(b['rr']['p50_ms'])} ms bridged against "
+      f"{ms(r['rr']['p50_ms'])} ms routed ({ratio(r['rr']['p50_ms'], b['rr']['p50_ms'])} routed / bridged), "
+      f"stream {b['stream_mb_s']:,.0f} against {r['stream_mb_s']:,.0f} MB/s "
+      f"({ratio(r['stream_mb_s'], b['stream_mb_s'])}); the routed path crosses the host's routing, the table's "
+      "chains and conntrack, which bridged frames skip"
+      + (f" (with br_netfilter on, bridged frames cross the inet hooks too: "
+         f"{ms(brnf['rr']['p50_ms'])} ms, {brnf['stream_mb_s']:,.0f} MB/s; the bridge and its ports carry the "
+         "link prefix, so the table's interface matches judged them and isolation "
+         f"{'did not hold' if brnf['reached_when_isolated'] else 'held'})" if brnf else "") +
+      ". That skipping is what a bridge gives up: every sandbox of every tenant on one L2 segment (ARP and "
+      "MAC spoofing of a neighbour or of the gateway, broadcast and multicast reaching every tenant), and "
+      "without br_netfilter the inet forward chain never sees traffic between two ports, so a namespace's "
+      f"isolation does not hold: with isolation \"sandbox\" the bridged pair "
+      f"{'still reached' if b['reached_when_isolated'] else 'did not reach'} each other, the routed pair "
+      f"{'still reached' if r['reached_when_isolated'] else 'was dropped'}. Isolation on a bridge would need "
+      "bridge-family rules per port (MAC and IP pinned to the port, ARP filtered, namespace by namespace) "
+      "kept in step with every attach and release, or br_netfilter switched on host-wide (which changes "
+      "every other bridge on the host). Routed, every packet between sandboxes goes through the one fixed "
+      "inet table whose per-sandbox state is set elements, a sandbox's only neighbour is the gateway (a permanent "
+      "entry; its veth has no other peer to spoof), and it can send from no address but its /32 (the prerouting chain's fib check drops the rest). The "
+      "latency and bandwidth the routed path costs against a bridge without filtering are the price of "
+      "that filtering.\n")
+
+
 def main():
     d = sys.argv[1]
     meta = load(d, "meta.json") or {}
@@ -264,6 +357,8 @@ def main():
     sandbox(d, w, meta, goals)
     w("### 3. Throughput through NAT\n")
     tput(d, w, goals)
+    w("### 4. Routed /32 or a bridge: sandbox to sandbox\n")
+    pair(d, w, load(d, "attach.json"), goals)
 
     p("## Network (issue 11)\n")
     p(f"Generated by `bench/net/run.sh` (`BENCH_PARTS=net bench/run.sh`) on {meta.get('date', '?')}; the whole "

@@ -1,11 +1,14 @@
 #!/bin/bash
 # The network benchmark (issue 11): bench/net/run.sh [BUILD_DIR] (default
-# build), or BENCH_PARTS=net bench/run.sh. Three parts (NET_PARTS):
+# build), or BENCH_PARTS=net bench/run.sh. Four parts (NET_PARTS):
 #   attach   bench/netbench attach: lg_net_reserve + lg_net_attach +
 #            lg_net_assign on fresh network namespaces, with 10 and with
 #            1,000 attached ones present, against the same attach done by
-#            `ip`/`nft` processes (one per step, and batched in three); the
-#            nft table's rule and element counts at both levels
+#            `ip`/`nft` processes (one per step, and batched in three), and
+#            batched in three for a bridge instead of routed /32s (the
+#            host end a port of `<prefix>br`, which holds the gateway /16;
+#            as many bridged namespaces as routed ones in the background);
+#            the nft table's rule and element counts at both levels
 #   sandbox  create to exit of /bin/true: through the library
 #            (bench/phases, as the node agent makes a sandbox) with a network
 #            from src/net and with today's loopback-only namespace; the CLI
@@ -20,13 +23,22 @@
 #            through the forward chain and masquerade) and from the host's
 #            own stack, alternating; the upstream's access log says which
 #            source address it saw
+#   pair     sandbox to sandbox in one namespace (bench/netbench pair), in a
+#            network namespace of its own standing for the host: TCP
+#            request/response (64 bytes each way) and a one-way stream,
+#            between two routed sandboxes (attached by src/net: through
+#            the host's routing and the table's forward chain) and two
+#            bridged ones (L2 in the bridge), the bridge with
+#            bridge-nf-call-iptables off (no br_netfilter) and on;
+#            then, the namespace isolating its sandboxes, whether each
+#            pair still reaches
 # Each part uses its own nft table, link prefix and CIDR (never legiond's
 # defaults), and everything it made is removed at the end, also on failure;
 # the script checks that nothing is left. Raw JSON in bench/out/net/, the
 # Markdown section in bench/out/net.md (bench/net/report.py).
 #
 # Environment (defaults in brackets):
-#   NET_PARTS [attach,sandbox,tput]
+#   NET_PARTS [attach,sandbox,tput,pair]
 #   NET_ATTACH_N [500]    timed attaches per configuration and level
 #   NET_LEVELS [10,1000]  attached namespaces present while timing
 #   NET_N [300]           create-to-exit runs per configuration
@@ -34,6 +46,9 @@
 #   NET_WARMUP [5]        untimed runs before each batch
 #   NET_TPUT_MB [1024]     bytes per download, MiB
 #   NET_TPUT_ROUNDS [10]  downloads per path
+#   NET_PAIR_SECS [2]     seconds of request/response, then of stream, per
+#                         configuration and round
+#   NET_PAIR_ROUNDS [3]   interleaved rounds (after a short untimed one)
 set -euo pipefail
 
 NET_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -42,7 +57,7 @@ BUILD=$(cd "$ROOT" && realpath -m "${1:-build}")
 PY=/usr/bin/python3
 OUT=$ROOT/bench/out
 RES=$OUT/net
-PARTS=${NET_PARTS:-attach,sandbox,tput}
+PARTS=${NET_PARTS:-attach,sandbox,tput,pair}
 ATTACH_N=${NET_ATTACH_N:-500}
 LEVELS=${NET_LEVELS:-10,1000}
 N=${NET_N:-300}
@@ -50,11 +65,15 @@ ROUNDS=${NET_ROUNDS:-10}
 WARMUP=${NET_WARMUP:-5}
 TPUT_MB=${NET_TPUT_MB:-1024}
 TPUT_ROUNDS=${NET_TPUT_ROUNDS:-10}
+PAIR_SECS=${NET_PAIR_SECS:-2}
+PAIR_ROUNDS=${NET_PAIR_ROUNDS:-3}
 SETTLE=0.3
 # Ours alone: table, link prefix, CIDR per part.
 A_NET=(lgbench_a lgba 10.247.0.0/16)
 S_NET=(lgbench_s lgbs 10.248.0.0/16)
 T_NET=(lgbench_t lgbt 10.249.0.0/24)
+# In a network namespace of netbench's own: gone with it.
+P_NET=(lgbench_p lgbp 10.250.0.0/16)
 UP_NS=lgbench-up-$$
 UP_LINK=lgbup0
 # RFC 2544's benchmarking range: neither the host's networks (this machine's
@@ -109,7 +128,7 @@ cleanup() {
                 nft delete table inet "$t" 2>/dev/null || true
         done
         for p in "${A_NET[1]}" "${S_NET[1]}" "${T_NET[1]}"; do
-                for l in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep "^${p}[0-9]" || true); do
+                for l in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^${p}([0-9]|br$)" || true); do
                         ip link del "$l" 2>/dev/null || true
                 done
         done
@@ -268,19 +287,26 @@ EOF
         ip route del unreachable "$UP_NET"
 fi
 
+# --- 4. sandbox to sandbox: routed or bridged ---------------------------------
+if part pair; then
+        echo "bench/net: sandbox to sandbox, $PAIR_ROUNDS rounds of ${PAIR_SECS} s per configuration and kind"
+        "$NETBENCH" pair -t "$PAIR_SECS" -r "$PAIR_ROUNDS" "${P_NET[@]}" >"$RES/pair.json" ||
+                die "netbench pair failed"
+fi
+
 # --- nothing left -------------------------------------------------------------
 cleanup
 trap - EXIT
 sleep 0.5
-left_tables=$(nft list tables | grep -E "lgbench_[ast]\b" || true)
-left_links=$(ip -o link show | awk -F': ' '{print $2}' | grep -E "^(${A_NET[1]}|${S_NET[1]}|${T_NET[1]})[0-9]|^$UP_LINK" || true)
+left_tables=$(nft list tables | grep -E "lgbench_[astp]\b" || true)
+left_links=$(ip -o link show | awk -F': ' '{print $2}' | grep -E "^(${A_NET[1]}|${S_NET[1]}|${T_NET[1]})([0-9]|br)|^$UP_LINK" || true)
 left_ns=$(ip netns list | grep "$UP_NS" || true; ip route | grep "$UP_NET" || true)
 cat >"$RES/meta.json" <<EOF
 {"date": "$(cat "$RES/date.txt")", "elapsed_s": $(( $(date +%s) - T0 )),
  "load_start": "$LOAD_START", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
  "psi_start": "$PSI_START", "psi_end": "$(psi)",
  "parts": "$PARTS", "attach_n": $ATTACH_N, "levels": "$LEVELS", "n": $N, "rounds": $ROUNDS, "warmup": $WARMUP,
- "nets": {"attach": "${A_NET[*]}", "sandbox": "${S_NET[*]}", "tput": "${T_NET[*]}"},
+ "nets": {"attach": "${A_NET[*]}", "sandbox": "${S_NET[*]}", "tput": "${T_NET[*]}", "pair": "${P_NET[*]}"},
  "leftover_tables": "$(words "$left_tables")", "leftover_links": "$(words "$left_links")",
  "leftover_netns": "$(words "$left_ns")",
  $(bench_meta_machine 1)
