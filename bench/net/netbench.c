@@ -24,7 +24,8 @@
  *                 end enslaved to `<prefix>br` (the gateway as /16 on it),
  *                 eth0 with ip/16 and the default route via the gateway
  * The background at each level is B routed (lg_net) and B bridged
- * (ip-batch-bridge) namespaces.
+ * (ip-batch-bridge) namespaces, the bridged ones fewer where the bridge's
+ * port limit would refuse the timed batch's.
  * The peers' address comes from lg_net_reserve, untimed (a CNI IPAM
  * plugin's is one more process). "Fresh namespace" is a child process
  * that unshare(CLONE_NEWNET)s and waits; it is made before its batch and
@@ -75,6 +76,7 @@
 extern char **environ;
 
 #define SETTLE_MS 300
+#define BRIDGE_MAX_PORTS 1023
 #define NS_NAME "bench"
 /* What the peers put in the table's maps: any namespace mark and policy
  * id do for timing (the table is ours). */
@@ -464,7 +466,11 @@ static int cmd_attach(int argc, char **argv) {
         /* The background: at each level, that many routed (lg_net) and
          * as many bridged (ports of the bridge) namespaces. */
         struct child *bg = NULL, *bgb = NULL;
-        long n_bg = 0;
+        long n_bg = 0, n_bgb = 0;
+        /* A Linux bridge has at most BRIDGE_MAX_PORTS ports (BR_MAX_PORTS,
+         * port 0 reserved; one more is refused with EXFULL): the bridged
+         * background stops short of that by the timed batch's ports. */
+        long bgb_max = BRIDGE_MAX_PORTS - (per_round + warmup);
         struct child *fresh = calloc((size_t) (per_round + warmup), sizeof(*fresh));
         double *t[NCONF][NT];
         for (int k = 0; k < NCONF; k++)
@@ -497,11 +503,15 @@ static int cmd_attach(int argc, char **argv) {
                 double tb = now_s(), fill_s = 0;
                 for (; n_bg < level; n_bg++) {
                         double dummy[NSTEP];
-                        if (child_new(&bg[n_bg]) < 0 || child_new(&bgb[n_bg]) < 0)
+                        if (child_new(&bg[n_bg]) < 0)
                                 die("a network namespace for the background", NULL);
                         attach_one(the_net, C_LGNET, &bg[n_bg], dummy);
                         fill_s += now_s() - tb;
-                        attach_one(the_net, C_BRIDGE, &bgb[n_bg], dummy);
+                        if (n_bgb < bgb_max) {
+                                if (child_new(&bgb[n_bgb]) < 0)
+                                        die("a network namespace for the background", NULL);
+                                attach_one(the_net, C_BRIDGE, &bgb[n_bgb++], dummy);
+                        }
                         tb = now_s();
                 }
                 fprintf(stderr, "netbench: %ld attached network namespaces in the background (%.1f s to add)\n",
@@ -540,10 +550,11 @@ static int cmd_attach(int argc, char **argv) {
                 struct lg_net_stats st;
                 if (lg_net_stats(the_net, &st, &err) < 0)
                         die("lg_net_stats", &err);
-                printf("%s{\"background\": %ld, \"fill_s\": %.3f, \"rules\": %u, \"rules_nft\": %ld, "
+                printf("%s{\"background\": %ld, \"bridged_background\": %ld, \"bridge_max_ports\": %d, "
+                       "\"fill_s\": %.3f, \"rules\": %u, \"rules_nft\": %ld, "
                        "\"elements\": %u, \"links\": %u, \"addresses_used\": %u, \"configs\": {",
-                       first_level ? "" : ", ", level, fill_s, st.rules, nft_rules(), st.elements, st.links,
-                       st.addresses_used);
+                       first_level ? "" : ", ", level, n_bgb, BRIDGE_MAX_PORTS, fill_s, st.rules, nft_rules(),
+                       st.elements, st.links, st.addresses_used);
                 first_level = false;
                 for (int k = 0; k < NCONF; k++) {
                         printf("%s\"%s\": {", k ? ", " : "", conf_names[k]);
@@ -565,10 +576,10 @@ static int cmd_attach(int argc, char **argv) {
         /* The background's veths go with their namespaces (the kernel
          * batches that), the rest with the table: quicker than 1,000
          * releases, each of which waits for its link's deletion. */
-        for (long i = 0; i < n_bg; i++) {
+        for (long i = 0; i < n_bg; i++)
                 child_end(&bg[i]);
+        for (long i = 0; i < n_bgb; i++)
                 child_end(&bgb[i]);
-        }
         free(bg);
         free(bgb);
         free(fresh);

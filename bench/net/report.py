@@ -66,6 +66,12 @@ def attach(d, p, goals):
             p(f"| {lv['background']:,} | {k} | {ms(t['p50_ms'])} | {ms(t['p90_ms'])} | {ms(t['p99_ms'])} | "
               f"{ms(t['max_ms'])} | {ratio(t['p50_ms'], base['p50_ms'])} | {ratio(t['p99_ms'], base['p99_ms'])} |")
     p("")
+    if any("bridged_background" in lv for lv in a["levels"]):
+        p("Bridged namespaces in the background (ports of the bridge) at each level: " +
+          ", ".join(f"{lv['background']:,} routed: {lv['bridged_background']:,}" for lv in a["levels"]) +
+          f". A Linux bridge takes at most {a['levels'][0]['bridge_max_ports']:,} ports (BR_MAX_PORTS, port 0 "
+          "reserved; one more is refused with EXFULL), so at the higher level the bridged background stops short "
+          "by the timed batch's ports.\n")
     p("lg_net's steps, p50 (p99) ms; and lg_net_release of the same addresses after each batch (the "
       "namespace still alive; not in the attach's time):\n")
     p("| attached namespaces present | lg_net_reserve | lg_net_attach | lg_net_assign | lg_net_release |")
@@ -315,6 +321,11 @@ def pair(d, p, attach_json, goals):
                              f"ms bridged, {ms(cf['ip-batch']['total']['p50_ms'])} ms routed, "
                              f"{ms(cf['lg_net']['total']['p50_ms'])} ms routed by src/net's netlink")
         att = ("Attach (part 1, same tool, same three processes): " + "; ".join(parts) + ". ") if parts else ""
+        lim = attach_json["levels"][0].get("bridge_max_ports")
+        if lim:
+            att += (f"A bridge also stops at {lim:,} ports: one bridge cannot hold the 10,000 sandboxes of a "
+                    "host (issue 10), and several bridges would end L2 between sandboxes of one namespace "
+                    "anyway, bringing back routing between them. ")
     brnf = c.get("bridge-brnf")
     p("**Why routed /32.** " + att +
       f"Between two sandboxes: request/response p50 {ms(b['rr']['p50_ms'])} ms bridged against "
