@@ -426,12 +426,28 @@ static lg_net *net_open(const char *cidr, bool egress) {
 
 static lg_net *the_net;
 static void bridge_del(void);
+
+/* lg_net_stats, again while it fails with EPROTO: its link dump is
+ * interrupted (NLM_F_DUMP_INTR) while the kernel still removes the
+ * veths of the batch's namespaces, a deferred teardown that takes longer
+ * with a bridge's ports among them. */
+static int stats_settled(struct lg_net_stats *st, struct lg_error *err) {
+        int r = -EPROTO;
+        for (int i = 0; i < 20 && (r = lg_net_stats(the_net, st, err)) == -EPROTO; i++)
+                sleep_ms(SETTLE_MS);
+        return r;
+}
 static void teardown(void) {
         bridge_del();
         if (!the_net)
                 return;
         struct lg_error err = {0};
-        if (lg_net_teardown(the_net, &err) < 0)
+        /* As stats_settled: the link dump may be interrupted while the
+         * kernel removes namespaces' veths. */
+        int r = -EPROTO;
+        for (int i = 0; i < 20 && (r = lg_net_teardown(the_net, &err)) == -EPROTO; i++)
+                sleep_ms(SETTLE_MS);
+        if (r < 0)
                 fprintf(stderr, "netbench: lg_net_teardown: %s\n", err.msg);
         lg_net_free(the_net);
         the_net = NULL;
@@ -548,7 +564,7 @@ static int cmd_attach(int argc, char **argv) {
                                 rounds);
                 }
                 struct lg_net_stats st;
-                if (lg_net_stats(the_net, &st, &err) < 0)
+                if (stats_settled(&st, &err) < 0)
                         die("lg_net_stats", &err);
                 printf("%s{\"background\": %ld, \"bridged_background\": %ld, \"bridge_max_ports\": %d, "
                        "\"fill_s\": %.3f, \"rules\": %u, \"rules_nft\": %ld, "
