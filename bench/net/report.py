@@ -68,7 +68,7 @@ def attach(d, p, goals):
     p("")
     if any("bridged_background" in lv for lv in a["levels"]):
         p("Bridged namespaces in the background (ports of the bridge) at each level: " +
-          ", ".join(f"{lv['background']:,} routed: {lv['bridged_background']:,}" for lv in a["levels"]) +
+          "; ".join(f"at {lv['background']:,}, {lv['bridged_background']:,}" for lv in a["levels"]) +
           f". A Linux bridge takes at most {a['levels'][0]['bridge_max_ports']:,} ports (BR_MAX_PORTS, port 0 "
           "reserved; one more is refused with EXFULL), so at the higher level the bridged background stops short "
           "by the timed batch's ports.\n")
@@ -331,7 +331,7 @@ def pair(d, p, attach_json, goals):
       f"Between two sandboxes: request/response p50 {ms(b['rr']['p50_ms'])} ms bridged against "
       f"{ms(r['rr']['p50_ms'])} ms routed ({ratio(r['rr']['p50_ms'], b['rr']['p50_ms'])} routed / bridged), "
       f"stream {b['stream_mb_s']:,.0f} against {r['stream_mb_s']:,.0f} MB/s "
-      f"({ratio(r['stream_mb_s'], b['stream_mb_s'])}); the routed path crosses the host's routing, the table's "
+      f"({ratio(r['stream_mb_s'], b['stream_mb_s'])} routed / bridged); the routed path crosses the host's routing, the table's "
       "chains and conntrack, which bridged frames skip"
       + (f" (with br_netfilter on, bridged frames cross the inet hooks too: "
          f"{ms(brnf['rr']['p50_ms'])} ms, {brnf['stream_mb_s']:,.0f} MB/s; the bridge and its ports carry the "
