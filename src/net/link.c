@@ -725,6 +725,11 @@ static int links_collect_cb(const struct nlmsghdr *nlh, void *data) {
         link_parse(nlh, &li);
         if (ns->prefix && (strncmp(li.name, ns->prefix, strlen(ns->prefix)) != 0 || strcmp(li.name, ns->skip) == 0))
                 return MNL_CB_OK;
+        for (size_t i = 0; i < ns->n; i++)
+                if (ns->v[i].index == li.index) { /* seen by an earlier pass (links_dump) */
+                        ns->v[i] = li;
+                        return MNL_CB_OK;
+                }
         struct link_info *v = grow(ns->v, ns->n, &ns->cap, sizeof(*v));
         if (!v) {
                 errno = ENOMEM;
@@ -736,19 +741,27 @@ static int links_collect_cb(const struct nlmsghdr *nlh, void *data) {
 }
 
 /* Every host link (or those named prefix*), read again when a change
- * interrupted the dump. */
+ * interrupted the dump. On a host where links come and go all the time
+ * (other legionds' sandboxes, a benchmark) every pass can be interrupted:
+ * then the links of all passes together are the answer, not an error (the
+ * error made legiond's start and --stop-all fail under load). Each pass
+ * read to its end saw every link that stayed through it (kernels from 6.7
+ * resume a link dump at the next ifindex; older ones at a position in a
+ * hash bucket, which can skip a link when one before it goes, and NL_DUMP_TRIES
+ * passes make that unlikely); a link that went meanwhile is one more name,
+ * as one gone right after a whole dump is. */
 static int links_dump(struct nl *nl, struct names *ns, struct lg_error *err) {
         int r = 0;
+        ns->n = 0;
         for (int i = 0; i < NL_DUMP_TRIES; i++) {
                 struct nlmsghdr *nlh = nl_msg(nl, RTM_GETLINK, NLM_F_DUMP, "list the links", 0);
                 put_ifinfo(nlh, 0, 0, 0);
                 mnl_attr_put_u32(nlh, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-                ns->n = 0;
                 r = nl_dump(nl, links_collect_cb, ns, err);
                 if (r != -EINTR)
-                        break;
+                        return r;
         }
-        return r;
+        return 0;
 }
 
 int lg_nl_links_list(const char *prefix, lg_nl_link_cb cb, void *data, struct lg_error *err) {
@@ -836,9 +849,12 @@ static int routes_dump(struct nl *nl, struct routes *rs, struct lg_error *err) {
                 rs->n = 0;
                 r = nl_dump(nl, routes_collect_cb, rs, err);
                 if (r != -EINTR || rs->del)
-                        break;
+                        return r;
         }
-        return r;
+        /* Interrupted on every pass (routes come and go with other sandboxes
+         * all the time): the last pass is the answer. A route dump resumes at
+         * the next key of the table, so it saw every route that stayed. */
+        return 0;
 }
 
 static int link_index_cmp(const void *a, const void *b) {
