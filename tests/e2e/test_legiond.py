@@ -88,6 +88,7 @@ class Legiond:
         self.net = E2eNet()
         self.net_args = self.net.args
         self.args = list(args)  # more legiond flags (after net_args: they win)
+        self.listen_host = "127.0.0.1"  # where the plain API listens (the tests connect to 127.0.0.1)
         # The HTTPS listener (kubectl): same API, certificates in <home>/tls.
         self.tls_port = free_port()
         Legiond.by_port[port] = self
@@ -98,7 +99,7 @@ class Legiond:
         self.log = open(os.path.join(home, "legiond.log"), "ab")
 
     def start(self):
-        self.proc = subprocess.Popen([LEGIOND, "--home", self.home, "--listen", f"127.0.0.1:{self.port}",
+        self.proc = subprocess.Popen([LEGIOND, "--home", self.home, "--listen", f"{self.listen_host}:{self.port}",
                                       "--listen-tls", f"127.0.0.1:{self.tls_port}", *self.net_args, *self.args],
                                      env=self.env, stdout=self.log, stderr=self.log)
         deadline = time.time() + 20
