@@ -504,13 +504,20 @@ def test_vnet_injection_through_a_second_uplink(netd, tmp_path, world):
     d.cli("ns", "create", "tenant-v", "--via-interface", world.vnet_if, "--via-gateway", net_kit.VNET_PEER)
     st, body = d.http("GET", "/v1/namespaces/tenant-v")
     assert json.loads(body)["network"]["via"] == {"interface": world.vnet_if, "gateway": net_kit.VNET_PEER}, body
-    assert len(own_rules(d)) == 1, own_rules(d)
+    assert own_rules(d), "no ip rule for the namespace's routing"
     deploy_fn(d, tmp_path, "fn", ns="tenant-v")
     deploy_fn(d, tmp_path, "fn")
-    doc = {"urls": [UP80], "names": ["api.example.test"]}
+    import_image(d, tmp_path)
+    create_pod(d, "web", ns="tenant-v")
+    web_ip = wait_pod(d, "web", ns="tenant-v")[0]
+    doc = {"urls": [UP80, pod_url(web_ip)], "names": ["api.example.test"]}
     v = fn_probe(d, "fn", ns="tenant-v", **doc)
     assert v["fetch"][UP80].get("server") == "vnet" and v["fetch"][UP80]["client"] == VNET_HOST, v
     assert v["resolve"]["api.example.test"] == [UPSTREAM], v
+    # Within the namespace and from the host, its sandboxes are reached
+    # directly, not through its uplink.
+    assert v["fetch"][pod_url(web_ip)].get("body") == "web\n", v
+    assert net_kit.get(pod_url(web_ip))["body"] == "web\n"
     plain = fn_probe(d, "fn", **doc)
     assert plain["fetch"][UP80].get("server") == "upstream" and plain["fetch"][UP80]["client"] == UP_HOST, plain
     # Sessions of the namespace go the same way.
@@ -519,6 +526,8 @@ def test_vnet_injection_through_a_second_uplink(netd, tmp_path, world):
     assert s["fetch"][UP80].get("server") == "vnet", s
     # Deleting the namespace removes its routing.
     d.cli("--ns", "tenant-v", "app", "delete", "fn")
+    assert d.http("DELETE", pod_path("tenant-v", "web"))[0] in (200, 202)
+    d.wait_for(lambda: d.http("GET", pod_path("tenant-v", "web"))[0] == 404, what="the pod gone")
     assert d.http("DELETE", "/v1/sessionpools/open?namespace=tenant-v")[0] == 204
     st, body = d.http("DELETE", "/v1/namespaces/tenant-v")
     assert st in (200, 204), (st, body)
@@ -594,6 +603,8 @@ def test_nothing_left_after_200_cycles_and_20_kill_9_restarts(netd, tmp_path, wo
     import_image(d, tmp_path)
     create_pod(d, "keeper")
     pod_ip = wait_pod(d, "keeper")[0]
+    rules = sorted(map(rule_key, own_rules(d)))
+    assert rules, "no ip rule for tenant-v's routing"
     session_run(d, "cyc", "keep-01", "x = 41")
     keep_addr = session_doc(d, "cyc", "keep-01")["address"]
     assert ok(fn_probe(d, "fn", urls=[UP80])["fetch"][UP80])
@@ -633,7 +644,7 @@ def test_nothing_left_after_200_cycles_and_20_kill_9_restarts(netd, tmp_path, wo
         time.sleep(1)
     assert bad == {}, (bad, live)
     assert {keep_addr, pod_ip} <= set(live)
-    assert len(own_rules(d)) == 1, own_rules(d)
+    assert sorted(map(rule_key, own_rules(d))) == rules  # none lost, none added twice
 
     # --stop-all takes the rest: links, routes, table, ip rules.
     d.stop(signal.SIGTERM)
