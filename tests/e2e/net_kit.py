@@ -67,6 +67,17 @@ def ipj(*args):
     return json.loads(out) if out.strip() else []
 
 
+def free_port_any():
+    """A TCP port free on every address (oci_kit.free_port's is free on
+    127.0.0.1 only, and may be some connection's on another address)."""
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
 def host_address():
     """The host's own address on its default route (None without one)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -130,7 +130,7 @@ def start(tmp_path, listen_host="127.0.0.1"):
     os.makedirs(home)
     # The harness's Legiond has a network of its own (d.net: table, link
     # prefix, CIDR, gateway); its DNS forwarder asks the fake upstream.
-    d = Legiond(home, free_port(), ["--dns-upstream", DNS])
+    d = Legiond(home, net_kit.free_port_any() if listen_host == "0.0.0.0" else free_port(), ["--dns-upstream", DNS])
     d.listen_host = listen_host
     d.foreign_rules = {rule_key(r) for r in net_kit.net_rules()}
     try:
@@ -227,13 +227,13 @@ def session_doc(d, pool, ident, ns="default"):
 
 # Pods: busybox with wget and httpd. The container fetches its URLs (all at
 # once), prints one line per URL and `PROBE done`, then serves its name on
-# port 8080.
+# port 8080. (`timeout`, not wget -T: Debian 12's busybox wget crashes with -T.)
 POD_SCRIPT = r'''
 mkdir -p /tmp/www /tmp/probe && echo "$POD" > /tmp/www/index.html
 i=0
 for u in $URLS; do
   i=$((i+1))
-  (if o=$(wget -T 3 -q -O - "$u" 2>&1); then r=ok; else r=fail; fi
+  (if o=$(timeout 3 wget -q -O - "$u" 2>&1); then r=ok; else r=fail; fi
    echo "PROBE $r $u $(echo "$o" | tr '\n' ' ')") > /tmp/probe/$i &
 done
 wait
@@ -244,7 +244,7 @@ exec httpd -f -p 8080 -h /tmp/www
 
 
 def import_image(d, tmp_path):
-    extra = [(f"bin/{a}", "symlink", "busybox") for a in ("tr", "nslookup", "ip")]
+    extra = [(f"bin/{a}", "symlink", "busybox") for a in ("tr", "nslookup", "ip", "timeout")]
     img = oci_kit.Image([oci_kit.busybox_layer(extra)], config={"Cmd": ["/bin/sh"]})
     path = str(tmp_path / "netbox.tar")
     oci_kit.write_docker_archive(path, [(img, [IMAGE])])
@@ -423,7 +423,7 @@ def test_pod_egress_pod_ip_and_pod_to_pod(netd, tmp_path):
 
     # Containers of a pod share its address.
     side = {"name": "side", "image": IMAGE, "command": ["sh", "-c",
-            "for i in $(seq 100); do wget -T 3 -q -O - http://127.0.0.1:8080/ && break; sleep 0.2; done; "
+            "for i in $(seq 100); do timeout 3 wget -q -O - http://127.0.0.1:8080/ && break; sleep 0.2; done; "
             "ip -o -4 addr show dev eth0; sleep 3600"]}
     create_pod(d, "pair", containers=[side])
     pair_ip, _, _ = wait_pod(d, "pair")
