@@ -242,6 +242,18 @@ class World:
         for l in links:
             sh("ip", "link", "del", l, check=False)
 
+    def _check_free(self):
+        """The kit's ranges are on no link of this host yet (they would be
+        hijacked, or would hijack the host's own routes)."""
+        import ipaddress
+        mine = [ipaddress.ip_network(n) for n in (UPSTREAM_NET, "203.0.113.0/24", f"{METADATA}/32")]
+        for link in ipj("-4", "addr", "show"):
+            for a in link.get("addr_info", []):
+                net = ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False)
+                if any(net.overlaps(m) for m in mine):
+                    raise AssertionError(f"this host already has {a['local']}/{a['prefixlen']} on {link['ifname']}: "
+                                         "net_kit's addresses would clash with it")
+
     def _netns(self, key, host_addr, peer_addr, prefix_len, local_addrs):
         ns, link = self.ns[key], self.link[key]
         sh("ip", "netns", "add", ns)
@@ -272,6 +284,7 @@ class World:
         self.lock_fd = os.open(LOCK, os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self.lock_fd, fcntl.LOCK_EX)  # another run's world: wait for it to go
         self._clean()  # what a killed run left
+        self._check_free()
         self._netns("up", UP_HOST, UP_PEER, 30, [UPSTREAM, DNS])
         sh("ip", "route", "add", UPSTREAM_NET, "via", UP_PEER, "dev", self.link["up"])
         self._netns("vnet", VNET_HOST, VNET_PEER, 24, [UPSTREAM])

@@ -655,9 +655,14 @@ def test_nothing_left_after_200_cycles_and_20_kill_9_restarts(netd, tmp_path, wo
     assert {keep_addr, pod_ip} <= set(live)
     assert sorted(map(rule_key, own_rules(d))) == rules  # none lost, none added twice
 
-    # --stop-all takes the rest: links, routes, table, ip rules.
+    # --stop-all takes the rest: links, routes, table, ip rules. (A host end
+    # goes with its sandbox's network namespace, which the kernel removes a
+    # little after the sandbox is gone.)
     d.stop(signal.SIGTERM)
     assert d.sandbox_inits() == {}
+    deadline = time.time() + 15
+    while (net_kit.host_links(d.net.prefix) or net_kit.host_routes(d.net.prefix)) and time.time() < deadline:
+        time.sleep(0.5)
     assert net_kit.host_links(d.net.prefix) == []
     assert net_kit.host_routes(d.net.prefix) == {}
     assert net_kit.nft_table(d.net.table) is None
