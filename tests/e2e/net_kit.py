@@ -78,18 +78,6 @@ def free_port_any():
         s.close()
 
 
-def host_address():
-    """The host's own address on its default route (None without one)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("10.255.255.255", 1))  # no packet is sent
-        return s.getsockname()[0]
-    except OSError:
-        return None
-    finally:
-        s.close()
-
-
 # ---- the servers (in a namespace, or in this process) -----------------------
 
 class Handler(BaseHTTPRequestHandler):

@@ -22,6 +22,7 @@ import net_kit
 import oci_kit
 from net_kit import DNS, METADATA, UP_HOST, UPSTREAM, VNET_HOST
 from test_legiond import LEGIOND, Legiond, kill_legiond, write_app
+from test_sessions import host_address
 from oci_kit import free_port
 
 UP80, UP8080 = f"http://{UPSTREAM}/", f"http://{UPSTREAM}:8080/"
@@ -467,7 +468,7 @@ def test_no_sandbox_reaches_the_host_its_loopback_or_metadata(legion_bin, tmp_pa
     d = start(tmp_path, listen_host="0.0.0.0")  # so that the API answers on every host address
     try:
         calibrate_world()
-        host = net_kit.host_address()
+        host = host_address()
         api = [f"http://{a}:{d.port}/healthz" for a in ("127.0.0.1", d.net.gateway, UP_HOST, host) if a]
         anyp = [f"http://{a}:{world.any_port}/" for a in (d.net.gateway, UP_HOST, host) if a]
         lo = [f"http://127.0.0.1:{world.lo_port}/", f"http://{d.net.gateway}:{world.lo_port}/"]
