@@ -31,6 +31,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import struct
 import subprocess
 import sys
@@ -94,8 +95,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class Server(ThreadingHTTPServer):
+    def server_bind(self):
+        # Not HTTPServer's: its getfqdn() of the address waits for the
+        # host's resolver, unreachable from the kit's namespaces (10 s each).
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 def http_server(name, host, port):
-    srv = ThreadingHTTPServer((host, port), Handler)
+    srv = Server((host, port), Handler)
     srv.daemon_threads = True
     srv.name = name
     threading.Thread(target=srv.serve_forever, daemon=True).start()
