@@ -410,12 +410,14 @@ def test_pod_egress_pod_ip_and_pod_to_pod(netd, tmp_path):
     assert net_kit.get(pod_url(web_ip)).get("body") == "web\n"
 
     urls = [UP80, UP8080, pod_url(web_ip)]
-    create_pod(d, "p-on", urls)
+    by_name = "http://api.example.test/"  # the pod's resolv.conf names the node's DNS forwarder
+    create_pod(d, "p-on", urls + [by_name])
     create_pod(d, "p-off", urls, egress="off")
     create_pod(d, "p-allow", urls, egress="198.51.100.1:8080")
     _, _, on = wait_pod(d, "p-on")
     assert pod_ok(on, UP80) and json.loads(on[UP80][1])["client"] == UP_HOST, on
     assert pod_ok(on, pod_url(web_ip), None) and "web" in on[pod_url(web_ip)][1], on  # pod to pod
+    assert pod_ok(on, by_name), on  # DNS from an image's rootfs
     _, _, off = wait_pod(d, "p-off")
     assert off[UP80][0] == "fail" and off[UP8080][0] == "fail", off
     assert off[pod_url(web_ip)][0] == "ok", off  # egress off still reaches its namespace
