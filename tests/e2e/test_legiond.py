@@ -108,8 +108,18 @@ class Legiond:
                 if self.http("GET", "/healthz", auth=False)[0] == 200:
                     return
             except OSError:
+                if self.proc.poll() is not None:
+                    break  # exited: it will not answer
                 time.sleep(0.05)
-        raise AssertionError("legiond did not start: " + open(os.path.join(self.home, "legiond.log")).read())
+        # What a failed start made (its network's table, gateway link and
+        # rule: legiond exits after a failed network setup without undoing
+        # it) goes now; the fixture that called start never stops it.
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        log = open(os.path.join(self.home, "legiond.log")).read()
+        stop_workloads(self.home, self.env, self.log, self.net_args)
+        raise AssertionError("legiond did not start: " + log)
 
     def sandbox_inits(self):
         """pid -> state dir of every sandbox of this home whose legion-init
