@@ -15,7 +15,7 @@ import warnings
 import pytest
 
 import kube_kit
-from test_legiond import LEGIOND, Legiond, free_port, start_legiond
+from test_legiond import LEGIOND, Legiond, free_port, start_legiond, stop_workloads
 
 KUBECTLS = kube_kit.kubectls()
 
@@ -221,6 +221,9 @@ def test_listen_tls_flag(legion_bin, tmp_path):
         assert p.returncode == 1 and "Address already in use" in p.stderr, p.stderr
     finally:
         busy.close()
+        # That legiond set up its network before it failed on the port, and
+        # exits without undoing it (sandboxes it adopted would need it).
+        stop_workloads(home, d.env, d.log, d.net_args)
 
 
 def _up(d):
