@@ -63,7 +63,8 @@ static lg_net *net_open(char *arg) {
         lg_net *net = NULL;
         struct lg_net_namespace ns = {0};
         struct lg_net_policy pol = {.egress = LG_NET_EGRESS_ON};
-        if (lg_net_new(&cfg, &net, &err) < 0 || lg_net_namespace_set(net, "bench", &ns, &pol, &err) < 0) {
+        if (lg_net_new(&cfg, &net, &err) < 0 || lg_net_sweep(net, &err) < 0 ||
+            lg_net_namespace_set(net, "bench", &ns, &pol, &err) < 0) {
                 fprintf(stderr, "phases: network: %s\n", err.msg);
                 if (net)
                         (void) lg_net_teardown(net, NULL);

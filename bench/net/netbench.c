@@ -415,6 +415,8 @@ static lg_net *net_open(const char *cidr, bool egress) {
         lg_net *net = NULL;
         if (lg_net_new(&cfg, &net, &err) < 0)
                 die("lg_net_new", &err);
+        if (lg_net_sweep(net, &err) < 0) /* nothing to adopt here */
+                die("lg_net_sweep", &err);
         struct lg_net_namespace ns = {0};
         struct lg_net_policy pol = {.egress = egress ? LG_NET_EGRESS_ON : LG_NET_EGRESS_OFF};
         if (lg_net_namespace_set(net, NS_NAME, &ns, &pol, &err) < 0) {

@@ -3,6 +3,7 @@
  * table (nft.c) driven from here. */
 #include "net/net.h"
 
+#include <net/if.h>
 #include <pthread.h>
 #include <search.h>
 #include <string.h>
@@ -305,6 +306,7 @@ struct lg_net {
         void *namespaces, *policies; /* tsearch(3) trees, by name */
         uint64_t ns_used[(NS_MAX + 1) / 64];
         uint32_t next_policy_id;
+        bool swept; /* lg_net_sweep ran: every live sandbox's address is held */
 };
 
 static uint32_t ns_mark(uint32_t n) { return NS_MARK_BASE | n; }
@@ -574,6 +576,20 @@ int lg_net_reserve(lg_net *net, struct lg_net_addr *out, struct lg_error *err) {
         uint32_t addr;
         pthread_mutex_lock(&net->lock);
         int r = lg_ipam_reserve(net->ipam, &addr);
+        /* Until the sweep, an address whose host end exists may belong to
+         * a live sandbox the start-up route list missed (a dump the kernel
+         * interrupted on every try, under churn of links: it may skip
+         * entries): hold it as found (reclaimed by its owner or swept)
+         * rather than hand it out, where attach would delete the link of
+         * a running sandbox. After the sweep such a link is stale. */
+        for (unsigned tries = lg_ipam_total(net->ipam); r >= 0 && !net->swept && tries; tries--) {
+                char host_if[LG_NET_IFNAME_MAX];
+                host_if_of(net, addr, host_if);
+                if (if_nametoindex(host_if) == 0)
+                        break;
+                lg_ipam_slot(net->ipam, addr)->state = LG_IPAM_FOUND;
+                r = lg_ipam_reserve(net->ipam, &addr);
+        }
         unsigned used = lg_ipam_used(net->ipam);
         pthread_mutex_unlock(&net->lock);
         if (r == -ENOSPC)
@@ -647,6 +663,7 @@ int lg_net_reclaim(lg_net *net, pid_t pid, struct lg_net_addr *out, struct lg_er
 
 int lg_net_sweep(lg_net *net, struct lg_error *err) {
         pthread_mutex_lock(&net->lock);
+        net->swept = true;
         _cleanup_free_ uint32_t *gone = malloc((lg_ipam_used(net->ipam) + 1) * sizeof(*gone));
         _cleanup_free_ bool *ok = NULL;
         size_t n = 0;

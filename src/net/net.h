@@ -141,7 +141,10 @@ const char *lg_net_cidr(const lg_net *net);
 /* The host's address in the CIDR: gateway and DNS for sandboxes. */
 const char *lg_net_gateway(const lg_net *net);
 
-/* Take a free address (-ENOSPC when the CIDR is exhausted, saying so). */
+/* Take a free address (-ENOSPC when the CIDR is exhausted, saying so).
+ * Until lg_net_sweep has run, an address whose host link exists is held
+ * as found instead (a live sandbox the start-up route list may have
+ * missed), so owners sweep once they have reclaimed what they adopt. */
 int lg_net_reserve(lg_net *net, struct lg_net_addr *out, struct lg_error *err);
 /* Give a reserved address to the network namespace of pid (/proc/<pid>/ns/net):
  * veth pair, eth0 with the address, routes. On failure nothing is left but
