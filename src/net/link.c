@@ -942,7 +942,7 @@ int lg_nl_dummy_ensure(const char *ifname, const char *ip, struct lg_error *err)
                 for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
                         struct nlmsghdr *nlh = nl_msg(nl, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
                                                       "create the dummy link", 0);
-                        put_ifinfo(nlh, 0, IFF_UP, IFF_UP);
+                        put_ifinfo(nlh, 0, 0, 0); /* down until IPv6 is off */
                         mnl_attr_put_strz(nlh, IFLA_IFNAME, ifname);
                         struct nlattr *linkinfo = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
                         mnl_attr_put_strz(nlh, IFLA_INFO_KIND, kinds[i]);
@@ -962,9 +962,13 @@ int lg_nl_dummy_ensure(const char *ifname, const char *ip, struct lg_error *err)
         if (r < 0)
                 return lg_error_wrap(err, r, "`%s`", ifname);
 
-        /* Up (it may have been set down), only ip/32 (a previous CIDR's
-         * gateway goes). */
-        struct nlmsghdr *nlh = nl_msg(nl, RTM_SETLINK, 0, "set the dummy link up", 0);
+        /* No IPv6 link-local address (sandboxes must not find the host
+         * over IPv6), up (it may have been set down), only ip/32 (a
+         * previous CIDR's gateway goes). */
+        struct nlmsghdr *nlh = nl_msg(nl, RTM_SETLINK, 0, "turn IPv6 off on the dummy link", 0);
+        put_ifinfo(nlh, d.index, 0, 0);
+        put_no_ipv6_ll(nlh);
+        nlh = nl_msg(nl, RTM_SETLINK, 0, "set the dummy link up", 0);
         put_ifinfo(nlh, d.index, IFF_UP, IFF_UP);
         for (unsigned i = 0; i < d.n_drop; i++) {
                 nlh = nl_msg(nl, RTM_DELADDR, 0, "delete an old address", EADDRNOTAVAIL);

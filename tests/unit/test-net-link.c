@@ -284,6 +284,8 @@ static void test_dummy(void **state) {
         /* A dummy link, or a bridge on kernels without the dummy driver. */
         out = sh_out("ip -o -d link show dev tnl0");
         assert_true(strstr(out, "dummy") || strstr(out, "bridge"));
+        usleep(100 * 1000); /* a link-local address would be there by now */
+        assert_string_equal(sh_out("ip -6 addr show dev tnl0"), "");
         /* Another address: the old one goes; down: it comes up again. */
         sh_out("ip link set tnl0 down");
         OK(lg_nl_dummy_ensure("tnl0", "10.251.0.2", &err));
