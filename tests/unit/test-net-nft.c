@@ -439,6 +439,62 @@ static bool hold_echo(char wait) {
         return r == '1';
 }
 
+/* The source address the upstream (198.51.100.1 in up's namespace) sees
+ * on a UDP datagram sent from from's namespace with source src (bound:
+ * an address of from's eth0), "" when none arrives within a second. */
+static void udp_seen(pid_t up, pid_t from, const char *src, char seen[LG_NET_IP_MAX]) {
+        int p[2];
+        pid_t rx = fork_into(up, p);
+        if (rx == 0) {
+                int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+                struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(9999)};
+                inet_pton(AF_INET, "198.51.100.1", &a.sin_addr);
+                if (bind(s, (struct sockaddr *) &a, sizeof(a)) < 0)
+                        _exit(101);
+                (void) !write(p[1], "r", 1);
+                struct pollfd pf = {.fd = s, .events = POLLIN};
+                if (poll(&pf, 1, 1000) != 1)
+                        _exit(0);
+                struct sockaddr_in from_a;
+                socklen_t len = sizeof(from_a);
+                char buf[8];
+                if (recvfrom(s, buf, sizeof(buf), 0, (struct sockaddr *) &from_a, &len) < 0)
+                        _exit(102);
+                char ip[LG_NET_IP_MAX];
+                inet_ntop(AF_INET, &from_a.sin_addr, ip, sizeof(ip));
+                (void) !write(p[1], ip, strlen(ip));
+                _exit(0);
+        }
+        close(p[1]);
+        char c;
+        assert_int_equal(read(p[0], &c, 1), 1); /* bound */
+        int q[2];
+        pid_t tx = fork_into(from, q);
+        if (tx == 0) {
+                int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+                struct sockaddr_in a = {.sin_family = AF_INET}, to = {.sin_family = AF_INET, .sin_port = htons(9999)};
+                inet_pton(AF_INET, src, &a.sin_addr);
+                inet_pton(AF_INET, "198.51.100.1", &to.sin_addr);
+                if (bind(s, (struct sockaddr *) &a, sizeof(a)) < 0)
+                        _exit(103);
+                for (int i = 0; i < 5; i++) {
+                        (void) !sendto(s, "x", 1, 0, (struct sockaddr *) &to, sizeof(to));
+                        usleep(50 * 1000);
+                }
+                _exit(0);
+        }
+        close(q[1]);
+        close(q[0]);
+        ssize_t n = read(p[0], seen, LG_NET_IP_MAX - 1);
+        seen[n > 0 ? n : 0] = '\0';
+        close(p[0]);
+        int st;
+        assert_int_equal(waitpid(tx, &st, 0), tx);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        assert_int_equal(waitpid(rx, &st, 0), rx);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 /* A sandbox's network as net.c makes it (routed /32, host end tnfs<n>). */
 static void attach(pid_t pid, unsigned n) {
         SH("ip link add tnfs%u type veth peer name eth0 netns %d", n, (int) pid);
@@ -492,6 +548,12 @@ static void test_packets(void **state) {
         REACHES(s3, "10.252.0.6", 7000);
         REACHES(up, "10.252.0.6", 7000);
         SEEN_AS(s2, "198.51.100.1", 8080, "10.252.0.6");
+        /* A sandbox that can set its own addresses (CAP_NET_ADMIN in its
+         * namespace) sends from one it was not given: it goes out. */
+        SH("nsenter -t %d -n ip addr add 10.252.0.9/32 dev eth0", (int) s1);
+        char seen[LG_NET_IP_MAX];
+        udp_seen(up, s1, "10.252.0.9", seen);
+        assert_string_equal(seen, "10.252.0.9");
 
         struct lg_nft_config cfg = config();
         lg_nft *nft = NULL;
@@ -522,6 +584,12 @@ static void test_packets(void **state) {
         BLOCKED(s2, "198.51.100.1", 8080);
         SEEN_AS(s3, "198.51.100.1", 8081, "198.51.100.254");
         BLOCKED(s3, "198.51.100.1", 8080);
+        /* Spoofing: the address it was given goes out (masqueraded), one
+         * no sandbox has is dropped. */
+        udp_seen(up, s1, "10.252.0.5", seen);
+        assert_string_equal(seen, "198.51.100.254");
+        udp_seen(up, s1, "10.252.0.9", seen);
+        assert_string_equal(seen, "");
 
         /* Changes apply at once: a policy turned on, SNAT, isolation, a
          * sandbox's elements gone. */
@@ -539,6 +607,13 @@ static void test_packets(void **state) {
         close(hold_ctl[0]);
         close(hold_ctl[1]);
         OK(lg_nft_policy_set(nft, 2, &on, &err));
+        /* ... nor one another sandbox has, whose egress is on: the
+         * reverse-path check (its address lives behind another host end). */
+        udp_seen(up, s2, "10.252.0.6", seen);
+        assert_string_equal(seen, "198.51.100.254");
+        SH("nsenter -t %d -n ip addr add 10.252.0.6/32 dev eth0", (int) s1);
+        udp_seen(up, s1, "10.252.0.6", seen);
+        assert_string_equal(seen, "");
         OK(lg_nft_namespace_set(nft, NS_B, false, "198.51.100.253", &err));
         SEEN_AS(s3, "198.51.100.1", 8081, "198.51.100.253");
         OK(lg_nft_namespace_set(nft, NS_A, true, "", &err));
