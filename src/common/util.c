@@ -111,6 +111,20 @@ ssize_t lg_pread_all(int fd, void *buf, size_t len, off_t off) {
         return off < 0 ? -EINVAL : read_full(fd, buf, len, off);
 }
 
+int lg_grow(void **v, size_t *cap, size_t n, size_t size, size_t first) {
+        if (n < *cap)
+                return 0;
+        size_t c = *cap ? *cap * 2 : first;
+        if (c < *cap || c > SIZE_MAX / size)
+                return -ENOMEM;
+        void *p = realloc(*v, c * size);
+        if (!p)
+                return -ENOMEM;
+        *v = p;
+        *cap = c;
+        return 0;
+}
+
 int lg_write_file_at(int dirfd, const char *path, const char *data, bool create) {
         int flags = O_WRONLY | O_CLOEXEC | O_NOCTTY;
         if (create)

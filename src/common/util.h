@@ -73,6 +73,10 @@ int lg_error_wrap(struct lg_error *err, int ret, const char *fmt, ...)
 /* Write a whole string to dirfd/path (O_WRONLY|O_CLOEXEC, plus
  * O_CREAT|O_TRUNC when create is true). Returns 0 or -errno. */
 int lg_write_file_at(int dirfd, const char *path, const char *data, bool create);
+/* Room for one more item in a growing array: *v holds n items of size
+ * bytes in room for *cap; when full, the room doubles (first: first).
+ * 0, or -ENOMEM with *v and *cap as they were. */
+int lg_grow(void **v, size_t *cap, size_t n, size_t size, size_t first);
 
 /* Read at most cap-1 bytes of dirfd/path into buf, NUL-terminated, with a
  * trailing newline stripped. Returns the length or -errno. */

@@ -328,18 +328,6 @@ static void put_ifaddr(struct nlmsghdr *nlh, int index, const struct in_addr *ip
                 mnl_attr_put(nlh, IFA_ADDRESS, sizeof(*ip), ip);
 }
 
-/* Room for one more element in v (n used of *cap); NULL (v kept) when
- * out of memory. */
-static void *grow(void *v, size_t n, size_t *cap, size_t size) {
-        if (n < *cap)
-                return v;
-        size_t c = *cap ? *cap * 2 : 64;
-        void *nv = realloc(v, c * size);
-        if (nv)
-                *cap = c;
-        return nv;
-}
-
 /* Enter the network namespace nsfd on the calling thread, run fn, come
  * back. A thread that could not come back would do the host's next
  * netlink work inside a sandbox: that cannot be reported and cannot be
@@ -730,12 +718,10 @@ static int links_collect_cb(const struct nlmsghdr *nlh, void *data) {
                         ns->v[i] = li;
                         return MNL_CB_OK;
                 }
-        struct link_info *v = grow(ns->v, ns->n, &ns->cap, sizeof(*v));
-        if (!v) {
+        if (lg_grow((void **) &ns->v, &ns->cap, ns->n, sizeof(*ns->v), 64) < 0) {
                 errno = ENOMEM;
                 return MNL_CB_ERROR;
         }
-        ns->v = v;
         ns->v[ns->n++] = li;
         return MNL_CB_OK;
 }
@@ -828,12 +814,10 @@ static int routes_collect_cb(const struct nlmsghdr *nlh, void *data) {
         if (rtm->rtm_dst_len != 32 || rtm->rtm_type != RTN_UNICAST || !tb[RTA_DST] || !tb[RTA_OIF] ||
             mnl_attr_get_payload_len(tb[RTA_DST]) != 4 || mnl_attr_validate(tb[RTA_OIF], MNL_TYPE_U32) < 0)
                 return MNL_CB_OK;
-        struct route *v = grow(rs->v, rs->n, &rs->cap, sizeof(*v));
-        if (!v) {
+        if (lg_grow((void **) &rs->v, &rs->cap, rs->n, sizeof(*rs->v), 64) < 0) {
                 errno = ENOMEM;
                 return MNL_CB_ERROR;
         }
-        rs->v = v;
         memcpy(&rs->v[rs->n].dst, mnl_attr_get_payload(tb[RTA_DST]), 4);
         rs->v[rs->n].oif = (int) mnl_attr_get_u32(tb[RTA_OIF]);
         rs->n++;

@@ -514,14 +514,8 @@ static int links_cb(const char *ifname, void *data) {
         /* Only ours: another prefix may start with this one. */
         if (strncmp(ifname, l->prefix, pl) != 0 || !num[0] || num[0] == '0' || strspn(num, "0123456789") != strlen(num))
                 return 0;
-        if (l->n == l->cap) {
-                size_t cap = l->cap ? l->cap * 2 : 64;
-                void *v = realloc(l->name, cap * sizeof(*l->name));
-                if (!v)
-                        return -ENOMEM;
-                l->name = v;
-                l->cap = cap;
-        }
+        if (lg_grow((void **) &l->name, &l->cap, l->n, sizeof(*l->name), 64) < 0)
+                return -ENOMEM;
         snprintf(l->name[l->n++], LG_NET_IFNAME_MAX, "%s", ifname);
         return 0;
 }
@@ -934,15 +928,9 @@ static void pols_of_cb(const void *node, VISIT which, void *data) {
         struct pol *p = *(struct pol *const *) node;
         if ((which != postorder && which != leaf) || p->ns != po->ns || po->nomem)
                 return;
-        if (po->n == po->cap) {
-                size_t cap = po->cap ? po->cap * 2 : 16;
-                void *v = realloc(po->v, cap * sizeof(*po->v));
-                if (!v) {
-                        po->nomem = true;
-                        return;
-                }
-                po->v = v;
-                po->cap = cap;
+        if (lg_grow((void **) &po->v, &po->cap, po->n, sizeof(*po->v), 16) < 0) {
+                po->nomem = true;
+                return;
         }
         po->v[po->n++] = p;
 }

@@ -502,21 +502,8 @@ static bool elem_contains(const struct allow_elem *outer, const struct allow_ele
         return outer->plen <= inner->plen && ((outer->addr ^ inner->addr) & mask_of(outer->plen)) == 0;
 }
 
-/* Room for one more in a growing array of n items of size bytes. */
-static int grow(void **v, size_t *cap, size_t n, size_t size) {
-        if (n < *cap)
-                return 0;
-        size_t c = *cap ? *cap * 2 : 16;
-        void *p = realloc(*v, c * size);
-        if (!p)
-                return -ENOMEM;
-        *v = p;
-        *cap = c;
-        return 0;
-}
-
 static int elems_push(struct allow_elem **v, size_t *n, size_t *cap, struct allow_elem e) {
-        if (grow((void **) v, cap, *n, sizeof(**v)) < 0)
+        if (lg_grow((void **) v, cap, *n, sizeof(**v), 16) < 0)
                 return -ENOMEM;
         (*v)[(*n)++] = e;
         return 0;
@@ -626,7 +613,7 @@ int lg_nft_policy_set(lg_nft *nft, uint32_t policy_id, const struct lg_net_polic
                                                             policy_id);
         }
         struct pol_rec *old = pol_find(nft, policy_id);
-        if (!old && grow((void **) &nft->pols, &nft->cap_pols, nft->n_pols, sizeof(*nft->pols)) < 0)
+        if (!old && lg_grow((void **) &nft->pols, &nft->cap_pols, nft->n_pols, sizeof(*nft->pols), 16) < 0)
                 return lg_error_set(err, ENOMEM, "nft");
 
         cmd_reset(nft);
@@ -688,7 +675,7 @@ int lg_nft_namespace_set(lg_nft *nft, uint32_t ns_mark, bool isolate, const char
         struct ns_rec *old = ns_find(nft, ns_mark);
         if (old && old->isolate == nw.isolate && old->snat == nw.snat)
                 return 0;
-        if (!old && grow((void **) &nft->nss, &nft->cap_nss, nft->n_nss, sizeof(*nft->nss)) < 0)
+        if (!old && lg_grow((void **) &nft->nss, &nft->cap_nss, nft->n_nss, sizeof(*nft->nss), 16) < 0)
                 return lg_error_set(err, ENOMEM, "nft");
         cmd_reset(nft);
         if (old)
