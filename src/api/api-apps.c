@@ -130,13 +130,15 @@ static void follow_add(struct follow *f, const char *path, const char *prefix, o
         f->n++;
 }
 
-static void add_instance(const char *id, const char *dir, void *ud) {
+static void add_instance(const struct lg_router_instance *inst, void *ud) {
         struct follow *f = ud;
+        if (!inst->log_dir)
+                return;
         char path[4200], prefix[64];
-        snprintf(prefix, sizeof(prefix), "[%s] ", id);
-        snprintf(path, sizeof(path), "%s/stdout.log", dir);
+        snprintf(prefix, sizeof(prefix), "[%s] ", inst->id);
+        snprintf(path, sizeof(path), "%s/stdout.log", inst->log_dir);
         follow_add(f, path, prefix, 0);
-        snprintf(path, sizeof(path), "%s/stderr.log", dir);
+        snprintf(path, sizeof(path), "%s/stderr.log", inst->log_dir);
         follow_add(f, path, prefix, 0);
 }
 

@@ -344,10 +344,22 @@ static int wire_route_stats(void *ud, const char *key, struct lg_route_stats *re
         return d->router ? lg_router_stats(d->router, key, ret) : -ENOENT;
 }
 
+struct address_visit {
+        void (*fn)(const char *address, void *ud);
+        void *ud;
+};
+
+static void visit_address(const struct lg_router_instance *inst, void *ud) {
+        struct address_visit *v = ud;
+        if (inst->ready && inst->net_address[0])
+                v->fn(inst->net_address, v->ud);
+}
+
 static void wire_route_addresses(void *ud, const char *key, void (*fn)(const char *address, void *fud), void *fud) {
         struct lg_daemon *d = ud;
+        struct address_visit v = {fn, fud};
         if (d->router)
-                lg_router_each_address(d->router, key, fn, fud);
+                lg_router_each_instance(d->router, key, visit_address, &v);
 }
 
 static int wire_route_sandboxes(void *ud, const char *key) {

@@ -31,7 +31,6 @@ struct rinst {
         char net_address[16];   /* "" = none */
         struct lg_http_upstream *up;
         enum rstate state;
-        unsigned revision;
         unsigned gen;           /* the app's gen when it started: current while equal */
         unsigned active;
         unsigned refs;          /* forwards pointing here */
@@ -259,7 +258,6 @@ static void take_adopted(struct app *a) {
                         return;
                 }
                 ri->app = a;
-                ri->revision = a->cfg.revision;
                 ri->gen = a->gen;
                 ri->state = R_STARTING;
                 ri->t_start = lg_now_ns();
@@ -276,7 +274,6 @@ static int start_instance(struct app *a, uint64_t expect_ns) {
         if (!ri)
                 return -ENOMEM;
         ri->app = a;
-        ri->revision = a->cfg.revision;
         ri->gen = a->gen;
         ri->state = R_STARTING;
         ri->t_start = lg_now_ns();
@@ -989,25 +986,15 @@ int lg_router_stats(lg_router *r, const char *key, struct lg_route_stats *ret) {
 }
 
 int lg_router_each_instance(lg_router *r, const char *key,
-                            void (*fn)(const char *instance_id, const char *log_dir, void *ud), void *ud) {
-        struct app *a = find_app(r, key);
-        int n = 0;
-        if (!a)
-                return 0;
-        for (struct rinst *ri = a->instances; ri; ri = ri->next)
-                if (ri->live && ri->id && ri->log_dir) {
-                        fn(ri->id, ri->log_dir, ud);
-                        n++;
-                }
-        return n;
-}
-
-int lg_router_each_address(lg_router *r, const char *key, void (*fn)(const char *address, void *ud), void *ud) {
+                            void (*fn)(const struct lg_router_instance *inst, void *ud), void *ud) {
         struct app *a = find_app(r, key);
         int n = 0;
         for (struct rinst *ri = a ? a->instances : NULL; ri; ri = ri->next)
-                if (ri->live && ri->state == R_READY && ri->net_address[0]) {
-                        fn(ri->net_address, ud);
+                if (ri->live && ri->id) {
+                        struct lg_router_instance inst = {.id = ri->id, .log_dir = ri->log_dir,
+                                                          .net_address = ri->net_address,
+                                                          .ready = ri->state == R_READY};
+                        fn(&inst, ud);
                         n++;
                 }
         return n;

@@ -169,10 +169,16 @@ void lg_router_handle_body(lg_router *r, struct lg_http_request *req, const char
                            struct lg_router_body body);
 
 int lg_router_stats(lg_router *r, const char *key, struct lg_route_stats *ret);
-/* Log directories of the app's live instances, for `legion app logs`:
- * calls fn for each; returns how many. */
+/* One live instance, as lg_router_each_instance shows it; the strings
+ * are valid during the call. */
+struct lg_router_instance {
+        const char *id;
+        const char *log_dir;     /* NULL: none */
+        const char *net_address; /* "" = none */
+        bool ready;              /* serving the app's current generation */
+};
+/* Calls fn for each live instance of the app that has reported (its log
+ * directory for `legion app logs`, its address for the app's status);
+ * returns how many. */
 int lg_router_each_instance(lg_router *r, const char *key,
-                            void (*fn)(const char *instance_id, const char *log_dir, void *ud), void *ud);
-/* The network addresses of the app's ready instances (those that have
- * one), for its status: calls fn for each; returns how many. */
-int lg_router_each_address(lg_router *r, const char *key, void (*fn)(const char *address, void *ud), void *ud);
+                            void (*fn)(const struct lg_router_instance *inst, void *ud), void *ud);
