@@ -64,6 +64,12 @@ static int provider_start(void *provider, const struct lg_router_instance_spec *
                 .identifier = spec->identifier,
                 .cpu_millis = spec->cpu_millis,
                 .net_policy = spec->net_policy,
+                .image = spec->image,
+                .command = spec->command,
+                .args = spec->args,
+                .port = spec->port,
+                .ready_path = spec->ready_path,
+                .memory_bytes = spec->memory_bytes,
         };
         int r = lg_node_instance_start(provider, &ns, on_ready, on_instance_exit, rec, &rec->inst, err);
         if (r < 0)

@@ -86,6 +86,12 @@ struct lg_instance_spec {
          * policy of the app's namespace, the part of app before its first
          * '/'), NULL = the namespace's own. */
         const char *net_policy;
+        /* Image instances */
+        const char *image;           /* id; NULL = the pool's (a pool of runtime "image") */
+        const char *const *command, *const *args; /* NULL = the image's (or the pool's started process) */
+        unsigned port;               /* required for image instances */
+        const char *ready_path;      /* "/healthz": HTTP GET answered 2xx/3xx = ready; NULL = TCP connect */
+        uint64_t memory_bytes;       /* 0 = the pool's */
 };
 
 /* status < 0: failed, and message says why (the instance is gone). */

@@ -67,6 +67,8 @@ struct app {
         lg_router *router;
         char *key, *pool, *entrypoint, *code_dir, *identifier, *net_policy;
         char **env;
+        char *image, *ready_path; /* image apps; NULL = none */
+        char **command, **args;   /* NULL = none */
         struct lg_route_config cfg;
         /* Bumped by a new revision, or a new egress policy name (the
          * instances' network assignment is made once, at their start):
@@ -288,6 +290,12 @@ static int start_instance(struct app *a, uint64_t expect_ns) {
                 .identifier = a->identifier,
                 .cpu_millis = a->cfg.cpu_millis,
                 .net_policy = a->net_policy,
+                .image = a->image,
+                .command = (const char *const *) a->command,
+                .args = (const char *const *) a->args,
+                .port = a->cfg.port,
+                .ready_path = a->ready_path,
+                .memory_bytes = a->cfg.memory_bytes,
         };
         struct lg_error err = {0};
         ri->next = a->instances;
@@ -810,38 +818,75 @@ void lg_router_handle_body(lg_router *r, struct lg_http_request *req, const char
         dispatch(a);
 }
 
+static void strv_free(char **v) {
+        for (char **e = v; e && *e; e++)
+                free(*e);
+        free(v);
+}
+
+/* A copy of a NULL-terminated array; NULL stays NULL. 0 or -ENOMEM. */
+static int strv_dup(const char *const *v, char ***ret) {
+        *ret = NULL;
+        if (!v)
+                return 0;
+        size_t n = 0;
+        while (v[n])
+                n++;
+        char **c = calloc(n + 1, sizeof(char *));
+        if (!c)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (!(c[i] = strdup(v[i]))) {
+                        strv_free(c);
+                        return -ENOMEM;
+                }
+        *ret = c;
+        return 0;
+}
+
 static void free_cfg_strings(struct app *a) {
         free(a->pool);
         free(a->entrypoint);
         free(a->code_dir);
         free(a->identifier);
         free(a->net_policy);
-        if (a->env)
-                for (char **e = a->env; *e; e++)
-                        free(*e);
-        free(a->env);
-        a->pool = a->entrypoint = a->code_dir = a->identifier = a->net_policy = NULL;
-        a->env = NULL;
+        free(a->image);
+        free(a->ready_path);
+        strv_free(a->env);
+        strv_free(a->command);
+        strv_free(a->args);
+        a->pool = a->entrypoint = a->code_dir = a->identifier = a->net_policy = a->image = a->ready_path = NULL;
+        a->env = a->command = a->args = NULL;
+}
+
+/* Copies a string that may be NULL: false when out of memory. */
+static bool dup_opt(const char *s, char **ret) {
+        *ret = s ? strdup(s) : NULL;
+        return !s || *ret;
 }
 
 static int copy_cfg(struct app *a, const struct lg_route_config *cfg) {
         free_cfg_strings(a);
-        size_t n = 0;
-        while (cfg->env && cfg->env[n])
-                n++;
-        a->env = calloc(n + 1, sizeof(char *));
+        static const char *const none[] = {NULL};
+        bool ok = strv_dup(cfg->env ? cfg->env : none, &a->env) == 0 &&
+                  strv_dup(cfg->command, &a->command) == 0 && strv_dup(cfg->args, &a->args) == 0;
         a->pool = strdup(cfg->pool ? cfg->pool : "");
-        a->entrypoint = cfg->entrypoint ? strdup(cfg->entrypoint) : NULL;
-        a->code_dir = cfg->code_dir ? strdup(cfg->code_dir) : NULL;
-        a->identifier = cfg->identifier ? strdup(cfg->identifier) : NULL;
-        a->net_policy = cfg->net_policy ? strdup(cfg->net_policy) : NULL;
-        bool ok = a->env && a->pool && (!cfg->code_dir || a->code_dir) && (!cfg->entrypoint || a->entrypoint) &&
-                  (!cfg->identifier || a->identifier) && (!cfg->net_policy || a->net_policy);
-        for (size_t i = 0; ok && i < n; i++)
-                ok = (a->env[i] = strdup(cfg->env[i])) != NULL;
+        ok &= a->pool && dup_opt(cfg->entrypoint, &a->entrypoint) && dup_opt(cfg->code_dir, &a->code_dir) &&
+              dup_opt(cfg->identifier, &a->identifier) && dup_opt(cfg->net_policy, &a->net_policy) &&
+              dup_opt(cfg->image, &a->image) && dup_opt(cfg->ready_path, &a->ready_path);
         a->cfg = *cfg;
+        /* The copy points at nothing of the caller's. */
         a->cfg.key = a->key;
+        a->cfg.pool = a->pool;
+        a->cfg.entrypoint = a->entrypoint;
+        a->cfg.env = (const char *const *) a->env;
+        a->cfg.code_dir = a->code_dir;
+        a->cfg.identifier = a->identifier;
         a->cfg.net_policy = a->net_policy;
+        a->cfg.image = a->image;
+        a->cfg.command = (const char *const *) a->command;
+        a->cfg.args = (const char *const *) a->args;
+        a->cfg.ready_path = a->ready_path;
         return ok ? 0 : -ENOMEM;
 }
 

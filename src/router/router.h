@@ -59,6 +59,12 @@ struct lg_router_instance_spec {
         const char *identifier;   /* sessions: the identifier bound to it */
         uint64_t cpu_millis;
         const char *net_policy;   /* its egress policy (net.h); NULL = its namespace's */
+        /* Image instances (container apps); image NULL = a language worker. */
+        const char *image;        /* image id "sha256:..."; NULL = the pool's */
+        const char *const *command, *const *args; /* NULL-terminated; NULL = the image's */
+        unsigned port;            /* its HTTP server's port */
+        const char *ready_path;   /* "/healthz": HTTP GET 2xx/3xx = ready; NULL = TCP connect */
+        uint64_t memory_bytes;    /* 0 = the pool's */
 };
 
 /* A ready instance; the strings are valid during the callback only. */
@@ -131,6 +137,12 @@ struct lg_route_config {
         unsigned idle_timeout_ms; /* when set, instead of idle_timeout_s (tests) */
         unsigned timeout_s;       /* request deadline incl. queueing; 0 = 60 */
         unsigned queue_max;       /* 0 = 100 per allowed instance */
+        /* Image apps (see lg_router_instance_spec); image NULL = none. */
+        const char *image;
+        const char *const *command, *const *args;
+        unsigned port;
+        const char *ready_path;
+        uint64_t memory_bytes;
 };
 
 struct lg_route_stats {

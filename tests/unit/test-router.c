@@ -45,6 +45,9 @@ struct fake_inst {
         char app[64];
         unsigned revision;
         char net_policy[64];
+        char image[80], ready_path[32], argv[128]; /* argv: command then args, ' '-joined */
+        unsigned port;
+        uint64_t memory_bytes;
         char id[32];
         char sock[160];
         struct lg_http_server *srv;
@@ -160,6 +163,14 @@ static int fake_start(void *provider, const struct lg_router_instance_spec *spec
         snprintf(fi->app, sizeof(fi->app), "%s", spec->app);
         fi->revision = spec->revision;
         snprintf(fi->net_policy, sizeof(fi->net_policy), "%s", spec->net_policy ? spec->net_policy : "");
+        snprintf(fi->image, sizeof(fi->image), "%s", spec->image ? spec->image : "");
+        snprintf(fi->ready_path, sizeof(fi->ready_path), "%s", spec->ready_path ? spec->ready_path : "");
+        fi->port = spec->port;
+        fi->memory_bytes = spec->memory_bytes;
+        for (const char *const *v = spec->command; v && *v; v++)
+                snprintf(fi->argv + strlen(fi->argv), sizeof(fi->argv) - strlen(fi->argv), "c:%s ", *v);
+        for (const char *const *v = spec->args; v && *v; v++)
+                snprintf(fi->argv + strlen(fi->argv), sizeof(fi->argv) - strlen(fi->argv), "a:%s ", *v);
         snprintf(fi->id, sizeof(fi->id), "i%u-r%u", fk->started, spec->revision);
         snprintf(fi->sock, sizeof(fi->sock), "%s/%s.sock", fk->dir, fi->id);
         fi->ready = ready;
@@ -699,6 +710,47 @@ static void test_drain_new_policy(void **state) {
         t_free(t);
 }
 
+/* An image app's fields reach the provider, copied at set: the caller's
+ * strings may change or go afterwards. */
+static void test_image_fields(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        char image[] = "sha256:0123", path[] = "/healthz", c0[] = "python3", a0[] = "-m", a1[] = "http.server";
+        const char *command[] = {c0, NULL}, *args[] = {a0, a1, NULL};
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.image = image;
+        cfg.command = command;
+        cfg.args = args;
+        cfg.port = 8080;
+        cfg.ready_path = path;
+        cfg.memory_bytes = 128 << 20;
+        set_app(t, &cfg);
+        memset(image, 'x', sizeof(image) - 1);
+        memset(path, 'x', sizeof(path) - 1);
+        c0[0] = a0[0] = a1[0] = 'x';
+        command[0] = args[0] = NULL;
+        struct call *c = send_get(t, "a", "/");
+        run_until(t, is_done, c);
+        assert_int_equal(c->status, 200);
+        struct fake_inst *fi = t->fk.insts;
+        assert_string_equal(fi->image, "sha256:0123");
+        assert_string_equal(fi->ready_path, "/healthz");
+        assert_string_equal(fi->argv, "c:python3 a:-m a:http.server ");
+        assert_int_equal(fi->port, 8080);
+        assert_int_equal(fi->memory_bytes, 128 << 20);
+        /* A language-worker app: none of them. */
+        struct lg_route_config plain = app_cfg("t/b", 1);
+        set_app(t, &plain);
+        struct call *b = send_get(t, "b", "/");
+        run_until(t, is_done, b);
+        fi = t->fk.insts;
+        assert_string_equal(fi->app, "t/b");
+        assert_string_equal(fi->image, "");
+        assert_string_equal(fi->argv, "");
+        assert_int_equal(fi->port, 0);
+        t_free(t);
+}
+
 /* A queue the instances cannot take starts more, up to maxInstances. */
 static void test_scale_up_under_queue(void **state) {
         (void) state;
@@ -833,6 +885,7 @@ int main(void) {
                 cmocka_unit_test(test_crash_idle),
                 cmocka_unit_test(test_drain_new_revision),
                 cmocka_unit_test(test_drain_new_policy),
+                cmocka_unit_test(test_image_fields),
                 cmocka_unit_test(test_scale_up_under_queue),
                 cmocka_unit_test(test_scale_to_zero),
                 cmocka_unit_test(test_burst_no_overshoot),
