@@ -1,4 +1,6 @@
-/* The node agent: placeholder pools and instance specialization (node.h).
+/* The node agent: instances and their specialization (node.h). Pool
+ * groups are in node-pool.c, restart records and adoption in
+ * node-adopt.c; node-internal.h holds what they share.
  *
  * Every sandbox here runs a language worker under legion-init with
  * --worker-control: the worker's frames reach us on the sandbox's control
@@ -18,7 +20,7 @@
  * (refs), so that lg_instance_destroy may come at any moment: it closes
  * the handles and queues the destroy behind whatever runs.
  *
- * Surviving a restart: every sandbox is detachable. A SERVING instance has
+ * Surviving a restart (node-adopt.c): every sandbox is detachable. A SERVING instance has
  * a record, <run>/instances/<id> (app, revision, pool, identifier, cpu),
  * written when it becomes ready and removed when it goes. At start the
  * node adopts (through the agent) the sandboxes a previous legiond left
@@ -28,7 +30,6 @@
  * and the adopted ones no app claims go too (lg_node_adopted_release).
  * lg_node_detach_all leaves SERVING instances running for the next
  * legiond; their socket files and records stay with them. */
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
@@ -37,89 +38,7 @@
 #include <sys/un.h>
 
 #include "common/proto.h"
-#include "node/agent.h"
-#include "node/node.h"
-#include "node/warm.h"
-#include "sandbox/sandbox.h"
-
-enum inst_state { ST_STARTING, ST_READY, ST_SPECIALIZING, ST_SERVING, ST_DEAD };
-
-struct pool;
-
-struct lg_instance {
-        lg_warm_item witem;         /* in its pool group's warm pool while a placeholder */
-        lg_node *node;
-        struct lg_instance *all_prev, *all_next; /* every live instance of the node */
-        enum inst_state state;
-        char id[40];
-        char sock[256];
-        uv_poll_t ctl_poll, exit_poll; /* set up once the sandbox exists (polls) */
-        uv_timer_t timer;           /* specialize deadline, then boost end */
-        struct lg_sandbox_spec sspec; /* what the create request makes */
-        int listen_fd;
-        bool creating;              /* create request under way */
-        bool polls;                 /* ctl_poll and exit_poll open */
-        bool released;              /* handles closed, destroy queued */
-        bool status_asked;          /* status request under way (it exited) */
-        int control_fd, pidfd;      /* the agent's, until the destroy is queued */
-        lg_agent_req create_req, mount_req, status_req, destroy_req, net_req;
-        char ip[LG_NET_IP_MAX];     /* its address on the node's network, "" = none */
-        bool assign;                /* taken with an address and no tenant: assign before the code */
-        unsigned refs;              /* requests under way and open handles */
-        struct lg_instance_spec *want; /* specialize with this: kept until sent */
-        bool set_cpu_on_take;       /* its own CPU quota at once (no boost) */
-        char *rbuf;                 /* partial frame from the control socket */
-        size_t rlen, rcap;
-        bool cold;
-        uint64_t t_start;
-        uint64_t ready_ns;
-        uint64_t cpu_millis;
-        uint64_t boost_ms;          /* boosted CPU until this long after ready */
-        lg_instance_ready_cb ready_cb;
-        lg_instance_exit_cb exit_cb;
-        void *userdata;
-        /* What it serves, for its record; set when it is specialized. */
-        char *app, *identifier, *pool_name;
-        char *net_policy;           /* NULL = its namespace's */
-        unsigned revision;
-        bool adopted;               /* taken over from a previous legiond */
-        bool detached;              /* left running for the next one */
-        bool has_record;            /* adopting: it was serving */
-        lg_instance *anext;         /* node->adopted, until claimed */
-};
-
-struct pool {
-        struct pool *next;
-        lg_node *node;
-        char *name, *runtime;
-        char **env;                 /* placeholder_env plus the pool's own */
-        struct lg_pool_spec spec;
-        /* Its placeholders (STARTING and READY), keyed by their shape.
-         * A creation that fails does not shrink the pool: it is retried
-         * with backoff, and the reason is in the pool's status. */
-        lg_warm_pool *warm;
-        uint64_t created, on_demand;
-        bool deleted;
-};
-
-struct lg_node {
-        uv_loop_t *loop;
-        lg_agent *agent;
-        bool own_agent;
-        lg_net *net;                /* NULL: sandboxes have loopback only */
-        lg_instance *all;           /* every live instance (lg_node_free) */
-        char *run_dir, *sandbox_dir, *sock_dir, *runtimes_dir;
-        uint64_t specialize_timeout_ms;
-        struct pool *pools;
-        struct lg_bind runtime_bind; /* runtimes_dir at /opt/legion/runtime */
-        lg_warm *warm;              /* the pool groups' placeholders */
-        unsigned live;              /* instances not yet freed */
-        char *inst_dir;             /* <run>/instances: records of SERVING instances */
-        lg_instance *adopted;       /* adopted, serving, not yet claimed */
-        unsigned adopting;          /* adopt requests under way (start) */
-        struct lg_node_lost *lost;  /* records whose sandbox could not be adopted */
-        size_t n_lost;
-};
+#include "node/node-internal.h"
 
 static const struct {
         const char *runtime;
@@ -132,7 +51,7 @@ static const struct {
         {"session", {"python3", "-I", "/opt/legion/runtime/python", "session", NULL}},
 };
 
-static const char *const *runtime_argv(const char *runtime) {
+const char *const *node_runtime_argv(const char *runtime) {
         for (size_t i = 0; i < ARRAY_SIZE(runtimes); i++)
                 if (!strcmp(runtimes[i].runtime, runtime))
                         return runtimes[i].argv;
@@ -141,7 +60,7 @@ static const char *const *runtime_argv(const char *runtime) {
 
 static void spec_free(struct lg_instance_spec *s);
 
-static void env_free(char **env) {
+void node_env_free(char **env) {
         if (!env)
                 return;
         for (char **e = env; *e; e++)
@@ -153,7 +72,7 @@ static void on_boost_end(uv_timer_t *t);
 
 /* ---- instance lifetime ---------------------------------------------- */
 
-static void unref(lg_instance *inst) {
+void node_unref(lg_instance *inst) {
         if (--inst->refs > 0)
                 return;
         lg_node *node = inst->node;
@@ -172,31 +91,10 @@ static void unref(lg_instance *inst) {
         free(inst);
 }
 
-static void record_path(const lg_instance *inst, char *buf, size_t cap) {
-        snprintf(buf, cap, "%s/%s", inst->node->inst_dir, inst->id);
-}
+static void handle_closed(uv_handle_t *h) { node_unref(h->data); }
 
-/* The record of a SERVING instance: a few lines, written once. */
-static int record_write(lg_instance *inst) {
-        char path[PATH_MAX], tmp[PATH_MAX + 8], buf[4096];
-        record_path(inst, path, sizeof(path));
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-        int n = snprintf(buf, sizeof(buf), "app=%s\nrevision=%u\npool=%s\nidentifier=%s\ncpu=%llu\npolicy=%s\n",
-                         inst->app ? inst->app : "", inst->revision, inst->pool_name ? inst->pool_name : "",
-                         inst->identifier ? inst->identifier : "", (unsigned long long) inst->cpu_millis,
-                         inst->net_policy ? inst->net_policy : "");
-        if (n < 0 || (size_t) n >= sizeof(buf))
-                return -ENAMETOOLONG;
-        int r = lg_write_file_at(AT_FDCWD, tmp, buf, true);
-        if (r >= 0 && rename(tmp, path) < 0)
-                r = -errno;
-        return r;
-}
-
-static void handle_closed(uv_handle_t *h) { unref(h->data); }
-
-/* A new instance among the node's live ones (freed by unref). */
-static void all_link(lg_instance *inst) {
+/* A new instance among the node's live ones (freed by node_unref). */
+void node_all_link(lg_instance *inst) {
         lg_node *node = inst->node;
         inst->all_next = node->all;
         if (node->all)
@@ -204,13 +102,13 @@ static void all_link(lg_instance *inst) {
         node->all = inst;
         node->live++;
 }
-static void req_done(lg_agent_req *req) { unref(req->data); }
+static void req_done(lg_agent_req *req) { node_unref(req->data); }
 
 /* Tear the sandbox down: close our handles (the polls first let go of
  * its fds), then queue its destroy behind whatever request of it runs
  * (a create still under way included). The struct goes when the last
  * request and handle are done. */
-static void instance_release(lg_instance *inst) {
+void node_instance_release(lg_instance *inst) {
         if (inst->released)
                 return;
         inst->released = true;
@@ -230,7 +128,7 @@ static void instance_release(lg_instance *inst) {
                 inst->refs++;
         if (!inst->detached) {
                 char path[PATH_MAX];
-                record_path(inst, path, sizeof(path));
+                node_record_path(inst, path, sizeof(path));
                 unlink(path);
                 unlink(inst->sock);
         }
@@ -244,7 +142,7 @@ static void instance_release(lg_instance *inst) {
 static void updated(lg_agent_req *req) {
         lg_instance *inst = req->data;
         free(req);
-        unref(inst);
+        node_unref(inst);
 }
 
 static void instance_update(lg_instance *inst, unsigned set, uint64_t cpu_millis, uint64_t cpu_weight) {
@@ -269,12 +167,10 @@ static void instance_taken_update(lg_instance *inst) {
                         inst->cpu_millis, 100);
 }
 
-static struct pool *find_pool(lg_node *node, const char *name);
-
 /* A taken placeholder's specialization is over (served or failed): its
  * pool makes the replacement now, not beside the specialization. */
 static void refill_after_take(lg_instance *inst) {
-        struct pool *p = inst->pool_name ? find_pool(inst->node, inst->pool_name) : NULL;
+        struct pool *p = inst->pool_name ? node_find_pool(inst->node, inst->pool_name) : NULL;
         if (p && p->warm)
                 lg_warm_used(p->warm);
 }
@@ -299,14 +195,14 @@ static void instance_kill(lg_instance *inst, const char *why) {
         else
                 lg_warm_remove(&inst->witem);
         lg_instance_exit_cb exit_cb = was == ST_SERVING ? inst->exit_cb : NULL;
-        instance_release(inst);
+        node_instance_release(inst);
         /* The callbacks may destroy it: it lives until we are done. */
         inst->refs++;
         if (was == ST_SPECIALIZING)
                 fail_ready(inst, -EIO, why);
         else if (exit_cb)
                 exit_cb(inst, why, inst->userdata);
-        unref(inst);
+        node_unref(inst);
 }
 
 void lg_instance_destroy(lg_instance *inst) {
@@ -315,7 +211,7 @@ void lg_instance_destroy(lg_instance *inst) {
         inst->ready_cb = NULL;
         inst->exit_cb = NULL;
         lg_warm_remove(&inst->witem);
-        instance_release(inst);
+        node_instance_release(inst);
 }
 
 /* ---- control socket ----------------------------------------------------- */
@@ -339,7 +235,7 @@ static void on_frame(lg_instance *inst, struct lg_msg *m) {
                         refill_after_take(inst);
                         /* Without its record the next legiond would not
                          * know what it serves: it would be replaced. */
-                        (void) record_write(inst);
+                        (void) node_record_write(inst);
                         uv_timer_stop(&inst->timer);
                         if (inst->boost_ms)
                                 uv_timer_start(&inst->timer, on_boost_end, inst->boost_ms, 0);
@@ -447,7 +343,7 @@ static void on_status(lg_agent_req *req) {
                         lg_sandbox_status_string(&req->out.status, text, sizeof(text));
                 instance_kill(inst, text);
         }
-        unref(inst);
+        node_unref(inst);
 }
 
 static void on_exit_poll(uv_poll_t *h, int status, int events) {
@@ -486,7 +382,7 @@ static int listen_socket(const char *path, struct lg_error *err) {
         return fd;
 }
 
-static const char *const placeholder_env[] = {
+const char *const node_placeholder_env[] = {
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME=/tmp", "LANG=C.UTF-8", "LEGION_LISTEN_FD=4", "PYTHONDONTWRITEBYTECODE=1", NULL,
 };
@@ -540,7 +436,7 @@ static struct lg_instance_spec *spec_dup(const struct lg_instance_spec *in) {
 static int specialize(lg_instance *inst, struct lg_error *err);
 
 /* Watch its control socket and its exit. */
-static void watch(lg_instance *inst) {
+void node_watch(lg_instance *inst) {
         uv_loop_t *loop = inst->node->loop;
         uv_poll_init(loop, &inst->ctl_poll, inst->control_fd);
         uv_poll_init(loop, &inst->exit_poll, inst->pidfd);
@@ -559,7 +455,7 @@ static void create_done(lg_agent_req *req) {
                 close(inst->listen_fd); /* the sandbox has its own copy */
         inst->listen_fd = -1;
         if (inst->released) {
-                unref(inst);
+                node_unref(inst);
                 return;
         }
         if (req->result < 0) {
@@ -567,15 +463,15 @@ static void create_done(lg_agent_req *req) {
                 snprintf(why, sizeof(why), "cannot create a sandbox: %s",
                          req->err.msg[0] ? req->err.msg : strerror(-req->result));
                 lg_warm_failed(&inst->witem, why);
-                instance_release(inst);
+                node_instance_release(inst);
                 fail_ready(inst, req->result, why);
-                unref(inst);
+                node_unref(inst);
                 return;
         }
         inst->control_fd = req->out.control_fd;
         inst->pidfd = req->out.pidfd;
         memcpy(inst->ip, req->out.net.ip, sizeof(inst->ip));
-        watch(inst);
+        node_watch(inst);
         if (inst->want) {
                 /* Taken while being made (on demand). */
                 struct lg_error err = {0};
@@ -583,7 +479,7 @@ static void create_done(lg_agent_req *req) {
                         instance_kill(inst, err.msg);
                 instance_taken_update(inst);
         }
-        unref(inst);
+        node_unref(inst);
 }
 
 /* The tenant of an instance of app ("namespace/..."): its namespace and
@@ -597,14 +493,14 @@ static int net_tenant(const char *app, const char *policy, struct lg_agent_net *
         return 0;
 }
 
-static bool pool_network(const struct pool *p) { return p->spec.network && p->node->net; }
+bool node_pool_network(const struct pool *p) { return p->spec.network && p->node->net; }
 
 /* Start making a sandbox for pool p; it becomes usable in create_done.
  * for: the instance it is made for (on demand), NULL for a placeholder. */
-static int make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_spec *for_spec, lg_instance **ret,
+int node_make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_spec *for_spec, lg_instance **ret,
                         struct lg_error *err) {
         bool placeholder = !for_spec;
-        const char *const *argv = runtime_argv(p->runtime);
+        const char *const *argv = node_runtime_argv(p->runtime);
         if (!argv)
                 return lg_error_set(err, EINVAL, "unknown runtime `%s`", p->runtime);
         lg_instance *inst = calloc(1, sizeof(*inst));
@@ -634,7 +530,7 @@ static int make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_
         spec->mount_points = placeholder_mount_points;
         spec->n_mount_points = p->spec.writable_root ? 2 : 1;
         spec->argv = argv;
-        spec->envp = p->env ? (const char *const *) p->env : placeholder_env;
+        spec->envp = p->env ? (const char *const *) p->env : node_placeholder_env;
         spec->cwd = "/tmp";
         /* Code and runtime are read-only; /tmp is the sandbox's scratch.
          * Session pools keep files under /mnt/data: a writable root. */
@@ -654,8 +550,8 @@ static int make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_
         spec->n_extra_fds = 1;
         inst->create_req.data = inst;
         /* Its address while it waits; on demand, its tenant too. */
-        inst->create_req.in.create.net = (struct lg_agent_net){.attach = pool_network(p)};
-        if (pool_network(p) && for_spec &&
+        inst->create_req.in.create.net = (struct lg_agent_net){.attach = node_pool_network(p)};
+        if (node_pool_network(p) && for_spec &&
             net_tenant(for_spec->app, for_spec->net_policy, &inst->create_req.in.create.net, err) < 0) {
                 close(inst->listen_fd);
                 unlink(inst->sock);
@@ -678,133 +574,11 @@ static int make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_
         inst->timer.data = inst;
         inst->refs = 2; /* the timer, the create */
         inst->creating = true;
-        all_link(inst);
+        node_all_link(inst);
         p->created++;
         *ret = inst;
         return 0;
 }
-
-/* ---- pools ------------------------------------------------------------- */
-
-static struct pool *find_pool(lg_node *node, const char *name) {
-        for (struct pool *p = node->pools; p; p = p->next)
-                if (!p->deleted && !strcmp(p->name, name))
-                        return p;
-        return NULL;
-}
-
-/* The pool group's warm pool wants one more placeholder. */
-static int warm_make(lg_warm_pool *wp, void *data, struct lg_error *err) {
-        struct pool *p = data;
-        lg_instance *inst;
-        int r = make_sandbox(p->node, p, NULL, &inst, err);
-        if (r < 0)
-                return r;
-        inst->state = ST_STARTING;
-        lg_warm_add(wp, &inst->witem);
-        return 0;
-}
-
-/* A placeholder no longer wanted (fewer ready, the group reshaped or deleted). */
-static void warm_discard(lg_warm_item *item, void *data) {
-        (void) data;
-        lg_instance *inst = (lg_instance *) item;
-        lg_instance_destroy(inst);
-}
-
-static const struct lg_warm_ops warm_ops = {.make = warm_make, .discard = warm_discard};
-
-/* What a group's placeholders are made from: a sandbox made for one key
- * never serves another. The group's name is part of it: a declared pool
- * group owns its placeholders (its ready count and its counters are its
- * own, as the API shows them). */
-static void pool_key(const struct pool *p, char *buf, size_t cap) {
-        uint64_t h = 1469598103934665603ull; /* FNV-1a of the environment */
-        for (char **e = p->env; e && *e; e++)
-                for (const char *c = *e; ; c++) {
-                        h = (h ^ (unsigned char) *c) * 1099511628211ull;
-                        if (!*c)
-                                break;
-                }
-        snprintf(buf, cap, "worker:%s cpu=%llu boost=%llu mem=%llu disk=%llu rw=%d net=%d env=%016llx group=%s",
-                 p->runtime, (unsigned long long) p->spec.cpu_millis, (unsigned long long) p->spec.boost_cpu_millis,
-                 (unsigned long long) p->spec.memory_bytes, (unsigned long long) p->spec.disk_bytes,
-                 p->spec.writable_root, pool_network(p), (unsigned long long) h, p->name);
-}
-
-int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_error *err) {
-        if (!spec->name || !spec->runtime || !runtime_argv(spec->runtime))
-                return lg_error_set(err, EINVAL, "unknown runtime `%s` (python3, node, custom or session)",
-                                    spec->runtime ? spec->runtime : "");
-        struct pool *p = find_pool(node, spec->name);
-        if (!p) {
-                p = calloc(1, sizeof(*p));
-                if (!p || !(p->name = strdup(spec->name))) {
-                        free(p);
-                        return lg_error_set(err, ENOMEM, "allocate pool");
-                }
-                p->node = node;
-                p->next = node->pools;
-                node->pools = p;
-        }
-        char *runtime = strdup(spec->runtime);
-        if (!runtime)
-                return lg_error_set(err, ENOMEM, "allocate pool");
-        free(p->runtime);
-        p->runtime = runtime;
-        env_free(p->env);
-        p->env = NULL;
-        if (spec->env && spec->env[0]) {
-                size_t n = 0, m = 0;
-                while (spec->env[n])
-                        n++;
-                while (placeholder_env[m])
-                        m++;
-                p->env = calloc(n + m + 1, sizeof(char *));
-                for (size_t i = 0; p->env && i < m; i++)
-                        p->env[i] = strdup(placeholder_env[i]);
-                for (size_t i = 0; p->env && i < n; i++)
-                        p->env[m + i] = strdup(spec->env[i]);
-        }
-        p->spec = *spec;
-        p->spec.name = p->name;
-        p->spec.runtime = p->runtime;
-        p->spec.env = NULL;
-        /* Placeholders of an older shape are replaced (another key, so
-         * another warm pool); extra ones are trimmed by the warm pool. */
-        char key[1024];
-        pool_key(p, key, sizeof(key));
-        if (p->warm && strcmp(lg_warm_pool_key(p->warm), key)) {
-                lg_warm_pool_delete(p->warm);
-                p->warm = NULL;
-        }
-        struct lg_warm_pool_config wc = {.key = key, .target = spec->ready, .retry = LG_WARM_RETRY_BACKOFF,
-                                         .ops = &warm_ops, .data = p};
-        return lg_warm_pool_set(node->warm, &wc, &p->warm, err);
-}
-
-int lg_node_pool_delete(lg_node *node, const char *name) {
-        struct pool *p = find_pool(node, name);
-        if (!p)
-                return -ENOENT;
-        lg_warm_pool_delete(p->warm);
-        p->warm = NULL;
-        p->deleted = true; /* kept until the node goes: instances point at it */
-        return 0;
-}
-
-int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *ret) {
-        struct pool *p = find_pool(node, name);
-        if (!p)
-                return -ENOENT;
-        struct lg_warm_stats ws = {0};
-        if (p->warm)
-                lg_warm_pool_stats(p->warm, &ws);
-        *ret = (struct lg_pool_stats){ws.ready, ws.starting, p->created, ws.taken, p->on_demand, ws.failures, ""};
-        snprintf(ret->last_error, sizeof(ret->last_error), "%s", ws.last_error);
-        return 0;
-}
-
 /* ---- specialization -------------------------------------------------- */
 
 static void on_boost_end(uv_timer_t *t) {
@@ -862,7 +636,7 @@ static void step_done(lg_agent_req *req, const char *prefix, bool last) {
                 if (r < 0)
                         instance_kill(inst, err.msg);
         }
-        unref(inst);
+        node_unref(inst);
 }
 
 /* The code is at /code: send specialize. */
@@ -878,7 +652,7 @@ static void assigned(lg_agent_req *req) {
 }
 
 /* Submit the assignment of its address to the tenant of app. */
-static int assign_tenant(lg_instance *inst, const char *app, const char *policy, struct lg_error *err) {
+int node_assign_tenant(lg_instance *inst, const char *app, const char *policy, struct lg_error *err) {
         struct lg_agent_net t;
         int r = net_tenant(app, policy, &t, err);
         if (r < 0)
@@ -899,7 +673,7 @@ static int specialize(lg_instance *inst, struct lg_error *err) {
         bool assigning = inst->assign;
         if (assigning) {
                 inst->assign = false;
-                int r = assign_tenant(inst, inst->want->app, inst->want->net_policy, err);
+                int r = node_assign_tenant(inst, inst->want->app, inst->want->net_policy, err);
                 if (r < 0)
                         return r;
         }
@@ -923,7 +697,7 @@ static int specialize(lg_instance *inst, struct lg_error *err) {
 int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
                            lg_instance_ready_cb ready_cb, lg_instance_exit_cb exit_cb,
                            void *userdata, lg_instance **ret, struct lg_error *err) {
-        struct pool *p = find_pool(node, spec->pool);
+        struct pool *p = node_find_pool(node, spec->pool);
         if (!p)
                 return lg_error_set(err, ENOENT, "pool group `%s` does not exist", spec->pool);
         lg_instance *inst = p->warm ? (lg_instance *) lg_warm_take(p->warm) : NULL;
@@ -932,7 +706,7 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
                 /* Empty pool, or a burst larger than it: make one now. The
                  * worker's imports and the specialize are then sequential,
                  * but the request still succeeds. */
-                r = make_sandbox(node, p, spec, &inst, err);
+                r = node_make_sandbox(node, p, spec, &inst, err);
                 if (r < 0)
                         return r;
                 inst->cold = true;
@@ -972,251 +746,13 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
         if (r < 0) {
                 inst->ready_cb = NULL;
                 refill_after_take(inst);
-                instance_release(inst);
+                node_instance_release(inst);
                 return r;
         }
         uv_timer_start(&inst->timer, on_specialize_timeout, node->specialize_timeout_ms, 0);
         *ret = inst;
         return 0;
 }
-
-/* ---- surviving a restart ------------------------------------------------ */
-
-/* One key=value line of a record (buf is cut there). */
-static const char *record_get(char *buf, const char *key) {
-        size_t k = strlen(key);
-        for (char *line = buf; line && *line;) {
-                char *nl = strchr(line, '\n');
-                if (!strncmp(line, key, k) && line[k] == '=') {
-                        if (nl)
-                                *nl = '\0';
-                        return line + k + 1;
-                }
-                line = nl ? nl + 1 : NULL;
-        }
-        return NULL;
-}
-
-/* A record into an instance's fields; -EINVAL when damaged. */
-static int record_read(lg_node *node, const char *id, lg_instance *inst) {
-        char path[PATH_MAX], buf[4096], copy[4096];
-        snprintf(path, sizeof(path), "%s/%s", node->inst_dir, id);
-        ssize_t n = lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf));
-        if (n < 0)
-                return (int) n;
-        static const char *const keys[] = {"app", "revision", "pool", "identifier", "cpu"};
-        char *vals[5] = {0};
-        bool ok = true;
-        for (size_t i = 0; i < 5 && ok; i++) {
-                memcpy(copy, buf, sizeof(copy));
-                const char *v = record_get(copy, keys[i]);
-                ok = v && (vals[i] = strdup(v));
-        }
-        long long rev = 0, cpu = 0;
-        ok = ok && *vals[0] && lg_parse_int(vals[1], 0, UINT32_MAX, &rev) == 0 &&
-             lg_parse_int(vals[4], 0, INT64_MAX, &cpu) == 0;
-        /* A record from before networking has no policy: the namespace's. */
-        memcpy(copy, buf, sizeof(copy));
-        const char *policy = record_get(copy, "policy");
-        if (ok && policy && *policy && !(inst->net_policy = strdup(policy)))
-                ok = false;
-        if (ok) {
-                inst->app = TAKE_PTR(vals[0]);
-                inst->pool_name = TAKE_PTR(vals[2]);
-                inst->identifier = *vals[3] ? TAKE_PTR(vals[3]) : NULL;
-                inst->revision = (unsigned) rev;
-                inst->cpu_millis = (uint64_t) cpu;
-        }
-        for (size_t i = 0; i < 5; i++)
-                free(vals[i]);
-        return ok ? 0 : -EINVAL;
-}
-
-static void lost_add(lg_node *node, const lg_instance *inst, const char *why) {
-        struct lg_node_lost *l = realloc(node->lost, (node->n_lost + 1) * sizeof(*l));
-        if (!l)
-                return; /* not reported: the session starts afresh */
-        node->lost = l;
-        l = &node->lost[node->n_lost++];
-        *l = (struct lg_node_lost){.revision = inst->revision};
-        snprintf(l->id, sizeof(l->id), "%s", inst->id);
-        snprintf(l->app, sizeof(l->app), "%s", inst->app);
-        snprintf(l->identifier, sizeof(l->identifier), "%s", inst->identifier ? inst->identifier : "");
-        snprintf(l->why, sizeof(l->why), "%s", why);
-}
-
-static void adopt_done(lg_agent_req *req) {
-        lg_instance *inst = req->data;
-        lg_node *node = inst->node;
-        node->adopting--;
-        if (req->result < 0) {
-                /* The agent destroyed what was left of it. */
-                if (inst->has_record)
-                        lost_add(node, inst, req->err.msg);
-                instance_release(inst);
-        } else if (!inst->has_record) {
-                /* A placeholder or an instance not yet serving: replaced. */
-                instance_release(inst);
-        } else {
-                inst->control_fd = req->out.control_fd;
-                inst->pidfd = req->out.pidfd;
-                memcpy(inst->ip, req->out.net.ip, sizeof(inst->ip));
-                inst->state = ST_SERVING;
-                inst->adopted = true;
-                inst->anext = node->adopted;
-                node->adopted = inst;
-        }
-        unref(inst);
-}
-
-/* Submit the adoption of one sandbox a previous legiond left. */
-static void adopt_one(lg_node *node, const char *id) {
-        lg_instance *inst = calloc(1, sizeof(*inst));
-        if (!inst)
-                return;
-        inst->node = node;
-        inst->listen_fd = inst->control_fd = inst->pidfd = -1;
-        inst->state = ST_STARTING;
-        snprintf(inst->id, sizeof(inst->id), "%s", id);
-        snprintf(inst->sock, sizeof(inst->sock), "%s/%s.sock", node->sock_dir, id);
-        inst->has_record = record_read(node, id, inst) == 0;
-        inst->create_req.data = inst;
-        if (lg_agent_adopt(node->agent, &inst->create_req, id, adopt_done) < 0) {
-                free(inst->app);
-                free(inst->identifier);
-                free(inst->pool_name);
-                free(inst->net_policy);
-                free(inst);
-                return;
-        }
-        uv_timer_init(node->loop, &inst->timer);
-        inst->timer.data = inst;
-        inst->refs = 2; /* the timer, the adopt */
-        all_link(inst);
-        node->adopting++;
-}
-
-/* Whatever a previous legiond left in the run directory: its sandboxes
- * (adopted when they served an app, destroyed otherwise), records of
- * instances whose sandbox is gone (lost), socket files of neither. At
- * start, before anything else runs on the loop: it waits for the agent. */
-static void adopt_left(lg_node *node) {
-        char **ids = NULL;
-        if (lg_sandbox_list(node->sandbox_dir, &ids, NULL) >= 0)
-                for (char **id = ids; *id; id++)
-                        adopt_one(node, *id);
-        lg_sandbox_list_free(ids);
-        while (node->adopting)
-                uv_run(node->loop, UV_RUN_ONCE);
-        const char *dirs[] = {node->inst_dir, node->sock_dir};
-        for (size_t k = 0; k < 2; k++) {
-                DIR *d = opendir(dirs[k]);
-                struct dirent *de;
-                while (d && (de = readdir(d))) {
-                        if (de->d_name[0] == '.')
-                                continue;
-                        char id[64];
-                        snprintf(id, sizeof(id), "%.*s", (int) strcspn(de->d_name, "."), de->d_name);
-                        bool kept = false;
-                        for (lg_instance *i = node->adopted; i && !kept; i = i->anext)
-                                kept = !strcmp(i->id, id);
-                        if (kept)
-                                continue;
-                        if (k == 0) {
-                                bool known = false;
-                                for (size_t l = 0; l < node->n_lost && !known; l++)
-                                        known = !strcmp(node->lost[l].id, id);
-                                lg_instance rec = {.node = node};
-                                snprintf(rec.id, sizeof(rec.id), "%s", id);
-                                if (!known && record_read(node, id, &rec) == 0)
-                                        lost_add(node, &rec, "its sandbox was gone");
-                                free(rec.app);
-                                free(rec.identifier);
-                                free(rec.pool_name);
-                                free(rec.net_policy);
-                        }
-                        unlinkat(dirfd(d), de->d_name, 0);
-                }
-                if (d)
-                        closedir(d);
-        }
-}
-
-int lg_node_instance_adopt(lg_node *node, const char *app, unsigned revision, lg_instance_ready_cb ready_cb,
-                           lg_instance_exit_cb exit_cb, void *userdata, lg_instance **ret) {
-        for (lg_instance **pp = &node->adopted; *pp; pp = &(*pp)->anext) {
-                lg_instance *inst = *pp;
-                if (strcmp(inst->app, app) || inst->revision != revision)
-                        continue;
-                *pp = inst->anext;
-                inst->anext = NULL;
-                /* The network's assignments did not survive the restart
-                 * (its table is made anew): its tenant again. Failing
-                 * later ends it (assigned), as it would end a new one;
-                 * failing now (a name too long), it is not taken. */
-                struct lg_error err = {0};
-                if (inst->ip[0] && assign_tenant(inst, inst->app, inst->net_policy, &err) < 0) {
-                        instance_release(inst);
-                        return lg_node_instance_adopt(node, app, revision, ready_cb, exit_cb, userdata, ret);
-                }
-                inst->ready_cb = ready_cb;
-                inst->exit_cb = exit_cb;
-                inst->userdata = userdata;
-                watch(inst);
-                *ret = inst;
-                return 1;
-        }
-        return 0;
-}
-
-void lg_node_each_adopted(lg_node *node, void (*fn)(const char *app, unsigned revision, const char *identifier,
-                                                   const char *lost_why, void *ud),
-                          void *ud) {
-        for (lg_instance *i = node->adopted; i; i = i->anext)
-                fn(i->app, i->revision, i->identifier, NULL, ud);
-        for (size_t k = 0; k < node->n_lost; k++) {
-                const struct lg_node_lost *l = &node->lost[k];
-                fn(l->app, l->revision, l->identifier[0] ? l->identifier : NULL, l->why, ud);
-        }
-}
-
-void lg_node_adopted_release(lg_node *node, void (*log)(const char *app, const char *line, void *ud), void *ud) {
-        char line[800];
-        while (node->adopted) {
-                lg_instance *inst = node->adopted;
-                node->adopted = inst->anext;
-                inst->anext = NULL;
-                if (log && !inst->released) {
-                        snprintf(line, sizeof(line),
-                                 "instance %s (revision %u) was not taken back after the restart: destroyed", inst->id,
-                                 inst->revision);
-                        log(inst->app, line, ud);
-                }
-                instance_release(inst);
-        }
-        for (size_t k = 0; log && k < node->n_lost; k++) {
-                const struct lg_node_lost *l = &node->lost[k];
-                snprintf(line, sizeof(line), "instance %s (revision %u) was lost in the restart: %s", l->id,
-                         l->revision, l->why);
-                log(l->app, line, ud);
-        }
-        free(node->lost);
-        node->lost = NULL;
-        node->n_lost = 0;
-}
-
-void lg_node_detach_all(lg_node *node) {
-        for (lg_instance *inst = node->all; inst; inst = inst->all_next)
-                if (inst->state == ST_SERVING && !inst->released) {
-                        inst->detached = true;
-                        inst->ready_cb = NULL;
-                        inst->exit_cb = NULL;
-                        instance_release(inst);
-                }
-}
-
-bool lg_instance_adopted(const lg_instance *inst) { return inst->adopted; }
-
 /* ---- accessors and setup ------------------------------------------------ */
 
 const char *lg_instance_id(const lg_instance *inst) { return inst->id; }
@@ -1273,7 +809,7 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
                 lg_node_free(node);
                 return r;
         }
-        adopt_left(node);
+        node_adopt_left(node);
         *ret = node;
         return 0;
 }
@@ -1289,7 +825,7 @@ void lg_node_free(lg_node *node) {
         for (lg_instance *inst = node->all; inst; inst = inst->all_next) {
                 inst->ready_cb = NULL;
                 inst->exit_cb = NULL;
-                instance_release(inst);
+                node_instance_release(inst);
         }
         while (node->live)
                 uv_run(node->loop, UV_RUN_ONCE);
@@ -1298,7 +834,7 @@ void lg_node_free(lg_node *node) {
                 next = p->next;
                 free(p->name);
                 free(p->runtime);
-                env_free(p->env);
+                node_env_free(p->env);
                 free(p);
         }
         if (node->own_agent)

@@ -118,7 +118,7 @@ int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
  * the loop); returns at once, no callback runs after. NULL is fine. */
 void lg_instance_destroy(lg_instance *inst);
 
-/* ---- surviving a restart (node.c, "Surviving a restart") ----
+/* ---- surviving a restart (node-adopt.c) ----
  * lg_node_new adopts the sandboxes a previous legiond left: instances that
  * were serving an app revision wait for it here; placeholders and
  * instances not yet serving are destroyed (replaced); instances whose

@@ -1,0 +1,120 @@
+/* The node agent's private parts, shared by node.c (instances: making,
+ * watching, specializing, tearing down), node-pool.c (pool groups, their
+ * keys and warm pools) and node-adopt.c (records and surviving a restart).
+ * Not an API: only these files include it. Threading, callbacks and
+ * ownership are those of node.h. */
+#pragma once
+
+#include "node/agent.h"
+#include "node/node.h"
+#include "node/warm.h"
+#include "sandbox/sandbox.h"
+
+enum inst_state { ST_STARTING, ST_READY, ST_SPECIALIZING, ST_SERVING, ST_DEAD };
+
+struct pool;
+
+struct lg_instance {
+        lg_warm_item witem;         /* in its pool group's warm pool while a placeholder */
+        lg_node *node;
+        struct lg_instance *all_prev, *all_next; /* every live instance of the node */
+        enum inst_state state;
+        char id[40];
+        char sock[256];
+        uv_poll_t ctl_poll, exit_poll; /* set up once the sandbox exists (polls) */
+        uv_timer_t timer;           /* specialize deadline, then boost end */
+        struct lg_sandbox_spec sspec; /* what the create request makes */
+        int listen_fd;
+        bool creating;              /* create request under way */
+        bool polls;                 /* ctl_poll and exit_poll open */
+        bool released;              /* handles closed, destroy queued */
+        bool status_asked;          /* status request under way (it exited) */
+        int control_fd, pidfd;      /* the agent's, until the destroy is queued */
+        lg_agent_req create_req, mount_req, status_req, destroy_req, net_req;
+        char ip[LG_NET_IP_MAX];     /* its address on the node's network, "" = none */
+        bool assign;                /* taken with an address and no tenant: assign before the code */
+        unsigned refs;              /* requests under way and open handles */
+        struct lg_instance_spec *want; /* specialize with this: kept until sent */
+        bool set_cpu_on_take;       /* its own CPU quota at once (no boost) */
+        char *rbuf;                 /* partial frame from the control socket */
+        size_t rlen, rcap;
+        bool cold;
+        uint64_t t_start;
+        uint64_t ready_ns;
+        uint64_t cpu_millis;
+        uint64_t boost_ms;          /* boosted CPU until this long after ready */
+        lg_instance_ready_cb ready_cb;
+        lg_instance_exit_cb exit_cb;
+        void *userdata;
+        /* What it serves, for its record; set when it is specialized. */
+        char *app, *identifier, *pool_name;
+        char *net_policy;           /* NULL = its namespace's */
+        unsigned revision;
+        bool adopted;               /* taken over from a previous legiond */
+        bool detached;              /* left running for the next one */
+        bool has_record;            /* adopting: it was serving */
+        lg_instance *anext;         /* node->adopted, until claimed */
+};
+
+struct pool {
+        struct pool *next;
+        lg_node *node;
+        char *name, *runtime;
+        char **env;                 /* placeholder_env plus the pool's own */
+        struct lg_pool_spec spec;
+        /* Its placeholders (STARTING and READY), keyed by their shape.
+         * A creation that fails does not shrink the pool: it is retried
+         * with backoff, and the reason is in the pool's status. */
+        lg_warm_pool *warm;
+        uint64_t created, on_demand;
+        bool deleted;
+};
+
+struct lg_node {
+        uv_loop_t *loop;
+        lg_agent *agent;
+        bool own_agent;
+        lg_net *net;                /* NULL: sandboxes have loopback only */
+        lg_instance *all;           /* every live instance (lg_node_free) */
+        char *run_dir, *sandbox_dir, *sock_dir, *runtimes_dir;
+        uint64_t specialize_timeout_ms;
+        struct pool *pools;
+        struct lg_bind runtime_bind; /* runtimes_dir at /opt/legion/runtime */
+        lg_warm *warm;              /* the pool groups' placeholders */
+        unsigned live;              /* instances not yet freed */
+        char *inst_dir;             /* <run>/instances: records of SERVING instances */
+        lg_instance *adopted;       /* adopted, serving, not yet claimed */
+        unsigned adopting;          /* adopt requests under way (start) */
+        struct lg_node_lost *lost;  /* records whose sandbox could not be adopted */
+        size_t n_lost;
+};
+
+/* node.c */
+extern const char *const node_placeholder_env[];
+const char *const *node_runtime_argv(const char *runtime);
+void node_env_free(char **env);
+/* Drop a reference; the last one frees the instance. */
+void node_unref(lg_instance *inst);
+/* A new instance among the node's live ones (freed by node_unref). */
+void node_all_link(lg_instance *inst);
+/* Close its handles and queue the destroy (or detach) of its sandbox. */
+void node_instance_release(lg_instance *inst);
+/* Watch its control socket and its exit. */
+void node_watch(lg_instance *inst);
+/* Submit the assignment of its address to the tenant of app. */
+int node_assign_tenant(lg_instance *inst, const char *app, const char *policy, struct lg_error *err);
+bool node_pool_network(const struct pool *p);
+/* Start making a sandbox for pool p; it becomes usable in create_done.
+ * for_spec: the instance it is made for (on demand), NULL for a placeholder. */
+int node_make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_spec *for_spec, lg_instance **ret,
+                      struct lg_error *err);
+
+/* node-pool.c */
+struct pool *node_find_pool(lg_node *node, const char *name);
+
+/* node-adopt.c */
+void node_record_path(const lg_instance *inst, char *buf, size_t cap);
+/* The record of a SERVING instance: a few lines, written once. */
+int node_record_write(lg_instance *inst);
+/* Adopt what a previous legiond left (lg_node_new, before anything else). */
+void node_adopt_left(lg_node *node);
