@@ -499,3 +499,169 @@ class Registry:
         """Where the registry keeps a blob: corrupt it to test verification."""
         hexd = digest.split(":")[1]
         return os.path.join(self.storage, "docker/registry/v2/blobs/sha256", hexd[:2], hexd, "data")
+
+
+# ---- container app images (issue 12) -------------------------------------------
+
+_python_layer = None
+
+
+def python_layer_cached():
+    """python_layer(), made once per test process (23 MB of host files)."""
+    global _python_layer
+    if _python_layer is None:
+        _python_layer = python_layer()
+    return _python_layer
+
+
+def files_layer(files):
+    """A layer of files {path: bytes or str} with their directories."""
+    entries, dirs = [], set()
+    for path in sorted(files):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in dirs:
+                dirs.add(d)
+                entries.append((d, "dir"))
+        data = files[path]
+        entries.append((path, "file", data.encode() if isinstance(data, str) else data, {"mode": 0o755}))
+    return tar_layer(entries)
+
+
+# A Python http.server app: GET / answers who and what it is (version, a
+# random id of this server process, hostname, pid, path, environment); /sleep?s=N answers after
+# N seconds; /healthz answers $HEALTHZ_STATUS (200); /exit?code=N exits.
+# Port: argv[1], else $PORT, else 8080. Requests are logged on stderr
+# (http.server's own log lines), which `legion app logs` shows.
+PYWEB_SERVER = r'''
+import http.server, json, os, socket, socketserver, sys, time
+
+VERSION = open("/app/VERSION").read().strip()
+INSTANCE = os.urandom(8).hex()  # this server process, unlike any other
+PORT = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("PORT", "8080"))
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        q = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        if path == "/healthz":
+            code = int(os.environ.get("HEALTHZ_STATUS", "200"))
+            return self.reply(code, {"healthz": code})
+        if path == "/sleep":
+            time.sleep(float(q.get("s", "1")))
+        if path == "/exit":
+            sys.stderr.write("pyweb: exiting on request\n")
+            sys.stderr.flush()
+            os._exit(int(q.get("code", "3")))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.reply(200, {"app": "pyweb", "version": VERSION, "instance": INSTANCE, "hostname": socket.gethostname(),
+                         "pid": os.getpid(), "path": path, "method": self.command, "body": body.decode(),
+                         "env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv})
+
+    do_POST = do_GET
+
+    def reply(self, code, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self):
+        # No socket.getfqdn (http.server's): a reverse lookup may wait on DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "pyweb", self.server_address[1]
+
+
+sys.stderr.write(f"pyweb {VERSION} listening on port {PORT}\n")
+Server(("0.0.0.0", PORT), Handler).serve_forever()
+'''
+
+# An app configured only through its environment: it listens on $PORT (no
+# default: without it, it exits at start) and answers
+# "$GREETING, $WHO!" plus, for /env/NAME, that variable's value.
+ENVAPP_SERVER = r'''
+import json, os, socket, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/env/"):
+            name = self.path[5:]
+            doc = {"name": name, "value": os.environ.get(name)}
+        else:
+            doc = {"greeting": "%s, %s!" % (os.environ.get("GREETING", "hello"), os.environ.get("WHO", "world"))}
+        body = json.dumps(doc).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Server(HTTPServer):
+    def server_bind(self):
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+        self.server_name, self.server_port = "envapp", self.server_address[1]
+
+
+port = int(os.environ["PORT"])
+sys.stderr.write(f"envapp listening on port {port}\n")
+Server(("0.0.0.0", port), Handler).serve_forever()
+'''
+
+APP_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def pyweb_image(version="1"):
+    """busybox + host python3 + /app/server.py (PYWEB_SERVER) answering
+    version; python3 /app/server.py is its entrypoint (port 8080)."""
+    app = files_layer({"app/server.py": PYWEB_SERVER, "app/VERSION": version + "\n"})
+    return Image([busybox_layer(), python_layer_cached(), app],
+                 config={"Entrypoint": ["python3", "/app/server.py"], "WorkingDir": "/app",
+                         "Env": [APP_PATH_ENV, "PYTHONUNBUFFERED=1", "GREETING=hello from the image",
+                                 "IMAGE_ONLY=kept"],
+                         "ExposedPorts": {"8080/tcp": {}}})
+
+
+def envapp_image():
+    """busybox + host python3 + /app/env.py (ENVAPP_SERVER): needs $PORT."""
+    app = files_layer({"app/env.py": ENVAPP_SERVER})
+    return Image([busybox_layer(), python_layer_cached(), app],
+                 config={"Entrypoint": ["python3", "/app/env.py"],
+                         "Env": [APP_PATH_ENV, "PYTHONUNBUFFERED=1", "WHO=image"]})
+
+
+def httpd_image(text="hello from busybox httpd\n"):
+    """busybox httpd serving /www (index.html = text) on port 8080 in the
+    foreground, logging requests (-v) on stderr."""
+    layer = busybox_layer([("www", "dir"), ("www/index.html", "file", text.encode()),
+                           ("www2", "dir"), ("www2/index.html", "file", b"the other site\n")])
+    return Image([layer], config={"Cmd": ["httpd", "-f", "-v", "-p", "8080", "-h", "/www"],
+                                  "Env": ["PATH=/bin"]})
+
+
+def crash_image():
+    """A server that exits at once (code 3), its reason on stderr."""
+    return Image([busybox_layer()], config={
+        "Entrypoint": ["sh", "-c", "echo starting; echo 'fatal: no config file at /etc/app.conf' >&2; exit 3"],
+        "Env": ["PATH=/bin"]})
+
+
+def silent_image():
+    """A server that never opens its port: it waits for ever."""
+    return Image([busybox_layer()], config={
+        "Entrypoint": ["sh", "-c", "echo 'waiting for a database that never comes' >&2; exec sleep 1000000"],
+        "Env": ["PATH=/bin"]})

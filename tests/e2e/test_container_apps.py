@@ -1,0 +1,397 @@
+"""Container apps end to end (issue 12, docs/apps.md): apps whose spec
+gives an OCI image and a port instead of a runtime and a package, run by a
+real legiond from images built here from host files (oci_kit: a Python
+http.server app, busybox httpd, an app configured by its environment, a
+server that exits at once and one that never opens its port). Deploy by
+the API and by `legion app deploy --image`, calls through the router, env,
+scale out and to zero, revisions with drain, pull at deploy from a local
+docker-registry (and a pull that fails), readiness failures and the crash
+loop backoff as status conditions and answers, restarts of legiond, and
+per-app auth (none, token, keys) with host routing."""
+import concurrent.futures
+import json
+import os
+import signal
+
+import pytest
+
+import oci_kit
+from apps_kit import top  # noqa: F401  (the fixture)
+from apps_kit import (CRASH, DOMAIN, ENVAPP, HTTPD, PYWEB, SILENT, build_images, call, call_json,
+                      condition, delete, deploy, error_of, has_flag, logs, new_legiond, restart, status, stop,
+                      wait_status)
+from test_legiond import free_port
+from test_survive import assert_nothing_left
+
+
+@pytest.fixture(scope="module")
+def images():
+    return build_images()
+
+
+@pytest.fixture(scope="module")
+def d(top, images):
+    dd = new_legiond(top, "home", images)
+    yield dd
+    stop(dd)
+
+
+@pytest.fixture()
+def apps(d):
+    """Names of the apps a test made: deleted after it (their instances go)."""
+    names = []
+    yield names
+    for n in names:
+        delete(d, n)
+
+
+def host_of(d, addresses):
+    """The addresses in the legiond's pod CIDR (10.201.N.x)."""
+    prefix = d.net.cidr.rsplit(".", 1)[0] + "."
+    return [a for a in addresses if a.startswith(prefix)]
+
+
+# ---- deploy and call ---------------------------------------------------------------
+
+def test_deploy_by_api_and_call(d, images, apps):
+    apps.append("web")
+    doc = deploy(d, "web", {"image": PYWEB, "port": 8080})
+    assert doc["spec"]["image"] == PYWEB
+    r = call_json(d, "web", "/hello?x=1")
+    assert r["app"] == "pyweb" and r["version"] == "1" and r["path"] == "/hello", r
+    # The image's entrypoint, working directory and environment.
+    assert r["argv"] == ["/app/server.py"] and r["cwd"] == "/app", r
+    assert r["env"]["IMAGE_ONLY"] == "kept" and r["env"]["GREETING"] == "hello from the image", r
+    st, _, body = call(d, "web", "/post", method="POST", body=b"payload")
+    assert st == 200 and json.loads(body)["body"] == "payload" and json.loads(body)["method"] == "POST"
+    # One instance, kept alive between calls.
+    assert call_json(d, "web", "/")["instance"] == r["instance"]
+    app = d.app("web")
+    s = app["status"]
+    assert s["revision"] == 1 and s["instances"] == 1 and s["coldStarts"]["count"] == 1, s
+    assert s["image"]["id"] == images[PYWEB].id and PYWEB in s["image"]["ref"], s
+    assert condition(app, "Ready")["status"] == "True", s
+    assert condition(app, "ImagePulled")["status"] == "True", s
+    # The router reaches it over the pod network.
+    assert [a for a in host_of(d, s["addresses"]) if a.endswith(":8080") or ":" not in a], s
+    # Its stderr (http.server's request log) is in the app's logs.
+    out = logs(d, "web")
+    assert "pyweb 1 listening on port 8080" in out and '"GET /hello?x=1 HTTP/1.1" 200' in out, out
+
+
+def test_deploy_by_cli_busybox_httpd_with_command_and_args(d, images, apps):
+    apps += ["bb", "bb2"]
+    out, err = d.cli("app", "deploy", "bb", "--image", HTTPD, "--port", "8080", timeout=120)
+    assert "revision 1" in out, (out, err)
+    st, _, body = call(d, "bb", "/")
+    assert st == 200 and body == b"hello from busybox httpd\n", (st, body)
+    # command and args replace the image's: another port, another site.
+    d.cli("app", "deploy", "bb2", "--image", HTTPD, "--port", "9090", "--command", "httpd", "--arg", "-f",
+          "--arg", "-p", "--arg", "9090", "--arg", "-h", "--arg", "/www2", timeout=120)
+    st, _, body = call(d, "bb2", "/")
+    assert st == 200 and body == b"the other site\n", (st, body)
+    assert d.app("bb2")["spec"]["command"] == ["httpd"]
+    out, _ = d.cli("app", "show", "bb")
+    assert HTTPD in out and "8080" in out and "Ready" in out, out
+    # An image app's spec is checked.
+    for bad in ({"image": HTTPD}, {"image": HTTPD, "port": 0}, {"image": HTTPD, "port": 70000},
+                {"image": HTTPD, "port": 8080, "runtime": "python3"},
+                {"image": HTTPD, "port": 8080, "readinessPath": "healthz"},
+                {"image": HTTPD, "port": 8080, "command": "httpd"},
+                {"image": "e2e/not-imported:1", "port": 8080}):
+        st, body = d.http("PUT", "/v1/namespaces/default/apps/badspec", {"spec": bad}, timeout=120)
+        assert 400 <= st < 500 or st == 502, (bad, st, body)
+        assert d.http("GET", "/v1/namespaces/default/apps/badspec")[0] == 404
+
+
+def test_env_reaches_the_app(d, apps):
+    apps += ["env", "noport"]
+    d.cli("app", "deploy", "env", "--image", ENVAPP, "--port", "9000", "--env", "PORT=9000",
+          "--env", "GREETING=hej", timeout=120)
+    assert call_json(d, "env", "/") == {"greeting": "hej, image!"}
+    # The image's own variables stay unless the app sets them.
+    assert call_json(d, "env", "/env/PATH")["value"] == oci_kit.APP_PATH_ENV.split("=", 1)[1]
+    # A change of env is a new revision whose instances see it.
+    deploy(d, "env", {"image": ENVAPP, "port": 9000, "env": {"PORT": "9000", "GREETING": "hej", "WHO": "you"}})
+    assert status(d, "env")["revision"] == 2
+    assert call_json(d, "env", "/") == {"greeting": "hej, you!"}
+    # Without PORT the app dies at start: the answer names why (its stderr).
+    deploy(d, "noport", {"image": ENVAPP, "port": 9000})
+    st, _, body = call(d, "noport", "/")
+    assert st == 502, (st, body)
+    e = error_of(body)
+    assert "KeyError: 'PORT'" in e["message"] and "ExitedAtStart" in json.dumps(e), e
+
+
+# ---- scaling and revisions -----------------------------------------------------------
+
+def test_scale_out_under_load_and_back_to_zero(d, apps):
+    apps.append("burst")
+    deploy(d, "burst", {"image": PYWEB, "port": 8080, "concurrency": 1, "maxInstances": 4,
+                        "idleTimeoutSeconds": 1})
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(lambda _: call(d, "burst", "/sleep?s=1"), range(8)))
+    assert all(st == 200 for st, _, _ in results), [r for r in results if r[0] != 200][:2]
+    hosts = {json.loads(b)["instance"] for _, _, b in results}
+    assert 1 < len(hosts) <= 4, hosts
+    s = status(d, "burst")
+    assert s["coldStarts"]["count"] >= len(hosts), s
+    wait_status(d, "burst", lambda s: s["instances"] == 0 and s["starting"] == 0, "scale to zero", timeout=60)
+    # And back: a new instance, none of the old ones.
+    r = call_json(d, "burst", "/")
+    assert r["instance"] not in hosts
+    assert status(d, "burst")["coldStarts"]["count"] > s["coldStarts"]["count"]
+
+
+def test_new_revision_drains_the_old_instance(d, apps):
+    apps.append("drain")
+    deploy(d, "drain", {"image": PYWEB, "port": 8080, "env": {"MARK": "old"}})
+    old = call_json(d, "drain", "/")
+    assert old["env"]["MARK"] == "old"
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        slow = ex.submit(call, d, "drain", "/sleep?s=6")
+        d.wait_for(lambda: status(d, "drain")["activeRequests"] == 1, what="the slow request in flight")
+        deploy(d, "drain", {"image": PYWEB, "port": 8080, "env": {"MARK": "new"}})
+        s = status(d, "drain")
+        assert s["revision"] == 2 and s["draining"] == 1, s
+        new = call_json(d, "drain", "/")
+        assert new["env"]["MARK"] == "new" and new["instance"] != old["instance"], new
+        st, _, body = slow.result()
+    # The old instance finished its request...
+    assert st == 200 and json.loads(body)["instance"] == old["instance"], body
+    assert json.loads(body)["env"]["MARK"] == "old"
+    # ...and is gone, never used again.
+    wait_status(d, "drain", lambda s: s["draining"] == 0 and s["instances"] == 1, "the old instance drained")
+    for _ in range(5):
+        r = call_json(d, "drain", "/")
+        assert r["instance"] == new["instance"] and r["env"]["MARK"] == "new", r
+    # The same spec again is not a new revision.
+    deploy(d, "drain", {"image": PYWEB, "port": 8080, "env": {"MARK": "new"}})
+    assert status(d, "drain")["revision"] == 2
+
+
+# ---- images pulled at deploy --------------------------------------------------------
+
+def test_image_missing_is_pulled_at_deploy_with_progress(d, top, apps):
+    apps += ["pulled", "pulledcli"]
+    img = oci_kit.pyweb_image("pulled")
+    httpd = oci_kit.httpd_image("pulled by the cli\n")
+    with oci_kit.Registry(os.path.join(top, "reg-pull")) as reg:
+        ref = reg.push(img, "team/web", "1")
+        d.cli("image", "inspect", ref, check=1)
+        st, body = d.http("PUT", "/v1/namespaces/default/apps/pulled", {"spec": {"image": ref, "port": 8080}},
+                          headers={"Accept": "application/x-ndjson"}, timeout=180)
+        lines = [json.loads(x) for x in body.decode().splitlines() if x.strip()]
+        assert st == 200 and lines, (st, body)
+        assert [x for x in lines[:-1] if "phase" in x], lines  # progress
+        assert "error" not in lines[-1], lines[-1]
+        assert call_json(d, "pulled", "/")["version"] == "pulled"
+        s = status(d, "pulled")
+        assert s["image"]["id"] == img.id, s
+        assert json.loads(d.cli("image", "inspect", ref)[0])["id"] == img.id
+        # The CLI prints the pull's progress.
+        ref2 = reg.push(httpd, "team/httpd", "1")
+        out, err = d.cli("app", "deploy", "pulledcli", "--image", ref2, "--port", "8080", timeout=180)
+        assert "revision 1" in out and "pull" in (out + err).lower(), (out, err)
+        st, _, body = call(d, "pulledcli", "/")
+        assert st == 200 and body == b"pulled by the cli\n"
+
+
+def test_unpullable_image_fails_the_deploy_and_stores_nothing(d, top, apps):
+    apps.append("keepsold")
+    with oci_kit.Registry(os.path.join(top, "reg-fail")) as reg:
+        missing = f"{reg.host}/team/nothing:1"
+        unreachable = f"127.0.0.1:{free_port()}/team/nothing:1"
+        for ref in (missing, unreachable):
+            st, body = d.http("PUT", "/v1/namespaces/default/apps/nopull", {"spec": {"image": ref, "port": 8080}},
+                              timeout=180)
+            assert st >= 400, (st, body)
+            e = error_of(body)
+            assert e["code"] == "ImagePullFailed" and ref in e["message"], e
+            assert d.http("GET", "/v1/namespaces/default/apps/nopull")[0] == 404
+            # Streamed: the last line is the error.
+            st, body = d.http("PUT", "/v1/namespaces/default/apps/nopull", {"spec": {"image": ref, "port": 8080}},
+                              headers={"Accept": "application/x-ndjson"}, timeout=180)
+            last = json.loads(body.decode().splitlines()[-1])
+            assert last["error"]["code"] == "ImagePullFailed", (st, body)
+            assert d.http("GET", "/v1/namespaces/default/apps/nopull")[0] == 404
+            out, err = d.cli("app", "deploy", "nopull", "--image", ref, "--port", "8080", check=None, timeout=180)
+            assert ref in err, (out, err)
+            assert d.http("GET", "/v1/namespaces/default/apps/nopull")[0] == 404
+        # An app that exists keeps its revision when the new image cannot be pulled.
+        deploy(d, "keepsold", {"image": HTTPD, "port": 8080})
+        st, body = d.http("PUT", "/v1/namespaces/default/apps/keepsold", {"spec": {"image": missing, "port": 8080}},
+                          timeout=180)
+        assert st >= 400 and error_of(body)["code"] == "ImagePullFailed", (st, body)
+        assert d.app("keepsold")["spec"]["image"] == HTTPD
+        assert status(d, "keepsold")["revision"] == 1
+        assert call(d, "keepsold", "/")[0] == 200
+    out, _ = d.cli("image", "ls")
+    assert "team/nothing" not in out, out
+
+
+# ---- failures: readiness, crash loop -------------------------------------------------
+
+def test_port_never_opens(d, apps):
+    apps.append("silent")
+    deploy(d, "silent", {"image": SILENT, "port": 8080})
+    st, _, body = call(d, "silent", "/", timeout=180)
+    assert st == 502, (st, body)
+    e = error_of(body)
+    assert "8080 never opened" in e["message"] and "PortNeverOpened" in json.dumps(e), e
+    c = condition(d.app("silent"), "Ready")
+    assert c["status"] == "False" and c["reason"] == "PortNeverOpened" and "8080" in c["message"], c
+    out = logs(d, "silent")
+    assert "never opened" in out and "waiting for a database that never comes" in out, out
+
+
+def test_readiness_path_failing(d, apps):
+    apps += ["unready", "ready"]
+    deploy(d, "unready", {"image": PYWEB, "port": 8080, "readinessPath": "/healthz",
+                          "env": {"HEALTHZ_STATUS": "500"}})
+    st, _, body = call(d, "unready", "/", timeout=180)
+    assert st == 502, (st, body)
+    e = error_of(body)
+    assert "/healthz" in e["message"] and "500" in e["message"] and "ReadinessFailed" in json.dumps(e), e
+    c = condition(d.app("unready"), "Ready")
+    assert c["status"] == "False" and c["reason"] == "ReadinessFailed", c
+    assert "/healthz" in logs(d, "unready")
+    # A check that passes: legiond asked for the path before the first call.
+    deploy(d, "ready", {"image": PYWEB, "port": 8080, "readinessPath": "/healthz"})
+    assert call_json(d, "ready", "/first")["path"] == "/first"
+    out = logs(d, "ready")
+    assert out.index('"GET /healthz HTTP/1.1" 200') < out.index('"GET /first HTTP/1.1" 200'), out
+
+
+def test_crash_loop_backs_off_visibly(d, apps):
+    has_flag("--app-backoff-ms")
+    apps.append("crash")
+    deploy(d, "crash", {"image": CRASH, "port": 8080})
+    # The first two starts happen at once, and fail: 502 naming why.
+    for _ in range(2):
+        st, _, body = call(d, "crash", "/")
+        assert st == 502, (st, body)
+        e = error_of(body)
+        assert "exited with code 3" in e["message"] and "fatal: no config file" in e["message"], e
+    # Then starts wait (200 ms, doubling): a call meanwhile gets 503.
+    seen = []
+    for _ in range(12):
+        st, h, body = call(d, "crash", "/")
+        seen.append(st)
+        if st == 503:
+            break
+        assert st == 502, (st, body)
+    assert seen[-1] == 503, seen
+    e = error_of(body)
+    assert e["code"] == "CrashLoopBackOff" and "crash" in e["message"], e
+    assert "exited with code 3" in e["message"] or "ExitedAtStart" in e["message"], e
+    assert int(h["retry-after"]) >= 1, h
+    app = d.app("crash")
+    c = condition(app, "Ready")
+    assert c["status"] == "False" and c["reason"] in ("CrashLoopBackOff", "ExitedAtStart"), app["status"]
+    assert "CrashLoopBackOff" in json.dumps(app["status"]), app["status"]
+    out = logs(d, "crash")
+    assert "fatal: no config file" in out and "back" in out.lower(), out
+    # A new revision (a working image) starts at once: the streak is reset.
+    deploy(d, "crash", {"image": PYWEB, "port": 8080})
+    assert call_json(d, "crash", "/")["app"] == "pyweb"
+    c = condition(d.app("crash"), "Ready")
+    assert c["status"] == "True", c
+
+
+def test_instance_crashing_after_start_is_replaced(d, apps):
+    apps.append("exits")
+    deploy(d, "exits", {"image": PYWEB, "port": 8080})
+    first = call_json(d, "exits", "/")
+    st, _, body = call(d, "exits", "/exit?code=4")
+    assert st == 502, (st, body)
+    r = call_json(d, "exits", "/")
+    assert r["instance"] != first["instance"]
+    assert "pyweb: exiting on request" in logs(d, "exits")
+
+
+# ---- legiond restarts ----------------------------------------------------------------
+
+def test_instances_survive_legiond_restart(top, images):
+    d = new_legiond(top, "restart", {PYWEB: images[PYWEB], HTTPD: images[HTTPD]})
+    try:
+        deploy(d, "keep", {"image": PYWEB, "port": 8080, "env": {"MARK": "kept"}})
+        deploy(d, "bb", {"image": HTTPD, "port": 8080})
+        before = call_json(d, "keep", "/")
+        assert call(d, "bb", "/")[0] == 200
+        inits = d.sandbox_inits()
+        restart(d, signal.SIGKILL)
+        # The same instance answers, reached at its address again.
+        after = call_json(d, "keep", "/")
+        assert after["instance"] == before["instance"] and after["pid"] == before["pid"], (before, after)
+        assert after["env"]["MARK"] == "kept"
+        assert call(d, "bb", "/")[2] == b"hello from busybox httpd\n"
+        s = status(d, "keep")
+        assert s["instances"] == 1 and s["coldStarts"]["count"] == 0, s
+        assert "taken back after a legiond restart" in logs(d, "keep")
+        restart(d, signal.SIGTERM)
+        assert call_json(d, "keep", "/")["pid"] == before["pid"]
+        ids = {os.path.basename(p) for p in inits.values()}
+        d.stop(signal.SIGTERM)  # and --stop-all
+        assert_nothing_left(d, ids)
+        # Its network goes too (host ends of veths go with their namespaces).
+        d.wait_for(lambda: d.net.prefix not in open("/proc/net/dev").read(), what="the sandbox links gone")
+    finally:
+        stop(d)
+
+
+# ---- auth: none, token, keys; host routing ---------------------------------------------
+
+def test_public_token_and_key_apps(d, apps):
+    apps += ["pub", "tok", "keyed"]
+    deploy(d, "pub", {"image": HTTPD, "port": 8080, "auth": "none"})
+    d.cli("app", "deploy", "tok", "--image", HTTPD, "--port", "8080", "--auth", "token", timeout=120)
+    deploy(d, "keyed", {"image": HTTPD, "port": 8080, "auth": "keys"})
+    # Public: anyone.
+    st, _, body = call(d, "pub", "/", auth=False)
+    assert st == 200 and body == b"hello from busybox httpd\n", (st, body)
+    # Token (the default): 401 without, the same 401 as an app that does not exist.
+    st_tok, _, body_tok = call(d, "tok", "/", auth=False)
+    st_none, _, body_none = call(d, "no-such-app", "/", auth=False)
+    assert st_tok == st_none == 401 and body_tok == body_none, (body_tok, body_none)
+    assert call(d, "tok", "/")[0] == 200
+    # Keys: an app key on that app's data path only.
+    assert call(d, "keyed", "/", auth=False)[0] == 401
+    st, body = d.http("POST", "/v1/namespaces/default/apps/keyed/keys", {})
+    assert st in (200, 201), body
+    key = json.loads(body)
+    assert call(d, "keyed", "/", auth=False, headers={"x-legion-key": key["key"]})[0] == 200
+    assert call(d, "keyed", "/", token=key["key"])[0] == 200
+    assert call(d, "keyed", "/")[0] == 200  # the admin token may use the namespace
+    assert call(d, "tok", "/", token=key["key"])[0] == 401
+    assert call(d, "tok", "/", auth=False, headers={"x-legion-key": key["key"]})[0] == 401
+    assert d.http("GET", "/v1/namespaces/default/apps", token=key["key"])[0] == 401
+    st, body = d.http("GET", "/v1/namespaces/default/apps/keyed/keys")
+    assert st == 200 and key["key"] not in body.decode() and key["id"] in body.decode(), body
+    out, _ = d.cli("app", "keys", "list", "keyed")
+    assert key["id"] in out and key["key"] not in out
+    st, _ = d.http("DELETE", f"/v1/namespaces/default/apps/keyed/keys/{key['id']}")
+    assert st in (200, 204)
+    assert call(d, "keyed", "/", auth=False, headers={"x-legion-key": key["key"]})[0] == 401
+    # auth changes in place: no new revision.
+    deploy(d, "pub", {"image": HTTPD, "port": 8080, "auth": "token"})
+    assert status(d, "pub")["revision"] == 1
+    assert call(d, "pub", "/", auth=False)[0] == 401
+    deploy(d, "pub", {"image": HTTPD, "port": 8080, "auth": "none"})
+    assert call(d, "pub", "/", auth=False)[0] == 200
+
+
+def test_host_routing_on_the_function_domain(d, apps):
+    has_flag("--fn-domain")
+    apps += ["site", "private"]
+    deploy(d, "site", {"image": HTTPD, "port": 8080, "auth": "none"})
+    deploy(d, "private", {"image": HTTPD, "port": 8080})
+    st, body = d.http("GET", "/", auth=False, headers={"Host": f"site.default.{DOMAIN}"})
+    assert st == 200 and body == b"hello from busybox httpd\n", (st, body)
+    st, body = d.http("GET", "/index.html", auth=False, headers={"Host": f"site.default.{DOMAIN}:{d.port}"})
+    assert st == 200 and body == b"hello from busybox httpd\n", (st, body)
+    assert d.http("GET", "/", auth=False, headers={"Host": f"private.default.{DOMAIN}"})[0] == 401
+    assert d.http("GET", "/", headers={"Host": f"private.default.{DOMAIN}"})[0] == 200
+    # Another domain is not an app's.
+    st, _ = d.http("GET", "/", auth=False, headers={"Host": "site.default.other.test"})
+    assert st != 200

@@ -1,0 +1,181 @@
+"""Pool groups of images end to end (issue 12): a pool group that names an
+image pulls it when it is made (from a local docker-registry), keeps warm
+sandboxes of it that container apps take (their cold start says "from a
+placeholder", the pool's taken counter moves), pins the image, replaces its
+warm sandboxes gradually when its image changes (status updated/outdated,
+no old sandbox reused) and moves its apps as its upgrade policy says
+(their next instance, or a new revision at once). A "process" pool's
+placeholders already run the server."""
+import json
+import types
+
+import pytest
+
+import oci_kit
+from apps_kit import top  # noqa: F401  (the fixture)
+from apps_kit import (call_json, condition, delete, deploy, logs, new_legiond, pool, pool_delete, pool_put,
+                      sandboxes, status, stop, wait_pool, wait_status)
+
+
+@pytest.fixture(scope="module")
+def reg(top):
+    """A registry holding pool/web:1 and :2 (pyweb answering version 1, 2)."""
+    with oci_kit.Registry(top) as r:
+        r.v1 = oci_kit.pyweb_image("1")
+        r.v2 = oci_kit.pyweb_image("2")
+        r.ref1 = r.push(r.v1, "pool/web", "1")
+        r.ref2 = r.push(r.v2, "pool/web", "2")
+        yield r
+
+
+@pytest.fixture(scope="module")
+def d(top):
+    dd = new_legiond(top, "home")
+    yield dd
+    stop(dd)
+
+
+@pytest.fixture()
+def cleanup(d):
+    """cleanup.apps, cleanup.pools: deleted after the test (apps first)."""
+    c = types.SimpleNamespace(apps=[], pools=[])
+    yield c
+    for a in c.apps:
+        delete(d, a)
+    for p in c.pools:
+        pool_delete(d, p)
+
+
+def ready_of(d, name, n):
+    return wait_pool(d, name, lambda s: s.get("ready") == n and s.get("starting", 0) == 0, f"{n} ready")
+
+
+def test_pool_prepulls_and_apps_take_its_warm_sandboxes(d, reg, cleanup):
+    cleanup.pools.append("web")
+    cleanup.apps.append("front")
+    d.cli("image", "inspect", reg.ref1, check=1)
+    # Made by the CLI: the image is pulled before the pool group is stored.
+    out, err = d.cli("pool", "create", "web", "--image", reg.ref1, "--ready", "2", timeout=180)
+    assert json.loads(d.cli("image", "inspect", reg.ref1)[0])["id"] == reg.v1.id, (out, err)
+    ready_of(d, "web", 2)
+    p = pool(d, "web")
+    assert p["spec"]["image"] == reg.ref1 and reg.v1.id in json.dumps(p["status"]), p
+    taken = p["status"]["taken"]
+    # An app of the pool without an image of its own: the pool's.
+    deploy(d, "front", {"poolGroup": "web", "port": 8080, "env": {"MARK": "app"}})
+    r = call_json(d, "front", "/")
+    assert r["version"] == "1" and r["env"]["MARK"] == "app", r
+    assert pool(d, "web")["status"]["taken"] == taken + 1
+    assert "from a placeholder" in logs(d, "front")
+    s = status(d, "front")
+    assert s["image"]["id"] == reg.v1.id and s["coldStarts"]["count"] == 1, s
+    # The taken one is made again.
+    ready_of(d, "web", 2)
+    # The image is pinned while the pool group names it.
+    st, body = d.http("DELETE", "/v1/images/" + reg.ref1)
+    assert st == 409 and "web" in body.decode(), (st, body)
+    _, err = d.cli("image", "rm", reg.ref1, check=None)
+    assert "web" in err, err
+    # An app of the pool naming another image is refused.
+    st, body = d.http("PUT", "/v1/namespaces/default/apps/other",
+                      {"spec": {"poolGroup": "web", "port": 8080, "image": reg.ref2}}, timeout=120)
+    assert 400 <= st < 500, (st, body)
+    assert d.http("GET", "/v1/namespaces/default/apps/other")[0] == 404
+
+
+def test_rolling_replacement_after_an_image_change(d, reg, cleanup):
+    cleanup.pools.append("roll")
+    cleanup.apps.append("follow")
+    before = sandboxes(d)
+    pool_put(d, "roll", {"image": reg.ref1, "ready": 3, "upgrade": {"maxUnavailable": 1}})
+    ready_of(d, "roll", 3)
+    old_warm = sandboxes(d) - before
+    assert len(old_warm) == 3, old_warm
+    deploy(d, "follow", {"poolGroup": "roll", "port": 8080, "idleTimeoutSeconds": 1})
+    first = call_json(d, "follow", "/")
+    assert first["version"] == "1"
+    ready_of(d, "roll", 3)
+    # The new image: sandboxes replaced at most one missing at a time.
+    pool_put(d, "roll", {"image": reg.ref2, "ready": 3, "upgrade": {"maxUnavailable": 1}})
+    seen = []
+
+    def done():
+        s = pool(d, "roll")["status"]
+        seen.append(s)
+        assert s["updated"] + s["outdated"] >= 3 - 1, seen
+        return s["updated"] == 3 and s["outdated"] == 0 and not s["rolling"]
+
+    d.wait_for(done, timeout=120, what="the rolling replacement")
+    assert reg.v2.id in json.dumps(pool(d, "roll")["status"]), pool(d, "roll")
+    # No old warm sandbox is left (the app's own instance still runs).
+    left = sandboxes(d) & old_warm
+    assert len(left) <= 1, left
+    # nextInstance (the default): the running instance stays...
+    r = call_json(d, "follow", "/")
+    assert r["version"] == "1" and r["instance"] == first["instance"], r
+    assert status(d, "follow")["revision"] == 1
+    # ...and the next one is of the new image, from a new warm sandbox.
+    wait_status(d, "follow", lambda s: s["instances"] == 0, "scale to zero")
+    r = call_json(d, "follow", "/")
+    assert r["version"] == "2" and r["instance"] != first["instance"], r
+    assert logs(d, "follow").count("from a placeholder") == 2
+    assert not (sandboxes(d) & old_warm), sandboxes(d) & old_warm
+
+
+def test_apps_new_revision_policy(d, reg, cleanup):
+    cleanup.pools.append("nr")
+    cleanup.apps.append("nrapp")
+    pool_put(d, "nr", {"image": reg.ref1, "ready": 1, "upgrade": {"apps": "newRevision"}})
+    ready_of(d, "nr", 1)
+    deploy(d, "nrapp", {"poolGroup": "nr", "port": 8080})
+    first = call_json(d, "nrapp", "/")
+    assert first["version"] == "1" and status(d, "nrapp")["revision"] == 1
+    pool_put(d, "nr", {"image": reg.ref2, "ready": 1, "upgrade": {"apps": "newRevision"}})
+    # A new revision at once, on the new image; the old instance drains.
+    s = wait_status(d, "nrapp", lambda s: s["revision"] == 2, "a new revision")
+    assert s["image"]["id"] == reg.v2.id, s
+    r = call_json(d, "nrapp", "/")
+    assert r["version"] == "2" and r["instance"] != first["instance"], r
+    wait_status(d, "nrapp", lambda s: s["draining"] == 0 and s["instances"] == 1, "the old instance drained")
+
+
+def test_process_placeholders_run_the_server_already(d, reg, cleanup):
+    cleanup.pools.append("proc")
+    cleanup.apps.append("procapp")
+    pool_put(d, "proc", {"image": reg.ref1, "ready": 1, "placeholder": "process", "port": 8080,
+                         "readinessPath": "/healthz", "env": {"MARK": "pool"}})
+    ready_of(d, "proc", 1)
+    deploy(d, "procapp", {"poolGroup": "proc", "port": 8080})
+    r = call_json(d, "procapp", "/")
+    assert r["version"] == "1" and r["env"]["MARK"] == "pool", r
+    assert "from a placeholder" in logs(d, "procapp")
+    assert condition(d.app("procapp"), "Ready")["status"] == "True"
+    # An app that would need its own process cannot use such a pool.
+    for spec in ({"poolGroup": "proc", "port": 8080, "env": {"MARK": "mine"}},
+                 {"poolGroup": "proc", "port": 9090},
+                 {"poolGroup": "proc", "port": 8080, "command": ["sh"]}):
+        st, body = d.http("PUT", "/v1/namespaces/default/apps/procbad", {"spec": spec}, timeout=120)
+        assert 400 <= st < 500 and "process" in body.decode(), (spec, st, body)
+    assert d.http("GET", "/v1/namespaces/default/apps/procbad")[0] == 404
+
+
+def test_pool_with_unpullable_image_is_refused(d, reg):
+    ref = f"{reg.host}/pool/nothing:1"
+    st, body = d.http("PUT", "/v1/poolgroups/nopull", {"image": ref, "ready": 1}, timeout=180)
+    assert st >= 400 and ref in body.decode(), (st, body)
+    assert d.http("GET", "/v1/poolgroups/nopull")[0] == 404
+
+
+def test_language_worker_pool_version_change_rolls(d, cleanup):
+    cleanup.pools.append("pyv")
+    base = sandboxes(d)
+    pool_put(d, "pyv", {"runtime": "python3", "ready": 2, "version": "1"})
+    ready_of(d, "pyv", 2)
+    old = sandboxes(d) - base
+    assert len(old) == 2, old
+    pool_put(d, "pyv", {"runtime": "python3", "ready": 2, "version": "2", "upgrade": {"maxUnavailable": 1}})
+    d.wait_for(lambda: (lambda s: s["updated"] == 2 and s["outdated"] == 0 and not s["rolling"])(
+        pool(d, "pyv")["status"]), timeout=120, what="the version rolled")
+    # The old sandboxes are gone, two new ones there.
+    assert not (sandboxes(d) & old)
+    assert len(sandboxes(d) - base) == 2
