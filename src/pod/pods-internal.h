@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "image/launch.h"
 #include "node/agent.h"
 #include "pod/pod.h"
 #include "sandbox/sandbox.h"
@@ -77,8 +78,8 @@ struct ctr {
         lg_agent_req create_req, start_req, status_req, kill_req;
         struct lg_sandbox_spec sspec;   /* the sandbox (limits, namespaces) */
         struct lg_sandbox_launch launch; /* the workload, given at start */
-        char **argv, **envp;       /* owned, for launch */
-        char *cwd, *log_path;
+        struct lg_image_launch run; /* argv, env, cwd, user: owned, for launch */
+        char *log_path;
         bool makes_ns;             /* this creation opens the pod's namespaces */
         bool warm_fit;             /* could run in a warm sandbox (pods-warm.c) */
         bool from_warm;            /* this start is a warm sandbox's */

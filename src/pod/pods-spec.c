@@ -1,290 +1,70 @@
 /* From a Kubernetes container spec and an image config to a sandbox spec:
- * the command line (command/args against ENTRYPOINT/CMD), environment,
- * working directory, user (image User, names looked up in the image's
- * etc/passwd and etc/group), and resources (limits and requests parsed as
- * Kubernetes quantities). */
-#include <ctype.h>
+ * the workload (command/args against ENTRYPOINT/CMD, environment, working
+ * directory, user: built by src/image/launch.c, which image instances
+ * share), and resources (limits and requests parsed as Kubernetes
+ * quantities). */
 #include <errno.h>
-#include <fcntl.h>
-#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "image/launch.h"
 #include "kube/kube.h"
+#include "sandbox/cgroup.h"
 #include "pod/pods-internal.h"
 
 #define DEFAULT_PIDS 4096
-#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-/* ---- strings -------------------------------------------------------------- */
+/* ---- the container spec as lg_image_launch_in ------------------------------ */
 
-static void strv_free(char **v) {
-        if (!v)
-                return;
-        for (char **p = v; *p; p++)
-                free(*p);
-        free(v);
-}
-
-static size_t strv_len(char *const *v) {
-        size_t n = 0;
-        while (v && v[n])
-                n++;
-        return n;
-}
-
-/* Append every string of a JSON array, or of a NULL-terminated vector. */
-static int strv_add_json(char ***v, size_t *n, const json_t *arr) {
-        size_t i;
+/* The strings of a JSON array (podspec.c checked they are strings),
+ * borrowed from it; NULL-terminated. NULL for an absent array. */
+static const char **json_strv(const json_t *arr, int *r) {
+        if (!json_is_array(arr))
+                return NULL;
+        const char **v = calloc(json_array_size(arr) + 1, sizeof(char *));
+        if (!v) {
+                *r = -ENOMEM;
+                return NULL;
+        }
+        size_t i, n = 0;
         const json_t *x;
-        char **nv = realloc(*v, (*n + json_array_size(arr) + 1) * sizeof(char *));
-        if (!nv)
-                return -ENOMEM;
-        *v = nv;
-        json_array_foreach(arr, i, x) {
-                const char *s = json_string_value(x);
-                if (!s || !(nv[*n] = strdup(s)))
-                        return -ENOMEM;
-                nv[++*n] = NULL;
-        }
-        nv[*n] = NULL;
-        return 0;
+        json_array_foreach(arr, i, x)
+                if (json_string_value(x))
+                        v[n++] = json_string_value(x);
+        return v;
 }
 
-static int strv_add_vec(char ***v, size_t *n, char *const *src) {
-        size_t k = strv_len(src);
-        char **nv = realloc(*v, (*n + k + 1) * sizeof(char *));
-        if (!nv)
-                return -ENOMEM;
-        *v = nv;
-        for (size_t i = 0; i < k; i++) {
-                if (!(nv[*n] = strdup(src[i])))
-                        return -ENOMEM;
-                nv[++*n] = NULL;
-        }
-        nv[*n] = NULL;
-        return 0;
-}
-
-/* Kubernetes: command replaces ENTRYPOINT (and then CMD is dropped); args
- * replace CMD. */
-static int build_argv(const json_t *spec, const struct lg_image *img, char ***ret, struct lg_error *err) {
-        const json_t *command = json_object_get(spec, "command"), *args = json_object_get(spec, "args");
-        char **v = NULL;
-        size_t n = 0;
-        int r = 0;
-        bool has_cmd = json_array_size(command) > 0, has_args = json_array_size(args) > 0;
-        if (has_cmd) {
-                r = strv_add_json(&v, &n, command);
-                if (r >= 0 && has_args)
-                        r = strv_add_json(&v, &n, args);
-        } else {
-                r = strv_add_vec(&v, &n, img->entrypoint);
-                if (r >= 0)
-                        r = has_args ? strv_add_json(&v, &n, args) : strv_add_vec(&v, &n, img->cmd);
-        }
-        if (r < 0) {
-                strv_free(v);
-                return lg_error_set(err, ENOMEM, "out of memory");
-        }
-        if (n == 0 || !v[0][0]) {
-                strv_free(v);
-                return lg_error_set(err, EINVAL,
-                                    "no command specified: the container sets neither command nor args and the image "
-                                    "has no ENTRYPOINT or CMD");
-        }
-        *ret = v;
-        return 0;
-}
-
-/* Set "K=V" in v (n entries, room for one more): replaces K if present. */
-static int env_set(char **v, size_t *n, const char *kv) {
-        size_t kl = strcspn(kv, "=");
-        size_t i = 0;
-        for (; i < *n; i++)
-                if (!strncmp(v[i], kv, kl) && v[i][kl] == '=')
-                        break;
-        char *d = strdup(kv);
-        if (!d)
-                return -ENOMEM;
-        if (i < *n)
-                free(v[i]);
-        else
-                ++*n;
-        v[i] = d;
-        return 0;
-}
-
-/* Image Env, then the container's env (same name: the container's wins),
- * PATH and HOSTNAME when neither sets them. */
-static int build_env(const json_t *spec, const struct lg_image *img, const char *hostname, char ***ret) {
-        size_t cap = strv_len(img->env) + json_array_size(json_object_get(spec, "env")) + 3, n = 0;
-        char **v = calloc(cap, sizeof(char *));
-        if (!v)
-                return -ENOMEM;
-        int r = 0;
-        for (char **e = img->env; r >= 0 && e && *e; e++)
-                if (strchr(*e, '='))
-                        r = env_set(v, &n, *e);
-        size_t i;
+/* env [{name, value}] as "name=value" (no value: empty). */
+static char **json_env(const json_t *env, int *r) {
+        char **v = calloc(json_array_size(env) + 1, sizeof(char *));
+        size_t i, n = 0;
         const json_t *x;
-        json_array_foreach(json_object_get(spec, "env"), i, x) {
+        if (!v) {
+                *r = -ENOMEM;
+                return NULL;
+        }
+        json_array_foreach(env, i, x) {
                 const char *name = json_string_value(json_object_get(x, "name"));
                 const char *value = json_string_value(json_object_get(x, "value"));
-                char *kv;
-                if (r < 0 || !name)
+                if (!name)
                         continue;
-                if (asprintf(&kv, "%s=%s", name, value ? value : "") < 0) {
-                        r = -ENOMEM;
-                        continue;
+                if (asprintf(&v[n], "%s=%s", name, value ? value : "") < 0) {
+                        v[n] = NULL;
+                        *r = -ENOMEM;
+                        break;
                 }
-                r = env_set(v, &n, kv);
-                free(kv);
+                n++;
         }
-        bool has_path = false, has_host = false;
-        for (size_t k = 0; k < n; k++) {
-                has_path |= !strncmp(v[k], "PATH=", 5);
-                has_host |= !strncmp(v[k], "HOSTNAME=", 9);
-        }
-        if (r >= 0 && !has_path)
-                r = env_set(v, &n, DEFAULT_PATH);
-        if (r >= 0 && !has_host) {
-                char kv[128];
-                snprintf(kv, sizeof(kv), "HOSTNAME=%s", hostname);
-                r = env_set(v, &n, kv);
-        }
-        v[n] = NULL;
-        if (r < 0) {
-                strv_free(v);
-                return r;
-        }
-        *ret = v;
-        return 0;
-}
-
-/* ---- user ----------------------------------------------------------------- */
-
-/* etc/<file> of the uppermost layer that has it, as a regular file reached
- * without following symlinks (a layer is untrusted content on the host). */
-static char *read_image_file(const struct lg_image *img, const char *file) {
-        for (size_t i = 0; i < img->n_layers; i++) {
-                _cleanup_close_ int dir = open(img->layer_dirs[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
-                if (dir < 0)
-                        continue;
-                _cleanup_close_ int etc = openat(dir, "etc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                if (etc < 0)
-                        continue;
-                _cleanup_close_ int fd = openat(etc, file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-                struct stat st;
-                if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (4 << 20))
-                        continue;
-                char *buf = malloc((size_t) st.st_size + 1);
-                if (!buf)
-                        return NULL;
-                ssize_t n = lg_read_all(fd, buf, (size_t) st.st_size);
-                if (n < 0) {
-                        free(buf);
-                        return NULL;
-                }
-                buf[n] = '\0';
-                return buf;
-        }
-        return NULL;
-}
-
-static bool parse_id(const char *s, unsigned long *ret) {
-        if (!*s || !isdigit((unsigned char) *s))
-                return false;
-        char *end;
-        errno = 0;
-        unsigned long v = strtoul(s, &end, 10);
-        if (*end || errno || v > 0xffffffffUL)
-                return false;
-        *ret = v;
-        return true;
-}
-
-/* Find a line of a passwd/group file: field 0 == name (or field 2 == id
- * when name is NULL). Returns fields 2 and 3 as numbers. */
-static bool lookup_db(const char *db, const char *name, unsigned long id, unsigned long *f2, unsigned long *f3) {
-        if (!db)
-                return false;
-        for (const char *line = db; *line;) {
-                const char *eol = strchr(line, '\n');
-                size_t len = eol ? (size_t) (eol - line) : strlen(line);
-                char buf[1024];
-                if (len < sizeof(buf)) {
-                        memcpy(buf, line, len);
-                        buf[len] = '\0';
-                        char *fields[4] = {0};
-                        char *p = buf;
-                        for (int k = 0; k < 4 && p; k++) {
-                                fields[k] = p;
-                                p = strchr(p, ':');
-                                if (p)
-                                        *p++ = '\0';
-                        }
-                        unsigned long v2 = 0, v3 = 0;
-                        bool ok2 = fields[2] && parse_id(fields[2], &v2);
-                        bool ok3 = fields[3] && parse_id(fields[3], &v3);
-                        if (ok2 && ((name && !strcmp(fields[0], name)) || (!name && v2 == id))) {
-                                *f2 = v2;
-                                *f3 = ok3 ? v3 : 0;
-                                return true;
-                        }
-                }
-                line += len;
-                if (*line == '\n')
-                        line++;
-        }
-        return false;
-}
-
-/* Image User: "uid", "uid:gid", "name", "name:group", "uid:group"... */
-static int resolve_user(const struct lg_image *img, const char *user, uid_t *uid, gid_t *gid, struct lg_error *err) {
-        char u[256];
-        snprintf(u, sizeof(u), "%s", user);
-        char *g = strchr(u, ':');
-        if (g)
-                *g++ = '\0';
-        _cleanup_free_ char *passwd = read_image_file(img, "passwd");
-        unsigned long uv, gv = 0, f2, f3;
-        if (parse_id(u, &uv)) {
-                /* A numeric uid takes its primary group from passwd if listed. */
-                if (lookup_db(passwd, NULL, uv, &f2, &f3))
-                        gv = f3;
-        } else if (lookup_db(passwd, u, 0, &f2, &f3)) {
-                uv = f2;
-                gv = f3;
-        } else {
-                return lg_error_set(err, ENOENT, "unable to find user %s: no matching entries in passwd file", u);
-        }
-        if (g && *g) {
-                if (!parse_id(g, &gv)) {
-                        _cleanup_free_ char *group = read_image_file(img, "group");
-                        if (!lookup_db(group, g, 0, &f2, &f3))
-                                return lg_error_set(err, ENOENT, "unable to find group %s: no matching entries in group file", g);
-                        gv = f2;
-                }
-        }
-        if (uv >= 65536 || gv >= 65536)
-                return lg_error_set(err, ERANGE, "user %lu:%lu is outside the 65536 ids a container has", uv, gv);
-        *uid = (uid_t) uv;
-        *gid = (gid_t) gv;
-        return 0;
+        return v;
 }
 
 /* ---- the sandbox spec ---------------------------------------------------- */
 
 void ctr_free_sandbox_spec(struct ctr *c) {
-        strv_free(c->argv);
-        strv_free(c->envp);
-        free(c->cwd);
+        lg_image_launch_clear(&c->run);
         free(c->log_path);
-        c->argv = c->envp = NULL;
-        c->cwd = c->log_path = NULL;
+        c->log_path = NULL;
         lg_sandbox_spec_init(&c->sspec);
         lg_sandbox_launch_init(&c->launch);
 }
@@ -292,9 +72,7 @@ void ctr_free_sandbox_spec(struct ctr *c) {
 void pods_base_spec(lg_pods *m, const struct lg_image *img, uint64_t rootfs_bytes, struct lg_sandbox_spec *s) {
         lg_sandbox_spec_init(s);
         s->state_root = m->state_root;
-        s->layers = (const char *const *) img->layer_dirs;
-        s->n_layers = img->n_layers;
-        s->rootfs_bytes = rootfs_bytes;
+        lg_image_sandbox_layers(img, rootfs_bytes, s);
         /* pids: every container has a cgroup, which OOM detection and
          * limits set on a warm sandbox need. */
         s->pids_max = DEFAULT_PIDS;
@@ -312,18 +90,30 @@ int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *
         ctr_free_sandbox_spec(c);
         *reason = "CreateContainerError";
 
-        r = build_argv(c->spec, img, &c->argv, err);
-        if (r < 0)
+        /* Kubernetes: an unresolvable user is a config error, the rest
+         * (no command, a relative workingDir) a container error. */
+        r = 0;
+        _cleanup_free_ const char **command = json_strv(json_object_get(c->spec, "command"), &r);
+        _cleanup_free_ const char **args = json_strv(json_object_get(c->spec, "args"), &r);
+        char **env = json_env(json_object_get(c->spec, "env"), &r);
+        if (r < 0) {
+                lg_strv_free(env);
+                return lg_error_set(err, ENOMEM, "out of memory");
+        }
+        struct lg_image_launch_in in = {
+                .command = command,
+                .args = args,
+                .env = (const char *const *) env,
+                .hostname = pod->name,
+                .cwd = json_string_value(json_object_get(c->spec, "workingDir")),
+        };
+        r = lg_image_launch_build(img, &in, &c->run, err);
+        lg_strv_free(env);
+        if (r < 0) {
+                if (r == -ENOENT || r == -ERANGE)
+                        *reason = "CreateContainerConfigError";
                 return r;
-        if (build_env(c->spec, img, pod->name, &c->envp) < 0)
-                return lg_error_set(err, ENOMEM, "out of memory");
-        const char *wd = json_string_value(json_object_get(c->spec, "workingDir"));
-        if (!wd || !*wd)
-                wd = img->working_dir && *img->working_dir ? img->working_dir : "/";
-        if (wd[0] != '/')
-                return lg_error_set(err, EINVAL, "working directory `%s` is not absolute", wd);
-        if (!(c->cwd = strdup(wd)))
-                return lg_error_set(err, ENOMEM, "out of memory");
+        }
 
         const json_t *res = json_object_get(c->spec, "resources");
         const json_t *lim = json_object_get(res, "limits"), *req = json_object_get(res, "requests");
@@ -335,18 +125,8 @@ int ctr_build_sandbox_spec(struct ctr *c, const char **reason, struct lg_error *
 
         /* The workload: given at start (lg_sandbox_start_with), so that a
          * warm sandbox made before it was known can take it. */
-        l->argv = (const char *const *) c->argv;
-        l->envp = (const char *const *) c->envp;
-        l->cwd = c->cwd;
+        lg_image_launch_apply(&c->run, l);
         l->hostname = pod->name;
-        if (img->user && *img->user) {
-                r = resolve_user(img, img->user, &l->run_uid, &l->run_gid, err);
-                if (r < 0) {
-                        *reason = "CreateContainerConfigError";
-                        return r;
-                }
-                l->run_as_set = true;
-        }
 
         if ((q = json_object_get(lim, "memory")) && lg_kube_quantity_bytes(q, &v) == 0)
                 s->memory_bytes = v;
