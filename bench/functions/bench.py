@@ -17,8 +17,6 @@ import io
 import json
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,40 +26,19 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
 import harness  # noqa: E402
+import proxy  # noqa: E402
 
 log = harness.logger("bench/functions")
 RawConn, summary, free_port = harness.RawConn, harness.summary, harness.free_port
 
 
 class Api(harness.Api):
-    def pool(self, name):
-        return self.call("GET", f"/v1/poolgroups/{name}")[1]
-
-    def app(self, name):
-        return self.call("GET", f"/v1/namespaces/default/apps/{name}")[1]
-
-    def put_app(self, name, spec):
-        return self.call("PUT", f"/v1/namespaces/default/apps/{name}", spec)[1]
-
-    def delete_app(self, name):
-        self.call("DELETE", f"/v1/namespaces/default/apps/{name}")
-
     def upload(self, directory):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:gz") as t:
             for f in sorted(os.listdir(directory)):
                 t.add(os.path.join(directory, f), arcname=f)
         return self.call("POST", "/v1/namespaces/default/packages", buf.getvalue())[1]["digest"]
-
-    def wait_pool(self, name, pred, timeout=60, what="pool"):
-        deadline = time.monotonic() + timeout
-        while True:
-            st = self.pool(name)["status"]
-            if pred(st):
-                return st
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}: {st}")
-            time.sleep(0.002)
 
 
 
@@ -172,74 +149,6 @@ def cold(args, api, out):
 
 # ---- 2. warm path ------------------------------------------------------------
 
-NGINX_CONF = """# written by bench/functions/bench.py
-worker_processes {workers};
-# The instance sockets are in legiond's root-only run directory.
-user root;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-{upstreams}
-    server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
-        keepalive_requests 1000000;
-{locations}
-    }}
-}}
-"""
-
-
-def parse_wrk(text):
-    def dur(v):
-        m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
-        return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[m.group(2)]
-
-    lat = {}
-    for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", text, re.M):
-        lat["p" + p] = dur(v)
-    m = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
-    if m:
-        lat["mean"], lat["stdev"], lat["max"] = dur(m.group(1)), dur(m.group(2)), dur(m.group(3))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    req = int(re.search(r"(\d+) requests in", text).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    sock = re.search(r"Socket errors: (.*)", text)
-    return {"tool": "wrk", "rps": rps, "requests": req, "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sock.group(1) if sock else "", "latency_us": lat}
-
-
-def cpu_ns(pids):
-    """On-CPU time of every thread of these processes, ns (schedstat)."""
-    total = 0
-    for pid in pids:
-        try:
-            for t in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                    total += int(f.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
-
-
-def children(pid):
-    try:
-        out = []
-        for t in os.listdir(f"/proc/{pid}/task"):
-            out += open(f"/proc/{pid}/task/{t}/children").read().split()
-        return [int(x) for x in out]
-    except FileNotFoundError:
-        return []
-
-
 def instance_socket(api, home, app):
     _, text = api.call("GET", f"/v1/namespaces/default/apps/{app}/logs", raw=True)
     ids = re.findall(rb"instance (i-[0-9a-f]+) ready", text)
@@ -288,45 +197,12 @@ def warm(args, api, out):
 
     # nginx: one worker (legiond is one event loop on one thread), no access
     # log, keep-alive connections to the instance socket.
-    prefix = os.path.join(out, "nginx")
-    shutil.rmtree(prefix, ignore_errors=True)
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        os.makedirs(os.path.join(prefix, "tmp", d))
-    nport = free_port()
-    ups, locs = "", ""
-    for name, b in info["backends"].items():
-        ups += f"    upstream {name} {{ server unix:{b['socket']}; keepalive 64; }}\n"
-        locs += (f"        location /{name}/ {{\n"
-                 f"            proxy_pass http://{name}/;\n"
-                 f"            proxy_http_version 1.1;\n"
-                 f"            proxy_set_header Connection \"\";\n"
-                 f"            proxy_set_header Authorization \"\";\n"
-                 f"        }}\n")
-    conf = NGINX_CONF.format(workers=args.nginx_workers, prefix=prefix, port=nport, upstreams=ups, locations=locs)
-    conf_path = os.path.join(prefix, "nginx.conf")
-    open(conf_path, "w").write(conf)
-    info["nginx"] = {"conf": conf_path, "workers": args.nginx_workers, "port": nport,
-                     "version": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()}
-    nginx_log = open(os.path.join(prefix, "stderr.log"), "w")
-    ng = subprocess.Popen(["nginx", "-p", prefix, "-c", conf_path, "-e", os.path.join(prefix, "error.log")],
-                          stdout=nginx_log, stderr=nginx_log, start_new_session=True)
-    open(os.path.join(out, "nginx.pid.bench"), "w").write(str(ng.pid))
-    runs = []
+    ng = proxy.Nginx(os.path.join(out, "nginx"), args.nginx_workers,
+                     {name: f"unix:{b['socket']}" for name, b in info["backends"].items()},
+                     os.path.join(out, "nginx.pid.bench"))
+    info["nginx"] = ng.info
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", nport)).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or ng.poll() is not None:
-                    raise RuntimeError("nginx did not start: " + open(os.path.join(prefix, "error.log")).read())
-                time.sleep(0.05)
-        auth = f"Authorization: Bearer {args.token}"
-        # Whose CPU time is the proxy's: legiond's, or nginx's workers'.
-        nginx_workers = children(ng.pid)
-        proxy_pids = {"router": [args.legiond_pid], "nginx": nginx_workers, "direct": []}
-        info["nginx"]["worker_pids"] = nginx_workers
+        nport = ng.port
         targets = {}
         for name, b in info["backends"].items():
             targets[name] = {
@@ -344,51 +220,12 @@ def warm(args, api, out):
             st, r2 = unix_get(b["socket"], "/")
             if not (r1 == r2 == r3 and st == 200):
                 raise RuntimeError(f"{name}: the three targets disagree: {r1!r} {r2!r} {r3!r}")
-        order = ["router", "direct", "nginx"]
-        for rnd in range(args.rounds):
-            rot = order[rnd % 3:] + order[:rnd % 3]  # who goes first changes each round
-            for name in info["backends"]:
-                for c in (1, args.conns):
-                    for tg in rot:
-                        addr, path = targets[name][tg]
-                        cmd = [args.httpload, "-t", "1" if c == 1 else "2", "-c", str(c), "-d", str(args.duration),
-                               "-w", str(args.warmup), "-l", f"{name}/{tg}/c{c}"]
-                        if tg == "router":
-                            cmd += ["-H", auth]
-                        c0 = cpu_ns(proxy_pids[tg])
-                        p = subprocess.run(cmd + [addr, path], capture_output=True, text=True, check=True)
-                        doc = json.loads(p.stdout)
-                        doc.update({"round": rnd, "backend": name, "target": tg, "conns": c,
-                                    "proxy_cpu_ns": cpu_ns(proxy_pids[tg]) - c0 if proxy_pids[tg] else None,
-                                    "loadavg": open("/proc/loadavg").read().split()[0]})
-                        runs.append(doc)
-                        log(f"round {rnd + 1} {name:6} {tg:6} c={c:<3} httpload: {doc['rps']:9.0f} req/s "
-                            f"p50 {doc['latency_us']['p50']:8.1f} us p99 {doc['latency_us']['p99']:8.1f} us "
-                            f"errors {doc['errors']}")
-                # wrk against the two TCP targets, same settings.
-                for tg in [t for t in rot if t != "direct"]:
-                    addr, path = targets[name][tg]
-                    cmd = ["wrk", "-t2", f"-c{args.conns}", f"-d{args.wrk_duration}s", "--latency",
-                           "-H", auth, f"http://{addr}{path}"]
-                    c0 = cpu_ns(proxy_pids[tg])
-                    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                    doc = parse_wrk(p.stdout)
-                    doc.update({"proxy_cpu_ns": cpu_ns(proxy_pids[tg]) - c0,
-                                "loadavg": open("/proc/loadavg").read().split()[0]})
-                    doc.update({"round": rnd, "backend": name, "target": tg, "conns": args.conns,
-                                "threads": 2, "duration_s": args.wrk_duration, "raw": p.stdout})
-                    runs.append(doc)
-                    log(f"round {rnd + 1} {name:6} {tg:6} c={args.conns:<3} wrk:      {doc['rps']:9.0f} req/s "
-                        f"p50 {doc['latency_us'].get('p50', 0):8.1f} us p99 {doc['latency_us'].get('p99', 0):8.1f} us "
-                        f"non-2xx {doc['non2xx']}")
+        # Whose CPU time is the proxy's: legiond's, or nginx's workers'.
+        runs = proxy.load_rounds(args.httpload, targets, {"router": [args.legiond_pid], "nginx": ng.workers},
+                                 args.rounds, args.conns, args.duration, args.warmup, args.wrk_duration,
+                                 f"Authorization: Bearer {args.token}", log)
     finally:
-        ng.send_signal(signal.SIGTERM)
-        try:
-            ng.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            ng.kill()
-            ng.wait()
-        os.unlink(os.path.join(out, "nginx.pid.bench"))
+        ng.stop()
     for name, b in info["backends"].items():
         st = api.app(b["app"])["status"]
         b["status_after"] = st

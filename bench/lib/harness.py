@@ -54,17 +54,25 @@ def write_json(out, name, doc):
 
 
 class Api:
-    """legiond's API over one keep-alive connection (re-opened if dropped)."""
+    """legiond's API over one keep-alive connection (re-opened if dropped),
+    and the calls on apps and pool groups (namespace default) the
+    benchmarks share."""
 
     timeout = 120           # seconds per request
     ok = (200, 201, 204)    # statuses call() accepts unless told otherwise
+    json_headers = False    # Accept: application/json, and Content-Type with a body
 
     def __init__(self, port, token):
         self.port, self.token = port, token
         self.c = None
 
     def headers(self, body, ctype):
-        return {"Authorization": "Bearer " + self.token}
+        h = {"Authorization": "Bearer " + self.token}
+        if self.json_headers:
+            h["Accept"] = "application/json"
+            if body is not None:
+                h["Content-Type"] = ctype
+        return h
 
     def call(self, method, path, body=None, ok=None, raw=False, ctype="application/json"):
         """(status, body): the body parsed when it is a JSON object or array
@@ -91,6 +99,30 @@ class Api:
         if raw:
             return r.status, data
         return r.status, (json.loads(data) if data[:1] in (b"{", b"[") else data)
+
+    def pool(self, name):
+        return self.call("GET", f"/v1/poolgroups/{name}")[1]
+
+    def app(self, name):
+        return self.call("GET", f"/v1/namespaces/default/apps/{name}")[1]
+
+    def put_app(self, name, spec):
+        return self.call("PUT", f"/v1/namespaces/default/apps/{name}", spec)[1]
+
+    def delete_app(self, name):
+        self.call("DELETE", f"/v1/namespaces/default/apps/{name}")
+
+    def wait_pool(self, name, pred, timeout=60, what="pool", every=0.002):
+        """The pool group's status once pred(status) holds; polled every
+        `every` seconds, RuntimeError after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.pool(name)["status"]
+            if pred(st):
+                return st
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}: {st}")
+            time.sleep(every)
 
 
 class RawConn:

@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
 import harness  # noqa: E402
 import oci_kit  # noqa: E402
+from runc import Runc  # noqa: E402
 
 NS = "default"
 IMAGE = "busybox:bench"
@@ -47,12 +48,7 @@ class Api(harness.Api):
 
     timeout = 300
     ok = (200, 201, 202, 204)
-
-    def headers(self, body, ctype):
-        h = {"Authorization": "Bearer " + self.token, "Accept": "application/json"}
-        if body is not None:
-            h["Content-Type"] = ctype
-        return h
+    json_headers = True
 
 
 class Watch:
@@ -170,69 +166,6 @@ def pod_once(api, args, name, cmd, until, port=None):
         w.close()
 
 
-class Runc:
-    """runc on a bundle whose rootfs is the image's extracted layers, copied
-    (cp -a) lowest first into one directory."""
-
-    def __init__(self, out, layer_dirs):
-        self.root = os.path.join(out, "runc-root")
-        self.rootfs = os.path.join(out, "runc-rootfs")
-        shutil.rmtree(self.rootfs, ignore_errors=True)
-        os.makedirs(self.rootfs)
-        os.makedirs(self.root, exist_ok=True)
-        for d in layer_dirs:  # lowest first
-            subprocess.run(["cp", "-a", d + "/.", self.rootfs + "/"], check=True)
-        self.bundles = {}
-        for key, argv in (("true", ["/bin/true"]), ("sleep", ["/bin/sleep", "3600"])):
-            b = os.path.join(out, f"runc-bundle-{key}")
-            shutil.rmtree(b, ignore_errors=True)
-            os.makedirs(b)
-            subprocess.run(["runc", "spec"], cwd=b, check=True)
-            cfgp = os.path.join(b, "config.json")
-            cfg = json.load(open(cfgp))
-            cfg["root"] = {"path": self.rootfs, "readonly": False}
-            cfg["process"]["args"] = argv
-            cfg["process"]["terminal"] = False
-            json.dump(cfg, open(cfgp, "w"), indent=1)
-            self.bundles[key] = b
-        self.n = 0
-
-    def _id(self):
-        self.n += 1
-        return f"lgbench-{os.getpid()}-{self.n}"
-
-    def run_exit(self):
-        cid = self._id()
-        t0 = time.perf_counter()
-        p = subprocess.run(["runc", "--root", self.root, "run", "--bundle", self.bundles["true"], cid],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        dt = time.perf_counter() - t0
-        if p.returncode:
-            raise RuntimeError(f"runc run: {p.returncode} {p.stderr.decode()[:400]}")
-        return dt
-
-    def run_running(self):
-        cid = self._id()
-        # The detached container keeps runc's stdio: a file, not a pipe
-        # that would never reach EOF.
-        with open(os.path.join(self.root, "run-d.err"), "w+b") as err:
-            t0 = time.perf_counter()
-            p = subprocess.run(["runc", "--root", self.root, "run", "-d", "--bundle", self.bundles["sleep"], cid],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-            dt = time.perf_counter() - t0
-            if p.returncode:
-                err.seek(0)
-                raise RuntimeError(f"runc run -d: {p.returncode} {err.read().decode()[:400]}")
-        subprocess.run(["runc", "--root", self.root, "delete", "-f", cid], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return dt
-
-    def cleanup(self):
-        p = subprocess.run(["runc", "--root", self.root, "list", "-q"], capture_output=True, text=True)
-        for cid in p.stdout.split():
-            subprocess.run(["runc", "--root", self.root, "delete", "-f", cid], capture_output=True)
-
-
 def legion(args, *argv, check=True, input=None, cold=False):
     port, home = (args.cold_port, args.cold_home) if cold else (args.port, args.home)
     env = dict(os.environ, LEGION_API=f"http://127.0.0.1:{port}", LEGION_HOME=home)
@@ -261,7 +194,7 @@ def part_start(args, api, cold):
     for d in layer_dirs:
         if not os.path.isdir(d):
             raise RuntimeError(f"{d}: the image's extracted layer is not where docs/images.md says")
-    runc = Runc(args.out, layer_dirs)
+    runc = Runc(args.out, layer_dirs, {"true": ["/bin/true"], "sleep": ["/bin/sleep", "3600"]})
     res = {"n": args.n, "warmup": args.warmup, "legion_running": [], "legion_exit": [], "runc_running": [],
            "runc_exit": [], "cold_running": [], "cold_exit": [], "warm_taken_running": [], "warm_taken_exit": [],
            "image": IMAGE, "layers": len(layer_dirs)}
@@ -278,10 +211,10 @@ def part_start(args, api, cold):
             k = i + args.warmup
             a, a_warm = warm_pod(f"run-{k}", ["/bin/sleep", "3600"], running)
             ac = pod_once(cold, args, f"run-{k}", ["/bin/sleep", "3600"], running, port=args.cold_port)
-            b = runc.run_running()
+            b = runc.run_running("sleep")
             c, c_warm = warm_pod(f"true-{k}", ["/bin/true"], succeeded)
             cc = pod_once(cold, args, f"true-{k}", ["/bin/true"], succeeded, port=args.cold_port)
-            d = runc.run_exit()
+            d = runc.run_exit("true")
             if i >= 0:
                 res["legion_running"].append(a)
                 res["warm_taken_running"].append(a_warm)

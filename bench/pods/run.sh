@@ -124,20 +124,8 @@ EOF
 "$PY" "$PODS_DIR/report.py" "$RES" >"$OUT/pods.md"
 cp "$OUT/pods.md" "$PODS_DIR/RESULTS.md"
 if [ "${PODS_NO_MERGE:-0}" != 1 ] && [ -f "$ROOT/bench/RESULTS.md" ]; then
-        # Replace the "## Pods" section of bench/RESULTS.md (up to the next
-        # "## " heading), or append it.
-        "$PY" - "$ROOT/bench/RESULTS.md" "$OUT/pods.md" <<'PYEOF'
-import sys
-path, sec = sys.argv[1], open(sys.argv[2]).read().rstrip("\n") + "\n"
-lines = open(path).read().splitlines(keepends=True)
-start = next((i for i, l in enumerate(lines) if l.rstrip("\n") == "## Pods"), None)
-if start is None:
-    text = "".join(lines).rstrip("\n") + "\n\n" + sec
-else:
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    text = "".join(lines[:start]) + sec + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-open(path, "w").write(text)
-PYEOF
+        # Replace the "## Pods" section of bench/RESULTS.md, or append it.
+        "$PY" "$ROOT/bench/lib/section.py" "$ROOT/bench/RESULTS.md" "## Pods" "$OUT/pods.md"
 fi
 cat "$OUT/pods.md"
 echo "bench/pods: done in $(( $(date +%s) - T0 )) s; $OUT/pods.md"
