@@ -89,12 +89,14 @@ def test_rolling_replacement_after_an_image_change(d, reg, cleanup):
     before = sandboxes(d)
     pool_put(d, "roll", {"image": reg.ref1, "ready": 3, "upgrade": {"maxUnavailable": 1}})
     ready_of(d, "roll", 3)
-    old_warm = sandboxes(d) - before
-    assert len(old_warm) == 3, old_warm
+    assert len(sandboxes(d) - before) == 3
     deploy(d, "follow", {"poolGroup": "roll", "port": 8080, "idleTimeoutSeconds": 1})
     first = call_json(d, "follow", "/")
     assert first["version"] == "1"
     ready_of(d, "roll", 3)
+    # The old image's: three warm sandboxes and the app's instance.
+    old_warm = sandboxes(d) - before
+    assert len(old_warm) == 4, old_warm
     # The new image: sandboxes replaced at most one missing at a time.
     pool_put(d, "roll", {"image": reg.ref2, "ready": 3, "upgrade": {"maxUnavailable": 1}})
     seen = []
