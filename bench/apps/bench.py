@@ -22,6 +22,7 @@ import http.client
 import importlib.util
 import os
 import py_compile
+import re
 import subprocess
 import sys
 import tempfile
@@ -269,19 +270,24 @@ def part_cold(args, api, img):
                 warm_ns, warm_status, _ = conn.request(get_request(f"/fn/default/{app}/", args.token))
                 st = api.app(app)["status"]
                 after = api.pool(pool)["status"] if pool else None
+                _, text = api.call("GET", f"/v1/namespaces/default/apps/{app}/logs", raw=True)
+                m = re.search(rb"ready in ([\d.]+) ms \(([^)]*)\)", text)
                 api.delete_app(app)
                 if i < 0:
                     continue
                 cs = st.get("coldStarts") or {}
                 row = {"i": i, "app": app, "ms": ns / 1e6, "status": status, "body": body[:80].decode(errors="replace"),
                        "warm_ms": warm_ns / 1e6, "warm_status": warm_status, "cold_starts": cs.get("count"),
-                       "server_ms": cs.get("lastMs"), "conditions": st.get("conditions")}
+                       "server_ms": cs.get("lastMs"), "conditions": st.get("conditions"),
+                       "instance_ready_ms": float(m.group(1)) if m else None,
+                       "instance_from": m.group(2).decode() if m else None}
                 if pool:
                     b = before[pool.split("-", 1)[1]]
                     row.update({"pool_ready_before": b["ready"], "taken": after["taken"] - b["taken"],
                                 "on_demand": after["onDemand"] - b["onDemand"]})
                 ok = (status == 200 and warm_status == 200 and b"version 1" in body and cs.get("count") == 1 and
-                      (not pool or (row["taken"] == 1 and row["on_demand"] == 0)))
+                      (not pool or (row["taken"] == 1 and row["on_demand"] == 0 and
+                                    row["instance_from"] == "from a placeholder")))
                 res["variants"][name]["rows"].append(row)
                 if not ok:
                     res["variants"][name]["failures"].append(row)
@@ -297,6 +303,8 @@ def part_cold(args, api, img):
         v["client_ms"] = summary([r["ms"] for r in v["rows"]])
         v["server_ms"] = summary([r["server_ms"] for r in v["rows"] if r.get("server_ms") is not None])
         v["warm_ms"] = summary([r["warm_ms"] for r in v["rows"] if "warm_ms" in r])
+        v["instance_ready_ms"] = summary([r["instance_ready_ms"] for r in v["rows"]
+                                          if r.get("instance_ready_ms") is not None])
         v["run_ms"] = summary([r["run_ms"] for r in v["rows"] if "run_ms" in r])
         s = v["client_ms"]
         log(f"cold {name}: n={s['n']} p50={s['p50']:.2f} ms p99={s['p99']:.2f} ms, {len(v['failures'])} failed checks")
