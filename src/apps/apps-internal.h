@@ -1,7 +1,17 @@
-/* The layout of lg_apps, shared by apps.c and apps-upload.c. */
+/* The layout of lg_apps, shared by apps.c, apps-image.c and apps-upload.c. */
 #pragma once
 
 #include "apps/apps.h"
+
+/* The image an image pool group's placeholders are made from, as last
+ * given to the node (apps-image.c). */
+struct apps_pool_image {
+        struct apps_pool_image *next;
+        char *name;
+        char *ref, *version; /* NULL when it has none */
+        char id[72];         /* "" for a language worker pool */
+        unsigned port;       /* placeholder `process`: its server's */
+};
 
 struct lg_apps {
         uv_loop_t *loop;
@@ -11,11 +21,17 @@ struct lg_apps {
         const struct lg_apps_ops *ops;
         void *ud;
         lg_tenants *tenants;
+        lg_image_store *images;
+        lg_image_jobs *image_jobs;
         /* Package jobs: the one running and the ones waiting for it. */
         struct {
                 lg_apps_upload *running;
                 lg_apps_upload *head, **tail;
         } jobs;
+        /* Image pulls (held by a request, or in the background after a
+         * restart) and failed background ones, for the status. */
+        lg_apps_pull *pulls;
+        struct apps_pool_image *pool_images;
 };
 
 /* Extract package digest again as a package job on the thread pool (never
@@ -24,3 +40,79 @@ struct lg_apps {
 int apps_reextract(lg_apps *a, const char *key, const char *digest, struct lg_error *err);
 /* lg_apps_free: drop the uploads waiting for their job. */
 void apps_upload_drop_queued(lg_apps *a);
+
+/* ---- apps.c, shared with apps-image.c ---- */
+/* spec[field], when there, is an object of environment variables (names
+ * as settings have them): false with err saying what is wrong. */
+bool apps_check_env(const json_t *spec, const char *field, char *err, size_t errlen);
+void apps_key(char *buf, size_t cap, const char *ns, const char *name);
+void apps_strv_free(char **v); /* NULL-terminated; NULL is fine */
+/* Route app at revision rev. */
+int apps_activate_rev(lg_apps *a, const struct lg_resource *app, const struct lg_revision *rev,
+                      struct lg_error *err);
+
+/* ---- apps-image.c ---- */
+
+/* What an image app spec resolves to. */
+struct apps_image_app {
+        char ref[512];     /* normalized */
+        char id[72];       /* "" while the image is not in the store */
+        unsigned pool_port; /* its pool group's port (placeholder `process`), 0 if none */
+};
+/* True for the spec of an image app: it has `image`, or no `runtime`
+ * and a pool group (lg_apps_put finds out whether that runs an image). */
+bool apps_is_image_spec(const json_t *spec);
+/* The checks of an image app spec beyond the shared ones: -EINVAL with
+ * msg; the store's errors in serr. pool is its pool group (may be NULL).
+ * An image not in the store leaves ret->id "". */
+int apps_image_check(lg_apps *a, const json_t *spec, const struct lg_resource *pool, struct apps_image_app *ret,
+                     char *msg, size_t cap, struct lg_error *serr);
+/* Route fields of an image app's revision into cfg (arrays allocated into
+ * hold, freed by apps_image_route_free). 1 when the image is missing and
+ * a background pull was started instead (nothing to route yet). */
+struct apps_route_hold {
+        char **command, **args;
+        char image[72];
+};
+int apps_image_route(lg_apps *a, const struct lg_resource *app, const json_t *rs, struct lg_route_config *cfg,
+                     struct apps_route_hold *hold, struct lg_error *err);
+void apps_image_route_free(struct apps_route_hold *hold);
+/* The image half of pool_from_spec: the fields of an image pool group
+ * (-EINVAL naming the bad one; unknown fields are the caller's), into ps
+ * with arrays allocated into hold (hold->ref the normalized image). Then
+ * resolve: ps->image = the id, or -ENOENT when not in the store. */
+struct apps_pool_hold {
+        char **command, **args, **env;
+        char id[72], ref[512];
+};
+int apps_pool_image_spec(lg_apps *a, const char *name, const json_t *spec, struct lg_pool_spec *ps,
+                         struct apps_pool_hold *hold, struct lg_error *err);
+int apps_pool_image_resolve(lg_apps *a, struct lg_pool_spec *ps, struct apps_pool_hold *hold, struct lg_error *err);
+void apps_pool_hold_free(struct apps_pool_hold *hold);
+/* The node now runs pool group name (spec) from image id (ref), or as a
+ * language worker pool (both NULL): remembered; with `upgrade.apps:
+ * newRevision`, a new id (or version) gives its apps a new revision. */
+int apps_pool_image_set(lg_apps *a, const char *name, const json_t *spec, const char *ref, const char *id);
+const struct apps_pool_image *apps_pool_image_get(lg_apps *a, const char *name);
+void apps_pool_forget(lg_apps *a, const char *name);
+/* Start pulling ref for pool group name (ns NULL) or app ns/name: done
+ * NULL = in the background (the pool group or app is made active when it
+ * lands; a failure is kept for the status). */
+int apps_pull_start(lg_apps *a, const char *ns, const char *name, const char *ref, lg_image_progress_fn progress,
+                    lg_image_done_fn done, void *ud, lg_apps_pull **ret, struct lg_error *err);
+/* In the background, unless one runs already. */
+int apps_pull_background(lg_apps *a, const char *ns, const char *name, const char *ref, struct lg_error *err);
+/* Forget a failed background pull (a new put came). */
+void apps_pull_forget(lg_apps *a, const char *ns, const char *name);
+/* The pull (running or failed) of a pool group (ns NULL) or app; NULL: none. */
+json_t *apps_pull_json(lg_apps *a, const char *ns, const char *name);
+/* lg_apps_free: cancel the pulls, forget the pool images. */
+void apps_pulls_free(lg_apps *a);
+
+/* ---- apps.c, for apps-image.c ---- */
+/* "K=V" of the object spec[field]; NULL when out of memory. */
+char **apps_env_strings(const json_t *spec, const char *field);
+/* A new revision of app: its latest with field set to value, routed. 1
+ * when made, 0 when the latest had it already. */
+int apps_rerevision(lg_apps *a, const struct lg_resource *app, const char *field, const char *value,
+                    struct lg_error *err);

@@ -1,9 +1,14 @@
-/* Function apps: specs, revisions and their activation in the router,
- * pool groups (the warm placeholders apps start from), the app event logs,
- * and the package upload pipeline (docs/api.md, "Apps", "Packages").
+/* Apps -- functions (a language worker running an uploaded package) and
+ * container apps (an OCI image serving HTTP): specs, revisions and their
+ * activation in the router, pool groups (the warm placeholders apps start
+ * from, language workers or an image), the app event logs, the package
+ * upload pipeline, and the images apps and pool groups use: pulled before
+ * they are stored, kept from GC and removal while used (docs/api.md,
+ * "Apps", "Pool groups", "Packages"; docs/container-apps.md).
  *
  * What a revision is: the part of an app's spec that needs new instances
- * (runtime, package, entrypoint, settings, cpu, memory, pool group).
+ * (runtime, package, entrypoint, settings, image with the id it resolved
+ * to, port, command, args, env, readinessPath, cpu, memory, pool group).
  * Changing it makes revision N+1, and activating it has the router drain
  * revision N; scaling settings (concurrency, min/max instances, timeouts)
  * change in place. Apps, their revisions and pool groups live in the store
@@ -27,6 +32,7 @@
 #include <uv.h>
 
 #include "common/util.h"
+#include "image/jobs.h"
 #include "node/node.h"
 #include "pkg/pkg.h"
 #include "router/router.h"
@@ -58,6 +64,9 @@ struct lg_apps_config {
         const struct lg_apps_ops *ops;
         void *ud;             /* the ops' */
         lg_tenants *tenants;  /* apps' egress policies; NULL: none */
+        /* Container apps and image pool groups; NULL: refused. */
+        lg_image_store *images;
+        lg_image_jobs *image_jobs;
 };
 
 int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error *err);
@@ -72,7 +81,9 @@ extern const char *const lg_app_fields[];
 
 /* Store spec (and labels, may be NULL) as app ns/name: checked first
  * (-EINVAL "app `x`: `runtime` must be ..."; the package must be uploaded
- * and the pool group exist and run the same runtime), then in one
+ * and the pool group exist and run the same runtime; an image app's image
+ * must be in the store -- lg_apps_prepare pulls it -- and its pool group
+ * run the same image), then in one
  * transaction the object, a new revision when the revision's fields
  * changed, and the package references; the newest 20 revisions are kept.
  * Returns the store's LG_STORE_CREATED, _UPDATED or _UNCHANGED; *ret (may
@@ -96,18 +107,49 @@ json_t *lg_apps_json(lg_apps *a, const struct lg_resource *app);
 
 /* Check a pool group spec (unknown fields included), store it, and declare
  * its placeholders to the node. -EINVAL with err saying what is wrong;
- * the store's errors. *ret (may be NULL) the stored object. */
+ * the store's errors. *ret (may be NULL) the stored object. An image pool
+ * group's image must be in the store (lg_apps_prepare pulls it). A new
+ * image or version has the node replace the placeholders gradually; with
+ * `upgrade.apps: newRevision` the pool's apps get a new revision at once. */
 int lg_apps_pool_put(lg_apps *a, const char *name, const json_t *spec, struct lg_resource **ret,
                      struct lg_error *err);
 int lg_apps_pool_delete(lg_apps *a, const char *name, struct lg_error *err);
 /* {"name", "spec", "status"?: {"ready", "starting", "created", "taken",
- * "onDemand", "lastError"?}}. NULL when out of memory. */
+ * "onDemand", "updated", "outdated", "rolling", "lastError"?, "image"?:
+ * {"ref", "id"}, "pull"?: {...}}}. NULL when out of memory. */
 json_t *lg_apps_pool_json(lg_apps *a, const struct lg_resource *pool);
+
+/* ---- images (apps-image.c) ------------------------------------------------------- */
+
+typedef struct lg_apps_pull lg_apps_pull;
+
+/* Before lg_apps_put (ns given) or lg_apps_pool_put (ns NULL) of spec:
+ * check it as the put will, and when it names an image the store lacks,
+ * pull it. 1: nothing to pull, put now; 0: pulling, *ret the pull:
+ * progress (may be NULL) as it goes, then done exactly once from the loop
+ * (res->status < 0: failed, res->err says why, res->registry whether the
+ * registry failed), unless cancelled first; nothing is stored either way.
+ * < 0: spec refused (-EINVAL, err) or the pull could not start. */
+int lg_apps_prepare(lg_apps *a, const char *ns, const char *name, const json_t *spec,
+                    lg_image_progress_fn progress, lg_image_done_fn done, void *ud, lg_apps_pull **ret,
+                    struct lg_error *err);
+/* The client went away: no callback runs (the image still lands). */
+void lg_apps_pull_cancel(lg_apps_pull *p);
+/* The extracted layer directories of every image a pool group or an app's
+ * latest revision uses, for lg_image_gc's keep list (the array and its
+ * strings become the caller's). */
+int lg_apps_layers_in_use(lg_apps *a, char ***ret, size_t *n, struct lg_error *err);
+/* 1 when image id is used by a pool group or an app's latest revision,
+ * who then naming it ("pool group `web`", "app `default/site`"); 0 when not. */
+int lg_apps_image_user(lg_apps *a, const char *image_id, char *who, size_t cap);
 
 /* ---- restore ------------------------------------------------------------------- */
 
 /* At start: a stored pool group or app made active again, as the store
- * has it (what was stored is not checked again beyond what the node needs). */
+ * has it (what was stored is not checked again beyond what the node needs).
+ * An image missing from the store is pulled in the background (0 returned;
+ * the status shows the pull), and the pool group or app made active when
+ * it is there. */
 int lg_apps_restore_pool(lg_apps *a, const struct lg_resource *pool, struct lg_error *err);
 int lg_apps_restore_app(lg_apps *a, const struct lg_resource *app, struct lg_error *err);
 

@@ -383,6 +383,13 @@ int lg_image_jobs_remove(lg_image_jobs *jobs, const char *ref, bool force, struc
         /* Removing one of several names only untags; the last name (or the
          * id) of an image a running pod uses needs force. */
         bool last = n_names <= 1 || !strncmp(ref, "sha256:", 7) || !strcmp(ref, img->id);
+        /* A pool group or app that names it would fail at its next use:
+         * it must let go first, force or not. */
+        char who[200];
+        if (last && jobs->ops && jobs->ops->image_user && jobs->ops->image_user(jobs->ud, img->id, who, sizeof(who)) > 0) {
+                lg_image_free(img);
+                return lg_error_setm(err, EBUSY, "image `%s` is used by %s (change or delete it first)", ref, who);
+        }
         if (last && !force && image_in_use(jobs, img)) {
                 lg_image_free(img);
                 return lg_error_setm(err, EBUSY,

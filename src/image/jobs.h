@@ -36,6 +36,9 @@ struct lg_image_jobs_ops {
         int (*layers_in_use)(void *ud, bool warm, char ***ret, size_t *n);
         /* An image was removed (or untagged): sandboxes kept warm for it go. */
         void (*image_removed)(void *ud, const char *image_id);
+        /* May be NULL. 1 when something names image_id and needs it kept
+         * (a pool group, an app), who then saying what; 0 when not. */
+        int (*image_user)(void *ud, const char *image_id, char *who, size_t cap);
 };
 
 struct lg_image_jobs_config {
@@ -96,5 +99,5 @@ void lg_image_job_cancel(lg_image_job *job);
 
 /* Remove ref: one of several names only untags; the last name (or the id)
  * of an image whose every layer a running sandbox uses is -EBUSY unless
- * force. Warm sandboxes of the image go with it. lg_image_remove's errors. */
+ * force, and of one ops->image_user names -EBUSY even with force. Warm sandboxes of the image go with it. lg_image_remove's errors. */
 int lg_image_jobs_remove(lg_image_jobs *jobs, const char *ref, bool force, struct lg_error *err);

@@ -394,10 +394,45 @@ static const struct lg_apps_ops apps_ops = {
         .route_addresses = wire_route_addresses,
 };
 
-/* The image jobs' view of the pod manager's sandboxes. */
+/* The image jobs' view of the pod manager's sandboxes and of the images
+ * apps and pool groups use: those layers are kept by GC as long as a pool
+ * group or an app's latest revision names the image (and while warm: any
+ * time, since a pool refills and an app scales from zero). */
 static int wire_layers_in_use(void *ud, bool warm, char ***ret, size_t *n) {
         struct lg_daemon *d = ud;
-        return lg_pods_layers_in_use(d->pods, warm, ret, n);
+        int r = lg_pods_layers_in_use(d->pods, warm, ret, n);
+        if (r < 0 || !warm)
+                return r;
+        char **more = NULL, **all = NULL;
+        size_t n_more = 0;
+        struct lg_error err = {0};
+        r = lg_apps_layers_in_use(d->apps, &more, &n_more, &err);
+        if (r >= 0 && n_more && !(all = realloc(*ret, (*n + n_more) * sizeof(char *))))
+                r = -ENOMEM;
+        if (r < 0) {
+                /* Without the whole list GC must not run. */
+                for (size_t i = 0; i < n_more; i++)
+                        free(more[i]);
+                for (size_t i = 0; i < *n; i++)
+                        free((*ret)[i]);
+                free(more);
+                free(*ret);
+                *ret = NULL;
+                *n = 0;
+                return r;
+        }
+        if (n_more) {
+                memcpy(all + *n, more, n_more * sizeof(char *));
+                *ret = all;
+                *n += n_more;
+        }
+        free(more);
+        return 0;
+}
+
+static int wire_image_user(void *ud, const char *image_id, char *who, size_t cap) {
+        struct lg_daemon *d = ud;
+        return lg_apps_image_user(d->apps, image_id, who, cap);
 }
 
 static void wire_image_removed(void *ud, const char *image_id) {
@@ -408,6 +443,7 @@ static void wire_image_removed(void *ud, const char *image_id) {
 static const struct lg_image_jobs_ops image_jobs_ops = {
         .layers_in_use = wire_layers_in_use,
         .image_removed = wire_image_removed,
+        .image_user = wire_image_user,
 };
 
 /* An object of the store that could not be made live at start. */
@@ -579,9 +615,17 @@ int main(int argc, char **argv) {
                 r = lg_node_new(&nc, &d->node, &err);
         if (r >= 0)
                 r = lg_tenants_new(d->store, d->net, &d->tenants, &err);
+        /* Before apps, which pull images through them; their ops reach
+         * the pods and apps only when a request comes. */
+        char tmp_dir[4096];
+        snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", d->home);
+        struct lg_image_jobs_config ijc = {.loop = d->loop, .images = d->images, .tmp_dir = tmp_dir,
+                                           .ops = &image_jobs_ops, .ud = d};
+        if (r >= 0)
+                r = lg_image_jobs_new(&ijc, &d->image_jobs, &err);
         struct lg_apps_config ac = {.loop = d->loop, .store = d->store, .blobs = d->blobs,
                                     .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d,
-                                    .tenants = d->tenants};
+                                    .tenants = d->tenants, .images = d->images, .image_jobs = d->image_jobs};
         if (r >= 0)
                 r = lg_apps_new(&ac, &d->apps, &err);
         if (r >= 0)
@@ -600,12 +644,6 @@ int main(int argc, char **argv) {
                                     .net = d->net, .tenants = d->tenants};
         if (r >= 0)
                 r = lg_pods_new(&pc, &d->pods, &err);
-        char tmp_dir[4096];
-        snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", d->home);
-        struct lg_image_jobs_config ijc = {.loop = d->loop, .images = d->images, .tmp_dir = tmp_dir,
-                                           .ops = &image_jobs_ops, .ud = d};
-        if (r >= 0)
-                r = lg_image_jobs_new(&ijc, &d->image_jobs, &err);
         struct lg_api_config apic = {.loop = d->loop, .store = d->store, .apps = d->apps, .tenants = d->tenants,
                                      .sessions = d->sessions, .pods = d->pods, .images = d->images,
                                      .image_jobs = d->image_jobs, .router = d->router};

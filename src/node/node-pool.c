@@ -121,7 +121,8 @@ int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *re
         struct lg_warm_stats ws = {0};
         if (p->warm)
                 lg_warm_pool_stats(p->warm, &ws);
-        *ret = (struct lg_pool_stats){ws.ready, ws.starting, p->created, ws.taken, p->on_demand, ws.failures, ""};
+        *ret = (struct lg_pool_stats){.ready = ws.ready, .starting = ws.starting, .created = p->created, .taken = ws.taken,
+                                      .on_demand = p->on_demand, .failures = ws.failures};
         snprintf(ret->last_error, sizeof(ret->last_error), "%s", ws.last_error);
         return 0;
 }

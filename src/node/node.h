@@ -62,6 +62,14 @@ struct lg_pool_spec {
          * app's namespace (lg_instance_spec) before its code runs.
          * Otherwise the sandbox's network namespace has loopback only. */
         bool network;
+        /* Pools of runtime "image" (issue 12, DESIGN-12 P2). */
+        const char *image;           /* image id "sha256:..." in config.images */
+        bool start_process;          /* placeholder mode "process" */
+        const char *const *command, *const *args; /* with start_process (env: the env field) */
+        unsigned port;
+        const char *ready_path;
+        const char *version;         /* language workers: a version string; any change of it (or of the image) is a new key */
+        unsigned max_unavailable;    /* rolling replacement; 0 = 1 */
 };
 
 struct lg_pool_stats {
@@ -70,6 +78,8 @@ struct lg_pool_stats {
         uint64_t created, taken, on_demand;
         unsigned failures;        /* creations failed in a row (0 once one succeeds) */
         char last_error[256];     /* why the last creation failed, "" if none */
+        unsigned updated, outdated; /* ready of the current key; ready or starting of outgoing pools */
+        bool rolling;               /* a rolling replacement is under way */
 };
 
 /* What an instance is made for. */

@@ -152,6 +152,12 @@ struct lg_route_stats {
         uint64_t requests, cold_starts, errors_5xx, rejected_429, timeouts_504;
         uint64_t cold_start_ns_last, cold_start_ns_total;
         uint64_t cold_start_ns_min, cold_start_ns_max;
+        unsigned failures;            /* failed starts or early exits in a row of the current revision */
+        uint64_t backoff_ms_left;     /* 0: not backing off */
+        char last_reason[32];         /* "PortNeverOpened", "ReadinessFailed", "ExitedAtStart", "Crashed",
+                                       * "ImageMissing", "StartFailed"; "" none */
+        char last_message[256];
+        int64_t last_failure_unix_ms;
 };
 
 int lg_router_new(const struct lg_router_config *cfg, lg_router **ret, struct lg_error *err);

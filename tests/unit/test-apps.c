@@ -2,7 +2,9 @@
  * store in a temporary directory, on a real libuv loop, with recording ops
  * in place of the node and the router: pool groups, the package upload
  * pipeline (good, refused and cancelled uploads), app specs, the revision
- * rules of activation, deletion and the event logs. */
+ * rules of activation, deletion and the event logs; container apps and
+ * image pool groups against a real image store holding two small images:
+ * hostile specs, revisions on a moved tag, pool upgrades, pins. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #include "apps/apps.h"
+#include "image/image-internal.h"
 
 struct rec {
         int pool_sets, pool_deletes, route_sets, route_removes;
@@ -27,6 +30,11 @@ struct rec {
         unsigned revision, concurrency, min_instances, max_instances;
         uint64_t cpu_millis;
         bool routed; /* route_stats answers for key */
+        /* image fields of the last route and pool */
+        char image[80], ready_path[64], command0[64], pool_image[80];
+        unsigned port, pool_port;
+        uint64_t memory_bytes;
+        bool pool_process;
 };
 
 static int rec_pool_set(void *ud, const struct lg_pool_spec *ps, struct lg_error *err) {
@@ -35,7 +43,11 @@ static int rec_pool_set(void *ud, const struct lg_pool_spec *ps, struct lg_error
         r->pool_sets++;
         r->pool = *ps;
         snprintf(r->pool_name, sizeof(r->pool_name), "%s", ps->name);
-        r->pool.name = r->pool.runtime = NULL;
+        snprintf(r->pool_image, sizeof(r->pool_image), "%s", ps->image ? ps->image : "");
+        r->pool_port = ps->port;
+        r->pool_process = ps->start_process;
+        r->pool.name = r->pool.runtime = r->pool.image = r->pool.ready_path = r->pool.version = NULL;
+        r->pool.command = r->pool.args = r->pool.env = NULL;
         return 0;
 }
 
@@ -61,7 +73,12 @@ static int rec_route_set(void *ud, const struct lg_route_config *cfg, struct lg_
         snprintf(r->key, sizeof(r->key), "%s", cfg->key);
         snprintf(r->code_dir, sizeof(r->code_dir), "%s", cfg->code_dir ? cfg->code_dir : "");
         snprintf(r->entrypoint, sizeof(r->entrypoint), "%s", cfg->entrypoint ? cfg->entrypoint : "");
-        snprintf(r->route_pool, sizeof(r->route_pool), "%s", cfg->pool);
+        snprintf(r->route_pool, sizeof(r->route_pool), "%s", cfg->pool ? cfg->pool : "");
+        snprintf(r->image, sizeof(r->image), "%s", cfg->image ? cfg->image : "");
+        snprintf(r->ready_path, sizeof(r->ready_path), "%s", cfg->ready_path ? cfg->ready_path : "");
+        snprintf(r->command0, sizeof(r->command0), "%s", cfg->command && cfg->command[0] ? cfg->command[0] : "");
+        r->port = cfg->port;
+        r->memory_bytes = cfg->memory_bytes;
         memset(r->env, 0, sizeof(r->env));
         for (size_t i = 0; cfg->env && cfg->env[i] && i < 4; i++)
                 snprintf(r->env[i], sizeof(r->env[i]), "%s", cfg->env[i]);
@@ -111,6 +128,7 @@ struct fx {
         uv_loop_t loop;
         lg_store *store;
         struct lg_blobstore *blobs;
+        lg_image_store *images;
         lg_apps *apps;
         struct rec rec;
         char pkg[80];  /* digest of a good package */
@@ -119,7 +137,7 @@ struct fx {
 
 static json_t *js(const char *text) {
         json_error_t je;
-        json_t *j = json_loads(text, 0, &je);
+        json_t *j = json_loads(text, JSON_ALLOW_NUL, &je);
         if (!j)
                 fail_msg("bad test JSON %s: %s", text, je.text);
         return j;
@@ -195,9 +213,13 @@ static int setup(void **state) {
         snprintf(path, sizeof(path), "%s/packages", f->dir);
         if (lg_blobstore_open(path, &f->blobs, &err) < 0)
                 return -1;
+        snprintf(path, sizeof(path), "%s/images", f->dir);
+        if (lg_image_store_open(path, &f->images, &err) < 0)
+                return -1;
         snprintf(logs, sizeof(logs), "%s/logs", f->dir);
+        /* No image jobs: a pull cannot start (said so). */
         struct lg_apps_config cfg = {.loop = &f->loop, .store = f->store, .blobs = f->blobs, .logs_dir = logs,
-                                     .ops = &ops, .ud = &f->rec};
+                                     .ops = &ops, .ud = &f->rec, .images = f->images};
         if (lg_apps_new(&cfg, &f->apps, &err) < 0)
                 return -1;
         *state = f;
@@ -236,6 +258,7 @@ static int teardown(void **state) {
         uv_run(&f->loop, UV_RUN_DEFAULT);
         assert_int_equal(uv_loop_close(&f->loop), 0);
         lg_blobstore_close(f->blobs);
+        lg_image_store_close(f->images);
         lg_store_close(f->store);
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
@@ -533,6 +556,349 @@ static void test_logs(void **state) {
         assert_int_equal(lg_apps_log_path(f->apps, "ns/web", path, 8), -ENAMETOOLONG);
 }
 
+/* ---- container apps and image pool groups -------------------------------------- */
+
+static void put_blob(struct fx *f, const char *data, size_t len, char digest[LG_DIGEST_MAX]) {
+        struct lg_error e = {0};
+        if (lg_image_blob_put(f->images, data, len, digest, &e) < 0)
+                fail_msg("blob: %s", e.msg);
+}
+
+/* An image of one layer holding /srv/<file> (tar made by tar(1)), tagged
+ * name, with Cmd ["httpd"]; its id in id. */
+static void make_image(struct fx *f, const char *name, const char *file, char id[80]) {
+        char cmd[512], path[256];
+        snprintf(cmd, sizeof(cmd), "rm -rf %s/img && mkdir -p %s/img/srv && echo %s > %s/img/srv/%s && "
+                                   "tar -C %s/img --numeric-owner --owner=0 --group=0 -cf %s/layer.tar .",
+                 f->dir, f->dir, file, f->dir, file, f->dir, f->dir);
+        assert_int_equal(system(cmd), 0);
+        snprintf(path, sizeof(path), "%s/layer.tar", f->dir);
+        FILE *fp = fopen(path, "rb");
+        assert_non_null(fp);
+        char layer[65536];
+        size_t len = fread(layer, 1, sizeof(layer), fp);
+        fclose(fp);
+        char ld[LG_DIGEST_MAX], cd[LG_DIGEST_MAX], md[LG_DIGEST_MAX];
+        put_blob(f, layer, len, ld);
+        char config[512], manifest[1024];
+        snprintf(config, sizeof(config),
+                 "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Cmd\":[\"httpd\"]},"
+                 "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"%s\"]}}",
+                 ld);
+        put_blob(f, config, strlen(config), cd);
+        snprintf(manifest, sizeof(manifest),
+                 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+                 "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\","
+                 "\"size\":%zu},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\","
+                 "\"digest\":\"%s\",\"size\":%zu}]}",
+                 cd, strlen(config), ld, len);
+        put_blob(f, manifest, strlen(manifest), md);
+        struct lg_error e = {0};
+        struct lg_image *img = NULL;
+        if (lg_image_commit(f->images, md, name, NULL, NULL, &img, &e) < 0)
+                fail_msg("commit %s: %s", name, e.msg);
+        snprintf(id, 80, "%s", img->id);
+        lg_image_free(img);
+}
+
+/* Two images: test/web:1 (id1) and test/web:2 (id2), a python3 pool. */
+struct imgfx {
+        char id1[80], id2[80];
+};
+static struct imgfx ids;
+
+static int setup_images(void **state) {
+        if (setup_app(state) < 0)
+                return -1;
+        struct fx *f = *state;
+        make_image(f, "test/web:1", "one", ids.id1);
+        make_image(f, "test/web:2", "two", ids.id2);
+        return strcmp(ids.id1, ids.id2) ? 0 : -1;
+}
+
+static int put_text(struct fx *f, const char *name, const char *text, struct lg_error *err) {
+        json_t *s = js(text);
+        *err = (struct lg_error){0};
+        int r = lg_apps_put(f->apps, "ns", name, NULL, s, NULL, err);
+        json_decref(s);
+        return r;
+}
+
+static int pool_text(struct fx *f, const char *name, const char *text, struct lg_error *err) {
+        json_t *s = js(text);
+        *err = (struct lg_error){0};
+        int r = lg_apps_pool_put(f->apps, name, s, NULL, err);
+        json_decref(s);
+        return r;
+}
+
+static json_t *condition_of(json_t *doc, const char *type) {
+        json_t *c;
+        size_t i;
+        json_array_foreach(json_object_get(json_object_get(doc, "status"), "conditions"), i, c) if (
+                !strcmp(json_string_value(json_object_get(c, "type")), type)) return c;
+        return NULL;
+}
+
+static void test_image_specs_hostile(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        OK(pool_text(f, "web", "{\"image\": \"test/web:1\", \"ready\": 1, \"memory\": \"128Mi\"}", &err));
+        OK(pool_text(f, "proc", "{\"image\": \"test/web:1\", \"placeholder\": \"process\", \"port\": 8080, "
+                                "\"command\": [\"httpd\"], \"env\": {\"A\": \"1\"}}",
+                     &err));
+        char pkgspec[256];
+        snprintf(pkgspec, sizeof(pkgspec), "{\"runtime\": \"python3\", \"package\": \"%s\", \"port\": 80}", f->pkg);
+        char long_path[1200] = "{\"image\": \"test/web:1\", \"port\": 80, \"readinessPath\": \"/";
+        memset(long_path + strlen(long_path), 'a', 1030);
+        strcat(long_path, "\"}");
+        const struct {
+                const char *spec, *word;
+        } bad[] = {
+                {"{\"image\": \"test/web:1\"}", "`port`"},
+                {"{\"image\": \"test/web:1\", \"port\": 0}", "`port`"},
+                {"{\"image\": \"test/web:1\", \"port\": 65536}", "`port`"},
+                {"{\"image\": \"test/web:1\", \"port\": \"80\"}", "`port`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80.5}", "`port`"},
+                {"{\"image\": \"\", \"port\": 80}", "`image` must be an image reference"},
+                {"{\"image\": 5, \"port\": 80}", "`image` must be an image reference"},
+                {"{\"image\": null, \"port\": 80}", "`image` must be an image reference"},
+                {"{\"image\": \"Bad Ref::\", \"port\": 80}", "`image` must be an image reference"},
+                {"{\"image\": \"test/web:1\\u0000x\", \"port\": 80}", "`image` must be an image reference"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"runtime\": \"python3\"}", "takes no `runtime`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"entrypoint\": \"main\"}", "takes no `entrypoint`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"settings\": {}}", "takes no `settings`"},
+                {pkgspec, "`port` is a field of container apps"},
+                {"{\"port\": 80}", "`runtime` must be python3, node or custom (or `image`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"command\": \"httpd -f\"}", "`command` must be an array"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"command\": [1]}", "`command` must be an array"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"args\": [\"a\", null]}", "`args` must be an array"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"args\": [\"a\\u0000b\"]}", "`args` must be an array"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"env\": []}", "`env` must be an object"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"env\": {\"LEGION_X\": \"1\"}}", "env `LEGION_X`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"env\": {\"1A\": \"1\"}}", "env `1A`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"env\": {\"A=B\": \"1\"}}", "env `A=B`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"env\": {\"A\": 1}}", "env `A`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"readinessPath\": \"healthz\"}", "`readinessPath`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"readinessPath\": \"/a b\"}", "`readinessPath`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"readinessPath\": \"/a\\r\\nX: y\"}", "`readinessPath`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"readinessPath\": 7}", "`readinessPath`"},
+                {long_path, "`readinessPath`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"memory\": \"1Ti\"}", "`memory`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"imag\": 1}", "unknown field in an app spec: `imag`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"poolGroup\": \"python3\"}",
+                 "pool group `python3` runs python3 workers, not an image"},
+                {"{\"poolGroup\": \"python3\", \"port\": 80}", "pool group `python3` runs python3 workers"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"poolGroup\": \"nope\"}", "pool group `nope` does not exist"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"poolGroup\": \"../x\"}", "`poolGroup` must be the name"},
+                {"{\"image\": \"test/web:1\", \"port\": 80, \"poolGroup\": 5}", "`poolGroup` must be the name"},
+                {"{\"image\": \"test/web:2\", \"port\": 80, \"poolGroup\": \"web\"}",
+                 "is not the image of pool group `web`"},
+                {"{\"poolGroup\": \"web\", \"port\": 80, \"memory\": \"256Mi\"}", "up to the pool group's"},
+                {"{\"poolGroup\": \"proc\", \"port\": 9090}", "starts its own server (placeholder `process`): leave `port`"},
+                {"{\"poolGroup\": \"proc\", \"command\": [\"sh\"]}", "leave `command` out"},
+                {"{\"poolGroup\": \"proc\", \"env\": {\"A\": \"2\"}}", "leave `env` out"},
+                {"{\"image\": \"test/absent:1\", \"port\": 80}", "image `docker.io/test/absent:1` is not in the image store"},
+        };
+        int sets = f->rec.route_sets;
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                int r = put_text(f, "bad", bad[i].spec, &err);
+                if (r != -EINVAL || !strstr(err.msg, bad[i].word))
+                        fail_msg("%s: %d `%s`", bad[i].spec, r, err.msg);
+        }
+        assert_int_equal(lg_store_get(f->store, LG_KEY("App", "ns", "bad"), NULL, NULL), -ENOENT);
+        assert_int_equal(f->rec.route_sets, sets);
+        /* The same checks before a pull; a pull that cannot start says so. */
+        json_t *s = js("{\"image\": \"test/web:1\", \"port\": 0}");
+        assert_int_equal(lg_apps_prepare(f->apps, "ns", "bad", s, NULL, NULL, NULL, NULL, &err), -EINVAL);
+        json_decref(s);
+        s = js("{\"image\": \"test/web:1\", \"port\": 80}");
+        assert_int_equal(lg_apps_prepare(f->apps, "ns", "bad", s, NULL, NULL, NULL, NULL, &err), 1);
+        json_decref(s);
+        s = js("{\"image\": \"127.0.0.1:9/absent:1\", \"port\": 80}");
+        err = (struct lg_error){0};
+        assert_int_equal(lg_apps_prepare(f->apps, "ns", "bad", s, NULL, NULL, NULL, NULL, &err), -ENOTSUP);
+        assert_non_null(strstr(err.msg, "127.0.0.1:9/absent:1"));
+        json_decref(s);
+
+        const struct {
+                const char *spec, *word;
+        } bad_pools[] = {
+                {"{\"image\": \"test/web:1\", \"runtime\": \"python3\"}", "takes no `runtime`"},
+                {"{\"image\": \"test/web:1\", \"version\": \"3\"}", "`version` is for language workers"},
+                {"{\"image\": \"\"}", "`image` must be an image reference"},
+                {"{\"image\": [\"test/web:1\"]}", "`image` must be an image reference"},
+                {"{\"image\": \"test/web:1\", \"placeholder\": \"warm\"}", "`placeholder` must be"},
+                {"{\"image\": \"test/web:1\", \"placeholder\": 1}", "`placeholder` must be"},
+                {"{\"image\": \"test/web:1\", \"placeholder\": \"process\"}", "placeholder `process` needs `port`"},
+                {"{\"image\": \"test/web:1\", \"port\": 80}", "`port` is only for placeholder `process`"},
+                {"{\"image\": \"test/web:1\", \"command\": [\"x\"]}", "`command` is only for placeholder `process`"},
+                {"{\"image\": \"test/web:1\", \"placeholder\": \"process\", \"port\": 80, \"command\": \"x\"}",
+                 "`command` must be an array"},
+                {"{\"image\": \"test/web:1\", \"placeholder\": \"process\", \"port\": 80, \"readinessPath\": \"x\"}",
+                 "`readinessPath`"},
+                {"{\"image\": \"test/web:1\", \"placeholder\": \"process\", \"port\": 80, \"env\": {\"LEGION_A\": \"\"}}",
+                 "env `LEGION_A`"},
+                {"{\"image\": \"test/web:1\", \"upgrade\": 1}", "`upgrade` must be an object"},
+                {"{\"image\": \"test/web:1\", \"upgrade\": {\"apps\": \"sometimes\"}}", "`upgrade.apps` must be"},
+                {"{\"image\": \"test/web:1\", \"upgrade\": {\"maxUnavailable\": 0}}", "`upgrade.maxUnavailable`"},
+                {"{\"image\": \"test/web:1\", \"upgrade\": {\"surge\": 1}}", "unknown field in upgrade: `surge`"},
+                {"{\"image\": \"test/web:1\", \"startupBoost\": {\"cpu\": 1}}", "`startupBoost.seconds`"},
+                {"{\"image\": \"test/web:1\", \"colour\": 1}", "unknown field in an image pool group: `colour`"},
+                {"{\"runtime\": \"node\", \"version\": 18}", "`version` must be a string"},
+                {"{\"runtime\": \"node\", \"port\": 80}", "unknown field in a pool group: `port`"},
+                {"{\"image\": \"test/absent:1\"}", "is not in the image store"},
+        };
+        int psets = f->rec.pool_sets;
+        for (size_t i = 0; i < sizeof(bad_pools) / sizeof(bad_pools[0]); i++) {
+                int r = pool_text(f, "badpool", bad_pools[i].spec, &err);
+                if (r != -EINVAL || !strstr(err.msg, bad_pools[i].word))
+                        fail_msg("%s: %d `%s`", bad_pools[i].spec, r, err.msg);
+        }
+        assert_int_equal(f->rec.pool_sets, psets);
+        assert_int_equal(lg_store_get(f->store, LG_KEY("PoolGroup", "", "badpool"), NULL, NULL), -ENOENT);
+}
+
+static void test_image_revisions(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        const char *spec = "{\"image\": \"test/web:1\", \"port\": 8080, \"command\": [\"httpd\", \"-f\"], "
+                           "\"readinessPath\": \"/healthz\", \"memory\": \"64Mi\", \"env\": {\"GREETING\": \"hi\"}}";
+        assert_int_equal(put_text(f, "site", spec, &err), LG_STORE_CREATED);
+        OK(lg_apps_activate(f->apps, "ns", "site", &err));
+        assert_int_equal(f->rec.revision, 1);
+        assert_string_equal(f->rec.image, ids.id1);
+        assert_string_equal(f->rec.route_pool, ""); /* no pool: made on demand */
+        assert_int_equal(f->rec.port, 8080);
+        assert_string_equal(f->rec.ready_path, "/healthz");
+        assert_string_equal(f->rec.command0, "httpd");
+        assert_int_equal(f->rec.memory_bytes, 64ull << 20);
+        assert_string_equal(f->rec.env[0], "GREETING=hi");
+        assert_string_equal(f->rec.code_dir, "");
+        /* The same spec: no new revision. Scaling: none either. */
+        assert_int_equal(put_text(f, "site", spec, &err), LG_STORE_UNCHANGED);
+        OK(lg_apps_activate(f->apps, "ns", "site", &err));
+        assert_int_equal(f->rec.revision, 1);
+        /* The tag moved to another image: the same spec is a new revision. */
+        char moved[80];
+        make_image(f, "test/web:1", "moved", moved);
+        assert_string_not_equal(moved, ids.id1);
+        assert_int_equal(put_text(f, "site", spec, &err), LG_STORE_UNCHANGED);
+        OK(lg_apps_activate(f->apps, "ns", "site", &err));
+        assert_int_equal(f->rec.revision, 2);
+        assert_string_equal(f->rec.image, moved);
+        /* Any revision field: a new one. */
+        OK(put_text(f, "site", "{\"image\": \"test/web:1\", \"port\": 8081}", &err));
+        OK(lg_apps_activate(f->apps, "ns", "site", &err));
+        assert_int_equal(f->rec.revision, 3);
+        assert_int_equal(f->rec.port, 8081);
+        assert_string_equal(f->rec.command0, "");
+        /* Status: the image and conditions. */
+        struct lg_resource *res = NULL;
+        OK(lg_store_get(f->store, LG_KEY("App", "ns", "site"), &res, &err));
+        json_t *doc = lg_apps_json(f->apps, res);
+        json_t *image = json_object_get(json_object_get(doc, "status"), "image");
+        assert_string_equal(json_string_value(json_object_get(image, "ref")), "docker.io/test/web:1");
+        assert_string_equal(json_string_value(json_object_get(image, "id")), moved);
+        assert_string_equal(json_string_value(json_object_get(condition_of(doc, "ImagePulled"), "status")), "True");
+        assert_string_equal(json_string_value(json_object_get(condition_of(doc, "Ready"), "status")), "True");
+        json_decref(doc);
+        lg_resource_free(res);
+        /* A function becomes a container app and back: packages follow. */
+        char text[256];
+        snprintf(text, sizeof(text), "{\"runtime\": \"python3\", \"package\": \"%s\"}", f->pkg);
+        OK(put_text(f, "flip", text, &err));
+        OK(put_text(f, "flip", "{\"image\": \"test/web:2\", \"port\": 80}", &err));
+        OK(put_text(f, "flip", text, &err));
+        OK(lg_apps_activate(f->apps, "ns", "flip", &err));
+        assert_string_equal(f->rec.image, "");
+        assert_string_not_equal(f->rec.code_dir, "");
+}
+
+static void test_image_pools(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        assert_int_equal(pool_text(f, "web", "{\"image\": \"test/web:1\", \"ready\": 2, \"upgrade\": "
+                                             "{\"maxUnavailable\": 2, \"apps\": \"newRevision\"}}",
+                                   &err),
+                         LG_STORE_CREATED);
+        assert_string_equal(f->rec.pool_image, ids.id1);
+        assert_int_equal(f->rec.pool.ready, 2);
+        assert_int_equal(f->rec.pool.max_unavailable, 2);
+        assert_false(f->rec.pool_process);
+        OK(pool_text(f, "lazy", "{\"image\": \"test/web:1\"}", &err));
+        OK(pool_text(f, "proc", "{\"image\": \"test/web:1\", \"placeholder\": \"process\", \"port\": 8080}", &err));
+        assert_true(f->rec.pool_process);
+        assert_int_equal(f->rec.pool_port, 8080);
+
+        /* Apps of the pool: the pool's image unless they name the same. */
+        OK(put_text(f, "a", "{\"poolGroup\": \"web\", \"port\": 80}", &err));
+        OK(lg_apps_activate(f->apps, "ns", "a", &err));
+        assert_string_equal(f->rec.route_pool, "web");
+        assert_string_equal(f->rec.image, ""); /* the pool's */
+        OK(put_text(f, "b", "{\"poolGroup\": \"lazy\", \"image\": \"test/web:1\", \"port\": 80}", &err));
+        OK(lg_apps_activate(f->apps, "ns", "b", &err));
+        OK(put_text(f, "c", "{\"poolGroup\": \"proc\"}", &err));
+        OK(lg_apps_activate(f->apps, "ns", "c", &err));
+        assert_int_equal(f->rec.port, 8080); /* the pool's server */
+        OK(put_text(f, "d", "{\"poolGroup\": \"proc\", \"port\": 8080}", &err));
+
+        /* newRevision: a new image gives its apps a new revision now. */
+        int sets = f->rec.route_sets;
+        OK(pool_text(f, "web", "{\"image\": \"test/web:2\", \"ready\": 2, \"upgrade\": {\"apps\": \"newRevision\"}}",
+                     &err));
+        assert_string_equal(f->rec.pool_image, ids.id2);
+        assert_int_equal(f->rec.route_sets, sets + 1);
+        assert_string_equal(f->rec.key, "ns/a");
+        assert_int_equal(f->rec.revision, 2);
+        _cleanup_revision_ struct lg_revision *rev = NULL;
+        OK(lg_store_revision_get(f->store, LG_KEY("App", "ns", "a"), 0, &rev, &err));
+        assert_string_equal(json_string_value(json_object_get(rev->spec, "imageId")), ids.id2);
+        /* The same image again: nothing. nextInstance: nothing either. */
+        OK(pool_text(f, "web", "{\"image\": \"test/web:2\", \"ready\": 3, \"upgrade\": {\"apps\": \"newRevision\"}}",
+                     &err));
+        OK(pool_text(f, "lazy", "{\"image\": \"test/web:2\"}", &err));
+        assert_int_equal(f->rec.route_sets, sets + 1);
+
+        /* Pool status: its image. */
+        struct lg_resource *res = NULL;
+        OK(lg_store_get(f->store, LG_KEY("PoolGroup", "", "web"), &res, &err));
+        json_t *doc = lg_apps_pool_json(f->apps, res);
+        json_t *img = json_object_get(json_object_get(doc, "status"), "image");
+        assert_string_equal(json_string_value(json_object_get(img, "id")), ids.id2);
+        assert_string_equal(json_string_value(json_object_get(img, "ref")), "docker.io/test/web:2");
+        json_decref(doc);
+        lg_resource_free(res);
+
+        /* Pins: the pools' and apps' images are in use, by name. */
+        char who[200];
+        assert_int_equal(lg_apps_image_user(f->apps, ids.id2, who, sizeof(who)), 1);
+        assert_non_null(strstr(who, "pool group `"));
+        char **dirs = NULL;
+        size_t n = 0;
+        OK(lg_apps_layers_in_use(f->apps, &dirs, &n, &err));
+        struct lg_image *i2 = NULL;
+        OK(lg_image_get(f->images, ids.id2, &i2, &err));
+        bool found = false;
+        for (size_t i = 0; i < n; i++) {
+                found = found || !strcmp(dirs[i], i2->layer_dirs[0]);
+                free(dirs[i]);
+        }
+        free(dirs);
+        lg_image_free(i2);
+        assert_true(found);
+        OK(lg_apps_delete(f->apps, "ns", "c", &err));
+        OK(lg_apps_delete(f->apps, "ns", "d", &err));
+        OK(lg_apps_pool_delete(f->apps, "proc", &err));
+        OK(lg_apps_delete(f->apps, "ns", "b", &err));
+        assert_int_equal(lg_apps_image_user(f->apps, ids.id1, who, sizeof(who)), 0);
+        OK(lg_apps_pool_delete(f->apps, "web", &err));
+        OK(lg_apps_pool_delete(f->apps, "lazy", &err));
+        /* App a's revision still names id2. */
+        assert_int_equal(lg_apps_image_user(f->apps, ids.id2, who, sizeof(who)), 1);
+        assert_string_equal(who, "app `ns/a`");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_uploads, setup, teardown),
@@ -540,6 +906,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_pool_groups, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revisions, setup_app, teardown),
                 cmocka_unit_test_setup_teardown(test_logs, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_image_specs_hostile, setup_images, teardown),
+                cmocka_unit_test_setup_teardown(test_image_revisions, setup_images, teardown),
+                cmocka_unit_test_setup_teardown(test_image_pools, setup_images, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

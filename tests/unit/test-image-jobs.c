@@ -17,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "image/image-internal.h"
 #include "image/jobs.h"
 
 struct rec {
         int layer_calls, removed;
         bool warm;
         int fail; /* layers_in_use fails with this when < 0 */
+        bool named; /* image_user: every image is a pool group's */
 };
 
 static int rec_layers(void *ud, bool warm, char ***ret, size_t *n) {
@@ -42,7 +44,13 @@ static void rec_removed(void *ud, const char *id) {
         ((struct rec *) ud)->removed++;
 }
 
-static const struct lg_image_jobs_ops ops = {rec_layers, rec_removed};
+static int rec_user(void *ud, const char *id, char *who, size_t cap) {
+        (void) id;
+        snprintf(who, cap, "pool group `web`");
+        return ((struct rec *) ud)->named;
+}
+
+static const struct lg_image_jobs_ops ops = {rec_layers, rec_removed, rec_user};
 
 struct fx {
         char dir[64], tmp[96];
@@ -209,6 +217,32 @@ static void test_remove_missing(void **state) {
         assert_int_equal(f->rec.removed, 0);
 }
 
+/* An image a pool group or app names is not removed, even with force. */
+static void test_remove_named(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        char cd[LG_DIGEST_MAX], md[LG_DIGEST_MAX], manifest[512];
+        const char *config = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{},"
+                             "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
+        OK(lg_image_blob_put(f->st, config, strlen(config), cd, &err));
+        snprintf(manifest, sizeof(manifest),
+                 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+                 "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\","
+                 "\"size\":%zu},\"layers\":[]}",
+                 cd, strlen(config));
+        OK(lg_image_blob_put(f->st, manifest, strlen(manifest), md, &err));
+        struct lg_image *img = NULL;
+        OK(lg_image_commit(f->st, md, "test/used:1", NULL, NULL, &img, &err));
+        lg_image_free(img);
+        f->rec.named = true;
+        assert_int_equal(lg_image_jobs_remove(f->jobs, "test/used:1", true, &err), -EBUSY);
+        assert_non_null(strstr(err.msg, "is used by pool group `web`"));
+        assert_int_equal(f->rec.removed, 0);
+        f->rec.named = false;
+        OK(lg_image_jobs_remove(f->jobs, "test/used:1", false, &err));
+        assert_int_equal(f->rec.removed, 1);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_import_refused, setup, teardown),
@@ -217,6 +251,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pull_unreachable, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_remove_missing, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_remove_named, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
