@@ -94,7 +94,9 @@ struct lg_store_ops {
                           struct lg_error *err);
         int (*tok_find)(lg_store *st, const char *hash, struct lg_token *ret,
                         struct lg_error *err);
-        int (*tok_list)(lg_store *st, const char *namespace, lg_store_token_fn fn,
+        /* app NULL: the API tokens (of namespace, or all); else the keys
+         * of app namespace/app. */
+        int (*tok_list)(lg_store *st, const char *namespace, const char *app, lg_store_token_fn fn,
                         void *userdata, struct lg_error *err);
         int (*tok_delete)(lg_store *st, const char *id, struct lg_error *err);
 

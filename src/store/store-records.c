@@ -52,11 +52,10 @@ int64_t lg_store_clock(const lg_store *st) { return st->clock ? st->clock() : lg
 
 void lg_store_set_clock(lg_store *st, int64_t (*now)(void)) { st->clock = now; }
 
-int lg_store_token_create(lg_store *st, const char *namespace, const char *description,
-                          int64_t expires_at, struct lg_token *ret,
-                          char secret[LG_TOKEN_SECRET_SIZE], struct lg_error *err) {
-        if (!namespace || (strcmp(namespace, LG_TOKEN_ADMIN) != 0 && !lg_store_valid_name(namespace)))
-                return lg_error_set(err, EINVAL, "token scope must be a namespace name or `*`");
+/* A token (app "") or an app key, with a new random secret of prefix. */
+static int token_insert(lg_store *st, const char *namespace, const char *app, const char *prefix,
+                        const char *description, int64_t expires_at, struct lg_token *ret,
+                        char secret[LG_TOKEN_SECRET_SIZE], struct lg_error *err) {
         if (!description)
                 description = "";
         if (!printable(description, LG_TOKEN_DESC_MAX))
@@ -71,9 +70,10 @@ int lg_store_token_create(lg_store *st, const char *namespace, const char *descr
         struct lg_token t = {.created_at = lg_store_now(), .expires_at = expires_at};
         strcpy(t.namespace, namespace);
         strcpy(t.description, description);
+        strcpy(t.app, app);
         char hash[65];
-        memcpy(secret, LG_TOKEN_PREFIX, strlen(LG_TOKEN_PREFIX));
-        int r = lg_random_hex(secret + strlen(LG_TOKEN_PREFIX), 32);
+        memcpy(secret, prefix, strlen(prefix));
+        int r = lg_random_hex(secret + strlen(prefix), 32);
         if (r >= 0)
                 r = lg_random_hex(t.id, 8);
         if (r < 0) {
@@ -90,6 +90,21 @@ int lg_store_token_create(lg_store *st, const char *namespace, const char *descr
         if (ret)
                 *ret = t;
         return 0;
+}
+
+int lg_store_token_create(lg_store *st, const char *namespace, const char *description,
+                          int64_t expires_at, struct lg_token *ret,
+                          char secret[LG_TOKEN_SECRET_SIZE], struct lg_error *err) {
+        if (!namespace || (strcmp(namespace, LG_TOKEN_ADMIN) != 0 && !lg_store_valid_name(namespace)))
+                return lg_error_set(err, EINVAL, "token scope must be a namespace name or `*`");
+        return token_insert(st, namespace, "", LG_TOKEN_PREFIX, description, expires_at, ret, secret, err);
+}
+
+int lg_store_app_key_create(lg_store *st, const char *namespace, const char *app, const char *description,
+                            struct lg_token *ret, char secret[LG_TOKEN_SECRET_SIZE], struct lg_error *err) {
+        if (!namespace || !app || !lg_store_valid_name(namespace) || !lg_store_valid_name(app))
+                return lg_error_set(err, EINVAL, "an app key's scope is a namespace and an app name");
+        return token_insert(st, namespace, app, LG_APP_KEY_PREFIX, description, 0, ret, secret, err);
 }
 
 /* Tokens found are kept in the handle's cache (token-cache.c), so that a
@@ -139,19 +154,32 @@ static int token_one(const struct lg_token *t, void *userdata) {
         return lg_store_vec_push(userdata, t);
 }
 
-int lg_store_token_list(lg_store *st, const char *namespace, struct lg_token_list *ret,
-                        struct lg_error *err) {
-        *ret = (struct lg_token_list){0};
-        if (namespace && strcmp(namespace, LG_TOKEN_ADMIN) != 0 && !lg_store_valid_name(namespace))
-                return lg_error_set(err, EINVAL, "token scope must be a namespace name or `*`");
+static int token_list(lg_store *st, const char *namespace, const char *app, struct lg_token_list *ret,
+                      struct lg_error *err) {
         struct lg_store_vec v = {.size = sizeof(*ret->items), .err = err, .what = "tokens"};
-        int r = st->ops->tok_list(st, namespace, token_one, &v, err);
+        int r = st->ops->tok_list(st, namespace, app, token_one, &v, err);
         if (r < 0) {
                 free(v.items);
                 return r;
         }
         *ret = (struct lg_token_list){v.items, v.n};
         return 0;
+}
+
+int lg_store_token_list(lg_store *st, const char *namespace, struct lg_token_list *ret,
+                        struct lg_error *err) {
+        *ret = (struct lg_token_list){0};
+        if (namespace && strcmp(namespace, LG_TOKEN_ADMIN) != 0 && !lg_store_valid_name(namespace))
+                return lg_error_set(err, EINVAL, "token scope must be a namespace name or `*`");
+        return token_list(st, namespace, NULL, ret, err);
+}
+
+int lg_store_app_key_list(lg_store *st, const char *namespace, const char *app, struct lg_token_list *ret,
+                          struct lg_error *err) {
+        *ret = (struct lg_token_list){0};
+        if (!namespace || !app || !lg_store_valid_name(namespace) || !lg_store_valid_name(app))
+                return lg_error_set(err, EINVAL, "an app key's scope is a namespace and an app name");
+        return token_list(st, namespace, app, ret, err);
 }
 
 int lg_store_token_delete(lg_store *st, const char *id, struct lg_error *err) {

@@ -94,9 +94,14 @@ static const struct migration migrations[] = {
          "  FOREIGN KEY (kind, namespace, name)\n"
          "    REFERENCES resources (kind, namespace, name) ON DELETE CASCADE);\n"
          "CREATE INDEX blob_refs_by_resource ON blob_refs (kind, namespace, name);\n"},
+        /* App keys (docs/security.md): a token row scoped to one app of its
+         * namespace; '' for the tokens of the API. */
+        {4,
+         "ALTER TABLE tokens ADD COLUMN app TEXT NOT NULL DEFAULT '';\n"
+         "CREATE INDEX tokens_by_app ON tokens (namespace, app);\n"},
 };
 
-const int lg_store_sqlite_schema_version = 3;
+const int lg_store_sqlite_schema_version = 4;
 
 /* ---- statements --------------------------------------------------------- */
 
@@ -150,7 +155,7 @@ enum stmt_id {
 #define KEY_IS "kind = ?1 AND namespace = ?2 AND name = ?3"
 #define EV_COLS "SELECT resource_version, type, object FROM events WHERE resource_version > ?1 "
 #define EV_END " ORDER BY resource_version LIMIT ?4"
-#define TOK_COLS "SELECT id, namespace, description, created_at, expires_at FROM tokens "
+#define TOK_COLS "SELECT id, namespace, description, created_at, expires_at, app FROM tokens "
 #define BLOB_COLS                                                                 \
         "SELECT b.digest, b.size, b.media_type, b.created_at, "                  \
         "(SELECT count(*) FROM blob_refs r WHERE r.digest = b.digest) FROM blobs b "
@@ -196,10 +201,10 @@ static const char *const stmt_sql[N_STMTS] = {
                        " ORDER BY revision",
         [S_REV_PRUNE] = "DELETE FROM revisions WHERE " KEY_IS " AND revision < ?4",
         [S_TOK_INSERT] = "INSERT INTO tokens (id, hash, namespace, description, created_at, "
-                         "expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                         "expires_at, app) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         [S_TOK_FIND] = TOK_COLS "WHERE hash = ?1",
-        [S_TOK_LIST] = TOK_COLS "ORDER BY created_at, id",
-        [S_TOK_LIST_NS] = TOK_COLS "WHERE namespace = ?1 ORDER BY created_at, id",
+        [S_TOK_LIST] = TOK_COLS "WHERE app = '' ORDER BY created_at, id",
+        [S_TOK_LIST_NS] = TOK_COLS "WHERE namespace = ?1 AND app = ?2 ORDER BY created_at, id",
         [S_TOK_DELETE] = "DELETE FROM tokens WHERE id = ?1",
         [S_BLOB_INSERT] = "INSERT INTO blobs (digest, size, media_type, created_at) "
                           "VALUES (?1, ?2, ?3, ?4)",
@@ -694,7 +699,8 @@ static int read_token(sqlite3_stmt *s, struct lg_token *t, struct lg_error *err)
         *t = (struct lg_token){0};
         if (lg_store_copy_field(t->id, sizeof(t->id), col_text(s, 0)) < 0 ||
             lg_store_copy_field(t->namespace, sizeof(t->namespace), col_text(s, 1)) < 0 ||
-            lg_store_copy_field(t->description, sizeof(t->description), col_text(s, 2)) < 0)
+            lg_store_copy_field(t->description, sizeof(t->description), col_text(s, 2)) < 0 ||
+            lg_store_copy_field(t->app, sizeof(t->app), col_text(s, 5)) < 0)
                 return corrupt(err, "tokens");
         t->created_at = sqlite3_column_int64(s, 3);
         t->expires_at = sqlite3_column_int64(s, 4);
@@ -710,6 +716,7 @@ static int sq_tok_insert(lg_store *st, const struct lg_token *t, const char *has
         bind_text(&q, 4, t->description);
         bind_int(&q, 5, t->created_at);
         bind_int(&q, 6, t->expires_at);
+        bind_text(&q, 7, t->app);
         return query_run(&q, err);
 }
 
@@ -721,12 +728,14 @@ static int sq_tok_find(lg_store *st, const char *hash, struct lg_token *ret,
         return r < 0 ? r : read_token(q.s, ret, err);
 }
 
-static int sq_tok_list(lg_store *st, const char *namespace, lg_store_token_fn fn,
+static int sq_tok_list(lg_store *st, const char *namespace, const char *app, lg_store_token_fn fn,
                        void *userdata, struct lg_error *err) {
         _cleanup_query_ struct query q =
                 query(SS(st), namespace ? S_TOK_LIST_NS : S_TOK_LIST, "list tokens");
-        if (namespace)
+        if (namespace) {
                 bind_text(&q, 1, namespace);
+                bind_text(&q, 2, app ? app : "");
+        }
         int r;
         while ((r = query_step(&q, err)) > 0) {
                 struct lg_token t;

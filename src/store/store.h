@@ -286,6 +286,7 @@ int lg_store_revision_prune(lg_store *st, const struct lg_resource_key *key, uns
 /* ---- API tokens ----------------------------------------------------------- */
 
 #define LG_TOKEN_PREFIX "lgn_"
+#define LG_APP_KEY_PREFIX "lgk_"
 #define LG_TOKEN_SECRET_SIZE 69 /* "lgn_" + 64 hex + NUL */
 #define LG_TOKEN_ID_SIZE 17     /* 16 hex + NUL */
 #define LG_TOKEN_ADMIN "*"
@@ -297,6 +298,9 @@ struct lg_token {
         char description[LG_TOKEN_DESC_MAX + 1];
         int64_t created_at;
         int64_t expires_at;                    /* 0 = never */
+        /* "" for an API token. Otherwise an app key: it opens only the
+         * data path of app namespace/app (docs/security.md), never the API. */
+        char app[LG_STORE_NAME_MAX + 1];
 };
 
 struct lg_token_list {
@@ -317,10 +321,19 @@ int lg_store_token_create(lg_store *st, const char *namespace, const char *descr
  * handle takes effect at the next lookup. */
 int lg_store_token_lookup(lg_store *st, const char *secret, struct lg_token *ret,
                           struct lg_error *err);
-/* namespace NULL = every token. */
+/* The API tokens (app keys are not among them); namespace NULL = every one. */
 int lg_store_token_list(lg_store *st, const char *namespace, struct lg_token_list *ret,
                         struct lg_error *err);
+/* Tokens and app keys alike. */
 int lg_store_token_delete(lg_store *st, const char *id, struct lg_error *err);
+
+/* App keys: tokens scoped to app namespace/app ("lgk_" + 64 hex), kept as
+ * hashes as tokens are and found by lg_store_token_lookup (ret->app set).
+ * The app need not exist (lg_apps checks). */
+int lg_store_app_key_create(lg_store *st, const char *namespace, const char *app, const char *description,
+                            struct lg_token *ret, char secret[LG_TOKEN_SECRET_SIZE], struct lg_error *err);
+int lg_store_app_key_list(lg_store *st, const char *namespace, const char *app, struct lg_token_list *ret,
+                          struct lg_error *err);
 
 /* ---- blob records --------------------------------------------------------- */
 

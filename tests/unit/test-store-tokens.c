@@ -176,6 +176,63 @@ static void test_bounded(void **state) {
         free(t);
 }
 
+/* App keys: token rows scoped to one app, found with it, kept out of the
+ * API's token lists, refused for scopes that are no names. */
+static void test_app_keys(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        char secret[LG_TOKEN_SECRET_SIZE], tsecret[LG_TOKEN_SECRET_SIZE];
+        struct lg_token k, t, found;
+        OK(lg_store_token_create(f->st, "team-a", "api", 0, &t, tsecret, &err));
+        assert_string_equal(t.app, "");
+        OK(lg_store_app_key_create(f->st, "team-a", "web", "hook", &k, secret, &err));
+        assert_memory_equal(secret, LG_APP_KEY_PREFIX, strlen(LG_APP_KEY_PREFIX));
+        assert_int_equal(strlen(secret), LG_TOKEN_SECRET_SIZE - 1);
+        for (int i = 0; i < 2; i++) { /* from the database, then from the cache */
+                OK(lg_store_token_lookup(f->st, secret, &found, &err));
+                assert_string_equal(found.app, "web");
+                assert_string_equal(found.namespace, "team-a");
+                assert_string_equal(found.id, k.id);
+                OK(lg_store_token_lookup(f->st, tsecret, &found, &err));
+                assert_string_equal(found.app, "");
+        }
+        struct lg_token_list l = {0};
+        OK(lg_store_token_list(f->st, "team-a", &l, &err));
+        assert_int_equal(l.n, 1);
+        assert_string_equal(l.items[0].id, t.id);
+        lg_token_list_free(&l);
+        OK(lg_store_token_list(f->st, NULL, &l, &err));
+        for (size_t i = 0; i < l.n; i++)
+                assert_string_not_equal(l.items[i].id, k.id);
+        lg_token_list_free(&l);
+        OK(lg_store_app_key_list(f->st, "team-a", "web", &l, &err));
+        assert_int_equal(l.n, 1);
+        assert_string_equal(l.items[0].app, "web");
+        assert_string_equal(l.items[0].description, "hook");
+        lg_token_list_free(&l);
+        OK(lg_store_app_key_list(f->st, "team-a", "we", &l, &err));
+        assert_int_equal(l.n, 0);
+        lg_token_list_free(&l);
+        OK(lg_store_app_key_list(f->st, "team-b", "web", &l, &err));
+        assert_int_equal(l.n, 0);
+        lg_token_list_free(&l);
+        /* Hostile scopes. */
+        const char *bad[][2] = {{NULL, "web"}, {"team-a", NULL}, {"", "web"}, {"team-a", ""},
+                                {"*", "web"}, {"team-a", "*"}, {"team-a", "../web"}, {"Team", "web"},
+                                {"team-a", "web/x"}, {"team-a", "a' OR '1'='1"},
+                                {"team-a", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                FAILS(lg_store_app_key_create(f->st, bad[i][0], bad[i][1], NULL, NULL, secret, &err), EINVAL);
+                FAILS(lg_store_app_key_list(f->st, bad[i][0], bad[i][1], &l, &err), EINVAL);
+        }
+        FAILS(lg_store_app_key_create(f->st, "team-a", "web", "bad\ndesc", NULL, secret, &err), EINVAL);
+        /* Deleted as tokens are: at once, cache included. */
+        OK(lg_store_token_delete(f->st, k.id, &err));
+        FAILS(lg_store_token_lookup(f->st, secret, NULL, &err), ENOENT);
+        explicit_bzero(secret, sizeof(secret));
+        explicit_bzero(tsecret, sizeof(tsecret));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_hit, setup, teardown),
@@ -183,6 +240,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_namespaces, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bounded, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_app_keys, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
