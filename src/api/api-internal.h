@@ -18,6 +18,7 @@ struct lg_api {
         lg_image_store *images;
         lg_image_jobs *image_jobs;
         lg_router *router;
+        const char *fn_domain; /* NULL: the ".fn." host rule */
         /* Pod watches (api-pods-stream.c), woken by the store's commit
          * hook through the kick timer. */
         struct watch *watches;

@@ -120,6 +120,11 @@ static bool kube_authenticate(struct api_call *c) {
                 return false;
         }
         int r = lg_store_token_lookup(c->api->store, secret, &c->token, NULL);
+        if (r >= 0 && c->token.app[0]) {
+                kube_status(c->req, 401, "Unauthorized", NULL, "%s",
+                            "Unauthorized: an app key opens only its app's URL, not the API");
+                return false;
+        }
         if (r < 0) {
                 kube_status(c->req, 401, "Unauthorized", NULL, "Unauthorized: %s",
                             r == -EKEYEXPIRED ? "the token has expired" : "invalid token");

@@ -230,11 +230,24 @@ static void api_namespace(struct api_call *c, const char *ns) {
 static json_t *token_json(const struct lg_token *t) {
         char ct[32];
         lg_store_format_time(t->created_at, ct, sizeof(ct));
-        return json_pack("{s:s, s:s, s:s, s:s}", "id", t->id, "namespace", t->namespace, "description",
-                         t->description, "createdAt", ct);
+        json_t *doc = json_pack("{s:s, s:s, s:s, s:s}", "id", t->id, "namespace", t->namespace, "description",
+                                t->description, "createdAt", ct);
+        if (doc && t->app[0])
+                json_object_set_new(doc, "app", json_string(t->app));
+        return doc;
 }
 
-static void api_tokens(struct api_call *c, const char *ns, const char *id) {
+/* The tokens of namespace ns, or with app the keys of app ns/app
+ * (lg_apps: -ENOENT when there is no such app). */
+static int token_list(struct api_call *c, const char *ns, const char *app, struct lg_token_list *l,
+                      struct lg_error *err) {
+        return app ? lg_apps_key_list(c->api->apps, ns, app, l, err) : lg_store_token_list(c->api->store, ns, l, err);
+}
+
+/* /v1/namespaces/{ns}/tokens[/{id}], and with app the app's keys
+ * /v1/namespaces/{ns}/apps/{app}/keys[/{id}]: the same rows, an app key
+ * being a token scoped to one app (docs/api.md, "Authentication"). */
+static void api_tokens(struct api_call *c, const char *ns, const char *app, const char *id) {
         const char *m = lg_http_request_method(c->req);
         struct lg_error err = {0};
         if (!api_ns_exists(c, ns))
@@ -244,17 +257,23 @@ static void api_tokens(struct api_call *c, const char *ns, const char *id) {
                         lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use DELETE");
                         return;
                 }
-                struct lg_token_list l = {0};
-                int r = lg_store_token_list(c->api->store, ns, &l, &err);
-                bool found = false;
-                for (size_t i = 0; r >= 0 && i < l.n; i++)
-                        found |= !strcmp(l.items[i].id, id);
-                lg_token_list_free(&l);
-                if (!found) {
-                        lg_http_respond_error(c->req, 404, "NotFound", "token `%s` not found", id);
-                        return;
+                int r = 0;
+                if (app) {
+                        r = lg_apps_key_delete(c->api->apps, ns, app, id, &err);
+                } else {
+                        struct lg_token_list l = {0};
+                        r = lg_store_token_list(c->api->store, ns, &l, &err);
+                        bool found = false;
+                        for (size_t i = 0; r >= 0 && i < l.n; i++)
+                                found |= !strcmp(l.items[i].id, id);
+                        lg_token_list_free(&l);
+                        if (r >= 0 && !found) {
+                                lg_http_respond_error(c->req, 404, "NotFound", "token `%s` not found", id);
+                                return;
+                        }
+                        if (r >= 0)
+                                r = lg_store_token_delete(c->api->store, id, &err);
                 }
-                r = lg_store_token_delete(c->api->store, id, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
                 lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
@@ -262,7 +281,7 @@ static void api_tokens(struct api_call *c, const char *ns, const char *id) {
         }
         if (!strcmp(m, "GET")) {
                 struct lg_token_list l = {0};
-                int r = lg_store_token_list(c->api->store, ns, &l, &err);
+                int r = token_list(c, ns, app, &l, &err);
                 if (r < 0)
                         return api_store_error(c->req, r, &err);
                 json_t *items = json_array();
@@ -282,19 +301,21 @@ static void api_tokens(struct api_call *c, const char *ns, const char *id) {
         if (!body)
                 return;
         static const char *const fields[] = {"description", NULL};
-        if (!api_only_fields(c->req, body, "a token", fields)) {
+        if (!api_only_fields(c->req, body, app ? "an app key" : "a token", fields)) {
                 json_decref(body);
                 return;
         }
         const char *desc = json_string_value(json_object_get(body, "description"));
         struct lg_token t;
         char secret[LG_TOKEN_SECRET_SIZE];
-        int r = lg_store_token_create(c->api->store, ns, desc ? desc : "", 0, &t, secret, &err);
+        int r = app ? lg_apps_key_create(c->api->apps, ns, app, desc ? desc : "", &t, secret, &err)
+                    : lg_store_token_create(c->api->store, ns, desc ? desc : "", 0, &t, secret, &err);
         json_decref(body);
         if (r < 0)
                 return api_store_error(c->req, r, &err);
         json_t *doc = token_json(&t);
-        json_object_set_new(doc, "token", json_string(secret));
+        json_object_set_new(doc, app ? "key" : "token", json_string(secret));
+        explicit_bzero(secret, sizeof(secret));
         api_json(c->req, 201, doc);
 }
 
@@ -426,21 +447,12 @@ static void api_pools(struct api_call *c, const char *name) {
 
 /* ---- routing ------------------------------------------------------------- */
 
-/* The Host-header form: "APP.NS.fn.<anything>[:port]" (for example
- * hello.default.fn.localhost:7070) routes like /fn/NS/APP with the whole
- * path. Names are DNS labels, so they fit in a host name as they are. */
-static bool host_route(struct lg_http_request *req, char *ns, char *app) {
-        const char *host = lg_http_request_header(req, "Host");
-        const char *fn = host ? strstr(host, ".fn.") : NULL;
-        if (!fn)
-                return false;
-        const char *dot = memchr(host, '.', (size_t) (fn - host));
-        if (!dot || dot == host || fn - dot - 1 <= 0 || dot - host > LG_STORE_NAME_MAX ||
-            fn - dot - 1 > LG_STORE_NAME_MAX)
-                return false;
-        snprintf(app, LG_STORE_NAME_MAX + 1, "%.*s", (int) (dot - host), host);
-        snprintf(ns, LG_STORE_NAME_MAX + 1, "%.*s", (int) (fn - dot - 1), dot + 1);
-        return true;
+/* The Host-header form of the data path (lg_api_host_app): with
+ * --fn-domain D, "APP.NS.D"; without, "APP.NS.fn.<anything>" (for example
+ * hello.default.fn.localhost:7070). Either routes like /fn/NS/APP with the
+ * whole path. Names are DNS labels, so they fit in a host name as they are. */
+static bool host_route(struct lg_api *api, struct lg_http_request *req, char *ns, char *app) {
+        return lg_api_host_app(lg_http_request_header(req, "Host"), api->fn_domain, ns, app);
 }
 
 static bool is_data_path(struct lg_http_request *req, const char **ns, const char **app) {
@@ -455,12 +467,12 @@ static bool is_data_path(struct lg_http_request *req, const char **ns, const cha
 }
 
 enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdata) {
-        (void) userdata;
+        struct lg_api *api = userdata;
         const char *ns, *app;
         const char *const *seg;
         int n = lg_http_request_segments(req, &seg);
         char hns[LG_STORE_NAME_MAX + 1], happ[LG_STORE_NAME_MAX + 1];
-        if (is_data_path(req, &ns, &app) || host_route(req, hns, happ))
+        if (is_data_path(req, &ns, &app) || host_route(api, req, hns, happ))
                 return LG_HTTP_BODY_STREAM;
         /* POST /v1/namespaces/{ns}/packages: archives are streamed to disk. */
         if (n == 4 && !strcmp(seg[0], "v1") && !strcmp(seg[3], "packages") &&
@@ -471,26 +483,72 @@ enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdat
         return LG_HTTP_BODY_BUFFER;
 }
 
-static bool authenticate(struct lg_api *api, struct lg_http_request *req, struct lg_token *tok) {
+/* The token (or app key) a request presents: Authorization's bearer, or
+ * on the data path the x-legion-key header. false when it has none or an
+ * unknown or expired one, answered 401 -- the same answers whichever app
+ * the request names, so that they tell nothing about it. */
+static bool credential(struct lg_api *api, struct lg_http_request *req, bool data_path, struct lg_token *tok) {
         const char *h = lg_http_request_header(req, "Authorization");
-        if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+        const char *secret = h && strncasecmp(h, "Bearer ", 7) == 0 ? h + 7 : NULL;
+        const char *key = data_path ? lg_http_request_header(req, "x-legion-key") : NULL;
+        if (key)
+                secret = key;
+        if (!secret) {
                 lg_http_respond_error(req, 401, "Unauthorized", "%s",
                                       "missing `Authorization: Bearer <token>` (see $LEGION_HOME/admin.token)");
                 return false;
         }
         struct lg_error err = {0};
-        int r = lg_store_token_lookup(api->store, h + 7, tok, &err);
+        int r = lg_store_token_lookup(api->store, secret, tok, &err);
         if (r == -EKEYEXPIRED) {
                 lg_http_respond_error(req, 401, "Unauthorized", "%s", "the token has expired");
                 return false;
         }
         if (r < 0) {
-                lg_http_respond_error(req, 401, "Unauthorized", "%s", "invalid token");
+                lg_http_respond_error(req, 401, "Unauthorized", "%s", key ? "invalid app key" : "invalid token");
+                return false;
+        }
+        return true;
+}
+
+/* The API: an API token, never an app key. */
+static bool authenticate(struct lg_api *api, struct lg_http_request *req, struct lg_token *tok) {
+        if (!credential(api, req, false, tok))
+                return false;
+        if (tok->app[0]) {
+                lg_http_respond_error(req, 401, "Unauthorized", "%s",
+                                      "an app key opens only its app's URL, not the API");
                 return false;
         }
         /* Its connection now gets the full keep-alive time (http.h). */
         lg_http_request_set_authenticated(req);
         return true;
+}
+
+/* A call of app ns/app (docs/security.md, "Public apps"): the app's auth
+ * is asked of memory before any credential is looked at. none: anyone,
+ * and the connection stays an anonymous one (its short idle time, first
+ * to be closed under max-connections). keys: one of its keys or a token
+ * that may use the namespace; token: such a token. An app not known is
+ * token, so without a token its answer is the 401 a token app gives. */
+static void data_call(struct api_call *c, const char *ns, const char *app, const char *target) {
+        enum lg_app_auth auth = lg_apps_auth(c->api->apps, ns, app);
+        if (auth != LG_APP_AUTH_NONE) {
+                if (!credential(c->api, c->req, true, &c->token))
+                        return;
+                if (c->token.app[0]) {
+                        /* The same answer for any other app, whatever its auth. */
+                        if (auth != LG_APP_AUTH_KEYS || strcmp(c->token.namespace, ns) || strcmp(c->token.app, app)) {
+                                lg_http_respond_error(c->req, 401, "Unauthorized", "%s",
+                                                      "this app key is not for this app");
+                                return;
+                        }
+                } else if (!api_ns_allowed(c, ns)) {
+                        return;
+                }
+                lg_http_request_set_authenticated(c->req);
+        }
+        api_data_path(c->api, c->req, ns, app, target);
 }
 
 void lg_api_on_request(struct lg_http_request *req, void *userdata) {
@@ -505,19 +563,11 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
         /* The Kubernetes API authenticates itself: its 401 is a Status. */
         if (api_kube_path(seg, n))
                 return api_kube(&c);
-        if (!authenticate(api, req, &c.token))
-                return;
         const char *ns, *app;
         char hns[LG_STORE_NAME_MAX + 1], happ[LG_STORE_NAME_MAX + 1];
-        if (host_route(req, hns, happ)) {
-                if (!api_ns_allowed(&c, hns))
-                        return;
-                api_data_path(api, req, hns, happ, lg_http_request_target(req));
-                return;
-        }
+        if (host_route(api, req, hns, happ))
+                return data_call(&c, hns, happ, lg_http_request_target(req));
         if (is_data_path(req, &ns, &app)) {
-                if (!api_ns_allowed(&c, ns))
-                        return;
                 /* The function sees the path after /fn/{ns}/{app}. */
                 const char *target = lg_http_request_target(req);
                 const char *p = target;
@@ -529,9 +579,10 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
                         snprintf(buf, sizeof(buf), "/%s", q ? q : "");
                 else
                         snprintf(buf, sizeof(buf), "%s", p);
-                api_data_path(api, req, ns, app, buf);
-                return;
+                return data_call(&c, ns, app, buf);
         }
+        if (!authenticate(api, req, &c.token))
+                return;
         if (n >= 2 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "images"))
                 return api_images(&c);
         if (n == 3 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "pods") && !strcmp(seg[2], "warm"))
@@ -546,7 +597,7 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
                 if (n == 3)
                         return api_namespace(&c, seg[2]);
                 if (n >= 4 && !strcmp(seg[3], "tokens") && n <= 5)
-                        return api_tokens(&c, seg[2], n == 5 ? seg[4] : NULL);
+                        return api_tokens(&c, seg[2], NULL, n == 5 ? seg[4] : NULL);
                 if (n == 4 && !strcmp(seg[3], "packages"))
                         return api_packages(&c, seg[2]);
                 if (n == 4 && !strcmp(seg[3], "apps"))
@@ -555,6 +606,8 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
                         return api_app(&c, seg[2], seg[4]);
                 if (n == 6 && !strcmp(seg[3], "apps") && !strcmp(seg[5], "logs"))
                         return api_app_logs(&c, seg[2], seg[4]);
+                if ((n == 6 || n == 7) && !strcmp(seg[3], "apps") && !strcmp(seg[5], "keys"))
+                        return api_tokens(&c, seg[2], seg[4], n == 7 ? seg[6] : NULL);
         }
         if (!strcmp(seg[1], "poolgroups") && n <= 3)
                 return api_pools(&c, n == 3 ? seg[2] : NULL);
@@ -576,6 +629,7 @@ int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *e
         api->images = cfg->images;
         api->image_jobs = cfg->image_jobs;
         api->router = cfg->router;
+        api->fn_domain = cfg->fn_domain;
         api_kube_init(api);
         *ret = api;
         return 0;

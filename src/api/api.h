@@ -39,6 +39,9 @@ struct lg_api_config {
         lg_image_store *images; /* NULL: /v1/images answers 503 */
         lg_image_jobs *image_jobs; /* import, pull, GC, remove of images */
         lg_router *router;      /* the data path of apps and sessions */
+        /* legiond --fn-domain: Host "APP.NS.<fn_domain>" is app NS/APP's
+         * data path. NULL: "APP.NS.fn.<anything>" is (the rule before it). */
+        const char *fn_domain;
 };
 
 int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *err);
@@ -54,3 +57,12 @@ void lg_api_stop(lg_api *api);
 /* The HTTP server's on_head and on_request, with the lg_api as userdata. */
 enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *api);
 void lg_api_on_request(struct lg_http_request *req, void *api);
+
+/* Host-header routing (api-host.c). true with ns and app (lowercase, not
+ * yet checked as names) when host ("name[:port]") is "APP.NS.<domain>"
+ * (one trailing dot allowed, case ignored); with domain NULL when it is
+ * "APP.NS.fn.<anything>". */
+bool lg_api_host_app(const char *host, const char *domain, char ns[LG_STORE_NAME_MAX + 1],
+                     char app[LG_STORE_NAME_MAX + 1]);
+/* A --fn-domain: dot-separated DNS labels. -EINVAL with err saying why. */
+int lg_api_fn_domain_check(const char *domain, struct lg_error *err);

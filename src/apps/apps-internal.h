@@ -23,6 +23,7 @@ struct lg_apps {
         lg_tenants *tenants;
         lg_image_store *images;
         lg_image_jobs *image_jobs;
+        struct apps_auth *auth; /* apps-auth.c */
         /* Package jobs: the one running and the ones waiting for it. */
         struct {
                 lg_apps_upload *running;
@@ -116,3 +117,10 @@ char **apps_env_strings(const json_t *spec, const char *field);
  * when made, 0 when the latest had it already. */
 int apps_rerevision(lg_apps *a, const struct lg_resource *app, const char *field, const char *value,
                     struct lg_error *err);
+/* apps-auth.c: spec `auth` (-EINVAL with err; absent: token); the
+ * in-memory table lg_apps_auth reads (set to token = dropped); an app's
+ * keys deleted with it. */
+int apps_auth_parse(const json_t *spec, enum lg_app_auth *ret, struct lg_error *err);
+int apps_auth_set(lg_apps *a, const char *ns, const char *name, enum lg_app_auth auth);
+void apps_auth_free(lg_apps *a);
+int apps_keys_delete_all(lg_apps *a, const char *ns, const char *name, struct lg_error *err);

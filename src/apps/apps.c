@@ -18,9 +18,10 @@ const char *const lg_app_fields[] = {
         "runtime", "package", "entrypoint", "settings", "concurrency", "minInstances", "maxInstances",
         "idleTimeoutSeconds", "timeoutSeconds", "cpu", "memory", "poolGroup", "egress",
         /* container apps */
-        "image", "port", "command", "args", "env", "readinessPath", NULL,
+        "image", "port", "command", "args", "env", "readinessPath", "auth", NULL,
 };
-/* Not "egress": its policy changes in place, the instances follow at once.
+/* Not "egress": its policy changes in place, the instances follow at once;
+ * nor "auth" (apps-auth.c), asked of memory at each request.
  * A revision of a container app also has "imageId", the image its `image`
  * (or its pool group's) resolved to; one of a pool group whose upgrade
  * policy is newRevision may have "poolVersion". */
@@ -69,6 +70,7 @@ void lg_apps_free(lg_apps *a) {
                 return;
         apps_upload_drop_queued(a);
         apps_pulls_free(a);
+        apps_auth_free(a);
         free(a->logs_dir);
         free(a);
 }
@@ -260,6 +262,10 @@ int lg_apps_put(lg_apps *a, const char *ns, const char *name, const json_t *labe
                 return r;
         if (labels && (r = lg_store_check_labels(labels, err)) < 0)
                 return r;
+        enum lg_app_auth auth;
+        struct lg_error aerr = {0};
+        if (apps_auth_parse(spec, &auth, &aerr) < 0)
+                return lg_error_setm(err, EINVAL, "app `%s`: %s", name, aerr.msg);
         struct apps_image_app img = {0};
         r = check_app_spec(a, spec, &img, msg, sizeof(msg), err);
         if (r == -EINVAL)
@@ -298,6 +304,9 @@ int lg_apps_put(lg_apps *a, const char *ns, const char *name, const json_t *labe
         else
                 lg_store_rollback(a->store);
         lg_resource_free(old);
+        /* In place, from the next request on (no revision, no routing). */
+        if (r >= 0 && (r = apps_auth_set(a, ns, name, auth)) < 0)
+                lg_error_set(err, -r, "app `%s`: auth", name);
         if (r < 0) {
                 lg_resource_free(res);
                 return r;
@@ -406,7 +415,15 @@ int apps_activate_rev(lg_apps *a, const struct lg_resource *app, const struct lg
 
 int lg_apps_restore_app(lg_apps *a, const struct lg_resource *app, struct lg_error *err) {
         _cleanup_revision_ struct lg_revision *rev = NULL;
-        int r = lg_store_revision_get(a->store, LG_KEY("App", app->namespace, app->name), 0, &rev, err);
+        enum lg_app_auth auth;
+        struct lg_error ignored = {0};
+        /* A stored auth not understood is the default, the safest. */
+        if (apps_auth_parse(app->spec, &auth, &ignored) < 0)
+                auth = LG_APP_AUTH_TOKEN;
+        int r = apps_auth_set(a, app->namespace, app->name, auth);
+        if (r < 0)
+                return lg_error_set(err, -r, "app `%s/%s`: auth", app->namespace, app->name);
+        r = lg_store_revision_get(a->store, LG_KEY("App", app->namespace, app->name), 0, &rev, err);
         return r < 0 ? r : apps_activate_rev(a, app, rev, err);
 }
 
@@ -473,9 +490,20 @@ int lg_apps_prepare(lg_apps *a, const char *ns, const char *name, const json_t *
 }
 
 int lg_apps_delete(lg_apps *a, const char *ns, const char *name, struct lg_error *err) {
-        int r = lg_store_delete(a->store, LG_KEY("App", ns, name), 0, NULL, err);
+        /* Its keys go with it: an app made again under the name starts
+         * without them. */
+        int r = lg_store_begin(a->store, err);
+        if (r >= 0)
+                r = apps_keys_delete_all(a, ns, name, err);
+        if (r >= 0)
+                r = lg_store_delete(a->store, LG_KEY("App", ns, name), 0, NULL, err);
+        if (r >= 0)
+                r = lg_store_commit(a->store, err);
+        else
+                lg_store_rollback(a->store);
         if (r < 0)
                 return r;
+        (void) apps_auth_set(a, ns, name, LG_APP_AUTH_TOKEN); /* a removal: cannot fail */
         char key[160];
         apps_key(key, sizeof(key), ns, name);
         a->ops->route_remove(a->ud, key);

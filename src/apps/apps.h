@@ -103,6 +103,31 @@ int lg_apps_delete(lg_apps *a, const char *ns, const char *name, struct lg_error
  * while routed, the router's figures. NULL when out of memory. */
 json_t *lg_apps_json(lg_apps *a, const struct lg_resource *app);
 
+/* ---- access (apps-auth.c) ----------------------------------------------------------- */
+
+/* Who may call an app's URL (spec `auth`, changed in place: no new
+ * revision). token (the default): an API token that may use the namespace;
+ * keys: one of the app's keys, or such a token; none: anyone who reaches
+ * legiond's port (docs/security.md). */
+enum lg_app_auth { LG_APP_AUTH_TOKEN, LG_APP_AUTH_KEYS, LG_APP_AUTH_NONE };
+
+const char *lg_app_auth_name(enum lg_app_auth auth);
+/* App ns/name's auth, from memory (no store read: it is asked on every
+ * data-path request before any credential is checked). An app not known
+ * is LG_APP_AUTH_TOKEN, as a token app is: callers cannot tell them apart. */
+enum lg_app_auth lg_apps_auth(lg_apps *a, const char *ns, const char *name);
+
+/* App keys (lg_store_app_key_*): -ENOENT when the app does not exist. The
+ * secret goes to secret once; the store keeps its hash. A key works only on
+ * its app's data path, and only while the app's auth is keys; deleting the
+ * app deletes its keys. */
+int lg_apps_key_create(lg_apps *a, const char *ns, const char *name, const char *description,
+                       struct lg_token *ret, char secret[LG_TOKEN_SECRET_SIZE], struct lg_error *err);
+int lg_apps_key_list(lg_apps *a, const char *ns, const char *name, struct lg_token_list *ret,
+                     struct lg_error *err);
+/* -ENOENT when id is not a key of that app. */
+int lg_apps_key_delete(lg_apps *a, const char *ns, const char *name, const char *id, struct lg_error *err);
+
 /* ---- pool groups --------------------------------------------------------------- */
 
 /* Check a pool group spec (unknown fields included), store it, and declare

@@ -6,6 +6,7 @@ int cmd_sandbox(int argc, char **argv);
 
 /* Clients of legiond's HTTP API (client.h): */
 int cmd_app(int argc, char **argv);
+int cmd_app_keys(int argc, char **argv); /* `legion app keys`, from cmd_app; in cmd-ns.c with tokens */
 int cmd_invoke(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
 int cmd_ns(int argc, char **argv);

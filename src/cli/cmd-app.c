@@ -16,9 +16,10 @@ static void app_usage(FILE *f) {
               "  deploy NAME --runtime R [--dir DIR] [options]  pack DIR, upload it, create or update the app\n"
               "  list [-l KEY=VALUE]                            apps of the namespace\n"
               "  show NAME                                      an app's spec and status\n"
-              "  set NAME K=V... [--unset K]...                 change settings (a new revision)\n"
+              "  set NAME K=V... [--unset K]... [--auth A]      change settings (a new revision) or auth\n"
               "  delete NAME...                                 delete apps\n"
               "  logs NAME [--follow] [--tail N]                legiond's events and the instances' output\n"
+              "  keys create|list|delete NAME                   the keys of an app whose auth is keys\n"
               "\n"
               "Run `legion app <command> --help` for a command's options.\n" CLI_GLOBAL_HELP,
               f);
@@ -46,7 +47,10 @@ static void deploy_usage(FILE *f) {
               "  --memory M           memory, e.g. 128Mi (at most the pool group's)\n"
               "  --pool P             pool group (default: the one named after the runtime)\n"
               "  --egress E           on, off or CIDR[:PORT[-PORT]],...: where its instances may\n"
-              "                       connect (default: the namespace's policy)\n" CLI_GLOBAL_HELP,
+              "                       connect (default: the namespace's policy)\n"
+              "  --auth A             who may call its URL: token (default; an API token of the\n"
+              "                       namespace), keys (an app key or such a token) or none\n"
+              "                       (anyone who reaches legiond)\n" CLI_GLOBAL_HELP,
               f);
 }
 
@@ -61,12 +65,14 @@ static void show_usage(FILE *f) { fputs("usage: legion app show NAME\n" CLI_GLOB
 static void delete_usage(FILE *f) { fputs("usage: legion app delete NAME...\n" CLI_GLOBAL_HELP, f); }
 
 static void set_usage(FILE *f) {
-        fputs("usage: legion app set NAME [K=V]... [--unset K]...\n"
+        fputs("usage: legion app set NAME [K=V]... [--unset K]... [--auth token|keys|none]\n"
               "\n"
               "Change the app's settings (its functions' environment) and keep the rest\n"
-              "of its spec. A change makes a new revision.\n"
+              "of its spec. A change of settings makes a new revision; one of auth applies\n"
+              "in place from the next request.\n"
               "\n"
-              "  --unset K            remove setting K; repeatable\n" CLI_GLOBAL_HELP,
+              "  --unset K            remove setting K; repeatable\n"
+              "  --auth A             token, keys or none (see `legion app deploy --help`)\n" CLI_GLOBAL_HELP,
               f);
 }
 
@@ -95,6 +101,8 @@ static const char *app_url(const json_t *app, const char *name, char *buf, size_
                 snprintf(buf, cap, "%s/fn/%s/%s/", cli_api(), cli_ns(), name);
         return buf;
 }
+
+static bool valid_auth(const char *a) { return !strcmp(a, "token") || !strcmp(a, "keys") || !strcmp(a, "none"); }
 
 static int add_setting(json_t *settings, const char *kv, void (*usage)(FILE *)) {
         const char *eq = strchr(kv, '=');
@@ -179,7 +187,7 @@ static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error
 static int app_deploy(int argc, char **argv, struct lg_error *err) {
         enum {
                 OPT_RUNTIME = 1, OPT_DIR, OPT_SET, OPT_ENTRY, OPT_CONC, OPT_MIN,
-                OPT_MAX, OPT_IDLE, OPT_TIMEOUT, OPT_CPU, OPT_MEM, OPT_POOL, OPT_EGRESS,
+                OPT_MAX, OPT_IDLE, OPT_TIMEOUT, OPT_CPU, OPT_MEM, OPT_POOL, OPT_EGRESS, OPT_AUTH,
         };
         static const struct option opts[] = {
                 {"runtime", required_argument, NULL, OPT_RUNTIME}, {"dir", required_argument, NULL, OPT_DIR},
@@ -189,6 +197,7 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                 {"timeout", required_argument, NULL, OPT_TIMEOUT}, {"cpu", required_argument, NULL, OPT_CPU},
                 {"memory", required_argument, NULL, OPT_MEM},      {"pool", required_argument, NULL, OPT_POOL},
                 {"egress", required_argument, NULL, OPT_EGRESS},   {"help", no_argument, NULL, 'h'},
+                {"auth", required_argument, NULL, OPT_AUTH},
                 CLI_GLOBAL_OPTIONS,
                 {0, 0, 0, 0},
         };
@@ -219,6 +228,11 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                 case OPT_CPU: json_object_set_new(spec, "cpu", json_string(optarg)); break;
                 case OPT_MEM: json_object_set_new(spec, "memory", json_string(optarg)); break;
                 case OPT_POOL: json_object_set_new(spec, "poolGroup", json_string(optarg)); break;
+                case OPT_AUTH:
+                        if (!valid_auth(optarg))
+                                return cli_usage_error(deploy_usage, "--auth is token, keys or none, not `%s`", optarg);
+                        json_object_set_new(spec, "auth", json_string(optarg));
+                        break;
                 case OPT_EGRESS: {
                         json_t *e = cli_egress_json(optarg);
                         if (!e)
@@ -361,6 +375,7 @@ static void print_show(const json_t *app, const char *name) {
                cli_egress_text(json_object_get(spec, "egress"), "the namespace's", buf, sizeof(buf)));
         printf("revision:     %s\n", cli_jtext(app, "status.revision", a, sizeof(a)));
         printf("url:          %s\n", app_url(app, name, buf, sizeof(buf)));
+        printf("auth:         %s\n", cli_jstr(spec, "auth") ?: "token");
         printf("instances:    %lld ready, %lld starting, %lld draining\n", cli_jint(app, "status.instances", 0),
                cli_jint(app, "status.starting", 0), cli_jint(app, "status.draining", 0));
         printf("requests:     %lld (%lld active, %lld queued; %lld 5xx, %lld 429, %lld 504)\n",
@@ -466,16 +481,23 @@ static int app_delete(int argc, char **argv, struct lg_error *err) {
 static int app_set(int argc, char **argv, struct lg_error *err) {
         static const struct option opts[] = {
                 {"unset", required_argument, NULL, 'u'},
+                {"auth", required_argument, NULL, 'A'},
                 {"help", no_argument, NULL, 'h'},
                 CLI_GLOBAL_OPTIONS,
                 {0, 0, 0, 0},
         };
         _cleanup_json_ json_t *set = json_object();
         _cleanup_json_ json_t *unset = json_array();
+        const char *auth = NULL;
         int c;
-        while ((c = cli_getopt(argc, argv, ":hu:", opts)) != -1) {
+        while ((c = cli_getopt(argc, argv, ":hu:A:", opts)) != -1) {
                 switch (c) {
                 case 'u': json_array_append_new(unset, json_string(optarg)); break;
+                case 'A':
+                        if (!valid_auth(optarg))
+                                return cli_usage_error(set_usage, "--auth is token, keys or none, not `%s`", optarg);
+                        auth = optarg;
+                        break;
                 case 'h': set_usage(stdout); return 0;
                 default: return cli_bad_option(c, argv, set_usage);
                 }
@@ -486,8 +508,8 @@ static int app_set(int argc, char **argv, struct lg_error *err) {
         for (int i = optind + 1; i < argc; i++)
                 if (add_setting(set, argv[i], set_usage))
                         return 2;
-        if (!json_object_size(set) && !json_array_size(unset))
-                return cli_usage_error(set_usage, "nothing to change: give K=V or --unset K");
+        if (!json_object_size(set) && !json_array_size(unset) && !auth)
+                return cli_usage_error(set_usage, "nothing to change: give K=V, --unset K or --auth A");
         int r = cli_check_name("app", name, err);
         if (r < 0)
                 return r;
@@ -515,6 +537,8 @@ static int app_set(int argc, char **argv, struct lg_error *err) {
         json_object_update(settings, set);
         if (!json_object_size(settings))
                 json_object_del(spec, "settings");
+        if (auth)
+                json_object_set_new(spec, "auth", json_string(auth));
 
         r = cli_call("PUT", path, spec, &resp, err);
         if (r >= 0) {
@@ -580,11 +604,17 @@ static int app_logs(int argc, char **argv, struct lg_error *err) {
         return r;
 }
 
+/* `legion app keys ...` (cmd-app-keys.c), a group of its own. */
+static int app_keys(int argc, char **argv, struct lg_error *err) {
+        (void) err;
+        return cmd_app_keys(argc, argv);
+}
+
 int cmd_app(int argc, char **argv) {
         static const struct cli_verb verbs[] = {
                 {"deploy", app_deploy}, {"list", app_list},     {"ls", app_list},       {"show", app_show},
                 {"get", app_show},      {"set", app_set},       {"delete", app_delete}, {"rm", app_delete},
-                {"logs", app_logs},
+                {"logs", app_logs},     {"keys", app_keys},
         };
         return cli_run_group("app", verbs, ARRAY_SIZE(verbs), app_usage, argc, argv);
 }

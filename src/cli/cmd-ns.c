@@ -1,4 +1,6 @@
-/* `legion ns` (namespaces) and `legion token` (API tokens of a namespace). */
+/* `legion ns` (namespaces), `legion token` (API tokens of a namespace) and
+ * `legion app keys` (the keys of an app whose auth is keys: tokens scoped to
+ * the app, docs/api.md "Authentication"). */
 #include <string.h>
 
 #include "cli/cli.h"
@@ -302,18 +304,62 @@ int cmd_ns(int argc, char **argv) {
         return cli_run_group("ns", verbs, ARRAY_SIZE(verbs), ns_usage, argc, argv);
 }
 
-/* ---- tokens ---------------------------------------------------------------------- */
+/* ---- tokens and app keys ------------------------------------------------------- */
 
-static int token_create(int argc, char **argv, struct lg_error *err) {
-        const char *desc = NULL;
-        SIMPLE_ARGS(token_usage, 0, 0, &desc);
-        (void) first;
+/* `legion token` acts on the namespace's tokens; `legion app keys` on one
+ * app's keys, which are tokens scoped to that app (its name the first
+ * operand). The API is the same but for the path and the secret's field. */
+struct tok_kind {
+        const char *what;       /* "token", "key" */
+        const char *secret;     /* the answer's field with the secret */
+        int app;                /* 1: the first operand is an app name */
+        void (*usage)(FILE *);
+};
+
+static const struct tok_kind api_tokens = {"token", "token", 0, token_usage};
+
+static void keys_usage(FILE *f) {
+        fputs("usage: legion app keys <command> APP [options]\n"
+              "\n"
+              "commands:\n"
+              "  create APP [--description D]   a new key (the secret alone on stdout, shown only now)\n"
+              "  list APP                       the app's keys (no secrets)\n"
+              "  delete APP ID                  revoke a key\n"
+              "\n"
+              "A key opens only APP's URL, and only while its auth is `keys`\n"
+              "(legion app set APP --auth keys): send `x-legion-key: KEY` or\n"
+              "`Authorization: Bearer KEY`.\n" CLI_GLOBAL_HELP,
+              f);
+}
+
+static const struct tok_kind app_keys = {"key", "key", 1, keys_usage};
+
+/* The path of the kind's collection (and of id) once the names are checked. */
+static int tok_path(const struct tok_kind *k, char *buf, size_t cap, const char *app, const char *id,
+                    struct lg_error *err) {
         const char *ns = cli_ns();
         int r = cli_check_name("namespace", ns, err);
+        if (r >= 0 && k->app)
+                r = cli_check_name("app", app, err);
+        if (r >= 0 && id)
+                r = cli_check_name(k->app ? "key id" : "token id", id, err);
         if (r < 0)
                 return r;
-        char path[512];
-        snprintf(path, sizeof(path), "/v1/namespaces/%s/tokens", ns);
+        if (k->app)
+                snprintf(buf, cap, "/v1/namespaces/%s/apps/%s/keys%s%s", ns, app, id ? "/" : "", id ? id : "");
+        else
+                snprintf(buf, cap, "/v1/namespaces/%s/tokens%s%s", ns, id ? "/" : "", id ? id : "");
+        return 0;
+}
+
+static int tok_create(const struct tok_kind *k, int argc, char **argv, struct lg_error *err) {
+        const char *desc = NULL;
+        SIMPLE_ARGS(k->usage, k->app, k->app, &desc);
+        const char *app = k->app ? argv[first] : NULL;
+        char path[600];
+        int r = tok_path(k, path, sizeof(path), app, NULL, err);
+        if (r < 0)
+                return r;
         json_t *body = desc ? json_pack("{s:s}", "description", desc) : json_object();
         struct cli_response resp = {0};
         r = cli_call("POST", path, body, &resp, err);
@@ -321,42 +367,40 @@ static int token_create(int argc, char **argv, struct lg_error *err) {
         if (r >= 0 && cli_globals.json) {
                 cli_print_json_body(&resp);
         } else if (r >= 0) {
-                const char *tok = cli_jstr(resp.json, "token");
-                if (!tok) {
-                        r = lg_error_setm(err, EBADMSG, "legiond's answer has no token");
+                const char *secret = cli_jstr(resp.json, k->secret);
+                if (!secret) {
+                        r = lg_error_setm(err, EBADMSG, "legiond's answer has no %s", k->secret);
                 } else {
                         /* The secret alone on stdout: TOKEN=$(legion token create). */
-                        fprintf(stderr, "token %s for namespace %s (the secret is shown only now):\n",
-                                cli_jstr(resp.json, "id") ?: "?", ns);
-                        printf("%s\n", tok);
+                        fprintf(stderr, "%s %s for %s %s%s%s (the secret is shown only now):\n", k->what,
+                                cli_jstr(resp.json, "id") ?: "?", app ? "app" : "namespace", cli_ns(), app ? "/" : "",
+                                app ? app : "");
+                        printf("%s\n", secret);
                 }
         }
         cli_response_done(&resp);
         return r;
 }
 
-static int token_list(int argc, char **argv, struct lg_error *err) {
-        SIMPLE_ARGS(token_usage, 0, 0, NULL);
-        (void) first;
-        const char *ns = cli_ns();
-        int r = cli_check_name("namespace", ns, err);
+static int tok_list(const struct tok_kind *k, int argc, char **argv, struct lg_error *err) {
+        SIMPLE_ARGS(k->usage, k->app, k->app, NULL);
+        char path[600];
+        int r = tok_path(k, path, sizeof(path), k->app ? argv[first] : NULL, NULL, err);
         if (r < 0)
                 return r;
-        char path[512];
-        snprintf(path, sizeof(path), "/v1/namespaces/%s/tokens", ns);
         struct cli_response resp = {0};
         r = cli_call("GET", path, NULL, &resp, err);
         if (r >= 0 && cli_globals.json) {
                 cli_print_json_body(&resp);
         } else if (r >= 0) {
-                static const char *const head[] = {"ID", "NAMESPACE", "CREATED", "DESCRIPTION"};
+                const char *head[] = {"ID", k->app ? "APP" : "NAMESPACE", "CREATED", "DESCRIPTION"};
                 struct cli_table *t = cli_table_new(ARRAY_SIZE(head), head);
                 size_t i;
                 json_t *tk;
                 json_array_foreach(json_object_get(resp.json, "items"), i, tk) {
                         const char *d = cli_jstr(tk, "description");
-                        const char *row[] = {cli_jstr(tk, "id"), cli_jstr(tk, "namespace"), cli_jstr(tk, "createdAt"),
-                                             d && *d ? d : "-"};
+                        const char *row[] = {cli_jstr(tk, "id"), cli_jstr(tk, k->app ? "app" : "namespace"),
+                                             cli_jstr(tk, "createdAt"), d && *d ? d : "-"};
                         cli_table_add(t, row);
                 }
                 cli_table_print(t, stdout);
@@ -366,24 +410,27 @@ static int token_list(int argc, char **argv, struct lg_error *err) {
         return r;
 }
 
-static int token_delete(int argc, char **argv, struct lg_error *err) {
-        SIMPLE_ARGS(token_usage, 1, 1, NULL);
-        const char *id = argv[first];
-        const char *ns = cli_ns();
-        int r = cli_check_name("namespace", ns, err);
-        if (r >= 0)
-                r = cli_check_name("token id", id, err);
+static int tok_delete(const struct tok_kind *k, int argc, char **argv, struct lg_error *err) {
+        SIMPLE_ARGS(k->usage, k->app + 1, k->app + 1, NULL);
+        const char *app = k->app ? argv[first] : NULL, *id = argv[first + k->app];
+        char path[600];
+        int r = tok_path(k, path, sizeof(path), app, id, err);
         if (r < 0)
                 return r;
-        char path[600];
-        snprintf(path, sizeof(path), "/v1/namespaces/%s/tokens/%s", ns, id);
         struct cli_response resp = {0};
         r = cli_call("DELETE", path, NULL, &resp, err);
         cli_response_done(&resp);
         if (r >= 0 && !cli_globals.json)
-                printf("deleted token %s\n", id);
+                printf("deleted %s %s%s%s\n", k->what, id, app ? " of app " : "", app ? app : "");
         return r;
 }
+
+static int token_create(int argc, char **argv, struct lg_error *err) { return tok_create(&api_tokens, argc, argv, err); }
+static int token_list(int argc, char **argv, struct lg_error *err) { return tok_list(&api_tokens, argc, argv, err); }
+static int token_delete(int argc, char **argv, struct lg_error *err) { return tok_delete(&api_tokens, argc, argv, err); }
+static int key_create(int argc, char **argv, struct lg_error *err) { return tok_create(&app_keys, argc, argv, err); }
+static int key_list(int argc, char **argv, struct lg_error *err) { return tok_list(&app_keys, argc, argv, err); }
+static int key_delete(int argc, char **argv, struct lg_error *err) { return tok_delete(&app_keys, argc, argv, err); }
 
 int cmd_token(int argc, char **argv) {
         static const struct cli_verb verbs[] = {
@@ -391,4 +438,12 @@ int cmd_token(int argc, char **argv) {
                 {"delete", token_delete}, {"rm", token_delete},     {"revoke", token_delete},
         };
         return cli_run_group("token", verbs, ARRAY_SIZE(verbs), token_usage, argc, argv);
+}
+
+int cmd_app_keys(int argc, char **argv) {
+        static const struct cli_verb verbs[] = {
+                {"create", key_create}, {"list", key_list},     {"ls", key_list},
+                {"delete", key_delete}, {"rm", key_delete},     {"revoke", key_delete},
+        };
+        return cli_run_group("app keys", verbs, ARRAY_SIZE(verbs), keys_usage, argc, argv);
 }

@@ -41,7 +41,7 @@ static void usage(FILE *f) {
         fputs("usage: legiond [--home DIR] [--listen HOST:PORT] [--listen-tls HOST:PORT|off] [--runtimes DIR]\n"
               "               [--max-connections N] [--max-connections-per-addr N] [--unauth-idle-timeout-ms MS]\n"
               "               [--network on|off] [--pod-cidr CIDR] [--dns-upstream IP[:PORT]]...\n"
-              "               [--net-table NAME] [--net-link-prefix P]\n"
+              "               [--net-table NAME] [--net-link-prefix P] [--fn-domain DOMAIN]\n"
               "       legiond [--home DIR] [--network on|off] [--pod-cidr CIDR] [--net-table NAME]\n"
               "               [--net-link-prefix P] --stop-all\n"
               "\n"
@@ -69,6 +69,9 @@ static void usage(FILE *f) {
               "                          most 8; default: the nameservers of the host's /etc/resolv.conf)\n"
               "  --net-table NAME        the nftables table (family inet) legiond owns (default legion)\n"
               "  --net-link-prefix P     host network links are named P0, P<n> (default lgv; 1-6 chars)\n"
+              "  --fn-domain DOMAIN      Host APP.NS.DOMAIN[:port] is app NS/APP's URL (a wildcard DNS\n"
+              "                          name *.DOMAIN points at legiond); default: none, and Host\n"
+              "                          APP.NS.fn.<anything> is (off once a domain is given)\n"
               "  --stop-all              stop every workload this home left running (function instances,\n"
               "                          sessions, pods), remove the sandbox network (the table, links\n"
               "                          and rules the network flags name) and exit; with legiond\n"
@@ -491,6 +494,7 @@ int main(int argc, char **argv) {
                 {"dns-upstream", required_argument, NULL, 'D'},
                 {"net-table", required_argument, NULL, 'T'},
                 {"net-link-prefix", required_argument, NULL, 'X'},
+                {"fn-domain", required_argument, NULL, 'F'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
@@ -503,6 +507,7 @@ int main(int argc, char **argv) {
          * docs/api.md, "Connections". */
         unsigned long max_conns = 4096, max_per_addr = 256, unauth_idle_ms = 5000;
         struct net_opts net = {0};
+        const char *fn_domain = NULL;
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
@@ -521,6 +526,7 @@ int main(int argc, char **argv) {
                 case 'P': net.cfg.cidr = optarg; break;
                 case 'T': net.cfg.table = optarg; break;
                 case 'X': net.cfg.link_prefix = optarg; break;
+                case 'F': fn_domain = optarg; break;
                 case 'D':
                         if (net.n_upstreams == LG_DNS_UPSTREAMS_MAX) {
                                 fprintf(stderr, "legiond: at most %d --dns-upstream\n", LG_DNS_UPSTREAMS_MAX);
@@ -547,6 +553,11 @@ int main(int argc, char **argv) {
         if (optind < argc) {
                 fprintf(stderr, "legiond: unexpected argument `%s`\n", argv[optind]);
                 usage(stderr);
+                return 2;
+        }
+        struct lg_error derr = {0};
+        if (fn_domain && lg_api_fn_domain_check(fn_domain, &derr) < 0) {
+                fprintf(stderr, "legiond: %s\n", derr.msg);
                 return 2;
         }
         if (geteuid() != 0) {
@@ -646,7 +657,7 @@ int main(int argc, char **argv) {
                 r = lg_pods_new(&pc, &d->pods, &err);
         struct lg_api_config apic = {.loop = d->loop, .store = d->store, .apps = d->apps, .tenants = d->tenants,
                                      .sessions = d->sessions, .pods = d->pods, .images = d->images,
-                                     .image_jobs = d->image_jobs, .router = d->router};
+                                     .image_jobs = d->image_jobs, .router = d->router, .fn_domain = fn_domain};
         if (r >= 0)
                 r = lg_api_new(&apic, &d->api, &err);
         struct lg_http_server_config hc = {

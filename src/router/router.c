@@ -659,11 +659,11 @@ static void forward(struct app *a, struct rinst *ri, struct lg_http_request *req
         a->st.requests++;
         const struct lg_http_header *all;
         size_t n_all = lg_http_request_headers(req, &all);
-        /* The caller's token is for legiond, not for the function. */
+        /* The caller's token or app key is for legiond, not for the function. */
         struct lg_http_header hdrs[128];
         size_t n = 0;
         for (size_t i = 0; i < n_all && n < ARRAY_SIZE(hdrs); i++)
-                if (strcasecmp(all[i].name, "Authorization") != 0)
+                if (strcasecmp(all[i].name, "Authorization") != 0 && strcasecmp(all[i].name, "x-legion-key") != 0)
                         hdrs[n++] = all[i];
         int64_t len = body_data ? (int64_t) body.len : lg_http_request_content_length(req);
         lg_http_request_on_abort(req, on_req_abort, f);

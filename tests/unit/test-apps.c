@@ -899,6 +899,120 @@ static void test_image_pools(void **state) {
         assert_string_equal(who, "app `ns/a`");
 }
 
+/* ---- access (apps-auth.c) ----------------------------------------------------- */
+
+static enum lg_app_auth auth_of(struct fx *f, const char *ns, const char *name) {
+        return lg_apps_auth(f->apps, ns, name);
+}
+
+static void test_auth(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        const char *plain = "{\"runtime\": \"python3\", \"package\": \"%s\"}";
+        const char *pub = "{\"runtime\": \"python3\", \"package\": \"%s\", \"auth\": \"none\"}";
+        const char *keyed = "{\"runtime\": \"python3\", \"package\": \"%s\", \"auth\": \"keys\"}";
+        assert_int_equal(put(f, "web", plain, f->pkg, &err), LG_STORE_CREATED);
+        assert_int_equal(auth_of(f, "ns", "web"), LG_APP_AUTH_TOKEN);
+        /* In place: the table changes at the put, no new revision. */
+        assert_int_equal(put(f, "web", pub, f->pkg, &err), LG_STORE_UPDATED);
+        assert_int_equal(auth_of(f, "ns", "web"), LG_APP_AUTH_NONE);
+        _cleanup_revision_ struct lg_revision *rev = NULL;
+        OK(lg_store_revision_get(f->store, LG_KEY("App", "ns", "web"), 0, &rev, &err));
+        assert_int_equal(rev->number, 1);
+        assert_int_equal(put(f, "web", keyed, f->pkg, &err), LG_STORE_UPDATED);
+        assert_int_equal(auth_of(f, "ns", "web"), LG_APP_AUTH_KEYS);
+        /* Hostile values: refused, nothing changed. */
+        const char *bad[] = {"\"NONE\"", "\"\"", "1", "null", "true", "{\"a\": 1}", "[\"none\"]", "\"none \"",
+                             "\"nonex\"", "\"toke\""};
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                char spec[256];
+                snprintf(spec, sizeof(spec), "{\"runtime\": \"python3\", \"package\": \"%%s\", \"auth\": %s}", bad[i]);
+                assert_int_equal(put(f, "web", spec, f->pkg, &err), -EINVAL);
+                assert_non_null(strstr(err.msg, "`auth` must be token, keys or none"));
+                assert_int_equal(auth_of(f, "ns", "web"), LG_APP_AUTH_KEYS);
+        }
+        /* A NUL inside (the API's parser refuses it before; lg_apps too). */
+        char text[256];
+        snprintf(text, sizeof(text), plain, f->pkg);
+        json_t *nul = js(text);
+        json_object_set_new(nul, "auth", json_stringn("none\0x", 6));
+        assert_int_equal(lg_apps_put(f->apps, "ns", "web", NULL, nul, NULL, &err), -EINVAL);
+        json_decref(nul);
+        assert_int_equal(auth_of(f, "ns", "web"), LG_APP_AUTH_KEYS);
+        /* Unknown apps and names that are no apps: token, as token apps. */
+        assert_int_equal(auth_of(f, "ns", "we"), LG_APP_AUTH_TOKEN);
+        assert_int_equal(auth_of(f, "ns", "webb"), LG_APP_AUTH_TOKEN);
+        assert_int_equal(auth_of(f, "other", "web"), LG_APP_AUTH_TOKEN);
+        assert_int_equal(auth_of(f, "ns/web", ""), LG_APP_AUTH_TOKEN);
+        assert_int_equal(auth_of(f, NULL, "web"), LG_APP_AUTH_TOKEN);
+        assert_int_equal(lg_apps_auth(NULL, "ns", "web"), LG_APP_AUTH_TOKEN);
+        char longname[600];
+        memset(longname, 'a', sizeof(longname) - 1);
+        longname[sizeof(longname) - 1] = '\0';
+        assert_int_equal(auth_of(f, longname, longname), LG_APP_AUTH_TOKEN);
+
+        /* Many apps put in any order: each keeps its own (the sorted table). */
+        enum { N = 150 };
+        for (int i = 0; i < N; i++) {
+                int j = (i * 37) % N; /* 37 and 150 are coprime: every j once */
+                char name[32];
+                snprintf(name, sizeof(name), "a%d", j);
+                assert_true(put(f, name, j % 3 == 0 ? plain : j % 3 == 1 ? pub : keyed, f->pkg, &err) >= 0);
+        }
+        for (int j = 0; j < N; j++) {
+                char name[32];
+                snprintf(name, sizeof(name), "a%d", j);
+                assert_int_equal(auth_of(f, "ns", name),
+                                 j % 3 == 0 ? LG_APP_AUTH_TOKEN : j % 3 == 1 ? LG_APP_AUTH_NONE : LG_APP_AUTH_KEYS);
+        }
+
+        /* Keys: of an existing app only, found with their app, listed
+         * without secrets, deleted through their own app only. */
+        struct lg_token t, found, other;
+        char secret[LG_TOKEN_SECRET_SIZE], secret2[LG_TOKEN_SECRET_SIZE];
+        assert_int_equal(lg_apps_key_create(f->apps, "ns", "nope", "x", &t, secret, &err), -ENOENT);
+        OK(lg_apps_key_create(f->apps, "ns", "web", "ci", &t, secret, &err));
+        OK(lg_apps_key_create(f->apps, "ns", "a1", NULL, &other, secret2, &err));
+        assert_memory_equal(secret, LG_APP_KEY_PREFIX, strlen(LG_APP_KEY_PREFIX));
+        OK(lg_store_token_lookup(f->store, secret, &found, &err));
+        assert_string_equal(found.app, "web");
+        assert_string_equal(found.namespace, "ns");
+        struct lg_token_list l = {0};
+        OK(lg_apps_key_list(f->apps, "ns", "web", &l, &err));
+        assert_int_equal(l.n, 1);
+        assert_string_equal(l.items[0].id, t.id);
+        lg_token_list_free(&l);
+        OK(lg_store_token_list(f->store, "ns", &l, &err)); /* the API's tokens: no key among them */
+        assert_int_equal(l.n, 0);
+        lg_token_list_free(&l);
+        assert_int_equal(lg_apps_key_delete(f->apps, "ns", "a1", t.id, &err), -ENOENT);
+        assert_int_equal(lg_apps_key_delete(f->apps, "ns", "web", "../../x", &err), -ENOENT);
+        OK(lg_store_token_lookup(f->store, secret, NULL, &err));
+        /* Deleting the app deletes its keys and its row; others stay. */
+        OK(lg_apps_delete(f->apps, "ns", "web", &err));
+        assert_int_equal(lg_store_token_lookup(f->store, secret, NULL, &err), -ENOENT);
+        assert_int_equal(auth_of(f, "ns", "web"), LG_APP_AUTH_TOKEN);
+        OK(lg_store_token_lookup(f->store, secret2, NULL, &err));
+        assert_int_equal(auth_of(f, "ns", "a1"), LG_APP_AUTH_NONE);
+        OK(lg_apps_key_delete(f->apps, "ns", "a1", other.id, &err));
+        assert_int_equal(lg_store_token_lookup(f->store, secret2, NULL, &err), -ENOENT);
+        /* Restore sets it from the stored spec (legiond's start: a new
+         * lg_apps on the same store). */
+        struct lg_resource *res = NULL;
+        OK(lg_store_get(f->store, LG_KEY("App", "ns", "a2"), &res, &err));
+        char logs[160];
+        snprintf(logs, sizeof(logs), "%s/logs", f->dir);
+        struct lg_apps_config cfg = {.loop = &f->loop, .store = f->store, .blobs = f->blobs, .logs_dir = logs,
+                                     .ops = &ops, .ud = &f->rec};
+        lg_apps *again = NULL;
+        OK(lg_apps_new(&cfg, &again, &err));
+        assert_int_equal(lg_apps_auth(again, "ns", "a2"), LG_APP_AUTH_TOKEN);
+        OK(lg_apps_restore_app(again, res, &err));
+        assert_int_equal(lg_apps_auth(again, "ns", "a2"), LG_APP_AUTH_KEYS);
+        lg_apps_free(again);
+        lg_resource_free(res);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_uploads, setup, teardown),
@@ -909,6 +1023,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_image_specs_hostile, setup_images, teardown),
                 cmocka_unit_test_setup_teardown(test_image_revisions, setup_images, teardown),
                 cmocka_unit_test_setup_teardown(test_image_pools, setup_images, teardown),
+                cmocka_unit_test_setup_teardown(test_auth, setup_app, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
