@@ -555,18 +555,20 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
         struct lg_api *api = userdata;
         const char *const *seg;
         int n = lg_http_request_segments(req, &seg);
+        struct api_call c = {.api = api, .req = req, .seg = seg, .nseg = n};
+        /* An app's host name is all the app's: its /healthz, /api/... and
+         * /version are its own, not legiond's. */
+        char hns[LG_STORE_NAME_MAX + 1], happ[LG_STORE_NAME_MAX + 1];
+        if (host_route(api, req, hns, happ))
+                return data_call(&c, hns, happ, lg_http_request_target(req));
         if (n == 1 && !strcmp(seg[0], "healthz")) {
                 api_json(req, 200, json_pack("{s:s}", "status", "ok"));
                 return;
         }
-        struct api_call c = {.api = api, .req = req, .seg = seg, .nseg = n};
         /* The Kubernetes API authenticates itself: its 401 is a Status. */
         if (api_kube_path(seg, n))
                 return api_kube(&c);
         const char *ns, *app;
-        char hns[LG_STORE_NAME_MAX + 1], happ[LG_STORE_NAME_MAX + 1];
-        if (host_route(api, req, hns, happ))
-                return data_call(&c, hns, happ, lg_http_request_target(req));
         if (is_data_path(req, &ns, &app)) {
                 /* The function sees the path after /fn/{ns}/{app}. */
                 const char *target = lg_http_request_target(req);

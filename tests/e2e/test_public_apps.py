@@ -204,6 +204,11 @@ def test_host_routing_on_the_domain(legiond):
         st, body = call(legiond, "/a/b?c=d", {"Host": host})
         assert st == 200, (host, body)
         assert json.loads(body)["path"] == "/a/b"
+    # Every path is the app's, also those legiond serves itself elsewhere.
+    for path in ("/healthz", "/api/v1/namespaces/default/pods", "/apis", "/version", "/openapi/v2",
+                 "/v1/namespaces", "/fn/default/site/"):
+        st, body = call(legiond, path, {"Host": f"site.default.{DOMAIN}"})
+        assert st == 200 and json.loads(body)["path"] == path, (path, body)
     # A token app through the domain: as on /fn/, 401 without a token.
     assert call(legiond, "/x", {"Host": f"hpriv.default.{DOMAIN}"})[0] == 401
     st, body = call(legiond, "/x", {"Host": f"hpriv.default.{DOMAIN}", **bearer(legiond.token)})
