@@ -5,11 +5,13 @@ and nothing else; Host routing on `legiond --fn-domain`. Function apps on
 the python3 runtime, one legiond for the module (with --fn-domain)."""
 import http.client
 import json
+import os
 import signal
+import subprocess
 
 import pytest
 
-from test_legiond import kill_legiond, start_legiond, write_app
+from test_legiond import LEGIOND, kill_legiond, start_legiond, write_app
 
 DOMAIN = "apps.test"
 
@@ -233,3 +235,11 @@ def test_auth_survives_a_restart(legiond):
     assert st == 200, body
     assert call(legiond, "/fn/default/rkeys/", {"x-legion-key": key})[0] == 200
     assert call(legiond, "/fn/default/rkeys/")[0] == 401
+
+
+def test_bad_fn_domain_is_refused_at_start(tmp_path):
+    for bad in ("apps..test", ".apps.test", "*.apps.test", "apps.test:80", ""):
+        p = subprocess.run([LEGIOND, "--home", str(tmp_path), "--fn-domain", bad], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 2 and "--fn-domain" in p.stderr, (bad, p.returncode, p.stderr)
+    assert not os.path.exists(tmp_path / "legion.db")  # refused before anything was made
