@@ -1,5 +1,6 @@
 /* Warm pools (warm.h): per-key lists of sandboxes made ahead, their
- * refill, backoff and counters. The sandboxes are the owner's. */
+ * refill, backoff and counters, and the rolling replacement of a pool by
+ * its successor. The sandboxes are the owner's. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,8 @@ struct lg_warm_pool {
         uint64_t retry_at_ms;      /* RETRY_BACKOFF */
         bool wait_use;             /* RETRY_WHEN_USED: failed, not used since */
         char last_error[256];
+        lg_warm_pool *successor;   /* outgoing: the pool replacing it */
+        unsigned max_unavailable;
 };
 
 struct lg_warm {
@@ -57,15 +60,34 @@ static void pool_failed(lg_warm_pool *p, const char *why) {
         snprintf(p->last_error, sizeof(p->last_error), "%s", why && *why ? why : "failed");
 }
 
-static bool wants(const lg_warm_pool *p) { return p->n_ready + p->n_starting < p->target; }
+/* The ready and all items of p's outgoing pools. */
+static void outgoing_counts(const lg_warm_pool *p, unsigned *ready, unsigned *all) {
+        *ready = *all = 0;
+        for (const lg_warm_pool *q = p->w->pools; q; q = q->next)
+                if (q->successor == p) {
+                        *ready += q->n_ready;
+                        *all += q->n_ready + q->n_starting;
+                }
+}
+
+/* No surge: the outgoing pools' items count against the target. */
+static bool wants(const lg_warm_pool *p) {
+        if (p->successor)
+                return false;
+        unsigned out_ready, out_all;
+        outgoing_counts(p, &out_ready, &out_all);
+        return p->n_ready + p->n_starting + out_all < p->target;
+}
 
 static void trim(lg_warm_pool *p);
+static void roll(lg_warm *w);
 
-/* Give up what a lower target left over, then make what is missing, one
- * per loop turn. */
+/* Give up what a lower target or a replacement left over, then make what
+ * is missing, one per loop turn. */
 static void on_refill(uv_idle_t *h) {
         lg_warm *w = h->data;
         uint64_t now = now_ms(), wake = 0;
+        roll(w);
         for (lg_warm_pool *p = w->pools; p; p = p->next)
                 trim(p);
         for (lg_warm_pool *p = w->pools; p; p = p->next) {
@@ -135,9 +157,10 @@ void lg_warm_ready(lg_warm_item *item) {
         p->failures = 0;
         p->last_error[0] = '\0';
         /* Made while the target went down (a pool set to `ready: 0` while
-         * its placeholders were starting): given up from the refill, not
-         * here, since the owner is still in its own callback. */
-        if (p->n_ready + p->n_starting > p->target)
+         * its placeholders were starting), or an outgoing pool may now
+         * give one up: from the refill, not here, since the owner is still
+         * in its own callback. */
+        if (p->n_ready + p->n_starting > p->target || p->successor || lg_warm_pool_outgoing(p, NULL))
                 schedule(p->w);
 }
 
@@ -187,18 +210,65 @@ lg_warm_pool *lg_warm_pool_find(lg_warm *w, const char *key) {
         return NULL;
 }
 
-/* Give up ready items beyond the target (newest first: the oldest are
- * the most likely to be done importing). */
+static void discard(lg_warm_item *item) {
+        lg_warm_pool *p = item->pool;
+        unlink_item(item);
+        p->ops->discard(item, p->data);
+}
+
+/* Newest first: the oldest are the most likely to be done importing. */
+static lg_warm_item *newest_ready(lg_warm_pool *p) {
+        for (lg_warm_item *i = p->items; i; i = i->next)
+                if (i->ready)
+                        return i;
+        return NULL;
+}
+
+/* Give up ready items beyond the target. Outgoing pools: roll. */
 static void trim(lg_warm_pool *p) {
-        while (p->n_ready + p->n_starting > p->target && p->n_ready) {
-                lg_warm_item *item = NULL;
-                for (lg_warm_item *i = p->items; i; i = i->next)
-                        if (i->ready) {
-                                item = i;
+        while (!p->successor && p->n_ready + p->n_starting > p->target && p->n_ready)
+                discard(newest_ready(p));
+}
+
+static void pool_free(lg_warm_pool *p) {
+        lg_warm *w = p->w;
+        for (lg_warm_pool **pp = &w->pools; *pp; pp = &(*pp)->next)
+                if (*pp == p) {
+                        *pp = p->next;
+                        break;
+                }
+        while (p->items)
+                discard(p->items);
+        free(p->key);
+        free(p);
+}
+
+/* Outgoing pools give way to their successors (warm.h): starting items
+ * at once (they are not available yet, and would only hold memory the
+ * successor's need), ready ones while the successor and outgoing pools
+ * keep target - max_unavailable ready without it; empty ones are freed. */
+static void roll(lg_warm *w) {
+        for (lg_warm_pool *o = w->pools, *next; o; o = next) {
+                next = o->next;
+                lg_warm_pool *s = o->successor;
+                if (!s)
+                        continue;
+                for (lg_warm_item *i = o->items, *inext; i; i = inext) {
+                        inext = i->next;
+                        if (!i->ready)
+                                discard(i);
+                }
+                unsigned max_u = s->max_unavailable ? s->max_unavailable : 1;
+                unsigned floor = s->target > max_u ? s->target - max_u : 0;
+                while (o->n_ready) {
+                        unsigned out_ready, out_all;
+                        outgoing_counts(s, &out_ready, &out_all);
+                        if (out_ready + s->n_ready - 1 < floor)
                                 break;
-                        }
-                unlink_item(item);
-                p->ops->discard(item, p->data);
+                        discard(newest_ready(o));
+                }
+                if (!o->items)
+                        pool_free(o);
         }
 }
 
@@ -218,6 +288,8 @@ int lg_warm_pool_set(lg_warm *w, const struct lg_warm_pool_config *cfg, lg_warm_
         p->retry = cfg->retry;
         p->ops = cfg->ops;
         p->data = cfg->data;
+        p->max_unavailable = cfg->max_unavailable;
+        p->successor = NULL; /* current again, if it was outgoing */
         p->retry_at_ms = 0;
         p->wait_use = false;
         trim(p);
@@ -230,26 +302,41 @@ int lg_warm_pool_set(lg_warm *w, const struct lg_warm_pool_config *cfg, lg_warm_
 void lg_warm_pool_delete(lg_warm_pool *p) {
         if (!p)
                 return;
-        lg_warm *w = p->w;
-        for (lg_warm_pool **pp = &w->pools; *pp; pp = &(*pp)->next)
-                if (*pp == p) {
-                        *pp = p->next;
-                        break;
-                }
-        while (p->items) {
-                lg_warm_item *item = p->items;
-                unlink_item(item);
-                p->ops->discard(item, p->data);
-        }
-        free(p->key);
-        free(p);
+        lg_warm_pool *o;
+        while ((o = lg_warm_pool_outgoing(p, NULL)))
+                pool_free(o);
+        pool_free(p);
+}
+
+int lg_warm_pool_retire(lg_warm_pool *old, lg_warm_pool *successor) {
+        if (old == successor || successor->successor || old->w != successor->w)
+                return -EINVAL;
+        for (lg_warm_pool *q = old->w->pools; q; q = q->next)
+                if (q->successor == old)
+                        q->successor = successor;
+        old->successor = successor;
+        schedule(old->w);
+        return 0;
+}
+
+lg_warm_pool *lg_warm_pool_outgoing(const lg_warm_pool *p, const lg_warm_pool *prev) {
+        for (lg_warm_pool *q = prev ? prev->next : p->w->pools; q; q = q->next)
+                if (q->successor == p)
+                        return q;
+        return NULL;
 }
 
 const char *lg_warm_pool_key(const lg_warm_pool *p) { return p->key; }
 
 void lg_warm_pool_stats(const lg_warm_pool *p, struct lg_warm_stats *ret) {
         *ret = (struct lg_warm_stats){.ready = p->n_ready, .starting = p->n_starting, .made = p->made,
-                                      .taken = p->taken, .missed = p->missed, .failures = p->failures};
+                                      .taken = p->taken, .missed = p->missed, .failures = p->failures,
+                                      .outgoing = p->successor != NULL};
+        for (const lg_warm_pool *q = p->w->pools; q; q = q->next)
+                if (q->successor == p) {
+                        ret->outdated += q->n_ready + q->n_starting;
+                        ret->rolling = true;
+                }
         snprintf(ret->last_error, sizeof(ret->last_error), "%s", p->last_error);
 }
 

@@ -21,6 +21,23 @@
  * being discarded by the pool (target lowered, pool deleted: ops->discard
  * then owns it, to destroy it).
  *
+ * Rolling replacement: when what a pool's sandboxes are made from
+ * changes (a new key), the owner sets the new key's pool and retires the
+ * old one into it (lg_warm_pool_retire). The old pool is then *outgoing*:
+ * it makes nothing, its starting items are discarded, and its ready ones
+ * are discarded one at a time as its successor's become ready, so that
+ *   - a discard never leaves fewer than target - max_unavailable ready
+ *     across the successor and its outgoing pools (takes may: that is use);
+ *   - the successor makes only while its items and those of its outgoing
+ *     pools together are fewer than its target (no surge: never more
+ *     sandboxes than the target, so a replacement costs no extra memory);
+ * until the outgoing pool is empty, and then it is deleted (freed) by the
+ * component. Old items are never re-made or moved into the new pool: a
+ * take from the successor only ever gets an item made for its key; the
+ * owner may take from an outgoing pool (lg_warm_pool_outgoing) for a use
+ * its old key still fits. The replacement stalls, keeping the old items,
+ * while the successor's makes fail.
+ *
  * Threading: the loop's thread only; ops run on it, never from inside
  * the call that added the item. Memory: pools are freed by
  * lg_warm_pool_delete and lg_warm_free, which discard their items. */
@@ -63,6 +80,9 @@ struct lg_warm_pool_config {
         enum lg_warm_retry retry;
         const struct lg_warm_ops *ops;
         void *data;
+        /* While it replaces outgoing pools: at most this many fewer ready
+         * than target by a discard of theirs; 0 = 1. */
+        unsigned max_unavailable;
 };
 
 struct lg_warm_stats {
@@ -70,6 +90,10 @@ struct lg_warm_stats {
         uint64_t made, taken, missed;
         unsigned failures;       /* failed makes in a row (0 once one is ready) */
         char last_error[256];    /* why the last one failed, "" if none */
+        /* Rolling replacement: ready or starting in the pool's outgoing
+         * pools; rolling: it has some. outgoing: it is one itself. */
+        unsigned outdated;
+        bool rolling, outgoing;
 };
 
 int lg_warm_new(uv_loop_t *loop, lg_warm **ret, struct lg_error *err);
@@ -79,11 +103,22 @@ void lg_warm_free(lg_warm *w);
 
 /* Create the pool of key, or change its target (and ops, data): beyond
  * the target, ready items are discarded; below it, refill. A new target
- * also ends a backoff. */
+ * also ends a backoff. An outgoing pool of that key becomes a current one
+ * again (a change undone while rolling: its items fit the key). */
 int lg_warm_pool_set(lg_warm *w, const struct lg_warm_pool_config *cfg, lg_warm_pool **ret, struct lg_error *err);
+/* Any pool of key, current or outgoing. */
 lg_warm_pool *lg_warm_pool_find(lg_warm *w, const char *key);
-/* Discard its items (ready and starting) and free it. NULL is fine. */
+/* Discard its items (ready and starting) and free it, with its outgoing
+ * pools. NULL is fine. */
 void lg_warm_pool_delete(lg_warm_pool *p);
+/* Rolling replacement (above): old becomes an outgoing pool of successor,
+ * and so do old's own outgoing pools. From then on the component owns
+ * old: it frees it once empty (or with successor), so the caller keeps
+ * no pointer to it. -EINVAL: the same pool, or successor is outgoing. */
+int lg_warm_pool_retire(lg_warm_pool *old, lg_warm_pool *successor);
+/* p's outgoing pools: the first after prev (NULL: the first), NULL when
+ * no more. A pointer is good until control returns to the loop. */
+lg_warm_pool *lg_warm_pool_outgoing(const lg_warm_pool *p, const lg_warm_pool *prev);
 const char *lg_warm_pool_key(const lg_warm_pool *p);
 void lg_warm_pool_stats(const lg_warm_pool *p, struct lg_warm_stats *ret);
 
