@@ -234,7 +234,9 @@ def part_cold(args, api, img):
     cfg = img["images"][1]["config"]
     runc = Runc(args.out, layer_dirs, {"server": cfg["Cmd"]}, netns=netns.path, env=cfg["Env"],
                 cwd=cfg["WorkingDir"])
-    conn = harness.RawConn(args.port)
+    # legiond answers 502/503 when an instance cannot start (issue 12); a
+    # request still unanswered after 90 s is a failure of the run.
+    conn = harness.RawConn(args.port, timeout=90)
     variants = {
         "pool-sandbox": dict(base, poolGroup="apps-sandbox", readinessPath=READY_PATH),
         "pool-process": dict(base, poolGroup="apps-process"),
@@ -319,7 +321,7 @@ def part_proxy(args, api):
     spec = {"image": REFS[1], "port": PORT, "readinessPath": READY_PATH, "concurrency": 64,
             "minInstances": 1, "maxInstances": 1}
     api.put_app(app, spec)
-    conn = harness.RawConn(args.port)
+    conn = harness.RawConn(args.port, timeout=90)
     for _ in range(200):
         _, st, body = conn.request(get_request(f"/fn/default/{app}/", args.token))
         if st != 200:

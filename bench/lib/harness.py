@@ -128,10 +128,11 @@ class Api:
 class RawConn:
     """One keep-alive HTTP/1.1 connection with as little client code on the
     timed path as possible: a prebuilt request, sendall, recv until the
-    Content-Length is in. To 127.0.0.1:port, or to the Unix socket unix."""
+    Content-Length is in. To 127.0.0.1:port, or to the Unix socket unix;
+    timeout (seconds) turns an answer that never comes into socket.timeout."""
 
-    def __init__(self, port=None, unix=None):
-        self.port, self.unix = port, unix
+    def __init__(self, port=None, unix=None, timeout=None):
+        self.port, self.unix, self.timeout = port, unix, timeout
         self.s = None
         self.connect()
 
@@ -144,6 +145,7 @@ class RawConn:
         else:
             self.s = socket.create_connection(("127.0.0.1", self.port))
             self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.s.settimeout(self.timeout)
 
     def request(self, raw):
         """Send raw, read one response: (ns from send to last byte, status, body)."""
