@@ -1,7 +1,9 @@
 /* Apps over HTTP: /v1/namespaces/{ns}/apps[/{name}[/logs]] and the data
  * path /fn/{namespace}/{app}/... The app logic (specs, revisions,
- * activation) is src/apps (lg_apps); here requests become its calls and
- * its results responses, and logs are streamed. */
+ * activation, images) is src/apps (lg_apps); here requests become its
+ * calls and its results responses, logs are streamed, and a put whose
+ * image must be pulled first is held (or streams the pull's progress as
+ * NDJSON, as POST /v1/images/pull does) until the pull ends. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -34,6 +36,138 @@ void api_apps(struct api_call *c, const char *ns) {
         api_json(c->req, 200, json_pack("{s:o}", "items", items));
 }
 
+/* ---- puts that may pull an image first -------------------------------------- */
+
+struct held_put {
+        struct lg_api *api;
+        struct lg_http_request *req;
+        lg_apps_pull *pull;
+        char ns[LG_STORE_NAME_MAX + 1], name[LG_STORE_NAME_MAX + 1];
+        bool pool, ndjson;
+        json_t *spec, *labels;
+};
+
+static void held_free(struct held_put *h) {
+        json_decref(h->spec);
+        json_decref(h->labels);
+        free(h);
+}
+
+static void held_error(struct held_put *h, int status, const char *code, const char *msg) {
+        if (h->ndjson) {
+                api_ndjson_line(h->req, json_pack("{s:{s:s, s:s, s:i}}", "error", "code", code, "message", msg,
+                                                  "status", status));
+                lg_http_response_end(h->req);
+        } else {
+                lg_http_respond_error(h->req, status, code, "%s", msg);
+        }
+}
+
+/* Store, make active and answer; frees h. */
+static void held_finish(struct held_put *h) {
+        struct lg_error err = {0};
+        struct lg_resource *res = NULL;
+        lg_apps *apps = h->api->apps;
+        int applied = h->pool ? lg_apps_pool_put(apps, h->name, h->spec, &res, &err)
+                              : lg_apps_put(apps, h->ns, h->name, h->labels, h->spec, &res, &err);
+        int r = applied;
+        if (r >= 0 && !h->pool && (r = lg_apps_activate(apps, h->ns, h->name, &err)) < 0)
+                r = -EIO; /* stored, but not routed: the server's failure */
+        if (r < 0) {
+                char msg[sizeof(err.msg)];
+                api_error_text(r, &err, msg, sizeof(msg));
+                struct api_status st = api_store_status(r);
+                held_error(h, st.status, st.code, msg);
+        } else {
+                json_t *doc = h->pool ? lg_apps_pool_json(apps, res) : lg_apps_json(apps, res);
+                if (h->ndjson) {
+                        api_ndjson_line(h->req, json_pack("{s:o}", h->pool ? "poolGroup" : "app", doc));
+                        lg_http_response_end(h->req);
+                } else {
+                        api_json(h->req, applied == LG_STORE_CREATED ? 201 : 200, doc);
+                }
+        }
+        lg_resource_free(res);
+        held_free(h);
+}
+
+static void held_progress(const struct lg_image_progress *p, void *ud) {
+        struct held_put *h = ud;
+        api_ndjson_line(h->req, api_progress_json(p));
+}
+
+static void held_abort(struct lg_http_request *req, int reason, void *ud) {
+        struct held_put *h = ud;
+        (void) reason;
+        /* The image still lands; nothing is stored. */
+        lg_apps_pull_cancel(h->pull);
+        held_free(h);
+        lg_http_response_abort(req);
+}
+
+/* "app `web`" / "pool group `web`" */
+static void held_what(const struct held_put *h, char *buf, size_t cap) {
+        snprintf(buf, cap, "%s `%s`", h->pool ? "pool group" : "app", h->name);
+}
+
+static void held_pulled(const struct lg_image_job_result *res, void *ud) {
+        struct held_put *h = ud;
+        lg_http_request_on_abort(h->req, NULL, NULL);
+        if (res->status >= 0)
+                return held_finish(h);
+        char why[600], msg[1200], what[100];
+        api_error_text(res->status, res->err, why, sizeof(why));
+        held_what(h, what, sizeof(what));
+        snprintf(msg, sizeof(msg), "%s: image `%s` could not be pulled: %s", what,
+                 json_string_value(json_object_get(h->spec, "image")), why);
+        /* The registry's fault (or unreachable): a bad gateway; otherwise
+         * the image cannot be had as given. */
+        bool upstream = res->registry || res->status == -ECONNREFUSED || res->status == -EHOSTUNREACH ||
+                        res->status == -ENETUNREACH || res->status == -ETIMEDOUT || res->status == -ECONNRESET;
+        held_error(h, upstream ? 502 : 422, "ImagePullFailed", msg);
+        held_free(h);
+}
+
+void api_put_with_pull(struct api_call *c, const char *ns, const char *name, json_t *spec, json_t *labels) {
+        struct held_put *h = calloc(1, sizeof(*h));
+        if (!h) {
+                json_decref(spec);
+                json_decref(labels);
+                lg_http_respond_error(c->req, 503, "Overloaded", "%s", "out of memory");
+                return;
+        }
+        h->api = c->api;
+        h->req = c->req;
+        h->pool = !ns;
+        h->spec = spec;
+        h->labels = labels;
+        h->ndjson = api_wants_ndjson(c->req);
+        snprintf(h->ns, sizeof(h->ns), "%s", ns ? ns : "");
+        snprintf(h->name, sizeof(h->name), "%s", name);
+        struct lg_error err = {0};
+        int r = lg_apps_prepare(c->api->apps, ns, name, spec, h->ndjson ? held_progress : NULL, held_pulled, h,
+                                &h->pull, &err);
+        if (r < 0) {
+                char msg[sizeof(err.msg)];
+                api_error_text(r, &err, msg, sizeof(msg));
+                if (r == -EINVAL) {
+                        lg_http_respond_error(c->req, 400, "BadRequest", "%s", msg);
+                } else {
+                        char what[100];
+                        held_what(h, what, sizeof(what));
+                        lg_http_respond_error(c->req, r == -ENOTSUP ? 422 : 500, "ImagePullFailed", "%s: %s", what,
+                                              msg);
+                }
+                held_free(h);
+                return;
+        }
+        if (h->ndjson)
+                api_ndjson_start(c->req);
+        if (r == 1)
+                return held_finish(h);
+        lg_http_request_on_abort(c->req, held_abort, h);
+}
+
 static void app_put(struct api_call *c, const char *ns, const char *name) {
         if (!lg_store_valid_name(name)) {
                 lg_http_respond_error(c->req, 400, "BadRequest",
@@ -42,7 +176,7 @@ static void app_put(struct api_call *c, const char *ns, const char *name) {
                                       name);
                 return;
         }
-        _cleanup_(json_decrefp) json_t *body = api_body_json(c->req);
+        json_t *body = api_body_json(c->req);
         if (!body)
                 return;
         /* {"spec": {...}, "labels": {...}} or the spec itself. */
@@ -50,25 +184,18 @@ static void app_put(struct api_call *c, const char *ns, const char *name) {
         json_t *labels = json_object_get(body, "labels");
         static const char *const outer[] = {"spec", "labels", NULL};
         if (spec) {
-                if (!api_only_fields(c->req, body, "an app", outer))
+                if (!api_only_fields(c->req, body, "an app", outer)) {
+                        json_decref(body);
                         return;
+                }
         } else {
                 spec = body;
                 labels = NULL;
         }
-        struct lg_error err = {0};
-        struct lg_resource *res = NULL;
-        int applied = lg_apps_put(c->api->apps, ns, name, labels, spec, &res, &err);
-        if (applied < 0)
-                return api_store_error(c->req, applied, &err);
-        int r = lg_apps_activate(c->api->apps, ns, name, &err);
-        if (r < 0) {
-                lg_resource_free(res);
-                lg_http_respond_error(c->req, 500, "Internal", "%s", err.msg);
-                return;
-        }
-        api_json(c->req, applied == LG_STORE_CREATED ? 201 : 200, lg_apps_json(c->api->apps, res));
-        lg_resource_free(res);
+        json_incref(spec);
+        json_incref(labels);
+        json_decref(body);
+        api_put_with_pull(c, ns, name, spec, labels);
 }
 
 void api_app(struct api_call *c, const char *ns, const char *name) {

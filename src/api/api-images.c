@@ -91,19 +91,9 @@ static struct status_map image_status(int r, bool registry) {
         }
 }
 
-/* err's message without the trailing ": <strerror>" lg_error_set adds. */
-static void error_message(int r, const struct lg_error *err, char *buf, size_t cap) {
-        snprintf(buf, cap, "%s", err && err->msg[0] ? err->msg : strerror(-r));
-        char suffix[128];
-        snprintf(suffix, sizeof(suffix), ": %s", strerror(-r));
-        size_t bl = strlen(buf), sl = strlen(suffix);
-        if (bl > sl && !strcmp(buf + bl - sl, suffix))
-                buf[bl - sl] = '\0';
-}
-
 static void respond_image_error(struct lg_http_request *req, int r, const struct lg_error *err, bool registry) {
         char msg[600];
-        error_message(r, err, msg, sizeof(msg));
+        api_error_text(r, err, msg, sizeof(msg));
         struct status_map s = image_status(r, registry);
         lg_http_respond_error(req, s.status, s.code, "%s", msg);
 }
@@ -117,7 +107,7 @@ struct job_req {
         bool ndjson;
 };
 
-static void write_line(struct lg_http_request *req, json_t *doc) {
+void api_ndjson_line(struct lg_http_request *req, json_t *doc) {
         char *s = json_dumps(doc, JSON_COMPACT);
         json_decref(doc);
         if (!s)
@@ -135,10 +125,25 @@ static void write_line(struct lg_http_request *req, json_t *doc) {
         free(line);
 }
 
+bool api_wants_ndjson(struct lg_http_request *req) {
+        const char *acc = lg_http_request_header(req, "Accept");
+        return acc && strstr(acc, "application/x-ndjson");
+}
+
+void api_ndjson_start(struct lg_http_request *req) {
+        static const struct lg_http_header h[] = {{"Content-Type", "application/x-ndjson"},
+                                                  {"Cache-Control", "no-cache"}};
+        lg_http_response_start(req, 200, h, ARRAY_SIZE(h), -1);
+}
+
+json_t *api_progress_json(const struct lg_image_progress *p) {
+        return json_pack("{s:s, s:s, s:I, s:I}", "phase", p->phase, "what", p->what, "done", (json_int_t) p->done,
+                         "total", (json_int_t) p->total);
+}
+
 static void on_progress(const struct lg_image_progress *p, void *ud) {
         struct job_req *jr = ud;
-        write_line(jr->req, json_pack("{s:s, s:s, s:I, s:I}", "phase", p->phase, "what", p->what, "done",
-                                      (json_int_t) p->done, "total", (json_int_t) p->total));
+        api_ndjson_line(jr->req, api_progress_json(p));
 }
 
 static json_t *gc_json(const struct lg_image_gc_result *g) {
@@ -151,13 +156,13 @@ static void on_done(const struct lg_image_job_result *res, void *ud) {
         struct lg_http_request *req = jr->req;
         char msg[600];
         if (res->status < 0)
-                error_message(res->status, res->err, msg, sizeof(msg));
+                api_error_text(res->status, res->err, msg, sizeof(msg));
         struct status_map s = image_status(res->status, res->registry);
         if (jr->ndjson) {
                 if (res->status >= 0)
-                        write_line(req, json_pack("{s:o}", "image", image_json(res->img)));
+                        api_ndjson_line(req, json_pack("{s:o}", "image", image_json(res->img)));
                 else
-                        write_line(req, json_pack("{s:{s:s, s:s, s:i}}", "error", "code", s.code, "message", msg,
+                        api_ndjson_line(req, json_pack("{s:{s:s, s:s, s:i}}", "error", "code", s.code, "message", msg,
                                                   "status", s.status));
                 lg_http_response_end(req);
         } else if (res->status < 0) {
@@ -185,19 +190,15 @@ static struct job_req *job_req_new(struct api_call *c, bool progress) {
                 return NULL;
         }
         jr->req = c->req;
-        const char *acc = lg_http_request_header(c->req, "Accept");
-        jr->ndjson = progress && acc && strstr(acc, "application/x-ndjson");
+        jr->ndjson = progress && api_wants_ndjson(c->req);
         return jr;
 }
 
 /* The job has started: the NDJSON response starts now. */
 static void job_started(struct job_req *jr) {
         lg_http_request_on_abort(jr->req, job_abort, jr);
-        if (jr->ndjson) {
-                static const struct lg_http_header h[] = {{"Content-Type", "application/x-ndjson"},
-                                                          {"Cache-Control", "no-cache"}};
-                lg_http_response_start(jr->req, 200, h, ARRAY_SIZE(h), -1);
-        }
+        if (jr->ndjson)
+                api_ndjson_start(jr->req);
 }
 
 /* A job that could not start. */

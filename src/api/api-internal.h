@@ -46,6 +46,23 @@ bool api_ns_exists(struct api_call *c, const char *ns);
 int api_json(struct lg_http_request *req, int status, json_t *doc); /* steals doc */
 /* Map a store error to a status and answer it. */
 void api_store_error(struct lg_http_request *req, int r, const struct lg_error *err);
+struct api_status {
+        int status;
+        const char *code;
+};
+/* The status and code api_store_error answers r with. */
+struct api_status api_store_status(int r);
+/* err's message (strerror(-r) when empty) without the trailing
+ * ": <strerror>" lg_error_set adds. */
+void api_error_text(int r, const struct lg_error *err, char *buf, size_t cap);
+
+/* NDJSON answers (api-images.c): when the client sends `Accept:
+ * application/x-ndjson`, a 200 streamed one JSON object per line. */
+bool api_wants_ndjson(struct lg_http_request *req);
+void api_ndjson_start(struct lg_http_request *req);
+void api_ndjson_line(struct lg_http_request *req, json_t *doc); /* steals doc */
+/* An image job's progress as a line {"phase","what","done","total"}. */
+json_t *api_progress_json(const struct lg_image_progress *p);
 /* Parse the buffered body as a JSON object (answers 400 when it is not). */
 json_t *api_body_json(struct lg_http_request *req);
 /* Reject fields of obj not in allowed (NULL-terminated): 400 listing them. */
@@ -53,11 +70,19 @@ bool api_only_fields(struct lg_http_request *req, const json_t *obj, const char 
                      const char *const *allowed);
 
 /* api-apps.c */
+/* PUT of an app (ns given) or pool group (ns NULL): its image pulled first
+ * when missing (progress streamed as NDJSON when asked), then stored,
+ * made active and answered; nothing stored when the pull fails
+ * (ImagePullFailed). Takes spec and labels (may be NULL). */
+void api_put_with_pull(struct api_call *c, const char *ns, const char *name, json_t *spec, json_t *labels);
 void api_apps(struct api_call *c, const char *ns);
 void api_app(struct api_call *c, const char *ns, const char *name);
 void api_app_logs(struct api_call *c, const char *ns, const char *name);
 void api_data_path(struct lg_api *api, struct lg_http_request *req, const char *ns, const char *app,
                    const char *target);
+
+/* api-pools.c: /v1/poolgroups[/{name}]. */
+void api_pools(struct api_call *c, const char *name);
 
 /* api-sessions.c */
 void api_sessions(struct api_call *c);

@@ -46,27 +46,35 @@ int api_json(struct lg_http_request *req, int status, json_t *doc) {
         return r;
 }
 
-void api_store_error(struct lg_http_request *req, int r, const struct lg_error *err) {
+void api_error_text(int r, const struct lg_error *err, char *buf, size_t cap) {
         /* "App default/x not found: No such file or directory" reads better
-         * without the errno text the store appends. */
-        char buf[sizeof(err->msg)];
-        snprintf(buf, sizeof(buf), "%s", err && err->msg[0] ? err->msg : strerror(-r));
+         * without the errno text lg_error_set appends. */
+        snprintf(buf, cap, "%s", err && err->msg[0] ? err->msg : strerror(-r));
         char suffix[128];
         snprintf(suffix, sizeof(suffix), ": %s", strerror(-r));
         size_t bl = strlen(buf), sl = strlen(suffix);
         if (bl > sl && !strcmp(buf + bl - sl, suffix))
                 buf[bl - sl] = '\0';
-        const char *msg = buf;
+}
+
+struct api_status api_store_status(int r) {
         switch (r) {
-        case -ENOENT: lg_http_respond_error(req, 404, "NotFound", "%s", msg); break;
-        case -EEXIST: lg_http_respond_error(req, 409, "Conflict", "%s", msg); break;
-        case -ESTALE: lg_http_respond_error(req, 409, "Conflict", "%s", msg); break;
-        case -EBUSY: lg_http_respond_error(req, 409, "Conflict", "%s", msg); break;
-        case -EINVAL: lg_http_respond_error(req, 400, "BadRequest", "%s", msg); break;
+        case -ENOENT: return (struct api_status){404, "NotFound"};
+        case -EEXIST:
+        case -ESTALE:
+        case -EBUSY: return (struct api_status){409, "Conflict"};
+        case -EINVAL: return (struct api_status){400, "BadRequest"};
         case -EFBIG:
-        case -E2BIG: lg_http_respond_error(req, 413, "TooLarge", "%s", msg); break;
-        default: lg_http_respond_error(req, 500, "Internal", "%s", msg); break;
+        case -E2BIG: return (struct api_status){413, "TooLarge"};
+        default: return (struct api_status){500, "Internal"};
         }
+}
+
+void api_store_error(struct lg_http_request *req, int r, const struct lg_error *err) {
+        char msg[sizeof(err->msg)];
+        api_error_text(r, err, msg, sizeof(msg));
+        struct api_status s = api_store_status(r);
+        lg_http_respond_error(req, s.status, s.code, "%s", msg);
 }
 
 json_t *api_body_json(struct lg_http_request *req) {
@@ -382,67 +390,6 @@ static void api_packages(struct api_call *c, const char *ns) {
         if (lg_http_request_read(c->req, upload_data, upload_end, u) < 0) {
                 /* The server answered 413 itself; abort will follow. */
         }
-}
-
-/* ---- pool groups ------------------------------------------------------------ */
-
-static void api_pools(struct api_call *c, const char *name) {
-        const char *m = lg_http_request_method(c->req);
-        struct lg_error err = {0};
-        if (!name) {
-                if (strcmp(m, "GET")) {
-                        lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET");
-                        return;
-                }
-                struct lg_resource_list l = {0};
-                int r = lg_store_list(c->api->store, "PoolGroup", "", NULL, &l, &err);
-                if (r < 0)
-                        return api_store_error(c->req, r, &err);
-                json_t *items = json_array();
-                for (size_t i = 0; i < l.n; i++)
-                        json_array_append_new(items, lg_apps_pool_json(c->api->apps, l.items[i]));
-                lg_resource_list_free(&l);
-                api_json(c->req, 200, json_pack("{s:o}", "items", items));
-                return;
-        }
-        if (!strcmp(m, "GET")) {
-                struct lg_resource *res = NULL;
-                int r = lg_store_get(c->api->store, LG_KEY("PoolGroup", "", name), &res, &err);
-                if (r < 0)
-                        return api_store_error(c->req, r, &err);
-                api_json(c->req, 200, lg_apps_pool_json(c->api->apps, res));
-                lg_resource_free(res);
-                return;
-        }
-        if (!api_is_admin(c)) {
-                lg_http_respond_error(c->req, 403, "Forbidden", "%s", "changing pool groups needs an admin token");
-                return;
-        }
-        if (!strcmp(m, "DELETE")) {
-                int r = lg_apps_pool_delete(c->api->apps, name, &err);
-                if (r < 0)
-                        return api_store_error(c->req, r, &err);
-                lg_http_respond(c->req, 204, NULL, 0, NULL, 0);
-                return;
-        }
-        if (strcmp(m, "PUT")) {
-                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s", "use GET, PUT or DELETE");
-                return;
-        }
-        if (!lg_store_valid_name(name)) {
-                lg_http_respond_error(c->req, 400, "BadRequest", "invalid pool group name `%s`", name);
-                return;
-        }
-        json_t *spec = api_body_json(c->req);
-        if (!spec)
-                return;
-        struct lg_resource *res = NULL;
-        int r = lg_apps_pool_put(c->api->apps, name, spec, &res, &err);
-        json_decref(spec);
-        if (r < 0)
-                return api_store_error(c->req, r, &err);
-        api_json(c->req, r == LG_STORE_CREATED ? 201 : 200, lg_apps_pool_json(c->api->apps, res));
-        lg_resource_free(res);
 }
 
 /* ---- routing ------------------------------------------------------------- */

@@ -582,17 +582,8 @@ static bool add_layers(const char *id, const char *who, void *ud) {
         if (lg_image_get(l->a->images, id, &img, &err) < 0)
                 return false;
         for (size_t i = 0; i < img->n_layers && l->status >= 0; i++) {
-                if (l->n == l->cap) {
-                        size_t cap = l->cap ? 2 * l->cap : 16;
-                        char **d = realloc(l->dirs, cap * sizeof(char *));
-                        if (!d) {
-                                l->status = -ENOMEM;
-                                break;
-                        }
-                        l->dirs = d;
-                        l->cap = cap;
-                }
-                if (!(l->dirs[l->n] = strdup(img->layer_dirs[i])))
+                if (lg_grow((void **) &l->dirs, &l->cap, l->n, sizeof(char *), 16) < 0 ||
+                    !(l->dirs[l->n] = strdup(img->layer_dirs[i])))
                         l->status = -ENOMEM;
                 else
                         l->n++;

@@ -738,18 +738,25 @@ int lg_apps_pool_put(lg_apps *a, const char *name, const json_t *spec, struct lg
                                   "pool group `%s`: image `%s` is not in the image store (a put through the API "
                                   "pulls it; or `legion image pull` it first)",
                                   name, hold.ref);
+        /* Stored only when the node takes it (it refuses, e.g., an image
+         * pool without a network). */
         struct lg_resource *res = NULL;
+        if (r >= 0)
+                r = lg_store_begin(a->store, err);
         int applied = r < 0 ? r : lg_store_apply(a->store, LG_KEY("PoolGroup", "", name), NULL, spec, &res, err);
-        if (applied < 0) {
+        if (applied >= 0)
+                r = pool_set(a, name, spec, &ps, &hold, err);
+        else
                 apps_pool_hold_free(&hold);
-                return applied;
+        if (applied >= 0 && r >= 0)
+                r = lg_store_commit(a->store, err);
+        else if (applied >= 0 || r >= 0)
+                lg_store_rollback(a->store);
+        if (applied < 0 || r < 0) {
+                lg_resource_free(res);
+                return applied < 0 ? applied : r;
         }
         apps_pull_forget(a, NULL, name);
-        r = pool_set(a, name, spec, &ps, &hold, err);
-        if (r < 0) {
-                lg_resource_free(res);
-                return r;
-        }
         if (ret)
                 *ret = res;
         else

@@ -96,6 +96,15 @@ int cli_request(const struct cli_request *rq, struct cli_response *resp, struct 
 int cli_call(const char *method, const char *path, json_t *body, struct cli_response *resp,
              struct lg_error *err);
 
+/* A request whose 2xx answer is legiond's NDJSON stream (ndjson.c): its
+ * progress shown on stderr (announce, when not NULL, said before the first
+ * progress line), then 0 with *result the last line's `key` object (the
+ * caller's), or the stream's error (-EIO), or -EPROTO when it ended
+ * without a result (verb names the operation). Sets rq's Accept header,
+ * stream and timeout (none). */
+int cli_ndjson_request(struct cli_request *rq, const char *key, const char *verb, const char *announce,
+                       json_t **result, struct lg_error *err);
+
 /* The message for a non-2xx response: the API's error.message, or the body's
  * first line, or "HTTP <status>"; with a hint for 401 when no token was found. */
 int cli_http_error(const struct cli_response *resp, struct lg_error *err);

@@ -1,5 +1,7 @@
-/* `legion app`: deploy, list, show, set, delete and logs of apps, through
- * legiond's API (docs/api.md). */
+/* `legion app`: deploy, list, show, set, delete and logs of apps --
+ * functions (a package of code) and container apps (an OCI image) --
+ * through legiond's API (docs/api.md, docs/container-apps.md). A container
+ * app's deploy streams the pull of a missing image (cli_ndjson_request). */
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -14,6 +16,7 @@ static void app_usage(FILE *f) {
               "\n"
               "commands:\n"
               "  deploy NAME --runtime R [--dir DIR] [options]  pack DIR, upload it, create or update the app\n"
+              "  deploy NAME --image REF --port N [options]     a container app (the image pulled if missing)\n"
               "  list [-l KEY=VALUE]                            apps of the namespace\n"
               "  show NAME                                      an app's spec and status\n"
               "  set NAME K=V... [--unset K]... [--auth A]      change settings (a new revision) or auth\n"
@@ -27,13 +30,16 @@ static void app_usage(FILE *f) {
 
 static void deploy_usage(FILE *f) {
         fputs("usage: legion app deploy NAME --runtime python3|node|custom [options]\n"
+              "       legion app deploy NAME --image REF --port N [options]\n"
               "\n"
-              "Pack DIR into a tar.gz (leaving out .git and __pycache__), upload it and\n"
-              "create or replace the app NAME. deploy sets the whole spec from its flags:\n"
-              "what is not given goes back to its default (use `legion app set` to change\n"
-              "settings alone).\n"
+              "A function: pack DIR into a tar.gz (leaving out .git and __pycache__),\n"
+              "upload it and create or replace the app NAME. A container app: an OCI\n"
+              "image serving HTTP on a port (pulled, with progress, when legiond's image\n"
+              "store lacks it). deploy sets the whole spec from its flags: what is not\n"
+              "given goes back to its default (use `legion app set` to change settings\n"
+              "alone).\n"
               "\n"
-              "  --runtime R          python3, node or custom (required)\n"
+              "  --runtime R          python3, node or custom (a function)\n"
               "  --dir DIR            the code (default: the current directory)\n"
               "  --entrypoint E       python \"module:function\", node \"file.js:export\",\n"
               "                       custom \"command args\" (default: the runtime's)\n"
@@ -50,7 +56,18 @@ static void deploy_usage(FILE *f) {
               "                       connect (default: the namespace's policy)\n"
               "  --auth A             who may call its URL: token (default; an API token of the\n"
               "                       namespace), keys (an app key or such a token) or none\n"
-              "                       (anyone who reaches legiond)\n" CLI_GLOBAL_HELP,
+              "                       (anyone who reaches legiond)\n"
+              "\n"
+              "container apps (instead of --runtime, --dir, --entrypoint, --set):\n"
+              "  --image REF          the image, e.g. 127.0.0.1:5000/web:1\n"
+              "  --port N             where its server listens (required, unless its pool group\n"
+              "                       starts the server: placeholder process)\n"
+              "  --command C          replaces the image's ENTRYPOINT; repeatable, one word each\n"
+              "  --arg A              replaces the image's CMD; repeatable\n"
+              "  --env K=V            an environment variable; repeatable\n"
+              "  --ready-path P       ready when GET P answers 2xx/3xx (default: the port opens)\n"
+              "  --pool P             an image pool group (default: none, instances made on demand;\n"
+              "                       --image may then be left out: the pool's)\n" CLI_GLOBAL_HELP,
               f);
 }
 
@@ -67,9 +84,9 @@ static void delete_usage(FILE *f) { fputs("usage: legion app delete NAME...\n" C
 static void set_usage(FILE *f) {
         fputs("usage: legion app set NAME [K=V]... [--unset K]... [--auth token|keys|none]\n"
               "\n"
-              "Change the app's settings (its functions' environment) and keep the rest\n"
-              "of its spec. A change of settings makes a new revision; one of auth applies\n"
-              "in place from the next request.\n"
+              "Change the app's settings (its functions' environment; a container app's\n"
+              "env) and keep the rest of its spec. A change of settings makes a new\n"
+              "revision; one of auth applies in place from the next request.\n"
               "\n"
               "  --unset K            remove setting K; repeatable\n"
               "  --auth A             token, keys or none (see `legion app deploy --help`)\n" CLI_GLOBAL_HELP,
@@ -188,6 +205,7 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
         enum {
                 OPT_RUNTIME = 1, OPT_DIR, OPT_SET, OPT_ENTRY, OPT_CONC, OPT_MIN,
                 OPT_MAX, OPT_IDLE, OPT_TIMEOUT, OPT_CPU, OPT_MEM, OPT_POOL, OPT_EGRESS, OPT_AUTH,
+                OPT_IMAGE, OPT_PORT, OPT_COMMAND, OPT_ARG, OPT_ENV, OPT_READY,
         };
         static const struct option opts[] = {
                 {"runtime", required_argument, NULL, OPT_RUNTIME}, {"dir", required_argument, NULL, OPT_DIR},
@@ -198,6 +216,9 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                 {"memory", required_argument, NULL, OPT_MEM},      {"pool", required_argument, NULL, OPT_POOL},
                 {"egress", required_argument, NULL, OPT_EGRESS},   {"help", no_argument, NULL, 'h'},
                 {"auth", required_argument, NULL, OPT_AUTH},
+                {"image", required_argument, NULL, OPT_IMAGE},     {"port", required_argument, NULL, OPT_PORT},
+                {"command", required_argument, NULL, OPT_COMMAND}, {"arg", required_argument, NULL, OPT_ARG},
+                {"env", required_argument, NULL, OPT_ENV},         {"ready-path", required_argument, NULL, OPT_READY},
                 CLI_GLOBAL_OPTIONS,
                 {0, 0, 0, 0},
         };
@@ -211,15 +232,27 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                 {OPT_MAX, "maxInstances", "--max", 1000000},
                 {OPT_IDLE, "idleTimeoutSeconds", "--idle-timeout", 100000000},
                 {OPT_TIMEOUT, "timeoutSeconds", "--timeout", 100000000},
+                {OPT_PORT, "port", "--port", 65535},
         };
         _cleanup_json_ json_t *spec = json_object();
         _cleanup_json_ json_t *settings = json_object();
-        const char *dir = ".";
+        _cleanup_json_ json_t *env = json_object();
+        _cleanup_json_ json_t *command = json_array();
+        _cleanup_json_ json_t *args = json_array();
+        const char *dir = NULL;
         int c;
         while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
                 switch (c) {
                 case OPT_RUNTIME: json_object_set_new(spec, "runtime", json_string(optarg)); break;
                 case OPT_DIR: dir = optarg; break;
+                case OPT_IMAGE: json_object_set_new(spec, "image", json_string(optarg)); break;
+                case OPT_COMMAND: json_array_append_new(command, json_string(optarg)); break;
+                case OPT_ARG: json_array_append_new(args, json_string(optarg)); break;
+                case OPT_READY: json_object_set_new(spec, "readinessPath", json_string(optarg)); break;
+                case OPT_ENV:
+                        if (add_setting(env, optarg, deploy_usage))
+                                return 2;
+                        break;
                 case OPT_SET:
                         if (add_setting(settings, optarg, deploy_usage))
                                 return 2;
@@ -247,6 +280,7 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                 case OPT_MAX:
                 case OPT_IDLE:
                 case OPT_TIMEOUT:
+                case OPT_PORT:
                         for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
                                 long long v;
                                 if (ints[i].code != c)
@@ -264,38 +298,75 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
         if (optind != argc - 1)
                 return cli_usage_error(deploy_usage, optind >= argc ? "no app name given" : "too many arguments");
         const char *name = argv[optind];
-        if (!json_object_get(spec, "runtime"))
-                return cli_usage_error(deploy_usage, "--runtime is required (python3, node or custom)");
+        /* A container app: an image, or an (image) pool group without a
+         * runtime. */
+        bool image = json_object_get(spec, "image") ||
+                     (!json_object_get(spec, "runtime") && json_object_get(spec, "poolGroup"));
+        bool image_flags = json_object_get(spec, "port") || json_object_get(spec, "readinessPath") ||
+                           json_array_size(command) || json_array_size(args) || json_object_size(env);
+        if (image && (json_object_get(spec, "runtime") || dir || json_object_get(spec, "entrypoint") ||
+                      json_object_size(settings)))
+                return cli_usage_error(deploy_usage, "--image takes no --runtime, --dir, --entrypoint or --set "
+                                                     "(a container app's settings are --env)");
+        if (!image && !json_object_get(spec, "runtime"))
+                return cli_usage_error(deploy_usage, "--runtime is required (python3, node or custom), or --image for a container app");
+        if (!image && image_flags)
+                return cli_usage_error(deploy_usage, "--port, --command, --arg, --env and --ready-path are for "
+                                                     "container apps (--image)");
         int r = cli_check_name("app", name, err);
         if (r < 0)
                 return r;
         if (json_object_size(settings))
                 json_object_set(spec, "settings", settings);
-
-        struct lg_digest digest;
-        r = upload_dir(dir, &digest, err);
-        if (r < 0)
-                return r;
-        json_object_set_new(spec, "package", json_string(digest.hex));
+        if (json_object_size(env))
+                json_object_set(spec, "env", env);
+        if (json_array_size(command))
+                json_object_set(spec, "command", command);
+        if (json_array_size(args))
+                json_object_set(spec, "args", args);
 
         char path[512], url[1024];
         app_path(path, sizeof(path), name);
-        struct cli_response resp = {0};
-        r = cli_call("PUT", path, spec, &resp, err);
-        if (r < 0) {
-                cli_response_done(&resp);
-                return r;
-        }
-        if (cli_globals.json) {
-                cli_print_json_body(&resp);
+        _cleanup_json_ json_t *app = NULL;
+        if (image) {
+                /* Streamed: the pull's progress when the image is missing. */
+                _cleanup_free_ char *text = json_dumps(spec, JSON_COMPACT);
+                char announce[600];
+                snprintf(announce, sizeof(announce), "pulling %s (not in legiond's image store)",
+                         cli_jstr(spec, "image") ?: "the image");
+                struct cli_request rq = {.method = "PUT", .path = path, .body = text,
+                                         .body_len = text ? strlen(text) : 0, .content_type = "application/json"};
+                if (!text)
+                        return lg_error_set(err, ENOMEM, "request");
+                r = cli_ndjson_request(&rq, "app", "deploy", announce, &app, err);
         } else {
-                long long rev = cli_jint(resp.json, "status.revision", -1);
-                char revs[32] = "";
-                if (rev >= 0)
-                        snprintf(revs, sizeof(revs), " revision %lld", rev);
-                printf("deployed %s/%s%s: %s\n", cli_ns(), name, revs, app_url(resp.json, name, url, sizeof(url)));
+                struct lg_digest digest;
+                r = upload_dir(dir ? dir : ".", &digest, err);
+                if (r < 0)
+                        return r;
+                json_object_set_new(spec, "package", json_string(digest.hex));
+                struct cli_response resp = {0};
+                r = cli_call("PUT", path, spec, &resp, err);
+                app = resp.json ? json_incref(resp.json) : NULL;
+                cli_response_done(&resp);
         }
-        cli_response_done(&resp);
+        if (r < 0)
+                return r;
+        if (cli_globals.json) {
+                char *text = json_dumps(app, JSON_COMPACT);
+                if (text)
+                        printf("%s\n", text);
+                free(text);
+                return 0;
+        }
+        long long rev = cli_jint(app, "status.revision", -1);
+        char revs[32] = "";
+        if (rev >= 0)
+                snprintf(revs, sizeof(revs), " revision %lld", rev);
+        printf("deployed %s/%s%s: %s\n", cli_ns(), name, revs, app_url(app, name, url, sizeof(url)));
+        if (cli_jstr(app, "status.image.id"))
+                printf("image %s (id %.19s)\n", cli_jstr(app, "status.image.ref") ?: "?",
+                       cli_jstr(app, "status.image.id"));
         return 0;
 }
 
@@ -341,11 +412,17 @@ static int app_list(int argc, char **argv, struct lg_error *err) {
                 json_array_foreach(items, i, app) {
                         char pkg[16], rev[24], inst[24], reqs[24], url[1024];
                         const char *name = cli_jstr(app, "metadata.name");
-                        snprintf(pkg, sizeof(pkg), "%.12s", cli_jstr(app, "spec.package") ?: "-");
+                        bool image = cli_jstr(app, "status.image.ref") || cli_jstr(app, "spec.image");
+                        /* A container app: its image where a function has its package. */
+                        if (image)
+                                snprintf(pkg, sizeof(pkg), "%.12s",
+                                         cli_jstr(app, "status.image.id") ? cli_jstr(app, "status.image.id") + 7 : "-");
+                        else
+                                snprintf(pkg, sizeof(pkg), "%.12s", cli_jstr(app, "spec.package") ?: "-");
                         cli_jtext(app, "status.revision", rev, sizeof(rev));
                         cli_jtext(app, "status.instances", inst, sizeof(inst));
                         cli_jtext(app, "status.requests", reqs, sizeof(reqs));
-                        const char *row[] = {name, cli_jstr(app, "spec.runtime"), pkg, rev, inst, reqs,
+                        const char *row[] = {name, image ? "image" : cli_jstr(app, "spec.runtime"), pkg, rev, inst, reqs,
                                              app_url(app, name ?: "?", url, sizeof(url))};
                         cli_table_add(t, row);
                 }
@@ -359,16 +436,56 @@ static int app_list(int argc, char **argv, struct lg_error *err) {
         return r;
 }
 
+/* "a b c" of a JSON array of strings into buf. */
+static const char *words(const json_t *a, char *buf, size_t cap) {
+        size_t i, n = 0;
+        json_t *v;
+        buf[0] = '\0';
+        json_array_foreach(a, i, v) {
+                if (n < cap)
+                        n += (size_t) snprintf(buf + n, cap - n, "%s%s", i ? " " : "", json_string_value(v) ?: "");
+        }
+        return buf;
+}
+
+/* The image lines of a container app. */
+static void print_image(const json_t *app, const json_t *spec) {
+        char buf[1024];
+        printf("image:        %s", cli_jstr(app, "status.image.ref") ?: cli_jstr(spec, "image") ?: "(the pool's)");
+        if (cli_jstr(app, "status.image.id"))
+                printf(" (id %.19s)", cli_jstr(app, "status.image.id"));
+        putchar('\n');
+        if (json_object_get(spec, "port"))
+                printf("port:         %lld\n", cli_jint(spec, "port", 0));
+        if (json_object_get(spec, "command"))
+                printf("command:      %s\n", words(json_object_get(spec, "command"), buf, sizeof(buf)));
+        if (json_object_get(spec, "args"))
+                printf("args:         %s\n", words(json_object_get(spec, "args"), buf, sizeof(buf)));
+        printf("readiness:    %s%s\n", cli_jstr(spec, "readinessPath") ? "GET " : "",
+               cli_jstr(spec, "readinessPath") ?: "the port opens");
+        if (cli_jstr(app, "status.pull.phase"))
+                printf("pulling:      %s %s %lld/%lld bytes\n", cli_jstr(app, "status.pull.phase"),
+                       cli_jstr(app, "status.pull.what") ?: "", cli_jint(app, "status.pull.done", 0),
+                       cli_jint(app, "status.pull.total", 0));
+}
+
 static void print_show(const json_t *app, const char *name) {
         char buf[1024], a[64], b[64];
         const json_t *spec = json_object_get(app, "spec");
+        bool image = cli_jstr(app, "status.image.ref") || json_object_get(spec, "image");
         printf("name:         %s/%s\n", cli_jstr(app, "metadata.namespace") ?: cli_ns(), name);
-        printf("runtime:      %s\n", cli_jstr(spec, "runtime") ?: "-");
-        if (cli_jstr(spec, "entrypoint"))
-                printf("entrypoint:   %s\n", cli_jstr(spec, "entrypoint"));
-        printf("package:      %.12s\n", cli_jstr(spec, "package") ?: "-");
+        if (image) {
+                print_image(app, spec);
+        } else {
+                printf("runtime:      %s\n", cli_jstr(spec, "runtime") ?: "-");
+                if (cli_jstr(spec, "entrypoint"))
+                        printf("entrypoint:   %s\n", cli_jstr(spec, "entrypoint"));
+                printf("package:      %.12s\n", cli_jstr(spec, "package") ?: "-");
+        }
         if (cli_jstr(spec, "poolGroup"))
                 printf("pool group:   %s\n", cli_jstr(spec, "poolGroup"));
+        else if (image)
+                printf("pool group:   (none: instances are made on demand)\n");
         else
                 printf("pool group:   %s (the runtime's)\n", cli_jstr(spec, "runtime") ?: "-");
         printf("egress:       %s\n",
@@ -388,11 +505,17 @@ static void print_show(const json_t *app, const char *name) {
                 printf(" (last %.1f ms, min %.1f ms, max %.1f ms)", cli_jnum(app, "status.coldStarts.lastMs", 0),
                        cli_jnum(app, "status.coldStarts.minMs", 0), cli_jnum(app, "status.coldStarts.maxMs", 0));
         putchar('\n');
-        const json_t *settings = json_object_get(spec, "settings");
+        size_t i;
+        json_t *cond;
+        json_array_foreach(json_object_get(json_object_get(app, "status"), "conditions"), i, cond) {
+                printf("%s%s %s %s: %s\n", i ? "              " : "conditions:   ", cli_jstr(cond, "type") ?: "?",
+                       cli_jstr(cond, "status") ?: "?", cli_jstr(cond, "reason") ?: "?", cli_jstr(cond, "message") ?: "");
+        }
+        const json_t *settings = json_object_get(spec, image ? "env" : "settings");
         const char *k;
         json_t *v;
         bool first = true;
-        printf("settings:     ");
+        printf("%s", image ? "env:          " : "settings:     ");
         json_object_foreach((json_t *) settings, k, v) {
                 printf("%s%s=%s\n", first ? "" : "              ", k, json_string_value(v) ?: "");
                 first = false;
@@ -403,9 +526,10 @@ static void print_show(const json_t *app, const char *name) {
                cli_jint(spec, "concurrency", 10), cli_jint(spec, "minInstances", 0),
                cli_jint(spec, "maxInstances", 10), cli_jint(spec, "idleTimeoutSeconds", 300),
                cli_jint(spec, "timeoutSeconds", 60));
-        printf("              cpu %s, memory %s\n",
-               json_object_get(spec, "cpu") ? cli_jtext(spec, "cpu", a, sizeof(a)) : "(the pool group's)",
-               json_object_get(spec, "memory") ? cli_jtext(spec, "memory", b, sizeof(b)) : "(the pool group's)");
+        /* Without a pool group, legiond's defaults (docs/container-apps.md). */
+        const char *dflt = image && !cli_jstr(spec, "poolGroup") ? "(the default)" : "(the pool group's)";
+        printf("              cpu %s, memory %s\n", json_object_get(spec, "cpu") ? cli_jtext(spec, "cpu", a, sizeof(a)) : dflt,
+               json_object_get(spec, "memory") ? cli_jtext(spec, "memory", b, sizeof(b)) : dflt);
         const json_t *labels = json_object_get(json_object_get(app, "metadata"), "labels");
         if (json_object_size(labels)) {
                 first = true;
@@ -526,17 +650,19 @@ static int app_set(int argc, char **argv, struct lg_error *err) {
         cli_response_done(&resp);
         if (!json_is_object(spec))
                 return lg_error_setm(err, EBADMSG, "app `%s/%s` has no spec", cli_ns(), name);
-        json_t *settings = json_object_get(spec, "settings");
+        /* A container app's settings are its env. */
+        const char *field = json_object_get(spec, "runtime") ? "settings" : "env";
+        json_t *settings = json_object_get(spec, field);
         if (!json_is_object(settings)) {
                 settings = json_object();
-                json_object_set_new(spec, "settings", settings);
+                json_object_set_new(spec, field, settings);
         }
         size_t i;
         json_t *k;
         json_array_foreach(unset, i, k) json_object_del(settings, json_string_value(k));
         json_object_update(settings, set);
         if (!json_object_size(settings))
-                json_object_del(spec, "settings");
+                json_object_del(spec, field);
         if (auth)
                 json_object_set_new(spec, "auth", json_string(auth));
 

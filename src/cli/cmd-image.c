@@ -1,10 +1,8 @@
 /* `legion image`: import, pull, list, inspect, rm and gc of OCI images
  * through legiond's API (docs/api.md, "Images").
  *
- * import and pull ask for the NDJSON answer (Accept: application/x-ndjson)
- * and show its progress lines as they come: a bar rewritten in place when
- * stderr is a terminal (after libcurl's own upload progress for import),
- * otherwise one line per phase and blob. The stream's last line carries the
+ * import and pull ask for the NDJSON answer and show its progress as it
+ * comes (cli_ndjson_request, ndjson.c); the stream's last line carries the
  * image or the error. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -77,139 +75,23 @@ static void gc_usage(FILE *f) {
               f);
 }
 
-/* ---- NDJSON progress ------------------------------------------------------------------ */
-
-struct stream {
-        bool tty;
-        bool shown;          /* a progress line is on the terminal */
-        char last[160];      /* phase and what of the last plain line */
-        char *line;          /* a partial line */
-        size_t len;
-        json_t *image, *error;
-        bool bad;            /* a line that is not JSON */
-};
-
-static void show_progress(struct stream *s, const json_t *doc) {
-        const char *phase = cli_jstr(doc, "phase") ?: "";
-        const char *what = cli_jstr(doc, "what") ?: "";
-        char shortw[16];
-        if (!strncmp(what, "sha256:", 7) && strlen(what) > 19) { /* digests: 12 hex digits say enough */
-                snprintf(shortw, sizeof(shortw), "%.12s", what + 7);
-                what = shortw;
-        }
-        long long done = cli_jint(doc, "done", 0), total = cli_jint(doc, "total", 0);
-        if (s->tty) {
-                char a[32], b[32];
-                fprintf(stderr, "\r\033[K%s %s", phase, what);
-                if (total > 0)
-                        fprintf(stderr, " %s / %s (%d%%)", cli_fmt_bytes((uint64_t) done, a, sizeof(a)),
-                                cli_fmt_bytes((uint64_t) total, b, sizeof(b)),
-                                (int) (done >= total ? 100 : done * 100 / total));
-                else if (done > 0)
-                        fprintf(stderr, " %s", cli_fmt_bytes((uint64_t) done, a, sizeof(a)));
-                fflush(stderr);
-                s->shown = true;
-                return;
-        }
-        char key[160];
-        snprintf(key, sizeof(key), "%s %s", phase, what);
-        if (!strcmp(key, s->last))
-                return;
-        snprintf(s->last, sizeof(s->last), "%s", key);
-        fprintf(stderr, "%s\n", key);
-}
-
-static void stream_line(struct stream *s, const char *line, size_t n) {
-        if (n == 0)
-                return;
-        json_t *doc = json_loadb(line, n, 0, NULL);
-        if (!json_is_object(doc)) {
-                s->bad = true;
-        } else if (json_object_get(doc, "image")) {
-                json_decref(s->image);
-                s->image = json_incref(json_object_get(doc, "image"));
-        } else if (json_object_get(doc, "error")) {
-                json_decref(s->error);
-                s->error = json_incref(json_object_get(doc, "error"));
-        } else if (json_object_get(doc, "phase")) {
-                show_progress(s, doc);
-        }
-        json_decref(doc);
-}
-
-static ssize_t stream_write(void *cookie, const char *buf, size_t size) {
-        struct stream *s = cookie;
-        char *p = realloc(s->line, s->len + size + 1);
-        if (!p)
-                return -1;
-        s->line = p;
-        memcpy(p + s->len, buf, size);
-        s->len += size;
-        size_t start = 0;
-        for (size_t i = 0; i < s->len; i++)
-                if (p[i] == '\n') {
-                        stream_line(s, p + start, i - start);
-                        start = i + 1;
-                }
-        memmove(p, p + start, s->len - start);
-        s->len -= start;
-        return (ssize_t) size;
-}
-
-static void stream_done(struct stream *s) {
-        if (s->shown) {
-                fputs("\r\033[K", stderr);
-                fflush(stderr);
-        }
-        free(s->line);
-        json_decref(s->image);
-        json_decref(s->error);
-}
-
 /* Run a request whose 2xx answer is the NDJSON stream; print the image. */
 static int run_streamed(struct cli_request *rq, const char *verb, struct lg_error *err) {
-        struct stream s = {.tty = isatty(STDERR_FILENO)};
-        static const cookie_io_functions_t io = {.write = stream_write};
-        FILE *f = fopencookie(&s, "w", io);
-        if (!f)
-                return lg_error_set(err, errno, "stream");
-        setvbuf(f, NULL, _IONBF, 0);
-        static const char *const hdrs[] = {"Accept: application/x-ndjson", NULL};
-        rq->headers = hdrs;
-        rq->stream_2xx = f;
-        rq->timeout_s = 0; /* pulls and imports of large images take long */
-        struct cli_response resp = {0};
-        int r = cli_request(rq, &resp, err);
-        fclose(f);
-        if (r >= 0 && (resp.status < 200 || resp.status >= 300))
-                r = cli_http_error(&resp, err);
-        if (r >= 0 && s.len) /* a last line without its newline */
-                stream_line(&s, s.line, s.len);
-        if (s.shown) {
-                fputs("\r\033[K", stderr);
-                fflush(stderr);
-                s.shown = false;
-        }
-        if (r >= 0 && s.error) {
-                r = lg_error_setm(err, EIO, "%s", cli_jstr(s.error, "message") ?: "failed");
-        } else if (r >= 0 && !s.image) {
-                r = lg_error_setm(err, EPROTO, "legiond ended the %s without a result%s", verb,
-                                  s.bad ? " (malformed progress stream)" : "");
-        } else if (r >= 0 && cli_globals.json) {
-                char *text = json_dumps(s.image, JSON_COMPACT);
+        _cleanup_json_ json_t *image = NULL;
+        int r = cli_ndjson_request(rq, "image", verb, NULL, &image, err);
+        if (r >= 0 && cli_globals.json) {
+                char *text = json_dumps(image, JSON_COMPACT);
                 if (text)
                         printf("%s\n", text);
                 free(text);
         } else if (r >= 0) {
-                json_t *names = json_object_get(s.image, "names");
+                json_t *names = json_object_get(image, "names");
                 const char *name = json_string_value(json_array_get(names, 0));
-                const char *id = cli_jstr(s.image, "id") ?: "?";
+                const char *id = cli_jstr(image, "id") ?: "?";
                 char size[32];
                 printf("%s %s (id %.19s, %s)\n", verb, name ? name : "an untagged image", id,
-                       cli_fmt_bytes((uint64_t) cli_jint(s.image, "size", 0), size, sizeof(size)));
+                       cli_fmt_bytes((uint64_t) cli_jint(image, "size", 0), size, sizeof(size)));
         }
-        cli_response_done(&resp);
-        stream_done(&s);
         return r;
 }
 
