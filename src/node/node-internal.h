@@ -60,11 +60,13 @@ struct pool {
         struct pool *next;
         lg_node *node;
         char *name, *runtime;
+        char *version;              /* spec.version's copy; NULL: none */
         char **env;                 /* placeholder_env plus the pool's own */
         struct lg_pool_spec spec;
         /* Its placeholders (STARTING and READY), keyed by their shape.
          * A creation that fails does not shrink the pool: it is retried
-         * with backoff, and the reason is in the pool's status. */
+         * with backoff, and the reason is in the pool's status. Those of
+         * an older shape are in its outgoing pools until replaced. */
         lg_warm_pool *warm;
         uint64_t created, on_demand;
         bool deleted;

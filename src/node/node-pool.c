@@ -1,6 +1,18 @@
 /* Pool groups (node.h): their placeholders live in a warm pool (warm.h)
  * keyed by their shape; making and discarding placeholders for it, the
- * key, and a pool group's stats. */
+ * key, its rolling replacement when the shape changes, and a pool
+ * group's stats.
+ *
+ * Rolling replacement: a new shape (a language worker's version, cpu,
+ * memory, environment...; an image) is a new key, whose warm pool
+ * replaces the old one's placeholders gradually (warm.h: the old pool is
+ * retired into the new one and shrinks as the new one's become ready,
+ * never more than max_unavailable fewer ready than `ready` by a discard,
+ * never more than `ready` placeholders at once). An instance always takes
+ * a placeholder of the group's current shape (or is made on demand with
+ * it): an old placeholder is destroyed, never re-made or given to an
+ * instance started after the change, so that `version` or an image change
+ * reaches every instance started after it. */
 #include <string.h>
 
 #include "node/node-internal.h"
@@ -47,10 +59,13 @@ static void pool_key(const struct pool *p, char *buf, size_t cap) {
                         if (!*c)
                                 break;
                 }
-        snprintf(buf, cap, "worker:%s cpu=%llu boost=%llu mem=%llu disk=%llu rw=%d net=%d env=%016llx group=%s",
+        /* The version is length-prefixed: any string, no ambiguity. */
+        const char *ver = p->version ? p->version : "";
+        snprintf(buf, cap,
+                 "worker:%s cpu=%llu boost=%llu mem=%llu disk=%llu rw=%d net=%d env=%016llx ver=%zu:%s group=%s",
                  p->runtime, (unsigned long long) p->spec.cpu_millis, (unsigned long long) p->spec.boost_cpu_millis,
                  (unsigned long long) p->spec.memory_bytes, (unsigned long long) p->spec.disk_bytes,
-                 p->spec.writable_root, node_pool_network(p), (unsigned long long) h, p->name);
+                 p->spec.writable_root, node_pool_network(p), (unsigned long long) h, strlen(ver), ver, p->name);
 }
 
 int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_error *err) {
@@ -69,10 +84,15 @@ int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_e
                 node->pools = p;
         }
         char *runtime = strdup(spec->runtime);
-        if (!runtime)
+        char *version = spec->version && *spec->version ? strdup(spec->version) : NULL;
+        if (!runtime || (spec->version && *spec->version && !version)) {
+                free(runtime);
                 return lg_error_set(err, ENOMEM, "allocate pool");
+        }
         free(p->runtime);
         p->runtime = runtime;
+        free(p->version);
+        p->version = version;
         node_env_free(p->env);
         p->env = NULL;
         if (spec->env && spec->env[0]) {
@@ -90,18 +110,24 @@ int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_e
         p->spec = *spec;
         p->spec.name = p->name;
         p->spec.runtime = p->runtime;
+        p->spec.version = p->version;
         p->spec.env = NULL;
-        /* Placeholders of an older shape are replaced (another key, so
-         * another warm pool); extra ones are trimmed by the warm pool. */
+        /* Placeholders of an older shape are replaced gradually (another
+         * key, so another warm pool, which the old one is retired into);
+         * extra ones are trimmed by the warm pool. */
         char key[1024];
         pool_key(p, key, sizeof(key));
-        if (p->warm && strcmp(lg_warm_pool_key(p->warm), key)) {
-                lg_warm_pool_delete(p->warm);
-                p->warm = NULL;
-        }
         struct lg_warm_pool_config wc = {.key = key, .target = spec->ready, .retry = LG_WARM_RETRY_BACKOFF,
-                                         .ops = &warm_ops, .data = p};
-        return lg_warm_pool_set(node->warm, &wc, &p->warm, err);
+                                         .ops = &warm_ops, .data = p, .max_unavailable = spec->max_unavailable};
+        lg_warm_pool *old = p->warm;
+        int r = lg_warm_pool_set(node->warm, &wc, &p->warm, err);
+        if (r < 0)
+                return r;
+        /* The old pool is the warm component's from now on: it frees it
+         * once empty, or with the current one. */
+        if (old && old != p->warm && lg_warm_pool_retire(old, p->warm) < 0)
+                lg_warm_pool_delete(old);
+        return 0;
 }
 
 int lg_node_pool_delete(lg_node *node, const char *name) {
@@ -122,7 +148,8 @@ int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *re
         if (p->warm)
                 lg_warm_pool_stats(p->warm, &ws);
         *ret = (struct lg_pool_stats){.ready = ws.ready, .starting = ws.starting, .created = p->created, .taken = ws.taken,
-                                      .on_demand = p->on_demand, .failures = ws.failures};
+                                      .on_demand = p->on_demand, .failures = ws.failures, .updated = ws.ready,
+                                      .outdated = ws.outdated, .rolling = ws.rolling};
         snprintf(ret->last_error, sizeof(ret->last_error), "%s", ws.last_error);
         return 0;
 }

@@ -834,6 +834,7 @@ void lg_node_free(lg_node *node) {
                 next = p->next;
                 free(p->name);
                 free(p->runtime);
+                free(p->version);
                 node_env_free(p->env);
                 free(p);
         }

@@ -73,7 +73,7 @@ struct lg_pool_spec {
 };
 
 struct lg_pool_stats {
-        unsigned ready;           /* placeholders waiting */
+        unsigned ready;           /* placeholders of the current shape waiting (= updated) */
         unsigned starting;        /* placeholders being made */
         uint64_t created, taken, on_demand;
         unsigned failures;        /* creations failed in a row (0 once one succeeds) */
@@ -114,7 +114,11 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
  * for their destroys; then the agent, if it is the node's own. */
 void lg_node_free(lg_node *node);
 
-/* Create or update a pool group; placeholders are made in the background. */
+/* Create or update a pool group; placeholders are made in the background.
+ * A new shape (version, image, cpu, memory...) replaces the placeholders
+ * gradually, at most spec.max_unavailable fewer ready at a time, and never
+ * more than `ready` at once (node-pool.c); the old ones are destroyed, and
+ * instances always get the new shape. */
 int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_error *err);
 int lg_node_pool_delete(lg_node *node, const char *name);
 int lg_node_pool_stats(lg_node *node, const char *name, struct lg_pool_stats *ret);

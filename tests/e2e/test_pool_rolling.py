@@ -1,0 +1,85 @@
+"""Rolling replacement of a language worker pool group's placeholders
+(issue 12, node-pool.c over warm.c's lg_warm_pool_retire): a change of its
+shape (cpu, version) replaces its ready sandboxes gradually instead of
+destroying them all at once. Polled at every 100 ms: `updated + outdated`
+never below `ready - maxUnavailable`; at the end `updated == ready`, `outdated == 0`, not rolling,
+and none of the old sandboxes is left. The exact limit at every discard, and
+never more placeholders than `ready` at once, are tests/unit/test-warm.c's; this checks legiond wires it (before, a change
+deleted every old placeholder at once: the first poll saw 0 ready)."""
+import types
+
+import pytest
+
+from apps_kit import top  # noqa: F401  (the fixture)
+from apps_kit import new_legiond, pool, pool_delete, pool_put, sandboxes, stop, wait_pool
+
+
+@pytest.fixture(scope="module")
+def d(top):
+    dd = new_legiond(top, "roll")
+    yield dd
+    stop(dd)
+
+
+@pytest.fixture()
+def cleanup(d):
+    c = types.SimpleNamespace(pools=[])
+    yield c
+    for p in c.pools:
+        pool_delete(d, p)
+
+
+def ready_of(d, name, n):
+    return wait_pool(d, name, lambda s: s.get("ready") == n and s.get("starting", 0) == 0 and not s.get("rolling"),
+                     f"{n} ready")
+
+
+def roll(d, name, spec, ready, max_unavailable, base):
+    """PUT spec and poll until the replacement is over; returns the polls."""
+    old = sandboxes(d) - base
+    assert len(old) == ready, old
+    pool_put(d, name, spec)
+    seen = []
+
+    def done():
+        s = pool(d, name)["status"]
+        seen.append(s)
+        assert s["updated"] + s["outdated"] >= ready - max_unavailable, seen
+        return s["updated"] == ready and s["outdated"] == 0 and not s["rolling"]
+
+    d.wait_for(done, timeout=180, what="the rolling replacement")
+    d.wait_for(lambda: not (sandboxes(d) & old), timeout=30, what="the old sandboxes gone")
+    assert len(sandboxes(d) - base) == ready
+    return seen
+
+
+def test_cpu_change_replaces_ready_5_gradually(d, cleanup):
+    cleanup.pools.append("rcpu")
+    base = sandboxes(d)
+    pool_put(d, "rcpu", {"runtime": "python3", "ready": 5, "cpu": "500m"})
+    ready_of(d, "rcpu", 5)
+    seen = roll(d, "rcpu", {"runtime": "python3", "ready": 5, "cpu": "700m", "upgrade": {"maxUnavailable": 1}},
+                5, 1, base)
+    # It was seen rolling, with old and new side by side.
+    assert any(s["rolling"] and s["outdated"] > 0 for s in seen), seen
+    s = pool(d, "rcpu")["status"]
+    assert s["ready"] == 5 and s["starting"] == 0, s
+
+
+def test_version_changes_in_a_row_and_delete(d, cleanup):
+    cleanup.pools.append("rver")
+    base = sandboxes(d)
+    pool_put(d, "rver", {"runtime": "python3", "ready": 3, "version": "1"})
+    ready_of(d, "rver", 3)
+    roll(d, "rver", {"runtime": "python3", "ready": 3, "version": "2", "upgrade": {"maxUnavailable": 2}}, 3, 2, base)
+    # Two changes before the first is over: both old shapes go.
+    old = sandboxes(d) - base
+    pool_put(d, "rver", {"runtime": "python3", "ready": 3, "version": "3", "upgrade": {"maxUnavailable": 1}})
+    pool_put(d, "rver", {"runtime": "python3", "ready": 3, "version": "4", "upgrade": {"maxUnavailable": 1}})
+    wait_pool(d, "rver", lambda s: s["updated"] == 3 and s["outdated"] == 0 and not s["rolling"], "version 4")
+    d.wait_for(lambda: not (sandboxes(d) & old), timeout=30, what="the old sandboxes gone")
+    # Deleted while rolling: the old placeholders go with the new ones.
+    pool_put(d, "rver", {"runtime": "python3", "ready": 3, "version": "5"})
+    wait_pool(d, "rver", lambda s: s["rolling"], "rolling", timeout=30)
+    pool_delete(d, "rver")
+    d.wait_for(lambda: not (sandboxes(d) - base), timeout=30, what="every placeholder gone")
