@@ -42,6 +42,7 @@ static void usage(FILE *f) {
               "               [--max-connections N] [--max-connections-per-addr N] [--unauth-idle-timeout-ms MS]\n"
               "               [--network on|off] [--pod-cidr CIDR] [--dns-upstream IP[:PORT]]...\n"
               "               [--net-table NAME] [--net-link-prefix P] [--fn-domain DOMAIN]\n"
+              "               [--app-backoff-ms MS]\n"
               "       legiond [--home DIR] [--network on|off] [--pod-cidr CIDR] [--net-table NAME]\n"
               "               [--net-link-prefix P] --stop-all\n"
               "\n"
@@ -72,6 +73,9 @@ static void usage(FILE *f) {
               "  --fn-domain DOMAIN      Host APP.NS.DOMAIN[:port] is app NS/APP's URL (a wildcard DNS\n"
               "                          name *.DOMAIN points at legiond); default: none, and Host\n"
               "                          APP.NS.fn.<anything> is (off once a domain is given)\n"
+              "  --app-backoff-ms MS     crash-loop backoff of apps (default 1000): after an app's 2nd\n"
+              "                          failed start or early exit in a row, no new instance for MS,\n"
+              "                          doubling with each more, at most 32 MS (docs/api.md)\n"
               "  --stop-all              stop every workload this home left running (function instances,\n"
               "                          sessions, pods), remove the sandbox network (the table, links\n"
               "                          and rules the network flags name) and exit; with legiond\n"
@@ -495,6 +499,7 @@ int main(int argc, char **argv) {
                 {"net-table", required_argument, NULL, 'T'},
                 {"net-link-prefix", required_argument, NULL, 'X'},
                 {"fn-domain", required_argument, NULL, 'F'},
+                {"app-backoff-ms", required_argument, NULL, 'B'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
@@ -506,6 +511,7 @@ int main(int argc, char **argv) {
         /* A client that holds idle connections must not lock the API: see
          * docs/api.md, "Connections". */
         unsigned long max_conns = 4096, max_per_addr = 256, unauth_idle_ms = 5000;
+        unsigned long app_backoff_ms = 1000;
         struct net_opts net = {0};
         const char *fn_domain = NULL;
         int c;
@@ -545,6 +551,10 @@ int main(int argc, char **argv) {
                 case 'u':
                         if (!parse_uint(optarg, 0, 86400000, &unauth_idle_ms))
                                 return bad_number("unauth-idle-timeout-ms", optarg);
+                        break;
+                case 'B':
+                        if (!parse_uint(optarg, 1, 3600000, &app_backoff_ms))
+                                return bad_number("app-backoff-ms", optarg);
                         break;
                 case '?' + 256: usage(stdout); return 0;
                 default: usage(stderr); return 2;
@@ -642,7 +652,8 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = lg_router_new(&(struct lg_router_config){.loop = d->loop, .provider = &lg_node_provider_ops,
                                                              .provider_data = d->node, .log = lg_apps_log,
-                                                             .log_data = d->apps},
+                                                             .log_data = d->apps,
+                                                             .backoff_ms = (unsigned) app_backoff_ms},
                                   &d->router, &err);
         if (r >= 0)
                 r = lg_sessions_new(d->loop, d->store, &sessions_ops, d, &d->sessions, &err);

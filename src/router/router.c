@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "router/router.h"
 
@@ -17,6 +18,11 @@
 #define SERVICE_SAMPLES 8
 /* Concurrency samples kept, one per tick: 60 s at the default tick. */
 #define STABLE_WINDOW 60
+/* Crash loops: an exit this soon after ready is a failure, and an instance
+ * up this long ends a streak; the wait stops doubling at this many times
+ * the base. */
+#define EARLY_EXIT_MS 60000
+#define BACKOFF_MAX_SHIFT 5 /* 32 times */
 
 enum rstate { R_STARTING, R_READY, R_DRAINING, R_DEAD };
 
@@ -36,6 +42,7 @@ struct rinst {
         unsigned refs;          /* forwards pointing here */
         uint64_t last_used;
         uint64_t t_start;
+        uint64_t ready_at;      /* now_ms when it became ready; 0: adopted (up since before) */
         uint64_t expect_ready_ns; /* when it was expected to be ready (lg_now_ns) */
         bool first_served;
 };
@@ -86,6 +93,9 @@ struct app {
         unsigned samples[STABLE_WINDOW]; /* peak concurrency of each tick */
         unsigned sample_pos, sample_n;
         unsigned peak_this_second;
+        /* Crash loop: no instance starts before this (now_ms); 0 = none.
+         * The streak itself is st.failures. */
+        uint64_t backoff_until;
         struct lg_route_stats st;
 };
 
@@ -94,6 +104,7 @@ struct lg_router {
         const struct lg_router_provider_ops *provider;
         void *provider_data;
         unsigned tick_ms;
+        unsigned backoff_ms;
         struct lg_http_client *client;
         struct app *apps;
         uv_timer_t tick;
@@ -181,26 +192,131 @@ static void rinst_kill(struct rinst *ri, const char *why) {
         rinst_free_if_unused(ri);
 }
 
+/* ---- crash loops ----------------------------------------------------------
+ * Failures in a row of the current revision (st.failures), and the wait
+ * before the next start (backoff_until); router.h "Crash loops". */
+
+static const char *failure_reason(int status) {
+        switch (status) {
+        case -ETIMEDOUT:
+                return "PortNeverOpened";
+        case -EPROTO:
+                return "ReadinessFailed";
+        case -ECHILD:
+                return "ExitedAtStart";
+        case -ENOENT:
+                return "ImageMissing";
+        default:
+                return "StartFailed";
+        }
+}
+
+/* The wait after the n-th failure in a row: none after the first (a
+ * one-off failure costs nothing), then the base, doubling, capped. */
+static uint64_t backoff_delay(unsigned base_ms, unsigned n) {
+        if (n < 2)
+                return 0;
+        return (uint64_t) base_ms << (n - 2 < BACKOFF_MAX_SHIFT ? n - 2 : BACKOFF_MAX_SHIFT);
+}
+
+static uint64_t backoff_left(const struct app *a) {
+        uint64_t now = now_ms();
+        return a->backoff_until > now ? a->backoff_until - now : 0;
+}
+
+static int64_t unix_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void record_failure(struct app *a, const char *reason, const char *message) {
+        struct lg_route_stats *st = &a->st;
+        st->failures++;
+        snprintf(st->last_reason, sizeof(st->last_reason), "%s", reason);
+        /* It reaches logs, JSON and the 503's message: one printable line. */
+        lg_printable(message ? message : "error", st->last_message, sizeof(st->last_message));
+        st->last_failure_unix_ms = unix_ms();
+        uint64_t delay = backoff_delay(a->router->backoff_ms, st->failures);
+        a->backoff_until = delay ? now_ms() + delay : 0;
+        char wait[32];
+        if (delay < 1000)
+                snprintf(wait, sizeof(wait), "%llu ms", (unsigned long long) delay);
+        else
+                snprintf(wait, sizeof(wait), "%.1f s", delay / 1e3);
+        if (delay)
+                app_log(a, "CrashLoopBackOff: %u failures in a row (the last %s); no instance starts for %s",
+                        st->failures, reason, wait);
+        else
+                app_log(a, "%u failure in a row (%s); the next instance may start at once", st->failures, reason);
+}
+
+/* An instance of the current revision serves, or has been up long
+ * enough: whatever failed before is over. */
+static void streak_end(struct app *a, const struct rinst *ri, const char *why) {
+        if (!a->st.failures)
+                return;
+        app_log(a, "instance %s %s: the %u failures in a row before it are forgiven", ri->id ? ri->id : "?", why,
+                a->st.failures);
+        a->st.failures = 0;
+        a->backoff_until = 0;
+}
+
+static void capacity(const struct app *a, unsigned *live, unsigned *free_slots);
+
+/* Instances of the current revision that are ready or starting. */
+static unsigned live_instances(const struct app *a) {
+        unsigned live, free_slots;
+        capacity(a, &live, &free_slots);
+        return live;
+}
+
+/* While backing off, nothing serves the app: what comes is answered at
+ * once, with when to try again. */
+static void respond_backoff(struct app *a, struct lg_http_request *req) {
+        unsigned secs = (unsigned) ((backoff_left(a) + 999) / 1000);
+        char msg[768], body[1024], retry[16];
+        snprintf(msg, sizeof(msg),
+                 "app `%s` is in CrashLoopBackOff: %u failures in a row, the last %s: %s; the next start in %u s",
+                 a->key, a->st.failures, a->st.last_reason, a->st.last_message, secs ? secs : 1);
+        snprintf(retry, sizeof(retry), "%u", secs ? secs : 1);
+        size_t n = lg_http_error_json(body, sizeof(body), "CrashLoopBackOff", msg);
+        const struct lg_http_header h[] = {{"Content-Type", "application/json"}, {"Retry-After", retry}};
+        a->st.errors_5xx++;
+        lg_http_respond(req, 503, h, ARRAY_SIZE(h), body, n);
+}
+
+/* A start for the current revision failed (ri is dead already). */
+static void start_failed(struct app *a, int status, const char *message) {
+        const char *reason = failure_reason(status);
+        if (!message)
+                message = "error";
+        app_log(a, "an instance failed to start: %s: %s", reason, message);
+        record_failure(a, reason, message);
+        /* Requests waiting for this revision would only meet the same
+         * failure: answer them now rather than loop on new instances. */
+        if (live_instances(a) > 0)
+                return;
+        while (a->qhead) {
+                struct lg_http_request *req = a->qhead->req;
+                pending_remove(a->qhead);
+                a->st.errors_5xx++;
+                lg_http_respond_error(req, 502, "InstanceFailed", "app `%s` failed to start: %s: %s", a->key, reason,
+                                      a->st.last_message);
+        }
+}
+
 static void on_instance_ready(void *ud, int status, const char *message, const struct lg_router_instance_info *info) {
         struct rinst *ri = ud;
         struct app *a = ri->app;
-        if (status < 0) {
-                app_log(a, "an instance failed to start: %s", message ? message : "error");
+        if (status < 0 || !info) {
                 ri->live = false; /* the provider already destroyed it */
+                bool current = ri->state == R_STARTING && !a->removed;
                 ri->state = R_DEAD;
-                /* Requests waiting for this revision would only meet the same
-                 * failure: answer them now rather than loop on new instances. */
-                bool others = false;
-                for (struct rinst *o = a->instances; o; o = o->next)
-                        others |= o != ri && (o->state == R_READY || o->state == R_STARTING);
-                if (!others)
-                        while (a->qhead) {
-                                struct lg_http_request *req = a->qhead->req;
-                                pending_remove(a->qhead);
-                                a->st.errors_5xx++;
-                                lg_http_respond_error(req, 502, "InstanceFailed", "app `%s` failed to start: %s",
-                                                      a->key, message ? message : "error");
-                        }
+                if (current)
+                        start_failed(a, status < 0 ? status : -EIO, message);
+                else
+                        app_log(a, "an instance of an older revision failed to start: %s", message ? message : "error");
                 rinst_free_if_unused(ri);
                 return;
         }
@@ -218,6 +334,7 @@ static void on_instance_ready(void *ud, int status, const char *message, const s
         }
         ri->state = ri->gen == a->gen && !a->removed ? R_READY : R_DRAINING;
         ri->last_used = now_ms();
+        ri->ready_at = info->adopted ? 0 : ri->last_used;
         /* An instance taken back says nothing of how long a start takes. */
         uint64_t *learnt = info->cold ? &a->router->start_cold_ns : &a->router->start_warm_ns;
         if (!info->adopted)
@@ -236,14 +353,26 @@ static void on_instance_ready(void *ud, int status, const char *message, const s
 
 static void on_instance_exit(void *ud, const char *status) {
         struct rinst *ri = ud;
-        ri->live = false; /* gone already */
-        app_log(ri->app, "instance %s exited: %s", ri->id ? ri->id : "(starting)", status);
         struct app *a = ri->app;
+        ri->live = false; /* gone already */
+        if (!status)
+                status = "exited";
+        app_log(a, "instance %s exited: %s", ri->id ? ri->id : "(starting)", status);
+        uint64_t up = ri->ready_at ? now_ms() - ri->ready_at : UINT64_MAX;
+        bool early = ri->state == R_READY && !a->removed && up < EARLY_EXIT_MS;
         ri->state = R_DEAD;
-        rinst_free_if_unused(ri);
+        if (early) {
+                char msg[300];
+                snprintf(msg, sizeof(msg), "instance %s exited %.1f s after it was ready: %s", ri->id, up / 1e3,
+                         status);
+                record_failure(a, "Crashed", msg);
+        }
+        bool removed = a->removed;
+        rinst_free_if_unused(ri); /* frees a removed app with its last instance */
         /* In-flight forwards see their connection fail (502); what is
-         * queued gets a new instance. */
-        dispatch(a);
+         * queued gets a new instance, or 503 while backing off. */
+        if (!removed)
+                dispatch(a);
 }
 
 /* Instances of this revision that a previous legiond left running. */
@@ -272,6 +401,8 @@ static void take_adopted(struct app *a) {
 
 /* expect_ns: how long it should take to be ready (start_expect_ns). */
 static int start_instance(struct app *a, uint64_t expect_ns) {
+        if (backoff_left(a) > 0)
+                return -EAGAIN; /* crash loop: not yet */
         struct rinst *ri = calloc(1, sizeof(*ri));
         if (!ri)
                 return -ENOMEM;
@@ -304,9 +435,9 @@ static int start_instance(struct app *a, uint64_t expect_ns) {
         int rc = r->provider->start(r->provider_data, &spec, on_instance_ready, on_instance_exit, ri, &ri->handle,
                                     &err);
         if (rc < 0) {
-                app_log(a, "cannot start an instance: %s", err.msg);
                 ri->state = R_DEAD;
                 rinst_free_if_unused(ri);
+                start_failed(a, rc, err.msg);
                 return rc;
         }
         ri->live = true;
@@ -538,8 +669,11 @@ static void on_call_response(struct lg_http_call *call, void *ud) {
                 if (ns > st->cold_start_ns_max)
                         st->cold_start_ns_max = ns;
         }
-        if (f->ri)
+        if (f->ri) {
                 f->ri->first_served = true;
+                if (f->ri->state == R_READY)
+                        streak_end(f->app, f->ri, "answered a request");
+        }
 }
 
 static void on_call_data(struct lg_http_call *call, const char *data, size_t len, void *ud) {
@@ -733,6 +867,11 @@ static void dispatch(struct app *a) {
         }
         if (a->qhead)
                 scale_up(a);
+        while (a->qhead && backoff_left(a) > 0 && live_instances(a) == 0) {
+                struct lg_http_request *req = a->qhead->req;
+                pending_remove(a->qhead);
+                respond_backoff(a, req);
+        }
         unsigned c = a->active + a->queued;
         if (c > a->peak_this_second)
                 a->peak_this_second = c;
@@ -907,6 +1046,14 @@ int lg_router_set(lg_router *r, const struct lg_route_config *cfg, struct lg_err
         if (copy_cfg(a, cfg) < 0)
                 return lg_error_set(err, ENOMEM, "copy app settings");
         a->st.revision = cfg->revision;
+        if (new_revision) {
+                /* Another image or settings: the old one's failures say
+                 * nothing of it. */
+                a->st.failures = 0;
+                a->st.last_reason[0] = a->st.last_message[0] = '\0';
+                a->st.last_failure_unix_ms = 0;
+                a->backoff_until = 0;
+        }
         if (new_revision || new_policy) {
                 a->gen++;
                 /* Old instances finish what they have and go; they are never
@@ -996,6 +1143,9 @@ static void on_tick(uv_timer_t *t) {
 
                 unsigned live = 0, free_slots;
                 capacity(a, &live, &free_slots);
+                for (struct rinst *ri = a->instances; ri && a->st.failures; ri = ri->next)
+                        if (ri->state == R_READY && (!ri->ready_at || now - ri->ready_at >= EARLY_EXIT_MS))
+                                streak_end(a, ri, "is up for 60 s");
                 for (struct rinst *ri = a->instances, *rn; ri && live > keep; ri = rn) {
                         rn = ri->next;
                         if (ri->state != R_READY || ri->active > 0 ||
@@ -1027,6 +1177,7 @@ int lg_router_stats(lg_router *r, const char *key, struct lg_route_stats *ret) {
         }
         ret->active = a->active;
         ret->queued = a->queued;
+        ret->backoff_ms_left = backoff_left(a);
         return 0;
 }
 
@@ -1055,6 +1206,7 @@ int lg_router_new(const struct lg_router_config *cfg, lg_router **ret, struct lg
         r->provider = cfg->provider;
         r->provider_data = cfg->provider_data;
         r->tick_ms = cfg->tick_ms ? cfg->tick_ms : 1000;
+        r->backoff_ms = cfg->backoff_ms ? cfg->backoff_ms : 1000;
         r->log = cfg->log;
         r->log_data = cfg->log_data;
         struct lg_http_client_config cc = {.max_idle = 64};

@@ -20,6 +20,20 @@
  * are destroyed, but never below minInstances nor below what the average
  * concurrency over the stable window (60 s) needs.
  *
+ * Crash loops: a failure is a start that fails (the provider's status,
+ * mapped to a reason: -ETIMEDOUT PortNeverOpened, -EPROTO ReadinessFailed,
+ * -ECHILD ExitedAtStart, -ENOENT ImageMissing, else StartFailed) or an
+ * instance of the current revision exiting on its own within 60 s of
+ * being ready (Crashed). The requests a failed start leaves with no
+ * instance get 502 naming the reason. After the first failure in a row
+ * the next start may come at once; after the n-th (n >= 2), none before
+ * backoff_ms * 2^(n-2), at most 32 * backoff_ms (legiond
+ * --app-backoff-ms, default 1000), as pods' CrashLoopBackOff. While that
+ * wait runs and no instance is live, requests get 503 CrashLoopBackOff
+ * with Retry-After, and minInstances waits too. An instance that answers
+ * a request, or stays up 60 s, ends the streak; so does a new revision.
+ * Each failure and the end of a streak are app log lines.
+ *
  * Instances come from a provider (struct lg_router_provider_ops below), so
  * the router knows nothing of sandboxes and runs in tests against a fake.
  *
@@ -79,7 +93,8 @@ struct lg_router_instance_info {
 };
 
 /* Exactly once per start unless destroy comes first: status 0 and info, or
- * status < 0 and message (the instance is then gone: no destroy). */
+ * status < 0 and message (the instance is then gone: no destroy). The
+ * status names the reason (see "Crash loops" above). */
 typedef void (*lg_router_ready_cb)(void *ud, int status, const char *message,
                                    const struct lg_router_instance_info *info);
 /* A ready instance died on its own (crash, OOM): status text, e.g.
@@ -116,6 +131,8 @@ struct lg_router_config {
         /* Period of the scaling tick (concurrency samples, idle and
          * minInstances checks); 0 = 1000. Tests use a few ms. */
         unsigned tick_ms;
+        /* Crash-loop backoff base (see "Crash loops" above); 0 = 1000. */
+        unsigned backoff_ms;
 };
 
 struct lg_route_config {
@@ -152,12 +169,13 @@ struct lg_route_stats {
         uint64_t requests, cold_starts, errors_5xx, rejected_429, timeouts_504;
         uint64_t cold_start_ns_last, cold_start_ns_total;
         uint64_t cold_start_ns_min, cold_start_ns_max;
-        unsigned failures;            /* failed starts or early exits in a row of the current revision */
+        /* Crash loops (of the current revision; a new one starts clean). */
+        unsigned failures;            /* failed starts or early exits in a row; 0 once one serves */
         uint64_t backoff_ms_left;     /* 0: not backing off */
         char last_reason[32];         /* "PortNeverOpened", "ReadinessFailed", "ExitedAtStart", "Crashed",
-                                       * "ImageMissing", "StartFailed"; "" none */
-        char last_message[256];
-        int64_t last_failure_unix_ms;
+                                       * "ImageMissing", "StartFailed"; "" none. Kept when a streak ends */
+        char last_message[256];       /* printable (lg_printable), "" none */
+        int64_t last_failure_unix_ms; /* 0: none */
 };
 
 int lg_router_new(const struct lg_router_config *cfg, lg_router **ret, struct lg_error *err);

@@ -12,12 +12,14 @@
  *
  * No assertion depends on how fast anything is: the test waits for states
  * (run_until); a guard timer only stops a test that would hang. */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -56,7 +58,7 @@ struct fake_inst {
         lg_router_exit_cb exited;
         void *ud;
         bool live;       /* started, neither destroyed nor reported exited */
-        bool is_ready, destroyed, crashed, cold;
+        bool is_ready, destroyed, crashed, cold, fail;
         unsigned active, max_active, served;
         struct fake_req *reqs;
 };
@@ -69,6 +71,16 @@ struct fake {
         unsigned start_delay_ms; /* before an instance is ready */
         unsigned placeholders;   /* ready at once (not cold), then start_delay_ms */
         unsigned cold_started;
+        /* Failing starts: the next fail_starts fail (UINT_MAX: all), with
+         * fail_status and fail_message, reported from the loop; or at once
+         * from start (sync_fail), or as a "success" without info (no_info). */
+        unsigned fail_starts;
+        int fail_status;
+        const char *fail_message;
+        bool sync_fail, no_info;
+        /* When each start came and each failure was reported (lg_now_ns). */
+        uint64_t start_ns[64], fail_ns[64];
+        unsigned failed;
 };
 
 static void freq_closed(uv_handle_t *h) { free(h->data); }
@@ -141,6 +153,15 @@ static void inst_close(struct fake_inst *fi) {
 
 static void on_inst_start(uv_timer_t *t) {
         struct fake_inst *fi = t->data;
+        struct fake *fk = fi->fk;
+        if (fi->fail || fk->no_info) {
+                fi->live = false; /* the provider destroys what failed */
+                if (fk->failed < ARRAY_SIZE(fk->fail_ns))
+                        fk->fail_ns[fk->failed] = lg_now_ns();
+                fk->failed++;
+                fi->ready(fi->ud, fk->no_info ? 0 : fk->fail_status, fk->fail_message, NULL);
+                return;
+        }
         struct lg_http_server_config cfg = {.on_request = inst_on_request, .userdata = fi};
         struct lg_error err = {0};
         assert_int_equal(lg_http_server_new(fi->fk->loop, &cfg, &fi->srv, &err), 0);
@@ -155,11 +176,17 @@ static void on_inst_start(uv_timer_t *t) {
 static int fake_start(void *provider, const struct lg_router_instance_spec *spec, lg_router_ready_cb ready,
                       lg_router_exit_cb exited, void *ud, uint64_t *handle, struct lg_error *err) {
         struct fake *fk = provider;
-        (void) err;
+        if (fk->sync_fail)
+                return lg_error_setm(err, ENETUNREACH, "%s", fk->fail_message);
         struct fake_inst *fi = calloc(1, sizeof(*fi));
         assert_non_null(fi);
         fi->fk = fk;
+        if (fk->started < ARRAY_SIZE(fk->start_ns))
+                fk->start_ns[fk->started] = lg_now_ns();
         fi->handle = ++fk->started;
+        fi->fail = fk->fail_starts > 0;
+        if (fk->fail_starts && fk->fail_starts != UINT_MAX)
+                fk->fail_starts--;
         snprintf(fi->app, sizeof(fi->app), "%s", spec->app);
         fi->revision = spec->revision;
         snprintf(fi->net_policy, sizeof(fi->net_policy), "%s", spec->net_policy ? spec->net_policy : "");
@@ -277,7 +304,8 @@ struct call {
         int status;
         int err;
         bool done;
-        char body[512];
+        char retry_after[16];
+        char body[1024];
         size_t len;
 };
 
@@ -295,8 +323,15 @@ struct t {
         unsigned ncalls;
 };
 
+/* The router's log lines of the current test, one per line. */
+static char logbuf[1 << 16];
+static size_t loglen;
+
 static void test_log(const char *key, const char *line, void *ud) {
         (void) ud;
+        int n = snprintf(logbuf + loglen, sizeof(logbuf) - loglen, "[%s] %s\n", key, line);
+        if (n > 0 && (size_t) n < sizeof(logbuf) - loglen)
+                loglen += (size_t) n;
         if (getenv("ROUTER_TEST_LOG"))
                 fprintf(stderr, "[%s] %s\n", key, line);
 }
@@ -338,7 +373,9 @@ static void run_until_(struct t *t, bool (*pred)(struct t *, const void *), cons
 }
 #define run_until(t, pred, arg) run_until_(t, pred, arg, #pred "(" #arg ")")
 
-static struct t *t_new(unsigned tick_ms) {
+static struct t *t_new_backoff(unsigned tick_ms, unsigned backoff_ms) {
+        loglen = 0;
+        logbuf[0] = '\0';
         struct t *t = calloc(1, sizeof(*t));
         assert_non_null(t);
         assert_int_equal(uv_loop_init(&t->loop), 0);
@@ -347,7 +384,7 @@ static struct t *t_new(unsigned tick_ms) {
         assert_non_null(mkdtemp(t->fk.dir));
         struct lg_error err = {0};
         struct lg_router_config rc = {.loop = &t->loop, .provider = &fake_ops, .provider_data = &t->fk,
-                                      .log = test_log, .tick_ms = tick_ms};
+                                      .log = test_log, .tick_ms = tick_ms, .backoff_ms = backoff_ms};
         assert_int_equal(lg_router_new(&rc, &t->router, &err), 0);
         struct lg_http_server_config sc = {.on_head = front_on_head, .on_request = front_on_request, .userdata = t};
         assert_int_equal(lg_http_server_new(&t->loop, &sc, &t->front, &err), 0);
@@ -360,6 +397,8 @@ static struct t *t_new(unsigned tick_ms) {
         t->guard.data = t;
         return t;
 }
+
+static struct t *t_new(unsigned tick_ms) { return t_new_backoff(tick_ms, 0); }
 
 static void front_closed(void *ud) {
         struct t *t = ud;
@@ -396,6 +435,11 @@ static void t_free(struct t *t) {
 static void call_on_response(struct lg_http_call *call, void *ud) {
         struct call *c = ud;
         c->status = lg_http_call_status(call);
+        const struct lg_http_header *h;
+        size_t n = lg_http_call_headers(call, &h);
+        for (size_t i = 0; i < n; i++)
+                if (!strcasecmp(h[i].name, "Retry-After"))
+                        snprintf(c->retry_after, sizeof(c->retry_after), "%s", h[i].value);
 }
 
 static void call_on_data(struct lg_http_call *call, const char *data, size_t len, void *ud) {
@@ -875,6 +919,368 @@ static void test_slow_requests_scale_out(void **state) {
         t_free(t);
 }
 
+
+/* ---- failed starts and crash loops -------------------------------------- */
+
+static bool n_failures(struct t *t, const void *n) {
+        return stats(t, "t/a").failures >= *(const unsigned *) n;
+}
+static bool n_started(struct t *t, const void *n) { return t->fk.started >= *(const unsigned *) n; }
+
+/* GET /a/ and wait for its answer. */
+static struct call *get_a(struct t *t) {
+        struct call *c = send_get(t, "a", "/");
+        run_until(t, is_done, c);
+        return c;
+}
+
+/* A start that fails answers 502 naming the reason, and the next request
+ * starts another at once; after the second failure in a row the app backs
+ * off: 503 CrashLoopBackOff with Retry-After and what failed, no start. */
+static void test_failed_start_502_then_503(void **state) {
+        (void) state;
+        struct t *t = t_new_backoff(0, 60000);
+        t->fk.fail_starts = UINT_MAX;
+        t->fk.fail_status = -ETIMEDOUT;
+        t->fk.fail_message = "port 8080 never opened within 60 s";
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        set_app(t, &cfg);
+        struct call *c = get_a(t);
+        assert_int_equal(c->status, 502);
+        assert_non_null(strstr(c->body, "InstanceFailed"));
+        assert_non_null(strstr(c->body, "failed to start: PortNeverOpened: port 8080 never opened within 60 s"));
+        struct lg_route_stats st = stats(t, "t/a");
+        assert_int_equal(st.failures, 1);
+        assert_int_equal(st.backoff_ms_left, 0);
+        assert_string_equal(st.last_reason, "PortNeverOpened");
+        assert_string_equal(st.last_message, "port 8080 never opened within 60 s");
+        assert_true(st.last_failure_unix_ms > 1700000000000);
+
+        c = get_a(t); /* at once: a second start */
+        assert_int_equal(c->status, 502);
+        assert_int_equal(t->fk.started, 2);
+        st = stats(t, "t/a");
+        assert_int_equal(st.failures, 2);
+        assert_true(st.backoff_ms_left > 0 && st.backoff_ms_left <= 60000);
+
+        for (int i = 0; i < 3; i++) {
+                c = get_a(t);
+                assert_int_equal(c->status, 503);
+                assert_non_null(strstr(c->body, "\"CrashLoopBackOff\""));
+                assert_non_null(strstr(c->body, "app `t/a` is in CrashLoopBackOff: 2 failures in a row, the last "
+                                                "PortNeverOpened: port 8080 never opened within 60 s; the next "
+                                                "start in "));
+                unsigned long secs = strtoul(c->retry_after, NULL, 10);
+                assert_true(secs >= 1 && secs <= 60);
+        }
+        assert_int_equal(t->fk.started, 2);
+        assert_int_equal(stats(t, "t/a").errors_5xx, 5);
+        assert_non_null(strstr(logbuf, "an instance failed to start: PortNeverOpened: port 8080 never opened"));
+        assert_non_null(strstr(logbuf, "CrashLoopBackOff: 2 failures in a row (the last PortNeverOpened); "
+                                       "no instance starts for 60.0 s"));
+        t_free(t);
+}
+
+/* Each status names its reason. */
+static void test_failure_reasons(void **state) {
+        (void) state;
+        static const struct {
+                int status;
+                const char *reason;
+        } cases[] = {{-ETIMEDOUT, "PortNeverOpened"}, {-EPROTO, "ReadinessFailed"}, {-ECHILD, "ExitedAtStart"},
+                     {-ENOENT, "ImageMissing"},       {-ENETUNREACH, "StartFailed"}, {-EIO, "StartFailed"}};
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                struct t *t = t_new(0);
+                t->fk.fail_starts = 1;
+                t->fk.fail_status = cases[i].status;
+                t->fk.fail_message = "why";
+                struct lg_route_config cfg = app_cfg("t/a", 1);
+                set_app(t, &cfg);
+                struct call *c = get_a(t);
+                assert_int_equal(c->status, 502);
+                assert_string_equal(stats(t, "t/a").last_reason, cases[i].reason);
+                char want[64];
+                snprintf(want, sizeof(want), "failed to start: %s: why", cases[i].reason);
+                assert_non_null(strstr(c->body, want));
+                t_free(t);
+        }
+}
+
+/* The wait doubles from the second failure on, up to 32 times the base:
+ * minInstances keeps trying, and no start comes before its wait is over
+ * (times taken on the loop: a later start is fine, an earlier one not). */
+static void test_backoff_doubles(void **state) {
+        (void) state;
+        const unsigned base = 10, n = 9;
+        struct t *t = t_new_backoff(2, base);
+        t->fk.fail_starts = UINT_MAX;
+        t->fk.fail_status = -EPROTO;
+        t->fk.fail_message = "GET /healthz answered 500 within 60 s";
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.min_instances = 1;
+        set_app(t, &cfg);
+        run_until(t, n_failures, &n);
+        const char *p = logbuf;
+        for (unsigned k = 1; k < n; k++) {
+                /* after failure k (1-based), start k+1 waits delay(k) */
+                uint64_t delay = k < 2 ? 0 : (uint64_t) base << (k - 2 < 5 ? k - 2 : 5);
+                uint64_t waited = t->fk.start_ns[k] - t->fk.fail_ns[k - 1];
+                assert_true(waited + 1000000 >= delay * 1000000); /* ms clock: 1 ms of rounding */
+                char line[128];
+                if (k == 1)
+                        snprintf(line, sizeof(line), "1 failure in a row (ReadinessFailed); the next instance "
+                                                     "may start at once");
+                else
+                        snprintf(line, sizeof(line), "CrashLoopBackOff: %u failures in a row (the last "
+                                 "ReadinessFailed); no instance starts for %llu ms", k, (unsigned long long) delay);
+                p = strstr(p, line);
+                if (!p)
+                        fail_msg("no `%s` in the log (in order):\n%s", line, logbuf);
+        }
+        /* capped: 32 x base from the 7th failure on */
+        assert_non_null(strstr(logbuf, "8 failures in a row (the last ReadinessFailed); no instance starts for 320 ms"));
+        t_free(t);
+}
+
+/* An instance that serves ends the streak; the reason stays to be seen.
+ * The next failure is then the first again: no wait. */
+static void test_success_resets(void **state) {
+        (void) state;
+        struct t *t = t_new_backoff(0, 5);
+        t->fk.fail_starts = 3;
+        t->fk.fail_status = -ECHILD;
+        t->fk.fail_message = "exited with code 3 before port 8080 opened: boom";
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        set_app(t, &cfg);
+        struct call *c;
+        unsigned tries = 0;
+        do {
+                struct lg_route_stats st = stats(t, "t/a");
+                if (st.backoff_ms_left)
+                        run_for(t, st.backoff_ms_left + 1);
+                c = get_a(t);
+                assert_true(++tries < 100);
+        } while (c->status != 200);
+        assert_int_equal(t->fk.started, 4);
+        struct lg_route_stats st = stats(t, "t/a");
+        assert_int_equal(st.failures, 0);
+        assert_int_equal(st.backoff_ms_left, 0);
+        assert_string_equal(st.last_reason, "ExitedAtStart");
+        assert_non_null(strstr(logbuf, "answered a request: the 3 failures in a row before it are forgiven"));
+        /* It crashes now: a first failure again, and the next request
+         * starts one at once. */
+        struct fake_inst *fi = fake_by_id(&t->fk, c->body);
+        fake_crash(fi);
+        fake_report_exit(fi);
+        st = stats(t, "t/a");
+        assert_int_equal(st.failures, 1);
+        assert_int_equal(st.backoff_ms_left, 0);
+        assert_string_equal(st.last_reason, "Crashed");
+        c = get_a(t);
+        assert_int_equal(c->status, 200);
+        assert_int_equal(t->fk.started, 5);
+        t_free(t);
+}
+
+/* A new revision starts clean: its first request starts an instance at
+ * once, and its stats show no failure of the old one. */
+static void test_new_revision_resets(void **state) {
+        (void) state;
+        struct t *t = t_new_backoff(0, 60000);
+        t->fk.fail_starts = 2;
+        t->fk.fail_status = -ENOENT;
+        t->fk.fail_message = "image sha256:ab not in the store";
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        set_app(t, &cfg);
+        assert_int_equal(get_a(t)->status, 502);
+        assert_int_equal(get_a(t)->status, 502);
+        assert_int_equal(get_a(t)->status, 503);
+        assert_true(stats(t, "t/a").backoff_ms_left > 0);
+        set_app(t, &cfg); /* the same revision: still backing off */
+        assert_int_equal(get_a(t)->status, 503);
+        cfg.revision = 2;
+        set_app(t, &cfg);
+        struct lg_route_stats st = stats(t, "t/a");
+        assert_int_equal(st.failures, 0);
+        assert_int_equal(st.backoff_ms_left, 0);
+        assert_string_equal(st.last_reason, "");
+        assert_string_equal(st.last_message, "");
+        assert_int_equal(st.last_failure_unix_ms, 0);
+        struct call *c = get_a(t);
+        assert_int_equal(c->status, 200);
+        assert_int_equal(t->fk.started, 3);
+        t_free(t);
+}
+
+/* minInstances does not start instances while the app backs off: the
+ * tick runs every 2 ms, the wait is a minute. */
+static void test_min_instances_wait(void **state) {
+        (void) state;
+        struct t *t = t_new_backoff(2, 60000);
+        t->fk.fail_starts = UINT_MAX;
+        t->fk.fail_status = -ETIMEDOUT;
+        t->fk.fail_message = "port 8080 never opened within 60 s";
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.min_instances = 2;
+        set_app(t, &cfg);
+        unsigned two = 2;
+        run_until(t, n_failures, &two);
+        unsigned started = t->fk.started;
+        assert_true(started >= 2 && started <= 3); /* both minInstances may have been on their way */
+        run_for(t, 100);
+        assert_int_equal(t->fk.started, started);
+        assert_true(stats(t, "t/a").backoff_ms_left > 0);
+        t_free(t);
+}
+
+/* An instance that exits on its own soon after it was ready is a failure
+ * (Crashed): two in a row back off, and what is queued when the second
+ * goes gets 503, as what comes after. An instance that had answered was
+ * already forgiven; one that is busy but never answered was not. */
+static void test_early_exit_counts(void **state) {
+        (void) state;
+        struct t *t = t_new_backoff(2, 60000);
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.min_instances = 1;
+        cfg.max_instances = 1;
+        set_app(t, &cfg);
+        unsigned one = 1, two = 2;
+        run_until(t, n_started, &one);
+        struct fake_inst *first = t->fk.insts;
+        while (!first->is_ready)
+                uv_run(&t->loop, UV_RUN_ONCE);
+        fake_crash(first);
+        fake_report_exit(first);
+        struct lg_route_stats st = stats(t, "t/a");
+        assert_int_equal(st.failures, 1);
+        assert_string_equal(st.last_reason, "Crashed");
+        char want[128];
+        snprintf(want, sizeof(want), "instance %s exited ", first->id);
+        assert_non_null(strstr(st.last_message, want));
+        assert_non_null(strstr(st.last_message, "after it was ready: crashed"));
+        assert_int_equal(st.backoff_ms_left, 0);
+        /* minInstances brings a second one at once; it takes a request
+         * that it holds (no answer yet), and another waits for it. */
+        run_until(t, n_started, &two);
+        struct call *held = send_get(t, "a", "/hold");
+        run_until(t, n_held, &one);
+        struct call *queued = send_get(t, "a", "/");
+        run_until(t, n_queued, &one);
+        struct fake_inst *second = t->fk.insts;
+        assert_ptr_not_equal(second, first);
+        run_for(t, 20); /* ticks: being up a few ms forgives nothing */
+        assert_int_equal(stats(t, "t/a").failures, 1);
+        fake_crash(second);
+        fake_report_exit(second);
+        run_until(t, all_done, NULL);
+        assert_int_equal(held->status, 502);
+        assert_int_equal(queued->status, 503);
+        assert_non_null(strstr(queued->body, "2 failures in a row, the last Crashed: instance"));
+        assert_true(queued->retry_after[0]);
+        assert_int_equal(get_a(t)->status, 503);
+        run_for(t, 20);
+        assert_int_equal(t->fk.started, 2);
+        t_free(t);
+}
+
+/* What a provider may hand over that it should not: a failure from start
+ * itself, a message with control bytes, bytes that are not UTF-8 and far
+ * too long, no message, a "success" without info, an exit without a
+ * status. Each counts once and comes out as one printable line. */
+static void test_odd_failures(void **state) {
+        (void) state;
+        struct t *t = t_new_backoff(0, 60000);
+        t->fk.sync_fail = true;
+        t->fk.fail_message = "container apps need the node network (legiond --network on)";
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        set_app(t, &cfg);
+        struct call *c = get_a(t);
+        assert_int_equal(c->status, 502);
+        assert_non_null(strstr(c->body, "failed to start: StartFailed: container apps need the node network"));
+        assert_int_equal(stats(t, "t/a").failures, 1);
+        assert_int_equal(t->fk.started, 0);
+        t_free(t);
+
+        char hostile[2000];
+        memset(hostile, 'x', sizeof(hostile) - 1);
+        hostile[sizeof(hostile) - 1] = '\0';
+        static const char head[] = "line1\nline2\r\"q\"\\ \x01\xff\xfe`b`";
+        memcpy(hostile, head, sizeof(head) - 1);
+        t = t_new_backoff(0, 60000);
+        t->fk.fail_starts = UINT_MAX;
+        t->fk.fail_status = -EPROTO;
+        t->fk.fail_message = hostile;
+        set_app(t, &cfg);
+        c = get_a(t);
+        assert_int_equal(c->status, 502);
+        struct lg_route_stats st = stats(t, "t/a");
+        assert_true(strlen(st.last_message) < sizeof(st.last_message));
+        assert_non_null(strstr(st.last_message, "line1?line2?\"q\"\\ ???"));
+        assert_null(strchr(st.last_message, '\n'));
+        assert_null(strchr(c->body, '\n'));
+        assert_true(strlen(st.last_message) > 200);
+        assert_non_null(strstr(st.last_message, "...")); /* cut, and says so */
+        t->fk.fail_message = NULL;
+        c = get_a(t);
+        assert_int_equal(c->status, 502);
+        assert_non_null(strstr(c->body, "failed to start: ReadinessFailed: error"));
+        c = get_a(t);
+        assert_int_equal(c->status, 503);
+        assert_non_null(strstr(c->body, "the last ReadinessFailed: error; the next start in "));
+        t_free(t);
+
+        t = t_new(0);
+        t->fk.no_info = true;
+        set_app(t, &cfg);
+        c = get_a(t);
+        assert_int_equal(c->status, 502);
+        assert_string_equal(stats(t, "t/a").last_reason, "StartFailed");
+        t->fk.no_info = false;
+        c = get_a(t);
+        assert_int_equal(c->status, 200);
+        struct fake_inst *fi = fake_by_id(&t->fk, c->body);
+        fake_crash(fi);
+        fi->live = false;
+        fi->exited(fi->ud, NULL);
+        assert_non_null(strstr(stats(t, "t/a").last_message, "after it was ready: exited"));
+        t_free(t);
+}
+
+/* An instance of an old revision that fails or exits early counts for
+ * nothing: the current revision has its own record. */
+static void test_old_revision_failures_ignored(void **state) {
+        (void) state;
+        struct t *t = t_new(0);
+        t->fk.start_delay_ms = 50;
+        t->fk.fail_starts = 1;
+        t->fk.fail_status = -ETIMEDOUT;
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        set_app(t, &cfg);
+        struct call *c = send_get(t, "a", "/"); /* starts one of revision 1, which will fail */
+        unsigned one = 1;
+        run_until(t, n_started, &one);
+        cfg.revision = 2;
+        set_app(t, &cfg); /* the request waits for one of revision 2 */
+        run_until(t, is_done, c);
+        assert_int_equal(c->status, 200);
+        assert_int_equal(t->fk.failed, 1);
+        assert_int_equal(stats(t, "t/a").failures, 0);
+        assert_non_null(strstr(logbuf, "an instance of an older revision failed to start"));
+
+        /* A busy instance of revision 2 drains when revision 3 comes, and
+         * crashes then. */
+        struct call *held = send_get(t, "a", "/hold");
+        run_until(t, n_held, &one);
+        struct fake_inst *old = fake_by_id(&t->fk, c->body);
+        cfg.revision = 3;
+        set_app(t, &cfg);
+        fake_crash(old);
+        fake_report_exit(old);
+        run_until(t, is_done, held);
+        assert_int_equal(stats(t, "t/a").failures, 0);
+        t_free(t);
+}
+
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         const struct CMUnitTest tests[] = {
@@ -890,6 +1296,15 @@ int main(void) {
                 cmocka_unit_test(test_scale_to_zero),
                 cmocka_unit_test(test_burst_no_overshoot),
                 cmocka_unit_test(test_slow_requests_scale_out),
+                cmocka_unit_test(test_failed_start_502_then_503),
+                cmocka_unit_test(test_failure_reasons),
+                cmocka_unit_test(test_backoff_doubles),
+                cmocka_unit_test(test_success_resets),
+                cmocka_unit_test(test_new_revision_resets),
+                cmocka_unit_test(test_min_instances_wait),
+                cmocka_unit_test(test_early_exit_counts),
+                cmocka_unit_test(test_odd_failures),
+                cmocka_unit_test(test_old_revision_failures_ignored),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
