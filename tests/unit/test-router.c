@@ -927,6 +927,16 @@ static bool n_failures(struct t *t, const void *n) {
 }
 static bool n_started(struct t *t, const void *n) { return t->fk.started >= *(const unsigned *) n; }
 
+/* A bench whose provider fails its next n starts (UINT_MAX: all) with
+ * status and message. */
+static struct t *t_failing(unsigned tick_ms, unsigned backoff_ms, unsigned n, int status, const char *message) {
+        struct t *t = t_new_backoff(tick_ms, backoff_ms);
+        t->fk.fail_starts = n;
+        t->fk.fail_status = status;
+        t->fk.fail_message = message;
+        return t;
+}
+
 /* GET /a/ and wait for its answer. */
 static struct call *get_a(struct t *t) {
         struct call *c = send_get(t, "a", "/");
@@ -939,10 +949,7 @@ static struct call *get_a(struct t *t) {
  * off: 503 CrashLoopBackOff with Retry-After and what failed, no start. */
 static void test_failed_start_502_then_503(void **state) {
         (void) state;
-        struct t *t = t_new_backoff(0, 60000);
-        t->fk.fail_starts = UINT_MAX;
-        t->fk.fail_status = -ETIMEDOUT;
-        t->fk.fail_message = "port 8080 never opened within 60 s";
+        struct t *t = t_failing(0, 60000, UINT_MAX, -ETIMEDOUT, "port 8080 never opened within 60 s");
         struct lg_route_config cfg = app_cfg("t/a", 1);
         set_app(t, &cfg);
         struct call *c = get_a(t);
@@ -1012,10 +1019,7 @@ static void test_failure_reasons(void **state) {
 static void test_backoff_doubles(void **state) {
         (void) state;
         const unsigned base = 10, n = 9;
-        struct t *t = t_new_backoff(2, base);
-        t->fk.fail_starts = UINT_MAX;
-        t->fk.fail_status = -EPROTO;
-        t->fk.fail_message = "GET /healthz answered 500 within 60 s";
+        struct t *t = t_failing(2, base, UINT_MAX, -EPROTO, "GET /healthz answered 500 within 60 s");
         struct lg_route_config cfg = app_cfg("t/a", 1);
         cfg.min_instances = 1;
         set_app(t, &cfg);
@@ -1046,10 +1050,7 @@ static void test_backoff_doubles(void **state) {
  * The next failure is then the first again: no wait. */
 static void test_success_resets(void **state) {
         (void) state;
-        struct t *t = t_new_backoff(0, 5);
-        t->fk.fail_starts = 3;
-        t->fk.fail_status = -ECHILD;
-        t->fk.fail_message = "exited with code 3 before port 8080 opened: boom";
+        struct t *t = t_failing(0, 5, 3, -ECHILD, "exited with code 3 before port 8080 opened: boom");
         struct lg_route_config cfg = app_cfg("t/a", 1);
         set_app(t, &cfg);
         struct call *c;
@@ -1086,10 +1087,7 @@ static void test_success_resets(void **state) {
  * once, and its stats show no failure of the old one. */
 static void test_new_revision_resets(void **state) {
         (void) state;
-        struct t *t = t_new_backoff(0, 60000);
-        t->fk.fail_starts = 2;
-        t->fk.fail_status = -ENOENT;
-        t->fk.fail_message = "image sha256:ab not in the store";
+        struct t *t = t_failing(0, 60000, 2, -ENOENT, "image sha256:ab not in the store");
         struct lg_route_config cfg = app_cfg("t/a", 1);
         set_app(t, &cfg);
         assert_int_equal(get_a(t)->status, 502);
@@ -1116,10 +1114,7 @@ static void test_new_revision_resets(void **state) {
  * tick runs every 2 ms, the wait is a minute. */
 static void test_min_instances_wait(void **state) {
         (void) state;
-        struct t *t = t_new_backoff(2, 60000);
-        t->fk.fail_starts = UINT_MAX;
-        t->fk.fail_status = -ETIMEDOUT;
-        t->fk.fail_message = "port 8080 never opened within 60 s";
+        struct t *t = t_failing(2, 60000, UINT_MAX, -ETIMEDOUT, "port 8080 never opened within 60 s");
         struct lg_route_config cfg = app_cfg("t/a", 1);
         cfg.min_instances = 2;
         set_app(t, &cfg);
@@ -1206,10 +1201,7 @@ static void test_odd_failures(void **state) {
         hostile[sizeof(hostile) - 1] = '\0';
         static const char head[] = "line1\nline2\r\"q\"\\ \x01\xff\xfe`b`";
         memcpy(hostile, head, sizeof(head) - 1);
-        t = t_new_backoff(0, 60000);
-        t->fk.fail_starts = UINT_MAX;
-        t->fk.fail_status = -EPROTO;
-        t->fk.fail_message = hostile;
+        t = t_failing(0, 60000, UINT_MAX, -EPROTO, hostile);
         set_app(t, &cfg);
         c = get_a(t);
         assert_int_equal(c->status, 502);
