@@ -17,6 +17,10 @@ from apps_kit import new_legiond, pool, pool_delete, pool_put, sandboxes, stop, 
 @pytest.fixture(scope="module")
 def d(top):
     dd = new_legiond(top, "roll")
+    # The first start's pool groups filled: the tests tell their own
+    # sandboxes by what appears after that.
+    for name, n in (("python3", 2), ("node", 1)):
+        wait_pool(dd, name, lambda s: s.get("ready") == n and s.get("starting", 0) == 0, f"{name} filled")
     yield dd
     stop(dd)
 
