@@ -3,15 +3,19 @@
 shape (cpu, version) replaces its ready sandboxes gradually instead of
 destroying them all at once. Polled at every 100 ms: `updated + outdated`
 never below `ready - maxUnavailable`; at the end `updated == ready`, `outdated == 0`, not rolling,
-and none of the old sandboxes is left. The exact limit at every discard, and
+and none of the old sandboxes is left. An instance started while it
+rolls never gets an old placeholder. The exact limit at every discard, and
 never more placeholders than `ready` at once, are tests/unit/test-warm.c's; this checks legiond wires it (before, a change
 deleted every old placeholder at once: the first poll saw 0 ready)."""
+import os
+import re
 import types
 
 import pytest
 
 from apps_kit import top  # noqa: F401  (the fixture)
-from apps_kit import new_legiond, pool, pool_delete, pool_put, sandboxes, stop, wait_pool
+from apps_kit import delete, logs, new_legiond, pool, pool_delete, pool_put, sandboxes, stop, wait_pool
+from test_legiond import PY_APP, write_app
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,10 @@ def d(top):
 
 @pytest.fixture()
 def cleanup(d):
-    c = types.SimpleNamespace(pools=[])
+    c = types.SimpleNamespace(apps=[], pools=[])
     yield c
+    for a in c.apps:
+        delete(d, a)
     for p in c.pools:
         pool_delete(d, p)
 
@@ -87,3 +93,23 @@ def test_version_changes_in_a_row_and_delete(d, cleanup):
     wait_pool(d, "rver", lambda s: s["rolling"], "rolling", timeout=30)
     pool_delete(d, "rver")
     d.wait_for(lambda: not (sandboxes(d) - base), timeout=30, what="every placeholder gone")
+
+
+def test_an_instance_started_while_rolling_gets_the_new_shape(d, cleanup, tmp_path):
+    """Called right after the change, while old placeholders are still
+    ready and new ones are starting: the instance is a new placeholder or
+    made on demand, never an old one (an old one would have been the only
+    ready placeholder most of the time, so taking it fails this)."""
+    cleanup.pools.append("rtake")
+    cleanup.apps.append("rtakeapp")
+    base = sandboxes(d)
+    pool_put(d, "rtake", {"runtime": "python3", "ready": 3, "version": "1"})
+    ready_of(d, "rtake", 3)
+    old = {os.path.basename(s) for s in sandboxes(d) - base}
+    app = write_app(tmp_path, "rtakeapp", {"main.py": PY_APP})
+    d.cli("app", "deploy", "rtakeapp", "--runtime", "python3", "--dir", app, "--pool", "rtake")
+    pool_put(d, "rtake", {"runtime": "python3", "ready": 3, "version": "2", "upgrade": {"maxUnavailable": 1}})
+    assert d.http("GET", "/fn/default/rtakeapp/")[0] == 200
+    inst = re.search(r"instance (i-[0-9a-f]+) ready", logs(d, "rtakeapp")).group(1)
+    assert inst not in old, (inst, old)
+    wait_pool(d, "rtake", lambda s: s["updated"] == 3 and s["outdated"] == 0 and not s["rolling"], "rolled")
