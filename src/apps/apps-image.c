@@ -108,13 +108,43 @@ static bool check_ref(const json_t *spec, char *ref, size_t refcap, char *msg, s
         return true;
 }
 
+static struct apps_layers *layers_find(lg_apps *a, const char *id) {
+        for (struct apps_layers *l = a->layers; l; l = l->next)
+                if (!strcmp(l->id, id))
+                        return l;
+        return NULL;
+}
+
+/* Remember img's layer directories (best effort: without memory, GC asks
+ * the store, as it can while a name points at the image). */
+static void layers_remember(lg_apps *a, const struct lg_image *img) {
+        if (layers_find(a, img->id))
+                return;
+        struct apps_layers *l = calloc(1, sizeof(*l));
+        if (!l || !(l->dirs = calloc(img->n_layers + 1, sizeof(char *)))) {
+                free(l);
+                return;
+        }
+        snprintf(l->id, sizeof(l->id), "%s", img->id);
+        for (size_t i = 0; i < img->n_layers; i++)
+                if (!(l->dirs[i] = strdup(img->layer_dirs[i]))) {
+                        apps_strv_free(l->dirs);
+                        free(l);
+                        return;
+                }
+        l->next = a->layers;
+        a->layers = l;
+}
+
 /* The id of ref in the store: 0, or -ENOENT ("" then), or its failure. */
 static int resolve(lg_apps *a, const char *ref, char id[72], struct lg_error *err) {
         struct lg_image *img = NULL;
         id[0] = '\0';
         int r = lg_image_get(a->images, ref, &img, err);
-        if (r >= 0)
+        if (r >= 0) {
                 snprintf(id, 72, "%s", img->id);
+                layers_remember(a, img);
+        }
         lg_image_free(img);
         return r;
 }
@@ -515,7 +545,8 @@ int apps_pull_background(lg_apps *a, const char *ns, const char *name, const cha
 void lg_apps_pull_cancel(lg_apps_pull *p) {
         if (!p)
                 return;
-        lg_image_job_cancel(p->job);
+        if (p->job)
+                lg_image_job_cancel(p->job);
         pull_unlink(p);
         free(p);
 }
@@ -525,6 +556,12 @@ void apps_pulls_free(lg_apps *a) {
                 lg_apps_pull_cancel(a->pulls);
         while (a->pool_images)
                 apps_pool_forget(a, a->pool_images->name);
+        while (a->layers) {
+                struct apps_layers *l = a->layers;
+                a->layers = l->next;
+                apps_strv_free(l->dirs);
+                free(l);
+        }
 }
 
 json_t *apps_pull_json(lg_apps *a, const char *ns, const char *name) {
@@ -577,18 +614,20 @@ struct layers {
 static bool add_layers(const char *id, const char *who, void *ud) {
         struct layers *l = ud;
         (void) who;
-        struct lg_image *img = NULL;
-        struct lg_error err = {0};
-        if (lg_image_get(l->a->images, id, &img, &err) < 0)
-                return false;
-        for (size_t i = 0; i < img->n_layers && l->status >= 0; i++) {
+        struct apps_layers *known = layers_find(l->a, id);
+        if (!known) {
+                char ignored[72];
+                struct lg_error err = {0};
+                if (resolve(l->a, id, ignored, &err) < 0 || !(known = layers_find(l->a, id)))
+                        return false;
+        }
+        for (size_t i = 0; known->dirs[i] && l->status >= 0; i++) {
                 if (lg_grow((void **) &l->dirs, &l->cap, l->n, sizeof(char *), 16) < 0 ||
-                    !(l->dirs[l->n] = strdup(img->layer_dirs[i])))
+                    !(l->dirs[l->n] = strdup(known->dirs[i])))
                         l->status = -ENOMEM;
                 else
                         l->n++;
         }
-        lg_image_free(img);
         return l->status < 0;
 }
 

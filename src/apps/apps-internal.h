@@ -13,6 +13,12 @@ struct apps_pool_image {
         unsigned port;       /* placeholder `process`: its server's */
 };
 
+struct apps_layers {
+        struct apps_layers *next;
+        char id[72];
+        char **dirs; /* NULL-terminated */
+};
+
 struct lg_apps {
         uv_loop_t *loop;
         lg_store *store;
@@ -33,6 +39,11 @@ struct lg_apps {
          * restart) and failed background ones, for the status. */
         lg_apps_pull *pulls;
         struct apps_pool_image *pool_images;
+        /* The layer directories of each image resolved so far: GC keeps
+         * them while a pool group or app uses the image, also when no
+         * name points at it any more (a tag moved), when the store can
+         * no longer tell them. */
+        struct apps_layers *layers;
 };
 
 /* Extract package digest again as a package job on the thread pool (never
@@ -107,7 +118,7 @@ int apps_pull_background(lg_apps *a, const char *ns, const char *name, const cha
 void apps_pull_forget(lg_apps *a, const char *ns, const char *name);
 /* The pull (running or failed) of a pool group (ns NULL) or app; NULL: none. */
 json_t *apps_pull_json(lg_apps *a, const char *ns, const char *name);
-/* lg_apps_free: cancel the pulls, forget the pool images. */
+/* lg_apps_free: cancel the pulls, forget the pool images and layers. */
 void apps_pulls_free(lg_apps *a);
 
 /* ---- apps.c, for apps-image.c ---- */

@@ -522,7 +522,10 @@ static json_t *condition(const char *type, bool ok, const char *reason, const ch
 }
 
 /* status.image and the ImagePulled condition of a container app. */
-static void image_status(lg_apps *a, const struct lg_resource *r, json_t *status, json_t *conds, bool *pulling) {
+enum pull_state { PULL_NONE, PULL_RUNNING, PULL_FAILED };
+
+static void image_status(lg_apps *a, const struct lg_resource *r, json_t *status, json_t *conds,
+                         enum pull_state *pulling) {
         _cleanup_revision_ struct lg_revision *rev = NULL;
         struct lg_error err = {0};
         const char *id = NULL;
@@ -550,7 +553,7 @@ static void image_status(lg_apps *a, const struct lg_resource *r, json_t *status
                                  (long long) json_integer_value(json_object_get(pull, "total")));
                 json_array_append_new(conds, condition("ImagePulled", false, e ? "ImagePullFailed" : "Pulling", msg));
                 json_object_set_new(status, "pull", pull);
-                *pulling = true;
+                *pulling = e ? PULL_FAILED : PULL_RUNNING;
         } else if (a->images && id && lg_image_get(a->images, id, &img, &err) >= 0) {
                 snprintf(msg, sizeof(msg), "image %.19s is in the store", id);
                 json_array_append_new(conds, condition("ImagePulled", true, "Pulled", msg));
@@ -562,11 +565,14 @@ static void image_status(lg_apps *a, const struct lg_resource *r, json_t *status
 }
 
 /* The Ready condition from the router's figures (st NULL: not routed). */
-static json_t *ready_condition(const struct lg_route_stats *st, bool pulling) {
+static json_t *ready_condition(const struct lg_route_stats *st, enum pull_state pulling) {
         char msg[600];
+        if (!st && pulling == PULL_RUNNING)
+                return condition("Ready", false, "ImagePulling", "waiting for its image (see ImagePulled)");
+        if (!st && pulling == PULL_FAILED)
+                return condition("Ready", false, "ImagePullFailed", "its image could not be pulled (see ImagePulled)");
         if (!st)
-                return condition("Ready", false, pulling ? "ImagePulling" : "NotActive",
-                                 pulling ? "waiting for the image" : "the app is not routed (see `legion app logs`)");
+                return condition("Ready", false, "NotActive", "the app is not routed (see `legion app logs`)");
         if (st->failures) {
                 bool backoff = st->backoff_ms_left > 0;
                 int n = snprintf(msg, sizeof(msg), "%u failure%s in a row, the last: %s", st->failures,
@@ -632,7 +638,7 @@ json_t *lg_apps_json(lg_apps *a, const struct lg_resource *r) {
                 json_object_set_new(status, "addresses", addresses);
         }
         json_t *conds = json_array();
-        bool pulling = false;
+        enum pull_state pulling = PULL_NONE;
         if (apps_is_image_spec(r->spec))
                 image_status(a, r, status, conds, &pulling);
         json_array_insert_new(conds, 0, ready_condition(routed ? &st : NULL, pulling));

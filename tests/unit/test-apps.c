@@ -129,6 +129,7 @@ struct fx {
         lg_store *store;
         struct lg_blobstore *blobs;
         lg_image_store *images;
+        lg_image_jobs *image_jobs;
         lg_apps *apps;
         struct rec rec;
         char pkg[80];  /* digest of a good package */
@@ -217,9 +218,13 @@ static int setup(void **state) {
         if (lg_image_store_open(path, &f->images, &err) < 0)
                 return -1;
         snprintf(logs, sizeof(logs), "%s/logs", f->dir);
-        /* No image jobs: a pull cannot start (said so). */
+        snprintf(path, sizeof(path), "%s/tmp", f->dir);
+        mkdir(path, 0700);
+        struct lg_image_jobs_config jc = {.loop = &f->loop, .images = f->images, .tmp_dir = path};
+        if (lg_image_jobs_new(&jc, &f->image_jobs, &err) < 0)
+                return -1;
         struct lg_apps_config cfg = {.loop = &f->loop, .store = f->store, .blobs = f->blobs, .logs_dir = logs,
-                                     .ops = &ops, .ud = &f->rec, .images = f->images};
+                                     .ops = &ops, .ud = &f->rec, .images = f->images, .image_jobs = f->image_jobs};
         if (lg_apps_new(&cfg, &f->apps, &err) < 0)
                 return -1;
         *state = f;
@@ -256,6 +261,7 @@ static int teardown(void **state) {
         struct fx *f = *state;
         lg_apps_free(f->apps);
         uv_run(&f->loop, UV_RUN_DEFAULT);
+        lg_image_jobs_free(f->image_jobs);
         assert_int_equal(uv_loop_close(&f->loop), 0);
         lg_blobstore_close(f->blobs);
         lg_image_store_close(f->images);
@@ -640,6 +646,18 @@ static json_t *condition_of(json_t *doc, const char *type) {
         return NULL;
 }
 
+struct pulled {
+        int calls, status;
+        bool registry;
+};
+
+static void on_pulled(const struct lg_image_job_result *res, void *ud) {
+        struct pulled *p = ud;
+        p->calls++;
+        p->status = res->status;
+        p->registry = res->registry;
+}
+
 static void test_image_specs_hostile(void **state) {
         struct fx *f = *state;
         struct lg_error err = {0};
@@ -715,10 +733,15 @@ static void test_image_specs_hostile(void **state) {
         s = js("{\"image\": \"test/web:1\", \"port\": 80}");
         assert_int_equal(lg_apps_prepare(f->apps, "ns", "bad", s, NULL, NULL, NULL, NULL, &err), 1);
         json_decref(s);
-        s = js("{\"image\": \"127.0.0.1:9/absent:1\", \"port\": 80}");
-        err = (struct lg_error){0};
-        assert_int_equal(lg_apps_prepare(f->apps, "ns", "bad", s, NULL, NULL, NULL, NULL, &err), -ENOTSUP);
-        assert_non_null(strstr(err.msg, "127.0.0.1:9/absent:1"));
+        /* A pull from nowhere: done says why, nothing is stored. */
+        s = js("{\"image\": \"127.0.0.1:1/absent:1\", \"port\": 80}");
+        struct pulled p = {0};
+        lg_apps_pull *pull = NULL;
+        OK(lg_apps_prepare(f->apps, "ns", "bad", s, NULL, on_pulled, &p, &pull, &err));
+        assert_int_equal(p.calls, 0);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(p.calls, 1);
+        assert_true(p.status < 0 && p.registry);
         json_decref(s);
 
         const struct {
@@ -874,18 +897,25 @@ static void test_image_pools(void **state) {
         char who[200];
         assert_int_equal(lg_apps_image_user(f->apps, ids.id2, who, sizeof(who)), 1);
         assert_non_null(strstr(who, "pool group `"));
+        struct lg_image *i2 = NULL;
+        OK(lg_image_get(f->images, ids.id2, &i2, &err));
+        char layer2[4096];
+        snprintf(layer2, sizeof(layer2), "%s", i2->layer_dirs[0]);
+        lg_image_free(i2);
+        /* Its layers are kept also once its tag moved (the store no
+         * longer finds it then). */
+        char moved[80];
+        make_image(f, "test/web:2", "moved", moved);
+        assert_int_equal(lg_image_get(f->images, ids.id2, &i2, &err), -ENOENT);
         char **dirs = NULL;
         size_t n = 0;
         OK(lg_apps_layers_in_use(f->apps, &dirs, &n, &err));
-        struct lg_image *i2 = NULL;
-        OK(lg_image_get(f->images, ids.id2, &i2, &err));
         bool found = false;
         for (size_t i = 0; i < n; i++) {
-                found = found || !strcmp(dirs[i], i2->layer_dirs[0]);
+                found = found || !strcmp(dirs[i], layer2);
                 free(dirs[i]);
         }
         free(dirs);
-        lg_image_free(i2);
         assert_true(found);
         OK(lg_apps_delete(f->apps, "ns", "c", &err));
         OK(lg_apps_delete(f->apps, "ns", "d", &err));
@@ -1013,6 +1043,55 @@ static void test_auth(void **state) {
         lg_resource_free(res);
 }
 
+/* At restart, an image gone from the store is pulled in the background,
+ * and the status says how that went. */
+static void test_image_restore_pulls(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        json_t *spec = js("{\"image\": \"127.0.0.1:1/gone:1\", \"ready\": 1}");
+        struct lg_resource *pool = NULL, *app = NULL;
+        OK(lg_store_apply(f->store, LG_KEY("PoolGroup", "", "gone"), NULL, spec, &pool, &err));
+        json_decref(spec);
+        int sets = f->rec.pool_sets, routes = f->rec.route_sets;
+        OK(lg_apps_restore_pool(f->apps, pool, &err));
+        json_t *doc = lg_apps_pool_json(f->apps, pool);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(doc, "status"), "pull"),
+                                                              "image")),
+                            "127.0.0.1:1/gone:1");
+        json_decref(doc);
+        spec = js("{\"image\": \"127.0.0.1:1/gone:1\", \"port\": 80}");
+        OK(lg_store_apply(f->store, LG_KEY("App", "ns", "lost"), NULL, spec, &app, &err));
+        json_t *rev = js("{\"image\": \"127.0.0.1:1/gone:1\", \"port\": 80, \"imageId\": "
+                         "\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"}");
+        int64_t number;
+        OK(lg_store_revision_add(f->store, LG_KEY("App", "ns", "lost"), rev, &number, &err));
+        json_decref(rev);
+        json_decref(spec);
+        OK(lg_apps_restore_app(f->apps, app, &err));
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->rec.pool_sets, sets);
+        assert_int_equal(f->rec.route_sets, routes);
+        doc = lg_apps_pool_json(f->apps, pool);
+        assert_non_null(json_string_value(json_object_get(json_object_get(json_object_get(doc, "status"), "pull"),
+                                                          "error")));
+        json_decref(doc);
+        doc = lg_apps_json(f->apps, app);
+        json_t *c = condition_of(doc, "ImagePulled");
+        assert_string_equal(json_string_value(json_object_get(c, "status")), "False");
+        assert_string_equal(json_string_value(json_object_get(c, "reason")), "ImagePullFailed");
+        assert_string_equal(json_string_value(json_object_get(condition_of(doc, "Ready"), "reason")), "ImagePullFailed");
+        json_decref(doc);
+        char path[256], line[512] = "";
+        OK(lg_apps_log_path(f->apps, "ns/lost", path, sizeof(path)));
+        FILE *fp = fopen(path, "r");
+        assert_non_null(fp);
+        assert_non_null(fgets(line, sizeof(line), fp));
+        fclose(fp);
+        assert_non_null(strstr(line, "image `127.0.0.1:1/gone:1` could not be pulled"));
+        lg_resource_free(pool);
+        lg_resource_free(app);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_uploads, setup, teardown),
@@ -1023,6 +1102,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_image_specs_hostile, setup_images, teardown),
                 cmocka_unit_test_setup_teardown(test_image_revisions, setup_images, teardown),
                 cmocka_unit_test_setup_teardown(test_image_pools, setup_images, teardown),
+                cmocka_unit_test_setup_teardown(test_image_restore_pulls, setup_images, teardown),
                 cmocka_unit_test_setup_teardown(test_auth, setup_app, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
