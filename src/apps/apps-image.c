@@ -165,6 +165,11 @@ int apps_image_check(lg_apps *a, const json_t *spec, const struct lg_resource *p
                 snprintf(msg, cap, "container apps need the image store, which this node has not");
                 return -EINVAL;
         }
+        /* The router reaches an instance at its address. */
+        if (a->no_network) {
+                snprintf(msg, cap, "container apps need the node network (legiond --network on)");
+                return -EINVAL;
+        }
         const json_t *ps = pool ? pool->spec : NULL;
         if (pool && !json_object_get(ps, "image")) {
                 const char *rt = json_string_value(json_object_get(ps, "runtime"));
@@ -210,7 +215,6 @@ int apps_image_check(lg_apps *a, const json_t *spec, const struct lg_resource *p
                                 return -EINVAL;
                         }
                 }
-                ret->pool_port = port_of(ps);
         } else if (!port_of(spec)) {
                 snprintf(msg, cap, "`port` (where the image's server listens) must be an integer from 1 to 65535");
                 return -EINVAL;
@@ -257,8 +261,15 @@ int apps_image_route(lg_apps *a, const struct lg_resource *app, const json_t *rs
                 return lg_error_set(err, ENOMEM, "app `%s/%s`", app->namespace, app->name);
         cfg->command = (const char *const *) hold->command;
         cfg->args = (const char *const *) hold->args;
-        const struct apps_pool_image *pi = pool ? apps_pool_image_get(a, pool) : NULL;
-        cfg->port = port_of(rs) ? port_of(rs) : pi ? pi->port : 0;
+        cfg->port = port_of(rs);
+        if (!cfg->port && pool) {
+                /* Placeholder `process`: the pool's server's port (from the
+                 * store: at a restart the pool may still wait for its image). */
+                struct lg_resource *pr = NULL;
+                if (lg_store_get(a->store, LG_KEY("PoolGroup", "", pool), &pr, err) >= 0)
+                        cfg->port = port_of(pr->spec);
+                lg_resource_free(pr);
+        }
         cfg->ready_path = json_string_value(json_object_get(rs, "readinessPath"));
         json_t *mem = json_object_get(rs, "memory");
         if (mem)
@@ -315,6 +326,9 @@ int apps_pool_image_spec(lg_apps *a, const char *name, const json_t *spec, struc
                 return lg_error_setm(err, EINVAL, "pool group `%s`: %s", name, msg);
         if (!a->images)
                 return lg_error_setm(err, EINVAL, "pool group `%s`: this node has no image store", name);
+        if (a->no_network)
+                return lg_error_setm(err, EINVAL, "pool group `%s`: image pools need the node network (legiond "
+                                                  "--network on)", name);
         bool oom = false;
         hold->command = strv_of(spec, "command", &oom);
         hold->args = strv_of(spec, "args", &oom);
@@ -411,7 +425,6 @@ int apps_pool_image_set(lg_apps *a, const char *name, const json_t *spec, const 
         p->ref = ref ? strdup(ref) : NULL;
         p->version = version ? strdup(version) : NULL;
         snprintf(p->id, sizeof(p->id), "%s", id ? id : "");
-        p->port = port_of(spec);
         if (upgrade && !strcmp(upgrade, "newRevision") && (new_image || new_version))
                 rerevision_apps(a, name, id ? "imageId" : "poolVersion", id ? id : version ? version : "");
         return 0;

@@ -10,7 +10,6 @@ struct apps_pool_image {
         char *name;
         char *ref, *version; /* NULL when it has none */
         char id[72];         /* "" for a language worker pool */
-        unsigned port;       /* placeholder `process`: its server's */
 };
 
 struct apps_layers {
@@ -29,6 +28,7 @@ struct lg_apps {
         lg_tenants *tenants;
         lg_image_store *images;
         lg_image_jobs *image_jobs;
+        bool no_network;
         struct apps_auth *auth; /* apps-auth.c */
         /* Package jobs: the one running and the ones waiting for it. */
         struct {
@@ -69,7 +69,6 @@ int apps_activate_rev(lg_apps *a, const struct lg_resource *app, const struct lg
 struct apps_image_app {
         char ref[512];     /* normalized */
         char id[72];       /* "" while the image is not in the store */
-        unsigned pool_port; /* its pool group's port (placeholder `process`), 0 if none */
 };
 /* True for the spec of an image app: it has `image`, or no `runtime`
  * and a pool group (lg_apps_put finds out whether that runs an image). */

@@ -60,6 +60,7 @@ int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error
         a->tenants = cfg->tenants;
         a->images = cfg->images;
         a->image_jobs = cfg->image_jobs;
+        a->no_network = cfg->no_network;
         a->jobs.tail = &a->jobs.head;
         *ret = a;
         return 0;

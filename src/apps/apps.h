@@ -67,6 +67,7 @@ struct lg_apps_config {
         /* Container apps and image pool groups; NULL: refused. */
         lg_image_store *images;
         lg_image_jobs *image_jobs;
+        bool no_network; /* legiond --network off: container apps and image pools refused */
 };
 
 int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error *err);

@@ -646,7 +646,8 @@ int main(int argc, char **argv) {
                 r = lg_image_jobs_new(&ijc, &d->image_jobs, &err);
         struct lg_apps_config ac = {.loop = d->loop, .store = d->store, .blobs = d->blobs,
                                     .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d,
-                                    .tenants = d->tenants, .images = d->images, .image_jobs = d->image_jobs};
+                                    .tenants = d->tenants, .images = d->images, .image_jobs = d->image_jobs,
+                                    .no_network = net.off};
         if (r >= 0)
                 r = lg_apps_new(&ac, &d->apps, &err);
         if (r >= 0)

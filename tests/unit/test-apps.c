@@ -780,6 +780,19 @@ static void test_image_specs_hostile(void **state) {
         }
         assert_int_equal(f->rec.pool_sets, psets);
         assert_int_equal(lg_store_get(f->store, LG_KEY("PoolGroup", "", "badpool"), NULL, NULL), -ENOENT);
+
+        /* legiond --network off: neither, said so. */
+        lg_apps_free(f->apps);
+        char logs[160];
+        snprintf(logs, sizeof(logs), "%s/logs", f->dir);
+        struct lg_apps_config cfg = {.loop = &f->loop, .store = f->store, .blobs = f->blobs, .logs_dir = logs,
+                                     .ops = &ops, .ud = &f->rec, .images = f->images, .image_jobs = f->image_jobs,
+                                     .no_network = true};
+        OK(lg_apps_new(&cfg, &f->apps, &err));
+        assert_int_equal(put_text(f, "bad", "{\"image\": \"test/web:1\", \"port\": 80}", &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "need the node network (legiond --network on)"));
+        assert_int_equal(pool_text(f, "badpool", "{\"image\": \"test/web:1\"}", &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "need the node network"));
 }
 
 static void test_image_revisions(void **state) {
