@@ -42,7 +42,7 @@ static void usage(FILE *f) {
               "               [--max-connections N] [--max-connections-per-addr N] [--unauth-idle-timeout-ms MS]\n"
               "               [--network on|off] [--pod-cidr CIDR] [--dns-upstream IP[:PORT]]...\n"
               "               [--net-table NAME] [--net-link-prefix P] [--fn-domain DOMAIN]\n"
-              "               [--app-backoff-ms MS]\n"
+              "               [--app-backoff-ms MS] [--app-ready-timeout-ms MS]\n"
               "       legiond [--home DIR] [--network on|off] [--pod-cidr CIDR] [--net-table NAME]\n"
               "               [--net-link-prefix P] --stop-all\n"
               "\n"
@@ -76,6 +76,9 @@ static void usage(FILE *f) {
               "  --app-backoff-ms MS     crash-loop backoff of apps (default 1000): after an app's 2nd\n"
               "                          failed start or early exit in a row, no new instance for MS,\n"
               "                          doubling with each more, at most 32 MS (docs/api.md)\n"
+              "  --app-ready-timeout-ms MS\n"
+              "                          an image app's instance must open its port (and pass its\n"
+              "                          readiness check) within this long (default 60000)\n"
               "  --stop-all              stop every workload this home left running (function instances,\n"
               "                          sessions, pods), remove the sandbox network (the table, links\n"
               "                          and rules the network flags name) and exit; with legiond\n"
@@ -500,6 +503,7 @@ int main(int argc, char **argv) {
                 {"net-link-prefix", required_argument, NULL, 'X'},
                 {"fn-domain", required_argument, NULL, 'F'},
                 {"app-backoff-ms", required_argument, NULL, 'B'},
+                {"app-ready-timeout-ms", required_argument, NULL, 'R'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
@@ -511,7 +515,7 @@ int main(int argc, char **argv) {
         /* A client that holds idle connections must not lock the API: see
          * docs/api.md, "Connections". */
         unsigned long max_conns = 4096, max_per_addr = 256, unauth_idle_ms = 5000;
-        unsigned long app_backoff_ms = 1000;
+        unsigned long app_backoff_ms = 1000, ready_timeout_ms = 60000;
         struct net_opts net = {0};
         const char *fn_domain = NULL;
         int c;
@@ -551,6 +555,10 @@ int main(int argc, char **argv) {
                 case 'u':
                         if (!parse_uint(optarg, 0, 86400000, &unauth_idle_ms))
                                 return bad_number("unauth-idle-timeout-ms", optarg);
+                        break;
+                case 'R':
+                        if (!parse_uint(optarg, 1, 86400000, &ready_timeout_ms))
+                                return bad_number("app-ready-timeout-ms", optarg);
                         break;
                 case 'B':
                         if (!parse_uint(optarg, 1, 3600000, &app_backoff_ms))
@@ -631,7 +639,8 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = lg_agent_local_new(d->loop, sandboxes_root, d->net, &d->agent, &err);
         struct lg_node_config nc = {.loop = d->loop, .agent = d->agent, .net = d->net, .run_dir = path,
-                                    .runtimes_dir = d->runtimes_dir};
+                                    .runtimes_dir = d->runtimes_dir, .images = d->images,
+                                    .ready_timeout_ms = ready_timeout_ms};
         if (r >= 0)
                 r = lg_node_new(&nc, &d->node, &err);
         if (r >= 0)

@@ -19,10 +19,14 @@ int node_record_write(lg_instance *inst) {
         char path[PATH_MAX], tmp[PATH_MAX + 8], buf[4096];
         node_record_path(inst, path, sizeof(path));
         snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-        int n = snprintf(buf, sizeof(buf), "app=%s\nrevision=%u\npool=%s\nidentifier=%s\ncpu=%llu\npolicy=%s\n",
+        /* Image instances: their image and port, so that the next
+         * legiond gives the router "ip:port" again. */
+        int n = snprintf(buf, sizeof(buf),
+                         "app=%s\nrevision=%u\npool=%s\nidentifier=%s\ncpu=%llu\npolicy=%s\nimage=%s\nport=%u\n",
                          inst->app ? inst->app : "", inst->revision, inst->pool_name ? inst->pool_name : "",
                          inst->identifier ? inst->identifier : "", (unsigned long long) inst->cpu_millis,
-                         inst->net_policy ? inst->net_policy : "");
+                         inst->net_policy ? inst->net_policy : "", inst->image ? inst->image_id : "",
+                         inst->image ? inst->port : 0);
         if (n < 0 || (size_t) n >= sizeof(buf))
                 return -ENAMETOOLONG;
         int r = lg_write_file_at(AT_FDCWD, tmp, buf, true);
@@ -71,6 +75,19 @@ static int record_read(lg_node *node, const char *id, lg_instance *inst) {
         const char *policy = record_get(copy, "policy");
         if (ok && policy && *policy && !(inst->net_policy = strdup(policy)))
                 ok = false;
+        /* An image instance's (a record from before images has none). */
+        memcpy(copy, buf, sizeof(copy));
+        const char *image = record_get(copy, "image");
+        if (ok && image && *image) {
+                char copy2[4096];
+                memcpy(copy2, buf, sizeof(copy2));
+                const char *port = record_get(copy2, "port");
+                long long pn = 0;
+                ok = port && lg_parse_int(port, 1, 65535, &pn) == 0 && strlen(image) < sizeof(inst->image_id);
+                inst->image = ok;
+                inst->port = (unsigned) pn;
+                snprintf(inst->image_id, sizeof(inst->image_id), "%s", image);
+        }
         if (ok) {
                 inst->app = TAKE_PTR(vals[0]);
                 inst->pool_name = TAKE_PTR(vals[2]);
@@ -108,10 +125,16 @@ static void adopt_done(lg_agent_req *req) {
         } else if (!inst->has_record) {
                 /* A placeholder or an instance not yet serving: replaced. */
                 node_instance_release(inst);
+        } else if (inst->image && !req->out.net.ip[0]) {
+                /* The router reaches an image's server at its address only. */
+                lost_add(node, inst, "it has no address on the node network");
+                node_instance_release(inst);
         } else {
                 inst->control_fd = req->out.control_fd;
                 inst->pidfd = req->out.pidfd;
                 memcpy(inst->ip, req->out.net.ip, sizeof(inst->ip));
+                if (inst->image)
+                        snprintf(inst->http_addr, sizeof(inst->http_addr), "%s:%u", inst->ip, inst->port);
                 inst->state = ST_SERVING;
                 inst->adopted = true;
                 inst->anext = node->adopted;
@@ -130,6 +153,7 @@ static void adopt_one(lg_node *node, const char *id) {
         inst->state = ST_STARTING;
         snprintf(inst->id, sizeof(inst->id), "%s", id);
         snprintf(inst->sock, sizeof(inst->sock), "%s/%s.sock", node->sock_dir, id);
+        snprintf(inst->http_addr, sizeof(inst->http_addr), "unix:%s", inst->sock);
         inst->has_record = record_read(node, id, inst) == 0;
         inst->create_req.data = inst;
         if (lg_agent_adopt(node->agent, &inst->create_req, id, adopt_done) < 0) {

@@ -30,7 +30,7 @@ struct pool *node_find_pool(lg_node *node, const char *name) {
 static int warm_make(lg_warm_pool *wp, void *data, struct lg_error *err) {
         struct pool *p = data;
         lg_instance *inst;
-        int r = node_make_sandbox(p->node, p, NULL, &inst, err);
+        int r = p->img ? node_image_placeholder(p, &inst, err) : node_make_sandbox(p->node, p, NULL, &inst, err);
         if (r < 0)
                 return r;
         inst->state = ST_STARTING;
@@ -52,6 +52,10 @@ static const struct lg_warm_ops warm_ops = {.make = warm_make, .discard = warm_d
  * group owns its placeholders (its ready count and its counters are its
  * own, as the API shows them). */
 static void pool_key(const struct pool *p, char *buf, size_t cap) {
+        if (p->img) {
+                node_image_pool_key(p, buf, cap);
+                return;
+        }
         uint64_t h = 1469598103934665603ull; /* FNV-1a of the environment */
         for (char **e = p->env; e && *e; e++)
                 for (const char *c = *e; ; c++) {
@@ -69,9 +73,17 @@ static void pool_key(const struct pool *p, char *buf, size_t cap) {
 }
 
 int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_error *err) {
-        if (!spec->name || !spec->runtime || !node_runtime_argv(spec->runtime))
-                return lg_error_set(err, EINVAL, "unknown runtime `%s` (python3, node, custom or session)",
+        bool image = spec->runtime && !strcmp(spec->runtime, "image");
+        if (!spec->name || !spec->runtime || (!image && !node_runtime_argv(spec->runtime)))
+                return lg_error_set(err, EINVAL, "unknown runtime `%s` (python3, node, custom, session or image)",
                                     spec->runtime ? spec->runtime : "");
+        /* An image pool's image and server are checked before anything changes. */
+        const struct lg_image *img = NULL;
+        if (image) {
+                int r = node_image_pool_prepare(node, spec, &img, err);
+                if (r < 0)
+                        return r;
+        }
         struct pool *p = node_find_pool(node, spec->name);
         if (!p) {
                 p = calloc(1, sizeof(*p));
@@ -112,6 +124,11 @@ int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_e
         p->spec.runtime = p->runtime;
         p->spec.version = p->version;
         p->spec.env = NULL;
+        /* Image pools: their image, server and environment (no worker's);
+         * other pools: none of that. */
+        int r = node_image_pool_set(p, spec, img, err);
+        if (r < 0)
+                return r;
         /* Placeholders of an older shape are replaced gradually (another
          * key, so another warm pool, which the old one is retired into);
          * extra ones are trimmed by the warm pool. */
@@ -120,7 +137,7 @@ int lg_node_pool_set(lg_node *node, const struct lg_pool_spec *spec, struct lg_e
         struct lg_warm_pool_config wc = {.key = key, .target = spec->ready, .retry = LG_WARM_RETRY_BACKOFF,
                                          .ops = &warm_ops, .data = p, .max_unavailable = spec->max_unavailable};
         lg_warm_pool *old = p->warm;
-        int r = lg_warm_pool_set(node->warm, &wc, &p->warm, err);
+        r = lg_warm_pool_set(node->warm, &wc, &p->warm, err);
         if (r < 0)
                 return r;
         /* The old pool is the warm component's from now on: it frees it

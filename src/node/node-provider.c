@@ -22,11 +22,9 @@ static void on_ready(lg_instance *inst, int status, const char *message, void *u
                 ready(ud, status, message, NULL);
                 return;
         }
-        char addr[300];
-        snprintf(addr, sizeof(addr), "unix:%s", lg_instance_socket(inst));
         struct lg_router_instance_info info = {
                 .id = lg_instance_id(inst),
-                .address = addr,
+                .address = lg_instance_http_address(inst),
                 .log_dir = lg_instance_log_dir(inst),
                 .net_address = lg_instance_address(inst),
                 .cold = lg_instance_cold(inst),
@@ -104,7 +102,8 @@ static int provider_adopt(void *provider, const char *app, unsigned revision, lg
                 free(rec);
                 return r;
         }
-        snprintf(addr, sizeof(addr), "unix:%s", lg_instance_socket(rec->inst));
+        /* Valid until the next call, as the interface says: a copy. */
+        snprintf(addr, sizeof(addr), "%s", lg_instance_http_address(rec->inst));
         *info = (struct lg_router_instance_info){
                 .id = lg_instance_id(rec->inst),
                 .address = addr,

@@ -88,6 +88,9 @@ void node_unref(lg_instance *inst) {
         free(inst->identifier);
         free(inst->pool_name);
         free(inst->net_policy);
+        free(inst->ready_path);
+        free(inst->fail_why);
+        lg_image_launch_clear(&inst->launch);
         free(inst);
 }
 
@@ -114,19 +117,23 @@ void node_instance_release(lg_instance *inst) {
         inst->released = true;
         inst->state = ST_DEAD;
         if (inst->polls) {
-                uv_close((uv_handle_t *) &inst->ctl_poll, handle_closed);
+                if (!inst->image)
+                        uv_close((uv_handle_t *) &inst->ctl_poll, handle_closed);
                 uv_close((uv_handle_t *) &inst->exit_poll, handle_closed);
                 inst->polls = false;
         }
         uv_close((uv_handle_t *) &inst->timer, handle_closed);
+        lg_probe_cancel(inst->probe);
+        inst->probe = NULL;
         inst->control_fd = inst->pidfd = -1;
         /* -ESRCH: its create failed, nothing to destroy. Detached: it
          * runs on, with its socket and record, for the next legiond. */
         inst->destroy_req.data = inst;
-        if ((inst->detached ? lg_agent_detach(inst->node->agent, &inst->destroy_req, inst->id, req_done)
+        if (!inst->never_made &&
+            (inst->detached ? lg_agent_detach(inst->node->agent, &inst->destroy_req, inst->id, req_done)
                             : lg_agent_destroy(inst->node->agent, &inst->destroy_req, inst->id, req_done)) == 0)
                 inst->refs++;
-        if (!inst->detached) {
+        if (!inst->detached && !inst->never_made) {
                 char path[PATH_MAX];
                 node_record_path(inst, path, sizeof(path));
                 unlink(path);
@@ -145,19 +152,23 @@ static void updated(lg_agent_req *req) {
         node_unref(inst);
 }
 
-static void instance_update(lg_instance *inst, unsigned set, uint64_t cpu_millis, uint64_t cpu_weight) {
-        if (inst->released || !set)
+void node_instance_update(lg_instance *inst, const struct lg_agent_limits *lim) {
+        if (inst->released || !lim->set)
                 return;
         lg_agent_req *req = calloc(1, sizeof(*req));
         if (!req)
                 return;
         req->data = inst;
-        struct lg_agent_limits lim = {.set = set, .cpu_millis = cpu_millis, .cpu_weight = cpu_weight};
-        if (lg_agent_update(inst->node->agent, req, inst->id, &lim, updated) < 0) {
+        if (lg_agent_update(inst->node->agent, req, inst->id, lim, updated) < 0) {
                 free(req);
                 return;
         }
         inst->refs++;
+}
+
+static void instance_update(lg_instance *inst, unsigned set, uint64_t cpu_millis, uint64_t cpu_weight) {
+        struct lg_agent_limits lim = {.set = set, .cpu_millis = cpu_millis, .cpu_weight = cpu_weight};
+        node_instance_update(inst, &lim);
 }
 
 /* Taken from its pool: the normal CPU weight, and its own quota at once
@@ -184,7 +195,7 @@ static void fail_ready(lg_instance *inst, int status, const char *message) {
 }
 
 /* An instance or placeholder is gone or must go: tell whoever waits. */
-static void instance_kill(lg_instance *inst, const char *why) {
+void node_instance_end(lg_instance *inst, int status, const char *why) {
         enum inst_state was = inst->state;
         if (was == ST_DEAD)
                 return;
@@ -199,10 +210,25 @@ static void instance_kill(lg_instance *inst, const char *why) {
         /* The callbacks may destroy it: it lives until we are done. */
         inst->refs++;
         if (was == ST_SPECIALIZING)
-                fail_ready(inst, -EIO, why);
+                fail_ready(inst, status, why);
         else if (exit_cb)
                 exit_cb(inst, why, inst->userdata);
         node_unref(inst);
+}
+
+static void instance_kill(lg_instance *inst, const char *why) { node_instance_end(inst, -EIO, why); }
+
+void node_instance_served(lg_instance *inst) {
+        inst->state = ST_SERVING;
+        inst->ready_ns = lg_now_ns() - inst->t_start;
+        refill_after_take(inst);
+        /* Without its record the next legiond would not know what it
+         * serves: it would be replaced. */
+        (void) node_record_write(inst);
+        uv_timer_stop(&inst->timer);
+        if (inst->boost_ms)
+                uv_timer_start(&inst->timer, on_boost_end, inst->boost_ms, 0);
+        fail_ready(inst, 0, NULL);
 }
 
 void lg_instance_destroy(lg_instance *inst) {
@@ -230,16 +256,7 @@ static void on_frame(lg_instance *inst, struct lg_msg *m) {
                 }
                 if (!strcmp(op, "ready") && phase && !strcmp(phase, "specialized") &&
                     inst->state == ST_SPECIALIZING) {
-                        inst->state = ST_SERVING;
-                        inst->ready_ns = lg_now_ns() - inst->t_start;
-                        refill_after_take(inst);
-                        /* Without its record the next legiond would not
-                         * know what it serves: it would be replaced. */
-                        (void) node_record_write(inst);
-                        uv_timer_stop(&inst->timer);
-                        if (inst->boost_ms)
-                                uv_timer_start(&inst->timer, on_boost_end, inst->boost_ms, 0);
-                        fail_ready(inst, 0, NULL);
+                        node_instance_served(inst);
                         return;
                 }
                 if (!strcmp(op, "error")) {
@@ -355,7 +372,8 @@ static void on_exit_poll(uv_poll_t *h, int status, int events) {
         /* Level-triggered: quiet until the agent answers. */
         uv_poll_stop(&inst->exit_poll);
         inst->status_req.data = inst;
-        if (lg_agent_status(inst->node->agent, &inst->status_req, inst->id, on_status) < 0) {
+        if (lg_agent_status(inst->node->agent, &inst->status_req, inst->id,
+                            inst->image ? node_image_status : on_status) < 0) {
                 instance_kill(inst, "sandbox exited");
                 return;
         }
@@ -364,6 +382,23 @@ static void on_exit_poll(uv_poll_t *h, int status, int events) {
 }
 
 /* ---- making sandboxes ------------------------------------------------- */
+
+lg_instance *node_instance_new(lg_node *node) {
+        lg_instance *inst = calloc(1, sizeof(*inst));
+        if (!inst)
+                return NULL;
+        inst->node = node;
+        inst->t_start = lg_now_ns();
+        inst->listen_fd = inst->control_fd = inst->pidfd = -1;
+        char hex[17];
+        lg_random_hex(hex, 8);
+        snprintf(inst->id, sizeof(inst->id), "i-%s", hex);
+        uv_timer_init(node->loop, &inst->timer);
+        inst->timer.data = inst;
+        inst->refs = 1; /* the timer */
+        node_all_link(inst);
+        return inst;
+}
 
 static int listen_socket(const char *path, struct lg_error *err) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -387,7 +422,6 @@ const char *const node_placeholder_env[] = {
         "HOME=/tmp", "LANG=C.UTF-8", "LEGION_LISTEN_FD=4", "PYTHONDONTWRITEBYTECODE=1", NULL,
 };
 static const char *const placeholder_mount_points[] = {"/code", "/mnt/data"};
-#define PLACEHOLDER_CPU_WEIGHT 10
 
 static void spec_free(struct lg_instance_spec *s) {
         if (!s)
@@ -438,17 +472,21 @@ static int specialize(lg_instance *inst, struct lg_error *err);
 /* Watch its control socket and its exit. */
 void node_watch(lg_instance *inst) {
         uv_loop_t *loop = inst->node->loop;
-        uv_poll_init(loop, &inst->ctl_poll, inst->control_fd);
         uv_poll_init(loop, &inst->exit_poll, inst->pidfd);
-        inst->ctl_poll.data = inst->exit_poll.data = inst;
+        inst->exit_poll.data = inst;
         inst->polls = true;
-        inst->refs += 2;
-        uv_poll_start(&inst->ctl_poll, UV_READABLE, on_control);
+        inst->refs++;
         uv_poll_start(&inst->exit_poll, UV_READABLE, on_exit_poll);
+        if (inst->image)
+                return; /* no worker: nothing on the control socket */
+        uv_poll_init(loop, &inst->ctl_poll, inst->control_fd);
+        inst->ctl_poll.data = inst;
+        inst->refs++;
+        uv_poll_start(&inst->ctl_poll, UV_READABLE, on_control);
 }
 
 /* The agent made the sandbox and started the worker (or could not). */
-static void create_done(lg_agent_req *req) {
+void node_create_done(lg_agent_req *req) {
         lg_instance *inst = req->data;
         inst->creating = false;
         if (inst->listen_fd >= 0)
@@ -472,7 +510,9 @@ static void create_done(lg_agent_req *req) {
         inst->pidfd = req->out.pidfd;
         memcpy(inst->ip, req->out.net.ip, sizeof(inst->ip));
         node_watch(inst);
-        if (inst->want) {
+        if (inst->image) {
+                node_image_created(inst);
+        } else if (inst->want) {
                 /* Taken while being made (on demand). */
                 struct lg_error err = {0};
                 if (specialize(inst, &err) < 0)
@@ -484,7 +524,7 @@ static void create_done(lg_agent_req *req) {
 
 /* The tenant of an instance of app ("namespace/..."): its namespace and
  * policy (NULL = the namespace's). */
-static int net_tenant(const char *app, const char *policy, struct lg_agent_net *net, struct lg_error *err) {
+int node_net_tenant(const char *app, const char *policy, struct lg_agent_net *net, struct lg_error *err) {
         size_t n = strcspn(app, "/");
         if (n == 0 || n >= sizeof(net->namespace) || (policy && strlen(policy) >= sizeof(net->policy)))
                 return lg_error_setm(err, EINVAL, "`%s`: no namespace to put its network address in", app);
@@ -503,20 +543,17 @@ int node_make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_sp
         const char *const *argv = node_runtime_argv(p->runtime);
         if (!argv)
                 return lg_error_set(err, EINVAL, "unknown runtime `%s`", p->runtime);
-        lg_instance *inst = calloc(1, sizeof(*inst));
+        lg_instance *inst = node_instance_new(node);
         if (!inst)
                 return lg_error_set(err, ENOMEM, "allocate instance");
-        inst->node = node;
-        inst->t_start = lg_now_ns();
-        inst->listen_fd = inst->control_fd = inst->pidfd = -1;
-        char hex[17];
-        lg_random_hex(hex, 8);
-        snprintf(inst->id, sizeof(inst->id), "i-%s", hex);
+        /* Until the create is submitted there is no sandbox to destroy. */
+        inst->never_made = true;
         snprintf(inst->sock, sizeof(inst->sock), "%s/%s.sock", node->sock_dir, inst->id);
+        snprintf(inst->http_addr, sizeof(inst->http_addr), "unix:%s", inst->sock);
         inst->listen_fd = listen_socket(inst->sock, err);
         if (inst->listen_fd < 0) {
                 int r = inst->listen_fd;
-                free(inst);
+                node_instance_release(inst);
                 return r;
         }
         struct lg_sandbox_spec *spec = &inst->sspec;
@@ -552,29 +589,27 @@ int node_make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_sp
         /* Its address while it waits; on demand, its tenant too. */
         inst->create_req.in.create.net = (struct lg_agent_net){.attach = node_pool_network(p)};
         if (node_pool_network(p) && for_spec &&
-            net_tenant(for_spec->app, for_spec->net_policy, &inst->create_req.in.create.net, err) < 0) {
+            node_net_tenant(for_spec->app, for_spec->net_policy, &inst->create_req.in.create.net, err) < 0) {
                 close(inst->listen_fd);
                 unlink(inst->sock);
-                free(inst);
+                node_instance_release(inst);
                 return -EINVAL;
         }
         /* A placeholder is also created at a lower priority: the refill
          * that a take starts must not slow the specialization (its mount
          * runs on the thread pool too). On demand, a request waits. */
         int r = lg_agent_create(node->agent, &inst->create_req, inst->id, spec,
-                                LG_AGENT_START_NOW | (placeholder ? LG_AGENT_LOW_PRIO : 0), create_done);
+                                LG_AGENT_START_NOW | (placeholder ? LG_AGENT_LOW_PRIO : 0), node_create_done);
         if (r < 0) {
                 lg_error_set(err, -r, "create sandbox `%s`", inst->id);
                 close(inst->listen_fd);
                 unlink(inst->sock);
-                free(inst);
+                node_instance_release(inst);
                 return r;
         }
-        uv_timer_init(node->loop, &inst->timer);
-        inst->timer.data = inst;
-        inst->refs = 2; /* the timer, the create */
+        inst->never_made = false;
+        inst->refs++; /* the create */
         inst->creating = true;
-        node_all_link(inst);
         p->created++;
         *ret = inst;
         return 0;
@@ -654,7 +689,7 @@ static void assigned(lg_agent_req *req) {
 /* Submit the assignment of its address to the tenant of app. */
 int node_assign_tenant(lg_instance *inst, const char *app, const char *policy, struct lg_error *err) {
         struct lg_agent_net t;
-        int r = net_tenant(app, policy, &t, err);
+        int r = node_net_tenant(app, policy, &t, err);
         if (r < 0)
                 return r;
         inst->net_req.data = inst;
@@ -697,11 +732,24 @@ static int specialize(lg_instance *inst, struct lg_error *err) {
 int lg_node_instance_start(lg_node *node, const struct lg_instance_spec *spec,
                            lg_instance_ready_cb ready_cb, lg_instance_exit_cb exit_cb,
                            void *userdata, lg_instance **ret, struct lg_error *err) {
-        struct pool *p = node_find_pool(node, spec->pool);
-        if (!p)
-                return lg_error_set(err, ENOENT, "pool group `%s` does not exist", spec->pool);
-        lg_instance *inst = p->warm ? (lg_instance *) lg_warm_take(p->warm) : NULL;
+        bool no_pool = !spec->pool || !*spec->pool;
+        struct pool *p = no_pool ? NULL : node_find_pool(node, spec->pool);
+        if (!p && !(no_pool && spec->image && *spec->image))
+                return lg_error_set(err, ENOENT, "pool group `%s` does not exist", no_pool ? "" : spec->pool);
+        lg_instance *inst;
         int r;
+        if (!p || p->img || (spec->image && *spec->image)) {
+                /* Its failures reach ready_cb, from the loop. */
+                r = node_image_start(node, p, spec, &inst, err);
+                if (r < 0)
+                        return r;
+                inst->ready_cb = ready_cb;
+                inst->exit_cb = exit_cb;
+                inst->userdata = userdata;
+                *ret = inst;
+                return 0;
+        }
+        inst = p->warm ? (lg_instance *) lg_warm_take(p->warm) : NULL;
         if (!inst) {
                 /* Empty pool, or a burst larger than it: make one now. The
                  * worker's imports and the specialize are then sequential,
@@ -760,6 +808,7 @@ const char *lg_instance_socket(const lg_instance *inst) { return inst->sock; }
 bool lg_instance_cold(const lg_instance *inst) { return inst->cold; }
 uint64_t lg_instance_start_ns(const lg_instance *inst) { return inst->ready_ns; }
 const char *lg_instance_address(const lg_instance *inst) { return inst->ip[0] ? inst->ip : NULL; }
+const char *lg_instance_http_address(const lg_instance *inst) { return inst->http_addr; }
 const char *lg_instance_log_dir(const lg_instance *inst) {
         return inst->released || inst->creating ? NULL : lg_agent_state_dir(inst->node->agent, inst->id);
 }
@@ -772,6 +821,8 @@ int lg_node_new(const struct lg_node_config *cfg, lg_node **ret, struct lg_error
         node->agent = cfg->agent;
         node->net = cfg->net;
         node->specialize_timeout_ms = cfg->specialize_timeout_ms ? cfg->specialize_timeout_ms : 30000;
+        node->images = cfg->images;
+        node->ready_timeout_ms = cfg->ready_timeout_ms ? cfg->ready_timeout_ms : 60000;
         if (asprintf(&node->run_dir, "%s", cfg->run_dir) < 0 ||
             asprintf(&node->sandbox_dir, "%s/sandboxes-root", cfg->run_dir) < 0 ||
             asprintf(&node->sock_dir, "%s/sockets", cfg->run_dir) < 0 ||
@@ -836,6 +887,7 @@ void lg_node_free(lg_node *node) {
                 free(p->runtime);
                 free(p->version);
                 node_env_free(p->env);
+                node_image_pool_clear(p);
                 free(p);
         }
         if (node->own_agent)
@@ -846,5 +898,6 @@ void lg_node_free(lg_node *node) {
         free(node->runtimes_dir);
         free(node->inst_dir);
         free(node->lost);
+        node_images_free(node);
         free(node);
 }

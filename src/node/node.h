@@ -17,7 +17,30 @@
  * before the code is mounted and the worker specialized, so the code's
  * first packet goes out under its tenant's rules. An instance adopted
  * after a restart keeps its address and is assigned again when its app
- * takes it back. */
+ * takes it back.
+ *
+ * Image instances (node-image.c) run an OCI image's own HTTP server
+ * instead of a language worker: a sandbox made from the image's layers
+ * (lg_node_config.images), with an address on the node's network (they
+ * need it: the router reaches them at "ip:port"), its stdout and stderr
+ * in <log_dir>/stdout.log and stderr.log. There is no worker: legiond
+ * decides readiness itself (node/probe.h) by connecting to the port, or
+ * by GET ready_path answered 2xx/3xx, within ready_timeout_ms. A pool
+ * group of runtime "image" keeps warm sandboxes of its image: made
+ * (layers, address, cgroup) with no process yet, started at take with
+ * the app's command, limits and tenant in one trip; or, with
+ * start_process, already serving the pool's own command and ready (a
+ * take then only assigns the tenant and limits). ready_cb's failure
+ * statuses for them:
+ *   -ETIMEDOUT   the port never opened within the timeout
+ *   -EPROTO      the readiness GET never answered 2xx/3xx within it
+ *   -ECHILD      the process exited before it was ready
+ *   -ENOENT      the image is not in the store
+ *   -ENETUNREACH no node network (legiond --network off)
+ *   other        the sandbox could not be made or started
+ * with a message saying why (the last line of its stderr when there is
+ * one). exit_cb's status text: "Exited(3)", "OOMKilled", "Killed(9)",
+ * followed by ": <last line of stderr>" when there is one. */
 #pragma once
 
 #include <stdbool.h>
@@ -31,6 +54,7 @@ typedef struct lg_instance lg_instance;
 
 struct lg_agent;
 struct lg_net;
+struct lg_image_store;
 
 struct lg_node_config {
         uv_loop_t *loop;
@@ -39,11 +63,13 @@ struct lg_node_config {
         const char *run_dir;      /* sandbox state and instance sockets */
         const char *runtimes_dir; /* runtimes/ of this installation */
         uint64_t specialize_timeout_ms; /* 0 = 30 s */
+        struct lg_image_store *images; /* image pools and instances; NULL: refused. The caller's, outlives the node */
+        uint64_t ready_timeout_ms;     /* image instances: port open / readiness within this; 0 = 60 s */
 };
 
 struct lg_pool_spec {
         const char *name;
-        const char *runtime;      /* "python3", "node", "custom", "session" */
+        const char *runtime;      /* "python3", "node", "custom", "session", "image" */
         unsigned ready;           /* placeholders kept warm */
         uint64_t cpu_millis;      /* 0 = no quota */
         uint64_t memory_bytes;    /* 0 = 256 MiB */
@@ -60,16 +86,21 @@ struct lg_pool_spec {
          * when NULL): a placeholder gets one while it waits, with no
          * tenant (it reaches DNS only); an instance is assigned to its
          * app's namespace (lg_instance_spec) before its code runs.
-         * Otherwise the sandbox's network namespace has loopback only. */
+         * Otherwise the sandbox's network namespace has loopback only.
+         * Image pools always have one. */
         bool network;
-        /* Pools of runtime "image" (issue 12, DESIGN-12 P2). */
-        const char *image;           /* image id "sha256:..." in config.images */
-        bool start_process;          /* placeholder mode "process" */
-        const char *const *command, *const *args; /* with start_process (env: the env field) */
-        unsigned port;
-        const char *ready_path;
-        const char *version;         /* language workers: a version string; any change of it (or of the image) is a new key */
-        unsigned max_unavailable;    /* rolling replacement; 0 = 1 */
+        /* Runtime "image": the image (an id "sha256:..." or a name in
+         * lg_node_config.images); its warm sandboxes are made from it. */
+        const char *image;
+        /* Placeholder mode "process": the warm sandboxes run the pool's
+         * own server (command/args, env above, port, ready_path) and are
+         * ready only once it answers; otherwise they wait with no process. */
+        bool start_process;
+        const char *const *command, *const *args; /* NULL = the image's */
+        unsigned port;            /* with start_process: required */
+        const char *ready_path;   /* with start_process: NULL = a TCP connect */
+        const char *version;      /* language workers: any change of it is a new key; NULL = none */
+        unsigned max_unavailable; /* rolling replacement; 0 = 1 */
 };
 
 struct lg_pool_stats {
@@ -78,8 +109,8 @@ struct lg_pool_stats {
         uint64_t created, taken, on_demand;
         unsigned failures;        /* creations failed in a row (0 once one succeeds) */
         char last_error[256];     /* why the last creation failed, "" if none */
-        unsigned updated, outdated; /* ready of the current key; ready or starting of outgoing pools */
-        bool rolling;               /* a rolling replacement is under way */
+        unsigned updated, outdated; /* ready of the current key; ready or starting of outgoing ones */
+        bool rolling;             /* a rolling replacement is under way */
 };
 
 /* What an instance is made for. */
@@ -169,3 +200,6 @@ uint64_t lg_instance_start_ns(const lg_instance *inst);  /* time to ready */
 const char *lg_instance_log_dir(const lg_instance *inst);
 /* Its address on the node's network ("10.200.0.7"), NULL when it has none. */
 const char *lg_instance_address(const lg_instance *inst);
+/* The instance's HTTP server for the router: "unix:/path" (workers) or
+ * "10.200.0.7:8080" (images). Valid while the handle is. */
+const char *lg_instance_http_address(const lg_instance *inst);

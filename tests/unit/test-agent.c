@@ -25,6 +25,7 @@
 
 #include "node/agent.h"
 #include "node/warm.h"
+#include "sandbox-cleanup.h"
 
 static char state_root[256];
 
@@ -881,28 +882,6 @@ int main(void) {
                 cmocka_unit_test(test_warm_backoff),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
-        /* Detachable sandboxes of a test that failed outlive it. */
-        char **left = NULL;
-        lg_sandbox_gc(state_root, NULL);
-        if (lg_sandbox_list(state_root, &left, NULL) > 0)
-                for (char **id = left; *id; id++) {
-                        lg_sandbox *sb = NULL;
-                        if (lg_sandbox_adopt(state_root, *id, &sb, NULL) >= 0)
-                                lg_sandbox_destroy(sb);
-                }
-        lg_sandbox_list_free(left);
-        lg_rm_rf(state_root);
-        /* The now empty parent cgroup of this run, in each hierarchy. */
-        char path[512];
-        snprintf(path, sizeof(path), "/sys/fs/cgroup/%s", parent);
-        rmdir(path);
-        DIR *d = opendir("/sys/fs/cgroup");
-        for (struct dirent *de; d && (de = readdir(d));) {
-                snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s", de->d_name, parent);
-                if (de->d_name[0] != '.')
-                        rmdir(path);
-        }
-        if (d)
-                closedir(d);
+        sandbox_cleanup(state_root, NULL, parent);
         return r;
 }
