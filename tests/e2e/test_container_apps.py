@@ -233,7 +233,8 @@ def test_unpullable_image_fails_the_deploy_and_stores_nothing(d, top, apps):
 
 def test_port_never_opens(d, apps):
     apps.append("silent")
-    deploy(d, "silent", {"image": SILENT, "port": 8080})
+    # A request waits longer than the readiness check (60 s by default).
+    deploy(d, "silent", {"image": SILENT, "port": 8080, "timeoutSeconds": 120})
     st, _, body = call(d, "silent", "/", timeout=180)
     assert st == 502, (st, body)
     e = error_of(body)
@@ -246,7 +247,7 @@ def test_port_never_opens(d, apps):
 
 def test_readiness_path_failing(d, apps):
     apps += ["unready", "ready"]
-    deploy(d, "unready", {"image": PYWEB, "port": 8080, "readinessPath": "/healthz",
+    deploy(d, "unready", {"image": PYWEB, "port": 8080, "readinessPath": "/healthz", "timeoutSeconds": 120,
                           "env": {"HEALTHZ_STATUS": "500"}})
     st, _, body = call(d, "unready", "/", timeout=180)
     assert st == 502, (st, body)
