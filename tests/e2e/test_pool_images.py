@@ -134,7 +134,8 @@ def test_apps_new_revision_policy(d, reg, cleanup):
     assert first["version"] == "1" and status(d, "nrapp")["revision"] == 1
     pool_put(d, "nr", {"image": reg.ref2, "ready": 1, "upgrade": {"apps": "newRevision"}})
     # A new revision at once, on the new image; the old instance drains.
-    s = wait_status(d, "nrapp", lambda s: s["revision"] == 2, "a new revision")
+    wait_status(d, "nrapp", lambda s: s["revision"] == 2, "a new revision")
+    s = status(d, "nrapp")
     assert s["image"]["id"] == reg.v2.id, s
     r = call_json(d, "nrapp", "/")
     assert r["version"] == "2" and r["instance"] != first["instance"], r
