@@ -39,21 +39,6 @@ static const char no_network[] = "container apps need the node network (legiond 
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static char **strv_dup(const char *const *v) {
-        if (!v || !v[0])
-                return NULL;
-        size_t n = 0;
-        while (v[n])
-                n++;
-        char **c = calloc(n + 1, sizeof(char *));
-        for (size_t i = 0; c && i < n; i++)
-                if (!(c[i] = strdup(v[i]))) {
-                        node_env_free(c);
-                        return NULL;
-                }
-        return c;
-}
-
 static uint64_t fnv_strv(uint64_t h, const char *const *v) {
         for (size_t i = 0; v && v[i]; i++)
                 for (const char *c = v[i];; c++) {
@@ -181,9 +166,9 @@ int node_image_pool_set(struct pool *p, const struct lg_pool_spec *spec, const s
                 return 0;
         p->img = img;
         node_env_free(p->env);
-        p->env = strv_dup(spec->env); /* its own only: no worker's */
-        p->command = strv_dup(spec->command);
-        p->args = strv_dup(spec->args);
+        p->env = node_strv_dup(spec->env); /* its own only: no worker's */
+        p->command = node_strv_dup(spec->command);
+        p->args = node_strv_dup(spec->args);
         p->ready_path = spec->ready_path && *spec->ready_path ? strdup(spec->ready_path) : NULL;
         if ((spec->env && spec->env[0] && !p->env) || (spec->command && spec->command[0] && !p->command) ||
             (spec->args && spec->args[0] && !p->args) || (spec->ready_path && *spec->ready_path && !p->ready_path)) {

@@ -39,6 +39,7 @@ struct lg_instance {
         bool assign;                /* taken with an address and no tenant: assign before the code */
         unsigned refs;              /* requests under way and open handles */
         struct lg_instance_spec *want; /* specialize with this: kept until sent */
+        char **env;                 /* its sandbox's environment (a copy of its pool's), NULL = the default */
         bool set_cpu_on_take;       /* its own CPU quota at once (no boost) */
         char *rbuf;                 /* partial frame from the control socket */
         size_t rlen, rcap;
@@ -123,6 +124,9 @@ struct lg_node {
 extern const char *const node_placeholder_env[];
 const char *const *node_runtime_argv(const char *runtime);
 void node_env_free(char **env);
+/* A copy of a NULL-terminated list; NULL for NULL or an empty one (and
+ * for no memory: the caller tells them apart by v). */
+char **node_strv_dup(const char *const *v);
 /* Drop a reference; the last one frees the instance. */
 void node_unref(lg_instance *inst);
 /* A new instance among the node's live ones (freed by node_unref). */

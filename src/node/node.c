@@ -60,6 +60,21 @@ const char *const *node_runtime_argv(const char *runtime) {
 
 static void spec_free(struct lg_instance_spec *s);
 
+char **node_strv_dup(const char *const *v) {
+        if (!v || !v[0])
+                return NULL;
+        size_t n = 0;
+        while (v[n])
+                n++;
+        char **c = calloc(n + 1, sizeof(char *));
+        for (size_t i = 0; c && i < n; i++)
+                if (!(c[i] = strdup(v[i]))) {
+                        node_env_free(c);
+                        return NULL;
+                }
+        return c;
+}
+
 void node_env_free(char **env) {
         if (!env)
                 return;
@@ -90,6 +105,7 @@ void node_unref(lg_instance *inst) {
         free(inst->net_policy);
         free(inst->ready_path);
         free(inst->fail_why);
+        node_env_free(inst->env);
         lg_image_launch_clear(&inst->launch);
         free(inst);
 }
@@ -567,7 +583,16 @@ int node_make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_sp
         spec->mount_points = placeholder_mount_points;
         spec->n_mount_points = p->spec.writable_root ? 2 : 1;
         spec->argv = argv;
-        spec->envp = p->env ? (const char *const *) p->env : node_placeholder_env;
+        /* Its own copy: the create reads it off the loop, and the pool's
+         * may be replaced (lg_node_pool_set) before it does. */
+        inst->env = node_strv_dup((const char *const *) p->env);
+        if (p->env && !inst->env) {
+                close(inst->listen_fd);
+                unlink(inst->sock);
+                node_instance_release(inst);
+                return lg_error_set(err, ENOMEM, "allocate instance");
+        }
+        spec->envp = inst->env ? (const char *const *) inst->env : node_placeholder_env;
         spec->cwd = "/tmp";
         /* Code and runtime are read-only; /tmp is the sandbox's scratch.
          * Session pools keep files under /mnt/data: a writable root. */
