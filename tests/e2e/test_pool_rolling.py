@@ -1,20 +1,24 @@
-"""Rolling replacement of a language worker pool group's placeholders
-(issue 12, node-pool.c over warm.c's lg_warm_pool_retire): a change of its
-shape (cpu, version) replaces its ready sandboxes gradually instead of
+"""Rolling replacement of a pool group's placeholders (issue 12,
+node-pool.c over warm.c's lg_warm_pool_retire): a change of its shape (cpu,
+version, image) replaces its ready sandboxes gradually instead of
 destroying them all at once. Polled at every 100 ms: `updated + outdated`
-never below `ready - maxUnavailable`; at the end `updated == ready`, `outdated == 0`, not rolling,
-and none of the old sandboxes is left. An instance started while it
-rolls never gets an old placeholder. The exact limit at every discard, and
-never more placeholders than `ready` at once, are tests/unit/test-warm.c's; this checks legiond wires it (before, a change
-deleted every old placeholder at once: the first poll saw 0 ready)."""
+never below `ready - maxUnavailable`; at the end `updated == ready`,
+`outdated == 0`, not rolling, and none of the old sandboxes is left. An
+instance started while it rolls never gets an old placeholder. The exact
+limit at every discard, and never more placeholders than `ready` at once,
+are tests/unit/test-warm.c's; this checks legiond wires it (before, a
+change deleted every old placeholder at once: the first poll saw 0 ready).
+Language worker pools, and an image pool in placeholder mode process."""
 import os
 import re
 import types
 
 import pytest
 
+import oci_kit
 from apps_kit import top  # noqa: F401  (the fixture)
-from apps_kit import delete, logs, new_legiond, pool, pool_delete, pool_put, sandboxes, stop, wait_pool
+from apps_kit import (call_json, delete, deploy, logs, new_legiond, pool, pool_delete, pool_put, sandboxes, stop,
+                      wait_pool)
 from test_legiond import PY_APP, write_app
 
 
@@ -113,3 +117,23 @@ def test_an_instance_started_while_rolling_gets_the_new_shape(d, cleanup, tmp_pa
     inst = re.search(r"instance (i-[0-9a-f]+) ready", logs(d, "rtakeapp")).group(1)
     assert inst not in old, (inst, old)
     wait_pool(d, "rtake", lambda s: s["updated"] == 3 and s["outdated"] == 0 and not s["rolling"], "rolled")
+
+
+def test_image_pool_in_process_mode_rolls(d, cleanup, top):  # noqa: F811  (the fixture)
+    """An image pool group whose placeholders run the server already: the
+    new image's are ready only once their server passed the readiness
+    check, and the old ones go as they do; an app's instance then runs
+    the new image."""
+    cleanup.pools.append("rproc")
+    cleanup.apps.append("rprocapp")
+    with oci_kit.Registry(top) as reg:
+        v1, v2 = oci_kit.pyweb_image("1"), oci_kit.pyweb_image("2")
+        ref1, ref2 = reg.push(v1, "roll/web", "1"), reg.push(v2, "roll/web", "2")
+        base = sandboxes(d)
+        proc = {"placeholder": "process", "port": 8080, "readinessPath": "/healthz"}
+        pool_put(d, "rproc", {"image": ref1, "ready": 3, **proc})
+        ready_of(d, "rproc", 3)
+        roll(d, "rproc", {"image": ref2, "ready": 3, **proc, "upgrade": {"maxUnavailable": 1}}, 3, 1, base)
+        assert v2.id in str(pool(d, "rproc")["status"])
+        deploy(d, "rprocapp", {"poolGroup": "rproc", "port": 8080})
+        assert call_json(d, "rprocapp", "/")["version"] == "2"
