@@ -398,10 +398,13 @@ def part_rolling(args, api):
             done_s = time.monotonic() - t0
             final = api.pool(name)
             api.call("DELETE", f"/v1/poolgroups/{name}")
+            # The status' own word: the first poll with `rolling` false
+            # (the old sandboxes gone; new ones may still be starting).
+            not_rolling = next((s["t"] for s in samples if not s["rolling"]), None)
             avail = [s["updated"] + s["outdated"] for s in samples
                      if s["updated"] is not None and s["outdated"] is not None]
             run = {"pool": name, "mode": mode, "max_unavailable": mu, "spec": spec, "fill_s": fill_s,
-                   "full_status": full, "replace_s": done_s, "samples": samples, "final": final,
+                   "full_status": full, "replace_s": done_s, "not_rolling_s": not_rolling, "samples": samples, "final": final,
                    "max_missing_observed": n - min(avail) if avail else None, "polls": len(samples)}
             res["runs"].append(run)
             log(f"rolling {name}: fill from nothing {fill_s:.2f} s, replacement {done_s:.2f} s, "

@@ -232,6 +232,13 @@ def main():
                     out.append(f({t: v[0] for t, v in x.items()}))
             return out
 
+        body.append("The server is Python's `ThreadingHTTPServer`, a thread per connection under one GIL: at "
+                    f"{conns[1]} connections straight to it, {conns[1]} threads contend, while the router and nginx "
+                    "carry the same load over the upstream connections they keep (fewer, each busier), so at "
+                    f"{conns[1]} connections direct can be slower than through a proxy and the added latency "
+                    "below negative; the proxies' own cost is judged at 1 connection, and router against nginx "
+                    "at any load.")
+        body.append("")
         body.append("Added latency, round by round (the runs of a round are next to each other in time), median "
                     "(range), µs; and throughput router / nginx:")
         body.append("")
@@ -302,12 +309,13 @@ def main():
                     f"same pool's fill from nothing (`PUT` to {n} ready): what replacing all at once would take, "
                     f"with all {n} missing meanwhile.")
         body.append("")
-        body.append("| placeholder mode | maxUnavailable | replacement s | most missing at a poll | polls | "
-                    "fill from nothing s |")
-        body.append("|---|---:|---:|---:|---:|---:|")
+        body.append("| placeholder mode | maxUnavailable | until `rolling` false, s | until all new ready, s | "
+                    "most missing at a poll | polls | fill from nothing, s |")
+        body.append("|---|---:|---:|---:|---:|---:|---:|")
         for r in roll["runs"]:
-            body.append(f"| {r['mode']} | {r['max_unavailable']} | {r['replace_s']:.2f} | {r['max_missing_observed']} | "
-                        f"{r['polls']} | {r['fill_s']:.2f} |")
+            nr = r.get("not_rolling_s")
+            body.append(f"| {r['mode']} | {r['max_unavailable']} | {'n/a' if nr is None else f'{nr:.2f}'} | "
+                        f"{r['replace_s']:.2f} | {r['max_missing_observed']} | {r['polls']} | {r['fill_s']:.2f} |")
             summary_rows.append((f"rolling replacement, pool of {n}, mode {r['mode']}, maxUnavailable "
                                  f"{r['max_unavailable']}", f"{r['replace_s']:.2f} s, at most "
                                  f"{r['max_missing_observed']} missing (fill from nothing {r['fill_s']:.2f} s)"))
