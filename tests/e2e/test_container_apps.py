@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -21,7 +22,7 @@ from apps_kit import (CRASH, DOMAIN, ENVAPP, HTTPD, PYWEB, SILENT, build_images,
                       condition, delete, deploy, error_of, has_flag, logs, new_legiond, restart, status, stop,
                       wait_status)
 from test_legiond import free_port
-from test_survive import assert_nothing_left
+from test_survive import Traffic, assert_nothing_left
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +324,16 @@ def test_instances_survive_legiond_restart(top, images):
         before = call_json(d, "keep", "/")
         assert call(d, "bb", "/")[0] == 200
         inits = d.sandbox_inits()
-        restart(d, signal.SIGKILL)
+        # kill -9 under traffic: the only failed calls are those in flight.
+        traffic = Traffic(d, "GET", "/fn/default/keep/")
+        d.wait_for(lambda: traffic.ok >= 5, what="traffic flowing")
+        d.stop(signal.SIGKILL, keep=True)
+        killed = time.time()
+        d.start()
+        ok_then = traffic.ok
+        d.wait_for(lambda: traffic.ok >= ok_then + 5, what="traffic flowing again")
+        _, failed = traffic.finish()
+        assert all(started < killed for started, _ in failed), failed
         # The same instance answers, reached at its address again.
         after = call_json(d, "keep", "/")
         assert after["instance"] == before["instance"] and after["pid"] == before["pid"], (before, after)
@@ -339,6 +349,18 @@ def test_instances_survive_legiond_restart(top, images):
         assert_nothing_left(d, ids)
         # Its network goes too (host ends of veths go with their namespaces).
         d.wait_for(lambda: d.net.prefix not in open("/proc/net/dev").read(), what="the sandbox links gone")
+    finally:
+        stop(d)
+
+
+def test_network_off_refuses_container_apps(top, images):
+    d = new_legiond(top, "netoff", {HTTPD: images[HTTPD]}, ["--network", "off"])
+    try:
+        st, body = d.http("PUT", "/v1/namespaces/default/apps/web", {"spec": {"image": HTTPD, "port": 8080}})
+        assert 400 <= st < 500 and "--network on" in error_of(body)["message"], (st, body)
+        st, body = d.http("PUT", "/v1/poolgroups/web", {"image": HTTPD, "ready": 1})
+        assert 400 <= st < 500 and "--network on" in error_of(body)["message"], (st, body)
+        assert d.http("GET", "/v1/namespaces/default/apps/web")[0] == 404
     finally:
         stop(d)
 

@@ -75,7 +75,7 @@ class Traffic:
             r = c.getresponse()
             r.read()
             return started, r.status
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:  # e.g. BadStatusLine: cut before the status
             return started, repr(e)
         finally:
             c.close()
