@@ -7,14 +7,15 @@ no old sandbox reused) and moves its apps as its upgrade policy says
 (their next instance, or a new revision at once). A "process" pool's
 placeholders already run the server."""
 import json
+import signal
 import types
 
 import pytest
 
 import oci_kit
 from apps_kit import top  # noqa: F401  (the fixture)
-from apps_kit import (call_json, condition, delete, deploy, logs, new_legiond, pool, pool_delete, pool_put,
-                      sandboxes, status, stop, wait_pool, wait_status)
+from apps_kit import (CRASH, build_images, call_json, condition, delete, deploy, logs, new_legiond, pool,
+                      pool_delete, pool_put, restart, sandboxes, status, stop, wait_pool, wait_status)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def reg(top):
 
 @pytest.fixture(scope="module")
 def d(top):
-    dd = new_legiond(top, "home")
+    dd = new_legiond(top, "home", {CRASH: build_images()[CRASH]})
     yield dd
     stop(dd)
 
@@ -182,3 +183,33 @@ def test_language_worker_pool_version_change_rolls(d, cleanup):
     # The old sandboxes are gone, two new ones there.
     assert not (sandboxes(d) & old)
     assert len(sandboxes(d) - base) == 2
+
+
+def test_process_pool_whose_server_dies_says_why(d, cleanup):
+    cleanup.pools.append("dies")
+    pool_put(d, "dies", {"image": CRASH, "ready": 1, "placeholder": "process", "port": 8080})
+    wait_pool(d, "dies", lambda s: s.get("lastError", {}).get("failures", 0) >= 1, "a failure")
+    s = pool(d, "dies")["status"]
+    assert s["ready"] == 0, s
+    msg = s["lastError"]["message"]
+    assert "exited with code 3" in msg and "fatal: no config file" in msg, s
+
+
+def test_pool_instance_survives_legiond_restart(top, reg):
+    d = new_legiond(top, "restart")
+    try:
+        pool_put(d, "web", {"image": reg.ref1, "ready": 1})
+        ready_of(d, "web", 1)
+        deploy(d, "front", {"poolGroup": "web", "port": 8080})
+        before = call_json(d, "front", "/")
+        restart(d, signal.SIGKILL)
+        after = call_json(d, "front", "/")
+        assert after["instance"] == before["instance"], (before, after)
+        # The pool is whole again and its warm sandboxes serve.
+        ready_of(d, "web", 1)
+        deploy(d, "second", {"poolGroup": "web", "port": 8080})
+        assert call_json(d, "second", "/")["version"] == "1"
+        assert "from a placeholder" in logs(d, "second")
+        assert pool(d, "web")["spec"]["image"] == reg.ref1
+    finally:
+        stop(d)
