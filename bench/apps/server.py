@@ -38,5 +38,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 http.server.ThreadingHTTPServer.daemon_threads = True
+# socketserver's listen backlog is 5: 32 connections opened at once overflow
+# it, and the dropped SYNs come back after a 1 s retransmit.
+http.server.ThreadingHTTPServer.request_queue_size = 1024
 http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1]) if len(sys.argv) > 1 else 8080),
                                 Handler).serve_forever()
