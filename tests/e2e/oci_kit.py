@@ -531,7 +531,7 @@ def files_layer(files):
 
 # A Python http.server app: GET / answers who and what it is (version, a
 # random id of this server process, hostname, pid, path, environment); /sleep?s=N answers after
-# N seconds; /healthz answers $HEALTHZ_STATUS (200); /exit?code=N exits.
+# N seconds; /alloc?mb=N holds N MiB more; /healthz answers $HEALTHZ_STATUS (200); /exit?code=N exits.
 # Port: argv[1], else $PORT, else 8080. Requests are logged on stderr
 # (http.server's own log lines), which `legion app logs` shows.
 PYWEB_SERVER = r'''
@@ -539,6 +539,7 @@ import http.server, json, os, socket, socketserver, sys, time
 
 VERSION = open("/app/VERSION").read().strip()
 INSTANCE = os.urandom(8).hex()  # this server process, unlike any other
+HELD = []  # what /alloc took
 PORT = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("PORT", "8080"))
 
 
@@ -553,6 +554,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(code, {"healthz": code})
         if path == "/sleep":
             time.sleep(float(q.get("s", "1")))
+        if path == "/alloc":
+            HELD.append(b"x" * (int(q.get("mb", "1")) << 20))
         if path == "/exit":
             sys.stderr.write("pyweb: exiting on request\n")
             sys.stderr.flush()

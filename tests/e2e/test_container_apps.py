@@ -308,10 +308,21 @@ def test_instance_crashing_after_start_is_replaced(d, apps):
     assert st == 502, (st, body)
     r = call_json(d, "exits", "/")
     assert r["instance"] != first["instance"]
-    # The app's log says the first instance went (its own output goes with
-    # it: logs show the live instances' output).
-    out = logs(d, "exits")
-    assert "removed" in out or "Exited(4)" in out or "code 4" in out, out
+    # The app's log says how the first instance ended (its own output goes
+    # with it: logs show the live instances' output).
+    d.wait_for(lambda: "Exited(4)" in logs(d, "exits"), what="Exited(4) in the app's log")
+
+
+def test_memory_limit_applies(d, apps):
+    apps.append("small")
+    deploy(d, "small", {"image": PYWEB, "port": 8080, "memory": "64Mi"})
+    assert call(d, "small", "/alloc?mb=8")[0] == 200
+    st, _, body = call(d, "small", "/alloc?mb=256")
+    assert st == 502, (st, body)
+    # Killed by the kernel: the app says so.
+    d.wait_for(lambda: "OOMKilled" in logs(d, "small"), what="OOMKilled in the app's log")
+    assert "OOMKilled" in json.dumps(status(d, "small")), status(d, "small")  # a failure: Crashed
+    assert call(d, "small", "/")[0] == 200
 
 
 # ---- legiond restarts ----------------------------------------------------------------
