@@ -300,6 +300,19 @@ def test_crash_loop_backs_off_visibly(d, apps):
     assert c["status"] == "True", c
 
 
+def test_crash_loop_with_min_instances_backs_off_without_requests(d, apps):
+    has_flag("--app-backoff-ms")
+    apps.append("crashmin")
+    deploy(d, "crashmin", {"image": CRASH, "port": 8080, "minInstances": 1})
+    # No request: the minInstances ticks start it, fail, and back off.
+    wait_status(d, "crashmin", lambda s: (condition(s, "Ready") or {}).get("reason") == "CrashLoopBackOff",
+                "CrashLoopBackOff")
+    c = condition(d.app("crashmin"), "Ready")
+    assert c["status"] == "False" and c["failures"] >= 2 and "exited with code 3" in c["message"], c
+    st, h, body = call(d, "crashmin", "/")
+    assert st in (502, 503), (st, body)
+
+
 def test_instance_crashing_after_start_is_replaced(d, apps):
     apps.append("exits")
     deploy(d, "exits", {"image": PYWEB, "port": 8080})

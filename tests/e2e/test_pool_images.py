@@ -6,6 +6,7 @@ warm sandboxes gradually when its image changes (status updated/outdated,
 no old sandbox reused) and moves its apps as its upgrade policy says
 (their next instance, or a new revision at once). A "process" pool's
 placeholders already run the server."""
+import concurrent.futures
 import json
 import signal
 import types
@@ -14,7 +15,7 @@ import pytest
 
 import oci_kit
 from apps_kit import top  # noqa: F401  (the fixture)
-from apps_kit import (CRASH, build_images, call_json, condition, delete, deploy, logs, new_legiond, pool,
+from apps_kit import (CRASH, build_images, call, call_json, condition, delete, deploy, logs, new_legiond, pool,
                       pool_delete, pool_put, restart, sandboxes, status, stop, wait_pool, wait_status)
 
 
@@ -98,8 +99,14 @@ def test_rolling_replacement_after_an_image_change(d, reg, cleanup):
     # The old image's: three warm sandboxes and the app's instance.
     old_warm = sandboxes(d) - before
     assert len(old_warm) == 4, old_warm
-    # The new image: sandboxes replaced at most one missing at a time.
-    pool_put(d, "roll", {"image": reg.ref2, "ready": 3, "upgrade": {"maxUnavailable": 1}})
+    # The new image (pulled first, with progress): sandboxes replaced at
+    # most one missing at a time.
+    missing = d.http("GET", "/v1/images/" + reg.ref2)[0] == 404
+    body = pool_put(d, "roll", {"image": reg.ref2, "ready": 3, "upgrade": {"maxUnavailable": 1}},
+                    headers={"Accept": "application/x-ndjson"})
+    lines = [json.loads(x) for x in body.decode().splitlines() if x.strip()]
+    assert "error" not in lines[-1], lines[-1]
+    assert not missing or [x for x in lines[:-1] if "phase" in x], lines
     seen = []
 
     def done():
@@ -123,6 +130,26 @@ def test_rolling_replacement_after_an_image_change(d, reg, cleanup):
     assert r["version"] == "2" and r["instance"] != first["instance"], r
     assert logs(d, "follow").count("from a placeholder") == 2
     assert not (sandboxes(d) & old_warm), sandboxes(d) & old_warm
+
+
+def test_burst_takes_the_warm_sandboxes_then_makes_more(d, reg, cleanup):
+    cleanup.pools.append("burstpool")
+    cleanup.apps.append("burstapp")
+    pool_put(d, "burstpool", {"image": reg.ref1, "ready": 2})
+    ready_of(d, "burstpool", 2)
+    before = pool(d, "burstpool")["status"]
+    deploy(d, "burstapp", {"poolGroup": "burstpool", "port": 8080, "concurrency": 1, "maxInstances": 4})
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(lambda _: call(d, "burstapp", "/sleep?s=1"), range(4)))
+    assert all(st == 200 for st, _, _ in results), results
+    n = len({json.loads(b)["instance"] for _, _, b in results})
+    after = pool(d, "burstpool")["status"]
+    out = logs(d, "burstapp")
+    # Every instance came from a placeholder or was made on demand (one
+    # may be started and then find no request left).
+    assert out.count("from a placeholder") + out.count("no placeholder ready") >= n, out
+    assert out.count("from a placeholder") == after["taken"] - before["taken"] >= 1, (before, after, out)
+    assert out.count("no placeholder ready") == after["onDemand"] - before["onDemand"], (before, after, out)
 
 
 def test_apps_new_revision_policy(d, reg, cleanup):
