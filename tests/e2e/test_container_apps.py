@@ -92,6 +92,13 @@ def test_deploy_by_cli_busybox_httpd_with_command_and_args(d, images, apps):
     st, _, body = call(d, "bb2", "/")
     assert st == 200 and body == b"the other site\n", (st, body)
     assert d.app("bb2")["spec"]["command"] == ["httpd"]
+    # The standard library's own server, started by command and args.
+    apps.append("pymod")
+    d.cli("app", "deploy", "pymod", "--image", PYWEB, "--port", "8081", "--command", "python3", "--arg", "-m",
+          "--arg", "http.server", "--arg", "8081", "--arg", "--bind", "--arg", "0.0.0.0", "--arg", "-d",
+          "--arg", "/app", timeout=120)
+    st, _, body = call(d, "pymod", "/VERSION")
+    assert st == 200 and body == b"1\n", (st, body)
     out, _ = d.cli("app", "show", "bb")
     assert HTTPD in out and "8080" in out and "Ready" in out, out
     # An image app's spec is checked.
@@ -291,6 +298,8 @@ def test_crash_loop_backs_off_visibly(d, apps):
     c = condition(app, "Ready")
     assert c["status"] == "False" and c["reason"] in ("CrashLoopBackOff", "ExitedAtStart"), app["status"]
     assert "CrashLoopBackOff" in json.dumps(app["status"]), app["status"]
+    out, _ = d.cli("app", "show", "crash")
+    assert "CrashLoopBackOff" in out, out
     out = logs(d, "crash")
     assert "fatal: no config file" in out and "back" in out.lower(), out
     # A new revision (a working image) starts at once: the streak is reset.

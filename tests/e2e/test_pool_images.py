@@ -152,6 +152,20 @@ def test_burst_takes_the_warm_sandboxes_then_makes_more(d, reg, cleanup):
     assert out.count("no placeholder ready") == after["onDemand"] - before["onDemand"], (before, after, out)
 
 
+def test_no_old_sandbox_is_taken_after_an_image_change(d, reg, cleanup):
+    cleanup.pools.append("takes")
+    cleanup.apps += ["taker1", "taker2"]
+    pool_put(d, "takes", {"image": reg.ref1, "ready": 2})
+    ready_of(d, "takes", 2)
+    deploy(d, "taker1", {"poolGroup": "takes", "port": 8080})
+    deploy(d, "taker2", {"poolGroup": "takes", "port": 8080})
+    pool_put(d, "takes", {"image": reg.ref2, "ready": 2})
+    # At once, while old placeholders are still there: the new image.
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(lambda a: call_json(d, a, "/"), ["taker1", "taker2"]))
+    assert [r["version"] for r in results] == ["2", "2"], results
+
+
 def test_apps_new_revision_policy(d, reg, cleanup):
     cleanup.pools.append("nr")
     cleanup.apps.append("nrapp")
@@ -160,7 +174,8 @@ def test_apps_new_revision_policy(d, reg, cleanup):
     deploy(d, "nrapp", {"poolGroup": "nr", "port": 8080})
     first = call_json(d, "nrapp", "/")
     assert first["version"] == "1" and status(d, "nrapp")["revision"] == 1
-    pool_put(d, "nr", {"image": reg.ref2, "ready": 1, "upgrade": {"apps": "newRevision"}})
+    d.cli("pool", "create", "nr", "--image", reg.ref2, "--ready", "1", "--apps", "new-revision", timeout=180)
+    assert pool(d, "nr")["spec"]["upgrade"]["apps"] == "newRevision"
     # A new revision at once, on the new image; the old instance drains.
     wait_status(d, "nrapp", lambda s: s["revision"] == 2, "a new revision")
     s = status(d, "nrapp")
@@ -173,9 +188,11 @@ def test_apps_new_revision_policy(d, reg, cleanup):
 def test_process_placeholders_run_the_server_already(d, reg, cleanup):
     cleanup.pools.append("proc")
     cleanup.apps.append("procapp")
-    pool_put(d, "proc", {"image": reg.ref1, "ready": 1, "placeholder": "process", "port": 8080,
-                         "readinessPath": "/healthz", "env": {"MARK": "pool"}})
+    d.cli("pool", "create", "proc", "--image", reg.ref1, "--ready", "1", "--placeholder", "process", "--port",
+          "8080", "--ready-path", "/healthz", "--env", "MARK=pool", timeout=180)
     ready_of(d, "proc", 1)
+    out, _ = d.cli("pool", "list")
+    assert "proc" in out and "pool/web:1" in out, out
     deploy(d, "procapp", {"poolGroup": "proc", "port": 8080})
     r = call_json(d, "procapp", "/")
     assert r["version"] == "1" and r["env"]["MARK"] == "pool", r
