@@ -45,9 +45,10 @@ static json_t *image_json(const struct lg_image *img) {
         json_t *cfg = json_pack("{s:o, s:o, s:o, s:s?, s:s?}", "entrypoint", strv_json(img->entrypoint), "cmd",
                                 strv_json(img->cmd), "env", strv_json(img->env), "workingDir", img->working_dir,
                                 "user", img->user);
-        return json_pack("{s:s, s:s, s:o, s:I, s:s?, s:s, s:s, s:o, s:o}", "id", img->id, "digest", img->digest,
-                         "names", names, "size", (json_int_t) img->size, "created", created[0] ? created : NULL,
-                         "os", img->os, "architecture", img->architecture, "layers", layers, "config", cfg);
+        return json_pack("{s:s, s:s, s:o, s:b, s:I, s:s?, s:s, s:s, s:o, s:o}", "id", img->id, "digest",
+                         img->digest, "names", names, "dangling", img->dangling, "size", (json_int_t) img->size,
+                         "created", created[0] ? created : NULL, "os", img->os, "architecture", img->architecture,
+                         "layers", layers, "config", cfg);
 }
 
 /* ---- errors --------------------------------------------------------------------- */
@@ -147,8 +148,9 @@ static void on_progress(const struct lg_image_progress *p, void *ud) {
 }
 
 static json_t *gc_json(const struct lg_image_gc_result *g) {
-        return json_pack("{s:I, s:I, s:I}", "blobsRemoved", (json_int_t) g->blobs_removed, "layersRemoved",
-                         (json_int_t) g->layers_removed, "bytesFreed", (json_int_t) g->bytes_freed);
+        return json_pack("{s:I, s:I, s:I, s:I}", "imagesRemoved", (json_int_t) g->images_removed, "blobsRemoved",
+                         (json_int_t) g->blobs_removed, "layersRemoved", (json_int_t) g->layers_removed, "bytesFreed",
+                         (json_int_t) g->bytes_freed);
 }
 
 static void on_done(const struct lg_image_job_result *res, void *ud) {

@@ -617,15 +617,36 @@ static void each_image(lg_apps *a, bool (*fn)(const char *id, const char *who, v
         lg_resource_list_free(&l);
 }
 
-struct layers {
+/* A list of strings each_image's callbacks collect. */
+struct strs {
         lg_apps *a;
-        char **dirs;
+        char **v;
         size_t n, cap;
         int status;
 };
 
+static void strs_add(struct strs *l, const char *s) {
+        if (lg_grow((void **) &l->v, &l->cap, l->n, sizeof(char *), 16) < 0 || !(l->v[l->n] = strdup(s)))
+                l->status = -ENOMEM;
+        else
+                l->n++;
+}
+
+/* The list collected becomes the caller's, or goes on failure. */
+static int strs_take(struct strs *l, char ***ret, size_t *n, const char *what, struct lg_error *err) {
+        if (l->status < 0) {
+                for (size_t i = 0; i < l->n; i++)
+                        free(l->v[i]);
+                free(l->v);
+                return lg_error_set(err, -l->status, "%s", what);
+        }
+        *ret = l->v;
+        *n = l->n;
+        return 0;
+}
+
 static bool add_layers(const char *id, const char *who, void *ud) {
-        struct layers *l = ud;
+        struct strs *l = ud;
         (void) who;
         struct apps_layers *known = layers_find(l->a, id);
         if (!known) {
@@ -634,29 +655,32 @@ static bool add_layers(const char *id, const char *who, void *ud) {
                 if (resolve(l->a, id, ignored, &err) < 0 || !(known = layers_find(l->a, id)))
                         return false;
         }
-        for (size_t i = 0; known->dirs[i] && l->status >= 0; i++) {
-                if (lg_grow((void **) &l->dirs, &l->cap, l->n, sizeof(char *), 16) < 0 ||
-                    !(l->dirs[l->n] = strdup(known->dirs[i])))
-                        l->status = -ENOMEM;
-                else
-                        l->n++;
-        }
+        for (size_t i = 0; known->dirs[i] && l->status >= 0; i++)
+                strs_add(l, known->dirs[i]);
         return l->status < 0;
 }
 
 int lg_apps_layers_in_use(lg_apps *a, char ***ret, size_t *n, struct lg_error *err) {
-        struct layers l = {.a = a};
+        struct strs l = {.a = a};
         if (a->images)
                 each_image(a, add_layers, &l);
-        if (l.status < 0) {
-                for (size_t i = 0; i < l.n; i++)
-                        free(l.dirs[i]);
-                free(l.dirs);
-                return lg_error_set(err, -l.status, "layers of apps' images");
-        }
-        *ret = l.dirs;
-        *n = l.n;
-        return 0;
+        return strs_take(&l, ret, n, "layers of apps' images", err);
+}
+
+static bool add_id(const char *id, const char *who, void *ud) {
+        struct strs *l = ud;
+        (void) who;
+        for (size_t i = 0; i < l->n; i++)
+                if (!strcmp(l->v[i], id))
+                        return false;
+        strs_add(l, id);
+        return l->status < 0;
+}
+
+int lg_apps_images_in_use(lg_apps *a, char ***ret, size_t *n, struct lg_error *err) {
+        struct strs l = {.a = a};
+        each_image(a, add_id, &l);
+        return strs_take(&l, ret, n, "ids of apps' images", err);
 }
 
 struct user {

@@ -373,6 +373,9 @@ static int image_gc(int argc, char **argv, struct lg_error *err) {
         } else if (r >= 0) {
                 char freed[32];
                 long long blobs = cli_jint(resp.json, "blobsRemoved", 0), layers = cli_jint(resp.json, "layersRemoved", 0);
+                long long imgs = cli_jint(resp.json, "imagesRemoved", 0);
+                if (imgs)
+                        printf("removed %lld dangling image%s\n", imgs, imgs == 1 ? "" : "s");
                 printf("removed %lld blob%s and %lld layer%s, freed %s\n", blobs, blobs == 1 ? "" : "s", layers,
                        layers == 1 ? "" : "s",
                        cli_fmt_bytes((uint64_t) cli_jint(resp.json, "bytesFreed", 0), freed, sizeof(freed)));

@@ -24,7 +24,9 @@
  * Names are normalized as Docker does: "busybox" is
  * "docker.io/library/busybox:latest"; "127.0.0.1:5000/x:1" keeps its
  * registry. An image is also found by its id (the config digest,
- * "sha256:<hex>" or a unique prefix of at least 12 hex digits).
+ * "sha256:<hex>" or a unique prefix of at least 12 hex digits), also once
+ * no name points at it: when a name moves to another image (a tag pulled
+ * again), the image it left stays, dangling, for what runs it by id.
  *
  * Threading: a store handle may be used from several threads at once
  * (legiond imports and pulls on its thread pool); the index is updated
@@ -55,6 +57,9 @@ struct lg_image {
         char id[72];            /* "sha256:<config hex>" */
         char digest[72];        /* "sha256:<manifest hex>" */
         char **names;           /* normalized names pointing at it, NULL-terminated */
+        bool dangling;          /* no names: its last one moved to another image
+                                 * (Docker's `<none>`); found by id, GC drops it
+                                 * unless kept */
         uint64_t size;          /* sum of the compressed layer sizes */
         int64_t created;        /* from the config, seconds since the epoch; 0 = unknown */
         char os[32], architecture[32];
@@ -125,18 +130,32 @@ int lg_image_get(lg_image_store *st, const char *ref, struct lg_image **ret,
 int lg_image_list(lg_image_store *st, struct lg_image ***ret, size_t *n, struct lg_error *err);
 void lg_image_list_free(struct lg_image **list, size_t n);
 
-/* Remove a name (an image given by id loses every name). The image's blobs
- * and layers stay until lg_image_gc. */
+/* Remove a name; the image goes with its last name. By id, the image (and
+ * any other manifest with that id) goes, named, untagged or dangling. The
+ * image's blobs and layers stay until lg_image_gc. */
 int lg_image_remove(lg_image_store *st, const char *ref, struct lg_error *err);
 
-/* Remove blobs and layers that no named image refers to, skipping the
- * layers in keep (extracted layer dirs of sandboxes still running; may be
- * NULL). Reports what went. */
+/* What GC must leave alone besides what the index refers to. */
+struct lg_image_gc_keep {
+        /* Extracted layer dirs of sandboxes still running (paths or hex). */
+        const char *const *layers;
+        size_t n_layers;
+        /* Ids ("sha256:<hex>") of images still used by id (an app revision,
+         * a pool group): dangling images with these ids stay indexed. */
+        const char *const *ids;
+        size_t n_ids;
+};
+
+/* Drop dangling images whose id keep does not name from the index, then
+ * remove blobs and layers that no indexed image refers to, skipping the
+ * layers in keep (keep may be NULL). Images imported untagged stay.
+ * Reports what went. */
 struct lg_image_gc_result {
+        uint64_t images_removed; /* dangling images dropped from the index */
         uint64_t blobs_removed, layers_removed, bytes_freed;
 };
-int lg_image_gc(lg_image_store *st, const char *const *keep, size_t n_keep,
-                struct lg_image_gc_result *ret, struct lg_error *err);
+int lg_image_gc(lg_image_store *st, const struct lg_image_gc_keep *keep, struct lg_image_gc_result *ret,
+                struct lg_error *err);
 
 /* ---- ingest: the steps import and pull share ---------------------------- */
 

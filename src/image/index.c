@@ -3,13 +3,16 @@
  * image refers to.
  *
  * images.json is {"images": [{"manifest": "sha256:..", "id": "sha256:..",
- * "names": [...]}]}. It is re-read for every operation (another process may
- * have changed it; lookups parse it again only when it changed, see struct
- * lg_image_index_cache) and replaced by rename; changes happen under the
- * handle's mutex and an exclusive flock of index.lock, so that two
- * processes never lose each other's updates. An image with no names is
- * kept only when it was imported untagged; an image whose last name moves
- * to another image is dropped from the index (its blobs go at the next GC). */
+ * "names": [...], "dangling": true}]} ("dangling" only when true; an index
+ * written before it existed reads as none dangling). It is re-read for
+ * every operation (another process may have changed it; lookups parse it
+ * again only when it changed, see struct lg_image_index_cache) and
+ * replaced by rename; changes happen under the handle's mutex and an
+ * exclusive flock of index.lock, so that two processes never lose each
+ * other's updates. An image with no names stays: imported untagged, or
+ * dangling once its last name moved to another image (as Docker's
+ * `<none>` images), because an app revision or pool group may still run it
+ * by id; GC drops a dangling image unless its id is in the keep list. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -26,6 +29,7 @@ struct rec {
         char id[LG_DIGEST_MAX];
         char **names; /* sorted, NULL-terminated */
         size_t n_names;
+        bool dangling; /* no names: its last one moved to another image */
 };
 
 struct idx {
@@ -128,9 +132,11 @@ static int idx_parse(lg_image_store *st, const char *text, size_t len, struct id
                 const char *m = json_string_value(json_object_get(e, "manifest"));
                 const char *id = json_string_value(json_object_get(e, "id"));
                 json_t *names = json_object_get(e, "names");
+                json_t *dangling = json_object_get(e, "dangling");
                 char hex[65];
                 if (!m || !id || lg_image_digest_hex(m, hex, "index", NULL) < 0 ||
-                    lg_image_digest_hex(id, hex, "index", NULL) < 0 || (names && !json_is_array(names))) {
+                    lg_image_digest_hex(id, hex, "index", NULL) < 0 || (names && !json_is_array(names)) ||
+                    (dangling && !json_is_boolean(dangling))) {
                         r = lg_error_setm(err, EBADMSG, "`%s/images.json`: entry %zu is malformed", st->dir, i);
                         goto out;
                 }
@@ -149,6 +155,8 @@ static int idx_parse(lg_image_store *st, const char *text, size_t len, struct id
                                 goto out;
                         }
                 }
+                /* A name is a name: dangling only without one. */
+                rc->dangling = json_is_true(dangling) && rc->n_names == 0;
         }
 out:
         json_decref(root);
@@ -177,8 +185,11 @@ static int idx_save(lg_image_store *st, const struct idx *x, struct lg_error *er
                 json_t *names = json_array();
                 for (size_t k = 0; k < x->v[i].n_names; k++)
                         json_array_append_new(names, json_string(x->v[i].names[k]));
-                json_array_append_new(arr, json_pack("{s:s,s:s,s:o}", "manifest", x->v[i].manifest, "id",
-                                                     x->v[i].id, "names", names));
+                json_t *e = json_pack("{s:s,s:s,s:o}", "manifest", x->v[i].manifest, "id", x->v[i].id, "names",
+                                      names);
+                if (e && x->v[i].dangling)
+                        json_object_set_new(e, "dangling", json_true());
+                json_array_append_new(arr, e);
         }
         char *text = json_dumps(root, JSON_INDENT(1));
         json_decref(root);
@@ -252,19 +263,13 @@ int lg_image_index_add(lg_image_store *st, const char *manifest, const char *con
                         at = i;
         bool changed = false;
         if (name) {
-                /* The name moves here; an image left with no name went. */
-                for (size_t i = 0; i < x.n;) {
+                /* The name moves here; an image left with no name stays,
+                 * dangling, found by id until removed or GC'd. */
+                for (size_t i = 0; i < x.n; i++)
                         if (i != at && rec_del_name(&x.v[i], name)) {
                                 changed = true;
-                                if (x.v[i].n_names == 0) {
-                                        idx_del(&x, i);
-                                        if (at > i)
-                                                at--;
-                                        continue;
-                                }
+                                x.v[i].dangling = x.v[i].n_names == 0;
                         }
-                        i++;
-                }
         }
         if (at == x.n) {
                 struct rec *nv = realloc(x.v, (x.n + 1) * sizeof(*nv));
@@ -289,7 +294,8 @@ int lg_image_index_add(lg_image_store *st, const char *manifest, const char *con
                         r = lg_error_set(err, ENOMEM, "update the image index");
                         goto out;
                 }
-                changed |= x.v[at].n_names != before;
+                changed |= x.v[at].n_names != before || x.v[at].dangling;
+                x.v[at].dangling = false;
         }
         if (changed)
                 r = idx_save(st, &x, err);
@@ -376,6 +382,7 @@ static int make_image(lg_image_store *st, const struct rec *rc, struct lg_image 
                 lg_image_free(img);
                 return lg_error_set(err, ENOMEM, "allocate image");
         }
+        img->dangling = rc->dangling;
         *ret = img;
         return 0;
 }
@@ -450,6 +457,8 @@ int lg_image_get(lg_image_store *st, const char *ref, struct lg_image **ret, str
         }
         if (r >= 0 && lg_image_copy(st->cache->loaded[at], st->cache->idx.v[at].names, ret) < 0)
                 r = lg_error_set(err, ENOMEM, "allocate image");
+        if (r >= 0)
+                (*ret)->dangling = st->cache->idx.v[at].dangling;
         pthread_mutex_unlock(&st->mu);
         return r < 0 ? r : 0;
 }
@@ -597,23 +606,45 @@ static uint64_t du_at(int dfd, const char *name, unsigned depth) {
         return sum;
 }
 
-/* What the index refers to, plus what this handle has in flight. */
-static int gc_referenced(lg_image_store *st, struct hexset *keep, struct lg_error *err) {
-        struct idx x;
-        int r = idx_load(st, &x, err);
-        if (r < 0)
-                return r;
+static bool kept_id(const struct lg_image_gc_keep *keep, const char *id) {
+        for (size_t i = 0; keep && i < keep->n_ids; i++)
+                if (keep->ids[i] && !strcmp(keep->ids[i], id))
+                        return true;
+        return false;
+}
+
+/* Drop the dangling images whose id keep does not name from the index.
+ * Those kept stay dangling: GC asks again next time. */
+static int gc_dangling(lg_image_store *st, struct idx *x, const struct lg_image_gc_keep *keep,
+                       struct lg_image_gc_result *res, struct lg_error *err) {
+        uint64_t dropped = 0;
+        for (size_t i = x->n; i-- > 0;)
+                if (x->v[i].dangling && !kept_id(keep, x->v[i].id)) {
+                        idx_del(x, i);
+                        dropped++;
+                }
+        if (!dropped)
+                return 0;
+        int r = idx_save(st, x, err);
+        if (r >= 0)
+                res->images_removed += dropped;
+        return r;
+}
+
+/* What the index x refers to, plus what this handle has in flight. */
+static int gc_referenced(lg_image_store *st, const struct idx *x, struct hexset *keep, struct lg_error *err) {
+        int r = 0;
         char hex[65];
-        for (size_t i = 0; i < x.n && r >= 0; i++) {
+        for (size_t i = 0; i < x->n && r >= 0; i++) {
                 struct lg_image_manifest m = {0};
                 struct lg_image img = {0};
-                r = lg_image_load(st, x.v[i].manifest, &img, &m, err);
+                r = lg_image_load(st, x->v[i].manifest, &img, &m, err);
                 if (r < 0) {
                         r = lg_error_wrap(err, r, "image %s (GC stopped: it cannot tell what the image uses)",
-                                          x.v[i].names && x.v[i].names[0] ? x.v[i].names[0] : x.v[i].id);
+                                          x->v[i].names && x->v[i].names[0] ? x->v[i].names[0] : x->v[i].id);
                         break;
                 }
-                if ((r = hexset_add(keep, x.v[i].manifest + 7)) >= 0)
+                if ((r = hexset_add(keep, x->v[i].manifest + 7)) >= 0)
                         r = hexset_add(keep, m.config + 7);
                 for (size_t k = 0; k < m.n_layers && r >= 0; k++)
                         if (lg_image_digest_hex(m.layers[k].digest, hex, "layer", NULL) >= 0)
@@ -623,7 +654,6 @@ static int gc_referenced(lg_image_store *st, struct hexset *keep, struct lg_erro
                 if (r == -ENOMEM)
                         r = lg_error_set(err, ENOMEM, "GC");
         }
-        idx_free(&x);
         for (size_t i = 0; i < st->n_pending && r >= 0; i++)
                 if ((r = hexset_add(keep, st->pending[i].hex)) < 0)
                         r = lg_error_set(err, ENOMEM, "GC");
@@ -631,23 +661,30 @@ static int gc_referenced(lg_image_store *st, struct hexset *keep, struct lg_erro
 }
 
 /* Base name of a kept layer dir ("/x/layers/<hex>/" -> "<hex>"). */
-static bool kept_layer(const char *const *keep, size_t n_keep, const char *hex) {
-        for (size_t i = 0; i < n_keep; i++) {
-                if (!keep[i])
+static bool kept_layer(const struct lg_image_gc_keep *keep, const char *hex) {
+        for (size_t i = 0; keep && i < keep->n_layers; i++) {
+                const char *k = keep->layers[i];
+                if (!k)
                         continue;
-                size_t len = strlen(keep[i]);
-                while (len > 0 && keep[i][len - 1] == '/')
+                size_t len = strlen(k);
+                while (len > 0 && k[len - 1] == '/')
                         len--;
-                if (len >= 64 && !strncmp(keep[i] + len - 64, hex, 64) && (len == 64 || keep[i][len - 65] == '/'))
+                if (len >= 64 && !strncmp(k + len - 64, hex, 64) && (len == 64 || k[len - 65] == '/'))
                         return true;
         }
         return false;
 }
 
-static int gc_locked(lg_image_store *st, const char *const *keep, size_t n_keep, struct lg_image_gc_result *res,
+static int gc_locked(lg_image_store *st, const struct lg_image_gc_keep *keep, struct lg_image_gc_result *res,
                      struct hexset *trash, struct lg_error *err) {
         struct hexset refd = {0};
-        int r = gc_referenced(st, &refd, err);
+        struct idx x;
+        int r = idx_load(st, &x, err);
+        if (r >= 0)
+                r = gc_dangling(st, &x, keep, res, err);
+        if (r >= 0)
+                r = gc_referenced(st, &x, &refd, err);
+        idx_free(&x);
         if (r < 0)
                 goto out;
         /* Blobs. */
@@ -675,7 +712,7 @@ static int gc_locked(lg_image_store *st, const char *const *keep, size_t n_keep,
                 char hex[65];
                 memcpy(hex, de->d_name, 64);
                 hex[64] = '\0';
-                if (hexset_has(&refd, hex) || kept_layer(keep, n_keep, hex))
+                if (hexset_has(&refd, hex) || kept_layer(keep, hex))
                         continue;
                 if (len == 64 + 5 && !strcmp(de->d_name + 64, ".json")) {
                         unlinkat(dirfd(d), de->d_name, 0);
@@ -699,7 +736,7 @@ out:
         return r;
 }
 
-int lg_image_gc(lg_image_store *st, const char *const *keep, size_t n_keep, struct lg_image_gc_result *ret,
+int lg_image_gc(lg_image_store *st, const struct lg_image_gc_keep *keep, struct lg_image_gc_result *ret,
                 struct lg_error *err) {
         struct lg_image_gc_result res = {0};
         if (ret)
@@ -715,7 +752,7 @@ int lg_image_gc(lg_image_store *st, const char *const *keep, size_t n_keep, stru
         int lfd = index_lock(st, err);
         r = lfd;
         if (lfd >= 0) {
-                r = gc_locked(st, keep, n_keep, &res, &trash, err);
+                r = gc_locked(st, keep, &res, &trash, err);
                 index_unlock(st, lfd);
         }
         for (size_t i = 0; i < trash.n; i++) {

@@ -46,8 +46,8 @@ struct lg_image_job {
         char *username, *password;
         bool insecure;
         /* gc */
-        char **keep;
-        size_t n_keep;
+        char **keep, **keep_ids;
+        size_t n_keep, n_keep_ids;
         struct lg_image_gc_result gc;
 
         /* results */
@@ -109,6 +109,7 @@ static void job_free(lg_image_job *j) {
                 free(j->password);
         }
         free_strv_n(j->keep, j->n_keep);
+        free_strv_n(j->keep_ids, j->n_keep_ids);
         lg_image_free(j->img);
         if (j->async_open)
                 uv_close((uv_handle_t *) &j->async, job_closed);
@@ -195,9 +196,12 @@ static void job_work(uv_work_t *w) {
                 j->r = lg_image_pull(st, j->ref, &auth, job_progress, j, &j->img, &j->err);
                 break;
         }
-        case JOB_GC:
-                j->r = lg_image_gc(st, (const char *const *) j->keep, j->n_keep, &j->gc, &j->err);
+        case JOB_GC: {
+                struct lg_image_gc_keep keep = {(const char *const *) j->keep, j->n_keep,
+                                                (const char *const *) j->keep_ids, j->n_keep_ids};
+                j->r = lg_image_gc(st, &keep, &j->gc, &j->err);
                 break;
+        }
         }
 }
 
@@ -345,6 +349,12 @@ int lg_image_gc_start(lg_image_jobs *jobs, lg_image_done_fn done, void *ud, lg_i
                 if (r < 0) {
                         job_free(j);
                         return lg_error_setm(err, -r, "cannot list the layers in use: %s", strerror(-r));
+                }
+                /* Likewise the images run by id: without the list, GC would
+                 * drop the dangling ones an app or pool group still runs. */
+                if (jobs->ops->images_in_use && (r = jobs->ops->images_in_use(jobs->ud, &j->keep_ids, &j->n_keep_ids)) < 0) {
+                        job_free(j);
+                        return lg_error_setm(err, -r, "cannot list the images in use: %s", strerror(-r));
                 }
         }
         int r = job_start(j, NULL, done, ud, err);

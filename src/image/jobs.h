@@ -39,6 +39,11 @@ struct lg_image_jobs_ops {
         /* May be NULL. 1 when something names image_id and needs it kept
          * (a pool group, an app), who then saying what; 0 when not. */
         int (*image_user)(void *ud, const char *image_id, char *who, size_t cap);
+        /* May be NULL. The ids of every image something runs by id (pool
+         * groups, app revisions): GC keeps those dangling images (a tag
+         * moved away from them) indexed. The array and its strings become
+         * the caller's. */
+        int (*images_in_use)(void *ud, char ***ret, size_t *n);
 };
 
 struct lg_image_jobs_config {
@@ -90,7 +95,8 @@ int lg_image_pull_start(lg_image_jobs *jobs, const char *ref, const struct lg_re
                         lg_image_progress_fn progress, lg_image_done_fn done, void *ud, lg_image_job **ret,
                         struct lg_error *err);
 /* Remove what no name and no sandbox uses (layers of running and warm
- * sandboxes stay, whatever names point at them). */
+ * sandboxes stay, whatever names point at them), and the dangling images
+ * ops->images_in_use does not name. */
 int lg_image_gc_start(lg_image_jobs *jobs, lg_image_done_fn done, void *ud, lg_image_job **ret,
                       struct lg_error *err);
 /* The client went away: no callback runs any more. A job on the thread

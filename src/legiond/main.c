@@ -445,6 +445,15 @@ static int wire_image_user(void *ud, const char *image_id, char *who, size_t cap
         return lg_apps_image_user(d->apps, image_id, who, cap);
 }
 
+/* The images pool groups and app revisions run by id: GC keeps them
+ * indexed after their tag moved (dangling), so that they start again after
+ * a restart. */
+static int wire_images_in_use(void *ud, char ***ret, size_t *n) {
+        struct lg_daemon *d = ud;
+        struct lg_error err = {0};
+        return lg_apps_images_in_use(d->apps, ret, n, &err);
+}
+
 static void wire_image_removed(void *ud, const char *image_id) {
         struct lg_daemon *d = ud;
         lg_pods_image_removed(d->pods, image_id);
@@ -454,6 +463,7 @@ static const struct lg_image_jobs_ops image_jobs_ops = {
         .layers_in_use = wire_layers_in_use,
         .image_removed = wire_image_removed,
         .image_user = wire_image_user,
+        .images_in_use = wire_images_in_use,
 };
 
 /* An object of the store that could not be made live at start. */

@@ -386,6 +386,49 @@ def test_instances_survive_legiond_restart(top, images):
         stop(d)
 
 
+def test_old_revision_starts_after_its_tag_moved_and_a_restart(top):
+    """An app deployed from web:1; web:1 pushed again with other content and
+    pulled (the app keeps its revision, on the old image by id); legiond
+    restarted with its instances stopped: the revision still makes new
+    instances of the old image (dangling in the store, kept by GC while the
+    app uses it), and GC drops it once the app is gone."""
+    d = new_legiond(top, "retag")
+    try:
+        with oci_kit.Registry(os.path.join(top, "reg-retag")) as reg:
+            one, two = oci_kit.httpd_image("one\n"), oci_kit.httpd_image("two\n")
+            ref = reg.push(one, "team/web", "1")
+            deploy(d, "old", {"image": ref, "port": 8080})
+            assert call(d, "old", "/")[2] == b"one\n"
+            assert status(d, "old")["image"]["id"] == one.id
+            reg.push(two, "team/web", "1")
+            d.cli("image", "pull", ref, timeout=180)
+            assert json.loads(d.cli("image", "inspect", ref)[0])["id"] == two.id
+            doc = json.loads(d.cli("image", "inspect", one.id)[0])
+            assert doc["names"] == [] and doc["dangling"] is True, doc
+            # Pinned by the app's revision: GC keeps it.
+            gc = json.loads(d.cli("--json", "image", "gc")[0])
+            assert gc["imagesRemoved"] == 0, gc
+            # Restart with the instances gone: a new one is made from the old image.
+            d.stop(signal.SIGTERM)
+            d.start()
+            st, _, body = call(d, "old", "/")
+            assert (st, body) == (200, b"one\n"), (st, body, status(d, "old"))
+            s = status(d, "old")
+            assert s["revision"] == 1 and s["image"]["id"] == one.id, s
+            # A new app from the same ref gets the new image.
+            deploy(d, "new", {"image": ref, "port": 8080})
+            assert call(d, "new", "/")[2] == b"two\n"
+            # The app gone, nothing pins the old image: GC drops it.
+            delete(d, "old")
+            gc = json.loads(d.cli("--json", "image", "gc")[0])
+            assert gc["imagesRemoved"] == 1, gc
+            _, err = d.cli("image", "inspect", one.id, check=1)
+            assert "not found" in err, err
+            assert call(d, "new", "/")[2] == b"two\n"
+    finally:
+        stop(d)
+
+
 def test_network_off_refuses_container_apps(top, images):
     d = new_legiond(top, "netoff", {HTTPD: images[HTTPD]}, ["--network", "off"])
     try:

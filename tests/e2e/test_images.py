@@ -281,6 +281,44 @@ def test_pull_anonymous_by_tag_and_digest(legiond, tmp_path, bb):
         assert st == 404, body
 
 
+def test_pull_again_leaves_the_old_image_dangling(legiond, tmp_path, bb):
+    """web:1 pushed again with other content and pulled: the image the tag
+    left stays, untagged (<none>), found by id, until GC (nothing pins it
+    here) or `image rm` by id removes it."""
+    old = Image([bb, tar_layer([("v", "file", b"old\n")])], config=CONFIG)
+    new = Image([bb, tar_layer([("v", "file", b"new\n")])], config=CONFIG)
+    other = Image([bb, tar_layer([("v", "file", b"other\n")])], config=CONFIG)
+    with Registry(str(tmp_path)) as reg:
+        ref = reg.push(old, "team/web", "1")
+        pull(legiond, ref)
+        reg.push(new, "team/web", "1")
+        pull(legiond, ref)
+        assert inspect(legiond, ref)["id"] == new.id
+        doc = inspect(legiond, old.id)
+        assert doc["id"] == old.id and doc["names"] == [] and doc["dangling"] is True, doc
+        assert inspect(legiond, ref)["dangling"] is False
+        out, _ = legiond.cli("image", "ls")
+        row = [x for x in out.splitlines() if old.id[7:19] in x]
+        assert len(row) == 1 and row[0].split()[0] == "<none>", out
+        # GC: nothing uses it, so it goes, with the layer it alone had.
+        out, _ = legiond.cli("--json", "image", "gc")
+        doc = json.loads(out)
+        assert doc["imagesRemoved"] == 1 and doc["layersRemoved"] == 1, doc
+        _, err = legiond.cli("image", "inspect", old.id, check=1)
+        assert "not found" in err, err
+        assert inspect(legiond, ref)["id"] == new.id
+        # Remove by id: a dangling image goes at once.
+        reg.push(other, "team/web", "1")
+        pull(legiond, ref)
+        assert inspect(legiond, new.id)["dangling"] is True
+        legiond.cli("image", "rm", new.id)
+        _, err = legiond.cli("image", "inspect", new.id, check=1)
+        assert "not found" in err, err
+        legiond.cli("image", "rm", ref)
+        legiond.cli("image", "gc")
+        assert images(legiond) == [] and layers(legiond) == set()
+
+
 def test_concurrent_pulls_and_gc(legiond, tmp_path, bb):
     imgs = [Image([bb, tar_layer([("n", "file", str(i).encode())])], config=CONFIG) for i in range(3)]
     with Registry(str(tmp_path)) as reg:

@@ -915,13 +915,28 @@ static void test_image_pools(void **state) {
         char layer2[4096];
         snprintf(layer2, sizeof(layer2), "%s", i2->layer_dirs[0]);
         lg_image_free(i2);
-        /* Its layers are kept also once its tag moved (the store no
-         * longer finds it then). */
+        /* Its layers and id are kept also once its tag moved (the store
+         * keeps it, dangling, until GC leaves out an id not listed). */
         char moved[80];
         make_image(f, "test/web:2", "moved", moved);
-        assert_int_equal(lg_image_get(f->images, ids.id2, &i2, &err), -ENOENT);
+        OK(lg_image_get(f->images, ids.id2, &i2, &err));
+        assert_true(i2->dangling);
+        lg_image_free(i2);
         char **dirs = NULL;
         size_t n = 0;
+        OK(lg_apps_images_in_use(f->apps, &dirs, &n, &err));
+        bool listed = false;
+        for (size_t i = 0; i < n; i++) {
+                listed = listed || !strcmp(dirs[i], ids.id2);
+                for (size_t k = 0; k < i; k++)
+                        assert_string_not_equal(dirs[k], dirs[i]); /* each once */
+        }
+        for (size_t i = 0; i < n; i++)
+                free(dirs[i]);
+        free(dirs);
+        assert_true(listed);
+        dirs = NULL;
+        n = 0;
         OK(lg_apps_layers_in_use(f->apps, &dirs, &n, &err));
         bool found = false;
         for (size_t i = 0; i < n; i++) {

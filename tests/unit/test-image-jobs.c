@@ -25,6 +25,7 @@ struct rec {
         bool warm;
         int fail; /* layers_in_use fails with this when < 0 */
         bool named; /* image_user: every image is a pool group's */
+        int id_calls, id_fail; /* images_in_use: calls; fails with id_fail when < 0 */
 };
 
 static int rec_layers(void *ud, bool warm, char ***ret, size_t *n) {
@@ -50,7 +51,18 @@ static int rec_user(void *ud, const char *id, char *who, size_t cap) {
         return ((struct rec *) ud)->named;
 }
 
-static const struct lg_image_jobs_ops ops = {rec_layers, rec_removed, rec_user};
+static int rec_ids(void *ud, char ***ret, size_t *n) {
+        struct rec *r = ud;
+        r->id_calls++;
+        if (r->id_fail < 0)
+                return r->id_fail;
+        *ret = calloc(2, sizeof(char *));
+        (*ret)[0] = strdup("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        *n = 1;
+        return 0;
+}
+
+static const struct lg_image_jobs_ops ops = {rec_layers, rec_removed, rec_user, rec_ids};
 
 struct fx {
         char dir[64], tmp[96];
@@ -187,10 +199,19 @@ static void test_gc(void **state) {
         /* Warm sandboxes' layers are kept too. */
         assert_int_equal(f->rec.layer_calls, 1);
         assert_true(f->rec.warm);
+        /* And the images run by id (dangling ones stay indexed). */
+        assert_int_equal(f->rec.id_calls, 1);
         /* Without the list of layers in use, no GC. */
         f->rec.fail = -ENOMEM;
         struct done d2 = {0};
         assert_int_equal(lg_image_gc_start(f->jobs, on_done, &d2, &job, &err), -ENOMEM);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(d2.calls, 0);
+        /* Nor without the list of images in use. */
+        f->rec.fail = 0;
+        f->rec.id_fail = -EIO;
+        assert_int_equal(lg_image_gc_start(f->jobs, on_done, &d2, &job, &err), -EIO);
+        assert_non_null(strstr(err.msg, "images in use"));
         uv_run(&f->loop, UV_RUN_DEFAULT);
         assert_int_equal(d2.calls, 0);
 }

@@ -3,8 +3,9 @@
  * the image fields, layers in overlayfs form (checked by mounting an
  * overlay), dedupe, digest and diff id checks (hostile layers are in
  * test-extract.c, with the packages' hostile archives), bad
- * manifests and configs, remove and GC, and two threads committing images
- * that share a layer.
+ * manifests and configs, remove and GC, images left dangling by a tag that
+ * moved (found by id, listed untagged, kept by GC while pinned, hostile
+ * index entries), and two threads committing images that share a layer.
  *
  * Archives and images are built here with libarchive's writer and jansson.
  * Needs root (mknod, trusted.* xattrs, overlay mounts): skipped otherwise.
@@ -1035,7 +1036,7 @@ static void test_remove_gc(void **state) {
         assert_int_equal(count_dir("blobs/sha256"), 7);
         assert_int_equal(count_dir("layers"), 6);
         struct lg_image_gc_result g;
-        assert_int_equal(lg_image_gc(st, NULL, 0, &g, &err), 0);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
         assert_int_equal(g.blobs_removed + g.layers_removed, 0);
 
         /* Removing one name keeps the image while it has another. */
@@ -1044,14 +1045,15 @@ static void test_remove_gc(void **state) {
         assert_int_equal(lg_image_get(st, "a:2", &img, &err), 0);
         lg_image_free(img);
         assert_int_equal(lg_image_remove(st, "a:1", &err), -ENOENT);
-        assert_int_equal(lg_image_gc(st, NULL, 0, &g, &err), 0);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
         assert_int_equal(g.blobs_removed, 0); /* a:2 still names it */
         assert_int_equal(lg_image_remove(st, "docker.io/library/a:2", &err), 0);
 
         /* a's own: manifest, config, top layer blob + its dir; keep the top
          * layer's dir as if a sandbox ran on it. */
-        const char *keep[] = {ia->layer_dirs[0]};
-        assert_int_equal(lg_image_gc(st, keep, 1, &g, &err), 0);
+        const char *keep_dirs[] = {ia->layer_dirs[0]};
+        struct lg_image_gc_keep keep = {.layers = keep_dirs, .n_layers = 1};
+        assert_int_equal(lg_image_gc(st, &keep, &g, &err), 0);
         assert_int_equal(g.blobs_removed, 3);
         assert_int_equal(g.layers_removed, 0);
         assert_true(g.bytes_freed > 0);
@@ -1060,7 +1062,7 @@ static void test_remove_gc(void **state) {
         assert_true(exists_in(ib->layer_dirs[1], "bin/sh"));
         assert_int_equal(lg_image_get(st, "a:1", &img, &err), -ENOENT);
         /* Now without keep: the dir goes too; b is whole. */
-        assert_int_equal(lg_image_gc(st, NULL, 0, &g, &err), 0);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
         assert_int_equal(g.blobs_removed, 0);
         assert_int_equal(g.layers_removed, 1);
         assert_false(exists_in(ia->layer_dirs[0], "."));
@@ -1073,7 +1075,7 @@ static void test_remove_gc(void **state) {
         assert_int_equal(lg_image_index_add(st, b.mdigest, b.cdigest, "docker.io/library/b:2", &err), 0);
         assert_int_equal(lg_image_remove(st, ib->id, &err), 0);
         assert_int_equal(lg_image_get(st, "b:2", &img, &err), -ENOENT);
-        assert_int_equal(lg_image_gc(st, NULL, 0, &g, &err), 0);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
         assert_int_equal(g.blobs_removed, 4);
         assert_int_equal(g.layers_removed, 2);
         assert_int_equal(count_dir("blobs/sha256"), 0);
@@ -1081,21 +1083,200 @@ static void test_remove_gc(void **state) {
 
         /* A blob written but not committed yet survives GC in this handle. */
         put_blob(st, a.config, strlen(a.config));
-        assert_int_equal(lg_image_gc(st, NULL, 0, &g, &err), 0);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
         assert_int_equal(g.blobs_removed, 0);
         /* GC while another handle has the store open: refused. */
         lg_image_store *other_st;
         assert_int_equal(lg_image_store_open(STORE, &other_st, &err), 0);
-        assert_int_equal(lg_image_gc(st, NULL, 0, &g, &err), -EBUSY);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), -EBUSY);
         lg_image_store_close(other_st);
         lg_image_store_close(st);
         /* A fresh handle does not know the pending blob: it goes. */
         assert_int_equal(lg_image_store_open(STORE, &st, &err), 0);
-        assert_int_equal(lg_image_gc(st, NULL, 0, &g, &err), 0);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
         assert_int_equal(g.blobs_removed, 1);
         lg_image_store_close(st);
         lg_image_free(ia);
         lg_image_free(ib);
+        free_image(&a);
+        free_image(&b);
+}
+
+/* images.json replaced with text, as another (or an older) legiond might
+ * have written it. */
+static void put_index(const char *text) {
+        char p[PATH_MAX], tmp[PATH_MAX];
+        pathf(p, "%s/images.json", STORE);
+        pathf(tmp, "%s/images.json.new", STORE);
+        FILE *f = fopen(tmp, "w");
+        assert_non_null(f);
+        assert_int_equal(fputs(text, f) >= 0, 1);
+        assert_int_equal(fclose(f), 0);
+        assert_int_equal(rename(tmp, p), 0);
+}
+
+static bool index_has(const char *what) {
+        char p[PATH_MAX];
+        pathf(p, "%s/images.json", STORE);
+        json_t *j = json_load_file(p, 0, NULL);
+        assert_non_null(j);
+        char *text = json_dumps(j, JSON_COMPACT);
+        bool has = strstr(text, what) != NULL;
+        free(text);
+        json_decref(j);
+        return has;
+}
+
+/* A tag moves (web:1 pulled again with other content): the image it left
+ * stays, dangling, found by id, listed untagged, after a reopen too; GC
+ * keeps it while its id is pinned and drops it (and what it alone used)
+ * when not; remove by id; old and hostile index entries. */
+static void test_dangling(void **state) {
+        (void) state;
+        lg_image_store *st;
+        struct lg_error err = {0};
+        assert_int_equal(lg_image_store_open(STORE, &st, &err), 0);
+        struct timg a, b;
+        make_pair(&a, &b);
+        assert_int_equal(commit_image(st, &a, "127.0.0.1:5000/web:1", NULL, &err), 0);
+        assert_false(index_has("dangling"));
+        assert_int_equal(commit_image(st, &b, "127.0.0.1:5000/web:1", NULL, &err), 0);
+        struct lg_image *img = NULL;
+        assert_int_equal(lg_image_get(st, "127.0.0.1:5000/web:1", &img, &err), 0);
+        assert_string_equal(img->id, b.cdigest);
+        assert_false(img->dangling);
+        lg_image_free(img);
+        /* The old one by id, full or a prefix, and by manifest digest. */
+        char prefix[20];
+        snprintf(prefix, sizeof(prefix), "%.12s", a.cdigest + 7);
+        const char *refs[] = {a.cdigest, prefix, a.mdigest};
+        for (size_t i = 0; i < ARRAY_SIZE(refs); i++) {
+                assert_int_equal(lg_image_get(st, refs[i], &img, &err), 0);
+                assert_string_equal(img->id, a.cdigest);
+                assert_true(img->dangling);
+                assert_null(img->names[0]);
+                assert_int_equal(img->n_layers, 2);
+                assert_true(exists_in(img->layer_dirs[0], "etc/motd"));
+                lg_image_free(img);
+        }
+        assert_true(index_has("\"dangling\":true"));
+        /* Listed: the named one first, then the untagged one. */
+        struct lg_image **list = NULL;
+        size_t n = 0;
+        assert_int_equal(lg_image_list(st, &list, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(list[0]->id, b.cdigest);
+        assert_string_equal(list[0]->names[0], "127.0.0.1:5000/web:1");
+        assert_false(list[0]->dangling);
+        assert_string_equal(list[1]->id, a.cdigest);
+        assert_null(list[1]->names[0]);
+        assert_true(list[1]->dangling);
+        lg_image_list_free(list, n);
+        /* A new handle (legiond restarted) finds it too. */
+        lg_image_store_close(st);
+        assert_int_equal(lg_image_store_open(STORE, &st, &err), 0);
+        assert_int_equal(lg_image_get(st, a.cdigest, &img, &err), 0);
+        assert_true(img->dangling);
+        lg_image_free(img);
+
+        /* GC keeps it while pinned: nothing goes. */
+        struct lg_image_gc_result g;
+        const char *pin_a[] = {"sha256:0000000000000000000000000000000000000000000000000000000000000000", a.cdigest};
+        struct lg_image_gc_keep keep = {.ids = pin_a, .n_ids = 2};
+        assert_int_equal(lg_image_gc(st, &keep, &g, &err), 0);
+        assert_int_equal(g.images_removed + g.blobs_removed + g.layers_removed, 0);
+        assert_int_equal(lg_image_get(st, a.cdigest, &img, &err), 0);
+        lg_image_free(img);
+        /* Unpinned (only b, which is named anyway): it goes with its own
+         * manifest, config and top layer; the shared base stays for b. */
+        const char *pin_b[] = {b.cdigest};
+        keep = (struct lg_image_gc_keep){.ids = pin_b, .n_ids = 1};
+        assert_int_equal(lg_image_gc(st, &keep, &g, &err), 0);
+        assert_int_equal(g.images_removed, 1);
+        assert_int_equal(g.blobs_removed, 3);
+        assert_int_equal(g.layers_removed, 1);
+        assert_int_equal(lg_image_get(st, a.cdigest, &img, &err), -ENOENT);
+        assert_false(index_has("dangling"));
+        assert_int_equal(lg_image_get(st, "127.0.0.1:5000/web:1", &img, &err), 0);
+        assert_true(exists_in(img->layer_dirs[1], "bin/sh"));
+        lg_image_free(img);
+
+        /* The tag moves back to a: b dangles; a name given to b again ends
+         * that; moving it away again and removing b by id drops it. */
+        assert_int_equal(commit_image(st, &a, "127.0.0.1:5000/web:1", NULL, &err), 0);
+        assert_int_equal(lg_image_get(st, b.cdigest, &img, &err), 0);
+        assert_true(img->dangling);
+        lg_image_free(img);
+        assert_int_equal(lg_image_index_add(st, b.mdigest, b.cdigest, "docker.io/library/b:1", &err), 0);
+        assert_int_equal(lg_image_get(st, b.cdigest, &img, &err), 0);
+        assert_false(img->dangling);
+        assert_string_equal(img->names[0], "docker.io/library/b:1");
+        lg_image_free(img);
+        assert_false(index_has("dangling"));
+        assert_int_equal(lg_image_index_add(st, a.mdigest, a.cdigest, "docker.io/library/b:1", &err), 0);
+        assert_true(index_has("\"dangling\":true"));
+        assert_int_equal(lg_image_remove(st, b.cdigest, &err), 0);
+        assert_int_equal(lg_image_get(st, b.cdigest, &img, &err), -ENOENT);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
+        assert_int_equal(g.images_removed, 0);
+        assert_int_equal(g.blobs_removed, 3);
+
+        /* An index written before "dangling" existed: an image without
+         * names is an untagged import, kept by GC. */
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "{\"version\":1,\"images\":[{\"manifest\":\"%s\",\"id\":\"%s\",\"names\":[]}]}", a.mdigest,
+                 a.cdigest);
+        put_index(text);
+        assert_int_equal(lg_image_get(st, a.cdigest, &img, &err), 0);
+        assert_false(img->dangling);
+        lg_image_free(img);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
+        assert_int_equal(g.images_removed + g.blobs_removed + g.layers_removed, 0);
+        assert_int_equal(lg_image_get(st, a.cdigest, &img, &err), 0);
+        lg_image_free(img);
+
+        /* Hostile entries: a dangling that is no boolean makes the index
+         * corrupt (nothing found, GC refuses and removes nothing); a
+         * dangling image with names is a named one. */
+        static const char *const bad[] = {"\"yes\"", "1", "null", "{}", "[true]"};
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                snprintf(text, sizeof(text),
+                         "{\"images\":[{\"manifest\":\"%s\",\"id\":\"%s\",\"names\":[],\"dangling\":%s}]}", a.mdigest,
+                         a.cdigest, bad[i]);
+                put_index(text);
+                assert_int_equal(lg_image_get(st, a.cdigest, &img, &err), -EBADMSG);
+                assert_non_null(strstr(err.msg, "entry 0 is malformed"));
+                assert_int_equal(lg_image_gc(st, NULL, &g, &err), -EBADMSG);
+                assert_int_equal(count_dir("layers"), 4); /* 2 dirs + 2 .json */
+        }
+        snprintf(text, sizeof(text),
+                 "{\"images\":[{\"manifest\":\"%s\",\"id\":\"%s\",\"names\":[\"docker.io/library/x:1\", 7],"
+                 "\"dangling\":true}]}",
+                 a.mdigest, a.cdigest);
+        put_index(text);
+        assert_int_equal(lg_image_get(st, a.cdigest, &img, &err), 0);
+        assert_false(img->dangling);
+        assert_string_equal(img->names[0], "docker.io/library/x:1");
+        lg_image_free(img);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
+        assert_int_equal(g.images_removed + g.blobs_removed + g.layers_removed, 0);
+        /* Dangling with no names at all (the key absent), unpinned: GC
+         * drops it and rewrites the index. */
+        snprintf(text, sizeof(text), "{\"images\":[{\"manifest\":\"%s\",\"id\":\"%s\",\"dangling\":true}]}",
+                 a.mdigest, a.cdigest);
+        put_index(text);
+        assert_int_equal(lg_image_get(st, a.cdigest, &img, &err), 0);
+        assert_true(img->dangling);
+        lg_image_free(img);
+        assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
+        assert_int_equal(g.images_removed, 1);
+        assert_int_equal(count_dir("layers"), 0);
+        assert_int_equal(count_dir("blobs/sha256"), 0);
+        assert_int_equal(lg_image_list(st, &list, &n, &err), 0);
+        assert_int_equal(n, 0);
+        lg_image_list_free(list, n);
+        lg_image_store_close(st);
         free_image(&a);
         free_image(&b);
 }
@@ -1201,7 +1382,7 @@ static void test_concurrent_commits(void **state) {
                 assert_int_equal(lg_image_remove(st, "a:1", &err), 0);
                 assert_int_equal(lg_image_remove(st, "b:1", &err), 0);
                 struct lg_image_gc_result g;
-                assert_int_equal(lg_image_gc(st, NULL, 0, &g, &err), 0);
+                assert_int_equal(lg_image_gc(st, NULL, &g, &err), 0);
                 assert_int_equal(count_dir("layers"), 0);
                 free_image(&a);
                 free_image(&b);
@@ -1267,6 +1448,7 @@ int main(void) {
                 T(test_digests),
                 T(test_bad_manifests),
                 T(test_remove_gc),
+                T(test_dangling),
                 T(test_corruption),
                 T(test_concurrent_commits),
         };
