@@ -382,6 +382,12 @@ def test_instances_survive_legiond_restart(top, images):
         assert_nothing_left(d, ids)
         # Its network goes too (host ends of veths go with their namespaces).
         d.wait_for(lambda: d.net.prefix not in open("/proc/net/dev").read(), what="the sandbox links gone")
+        # Started again from its store alone: the apps are there, new instances.
+        d.start()
+        again = call_json(d, "keep", "/")
+        assert again["instance"] != before["instance"] and again["env"]["MARK"] == "kept", again
+        assert call(d, "bb", "/")[2] == b"hello from busybox httpd\n"
+        assert condition(d.app("keep"), "ImagePulled")["status"] == "True"
     finally:
         stop(d)
 

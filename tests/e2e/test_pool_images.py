@@ -255,5 +255,13 @@ def test_pool_instance_survives_legiond_restart(top, reg):
         assert call_json(d, "second", "/")["version"] == "1"
         assert "from a placeholder" in logs(d, "second")
         assert pool(d, "web")["spec"]["image"] == reg.ref1
+        # Stopped with its workloads and started again: the pool fills
+        # from its image again, and the apps take its sandboxes.
+        d.stop(signal.SIGTERM)
+        d.start()
+        ready_of(d, "web", 1)
+        r = call_json(d, "front", "/")
+        assert r["version"] == "1" and r["instance"] != after["instance"], r
+        assert logs(d, "front").count("from a placeholder") == 2
     finally:
         stop(d)
