@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -433,6 +434,22 @@ def test_old_revision_starts_after_its_tag_moved_and_a_restart(top):
             assert call(d, "new", "/")[2] == b"two\n"
     finally:
         stop(d)
+
+
+def test_pod_address_without_a_sandbox_is_not_routed_out(d, apps):
+    """The router and the readiness probe connect to instances' pod
+    addresses: one whose sandbox is gone (or not attached yet) must fail
+    there, not leave by the host's default route, where anything (here a
+    proxy answering 403) would answer for the app and pass its readiness."""
+    apps.append("routed")
+    deploy(d, "routed", {"image": HTTPD, "port": 8080})
+    assert call(d, "routed", "/")[0] == 200
+    unused = d.net.cidr.rsplit(".", 1)[0] + ".254"
+    default = subprocess.run(["ip", "route", "show", "default"], capture_output=True, text=True).stdout.split()
+    p = subprocess.run(["ip", "route", "get", unused], capture_output=True, text=True)
+    if "dev" in default:
+        assert f"dev {default[default.index('dev') + 1]} " not in p.stdout, (unused, p.stdout)
+    assert " via " not in p.stdout, (unused, p.stdout)
 
 
 def test_network_off_refuses_container_apps(top, images):
