@@ -129,14 +129,41 @@ static void on_call_done(struct lg_http_call *call, int error, void *ud) {
         } else if (error == -ETIMEDOUT) {
                 fwd_end_request(f, 504, "Timeout", "%s", "the function did not answer in time");
         } else {
-                /* The instance broke mid-request: it is not trusted again. */
+                /* The instance broke mid-request: it is not trusted again.
+                 * A connection that fails most often means its process
+                 * died; its exit report, which says why, comes a little
+                 * later: the instance waits for it, and so does this
+                 * request's 502 (router.c, "Broken instances"). */
+                struct rinst *ri = f->ri;
                 char why[256];
                 snprintf(why, sizeof(why), "request failed: %s", lg_http_call_error(call));
-                fwd_end_request(f, 502, "BadGateway", "the function failed: %s", lg_http_call_error(call));
-                if (error != -ECANCELED && f->ri->state != R_DEAD)
-                        router_inst_kill(f->ri, why);
+                bool conn = error == -ECONNRESET || error == -ECONNREFUSED;
+                if (conn)
+                        router_inst_broke(ri, lg_http_call_error(call));
+                if (ri->state == R_BROKEN && conn && !f->req_ended && !f->response_started) {
+                        f->held = true;
+                        f->next = ri->held;
+                        ri->held = f;
+                        router_dispatch(f->app); /* what waits needs another instance */
+                        return;
+                }
+                fwd_end_request(f, 502, "BadGateway", "the function failed: %s",
+                                ri->exit_text[0] ? ri->exit_text : lg_http_call_error(call));
+                if (error != -ECANCELED && ri->state != R_DEAD && ri->state != R_BROKEN)
+                        router_inst_kill(ri, why);
         }
         fwd_maybe_free(f);
+}
+
+void router_answer_held(struct rinst *ri, const char *detail) {
+        while (ri->held) {
+                struct fwd *f = ri->held;
+                ri->held = f->next;
+                f->next = NULL;
+                f->held = false;
+                fwd_end_request(f, 502, "BadGateway", "the function failed: %s", detail);
+                fwd_maybe_free(f);
+        }
 }
 
 static const struct lg_http_call_ops call_ops = {
@@ -176,6 +203,15 @@ static void on_req_abort(struct lg_http_request *req, int reason, void *ud) {
         struct fwd *f = ud;
         (void) reason;
         (void) req;
+        if (f->held) {
+                for (struct fwd **pp = &f->ri->held; *pp; pp = &(*pp)->next)
+                        if (*pp == f) {
+                                *pp = f->next;
+                                break;
+                        }
+                f->next = NULL;
+                f->held = false;
+        }
         if (!f->call_done && f->call) {
                 lg_http_call_cancel(f->call);
                 f->call = NULL;

@@ -27,8 +27,16 @@
  * the base. */
 #define EARLY_EXIT_MS 60000
 #define BACKOFF_MAX_SHIFT 5 /* 32 times */
+/* How long a broken instance waits for its exit report (router.c,
+ * "Broken instances"): the provider learns why a process ended a little
+ * after its sockets closed (the agent reaps it off the loop). */
+#define EXIT_WAIT_MS 2000
 
-enum rstate { R_STARTING, R_READY, R_DRAINING, R_DEAD };
+/* R_BROKEN: a forward failed on its connection; it takes no request and
+ * waits for its exit report, or EXIT_WAIT_MS, before it goes. */
+enum rstate { R_STARTING, R_READY, R_DRAINING, R_BROKEN, R_DEAD };
+
+struct fwd;
 
 struct app;
 
@@ -49,6 +57,13 @@ struct rinst {
         uint64_t ready_at;      /* now_ms when it became ready; 0: adopted (up since before) */
         uint64_t expect_ready_ns; /* when it was expected to be ready (lg_now_ns) */
         bool first_served;
+        /* R_BROKEN: until when (now_ms) its exit report is waited for, the
+         * connection's error, and the forwards whose 502 waits for it
+         * (linked by next). */
+        uint64_t broken_until;
+        char broke[256];
+        struct fwd *held;
+        char exit_text[320];    /* "instance ID exited: Exited(4): ..." once reported; "" before */
 };
 
 struct pending {
@@ -71,6 +86,7 @@ struct fwd {
         uint64_t sent;          /* when it went to its instance */
         unsigned writes;        /* zero-copy writes not yet completed */
         bool req_ended, call_done, response_started, cold, counted;
+        bool held;               /* in ri->held, its 502 waiting for the exit report */
 };
 
 struct app {
@@ -113,6 +129,7 @@ struct lg_router {
         struct app *apps;
         uv_timer_t tick;
         uv_timer_t recheck;        /* scale_up again while a queue waits (router_scale_up) */
+        uv_timer_t exit_wait;      /* the first broken instance's wait ends (router.c) */
         /* How long instances took to be ready, as the router saw it, with
          * a placeholder and without; 0 = none seen yet. */
         uint64_t start_warm_ns, start_cold_ns;
@@ -127,6 +144,9 @@ struct app *router_find_app(lg_router *r, const char *key);
 void router_app_maybe_free(struct app *a); /* a removed app with nothing left goes */
 void router_inst_free_if_unused(struct rinst *ri);
 void router_inst_kill(struct rinst *ri, const char *why); /* why NULL: not logged */
+/* A forward to a ready or draining instance failed on its connection
+ * (error: the connection's): R_BROKEN, waiting for its exit report. */
+void router_inst_broke(struct rinst *ri, const char *error);
 /* expect_ns: how long it should take to be ready (router-scale.c);
  * -EAGAIN while the app backs off. */
 int router_start_instance(struct app *a, uint64_t expect_ns);
@@ -140,6 +160,9 @@ void router_respond_backoff(struct app *a, struct lg_http_request *req);
 /* router-forward.c */
 void router_dispatch(struct app *a);           /* queued requests to free slots; scale out */
 void router_pending_remove(struct pending *p); /* off the queue; the caller answers it */
+/* Answer the forwards held by a broken instance: 502 saying detail. ri
+ * stays (not R_DEAD yet); the forwards go. */
+void router_answer_held(struct rinst *ri, const char *detail);
 
 /* router-scale.c */
 void router_capacity(const struct app *a, unsigned *live, unsigned *free_slots);

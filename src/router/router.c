@@ -227,21 +227,91 @@ static void on_instance_exit(void *ud, const char *status) {
         if (!status)
                 status = "exited";
         router_log(a, "instance %s exited: %s", ri->id ? ri->id : "(starting)", status);
+        /* What the requests it broke say (those still waiting, and those
+         * whose failure comes after this). */
+        snprintf(ri->exit_text, sizeof(ri->exit_text), "instance %s exited: %s", ri->id ? ri->id : "(starting)",
+                 status);
         uint64_t up = ri->ready_at ? now_ms() - ri->ready_at : UINT64_MAX;
-        bool early = ri->state == R_READY && !a->removed && up < EARLY_EXIT_MS;
-        ri->state = R_DEAD;
-        if (early) {
+        /* A broken one was ready and of the current revision when its
+         * connection failed; it still is unless a new one came since. */
+        bool current = ri->state == R_READY || (ri->state == R_BROKEN && ri->gen == a->gen);
+        if (current && !a->removed && up < EARLY_EXIT_MS) {
                 char msg[300];
                 snprintf(msg, sizeof(msg), "instance %s exited %.1f s after it was ready: %s", ri->id, up / 1e3,
                          status);
                 record_failure(a, "Crashed", msg);
         }
+        if (ri->state == R_BROKEN)
+                router_answer_held(ri, ri->exit_text);
+        ri->state = R_DEAD;
         bool removed = a->removed;
         router_inst_free_if_unused(ri); /* frees a removed app with its last instance */
         /* In-flight forwards see their connection fail (502); what is
          * queued gets a new instance, or 503 while backing off. */
         if (!removed)
                 router_dispatch(a);
+}
+
+/* ---- broken instances -----------------------------------------------------
+ * A forward that fails on its connection most often means the instance's
+ * process died: the kernel closes its sockets first, and the provider
+ * learns how it ended ("Exited(4): <its last stderr line>") a little
+ * later. Destroyed at once, the instance would never report it, and the
+ * app's log and the 502 would not say why it died, nor would the crash
+ * count for the crash loop. So it takes no more requests (a replacement
+ * may start at once) and waits for its exit report, at most EXIT_WAIT_MS,
+ * holding the 502s of the requests it broke; without a report it is
+ * destroyed then, with the connection's error, and counts as a crash all
+ * the same. */
+
+static void on_exit_wait(uv_timer_t *h);
+
+void router_inst_broke(struct rinst *ri, const char *error) {
+        if (ri->state != R_READY && ri->state != R_DRAINING)
+                return; /* broken or gone already */
+        lg_router *r = ri->app->router;
+        ri->state = R_BROKEN;
+        snprintf(ri->broke, sizeof(ri->broke), "%s", error);
+        ri->broken_until = now_ms() + EXIT_WAIT_MS;
+        if (!uv_is_active((uv_handle_t *) &r->exit_wait))
+                uv_timer_start(&r->exit_wait, on_exit_wait, EXIT_WAIT_MS, 0);
+}
+
+/* No exit report in time: it goes with the connection's error. */
+static void broken_give_up(struct rinst *ri) {
+        struct app *a = ri->app;
+        uint64_t up = ri->ready_at ? now_ms() - ri->ready_at : UINT64_MAX;
+        if (ri->gen == a->gen && !a->removed && up < EARLY_EXIT_MS) {
+                char msg[400];
+                snprintf(msg, sizeof(msg), "instance %s removed %.1f s after it was ready: request failed: %s",
+                         ri->id, up / 1e3, ri->broke);
+                record_failure(a, "Crashed", msg);
+        }
+        router_answer_held(ri, ri->broke);
+        char why[300];
+        snprintf(why, sizeof(why), "request failed: %s (no exit reported within %u ms)", ri->broke, EXIT_WAIT_MS);
+        router_inst_kill(ri, why);
+}
+
+static void on_exit_wait(uv_timer_t *h) {
+        lg_router *r = h->data;
+        uint64_t next;
+        for (;;) {
+                uint64_t now = now_ms();
+                struct rinst *due = NULL;
+                next = UINT64_MAX;
+                for (struct app *a = r->apps; a && !due; a = a->next)
+                        for (struct rinst *ri = a->instances; ri && !due; ri = ri->next)
+                                if (ri->state == R_BROKEN && ri->broken_until <= now)
+                                        due = ri;
+                                else if (ri->state == R_BROKEN && ri->broken_until - now < next)
+                                        next = ri->broken_until - now;
+                if (!due)
+                        break;
+                broken_give_up(due); /* may free its app: look again from the start */
+        }
+        if (next != UINT64_MAX)
+                uv_timer_start(h, on_exit_wait, next, 0);
 }
 
 /* Instances of this revision that a previous legiond left running. */
@@ -426,8 +496,8 @@ int lg_router_set(lg_router *r, const struct lg_route_config *cfg, struct lg_err
                  * specialized again nor given new requests. */
                 for (struct rinst *ri = a->instances, *next; ri; ri = next) {
                         next = ri->next;
-                        if (ri->gen == a->gen || ri->state == R_DEAD)
-                                continue;
+                        if (ri->gen == a->gen || ri->state == R_DEAD || ri->state == R_BROKEN)
+                                continue; /* a broken one goes when its wait ends */
                         if (ri->state == R_STARTING) {
                                 ri->state = R_DRAINING; /* killed when it reports */
                                 continue;
@@ -473,7 +543,7 @@ void lg_router_remove(lg_router *r, const char *key) {
                 next = ri->next;
                 if (ri->state == R_READY && ri->active == 0)
                         router_inst_kill(ri, "app deleted");
-                else if (ri->state != R_DEAD)
+                else if (ri->state != R_DEAD && ri->state != R_BROKEN)
                         ri->state = R_DRAINING;
         }
         a->removed = true;
@@ -489,7 +559,7 @@ int lg_router_stats(lg_router *r, const char *key, struct lg_route_stats *ret) {
         for (struct rinst *ri = a->instances; ri; ri = ri->next) {
                 ret->instances += ri->state == R_READY;
                 ret->starting += ri->state == R_STARTING;
-                ret->draining += ri->state == R_DRAINING;
+                ret->draining += ri->state == R_DRAINING || ri->state == R_BROKEN; /* going */
         }
         ret->active = a->active;
         ret->queued = a->queued;
@@ -537,6 +607,8 @@ int lg_router_new(const struct lg_router_config *cfg, lg_router **ret, struct lg
         uv_timer_start(&r->tick, router_on_tick, r->tick_ms, r->tick_ms);
         uv_timer_init(loop, &r->recheck);
         r->recheck.data = r;
+        uv_timer_init(loop, &r->exit_wait);
+        r->exit_wait.data = r;
         *ret = r;
         return 0;
 }
@@ -569,6 +641,8 @@ void lg_router_free(lg_router *r) {
                 bool has_instances = ri != NULL;
                 while (ri) {
                         struct rinst *next = ri->next;
+                        if (ri->state == R_BROKEN)
+                                router_answer_held(ri, ri->broke);
                         if (ri->state != R_DEAD) {
                                 ri->state = R_DEAD;
                                 rinst_destroy(ri);
@@ -584,8 +658,9 @@ void lg_router_free(lg_router *r) {
         }
         uv_timer_stop(&r->tick);
         r->tick.data = r;
-        r->closing = 3;
+        r->closing = 4;
         uv_close((uv_handle_t *) &r->tick, router_tick_closed);
         uv_close((uv_handle_t *) &r->recheck, router_tick_closed);
+        uv_close((uv_handle_t *) &r->exit_wait, router_tick_closed);
         lg_http_client_close(r->client, router_client_closed, r);
 }

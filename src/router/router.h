@@ -32,7 +32,11 @@
  * wait runs and no instance is live, requests get 503 CrashLoopBackOff
  * with Retry-After, and minInstances waits too. An instance that answers
  * a request, or stays up 60 s, ends the streak; so does a new revision.
- * Each failure and the end of a streak are app log lines.
+ * Each failure and the end of a streak are app log lines. An instance
+ * whose connection fails (its process died, most often) takes no more
+ * requests and waits up to 2 s for its exit report, so that the app's log,
+ * the 502s of the requests it broke and the failure say how it ended;
+ * without a report it is destroyed then and counts as Crashed too.
  *
  * Instances come from a provider (struct lg_router_provider_ops below), so
  * the router knows nothing of sandboxes and runs in tests against a fake.

@@ -328,12 +328,17 @@ def test_instance_crashing_after_start_is_replaced(d, apps):
     deploy(d, "exits", {"image": PYWEB, "port": 8080})
     first = call_json(d, "exits", "/")
     st, _, body = call(d, "exits", "/exit?code=4")
+    # legiond sees the connection fail before it learns how the process
+    # ended: the 502 and the app's log still say why (its code and last
+    # stderr line; its own output went with it).
     assert st == 502, (st, body)
+    assert b"Exited(4): pyweb: exiting on request" in body, body
     r = call_json(d, "exits", "/")
     assert r["instance"] != first["instance"]
-    # The app's log says how the first instance ended (its own output goes
-    # with it: logs show the live instances' output).
-    d.wait_for(lambda: "Exited(4)" in logs(d, "exits"), what="Exited(4) in the app's log")
+    # Logged before the 502 was answered (the app's own output went with
+    # it: logs show the live instances' output).
+    out = logs(d, "exits")
+    assert "exited: Exited(4): pyweb: exiting on request" in out, out
 
 
 def test_memory_limit_applies(d, apps):
@@ -341,7 +346,7 @@ def test_memory_limit_applies(d, apps):
     deploy(d, "small", {"image": PYWEB, "port": 8080, "memory": "64Mi"})
     assert call(d, "small", "/alloc?mb=8")[0] == 200
     st, _, body = call(d, "small", "/alloc?mb=256")
-    assert st == 502, (st, body)
+    assert st == 502 and b"OOMKilled" in body, (st, body)
     # Killed by the kernel: the app says so.
     d.wait_for(lambda: "OOMKilled" in logs(d, "small"), what="OOMKilled in the app's log")
     assert "OOMKilled" in json.dumps(status(d, "small")), status(d, "small")  # a failure: Crashed

@@ -252,12 +252,13 @@ static void fake_crash(struct fake_inst *fi) {
 
 /* The provider notices and reports the exit, unless the router destroyed
  * the instance first. */
-static void fake_report_exit(struct fake_inst *fi) {
+static void fake_report_exit_as(struct fake_inst *fi, const char *status) {
         if (!fi->live)
                 return;
         fi->live = false;
-        fi->exited(fi->ud, "crashed");
+        fi->exited(fi->ud, status);
 }
+static void fake_report_exit(struct fake_inst *fi) { fake_report_exit_as(fi, "crashed"); }
 
 static unsigned fake_live(struct fake *fk, const char *app) {
         unsigned n = 0;
@@ -621,7 +622,9 @@ static void test_deadline(void **state) {
 
 /* An instance that dies mid-request: that request gets 502, the instance
  * is not used again, and what waits gets a replacement. Both orders of
- * what the router learns first (the connection failing, the exit). */
+ * what the router learns first: the exit, or the connection failing and
+ * then no exit report at all (the provider is silent: the router waits
+ * for one a while, then destroys it). */
 static void test_crash(void **state) {
         (void) state;
         for (int exit_first = 0; exit_first <= 1; exit_first++) {
@@ -648,9 +651,11 @@ static void test_crash(void **state) {
                 assert_int_equal(t->fk.started, 2);
                 assert_string_not_equal(waiting->body, first->id);
                 assert_true(fake_by_id(&t->fk, waiting->body)->live);
-                /* Gone on its own, or destroyed by the router on the 502
-                 * (before the exit was known); not both. */
+                /* Gone on its own, or destroyed by the router when no exit
+                 * came; not both. */
                 assert_int_equal(first->destroyed, !exit_first);
+                if (!exit_first)
+                        assert_non_null(strstr(logbuf, "(no exit reported within"));
                 /* The replacement takes what comes next. */
                 struct call *next = send_get(t, "a", "/");
                 run_until(t, is_done, next);
@@ -1273,6 +1278,78 @@ static void test_old_revision_failures_ignored(void **state) {
         t_free(t);
 }
 
+
+static bool n_going(struct t *t, const void *n) { return stats(t, "t/a").draining >= *(const unsigned *) n; }
+
+/* An instance crashes right after it was ready: the router sees its
+ * connection fail first, and the exit report (with its last stderr line)
+ * comes just after. The request it broke gets a 502 saying why, and so
+ * does the app's log; the instance is not destroyed (it is gone), and the
+ * crash counts for the crash loop: a second one in a row backs off, and
+ * the 503 says why too. */
+static void test_crash_reason_after_connection(void **state) {
+        (void) state;
+        static const char why[] = "Exited(4): pyweb: exiting on request";
+        struct t *t = t_new_backoff(0, 60000);
+        struct lg_route_config cfg = app_cfg("t/a", 1);
+        cfg.max_instances = 1;
+        set_app(t, &cfg);
+        struct call *victim = send_get(t, "a", "/hold");
+        unsigned one = 1, two = 2;
+        run_until(t, n_held, &one);
+        struct call *waiting = send_get(t, "a", "/");
+        run_until(t, n_queued, &one);
+        struct fake_inst *first = t->fk.insts;
+        fake_crash(first);
+        /* The router saw the connection fail: the broken instance no
+         * longer counts and a replacement starts for what waits. */
+        run_until(t, n_started, &two);
+        assert_false(victim->done); /* its 502 waits for the exit report */
+        fake_report_exit_as(first, why);
+        run_until(t, all_done, NULL);
+        assert_int_equal(victim->status, 502);
+        char want[160];
+        snprintf(want, sizeof(want), "the function failed: instance %s exited: %s", first->id, why);
+        if (!strstr(victim->body, want))
+                fail_msg("no `%s` in the 502: %s", want, victim->body);
+        assert_int_equal(waiting->status, 200);
+        assert_false(first->destroyed);
+        snprintf(want, sizeof(want), "instance %s exited: %s", first->id, why);
+        assert_non_null(strstr(logbuf, want));
+        struct lg_route_stats st = stats(t, "t/a");
+        assert_int_equal(st.failures, 0); /* the replacement answered: forgiven */
+        assert_string_equal(st.last_reason, "Crashed");
+        assert_non_null(strstr(st.last_message, why));
+
+        /* Two instances in a row that break on their first request: the
+         * second failure backs off. */
+        struct fake_inst *second = fake_by_id(&t->fk, waiting->body);
+        assert_non_null(second);
+        fake_crash(second);
+        fake_report_exit_as(second, "Exited(1)");
+        assert_int_equal(stats(t, "t/a").failures, 1);
+        victim = send_get(t, "a", "/hold");
+        run_until(t, n_held, &one);
+        struct fake_inst *third = t->fk.insts;
+        assert_ptr_not_equal(third, second);
+        fake_crash(third);
+        run_until(t, n_going, &one);
+        fake_report_exit_as(third, why);
+        run_until(t, is_done, victim);
+        assert_int_equal(victim->status, 502);
+        assert_non_null(strstr(victim->body, why));
+        st = stats(t, "t/a");
+        assert_int_equal(st.failures, 2);
+        assert_true(st.backoff_ms_left > 0);
+        struct call *c = get_a(t);
+        assert_int_equal(c->status, 503);
+        assert_non_null(strstr(c->body, "2 failures in a row, the last Crashed: instance"));
+        assert_non_null(strstr(c->body, why));
+        assert_int_equal(t->fk.started, 3);
+        assert_int_equal(t->fk.destroyed, 0);
+        t_free(t);
+}
+
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         const struct CMUnitTest tests[] = {
@@ -1297,6 +1374,7 @@ int main(void) {
                 cmocka_unit_test(test_early_exit_counts),
                 cmocka_unit_test(test_odd_failures),
                 cmocka_unit_test(test_old_revision_failures_ignored),
+                cmocka_unit_test(test_crash_reason_after_connection),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
