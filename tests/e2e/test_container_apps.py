@@ -106,7 +106,12 @@ def test_deploy_by_cli_busybox_httpd_with_command_and_args(d, images, apps):
     for bad in ({"image": HTTPD}, {"image": HTTPD, "port": 0}, {"image": HTTPD, "port": 70000},
                 {"image": HTTPD, "port": 8080, "runtime": "python3"},
                 {"image": HTTPD, "port": 8080, "readinessPath": "healthz"},
-                {"image": HTTPD, "port": 8080, "command": "httpd"}):
+                {"image": HTTPD, "port": 8080, "command": "httpd"},
+                {"image": HTTPD, "port": "8080"}, {"image": HTTPD, "port": 8080, "command": [1]},
+                {"image": HTTPD, "port": 8080, "env": {"1BAD": "x"}}, {"image": HTTPD, "port": 8080, "env": ["A=1"]},
+                {"image": HTTPD, "port": 8080, "readinessPath": "/a b"}, {"image": "Not A Ref!", "port": 8080},
+                {"image": "", "port": 8080}, {"image": HTTPD, "port": 8080, "auth": "sometimes"},
+                {"image": HTTPD, "port": 8080, "poolGroup": "no-such-pool"}):
         st, body = d.http("PUT", "/v1/namespaces/default/apps/badspec", {"spec": bad}, timeout=120)
         assert 400 <= st < 500, (bad, st, body)
         assert d.http("GET", "/v1/namespaces/default/apps/badspec")[0] == 404
@@ -203,6 +208,21 @@ def test_image_missing_is_pulled_at_deploy_with_progress(d, top, apps):
         assert "revision 1" in out and "pull" in (out + err).lower(), (out, err)
         st, _, body = call(d, "pulledcli", "/")
         assert st == 200 and body == b"pulled by the cli\n"
+
+
+def test_concurrent_deploys_of_one_missing_image(d, top, apps):
+    apps += ["twin1", "twin2"]
+    img = oci_kit.pyweb_image("twins")
+    with oci_kit.Registry(os.path.join(top, "reg-twins")) as reg:
+        ref = reg.push(img, "team/twins", "1")
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            results = list(ex.map(lambda n: d.http("PUT", f"/v1/namespaces/default/apps/{n}",
+                                                   {"spec": {"image": ref, "port": 8080}}, timeout=180),
+                                  ["twin1", "twin2"]))
+        assert all(st in (200, 201) for st, _ in results), results
+        for n in ("twin1", "twin2"):
+            assert call_json(d, n, "/")["version"] == "twins"
+            assert status(d, n)["image"]["id"] == img.id
 
 
 def test_unpullable_image_fails_the_deploy_and_stores_nothing(d, top, apps):

@@ -207,6 +207,17 @@ def test_process_placeholders_run_the_server_already(d, reg, cleanup):
     assert d.http("GET", "/v1/namespaces/default/apps/procbad")[0] == 404
 
 
+def test_bad_image_pool_specs_are_refused(d, reg):
+    for bad in ({"image": reg.ref1, "runtime": "python3"}, {"image": reg.ref1, "placeholder": "bogus"},
+                {"image": reg.ref1, "port": 8080}, {"image": reg.ref1, "placeholder": "process"},
+                {"image": reg.ref1, "upgrade": {"maxUnavailable": -1}},
+                {"image": reg.ref1, "upgrade": {"apps": "sometimes"}}, {"image": reg.ref1, "ready": -1},
+                {"image": reg.ref1, "version": "2"}, {"image": 5}, {"image": reg.ref1, "extra": 1}):
+        st, body = d.http("PUT", "/v1/poolgroups/badpool", bad, timeout=120)
+        assert st == 400, (bad, st, body)
+        assert d.http("GET", "/v1/poolgroups/badpool")[0] == 404
+
+
 def test_pool_with_unpullable_image_is_refused(d, reg):
     ref = f"{reg.host}/pool/nothing:1"
     st, body = d.http("PUT", "/v1/poolgroups/nopull", {"image": ref, "ready": 1}, timeout=180)
