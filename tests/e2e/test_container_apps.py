@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -22,7 +23,7 @@ from apps_kit import top  # noqa: F401  (the fixture)
 from apps_kit import (CRASH, DOMAIN, ENVAPP, HTTPD, PYWEB, SILENT, build_images, call, call_json,
                       condition, delete, deploy, error_of, has_flag, logs, new_legiond, restart, status, stop,
                       wait_status)
-from test_legiond import free_port
+from test_legiond import LEGION, free_port
 from test_survive import Traffic, assert_nothing_left
 
 
@@ -79,6 +80,18 @@ def test_deploy_by_api_and_call(d, images, apps):
     # Its stderr (http.server's request log) is in the app's logs.
     out = logs(d, "web")
     assert "pyweb 1 listening on port 8080" in out and '"GET /hello?x=1 HTTP/1.1" 200' in out, out
+    # And followed: a new request's line arrives.
+    follow = subprocess.Popen([LEGION, "app", "logs", "web", "--follow"], env=d.env, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        lines = []
+        threading.Thread(target=lambda: lines.extend(follow.stdout), daemon=True).start()
+        d.wait_for(lambda: any("/hello?x=1" in x for x in lines), what="the old lines")
+        assert call(d, "web", "/followed")[0] == 200
+        d.wait_for(lambda: any('"GET /followed HTTP/1.1" 200' in x for x in lines), what=f"the new line: {lines}")
+    finally:
+        follow.terminate()
+        follow.wait()
 
 
 def test_deploy_by_cli_busybox_httpd_with_command_and_args(d, images, apps):

@@ -8,6 +8,7 @@ no old sandbox reused) and moves its apps as its upgrade policy says
 placeholders already run the server."""
 import concurrent.futures
 import json
+import os
 import signal
 import types
 
@@ -164,6 +165,31 @@ def test_no_old_sandbox_is_taken_after_an_image_change(d, reg, cleanup):
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
         results = list(ex.map(lambda a: call_json(d, a, "/"), ["taker1", "taker2"]))
     assert [r["version"] for r in results] == ["2", "2"], results
+
+
+def cpu_millis(sandbox_id):
+    """The CPU limit (millicores) of the sandbox's cgroup, None when unlimited."""
+    for top, dirs, _ in os.walk("/sys/fs/cgroup"):
+        d = os.path.join(top, sandbox_id)
+        if os.path.exists(os.path.join(d, "cpu.max")):  # cgroup v2
+            quota, period = open(os.path.join(d, "cpu.max")).read().split()
+            return None if quota == "max" else int(quota) * 1000 // int(period)
+        if os.path.exists(os.path.join(d, "cpu.cfs_quota_us")):  # v1
+            quota = int(open(os.path.join(d, "cpu.cfs_quota_us")).read())
+            return None if quota < 0 else quota * 1000 // int(open(os.path.join(d, "cpu.cfs_period_us")).read())
+        dirs[:] = [x for x in dirs if x.startswith("legion") or top == "/sys/fs/cgroup"]
+    raise AssertionError(f"no cgroup {sandbox_id}")
+
+
+def test_startup_boost_then_the_apps_cpu(d, reg, cleanup):
+    cleanup.pools.append("boost")
+    cleanup.apps.append("boosted")
+    pool_put(d, "boost", {"image": reg.ref1, "ready": 1, "startupBoost": {"cpu": "2", "seconds": 5}})
+    ready_of(d, "boost", 1)
+    deploy(d, "boosted", {"poolGroup": "boost", "port": 8080, "cpu": "250m"})
+    sid = call_json(d, "boosted", "/")["hostname"]  # the sandbox's id
+    assert cpu_millis(sid) == 2000
+    d.wait_for(lambda: cpu_millis(sid) == 250, what="the app's own CPU after the boost")
 
 
 def test_apps_new_revision_policy(d, reg, cleanup):
