@@ -322,8 +322,10 @@ def main():
             body.append(f"| {r['mode']} | {r['max_unavailable']} | {'n/a' if nr is None else f'{nr:.2f}'} | "
                         f"{r['replace_s']:.2f} | {r['max_missing_observed']} | {r['polls']} | {r['fill_s']:.2f} |")
             summary_rows.append((f"rolling replacement, pool of {n}, mode {r['mode']}, maxUnavailable "
-                                 f"{r['max_unavailable']}", f"{r['replace_s']:.2f} s, at most "
-                                 f"{r['max_missing_observed']} missing (fill from nothing {r['fill_s']:.2f} s)"))
+                                 f"{r['max_unavailable']}",
+                                 f"status `rolling` false after {'n/a' if nr is None else f'{nr:.2f}'} s, all {n} "
+                                 f"new ready after {r['replace_s']:.2f} s; at most {r['max_missing_observed']} "
+                                 f"missing at a poll (fill from nothing {r['fill_s']:.2f} s)"))
         body.append("")
 
     if summary_rows:
