@@ -184,12 +184,12 @@ def cpu_millis(sandbox_id):
 def test_startup_boost_then_the_apps_cpu(d, reg, cleanup):
     cleanup.pools.append("boost")
     cleanup.apps.append("boosted")
-    pool_put(d, "boost", {"image": reg.ref1, "ready": 1, "startupBoost": {"cpu": "2", "seconds": 5}})
+    pool_put(d, "boost", {"image": reg.ref1, "ready": 1, "startupBoost": {"cpu": "2", "seconds": 10}})
     ready_of(d, "boost", 1)
     deploy(d, "boosted", {"poolGroup": "boost", "port": 8080, "cpu": "250m"})
     sid = call_json(d, "boosted", "/")["hostname"]  # the sandbox's id
     assert cpu_millis(sid) == 2000
-    d.wait_for(lambda: cpu_millis(sid) == 250, what="the app's own CPU after the boost")
+    d.wait_for(lambda: cpu_millis(sid) == 250, timeout=60, what="the app's own CPU after the boost")
 
 
 def test_apps_new_revision_policy(d, reg, cleanup):
