@@ -530,8 +530,9 @@ def files_layer(files):
 
 
 # A Python http.server app: GET / answers who and what it is (version, a
-# random id of this server process, hostname, pid, path, environment); /sleep?s=N answers after
-# N seconds; /alloc?mb=N holds N MiB more; /healthz answers $HEALTHZ_STATUS (200); /exit?code=N exits.
+# random id of this server process, hostname, pid, the connection's peer,
+# path, environment); /sleep?s=N answers after N seconds; /alloc?mb=N holds
+# N MiB more; /healthz answers $HEALTHZ_STATUS (200); /exit?code=N exits.
 # Port: argv[1], else $PORT, else 8080. Requests are logged on stderr
 # (http.server's own log lines), which `legion app logs` shows.
 PYWEB_SERVER = r'''
@@ -562,7 +563,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             os._exit(int(q.get("code", "3")))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.reply(200, {"app": "pyweb", "version": VERSION, "instance": INSTANCE, "hostname": socket.gethostname(),
-                         "pid": os.getpid(), "path": path, "method": self.command, "body": body.decode(),
+                         "pid": os.getpid(), "peer": "%s:%d" % self.client_address[:2], "path": path,
+                         "method": self.command, "body": body.decode(),
                          "env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv})
 
     do_POST = do_GET

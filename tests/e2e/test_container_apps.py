@@ -1,4 +1,4 @@
-"""Container apps end to end (issue 12, docs/apps.md): apps whose spec
+"""Container apps end to end (issue 12, docs/container-apps.md): apps whose spec
 gives an OCI image and a port instead of a runtime and a package, run by a
 real legiond from images built here from host files (oci_kit: a Python
 http.server app, busybox httpd, an app configured by its environment, a
@@ -67,8 +67,9 @@ def test_deploy_by_api_and_call(d, images, apps):
     assert r["env"]["IMAGE_ONLY"] == "kept" and r["env"]["GREETING"] == "hello from the image", r
     st, _, body = call(d, "web", "/post", method="POST", body=b"payload")
     assert st == 200 and json.loads(body)["body"] == "payload" and json.loads(body)["method"] == "POST"
-    # One instance, kept alive between calls.
-    assert call_json(d, "web", "/")["instance"] == r["instance"]
+    # One instance, reached over one kept-alive connection.
+    again = call_json(d, "web", "/")
+    assert again["instance"] == r["instance"] and again["peer"] == r["peer"], (r, again)
     app = d.app("web")
     s = app["status"]
     assert s["revision"] == 1 and s["instances"] == 1 and s["coldStarts"]["count"] == 1, s
