@@ -224,6 +224,31 @@ def test_image_missing_is_pulled_at_deploy_with_progress(d, top, apps):
         assert st == 200 and body == b"pulled by the cli\n"
 
 
+def test_a_moved_tag_is_a_new_revision_at_redeploy(d, top, apps):
+    apps.append("moving")
+    v1, v2 = oci_kit.pyweb_image("moved-1"), oci_kit.pyweb_image("moved-2")
+    with oci_kit.Registry(os.path.join(top, "reg-moving")) as reg:
+        ref = reg.push(v1, "team/moving", "1")
+        spec = {"image": ref, "port": 8080, "idleTimeoutSeconds": 1}
+        deploy(d, "moving", spec)
+        first = call_json(d, "moving", "/")
+        assert first["version"] == "moved-1"
+        # The tag moves in the registry, then in the store.
+        reg.push(v2, "team/moving", "1")
+        d.cli("image", "pull", ref, timeout=180)
+        # The app's revision still runs the old image, untagged now: GC keeps
+        # it, and a new instance of it starts.
+        d.cli("--json", "image", "gc")
+        wait_status(d, "moving", lambda s: s["instances"] == 0, "scale to zero")
+        r = call_json(d, "moving", "/")
+        assert r["version"] == "moved-1" and r["instance"] != first["instance"], r
+        # The same spec again: a new revision, of the new image.
+        deploy(d, "moving", spec)
+        s = status(d, "moving")
+        assert s["revision"] == 2 and s["image"]["id"] == v2.id, s
+        assert call_json(d, "moving", "/")["version"] == "moved-2"
+
+
 def test_concurrent_deploys_of_one_missing_image(d, top, apps):
     apps += ["twin1", "twin2"]
     img = oci_kit.pyweb_image("twins")
