@@ -617,33 +617,11 @@ static void each_image(lg_apps *a, bool (*fn)(const char *id, const char *who, v
         lg_resource_list_free(&l);
 }
 
-/* A list of strings each_image's callbacks collect. */
+/* each_image's callbacks collect into l. */
 struct strs {
         lg_apps *a;
-        char **v;
-        size_t n, cap;
-        int status;
+        struct lg_strlist *l;
 };
-
-static void strs_add(struct strs *l, const char *s) {
-        if (lg_grow((void **) &l->v, &l->cap, l->n, sizeof(char *), 16) < 0 || !(l->v[l->n] = strdup(s)))
-                l->status = -ENOMEM;
-        else
-                l->n++;
-}
-
-/* The list collected becomes the caller's, or goes on failure. */
-static int strs_take(struct strs *l, char ***ret, size_t *n, const char *what, struct lg_error *err) {
-        if (l->status < 0) {
-                for (size_t i = 0; i < l->n; i++)
-                        free(l->v[i]);
-                free(l->v);
-                return lg_error_set(err, -l->status, "%s", what);
-        }
-        *ret = l->v;
-        *n = l->n;
-        return 0;
-}
 
 static bool add_layers(const char *id, const char *who, void *ud) {
         struct strs *l = ud;
@@ -655,32 +633,32 @@ static bool add_layers(const char *id, const char *who, void *ud) {
                 if (resolve(l->a, id, ignored, &err) < 0 || !(known = layers_find(l->a, id)))
                         return false;
         }
-        for (size_t i = 0; known->dirs[i] && l->status >= 0; i++)
-                strs_add(l, known->dirs[i]);
-        return l->status < 0;
+        for (size_t i = 0; known->dirs[i]; i++)
+                lg_strlist_add(l->l, known->dirs[i]);
+        return l->l->status < 0;
 }
 
-int lg_apps_layers_in_use(lg_apps *a, char ***ret, size_t *n, struct lg_error *err) {
-        struct strs l = {.a = a};
+int lg_apps_layers_in_use(lg_apps *a, struct lg_strlist *l) {
+        struct strs c = {.a = a, .l = l};
         if (a->images)
-                each_image(a, add_layers, &l);
-        return strs_take(&l, ret, n, "layers of apps' images", err);
+                each_image(a, add_layers, &c);
+        return l->status;
 }
 
 static bool add_id(const char *id, const char *who, void *ud) {
-        struct strs *l = ud;
+        struct strs *c = ud;
         (void) who;
-        for (size_t i = 0; i < l->n; i++)
-                if (!strcmp(l->v[i], id))
+        for (size_t i = 0; i < c->l->n; i++)
+                if (!strcmp(c->l->v[i], id))
                         return false;
-        strs_add(l, id);
-        return l->status < 0;
+        lg_strlist_add(c->l, id);
+        return c->l->status < 0;
 }
 
-int lg_apps_images_in_use(lg_apps *a, char ***ret, size_t *n, struct lg_error *err) {
-        struct strs l = {.a = a};
-        each_image(a, add_id, &l);
-        return strs_take(&l, ret, n, "ids of apps' images", err);
+int lg_apps_images_in_use(lg_apps *a, struct lg_strlist *l) {
+        struct strs c = {.a = a, .l = l};
+        each_image(a, add_id, &c);
+        return l->status;
 }
 
 struct user {

@@ -161,14 +161,13 @@ int lg_apps_prepare(lg_apps *a, const char *ns, const char *name, const json_t *
                     struct lg_error *err);
 /* The client went away: no callback runs (the image still lands). */
 void lg_apps_pull_cancel(lg_apps_pull *p);
-/* The extracted layer directories of every image a pool group or an app's
- * latest revision uses, for lg_image_gc's keep list (the array and its
- * strings become the caller's). */
-int lg_apps_layers_in_use(lg_apps *a, char ***ret, size_t *n, struct lg_error *err);
-/* The ids of those images (each once), for lg_image_gc's keep ids: a
- * dangling one (its tag moved) stays indexed while used. The array and its
- * strings become the caller's. */
-int lg_apps_images_in_use(lg_apps *a, char ***ret, size_t *n, struct lg_error *err);
+/* Add to l the extracted layer directories of every image a pool group or
+ * an app's latest revision uses, for lg_image_gc's keep list. Returns
+ * l->status (-ENOMEM: an add failed). */
+int lg_apps_layers_in_use(lg_apps *a, struct lg_strlist *l);
+/* Add the ids of those images (each once) to l, for lg_image_gc's keep
+ * ids: a dangling one (its tag moved) stays indexed while used. */
+int lg_apps_images_in_use(lg_apps *a, struct lg_strlist *l);
 /* 1 when image id is used by a pool group or an app's latest revision,
  * who then naming it ("pool group `web`", "app `default/site`"); 0 when not. */
 int lg_apps_image_user(lg_apps *a, const char *image_id, char *who, size_t cap);

@@ -125,6 +125,33 @@ int lg_grow(void **v, size_t *cap, size_t n, size_t size, size_t first) {
         return 0;
 }
 
+void lg_strlist_add(struct lg_strlist *l, const char *s) {
+        if (l->status < 0)
+                return;
+        if (lg_grow((void **) &l->v, &l->cap, l->n, sizeof(char *), 16) < 0 || !(l->v[l->n] = strdup(s)))
+                l->status = -ENOMEM;
+        else
+                l->n++;
+}
+
+void lg_strlist_clear(struct lg_strlist *l) {
+        for (size_t i = 0; i < l->n; i++)
+                free(l->v[i]);
+        free(l->v);
+        *l = (struct lg_strlist){0};
+}
+
+int lg_strlist_take(struct lg_strlist *l, char ***ret, size_t *n) {
+        if (l->status < 0) {
+                lg_strlist_clear(l);
+                return -ENOMEM;
+        }
+        *ret = l->v;
+        *n = l->n;
+        *l = (struct lg_strlist){0};
+        return 0;
+}
+
 int lg_write_file_at(int dirfd, const char *path, const char *data, bool create) {
         int flags = O_WRONLY | O_CLOEXEC | O_NOCTTY;
         if (create)

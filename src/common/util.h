@@ -78,6 +78,22 @@ int lg_write_file_at(int dirfd, const char *path, const char *data, bool create)
  * 0, or -ENOMEM with *v and *cap as they were. */
 int lg_grow(void **v, size_t *cap, size_t n, size_t size, size_t first);
 
+/* A list of string copies being collected (lists of layer dirs or image
+ * ids gathered from several owners). An add that fails for memory marks
+ * the list failed (status -ENOMEM) and later adds do nothing, so callers
+ * add freely and check once, at the take. Zero-initialized = empty. */
+struct lg_strlist {
+        char **v;
+        size_t n, cap;
+        int status;
+};
+void lg_strlist_add(struct lg_strlist *l, const char *s);
+/* Hand the strings over (*ret, *n: the caller's, free each and the
+ * array) and empty l; or, when an add failed, free them and return
+ * -ENOMEM. */
+int lg_strlist_take(struct lg_strlist *l, char ***ret, size_t *n);
+void lg_strlist_clear(struct lg_strlist *l);
+
 /* Read at most cap-1 bytes of dirfd/path into buf, NUL-terminated, with a
  * trailing newline stripped. Returns the length or -errno. */
 ssize_t lg_read_file_at(int dirfd, const char *path, char *buf, size_t cap);

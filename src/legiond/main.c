@@ -404,40 +404,22 @@ static const struct lg_apps_ops apps_ops = {
         .route_addresses = wire_route_addresses,
 };
 
-/* The image jobs' view of the pod manager's sandboxes and of the images
- * apps and pool groups use: those layers are kept by GC as long as a pool
- * group or an app's latest revision names the image (and while warm: any
- * time, since a pool refills and an app scales from zero). */
+/* The image jobs' view of the sandboxes of pods and of the node (function
+ * and container app instances, pool groups' placeholders) and of the
+ * images apps and pool groups use: those layers are kept by GC as long as
+ * a sandbox runs on them or a pool group or an app's latest revision names
+ * the image (and while warm: any time, since a pool refills and an app
+ * scales from zero). */
 static int wire_layers_in_use(void *ud, bool warm, char ***ret, size_t *n) {
         struct lg_daemon *d = ud;
-        int r = lg_pods_layers_in_use(d->pods, warm, ret, n);
-        if (r < 0 || !warm)
-                return r;
-        char **more = NULL, **all = NULL;
-        size_t n_more = 0;
-        struct lg_error err = {0};
-        r = lg_apps_layers_in_use(d->apps, &more, &n_more, &err);
-        if (r >= 0 && n_more && !(all = realloc(*ret, (*n + n_more) * sizeof(char *))))
-                r = -ENOMEM;
-        if (r < 0) {
-                /* Without the whole list GC must not run. */
-                for (size_t i = 0; i < n_more; i++)
-                        free(more[i]);
-                for (size_t i = 0; i < *n; i++)
-                        free((*ret)[i]);
-                free(more);
-                free(*ret);
-                *ret = NULL;
-                *n = 0;
-                return r;
-        }
-        if (n_more) {
-                memcpy(all + *n, more, n_more * sizeof(char *));
-                *ret = all;
-                *n += n_more;
-        }
-        free(more);
-        return 0;
+        struct lg_strlist layers = {0}, ids = {0};
+        lg_pods_layers_in_use(d->pods, warm, &layers);
+        lg_node_images_in_use(d->node, warm, &ids, &layers);
+        if (warm)
+                lg_apps_layers_in_use(d->apps, &layers);
+        lg_strlist_clear(&ids);
+        /* Without the whole list GC must not run: take fails then. */
+        return lg_strlist_take(&layers, ret, n);
 }
 
 static int wire_image_user(void *ud, const char *image_id, char *who, size_t cap) {
@@ -445,13 +427,15 @@ static int wire_image_user(void *ud, const char *image_id, char *who, size_t cap
         return lg_apps_image_user(d->apps, image_id, who, cap);
 }
 
-/* The images pool groups and app revisions run by id: GC keeps them
- * indexed after their tag moved (dangling), so that they start again after
- * a restart. */
+/* The images pool groups, app revisions and the node's sandboxes run by
+ * id: GC keeps them indexed after their tag moved (dangling), so that they
+ * start again after a restart. */
 static int wire_images_in_use(void *ud, char ***ret, size_t *n) {
         struct lg_daemon *d = ud;
-        struct lg_error err = {0};
-        return lg_apps_images_in_use(d->apps, ret, n, &err);
+        struct lg_strlist ids = {0};
+        lg_apps_images_in_use(d->apps, &ids);
+        lg_node_images_in_use(d->node, true, &ids, NULL);
+        return lg_strlist_take(&ids, ret, n);
 }
 
 static void wire_image_removed(void *ud, const char *image_id) {

@@ -114,6 +114,33 @@ int node_image_get(lg_node *node, const char *ref, const struct lg_image **ret, 
         return 0;
 }
 
+static void image_in_use(lg_node *node, const char *id, struct lg_strlist *ids, struct lg_strlist *layers) {
+        for (size_t i = 0; i < ids->n; i++)
+                if (!strcmp(ids->v[i], id))
+                        return;
+        lg_strlist_add(ids, id);
+        const struct lg_image *img = NULL;
+        struct lg_error err = {0};
+        /* Not in the store any more (removed with force): nothing of it
+         * is left to keep. */
+        if (node_image_get(node, id, &img, &err) < 0)
+                return;
+        for (size_t i = 0; layers && i < img->n_layers; i++)
+                lg_strlist_add(layers, img->layer_dirs[i]);
+}
+
+int lg_node_images_in_use(lg_node *node, bool warm, struct lg_strlist *ids, struct lg_strlist *layers) {
+        if (!node || !node->images)
+                return 0;
+        for (lg_instance *inst = node->all; inst; inst = inst->all_next)
+                if (inst->image && inst->image_id[0] && (warm || !inst->witem.pool))
+                        image_in_use(node, inst->image_id, ids, layers);
+        for (struct pool *p = node->pools; warm && p; p = p->next)
+                if (p->img && !p->deleted)
+                        image_in_use(node, p->img->id, ids, layers);
+        return ids->status < 0 ? ids->status : layers ? layers->status : 0;
+}
+
 void node_images_free(lg_node *node) {
         for (size_t i = 0; i < node->n_imgs; i++)
                 lg_image_free(node->imgs[i]);

@@ -200,6 +200,13 @@ uint64_t lg_instance_start_ns(const lg_instance *inst);  /* time to ready */
 const char *lg_instance_log_dir(const lg_instance *inst);
 /* Its address on the node's network ("10.200.0.7"), NULL when it has none. */
 const char *lg_instance_address(const lg_instance *inst);
+/* The images its sandboxes are made from, for image GC's keep lists:
+ * each image id once into ids and, when layers is not NULL, its layer
+ * dirs into layers; with warm, those of pool groups and their
+ * placeholders too, otherwise only of instances made for an app (taken,
+ * adopted or being made). Returns < 0 (-ENOMEM) when an add failed. */
+int lg_node_images_in_use(lg_node *node, bool warm, struct lg_strlist *ids, struct lg_strlist *layers);
+
 /* The instance's HTTP server for the router: "unix:/path" (workers) or
  * "10.200.0.7:8080" (images). Valid while the handle is. */
 const char *lg_instance_http_address(const lg_instance *inst);

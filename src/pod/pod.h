@@ -125,11 +125,10 @@ int lg_pods_log_path(lg_pods *pods, const char *ns, const char *pod, const char 
 int lg_pods_container_active(lg_pods *pods, const char *ns, const char *pod,
                              const char *container);
 
-/* The layer dirs that containers' sandboxes use, and with warm those of
- * warm sandboxes too (image GC's keep list; "in use by a running pod"
- * leaves them out); the array and strings belong to the caller (free
- * each, then it). */
-int lg_pods_layers_in_use(lg_pods *pods, bool warm, char ***ret, size_t *n);
+/* Add to l the layer dirs that containers' sandboxes use, and with warm
+ * those of warm sandboxes too (image GC's keep list; "in use by a running
+ * pod" leaves them out). Returns l->status (-ENOMEM: an add failed). */
+int lg_pods_layers_in_use(lg_pods *pods, bool warm, struct lg_strlist *l);
 
 /* Warm sandboxes (src/pod/pods-warm.c): an image was removed (or
  * untagged), its warm sandboxes go now, before GC may remove its layers. */

@@ -256,8 +256,8 @@ int warm_take(lg_pods *m, const struct lg_image *img, char *id, int *pidfd, int 
 /* A container that fits started (warm or not): keep its image warm,
  * making what is missing on the thread pool. */
 void warm_used(lg_pods *m, const struct lg_image *img);
-/* Append the layer dirs of warm sandboxes (and of those being made). */
-int warm_layers(lg_pods *m, char ***v, size_t *len, size_t *cap);
+/* Add the layer dirs of warm sandboxes (and of those being made) to l. */
+void warm_layers(lg_pods *m, struct lg_strlist *l);
 
 /* pods-spec.c */
 /* What every container's sandbox has, warm or not: state root, the

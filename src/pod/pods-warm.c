@@ -330,28 +330,13 @@ void warm_used(lg_pods *m, const struct lg_image *img) {
         }
 }
 
-static int add_str(char ***v, size_t *len, size_t *cap, const char *s) {
-        if (*len == *cap) {
-                size_t nc = *cap ? *cap * 2 : 16;
-                char **nv = realloc(*v, nc * sizeof(char *));
-                if (!nv)
-                        return -ENOMEM;
-                *v = nv;
-                *cap = nc;
-        }
-        if (!((*v)[*len] = strdup(s)))
-                return -ENOMEM;
-        (*len)++;
-        return 0;
-}
-
-int warm_layers(lg_pods *m, char ***v, size_t *len, size_t *cap) {
+void warm_layers(lg_pods *m, struct lg_strlist *l) {
         struct warm_pool *p = m->warm;
         if (!p)
-                return 0;
+                return;
         struct warm_image *lists[2] = {p->images, p->dropped};
-        for (int l = 0; l < 2; l++)
-                for (struct warm_image *wi = lists[l]; wi; wi = wi->next) {
+        for (int k = 0; k < 2; k++)
+                for (struct warm_image *wi = lists[k]; wi; wi = wi->next) {
                         struct lg_warm_stats st = {0};
                         if (wi->wp)
                                 lg_warm_pool_stats(wi->wp, &st);
@@ -361,10 +346,8 @@ int warm_layers(lg_pods *m, char ***v, size_t *len, size_t *cap) {
                         if ((!st.ready && !wi->n_making && !wi->n_killing) || wi->removed)
                                 continue;
                         for (size_t i = 0; i < wi->img.n_layers; i++)
-                                if (add_str(v, len, cap, wi->img.layer_dirs[i]) < 0)
-                                        return -ENOMEM;
+                                lg_strlist_add(l, wi->img.layer_dirs[i]);
                 }
-        return 0;
 }
 
 /* ---- public ------------------------------------------------------------------ */

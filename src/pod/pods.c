@@ -523,42 +523,20 @@ int lg_pods_container_active(lg_pods *m, const char *ns, const char *pod_name, c
         return c && !pod->deleting && ctr_active(c) ? 1 : c && pod->deleting && c->phase == C_RUNNING ? 1 : 0;
 }
 
-int lg_pods_layers_in_use(lg_pods *m, bool warm, char ***ret, size_t *n) {
-        *ret = NULL;
-        *n = 0;
+int lg_pods_layers_in_use(lg_pods *m, bool warm, struct lg_strlist *l) {
         if (!m)
                 return 0;
-        size_t cap = 0, len = 0;
-        char **v = NULL;
         struct pod *lists[2] = {m->pods, m->zombies};
-        for (int l = 0; l < 2; l++)
-                for (struct pod *pod = lists[l]; pod; pod = pod->next)
+        for (int k = 0; k < 2; k++)
+                for (struct pod *pod = lists[k]; pod; pod = pod->next)
                         for (size_t i = 0; i < pod->n_ctrs; i++) {
                                 const struct ctr *c = &pod->ctrs[i];
                                 if (!c->img || (!c->has_sb && c->phase != C_CREATING && !c->killing))
                                         continue;
-                                for (size_t k = 0; k < c->img->n_layers; k++) {
-                                        if (len == cap) {
-                                                size_t nc = cap ? cap * 2 : 16;
-                                                char **nv = realloc(v, nc * sizeof(char *));
-                                                if (!nv)
-                                                        goto oom;
-                                                v = nv;
-                                                cap = nc;
-                                        }
-                                        if (!(v[len] = strdup(c->img->layer_dirs[k])))
-                                                goto oom;
-                                        len++;
-                                }
+                                for (size_t d = 0; d < c->img->n_layers; d++)
+                                        lg_strlist_add(l, c->img->layer_dirs[d]);
                         }
-        if (warm && warm_layers(m, &v, &len, &cap) < 0)
-                goto oom;
-        *ret = v;
-        *n = len;
-        return 0;
-oom:
-        for (size_t i = 0; i < len; i++)
-                free(v[i]);
-        free(v);
-        return -ENOMEM;
+        if (warm)
+                warm_layers(m, l);
+        return l->status;
 }

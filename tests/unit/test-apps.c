@@ -924,7 +924,9 @@ static void test_image_pools(void **state) {
         lg_image_free(i2);
         char **dirs = NULL;
         size_t n = 0;
-        OK(lg_apps_images_in_use(f->apps, &dirs, &n, &err));
+        struct lg_strlist l = {0};
+        OK(lg_apps_images_in_use(f->apps, &l));
+        OK(lg_strlist_take(&l, &dirs, &n));
         bool listed = false;
         for (size_t i = 0; i < n; i++) {
                 listed = listed || !strcmp(dirs[i], ids.id2);
@@ -937,7 +939,8 @@ static void test_image_pools(void **state) {
         assert_true(listed);
         dirs = NULL;
         n = 0;
-        OK(lg_apps_layers_in_use(f->apps, &dirs, &n, &err));
+        OK(lg_apps_layers_in_use(f->apps, &l));
+        OK(lg_strlist_take(&l, &dirs, &n));
         bool found = false;
         for (size_t i = 0; i < n; i++) {
                 found = found || !strcmp(dirs[i], layer2);

@@ -309,6 +309,52 @@ static void test_pools(void **state) {
         OK(lg_node_pool_delete(node, "bad"));
 }
 
+/* What image GC must keep: the images (and layers) of instances, and with
+ * warm of pools and their placeholders too. */
+static size_t images_in_use(bool warm, size_t *n_layers) {
+        struct lg_strlist ids = {0}, layers = {0};
+        assert_int_equal(lg_node_images_in_use(node, warm, &ids, &layers), 0);
+        for (size_t i = 0; i < ids.n; i++)
+                assert_true(!strncmp(ids.v[i], "sha256:", 7));
+        for (size_t i = 0; i < layers.n; i++)
+                assert_int_equal(access(layers.v[i], F_OK), 0);
+        size_t n = ids.n;
+        *n_layers = layers.n;
+        lg_strlist_clear(&ids);
+        lg_strlist_clear(&layers);
+        return n;
+}
+
+static void test_images_in_use(void **state) {
+        (void) state;
+        struct lg_error err = {0};
+        struct waiter w;
+        size_t layers = 0;
+        assert_int_equal(images_in_use(true, &layers), 0);
+        struct lg_pool_spec ps = {.name = "img", .runtime = "image", .ready = 1, .image = IMAGE};
+        OK(lg_node_pool_set(node, &ps, &err));
+        wait_pool_ready("img", 1);
+        /* A placeholder is warm only. */
+        assert_int_equal(images_in_use(false, &layers), 0);
+        assert_int_equal(images_in_use(true, &layers), 1);
+        assert_true(layers >= 1);
+        OK(lg_node_pool_delete(node, "img"));
+        while (images_in_use(true, &layers))
+                uv_run(&loop, UV_RUN_ONCE);
+        /* An instance runs on it: kept either way, each image once. */
+        lg_instance *inst = start(NULL, IMAGE, httpd, 8080, NULL, &w);
+        lg_instance *inst2 = start(NULL, IMAGE, httpd, 8080, NULL, &w);
+        assert_int_equal(w.status, 0);
+        assert_int_equal(images_in_use(false, &layers), 1);
+        assert_true(layers >= 1);
+        destroy(inst);
+        destroy(inst2);
+        /* Kept until their sandboxes are gone (their layers are mounted
+         * until then). */
+        while (images_in_use(true, &layers))
+                uv_run(&loop, UV_RUN_ONCE);
+}
+
 /* The network as a (re)started legiond finds it: a new handle. */
 static lg_net *net_again(void) {
         struct lg_net_config nc = {.cidr = NET_CIDR, .table = NET_TABLE, .link_prefix = NET_PREFIX};
@@ -408,6 +454,7 @@ int main(void) {
                 cmocka_unit_test(test_ready),      cmocka_unit_test(test_failures),
                 cmocka_unit_test(test_exit_later), cmocka_unit_test(test_pools),
                 cmocka_unit_test(test_restart),    cmocka_unit_test(test_no_network),
+                cmocka_unit_test(test_images_in_use),
         };
         int r = cmocka_run_group_tests(tests, setup, teardown);
         /* What a failed test left running (a detached instance). */

@@ -589,7 +589,9 @@ static bool layers_in_use(const char *ref, bool warm) {
         assert_int_equal(lg_image_get(images, ref, &img, NULL), 0);
         char **v = NULL;
         size_t n = 0;
-        assert_int_equal(lg_pods_layers_in_use(pods, warm, &v, &n), 0);
+        struct lg_strlist l = {0};
+        assert_int_equal(lg_pods_layers_in_use(pods, warm, &l), 0);
+        assert_int_equal(lg_strlist_take(&l, &v, &n), 0);
         bool found = false;
         for (size_t i = 0; i < n; i++) {
                 found |= !strcmp(v[i], img->layer_dirs[0]);
