@@ -489,10 +489,17 @@ def test_old_revision_starts_after_its_tag_moved_and_a_restart(top):
             # A new app from the same ref gets the new image.
             deploy(d, "new", {"image": ref, "port": 8080})
             assert call(d, "new", "/")[2] == b"two\n"
-            # The app gone, nothing pins the old image: GC drops it.
+            # The app gone (its instance torn down, which pins it until it is
+            # gone), nothing pins the old image: GC drops it.
             delete(d, "old")
-            gc = json.loads(d.cli("--json", "image", "gc")[0])
-            assert gc["imagesRemoved"] == 1, gc
+            removed = []
+
+            def gc_drops_it():
+                removed.append(json.loads(d.cli("--json", "image", "gc")[0])["imagesRemoved"])
+                return sum(removed) >= 1
+
+            d.wait_for(gc_drops_it, what="GC dropping the old image")
+            assert sum(removed) == 1, removed
             _, err = d.cli("image", "inspect", one.id, check=1)
             assert "not found" in err, err
             assert call(d, "new", "/")[2] == b"two\n"
