@@ -420,7 +420,7 @@ static int link_get(struct nl *nl, const char *name, int index, struct link_info
 
 struct attach {
         const char *host_if;
-        struct in_addr ip;
+        struct in_addr ip, src;
         int host_index, peer_index; /* from the NLM_F_ECHO copy of the new host end */
 };
 
@@ -489,13 +489,25 @@ static int attach_inside(void *data, struct lg_error *err) {
         return nl_run(nl, NULL, NULL, err);
 }
 
-int lg_nl_veth_attach(pid_t pid, const char *host_if, const char *ip, struct lg_error *err) {
+/* The host's route to a sandbox: ip/32 out of its host end (index),
+ * from src. Without a preferred source the kernel would take the first
+ * address it finds on any link (the host end has none): the host's
+ * external address, depending on the order of its links, in every
+ * sandbox's view of who called it. */
+static void put_host_route(struct nlmsghdr *nlh, int index, const struct in_addr *ip, const struct in_addr *src) {
+        struct rtmsg *rtm = put_route(nlh, RT_TABLE_MAIN, RT_SCOPE_LINK);
+        rtm->rtm_dst_len = 32;
+        mnl_attr_put(nlh, RTA_DST, sizeof(*ip), ip);
+        mnl_attr_put(nlh, RTA_PREFSRC, sizeof(*src), src);
+        mnl_attr_put_u32(nlh, RTA_OIF, index);
+}
+
+int lg_nl_veth_attach(pid_t pid, const char *host_if, const char *ip, const char *src, struct lg_error *err) {
         struct attach a = {.host_if = host_if};
         int r = check_ifname(host_if, err);
         if (r < 0)
                 return r;
-        r = parse_ip(ip, &a.ip, err);
-        if (r < 0)
+        if ((r = parse_ip(ip, &a.ip, err)) < 0 || (r = parse_ip(src, &a.src, err)) < 0)
                 return r;
         _cleanup_close_ int nsfd = open_netns(pid, err);
         if (nsfd < 0)
@@ -546,10 +558,7 @@ int lg_nl_veth_attach(pid_t pid, const char *host_if, const char *ip, struct lg_
         nlh = nl_msg(nl, RTM_SETLINK, 0, "set the host end up", 0);
         put_ifinfo(nlh, a.host_index, IFF_UP, IFF_UP);
         nlh = nl_msg(nl, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, "add the host route", 0);
-        struct rtmsg *rtm = put_route(nlh, RT_TABLE_MAIN, RT_SCOPE_LINK);
-        rtm->rtm_dst_len = 32;
-        mnl_attr_put(nlh, RTA_DST, sizeof(a.ip), &a.ip);
-        mnl_attr_put_u32(nlh, RTA_OIF, a.host_index);
+        put_host_route(nlh, a.host_index, &a.ip, &a.src);
         r = nl_run(nl, NULL, NULL, err);
         if (r < 0)
                 goto fail;
@@ -565,6 +574,28 @@ fail:
                 mnl_attr_put_strz(nlh, IFLA_IFNAME, host_if);
         (void) nl_run(nl, NULL, NULL, NULL);
         return lg_error_wrap(err, r, "attach `%s` (%s) to pid %d", host_if, ip, (int) pid);
+}
+
+int lg_nl_host_route_set(const char *host_if, const char *ip, const char *src, struct lg_error *err) {
+        struct in_addr a, s;
+        int r;
+        if ((r = parse_ip(ip, &a, err)) < 0 || (r = parse_ip(src, &s, err)) < 0)
+                return r;
+        int index = lg_nl_ifindex(host_if, err);
+        if (index < 0)
+                return index;
+        _cleanup_nl_ struct nl *nl = NULL;
+        r = nl_open(&nl, err);
+        if (r < 0)
+                return r;
+        /* Replace: the route the host end has (an identical one stays as
+         * it is), never a second one beside it. */
+        struct nlmsghdr *nlh = nl_msg(nl, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, "set the host route", 0);
+        put_host_route(nlh, index, &a, &s);
+        r = nl_run(nl, NULL, NULL, err);
+        if (r < 0)
+                return lg_error_wrap(err, r, "route %s dev `%s` src %s", ip, host_if, src);
+        return 0;
 }
 
 int lg_nl_link_delete(const char *ifname, struct lg_error *err) {

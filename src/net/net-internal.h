@@ -31,9 +31,16 @@
  * LG_NL_HOST_MAC, up, no IPv6 address), sandbox end renamed eth0 inside
  * with ip/32, up, neighbour LG_NL_GATEWAY -> LG_NL_HOST_MAC permanent,
  * route LG_NL_GATEWAY dev eth0 scope link, default via LG_NL_GATEWAY;
- * on the host a route ip/32 dev host_if scope link proto LG_NL_PROTO.
- * On failure deletes what it made. */
-int lg_nl_veth_attach(pid_t pid, const char *host_if, const char *ip, struct lg_error *err);
+ * on the host a route ip/32 dev host_if scope link proto LG_NL_PROTO src
+ * src (a host address: the pod CIDR's gateway, so that the host's
+ * connections to the sandbox come from it, not from whichever address
+ * the kernel would pick). On failure deletes what it made. */
+int lg_nl_veth_attach(pid_t pid, const char *host_if, const char *ip, const char *src, struct lg_error *err);
+/* That host route set again as lg_nl_veth_attach makes it, replacing the
+ * one the host end has (one made without src by an older legiond: restart
+ * adoption brings it up to date). -ENODEV: no link host_if; -EINVAL: src
+ * is no address of the host. */
+int lg_nl_host_route_set(const char *host_if, const char *ip, const char *src, struct lg_error *err);
 /* Delete a link by name; -ENODEV when it is gone already (a veth dies
  * with its peer's namespace). */
 int lg_nl_link_delete(const char *ifname, struct lg_error *err);

@@ -614,7 +614,7 @@ int lg_net_attach(lg_net *net, pid_t pid, const struct lg_net_addr *addr, struct
                 return lg_error_setm(err, ENOENT, "address %s is not reserved", addr->ip);
         char host_if[LG_NET_IFNAME_MAX];
         host_if_of(net, a, host_if);
-        r = lg_nl_veth_attach(pid, host_if, addr->ip, err);
+        r = lg_nl_veth_attach(pid, host_if, addr->ip, net->gateway, err);
         if (r != -EEXIST)
                 return r;
         /* The host end of a sandbox that had this address before and
@@ -624,7 +624,7 @@ int lg_net_attach(lg_net *net, pid_t pid, const struct lg_net_addr *addr, struct
         r = lg_nl_link_delete(host_if, err);
         if (r < 0 && r != -ENODEV)
                 return lg_error_wrap(err, r, "remove the stale host end of %s", addr->ip);
-        return lg_nl_veth_attach(pid, host_if, addr->ip, err);
+        return lg_nl_veth_attach(pid, host_if, addr->ip, net->gateway, err);
 }
 
 int lg_net_reclaim(lg_net *net, pid_t pid, struct lg_net_addr *out, struct lg_error *err) {
@@ -638,6 +638,11 @@ int lg_net_reclaim(lg_net *net, pid_t pid, struct lg_net_addr *out, struct lg_er
         if (strcmp(want, host_if) != 0)
                 return lg_error_setm(err, ENOENT, "pid %d has %s on %s, not an address of pod CIDR %s", (int) pid, ip,
                                      host_if, net->cidr);
+        /* Its host route as attach makes it now (a sandbox of an older
+         * legiond has one without the gateway as source). */
+        r = lg_nl_host_route_set(host_if, ip, net->gateway, err);
+        if (r < 0)
+                return lg_error_wrap(err, r, "reclaim %s of pid %d", ip, (int) pid);
         pthread_mutex_lock(&net->lock);
         struct lg_ipam_slot *slot = lg_ipam_slot(net->ipam, addr);
         if (!slot)

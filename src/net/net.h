@@ -6,7 +6,10 @@
  *   pair, `eth0` inside the sandbox's network namespace with its address
  *   and a default route via 169.254.1.1 (onlink, a permanent neighbour
  *   entry for the host end's fixed MAC), the host end `<prefix><n>` with a
- *   /32 route to the address. No bridge: no L2 between sandboxes, no ARP
+ *   /32 route to the address whose preferred source is the gateway address
+ *   (below): the host's own connections to a sandbox (the router's, the
+ *   readiness probes') come from the gateway, never from an external
+ *   address of the host. No bridge: no L2 between sandboxes, no ARP
  *   spoofing between tenants. No IPv6 on either end (no link-local address
  *   is generated: a sandbox cannot reach the host over fe80::).
  * - The host holds the first address of the CIDR (the gateway address, on
@@ -151,7 +154,8 @@ int lg_net_reserve(lg_net *net, struct lg_net_addr *out, struct lg_error *err);
  * the reservation. */
 int lg_net_attach(lg_net *net, pid_t pid, const struct lg_net_addr *addr, struct lg_error *err);
 /* After a restart: the attachment of a live sandbox (read from the netns
- * of pid), held again. -ENOENT: it has none. */
+ * of pid), held again, its host route set as attach makes it (one from an
+ * older legiond gets the gateway as source). -ENOENT: it has none. */
 int lg_net_reclaim(lg_net *net, pid_t pid, struct lg_net_addr *out, struct lg_error *err);
 /* Release everything of the addresses found at lg_net_new() that nobody
  * reclaimed: their elements, host links and the addresses. */

@@ -11,6 +11,7 @@ per-app auth (none, token, keys) with host routing."""
 import concurrent.futures
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -76,11 +77,16 @@ def test_deploy_by_api_and_call(d, images, apps):
     assert s["image"]["id"] == images[PYWEB].id and PYWEB in s["image"]["ref"], s
     assert condition(app, "Ready")["status"] == "True", s
     assert condition(app, "ImagePulled")["status"] == "True", s
-    # The router reaches it over the pod network.
+    # The router reaches it over the pod network, from the pod CIDR's
+    # gateway address: never the host's own (external) address.
     assert [a for a in host_of(d, s["addresses"]) if a.endswith(":8080") or ":" not in a], s
-    # Its stderr (http.server's request log) is in the app's logs.
+    assert r["peer"].rsplit(":", 1)[0] == d.net.gateway, r
+    # Its stderr (http.server's request log) is in the app's logs, with
+    # the gateway as the client.
     out = logs(d, "web")
     assert "pyweb 1 listening on port 8080" in out and '"GET /hello?x=1 HTTP/1.1" 200' in out, out
+    clients = set(re.findall(r"(\S+) - - \[", out))
+    assert clients == {d.net.gateway}, (clients, out)
     # And followed: a new request's line arrives.
     follow = subprocess.Popen([LEGION, "app", "logs", "web", "--follow"], env=d.env, stdout=subprocess.PIPE,
                               text=True)
@@ -436,6 +442,7 @@ def test_instances_survive_legiond_restart(top, images):
         after = call_json(d, "keep", "/")
         assert after["instance"] == before["instance"] and after["pid"] == before["pid"], (before, after)
         assert after["env"]["MARK"] == "kept"
+        assert after["peer"].rsplit(":", 1)[0] == d.net.gateway, after  # its host route, taken back
         assert call(d, "bb", "/")[2] == b"hello from busybox httpd\n"
         s = status(d, "keep")
         assert s["instances"] == 1 and s["coldStarts"]["count"] == 0, s

@@ -27,6 +27,7 @@
 #include "test-ok.h"
 
 #define PORT 7311
+#define GW "10.251.0.1" /* the host's address for sandboxes (legiond's gateway) */
 
 /* A child process in a network namespace of its own, listening on
  * 0.0.0.0:PORT, until stopped (or until the test process dies). */
@@ -157,10 +158,14 @@ static void test_attach(void **state) {
         struct lg_error err = {0};
         struct child c;
         child_start(&c);
+        /* Another address of the host, on a link listed ahead of the
+         * gateway's (as eth0's is on a host): the kernel's pick of a
+         * source for a route without one (calibration below). */
+        SH("ip link add tsrc type veth peer name tsrcp && ip addr add 198.18.0.1/32 dev tsrc && ip link set tsrc up");
         /* The host side's address (as legiond's gateway): the source of
          * the host's connections to the sandbox. */
-        OK(lg_nl_dummy_ensure("tnl0", "10.251.0.1", &err));
-        OK(lg_nl_veth_attach(c.pid, "tnl5", "10.251.0.5", &err));
+        OK(lg_nl_dummy_ensure("tnl0", GW, &err));
+        OK(lg_nl_veth_attach(c.pid, "tnl5", "10.251.0.5", GW, &err));
 
         /* Inside: eth0 with the address, the gateway's neighbour entry, routes. */
         assert_non_null(strstr(sh_out("nsenter -t %d -n ip -o -4 addr show dev eth0", c.pid), "inet 10.251.0.5/32"));
@@ -174,7 +179,8 @@ static void test_attach(void **state) {
         char *link = sh_out("ip -o link show dev tnl5");
         assert_non_null(strstr(link, "link/ether ee:ee:ee:ee:ee:ee"));
         assert_non_null(strstr(link, ",UP"));
-        assert_non_null(strstr(sh_out("ip -4 route show 10.251.0.5/32"), "10.251.0.5 dev tnl5 proto 76 scope link"));
+        assert_non_null(
+                strstr(sh_out("ip -4 route show 10.251.0.5/32"), "10.251.0.5 dev tnl5 proto 76 scope link src " GW));
         usleep(100 * 1000); /* a link-local address would be there by now */
         assert_string_equal(sh_out("ip -6 addr show dev tnl5"), "");
         assert_string_equal(sh_out("nsenter -t %d -n ip -6 addr show dev eth0", c.pid), "");
@@ -188,6 +194,26 @@ static void test_attach(void **state) {
         assert_int_equal(listen(l, 4), 0);
         assert_int_equal(tcp_connect(c.pid, "10.251.0.1", PORT + 1), 0);
         close(l);
+
+        /* The sandbox sees the host's connections come from the gateway. */
+        server(c.pid, NULL, PORT + 2);
+        SEEN_AS(0, "10.251.0.5", PORT + 2, GW);
+        /* Calibration: the route without a source (as attach made it
+         * before), the other address; set again, the gateway, one route. */
+        SH("ip route replace 10.251.0.5/32 dev tnl5 proto 76 scope link");
+        SEEN_AS(0, "10.251.0.5", PORT + 2, "198.18.0.1");
+        OK(lg_nl_host_route_set("tnl5", "10.251.0.5", GW, &err));
+        OK(lg_nl_host_route_set("tnl5", "10.251.0.5", GW, &err)); /* again: the same */
+        assert_string_equal(sh_out("ip -4 route show 10.251.0.5/32"),
+                            "10.251.0.5 dev tnl5 proto 76 scope link src " GW " \n");
+        SEEN_AS(0, "10.251.0.5", PORT + 2, GW);
+        assert_int_equal(lg_nl_host_route_set("tnlnone", "10.251.0.5", GW, &err), -ENODEV);
+        assert_int_equal(lg_nl_host_route_set("tnl5", "10.251.0.5", "10.251.0.9", &err), -EINVAL); /* not the host's */
+        assert_int_equal(lg_nl_host_route_set("tnl5", "10.251.0.500", GW, &err), -EINVAL);
+        assert_int_equal(lg_nl_host_route_set("tnl5", "10.251.0.5", "", &err), -EINVAL);
+        assert_int_equal(lg_nl_veth_attach(c.pid, "tnl9", "10.251.0.9", "10.251.0.", &err), -EINVAL);
+        assert_false(has_link("tnl9"));
+        kids_kill();
 
         /* Read back. */
         char ip[LG_NET_IP_MAX], host_if[LG_NET_IFNAME_MAX];
@@ -217,6 +243,7 @@ static void test_attach(void **state) {
 
         child_stop(&c);
         OK(lg_nl_link_delete("tnl0", &err));
+        OK(lg_nl_link_delete("tsrc", &err));
 }
 
 static void test_attach_errors(void **state) {
@@ -232,19 +259,19 @@ static void test_attach_errors(void **state) {
         if (gone == 0)
                 _exit(0);
         waitpid(gone, NULL, 0);
-        assert_int_equal(lg_nl_veth_attach(gone, "tnl6", "10.251.0.6", &err), -ENOENT);
+        assert_int_equal(lg_nl_veth_attach(gone, "tnl6", "10.251.0.6", GW, &err), -ENOENT);
         assert_non_null(strstr(err.msg, "tnl6"));
         assert_false(has_link("tnl6"));
         assert_true(lg_nl_veth_read(gone, (char[LG_NET_IP_MAX]){0}, (char[LG_NET_IFNAME_MAX]){0}, &err) < 0);
 
         /* Bad input. */
-        assert_int_equal(lg_nl_veth_attach(a.pid, "tnl6", "10.251.0.300", &err), -EINVAL);
-        assert_int_equal(lg_nl_veth_attach(a.pid, "tnl-name-far-too-long", "10.251.0.6", &err), -EINVAL);
-        assert_int_equal(lg_nl_veth_attach(a.pid, "", "10.251.0.6", &err), -EINVAL);
+        assert_int_equal(lg_nl_veth_attach(a.pid, "tnl6", "10.251.0.300", GW, &err), -EINVAL);
+        assert_int_equal(lg_nl_veth_attach(a.pid, "tnl-name-far-too-long", "10.251.0.6", GW, &err), -EINVAL);
+        assert_int_equal(lg_nl_veth_attach(a.pid, "", "10.251.0.6", GW, &err), -EINVAL);
 
         /* A taken name: -EEXIST, the link that holds it untouched, nothing in b. */
-        OK(lg_nl_veth_attach(a.pid, "tnl6", "10.251.0.6", &err));
-        assert_int_equal(lg_nl_veth_attach(b.pid, "tnl6", "10.251.0.7", &err), -EEXIST);
+        OK(lg_nl_veth_attach(a.pid, "tnl6", "10.251.0.6", GW, &err));
+        assert_int_equal(lg_nl_veth_attach(b.pid, "tnl6", "10.251.0.7", GW, &err), -EEXIST);
         assert_non_null(strstr(err.msg, "create the veth"));
         char ip[LG_NET_IP_MAX], host_if[LG_NET_IFNAME_MAX];
         OK(lg_nl_veth_read(a.pid, ip, host_if, &err));
@@ -254,12 +281,12 @@ static void test_attach_errors(void **state) {
 
         /* A taken address (the host route exists): fails at the last
          * step, and the pair it made is gone. */
-        assert_int_equal(lg_nl_veth_attach(b.pid, "tnl7", "10.251.0.6", &err), -EEXIST);
+        assert_int_equal(lg_nl_veth_attach(b.pid, "tnl7", "10.251.0.6", GW, &err), -EEXIST);
         assert_non_null(strstr(err.msg, "host route"));
         assert_false(has_link("tnl7"));
         assert_int_equal(lg_nl_veth_read(b.pid, ip, host_if, &err), -ENOENT);
         /* A namespace that has its eth0 already. */
-        assert_int_equal(lg_nl_veth_attach(a.pid, "tnl8", "10.251.0.8", &err), -EEXIST);
+        assert_int_equal(lg_nl_veth_attach(a.pid, "tnl8", "10.251.0.8", GW, &err), -EEXIST);
         assert_false(has_link("tnl8"));
         assert_int_equal(tcp_connect(0, "10.251.0.6", PORT), 0);
 
@@ -481,7 +508,7 @@ static void test_attach_time(void **state) {
                 snprintf(name, sizeof(name), "tnl%d", 10 + i % 200);
                 snprintf(ip, sizeof(ip), "10.251.0.%d", 10 + i % 200);
                 uint64_t t0 = lg_now_ns();
-                OK(lg_nl_veth_attach(c.pid, name, ip, &err));
+                OK(lg_nl_veth_attach(c.pid, name, ip, GW, &err));
                 t[i] = lg_now_ns() - t0;
                 child_stop(&c); /* the pair goes with the namespace */
         }

@@ -495,10 +495,12 @@ static void udp_seen(pid_t up, pid_t from, const char *src, char seen[LG_NET_IP_
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
-/* A sandbox's network as net.c makes it (routed /32, host end tnfs<n>). */
+/* A sandbox's network as net.c makes it (routed /32 from the gateway,
+ * host end tnfs<n>). */
 static void attach(pid_t pid, unsigned n) {
         SH("ip link add tnfs%u type veth peer name eth0 netns %d", n, (int) pid);
-        SH("ip link set tnfs%u address ee:ee:ee:ee:ee:ee up && ip route add 10.252.0.%u/32 dev tnfs%u", n, n, n);
+        SH("ip link set tnfs%u address ee:ee:ee:ee:ee:ee up && ip route add 10.252.0.%u/32 dev tnfs%u src 10.252.0.1",
+           n, n, n);
         SH("nsenter -t %d -n sh -c 'ip link set lo up && ip addr add 10.252.0.%u/32 dev eth0 && ip link set eth0 up "
            "&& ip route add 169.254.1.1 dev eth0 scope link && ip route add default via 169.254.1.1 dev eth0 onlink "
            "&& ip neigh add 169.254.1.1 lladdr ee:ee:ee:ee:ee:ee dev eth0 nud permanent'",
@@ -574,6 +576,10 @@ static void test_packets(void **state) {
         REACHES(s1, "10.252.0.6", 7000);
         BLOCKED(s3, "10.252.0.6", 7000);
         BLOCKED(s1, "10.252.0.7", 7000);
+        /* The host reaches every sandbox, its egress off too, from the
+         * gateway address (the replies are let in to it). */
+        SEEN_AS(0, "10.252.0.6", 7000, "10.252.0.1");
+        SEEN_AS(0, "10.252.0.7", 7000, "10.252.0.1");
         /* The host: DNS only; no metadata; nothing from outside in. */
         BLOCKED(s1, "10.252.0.1", 7001);
         REACHES(s1, "10.252.0.1", 53);

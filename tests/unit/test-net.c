@@ -537,6 +537,11 @@ static void test_reach(void **state) {
         REACHES(a1, A2.ip, PORT);
         REACHES(a2, A1.ip, PORT);
         REACHES(0, B1.ip, PORT);
+        /* From the gateway address (the host end's route says so), not
+         * from an external address of the host: what a sandbox's server
+         * sees of the router and of probes. */
+        SEEN_AS(0, B1.ip, PORT, "10.253.0.1");
+        SEEN_AS(0, W.ip, PORT, "10.253.0.1");
         /* Not across namespaces, either way; not to or from a sandbox
          * with no tenant yet. */
         BLOCKED(a1, B1.ip, PORT);
@@ -589,6 +594,10 @@ static void test_reclaim_sweep(void **state) {
         pid_t k1 = kid(), k2 = kid(), k3 = kid();
         struct lg_net_addr K1 = sandbox(k1, "a", NULL), K2 = sandbox(k2, NULL, NULL);
         lg_net_free(net);
+        /* K1's host route as a legiond before the gateway was its source
+         * made it: reclaim brings it up to date. */
+        SH("ip route replace %s/32 dev %s proto 76 scope link", K1.ip, K1.host_if);
+        assert_null(strstr(sh_out("ip -4 route show %s/32", K1.ip), " src "));
         net = NULL;
         struct lg_net_config cfg = config();
         OK(lg_net_new(&cfg, &net, &err));
@@ -626,6 +635,8 @@ static void test_reclaim_sweep(void **state) {
         ns_set("a", false, LG_NET_EGRESS_ON);
         OK(lg_net_assign(net, K1.ip, "a", NULL, &err));
         REACHES(0, K1.ip, PORT);
+        SEEN_AS(0, K1.ip, PORT, "10.253.0.1");
+        assert_non_null(strstr(sh_out("ip -4 route show %s/32", K1.ip), " proto 76 scope link src 10.253.0.1"));
         OK(lg_net_sweep(net, &err)); /* nothing left to sweep */
         OK(lg_net_stats(net, &st, &err));
         assert_int_equal(st.addresses_used, 1);
@@ -710,6 +721,8 @@ static void test_missed_at_start(void **state) {
         assert_int_equal(lg_net_reserve(second, &b, &err), -ENOSPC);
         OK(lg_net_reclaim(second, x, &again, &err));
         assert_string_equal(again.ip, a.ip);
+        /* Its route is back. */
+        assert_non_null(strstr(sh_out("ip -4 route show %s/32", a.ip), " src 10.253.3.1"));
         assert_non_null(strstr(sh_out("nsenter -t %d -n ip -o -4 addr show dev eth0", x), a.ip));
         OK(lg_net_sweep(second, &err));
         assert_true(lg_nl_ifindex(a.host_if, &err) > 0); /* reclaimed: kept */
@@ -928,8 +941,14 @@ static void test_stats_constant(void **state) {
 int main(void) {
         is_root = geteuid() == 0;
         if (is_root) {
-                /* Everything in a network namespace of the test's own. */
-                if (unshare(CLONE_NEWNET) < 0 || system("ip link set lo up") != 0) {
+                /* Everything in a network namespace of the test's own,
+                 * with an address on a link listed ahead of the gateway's
+                 * (as eth0's is on a host): the kernel's pick of a source
+                 * for host routes that name none, which the sandboxes'
+                 * servers must not see. */
+                if (unshare(CLONE_NEWNET) < 0 ||
+                    system("ip link set lo up && ip link add tsrc type veth peer name tsrcp && "
+                           "ip addr add 198.18.0.1/32 dev tsrc && ip link set tsrc up") != 0) {
                         fprintf(stderr, "cannot make a network namespace: %s\n", strerror(errno));
                         return 1;
                 }
