@@ -231,6 +231,15 @@ def test_process_placeholders_run_the_server_already(d, reg, cleanup):
         st, body = d.http("PUT", "/v1/namespaces/default/apps/procbad", {"spec": spec}, timeout=120)
         assert 400 <= st < 500 and "process" in body.decode(), (spec, st, body)
     assert d.http("GET", "/v1/namespaces/default/apps/procbad")[0] == 404
+    # A new image: its started placeholders are replaced too.
+    cleanup.apps.append("procapp2")
+    d.cli("pool", "create", "proc", "--image", reg.ref2, "--ready", "1", "--placeholder", "process", "--port",
+          "8080", "--ready-path", "/healthz", "--env", "MARK=pool", timeout=180)
+    wait_pool(d, "proc", lambda s: s["updated"] == 1 and s["outdated"] == 0 and not s["rolling"], "rolled")
+    deploy(d, "procapp2", {"poolGroup": "proc", "port": 8080})
+    r = call_json(d, "procapp2", "/")
+    assert r["version"] == "2" and r["env"]["MARK"] == "pool", r
+    assert "from a placeholder" in logs(d, "procapp2")
 
 
 def test_bad_image_pool_specs_are_refused(d, reg):
