@@ -61,6 +61,10 @@ int lg_sandbox_write_record(const lg_sandbox *sb) {
         return r < 0 ? r : lg_state_write_record(sb->dir, &rec);
 }
 
+bool lg_pidfd_alive(int pidfd) {
+        return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
 int lg_adopted_wait(int pidfd, siginfo_t *si, int flags) {
         memset(si, 0, sizeof(*si));
         for (;;) {
@@ -189,17 +193,20 @@ int lg_sandbox_adopt(const char *state_root, const char *id, lg_sandbox **ret, s
                 *ret = sb;
                 return 0;
         }
-        /* Not adoptable: destroyed, so that nothing of it is left behind. */
+        /* Not adoptable: destroyed, so that nothing of it is left behind
+         * (its uid range once its legion-init is reaped, as in destroy). */
+        bool zombie = false;
         if (sb->pidfd >= 0) {
                 siginfo_t si;
                 syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
                 lg_adopted_wait(sb->pidfd, &si, 0);
+                zombie = lg_pidfd_alive(sb->pidfd);
                 close(sb->pidfd);
         }
         if (sb->control_fd >= 0)
                 close(sb->control_fd);
         lg_cgroup_free(sb->cg);
-        lg_state_remove(sb->dir);
+        lg_state_remove(sb->dir, !zombie);
         free(sb);
         return lg_error_setm(err, why.code, "sandbox `%s` cannot be adopted, destroyed: %s", id, why.msg);
 }

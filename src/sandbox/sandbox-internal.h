@@ -181,8 +181,9 @@ int lg_uid_slot_hold(unsigned slot, pid_t pid, const char *id);
  * made without one. */
 int lg_state_open_cgroup(const char *desc, lg_cgroup **ret);
 /* Remove what is left of a sandbox whose legion-init is dead or killed:
- * its cgroup (killing what is in it), uid range and state directory. */
-int lg_state_remove(const char *dir);
+ * its cgroup (killing what is in it), uid range (unless free_slot is
+ * false: a zombie still holds it) and state directory. */
+int lg_state_remove(const char *dir, bool free_slot);
 
 /* The record of a detachable sandbox, <dir>/sandbox: what an adopting
  * owner needs that the owner record does not hold. Written at create and
@@ -215,6 +216,9 @@ int lg_sandbox_write_record(const lg_sandbox *sb);
  * look) until its legion-init has exited; si_pid stays 0 while it runs.
  * Its status comes from op=exit; si says SIGKILL when there was none. */
 int lg_adopted_wait(int pidfd, siginfo_t *si, int flags);
+/* Whether the process is still there: running, or a zombie its parent
+ * has not reaped (which still holds its uid). */
+bool lg_pidfd_alive(int pidfd);
 
 /* Set in the child for the failure report; returns -err. */
 int lg_child_fail(struct lg_child_error *e, int err, const char *fmt, ...)

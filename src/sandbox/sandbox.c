@@ -1252,6 +1252,13 @@ int lg_sandbox_destroy(lg_sandbox *sb) {
                         ret = r;
                 lg_cgroup_free(sb->cg);
         }
+        /* The uid range is free once nothing holds its uids, a zombie
+         * included; an adopted legion-init is reaped by its reaper when
+         * that one gets to it (the host's init: later, maybe seconds).
+         * Until then the range stays held in legion-init's name (as every
+         * detachable sandbox's is, lg_uid_slot_hold), and gc frees it once
+         * it is gone. */
+        bool zombie = sb->adopted && sb->pidfd >= 0 && lg_pidfd_alive(sb->pidfd);
         if (sb->pidfd >= 0)
                 close(sb->pidfd);
         if (sb->sync_fd >= 0)
@@ -1263,7 +1270,7 @@ int lg_sandbox_destroy(lg_sandbox *sb) {
                 if (r < 0 && ret == 0)
                         ret = r;
         }
-        if (sb->has_slot)
+        if (sb->has_slot && !zombie)
                 lg_uid_slot_free(sb->slot);
         lg_msg_free(&sb->launch);
         free(sb);

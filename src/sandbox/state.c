@@ -189,12 +189,47 @@ void lg_uid_slot_free(unsigned slot) {
         unlink(path);
 }
 
-/* Free uid ranges whose holder died before it could record a sandbox
- * (the slot file names the holder the same way an owner record does). */
+/* Marks in used (one bit per slot) the ranges that some process on the
+ * host still has a uid of: a holder that died leaves processes dying, or
+ * zombies that their reaper (the host's init, for orphans) takes its time
+ * to reap, and each still holds its uid. */
+static void slots_with_processes(uint8_t *used) {
+        DIR *d = opendir("/proc");
+        if (!d)
+                return;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                if (de->d_name[0] < '0' || de->d_name[0] > '9')
+                        continue;
+                char path[300], buf[2048];
+                snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+                if (lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) <= 0)
+                        continue;
+                char *u = strstr(buf, "\nUid:");
+                unsigned uid;
+                if (!u || sscanf(u, "\nUid: %u", &uid) != 1 || uid < LG_UID_BASE)
+                        continue;
+                unsigned slot = (uid - LG_UID_BASE) / LG_UID_RANGE;
+                if (slot < LG_UID_SLOTS)
+                        used[slot / 8] |= (uint8_t) (1u << (slot % 8));
+        }
+        closedir(d);
+}
+
+/* Free uid ranges whose holder is gone (it died before it could record a
+ * sandbox, or it was a detachable sandbox's legion-init; the slot file
+ * names the holder the same way an owner record does), once no process
+ * has a uid of them any more. */
 static void gc_uid_slots(void) {
         DIR *d = opendir(uid_dir());
         if (!d)
                 return;
+        _cleanup_free_ uint8_t *used = calloc((LG_UID_SLOTS + 7) / 8, 1);
+        if (!used) {
+                closedir(d);
+                return;
+        }
+        slots_with_processes(used);
         struct dirent *de;
         while ((de = readdir(d))) {
                 if (de->d_name[0] < '0' || de->d_name[0] > '9')
@@ -205,6 +240,9 @@ static void gc_uid_slots(void) {
                 unsigned long long start, now;
                 if (lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) <= 0 ||
                     sscanf(buf, "%d %llu", &pid, &start) != 2)
+                        continue;
+                unsigned slot = (unsigned) strtoul(de->d_name, NULL, 10);
+                if (slot < LG_UID_SLOTS && (used[slot / 8] & (1u << (slot % 8))))
                         continue;
                 if (lg_process_start_time(pid, &now) < 0 || now != start)
                         unlink(path);
@@ -223,7 +261,7 @@ int lg_state_open_cgroup(const char *desc, lg_cgroup **ret) {
         return lg_cgroup_open(root, (enum lg_cgroup_version) ver, parent, name, ret);
 }
 
-int lg_state_remove(const char *dir) {
+int lg_state_remove(const char *dir, bool free_slot) {
         char desc[PATH_MAX + 128];
         unsigned slot = 0;
         int ret = 0;
@@ -233,7 +271,8 @@ int lg_state_remove(const char *dir) {
                         ret = lg_cgroup_destroy(cg);
                         lg_cgroup_free(cg);
                 }
-                lg_uid_slot_free(slot);
+                if (free_slot)
+                        lg_uid_slot_free(slot);
         }
         int r = lg_rm_rf(dir);
         return ret < 0 ? ret : r;
@@ -301,7 +340,6 @@ int lg_sandbox_gc(const char *spec_root, struct lg_error *err) {
                 return errno == ENOENT ? 0 : lg_error_set(err, errno, "open `%s`", path);
         int cleaned = 0, ret = 0;
         struct dirent *de;
-        gc_uid_slots();
         while ((de = readdir(d))) {
                 if (de->d_name[0] == '.')
                         continue;
@@ -316,11 +354,13 @@ int lg_sandbox_gc(const char *spec_root, struct lg_error *err) {
                 } else if (alive != 0 || lg_state_adoptable(path)) {
                         continue;
                 }
-                r = lg_state_remove(path);
+                /* Its uid range goes below, once no process has it. */
+                r = lg_state_remove(path, false);
                 if (r < 0 && ret == 0)
                         ret = lg_error_set(err, r, "clean up sandbox `%s`", de->d_name);
                 cleaned++;
         }
         closedir(d);
+        gc_uid_slots();
         return ret < 0 ? ret : cleaned;
 }

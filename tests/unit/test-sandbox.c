@@ -617,7 +617,7 @@ static void test_destroy_leaves_nothing(void **state) {
         snprintf(dir, sizeof(dir), "%s", lg_sandbox_state_dir(sb));
         snprintf(id, sizeof(id), "%s", lg_sandbox_id(sb));
         uid_t uid = lg_sandbox_host_uid(sb);
-        for (int i = 0; i < 200 && processes_with_uid(uid) < 4; i++)
+        for (int i = 0; i < 2500 && processes_with_uid(uid) < 4; i++)
                 usleep(10000);
         assert_int_equal(processes_with_uid(uid), 4);
         struct lg_sandbox_stats stats;
@@ -872,7 +872,7 @@ static uid_t sandbox_of_killed_owner(bool detachable, const char *script, const 
         char sid[80];
         assert_int_equal(sscanf(rec, "%u %79s", &uid, sid), 2);
         snprintf(id, len, "%s", sid);
-        for (int i = 0; i < 200 && processes_with_uid(uid) < 2; i++)
+        for (int i = 0; i < 2500 && processes_with_uid(uid) < 2; i++)
                 usleep(10000);
         assert_true(processes_with_uid(uid) >= 2);
         kill(owner, SIGKILL);
@@ -885,7 +885,10 @@ static void test_owner_killed(void **state) {
         (void) state;
         char id[80];
         uid_t uid = sandbox_of_killed_owner(false, "exec sleep 1000", NULL, id, sizeof(id));
-        for (int i = 0; i < 200 && processes_with_uid(uid) > 0; i++)
+        /* Its legion-init, orphaned, is reaped by the host's init, which
+         * may take seconds on a loaded machine: waits here are bounded
+         * only to stop a hung test (25 s), as the others in this file. */
+        for (int i = 0; i < 2500 && processes_with_uid(uid) > 0; i++)
                 usleep(10000);
         assert_int_equal(processes_with_uid(uid), 0);
         struct lg_error e = {0};
@@ -1382,7 +1385,7 @@ static void test_adopt_collects_exit(void **state) {
          * is left, waiting. */
         snprintf(path, sizeof(path), "%s/go", go);
         assert_int_equal(lg_write_file_at(AT_FDCWD, path, "", true), 0);
-        for (int i = 0; i < 500 && processes_with_uid(uid) != 1; i++)
+        for (int i = 0; i < 2500 && processes_with_uid(uid) != 1; i++)
                 usleep(10000);
         assert_int_equal(processes_with_uid(uid), 1);
         lg_sandbox *sb = NULL;
@@ -1411,6 +1414,69 @@ static void test_adopt_collects_exit(void **state) {
         assert_nothing_left(id, uid);
         assert_int_equal(lg_sandbox_adopt(state_root, id, &sb, &e), -ENOENT);
         prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+/* A sandbox's legion-init that its reaper has not reaped yet (a subreaper
+ * here that reaps when told; on a host, the host's init, which took up to
+ * 30 s on a loaded machine) still holds the sandbox's uid as a zombie: its
+ * uid range must not be handed out again yet, or the next sandbox made
+ * with it has a stranger among its processes. Both ways such a zombie
+ * comes: an adopted sandbox destroyed, and a sandbox whose owner was
+ * killed, cleaned by gc. gc frees the range once the zombie is gone. */
+static void test_zombie_keeps_uid_range(void **state) {
+        (void) state;
+        for (int detachable = 1; detachable >= 0; detachable--) {
+                int info[2], go[2];
+                assert_int_equal(pipe(info), 0);
+                assert_int_equal(pipe(go), 0);
+                pid_t reaper = fork();
+                assert_true(reaper >= 0);
+                if (reaper == 0) {
+                        close(info[0]);
+                        close(go[1]);
+                        prctl(PR_SET_CHILD_SUBREAPER, 1);
+                        char id[80], rec[128];
+                        uid_t uid = sandbox_of_killed_owner(detachable, "sleep 1000", NULL, id, sizeof(id));
+                        snprintf(rec, sizeof(rec), "%u %s", (unsigned) uid, id);
+                        (void) !write(info[1], rec, strlen(rec) + 1);
+                        char c;
+                        (void) !read(go[0], &c, 1);
+                        while (waitpid(-1, NULL, 0) > 0)
+                                ;
+                        _exit(0);
+                }
+                close(info[1]);
+                close(go[0]);
+                char rec[128] = "", id[80];
+                assert_true(read(info[0], rec, sizeof(rec) - 1) > 0);
+                close(info[0]);
+                unsigned uid = 0;
+                assert_int_equal(sscanf(rec, "%u %79s", &uid, id), 2);
+                struct lg_error e = {0};
+                if (detachable) {
+                        lg_sandbox *sb = NULL;
+                        if (lg_sandbox_adopt(state_root, id, &sb, &e) < 0)
+                                fail_msg("adopt: %s", e.msg);
+                        assert_int_equal(lg_sandbox_destroy(sb), 0);
+                        assert_int_equal(lg_sandbox_gc(state_root, &e), 0);
+                } else {
+                        /* Killed with its owner; the rest of it goes by gc. */
+                        for (int i = 0; i < 2500 && processes_with_uid(uid) != 1; i++)
+                                usleep(10000);
+                        assert_int_equal(lg_sandbox_gc(state_root, &e), 1);
+                }
+                /* Killed, not reaped: a zombie of the reaper's, its range taken. */
+                assert_int_equal(processes_with_uid(uid), 1);
+                assert_true(uid_slot_of(id));
+                /* Reaped: gc frees it, and nothing is left. */
+                assert_int_equal(write(go[1], "x", 1), 1);
+                close(go[1]);
+                int status = -1;
+                assert_int_equal(waitpid(reaper, &status, 0), reaper);
+                assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+                assert_int_equal(lg_sandbox_gc(state_root, &e), 0);
+                assert_nothing_left(id, uid);
+        }
 }
 
 /* Detach, adopt again in the same process, and a second adopter takes
@@ -1495,6 +1561,7 @@ int main(void) {
                 cmocka_unit_test(test_destroy_warm),
                 cmocka_unit_test(test_adopt_after_owner_killed),
                 cmocka_unit_test(test_adopt_collects_exit),
+                cmocka_unit_test(test_zombie_keeps_uid_range),
                 cmocka_unit_test(test_detach_and_take_over),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
