@@ -1,5 +1,6 @@
 /* The router's requests: the queue with its deadlines, forwarding to an
  * instance's slot with streaming in both directions (router-internal.h). */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -41,7 +42,11 @@ static void fwd_release_slot(struct fwd *f) {
         }
 }
 
-static void fwd_end_request(struct fwd *f, int status, const char *code, const char *fmt, const char *detail) {
+/* status 0: the response is complete; else it failed: an error answer
+ * (fmt: its message) if none has started, or the response cut. */
+static void fwd_end_request(struct fwd *f, int status, const char *code, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+static void fwd_end_request(struct fwd *f, int status, const char *code, const char *fmt, ...) {
         if (f->req_ended)
                 return;
         f->req_ended = true;
@@ -52,7 +57,12 @@ static void fwd_end_request(struct fwd *f, int status, const char *code, const c
                         if (status == 504)
                                 f->app->st.timeouts_504++;
                 }
-                lg_http_respond_error(f->req, status, code, fmt, detail);
+                char msg[768];
+                va_list ap;
+                va_start(ap, fmt);
+                vsnprintf(msg, sizeof(msg), fmt, ap);
+                va_end(ap);
+                lg_http_respond_error(f->req, status, code, "%s", msg);
         } else if (status) {
                 lg_http_response_abort(f->req);
         } else {
@@ -125,9 +135,9 @@ static void on_call_done(struct lg_http_call *call, int error, void *ud) {
         }
         fwd_release_slot(f);
         if (error == 0) {
-                fwd_end_request(f, 0, NULL, NULL, NULL);
+                fwd_end_request(f, 0, NULL, "%s", "");
         } else if (error == -ETIMEDOUT) {
-                fwd_end_request(f, 504, "Timeout", "%s", "the function did not answer in time");
+                fwd_end_request(f, 504, "Timeout", "app `%s` did not answer in time", f->app->key);
         } else {
                 /* The instance broke mid-request: it is not trusted again.
                  * A connection that fails most often means its process
@@ -147,7 +157,7 @@ static void on_call_done(struct lg_http_call *call, int error, void *ud) {
                         router_dispatch(f->app); /* what waits needs another instance */
                         return;
                 }
-                fwd_end_request(f, 502, "BadGateway", "the function failed: %s",
+                fwd_end_request(f, 502, "BadGateway", "app `%s` failed: %s", f->app->key,
                                 ri->exit_text[0] ? ri->exit_text : lg_http_call_error(call));
                 if (error != -ECANCELED && ri->state != R_DEAD && ri->state != R_BROKEN)
                         router_inst_kill(ri, why);
@@ -161,7 +171,7 @@ void router_answer_held(struct rinst *ri, const char *detail) {
                 ri->held = f->next;
                 f->next = NULL;
                 f->held = false;
-                fwd_end_request(f, 502, "BadGateway", "the function failed: %s", detail);
+                fwd_end_request(f, 502, "BadGateway", "app `%s` failed: %s", f->app->key, detail);
                 fwd_maybe_free(f);
         }
 }
@@ -267,7 +277,7 @@ static void forward(struct app *a, struct rinst *ri, struct lg_http_request *req
         if (r < 0) {
                 f->call_done = true;
                 fwd_release_slot(f);
-                fwd_end_request(f, 502, "BadGateway", "cannot reach the function: %s", strerror(-r));
+                fwd_end_request(f, 502, "BadGateway", "cannot reach app `%s`: %s", a->key, strerror(-r));
                 fwd_maybe_free(f);
                 return;
         }

@@ -1309,7 +1309,7 @@ static void test_crash_reason_after_connection(void **state) {
         run_until(t, all_done, NULL);
         assert_int_equal(victim->status, 502);
         char want[160];
-        snprintf(want, sizeof(want), "the function failed: instance %s exited: %s", first->id, why);
+        snprintf(want, sizeof(want), "app `t/a` failed: instance %s exited: %s", first->id, why);
         if (!strstr(victim->body, want))
                 fail_msg("no `%s` in the 502: %s", want, victim->body);
         assert_int_equal(waiting->status, 200);
