@@ -150,6 +150,16 @@ def main():
                         f"{ms(c['min'])} | {ms(c['max'])} | {srv} | {inst} | {ms(w['p50']) if w.get('n') else 'n/a'} | "
                         f"{len(x['failures'])} |")
         body.append("")
+        for name, x in v.items():
+            c = x["client_ms"]
+            slow = [r for r in x["rows"] if c.get("n") and r["ms"] > 5 * c["p50"]]
+            if slow:
+                body.append(f"{name}: {len(slow)} of {c['n']} took over 5x its p50: " + "; ".join(
+                    f"run {r['i']}: {ms(r['ms'])} ms" + (f" (legiond's log: instance ready in "
+                                                         f"{ms(r['instance_ready_ms'])} ms)"
+                                                         if r.get("instance_ready_ms") is not None else "")
+                    for r in slow) + ".")
+                body.append("")
         rn = summary([r["run_ms"] for k in ("runc", "runc-poll50ms") for r in (v.get(k) or {}).get("rows", [])])
         if rn.get("n"):
             body.append(f"Of runc's time, `runc run -d` itself (until it returned, the server's process started; "
@@ -177,12 +187,25 @@ def main():
             for a, b in rows:
                 body.append(f"| {a} / {b} | {ratio(p[a]['p50'], p[b]['p50'])} | {ratio(p[a]['p99'], p[b]['p99'])} |")
             body.append("")
+        if all(k in p for k in ("pool-sandbox", "pool-process", "no-pool")):
+            t = (f"What they say, at p50: a warm sandbox (mode `sandbox`) saves making the sandbox on demand, "
+                 f"{ms(p['no-pool']['p50'] - p['pool-sandbox']['p50'])} ms here (no-pool − pool-sandbox); what "
+                 f"is left is the server's own start and legiond finding it ready, which mode `process` moves off "
+                 f"the request too ({ms(p['pool-sandbox']['p50'] - p['pool-process']['p50'])} ms, pool-sandbox − "
+                 f"pool-process), leaving the take and the first request ({ms(p['pool-process']['p50'])} ms).")
+            if "runc" in p and "runc-poll50ms" in p:
+                t += (f" runc's server is found after {ms(p['runc']['p50'])} ms by a client polling every 0.5 ms, "
+                      f"after {ms(p['runc-poll50ms']['p50'])} ms polled every 50 ms as legiond's probe tries; "
+                      f"pool-sandbox, probed every 50 ms, took {ms(p['pool-sandbox']['p50'])} ms "
+                      f"({ratio(p['runc-poll50ms']['p50'], p['pool-sandbox']['p50'])} faster than runc at equal "
+                      f"polling). The probe's interval is up to 50 ms of the `sandbox` and no-pool variants' time.")
+            body += [t, ""]
         for name in v:
             if name in p:
                 summary_rows.append((f"cold start, {name}", f"p50 {ms(p[name]['p50'])} ms, p99 {ms(p[name]['p99'])} ms"))
         for a, b in rows:
             if a.startswith("runc"):
-                summary_rows.append((f"runc / {b}", f"p50 {ratio(p[a]['p50'], p[b]['p50'])}, "
+                summary_rows.append((f"{a} / {b}", f"p50 {ratio(p[a]['p50'], p[b]['p50'])}, "
                                                     f"p99 {ratio(p[a]['p99'], p[b]['p99'])}"))
 
     # ---- proxy ----
