@@ -1130,17 +1130,22 @@ int lg_nl_rules_flush(struct lg_error *err) {
         return 0;
 }
 
+/* ip/prefix_len parsed into a, and a socket to send its request on. */
+static int prefix_open(const char *ip, unsigned prefix_len, struct in_addr *a, struct nl **nl, struct lg_error *err) {
+        int r = parse_ip(ip, a, err);
+        if (r < 0)
+                return r;
+        if (prefix_len > 32)
+                return lg_error_setm(err, EINVAL, "%s/%u: bad prefix length", ip, prefix_len);
+        return nl_open(nl, err);
+}
+
 /* `to ip/prefix_len lookup main`, added (one there already is fine) or
  * deleted (a missing one is fine). */
 static int rule_to_main(bool add, const char *ip, unsigned prefix_len, struct lg_error *err) {
         struct in_addr a;
-        int r = parse_ip(ip, &a, err);
-        if (r < 0)
-                return r;
-        if (prefix_len > 32)
-                return lg_error_setm(err, EINVAL, "rule: prefix length %u", prefix_len);
         _cleanup_nl_ struct nl *nl = NULL;
-        r = nl_open(&nl, err);
+        int r = prefix_open(ip, prefix_len, &a, &nl, err);
         if (r < 0)
                 return r;
         struct nlmsghdr *nlh = nl_msg(nl, add ? RTM_NEWRULE : RTM_DELRULE, add ? NLM_F_CREATE | NLM_F_EXCL : 0,
@@ -1166,6 +1171,38 @@ int lg_nl_rule_to_main(const char *ip, unsigned prefix_len, struct lg_error *err
 
 int lg_nl_rule_to_main_delete(const char *ip, unsigned prefix_len, struct lg_error *err) {
         return rule_to_main(false, ip, prefix_len, err);
+}
+
+/* ---- the pod CIDR's unreachable route ---- */
+
+/* `unreachable ip/prefix_len proto LG_NL_PROTO` in the main table: set
+ * (replacing the one there: a restart makes no second) or deleted (ours
+ * only: the kernel matches protocol and type; a missing one is fine). */
+static int unreachable(bool add, const char *ip, unsigned prefix_len, struct lg_error *err) {
+        struct in_addr a;
+        _cleanup_nl_ struct nl *nl = NULL;
+        int r = prefix_open(ip, prefix_len, &a, &nl, err);
+        if (r < 0)
+                return r;
+        struct nlmsghdr *nlh = nl_msg(nl, add ? RTM_NEWROUTE : RTM_DELROUTE, add ? NLM_F_CREATE | NLM_F_REPLACE : 0,
+                                      add ? "add the route" : "delete the route", add ? 0 : ESRCH);
+        /* Scope nowhere in a delete: any scope matches. */
+        struct rtmsg *rtm = put_route(nlh, RT_TABLE_MAIN, add ? RT_SCOPE_UNIVERSE : RT_SCOPE_NOWHERE);
+        rtm->rtm_type = RTN_UNREACHABLE;
+        rtm->rtm_dst_len = (unsigned char) prefix_len;
+        mnl_attr_put(nlh, RTA_DST, sizeof(a), &a);
+        r = nl_run(nl, NULL, NULL, err);
+        if (r < 0)
+                return lg_error_wrap(err, r, "unreachable %s/%u", ip, prefix_len);
+        return 0;
+}
+
+int lg_nl_unreachable_set(const char *ip, unsigned prefix_len, struct lg_error *err) {
+        return unreachable(true, ip, prefix_len, err);
+}
+
+int lg_nl_unreachable_delete(const char *ip, unsigned prefix_len, struct lg_error *err) {
+        return unreachable(false, ip, prefix_len, err);
 }
 
 /* ---- route tables ---- */

@@ -48,7 +48,8 @@ int lg_nl_link_delete(const char *ifname, struct lg_error *err);
  * of its veth (its peer). -ENOENT: no eth0 or no address. */
 int lg_nl_veth_read(pid_t pid, char ip[LG_NET_IP_MAX], char host_if[LG_NET_IFNAME_MAX], struct lg_error *err);
 
-/* The host's /32 routes with protocol LG_NL_PROTO: cb per (ip, ifname). */
+/* The host's /32 routes with protocol LG_NL_PROTO out of a link: cb per
+ * (ip, ifname). Others of ours (the CIDR's unreachable route) are not. */
 typedef int (*lg_nl_route_cb)(const char *ip, const char *ifname, void *data);
 int lg_nl_routes_list(lg_nl_route_cb cb, void *data, struct lg_error *err);
 /* Host links whose name starts with prefix (not counting prefix"0"). */
@@ -80,6 +81,14 @@ int lg_nl_table_flush(uint32_t table, struct lg_error *err);
  * Adding one that exists and deleting one that does not are fine. */
 int lg_nl_rule_to_main(const char *ip, unsigned prefix_len, struct lg_error *err);
 int lg_nl_rule_to_main_delete(const char *ip, unsigned prefix_len, struct lg_error *err);
+/* `unreachable ip/prefix_len proto LG_NL_PROTO` in the main table: an
+ * address of the pod CIDR without a sandbox's /32 (the longer prefix
+ * wins) fails at once (EHOSTUNREACH to the host's own connections, an
+ * ICMP error to a sandbox's) instead of leaving by the host's default
+ * route, where whatever answers would pass for a sandbox. set replaces
+ * the one there; deleting one that is not there is fine. */
+int lg_nl_unreachable_set(const char *ip, unsigned prefix_len, struct lg_error *err);
+int lg_nl_unreachable_delete(const char *ip, unsigned prefix_len, struct lg_error *err);
 /* Delete every rule with protocol LG_NL_PROTO (start-up: net.c sets
  * again those the namespaces ask for). */
 int lg_nl_rules_flush(struct lg_error *err);

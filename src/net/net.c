@@ -466,6 +466,7 @@ int lg_net_new(const struct lg_net_config *cfg, lg_net **ret, struct lg_error *e
         if ((r = lg_nl_enable_forwarding(err)) < 0 || (r = lg_nl_dummy_ensure(dummy, net->gateway, err)) < 0 ||
             (r = lg_nft_open(&nc, &net->nft, err)) < 0 || (r = lg_nl_rules_flush(err)) < 0 ||
             (r = lg_nl_rule_to_main(net->network_ip, prefix_len, err)) < 0 ||
+            (r = lg_nl_unreachable_set(net->network_ip, prefix_len, err)) < 0 ||
             (r = lg_nl_routes_list(found_cb, net, err)) < 0)
                 goto fail;
         *ret = net;
@@ -549,6 +550,8 @@ int lg_net_teardown(lg_net *net, struct lg_error *err) {
                 keep_first(&ret, r, err, &e);
         }
         r = lg_nl_rule_to_main_delete(net->network_ip, net->prefix_len, &e);
+        keep_first(&ret, r, err, &e);
+        r = lg_nl_unreachable_delete(net->network_ip, net->prefix_len, &e);
         keep_first(&ret, r, err, &e);
         struct links l = {.prefix = net->prefix};
         r = lg_nl_links_list(net->prefix, links_cb, &l, &e);

@@ -15,6 +15,10 @@
  * - The host holds the first address of the CIDR (the gateway address, on
  *   a dummy link `<prefix>0`): the DNS forwarder listens there (dns.h) and
  *   it is the only host address sandboxes may reach (port 53).
+ * - The whole CIDR has an `unreachable` route on the host (protocol 76,
+ *   below every sandbox's /32 by prefix length): an address without a
+ *   live sandbox fails at once (EHOSTUNREACH for the router's and the
+ *   probes' connects) and never leaves by the host's default route.
  * - One nftables table (family inet, name cfg.table), owned by this
  *   module and rewritten whole only when lg_net_new() starts. Its rules are
  *   fixed; everything per sandbox, per namespace and per policy is a set
@@ -130,14 +134,15 @@ void lg_net_policy_format(const struct lg_net_policy *p, char *buf, size_t size)
 
 /* Set up the node's network: ip_forward on, the dummy link with the
  * gateway address, the nft table (replacing one left by a previous
- * legiond, in one transaction), and the addresses of live sandboxes found
+ * legiond, in one transaction), the CIDR's unreachable route (replaced if
+ * there), and the addresses of live sandboxes found
  * from their host routes (held until reclaimed or swept). Root only. */
 int lg_net_new(const struct lg_net_config *cfg, lg_net **ret, struct lg_error *err);
 /* Frees the handle; leaves the table, links and routes in place for the
  * sandboxes that outlive legiond. NULL is fine. */
 void lg_net_free(lg_net *net);
-/* Remove the table, the dummy link, the ip rules and the host ends of
- * every sandbox (legiond --stop-all, tests). */
+/* Remove the table, the dummy link, the ip rules, the CIDR's unreachable
+ * route and the host ends of every sandbox (legiond --stop-all, tests). */
 int lg_net_teardown(lg_net *net, struct lg_error *err);
 
 const char *lg_net_cidr(const lg_net *net);

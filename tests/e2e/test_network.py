@@ -602,6 +602,11 @@ def leftovers(d, fresh_rules):
     return bad, live
 
 
+def unreachable_routes(cidr):
+    """The host's unreachable routes of legiond's (protocol 76) for cidr."""
+    return [r for r in net_kit.ipj("route", "show", "proto", "76", "type", "unreachable") if r.get("dst") == cidr]
+
+
 def test_nothing_left_after_200_cycles_and_20_kill_9_restarts(netd, tmp_path, world):
     d = netd
     fresh = net_kit.nft_table(d.net.table)
@@ -658,6 +663,9 @@ def test_nothing_left_after_200_cycles_and_20_kill_9_restarts(netd, tmp_path, wo
     assert {keep_addr, pod_ip} <= set(live)
     assert sorted(map(rule_key, own_rules(d))) == rules  # none lost, none added twice
 
+    # The CIDR's unreachable route: one, however many restarts set it again.
+    assert len(unreachable_routes(d.net.cidr)) == 1, unreachable_routes(d.net.cidr)
+
     # --stop-all takes the rest: links, routes, table, ip rules. (A host end
     # goes with its sandbox's network namespace, which the kernel removes a
     # little after the sandbox is gone.)
@@ -670,3 +678,4 @@ def test_nothing_left_after_200_cycles_and_20_kill_9_restarts(netd, tmp_path, wo
     assert net_kit.host_routes(d.net.prefix) == {}
     assert net_kit.nft_table(d.net.table) is None
     assert own_rules(d) == []
+    assert unreachable_routes(d.net.cidr) == []

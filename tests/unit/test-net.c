@@ -479,6 +479,7 @@ static int net_teardown(void **state) {
         if (!is_root)
                 return 0;
         kids_kill();
+        (void) sh("ip route del default via 198.18.0.2 dev tsrc 2>/dev/null"); /* test_unreachable's, if it failed */
         struct lg_error err = {0};
         int r = net ? lg_net_teardown(net, &err) : 0;
         lg_net_free(net);
@@ -893,6 +894,72 @@ static void test_namespace_delete(void **state) {
 
 /* The rule count does not grow with sandboxes; their elements do, three
  * each. */
+/* A connect() from the test's namespace (the host's view), non-blocking:
+ * 0 or EINPROGRESS when a route sent the SYN somewhere, the errno when
+ * routing refused it at once. No waiting: the answer is the route's. */
+static int connect_errno(const char *ip, uint16_t port) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+        assert_int_equal(inet_pton(AF_INET, ip, &sa.sin_addr), 1);
+        int r = connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 ? errno : 0;
+        close(fd);
+        return r;
+}
+
+#define UNREACHABLE_ROUTES "ip -4 route show table main proto 76 type unreachable"
+
+/* The CIDR's unreachable route: an address without a sandbox fails at
+ * once instead of taking the host's default route (here one out of tsrc,
+ * to a neighbour that does not exist: a SYN sent there is never
+ * answered); a sandbox's /32 still wins; a restart replaces the route
+ * rather than adding one and does not take it for a sandbox's. */
+static void test_unreachable(void **state) {
+        (void) state;
+        NEED_ROOT();
+        struct lg_error err = {0};
+        const char *unused = "10.253.0.200";
+        SH("ip neigh replace 198.18.0.2 lladdr 02:00:00:00:00:02 dev tsrc nud permanent && "
+           "ip route replace default via 198.18.0.2 dev tsrc onlink");
+        assert_string_equal(sh_out(UNREACHABLE_ROUTES), "unreachable 10.253.0.0/24 \n");
+        assert_non_null(strstr(sh_out("ip -4 route get %s 2>&1", unused), "No route to host"));
+        assert_int_equal(connect_errno(unused, PORT), EHOSTUNREACH);
+
+        ns_set("a", false, LG_NET_EGRESS_ON);
+        pid_t a1 = kid();
+        struct lg_net_addr A1 = sandbox(a1, "a", NULL);
+        REACHES(0, A1.ip, PORT);
+        BLOCKED(a1, unused, PORT);
+
+        /* Restart: one route still, and only A1's address found. */
+        struct lg_net_stats st;
+        lg_net_free(net);
+        struct lg_net_config cfg = config();
+        OK(lg_net_new(&cfg, &net, &err));
+        assert_string_equal(sh_out(UNREACHABLE_ROUTES), "unreachable 10.253.0.0/24 \n");
+        OK(lg_net_stats(net, &st, &err));
+        assert_int_equal(st.addresses_used, 1);
+        assert_int_equal(connect_errno(unused, PORT), EHOSTUNREACH);
+        struct lg_net_addr got;
+        OK(lg_net_reclaim(net, a1, &got, &err));
+        assert_string_equal(got.ip, A1.ip);
+        OK(lg_net_sweep(net, &err));
+        OK(lg_net_stats(net, &st, &err));
+        assert_int_equal(st.addresses_used, 1);
+        REACHES(0, A1.ip, PORT);
+
+        /* Without it the connect leaves by the default route (the defect):
+         * the test sees the difference. An admin's route of the same
+         * prefix is not ours to delete. */
+        SH("ip route del unreachable 10.253.0.0/24 proto 76");
+        assert_int_equal(connect_errno(unused, PORT), EINPROGRESS);
+        SH("ip route add unreachable 10.253.0.0/24 proto static");
+        OK(lg_nl_unreachable_delete("10.253.0.0", 24, &err));
+        assert_non_null(strstr(sh_out("ip -4 route show type unreachable"), "10.253.0.0/24 proto static"));
+        SH("ip route del unreachable 10.253.0.0/24 proto static");
+        SH("ip route del default via 198.18.0.2 dev tsrc");
+}
+
 static void test_stats_constant(void **state) {
         (void) state;
         NEED_ROOT();
@@ -973,6 +1040,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_namespace_via, net_setup, net_teardown),
                 cmocka_unit_test_setup_teardown(test_namespace_delete, net_setup, net_teardown),
                 cmocka_unit_test_setup_teardown(test_stats_constant, net_setup, net_teardown),
+                cmocka_unit_test_setup_teardown(test_unreachable, net_setup, net_teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
