@@ -96,7 +96,12 @@ cleanup() {
         fi
         ip netns del "$NETNS" 2>/dev/null || true
         ip link del "$NETNS_LINK" 2>/dev/null || true
-        bench_kill_legiond 300
+        # Interrupted: legiond's workloads outlive its SIGTERM; stop them.
+        if [ -n "$LEGIOND_PID" ]; then
+                bench_kill_legiond 300
+                "$BUILD/legiond" --home "$HOME_DIR" "${BENCH_NET_ARGS[@]}" --stop-all >/dev/null 2>&1 || true
+                bench_rm_cgroup_parents
+        fi
         bench_net_cleanup
 }
 trap cleanup EXIT
@@ -111,7 +116,7 @@ bench_start_legiond "$PORT"
 
 brc=0
 "$PY" "$APPS_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" --legion "$BUILD/legion" \
-        --httpload "$RES/httpload" --legiond-pid $LEGIOND_PID --netns "$NETNS" --netns-link "$NETNS_LINK" \
+        --httpload "$RES/httpload" --legiond-pid "$LEGIOND_PID" --netns "$NETNS" --netns-link "$NETNS_LINK" \
         --parts "${APPS_PARTS:-cold,proxy,rolling}" --cold-n "${APPS_COLD_N:-100}" \
         --cold-variants "${APPS_COLD_VARIANTS:-pool-sandbox,pool-process,no-pool,runc,runc-poll50ms}" \
         --pool-ready "${APPS_POOL_READY:-4}" --rounds "${APPS_ROUNDS:-3}" --duration "${APPS_DURATION:-2}" \
@@ -121,9 +126,9 @@ brc=0
 
 # Stop legiond the polite way, then its workloads (SIGTERM leaves them for
 # the next legiond), and check that nothing outlived it.
-kill -TERM $LEGIOND_PID
+kill -TERM "$LEGIOND_PID"
 rc=0
-wait $LEGIOND_PID || rc=$?
+wait "$LEGIOND_PID" || rc=$?
 LEGIOND_PID=
 "$BUILD/legiond" --home "$HOME_DIR" "${BENCH_NET_ARGS[@]}" --stop-all >>"$RES/legiond.log" 2>&1 || rc=$?
 sleep 0.5
