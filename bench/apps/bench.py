@@ -185,9 +185,12 @@ class Netns:
 
 def runc_until_answer(runc, ip, every):
     """`runc run -d` of the server, then a GET on a new connection, again
-    `every` seconds after each failed one, until one is answered 200:
-    (seconds from runc's start, seconds until `runc run -d` returned,
-    attempts). The container is deleted after (untimed)."""
+    after each failed one, until one is answered 200: (seconds from runc's
+    start, seconds until `runc run -d` returned, attempts). `every` is the
+    pause in seconds, or (first, longest): the pause doubling from first up
+    to longest, as legiond's readiness probe does. The container is deleted
+    after (untimed)."""
+    pause, longest = every if isinstance(every, tuple) else (every, every)
     t0, cid = runc.start("server")
     t_run = time.perf_counter() - t0
     attempts = 0
@@ -202,7 +205,8 @@ def runc_until_answer(runc, ip, every):
                 pass
             if time.perf_counter() - t0 > 60:
                 raise RuntimeError(f"runc: port {PORT} never answered")
-            time.sleep(every)
+            time.sleep(pause)
+            pause = min(pause * 2, longest)
     finally:
         runc.delete(cid)
 
@@ -242,9 +246,10 @@ def part_cold(args, api, img):
         "pool-process": dict(base, poolGroup="apps-process"),
         "no-pool": dict(base, readinessPath=READY_PATH),
         "runc": 0.0005,
-        # legiond's readiness probe tries every 50 ms (src/node/probe.h):
-        # runc's server found as late.
-        "runc-poll50ms": 0.05,
+        # legiond's readiness probe: 1 ms after the first try, the pause
+        # doubling up to 50 ms (src/node/probe.h): runc's server found as
+        # late as legiond would find it.
+        "runc-probe": (0.001, 0.05),
     }
     variants = {k: v for k, v in variants.items() if k in args.cold_variants.split(",")}
     res = {"n": n, "pool_ready": ready, "pool_specs": pools, "app_specs": variants, "port": PORT,
@@ -427,7 +432,7 @@ def main():
     ap.add_argument("--netns-link", required=True, help="the host end of its veth")
     ap.add_argument("--parts", default="cold,proxy,rolling")
     ap.add_argument("--cold-n", type=int, default=100)
-    ap.add_argument("--cold-variants", default="pool-sandbox,pool-process,no-pool,runc,runc-poll50ms")
+    ap.add_argument("--cold-variants", default="pool-sandbox,pool-process,no-pool,runc,runc-probe")
     ap.add_argument("--warmup", type=int, default=3, help="untimed cold starts of each variant first")
     ap.add_argument("--pool-ready", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)

@@ -24,9 +24,8 @@ VARIANTS = {
             "directory, the image's command, environment and working directory, in a network namespace made "
             "beforehand (untimed; a veth to the host); then a GET on a new connection every 0.5 ms until one "
             "is answered 200",
-    "runc-poll50ms": "the same, the GET tried every 50 ms: as often as legiond's readiness probe "
-                     "(src/node/probe.h, `interval_ms` 0 = 50 ms), so the server is found as late as legion finds "
-                     "it",
+    "runc-probe": "the same, the GET tried as legiond's readiness probe tries (src/node/probe.h): 1 ms after "
+                  "the first try, the pause doubling up to 50 ms, so the server is found as late as legion finds it",
 }
 
 
@@ -160,7 +159,7 @@ def main():
                                                          if r.get("instance_ready_ms") is not None else "")
                     for r in slow) + ".")
                 body.append("")
-        rn = summary([r["run_ms"] for k in ("runc", "runc-poll50ms") for r in (v.get(k) or {}).get("rows", [])])
+        rn = summary([r["run_ms"] for k in ("runc", "runc-probe") for r in (v.get(k) or {}).get("rows", [])])
         if rn.get("n"):
             body.append(f"Of runc's time, `runc run -d` itself (until it returned, the server's process started; "
                         f"both runc variants): "
@@ -177,7 +176,7 @@ def main():
         p = {name: x["client_ms"] for name, x in v.items() if x["client_ms"].get("n")}
         pairs = [("no-pool", "pool-sandbox"), ("no-pool", "pool-process"), ("pool-sandbox", "pool-process"),
                  ("runc", "pool-sandbox"), ("runc", "pool-process"), ("runc", "no-pool"),
-                 ("runc-poll50ms", "pool-sandbox"), ("runc-poll50ms", "pool-process"), ("runc-poll50ms", "no-pool")]
+                 ("runc-probe", "pool-sandbox"), ("runc-probe", "pool-process"), ("runc-probe", "no-pool")]
         rows = [(a, b) for a, b in pairs if a in p and b in p]
         if rows:
             body.append("Ratios (first / second; above 1 = the second faster):")
@@ -193,12 +192,12 @@ def main():
                  f"is left is the server's own start and legiond finding it ready, which mode `process` moves off "
                  f"the request too ({ms(p['pool-sandbox']['p50'] - p['pool-process']['p50'])} ms, pool-sandbox − "
                  f"pool-process), leaving the take and the first request ({ms(p['pool-process']['p50'])} ms).")
-            if "runc" in p and "runc-poll50ms" in p:
+            if "runc" in p and "runc-probe" in p:
                 t += (f" runc's server is found after {ms(p['runc']['p50'])} ms by a client polling every 0.5 ms, "
-                      f"after {ms(p['runc-poll50ms']['p50'])} ms polled every 50 ms as legiond's probe tries; "
-                      f"pool-sandbox, probed every 50 ms, took {ms(p['pool-sandbox']['p50'])} ms "
-                      f"({ratio(p['runc-poll50ms']['p50'], p['pool-sandbox']['p50'])} faster than runc at equal "
-                      f"polling). The probe's interval is up to 50 ms of the `sandbox` and no-pool variants' time.")
+                      f"after {ms(p['runc-probe']['p50'])} ms polled as legiond's probe polls; pool-sandbox took "
+                      f"{ms(p['pool-sandbox']['p50'])} ms "
+                      f"({ratio(p['runc-probe']['p50'], p['pool-sandbox']['p50'])} of runc's time at equal "
+                      f"polling).")
             body += [t, ""]
         for name in v:
             if name in p:

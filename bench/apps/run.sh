@@ -15,7 +15,7 @@
 #      already started and ready), or with no pool (made on demand); and
 #      `runc run -d` of the same image's layers and command in a network
 #      namespace made beforehand, until its port answers a GET (tried every
-#      0.5 ms, and every 50 ms as legiond's readiness probe). Interleaved
+#      0.5 ms, and as legiond's readiness probe: from 1 ms, the pause doubling to 50 ms). Interleaved
 #      app by app; p50/p99 and ratios;
 #   2. warm path: bench/functions/httpload and wrk through legiond's router,
 #      straight to the instance's ip:port (the app status' `addresses`),
@@ -34,7 +34,7 @@
 # Environment (defaults in brackets):
 #   APPS_PARTS [cold,proxy,rolling]
 #   APPS_COLD_N [100]        cold starts per variant (after 3 untimed)
-#   APPS_COLD_VARIANTS [pool-sandbox,pool-process,no-pool,runc,runc-poll50ms]
+#   APPS_COLD_VARIANTS [pool-sandbox,pool-process,no-pool,runc,runc-probe]
 #   APPS_POOL_READY [4]      `ready` of the two cold-start pools
 #   APPS_ROUNDS [3]          interleaved rounds of the warm-path runs
 #   APPS_DURATION [2]        seconds per httpload run (+ 0.5 untimed)
@@ -118,7 +118,7 @@ brc=0
 "$PY" "$APPS_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" --legion "$BUILD/legion" \
         --httpload "$RES/httpload" --legiond-pid "$LEGIOND_PID" --netns "$NETNS" --netns-link "$NETNS_LINK" \
         --parts "${APPS_PARTS:-cold,proxy,rolling}" --cold-n "${APPS_COLD_N:-100}" \
-        --cold-variants "${APPS_COLD_VARIANTS:-pool-sandbox,pool-process,no-pool,runc,runc-poll50ms}" \
+        --cold-variants "${APPS_COLD_VARIANTS:-pool-sandbox,pool-process,no-pool,runc,runc-probe}" \
         --pool-ready "${APPS_POOL_READY:-4}" --rounds "${APPS_ROUNDS:-3}" --duration "${APPS_DURATION:-2}" \
         --wrk-duration "${APPS_WRK_DURATION:-3}" --conns "${APPS_CONNS:-32}" --roll-n "${APPS_ROLL_N:-20}" \
         --roll-modes "${APPS_ROLL_MODES:-sandbox,process}" \

@@ -6,9 +6,11 @@
  * With one, each connection sends `GET <path> HTTP/1.1` and reads the
  * status line: 2xx or 3xx is ready; anything else (another status, a
  * line that is not HTTP, the connection closed or silent) counts as a
- * failed try, and the next one follows. Tries are one at a time, spaced
- * by interval_ms, each bounded by attempt_ms. Nothing blocks: it is libuv
- * TCP and timers on the caller's loop.
+ * failed try, and the next one follows. Tries are one at a time, the
+ * first ones 1 ms apart, the pause doubling up to interval_ms (a cold
+ * start waits for the port to open, so the first tries are close), each
+ * bounded by attempt_ms. Nothing blocks: it is libuv TCP and timers on the
+ * caller's loop.
  *
  * The callback runs exactly once, on the loop, never from inside
  * lg_probe_start, unless lg_probe_cancel comes first:
@@ -39,7 +41,7 @@ struct lg_probe_config {
         unsigned port;         /* 1-65535 */
         const char *path;      /* "/healthz"; NULL or "" = a TCP connect is enough */
         uint64_t timeout_ms;   /* the deadline from the start; 0 = 60 s */
-        uint64_t interval_ms;  /* between tries; 0 = 50 ms */
+        uint64_t interval_ms;  /* the longest pause between tries (from 1 ms, doubling); 0 = 50 ms */
         uint64_t attempt_ms;   /* one try at most (connect, answer); 0 = 1 s */
 };
 
