@@ -325,7 +325,7 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
         return len;
 }
 
-void lg_printable(const char *s, char *buf, size_t cap) {
+static void printable(const char *s, char *buf, size_t cap, bool backquotes) {
         if (cap == 0)
                 return;
         if (!s)
@@ -339,7 +339,7 @@ void lg_printable(const char *s, char *buf, size_t cap) {
                 if (n + out > room)
                         break;
                 if (l == 1)
-                        buf[n] = (p[i] < 0x20 || p[i] == 0x7f || p[i] == '`') ? '?' : (char) p[i];
+                        buf[n] = (p[i] < 0x20 || p[i] == 0x7f || (p[i] == '`' && !backquotes)) ? '?' : (char) p[i];
                 else if (l > 1)
                         memcpy(buf + n, p + i, l);
                 else
@@ -352,6 +352,10 @@ void lg_printable(const char *s, char *buf, size_t cap) {
                         buf[n++] = '.';
         buf[n] = '\0';
 }
+
+void lg_printable(const char *s, char *buf, size_t cap) { printable(s, buf, cap, false); }
+
+void lg_printable_message(const char *s, char *buf, size_t cap) { printable(s, buf, cap, true); }
 
 int lg_parse_int(const char *s, long long lo, long long hi, long long *ret) {
         if (!s)

@@ -128,6 +128,9 @@ void lg_fmt_size(uint64_t size, char *buf, size_t cap);
  * bytes, backquotes and bytes that are not UTF-8 become '?', and a long
  * string is cut with "...". NULL is "(no name)". */
 void lg_printable(const char *s, char *buf, size_t cap);
+/* The same for a whole message made of such names in backquotes ("image
+ * `x` is not in the store"): its backquotes stay. */
+void lg_printable_message(const char *s, char *buf, size_t cap);
 
 /* Parse a whole decimal number in [lo, hi]: an optional '-' and digits
  * only (strtoll alone takes blanks, '+' and trailing junk). -EINVAL when

@@ -106,7 +106,7 @@ static void record_failure(struct app *a, const char *reason, const char *messag
         st->failures++;
         snprintf(st->last_reason, sizeof(st->last_reason), "%s", reason);
         /* It reaches logs, JSON and the 503's message: one printable line. */
-        lg_printable(message ? message : "error", st->last_message, sizeof(st->last_message));
+        lg_printable_message(message ? message : "error", st->last_message, sizeof(st->last_message));
         st->last_failure_unix_ms = unix_ms();
         uint64_t delay = backoff_delay(a->router->backoff_ms, st->failures);
         a->backoff_until = delay ? now_ms() + delay : 0;

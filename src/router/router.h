@@ -178,7 +178,7 @@ struct lg_route_stats {
         uint64_t backoff_ms_left;     /* 0: not backing off */
         char last_reason[32];         /* "PortNeverOpened", "ReadinessFailed", "ExitedAtStart", "Crashed",
                                        * "ImageMissing", "StartFailed"; "" none. Kept when a streak ends */
-        char last_message[256];       /* printable (lg_printable), "" none */
+        char last_message[256];       /* printable (lg_printable_message), "" none */
         int64_t last_failure_unix_ms; /* 0: none */
 };
 
