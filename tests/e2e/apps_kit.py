@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import types
 
 import pytest
 
@@ -34,6 +35,18 @@ def top():
     t = tempfile.mkdtemp(prefix="lg-capps-")
     yield t
     shutil.rmtree(t, ignore_errors=True)
+
+
+@pytest.fixture()
+def cleanup(d):
+    """cleanup.apps, cleanup.pools: deleted after the test (apps first).
+    Needs a fixture `d` (the module's legiond)."""
+    c = types.SimpleNamespace(apps=[], pools=[])
+    yield c
+    for a in c.apps:
+        delete(d, a)
+    for p in c.pools:
+        pool_delete(d, p)
 
 
 def legiond_help():

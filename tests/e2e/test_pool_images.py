@@ -10,12 +10,11 @@ import concurrent.futures
 import json
 import os
 import signal
-import types
 
 import pytest
 
 import oci_kit
-from apps_kit import top  # noqa: F401  (the fixture)
+from apps_kit import cleanup, top  # noqa: F401  (the fixtures)
 from apps_kit import (CRASH, build_images, call, call_json, condition, delete, deploy, logs, new_legiond, pool,
                       pool_delete, pool_put, restart, sandboxes, status, stop, wait_pool, wait_status)
 
@@ -36,17 +35,6 @@ def d(top):
     dd = new_legiond(top, "home", {CRASH: build_images()[CRASH]})
     yield dd
     stop(dd)
-
-
-@pytest.fixture()
-def cleanup(d):
-    """cleanup.apps, cleanup.pools: deleted after the test (apps first)."""
-    c = types.SimpleNamespace(apps=[], pools=[])
-    yield c
-    for a in c.apps:
-        delete(d, a)
-    for p in c.pools:
-        pool_delete(d, p)
 
 
 def ready_of(d, name, n):

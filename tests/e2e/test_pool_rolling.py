@@ -11,12 +11,11 @@ change deleted every old placeholder at once: the first poll saw 0 ready).
 Language worker pools, and an image pool in placeholder mode process."""
 import os
 import re
-import types
 
 import pytest
 
 import oci_kit
-from apps_kit import top  # noqa: F401  (the fixture)
+from apps_kit import cleanup, top  # noqa: F401  (the fixtures)
 from apps_kit import (call_json, delete, deploy, logs, new_legiond, pool, pool_delete, pool_put, sandboxes, stop,
                       wait_pool)
 from test_legiond import PY_APP, write_app
@@ -31,16 +30,6 @@ def d(top):
         wait_pool(dd, name, lambda s: s.get("ready") == n and s.get("starting", 0) == 0, f"{name} filled")
     yield dd
     stop(dd)
-
-
-@pytest.fixture()
-def cleanup(d):
-    c = types.SimpleNamespace(apps=[], pools=[])
-    yield c
-    for a in c.apps:
-        delete(d, a)
-    for p in c.pools:
-        pool_delete(d, p)
 
 
 def ready_of(d, name, n):
