@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "net/dns.h"
 
@@ -759,6 +760,22 @@ static int bind_pair(struct sockaddr_storage *self, int *udp, int *tcp) {
         }
 }
 
+/* bind_pair, waiting out a port held for a moment: after legiond is
+ * killed, a child its thread pool was cloning (a sandbox's, before its
+ * first step closes every fd it does not need: sandbox.c child_main) holds
+ * copies of all its sockets until it runs, which on a loaded machine can
+ * outlast the next legiond's start; so EADDRINUSE is tried again for up
+ * to 2 s before it is the answer. At start only, before the loop runs. */
+static int bind_pair_patient(struct sockaddr_storage *self, int *udp, int *tcp) {
+        int r = 0;
+        for (int i = 0; i < 100; i++) {
+                if ((r = bind_pair(self, udp, tcp)) != -EADDRINUSE)
+                        return r;
+                nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
+        }
+        return r;
+}
+
 /* ---- life cycle --------------------------------------------------------- */
 
 static void on_closed(uv_handle_t *h) {
@@ -879,7 +896,7 @@ int lg_dns_new(uv_loop_t *loop, const char *listen_ip, uint16_t port, const char
         dns->has_tcp = r == 0;
         if (r < 0) {
                 r = lg_error_set(err, -r, "DNS TCP socket");
-        } else if ((r = bind_pair(&self, &ufd, &tfd)) < 0) {
+        } else if ((r = bind_pair_patient(&self, &ufd, &tfd)) < 0) {
                 r = lg_error_set(err, -r, "bind DNS forwarder to %s port %u", listen_ip, port);
         } else {
                 if ((r = uv_udp_open(&dns->listen, ufd)) < 0)

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <uv.h>
 
 #include "net/dns.h"
@@ -834,6 +835,25 @@ static void test_bad_config(void **state) {
         assert_int_equal(uv_udp_getsockname(&taken, (struct sockaddr *) &a, &alen), 0);
         assert_int_equal(lg_dns_new(&loop, "127.0.0.1", ntohs(a.sin_port), good, &dns, &e), -EADDRINUSE);
         dns = NULL;
+        /* A port a process holds for a moment (a sandbox child of a killed
+         * legiond, cloned with copies of its sockets) is waited out. */
+        int held = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in h;
+        uv_ip4_addr("127.0.0.1", 0, &h);
+        assert_int_equal(bind(held, (struct sockaddr *) &h, sizeof(h)), 0);
+        socklen_t hlen = sizeof(h);
+        assert_int_equal(getsockname(held, (struct sockaddr *) &h, &hlen), 0);
+        pid_t holder = fork();
+        assert_true(holder >= 0);
+        if (holder == 0) {
+                usleep(300 * 1000);
+                _exit(0);
+        }
+        close(held);
+        assert_int_equal(lg_dns_new(&loop, "127.0.0.1", ntohs(h.sin_port), good, &dns, &e), 0);
+        lg_dns_free(dns);
+        dns = NULL;
+        assert_int_equal(waitpid(holder, NULL, 0), holder);
         assert_int_equal(lg_dns_new(&loop, "127.0.0.1", 0, good, &dns, &e), 0);
         assert_int_equal(lg_dns_set_limits(dns, 60001, 0, &e), -EINVAL);
         assert_int_equal(lg_dns_set_limits(dns, 0, LG_DNS_PENDING_MAX + 1, &e), -EINVAL);
