@@ -108,34 +108,6 @@ static bool check_ref(const json_t *spec, char *ref, size_t refcap, char *msg, s
         return true;
 }
 
-static struct apps_layers *layers_find(lg_apps *a, const char *id) {
-        for (struct apps_layers *l = a->layers; l; l = l->next)
-                if (!strcmp(l->id, id))
-                        return l;
-        return NULL;
-}
-
-/* Remember img's layer directories (best effort: without memory, GC asks
- * the store, as it can while a name points at the image). */
-static void layers_remember(lg_apps *a, const struct lg_image *img) {
-        if (layers_find(a, img->id))
-                return;
-        struct apps_layers *l = calloc(1, sizeof(*l));
-        if (!l || !(l->dirs = calloc(img->n_layers + 1, sizeof(char *)))) {
-                free(l);
-                return;
-        }
-        snprintf(l->id, sizeof(l->id), "%s", img->id);
-        for (size_t i = 0; i < img->n_layers; i++)
-                if (!(l->dirs[i] = strdup(img->layer_dirs[i]))) {
-                        apps_strv_free(l->dirs);
-                        free(l);
-                        return;
-                }
-        l->next = a->layers;
-        a->layers = l;
-}
-
 /* The id of ref in the store: 0, or -ENOENT ("" then), or its failure. */
 static int resolve(lg_apps *a, const char *ref, char id[72], struct lg_error *err) {
         struct lg_image *img = NULL;
@@ -143,7 +115,6 @@ static int resolve(lg_apps *a, const char *ref, char id[72], struct lg_error *er
         int r = lg_image_get(a->images, ref, &img, err);
         if (r >= 0) {
                 snprintf(id, 72, "%s", img->id);
-                layers_remember(a, img);
         }
         lg_image_free(img);
         return r;
@@ -569,12 +540,6 @@ void apps_pulls_free(lg_apps *a) {
                 lg_apps_pull_cancel(a->pulls);
         while (a->pool_images)
                 apps_pool_forget(a, a->pool_images->name);
-        while (a->layers) {
-                struct apps_layers *l = a->layers;
-                a->layers = l->next;
-                apps_strv_free(l->dirs);
-                free(l);
-        }
 }
 
 json_t *apps_pull_json(lg_apps *a, const char *ns, const char *name) {
@@ -626,15 +591,15 @@ struct strs {
 static bool add_layers(const char *id, const char *who, void *ud) {
         struct strs *l = ud;
         (void) who;
-        struct apps_layers *known = layers_find(l->a, id);
-        if (!known) {
-                char ignored[72];
-                struct lg_error err = {0};
-                if (resolve(l->a, id, ignored, &err) < 0 || !(known = layers_find(l->a, id)))
-                        return false;
-        }
-        for (size_t i = 0; known->dirs[i]; i++)
-                lg_strlist_add(l->l, known->dirs[i]);
+        /* By id: an image whose tag moved stays in the store (dangling)
+         * while GC is told its id is in use. */
+        struct lg_image *img = NULL;
+        struct lg_error err = {0};
+        if (lg_image_get(l->a->images, id, &img, &err) < 0)
+                return false;
+        for (size_t i = 0; i < img->n_layers; i++)
+                lg_strlist_add(l->l, img->layer_dirs[i]);
+        lg_image_free(img);
         return l->l->status < 0;
 }
 

@@ -12,12 +12,6 @@ struct apps_pool_image {
         char id[72];         /* "" for a language worker pool */
 };
 
-struct apps_layers {
-        struct apps_layers *next;
-        char id[72];
-        char **dirs; /* NULL-terminated */
-};
-
 struct lg_apps {
         uv_loop_t *loop;
         lg_store *store;
@@ -39,11 +33,6 @@ struct lg_apps {
          * restart) and failed background ones, for the status. */
         lg_apps_pull *pulls;
         struct apps_pool_image *pool_images;
-        /* The layer directories of each image resolved so far: GC keeps
-         * them while a pool group or app uses the image, also when no
-         * name points at it any more (a tag moved), when the store can
-         * no longer tell them. */
-        struct apps_layers *layers;
 };
 
 /* Extract package digest again as a package job on the thread pool (never
