@@ -44,6 +44,12 @@ struct lg_image_store {
         struct lg_image_pending *pending;
         size_t n_pending, cap_pending;
         struct lg_image_index_cache *cache; /* lg_image_get's, under mu (index.c) */
+        /* Lazy layers (lazy-image.c); set once before the store is shared. */
+        char *lazy_dir;  /* NULL: no lazy layers made or pulled here */
+        int lazy_dirfd;
+        const struct lg_image_lazy_ops *lazy_ops;
+        void *lazy_ud;
+        bool lazy_auto;
 };
 
 /* ---- store.c ---- */
@@ -132,6 +138,12 @@ int lg_image_layer_extract(lg_image_store *st, const struct lg_image_layer_desc 
 /* The compression a layer media type uses: 0 none, 1 gzip, 2 zstd; -1 not
  * a layer type. */
 int lg_image_layer_compression(const char *media_type);
+
+/* ---- lazy-image.c ---- */
+
+/* 1 when layers/<hex>.json marks layer hex as lazy, 0 when not (or there
+ * is no record). */
+int lg_image_layer_is_lazy(lg_image_store *st, const char *hex);
 
 /* ---- ref.c ---- */
 

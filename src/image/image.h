@@ -15,7 +15,11 @@
  *                                devices, opaque dirs with the
  *                                trusted.overlay.opaque xattr), read-only,
  *                                used as an overlay lower dir by sandboxes
- *   layers/<hex>.json            { "diffId": "sha256:...", "size": N }
+ *   layers/<hex>.json            { "diffId": "sha256:...", "size": N }, and
+ *                                "lazy": true for a lazy layer: then
+ *                                layers/<hex>/ is the mount point of its
+ *                                EROFS image (lazy/layers/<hex>/, see
+ *                                lg_image_store_set_lazy)
  *   images.json                  name -> manifest digest; replaced by
  *                                rename, so it is never half-written
  *   tmp/                         downloads and extractions in progress;
@@ -156,6 +160,47 @@ struct lg_image_gc_result {
 };
 int lg_image_gc(lg_image_store *st, const struct lg_image_gc_keep *keep, struct lg_image_gc_result *ret,
                 struct lg_error *err);
+
+/* ---- lazy layers (docs/lazy-images.md) ------------------------------------
+ *
+ * A lazy layer is mounted, not extracted: layers/<hex>.json says
+ * "lazy": true and layers/<hex>/ is the mount point of its EROFS image,
+ * whose data the node's fetcher reads from the registry on demand. The
+ * image library never talks to the fetcher: legiond hands it these ops.
+ * They block (a mount, a round trip to the fetcher) and are called from
+ * the thread doing a pull, GC or lg_image_lazy_attach_all, never from the
+ * loop; they must be safe to call from several threads at once. */
+struct lg_image_lazy_status {
+        uint64_t chunks, local_chunks; /* of the layer's chunk table */
+        uint64_t bytes, local_bytes;
+        uint64_t fetched_bytes;        /* by the fetcher since it attached */
+        uint64_t misses, errors;
+};
+
+struct lg_image_lazy_ops {
+        /* Make the fetcher serve layer hex (lazy/layers/<hex>/ is complete)
+         * and mount it read-only at mountpoint. */
+        int (*attach)(void *ud, const char *layer_hex, const char *mountpoint, struct lg_error *err);
+        /* Unmount mountpoint (lazily when busy) and drop the layer from the
+         * fetcher. */
+        int (*detach)(void *ud, const char *layer_hex, const char *mountpoint, struct lg_error *err);
+        /* May be NULL. The fetcher's figures of an attached layer. */
+        int (*status)(void *ud, const char *layer_hex, struct lg_image_lazy_status *ret, struct lg_error *err);
+};
+
+/* Where lazy layers and chunks live (lazy_dir: $LEGION_HOME/lazy, made if
+ * missing) and how to mount them (ops NULL: lazy pulls fall back to full
+ * ones; convert and inspect still work). lazy_auto: a pull that does not
+ * say is lazy when it can (legiond's --lazy-images). Call before the store
+ * is shared with other threads; ops and ud must outlive the store. */
+int lg_image_store_set_lazy(lg_image_store *st, const char *lazy_dir, const struct lg_image_lazy_ops *ops,
+                            void *ud, bool lazy_auto, struct lg_error *err);
+
+/* Mount every lazy layer of the store that is not mounted (legiond's
+ * start, before pods and apps are adopted). A layer that fails is said in
+ * err and the others are still tried; the first failure is returned.
+ * *attached counts the layers mounted now (may be NULL). */
+int lg_image_lazy_attach_all(lg_image_store *st, unsigned *attached, struct lg_error *err);
 
 /* ---- ingest: the steps import and pull share ---------------------------- */
 

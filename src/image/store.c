@@ -121,6 +121,7 @@ int lg_image_store_open(const char *dir, lg_image_store **ret, struct lg_error *
         if (!st)
                 return lg_error_set(err, ENOMEM, "allocate image store");
         st->dirfd = -1;
+        st->lazy_dirfd = -1;
         pthread_mutex_init(&st->mu, NULL);
         lg_image_store_set_limits(st, NULL);
         /* Absolute: layer dirs are handed to sandboxes as paths. */
@@ -159,6 +160,9 @@ void lg_image_store_close(lg_image_store *st) {
                 close(st->dirfd);
         pthread_mutex_destroy(&st->mu);
         lg_image_index_cache_free(st->cache);
+        if (st->lazy_dirfd >= 0)
+                close(st->lazy_dirfd);
+        free(st->lazy_dir);
         free(st->pending);
         free(st->dir);
         free(st);
