@@ -47,6 +47,32 @@ bool lg_digest_valid(const char *hex) {
         return hex[LG_DIGEST_HEX_LEN] == '\0';
 }
 
+int lg_sha256(const void *buf, size_t len, uint8_t md[32]) {
+        unsigned n = 0;
+        if (EVP_Digest(buf, len, md, &n, EVP_sha256(), NULL) != 1 || n != 32)
+                return -EIO;
+        return 0;
+}
+
+void lg_digest_from_bytes(const uint8_t md[32], struct lg_digest *ret) {
+        static const char hexdig[] = "0123456789abcdef";
+        for (unsigned i = 0; i < 32; i++) {
+                ret->hex[2 * i] = hexdig[md[i] >> 4];
+                ret->hex[2 * i + 1] = hexdig[md[i] & 15];
+        }
+        ret->hex[LG_DIGEST_HEX_LEN] = '\0';
+}
+
+static int hexval(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+
+int lg_digest_to_bytes(const char *hex, uint8_t md[32]) {
+        if (!lg_digest_valid(hex))
+                return -EINVAL;
+        for (unsigned i = 0; i < 32; i++)
+                md[i] = (uint8_t) (hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+        return 0;
+}
+
 /* The digest for a message: printable, cut. */
 static int bad_digest(const char *hex, struct lg_error *err) {
         char shown[80];
@@ -306,12 +332,7 @@ int lg_cas_commit(lg_cas_writer *w, const char *expect, struct lg_digest *ret, s
                 r = lg_error_setm(err, EIO, "sha256 final failed");
                 goto out;
         }
-        static const char hexdig[] = "0123456789abcdef";
-        for (unsigned i = 0; i < 32; i++) {
-                d.hex[2 * i] = hexdig[md[i] >> 4];
-                d.hex[2 * i + 1] = hexdig[md[i] & 15];
-        }
-        d.hex[LG_DIGEST_HEX_LEN] = '\0';
+        lg_digest_from_bytes(md, &d);
         if (expect && strcmp(expect, d.hex) != 0) {
                 r = lg_error_setm(err, EBADMSG, "blob digest mismatch: expected sha256:%s, got sha256:%s", expect,
                                   d.hex);

@@ -58,6 +58,12 @@ struct lg_digest {
 
 /* True for exactly 64 characters of [0-9a-f]. */
 bool lg_digest_valid(const char *hex);
+/* The sha256 of a buffer as 32 bytes: 0, or -EIO when libcrypto fails. */
+int lg_sha256(const void *buf, size_t len, uint8_t md[32]);
+/* 32 digest bytes <-> 64 lowercase hex; from_hex: -EINVAL unless
+ * lg_digest_valid(hex). */
+void lg_digest_from_bytes(const uint8_t md[32], struct lg_digest *ret);
+int lg_digest_to_bytes(const char *hex, uint8_t md[32]);
 
 typedef struct lg_cas lg_cas;
 typedef struct lg_cas_writer lg_cas_writer;
