@@ -14,6 +14,7 @@ iproute2 procps psmisc valgrind curl zip
 docker-registry skopeo zstd apache2-utils
 libyaml-dev
 libmnl-dev libnftables-dev nftables
+erofs-utils
 "
 
 missing=""
