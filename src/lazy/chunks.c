@@ -179,7 +179,7 @@ int lg_chunk_table_serialize(const lg_chunk_table *t, void **ret, size_t *len) {
 }
 
 int lg_chunk_table_load(const char *path, lg_chunk_table **ret, struct lg_error *err) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK); /* a FIFO: no wait */
         if (fd < 0)
                 return lg_error_set(err, errno, "open chunk table `%s`", path);
         struct stat st;

@@ -112,6 +112,9 @@ static void test_roundtrip(void **state) {
         assert_int_equal(lg_chunk_table_load(path, &t2, &err), -EBADMSG);
         assert_non_null(strstr(err.msg, path));
         assert_int_equal(lg_chunk_table_load(dir, &t2, &err) < 0, 1); /* a directory */
+        snprintf(path, sizeof(path), "%s/fifo", dir); /* refused, not waited on */
+        assert_int_equal(mkfifo(path, 0600), 0);
+        assert_int_equal(lg_chunk_table_load(path, &t2, &err), -EBADMSG);
         snprintf(path, sizeof(path), "%s/none", dir);
         assert_int_equal(lg_chunk_table_load(path, &t2, &err), -ENOENT);
         assert_int_equal(lg_rm_rf(dir), 0);
