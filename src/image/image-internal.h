@@ -59,6 +59,8 @@ struct lg_image_store {
  * message. */
 int lg_image_digest_hex(const char *digest, char hex[65], const char *what, struct lg_error *err);
 bool lg_image_is_hex(const char *s, size_t n);
+/* d is "sha256:<64 lowercase hex>". */
+bool lg_image_digest_valid(const char *d);
 
 /* Protect hex from GC (count it up) / release it once (all: entirely). */
 int lg_image_pending_add(lg_image_store *st, const char *hex);

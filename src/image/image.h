@@ -1,7 +1,7 @@
 /* OCI images: a content-addressed store of blobs and extracted layers on
  * disk, import of image archives (docker save, OCI layout / oci-archive),
- * pull from an OCI registry (registry.c), and the image config that a
- * sandbox is made from. docs/images.md describes the layout and formats.
+ * pull from an OCI registry (pull.c, on the client of registry.h), and
+ * the image config that a sandbox is made from. docs/images.md describes the layout and formats.
  *
  * On-disk layout under <dir> ($LEGION_HOME/images):
  *
@@ -53,6 +53,7 @@
 #include <stdint.h>
 
 #include "common/util.h"
+#include "image/registry.h" /* struct lg_registry_auth */
 
 typedef struct lg_image_store lg_image_store;
 
@@ -108,15 +109,6 @@ int lg_image_normalize(const char *ref, char *buf, size_t cap, struct lg_error *
 int lg_image_import(lg_image_store *st, const char *path, const char *name,
                     lg_image_progress_cb progress, void *ud, struct lg_image **ret,
                     struct lg_error *err);
-
-/* Registry credentials. A NULL/empty username means anonymous; a bearer
- * token challenge is answered with these as basic credentials at the realm. */
-struct lg_registry_auth {
-        const char *username;
-        const char *password;
-        bool insecure;          /* plain http (default for 127.0.0.1/localhost) */
-        const char *ca_file;    /* extra CA for https; NULL = system */
-};
 
 /* Pull ref from its registry (distribution API v2): an image index or
  * manifest list is resolved to linux/amd64; Docker schema 2 and OCI

@@ -61,6 +61,10 @@ bool lg_image_is_hex(const char *s, size_t n) {
         return true;
 }
 
+bool lg_image_digest_valid(const char *d) {
+        return d && !strncmp(d, "sha256:", 7) && strlen(d) == 71 && lg_image_is_hex(d + 7, 64);
+}
+
 int lg_image_digest_hex(const char *digest, char hex[65], const char *what, struct lg_error *err) {
         char shown[100];
         lg_printable(digest, shown, sizeof(shown));

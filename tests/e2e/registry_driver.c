@@ -1,0 +1,160 @@
+/* A command-line driver of the registry client (src/image/registry.h) and
+ * the lazy artifact (src/image/lazy-artifact.h) for the e2e tests in
+ * test_registry_client.py, which run it against Debian's docker-registry
+ * on loopback. Built by meson as src/image/registry-driver.
+ *
+ * registry-driver CMD HOST REPO ARGS...   (credentials: $LG_REG_USER,
+ * $LG_REG_PASS; timeouts: $LG_REG_CONNECT_MS, $LG_REG_REQUEST_MS)
+ *   range DIGEST OFF LEN        the bytes on stdout
+ *   ranges DIGEST OFF LEN N     N reads on one client (token kept), nothing out
+ *   exists DIGEST               "1 SIZE" or "0"
+ *   get DIGEST SIZE             the whole blob on stdout
+ *   push FILE                   push a blob; prints "pushed|present DIGEST"
+ *   manifest-get REF            the manifest on stdout; "MEDIATYPE DIGEST" on stderr
+ *   manifest-put REF|- MEDIATYPE FILE   prints the digest
+ *   referrers DIGEST            the index on stdout; "tag|api" on stderr
+ *   lazy-push SUBJECT CHUNKSIZE LAYER DIFFID META CHUNKS BLOB PREFETCH|- [LAYER ...]
+ *                               push the lazy artifact of image manifest
+ *                               SUBJECT; prints the artifact digest
+ *   lazy-find SUBJECT           the parsed artifact as JSON
+ *   pull STOREDIR REF           lg_image_pull; prints the image digest
+ * A failure prints "ERR <errno> <message>" on stderr and exits 1. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image/image.h"
+#include "image/registry.h"
+
+static int fail(int r, const struct lg_error *err) {
+        fprintf(stderr, "ERR %d %s\n", -r, err->msg);
+        return 1;
+}
+
+static int write_all(const void *buf, size_t len) {
+        return fwrite(buf, 1, len, stdout) == len ? 0 : -EIO;
+}
+
+static int out_sink(void *ud, const void *buf, size_t len, struct lg_error *err) {
+        (void) ud;
+        return write_all(buf, len) < 0 ? lg_error_setm(err, EIO, "stdout") : 0;
+}
+
+static int read_file(const char *path, char **buf, size_t *len) {
+        FILE *f = fopen(path, "rb");
+        if (!f)
+                return -errno;
+        size_t cap = 1 << 16, n = 0;
+        char *b = malloc(cap);
+        size_t k;
+        while (b && (k = fread(b + n, 1, cap - n, f)) > 0) {
+                n += k;
+                if (n == cap) {
+                        char *nb = realloc(b, cap *= 2);
+                        if (!nb)
+                                free(b);
+                        b = nb;
+                }
+        }
+        fclose(f);
+        if (!b)
+                return -ENOMEM;
+        *buf = b;
+        *len = n;
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        if (argc < 4) {
+                fprintf(stderr, "usage: registry-driver CMD HOST REPO ARGS...\n");
+                return 2;
+        }
+        const char *cmd = argv[1];
+        struct lg_error err = {0};
+        struct lg_registry_auth auth = {.username = getenv("LG_REG_USER"), .password = getenv("LG_REG_PASS")};
+        if (!strcmp(cmd, "pull")) {
+                lg_image_store *st = NULL;
+                int r = lg_image_store_open(argv[2], &st, &err);
+                struct lg_image *img = NULL;
+                if (r >= 0)
+                        r = lg_image_pull(st, argv[3], &auth, NULL, NULL, &img, &err);
+                if (r >= 0)
+                        printf("%s\n", img->digest);
+                lg_image_free(img);
+                lg_image_store_close(st);
+                return r < 0 ? fail(r, &err) : 0;
+        }
+        _cleanup_registry_ lg_registry *reg = NULL;
+        int r = lg_registry_open(argv[2], argv[3], &auth, &reg, &err);
+        if (r < 0)
+                return fail(r, &err);
+        const char *cms = getenv("LG_REG_CONNECT_MS"), *rms = getenv("LG_REG_REQUEST_MS");
+        lg_registry_set_timeouts(reg, cms ? (unsigned) atoi(cms) : 0, rms ? (unsigned) atoi(rms) : 0);
+        char **a = argv + 4;
+        int n = argc - 4;
+        if (!strcmp(cmd, "range") && n == 3) {
+                size_t len = strtoull(a[2], NULL, 10);
+                char *buf = malloc(len ? len : 1);
+                r = buf ? lg_registry_blob_range(reg, a[0], strtoull(a[1], NULL, 10), buf, len, &err) : -ENOMEM;
+                if (r >= 0)
+                        write_all(buf, len);
+                free(buf);
+        } else if (!strcmp(cmd, "ranges") && n == 4) {
+                size_t len = strtoull(a[2], NULL, 10);
+                char *buf = malloc(len ? len : 1);
+                r = buf ? 0 : -ENOMEM;
+                for (int i = 0; r >= 0 && i < atoi(a[3]); i++)
+                        r = lg_registry_blob_range(reg, a[0], strtoull(a[1], NULL, 10), buf, len, &err);
+                free(buf);
+        } else if (!strcmp(cmd, "exists") && n == 1) {
+                uint64_t size = 0;
+                r = lg_registry_blob_exists(reg, a[0], &size, &err);
+                if (r == 1)
+                        printf("1 %llu\n", (unsigned long long) size);
+                else if (r == 0)
+                        printf("0\n");
+        } else if (!strcmp(cmd, "get") && n == 2) {
+                r = lg_registry_blob_get(reg, a[0], strtoull(a[1], NULL, 10), out_sink, NULL, &err);
+        } else if (!strcmp(cmd, "push") && n == 1) {
+                char digest[72];
+                r = lg_registry_blob_push_path(reg, a[0], digest, NULL, &err);
+                if (r >= 0)
+                        printf("%s %s\n", r == 1 ? "present" : "pushed", digest);
+        } else if (!strcmp(cmd, "manifest-get") && n == 1) {
+                struct lg_registry_manifest m;
+                r = lg_registry_manifest_get(reg, a[0], getenv("LG_REG_ACCEPT"), &m, &err);
+                if (r >= 0) {
+                        write_all(m.buf, m.len);
+                        fprintf(stderr, "%s %s\n", m.media_type, m.digest);
+                        lg_registry_manifest_clear(&m);
+                }
+        } else if (!strcmp(cmd, "manifest-put") && n == 3) {
+                char *buf = NULL;
+                size_t len = 0;
+                r = read_file(a[2], &buf, &len);
+                char digest[72];
+                bool indexed = false;
+                if (r < 0)
+                        lg_error_set(&err, -r, "%s", a[2]);
+                else
+                        r = lg_registry_manifest_push(reg, strcmp(a[0], "-") ? a[0] : NULL, a[1], buf, len, digest,
+                                                      &indexed, &err);
+                if (r >= 0)
+                        printf("%s\n", digest);
+                free(buf);
+        } else if (!strcmp(cmd, "referrers") && n == 1) {
+                struct lg_registry_manifest m;
+                bool from_tag = false;
+                r = lg_registry_referrers(reg, a[0], &m, &from_tag, &err);
+                if (r >= 0) {
+                        write_all(m.buf, m.len);
+                        fprintf(stderr, "%s\n", from_tag ? "tag" : "api");
+                        lg_registry_manifest_clear(&m);
+                }
+        } else {
+                fprintf(stderr, "registry-driver: bad command or arguments\n");
+                return 2;
+        }
+        fflush(stdout);
+        return r < 0 ? fail(r, &err) : 0;
+}

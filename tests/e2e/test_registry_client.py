@@ -1,0 +1,262 @@
+"""The registry client (src/image/registry.h) end to end, through its
+command-line driver (tests/e2e/registry_driver.c, built as
+src/image/registry-driver) against Debian's docker-registry on 127.0.0.1
+(anonymous, htpasswd, bearer tokens) and small fake servers of our own for
+what docker-registry will not do: redirects, ignored ranges, silence."""
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import BUILD
+from oci_kit import Image, Registry, busybox_layer
+
+DRIVER = os.path.abspath(os.path.join(BUILD, "src", "image", "registry-driver"))
+ENOENT, EACCES, EINVAL, ERANGE, ETIMEDOUT, ECONNREFUSED, EPROTO, EBADMSG = 2, 13, 22, 34, 110, 111, 71, 74
+
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def drive(*args, env=None, timeout=60, input=None):
+    """(returncode, stdout bytes, errno or 0, stderr text)."""
+    import subprocess
+    if not os.path.exists(DRIVER):
+        pytest.fail(f"{DRIVER} is not built")
+    e = dict(os.environ)
+    for k in ("LG_REG_USER", "LG_REG_PASS", "LG_REG_CONNECT_MS", "LG_REG_REQUEST_MS", "LG_REG_ACCEPT"):
+        e.pop(k, None)
+    e.update(env or {})
+    p = subprocess.run([DRIVER, *map(str, args)], capture_output=True, env=e, timeout=timeout, input=input)
+    err = p.stderr.decode(errors="replace")
+    code = 0
+    if p.returncode == 1 and err.startswith("ERR "):
+        code = int(err.split()[1])
+    return p.returncode, p.stdout, code, err
+
+
+def ok(*args, **kw):
+    rc, out, _, err = drive(*args, **kw)
+    assert rc == 0, err
+    return out
+
+
+def fails(code, *args, **kw):
+    rc, _, got, err = drive(*args, **kw)
+    assert rc == 1 and got == code, (rc, got, err)
+    return err
+
+
+@pytest.fixture(scope="module")
+def blob():
+    # Not a multiple of anything, so the last range is odd-sized.
+    return os.urandom(300_001)
+
+
+@pytest.fixture(scope="module")
+def anon(tmp_path_factory, blob):
+    with Registry(str(tmp_path_factory.mktemp("anon"))) as reg:
+        reg.push_blob("lazy/blobs", sha(blob), blob)
+        yield reg
+
+
+def test_ranges_start_middle_end(anon, blob):
+    d = sha(blob)
+    for off, n in [(0, 4096), (0, 1), (123_457, 65_536), (len(blob) - 4096, 4096), (len(blob) - 1, 1),
+                   (0, len(blob))]:
+        assert ok("range", anon.host, "lazy/blobs", d, off, n) == blob[off:off + n], (off, n)
+
+
+def test_ranges_past_the_end_are_refused(anon, blob):
+    d = sha(blob)
+    err = fails(ERANGE, "range", anon.host, "lazy/blobs", d, len(blob), 10)
+    assert "past the end" in err
+    err = fails(ERANGE, "range", anon.host, "lazy/blobs", d, len(blob) - 10, 20)
+    assert "past the end" in err
+    # A read from 0 of more than the blob: the registry answers 206 with less.
+    fails(ERANGE, "range", anon.host, "lazy/blobs", d, 0, len(blob) + 1)
+
+
+def test_range_errors(anon, blob):
+    fails(ENOENT, "range", anon.host, "lazy/blobs", sha(b"absent"), 0, 10)
+    fails(EINVAL, "range", anon.host, "lazy/blobs", "sha256:1234", 0, 10)
+    fails(EINVAL, "range", anon.host, "lazy/blobs", sha(blob), 0, 0)
+    fails(EINVAL, "range", anon.host, "Bad/Repo", sha(blob), 0, 10)
+
+
+def test_blob_get_and_exists(anon, blob):
+    d = sha(blob)
+    assert ok("exists", anon.host, "lazy/blobs", d).split() == [b"1", str(len(blob)).encode()]
+    assert ok("exists", anon.host, "lazy/blobs", sha(b"nope")).strip() == b"0"
+    assert ok("get", anon.host, "lazy/blobs", d, len(blob)) == blob
+    fails(EBADMSG, "get", anon.host, "lazy/blobs", d, len(blob) - 1)
+
+
+@pytest.fixture(scope="module")
+def token_reg(tmp_path_factory, blob):
+    with Registry(str(tmp_path_factory.mktemp("token")), auth="token") as reg:
+        reg.push_blob("lazy/blobs", sha(blob), blob)
+        yield reg
+
+
+def creds(reg, password=None):
+    return {"LG_REG_USER": reg.username, "LG_REG_PASS": password or reg.password}
+
+
+def test_ranges_with_token_auth(token_reg, blob):
+    d = sha(blob)
+    assert ok("range", token_reg.host, "lazy/blobs", d, 1000, 5000, env=creds(token_reg)) == blob[1000:6000]
+    # One client keeps its token: 20 reads, one token.
+    before = token_reg.token_server.requests
+    ok("ranges", token_reg.host, "lazy/blobs", d, 4096, 4096, 20, env=creds(token_reg))
+    assert token_reg.token_server.requests - before == 1
+    err = fails(EACCES, "range", token_reg.host, "lazy/blobs", d, 0, 10, env=creds(token_reg, "wrong"))
+    assert "authentication" in err
+    fails(EACCES, "range", token_reg.host, "lazy/blobs", d, 0, 10)
+
+
+def test_ranges_with_basic_auth(tmp_path, blob):
+    with Registry(str(tmp_path), auth="basic") as reg:
+        reg.push_blob("lazy/blobs", sha(blob), blob)
+        assert ok("range", reg.host, "lazy/blobs", sha(blob), 7, 70, env=creds(reg)) == blob[7:77]
+        fails(EACCES, "range", reg.host, "lazy/blobs", sha(blob), 7, 70)
+
+
+# ---- fake servers ------------------------------------------------------------
+
+class Fake:
+    """An HTTP server on 127.0.0.1 whose GETs handle(h) answers."""
+
+    def __init__(self, handle):
+        fake = self
+        self.requests = []
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                fake.requests.append((self.path, dict(self.headers)))
+                handle(self)
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.host = f"127.0.0.1:{self.srv.server_port}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_range_follows_redirects(anon, blob):
+    """Blob storage elsewhere (as S3-backed registries): the Range goes
+    along to the redirected URL."""
+    def handle(h):
+        h.send_response(307)
+        h.send_header("Location", f"http://{anon.host}{h.path}")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+    front = Fake(handle)
+    try:
+        assert ok("range", front.host, "lazy/blobs", sha(blob), 5000, 3000) == blob[5000:8000]
+        assert front.requests[0][1].get("Range") == "bytes=5000-7999"
+    finally:
+        front.close()
+
+
+def test_range_ignored_or_wrong_is_refused(blob):
+    mode = {}
+
+    def handle(h):
+        body = blob
+        if mode["m"] == "whole":
+            h.send_response(200)
+        else:
+            # Asked 0-99: 100 bytes that claim to be another range.
+            body = blob[0:100]
+            h.send_response(206)
+            h.send_header("Content-Range", "bytes 50-99/%d" % len(blob))
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+    fake = Fake(handle)
+    try:
+        mode["m"] = "whole"
+        err = fails(EPROTO, "range", fake.host, "lazy/blobs", sha(blob), 4096, 4096)
+        assert "ignored the Range" in err
+        # From 0, a whole blob larger than asked is no answer either.
+        fails(ERANGE, "range", fake.host, "lazy/blobs", sha(blob), 0, 4096)
+        mode["m"] = "other-range"
+        fails(EPROTO, "range", fake.host, "lazy/blobs", sha(blob), 0, 100)
+    finally:
+        fake.close()
+
+
+def test_unreachable_registry_fails_in_bounded_time(blob):
+    # Nothing listens: refused at once.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    fails(ECONNREFUSED, "range", f"127.0.0.1:{port}", "lazy/blobs", sha(blob), 0, 10)
+
+    # A listener that never answers (the kernel completes the handshake,
+    # nobody reads): the request's total time runs out. The subprocess
+    # timeout fails the test if the call hangs instead.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    try:
+        host = f"127.0.0.1:{s.getsockname()[1]}"
+        err = fails(ETIMEDOUT, "range", host, "lazy/blobs", sha(blob), 0, 10, env={"LG_REG_REQUEST_MS": "1500"},
+                    timeout=30)
+        assert host in err
+    finally:
+        s.close()
+
+    # A server that starts its answer and stalls in the body.
+    def handle(h):
+        h.send_response(206)
+        h.send_header("Content-Range", "bytes 0-9999/300001")
+        h.send_header("Content-Length", "10000")
+        h.end_headers()
+        h.wfile.write(b"x" * 100)
+        h.wfile.flush()
+        time.sleep(8)
+    fake = Fake(handle)
+    try:
+        fails(ETIMEDOUT, "range", fake.host, "lazy/blobs", sha(blob), 0, 10000, env={"LG_REG_REQUEST_MS": "1500"},
+              timeout=30)
+    finally:
+        fake.close()
+
+
+# ---- pull goes through the same client ------------------------------------------
+
+def test_pull_with_token_auth(token_reg, tmp_path):
+    img = Image([busybox_layer()])
+    ref = token_reg.push(img, "lazy/pulled", "1")
+    out = ok("pull", str(tmp_path / "store"), ref, env=creds(token_reg), timeout=120)
+    assert out.decode().strip() == img.digest
+    fails(EACCES, "pull", str(tmp_path / "store2"), ref, timeout=120)
+
+
+def test_manifest_get(anon):
+    img = Image([busybox_layer()])
+    anon.push(img, "lazy/man", "v1")
+    rc, out, _, err = drive("manifest-get", anon.host, "lazy/man", "v1")
+    assert rc == 0, err
+    assert out == img.manifest_bytes
+    assert err.split() == [img.manifest["mediaType"], img.digest]
+    assert ok("manifest-get", anon.host, "lazy/man", img.digest) == img.manifest_bytes
+    fails(ENOENT, "manifest-get", anon.host, "lazy/man", "v2")
+    fails(EINVAL, "manifest-get", anon.host, "lazy/man", "bad tag")
