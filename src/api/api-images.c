@@ -1,4 +1,4 @@
-/* /v1/images: import, pull, list, inspect, remove and GC of OCI images
+/* /v1/images: import, pull, convert, list, inspect, remove and GC of OCI images
  * (docs/api.md, "Images"). Import, pull and GC are jobs of src/image's
  * lg_image_jobs (on libuv's thread pool); here they are started from
  * requests and their progress and results written as responses.
@@ -24,6 +24,37 @@ static json_t *strv_json(char **v) {
         for (size_t i = 0; v[i]; i++)
                 json_array_append_new(a, json_string(v[i]));
         return a;
+}
+
+static json_t *lazy_json(const struct lg_image_lazy_status *l) {
+        return json_pack("{s:I, s:I, s:I, s:I}", "bytes", (json_int_t) l->bytes, "localBytes",
+                         (json_int_t) l->local_bytes, "chunks", (json_int_t) l->chunks, "localChunks",
+                         (json_int_t) l->local_chunks);
+}
+
+/* Per layer (manifest order) {"digest", "lazy": false or its figures},
+ * and the image's "lazy": false when no layer is lazy, else figures of
+ * the whole image, extracted layers counted as local (their size
+ * uncompressed, from layers/<hex>.json) and lazy ones as the fetcher
+ * left them. */
+static void lazy_fields(lg_image_store *st, const struct lg_image *img, json_t *doc) {
+        json_t *details = json_array();
+        struct lg_image_lazy_status total = {0};
+        bool any = false;
+        for (size_t i = img->n_layers; i > 0 && img->layer_digests; i--) {
+                const char *d = img->layer_digests[i - 1];
+                struct lg_image_lazy_status l = {0};
+                bool lazy = st && lg_image_layer_lazy_status(st, d, &l) == 1;
+                any |= lazy;
+                total.bytes += l.bytes;
+                total.local_bytes += l.local_bytes;
+                total.chunks += l.chunks;
+                total.local_chunks += l.local_chunks;
+                json_array_append_new(details,
+                                      json_pack("{s:s, s:o}", "digest", d, "lazy", lazy ? lazy_json(&l) : json_false()));
+        }
+        json_object_set_new(doc, "layerDetails", details);
+        json_object_set_new(doc, "lazy", any ? lazy_json(&total) : json_false());
 }
 
 static json_t *image_json(const struct lg_image *img) {
@@ -106,6 +137,7 @@ struct job_req {
         struct lg_http_request *req;
         lg_image_job *job;
         bool ndjson;
+        lg_image_store *images;
 };
 
 void api_ndjson_line(struct lg_http_request *req, json_t *doc) {
@@ -148,9 +180,58 @@ static void on_progress(const struct lg_image_progress *p, void *ud) {
 }
 
 static json_t *gc_json(const struct lg_image_gc_result *g) {
-        return json_pack("{s:I, s:I, s:I, s:I}", "imagesRemoved", (json_int_t) g->images_removed, "blobsRemoved",
-                         (json_int_t) g->blobs_removed, "layersRemoved", (json_int_t) g->layers_removed, "bytesFreed",
-                         (json_int_t) g->bytes_freed);
+        return json_pack("{s:I, s:I, s:I, s:I, s:I}", "imagesRemoved", (json_int_t) g->images_removed, "blobsRemoved",
+                         (json_int_t) g->blobs_removed, "layersRemoved", (json_int_t) g->layers_removed, "chunksRemoved",
+                         (json_int_t) g->chunks_removed, "bytesFreed", (json_int_t) g->bytes_freed);
+}
+
+/* A pull's image with how it went: "lazy" (false, or the image's lazy
+ * figures), "lazyReason" when not lazy, and per layer how it came. */
+static json_t *pulled_json(lg_image_store *st, const struct lg_image *img, const struct lg_image_pull_report *rep) {
+        json_t *doc = image_json(img);
+        lazy_fields(st, img, doc);
+        if (!rep)
+                return doc;
+        if (!rep->lazy) {
+                json_object_set_new(doc, "lazy", json_false());
+                if (rep->reason[0])
+                        json_object_set_new(doc, "lazyReason", json_string(rep->reason));
+        }
+        json_t *layers = json_array();
+        for (size_t i = 0; i < rep->n_layers; i++)
+                json_array_append_new(layers, json_pack("{s:s, s:s}", "digest", rep->layers[i].digest, "how",
+                                                        rep->layers[i].how));
+        json_object_set_new(doc, "pulledLayers", layers);
+        return doc;
+}
+
+static json_t *convert_json(const struct lg_image_convert_result *c) {
+        json_t *layers = json_array();
+        for (size_t i = 0; i < c->n_layers; i++) {
+                const struct lg_image_convert_layer *l = &c->layers[i];
+                json_array_append_new(layers, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "digest", l->digest,
+                                                        "blob", l->blob_digest, "blobSize", (json_int_t) l->blob_size,
+                                                        "metaSize", (json_int_t) l->meta_size, "chunks",
+                                                        (json_int_t) l->chunks, "uniqueBytes",
+                                                        (json_int_t) l->unique_bytes, "chunkSize",
+                                                        (json_int_t) l->chunk_size, "reused", l->reused));
+        }
+        json_t *doc = json_pack("{s:s, s:s, s:o, s:f, s:b}", "id", c->id, "digest", c->digest, "layers", layers,
+                                "seconds", (double) c->elapsed_ns / 1e9, "pushed", c->pushed);
+        if (doc && c->pushed) {
+                json_object_set_new(doc, "pushedTo", json_string(c->pushed_to));
+                json_object_set_new(doc, "artifact", json_string(c->artifact));
+        }
+        return doc;
+}
+
+/* The final document of a job that went well. */
+static json_t *result_json(struct job_req *jr, const struct lg_image_job_result *res) {
+        if (res->gc)
+                return gc_json(res->gc);
+        if (res->convert)
+                return convert_json(res->convert);
+        return pulled_json(jr->images, res->img, res->pull);
 }
 
 static void on_done(const struct lg_image_job_result *res, void *ud) {
@@ -161,18 +242,26 @@ static void on_done(const struct lg_image_job_result *res, void *ud) {
                 api_error_text(res->status, res->err, msg, sizeof(msg));
         struct status_map s = image_status(res->status, res->registry);
         if (jr->ndjson) {
-                if (res->status >= 0)
-                        api_ndjson_line(req, json_pack("{s:o}", "image", image_json(res->img)));
-                else
+                if (res->status >= 0 && res->convert) {
+                        api_ndjson_line(req, json_pack("{s:o}", "convert", result_json(jr, res)));
+                } else if (res->status >= 0) {
+                        json_t *line = json_pack("{s:o}", "image", result_json(jr, res));
+                        /* How the pull went, also beside the image. */
+                        json_t *img = json_object_get(line, "image");
+                        if (res->pull) {
+                                json_object_set_new(line, "lazy", json_boolean(res->pull->lazy));
+                                if (json_object_get(img, "lazyReason"))
+                                        json_object_set(line, "lazyReason", json_object_get(img, "lazyReason"));
+                        }
+                        api_ndjson_line(req, line);
+                } else
                         api_ndjson_line(req, json_pack("{s:{s:s, s:s, s:i}}", "error", "code", s.code, "message", msg,
                                                   "status", s.status));
                 lg_http_response_end(req);
         } else if (res->status < 0) {
                 lg_http_respond_error(req, s.status, s.code, "%s", msg);
-        } else if (res->gc) {
-                api_json(req, 200, gc_json(res->gc));
         } else {
-                api_json(req, 201, image_json(res->img));
+                api_json(req, res->gc || res->convert ? 200 : 201, result_json(jr, res));
         }
         free(jr);
 }
@@ -193,6 +282,7 @@ static struct job_req *job_req_new(struct api_call *c, bool progress) {
         }
         jr->req = c->req;
         jr->ndjson = progress && api_wants_ndjson(c->req);
+        jr->images = c->api->images;
         return jr;
 }
 
@@ -272,14 +362,24 @@ static void api_images_import(struct api_call *c) {
 
 /* ---- pull ------------------------------------------------------------------------- */
 
-static void api_images_pull(struct api_call *c) {
+/* A pull or convert request: {"image", "username", "password",
+ * "insecure"} and the verb's own fields (checked by the caller). NULL
+ * when it was answered (a 400). */
+struct registry_req {
+        json_t *body;
+        const char *image;
+        struct lg_registry_auth auth;
+};
+
+static bool registry_req_parse(struct api_call *c, const char *what, const char *const *fields,
+                               struct registry_req *rr) {
+        memset(rr, 0, sizeof(*rr));
         json_t *body = api_body_json(c->req);
         if (!body)
-                return;
-        static const char *const fields[] = {"image", "username", "password", "insecure", NULL};
-        if (!api_only_fields(c->req, body, "a pull request", fields)) {
+                return false;
+        if (!api_only_fields(c->req, body, what, fields)) {
                 json_decref(body);
-                return;
+                return false;
         }
         const char *image = json_string_value(json_object_get(body, "image"));
         json_t *user = json_object_get(body, "username"), *pass = json_object_get(body, "password");
@@ -297,31 +397,89 @@ static void api_images_pull(struct api_call *c) {
         if (bad) {
                 lg_http_respond_error(c->req, 400, "BadRequest", "%s", bad);
                 json_decref(body);
-                return;
+                return false;
         }
         char norm[512];
         struct lg_error err = {0};
         int r = lg_image_normalize(image, norm, sizeof(norm), &err);
         if (r < 0) {
                 json_decref(body);
-                return respond_image_error(c->req, r, &err, false);
+                respond_image_error(c->req, r, &err, false);
+                return false;
         }
-        struct lg_registry_auth auth = {.username = json_string_value(user), .password = json_string_value(pass),
-                                        .insecure = json_is_true(insecure)};
-        struct job_req *jr = job_req_new(c, true);
-        if (jr)
-                r = lg_image_pull_start(c->api->image_jobs, image, &auth, jr->ndjson ? on_progress : NULL, on_done, jr,
-                                        &jr->job, &err);
-        /* The password lives on in the request body buffer until the request
-         * ends; the parsed copy is scrubbed now (the job keeps its own). */
-        if (json_string_value(pass))
-                explicit_bzero((char *) json_string_value(pass), strlen(json_string_value(pass)));
-        json_decref(body);
+        rr->body = body;
+        rr->image = image;
+        rr->auth = (struct lg_registry_auth){.username = json_string_value(user), .password = json_string_value(pass),
+                                             .insecure = json_is_true(insecure)};
+        return true;
+}
+
+/* The password lives on in the request body buffer until the request
+ * ends; the parsed copy is scrubbed now (the job keeps its own). */
+static void registry_req_done(struct registry_req *rr) {
+        if (rr->auth.password)
+                explicit_bzero((char *) rr->auth.password, strlen(rr->auth.password));
+        json_decref(rr->body);
+}
+
+static void registry_job_started(struct job_req *jr, int r, const struct lg_error *err) {
         if (!jr)
                 return;
         if (r < 0)
-                return job_failed(jr, r, &err);
+                return job_failed(jr, r, err);
         job_started(jr);
+}
+
+static void api_images_pull(struct api_call *c) {
+        static const char *const fields[] = {"image", "username", "password", "insecure", "lazy", NULL};
+        struct registry_req rr;
+        if (!registry_req_parse(c, "a pull request", fields, &rr))
+                return;
+        json_t *lazy = json_object_get(rr.body, "lazy");
+        enum lg_image_lazy_mode mode = LG_IMAGE_LAZY_DEFAULT;
+        if (json_is_string(lazy) && !strcmp(json_string_value(lazy), "auto"))
+                mode = LG_IMAGE_LAZY_AUTO;
+        else if (json_is_string(lazy) && !strcmp(json_string_value(lazy), "never"))
+                mode = LG_IMAGE_LAZY_NEVER;
+        else if (lazy && !json_is_null(lazy)) {
+                lg_http_respond_error(c->req, 400, "BadRequest", "%s", "`lazy` must be \"auto\" or \"never\"");
+                return registry_req_done(&rr);
+        }
+        struct lg_error err = {0};
+        int r = 0;
+        struct job_req *jr = job_req_new(c, true);
+        if (jr)
+                r = lg_image_pull_start(c->api->image_jobs, rr.image, &rr.auth, mode, jr->ndjson ? on_progress : NULL,
+                                        on_done, jr, &jr->job, &err);
+        registry_req_done(&rr);
+        registry_job_started(jr, r, &err);
+}
+
+static void api_images_convert(struct api_call *c) {
+        static const char *const fields[] = {"image", "username", "password", "insecure", "push", "chunkSize", NULL};
+        struct registry_req rr;
+        if (!registry_req_parse(c, "a convert request", fields, &rr))
+                return;
+        json_t *push = json_object_get(rr.body, "push"), *cs = json_object_get(rr.body, "chunkSize");
+        const char *bad = NULL;
+        if (push && !json_is_boolean(push))
+                bad = "`push` must be true or false";
+        else if (cs && !json_is_null(cs) &&
+                 (!json_is_integer(cs) || json_integer_value(cs) < 4096 || json_integer_value(cs) > (4 << 20)))
+                bad = "`chunkSize` must be a number of bytes, a power of two from 4096 to 4194304";
+        if (bad) {
+                lg_http_respond_error(c->req, 400, "BadRequest", "%s", bad);
+                return registry_req_done(&rr);
+        }
+        struct lg_error err = {0};
+        int r = 0;
+        struct job_req *jr = job_req_new(c, true);
+        if (jr)
+                r = lg_image_convert_start(c->api->image_jobs, rr.image, (uint32_t) json_integer_value(cs),
+                                           json_is_true(push) ? &rr.auth : NULL, jr->ndjson ? on_progress : NULL,
+                                           on_done, jr, &jr->job, &err);
+        registry_req_done(&rr);
+        registry_job_started(jr, r, &err);
 }
 
 /* ---- gc, list, inspect, remove ------------------------------------------------------- */
@@ -345,8 +503,11 @@ static void api_images_list(struct api_call *c) {
         if (r < 0)
                 return respond_image_error(c->req, r, &err, false);
         json_t *items = json_array();
-        for (size_t i = 0; i < n; i++)
-                json_array_append_new(items, image_json(list[i]));
+        for (size_t i = 0; i < n; i++) {
+                json_t *doc = image_json(list[i]);
+                lazy_fields(c->api->images, list[i], doc);
+                json_array_append_new(items, doc);
+        }
         lg_image_list_free(list, n);
         api_json(c->req, 200, json_pack("{s:o}", "items", items));
 }
@@ -359,7 +520,9 @@ static void api_image_one(struct api_call *c, const char *ref) {
         if (r < 0)
                 return respond_image_error(c->req, r, &err, false);
         if (!strcmp(m, "GET")) {
-                api_json(c->req, 200, image_json(img));
+                json_t *doc = image_json(img);
+                lazy_fields(c->api->images, img, doc);
+                api_json(c->req, 200, doc);
                 lg_image_free(img);
                 return;
         }
@@ -403,11 +566,14 @@ void api_images(struct api_call *c) {
                 return;
         }
         bool write = is_verb(c->req, seg, n, "import") || is_verb(c->req, seg, n, "pull") ||
-                     is_verb(c->req, seg, n, "gc");
+                     is_verb(c->req, seg, n, "convert") || is_verb(c->req, seg, n, "gc");
         if (write && !api_is_admin(c)) {
-                lg_http_respond_error(c->req, 403, "Forbidden", "%s", "importing, pulling and GC of images need an admin token");
+                lg_http_respond_error(c->req, 403, "Forbidden", "%s",
+                                      "importing, pulling, converting and GC of images need an admin token");
                 return;
         }
+        if (is_verb(c->req, seg, n, "convert"))
+                return api_images_convert(c);
         if (is_verb(c->req, seg, n, "import"))
                 return api_images_import(c);
         if (is_verb(c->req, seg, n, "pull"))
@@ -417,7 +583,7 @@ void api_images(struct api_call *c) {
         if (n == 2) {
                 if (strcmp(m, "GET")) {
                         lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s",
-                                              "use GET, or POST /v1/images/import, /v1/images/pull, /v1/images/gc");
+                                              "use GET, or POST /v1/images/import, /v1/images/pull, /v1/images/convert, /v1/images/gc");
                         return;
                 }
                 return api_images_list(c);

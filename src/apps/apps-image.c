@@ -486,7 +486,7 @@ int apps_pull_start(lg_apps *a, const char *ns, const char *name, const char *re
         p->progress = progress;
         p->done = done;
         p->ud = ud;
-        int r = lg_image_pull_start(a->image_jobs, ref, NULL, pull_progress, pull_done, p, &p->job, err);
+        int r = lg_image_pull_start(a->image_jobs, ref, NULL, LG_IMAGE_LAZY_DEFAULT, pull_progress, pull_done, p, &p->job, err);
         if (r < 0) {
                 free(p);
                 return r;

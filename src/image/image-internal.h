@@ -50,6 +50,9 @@ struct lg_image_store {
         const struct lg_image_lazy_ops *lazy_ops;
         void *lazy_ud;
         bool lazy_auto;
+        /* Held while a layer's chunks go into the chunk store ahead of its
+         * table's place in lazy/layers/, and by GC of the chunk store. */
+        pthread_mutex_t lazy_mu;
 };
 
 /* ---- store.c ---- */
@@ -146,6 +149,35 @@ int lg_image_layer_compression(const char *media_type);
 /* 1 when layers/<hex>.json marks layer hex as lazy, 0 when not (or there
  * is no record). */
 int lg_image_layer_is_lazy(lg_image_store *st, const char *hex);
+
+/* Write source (a JSON object, not stolen) as dir/source.json (0600: it
+ * may hold credentials) and the marker dir/image (the lazy layer is the
+ * image store's, not a package's). */
+struct json_t;
+int lg_image_lazy_write_source(const char *dir, struct json_t *source, struct lg_error *err);
+/* The BLOB digest in lazy/layers/<hex>/source.json. */
+int lg_image_lazy_source_digest(lg_image_store *st, const char *hex, char out[72], struct lg_error *err);
+/* Move the finished lazy layer dir tmp to lazy/layers/<hex>: 0 done; when
+ * one is there, replace swaps it out (and removes it), else tmp is
+ * removed and 1 returned. */
+int lg_image_lazy_install(lg_image_store *st, const char *tmp, const char *hex, bool replace, struct lg_error *err);
+
+/* GC of lazy layers (under the index lock): every lazy layer keeps() does
+ * not claim is unmounted (ops->detach) and goes with its record, mount
+ * point and lazy/layers/<hex>; then the lazy forms converted here of
+ * layers keeps() does not claim. Counted in res. */
+int lg_image_lazy_gc(lg_image_store *st, bool (*keeps)(const char *hex, void *ud), void *ud,
+                     struct lg_image_gc_result *res, struct lg_error *err);
+/* Remove the chunks that no table under lazy/layers/ names. */
+int lg_image_lazy_chunk_gc(lg_image_store *st, struct lg_image_gc_result *res, struct lg_error *err);
+
+/* lazy-push.c: push the lazy artifact of a converted image (ret's layers)
+ * to the registry of ref's name (or img's first). */
+struct lg_chunk_store;
+int lg_image_lazy_push(lg_image_store *st, struct lg_chunk_store *cs, const char *ref, const struct lg_image *img,
+                       const struct lg_image_manifest *m, struct lg_image_convert_result *ret,
+                       const struct lg_registry_auth *auth, lg_image_progress_cb progress, void *ud,
+                       struct lg_error *err);
 
 /* ---- ref.c ---- */
 

@@ -149,6 +149,7 @@ struct lg_image_gc_keep {
 struct lg_image_gc_result {
         uint64_t images_removed; /* dangling images dropped from the index */
         uint64_t blobs_removed, layers_removed, bytes_freed;
+        uint64_t chunks_removed; /* from the lazy chunk store (their bytes are in bytes_freed) */
 };
 int lg_image_gc(lg_image_store *st, const struct lg_image_gc_keep *keep, struct lg_image_gc_result *ret,
                 struct lg_error *err);
@@ -193,6 +194,74 @@ int lg_image_store_set_lazy(lg_image_store *st, const char *lazy_dir, const stru
  * err and the others are still tried; the first failure is returned.
  * *attached counts the layers mounted now (may be NULL). */
 int lg_image_lazy_attach_all(lg_image_store *st, unsigned *attached, struct lg_error *err);
+
+/* Whether layer digest ("sha256:...") is lazy here: 1 with *ret its
+ * figures (chunks and bytes of its BLOB, how many are in the node's chunk
+ * store), 0 when the layer is extracted (bytes and local_bytes are then
+ * its size uncompressed, 0 when unknown). Reads the chunk table and stats
+ * the chunks: a few milliseconds for a large layer. */
+int lg_image_layer_lazy_status(lg_image_store *st, const char *layer_digest, struct lg_image_lazy_status *ret);
+
+/* Convert an image to lazy form: each layer's extracted tree becomes
+ * lazy/layers/<hex>/ (meta.erofs, chunks, source.json {"local": true})
+ * with its chunks in the chunk store; a layer with a lazy form already
+ * (converted before with the same chunk size, or pulled lazily) is kept.
+ * With push_auth (NULL: no push), the lazy artifact goes to the
+ * registry of the image's name (ref when it is a name, else the image's
+ * first one). Blocks (mkfs.erofs, a mount per layer). */
+struct lg_image_convert_layer {
+        char digest[72];        /* the layer, "sha256:..." (compressed) */
+        char blob_digest[72];   /* of its EROFS BLOB */
+        uint64_t blob_size, meta_size, chunks;
+        uint64_t unique_bytes;  /* bytes of its distinct chunks */
+        uint32_t chunk_size;
+        bool reused;            /* the lazy form was there */
+};
+struct lg_image_convert_result {
+        char id[72], digest[72];
+        struct lg_image_convert_layer *layers; /* manifest order (lowest first) */
+        size_t n_layers;
+        uint64_t elapsed_ns;
+        bool pushed;
+        char pushed_to[512];    /* the name pushed to */
+        char artifact[72];      /* the artifact manifest's digest */
+};
+void lg_image_convert_result_clear(struct lg_image_convert_result *r);
+int lg_image_convert(lg_image_store *st, const char *ref, uint32_t chunk_size, const struct lg_registry_auth *push_auth,
+                     lg_image_progress_cb progress, void *ud, struct lg_image_convert_result *ret,
+                     struct lg_error *err);
+
+/* Lazy pulls: how a pull went. */
+enum lg_image_lazy_mode {
+        LG_IMAGE_LAZY_DEFAULT = 0, /* the store's (lg_image_store_set_lazy) */
+        LG_IMAGE_LAZY_AUTO,        /* lazy when the registry has the lazy form and this node can mount it */
+        LG_IMAGE_LAZY_NEVER,
+};
+struct lg_image_pull_layer {
+        char digest[72];
+        char how[8];            /* "lazy" (mounted), "local" (extracted already) */
+        bool made;              /* this pull made the lazy layer */
+};
+struct lg_image_pull_report {
+        bool lazy;              /* pulled lazily */
+        char reason[300];       /* when not: why */
+        struct lg_image_pull_layer *layers; /* manifest order; lazy pulls only */
+        size_t n_layers;
+};
+void lg_image_pull_report_clear(struct lg_image_pull_report *r);
+
+/* lg_image_pull, lazily as lazy says: after the image manifest is
+ * resolved, its lazy artifact is looked up in the registry; when there is
+ * one and this node can mount it, the small part of each layer not here
+ * yet (EROFS meta, chunk table, prefetch list) is fetched and the layer
+ * mounted (ops->attach) instead of pulled, and the image is recorded as a
+ * full pull records it (same id and digest). Layers present extracted
+ * stay as they are. Anything about the lazy form that does not work is
+ * no error: the pull goes on in full and report->reason says why (report
+ * may be NULL). */
+int lg_image_pull_lazy(lg_image_store *st, const char *ref, const struct lg_registry_auth *auth,
+                       enum lg_image_lazy_mode lazy, lg_image_progress_cb progress, void *ud, struct lg_image **ret,
+                       struct lg_image_pull_report *report, struct lg_error *err);
 
 /* ---- ingest: the steps import and pull share ---------------------------- */
 

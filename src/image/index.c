@@ -675,6 +675,16 @@ static bool kept_layer(const struct lg_image_gc_keep *keep, const char *hex) {
         return false;
 }
 
+struct gc_keeps {
+        const struct hexset *refd;
+        const struct lg_image_gc_keep *keep;
+};
+
+static bool gc_keeps_hex(const char *hex, void *ud) {
+        const struct gc_keeps *k = ud;
+        return hexset_has(k->refd, hex) || kept_layer(k->keep, hex);
+}
+
 static int gc_locked(lg_image_store *st, const struct lg_image_gc_keep *keep, struct lg_image_gc_result *res,
                      struct hexset *trash, struct lg_error *err) {
         struct hexset refd = {0};
@@ -695,6 +705,10 @@ static int gc_locked(lg_image_store *st, const struct lg_image_gc_keep *keep, st
         res->bytes_freed += cres.bytes_freed;
         struct dirent *de;
         DIR *d;
+        /* Lazy layers: unmounted first. */
+        struct gc_keeps gk = {&refd, keep};
+        if ((r = lg_image_lazy_gc(st, gc_keeps_hex, &gk, res, err)) < 0)
+                goto out;
         /* Layers: moved into tmp/ here (a crash never leaves half a layer
          * visible), removed after the lock is released. */
         int lfd = openat(st->dirfd, "layers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -712,7 +726,8 @@ static int gc_locked(lg_image_store *st, const struct lg_image_gc_keep *keep, st
                 char hex[65];
                 memcpy(hex, de->d_name, 64);
                 hex[64] = '\0';
-                if (hexset_has(&refd, hex) || kept_layer(keep, hex))
+                /* A lazy layer left by lg_image_lazy_gc stays (it is busy). */
+                if (hexset_has(&refd, hex) || kept_layer(keep, hex) || lg_image_layer_is_lazy(st, hex) == 1)
                         continue;
                 if (len == 64 + 5 && !strcmp(de->d_name + 64, ".json")) {
                         unlinkat(dirfd(d), de->d_name, 0);
@@ -762,6 +777,9 @@ int lg_image_gc(lg_image_store *st, const struct lg_image_gc_keep *keep, struct 
                 (void) lg_extract_rm_tree_at(st->dirfd, p);
         }
         free(trash.v);
+        /* Chunks of lazy layers gone. */
+        if (r >= 0)
+                r = lg_image_lazy_chunk_gc(st, &res, err);
         lg_cas_unlock_alone(st->cas);
         if (ret)
                 *ret = res;

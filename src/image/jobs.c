@@ -20,7 +20,7 @@ struct lg_image_jobs {
         void *ud;
 };
 
-enum job_kind { JOB_IMPORT, JOB_PULL, JOB_GC };
+enum job_kind { JOB_IMPORT, JOB_PULL, JOB_CONVERT, JOB_GC };
 
 struct lg_image_job {
         enum job_kind kind;
@@ -41,10 +41,15 @@ struct lg_image_job {
         char *name;
         uint64_t received;
         int write_err;
-        /* pull */
+        /* pull, convert */
         char *ref;
         char *username, *password;
         bool insecure;
+        enum lg_image_lazy_mode lazy;
+        struct lg_image_pull_report report;
+        uint32_t chunk_size;
+        bool push;
+        struct lg_image_convert_result convert;
         /* gc */
         char **keep, **keep_ids;
         size_t n_keep, n_keep_ids;
@@ -111,6 +116,8 @@ static void job_free(lg_image_job *j) {
         free_strv_n(j->keep, j->n_keep);
         free_strv_n(j->keep_ids, j->n_keep_ids);
         lg_image_free(j->img);
+        lg_image_pull_report_clear(&j->report);
+        lg_image_convert_result_clear(&j->convert);
         if (j->async_open)
                 uv_close((uv_handle_t *) &j->async, job_closed);
         else
@@ -193,7 +200,14 @@ static void job_work(uv_work_t *w) {
         case JOB_PULL: {
                 struct lg_registry_auth auth = {.username = j->username, .password = j->password,
                                                 .insecure = j->insecure};
-                j->r = lg_image_pull(st, j->ref, &auth, job_progress, j, &j->img, &j->err);
+                j->r = lg_image_pull_lazy(st, j->ref, &auth, j->lazy, job_progress, j, &j->img, &j->report, &j->err);
+                break;
+        }
+        case JOB_CONVERT: {
+                struct lg_registry_auth auth = {.username = j->username, .password = j->password,
+                                                .insecure = j->insecure};
+                j->r = lg_image_convert(st, j->ref, j->chunk_size, j->push ? &auth : NULL, job_progress, j,
+                                        &j->convert, &j->err);
                 break;
         }
         case JOB_GC: {
@@ -227,9 +241,11 @@ static void job_done(uv_work_t *w, int status) {
         struct lg_image_job_result res = {
                 .status = j->r < 0 ? j->r : 0,
                 .err = &j->err,
-                .registry = j->kind == JOB_PULL,
+                .registry = j->kind == JOB_PULL || (j->kind == JOB_CONVERT && j->push),
                 .img = j->r < 0 ? NULL : j->img,
                 .gc = j->r < 0 || j->kind != JOB_GC ? NULL : &j->gc,
+                .pull = j->r < 0 || j->kind != JOB_PULL ? NULL : &j->report,
+                .convert = j->r < 0 || j->kind != JOB_CONVERT ? NULL : &j->convert,
         };
         j->done(&res, j->ud);
         job_free(j);
@@ -316,10 +332,10 @@ int lg_image_import_finish(lg_image_job *j, lg_image_progress_fn progress, lg_im
 
 /* ---- pull and gc ------------------------------------------------------------------ */
 
-int lg_image_pull_start(lg_image_jobs *jobs, const char *ref, const struct lg_registry_auth *auth,
-                        lg_image_progress_fn progress, lg_image_done_fn done, void *ud, lg_image_job **ret,
-                        struct lg_error *err) {
-        lg_image_job *j = job_new(jobs, JOB_PULL);
+/* A job of ref with auth's credentials copied. */
+static lg_image_job *job_with_auth(lg_image_jobs *jobs, enum job_kind kind, const char *ref,
+                                   const struct lg_registry_auth *auth) {
+        lg_image_job *j = job_new(jobs, kind);
         bool ok = j && (j->ref = strdup(ref));
         if (ok && auth && auth->username)
                 ok = (j->username = strdup(auth->username));
@@ -328,9 +344,33 @@ int lg_image_pull_start(lg_image_jobs *jobs, const char *ref, const struct lg_re
         if (!ok) {
                 if (j)
                         job_free(j);
-                return lg_error_setm(err, ENOMEM, "out of memory");
+                return NULL;
         }
         j->insecure = auth && auth->insecure;
+        return j;
+}
+
+int lg_image_pull_start(lg_image_jobs *jobs, const char *ref, const struct lg_registry_auth *auth,
+                        enum lg_image_lazy_mode lazy, lg_image_progress_fn progress, lg_image_done_fn done, void *ud,
+                        lg_image_job **ret, struct lg_error *err) {
+        lg_image_job *j = job_with_auth(jobs, JOB_PULL, ref, auth);
+        if (!j)
+                return lg_error_setm(err, ENOMEM, "out of memory");
+        j->lazy = lazy;
+        int r = job_start(j, progress, done, ud, err);
+        if (r >= 0)
+                *ret = j;
+        return r;
+}
+
+int lg_image_convert_start(lg_image_jobs *jobs, const char *ref, uint32_t chunk_size,
+                           const struct lg_registry_auth *push_auth, lg_image_progress_fn progress,
+                           lg_image_done_fn done, void *ud, lg_image_job **ret, struct lg_error *err) {
+        lg_image_job *j = job_with_auth(jobs, JOB_CONVERT, ref, push_auth);
+        if (!j)
+                return lg_error_setm(err, ENOMEM, "out of memory");
+        j->chunk_size = chunk_size;
+        j->push = push_auth != NULL;
         int r = job_start(j, progress, done, ud, err);
         if (r >= 0)
                 *ret = j;

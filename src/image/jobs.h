@@ -1,5 +1,6 @@
 /* Image jobs on legiond's loop: import (an archive streamed to disk first),
- * pull and GC run lg_image_import / lg_image_pull / lg_image_gc, which
+ * pull, convert and GC run lg_image_import / lg_image_pull_lazy /
+ * lg_image_convert / lg_image_gc, which
  * block for seconds to minutes, on libuv's thread pool while the loop
  * keeps serving; and removal, which must not take the layers of a running
  * pod (docs/api.md, "Images").
@@ -68,13 +69,16 @@ struct lg_image_progress {
 };
 
 /* The end of a job. status < 0: failed, err says why (registry: whether
- * the failure was the registry's). Otherwise img (import, pull) or gc. */
+ * the failure was the registry's). Otherwise img (import, pull), gc or
+ * convert; pull with a pull (how it went: lazily or not, and why). */
 struct lg_image_job_result {
         int status;
         const struct lg_error *err;
         bool registry;
         const struct lg_image *img;
         const struct lg_image_gc_result *gc;
+        const struct lg_image_pull_report *pull;
+        const struct lg_image_convert_result *convert;
 };
 
 typedef void (*lg_image_progress_fn)(const struct lg_image_progress *p, void *ud);
@@ -90,10 +94,16 @@ void lg_image_import_write(lg_image_job *job, const void *data, size_t len);
  * callback runs. progress may be NULL. */
 int lg_image_import_finish(lg_image_job *job, lg_image_progress_fn progress, lg_image_done_fn done, void *ud,
                            struct lg_error *err);
-/* Pull ref from its registry (auth may be NULL); progress may be NULL. */
+/* Pull ref from its registry (auth may be NULL), lazily as lazy says
+ * (lg_image_pull_lazy); progress may be NULL. */
 int lg_image_pull_start(lg_image_jobs *jobs, const char *ref, const struct lg_registry_auth *auth,
-                        lg_image_progress_fn progress, lg_image_done_fn done, void *ud, lg_image_job **ret,
-                        struct lg_error *err);
+                        enum lg_image_lazy_mode lazy, lg_image_progress_fn progress, lg_image_done_fn done, void *ud,
+                        lg_image_job **ret, struct lg_error *err);
+/* Convert ref to lazy form (lg_image_convert); with push_auth (may hold
+ * no credentials, NULL: no push) its lazy artifact is pushed. */
+int lg_image_convert_start(lg_image_jobs *jobs, const char *ref, uint32_t chunk_size,
+                           const struct lg_registry_auth *push_auth, lg_image_progress_fn progress,
+                           lg_image_done_fn done, void *ud, lg_image_job **ret, struct lg_error *err);
 /* Remove what no name and no sandbox uses (layers of running and warm
  * sandboxes stay, whatever names point at them), and the dangling images
  * ops->images_in_use does not name. */

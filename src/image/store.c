@@ -127,6 +127,7 @@ int lg_image_store_open(const char *dir, lg_image_store **ret, struct lg_error *
         st->dirfd = -1;
         st->lazy_dirfd = -1;
         pthread_mutex_init(&st->mu, NULL);
+        pthread_mutex_init(&st->lazy_mu, NULL);
         lg_image_store_set_limits(st, NULL);
         /* Absolute: layer dirs are handed to sandboxes as paths. */
         if (!(st->dir = realpath(dir, NULL))) {
@@ -163,6 +164,7 @@ void lg_image_store_close(lg_image_store *st) {
         if (st->dirfd >= 0)
                 close(st->dirfd);
         pthread_mutex_destroy(&st->mu);
+        pthread_mutex_destroy(&st->lazy_mu);
         lg_image_index_cache_free(st->cache);
         if (st->lazy_dirfd >= 0)
                 close(st->lazy_dirfd);

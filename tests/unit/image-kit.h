@@ -101,7 +101,7 @@ static void put_blob(lg_image_store *st, const void *d, size_t n) {
 }
 
 /* Store every blob of im, as a pull would. */
-__attribute__((unused)) static void ingest(lg_image_store *st, const struct timg *im) {
+static void ingest(lg_image_store *st, const struct timg *im) {
         for (size_t i = 0; i < im->n; i++)
                 put_blob(st, im->l[i].blob.p, im->l[i].blob.len);
         put_blob(st, im->config, strlen(im->config));

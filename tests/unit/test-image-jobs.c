@@ -223,7 +223,7 @@ static void test_pull_unreachable(void **state) {
         struct done d = {0};
         struct lg_registry_auth auth = {.username = "u", .password = "secret", .insecure = true};
         /* Port 1 on loopback: nothing listens, the connection is refused. */
-        OK(lg_image_pull_start(f->jobs, "127.0.0.1:1/nothing:1", &auth, on_progress, on_done, &d, &job, &err));
+        OK(lg_image_pull_start(f->jobs, "127.0.0.1:1/nothing:1", &auth, LG_IMAGE_LAZY_DEFAULT, on_progress, on_done, &d, &job, &err));
         uv_run(&f->loop, UV_RUN_DEFAULT);
         assert_int_equal(d.calls, 1);
         assert_true(d.status < 0);
