@@ -64,6 +64,9 @@ int lg_image_digest_hex(const char *digest, char hex[65], const char *what, stru
 bool lg_image_is_hex(const char *s, size_t n);
 /* d is "sha256:<64 lowercase hex>". */
 bool lg_image_digest_valid(const char *d);
+/* "sha256:<hex>" of 32 digest bytes / of a buffer. */
+void lg_image_digest_of(const uint8_t md[32], char out[LG_DIGEST_MAX]);
+void lg_image_digest_buf(const void *buf, size_t len, char out[LG_DIGEST_MAX]);
 
 /* Protect hex from GC (count it up) / release it once (all: entirely). */
 int lg_image_pending_add(lg_image_store *st, const char *hex);

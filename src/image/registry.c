@@ -107,19 +107,6 @@ static int check_digest(lg_registry *r, const char *d, const char *what) {
         return lg_error_setm(r->err, EINVAL, "%s: `%s` is not a sha256 digest", what, p);
 }
 
-static void hex_of(const unsigned char md[32], char out[72]) {
-        memcpy(out, "sha256:", 7);
-        for (unsigned i = 0; i < 32; i++)
-                snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
-}
-
-static void sha256_digest(const void *buf, size_t len, char out[72]) {
-        unsigned char md[32];
-        unsigned int n = 0;
-        EVP_Digest(buf, len, md, &n, EVP_sha256(), NULL);
-        hex_of(md, out);
-}
-
 /* "a; b" -> "a", trimmed and lowercased. */
 static void media_type(const char *ctype, char *buf, size_t cap) {
         size_t n = 0;
@@ -841,7 +828,7 @@ int lg_registry_blob_get(lg_registry *r, const char *digest, uint64_t size, lg_r
                 unsigned char md[32];
                 char got[72];
                 EVP_DigestFinal_ex(x.md, md, NULL);
-                hex_of(md, got);
+                lg_image_digest_of(md, got);
                 if (strcmp(got, digest))
                         rc = lg_error_setm(err, EBADMSG, "%s from %s does not match its digest (it hashes to %s)", what,
                                            r->host, got);
@@ -1004,7 +991,7 @@ int lg_registry_blob_push_path(lg_registry *r, const char *path, char digest_out
         if (rc >= 0) {
                 unsigned char d[32];
                 EVP_DigestFinal_ex(md, d, NULL);
-                hex_of(d, digest);
+                lg_image_digest_of(d, digest);
         }
         EVP_MD_CTX_free(md);
         free(buf);
@@ -1022,7 +1009,7 @@ int lg_registry_blob_push_buf(lg_registry *r, const void *buf, size_t len, char 
                               struct lg_error *err) {
         begin(r, err, true);
         char digest[72];
-        sha256_digest(buf, len, digest);
+        lg_image_digest_buf(buf, len, digest);
         if (digest_out)
                 memcpy(digest_out, digest, 72);
         struct upload up = {.fd = -1, .buf = buf, .len = len};
@@ -1077,7 +1064,7 @@ static int manifest_get(lg_registry *r, const char *ref, const char *accept, str
         m->len = x.len;
         if (!m->buf)
                 return lg_error_set(r->err, ENOMEM, "manifest");
-        sha256_digest(m->buf, m->len, m->digest);
+        lg_image_digest_buf(m->buf, m->len, m->digest);
         media_type(x.ctype, m->media_type, sizeof(m->media_type));
         if (by_digest && strcmp(ref, m->digest))
                 rc = lg_error_setm(r->err, EBADMSG, "%s: digest mismatch: the registry sent %s", what, m->digest);
@@ -1103,7 +1090,7 @@ int lg_registry_manifest_push(lg_registry *r, const char *ref, const char *media
         if (subject_indexed)
                 *subject_indexed = false;
         char digest[72];
-        sha256_digest(buf, len, digest);
+        lg_image_digest_buf(buf, len, digest);
         if (digest_out)
                 memcpy(digest_out, digest, 72);
         if (!ref)
@@ -1171,7 +1158,7 @@ int lg_registry_referrers(lg_registry *r, const char *subject, struct lg_registr
                 ret->len = x.len;
                 if (!ret->buf)
                         return lg_error_set(err, ENOMEM, "referrers");
-                sha256_digest(ret->buf, ret->len, ret->digest);
+                lg_image_digest_buf(ret->buf, ret->len, ret->digest);
                 media_type(x.ctype, ret->media_type, sizeof(ret->media_type));
                 return 0;
         }

@@ -65,6 +65,18 @@ bool lg_image_digest_valid(const char *d) {
         return d && !strncmp(d, "sha256:", 7) && strlen(d) == 71 && lg_image_is_hex(d + 7, 64);
 }
 
+void lg_image_digest_of(const uint8_t md[32], char out[LG_DIGEST_MAX]) {
+        struct lg_digest d;
+        lg_digest_from_bytes(md, &d);
+        snprintf(out, LG_DIGEST_MAX, "sha256:%s", d.hex);
+}
+
+void lg_image_digest_buf(const void *buf, size_t len, char out[LG_DIGEST_MAX]) {
+        uint8_t md[32] = {0};
+        lg_sha256(buf, len, md); /* libcrypto does not fail on sha256 of memory */
+        lg_image_digest_of(md, out);
+}
+
 int lg_image_digest_hex(const char *digest, char hex[65], const char *what, struct lg_error *err) {
         char shown[100];
         lg_printable(digest, shown, sizeof(shown));

@@ -10,6 +10,7 @@
  *   exists DIGEST               "1 SIZE" or "0"
  *   get DIGEST SIZE             the whole blob on stdout
  *   push FILE                   push a blob; prints "pushed|present DIGEST"
+ *   push-as DIGEST FILE         push FILE claiming DIGEST; "pushed|present"
  *   manifest-get REF            the manifest on stdout; "MEDIATYPE DIGEST" on stderr
  *   manifest-put REF|- MEDIATYPE FILE   prints the digest
  *   referrers DIGEST            the index on stdout; "tag|api" on stderr
@@ -19,11 +20,14 @@
  *   lazy-find SUBJECT           the parsed artifact as JSON
  *   pull STOREDIR REF           lg_image_pull; prints the image digest
  * A failure prints "ERR <errno> <message>" on stderr and exits 1. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "image/image.h"
+#include "image/lazy-artifact.h"
 #include "image/registry.h"
 
 static int fail(int r, const struct lg_error *err) {
@@ -120,6 +124,15 @@ int main(int argc, char **argv) {
                 r = lg_registry_blob_push_path(reg, a[0], digest, NULL, &err);
                 if (r >= 0)
                         printf("%s %s\n", r == 1 ? "present" : "pushed", digest);
+        } else if (!strcmp(cmd, "push-as") && n == 2) {
+                int fd = open(a[1], O_RDONLY | O_CLOEXEC);
+                struct stat sb;
+                r = fd < 0 || fstat(fd, &sb) < 0 ? lg_error_set(&err, errno, "%s", a[1])
+                                                 : lg_registry_blob_push(reg, a[0], fd, (uint64_t) sb.st_size, &err);
+                if (fd >= 0)
+                        close(fd);
+                if (r >= 0)
+                        printf("%s\n", r == 1 ? "present" : "pushed");
         } else if (!strcmp(cmd, "manifest-get") && n == 1) {
                 struct lg_registry_manifest m;
                 r = lg_registry_manifest_get(reg, a[0], getenv("LG_REG_ACCEPT"), &m, &err);
@@ -150,6 +163,40 @@ int main(int argc, char **argv) {
                         write_all(m.buf, m.len);
                         fprintf(stderr, "%s\n", from_tag ? "tag" : "api");
                         lg_registry_manifest_clear(&m);
+                }
+        } else if (!strcmp(cmd, "lazy-push") && n >= 8 && (n - 2) % 6 == 0) {
+                size_t nl = (size_t) (n - 2) / 6;
+                struct lg_lazy_push_layer *ls = calloc(nl, sizeof(*ls));
+                for (size_t i = 0; ls && i < nl; i++) {
+                        char **l = a + 2 + 6 * i;
+                        ls[i] = (struct lg_lazy_push_layer){.layer = l[0], .diff_id = l[1], .meta = l[2],
+                                                            .chunks = l[3], .blob = l[4],
+                                                            .prefetch = strcmp(l[5], "-") ? l[5] : NULL};
+                }
+                char digest[72];
+                r = ls ? lg_lazy_artifact_push(reg, a[0], (uint32_t) strtoul(a[1], NULL, 10), ls, nl, digest, &err)
+                       : -ENOMEM;
+                if (r >= 0)
+                        printf("%s\n", digest);
+                free(ls);
+        } else if (!strcmp(cmd, "lazy-find") && n == 1) {
+                struct lg_lazy_artifact art;
+                r = lg_lazy_artifact_find(reg, a[0], &art, &err);
+                if (r >= 0) {
+                        printf("{\"digest\":\"%s\",\"chunkSize\":%u,\"layers\":[", art.digest, art.chunk_size);
+                        for (size_t i = 0; i < art.n_layers; i++) {
+                                const struct lg_lazy_layer *l = &art.layers[i];
+                                printf("%s{\"layer\":\"%s\",\"diffId\":\"%s\",\"meta\":\"%s\",\"metaSize\":%llu,"
+                                       "\"chunks\":\"%s\",\"chunksSize\":%llu,\"blob\":\"%s\",\"blobSize\":%llu,"
+                                       "\"prefetch\":\"%s\",\"prefetchSize\":%llu}",
+                                       i ? "," : "", l->layer, l->diff_id, l->meta.digest,
+                                       (unsigned long long) l->meta.size, l->chunks.digest,
+                                       (unsigned long long) l->chunks.size, l->blob.digest,
+                                       (unsigned long long) l->blob.size, l->prefetch.digest,
+                                       (unsigned long long) l->prefetch.size);
+                        }
+                        printf("]}\n");
+                        lg_lazy_artifact_clear(&art);
                 }
         } else {
                 fprintf(stderr, "registry-driver: bad command or arguments\n");

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import BUILD
-from oci_kit import Image, Registry, busybox_layer
+from oci_kit import Image, Registry, busybox_layer, files_layer
 
 DRIVER = os.path.abspath(os.path.join(BUILD, "src", "image", "registry-driver"))
 ENOENT, EACCES, EINVAL, ERANGE, ETIMEDOUT, ECONNREFUSED, EPROTO, EBADMSG = 2, 13, 22, 34, 110, 111, 71, 74
@@ -260,3 +260,124 @@ def test_manifest_get(anon):
     assert ok("manifest-get", anon.host, "lazy/man", img.digest) == img.manifest_bytes
     fails(ENOENT, "manifest-get", anon.host, "lazy/man", "v2")
     fails(EINVAL, "manifest-get", anon.host, "lazy/man", "bad tag")
+
+
+# ---- push, referrers and the lazy artifact (docker-registry 2.8) --------------------
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+LAZY = "application/vnd.legion.lazy.v1"
+
+
+def test_blob_push(token_reg, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 5)  # over curl's 1 MiB Expect: 100-continue
+    f = tmp_path / "b"
+    f.write_bytes(data)
+    assert ok("push", token_reg.host, "lazy/pushed", f, env=creds(token_reg)).decode().split() == \
+        ["pushed", sha(data)]
+    assert ok("push", token_reg.host, "lazy/pushed", f, env=creds(token_reg)).decode().split() == \
+        ["present", sha(data)]
+    assert ok("range", token_reg.host, "lazy/pushed", sha(data), len(data) - 5, 5, env=creds(token_reg)) == data[-5:]
+    # The registry checks the digest.
+    err = fails(EBADMSG, "push-as", token_reg.host, "lazy/pushed", sha(b"other"), f, env=creds(token_reg))
+    assert "DIGEST_INVALID" in err
+    # Pull-only credentials (none) may not push.
+    fails(EACCES, "push", token_reg.host, "lazy/pushed", f)
+
+
+def lazy_files(tmp_path, name, n_chunks=3, prefetch=True):
+    """meta, chunks, blob, prefetch files of one layer (random content of
+    the right sizes; the registry does not look inside)."""
+    d = tmp_path / name
+    d.mkdir()
+    files = {"meta": os.urandom(8192), "chunks": os.urandom(32 + 48 * n_chunks),
+             "blob": os.urandom(4096 * n_chunks + 100)}
+    if prefetch:
+        files["prefetch"] = os.urandom(4 * n_chunks)
+    paths = {}
+    for k, v in files.items():
+        (d / k).write_bytes(v)
+        paths[k] = str(d / k)
+    return files, paths
+
+
+def layer_args(img, i, paths):
+    diff_id = img.config["rootfs"]["diff_ids"][i]
+    return [img.layer_descs[i]["digest"], diff_id, paths["meta"], paths["chunks"], paths["blob"],
+            paths.get("prefetch", "-")]
+
+
+@pytest.mark.parametrize("style", ["oci", "docker"])
+def test_lazy_artifact_on_docker_registry(token_reg, tmp_path, style):
+    """docker-registry 2.8.2 takes the artifact manifest (its config media
+    type, artifactType and subject) and the tag-schema index; the artifact
+    is found again; the image still pulls with the referrers tag there."""
+    repo = f"lazy/app-{style}"
+    img = Image([busybox_layer(), files_layer({"etc/extra": "x"})], style=style)
+    ref = token_reg.push(img, repo, "1")
+    f0, p0 = lazy_files(tmp_path, "l0")
+    f1, p1 = lazy_files(tmp_path, "l1", prefetch=False)
+    c = creds(token_reg)
+    fails(ENOENT, "lazy-find", token_reg.host, repo, img.digest, env=c)
+    digest = ok("lazy-push", token_reg.host, repo, img.digest, 65536, *layer_args(img, 0, p0),
+                *layer_args(img, 1, p1), env=c).decode().strip()
+
+    man = json.loads(ok("manifest-get", token_reg.host, repo, digest, env=dict(c, LG_REG_ACCEPT=OCI_MANIFEST)))
+    assert man["mediaType"] == OCI_MANIFEST and man["artifactType"] == LAZY
+    assert man["config"]["mediaType"] == "application/vnd.legion.lazy.config.v1+json"
+    assert man["subject"] == {"mediaType": img.manifest["mediaType"], "digest": img.digest,
+                              "size": len(img.manifest_bytes)}
+    assert [(x["mediaType"].rsplit(".", 2)[-2], x["digest"]) for x in man["layers"]] == [
+        ("meta", sha(f0["meta"])), ("chunks", sha(f0["chunks"])), ("blob", sha(f0["blob"])),
+        ("prefetch", sha(f0["prefetch"])),
+        ("meta", sha(f1["meta"])), ("chunks", sha(f1["chunks"])), ("blob", sha(f1["blob"]))]
+
+    rc, out, _, how = drive("referrers", token_reg.host, repo, img.digest, env=c)
+    assert rc == 0 and how.strip() == "tag", how
+    index = json.loads(out)
+    assert index["mediaType"] == OCI_INDEX
+    assert [(m["digest"], m["artifactType"]) for m in index["manifests"]] == [(digest, LAZY)]
+
+    found = json.loads(ok("lazy-find", token_reg.host, repo, img.digest, env=c))
+    assert found["digest"] == digest and found["chunkSize"] == 65536
+    l0, l1 = found["layers"]
+    assert l0["layer"] == img.layer_descs[0]["digest"] and l0["diffId"] == img.config["rootfs"]["diff_ids"][0]
+    assert (l0["blob"], l0["blobSize"]) == (sha(f0["blob"]), len(f0["blob"]))
+    assert (l0["prefetch"], l0["prefetchSize"]) == (sha(f0["prefetch"]), len(f0["prefetch"]))
+    assert (l1["chunks"], l1["chunksSize"]) == (sha(f1["chunks"]), len(f1["chunks"]))
+    assert l1["prefetch"] == ""
+    # The blob reads by range where the fetcher will read it.
+    assert ok("range", token_reg.host, repo, l0["blob"], 4096, 4096, env=c) == f0["blob"][4096:8192]
+
+    # Pushed again with another prefetch record, next to someone else's
+    # artifact: ours is replaced, theirs stays.
+    other = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/example.sig",
+             "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha(b"{}"), "size": 2},
+             "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha(b"{}"), "size": 2}],
+             "subject": man["subject"]}
+    token_reg.push_blob(repo, sha(b"{}"), b"{}")
+    other_bytes = json.dumps(other).encode()
+    token_reg.push_manifest(repo, sha(other_bytes), other_bytes, OCI_MANIFEST)
+    index["manifests"].append({"mediaType": OCI_MANIFEST, "digest": sha(other_bytes), "size": len(other_bytes),
+                               "artifactType": "application/example.sig"})
+    token_reg.push_manifest(repo, "sha256-" + img.digest[7:], json.dumps(index).encode(), OCI_INDEX)
+    (tmp_path / "l0" / "prefetch").write_bytes(os.urandom(8))
+    digest2 = ok("lazy-push", token_reg.host, repo, img.digest, 65536, *layer_args(img, 0, p0),
+                 *layer_args(img, 1, p1), env=c).decode().strip()
+    assert digest2 != digest
+    index = json.loads(ok("referrers", token_reg.host, repo, img.digest, env=c))
+    assert sorted((m["digest"], m["artifactType"]) for m in index["manifests"]) == sorted(
+        [(sha(other_bytes), "application/example.sig"), (digest2, LAZY)])
+    assert json.loads(ok("lazy-find", token_reg.host, repo, img.digest, env=c))["digest"] == digest2
+
+    # A plain pull of the image is not disturbed by the referrers tag.
+    out = ok("pull", str(tmp_path / "store"), ref, env=c, timeout=120)
+    assert out.decode().strip() == img.digest
+
+
+def test_lazy_artifact_needs_its_image(anon, tmp_path):
+    _, p = lazy_files(tmp_path, "l")
+    absent = sha(b"no such manifest")
+    err = fails(ENOENT, "lazy-push", anon.host, "lazy/none", absent, 65536, sha(b"l"), sha(b"d"), p["meta"],
+                p["chunks"], p["blob"], "-")
+    assert "the image of the lazy artifact" in err
