@@ -909,7 +909,6 @@ static int blob_push(lg_registry *r, const char *digest, struct upload *up) {
         r->push = true;
         char what[100];
         snprintf(what, sizeof(what), "blob %s", digest);
-        r->deadline = now_ms() + r->request_ms;
         int rc = blob_head(r, digest, NULL);
         if (rc != 0)
                 return rc;

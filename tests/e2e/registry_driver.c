@@ -7,6 +7,8 @@
  * $LG_REG_PASS; timeouts: $LG_REG_CONNECT_MS, $LG_REG_REQUEST_MS)
  *   range DIGEST OFF LEN        the bytes on stdout
  *   ranges DIGEST OFF LEN N     N reads on one client (token kept), nothing out
+ *   parallel DIGEST SIZE N      N threads, a client each, 40 ranges each of
+ *                               the blob, checked against a whole read
  *   exists DIGEST               "1 SIZE" or "0"
  *   get DIGEST SIZE             the whole blob on stdout
  *   push FILE                   push a blob; prints "pushed|present DIGEST"
@@ -21,6 +23,7 @@
  *   pull STOREDIR REF           lg_image_pull; prints the image digest
  * A failure prints "ERR <errno> <message>" on stderr and exits 1. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +71,66 @@ static int read_file(const char *path, char **buf, size_t *len) {
         return 0;
 }
 
+/* parallel: the threads share the whole blob to compare with. */
+struct par {
+        const char *host, *repo, *digest;
+        const struct lg_registry_auth *auth;
+        const unsigned char *whole;
+        uint64_t size;
+        unsigned seed;
+        int r;
+        struct lg_error err;
+};
+
+static void *par_thread(void *ud) {
+        struct par *p = ud;
+        lg_registry *reg = NULL;
+        p->r = lg_registry_open(p->host, p->repo, p->auth, &reg, &p->err);
+        unsigned char *buf = malloc(70000);
+        for (int i = 0; p->r >= 0 && i < 40; i++) {
+                size_t len = 1 + rand_r(&p->seed) % 65536;
+                uint64_t off = (uint64_t) rand_r(&p->seed) % (p->size - len + 1);
+                p->r = lg_registry_blob_range(reg, p->digest, off, buf, len, &p->err);
+                if (p->r >= 0 && memcmp(buf, p->whole + off, len))
+                        p->r = lg_error_setm(&p->err, EBADMSG, "bytes %llu+%zu differ", (unsigned long long) off, len);
+        }
+        free(buf);
+        lg_registry_close(reg);
+        return NULL;
+}
+
+static int mem_sink(void *ud, const void *buf, size_t len, struct lg_error *err) {
+        (void) err;
+        unsigned char **at = ud;
+        memcpy(*at, buf, len);
+        *at += len;
+        return 0;
+}
+
+static int parallel(const char *host, const char *repo, lg_registry *reg, const struct lg_registry_auth *auth,
+                    const char *digest, uint64_t size, int n, struct lg_error *err) {
+        unsigned char *whole = malloc(size), *at = whole;
+        int r = whole ? lg_registry_blob_get(reg, digest, size, mem_sink, &at, err) : -ENOMEM;
+        struct par *ps = calloc((size_t) n, sizeof(*ps));
+        pthread_t *ts = calloc((size_t) n, sizeof(*ts));
+        for (int i = 0; r >= 0 && i < n; i++) {
+                ps[i] = (struct par){.host = host, .repo = repo, .digest = digest, .auth = auth, .whole = whole,
+                                     .size = size, .seed = (unsigned) i + 1};
+                pthread_create(&ts[i], NULL, par_thread, &ps[i]);
+        }
+        for (int i = 0; r >= 0 && i < n; i++)
+                pthread_join(ts[i], NULL);
+        for (int i = 0; r >= 0 && i < n; i++)
+                if (ps[i].r < 0) {
+                        *err = ps[i].err;
+                        r = ps[i].r;
+                }
+        free(ps);
+        free(ts);
+        free(whole);
+        return r;
+}
+
 int main(int argc, char **argv) {
         if (argc < 4) {
                 fprintf(stderr, "usage: registry-driver CMD HOST REPO ARGS...\n");
@@ -110,6 +173,8 @@ int main(int argc, char **argv) {
                 for (int i = 0; r >= 0 && i < atoi(a[3]); i++)
                         r = lg_registry_blob_range(reg, a[0], strtoull(a[1], NULL, 10), buf, len, &err);
                 free(buf);
+        } else if (!strcmp(cmd, "parallel") && n == 3) {
+                r = parallel(argv[2], argv[3], reg, &auth, a[0], strtoull(a[1], NULL, 10), atoi(a[2]), &err);
         } else if (!strcmp(cmd, "exists") && n == 1) {
                 uint64_t size = 0;
                 r = lg_registry_blob_exists(reg, a[0], &size, &err);

@@ -121,6 +121,12 @@ def test_ranges_with_token_auth(token_reg, blob):
     fails(EACCES, "range", token_reg.host, "lazy/blobs", d, 0, 10)
 
 
+def test_ranges_from_threads(token_reg, blob):
+    """A client per thread (as the fetcher's readers): 8 threads, 40
+    random ranges each, every byte compared with a whole read."""
+    ok("parallel", token_reg.host, "lazy/blobs", sha(blob), len(blob), 8, env=creds(token_reg), timeout=120)
+
+
 def test_ranges_with_basic_auth(tmp_path, blob):
     with Registry(str(tmp_path), auth="basic") as reg:
         reg.push_blob("lazy/blobs", sha(blob), blob)
@@ -197,6 +203,29 @@ def test_range_ignored_or_wrong_is_refused(blob):
         fails(ERANGE, "range", fake.host, "lazy/blobs", sha(blob), 0, 4096)
         mode["m"] = "other-range"
         fails(EPROTO, "range", fake.host, "lazy/blobs", sha(blob), 0, 100)
+    finally:
+        fake.close()
+
+
+def test_referrers_api_is_asked_first(blob):
+    """A registry with the OCI 1.1 referrers API answers the index itself;
+    the tag schema is not asked."""
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": []}).encode()
+
+    def handle(h):
+        ok_ = h.path == f"/v2/lazy/app/referrers/{sha(blob)}"
+        h.send_response(200 if ok_ else 404)
+        h.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+        h.send_header("Content-Length", str(len(index) if ok_ else 0))
+        h.end_headers()
+        if ok_:
+            h.wfile.write(index)
+    fake = Fake(handle)
+    try:
+        rc, out, _, how = drive("referrers", fake.host, "lazy/app", sha(blob))
+        assert rc == 0 and out == index and how.strip() == "api", how
+        assert [p for p, _ in fake.requests] == [f"/v2/lazy/app/referrers/{sha(blob)}"]
     finally:
         fake.close()
 
