@@ -603,7 +603,7 @@ def part_reads(work, cold_files, tries, big_mib, rand_n):
                 try:
                     for temp in ("cold", "warm"):
                         t0 = time.perf_counter()
-                        n = fn(root)
+                        fn(root)
                         raw[arm][w][temp].append(time.perf_counter() - t0)
                 finally:
                     if root == emnt:

@@ -38,14 +38,15 @@ bench_net_cleanup() {
         done
 }
 
-# Start legiond on 127.0.0.1:$1 with home $HOME_DIR, its output in
-# $RES/legiond.log; sets LEGIOND_PID and returns once /healthz answers. No
+# Start legiond on 127.0.0.1:$1 (more legiond options after it) with home
+# $HOME_DIR, its output in $RES/legiond.log; sets LEGIOND_PID and returns
+# once /healthz answers. No
 # HTTPS listener: none of the benchmarks uses it, and its default port would
 # keep a second benchmark running at the same time from starting.
 bench_start_legiond() {
         bench_net_args
         "$BUILD/legiond" --home "$HOME_DIR" --listen "127.0.0.1:$1" --listen-tls off "${BENCH_NET_ARGS[@]}" \
-                >"$RES/legiond.log" 2>&1 &
+                "${@:2}" >"$RES/legiond.log" 2>&1 &
         LEGIOND_PID=$!
         local i
         for i in $(seq 200); do
