@@ -255,10 +255,12 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
                         return 0;
                 }
                 if (x->len + n > x->max) {
-                        x->sink_err = lg_error_setm(r->err, status == 200 ? ERANGE : EPROTO,
-                                                    status == 200 ? "blob %s on %s is larger than the %zu bytes read"
-                                                                  : "%s from %s: more bytes than the %zu asked for",
-                                                    x->what, r->host, x->max);
+                        x->sink_err = lg_error_setm(r->err, EPROTO,
+                                                    status == 200 ? "registry %s ignored the Range of a read of %s "
+                                                                    "(it answered more than the %zu bytes asked for)"
+                                                                  : "registry %s sent more of %s than the %zu bytes "
+                                                                    "asked for",
+                                                    r->host, x->what, x->max);
                         return 0;
                 }
                 memcpy(x->buf + x->len, data, n);
