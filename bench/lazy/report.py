@@ -17,7 +17,8 @@ ARMS = {
     "C-first": "lazy pull (meta and chunk tables), nothing local, no prefetch record, then the start",
     "C": "the same with the prefetch record of the earlier runs",
     "D": "lazy pull with the base and python layers local (the image `pybase` pulled lazily and read whole "
-         "before, untimed), then the start",
+         "once before D's tries, untimed; D's tries come after the others, which are interleaved try by try), "
+         "then the start",
 }
 IMAGES = {"py100": "Python image", "py500": "Python image + files never read", "pkg": "function package"}
 
@@ -48,6 +49,9 @@ def main():
              f"{meta.get('date', '?')}; the whole run took {meta.get('elapsed_s', '?')} s. Every figure below is "
              f"read from that run's measurements in `bench/out/lazy/`; rerun it to regenerate this section.")
     s.append("")
+    if (res.get("images") or {}).get("convert_error"):
+        s.append(f"**No lazy arms**: `legion image convert --push` failed: {res['images']['convert_error']}")
+        s.append("")
     if res.get("error"):
         s.append(f"**The run failed**: {res['error']} (what was measured before is below).")
         s.append("")
@@ -89,9 +93,9 @@ def main():
     goals = []
     s.append("### Time until the server answers")
     s.append("")
-    s.append("| link | image | arm | n | p50 ms | p99 ms | received before the answer (p50) | % of the image "
-             "| local at the answer (lazy) |")
-    s.append("|---|---|---|---|---|---|---|---|---|")
+    s.append("| link | image | arm | n | p50 ms | p99 ms | of which the pull (p50 ms) | received before the answer "
+             "(p50) | % of the image | local at the answer (lazy, p50) |")
+    s.append("|---|---|---|---|---|---|---|---|---|---|")
     for key, r in runs.items():
         for arm, a in r["arms"].items():
             rows = a.get("rows") or []
@@ -101,8 +105,10 @@ def main():
             loc = [row["local_at_answer"][1] for row in rows if row.get("local_at_answer")]
             loc_s = mb(sorted(loc)[len(loc) // 2]) if loc else ""
             fail = f" ({len(a['failures'])} failed)" if a.get("failures") else ""
+            pulls = sorted(row["pull_ms"] for row in rows if row.get("pull_ms") is not None)
+            pull_s = ms(pulls[(len(pulls) - 1) // 2]) if pulls else ""
             s.append(f"| {r['link']} | {r['image']} | {arm} | {len(rows)}{fail} | {ms(p(a, 'ms', 'p50'))} "
-                     f"| {ms(p(a, 'ms', 'p99'))} | {mb(rx)} | "
+                     f"| {ms(p(a, 'ms', 'p99'))} | {pull_s} | {mb(rx)} | "
                      f"{(100.0 * rx / r['image_bytes']) if rx is not None else float('nan'):.1f}% | {loc_s} |")
     s.append("")
     s.append("### Ratios (p50) and the issue's goals")
