@@ -400,6 +400,20 @@ class Node:
                 raise RuntimeError(f"layers still in the store after GC: {left}")
             time.sleep(0.2)
 
+    def forget_package(self, timeout=60):
+        """No lazy package left on the node: apps gone (the caller's),
+        GC until no package mount is left under the home."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.api.call("POST", "/v1/images/gc")
+            left = [ln.split()[0] for ln in open("/proc/self/mounts")
+                    if ln.split()[1].startswith(os.path.join(self.args.home, "pkg") + "/")]
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"package mounts still there after GC: {left}")
+            time.sleep(0.2)
+
     def drop_prefetch(self):
         d = os.path.join(self.args.home, "lazy", "prefetch")
         n = 0
@@ -568,6 +582,87 @@ def run_link(args, node, link, registry_host, link_name, imgs, sizes, res):
         conn.s.close()
 
 
+# ---- a function package with large unused files -------------------------------------
+
+PKG_ARMS = ["C-first", "C", "B"]
+PKG_MAIN = b'''"""bench/lazy's function: a small answer; data/ is never read."""
+
+
+def main(req):
+    return {"status": 200, "body": {"message": "lazy package"}}
+'''
+
+
+def build_package(out, unused_mb):
+    """A package directory: main.py and unused_mb of host files under data/."""
+    d = os.path.join(out, "pkg")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(os.path.join(d, "data"))
+    open(os.path.join(d, "main.py"), "wb").write(PKG_MAIN)
+    files, n = host_files("/usr/share", unused_mb << 20, set())
+    for i, p in enumerate(files):
+        shutil.copyfile(p, os.path.join(d, "data", f"{i:05d}-{os.path.basename(p)}"))
+    return d, n + len(PKG_MAIN)
+
+
+def pkg_try(node, link, conn, arm, ref, pkg_bytes):
+    """One start of a new function app of the lazy package ref."""
+    row = {"arm": arm}
+    if arm in ("C-first", "C"):
+        node.forget_package()
+        if arm == "C-first":
+            row["prefetch_records_dropped"] = node.drop_prefetch()
+    # B: the package as the try before left it (mounted, what it read local)
+    rx0 = link.rx_bytes()
+    t0 = time.perf_counter()
+    node.seq += 1
+    app = f"lzp-{node.seq}"
+    node.api.call("PUT", f"/v1/namespaces/default/apps/{app}", {"runtime": "python3", "packageImage": ref})
+    try:
+        conn.connect()
+        req = f"GET /fn/default/{app}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {node.token}\r\n\r\n"
+        _, status, body = conn.request(req.encode())
+        t1 = time.perf_counter()
+        rx1 = link.rx_bytes()
+        row.update({"ms": (t1 - t0) * 1e3, "status": status, "body": body[:60].decode(errors="replace"),
+                    "rx_bytes": rx1 - rx0, "rx_pct": 100.0 * (rx1 - rx0) / pkg_bytes})
+        st, doc = node.api.call("GET", f"/v1/namespaces/default/apps/{app}", ok=())
+        row["app_status"] = (doc or {}).get("status") if isinstance(doc, dict) else None
+    finally:
+        node.delete_app(app)
+    row["ok"] = status == 200 and b"lazy package" in body
+    return row
+
+
+def run_package(args, node, link, registry_host, link_name, pkg_dir, pkg_bytes, res):
+    ref = f"{registry_host}/{REPO}/pkg:1"
+    key = f"{link_name}/pkg"
+    r = res["runs"][key] = {"link": link_name, "image": "pkg", "ref": ref, "image_bytes": pkg_bytes,
+                            "arms": {a: {"rows": [], "failures": []} for a in PKG_ARMS}}
+    conn = harness.RawConn(args.port, timeout=300)
+    try:
+        for i in range(-args.warmup, args.n):
+            for arm in PKG_ARMS:
+                try:
+                    row = pkg_try(node, link, conn, arm, ref, pkg_bytes)
+                except Exception as e:
+                    row = {"arm": arm, "ok": False, "error": f"{type(e).__name__}: {e}"}
+                    log(f"{key} {arm}: {row['error']}")
+                row["i"] = i
+                if i >= 0:
+                    a = r["arms"][arm]
+                    (a["rows"] if row.get("ok") else a["failures"]).append(row)
+            log(f"{key}: try {i + 1}/{args.n} " + ", ".join(
+                f"{a} {x['ms']:.0f} ms" for a in PKG_ARMS for x in r["arms"][a]["rows"][-1:] if x.get("i") == i))
+            write(args.out, "lazy.json", res)
+        node.forget_package()
+    finally:
+        conn.s.close()
+    for a, v in r["arms"].items():
+        v["ms"] = summary([x["ms"] for x in v["rows"]])
+        v["rx_bytes"] = summary([x["rx_bytes"] for x in v["rows"]])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -586,6 +681,7 @@ def main():
     ap.add_argument("--delay-us", type=int, default=250)
     ap.add_argument("--base-mb", type=int, default=40)
     ap.add_argument("--unused-mb", type=int, default=400)
+    ap.add_argument("--package", default="on", help="on: also the function package part")
     args = ap.parse_args()
     os.environ["no_proxy"] = os.environ["NO_PROXY"] = "*"
     res = {"arms": ARMS, "n": args.n, "warmup": args.warmup, "runs": {}}
@@ -606,6 +702,17 @@ def main():
         for name, img in imgs.items():
             reg.push(img, f"{REPO}/{name}", "1")
         res["images"]["push_s"] = time.monotonic() - t0
+        pkg = None
+        if args.package == "on":
+            try:
+                pkg_dir, pkg_bytes = build_package(args.out, args.unused_mb)
+                t0 = time.monotonic()
+                out = node.legion("package", "push", pkg_dir, f"{reg.host}/{REPO}/pkg:1", "--insecure")
+                res["package"] = {"bytes": pkg_bytes, "push_s": time.monotonic() - t0, "push_output": out[-2000:]}
+                pkg = (pkg_dir, pkg_bytes)
+            except Exception as e:
+                res["package"] = {"error": f"{type(e).__name__}: {e}"}
+                log(f"package push failed, no package part: {e}")
         # The lazy form, made and pushed by legiond (untimed), then forgotten.
         lazy_arms = [a for a in args.arms.split(",") if a in LAZY_ARMS]
         if lazy_arms:
@@ -639,6 +746,8 @@ def main():
             log(f"link {link_name}: registry {host}, GET /v2/ p50 "
                 f"{res['links'][link_name]['registry_round_trip_us']['p50']:.0f} us")
             run_link(args, node, link, host, link_name, imgs, sizes, res)
+            if pkg:
+                run_package(args, node, link, host, link_name, pkg[0], pkg[1], res)
             write(args.out, "lazy.json", res)
     except Exception as e:
         status = 1

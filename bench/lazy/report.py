@@ -86,6 +86,14 @@ def main():
             what = "the veth as it is, straight to the registry"
         s.append(f"- link `{name}`: registry at `{ln.get('registry')}` in the benchmark's network namespace; "
                  f"{what}; `GET /v2/` on a kept-alive connection p50 {ms(rt / 1e3 if rt else None)} ms")
+    pk = res.get("package") or {}
+    if pk.get("error"):
+        s.append(f"- function package: **not measured**, `legion package push` failed: {pk['error']}")
+    elif pk:
+        s.append(f"- function package `pkg`: main.py answering a small JSON and {mb(pk.get('bytes'))} of host "
+                 f"files under data/ it never reads, pushed by `legion package push`; each try a new function "
+                 f"app (runtime python3, `packageImage`); arms C-first and C as for images, and B: the package "
+                 f"mounted already by the try before (what that read is local)")
     s.append("")
     s.append("Arms: " + "; ".join(f"**{k}** {v}" for k, v in ARMS.items()) + ".")
     s.append("")

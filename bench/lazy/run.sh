@@ -17,7 +17,9 @@
 # with the base layers local. Each over the veth as it is and shaped (htb
 # rate on both ends, and a one-way delay by bench/lazy/delayproxy in the
 # namespace: this kernel has no netem). Bytes the host received from the
-# registry before the answer, as % of the image.
+# registry before the answer, as % of the image. The same for a function
+# package with large unused files (`legion package push`, an app with
+# `packageImage`).
 #
 # Raw JSON goes to bench/out/lazy/, the Markdown section to
 # bench/out/lazy.md (bench/lazy/report.py). The section
@@ -37,6 +39,10 @@
 #   LAZY_DELAY_US [250]   one-way delay of the shaped link
 #   LAZY_BASE_MB [40]     host libraries in the base layer beyond python3's own
 #   LAZY_UNUSED_MB [400]  host files in py500's layer that the server never reads
+#   LAZY_PACKAGE [on]     also the function package (a packageImage app of a
+#                         package with LAZY_UNUSED_MB of files never read):
+#                         C-first, C, and B (the package mounted by the try
+#                         before, what it read local)
 #   LAZY_LEGIOND_ARGS     more legiond options
 set -euo pipefail
 
@@ -116,7 +122,7 @@ brc=0
         --n "${LAZY_N:-5}" --warmup "${LAZY_WARMUP:-1}" --arms "${LAZY_ARMS:-C-first,C,D,A,B,B-cold}" \
         --images "${LAZY_IMAGES:-py100,py500}" --links "${LAZY_LINKS:-unshaped,shaped}" \
         --rate "${LAZY_RATE:-10gbit}" --delay-us "${LAZY_DELAY_US:-250}" \
-        --base-mb "${LAZY_BASE_MB:-40}" --unused-mb "${LAZY_UNUSED_MB:-400}" || brc=$?
+        --base-mb "${LAZY_BASE_MB:-40}" --unused-mb "${LAZY_UNUSED_MB:-400}" --package "${LAZY_PACKAGE:-on}" || brc=$?
 
 # Stop legiond the polite way, then its workloads and the fetcher
 # (SIGTERM leaves them for the next legiond), and check that nothing
