@@ -537,7 +537,7 @@ int lg_lazy_artifact_push(lg_registry *r, const char *subject, uint32_t chunk_si
                 rc = lg_registry_blob_push_buf(r, cfg, cfg_len, NULL, err);
         bool indexed = false;
         if (rc >= 0)
-                rc = lg_registry_manifest_push(r, NULL, MT_OCI_MANIFEST, man, man_len, digest_out, &indexed, err);
+                rc = lg_registry_manifest_push_subject(r, NULL, MT_OCI_MANIFEST, man, man_len, digest_out, &indexed, err);
         free(cfg);
         /* A registry that answers OCI-Subject indexes the artifact itself;
          * else (OCI 1.1) the tag schema: read, merge, write the index. Two
@@ -558,7 +558,7 @@ int lg_lazy_artifact_push(lg_registry *r, const char *subject, uint32_t chunk_si
                 if (rc >= 0)
                         rc = lg_lazy_index_merge(g < 0 ? NULL : old.buf, old.len, &add, &idx, &idx_len, err);
                 if (rc >= 0)
-                        rc = lg_registry_manifest_push(r, tag, MT_OCI_INDEX, idx, idx_len, NULL, NULL, err);
+                        rc = lg_registry_manifest_push(r, tag, MT_OCI_INDEX, idx, idx_len, NULL, err);
                 free(idx);
                 lg_registry_manifest_clear(&old);
         }

@@ -1085,7 +1085,12 @@ int lg_registry_manifest_get(lg_registry *r, const char *ref, const char *accept
 }
 
 int lg_registry_manifest_push(lg_registry *r, const char *ref, const char *media_type, const void *buf, size_t len,
-                              char digest_out[72], bool *subject_indexed, struct lg_error *err) {
+                              char digest_out[72], struct lg_error *err) {
+        return lg_registry_manifest_push_subject(r, ref, media_type, buf, len, digest_out, NULL, err);
+}
+
+int lg_registry_manifest_push_subject(lg_registry *r, const char *ref, const char *media_type, const void *buf,
+                                      size_t len, char digest_out[72], bool *subject_indexed, struct lg_error *err) {
         begin(r, err, true);
         r->push = true;
         if (subject_indexed)

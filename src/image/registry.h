@@ -132,11 +132,13 @@ int lg_registry_manifest_get(lg_registry *r, const char *ref, const char *accept
 
 /* PUT manifests/<ref> (a tag, or NULL: by its own digest) with Content-Type
  * media_type. digest_out (may be NULL) gets the digest. The registry
- * checks that every blob and manifest it names is there. *subject_indexed
- * (may be NULL) is set when the registry said (OCI-Subject) that it keeps
- * the referrers of the manifest's subject itself. */
+ * checks that every blob and manifest it names is there. */
 int lg_registry_manifest_push(lg_registry *r, const char *ref, const char *media_type, const void *buf, size_t len,
-                              char digest_out[72], bool *subject_indexed, struct lg_error *err);
+                              char digest_out[72], struct lg_error *err);
+/* The same; *subject_indexed is set when the registry said (OCI-Subject)
+ * that it keeps the referrers of the manifest's subject itself. */
+int lg_registry_manifest_push_subject(lg_registry *r, const char *ref, const char *media_type, const void *buf,
+                                      size_t len, char digest_out[72], bool *subject_indexed, struct lg_error *err);
 
 /* The referrers of manifest subject ("sha256:<hex>"): GET
  * /v2/<repo>/referrers/<subject> (OCI 1.1); where the registry does not

@@ -215,8 +215,8 @@ int main(int argc, char **argv) {
                 if (r < 0)
                         lg_error_set(&err, -r, "%s", a[2]);
                 else
-                        r = lg_registry_manifest_push(reg, strcmp(a[0], "-") ? a[0] : NULL, a[1], buf, len, digest,
-                                                      &indexed, &err);
+                        r = lg_registry_manifest_push_subject(reg, strcmp(a[0], "-") ? a[0] : NULL, a[1], buf,
+                                                              len, digest, &indexed, &err);
                 if (r >= 0)
                         printf("%s\n", digest);
                 free(buf);

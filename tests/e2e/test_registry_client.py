@@ -327,6 +327,25 @@ def test_manifest_get(anon):
     fails(EINVAL, "manifest-get", anon.host, "lazy/man", "bad tag")
 
 
+def test_manifest_push(token_reg, tmp_path):
+    img = Image([busybox_layer()])
+    for d, data in img.blobs.items():
+        token_reg.push_blob("lazy/put", d, data)
+    f = tmp_path / "m"
+    f.write_bytes(img.manifest_bytes)
+    c = creds(token_reg)
+    mt = img.manifest["mediaType"]
+    assert ok("manifest-put", token_reg.host, "lazy/put", "v1", mt, f, env=c).decode().strip() == img.digest
+    assert ok("manifest-put", token_reg.host, "lazy/put", "-", mt, f, env=c).decode().strip() == img.digest
+    assert ok("manifest-get", token_reg.host, "lazy/put", "v1", env=c) == img.manifest_bytes
+    # The registry checks what the manifest names.
+    other = Image([busybox_layer()], config={"Cmd": ["x"]})  # its config is not pushed
+    f.write_bytes(other.manifest_bytes)
+    err = fails(EINVAL, "manifest-put", token_reg.host, "lazy/put", "v2", mt, f, env=c)
+    assert "MANIFEST_BLOB_UNKNOWN" in err or "BLOB_UNKNOWN" in err, err
+    fails(EACCES, "manifest-put", token_reg.host, "lazy/put", "v3", mt, f)
+
+
 # ---- push, referrers and the lazy artifact (docker-registry 2.8) --------------------
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
