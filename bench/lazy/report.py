@@ -148,6 +148,33 @@ def main():
     if goals:
         s.append("Goals: " + "; ".join(f"{g} — {'met' if ok else '**not met**'} ({v})" for g, ok, v in goals) + ".")
         s.append("")
+    s.append("Notes:")
+    s.append("")
+    la = meta.get("legiond_args") or ""
+    s.append((f"- legiond ran with `{la}`" if la else "- legiond ran with its defaults (background hydration on)") + (": no background hydration, so the bytes before the answer are "
+                                              "what the start read and what the prefetch record asked for"
+                                              if "--lazy-rate 0" in la else "") + ".")
+    s.append("- Bytes before the answer are counted on the host's end of the veth (IP and TCP headers included): "
+             "for A the compressed layers, for the lazy arms the lazy artifact's manifest, config, EROFS metadata "
+             "and chunk tables and the chunks read; the percentage is of the image's uncompressed size (the "
+             "lazy form is not compressed).")
+    s.append("- This kernel has no netem (only htb and tbf): the shaped link's delay comes from a user-space "
+             "relay in the registry's namespace (bench/lazy/delayproxy.c), which adds its own hop; the "
+             "`GET /v2/` round trips above are what the link measured as.")
+    s.append("- B is measured right after A's pull extracted the image, its files in the page cache as the pull "
+             "left them; B-cold drops them (posix_fadvise) first, the host under the virtio disk may still cache "
+             "them. The lazy arms start on a fresh EROFS mount, their page cache empty.")
+    s.append(f"- {res.get('n', '?')} timed tries per arm (after {res.get('warmup', '?')} untimed): the p99 is the "
+             f"slowest try. The machine is shared (other sessions build and test on its 2 CPUs and disk at the "
+             f"same time), so the arms are interleaved try by try, D's block aside.")
+    for key, r in runs.items():
+        c = r["arms"].get("C") or {}
+        pulls = sorted(x["pull_ms"] for x in c.get("rows", []) if x.get("pull_ms") is not None)
+        tot = p(c, "ms", "p50")
+        if pulls and tot:
+            s.append(f"- {r['link']} {r['image']}: C's lazy pull (manifest, lazy artifact, metadata, mounts) took "
+                     f"{ms(pulls[(len(pulls) - 1) // 2])} ms of its {ms(tot)} ms (p50s).")
+    s.append("")
     fails = [(key, arm, f) for key, r in runs.items() for arm, a in r["arms"].items() for f in a.get("failures", [])]
     if fails:
         s.append("Failed tries (left out of the figures):")

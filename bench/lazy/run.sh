@@ -43,7 +43,9 @@
 #                         package with LAZY_UNUSED_MB of files never read):
 #                         C-first, C, and B (the package mounted by the try
 #                         before, what it read local)
-#   LAZY_LEGIOND_ARGS     more legiond options
+#   LAZY_LEGIOND_ARGS [--lazy-rate 0]  legiond options: by default no
+#                         background hydration, so that the bytes before the
+#                         answer are the reads' and the prefetch's alone
 set -euo pipefail
 
 LAZY_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -113,6 +115,9 @@ OTHERS=$(pgrep -x legiond | wc -l || true)
 date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
 T0=$(date +%s)
 echo "bench/lazy: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
+if [ -z "${LAZY_LEGIOND_ARGS+set}" ] && "$BUILD/legiond" --help 2>&1 | grep -q -- '--lazy-rate'; then
+        LAZY_LEGIOND_ARGS="--lazy-rate 0"
+fi
 # shellcheck disable=SC2086 # LAZY_LEGIOND_ARGS is a list of options
 bench_start_legiond "$PORT" ${LAZY_LEGIOND_ARGS:-}
 
