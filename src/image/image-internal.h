@@ -143,6 +143,12 @@ int lg_image_load(lg_image_store *st, const char *manifest_digest, struct lg_ima
 int lg_image_layer_extract(lg_image_store *st, const struct lg_image_layer_desc *l,
                            lg_image_progress_cb progress, void *ud, struct lg_error *err);
 
+/* Write layers/<hex>.json {"diffId", "size"[, "lazy": true]}, replaced
+ * by rename; a lazy layer's record is never replaced: 1 when one is
+ * there. */
+int lg_image_layer_write_record(lg_image_store *st, const char *hex, const char *diff_id, uint64_t size, bool lazy,
+                                struct lg_error *err);
+
 /* The compression a layer media type uses: 0 none, 1 gzip, 2 zstd; -1 not
  * a layer type. */
 int lg_image_layer_compression(const char *media_type);
@@ -173,6 +179,19 @@ int lg_image_lazy_gc(lg_image_store *st, bool (*keeps)(const char *hex, void *ud
                      struct lg_image_gc_result *res, struct lg_error *err);
 /* Remove the chunks that no table under lazy/layers/ names. */
 int lg_image_lazy_chunk_gc(lg_image_store *st, struct lg_image_gc_result *res, struct lg_error *err);
+
+/* lazy-pull.c: with the image manifest (mtext, its digest) resolved and
+ * its config stored, make each layer that is not here a lazy layer (its
+ * small blobs fetched from reg, mounted): 1 when every layer is lazy or
+ * local now (report->layers says which; the layers are pinned against GC
+ * until the commit), 0 when not (nothing made is left; report->reason
+ * says why). */
+int lg_image_lazy_pull_layers(lg_image_store *st, lg_registry *reg, const struct lg_registry_auth *auth,
+                              const char *manifest_digest, const char *mtext, size_t mlen,
+                              lg_image_progress_cb progress, void *ud, struct lg_image_pull_report *report);
+/* A lazy pull that failed after lg_image_lazy_pull_layers: remove the
+ * lazy layers it made, unpin the others. */
+void lg_image_lazy_pull_undo(lg_image_store *st, struct lg_image_pull_report *report);
 
 /* lazy-push.c: push the lazy artifact of a converted image (ret's layers)
  * to the registry of ref's name (or img's first). */

@@ -54,13 +54,15 @@ static int check_existing(lg_image_store *st, const struct lg_image_layer_desc *
         return r;
 }
 
-static int write_meta(lg_image_store *st, const struct lg_image_layer_desc *l, uint64_t size, struct lg_error *err) {
-        char tmp[64], dst[96], text[256];
+int lg_image_layer_write_record(lg_image_store *st, const char *hex, const char *diff_id, uint64_t size, bool lazy,
+                                struct lg_error *err) {
+        char tmp[64], dst[96], text[300];
         int r = lg_image_tmp_name(tmp, sizeof(tmp), "meta-");
         if (r < 0)
                 return lg_error_set(err, r, "make a temporary name");
-        snprintf(dst, sizeof(dst), "layers/%s.json", l->digest + 7);
-        snprintf(text, sizeof(text), "{\"diffId\": \"%s\", \"size\": %" PRIu64 "}\n", l->diff_id, size);
+        snprintf(dst, sizeof(dst), "layers/%s.json", hex);
+        snprintf(text, sizeof(text), "{\"diffId\": \"%s\", \"size\": %" PRIu64 "%s}\n", diff_id, size,
+                 lazy ? ", \"lazy\": true" : "");
         int fd = openat(st->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0)
                 return lg_error_set(err, errno, "create `%s/%s`", st->dir, tmp);
@@ -68,13 +70,12 @@ static int write_meta(lg_image_store *st, const struct lg_image_layer_desc *l, u
         if (r >= 0 && fsync(fd) < 0)
                 r = -errno;
         close(fd);
-        if (r >= 0 && renameat(st->dirfd, tmp, st->dirfd, dst) < 0)
-                r = -errno;
-        if (r < 0) {
+        /* A lazy layer's record another pull made meanwhile stays. */
+        if (r >= 0 && renameat2(st->dirfd, tmp, st->dirfd, dst, lazy ? RENAME_NOREPLACE : 0) < 0)
+                r = lazy && errno == EEXIST ? 1 : -errno;
+        if (r != 0)
                 unlinkat(st->dirfd, tmp, 0);
-                return lg_error_set(err, r, "write `%s/%s`", st->dir, dst);
-        }
-        return 0;
+        return r < 0 ? lg_error_set(err, r, "write `%s/%s`", st->dir, dst) : r;
 }
 
 struct progress {
@@ -134,6 +135,6 @@ int lg_image_layer_extract(lg_image_store *st, const struct lg_image_layer_desc 
         /* r == 1: another thread extracted it meanwhile and wrote its
          * record; ours went. A crash before the record leaves a tree
          * without one, which check_existing accepts. */
-        int q = r == 0 ? write_meta(st, l, info.stream_bytes, err) : 0;
+        int q = r == 0 ? lg_image_layer_write_record(st, hex, l->diff_id, info.stream_bytes, false, err) : 0;
         return q < 0 ? q : r;
 }

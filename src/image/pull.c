@@ -38,6 +38,9 @@ struct pull {
         bool by_digest;
 
         lg_registry *reg;
+        const struct lg_registry_auth *auth;
+        bool lazy;              /* try the image's lazy form (lazy-pull.c) */
+        struct lg_image_pull_report *report;
 
         /* Blobs this pull has pinned against GC (blob_begin and
          * blob_exists pin; lg_image_commit unpins what it uses): a pull
@@ -310,22 +313,40 @@ static bool layer_type_ok(const char *mt) {
         return false;
 }
 
-/* Download the config and layers of a parsed image manifest. */
-static int fetch_image_blobs(struct pull *p, const struct manifest *m) {
-        const char *dg, *mt;
-        uint64_t size;
+/* The config's descriptor of a manifest, checked. */
+static int config_desc(struct pull *p, const struct manifest *m, const char **dg, uint64_t *size) {
+        const char *mt;
         json_t *cfg = json_object_get(m->doc, "config");
         if (!json_is_object(cfg))
                 return lg_error_setm(p->err, EINVAL, "manifest of %s has no config", p->name);
-        int r = descriptor(p, cfg, "the config", &dg, &size, &mt);
+        int r = descriptor(p, cfg, "the config", dg, size, &mt);
         if (r < 0)
                 return r;
         if (mt && strcmp(mt, "application/vnd.oci.image.config.v1+json") &&
             strcmp(mt, "application/vnd.docker.container.image.v1+json"))
                 return lg_error_setm(p->err, ENOTSUP, "%s is not a container image (config media type %.100s)", p->name,
                                      mt);
-        if (size > CONFIG_MAX)
+        if (*size > CONFIG_MAX)
                 return lg_error_setm(p->err, EFBIG, "the config of %s is over %u MiB", p->name, CONFIG_MAX >> 20);
+        return 0;
+}
+
+/* Download the config of a manifest (the lazy path needs its diff ids
+ * before it decides). */
+static int fetch_config(struct pull *p, const struct manifest *m) {
+        const char *dg;
+        uint64_t size;
+        int r = config_desc(p, m, &dg, &size);
+        return r < 0 ? r : fetch_blob(p, dg, size, "config");
+}
+
+/* Download the config and layers of a parsed image manifest. */
+static int fetch_image_blobs(struct pull *p, const struct manifest *m) {
+        const char *dg;
+        uint64_t size;
+        int r = config_desc(p, m, &dg, &size);
+        if (r < 0)
+                return r;
         json_t *layers = json_object_get(m->doc, "layers");
         if (!json_is_array(layers))
                 return lg_error_setm(p->err, EINVAL, "manifest of %s has no `layers` array", p->name);
@@ -358,6 +379,9 @@ static int fetch_image_blobs(struct pull *p, const struct manifest *m) {
                 const char *ldg, *lmt;
                 uint64_t lsz;
                 descriptor(p, l, "layer", &ldg, &lsz, &lmt);
+                /* A lazy layer (this pull's or another image's) has no blob. */
+                if (lg_image_layer_is_lazy(p->st, ldg + 7) == 1)
+                        continue;
                 r = fetch_blob(p, ldg, lsz, "layer");
                 if (r < 0)
                         return r;
@@ -382,6 +406,12 @@ static int do_pull(struct pull *p, struct lg_image **ret) {
         }
         if (r >= 0 && !is_manifest(man.mtype))
                 r = lg_error_setm(p->err, ENOTSUP, "%s: unsupported manifest media type %.100s", p->name, man.mtype);
+        /* Lazily: the config first, then each layer's lazy form in place
+         * of its blob (lazy-pull.c); anything amiss is a full pull. */
+        bool lazy = false;
+        if (r >= 0 && p->lazy && (r = fetch_config(p, &man)) >= 0)
+                lazy = lg_image_lazy_pull_layers(p->st, p->reg, p->auth, man.digest, man.buf, man.len, p->progress,
+                                                 p->ud, p->report) == 1;
         if (r >= 0)
                 r = fetch_image_blobs(p, &man);
         /* The manifest goes in last: until then nothing refers to the blobs. */
@@ -403,6 +433,10 @@ static int do_pull(struct pull *p, struct lg_image **ret) {
         for (size_t i = 0; i < p->n_pins; i++)
                 lg_image_pending_drop(p->st, p->pins[i], false);
         p->n_pins = 0;
+        /* Nothing half-recorded: the lazy layers made for an image that
+         * did not come go again. */
+        if (lazy && r < 0)
+                lg_image_lazy_pull_undo(p->st, p->report);
         manifest_done(&idx);
         manifest_done(&man);
         return r;
@@ -411,8 +445,19 @@ static int do_pull(struct pull *p, struct lg_image **ret) {
 int lg_image_pull(lg_image_store *st, const char *ref, const struct lg_registry_auth *auth,
                   lg_image_progress_cb progress, void *ud, struct lg_image **ret,
                   struct lg_error *err) {
+        return lg_image_pull_lazy(st, ref, auth, LG_IMAGE_LAZY_DEFAULT, progress, ud, ret, NULL, err);
+}
+
+int lg_image_pull_lazy(lg_image_store *st, const char *ref, const struct lg_registry_auth *auth,
+                       enum lg_image_lazy_mode lazy, lg_image_progress_cb progress, void *ud, struct lg_image **ret,
+                       struct lg_image_pull_report *report, struct lg_error *err) {
         if (ret)
                 *ret = NULL;
+        struct lg_image_pull_report own = {0};
+        if (report)
+                memset(report, 0, sizeof(*report));
+        else
+                report = &own;
         if (!st || !ref)
                 return lg_error_setm(err, EINVAL, "pull: no store or reference");
         struct pull *p = calloc(1, sizeof(*p));
@@ -422,6 +467,13 @@ int lg_image_pull(lg_image_store *st, const char *ref, const struct lg_registry_
         p->err = err;
         p->progress = progress;
         p->ud = ud;
+        p->auth = auth;
+        p->report = report;
+        p->lazy = lazy == LG_IMAGE_LAZY_AUTO || (lazy == LG_IMAGE_LAZY_DEFAULT && st->lazy_auto);
+        if (!p->lazy)
+                snprintf(report->reason, sizeof(report->reason), "%s",
+                         lazy == LG_IMAGE_LAZY_NEVER ? "not asked for (--lazy never)"
+                                                     : "lazy images are off on this node (legiond --lazy-images never)");
         int r = split_ref(p, ref);
         if (r >= 0)
                 r = lg_registry_open(p->host, p->repo, auth, &p->reg, err);
@@ -430,5 +482,12 @@ int lg_image_pull(lg_image_store *st, const char *ref, const struct lg_registry_
         lg_registry_close(p->reg);
         free(p->pins);
         free(p);
+        if (r < 0 || !report->lazy) {
+                free(report->layers);
+                report->layers = NULL;
+                report->n_layers = 0;
+                report->lazy = false;
+        }
+        lg_image_pull_report_clear(&own);
         return r;
 }
