@@ -180,9 +180,10 @@ static void on_progress(const struct lg_image_progress *p, void *ud) {
 }
 
 static json_t *gc_json(const struct lg_image_gc_result *g) {
-        return json_pack("{s:I, s:I, s:I, s:I, s:I}", "imagesRemoved", (json_int_t) g->images_removed, "blobsRemoved",
-                         (json_int_t) g->blobs_removed, "layersRemoved", (json_int_t) g->layers_removed, "chunksRemoved",
-                         (json_int_t) g->chunks_removed, "bytesFreed", (json_int_t) g->bytes_freed);
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "imagesRemoved", (json_int_t) g->images_removed,
+                         "blobsRemoved", (json_int_t) g->blobs_removed, "layersRemoved", (json_int_t) g->layers_removed,
+                         "chunksRemoved", (json_int_t) g->chunks_removed, "bytesFreed", (json_int_t) g->bytes_freed,
+                         "packagesRemoved", (json_int_t) g->packages_removed);
 }
 
 /* A pull's image with how it went: "lazy" (false, or the image's lazy

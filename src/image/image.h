@@ -100,6 +100,18 @@ static inline void lg_image_store_closep(lg_image_store **p) { lg_image_store_cl
  * keeps "@sha256:..." digests. -EINVAL for a malformed one. */
 int lg_image_normalize(const char *ref, char *buf, size_t cap, struct lg_error *err);
 
+/* A reference normalized and split into what a registry client needs:
+ * -EINVAL for a malformed one, a registry host or repository outside the
+ * grammar (they go into URLs), a bad tag, or a digest that is not sha256. */
+struct lg_image_ref {
+        char name[512];       /* normalized */
+        char registry[256];   /* as named: "docker.io", "127.0.0.1:5000" */
+        char repository[256]; /* "library/busybox" */
+        char reference[80];   /* the tag, or "sha256:<hex>" */
+        bool by_digest;
+};
+int lg_image_ref_split(const char *ref, struct lg_image_ref *ret, struct lg_error *err);
+
 /* Import a `docker save` tar or an OCI image layout tar (oci-archive),
  * plain or gzip-compressed. name (may be NULL) tags the image; without it
  * the archive's own tags (RepoTags / org.opencontainers.image.ref.name) are
@@ -150,6 +162,7 @@ struct lg_image_gc_result {
         uint64_t images_removed; /* dangling images dropped from the index */
         uint64_t blobs_removed, layers_removed, bytes_freed;
         uint64_t chunks_removed; /* from the lazy chunk store (their bytes are in bytes_freed) */
+        uint64_t packages_removed; /* package images' lazy layers (jobs' extra_gc_run) */
 };
 int lg_image_gc(lg_image_store *st, const struct lg_image_gc_keep *keep, struct lg_image_gc_result *ret,
                 struct lg_error *err);

@@ -54,6 +54,7 @@ struct lg_image_job {
         char **keep, **keep_ids;
         size_t n_keep, n_keep_ids;
         struct lg_image_gc_result gc;
+        void *extra_gc;        /* ops->extra_gc_prepare's job */
 
         /* results */
         int r;
@@ -115,6 +116,8 @@ static void job_free(lg_image_job *j) {
         }
         free_strv_n(j->keep, j->n_keep);
         free_strv_n(j->keep_ids, j->n_keep_ids);
+        if (j->extra_gc)
+                j->jobs->ops->extra_gc_free(j->extra_gc);
         lg_image_free(j->img);
         lg_image_pull_report_clear(&j->report);
         lg_image_convert_result_clear(&j->convert);
@@ -213,7 +216,15 @@ static void job_work(uv_work_t *w) {
         case JOB_GC: {
                 struct lg_image_gc_keep keep = {(const char *const *) j->keep, j->n_keep,
                                                 (const char *const *) j->keep_ids, j->n_keep_ids};
-                j->r = lg_image_gc(st, &keep, &j->gc, &j->err);
+                uint64_t extra = 0;
+                j->r = 0;
+                /* First: the chunks of what it removes go in the image
+                 * GC's chunk GC. */
+                if (j->extra_gc)
+                        j->r = j->jobs->ops->extra_gc_run(TAKE_PTR(j->extra_gc), &extra, &j->err);
+                if (j->r >= 0)
+                        j->r = lg_image_gc(st, &keep, &j->gc, &j->err);
+                j->gc.packages_removed = extra;
                 break;
         }
         }
@@ -395,6 +406,10 @@ int lg_image_gc_start(lg_image_jobs *jobs, lg_image_done_fn done, void *ud, lg_i
                 if (jobs->ops->images_in_use && (r = jobs->ops->images_in_use(jobs->ud, &j->keep_ids, &j->n_keep_ids)) < 0) {
                         job_free(j);
                         return lg_error_setm(err, -r, "cannot list the images in use: %s", strerror(-r));
+                }
+                if (jobs->ops->extra_gc_prepare && (r = jobs->ops->extra_gc_prepare(jobs->ud, &j->extra_gc, err)) < 0) {
+                        job_free(j);
+                        return r;
                 }
         }
         int r = job_start(j, NULL, done, ud, err);

@@ -45,6 +45,16 @@ struct lg_image_jobs_ops {
          * moved away from them) indexed. The array and its strings become
          * the caller's. */
         int (*images_in_use)(void *ud, char ***ret, size_t *n);
+        /* May be NULL. GC of what lives beside the images in the lazy
+         * store (package images' lazy layers): extra_gc_prepare on the
+         * loop when a GC starts (< 0: the GC is refused; *job NULL:
+         * nothing to do), extra_gc_run on the thread pool before the image
+         * GC, whose chunk GC then drops the chunks of what went; run frees
+         * job and counts what it removed into *removed; free frees a job
+         * that never ran. */
+        int (*extra_gc_prepare)(void *ud, void **job, struct lg_error *err);
+        int (*extra_gc_run)(void *job, uint64_t *removed, struct lg_error *err);
+        void (*extra_gc_free)(void *job);
 };
 
 struct lg_image_jobs_config {

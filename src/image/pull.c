@@ -71,53 +71,15 @@ static const char *short_digest(const char *d) {
 
 /* Split the normalized reference "HOST/REPO[:TAG][@DIGEST]". */
 static int split_ref(struct pull *p, const char *ref) {
-        int r = lg_image_normalize(ref, p->name, sizeof(p->name), p->err);
-        if (r < 0)
-                return r;
-        const char *slash = strchr(p->name, '/');
-        if (!slash || slash == p->name || (size_t) (slash - p->name) >= sizeof(p->host))
-                return lg_error_setm(p->err, EINVAL, "invalid image reference `%s`: no registry", ref);
-        snprintf(p->host, sizeof(p->host), "%.*s", (int) (slash - p->name), p->name);
-        for (const char *c = p->host; *c; c++)
-                if (!(isalnum((unsigned char) *c) || strchr(".-:[]", *c)))
-                        return lg_error_setm(p->err, EINVAL, "invalid image reference `%s`: bad registry host", ref);
-        const char *rest = slash + 1;
-        const char *at = strchr(rest, '@');
-        const char *last = strrchr(rest, '/');
-        const char *colon = strrchr(last ? last : rest, ':');
-        size_t repo_len;
-        if (at) {
-                p->by_digest = true;
-                repo_len = (size_t) (at - rest);
-                const char *c = memchr(rest, ':', repo_len);
-                if (c && (!last || c > last)) /* "repo:tag@digest": the digest wins */
-                        repo_len = (size_t) (c - rest);
-                snprintf(p->ref, sizeof(p->ref), "%s", at + 1);
-                if (!lg_image_digest_valid(p->ref))
-                        return lg_error_setm(p->err, EINVAL, "invalid image reference `%s`: only sha256 digests are supported", ref);
-        } else if (colon) {
-                repo_len = (size_t) (colon - rest);
-                snprintf(p->ref, sizeof(p->ref), "%s", colon + 1);
-        } else {
-                repo_len = strlen(rest);
-                snprintf(p->ref, sizeof(p->ref), "latest");
-        }
-        if (repo_len == 0 || repo_len >= sizeof(p->repo))
-                return lg_error_setm(p->err, EINVAL, "invalid image reference `%s`: bad repository", ref);
-        snprintf(p->repo, sizeof(p->repo), "%.*s", (int) repo_len, rest);
-        /* These go into URLs unescaped: hold them to the reference grammar
-         * whatever the normalizer let through. */
-        for (const char *c = p->repo; *c; c++)
-                if (!(islower((unsigned char) *c) || isdigit((unsigned char) *c) || strchr("._-/", *c)))
-                        return lg_error_setm(p->err, EINVAL, "invalid image reference `%s`: bad repository", ref);
-        if (!p->by_digest) {
-                size_t n = strlen(p->ref);
-                bool ok = n > 0 && n <= 128 && p->ref[0] != '.' && p->ref[0] != '-';
-                for (size_t i = 0; ok && i < n; i++)
-                        ok = isalnum((unsigned char) p->ref[i]) || strchr("._-", p->ref[i]);
-                if (!ok)
-                        return lg_error_setm(p->err, EINVAL, "invalid image reference `%s`: bad tag", ref);
-        }
+        struct lg_image_ref r;
+        int rc = lg_image_ref_split(ref, &r, p->err);
+        if (rc < 0)
+                return rc;
+        memcpy(p->name, r.name, sizeof(p->name));
+        memcpy(p->host, r.registry, sizeof(p->host));
+        memcpy(p->repo, r.repository, sizeof(p->repo));
+        memcpy(p->ref, r.reference, sizeof(p->ref));
+        p->by_digest = r.by_digest;
         return 0;
 }
 

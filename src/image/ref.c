@@ -1,5 +1,6 @@
 /* Image references: the distribution reference grammar
  * (name[:tag][@digest]) checked and normalized as Docker does. */
+#include <ctype.h>
 #include <string.h>
 
 #include "image/image-internal.h"
@@ -172,5 +173,57 @@ int lg_image_normalize(const char *ref, char *buf, size_t cap, struct lg_error *
                          tag ? ":" : "", tag ? tag : "", digest ? "@" : "", digest ? digest : "");
         if (n < 0 || (size_t) n >= cap)
                 return lg_error_setm(err, ENAMETOOLONG, "image reference `%s` is too long", shown);
+        return 0;
+}
+
+int lg_image_ref_split(const char *ref, struct lg_image_ref *ret, struct lg_error *err) {
+        memset(ret, 0, sizeof(*ret));
+        int r = lg_image_normalize(ref, ret->name, sizeof(ret->name), err);
+        if (r < 0)
+                return r;
+        const char *slash = strchr(ret->name, '/');
+        if (!slash || slash == ret->name || (size_t) (slash - ret->name) >= sizeof(ret->registry))
+                return lg_error_setm(err, EINVAL, "invalid image reference `%s`: no registry", ref);
+        snprintf(ret->registry, sizeof(ret->registry), "%.*s", (int) (slash - ret->name), ret->name);
+        for (const char *c = ret->registry; *c; c++)
+                if (!(isalnum((unsigned char) *c) || strchr(".-:[]", *c)))
+                        return lg_error_setm(err, EINVAL, "invalid image reference `%s`: bad registry host", ref);
+        const char *rest = slash + 1;
+        const char *at = strchr(rest, '@');
+        const char *last = strrchr(rest, '/');
+        const char *colon = strrchr(last ? last : rest, ':');
+        size_t repo_len;
+        if (at) {
+                ret->by_digest = true;
+                repo_len = (size_t) (at - rest);
+                const char *c = memchr(rest, ':', repo_len);
+                if (c && (!last || c > last)) /* "repo:tag@digest": the digest wins */
+                        repo_len = (size_t) (c - rest);
+                snprintf(ret->reference, sizeof(ret->reference), "%s", at + 1);
+                if (!lg_image_digest_valid(ret->reference))
+                        return lg_error_setm(err, EINVAL, "invalid image reference `%s`: only sha256 digests are supported", ref);
+        } else if (colon) {
+                repo_len = (size_t) (colon - rest);
+                snprintf(ret->reference, sizeof(ret->reference), "%s", colon + 1);
+        } else {
+                repo_len = strlen(rest);
+                snprintf(ret->reference, sizeof(ret->reference), "latest");
+        }
+        if (repo_len == 0 || repo_len >= sizeof(ret->repository))
+                return lg_error_setm(err, EINVAL, "invalid image reference `%s`: bad repository", ref);
+        snprintf(ret->repository, sizeof(ret->repository), "%.*s", (int) repo_len, rest);
+        /* These go into URLs unescaped: hold them to the reference grammar
+         * whatever the normalizer let through. */
+        for (const char *c = ret->repository; *c; c++)
+                if (!(islower((unsigned char) *c) || isdigit((unsigned char) *c) || strchr("._-/", *c)))
+                        return lg_error_setm(err, EINVAL, "invalid image reference `%s`: bad repository", ref);
+        if (!ret->by_digest) {
+                size_t n = strlen(ret->reference);
+                bool ok = n > 0 && n <= 128 && ret->reference[0] != '.' && ret->reference[0] != '-';
+                for (size_t i = 0; ok && i < n; i++)
+                        ok = isalnum((unsigned char) ret->reference[i]) || strchr("._-", ret->reference[i]);
+                if (!ok)
+                        return lg_error_setm(err, EINVAL, "invalid image reference `%s`: bad tag", ref);
+        }
         return 0;
 }

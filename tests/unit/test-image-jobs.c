@@ -26,6 +26,7 @@ struct rec {
         int fail; /* layers_in_use fails with this when < 0 */
         bool named; /* image_user: every image is a pool group's */
         int id_calls, id_fail; /* images_in_use: calls; fails with id_fail when < 0 */
+        int extra_prepared, extra_ran, extra_freed, extra_fail; /* extra_gc_*; prepare fails with extra_fail */
 };
 
 static int rec_layers(void *ud, bool warm, char ***ret, size_t *n) {
@@ -62,7 +63,27 @@ static int rec_ids(void *ud, char ***ret, size_t *n) {
         return 0;
 }
 
-static const struct lg_image_jobs_ops ops = {rec_layers, rec_removed, rec_user, rec_ids};
+/* The extra GC's job is the rec itself. */
+static int rec_extra_prepare(void *ud, void **job, struct lg_error *err) {
+        struct rec *r = ud;
+        r->extra_prepared++;
+        if (r->extra_fail < 0)
+                return lg_error_setm(err, -r->extra_fail, "cannot list the package images in use");
+        *job = r;
+        return 0;
+}
+
+static int rec_extra_run(void *job, uint64_t *removed, struct lg_error *err) {
+        (void) err;
+        ((struct rec *) job)->extra_ran++;
+        *removed = 3;
+        return 0;
+}
+
+static void rec_extra_free(void *job) { ((struct rec *) job)->extra_freed++; }
+
+static const struct lg_image_jobs_ops ops = {rec_layers,        rec_removed,   rec_user,      rec_ids,
+                                             rec_extra_prepare, rec_extra_run, rec_extra_free};
 
 struct fx {
         char dir[64], tmp[96];
@@ -75,6 +96,7 @@ struct fx {
 struct done {
         int calls, progress, status;
         bool registry, has_gc;
+        uint64_t packages_removed;
         char msg[512];
 };
 
@@ -84,6 +106,7 @@ static void on_done(const struct lg_image_job_result *res, void *ud) {
         d->status = res->status;
         d->registry = res->registry;
         d->has_gc = res->gc != NULL;
+        d->packages_removed = res->gc ? res->gc->packages_removed : 0;
         snprintf(d->msg, sizeof(d->msg), "%s", res->status < 0 ? res->err->msg : "");
 }
 
@@ -201,6 +224,11 @@ static void test_gc(void **state) {
         assert_true(f->rec.warm);
         /* And the images run by id (dangling ones stay indexed). */
         assert_int_equal(f->rec.id_calls, 1);
+        /* The extra GC (package images) ran once, its count in the result. */
+        assert_int_equal(f->rec.extra_prepared, 1);
+        assert_int_equal(f->rec.extra_ran, 1);
+        assert_int_equal(f->rec.extra_freed, 0);
+        assert_int_equal(d.packages_removed, 3);
         /* Without the list of layers in use, no GC. */
         f->rec.fail = -ENOMEM;
         struct done d2 = {0};
@@ -214,6 +242,23 @@ static void test_gc(void **state) {
         assert_non_null(strstr(err.msg, "images in use"));
         uv_run(&f->loop, UV_RUN_DEFAULT);
         assert_int_equal(d2.calls, 0);
+        /* Nor without the extra GC's list. */
+        f->rec.id_fail = 0;
+        f->rec.extra_fail = -EIO;
+        assert_int_equal(lg_image_gc_start(f->jobs, on_done, &d2, &job, &err), -EIO);
+        assert_non_null(strstr(err.msg, "package images in use"));
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(d2.calls, 0);
+        assert_int_equal(f->rec.extra_ran, 1);
+        /* A cancelled GC: its extra job is run (a job on the thread pool
+         * still runs; cancel only drops the callback) or freed, once. */
+        f->rec.extra_fail = 0;
+        OK(lg_image_gc_start(f->jobs, on_done, &d2, &job, &err));
+        lg_image_job_cancel(job);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(d2.calls, 0);
+        assert_int_equal(f->rec.extra_prepared, 3);
+        assert_int_equal(f->rec.extra_ran + f->rec.extra_freed, 2);
 }
 
 static void test_pull_unreachable(void **state) {
