@@ -146,9 +146,70 @@ static json_t *desc_json(const char *mt, const struct lg_lazy_blob *b) {
         return json_pack("{s:s, s:s, s:I}", "mediaType", mt, "digest", b->digest, "size", (json_int_t) b->size);
 }
 
+/* The manifest man (stolen; NULL: out of memory) into *manifest and its
+ * digest into a->digest; on failure *config is freed too. */
+static int manifest_out(struct lg_lazy_artifact *a, json_t *man, char **config, char **manifest,
+                        size_t *manifest_len, const char *what, struct lg_error *err) {
+        int r = man ? dump(man, manifest, manifest_len, err) : lg_error_set(err, ENOMEM, "%s", what);
+        json_decref(man);
+        if (r < 0) {
+                free(*config);
+                *config = NULL;
+                return r;
+        }
+        lg_image_digest_buf(*manifest, *manifest_len, a->digest);
+        return 0;
+}
+
+/* A package's artifact: the archive, then its lazy form's blobs (if any);
+ * the config as an image's artifact has, or "{}"; no subject. */
+static int package_build(struct lg_lazy_artifact *a, char **config, size_t *config_len, char **manifest,
+                         size_t *manifest_len, struct lg_error *err) {
+        const struct lg_lazy_layer *l = a->n_layers ? &a->layers[0] : NULL;
+        if (a->n_layers != (a->no_lazy ? 0u : 1u) || !lg_image_digest_valid(a->archive.digest))
+                return lg_error_setm(err, EINVAL, "package artifact: an archive and %s", a->no_lazy ? "no layer" : "one layer");
+        if (l && !chunk_size_ok(a->chunk_size))
+                return lg_error_setm(err, EINVAL, "package artifact: chunk size %u is not a power of two in 4 KiB..4 MiB",
+                                     a->chunk_size);
+        if (l && (strcmp(l->layer, a->archive.digest) || strcmp(l->diff_id, a->archive.digest) ||
+                  !lg_image_digest_valid(l->meta.digest) || !lg_image_digest_valid(l->chunks.digest) ||
+                  !lg_image_digest_valid(l->blob.digest) || l->prefetch.digest[0]))
+                return lg_error_setm(err, EINVAL, "package artifact: its layer is not of its archive");
+        json_t *man_layers = json_array(), *cfg = NULL;
+        int r = man_layers && !json_array_append_new(man_layers, desc_json(LG_PACKAGE_ARCHIVE_TYPE, &a->archive))
+                        ? 0
+                        : lg_error_set(err, ENOMEM, "package artifact");
+        if (r >= 0 && l)
+                cfg = json_pack("{s:I, s:[{s:s, s:s, s:s, s:s, s:s, s:I}]}", "chunkSize", (json_int_t) a->chunk_size,
+                                "layers", "layer", l->layer, "diffId", l->diff_id, "meta", l->meta.digest, "chunks",
+                                l->chunks.digest, "blob", l->blob.digest, "blobSize", (json_int_t) l->blob.size);
+        else if (r >= 0)
+                cfg = json_object();
+        if (r >= 0 && (!cfg || (l && (json_array_append_new(man_layers, desc_json(LG_LAZY_META_TYPE, &l->meta)) < 0 ||
+                                      json_array_append_new(man_layers, desc_json(LG_LAZY_CHUNKS_TYPE, &l->chunks)) < 0 ||
+                                      json_array_append_new(man_layers, desc_json(LG_LAZY_BLOB_TYPE, &l->blob)) < 0))))
+                r = lg_error_set(err, ENOMEM, "package artifact");
+        if (r >= 0)
+                r = dump(cfg, config, config_len, err);
+        json_decref(cfg);
+        if (r < 0) {
+                json_decref(man_layers);
+                return r;
+        }
+        lg_image_digest_buf(*config, *config_len, a->config.digest);
+        a->config.size = *config_len;
+        json_t *man = json_pack("{s:i, s:s, s:s, s:o, s:o}", "schemaVersion", 2, "mediaType", MT_OCI_MANIFEST,
+                                "artifactType", LG_PACKAGE_ARTIFACT_TYPE, "config",
+                                desc_json(l ? LG_LAZY_CONFIG_TYPE : LG_OCI_EMPTY_TYPE, &a->config), "layers",
+                                man_layers);
+        return manifest_out(a, man, config, manifest, manifest_len, "package artifact", err);
+}
+
 int lg_lazy_artifact_build(struct lg_lazy_artifact *a, char **config, size_t *config_len, char **manifest,
                            size_t *manifest_len, struct lg_error *err) {
         *config = *manifest = NULL;
+        if (a->package)
+                return package_build(a, config, config_len, manifest, manifest_len, err);
         if (!chunk_size_ok(a->chunk_size))
                 return lg_error_setm(err, EINVAL, "lazy artifact: chunk size %u is not a power of two in 4 KiB..4 MiB",
                                      a->chunk_size);
@@ -202,20 +263,14 @@ int lg_lazy_artifact_build(struct lg_lazy_artifact *a, char **config, size_t *co
                                 desc_json(LG_LAZY_CONFIG_TYPE, &a->config), "layers", man_layers, "subject",
                                 "mediaType", a->subject.media_type, "digest", a->subject.digest, "size",
                                 (json_int_t) a->subject.size);
-        r = man ? dump(man, manifest, manifest_len, err) : lg_error_set(err, ENOMEM, "lazy artifact");
-        json_decref(man);
-        if (r < 0) {
-                free(*config);
-                *config = NULL;
-                return r;
-        }
-        lg_image_digest_buf(*manifest, *manifest_len, a->digest);
-        return 0;
+        return manifest_out(a, man, config, manifest, manifest_len, "lazy artifact", err);
 }
 
 /* ---- parse --------------------------------------------------------------------- */
 
-static uint64_t blob_max(const char *mt) {
+static uint64_t blob_max(const char *mt, bool package) {
+        if (package && !strcmp(mt, LG_PACKAGE_ARCHIVE_TYPE))
+                return LG_PACKAGE_ARCHIVE_MAX;
         if (!strcmp(mt, LG_LAZY_META_TYPE))
                 return META_MAX;
         if (!strcmp(mt, LG_LAZY_CHUNKS_TYPE))
@@ -240,20 +295,26 @@ int lg_lazy_manifest_parse(const void *buf, size_t len, const char *digest, stru
                 r = lg_error_setm(err, EINVAL, "%s: `schemaVersion` is not 2", what);
         if (r >= 0)
                 r = want_str(doc, "mediaType", MT_OCI_MANIFEST, what, err);
-        if (r >= 0)
+        const char *at = NULL;
+        if (r >= 0 && (r = get_str(doc, "artifactType", true, &at, what, err)) >= 0 &&
+            !(ret->package = !strcmp(at, LG_PACKAGE_ARTIFACT_TYPE)))
                 r = want_str(doc, "artifactType", LG_LAZY_ARTIFACT_TYPE, what, err);
         struct lg_oci_descriptor d;
         if (r >= 0)
                 r = get_desc(json_object_get(doc, "config"), LG_LAZY_CONFIG_MAX, &d, "lazy artifact config", err);
-        if (r >= 0 && strcmp(d.media_type, LG_LAZY_CONFIG_TYPE))
+        /* A package without lazy form: the OCI empty config. */
+        if (r >= 0 && ret->package && !strcmp(d.media_type, LG_OCI_EMPTY_TYPE))
+                ret->no_lazy = true;
+        else if (r >= 0 && strcmp(d.media_type, LG_LAZY_CONFIG_TYPE))
                 r = lg_error_setm(err, EINVAL, "%s: the config's media type is not %s", what, LG_LAZY_CONFIG_TYPE);
         if (r >= 0) {
                 memcpy(ret->config.digest, d.digest, sizeof(d.digest));
                 ret->config.size = d.size;
+        }
+        if (r >= 0 && !ret->package)
                 r = get_desc(json_object_get(doc, "subject"), MANIFEST_MAX, &ret->subject, "lazy artifact subject",
                              err);
-        }
-        if (r >= 0 && strcmp(ret->subject.media_type, MT_OCI_MANIFEST) &&
+        if (r >= 0 && !ret->package && strcmp(ret->subject.media_type, MT_OCI_MANIFEST) &&
             strcmp(ret->subject.media_type, MT_DOCKER_MANIFEST))
                 r = lg_error_setm(err, EINVAL, "%s: the subject is not an image manifest", what);
         json_t *layers = json_object_get(doc, "layers");
@@ -269,7 +330,7 @@ int lg_lazy_manifest_parse(const void *buf, size_t len, const char *digest, stru
                 snprintf(w, sizeof(w), "lazy artifact blob %zu", i);
                 struct lg_oci_descriptor *b = &ret->blobs[i];
                 r = get_desc(json_array_get(layers, i), UINT64_MAX, b, w, err);
-                uint64_t max = r >= 0 ? blob_max(b->media_type) : 0;
+                uint64_t max = r >= 0 ? blob_max(b->media_type, ret->package) : 0;
                 if (r >= 0 && !max) {
                         char p[80];
                         lg_printable(b->media_type, p, sizeof(p));
@@ -279,7 +340,16 @@ int lg_lazy_manifest_parse(const void *buf, size_t len, const char *digest, stru
                                           (unsigned long long) max);
                 }
                 ret->n_blobs = i + 1;
+                if (r >= 0 && !strcmp(b->media_type, LG_PACKAGE_ARCHIVE_TYPE)) {
+                        if (ret->archive.digest[0])
+                                r = lg_error_setm(err, EINVAL, "%s: a second package archive", w);
+                        memcpy(ret->archive.digest, b->digest, sizeof(b->digest));
+                        ret->archive.size = b->size;
+                }
         }
+        if (r >= 0 && ret->package && !ret->archive.digest[0])
+                r = lg_error_setm(err, EINVAL, "%s: a package artifact without a blob of type %s", what,
+                                  LG_PACKAGE_ARCHIVE_TYPE);
         if (r >= 0 && digest)
                 snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
         json_decref(doc);
@@ -375,6 +445,9 @@ int lg_lazy_config_parse(struct lg_lazy_artifact *a, const void *buf, size_t len
                         if (!strcmp(ls[j].layer, l->layer))
                                 r = lg_error_setm(err, EINVAL, "%s: layer %s is there twice", w, l->layer);
         }
+        /* A package's one layer is its archive's. */
+        if (r >= 0 && a->package && (n != 1 || strcmp(ls[0].layer, a->archive.digest)))
+                r = lg_error_setm(err, EINVAL, "%s: a package's must have one layer, of its archive", what);
         json_decref(doc);
         if (r < 0) {
                 free(ls);

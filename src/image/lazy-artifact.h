@@ -46,6 +46,15 @@
 #define LG_LAZY_CHUNKS_TYPE "application/vnd.legion.chunks.v1"
 #define LG_LAZY_BLOB_TYPE "application/vnd.legion.erofs.blob.v1"
 #define LG_LAZY_PREFETCH_TYPE "application/vnd.legion.prefetch.v1"
+/* A function package (docs/packages.md, "Packages in a registry"): the
+ * same artifact with this artifactType, no subject, one more blob (the
+ * package archive) and at most one layer, whose `layer` and `diffId` are
+ * the archive's digest; without lazy form its config is the OCI empty
+ * descriptor ("{}"), and it has no layer. */
+#define LG_PACKAGE_ARTIFACT_TYPE "application/vnd.legion.package.v1"
+#define LG_PACKAGE_ARCHIVE_TYPE "application/vnd.legion.package.archive.v1"
+#define LG_OCI_EMPTY_TYPE "application/vnd.oci.empty.v1+json"
+#define LG_PACKAGE_ARCHIVE_MAX (1ull << 30)
 
 #define LG_LAZY_CONFIG_MAX (1u << 20)   /* the config blob */
 #define LG_LAZY_LAYERS_MAX 256u         /* layers of one artifact (the store's max) */
@@ -81,23 +90,33 @@ struct lg_lazy_artifact {
         /* The manifest's layers, as parsed (lg_lazy_manifest_parse). */
         struct lg_oci_descriptor *blobs;
         size_t n_blobs;
+        /* A package's artifact (LG_PACKAGE_ARTIFACT_TYPE; subject unused):
+         * its archive, and whether its config is the OCI empty one (no
+         * lazy form: no config to parse). */
+        bool package, no_lazy;
+        struct lg_lazy_blob archive;
 };
 void lg_lazy_artifact_clear(struct lg_lazy_artifact *a); /* frees the arrays, zeroes a */
 
 /* The config and manifest of a: from chunk_size, subject and each layer
  * (layer, diff_id, and every blob's digest and size; prefetch optional).
- * Sets a->config and a->digest. The same input gives the same bytes. */
+ * Sets a->config and a->digest. The same input gives the same bytes. A
+ * package (a->package): archive instead of subject, and one layer of the
+ * archive, or none with no_lazy (then *config is "{}"). */
 int lg_lazy_artifact_build(struct lg_lazy_artifact *a, char **config, size_t *config_len, char **manifest,
                            size_t *manifest_len, struct lg_error *err);
 
 /* Parse an artifact manifest of digest (may be NULL: not recorded) into
- * *ret: subject, config, blobs (layers stay empty until the config). */
+ * *ret: subject, config, blobs (layers stay empty until the config). A
+ * package's artifact is taken too (ret->package, its archive, no_lazy
+ * when its config is the OCI empty one); callers that want one kind check
+ * ret->package. */
 int lg_lazy_manifest_parse(const void *buf, size_t len, const char *digest, struct lg_lazy_artifact *ret,
                            struct lg_error *err);
 /* Parse the config blob of a parsed manifest into a->chunk_size and
  * a->layers: buf must match a->config (digest, size), and every blob it
  * names must be among a->blobs with its media type; blobSize is the
- * blob's size. */
+ * blob's size. A package's has exactly one layer, of its archive. */
 int lg_lazy_config_parse(struct lg_lazy_artifact *a, const void *buf, size_t len, struct lg_error *err);
 
 /* A referrers index with add merged in (old may be NULL: a new index):

@@ -509,6 +509,125 @@ static void test_index(void **state) {
         assert_int_equal(lg_lazy_index_merge(NULL, 0, &none, &out, &ol, &err), -EINVAL);
 }
 
+/* ---- packages (docs/packages.md) ------------------------------------------------- */
+
+/* A package's artifact: the archive and one layer of it, or the archive
+ * alone (no_lazy). */
+static void build_package(bool no_lazy, struct lg_lazy_layer *l, char **cfg, size_t *cfg_len, char **man,
+                          size_t *man_len) {
+        struct lg_lazy_artifact p = {.package = true, .no_lazy = no_lazy, .chunk_size = 65536};
+        dg("archive", p.archive.digest);
+        p.archive.size = 5000;
+        *l = L[1];
+        memcpy(l->layer, p.archive.digest, 72);
+        memcpy(l->diff_id, p.archive.digest, 72);
+        p.layers = no_lazy ? NULL : l;
+        p.n_layers = no_lazy ? 0 : 1;
+        struct lg_error err = {0};
+        OK(lg_lazy_artifact_build(&p, cfg, cfg_len, man, man_len, &err));
+}
+
+static void pm_no_archive(json_t *d) { json_array_remove(json_object_get(d, "layers"), 0); }
+static void pm_two_archives(json_t *d) { json_array_append(json_object_get(d, "layers"), blob_at(d, 0)); }
+static void pm_archive_huge(json_t *d) { json_object_set_new(blob_at(d, 0), "size", json_integer((1ll << 30) + 1)); }
+static void pm_lazy_type(json_t *d) {
+        json_object_set_new(d, "artifactType", json_string(LG_LAZY_ARTIFACT_TYPE));
+}
+static void pm_empty_config_lazy(json_t *d) {
+        json_object_set_new(json_object_get(d, "config"), "mediaType", json_string(LG_OCI_EMPTY_TYPE));
+}
+static void pc_two_layers(json_t *d) { json_array_append(json_object_get(d, "layers"), layer_at(d, 0)); }
+static void pc_other_layer(json_t *d) {
+        char s[72];
+        dg("another archive", s);
+        json_object_set_new(layer_at(d, 0), "layer", json_string(s));
+}
+
+static void test_package(void **state) {
+        (void) state;
+        struct lg_error err = {0};
+        struct lg_lazy_layer l;
+        char *cfg, *man;
+        size_t cfg_len, man_len;
+        build_package(false, &l, &cfg, &cfg_len, &man, &man_len);
+        struct lg_lazy_artifact a;
+        OK(lg_lazy_manifest_parse(man, man_len, NULL, &a, &err));
+        assert_true(a.package);
+        assert_false(a.no_lazy);
+        assert_string_equal(a.archive.digest, l.layer);
+        assert_int_equal(a.archive.size, 5000);
+        assert_string_equal(a.subject.digest, "");
+        assert_int_equal(a.n_blobs, 4);
+        OK(lg_lazy_config_parse(&a, cfg, cfg_len, &err));
+        assert_int_equal(a.n_layers, 1);
+        assert_string_equal(a.layers[0].blob.digest, L[1].blob.digest);
+        lg_lazy_artifact_clear(&a);
+        /* Hostile package manifests. */
+        const struct mcase pm[] = {
+                {"no archive", pm_no_archive, EINVAL, "without a blob of type"},
+                {"two archives", pm_two_archives, EINVAL, "a second package archive"},
+                {"archive huge", pm_archive_huge, EFBIG, "over"},
+                /* An image's lazy artifact carries no archive. */
+                {"lazy type", pm_lazy_type, EINVAL, "subject is not an object"},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(pm); i++) {
+                char *s = mutated(man, man_len, pm[i].fn);
+                int r = lg_lazy_manifest_parse(s, strlen(s), NULL, &a, &err);
+                if (r != -pm[i].code || !strstr(err.msg, pm[i].msg))
+                        fail_msg("%s: %d `%s` (want %d `%s`)", pm[i].name, r, err.msg, -pm[i].code, pm[i].msg);
+                assert_null(a.blobs);
+                free(s);
+        }
+        /* An image's artifact does not take the archive's media type. */
+        char *s = mutated(MAN, MAN_LEN, pm_two_archives);
+        json_t *doc = json_loads(s, 0, NULL);
+        free(s);
+        json_object_set_new(blob_at(doc, 0), "mediaType", json_string(LG_PACKAGE_ARCHIVE_TYPE));
+        s = json_dumps(doc, JSON_COMPACT);
+        json_decref(doc);
+        assert_int_equal(lg_lazy_manifest_parse(s, strlen(s), NULL, &a, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "unknown media type"));
+        free(s);
+        /* The OCI empty config is a package's without lazy form only. */
+        s = mutated(MAN, MAN_LEN, pm_empty_config_lazy);
+        assert_int_equal(lg_lazy_manifest_parse(s, strlen(s), NULL, &a, &err), -EINVAL);
+        free(s);
+        /* Hostile package configs: a layer that is not the archive's, two. */
+        const struct {
+                const char *name;
+                mutate_fn fn;
+        } pc[] = {{"two layers", pc_two_layers}, {"other layer", pc_other_layer}};
+        for (size_t i = 0; i < ARRAY_SIZE(pc); i++) {
+                OK(lg_lazy_manifest_parse(man, man_len, NULL, &a, &err));
+                char *c = mutated(cfg, cfg_len, pc[i].fn);
+                sha(c, strlen(c), a.config.digest);
+                a.config.size = strlen(c);
+                int r = lg_lazy_config_parse(&a, c, strlen(c), &err);
+                if (r != -EINVAL || (!strstr(err.msg, "one layer, of its archive") && !strstr(err.msg, "twice")))
+                        fail_msg("%s: %d `%s`", pc[i].name, r, err.msg);
+                assert_null(a.layers);
+                lg_lazy_artifact_clear(&a);
+                free(c);
+        }
+        free(cfg);
+        free(man);
+        /* Without lazy form: the archive alone, config "{}". */
+        build_package(true, &l, &cfg, &cfg_len, &man, &man_len);
+        assert_string_equal(cfg, "{}");
+        OK(lg_lazy_manifest_parse(man, man_len, NULL, &a, &err));
+        assert_true(a.package && a.no_lazy);
+        assert_int_equal(a.n_blobs, 1);
+        lg_lazy_artifact_clear(&a);
+        free(cfg);
+        free(man);
+        /* Build refuses a layer that is not of the archive, and two. */
+        struct lg_lazy_artifact p = {.package = true, .chunk_size = 65536, .layers = L, .n_layers = 1};
+        dg("archive", p.archive.digest);
+        assert_int_equal(lg_lazy_artifact_build(&p, &cfg, &cfg_len, &man, &man_len, &err), -EINVAL);
+        p.n_layers = 2;
+        assert_int_equal(lg_lazy_artifact_build(&p, &cfg, &cfg_len, &man, &man_len, &err), -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_roundtrip),
@@ -516,6 +635,7 @@ int main(void) {
                 cmocka_unit_test(test_config_hostile),
                 cmocka_unit_test(test_build_refuses),
                 cmocka_unit_test(test_index),
+                cmocka_unit_test(test_package),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
