@@ -118,13 +118,17 @@ static void held_pulled(const struct lg_image_job_result *res, void *ud) {
         char why[600], msg[1200], what[100];
         api_error_text(res->status, res->err, why, sizeof(why));
         held_what(h, what, sizeof(what));
-        snprintf(msg, sizeof(msg), "%s: image `%s` could not be pulled: %s", what,
-                 json_string_value(json_object_get(h->spec, "image")), why);
+        const char *pkg = h->pool ? NULL : json_string_value(json_object_get(h->spec, "packageImage"));
+        if (pkg)
+                snprintf(msg, sizeof(msg), "%s: package image `%s` could not be fetched: %s", what, pkg, why);
+        else
+                snprintf(msg, sizeof(msg), "%s: image `%s` could not be pulled: %s", what,
+                         json_string_value(json_object_get(h->spec, "image")), why);
         /* The registry's fault (or unreachable): a bad gateway; otherwise
          * the image cannot be had as given. */
         bool upstream = res->registry || res->status == -ECONNREFUSED || res->status == -EHOSTUNREACH ||
                         res->status == -ENETUNREACH || res->status == -ETIMEDOUT || res->status == -ECONNRESET;
-        held_error(h, upstream ? 502 : 422, "ImagePullFailed", msg);
+        held_error(h, upstream ? 502 : 422, pkg ? "PackageFetchFailed" : "ImagePullFailed", msg);
         held_free(h);
 }
 

@@ -392,6 +392,87 @@ static void api_packages(struct api_call *c, const char *ns) {
         }
 }
 
+/* ---- package pushes (POST /v1/packages/push?ref=REF, lg_apps_push_*) ----- */
+
+static void push_data(struct lg_http_request *req, const char *data, size_t len, void *ud) {
+        (void) req;
+        lg_apps_push_write(ud, data, len);
+}
+
+static void push_done(int status, const struct lg_apps_pushed *p, const struct lg_error *err, bool registry,
+                      void *ud) {
+        struct lg_http_request *req = ud;
+        if (status < 0 && registry)
+                return (void) lg_http_respond_error(req, 502, "RegistryFailed", "%s", err->msg);
+        if (status < 0)
+                return upload_error(req, status, err);
+        json_t *doc = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:b}", "ref", p->ref, "digest", p->digest, "archive",
+                                p->archive, "size", (json_int_t) p->size, "files", (json_int_t) p->info->n_files,
+                                "bytes", (json_int_t) p->info->total_bytes, "lazy", p->lazy);
+        if (doc && p->lazy)
+                json_object_set_new(doc, "lazyForm",
+                                    json_pack("{s:I, s:I, s:I, s:i}", "metaSize", (json_int_t) p->meta_size,
+                                              "blobSize", (json_int_t) p->blob_size, "chunks",
+                                              (json_int_t) p->n_chunks, "chunkSize", (int) p->chunk_size));
+        api_json(req, 201, doc);
+}
+
+static void push_end(struct lg_http_request *req, void *ud) {
+        struct lg_error err = {0};
+        int r = lg_apps_push_finish(ud, push_done, req, &err);
+        if (r < 0)
+                upload_error(req, r, &err);
+}
+
+static void push_abort(struct lg_http_request *req, int reason, void *ud) {
+        (void) reason;
+        lg_apps_push_cancel(ud);
+        lg_http_response_abort(req);
+}
+
+/* legiond pushes to the registry named: an admin's, as image pulls are. */
+static void api_package_push(struct api_call *c) {
+        if (strcmp(lg_http_request_method(c->req), "POST")) {
+                lg_http_respond_error(c->req, 405, "MethodNotAllowed", "%s",
+                                      "POST the package (a zip or tar.gz) with ?ref=REGISTRY/REPO:TAG");
+                return;
+        }
+        if (!api_is_admin(c)) {
+                lg_http_respond_error(c->req, 403, "Forbidden", "%s", "pushing packages needs an admin token");
+                return;
+        }
+        const char *ref = lg_http_request_param(c->req, "ref");
+        const char *lazy = lg_http_request_param(c->req, "lazy");
+        const char *cs = lg_http_request_param(c->req, "chunkSize");
+        long long chunk = 0;
+        if (!ref || (lazy && strcmp(lazy, "true") && strcmp(lazy, "false")) ||
+            (cs && lg_parse_int(cs, 4096, 4 << 20, &chunk) < 0)) {
+                lg_http_respond_error(c->req, 400, "BadRequest", "%s",
+                                      "give ?ref=REGISTRY/REPO:TAG, optionally &lazy=true|false and "
+                                      "&chunkSize=BYTES (4096 to 4194304)");
+                return;
+        }
+        struct lg_error err = {0};
+        lg_apps_push *p = NULL;
+        int r = lg_apps_push_begin(c->api->apps, ref, (uint32_t) chunk, lazy && !strcmp(lazy, "false"), &p, &err);
+        if (r < 0) {
+                lg_http_respond_error(c->req, r == -EINVAL ? 400 : r == -ENOTSUP ? 422 : 500,
+                                      r == -EINVAL ? "BadRequest" : "Internal", "%s", err.msg);
+                return;
+        }
+        lg_http_request_set_body_limit(c->req, LG_APPS_PUSH_MAX);
+        lg_http_request_on_abort(c->req, push_abort, p);
+        if (lg_http_request_read(c->req, push_data, push_end, p) < 0) {
+                /* The server answered 413 itself; abort will follow. */
+        }
+}
+
+static bool is_push_path(struct lg_http_request *req) {
+        const char *const *seg;
+        int n = lg_http_request_segments(req, &seg);
+        return n == 3 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "packages") && !strcmp(seg[2], "push");
+}
+
 /* ---- routing ------------------------------------------------------------- */
 
 /* The Host-header form of the data path (lg_api_host_app): with
@@ -425,7 +506,7 @@ enum lg_http_body_mode lg_api_on_head(struct lg_http_request *req, void *userdat
         if (n == 4 && !strcmp(seg[0], "v1") && !strcmp(seg[3], "packages") &&
             !strcmp(lg_http_request_method(req), "POST"))
                 return LG_HTTP_BODY_STREAM;
-        if (api_sessions_streams(req) || api_images_streams(req))
+        if (api_sessions_streams(req) || api_images_streams(req) || is_push_path(req))
                 return LG_HTTP_BODY_STREAM;
         return LG_HTTP_BODY_BUFFER;
 }
@@ -534,6 +615,8 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
                 return;
         if (n >= 2 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "images"))
                 return api_images(&c);
+        if (is_push_path(req))
+                return api_package_push(&c);
         if (n == 3 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "pods") && !strcmp(seg[2], "warm"))
                 return api_pods_warm(&c);
         if (n < 2 || strcmp(seg[0], "v1")) {

@@ -22,6 +22,9 @@ struct lg_apps_pull {
         bool pool, background, failed;
         char ref[512];
         lg_image_job *job;
+        /* A package image's fetch instead (apps-package.c). */
+        bool package;
+        struct apps_pkg_job *pkg;
         lg_image_progress_fn progress;
         lg_image_done_fn done;
         void *ud;
@@ -403,6 +406,8 @@ int apps_pool_image_set(lg_apps *a, const char *name, const json_t *spec, const 
 
 /* ---- pulls ------------------------------------------------------------------------- */
 
+static lg_apps_pull *pull_find(lg_apps *a, const char *ns, const char *name);
+
 static void pull_unlink(lg_apps_pull *p) {
         for (lg_apps_pull **pp = &p->a->pulls; *pp; pp = &(*pp)->next)
                 if (*pp == p) {
@@ -425,6 +430,8 @@ static void pull_done(const struct lg_image_job_result *res, void *ud) {
         lg_apps_pull *p = ud;
         lg_apps *a = p->a;
         p->job = NULL;
+        p->pkg = NULL;
+        const char *what = p->package ? "package image" : "image";
         if (!p->background) {
                 pull_unlink(p);
                 p->done(res, p->ud);
@@ -437,7 +444,7 @@ static void pull_done(const struct lg_image_job_result *res, void *ud) {
                 /* Kept for the status until the next put. */
                 p->failed = true;
                 snprintf(p->error, sizeof(p->error), "%s", res->err ? res->err->msg : strerror(-res->status));
-                snprintf(line, sizeof(line), "image `%s` could not be pulled: %s", p->ref, p->error);
+                snprintf(line, sizeof(line), "%s `%s` could not be pulled: %s", what, p->ref, p->error);
                 if (!p->pool)
                         lg_apps_log(p->key, line, a);
                 return;
@@ -460,7 +467,7 @@ static void pull_done(const struct lg_image_job_result *res, void *ud) {
                         r = apps_rerevision(a, res_obj, "imageId", res->img->id, &err);
                 if (r >= 0)
                         r = lg_apps_activate(a, ns, slash + 1, &err);
-                snprintf(line, sizeof(line), "image `%s` pulled%s%s", p->ref, r < 0 ? ", but: " : "",
+                snprintf(line, sizeof(line), "%s `%s` pulled%s%s", what, p->ref, r < 0 ? ", but: " : "",
                          r < 0 ? err.msg : "");
                 lg_apps_log(p->key, line, a);
         }
@@ -468,13 +475,12 @@ static void pull_done(const struct lg_image_job_result *res, void *ud) {
         free(p);
 }
 
-int apps_pull_start(lg_apps *a, const char *ns, const char *name, const char *ref, lg_image_progress_fn progress,
-                    lg_image_done_fn done, void *ud, lg_apps_pull **ret, struct lg_error *err) {
-        if (!a->image_jobs)
-                return lg_error_setm(err, ENOTSUP, "image `%s` is not here, and this node cannot pull", ref);
+/* A pull of ref for ns/name (ns NULL: pool group name), not started. */
+static lg_apps_pull *pull_new(lg_apps *a, const char *ns, const char *name, const char *ref,
+                              lg_image_progress_fn progress, lg_image_done_fn done, void *ud) {
         lg_apps_pull *p = calloc(1, sizeof(*p));
         if (!p)
-                return lg_error_set(err, ENOMEM, "pull `%s`", ref);
+                return NULL;
         p->a = a;
         p->pool = !ns;
         if (ns)
@@ -486,7 +492,11 @@ int apps_pull_start(lg_apps *a, const char *ns, const char *name, const char *re
         p->progress = progress;
         p->done = done;
         p->ud = ud;
-        int r = lg_image_pull_start(a->image_jobs, ref, NULL, LG_IMAGE_LAZY_DEFAULT, pull_progress, pull_done, p, &p->job, err);
+        return p;
+}
+
+/* A pull whose start went r: listed (and *ret, may be NULL), or freed. */
+static int pull_started(lg_apps *a, lg_apps_pull *p, int r, lg_apps_pull **ret) {
         if (r < 0) {
                 free(p);
                 return r;
@@ -496,6 +506,32 @@ int apps_pull_start(lg_apps *a, const char *ns, const char *name, const char *re
         if (ret)
                 *ret = p;
         return 0;
+}
+
+int apps_pull_start_package(lg_apps *a, const char *ns, const char *name, const char *ref, const char *hex,
+                            lg_image_done_fn done, void *ud, lg_apps_pull **ret, struct lg_error *err) {
+        lg_apps_pull *p = pull_find(a, ns, name);
+        if (!done && p && p->background && !p->failed)
+                return 0; /* one runs already */
+        apps_pull_forget(a, ns, name);
+        p = pull_new(a, ns, name, ref, NULL, done, ud);
+        if (!p)
+                return lg_error_set(err, ENOMEM, "package image `%s`", ref);
+        p->package = true;
+        return pull_started(a, p, apps_pkg_job_start(a, ref, hex, pull_done, p, &p->pkg, err), ret);
+}
+
+int apps_pull_start(lg_apps *a, const char *ns, const char *name, const char *ref, lg_image_progress_fn progress,
+                    lg_image_done_fn done, void *ud, lg_apps_pull **ret, struct lg_error *err) {
+        if (!a->image_jobs)
+                return lg_error_setm(err, ENOTSUP, "image `%s` is not here, and this node cannot pull", ref);
+        lg_apps_pull *p = pull_new(a, ns, name, ref, progress, done, ud);
+        if (!p)
+                return lg_error_set(err, ENOMEM, "pull `%s`", ref);
+        return pull_started(a, p,
+                            lg_image_pull_start(a->image_jobs, ref, NULL, LG_IMAGE_LAZY_DEFAULT, pull_progress,
+                                                pull_done, p, &p->job, err),
+                            ret);
 }
 
 static lg_apps_pull *pull_find(lg_apps *a, const char *ns, const char *name) {
@@ -531,6 +567,8 @@ void lg_apps_pull_cancel(lg_apps_pull *p) {
                 return;
         if (p->job)
                 lg_image_job_cancel(p->job);
+        if (p->pkg)
+                apps_pkg_job_cancel(p->pkg);
         pull_unlink(p);
         free(p);
 }
@@ -547,7 +585,9 @@ json_t *apps_pull_json(lg_apps *a, const char *ns, const char *name) {
         if (!p)
                 return NULL;
         if (p->failed)
-                return json_pack("{s:s, s:s}", "image", p->ref, "error", p->error);
+                return json_pack("{s:s, s:s}", p->package ? "packageImage" : "image", p->ref, "error", p->error);
+        if (p->package)
+                return json_pack("{s:s, s:s}", "packageImage", p->ref, "phase", "fetch");
         return json_pack("{s:s, s:s, s:s, s:I, s:I}", "image", p->ref, "phase", p->phase[0] ? p->phase : "start",
                          "what", p->what, "done", (json_int_t) p->bytes, "total", (json_int_t) p->total);
 }

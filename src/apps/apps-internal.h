@@ -33,6 +33,17 @@ struct lg_apps {
          * restart) and failed background ones, for the status. */
         lg_apps_pull *pulls;
         struct apps_pool_image *pool_images;
+        /* Package images (apps-package.c): the lazy store and mounts, the
+         * packages resolved on this node, and the fetch jobs (one runs at
+         * a time, so that two apps of one package never mount it twice). */
+        char *lazy_dir;
+        const struct lg_image_lazy_ops *lazy_ops;
+        void *lazy_ud;
+        struct apps_pkg *pkgs;
+        struct {
+                struct apps_pkg_job *running;
+                struct apps_pkg_job *head, **tail;
+        } pkg_jobs;
 };
 
 /* Extract package digest again as a package job on the thread pool (never
@@ -108,6 +119,38 @@ void apps_pull_forget(lg_apps *a, const char *ns, const char *name);
 json_t *apps_pull_json(lg_apps *a, const char *ns, const char *name);
 /* lg_apps_free: cancel the pulls, forget the pool images and layers. */
 void apps_pulls_free(lg_apps *a);
+/* Start fetching package image ref for app ns/name (apps-package.c does
+ * the work): held (done given) or in the background (activated when
+ * ready), as apps_pull_start. */
+int apps_pull_start_package(lg_apps *a, const char *ns, const char *name, const char *ref, const char *hex,
+                            lg_image_done_fn done, void *ud, lg_apps_pull **ret, struct lg_error *err);
+
+/* ---- apps-package.c ---- */
+/* A function spec's code: `package` (an uploaded package) or
+ * `packageImage` (a package artifact in a registry), exactly one. For
+ * packageImage: ret->ref normalized and, once this node has fetched it,
+ * ret->digest (the artifact's manifest) and ret->hex (its archive), ""
+ * before. -EINVAL with msg. */
+struct apps_pkg_image {
+        char ref[512];
+        char digest[72];
+        char hex[65];
+};
+int apps_package_image_check(lg_apps *a, const json_t *spec, struct apps_pkg_image *ret, char *msg, size_t cap);
+/* The code directory of a revision with packageImage: 0 with code set (the
+ * lazy mount, or the extracted tree); 1 when it is being made ready (the
+ * app is activated when it is, a failure goes to its log); < 0. */
+int apps_package_image_code(lg_apps *a, const struct lg_resource *app, const json_t *rs, char *code, size_t cap,
+                            struct lg_error *err);
+/* status.package of a function app whose latest revision is rs. */
+json_t *apps_package_status(lg_apps *a, const json_t *rs);
+/* A fetch job: ref (hex, when known from a revision, "" otherwise); done
+ * from the loop with a result whose img is NULL, unless cancelled. */
+struct apps_pkg_job;
+int apps_pkg_job_start(lg_apps *a, const char *ref, const char *hex, lg_image_done_fn done, void *ud,
+                       struct apps_pkg_job **ret, struct lg_error *err);
+void apps_pkg_job_cancel(struct apps_pkg_job *j);
+void apps_packages_free(lg_apps *a);
 
 /* ---- apps.c, for apps-image.c ---- */
 /* "K=V" of the object spec[field]; NULL when out of memory. */

@@ -15,7 +15,7 @@
 #include "net/net.h"
 
 const char *const lg_app_fields[] = {
-        "runtime", "package", "entrypoint", "settings", "concurrency", "minInstances", "maxInstances",
+        "runtime", "package", "packageImage", "entrypoint", "settings", "concurrency", "minInstances", "maxInstances",
         "idleTimeoutSeconds", "timeoutSeconds", "cpu", "memory", "poolGroup", "egress",
         /* container apps */
         "image", "port", "command", "args", "env", "readinessPath", "auth", NULL,
@@ -24,9 +24,11 @@ const char *const lg_app_fields[] = {
  * nor "auth" (apps-auth.c), asked of memory at each request.
  * A revision of a container app also has "imageId", the image its `image`
  * (or its pool group's) resolved to; one of a pool group whose upgrade
- * policy is newRevision may have "poolVersion". */
+ * policy is newRevision may have "poolVersion"; one of a function with
+ * `packageImage` has "packageDigest" (the artifact it resolved to) and
+ * "package" (its archive's digest). */
 static const char *const revision_fields[] = {
-        "runtime", "package", "entrypoint", "settings", "cpu", "memory", "poolGroup",
+        "runtime", "package", "packageImage", "entrypoint", "settings", "cpu", "memory", "poolGroup",
         "image", "port", "command", "args", "env", "readinessPath", NULL,
 };
 /* Fields only container apps have: a function spec with one is refused. */
@@ -62,6 +64,14 @@ int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error
         a->image_jobs = cfg->image_jobs;
         a->no_network = cfg->no_network;
         a->jobs.tail = &a->jobs.head;
+        a->pkg_jobs.tail = &a->pkg_jobs.head;
+        a->lazy_ops = cfg->lazy_ops;
+        a->lazy_ud = cfg->lazy_ud;
+        if (cfg->lazy_dir && !(a->lazy_dir = strdup(cfg->lazy_dir))) {
+                free(a->logs_dir);
+                free(a);
+                return lg_error_set(err, ENOMEM, "apps");
+        }
         *ret = a;
         return 0;
 }
@@ -71,6 +81,7 @@ void lg_apps_free(lg_apps *a) {
                 return;
         apps_upload_drop_queued(a);
         apps_pulls_free(a);
+        apps_packages_free(a);
         apps_auth_free(a);
         free(a->logs_dir);
         free(a);
@@ -131,8 +142,10 @@ bool apps_check_env(const json_t *spec, const char *field, char *err, size_t err
         return true;
 }
 
-/* The fields of a function app: runtime, package, entrypoint, settings. */
-static int check_function_fields(lg_apps *a, const json_t *spec, char *err, size_t errlen, struct lg_error *serr) {
+/* The fields of a function app: runtime, package (or packageImage, into
+ * pimg), entrypoint, settings. */
+static int check_function_fields(lg_apps *a, const json_t *spec, struct apps_pkg_image *pimg, char *err,
+                                 size_t errlen, struct lg_error *serr) {
         const char *runtime = json_string_value(json_object_get(spec, "runtime"));
         if (!runtime || (strcmp(runtime, "python3") && strcmp(runtime, "node") && strcmp(runtime, "custom"))) {
                 snprintf(err, errlen, "`runtime` must be python3, node or custom (or `image`, an OCI image "
@@ -146,18 +159,26 @@ static int check_function_fields(lg_apps *a, const json_t *spec, char *err, size
                         return -EINVAL;
                 }
         const char *pkg = json_string_value(json_object_get(spec, "package"));
+        int r;
+        if (json_object_get(spec, "packageImage")) {
+                if ((r = apps_package_image_check(a, spec, pimg, err, errlen)) < 0)
+                        return r;
+                goto rest;
+        }
         if (!pkg || !lg_digest_valid(pkg)) {
-                snprintf(err, errlen, "`package` must be the sha256 digest of an uploaded package");
+                snprintf(err, errlen, "`package` must be the sha256 digest of an uploaded package (or "
+                                      "`packageImage` a package in a registry)");
                 return -EINVAL;
         }
         struct lg_blob b;
-        int r = lg_store_blob_get(a->store, pkg, &b, serr);
+        r = lg_store_blob_get(a->store, pkg, &b, serr);
         if (r == -ENOENT) {
                 snprintf(err, errlen, "package `%.12s` was not uploaded", pkg);
                 return -EINVAL;
         }
         if (r < 0)
                 return r;
+rest:;
         json_t *ep = json_object_get(spec, "entrypoint");
         if (ep && (!json_is_string(ep) || json_string_length(ep) > 1024)) {
                 snprintf(err, errlen, "`entrypoint` must be a string");
@@ -169,11 +190,11 @@ static int check_function_fields(lg_apps *a, const json_t *spec, char *err, size
 /* Everything about an app spec that can be checked: -EINVAL with one
  * message in err; the store's failures (other than "not found") in serr.
  * A container app's image resolves into img (id "" when not in the store). */
-static int check_app_spec(lg_apps *a, const json_t *spec, struct apps_image_app *img, char *err, size_t errlen,
-                          struct lg_error *serr) {
+static int check_app_spec(lg_apps *a, const json_t *spec, struct apps_image_app *img, struct apps_pkg_image *pimg,
+                          char *err, size_t errlen, struct lg_error *serr) {
         bool image = apps_is_image_spec(spec);
         int r;
-        if (!image && (r = check_function_fields(a, spec, err, errlen, serr)) < 0)
+        if (!image && (r = check_function_fields(a, spec, pimg, err, errlen, serr)) < 0)
                 return r;
         long long conc = 10, minI = 0, maxI = 10, x;
         if (!int_field(spec, "concurrency", 1, 1000, &conc, err, errlen) ||
@@ -268,11 +289,17 @@ int lg_apps_put(lg_apps *a, const char *ns, const char *name, const json_t *labe
         if (apps_auth_parse(spec, &auth, &aerr) < 0)
                 return lg_error_setm(err, EINVAL, "app `%s`: %s", name, aerr.msg);
         struct apps_image_app img = {0};
-        r = check_app_spec(a, spec, &img, msg, sizeof(msg), err);
+        struct apps_pkg_image pimg = {0};
+        r = check_app_spec(a, spec, &img, &pimg, msg, sizeof(msg), err);
         if (r == -EINVAL)
                 return lg_error_setm(err, EINVAL, "app `%s`: %s", name, msg);
         if (r < 0)
                 return r;
+        if (pimg.ref[0] && !pimg.digest[0])
+                return lg_error_setm(err, EINVAL,
+                                     "app `%s`: package image `%s` was not fetched by this node (a deploy through "
+                                     "the API fetches it)",
+                                     name, pimg.ref);
         if (img.ref[0] && !img.id[0])
                 return lg_error_setm(err, EINVAL,
                                      "app `%s`: image `%s` is not in the image store (a deploy through the API "
@@ -280,7 +307,9 @@ int lg_apps_put(lg_apps *a, const char *ns, const char *name, const json_t *labe
                                      name, img.ref);
         const struct lg_resource_key *key = LG_KEY("App", ns, name);
         _cleanup_(json_decrefp) json_t *rev = revision_spec(spec);
-        if (!rev || (img.id[0] && json_object_set_new(rev, "imageId", json_string(img.id)) < 0))
+        if (!rev || (img.id[0] && json_object_set_new(rev, "imageId", json_string(img.id)) < 0) ||
+            (pimg.digest[0] && (json_object_set_new(rev, "packageDigest", json_string(pimg.digest)) < 0 ||
+                                json_object_set_new(rev, "package", json_string(pimg.hex)) < 0)))
                 return lg_error_set(err, ENOMEM, "app `%s`", name);
         struct lg_resource *old = NULL, *res = NULL;
         r = lg_store_get(a->store, key, &old, err);
@@ -346,6 +375,8 @@ static int function_code(lg_apps *a, const struct lg_resource *app, const json_t
                          struct lg_error *err) {
         const char *ns = app->namespace, *name = app->name;
         const char *pkg = json_string_value(json_object_get(rs, "package"));
+        if (json_object_get(rs, "packageImage"))
+                return apps_package_image_code(a, app, rs, code, cap, err);
         /* Extracted at upload. If the tree went missing, it is extracted
          * again as a package job, off the loop, which activates the app
          * when it is back: routed a little later. */
@@ -470,11 +501,16 @@ int lg_apps_prepare(lg_apps *a, const char *ns, const char *name, const json_t *
         if (ns) {
                 char msg[512];
                 struct apps_image_app img = {0};
+                struct apps_pkg_image pimg = {0};
                 if ((r = lg_spec_only_fields(spec, "an app spec", lg_app_fields, err)) < 0)
                         return r;
-                r = check_app_spec(a, spec, &img, msg, sizeof(msg), err);
+                r = check_app_spec(a, spec, &img, &pimg, msg, sizeof(msg), err);
                 if (r == -EINVAL)
                         return lg_error_setm(err, EINVAL, "app `%s`: %s", name, msg);
+                /* A package image is resolved at every deploy (its tag
+                 * may have moved), fetched when new to the node. */
+                if (r >= 0 && pimg.ref[0])
+                        return apps_pull_start_package(a, ns, name, pimg.ref, NULL, done, ud, ret, err);
                 if (r < 0 || !img.ref[0] || img.id[0])
                         return r < 0 ? r : 1;
                 snprintf(ref, sizeof(ref), "%s", img.ref);
@@ -565,6 +601,38 @@ static void image_status(lg_apps *a, const struct lg_resource *r, json_t *status
         lg_image_free(img);
 }
 
+/* status.package and the PackageFetched condition of a function with a
+ * package image. */
+static void package_status(lg_apps *a, const struct lg_resource *r, json_t *status, json_t *conds,
+                           enum pull_state *pulling) {
+        _cleanup_revision_ struct lg_revision *rev = NULL;
+        struct lg_error err = {0};
+        json_t *pkg = NULL;
+        if (lg_store_revision_get(a->store, LG_KEY("App", r->namespace, r->name), 0, &rev, &err) >= 0)
+                pkg = apps_package_status(a, rev->spec);
+        json_t *pull = apps_pull_json(a, r->namespace, r->name);
+        const char *ref = json_string_value(json_object_get(r->spec, "packageImage"));
+        char msg[800];
+        if (pull) {
+                const char *e = json_string_value(json_object_get(pull, "error"));
+                if (e)
+                        snprintf(msg, sizeof(msg), "package image `%s` could not be fetched: %s", ref, e);
+                else
+                        snprintf(msg, sizeof(msg), "fetching package image `%s`", ref);
+                json_array_append_new(conds, condition("PackageFetched", false, e ? "PackageFetchFailed" : "Fetching",
+                                                       msg));
+                json_object_set_new(status, "pull", pull);
+                *pulling = e ? PULL_FAILED : PULL_RUNNING;
+        } else if (pkg) {
+                bool lazy = json_is_true(json_object_get(pkg, "lazy"));
+                snprintf(msg, sizeof(msg), "package %.19s is %s", json_string_value(json_object_get(pkg, "digest")),
+                         lazy ? "mounted lazily" : "extracted");
+                json_array_append_new(conds, condition("PackageFetched", true, lazy ? "Mounted" : "Extracted", msg));
+        }
+        if (pkg)
+                json_object_set_new(status, "package", pkg);
+}
+
 /* The Ready condition from the router's figures (st NULL: not routed). */
 static json_t *ready_condition(const struct lg_route_stats *st, enum pull_state pulling) {
         char msg[600];
@@ -642,6 +710,8 @@ json_t *lg_apps_json(lg_apps *a, const struct lg_resource *r) {
         enum pull_state pulling = PULL_NONE;
         if (apps_is_image_spec(r->spec))
                 image_status(a, r, status, conds, &pulling);
+        else if (json_object_get(r->spec, "packageImage"))
+                package_status(a, r, status, conds, &pulling);
         json_array_insert_new(conds, 0, ready_condition(routed ? &st : NULL, pulling));
         json_object_set_new(status, "conditions", conds);
         return doc;

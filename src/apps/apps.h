@@ -68,6 +68,15 @@ struct lg_apps_config {
         lg_image_store *images;
         lg_image_jobs *image_jobs;
         bool no_network; /* legiond --network off: container apps and image pools refused */
+        /* Package images (`packageImage`): $LEGION_HOME/lazy, where their
+         * lazy layers (layers/<hex>), marks (packages/<hex>) and mount
+         * points (mnt/pkg-<hex>) go, and the node's lazy mounts (the ops
+         * the image store has; called from libuv's thread pool, status
+         * also from the loop). NULL lazy_ops: package images are fetched
+         * whole and extracted. NULL lazy_dir: package images are refused. */
+        const char *lazy_dir;
+        const struct lg_image_lazy_ops *lazy_ops;
+        void *lazy_ud;
 };
 
 int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error *err);
@@ -171,6 +180,52 @@ int lg_apps_images_in_use(lg_apps *a, struct lg_strlist *l);
 /* 1 when image id is used by a pool group or an app's latest revision,
  * who then naming it ("pool group `web`", "app `default/site`"); 0 when not. */
 int lg_apps_image_user(lg_apps *a, const char *image_id, char *who, size_t cap);
+
+/* ---- package images (apps-package.c) ----------------------------------------- */
+
+/* The archive digests (hex) of the package images the stored revisions of
+ * every app use (all kept revisions: an older one's instances may still
+ * drain), added to l. Returns l->status. */
+int lg_apps_packages_in_use(lg_apps *a, struct lg_strlist *l);
+/* GC of package images' lazy layers, for the image GC (its jobs' ops
+ * extra_gc_*): prepare, on the loop, takes what is in use (every stored
+ * revision's package); run, on the thread pool, unmounts (lazy ops'
+ * detach) and removes the lazy layers (<lazy_dir>/packages/<hex> marks
+ * them) not in use, so that the chunk GC after it drops their chunks, and
+ * frees job. *job NULL: nothing to do. *removed counts the layers. */
+int lg_apps_package_gc_prepare(lg_apps *a, void **job, struct lg_error *err);
+int lg_apps_package_gc_run(void *job, uint64_t *removed, struct lg_error *err);
+void lg_apps_package_gc_free(void *job); /* a job that never ran */
+
+/* ---- package pushes (apps-package.c) ---------------------------------------------- */
+
+/* `legion package push`: the archive streamed to a temporary file, then on
+ * the thread pool extracted (the package rules), its lazy form built and
+ * both pushed to a registry as a package artifact (image/lazy-package.h);
+ * nothing is kept on the node. */
+typedef struct lg_apps_push lg_apps_push;
+struct lg_apps_pushed {
+        const char *ref;        /* normalized */
+        const char *digest;     /* of the artifact's manifest */
+        const char *archive;    /* sha256 hex of the archive */
+        uint64_t size;          /* of the archive */
+        const struct lg_pkg_info *info;
+        bool lazy;
+        uint64_t meta_size, blob_size, n_chunks;
+        uint32_t chunk_size;
+};
+/* Exactly once, from the loop, unless cancelled first; pushed is NULL when
+ * status < 0 (err says why; registry: the registry's failure). */
+typedef void (*lg_apps_push_cb)(int status, const struct lg_apps_pushed *pushed, const struct lg_error *err,
+                                bool registry, void *ud);
+#define LG_APPS_PUSH_MAX (1ull << 30)
+/* ref is checked now (-EINVAL); chunk_size 0: 64 KiB; without_lazy: the
+ * archive alone. */
+int lg_apps_push_begin(lg_apps *a, const char *ref, uint32_t chunk_size, bool without_lazy, lg_apps_push **ret,
+                       struct lg_error *err);
+void lg_apps_push_write(lg_apps_push *p, const void *data, size_t len);
+int lg_apps_push_finish(lg_apps_push *p, lg_apps_push_cb cb, void *ud, struct lg_error *err);
+void lg_apps_push_cancel(lg_apps_push *p);
 
 /* ---- restore ------------------------------------------------------------------- */
 

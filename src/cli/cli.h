@@ -16,3 +16,13 @@ int cmd_session(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_pod(int argc, char **argv);
 int cmd_kubeconfig(int argc, char **argv);
+int cmd_package(int argc, char **argv);
+
+#include <stdint.h>
+
+#include "common/util.h"
+
+/* Pack dir as `app deploy` does (a deterministic tar.gz without .git and
+ * __pycache__) into a memfd (*ret, rewound; > 0) of *size bytes; -EFBIG
+ * above max. In cmd-app.c. */
+int cli_pack_dir(const char *dir, uint64_t max, int *ret, uint64_t *size, struct lg_error *err);

@@ -16,6 +16,7 @@ static void app_usage(FILE *f) {
               "\n"
               "commands:\n"
               "  deploy NAME --runtime R [--dir DIR] [options]  pack DIR, upload it, create or update the app\n"
+              "  deploy NAME --runtime R --package-image REF    a function whose code is in a registry\n"
               "  deploy NAME --image REF --port N [options]     a container app (the image pulled if missing)\n"
               "  list [-l KEY=VALUE]                            apps of the namespace\n"
               "  show NAME                                      an app's spec and status\n"
@@ -41,6 +42,8 @@ static void deploy_usage(FILE *f) {
               "\n"
               "  --runtime R          python3, node or custom (a function)\n"
               "  --dir DIR            the code (default: the current directory)\n"
+              "  --package-image REF  the code is a package in a registry (`legion package push`),\n"
+              "                       mounted lazily on the node; instead of --dir\n"
               "  --entrypoint E       python \"module:function\", node \"file.js:export\",\n"
               "                       custom \"command args\" (default: the runtime's)\n"
               "  --set K=V            a setting (environment variable); repeatable\n"
@@ -140,8 +143,7 @@ static bool skip_entry(const char *relpath, bool is_dir, void *ud) {
         return is_dir && (!strcmp(base, ".git") || !strcmp(base, "__pycache__"));
 }
 
-/* Pack dir and upload it; the package's digest goes to digest. */
-static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error *err) {
+int cli_pack_dir(const char *dir, uint64_t max, int *ret, uint64_t *size, struct lg_error *err) {
         _cleanup_close_ int fd = memfd_create("legion-package", MFD_CLOEXEC);
         if (fd < 0)
                 return lg_error_set(err, errno, "memfd_create");
@@ -162,22 +164,36 @@ static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error
         struct stat st;
         if (fstat(fd, &st) < 0 || lseek(fd, 0, SEEK_SET) < 0)
                 return lg_error_set(err, errno, "package of `%s`", dir);
-        if (st.st_size > (off_t) LG_BLOB_DEFAULT_MAX_BYTES)
-                return lg_error_setm(err, EFBIG, "package of `%s` is %lld bytes: legiond takes at most 100 MiB",
-                                    dir, (long long) st.st_size);
+        if ((uint64_t) st.st_size > max) {
+                char lim[32];
+                return lg_error_setm(err, EFBIG, "package of `%s` is %lld bytes: legiond takes at most %s", dir,
+                                     (long long) st.st_size, cli_fmt_bytes(max, lim, sizeof(lim)));
+        }
         if (isatty(STDERR_FILENO)) {
                 char a[32], b[32];
                 fprintf(stderr, "packed %llu file%s (%s) from %s: %s\n", (unsigned long long) info.n_files,
                         info.n_files == 1 ? "" : "s", cli_fmt_bytes(info.total_bytes, a, sizeof(a)), dir,
                         cli_fmt_bytes((uint64_t) st.st_size, b, sizeof(b)));
         }
+        *size = (uint64_t) st.st_size;
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
+/* Pack dir and upload it; the package's digest goes to digest. */
+static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error *err) {
+        _cleanup_close_ int fd = -1;
+        uint64_t size = 0;
+        int r = cli_pack_dir(dir, LG_BLOB_DEFAULT_MAX_BYTES, &fd, &size, err);
+        if (r < 0)
+                return r;
         char path[512];
         snprintf(path, sizeof(path), "/v1/namespaces/%s/packages", cli_ns());
         struct cli_request rq = {
                 .method = "POST",
                 .path = path,
                 .body_fd = fd,
-                .body_len = (size_t) st.st_size,
+                .body_len = (size_t) size,
                 .content_type = "application/gzip",
                 .progress = true,
         };
@@ -205,7 +221,7 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
         enum {
                 OPT_RUNTIME = 1, OPT_DIR, OPT_SET, OPT_ENTRY, OPT_CONC, OPT_MIN,
                 OPT_MAX, OPT_IDLE, OPT_TIMEOUT, OPT_CPU, OPT_MEM, OPT_POOL, OPT_EGRESS, OPT_AUTH,
-                OPT_IMAGE, OPT_PORT, OPT_COMMAND, OPT_ARG, OPT_ENV, OPT_READY,
+                OPT_IMAGE, OPT_PORT, OPT_COMMAND, OPT_ARG, OPT_ENV, OPT_READY, OPT_PKG_IMAGE,
         };
         static const struct option opts[] = {
                 {"runtime", required_argument, NULL, OPT_RUNTIME}, {"dir", required_argument, NULL, OPT_DIR},
@@ -219,6 +235,7 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                 {"image", required_argument, NULL, OPT_IMAGE},     {"port", required_argument, NULL, OPT_PORT},
                 {"command", required_argument, NULL, OPT_COMMAND}, {"arg", required_argument, NULL, OPT_ARG},
                 {"env", required_argument, NULL, OPT_ENV},         {"ready-path", required_argument, NULL, OPT_READY},
+                {"package-image", required_argument, NULL, OPT_PKG_IMAGE},
                 CLI_GLOBAL_OPTIONS,
                 {0, 0, 0, 0},
         };
@@ -246,6 +263,7 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                 case OPT_RUNTIME: json_object_set_new(spec, "runtime", json_string(optarg)); break;
                 case OPT_DIR: dir = optarg; break;
                 case OPT_IMAGE: json_object_set_new(spec, "image", json_string(optarg)); break;
+                case OPT_PKG_IMAGE: json_object_set_new(spec, "packageImage", json_string(optarg)); break;
                 case OPT_COMMAND: json_array_append_new(command, json_string(optarg)); break;
                 case OPT_ARG: json_array_append_new(args, json_string(optarg)); break;
                 case OPT_READY: json_object_set_new(spec, "readinessPath", json_string(optarg)); break;
@@ -304,6 +322,9 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
                      (!json_object_get(spec, "runtime") && json_object_get(spec, "poolGroup"));
         bool image_flags = json_object_get(spec, "port") || json_object_get(spec, "readinessPath") ||
                            json_array_size(command) || json_array_size(args) || json_object_size(env);
+        bool pkg_image = json_object_get(spec, "packageImage") != NULL;
+        if (pkg_image && (image || dir))
+                return cli_usage_error(deploy_usage, "--package-image is a function's code: no --image, no --dir");
         if (image && (json_object_get(spec, "runtime") || dir || json_object_get(spec, "entrypoint") ||
                       json_object_size(settings)))
                 return cli_usage_error(deploy_usage, "--image takes no --runtime, --dir, --entrypoint or --set "
@@ -328,12 +349,16 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
         char path[512], url[1024];
         app_path(path, sizeof(path), name);
         _cleanup_json_ json_t *app = NULL;
-        if (image) {
-                /* Streamed: the pull's progress when the image is missing. */
+        if (image || pkg_image) {
+                /* Streamed: the pull's progress when the image is missing
+                 * (a package image is fetched at every deploy). */
                 _cleanup_free_ char *text = json_dumps(spec, JSON_COMPACT);
                 char announce[600];
-                snprintf(announce, sizeof(announce), "pulling %s (not in legiond's image store)",
-                         cli_jstr(spec, "image") ?: "the image");
+                if (pkg_image)
+                        snprintf(announce, sizeof(announce), "fetching package %s", cli_jstr(spec, "packageImage"));
+                else
+                        snprintf(announce, sizeof(announce), "pulling %s (not in legiond's image store)",
+                                 cli_jstr(spec, "image") ?: "the image");
                 struct cli_request rq = {.method = "PUT", .path = path, .body = text,
                                          .body_len = text ? strlen(text) : 0, .content_type = "application/json"};
                 if (!text)
@@ -367,6 +392,12 @@ static int app_deploy(int argc, char **argv, struct lg_error *err) {
         if (cli_jstr(app, "status.image.id"))
                 printf("image %s (id %.19s)\n", cli_jstr(app, "status.image.ref") ?: "?",
                        cli_jstr(app, "status.image.id"));
+        if (cli_jstr(app, "status.package.digest"))
+                printf("package %s (%.19s), %s\n", cli_jstr(app, "status.package.ref") ?: "?",
+                       cli_jstr(app, "status.package.digest"),
+                       json_is_true(json_object_get(json_object_get(json_object_get(app, "status"), "package"), "lazy"))
+                               ? "mounted lazily"
+                               : "extracted");
         return 0;
 }
 
@@ -418,7 +449,8 @@ static int app_list(int argc, char **argv, struct lg_error *err) {
                                 snprintf(pkg, sizeof(pkg), "%.12s",
                                          cli_jstr(app, "status.image.id") ? cli_jstr(app, "status.image.id") + 7 : "-");
                         else
-                                snprintf(pkg, sizeof(pkg), "%.12s", cli_jstr(app, "spec.package") ?: "-");
+                                snprintf(pkg, sizeof(pkg), "%.12s",
+                                         cli_jstr(app, "spec.package") ?: cli_jstr(app, "status.package.archive") ?: "-");
                         cli_jtext(app, "status.revision", rev, sizeof(rev));
                         cli_jtext(app, "status.instances", inst, sizeof(inst));
                         cli_jtext(app, "status.requests", reqs, sizeof(reqs));
@@ -480,7 +512,21 @@ static void print_show(const json_t *app, const char *name) {
                 printf("runtime:      %s\n", cli_jstr(spec, "runtime") ?: "-");
                 if (cli_jstr(spec, "entrypoint"))
                         printf("entrypoint:   %s\n", cli_jstr(spec, "entrypoint"));
-                printf("package:      %.12s\n", cli_jstr(spec, "package") ?: "-");
+                printf("package:      %.12s\n", cli_jstr(spec, "package") ?: cli_jstr(app, "status.package.archive") ?: "-");
+                if (cli_jstr(spec, "packageImage")) {
+                        const json_t *p = json_object_get(json_object_get(app, "status"), "package");
+                        char a[32], b[32];
+                        printf("package image: %s (%.19s)\n", cli_jstr(spec, "packageImage"),
+                               cli_jstr(p, "digest") ?: "not fetched");
+                        if (json_is_true(json_object_get(p, "lazy")))
+                                printf("code:         mounted lazily, local %s of %s\n",
+                                       cli_fmt_bytes((uint64_t) cli_jint(p, "local.localBytes", 0), a, sizeof(a)),
+                                       cli_fmt_bytes((uint64_t) cli_jint(p, "local.bytes", 0), b, sizeof(b)));
+                        else if (p && cli_jstr(p, "lazyReason"))
+                                printf("code:         extracted (%s)\n", cli_jstr(p, "lazyReason"));
+                        else if (p)
+                                printf("code:         extracted\n");
+                }
         }
         if (cli_jstr(spec, "poolGroup"))
                 printf("pool group:   %s\n", cli_jstr(spec, "poolGroup"));

@@ -19,6 +19,7 @@ static const struct {
         {"sessionpool", cmd_sessionpool, "pools of code-interpreter sessions"},
         {"session", cmd_session, "run code in a session; its files; list and end sessions"},
         {"image", cmd_image, "import, pull, list, inspect and remove OCI images"},
+        {"package", cmd_package, "push a function's code to a registry (for --package-image)"},
         {"pod", cmd_pod, "run pods from images (the Kubernetes Pod API; kubectl works too)"},
         {"kubeconfig", cmd_kubeconfig, "print a kubeconfig for kubectl (HTTPS, legiond's CA, the token)"},
         {"sandbox", cmd_sandbox, "run one-off sandboxes, clean up leftovers"},

@@ -443,11 +443,20 @@ static void wire_image_removed(void *ud, const char *image_id) {
         lg_pods_image_removed(d->pods, image_id);
 }
 
+/* Package images' lazy layers go in the same GC, before the chunk GC. */
+static int wire_extra_gc_prepare(void *ud, void **job, struct lg_error *err) {
+        struct lg_daemon *d = ud;
+        return lg_apps_package_gc_prepare(d->apps, job, err);
+}
+
 static const struct lg_image_jobs_ops image_jobs_ops = {
         .layers_in_use = wire_layers_in_use,
         .image_removed = wire_image_removed,
         .image_user = wire_image_user,
         .images_in_use = wire_images_in_use,
+        .extra_gc_prepare = wire_extra_gc_prepare,
+        .extra_gc_run = lg_apps_package_gc_run,
+        .extra_gc_free = lg_apps_package_gc_free,
 };
 
 /* An object of the store that could not be made live at start. */
@@ -647,10 +656,14 @@ int main(int argc, char **argv) {
                                            .ops = &image_jobs_ops, .ud = d};
         if (r >= 0)
                 r = lg_image_jobs_new(&ijc, &d->image_jobs, &err);
+        /* Package images: their lazy layers and mounts live in the lazy
+         * store beside the images'. */
+        char lazy_dir[4096];
+        snprintf(lazy_dir, sizeof(lazy_dir), "%s/lazy", d->home);
         struct lg_apps_config ac = {.loop = d->loop, .store = d->store, .blobs = d->blobs,
                                     .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d,
                                     .tenants = d->tenants, .images = d->images, .image_jobs = d->image_jobs,
-                                    .no_network = net.off};
+                                    .no_network = net.off, .lazy_dir = lazy_dir};
         if (r >= 0)
                 r = lg_apps_new(&ac, &d->apps, &err);
         if (r >= 0)

@@ -1074,6 +1074,91 @@ static void test_auth(void **state) {
         lg_resource_free(res);
 }
 
+/* A function whose code is a package image (`packageImage`): its field
+ * checks, a node without lazy store, a deploy whose registry cannot be
+ * reached (refused from the loop, nothing stored), and a put of a package
+ * this node never fetched. */
+struct pkg_done {
+        int calls, status;
+        bool registry;
+        char msg[512];
+};
+
+static void on_pkg_done(const struct lg_image_job_result *res, void *ud) {
+        struct pkg_done *d = ud;
+        d->calls++;
+        d->status = res->status;
+        d->registry = res->registry;
+        snprintf(d->msg, sizeof(d->msg), "%s", res->status < 0 ? res->err->msg : "");
+}
+
+static void test_package_images(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        /* legiond without a lazy store takes none. */
+        assert_int_equal(put_text(f, "p", "{\"runtime\": \"python3\", \"packageImage\": \"127.0.0.1:1/code/x:v1\"}",
+                                  &err),
+                         -EINVAL);
+        assert_non_null(strstr(err.msg, "takes no `packageImage`"));
+        char logs[160], lazy[160];
+        snprintf(logs, sizeof(logs), "%s/logs", f->dir);
+        snprintf(lazy, sizeof(lazy), "%s/lazy", f->dir);
+        struct lg_apps_config cfg = {.loop = &f->loop, .store = f->store, .blobs = f->blobs, .logs_dir = logs,
+                                     .ops = &ops, .ud = &f->rec, .lazy_dir = lazy};
+        lg_apps *a = NULL;
+        OK(lg_apps_new(&cfg, &a, &err));
+        char both[300];
+        snprintf(both, sizeof(both),
+                 "{\"runtime\": \"python3\", \"package\": \"%s\", \"packageImage\": \"127.0.0.1:1/c:v1\"}", f->pkg);
+        const struct {
+                const char *spec, *word;
+        } bad[] = {
+                {both, "exclude each other"},
+                {"{\"runtime\": \"python3\", \"packageImage\": \"\"}", "`packageImage` must be a package reference"},
+                {"{\"runtime\": \"python3\", \"packageImage\": 5}", "`packageImage` must be a package reference"},
+                {"{\"runtime\": \"python3\", \"packageImage\": null}", "`packageImage` must be a package reference"},
+                {"{\"runtime\": \"python3\", \"packageImage\": \"Bad Ref::\"}", "`packageImage` must be"},
+                {"{\"runtime\": \"python3\", \"packageImage\": \"127.0.0.1:1/c:v1\\u0000x\"}", "`packageImage` must be"},
+                {"{\"runtime\": \"python3\", \"packageImage\": \"127.0.0.1:1/c@sha256:12\"}", "`packageImage` must be"},
+                {"{\"runtime\": \"python3\", \"packageImage\": \"127.0.0.1:1/c:v1\", \"port\": 80}",
+                 "`port` is a field of container apps"},
+                {"{\"packageImage\": \"127.0.0.1:1/c:v1\"}", "`runtime` must be"},
+                /* Well-formed, but this node never fetched it: only a
+                 * deploy through the API (lg_apps_prepare) stores it. */
+                {"{\"runtime\": \"python3\", \"packageImage\": \"127.0.0.1:1/c:v1\"}", "was not fetched by this node"},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                json_t *spec = js(bad[i].spec);
+                err = (struct lg_error){0};
+                int r = lg_apps_put(a, "ns", "p", NULL, spec, NULL, &err);
+                json_decref(spec);
+                if (r != -EINVAL || !strstr(err.msg, bad[i].word))
+                        fail_msg("spec %zu: %d `%s`, wanted `%s`", i, r, err.msg, bad[i].word);
+        }
+        /* A deploy: the fetch runs off the loop and fails at the registry
+         * (nothing listens on port 1); done says so, nothing is stored. */
+        json_t *spec = js("{\"runtime\": \"python3\", \"packageImage\": \"127.0.0.1:1/code/x:v1\"}");
+        struct pkg_done d = {0};
+        lg_apps_pull *pull = NULL;
+        OK(lg_apps_prepare(a, "ns", "p", spec, NULL, on_pkg_done, &d, &pull, &err));
+        assert_int_equal(d.calls, 0); /* never from inside the call */
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(d.calls, 1);
+        assert_true(d.status < 0);
+        assert_true(d.registry);
+        assert_non_null(strstr(d.msg, "127.0.0.1:1"));
+        struct lg_resource *res = NULL;
+        assert_int_equal(lg_store_get(f->store, LG_KEY("App", "ns", "p"), &res, &err), -ENOENT);
+        /* One cancelled before its job ran: no callback. */
+        d = (struct pkg_done){0};
+        OK(lg_apps_prepare(a, "ns", "p", spec, NULL, on_pkg_done, &d, &pull, &err));
+        lg_apps_pull_cancel(pull);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(d.calls, 0);
+        json_decref(spec);
+        lg_apps_free(a);
+}
+
 /* At restart, an image gone from the store is pulled in the background,
  * and the status says how that went. */
 static void test_image_restore_pulls(void **state) {
@@ -1135,6 +1220,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_image_pools, setup_images, teardown),
                 cmocka_unit_test_setup_teardown(test_image_restore_pulls, setup_images, teardown),
                 cmocka_unit_test_setup_teardown(test_auth, setup_app, teardown),
+                cmocka_unit_test_setup_teardown(test_package_images, setup_app, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
