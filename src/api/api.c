@@ -444,17 +444,20 @@ static void api_package_push(struct api_call *c) {
         const char *ref = lg_http_request_param(c->req, "ref");
         const char *lazy = lg_http_request_param(c->req, "lazy");
         const char *cs = lg_http_request_param(c->req, "chunkSize");
+        const char *insecure = lg_http_request_param(c->req, "insecure");
         long long chunk = 0;
         if (!ref || (lazy && strcmp(lazy, "true") && strcmp(lazy, "false")) ||
+            (insecure && strcmp(insecure, "true") && strcmp(insecure, "false")) ||
             (cs && lg_parse_int(cs, 4096, 4 << 20, &chunk) < 0)) {
                 lg_http_respond_error(c->req, 400, "BadRequest", "%s",
-                                      "give ?ref=REGISTRY/REPO:TAG, optionally &lazy=true|false and "
-                                      "&chunkSize=BYTES (4096 to 4194304)");
+                                      "give ?ref=REGISTRY/REPO:TAG, optionally &lazy=true|false, "
+                                      "&insecure=true|false (plain HTTP) and &chunkSize=BYTES (4096 to 4194304)");
                 return;
         }
         struct lg_error err = {0};
         lg_apps_push *p = NULL;
-        int r = lg_apps_push_begin(c->api->apps, ref, (uint32_t) chunk, lazy && !strcmp(lazy, "false"), &p, &err);
+        int r = lg_apps_push_begin(c->api->apps, ref, (uint32_t) chunk, lazy && !strcmp(lazy, "false"),
+                                   insecure && !strcmp(insecure, "true"), &p, &err);
         if (r < 0) {
                 lg_http_respond_error(c->req, r == -EINVAL ? 400 : r == -ENOTSUP ? 422 : 500,
                                       r == -EINVAL ? "BadRequest" : "Internal", "%s", err.msg);

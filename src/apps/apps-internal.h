@@ -39,6 +39,7 @@ struct lg_apps {
         char *lazy_dir;
         const struct lg_image_lazy_ops *lazy_ops;
         void *lazy_ud;
+        const char *const *insecure_registries;
         struct apps_pkg *pkgs;
         struct {
                 struct apps_pkg_job *running;

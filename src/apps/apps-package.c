@@ -130,6 +130,16 @@ int apps_package_image_check(lg_apps *a, const json_t *spec, struct apps_pkg_ima
 
 /* ---- fetch jobs ------------------------------------------------------------------ */
 
+/* How to reach registry: plain HTTP when legiond was told so (NULL: the
+ * client's default, https but for 127.0.0.1 and localhost). */
+static const struct lg_registry_auth *auth_for(lg_apps *a, const char *registry, bool insecure,
+                                               struct lg_registry_auth *buf) {
+        for (size_t i = 0; a->insecure_registries && a->insecure_registries[i] && !insecure; i++)
+                insecure = !strcmp(a->insecure_registries[i], registry);
+        *buf = (struct lg_registry_auth){.insecure = true};
+        return insecure ? buf : NULL;
+}
+
 static bool registry_errno(int r) {
         return r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -ENETUNREACH || r == -ETIMEDOUT ||
                r == -ECONNRESET || r == -EPROTO || r == -EACCES;
@@ -180,7 +190,8 @@ static int extract(struct apps_pkg_job *j, const struct lg_image_ref *ref, const
         char rnd[17];
         lg_random_hex(rnd, 8);
         snprintf(tmp, sizeof(tmp), "%.*s/.tmp-dl-%s", (int) (strrchr(tree, '/') - tree), tree, rnd);
-        r = lg_package_fetch_archive(ref, NULL, art, tmp, LG_APPS_PUSH_MAX, &j->err);
+        struct lg_registry_auth ab;
+        r = lg_package_fetch_archive(ref, auth_for(a, ref->registry, false, &ab), art, tmp, LG_APPS_PUSH_MAX, &j->err);
         if (r < 0) {
                 j->registry = registry_errno(r);
                 return r;
@@ -206,8 +217,9 @@ static void job_work(uv_work_t *w) {
                 return;
         struct lg_image_ref ref;
         struct lg_package_artifact art;
+        struct lg_registry_auth ab;
         int r = lg_image_ref_split(j->ref, &ref, &j->err);
-        if (r >= 0 && (r = lg_package_resolve(&ref, NULL, &art, &j->err)) < 0)
+        if (r >= 0 && (r = lg_package_resolve(&ref, auth_for(a, ref.registry, false, &ab), &art, &j->err)) < 0)
                 j->registry = registry_errno(r) || r == -EBADMSG;
         if (r >= 0 && j->hex[0] && strcmp(art.archive + 7, j->hex))
                 r = lg_error_setm(&j->err, EBADMSG, "`%s` now holds another package", ref.name);
@@ -221,7 +233,7 @@ static void job_work(uv_work_t *w) {
                 snprintf(j->reason, sizeof(j->reason), "this node mounts no lazy layers");
         if (can_mount && art.lazy) {
                 struct lg_error e = {0};
-                r = lg_package_fetch_lazy(&ref, NULL, &art, a->lazy_dir, &e);
+                r = lg_package_fetch_lazy(&ref, auth_for(a, ref.registry, false, &ab), &art, a->lazy_dir, &e);
                 if (r >= 0)
                         mark(a, j->hex, ref.name, art.digest);
                 if (r >= 0 && attach(j, j->hex)) {
@@ -509,7 +521,7 @@ struct lg_apps_push {
         bool running, cancelled, registry;
         char ref[512];
         uint32_t chunk_size;
-        bool without_lazy;
+        bool without_lazy, insecure;
         lg_apps_push_cb cb;
         void *ud;
         /* results */
@@ -531,8 +543,8 @@ static void push_free(lg_apps_push *p) {
         free(p);
 }
 
-int lg_apps_push_begin(lg_apps *a, const char *ref, uint32_t chunk_size, bool without_lazy, lg_apps_push **ret,
-                       struct lg_error *err) {
+int lg_apps_push_begin(lg_apps *a, const char *ref, uint32_t chunk_size, bool without_lazy, bool insecure,
+                       lg_apps_push **ret, struct lg_error *err) {
         struct lg_image_ref pr;
         int r = lg_image_ref_split(ref, &pr, err);
         if (r < 0)
@@ -551,6 +563,8 @@ int lg_apps_push_begin(lg_apps *a, const char *ref, uint32_t chunk_size, bool wi
         snprintf(p->ref, sizeof(p->ref), "%s", pr.name);
         p->chunk_size = chunk_size;
         p->without_lazy = without_lazy;
+        struct lg_registry_auth ab;
+        p->insecure = auth_for(a, pr.registry, insecure, &ab) != NULL;
         char rnd[17], dir[4200];
         lg_random_hex(rnd, 8);
         snprintf(dir, sizeof(dir), "%s/tmp", a->lazy_dir);
@@ -605,7 +619,8 @@ static void push_work(uv_work_t *w) {
         if (r >= 0) {
                 char tmp[4200];
                 snprintf(tmp, sizeof(tmp), "%s/tmp", p->a->lazy_dir);
-                struct lg_package_push pp = {.ref = p->ref, .archive = p->path, .archive_hex = p->hex,
+                struct lg_registry_auth auth = {.insecure = p->insecure};
+                struct lg_package_push pp = {.ref = p->ref, .auth = &auth, .archive = p->path, .archive_hex = p->hex,
                                              .tree = p->tree, .tmp_dir = tmp, .chunk_size = p->chunk_size,
                                              .without_lazy = p->without_lazy};
                 r = lg_package_push(&pp, &p->pushed, &p->err);

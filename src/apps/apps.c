@@ -66,6 +66,7 @@ int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error
         a->jobs.tail = &a->jobs.head;
         a->pkg_jobs.tail = &a->pkg_jobs.head;
         a->lazy_ops = cfg->lazy_ops;
+        a->insecure_registries = cfg->insecure_registries;
         a->lazy_ud = cfg->lazy_ud;
         if (cfg->lazy_dir && !(a->lazy_dir = strdup(cfg->lazy_dir))) {
                 free(a->logs_dir);

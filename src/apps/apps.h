@@ -77,6 +77,10 @@ struct lg_apps_config {
         const char *lazy_dir;
         const struct lg_image_lazy_ops *lazy_ops;
         void *lazy_ud;
+        /* Registries ("host[:port]") package images and pushes reach over
+         * plain HTTP besides 127.0.0.1 and localhost; NULL-terminated,
+         * may be NULL. Borrowed for the life of the module. */
+        const char *const *insecure_registries;
 };
 
 int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error *err);
@@ -220,9 +224,10 @@ typedef void (*lg_apps_push_cb)(int status, const struct lg_apps_pushed *pushed,
                                 bool registry, void *ud);
 #define LG_APPS_PUSH_MAX (1ull << 30)
 /* ref is checked now (-EINVAL); chunk_size 0: 64 KiB; without_lazy: the
- * archive alone. */
-int lg_apps_push_begin(lg_apps *a, const char *ref, uint32_t chunk_size, bool without_lazy, lg_apps_push **ret,
-                       struct lg_error *err);
+ * archive alone; insecure: plain HTTP (as a registry of
+ * insecure_registries is). */
+int lg_apps_push_begin(lg_apps *a, const char *ref, uint32_t chunk_size, bool without_lazy, bool insecure,
+                       lg_apps_push **ret, struct lg_error *err);
 void lg_apps_push_write(lg_apps_push *p, const void *data, size_t len);
 int lg_apps_push_finish(lg_apps_push *p, lg_apps_push_cb cb, void *ud, struct lg_error *err);
 void lg_apps_push_cancel(lg_apps_push *p);

@@ -24,7 +24,7 @@ static void package_usage(FILE *f) {
 }
 
 static void push_usage(FILE *f) {
-        fputs("usage: legion package push DIR|ARCHIVE REF [--no-lazy] [--chunk-size N]\n"
+        fputs("usage: legion package push DIR|ARCHIVE REF [--no-lazy] [--chunk-size N] [--insecure]\n"
               "\n"
               "Send the code to legiond, which checks it as an upload, builds its lazy form\n"
               "(EROFS metadata, chunk table and data) and pushes it with the archive to REF\n"
@@ -36,25 +36,30 @@ static void push_usage(FILE *f) {
               "\n"
               "  --no-lazy            push the archive alone (nodes extract it whole)\n"
               "  --chunk-size N       bytes per chunk, a power of two from 4096 to 4194304\n"
-              "                       (default 65536)\n" CLI_GLOBAL_HELP,
+              "                       (default 65536)\n"
+              "  --insecure           reach the registry over plain HTTP (127.0.0.1 and localhost\n"
+              "                       always are); nodes that deploy it need legiond\n"
+              "                       --insecure-registry HOST\n" CLI_GLOBAL_HELP,
               f);
 }
 
 static int package_push(int argc, char **argv, struct lg_error *err) {
-        enum { OPT_NO_LAZY = 1, OPT_CHUNK };
+        enum { OPT_NO_LAZY = 1, OPT_CHUNK, OPT_INSECURE };
         static const struct option opts[] = {
                 {"no-lazy", no_argument, NULL, OPT_NO_LAZY},
                 {"chunk-size", required_argument, NULL, OPT_CHUNK},
+                {"insecure", no_argument, NULL, OPT_INSECURE},
                 {"help", no_argument, NULL, 'h'},
                 CLI_GLOBAL_OPTIONS,
                 {0, 0, 0, 0},
         };
-        bool no_lazy = false;
+        bool no_lazy = false, insecure = false;
         long long chunk = 0;
         int c;
         while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
                 switch (c) {
                 case OPT_NO_LAZY: no_lazy = true; break;
+                case OPT_INSECURE: insecure = true; break;
                 case OPT_CHUNK:
                         if (cli_parse_uint(optarg, 4 << 20, &chunk) < 0 || chunk < 4096 || (chunk & (chunk - 1)))
                                 return cli_usage_error(push_usage,
@@ -94,7 +99,8 @@ static int package_push(int argc, char **argv, struct lg_error *err) {
         if (!eref)
                 return lg_error_set(err, ENOMEM, "request");
         char path[1200];
-        int n = snprintf(path, sizeof(path), "/v1/packages/push?ref=%s%s", eref, no_lazy ? "&lazy=false" : "");
+        int n = snprintf(path, sizeof(path), "/v1/packages/push?ref=%s%s%s", eref, no_lazy ? "&lazy=false" : "",
+                         insecure ? "&insecure=true" : "");
         if (chunk && n > 0 && (size_t) n < sizeof(path))
                 snprintf(path + n, sizeof(path) - (size_t) n, "&chunkSize=%lld", chunk);
         struct cli_request rq = {

@@ -140,7 +140,7 @@ int lg_package_push(const struct lg_package_push *p, struct lg_package_pushed *r
         if (r >= 0 && (r = lg_registry_blob_push_buf(reg, config, config_len, NULL, err)) < 0)
                 lg_error_wrap(err, r, "push the package config");
         if (r >= 0 && (r = lg_registry_manifest_push(reg, ref.reference, MT_OCI_MANIFEST, manifest, manifest_len,
-                                                     ret->digest, NULL, err)) < 0)
+                                                     ret->digest, err)) < 0)
                 lg_error_wrap(err, r, "push the package manifest");
         free(config);
         free(manifest);

@@ -42,7 +42,7 @@ static void usage(FILE *f) {
               "               [--max-connections N] [--max-connections-per-addr N] [--unauth-idle-timeout-ms MS]\n"
               "               [--network on|off] [--pod-cidr CIDR] [--dns-upstream IP[:PORT]]...\n"
               "               [--net-table NAME] [--net-link-prefix P] [--fn-domain DOMAIN]\n"
-              "               [--app-backoff-ms MS] [--app-ready-timeout-ms MS]\n"
+              "               [--app-backoff-ms MS] [--app-ready-timeout-ms MS] [--insecure-registry HOST]...\n"
               "       legiond [--home DIR] [--network on|off] [--pod-cidr CIDR] [--net-table NAME]\n"
               "               [--net-link-prefix P] --stop-all\n"
               "\n"
@@ -79,6 +79,9 @@ static void usage(FILE *f) {
               "  --app-ready-timeout-ms MS\n"
               "                          an image app's instance must open its port (and pass its\n"
               "                          readiness check) within this long (default 60000)\n"
+              "  --insecure-registry HOST[:PORT]\n"
+              "                          reach this registry over plain HTTP for package images (repeatable,\n"
+              "                          at most 16; 127.0.0.1 and localhost always are)\n"
               "  --stop-all              stop every workload this home left running (function instances,\n"
               "                          sessions, pods), remove the sandbox network (the table, links\n"
               "                          and rules the network flags name) and exit; with legiond\n"
@@ -507,9 +510,12 @@ int main(int argc, char **argv) {
                 {"fn-domain", required_argument, NULL, 'F'},
                 {"app-backoff-ms", required_argument, NULL, 'B'},
                 {"app-ready-timeout-ms", required_argument, NULL, 'R'},
+                {"insecure-registry", required_argument, NULL, 'I'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
+        const char *insecure[17] = {0}; /* --insecure-registry, NULL-terminated */
+        size_t n_insecure = 0;
         const char *home = getenv("LEGION_HOME");
         const char *listen = "127.0.0.1:7070";
         const char *listen_tls_at = "127.0.0.1:6443";
@@ -540,6 +546,13 @@ int main(int argc, char **argv) {
                 case 'T': net.cfg.table = optarg; break;
                 case 'X': net.cfg.link_prefix = optarg; break;
                 case 'F': fn_domain = optarg; break;
+                case 'I':
+                        if (n_insecure >= ARRAY_SIZE(insecure) - 1) {
+                                fprintf(stderr, "legiond: at most %zu --insecure-registry\n", ARRAY_SIZE(insecure) - 1);
+                                return 2;
+                        }
+                        insecure[n_insecure++] = optarg;
+                        break;
                 case 'D':
                         if (net.n_upstreams == LG_DNS_UPSTREAMS_MAX) {
                                 fprintf(stderr, "legiond: at most %d --dns-upstream\n", LG_DNS_UPSTREAMS_MAX);
@@ -663,7 +676,8 @@ int main(int argc, char **argv) {
         struct lg_apps_config ac = {.loop = d->loop, .store = d->store, .blobs = d->blobs,
                                     .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d,
                                     .tenants = d->tenants, .images = d->images, .image_jobs = d->image_jobs,
-                                    .no_network = net.off, .lazy_dir = lazy_dir};
+                                    .no_network = net.off, .lazy_dir = lazy_dir,
+                                    .insecure_registries = insecure};
         if (r >= 0)
                 r = lg_apps_new(&ac, &d->apps, &err);
         if (r >= 0)

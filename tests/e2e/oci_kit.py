@@ -369,23 +369,24 @@ class TokenServer:
 
 
 class Registry:
-    """Debian's docker-registry on 127.0.0.1:<free port>, storage in workdir.
-    auth: None, "basic" (htpasswd) or "token" (bearer, TokenServer)."""
+    """Debian's docker-registry on 127.0.0.1:<free port> (or another
+    loopback address: bind), storage in workdir. auth: None, "basic"
+    (htpasswd) or "token" (bearer, TokenServer)."""
 
-    def __init__(self, workdir, auth=None, username="legion", password="s3cret-pass"):
+    def __init__(self, workdir, auth=None, username="legion", password="s3cret-pass", bind="127.0.0.1"):
         if not shutil.which("docker-registry"):
             raise RuntimeError("docker-registry is not installed (Debian package docker-registry)")
         self.dir = os.path.join(workdir, "registry")
         os.makedirs(self.dir, exist_ok=True)
         self.storage = os.path.join(self.dir, "storage")
         self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.host = f"{bind}:{self.port}"
         self.username, self.password, self.auth = username, password, auth
         self.token_server = None
         self._token = None
         cfg = ["version: 0.1", "log:", "  level: error", "  accesslog:", "    disabled: true",
                "storage:", "  filesystem:", f"    rootdirectory: {self.storage}", "  delete:",
-               "    enabled: true", "http:", f"  addr: 127.0.0.1:{self.port}"]
+               "    enabled: true", "http:", f"  addr: {bind}:{self.port}"]
         if auth == "basic":
             htp = os.path.join(self.dir, "htpasswd")
             out = subprocess.run(["htpasswd", "-Bbn", username, password], capture_output=True, check=True).stdout
@@ -405,7 +406,7 @@ class Registry:
         deadline = time.time() + 20
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((bind, self.port), timeout=1).close()
                 break
             except OSError:
                 if self.proc.poll() is not None or time.time() > deadline:

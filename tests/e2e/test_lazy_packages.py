@@ -220,6 +220,28 @@ def test_push_makes_the_artifact_and_keeps_nothing(pusher, registry, tmp_path):
     assert os.listdir(os.path.join(pusher.home, "lazy", "tmp")) == []
 
 
+def test_a_plain_http_registry_needs_saying_so(legion_bin, tmp_path):
+    """127.0.0.1 and localhost are reached over plain HTTP; any other
+    registry only with push --insecure and legiond --insecure-registry."""
+    reg = Registry(str(tmp_path / "r"), bind="127.0.0.2")
+    a = start_legiond(tmp_path / "a")
+    b = start_legiond(tmp_path / "b", args=["--insecure-registry", reg.host])
+    try:
+        code = small_app(tmp_path)
+        ref = f"{reg.host}/code/plain:v1"
+        out, err = a.cli("package", "push", code, ref, check=1, timeout=120)
+        assert reg.host in err, err
+        a.cli("package", "push", code, ref, "--insecure", timeout=120)
+        out, err = a.cli("app", "deploy", "p", "--runtime", "python3", "--package-image", ref, check=1, timeout=120)
+        assert "could not be fetched" in err, err
+        b.cli("app", "deploy", "p", "--runtime", "python3", "--package-image", ref, timeout=120)
+        assert json.loads(b.cli("invoke", "p")[0])["small"] == "hello lazy\n"
+    finally:
+        kill_legiond(a)
+        kill_legiond(b)
+        reg.stop()
+
+
 @needs_lazy
 def test_pushed_package_is_mounted_lazily_and_shared(pusher, node, registry, tmp_path):
     code = small_app(tmp_path, big=BIG)
