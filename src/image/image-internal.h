@@ -51,7 +51,8 @@ struct lg_image_store {
         void *lazy_ud;
         bool lazy_auto;
         /* Held while a layer's chunks go into the chunk store ahead of its
-         * table's place in lazy/layers/, and by GC of the chunk store. */
+         * table's place in lazy/layers/ (convert), while lazy layers go in
+         * and are mounted (a lazy pull), and by GC of the chunk store. */
         pthread_mutex_t lazy_mu;
 };
 

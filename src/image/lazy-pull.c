@@ -353,6 +353,9 @@ int lg_image_lazy_pull_layers(lg_image_store *st, lg_registry *reg, const struct
         for (size_t i = 0; i < lp.n && r >= 0; i++)
                 if (lp.plan[i].what == P_MAKE && !lp.plan[i].dup && (r = fetch_layer(&lp, &lp.plan[i], &e)) < 0)
                         r = reason(&lp, r, "%s", e.msg);
+        /* Not while chunk GC runs: it would not know the tables that go
+         * in now, and could take chunks the fetcher puts for them. */
+        pthread_mutex_lock(&st->lazy_mu);
         for (size_t i = 0; i < lp.n && r >= 0; i++) {
                 struct plan *p = &lp.plan[i];
                 if (p->dup || p->what == P_LOCAL)
@@ -371,6 +374,7 @@ int lg_image_lazy_pull_layers(lg_image_store *st, lg_registry *reg, const struct
                 else if (progress)
                         progress(ud, "lazy", p->digest, 1, 1);
         }
+        pthread_mutex_unlock(&st->lazy_mu);
         if (lp.tmp[0])
                 (void) lg_rm_rf(lp.tmp);
         if (r >= 0 && report_layers(&lp) < 0)
