@@ -71,8 +71,8 @@ struct lg_apps_config {
         /* Package images (`packageImage`): $LEGION_HOME/lazy, where their
          * lazy layers (layers/<hex>), marks (packages/<hex>) and mount
          * points (mnt/pkg-<hex>) go, and the node's lazy mounts (the ops
-         * the image store has; called from libuv's thread pool, status
-         * also from the loop). NULL lazy_ops: package images are fetched
+         * the image store has: attach and detach, called from libuv's
+         * thread pool only). NULL lazy_ops: package images are fetched
          * whole and extracted. NULL lazy_dir: package images are refused. */
         const char *lazy_dir;
         const struct lg_image_lazy_ops *lazy_ops;
