@@ -121,7 +121,7 @@ int apps_package_image_check(lg_apps *a, const json_t *spec, struct apps_pkg_ima
         }
         snprintf(ret->ref, sizeof(ret->ref), "%s", ref.name);
         struct apps_pkg *p = pkg_find(a, ref.name, NULL);
-        if (p) {
+        if (p && p->digest[0]) {
                 snprintf(ret->digest, sizeof(ret->digest), "%s", p->digest);
                 snprintf(ret->hex, sizeof(ret->hex), "%s", p->hex);
         }
@@ -253,17 +253,20 @@ static void job_done(uv_work_t *w, int status) {
         lg_apps *a = j->a;
         if (status < 0 && j->r >= 0)
                 j->r = lg_error_setm(&j->err, -status, "the package fetch was cancelled");
-        if (j->r >= 0 && j->digest[0]) {
+        /* The reference resolved (a put takes its digest from here), and
+         * what became of the archive, also for a job that mounted a
+         * revision's package without resolving anything (digest ""). */
+        if (j->r >= 0) {
                 struct apps_pkg *p = pkg_find(a, j->ref, NULL);
                 if (!p && (p = calloc(1, sizeof(*p)))) {
                         p->next = a->pkgs;
                         a->pkgs = p;
                         snprintf(p->ref, sizeof(p->ref), "%s", j->ref);
                 }
-                if (p) {
+                if (p && j->digest[0])
                         snprintf(p->digest, sizeof(p->digest), "%s", j->digest);
+                if (p)
                         snprintf(p->hex, sizeof(p->hex), "%s", j->hex);
-                }
         }
         /* What the node did with this archive, for the status. */
         for (struct apps_pkg *p = a->pkgs; j->r >= 0 && p; p = p->next)
@@ -347,8 +350,12 @@ int apps_package_image_code(lg_apps *a, const struct lg_resource *app, const jso
         mount_point(a->lazy_dir, hex, code, cap);
         if (is_mounted(code))
                 return 0;
-        if (lg_blob_extracted_path(a->blobs, hex, code, cap) >= 0 && access(code, F_OK) == 0 &&
-            !has_lazy_layer(a->lazy_dir, hex))
+        /* The extracted tree, unless a mount can be had: a lazy layer is
+         * here, the node mounts, and its last try did not fail (a job
+         * whose mount fails extracts, then its app comes back here). */
+        struct apps_pkg *p = pkg_find(a, NULL, hex);
+        bool mountable = a->lazy_ops && a->lazy_ops->attach && has_lazy_layer(a->lazy_dir, hex) && !(p && !p->lazy);
+        if (lg_blob_extracted_path(a->blobs, hex, code, cap) >= 0 && access(code, F_OK) == 0 && !mountable)
                 return 0;
         /* Mounted again (after a reboot), or fetched again by its pinned
          * digest: off the loop, and the app activated then. */
