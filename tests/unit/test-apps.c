@@ -1159,6 +1159,76 @@ static void test_package_images(void **state) {
         lg_apps_free(a);
 }
 
+/* GC of package images' lazy layers: a layer some stored revision names
+ * stays (an older revision's too), the others go with their marks, and a
+ * mounted one is detached first through the ops (here: none mounted, so
+ * detach is not called). */
+static int rec_detach_calls;
+static int rec_detach(void *ud, const char *hex, const char *mp, struct lg_error *err) {
+        (void) ud, (void) hex, (void) mp, (void) err;
+        rec_detach_calls++;
+        return 0;
+}
+
+static void test_package_gc(void **state) {
+        struct fx *f = *state;
+        struct lg_error err = {0};
+        char lazy[160], path[400];
+        snprintf(lazy, sizeof(lazy), "%s/lazy", f->dir);
+        static const struct lg_image_lazy_ops lops = {.detach = rec_detach};
+        struct lg_apps_config cfg = {.loop = &f->loop, .store = f->store, .blobs = f->blobs, .logs_dir = lazy,
+                                     .ops = &ops, .ud = &f->rec, .lazy_dir = lazy, .lazy_ops = &lops};
+        lg_apps *a = NULL;
+        OK(lg_apps_new(&cfg, &a, &err));
+        const char *hex[3] = {"1111111111111111111111111111111111111111111111111111111111111111",
+                              "2222222222222222222222222222222222222222222222222222222222222222",
+                              "3333333333333333333333333333333333333333333333333333333333333333"};
+        for (int i = 0; i < 3; i++) {
+                snprintf(path, sizeof(path), "%s/layers/%s", lazy, hex[i]);
+                OK(lg_mkdir_p(path, 0700));
+                snprintf(path, sizeof(path), "%s/packages", lazy);
+                OK(lg_mkdir_p(path, 0700));
+                snprintf(path, sizeof(path), "%s/packages/%s", lazy, hex[i]);
+                OK(lg_write_file_at(AT_FDCWD, path, "x", true));
+        }
+        /* App web: revision 1 of package 1, revision 2 of package 2. */
+        const struct lg_resource_key *key = LG_KEY("App", "ns", "web");
+        json_t *spec = js("{\"runtime\": \"python3\", \"packageImage\": \"127.0.0.1:1/c:v1\"}");
+        OK(lg_store_apply(f->store, key, NULL, spec, NULL, &err));
+        for (int i = 0; i < 2; i++) {
+                json_t *rev = json_deep_copy(spec);
+                json_object_set_new(rev, "package", json_string(hex[i]));
+                json_object_set_new(rev, "packageDigest", json_string("sha256:0"));
+                int64_t n = 0;
+                OK(lg_store_revision_add(f->store, key, rev, &n, &err));
+                json_decref(rev);
+        }
+        json_decref(spec);
+        void *job = NULL;
+        OK(lg_apps_package_gc_prepare(a, &job, &err));
+        assert_non_null(job);
+        uint64_t removed = 0;
+        OK(lg_apps_package_gc_run(job, &removed, &err));
+        assert_int_equal(removed, 1);
+        assert_int_equal(rec_detach_calls, 0);
+        for (int i = 0; i < 3; i++) {
+                snprintf(path, sizeof(path), "%s/layers/%s", lazy, hex[i]);
+                assert_int_equal(access(path, F_OK) == 0, i < 2);
+                snprintf(path, sizeof(path), "%s/packages/%s", lazy, hex[i]);
+                assert_int_equal(access(path, F_OK) == 0, i < 2);
+        }
+        /* The app gone: the rest go. A job prepared but never run is freed. */
+        OK(lg_apps_delete(a, "ns", "web", &err));
+        OK(lg_apps_package_gc_prepare(a, &job, &err));
+        lg_apps_package_gc_free(job);
+        OK(lg_apps_package_gc_prepare(a, &job, &err));
+        OK(lg_apps_package_gc_run(job, &removed, &err));
+        assert_int_equal(removed, 2);
+        snprintf(path, sizeof(path), "%s/layers/%s", lazy, hex[0]);
+        assert_int_equal(access(path, F_OK), -1);
+        lg_apps_free(a);
+}
+
 /* At restart, an image gone from the store is pulled in the background,
  * and the status says how that went. */
 static void test_image_restore_pulls(void **state) {
@@ -1221,6 +1291,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_image_restore_pulls, setup_images, teardown),
                 cmocka_unit_test_setup_teardown(test_auth, setup_app, teardown),
                 cmocka_unit_test_setup_teardown(test_package_images, setup_app, teardown),
+                cmocka_unit_test_setup_teardown(test_package_gc, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
