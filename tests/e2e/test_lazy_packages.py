@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import tarfile
 
@@ -19,15 +20,17 @@ from test_legiond import LEGIOND, kill_legiond, start_legiond, write_app
 
 
 def lazy_wired():
-    """legiond mounts lazy layers (the fetcher, --lazy-rate) once lazyd is in."""
+    """legiond mounts lazy layers: it has lazyd (--lazy-rate) and the
+    fetcher process (`legiond lazy-fetcher`)."""
     try:
-        out = subprocess.run([LEGIOND, "--help"], capture_output=True, text=True, timeout=10)
+        daemon = subprocess.run([LEGIOND, "--help"], capture_output=True, text=True, timeout=10)
+        fetcher = subprocess.run([LEGIOND, "lazy-fetcher", "--help"], capture_output=True, text=True, timeout=10)
     except OSError:
         return False
-    return "--lazy-rate" in out.stdout + out.stderr
+    return "--lazy-rate" in daemon.stdout + daemon.stderr and "legiond lazy-fetcher" in fetcher.stdout + fetcher.stderr
 
 
-needs_lazy = pytest.mark.skipif(not lazy_wired(), reason="this legiond has no lazy fetcher (--lazy-rate)")
+needs_lazy = pytest.mark.skipif(not lazy_wired(), reason="this legiond has no lazy fetcher yet (lazyd, lazy-fetcher)")
 
 HANDLER = '''
 import os
@@ -262,6 +265,8 @@ def test_pushed_package_is_mounted_lazily_and_shared(pusher, node, registry, tmp
     assert pkg["lazy"] is True and pkg["digest"].startswith("sha256:"), pkg
     # What was fetched to answer: far below a tenth of the package.
     fetched = pkg["local"]["localBytes"]
+    print(f"package {package_bytes} bytes, local after the first answer {fetched} bytes "
+          f"({100.0 * fetched / package_bytes:.2f}%)")
     assert 0 < fetched < package_bytes / 10, (fetched, package_bytes)
     # One mount for the node, whatever the instances.
     node.wait_for(lambda: node.app("lazy")["status"].get("instances", 0) >= 2, timeout=60, what="2 instances")
@@ -326,3 +331,35 @@ def test_corrupted_lazy_form_falls_back_to_the_archive(pusher, node, registry, t
     # Nothing of the refused lazy form stays.
     assert not os.path.exists(os.path.join(node.home, "lazy", "layers", pkg["archive"]))
     assert os.listdir(os.path.join(node.home, "lazy", "tmp")) == []
+
+
+@needs_lazy
+def test_one_mount_for_two_apps_kept_across_restarts(pusher, node, registry, tmp_path):
+    code = small_app(tmp_path, big=8 << 20)
+    ref = f"{registry.host}/code/two:v1"
+    pusher.cli("package", "push", code, ref, timeout=300)
+    for app in ("one", "two"):
+        node.cli("app", "deploy", app, "--runtime", "python3", "--package-image", ref, timeout=120)
+        assert json.loads(node.cli("invoke", app)[0])["small"] == "hello lazy\n"
+    hexd = node.app("one")["status"]["package"]["archive"]
+    mnt = os.path.join(node.home, "lazy", "mnt", "pkg-" + hexd)
+    mine = lambda: [t for t in mounts() if t.startswith(node.home + "/lazy/mnt/")]
+    assert mine() == [mnt]
+    # kill -9: the mount and the instances stay, the next legiond uses them.
+    node.stop(signal.SIGKILL, keep=True)
+    node.start()
+    for app in ("one", "two"):
+        assert json.loads(node.cli("invoke", app)[0])["small"] == "hello lazy\n"
+    assert mine() == [mnt]
+    # Everything stopped (as a reboot leaves it: no mount), the registry
+    # gone: the apps come back mounted from their lazy layer, and what was
+    # read before is local.
+    node.stop(signal.SIGKILL)
+    assert mine() == []
+    registry.stop()
+    node.start()
+    for app in ("one", "two"):
+        node.wait_for(lambda: node.app(app)["status"].get("package", {}).get("lazy"), timeout=60,
+                      what=f"{app} mounted again")
+        assert json.loads(node.cli("invoke", app)[0])["small"] == "hello lazy\n"
+    assert mine() == [mnt]
