@@ -18,6 +18,7 @@ struct lg_api {
         lg_image_store *images;
         lg_image_jobs *image_jobs;
         lg_router *router;
+        lg_lazy_serve *blobs; /* NULL: /v2 answers 503 */
         const char *fn_domain; /* NULL: the ".fn." host rule */
         /* Pod watches (api-pods-stream.c), woken by the store's commit
          * hook through the kick timer. */
@@ -134,6 +135,10 @@ void kube_watch_pods(struct api_call *c, const char *ns);
 void kube_pod_log(struct api_call *c, const char *ns, const char *name);
 /* Register the store commit hook that wakes watches (from lg_api_new). */
 void api_kube_init(struct lg_api *api);
+
+/* api-v2.c: /v2, the read-only blob routes of the distribution API
+ * (authenticates the call itself). */
+void api_v2(struct api_call *c);
 
 /* api-images.c: /v1/images. */
 void api_images(struct api_call *c);

@@ -599,6 +599,9 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
         /* The Kubernetes API authenticates itself: its 401 is a Status. */
         if (api_kube_path(seg, n))
                 return api_kube(&c);
+        /* The registry API answers in its own form, also its 401. */
+        if (n >= 1 && !strcmp(seg[0], "v2"))
+                return api_v2(&c);
         const char *ns, *app;
         if (is_data_path(req, &ns, &app)) {
                 /* The function sees the path after /fn/{ns}/{app}. */
@@ -664,6 +667,7 @@ int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *e
         api->images = cfg->images;
         api->image_jobs = cfg->image_jobs;
         api->router = cfg->router;
+        api->blobs = cfg->blobs;
         api->fn_domain = cfg->fn_domain;
         api_kube_init(api);
         *ret = api;

@@ -1,6 +1,7 @@
 /* legiond's HTTP API: thin adapters from HTTP to the modules that hold the
  * logic -- apps (src/apps), sessions (src/session), pods (src/pod), images
- * (src/image), the store -- and the data path /fn/... into the router.
+ * (src/image), the store -- the data path /fn/... into the router, and
+ * /v2, the blobs this node serves to other nodes (src/lazy/serve.h).
  * Routing, authentication (bearer tokens scoped to a namespace), JSON
  * bodies and errors ({"error":{"code","message"}} with the status that
  * fits, 404 rather than 403 across namespaces): docs/api.md; the
@@ -21,6 +22,7 @@
 #include "http/http.h"
 #include "image/image.h"
 #include "image/jobs.h"
+#include "lazy/serve.h"
 #include "pod/pod.h"
 #include "router/router.h"
 #include "session/session.h"
@@ -39,6 +41,9 @@ struct lg_api_config {
         lg_image_store *images; /* NULL: /v1/images answers 503 */
         lg_image_jobs *image_jobs; /* import, pull, GC, remove of images */
         lg_router *router;      /* the data path of apps and sessions */
+        /* The blobs this node serves to other nodes at /v2 (serve.h);
+         * NULL: /v2 answers 503. */
+        lg_lazy_serve *blobs;
         /* legiond --fn-domain: Host "APP.NS.<fn_domain>" is app NS/APP's
          * data path. NULL: "APP.NS.fn.<anything>" is (the rule before it). */
         const char *fn_domain;

@@ -10,6 +10,7 @@
 #include "apps/apps.h"
 #include "http/http.h"
 #include "image/image.h"
+#include "lazy/serve.h"
 #include "net/net.h"
 #include "node/node.h"
 #include "pkg/pkg.h"
@@ -38,6 +39,7 @@ struct lg_daemon {
         lg_apps *apps;
         lg_tenants *tenants; /* namespaces and their network */
         lg_api *api;
+        lg_lazy_serve *blobs_served; /* /v2: blobs for other nodes */
         struct lg_http_server *http;
 };
 

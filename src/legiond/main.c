@@ -697,9 +697,18 @@ int main(int argc, char **argv) {
                                     .net = d->net, .tenants = d->tenants};
         if (r >= 0)
                 r = lg_pods_new(&pc, &d->pods, &err);
+        /* Other nodes fetch blobs and lazy layers from this one at /v2. */
+        char images_dir[4200], fuse_dir[4200];
+        snprintf(images_dir, sizeof(images_dir), "%s/images", d->home);
+        snprintf(fuse_dir, sizeof(fuse_dir), "%s/run/lazy/blobs", d->home);
+        struct lg_lazy_serve_config lsc = {.loop = d->loop, .images_dir = images_dir, .lazy_dir = lazy_dir,
+                                           .fuse_dir = fuse_dir};
+        if (r >= 0)
+                r = lg_lazy_serve_new(&lsc, &d->blobs_served, &err);
         struct lg_api_config apic = {.loop = d->loop, .store = d->store, .apps = d->apps, .tenants = d->tenants,
                                      .sessions = d->sessions, .pods = d->pods, .images = d->images,
-                                     .image_jobs = d->image_jobs, .router = d->router, .fn_domain = fn_domain};
+                                     .image_jobs = d->image_jobs, .router = d->router, .fn_domain = fn_domain,
+                                     .blobs = d->blobs_served};
         if (r >= 0)
                 r = lg_api_new(&apic, &d->api, &err);
         struct lg_http_server_config hc = {
@@ -764,6 +773,7 @@ int main(int argc, char **argv) {
                     strchr(tls_host, ':') ? "]" : "", lg_http_server_tls_port(d->http), d->home);
         uv_run(d->loop, UV_RUN_DEFAULT);
         lg_api_free(d->api);
+        lg_lazy_serve_free(d->blobs_served); /* every request has ended */
         lg_sessions_free(d->sessions);
         lg_apps_free(d->apps);
         lg_tenants_free(d->tenants);

@@ -1,0 +1,184 @@
+"""A legiond as another node's registry mirror (docs/lazy-images.md,
+"Fetching from another legiond"): the read-only blob routes at /v2 serve
+what the node holds -- image store blobs, the small files of lazy layers,
+and lazy layers' BLOBs assembled from verified chunks -- whole or by range,
+to the API's token (Bearer, or Basic with the token as password, which is
+what the registry client sends after the Basic challenge)."""
+import base64
+import hashlib
+import http.client
+import json
+import os
+import random
+import subprocess
+
+from oci_kit import Image, busybox_layer, tar_layer
+# Fixtures: a registry, and nodes with lazy images on, checked for mounts left.
+from test_image_convert import nodes, reg, top  # noqa: F401
+from test_legiond import BUILD
+
+DRIVER = os.path.abspath(os.path.join(BUILD, "src", "image", "registry-driver"))
+
+# Chunk-sized (64 KiB) blocks, no two alike: every chunk is its own.
+BIG = b"".join(hashlib.sha256(b"peer-%d" % i).digest() * 2048 for i in range(40))    # 2.5 MiB
+SMALL = b"small file\n"
+
+
+def v2(d, method, path, headers=None, auth="bearer"):
+    """(status, headers, body) of a raw request: path is sent as it is."""
+    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=120)
+    h = dict(headers or {})
+    if auth == "bearer":
+        h["Authorization"] = "Bearer " + d.token
+    elif auth == "basic":
+        h["Authorization"] = "Basic " + base64.b64encode(b"anyone:" + d.token.encode()).decode()
+    elif auth:
+        h["Authorization"] = auth
+    c.request(method, path, headers=h)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+
+
+def data_image():
+    return Image([busybox_layer(), tar_layer([("data", "dir"), ("data/big", "file", BIG),
+                                              ("data/small", "file", SMALL)])],
+                 config={"Cmd": ["/bin/sh"]})
+
+
+def converted(d, reg, repo="peer/one"):
+    """img pushed to reg, pulled whole on d and converted there: returns
+    (img, {layer hex: lazy/layers/<hex>/source.json})."""
+    img = data_image()
+    ref = reg.push(img, repo, "1")
+    d.cli("image", "pull", ref, "--lazy", "never", timeout=180)
+    d.cli("image", "convert", ref, timeout=300)
+    srcs = {}
+    for l in img.manifest["layers"]:
+        h = l["digest"].split(":")[1]
+        srcs[h] = json.load(open(os.path.join(d.home, "lazy", "layers", h, "source.json")))
+    return img, srcs
+
+
+def sha(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def test_serves_blobs_and_lazy_layers(nodes, reg):
+    a = nodes("a")
+    img, srcs = converted(a, reg)
+    # The image store's blobs: the config (and the manifest) by digest.
+    cfg = img.manifest["config"]["digest"]
+    st, h, body = v2(a, "GET", f"/v2/any/name/blobs/{cfg}")
+    assert st == 200 and sha(body) == cfg, (st, body[:200])
+    assert h["docker-content-digest"] == cfg and h["content-type"] == "application/octet-stream"
+    # A converted layer's small files by the sha256 of their content.
+    data_hex = img.manifest["layers"][1]["digest"].split(":")[1]
+    for name in ("meta.erofs", "chunks"):
+        want = open(os.path.join(a.home, "lazy", "layers", data_hex, name), "rb").read()
+        st, _, body = v2(a, "GET", f"/v2/x/blobs/{sha(want)}")
+        assert st == 200 and body == want, (name, st)
+    # The BLOB, which this node does not keep as a file: made from the
+    # chunk store, and it hashes to its digest.
+    blob = srcs[data_hex]["digest"]
+    st, h, whole = v2(a, "GET", f"/v2/x/blobs/{blob}")
+    assert st == 200 and sha(whole) == blob, st
+    assert len(whole) >= len(BIG) and BIG in whole  # one file, 64 KiB chunks, 4 KiB aligned
+    st, h, body = v2(a, "HEAD", f"/v2/x/blobs/{blob}")
+    assert st == 200 and body == b"" and int(h["content-length"]) == len(whole), (st, h)
+    # Ranges across chunk boundaries equal the slices of the whole.
+    rnd = random.Random(13)
+    n = len(whole)
+    cases = [(0, 0), (n - 1, n - 1), (65535, 65536), (0, n - 1), (4096, 300000)]
+    cases += [(a_, min(n - 1, a_ + rnd.randrange(1, 400000))) for a_ in (rnd.randrange(n) for _ in range(12))]
+    for lo, hi in cases:
+        st, h, body = v2(a, "GET", f"/v2/x/blobs/{blob}", {"Range": f"bytes={lo}-{hi}"})
+        assert st == 206 and body == whole[lo:hi + 1], (lo, hi, st, len(body))
+        assert h["content-range"] == f"bytes {lo}-{hi}/{n}", h
+    # Open-ended, suffix, and an end past the last byte (clamped).
+    st, h, body = v2(a, "GET", f"/v2/x/blobs/{blob}", {"Range": f"bytes={n - 10}-"})
+    assert st == 206 and body == whole[-10:]
+    st, h, body = v2(a, "GET", f"/v2/x/blobs/{blob}", {"Range": "bytes=-7"})
+    assert st == 206 and body == whole[-7:] and h["content-range"] == f"bytes {n - 7}-{n - 1}/{n}"
+    st, h, body = v2(a, "GET", f"/v2/x/blobs/{blob}", {"Range": f"bytes={n - 3}-{n + 1000}"})
+    assert st == 206 and body == whole[-3:]
+    # Past the end: 416 with the size; a malformed or multiple range: the whole.
+    for bad in (f"bytes={n}-{n + 5}", f"bytes={n + 100}-", "bytes=-0"):
+        st, h, _ = v2(a, "GET", f"/v2/x/blobs/{blob}", {"Range": bad})
+        assert st == 416 and h["content-range"] == f"bytes */{n}", (bad, st, h)
+    for ignored in ("bytes=5-3", "bytes=0-1,5-6", "items=0-3", "bytes=x-4", "bytes=-"):
+        st, _, body = v2(a, "GET", f"/v2/x/blobs/{blob}", {"Range": ignored})
+        assert st == 200 and body == whole, (ignored, st)
+
+    # Clients that go away in the middle of a body: the node goes on.
+    for _ in range(5):
+        c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=60)
+        c.request("GET", f"/v2/x/blobs/{blob}", headers={"Authorization": "Bearer " + a.token})
+        r = c.getresponse()
+        assert r.status == 200 and len(r.read(1000)) == 1000
+        c.close()
+    st, _, body = v2(a, "GET", f"/v2/x/blobs/{blob}", {"Range": "bytes=0-99"})
+    assert st == 206 and body == whole[:100]
+
+    # The registry client (what another node's fetcher uses) reads it with
+    # the token as password after the Basic challenge.
+    env = dict(os.environ, LG_REG_USER="peer", LG_REG_PASS=a.token)
+    p = subprocess.run([DRIVER, "range", f"127.0.0.1:{a.port}", "some/repo", blob, "70000", "200000"],
+                       env=env, capture_output=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == whole[70000:270000], p.stderr
+    p = subprocess.run([DRIVER, "get", f"127.0.0.1:{a.port}", "some/repo", blob, str(n)],
+                       env=env, capture_output=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == whole, p.stderr
+    env["LG_REG_PASS"] = "wrong"
+    p = subprocess.run([DRIVER, "range", f"127.0.0.1:{a.port}", "some/repo", blob, "0", "10"],
+                       env=env, capture_output=True, timeout=60)
+    assert p.returncode == 1 and b"ERR 13 " in p.stderr, p.stderr  # EACCES
+
+
+def test_auth_and_hostile_paths(nodes, reg):
+    a = nodes("a")
+    img = data_image()
+    ref = reg.push(img, "peer/two", "1")
+    a.cli("image", "pull", ref, "--lazy", "never", timeout=180)
+    cfg = img.manifest["config"]["digest"]
+    path = f"/v2/r/blobs/{cfg}"
+    # No token, a wrong one, a malformed Basic: 401 with the Basic challenge.
+    for auth in (None, "Bearer nope", "Basic !!!!", "Basic " + base64.b64encode(b"no-colon").decode(),
+                 "Basic " + base64.b64encode(b"u:wrong").decode(), "Digest x"):
+        for p in ("/v2/", path):
+            st, h, body = v2(a, "GET", p, auth=auth)
+            assert st == 401 and h.get("www-authenticate") == 'Basic realm="legiond"', (auth, p, st, h)
+            assert json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+            assert cfg.encode() not in body
+    st, h, body = v2(a, "GET", "/v2/")
+    assert st == 200 and json.loads(body) == {} and h["docker-distribution-api-version"] == "registry/2.0"
+    for auth in ("bearer", "basic"):
+        st, _, body = v2(a, "GET", path, auth=auth)
+        assert st == 200 and sha(body) == cfg, (auth, st)
+    # Hostile and malformed: 400 or 404, never a file.
+    cases = {
+        "/v2/../": (404,), "/v2/../../etc/passwd": (404, 400), "/v2/x/blobs/..": (400,),
+        "/v2/../blobs/" + cfg: (400,), "/v2/x/%2e%2e/blobs/" + cfg: (400,), "/v2/X/blobs/" + cfg: (400,),
+        "/v2/x/blobs/sha256:" + "0" * 64: (404,), "/v2/x/blobs/sha256:" + "A" * 64: (400,),
+        "/v2/x/blobs/sha256:" + "0" * 63: (400,), "/v2/x/blobs/sha512:" + "0" * 128: (400,),
+        "/v2/x/blobs/" + cfg + "0": (400,), "/v2/x/blobs/" + "a" * 5000: (400, 414),
+        "/v2/x/blobs/sha256:%2e%2e%2f%2e%2e%2fetc%2fpasswd": (400,), "/v2/x/blobs/%00": (400, 404),
+        "/v2/x/manifests/latest": (404,), "/v2/x/blobs/uploads/": (404,), "/v2/blobs/" + cfg: (404,),
+    }
+    for p, want in cases.items():
+        st, _, body = v2(a, "GET", p)
+        assert st in want, (p, st, body[:200])
+        assert b"root:" not in body
+    st, _, _ = v2(a, "DELETE", path)
+    assert st == 405
+    st, _, _ = v2(a, "POST", "/v2/x/blobs/uploads/")
+    assert st in (404, 405)
+    # A blob that is a symlink in the store is not followed.
+    link = os.path.join(a.home, "images", "blobs", "sha256", "1" * 64)
+    os.symlink("/etc/passwd", link)
+    try:
+        st, _, body = v2(a, "GET", "/v2/x/blobs/sha256:" + "1" * 64)
+        assert st == 404 and b"root:" not in body, st
+    finally:
+        os.unlink(link)
