@@ -406,8 +406,8 @@ class Node:
         deadline = time.monotonic() + timeout
         while True:
             self.api.call("POST", "/v1/images/gc")
-            left = [ln.split()[0] for ln in open("/proc/self/mounts")
-                    if ln.split()[1].startswith(os.path.join(self.args.home, "pkg") + "/")]
+            left = [ln.split()[1] for ln in open("/proc/self/mounts")
+                    if ln.split()[1].startswith(os.path.join(self.args.home, "lazy", "mnt", "pkg-"))]
             if not left:
                 return
             if time.monotonic() > deadline:
@@ -536,7 +536,7 @@ def run_link(args, node, link, registry_host, link_name, imgs, sizes, res):
     conn = harness.RawConn(args.port, timeout=300)
     arms = [a for a in ARMS if a in args.arms.split(",")]
     try:
-        for name in args.images.split(","):
+        for name in [x for x in args.images.split(",") if x]:
             img = imgs[name]
             ref = f"{registry_host}/{REPO}/{name}:1"
             base_ref = f"{registry_host}/{REPO}/pybase:1"
@@ -584,7 +584,7 @@ def run_link(args, node, link, registry_host, link_name, imgs, sizes, res):
 
 # ---- a function package with large unused files -------------------------------------
 
-PKG_ARMS = ["C-first", "C", "B"]
+PKG_ARMS = ["C-first", "C", "B-mounted", "A", "B"]
 PKG_MAIN = b'''"""bench/lazy's function: a small answer; data/ is never read."""
 
 
@@ -594,31 +594,47 @@ def main(req):
 
 
 def build_package(out, unused_mb):
-    """A package directory: main.py and unused_mb of host files under data/."""
-    d = os.path.join(out, "pkg")
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(os.path.join(d, "data"))
-    open(os.path.join(d, "main.py"), "wb").write(PKG_MAIN)
+    """Two package directories of main.py and unused_mb of host files under
+    data/, which differ in one byte (two archives, so that the full and the
+    lazy one never share a tree or a mount): pkg (pushed lazily) and
+    pkg-full (pushed --no-lazy)."""
     files, n = host_files("/usr/share", unused_mb << 20, set())
-    for i, p in enumerate(files):
-        shutil.copyfile(p, os.path.join(d, "data", f"{i:05d}-{os.path.basename(p)}"))
-    return d, n + len(PKG_MAIN)
+    dirs = {}
+    for variant in ("pkg", "pkg-full"):
+        d = dirs[variant] = os.path.join(out, variant)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(os.path.join(d, "data"))
+        open(os.path.join(d, "main.py"), "wb").write(PKG_MAIN)
+        open(os.path.join(d, "variant"), "w").write(variant + "\n")
+        for i, p in enumerate(files):
+            shutil.copyfile(p, os.path.join(d, "data", f"{i:05d}-{os.path.basename(p)}"))
+    return dirs, n + len(PKG_MAIN) + 4
 
 
-def pkg_try(node, link, conn, arm, ref, pkg_bytes):
-    """One start of a new function app of the lazy package ref."""
+def pkg_try(node, link, conn, arm, refs, pkg_bytes, state):
+    """One start of a new function app of package refs[lazy or full]."""
     row = {"arm": arm}
     if arm in ("C-first", "C"):
         node.forget_package()
         if arm == "C-first":
             row["prefetch_records_dropped"] = node.drop_prefetch()
-    # B: the package as the try before left it (mounted, what it read local)
+        # A lazy deploy that fell back to extracting left a tree that the
+        # next one would use: not ours to keep.
+        if state.get("lazy_hex"):
+            shutil.rmtree(os.path.join(node.args.home, "packages", "extracted", state["lazy_hex"]),
+                          ignore_errors=True)
+    elif arm == "A" and state.get("full_hex"):
+        # Extracted trees are never collected: removed here (no app uses it).
+        shutil.rmtree(os.path.join(node.args.home, "packages", "extracted", state["full_hex"]))
+    # B-mounted: the lazy package as C left it (mounted, what it read local);
+    # B: the full one as A left it (extracted)
+    ref = refs["full" if arm in ("A", "B") else "lazy"]
     rx0 = link.rx_bytes()
     t0 = time.perf_counter()
     node.seq += 1
     app = f"lzp-{node.seq}"
-    node.api.call("PUT", f"/v1/namespaces/default/apps/{app}", {"runtime": "python3", "packageImage": ref})
     try:
+        node.api.call("PUT", f"/v1/namespaces/default/apps/{app}", {"runtime": "python3", "packageImage": ref})
         conn.connect()
         req = f"GET /fn/default/{app}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {node.token}\r\n\r\n"
         _, status, body = conn.request(req.encode())
@@ -627,24 +643,31 @@ def pkg_try(node, link, conn, arm, ref, pkg_bytes):
         row.update({"ms": (t1 - t0) * 1e3, "status": status, "body": body[:60].decode(errors="replace"),
                     "rx_bytes": rx1 - rx0, "rx_pct": 100.0 * (rx1 - rx0) / pkg_bytes})
         st, doc = node.api.call("GET", f"/v1/namespaces/default/apps/{app}", ok=())
-        row["app_status"] = (doc or {}).get("status") if isinstance(doc, dict) else None
+        pk = ((doc or {}).get("status") or {}).get("package") if isinstance(doc, dict) else None
+        row["package_status"] = pk
+        if pk:
+            state["full_hex" if arm in ("A", "B") else "lazy_hex"] = pk.get("archive", "").split(":")[-1]
     finally:
         node.delete_app(app)
-    row["ok"] = status == 200 and b"lazy package" in body
+    lazy = bool(pk and pk.get("lazy"))
+    row["ok"] = status == 200 and b"lazy package" in body and lazy == (arm not in ("A", "B"))
+    if status == 200 and not row["ok"]:
+        row["why"] = f"the package was {'' if lazy else 'not '}mounted lazily: {pk}"
     return row
 
 
-def run_package(args, node, link, registry_host, link_name, pkg_dir, pkg_bytes, res):
-    ref = f"{registry_host}/{REPO}/pkg:1"
+def run_package(args, node, link, registry_host, link_name, pkg_bytes, res):
+    refs = {"lazy": f"{registry_host}/{REPO}/pkg:1", "full": f"{registry_host}/{REPO}/pkg-full:1"}
     key = f"{link_name}/pkg"
-    r = res["runs"][key] = {"link": link_name, "image": "pkg", "ref": ref, "image_bytes": pkg_bytes,
+    r = res["runs"][key] = {"link": link_name, "image": "pkg", "ref": refs["lazy"], "image_bytes": pkg_bytes,
                             "arms": {a: {"rows": [], "failures": []} for a in PKG_ARMS}}
     conn = harness.RawConn(args.port, timeout=300)
+    state = {}
     try:
         for i in range(-args.warmup, args.n):
             for arm in PKG_ARMS:
                 try:
-                    row = pkg_try(node, link, conn, arm, ref, pkg_bytes)
+                    row = pkg_try(node, link, conn, arm, refs, pkg_bytes, state)
                 except Exception as e:
                     row = {"arm": arm, "ok": False, "error": f"{type(e).__name__}: {e}"}
                     log(f"{key} {arm}: {row['error']}")
@@ -705,11 +728,13 @@ def main():
         pkg = None
         if args.package == "on":
             try:
-                pkg_dir, pkg_bytes = build_package(args.out, args.unused_mb)
+                pkg_dirs, pkg_bytes = build_package(args.out, args.unused_mb)
                 t0 = time.monotonic()
-                out = node.legion("package", "push", pkg_dir, f"{reg.host}/{REPO}/pkg:1", "--insecure")
+                out = node.legion("package", "push", pkg_dirs["pkg"], f"{reg.host}/{REPO}/pkg:1", "--insecure")
+                out += node.legion("package", "push", pkg_dirs["pkg-full"], f"{reg.host}/{REPO}/pkg-full:1",
+                                   "--insecure", "--no-lazy")
                 res["package"] = {"bytes": pkg_bytes, "push_s": time.monotonic() - t0, "push_output": out[-2000:]}
-                pkg = (pkg_dir, pkg_bytes)
+                pkg = pkg_bytes
             except Exception as e:
                 res["package"] = {"error": f"{type(e).__name__}: {e}"}
                 log(f"package push failed, no package part: {e}")
@@ -747,7 +772,7 @@ def main():
                 f"{res['links'][link_name]['registry_round_trip_us']['p50']:.0f} us")
             run_link(args, node, link, host, link_name, imgs, sizes, res)
             if pkg:
-                run_package(args, node, link, host, link_name, pkg[0], pkg[1], res)
+                run_package(args, node, link, host, link_name, pkg, res)
             write(args.out, "lazy.json", res)
     except Exception as e:
         status = 1

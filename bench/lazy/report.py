@@ -91,9 +91,11 @@ def main():
         s.append(f"- function package: **not measured**, `legion package push` failed: {pk['error']}")
     elif pk:
         s.append(f"- function package `pkg`: main.py answering a small JSON and {mb(pk.get('bytes'))} of host "
-                 f"files under data/ it never reads, pushed by `legion package push`; each try a new function "
-                 f"app (runtime python3, `packageImage`); arms C-first and C as for images, and B: the package "
-                 f"mounted already by the try before (what that read is local)")
+                 f"files under data/ it never reads, pushed by `legion package push` (and as `pkg-full` with "
+                 f"`--no-lazy`, one byte apart); each try a new function app (runtime python3, `packageImage`) "
+                 f"deployed and invoked once through the router; arms C-first and C as for images, B-mounted: the "
+                 f"lazy package mounted by the try before (what that read local), A: `pkg-full` fetched whole "
+                 f"and extracted (its tree removed before each try), B: `pkg-full`'s tree as A left it")
     s.append("")
     s.append("Arms: " + "; ".join(f"**{k}** {v}" for k, v in ARMS.items()) + ".")
     s.append("")

@@ -41,11 +41,14 @@
 #   LAZY_UNUSED_MB [400]  host files in py500's layer that the server never reads
 #   LAZY_PACKAGE [on]     also the function package (a packageImage app of a
 #                         package with LAZY_UNUSED_MB of files never read):
-#                         C-first, C, and B (the package mounted by the try
-#                         before, what it read local)
+#                         C-first, C, B-mounted (the lazy package as the try
+#                         before left it mounted), A (the same files pushed
+#                         --no-lazy: fetched whole and extracted), B (A's tree)
 #   LAZY_LEGIOND_ARGS [--lazy-rate 0]  legiond options: by default no
 #                         background hydration, so that the bytes before the
 #                         answer are the reads' and the prefetch's alone
+#                         (--insecure-registry for the bench's registry is
+#                         added in any case)
 set -euo pipefail
 
 LAZY_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -115,8 +118,16 @@ OTHERS=$(pgrep -x legiond | wc -l || true)
 date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
 T0=$(date +%s)
 echo "bench/lazy: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
-if [ -z "${LAZY_LEGIOND_ARGS+set}" ] && "$BUILD/legiond" --help 2>&1 | grep -q -- '--lazy-rate'; then
-        LAZY_LEGIOND_ARGS="--lazy-rate 0"
+if [ -z "${LAZY_LEGIOND_ARGS+set}" ]; then
+        LAZY_LEGIOND_ARGS=
+        if "$BUILD/legiond" --help 2>&1 | grep -q -- '--lazy-rate'; then
+                LAZY_LEGIOND_ARGS="--lazy-rate 0"
+        fi
+fi
+# The registry (straight, and behind the delay relay) over plain HTTP, for
+# package images.
+if "$BUILD/legiond" --help 2>&1 | grep -q -- '--insecure-registry'; then
+        LAZY_LEGIOND_ARGS="$LAZY_LEGIOND_ARGS --insecure-registry 100.64.13.2:5000 --insecure-registry 100.64.13.2:5001"
 fi
 # shellcheck disable=SC2086 # LAZY_LEGIOND_ARGS is a list of options
 bench_start_legiond "$PORT" ${LAZY_LEGIOND_ARGS:-}
