@@ -9,6 +9,7 @@
 
 #include "cas/cas.h"
 #include "image/image.h"
+#include "image/mirrors.h"
 
 #define LG_DIGEST_MAX 72 /* "sha256:" + 64 hex + NUL, rounded */
 
@@ -50,6 +51,7 @@ struct lg_image_store {
         const struct lg_image_lazy_ops *lazy_ops;
         void *lazy_ud;
         bool lazy_auto;
+        struct lg_mirrors mirrors; /* legiond --registry-mirror; set once */
         /* Held while a layer's chunks go into the chunk store ahead of its
          * table's place in lazy/layers/ (convert), while lazy layers go in
          * and are mounted (a lazy pull), and by GC of the chunk store. */

@@ -55,6 +55,8 @@
 #include "common/util.h"
 #include "image/registry.h" /* struct lg_registry_auth */
 
+struct lg_mirrors; /* image/mirrors.h */
+
 typedef struct lg_image_store lg_image_store;
 
 /* What a sandbox needs of an image, and what `legion image inspect` shows. */
@@ -201,6 +203,13 @@ struct lg_image_lazy_ops {
  * is shared with other threads; ops and ud must outlive the store. */
 int lg_image_store_set_lazy(lg_image_store *st, const char *lazy_dir, const struct lg_image_lazy_ops *ops,
                             void *ud, bool lazy_auto, struct lg_error *err);
+
+/* Registry mirrors (mirrors.h; legiond --registry-mirror, copied): a lazy
+ * pull records them in each layer's source.json, where the fetcher tries
+ * them before the origin, and fetches from them the small blobs the
+ * origin does not give. Call before the store is shared with other
+ * threads. */
+int lg_image_store_set_mirrors(lg_image_store *st, const struct lg_mirrors *m, struct lg_error *err);
 
 /* Mount every lazy layer of the store that is not mounted (legiond's
  * start, before pods and apps are adopted). A layer that fails is said in

@@ -53,6 +53,18 @@ int lg_image_store_set_lazy(lg_image_store *st, const char *lazy_dir, const stru
         return 0;
 }
 
+int lg_image_store_set_mirrors(lg_image_store *st, const struct lg_mirrors *m, struct lg_error *err) {
+        struct lg_mirrors copy;
+        int r = lg_mirrors_copy(m, &copy, err);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&st->mu);
+        lg_mirrors_clear(&st->mirrors);
+        st->mirrors = copy;
+        pthread_mutex_unlock(&st->mu);
+        return 0;
+}
+
 /* layers/<hex>.json, parsed; NULL when there is none. */
 static json_t *layer_record(lg_image_store *st, const char *hex) {
         char p[96], buf[1024];

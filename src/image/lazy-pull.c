@@ -167,12 +167,33 @@ static int file_sink(void *ud, const void *buf, size_t len, struct lg_error *err
         return r < 0 ? lg_error_set(err, r, "write") : 0;
 }
 
-/* Blob b of the artifact into path (verified by the client). */
+static int file_restart(void *ud) {
+        int fd = *(int *) ud;
+        return ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0 ? -errno : 0;
+}
+
+/* Blob b of the artifact into path (verified by the client): from the
+ * registry, or when it does not give it, from a registry mirror
+ * (mirrors.h). */
 static int fetch_to(struct lazy_pull *lp, const struct lg_lazy_blob *b, const char *path, struct lg_error *err) {
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0)
                 return lg_error_set(err, errno, "create `%s`", path);
         int r = lg_registry_blob_get(lp->reg, b->digest, b->size, file_sink, &fd, err);
+        if (r < 0 && lp->st->mirrors.n > 0) {
+                struct lg_error e2 = {0};
+                int q = file_restart(&fd);
+                if (q >= 0)
+                        q = lg_mirrors_blob_get(&lp->st->mirrors, lg_registry_repository(lp->reg), b->digest, b->size,
+                                                file_sink, file_restart, &fd, &e2);
+                if (q >= 0) {
+                        r = 0; /* the origin's error is forgotten: the bytes are verified */
+                } else {
+                        char first[sizeof(err->msg)];
+                        snprintf(first, sizeof(first), "%s", err ? err->msg : "");
+                        lg_error_setm(err, -r, "%s (and from the registry mirrors: %s)", first, e2.msg);
+                }
+        }
         if (r >= 0 && fsync(fd) < 0)
                 r = lg_error_set(err, errno, "write `%s`", path);
         close(fd);
@@ -238,6 +259,14 @@ static int fetch_layer(struct lazy_pull *lp, struct plan *p, struct lg_error *er
         if (src && lp->auth && lp->auth->username && *lp->auth->username) {
                 json_object_set_new(src, "username", json_string(lp->auth->username));
                 json_object_set_new(src, "password", json_string(lp->auth->password ? lp->auth->password : ""));
+        }
+        /* Where the fetcher looks first (mirrors.h). */
+        if (src && lp->st->mirrors.n > 0) {
+                json_t *m = lg_mirrors_to_json(&lp->st->mirrors);
+                if (!m || json_object_set_new(src, "mirrors", m) < 0) {
+                        json_decref(src);
+                        src = NULL;
+                }
         }
         r = src ? lg_image_lazy_write_source(dir, src, err) : lg_error_set(err, ENOMEM, "source.json");
         json_decref(src);

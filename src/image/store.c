@@ -181,6 +181,7 @@ void lg_image_store_close(lg_image_store *st) {
         if (st->lazy_dirfd >= 0)
                 close(st->lazy_dirfd);
         free(st->lazy_dir);
+        lg_mirrors_clear(&st->mirrors);
         free(st->pending);
         free(st->dir);
         free(st);

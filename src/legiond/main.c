@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "legiond/daemon.h"
+#include "image/mirrors.h"
 #include "legiond/tls-cert.h"
 #include "net/dns.h"
 #include "node/agent.h"
@@ -43,6 +44,7 @@ static void usage(FILE *f) {
               "               [--network on|off] [--pod-cidr CIDR] [--dns-upstream IP[:PORT]]...\n"
               "               [--net-table NAME] [--net-link-prefix P] [--fn-domain DOMAIN]\n"
               "               [--app-backoff-ms MS] [--app-ready-timeout-ms MS] [--insecure-registry HOST]...\n"
+              "               [--registry-mirror HOST:PORT [--registry-mirror-token-file FILE]]...\n"
               "       legiond [--home DIR] [--network on|off] [--pod-cidr CIDR] [--net-table NAME]\n"
               "               [--net-link-prefix P] --stop-all\n"
               "\n"
@@ -82,6 +84,13 @@ static void usage(FILE *f) {
               "  --insecure-registry HOST[:PORT]\n"
               "                          reach this registry over plain HTTP for package images (repeatable,\n"
               "                          at most 16; 127.0.0.1 and localhost always are)\n"
+              "  --registry-mirror HOST:PORT\n"
+              "                          another legiond (its --listen) or registry that lazy layers'\n"
+              "                          blobs are fetched from before their registry (repeatable, at\n"
+              "                          most 8, tried in order; plain HTTP; docs/lazy-images.md)\n"
+              "  --registry-mirror-token-file FILE\n"
+              "                          the API token of the mirror named just before (read at start;\n"
+              "                          sent as the password of HTTP Basic)\n"
               "  --stop-all              stop every workload this home left running (function instances,\n"
               "                          sessions, pods), remove the sandbox network (the table, links\n"
               "                          and rules the network flags name) and exit; with legiond\n"
@@ -171,6 +180,35 @@ static bool parse_hostport(const char *s, char *host, size_t cap, unsigned *port
                 host[l - 2] = '\0';
         }
         return true;
+}
+
+/* --registry-mirror and the --registry-mirror-token-file after it. */
+struct mirror_opt {
+        const char *host, *token_file;
+};
+
+/* Each mirror with the token in its token file (the password of HTTP
+ * Basic, which a legiond's /v2 takes), plain HTTP. */
+static int set_mirrors(lg_image_store *images, const struct mirror_opt *o, size_t n, struct lg_error *err) {
+        struct lg_mirrors m = {0};
+        int r = 0;
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                char token[512] = "";
+                if (o[i].token_file) {
+                        ssize_t k = lg_read_file_at(AT_FDCWD, o[i].token_file, token, sizeof(token));
+                        if (k <= 0) {
+                                r = lg_error_set(err, k < 0 ? (int) -k : EINVAL, "--registry-mirror-token-file `%s`",
+                                                 o[i].token_file);
+                                break;
+                        }
+                }
+                r = lg_mirrors_add(&m, o[i].host, token[0] ? "legion" : NULL, token, true, err);
+                explicit_bzero(token, sizeof(token));
+        }
+        if (r >= 0)
+                r = lg_image_store_set_mirrors(images, &m, err);
+        lg_mirrors_clear(&m);
+        return r;
 }
 
 /* The TLS listener with <home>/tls/server.{crt,key}, made (with their CA)
@@ -511,6 +549,8 @@ int main(int argc, char **argv) {
                 {"app-backoff-ms", required_argument, NULL, 'B'},
                 {"app-ready-timeout-ms", required_argument, NULL, 'R'},
                 {"insecure-registry", required_argument, NULL, 'I'},
+                {"registry-mirror", required_argument, NULL, 'M'},
+                {"registry-mirror-token-file", required_argument, NULL, 'K'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
@@ -527,6 +567,8 @@ int main(int argc, char **argv) {
         unsigned long app_backoff_ms = 1000, ready_timeout_ms = 60000;
         struct net_opts net = {0};
         const char *fn_domain = NULL;
+        struct mirror_opt mirror_opts[LG_MIRRORS_MAX];
+        size_t n_mirrors = 0;
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
@@ -579,6 +621,22 @@ int main(int argc, char **argv) {
                 case 'B':
                         if (!parse_uint(optarg, 1, 3600000, &app_backoff_ms))
                                 return bad_number("app-backoff-ms", optarg);
+                        break;
+                case 'M':
+                        if (n_mirrors == LG_MIRRORS_MAX) {
+                                fprintf(stderr, "legiond: at most %d --registry-mirror\n", LG_MIRRORS_MAX);
+                                return 2;
+                        }
+                        mirror_opts[n_mirrors].host = optarg;
+                        mirror_opts[n_mirrors++].token_file = NULL;
+                        break;
+                case 'K':
+                        if (n_mirrors == 0 || mirror_opts[n_mirrors - 1].token_file) {
+                                fprintf(stderr, "legiond: --registry-mirror-token-file follows the "
+                                                "--registry-mirror it is for\n");
+                                return 2;
+                        }
+                        mirror_opts[n_mirrors - 1].token_file = optarg;
                         break;
                 case '?' + 256: usage(stdout); return 0;
                 default: usage(stderr); return 2;
@@ -636,6 +694,8 @@ int main(int argc, char **argv) {
         snprintf(path, sizeof(path), "%s/images", d->home);
         if (r >= 0)
                 r = lg_image_store_open(path, &d->images, &err);
+        if (r >= 0 && n_mirrors)
+                r = set_mirrors(d->images, mirror_opts, n_mirrors, &err);
         if (r >= 0)
                 r = bootstrap(d, &err);
         if (r >= 0)
