@@ -3,6 +3,8 @@
  * table. */
 #include "image/mirrors.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,6 +139,50 @@ int lg_mirrors_blob_get(const struct lg_mirrors *m, const char *repository, cons
                         r = lg_registry_blob_get(reg, digest, size, sink, ud, err);
                 if (r >= 0)
                         return r;
+        }
+        return r;
+}
+
+void lg_mirror_clients_close(struct lg_mirror_clients *cl) {
+        for (size_t i = 0; i < LG_MIRRORS_MAX; i++) {
+                lg_registry_close(cl->c[i].r);
+                cl->c[i].r = NULL;
+                cl->c[i].key[0] = '\0';
+        }
+}
+
+int lg_mirrors_range(const struct lg_mirrors *m, struct lg_mirror_skip *skip, struct lg_mirror_clients *cl,
+                     const char *repository, const char *digest, uint64_t off, void *buf, size_t len,
+                     int (*accept)(void *ud, const void *buf), void *ud, struct lg_error *err) {
+        int r = lg_error_setm(err, ENOENT, "%s", "no registry mirror to try");
+        for (size_t i = 0; i < m->n && i < LG_MIRRORS_MAX; i++) {
+                if (!lg_mirror_skip_usable(skip, i))
+                        continue;
+                const struct lg_mirror *e = &m->v[i];
+                char key[sizeof(cl->c[i].key)];
+                snprintf(key, sizeof(key), "%s\n%s\n%s\n%d", e->registry, repository, e->username ? e->username : "",
+                         e->insecure);
+                if (cl->c[i].r && strcmp(cl->c[i].key, key)) {
+                        lg_registry_close(cl->c[i].r);
+                        cl->c[i].r = NULL;
+                }
+                if (!cl->c[i].r) {
+                        if ((r = lg_mirror_open(e, repository, &cl->c[i].r, err)) < 0) {
+                                lg_mirror_skip_failed(skip, i);
+                                continue;
+                        }
+                        snprintf(cl->c[i].key, sizeof(cl->c[i].key), "%s", key);
+                }
+                r = lg_registry_blob_range(cl->c[i].r, digest, off, buf, len, err);
+                if (r >= 0 && (r = accept(ud, buf)) < 0)
+                        lg_error_setm(err, -r, "registry mirror %s gave bytes %" PRIu64 "+%zu of %s that do not "
+                                               "match", e->registry, off, len, digest);
+                if (r >= 0)
+                        return 0;
+                /* A fresh connection next time, after the skip. */
+                lg_registry_close(cl->c[i].r);
+                cl->c[i].r = NULL;
+                lg_mirror_skip_failed(skip, i);
         }
         return r;
 }

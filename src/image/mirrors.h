@@ -72,6 +72,27 @@ int lg_mirror_open(const struct lg_mirror *m, const char *repository, lg_registr
 int lg_mirrors_blob_get(const struct lg_mirrors *m, const char *repository, const char *digest, uint64_t size,
                         lg_registry_sink_cb sink, int (*restart)(void *ud), void *ud, struct lg_error *err);
 
+/* One thread's clients of the mirrors (kept between ranges: the
+ * connection and a bearer token are reused). Zeroed: none open. */
+struct lg_mirror_clients {
+        struct {
+                char key[600]; /* registry, repository, user: what it was opened for */
+                lg_registry *r;
+        } c[LG_MIRRORS_MAX];
+};
+void lg_mirror_clients_close(struct lg_mirror_clients *cl);
+
+struct lg_mirror_skip;
+/* Bytes [off, off+len) of blob digest from the first mirror not skipped
+ * that gives them and whose bytes accept(ud, buf) takes (it verifies and
+ * keeps them: 0, or -EBADMSG to refuse them). A mirror that fails (an
+ * error, a timeout, bytes refused) is skipped in skip for
+ * LG_MIRROR_SKIP_NS. 0 when a mirror's bytes were accepted; < 0 when none
+ * were (-ENOENT: no mirror to try), and the caller goes to the origin. */
+int lg_mirrors_range(const struct lg_mirrors *m, struct lg_mirror_skip *skip, struct lg_mirror_clients *cl,
+                     const char *repository, const char *digest, uint64_t off, void *buf, size_t len,
+                     int (*accept)(void *ud, const void *buf), void *ud, struct lg_error *err);
+
 /* When each mirror of one layer may be tried again (ns, CLOCK_MONOTONIC as
  * lg_now_ns). Zeroed: all may be tried. */
 struct lg_mirror_skip {

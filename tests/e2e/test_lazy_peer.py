@@ -11,11 +11,15 @@ import json
 import os
 import random
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from oci_kit import Image, busybox_layer, tar_layer
+import pytest
+
+from oci_kit import busybox_layer
 # Fixtures: a registry, and nodes with lazy images on, checked for mounts left.
-from test_image_convert import nodes, reg, top  # noqa: F401
-from test_legiond import BUILD
+from test_image_convert import OTHER, api, data_image, hexes, inspect, nodes, publish, reg, run_pod, top  # noqa: F401
+from test_legiond import BUILD, LEGIOND
 
 DRIVER = os.path.abspath(os.path.join(BUILD, "src", "image", "registry-driver"))
 
@@ -41,16 +45,14 @@ def v2(d, method, path, headers=None, auth="bearer"):
     return r.status, {k.lower(): v for k, v in r.getheaders()}, body
 
 
-def data_image():
-    return Image([busybox_layer(), tar_layer([("data", "dir"), ("data/big", "file", BIG),
-                                              ("data/small", "file", SMALL)])],
-                 config={"Cmd": ["/bin/sh"]})
+def image(files=(("big", BIG), ("small", SMALL))):
+    return data_image(files, base=busybox_layer())
 
 
 def converted(d, reg, repo="peer/one"):
     """img pushed to reg, pulled whole on d and converted there: returns
     (img, {layer hex: lazy/layers/<hex>/source.json})."""
-    img = data_image()
+    img = image()
     ref = reg.push(img, repo, "1")
     d.cli("image", "pull", ref, "--lazy", "never", timeout=180)
     d.cli("image", "convert", ref, timeout=300)
@@ -138,7 +140,7 @@ def test_serves_blobs_and_lazy_layers(nodes, reg):
 
 def test_auth_and_hostile_paths(nodes, reg):
     a = nodes("a")
-    img = data_image()
+    img = image()
     ref = reg.push(img, "peer/two", "1")
     a.cli("image", "pull", ref, "--lazy", "never", timeout=180)
     cfg = img.manifest["config"]["digest"]
@@ -182,3 +184,168 @@ def test_auth_and_hostile_paths(nodes, reg):
         assert st == 404 and b"root:" not in body, st
     finally:
         os.unlink(link)
+
+
+# ---- a node fetching from another: --registry-mirror ------------------------------------
+
+def need_fetcher():
+    p = subprocess.run([LEGIOND, "lazy-fetcher", "--help"], capture_output=True, text=True)
+    if "lazy-fetcher" not in p.stdout + p.stderr or "--registry-mirror" not in \
+            subprocess.run([LEGIOND, "--help"], capture_output=True, text=True).stdout:
+        pytest.skip("this legiond has no lazy fetcher or no --registry-mirror yet")
+
+
+class LyingPeer:
+    """A registry that answers every blob range with as many wrong bytes
+    (zeros, the worst lie: what a lazy read must never return) and counts
+    the ranges it was asked; whole blobs it does not have (404)."""
+
+    def __init__(self):
+        peer = self
+        self.ranges = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v2":
+                    return self.reply(200, b"{}", {})
+                rng = self.headers.get("Range", "")
+                if "/blobs/" not in self.path or not rng.startswith("bytes="):
+                    return self.reply(404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"no"}]}', {})
+                lo, hi = (int(x) for x in rng[6:].split("-"))
+                peer.ranges += 1
+                self.reply(206, b"\0" * (hi - lo + 1), {"Content-Range": f"bytes {lo}-{hi}/*"})
+
+            def reply(self, code, body, headers):
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def mirror_args(d, top):
+    """--registry-mirror flags for node d, its token in a file (0600)."""
+    path = os.path.join(str(top), f"token-{d.port}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, (d.token + "\n").encode())
+    os.close(fd)
+    return ["--registry-mirror", f"127.0.0.1:{d.port}", "--registry-mirror-token-file", path]
+
+
+FILES = [("big", BIG), ("other", OTHER), ("small", SMALL)]
+
+
+def sums_script(names):
+    return " ".join(f"sha256sum /data/{n};" for n in names) + " echo DONE $?"
+
+
+def test_pod_reads_from_peer_with_registry_stopped(nodes, reg, top):
+    need_fetcher()
+    a = nodes("a")
+    img = image(FILES)
+    ref, _ = publish(a, reg, img, "peer/mirror")
+    b = nodes("b", *mirror_args(a, top))
+    _, last = api(b, "POST", "/v1/images/pull", {"image": ref}, ndjson=True)
+    assert last.get("lazy") is True, last
+    for h in hexes(img):
+        src = json.load(open(os.path.join(b.home, "lazy", "layers", h, "source.json")))
+        assert src["registry"] == reg.host
+        assert src["mirrors"] == [{"registry": f"127.0.0.1:{a.port}", "insecure": True, "username": "legion",
+                                   "password": a.token}], src
+    before = inspect(b, ref)["lazy"]["localBytes"]
+    # The registry goes: every byte the pod reads comes from a.
+    reg.stop()
+    log = run_pod(b, "frompeer", ref, sums_script([n for n, _ in FILES]))
+    for n, data in FILES:
+        assert f"{hashlib.sha256(data).hexdigest()}  /data/{n}" in log, log
+    assert "DONE 0" in log, log
+    assert inspect(b, ref)["lazy"]["localBytes"] >= before + len(BIG) + len(OTHER)
+
+
+def test_peer_is_a_cache(nodes, reg, top):
+    """a pulled lazily and read nothing; b, with a as its mirror, reads:
+    a fetches what b asks through its own fetcher and keeps it."""
+    need_fetcher()
+    pub = nodes("pub")
+    img = image(FILES)
+    ref, _ = publish(pub, reg, img, "peer/cache")
+    a = nodes("a")
+    _, last = api(a, "POST", "/v1/images/pull", {"image": ref}, ndjson=True)
+    assert last.get("lazy") is True, last
+    a_before = inspect(a, ref)["lazy"]["localBytes"]
+    b = nodes("b", *mirror_args(a, top))
+    _, last = api(b, "POST", "/v1/images/pull", {"image": ref}, ndjson=True)
+    assert last.get("lazy") is True, last
+    log = run_pod(b, "big", ref, sums_script(["big"]))
+    assert f"{hashlib.sha256(BIG).hexdigest()}  /data/big" in log and "DONE 0" in log, log
+    # a has the big file now (b's reads went through a), not the other.
+    a_after = inspect(a, ref)["lazy"]
+    assert a_after["localBytes"] >= a_before + len(BIG), (a_before, a_after)
+    assert a_after["localBytes"] < a_after["bytes"], a_after
+
+
+def test_lying_peer_is_never_believed(nodes, reg, top):
+    need_fetcher()
+    a = nodes("a")
+    img = image(FILES)
+    ref, _ = publish(a, reg, img, "peer/liar")
+    liar = LyingPeer()
+    try:
+        b = nodes("b", "--registry-mirror", f"127.0.0.1:{liar.port}")
+        _, last = api(b, "POST", "/v1/images/pull", {"image": ref}, ndjson=True)
+        assert last.get("lazy") is True, last
+        # The liar is asked first; its zeros fail verification, the
+        # registry gives the right bytes.
+        log = run_pod(b, "liar", ref, sums_script(["big"]))
+        assert liar.ranges >= 1, "the mirror was never asked"
+        assert f"{hashlib.sha256(BIG).hexdigest()}  /data/big" in log and "DONE 0" in log, log
+        # Without the registry, what is not local fails; nothing reads the
+        # liar's zeros.
+        reg.stop()
+        asked = liar.ranges
+        log = run_pod(b, "liar2", ref, "sha256sum /data/other; echo DONE $?; "
+                                       "dd if=/data/other bs=65536 2>&1 | od -An -tx1 | grep -c . ; true")
+        assert hashlib.sha256(OTHER).hexdigest() not in log and "DONE 0" not in log, log
+        assert hashlib.sha256(b"\0" * len(OTHER)).hexdigest() not in log, log
+        assert "Input/output error" in log or "I/O error" in log, log
+        del asked
+    finally:
+        liar.stop()
+
+
+def test_small_blobs_from_peer(nodes, reg, top):
+    """The registry lost the meta blob of the artifact: the lazy pull takes
+    it from the mirror (verified) instead of falling back to a full pull."""
+    need_fetcher()
+    a = nodes("a")
+    img = image(FILES)
+    ref, _ = publish(a, reg, img, "peer/small")
+    tag = "sha256-" + img.digest.split(":")[1]
+    _, _, body = reg._request("GET", f"/v2/peer/small/manifests/{tag}",
+                              headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    art = json.loads(body)["manifests"][0]["digest"]
+    _, _, body = reg._request("GET", f"/v2/peer/small/manifests/{art}",
+                              headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    metas = [l["digest"] for l in json.loads(body)["layers"]
+             if l["mediaType"] == "application/vnd.legion.erofs.meta.v1"]
+    for m in metas:
+        os.remove(reg.blob_path(m))
+    b = nodes("b", *mirror_args(a, top))
+    _, last = api(b, "POST", "/v1/images/pull", {"image": ref}, ndjson=True)
+    assert last.get("lazy") is True, last
+    log = run_pod(b, "small", ref, sums_script(["small"]))
+    assert f"{hashlib.sha256(SMALL).hexdigest()}  /data/small" in log, log

@@ -132,12 +132,48 @@ static void test_blob_get_unreachable(void **state) {
         lg_mirrors_clear(&m);
 }
 
+static int accepts;
+static int accept_all(void *ud, const void *buf) {
+        (void) ud, (void) buf;
+        accepts++;
+        return 0;
+}
+
+/* Ranges: each mirror that fails is skipped for the layer; once all are,
+ * none is tried (-ENOENT: the caller goes to the origin at once). */
+static void test_range_skips(void **state) {
+        (void) state;
+        struct lg_mirrors m = {0};
+        struct lg_error err = {0};
+        OK(lg_mirrors_add(&m, "127.0.0.1:1", NULL, NULL, true, &err));
+        OK(lg_mirrors_add(&m, "127.0.0.1:2", NULL, NULL, true, &err));
+        struct lg_mirror_skip skip = {0};
+        struct lg_mirror_clients cl = {0};
+        const char *d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        char buf[16];
+        accepts = 0;
+        int r = lg_mirrors_range(&m, &skip, &cl, "r", d, 0, buf, sizeof(buf), accept_all, NULL, &err);
+        assert_true(r < 0 && r != -ENOENT);
+        assert_false(lg_mirror_skip_usable(&skip, 0));
+        assert_false(lg_mirror_skip_usable(&skip, 1));
+        assert_int_equal(lg_mirrors_range(&m, &skip, &cl, "r", d, 0, buf, sizeof(buf), accept_all, NULL, &err),
+                         -ENOENT);
+        assert_int_equal(accepts, 0);
+        /* Another layer has its own skip table: tried again. */
+        struct lg_mirror_skip other = {0};
+        r = lg_mirrors_range(&m, &other, &cl, "r", d, 0, buf, sizeof(buf), accept_all, NULL, &err);
+        assert_true(r < 0 && r != -ENOENT);
+        lg_mirror_clients_close(&cl);
+        lg_mirrors_clear(&m);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_roundtrip),
                 cmocka_unit_test(test_hostile),
                 cmocka_unit_test(test_skip),
                 cmocka_unit_test(test_blob_get_unreachable),
+                cmocka_unit_test(test_range_skips),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
