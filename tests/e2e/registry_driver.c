@@ -21,6 +21,12 @@
  *                               SUBJECT; prints the artifact digest
  *   lazy-find SUBJECT           the parsed artifact as JSON
  *   pull STOREDIR REF           lg_image_pull; prints the image digest
+ *   mirror-range DIGEST OFF LEN SHA256 TIMES MIRROR...
+ *                               TIMES reads with lg_mirrors_range (one skip
+ *                               table, clients kept) from the mirrors
+ *                               (HOST:PORT, plain http, the credentials
+ *                               above), the bytes accepted when they hash to
+ *                               SHA256 (hex); prints "ok" or "fail ERRNO" each
  * A failure prints "ERR <errno> <message>" on stderr and exits 1. */
 #include <fcntl.h>
 #include <pthread.h>
@@ -29,9 +35,51 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cas/cas.h"
 #include "image/image.h"
 #include "image/lazy-artifact.h"
+#include "image/mirrors.h"
 #include "image/registry.h"
+
+/* mirror-range's accept: the bytes hash to the expected sha256. */
+struct want_sha {
+        const char *hex;
+        size_t len;
+};
+
+static int accept_sha(void *ud, const void *buf) {
+        const struct want_sha *w = ud;
+        uint8_t md[32];
+        char hex[65];
+        if (lg_sha256(buf, w->len, md) < 0)
+                return -ENOMEM;
+        for (int i = 0; i < 32; i++)
+                snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        return strcmp(hex, w->hex) ? -EBADMSG : 0;
+}
+
+static int mirror_range(char **a, int n, const struct lg_registry_auth *auth, struct lg_error *err) {
+        struct lg_mirrors m = {0};
+        int r = 0;
+        for (int i = 5; r >= 0 && i < n; i++)
+                r = lg_mirrors_add(&m, a[i], auth->username, auth->password, true, err);
+        struct want_sha w = {.hex = a[3], .len = strtoull(a[2], NULL, 10)};
+        char *buf = malloc(w.len ? w.len : 1);
+        struct lg_mirror_skip skip = {0};
+        struct lg_mirror_clients cl = {0};
+        for (int t = 0; r >= 0 && buf && t < atoi(a[4]); t++) {
+                int q = lg_mirrors_range(&m, &skip, &cl, "some/repo", a[0], strtoull(a[1], NULL, 10), buf, w.len,
+                                         accept_sha, &w, err);
+                if (q < 0)
+                        printf("fail %d\n", -q);
+                else
+                        printf("ok\n");
+        }
+        lg_mirror_clients_close(&cl);
+        lg_mirrors_clear(&m);
+        free(buf);
+        return r < 0 ? r : buf ? 0 : -ENOMEM;
+}
 
 static int fail(int r, const struct lg_error *err) {
         fprintf(stderr, "ERR %d %s\n", -r, err->msg);
@@ -173,6 +221,8 @@ int main(int argc, char **argv) {
                 for (int i = 0; r >= 0 && i < atoi(a[3]); i++)
                         r = lg_registry_blob_range(reg, a[0], strtoull(a[1], NULL, 10), buf, len, &err);
                 free(buf);
+        } else if (!strcmp(cmd, "mirror-range") && n >= 6) {
+                r = mirror_range(a, n, &auth, &err);
         } else if (!strcmp(cmd, "parallel") && n == 3) {
                 r = parallel(argv[2], argv[3], reg, &auth, a[0], strtoull(a[1], NULL, 10), atoi(a[2]), &err);
         } else if (!strcmp(cmd, "exists") && n == 1) {

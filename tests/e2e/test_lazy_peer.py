@@ -10,13 +10,14 @@ import http.client
 import json
 import os
 import random
+import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from oci_kit import busybox_layer
+from oci_kit import Registry, busybox_layer, free_port
 # Fixtures: a registry, and nodes with lazy images on, checked for mounts left.
 from test_image_convert import OTHER, api, data_image, hexes, inspect, nodes, publish, reg, run_pod, top  # noqa: F401
 from test_legiond import BUILD, LEGIOND
@@ -235,6 +236,39 @@ class LyingPeer:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def test_mirror_ranges_skip_a_liar(tmp_path):
+    """lg_mirrors_range (what the fetcher calls) on real servers: a liar
+    first, then a registry used as a mirror. The liar's zeros are refused,
+    the registry's bytes taken; the liar is not asked again (skipped 30 s),
+    nor is a mirror that is down."""
+    if not shutil.which("docker-registry"):
+        pytest.skip("docker-registry is not installed")
+    r = Registry(str(tmp_path))
+    liar = LyingPeer()
+    try:
+        data = BIG[:300000]
+        digest = sha(data)
+        r.push_blob("some/repo", digest, data)
+        part = data[1000:71000]
+        want = hashlib.sha256(part).hexdigest()
+
+        def ranges(times, *mirrors):
+            p = subprocess.run([DRIVER, "mirror-range", r.host, "x", digest, "1000", str(len(part)), want,
+                                str(times), *mirrors], capture_output=True, text=True, timeout=120)
+            assert p.returncode == 0, p.stderr
+            return p.stdout.split("\n")[:-1]
+
+        down = f"127.0.0.1:{free_port()}"
+        assert ranges(3, f"127.0.0.1:{liar.port}", down, r.host) == ["ok"] * 3
+        assert liar.ranges == 1
+        # Only the liar: its bytes refused (EBADMSG), then nothing to try.
+        assert ranges(2, f"127.0.0.1:{liar.port}") == ["fail 74", "fail 2"]
+        assert liar.ranges == 2
+    finally:
+        liar.stop()
+        r.stop()
 
 
 def mirror_args(d, top):
