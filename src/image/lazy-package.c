@@ -1,9 +1,9 @@
 /* Function packages as OCI artifacts (lazy-package.h): the push of a
  * package's archive and lazy form, and on a node the resolve of such an
  * artifact, the fetch of its lazy part into the lazy store, or of its
- * archive (the fallback). Blobs are read by range through the registry
- * client (registry.h) and verified whole against their digests here. */
-#include <ctype.h>
+ * archive (the fallback). The artifact's format is lazy-artifact.h's;
+ * blobs go through the registry client (registry.h), which verifies what
+ * it reads whole against its digest. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
