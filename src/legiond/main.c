@@ -15,6 +15,7 @@
 #include "legiond/daemon.h"
 #include "image/mirrors.h"
 #include "legiond/tls-cert.h"
+#include "lazy/fetcher.h"
 #include "net/dns.h"
 #include "node/agent.h"
 #include "node/node-provider.h"
@@ -531,6 +532,10 @@ static void on_signal(uv_signal_t *h, int signum) {
 }
 
 int main(int argc, char **argv) {
+        /* The lazy fetcher is a process of its own made of this binary
+         * (src/lazy/fetcher.h), with options of its own. */
+        if (argc > 1 && !strcmp(argv[1], "lazy-fetcher"))
+                return lg_lazy_fetcher_main(argc - 1, argv + 1);
         static const struct option opts[] = {
                 {"home", required_argument, NULL, 'h'},
                 {"listen", required_argument, NULL, 'l'},
