@@ -132,11 +132,7 @@ static void print_image_result(const json_t *image, const char *verb) {
                 size_t i, n_lazy = 0;
                 json_t *l;
                 json_array_foreach(layers, i, l) n_lazy += !strcmp(cli_jstr(l, "how") ?: "", "lazy");
-                if (n_lazy == json_array_size(layers))
-                        printf("lazily: its %zu layers mounted\n", n_lazy);
-                else
-                        printf("lazily: %zu of its %zu layers mounted, the rest were here\n", n_lazy,
-                               json_array_size(layers));
+                printf("lazily: %zu of %zu layers mounted, the others were here\n", n_lazy, json_array_size(layers));
                 print_local(stdout, image);
         } else if (cli_jstr(image, "lazyReason")) {
                 printf("not lazily: %s\n", cli_jstr(image, "lazyReason"));

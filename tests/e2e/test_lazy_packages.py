@@ -127,8 +127,6 @@ def test_archive_only_package_is_extracted(node, registry, tmp_path):
     hexd = hashlib.sha256(arch).hexdigest()
     assert st["lazy"] is False and st["archive"] == hexd and st["ref"] == ref, st
     assert "no lazy form" in st["lazyReason"], st
-    out, _ = node.cli("app", "show", "plain")
-    assert f"package image: {ref}" in out and "code:         extracted (" in out, out
     assert os.path.isdir(os.path.join(node.home, "packages", "extracted", hexd))
 
 
@@ -222,10 +220,6 @@ def test_push_makes_the_artifact_and_keeps_nothing(pusher, registry, tmp_path):
     tok = json.loads(body)["token"]
     st, body = pusher.http("POST", "/v1/packages/push?ref=" + ref, body=b"x", token=tok)
     assert st == 403, body
-    for q in ("", "?lazy=false", f"?ref={ref}&chunkSize=3000", f"?ref={ref}&chunkSize=x", f"?ref={ref}&lazy=maybe",
-              f"?ref={ref}&insecure=1", "?ref=Bad%20Ref::"):
-        st, body = pusher.http("POST", "/v1/packages/push" + q, body=b"x")
-        assert st == 400, (q, st, body)
     assert os.listdir(os.path.join(pusher.home, "lazy", "tmp")) == []
 
 
