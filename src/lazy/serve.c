@@ -25,6 +25,8 @@
 
 #define CACHE_MAX 4096 /* entries; beyond, the cache starts again */
 
+struct job;
+
 /* What a file's content says, valid while the file keeps its identity. */
 struct ident {
         dev_t dev;
@@ -49,6 +51,9 @@ struct lg_lazy_serve {
         struct cache_ent *cache;
         size_t n, cap;
         uint64_t gen;
+        /* The async calls (loop thread only). */
+        unsigned running;                     /* jobs on the thread pool */
+        struct job *waiting, *waiting_tail;   /* FIFO of jobs for later */
 };
 
 enum kind { K_FILE, K_LAZY };
@@ -516,6 +521,7 @@ void lg_lazy_serve_free(lg_lazy_serve *s) {
 
 struct job {
         uv_work_t w;
+        struct job *next; /* waiting for a thread */
         lg_lazy_serve *s;
         lg_lazy_serve_blob *b;
         char digest[80];
@@ -537,9 +543,7 @@ static void job_run(uv_work_t *w) {
                 j->status = lg_lazy_serve_read(j->b, j->off, j->buf, j->len, &j->err);
 }
 
-static void job_done(uv_work_t *w, int status) {
-        struct job *j = w->data;
-        (void) status; /* never cancelled: uv_cancel is not used */
+static void job_call(struct job *j) {
         if (j->open_cb)
                 j->open_cb(j->ud, j->status, j->b, j->size, &j->err);
         else
@@ -547,12 +551,56 @@ static void job_done(uv_work_t *w, int status) {
         free(j);
 }
 
-static int job_queue(uv_loop_t *loop, struct job *j) {
-        j->w.data = j;
-        int r = uv_queue_work(loop, &j->w, job_run, job_done);
-        if (r < 0)
-                free(j);
-        return r;
+static void job_done(uv_work_t *w, int status);
+
+/* Start waiting jobs while threads are free; one that cannot be queued
+ * is answered with the error (we are on the loop, in a callback). */
+static void jobs_start(lg_lazy_serve *s) {
+        while (s->waiting && s->running < LG_LAZY_SERVE_THREADS) {
+                struct job *j = s->waiting;
+                s->waiting = j->next;
+                if (!s->waiting)
+                        s->waiting_tail = NULL;
+                j->w.data = j;
+                int r = uv_queue_work(s->loop, &j->w, job_run, job_done);
+                if (r < 0) {
+                        j->status = lg_error_setm(&j->err, -r, "%s", "cannot queue work");
+                        job_call(j);
+                        continue;
+                }
+                s->running++;
+        }
+}
+
+static void job_done(uv_work_t *w, int status) {
+        struct job *j = w->data;
+        lg_lazy_serve *s = j->s;
+        (void) status; /* never cancelled: uv_cancel is not used */
+        s->running--;
+        jobs_start(s);
+        job_call(j);
+}
+
+/* Jobs wait their turn: a peer asking for many ranges through a fetcher
+ * that waits on a registry must not take every thread of the pool, which
+ * the node's own sandbox and image work needs. */
+static int job_queue(lg_lazy_serve *s, struct job *j) {
+        if (s->running < LG_LAZY_SERVE_THREADS) {
+                j->w.data = j;
+                int r = uv_queue_work(s->loop, &j->w, job_run, job_done);
+                if (r < 0) {
+                        free(j);
+                        return r;
+                }
+                s->running++;
+                return 0;
+        }
+        if (s->waiting_tail)
+                s->waiting_tail->next = j;
+        else
+                s->waiting = j;
+        s->waiting_tail = j;
+        return 0;
 }
 
 int lg_lazy_serve_open_async(lg_lazy_serve *s, const char *digest, lg_lazy_serve_open_cb cb, void *ud) {
@@ -565,7 +613,7 @@ int lg_lazy_serve_open_async(lg_lazy_serve *s, const char *digest, lg_lazy_serve
         /* Too long to be a digest: left empty, refused by the open. */
         if (strlen(digest) < sizeof(j->digest))
                 snprintf(j->digest, sizeof(j->digest), "%s", digest);
-        return job_queue(s->loop, j);
+        return job_queue(s, j);
 }
 
 int lg_lazy_serve_read_async(lg_lazy_serve_blob *b, uint64_t off, void *buf, size_t len, lg_lazy_serve_read_cb cb,
@@ -576,5 +624,5 @@ int lg_lazy_serve_read_async(lg_lazy_serve_blob *b, uint64_t off, void *buf, siz
         if (!j)
                 return -ENOMEM;
         *j = (struct job){.s = b->s, .b = b, .off = off, .buf = buf, .len = len, .read_cb = cb, .ud = ud};
-        return job_queue(b->s->loop, j);
+        return job_queue(b->s, j);
 }

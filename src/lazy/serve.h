@@ -62,6 +62,10 @@ void lg_lazy_serve_blob_close(lg_lazy_serve_blob *b);
 /* "file" or "lazy": what the blob is (for logs and tests). */
 const char *lg_lazy_serve_blob_kind(const lg_lazy_serve_blob *b);
 
+/* Threads of libuv's pool the async calls take at most; more calls wait
+ * their turn (in order). */
+#define LG_LAZY_SERVE_THREADS 2
+
 /* The same off the loop (uv_queue_work). The callbacks get the status,
  * the error (valid during the callback) and, for open, the handle and
  * size (the callback owns the handle). 0 when queued; < 0 (nothing

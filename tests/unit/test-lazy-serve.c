@@ -395,6 +395,14 @@ static void on_open(void *ud, int status, lg_lazy_serve_blob *b, uint64_t size, 
                 assert_int_equal(lg_lazy_serve_read_async(b, 2 * CS - 500, a->buf, sizeof(a->buf), on_read, a), 0);
 }
 
+static int order[8], n_order;
+static void on_open_n(void *ud, int status, lg_lazy_serve_blob *b, uint64_t size, const struct lg_error *err) {
+        (void) size, (void) err;
+        assert_int_equal(status, 0);
+        order[n_order++] = (int) (intptr_t) ud;
+        lg_lazy_serve_blob_close(b);
+}
+
 static void test_async(void **state) {
         (void) state;
         uv_loop_t loop;
@@ -419,6 +427,17 @@ static void test_async(void **state) {
         assert_int_equal(bad.calls, 1);
         assert_int_equal(bad.open_status, -EINVAL);
         assert_null(bad.b);
+        /* More calls than threads it takes: they wait their turn, and all
+         * are answered. */
+        n_order = 0;
+        for (intptr_t i = 0; i < 8; i++)
+                assert_int_equal(lg_lazy_serve_open_async(s, blob_digest, on_open_n, (void *) i), 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(n_order, 8);
+        int seen = 0;
+        for (int i = 0; i < 8; i++)
+                seen |= 1 << order[i];
+        assert_int_equal(seen, 0xff);
         lg_lazy_serve_blob_close(a.b);
         lg_lazy_serve_free(s);
         assert_int_equal(uv_loop_close(&loop), 0);
