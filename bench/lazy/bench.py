@@ -39,6 +39,7 @@ import io
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
@@ -440,6 +441,26 @@ class Node:
                                 n += len(b)
         return n
 
+    def accessed(self, hexes):
+        """(chunks, bytes) the lazy layers hexes' prefetch records
+        (lazy/layers/<hex>/accessed, a u32 chunk index per first read) name
+        so far: what was read, as opposed to what was fetched."""
+        n = b = 0
+        for h in hexes:
+            d = os.path.join(self.args.home, "lazy", "layers", h)
+            try:
+                rec = open(os.path.join(d, "accessed"), "rb").read()
+                table = open(os.path.join(d, "chunks"), "rb").read()
+            except OSError:
+                continue
+            idx = set(struct.unpack_from(f"<{len(rec) // 4}I", rec))
+            count = struct.unpack_from("<Q", table, 24)[0]
+            for i in idx:
+                if i < count:
+                    n += 1
+                    b += struct.unpack_from("<I", table, 32 + 48 * i + 8)[0]
+        return n, b
+
     def drop_page_cache(self, digests):
         for dg in digests:
             for d, _, files in os.walk(self.layer_dir(dg)):
@@ -513,6 +534,8 @@ def one_try(node, link, conn, arm, ref, digests, img_bytes, base_ref, base_diges
                 "rx_bytes": rx1 - rx0, "rx_pct": 100.0 * (rx1 - rx0) / img_bytes})
     lt = lazy_totals(node.inspect(ref))
     row["local_at_answer"] = lt
+    if lt:
+        row["accessed_chunks"], row["accessed_bytes"] = node.accessed([d.split(":")[1] for d in digests])
     node.delete_app(app)
     ok = status == 200 and b"lazy bench" in body
     if arm in LAZY_ARMS and not lt:
@@ -647,6 +670,8 @@ def pkg_try(node, link, conn, arm, refs, pkg_bytes, state):
         row["package_status"] = pk
         if pk:
             state["full_hex" if arm in ("A", "B") else "lazy_hex"] = pk.get("archive", "").split(":")[-1]
+            if pk.get("lazy"):
+                row["accessed_chunks"], row["accessed_bytes"] = node.accessed([state["lazy_hex"]])
     finally:
         node.delete_app(app)
     lazy = bool(pk and pk.get("lazy"))

@@ -80,7 +80,7 @@ fi
 
 ninja -C "$BUILD" legiond legion legion-client legion-init >/dev/null
 [ -x "$BUILD/legiond" ] || die "$BUILD/legiond was not built"
-"$BUILD/legiond" --help 2>&1 | grep -q -- '--net-table' || die "this legiond has no sandbox network (container apps need it)"
+grep -q -- '--net-table' <<<"$("$BUILD/legiond" --help 2>&1 || true)" || die "this legiond has no sandbox network (container apps need it)"
 # Lazy mounts (EROFS layers, the fetcher's FUSE) left under the home, by an
 # interrupted run or a legiond that did not remove them.
 umount_home() {
@@ -118,15 +118,18 @@ OTHERS=$(pgrep -x legiond | wc -l || true)
 date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
 T0=$(date +%s)
 echo "bench/lazy: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
+# (grep on a variable: grep -q on legiond's pipe would stop it early, and
+# pipefail would call that a failure)
+LEGIOND_HELP=$("$BUILD/legiond" --help 2>&1 || true)
 if [ -z "${LAZY_LEGIOND_ARGS+set}" ]; then
         LAZY_LEGIOND_ARGS=
-        if "$BUILD/legiond" --help 2>&1 | grep -q -- '--lazy-rate'; then
+        if grep -q -- '--lazy-rate' <<<"$LEGIOND_HELP"; then
                 LAZY_LEGIOND_ARGS="--lazy-rate 0"
         fi
 fi
 # The registry (straight, and behind the delay relay) over plain HTTP, for
 # package images.
-if "$BUILD/legiond" --help 2>&1 | grep -q -- '--insecure-registry'; then
+if grep -q -- '--insecure-registry' <<<"$LEGIOND_HELP"; then
         LAZY_LEGIOND_ARGS="$LAZY_LEGIOND_ARGS --insecure-registry 100.64.13.2:5000 --insecure-registry 100.64.13.2:5001"
 fi
 # shellcheck disable=SC2086 # LAZY_LEGIOND_ARGS is a list of options
