@@ -11,6 +11,7 @@
 #include "http/http.h"
 #include "image/image.h"
 #include "lazy/serve.h"
+#include "lazy/lazyd.h"
 #include "net/net.h"
 #include "node/node.h"
 #include "pkg/pkg.h"
@@ -29,6 +30,7 @@ struct lg_daemon {
         struct lg_blobstore *blobs;
         lg_image_store *images; /* <home>/images */
         lg_image_jobs *image_jobs;
+        lg_lazyd *lazyd;     /* the lazy fetcher (<home>/run/lazy) */
         lg_pods *pods;
         lg_net *net;         /* the node's sandbox network; NULL = --network off */
         struct lg_dns *dns;  /* the sandboxes' DNS forwarder on its gateway */
@@ -43,3 +45,21 @@ struct lg_daemon {
         struct lg_http_server *http;
 };
 
+
+/* One line of legiond's log on stderr (main.c). */
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Lazy layers (lazy.c): --lazy-images, --lazy-rate, --lazy-fetch-timeout-ms. */
+struct lg_daemon_lazy_opts {
+        bool never;             /* pulls never look for a lazy form */
+        uint64_t rate;          /* the fetcher's hydration cap, bytes/s; 0 = none */
+        unsigned fetch_timeout_ms;
+};
+/* The fetcher taken over or cleaned up after, the image store's lazy ops,
+ * and every lazy layer mounted again (before pods and apps are adopted). */
+int lg_daemon_lazy_start(struct lg_daemon *d, const struct lg_daemon_lazy_opts *o, struct lg_error *err);
+/* The lazy ops (src/lazy/lazyd.h) for the image store and package images;
+ * their ud is the struct lg_daemon. */
+extern const struct lg_image_lazy_ops lg_daemon_lazy_ops;
+/* --stop-all's part: the fetcher, its mounts and cgroup. */
+int lg_daemon_lazy_stop_all(const char *home);

@@ -26,8 +26,7 @@
 #define LG_RUNTIMES_DIR "/usr/lib/legion/runtimes"
 #endif
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...) {
+void say(const char *fmt, ...) {
         char ts[32];
         time_t now = time(NULL);
         strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -46,6 +45,7 @@ static void usage(FILE *f) {
               "               [--net-table NAME] [--net-link-prefix P] [--fn-domain DOMAIN]\n"
               "               [--app-backoff-ms MS] [--app-ready-timeout-ms MS] [--insecure-registry HOST]...\n"
               "               [--registry-mirror HOST:PORT [--registry-mirror-token-file FILE]]...\n"
+              "               [--lazy-images auto|never] [--lazy-rate BYTES_PER_S] [--lazy-fetch-timeout-ms MS]\n"
               "       legiond [--home DIR] [--network on|off] [--pod-cidr CIDR] [--net-table NAME]\n"
               "               [--net-link-prefix P] --stop-all\n"
               "\n"
@@ -92,6 +92,14 @@ static void usage(FILE *f) {
               "  --registry-mirror-token-file FILE\n"
               "                          the API token of the mirror named just before (read at start;\n"
               "                          sent as the password of HTTP Basic)\n"
+              "  --lazy-images auto|never\n"
+              "                          auto (default): pulls use an image's lazy form when its registry\n"
+              "                          has one (layers mounted, read on demand: docs/lazy-images.md)\n"
+              "  --lazy-rate BYTES_PER_S the lazy fetcher's background download cap (default 64M; 0: only\n"
+              "                          what is read and the recorded prefetch)\n"
+              "  --lazy-fetch-timeout-ms MS\n"
+              "                          a lazy read whose data cannot be had this long fails with EIO\n"
+              "                          (default 10000)\n"
               "  --stop-all              stop every workload this home left running (function instances,\n"
               "                          sessions, pods), remove the sandbox network (the table, links\n"
               "                          and rules the network flags name) and exit; with legiond\n"
@@ -351,6 +359,8 @@ static int stop_all(const char *home, const struct net_opts *net) {
                 }
                 lg_sandbox_list_free(ids);
         }
+        /* After the sandboxes, whose overlays it serves. */
+        int lazy = lg_daemon_lazy_stop_all(home);
         static const char *const dirs[] = {"run/instances", "run/sockets"};
         for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
                 snprintf(path, sizeof(path), "%s/%s", home, dirs[i]);
@@ -358,7 +368,7 @@ static int stop_all(const char *home, const struct net_opts *net) {
         }
         say("stopped %d sandbox%s of %s%s", stopped, stopped == 1 ? "" : "es", home,
             failed ? " (some could not be adopted, and were destroyed)" : "");
-        return net->off || network_teardown(net) >= 0 ? 0 : 1;
+        return (net->off || network_teardown(net) >= 0) && lazy >= 0 ? 0 : 1;
 }
 
 /* The application modules' view of the node and the router (their ops
@@ -556,6 +566,9 @@ int main(int argc, char **argv) {
                 {"insecure-registry", required_argument, NULL, 'I'},
                 {"registry-mirror", required_argument, NULL, 'M'},
                 {"registry-mirror-token-file", required_argument, NULL, 'K'},
+                {"lazy-images", required_argument, NULL, 'z'},
+                {"lazy-rate", required_argument, NULL, 'Z'},
+                {"lazy-fetch-timeout-ms", required_argument, NULL, 'Y'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
@@ -574,6 +587,9 @@ int main(int argc, char **argv) {
         const char *fn_domain = NULL;
         struct mirror_opt mirror_opts[LG_MIRRORS_MAX];
         size_t n_mirrors = 0;
+        struct lg_daemon_lazy_opts lazy = {.rate = LG_LAZYD_DEFAULT_RATE,
+                                           .fetch_timeout_ms = LG_LAZYD_DEFAULT_TIMEOUT_MS};
+        unsigned long lazy_timeout_ms;
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
@@ -643,6 +659,22 @@ int main(int argc, char **argv) {
                         }
                         mirror_opts[n_mirrors - 1].token_file = optarg;
                         break;
+                case 'z':
+                        if (strcmp(optarg, "auto") && strcmp(optarg, "never")) {
+                                fprintf(stderr, "legiond: --lazy-images wants auto or never, got `%s`\n", optarg);
+                                return 2;
+                        }
+                        lazy.never = !strcmp(optarg, "never");
+                        break;
+                case 'Z':
+                        if (lg_parse_size(optarg, &lazy.rate) < 0)
+                                return bad_number("lazy-rate", optarg);
+                        break;
+                case 'Y':
+                        if (!parse_uint(optarg, 1, 3600000, &lazy_timeout_ms))
+                                return bad_number("lazy-fetch-timeout-ms", optarg);
+                        lazy.fetch_timeout_ms = (unsigned) lazy_timeout_ms;
+                        break;
                 case '?' + 256: usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -702,6 +734,8 @@ int main(int argc, char **argv) {
         if (r >= 0 && n_mirrors)
                 r = set_mirrors(d->images, mirror_opts, n_mirrors, &err);
         if (r >= 0)
+                r = lg_daemon_lazy_start(d, &lazy, &err);
+        if (r >= 0)
                 r = bootstrap(d, &err);
         if (r >= 0)
                 r = ensure_admin_token(d, &err);
@@ -742,6 +776,7 @@ int main(int argc, char **argv) {
                                     .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d,
                                     .tenants = d->tenants, .images = d->images, .image_jobs = d->image_jobs,
                                     .no_network = net.off, .lazy_dir = lazy_dir,
+                                    .lazy_ops = &lg_daemon_lazy_ops, .lazy_ud = d,
                                     .insecure_registries = insecure};
         if (r >= 0)
                 r = lg_apps_new(&ac, &d->apps, &err);
@@ -848,6 +883,7 @@ int main(int argc, char **argv) {
         lg_node_free(d->node);
         lg_agent_free(d->agent);
         lg_net_free(d->net); /* its table and links stay for the sandboxes that run on */
+        lg_lazyd_free(d->lazyd); /* the fetcher and its mounts stay too */
         lg_image_store_close(d->images);
         lg_blobstore_close(d->blobs);
         lg_store_close(d->store);

@@ -114,6 +114,44 @@ int lg_sandbox_favor_dynmods(struct lg_error *err) {
         return m;
 }
 
+/* A helper's group <parent>/<name>, opened (made first when create). */
+static int helper_cgroup(const char *name, bool create, lg_cgroup **ret, const char **parent,
+                         struct lg_error *err) {
+        enum lg_cgroup_version ver;
+        const char *root;
+        int r = host_cgroup(&ver, &root, parent);
+        if (r < 0)
+                return lg_error_set(err, r, "no usable cgroup hierarchy at `%s`", root);
+        if (!lg_sandbox_valid_id(name))
+                return lg_error_setm(err, EINVAL, "bad cgroup name `%s`", name);
+        static const struct lg_cgroup_limits none = {0};
+        r = create ? lg_cgroup_create(root, ver, *parent, name, &none, ret, err) : -EEXIST;
+        if (r == -EEXIST)
+                r = lg_cgroup_open(root, ver, *parent, name, ret);
+        return r < 0 ? lg_error_set(err, r, "cgroup `%s/%s`", *parent, name) : 0;
+}
+
+int lg_sandbox_cgroup_place(const char *name, pid_t pid, struct lg_error *err) {
+        _cleanup_cgroup_ lg_cgroup *cg = NULL;
+        const char *parent;
+        int r = helper_cgroup(name, true, &cg, &parent, err);
+        if (r < 0)
+                return r;
+        r = lg_cgroup_add_pid(cg, pid);
+        return r < 0 ? lg_error_set(err, r, "move pid %d into cgroup `%s/%s`", (int) pid, parent, name) : 0;
+}
+
+int lg_sandbox_cgroup_remove(const char *name, struct lg_error *err) {
+        _cleanup_cgroup_ lg_cgroup *cg = NULL;
+        const char *parent;
+        int r = helper_cgroup(name, false, &cg, &parent, err);
+        if (r == -ENOENT)
+                return 0;
+        if (r >= 0 && (r = lg_cgroup_destroy(cg)) < 0)
+                lg_error_set(err, r, "remove cgroup `%s/%s`", parent, name);
+        return r;
+}
+
 /* legion-init: $LEGION_INIT, else beside the running binary, else in the
  * libexec directory next to its bin directory. */
 static int open_init(struct lg_error *err) {

@@ -287,6 +287,16 @@ int lg_sandbox_destroy(lg_sandbox *sb);
  * option (before 6.0), or another -errno. */
 int lg_sandbox_favor_dynmods(struct lg_error *err);
 
+/* A helper process that must outlive its owner as detachable sandboxes
+ * do (legiond's lazy-image fetcher, src/lazy/lazyd.h): moved into a group
+ * <parent>/<name> of its own, made with no limits when missing, out of the
+ * owner's group, so that a service manager stopping the owner's group
+ * leaves it running. name follows lg_sandbox_valid_id. */
+int lg_sandbox_cgroup_place(const char *name, pid_t pid, struct lg_error *err);
+/* Kill whatever is left in that group and remove it; a group that is not
+ * there is success. */
+int lg_sandbox_cgroup_remove(const char *name, struct lg_error *err);
+
 /* Remove sandboxes under state_root whose owner process is gone: kill what
  * is left of them, remove their cgroups, state and uid ranges. Detachable
  * sandboxes whose legion-init still runs are left to be adopted. Returns

@@ -221,6 +221,11 @@ def kill_legiond(d):
     while leftovers() and time.time() < deadline:
         time.sleep(0.1)
     assert leftovers() == [], "processes outlived legiond"
+    # Nor any mount under its home (lazy layers' EROFS, the lazy fetcher's
+    # FUSE): --stop-all removes them.
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if line.split()[4].startswith(d.home + "/")]
+    assert mounts == [], f"mounts outlived legiond: {mounts}"
 
 
 def write_app(tmp_path, name, files):
