@@ -80,7 +80,8 @@ struct lg_lazyd {
         uv_timer_t timer;
         uv_work_t work;
         struct watch *watch;
-        bool work_busy, closing;
+        bool work_busy;
+        bool closing;           /* lg_lazyd_free was called; under mu */
         int refs;               /* open handles and queued work: freed at 0 */
 };
 
@@ -93,8 +94,9 @@ static void say(lg_lazyd *d, const char *fmt, ...) {
         va_end(ap);
         pthread_mutex_lock(&d->mu);
         lg_strlist_add(&d->lines, line);
+        if (!d->closing)
+                uv_async_send(&d->async);
         pthread_mutex_unlock(&d->mu);
-        uv_async_send(&d->async);
 }
 
 static bool valid_hex(const char *hex) {
@@ -327,7 +329,8 @@ static int spawn_locked(lg_lazyd *d, bool resume, struct lg_error *err) {
         char line[128];
         snprintf(line, sizeof(line), "lazy: fetcher started (pid %d%s)", (int) pid, resume ? ", resuming" : "");
         lg_strlist_add(&d->lines, line);
-        uv_async_send(&d->async);
+        if (!d->closing)
+                uv_async_send(&d->async);
         return 0;
 }
 
@@ -400,7 +403,7 @@ static void restart_work(uv_work_t *req) {
         lg_lazyd *d = req->data;
         struct lg_error err = {0};
         pthread_mutex_lock(&d->mu);
-        int r = d->fuse_fd >= 0 && !d->pid ? spawn_locked(d, true, &err) : 0;
+        int r = d->fuse_fd >= 0 && !d->pid && !d->closing ? spawn_locked(d, true, &err) : 0;
         if (r < 0) {
                 char line[600];
                 snprintf(line, sizeof(line), "lazy: cannot start the fetcher again: %s", err.msg);
@@ -418,9 +421,11 @@ static void restart_done(uv_work_t *req, int status) {
         pthread_mutex_lock(&d->mu);
         bool failed = !d->pid;
         pthread_mutex_unlock(&d->mu);
-        /* A fork that failed is tried again later. */
-        if (failed && !d->closing)
+        /* A fork that failed is tried again later; what it said, now. */
+        if (failed && !d->closing) {
                 uv_timer_start(&d->timer, on_timer, RESTART_PAUSE_MAX_MS, 0);
+                uv_async_send(&d->async);
+        }
         unref(d);
 }
 
@@ -813,7 +818,9 @@ static void handle_closed(uv_handle_t *h) { unref(h->data); }
 void lg_lazyd_free(lg_lazyd *d) {
         if (!d)
                 return;
+        pthread_mutex_lock(&d->mu);
         d->closing = true;
+        pthread_mutex_unlock(&d->mu);
         if (d->watch) {
                 uv_close((uv_handle_t *) &d->watch->h, watch_closed);
                 d->watch = NULL;
