@@ -154,7 +154,18 @@ static int fake_fetcher(int argc, char **argv) {
                 char line[512] = "";
                 ssize_t n = read(c, line, sizeof(line) - 1);
                 const char *ans = "{\"error\":\"bad request\"}\n";
-                if (n > 0 && strstr(line, "\"status\""))
+                /* The test's hostile answer, as it is. */
+                static char hostile[80000];
+                char p[4200];
+                snprintf(p, sizeof(p), "%s/fake-status", fake_home);
+                int hf = open(p, O_RDONLY | O_CLOEXEC);
+                ssize_t hn = hf >= 0 ? lg_read_all(hf, hostile, sizeof(hostile) - 1) : -1;
+                if (hf >= 0)
+                        close(hf);
+                if (n > 0 && strstr(line, "\"status\"") && hn >= 0) {
+                        hostile[hn] = '\0';
+                        ans = hostile;
+                } else if (n > 0 && strstr(line, "\"status\""))
                         ans = "{\"chunks\":5,\"localChunks\":5,\"bytes\":307200,\"localBytes\":307200,"
                               "\"fetchedBytes\":0,\"misses\":0,\"errors\":0}\n";
                 else if (n > 0 && strstr(line, "\"op\""))
@@ -316,6 +327,60 @@ static void test_both_dead(void **state) {
         assert_int_equal(mounts_at(mnt), 0);
 }
 
+/* What the fetcher answers is checked: each of these is an error, with a
+ * message fit for a log line, never a crash or a status made up. */
+static void test_hostile_answers(void **state) {
+        (void) state;
+        struct lg_error err = {0};
+        new_lazyd();
+        assert_int_equal(lg_lazyd_attach(d, HEX, mnt, &err), 0);
+        static char big[70000];
+        memset(big, 'x', sizeof(big) - 1);
+        static const struct {
+                const char *text;
+                int want;
+        } cases[] = {
+                {"not json\n", -EPROTO},
+                {"[1,2]\n", -EPROTO},
+                {"", -EPROTO},
+                {"{\"chunks\":5}\n", -EPROTO},
+                {"{\"chunks\":-1,\"localChunks\":0,\"bytes\":1,\"localBytes\":0,\"fetchedBytes\":0,\"misses\":0,"
+                 "\"errors\":0}\n", -EPROTO},
+                {"{\"chunks\":\"5\",\"localChunks\":0,\"bytes\":1,\"localBytes\":0,\"fetchedBytes\":0,\"misses\":0,"
+                 "\"errors\":0}\n", -EPROTO},
+                {"{\"error\":\"no such layer \\u001b[31m\"}\n", -EIO},
+                {"{\"error\":5}\n", -EIO},
+                {"{\"ok\":true}{\"ok\":true}\n", -EPROTO},
+                {big, -EPROTO},
+        };
+        char path[600];
+        snprintf(path, sizeof(path), "%s/fake-status", home);
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                assert_int_equal(lg_write_file_at(AT_FDCWD, path, cases[i].text, true), 0);
+                struct lg_image_lazy_status st = {0};
+                err = (struct lg_error){0};
+                int r = lg_lazyd_status(d, HEX, &st, &err);
+                if (r != cases[i].want)
+                        fail_msg("case %zu: %d (%s), want %d", i, r, err.msg, cases[i].want);
+                assert_null(strchr(err.msg, 0x1b));
+                assert_true(err.msg[0]);
+        }
+        /* A good answer, and anything after its line ignored. */
+        assert_int_equal(lg_write_file_at(AT_FDCWD, path,
+                                          "{\"chunks\":5,\"localChunks\":4,\"bytes\":307200,\"localBytes\":300000,"
+                                          "\"fetchedBytes\":7,\"misses\":2,\"errors\":1}\ngarbage",
+                                          true),
+                         0);
+        struct lg_image_lazy_status st = {0};
+        assert_int_equal(lg_lazyd_status(d, HEX, &st, &err), 0);
+        assert_int_equal(st.local_chunks, 4);
+        assert_int_equal(st.local_bytes, 300000);
+        assert_int_equal(st.fetched_bytes, 7);
+        assert_int_equal(st.misses, 2);
+        assert_int_equal(st.errors, 1);
+        free_lazyd();
+}
+
 static int setup(void **state) {
         (void) state;
         snprintf(home, sizeof(home), "/tmp/test-lazyd-XXXXXX");
@@ -358,6 +423,7 @@ int main(int argc, char **argv) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_attach_restart_adopt_stop, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_both_dead, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_hostile_answers, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
