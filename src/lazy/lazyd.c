@@ -360,9 +360,19 @@ static int ensure_started_locked(lg_lazyd *d, struct lg_error *err) {
         return r;
 }
 
+/* SIGTERM, SIGKILL after STOP_GRACE_MS; waits (bounded) for the exit. */
+static void stop_fetcher(int pidfd) {
+        syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
+        struct pollfd p = {pidfd, POLLIN, 0};
+        if (poll(&p, 1, STOP_GRACE_MS) <= 0) {
+                syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+                poll(&p, 1, STOP_GRACE_MS);
+        }
+}
+
 /* A fetcher a previous legiond started: 1 taken over (its device kept),
- * 0 none alive. */
-static int adopt_locked(lg_lazyd *d, struct lg_error *err) {
+ * 0 none alive (or one stopped whose device could not be taken). */
+static int adopt_locked(lg_lazyd *d) {
         pid_t pid = read_pid_file(d->home);
         if (!pid)
                 return 0;
@@ -370,13 +380,20 @@ static int adopt_locked(lg_lazyd *d, struct lg_error *err) {
         if (pidfd < 0 || !is_our_fetcher(pid, d->home))
                 return 0;
         int fd = (int) syscall(SYS_pidfd_getfd, pidfd, FETCHER_FD, 0);
-        if (fd < 0)
-                return lg_error_set(err, errno, "take the FUSE device of the lazy fetcher (pid %d)", (int) pid);
         struct stat st;
-        if (fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(10, 229)) {
-                close(fd);
-                return lg_error_setm(err, EBADF, "the lazy fetcher's (pid %d) fd %d is not /dev/fuse", (int) pid,
-                                     FETCHER_FD);
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(10, 229)) {
+                /* A fetcher whose connection cannot be kept cannot be
+                 * started again on it: it goes, and its mounts with it
+                 * (clean_dead), to be made anew. */
+                int e = fd < 0 ? errno : EBADF;
+                if (fd >= 0)
+                        close(fd);
+                char line[200];
+                snprintf(line, sizeof(line), "lazy: cannot take the FUSE device of the fetcher (pid %d): %s; stopping it",
+                         (int) pid, strerror(e));
+                lg_strlist_add(&d->lines, line);
+                stop_fetcher(pidfd);
+                return 0;
         }
         d->fuse_fd = fd;
         d->pid = pid;
@@ -670,7 +687,7 @@ int lg_lazyd_new(uv_loop_t *loop, const char *home, const struct lg_lazyd_config
                 return lg_error_set(err, -r, "create `%s`", path);
         }
         pthread_mutex_lock(&d->mu);
-        r = adopt_locked(d, err);
+        r = adopt_locked(d);
         pid_t pid = d->pid;
         pthread_mutex_unlock(&d->mu);
         if (r == 0)
@@ -836,12 +853,7 @@ int lg_lazyd_stop_all(const char *home, int *stopped, struct lg_error *err) {
         pid_t pid = read_pid_file(home);
         _cleanup_close_ int pidfd = pid ? pidfd_open(pid) : -1;
         if (pidfd >= 0 && is_our_fetcher(pid, home)) {
-                syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
-                struct pollfd p = {pidfd, POLLIN, 0};
-                if (poll(&p, 1, STOP_GRACE_MS) <= 0) {
-                        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-                        poll(&p, 1, STOP_GRACE_MS);
-                }
+                stop_fetcher(pidfd);
                 *stopped = 1;
         }
         char path[4200];

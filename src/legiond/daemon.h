@@ -56,7 +56,9 @@ struct lg_daemon_lazy_opts {
         unsigned fetch_timeout_ms;
 };
 /* The fetcher taken over or cleaned up after, the image store's lazy ops,
- * and every lazy layer mounted again (before pods and apps are adopted). */
+ * and every lazy layer mounted again (before pods and apps are adopted).
+ * Without a usable lazyd (said in the log) d->lazyd stays NULL and the
+ * store gets no lazy ops. */
 int lg_daemon_lazy_start(struct lg_daemon *d, const struct lg_daemon_lazy_opts *o, struct lg_error *err);
 /* The lazy ops (src/lazy/lazyd.h) for the image store and package images;
  * their ud is the struct lg_daemon. */

@@ -34,19 +34,21 @@ const struct lg_image_lazy_ops lg_daemon_lazy_ops = {
 
 int lg_daemon_lazy_start(struct lg_daemon *d, const struct lg_daemon_lazy_opts *o, struct lg_error *err) {
         struct lg_lazyd_config cfg = {.rate = o->rate, .fetch_timeout_ms = o->fetch_timeout_ms, .log = lazy_log};
-        int r = lg_lazyd_new(d->loop, d->home, &cfg, &d->lazyd, err);
+        struct lg_error why = {0};
+        int r = lg_lazyd_new(d->loop, d->home, &cfg, &d->lazyd, &why);
+        /* Not fatal: images are then pulled whole, lazy layers there are
+         * not mounted (their images fail to start, saying so). */
         if (r < 0)
-                return lg_error_wrap(err, r, "lazy layers");
+                say("lazy: %s; lazy layers cannot be mounted", why.msg);
         char dir[4200];
         snprintf(dir, sizeof(dir), "%s/lazy", d->home);
-        r = lg_image_store_set_lazy(d->images, dir, &lg_daemon_lazy_ops, d, !o->never, err);
-        if (r < 0)
+        r = lg_image_store_set_lazy(d->images, dir, d->lazyd ? &lg_daemon_lazy_ops : NULL, d, !o->never, err);
+        if (r < 0 || !d->lazyd)
                 return r;
         /* Before pods and apps are adopted: their sandboxes' overlays
          * name these mount points. One that fails is said; its images
          * fail to start, the others go on. */
         unsigned n = 0;
-        struct lg_error why = {0};
         if (lg_image_lazy_attach_all(d->images, &n, &why) < 0)
                 say("lazy: %s", why.msg);
         if (n)

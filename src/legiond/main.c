@@ -776,7 +776,7 @@ int main(int argc, char **argv) {
                                     .logs_dir = d->logs_dir, .ops = &apps_ops, .ud = d,
                                     .tenants = d->tenants, .images = d->images, .image_jobs = d->image_jobs,
                                     .no_network = net.off, .lazy_dir = lazy_dir,
-                                    .lazy_ops = &lg_daemon_lazy_ops, .lazy_ud = d,
+                                    .lazy_ops = d->lazyd ? &lg_daemon_lazy_ops : NULL, .lazy_ud = d,
                                     .insecure_registries = insecure};
         if (r >= 0)
                 r = lg_apps_new(&ac, &d->apps, &err);

@@ -23,6 +23,7 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -136,6 +137,13 @@ static void *fake_fuse(void *arg) {
 }
 
 static int fake_fetcher(int argc, char **argv) {
+        /* Looks like one, but its fd 3 is not a FUSE device. */
+        if (!strcmp(argv[argc - 1], "--impostor")) {
+                int n = open("/dev/null", O_RDONLY);
+                dup2(n, 3);
+                for (;;)
+                        pause();
+        }
         for (int i = 2; i + 1 < argc; i++)
                 if (!strcmp(argv[i], "--home"))
                         snprintf(fake_home, sizeof(fake_home), "%s", argv[i + 1]);
@@ -381,6 +389,39 @@ static void test_hostile_answers(void **state) {
         free_lazyd();
 }
 
+/* A fetcher whose device cannot be taken (here: its fd 3 is not
+ * /dev/fuse) is stopped, and a new one started at the next attach. */
+static void test_impostor_stopped(void **state) {
+        (void) state;
+        pid_t pid = fork();
+        if (pid == 0) {
+                execl("/proc/self/exe", "test-lazyd", "lazy-fetcher", "--home", home, "--fd", "3", "--impostor",
+                      (char *) NULL);
+                _exit(127);
+        }
+        char path[600], buf[32];
+        snprintf(path, sizeof(path), "%s/run/lazy", home);
+        assert_int_equal(lg_mkdir_p(path, 0700), 0);
+        snprintf(path, sizeof(path), "%s/run/lazy/fetcher.pid", home);
+        snprintf(buf, sizeof(buf), "%d\n", (int) pid);
+        assert_int_equal(lg_write_file_at(AT_FDCWD, path, buf, true), 0);
+        /* Until it runs as one: exec done. */
+        char cmd[64], line[256] = "";
+        snprintf(cmd, sizeof(cmd), "/proc/%d/cmdline", (int) pid);
+        while (lg_read_file_at(AT_FDCWD, cmd, line, sizeof(line)) <= 0 || strcmp(line + strlen(line) + 1, "lazy-fetcher"))
+                nanosleep(&(struct timespec){0, 1000000}, NULL);
+        new_lazyd();
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(lg_lazyd_fetcher_pid(d), 0);
+        struct lg_error err = {0};
+        assert_int_equal(lg_lazyd_attach(d, HEX, mnt, &err), 0);
+        assert_true(alive(lg_lazyd_fetcher_pid(d)));
+        check_read();
+        free_lazyd();
+}
+
 static int setup(void **state) {
         (void) state;
         snprintf(home, sizeof(home), "/tmp/test-lazyd-XXXXXX");
@@ -424,6 +465,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_attach_restart_adopt_stop, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_both_dead, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_hostile_answers, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_impostor_stopped, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
