@@ -5,7 +5,8 @@ fetcher; legiond killed with SIGKILL: reads go on, and the next legiond
 takes the same fetcher over (same pid) without mounting the layer twice,
 as after SIGTERM;
 the fetcher killed: legiond starts it again on the kept FUSE connection
-and reads go on; --stop-all (the harness's teardown) leaves no fetcher,
+and reads go on; both killed: the next legiond mounts the layer again on a
+new connection; --stop-all (the harness's teardown) leaves no fetcher,
 FUSE or EROFS mount and no cgroup.
 
 Needs root, /dev/fuse, mkfs.erofs and a kernel with erofs; skips otherwise."""
@@ -187,6 +188,21 @@ def test_fetcher_outlives_legiond_and_is_restarted(lazy_build, tmp_path):
         log = open(os.path.join(home, "legiond.log")).read()
         assert "lazy: fetcher (pid %d) exited" % pid in log and "restart 1" in log
         pid = fetcher_pid(home)
+
+        # Both killed: the FUSE connection is gone with them. The next
+        # legiond unmounts what was left and mounts the layer again, once,
+        # on a new connection served by a new fetcher.
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait()
+        os.kill(pid, signal.SIGKILL)
+        d.wait_for(lambda: not running(pid), what="the fetcher's end")
+        d.start()
+        assert mounts_at(mnt) == ["erofs"]
+        assert mounts_at(os.path.join(home, "run", "lazy", "blobs")) == ["fuse"]
+        read_all(mnt, want)
+        assert fetcher_pid(home) != pid
+        pid = fetcher_pid(home)
+        assert running(pid)
     finally:
         # --stop-all: kill_legiond checks no process of this home and no
         # mount under it is left.
