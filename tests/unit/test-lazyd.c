@@ -147,6 +147,11 @@ static int fake_fetcher(int argc, char **argv) {
         for (int i = 2; i + 1 < argc; i++)
                 if (!strcmp(argv[i], "--home"))
                         snprintf(fake_home, sizeof(fake_home), "%s", argv[i + 1]);
+        /* The test wants a fetcher that dies at once. */
+        char crash[4200];
+        snprintf(crash, sizeof(crash), "%s/fake-crash", fake_home);
+        if (access(crash, F_OK) == 0)
+                _exit(3);
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/run/lazy/fetcher.sock", fake_home);
         unlink(sa.sun_path);
@@ -197,8 +202,17 @@ static int run(const char *fmt, ...) {
         return system(cmd);
 }
 
+/* What lazyd said (cfg.log), all lines. */
+static char said[16384];
+
+static void log_line(void *ud, const char *line) {
+        (void) ud;
+        size_t n = strlen(said);
+        snprintf(said + n, sizeof(said) - n, "%s\n", line);
+}
+
 static void new_lazyd(void) {
-        struct lg_lazyd_config cfg = {.rate = 0};
+        struct lg_lazyd_config cfg = {.rate = 0, .log = log_line};
         struct lg_error err = {0};
         int r = lg_lazyd_new(uv_default_loop(), home, &cfg, &d, &err);
         if (r < 0)
@@ -422,6 +436,41 @@ static void test_impostor_stopped(void **state) {
         free_lazyd();
 }
 
+static void *attach_thread(void *arg) {
+        struct lg_error err = {0};
+        intptr_t r = lg_lazyd_attach(d, HEX, mnt, &err);
+        if (r < 0)
+                fprintf(stderr, "attach: %s\n", err.msg);
+        (void) arg;
+        return (void *) r;
+}
+
+/* A fetcher that dies as it starts is started again, after a pause that
+ * grows while it keeps dying, each exit said with its status; an attach
+ * waiting meanwhile goes through once one lives. */
+static void test_crash_loop(void **state) {
+        (void) state;
+        char crash[600];
+        snprintf(crash, sizeof(crash), "%s/fake-crash", home);
+        assert_int_equal(lg_write_file_at(AT_FDCWD, crash, "", true), 0);
+        said[0] = '\0';
+        new_lazyd();
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, attach_thread, NULL), 0);
+        while (lg_lazyd_restarts(d) < 4)
+                uv_run(uv_default_loop(), UV_RUN_ONCE);
+        unlink(crash);
+        /* The loop runs on until the attach is through. */
+        void *r = (void *) 1;
+        while (pthread_tryjoin_np(t, &r) != 0)
+                uv_run(uv_default_loop(), UV_RUN_NOWAIT), nanosleep(&(struct timespec){0, 5000000}, NULL);
+        assert_int_equal((intptr_t) r, 0);
+        check_read();
+        assert_non_null(strstr(said, "exited, exit status 3; starting it again (restart 1)"));
+        assert_non_null(strstr(said, "after a pause (restart 3)"));
+        free_lazyd();
+}
+
 static int setup(void **state) {
         (void) state;
         snprintf(home, sizeof(home), "/tmp/test-lazyd-XXXXXX");
@@ -466,6 +515,7 @@ int main(int argc, char **argv) {
                 cmocka_unit_test_setup_teardown(test_both_dead, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_hostile_answers, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_impostor_stopped, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_crash_loop, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
