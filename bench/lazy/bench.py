@@ -356,6 +356,7 @@ class Node:
         self.token = harness.read_token(args.home)
         self.env = dict(os.environ, LEGION_API=f"http://127.0.0.1:{args.port}", LEGION_HOME=args.home)
         self.seq = 0
+        self.pkg_state = {}
 
     def legion(self, *a):
         p = subprocess.run([self.args.legion, *a], env=self.env, capture_output=True, text=True)
@@ -687,7 +688,7 @@ def run_package(args, node, link, registry_host, link_name, pkg_bytes, res):
     r = res["runs"][key] = {"link": link_name, "image": "pkg", "ref": refs["lazy"], "image_bytes": pkg_bytes,
                             "arms": {a: {"rows": [], "failures": []} for a in PKG_ARMS}}
     conn = harness.RawConn(args.port, timeout=300)
-    state = {}
+    state = node.pkg_state  # the archives' hex, across links: the trees outlive a link's run
     try:
         for i in range(-args.warmup, args.n):
             for arm in PKG_ARMS:
