@@ -36,6 +36,7 @@ image's local bytes (legiond's image inspect) at the answer.
 Every figure in the report comes from OUT's JSON files."""
 import argparse
 import io
+import json
 import os
 import shutil
 import socket
@@ -462,6 +463,28 @@ class Node:
                     b += struct.unpack_from("<I", table, 32 + 48 * i + 8)[0]
         return n, b
 
+    def fetcher_status(self, hexes):
+        """The fetcher's own figures (control socket, op status) summed over
+        the layers hexes: {"misses", "fetchedBytes", "errors"}, or None."""
+        tot = {"misses": 0, "fetchedBytes": 0, "errors": 0}
+        path = os.path.join(self.args.home, "run", "lazy", "fetcher.sock")
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(path)
+            f = s.makefile("rwb")
+            for h in hexes:
+                f.write(json.dumps({"op": "status", "layer": h}).encode() + b"\n")
+                f.flush()
+                ans = json.loads(f.readline())
+                if ans.get("ok"):
+                    for k in tot:
+                        tot[k] += int(ans.get(k, 0))
+            s.close()
+            return tot
+        except (OSError, ValueError):
+            return None
+
     def drop_page_cache(self, digests):
         for dg in digests:
             for d, _, files in os.walk(self.layer_dir(dg)):
@@ -536,7 +559,9 @@ def one_try(node, link, conn, arm, ref, digests, img_bytes, base_ref, base_diges
     lt = lazy_totals(node.inspect(ref))
     row["local_at_answer"] = lt
     if lt:
-        row["accessed_chunks"], row["accessed_bytes"] = node.accessed([d.split(":")[1] for d in digests])
+        hexes = [d.split(":")[1] for d in digests]
+        row["accessed_chunks"], row["accessed_bytes"] = node.accessed(hexes)
+        row["fetcher"] = node.fetcher_status(hexes)
     node.delete_app(app)
     ok = status == 200 and b"lazy bench" in body
     if arm in LAZY_ARMS and not lt:

@@ -179,6 +179,15 @@ def main():
              f"slowest try. The machine is shared (other sessions build and test on its 2 CPUs and disk at the "
              f"same time), so the arms are interleaved try by try, D's block aside.")
     for key, r in runs.items():
+        for arm in ("C-first", "C"):
+            rows = (r["arms"].get(arm) or {}).get("rows") or []
+            fs = [x["fetcher"] for x in rows if x.get("fetcher")]
+            if fs:
+                mi = sorted(f["misses"] for f in fs)
+                fb = sorted(f["fetchedBytes"] for f in fs)
+                s.append(f"- {r['link']} {r['image']} {arm}: the fetcher counted {mi[(len(mi) - 1) // 2]} misses "
+                         f"(reads that waited for the registry) and fetched {mb(fb[(len(fb) - 1) // 2])} by the "
+                         f"answer (p50s; its status on the control socket).")
         c = r["arms"].get("C") or {}
         pulls = sorted(x["pull_ms"] for x in c.get("rows", []) if x.get("pull_ms") is not None)
         tot = p(c, "ms", "p50")
