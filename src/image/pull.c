@@ -302,8 +302,9 @@ static int fetch_config(struct pull *p, const struct manifest *m) {
         return r < 0 ? r : fetch_blob(p, dg, size, "config");
 }
 
-/* Download the config and layers of a parsed image manifest. */
-static int fetch_image_blobs(struct pull *p, const struct manifest *m) {
+/* A parsed image manifest's config and layer descriptors checked before
+ * any blob is asked for (the lazy path fetches the config first). */
+static int check_image_manifest(struct pull *p, const struct manifest *m) {
         const char *dg;
         uint64_t size;
         int r = config_desc(p, m, &dg, &size);
@@ -334,6 +335,19 @@ static int fetch_image_blobs(struct pull *p, const struct manifest *m) {
                         return lg_error_setm(p->err, EFBIG, "%s is larger than %llu GiB", p->name,
                                              (unsigned long long) (TOTAL_MAX >> 30));
         }
+        return 0;
+}
+
+/* Download the config and layers of a checked image manifest. */
+static int fetch_image_blobs(struct pull *p, const struct manifest *m) {
+        const char *dg;
+        uint64_t size;
+        int r = config_desc(p, m, &dg, &size);
+        if (r < 0)
+                return r;
+        json_t *layers = json_object_get(m->doc, "layers");
+        size_t i;
+        json_t *l;
         r = fetch_blob(p, dg, size, "config");
         if (r < 0)
                 return r;
@@ -368,6 +382,8 @@ static int do_pull(struct pull *p, struct lg_image **ret) {
         }
         if (r >= 0 && !is_manifest(man.mtype))
                 r = lg_error_setm(p->err, ENOTSUP, "%s: unsupported manifest media type %.100s", p->name, man.mtype);
+        if (r >= 0)
+                r = check_image_manifest(p, &man);
         /* Lazily: the config first, then each layer's lazy form in place
          * of its blob (lazy-pull.c); anything amiss is a full pull. */
         bool lazy = false;
