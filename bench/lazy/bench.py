@@ -344,6 +344,27 @@ def round_trip_us(host, port, n=200):
     return summary(ts)
 
 
+def range_reads(host, repo, digest, size, n=64, length=1 << 20):
+    """n GETs of `length`-byte ranges, one after the other on one kept-alive
+    connection, of a blob: what the registry and the link give one client
+    (the fetcher's unit of work on a miss), MB/s and the p50 per request."""
+    import http.client
+    h, p = host.split(":")
+    c = http.client.HTTPConnection(h, int(p), timeout=30)
+    ts, got = [], 0
+    t0 = time.perf_counter()
+    for i in range(n):
+        off = (i * length) % max(1, size - length)
+        t = time.perf_counter()
+        c.request("GET", f"/v2/{repo}/blobs/{digest}", headers={"Range": f"bytes={off}-{off + length - 1}"})
+        r = c.getresponse()
+        got += len(r.read())
+        ts.append((time.perf_counter() - t) * 1e3)
+    el = time.perf_counter() - t0
+    c.close()
+    return {"n": n, "length": length, "bytes": got, "s": el, "mb_per_s": got / el / 1e6, "ms": summary(ts)}
+
+
 # ---- legiond -----------------------------------------------------------------------
 
 def quote(ref):
@@ -576,8 +597,11 @@ def base_setup(node, ref, digests, base_ref, base_digests):
     whole (every chunk of the base and python layers local)."""
     node.forget([ref, base_ref], digests + base_digests)
     d = node.pull(base_ref, "auto")
+    rx0, t0 = node.link.rx_bytes(), time.perf_counter()
     read = node.read_layers(base_digests)
+    t1, rx1 = time.perf_counter(), node.link.rx_bytes()
     return {"base_pull_lazy": d.get("lazy") if isinstance(d, dict) else None, "base_read_bytes": read,
+            "base_read_s": t1 - t0, "base_read_rx_bytes": rx1 - rx0,
             "base_local": lazy_totals(node.inspect(base_ref))}
 
 
@@ -760,7 +784,7 @@ def main():
     os.environ["no_proxy"] = os.environ["NO_PROXY"] = "*"
     res = {"arms": ARMS, "n": args.n, "warmup": args.warmup, "runs": {}}
     node = Node(args)
-    link = Link(args.netns, args.link, "100.64.13.1", "100.64.13.2")
+    link = node.link = Link(args.netns, args.link, "100.64.13.1", "100.64.13.2")
     reg = proxy = None
     status = 0
     try:
@@ -819,8 +843,11 @@ def main():
                 "registry": host, "qdiscs": link.qdiscs(), "rate": args.rate if link_name == "shaped" else None,
                 "delay_us_each_way": args.delay_us if link_name == "shaped" else 0,
                 "registry_round_trip_us": round_trip_us(*host.split(":"))}
+            big = max(imgs["py500"].layer_descs, key=lambda d: d["size"])
+            res["links"][link_name]["range_reads"] = range_reads(host, f"{REPO}/py500", big["digest"], big["size"])
             log(f"link {link_name}: registry {host}, GET /v2/ p50 "
-                f"{res['links'][link_name]['registry_round_trip_us']['p50']:.0f} us")
+                f"{res['links'][link_name]['registry_round_trip_us']['p50']:.0f} us, 1 MiB range reads "
+                f"{res['links'][link_name]['range_reads']['mb_per_s']:.0f} MB/s")
             run_link(args, node, link, host, link_name, imgs, sizes, res)
             if pkg:
                 run_package(args, node, link, host, link_name, pkg, res)

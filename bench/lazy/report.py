@@ -86,8 +86,12 @@ def main():
                     f"one-way delay each way by bench/lazy/delayproxy in the namespace (this kernel has no netem)")
         else:
             what = "the veth as it is, straight to the registry"
+        rr = ln.get("range_reads") or {}
+        rr_s = (f"; 1 MiB range GETs of a layer blob one after the other on one connection (the fetcher's unit "
+                f"on a miss, without its verifying and storing): {rr['mb_per_s']:.0f} MB/s, p50 "
+                f"{ms((rr.get('ms') or {}).get('p50'))} ms each" if rr.get("mb_per_s") else "")
         s.append(f"- link `{name}`: registry at `{ln.get('registry')}` in the benchmark's network namespace; "
-                 f"{what}; `GET /v2/` on a kept-alive connection p50 {ms(rt / 1e3 if rt else None)} ms")
+                 f"{what}; `GET /v2/` on a kept-alive connection p50 {ms(rt / 1e3 if rt else None)} ms{rr_s}")
     pk = res.get("package") or {}
     if pk.get("error"):
         s.append(f"- function package: **not measured**, `legion package push` failed: {pk['error']}")
@@ -188,6 +192,12 @@ def main():
                 s.append(f"- {r['link']} {r['image']} {arm}: the fetcher counted {mi[(len(mi) - 1) // 2]} misses "
                          f"(reads that waited for the registry) and fetched {mb(fb[(len(fb) - 1) // 2])} by the "
                          f"answer (p50s; its status on the control socket).")
+        bs = r.get("base_setup") or {}
+        if bs.get("base_read_s"):
+            s.append(f"- {r['link']} {r['image']}: reading pybase's files whole through its lazy mounts (D's "
+                     f"set-up, one reader, nothing local) took {bs['base_read_s']:.1f} s for "
+                     f"{mb(bs['base_read_bytes'])} of files, {mb(bs['base_read_rx_bytes'])} received: "
+                     f"{bs['base_read_bytes'] / bs['base_read_s'] / 1e6:.0f} MB/s through the fetcher.")
         c = r["arms"].get("C") or {}
         pulls = sorted(x["pull_ms"] for x in c.get("rows", []) if x.get("pull_ms") is not None)
         tot = p(c, "ms", "p50")
