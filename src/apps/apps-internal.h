@@ -1,6 +1,8 @@
 /* The layout of lg_apps, shared by apps.c, apps-image.c and apps-upload.c. */
 #pragma once
 
+#include <pthread.h>
+
 #include "apps/apps.h"
 
 /* The image an image pool group's placeholders are made from, as last
@@ -45,6 +47,11 @@ struct lg_apps {
                 struct apps_pkg_job *running;
                 struct apps_pkg_job *head, **tail;
         } pkg_jobs;
+        /* A package job and a package GC's removals never overlap: each
+         * holds pkg_mu (threads of the pool); a GC removes nothing when a
+         * job ran (pkg_gen moved) since it took its keep list. */
+        pthread_mutex_t pkg_mu;
+        uint64_t pkg_gen;
 };
 
 /* Extract package digest again as a package job on the thread pool (never

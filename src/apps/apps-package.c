@@ -201,8 +201,7 @@ static int extract(struct apps_pkg_job *j, const struct lg_image_ref *ref, const
         return r < 0 ? lg_error_wrap(&j->err, r, "package `%s`", ref->name) : 0;
 }
 
-static void job_work(uv_work_t *w) {
-        struct apps_pkg_job *j = w->data;
+static void job_work_locked(struct apps_pkg_job *j) {
         lg_apps *a = j->a;
         bool can_mount = a->lazy_ops && a->lazy_ops->attach;
         char tree[4096];
@@ -244,6 +243,14 @@ static void job_work(uv_work_t *w) {
                         snprintf(j->reason, sizeof(j->reason), "%s", e.msg);
         }
         j->r = extract(j, &ref, &art);
+}
+
+static void job_work(uv_work_t *w) {
+        struct apps_pkg_job *j = w->data;
+        pthread_mutex_lock(&j->a->pkg_mu);
+        j->a->pkg_gen++;
+        job_work_locked(j);
+        pthread_mutex_unlock(&j->a->pkg_mu);
 }
 
 static void run_next(lg_apps *a);
@@ -429,6 +436,8 @@ int lg_apps_packages_in_use(lg_apps *a, struct lg_strlist *l) {
 }
 
 struct pkg_gc {
+        lg_apps *a;
+        uint64_t gen; /* a->pkg_gen when the keep list was taken */
         char *lazy_dir;
         const struct lg_image_lazy_ops *ops;
         void *ud;
@@ -449,7 +458,9 @@ void lg_apps_package_gc_free(void *job) {
 
 int lg_apps_package_gc_prepare(lg_apps *a, void **job, struct lg_error *err) {
         *job = NULL;
-        if (!a->lazy_dir)
+        /* A package fetch queued or running is about to be stored in a
+         * revision the keep list cannot name yet: nothing goes this time. */
+        if (!a->lazy_dir || a->pkg_jobs.running || a->pkg_jobs.head)
                 return 0;
         struct pkg_gc *g = calloc(1, sizeof(*g));
         struct lg_strlist l = {0};
@@ -465,21 +476,20 @@ int lg_apps_package_gc_prepare(lg_apps *a, void **job, struct lg_error *err) {
         }
         g->ops = a->lazy_ops;
         g->ud = a->lazy_ud;
+        g->a = a;
+        pthread_mutex_lock(&a->pkg_mu);
+        g->gen = a->pkg_gen;
+        pthread_mutex_unlock(&a->pkg_mu);
         *job = g;
         return 0;
 }
 
-int lg_apps_package_gc_run(void *job, uint64_t *removed, struct lg_error *err) {
-        struct pkg_gc *g = job;
-        *removed = 0;
+static int package_gc_locked(struct pkg_gc *g, uint64_t *removed, struct lg_error *err) {
         char path[4200], mp[4200];
         snprintf(path, sizeof(path), "%s/packages", g->lazy_dir);
         DIR *d = opendir(path);
-        if (!d) {
-                int r = errno == ENOENT ? 0 : lg_error_set(err, errno, "open `%s`", path);
-                lg_apps_package_gc_free(g);
-                return r;
-        }
+        if (!d)
+                return errno == ENOENT ? 0 : lg_error_set(err, errno, "open `%s`", path);
         struct dirent *e;
         int r = 0;
         while ((e = readdir(d))) {
@@ -509,6 +519,17 @@ int lg_apps_package_gc_run(void *job, uint64_t *removed, struct lg_error *err) {
                 (*removed)++;
         }
         closedir(d);
+        return r;
+}
+
+int lg_apps_package_gc_run(void *job, uint64_t *removed, struct lg_error *err) {
+        struct pkg_gc *g = job;
+        *removed = 0;
+        pthread_mutex_lock(&g->a->pkg_mu);
+        /* A fetch ran since the keep list was taken: it may have mounted a
+         * package for a revision the list does not name. Next time. */
+        int r = g->gen == g->a->pkg_gen ? package_gc_locked(g, removed, err) : 0;
+        pthread_mutex_unlock(&g->a->pkg_mu);
         lg_apps_package_gc_free(g);
         return r;
 }

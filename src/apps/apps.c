@@ -65,6 +65,7 @@ int lg_apps_new(const struct lg_apps_config *cfg, lg_apps **ret, struct lg_error
         a->no_network = cfg->no_network;
         a->jobs.tail = &a->jobs.head;
         a->pkg_jobs.tail = &a->pkg_jobs.head;
+        pthread_mutex_init(&a->pkg_mu, NULL);
         a->lazy_ops = cfg->lazy_ops;
         a->insecure_registries = cfg->insecure_registries;
         a->lazy_ud = cfg->lazy_ud;
@@ -83,6 +84,7 @@ void lg_apps_free(lg_apps *a) {
         apps_upload_drop_queued(a);
         apps_pulls_free(a);
         apps_packages_free(a);
+        pthread_mutex_destroy(&a->pkg_mu);
         apps_auth_free(a);
         free(a->logs_dir);
         free(a);

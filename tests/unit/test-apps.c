@@ -1205,9 +1205,27 @@ static void test_package_gc(void **state) {
         }
         json_decref(spec);
         void *job = NULL;
+        uint64_t removed = 0;
+        /* A package fetch queued or running: nothing goes this time. */
+        json_t *dspec = js("{\"runtime\": \"python3\", \"packageImage\": \"127.0.0.1:1/code/x:v1\"}");
+        struct pkg_done d = {0};
+        lg_apps_pull *pull = NULL;
+        OK(lg_apps_prepare(a, "ns", "other", dspec, NULL, on_pkg_done, &d, &pull, &err));
+        OK(lg_apps_package_gc_prepare(a, &job, &err));
+        assert_null(job);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(d.calls, 1);
+        /* One that ran after the keep list was taken: nothing goes either. */
         OK(lg_apps_package_gc_prepare(a, &job, &err));
         assert_non_null(job);
-        uint64_t removed = 0;
+        OK(lg_apps_prepare(a, "ns", "other", dspec, NULL, on_pkg_done, &d, &pull, &err));
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(d.calls, 2);
+        OK(lg_apps_package_gc_run(job, &removed, &err));
+        assert_int_equal(removed, 0);
+        json_decref(dspec);
+        OK(lg_apps_package_gc_prepare(a, &job, &err));
+        assert_non_null(job);
         OK(lg_apps_package_gc_run(job, &removed, &err));
         assert_int_equal(removed, 1);
         assert_int_equal(rec_detach_calls, 0);
@@ -1291,7 +1309,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_image_restore_pulls, setup_images, teardown),
                 cmocka_unit_test_setup_teardown(test_auth, setup_app, teardown),
                 cmocka_unit_test_setup_teardown(test_package_images, setup_app, teardown),
-                cmocka_unit_test_setup_teardown(test_package_gc, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_package_gc, setup_app, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
