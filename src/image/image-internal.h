@@ -192,6 +192,9 @@ int lg_image_lazy_chunk_gc(lg_image_store *st, struct lg_image_gc_result *res, s
 int lg_image_lazy_pull_layers(lg_image_store *st, lg_registry *reg, const struct lg_registry_auth *auth,
                               const char *manifest_digest, const char *mtext, size_t mlen,
                               lg_image_progress_cb progress, void *ud, struct lg_image_pull_report *report);
+/* A prefetch record from a registry (path): u32 LE chunk indexes, each
+ * below n (the layer's chunks), at most 16 Mi of them; -EBADMSG else. */
+int lg_image_lazy_prefetch_check(const char *path, size_t n, struct lg_error *err);
 /* A lazy pull that failed after lg_image_lazy_pull_layers: remove the
  * lazy layers it made, unpin the others. */
 void lg_image_lazy_pull_undo(lg_image_store *st, struct lg_image_pull_report *report);

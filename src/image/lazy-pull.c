@@ -200,8 +200,7 @@ static int fetch_to(struct lazy_pull *lp, const struct lg_lazy_blob *b, const ch
         return r;
 }
 
-/* A prefetch record: u32 LE chunk indexes, each below n. */
-static int check_prefetch(const char *path, size_t n, struct lg_error *err) {
+int lg_image_lazy_prefetch_check(const char *path, size_t n, struct lg_error *err) {
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat s;
         if (fd < 0 || fstat(fd, &s) < 0)
@@ -250,7 +249,7 @@ static int fetch_layer(struct lazy_pull *lp, struct plan *p, struct lg_error *er
                                      p->digest);
         if (a->prefetch.digest[0]) {
                 snprintf(path, sizeof(path), "%s/prefetch", dir);
-                if ((r = fetch_to(lp, &a->prefetch, path, err)) < 0 || (r = check_prefetch(path, n, err)) < 0)
+                if ((r = fetch_to(lp, &a->prefetch, path, err)) < 0 || (r = lg_image_lazy_prefetch_check(path, n, err)) < 0)
                         return lg_error_wrap(err, r, "layer %.19s: prefetch record", p->digest);
         }
         json_t *src = json_pack("{s:s,s:s,s:s,s:b}", "registry", lg_registry_host(lp->reg), "repository",

@@ -473,9 +473,46 @@ static void test_gc_lazy_layer(void **state) {
         lg_image_store_close(st);
 }
 
+/* Prefetch records come from registries: hostile ones are refused. */
+static void test_prefetch_check(void **state) {
+        (void) state;
+        struct lg_error err = {0};
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/prefetch", W);
+        static const struct {
+                const char *bytes;
+                size_t len, n;
+                int want;
+        } cases[] = {
+                {"", 0, 10, 0},                                    /* nothing recorded */
+                {"\x01\x00\x00\x00\x09\x00\x00\x00", 8, 10, 0}, /* chunks 1 and 9 of 10 */
+                {"\x0a\x00\x00\x00", 4, 10, -EBADMSG},            /* chunk 10 of 10 */
+                {"\xff\xff\xff\xff", 4, 10, -EBADMSG},            /* far past the end */
+                {"\x01\x00\x00", 3, 10, -EBADMSG},                 /* not whole indexes */
+                {"\x00\x00\x00\x00", 4, 0, -EBADMSG},             /* a table of no chunks */
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                assert_true(fd >= 0);
+                assert_int_equal(lg_write_all(fd, cases[i].bytes, cases[i].len), 0);
+                close(fd);
+                int r = lg_image_lazy_prefetch_check(p, cases[i].n, &err);
+                if (r != cases[i].want)
+                        fail_msg("case %zu: %d (%s), want %d", i, r, err.msg, cases[i].want);
+        }
+        /* Over 16 Mi indexes (a sparse file: no bytes written). */
+        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(ftruncate(fd, (64 << 20) + 4), 0);
+        close(fd);
+        assert_int_equal(lg_image_lazy_prefetch_check(p, 10, &err), -EBADMSG);
+        assert_int_equal(lg_image_lazy_prefetch_check("/nonexistent/prefetch", 10, &err), -ENOENT);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_attach_all, setup_work, teardown_work),
+                cmocka_unit_test_setup_teardown(test_prefetch_check, setup_work, teardown_work),
                 cmocka_unit_test_setup_teardown(test_commit_with_lazy_layer, setup_work, teardown_work),
                 cmocka_unit_test_setup_teardown(test_convert, setup_work, teardown_work),
                 cmocka_unit_test_setup_teardown(test_gc_lazy_layer, setup_work, teardown_work),
