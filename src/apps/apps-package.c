@@ -35,6 +35,14 @@ struct apps_pkg {
         char hex[65];     /* its archive */
         bool lazy;        /* mounted lazily (else extracted) */
         char reason[300]; /* why not lazily */
+        /* What of it is local, counted at local_ns when the fetcher's
+         * record of first reads had accessed_size bytes: counted again
+         * when that grew (a read fetched more) or a second later (the
+         * background fetch), not for every app listed. */
+        uint64_t local_ns;
+        off_t accessed_size;
+        uint64_t chunks, local_chunks, bytes, local_bytes;
+        bool local_ok;
 };
 
 struct apps_pkg_job {
@@ -390,21 +398,42 @@ json_t *apps_package_status(lg_apps *a, const json_t *rs) {
         struct apps_pkg *p = pkg_find(a, NULL, hex);
         if (!lazy && p && p->reason[0])
                 json_object_set_new(st, "lazyReason", json_string(p->reason));
+        if (!lazy)
+                return st;
+        /* A package mounted by an earlier legiond: an entry of its own
+         * (no reference) to count into. */
+        if (!p && (p = calloc(1, sizeof(*p)))) {
+                snprintf(p->hex, sizeof(p->hex), "%s", hex);
+                p->lazy = true;
+                p->next = a->pkgs;
+                a->pkgs = p;
+        }
         /* How much of it is local: the chunk table against the chunk
          * store (local files only: a table read and a stat per chunk). */
+        uint64_t now = lg_now_ns();
         char path[4200];
-        snprintf(path, sizeof(path), "%s/layers/%s/chunks", a->lazy_dir, hex);
-        lg_chunk_table *t = NULL;
-        lg_chunk_store *cs = NULL;
-        uint64_t lc = 0, lb = 0;
-        if (lazy && lg_chunk_table_load(path, &t, NULL) >= 0 && lg_chunk_store_open(a->lazy_dir, &cs, NULL) >= 0 &&
-            lg_chunk_store_local(cs, t, &lc, &lb) >= 0)
+        struct stat acc;
+        snprintf(path, sizeof(path), "%s/layers/%s/accessed", a->lazy_dir, hex);
+        off_t accessed = stat(path, &acc) == 0 ? acc.st_size : 0;
+        if (p && (!p->local_ns || accessed != p->accessed_size || now - p->local_ns > 1000000000ull)) {
+                p->accessed_size = accessed;
+                snprintf(path, sizeof(path), "%s/layers/%s/chunks", a->lazy_dir, hex);
+                lg_chunk_table *t = NULL;
+                lg_chunk_store *cs = NULL;
+                p->local_ok = lg_chunk_table_load(path, &t, NULL) >= 0 &&
+                              lg_chunk_store_open(a->lazy_dir, &cs, NULL) >= 0 &&
+                              lg_chunk_store_local(cs, t, &p->local_chunks, &p->local_bytes) >= 0;
+                p->chunks = t ? lg_chunk_table_count(t) : 0;
+                p->bytes = t ? lg_chunk_table_blob_size(t) : 0;
+                p->local_ns = now;
+                lg_chunk_store_close(cs);
+                lg_chunk_table_free(t);
+        }
+        if (p && p->local_ok)
                 json_object_set_new(st, "local",
-                                    json_pack("{s:I, s:I, s:I, s:I}", "chunks", (json_int_t) lg_chunk_table_count(t),
-                                              "localChunks", (json_int_t) lc, "bytes",
-                                              (json_int_t) lg_chunk_table_blob_size(t), "localBytes", (json_int_t) lb));
-        lg_chunk_store_close(cs);
-        lg_chunk_table_free(t);
+                                    json_pack("{s:I, s:I, s:I, s:I}", "chunks", (json_int_t) p->chunks, "localChunks",
+                                              (json_int_t) p->local_chunks, "bytes", (json_int_t) p->bytes,
+                                              "localBytes", (json_int_t) p->local_bytes));
         return st;
 }
 
