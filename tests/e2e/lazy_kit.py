@@ -55,6 +55,18 @@ READER_APPLETS = ["sha256sum", "find", "xargs", "sort", "cut", "stat", "cmp", "o
 _mount_ok = None
 
 
+def workdir(prefix):
+    """A new directory for homes and registries, not on tmpfs: EROFS mounts
+    a regular file only from a file system that reads pages for it (tmpfs
+    gives ENOTBLK), and a Debian /tmp may be tmpfs."""
+    parent = None
+    fs = subprocess.run(["findmnt", "-no", "FSTYPE", "-T", tempfile.gettempdir()], capture_output=True,
+                        text=True).stdout.strip()
+    if fs == "tmpfs":
+        parent = "/var/tmp"
+    return tempfile.mkdtemp(prefix=prefix, dir=parent)
+
+
 def erofs_file_mount():
     """None if this kernel mounts an EROFS image from a regular file (what
     lazy layers are), else why not. Tried once, with mount(2) as legiond
@@ -65,7 +77,7 @@ def erofs_file_mount():
     if "erofs" not in open("/proc/filesystems").read():
         _mount_ok = "the kernel has no erofs (modprobe erofs)"
         return _mount_ok
-    top = tempfile.mkdtemp(prefix="lg-erofs-probe-")
+    top = workdir("lg-erofs-probe-")
     try:
         src, img, mnt = os.path.join(top, "src"), os.path.join(top, "img"), os.path.join(top, "mnt")
         os.makedirs(src)

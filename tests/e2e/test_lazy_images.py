@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 
 import pytest
 
@@ -36,7 +35,7 @@ MiB = 1 << 20
 @pytest.fixture(scope="module")
 def top():
     lk.require()
-    t = tempfile.mkdtemp(prefix="lg-lazy-")
+    t = lk.workdir("lg-lazy-")
     yield t
     shutil.rmtree(t, ignore_errors=True)
 
