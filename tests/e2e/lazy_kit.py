@@ -617,12 +617,13 @@ def blob(reg, repo, digest):
 
 def tamper_artifact(reg, repo, img, change):
     """Replace img's lazy artifact by a changed copy: change(config, blobs)
-    gets the config doc and {digest: bytes} of the artifact's layers and
-    returns (config bytes or doc, {old digest: new bytes}). The new blobs,
+    gets the config doc, {digest: bytes} of the artifact's layers (not
+    the BLOBs) and the config's entry of the image's top layer, and returns (config bytes or doc, {old digest: new bytes}). The new blobs,
     config and manifest are pushed and the referrers tag names only it."""
     man, _, cfg = artifact(reg, repo, img)
     blobs = {l["digest"]: blob(reg, repo, l["digest"]) for l in man["layers"] if l["mediaType"] != BLOB_TYPE}
-    new_cfg, replaced = change(cfg, blobs)
+    top = next(x for x in cfg["layers"] if x["layer"] == img.layer_descs[-1]["digest"])
+    new_cfg, replaced = change(cfg, blobs, top)
     if isinstance(new_cfg, dict):
         new_cfg = json.dumps(new_cfg).encode()
     rename = {}

@@ -526,40 +526,40 @@ def test_gc_takes_removed_chunks_and_mounts_keeps_shared(node, proxy, published,
 
 # ---- hostile artifacts ---------------------------------------------------------------------------
 
-def _chunks_garbage(cfg, blobs):
-    return cfg, {cfg["layers"][-1]["chunks"]: b"LGCHUNK1" + os.urandom(4088)}
+def _chunks_garbage(cfg, blobs, entry):
+    return cfg, {entry["chunks"]: b"LGCHUNK1" + os.urandom(4088)}
 
 
-def _chunks_blob_size(cfg, blobs):
-    d = cfg["layers"][-1]["chunks"]
+def _chunks_blob_size(cfg, blobs, entry):
+    d = entry["chunks"]
     csize, bsize, chunks = lk.parse_chunks(blobs[d])
     return cfg, {d: lk.write_chunks(csize, bsize + 4096, chunks)}
 
 
-def _chunks_gap(cfg, blobs):
-    d = cfg["layers"][-1]["chunks"]
+def _chunks_gap(cfg, blobs, entry):
+    d = entry["chunks"]
     csize, bsize, chunks = lk.parse_chunks(blobs[d])
     off, ln, fl, sha = chunks[0]
     chunks[0] = (off + 4096, ln, fl, sha)
     return cfg, {d: lk.write_chunks(csize, bsize, chunks)}
 
 
-def _config_blob_size(cfg, blobs):
-    cfg["layers"][-1]["blobSize"] += 4096
+def _config_blob_size(cfg, blobs, entry):
+    entry["blobSize"] += 4096
     return cfg, {}
 
 
-def _config_chunk_size(cfg, blobs):
+def _config_chunk_size(cfg, blobs, entry):
     cfg["chunkSize"] = 3000
     return cfg, {}
 
 
-def _config_garbage(cfg, blobs):
+def _config_garbage(cfg, blobs, entry):
     return b'{"chunkSize": 65536, "layers": [{"layer": 7', {}
 
 
-def _meta_garbage(cfg, blobs):
-    return cfg, {cfg["layers"][-1]["meta"]: os.urandom(65536)}
+def _meta_garbage(cfg, blobs, entry):
+    return cfg, {entry["meta"]: os.urandom(65536)}
 
 
 HOSTILE = {"chunks-garbage": _chunks_garbage, "chunks-blob-size": _chunks_blob_size, "chunks-gap": _chunks_gap,
@@ -603,3 +603,31 @@ def test_hostile_artifact_refused(node, proxy, conv, reg, base, kind):
     assert_consistent(d)
     tmp = lk.lazy_dir(d, "tmp")
     assert not os.path.isdir(tmp) or os.listdir(tmp) == [], os.listdir(tmp)
+
+
+def test_chunk_table_with_a_wrong_sum_is_eio(node, proxy, conv, reg, base):
+    """A chunk table that parses but names a wrong sha256 for one chunk
+    (what a pull cannot see without fetching everything): the file of that
+    chunk fails with EIO, every other file reads right."""
+    d = node
+    files = lk.random_files(2, 300 * 1024, "w")
+    img = oci_kit.Image([base, lk.data_layer(files, "wrong-sum")], config={"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]})
+    lk.publish(conv, reg, img, "hostile/wrong-sum")
+    state = {}
+
+    def change(cfg, blobs, entry):
+        csize, bsize, chunks = lk.parse_chunks(blobs[entry["chunks"]])
+        first = oci_kit.sha256(files["w00.bin"][:csize])
+        i = next(i for i, c in enumerate(chunks) if c[3] == first)
+        chunks[i] = chunks[i][:3] + (oci_kit.sha256(b"not these bytes"),)
+        state["hit"] = i
+        return cfg, {entry["chunks"]: lk.write_chunks(csize, bsize, chunks)}
+
+    lk.tamper_artifact(reg, "hostile/wrong-sum", img, change)
+    ref = f"{proxy.host}/hostile/wrong-sum:1"
+    lk.pull(d, ref)
+    assert lk.is_lazy_mount(d, layer_hexes(img)[1]), lk.mounts_under(d.home)
+    paths = data_paths(d, img)
+    got = read_files([paths["data/w00.bin"], paths["data/w01.bin"]])
+    assert got[paths["data/w00.bin"]] == "EIO", got
+    assert got[paths["data/w01.bin"]] == oci_kit.sha256(files["w01.bin"]), got
