@@ -486,7 +486,7 @@ for p in json.loads(sys.argv[1]):
         finally:
             os.close(fd)
     except OSError as e:
-        out[p] = "E" + (e.errno and __import__("errno").errorcode.get(e.errno, str(e.errno)) or "?")
+        out[p] = __import__("errno").errorcode.get(e.errno, "E%s" % e.errno)
     sys.stdout.write(json.dumps({p: out[p]}) + "\n")
     sys.stdout.flush()
 '''
@@ -556,7 +556,10 @@ def wait_pod_done(d, name, timeout=300):
 
 
 def pod_logs(d, name):
+    """The pod's log ("" while its container is still being made)."""
     st, body = d.http("GET", f"{PODS}/{name}/log")
+    if st == 400 and b"waiting to start" in body:
+        return ""
     assert st == 200, body
     return body.decode(errors="replace")
 
