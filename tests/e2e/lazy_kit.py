@@ -39,6 +39,7 @@ import pytest
 import oci_kit
 from apps_kit import feature_flags
 from test_legiond import LEGIOND, Legiond, free_port, kill_legiond
+from test_pods_runtime import PODS, create, get
 
 ARTIFACT_TYPE = "application/vnd.legion.lazy.v1"
 CONFIG_TYPE = "application/vnd.legion.lazy.config.v1+json"
@@ -524,24 +525,13 @@ def drop_caches():
 
 # ---- pods --------------------------------------------------------------------------------
 
-PODS = "/api/v1/namespaces/default/pods"
-
-
 def create_pod(d, name, image, script, restart="Never"):
-    doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-           "spec": {"restartPolicy": restart,
-                    "containers": [{"name": "main", "image": image, "command": ["sh", "-c", script]}]}}
-    st, body = d.http("POST", PODS, doc, timeout=300)
-    assert st == 201, (st, body)
-    return json.loads(body)
+    return create(d, name, [{"name": "main", "image": image, "command": ["sh", "-c", script]}],
+                  restartPolicy=restart)
 
 
 def get_pod(d, name):
-    st, body = d.http("GET", f"{PODS}/{name}")
-    if st == 404:
-        return None
-    assert st == 200, body
-    return json.loads(body)
+    return get(d, name)
 
 
 def pod_phase(d, name):
