@@ -171,7 +171,7 @@ cat >"$RES/meta.json" <<EOM
  "registry": "$(dpkg-query -W -f '${Version}' docker-registry 2>/dev/null || echo '?')",
  "erofs_utils": "$(dpkg-query -W -f '${Version}' erofs-utils 2>/dev/null || echo '?')",
  "python": "$($PY --version | cut -d' ' -f2)", "build": "$BUILD",
- "command": "BENCH_PARTS=lazy bench/run.sh (LAZY_N=${LAZY_N:-5} LAZY_ARMS=${LAZY_ARMS:-C-first,C,D,A,B,B-cold} LAZY_IMAGES=${LAZY_IMAGES:-py100,py500} LAZY_LINKS=${LAZY_LINKS:-unshaped,shaped})",
+ "command": "LAZY_N=${LAZY_N:-5} LAZY_ARMS=${LAZY_ARMS:-C-first,C,D,A,B,B-cold} LAZY_IMAGES=${LAZY_IMAGES:-py100,py500} LAZY_LINKS=${LAZY_LINKS:-unshaped,shaped} LAZY_PACKAGE=${LAZY_PACKAGE:-on} bench/lazy/run.sh",
  $(bench_meta_git)}
 EOM
 "$PY" "$LAZY_DIR/report.py" "$RES" >"$OUT/lazy.md"
