@@ -19,6 +19,7 @@ or failing, with nothing half recorded."""
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import signal
 
@@ -140,6 +141,11 @@ def test_lazy_pod_reads_every_file_as_the_original(node, proxy, published, base)
     assert lz["bytes"] >= 25 * MiB and 0 < lz["localBytes"] < lz["bytes"] // 2, lz
     assert 0 < lz["localChunks"] < lz["chunks"], lz
     assert served_blob_bytes(proxy, d, img) < lz["bytes"] // 2, proxy.served
+    # The CLI says it in words, on stderr (stdout stays JSON).
+    out, err = d.cli("image", "inspect", ref)
+    said = re.search(r"local: (\S+ \S+) of (\S+ \S+) \(([0-9.]+)%\)", err)
+    assert said and 0 < float(said.group(3)) < 50, err
+    assert json.loads(out)["lazy"] == lz
     # Whole image, read in a pod: every file's sha256 is the original's.
     expected = host_sums(img)
     lk.create_pod(d, "sums", ref, lk.sum_script(sorted({p.split("/")[0] for p in expected})))
