@@ -117,6 +117,7 @@ int lg_lazy_fetcher_main(int argc, char **argv) {
                 while (poll(p, 2, -1) < 0 && errno == EINTR)
                         ;
                 r = p[1].revents ? lg_fuse_server_status(srv, &err) : 0;
+                lg_fetcher_stop(f);
         }
         lg_fuse_server_free(srv);
         lg_fetcher_ctl_free(ctl);

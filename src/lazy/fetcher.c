@@ -98,7 +98,8 @@ struct lg_fetcher {
         pthread_mutex_t rec_lock;
 
         pthread_t *threads;
-        size_t n_threads, n_fetchers;
+        size_t n_threads;
+        size_t running;                 /* fetch threads not ended (f->lock) */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -574,6 +575,13 @@ static int fetch_job(lg_fetcher *f, struct client *cl, struct job *j) {
         return put_run(f, j, buf);
 }
 
+static void thread_ended(lg_fetcher *f) {
+        pthread_mutex_lock(&f->lock);
+        f->running--;
+        pthread_cond_broadcast(&f->done_cond);
+        pthread_mutex_unlock(&f->lock);
+}
+
 static void *miss_thread(void *ud) {
         lg_fetcher *f = ud;
         struct client cl = {0};
@@ -594,6 +602,7 @@ static void *miss_thread(void *ud) {
         }
         pthread_mutex_unlock(&f->lock);
         client_close(&cl);
+        thread_ended(f);
         return NULL;
 }
 
@@ -702,6 +711,7 @@ static void *bg_thread(void *ud) {
         }
         pthread_mutex_unlock(&f->lock);
         client_close(&cl);
+        thread_ended(f);
         return NULL;
 }
 
@@ -737,6 +747,10 @@ static int get_chunk(lg_fetcher *f, struct layer *L, size_t i, void *buf, uint64
                 if ((r != -ENOENT && r != -EBADMSG) || L->local || waited)
                         return -EIO;
                 pthread_mutex_lock(&f->lock);
+                if (f->stop) {
+                        pthread_mutex_unlock(&f->lock);
+                        return LG_FUSE_LEAVE;
+                }
                 struct job *j = inflight_find(f, c->sha256);
                 if (!j) {
                         if (lg_chunk_store_has(f->store, c->sha256) == 1) {
@@ -769,10 +783,11 @@ static int get_chunk(lg_fetcher *f, struct layer *L, size_t i, void *buf, uint64
                 bool done = j->done;
                 if (--f->misses_waiting == 0)
                         pthread_cond_broadcast(&f->bg_cond);
+                bool stop = f->stop;
                 job_put_locked(j);
                 pthread_mutex_unlock(&f->lock);
                 if (!done)
-                        return -EIO;
+                        return stop ? LG_FUSE_LEAVE : -EIO;
                 waited = true;
         }
 }
@@ -810,6 +825,8 @@ static ssize_t fetcher_read(lg_fetcher *f, struct layer *L, uint64_t off, size_t
                                 memcpy(out + (pos - off), scratch + (pos - c->offset), (size_t) (to - pos));
                         }
                 }
+                if (r == LG_FUSE_LEAVE)
+                        return r;
                 if (r < 0) {
                         L->errors++;
                         return -EIO;
@@ -964,9 +981,15 @@ int lg_fetcher_new(const struct lg_fetcher_config *cfg, lg_fetcher **ret, struct
                 goto fail;
         }
         for (; f->n_threads < nf + nb; f->n_threads++) {
+                pthread_mutex_lock(&f->lock);
+                f->running++;
+                pthread_mutex_unlock(&f->lock);
                 r = -pthread_create(&f->threads[f->n_threads], NULL, f->n_threads < nf ? miss_thread : bg_thread,
                                     f);
                 if (r < 0) {
+                        pthread_mutex_lock(&f->lock);
+                        f->running--;
+                        pthread_mutex_unlock(&f->lock);
                         lg_error_set(err, -r, "fetcher thread");
                         goto fail;
                 }
@@ -978,15 +1001,31 @@ fail:
         return r;
 }
 
-void lg_fetcher_free(lg_fetcher *f) {
-        if (!f)
-                return;
+void lg_fetcher_stop(lg_fetcher *f) {
         pthread_mutex_lock(&f->lock);
         f->stop = true;
         pthread_cond_broadcast(&f->work_cond);
         pthread_cond_broadcast(&f->bg_cond);
         pthread_cond_broadcast(&f->done_cond);
         pthread_mutex_unlock(&f->lock);
+}
+
+void lg_fetcher_free(lg_fetcher *f) {
+        if (!f)
+                return;
+        lg_fetcher_stop(f);
+        /* A fetch under way ends with its request (a registry that hangs:
+         * the client's timeout); one not ended within a second is left to
+         * end with the process, and so is everything it uses. */
+        pthread_mutex_lock(&f->lock);
+        struct timespec ts = abs_mono(lg_now_ns() + 1000000000ull);
+        while (f->running > 0)
+                if (pthread_cond_timedwait(&f->done_cond, &f->lock, &ts) == ETIMEDOUT)
+                        break;
+        bool ended = f->running == 0;
+        pthread_mutex_unlock(&f->lock);
+        if (!ended)
+                return;
         for (size_t i = 0; i < f->n_threads; i++)
                 pthread_join(f->threads[i], NULL);
         free(f->threads);

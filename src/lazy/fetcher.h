@@ -45,7 +45,14 @@ typedef struct lg_fetcher lg_fetcher;
 /* Open the chunk store, load every layer of $home/lazy/layers that has
  * `chunks` and `source.json`, start the fetch threads. */
 int lg_fetcher_new(const struct lg_fetcher_config *cfg, lg_fetcher **ret, struct lg_error *err);
-/* Stop the threads (waiting for fetches under way) and free. NULL is fine. */
+/* From now on a READ that would wait for a fetch returns LG_FUSE_LEAVE:
+ * unanswered, the kernel keeps it for the next fetcher (--resume). Called
+ * on SIGTERM before the FUSE server stops, so that a stop ends at once and
+ * a restart costs no reader an error. */
+void lg_fetcher_stop(lg_fetcher *f);
+/* Stop the threads and free. A fetch still under way after a second (a
+ * registry that hangs) is not waited for: the fetcher is then left to the
+ * process's end, not freed. NULL is fine. */
 void lg_fetcher_free(lg_fetcher *f);
 
 /* The FUSE operations over the layer table, for lg_fuse_server_start. */

@@ -182,6 +182,8 @@ static void op_read(lg_fuse_server *s, const struct fuse_in_header *h, const voi
                 buf = big;
         }
         ssize_t n = s->ops.read(s->ops.ud, h->nodeid, in->offset, in->size, buf);
+        if (n == LG_FUSE_LEAVE)
+                return;
         if (n < 0)
                 return reply_err(s, h->unique, (int) n);
         reply(s, h->unique, 0, buf, (size_t) n);

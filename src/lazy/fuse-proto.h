@@ -44,13 +44,17 @@ int lg_lazy_fuse_mount(const char *dir, int *fd, struct lg_error *err);
  * 0 or -errno (-EINVAL from kernels before 6.9, which lack it). */
 int lg_lazy_fuse_resend(int fd);
 
+#define LG_FUSE_LEAVE (-EINPROGRESS)
+
 struct lg_fuse_ops {
         /* A name in the root: its node id (> 1) and size; -ENOENT. */
         int (*lookup)(void *ud, const char *name, uint64_t *node, uint64_t *size);
         /* A node's size; -ENOENT when no file has that node. */
         int (*getattr)(void *ud, uint64_t node, uint64_t *size);
         /* Up to len bytes at off into buf: the count (less than len only at
-         * the end of the file), or -errno (the READ answers it). */
+         * the end of the file), or -errno (the READ answers it), or
+         * LG_FUSE_LEAVE: no answer, the request stays with the kernel for
+         * the next server (a server stopping for a restart). */
         ssize_t (*read)(void *ud, uint64_t node, uint64_t off, size_t len, void *buf);
         /* The root's entry with the smallest node id above `after`: 1 with
          * node, name (NUL-terminated, < 256 bytes) filled; 0 at the end. */
