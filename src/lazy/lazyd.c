@@ -259,6 +259,8 @@ static int clean_dead(lg_lazyd *d, struct lg_error *err) {
 
 /* Fork and exec `exe lazy-fetcher --home H --fd 3 [--resume] ...` with
  * the device as its fd 3, in a session and cgroup of its own; record it. */
+#define FETCHER_LOG_MAX (1 << 20)
+
 static int spawn_locked(lg_lazyd *d, bool resume, struct lg_error *err) {
         char rate[32], timeout[32], logpath[4200];
         snprintf(rate, sizeof(rate), "%llu", (unsigned long long) d->rate);
@@ -270,6 +272,15 @@ static int spawn_locked(lg_lazyd *d, bool resume, struct lg_error *err) {
         snprintf(logpath, sizeof(logpath), "%s/logs", d->home);
         (void) lg_mkdir_p(logpath, 0700);
         snprintf(logpath, sizeof(logpath), "%s/logs/lazy-fetcher.log", d->home);
+        /* A fetcher writes a line only when it fails, but one that fails
+         * at every start for weeks would grow the log without end: past
+         * 1 MiB the log moves to .1 (the one before is dropped). */
+        struct stat lst;
+        if (stat(logpath, &lst) == 0 && lst.st_size > FETCHER_LOG_MAX) {
+                char old[4300];
+                snprintf(old, sizeof(old), "%s.1", logpath);
+                (void) rename(logpath, old);
+        }
         _cleanup_close_ int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (logfd < 0)
                 return lg_error_set(err, errno, "open `%s`", logpath);

@@ -131,6 +131,12 @@ def test_fetcher_outlives_legiond_and_is_restarted(lazy_build, tmp_path):
     os.makedirs(home)
     want = make_lazy_layer(lazy_build, home, tmp_path)
     mnt = os.path.join(home, "images", "layers", HEX)
+    # A fetcher log left over past 1 MiB (one that failed at every start
+    # for long) moves aside when the next fetcher starts.
+    os.makedirs(os.path.join(home, "logs"), exist_ok=True)
+    fetcher_log = os.path.join(home, "logs", "lazy-fetcher.log")
+    with open(fetcher_log, "wb") as f:
+        f.write(b"old failure\n" * ((2 << 20) // 12))
     d = Legiond(home, free_port())
     d.start()
     pid, cgroups = 0, []
@@ -138,6 +144,8 @@ def test_fetcher_outlives_legiond_and_is_restarted(lazy_build, tmp_path):
         # Mounted at start, read through the fetcher.
         assert mounts_at(mnt) == ["erofs"]
         read_all(mnt, want)
+        assert os.path.getsize(fetcher_log + ".1") > 1 << 20
+        assert os.path.getsize(fetcher_log) < 1 << 20
         pid = fetcher_pid(home)
         assert running(pid)
         # Its own session and cgroup, as sandboxes: not legiond's.
