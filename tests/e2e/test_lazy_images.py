@@ -637,3 +637,51 @@ def test_chunk_table_with_a_wrong_sum_is_eio(node, proxy, conv, reg, base):
     got = read_files([paths["data/w00.bin"], paths["data/w01.bin"]])
     assert got[paths["data/w00.bin"]] == "EIO", got
     assert got[paths["data/w01.bin"]] == oci_kit.sha256(files["w01.bin"]), got
+
+
+# ---- prefetch and hydration ----------------------------------------------------------------------
+
+def test_prefetch_record_is_fetched_first_next_time(node, proxy, published, data_image):
+    """What a first start read is recorded on the node: the image removed
+    (GC takes its chunks) and pulled again, those ranges are fetched at once,
+    before anything reads them (no hydration on this node), and read with
+    the registry gone; what was never read is not there (EIO)."""
+    d = node
+    ref = f"{proxy.host}/{published(data_image, 'lazy/data')}"
+    lk.pull(d, ref)
+    lk.create_pod(d, "first", ref, "sha256sum /data/f02.bin /data/f05.bin")
+    assert lk.wait_pod_done(d, "first")["status"]["phase"] == "Succeeded"
+    lk.delete_pod(d, "first")
+    d.cli("image", "rm", ref)
+    d.cli("image", "gc")
+    assert lk.chunk_files(d) == {}
+    lk.pull(d, ref)
+    want = host_sums(data_image)
+    need = len(lk.layer_files(data_image, 1)["data/f02.bin"]) * 2
+    d.wait_for(lambda: lk.layer_lazy(lk.inspect(d, ref))[1]["localBytes"] >= need, timeout=120,
+               what=f"the recorded ranges fetched: {lk.inspect(d, ref)}")
+    proxy.stop()
+    paths = data_paths(d, data_image)
+    got = read_files([paths["data/f02.bin"], paths["data/f05.bin"], paths["data/f00.bin"]])
+    assert got[paths["data/f02.bin"]] == want["data/f02.bin"] and got[paths["data/f05.bin"]] == want["data/f05.bin"]
+    assert got[paths["data/f00.bin"]] == "EIO", got
+
+
+def test_hydration_makes_the_whole_image_local(top, proxy, published, data_image):
+    """With background hydration (legiond's default rate), a lazily pulled
+    image becomes wholly local without reads; then every file reads right
+    with the registry gone."""
+    d = lk.new_node(top, "hydrating", hydrate=True)
+    try:
+        ref = f"{proxy.host}/{published(data_image, 'lazy/data')}"
+        lk.pull(d, ref)
+        d.wait_for(lambda: lk.lazy_of(lk.inspect(d, ref))["localBytes"] == lk.lazy_of(lk.inspect(d, ref))["bytes"],
+                   timeout=180, what=f"the image hydrated: {lk.inspect(d, ref)}")
+        proxy.stop()
+        want = host_sums(data_image)
+        paths = {p: os.path.join(lk.layer_dir(d, layer_hexes(data_image)[i]), p)
+                 for i in range(2) for p in lk.layer_files(data_image, i)}
+        got = read_files(paths.values(), drop=True)
+        assert {p: got[hp] for p, hp in paths.items()} == {p: want[p] for p in paths}
+    finally:
+        lk.stop_node(d)
