@@ -379,6 +379,7 @@ class Node:
         self.env = dict(os.environ, LEGION_API=f"http://127.0.0.1:{args.port}", LEGION_HOME=args.home)
         self.seq = 0
         self.pkg_state = {}
+        self.registry_pid = None
 
     def legion(self, *a):
         p = subprocess.run([self.args.legion, *a], env=self.env, capture_output=True, text=True)
@@ -592,16 +593,32 @@ def one_try(node, link, conn, arm, ref, digests, img_bytes, base_ref, base_diges
     return row
 
 
+def cpu_s(pid):
+    """CPU seconds (user + system) of process pid so far, or None."""
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def base_setup(node, ref, digests, base_ref, base_digests):
     """Arm D's state: nothing local but pybase, pulled lazily and read
     whole (every chunk of the base and python layers local)."""
     node.forget([ref, base_ref], digests + base_digests)
     d = node.pull(base_ref, "auto")
+    try:
+        fpid = int(open(os.path.join(node.args.home, "run", "lazy", "fetcher.pid")).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        fpid = None
+    procs = {"fetcher": fpid, "registry": node.registry_pid}
+    cpu0 = {k: cpu_s(v) for k, v in procs.items() if v}
     rx0, t0 = node.link.rx_bytes(), time.perf_counter()
     read = node.read_layers(base_digests)
     t1, rx1 = time.perf_counter(), node.link.rx_bytes()
+    cpu = {k: cpu_s(procs[k]) - v for k, v in cpu0.items() if v is not None and cpu_s(procs[k]) is not None}
     return {"base_pull_lazy": d.get("lazy") if isinstance(d, dict) else None, "base_read_bytes": read,
-            "base_read_s": t1 - t0, "base_read_rx_bytes": rx1 - rx0,
+            "base_read_s": t1 - t0, "base_read_rx_bytes": rx1 - rx0, "base_read_cpu_s": cpu,
             "base_local": lazy_totals(node.inspect(base_ref))}
 
 
@@ -795,6 +812,7 @@ def main():
                                         "compressed_bytes": sum(d["size"] for d in v.layer_descs)}
                                     for k, v in imgs.items()}}
         reg = NsRegistry(args.out, link)
+        node.registry_pid = reg.proc.pid  # ip netns exec execs docker-registry
         proxy = DelayProxy(args.delayproxy, link, 5001, 5000, args.delay_us)
         t0 = time.monotonic()
         for name, img in imgs.items():

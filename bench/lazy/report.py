@@ -68,6 +68,22 @@ def what_it_says(runs):
             line += (f", which at the {rate / 1e6:.0f} MB/s the fetcher reached reading pybase whole is "
                      f"{ms(fetched / rate * 1e3)} ms")
         out.append(line + ".")
+    for key, r in runs.items():
+        a = r["arms"]
+        d, b = p(a.get("D"), "ms", "p50"), p(a.get("B"), "ms", "p50")
+        pull = med([x.get("pull_ms") for x in (a.get("D") or {}).get("rows") or []])
+        if d and b and pull is not None:
+            out.append(f"- {r['link']} {r['image']}: D (the base and python layers' chunks local, read through the "
+                       f"FUSE blob from the chunk store) took {ms(d)} ms, {ms(pull)} ms of it the lazy pull: its "
+                       f"start {(d - pull) / b:.2f}x B's.")
+    cpus = [(r["base_setup"]["base_read_cpu_s"].get("fetcher"), r["base_setup"]["base_read_s"],
+             r["base_setup"]["base_read_rx_bytes"]) for r in runs.values()
+            if (r.get("base_setup") or {}).get("base_read_cpu_s", {}).get("fetcher")]
+    if cpus:
+        c, w, b = (med([x[i] for x in cpus]) for i in range(3))
+        out.append(f"- The fetcher is CPU-bound: reading a layer whole it used {c:.1f} s of CPU in {w:.1f} s "
+                   f"({100 * c / w:.0f}% of one of the 2 CPUs) for {mb(b)}, {b / c / 1e6:.0f} MB per CPU second "
+                   f"(p50s of the D set-ups).")
     if any((r["arms"].get("C") or {}).get("rows") for r in runs.values()):
         out.append("- So the lazy start is bound by how fast the fetcher gets bytes (its throughput, far below what "
                    "the registry gives one connection on the same link, above) and by how many it gets (read-ahead "
@@ -242,7 +258,9 @@ def main():
             s.append(f"- {r['link']} {r['image']}: reading pybase's files whole through its lazy mounts (D's "
                      f"set-up, one reader, nothing local) took {bs['base_read_s']:.1f} s for "
                      f"{mb(bs['base_read_bytes'])} of files, {mb(bs['base_read_rx_bytes'])} received: "
-                     f"{bs['base_read_bytes'] / bs['base_read_s'] / 1e6:.0f} MB/s through the fetcher.")
+                     f"{bs['base_read_bytes'] / bs['base_read_s'] / 1e6:.0f} MB/s through the fetcher" +
+                     ("; CPU meanwhile: " + ", ".join(f"{k} {v:.1f} s" for k, v in bs["base_read_cpu_s"].items())
+                      if bs.get("base_read_cpu_s") else "") + ".")
         c = r["arms"].get("C") or {}
         pulls = sorted(x["pull_ms"] for x in c.get("rows", []) if x.get("pull_ms") is not None)
         tot = p(c, "ms", "p50")
