@@ -685,3 +685,36 @@ def test_hydration_makes_the_whole_image_local(top, proxy, published, data_image
         assert {p: got[hp] for p, hp in paths.items()} == {p: want[p] for p in paths}
     finally:
         lk.stop_node(d)
+
+
+# ---- registries with auth -------------------------------------------------------------------------
+
+def test_lazy_pull_from_a_token_auth_registry(top, node, conv, base):
+    """A registry with bearer tokens: convert --push with credentials, a
+    lazy pull with them, and the fetcher's range reads (which need a token
+    of their own) serve every file right; the credentials stay in the lazy
+    layer's source.json, mode 0600."""
+    d = node
+    with oci_kit.Registry(os.path.join(top, "reg-token"), auth="token") as reg:
+        files = lk.random_files(3, 700 * 1024, "t")
+        img = oci_kit.Image([base, lk.data_layer(files, "token")], config={"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]})
+        ref = reg.push(img, "sec/app", "1")
+        pw = reg.password.encode()
+        conv.cli("image", "pull", ref, "--lazy", "never", "--username", reg.username, "--password-stdin",
+                 input=pw, timeout=180)
+        conv.cli("image", "convert", ref, "--push", "--username", reg.username, "--password-stdin", input=pw,
+                 timeout=300)
+        d.cli("image", "pull", ref, "--username", reg.username, "--password-stdin", input=pw, timeout=300)
+        h = layer_hexes(img)[1]
+        assert lk.is_lazy_mount(d, h), lk.mounts_under(d.home)
+        src = os.path.join(d.home, "lazy", "layers", h, "source.json")
+        assert os.stat(src).st_mode & 0o777 == 0o600
+        paths = data_paths(d, img)
+        want = {p: oci_kit.sha256(b) for p, b in lk.layer_files(img, 1).items()}
+        got = read_files(paths.values())
+        assert {p: got[hp] for p, hp in paths.items()} == want
+        # In a pod too (busybox comes lazily through the same client).
+        lk.create_pod(d, "tok", ref, "sha256sum /data/t01.bin")
+        assert lk.wait_pod_done(d, "tok")["status"]["phase"] == "Succeeded"
+        assert lk.parse_sums(lk.pod_logs(d, "tok"))[0] == {"data/t01.bin": want["data/t01.bin"]}
+        lk.delete_pod(d, "tok")
