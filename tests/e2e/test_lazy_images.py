@@ -15,7 +15,9 @@ legiond killed with lazy sandboxes running break no read; images without
 the artifact and `--lazy never` are pulled in full; chunks shared between
 images are fetched and stored once; GC takes a removed image's chunks and
 mounts and keeps shared ones; a hostile artifact is refused, falling back
-or failing, with nothing half recorded."""
+or failing, with nothing half recorded; what a first start read is fetched
+first next time, hydration makes an image wholly local, and a registry
+with bearer tokens serves the fetcher's range reads."""
 import concurrent.futures
 import json
 import os
