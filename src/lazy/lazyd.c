@@ -183,8 +183,11 @@ static void unescape(char *s) {
 }
 
 /* Mount points of this mount namespace under dir (dir itself too) whose
- * filesystem type is fstype or, with prefix, starts with it. */
-static int mounts_under(const char *dir, const char *fstype, bool prefix, struct lg_strlist *ret) {
+ * filesystem type is fstype or, with prefix, starts with it; with devs,
+ * their "major:minor" in the same order. Read from mountinfo, never from
+ * the mounts themselves, which a hung FUSE server would not answer. */
+static int mounts_under(const char *dir, const char *fstype, bool prefix, struct lg_strlist *ret,
+                        struct lg_strlist *devs) {
         _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
         if (!f)
                 return -errno;
@@ -192,9 +195,12 @@ static int mounts_under(const char *dir, const char *fstype, bool prefix, struct
         _cleanup_free_ char *line = NULL;
         size_t cap = 0;
         while (getline(&line, &cap, f) > 0) {
-                char *save = NULL, *mnt = NULL, *tok = strtok_r(line, " ", &save);
-                for (int i = 1; tok && i < 5; i++)
+                char *save = NULL, *mnt = NULL, *dev = NULL, *tok = strtok_r(line, " ", &save);
+                for (int i = 1; tok && i < 5; i++) {
                         tok = strtok_r(NULL, " ", &save);
+                        if (i == 2)
+                                dev = tok;
+                }
                 mnt = tok;
                 while (tok && strcmp(tok, "-"))
                         tok = strtok_r(NULL, " ", &save);
@@ -207,14 +213,16 @@ static int mounts_under(const char *dir, const char *fstype, bool prefix, struct
                 if (prefix ? strncmp(type, fstype, strlen(fstype)) : strcmp(type, fstype))
                         continue;
                 lg_strlist_add(ret, mnt);
+                if (devs)
+                        lg_strlist_add(devs, dev ? dev : "");
         }
-        return ret->status;
+        return ret->status < 0 ? ret->status : devs ? devs->status : 0;
 }
 
 /* Unmount (MNT_DETACH) every mount of fstype under dir, deepest first. */
 static int umount_all(const char *dir, const char *fstype, bool prefix, unsigned *n, struct lg_error *err) {
         struct lg_strlist l = {0};
-        int r = mounts_under(dir, fstype, prefix, &l);
+        int r = mounts_under(dir, fstype, prefix, &l, NULL);
         if (r < 0) {
                 lg_strlist_clear(&l);
                 return lg_error_set(err, -r, "read /proc/self/mountinfo");
@@ -859,8 +867,31 @@ void lg_lazyd_free(lg_lazyd *d) {
 
 /* ---- --stop-all ----------------------------------------------------------- */
 
+/* Abort the FUSE connections mounted under blobs: every request they
+ * hold fails at once (a reader waiting on a fetcher that will never answer
+ * cannot even be killed until then). */
+static void abort_connections(const char *blobs) {
+        struct lg_strlist mnts = {0}, devs = {0};
+        if (mounts_under(blobs, "fuse", true, &mnts, &devs) >= 0)
+                for (size_t i = 0; i < devs.n; i++) {
+                        unsigned maj, min;
+                        if (sscanf(devs.v[i], "%u:%u", &maj, &min) != 2)
+                                continue;
+                        char path[128];
+                        snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", min);
+                        _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+                        if (fd >= 0)
+                                (void) !write(fd, "1", 1);
+                }
+        lg_strlist_clear(&mnts);
+        lg_strlist_clear(&devs);
+}
+
 int lg_lazyd_stop_all(const char *home, int *stopped, struct lg_error *err) {
         *stopped = 0;
+        char blobs[4200];
+        snprintf(blobs, sizeof(blobs), "%s/run/lazy/blobs", home);
+        abort_connections(blobs);
         pid_t pid = read_pid_file(home);
         _cleanup_close_ int pidfd = pid ? pidfd_open(pid) : -1;
         if (pidfd >= 0 && is_our_fetcher(pid, home)) {

@@ -20,8 +20,10 @@
  *   layers again (lg_image_lazy_attach_all) on a new connection.
  * Nothing is started until the first attach (or a fetcher is adopted): a
  * node without lazy layers has no fetcher and no FUSE mount.
- * lg_lazyd_stop_all (legiond --stop-all) ends the fetcher and removes its
- * mounts and cgroup.
+ * lg_lazyd_stop_all (legiond --stop-all) first aborts the FUSE connection
+ * (every read it holds fails with an error, so that the sandboxes reading
+ * can be killed: one waiting on a fetcher that never answers cannot), then
+ * ends the fetcher and removes its mounts and cgroup.
  *
  * Threading: lg_lazyd_new and lg_lazyd_free on the loop's thread; the
  * fetcher is watched there (a pidfd polled on the loop). attach, detach

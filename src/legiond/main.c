@@ -337,6 +337,10 @@ static int stop_all(const char *home, const struct net_opts *net) {
         static const char *const roots[] = {"run/sandboxes-root", "run/pod-sandboxes"};
         int stopped = 0, failed = 0;
         char path[4200];
+        /* Before the sandboxes: a sandbox blocked in a read of a lazy layer
+         * that the fetcher took and will not answer cannot be killed until
+         * the FUSE connection is aborted. */
+        int lazy = lg_daemon_lazy_stop_all(home);
         for (size_t i = 0; i < ARRAY_SIZE(roots); i++) {
                 snprintf(path, sizeof(path), "%s/%s", home, roots[i]);
                 struct lg_error err = {0};
@@ -359,8 +363,6 @@ static int stop_all(const char *home, const struct net_opts *net) {
                 }
                 lg_sandbox_list_free(ids);
         }
-        /* After the sandboxes, whose overlays it serves. */
-        int lazy = lg_daemon_lazy_stop_all(home);
         static const char *const dirs[] = {"run/instances", "run/sockets"};
         for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
                 snprintf(path, sizeof(path), "%s/%s", home, dirs[i]);

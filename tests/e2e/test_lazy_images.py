@@ -31,6 +31,7 @@ import lazy_kit as lk
 import oci_kit
 from apps_kit import call_json, delete, deploy, status
 from lazy_kit import RegistryProxy, host_sums, layer_hexes, read_files
+from test_legiond import stop_workloads
 
 MiB = 1 << 20
 
@@ -381,6 +382,31 @@ def test_legiond_kill9_lazy_sandboxes_keep_reading(node, proxy, published, data_
     hp = paths["data/odd.bin"]
     assert read_files([hp], drop=True)[hp] == want["data/odd.bin"]
     lk.delete_pod(d, "slow")
+
+
+def test_stop_all_ends_a_read_the_fetcher_never_answers(node, proxy, published, data_image):
+    """A pod blocked in a read the fetcher took and will never answer (the
+    fetcher stopped with SIGSTOP mid-fetch) cannot be killed until the FUSE
+    connection is aborted: `legiond --stop-all` aborts it first, so it ends
+    and leaves no process or mount (calibrated: with the abort after the
+    sandboxes, stop-all hangs on the pod and times out)."""
+    d = node
+    ref = f"{proxy.host}/{published(data_image, 'lazy/data')}"
+    lk.pull(d, ref)
+    fetcher = lk.fetcher_pid(d)
+    proxy.hold()
+    lk.create_pod(d, "stuck", ref, "cat /data/f03.bin > /dev/null; echo DONE $?")
+    d.wait_for(lambda: proxy.held >= 1, timeout=120, what="a range request")
+    os.kill(fetcher, signal.SIGSTOP)
+    try:
+        proxy.release()
+        d.stop(signal.SIGKILL, keep=True)
+        # stop_workloads asserts --stop-all exits 0 within its timeout;
+        # stop_node's kill_legiond then finds no process and no mount.
+        stop_workloads(d.home, d.env, d.log, d.net_args)
+    finally:
+        if os.path.exists(f"/proc/{fetcher}"):
+            os.kill(fetcher, signal.SIGCONT)
 
 
 # ---- fallback ------------------------------------------------------------------------------------
