@@ -239,8 +239,13 @@ static int fetch_layer(struct lazy_pull *lp, struct plan *p, struct lg_error *er
         if ((r = fetch_to(lp, &a->chunks, path, err)) < 0)
                 return lg_error_wrap(err, r, "layer %.19s: chunk table", p->digest);
         lg_chunk_table *t = NULL;
-        if ((r = lg_chunk_table_load(path, &t, err)) < 0)
-                return lg_error_wrap(err, r, "layer %.19s", p->digest);
+        struct lg_error e = {0};
+        if ((r = lg_chunk_table_load(path, &t, &e)) < 0) {
+                /* The message names the temporary file, gone once the pull
+                 * falls back: the reason says which layer's table instead. */
+                const char *why = strstr(e.msg, "`: ");
+                return lg_error_setm(err, -r, "layer %.19s: %s", p->digest, why ? why + 3 : e.msg);
+        }
         size_t n = lg_chunk_table_count(t);
         bool ok = lg_chunk_table_blob_size(t) == a->blob.size && lg_chunk_table_chunk_size(t) == lp->art.chunk_size;
         lg_chunk_table_free(t);

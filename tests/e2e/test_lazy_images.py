@@ -621,6 +621,8 @@ def test_hostile_artifact_refused(node, proxy, conv, reg, base, kind):
     if st == 200 and "image" in final:
         said = [x for x in lines if "lazyReason" in x or x.get("lazy") is False]
         assert said and said[-1].get("lazyReason"), lines
+        # The reason names what was wrong, not a temporary file gone by now.
+        assert "/lazy/tmp/" not in said[-1]["lazyReason"], said[-1]["lazyReason"]
         paths = data_paths(d, img)
         want = {p: oci_kit.sha256(b) for p, b in lk.layer_files(img, 1).items()}
         got = read_files(paths.values())
