@@ -24,7 +24,10 @@
 #include "lazy/fetcher.h"
 #include <openssl/sha.h>
 
-#define RUN_MAX (1u << 20)              /* following chunks fetched with a miss */
+#define RUN_MAX (1u << 20)              /* one range request at most */
+#define WINDOW_NO_RECORD (128u * 1024)  /* a miss's run when the layer has no record */
+#define CACHE_MAX (32u << 20)           /* verified chunks kept in memory */
+#define CACHE_BUCKETS 4096
 #define SOURCE_MAX (64 * 1024)
 #define BG_BACKOFF_MAX_NS (30ull * 1000000000)
 
@@ -48,6 +51,7 @@ struct layer {
 
         /* Background (f->lock) */
         uint32_t *order;        /* the prefetch record, deduplicated */
+        uint8_t *in_rec;        /* bitmap of order's chunks (fixed once loaded) */
         size_t n_order, pos_order, hydrate_pos;
         bool bg_done;
 
@@ -70,8 +74,30 @@ struct inflight {
         struct job *job;
 };
 
+/* A verified chunk kept in memory (struct cache). */
+struct cent {
+        uint8_t sha[32];
+        uint32_t len;
+        uint8_t *data;
+        struct cent *hnext, *prev, *next;
+};
+
+/* Chunks verified by this process, least recently used dropped past
+ * CACHE_MAX bytes. A READ is served from here, so a chunk is read from
+ * the store and hashed once, not once per READ (EROFS reads 4 KiB..1 MiB
+ * pieces of 64 KiB chunks); what it serves are the very bytes that were
+ * verified, whatever happens to the stored file afterwards. Own lock. */
+struct cache {
+        pthread_mutex_t lock;
+        struct cent *buckets[CACHE_BUCKETS];
+        struct cent head;       /* LRU list: head.next most recent */
+        uint64_t bytes;
+        _Atomic uint64_t hits, loads;
+};
+
 struct lg_fetcher {
         char home[2048];
+        struct cache cache;
         unsigned timeout_ms;
         uint64_t rate;
         lg_chunk_store *store;
@@ -129,6 +155,105 @@ static struct timespec abs_mono(uint64_t ns) {
 static bool bit(const uint8_t *b, size_t i) { return b[i / 8] & (1u << (i % 8)); }
 static void set_bit(uint8_t *b, size_t i) { b[i / 8] |= (uint8_t) (1u << (i % 8)); }
 
+/* ---- the cache of verified chunks -------------------------------------- */
+
+static size_t cache_bucket(const uint8_t sha[32]) {
+        uint64_t h;
+        memcpy(&h, sha, 8);
+        return (size_t) (h % CACHE_BUCKETS);
+}
+
+/* c->lock held. */
+static struct cent *cache_find(struct cache *c, const uint8_t sha[32]) {
+        for (struct cent *e = c->buckets[cache_bucket(sha)]; e; e = e->hnext)
+                if (!memcmp(e->sha, sha, 32))
+                        return e;
+        return NULL;
+}
+
+static void cache_unlink(struct cache *c, struct cent *e) {
+        e->prev->next = e->next;
+        e->next->prev = e->prev;
+        for (struct cent **p = &c->buckets[cache_bucket(e->sha)]; *p; p = &(*p)->hnext)
+                if (*p == e) {
+                        *p = e->hnext;
+                        break;
+                }
+        c->bytes -= e->len;
+}
+
+static void cache_front(struct cache *c, struct cent *e) {
+        e->next = c->head.next;
+        e->prev = &c->head;
+        c->head.next->prev = e;
+        c->head.next = e;
+}
+
+/* Bytes [at, at+n) of the verified chunk sha into out: true, or false
+ * when it is not cached. */
+static bool cache_read(struct cache *c, const uint8_t sha[32], uint32_t len, size_t at, void *out, size_t n) {
+        pthread_mutex_lock(&c->lock);
+        struct cent *e = cache_find(c, sha);
+        bool hit = e && e->len == len && at + n <= len;
+        if (hit) {
+                memcpy(out, e->data + at, n);
+                e->prev->next = e->next;
+                e->next->prev = e->prev;
+                cache_front(c, e);
+                c->hits++;
+        }
+        pthread_mutex_unlock(&c->lock);
+        return hit;
+}
+
+/* Keep data (len bytes that hash to sha: the caller verified them); takes
+ * data (malloc'd) in every case. */
+static void cache_put(struct cache *c, const uint8_t sha[32], uint8_t *data, uint32_t len) {
+        struct cent *e = calloc(1, sizeof(*e));
+        if (!e || len > CACHE_MAX) {
+                free(e);
+                free(data);
+                return;
+        }
+        memcpy(e->sha, sha, 32);
+        e->len = len;
+        e->data = data;
+        pthread_mutex_lock(&c->lock);
+        struct cent *old = cache_find(c, sha);
+        if (old) {
+                cache_unlink(c, old);
+                free(old->data);
+                free(old);
+        }
+        size_t b = cache_bucket(sha);
+        e->hnext = c->buckets[b];
+        c->buckets[b] = e;
+        cache_front(c, e);
+        c->bytes += len;
+        while (c->bytes > CACHE_MAX) {
+                struct cent *lru = c->head.prev;
+                cache_unlink(c, lru);
+                free(lru->data);
+                free(lru);
+        }
+        pthread_mutex_unlock(&c->lock);
+}
+
+static void cache_init(struct cache *c) {
+        pthread_mutex_init(&c->lock, NULL);
+        c->head.next = c->head.prev = &c->head;
+}
+
+static void cache_clear(struct cache *c) {
+        while (c->head.next != &c->head) {
+                struct cent *e = c->head.next;
+                cache_unlink(c, e);
+                free(e->data);
+                free(e);
+        }
+        pthread_mutex_destroy(&c->lock);
+}
+
 /* ---- layers ----------------------------------------------------------- */
 
 static void layer_free(struct layer *L) {
@@ -148,6 +273,7 @@ static void layer_free(struct layer *L) {
         free(L->seen_acc);
         free(L->seen_pf);
         free(L->order);
+        free(L->in_rec);
         free(L);
 }
 
@@ -254,7 +380,6 @@ static void load_record(struct layer *L, const char *path, uint8_t *seen, uint8_
 static int load_layer(lg_fetcher *f, const char *hex, struct layer **ret, struct lg_error *err) {
         char dir[2300], path[2400];
         snprintf(dir, sizeof(dir), "%s/lazy/layers/%s", f->home, hex);
-        _cleanup_free_ uint8_t *in_order = NULL;
         struct layer *L = calloc(1, sizeof(*L));
         if (!L)
                 return lg_error_set(err, ENOMEM, "layer %s", hex);
@@ -281,7 +406,7 @@ static int load_layer(lg_fetcher *f, const char *hex, struct layer **ret, struct
         L->n = lg_chunk_table_count(L->t);
         L->size = lg_chunk_table_blob_size(L->t);
         size_t bytes = L->n / 8 + 1;
-        in_order = calloc(1, bytes);
+        uint8_t *in_order = L->in_rec = calloc(1, bytes);
         L->seen_acc = calloc(1, bytes);
         L->seen_pf = calloc(1, bytes);
         L->order = calloc(L->n ? L->n : 1, sizeof(*L->order));
@@ -430,10 +555,14 @@ static void job_put_locked(struct job *j) {
         }
 }
 
-/* A job for chunk i of L and the missing chunks after it, at most RUN_MAX
- * bytes of them, stopping at one that is present or being fetched (one
- * range must be contiguous). f->lock held. NULL for memory. */
-static struct job *make_job(lg_fetcher *f, struct layer *L, size_t i, bool background) {
+/* A job for chunk i of L and the missing chunks after it, stopping at one
+ * that is present or being fetched (one range must be contiguous): for
+ * hydration (rated) up to RUN_MAX bytes of any; otherwise, when the layer
+ * has a prefetch record, up to RUN_MAX bytes of chunks in the record
+ * (what a start reads, nothing it does not), else WINDOW_NO_RECORD bytes
+ * (a little read-ahead, not a megabyte per miss). f->lock held. NULL for
+ * memory. */
+static struct job *make_job(lg_fetcher *f, struct layer *L, size_t i, bool background, bool rated) {
         struct job *j = calloc(1, sizeof(*j));
         if (!j || inflight_add(f, lg_chunk_table_at(L->t, i)->sha256, j) < 0) {
                 free(j);
@@ -446,10 +575,12 @@ static struct job *make_job(lg_fetcher *f, struct layer *L, size_t i, bool backg
         j->refs = 1;
         j->background = background;
         j->bytes = lg_chunk_table_at(L->t, i)->length;
+        bool by_record = !rated && L->n_order > 0;
+        uint64_t max = rated || by_record ? RUN_MAX : WINDOW_NO_RECORD;
         uint64_t after = 0;
         for (size_t k = i + 1; k < L->n; k++) {
                 const struct lg_chunk *c = lg_chunk_table_at(L->t, k);
-                if (after + c->length > RUN_MAX || inflight_find(f, c->sha256) ||
+                if (j->bytes + after + c->length > max || (by_record && !bit(L->in_rec, k)) || inflight_find(f, c->sha256) ||
                     lg_chunk_store_has(f->store, c->sha256) == 1 || inflight_add(f, c->sha256, j) < 0)
                         break;
                 after += c->length;
@@ -507,6 +638,12 @@ static int put_run(lg_fetcher *f, struct job *j, const uint8_t *buf) {
                                 status = q;
                 } else {
                         L->fetched += c->length;
+                        /* Verified by the put: served from memory. */
+                        uint8_t *copy = malloc(c->length);
+                        if (copy) {
+                                memcpy(copy, buf + (c->offset - off), c->length);
+                                cache_put(&f->cache, c->sha256, copy, c->length);
+                        }
                 }
         }
         return status;
@@ -620,7 +757,7 @@ static struct job *bg_pick(lg_fetcher *f, bool rated_ok, bool *later) {
                         const struct lg_chunk *c = lg_chunk_table_at(L->t, L->order[pos]);
                         if (inflight_find(f, c->sha256) || lg_chunk_store_has(f->store, c->sha256) == 1)
                                 continue;
-                        struct job *j = make_job(f, L, L->order[pos], true);
+                        struct job *j = make_job(f, L, L->order[pos], true, false);
                         if (!j) {
                                 L->pos_order = pos;
                                 return NULL;
@@ -642,7 +779,7 @@ static struct job *bg_pick(lg_fetcher *f, bool rated_ok, bool *later) {
                         const struct lg_chunk *c = lg_chunk_table_at(L->t, i);
                         if (inflight_find(f, c->sha256) || lg_chunk_store_has(f->store, c->sha256) == 1)
                                 continue;
-                        struct job *j = make_job(f, L, i, true);
+                        struct job *j = make_job(f, L, i, true, true);
                         if (!j) {
                                 L->hydrate_pos = i;
                                 return NULL;
@@ -734,15 +871,26 @@ static void record(lg_fetcher *f, struct layer *L, size_t i) {
         pthread_mutex_unlock(&f->rec_lock);
 }
 
-/* Chunk i of L into buf (its length): from the store, else fetched (or
- * waited for) until deadline. 0 or -EIO. */
-static int get_chunk(lg_fetcher *f, struct layer *L, size_t i, void *buf, uint64_t deadline) {
+/* Bytes [at, at+n) of chunk i of L into out: from the cache of verified
+ * chunks, else from the store (verified whole, then cached), else
+ * fetched (or waited for) until deadline. 0 or -EIO. */
+static int get_chunk(lg_fetcher *f, struct layer *L, size_t i, size_t at, void *out, size_t n, uint64_t deadline) {
         const struct lg_chunk *c = lg_chunk_table_at(L->t, i);
         for (bool waited = false;;) {
-                struct lg_error err;
-                int r = lg_chunk_store_get(f->store, c->sha256, buf, c->length, &err);
-                if (r >= 0)
+                if (cache_read(&f->cache, c->sha256, c->length, at, out, n))
                         return 0;
+                struct lg_error err;
+                uint8_t *buf = malloc(c->length);
+                if (!buf)
+                        return -EIO;
+                int r = lg_chunk_store_get(f->store, c->sha256, buf, c->length, &err);
+                if (r >= 0) {
+                        f->cache.loads++;
+                        memcpy(out, buf + at, n);
+                        cache_put(&f->cache, c->sha256, buf, c->length);
+                        return 0;
+                }
+                free(buf);
                 /* -EBADMSG: the stored copy was damaged (and removed). */
                 if ((r != -ENOENT && r != -EBADMSG) || L->local || waited)
                         return -EIO;
@@ -759,7 +907,7 @@ static int get_chunk(lg_fetcher *f, struct layer *L, size_t i, void *buf, uint64
                                 waited = true;
                                 continue;
                         }
-                        j = make_job(f, L, i, false);
+                        j = make_job(f, L, i, false, false);
                         if (!j) {
                                 pthread_mutex_unlock(&f->lock);
                                 return -EIO;
@@ -799,8 +947,6 @@ static ssize_t fetcher_read(lg_fetcher *f, struct layer *L, uint64_t off, size_t
                 len = (size_t) (L->size - off);
         uint64_t deadline = lg_now_ns() + (uint64_t) f->timeout_ms * 1000000;
         uint64_t end = off + len, pos = off;
-        _cleanup_free_ uint8_t *scratch = NULL;
-        size_t scratch_len = 0;
         while (pos < end) {
                 ssize_t i = lg_chunk_table_find(L->t, pos);
                 if (i < 0)
@@ -808,23 +954,9 @@ static ssize_t fetcher_read(lg_fetcher *f, struct layer *L, uint64_t off, size_t
                 const struct lg_chunk *c = lg_chunk_table_at(L->t, (size_t) i);
                 record(f, L, (size_t) i);
                 uint64_t c_end = c->offset + c->length;
-                int r;
-                if (c->offset == pos && c_end <= end) {
-                        r = get_chunk(f, L, (size_t) i, out + (pos - off), deadline);
-                } else {
-                        if (scratch_len < c->length) {
-                                free(scratch);
-                                scratch_len = 0;
-                                if (!(scratch = malloc(c->length)))
-                                        return -EIO;
-                                scratch_len = c->length;
-                        }
-                        r = get_chunk(f, L, (size_t) i, scratch, deadline);
-                        if (r >= 0) {
-                                uint64_t to = c_end < end ? c_end : end;
-                                memcpy(out + (pos - off), scratch + (pos - c->offset), (size_t) (to - pos));
-                        }
-                }
+                uint64_t to = c_end < end ? c_end : end;
+                int r = get_chunk(f, L, (size_t) i, (size_t) (pos - c->offset), out + (pos - off),
+                                  (size_t) (to - pos), deadline);
                 if (r == LG_FUSE_LEAVE)
                         return r;
                 if (r < 0) {
@@ -961,6 +1093,7 @@ int lg_fetcher_new(const struct lg_fetcher_config *cfg, lg_fetcher **ret, struct
         f->rate = cfg->rate;
         pthread_mutex_init(&f->lock, NULL);
         pthread_mutex_init(&f->rec_lock, NULL);
+        cache_init(&f->cache);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1048,5 +1181,6 @@ void lg_fetcher_free(lg_fetcher *f) {
         pthread_cond_destroy(&f->bg_cond);
         pthread_mutex_destroy(&f->lock);
         pthread_mutex_destroy(&f->rec_lock);
+        cache_clear(&f->cache);
         free(f);
 }

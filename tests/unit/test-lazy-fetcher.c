@@ -246,12 +246,55 @@ static void test_local_layer_reads(void **state) {
         lg_chunk_store_close(st);
 }
 
+/* A chunk damaged in the store is caught on its first use by this
+ * fetcher (EIO for a local layer; the file removed); once verified it is
+ * served from memory, so a change to the file after that is never served
+ * either. */
+static void test_damaged_chunk_caught_on_first_use(void **state) {
+        struct fx *x = *state;
+        add_layer(x, HEX_B, "{\"local\":true}");
+        struct lg_fuse_ops ops;
+        lg_fetcher_fuse_ops(x->f, &ops);
+        uint64_t node, size;
+        assert_int_equal(ops.lookup(ops.ud, HEX_B, &node, &size), 0);
+        lg_chunk_store *st;
+        struct lg_error err;
+        char dir[300], path[600], hex[65];
+        snprintf(dir, sizeof(dir), "%s/lazy", x->home);
+        assert_int_equal(lg_chunk_store_open(dir, &st, &err), 0);
+        uint8_t sha[32], bad[CS], buf[CS];
+        SHA256(x->blob, CS, sha);
+        for (int i = 0; i < 32; i++)
+                snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+        snprintf(path, sizeof(path), "%s/chunks/%.2s/%s", dir, hex, hex);
+        memcpy(bad, x->blob, CS);
+        bad[100] ^= 0xff;
+        /* Damaged before the first use: EIO, never the bad bytes. */
+        assert_true(lg_chunk_store_put(st, sha, x->blob, CS, &err) >= 0);
+        chmod(path, 0644);
+        write_file(path, bad, CS);
+        memset(buf, 0xee, sizeof(buf));
+        assert_int_equal(ops.read(ops.ud, node, 0, 200, buf), -EIO);
+        assert_int_equal(access(path, F_OK), -1);
+        /* Stored right: served, verified once; damaged after: still the
+         * verified bytes. */
+        assert_true(lg_chunk_store_put(st, sha, x->blob, CS, &err) >= 0);
+        assert_int_equal(ops.read(ops.ud, node, 0, 200, buf), 200);
+        assert_memory_equal(buf, x->blob, 200);
+        chmod(path, 0644);
+        write_file(path, bad, CS);
+        assert_int_equal(ops.read(ops.ud, node, 50, 100, buf), 100);
+        assert_memory_equal(buf, x->blob + 50, 100);
+        lg_chunk_store_close(st);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_hostile_lines, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_hostile_sources, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_attach_detach_status, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_local_layer_reads, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_damaged_chunk_caught_on_first_use, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
