@@ -96,21 +96,12 @@ cleanup() {
         fi
         ip netns del "$NETNS" 2>/dev/null || true
         ip link del "$NETNS_LINK" 2>/dev/null || true
-        # Interrupted: legiond's workloads outlive its SIGTERM; stop them.
-        if [ -n "$LEGIOND_PID" ]; then
-                bench_kill_legiond 300
-                "$BUILD/legiond" --home "$HOME_DIR" "${BENCH_NET_ARGS[@]}" --stop-all >/dev/null 2>&1 || true
-                bench_rm_cgroup_parents
-        fi
+        bench_stop_legiond
         bench_net_cleanup
 }
 trap cleanup EXIT
 
-cut -d' ' -f1-3 /proc/loadavg >"$RES/load-start.txt"
-PSI_START=$(psi)
-OTHERS=$(pgrep -x legiond | wc -l || true)
-date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
-T0=$(date +%s)
+bench_record_start
 echo "bench/apps: legiond on 127.0.0.1:$PORT, home $HOME_DIR"
 bench_start_legiond "$PORT"
 

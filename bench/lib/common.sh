@@ -67,6 +67,27 @@ bench_kill_legiond() {
         fi
 }
 
+# For exit traps: a legiond this benchmark started ($LEGIOND_PID) stops,
+# and its workloads with it (they outlive legiond's SIGTERM: --stop-all),
+# and the parent cgroups it made go.
+bench_stop_legiond() {
+        [ -n "${LEGIOND_PID:-}" ] || return 0
+        bench_kill_legiond 300
+        "$BUILD/legiond" --home "$HOME_DIR" "${BENCH_NET_ARGS[@]}" --stop-all >/dev/null 2>&1 || true
+        bench_rm_cgroup_parents
+}
+
+# The conditions a run starts in: load average into $RES/load-start.txt,
+# the date into $RES/date.txt; sets PSI_START (CPU pressure), OTHERS (other
+# legiond running) and T0 (seconds since the epoch).
+bench_record_start() {
+        cut -d' ' -f1-3 /proc/loadavg >"$RES/load-start.txt"
+        PSI_START=$(psi)
+        OTHERS=$(pgrep -x legiond | wc -l || true)
+        date -u '+%Y-%m-%d %H:%M:%S UTC' >"$RES/date.txt"
+        T0=$(date +%s)
+}
+
 # Processes in a cgroup below $LEGION_CGROUP_PARENT (sandbox processes do
 # not show legiond's command line), space-separated.
 bench_sandbox_pids() {
