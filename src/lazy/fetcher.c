@@ -239,6 +239,23 @@ static void cache_put(struct cache *c, const uint8_t sha[32], uint8_t *data, uin
         pthread_mutex_unlock(&c->lock);
 }
 
+/* Forget the chunks of table t: a detached layer's chunks (its image
+ * removed, the store's copies collected) are loaded and verified again, or
+ * fetched, when a layer uses them next, as after a restart. */
+static void cache_drop(struct cache *c, const lg_chunk_table *t) {
+        size_t n = lg_chunk_table_count(t);
+        pthread_mutex_lock(&c->lock);
+        for (size_t i = 0; i < n && c->bytes; i++) {
+                struct cent *e = cache_find(c, lg_chunk_table_at(t, i)->sha256);
+                if (e) {
+                        cache_unlink(c, e);
+                        free(e->data);
+                        free(e);
+                }
+        }
+        pthread_mutex_unlock(&c->lock);
+}
+
 static void cache_init(struct cache *c) {
         pthread_mutex_init(&c->lock, NULL);
         c->head.next = c->head.prev = &c->head;
@@ -1057,6 +1074,7 @@ int lg_fetcher_detach(lg_fetcher *f, const char *hex, struct lg_error *err) {
                         if (f->layers[i] == L)
                                 f->layers[i] = f->layers[--f->n_layers];
                 f->rr = 0;
+                cache_drop(&f->cache, L->t);
                 layer_put_locked(L);
         }
         pthread_mutex_unlock(&f->lock);

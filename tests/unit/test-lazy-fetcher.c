@@ -285,6 +285,11 @@ static void test_damaged_chunk_caught_on_first_use(void **state) {
         write_file(path, bad, CS);
         assert_int_equal(ops.read(ops.ud, node, 50, 100, buf), 100);
         assert_memory_equal(buf, x->blob + 50, 100);
+        /* Detached (its image removed): attached again, the chunk is
+         * verified again on its first use. */
+        assert_int_equal(lg_fetcher_detach(x->f, HEX_B, &err), 0);
+        assert_int_equal(lg_fetcher_attach(x->f, HEX_B, &err), 0);
+        assert_int_equal(ops.read(ops.ud, node, 50, 100, buf), -EIO);
         lg_chunk_store_close(st);
 }
 
