@@ -53,6 +53,7 @@ struct layer {
         uint32_t *order;        /* the prefetch record, deduplicated */
         uint8_t *in_rec;        /* bitmap of order's chunks (fixed once loaded) */
         size_t n_order, pos_order, hydrate_pos;
+        size_t seq_next;        /* the chunk after the last miss's run */
         bool bg_done;
 
         _Atomic uint64_t fetched, misses, errors;
@@ -593,7 +594,10 @@ static struct job *make_job(lg_fetcher *f, struct layer *L, size_t i, bool backg
         j->background = background;
         j->bytes = lg_chunk_table_at(L->t, i)->length;
         bool by_record = !rated && L->n_order > 0;
-        uint64_t max = rated || by_record ? RUN_MAX : WINDOW_NO_RECORD;
+        /* Without a record, a miss right after the last one's run is a
+         * sequential read: a whole RUN_MAX, not a round trip per window. */
+        bool seq = !background && i && i == L->seq_next;
+        uint64_t max = rated || by_record || seq ? RUN_MAX : WINDOW_NO_RECORD;
         uint64_t after = 0;
         for (size_t k = i + 1; k < L->n; k++) {
                 const struct lg_chunk *c = lg_chunk_table_at(L->t, k);
@@ -604,6 +608,8 @@ static struct job *make_job(lg_fetcher *f, struct layer *L, size_t i, bool backg
                 j->n++;
         }
         j->bytes += after;
+        if (!background)
+                L->seq_next = i + j->n;
         return j;
 }
 
