@@ -144,12 +144,4 @@ cat >"$RES/meta.json" <<EOF
  "build": "$BUILD",
  $(bench_meta_git)}
 EOF
-"$PY" "$APPS_DIR/report.py" "$RES" >"$OUT/apps.md"
-if [ "${APPS_NO_MERGE:-0}" != 1 ] && [ -f "$ROOT/bench/RESULTS.md" ]; then
-        "$PY" "$ROOT/bench/lib/section.py" "$ROOT/bench/RESULTS.md" "$SECTION" "$OUT/apps.md"
-fi
-cat "$OUT/apps.md"
-echo "bench/apps: done in $(( $(date +%s) - T0 )) s; $OUT/apps.md"
-[ -z "$left" ] || die "left after the run: $left"
-[ "$rc" = 0 ] || die "legiond exited with status $rc"
-[ "$brc" = 0 ] || die "bench.py failed (status $brc); the report shows what was measured"
+bench_report_and_finish apps "${APPS_NO_MERGE:-0}"

@@ -166,12 +166,4 @@ cat >"$RES/meta.json" <<EOM
  "command": "LAZY_N=${LAZY_N:-5} LAZY_ARMS=${LAZY_ARMS:-C-first,C,D,A,B,B-cold} LAZY_IMAGES=${LAZY_IMAGES:-py100,py500} LAZY_LINKS=${LAZY_LINKS:-unshaped,shaped} LAZY_PACKAGE=${LAZY_PACKAGE:-on} bench/lazy/run.sh",
  $(bench_meta_git)}
 EOM
-"$PY" "$LAZY_DIR/report.py" "$RES" >"$OUT/lazy.md"
-if [ "${LAZY_NO_MERGE:-0}" != 1 ] && [ -f "$ROOT/bench/RESULTS.md" ]; then
-        "$PY" "$ROOT/bench/lib/section.py" "$ROOT/bench/RESULTS.md" "$SECTION" "$OUT/lazy.md"
-fi
-cat "$OUT/lazy.md"
-echo "bench/lazy: done in $(( $(date +%s) - T0 )) s; $OUT/lazy.md"
-[ -z "$left" ] || die "left after the run: $left"
-[ "$rc" = 0 ] || die "legiond exited with status $rc"
-[ "$brc" = 0 ] || die "bench.py failed (status $brc); the report shows what was measured"
+bench_report_and_finish lazy "${LAZY_NO_MERGE:-0}"

@@ -88,6 +88,21 @@ bench_record_start() {
         T0=$(date +%s)
 }
 
+# The end of a run: $1's report.py makes $OUT/$1.md from $RES, merged into
+# bench/RESULTS.md's $SECTION unless $2 is 1, printed; then the run fails
+# if anything was left ($left), legiond failed ($rc) or bench.py did ($brc).
+bench_report_and_finish() {
+        "$PY" "$ROOT/bench/$1/report.py" "$RES" >"$OUT/$1.md"
+        if [ "${2:-0}" != 1 ] && [ -f "$ROOT/bench/RESULTS.md" ]; then
+                "$PY" "$ROOT/bench/lib/section.py" "$ROOT/bench/RESULTS.md" "$SECTION" "$OUT/$1.md"
+        fi
+        cat "$OUT/$1.md"
+        echo "bench/$1: done in $(( $(date +%s) - T0 )) s; $OUT/$1.md"
+        [ -z "$left" ] || die "left after the run: $left"
+        [ "$rc" = 0 ] || die "legiond exited with status $rc"
+        [ "$brc" = 0 ] || die "bench.py failed (status $brc); the report shows what was measured"
+}
+
 # Processes in a cgroup below $LEGION_CGROUP_PARENT (sandbox processes do
 # not show legiond's command line), space-separated.
 bench_sandbox_pids() {
