@@ -145,6 +145,23 @@ bool apps_check_env(const json_t *spec, const char *field, char *err, size_t err
         return true;
 }
 
+/* `package`: the digest of a package uploaded to this node. */
+static int check_uploaded_package(lg_apps *a, const json_t *spec, char *err, size_t errlen, struct lg_error *serr) {
+        const char *pkg = json_string_value(json_object_get(spec, "package"));
+        if (!pkg || !lg_digest_valid(pkg)) {
+                snprintf(err, errlen, "`package` must be the sha256 digest of an uploaded package (or "
+                                      "`packageImage` a package in a registry)");
+                return -EINVAL;
+        }
+        struct lg_blob b;
+        int r = lg_store_blob_get(a->store, pkg, &b, serr);
+        if (r == -ENOENT) {
+                snprintf(err, errlen, "package `%.12s` was not uploaded", pkg);
+                return -EINVAL;
+        }
+        return r < 0 ? r : 0;
+}
+
 /* The fields of a function app: runtime, package (or packageImage, into
  * pimg), entrypoint, settings. */
 static int check_function_fields(lg_apps *a, const json_t *spec, struct apps_pkg_image *pimg, char *err,
@@ -161,27 +178,10 @@ static int check_function_fields(lg_apps *a, const json_t *spec, struct apps_pkg
                                  image_only_fields[i]);
                         return -EINVAL;
                 }
-        const char *pkg = json_string_value(json_object_get(spec, "package"));
-        int r;
-        if (json_object_get(spec, "packageImage")) {
-                if ((r = apps_package_image_check(a, spec, pimg, err, errlen)) < 0)
-                        return r;
-                goto rest;
-        }
-        if (!pkg || !lg_digest_valid(pkg)) {
-                snprintf(err, errlen, "`package` must be the sha256 digest of an uploaded package (or "
-                                      "`packageImage` a package in a registry)");
-                return -EINVAL;
-        }
-        struct lg_blob b;
-        r = lg_store_blob_get(a->store, pkg, &b, serr);
-        if (r == -ENOENT) {
-                snprintf(err, errlen, "package `%.12s` was not uploaded", pkg);
-                return -EINVAL;
-        }
+        int r = json_object_get(spec, "packageImage") ? apps_package_image_check(a, spec, pimg, err, errlen)
+                                                       : check_uploaded_package(a, spec, err, errlen, serr);
         if (r < 0)
                 return r;
-rest:;
         json_t *ep = json_object_get(spec, "entrypoint");
         if (ep && (!json_is_string(ep) || json_string_length(ep) > 1024)) {
                 snprintf(err, errlen, "`entrypoint` must be a string");
