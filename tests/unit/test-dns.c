@@ -836,13 +836,28 @@ static void test_bad_config(void **state) {
         assert_int_equal(lg_dns_new(&loop, "127.0.0.1", ntohs(a.sin_port), good, &dns, &e), -EADDRINUSE);
         dns = NULL;
         /* A port a process holds for a moment (a sandbox child of a killed
-         * legiond, cloned with copies of its sockets) is waited out. */
-        int held = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+         * legiond, cloned with copies of its sockets) is waited out.
+         * The child holds the port in UDP and in TCP: a port free only in UDP
+         * could be any other test's TCP connection for longer than the 2 s
+         * waited (a CI failure: -EADDRINUSE). */
+        int held = -1, held_tcp = -1;
         struct sockaddr_in h;
-        uv_ip4_addr("127.0.0.1", 0, &h);
-        assert_int_equal(bind(held, (struct sockaddr *) &h, sizeof(h)), 0);
-        socklen_t hlen = sizeof(h);
-        assert_int_equal(getsockname(held, (struct sockaddr *) &h, &hlen), 0);
+        for (int attempt = 0; held_tcp < 0; attempt++) {
+                assert_true(attempt < 64);
+                if (held >= 0)
+                        close(held);
+                held = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+                uv_ip4_addr("127.0.0.1", 0, &h);
+                assert_int_equal(bind(held, (struct sockaddr *) &h, sizeof(h)), 0);
+                socklen_t hlen = sizeof(h);
+                assert_int_equal(getsockname(held, (struct sockaddr *) &h, &hlen), 0);
+                held_tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (bind(held_tcp, (struct sockaddr *) &h, sizeof(h)) < 0) {
+                        assert_int_equal(errno, EADDRINUSE);
+                        close(held_tcp);
+                        held_tcp = -1;
+                }
+        }
         pid_t holder = fork();
         assert_true(holder >= 0);
         if (holder == 0) {
@@ -850,6 +865,7 @@ static void test_bad_config(void **state) {
                 _exit(0);
         }
         close(held);
+        close(held_tcp);
         assert_int_equal(lg_dns_new(&loop, "127.0.0.1", ntohs(h.sin_port), good, &dns, &e), 0);
         lg_dns_free(dns);
         dns = NULL;
