@@ -15,6 +15,7 @@ docker-registry skopeo zstd apache2-utils
 libyaml-dev
 libmnl-dev libnftables-dev nftables
 erofs-utils
+python3-distributed python3-numpy
 "
 
 missing=""
