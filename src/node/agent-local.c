@@ -329,7 +329,11 @@ static void work(uv_work_t *w) {
                 }
                 break;
         case LG_AGENT_START:
-                r = do_update(L, e, req, &req->in.start.limits);
+                if (req->in.start.mount.src)
+                        r = lg_sandbox_mount(e->sb, req->in.start.mount.src, req->in.start.mount.dst,
+                                             req->in.start.mount.readonly, &req->err);
+                if (r >= 0)
+                        r = do_update(L, e, req, &req->in.start.limits);
                 if (r >= 0)
                         r = assign(L, e, &req->in.start.net, &req->err);
                 if (r >= 0)

@@ -127,6 +127,14 @@ struct lg_agent_req {
                         const struct lg_sandbox_launch *launch; /* NULL = the spec's workload */
                         struct lg_agent_limits limits;          /* set = 0: none */
                         struct lg_agent_net net;                /* namespace "": no assignment */
+                        /* A host path bound inside first, as lg_agent_mount
+                         * would, in the same trip (a warm job sandbox's
+                         * files): src NULL = none; both valid until the
+                         * callback. */
+                        struct {
+                                const char *src, *dst;
+                                bool readonly;
+                        } mount;
                 } start;
                 struct lg_agent_net assign;     /* lg_agent_net_assign's (attach unused) */
                 struct {
@@ -206,10 +214,11 @@ int lg_agent_adopt(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_
  * (pods: <run>/pod-sandboxes): local. */
 int lg_agent_adopt_in(lg_agent *agent, lg_agent_req *req, const char *state_root, const char *id, lg_agent_cb cb);
 int lg_agent_detach(lg_agent *agent, lg_agent_req *req, const char *id, lg_agent_cb cb);
-/* lim (may be NULL): applied as lg_agent_update would, and
- * req->in.start.net (namespace set) assigned as lg_agent_net_assign
- * would, in the same trip to the thread pool, before the workload starts
- * (a warm sandbox's). */
+/* req->in.start.mount (src set) bound as lg_agent_mount would, lim (may
+ * be NULL) applied as lg_agent_update would, and req->in.start.net
+ * (namespace set) assigned as lg_agent_net_assign would, in that order
+ * and in the same trip to the thread pool, before the workload starts (a
+ * warm sandbox's); the first that fails ends the request. */
 int lg_agent_start(lg_agent *agent, lg_agent_req *req, const char *id, const struct lg_sandbox_launch *launch,
                    const struct lg_agent_limits *lim, lg_agent_cb cb);
 int lg_agent_mount(lg_agent *agent, lg_agent_req *req, const char *id, const char *src, const char *dst,

@@ -1,0 +1,564 @@
+/* Warm pools for job roles (src/jobs/jobpool.h) with a real local agent
+ * and real sandboxes (root): a pool of 4 fills, 4 starts take warm
+ * sandboxes and a 5th is made on demand, every one alike: its command
+ * and environment run, /job holds the files read-only, the runtimes are
+ * at /opt/legion/runtime, its memory and CPU limits are on its cgroup
+ * (read back from the host), its log is where asked; the pool refills
+ * after; destroy and lg_jobpool_free leave no sandbox, state directory or
+ * cgroup. With the network (a table, link prefix and CIDR of the test's
+ * own): warm sandboxes have an address, a start gives it to the role's
+ * tenant; a tenant that does not exist fails the start, warm and on
+ * demand, leaving nothing. Hostile input is refused without a callback.
+ * Prints start_ns of warm and on-demand starts (no thresholds). Skips
+ * (77) when not root. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "jobs/jobpool.h"
+#include "sandbox-cleanup.h"
+
+#define NET_TABLE "lg_test_jobpool"
+#define NET_PREFIX "lgtj"
+#define NET_CIDR "10.202.14.0/28"
+
+static char base[256], agent_root[300], state_root[300], files_dir[300], runtimes_dir[300], logs_dir[300];
+static char parent[64];
+
+struct ctx {
+        uv_loop_t loop;
+        lg_net *net;
+        lg_agent *agent;
+        lg_jobpool *jp;
+};
+
+#define MAX_STARTS 16
+
+struct got {
+        int n;
+        int status[MAX_STARTS];
+        struct lg_jobpool_started st[MAX_STARTS];
+        struct lg_error err[MAX_STARTS];
+};
+
+struct slot {
+        struct got *g;
+        int i;
+};
+
+static void on_started(int status, const struct lg_jobpool_started *s, const struct lg_error *err, void *ud) {
+        struct slot *sl = ud;
+        struct got *g = sl->g;
+        g->status[sl->i] = status;
+        g->st[sl->i] = *s;
+        if (err)
+                g->err[sl->i] = *err;
+        g->n++;
+}
+
+/* The sandboxes under a state root. */
+static int count_sandboxes(const char *root) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/sandboxes", root);
+        DIR *d = opendir(path);
+        int n = 0;
+        for (struct dirent *de; d && (de = readdir(d));)
+                n += de->d_name[0] != '.';
+        if (d)
+                closedir(d);
+        return n;
+}
+
+static struct ctx *cur; /* set up and not torn down: a test failed */
+
+static void setup(struct ctx *c, lg_net *net) {
+        memset(c, 0, sizeof(*c));
+        cur = c;
+        c->net = net;
+        assert_int_equal(uv_loop_init(&c->loop), 0);
+        struct lg_error err = {0};
+        assert_int_equal(lg_agent_local_new(&c->loop, agent_root, net, &c->agent, &err), 0);
+        struct lg_jobpool_config cfg = {.loop = &c->loop, .agent = c->agent, .net = net, .state_root = state_root,
+                                        .runtimes_dir = runtimes_dir};
+        int r = lg_jobpool_new(&cfg, &c->jp, &err);
+        if (r < 0)
+                fprintf(stderr, "lg_jobpool_new: %s\n", err.msg);
+        assert_int_equal(r, 0);
+}
+
+/* Every test destroys the roles it started: once the agent is done,
+ * lg_jobpool_free has left no sandbox (before lg_agent_free would
+ * destroy what is left). */
+static void teardown(struct ctx *c) {
+        cur = NULL;
+        lg_jobpool_free(c->jp);
+        while (lg_agent_pending(c->agent))
+                uv_run(&c->loop, UV_RUN_ONCE);
+        assert_int_equal(count_sandboxes(state_root), 0);
+        lg_agent_free(c->agent);
+        assert_int_equal(uv_run(&c->loop, UV_RUN_NOWAIT), 0);
+        assert_int_equal(uv_loop_close(&c->loop), 0);
+}
+
+static json_int_t pool_field(struct ctx *c, const char *name, const char *field) {
+        json_t *a = lg_jobpool_json(c->jp);
+        json_int_t v = -1;
+        size_t i;
+        json_t *o;
+        json_array_foreach(a, i, o) if (!strcmp(json_string_value(json_object_get(o, "name")), name)) v =
+                json_integer_value(json_object_get(o, field));
+        json_decref(a);
+        return v;
+}
+
+static void run_until_ready(struct ctx *c, const char *pool, int n) {
+        uint64_t t0 = lg_now_ns();
+        while (pool_field(c, pool, "readyNow") != n) {
+                assert_true(lg_now_ns() - t0 < 120ull * 1000000000);
+                uv_run(&c->loop, UV_RUN_ONCE);
+        }
+}
+
+static void run_until_got(struct ctx *c, struct got *g, int n) {
+        uint64_t t0 = lg_now_ns();
+        while (g->n < n) {
+                assert_true(lg_now_ns() - t0 < 120ull * 1000000000);
+                uv_run(&c->loop, UV_RUN_ONCE);
+        }
+}
+
+static bool cgroup_v2(void) { return access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0; }
+
+/* A file of the sandbox's cgroup: v2 name, and its v1 controller and name. */
+static bool cg_read(const char *id, const char *v2, const char *v1_ctl, const char *v1, char *buf, size_t cap) {
+        char path[512];
+        if (cgroup_v2())
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s/%s", parent, id, v2);
+        else
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s/%s/%s", v1_ctl, parent, id, v1);
+        return lg_read_file_at(AT_FDCWD, path, buf, cap) >= 0;
+}
+
+static bool cg_exists(const char *id) {
+        char path[512];
+        if (cgroup_v2())
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s", parent, id);
+        else
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/memory/%s/%s", parent, id);
+        return access(path, F_OK) == 0;
+}
+
+static bool state_exists(const char *id) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/sandboxes/%s", state_root, id);
+        return access(path, F_OK) == 0;
+}
+
+static void wait_exit(int pidfd) {
+        struct pollfd p = {.fd = pidfd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 60000), 1);
+}
+
+static int agent_done;
+static void noted(lg_agent_req *req) {
+        (void) req;
+        agent_done++;
+}
+
+static void agent_wait(struct ctx *c) {
+        while (!agent_done)
+                uv_run(&c->loop, UV_RUN_ONCE);
+        agent_done = 0;
+}
+
+static void destroy(struct ctx *c, const char *id) {
+        lg_agent_req req = {0};
+        assert_int_equal(lg_agent_destroy(c->agent, &req, id, noted), 0);
+        agent_wait(c);
+        assert_int_equal(req.result, 0);
+}
+
+static void read_log(int i, char *buf, size_t cap) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/role-%d.log", logs_dir, i);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        ssize_t n = read(fd, buf, cap - 1);
+        assert_true(n >= 0);
+        buf[n] = '\0';
+}
+
+static const char script[] =
+        "echo foo=$FOO; cat /job/hello.txt; "
+        "if touch /job/new 2>/dev/null; then echo job-writable; else echo job-readonly; fi; "
+        "test -f /opt/legion/runtime/marker && echo runtime-ok; echo host=$(hostname); echo cwd=$(pwd)";
+
+static void role_for(int i, struct lg_jobpool_role *r, const char **argv, const char **envp, char *env,
+                     char *log, char *host) {
+        snprintf(env, 32, "FOO=bar-%d", i);
+        snprintf(log, 400, "%s/role-%d.log", logs_dir, i);
+        snprintf(host, 32, "role-%d", i);
+        argv[0] = "/bin/sh";
+        argv[1] = "-c";
+        argv[2] = script;
+        argv[3] = NULL;
+        envp[0] = "PATH=/usr/bin:/bin";
+        envp[1] = env;
+        envp[2] = NULL;
+        *r = (struct lg_jobpool_role){.argv = argv, .envp = envp, .cwd = "/job", .hostname = host,
+                                      .files_dir = files_dir, .runtimes_dir = runtimes_dir, .log_file = log,
+                                      .cpu_millis = 500, .memory_bytes = 64ull << 20};
+}
+
+/* ---- fill, take, on demand ----------------------------------------------------- */
+
+static void test_fill_take_on_demand(void **state) {
+        (void) state;
+        struct ctx c;
+        setup(&c, NULL);
+        struct lg_error err = {0};
+        assert_int_equal(lg_jobpool_set(c.jp, "default", NULL, 4, &err), 0);
+        run_until_ready(&c, "default", 4);
+        assert_int_equal(pool_field(&c, "default", "ready"), 4);
+        assert_int_equal(pool_field(&c, "default", "made"), 4);
+        assert_int_equal(count_sandboxes(state_root), 4);
+
+        enum { N = 5 };
+        struct got g = {0};
+        struct slot slots[N];
+        const char *argv[N][4], *envp[N][3];
+        char env[N][32], log[N][400], host[N][32];
+        for (int i = 0; i < N; i++) {
+                struct lg_jobpool_role r;
+                role_for(i, &r, argv[i], envp[i], env[i], log[i], host[i]);
+                slots[i] = (struct slot){&g, i};
+                assert_int_equal(lg_jobpool_start(c.jp, &r, on_started, &slots[i], &err), 0);
+        }
+        assert_int_equal(g.n, 0); /* never from inside the call */
+        run_until_got(&c, &g, N);
+
+        for (int i = 0; i < N; i++) {
+                const struct lg_jobpool_started *s = &g.st[i];
+                if (g.status[i] < 0)
+                        fprintf(stderr, "start %d: %s\n", i, g.err[i].msg);
+                assert_int_equal(g.status[i], 0);
+                /* The first four took the warm ones; the fifth was made. */
+                assert_int_equal(s->warm, i < 4);
+                assert_true(!strncmp(s->id, i < 4 ? "jw-" : "jr-", 3));
+                assert_string_equal(s->address, "");
+                assert_true(s->pidfd >= 0);
+                fprintf(stderr, "start %d (%s): %.1f ms\n", i, s->warm ? "warm" : "on demand", s->start_ns / 1e6);
+                wait_exit(s->pidfd);
+
+                /* Limits on its cgroup, as asked. */
+                char v[128];
+                if (cgroup_v2()) {
+                        assert_true(cg_read(s->id, "memory.max", "", "", v, sizeof(v)));
+                        assert_string_equal(v, "67108864");
+                        assert_true(cg_read(s->id, "cpu.max", "", "", v, sizeof(v)));
+                        assert_string_equal(v, "50000 100000");
+                } else {
+                        assert_true(cg_read(s->id, "", "memory", "memory.limit_in_bytes", v, sizeof(v)));
+                        assert_string_equal(v, "67108864");
+                        assert_true(cg_read(s->id, "", "cpu", "cpu.cfs_quota_us", v, sizeof(v)));
+                        assert_string_equal(v, "50000");
+                }
+
+                lg_agent_req st = {0};
+                assert_int_equal(lg_agent_status(c.agent, &st, s->id, noted), 0);
+                agent_wait(&c);
+                assert_int_equal(st.result, 0);
+                assert_int_equal(st.out.exited, 1);
+                assert_int_equal(st.out.status.kind, LG_EXIT_CODE);
+                assert_int_equal(st.out.status.code, 0);
+
+                char out[4096], want[512];
+                read_log(i, out, sizeof(out));
+                snprintf(want, sizeof(want),
+                         "foo=bar-%d\nhello job\njob-readonly\nruntime-ok\nhost=role-%d\ncwd=/job\n", i, i);
+                assert_string_equal(out, want);
+
+                char id[LG_AGENT_ID_MAX];
+                snprintf(id, sizeof(id), "%s", s->id);
+                assert_true(state_exists(id) && cg_exists(id));
+                destroy(&c, id);
+                assert_false(state_exists(id));
+                assert_false(cg_exists(id));
+        }
+        /* The files stayed as they were. */
+        char path[400];
+        snprintf(path, sizeof(path), "%s/new", files_dir);
+        assert_int_equal(access(path, F_OK), -1);
+        assert_int_equal(pool_field(&c, "default", "taken"), 4);
+        assert_int_equal(pool_field(&c, "default", "missed"), 1);
+
+        /* Refilled once the starts were done. */
+        run_until_ready(&c, "default", 4);
+        assert_int_equal(pool_field(&c, "default", "made"), 8);
+        assert_int_equal(count_sandboxes(state_root), 4);
+
+        /* Lowering the count destroys the extra ones. */
+        assert_int_equal(lg_jobpool_set(c.jp, "default", NULL, 1, &err), 0);
+        assert_int_equal(pool_field(&c, "default", "readyNow"), 1);
+        while (lg_agent_pending(c.agent))
+                uv_run(&c.loop, UV_RUN_ONCE);
+        assert_int_equal(count_sandboxes(state_root), 1);
+        teardown(&c);
+        /* Free destroyed the warm ones: nothing left. */
+        assert_int_equal(count_sandboxes(state_root), 0);
+}
+
+/* A pool deleted, or the jobpool freed, while its sandboxes are being
+ * made and a start is under way: nothing is left, no callback runs after
+ * free. */
+static void test_free_while_making(void **state) {
+        (void) state;
+        struct ctx c;
+        setup(&c, NULL);
+        struct lg_error err = {0};
+        assert_int_equal(lg_jobpool_set(c.jp, "a", NULL, 2, &err), 0);
+        assert_int_equal(lg_jobpool_set(c.jp, "b", NULL, 2, &err), 0);
+        for (int i = 0; i < 100 && pool_field(&c, "a", "making") == 0; i++)
+                uv_run(&c.loop, UV_RUN_NOWAIT); /* the refill starts making */
+        assert_true(pool_field(&c, "a", "making") > 0);
+        assert_int_equal(lg_jobpool_delete(c.jp, "a"), 0);
+        assert_int_equal(lg_jobpool_delete(c.jp, "a"), -ENOENT);
+        struct got g = {0};
+        struct slot sl = {&g, 0};
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_jobpool_role r = {.argv = argv};
+        assert_int_equal(lg_jobpool_start(c.jp, &r, on_started, &sl, &err), 0);
+        teardown(&c);
+        assert_int_equal(g.n, 0);
+        assert_int_equal(count_sandboxes(state_root), 0);
+}
+
+/* ---- the network ---------------------------------------------------------------- */
+
+static lg_net *cur_net;
+
+static lg_net *net_up(void) {
+        struct lg_net_config cfg = {.cidr = NET_CIDR, .table = NET_TABLE, .link_prefix = NET_PREFIX};
+        struct lg_error err = {0};
+        lg_net *net = NULL;
+        int r = lg_net_new(&cfg, &net, &err);
+        if (r >= 0)
+                r = lg_net_teardown(net, &err); /* what a failed run left */
+        lg_net_free(net);
+        if (r >= 0)
+                r = lg_net_new(&cfg, &net, &err);
+        if (r < 0)
+                fprintf(stderr, "lg_net_new: %s\n", err.msg);
+        assert_int_equal(r, 0);
+        cur_net = net;
+        struct lg_net_namespace ns = {0};
+        struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON};
+        assert_int_equal(lg_net_namespace_set(net, "tenant", &ns, &on, &err), 0);
+        return net;
+}
+
+/* After a failed test: its agent destroys every sandbox it made (started
+ * ones are detachable and would outlive the test), then its network. */
+static int net_teardown(void **state) {
+        (void) state;
+        if (cur) {
+                lg_jobpool_free(cur->jp);
+                lg_agent_free(cur->agent);
+                cur = NULL;
+        }
+        if (cur_net) {
+                struct lg_error err = {0};
+                lg_net_teardown(cur_net, &err);
+                lg_net_free(cur_net);
+                cur_net = NULL;
+        }
+        return 0;
+}
+
+static unsigned net_stat(lg_net *net, bool elements) {
+        struct lg_net_stats st;
+        struct lg_error err = {0};
+        assert_int_equal(lg_net_stats(net, &st, &err), 0);
+        return elements ? st.elements : st.addresses_used;
+}
+
+static void test_net(void **state) {
+        (void) state;
+        struct ctx c;
+        lg_net *net = net_up();
+        setup(&c, net);
+        struct lg_error err = {0};
+        assert_int_equal(lg_jobpool_set(c.jp, "default", NULL, 2, &err), 0);
+        run_until_ready(&c, "default", 2);
+        assert_int_equal(net_stat(net, false), 2); /* an address each while they wait */
+        unsigned elements = net_stat(net, true);    /* no tenant yet */
+
+        const char *argv[] = {"/bin/sleep", "1000", NULL};
+        struct lg_jobpool_role r = {.argv = argv, .network = true, .net_namespace = "tenant"};
+        struct got g = {0};
+        struct slot sl[3] = {{&g, 0}, {&g, 1}, {&g, 2}};
+        assert_int_equal(lg_jobpool_start(c.jp, &r, on_started, &sl[0], &err), 0);
+        /* A tenant that does not exist: the warm start fails, and so does
+         * the one made on demand in its place; nothing is left. */
+        struct lg_jobpool_role bad = r;
+        bad.net_namespace = "nobody";
+        assert_int_equal(lg_jobpool_start(c.jp, &bad, on_started, &sl[1], &err), 0);
+        run_until_got(&c, &g, 2);
+        assert_int_equal(g.status[0], 0);
+        assert_true(g.st[0].warm);
+        assert_true(!strncmp(g.st[0].address, "10.202.14.", 10));
+        assert_true(net_stat(net, true) > elements); /* assigned to its tenant */
+        assert_int_equal(g.status[1], -ENOENT);
+        fprintf(stderr, "bad tenant: %s\n", g.err[1].msg);
+        assert_true(strstr(g.err[1].msg, "nobody") != NULL);
+        assert_int_equal(g.st[1].pidfd, -1);
+
+        /* On demand (the pool is empty now): the same. */
+        assert_int_equal(pool_field(&c, "default", "readyNow"), 0);
+        assert_int_equal(lg_jobpool_start(c.jp, &r, on_started, &sl[2], &err), 0);
+        run_until_got(&c, &g, 3);
+        assert_int_equal(g.status[2], 0);
+        assert_false(g.st[2].warm);
+        assert_true(!strncmp(g.st[2].address, "10.202.14.", 10));
+        assert_string_not_equal(g.st[0].address, g.st[2].address);
+
+        destroy(&c, g.st[0].id);
+        destroy(&c, g.st[2].id);
+        teardown(&c);
+        assert_int_equal(count_sandboxes(state_root), 0);
+        assert_int_equal(net_stat(net, false), 0); /* every address released */
+}
+
+/* ---- hostile input ---------------------------------------------------------------- */
+
+static void test_hostile(void **state) {
+        (void) state;
+        struct ctx c;
+        setup(&c, NULL);
+        struct lg_error err = {0};
+        const char *bad_names[] = {"", "Upper", "a/b", "-a", "a-", "a b", "\x01",
+                                   "a123456789012345678901234567890123456789012345678901234567890123"};
+        for (size_t i = 0; i < ARRAY_SIZE(bad_names); i++)
+                assert_int_equal(lg_jobpool_set(c.jp, bad_names[i], NULL, 1, &err), -EINVAL);
+        assert_int_equal(lg_jobpool_set(c.jp, NULL, NULL, 1, &err), -EINVAL);
+        const char *layers[] = {"/nonexistent", "relative"};
+        struct lg_jobpool_rootfs no_layers = {.image_id = "img"}, no_image = {.layers = layers, .n_layers = 1},
+                                 rel = {.image_id = "img", .layers = layers, .n_layers = 2};
+        assert_int_equal(lg_jobpool_set(c.jp, "p", &no_layers, 1, &err), -EINVAL);
+        assert_int_equal(lg_jobpool_set(c.jp, "p", &no_image, 1, &err), -EINVAL);
+        assert_int_equal(lg_jobpool_set(c.jp, "p", &rel, 1, &err), -EINVAL);
+        assert_int_equal(lg_jobpool_delete(c.jp, "p"), -ENOENT);
+        assert_int_equal(lg_jobpool_delete(c.jp, NULL), -ENOENT);
+        json_t *a = lg_jobpool_json(c.jp);
+        assert_int_equal(json_array_size(a), 0);
+        json_decref(a);
+
+        struct got g = {0};
+        struct slot sl = {&g, 0};
+        const char *ok_argv[] = {"/bin/true", NULL}, *null_argv[] = {NULL}, *empty_argv[] = {"", NULL};
+        const char *bad_env[] = {"NOEQUALS", NULL}, *bad_env2[] = {"=x", NULL};
+        char long_host[80];
+        memset(long_host, 'h', 64);
+        long_host[64] = '\0';
+        struct lg_jobpool_role good = {.argv = ok_argv};
+        struct lg_jobpool_role roles[16];
+        int want[16], n = 0;
+        roles[n] = good, roles[n].argv = NULL, want[n++] = -EINVAL;
+        roles[n] = good, roles[n].argv = null_argv, want[n++] = -EINVAL;
+        roles[n] = good, roles[n].argv = empty_argv, want[n++] = -EINVAL;
+        roles[n] = good, roles[n].envp = bad_env, want[n++] = -EINVAL;
+        roles[n] = good, roles[n].envp = bad_env2, want[n++] = -EINVAL;
+        roles[n] = good, roles[n].files_dir = "relative/dir", want[n++] = -EINVAL;
+        roles[n] = good, roles[n].files_dir = "/a/../../etc", want[n++] = -EINVAL;
+        roles[n] = good, roles[n].cwd = "job", want[n++] = -EINVAL;
+        roles[n] = good, roles[n].log_file = "x.log", want[n++] = -EINVAL;
+        roles[n] = good, roles[n].hostname = "", want[n++] = -EINVAL;
+        roles[n] = good, roles[n].hostname = long_host, want[n++] = -EINVAL;
+        roles[n] = good, roles[n].rootfs = no_layers, want[n++] = -EINVAL;
+        roles[n] = good, roles[n].network = true, roles[n].net_namespace = "tenant", want[n++] = -EOPNOTSUPP;
+        for (int i = 0; i < n; i++) {
+                err = (struct lg_error){0};
+                assert_int_equal(lg_jobpool_start(c.jp, &roles[i], on_started, &sl, &err), want[i]);
+                assert_true(err.msg[0] != '\0');
+        }
+        assert_int_equal(lg_jobpool_start(c.jp, &good, NULL, NULL, &err), -EINVAL);
+        assert_int_equal(lg_jobpool_start(c.jp, NULL, on_started, &sl, &err), -EINVAL);
+        uv_run(&c.loop, UV_RUN_NOWAIT);
+        assert_int_equal(g.n, 0);
+        assert_int_equal(count_sandboxes(state_root), 0);
+        teardown(&c);
+
+        /* And with networking on, bad tenant names. */
+        lg_net *net = net_up();
+        setup(&c, net);
+        const char *bad_ns[] = {NULL, "", "Tenant", "a/b", "x\n"};
+        for (size_t i = 0; i < ARRAY_SIZE(bad_ns); i++) {
+                struct lg_jobpool_role r = good;
+                r.network = true;
+                r.net_namespace = bad_ns[i];
+                assert_int_equal(lg_jobpool_start(c.jp, &r, on_started, &sl, &err), -EINVAL);
+        }
+        struct lg_jobpool_role r = good;
+        r.network = true;
+        r.net_namespace = "tenant";
+        r.net_policy = "bad policy";
+        assert_int_equal(lg_jobpool_start(c.jp, &r, on_started, &sl, &err), -EINVAL);
+        uv_run(&c.loop, UV_RUN_NOWAIT);
+        assert_int_equal(g.n, 0);
+        teardown(&c);
+
+        struct lg_jobpool_config cfg = {.loop = &c.loop};
+        lg_jobpool *jp = NULL;
+        assert_int_equal(lg_jobpool_new(&cfg, &jp, &err), -EINVAL);
+        assert_int_equal(lg_jobpool_new(NULL, &jp, &err), -EINVAL);
+        lg_jobpool_free(NULL);
+}
+
+static void write_file(const char *dir, const char *name, const char *data) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        assert_int_equal(lg_write_file_at(AT_FDCWD, path, data, true), 0);
+}
+
+int main(void) {
+        if (geteuid() != 0) {
+                fprintf(stderr, "SKIP: job pool tests need root (namespaces, cgroups, mounts)\n");
+                return 77;
+        }
+        snprintf(base, sizeof(base), "/tmp/lg-test-jobpool-%d", (int) getpid());
+        snprintf(agent_root, sizeof(agent_root), "%s/agent", base);
+        snprintf(state_root, sizeof(state_root), "%s/job-sandboxes", base);
+        snprintf(files_dir, sizeof(files_dir), "%s/files", base);
+        snprintf(runtimes_dir, sizeof(runtimes_dir), "%s/runtimes", base);
+        snprintf(logs_dir, sizeof(logs_dir), "%s/logs", base);
+        snprintf(parent, sizeof(parent), "legion-test-%d", (int) getpid());
+        setenv("LEGION_CGROUP_PARENT", parent, 0);
+        lg_mkdir_p(files_dir, 0755);
+        lg_mkdir_p(runtimes_dir, 0755);
+        lg_mkdir_p(logs_dir, 0755);
+        chmod(base, 0755);
+        chmod(files_dir, 0777); /* writable to anyone: only the mount is read-only */
+        write_file(files_dir, "hello.txt", "hello job\n");
+        write_file(runtimes_dir, "marker", "");
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_teardown(test_fill_take_on_demand, net_teardown),
+                cmocka_unit_test_teardown(test_free_while_making, net_teardown),
+                cmocka_unit_test_teardown(test_net, net_teardown),
+                cmocka_unit_test_teardown(test_hostile, net_teardown),
+        };
+        int r = cmocka_run_group_tests(tests, NULL, NULL);
+        sandbox_cleanup(state_root, NULL, parent);
+        sandbox_cleanup(agent_root, base, parent);
+        return r;
+}
