@@ -430,3 +430,26 @@ int lg_random_hex(char *buf, size_t n) {
         buf[2 * n] = '\0';
         return 0;
 }
+
+char **lg_strv_dup(const char *const *v) {
+        if (!v || !v[0])
+                return NULL;
+        size_t n = 0;
+        while (v[n])
+                n++;
+        char **c = calloc(n + 1, sizeof(char *));
+        for (size_t i = 0; c && i < n; i++)
+                if (!(c[i] = strdup(v[i]))) {
+                        lg_strv_free(c);
+                        return NULL;
+                }
+        return c;
+}
+
+void lg_strv_free(char **v) {
+        if (!v)
+                return;
+        for (char **p = v; *p; p++)
+                free(*p);
+        free(v);
+}

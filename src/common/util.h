@@ -94,6 +94,12 @@ void lg_strlist_add(struct lg_strlist *l, const char *s);
 int lg_strlist_take(struct lg_strlist *l, char ***ret, size_t *n);
 void lg_strlist_clear(struct lg_strlist *l);
 
+/* A copy of a NULL-terminated string array, itself NULL-terminated; NULL
+ * for NULL or an empty one, and when out of memory (tell by v[0]).
+ * Freed with lg_strv_free (NULL is fine). */
+char **lg_strv_dup(const char *const *v);
+void lg_strv_free(char **v);
+
 /* Read at most cap-1 bytes of dirfd/path into buf, NUL-terminated, with a
  * trailing newline stripped. Returns the length or -errno. */
 ssize_t lg_read_file_at(int dirfd, const char *path, char *buf, size_t cap);

@@ -193,9 +193,9 @@ int node_image_pool_set(struct pool *p, const struct lg_pool_spec *spec, const s
                 return 0;
         p->img = img;
         node_env_free(p->env);
-        p->env = node_strv_dup(spec->env); /* its own only: no worker's */
-        p->command = node_strv_dup(spec->command);
-        p->args = node_strv_dup(spec->args);
+        p->env = lg_strv_dup(spec->env); /* its own only: no worker's */
+        p->command = lg_strv_dup(spec->command);
+        p->args = lg_strv_dup(spec->args);
         p->ready_path = spec->ready_path && *spec->ready_path ? strdup(spec->ready_path) : NULL;
         if ((spec->env && spec->env[0] && !p->env) || (spec->command && spec->command[0] && !p->command) ||
             (spec->args && spec->args[0] && !p->args) || (spec->ready_path && *spec->ready_path && !p->ready_path)) {

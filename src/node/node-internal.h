@@ -126,7 +126,6 @@ const char *const *node_runtime_argv(const char *runtime);
 void node_env_free(char **env);
 /* A copy of a NULL-terminated list; NULL for NULL or an empty one (and
  * for no memory: the caller tells them apart by v). */
-char **node_strv_dup(const char *const *v);
 /* Drop a reference; the last one frees the instance. */
 void node_unref(lg_instance *inst);
 /* A new instance among the node's live ones (freed by node_unref). */

@@ -60,21 +60,6 @@ const char *const *node_runtime_argv(const char *runtime) {
 
 static void spec_free(struct lg_instance_spec *s);
 
-char **node_strv_dup(const char *const *v) {
-        if (!v || !v[0])
-                return NULL;
-        size_t n = 0;
-        while (v[n])
-                n++;
-        char **c = calloc(n + 1, sizeof(char *));
-        for (size_t i = 0; c && i < n; i++)
-                if (!(c[i] = strdup(v[i]))) {
-                        node_env_free(c);
-                        return NULL;
-                }
-        return c;
-}
-
 void node_env_free(char **env) {
         if (!env)
                 return;
@@ -585,7 +570,7 @@ int node_make_sandbox(lg_node *node, struct pool *p, const struct lg_instance_sp
         spec->argv = argv;
         /* Its own copy: the create reads it off the loop, and the pool's
          * may be replaced (lg_node_pool_set) before it does. */
-        inst->env = node_strv_dup((const char *const *) p->env);
+        inst->env = lg_strv_dup((const char *const *) p->env);
         if (p->env && !inst->env) {
                 close(inst->listen_fd);
                 unlink(inst->sock);

@@ -257,13 +257,6 @@ int lg_cgroup_list(const char *mount_root, enum lg_cgroup_version version,
         return ops->list(mount_root, parent, ret);
 }
 
-void lg_strv_free(char **v) {
-        if (!v)
-                return;
-        for (char **p = v; *p; p++)
-                free(*p);
-        free(v);
-}
 
 /* ---- helpers shared by the backends ---- */
 

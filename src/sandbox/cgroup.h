@@ -87,7 +87,6 @@ void lg_cgroup_free(lg_cgroup *cg);
 int lg_cgroup_list(const char *mount_root, enum lg_cgroup_version version,
                    const char *parent, char ***ret);
 
-void lg_strv_free(char **v);
 
 static inline void lg_cgroup_freep(lg_cgroup **p) { lg_cgroup_free(*p); }
 #define _cleanup_cgroup_ _cleanup_(lg_cgroup_freep)
