@@ -11,7 +11,6 @@
 
 #include "jobs/jobpool.h"
 #include "node/warm.h"
-#include "sandbox/cgroup.h" /* lg_strv_free */
 #include "store/store.h"
 
 #define ROOTFS_BYTES (1ull << 30) /* the writable root's tmpfs (memory counts in the cgroup) */
@@ -89,20 +88,10 @@ static const char *const job_mount_points[] = {FILES_DIR};
 
 /* ---- small things ------------------------------------------------------------- */
 
-/* A copy of v; NULL for NULL. -ENOMEM as NULL with *r set. */
-static char **strv_dup(const char *const *v, int *r) {
-        if (!v)
-                return NULL;
-        size_t n = 0;
-        while (v[n])
-                n++;
-        char **c = calloc(n + 1, sizeof(char *));
-        for (size_t i = 0; c && i < n; i++)
-                if (!(c[i] = strdup(v[i]))) {
-                        lg_strv_free(c);
-                        c = NULL;
-                }
-        if (!c)
+/* A copy of v (NULL for NULL or empty); -ENOMEM as NULL with *r set. */
+static char **strv_copy(const char *const *v, int *r) {
+        char **c = lg_strv_dup(v);
+        if (!c && v && v[0])
                 *r = -ENOMEM;
         return c;
 }
@@ -608,8 +597,8 @@ int lg_jobpool_start(lg_jobpool *jp, const struct lg_jobpool_role *role, lg_jobp
                 jp->starts->prev = s;
         jp->starts = s;
         r = 0;
-        s->argv = strv_dup(role->argv, &r);
-        s->envp = strv_dup(role->envp, &r);
+        s->argv = strv_copy(role->argv, &r);
+        s->envp = strv_copy(role->envp, &r);
         if (r < 0 || dup_str(role->cwd, &s->cwd) < 0 || dup_str(role->hostname, &s->hostname) < 0 ||
             dup_str(role->files_dir, &s->files_dir) < 0 || dup_str(role->runtimes_dir, &s->runtimes_dir) < 0 ||
             dup_str(role->log_file, &s->log_file) < 0 || !(s->rootfs = rootfs_new(&role->rootfs))) {

@@ -89,7 +89,7 @@ json_t *lg_jobpool_json(lg_jobpool *p);
  * one is ready, else one made now. Everything below is copied. */
 struct lg_jobpool_role {
         struct lg_jobpool_rootfs rootfs;
-        const char *const *argv, *const *envp; /* argv required; envp NULL = PATH, HOME, LANG */
+        const char *const *argv, *const *envp; /* argv required; envp NULL or empty = PATH, HOME, LANG */
         const char *cwd, *hostname;             /* NULL = "/", the sandbox id */
         const char *files_dir;                  /* bound read-only at /job; NULL = none */
         const char *runtimes_dir;               /* bound read-only at /opt/legion/runtime; NULL = none */

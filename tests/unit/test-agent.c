@@ -25,6 +25,7 @@
 
 #include "node/agent.h"
 #include "node/warm.h"
+#include "net-kit.h"
 #include "sandbox-cleanup.h"
 
 static char state_root[256];
@@ -338,26 +339,8 @@ static lg_net *cur_net; /* up: net_down, or net_teardown when a test failed */
  * left (the table, links of its sandboxes would hold addresses), else as
  * a restarted legiond finds it. */
 static lg_net *net_open(bool fresh) {
-        struct lg_net_config cfg = {.cidr = NET_CIDR, .table = NET_TABLE, .link_prefix = NET_PREFIX};
-        struct lg_error err = {0};
-        lg_net *net = NULL;
-        int r = 0;
-        if (fresh) {
-                r = lg_net_new(&cfg, &net, &err);
-                if (r >= 0)
-                        r = lg_net_teardown(net, &err);
-                lg_net_free(net);
-        }
-        if (r >= 0)
-                r = lg_net_new(&cfg, &net, &err);
-        if (r < 0)
-                fprintf(stderr, "lg_net_new: %s\n", err.msg);
-        assert_int_equal(r, 0);
-        cur_net = net;
-        struct lg_net_namespace ns = {0};
-        struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON};
-        assert_int_equal(lg_net_namespace_set(net, "tenant", &ns, &on, &err), 0);
-        return net;
+        cur_net = test_net_open(NET_CIDR, NET_TABLE, NET_PREFIX, fresh, "tenant");
+        return cur_net;
 }
 
 static lg_net *net_up(void) { return net_open(true); }

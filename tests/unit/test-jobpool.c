@@ -27,11 +27,12 @@
 #include <unistd.h>
 
 #include "jobs/jobpool.h"
+#include "net-kit.h"
 #include "sandbox-cleanup.h"
 
 #define NET_TABLE "lg_test_jobpool"
 #define NET_PREFIX "lgtj"
-#define NET_CIDR "10.202.14.0/28"
+#define NET_CIDR "10.202.17.0/28"
 
 static char base[256], agent_root[300], state_root[300], files_dir[300], runtimes_dir[300], logs_dir[300];
 static char parent[64];
@@ -349,23 +350,8 @@ static void test_free_while_making(void **state) {
 static lg_net *cur_net;
 
 static lg_net *net_up(void) {
-        struct lg_net_config cfg = {.cidr = NET_CIDR, .table = NET_TABLE, .link_prefix = NET_PREFIX};
-        struct lg_error err = {0};
-        lg_net *net = NULL;
-        int r = lg_net_new(&cfg, &net, &err);
-        if (r >= 0)
-                r = lg_net_teardown(net, &err); /* what a failed run left */
-        lg_net_free(net);
-        if (r >= 0)
-                r = lg_net_new(&cfg, &net, &err);
-        if (r < 0)
-                fprintf(stderr, "lg_net_new: %s\n", err.msg);
-        assert_int_equal(r, 0);
-        cur_net = net;
-        struct lg_net_namespace ns = {0};
-        struct lg_net_policy on = {.egress = LG_NET_EGRESS_ON};
-        assert_int_equal(lg_net_namespace_set(net, "tenant", &ns, &on, &err), 0);
-        return net;
+        cur_net = test_net_open(NET_CIDR, NET_TABLE, NET_PREFIX, true, "tenant");
+        return cur_net;
 }
 
 /* After a failed test: its agent destroys every sandbox it made (started
@@ -417,7 +403,7 @@ static void test_net(void **state) {
         run_until_got(&c, &g, 2);
         assert_int_equal(g.status[0], 0);
         assert_true(g.st[0].warm);
-        assert_true(!strncmp(g.st[0].address, "10.202.14.", 10));
+        assert_true(!strncmp(g.st[0].address, "10.202.17.", 10));
         assert_true(net_stat(net, true) > elements); /* assigned to its tenant */
         assert_int_equal(g.status[1], -ENOENT);
         fprintf(stderr, "bad tenant: %s\n", g.err[1].msg);
@@ -428,9 +414,11 @@ static void test_net(void **state) {
         assert_int_equal(pool_field(&c, "default", "readyNow"), 0);
         assert_int_equal(lg_jobpool_start(c.jp, &r, on_started, &sl[2], &err), 0);
         run_until_got(&c, &g, 3);
+        if (g.status[2] < 0)
+                fprintf(stderr, "on demand: %s\n", g.err[2].msg);
         assert_int_equal(g.status[2], 0);
         assert_false(g.st[2].warm);
-        assert_true(!strncmp(g.st[2].address, "10.202.14.", 10));
+        assert_true(!strncmp(g.st[2].address, "10.202.17.", 10));
         assert_string_not_equal(g.st[0].address, g.st[2].address);
 
         destroy(&c, g.st[0].id);
