@@ -1,5 +1,6 @@
-/* Pack a directory into a deterministic tar.gz (for `legion app deploy
- * --dir`): names in bytewise order at every level, no times, owners or
+/* Pack a directory (for `legion app deploy --dir`), or files and
+ * directories each under its name (`legion submit --file --files`), into
+ * a deterministic tar.gz: names in bytewise order at every level, no times, owners or
  * permission bits beyond x, symlinks kept only when lg_pkg_extract() would
  * accept them. */
 #include <archive.h>
@@ -144,12 +145,54 @@ static int pack_dir(struct pctx *p, int dfd, const char *prefix, size_t depth) {
         return r;
 }
 
-int lg_pkg_pack_dir(const char *src_dir, int out_fd, const struct lg_pkg_pack_opts *opts,
-                    struct lg_pkg_pack_info *info, struct lg_error *err) {
+/* One top-level path of lg_pkg_pack_paths: under its name, p->src its
+ * directory for messages. */
+struct top {
+        const char *given;
+        char name[NAME_MAX + 1]; /* in the archive */
+        char *real;              /* resolved (symlinks followed) */
+};
+
+static int top_cmp(const void *a, const void *b) {
+        return strcmp(((const struct top *) a)->name, ((const struct top *) b)->name);
+}
+
+static int pack_top(struct pctx *p, const struct top *t) {
+        char *slash = strrchr(t->real, '/');
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%.*s", slash == t->real ? 1 : (int) (slash - t->real), t->real);
+        p->src = dir;
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return lg_error_set(p->err, errno, "open `%s`", dir);
+        struct stat st;
+        if (fstatat(dfd, slash + 1, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return lg_error_set(p->err, errno, "stat `%s`", t->given);
+        if (S_ISREG(st.st_mode))
+                return pack_file(p, dfd, slash + 1, t->name);
+        if (!S_ISDIR(st.st_mode))
+                return lg_error_setm(p->err, EINVAL, "`%s` is neither a file nor a directory", t->given);
+        _cleanup_close_ int sub = openat(dfd, slash + 1, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0)
+                return lg_error_set(p->err, errno, "open `%s`", t->given);
+        char rel[NAME_MAX + 2];
+        snprintf(rel, sizeof(rel), "%s/", t->name);
+        int r = write_header(p, rel, AE_IFDIR, 0755, 0, NULL);
+        if (r < 0)
+                return r;
+        p->info.n_dirs++;
+        /* Its entries are one level down in the archive. */
+        return pack_dir(p, sub, rel, 1);
+}
+
+/* The archive writer on out_fd, then each of srcs (a directory whose
+ * contents go at the top, or tops), then its end. */
+static int pack(const char *src_dir, const struct top *tops, size_t n, int out_fd,
+                const struct lg_pkg_pack_opts *opts, struct lg_pkg_pack_info *info, struct lg_error *err) {
         if (info)
                 memset(info, 0, sizeof(*info));
-        _cleanup_close_ int rootfd = open(src_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (rootfd < 0)
+        _cleanup_close_ int rootfd = -1;
+        if (src_dir && (rootfd = open(src_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
                 return lg_error_set(err, errno, "open `%s`", src_dir);
         struct pctx *p = calloc(1, sizeof(*p));
         if (!p)
@@ -189,7 +232,10 @@ int lg_pkg_pack_dir(const char *src_dir, int out_fd, const struct lg_pkg_pack_op
                                  archive_error_string(p->a));
                 goto out;
         }
-        r = pack_dir(p, rootfd, "", 0);
+        if (src_dir)
+                r = pack_dir(p, rootfd, "", 0);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = pack_top(p, &tops[i]);
         if (r >= 0 && archive_write_close(p->a) != ARCHIVE_OK)
                 r = lg_error_set(err, archive_errno(p->a) > 0 ? archive_errno(p->a) : EIO, "finish tar.gz: %s",
                                  archive_error_string(p->a));
@@ -201,5 +247,55 @@ out:
         if (p->a)
                 archive_write_free(p->a);
         free(p);
+        return r;
+}
+
+int lg_pkg_pack_dir(const char *src_dir, int out_fd, const struct lg_pkg_pack_opts *opts,
+                    struct lg_pkg_pack_info *info, struct lg_error *err) {
+        return pack(src_dir, NULL, 0, out_fd, opts, info, err);
+}
+
+int lg_pkg_pack_paths(const char *const *paths, size_t n, int out_fd, const struct lg_pkg_pack_opts *opts,
+                      struct lg_pkg_pack_info *info, struct lg_error *err) {
+        struct top *tops = calloc(n ? n : 1, sizeof(*tops));
+        if (!tops)
+                return lg_error_set(err, ENOMEM, "allocate packer");
+        int r = 0;
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                struct top *t = &tops[i];
+                t->given = paths[i];
+                if (!(t->real = realpath(paths[i], NULL))) {
+                        r = lg_error_set(err, errno, "`%s`", paths[i]);
+                        break;
+                }
+                /* The name given ("data/" is data), or for ".", ".." the
+                 * directory's own. */
+                size_t len = strlen(paths[i]);
+                while (len > 1 && paths[i][len - 1] == '/')
+                        len--;
+                const char *base = paths[i] + len;
+                while (base > paths[i] && base[-1] != '/')
+                        base--;
+                size_t bl = (size_t) (paths[i] + len - base);
+                if ((bl == 1 && base[0] == '.') || (bl == 2 && !strncmp(base, "..", 2)) || base[0] == '/') {
+                        base = strrchr(t->real, '/') + 1;
+                        bl = strlen(base);
+                }
+                if (bl == 0 || bl > NAME_MAX)
+                        r = lg_error_setm(err, EINVAL, "`%s` has no name to pack it under", paths[i]);
+                else
+                        snprintf(t->name, sizeof(t->name), "%.*s", (int) bl, base);
+        }
+        if (r >= 0)
+                qsort(tops, n, sizeof(*tops), top_cmp);
+        for (size_t i = 1; r >= 0 && i < n; i++)
+                if (!strcmp(tops[i - 1].name, tops[i].name))
+                        r = lg_error_setm(err, EINVAL, "`%s` and `%s` would both be `%s` in the package",
+                                          tops[i - 1].given, tops[i].given, tops[i].name);
+        if (r >= 0)
+                r = pack(NULL, tops, n, out_fd, opts, info, err);
+        for (size_t i = 0; i < n; i++)
+                free(tops[i].real);
+        free(tops);
         return r;
 }

@@ -162,3 +162,9 @@ struct lg_pkg_pack_opts {
  * inside src_dir. opts and info may be NULL. */
 int lg_pkg_pack_dir(const char *src_dir, int out_fd, const struct lg_pkg_pack_opts *opts,
                     struct lg_pkg_pack_info *info, struct lg_error *err);
+/* The same for several files and directories (`legion submit --file
+ * --files`): each goes in under its last name ("data/" as data/..., "."
+ * as the directory's own name), symlinks among the paths given followed;
+ * -EINVAL when two would have the same name. */
+int lg_pkg_pack_paths(const char *const *paths, size_t n, int out_fd, const struct lg_pkg_pack_opts *opts,
+                      struct lg_pkg_pack_info *info, struct lg_error *err);

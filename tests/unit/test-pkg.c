@@ -1475,6 +1475,80 @@ static void test_pack(void **state) {
 }
 
 
+/* The skip sees names as in the archive. */
+static bool skip_src_git(const char *rel, bool is_dir, void *ud) {
+        (*(int *) ud)++;
+        return is_dir && !strcmp(rel, "src/.git");
+}
+
+/* Packing files and directories each under its name (legion submit). */
+static void test_pack_paths(void **state) {
+        (void) state;
+        char src[PATH_MAX], file[PATH_MAX], link[PATH_MAX], dot[PATH_MAX], out[PATH_MAX], p[PATH_MAX];
+        pathf(src, "%s/src", W);
+        make_src(src);
+        pathf(file, "%s/app.py", W);
+        write_file(file, "print(1)\n", 9, 0644);
+        pathf(link, "%s/input.txt", W);
+        pathf(p, "%s/main.py", src);
+        assert_int_equal(symlink(p, link), 0); /* named: followed */
+        pathf(dot, "%s/src/lib/sub/.", W);
+        pathf(out, "%s/arch/paths.tgz", W);
+        char data[PATH_MAX];
+        pathf(data, "%s/src/", W); /* a trailing slash: still `src` */
+        const char *paths[] = {file, data, link, dot};
+        int calls = 0;
+        struct lg_pkg_pack_opts opts = {.skip = skip_src_git, .userdata = &calls};
+        struct lg_pkg_pack_info pi;
+        struct lg_error err = {0};
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int r = lg_pkg_pack_paths(paths, 4, fd, &opts, &pi, &err);
+        close(fd);
+        if (r < 0)
+                fail_msg("%s", err.msg);
+        struct lg_pkg_info info;
+        r = extract(out, NULL, &info, &err);
+        if (r != 0)
+                fail_msg("%s", err.msg);
+        assert_int_equal(info.n_top, 4);
+        assert_string_equal(info.top[0], "app.py");
+        assert_string_equal(info.top[1], "input.txt");
+        assert_string_equal(info.top[2], "src");
+        assert_string_equal(info.top[3], "sub");
+        lg_pkg_info_free(&info);
+        pathf(p, "%s/pkg/input.txt", W);
+        char *c = read_file(p, NULL);
+        assert_string_equal(c, "print('hi')\n");
+        free(c);
+        pathf(p, "%s/pkg/src/lib/up", W); /* a symlink inside a directory stays one */
+        struct stat st;
+        assert_int_equal(lstat(p, &st), 0);
+        assert_true(S_ISLNK(st.st_mode));
+        pathf(p, "%s/pkg/src/.git", W); /* the skip applies below the tops */
+        assert_int_equal(access(p, F_OK), -1);
+        pathf(p, "%s/pkg/sub/data.bin", W);
+        assert_int_equal(access(p, F_OK), 0);
+        pathf(p, "%s/pkg/src/out", W); /* leaves the tree: skipped */
+        assert_int_equal(lstat(p, &st), -1);
+        pathf(p, "%s/pkg", W);
+        lg_rm_rf(p);
+
+        /* Two paths of one name, a missing one, a FIFO: refused. */
+        char other[PATH_MAX];
+        pathf(other, "%s/src/lib/sub", W);
+        const char *twice[] = {dot, other};
+        fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        assert_int_equal(lg_pkg_pack_paths(twice, 2, fd, NULL, NULL, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "`sub`"));
+        pathf(p, "%s/missing", W);
+        const char *missing[] = {p};
+        assert_int_equal(lg_pkg_pack_paths(missing, 1, fd, NULL, NULL, &err), -ENOENT);
+        pathf(p, "%s/src/fifo", W);
+        const char *fifo[] = {p};
+        assert_int_equal(lg_pkg_pack_paths(fifo, 1, fd, NULL, NULL, &err), -EINVAL);
+        close(fd);
+}
+
 /* ------------------------------------------------------------------ */
 
 static int setup_bombs(void **state) {
@@ -1521,6 +1595,7 @@ int main(void) {
                 T(test_fuzz),
                 T(test_blob_extract),
                 T(test_pack),
+                T(test_pack_paths),
         };
         return cmocka_run_group_tests(tests, setup_bombs, teardown_bombs);
 }
