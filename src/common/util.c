@@ -325,6 +325,32 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
         return len;
 }
 
+size_t lg_utf8_fix(char *buf, size_t n, bool at_end) {
+        unsigned char *p = (unsigned char *) buf;
+        size_t i = 0;
+        while (i < n) {
+                if (p[i] < 0x80) {
+                        i++;
+                        continue;
+                }
+                size_t l = utf8_len(p + i, n - i);
+                if (l) {
+                        i += l;
+                        continue;
+                }
+                /* A lead byte whose sequence runs past the end, with every
+                 * byte there a continuation byte so far: the rest may come. */
+                size_t want = p[i] >= 0xf0 ? 4 : p[i] >= 0xe0 ? 3 : 2;
+                bool cut = !at_end && p[i] >= 0xc2 && p[i] <= 0xf4 && n - i < want;
+                for (size_t k = i + 1; cut && k < n; k++)
+                        cut = p[k] >= 0x80 && p[k] <= 0xbf;
+                if (cut)
+                        return i;
+                p[i++] = '?';
+        }
+        return n;
+}
+
 static void printable(const char *s, char *buf, size_t cap, bool backquotes) {
         if (cap == 0)
                 return;

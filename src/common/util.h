@@ -138,6 +138,13 @@ void lg_printable(const char *s, char *buf, size_t cap);
  * `x` is not in the store"): its backquotes stay. */
 void lg_printable_message(const char *s, char *buf, size_t cap);
 
+/* Make buf[0..n) valid UTF-8 in place (for text that goes into JSON, such
+ * as a log's bytes): each byte that does not begin a valid sequence becomes
+ * '?'. Returns the length of the complete part: a sequence cut short by
+ * the end of buf is left out (its bytes come again with the next read),
+ * unless at_end, when it becomes '?' too. */
+size_t lg_utf8_fix(char *buf, size_t n, bool at_end);
+
 /* Parse a whole decimal number in [lo, hi]: an optional '-' and digits
  * only (strtoll alone takes blanks, '+' and trailing junk). -EINVAL when
  * malformed, -ERANGE outside the range. */

@@ -127,6 +127,32 @@ static void test_mkdir_rm(void **state) {
         assert_int_equal(lg_rm_rf("/tmp/lg-util-does-not-exist"), 0);
 }
 
+static void test_utf8_fix(void **state) {
+        (void) state;
+        char b[64];
+        /* Valid text is left as it is. */
+        strcpy(b, "ab \xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80");
+        size_t n = strlen(b);
+        assert_int_equal(lg_utf8_fix(b, n, false), n);
+        assert_string_equal(b, "ab \xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80");
+        /* Bytes that begin nothing valid become '?'. */
+        strcpy(b, "a\xff\xc0\x80\xed\xa0\x80z");
+        n = strlen(b);
+        assert_int_equal(lg_utf8_fix(b, n, false), n);
+        assert_string_equal(b, "a??????z");
+        /* A character cut by the end waits for the rest, unless at the end. */
+        strcpy(b, "ok\xe2\x9c");
+        assert_int_equal(lg_utf8_fix(b, 4, false), 2);
+        assert_int_equal(lg_utf8_fix(b, 4, true), 4);
+        assert_string_equal(b, "ok??");
+        strcpy(b, "\xf0");
+        assert_int_equal(lg_utf8_fix(b, 1, false), 0);
+        strcpy(b, "\xf0x");
+        assert_int_equal(lg_utf8_fix(b, 2, false), 2);
+        assert_string_equal(b, "?x");
+        assert_int_equal(lg_utf8_fix(b, 0, false), 0);
+}
+
 static void test_random_hex(void **state) {
         (void) state;
         char a[17], b[17];
@@ -145,6 +171,7 @@ int main(void) {
                 cmocka_unit_test(test_error),
                 cmocka_unit_test(test_mkdir_rm),
                 cmocka_unit_test(test_random_hex),
+                cmocka_unit_test(test_utf8_fix),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
