@@ -136,6 +136,24 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name);
 /* Register the store commit hook that wakes watches (from lg_api_new). */
 void api_kube_init(struct lg_api *api);
 
+/* Following a log file (api-pods-stream.c), for pods' and jobs' logs:
+ * whose log it is, and whether its writer may still write (> 0: the
+ * follow goes on; 0 or < 0: what is left is sent and the response ends). */
+struct api_log_writer {
+        char ns[LG_STORE_NAME_MAX + 1], name[LG_STORE_NAME_MAX + 1], part[LG_STORE_NAME_MAX + 1];
+        unsigned index;
+        int (*active)(struct lg_api *api, const struct api_log_writer *w);
+};
+/* The response has been started: new bytes of path from off (fd is open on
+ * it, or -1 until the file appears; taken) are sent every 100 ms, at most
+ * limit (-1: no limit), until who->active says the writer is done or the
+ * client goes. */
+void api_log_follow(struct lg_api *api, struct lg_http_request *req, const struct api_log_writer *who,
+                    const char *path, int fd, off_t off, int64_t limit);
+/* New bytes of fd since *off (at most cap), *off moved on; a file that
+ * shrank (a capped log compacted) is read again from its start. */
+ssize_t api_log_read(int fd, off_t *off, char *buf, size_t cap);
+
 /* api-v2.c: /v2, the read-only blob routes of the distribution API
  * (authenticates the call itself). */
 void api_v2(struct api_call *c);

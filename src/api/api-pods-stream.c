@@ -1,6 +1,7 @@
 /* The streaming parts of the Pod API (docs/pods.md, "API"): watch
  * (?watch=true: one JSON event per line over a chunked response) and
- * pods/log (with follow).
+ * pods/log (with follow; its follow of a log file, api_log_follow, serves
+ * the jobs' logs too).
  *
  * Watches are woken by the store's commit hook: it only arms a zero
  * timer, and the timer reads the events since each watch's bookmark
@@ -253,9 +254,9 @@ void kube_watch_pods(struct api_call *c, const char *ns) {
 struct logf {
         struct lg_api *api;
         struct lg_http_request *req;
-        char ns[LG_STORE_NAME_MAX + 1], pod[LG_STORE_NAME_MAX + 1], container[LG_STORE_NAME_MAX + 1];
+        struct api_log_writer who; /* whose log: asked whether it may still write */
         char path[4096];
-        int fd; /* the log of the run being followed */
+        int fd; /* the log of the run being followed; -1 until the file exists */
         off_t off;
         int64_t limit; /* bytes still allowed; -1 = no limit */
         uv_timer_t timer;
@@ -268,21 +269,28 @@ static void logf_stop(struct logf *f) {
         if (f->done)
                 return;
         f->done = true;
-        close(f->fd);
+        if (f->fd >= 0)
+                close(f->fd);
         uv_timer_stop(&f->timer);
         uv_close((uv_handle_t *) &f->timer, logf_closed);
 }
 
-/* New bytes of the file since f->off (at most cap). */
-static ssize_t logf_read(struct logf *f, char *buf, size_t cap) {
+ssize_t api_log_read(int fd, off_t *off, char *buf, size_t cap) {
         struct stat st;
         /* A capped log was compacted under us: start over. */
-        if (fstat(f->fd, &st) == 0 && st.st_size < f->off)
-                f->off = 0;
-        ssize_t n = lg_pread_all(f->fd, buf, cap, f->off);
+        if (fstat(fd, &st) == 0 && st.st_size < *off)
+                *off = 0;
+        ssize_t n = lg_pread_all(fd, buf, cap, *off);
         if (n > 0)
-                f->off += n;
+                *off += n;
         return n;
+}
+
+/* New bytes of the file since f->off (at most cap). */
+static ssize_t logf_read(struct logf *f, char *buf, size_t cap) {
+        if (f->fd < 0 && (f->fd = open(f->path, O_RDONLY | O_CLOEXEC)) < 0)
+                return 0;
+        return api_log_read(f->fd, &f->off, buf, cap);
 }
 
 /* The manager renames the log to .previous.log when the container
@@ -290,6 +298,8 @@ static ssize_t logf_read(struct logf *f, char *buf, size_t cap) {
  * of one run). */
 static bool logf_rotated(struct logf *f) {
         struct stat a, b;
+        if (f->fd < 0)
+                return false;
         return stat(f->path, &a) < 0 || fstat(f->fd, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev;
 }
 
@@ -313,8 +323,7 @@ static void logf_tick(uv_timer_t *t) {
                 if (f->limit == 0)
                         break;
         }
-        if (f->limit == 0 || logf_rotated(f) ||
-            lg_pods_container_active(f->api->pods, f->ns, f->pod, f->container) <= 0) {
+        if (f->limit == 0 || logf_rotated(f) || f->who.active(f->api, &f->who) <= 0) {
                 /* One last read: what was written before it stopped. */
                 ssize_t n = f->limit == 0 ? 0 : logf_read(f, buf, sizeof(buf));
                 if (n > 0 && f->limit >= 0 && n > f->limit)
@@ -330,6 +339,32 @@ static void logf_abort(struct lg_http_request *req, int reason, void *ud) {
         (void) reason;
         lg_http_response_abort(req);
         logf_stop(ud);
+}
+
+void api_log_follow(struct lg_api *api, struct lg_http_request *req, const struct api_log_writer *who,
+                    const char *path, int fd, off_t off, int64_t limit) {
+        struct logf *f = calloc(1, sizeof(*f));
+        if (!f) {
+                if (fd >= 0)
+                        close(fd);
+                lg_http_response_abort(req);
+                return;
+        }
+        f->api = api;
+        f->req = req;
+        f->who = *who;
+        snprintf(f->path, sizeof(f->path), "%s", path);
+        f->fd = fd;
+        f->off = off;
+        f->limit = limit;
+        uv_timer_init(api->loop, &f->timer);
+        f->timer.data = f;
+        uv_timer_start(&f->timer, logf_tick, 100, 100);
+        lg_http_request_on_abort(req, logf_abort, f);
+}
+
+static int container_active(struct lg_api *api, const struct api_log_writer *w) {
+        return lg_pods_container_active(api->pods, w->ns, w->name, w->part);
 }
 
 /* The waiting reason of a container in a Pod document (NULL when it is
@@ -387,20 +422,15 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
                 return;
         }
         bool previous = kube_param_true(c->req, "previous");
-        struct logf *f = calloc(1, sizeof(*f));
-        if (!f) {
-                json_decref(pod);
-                return kube_status(c->req, 500, "InternalError", NULL, "out of memory");
-        }
-        f->api = c->api;
-        f->req = c->req;
-        snprintf(f->ns, sizeof(f->ns), "%s", ns);
-        snprintf(f->pod, sizeof(f->pod), "%s", name);
-        snprintf(f->container, sizeof(f->container), "%s", container);
+        struct api_log_writer who = {.active = container_active};
+        snprintf(who.ns, sizeof(who.ns), "%s", ns);
+        snprintf(who.name, sizeof(who.name), "%s", name);
+        snprintf(who.part, sizeof(who.part), "%s", container);
         const char *waiting = container_waiting(pod, container);
-        r = lg_pods_log_path(c->api->pods, ns, name, container, previous, f->path, sizeof(f->path));
+        char path[4096];
+        r = lg_pods_log_path(c->api->pods, ns, name, container, previous, path, sizeof(path));
         struct stat st;
-        if (r < 0 || stat(f->path, &st) < 0) {
+        if (r < 0 || stat(path, &st) < 0) {
                 if (previous)
                         kube_status(c->req, 400, "BadRequest", NULL,
                                     "previous terminated container \"%s\" in pod \"%s\" not found", container, name);
@@ -411,36 +441,27 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
                         kube_status(c->req, 404, "NotFound", NULL, "no log for container \"%s\" in pod \"%s\"",
                                     container, name);
                 json_decref(pod);
-                free(f);
                 return;
         }
         json_decref(pod);
         const char *lb = lg_http_request_param(c->req, "limitBytes");
         const char *tl = lg_http_request_param(c->req, "tailLines");
         long long limit = -1, want = 0;
-        if (lb && (lg_parse_int(lb, 1, INT64_MAX, &limit) < 0)) {
-                free(f);
+        if (lb && (lg_parse_int(lb, 1, INT64_MAX, &limit) < 0))
                 return kube_status(c->req, 422, "Invalid", NULL, "limitBytes: Invalid value: must be greater than 0");
-        }
-        if (tl && lg_parse_int(tl, LLONG_MIN, LLONG_MAX, &want) < 0) {
-                free(f);
+        if (tl && lg_parse_int(tl, LLONG_MIN, LLONG_MAX, &want) < 0)
                 return kube_status(c->req, 400, "BadRequest", NULL, "tailLines: `%.32s` is not a whole number", tl);
-        }
-        f->limit = limit;
         /* The start: the whole file, or its last tailLines lines. */
         char *data = NULL;
         size_t len = 0;
-        f->fd = open(f->path, O_RDONLY | O_CLOEXEC);
-        if (f->fd < 0) {
-                free(f);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
                 return kube_status(c->req, 404, "NotFound", NULL, "no log for container \"%s\" in pod \"%s\"",
                                    container, name);
-        }
-        if (fstat(f->fd, &st) == 0 && (data = malloc((size_t) st.st_size + 1))) {
-                ssize_t n = lg_pread_all(f->fd, data, (size_t) st.st_size, 0);
+        if (fstat(fd, &st) == 0 && (data = malloc((size_t) st.st_size + 1))) {
+                ssize_t n = lg_pread_all(fd, data, (size_t) st.st_size, 0);
                 len = n > 0 ? (size_t) n : 0;
         }
-        f->off = (off_t) len;
         size_t skip = 0;
         if (tl && data) {
                 size_t lines = 0;
@@ -452,24 +473,20 @@ void kube_pod_log(struct api_call *c, const char *ns, const char *name) {
                         }
         }
         size_t out = len - skip;
-        if (f->limit >= 0 && out > (size_t) f->limit)
-                out = (size_t) f->limit;
-        if (f->limit >= 0)
-                f->limit -= (int64_t) out;
+        if (limit >= 0 && out > (size_t) limit)
+                out = (size_t) limit;
+        if (limit >= 0)
+                limit -= (int64_t) out;
         static const struct lg_http_header h[] = {{"Content-Type", "text/plain"}};
-        if (!kube_param_true(c->req, "follow") || f->limit == 0) {
+        if (!kube_param_true(c->req, "follow") || limit == 0) {
                 lg_http_respond(c->req, 200, h, 1, data ? data + skip : "", out);
                 free(data);
-                close(f->fd);
-                free(f);
+                close(fd);
                 return;
         }
         lg_http_response_start(c->req, 200, h, 1, -1);
         if (out)
                 lg_http_response_write(c->req, data + skip, out, NULL, NULL);
         free(data);
-        uv_timer_init(c->api->loop, &f->timer);
-        f->timer.data = f;
-        uv_timer_start(&f->timer, logf_tick, 100, 100);
-        lg_http_request_on_abort(c->req, logf_abort, f);
+        api_log_follow(c->api, c->req, &who, path, fd, (off_t) len, limit);
 }
