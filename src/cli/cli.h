@@ -26,3 +26,10 @@ int cmd_package(int argc, char **argv);
  * __pycache__) into a memfd (*ret, rewound; > 0) of *size bytes; -EFBIG
  * above max. In cmd-app.c. */
 int cli_pack_dir(const char *dir, uint64_t max, int *ret, uint64_t *size, struct lg_error *err);
+/* The same for files and directories each under its name (lg_pkg_pack_paths). */
+int cli_pack_paths(const char *const *paths, size_t n, uint64_t max, int *ret, uint64_t *size,
+                   struct lg_error *err);
+/* Upload a package of size bytes from fd to the namespace's packages
+ * (POST /v1/namespaces/{ns}/packages); its digest goes to digest. */
+struct lg_digest;
+int cli_upload_package(int fd, uint64_t size, struct lg_digest *digest, struct lg_error *err);

@@ -612,6 +612,23 @@ int cli_parse_uint(const char *s, long long max, long long *ret) {
         return 0;
 }
 
+int cli_parse_seconds(const char *s, long long max, long long *ret) {
+        /* kubectl's forms: "30", "30s", "2m", "1h". */
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10), unit = 1;
+        if (*end == 'h' && end[1] == '\0')
+                unit = 3600, end++;
+        else if (*end == 'm' && end[1] == '\0')
+                unit = 60, end++;
+        else if (*end == 's' && end[1] == '\0')
+                end++;
+        if (errno || end == s || *end || v < 0 || v > max / unit || *s == '-' || *s == '+' || *s == ' ')
+                return -EINVAL;
+        *ret = v * unit;
+        return 0;
+}
+
 int cli_usage_error(void (*usage)(FILE *), const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);

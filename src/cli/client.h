@@ -105,6 +105,17 @@ int cli_call(const char *method, const char *path, json_t *body, struct cli_resp
 int cli_ndjson_request(struct cli_request *rq, const char *key, const char *verb, const char *announce,
                        json_t **result, struct lg_error *err);
 
+/* A FILE (unbuffered, for stream_2xx) whose bytes are cut into lines:
+ * on_line(ud, line, n) for each, without its newline; a last line without
+ * one at fclose. l must outlive the FILE. */
+struct cli_lines {
+        void (*on_line)(void *ud, const char *line, size_t n);
+        void *ud;
+        char *buf; /* a partial line */
+        size_t len;
+};
+FILE *cli_lines_open(struct cli_lines *l);
+
 /* The message for a non-2xx response: the API's error.message, or the body's
  * first line, or "HTTP <status>"; with a hint for 401 when no token was found. */
 int cli_http_error(const struct cli_response *resp, struct lg_error *err);
@@ -146,6 +157,9 @@ void cli_table_free(struct cli_table *t);
 
 /* Parse a non-negative decimal integer argument: 0, or -EINVAL. */
 int cli_parse_uint(const char *s, long long max, long long *ret);
+/* A duration in whole seconds: "90", "90s", "10m", "2h" (at most max
+ * seconds): 0, or -EINVAL. */
+int cli_parse_seconds(const char *s, long long max, long long *ret);
 
 /* For verbs with no options of their own: parse --help and the global
  * options. Returns 0 (operands start at argv[optind]), 1 after printing the

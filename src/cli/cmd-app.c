@@ -143,7 +143,10 @@ static bool skip_entry(const char *relpath, bool is_dir, void *ud) {
         return is_dir && (!strcmp(base, ".git") || !strcmp(base, "__pycache__"));
 }
 
-int cli_pack_dir(const char *dir, uint64_t max, int *ret, uint64_t *size, struct lg_error *err) {
+/* Pack dir (n == 0) or the n paths into a memfd: the code of cli_pack_dir
+ * and cli_pack_paths; what names the package in messages. */
+static int pack(const char *dir, const char *const *paths, size_t n, const char *what, uint64_t max, int *ret,
+                uint64_t *size, struct lg_error *err) {
         _cleanup_close_ int fd = memfd_create("legion-package", MFD_CLOEXEC);
         if (fd < 0)
                 return lg_error_set(err, errno, "memfd_create");
@@ -156,23 +159,23 @@ int cli_pack_dir(const char *dir, uint64_t max, int *ret, uint64_t *size, struct
         }
         struct lg_pkg_pack_opts opts = {.skip = skip_entry};
         struct lg_pkg_pack_info info = {0};
-        int r = lg_pkg_pack_dir(dir, fd, &opts, &info, err);
+        int r = dir ? lg_pkg_pack_dir(dir, fd, &opts, &info, err) : lg_pkg_pack_paths(paths, n, fd, &opts, &info, err);
         if (r < 0)
-                return lg_error_wrap(err, r, "pack `%s`", dir);
+                return dir ? lg_error_wrap(err, r, "pack `%s`", dir) : r;
         if (info.n_files == 0)
-                return lg_error_setm(err, ENOENT, "`%s` has no files to deploy", dir);
+                return lg_error_setm(err, ENOENT, "%s has no files to deploy", what);
         struct stat st;
         if (fstat(fd, &st) < 0 || lseek(fd, 0, SEEK_SET) < 0)
-                return lg_error_set(err, errno, "package of `%s`", dir);
+                return lg_error_set(err, errno, "package of %s", what);
         if ((uint64_t) st.st_size > max) {
                 char lim[32];
-                return lg_error_setm(err, EFBIG, "package of `%s` is %lld bytes: legiond takes at most %s", dir,
+                return lg_error_setm(err, EFBIG, "package of %s is %lld bytes: legiond takes at most %s", what,
                                      (long long) st.st_size, cli_fmt_bytes(max, lim, sizeof(lim)));
         }
         if (isatty(STDERR_FILENO)) {
                 char a[32], b[32];
                 fprintf(stderr, "packed %llu file%s (%s) from %s: %s\n", (unsigned long long) info.n_files,
-                        info.n_files == 1 ? "" : "s", cli_fmt_bytes(info.total_bytes, a, sizeof(a)), dir,
+                        info.n_files == 1 ? "" : "s", cli_fmt_bytes(info.total_bytes, a, sizeof(a)), what,
                         cli_fmt_bytes((uint64_t) st.st_size, b, sizeof(b)));
         }
         *size = (uint64_t) st.st_size;
@@ -180,13 +183,20 @@ int cli_pack_dir(const char *dir, uint64_t max, int *ret, uint64_t *size, struct
         return 0;
 }
 
-/* Pack dir and upload it; the package's digest goes to digest. */
-static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error *err) {
-        _cleanup_close_ int fd = -1;
-        uint64_t size = 0;
-        int r = cli_pack_dir(dir, LG_BLOB_DEFAULT_MAX_BYTES, &fd, &size, err);
-        if (r < 0)
-                return r;
+int cli_pack_dir(const char *dir, uint64_t max, int *ret, uint64_t *size, struct lg_error *err) {
+        char what[4200];
+        snprintf(what, sizeof(what), "`%s`", dir);
+        return pack(dir, NULL, 0, what, max, ret, size, err);
+}
+
+int cli_pack_paths(const char *const *paths, size_t n, uint64_t max, int *ret, uint64_t *size,
+                   struct lg_error *err) {
+        char what[4200];
+        snprintf(what, sizeof(what), "`%s`%s", paths[0], n > 1 ? " and the rest" : "");
+        return pack(NULL, paths, n, what, max, ret, size, err);
+}
+
+int cli_upload_package(int fd, uint64_t size, struct lg_digest *digest, struct lg_error *err) {
         char path[512];
         snprintf(path, sizeof(path), "/v1/namespaces/%s/packages", cli_ns());
         struct cli_request rq = {
@@ -198,7 +208,7 @@ static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error
                 .progress = true,
         };
         struct cli_response resp = {0};
-        r = cli_request(&rq, &resp, err);
+        int r = cli_request(&rq, &resp, err);
         if (r < 0)
                 return r;
         if (resp.status < 200 || resp.status >= 300) {
@@ -215,6 +225,16 @@ static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error
         json_decref(doc);
         cli_response_done(&resp);
         return r;
+}
+
+/* Pack dir and upload it; the package's digest goes to digest. */
+static int upload_dir(const char *dir, struct lg_digest *digest, struct lg_error *err) {
+        _cleanup_close_ int fd = -1;
+        uint64_t size = 0;
+        int r = cli_pack_dir(dir, LG_BLOB_DEFAULT_MAX_BYTES, &fd, &size, err);
+        if (r < 0)
+                return r;
+        return cli_upload_package(fd, size, digest, err);
 }
 
 static int app_deploy(int argc, char **argv, struct lg_error *err) {

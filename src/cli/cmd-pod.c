@@ -1109,21 +1109,11 @@ static int pod_wait(int argc, char **argv, struct lg_error *err) {
         while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
                 switch (c) {
                 case OPT_FOR: cond = optarg; break;
-                case OPT_TIMEOUT: {
-                        /* Seconds, with kubectl's "30s", "2m" forms too. */
-                        char *end;
-                        errno = 0;
-                        long long v = strtoll(optarg, &end, 10);
-                        if (*end == 'm' && end[1] == '\0')
-                                v *= 60, end++;
-                        else if (*end == 's' && end[1] == '\0')
-                                end++;
-                        if (errno || end == optarg || *end || v < 0 || v > 100000000 || *optarg == '-' || *optarg == '+')
+                case OPT_TIMEOUT:
+                        if (cli_parse_seconds(optarg, 100000000, &timeout) < 0)
                                 return cli_usage_error(wait_usage, "--timeout needs a whole number of seconds, not `%s`",
                                                        optarg);
-                        timeout = v;
                         break;
-                }
                 case 'h': wait_usage(stdout); return 0;
                 default: return cli_bad_option(c, argv, wait_usage);
                 }

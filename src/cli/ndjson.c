@@ -15,8 +15,7 @@ struct stream {
         bool tty;
         bool shown;          /* a progress line is on the terminal */
         char last[160];      /* phase and what of the last plain line */
-        char *line;          /* a partial line */
-        size_t len;
+        struct cli_lines lines;
         const char *key;     /* of the result line */
         const char *announce; /* said before the first progress line; may be NULL */
         json_t *result, *error;
@@ -57,7 +56,8 @@ static void show_progress(struct stream *s, const json_t *doc) {
         fprintf(stderr, "%s\n", key);
 }
 
-static void stream_line(struct stream *s, const char *line, size_t n) {
+static void stream_line(void *ud, const char *line, size_t n) {
+        struct stream *s = ud;
         if (n == 0)
                 return;
         json_t *doc = json_loadb(line, n, 0, NULL);
@@ -75,23 +75,41 @@ static void stream_line(struct stream *s, const char *line, size_t n) {
         json_decref(doc);
 }
 
-static ssize_t stream_write(void *cookie, const char *buf, size_t size) {
-        struct stream *s = cookie;
-        char *p = realloc(s->line, s->len + size + 1);
+static ssize_t lines_write(void *cookie, const char *buf, size_t size) {
+        struct cli_lines *l = cookie;
+        char *p = realloc(l->buf, l->len + size + 1);
         if (!p)
                 return -1;
-        s->line = p;
-        memcpy(p + s->len, buf, size);
-        s->len += size;
+        l->buf = p;
+        memcpy(p + l->len, buf, size);
+        l->len += size;
         size_t start = 0;
-        for (size_t i = 0; i < s->len; i++)
+        for (size_t i = 0; i < l->len; i++)
                 if (p[i] == '\n') {
-                        stream_line(s, p + start, i - start);
+                        l->on_line(l->ud, p + start, i - start);
                         start = i + 1;
                 }
-        memmove(p, p + start, s->len - start);
-        s->len -= start;
+        memmove(p, p + start, l->len - start);
+        l->len -= start;
         return (ssize_t) size;
+}
+
+static int lines_close(void *cookie) {
+        struct cli_lines *l = cookie;
+        if (l->len) /* a last line without its newline */
+                l->on_line(l->ud, l->buf, l->len);
+        free(l->buf);
+        l->buf = NULL;
+        l->len = 0;
+        return 0;
+}
+
+FILE *cli_lines_open(struct cli_lines *l) {
+        static const cookie_io_functions_t io = {.write = lines_write, .close = lines_close};
+        FILE *f = fopencookie(l, "w", io);
+        if (f)
+                setvbuf(f, NULL, _IONBF, 0);
+        return f;
 }
 
 static void stream_done(struct stream *s) {
@@ -99,7 +117,6 @@ static void stream_done(struct stream *s) {
                 fputs("\r\033[K", stderr);
                 fflush(stderr);
         }
-        free(s->line);
         json_decref(s->result);
         json_decref(s->error);
 }
@@ -107,22 +124,19 @@ static void stream_done(struct stream *s) {
 int cli_ndjson_request(struct cli_request *rq, const char *key, const char *verb, const char *announce,
                        json_t **result, struct lg_error *err) {
         struct stream s = {.tty = isatty(STDERR_FILENO), .key = key, .announce = announce};
-        static const cookie_io_functions_t io = {.write = stream_write};
-        FILE *f = fopencookie(&s, "w", io);
+        s.lines = (struct cli_lines){.on_line = stream_line, .ud = &s};
+        FILE *f = cli_lines_open(&s.lines);
         if (!f)
                 return lg_error_set(err, errno, "stream");
-        setvbuf(f, NULL, _IONBF, 0);
         static const char *const hdrs[] = {"Accept: application/x-ndjson", NULL};
         rq->headers = hdrs;
         rq->stream_2xx = f;
         rq->timeout_s = 0; /* pulls and imports of large images take long */
         struct cli_response resp = {0};
         int r = cli_request(rq, &resp, err);
-        fclose(f);
+        fclose(f); /* a last line without its newline is read now */
         if (r >= 0 && (resp.status < 200 || resp.status >= 300))
                 r = cli_http_error(&resp, err);
-        if (r >= 0 && s.len) /* a last line without its newline */
-                stream_line(&s, s.line, s.len);
         if (s.shown) {
                 fputs("\r\033[K", stderr);
                 fflush(stderr);
