@@ -24,6 +24,11 @@ struct lg_api {
          * hook through the kick timer. */
         struct watch *watches;
         uv_timer_t kick;
+        lg_jobs *jobs; /* NULL: /v1/.../jobs answers 503 */
+        /* Job attach streams (api-jobs.c): ended, the jobs going on, when
+         * legiond stops. */
+        struct job_attach *attaches;
+        bool stopping;
 };
 
 /* Who is calling: the namespace their token is for, or "*" for admin. */
@@ -153,6 +158,13 @@ void api_log_follow(struct lg_api *api, struct lg_http_request *req, const struc
 /* New bytes of fd since *off (at most cap), *off moved on; a file that
  * shrank (a capped log compacted) is read again from its start. */
 ssize_t api_log_read(int fd, off_t *off, char *buf, size_t cap);
+
+/* api-jobs.c: /v1/namespaces/{ns}/jobs|masters[...], /v1/jobs[/pools[/{name}]],
+ * /v1/masters (docs/api.md, "Jobs"). */
+void api_jobs(struct api_call *c);
+bool api_jobs_path(const char *const *seg, int nseg);
+/* legiond is stopping: attach streams end without stopping their jobs. */
+void api_jobs_stop(struct lg_api *api);
 
 /* api-v2.c: /v2, the read-only blob routes of the distribution API
  * (authenticates the call itself). */

@@ -625,6 +625,8 @@ void lg_api_on_request(struct lg_http_request *req, void *userdata) {
                 return api_package_push(&c);
         if (n == 3 && !strcmp(seg[0], "v1") && !strcmp(seg[1], "pods") && !strcmp(seg[2], "warm"))
                 return api_pods_warm(&c);
+        if (api_jobs_path(seg, n))
+                return api_jobs(&c);
         if (n < 2 || strcmp(seg[0], "v1")) {
                 lg_http_respond_error(req, 404, "NotFound", "no such endpoint `%s`", lg_http_request_path(req));
                 return;
@@ -664,6 +666,7 @@ int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *e
         api->tenants = cfg->tenants;
         api->sessions = cfg->sessions;
         api->pods = cfg->pods;
+        api->jobs = cfg->jobs;
         api->images = cfg->images;
         api->image_jobs = cfg->image_jobs;
         api->router = cfg->router;
@@ -676,7 +679,10 @@ int lg_api_new(const struct lg_api_config *cfg, lg_api **ret, struct lg_error *e
 
 static void api_closed(uv_handle_t *h) { free(h->data); }
 
-void lg_api_stop(lg_api *api) { api->router = NULL; }
+void lg_api_stop(lg_api *api) {
+        api->router = NULL;
+        api_jobs_stop(api);
+}
 
 lg_router *api_router(lg_api *api, struct lg_http_request *req) {
         if (!api->router)

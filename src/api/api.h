@@ -1,7 +1,8 @@
 /* legiond's HTTP API: thin adapters from HTTP to the modules that hold the
  * logic -- apps (src/apps), sessions (src/session), pods (src/pod), images
- * (src/image), the store -- the data path /fn/... into the router, and
- * /v2, the blobs this node serves to other nodes (src/lazy/serve.h).
+ * (src/image), jobs (src/jobs), the store -- the data path /fn/... into the
+ * router, and /v2, the blobs this node serves to other nodes
+ * (src/lazy/serve.h).
  * Routing, authentication (bearer tokens scoped to a namespace), JSON
  * bodies and errors ({"error":{"code","message"}} with the status that
  * fits, 404 rather than 403 across namespaces): docs/api.md; the
@@ -22,6 +23,7 @@
 #include "http/http.h"
 #include "image/image.h"
 #include "image/jobs.h"
+#include "jobs/jobs.h"
 #include "lazy/serve.h"
 #include "pod/pod.h"
 #include "router/router.h"
@@ -38,6 +40,7 @@ struct lg_api_config {
         lg_tenants *tenants;    /* namespaces and their network */
         lg_sessions *sessions;
         lg_pods *pods;          /* NULL: no warm pods, no layers in use */
+        lg_jobs *jobs;          /* serverless jobs; NULL: their calls answer 503 */
         lg_image_store *images; /* NULL: /v1/images answers 503 */
         lg_image_jobs *image_jobs; /* import, pull, GC, remove of images */
         lg_router *router;      /* the data path of apps and sessions */

@@ -10,6 +10,7 @@
 #include "apps/apps.h"
 #include "http/http.h"
 #include "image/image.h"
+#include "jobs/jobs.h"
 #include "lazy/serve.h"
 #include "lazy/lazyd.h"
 #include "net/net.h"
@@ -32,6 +33,7 @@ struct lg_daemon {
         lg_image_jobs *image_jobs;
         lg_lazyd *lazyd;     /* the lazy fetcher (<home>/run/lazy) */
         lg_pods *pods;
+        lg_jobs *jobs;       /* serverless jobs (<home>/jobs: their logs) */
         lg_net *net;         /* the node's sandbox network; NULL = --network off */
         struct lg_dns *dns;  /* the sandboxes' DNS forwarder on its gateway */
         struct lg_agent *agent; /* the node agent: every sandbox of this node */

@@ -46,6 +46,7 @@ static void usage(FILE *f) {
               "               [--app-backoff-ms MS] [--app-ready-timeout-ms MS] [--insecure-registry HOST]...\n"
               "               [--registry-mirror HOST:PORT [--registry-mirror-token-file FILE]]...\n"
               "               [--lazy-images auto|never] [--lazy-rate BYTES_PER_S] [--lazy-fetch-timeout-ms MS]\n"
+              "               [--job-cpu VCPU] [--job-memory SIZE] [--job-warm N]\n"
               "       legiond [--home DIR] [--network on|off] [--pod-cidr CIDR] [--net-table NAME]\n"
               "               [--net-link-prefix P] --stop-all\n"
               "\n"
@@ -100,8 +101,16 @@ static void usage(FILE *f) {
               "  --lazy-fetch-timeout-ms MS\n"
               "                          a lazy read whose data cannot be had this long fails with EIO\n"
               "                          (default 10000)\n"
+              "  --job-cpu VCPU          vCPUs all running jobs may have at once (their roles' cpu summed;\n"
+              "                          default 4 x the CPUs: a quota is a limit, not a reservation);\n"
+              "                          a job that needs more is refused, one that needs more than is\n"
+              "                          free waits (Pending) (docs/jobs.md)\n"
+              "  --job-memory SIZE       memory all running jobs may have at once (default 75% of\n"
+              "                          MemTotal), e.g. 16g or 12Gi\n"
+              "  --job-warm N            sandboxes kept ready for job roles in the pool `default`\n"
+              "                          (default 4; 0: none, every role's sandbox made when it starts)\n"
               "  --stop-all              stop every workload this home left running (function instances,\n"
-              "                          sessions, pods), remove the sandbox network (the table, links\n"
+              "                          sessions, pods, jobs), remove the sandbox network (the table, links\n"
               "                          and rules the network flags name) and exit; with legiond\n"
               "                          stopped. SIGTERM and SIGINT stop legiond but not its workloads:\n"
               "                          the next legiond takes them back (docs/sandbox.md)\n",
@@ -334,7 +343,7 @@ static int network_teardown(const struct net_opts *o) {
 /* --stop-all: every sandbox of this home, adopted and destroyed, and the
  * instance records and sockets that went with them. */
 static int stop_all(const char *home, const struct net_opts *net) {
-        static const char *const roots[] = {"run/sandboxes-root", "run/pod-sandboxes"};
+        static const char *const roots[] = {"run/sandboxes-root", "run/pod-sandboxes", "run/job-sandboxes"};
         int stopped = 0, failed = 0;
         char path[4200];
         /* Before the sandboxes: a sandbox blocked in a read of a lazy layer
@@ -538,6 +547,8 @@ static void on_signal(uv_signal_t *h, int signum) {
         lg_api_stop(d->api);
         lg_node_detach_all(d->node);
         lg_pods_detach_all(d->pods);
+        if (d->jobs)
+                lg_jobs_detach_all(d->jobs);
         lg_router_free(d->router);
         d->router = NULL;
         lg_http_server_close(d->http, on_closed, d);
@@ -571,6 +582,9 @@ int main(int argc, char **argv) {
                 {"lazy-images", required_argument, NULL, 'z'},
                 {"lazy-rate", required_argument, NULL, 'Z'},
                 {"lazy-fetch-timeout-ms", required_argument, NULL, 'Y'},
+                {"job-cpu", required_argument, NULL, 'j'},
+                {"job-memory", required_argument, NULL, 'm'},
+                {"job-warm", required_argument, NULL, 'w'},
                 {"help", no_argument, NULL, '?' + 256},
                 {0, 0, 0, 0},
         };
@@ -592,6 +606,9 @@ int main(int argc, char **argv) {
         struct lg_daemon_lazy_opts lazy = {.rate = LG_LAZYD_DEFAULT_RATE,
                                            .fetch_timeout_ms = LG_LAZYD_DEFAULT_TIMEOUT_MS};
         unsigned long lazy_timeout_ms;
+        /* Jobs' capacity: 0 = the library's default (jobs.h). */
+        uint64_t job_cpu_millis = 0, job_memory = 0;
+        unsigned long job_warm = 4;
         int c;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
@@ -676,6 +693,22 @@ int main(int argc, char **argv) {
                         if (!parse_uint(optarg, 1, 3600000, &lazy_timeout_ms))
                                 return bad_number("lazy-fetch-timeout-ms", optarg);
                         lazy.fetch_timeout_ms = (unsigned) lazy_timeout_ms;
+                        break;
+                case 'j':
+                        if (lg_parse_millis(optarg, 1000000000, &job_cpu_millis) < 0) {
+                                fprintf(stderr, "legiond: --job-cpu wants vCPUs (8, 0.5 or 500m), got `%s`\n", optarg);
+                                return 2;
+                        }
+                        break;
+                case 'm':
+                        if (lg_parse_size(optarg, &job_memory) < 0 || job_memory == 0) {
+                                fprintf(stderr, "legiond: --job-memory wants a size (16g, 512Mi), got `%s`\n", optarg);
+                                return 2;
+                        }
+                        break;
+                case 'w':
+                        if (!parse_uint(optarg, 0, 256, &job_warm))
+                                return bad_number("job-warm", optarg);
                         break;
                 case '?' + 256: usage(stdout); return 0;
                 default: usage(stderr); return 2;
@@ -799,6 +832,30 @@ int main(int argc, char **argv) {
                                     .net = d->net, .tenants = d->tenants};
         if (r >= 0)
                 r = lg_pods_new(&pc, &d->pods, &err);
+        /* Jobs: their role sandboxes through the same agent, under
+         * <run>/job-sandboxes; their files from the uploaded packages. */
+        char jobs_dir[4200], packages_dir[4200];
+        snprintf(jobs_dir, sizeof(jobs_dir), "%s/jobs", d->home);
+        snprintf(packages_dir, sizeof(packages_dir), "%s/packages", d->home);
+        struct lg_jobs_config jc = {.loop = d->loop, .store = d->store, .agent = d->agent, .net = d->net,
+                                    .images = d->images, .packages = d->blobs, .packages_dir = packages_dir,
+                                    .run_dir = path, .jobs_dir = jobs_dir, .runtimes_dir = d->runtimes_dir,
+                                    .cpu_capacity_millis = job_cpu_millis, .memory_capacity_bytes = job_memory,
+                                    .warm = (unsigned) job_warm};
+        if (r >= 0) {
+                /* Not fatal, as lazy images are not: without jobs (said in
+                 * the log) their API answers 503 and the rest serves. */
+                struct lg_error why = {0};
+                int k = lg_mkdir_p(jobs_dir, 0700);
+                if (k < 0)
+                        lg_error_set(&why, -k, "create `%s`", jobs_dir);
+                else
+                        k = lg_jobs_new(&jc, &d->jobs, &why);
+                if (k < 0) {
+                        say("jobs: off: %s", why.msg);
+                        d->jobs = NULL;
+                }
+        }
         /* Other nodes fetch blobs and lazy layers from this one at /v2. */
         char images_dir[4200], fuse_dir[4200];
         snprintf(images_dir, sizeof(images_dir), "%s/images", d->home);
@@ -808,7 +865,8 @@ int main(int argc, char **argv) {
         if (r >= 0)
                 r = lg_lazy_serve_new(&lsc, &d->blobs_served, &err);
         struct lg_api_config apic = {.loop = d->loop, .store = d->store, .apps = d->apps, .tenants = d->tenants,
-                                     .sessions = d->sessions, .pods = d->pods, .images = d->images,
+                                     .sessions = d->sessions, .pods = d->pods, .jobs = d->jobs,
+                                     .images = d->images,
                                      .image_jobs = d->image_jobs, .router = d->router, .fn_domain = fn_domain,
                                      .blobs = d->blobs_served};
         if (r >= 0)
@@ -839,6 +897,15 @@ int main(int argc, char **argv) {
                                        .sessions = d->sessions, .pods = d->pods};
         if (r >= 0)
                 r = lg_replay(&rt, replay_report, NULL, NULL, &err);
+        if (r >= 0) {
+                /* After the pods' restore (in the replay) and before the
+                 * network's sweep: job roles take their addresses back.
+                 * Not fatal: a job it could not resume says so in its
+                 * status, and legiond serves the rest. */
+                struct lg_error why = {0};
+                if (d->jobs && lg_jobs_restore(d->jobs, &why) < 0)
+                        say("restore: jobs: %s", why.msg);
+        }
         if (r >= 0) {
                 /* Apps took their instances back in the replay; sessions
                  * now; what nobody took goes. */
@@ -881,6 +948,8 @@ int main(int argc, char **argv) {
         lg_tenants_free(d->tenants);
         lg_image_jobs_free(d->image_jobs);
         lg_pods_free(d->pods);
+        if (d->jobs)
+                lg_jobs_free(d->jobs); /* every request has ended: no watch is left */
         lg_dns_free(d->dns);
         lg_node_free(d->node);
         lg_agent_free(d->agent);
