@@ -17,6 +17,12 @@ int cmd_image(int argc, char **argv);
 int cmd_pod(int argc, char **argv);
 int cmd_kubeconfig(int argc, char **argv);
 int cmd_package(int argc, char **argv);
+/* Serverless jobs (cmd-job.c): `legion submit`, `legion deploy-master`,
+ * `legion job ...`, `legion master ...`. */
+int cmd_submit(int argc, char **argv);
+int cmd_deploy_master(int argc, char **argv);
+int cmd_job(int argc, char **argv);
+int cmd_master(int argc, char **argv);
 
 #include <stdint.h>
 

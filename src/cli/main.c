@@ -21,6 +21,10 @@ static const struct {
         {"image", cmd_image, "import, pull, list, inspect and remove OCI images"},
         {"package", cmd_package, "push a function's code to a registry (for --package-image)"},
         {"pod", cmd_pod, "run pods from images (the Kubernetes Pod API; kubectl works too)"},
+        {"submit", cmd_submit, "run a serverless job: a Dask master, driver and executors, or N copies"},
+        {"deploy-master", cmd_deploy_master, "start a Dask master alone, for jobs to share"},
+        {"job", cmd_job, "list, show, follow, stop and delete jobs; their warm pools"},
+        {"master", cmd_master, "masters of jobs (kept or deployed)"},
         {"kubeconfig", cmd_kubeconfig, "print a kubeconfig for kubectl (HTTPS, legiond's CA, the token)"},
         {"sandbox", cmd_sandbox, "run one-off sandboxes, clean up leftovers"},
 };
@@ -28,7 +32,7 @@ static const struct {
 static void usage(FILE *f) {
         fprintf(f, "usage: legion <command> [args...]\n\ncommands:\n");
         for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
-                fprintf(f, "  %-12s %s\n", groups[i].name, groups[i].help);
+                fprintf(f, "  %-14s %s\n", groups[i].name, groups[i].help);
         fprintf(f, "\nRun `legion <command> --help` for details.\n%s", CLI_GLOBAL_HELP);
 }
 
