@@ -1,6 +1,6 @@
 #!/bin/bash
 # The benchmarks: `make bench` (or bench/run.sh [BUILD_DIR]). BENCH_PARTS
-# picks which run (default all: "sandbox functions sessions pods net apps lazy"):
+# picks which run (default all: "sandbox functions sessions pods net apps lazy jobs"):
 #   sandbox    this file's own part, below; writes bench/RESULTS.md whole
 #   functions, sessions, pods   bench/<part>/run.sh, each with its own legiond
 #   net        bench/net/run.sh: the network attach (routed and bridged),
@@ -13,10 +13,15 @@
 #              image's HTTP server answers after a full pull, local, lazy
 #              (with and without a prefetch record, base layers local),
 #              over an unshaped and a shaped link to a registry
+#   jobs       bench/jobs/run.sh: serverless jobs (issue 14): a fixed Dask
+#              workload with 4 executors through legiond (warm pools, on
+#              demand) and on plain dask processes on the host; executor
+#              ready from a warm pool; 16 executors; workers gone after the
+#              driver's exit
 # Each part other than sandbox writes bench/out/<part>.md; a run with the
 # sandbox part appends those files (also ones left by earlier runs) to
 # RESULTS.md. Without the sandbox part RESULTS.md is left alone, except
-# that apps and lazy put their own sections into it.
+# that apps, lazy and jobs put their own sections into it.
 #
 # The sandbox part:
 # Latency: the same rootfs and the same command (/bin/true) through
@@ -64,8 +69,8 @@ die() { echo "bench: $*" >&2; exit 1; }
 # shellcheck source=bench/lib/common.sh
 . "$BENCH_DIR/lib/common.sh"
 
-PARTS=${BENCH_PARTS:-sandbox functions sessions pods net apps lazy}
-OTHER_PARTS="functions sessions pods net apps lazy"
+PARTS=${BENCH_PARTS:-sandbox functions sessions pods net apps lazy jobs}
+OTHER_PARTS="functions sessions pods net apps lazy jobs"
 has_part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 # The parts with a run.sh of their own. Pods' section is appended here, not
 # by bench/pods/run.sh.
@@ -329,9 +334,9 @@ EOF
 "$PY" "$BENCH_DIR/report.py" --results "$RES" --out "$BENCH_DIR/RESULTS.md"
 
 # Functions (issue 3), sessions (issue 4), pods (issue 5), the network
-# (issue 11), container apps (issue 12) and lazy images (issue 13) write
-# their own sections.
-export APPS_NO_MERGE=1 LAZY_NO_MERGE=1
+# (issue 11), container apps (issue 12), lazy images (issue 13) and
+# serverless jobs (issue 14) write their own sections.
+export APPS_NO_MERGE=1 LAZY_NO_MERGE=1 JOBS_NO_MERGE=1
 run_parts || status=1
 for part in $OTHER_PARTS; do
         if [ -f "$ROOT/bench/out/$part.md" ]; then

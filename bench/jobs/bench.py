@@ -1,0 +1,391 @@
+#!/usr/bin/python3
+"""The serverless jobs benchmark's driver (bench/jobs/run.sh starts legiond
+and runs this; see run.sh for the whole picture).
+
+Parts, each writing raw JSON into OUT (PART.json, or PART-error.json):
+  workload  the fixed Dask workload (bench/jobs/workload.py: a dask.array
+            reduction and a dask.bag word count over the job's files) with 4
+            executors, interleaved run by run: through legiond with warm
+            pools (`warm`), on dask-scheduler and dask-worker started as
+            plain processes on the host (`plain`), through legiond with the
+            pools empty (`cold`: every role made on demand)
+  ready     executor readiness: jobs of 4 executors and a driver that only
+            reads the scheduler's registrations, on a master deployed once
+            (`legion deploy-master`), so that nothing waits for a master's
+            start; warm pool against on demand, interleaved
+  sixteen   16 executors on that master, warm pool of 17 (the driver takes
+            one too) against on demand: until all 16 sandboxes started and
+            until all 16 registered with the scheduler
+The time from the driver's exit to the job's end (the last role sandbox
+destroyed: finishedAt) is read from every job of every part.
+
+Every figure in the report comes from these files."""
+import argparse
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from datetime import datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
+import harness  # noqa: E402
+
+log = harness.logger("bench/jobs")
+write, summary = harness.write_json, harness.summary
+WORKLOAD = os.path.join(ROOT, "bench", "jobs", "workload.py")
+NS = "default"
+FINAL = ("Succeeded", "Failed", "Stopped")
+MASTER = "bench-master"
+
+
+class Api(harness.Api):
+    timeout = 300
+    ok = (200, 201, 202, 204)
+    json_headers = True
+
+
+def ts(s):
+    """An RFC3339 time of the status (with milliseconds) in seconds since the epoch."""
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() if s else None
+
+
+# ---- the job's files -------------------------------------------------------------
+
+def make_files(out, files, lines):
+    """workload.py and data/part-*.txt (deterministic words) in out/files;
+    the package (tar.gz) of them; the word count's expected total and top 5."""
+    d = os.path.join(out, "files")
+    os.makedirs(os.path.join(d, "data"), exist_ok=True)
+    r = random.Random(14)
+    vocab = [f"w{i}" for i in range(2000)]
+    counts = {}
+    for f in range(files):
+        with open(os.path.join(d, "data", f"part-{f}.txt"), "w") as o:
+            for _ in range(lines):
+                ws = [r.choice(vocab) for _ in range(10)]
+                for w in ws:
+                    counts[w] = counts.get(w, 0) + 1
+                o.write(" ".join(ws) + "\n")
+    with open(WORKLOAD, "rb") as src, open(os.path.join(d, "workload.py"), "wb") as dst:
+        dst.write(src.read())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name in ["workload.py"] + [f"data/part-{f}.txt" for f in range(files)]:
+            t.add(os.path.join(d, name), arcname=name)
+    top = sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))[:5]
+    return d, buf.getvalue(), {"words": sum(counts.values()), "top": [list(x) for x in top]}
+
+
+def bench_line(text):
+    """The workload's `BENCH {json}` line in a driver's output, or None."""
+    for line in reversed(text.splitlines()):
+        if line.startswith("BENCH "):
+            return json.loads(line[6:])
+    return None
+
+
+# ---- legiond: pools, masters, jobs --------------------------------------------------
+
+def pools(api):
+    _, doc = api.call("GET", "/v1/jobs/pools")
+    items = doc.get("items", []) if isinstance(doc, dict) else doc
+    return {p["name"]: p for p in items}
+
+
+def set_pool(api, ready, timeout=120):
+    """The default pool (host rootfs) at `ready` warm sandboxes, waited for
+    (untimed): all made and nothing being made; 0 empties it."""
+    api.call("PUT", "/v1/jobs/pools/default", {"image": "", "ready": ready})
+    deadline = time.monotonic() + timeout
+    while True:
+        p = pools(api).get("default")
+        if p is not None and p.get("making", 0) == 0 and p.get("ready", 0) == ready:
+            return p
+        if ready == 0 and p is None:
+            return {}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pool default did not settle at {ready}: {p}")
+        time.sleep(0.05)
+
+
+def deploy_master(api):
+    api.call("POST", f"/v1/namespaces/{NS}/masters",
+             {"name": MASTER, "engine": "dask", "cpu": "1", "memory": "1Gi", "keepAliveSeconds": 3600})
+    deadline = time.monotonic() + 120
+    while True:
+        m = api.call("GET", f"/v1/namespaces/{NS}/masters/{MASTER}")[1]
+        ph = m["status"].get("phase")
+        if ph == "Ready":
+            return m
+        if ph == "Failed" or time.monotonic() > deadline:
+            raise RuntimeError(f"master {MASTER}: {m['status']}")
+        time.sleep(0.05)
+
+
+def wait_master_idle(api, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        m = api.call("GET", f"/v1/namespaces/{NS}/masters/{MASTER}")[1]
+        if not m["status"].get("job"):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"master {MASTER} still busy: {m['status']}")
+        time.sleep(0.02)
+
+
+def run_job(api, name, spec, timeout):
+    """Submit (client time before the POST), poll every 50 ms until a final
+    phase (the figures come from the status' times, not from the polls),
+    read the driver's log. A row of what the report needs."""
+    spec = dict(spec, name=name)
+    t_submit = time.time()
+    api.call("POST", f"/v1/namespaces/{NS}/jobs", spec)
+    deadline = time.monotonic() + timeout
+    while True:
+        job = api.call("GET", f"/v1/namespaces/{NS}/jobs/{name}")[1]
+        st = job["status"]
+        if st.get("phase") in FINAL and st.get("finishedAt"):
+            break
+        if time.monotonic() > deadline:
+            api.call("POST", f"/v1/namespaces/{NS}/jobs/{name}/stop", ok=())
+            raise RuntimeError(f"job {name} did not end in {timeout} s: {st}")
+        time.sleep(0.05)
+    _, text = api.call("GET", f"/v1/namespaces/{NS}/jobs/{name}/logs?role=driver", raw=True)
+    out = bench_line(text.decode(errors="replace"))
+    api.call("DELETE", f"/v1/namespaces/{NS}/jobs/{name}")
+    roles = []
+    for r in st.get("roles", []):
+        roles.append({"role": r.get("role"), "index": r.get("index"), "warm": r.get("warm"),
+                      "ready_ms": r.get("readyMs"), "started": ts(r.get("startedAt")),
+                      "finished": ts(r.get("finishedAt")), "exit": r.get("exit"), "state": r.get("state")})
+    driver = next((r for r in roles if r["role"] == "driver"), {})
+    row = {"job": name, "submit": t_submit, "phase": st.get("phase"), "reason": st.get("reason"),
+           "message": st.get("message"), "submitted": ts(st.get("submittedAt")), "started": ts(st.get("startedAt")),
+           "finished": ts(st.get("finishedAt")), "master": st.get("master"), "roles": roles,
+           "driver_started": driver.get("started"), "driver_finished": driver.get("finished"),
+           "out": out, "usage": st.get("usage")}
+    if not out:
+        row["driver_log_tail"] = text[-600:].decode(errors="replace")
+    return row
+
+
+# ---- plain processes on the host ------------------------------------------------------
+
+def tcp_ready(port, timeout=30):
+    """Until 127.0.0.1:port accepts, tried every 1 ms (legiond probes the
+    master's port likewise)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dask-scheduler never listened on {port}")
+            time.sleep(0.001)
+
+
+def plain_run(args, files_dir, n_exec, env_extra, logdir, tag):
+    """The workload on dask-scheduler and n_exec dask-worker processes on
+    the host, with the options legiond gives its master and executors, and
+    the driver through the same runtime (runtimes/python dask-driver):
+    scheduler first; once its port accepts, the workers and the driver at
+    once (as legiond starts them); after the driver's exit, the workers and
+    the scheduler get SIGTERM (legiond destroys the sandboxes)."""
+    port = harness.free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = []
+    # run.sh finds any process left by this marker.
+    penv = dict(os.environ, LEGION_BENCH_JOBS=args.out)
+
+    def spawn(argv, logname, env=None):
+        f = open(os.path.join(logdir, f"{tag}-{logname}.log"), "wb")
+        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env or penv, cwd=files_dir,
+                             start_new_session=True)
+        f.close()
+        procs.append(p)
+        return p
+
+    t_submit = time.time()
+    try:
+        spawn(["dask-scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], "master")
+        tcp_ready(port)
+        t_master = time.time()
+        spawned = {}
+        for i in range(n_exec):
+            spawned[f"executor-{i}"] = time.time()
+            spawn(["dask-worker", addr, "--name", f"executor-{i}", "--nthreads", "1", "--memory-limit",
+                   str(1 << 30), "--no-nanny", "--no-dashboard", "--death-timeout", "30"], f"executor-{i}")
+        env = dict(penv, DASK_SCHEDULER_ADDRESS=addr, LEGION_NUM_EXECUTORS=str(n_exec),
+                   PYTHONPATH=files_dir, LEGION_ROLE="driver", **env_extra)
+        t_driver = time.time()
+        drv = spawn(["/usr/bin/python3", args.driver_runtime, "dask-driver", os.path.join(files_dir, "workload.py")],
+                    "driver", env=env)
+        rc = drv.wait(timeout=args.job_timeout)
+        t_driver_exit = time.time()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    t_gone = time.time()
+    with open(os.path.join(logdir, f"{tag}-driver.log"), errors="replace") as f:
+        text = f.read()
+    out = bench_line(text)
+    row = {"job": tag, "submit": t_submit, "phase": "Succeeded" if rc == 0 and out else "Failed",
+           "master_ready": t_master, "spawned": spawned, "driver_started": t_driver,
+           "driver_finished": t_driver_exit, "finished": t_gone, "driver_exit": rc, "out": out}
+    if not out or rc:
+        row["driver_log_tail"] = text[-600:]
+    return row
+
+
+# ---- the parts ---------------------------------------------------------------------
+
+def check_workload(row, expect):
+    """Why a workload run is not right (None: it is)."""
+    if row.get("phase") != "Succeeded":
+        return f"phase {row.get('phase')}: {row.get('reason')} {row.get('message')} {row.get('driver_log_tail', '')}"
+    o = row.get("out")
+    if not o:
+        return "no BENCH line in the driver's output: " + row.get("driver_log_tail", "")
+    if "bag_words" in o and (o["bag_words"] != expect["words"] or o["bag_top"] != expect["top"]):
+        return f"word count {o['bag_words']} {o['bag_top']}, expected {expect['words']} {expect['top']}"
+    return None
+
+
+def part_workload(args, api, digest, files_dir, expect):
+    arms = [a for a in args.arms.split(",") if a]
+    spec = {"engine": "dask", "package": digest, "file": "workload.py",
+            "env": {"BENCH_ARRAY_N": str(args.array_n)},
+            "driver": {"cpu": "1", "memory": "1Gi"},
+            "executors": {"count": 4, "cpu": "1", "memory": "1Gi"}}
+    res = {"n": args.n, "warmup": args.warmup, "arms": arms, "pool_ready": args.pool, "spec": spec,
+           "array_n": args.array_n, "expect": expect, "rows": {a: [] for a in arms}, "failures": {a: [] for a in arms}}
+    logdir = os.path.join(args.out, "plain-logs")
+    os.makedirs(logdir, exist_ok=True)
+    t0 = time.monotonic()
+    for i in range(-args.warmup, args.n):
+        for arm in arms:
+            tag = f"wl-{arm}-{i + args.warmup}"
+            if arm == "plain":
+                row = plain_run(args, files_dir, 4, {"BENCH_ARRAY_N": str(args.array_n)}, logdir, tag)
+            else:
+                set_pool(api, args.pool if arm == "warm" else 0)
+                row = run_job(api, tag, spec, args.job_timeout)
+            row["i"] = i
+            why = check_workload(row, expect)
+            if i < 0:
+                if why:
+                    raise RuntimeError(f"{arm} warm-up run failed: {why}")
+                continue
+            (res["failures"][arm] if why else res["rows"][arm]).append(dict(row, why=why) if why else row)
+        if i >= 0:
+            log(f"workload: {i + 1}/{args.n} ({time.monotonic() - t0:.0f} s)")
+    write(args.out, "workload.json", res)
+
+
+def part_ready(args, api, digest, count, pool, n, part):
+    """Jobs of `count` executors on the deployed master with a driver that
+    only reads the registrations; arms warm and cold interleaved."""
+    arms = [a for a in ("warm", "cold") if a in args.ready_arms.split(",")]
+    spec = {"engine": "dask", "package": digest, "file": "workload.py", "master": {"name": MASTER},
+            "driver": {"cpu": "1", "memory": "1Gi"},
+            "executors": {"count": count, "cpu": "1", "memory": args.small_memory}}
+    res = {"n": n, "count": count, "pool_ready": pool, "arms": arms, "spec": spec,
+           "rows": {a: [] for a in arms}, "failures": {a: [] for a in arms}}
+    t0 = time.monotonic()
+    for i in range(-args.warmup, n):
+        for arm in arms:
+            set_pool(api, pool if arm == "warm" else 0)
+            wait_master_idle(api)
+            s = dict(spec, env={"BENCH_WORKLOAD": "none", "BENCH_SINCE": f"{time.time():.3f}"})
+            row = run_job(api, f"{part}-{arm}-{i + args.warmup}", s, args.job_timeout)
+            row["i"] = i
+            why = check_workload(row, None)
+            if not why and len(row["out"].get("registered", {})) != count:
+                why = f"{len(row['out'].get('registered', {}))} of {count} registrations found"
+            if i < 0:
+                if why:
+                    raise RuntimeError(f"{part} {arm} warm-up job failed: {why}")
+                continue
+            (res["failures"][arm] if why else res["rows"][arm]).append(dict(row, why=why) if why else row)
+        if i >= 0:
+            log(f"{part}: {i + 1}/{n} ({time.monotonic() - t0:.0f} s)")
+    write(args.out, f"{part}.json", res)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--parts", default="workload,ready,sixteen")
+    ap.add_argument("--arms", default="warm,plain,cold", help="workload part's arms, interleaved in this order")
+    ap.add_argument("--ready-arms", default="warm,cold")
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--ready-n", type=int, default=25)
+    ap.add_argument("--sixteen-n", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--pool", type=int, default=6, help="the default pool's ready count for the warm arm")
+    ap.add_argument("--pool16", type=int, default=17)
+    ap.add_argument("--array-n", type=int, default=12000)
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--lines", type=int, default=20000)
+    ap.add_argument("--small-memory", default="512Mi")
+    ap.add_argument("--job-timeout", type=float, default=180)
+    ap.add_argument("--driver-runtime", default=os.path.join(ROOT, "runtimes", "python"))
+    args = ap.parse_args()
+    parts = args.parts.split(",")
+    files_dir, package, expect = make_files(args.out, args.files, args.lines)
+    legion = any(a != "plain" for a in args.arms.split(",")) or parts != ["workload"]
+    api = digest = None
+    if legion:
+        api = Api(args.port, harness.read_token(args.home))
+        _, pkg = api.call("POST", f"/v1/namespaces/{NS}/packages", package, ctype="application/gzip")
+        digest = pkg["digest"]
+    write(args.out, "setup.json", {"package_bytes": len(package), "digest": digest, "expect": expect,
+                                   "files": args.files, "lines": args.lines, "array_n": args.array_n,
+                                   "pools_at_start": pools(api) if api else None})
+    failed = False
+    for part in parts:
+        try:
+            if part == "workload":
+                part_workload(args, api, digest, files_dir, expect)
+            else:
+                if part in ("ready", "sixteen") and not os.path.exists(os.path.join(args.out, "master.json")):
+                    write(args.out, "master.json", deploy_master(api))
+                if part == "ready":
+                    part_ready(args, api, digest, 4, args.pool, args.ready_n, "ready")
+                elif part == "sixteen":
+                    part_ready(args, api, digest, 16, args.pool16, args.sixteen_n, "sixteen")
+                else:
+                    raise RuntimeError(f"unknown part {part}")
+        except Exception as e:  # noqa: BLE001 - recorded, the other parts still run
+            failed = True
+            log(f"{part} failed: {e!r}")
+            write(args.out, f"{part}-error.json", {"error": repr(e)})
+    if api:
+        write(args.out, "pools-at-end.json", pools(api))
+        if os.path.exists(os.path.join(args.out, "master.json")):
+            api.call("DELETE", f"/v1/namespaces/{NS}/masters/{MASTER}", ok=())
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
