@@ -102,7 +102,11 @@ def pools(api):
 def set_pool(api, ready, timeout=120):
     """The default pool (host rootfs) at `ready` warm sandboxes, waited for
     (untimed): all made and nothing being made; 0 empties it."""
-    api.call("PUT", "/v1/jobs/pools/default", {"image": "", "ready": ready})
+    st, body = api.call("PUT", "/v1/jobs/pools/default", {"image": "", "ready": ready}, ok=())
+    if st not in api.ok:
+        if ready:
+            raise RuntimeError(f"PUT /v1/jobs/pools/default ready {ready}: {st} {body!r:.300}")
+        api.call("DELETE", "/v1/jobs/pools/default")
     deadline = time.monotonic() + timeout
     while True:
         p = pools(api).get("default")
@@ -351,6 +355,7 @@ def main():
     ap.add_argument("--job-timeout", type=float, default=180)
     ap.add_argument("--driver-runtime", default=os.path.join(ROOT, "runtimes", "python"))
     args = ap.parse_args()
+    args.out = os.path.abspath(args.out)
     parts = args.parts.split(",")
     files_dir, package, expect = make_files(args.out, args.files, args.lines)
     legion = any(a != "plain" for a in args.arms.split(",")) or parts != ["workload"]

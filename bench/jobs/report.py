@@ -14,8 +14,8 @@ from harness import load_json, ms, summary  # noqa: E402
 ARMS = {
     "warm": "legiond, the default pool (host rootfs) full before each run: master, driver and executors "
             "take warm sandboxes",
-    "plain": "peer: dask-scheduler, then dask-worker and the driver as plain processes on the host, the same "
-             "options and driver runtime, SIGTERM to all after the driver's exit",
+    "plain": "peer: dask-scheduler, then (once its port accepts) dask-worker and the driver as plain processes on "
+             "the host, the same options and driver runtime, SIGTERM to all after the driver's exit",
     "cold": "legiond, the pool emptied before each run: every role's sandbox made on demand",
 }
 GOAL_READY_MS = 100
@@ -66,8 +66,8 @@ def workload_figs(r):
         f["warm"] = sum(1 for x in r["roles"] if x.get("warm"))
         f["roles"] = len(r["roles"])
     else:
-        f["master_started"] = r["master_ready"] - s
         f["executors_started"] = max(r["spawned"].values()) - s
+    f["driver_started"] = r["driver_started"] - s
     return f
 
 
@@ -139,20 +139,21 @@ def main():
             s.append(f"- **{a}**: {ARMS.get(a, a)}" + (f" (pool ready {wl['pool_ready']})" if a == "warm" else ""))
         s.append("")
         figs = {a: [workload_figs(r) for r in wl["rows"][a]] for a in wl["arms"]}
-        s.append("| arm | runs | warm roles | master up | executors started | all registered | first task | "
+        s.append("| arm | runs | warm roles | master started | driver started | executors started | all registered | first task | "
                  "the work (first task to word count done) | driver exit (total) | job end |")
-        s.append("|---|---:|---|---|---|---|---|---|---|---|")
+        s.append("|---|---:|---|---|---|---|---|---|---|---|---|")
         for a in wl["arms"]:
             f = figs[a]
             warm = (f"{min(x['warm'] for x in f)}-{max(x['warm'] for x in f)} of {f[0]['roles']}"
                     if f and "warm" in f[0] else "")
             col = [p50p99([x[k] for x in f if x.get(k) is not None])
-                   for k in ("master_started", "executors_started", "registered", "first", "work", "driver_exit", "end")]
+                   for k in ("master_started", "driver_started", "executors_started", "registered", "first", "work", "driver_exit", "end")]
             s.append(f"| {a} | {len(f)} | {warm} | " + " | ".join(col) + " |")
         s.append("")
-        s.append("Seconds, p50 / p99. Master up: legiond, the master role's `startedAt` (its process started); "
-                 "plain, its port accepting. Executors started: the last executor's `startedAt` (plain: its spawn). "
-                 "All registered: the scheduler's add-worker event of the last executor.")
+        s.append("Seconds, p50 / p99. Master started: the master role's `startedAt` (its process started; plain: "
+                 "spawned at 0). Driver started: its `startedAt`, after the master's port accepted (plain: its "
+                 "spawn, likewise). Executors started: the last executor's `startedAt` (plain: its spawn). All "
+                 "registered: the scheduler's add-worker event of the last executor.")
         s.append("")
         s.append("Ratios (p50; p99 in brackets):")
         s.append("")
