@@ -219,6 +219,7 @@ def plain_run(args, files_dir, n_exec, env_extra, logdir, tag):
 
     t_submit = time.time()
     try:
+        t_master_spawn = time.time()
         spawn(["dask-scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], "master")
         tcp_ready(port)
         t_master = time.time()
@@ -252,7 +253,7 @@ def plain_run(args, files_dir, n_exec, env_extra, logdir, tag):
         text = f.read()
     out = bench_line(text)
     row = {"job": tag, "submit": t_submit, "phase": "Succeeded" if rc == 0 and out else "Failed",
-           "master_ready": t_master, "spawned": spawned, "driver_started": t_driver,
+           "master_spawned": t_master_spawn, "master_ready": t_master, "spawned": spawned, "driver_started": t_driver,
            "driver_finished": t_driver_exit, "finished": t_gone, "driver_exit": rc, "out": out}
     if not out or rc:
         row["driver_log_tail"] = text[-600:]

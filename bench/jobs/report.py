@@ -66,6 +66,7 @@ def workload_figs(r):
         f["warm"] = sum(1 for x in r["roles"] if x.get("warm"))
         f["roles"] = len(r["roles"])
     else:
+        f["master_started"] = r["master_spawned"] - s
         f["executors_started"] = max(r["spawned"].values()) - s
     f["driver_started"] = r["driver_started"] - s
     return f
@@ -151,7 +152,7 @@ def main():
             s.append(f"| {a} | {len(f)} | {warm} | " + " | ".join(col) + " |")
         s.append("")
         s.append("Seconds, p50 / p99. Master started: the master role's `startedAt` (its process started; plain: "
-                 "spawned at 0). Driver started: its `startedAt`, after the master's port accepted (plain: its "
+                 "its spawn). Driver started: its `startedAt`, after the master's port accepted (plain: its "
                  "spawn, likewise). Executors started: the last executor's `startedAt` (plain: its spawn). All "
                  "registered: the scheduler's add-worker event of the last executor.")
         s.append("")
