@@ -110,7 +110,8 @@ def set_pool(api, ready, timeout=120):
     deadline = time.monotonic() + timeout
     while True:
         p = pools(api).get("default")
-        if p is not None and p.get("making", 0) == 0 and p.get("ready", 0) == ready:
+        # "ready" is the pool's target, "readyNow" the warm sandboxes made.
+        if p is not None and p.get("making", 0) == 0 and p.get("readyNow", p.get("ready")) == ready:
             return p
         if ready == 0 and p is None:
             return {}
