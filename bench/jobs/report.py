@@ -232,27 +232,29 @@ def main():
     if sx:
         s.append(f"Jobs of {sx['count']} executors (1 vCPU, {sx['spec']['executors']['memory']} each) on the deployed "
                  f"master; **warm**: the default pool at {sx['pool_ready']} before each job (the driver takes one "
-                 f"too); **on demand**: emptied. {sx['n']} jobs per arm, interleaved. All started: the largest "
-                 f"executor readyMs of the job; all registered: the last add-worker event from the submit.")
+                 f"too); **on demand**: emptied. {sx['n']} jobs per arm, interleaved. **All started**: the last "
+                 f"executor's `startedAt` (its workload started in its sandbox) from the submit; the slowest "
+                 f"executor's readyMs beside it; **all registered**: the last add-worker event from the submit.")
         s.append("")
-        s.append("| arm | jobs | executors from warm sandboxes | all 16 started (max readyMs), ms p50 / p99 | "
-                 "all 16 registered, s p50 / p99 |")
-        s.append("|---|---:|---|---|---|")
-        allst = {}
+        s.append(f"| arm | jobs | executors from warm sandboxes | all {sx['count']} started, s p50 / p99 | slowest readyMs, "
+                 f"ms p50 / p99 | all {sx['count']} registered, s p50 / p99 |")
+        s.append("|---|---:|---|---|---|---|")
         for a in sx["arms"]:
             rows = sx["rows"][a]
             e = [executor_rows(r) for r in rows]
-            allst[a] = [max(x["ready_ms"] for x in j) for j in e if j and all(x["ready_ms"] is not None for x in j)]
+            started = [max(x["started"] for x in j) for j in e if j and all(x["started"] is not None for x in j)]
+            slowest = [max(x["ready_ms"] for x in j) for j in e if j and all(x["ready_ms"] is not None for x in j)]
             reg = [max(x["registered"] for x in j) for j in e if j and all(x["registered"] for x in j)]
             warm = [sum(1 for x in j if x["warm"]) for j in e]
             warm_cell = f"{min(warm)}-{max(warm)} of {sx['count']}" if warm else ""
             s.append(f"| {'warm' if a == 'warm' else 'on demand'} | {len(rows)} | {warm_cell} | "
-                     f"{p50p99(allst[a], ms)} | {p50p99(reg)} |")
+                     f"{p50p99(started)} | {p50p99(slowest, ms)} | {p50p99(reg)} |")
             if a == "warm":
-                goals.append(f"16 executors ready within 1 s (all 16 sandboxes started, from the warm pool): "
-                             f"{'met' if allst[a] and q(allst[a], 'p99') <= GOAL_S * 1000 else '**not met**'} "
-                             f"(p99 {ms(q(allst[a], 'p99'))} ms)")
-                goals.append(f"16 executors registered with the scheduler within 1 s of the submit: "
+                goals.append(f"{sx['count']} executors ready within 1 s (all sandboxes started, from the submit, warm "
+                             f"pool, {len(started)} jobs): "
+                             f"{'met' if started and q(started, 'p99') <= GOAL_S else '**not met**'} "
+                             f"(p99 {sec(q(started, 'p99'))} s)")
+                goals.append(f"{sx['count']} executors registered with the scheduler within 1 s of the submit: "
                              f"{'met' if reg and q(reg, 'p99') <= GOAL_S else '**not met**'} (p99 {sec(q(reg, 'p99'))} s)")
             gone_all.append((f"3, {'warm' if a == 'warm' else 'on demand'}",
                              [r["finished"] - r["driver_finished"] for r in rows]))
