@@ -296,6 +296,8 @@ def part_workload(args, api, digest, files_dir, expect):
                 row = run_job(api, tag, spec, args.job_timeout)
             row["i"] = i
             why = check_workload(row, expect)
+            if not why and arm != "plain" and (row.get("master") or {}).get("reused"):
+                why = f"the job reused a kept master instead of starting its own: {row['master']}"
             if i < 0:
                 if why:
                     raise RuntimeError(f"{arm} warm-up run failed: {why}")
