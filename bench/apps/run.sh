@@ -75,7 +75,7 @@ fi
 
 ninja -C "$BUILD" legiond legion legion-client legion-init >/dev/null
 [ -x "$BUILD/legiond" ] || die "$BUILD/legiond was not built"
-"$BUILD/legiond" --help 2>&1 | grep -q -- '--net-table' || die "this legiond has no sandbox network (container apps need it)"
+grep -q -- '--net-table' <<<"$("$BUILD/legiond" --help 2>&1 || true)" || die "this legiond has no sandbox network (container apps need it)"
 rm -rf "$RES" "$HOME_DIR" "$OUT/apps.md"
 mkdir -p "$RES" "$HOME_DIR"
 cc -O2 -Wall -Wextra -o "$RES/httpload" "$ROOT/bench/functions/httpload.c" -lpthread

@@ -20,7 +20,10 @@ BENCH_NET_N=0
 BENCH_NET_MADE=()
 bench_net_args() {
         BENCH_NET_ARGS=()
-        "$BUILD/legiond" --help 2>/dev/null | grep -q -- '--net-table' || return 0
+        # (grep on a variable: grep -q on legiond's pipe may end before
+        # legiond has written all, SIGPIPE, and pipefail calls that a legiond
+        # without a network: it then ran on the default table and CIDR)
+        grep -q -- '--net-table' <<<"$("$BUILD/legiond" --help 2>&1 || true)" || return 0
         local i=$BENCH_NET_N id=${BENCH_NET_NAME:-x}
         BENCH_NET_N=$((i + 1))
         BENCH_NET_ARGS=(--net-table "lgbench_$id$i" --net-link-prefix "lgb$id$i"
