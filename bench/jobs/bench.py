@@ -275,67 +275,68 @@ def check_workload(row, expect):
     return None
 
 
-def part_workload(args, api, digest, files_dir, expect):
-    arms = [a for a in args.arms.split(",") if a]
-    spec = {"engine": "dask", "package": digest, "file": "workload.py",
-            "env": {"BENCH_ARRAY_N": str(args.array_n)},
-            "driver": {"cpu": "1", "memory": "1Gi"},
-            "executors": {"count": 4, "cpu": "1", "memory": "1Gi"}}
-    res = {"n": args.n, "warmup": args.warmup, "arms": arms, "pool_ready": args.pool, "spec": spec,
-           "array_n": args.array_n, "expect": expect, "rows": {a: [] for a in arms}, "failures": {a: [] for a in arms}}
-    logdir = os.path.join(args.out, "plain-logs")
-    os.makedirs(logdir, exist_ok=True)
-    t0 = time.monotonic()
-    for i in range(-args.warmup, args.n):
-        for arm in arms:
-            tag = f"wl-{arm}-{i + args.warmup}"
-            if arm == "plain":
-                row = plain_run(args, files_dir, 4, {"BENCH_ARRAY_N": str(args.array_n)}, logdir, tag)
-            else:
-                set_pool(api, args.pool if arm == "warm" else 0)
-                row = run_job(api, tag, spec, args.job_timeout)
-            row["i"] = i
-            why = check_workload(row, expect)
-            if not why and arm != "plain" and (row.get("master") or {}).get("reused"):
-                why = f"the job reused a kept master instead of starting its own: {row['master']}"
-            if i < 0:
-                if why:
-                    raise RuntimeError(f"{arm} warm-up run failed: {why}")
-                continue
-            (res["failures"][arm] if why else res["rows"][arm]).append(dict(row, why=why) if why else row)
-        if i >= 0:
-            log(f"workload: {i + 1}/{args.n} ({time.monotonic() - t0:.0f} s)")
-    write(args.out, "workload.json", res)
-
-
-def part_ready(args, api, digest, count, pool, n, part):
-    """Jobs of `count` executors on the deployed master with a driver that
-    only reads the registrations; arms warm and cold interleaved."""
-    arms = [a for a in ("warm", "cold") if a in args.ready_arms.split(",")]
-    spec = {"engine": "dask", "package": digest, "file": "workload.py", "master": {"name": MASTER},
-            "driver": {"cpu": "1", "memory": "1Gi"},
-            "executors": {"count": count, "cpu": "1", "memory": args.small_memory}}
-    res = {"n": n, "count": count, "pool_ready": pool, "arms": arms, "spec": spec,
-           "rows": {a: [] for a in arms}, "failures": {a: [] for a in arms}}
+def interleave(args, part, arms, n, run_one, res):
+    """run_one(arm, i, tag) -> (row, why) for i in -warmup..n-1, arm by
+    arm in each i; a warm-up run that fails ends the part; res["rows"] and
+    res["failures"] get the timed ones; written to PART.json."""
+    res.update(n=n, warmup=args.warmup, arms=arms, rows={a: [] for a in arms}, failures={a: [] for a in arms})
     t0 = time.monotonic()
     for i in range(-args.warmup, n):
         for arm in arms:
-            set_pool(api, pool if arm == "warm" else 0)
-            wait_master_idle(api)
-            s = dict(spec, env={"BENCH_WORKLOAD": "none", "BENCH_SINCE": f"{time.time():.3f}"})
-            row = run_job(api, f"{part}-{arm}-{i + args.warmup}", s, args.job_timeout)
+            row, why = run_one(arm, f"{part}-{arm}-{i + args.warmup}")
             row["i"] = i
-            why = check_workload(row, None)
-            if not why and len(row["out"].get("registered", {})) != count:
-                why = f"{len(row['out'].get('registered', {}))} of {count} registrations found"
             if i < 0:
                 if why:
-                    raise RuntimeError(f"{part} {arm} warm-up job failed: {why}")
+                    raise RuntimeError(f"{part} {arm} warm-up run failed: {why}")
                 continue
             (res["failures"][arm] if why else res["rows"][arm]).append(dict(row, why=why) if why else row)
         if i >= 0:
             log(f"{part}: {i + 1}/{n} ({time.monotonic() - t0:.0f} s)")
     write(args.out, f"{part}.json", res)
+
+
+def part_workload(args, api, digest, files_dir, expect):
+    spec = {"engine": "dask", "package": digest, "file": "workload.py",
+            "env": {"BENCH_ARRAY_N": str(args.array_n)},
+            "driver": {"cpu": "1", "memory": "1Gi"},
+            "executors": {"count": 4, "cpu": "1", "memory": "1Gi"}}
+    logdir = os.path.join(args.out, "plain-logs")
+    os.makedirs(logdir, exist_ok=True)
+
+    def run_one(arm, tag):
+        if arm == "plain":
+            row = plain_run(args, files_dir, 4, {"BENCH_ARRAY_N": str(args.array_n)}, logdir, tag)
+        else:
+            set_pool(api, args.pool if arm == "warm" else 0)
+            row = run_job(api, tag, spec, args.job_timeout)
+        why = check_workload(row, expect)
+        if not why and arm != "plain" and (row.get("master") or {}).get("reused"):
+            why = f"the job reused a kept master instead of starting its own: {row['master']}"
+        return row, why
+
+    interleave(args, "workload", [a for a in args.arms.split(",") if a], args.n, run_one,
+               {"pool_ready": args.pool, "spec": spec, "array_n": args.array_n, "expect": expect})
+
+
+def part_ready(args, api, digest, count, pool, n, part):
+    """Jobs of `count` executors on the deployed master with a driver that
+    only reads the registrations; arms warm and cold interleaved."""
+    spec = {"engine": "dask", "package": digest, "file": "workload.py", "master": {"name": MASTER},
+            "driver": {"cpu": "1", "memory": "1Gi"},
+            "executors": {"count": count, "cpu": "1", "memory": args.small_memory}}
+
+    def run_one(arm, tag):
+        set_pool(api, pool if arm == "warm" else 0)
+        wait_master_idle(api)
+        s = dict(spec, env={"BENCH_WORKLOAD": "none", "BENCH_SINCE": f"{time.time():.3f}"})
+        row = run_job(api, tag, s, args.job_timeout)
+        why = check_workload(row, None)
+        if not why and len(row["out"].get("registered", {})) != count:
+            why = f"{len(row['out'].get('registered', {}))} of {count} registrations found"
+        return row, why
+
+    interleave(args, part, [a for a in ("warm", "cold") if a in args.ready_arms.split(",")], n, run_one,
+               {"count": count, "pool_ready": pool, "spec": spec})
 
 
 def main():
