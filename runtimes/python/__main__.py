@@ -1,6 +1,6 @@
 """Start one of Legion's in-sandbox workers (docs/runtimes.md):
 
-    python3 -I /opt/legion/runtime/python python|custom|session
+    python3 -I /opt/legion/runtime/python python|custom|session|dask-executor
 
 Running this directory puts it first on sys.path, so the workers import
 the legion_runtime package next to this file like any other. Each worker
@@ -11,7 +11,7 @@ T_START = time.monotonic()
 
 import sys  # noqa: E402
 
-WORKERS = ("python", "custom", "session")
+WORKERS = ("python", "custom", "session", "dask-executor")
 
 
 def main():
@@ -22,6 +22,8 @@ def main():
         from legion_runtime import custom_worker as worker
     elif which == "session":
         from legion_runtime.session import supervisor as worker
+    elif which == "dask-executor":
+        from legion_runtime import dask_executor as worker
     else:
         sys.stderr.write("usage: python3 -I %s %s\n" % (sys.argv[0], "|".join(WORKERS)))
         sys.exit(2)

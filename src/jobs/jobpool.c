@@ -5,10 +5,15 @@
  * tenant and workload in one lg_agent_start) or in one made on demand
  * (one create that starts it). Everything runs on the loop; the agent
  * does the work on its thread pool. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include "common/proto.h"
 #include "jobs/jobpool.h"
 #include "node/warm.h"
 #include "store/store.h"
@@ -17,6 +22,10 @@
 #define PIDS_MAX 4096             /* every role has a cgroup: limits, OOM detection */
 #define FILES_DIR "/job"
 #define RUNTIME_DIR "/opt/legion/runtime"
+#define DEFAULT_LOG_MAX (10ull << 20)
+#define WARM_LOG_PREFIX ".warm-"
+
+enum kind { PLAIN, DASK }; /* DASK: pre-imported Dask executors */
 
 /* A rootfs, shared by a pool and the sandboxes made from it (a create
  * reads its layers off the loop, and the pool may change meanwhile). */
@@ -32,6 +41,7 @@ struct pool {
         lg_jobpool *jp;
         char name[LG_STORE_NAME_MAX + 1];
         struct rootfs *rootfs;
+        enum kind kind;
         unsigned target;
         lg_warm_pool *wp;
         uint64_t made;
@@ -48,6 +58,7 @@ struct wsb {
         struct lg_sandbox_spec spec;
         struct lg_bind bind;
         bool made;
+        char log[4200];    /* DASK: its log until a role takes it */
 };
 
 /* One role being started. */
@@ -57,8 +68,8 @@ struct start {
         lg_jobpool_cb cb;
         void *userdata;
         uint64_t t0;
-        bool warm, abandoned;
-        char pool[LG_STORE_NAME_MAX + 1]; /* whose refill it owes ("" = none) */
+        bool warm, preimported, abandoned;
+        char id[LG_AGENT_ID_MAX];
         lg_agent_req req;
         struct lg_sandbox_spec spec;     /* on demand */
         struct lg_sandbox_launch launch; /* warm */
@@ -71,13 +82,23 @@ struct start {
         struct lg_agent_net net;
         int pidfd;
         char address[64];
+        /* DASK: the requests readying a pre-imported executor (mount,
+         * limits, tenant: submitted together), the first failure. */
+        lg_agent_req prep[3];
+        unsigned prep_pending;
+        int prep_result;
+        struct lg_error prep_err;
+        int control_fd;
+        pid_t init_pid;
 };
 
 struct lg_jobpool {
         uv_loop_t *loop;
         lg_agent *agent;
         lg_net *net;
-        char *state_root, *runtimes_dir;
+        char *state_root, *runtimes_dir, *logs_dir;
+        uint64_t log_max;
+        int nice;          /* legiond's own: a taken pre-imported executor's */
         lg_warm *warm;
         struct pool *pools;
         struct start *starts;
@@ -85,6 +106,8 @@ struct lg_jobpool {
 };
 
 static const char *const job_mount_points[] = {FILES_DIR};
+static const char *const dask_argv[] = {"python3", "-I", RUNTIME_DIR "/python", "dask-executor", NULL};
+static const char *const dask_env[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8", NULL};
 
 /* ---- small things ------------------------------------------------------------- */
 
@@ -181,7 +204,10 @@ static void destroy_sb(lg_jobpool *jp, const char *id) {
         lg_agent_destroy(jp->agent, NULL, id, NULL);
 }
 
+/* Its log goes too (a DASK one's, kept by destroy otherwise). */
 static void wsb_free(struct wsb *ws) {
+        if (ws->log[0])
+                unlink(ws->log);
         rootfs_unref(ws->rootfs);
         free(ws);
 }
@@ -227,7 +253,21 @@ static int warm_make(lg_warm_pool *wp, void *data, struct lg_error *err) {
         ws->req.in.create.net = (struct lg_agent_net){.attach = jp->net != NULL};
         char id[LG_AGENT_ID_MAX];
         random_id("jw", id);
-        int r = lg_agent_create(jp->agent, &ws->req, id, &ws->spec, LG_AGENT_LOW_PRIO, made);
+        unsigned flags = LG_AGENT_LOW_PRIO;
+        if (pl->kind == DASK) {
+                /* Started now, at nice +10 like its legion-init: the
+                 * imports compete little with the roles running. */
+                snprintf(ws->log, sizeof(ws->log), "%s/" WARM_LOG_PREFIX "%s.log", jp->logs_dir, id);
+                ws->spec.argv = dask_argv;
+                ws->spec.envp = dask_env;
+                ws->spec.cwd = "/tmp";
+                ws->spec.worker_control = true;
+                ws->spec.capture_logs = true;
+                ws->spec.log_file = ws->log;
+                ws->spec.log_max_bytes = jp->log_max;
+                flags |= LG_AGENT_START_NOW;
+        }
+        int r = lg_agent_create(jp->agent, &ws->req, id, &ws->spec, flags, made);
         if (r < 0) {
                 wsb_free(ws);
                 return lg_error_set(err, -r, "create a warm sandbox for job pool `%s`", pl->name);
@@ -264,8 +304,8 @@ static void pool_free(struct pool *pl) {
         free(pl);
 }
 
-int lg_jobpool_set(lg_jobpool *jp, const char *name, const struct lg_jobpool_rootfs *rootfs, unsigned ready,
-                   struct lg_error *err) {
+static int pool_set(lg_jobpool *jp, const char *name, const struct lg_jobpool_rootfs *rootfs, unsigned ready,
+                    enum kind kind, struct lg_error *err) {
         if (!name || !lg_store_valid_name(name)) {
                 char n[80];
                 lg_printable(name, n, sizeof(n));
@@ -285,7 +325,7 @@ int lg_jobpool_set(lg_jobpool *jp, const char *name, const struct lg_jobpool_roo
                 pl->jp = jp;
                 snprintf(pl->name, sizeof(pl->name), "%s", name);
         }
-        if (fresh || !same_rootfs(pl->rootfs, rootfs)) {
+        if (fresh || !same_rootfs(pl->rootfs, rootfs) || pl->kind != kind) {
                 struct rootfs *rf = rootfs_new(rootfs);
                 if (!rf) {
                         if (fresh)
@@ -297,6 +337,7 @@ int lg_jobpool_set(lg_jobpool *jp, const char *name, const struct lg_jobpool_roo
                 pl->wp = NULL;
                 rootfs_unref(pl->rootfs);
                 pl->rootfs = rf;
+                pl->kind = kind;
         }
         pl->target = ready;
         struct lg_warm_pool_config wc = {.key = pl->name, .target = ready, .retry = LG_WARM_RETRY_BACKOFF,
@@ -317,6 +358,18 @@ int lg_jobpool_set(lg_jobpool *jp, const char *name, const struct lg_jobpool_roo
         return 0;
 }
 
+int lg_jobpool_set(lg_jobpool *jp, const char *name, const struct lg_jobpool_rootfs *rootfs, unsigned ready,
+                   struct lg_error *err) {
+        return pool_set(jp, name, rootfs, ready, PLAIN, err);
+}
+
+int lg_jobpool_set_dask(lg_jobpool *jp, const char *name, const struct lg_jobpool_rootfs *rootfs, unsigned ready,
+                        struct lg_error *err) {
+        if (!jp->runtimes_dir || !jp->logs_dir)
+                return lg_error_setm(err, EINVAL, "pre-imported Dask executors need the runtimes and a logs directory");
+        return pool_set(jp, name, rootfs, ready, DASK, err);
+}
+
 int lg_jobpool_delete(lg_jobpool *jp, const char *name) {
         for (struct pool **pp = &jp->pools; *pp; pp = &(*pp)->next)
                 if (!strcmp((*pp)->name, name ? name : "")) {
@@ -334,8 +387,9 @@ json_t *lg_jobpool_json(lg_jobpool *jp) {
                 struct lg_warm_stats st;
                 lg_warm_pool_stats(pl->wp, &st);
                 json_array_append_new(
-                        a, json_pack("{s:s, s:s, s:i, s:i, s:i, s:I, s:I, s:I, s:s}", "name", pl->name, "image",
-                                     pl->rootfs->image_id ? pl->rootfs->image_id : "", "ready", (int) pl->target,
+                        a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:I, s:I, s:I, s:s}", "name", pl->name, "image",
+                                     pl->rootfs->image_id ? pl->rootfs->image_id : "", "kind",
+                                     pl->kind == DASK ? "dask-executor" : "plain", "ready", (int) pl->target,
                                      "readyNow", (int) st.ready, "making", (int) st.starting, "taken",
                                      (json_int_t) st.taken, "missed", (json_int_t) st.missed, "made",
                                      (json_int_t) pl->made, "lastError", st.last_error));
@@ -364,17 +418,14 @@ static void start_free(struct start *s) {
         free(s);
 }
 
-/* A pool was used (a take, or a miss): its refill waits until no start
- * is under way, so that making replacements (creates on the same
- * thread pool, mounts on the same CPUs) does not delay the starts of a
- * job's other roles. */
-static void note_used(lg_jobpool *jp, const char *name) {
-        struct pool *pl = name[0] ? find_pool(jp, name) : NULL;
-        if (pl)
-                pl->used = true;
+/* Pools used (a take, or a miss: pool->used) refill once no start is
+ * under way, so that making replacements (creates on the same thread
+ * pool, mounts on the same CPUs) does not delay the starts of a job's
+ * other roles. */
+static void refill_used(lg_jobpool *jp) {
         if (jp->n_starting)
                 return;
-        for (pl = jp->pools; pl; pl = pl->next)
+        for (struct pool *pl = jp->pools; pl; pl = pl->next)
                 if (pl->used) {
                         pl->used = false;
                         lg_warm_used(pl->wp);
@@ -388,32 +439,32 @@ static void finish(struct start *s, int status, const struct lg_error *err) {
         jp->n_starting--;
         if (s->abandoned) {
                 if (status >= 0)
-                        destroy_sb(jp, s->req.id);
+                        destroy_sb(jp, s->id);
                 start_free(s);
                 return;
         }
-        struct lg_jobpool_started st = {.warm = s->warm, .pidfd = s->pidfd, .start_ns = lg_now_ns() - s->t0};
+        struct lg_jobpool_started st = {.warm = s->warm, .preimported = s->preimported, .pidfd = s->pidfd,
+                                        .start_ns = lg_now_ns() - s->t0};
         if (status >= 0) {
-                snprintf(st.id, sizeof(st.id), "%s", s->req.id);
+                snprintf(st.id, sizeof(st.id), "%s", s->id);
                 snprintf(st.address, sizeof(st.address), "%s", s->address);
         } else {
                 st.pidfd = -1;
         }
         /* err may be the request's, which goes with s. */
         struct lg_error e = err ? *err : (struct lg_error){0};
-        char pool[sizeof(s->pool)];
-        memcpy(pool, s->pool, sizeof(pool));
         lg_jobpool_cb cb = s->cb;
         void *ud = s->userdata;
         start_free(s);
         cb(status, &st, &e, ud);
-        note_used(jp, pool);
+        refill_used(jp);
 }
 
 static void started(lg_agent_req *req) {
         struct start *s = req->data;
         if (req->result >= 0) {
                 if (!s->warm) {
+                        snprintf(s->id, sizeof(s->id), "%s", req->id);
                         s->pidfd = req->out.pidfd;
                         snprintf(s->address, sizeof(s->address), "%s", req->out.net.ip);
                 }
@@ -439,6 +490,7 @@ static void started(lg_agent_req *req) {
 static int start_warm(struct start *s, struct wsb *ws, struct lg_error *err) {
         lg_jobpool *jp = s->jp;
         s->warm = true;
+        snprintf(s->id, sizeof(s->id), "%s", ws->req.id);
         s->pidfd = ws->req.out.pidfd;
         snprintf(s->address, sizeof(s->address), "%s", ws->req.out.net.ip);
         lg_sandbox_launch_init(&s->launch);
@@ -456,13 +508,11 @@ static int start_warm(struct start *s, struct wsb *ws, struct lg_error *err) {
         if (s->files_dir)
                 s->req.in.start.mount.src = s->files_dir, s->req.in.start.mount.dst = FILES_DIR,
                 s->req.in.start.mount.readonly = true;
-        char id[LG_AGENT_ID_MAX];
-        snprintf(id, sizeof(id), "%s", ws->req.id);
         wsb_free(ws);
-        int r = lg_agent_start(jp->agent, &s->req, id, &s->launch, &lim, started);
+        int r = lg_agent_start(jp->agent, &s->req, s->id, &s->launch, &lim, started);
         if (r < 0) {
-                destroy_sb(jp, id);
-                return lg_error_set(err, -r, "start job sandbox `%s`", id);
+                destroy_sb(jp, s->id);
+                return lg_error_set(err, -r, "start job sandbox `%s`", s->id);
         }
         return 0;
 }
@@ -498,9 +548,9 @@ static int create_on_demand(struct start *s, struct lg_error *err) {
         return r < 0 ? lg_error_set(err, -r, "create job sandbox `%s`", id) : 0;
 }
 
-/* A ready warm sandbox for the role, from any pool with its rootfs;
- * NULL when none (a miss counted on the first such pool). */
-static struct wsb *take_warm(lg_jobpool *jp, const struct lg_jobpool_role *role, char *pool_name) {
+/* A ready warm sandbox of kind for the role, from any pool with its
+ * rootfs; NULL when none (a miss counted on the first such pool). */
+static struct wsb *take_warm(lg_jobpool *jp, const struct lg_jobpool_role *role, enum kind kind) {
         /* Warm sandboxes have an address iff networking is on, and the
          * node's runtimes. */
         if (role->network != (jp->net != NULL))
@@ -509,7 +559,7 @@ static struct wsb *take_warm(lg_jobpool *jp, const struct lg_jobpool_role *role,
                 return NULL;
         struct pool *first = NULL;
         for (struct pool *pl = jp->pools; pl; pl = pl->next) {
-                if (!pl->target || !same_rootfs(pl->rootfs, &role->rootfs))
+                if (!pl->target || pl->kind != kind || !same_rootfs(pl->rootfs, &role->rootfs))
                         continue;
                 if (!first)
                         first = pl;
@@ -519,15 +569,143 @@ static struct wsb *take_warm(lg_jobpool *jp, const struct lg_jobpool_role *role,
                         continue;
                 struct wsb *ws = (struct wsb *) lg_warm_take(pl->wp);
                 if (ws) {
-                        snprintf(pool_name, LG_STORE_NAME_MAX + 1, "%s", pl->name);
+                        pl->used = true;
                         return ws;
                 }
         }
         if (first) {
                 lg_warm_take(first->wp); /* NULL: counted as missed */
-                snprintf(pool_name, LG_STORE_NAME_MAX + 1, "%s", first->name);
+                first->used = true;
         }
         return NULL;
+}
+
+/* ---- pre-imported Dask executors ------------------------------------------------ */
+
+/* A role a pre-imported executor can serve: dask-worker's command, a log
+ * that is not there yet (the warm one's becomes it) with the pool's cap. */
+static bool preimport_fits(lg_jobpool *jp, const struct lg_jobpool_role *role) {
+        const char *b = strrchr(role->argv[0], '/');
+        if (!jp->logs_dir || !role->log_file || strcmp(b ? b + 1 : role->argv[0], "dask-worker") ||
+            (role->log_max_bytes && role->log_max_bytes != jp->log_max))
+                return false;
+        return access(role->log_file, F_OK) < 0 && errno == ENOENT;
+}
+
+/* The executor's processes (and their threads) back to legiond's
+ * priority: made at nice +10, and the agent restores legion-init's only. */
+static void renice_workload(pid_t init, int nice) {
+        char path[128], buf[4096];
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int) init, (int) init);
+        if (lg_read_file_at(AT_FDCWD, path, buf, sizeof(buf)) <= 0)
+                return;
+        for (char *p = buf, *end;; p = end) {
+                long pid = strtol(p, &end, 10);
+                if (end == p || pid <= 0)
+                        break;
+                snprintf(path, sizeof(path), "/proc/%ld/task", pid);
+                DIR *d = opendir(path);
+                for (struct dirent *de; d && (de = readdir(d));)
+                        if (de->d_name[0] != '.')
+                                setpriority(PRIO_PROCESS, (id_t) atoi(de->d_name), nice);
+                if (d)
+                        closedir(d);
+        }
+}
+
+/* dask-worker's arguments, the environment and the working directory,
+ * to the executor waiting on its control channel (dask_executor.py). */
+static int send_specialize(struct start *s, struct lg_error *err) {
+        struct lg_msg m;
+        lg_msg_init(&m);
+        int r = lg_msg_add(&m, "op", "specialize");
+        if (r >= 0)
+                r = lg_msg_add(&m, "id", s->id);
+        for (size_t i = 1; r >= 0 && s->argv[i]; i++)
+                r = lg_msg_add(&m, "arg", s->argv[i]);
+        for (size_t i = 0; r >= 0 && s->envp && s->envp[i]; i++)
+                r = lg_msg_add(&m, "env", s->envp[i]);
+        if (r >= 0)
+                r = lg_msg_add(&m, "workdir", s->cwd ? s->cwd : "/");
+        if (r >= 0)
+                r = lg_msg_send(s->control_fd, &m);
+        lg_msg_free(&m);
+        return r < 0 ? lg_error_set(err, -r, "send specialize to job sandbox `%s`", s->id) : 0;
+}
+
+/* Its files, limits and tenant are set (or one failed): specialize it,
+ * or make one on demand instead. */
+static void prepared(lg_agent_req *req) {
+        struct start *s = req->data;
+        if (req->result < 0 && s->prep_result >= 0) {
+                s->prep_result = req->result;
+                s->prep_err = req->err;
+        }
+        if (--s->prep_pending)
+                return;
+        lg_jobpool *jp = s->jp;
+        struct lg_error err = s->prep_err;
+        int r = s->prep_result;
+        if (r >= 0 && !s->abandoned) {
+                renice_workload(s->init_pid, jp->nice);
+                r = send_specialize(s, &err);
+        }
+        if (r >= 0 || s->abandoned) {
+                finish(s, r, &err); /* abandoned: destroys it */
+                return;
+        }
+        destroy_sb(jp, s->id);
+        s->warm = s->preimported = false;
+        struct lg_error e2 = {0};
+        if (create_on_demand(s, &e2) >= 0)
+                return;
+        finish(s, e2.code ? -e2.code : -EIO, &e2);
+}
+
+/* The role's log is the warm executor's (linked: legion-init keeps
+ * writing the same file); then files, limits and tenant, submitted
+ * together (they run in order, one after the other); prepared() ends it.
+ * < 0: nothing is left of ws, the caller makes one on demand. */
+static int start_preimported(struct start *s, struct wsb *ws, struct lg_error *err) {
+        lg_jobpool *jp = s->jp;
+        snprintf(s->id, sizeof(s->id), "%s", ws->req.id);
+        if (link(ws->log, s->log_file) < 0) {
+                int r = lg_error_set(err, errno, "link `%s` to `%s`", ws->log, s->log_file);
+                destroy_sb(jp, s->id);
+                wsb_free(ws);
+                return r;
+        }
+        s->warm = s->preimported = true;
+        s->pidfd = ws->req.out.pidfd;
+        s->control_fd = ws->req.out.control_fd;
+        s->init_pid = ws->req.out.pid;
+        snprintf(s->address, sizeof(s->address), "%s", ws->req.out.net.ip);
+        wsb_free(ws); /* its log's warm name */
+        struct lg_agent_limits lim = {.set = LG_AGENT_SET_LIMITS | LG_AGENT_SET_PRIO,
+                                      .memory_bytes = s->memory_bytes, .cpu_millis = s->cpu_millis,
+                                      .pids_max = PIDS_MAX};
+        s->prep_pending = 0;
+        s->prep_result = 0;
+        for (size_t i = 0; i < ARRAY_SIZE(s->prep); i++)
+                s->prep[i] = (lg_agent_req){.data = s};
+        int r = 0;
+        if (s->files_dir && (r = lg_agent_mount(jp->agent, &s->prep[0], s->id, s->files_dir, FILES_DIR, true,
+                                                prepared)) >= 0)
+                s->prep_pending++;
+        if (r >= 0 && (r = lg_agent_update(jp->agent, &s->prep[1], s->id, &lim, prepared)) >= 0)
+                s->prep_pending++;
+        if (r >= 0 && s->net.namespace[0] &&
+            (r = lg_agent_net_assign(jp->agent, &s->prep[2], s->id, s->net.namespace, s->net.policy, prepared)) >= 0)
+                s->prep_pending++;
+        if (r < 0) {
+                s->prep_result = lg_error_set(&s->prep_err, -r, "ready job sandbox `%s`", s->id);
+                if (!s->prep_pending) {
+                        *err = s->prep_err;
+                        destroy_sb(jp, s->id);
+                        return r;
+                }
+        }
+        return 0;
 }
 
 static int check_path(const char *what, const char *path, struct lg_error *err) {
@@ -613,13 +791,20 @@ int lg_jobpool_start(lg_jobpool *jp, const struct lg_jobpool_role *role, lg_jobp
                 snprintf(s->net.namespace, sizeof(s->net.namespace), "%s", role->net_namespace);
                 snprintf(s->net.policy, sizeof(s->net.policy), "%s", role->net_policy ? role->net_policy : "");
         }
-        struct wsb *ws = take_warm(jp, role, s->pool);
-        r = ws ? start_warm(s, ws, err) : create_on_demand(s, err);
+        struct wsb *ws = preimport_fits(jp, role) ? take_warm(jp, role, DASK) : NULL;
+        r = -1;
+        if (ws) {
+                struct lg_error ignored = {0}; /* then it is made on demand */
+                r = start_preimported(s, ws, &ignored);
+        }
         if (r < 0) {
-                char pool[sizeof(s->pool)];
-                memcpy(pool, s->pool, sizeof(pool));
+                s->warm = s->preimported = false;
+                ws = take_warm(jp, role, PLAIN);
+                r = ws ? start_warm(s, ws, err) : create_on_demand(s, err);
+        }
+        if (r < 0) {
                 start_free(s);
-                note_used(jp, pool);
+                refill_used(jp);
                 return r;
         }
         jp->n_starting++;
@@ -628,11 +813,29 @@ int lg_jobpool_start(lg_jobpool *jp, const struct lg_jobpool_role *role, lg_jobp
 
 /* ---- the whole -------------------------------------------------------------------- */
 
+/* The logs of pre-imported executors a previous legiond made: they died
+ * with it, never started a role (made if missing). */
+static int sweep_warm_logs(const char *dir) {
+        int r = lg_mkdir_p(dir, 0750);
+        if (r < 0)
+                return r;
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (!d)
+                return -errno;
+        fd = -1; /* the DIR's now */
+        for (struct dirent *de; (de = readdir(d));)
+                if (!strncmp(de->d_name, WARM_LOG_PREFIX "jw-", strlen(WARM_LOG_PREFIX "jw-")))
+                        unlinkat(dirfd(d), de->d_name, 0);
+        closedir(d);
+        return 0;
+}
+
 int lg_jobpool_new(const struct lg_jobpool_config *cfg, lg_jobpool **ret, struct lg_error *err) {
         if (!cfg || !cfg->loop || !cfg->agent || !cfg->state_root || cfg->state_root[0] != '/')
                 return lg_error_setm(err, EINVAL, "a job pool needs a loop, an agent and an absolute state root");
         int r = check_path("runtimes directory", cfg->runtimes_dir, err);
-        if (r < 0)
+        if (r < 0 || (r = check_path("logs directory", cfg->logs_dir, err)) < 0)
                 return r;
         lg_jobpool *jp = calloc(1, sizeof(*jp));
         if (!jp)
@@ -640,7 +843,13 @@ int lg_jobpool_new(const struct lg_jobpool_config *cfg, lg_jobpool **ret, struct
         jp->loop = cfg->loop;
         jp->agent = cfg->agent;
         jp->net = cfg->net;
-        if (dup_str(cfg->state_root, &jp->state_root) < 0 || dup_str(cfg->runtimes_dir, &jp->runtimes_dir) < 0) {
+        jp->log_max = cfg->log_max_bytes ? cfg->log_max_bytes : DEFAULT_LOG_MAX;
+        errno = 0;
+        jp->nice = getpriority(PRIO_PROCESS, 0);
+        if (jp->nice == -1 && errno)
+                jp->nice = 0;
+        if (dup_str(cfg->state_root, &jp->state_root) < 0 || dup_str(cfg->runtimes_dir, &jp->runtimes_dir) < 0 ||
+            dup_str(cfg->logs_dir, &jp->logs_dir) < 0) {
                 lg_jobpool_free(jp);
                 return lg_error_set(err, ENOMEM, "out of memory");
         }
@@ -648,6 +857,10 @@ int lg_jobpool_new(const struct lg_jobpool_config *cfg, lg_jobpool **ret, struct
         if (r < 0) {
                 lg_jobpool_free(jp);
                 return lg_error_set(err, -r, "create `%s`", cfg->state_root);
+        }
+        if (jp->logs_dir && (r = sweep_warm_logs(jp->logs_dir)) < 0) {
+                lg_jobpool_free(jp);
+                return lg_error_set(err, -r, "logs directory `%s`", cfg->logs_dir);
         }
         r = lg_warm_new(jp->loop, &jp->warm, err);
         if (r < 0) {
@@ -679,5 +892,6 @@ void lg_jobpool_free(lg_jobpool *jp) {
         }
         free(jp->state_root);
         free(jp->runtimes_dir);
+        free(jp->logs_dir);
         free(jp);
 }

@@ -30,9 +30,9 @@
 #include "net-kit.h"
 #include "sandbox-cleanup.h"
 
-#define NET_TABLE "lg_test_jobpool"
-#define NET_PREFIX "lgtj"
-#define NET_CIDR "10.202.17.0/28"
+/* The test's network, its own per process (main): engineers and CI may
+ * run this test at the same time on one machine. */
+static char net_table[64], net_prefix[8], net_cidr[32], net_addr_prefix[24];
 
 static char base[256], agent_root[300], state_root[300], files_dir[300], runtimes_dir[300], logs_dir[300];
 static char parent[64];
@@ -83,7 +83,8 @@ static int count_sandboxes(const char *root) {
 
 static struct ctx *cur; /* set up and not torn down: a test failed */
 
-static void setup(struct ctx *c, lg_net *net) {
+/* rt: the runtimes (NULL: the test's own, a marker file only). */
+static void setup_rt(struct ctx *c, lg_net *net, const char *rt) {
         memset(c, 0, sizeof(*c));
         cur = c;
         c->net = net;
@@ -91,12 +92,14 @@ static void setup(struct ctx *c, lg_net *net) {
         struct lg_error err = {0};
         assert_int_equal(lg_agent_local_new(&c->loop, agent_root, net, &c->agent, &err), 0);
         struct lg_jobpool_config cfg = {.loop = &c->loop, .agent = c->agent, .net = net, .state_root = state_root,
-                                        .runtimes_dir = runtimes_dir};
+                                        .runtimes_dir = rt ? rt : runtimes_dir, .logs_dir = logs_dir};
         int r = lg_jobpool_new(&cfg, &c->jp, &err);
         if (r < 0)
                 fprintf(stderr, "lg_jobpool_new: %s\n", err.msg);
         assert_int_equal(r, 0);
 }
+
+static void setup(struct ctx *c, lg_net *net) { setup_rt(c, net, NULL); }
 
 /* Every test destroys the roles it started: once the agent is done,
  * lg_jobpool_free has left no sandbox (before lg_agent_free would
@@ -226,7 +229,7 @@ static void role_for(int i, struct lg_jobpool_role *r, const char **argv, const 
 
 static void test_fill_take_on_demand(void **state) {
         (void) state;
-        struct ctx c;
+        static struct ctx c; /* not on the stack: net_teardown frees it after a failure */
         setup(&c, NULL);
         struct lg_error err = {0};
         assert_int_equal(lg_jobpool_set(c.jp, "default", NULL, 4, &err), 0);
@@ -325,7 +328,7 @@ static void test_fill_take_on_demand(void **state) {
  * free. */
 static void test_free_while_making(void **state) {
         (void) state;
-        struct ctx c;
+        static struct ctx c; /* not on the stack: net_teardown frees it after a failure */
         setup(&c, NULL);
         struct lg_error err = {0};
         assert_int_equal(lg_jobpool_set(c.jp, "a", NULL, 2, &err), 0);
@@ -350,7 +353,7 @@ static void test_free_while_making(void **state) {
 static lg_net *cur_net;
 
 static lg_net *net_up(void) {
-        cur_net = test_net_open(NET_CIDR, NET_TABLE, NET_PREFIX, true, "tenant");
+        cur_net = test_net_open(net_cidr, net_table, net_prefix, true, "tenant");
         return cur_net;
 }
 
@@ -381,7 +384,7 @@ static unsigned net_stat(lg_net *net, bool elements) {
 
 static void test_net(void **state) {
         (void) state;
-        struct ctx c;
+        static struct ctx c; /* not on the stack: net_teardown frees it after a failure */
         lg_net *net = net_up();
         setup(&c, net);
         struct lg_error err = {0};
@@ -403,7 +406,7 @@ static void test_net(void **state) {
         run_until_got(&c, &g, 2);
         assert_int_equal(g.status[0], 0);
         assert_true(g.st[0].warm);
-        assert_true(!strncmp(g.st[0].address, "10.202.17.", 10));
+        assert_true(!strncmp(g.st[0].address, net_addr_prefix, strlen(net_addr_prefix)));
         assert_true(net_stat(net, true) > elements); /* assigned to its tenant */
         assert_int_equal(g.status[1], -ENOENT);
         fprintf(stderr, "bad tenant: %s\n", g.err[1].msg);
@@ -418,7 +421,7 @@ static void test_net(void **state) {
                 fprintf(stderr, "on demand: %s\n", g.err[2].msg);
         assert_int_equal(g.status[2], 0);
         assert_false(g.st[2].warm);
-        assert_true(!strncmp(g.st[2].address, "10.202.17.", 10));
+        assert_true(!strncmp(g.st[2].address, net_addr_prefix, strlen(net_addr_prefix)));
         assert_string_not_equal(g.st[0].address, g.st[2].address);
 
         destroy(&c, g.st[0].id);
@@ -428,11 +431,138 @@ static void test_net(void **state) {
         assert_int_equal(net_stat(net, false), 0); /* every address released */
 }
 
+/* ---- pre-imported Dask executors -------------------------------------------------- */
+
+/* The warm executors' logs waiting in logs_dir. */
+static int count_warm_logs(void) {
+        DIR *d = opendir(logs_dir);
+        int n = 0;
+        for (struct dirent *de; d && (de = readdir(d));)
+                n += !strncmp(de->d_name, ".warm-jw-", 9);
+        if (d)
+                closedir(d);
+        return n;
+}
+
+/* Wait (bounded) until file holds s. */
+static bool log_shows(const char *file, const char *s) {
+        char buf[65536];
+        for (int i = 0; i < 1200; i++) {
+                _cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC);
+                ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+                if (n > 0) {
+                        buf[n] = '\0';
+                        if (strstr(buf, s))
+                                return true;
+                }
+                usleep(50 * 1000);
+        }
+        fprintf(stderr, "%s: no `%s` in:\n%s\n", file, s, buf);
+        return false;
+}
+
+/* A pool of pre-imported executors: a dask-worker role takes one (its
+ * arguments and log are the role's, its limits on its cgroup), others
+ * are plain; then a real scheduler (on demand) and an executor from the
+ * pool that registers with it over the test's network. The warm logs
+ * go with their sandboxes. */
+static void test_dask_preimported(void **state) {
+        (void) state;
+        const char *src = getenv("LG_SOURCE_ROOT");
+        if (!src)
+                skip();
+        char rt[400];
+        snprintf(rt, sizeof(rt), "%s/runtimes", src);
+        static struct ctx c; /* not on the stack: net_teardown frees it after a failure */
+        lg_net *net = net_up();
+        setup_rt(&c, net, rt);
+        struct lg_error err = {0};
+        assert_int_equal(lg_jobpool_set_dask(c.jp, "dask", NULL, 2, &err), 0);
+        run_until_ready(&c, "dask", 2);
+        assert_int_equal(count_warm_logs(), 2);
+
+        struct got g = {0};
+        struct slot sl[4] = {{&g, 0}, {&g, 1}, {&g, 2}, {&g, 3}};
+        char log0[400], log1[400], log2[400];
+        snprintf(log0, sizeof(log0), "%s/dask-version.log", logs_dir);
+        const char *version[] = {"dask-worker", "--version", NULL};
+        const char *env[] = {"PATH=/usr/bin:/bin", "PYTHONPATH=/job", NULL};
+        struct lg_jobpool_role r = {.argv = version, .envp = env, .cwd = "/job", .files_dir = files_dir,
+                                    .log_file = log0, .cpu_millis = 1000, .memory_bytes = 512ull << 20,
+                                    .network = true, .net_namespace = "tenant"};
+        assert_int_equal(lg_jobpool_start(c.jp, &r, on_started, &sl[0], &err), 0);
+        run_until_got(&c, &g, 1);
+        if (g.status[0] < 0)
+                fprintf(stderr, "dask-worker --version: %s\n", g.err[0].msg);
+        assert_int_equal(g.status[0], 0);
+        assert_true(g.st[0].warm && g.st[0].preimported);
+        fprintf(stderr, "pre-imported start: %.1f ms\n", g.st[0].start_ns / 1e6);
+        wait_exit(g.st[0].pidfd);
+        char v[128];
+        if (!cgroup_v2()) {
+                assert_true(cg_read(g.st[0].id, "", "memory", "memory.limit_in_bytes", v, sizeof(v)));
+                assert_string_equal(v, "536870912");
+        } else {
+                assert_true(cg_read(g.st[0].id, "memory.max", "", "", v, sizeof(v)));
+                assert_string_equal(v, "536870912");
+        }
+        assert_true(log_shows(log0, "dask-worker, version"));
+        lg_agent_req st = {0};
+        assert_int_equal(lg_agent_status(c.agent, &st, g.st[0].id, noted), 0);
+        agent_wait(&c);
+        assert_int_equal(st.out.exited, 1);
+        assert_int_equal(st.out.status.code, 0);
+        destroy(&c, g.st[0].id);
+
+        /* A log that exists already, or another command: a plain start. */
+        const char *sleeper[] = {"/bin/sleep", "1000", NULL};
+        struct lg_jobpool_role other = r;
+        other.argv = sleeper;
+        other.log_file = NULL;
+        assert_int_equal(lg_jobpool_start(c.jp, &other, on_started, &sl[1], &err), 0);
+        run_until_got(&c, &g, 2);
+        assert_int_equal(g.status[1], 0);
+        assert_false(g.st[1].preimported);
+        destroy(&c, g.st[1].id);
+
+        /* A scheduler, and an executor from the pool that registers. */
+        snprintf(log1, sizeof(log1), "%s/scheduler.log", logs_dir);
+        const char *sched[] = {"dask-scheduler", "--host", "0.0.0.0", "--port", "8786", "--no-dashboard", NULL};
+        struct lg_jobpool_role sr = r;
+        sr.argv = sched;
+        sr.log_file = log1;
+        assert_int_equal(lg_jobpool_start(c.jp, &sr, on_started, &sl[2], &err), 0);
+        run_until_got(&c, &g, 3);
+        assert_int_equal(g.status[2], 0);
+        assert_false(g.st[2].preimported);
+        assert_true(log_shows(log1, "Scheduler at:"));
+        char addr[80];
+        snprintf(addr, sizeof(addr), "tcp://%s:8786", g.st[2].address);
+        snprintf(log2, sizeof(log2), "%s/executor-0.log", logs_dir);
+        const char *worker[] = {"dask-worker", addr, "--name", "executor-0", "--nthreads", "1", "--memory-limit",
+                                "400MB", "--no-nanny", "--no-dashboard", "--death-timeout", "30", NULL};
+        struct lg_jobpool_role wr = r;
+        wr.argv = worker;
+        wr.log_file = log2;
+        run_until_ready(&c, "dask", 2);
+        assert_int_equal(lg_jobpool_start(c.jp, &wr, on_started, &sl[3], &err), 0);
+        run_until_got(&c, &g, 4);
+        assert_int_equal(g.status[3], 0);
+        assert_true(g.st[3].preimported);
+        assert_true(log_shows(log2, "Registered to:"));
+        assert_true(log_shows(log1, "executor-0"));
+        destroy(&c, g.st[3].id);
+        destroy(&c, g.st[2].id);
+        teardown(&c);
+        assert_int_equal(count_warm_logs(), 0);
+        assert_int_equal(net_stat(net, false), 0);
+}
+
 /* ---- hostile input ---------------------------------------------------------------- */
 
 static void test_hostile(void **state) {
         (void) state;
-        struct ctx c;
+        static struct ctx c; /* not on the stack: net_teardown frees it after a failure */
         setup(&c, NULL);
         struct lg_error err = {0};
         const char *bad_names[] = {"", "Upper", "a/b", "-a", "a-", "a b", "\x01",
@@ -531,6 +661,12 @@ int main(void) {
         snprintf(runtimes_dir, sizeof(runtimes_dir), "%s/runtimes", base);
         snprintf(logs_dir, sizeof(logs_dir), "%s/logs", base);
         snprintf(parent, sizeof(parent), "legion-test-%d", (int) getpid());
+        /* 10.203.0.0/16 is no other test's: a /28 of it per process. */
+        unsigned n = (unsigned) getpid();
+        snprintf(net_table, sizeof(net_table), "lg_test_jobpool_%u", n);
+        snprintf(net_prefix, sizeof(net_prefix), "lgj%c%c", 'a' + n % 26, 'a' + n / 26 % 26);
+        snprintf(net_addr_prefix, sizeof(net_addr_prefix), "10.203.%u.", n % 256);
+        snprintf(net_cidr, sizeof(net_cidr), "10.203.%u.%u/28", n % 256, n / 256 % 16 * 16);
         setenv("LEGION_CGROUP_PARENT", parent, 0);
         lg_mkdir_p(files_dir, 0755);
         lg_mkdir_p(runtimes_dir, 0755);
@@ -543,9 +679,23 @@ int main(void) {
                 cmocka_unit_test_teardown(test_fill_take_on_demand, net_teardown),
                 cmocka_unit_test_teardown(test_free_while_making, net_teardown),
                 cmocka_unit_test_teardown(test_net, net_teardown),
+                cmocka_unit_test_teardown(test_dask_preimported, net_teardown),
                 cmocka_unit_test_teardown(test_hostile, net_teardown),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);
+        /* What a failed test left running (pre-imported executors are
+         * started and detachable, and this process is still their owner,
+         * so sandbox_cleanup would not take them). */
+        char dir[400];
+        snprintf(dir, sizeof(dir), "%s/sandboxes", state_root);
+        DIR *d = opendir(dir);
+        for (struct dirent *de; d && (de = readdir(d));) {
+                lg_sandbox *sb = NULL;
+                if (de->d_name[0] != '.' && lg_sandbox_adopt(state_root, de->d_name, &sb, NULL) >= 0)
+                        lg_sandbox_destroy(sb);
+        }
+        if (d)
+                closedir(d);
         sandbox_cleanup(state_root, NULL, parent);
         sandbox_cleanup(agent_root, base, parent);
         return r;
