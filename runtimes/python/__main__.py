@@ -1,6 +1,7 @@
 """Start one of Legion's in-sandbox workers (docs/runtimes.md):
 
     python3 -I /opt/legion/runtime/python python|custom|session|dask-executor
+    python3 /opt/legion/runtime/python dask-driver SCRIPT|--exec COMMAND [ARGS...]
 
 Running this directory puts it first on sys.path, so the workers import
 the legion_runtime package next to this file like any other. Each worker
@@ -15,6 +16,12 @@ WORKERS = ("python", "custom", "session", "dask-executor")
 
 
 def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "dask-driver":
+        # A dask job's driver (dask_driver.py): not -I, the job's
+        # PYTHONPATH counts.
+        from legion_runtime import dask_driver
+
+        sys.exit(dask_driver.main(sys.argv[2:]))
     which = sys.argv[1] if len(sys.argv) == 2 else None
     if which == "python":
         from legion_runtime import python_worker as worker

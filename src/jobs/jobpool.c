@@ -56,7 +56,7 @@ struct wsb {
         struct rootfs *rootfs;
         lg_agent_req req;
         struct lg_sandbox_spec spec;
-        struct lg_bind bind;
+        struct lg_bind binds[2];
         bool made;
         char log[4200];    /* DASK: its log until a role takes it */
 };
@@ -73,7 +73,7 @@ struct start {
         lg_agent_req req;
         struct lg_sandbox_spec spec;     /* on demand */
         struct lg_sandbox_launch launch; /* warm */
-        struct lg_bind binds[2];
+        struct lg_bind binds[3];
         struct rootfs *rootfs;
         char **argv, **envp;
         char *cwd, *hostname, *files_dir, *runtimes_dir, *log_file;
@@ -191,6 +191,15 @@ static void base_spec(lg_jobpool *jp, const struct rootfs *rf, struct lg_sandbox
         s->detachable = true;
 }
 
+/* The host rootfs has the host's /usr but an /etc of its own: the Debian
+ * alternatives its libraries link through (numpy's libblas.so.3 ->
+ * /etc/alternatives/...) come along, read-only. Added to binds[*n]. */
+static void host_binds(const struct rootfs *rf, struct lg_bind *binds, size_t *n) {
+        if (!rf->n_layers && access("/etc/alternatives", F_OK) == 0)
+                binds[(*n)++] = (struct lg_bind){.src = "/etc/alternatives", .dst = "/etc/alternatives",
+                                                 .readonly = true};
+}
+
 static void random_id(const char *prefix, char *buf) {
         char hex[17];
         lg_random_hex(hex, 8);
@@ -242,11 +251,12 @@ static int warm_make(lg_warm_pool *wp, void *data, struct lg_error *err) {
         base_spec(jp, ws->rootfs, &ws->spec);
         ws->spec.mount_points = job_mount_points;
         ws->spec.n_mount_points = 1;
-        if (jp->runtimes_dir) {
-                ws->bind = (struct lg_bind){.src = jp->runtimes_dir, .dst = RUNTIME_DIR, .readonly = true};
-                ws->spec.binds = &ws->bind;
-                ws->spec.n_binds = 1;
-        }
+        size_t nb = 0;
+        if (jp->runtimes_dir)
+                ws->binds[nb++] = (struct lg_bind){.src = jp->runtimes_dir, .dst = RUNTIME_DIR, .readonly = true};
+        host_binds(ws->rootfs, ws->binds, &nb);
+        ws->spec.binds = ws->binds;
+        ws->spec.n_binds = nb;
         ws->req.data = ws;
         /* Its address while it waits (no tenant: it reaches DNS only);
          * the role that takes it gets it. */
@@ -528,6 +538,7 @@ static int create_on_demand(struct start *s, struct lg_error *err) {
                 s->binds[n++] = (struct lg_bind){.src = s->runtimes_dir, .dst = RUNTIME_DIR, .readonly = true};
         if (s->files_dir)
                 s->binds[n++] = (struct lg_bind){.src = s->files_dir, .dst = FILES_DIR, .readonly = true};
+        host_binds(s->rootfs, s->binds, &n);
         sp->binds = s->binds;
         sp->n_binds = n;
         sp->argv = (const char *const *) s->argv;

@@ -63,6 +63,9 @@ struct lg_jobs {
         size_t n_claimed, cap_claimed;
         uv_idle_t kick;               /* pending jobs try again on the next loop turn */
         bool kick_armed;
+        uv_idle_t notify;             /* watches are told on a loop turn of their own */
+        bool notify_armed;
+        bool handles_open;
         bool detaching;               /* lg_jobs_detach_all: roles are left running */
         bool freeing;
         int pending_reqs;             /* agent requests under way (lg_jobs_free waits) */
@@ -151,6 +154,7 @@ void jobs_exit_watch_stop(jobs_exit_watch *w); /* NULL is fine */
 /* Restore: a sandbox of state_root someone took back; the orphan sweep
  * (after every restore) destroys those nobody claimed. */
 void jobs_claim(lg_jobs *jobs, const char *id);
+bool jobs_claimed(const lg_jobs *jobs, const char *id);
 
 /* ---- metering --------------------------------------------------------------- */
 
@@ -201,3 +205,119 @@ void jobs_masters_free(lg_jobs *jobs);
 void jobs_masters_detach_all(lg_jobs *jobs);
 /* Adopt kept and deployed masters' sandboxes (jobs_claim each). */
 int jobs_masters_restore(lg_jobs *jobs, struct lg_error *err);
+
+/* ---- jobs and their roles (jobs.c, jobs-run.c, engine-*.c) ----------------- */
+
+enum job_phase { JOB_PENDING, JOB_STARTING, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_STOPPED };
+enum role_state { ROLE_WAITING, ROLE_STARTING, ROLE_RUNNING, ROLE_EXITED, ROLE_DELETED, ROLE_LOST };
+
+/* One instance of a role (an index's attempt k is its own instance). */
+struct role {
+        struct job *job;
+        char kind[12];                 /* "master", "driver", "executor", "index" */
+        unsigned index, attempt;
+        enum role_state state;
+        char sb[LG_AGENT_ID_MAX];      /* its sandbox, "" before one is made */
+        bool has_sb;                   /* the sandbox exists and no destroy was submitted */
+        bool starting;                 /* jobs_sandbox_start under way */
+        bool adopting;                 /* jobs_sandbox_adopt under way (restore) */
+        bool killed;                   /* role_kill: destroyed as soon as it is made */
+        int pidfd;                     /* adopted: watched once every role is back */
+        jobs_exit_watch *watch;
+        char exit[64];                 /* "Exited(0)", "OOMKilled", "" */
+        bool warm;
+        uint64_t cpu_millis, memory_bytes;
+        double ready_ms;               /* admission (or the call) -> workload started */
+        int64_t started_ms, finished_ms; /* epoch ms, 0 = not yet */
+        char address[64];
+};
+
+struct job {
+        lg_jobs *jobs;
+        struct job *next;
+        char ns[LG_STORE_NAME_MAX + 1], name[LG_STORE_NAME_MAX + 1], uid[40];
+        json_t *spec;                  /* normalized */
+        const struct jobs_engine *eng;
+        void *eng_state;               /* the engine's own */
+        enum job_phase phase;
+        char reason[32], message[512], waiting[256];
+        int64_t submitted_ms, started_ms, finished_ms;
+        uint64_t admitted_ns;          /* lg_now_ns at admission: readyMs */
+        struct role **roles;
+        size_t n_roles, cap_roles;
+        uint64_t need_cpu, need_mem;   /* what admission takes */
+        bool holds_capacity;
+        bool own_master;               /* its master is one of its roles */
+        struct jobs_master_grant master; /* address "" = none yet */
+        bool master_held;              /* granted by masters.c: released at the end */
+        bool master_acquiring;         /* masters.c's cb due */
+        struct lg_image *img;          /* NULL = host rootfs */
+        char *files_dir;               /* the package's tree, NULL = none */
+        int busy;                      /* starts, adopts, destroys under way */
+        uv_timer_t deadline, meter, engine_timer;
+        int handles;                   /* open handles */
+        bool handles_closed;
+        bool deleted;                  /* its record is gone: write nothing */
+        bool unlinked;                 /* out of jobs->jobs */
+        bool detached;                 /* legiond shutting down: roles left running */
+        bool done_written;             /* finishedAt written */
+};
+
+static inline bool job_final(const struct job *j) { return j->phase >= JOB_SUCCEEDED; }
+const char *job_phase_name(enum job_phase p);
+int job_phase_parse(const char *s, enum job_phase *ret);
+
+/* jobs.c */
+/* The submit spec checked and normalized (every default filled in). */
+int jobs_spec_normalize(lg_jobs *jobs, const json_t *in, json_t **ret, struct lg_error *err);
+/* cpu and memory of a {"cpu", "memory"} field of a normalized spec. */
+void jobs_spec_resources(const json_t *spec, const char *field, uint64_t *cpu_millis, uint64_t *memory_bytes);
+/* A job in memory, appended to jobs->jobs (submit order). */
+struct job *job_new(lg_jobs *jobs, const char *ns, const char *name, const char *uid, const json_t *spec);
+/* Restore: its state from the stored status; then admitted, resumed or settled. */
+int job_restore_record(lg_jobs *jobs, const struct lg_resource *r);
+/* Write the status (and tell the watches, on the next loop turn). */
+void job_changed(struct job *j);
+/* The job's final state; its roles are destroyed, finishedAt when the last
+ * is gone. A second call does nothing. */
+void job_finish(struct job *j, enum job_phase phase, const char *reason, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+/* Back to Pending (a busy master): capacity given back, waitingFor set. */
+void job_requeue(struct job *j, const char *waiting);
+/* The deadline (maxDurationSeconds from startedAt) and the metering writes. */
+void job_arm_timers(struct job *j);
+/* Starting -> Running (first index, or the driver, started). */
+void job_set_running(struct job *j);
+/* Something the job held is gone (a role's destroy, a start that came
+ * back): memory freed and finishedAt written once nothing is left. */
+void job_unbusy(struct job *j);
+/* "<jobs_dir>/<ns>/<job>" */
+void job_log_dir(const struct job *j, char *buf, size_t cap);
+
+/* jobs-run.c */
+struct role *role_new(struct job *j, const char *kind, unsigned index, unsigned attempt, uint64_t cpu_millis,
+                      uint64_t memory_bytes);
+/* "driver", "master", "executor-2", "index-5" */
+void role_label(const struct role *r, char *buf, size_t cap);
+/* Start its sandbox with argv and the job's environment plus extra (K=V,
+ * NULL-terminated, may be NULL). The engine is told by role_started,
+ * role_exited or role_failed. -errno: nothing started (role_failed not
+ * called). */
+int role_start(struct role *r, const char *const *argv, const char *const *extra_env);
+/* Kill it: its sandbox destroyed (a start under way: as soon as it is
+ * made), state Deleted. Nothing is told to the engine. */
+void role_kill(struct role *r);
+/* Restore: take back its sandbox (state Running in the record). */
+int role_adopt(struct role *r);
+/* Shutting down: leave its sandbox running. */
+void role_detach(struct role *r);
+void role_free(struct role *r);
+/* Roles still running (or being started). */
+unsigned job_live_roles(const struct job *j);
+/* The status "roles" and "usage" (now: running roles up to now). */
+json_t *roles_json(const struct job *j);
+json_t *usage_json(const struct job *j, int64_t now_ms);
+/* Load a role of a stored status (restore). */
+struct role *role_load(struct job *j, const json_t *doc);
+/* The last line of a role's log (messages), "" when none. */
+void role_last_log_line(const struct role *r, char *buf, size_t cap);
