@@ -680,8 +680,9 @@ void job_finish(struct job *j, enum job_phase phase, const char *reason, const c
         uv_timer_stop(&j->engine_timer);
         if (j->eng->stop)
                 j->eng->stop(j);
-        for (size_t i = 0; i < j->n_roles; i++)
-                role_kill(j->roles[i]);
+        /* Newest first: executors go before the master they talk to. */
+        for (size_t i = j->n_roles; i > 0; i--)
+                role_kill(j->roles[i - 1]);
         if (j->master_acquiring) {
                 j->master_acquiring = false;
                 jobs_master_cancel(j->jobs, j->ns, j->name);
@@ -859,7 +860,8 @@ int lg_jobs_new(const struct lg_jobs_config *cfg, lg_jobs **ret, struct lg_error
         jobs->notify.data = jobs;
         jobs->handles_open = true;
         struct lg_jobpool_config pc = {.loop = jobs->loop, .agent = jobs->agent, .net = jobs->net,
-                                       .state_root = jobs->state_root, .runtimes_dir = jobs->runtimes_dir};
+                                       .state_root = jobs->state_root, .runtimes_dir = jobs->runtimes_dir,
+                                       .logs_dir = jobs->jobs_dir, .log_max_bytes = jobs->log_max_bytes};
         r = lg_jobpool_new(&pc, &jobs->pool, err);
         if (r >= 0 && jobs->warm) {
                 struct lg_jobpool_rootfs host = {0};
@@ -1204,7 +1206,7 @@ void lg_jobs_watch_remove(lg_jobs_watch *w) {
 /* ---- warm pools (jobpool.h) ---------------------------------------------------------------- */
 
 int lg_jobs_pool_set(lg_jobs *jobs, const char *name, const json_t *spec, struct lg_error *err) {
-        static const char *const allowed[] = {"image", "ready", NULL};
+        static const char *const allowed[] = {"image", "ready", "kind", NULL};
         if (!json_is_object(spec))
                 return lg_error_setm(err, EINVAL, "the pool spec must be a JSON object");
         int r = lg_spec_only_fields(spec, "the pool spec", allowed, err);
@@ -1215,6 +1217,12 @@ int lg_jobs_pool_set(lg_jobs *jobs, const char *name, const json_t *spec, struct
                 return bad_value(err, "image", image, "an image reference");
         if (!json_is_integer(ready) || json_integer_value(ready) < 0 || json_integer_value(ready) > 256)
                 return bad_value(err, "ready", ready ? ready : json_null(), "an integer from 0 to 256");
+        /* "dask-executor": sandboxes already running Python with
+         * distributed imported, for dask-worker roles (jobpool.h). */
+        const json_t *kind = json_object_get(spec, "kind");
+        const char *k = kind ? json_string_value(kind) : "plain";
+        if (!k || (strcmp(k, "plain") && strcmp(k, "dask-executor")))
+                return bad_value(err, "kind", kind, "\"plain\" or \"dask-executor\"");
         struct lg_image *img = NULL;
         r = jobs_image_resolve(jobs, json_string_value(image), &img, err);
         if (r < 0)
@@ -1224,7 +1232,10 @@ int lg_jobs_pool_set(lg_jobs *jobs, const char *name, const json_t *spec, struct
                 rf = (struct lg_jobpool_rootfs){.image_id = img->id,
                                                 .layers = (const char *const *) img->layer_dirs,
                                                 .n_layers = img->n_layers};
-        r = lg_jobpool_set(jobs->pool, name, &rf, (unsigned) json_integer_value(ready), err);
+        if (!strcmp(k, "dask-executor"))
+                r = lg_jobpool_set_dask(jobs->pool, name, &rf, (unsigned) json_integer_value(ready), err);
+        else
+                r = lg_jobpool_set(jobs->pool, name, &rf, (unsigned) json_integer_value(ready), err);
         lg_image_free(img);
         return r;
 }
