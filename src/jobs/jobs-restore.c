@@ -155,7 +155,8 @@ int lg_jobs_restore(lg_jobs *jobs, struct lg_error *err) {
         int r = lg_store_list(jobs->store, JOBS_KIND, NULL, NULL, &list, err);
         if (r < 0)
                 return r;
-        qsort(list.items, list.n, sizeof(*list.items), by_submit);
+        if (list.n) /* no items: NULL, which qsort must not be given (UBSan) */
+                qsort(list.items, list.n, sizeof(*list.items), by_submit);
         for (size_t i = 0; i < list.n; i++)
                 job_restore_record(jobs, list.items[i]);
         lg_resource_list_free(&list);
