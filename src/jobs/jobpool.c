@@ -59,6 +59,15 @@ struct wsb {
         struct lg_bind binds[2];
         bool made;
         char log[4200];    /* DASK: its log until a role takes it */
+        struct import_watch *watch; /* DASK: until its imports are done */
+};
+
+/* A DASK sandbox's control channel read until its worker says its
+ * imports are done (op=ready phase=imported): only then is it ready. A
+ * uv_poll_t is closed asynchronously, so it lives apart from the wsb. */
+struct import_watch {
+        uv_poll_t h;
+        struct wsb *ws; /* NULL once closed */
 };
 
 /* One role being started. */
@@ -102,7 +111,7 @@ struct lg_jobpool {
         lg_warm *warm;
         struct pool *pools;
         struct start *starts;
-        unsigned n_making, n_starting;
+        unsigned n_making, n_starting, n_watches;
 };
 
 static const char *const job_mount_points[] = {FILES_DIR};
@@ -221,18 +230,80 @@ static void wsb_free(struct wsb *ws) {
         free(ws);
 }
 
+static void watch_closed(uv_handle_t *h) {
+        struct import_watch *w = (struct import_watch *) h;
+        lg_jobpool *jp = w->h.data;
+        jp->n_watches--;
+        free(w);
+}
+
+/* Before anything closes the control fd it polls (a destroy). */
+static void watch_stop(struct wsb *ws) {
+        struct import_watch *w = ws->watch;
+        if (!w)
+                return;
+        ws->watch = NULL;
+        w->ws = NULL;
+        w->h.data = ws->jp;
+        uv_close((uv_handle_t *) &w->h, watch_closed);
+}
+
+/* Making it failed (the create, or its worker before saying ready):
+ * counts for the pool's backoff. */
+static void make_failed(struct wsb *ws, const char *why) {
+        watch_stop(ws);
+        if (ws->req.result >= 0)
+                destroy_sb(ws->jp, ws->req.id);
+        if (ws->pool)
+                lg_warm_failed(&ws->wi, why);
+        wsb_free(ws);
+}
+
+static void on_import(uv_poll_t *h, int status, int events) {
+        (void) events;
+        struct import_watch *w = (struct import_watch *) h;
+        struct wsb *ws = w->ws;
+        struct lg_msg m;
+        lg_msg_init(&m);
+        /* A frame is written whole: readable means it is there. */
+        int r = status < 0 ? status : lg_msg_recv(ws->req.out.control_fd, &m);
+        const char *op = r > 0 ? lg_msg_get(&m, "op") : NULL, *phase = r > 0 ? lg_msg_get(&m, "phase") : NULL;
+        if (op && !strcmp(op, "ready") && phase && !strcmp(phase, "imported")) {
+                watch_stop(ws);
+                ws->pool->made++;
+                lg_warm_ready(&ws->wi);
+        } else if (!op || !strcmp(op, "exit") || !strcmp(op, "error")) {
+                char why[300];
+                const char *msg = r > 0 ? lg_msg_get(&m, "message") : NULL;
+                snprintf(why, sizeof(why), "the pre-imported executor of `%s` ended before it was ready%s%s",
+                         ws->req.id, msg ? ": " : "", msg ? msg : "");
+                make_failed(ws, why);
+        } /* else noise: wait on */
+        lg_msg_free(&m);
+}
+
 static void made(lg_agent_req *req) {
         struct wsb *ws = req->data;
         lg_jobpool *jp = ws->jp;
         jp->n_making--;
         ws->made = true;
         if (req->result < 0) {
-                if (ws->pool)
-                        lg_warm_failed(&ws->wi, req->err.msg);
-                wsb_free(ws);
+                make_failed(ws, req->err.msg);
         } else if (!ws->pool) { /* discarded while being made */
                 destroy_sb(jp, req->id);
                 wsb_free(ws);
+        } else if (ws->pool->kind == DASK) {
+                /* Ready once its imports are done (on_import). */
+                struct import_watch *w = calloc(1, sizeof(*w));
+                if (!w || uv_poll_init(jp->loop, &w->h, req->out.control_fd) < 0) {
+                        free(w);
+                        make_failed(ws, "cannot watch its control channel");
+                        return;
+                }
+                w->ws = ws;
+                ws->watch = w;
+                jp->n_watches++;
+                uv_poll_start(&w->h, UV_READABLE, on_import);
         } else {
                 ws->pool->made++;
                 lg_warm_ready(&ws->wi);
@@ -292,6 +363,7 @@ static void warm_discard(lg_warm_item *item, void *data) {
         struct wsb *ws = (struct wsb *) item;
         ws->pool = NULL;
         if (ws->made) {
+                watch_stop(ws);
                 destroy_sb(ws->jp, ws->req.id);
                 wsb_free(ws);
         } /* else made() destroys it */
@@ -895,7 +967,7 @@ void lg_jobpool_free(lg_jobpool *jp) {
                 s->abandoned = true;
         /* Creates and starts under way: their callbacks destroy what
          * they made. */
-        while (jp->n_making || jp->n_starting)
+        while (jp->n_making || jp->n_starting || jp->n_watches)
                 uv_run(jp->loop, UV_RUN_ONCE);
         if (jp->warm) {
                 lg_warm_free(jp->warm);

@@ -558,6 +558,31 @@ static void test_dask_preimported(void **state) {
         assert_int_equal(net_stat(net, false), 0);
 }
 
+/* A pre-imported executor that dies before its imports are done (here:
+ * runtimes without the worker) is never ready: the pool says why and
+ * backs off; nothing of it is left. */
+static void test_dask_broken(void **state) {
+        (void) state;
+        static struct ctx c;
+        setup(&c, NULL); /* the test's runtimes: a marker file, no worker */
+        struct lg_error err = {0};
+        assert_int_equal(lg_jobpool_set_dask(c.jp, "dask", NULL, 1, &err), 0);
+        uint64_t t0 = lg_now_ns();
+        char last[300] = "";
+        while (!last[0]) {
+                assert_true(lg_now_ns() - t0 < 120ull * 1000000000);
+                uv_run(&c.loop, UV_RUN_ONCE);
+                json_t *a = lg_jobpool_json(c.jp);
+                snprintf(last, sizeof(last), "%s", json_string_value(json_object_get(json_array_get(a, 0), "lastError")));
+                json_decref(a);
+        }
+        assert_non_null(strstr(last, "ended before it was ready"));
+        assert_int_equal(pool_field(&c, "dask", "readyNow"), 0);
+        assert_int_equal(pool_field(&c, "dask", "made"), 0);
+        teardown(&c);
+        assert_int_equal(count_warm_logs(), 0);
+}
+
 /* ---- hostile input ---------------------------------------------------------------- */
 
 static void test_hostile(void **state) {
@@ -680,6 +705,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_free_while_making, net_teardown),
                 cmocka_unit_test_teardown(test_net, net_teardown),
                 cmocka_unit_test_teardown(test_dask_preimported, net_teardown),
+                cmocka_unit_test_teardown(test_dask_broken, net_teardown),
                 cmocka_unit_test_teardown(test_hostile, net_teardown),
         };
         int r = cmocka_run_group_tests(tests, NULL, NULL);

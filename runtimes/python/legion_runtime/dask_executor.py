@@ -4,14 +4,17 @@ sandbox runs this ahead of any job, at a low CPU priority, so that
 needed (0.3 s of CPU each on a small machine: 16 executors importing at
 once took 7.6 s to register on 2 cores; pre-imported, 0.6 s).
 
-It then waits on the worker control channel (fd 3, control.py) for
+Once its imports are done it says so on the worker control channel (fd 3,
+control.py: `op=ready phase=imported`; the pool counts it ready then) and
+waits there for
 `op=specialize` from legiond, with the executor's command line after
 `dask-worker` (repeated `arg=`), its environment (repeated `env=`, applied
 to os.environ; PYTHONPATH entries also go on sys.path, which Python reads
 at startup only) and its working directory (`workdir=`), and runs
 dask-worker's command in this process with them. Its output goes where
-legion-init sends the sandbox's (the role's log). Nothing is sent back:
-the executor's exit is its sandbox's, as for one started plainly.
+legion-init sends the sandbox's (the role's log). Nothing is sent back
+after specialize: the executor's exit is its sandbox's, as for one
+started plainly.
 
     python3 -I /opt/legion/runtime/python dask-executor"""
 import os
@@ -31,6 +34,8 @@ def main(t_start):
     import distributed  # noqa: F401
     from distributed.cli import dask_worker
 
+    # Only now is it worth taking (the pool counts it ready).
+    ctl.send("ready", phase="imported", ms="%.1f" % control.now_ms(t_start))
     frame = control.wait_for_specialize(ctl)
     frame.close_fds()
     try:
