@@ -184,7 +184,10 @@ struct jobs_master_grant {
 };
 typedef void (*jobs_master_cb)(int status, const struct jobs_master_grant *g, const struct lg_error *err,
                                void *userdata);
-/* A master for a starting job:
+/* A master for a starting job (named, else an idle Master of the
+ * namespace with the same engine and image, else with keep_alive a new
+ * Master `<job>-master` or master_name, its capacity its own: -EAGAIN
+ * with waiting saying what is not free, -E2BIG):
  *   1        it is (or becomes) the job's: cb runs exactly once, later
  *            (status 0: ready, g filled; < 0: it could not be made);
  *   0        none named, none kept that fits, no keepAlive: the job makes
@@ -194,6 +197,8 @@ typedef void (*jobs_master_cb)(int status, const struct jobs_master_grant *g, co
  *   -ENOENT  the named master does not exist; other -errno. */
 int jobs_master_acquire(lg_jobs *jobs, const struct jobs_master_want *w, jobs_master_cb cb, void *userdata,
                         char *waiting, size_t cap, struct lg_error *err);
+/* cb with status < 0: the job holds no master. A master lost after its
+ * grant is told with jobs_master_lost (the job releases it then). */
 /* The job stopped before cb ran: cb never runs. */
 void jobs_master_cancel(lg_jobs *jobs, const char *ns, const char *job);
 /* The job is over: its master is idle again (kept) for the next. */
@@ -205,6 +210,17 @@ void jobs_masters_free(lg_jobs *jobs);
 void jobs_masters_detach_all(lg_jobs *jobs);
 /* Adopt kept and deployed masters' sandboxes (jobs_claim each). */
 int jobs_masters_restore(lg_jobs *jobs, struct lg_error *err);
+/* Check and fill in a Master spec {"name", "engine", "image", "cpu",
+ * "memory", "keepAliveSeconds"}: *ret without "name" (the caller's),
+ * every default filled in, name copied (LG_STORE_NAME_MAX + 1). -EINVAL
+ * naming the field. */
+int jobs_master_spec(const json_t *spec, char *name, json_t **ret, struct lg_error *err);
+/* "<jobs_dir>/<ns>/masters/<name>/master.log": a Master's log (a job
+ * served by one shows it as its master's). -ENOENT: not names. */
+int jobs_master_log_path(lg_jobs *jobs, const char *ns, const char *name, char *buf, size_t cap);
+/* The last line of a log file, printable ("" when none): for messages
+ * such as "driver exited with 1: <line>". */
+void jobs_log_last_line(const char *path, char *buf, size_t cap);
 
 /* ---- jobs and their roles (jobs.c, jobs-run.c, engine-*.c) ----------------- */
 

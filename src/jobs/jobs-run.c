@@ -353,22 +353,8 @@ static void role_log_path(const struct role *r, char *buf, size_t cap) {
 
 void role_last_log_line(const struct role *r, char *buf, size_t cap) {
         char path[4096];
-        buf[0] = '\0';
         role_log_path(r, path, sizeof(path));
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return;
-        char tail[1024];
-        off_t end = lseek(fd, 0, SEEK_END);
-        off_t off = end > (off_t) sizeof(tail) - 1 ? end - (off_t) sizeof(tail) + 1 : 0;
-        ssize_t n = lg_pread_all(fd, tail, sizeof(tail) - 1, off);
-        if (n <= 0)
-                return;
-        tail[n] = '\0';
-        while (n > 0 && (tail[n - 1] == '\n' || tail[n - 1] == '\r' || tail[n - 1] == ' '))
-                tail[--n] = '\0';
-        char *line = strrchr(tail, '\n');
-        lg_printable(line ? line + 1 : tail, buf, cap);
+        jobs_log_last_line(path, buf, cap);
 }
 
 /* The role's instance is over: its sandbox goes. */

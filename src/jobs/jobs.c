@@ -1137,9 +1137,16 @@ int lg_jobs_log_path(lg_jobs *jobs, const char *ns, const char *name, const char
         if (ret < 0)
                 return ret;
         ret = role_known(r->spec, role, index);
+        /* A Master served it (kept or reused): the master's log is that one's. */
+        const json_t *m = json_object_get(r->status, "master");
+        char master[LG_STORE_NAME_MAX + 1] = "";
+        if (ret >= 0 && !strcmp(role, "master") && json_is_true(json_object_get(m, "kept")))
+                snprintf(master, sizeof(master), "%s", json_string_value(json_object_get(m, "name")) ?: "");
         lg_resource_free(r);
         if (ret < 0)
                 return ret;
+        if (master[0])
+                return jobs_master_log_path(jobs, ns, master, buf, cap);
         int n;
         if (!strcmp(role, "executor") || !strcmp(role, "index"))
                 n = snprintf(buf, cap, "%s/%s/%s/%s-%u.log", jobs->jobs_dir, ns, name, role, index);
