@@ -333,6 +333,7 @@ static void job_logs(struct api_call *c, const char *ns, const char *name) {
         if (r < 0)
                 return jobs_error(c->req, r, &err);
         const char *engine = json_string_value(json_object_get(job->spec, "engine"));
+        bool indexed = engine && !strcmp(engine, "indexed");
         const char *phase = job_phase(job);
         char phase_s[32];
         snprintf(phase_s, sizeof(phase_s), "%s", phase ? phase : "Pending");
@@ -340,7 +341,7 @@ static void job_logs(struct api_call *c, const char *ns, const char *name) {
         lg_resource_free(job);
         const char *role = lg_http_request_param(c->req, "role");
         if (!role || !*role)
-                role = engine && !strcmp(engine, "indexed") ? "index" : "driver";
+                role = indexed ? "index" : "driver";
         if (strcmp(role, "driver") && strcmp(role, "master") && strcmp(role, "executor") && strcmp(role, "index")) {
                 char shown[64];
                 lg_printable(role, shown, sizeof(shown));
