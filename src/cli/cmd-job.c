@@ -116,14 +116,17 @@ static void pool_usage(FILE *f) {
         fputs("usage: legion job pool <command>\n"
               "\n"
               "commands:\n"
-              "  set NAME --ready N [--image REF]   keep N sandboxes ready for job roles\n"
-              "                                     (of the image, or the host's /usr)\n"
+              "  set NAME --ready N [--image REF] [--kind plain|dask-executor]\n"
+              "                                     keep N sandboxes ready for job roles (of the\n"
+              "                                     image, or the host's /usr; dask-executor: Python\n"
+              "                                     with Dask imported, for executors)\n"
               "  list                               the pools, what they hold and hand out\n"
               "  delete NAME                        delete a pool\n" CLI_GLOBAL_HELP,
               f);
 }
 static void pool_set_usage(FILE *f) {
-        fputs("usage: legion job pool set NAME --ready N [--image REF]\n" CLI_GLOBAL_HELP, f);
+        fputs("usage: legion job pool set NAME --ready N [--image REF] [--kind plain|dask-executor]\n" CLI_GLOBAL_HELP,
+              f);
 }
 static void pool_list_usage(FILE *f) { fputs("usage: legion job pool list\n" CLI_GLOBAL_HELP, f); }
 static void pool_delete_usage(FILE *f) { fputs("usage: legion job pool delete NAME\n" CLI_GLOBAL_HELP, f); }
@@ -446,6 +449,10 @@ static int submit_run(int argc, char **argv, struct lg_error *err) {
                         break;
                 case O_KEEP:
                         json_object_set_new(spec, "keepAlive", json_true());
+                        /* "--keep-alive 600" as "--keep-alive=600": a duration
+                         * is no command. */
+                        if (!optarg && optind < argc && cli_parse_seconds(argv[optind], 100000000, &v) == 0)
+                                optarg = argv[optind++];
                         if (optarg) {
                                 if (cli_parse_seconds(optarg, 100000000, &v) < 0 || v < 1)
                                         return cli_usage_error(submit_usage,
@@ -668,9 +675,10 @@ static void print_job(const json_t *job) {
         field("started:", cli_jstr(job, "status.startedAt"));
         field("finished:", cli_jstr(job, "status.finishedAt"));
         const json_t *m = json_object_get(json_object_get(job, "status"), "master");
-        if (m) {
-                snprintf(buf, sizeof(buf), "%s%s%s%s%s", cli_jstr(m, "name") ?: "", cli_jstr(m, "name") ? " " : "",
-                         cli_jstr(m, "address") ?: "-", json_is_true(json_object_get(m, "reused")) ? " (reused)" : "",
+        const char *mname = cli_jstr(m, "name") ?: "", *maddr = cli_jstr(m, "address") ?: "";
+        if (*mname || *maddr) {
+                snprintf(buf, sizeof(buf), "%s%s%s%s%s", mname, *mname ? " " : "", *maddr ? maddr : "(no address yet)",
+                         json_is_true(json_object_get(m, "reused")) ? " (reused)" : "",
                          json_is_true(json_object_get(m, "kept")) ? " (kept after the job)" : "");
                 field("master:", buf);
         }
@@ -804,14 +812,15 @@ static int job_delete(int argc, char **argv, struct lg_error *err) {
 /* ---- job pools ----------------------------------------------------------------- */
 
 static int pool_set(int argc, char **argv, struct lg_error *err) {
-        enum { O_READY = 1, O_IMG };
+        enum { O_READY = 1, O_IMG, O_KIND };
         static const struct option opts[] = {{"ready", required_argument, NULL, O_READY},
                                              {"image", required_argument, NULL, O_IMG},
+                                             {"kind", required_argument, NULL, O_KIND},
                                              {"help", no_argument, NULL, 'h'},
                                              CLI_GLOBAL_OPTIONS,
                                              {0, 0, 0, 0}};
         long long ready = -1;
-        const char *image = NULL;
+        const char *image = NULL, *kind = "plain";
         int c;
         while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
                 switch (c) {
@@ -820,6 +829,12 @@ static int pool_set(int argc, char **argv, struct lg_error *err) {
                                 return cli_usage_error(pool_set_usage, "--ready needs a count, not `%s`", optarg);
                         break;
                 case O_IMG: image = optarg; break;
+                case O_KIND:
+                        if (strcmp(optarg, "plain") && strcmp(optarg, "dask-executor"))
+                                return cli_usage_error(pool_set_usage, "--kind is plain or dask-executor, not `%s`",
+                                                       optarg);
+                        kind = optarg;
+                        break;
                 case 'h': pool_set_usage(stdout); return 0;
                 default: return cli_bad_option(c, argv, pool_set_usage);
                 }
@@ -835,13 +850,14 @@ static int pool_set(int argc, char **argv, struct lg_error *err) {
         _cleanup_free_ char *path = NULL;
         if (asprintf(&path, "/v1/jobs/pools/%s", name) < 0)
                 return lg_error_set(err, ENOMEM, "path");
-        _cleanup_json_ json_t *spec = json_pack("{s:I, s:s}", "ready", (json_int_t) ready, "image", image ?: "");
+        _cleanup_json_ json_t *spec =
+                json_pack("{s:I, s:s, s:s}", "ready", (json_int_t) ready, "image", image ?: "", "kind", kind);
         struct cli_response resp = {0};
         r = cli_call("PUT", path, spec, &resp, err);
         if (r >= 0 && cli_globals.json)
                 cli_print_json_body(&resp);
         else if (r >= 0)
-                printf("job pool %s: %lld ready%s%s\n", name, ready, image ? " of " : "", image ?: "");
+                printf("job pool %s: %lld %s ready%s%s\n", name, ready, kind, image ? " of " : "", image ?: "");
         cli_response_done(&resp);
         return r;
 }
@@ -849,15 +865,16 @@ static int pool_set(int argc, char **argv, struct lg_error *err) {
 static void pool_row(struct cli_table *t, const json_t *p, bool all) {
         (void) all;
         char cells[6][32];
-        const char *keys[] = {"ready", "making", "taken", "missed", "made"};
-        const char *row[8];
+        const char *keys[] = {"ready", "readyNow", "making", "taken", "missed", "made"};
+        const char *row[10];
         row[0] = cli_jstr(p, "name") ?: "-";
-        row[1] = cli_jstr(p, "image");
-        if (!row[1] || !*row[1])
-                row[1] = "(host)";
+        row[1] = cli_jstr(p, "kind") ?: "plain";
+        row[2] = cli_jstr(p, "image");
+        if (!row[2] || !*row[2])
+                row[2] = "(host)";
         for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
-                row[2 + i] = cli_jtext(p, keys[i], cells[i], sizeof(cells[i]));
-        row[7] = cli_jstr(p, "lastError") ?: "";
+                row[3 + i] = cli_jtext(p, keys[i], cells[i], sizeof(cells[i]));
+        row[9] = cli_jstr(p, "lastError") ?: "";
         cli_table_add(t, row);
 }
 
@@ -867,8 +884,9 @@ static int pool_list(int argc, char **argv, struct lg_error *err) {
                 return r == 1 ? 0 : r;
         if (optind != argc)
                 return cli_usage_error(pool_list_usage, "unexpected argument `%s`", argv[optind]);
-        /* "all": the pools are the node's; the NAMESPACE column is their NAME. */
-        static const char *const head[] = {"NAME", "IMAGE", "READY", "MAKING", "TAKEN", "MISSED", "MADE", "LAST ERROR"};
+        /* READY: what the pool keeps; NOW: ready at this moment. */
+        static const char *const head[] = {"NAME",  "KIND",   "IMAGE", "READY", "NOW",
+                                           "MAKING", "TAKEN", "MISSED", "MADE", "LAST ERROR"};
         struct cli_response resp = {0};
         r = cli_call("GET", "/v1/jobs/pools", NULL, &resp, err);
         if (r >= 0 && cli_globals.json) {
