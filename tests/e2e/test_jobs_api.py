@@ -146,6 +146,21 @@ def test_paths_names_and_parameters(d):
     assert jobs(d) == []
 
 
+def test_master_calls(d):
+    h = d.http
+    assert h("GET", "/v1/namespaces/default/masters/nope")[0] == 404
+    assert h("DELETE", "/v1/namespaces/default/masters/nope")[0] == 404
+    assert h("GET", "/v1/namespaces/default/masters/" + "a" * 300)[0] == 404
+    for body in ({"name": "m", "bogus": 1}, {"name": "Bad_Name"}, {"name": "m", "cpu": "lots"},
+                 {"name": "m", "memory": "-1"}, {"name": "m", "engine": "spark"}, {"name": "m", "keepAliveSeconds": -1}):
+        st, resp = h("POST", "/v1/namespaces/default/masters", body=body)
+        assert st == 422, (body, st, resp)
+    st, body = h("POST", "/v1/namespaces/default/masters", body=b"{")
+    assert st == 400, body
+    st, body = h("GET", "/v1/namespaces/default/masters")
+    assert st == 200 and json.loads(body)["items"] == [], body
+
+
 def test_name_taken_is_409(d):
     st, body = submit(d, dict(SLEEPER, name="twice"))
     assert st == 201, body
