@@ -734,7 +734,9 @@ static void prepared(lg_agent_req *req) {
                 r = send_specialize(s, &err);
         }
         if (r >= 0 || s->abandoned) {
-                finish(s, r, &err); /* abandoned: destroys it */
+                if (r < 0)
+                        destroy_sb(jp, s->id);
+                finish(s, r, &err); /* abandoned and r >= 0: destroys it */
                 return;
         }
         destroy_sb(jp, s->id);

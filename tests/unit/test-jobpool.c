@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -461,6 +462,39 @@ static bool log_shows(const char *file, const char *s) {
         return false;
 }
 
+/* How many threads the sandbox's processes have, all at nice (-1: one
+ * is not). */
+static int tasks_at_nice(const char *id, int nice) {
+        char path[512];
+        if (cgroup_v2())
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s/cgroup.procs", parent, id);
+        else
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/pids/%s/%s/cgroup.procs", parent, id);
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        int n = 0, pid;
+        while (fscanf(f, "%d", &pid) == 1) {
+                snprintf(path, sizeof(path), "/proc/%d/task", pid);
+                DIR *d = opendir(path);
+                for (struct dirent *de; d && (de = readdir(d));) {
+                        if (de->d_name[0] == '.')
+                                continue;
+                        errno = 0;
+                        int v = getpriority(PRIO_PROCESS, (id_t) atoi(de->d_name));
+                        if (errno == 0 && v != nice) {
+                                fprintf(stderr, "task %s of %d at nice %d, not %d\n", de->d_name, pid, v, nice);
+                                n = -1;
+                        } else if (n >= 0 && errno == 0) {
+                                n++;
+                        }
+                }
+                if (d)
+                        closedir(d);
+        }
+        fclose(f);
+        return n;
+}
+
 /* A pool of pre-imported executors: a dask-worker role takes one (its
  * arguments and log are the role's, its limits on its cgroup), others
  * are plain; then a real scheduler (on demand) and an executor from the
@@ -551,6 +585,8 @@ static void test_dask_preimported(void **state) {
         assert_true(g.st[3].preimported);
         assert_true(log_shows(log2, "Registered to:"));
         assert_true(log_shows(log1, "executor-0"));
+        /* Every thread of it back at our priority (it was made at +10). */
+        assert_true(tasks_at_nice(g.st[3].id, getpriority(PRIO_PROCESS, 0)) > 0);
         destroy(&c, g.st[3].id);
         destroy(&c, g.st[2].id);
         teardown(&c);
