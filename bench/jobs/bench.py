@@ -25,11 +25,13 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from datetime import datetime
 
@@ -201,14 +203,16 @@ def plain_run(args, files_dir, n_exec, env_extra, logdir, tag):
     """The workload on dask-scheduler and n_exec dask-worker processes on
     the host, with the options legiond gives its master and executors, and
     the driver through the same runtime (runtimes/python dask-driver):
-    scheduler first; once its port accepts, the workers and the driver at
-    once (as legiond starts them); after the driver's exit, the workers and
-    the scheduler get SIGTERM (legiond destroys the sandboxes)."""
+    scheduler first; once its port accepts, the driver then the workers
+    (in legiond's order, src/jobs/engine-dask.c); after the driver's exit,
+    the workers and the scheduler get SIGTERM (legiond destroys the
+    sandboxes)."""
     port = harness.free_port()
     addr = f"tcp://127.0.0.1:{port}"
     procs = []
     # run.sh finds any process left by this marker.
     penv = dict(os.environ, LEGION_BENCH_JOBS=args.out)
+    workdir = tempfile.mkdtemp(prefix=tag + "-", dir=logdir)
 
     def spawn(argv, logname, env=None):
         f = open(os.path.join(logdir, f"{tag}-{logname}.log"), "wb")
@@ -224,16 +228,17 @@ def plain_run(args, files_dir, n_exec, env_extra, logdir, tag):
         spawn(["dask-scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], "master")
         tcp_ready(port)
         t_master = time.time()
+        env = dict(penv, DASK_SCHEDULER_ADDRESS=addr, LEGION_NUM_EXECUTORS=str(n_exec),
+                   PYTHONPATH=files_dir, PYTHONUNBUFFERED="1", LEGION_ROLE="driver", **env_extra)
+        t_driver = time.time()
+        drv = spawn(["/usr/bin/python3", args.driver_runtime, "dask-driver", os.path.join(files_dir, "workload.py")],
+                    "driver", env=env)
         spawned = {}
         for i in range(n_exec):
             spawned[f"executor-{i}"] = time.time()
             spawn(["dask-worker", addr, "--name", f"executor-{i}", "--nthreads", "1", "--memory-limit",
-                   str(1 << 30), "--no-nanny", "--no-dashboard", "--death-timeout", "30"], f"executor-{i}")
-        env = dict(penv, DASK_SCHEDULER_ADDRESS=addr, LEGION_NUM_EXECUTORS=str(n_exec),
-                   PYTHONPATH=files_dir, LEGION_ROLE="driver", **env_extra)
-        t_driver = time.time()
-        drv = spawn(["/usr/bin/python3", args.driver_runtime, "dask-driver", os.path.join(files_dir, "workload.py")],
-                    "driver", env=env)
+                   str(1 << 30), "--no-nanny", "--no-dashboard", "--death-timeout", "30",
+                   "--local-directory", workdir], f"executor-{i}")
         rc = drv.wait(timeout=args.job_timeout)
         t_driver_exit = time.time()
     finally:
@@ -250,6 +255,7 @@ def plain_run(args, files_dir, n_exec, env_extra, logdir, tag):
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     t_gone = time.time()
+    shutil.rmtree(workdir, ignore_errors=True)
     with open(os.path.join(logdir, f"{tag}-driver.log"), errors="replace") as f:
         text = f.read()
     out = bench_line(text)

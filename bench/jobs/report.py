@@ -14,8 +14,8 @@ from harness import load_json, ms, summary  # noqa: E402
 ARMS = {
     "warm": "legiond, the default pool (host rootfs) full before each run: master, driver and executors "
             "take warm sandboxes",
-    "plain": "peer: dask-scheduler, then (once its port accepts) dask-worker and the driver as plain processes on "
-             "the host, the same options and driver runtime, SIGTERM to all after the driver's exit",
+    "plain": "peer: dask-scheduler, then (once its port accepts) the driver and dask-worker as plain processes on "
+             "the host, the same options, order and driver runtime, SIGTERM to all after the driver's exit",
     "cold": "legiond, the pool emptied before each run: every role's sandbox made on demand",
 }
 GOAL_READY_MS = 100
