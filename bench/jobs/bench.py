@@ -5,19 +5,22 @@ and runs this; see run.sh for the whole picture).
 Parts, each writing raw JSON into OUT (PART.json, or PART-error.json):
   workload  the fixed Dask workload (bench/jobs/workload.py: a dask.array
             reduction and a dask.bag word count over the job's files) with 4
-            executors, interleaved run by run: through legiond with warm
-            pools (`warm`), on dask-scheduler and dask-worker started as
-            plain processes on the host (`plain`), through legiond with the
-            pools empty (`cold`: every role made on demand)
+            executors and the job's own master, interleaved run by run:
+            through legiond with warm pools (`warm-dask`: the executors from
+            a pool of pre-imported Dask executors, master and driver from a
+            plain one; `warm`: every role from a plain pool), on
+            dask-scheduler and dask-worker started as plain processes on the
+            host (`plain`), through legiond with the pools empty (`cold`:
+            every role made on demand)
   ready     executor readiness: jobs of 4 executors and a driver that only
             reads the scheduler's registrations, on a master deployed once
             (`legion deploy-master`), so that nothing waits for a master's
-            start; warm pool against on demand, interleaved
-  sixteen   16 executors on that master, warm pool of 17 (the driver takes
-            one too) against on demand: until all 16 sandboxes started and
+            start; the same arms but plain, interleaved
+  sixteen   the same with 16 executors: until all 16 sandboxes started and
             until all 16 registered with the scheduler
-The time from the driver's exit to the job's end (the last role sandbox
-destroyed: finishedAt) is read from every job of every part.
+The pools are filled (or emptied) before each run, untimed. The time from
+the driver's exit to the job's end (the last role sandbox destroyed:
+finishedAt) is read from every job of every part.
 
 Every figure in the report comes from these files."""
 import argparse
@@ -101,24 +104,33 @@ def pools(api):
     return {p["name"]: p for p in items}
 
 
-def set_pool(api, ready, timeout=120):
-    """The default pool (host rootfs) at `ready` warm sandboxes, waited for
-    (untimed): all made and nothing being made; 0 empties it."""
-    st, body = api.call("PUT", "/v1/jobs/pools/default", {"image": "", "ready": ready}, ok=())
-    if st not in api.ok:
-        if ready:
-            raise RuntimeError(f"PUT /v1/jobs/pools/default ready {ready}: {st} {body!r:.300}")
-        api.call("DELETE", "/v1/jobs/pools/default")
+def arm_pools(arm, others, executors):
+    """The warm pools (host rootfs) an arm runs with, {name: (kind, ready)},
+    for a job whose roles are `others` (master, driver) and `executors`:
+    warm: plain warm sandboxes for every role ("default"); warm-dask: the
+    executors' from a pool of pre-imported Dask executors ("dask", kind
+    dask-executor), the others' from "default"; cold: both empty."""
+    if arm == "warm":
+        return {"default": ("plain", others + executors), "dask": ("dask-executor", 0)}
+    if arm == "warm-dask":
+        return {"default": ("plain", others), "dask": ("dask-executor", executors)}
+    return {"default": ("plain", 0), "dask": ("dask-executor", 0)}
+
+
+def set_pools(api, want, timeout=120):
+    """Each pool of want {name: (kind, ready)} at its count, waited for
+    (untimed): all made ("readyNow"; "ready" is the target) and nothing
+    being made."""
+    for name, (kind, ready) in want.items():
+        api.call("PUT", f"/v1/jobs/pools/{name}", {"image": "", "kind": kind, "ready": ready})
     deadline = time.monotonic() + timeout
     while True:
-        p = pools(api).get("default")
-        # "ready" is the pool's target, "readyNow" the warm sandboxes made.
-        if p is not None and p.get("making", 0) == 0 and p.get("readyNow", p.get("ready")) == ready:
-            return p
-        if ready == 0 and p is None:
-            return {}
+        have = pools(api)
+        if all(name in have and have[name].get("making", 0) == 0 and have[name].get("readyNow") == ready
+               for name, (_, ready) in want.items()):
+            return have
         if time.monotonic() > deadline:
-            raise RuntimeError(f"pool default did not settle at {ready}: {p}")
+            raise RuntimeError(f"the pools did not settle at {want}: {have}")
         time.sleep(0.05)
 
 
@@ -147,10 +159,11 @@ def wait_master_idle(api, timeout=60):
         time.sleep(0.02)
 
 
-def run_job(api, name, spec, timeout):
+def run_job(api, name, spec, timeout, logs_dir):
     """Submit (client time before the POST), poll every 50 ms until a final
     phase (the figures come from the status' times, not from the polls),
-    read the driver's log. A row of what the report needs."""
+    read the driver's log, keep every role's log in logs_dir/NAME, delete
+    the job. A row of what the report needs."""
     spec = dict(spec, name=name)
     t_submit = time.time()
     api.call("POST", f"/v1/namespaces/{NS}/jobs", spec)
@@ -166,6 +179,14 @@ def run_job(api, name, spec, timeout):
         time.sleep(0.05)
     _, text = api.call("GET", f"/v1/namespaces/{NS}/jobs/{name}/logs?role=driver", raw=True)
     out = bench_line(text.decode(errors="replace"))
+    # Every role's log kept (the delete removes them), for a slow run's why.
+    logdir = os.path.join(logs_dir, name)
+    os.makedirs(logdir, exist_ok=True)
+    for r in st.get("roles", []):
+        q = f"role={r.get('role')}&index={r.get('index', 0)}"
+        code, data = api.call("GET", f"/v1/namespaces/{NS}/jobs/{name}/logs?{q}", raw=True, ok=())
+        with open(os.path.join(logdir, f"{r.get('role')}-{r.get('index', 0)}.log"), "wb") as f:
+            f.write(data if code == 200 else f"{code}: ".encode() + data)
     api.call("DELETE", f"/v1/namespaces/{NS}/jobs/{name}")
     roles = []
     for r in st.get("roles", []):
@@ -306,25 +327,26 @@ def part_workload(args, api, digest, files_dir, expect):
             "env": {"BENCH_ARRAY_N": str(args.array_n)},
             "driver": {"cpu": "1", "memory": "1Gi"},
             "executors": {"count": 4, "cpu": "1", "memory": "1Gi"}}
-    logdir = os.path.join(args.out, "plain-logs")
+    logdir = os.path.join(args.out, "logs", "plain")
     os.makedirs(logdir, exist_ok=True)
 
     def run_one(arm, tag):
         if arm == "plain":
             row = plain_run(args, files_dir, 4, {"BENCH_ARRAY_N": str(args.array_n)}, logdir, tag)
         else:
-            set_pool(api, args.pool if arm == "warm" else 0)
-            row = run_job(api, tag, spec, args.job_timeout)
+            set_pools(api, arm_pools(arm, 2, 4))
+            row = run_job(api, tag, spec, args.job_timeout, os.path.join(args.out, "logs"))
         why = check_workload(row, expect)
         if not why and arm != "plain" and (row.get("master") or {}).get("reused"):
             why = f"the job reused a kept master instead of starting its own: {row['master']}"
         return row, why
 
     interleave(args, "workload", [a for a in args.arms.split(",") if a], args.n, run_one,
-               {"pool_ready": args.pool, "spec": spec, "array_n": args.array_n, "expect": expect})
+               {"pools": {a: arm_pools(a, 2, 4) for a in args.arms.split(",")}, "spec": spec,
+                "array_n": args.array_n, "expect": expect})
 
 
-def part_ready(args, api, digest, count, pool, n, part):
+def part_ready(args, api, digest, count, n, part):
     """Jobs of `count` executors on the deployed master with a driver that
     only reads the registrations; arms warm and cold interleaved."""
     spec = {"engine": "dask", "package": digest, "file": "workload.py", "master": {"name": MASTER},
@@ -332,17 +354,18 @@ def part_ready(args, api, digest, count, pool, n, part):
             "executors": {"count": count, "cpu": "1", "memory": args.small_memory}}
 
     def run_one(arm, tag):
-        set_pool(api, pool if arm == "warm" else 0)
+        set_pools(api, arm_pools(arm, 1, count))
         wait_master_idle(api)
         s = dict(spec, env={"BENCH_WORKLOAD": "none", "BENCH_SINCE": f"{time.time():.3f}"})
-        row = run_job(api, tag, s, args.job_timeout)
+        row = run_job(api, tag, s, args.job_timeout, os.path.join(args.out, "logs"))
         why = check_workload(row, None)
         if not why and len(row["out"].get("registered", {})) != count:
             why = f"{len(row['out'].get('registered', {}))} of {count} registrations found"
         return row, why
 
-    interleave(args, part, [a for a in ("warm", "cold") if a in args.ready_arms.split(",")], n, run_one,
-               {"count": count, "pool_ready": pool, "spec": spec})
+    arms = [a for a in args.ready_arms.split(",") if a and a != "plain"]
+    interleave(args, part, arms, n, run_one, {"count": count, "pools": {a: arm_pools(a, 1, count) for a in arms},
+                                              "spec": spec})
 
 
 def main():
@@ -351,14 +374,12 @@ def main():
     ap.add_argument("--home", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--parts", default="workload,ready,sixteen")
-    ap.add_argument("--arms", default="warm,plain,cold", help="workload part's arms, interleaved in this order")
-    ap.add_argument("--ready-arms", default="warm,cold")
+    ap.add_argument("--arms", default="warm-dask,warm,plain,cold", help="workload part's arms, interleaved in this order")
+    ap.add_argument("--ready-arms", default="warm-dask,warm,cold", help="the arms of parts ready and sixteen")
     ap.add_argument("--n", type=int, default=20)
-    ap.add_argument("--ready-n", type=int, default=25)
-    ap.add_argument("--sixteen-n", type=int, default=10)
+    ap.add_argument("--ready-n", type=int, default=20)
+    ap.add_argument("--sixteen-n", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--pool", type=int, default=6, help="the default pool's ready count for the warm arm")
-    ap.add_argument("--pool16", type=int, default=17)
     ap.add_argument("--array-n", type=int, default=12000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--lines", type=int, default=20000)
@@ -387,9 +408,9 @@ def main():
                 if part in ("ready", "sixteen") and not os.path.exists(os.path.join(args.out, "master.json")):
                     write(args.out, "master.json", deploy_master(api))
                 if part == "ready":
-                    part_ready(args, api, digest, 4, args.pool, args.ready_n, "ready")
+                    part_ready(args, api, digest, 4, args.ready_n, "ready")
                 elif part == "sixteen":
-                    part_ready(args, api, digest, 16, args.pool16, args.sixteen_n, "sixteen")
+                    part_ready(args, api, digest, 16, args.sixteen_n, "sixteen")
                 else:
                     raise RuntimeError(f"unknown part {part}")
         except Exception as e:  # noqa: BLE001 - recorded, the other parts still run

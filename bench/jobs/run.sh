@@ -13,18 +13,22 @@
 #      dask.bag word count over the uploaded files, results checked) with
 #      4 executors, the job's own master: time from submit to the first task
 #      started (a task returning time.time()) and to the driver's exit,
-#      (a) through legiond with warm pools, (b) the same on dask-scheduler
-#      and dask-worker started as plain processes on the host, (c) through
-#      legiond with the pool empty (every sandbox made on demand);
-#      interleaved run by run; p50/p99 and ratios;
+#      (a) through legiond with warm pools: `warm-dask` (the executors
+#      from a pool of pre-imported Dask executors, kind dask-executor) and
+#      `warm` (every role from a plain pool), (b) the same workload on
+#      dask-scheduler and dask-worker started as plain processes on the host
+#      (`plain`), (c) through legiond with the pools empty (`cold`: every
+#      sandbox made on demand); interleaved run by run; p50/p99 and ratios;
 #   2. executor ready: the role's readyMs in the job status, and until the
 #      worker registered with the scheduler (its add-worker event), jobs of
-#      4 executors on a master deployed once, warm pool against on demand;
-#      the plain dask-worker's spawn to registration beside it;
-#   3. 16 executors (pool of 17: the driver takes one too): until all 16
-#      sandboxes started, and until all 16 registered;
+#      4 executors on a master deployed once, the same legiond arms; the
+#      plain dask-worker's spawn to registration beside it;
+#   3. 16 executors: until all 16 sandboxes started, and until all 16
+#      registered;
 #   4. from the driver's exit (its finishedAt) to the job's finishedAt (the
 #      last role sandbox destroyed), every job of 1-3.
+# The pools ("default" plain, "dask" of kind dask-executor, host rootfs)
+# are set to what the next run's arm needs and waited for, untimed.
 # Raw JSON goes to bench/out/jobs/, the Markdown section to bench/out/jobs.md
 # (bench/jobs/report.py). The section "## Serverless jobs (issue 14)" of
 # bench/RESULTS.md is replaced by it (or appended) unless JOBS_NO_MERGE=1
@@ -34,16 +38,14 @@
 #
 # Environment (defaults in brackets):
 #   JOBS_PARTS [workload,ready,sixteen]
-#   JOBS_ARMS [warm,plain,cold]  the workload's arms, interleaved
+#   JOBS_ARMS [warm-dask,warm,plain,cold]  the workload's arms, interleaved
+#   JOBS_READY_ARMS [warm-dask,warm,cold]  the arms of parts 2 and 3
 #   JOBS_N [20]          workload runs per arm (after JOBS_WARMUP untimed)
-#   JOBS_READY_N [25]    jobs per arm of part 2 (4 executors each)
-#   JOBS_SIXTEEN_N [10]  jobs per arm of part 3 (16 executors each)
+#   JOBS_READY_N [20]    jobs per arm of part 2 (4 executors each)
+#   JOBS_SIXTEEN_N [8]   jobs per arm of part 3 (16 executors each)
 #   JOBS_WARMUP [1]
-#   JOBS_POOL [6]        the default pool's ready count in the warm arms of
-#                        1 and 2 (master, driver and 4 executors)
-#   JOBS_POOL16 [17]     ... in part 3
 #   JOBS_ARRAY_N [12000] the dask.array's side (float64, 6x6 chunks)
-#   JOBS_LEGIOND_ARGS [--job-cpu 64 --job-memory 20g --job-warm 6]
+#   JOBS_LEGIOND_ARGS [--job-cpu 64 --job-memory 20g]
 set -euo pipefail
 
 JOBS_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -91,17 +93,17 @@ cleanup() {
 trap cleanup EXIT
 
 bench_record_start
-JOBS_LEGIOND_ARGS=${JOBS_LEGIOND_ARGS:---job-cpu 64 --job-memory 20g --job-warm ${JOBS_POOL:-6}}
+JOBS_LEGIOND_ARGS=${JOBS_LEGIOND_ARGS:---job-cpu 64 --job-memory 20g}
 echo "bench/jobs: legiond on 127.0.0.1:$PORT, home $HOME_DIR, $JOBS_LEGIOND_ARGS"
 # shellcheck disable=SC2086 # a list of options
 bench_start_legiond "$PORT" $JOBS_LEGIOND_ARGS
 
 brc=0
 "$PY" "$JOBS_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" \
-        --parts "${JOBS_PARTS:-workload,ready,sixteen}" --arms "${JOBS_ARMS:-warm,plain,cold}" \
-        --n "${JOBS_N:-20}" --ready-n "${JOBS_READY_N:-25}" --sixteen-n "${JOBS_SIXTEEN_N:-10}" \
-        --warmup "${JOBS_WARMUP:-1}" --pool "${JOBS_POOL:-6}" --pool16 "${JOBS_POOL16:-17}" \
-        --array-n "${JOBS_ARRAY_N:-12000}" || brc=$?
+        --parts "${JOBS_PARTS:-workload,ready,sixteen}" --arms "${JOBS_ARMS:-warm-dask,warm,plain,cold}" \
+        --ready-arms "${JOBS_READY_ARMS:-warm-dask,warm,cold}" \
+        --n "${JOBS_N:-20}" --ready-n "${JOBS_READY_N:-20}" --sixteen-n "${JOBS_SIXTEEN_N:-8}" \
+        --warmup "${JOBS_WARMUP:-1}" --array-n "${JOBS_ARRAY_N:-12000}" || brc=$?
 
 # Stop legiond the polite way, then its workloads (SIGTERM leaves them for
 # the next legiond), and check that nothing outlived it: no legiond, no
@@ -129,7 +131,7 @@ cat >"$RES/meta.json" <<EOF
  "dask": "$("$PY" -c 'import distributed; print(distributed.__version__)')",
  "numpy": "$("$PY" -c 'import numpy; print(numpy.__version__)')",
  "python": "$($PY --version | cut -d' ' -f2)", "build": "$BUILD",
- "command": "JOBS_N=${JOBS_N:-20} JOBS_READY_N=${JOBS_READY_N:-25} JOBS_SIXTEEN_N=${JOBS_SIXTEEN_N:-10} bench/jobs/run.sh",
+ "command": "JOBS_N=${JOBS_N:-20} JOBS_READY_N=${JOBS_READY_N:-20} JOBS_SIXTEEN_N=${JOBS_SIXTEEN_N:-8} bench/jobs/run.sh",
  $(bench_meta_git)}
 EOF
 bench_report_and_finish jobs "${JOBS_NO_MERGE:-0}"
