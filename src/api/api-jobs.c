@@ -201,7 +201,10 @@ static void attach_status(struct job_attach *a, const struct lg_resource *job) {
         if (a->ended || a->final)
                 return;
         json_t *line = json_pack("{s:s, s:o}", "type", "status", "job", lg_job_to_json(job));
-        if (final_phase(job_phase(job))) {
+        /* The last line: a final phase once every sandbox of the job is
+         * gone (finishedAt), so that a client that ends with the stream
+         * finds nothing of the job left. */
+        if (final_phase(job_phase(job)) && json_object_get(job->status, "finishedAt")) {
                 /* Sent from the timer, after the driver's output: the watch
                  * is not removed from inside its own callback. */
                 a->final = line;
