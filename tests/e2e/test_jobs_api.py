@@ -197,6 +197,8 @@ def test_namespaces_are_kept_apart_and_admin_calls(d):
         [("default", "theirs"), ("jobs-a", "mine")]
     st, body = d.http("GET", "/v1/jobs/pools")
     assert st == 200 and isinstance(json.loads(body)["items"], list)
+    st, body = d.http("GET", "/v1/masters")
+    assert st == 200 and json.loads(body)["items"] == [], body
     assert d.http("DELETE", "/v1/namespaces/jobs-a/jobs/mine", token=tok)[0] == 200
     assert h_delete(d, "theirs") == 200
 
