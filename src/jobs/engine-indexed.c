@@ -42,7 +42,8 @@ static int normalize(lg_jobs *jobs, json_t *spec, struct lg_error *err) {
                 return lg_error_setm(err, EINVAL, "bad `command`: the indexed engine needs a command");
         json_int_t count = json_integer_value(json_object_get(json_object_get(spec, "executors"), "count"));
         const char *fields[] = {"completions", "parallelism", "retries"};
-        long long lo[] = {1, 1, 0}, hi[] = {100000, 256, 100};
+        /* Every attempt is a role in the status (at most 1 MiB): bounded. */
+        long long lo[] = {1, 1, 0}, hi[] = {1000, 256, 20};
         for (size_t i = 0; i < 3; i++) {
                 json_t *v = json_object_get(spec, fields[i]);
                 long long def = i == 0   ? count

@@ -133,6 +133,8 @@ static void test_spec_hostile(void **state) {
         refused("{\"engine\": \"indexed\", \"command\": [\"x\"], \"completions\": -5}", "completions");
         refused("{\"engine\": \"indexed\", \"command\": [\"x\"], \"parallelism\": 1000}", "parallelism");
         refused("{\"engine\": \"indexed\", \"command\": [\"x\"], \"retries\": -1}", "retries");
+        refused("{\"engine\": \"indexed\", \"command\": [\"x\"], \"retries\": 21}", "retries");
+        refused("{\"engine\": \"indexed\", \"command\": [\"x\"], \"completions\": 1001}", "completions");
         refused("{\"engine\": \"indexed\", \"command\": [\"x\"], \"retries\": true}", "retries");
         refused("{\"engine\": \"indexed\", \"command\": [\"x\"], \"master\": {\"name\": \"m\"}}", "master");
         refused("{\"engine\": \"indexed\", \"command\": [\"x\"], \"keepAlive\": true}", "keepAlive");
