@@ -575,8 +575,13 @@ static void test_dask_preimported(void **state) {
         snprintf(log2, sizeof(log2), "%s/executor-0.log", logs_dir);
         const char *worker[] = {"dask-worker", addr, "--name", "executor-0", "--nthreads", "1", "--memory-limit",
                                 "400MB", "--no-nanny", "--no-dashboard", "--death-timeout", "30", NULL};
+        /* Dask's configuration from the role's environment (read after
+         * the imports): its temporary directory is where it works. */
+        const char *wenv[] = {"PATH=/usr/bin:/bin", "PYTHONPATH=/job", "DASK_TEMPORARY_DIRECTORY=/tmp/from-env",
+                              NULL};
         struct lg_jobpool_role wr = r;
         wr.argv = worker;
+        wr.envp = wenv;
         wr.log_file = log2;
         run_until_ready(&c, "dask", 2);
         assert_int_equal(lg_jobpool_start(c.jp, &wr, on_started, &sl[3], &err), 0);
@@ -584,6 +589,7 @@ static void test_dask_preimported(void **state) {
         assert_int_equal(g.status[3], 0);
         assert_true(g.st[3].preimported);
         assert_true(log_shows(log2, "Registered to:"));
+        assert_true(log_shows(log2, "Local Directory: /tmp/from-env/"));
         assert_true(log_shows(log1, "executor-0"));
         /* Every thread of it back at our priority (it was made at +10). */
         assert_true(tasks_at_nice(g.st[3].id, getpriority(PRIO_PROCESS, 0)) > 0);

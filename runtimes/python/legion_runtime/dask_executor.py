@@ -45,6 +45,12 @@ def main(t_start):
     for p in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]):
         if p not in sys.path:
             sys.path.insert(0, p)
+    # Dask read its configuration (DASK_* variables, ~/.config/dask) when
+    # it was imported, before this environment: read again, as a
+    # dask-worker started now would have (distributed's defaults stay).
+    import dask
+
+    dask.config.refresh()
     workdir = frame.get("workdir") or "/"
     try:
         os.chdir(workdir)
