@@ -15,6 +15,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -259,6 +261,61 @@ static void test_order(void **state) {
         run_until(&c, 1);
         assert_int_equal(create.result, 0);
         teardown_ctx(&c); /* destroys it */
+}
+
+/* A start with a bind (in.start.mount): bound before the workload, in
+ * the same request; a bind that fails ends the request before the
+ * workload runs (its log never opened). */
+static void test_start_with_mount(void **state) {
+        (void) state;
+        struct ctx c;
+        setup_ctx(&c);
+        char dir[300], file[400], log[400];
+        snprintf(dir, sizeof(dir), "%s-files", state_root);
+        snprintf(file, sizeof(file), "%s/hello", dir);
+        snprintf(log, sizeof(log), "%s-mount.log", state_root);
+        assert_int_equal(lg_mkdir_p(dir, 0755), 0);
+        assert_int_equal(lg_write_file_at(AT_FDCWD, file, "from the host\n", true), 0);
+        static const char *const points[] = {"/data"};
+        struct lg_sandbox_spec spec;
+        sleeper_spec(&spec, NULL);
+        spec.mount_points = points;
+        spec.n_mount_points = 1;
+        const char *argv[] = {"/bin/cat", "/data/hello", NULL};
+        struct lg_sandbox_launch l;
+        lg_sandbox_launch_init(&l);
+        l.argv = argv;
+        l.log_file = log;
+        for (int bad = 1; bad >= 0; bad--) {
+                char id[32];
+                snprintf(id, sizeof(id), "agent-mount-%d", bad);
+                lg_agent_req create = {.data = &c}, start = {.data = &c}, destroy = {.data = &c};
+                start.in.start.mount.src = bad ? "/nonexistent/legion" : dir;
+                start.in.start.mount.dst = "/data";
+                start.in.start.mount.readonly = true;
+                c.done = 0;
+                assert_int_equal(lg_agent_create(c.agent, &create, id, &spec, 0, note), 0);
+                assert_int_equal(lg_agent_start(c.agent, &start, id, &l, NULL, note), 0);
+                run_until(&c, 2);
+                assert_int_equal(create.result, 0);
+                if (bad) {
+                        assert_int_equal(start.result, -ENOENT);
+                        assert_int_equal(access(log, F_OK), -1);
+                } else {
+                        assert_int_equal(start.result, 0);
+                        struct pollfd p = {.fd = create.out.pidfd, .events = POLLIN};
+                        assert_int_equal(poll(&p, 1, 30000), 1);
+                        char out[64] = "";
+                        assert_true(lg_read_file_at(AT_FDCWD, log, out, sizeof(out)) > 0);
+                        assert_string_equal(out, "from the host");
+                }
+                c.done = 0;
+                assert_int_equal(lg_agent_destroy(c.agent, &destroy, id, note), 0);
+                run_until(&c, 1);
+        }
+        unlink(log);
+        lg_rm_rf(dir);
+        teardown_ctx(&c);
 }
 
 static void test_failed_create(void **state) {
@@ -855,6 +912,7 @@ int main(void) {
                 cmocka_unit_test(test_destroy_off_loop),
                 cmocka_unit_test(test_destroy_wave),
                 cmocka_unit_test(test_order),
+                cmocka_unit_test(test_start_with_mount),
                 cmocka_unit_test(test_failed_create),
                 cmocka_unit_test(test_detach_adopt),
                 cmocka_unit_test_teardown(test_net_create, net_teardown),
