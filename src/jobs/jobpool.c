@@ -665,11 +665,31 @@ static struct wsb *take_warm(lg_jobpool *jp, const struct lg_jobpool_role *role,
 
 /* ---- pre-imported Dask executors ------------------------------------------------ */
 
-/* A role a pre-imported executor can serve: dask-worker's command, a log
+/* What a pre-imported Dask process runs for a role (dask_executor.py's
+ * run=), and where the role's arguments start in its argv: dask-worker
+ * ARGS, dask-scheduler ARGS, python3 /opt/legion/runtime/python
+ * dask-driver ARGS (dask_driver.py). NULL: none of those. */
+static const char *preimported_run(const char *const *argv, size_t *first) {
+        const char *b = strrchr(argv[0], '/');
+        b = b ? b + 1 : argv[0];
+        *first = 1;
+        if (!strcmp(b, "dask-worker"))
+                return "worker";
+        if (!strcmp(b, "dask-scheduler"))
+                return "scheduler";
+        if (!strcmp(b, "python3") && argv[1] && !strcmp(argv[1], RUNTIME_DIR "/python") && argv[2] &&
+            !strcmp(argv[2], "dask-driver")) {
+                *first = 3;
+                return "driver";
+        }
+        return NULL;
+}
+
+/* A role a pre-imported process can serve: one of those commands, a log
  * that is not there yet (the warm one's becomes it) with the pool's cap. */
 static bool preimport_fits(lg_jobpool *jp, const struct lg_jobpool_role *role) {
-        const char *b = strrchr(role->argv[0], '/');
-        if (!jp->logs_dir || !role->log_file || strcmp(b ? b + 1 : role->argv[0], "dask-worker") ||
+        size_t first;
+        if (!jp->logs_dir || !role->log_file || !preimported_run(role->argv, &first) ||
             (role->log_max_bytes && role->log_max_bytes != jp->log_max))
                 return false;
         return access(role->log_file, F_OK) < 0 && errno == ENOENT;
@@ -696,15 +716,20 @@ static void renice_workload(pid_t init, int nice) {
         }
 }
 
-/* dask-worker's arguments, the environment and the working directory,
- * to the executor waiting on its control channel (dask_executor.py). */
+/* What to run, its arguments, the environment and the working
+ * directory, to the process waiting on its control channel
+ * (dask_executor.py). */
 static int send_specialize(struct start *s, struct lg_error *err) {
         struct lg_msg m;
+        size_t first;
+        const char *run = preimported_run((const char *const *) s->argv, &first);
         lg_msg_init(&m);
         int r = lg_msg_add(&m, "op", "specialize");
         if (r >= 0)
                 r = lg_msg_add(&m, "id", s->id);
-        for (size_t i = 1; r >= 0 && s->argv[i]; i++)
+        if (r >= 0)
+                r = lg_msg_add(&m, "run", run);
+        for (size_t i = first; r >= 0 && s->argv[i]; i++)
                 r = lg_msg_add(&m, "arg", s->argv[i]);
         for (size_t i = 0; r >= 0 && s->envp && s->envp[i]; i++)
                 r = lg_msg_add(&m, "env", s->envp[i]);

@@ -20,11 +20,11 @@
  * false. The pool then makes a replacement (lg_warm_used, after the
  * start, so that it does not compete with it).
  *
- * Pools of pre-imported Dask executors (lg_jobpool_set_dask) hold warm
+ * Pools of pre-imported Dask processes (lg_jobpool_set_dask) hold warm
  * sandboxes already running Python with `distributed` imported, waiting
- * for a dask-worker command line on their worker control channel: a
- * `dask-worker` role takes one of those first (16 executors registered
- * with their scheduler in 0.6 s instead of 7.6 s on 2 cores).
+ * on their worker control channel: a dask-worker, dask-scheduler or
+ * dask-driver role takes one of those first (16 executors registered
+ * with their scheduler in 0.35 s instead of 3-8 s on 2 cores).
  *
  * Pools are named ("default": the host rootfs); several may have the same
  * rootfs, and a start takes from any of them. Changing a pool's rootfs
@@ -91,15 +91,16 @@ struct lg_jobpool_rootfs {
  * it: ready sandboxes kept made. -EINVAL: bad name or rootfs. */
 int lg_jobpool_set(lg_jobpool *p, const char *name, const struct lg_jobpool_rootfs *rootfs, unsigned ready,
                    struct lg_error *err);
-/* The same for a pool of pre-imported Dask executors: each warm sandbox
+/* The same for a pool of pre-imported Dask processes: each warm sandbox
  * runs `python3 -I /opt/legion/runtime/python dask-executor` (at nice
- * +10, as it is made) with `distributed` and dask-worker's command
- * imported, waiting on its worker control channel. A role whose command
- * is `dask-worker ARGS` takes one when one is ready: its files are bound,
- * limits set, address assigned and the process's priority restored, then
- * `op=specialize` hands it ARGS, the environment and the working
- * directory, and it runs dask-worker in that process (start_ns: call ->
- * specialize sent). The role's log is the warm one's, linked at
+ * +10, as it is made), ready once it has imported `distributed`, the
+ * commands below, dask.array and dask.bag, waiting on its worker control
+ * channel. A role whose command is `dask-worker ARGS`, `dask-scheduler
+ * ARGS` or `python3 /opt/legion/runtime/python dask-driver ARGS` takes one
+ * when one is ready: its files are bound, limits set, address assigned
+ * and the process's priority restored, then `op=specialize` hands it
+ * what to run, ARGS, the environment and the working directory, and it
+ * runs that in the same process (start_ns: call -> specialize sent). The role's log is the warm one's, linked at
  * log_file (which must not exist yet; its cap is the config's) and its
  * hostname stays the sandbox id. A plain pool or a new sandbox serves it
  * otherwise. -EINVAL: no runtimes_dir or logs_dir in the config, or as
@@ -135,7 +136,7 @@ struct lg_jobpool_role {
 struct lg_jobpool_started {
         char id[LG_AGENT_ID_MAX]; /* the sandbox (under state_root; detachable) */
         bool warm;                /* taken from a pool */
-        bool preimported;         /* a pre-imported Dask executor (lg_jobpool_set_dask) */
+        bool preimported;         /* a pre-imported Dask process (lg_jobpool_set_dask) */
         char address[64];         /* "" = none */
         int pidfd;                /* the agent's: readable at exit; valid until a destroy is submitted */
         uint64_t start_ns;        /* call -> workload started */

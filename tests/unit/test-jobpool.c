@@ -8,7 +8,10 @@
  * cgroup. With the network (a table, link prefix and CIDR of the test's
  * own): warm sandboxes have an address, a start gives it to the role's
  * tenant; a tenant that does not exist fails the start, warm and on
- * demand, leaving nothing. Hostile input is refused without a callback.
+ * demand, leaving nothing. Pre-imported Dask processes (a dask-executor
+ * pool): ready once imported, serving dask-worker, dask-scheduler and
+ * dask-driver roles, a whole Dask job from such a pool; a broken one
+ * never ready. Hostile input is refused without a callback.
  * Prints start_ns of warm and on-demand starts (no thresholds). Skips
  * (77) when not root. */
 #include <setjmp.h>
@@ -495,11 +498,13 @@ static int tasks_at_nice(const char *id, int nice) {
         return n;
 }
 
-/* A pool of pre-imported executors: a dask-worker role takes one (its
- * arguments and log are the role's, its limits on its cgroup), others
- * are plain; then a real scheduler (on demand) and an executor from the
- * pool that registers with it over the test's network. The warm logs
- * go with their sandboxes. */
+/* A pool of pre-imported Dask processes: a dask-worker role takes one
+ * (its arguments and log are the role's, its limits on its cgroup),
+ * other commands are plain; then a whole Dask job from the pool over the
+ * test's network: a scheduler, an executor that registers with it (the
+ * role's DASK_* environment counts, its threads back at our priority)
+ * and a driver whose script computes on them. The warm logs go with
+ * their sandboxes. */
 static void test_dask_preimported(void **state) {
         (void) state;
         const char *src = getenv("LG_SOURCE_ROOT");
@@ -559,7 +564,10 @@ static void test_dask_preimported(void **state) {
         assert_false(g.st[1].preimported);
         destroy(&c, g.st[1].id);
 
-        /* A scheduler, and an executor from the pool that registers. */
+        /* A whole Dask job from the pool: a scheduler, an executor that
+         * registers with it, and a driver whose script computes on it. */
+        assert_int_equal(lg_jobpool_set_dask(c.jp, "dask", NULL, 3, &err), 0);
+        run_until_ready(&c, "dask", 3);
         snprintf(log1, sizeof(log1), "%s/scheduler.log", logs_dir);
         const char *sched[] = {"dask-scheduler", "--host", "0.0.0.0", "--port", "8786", "--no-dashboard", NULL};
         struct lg_jobpool_role sr = r;
@@ -568,10 +576,11 @@ static void test_dask_preimported(void **state) {
         assert_int_equal(lg_jobpool_start(c.jp, &sr, on_started, &sl[2], &err), 0);
         run_until_got(&c, &g, 3);
         assert_int_equal(g.status[2], 0);
-        assert_false(g.st[2].preimported);
+        assert_true(g.st[2].preimported);
         assert_true(log_shows(log1, "Scheduler at:"));
-        char addr[80];
+        char addr[80], addr_env[120];
         snprintf(addr, sizeof(addr), "tcp://%s:8786", g.st[2].address);
+        snprintf(addr_env, sizeof(addr_env), "DASK_SCHEDULER_ADDRESS=%s", addr);
         snprintf(log2, sizeof(log2), "%s/executor-0.log", logs_dir);
         const char *worker[] = {"dask-worker", addr, "--name", "executor-0", "--nthreads", "1", "--memory-limit",
                                 "400MB", "--no-nanny", "--no-dashboard", "--death-timeout", "30", NULL};
@@ -583,16 +592,36 @@ static void test_dask_preimported(void **state) {
         wr.argv = worker;
         wr.envp = wenv;
         wr.log_file = log2;
-        run_until_ready(&c, "dask", 2);
+        char log3[400];
+        snprintf(log3, sizeof(log3), "%s/driver.log", logs_dir);
+        const char *driver[] = {"python3", "/opt/legion/runtime/python", "dask-driver", "/job/app.py", "a", "b",
+                                NULL};
+        const char *denv[] = {"PATH=/usr/bin:/bin", "PYTHONPATH=/job", addr_env, "LEGION_NUM_EXECUTORS=1", NULL};
+        struct lg_jobpool_role dr = r;
+        dr.argv = driver;
+        dr.envp = denv;
+        dr.log_file = log3;
         assert_int_equal(lg_jobpool_start(c.jp, &wr, on_started, &sl[3], &err), 0);
-        run_until_got(&c, &g, 4);
+        assert_int_equal(lg_jobpool_start(c.jp, &dr, on_started, &sl[1], &err), 0);
+        run_until_got(&c, &g, 5);
         assert_int_equal(g.status[3], 0);
         assert_true(g.st[3].preimported);
+        assert_int_equal(g.status[1], 0);
+        assert_true(g.st[1].preimported);
         assert_true(log_shows(log2, "Registered to:"));
         assert_true(log_shows(log2, "Local Directory: /tmp/from-env/"));
         assert_true(log_shows(log1, "executor-0"));
         /* Every thread of it back at our priority (it was made at +10). */
         assert_true(tasks_at_nice(g.st[3].id, getpriority(PRIO_PROCESS, 0)) > 0);
+        /* The driver waited for the executor, then ran the script. */
+        wait_exit(g.st[1].pidfd);
+        assert_true(log_shows(log3, "answer 42 ['/job/app.py', 'a', 'b']"));
+        lg_agent_req dst = {0};
+        assert_int_equal(lg_agent_status(c.agent, &dst, g.st[1].id, noted), 0);
+        agent_wait(&c);
+        assert_int_equal(dst.out.exited, 1);
+        assert_int_equal(dst.out.status.code, 0);
+        destroy(&c, g.st[1].id);
         destroy(&c, g.st[3].id);
         destroy(&c, g.st[2].id);
         teardown(&c);
@@ -742,6 +771,9 @@ int main(void) {
         chmod(files_dir, 0777); /* writable to anyone: only the mount is read-only */
         write_file(files_dir, "hello.txt", "hello job\n");
         write_file(runtimes_dir, "marker", "");
+        write_file(files_dir, "app.py",
+                   "import sys\nfrom distributed import Client\nc = Client()\n"
+                   "print('answer', c.submit(lambda x: x + 1, 41).result(), sys.argv[1:] and sys.argv)\nc.close()\n");
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_teardown(test_fill_take_on_demand, net_teardown),
                 cmocka_unit_test_teardown(test_free_while_making, net_teardown),
