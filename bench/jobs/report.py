@@ -126,6 +126,8 @@ def main():
              f"({(setup.get('expect') or {}).get('words', '?')} words), bound read-only at /job")
     s.append("")
     goals = []
+    top = []                    # (figure, measured) rows of the table at the top
+    top_at = len(s)
     gone_all = []
 
     # ---- 1 ----
@@ -150,21 +152,24 @@ def main():
             s.append(f"- **{a}**: {ARMS.get(a, a)}{pools_text(wl, a)}")
         s.append("")
         figs = {a: [workload_figs(r) for r in wl["rows"][a]] for a in wl["arms"]}
-        s.append("| arm | runs | warm roles | master started | driver started | executors started | all registered | first task | "
-                 "the work (first task to word count done) | driver exit (total) | job end |")
-        s.append("|---|---:|---|---|---|---|---|---|---|---|---|")
+        s.append("| arm | runs | warm roles | master started | driver started | executors started | all registered | "
+                 "driver's script started | first task | the work (first task to word count done) | driver exit "
+                 "(total) | job end |")
+        s.append("|---|---:|---|---|---|---|---|---|---|---|---|---|")
         for a in wl["arms"]:
             f = figs[a]
             warm = (f"{min(x['warm'] for x in f)}-{max(x['warm'] for x in f)} of {f[0]['roles']}"
                     if f and "warm" in f[0] else "")
             col = [p50p99([x[k] for x in f if x.get(k) is not None])
-                   for k in ("master_started", "driver_started", "executors_started", "registered", "first", "work", "driver_exit", "end")]
+                   for k in ("master_started", "driver_started", "executors_started", "registered", "script", "first",
+                             "work", "driver_exit", "end")]
             s.append(f"| {a} | {len(f)} | {warm} | " + " | ".join(col) + " |")
         s.append("")
         s.append("Seconds, p50 / p99. Master started: the master role's `startedAt` (its process started; plain: "
                  "its spawn). Driver started: its `startedAt`, after the master's port accepted (plain: its "
                  "spawn, likewise). Executors started: the last executor's `startedAt` (plain: its spawn). All "
-                 "registered: the scheduler's add-worker event of the last executor.")
+                 "registered: the scheduler's add-worker event of the last executor. Driver's script started: the "
+                 "driver runtime has imported `distributed`, connected and seen all executors.")
         s.append("")
         s.append("Ratios (p50; p99 in brackets):")
         s.append("")
@@ -180,8 +185,17 @@ def main():
                 s.append(f"| {a} / {b} | " + " | ".join(cells) + " |")
         s.append("")
         for a in wl["arms"]:
+            if figs.get(a):
+                top.append((f"1. fixed workload, {a}: submit to first task; to driver exit (s, p50 / p99)",
+                            f"{p50p99([x['first'] for x in figs[a]])}; {p50p99([x['driver_exit'] for x in figs[a]])}"))
             if a != "plain" and figs.get(a):
                 gone_all.append((f"1, {a}", [x["gone"] for x in figs[a]]))
+        for a in wl["arms"]:
+            if a != "plain" and figs.get(a) and figs.get("plain"):
+                xa, xb = [x["first"] for x in figs[a]], [x["first"] for x in figs["plain"]]
+                ya, yb = [x["driver_exit"] for x in figs[a]], [x["driver_exit"] for x in figs["plain"]]
+                top.append((f"1. {a} / plain: first task; driver exit (p50)",
+                            f"{ratio(q(xa, 'p50'), q(xb, 'p50'))}; {ratio(q(ya, 'p50'), q(yb, 'p50'))}"))
         s += failures(wl)
         s.append("")
 
@@ -220,6 +234,9 @@ def main():
                      f"{p50p99([x['registered'] for x in e if x['registered'] is not None])} | "
                      f"{p50p99([x['start_to_registered'] for x in e if x['start_to_registered'] is not None])} |")
             gone_all.append((f"2, {a}", [r["finished"] - r["driver_finished"] for r in rd["rows"][a]]))
+            top.append((f"2. executor ready, {a}: readyMs (ms); submit to registered (s), p50 / p99",
+                        f"{p50p99([x['ready_ms'] for x in e if x['ready_ms'] is not None], ms)}; "
+                        f"{p50p99([x['registered'] for x in e if x['registered'] is not None])}"))
         if plain_reg:
             s.append(f"| plain dask-worker (part 1's runs) | {len(plain_reg)} | | | | | {p50p99(plain_reg)} |")
         s.append("")
@@ -281,6 +298,8 @@ def main():
                 goals.append(f"{n} executors registered with the scheduler within 1 s of the submit ({a}): "
                              f"{'met' if q(reg, 'p99') <= GOAL_S else '**not met**'} (p99 {sec(q(reg, 'p99'))} s)")
             gone_all.append((f"3, {a}", [r["finished"] - r["driver_finished"] for r in rows]))
+            top.append((f"3. {n} executors, {a}: all started; all registered (s, p50 / p99)",
+                        f"{p50p99(started)}; {p50p99(reg)}"))
         s.append("")
         s += failures(sx)
         s.append("")
@@ -303,11 +322,15 @@ def main():
         sm = summary(every)
         if sm["n"]:
             s.append(f"| all | {sm['n']} | {sec(sm['p50'])} | {sec(sm['p99'])} | {sec(sm['max'])} |")
+            top.append(("4. driver exit to the job's end, all jobs (s, p50 / p99 / max)",
+                        f"{sec(sm['p50'])} / {sec(sm['p99'])} / {sec(sm['max'])}"))
             goals.append(f"workers gone within 1 s of the driver's exit ({sm['n']} jobs): "
                          f"{'met' if sm['p99'] <= GOAL_S else '**not met**'} (p99 {sec(sm['p99'])} s, "
                          f"max {sec(sm['max'])} s)")
         s.append("")
 
+    if top:
+        s[top_at:top_at] = ["| figure | measured |", "|---|---|"] + [f"| {a} | {b} |" for a, b in top] + [""]
     if goals:
         s.append("### The issue's goals")
         s.append("")
