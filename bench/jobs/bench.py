@@ -378,7 +378,7 @@ def main():
     ap.add_argument("--ready-arms", default="warm-dask,warm,cold", help="the arms of parts ready and sixteen")
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--ready-n", type=int, default=20)
-    ap.add_argument("--sixteen-n", type=int, default=8)
+    ap.add_argument("--sixteen-n", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--array-n", type=int, default=12000)
     ap.add_argument("--files", type=int, default=8)
@@ -420,6 +420,11 @@ def main():
     if api:
         write(args.out, "pools-at-end.json", pools(api))
         if os.path.exists(os.path.join(args.out, "master.json")):
+            # Its log goes with it (jobs_dir/NS/masters/NAME/master.log).
+            log_path = os.path.join(args.home, "jobs", NS, "masters", MASTER, "master.log")
+            if os.path.exists(log_path):
+                os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
+                shutil.copy(log_path, os.path.join(args.out, "logs", "master.log"))
             api.call("DELETE", f"/v1/namespaces/{NS}/masters/{MASTER}", ok=())
     sys.exit(1 if failed else 0)
 

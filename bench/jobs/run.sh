@@ -42,7 +42,7 @@
 #   JOBS_READY_ARMS [warm-dask,warm,cold]  the arms of parts 2 and 3
 #   JOBS_N [20]          workload runs per arm (after JOBS_WARMUP untimed)
 #   JOBS_READY_N [20]    jobs per arm of part 2 (4 executors each)
-#   JOBS_SIXTEEN_N [8]   jobs per arm of part 3 (16 executors each)
+#   JOBS_SIXTEEN_N [6]   jobs per arm of part 3 (16 executors each)
 #   JOBS_WARMUP [1]
 #   JOBS_ARRAY_N [12000] the dask.array's side (float64, 6x6 chunks)
 #   JOBS_LEGIOND_ARGS [--job-cpu 64 --job-memory 20g]
@@ -102,7 +102,7 @@ brc=0
 "$PY" "$JOBS_DIR/bench.py" --port "$PORT" --home "$HOME_DIR" --out "$RES" \
         --parts "${JOBS_PARTS:-workload,ready,sixteen}" --arms "${JOBS_ARMS:-warm-dask,warm,plain,cold}" \
         --ready-arms "${JOBS_READY_ARMS:-warm-dask,warm,cold}" \
-        --n "${JOBS_N:-20}" --ready-n "${JOBS_READY_N:-20}" --sixteen-n "${JOBS_SIXTEEN_N:-8}" \
+        --n "${JOBS_N:-20}" --ready-n "${JOBS_READY_N:-20}" --sixteen-n "${JOBS_SIXTEEN_N:-6}" \
         --warmup "${JOBS_WARMUP:-1}" --array-n "${JOBS_ARRAY_N:-12000}" || brc=$?
 
 # Stop legiond the polite way, then its workloads (SIGTERM leaves them for
@@ -131,7 +131,7 @@ cat >"$RES/meta.json" <<EOF
  "dask": "$("$PY" -c 'import distributed; print(distributed.__version__)')",
  "numpy": "$("$PY" -c 'import numpy; print(numpy.__version__)')",
  "python": "$($PY --version | cut -d' ' -f2)", "build": "$BUILD",
- "command": "JOBS_N=${JOBS_N:-20} JOBS_READY_N=${JOBS_READY_N:-20} JOBS_SIXTEEN_N=${JOBS_SIXTEEN_N:-8} bench/jobs/run.sh",
+ "command": "JOBS_N=${JOBS_N:-20} JOBS_READY_N=${JOBS_READY_N:-20} JOBS_SIXTEEN_N=${JOBS_SIXTEEN_N:-6} bench/jobs/run.sh",
  $(bench_meta_git)}
 EOF
 bench_report_and_finish jobs "${JOBS_NO_MERGE:-0}"
