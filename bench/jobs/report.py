@@ -18,7 +18,8 @@ ARMS = {
     "warm": "legiond; every role from the plain pool `default` (sandboxes made, network attached, no process), "
             "full before each run",
     "plain": "peer: dask-scheduler, then (once its port accepts) the driver and dask-worker as plain processes on "
-             "the host, the same options, order and driver runtime, SIGTERM to all after the driver's exit",
+             "the host, the same options, order and driver runtime (no cgroup limits, no network namespace: the "
+             "scheduler on 127.0.0.1), SIGTERM to all after the driver's exit",
     "cold": "legiond; both pools emptied before each run: every role's sandbox made on demand",
 }
 GOAL_READY_MS = 100
