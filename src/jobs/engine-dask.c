@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jobs/engine.h"
 #include "node/probe.h"
@@ -153,6 +154,20 @@ static void master_ready(lg_probe *probe, int status, const char *message, void 
         launch(j);
 }
 
+/* A master this job made and keeps (keepAlive) is a Master of its own,
+ * whose log goes with it; the job's master.log is a second link to the
+ * same file, so that it stays with the job after the Master is deleted
+ * (lg_jobs_log_path falls back to it). Best effort. */
+static void keep_master_log(struct job *j) {
+        char from[4096], dir[3000], to[4096];
+        if (jobs_master_log_path(j->jobs, j->ns, j->master.name, from, sizeof(from)) < 0)
+                return;
+        job_log_dir(j, dir, sizeof(dir));
+        lg_mkdir_p(dir, 0750);
+        snprintf(to, sizeof(to), "%s/master.log", dir);
+        (void) link(from, to); /* without it the log goes with the Master */
+}
+
 static void master_granted(int status, const struct jobs_master_grant *g, const struct lg_error *err, void *ud) {
         struct job *j = ud;
         if (!j->master_acquiring)
@@ -164,6 +179,8 @@ static void master_granted(int status, const struct jobs_master_grant *g, const 
         }
         j->master = *g;
         j->master_held = true;
+        if (g->kept && !g->reused)
+                keep_master_log(j);
         if (g->reused && j->own_master && j->holds_capacity) {
                 /* Counted as its own at admission: a kept one serves it. */
                 uint64_t cpu, mem;

@@ -1145,8 +1145,9 @@ int lg_jobs_log_path(lg_jobs *jobs, const char *ns, const char *name, const char
         lg_resource_free(r);
         if (ret < 0)
                 return ret;
-        if (master[0])
-                return jobs_master_log_path(jobs, ns, master, buf, cap);
+        /* Its Master deleted: the link the job kept of that log (engine-dask.c). */
+        if (master[0] && jobs_master_log_path(jobs, ns, master, buf, cap) == 0 && access(buf, F_OK) == 0)
+                return 0;
         int n;
         if (!strcmp(role, "executor") || !strcmp(role, "index"))
                 n = snprintf(buf, cap, "%s/%s/%s/%s-%u.log", jobs->jobs_dir, ns, name, role, index);
