@@ -89,8 +89,11 @@ json_t *lg_job_to_json(const struct lg_resource *r); /* {"name","namespace","uid
 int lg_jobs_log_path(lg_jobs *jobs, const char *ns, const char *name, const char *role, unsigned index, char *buf,
                      size_t cap);
 int lg_jobs_log_active(lg_jobs *jobs, const char *ns, const char *name, const char *role, unsigned index);
-/* Told of every status change of one job (the attach stream, log -f);
- * after a final phase the watch stays until unwatched. */
+/* Told of the job's status as it is now, then of every change (the
+ * attach stream, log -f), each on a loop turn of its own (changes within
+ * one turn come as one: the latest). A job ends with its final phase,
+ * then finishedAt once its last sandbox is gone; the watch stays until
+ * unwatched. */
 typedef struct lg_jobs_watch lg_jobs_watch;
 typedef void (*lg_jobs_watch_cb)(const struct lg_resource *job, void *userdata);
 int lg_jobs_watch_add(lg_jobs *jobs, const char *ns, const char *name, lg_jobs_watch_cb cb, void *userdata,
