@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <signal.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -574,10 +575,14 @@ static int net_teardown(void **state) {
         return 0;
 }
 
+static void on_signalled(lg_agent_req *req) { *(bool *) req->data = true; }
+
 /* A real Dask computation: the job's own dask-scheduler, 2 dask-worker
  * executors and the driver running app.py from the job's package, a
  * dask.array sum computed on the executors; then a driver that raises
- * (DriverFailed with the exception's line). Nothing of either is left. */
+ * (DriverFailed with the exception's line), an executor and a master
+ * killed under a running driver (ExecutorLost, MasterLost). Nothing of
+ * any is left. */
 static void test_dask(void **state) {
         (void) state;
         if (access("/usr/bin/dask-scheduler", X_OK) < 0 || access("/usr/bin/dask-worker", X_OK) < 0)
@@ -649,6 +654,38 @@ static void test_dask(void **state) {
         assert_string_equal(json_string_value(json_object_get(st, "message")), "driver exited with 1: ValueError: boom");
         assert_int_equal(sandboxes_left(), 0);
         json_decref(st);
+
+        /* An executor, then a master, killed under a running driver. */
+        write_file(dir, "sleeper.py", "import time\nprint('sleeping')\ntime.sleep(3600)\n");
+        const char *victims[][3] = {{"lost-ex", "executor", "ExecutorLost"}, {"lost-m", "master", "MasterLost"}};
+        for (size_t v = 0; v < ARRAY_SIZE(victims); v++) {
+                char spec[1024];
+                snprintf(spec, sizeof(spec),
+                         "{\"name\": \"%s\", \"file\": \"sleeper.py\", \"package\": \"sha256:" PKG "\","
+                         " \"executors\": {\"count\": 1, \"cpu\": \"500m\", \"memory\": \"512Mi\"},"
+                         " \"driver\": {\"cpu\": \"500m\", \"memory\": \"512Mi\"},"
+                         " \"masterResources\": {\"cpu\": \"500m\", \"memory\": \"512Mi\"}}",
+                         victims[v][0]);
+                submit(spec);
+                st = wait_for(victims[v][0], phase_is, "Running");
+                const json_t *r = role_of(st, victims[v][1], 0, 0);
+                assert_non_null(r);
+                static lg_agent_req kill; /* until its callback */
+                bool signalled = false;
+                kill = (lg_agent_req){.data = &signalled};
+                assert_int_equal(lg_agent_signal(agent, &kill, json_string_value(json_object_get(r, "sandbox")),
+                                                 SIGKILL, on_signalled),
+                                 0);
+                json_decref(st);
+                st = wait_for(victims[v][0], finished, NULL);
+                while (!signalled) /* (-ESRCH: it came after the destroy its kill caused) */
+                        uv_run(&loop, UV_RUN_ONCE);
+                assert_string_equal(json_string_value(json_object_get(st, "phase")), "Failed");
+                assert_string_equal(json_string_value(json_object_get(st, "reason")), victims[v][2]);
+                assert_non_null(strstr(json_string_value(json_object_get(st, "message")), "KILL"));
+                assert_int_equal(sandboxes_left(), 0);
+                json_decref(st);
+        }
         /* The warm pool's sandboxes go with the jobs: every address is free. */
         jobs_stop(false);
         struct lg_net_stats ns;
