@@ -577,6 +577,12 @@ static int net_teardown(void **state) {
 
 static void on_signalled(lg_agent_req *req) { *(bool *) req->data = true; }
 
+/* The job runs (its driver started) and its role arg (index 0) too. */
+static bool role_running(const json_t *st, const void *arg) {
+        const json_t *r = role_of(st, arg, 0, 0);
+        return phase_is(st, "Running") && r && !strcmp(json_string_value(json_object_get(r, "state")), "Running");
+}
+
 /* A real Dask computation: the job's own dask-scheduler, 2 dask-worker
  * executors and the driver running app.py from the job's package, a
  * dask.array sum computed on the executors; then a driver that raises
@@ -667,9 +673,8 @@ static void test_dask(void **state) {
                          " \"masterResources\": {\"cpu\": \"500m\", \"memory\": \"512Mi\"}}",
                          victims[v][0]);
                 submit(spec);
-                st = wait_for(victims[v][0], phase_is, "Running");
+                st = wait_for(victims[v][0], role_running, victims[v][1]);
                 const json_t *r = role_of(st, victims[v][1], 0, 0);
-                assert_non_null(r);
                 static lg_agent_req kill; /* until its callback */
                 bool signalled = false;
                 kill = (lg_agent_req){.data = &signalled};
