@@ -35,7 +35,7 @@
 #define NET_PREFIX "lgjm"
 #define NET_CIDR "10.202.14.0/28"
 
-static char tmp[256], run_dir[300], jobs_dir[300], state_root[400], cg_parent[64];
+static char tmp[256], run_dir[300], jobs_dir[300], state_root[400], cg_parent[64], runtimes_dir[600];
 static uv_loop_t loop;
 static lg_store *store;
 static lg_net *net;
@@ -49,7 +49,7 @@ static void jobs_start(lg_net *n) {
         if (lg_agent_local_new(&loop, agent_root, n, &agent, &e) < 0)
                 fail_msg("agent: %s", e.msg);
         struct lg_jobs_config cfg = {.loop = &loop, .store = store, .agent = agent, .net = n, .run_dir = run_dir,
-                                     .jobs_dir = jobs_dir, .cpu_capacity_millis = 4000,
+                                     .jobs_dir = jobs_dir, .runtimes_dir = runtimes_dir, .cpu_capacity_millis = 4000,
                                      .memory_capacity_bytes = 8ull << 30};
         if (lg_jobs_new(&cfg, &jobs, &e) < 0)
                 fail_msg("jobs: %s", e.msg);
@@ -472,6 +472,118 @@ static void test_failures(void **state) {
         jobs_master_release(jobs, "default", "m3", "j3");
 }
 
+/* ---- masters serving real jobs ------------------------------------------------- */
+
+static json_t *job_status(const char *name) {
+        struct lg_resource *r = NULL;
+        struct lg_error e = {0};
+        if (lg_jobs_get(jobs, "default", name, &r, &e) < 0)
+                return NULL;
+        json_t *st = json_incref(r->status);
+        lg_resource_free(r);
+        return st;
+}
+
+static bool job_ended(const void *name) {
+        json_t *st = job_status(name);
+        const char *p = field(st, "phase");
+        bool done = p && (!strcmp(p, "Succeeded") || !strcmp(p, "Failed") || !strcmp(p, "Stopped"));
+        json_decref(st);
+        return done;
+}
+
+/* One of the two jobs waits for the master the other holds. */
+static bool one_waits_for(const void *master) {
+        char want[128];
+        snprintf(want, sizeof(want), "master %s is busy with job ", (const char *) master);
+        bool found = false;
+        for (int i = 0; i < 2 && !found; i++) {
+                json_t *st = job_status(i ? "k3" : "k2");
+                const char *w = field(st, "waitingFor");
+                found = w && !strncmp(w, want, strlen(want)) && !strcmp(field(st, "phase"), "Pending");
+                json_decref(st);
+        }
+        return found;
+}
+
+static void submit(const char *name, const char *extra) {
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "{\"name\": \"%s\", \"command\": [\"python3\", \"-c\", \"import time\\nfrom dask.distributed import "
+                 "Client\\nc = Client()\\nprint('sum', c.submit(sum, [1, 2, 3]).result())\\ntime.sleep(2)\"],"
+                 " \"executors\": {\"count\": 1, \"cpu\": \"500m\", \"memory\": \"512Mi\"},"
+                 " \"driver\": {\"cpu\": \"500m\", \"memory\": \"512Mi\"},"
+                 " \"masterResources\": {\"cpu\": \"500m\", \"memory\": \"512Mi\"}%s}",
+                 name, extra);
+        json_error_t je;
+        json_t *spec = json_loads(text, 0, &je);
+        if (!spec)
+                fail_msg("test JSON %s: %s", text, je.text);
+        struct lg_error e = {0};
+        if (lg_jobs_submit(jobs, "default", spec, NULL, &e) < 0)
+                fail_msg("submit %s: %s", name, e.msg);
+        json_decref(spec);
+}
+
+static void expect_succeeded(const char *name, const char *master, bool reused) {
+        if (!pump_until(job_ended, name))
+                fail_msg("job %s never ended", name);
+        json_t *st = job_status(name);
+        char path[700], log[4096] = "";
+        if (lg_jobs_log_path(jobs, "default", name, "driver", 0, path, sizeof(path)) == 0) {
+                FILE *f = fopen(path, "r");
+                if (f) {
+                        log[fread(log, 1, sizeof(log) - 1, f)] = '\0';
+                        fclose(f);
+                }
+        }
+        if (strcmp(field(st, "phase"), "Succeeded") || !strstr(log, "sum 6\n"))
+                fail_msg("job %s: %s\ndriver log:\n%s", name, json_dumps(st, JSON_INDENT(1)), log);
+        const json_t *m = json_object_get(st, "master");
+        assert_string_equal(field(m, "name"), master);
+        assert_true(json_is_true(json_object_get(m, "kept")));
+        assert_int_equal(json_is_true(json_object_get(m, "reused")), reused);
+        /* Its roles are the driver and the executor: the master is not the job's. */
+        size_t i;
+        const json_t *x;
+        json_array_foreach(json_object_get(st, "roles"), i, x) assert_string_not_equal(field(x, "role"), "master");
+        json_decref(st);
+}
+
+/* Jobs on Masters: a job with keepAlive leaves its master `<job>-master`
+ * behind, Ready and idle; the next job of the namespace reuses it; two at
+ * once take turns, the second Pending "master ... is busy with job ...",
+ * and both get their result; the master's log is the job's master log. */
+static void test_jobs_on_masters(void **state) {
+        (void) state;
+        if (access("/usr/bin/dask-scheduler", X_OK) < 0 || access("/usr/bin/dask-worker", X_OK) < 0)
+                skip();
+        submit("k1", ", \"keepAlive\": true, \"keepAliveSeconds\": 300");
+        expect_succeeded("k1", "k1-master", false);
+        json_t *st = status_of("k1-master");
+        assert_string_equal(field(st, "phase"), "Ready");
+        assert_string_equal(field(st, "job"), "");
+        assert_non_null(json_object_get(st, "idleSince"));
+        json_decref(st);
+        char path[700], mpath[700];
+        assert_int_equal(lg_jobs_log_path(jobs, "default", "k1", "master", 0, path, sizeof(path)), 0);
+        assert_int_equal(jobs_master_log_path(jobs, "default", "k1-master", mpath, sizeof(mpath)), 0);
+        assert_string_equal(path, mpath);
+
+        submit("k2", "");
+        submit("k3", ", \"master\": {\"name\": \"k1-master\"}");
+        assert_true(pump_until(one_waits_for, "k1-master"));
+        expect_succeeded("k2", "k1-master", true);
+        expect_succeeded("k3", "k1-master", true);
+        st = status_of("k1-master");
+        assert_string_equal(field(st, "job"), "");
+        json_decref(st);
+
+        struct lg_error e = {0};
+        assert_int_equal(lg_jobs_master_delete(jobs, "default", "k1-master", &e), 0);
+        assert_true(pump_until(nothing_held, NULL));
+}
+
 /* legiond restarts: a master's sandbox is adopted, Ready again at the
  * same address; one whose sandbox died meanwhile is Failed (MasterLost). */
 static void test_restore(void **state) {
@@ -525,6 +637,8 @@ static int setup(void **state) {
         snprintf(run_dir, sizeof(run_dir), "%s/run", tmp);
         snprintf(jobs_dir, sizeof(jobs_dir), "%s/jobs", tmp);
         snprintf(state_root, sizeof(state_root), "%s/" JOBS_SANDBOX_DIR, run_dir);
+        const char *src = getenv("LG_SOURCE_ROOT");
+        snprintf(runtimes_dir, sizeof(runtimes_dir), "%s/runtimes", src ? src : ".");
         char path[400];
         struct lg_error e = {0};
         snprintf(path, sizeof(path), "%s/legion.db", tmp);
@@ -564,6 +678,7 @@ int main(void) {
                 cmocka_unit_test(test_idle_timeout),
                 cmocka_unit_test(test_keep_alive),
                 cmocka_unit_test(test_failures),
+                cmocka_unit_test(test_jobs_on_masters),
                 cmocka_unit_test(test_restore),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
