@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/spec.h"
+#include "jobs/engine.h"
 #include "jobs/jobs-internal.h"
 #include "node/probe.h"
 
@@ -91,8 +92,6 @@ struct jobs_masters {
         bool freeing;
 };
 
-static const char *const master_argv[] = {"dask-scheduler", "--host", "0.0.0.0", "--port", "8786",
-                                          "--no-dashboard", NULL};
 static const char *const master_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                          "HOME=/tmp", "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", NULL};
 
@@ -551,7 +550,7 @@ static int start_sandbox(struct master *m, struct lg_error *err) {
                 .image_id = m->img ? m->img->id : NULL,
                 .layers = m->img ? (const char *const *) m->img->layer_dirs : NULL,
                 .n_layers = m->img ? m->img->n_layers : 0,
-                .argv = master_argv,
+                .argv = jobs_dask_scheduler_argv, /* a job's own master's: a pre-imported pool serves both */
                 .envp = master_env,
                 .hostname = m->name,
                 .log_file = m->log_path,

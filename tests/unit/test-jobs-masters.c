@@ -472,6 +472,62 @@ static void test_failures(void **state) {
         jobs_master_release(jobs, "default", "m3", "j3");
 }
 
+static bool pool_ready(const void *name) {
+        json_t *pools = lg_jobs_pools_json(jobs);
+        size_t i;
+        json_t *p;
+        bool ready = false;
+        json_array_foreach(pools, i, p) if (!strcmp(field(p, "name"), name)) ready =
+                json_integer_value(json_object_get(p, "readyNow")) > 0;
+        json_decref(pools);
+        return ready;
+}
+
+static json_int_t pool_taken(const char *name) {
+        json_t *pools = lg_jobs_pools_json(jobs);
+        size_t i;
+        json_t *p;
+        json_int_t taken = -1;
+        json_array_foreach(pools, i, p) if (!strcmp(field(p, "name"), name)) taken =
+                json_integer_value(json_object_get(p, "taken"));
+        json_decref(pools);
+        return taken;
+}
+
+/* A master taken from a pool of pre-imported Dask processes (the
+ * scheduler runs in the warm process): Ready, its log the master's, its
+ * end noticed (Failed) like a master made on demand. */
+static void test_preimported(void **state) {
+        (void) state;
+        struct lg_error e = {0};
+        json_t *spec = json_pack("{s:s, s:i}", "kind", "dask-executor", "ready", 1);
+        if (lg_jobs_pool_set(jobs, "dask", spec, &e) < 0)
+                fail_msg("pool: %s", e.msg);
+        json_decref(spec);
+        assert_true(pump_until(pool_ready, "dask"));
+        deploy("{\"name\": \"m6\", \"cpu\": \"0.5\", \"memory\": \"512Mi\"}");
+        assert_true(pump_until(is_ready, "m6"));
+        assert_int_equal(pool_taken("dask"), 1);
+        json_t *st = status_of("m6");
+        assert_true(tcp_open(field(st, "address")));
+        char sb[LG_AGENT_ID_MAX], path[700], log[4096] = "";
+        snprintf(sb, sizeof(sb), "%s", field(st, "sandbox"));
+        json_decref(st);
+        assert_int_equal(jobs_master_log_path(jobs, "default", "m6", path, sizeof(path)), 0);
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        log[fread(log, 1, sizeof(log) - 1, f)] = '\0';
+        fclose(f);
+        assert_non_null(strstr(log, "Scheduler at"));
+        static lg_agent_req req;
+        memset(&req, 0, sizeof(req));
+        assert_int_equal(lg_agent_signal(agent, &req, sb, SIGKILL, signalled), 0);
+        assert_true(pump_until(is_failed, "m6"));
+        assert_int_equal(lg_jobs_master_delete(jobs, "default", "m6", &e), 0);
+        assert_int_equal(lg_jobs_pool_delete(jobs, "dask", &e), 0);
+        assert_true(pump_until(nothing_held, NULL));
+}
+
 /* ---- masters serving real jobs ------------------------------------------------- */
 
 static json_t *job_status(const char *name) {
@@ -678,6 +734,7 @@ int main(void) {
                 cmocka_unit_test(test_idle_timeout),
                 cmocka_unit_test(test_keep_alive),
                 cmocka_unit_test(test_failures),
+                cmocka_unit_test(test_preimported),
                 cmocka_unit_test(test_jobs_on_masters),
                 cmocka_unit_test(test_restore),
         };
