@@ -105,6 +105,12 @@ int jobs_master_spec(const json_t *spec, char *name, json_t **ret, struct lg_err
         int r = lg_spec_only_fields(spec, "the master spec", allowed, err);
         if (r < 0)
                 return r;
+        /* A string with a NUL would be read shorter than it is stored. */
+        for (size_t i = 0; allowed[i]; i++) {
+                const json_t *x = json_object_get(spec, allowed[i]);
+                if (json_is_string(x) && json_string_length(x) != strlen(json_string_value(x)))
+                        return lg_error_setm(err, EINVAL, "bad `%s`: a string without NUL is wanted", allowed[i]);
+        }
         const char *n = json_string_value(json_object_get(spec, "name"));
         if (!n)
                 return lg_error_setm(err, EINVAL, "bad `name`: a master needs a name (a string)");
@@ -124,7 +130,7 @@ int jobs_master_spec(const json_t *spec, char *name, json_t **ret, struct lg_err
         const char *image = "";
         if ((v = json_object_get(spec, "image")) && !(image = json_string_value(v)))
                 return lg_error_setm(err, EINVAL, "bad `image`: a string is wanted (\"\" = the host rootfs)");
-        if (strlen(image) > 255 || json_string_length(v) != strlen(image))
+        if (strlen(image) > 255)
                 return lg_error_setm(err, EINVAL, "bad `image`: not an image reference");
         for (const char *c = image; *c; c++)
                 if ((unsigned char) *c <= ' ' || *c == 0x7f) {

@@ -218,6 +218,11 @@ static void test_spec(void **state) {
         expect_bad("{\"name\": \"m\", \"engine\": 1}", "`engine`");
         expect_bad("{\"name\": \"m\", \"image\": \"a b\"}", "`image`");
         expect_bad("{\"name\": \"m\", \"image\": \"a\\u0000b\"}", "`image`");
+        expect_bad("{\"name\": \"m\\u0000x\"}", "`name`");
+        expect_bad("{\"name\": \"m\", \"engine\": \"dask\\u0000x\"}", "`engine`");
+        expect_bad("{\"name\": \"m\", \"cpu\": \"1\\u0000junk\"}", "`cpu`");
+        expect_bad("{\"name\": \"m\", \"memory\": \"1Gi\\u0000\"}", "`memory`");
+        expect_bad("{\"name\": \"m\", \"image\": \"x\", \"extra\": 1, \"more\": 2}", "`extra`");
         expect_bad("{\"name\": \"m\", \"image\": [\"x\"]}", "`image`");
         expect_bad("{\"name\": \"m\", \"cpu\": \"-1\"}", "`cpu`");
         expect_bad("{\"name\": \"m\", \"cpu\": \"0\"}", "`cpu`");
