@@ -576,6 +576,26 @@ static int net_teardown(void **state) {
         return 0;
 }
 
+/* The pool "default" has n sandboxes ready (at most 120 s). */
+static void wait_pool_ready(json_int_t n) {
+        uv_timer_t tick;
+        uv_timer_init(&loop, &tick);
+        uv_timer_start(&tick, on_tick, 20, 20);
+        json_int_t ready = 0;
+        for (int i = 0; i < 6000 && ready < n; i++) {
+                uv_run(&loop, UV_RUN_ONCE);
+                json_t *pools = lg_jobs_pools_json(jobs);
+                size_t k;
+                json_t *p;
+                json_array_foreach(pools, k, p) if (!strcmp(json_string_value(json_object_get(p, "name")), "default"))
+                        ready = json_integer_value(json_object_get(p, "readyNow"));
+                json_decref(pools);
+        }
+        uv_close((uv_handle_t *) &tick, NULL);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        assert_true(ready >= n);
+}
+
 static void on_signalled(lg_agent_req *req) { *(bool *) req->data = true; }
 
 /* The job runs (its driver started) and its role arg (index 0) too. */
@@ -616,6 +636,7 @@ static void test_dask(void **state) {
                    "if sys.argv[1:] == ['fail']:\n"
                    "    raise ValueError('boom')\n");
         assert_true(lg_store_blob_put(store, PKG, 100, "application/octet-stream", NULL, &e) >= 0);
+        wait_pool_ready(2); /* so that the first job's roles can come warm */
         submit("{\"name\": \"dk\", \"file\": \"app.py\", \"package\": \"sha256:" PKG "\", \"args\": [\"a\", \"b\"],"
                " \"executors\": {\"count\": 2, \"cpu\": \"500m\", \"memory\": \"512Mi\"},"
                " \"driver\": {\"cpu\": \"500m\", \"memory\": \"512Mi\"},"
