@@ -6,9 +6,9 @@ Parts, each writing raw JSON into OUT (PART.json, or PART-error.json):
   workload  the fixed Dask workload (bench/jobs/workload.py: a dask.array
             reduction and a dask.bag word count over the job's files) with 4
             executors and the job's own master, interleaved run by run:
-            through legiond with warm pools (`warm-dask`: the executors from
-            a pool of pre-imported Dask executors, master and driver from a
-            plain one; `warm`: every role from a plain pool), on
+            through legiond with warm pools (`warm-dask`: every role from a
+            pool of pre-imported Dask processes; `warm`: every role from a
+            plain pool), on
             dask-scheduler and dask-worker started as plain processes on the
             host (`plain`), through legiond with the pools empty (`cold`:
             every role made on demand)
@@ -107,13 +107,14 @@ def pools(api):
 def arm_pools(arm, others, executors):
     """The warm pools (host rootfs) an arm runs with, {name: (kind, ready)},
     for a job whose roles are `others` (master, driver) and `executors`:
-    warm: plain warm sandboxes for every role ("default"); warm-dask: the
-    executors' from a pool of pre-imported Dask executors ("dask", kind
-    dask-executor), the others' from "default"; cold: both empty."""
+    warm: plain warm sandboxes for every role ("default"); warm-dask: every
+    role from a pool of pre-imported Dask processes ("dask", kind
+    dask-executor: they serve dask-worker, dask-scheduler and the driver);
+    cold: both empty."""
     if arm == "warm":
         return {"default": ("plain", others + executors), "dask": ("dask-executor", 0)}
     if arm == "warm-dask":
-        return {"default": ("plain", others), "dask": ("dask-executor", executors)}
+        return {"default": ("plain", 0), "dask": ("dask-executor", others + executors)}
     return {"default": ("plain", 0), "dask": ("dask-executor", 0)}
 
 
@@ -226,7 +227,7 @@ def plain_run(args, files_dir, n_exec, env_extra, logdir, tag):
     the driver through the same runtime (runtimes/python dask-driver):
     scheduler first; once its port accepts, the driver then the workers
     (in legiond's order, src/jobs/engine-dask.c); after the driver's exit,
-    the workers and the scheduler get SIGTERM (legiond destroys the
+    the workers and the scheduler get SIGKILL (legiond destroys the
     sandboxes)."""
     port = harness.free_port()
     addr = f"tcp://127.0.0.1:{port}"
@@ -263,18 +264,17 @@ def plain_run(args, files_dir, n_exec, env_extra, logdir, tag):
         rc = drv.wait(timeout=args.job_timeout)
         t_driver_exit = time.time()
     finally:
+        # SIGKILL, as legiond's destroy of a sandbox (a SIGTERMed
+        # dask-worker may spend seconds closing towards a scheduler that
+        # is gone).
         for p in procs:
             if p.poll() is None:
                 try:
-                    os.killpg(p.pid, signal.SIGTERM)
+                    os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            p.wait()
     t_gone = time.time()
     shutil.rmtree(workdir, ignore_errors=True)
     with open(os.path.join(logdir, f"{tag}-driver.log"), errors="replace") as f:

@@ -12,14 +12,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from harness import load_json, ms, summary  # noqa: E402
 
 ARMS = {
-    "warm-dask": "legiond; the executors from the pool `dask` (kind `dask-executor`: warm sandboxes already "
-                 "running Python with `distributed` imported, handed the dask-worker command line), master and "
-                 "driver from the plain pool `default`; both full before each run",
+    "warm-dask": "legiond; every role from the pool `dask` (kind `dask-executor`: warm sandboxes already "
+                 "running Python with `distributed` imported, handed the dask-worker, dask-scheduler or driver "
+                 "command line), full before each run",
     "warm": "legiond; every role from the plain pool `default` (sandboxes made, network attached, no process), "
             "full before each run",
     "plain": "peer: dask-scheduler, then (once its port accepts) the driver and dask-worker as plain processes on "
              "the host, the same options, order and driver runtime (no cgroup limits, no network namespace: the "
-             "scheduler on 127.0.0.1), SIGTERM to all after the driver's exit",
+             "scheduler on 127.0.0.1), SIGKILL to all after the driver's exit (as legiond's destroy)",
     "cold": "legiond; both pools emptied before each run: every role's sandbox made on demand",
 }
 GOAL_READY_MS = 100
@@ -219,7 +219,7 @@ def main():
                  f" {rd['n']} jobs per arm after {rd['warmup']} untimed, interleaved ({rd['n'] * rd['count']} "
                  f"executors per arm). **readyMs** is the executor role's in the job status: the pool's start of its "
                  f"sandbox (a warm one taken: files bound, limits and tenant set, its workload started, or for a "
-                 f"pre-imported executor its dask-worker arguments sent; on demand: made and started); "
+                 f"pre-imported process its dask-worker arguments sent; on demand: made and started); "
                  f"**registered** is the scheduler's add-worker event, from the submit and from the role's "
                  f"`startedAt` (dask-worker's own start: Python, imports, connecting).")
         s.append("")

@@ -13,8 +13,8 @@
 #      dask.bag word count over the uploaded files, results checked) with
 #      4 executors, the job's own master: time from submit to the first task
 #      started (a task returning time.time()) and to the driver's exit,
-#      (a) through legiond with warm pools: `warm-dask` (the executors
-#      from a pool of pre-imported Dask executors, kind dask-executor) and
+#      (a) through legiond with warm pools: `warm-dask` (every role from
+#      a pool of pre-imported Dask processes, kind dask-executor) and
 #      `warm` (every role from a plain pool), (b) the same workload on
 #      dask-scheduler and dask-worker started as plain processes on the host
 #      (`plain`), (c) through legiond with the pools empty (`cold`: every
