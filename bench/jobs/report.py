@@ -197,6 +197,26 @@ def main():
                 ya, yb = [x["driver_exit"] for x in figs[a]], [x["driver_exit"] for x in figs["plain"]]
                 top.append((f"1. {a} / plain: first task; driver exit (p50)",
                             f"{ratio(q(xa, 'p50'), q(xb, 'p50'))}; {ratio(q(ya, 'p50'), q(yb, 'p50'))}"))
+        says = []
+        work = {a: q([x["work"] for x in figs[a]], "p50") for a in wl["arms"] if figs.get(a)}
+        path = {a: q([x["script"] - x["driver_started"] for x in figs[a]], "p50") for a in wl["arms"] if figs.get(a)}
+        up = {a: q([x["driver_started"] - x["master_started"] for x in figs[a]], "p50") for a in wl["arms"]
+              if figs.get(a) and all(x.get("master_started") is not None for x in figs[a])}
+        if up:
+            says.append("the master's start until its port accepts (driver started minus master started), p50: " +
+                        ", ".join(f"{a} {sec(v)} s" for a, v in up.items()))
+        if path:
+            says.append("the driver's own start until its script runs (Python, `distributed`, connecting, waiting "
+                        "for the executors), p50: " + ", ".join(f"{a} {sec(v)} s" for a, v in path.items()))
+        if work.get("plain"):
+            says.append("the work itself (the same tasks) against plain's, p50: " +
+                        ", ".join(f"{a} {ratio(v, work['plain'])}" for a, v in work.items() if a != "plain") +
+                        " (the pools make the taken sandboxes' replacements while the work runs)")
+        if says:
+            s.append("Where the time goes:")
+            s.append("")
+            s += [f"- {x}" for x in says]
+            s.append("")
         s += failures(wl)
         s.append("")
 
