@@ -22,7 +22,7 @@ FINAL = ("Succeeded", "Failed", "Stopped")
 NS = "default"
 # Generous bounds for a loaded 2-core CI machine: they only stop a hung
 # test, they are never what a test checks.
-JOB_TIMEOUT = 420
+JOB_TIMEOUT = int(os.environ.get("LEGION_E2E_JOB_TIMEOUT", "420"))
 
 
 def start(top, name, args=()):
@@ -139,7 +139,9 @@ def final(j):
 
 
 def wait_job(d, name, pred=final, what="a final phase", timeout=JOB_TIMEOUT, ns=NS):
-    return poll(lambda: get_job(d, name, ns), pred, f"job {name}: {what}", timeout)
+    """(A job submitted by a CLI running in the background may not exist yet.)"""
+    return poll(lambda: get_job(d, name, ns, missing_ok=True), lambda j: j is not None and pred(j),
+                f"job {name}: {what}", timeout)
 
 
 def wait_phase(d, name, phase, timeout=JOB_TIMEOUT):

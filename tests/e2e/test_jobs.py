@@ -3,8 +3,8 @@ them: the real legiond, real sandboxes, `legion submit` and `legion job`
 (docs/jobs.md). An indexed job of 8 completions 3 at a time with one index
 failing once and retried; an index failing every attempt
 (BackoffLimitExceeded, the running indexes deleted); a job larger than the
-node refused with a clear 422 and no record; bad specs refused naming the
-field; `job list/show --json`; stop while running and the attached client
+node refused with a clear 422 and no record (bad specs: test_jobs_api.py);
+`job list/show --json`; stop while running and the attached client
 interrupted; delete removes the record and the logs. After every test no
 sandbox of a job is left (state dir, cgroup, process, mount: jobs_kit.sweep)."""
 import json
@@ -132,33 +132,6 @@ def test_a_job_larger_than_the_node_is_refused(d):
     # Refused means nothing kept.
     assert get_job(d, "big", missing_ok=True) is None and get_job(d, "big2", missing_ok=True) is None
     assert not {"big", "big2"} & {j["name"] for j in jk.list_jobs(d)}
-
-
-@pytest.mark.parametrize("spec,names", [
-    ({"engine": "indexed", "command": ["true"], "bogus": 1}, ["bogus"]),
-    ({"engine": "indexed", "command": ["true"], "executors": {"cpu": "-1"}}, ["cpu", "-1"]),
-    ({"engine": "indexed", "command": ["true"], "executors": {"memory": "lots"}}, ["memory", "lots"]),
-    ({"engine": "indexed", "command": ["true"], "completions": 0}, ["completions"]),
-    ({"engine": "indexed", "command": ["true"], "parallelism": -3}, ["parallelism"]),
-    ({"engine": "indexed"}, ["command"]),
-    ({"engine": "spark", "command": ["true"]}, ["engine", "spark"]),
-    ({"name": "Bad_Name", "engine": "indexed", "command": ["true"]}, ["Bad_Name"]),
-    ({"name": "x" * 54, "engine": "indexed", "command": ["true"]}, ["name"]),
-    ({"engine": "indexed", "command": "true"}, ["command"]),
-    ({"engine": "indexed", "command": ["true"], "package": "sha256:" + "0" * 64}, None),
-])
-def test_bad_specs_are_refused_naming_the_field(d, spec, names):
-    before = {j["uid"] for j in jk.list_jobs(d)}
-    st, body = d.http("POST", "/v1/namespaces/default/jobs", spec)
-    if names is None:  # an unknown package: 404
-        assert st == 404, (st, body)
-    else:
-        assert st == 422, (st, body)
-        msg = json.loads(body)["error"]["message"]
-        for n in names:
-            assert n in msg, (n, msg)
-    # Refused means nothing kept.
-    assert {j["uid"] for j in jk.list_jobs(d)} == before
 
 
 def test_list_show_json_and_delete(d):
