@@ -84,42 +84,33 @@ def note_sandboxes(d, doc):
         d.seen.add(st["sandbox"])
 
 
-def get_job(d, name, ns=NS, missing_ok=False):
-    st, body = d.http("GET", f"/v1/namespaces/{ns}/jobs/{name}")
+def fetch(d, path, missing_ok=False):
+    """GET path: the record (or {"items": [...]}), its sandboxes noted;
+    None for 404 when missing_ok."""
+    st, body = d.http("GET", path)
     if st == 404 and missing_ok:
         return None
-    assert st == 200, (st, body)
+    assert st == 200, (path, st, body)
     doc = json.loads(body)
-    note_sandboxes(d, doc)
+    for x in doc["items"] if "items" in doc else [doc]:
+        note_sandboxes(d, x)
     return doc
+
+
+def get_job(d, name, ns=NS, missing_ok=False):
+    return fetch(d, f"/v1/namespaces/{ns}/jobs/{name}", missing_ok)
 
 
 def get_master(d, name, ns=NS, missing_ok=True):
-    st, body = d.http("GET", f"/v1/namespaces/{ns}/masters/{name}")
-    if st == 404 and missing_ok:
-        return None
-    assert st == 200, (st, body)
-    doc = json.loads(body)
-    note_sandboxes(d, doc)
-    return doc
+    return fetch(d, f"/v1/namespaces/{ns}/masters/{name}", missing_ok)
 
 
 def list_jobs(d, ns=NS):
-    st, body = d.http("GET", f"/v1/namespaces/{ns}/jobs")
-    assert st == 200, (st, body)
-    items = json.loads(body)["items"]
-    for j in items:
-        note_sandboxes(d, j)
-    return items
+    return fetch(d, f"/v1/namespaces/{ns}/jobs")["items"]
 
 
 def list_masters(d):
-    st, body = d.http("GET", "/v1/masters")
-    assert st == 200, (st, body)
-    items = json.loads(body)["items"]
-    for m in items:
-        note_sandboxes(d, m)
-    return items
+    return fetch(d, "/v1/masters")["items"]
 
 
 def poll(fetch, pred, what, timeout=JOB_TIMEOUT, interval=0.2):
