@@ -668,6 +668,7 @@ static void test_restore(void **state) {
         assert_int_equal(lg_sandbox_adopt(state_root, sb5, &s5, &e), 0);
         lg_sandbox_destroy(s5);
         lg_net_free(net);
+        net = NULL;
         net = test_net_open(NET_CIDR, NET_TABLE, NET_PREFIX, false, "default");
         jobs_start(net);
         if (lg_jobs_restore(jobs, &e) < 0)
@@ -714,8 +715,18 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
         (void) state;
-        jobs_stop(false);
         struct lg_error e = {0};
+        if (!net)
+                net = test_net_open(NET_CIDR, NET_TABLE, NET_PREFIX, false, "default");
+        if (!jobs) {
+                /* A test failed while legiond was "down": its detached
+                 * masters (owned by this live process, so no sweep takes
+                 * them) are adopted to be destroyed. */
+                jobs_start(net);
+                if (lg_jobs_restore(jobs, &e) < 0)
+                        fprintf(stderr, "restore: %s\n", e.msg);
+        }
+        jobs_stop(false);
         if (lg_net_teardown(net, &e) < 0)
                 fprintf(stderr, "net teardown: %s\n", e.msg);
         lg_net_free(net);
