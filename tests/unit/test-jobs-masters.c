@@ -499,6 +499,16 @@ static json_int_t pool_taken(const char *name) {
         return taken;
 }
 
+static bool log_says_scheduler(const void *path) {
+        char log[8192] = "";
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return false;
+        log[fread(log, 1, sizeof(log) - 1, f)] = '\0';
+        fclose(f);
+        return strstr(log, "Scheduler at") != NULL;
+}
+
 /* A master taken from a pool of pre-imported Dask processes (the
  * scheduler runs in the warm process): Ready, its log the master's, its
  * end noticed (Failed) like a master made on demand. */
@@ -519,11 +529,15 @@ static void test_preimported(void **state) {
         snprintf(sb, sizeof(sb), "%s", field(st, "sandbox"));
         json_decref(st);
         assert_int_equal(jobs_master_log_path(jobs, "default", "m6", path, sizeof(path)), 0);
-        FILE *f = fopen(path, "r");
-        assert_non_null(f);
-        log[fread(log, 1, sizeof(log) - 1, f)] = '\0';
-        fclose(f);
-        assert_non_null(strstr(log, "Scheduler at"));
+        /* The port may open before the line is written. */
+        if (!pump_until(log_says_scheduler, path)) {
+                FILE *f = fopen(path, "r");
+                if (f) {
+                        log[fread(log, 1, sizeof(log) - 1, f)] = '\0';
+                        fclose(f);
+                }
+                fail_msg("m6's log %s: %s", path, log);
+        }
         static lg_agent_req req;
         memset(&req, 0, sizeof(req));
         assert_int_equal(lg_agent_signal(agent, &req, sb, SIGKILL, signalled), 0);
@@ -673,7 +687,8 @@ static void test_restore(void **state) {
         jobs_start(net);
         if (lg_jobs_restore(jobs, &e) < 0)
                 fail_msg("restore: %s", e.msg);
-        assert_true(pump_until(is_ready, "m4"));
+        if (!pump_until(is_ready, "m4"))
+                fail_msg("m4 not Ready after the restart: %s", json_dumps(status_of("m4"), 0));
         st = status_of("m4");
         assert_string_equal(field(st, "address"), address);
         assert_string_equal(field(st, "sandbox"), sb);
