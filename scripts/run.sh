@@ -3,7 +3,8 @@
 # default ./var/legion) on 127.0.0.1:7070, with the sample app `hello`
 # deployed from examples/python-hello, a busybox image imported as
 # legion.local/busybox:1, the container app `web` (busybox httpd from that
-# image, public: auth none) and the pod examples/pods/hello.yaml started.
+# image, public: auth none), the pod examples/pods/hello.yaml started and
+# the Dask job examples/jobs/wordcount.py run once.
 # It also serves HTTPS on 127.0.0.1:6443 for kubectl. legiond stays in the foreground;
 # Ctrl-C stops it; its workloads keep running for the next legiond (apps
 # stay in the store): `legiond --home $LEGION_HOME --stop-all` stops them.
@@ -48,6 +49,10 @@ curl -fsS "$LEGION_API/fn/default/web/"
 echo
 "$BUILD/legion" pod apply -f examples/pods/hello.yaml
 echo
+echo "\$ legion submit --name wordcount --num-executors 2 --file examples/jobs/wordcount.py --files examples/jobs/data"
+"$BUILD/legion" job delete wordcount >/dev/null 2>&1 || true
+"$BUILD/legion" submit --name wordcount --num-executors 2 --file examples/jobs/wordcount.py --files examples/jobs/data
+echo
 cat <<MSG
 
 legiond is running on $LEGION_API (state in $LEGION_HOME). Try:
@@ -61,6 +66,8 @@ legiond is running on $LEGION_API (state in $LEGION_HOME). Try:
   $BUILD/legion app logs hello --follow
   $BUILD/legion pod list
   $BUILD/legion pod logs hello -c client --tail 3
+  $BUILD/legion job show wordcount                      (a Dask job: roles, usage per second)
+  $BUILD/legion job logs wordcount --role executor --index 0
   $BUILD/legion kubeconfig > ~/.kube/config && kubectl get pods   (legion kubeconfig uses LEGION_HOME=$LEGION_HOME)
 
 Ctrl-C stops legiond; its workloads keep running for the next one
