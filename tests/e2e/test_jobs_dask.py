@@ -10,7 +10,8 @@ is gone; a deployed master reused with --master (busy: the next job waits);
 --keep-alive (the master kept, reused by the next submit, deleted when idle);
 a driver that raises (DriverFailed); an executor OOM-killed (ExecutorLost);
 --max-duration (DeadlineExceeded); stop while pending and while running; the
-attached client killed; legiond killed with SIGKILL mid-job and restarted;
+attached client killed; legiond killed with SIGKILL mid-job and restarted
+(a pending job queued across it);
 per-second metering (status.usage within what the recorded roles give, kept
 across a restart, never counted twice). After every test no sandbox of a job
 is left (jobs_kit.sweep)."""
@@ -287,7 +288,7 @@ def test_keep_alive_keeps_the_master_for_the_next_submit_until_idle(d):
     # Idle for its keep-alive: deleted, its sandbox too.
     m = jk.poll(lambda: jk.get_master(d, "ka1-master"), lambda m: m is None or m["status"].get("usage"),
                 "the kept master's usage")
-    jk.poll(lambda: jk.get_master(d, "ka1-master"), lambda m: m is None, "the idle master deleted", timeout=300)
+    jk.poll(lambda: jk.get_master(d, "ka1-master"), lambda m: m is None, "the idle master deleted")
     jk.poll(lambda: jk.sandbox_left(d, msb), lambda v: not v, "its sandbox gone", timeout=60)
     # Its log stays with the job that made it.
     assert "Scheduler at:" in jk.log(d, "ka1", "master")
@@ -406,9 +407,16 @@ def test_legiond_killed_mid_job_and_restarted(d):
     jk.running(d, "survive")
     # Mid-computation: the driver has done a step with the executors.
     jk.poll(lambda: jk.log(d, "survive", "driver"), lambda t: "step 2" in t, "the driver's third step")
+    # A job waiting for capacity (7 vCPU; survive holds 2.5 of 8) when legiond dies.
+    cli(d, "submit", "--engine", "indexed", "--name", "blocked", "--completions", "1", "--executor-cores", "7",
+        "--detach", "--", "true")
+    b = jk.wait_job(d, "blocked", lambda j: j["status"].get("waitingFor"), "waitingFor")
+    assert b["status"]["phase"] == "Pending", b["status"]
     before = get_job(d, "survive")
     assert before["status"]["phase"] == "Running", before["status"]
     jk.restart(d, signal.SIGKILL)
+    b = get_job(d, "blocked")
+    assert b["status"]["phase"] in ("Pending", "Starting", "Running", "Succeeded"), b["status"]
     j = jk.wait_job(d, "survive")
     st = j["status"]
     assert st["phase"] == "Succeeded", st  # the roles were adopted, the job went on to its real end
@@ -419,6 +427,14 @@ def test_legiond_killed_mid_job_and_restarted(d):
     assert {r["sandbox"] for r in roles(before)} <= {r["sandbox"] for r in roles(j)}, (roles(before), roles(j))
     jk.assert_job_gone(d, j)
     u = jk.check_usage(j)  # not lost while legiond was down, not counted twice
+    # The pending job was still queued: admitted once survive's capacity came back.
+    b = jk.wait_job(d, "blocked")
+    assert b["status"]["phase"] == "Succeeded", b["status"]
+    # Not before survive's end gave the capacity back (restore takes the
+    # running jobs' capacity before it admits anyone).
+    drv = roles(j, "driver")[0]
+    assert jk.ts(b["status"]["startedAt"]) >= jk.ts(drv["finishedAt"]), (b["status"], drv)
+    jk.assert_job_gone(d, b)
 
     # Ended jobs keep their usage and logs across a restart.
     jk.restart(d, signal.SIGTERM)
