@@ -121,11 +121,13 @@ class Legiond:
         stop_workloads(self.home, self.env, self.log, self.net_args)
         raise AssertionError("legiond did not start: " + log)
 
-    def sandbox_inits(self):
+    def sandbox_inits(self, roots=("sandboxes-root", "pod-sandboxes", "job-sandboxes")):
         """pid -> state dir of every sandbox of this home whose legion-init
-        still runs (zombies are dead: the host's init reaps them)."""
+        still runs (zombies are dead: the host's init reaps them); roots:
+        under run/, functions' and sessions', pods', jobs' (roles and the
+        job pools' warm sandboxes)."""
         found = {}
-        for root in ("sandboxes-root", "pod-sandboxes"):
+        for root in roots:
             top = os.path.join(self.home, "run", root, "sandboxes")
             for name in os.listdir(top) if os.path.isdir(top) else []:
                 try:
