@@ -190,6 +190,13 @@ static int reclaim(struct local *L, struct entry *e, struct lg_error *err) {
                 return 0;
         pid_t pid = lg_sandbox_pid(e->sb);
         int r = owns_netns(pid);
+        /* Its workload ended while nobody was attached: legion-init killed
+         * everything inside, so the namespace and the address it held are
+         * gone; nothing to take back (its kept exit status still is). */
+        if (r == -ENOENT || r == -ESRCH) {
+                e->addr = (struct lg_net_addr){0};
+                return 0;
+        }
         if (r < 0)
                 return lg_error_set(err, -r, "the network namespace of sandbox `%s`", e->id);
         if (r == 0)
