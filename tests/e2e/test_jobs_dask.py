@@ -10,13 +10,14 @@ is gone; a deployed master reused with --master (busy: the next job waits);
 --keep-alive (the master kept, reused by the next submit, deleted when idle);
 a driver that raises (DriverFailed); an executor OOM-killed (ExecutorLost);
 --max-duration (DeadlineExceeded); stop while pending and while running; the
-attached client killed; legiond killed with SIGKILL mid-job and restarted
-(a pending job queued across it);
+attached client killed; legiond killed with SIGKILL mid-job and restarted,
+and the driver ending while legiond is down;
 per-second metering (status.usage within what the recorded roles give, kept
 across a restart, never counted twice). After every test no sandbox of a job
 is left (jobs_kit.sweep)."""
 import collections
 import json
+import os
 import random
 import re
 import signal
@@ -444,6 +445,31 @@ def test_legiond_killed_mid_job_and_restarted(d):
     for i in range(2):
         assert "Start worker" in jk.log(d, "survive", "executor", i)
     jk.assert_job_gone(d, again)
+
+
+def test_the_driver_ends_while_legiond_is_down(d):
+    top = app_files(d, steps=STEPS)
+    submit(d, top, "down", "--num-executors", "2", *EXEC, "--file", "steps.py", "--detach")
+    jk.running(d, "down")
+    # The driver's log is written by the sandbox itself: readable on disk
+    # while legiond is down.
+    path = os.path.join(d.home, "jobs", "default", "down", "driver.log")
+    jk.poll(lambda: open(path).read() if os.path.exists(path) else "", lambda t: "step 2" in t,
+            "the driver's third step")
+    before = get_job(d, "down")
+    d.stop(signal.SIGKILL, keep=True)
+    assert "RESULT" not in open(path).read()  # killed mid-job (the driver has 37 steps to go)
+    jk.poll(lambda: open(path).read(), lambda t: "RESULT" in t, "the driver's end while legiond is down")
+    d.start()
+    j = jk.wait_job(d, "down")
+    st = j["status"]
+    assert st["phase"] == "Succeeded" and st["reason"] == "Completed", st  # its exit status was kept for us
+    assert jk.result_line(jk.log(d, "down", "driver"))["sum"] == sum(i * i for i in range(40))
+    assert {r["sandbox"] for r in roles(before)} <= {r["sandbox"] for r in roles(j)}, (roles(before), roles(j))
+    # The executors, still running after the driver's end, are gone.
+    assert all(r["state"] in ("Exited", "Deleted") for r in roles(j, "executor")), roles(j)
+    jk.assert_job_gone(d, j)
+    jk.check_usage(j)
 
 
 def test_a_dask_job_larger_than_the_node_is_refused(d):
