@@ -30,6 +30,7 @@
 #include "net-kit.h"
 #include "node/agent.h"
 #include "sandbox-cleanup.h"
+#include "wait-kit.h"
 
 #define NET_TABLE "lg_test_jm"
 #define NET_PREFIX "lgjm"
@@ -66,21 +67,9 @@ static void jobs_stop(bool detach) {
 
 /* ---- waiting ---------------------------------------------------------------- */
 
-static void on_tick(uv_timer_t *t) { (void) t; }
-
 /* Run the loop until pred holds, at most 2 minutes (the scheduler starts
  * in a second or two on a quiet machine, much more on a loaded one). */
-static bool pump_until(bool (*pred)(const void *), const void *arg) {
-        uv_timer_t tick;
-        uv_timer_init(&loop, &tick);
-        uv_timer_start(&tick, on_tick, 20, 20);
-        bool ok = false;
-        for (int i = 0; i < 6000 && !(ok = pred(arg)); i++)
-                uv_run(&loop, UV_RUN_ONCE);
-        uv_close((uv_handle_t *) &tick, NULL);
-        uv_run(&loop, UV_RUN_NOWAIT);
-        return ok;
-}
+static bool pump_until(bool (*pred)(const void *), const void *arg) { return wait_kit_pump(&loop, pred, arg); }
 
 static json_t *status_of(const char *name) {
         struct lg_resource *r = NULL;

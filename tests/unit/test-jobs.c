@@ -25,6 +25,7 @@
 #include "node/agent.h"
 #include "net-kit.h"
 #include "sandbox-cleanup.h"
+#include "wait-kit.h"
 
 static char tmp[256], run_dir[300], jobs_dir[300], state_root[400], cg_parent[64], packages_dir[300],
         runtimes_dir[600];
@@ -205,8 +206,6 @@ static void test_spec_hostile(void **state) {
 
 /* ---- the lifecycle with real sandboxes ------------------------------------------------------ */
 
-static void on_tick(uv_timer_t *t) { (void) t; }
-
 static json_t *job_status(const char *name) {
         struct lg_resource *r = NULL;
         if (lg_jobs_get(jobs, "default", name, &r, NULL) < 0)
@@ -216,29 +215,9 @@ static json_t *job_status(const char *name) {
         return st;
 }
 
-typedef bool (*pred_fn)(const json_t *st, const void *arg);
-
-/* Run the loop until pred holds for the job's status, at most 120 s (a
- * bound for a hung test, not a timing check). */
-static json_t *wait_for(const char *name, pred_fn pred, const void *arg) {
-        uv_timer_t tick;
-        uv_timer_init(&loop, &tick);
-        uv_timer_start(&tick, on_tick, 20, 20);
-        json_t *st = NULL;
-        for (int i = 0; i < 6000; i++) {
-                uv_run(&loop, UV_RUN_ONCE);
-                json_decref(st);
-                st = job_status(name);
-                if (pred(st, arg))
-                        break;
-        }
-        uv_close((uv_handle_t *) &tick, NULL);
-        uv_run(&loop, UV_RUN_NOWAIT);
-        if (!pred(st, arg)) {
-                char *s = st ? json_dumps(st, JSON_INDENT(1)) : strdup("(gone)");
-                fail_msg("job %s: condition never held; status %s", name, s);
-        }
-        return st;
+/* The job's status once pred holds for it. */
+static json_t *wait_for(const char *name, wait_kit_pred_fn pred, const void *arg) {
+        return wait_kit_status(&loop, "job", name, job_status, pred, arg);
 }
 
 static bool phase_is(const json_t *st, const void *arg) {
@@ -576,25 +555,21 @@ static int net_teardown(void **state) {
         return 0;
 }
 
-/* The pool "default" has n sandboxes ready (at most 120 s). */
-static void wait_pool_ready(json_int_t n) {
-        uv_timer_t tick;
-        uv_timer_init(&loop, &tick);
-        uv_timer_start(&tick, on_tick, 20, 20);
+static json_int_t default_ready_now(void) {
         json_int_t ready = 0;
-        for (int i = 0; i < 6000 && ready < n; i++) {
-                uv_run(&loop, UV_RUN_ONCE);
-                json_t *pools = lg_jobs_pools_json(jobs);
-                size_t k;
-                json_t *p;
-                json_array_foreach(pools, k, p) if (!strcmp(json_string_value(json_object_get(p, "name")), "default"))
-                        ready = json_integer_value(json_object_get(p, "readyNow"));
-                json_decref(pools);
-        }
-        uv_close((uv_handle_t *) &tick, NULL);
-        uv_run(&loop, UV_RUN_NOWAIT);
-        assert_true(ready >= n);
+        json_t *pools = lg_jobs_pools_json(jobs);
+        size_t k;
+        json_t *p;
+        json_array_foreach(pools, k, p) if (!strcmp(json_string_value(json_object_get(p, "name")), "default"))
+                ready = json_integer_value(json_object_get(p, "readyNow"));
+        json_decref(pools);
+        return ready;
 }
+
+static bool default_has_ready(const void *n) { return default_ready_now() >= *(const json_int_t *) n; }
+
+/* The pool "default" has n sandboxes ready (at most 120 s). */
+static void wait_pool_ready(json_int_t n) { assert_true(wait_kit_pump(&loop, default_has_ready, &n)); }
 
 static void on_signalled(lg_agent_req *req) { *(bool *) req->data = true; }
 

@@ -27,6 +27,7 @@
 #include "net/net.h"
 #include "pod/pod.h"
 #include "tenant/tenant.h"
+#include "wait-kit.h"
 
 static char tmp[256];
 static lg_store *store;
@@ -176,28 +177,10 @@ static const json_t *ctr_status(const json_t *st, const char *name) {
         return NULL;
 }
 
-/* Run the loop until pred holds for the pod's status (NULL = gone), at
- * most 120 s (a generous bound for a hung test, not a timing check). */
-typedef bool (*pred_fn)(const json_t *st, const void *arg);
-static json_t *wait_for(const char *name, pred_fn pred, const void *arg) {
-        uv_timer_t tick;
-        uv_timer_init(&loop, &tick);
-        uv_timer_start(&tick, on_tick, 20, 20);
-        json_t *st = NULL;
-        for (int i = 0; i < 6000; i++) {
-                uv_run(&loop, UV_RUN_ONCE);
-                json_decref(st);
-                st = pod_status(name);
-                if (pred(st, arg))
-                        break;
-        }
-        uv_close((uv_handle_t *) &tick, NULL);
-        uv_run(&loop, UV_RUN_NOWAIT);
-        if (!pred(st, arg)) {
-                char *s = st ? json_dumps(st, JSON_INDENT(1)) : strdup("(gone)");
-                fail_msg("pod %s: condition never held; status %s", name, s);
-        }
-        return st;
+
+/* The pod's status once pred holds for it (NULL = gone). */
+static json_t *wait_for(const char *name, wait_kit_pred_fn pred, const void *arg) {
+        return wait_kit_status(&loop, "pod", name, pod_status, pred, arg);
 }
 
 static bool phase_is(const json_t *st, const void *arg) {
@@ -572,14 +555,10 @@ static json_int_t warm_field(const char *ref, const char *field) {
         return v;
 }
 
+static bool warm_ready(const void *ref) { return warm_field(ref, "ready") >= 1; }
+
 static void wait_warm_ready(const char *ref) {
-        uv_timer_t tick;
-        uv_timer_init(&loop, &tick);
-        uv_timer_start(&tick, on_tick, 20, 20);
-        for (int i = 0; i < 6000 && warm_field(ref, "ready") < 1; i++)
-                uv_run(&loop, UV_RUN_ONCE);
-        uv_close((uv_handle_t *) &tick, NULL);
-        uv_run(&loop, UV_RUN_NOWAIT);
+        wait_kit_pump(&loop, warm_ready, ref);
         assert_int_equal(warm_field(ref, "ready"), 1);
 }
 
