@@ -117,12 +117,7 @@ brc=0
 
 # Stop legiond the polite way, then its workloads (SIGTERM leaves them for
 # the next legiond), and check that nothing outlived it.
-kill -TERM "$LEGIOND_PID"
-rc=0
-wait "$LEGIOND_PID" || rc=$?
-LEGIOND_PID=
-"$BUILD/legiond" --home "$HOME_DIR" "${BENCH_NET_ARGS[@]}" --stop-all >>"$RES/legiond.log" 2>&1 || rc=$?
-sleep 0.5
+bench_stop_all
 left=$(pgrep -f -- "--home $HOME_DIR " || true)
 left_sb=$(bench_sandbox_pids)
 left_nginx=$(pgrep -f -- "nginx -p $RES/nginx" || true)
@@ -133,11 +128,7 @@ bench_net_cleanup
 left_cg=$(find /sys/fs/cgroup -maxdepth 2 -name "$LEGION_CGROUP_PARENT" -type d 2>/dev/null || true)
 left=$(words "$left $left_sb $left_nginx $left_runc $left_ns")
 cat >"$RES/meta.json" <<EOF
-{"date": "$(cat "$RES/date.txt")", "elapsed_s": $(( $(date +%s) - T0 )),
- "load_start": "$(cat "$RES/load-start.txt")", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
- "psi_start": "$PSI_START", "psi_end": "$(psi)", "other_legiond": $OTHERS,
- "legiond_exit": $rc, "bench_exit": $brc, "leftover": "$left", "leftover_cgroups": "$(words "$left_cg")",
- "net_args": "${BENCH_NET_ARGS[*]}",
+{$(bench_meta_run)
  $(bench_meta_machine)
  "wrk": "$(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)", "nginx": "$(nginx -v 2>&1 | cut -d' ' -f3)",
  "runc": "$(runc --version | head -1 | cut -d' ' -f3)", "python": "$($PY --version | cut -d' ' -f2)",

@@ -108,12 +108,7 @@ brc=0
 # Stop legiond the polite way, then its workloads (SIGTERM leaves them for
 # the next legiond), and check that nothing outlived it: no legiond, no
 # sandbox process, no dask process of the plain arm.
-kill -TERM "$LEGIOND_PID"
-rc=0
-wait "$LEGIOND_PID" || rc=$?
-LEGIOND_PID=
-"$BUILD/legiond" --home "$HOME_DIR" "${BENCH_NET_ARGS[@]}" --stop-all >>"$RES/legiond.log" 2>&1 || rc=$?
-sleep 0.5
+bench_stop_all
 left=$(pgrep -f -- "--home $HOME_DIR " || true)
 left_sb=$(bench_sandbox_pids)
 left_plain=$(grep -lza -- "^LEGION_BENCH_JOBS=$RES\$" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | tr '\n' ' ' || true)
@@ -122,11 +117,7 @@ bench_net_cleanup
 left_cg=$(find /sys/fs/cgroup -maxdepth 2 -name "$LEGION_CGROUP_PARENT" -type d 2>/dev/null || true)
 left=$(words "$left $left_sb $left_plain")
 cat >"$RES/meta.json" <<EOF
-{"date": "$(cat "$RES/date.txt")", "elapsed_s": $(( $(date +%s) - T0 )),
- "load_start": "$(cat "$RES/load-start.txt")", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
- "psi_start": "$PSI_START", "psi_end": "$(psi)", "other_legiond": $OTHERS,
- "legiond_exit": $rc, "bench_exit": $brc, "leftover": "$left", "leftover_cgroups": "$(words "$left_cg")",
- "net_args": "${BENCH_NET_ARGS[*]}", "legiond_args": "$JOBS_LEGIOND_ARGS",
+{$(bench_meta_run) "legiond_args": "$JOBS_LEGIOND_ARGS",
  $(bench_meta_machine)
  "dask": "$("$PY" -c 'import distributed; print(distributed.__version__)')",
  "numpy": "$("$PY" -c 'import numpy; print(numpy.__version__)')",

@@ -138,12 +138,7 @@ brc=0
 # Stop legiond the polite way, then its workloads and the fetcher
 # (SIGTERM leaves them for the next legiond), and check that nothing
 # outlived it.
-kill -TERM "$LEGIOND_PID"
-rc=0
-wait "$LEGIOND_PID" || rc=$?
-LEGIOND_PID=
-"$BUILD/legiond" --home "$HOME_DIR" "${BENCH_NET_ARGS[@]}" --stop-all >>"$RES/legiond.log" 2>&1 || rc=$?
-sleep 0.5
+bench_stop_all
 left=$(pgrep -f -- "--home $HOME_DIR" || true)
 left_sb=$(bench_sandbox_pids)
 left_ns=$(ip netns list | grep -w "$NETNS" || true)
@@ -154,11 +149,7 @@ bench_net_cleanup
 left_cg=$(find /sys/fs/cgroup -maxdepth 2 -name "$LEGION_CGROUP_PARENT" -type d 2>/dev/null || true)
 left=$(words "$left $left_sb $left_ns $left_mnt")
 cat >"$RES/meta.json" <<EOM
-{"date": "$(cat "$RES/date.txt")", "elapsed_s": $(( $(date +%s) - T0 )),
- "load_start": "$(cat "$RES/load-start.txt")", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
- "psi_start": "$PSI_START", "psi_end": "$(psi)", "other_legiond": $OTHERS,
- "legiond_exit": $rc, "bench_exit": $brc, "leftover": "$left", "leftover_cgroups": "$(words "$left_cg")",
- "net_args": "${BENCH_NET_ARGS[*]}", "legiond_args": "${LAZY_LEGIOND_ARGS:-}",
+{$(bench_meta_run) "legiond_args": "${LAZY_LEGIOND_ARGS:-}",
  $(bench_meta_machine)
  "registry": "$(dpkg-query -W -f '${Version}' docker-registry 2>/dev/null || echo '?')",
  "erofs_utils": "$(dpkg-query -W -f '${Version}' erofs-utils 2>/dev/null || echo '?')",

@@ -91,6 +91,33 @@ bench_record_start() {
         T0=$(date +%s)
 }
 
+# The end of a run, politely: SIGTERM to legiond ($LEGIOND_PID), which
+# leaves its workloads for the next legiond, then --stop-all for them
+# (output to $RES/legiond.log); sets rc to legiond's exit status, or the
+# stop's if that failed.
+bench_stop_all() {
+        kill -TERM "$LEGIOND_PID"
+        rc=0
+        wait "$LEGIOND_PID" || rc=$?
+        LEGIOND_PID=
+        "$BUILD/legiond" --home "$HOME_DIR" "${BENCH_NET_ARGS[@]}" --stop-all >>"$RES/legiond.log" 2>&1 || rc=$?
+        sleep 0.5
+}
+
+# meta.json's members about the run (bench_record_start's conditions and
+# the ones at the end, rc, brc, $left, $left_cg, the net args), each line
+# ending with a comma: follows the opening brace.
+# shellcheck disable=SC2154 # brc, left, left_cg: the caller's
+bench_meta_run() {
+        cat <<EOF
+"date": "$(cat "$RES/date.txt")", "elapsed_s": $(( $(date +%s) - T0 )),
+ "load_start": "$(cat "$RES/load-start.txt")", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
+ "psi_start": "$PSI_START", "psi_end": "$(psi)", "other_legiond": $OTHERS,
+ "legiond_exit": $rc, "bench_exit": $brc, "leftover": "$left", "leftover_cgroups": "$(words "$left_cg")",
+ "net_args": "${BENCH_NET_ARGS[*]}",
+EOF
+}
+
 # The end of a run: $1's report.py makes $OUT/$1.md from $RES, merged into
 # bench/RESULTS.md's $SECTION unless $2 is 1, printed; then the run fails
 # if anything was left ($left), legiond failed ($rc) or bench.py did ($brc).
