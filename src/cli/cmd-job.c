@@ -550,8 +550,9 @@ static const char *usage_text(const json_t *u, char *buf, size_t cap) {
         return buf;
 }
 
-/* A list call (GET path) printed as a table or as JSON. */
-static int print_list(const char *path, bool all, const char *what,
+/* GET path's items as a table (without head[0], NAMESPACE, unless all) or
+ * the JSON; none: empty, else "No <what> found" (in the namespace). */
+static int print_list(const char *path, bool all, const char *what, const char *empty,
                       void (*row)(struct cli_table *t, const json_t *item, bool all),
                       const char *const *head, size_t ncols, struct lg_error *err) {
         struct cli_response resp = {0};
@@ -565,6 +566,8 @@ static int print_list(const char *path, bool all, const char *what,
                 json_array_foreach(items, i, it) row(t, it, all);
                 if (json_array_size(items))
                         cli_table_print(t, stdout);
+                else if (empty)
+                        fprintf(stderr, "%s\n", empty);
                 else if (all)
                         fprintf(stderr, "No %s found\n", what);
                 else
@@ -611,7 +614,7 @@ static int list_verb(int argc, char **argv, void (*usage)(FILE *), const char *k
         _cleanup_free_ char *path = all ? strdup(all_path) : res_path(kind, NULL, NULL);
         if (!path)
                 return lg_error_set(err, ENOMEM, "path");
-        return print_list(path, all, kind, row, head, ncols, err);
+        return print_list(path, all, kind, NULL, row, head, ncols, err);
 }
 
 static int job_list(int argc, char **argv, struct lg_error *err) {
@@ -887,23 +890,8 @@ static int pool_list(int argc, char **argv, struct lg_error *err) {
         /* READY: what the pool keeps; NOW: ready at this moment. */
         static const char *const head[] = {"NAME",  "KIND",   "IMAGE", "READY", "NOW",
                                            "MAKING", "TAKEN", "MISSED", "MADE", "LAST ERROR"};
-        struct cli_response resp = {0};
-        r = cli_call("GET", "/v1/jobs/pools", NULL, &resp, err);
-        if (r >= 0 && cli_globals.json) {
-                cli_print_json_body(&resp);
-        } else if (r >= 0) {
-                struct cli_table *t = cli_table_new(ARRAY_SIZE(head), head);
-                json_t *items = json_object_get(resp.json, "items"), *it;
-                size_t i;
-                json_array_foreach(items, i, it) pool_row(t, it, true);
-                if (json_array_size(items))
-                        cli_table_print(t, stdout);
-                else
-                        fprintf(stderr, "No job pools (legiond --job-warm 0, none set)\n");
-                cli_table_free(t);
-        }
-        cli_response_done(&resp);
-        return r;
+        return print_list("/v1/jobs/pools", true, "job pools", "No job pools (legiond --job-warm 0, none set)",
+                          pool_row, head, ARRAY_SIZE(head), err);
 }
 
 static int pool_delete(int argc, char **argv, struct lg_error *err) {
