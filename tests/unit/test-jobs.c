@@ -220,11 +220,6 @@ static json_t *wait_for(const char *name, wait_kit_pred_fn pred, const void *arg
         return wait_kit_status(&loop, "job", name, job_status, pred, arg);
 }
 
-static bool phase_is(const json_t *st, const void *arg) {
-        const char *p = json_string_value(json_object_get(st, "phase"));
-        return p && !strcmp(p, arg);
-}
-
 /* Final, and every sandbox gone (finishedAt written). */
 static bool finished(const json_t *st, const void *arg) {
         (void) arg;
@@ -233,7 +228,7 @@ static bool finished(const json_t *st, const void *arg) {
 
 static bool has_waiting(const json_t *st, const void *arg) {
         (void) arg;
-        return phase_is(st, "Pending") && json_object_get(st, "waitingFor");
+        return wait_kit_phase_is(st, "Pending") && json_object_get(st, "waitingFor");
 }
 
 static unsigned sandboxes_left(void) {
@@ -395,7 +390,7 @@ static void test_stop_running(void **state) {
         (void) state;
         submit("{\"name\": \"st\", \"engine\": \"indexed\", \"completions\": 3, \"parallelism\": 3,"
                " \"executors\": {\"cpu\": \"100m\", \"memory\": \"32Mi\"}, \"command\": [\"sleep\", \"100\"]}");
-        json_decref(wait_for("st", phase_is, "Running"));
+        json_decref(wait_for("st", wait_kit_phase_is, "Running"));
         struct lg_error e = {0};
         assert_int_equal(lg_jobs_stop(jobs, "default", "st", NULL, &e), 0);
         json_t *st = wait_for("st", finished, NULL);
@@ -468,7 +463,7 @@ static void test_capacity(void **state) {
                             "2 vCPU and 64 MiB (free now: 1 vCPU, 7.91 GiB)");
         json_decref(st);
         /* wait2 fits what is free, but does not overtake wait1. */
-        st = wait_for("wait2", phase_is, "Pending");
+        st = wait_for("wait2", wait_kit_phase_is, "Pending");
         json_decref(st);
         struct seen seen = {0};
         lg_jobs_watch *w = NULL;
@@ -503,7 +498,7 @@ static void test_restart(void **state) {
         submit("{\"name\": \"rs\", \"engine\": \"indexed\", \"completions\": 2, \"parallelism\": 1,"
                " \"executors\": {\"cpu\": \"100m\", \"memory\": \"32Mi\"},"
                " \"command\": [\"sh\", \"-c\", \"sleep 1; echo done $JOB_COMPLETION_INDEX\"]}");
-        json_decref(wait_for("rs", phase_is, "Running"));
+        json_decref(wait_for("rs", wait_kit_phase_is, "Running"));
         jobs_stop(true);
         unsigned left = sandboxes_left();
         jobs_start(); /* before any assertion: the next tests need the jobs */
@@ -576,7 +571,8 @@ static void on_signalled(lg_agent_req *req) { *(bool *) req->data = true; }
 /* The job runs (its driver started) and its role arg (index 0) too. */
 static bool role_running(const json_t *st, const void *arg) {
         const json_t *r = role_of(st, arg, 0, 0);
-        return phase_is(st, "Running") && r && !strcmp(json_string_value(json_object_get(r, "state")), "Running");
+        return wait_kit_phase_is(st, "Running") && r &&
+               !strcmp(json_string_value(json_object_get(r, "state")), "Running");
 }
 
 /* A real Dask computation: the job's own dask-scheduler, 2 dask-worker

@@ -183,11 +183,6 @@ static json_t *wait_for(const char *name, wait_kit_pred_fn pred, const void *arg
         return wait_kit_status(&loop, "pod", name, pod_status, pred, arg);
 }
 
-static bool phase_is(const json_t *st, const void *arg) {
-        const char *p = json_string_value(json_object_get(st, "phase"));
-        return p && !strcmp(p, arg);
-}
-
 static bool gone(const json_t *st, const void *arg) {
         (void) arg;
         return st == NULL;
@@ -226,7 +221,7 @@ static void test_completed_and_logs(void **state) {
         (void) state;
         create_pod("ok", "{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\": \"test/bb:1\","
                          " \"command\": [\"sh\", \"-c\", \"echo out; echo err >&2; echo again\"]}]}");
-        json_t *st = wait_for("ok", phase_is, "Succeeded");
+        json_t *st = wait_for("ok", wait_kit_phase_is, "Succeeded");
         assert_int_equal(exit_code(st, "c"), 0);
         assert_string_equal(term_reason(st, "c"), "Completed");
         assert_string_equal(json_string_value(json_object_get(st, "qosClass")), "BestEffort");
@@ -248,7 +243,7 @@ static void test_failed_exit_code(void **state) {
         (void) state;
         create_pod("bad", "{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\": \"test/bb:1\","
                           " \"command\": [\"sh\", \"-c\", \"exit 3\"]}]}");
-        json_t *st = wait_for("bad", phase_is, "Failed");
+        json_t *st = wait_for("bad", wait_kit_phase_is, "Failed");
         assert_int_equal(exit_code(st, "c"), 3);
         assert_string_equal(term_reason(st, "c"), "Error");
         json_decref(st);
@@ -260,7 +255,7 @@ static void test_oom(void **state) {
         create_pod("oom", "{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\": \"test/bb:1\","
                           " \"command\": [\"tail\", \"/dev/zero\"],"
                           " \"resources\": {\"limits\": {\"memory\": \"16Mi\"}}}]}");
-        json_t *st = wait_for("oom", phase_is, "Failed");
+        json_t *st = wait_for("oom", wait_kit_phase_is, "Failed");
         assert_int_equal(exit_code(st, "c"), 137);
         assert_string_equal(term_reason(st, "c"), "OOMKilled");
         assert_string_equal(json_string_value(json_object_get(st, "qosClass")), "Burstable");
@@ -334,7 +329,7 @@ static void test_deadline(void **state) {
         (void) state;
         create_pod("late", "{\"restartPolicy\": \"Always\", \"activeDeadlineSeconds\": 1, \"containers\": [{\"name\":"
                            " \"c\", \"image\": \"test/bb:1\", \"command\": [\"sleep\", \"1000\"]}]}");
-        json_t *st = wait_for("late", phase_is, "Failed");
+        json_t *st = wait_for("late", wait_kit_phase_is, "Failed");
         assert_string_equal(json_string_value(json_object_get(st, "reason")), "DeadlineExceeded");
         assert_string_equal(json_string_value(json_object_get(st, "message")),
                             "Pod was active on the node longer than the specified deadline");
@@ -411,7 +406,7 @@ static void test_image_user(void **state) {
         create_pod("user", "{\"restartPolicy\": \"Never\", \"containers\": ["
                            "{\"name\": \"named\", \"image\": \"test/user:1\", \"command\": [\"sh\", \"-c\", \"id -u; id -g; id -G\"]},"
                            "{\"name\": \"numeric\", \"image\": \"test/uid:1\", \"command\": [\"sh\", \"-c\", \"id -u; id -g\"]}]}");
-        json_t *st = wait_for("user", phase_is, "Succeeded");
+        json_t *st = wait_for("user", wait_kit_phase_is, "Succeeded");
         char *log = read_log("user", "named", false);
         assert_string_equal(log, "1234\n50\n50\n");
         free(log);
@@ -471,7 +466,7 @@ static void test_command_env_cwd(void **state) {
                            " \"env\": [{\"name\": \"FOO\", \"value\": \"ctr\"}, {\"name\": \"NEW\", \"value\": \"x y\"}],"
                            " \"command\": [\"sh\", \"-c\", \"echo $FOO $BAR $NEW $HOSTNAME; pwd\"]},"
                            "{\"name\": \"imgcwd\", \"image\": \"test/ep:1\", \"command\": [\"pwd\"]}]}");
-        json_t *st = wait_for("argv", phase_is, "Succeeded");
+        json_t *st = wait_for("argv", wait_kit_phase_is, "Succeeded");
         static const struct {
                 const char *ctr, *out;
         } want[] = {
@@ -512,7 +507,7 @@ static void test_restore(void **state) {
         assert_int_equal(lg_pods_new(&cfg, &pods, &e), 0);
         assert_int_equal(lg_pods_restore(pods, &e), 0);
         json_decref(wait_for("keep", restarted_once_running, NULL));
-        json_t *st = wait_for("once", phase_is, "Failed");
+        json_t *st = wait_for("once", wait_kit_phase_is, "Failed");
         assert_string_equal(json_string_value(json_object_get(term_of(st, "c"), "message")), "legiond restarted");
         json_decref(st);
         delete_pod("keep", 0);
@@ -528,7 +523,7 @@ static void test_quantities(void **state) {
         create_pod("qty", "{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\": \"test/bb:1\","
                           " \"command\": [\"true\"], \"resources\": {\"limits\": {\"memory\": \"0.5Gi\", \"cpu\": \"0.5\"},"
                           " \"requests\": {\"memory\": \"536870912\", \"cpu\": \"500m\"}}}]}");
-        json_t *st = wait_for("qty", phase_is, "Succeeded");
+        json_t *st = wait_for("qty", wait_kit_phase_is, "Succeeded");
         assert_string_equal(json_string_value(json_object_get(st, "qosClass")), "Guaranteed");
         json_decref(st);
         delete_and_wait("qty", 0);
@@ -607,7 +602,7 @@ static void test_warm(void **state) {
                          "$HOSTNAME; id -u; pwd; readlink /proc/self/ns/net; echo err >&2\"]},"
                          "{\"name\": \"d\", \"image\": \"test/bb:1\", \"command\": [\"readlink\", "
                          "\"/proc/self/ns/net\"]}]}");
-        json_t *st2 = wait_for("w2", phase_is, "Succeeded");
+        json_t *st2 = wait_for("w2", wait_kit_phase_is, "Succeeded");
         assert_int_equal(warm_field("test/warm:1", "taken"), 1);
         assert_string_equal(term_reason(st2, "c"), "Completed");
         assert_string_not_equal(ctr_id(st1, "c"), ctr_id(st2, "c"));
@@ -625,7 +620,7 @@ static void test_warm(void **state) {
         create_pod("w3", "{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\": \"test/warm:1\","
                          " \"command\": [\"tail\", \"/dev/zero\"],"
                          " \"resources\": {\"limits\": {\"memory\": \"16Mi\"}}}]}");
-        json_t *st = wait_for("w3", phase_is, "Failed");
+        json_t *st = wait_for("w3", wait_kit_phase_is, "Failed");
         assert_int_equal(warm_field("test/warm:1", "taken"), 2);
         assert_string_equal(term_reason(st, "c"), "OOMKilled");
         assert_int_equal(exit_code(st, "c"), 137);
@@ -635,7 +630,7 @@ static void test_warm(void **state) {
         wait_warm_ready("test/warm:1");
         create_pod("w4", "{\"restartPolicy\": \"Never\", \"containers\": [{\"name\": \"c\", \"image\": \"test/warm:1\","
                          " \"command\": [\"true\"], \"resources\": {\"limits\": {\"ephemeral-storage\": \"64Mi\"}}}]}");
-        json_decref(wait_for("w4", phase_is, "Succeeded"));
+        json_decref(wait_for("w4", wait_kit_phase_is, "Succeeded"));
         assert_int_equal(warm_field("test/warm:1", "taken"), 2);
         assert_int_equal(warm_field("test/warm:1", "ready"), 1);
 

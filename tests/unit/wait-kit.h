@@ -56,3 +56,9 @@ static inline json_t *wait_kit_status(uv_loop_t *loop, const char *what, const c
         }
         return st;
 }
+
+/* A predicate for wait_kit_status: the status's phase is arg (a string). */
+static inline bool wait_kit_phase_is(const json_t *st, const void *arg) {
+        const char *p = json_string_value(json_object_get(st, "phase"));
+        return p && !strcmp(p, arg);
+}
