@@ -45,7 +45,7 @@ def ratio(a, b):
 
 def pools_text(doc, arm):
     p = (doc.get("pools") or {}).get(arm)
-    if not p:
+    if not p or arm == "plain":
         return ""
     return " (" + ", ".join(f"`{n}` {r}" for n, (_, r) in p.items()) + " ready)"
 
