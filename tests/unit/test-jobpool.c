@@ -276,11 +276,18 @@ static void test_fill_take_on_demand(void **state) {
                         assert_string_equal(v, "67108864");
                         assert_true(cg_read(s->id, "cpu.max", "", "", v, sizeof(v)));
                         assert_string_equal(v, "50000 100000");
+                        /* A warm one waited at weight 10; taken, the default. */
+                        assert_true(cg_read(s->id, "cpu.weight", "", "", v, sizeof(v)));
+                        assert_string_equal(v, "100");
                 } else {
                         assert_true(cg_read(s->id, "", "memory", "memory.limit_in_bytes", v, sizeof(v)));
                         assert_string_equal(v, "67108864");
                         assert_true(cg_read(s->id, "", "cpu", "cpu.cfs_quota_us", v, sizeof(v)));
                         assert_string_equal(v, "50000");
+                        /* Weight 100 in v1's shares (2597, crun's mapping), not
+                         * the warm weight 10's 237. */
+                        assert_true(cg_read(s->id, "", "cpu", "cpu.shares", v, sizeof(v)));
+                        assert_true(strtoull(v, NULL, 10) >= 1024);
                 }
 
                 lg_agent_req st = {0};
